@@ -1,0 +1,3 @@
+from sealmail.cli.main import main
+
+raise SystemExit(main())

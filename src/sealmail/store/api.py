@@ -1,0 +1,104 @@
+"""The one narrow store API every service uses (lmtpd, deliver, imapd, pop3d, admin commands).
+
+Names are *internal* mailbox names (see sealmail.store.names). Methods raise only StoreError
+subclasses on purpose; anything else is a bug. Implementations must be safe to use from several
+threads of one process and from many processes at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sealmail.store.errors import StoreError
+
+# RFC 4314 rights, in canonical order.
+ALL_RIGHTS = "lrswipkxtecda"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    name: str
+    uniqueid: str
+    partition: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    exists: int
+    acl: dict[str, str] = field(default_factory=dict)  # identifier -> rights
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    root: str
+    storage_used: int  # bytes
+    storage_limit: int | None  # KiB, None = no limit
+    messages_used: int
+    messages_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """One copy of a message to append to one mailbox."""
+
+    mailbox: str
+    flags: tuple[str, ...] = ()
+    ignore_quota: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedMessage:
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    modseq: int
+    guid: str  # hex SHA-1 of the stored bytes, as Cyrus's GUID
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    uid: int
+    modseq: int
+    internaldate: float  # seconds since the epoch
+    size: int
+    guid: str
+    flags: tuple[str, ...]
+
+
+class MessageStore(Protocol):
+    # Mailboxes
+    def mailbox(self, name: str) -> MailboxInfo | None: ...
+    def create_mailbox(
+        self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
+    ) -> MailboxInfo: ...
+    def delete_mailbox(self, name: str) -> None: ...
+    def rename_mailbox(self, old: str, new: str) -> None: ...
+    def list_mailboxes(self, prefix: str = "") -> list[MailboxInfo]: ...
+    def mailbox_path(self, name: str) -> Path: ...
+
+    # Rights and quotas
+    def set_acl(self, name: str, identifier: str, rights: str) -> None: ...
+    def set_quota(self, root: str, storage_kb: int | None, messages: int | None) -> None: ...
+    def quota_for(self, name: str) -> QuotaUsage | None: ...
+    def check_quota(self, name: str, incoming_size: int) -> None: ...
+
+    # Messages
+    def deliver(
+        self,
+        content: bytes,
+        targets: Sequence[DeliveryTarget],
+        internaldate: float | None = None,
+    ) -> list[AppendedMessage | StoreError]: ...
+    def messages(self, name: str) -> list[MessageRecord]: ...
+    def message_bytes(self, name: str, uid: int) -> bytes: ...
+    def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int: ...
+    def expunge(self, name: str, uids: Sequence[int]) -> list[int]: ...
+
+    # Concurrency and repair
+    def delivery_slot(self, user: str) -> AbstractContextManager[None]: ...
+    def reconstruct(self, name: str) -> list[str]: ...
+    def close(self) -> None: ...
