@@ -62,6 +62,14 @@ def _convert(option: Option, raw: str) -> object:
         if not digits.isdigit():
             raise ValueError(f"{raw!r} is not a size (a number of bytes, optionally with K, M or G)")
         return int(digits) * scale
+    if kind is OptionType.OCTAL:
+        try:
+            mode = int(raw, 8)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an octal mode such as 0660") from None
+        if not 0 <= mode <= 0o7777:
+            raise ValueError(f"{raw!r} is not a file mode")
+        return mode
     if kind is OptionType.ENUM:
         if raw.lower() not in option.choices:
             raise ValueError(f"{raw!r} is not one of {', '.join(option.choices)}")
@@ -117,7 +125,7 @@ class ImapdConfig:
         return self.switch(fallback)
 
     def integer(self, name: str) -> int:
-        value = self._get(name, OptionType.INT, OptionType.BYTESIZE)
+        value = self._get(name, OptionType.INT, OptionType.BYTESIZE, OptionType.OCTAL)
         assert isinstance(value, int)
         return value
 
@@ -194,8 +202,11 @@ def render_imapd_conf(values: Mapping[str, object] | Iterable[tuple[str, object]
     items = values.items() if isinstance(values, Mapping) else values
     lines = []
     for key, value in items:
+        option = lookup(key)
         if isinstance(value, bool):
             value = "yes" if value else "no"
+        elif option is not None and option.type is OptionType.OCTAL and isinstance(value, int):
+            value = f"0{value:o}"
         elif isinstance(value, (tuple, list)):
             value = " ".join(str(v) for v in value)
         lines.append(f"{key}: {value}")

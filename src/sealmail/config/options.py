@@ -18,6 +18,7 @@ class OptionType(enum.Enum):
     ENUM = "enum"
     STRINGLIST = "stringlist"  # whitespace-separated words (admins: a b c)
     BYTESIZE = "bytesize"  # integer with optional K/M/G suffix
+    OCTAL = "octal"  # file mode such as 0660
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +34,14 @@ def _opt(name: str, type_: OptionType, default: object, doc: str, *choices: str)
     return Option(name, type_, default, doc, tuple(choices))
 
 
-S, I, B, E, L, Z = (
+S, I, B, E, L, Z, O = (
     OptionType.STRING,
     OptionType.INT,
     OptionType.SWITCH,
     OptionType.ENUM,
     OptionType.STRINGLIST,
     OptionType.BYTESIZE,
+    OptionType.OCTAL,
 )
 
 # Prefix options: any key starting with the prefix is accepted (partition-default, ...).
@@ -67,6 +69,8 @@ _OPTIONS: tuple[Option, ...] = (
     _opt("postmaster", S, "postmaster", "Local part used as the sender of generated mail."),
     # Delivery
     _opt("lmtpsocket", S, "{configdirectory}/socket/lmtp", "UNIX socket where lmtpd listens and deliver connects."),
+    _opt("unix_socket_mode", O, 0o660, "Mode of the UNIX sockets the daemons create (lmtpsocket, ...)."),
+    _opt("unix_socket_group", S, None, "Group of those sockets, e.g. postfix, so the MTA can connect."),
     _opt("lmtp_downcase_rcpt", B, True, "Fold recipient local part (up to the delimiter) and domain to lower case."),
     _opt("recipient_delimiter", S, "+", "Character that separates a local part from its detail (user+detail)."),
     _opt("singleinstancestore", B, True, "Store one copy of a message delivered to many mailboxes on one partition."),

@@ -1,0 +1,98 @@
+"""Checks and trace headers for a message entering the store.
+
+The store keeps messages as CRLF text (IMAP serves them byte-exact); like Cyrus we refuse what would
+make it lie about the message: NUL bytes, bare LF or CR line ends, and a header block that is not
+a header block (RFC 5322 2.2). Everything else, 8-bit included, is kept as sent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from email.utils import formatdate
+
+from sealmail.store.errors import InvalidMessage
+
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_RETURN_PATH = re.compile(rb"return-path[ \t]*:", re.IGNORECASE)
+_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def header_block(content: bytes) -> bytes:
+    """The header lines of a CRLF message, without the blank line that ends them."""
+    if content.startswith(b"\r\n"):
+        return b""
+    end = content.find(b"\r\n\r\n")
+    return content if end < 0 else content[: end + 2]
+
+
+def validate(content: bytes) -> None:
+    """Raise InvalidMessage (554 5.6.0) for what the store must not keep."""
+    if b"\0" in content:
+        raise InvalidMessage("Message contains NUL characters")
+    if content.count(b"\n") != content.count(b"\r\n") or content.count(b"\r") != content.count(
+        b"\r\n"
+    ):
+        raise InvalidMessage("Message contains bare newlines")
+    first = True
+    for line in header_block(content).split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):
+            if first:
+                raise InvalidMessage("Message contains invalid header")
+        elif not _FIELD.match(line):
+            raise InvalidMessage("Message contains invalid header")
+        first = False
+
+
+def without_return_path(content: bytes) -> bytes:
+    """The message without Return-Path fields: the delivering server sets it (RFC 5321 4.4)."""
+    headers = header_block(content)
+    if not _RETURN_PATH.search(headers):
+        return content
+    kept: list[bytes] = []
+    skipping = False
+    for line in headers.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = bool(_RETURN_PATH.match(line))
+        if not skipping:
+            kept.append(line)
+    rest = content[len(headers) :]
+    return b"".join(line + b"\r\n" for line in kept) + rest
+
+
+def message_id(content: bytes) -> str | None:
+    """The Message-ID field's value, unfolded and stripped, or None."""
+    headers = header_block(content)
+    match = _MESSAGE_ID.search(headers)
+    if match is None:
+        return None
+    value = bytearray()
+    for index, line in enumerate(headers[match.end() :].split(b"\r\n")):
+        if index and line[:1] not in (b" ", b"\t"):
+            break
+        value += line
+    text = value.decode("utf-8", "replace").strip()
+    return text or None
+
+
+def trace_headers(
+    *,
+    return_path: str,
+    helo: str | None,
+    client: str,
+    servername: str,
+    protocol: str,
+    session_id: str,
+    now: float | None = None,
+) -> bytes:
+    """Return-Path and Received fields, the same for every recipient so one copy serves all."""
+    date = formatdate(time.time() if now is None else now, localtime=True)
+    received = (
+        f"Received: from {helo or 'unknown'} ({client})\r\n"
+        f"\tby {servername} (sealmail lmtpd) with {protocol} id {session_id};\r\n"
+        f"\t{date}\r\n"
+    )
+    return f"Return-Path: <{return_path}>\r\n{received}".encode("utf-8", "surrogateescape")

@@ -1,0 +1,134 @@
+"""From an LMTP recipient address to the mailbox it delivers into, by Cyrus's rules.
+
+- The address is normalised first: with `lmtp_downcase_rcpt` the local part up to the delimiter and
+  the domain are folded to lower case; the detail keeps its case, since mailbox names are case
+  sensitive (the seed's section 8.3).
+- `user@domain` is the INBOX `user.user` (with virtdomains: `domain!user.user`, the defaultdomain
+  counting as none).
+- `user+detail` is `user.user.detail` when that folder exists and grants the post right to anyone
+  (Cyrus's rule); otherwise the INBOX (section 8.1).
+- `postuser+folder` and `+folder` post to the shared folder `folder` (section 8.2); there the
+  folder must exist and grant the post right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.store import names
+from sealmail.store.acl import rights_of
+from sealmail.store.api import MessageStore
+from sealmail.store.errors import InvalidMailboxName, MailboxNotFound, PermissionDenied
+
+# Who posts when mail arrives by LMTP: Cyrus checks the 'p' right of anonymous (anyone).
+POSTER = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A recipient accepted at RCPT time, with the mailbox its copy goes to."""
+
+    address: str  # as normalised, for logs and replies
+    mailbox: str  # internal name
+    user: str | None  # owner's userid (for the per-user delivery limit); None for shared folders
+    ignore_quota: bool = False
+
+
+def split_local_part(local_part: str, delimiter: str) -> tuple[str, str | None]:
+    """('user', 'detail') for 'user+detail'; ('user', None) without a delimiter."""
+    if delimiter:
+        for char in delimiter:  # Postfix allows several delimiter characters
+            user, sep, detail = local_part.partition(char)
+            if sep:
+                return user, detail
+    return local_part, None
+
+
+class RecipientResolver:
+    """Maps addresses to mailboxes; reads the store, never writes it."""
+
+    def __init__(self, config: ImapdConfig, store: MessageStore) -> None:
+        self.config = config
+        self.store = store
+        self.namespace = names.Namespace(config.hierarchy_separator)
+        self.delimiter = config.string("recipient_delimiter") or ""
+        self.downcase = config.switch("lmtp_downcase_rcpt")
+        self.postuser = config.string("postuser") or ""
+        self.virtdomains = config.enum("virtdomains") != "off"
+        default_domain = config.string("defaultdomain")
+        self.defaultdomain = default_domain.lower() if default_domain else None
+
+    def normalise(self, local_part: str, domain: str | None) -> tuple[str, str | None, str | None]:
+        """(user, detail, domain) after lmtp_downcase_rcpt."""
+        user, detail = split_local_part(local_part, self.delimiter)
+        if self.downcase:
+            user = user.lower()
+            domain = domain.lower() if domain else domain
+        return user, detail, domain
+
+    def resolve(self, local_part: str, domain: str | None, ignore_quota: bool = False) -> Recipient:
+        """The Recipient for an address, or MailboxNotFound / PermissionDenied."""
+        user, detail, domain = self.normalise(local_part, domain)
+        shown = f"{user}+{detail}" if detail is not None else user
+        address = f"{shown}@{domain}" if domain else shown
+        mailbox_domain = domain if self.virtdomains and domain != self.defaultdomain else None
+
+        if detail is not None and (not user or (self.postuser and user == self.postuser)):
+            mailbox = self._folder(detail, mailbox_domain)
+            if mailbox is None:
+                raise MailboxNotFound(f"no shared folder {detail!r}")
+            if "p" not in rights_of(self._acl(mailbox), POSTER, is_admin=False):
+                raise PermissionDenied(f"{mailbox} does not grant the post right")
+            return Recipient(address, mailbox, None, ignore_quota)
+
+        if not user:
+            raise MailboxNotFound("empty local part")
+        try:
+            inbox = names.user_inbox(user, mailbox_domain)
+            names.validate_internal(inbox)
+        except InvalidMailboxName:
+            raise MailboxNotFound(f"no user {user!r}") from None
+        if self.store.mailbox(inbox) is None:
+            raise MailboxNotFound(f"no mailbox {inbox}")
+        userid = f"{user}@{mailbox_domain}" if mailbox_domain else user
+        if detail:
+            folder = self._subfolder(inbox, detail)
+            if folder is not None and "p" in rights_of(self._acl(folder), POSTER, is_admin=False):
+                return Recipient(address, folder, userid, ignore_quota)
+        return Recipient(address, inbox, userid, ignore_quota)
+
+    def _acl(self, mailbox: str) -> dict[str, str]:
+        info = self.store.mailbox(mailbox)
+        return info.acl if info is not None else {}
+
+    def _candidates(self, detail: str) -> list[str]:
+        """Internal forms a detail may name: as typed (UTF-8 or space), or already modified UTF-7."""
+        found: list[str] = []
+        separator = self.namespace.separator
+        raw = [detail] if separator == "." else [] if "." in detail else [detail.replace("/", ".")]
+        for candidate in raw:
+            try:
+                names.validate_internal(candidate)
+                found.append(candidate)
+            except InvalidMailboxName:
+                pass
+        try:
+            found.append(self.namespace.to_internal(detail))
+        except InvalidMailboxName:
+            pass
+        return list(dict.fromkeys(found))
+
+    def _folder(self, detail: str, domain: str | None) -> str | None:
+        for candidate in self._candidates(detail):
+            name = f"{domain}!{candidate}" if domain else candidate
+            if self.store.mailbox(name) is not None:
+                return name
+        return None
+
+    def _subfolder(self, inbox: str, detail: str) -> str | None:
+        for candidate in self._candidates(detail):
+            name = f"{inbox}.{candidate}"
+            if self.store.mailbox(name) is not None:
+                return name
+        return None

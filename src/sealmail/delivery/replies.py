@@ -1,0 +1,43 @@
+"""The ONE table from store and delivery failures to LMTP replies (Cyrus's imap/lmtp_err.et).
+
+lmtpd and deliver both answer through `reply_for`; nothing else in sealmail writes an LMTP failure
+reply for a store error.
+"""
+
+from __future__ import annotations
+
+from sealmail.proto.smtp import Reply
+from sealmail.store import errors
+
+DELIVERED = Reply(250, "2.1.5", "Ok")
+DUPLICATE = Reply(250, "2.1.5", "Ok (duplicate suppressed)")
+RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
+SENDER_OK = Reply(250, "2.1.0", "Ok")
+
+_TABLE: dict[type[errors.StoreError], Reply] = {
+    errors.MailboxNotFound: Reply(550, "5.1.1", "Mailbox unknown"),
+    errors.InvalidMailboxName: Reply(550, "5.1.1", "Mailbox unknown"),
+    errors.PermissionDenied: Reply(550, "5.7.1", "Permission denied"),
+    errors.OverQuota: Reply(452, "4.2.2", "Over quota"),
+    errors.MessageTooLarge: Reply(552, "5.2.3", "Message size exceeds fixed maximum message size"),
+    errors.InvalidMessage: Reply(554, "5.6.0", "Message contains invalid header"),
+    errors.DiskFull: Reply(451, "4.3.1", "Insufficient system storage"),
+    errors.MailboxBusy: Reply(451, "4.4.5", "Mailbox busy, try again later"),
+    errors.MailboxCorrupt: Reply(451, "4.3.0", "Mailbox needs repair, try again later"),
+}
+
+OVER_QUOTA_PERMANENT = Reply(552, "5.2.2", "Over quota")
+INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error, try again later")
+
+
+def reply_for(error: BaseException, *, over_quota_permanent: bool = False) -> Reply:
+    """The LMTP reply for a failed recipient; the error's own text refines the default where set."""
+    if isinstance(error, errors.OverQuota) and over_quota_permanent:
+        return OVER_QUOTA_PERMANENT
+    for kind in type(error).__mro__:
+        reply = _TABLE.get(kind)  # type: ignore[call-overload]
+        if reply is not None:
+            if isinstance(error, errors.InvalidMessage) and str(error):
+                return Reply(reply.code, reply.enhanced, str(error))
+            return reply
+    return INTERNAL_ERROR
