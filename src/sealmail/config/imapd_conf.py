@@ -60,7 +60,9 @@ def _convert(option: Option, raw: str) -> object:
         scale = _SIZE_SUFFIX.get(text[-1:], 1)
         digits = text[:-1] if scale != 1 else text
         if not digits.isdigit():
-            raise ValueError(f"{raw!r} is not a size (a number of bytes, optionally with K, M or G)")
+            raise ValueError(
+                f"{raw!r} is not a size (a number of bytes, optionally with K, M or G)"
+            )
         return int(digits) * scale
     if kind is OptionType.OCTAL:
         try:
@@ -119,7 +121,7 @@ class ImapdConfig:
         return value
 
     def optional_switch(self, name: str, fallback: str) -> bool:
-        """A switch whose unset value follows another switch (lmtp_allowplaintext -> allowplaintext)."""
+        """A switch that follows another while unset (lmtp_allowplaintext -> allowplaintext)."""
         if name in self.values:
             return self.switch(name)
         return self.switch(fallback)
@@ -164,7 +166,7 @@ class ImapdConfig:
 
 
 def parse_imapd_conf(text: str, path: str = "<string>") -> ImapdConfig:
-    """Parse imapd.conf text. Unknown keys are warned about once each; bad values raise ConfigError."""
+    """Parse imapd.conf text: unknown keys warn once each, bad values raise ConfigError."""
     values: dict[str, object] = {}
     warned: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):

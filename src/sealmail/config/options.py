@@ -34,7 +34,7 @@ def _opt(name: str, type_: OptionType, default: object, doc: str, *choices: str)
     return Option(name, type_, default, doc, tuple(choices))
 
 
-S, I, B, E, L, Z, O = (
+STR, INT, SWITCH, ENUM, WORDS, SIZE, OCTAL = (
     OptionType.STRING,
     OptionType.INT,
     OptionType.SWITCH,
@@ -47,58 +47,174 @@ S, I, B, E, L, Z, O = (
 # Prefix options: any key starting with the prefix is accepted (partition-default, ...).
 PREFIX_OPTIONS: dict[str, Option] = {
     "partition-": _opt(
-        "partition-", S, None, "Directory of the named message partition (partition-NAME: /path)."
+        "partition-", STR, None, "Directory of the named message partition (partition-NAME: /path)."
     ),
 }
 
 _OPTIONS: tuple[Option, ...] = (
     # Layout
-    _opt("configdirectory", S, "/var/lib/sealmail", "Directory of the index, databases and sockets."),
-    _opt("defaultpartition", S, "default", "Partition used for new mailboxes."),
-    _opt("servername", S, None, "Name this server gives itself in greetings and Received: (default: hostname)."),
+    _opt(
+        "configdirectory",
+        STR,
+        "/var/lib/sealmail",
+        "Directory of the index, databases and sockets.",
+    ),
+    _opt("defaultpartition", STR, "default", "Partition used for new mailboxes."),
+    _opt(
+        "servername",
+        STR,
+        None,
+        "Name this server gives itself in greetings and Received: (default: hostname).",
+    ),
     # Namespace
-    _opt("unixhierarchysep", B, False, "Show '/' instead of '.' as the hierarchy separator (Cyrus 3 defaults to yes)."),
-    _opt("altnamespace", B, False, "Show other users' and shared folders beside the personal ones."),
-    _opt("virtdomains", E, "off", "Virtual domains: off, userid (domain from the login name) or on.",
-         "off", "userid", "on"),
-    _opt("defaultdomain", S, None, "Domain that is treated as no domain when virtdomains is set."),
+    _opt(
+        "unixhierarchysep",
+        SWITCH,
+        False,
+        "Show '/' instead of '.' as the hierarchy separator (Cyrus 3 defaults to yes).",
+    ),
+    _opt(
+        "altnamespace",
+        SWITCH,
+        False,
+        "Show other users' and shared folders beside the personal ones.",
+    ),
+    _opt(
+        "virtdomains",
+        ENUM,
+        "off",
+        "Virtual domains: off, userid (domain from the login name) or on.",
+        "off",
+        "userid",
+        "on",
+    ),
+    _opt("defaultdomain", STR, None, "Domain treated as no domain when virtdomains is set."),
     # Rights
-    _opt("admins", L, (), "Identities with administrative rights on every mailbox."),
-    _opt("lmtp_admins", L, None, "Identities allowed to authenticate to lmtpd over TCP (default: admins)."),
-    _opt("postuser", S, "", "Local part that addresses shared folders: postuser+folder posts to 'folder'."),
-    _opt("postmaster", S, "postmaster", "Local part used as the sender of generated mail."),
+    _opt("admins", WORDS, (), "Identities with administrative rights on every mailbox."),
+    _opt(
+        "lmtp_admins",
+        WORDS,
+        None,
+        "Identities allowed to authenticate to lmtpd over TCP (default: admins).",
+    ),
+    _opt(
+        "postuser",
+        STR,
+        "",
+        "Local part that addresses shared folders: postuser+folder posts to 'folder'.",
+    ),
+    _opt("postmaster", STR, "postmaster", "Local part used as the sender of generated mail."),
     # Delivery
-    _opt("lmtpsocket", S, "{configdirectory}/socket/lmtp", "UNIX socket where lmtpd listens and deliver connects."),
-    _opt("unix_socket_mode", O, 0o660, "Mode of the UNIX sockets the daemons create (lmtpsocket, ...)."),
-    _opt("unix_socket_group", S, None, "Group of those sockets, e.g. postfix, so the MTA can connect."),
-    _opt("lmtp_downcase_rcpt", B, True, "Fold recipient local part (up to the delimiter) and domain to lower case."),
-    _opt("recipient_delimiter", S, "+", "Character that separates a local part from its detail (user+detail)."),
-    _opt("singleinstancestore", B, True, "Store one copy of a message delivered to many mailboxes on one partition."),
-    _opt("duplicatesuppression", B, True, "Deliver a message (by Message-ID) at most once to each mailbox."),
-    _opt("lmtp_over_quota_perm_failure", B, False, "Over quota is a permanent failure (552 5.2.2), not 452 4.2.2."),
-    _opt("lmtp_strict_quota", B, False, "Count the incoming message's size when checking quota at RCPT."),
-    _opt("maxmessagesize", Z, 0, "Largest message lmtpd accepts, in bytes; 0 means no limit."),
-    _opt("lmtptimeout", I, 300, "Seconds an LMTP client may stay silent before the session is closed."),
-    _opt("lmtp_max_recipients", I, 1000, "Most recipients accepted in one LMTP transaction."),
-    _opt("lmtp_max_line_length", I, 4096, "Longest LMTP command line, in bytes, CRLF included."),
-    _opt("lmtp_user_concurrency_limit", I, 10,
-         "Most deliveries to one user at once across all processes; more get 451 4.4.5. 0: no limit."),
-    _opt("lmtp_max_bad_commands", I, 20, "Unknown or out-of-order commands tolerated before disconnecting."),
+    _opt(
+        "lmtpsocket",
+        STR,
+        "{configdirectory}/socket/lmtp",
+        "UNIX socket where lmtpd listens and deliver connects.",
+    ),
+    _opt(
+        "unix_socket_mode",
+        OCTAL,
+        0o660,
+        "Mode of the UNIX sockets the daemons create (lmtpsocket, ...).",
+    ),
+    _opt(
+        "unix_socket_group",
+        STR,
+        None,
+        "Group of those sockets, e.g. postfix, so the MTA can connect.",
+    ),
+    _opt(
+        "lmtp_downcase_rcpt",
+        SWITCH,
+        True,
+        "Fold recipient local part (up to the delimiter) and domain to lower case.",
+    ),
+    _opt(
+        "recipient_delimiter",
+        STR,
+        "+",
+        "Character that separates a local part from its detail (user+detail).",
+    ),
+    _opt(
+        "singleinstancestore",
+        SWITCH,
+        True,
+        "Store one copy of a message delivered to many mailboxes on one partition.",
+    ),
+    _opt(
+        "duplicatesuppression",
+        SWITCH,
+        True,
+        "Deliver a message (by Message-ID) at most once to each mailbox.",
+    ),
+    _opt(
+        "lmtp_over_quota_perm_failure",
+        SWITCH,
+        False,
+        "Over quota is a permanent failure (552 5.2.2), not 452 4.2.2.",
+    ),
+    _opt(
+        "lmtp_strict_quota",
+        SWITCH,
+        False,
+        "Count the incoming message's size when checking quota at RCPT.",
+    ),
+    _opt("maxmessagesize", SIZE, 0, "Largest message lmtpd accepts, in bytes; 0 means no limit."),
+    _opt(
+        "lmtptimeout",
+        INT,
+        300,
+        "Seconds an LMTP client may stay silent before the session is closed.",
+    ),
+    _opt("lmtp_max_recipients", INT, 1000, "Most recipients accepted in one LMTP transaction."),
+    _opt("lmtp_max_line_length", INT, 4096, "Longest LMTP command line, in bytes, CRLF included."),
+    _opt(
+        "lmtp_user_concurrency_limit",
+        INT,
+        10,
+        "Most deliveries to one user at once, all processes together (0: none); more: 451 4.4.5.",
+    ),
+    _opt(
+        "lmtp_max_bad_commands",
+        INT,
+        20,
+        "Unknown or out-of-order commands tolerated before disconnecting.",
+    ),
     # Authentication and TLS (used by lmtpd over TCP, imapd, pop3d, sieve)
-    _opt("sasl_pwcheck_method", L, ("auxprop",), "How passwords are checked, in order: auxprop (sasldb), saslauthd."),
-    _opt("sasl_auxprop_plugin", S, "sasldb", "Auxprop plugin; only sasldb is supported."),
-    _opt("sasl_sasldb_path", S, "{configdirectory}/sasldb2", "Path of the SASL user database."),
-    _opt("sasl_saslauthd_path", S, "/var/run/saslauthd/mux", "UNIX socket of a running saslauthd."),
-    _opt("sasl_mech_list", L, None, "Mechanisms offered (default: all supported)."),
-    _opt("sasl_minimum_layer", I, 0, "Minimum protection strength (TLS cipher bits count as the layer)."),
-    _opt("allowplaintext", B, False, "Allow PLAIN, LOGIN and IMAP LOGIN without TLS."),
-    _opt("lmtp_allowplaintext", B, None, "Allow plaintext mechanisms on lmtpd without TLS (default: allowplaintext)."),
-    _opt("tls_server_cert", S, None, "PEM file of the server certificate (chain)."),
-    _opt("tls_server_key", S, None, "PEM file of the server certificate's private key."),
-    _opt("tls_client_ca_file", S, None, "PEM file of CAs whose client certificates are accepted (EXTERNAL)."),
-    _opt("tls_versions", S, "tls1_2 tls1_3", "TLS versions offered."),
-    _opt("hosts_allow", S, "/etc/hosts.allow", "tcp_wrappers allow file."),
-    _opt("hosts_deny", S, "/etc/hosts.deny", "tcp_wrappers deny file."),
+    _opt(
+        "sasl_pwcheck_method",
+        WORDS,
+        ("auxprop",),
+        "How passwords are checked, in order: auxprop (sasldb), saslauthd.",
+    ),
+    _opt("sasl_auxprop_plugin", STR, "sasldb", "Auxprop plugin; only sasldb is supported."),
+    _opt("sasl_sasldb_path", STR, "{configdirectory}/sasldb2", "Path of the SASL user database."),
+    _opt("sasl_saslauthd_path", STR, "/var/run/saslauthd/mux", "Socket of a running saslauthd."),
+    _opt("sasl_mech_list", WORDS, None, "Mechanisms offered (default: all supported)."),
+    _opt(
+        "sasl_minimum_layer",
+        INT,
+        0,
+        "Minimum protection strength (TLS cipher bits count as the layer).",
+    ),
+    _opt("allowplaintext", SWITCH, False, "Allow PLAIN, LOGIN and IMAP LOGIN without TLS."),
+    _opt(
+        "lmtp_allowplaintext",
+        SWITCH,
+        None,
+        "Allow plaintext mechanisms on lmtpd without TLS (default: allowplaintext).",
+    ),
+    _opt("tls_server_cert", STR, None, "PEM file of the server certificate (chain)."),
+    _opt("tls_server_key", STR, None, "PEM file of the server certificate's private key."),
+    _opt(
+        "tls_client_ca_file",
+        STR,
+        None,
+        "PEM file of CAs whose client certificates are accepted (EXTERNAL).",
+    ),
+    _opt("tls_versions", STR, "tls1_2 tls1_3", "TLS versions offered."),
+    _opt("hosts_allow", STR, "/etc/hosts.allow", "tcp_wrappers allow file."),
+    _opt("hosts_deny", STR, "/etc/hosts.deny", "tcp_wrappers deny file."),
 )
 
 OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}

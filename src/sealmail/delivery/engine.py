@@ -93,9 +93,13 @@ class DeliveryEngine:
         pending: list[int] = []
         seen_here: set[str] = set()
         for index, recipient in enumerate(recipients):
-            if message_id is not None and self.duplicates is not None and (
-                recipient.mailbox in seen_here
-                or self.duplicates.seen(message_id, recipient.mailbox)
+            if (
+                message_id is not None
+                and self.duplicates is not None
+                and (
+                    recipient.mailbox in seen_here
+                    or self.duplicates.seen(message_id, recipient.mailbox)
+                )
             ):
                 replies[index] = DUPLICATE
                 self._log(envelope, recipient, len(content), DUPLICATE, "eliminated duplicate")
@@ -116,7 +120,9 @@ class DeliveryEngine:
                 self.store.deliver(
                     content,
                     [
-                        DeliveryTarget(recipients[i].mailbox, ignore_quota=recipients[i].ignore_quota)
+                        DeliveryTarget(
+                            recipients[i].mailbox, ignore_quota=recipients[i].ignore_quota
+                        )
                         for i in targets
                     ],
                 )

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from sealmail.config.imapd_conf import ImapdConfig
@@ -103,20 +104,18 @@ class RecipientResolver:
         return info.acl if info is not None else {}
 
     def _candidates(self, detail: str) -> list[str]:
-        """Internal forms a detail may name: as typed (UTF-8 or space), or already modified UTF-7."""
+        """Internal names a detail may mean: already modified UTF-7, or as typed (UTF-8, spaces)."""
         found: list[str] = []
-        separator = self.namespace.separator
-        raw = [detail] if separator == "." else [] if "." in detail else [detail.replace("/", ".")]
+        if self.namespace.separator == ".":
+            raw = [detail]
+        else:
+            raw = [] if "." in detail else [detail.replace("/", ".")]
         for candidate in raw:
-            try:
+            with contextlib.suppress(InvalidMailboxName):
                 names.validate_internal(candidate)
                 found.append(candidate)
-            except InvalidMailboxName:
-                pass
-        try:
+        with contextlib.suppress(InvalidMailboxName):
             found.append(self.namespace.to_internal(detail))
-        except InvalidMailboxName:
-            pass
         return list(dict.fromkeys(found))
 
     def _folder(self, detail: str, domain: str | None) -> str | None:

@@ -35,7 +35,7 @@ def reply_for(error: BaseException, *, over_quota_permanent: bool = False) -> Re
     if isinstance(error, errors.OverQuota) and over_quota_permanent:
         return OVER_QUOTA_PERMANENT
     for kind in type(error).__mro__:
-        reply = _TABLE.get(kind)  # type: ignore[call-overload]
+        reply = _TABLE.get(kind)
         if reply is not None:
             if isinstance(error, errors.InvalidMessage) and str(error):
                 return Reply(reply.code, reply.enhanced, str(error))

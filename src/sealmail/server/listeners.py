@@ -104,7 +104,7 @@ def bind_tcp(host: str | None, port: int) -> list[socket.socket]:
     except socket.gaierror as exc:
         raise ListenError(f"{host}:{port}: {exc.strerror}") from None
     sockets: list[socket.socket] = []
-    seen: set[tuple[int, str]] = set()
+    seen: set[tuple[int, object]] = set()
     try:
         for family, kind, proto, _, address in infos:
             if (family, address[0]) in seen:

@@ -105,8 +105,9 @@ class LmtpService:
         session_id = new_session_id()
         if not is_unix and not self.trust_tcp:
             # Authentication over TCP arrives with its own issue; until then TCP needs -a.
-            log.warning("%s: refused TCP client %s: authentication required (use -a)",
-                        session_id, client)
+            log.warning(
+                "%s: refused TCP client %s: authentication required (use -a)", session_id, client
+            )
             writer.write(Reply(421, "4.7.0", "Authentication required; not available").render())
             return
         identity = POSTMAN if is_unix else "anonymous"
@@ -135,10 +136,11 @@ class LmtpService:
                 if event is NEED_DATA or isinstance(event, ConnectionClosed):
                     break
                 if isinstance(event, Hello):
-                    helo = event.domain
+                    helo = event.hostname
                 elif isinstance(event, MailFrom):
-                    txn = Transaction(sender=event.reverse_path,
-                                      size_hint=_size_param(event.params.get("SIZE")))
+                    txn = Transaction(
+                        sender=event.reverse_path, size_hint=_size_param(event.params.get("SIZE"))
+                    )
                     conn.answer(SENDER_OK)
                 elif isinstance(event, RcptTo):
                     conn.answer(self._check_recipient(session_id, client, txn, event))
@@ -161,8 +163,12 @@ class LmtpService:
                 elif isinstance(event, (Reset, Quit)):
                     txn = Transaction()
                 elif isinstance(event, ProtocolError):
-                    log.info("%s: protocol error from %s: %s", session_id, client,
-                             event.reply.render().decode("ascii", "replace").strip())
+                    log.info(
+                        "%s: protocol error from %s: %s",
+                        session_id,
+                        client,
+                        event.reply.render().decode("ascii", "replace").strip(),
+                    )
             out = conn.data_to_send()
             if out:
                 writer.write(out)
@@ -177,8 +183,8 @@ class LmtpService:
     def _check_recipient(
         self, session_id: str, client: str, txn: Transaction, event: RcptTo
     ) -> Reply:
+        address = event.address or parse_address(event.forward_path)
         try:
-            address = parse_address(event.forward_path)
             recipient = self.engine.check_recipient(
                 address.local_part,
                 address.domain,
@@ -187,8 +193,15 @@ class LmtpService:
             )
         except StoreError as exc:
             reply = self.engine.reply_for(exc)
-            log.info("%s: reject: RCPT from %s: %d %s <%s>: %s", session_id, client, reply.code,
-                     reply.enhanced, event.forward_path, exc)
+            log.info(
+                "%s: reject: RCPT from %s: %d %s <%s>: %s",
+                session_id,
+                client,
+                reply.code,
+                reply.enhanced,
+                event.forward_path,
+                exc,
+            )
             return reply
         txn.recipients.append(recipient)
         return RECIPIENT_OK
@@ -198,8 +211,9 @@ def _size_param(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
 
 
-async def serve(service: LmtpService, sockets: Iterable[socket.socket],
-                shutdown_timeout: float = 30.0) -> None:
+async def serve(
+    service: LmtpService, sockets: Iterable[socket.socket], shutdown_timeout: float = 30.0
+) -> None:
     """Serve until SIGTERM/SIGINT; then stop accepting and let sessions finish (bounded)."""
     servers = []
     for sock in sockets:

@@ -26,7 +26,9 @@ def encode_mutf7(text: str) -> str:
     def flush() -> None:
         if pending:
             raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
+            out.append(
+                "&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-"
+            )
             pending.clear()
 
     for char in text:
@@ -112,7 +114,7 @@ def validate_internal(name: str) -> None:
     for level in local.split("."):
         if not level:
             raise InvalidMailboxName(f"empty level in {name!r}")
-        if any(c in "%*\"\\" or ord(c) < 0x20 or ord(c) > 0x7E for c in level):
+        if any(c in '%*"\\' or ord(c) < 0x20 or ord(c) > 0x7E for c in level):
             raise InvalidMailboxName(f"bad character in {name!r}")
     decode_mutf7(local)  # must be valid modified UTF-7
 

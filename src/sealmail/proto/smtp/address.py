@@ -1,0 +1,239 @@
+"""Envelope addresses: RFC 5321 4.1.2 Path / Mailbox, and ESMTP parameters (4.1.2, 4.1.4).
+
+Grammar kept here (RFC 5321 4.1.2):
+
+    Reverse-path   = Path / "<>"
+    Forward-path   = Path
+    Path           = "<" [ A-d-l ":" ] Mailbox ">"
+    A-d-l          = At-domain *( "," At-domain )      ; source route: parsed, then ignored
+    At-domain      = "@" Domain
+    Mailbox        = Local-part "@" ( Domain / address-literal )
+    Local-part     = Dot-string / Quoted-string
+    Dot-string     = Atom *("."  Atom)
+    Quoted-string  = DQUOTE *QcontentSMTP DQUOTE
+    QcontentSMTP   = qtextSMTP / quoted-pairSMTP
+    quoted-pairSMTP = %d92 %d32-126
+    qtextSMTP      = %d32-33 / %d35-91 / %d93-126
+    Mail-parameters = esmtp-param *(SP esmtp-param)
+    esmtp-param    = esmtp-keyword ["=" esmtp-value]
+    esmtp-keyword  = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+    esmtp-value    = 1*(%d33-60 / %d62-126)
+
+Leniency, as Postfix has it: a path without angle brackets, spaces after the colon of
+"MAIL FROM:", a mailbox without a domain ("<postmaster>", RFC 5321 4.1.1.3), and atoms with
+empty parts ("a..b"): the local part is then rendered quoted. UTF-8 outside ASCII is taken in
+atoms, quoted strings and domains as RFC 6531 does (SMTPUTF8 itself is not offered yet).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "Address",
+    "AddressError",
+    "ParamError",
+    "Path",
+    "parse_address",
+    "parse_params",
+    "parse_path",
+    "split_path_argument",
+]
+
+# RFC 5322 3.2.3 atext, plus UTF-8 (RFC 6531 3.3 extends atext with UTF8-non-ascii).
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff"
+_DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
+_LENIENT_DOTS = re.compile(rf"[{_ATEXT}.]+")
+_QTEXT_OR_SP = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]")
+# sub-domain = Let-dig [Ldh-str]; U-labels allowed (RFC 6531).
+_SUB_DOMAIN = re.compile(
+    r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*"
+    r"[A-Za-z0-9\u0080-\U0010ffff])?"
+)
+_GENERAL_LITERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)")
+_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
+
+# RFC 5321 4.5.3.1.2: "The maximum total length of a domain name or number is 255 octets."
+MAX_DOMAIN_LENGTH = 255
+
+
+class AddressError(ValueError):
+    """The text is not an envelope address; the message says what is wrong."""
+
+
+class ParamError(ValueError):
+    """ESMTP parameters are malformed (RFC 5321 4.1.2 Mail-parameters)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox: `local_part` unquoted, `domain` None for a bare local name like postmaster."""
+
+    local_part: str
+    domain: str | None = None
+
+    def __str__(self) -> str:
+        local = self.local_part
+        if not _DOT_STRING.fullmatch(local):
+            local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return local if self.domain is None else f"{local}@{self.domain}"
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """A parsed reverse- or forward-path; `address` is None for the null path <>."""
+
+    address: Address | None
+    route: tuple[str, ...] = ()
+
+
+def _check_domain(domain: str) -> str:
+    if not domain:
+        raise AddressError("empty domain")
+    if len(domain.encode("utf-8")) > MAX_DOMAIN_LENGTH:
+        raise AddressError("domain is longer than 255 octets")
+    if domain.startswith("["):
+        if not domain.endswith("]"):
+            raise AddressError(f"unterminated address literal {domain!r}")
+        inner = domain[1:-1]
+        if inner[:5].lower() == "ipv6:":
+            try:
+                ipaddress.IPv6Address(inner[5:])
+            except ValueError:
+                raise AddressError(f"bad IPv6 address literal {domain!r}") from None
+        elif ":" in inner:
+            if not _GENERAL_LITERAL.fullmatch(inner):
+                raise AddressError(f"bad address literal {domain!r}")
+        else:
+            try:
+                ipaddress.IPv4Address(inner)
+            except ValueError:
+                raise AddressError(f"bad IPv4 address literal {domain!r}") from None
+        return domain
+    for label in domain.split("."):
+        if not _SUB_DOMAIN.fullmatch(label):
+            raise AddressError(f"bad domain {domain!r}")
+    return domain
+
+
+def _parse_local_part(text: str) -> tuple[str, int]:
+    """Parse a local part at the start of `text`; return it unquoted and the index after it."""
+    if text.startswith('"'):
+        out: list[str] = []
+        i = 1
+        while i < len(text):
+            ch = text[i]
+            if ch == '"':
+                return "".join(out), i + 1
+            if ch == "\\":
+                if i + 1 >= len(text) or not ("\x20" <= text[i + 1] <= "\x7e"):
+                    raise AddressError("bad quoted pair in local part")
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if not _QTEXT_OR_SP.fullmatch(ch):
+                raise AddressError(f"character {ch!r} is not allowed in a quoted local part")
+            out.append(ch)
+            i += 1
+        raise AddressError("unterminated quoted local part")
+    match = _LENIENT_DOTS.match(text)
+    if not match:
+        raise AddressError("empty or malformed local part")
+    return match.group(), match.end()
+
+
+def _parse_mailbox(text: str) -> Address:
+    local, end = _parse_local_part(text)
+    rest = text[end:]
+    if not rest:
+        if not local:
+            raise AddressError("empty local part")
+        return Address(local, None)
+    if not rest.startswith("@"):
+        raise AddressError(f"unexpected {rest[:1]!r} after the local part")
+    return Address(local, _check_domain(rest[1:]))
+
+
+def parse_address(text: str) -> Address:
+    """Parse a mailbox, with or without angle brackets and source route. `<>` is rejected."""
+    path = parse_path(text)
+    if path.address is None:
+        raise AddressError("the null path <> is not a mailbox")
+    return path.address
+
+
+def parse_path(text: str) -> Path:
+    """Parse a Reverse-path or Forward-path (angle brackets optional, leniently)."""
+    inner = text
+    if text.startswith("<"):
+        if not text.endswith(">") or len(text) < 2:
+            raise AddressError("missing closing '>'")
+        inner = text[1:-1]
+        if inner == "":
+            return Path(None)
+    elif text.endswith(">"):
+        raise AddressError("missing opening '<'")
+    if not inner:
+        raise AddressError("empty address")
+    route: tuple[str, ...] = ()
+    if inner.startswith("@"):
+        # RFC 5321 4.1.1.3: "Servers MUST be prepared to encounter a list of source routes in
+        # the forward-path, but they SHOULD ignore the routes".
+        colon = inner.find(":")
+        if colon < 0:
+            raise AddressError("source route without ':'")
+        hops = inner[:colon].split(",")
+        for hop in hops:
+            if not hop.startswith("@"):
+                raise AddressError(f"bad source route hop {hop!r}")
+            _check_domain(hop[1:])
+        route = tuple(hop[1:] for hop in hops)
+        inner = inner[colon + 1 :]
+    return Path(_parse_mailbox(inner), route)
+
+
+def split_path_argument(text: str) -> tuple[str, str]:
+    """Split "<path> params" (or "path params") into the path and the parameter text.
+
+    Quoted strings may hold spaces and '>' (RFC 5321 4.1.2 QcontentSMTP), so the scan knows them.
+    """
+    bracketed = text.startswith("<")
+    quoted = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif bracketed and ch == ">":
+            return text[: i + 1], text[i + 1 :].lstrip(" ")
+        elif not bracketed and ch == " ":
+            return text[:i], text[i:].lstrip(" ")
+        i += 1
+    return text, ""
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parse ESMTP parameters; keywords are upper-cased, a repeated keyword is an error."""
+    params: dict[str, str | None] = {}
+    for word in text.split(" "):
+        if not word:
+            continue
+        key, eq, value = word.partition("=")
+        if not _KEYWORD.fullmatch(key):
+            raise ParamError(f"bad parameter keyword {key!r}")
+        if eq and not _VALUE.fullmatch(value):
+            raise ParamError(f"bad value for parameter {key.upper()}")
+        name = key.upper()
+        if name in params:
+            raise ParamError(f"parameter {name} given twice")
+        params[name] = value if eq else None
+    return params

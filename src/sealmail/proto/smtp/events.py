@@ -1,0 +1,143 @@
+"""Events the SMTP/LMTP server core hands to its host.
+
+An event with `needs_reply = True` stops the core until the host answers it (with
+`ServerConnection.answer`, or `auth_challenge` / `auth_succeeded` for AUTH). The others were
+already answered by the core and are for logging and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+
+from sealmail.proto.smtp.address import Address
+from sealmail.proto.smtp.replies import Reply
+
+__all__ = [
+    "NEED_DATA",
+    "AuthResponse",
+    "AuthStart",
+    "ConnectionClosed",
+    "Event",
+    "Hello",
+    "MailFrom",
+    "MessageData",
+    "NeedData",
+    "ProtocolError",
+    "Quit",
+    "RcptTo",
+    "Reset",
+    "StartTLS",
+]
+
+
+class NeedData(enum.Enum):
+    """The sentinel type of NEED_DATA: the core needs more bytes before the next event."""
+
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    needs_reply: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Event):
+    """LHLO, EHLO or HELO, already answered; any transaction was reset (RFC 5321 4.1.4)."""
+
+    command: str
+    hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailFrom(Event):
+    """MAIL FROM. `reverse_path` is "" for the null path <>; `params` keys are upper case."""
+
+    needs_reply: ClassVar[bool] = True
+    reverse_path: str
+    params: dict[str, str | None] = field(default_factory=dict)
+    address: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RcptTo(Event):
+    """RCPT TO. A 2xx answer accepts the recipient: LMTP then owes it a reply after the data."""
+
+    needs_reply: ClassVar[bool] = True
+    forward_path: str
+    params: dict[str, str | None] = field(default_factory=dict)
+    address: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData(Event):
+    """The whole message (dot-stuffing undone, line ends as sent, no end marker).
+
+    LMTP: answer exactly once per entry of `recipients`, in that order (RFC 2033 4.2).
+    SMTP: answer once.
+    """
+
+    needs_reply: ClassVar[bool] = True
+    content: bytes
+    recipients: tuple[str, ...]
+    reverse_path: str = ""
+    mail_params: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reset(Event):
+    """RSET, already answered 250; the transaction is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Event):
+    """QUIT, already answered 221; the core is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStart(Event):
+    """AUTH mechanism [initial-response] (RFC 4954 4); `initial_response` is base64-decoded."""
+
+    needs_reply: ClassVar[bool] = True
+    mechanism: str
+    initial_response: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Event):
+    """The client's answer to a 334 challenge; None when it cancelled with "*".
+
+    The host answers a cancel itself, normally `Reply(501, "5.0.0", "AUTH aborted")`
+    (RFC 4954 4: "the server MUST reject the AUTH command by sending a 501 reply").
+    """
+
+    needs_reply: ClassVar[bool] = True
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS(Event):
+    """STARTTLS (RFC 3207). Answer 220 to go on, then call `tls_started()` after the handshake."""
+
+    needs_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError(Event):
+    """Bad input the core answered by itself with `reply` (syntax, order, limits)."""
+
+    reply: Reply
+    line: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The session is over (EOF from the peer, QUIT, or the core gave up): close the socket."""

@@ -1,0 +1,662 @@
+"""The sans-I/O SMTP/LMTP server connection.
+
+Theory of operation (after h11): the host feeds received bytes with `receive_data`, pulls events
+with `next_event` until NEED_DATA, answers each event whose `needs_reply` is set, and sends what
+`data_to_send` returns. The core parses one command at a time and stops at an event that needs
+the host's answer, so a pipelined batch (RFC 2920) comes out in order and its replies go out in
+order. Everything the protocol itself decides (LHLO capabilities, syntax and order errors,
+limits, NOOP, RSET, VRFY, HELP, QUIT, the 354 to DATA) is answered here; the host decides only
+what needs mail knowledge: senders, recipients, the message, authentication and TLS.
+
+LMTP (RFC 2033 4.2): after the data the host gives one reply per accepted recipient, in RCPT
+order; `answer` enforces the count and then ends the transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+
+from sealmail.proto.buffer import DotDataReader, LineTooLong, ReceiveBuffer
+from sealmail.proto.smtp.address import (
+    AddressError,
+    ParamError,
+    parse_params,
+    parse_path,
+    split_path_argument,
+)
+from sealmail.proto.smtp.events import (
+    NEED_DATA,
+    AuthResponse,
+    AuthStart,
+    ConnectionClosed,
+    Event,
+    Hello,
+    MailFrom,
+    MessageData,
+    NeedData,
+    ProtocolError,
+    Quit,
+    RcptTo,
+    Reset,
+    StartTLS,
+)
+from sealmail.proto.smtp.replies import Reply
+from sealmail.proto.smtp.state import LEGAL, Command, Mode, SessionState, order_error
+
+__all__ = ["Limits", "ServerConnection", "UsageError"]
+
+# RFC 4954 4: "a server implementation MUST be able to receive ... 12288 octets" for an AUTH
+# command line or a response line.
+AUTH_LINE_LENGTH = 12288
+_SIZE_VALUE = re.compile(r"[0-9]{1,20}")
+_BDAT_ARGS = re.compile(r"([0-9]{1,20})(?: +(LAST))? *", re.IGNORECASE)
+_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")
+_BODY_TYPES = frozenset({"7BIT", "8BITMIME", "BINARYMIME"})
+_FROM = re.compile(r"FROM: *", re.IGNORECASE)
+_TO = re.compile(r"TO: *", re.IGNORECASE)
+
+OK = Reply(250, "2.0.0", "Ok")
+BYE = Reply(221, "2.0.0", "Bye")
+UNKNOWN = Reply(500, "5.5.2", "Error: command not recognized")
+LINE_TOO_LONG = Reply(500, "5.5.2", "Error: line too long")
+BAD_SYNTAX = Reply(500, "5.5.2", "Error: bad syntax")
+NOT_UTF8 = Reply(501, "5.5.2", "Error: command is not valid UTF-8")
+CONTROL_CHARS = Reply(501, "5.5.2", "Error: control characters in command")
+NO_ARGUMENTS = Reply(501, "5.5.4", "Syntax error: no arguments allowed")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
+MESSAGE_TOO_BIG = Reply(552, "5.2.3", "Message size exceeds fixed maximum message size")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+VRFY_REPLY = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+
+
+class UsageError(Exception):
+    """The host used the core wrongly (answered nothing pending, too many LMTP replies, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Explicit limits (0 means none for the three counts that allow it)."""
+
+    max_line_length: int = 4096
+    max_message_size: int = 0
+    max_recipients: int = 1000
+    max_bad_commands: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_line_length < 512:
+            # RFC 5321 4.5.3.1.4: a command line is up to 512 octets with its CRLF.
+            raise ValueError("max_line_length must be at least 512")
+        for name in ("max_message_size", "max_recipients", "max_bad_commands"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+
+@dataclass(slots=True)
+class _Transaction:
+    reverse_path: str
+    params: dict[str, str | None]
+    recipients: list[str] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    oversized: bool = False
+    chunking: bool = False  # a BDAT chunk was taken: DATA is no longer allowed
+
+
+class ServerConnection:
+    """One SMTP or LMTP server session, without I/O."""
+
+    def __init__(
+        self,
+        mode: Mode = Mode.LMTP,
+        hostname: str = "localhost",
+        session_id: str = "",
+        limits: Limits | None = None,
+        auth_mechanisms: tuple[str, ...] = (),
+        auth_required: bool = False,
+        starttls_available: bool = False,
+        greeting_text: str | None = None,
+    ) -> None:
+        self.mode = mode
+        self.hostname = hostname
+        self.session_id = session_id
+        self.limits = limits or Limits()
+        self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
+        self.auth_required = auth_required
+        self.starttls_available = starttls_available
+        self.tls_active = False
+        self.authenticated_as: str | None = None
+        self.hello_name: str | None = None
+        self.bad_commands = 0
+        self.state = SessionState.GREETED
+        self._buffer = ReceiveBuffer()
+        self._out = bytearray()
+        self._transaction: _Transaction | None = None
+        self._pending: Event | None = None
+        self._replies_owed = 0  # LMTP: replies still owed for the pending MessageData
+        self._data_reader: DotDataReader | None = None
+        self._bdat_left = 0
+        self._bdat_last = False
+        self._bdat_error: Reply | None = None
+        self._bdat_return = SessionState.READY
+        self._auth_mechanism: str | None = None
+        text = greeting_text if greeting_text is not None else f"{mode.value} sealmail ready"
+        self._send(Reply(220, None, f"{hostname} {text}"))
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the core wants the connection closed (QUIT, 421, or EOF)."""
+        return self.state is SessionState.CLOSED
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """Recipients accepted in the current transaction, in RCPT order."""
+        return tuple(self._transaction.recipients) if self._transaction else ()
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """The keywords LHLO/EHLO advertises now (RFC 5321 4.1.1.1, RFC 2033 4.1)."""
+        caps = ["8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING"]
+        size = self.limits.max_message_size
+        # RFC 1870 4: "SIZE" with no value means no fixed maximum.
+        caps.append(f"SIZE {size}" if size else "SIZE")
+        caps += ["CHUNKING", "BINARYMIME"]
+        if self.mode is Mode.LMTP:
+            caps.append("IGNOREQUOTA")
+        if self.auth_mechanisms and self.authenticated_as is None:
+            caps.append("AUTH " + " ".join(self.auth_mechanisms))
+        if self.starttls_available and not self.tls_active:
+            caps.append("STARTTLS")
+        return tuple(caps)
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; b"" means the peer closed its side."""
+        if self.state is SessionState.TLS_WAIT and data:
+            # Between our 220 and the handshake nothing in clear may be taken (RFC 3207 5).
+            return
+        if self.closed and data:
+            return
+        self._buffer.feed(data)
+
+    def data_to_send(self) -> bytes:
+        """All bytes queued for the peer since the last call."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, or NEED_DATA; ConnectionClosed once the session is over."""
+        if self._pending is not None:
+            raise UsageError(f"{type(self._pending).__name__} is waiting for an answer")
+        while True:
+            if self.state is SessionState.CLOSED:
+                return ConnectionClosed()
+            if self.state is SessionState.TLS_WAIT:
+                return NEED_DATA
+            event = self._step()
+            if event is None:
+                continue
+            if event is NEED_DATA:
+                if self._buffer.at_eof:
+                    self._close()
+                    return ConnectionClosed()
+                return NEED_DATA
+            assert isinstance(event, Event)
+            if event.needs_reply:
+                self._pending = event
+            return event
+
+    def answer(self, reply: Reply) -> None:
+        """Answer the pending event (for LMTP data: once per recipient, in order)."""
+        event = self._pending
+        if event is None:
+            raise UsageError("no event is waiting for an answer")
+        if isinstance(event, (AuthStart, AuthResponse)):
+            if reply.code < 400:
+                raise UsageError("use auth_challenge() / auth_succeeded() to go on with AUTH")
+        elif 300 <= reply.code < 400:
+            raise UsageError(f"a {reply.code} reply cannot answer {type(event).__name__}")
+        self._send(reply)
+        if isinstance(event, MailFrom):
+            self._pending = None
+            if reply.is_success:
+                self._transaction = _Transaction(event.reverse_path, dict(event.params))
+                self.state = SessionState.MAIL
+        elif isinstance(event, RcptTo):
+            self._pending = None
+            if reply.is_success and self._transaction is not None:
+                self._transaction.recipients.append(event.forward_path)
+                self.state = SessionState.RCPT
+        elif isinstance(event, MessageData):
+            self._replies_owed -= 1
+            if self._replies_owed == 0:
+                self._pending = None
+                self._end_transaction()
+        elif isinstance(event, (AuthStart, AuthResponse)):
+            self._pending = None
+            self._auth_mechanism = None
+            self.state = SessionState.READY
+        elif isinstance(event, StartTLS):
+            self._pending = None
+            if reply.is_success:
+                # RFC 3207 5 / CVE-2011-0411: bytes the client pipelined after STARTTLS came in
+                # clear and must not be taken as if they came under TLS.
+                self._buffer.clear()
+                self.state = SessionState.TLS_WAIT
+
+    @property
+    def replies_owed(self) -> int:
+        """LMTP: how many per-recipient replies the pending MessageData still needs."""
+        return self._replies_owed
+
+    def auth_challenge(self, data: bytes) -> None:
+        """Send a 334 challenge; the client's answer comes as AuthResponse."""
+        if not isinstance(self._pending, (AuthStart, AuthResponse)):
+            raise UsageError("auth_challenge() without a pending AUTH exchange")
+        self._out += b"334 " + base64.b64encode(data) + b"\r\n"
+        self._pending = None
+        self.state = SessionState.AUTH
+
+    def auth_succeeded(self, identity: str) -> None:
+        """Finish AUTH with 235 2.7.0; MAIL may follow as `identity`."""
+        if not isinstance(self._pending, (AuthStart, AuthResponse)):
+            raise UsageError("auth_succeeded() without a pending AUTH exchange")
+        self._send(Reply(235, "2.7.0", "Authentication successful"))
+        self._pending = None
+        self._auth_mechanism = None
+        self.authenticated_as = identity
+        self.state = SessionState.READY
+
+    def tls_started(self, auth_mechanisms: tuple[str, ...] | None = None) -> None:
+        """The driver finished the TLS handshake: start the session over (RFC 3207 4.2).
+
+        RFC 3207 4.2: "The server MUST discard any knowledge obtained from the client, such as
+        the argument to the EHLO command, which was not obtained from the TLS negotiation
+        itself." `auth_mechanisms` replaces the offered mechanisms (e.g. PLAIN only under TLS).
+        """
+        if self.state is not SessionState.TLS_WAIT:
+            raise UsageError("tls_started() without an accepted STARTTLS")
+        self._buffer.clear()
+        self.tls_active = True
+        self.hello_name = None
+        self.authenticated_as = None
+        self._transaction = None
+        if auth_mechanisms is not None:
+            self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
+        self.state = SessionState.GREETED
+
+    # -- engine -----------------------------------------------------------------------------
+
+    def _send(self, reply: Reply) -> None:
+        self._out += reply.render()
+
+    def _close(self) -> None:
+        self.state = SessionState.CLOSED
+        self._transaction = None
+
+    def _end_transaction(self) -> None:
+        self._transaction = None
+        self._data_reader = None
+        self.state = SessionState.READY
+
+    def _error(self, reply: Reply, line: bytes = b"") -> ProtocolError:
+        """Send an error the core decided; protocol errors (X.5.X) count toward the limit."""
+        if reply.enhanced is not None and reply.enhanced[2] == "5":
+            self.bad_commands += 1
+            limit = self.limits.max_bad_commands
+            if limit and self.bad_commands > limit:
+                reply = Reply(421, "4.7.0", f"{self.hostname} Error: too many errors")
+                self._send(reply)
+                self._close()
+                return ProtocolError(reply, line)
+        self._send(reply)
+        return ProtocolError(reply, line)
+
+    def _step(self) -> Event | NeedData | None:
+        """Make one step; None means "step again" (a command answered with no event)."""
+        if self.state is SessionState.DATA:
+            return self._read_data()
+        if self.state is SessionState.BDAT:
+            return self._read_chunk()
+        limit = self.limits.max_line_length
+        if self.state is SessionState.AUTH:
+            limit = max(limit, AUTH_LINE_LENGTH)
+        try:
+            line = self._buffer.next_line(limit)
+        except LineTooLong:
+            if self.state is SessionState.AUTH:
+                self.state = SessionState.READY
+                self._auth_mechanism = None
+            return self._error(LINE_TOO_LONG)
+        if line is None:
+            return NEED_DATA
+        if self.state is SessionState.AUTH:
+            return self._auth_line(line)
+        return self._command(line)
+
+    def _command(self, line: bytes) -> Event | None:
+        verb_bytes, _, arg_bytes = line.partition(b" ")
+        try:
+            command = Command(verb_bytes.decode("ascii").upper())
+        except (UnicodeDecodeError, ValueError):
+            return self._error(BAD_SYNTAX if not line.strip() else UNKNOWN, line)
+        try:
+            arg = arg_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            if command is Command.MAIL:
+                return self._error(Reply(553, "5.1.7", "Bad sender address: not UTF-8"), line)
+            if command is Command.RCPT:
+                return self._error(Reply(553, "5.1.3", "Bad recipient address: not UTF-8"), line)
+            return self._error(NOT_UTF8, line)
+        if any((ch < " " and ch != "\t") or ch == "\x7f" for ch in arg):
+            return self._error(CONTROL_CHARS, line)
+        if command in (Command.EHLO, Command.HELO) and self.mode is Mode.LMTP:
+            # RFC 2033 4.1: "The LHLO command ... MUST be used instead of HELO or EHLO."
+            return self._error(Reply(500, "5.5.1", "Error: this is LMTP, use LHLO"), line)
+        if command is Command.LHLO and self.mode is Mode.SMTP:
+            return self._error(UNKNOWN, line)
+        if command in (Command.AUTH, Command.STARTTLS) and not self._offers(command):
+            return self._error(Reply(502, "5.5.1", "Error: command not implemented"), line)
+        if command is Command.STARTTLS and self.tls_active:
+            return self._error(Reply(554, "5.5.1", "Error: TLS already active"), line)
+        if self.state not in LEGAL[command]:
+            refusal = order_error(command, self.state, self.mode)
+            if command is Command.BDAT:
+                return self._bdat_refused(arg.strip(" \t"), line, refusal)
+            return self._error(refusal, line)
+        handler = _HANDLERS[command]
+        return handler(self, arg.strip(" \t"), line)
+
+    def _offers(self, command: Command) -> bool:
+        if command is Command.AUTH:
+            return bool(self.auth_mechanisms)
+        return self.starttls_available
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _hello(self, arg: str, line: bytes) -> Event | None:
+        verb = line.split(b" ", 1)[0].decode("ascii").upper()
+        if not arg or " " in arg:
+            return self._error(Reply(501, "5.5.4", f"Syntax: {verb} hostname"), line)
+        # RFC 5321 4.1.4: EHLO/HELO (and so LHLO) in a transaction reset it, as RSET does.
+        self._transaction = None
+        self.hello_name = arg
+        self.state = SessionState.READY
+        if verb == "HELO":
+            self._out += Reply(250, None, self.hostname).render(enhanced=False)
+        else:
+            lines = (self.hostname, *self.capabilities)
+            self._out += Reply(250, None, lines).render(enhanced=False)
+        return Hello(verb, arg)
+
+    def _mail(self, arg: str, line: bytes) -> Event | None:
+        if self.auth_required and self.authenticated_as is None:
+            return self._error(AUTH_REQUIRED, line)
+        match = _FROM.match(arg)
+        if not match:
+            return self._error(Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"), line)
+        path_text, params_text = split_path_argument(arg[match.end() :])
+        try:
+            path = parse_path(path_text)
+        except AddressError as exc:
+            return self._error(Reply(501, "5.1.7", f"Bad sender address syntax: {exc}"), line)
+        try:
+            params = parse_params(params_text)
+        except ParamError as exc:
+            return self._error(Reply(501, "5.5.4", f"Syntax error in parameters: {exc}"), line)
+        for name, value in params.items():
+            if name == "SIZE":
+                if value is None or not _SIZE_VALUE.fullmatch(value):
+                    return self._error(Reply(501, "5.5.4", "Bad SIZE parameter"), line)
+                limit = self.limits.max_message_size
+                # RFC 1870 6.2: a declared size over the fixed maximum gets 552.
+                if limit and int(value) > limit:
+                    return self._error(MESSAGE_TOO_BIG, line)
+            elif name == "BODY":
+                if value is None or value.upper() not in _BODY_TYPES:
+                    return self._error(Reply(501, "5.5.4", "Bad BODY parameter"), line)
+                params[name] = value.upper()
+            elif name == "AUTH" and self.auth_mechanisms:
+                # RFC 4954 5: AUTH=<> or AUTH=xtext; the host decides whether to trust it.
+                if value is None or not (value == "<>" or _XTEXT.fullmatch(value)):
+                    return self._error(Reply(501, "5.5.4", "Bad AUTH parameter"), line)
+            else:
+                return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
+        address = path.address
+        return MailFrom("" if address is None else str(address), params, address)
+
+    def _rcpt(self, arg: str, line: bytes) -> Event | None:
+        match = _TO.match(arg)
+        if not match:
+            return self._error(Reply(501, "5.5.4", "Syntax: RCPT TO:<address>"), line)
+        path_text, params_text = split_path_argument(arg[match.end() :])
+        try:
+            path = parse_path(path_text)
+        except AddressError as exc:
+            return self._error(Reply(501, "5.1.3", f"Bad recipient address syntax: {exc}"), line)
+        if path.address is None:
+            return self._error(Reply(501, "5.1.3", "Bad recipient address syntax: <>"), line)
+        try:
+            params = parse_params(params_text)
+        except ParamError as exc:
+            return self._error(Reply(501, "5.5.4", f"Syntax error in parameters: {exc}"), line)
+        for name, value in params.items():
+            if name == "IGNOREQUOTA" and self.mode is Mode.LMTP:
+                if value is not None:
+                    return self._error(Reply(501, "5.5.4", "IGNOREQUOTA takes no value"), line)
+            else:
+                return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
+        limit = self.limits.max_recipients
+        if limit and self._transaction and len(self._transaction.recipients) >= limit:
+            return self._error(TOO_MANY_RECIPIENTS, line)
+        return RcptTo(str(path.address), params, path.address)
+
+    def _data(self, arg: str, line: bytes) -> Event | None:
+        if arg:
+            return self._error(NO_ARGUMENTS, line)
+        assert self._transaction is not None
+        if self._transaction.chunking:
+            return self._error(Reply(503, "5.5.1", "Error: DATA after BDAT"), line)
+        if self._transaction.params.get("BODY") == "BINARYMIME":
+            # RFC 3030 3: with BODY=BINARYMIME, DATA gets 503 "Bad sequence of commands".
+            return self._error(Reply(503, "5.5.1", "Error: BINARYMIME requires BDAT"), line)
+        self._send(START_DATA)
+        self._data_reader = DotDataReader(self.limits.max_message_size)
+        self.state = SessionState.DATA
+        return None
+
+    def _read_data(self) -> Event | NeedData | None:
+        reader = self._data_reader
+        assert reader is not None
+        if not reader.read_from(self._buffer):
+            return NEED_DATA
+        if reader.oversized:
+            return self._refuse_message()
+        return self._deliver(reader.content())
+
+    def _bdat(self, arg: str, line: bytes) -> Event | None:
+        match = _BDAT_ARGS.fullmatch(arg)
+        if not match:
+            # The chunk's length is unknown, so its octets cannot be skipped: they would be
+            # read as commands. Give up on the session, as the only safe course.
+            reply = self._error(Reply(501, "5.5.4", "Syntax: BDAT count [LAST]"), line)
+            self._close()
+            return reply
+        self._bdat_left = int(match.group(1))
+        self._bdat_last = match.group(2) is not None
+        self._bdat_error = None
+        self.state = SessionState.BDAT
+        return None
+
+    def _bdat_refused(self, arg: str, line: bytes, reply: Reply) -> Event | None:
+        """BDAT where it may not run: skip its chunk, then refuse (RFC 3030 2)."""
+        match = _BDAT_ARGS.fullmatch(arg)
+        if not match:
+            return self._bdat(arg, line)
+        self._bdat_left = int(match.group(1))
+        self._bdat_last = False
+        self._bdat_error = reply
+        self._bdat_return = self.state
+        self.state = SessionState.BDAT
+        return None
+
+    def _read_chunk(self) -> Event | NeedData | None:
+        chunk = self._buffer.take(self._bdat_left)
+        self._bdat_left -= len(chunk)
+        transaction = self._transaction
+        if self._bdat_error is None and transaction is not None:
+            transaction.chunking = True
+            transaction.size += len(chunk)
+            limit = self.limits.max_message_size
+            if limit and transaction.size > limit:
+                transaction.oversized = True
+                transaction.chunks.clear()
+            elif chunk:
+                transaction.chunks.append(chunk)
+        if self._bdat_left:
+            return NEED_DATA
+        if self._bdat_error is not None:
+            error, self._bdat_error = self._bdat_error, None
+            self.state = self._bdat_return
+            return self._error(error)
+        assert transaction is not None
+        if not self._bdat_last:
+            self.state = SessionState.RCPT
+            self._send(Reply(250, "2.0.0", f"{transaction.size} octets received"))
+            return None
+        if transaction.oversized:
+            return self._refuse_message()
+        return self._deliver(b"".join(transaction.chunks))
+
+    def _refuse_message(self) -> Event:
+        """Too big: the core answers every recipient itself (LMTP) or once (SMTP)."""
+        transaction = self._transaction
+        assert transaction is not None
+        count = len(transaction.recipients) if self.mode is Mode.LMTP else 1
+        for _ in range(count):
+            self._send(MESSAGE_TOO_BIG)
+        self._end_transaction()
+        return ProtocolError(MESSAGE_TOO_BIG)
+
+    def _deliver(self, content: bytes) -> Event:
+        transaction = self._transaction
+        assert transaction is not None
+        recipients = tuple(transaction.recipients)
+        self._replies_owed = len(recipients) if self.mode is Mode.LMTP else 1
+        self.state = SessionState.RCPT
+        return MessageData(content, recipients, transaction.reverse_path, transaction.params)
+
+    def _rset(self, arg: str, line: bytes) -> Event | None:
+        if arg:
+            return self._error(NO_ARGUMENTS, line)
+        self._transaction = None
+        if self.state is not SessionState.GREETED:
+            self.state = SessionState.READY
+        self._send(OK)
+        return Reset()
+
+    def _noop(self, arg: str, line: bytes) -> Event | None:
+        # RFC 5321 4.1.1.9: "NOOP [ SP String ]": an argument is allowed and ignored.
+        self._send(OK)
+        return None
+
+    def _quit(self, arg: str, line: bytes) -> Event | None:
+        if arg:
+            return self._error(NO_ARGUMENTS, line)
+        self._send(BYE)
+        self._close()
+        return Quit()
+
+    def _vrfy(self, arg: str, line: bytes) -> Event | None:
+        if not arg:
+            return self._error(Reply(501, "5.5.4", "Syntax: VRFY address"), line)
+        self._send(VRFY_REPLY)
+        return None
+
+    def _expn(self, arg: str, line: bytes) -> Event | None:
+        return self._error(Reply(502, "5.5.1", "Error: command not implemented"), line)
+
+    def _help(self, arg: str, line: bytes) -> Event | None:
+        names = [c.value for c in Command if self._advertises(c)]
+        self._send(Reply(214, "2.0.0", "Commands: " + " ".join(names)))
+        return None
+
+    def _advertises(self, command: Command) -> bool:
+        if command in (Command.EHLO, Command.HELO):
+            return self.mode is Mode.SMTP
+        if command is Command.LHLO:
+            return self.mode is Mode.LMTP
+        if command is Command.EXPN:
+            return False
+        if command in (Command.AUTH, Command.STARTTLS):
+            return self._offers(command)
+        return True
+
+    def _auth(self, arg: str, line: bytes) -> Event | None:
+        if self.authenticated_as is not None:
+            # RFC 4954 4: "After a successful AUTH command completes, a server MUST reject any
+            # further AUTH commands with a 503 reply."
+            return self._error(Reply(503, "5.5.1", "Error: already authenticated"), line)
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        initial = initial.strip(" ")
+        if not mechanism or " " in initial:
+            return self._error(
+                Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"), line
+            )
+        if mechanism not in self.auth_mechanisms:
+            return self._error(Reply(504, "5.5.4", "Unrecognized authentication type"), line)
+        response: bytes | None = None
+        if initial:
+            # RFC 4954 4: "=" stands for an empty initial response.
+            response = b"" if initial == "=" else _b64decode(initial)
+            if response is None:
+                return self._error(Reply(501, "5.5.2", "Cannot decode initial response"), line)
+        self._auth_mechanism = mechanism
+        return AuthStart(mechanism, response)
+
+    def _auth_line(self, line: bytes) -> Event | None:
+        if line.strip() == b"*":
+            return AuthResponse(None)
+        data = _b64decode(line.decode("latin-1").strip())
+        if data is None:
+            self.state = SessionState.READY
+            self._auth_mechanism = None
+            return self._error(Reply(501, "5.5.2", "Cannot decode response"), line)
+        return AuthResponse(data)
+
+    def _starttls(self, arg: str, line: bytes) -> Event | None:
+        if arg:
+            return self._error(NO_ARGUMENTS, line)
+        return StartTLS()
+
+
+def _b64decode(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+_HANDLERS = {
+    Command.LHLO: ServerConnection._hello,
+    Command.EHLO: ServerConnection._hello,
+    Command.HELO: ServerConnection._hello,
+    Command.MAIL: ServerConnection._mail,
+    Command.RCPT: ServerConnection._rcpt,
+    Command.DATA: ServerConnection._data,
+    Command.BDAT: ServerConnection._bdat,
+    Command.RSET: ServerConnection._rset,
+    Command.NOOP: ServerConnection._noop,
+    Command.QUIT: ServerConnection._quit,
+    Command.VRFY: ServerConnection._vrfy,
+    Command.EXPN: ServerConnection._expn,
+    Command.HELP: ServerConnection._help,
+    Command.AUTH: ServerConnection._auth,
+    Command.STARTTLS: ServerConnection._starttls,
+}
