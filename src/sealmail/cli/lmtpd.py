@@ -15,11 +15,15 @@ log = logging.getLogger("sealmail.lmtpd")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-C", dest="config", default=DEFAULT_CONFIG_PATH, help="imapd.conf")
     parser.add_argument(
-        "--listen", action="append", default=[],
+        "--listen",
+        action="append",
+        default=[],
         help="UNIX socket path, host:port, [addr]:port or port (repeatable; default: lmtpsocket)",
     )
     parser.add_argument(
-        "-a", dest="no_auth", action="store_true",
+        "-a",
+        dest="no_auth",
+        action="store_true",
         help="TCP clients need no authentication (the seed's section 2.3; trusted networks only)",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -30,24 +34,25 @@ def run(args: argparse.Namespace) -> int:
     from sealmail.server import runtime
     from sealmail.server.lmtpd import LmtpService, serve
     from sealmail.store.disk import DiskStore
-    from sealmail.store.duplicates import DuplicateDatabase
 
     config = load_imapd_conf(args.config)
     specs = [parse_listen(text) for text in args.listen] or [
         parse_listen(config.string("lmtpsocket") or "")
     ]
     if args.no_auth and any(not spec.is_unix for spec in specs):
-        log.warning("lmtpd: -a given: TCP clients are not authenticated (protect the port with "
-                    "hosts.allow or a firewall)")
+        log.warning(
+            "lmtpd: -a given: TCP clients are not authenticated (protect the port with "
+            "hosts.allow or a firewall)"
+        )
     store = DiskStore(config)
-    duplicates = DuplicateDatabase(config.configdirectory / "deliver.db")
-    engine = DeliveryEngine(config, store, duplicates)
+    engine = DeliveryEngine(config, store, store.duplicates())
     try:
         sockets = [
             sock
             for spec in specs
-            for sock in bind(spec, config.integer("unix_socket_mode"),
-                             config.string("unix_socket_group"))
+            for sock in bind(
+                spec, config.integer("unix_socket_mode"), config.string("unix_socket_group")
+            )
         ]
     except (ListenError, OSError) as exc:
         print(f"sealmail lmtpd: {exc}", file=sys.stderr)

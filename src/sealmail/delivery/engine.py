@@ -121,7 +121,9 @@ class DeliveryEngine:
                     content,
                     [
                         DeliveryTarget(
-                            recipients[i].mailbox, ignore_quota=recipients[i].ignore_quota
+                            recipients[i].mailbox,
+                            ignore_quota=recipients[i].ignore_quota,
+                            strict_quota=self.strict_quota,
                         )
                         for i in targets
                     ],

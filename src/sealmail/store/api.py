@@ -42,11 +42,16 @@ class QuotaUsage:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryTarget:
-    """One copy of a message to append to one mailbox."""
+    """One copy of a message to append to one mailbox.
+
+    `strict_quota` counts this message against the limits (IMAP APPEND, lmtp_strict_quota);
+    without it only a quota root already at its limit refuses, as Cyrus's lmtpd does.
+    """
 
     mailbox: str
     flags: tuple[str, ...] = ()
     ignore_quota: bool = False
+    strict_quota: bool = True
 
 
 @dataclass(frozen=True, slots=True)

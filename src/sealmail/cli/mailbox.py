@@ -1,0 +1,197 @@
+"""Admin commands of the store: `mailbox`, `mbpath`, `reconstruct`, `expire`.
+
+They open the store the same way the daemons do (imapd.conf from -C), so they work on a stopped
+store and on a running one alike: every change is an ordinary index transaction. Names on the
+command line and in the output are external (separator per `unixhierarchysep`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+
+from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
+from sealmail.store.disk import DUPLICATES_NAME, DiskStore
+from sealmail.store.duplicates import DuplicateDatabase
+from sealmail.store.errors import StoreError
+from sealmail.store.names import Namespace
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-C",
+        dest="config",
+        metavar="IMAPD_CONF",
+        default=DEFAULT_CONFIG_PATH,
+        help=f"imapd.conf to use (default {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def _limit(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'none'")
+    return int(text)
+
+
+def add_mailbox_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a mailbox")
+    create.add_argument("--partition", help="partition (default: defaultpartition)")
+    create.add_argument("name")
+    actions.add_parser(
+        "delete", help="delete a mailbox (a user's INBOX: the whole user)"
+    ).add_argument("name")
+    rename = actions.add_parser("rename", help="rename a mailbox and its inferiors")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    listing = actions.add_parser("list", help="list mailboxes matching an IMAP pattern (* and %)")
+    listing.add_argument("pattern", nargs="?", default="*")
+    setquota = actions.add_parser("setquota", help="set a quota root's limits ('none' removes)")
+    setquota.add_argument("name")
+    setquota.add_argument("storage", type=_limit, metavar="STORAGE_KB")
+    setquota.add_argument("messages", type=_limit, nargs="?", default=..., metavar="MESSAGES")
+    actions.add_parser("getquota", help="show the quota governing a mailbox").add_argument("name")
+    setacl = actions.add_parser("setacl", help="set rights: RIGHTS, +RIGHTS, -RIGHTS or ''")
+    setacl.add_argument("name")
+    setacl.add_argument("identifier")
+    setacl.add_argument("rights")
+    actions.add_parser("listacl", help="show a mailbox's ACL").add_argument("name")
+
+
+def _pattern_regex(pattern: str, separator: str) -> re.Pattern[str]:
+    """IMAP LIST wildcards (RFC 3501 6.3.8): '*' matches anything, '%' stops at the separator."""
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "%":
+            parts.append(f"[^{re.escape(separator)}]*")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _with_store(
+    args: argparse.Namespace, action: Callable[[DiskStore, ImapdConfig, Namespace], int]
+) -> int:
+    config = load_imapd_conf(args.config)
+    try:
+        store = DiskStore(config)
+        try:
+            return action(store, config, Namespace(config.hierarchy_separator))
+        finally:
+            store.close()
+    except StoreError as exc:
+        print(f"sealmail {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_mailbox(args: argparse.Namespace) -> int:
+    def act(store: DiskStore, config: ImapdConfig, names: Namespace) -> int:
+        action = args.action
+        if action == "create":
+            store.create_mailbox(names.to_internal(args.name), partition=args.partition)
+        elif action == "delete":
+            store.delete_mailbox(names.to_internal(args.name))
+        elif action == "rename":
+            store.rename_mailbox(names.to_internal(args.old), names.to_internal(args.new))
+        elif action == "list":
+            wanted = _pattern_regex(args.pattern, names.separator)
+            for info in store.list_mailboxes():
+                external = names.to_external(info.name)
+                if wanted.fullmatch(external):
+                    print(external)
+        elif action == "setquota":
+            root = names.to_internal(args.name)
+            messages = args.messages
+            if messages is ...:  # not given: keep the current message limit
+                current = store.quota_for(root)
+                messages = current.messages_limit if current and current.root == root else None
+            store.set_quota(root, args.storage, messages)
+        elif action == "getquota":
+            usage = store.quota_for(names.to_internal(args.name))
+            if usage is None:
+                print(f"{args.name}: no quota")
+            else:
+                storage = "none" if usage.storage_limit is None else str(usage.storage_limit)
+                count = "none" if usage.messages_limit is None else str(usage.messages_limit)
+                used_kb = (usage.storage_used + 1023) // 1024
+                print(
+                    f"{names.to_external(usage.root)} STORAGE {used_kb}/{storage}"
+                    f" MESSAGE {usage.messages_used}/{count}"
+                )
+        elif action == "setacl":
+            store.set_acl(names.to_internal(args.name), args.identifier, args.rights)
+        elif action == "listacl":
+            found = store.mailbox(names.to_internal(args.name))
+            if found is None:
+                print(f"sealmail mailbox: mailbox {args.name!r} does not exist", file=sys.stderr)
+                return 1
+            for identifier, rights in sorted(found.acl.items()):
+                print(f"{identifier} {rights}")
+        return 0
+
+    return _with_store(args, act)
+
+
+def add_mbpath_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("name", help="external mailbox name")
+
+
+def run_mbpath(args: argparse.Namespace) -> int:
+    def act(store: DiskStore, config: ImapdConfig, names: Namespace) -> int:
+        print(store.mailbox_path(names.to_internal(args.name)))
+        return 0
+
+    return _with_store(args, act)
+
+
+def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("names", nargs="*", metavar="NAME", help="mailboxes (default: all)")
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    def act(store: DiskStore, config: ImapdConfig, names: Namespace) -> int:
+        if args.names:
+            fixes: list[str] = []
+            for name in args.names:
+                fixes.extend(store.reconstruct(names.to_internal(name)))
+        else:
+            fixes = store.reconstruct_all()
+        for fix in fixes:
+            print(fix)
+        return 0
+
+    return _with_store(args, act)
+
+
+def add_expire_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument(
+        "-E", dest="days", type=float, required=True, help="remove entries older than DAYS days"
+    )
+
+
+def run_expire(args: argparse.Namespace) -> int:
+    config = load_imapd_conf(args.config)
+    if args.days < 0:
+        print("sealmail expire: -E needs a non-negative number of days", file=sys.stderr)
+        return 2
+    try:
+        database = DuplicateDatabase(config.configdirectory / DUPLICATES_NAME)
+        try:
+            removed = database.expire(args.days)
+        finally:
+            database.close()
+    except StoreError as exc:
+        print(f"sealmail expire: {exc}", file=sys.stderr)
+        return 1
+    print(f"expired {removed} duplicate delivery entries")
+    return 0

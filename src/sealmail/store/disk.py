@@ -1,0 +1,933 @@
+"""DiskStore: the sealed mail store on disk (a MessageStore), with group-committed delivery.
+
+Theory of operation
+-------------------
+Message files live in partitions (`partition-NAME`), one directory per mailbox keyed by the
+mailbox's uniqueid (`PARTITION/uuid/X/Y/UNIQUEID/`, files `UID.`), so a rename touches only the
+index. Every mailbox directory holds `sealmail.header` (name, uniqueid, uidvalidity, ACL) so
+`reconstruct` can rebuild a mailbox whose index rows are lost. The index is one SQLite database
+(sealmail.store.index).
+
+A delivery that answers 250 must survive a crash. Order of operations:
+
+1. the caller's thread writes the bytes once per partition to `PARTITION/stage./NAME` and fsyncs
+   them (in parallel with other callers);
+2. the caller joins the pending batch. One committer at a time takes every pending delivery and,
+   in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next modseq,
+   hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
+3. fsyncs each touched mailbox directory once (the new names are durable), then COMMITs
+   (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every caller;
+4. each caller unlinks its stage files.
+
+A crash before COMMIT leaves links that no row names, at uids >= uidnext: reconstruct removes
+them, and a later delivery that draws the same uid replaces the debris. A crash after COMMIT
+leaves only stage files, removed at the next open. So a message is either fully there (file,
+directory entry and row durable) or absent. UIDs are allocated inside the commit that publishes
+them, so they become visible in ascending order (a client syncing with `UID FETCH last+1:*` never
+misses one).
+
+Group commit is why this beats one-fsync-per-message stores: N concurrent deliveries share one
+directory fsync per mailbox and one WAL fsync, while each caller still returns only after its own
+data is durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.store import acl as acls
+from sealmail.store import locks, quota
+from sealmail.store.api import (
+    ALL_RIGHTS,
+    AppendedMessage,
+    DeliveryTarget,
+    MailboxInfo,
+    MessageRecord,
+    QuotaUsage,
+)
+from sealmail.store.duplicates import DuplicateDatabase
+from sealmail.store.errors import (
+    DiskFull,
+    InvalidMailboxName,
+    MailboxCorrupt,
+    MailboxExists,
+    MailboxNotFound,
+    StoreError,
+)
+from sealmail.store.index import Index, sqlite_error
+from sealmail.store.names import owner_of, parent_of, user_inbox, validate_internal
+
+HEADER_NAME = "sealmail.header"
+STAGE_DIRECTORY = "stage."
+INDEX_NAME = "mailboxes.db"
+DUPLICATES_NAME = "deliver.db"
+
+FaultHook = Callable[[str], None]
+"""Called with a fault point name; tests use it to kill a process mid-delivery.
+
+Points: "staged" (stage files written and fsynced, before the transaction) and "linked" (links
+made and directories fsynced, before COMMIT).
+"""
+
+
+class PartitionNotFound(StoreError):
+    """A partition name with no `partition-NAME` in imapd.conf."""
+
+    temporary = False
+
+
+class NoSuchMessage(StoreError):
+    """No message with that UID in the mailbox (it was never there or was expunged)."""
+
+    temporary = False
+
+
+def os_error(exc: OSError, what: str) -> StoreError:
+    """ENOSPC/EDQUOT -> DiskFull; any other OSError -> a temporary StoreError."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{what}: {exc.strerror}")
+    return StoreError(f"{what}: {exc.strerror or exc}")
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_directories(path: Path) -> None:
+    """mkdir -p whose new entries are durable: each created level's parent is fsynced."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it
+        fsync_directory(directory.parent)
+
+
+def write_file_durably(path: Path, data: bytes) -> None:
+    """Write a small file atomically (temp + rename) and make it and its name durable."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def mailbox_directory(partition_path: Path, uniqueid: str) -> Path:
+    """Cyrus's uuid layout: two levels of hashing keep directories small."""
+    return partition_path / "uuid" / uniqueid[0] / uniqueid[1] / uniqueid
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxHeader:
+    """The metadata file of a mailbox directory: enough to rebuild its index entry."""
+
+    name: str
+    uniqueid: str
+    uidvalidity: int
+    acl: dict[str, str]
+
+    def render(self) -> bytes:
+        document = {
+            "name": self.name,
+            "uniqueid": self.uniqueid,
+            "uidvalidity": self.uidvalidity,
+            "acl": self.acl,
+        }
+        return (json.dumps(document, sort_keys=True) + "\n").encode("ascii")
+
+    @classmethod
+    def parse(cls, data: bytes) -> MailboxHeader:
+        try:
+            document = json.loads(data)
+            return cls(
+                name=str(document["name"]),
+                uniqueid=str(document["uniqueid"]),
+                uidvalidity=int(document["uidvalidity"]),
+                acl={str(k): str(v) for k, v in dict(document.get("acl", {})).items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MailboxCorrupt(f"bad mailbox header: {exc}") from None
+
+
+def allocate_uidvalidity(conn: sqlite3.Connection, clock: Callable[[], float]) -> int:
+    """A fresh UIDVALIDITY: the time, but strictly above every value handed out before.
+
+    RFC 3501 2.3.1.1: a mailbox re-created under an old name MUST get a greater UIDVALIDITY.
+    """
+    row = conn.execute("SELECT value FROM settings WHERE key = 'last_uidvalidity'").fetchone()
+    last = int(row[0]) if row else 0
+    value = max(int(clock()), last + 1)
+    conn.execute(
+        "INSERT OR REPLACE INTO settings (key, value) VALUES ('last_uidvalidity', ?)", (value,)
+    )
+    return value
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """One deliver() call waiting for the group commit."""
+
+    targets: Sequence[DeliveryTarget]
+    stages: list[Path | None]  # per target; shared paths when single-instance
+    size: int
+    guid: str
+    internaldate: float
+    results: list[AppendedMessage | StoreError | None]
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+
+
+_MAILBOX_COLUMNS = (
+    "id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq, acl, exists_count"
+)
+
+
+class DiskStore:
+    """The on-disk MessageStore; safe from many threads and many processes at once."""
+
+    def __init__(
+        self,
+        config: ImapdConfig,
+        *,
+        fault_hook: FaultHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.partitions = dict(config.partitions)
+        self.default_partition = config.string("defaultpartition") or "default"
+        if self.default_partition not in self.partitions:
+            raise ConfigError(
+                config.path,
+                0,
+                "defaultpartition",
+                f"no partition-{self.default_partition} is configured",
+            )
+        self.configdirectory = config.configdirectory
+        self.lock_directory = self.configdirectory / "lock"
+        self.single_instance = config.switch("singleinstancestore")
+        self.user_concurrency_limit = config.integer("lmtp_user_concurrency_limit")
+        self._fault_hook = fault_hook
+        self._clock = clock
+        self._stage_counter = itertools.count()
+        self._queue: list[_Delivery] = []
+        self._queue_lock = threading.Lock()
+        self._committing = False
+        self._duplicates: DuplicateDatabase | None = None
+        self._duplicates_lock = threading.Lock()
+        try:
+            for path in self.partitions.values():
+                make_directories(path / STAGE_DIRECTORY)
+        except OSError as exc:
+            raise os_error(exc, "cannot prepare partitions") from exc
+        self._index = Index(self.configdirectory / INDEX_NAME)
+        self.clean_stage_files()
+
+    @classmethod
+    def open(cls, config: ImapdConfig, **options: Any) -> DiskStore:
+        return cls(config, **options)
+
+    def close(self) -> None:
+        self._index.close()
+        with self._duplicates_lock:
+            if self._duplicates is not None:
+                self._duplicates.close()
+                self._duplicates = None
+
+    def __enter__(self) -> DiskStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _fault(self, point: str) -> None:
+        if self._fault_hook is not None:
+            self._fault_hook(point)
+
+    def _partition_path(self, partition: str) -> Path:
+        try:
+            return self.partitions[partition]
+        except KeyError:
+            raise PartitionNotFound(f"no partition {partition!r} in imapd.conf") from None
+
+    def _directory(self, partition: str, uniqueid: str) -> Path:
+        return mailbox_directory(self._partition_path(partition), uniqueid)
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._index.connection()
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self._index.path)) from exc
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, name: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = conn.execute(
+            f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE name = ?", (name,)
+        ).fetchone()
+        return row
+
+    @classmethod
+    def _require(cls, conn: sqlite3.Connection, name: str) -> tuple[Any, ...]:
+        row = cls._row(conn, name)
+        if row is None:
+            raise MailboxNotFound(f"mailbox {name!r} does not exist")
+        return tuple(row)
+
+    @staticmethod
+    def _info(row: tuple[Any, ...]) -> MailboxInfo:
+        _, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq, acl, exists = row
+        return MailboxInfo(
+            name=name,
+            uniqueid=uniqueid,
+            partition=partition,
+            uidvalidity=uidvalidity,
+            uidnext=uidnext,
+            highestmodseq=highestmodseq,
+            exists=exists,
+            acl=acls.parse_acl(acl),
+        )
+
+    def _write_header(self, directory: Path, header: MailboxHeader) -> None:
+        try:
+            write_file_durably(directory / HEADER_NAME, header.render())
+        except OSError as exc:
+            raise os_error(exc, f"cannot write header of {header.name}") from exc
+
+    def _refresh_header(self, name: str) -> None:
+        """Rewrite a mailbox's header after a committed change (best effort: reconstruct
+        repairs a stale header; it is only read when the index entry is gone)."""
+        with self._reading() as conn:
+            row = self._row(conn, name)
+        if row is None:
+            return
+        info = self._info(tuple(row))
+        with suppress(StoreError):
+            self._write_header(
+                self._directory(info.partition, info.uniqueid),
+                MailboxHeader(info.name, info.uniqueid, info.uidvalidity, info.acl),
+            )
+
+    def _mailbox_lock(self, *names: str) -> AbstractContextManager[None]:
+        return locks.mailbox_lock(self.lock_directory, list(names))
+
+    # ------------------------------------------------------------------ mailboxes
+
+    def mailbox(self, name: str) -> MailboxInfo | None:
+        with self._reading() as conn:
+            row = self._row(conn, name)
+        return None if row is None else self._info(tuple(row))
+
+    def _default_acl(self, conn: sqlite3.Connection, name: str) -> dict[str, str]:
+        """Cyrus's initial ACL: see sealmail.store.acl."""
+        owner = owner_of(name)
+        if owner is not None and name == user_inbox(owner.user, owner.domain):
+            return {owner.userid: ALL_RIGHTS}
+        parent = parent_of(name)
+        while parent is not None:
+            row = self._row(conn, parent)
+            if row is not None:
+                return acls.parse_acl(row[7])
+            parent = parent_of(parent)
+        return dict(acls.DEFAULT_SHARED_ACL)
+
+    def create_mailbox(
+        self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
+    ) -> MailboxInfo:
+        validate_internal(name)
+        partition = partition or self.default_partition
+        partition_path = self._partition_path(partition)
+        initial_acl: dict[str, str] | None = None
+        if acl is not None:
+            initial_acl = {}
+            for identifier, rights in acl.items():
+                initial_acl = acls.set_entry(initial_acl, identifier, rights)
+        owner = owner_of(name)
+        with self._mailbox_lock(name), self._index.transaction() as conn:
+            if self._row(conn, name) is not None:
+                raise MailboxExists(f"mailbox {name!r} already exists")
+            if owner is not None:
+                inbox = user_inbox(owner.user, owner.domain)
+                if name != inbox and self._row(conn, inbox) is None:
+                    raise MailboxNotFound(
+                        f"cannot create {name!r}: user mailbox {inbox!r} does not exist"
+                    )
+            if initial_acl is None:
+                initial_acl = self._default_acl(conn, name)
+            uidvalidity = allocate_uidvalidity(conn, self._clock)
+            uniqueid = uuid.uuid4().hex
+            directory = mailbox_directory(partition_path, uniqueid)
+            try:
+                make_directories(directory)
+            except OSError as exc:
+                raise os_error(exc, f"cannot create directory of {name}") from exc
+            self._write_header(directory, MailboxHeader(name, uniqueid, uidvalidity, initial_acl))
+            conn.execute(
+                "INSERT INTO mailboxes (name, uniqueid, partition, uidvalidity, uidnext,"
+                " highestmodseq, acl) VALUES (?, ?, ?, ?, 1, 1, ?)",
+                (name, uniqueid, partition, uidvalidity, acls.render_acl(initial_acl)),
+            )
+            row = self._require(conn, name)
+        return self._info(row)
+
+    def delete_mailbox(self, name: str) -> None:
+        """Delete a mailbox; a user's INBOX takes its whole subtree with it (as Cyrus).
+
+        The index commit comes first; files go afterwards. A tombstone per deleted uniqueid
+        tells reconstruct to finish removing a directory a crash left behind.
+        """
+        validate_internal(name)
+        owner = owner_of(name)
+        whole_user = owner is not None and name == user_inbox(owner.user, owner.domain)
+        with self._mailbox_lock(name):
+            with self._index.transaction() as conn:
+                self._require(conn, name)
+                low, high = quota.subtree_bounds(name)
+                if whole_user:
+                    doomed = conn.execute(
+                        "SELECT id, uniqueid, partition, name FROM mailboxes"
+                        " WHERE name = ? OR (name >= ? AND name < ?)",
+                        (name, low, high),
+                    ).fetchall()
+                else:
+                    doomed = conn.execute(
+                        "SELECT id, uniqueid, partition, name FROM mailboxes WHERE name = ?",
+                        (name,),
+                    ).fetchall()
+                for mailbox_id, uniqueid, partition, doomed_name in doomed:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO tombstones (uniqueid, partition) VALUES (?, ?)",
+                        (uniqueid, partition),
+                    )
+                    conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+                    conn.execute("DELETE FROM quotaroots WHERE root = ?", (doomed_name,))
+            for _, uniqueid, partition, _ in doomed:
+                self.remove_mailbox_directory(partition, uniqueid)
+
+    def remove_mailbox_directory(self, partition: str, uniqueid: str) -> bool:
+        """Remove a deleted mailbox's directory, then its tombstone. True when done."""
+        directory = self._directory(partition, uniqueid)
+        try:
+            if directory.exists():
+                header = directory / HEADER_NAME
+                # The header goes first: a directory without one is never resurrected.
+                header.unlink(missing_ok=True)
+                for entry in directory.iterdir():
+                    entry.unlink()
+                directory.rmdir()
+        except OSError:
+            return False
+        try:
+            with self._index.transaction() as conn:
+                conn.execute("DELETE FROM tombstones WHERE uniqueid = ?", (uniqueid,))
+        except StoreError:
+            return False
+        return True
+
+    def rename_mailbox(self, old: str, new: str) -> None:
+        """Rename a mailbox and its inferiors (RFC 3501 6.3.5); only the index changes."""
+        validate_internal(old)
+        validate_internal(new)
+        if new == old or new.startswith(old + "."):
+            raise InvalidMailboxName(f"cannot rename {old!r} to {new!r} (inside itself)")
+        owner = owner_of(new)
+        with self._mailbox_lock(old, new):
+            with self._index.transaction() as conn:
+                self._require(conn, old)
+                if self._row(conn, new) is not None:
+                    raise MailboxExists(f"mailbox {new!r} already exists")
+                if owner is not None:
+                    inbox = user_inbox(owner.user, owner.domain)
+                    if new != inbox and self._row(conn, inbox) is None:
+                        raise MailboxNotFound(f"user mailbox {inbox!r} does not exist")
+                low, high = quota.subtree_bounds(old)
+                names = [old] + [
+                    n
+                    for (n,) in conn.execute(
+                        "SELECT name FROM mailboxes WHERE name >= ? AND name < ? ORDER BY name",
+                        (low, high),
+                    )
+                ]
+                renames = [(n, new + n[len(old) :]) for n in names]
+                for _, target in renames:
+                    validate_internal(target)
+                    if target != new and self._row(conn, target) is not None:
+                        raise MailboxExists(f"mailbox {target!r} already exists")
+                for source, target in renames:
+                    conn.execute("UPDATE mailboxes SET name = ? WHERE name = ?", (target, source))
+                    conn.execute("UPDATE quotaroots SET root = ? WHERE root = ?", (target, source))
+            for _, target in renames:
+                self._refresh_header(target)
+
+    def list_mailboxes(self, prefix: str = "") -> list[MailboxInfo]:
+        with self._reading() as conn:
+            if prefix:
+                upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                rows = conn.execute(
+                    f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE name >= ? AND name < ?"
+                    " ORDER BY name",
+                    (prefix, upper),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes ORDER BY name"
+                ).fetchall()
+        return [self._info(tuple(row)) for row in rows]
+
+    def mailbox_path(self, name: str) -> Path:
+        with self._reading() as conn:
+            row = self._require(conn, name)
+        return self._directory(row[3], row[2])
+
+    # ------------------------------------------------------------------ rights and quotas
+
+    def set_acl(self, name: str, identifier: str, rights: str) -> None:
+        """SETACL (RFC 4314 3.1): '+r'/'-r' modify, plain rights replace, empty removes."""
+        with self._index.transaction() as conn:
+            row = self._require(conn, name)
+            updated = acls.set_entry(acls.parse_acl(row[7]), identifier, rights)
+            conn.execute(
+                "UPDATE mailboxes SET acl = ? WHERE id = ?", (acls.render_acl(updated), row[0])
+            )
+        self._refresh_header(name)
+
+    def set_quota(self, root: str, storage_kb: int | None, messages: int | None) -> None:
+        """Set the limits of a quota root (an existing mailbox); both None removes the root."""
+        for value in (storage_kb, messages):
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise quota.InvalidQuota(f"quota limits must be non-negative, got {value!r}")
+        with self._index.transaction() as conn:
+            self._require(conn, root)
+            if storage_kb is None and messages is None:
+                conn.execute("DELETE FROM quotaroots WHERE root = ?", (root,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO quotaroots (root, storage_limit, messages_limit)"
+                    " VALUES (?, ?, ?)",
+                    (root, storage_kb, messages),
+                )
+
+    def quota_for(self, name: str) -> QuotaUsage | None:
+        with self._reading() as conn:
+            root = quota.quota_root_of(conn, name)
+            return None if root is None else quota.usage_of(conn, root)
+
+    def check_quota(self, name: str, incoming_size: int) -> None:
+        usage = self.quota_for(name)
+        if usage is not None:
+            quota.enforce(usage, incoming_size, 1 if incoming_size > 0 else 0)
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(
+        self,
+        content: bytes,
+        targets: Sequence[DeliveryTarget],
+        internaldate: float | None = None,
+    ) -> list[AppendedMessage | StoreError]:
+        """Append `content` to every target; one result per target, in order.
+
+        Returns only once every appended copy is durable (see the module docstring).
+        """
+        if not targets:
+            return []
+        results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
+        with self._reading() as conn:
+            partition_of: dict[str, str] = {}
+            for target in targets:
+                row = conn.execute(
+                    "SELECT partition FROM mailboxes WHERE name = ?", (target.mailbox,)
+                ).fetchone()
+                if row is not None:
+                    partition_of[target.mailbox] = row[0]
+        stages: list[Path | None] = [None] * len(targets)
+        written: list[Path] = []
+        shared: dict[str, Path | StoreError] = {}
+        try:
+            for i, target in enumerate(targets):
+                partition = partition_of.get(target.mailbox)
+                if partition is None:
+                    results[i] = MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
+                    continue
+                staged = shared.get(partition) if self.single_instance else None
+                if staged is None:
+                    staged = self._stage(partition, content)
+                    if isinstance(staged, Path):
+                        written.append(staged)
+                    if self.single_instance:
+                        shared[partition] = staged
+                if isinstance(staged, StoreError):
+                    results[i] = staged
+                else:
+                    stages[i] = staged
+            self._fault("staged")
+            delivery = _Delivery(
+                targets=targets,
+                stages=stages,
+                size=len(content),
+                guid=hashlib.sha1(content).hexdigest(),
+                internaldate=self._clock() if internaldate is None else internaldate,
+                results=results,
+            )
+            if any(stage is not None for stage in stages):
+                self._commit_in_group(delivery)
+        finally:
+            for path in written:
+                with suppress(OSError):  # removed at the next open or reconstruct
+                    path.unlink()
+        final: list[AppendedMessage | StoreError] = []
+        for result in results:
+            assert result is not None
+            final.append(result)
+        return final
+
+    def _stage(self, partition: str, content: bytes) -> Path | StoreError:
+        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)."""
+        directory = self._partition_path(partition) / STAGE_DIRECTORY
+        name = f"{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, content)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with suppress(OSError):
+                path.unlink()
+            return os_error(exc, f"cannot stage message on partition {partition}")
+        return path
+
+    def _commit_in_group(self, delivery: _Delivery) -> None:
+        """Join the pending batch; commit it ourselves if no one is committing."""
+        with self._queue_lock:
+            self._queue.append(delivery)
+            lead = not self._committing
+            self._committing = True
+        while True:
+            if not lead:
+                delivery.wake.wait()
+                delivery.wake.clear()
+                if delivery.finished:
+                    return
+            # We lead: our own delivery is in the queue, so this batch includes it.
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            try:
+                self._commit_batch(batch)
+            finally:
+                for waiting in batch:
+                    waiting.finished = True
+                    if waiting is not delivery:
+                        waiting.wake.set()
+                with self._queue_lock:
+                    if self._queue:
+                        self._queue[0].wake.set()  # hand the committer role on
+                    else:
+                        self._committing = False
+            return
+
+    def _commit_batch(self, batch: list[_Delivery]) -> None:
+        conn = self._index.connection()
+        linked: list[Path] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
+                directories: set[Path] = set()
+                for delivery in batch:
+                    for i, target in enumerate(delivery.targets):
+                        stage = delivery.stages[i]
+                        if stage is None or delivery.results[i] is not None:
+                            continue
+                        try:
+                            delivery.results[i] = self._append(
+                                conn, delivery, target, stage, bool(has_quotas), linked
+                            )
+                        except StoreError as exc:
+                            delivery.results[i] = exc
+                            continue
+                        directories.add(linked[-1].parent)
+                for directory in directories:
+                    fsync_directory(directory)
+                self._fault("linked")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            # Left-over links are debris at uid >= uidnext; reconstruct or the next delivery
+            # that draws the same uid clears them.
+            for path in linked:
+                with suppress(OSError):
+                    path.unlink()
+            if isinstance(exc, sqlite3.Error):
+                error: StoreError = sqlite_error(exc, "delivery")
+            elif isinstance(exc, OSError):
+                error = os_error(exc, "delivery")
+            elif isinstance(exc, StoreError):
+                error = exc
+            else:
+                error = StoreError(f"delivery failed: {exc!r}")
+            for delivery in batch:
+                for i, result in enumerate(delivery.results):
+                    if result is None or isinstance(result, AppendedMessage):
+                        delivery.results[i] = error
+            if not isinstance(exc, Exception):
+                raise
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        delivery: _Delivery,
+        target: DeliveryTarget,
+        stage: Path,
+        has_quotas: bool,
+        linked: list[Path],
+    ) -> AppendedMessage:
+        row = self._row(conn, target.mailbox)
+        if row is None:
+            raise MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
+        mailbox_id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq = row[:7]
+        directory = self._directory(partition, uniqueid)
+        if stage.parent.parent != self._partition_path(partition):
+            # Deleted and re-created on another partition since we staged: let the client retry.
+            raise StoreError(f"mailbox {name!r} moved to partition {partition!r}; try again")
+        if has_quotas and not target.ignore_quota:
+            root = quota.quota_root_of(conn, name)
+            usage = None if root is None else quota.usage_of(conn, root)
+            if usage is not None:
+                if target.strict_quota:
+                    quota.enforce(usage, delivery.size, 1)
+                else:
+                    quota.enforce(usage, 0, 0)
+        uid, modseq = uidnext, highestmodseq + 1
+        path = directory / f"{uid}."
+        try:
+            try:
+                os.link(stage, path)
+            except FileExistsError:
+                # Debris of a delivery that never committed (uid >= uidnext): replace it.
+                path.unlink()
+                os.link(stage, path)
+        except OSError as exc:
+            raise os_error(exc, f"cannot store message in {name}") from exc
+        linked.append(path)
+        flags = " ".join(dict.fromkeys(target.flags))
+        conn.execute(
+            "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
+            " filename) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                mailbox_id,
+                uid,
+                modseq,
+                delivery.internaldate,
+                delivery.size,
+                delivery.guid,
+                flags,
+                path.name,
+            ),
+        )
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, exists_count = exists_count + 1,"
+            " size_bytes = size_bytes + ? WHERE id = ?",
+            (uid + 1, modseq, delivery.size, mailbox_id),
+        )
+        return AppendedMessage(name, uidvalidity, uid, modseq, delivery.guid, delivery.size)
+
+    def clean_stage_files(self) -> list[str]:
+        """Remove stage files of processes that are gone (a crash after or before COMMIT)."""
+        removed: list[str] = []
+        for partition, path in sorted(self.partitions.items()):
+            directory = path / STAGE_DIRECTORY
+            try:
+                entries = list(directory.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                pid_text = entry.name.split("-", 1)[0]
+                if pid_text.isdigit() and _process_alive(int(pid_text)):
+                    continue
+                try:
+                    entry.unlink()
+                except OSError:
+                    continue
+                removed.append(f"partition {partition}: removed stale stage file {entry.name}")
+        return removed
+
+    # ------------------------------------------------------------------ messages
+
+    def messages(self, name: str) -> list[MessageRecord]:
+        with self._reading() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            rows = conn.execute(
+                "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                " WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            ).fetchall()
+        return [
+            MessageRecord(uid, modseq, internaldate, size, guid, tuple(flags.split()))
+            for uid, modseq, internaldate, size, guid, flags in rows
+        ]
+
+    def message_bytes(self, name: str, uid: int) -> bytes:
+        with self._reading() as conn:
+            row = self._require(conn, name)
+            message = conn.execute(
+                "SELECT filename FROM messages WHERE mailbox_id = ? AND uid = ?", (row[0], uid)
+            ).fetchone()
+        if message is None:
+            raise NoSuchMessage(f"no message with UID {uid} in {name!r}")
+        path = self._directory(row[3], row[2]) / message[0]
+        try:
+            data: bytes = path.read_bytes()
+            return data
+        except FileNotFoundError:
+            raise MailboxCorrupt(f"{name}: file of UID {uid} is missing; run reconstruct") from None
+        except OSError as exc:
+            raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
+
+    def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int:
+        """Replace the flags of the given messages; returns how many of them exist.
+
+        Each message whose flags change gets a new modseq (RFC 7162 3.1: every change of
+        metadata MUST increase the mod-sequence); unchanged messages keep theirs.
+        """
+        wanted = " ".join(dict.fromkeys(flags))
+        matched = 0
+        with self._index.transaction() as conn:
+            row = self._require(conn, name)
+            mailbox_id, modseq = row[0], row[6]
+            for uid in sorted(set(uids)):
+                current = conn.execute(
+                    "SELECT flags FROM messages WHERE mailbox_id = ? AND uid = ?",
+                    (mailbox_id, uid),
+                ).fetchone()
+                if current is None:
+                    continue
+                matched += 1
+                if current[0] == wanted:
+                    continue
+                modseq += 1
+                conn.execute(
+                    "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                    (wanted, modseq, mailbox_id, uid),
+                )
+            conn.execute(
+                "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
+            )
+        return matched
+
+    def expunge(self, name: str, uids: Sequence[int]) -> list[int]:
+        """Remove messages; returns the UIDs that were there, ascending. Files go after COMMIT."""
+        removed: list[int] = []
+        files: list[Path] = []
+        with self._index.transaction() as conn:
+            row = self._require(conn, name)
+            mailbox_id, modseq = row[0], row[6]
+            directory = self._directory(row[3], row[2])
+            for uid in sorted(set(uids)):
+                message = conn.execute(
+                    "SELECT size, filename FROM messages WHERE mailbox_id = ? AND uid = ?",
+                    (mailbox_id, uid),
+                ).fetchone()
+                if message is None:
+                    continue
+                modseq += 1
+                conn.execute(
+                    "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                    (mailbox_id, uid, modseq),
+                )
+                conn.execute(
+                    "UPDATE mailboxes SET exists_count = exists_count - 1,"
+                    " size_bytes = size_bytes - ? WHERE id = ?",
+                    (message[0], mailbox_id),
+                )
+                removed.append(uid)
+                files.append(directory / message[1])
+            conn.execute(
+                "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
+            )
+        for path in files:
+            with suppress(OSError):  # an expunged uid's file is debris reconstruct removes
+                path.unlink()
+        return removed
+
+    # ------------------------------------------------------------------ concurrency and repair
+
+    def delivery_slot(self, user: str) -> AbstractContextManager[None]:
+        return locks.delivery_slot(self.lock_directory, user, self.user_concurrency_limit)
+
+    def duplicates(self) -> DuplicateDatabase | None:
+        """The duplicate delivery database, or None when duplicatesuppression is off."""
+        if not self.config.switch("duplicatesuppression"):
+            return None
+        with self._duplicates_lock:
+            if self._duplicates is None:
+                self._duplicates = DuplicateDatabase(self.configdirectory / DUPLICATES_NAME)
+            return self._duplicates
+
+    def reconstruct(self, name: str) -> list[str]:
+        from sealmail.store.reconstruct import reconstruct_mailbox
+
+        return reconstruct_mailbox(self, self._index, name)
+
+    def reconstruct_all(self) -> list[str]:
+        """Check every mailbox, adopt or remove orphan directories, clear stale stage files."""
+        from sealmail.store.reconstruct import reconstruct_store
+
+        return reconstruct_store(self, self._index)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

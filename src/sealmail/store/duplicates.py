@@ -1,0 +1,134 @@
+"""The duplicate delivery database (Cyrus's deliver.db): which Message-ID went to which mailbox.
+
+Used by delivery when `duplicatesuppression` is on, so a message that reaches a mailbox twice
+(a retried LMTP transaction, the same list post through two aliases) is stored once. SQLite in
+WAL mode so lmtpd processes and `sealmail deliver` share it; one connection per thread.
+synchronous=NORMAL: losing the last marks in a power failure only lets a duplicate through, which
+is the safe direction, and spares a second fsync per delivery.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
+
+_SCHEMA_VERSION = 1
+_DAY = 86400.0
+
+
+def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return MailboxBusy(f"{path}: {text}")
+    if "full" in text:
+        return DiskFull(f"{path}: {text}")
+    return StoreError(f"{path}: {text}")
+
+
+class DuplicateDatabase:
+    """seen/mark/expire over (message_id, mailbox) pairs; safe across threads and processes."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._connection()  # create the schema now, so errors show at open
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                if version == 0:
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS deliveries ("
+                        " message_id TEXT NOT NULL, mailbox TEXT NOT NULL, marked REAL NOT NULL,"
+                        " PRIMARY KEY (message_id, mailbox)) WITHOUT ROWID"
+                    )
+                    conn.execute(
+                        "CREATE INDEX IF NOT EXISTS deliveries_marked ON deliveries(marked)"
+                    )
+                    conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                elif version != _SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: unknown schema version {version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        except OSError as exc:
+            raise StoreError(f"{self.path}: {exc.strerror}") from exc
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def seen(self, message_id: str, mailbox: str) -> bool:
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT 1 FROM deliveries WHERE message_id = ? AND mailbox = ?",
+                    (message_id, mailbox),
+                )
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return row is not None
+
+    def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
+        marked = self._clock() if when is None else when
+        try:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked) VALUES (?, ?, ?)",
+                (message_id, mailbox, marked),
+            )
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+
+    def expire(self, days: float) -> int:
+        """Remove entries marked more than `days` days ago; returns how many went."""
+        if days < 0:
+            raise ValueError("days must not be negative")
+        cutoff = self._clock() - days * _DAY
+        try:
+            cursor = self._connection().execute(
+                "DELETE FROM deliveries WHERE marked < ?", (cutoff,)
+            )
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return cursor.rowcount
+
+    def close(self) -> None:
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()

@@ -1,0 +1,173 @@
+"""The one SQLite index of the whole store: `configdirectory/mailboxes.db`.
+
+WAL mode so readers never block the writer and a commit is visible to every process as soon as
+it returns; synchronous=FULL so a COMMIT is on disk before it returns (a 250 depends on it); a
+busy_timeout so concurrent writers queue on SQLite's write lock instead of failing. Each thread
+gets its own connection: the store runs in asyncio executor threads and sqlite3 connections must
+not be shared between threads mid-statement.
+
+Per-mailbox usage (`exists_count`, `size_bytes`) is kept in the mailbox row by the same
+transaction that adds or removes messages; quota usage of a root is the sum over its subtree.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
+    # themselves to a mailbox created later.
+    """CREATE TABLE mailboxes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        uniqueid TEXT NOT NULL UNIQUE,
+        partition TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL,
+        highestmodseq INTEGER NOT NULL,
+        acl TEXT NOT NULL,
+        exists_count INTEGER NOT NULL DEFAULT 0,
+        size_bytes INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE messages (
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        internaldate REAL NOT NULL,
+        size INTEGER NOT NULL,
+        guid TEXT NOT NULL,
+        flags TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+    ) WITHOUT ROWID""",
+    # RFC 7162 (QRESYNC) needs the modseq at which each uid vanished.
+    """CREATE TABLE expunged (
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE quotaroots (
+        root TEXT PRIMARY KEY,
+        storage_limit INTEGER,
+        messages_limit INTEGER
+    ) WITHOUT ROWID""",
+    # Directories of deleted mailboxes whose files may still be on disk: reconstruct removes
+    # them instead of resurrecting the mailbox from its metadata file.
+    """CREATE TABLE tombstones (
+        uniqueid TEXT PRIMARY KEY,
+        partition TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+
+def sqlite_error(exc: sqlite3.Error, what: str) -> StoreError:
+    """The StoreError for an SQLite failure."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return MailboxBusy(f"{what}: index busy: {text}")
+    if "full" in text:
+        return DiskFull(f"{what}: {text}")
+    if isinstance(exc, sqlite3.DatabaseError) and "malformed" in text:
+        return MailboxCorrupt(f"{what}: {text}")
+    return StoreError(f"{what}: {text}")
+
+
+class Index:
+    """Thread-local connections to the index, and short write transactions."""
+
+    def __init__(self, path: Path, busy_timeout: float = 60.0) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,  # only so close() can close it; never shared otherwise
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self.path)) from exc
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once, so no upgrade deadlock."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self.path)) from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise sqlite_error(exc, str(self.path)) from exc
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise sqlite_error(exc, str(self.path)) from exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):  # SQLite already rolled back (e.g. after SQLITE_FULL)
+                conn.execute("ROLLBACK")
+
+    def _migrate(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        try:
+            with self.transaction() as conn:
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                if version == 0:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                elif version != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path}: index schema version {version}, this sealmail knows "
+                        f"{SCHEMA_VERSION}"
+                    )
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self.path)) from exc
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()

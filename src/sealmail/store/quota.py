@@ -1,0 +1,88 @@
+"""Quota roots as Cyrus keeps them: a root is a mailbox name and covers its whole subtree.
+
+`user.alice` with a limit governs `user.alice` and every `user.alice.*`; the governing root of a
+mailbox is its nearest ancestor-or-self that has a quota. Storage limits are in KiB (IMAP QUOTA,
+RFC 9208 5.1: STORAGE is in units of 1024 octets), usage is kept in bytes; message limits count
+messages.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sealmail.store.api import QuotaUsage
+from sealmail.store.errors import OverQuota, StoreError
+from sealmail.store.names import parent_of
+
+
+class InvalidQuota(StoreError):
+    """A quota limit that is not a non-negative whole number."""
+
+    temporary = False
+
+
+def subtree_bounds(name: str) -> tuple[str, str]:
+    """Half-open range of names strictly below `name`: ('name.', 'name/'); '/' follows '.'."""
+    return name + ".", name + "/"
+
+
+def ancestors_or_self(name: str) -> list[str]:
+    chain = [name]
+    parent = parent_of(name)
+    while parent is not None:
+        chain.append(parent)
+        parent = parent_of(parent)
+    return chain
+
+
+def quota_root_of(conn: sqlite3.Connection, name: str) -> str | None:
+    """The nearest ancestor-or-self of `name` that is a quota root."""
+    chain = ancestors_or_self(name)
+    placeholders = ",".join("?" * len(chain))
+    rows = conn.execute(
+        f"SELECT root FROM quotaroots WHERE root IN ({placeholders})", chain
+    ).fetchall()
+    roots = {root for (root,) in rows}
+    for candidate in chain:
+        if candidate in roots:
+            return candidate
+    return None
+
+
+def usage_of(conn: sqlite3.Connection, root: str) -> QuotaUsage | None:
+    limits = conn.execute(
+        "SELECT storage_limit, messages_limit FROM quotaroots WHERE root = ?", (root,)
+    ).fetchone()
+    if limits is None:
+        return None
+    low, high = subtree_bounds(root)
+    used_bytes, used_messages = conn.execute(
+        "SELECT coalesce(sum(size_bytes), 0), coalesce(sum(exists_count), 0) FROM mailboxes"
+        " WHERE name = ? OR (name >= ? AND name < ?)",
+        (root, low, high),
+    ).fetchone()
+    return QuotaUsage(root, int(used_bytes), limits[0], int(used_messages), limits[1])
+
+
+def enforce(usage: QuotaUsage, incoming_size: int, incoming_messages: int) -> None:
+    """OverQuota when the root is already full, or when the incoming mail would overflow it.
+
+    With incoming_size 0 (lmtp_strict_quota off) only a root at or over its limit refuses, as
+    Cyrus does at RCPT time; the final check at delivery passes the real size and count.
+    """
+    if usage.storage_limit is not None:
+        limit = usage.storage_limit * 1024
+        if usage.storage_used >= limit or (
+            incoming_size > 0 and usage.storage_used + incoming_size > limit
+        ):
+            raise OverQuota(
+                f"quota root {usage.root}: storage {usage.storage_used} + {incoming_size} bytes"
+                f" exceeds {usage.storage_limit} KiB"
+            )
+    if usage.messages_limit is not None and (
+        usage.messages_used >= usage.messages_limit
+        or usage.messages_used + incoming_messages > usage.messages_limit
+    ):
+        raise OverQuota(
+            f"quota root {usage.root}: {usage.messages_used} messages, limit {usage.messages_limit}"
+        )

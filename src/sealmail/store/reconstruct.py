@@ -1,0 +1,277 @@
+"""reconstruct: make the index and the files of a mailbox agree again, files being the truth.
+
+Policy (docs/store.md says the same for operators):
+- a row whose file is missing is removed and its uid recorded as expunged (clients resync);
+- a file no row names is debris when its uid is >= uidnext (a delivery that never committed) or
+  was expunged (a crash before the unlink): it is removed; any other such file lost its row
+  (damaged index) and is re-indexed with no flags and its mtime as internal date;
+- size and GUID are recomputed from the file and fixed when they differ;
+- uidnext, highestmodseq, the message count and byte count (hence quota usage) are recomputed;
+- a missing or stale `sealmail.header` is rewritten;
+- a mailbox directory the index does not know is re-created from its header and files, with a
+  new UIDVALIDITY (clients must forget what they cached); a directory of a deleted mailbox
+  (tombstoned, or without header) is removed.
+Every change that alters what a client sees bumps the mailbox's modseq. The work runs inside one
+write transaction: no delivery can be between link and COMMIT meanwhile, so every unindexed file
+seen is really debris.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sealmail.store import acl as acls
+from sealmail.store.errors import MailboxCorrupt, MailboxNotFound, StoreError
+from sealmail.store.names import validate_internal
+
+if TYPE_CHECKING:
+    from sealmail.store.disk import DiskStore
+    from sealmail.store.index import Index
+
+_MESSAGE_FILE = re.compile(r"^([1-9][0-9]*)\.$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Orphan:
+    partition: str
+    directory: Path
+    header_name: str | None  # None: no readable header
+
+
+def _message_files(directory: Path) -> dict[int, Path]:
+    files: dict[int, Path] = {}
+    for entry in directory.iterdir():
+        match = _MESSAGE_FILE.match(entry.name)
+        if match:
+            files[int(match.group(1))] = entry
+    return files
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    data = path.read_bytes()
+    return len(data), hashlib.sha1(data).hexdigest()
+
+
+def reconstruct_mailbox(store: DiskStore, index: Index, name: str) -> list[str]:
+    """Repair one mailbox (or adopt its orphan directory); a list of fixes, empty if none."""
+    validate_internal(name)
+    with store._mailbox_lock(name):
+        try:
+            with index.transaction() as conn:
+                row = store._row(conn, name)
+                if row is not None:
+                    return _check(store, conn, row)
+                for orphan in _orphans(store, conn):
+                    if orphan.header_name == name:
+                        return _adopt(store, conn, orphan)
+        except OSError as exc:
+            from sealmail.store.disk import os_error
+
+            raise os_error(exc, f"reconstruct {name}") from exc
+    raise MailboxNotFound(f"mailbox {name!r} does not exist and no directory of it was found")
+
+
+def reconstruct_store(store: DiskStore, index: Index) -> list[str]:
+    """Every mailbox, every orphan directory, stale stage files."""
+    fixes = store.clean_stage_files()
+    for info in store.list_mailboxes():
+        try:
+            fixes.extend(reconstruct_mailbox(store, index, info.name))
+        except MailboxNotFound:
+            continue  # deleted meanwhile
+        except StoreError as exc:
+            fixes.append(f"{info.name}: cannot check: {exc}")
+    with index.transaction() as conn:
+        orphans = _orphans(store, conn)
+        conn.execute("DELETE FROM tombstones")  # re-added below for directories still there
+        for orphan in orphans:
+            if orphan.header_name is None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO tombstones (uniqueid, partition) VALUES (?, ?)",
+                    (orphan.directory.name, orphan.partition),
+                )
+    for orphan in orphans:
+        if orphan.header_name is None:
+            if store.remove_mailbox_directory(orphan.partition, orphan.directory.name):
+                fixes.append(f"removed directory of a deleted mailbox: {orphan.directory}")
+        else:
+            try:
+                fixes.extend(reconstruct_mailbox(store, index, orphan.header_name))
+            except StoreError as exc:
+                fixes.append(f"left orphan directory {orphan.directory} alone: {exc}")
+    return fixes
+
+
+def _orphans(store: DiskStore, conn: sqlite3.Connection) -> list[_Orphan]:
+    """Mailbox directories the index does not list; tombstoned ones count as header-less."""
+    known = {uniqueid for (uniqueid,) in conn.execute("SELECT uniqueid FROM mailboxes")}
+    tombstoned = {uniqueid for (uniqueid,) in conn.execute("SELECT uniqueid FROM tombstones")}
+    from sealmail.store.disk import HEADER_NAME, MailboxHeader
+
+    found: list[_Orphan] = []
+    for partition, path in sorted(store.partitions.items()):
+        for directory in sorted(path.glob("uuid/*/*/*")):
+            if not directory.is_dir() or directory.name in known:
+                continue
+            header_name: str | None = None
+            if directory.name not in tombstoned:
+                try:
+                    header = MailboxHeader.parse((directory / HEADER_NAME).read_bytes())
+                    if header.uniqueid == directory.name:
+                        header_name = header.name
+                except (OSError, MailboxCorrupt):
+                    header_name = None
+            found.append(_Orphan(partition, directory, header_name))
+    return found
+
+
+def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) -> list[str]:
+    from sealmail.store.disk import HEADER_NAME, MailboxHeader, make_directories
+
+    mailbox_id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq, acl_text, _ = row
+    assert isinstance(name, str) and isinstance(uniqueid, str) and isinstance(partition, str)
+    assert isinstance(uidnext, int) and isinstance(highestmodseq, int)
+    assert isinstance(uidvalidity, int) and isinstance(acl_text, str)
+    fixes: list[str] = []
+    directory = store._directory(partition, uniqueid)
+    if not directory.is_dir():
+        make_directories(directory)
+        fixes.append(f"{name}: re-created missing directory {directory}")
+    expected = MailboxHeader(name, uniqueid, uidvalidity, acls.parse_acl(acl_text))
+    try:
+        current: MailboxHeader | None = MailboxHeader.parse((directory / HEADER_NAME).read_bytes())
+    except (OSError, MailboxCorrupt):
+        current = None
+    if current != expected:
+        store._write_header(directory, expected)
+        fixes.append(f"{name}: rewrote {HEADER_NAME}")
+    stale_temporary = directory / (HEADER_NAME + ".tmp")
+    if stale_temporary.exists():
+        stale_temporary.unlink()
+        fixes.append(f"{name}: removed {stale_temporary.name}")
+
+    files = _message_files(directory)
+    rows = {
+        uid: (size, guid, filename)
+        for uid, size, guid, filename in conn.execute(
+            "SELECT uid, size, guid, filename FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+        )
+    }
+    expunged = {
+        uid
+        for (uid,) in conn.execute("SELECT uid FROM expunged WHERE mailbox_id = ?", (mailbox_id,))
+    }
+    modseq = highestmodseq
+    for uid, (size, guid, filename) in sorted(rows.items()):
+        path = files.get(uid)
+        if path is None or path.name != filename:
+            modseq += 1
+            conn.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid))
+            conn.execute(
+                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                (mailbox_id, uid, modseq),
+            )
+            fixes.append(f"{name}: UID {uid} has no file; removed from the index")
+            continue
+        real_size, real_guid = _digest(path)
+        if (real_size, real_guid) != (size, guid):
+            modseq += 1
+            conn.execute(
+                "UPDATE messages SET size = ?, guid = ?, modseq = ?"
+                " WHERE mailbox_id = ? AND uid = ?",
+                (real_size, real_guid, modseq, mailbox_id, uid),
+            )
+            fixes.append(f"{name}: UID {uid} size/GUID corrected from its file")
+    for uid, path in sorted(files.items()):
+        if uid in rows:
+            continue
+        if uid >= uidnext or uid in expunged:
+            path.unlink()
+            fixes.append(f"{name}: removed uncommitted or expunged file {path.name}")
+            continue
+        size, guid = _digest(path)
+        modseq += 1
+        conn.execute(
+            "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
+            " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+            (mailbox_id, uid, modseq, path.stat().st_mtime, size, guid, path.name),
+        )
+        fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
+
+    count, total, max_uid, max_modseq = conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0), coalesce(max(uid), 0), coalesce(max(modseq), 0)"
+        " FROM messages WHERE mailbox_id = ?",
+        (mailbox_id,),
+    ).fetchone()
+    (max_expunged,) = conn.execute(
+        "SELECT coalesce(max(modseq), 0) FROM expunged WHERE mailbox_id = ?", (mailbox_id,)
+    ).fetchone()
+    new_uidnext = max(uidnext, max_uid + 1)
+    new_modseq = max(modseq, max_modseq, max_expunged)
+    stored = conn.execute(
+        "SELECT uidnext, highestmodseq, exists_count, size_bytes FROM mailboxes WHERE id = ?",
+        (mailbox_id,),
+    ).fetchone()
+    if tuple(stored) != (new_uidnext, new_modseq, count, total):
+        if stored[0] != new_uidnext:
+            fixes.append(f"{name}: uidnext {stored[0]} -> {new_uidnext}")
+        if stored[2] != count or stored[3] != total:
+            fixes.append(f"{name}: usage recounted: {count} messages, {total} bytes")
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, exists_count = ?,"
+            " size_bytes = ? WHERE id = ?",
+            (new_uidnext, new_modseq, count, total, mailbox_id),
+        )
+    return fixes
+
+
+def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[str]:
+    """Re-create the index entry of an orphan directory from its header and files."""
+    from sealmail.store.disk import HEADER_NAME, MailboxHeader, allocate_uidvalidity
+
+    header = MailboxHeader.parse((orphan.directory / HEADER_NAME).read_bytes())
+    validate_internal(header.name)
+    uidvalidity = allocate_uidvalidity(conn, store._clock)
+    files = _message_files(orphan.directory)
+    conn.execute(
+        "INSERT INTO mailboxes (name, uniqueid, partition, uidvalidity, uidnext, highestmodseq,"
+        " acl) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            header.name,
+            header.uniqueid,
+            orphan.partition,
+            uidvalidity,
+            max(files, default=0) + 1,
+            len(files) + 1,
+            acls.render_acl(header.acl),
+        ),
+    )
+    (mailbox_id,) = conn.execute(
+        "SELECT id FROM mailboxes WHERE uniqueid = ?", (header.uniqueid,)
+    ).fetchone()
+    total = 0
+    for modseq, (uid, path) in enumerate(sorted(files.items()), start=2):
+        size, guid = _digest(path)
+        total += size
+        conn.execute(
+            "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
+            " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+            (mailbox_id, uid, modseq, os.stat(path).st_mtime, size, guid, path.name),
+        )
+    conn.execute(
+        "UPDATE mailboxes SET exists_count = ?, size_bytes = ? WHERE id = ?",
+        (len(files), total, mailbox_id),
+    )
+    store._write_header(
+        orphan.directory, MailboxHeader(header.name, header.uniqueid, uidvalidity, header.acl)
+    )
+    return [
+        f"{header.name}: re-created from {orphan.directory} with {len(files)} messages"
+        f" (new UIDVALIDITY {uidvalidity})"
+    ]

@@ -1,0 +1,215 @@
+"""Single-instance store, group commit under concurrency, cross-process visibility, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from tests.store.conftest import make_config
+
+from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.disk import DiskStore
+
+MESSAGE = b"From: a@example.com\r\nSubject: sis\r\n\r\n" + b"line of body\r\n" * 400
+
+
+def _run_child(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _child_code(tmp_path, "import os, signal\n" + textwrap.dedent(code)),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ten_targets_one_inode(store: DiskStore) -> None:
+    names = [f"user.u{i}" for i in range(10)]
+    for name in names:
+        store.create_mailbox(name)
+    results = store.deliver(MESSAGE, [DeliveryTarget(n) for n in names])
+    assert all(isinstance(r, AppendedMessage) and r.uid == 1 for r in results)
+    stats = [os.stat(store.mailbox_path(n) / "1.") for n in names]
+    assert {(s.st_dev, s.st_ino) for s in stats} == {(stats[0].st_dev, stats[0].st_ino)}
+    assert stats[0].st_nlink == 10
+    # Disk usage: the ten names share the blocks of one copy.
+    blocks = {(s.st_dev, s.st_ino): s.st_blocks for s in stats}
+    assert sum(blocks.values()) * 512 < 2 * len(MESSAGE) + 8192
+
+
+def test_two_partitions_two_files(store: DiskStore) -> None:
+    store.create_mailbox("user.a")
+    store.create_mailbox("user.b", partition="second")
+    store.create_mailbox("user.c")
+    store.deliver(
+        MESSAGE, [DeliveryTarget("user.a"), DeliveryTarget("user.b"), DeliveryTarget("user.c")]
+    )
+    inodes = {os.stat(store.mailbox_path(n) / "1.").st_ino for n in ("user.a", "user.b", "user.c")}
+    assert len(inodes) == 2
+    assert os.stat(store.mailbox_path("user.b") / "1.").st_nlink == 1
+
+
+def test_without_single_instance_every_copy_is_its_own_file(tmp_path: Path) -> None:
+    with DiskStore(make_config(tmp_path, singleinstancestore="no")) as disk:
+        for name in ("user.a", "user.b", "user.c"):
+            disk.create_mailbox(name)
+        disk.deliver(MESSAGE, [DeliveryTarget(n) for n in ("user.a", "user.b", "user.c")])
+        stats = [os.stat(disk.mailbox_path(n) / "1.") for n in ("user.a", "user.b", "user.c")]
+        assert len({s.st_ino for s in stats}) == 3
+        assert all(s.st_nlink == 1 for s in stats)
+        assert disk.message_bytes("user.c", 1) == MESSAGE
+
+
+def test_many_threads_get_unique_gap_free_ascending_uids(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    disk = DiskStore(config)
+    disk.create_mailbox("user.a")
+    disk.create_mailbox("user.b")
+    threads, per_thread = 8, 25
+    seen: dict[int, list[AppendedMessage]] = {}
+    failures: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work(number: int) -> None:
+        try:
+            start.wait()
+            mine: list[AppendedMessage] = []
+            for _ in range(per_thread):
+                for result in disk.deliver(
+                    MESSAGE, [DeliveryTarget("user.a"), DeliveryTarget("user.b")]
+                ):
+                    assert isinstance(result, AppendedMessage), result
+                    mine.append(result)
+            seen[number] = mine
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not failures
+    total = threads * per_thread
+    for name in ("user.a", "user.b"):
+        uids = [r.uid for results in seen.values() for r in results if r.mailbox == name]
+        assert sorted(uids) == list(range(1, total + 1))
+        for results in seen.values():  # each caller sees its own uids ascending
+            own = [r.uid for r in results if r.mailbox == name]
+            assert own == sorted(own)
+    disk.close()
+    with DiskStore(config) as reopened:  # every row durable and readable
+        for name in ("user.a", "user.b"):
+            assert [r.uid for r in reopened.messages(name)] == list(range(1, total + 1))
+            assert reopened.mailbox(name).uidnext == total + 1  # type: ignore[union-attr]
+
+
+def test_many_processes_share_the_uid_sequence(tmp_path: Path) -> None:
+    with DiskStore(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+    code = """
+        with DiskStore(config) as disk:
+            for _ in range(20):
+                [result] = disk.deliver(b"x\\r\\n", [DeliveryTarget("user.a")])
+                print(result.uid)
+    """
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _child_code(tmp_path, code)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    uids = []
+    for child in children:
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        uids += [int(line) for line in out.split()]
+    assert sorted(uids) == list(range(1, 61))
+
+
+def _child_code(tmp_path: Path, code: str) -> str:
+    return textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from pathlib import Path
+        from sealmail.store.api import DeliveryTarget
+        from sealmail.store.disk import DiskStore
+        from tests.store.conftest import make_config
+        config = make_config(Path({str(tmp_path)!r}))
+        """
+    ) + textwrap.dedent(code)
+
+
+def test_another_process_sees_the_message_once_deliver_returns(tmp_path: Path) -> None:
+    with DiskStore(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        [result] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        assert isinstance(result, AppendedMessage)
+        child = _run_child(
+            tmp_path,
+            f"""
+            with DiskStore(config) as other:
+                records = other.messages("user.a")
+                same = other.message_bytes("user.a", 1) == {MESSAGE!r}
+                print(len(records), records[-1].uid, same)
+            """,
+        )
+        assert child.returncode == 0, child.stderr
+        assert child.stdout.split() == ["1", "1", "True"]
+
+
+@pytest.mark.parametrize("point", ["staged", "linked"])
+def test_sigkill_inside_delivery_leaves_nothing_visible(tmp_path: Path, point: str) -> None:
+    with DiskStore(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        disk.create_mailbox("user.b")
+        disk.deliver(b"first\r\n", [DeliveryTarget("user.a")])
+    child = _run_child(
+        tmp_path,
+        """
+        def crash(at):
+            if at == sys.argv[1]:
+                os.kill(os.getpid(), signal.SIGKILL)
+        disk = DiskStore(config, fault_hook=crash)
+        disk.deliver(b"lost\\r\\n", [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+        print("survived")
+        """,
+        point,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    stage = tmp_path / "spool" / "stage."
+    assert len(list(stage.iterdir())) == 1  # the dead process's stage file
+    with DiskStore(make_config(tmp_path)) as disk:
+        assert list(stage.iterdir()) == []  # cleaned at open: its pid is gone
+        assert [r.uid for r in disk.messages("user.a")] == [1]
+        assert disk.messages("user.b") == []
+        assert disk.mailbox("user.a").uidnext == 2  # type: ignore[union-attr]
+        debris = [disk.mailbox_path("user.a") / "2.", disk.mailbox_path("user.b") / "1."]
+        assert all(p.exists() for p in debris) == (point == "linked")
+        fixes = disk.reconstruct_all()
+        assert len(fixes) == (2 if point == "linked" else 0), fixes
+        assert not any(p.exists() for p in debris)
+        assert disk.reconstruct_all() == []
+        [again] = disk.deliver(b"next\r\n", [DeliveryTarget("user.a")])
+        assert isinstance(again, AppendedMessage) and again.uid == 2
+
+
+def test_next_delivery_replaces_uncommitted_debris(tmp_path: Path) -> None:
+    with DiskStore(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        (disk.mailbox_path("user.a") / "1.").write_bytes(b"debris")
+        [result] = disk.deliver(b"real\r\n", [DeliveryTarget("user.a")])
+        assert isinstance(result, AppendedMessage) and result.uid == 1
+        assert disk.message_bytes("user.a", 1) == b"real\r\n"
+        assert disk.reconstruct("user.a") == []

@@ -1,0 +1,295 @@
+"""Contract of DiskStore: every MessageStore method, its results and its errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from tests.store.conftest import make_config
+
+from sealmail.config.imapd_conf import ConfigError, parse_imapd_conf
+from sealmail.store.acl import InvalidRights
+from sealmail.store.api import ALL_RIGHTS, AppendedMessage, DeliveryTarget, MessageStore
+from sealmail.store.disk import HEADER_NAME, DiskStore, NoSuchMessage, PartitionNotFound
+from sealmail.store.errors import (
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxNotFound,
+    OverQuota,
+)
+from sealmail.store.quota import InvalidQuota
+
+MESSAGE = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def test_is_a_message_store(store: DiskStore) -> None:
+    def accepts(s: MessageStore) -> MessageStore:
+        return s
+
+    assert accepts(store) is store
+
+
+def test_needs_its_default_partition(tmp_path: Path) -> None:
+    config = parse_imapd_conf(f"configdirectory: {tmp_path}\n")
+    with pytest.raises(ConfigError, match="defaultpartition"):
+        DiskStore(config)
+
+
+def test_create_and_look_up(store: DiskStore) -> None:
+    info = store.create_mailbox("user.alice")
+    assert info.name == "user.alice" and info.partition == "default"
+    assert info.uidnext == 1 and info.exists == 0
+    assert info.acl == {"alice": ALL_RIGHTS}
+    assert store.mailbox("user.alice") == info
+    assert store.mailbox("user.nobody") is None
+    path = store.mailbox_path("user.alice")
+    assert path.is_dir() and path.name == info.uniqueid
+    assert path.parent.parent.parent == store.partitions["default"] / "uuid"
+    assert (path / HEADER_NAME).is_file()
+
+
+def test_create_errors(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    with pytest.raises(MailboxExists):
+        store.create_mailbox("user.alice")
+    with pytest.raises(InvalidMailboxName):
+        store.create_mailbox("user..x")
+    with pytest.raises(PartitionNotFound):
+        store.create_mailbox("user.bob", partition="nowhere")
+    with pytest.raises(MailboxNotFound):
+        store.create_mailbox("user.carol.Lists")  # needs user.carol
+    with pytest.raises(InvalidRights):
+        store.create_mailbox("shared", acl={"anyone": "lz"})
+
+
+def test_default_acls_follow_cyrus(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.set_acl("user.alice", "bob", "lr")
+    assert store.create_mailbox("user.alice.Lists").acl == {"alice": ALL_RIGHTS, "bob": "lr"}
+    assert store.create_mailbox("example.com!user.dave").acl == {"dave@example.com": ALL_RIGHTS}
+    assert store.create_mailbox("Projects").acl == {"anyone": "lrs"}
+    store.set_acl("Projects", "staff", "lrswi")
+    assert store.create_mailbox("Projects.Web").acl == {"anyone": "lrs", "staff": "lrswi"}
+    assert store.create_mailbox("Given", acl={"x": "lr"}).acl == {"x": "lr"}
+
+
+def test_uidvalidity_strictly_increases_with_a_stuck_clock(config: object) -> None:
+    disk = DiskStore(config, clock=lambda: 1_000_000.0)  # type: ignore[arg-type]
+    first = disk.create_mailbox("user.alice").uidvalidity
+    disk.delete_mailbox("user.alice")
+    second = disk.create_mailbox("user.alice").uidvalidity
+    assert first == 1_000_000 and second == 1_000_001
+    disk.close()
+
+
+def test_delete_user_takes_subtree_and_files(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.create_mailbox("user.alice.Lists")
+    store.create_mailbox("user.alicex")
+    store.set_quota("user.alice", 100, None)
+    paths = [store.mailbox_path("user.alice"), store.mailbox_path("user.alice.Lists")]
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice.Lists")])
+    store.delete_mailbox("user.alice")
+    assert [m.name for m in store.list_mailboxes()] == ["user.alicex"]
+    assert not any(p.exists() for p in paths)
+    store.create_mailbox("user.alice")
+    assert store.quota_for("user.alice") is None
+    with pytest.raises(MailboxNotFound):
+        store.delete_mailbox("user.nobody")
+
+
+def test_delete_of_a_folder_keeps_its_children(store: DiskStore) -> None:
+    store.create_mailbox("Projects")
+    store.create_mailbox("Projects.Web")
+    store.delete_mailbox("Projects")
+    assert [m.name for m in store.list_mailboxes()] == ["Projects.Web"]
+
+
+def test_rename_moves_subtree_quota_and_keeps_files(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.create_mailbox("user.alice.Lists")
+    store.create_mailbox("user.alice.Lists.Python")
+    store.set_quota("user.alice.Lists", 10, 5)
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice.Lists")])
+    path = store.mailbox_path("user.alice.Lists")
+    store.rename_mailbox("user.alice.Lists", "user.alice.Archive")
+    names = [m.name for m in store.list_mailboxes("user.alice")]
+    assert names == ["user.alice", "user.alice.Archive", "user.alice.Archive.Python"]
+    assert store.mailbox_path("user.alice.Archive") == path
+    assert store.message_bytes("user.alice.Archive", 1) == MESSAGE
+    usage = store.quota_for("user.alice.Archive.Python")
+    assert usage is not None and usage.root == "user.alice.Archive" and usage.messages_used == 1
+    assert b'"user.alice.Archive"' in (path / HEADER_NAME).read_bytes()
+
+
+def test_rename_errors(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.create_mailbox("user.alice.A")
+    store.create_mailbox("user.alice.B")
+    with pytest.raises(MailboxExists):
+        store.rename_mailbox("user.alice.A", "user.alice.B")
+    with pytest.raises(MailboxNotFound):
+        store.rename_mailbox("user.alice.Z", "user.alice.Y")
+    with pytest.raises(InvalidMailboxName):
+        store.rename_mailbox("user.alice.A", "user.alice.A.Inner")
+    with pytest.raises(MailboxNotFound):
+        store.rename_mailbox("user.alice.A", "user.bob.A")  # no user.bob
+
+
+def test_list_by_prefix(store: DiskStore) -> None:
+    for name in ("user.a", "user.a.x", "user.b", "shared"):
+        store.create_mailbox(name)
+    assert [m.name for m in store.list_mailboxes()] == ["shared", "user.a", "user.a.x", "user.b"]
+    assert [m.name for m in store.list_mailboxes("user.a")] == ["user.a", "user.a.x"]
+    with pytest.raises(MailboxNotFound):
+        store.mailbox_path("nothing")
+
+
+def test_set_acl(store: DiskStore) -> None:
+    store.create_mailbox("Projects")
+    store.set_acl("Projects", "bob", "lr")
+    store.set_acl("Projects", "bob", "+w")
+    store.set_acl("Projects", "anyone", "-s")
+    store.set_acl("Projects", "-eve", "r")
+    assert store.mailbox("Projects").acl == {  # type: ignore[union-attr]
+        "anyone": "lr",
+        "bob": "lrw",
+        "-eve": "r",
+    }
+    store.set_acl("Projects", "bob", "")
+    assert "bob" not in store.mailbox("Projects").acl  # type: ignore[union-attr]
+    with pytest.raises(InvalidRights):
+        store.set_acl("Projects", "bob", "+Q")
+    with pytest.raises(MailboxNotFound):
+        store.set_acl("Nope", "bob", "l")
+
+
+def test_deliver_results_in_order_with_failures(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.create_mailbox("user.bob")
+    results = store.deliver(
+        MESSAGE,
+        [
+            DeliveryTarget("user.alice", flags=("\\Seen", "\\Seen")),
+            DeliveryTarget("user.nope"),
+            DeliveryTarget("user.bob"),
+            DeliveryTarget("user.alice"),
+        ],
+        internaldate=1234.5,
+    )
+    first, missing, bob, again = results
+    assert isinstance(missing, MailboxNotFound)
+    assert isinstance(first, AppendedMessage) and isinstance(again, AppendedMessage)
+    assert (first.uid, again.uid) == (1, 2)  # the same mailbox twice gets two messages
+    assert isinstance(bob, AppendedMessage) and bob.uid == 1
+    assert first.size == len(MESSAGE)
+    import hashlib
+
+    assert first.guid == hashlib.sha1(MESSAGE).hexdigest()
+    records = store.messages("user.alice")
+    assert [(r.uid, r.flags, r.internaldate, r.size) for r in records] == [
+        (1, ("\\Seen",), 1234.5, len(MESSAGE)),
+        (2, (), 1234.5, len(MESSAGE)),
+    ]
+    info = store.mailbox("user.alice")
+    assert info is not None and info.uidnext == 3 and info.exists == 2
+    assert info.highestmodseq == again.modseq
+    assert store.deliver(MESSAGE, []) == []
+    stage = store.partitions["default"] / "stage."
+    assert list(stage.iterdir()) == []
+
+
+def test_message_errors(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    with pytest.raises(NoSuchMessage):
+        store.message_bytes("user.alice", 1)
+    with pytest.raises(MailboxNotFound):
+        store.messages("user.nope")
+    with pytest.raises(MailboxNotFound):
+        store.message_bytes("user.nope", 1)
+
+
+def test_set_flags_bumps_modseq_of_changed_messages_only(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice")] * 3)
+    before = {r.uid: r.modseq for r in store.messages("user.alice")}
+    assert store.set_flags("user.alice", [1, 2, 99], ["\\Seen"]) == 2
+    after = {r.uid: r for r in store.messages("user.alice")}
+    assert after[1].flags == ("\\Seen",) and after[1].modseq > before[1]
+    assert after[3].modseq == before[3]
+    unchanged = store.mailbox("user.alice").highestmodseq  # type: ignore[union-attr]
+    assert store.set_flags("user.alice", [1], ["\\Seen"]) == 1
+    assert store.mailbox("user.alice").highestmodseq == unchanged  # type: ignore[union-attr]
+    assert store.set_flags("user.alice", [2], []) == 1
+    assert store.messages("user.alice")[1].flags == ()
+
+
+def test_expunge_removes_rows_and_files(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice")] * 3)
+    path = store.mailbox_path("user.alice")
+    assert store.expunge("user.alice", [3, 1, 7, 1]) == [1, 3]
+    assert [r.uid for r in store.messages("user.alice")] == [2]
+    assert not (path / "1.").exists() and (path / "2.").exists()
+    info = store.mailbox("user.alice")
+    assert info is not None and info.exists == 1 and info.uidnext == 4
+    usage_after = store.deliver(MESSAGE, [DeliveryTarget("user.alice")])[0]
+    assert isinstance(usage_after, AppendedMessage) and usage_after.uid == 4  # never reused
+
+
+def test_quota_storage_and_messages(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    store.create_mailbox("user.alice.Lists")
+    assert store.quota_for("user.alice") is None
+    store.check_quota("user.alice", 10**9)  # no quota, no limit
+    store.set_quota("user.alice", 1, None)  # 1 KiB
+    big = b"x" * 600
+    first, second, forced = store.deliver(
+        big,
+        [
+            DeliveryTarget("user.alice"),
+            DeliveryTarget("user.alice.Lists"),
+            DeliveryTarget("user.alice.Lists", ignore_quota=True),
+        ],
+    )
+    assert isinstance(first, AppendedMessage)
+    assert isinstance(second, OverQuota)  # the subtree shares the root
+    assert isinstance(forced, AppendedMessage)
+    usage = store.quota_for("user.alice.Lists")
+    assert usage is not None and usage.storage_used == 1200 and usage.messages_used == 2
+    with pytest.raises(OverQuota):
+        store.check_quota("user.alice", 0)  # already over
+    store.set_quota("user.alice", 10, 3)
+    store.check_quota("user.alice", 0)
+    store.check_quota("user.alice", 600)
+    with pytest.raises(OverQuota):
+        store.check_quota("user.alice", 20 * 1024)  # would exceed storage
+    assert isinstance(store.deliver(big, [DeliveryTarget("user.alice")])[0], AppendedMessage)
+    with pytest.raises(OverQuota):
+        store.check_quota("user.alice", 0)  # at the message limit
+    store.set_quota("user.alice.Lists", None, 100)  # a nearer root wins
+    store.check_quota("user.alice.Lists", 0)
+    store.set_quota("user.alice", None, None)
+    assert store.quota_for("user.alice") is None
+    with pytest.raises(InvalidQuota):
+        store.set_quota("user.alice", -1, None)
+    with pytest.raises(MailboxNotFound):
+        store.set_quota("user.nobody", 1, 1)
+
+
+def test_other_partition(store: DiskStore) -> None:
+    store.create_mailbox("user.alice", partition="second")
+    assert store.mailbox_path("user.alice").is_relative_to(store.partitions["second"])
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice")])
+    assert store.message_bytes("user.alice", 1) == MESSAGE
+
+
+def test_reopen_sees_everything(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with DiskStore(config) as first:
+        first.create_mailbox("user.alice")
+        first.deliver(MESSAGE, [DeliveryTarget("user.alice")])
+    with DiskStore(config) as second:
+        assert second.message_bytes("user.alice", 1) == MESSAGE
+        assert os.path.exists(tmp_path / "config" / "mailboxes.db")

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from tests.store.conftest import make_config
+
+from sealmail.store.disk import DiskStore
+from sealmail.store.duplicates import DuplicateDatabase
+from sealmail.store.errors import MailboxBusy
+from sealmail.store.locks import lock_filename, mailbox_lock
+
+
+def test_delivery_slots_are_bounded_and_released(tmp_path: Path) -> None:
+    with DiskStore(make_config(tmp_path, lmtp_user_concurrency_limit="2")) as disk:
+        with disk.delivery_slot("alice"), disk.delivery_slot("alice"):
+            with pytest.raises(MailboxBusy), disk.delivery_slot("alice"):
+                pass
+            with disk.delivery_slot("bob"):
+                pass
+        with disk.delivery_slot("alice"), disk.delivery_slot("alice"):
+            pass
+
+
+def test_slot_limit_zero_is_unlimited(tmp_path: Path) -> None:
+    disk = DiskStore(make_config(tmp_path, lmtp_user_concurrency_limit="0"))
+    with disk.delivery_slot("a"), disk.delivery_slot("a"), disk.delivery_slot("a"):
+        pass
+    disk.close()
+
+
+def test_slots_are_shared_across_processes(tmp_path: Path) -> None:
+    config = make_config(tmp_path, lmtp_user_concurrency_limit="1")
+    root = str(Path(__file__).resolve().parents[2])
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                f"import sys; sys.path.insert(0, {root!r})\n"
+                "from pathlib import Path\n"
+                "from sealmail.store.disk import DiskStore\n"
+                "from tests.store.conftest import make_config\n"
+                f"disk = DiskStore(make_config(Path({str(tmp_path)!r}), "
+                "lmtp_user_concurrency_limit='1'))\n"
+                "with disk.delivery_slot('alice'):\n"
+                "    print('held', flush=True)\n"
+                "    sys.stdin.readline()\n"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline().strip() == "held"
+    with DiskStore(config) as disk:
+        with pytest.raises(MailboxBusy), disk.delivery_slot("alice"):
+            pass
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0
+        with disk.delivery_slot("alice"):
+            pass
+
+
+def test_mailbox_lock_excludes_other_threads(tmp_path: Path) -> None:
+    order: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with mailbox_lock(tmp_path, ["user.a"]):
+            order.append("first in")
+            inside.set()
+            release.wait(timeout=30)
+            order.append("first out")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    inside.wait(timeout=30)
+    release.set()  # the holder may leave; we must still come after it
+    with mailbox_lock(tmp_path, ["user.a", "user.b"]):
+        order.append("second in")
+    thread.join()
+    assert order == ["first in", "first out", "second in"]
+
+
+def test_lock_file_names_are_safe() -> None:
+    assert lock_filename("alice") == "alice"
+    assert "/" not in lock_filename("a/b")
+    assert lock_filename("..") != ".."
+    assert len(lock_filename("x" * 600)) < 100
+
+
+def test_duplicate_database_seen_mark_expire(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    database = DuplicateDatabase(tmp_path / "deliver.db", clock=lambda: now[0])
+    assert not database.seen("<m1@x>", "user.a")
+    database.mark("<m1@x>", "user.a")
+    assert database.seen("<m1@x>", "user.a")
+    assert not database.seen("<m1@x>", "user.b")
+    database.mark("<m2@x>", "user.a", when=now[0] - 5 * 86400)
+    now[0] += 2 * 86400
+    assert database.expire(3) == 1  # m2 is 7 days old, m1 2 days
+    assert database.seen("<m1@x>", "user.a") and not database.seen("<m2@x>", "user.a")
+    assert database.expire(1) == 1
+    assert database.expire(1) == 0
+    database.close()
+
+
+def test_duplicate_database_threads_and_processes(tmp_path: Path) -> None:
+    database = DuplicateDatabase(tmp_path / "deliver.db")
+    threads = [
+        threading.Thread(target=lambda n=n: [database.mark(f"<{n}-{i}>", "m") for i in range(20)])
+        for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    script = (
+        "import sys\n"
+        "from sealmail.store.duplicates import DuplicateDatabase\n"
+        f"db = DuplicateDatabase({str(tmp_path / 'deliver.db')!r})\n"
+        "print(all(db.seen(f'<{n}-{i}>', 'm') for n in range(4) for i in range(20)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
+    database.close()
+
+
+def test_store_hands_out_duplicates_only_when_enabled(tmp_path: Path) -> None:
+    with DiskStore(make_config(tmp_path)) as disk:
+        assert disk.duplicates() is disk.duplicates() is not None
+    with DiskStore(make_config(tmp_path, duplicatesuppression="no")) as disk:
+        assert disk.duplicates() is None
