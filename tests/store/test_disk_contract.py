@@ -9,16 +9,18 @@ import pytest
 from tests.store.conftest import make_config
 
 from sealmail.config.imapd_conf import ConfigError, parse_imapd_conf
-from sealmail.store.acl import InvalidRights
 from sealmail.store.api import ALL_RIGHTS, AppendedMessage, DeliveryTarget, MessageStore
-from sealmail.store.disk import HEADER_NAME, DiskStore, NoSuchMessage, PartitionNotFound
+from sealmail.store.disk import HEADER_NAME, DiskStore
 from sealmail.store.errors import (
     InvalidMailboxName,
+    InvalidQuota,
+    InvalidRights,
     MailboxExists,
     MailboxNotFound,
+    NoSuchMessage,
     OverQuota,
+    PartitionNotFound,
 )
-from sealmail.store.quota import InvalidQuota
 
 MESSAGE = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 

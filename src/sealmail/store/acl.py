@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sealmail.store.api import ALL_RIGHTS
-from sealmail.store.errors import StoreError
+from sealmail.store.errors import InvalidRights
 
 ANYONE = "anyone"
 ANONYMOUS = "anonymous"
@@ -28,12 +28,6 @@ ADMIN_IMPLICIT_RIGHTS = "la"  # Cyrus: admins always have lookup and administer
 # as Cyrus groups them; "x" (delete mailbox) has no obsolete letter of its own in Cyrus.
 _OBSOLETE: dict[str, str] = {"c": "k", "d": "te"}
 _DIGITS = "0123456789"
-
-
-class InvalidRights(StoreError):
-    """A rights string or an ACL identifier is malformed (IMAP answers BAD)."""
-
-    temporary = False
 
 
 def canonical_rights(rights: str) -> str:

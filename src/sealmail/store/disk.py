@@ -64,9 +64,12 @@ from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import (
     DiskFull,
     InvalidMailboxName,
+    InvalidQuota,
     MailboxCorrupt,
     MailboxExists,
     MailboxNotFound,
+    NoSuchMessage,
+    PartitionNotFound,
     StoreError,
 )
 from sealmail.store.index import Index, sqlite_error
@@ -83,18 +86,6 @@ FaultHook = Callable[[str], None]
 Points: "staged" (stage files written and fsynced, before the transaction) and "linked" (links
 made and directories fsynced, before COMMIT).
 """
-
-
-class PartitionNotFound(StoreError):
-    """A partition name with no `partition-NAME` in imapd.conf."""
-
-    temporary = False
-
-
-class NoSuchMessage(StoreError):
-    """No message with that UID in the mailbox (it was never there or was expunged)."""
-
-    temporary = False
 
 
 def os_error(exc: OSError, what: str) -> StoreError:
@@ -531,7 +522,7 @@ class DiskStore:
         """Set the limits of a quota root (an existing mailbox); both None removes the root."""
         for value in (storage_kb, messages):
             if value is not None and (isinstance(value, bool) or value < 0):
-                raise quota.InvalidQuota(f"quota limits must be non-negative, got {value!r}")
+                raise InvalidQuota(f"quota limits must be non-negative, got {value!r}")
         with self._index.transaction() as conn:
             self._require(conn, root)
             if storage_kb is None and messages is None:

@@ -64,3 +64,27 @@ class MailboxCorrupt(StoreError):
     """The index and the files disagree; `sealmail reconstruct` repairs it."""
 
     temporary = True
+
+
+class InvalidRights(StoreError):
+    """A rights string or an ACL identifier is malformed (IMAP answers BAD)."""
+
+    temporary = False
+
+
+class InvalidQuota(StoreError):
+    """A quota limit that is not a non-negative whole number."""
+
+    temporary = False
+
+
+class PartitionNotFound(StoreError):
+    """A partition name with no `partition-NAME` in imapd.conf."""
+
+    temporary = False
+
+
+class NoSuchMessage(StoreError):
+    """No message with that UID in the mailbox (it was never there or was expunged)."""
+
+    temporary = False

@@ -11,14 +11,8 @@ from __future__ import annotations
 import sqlite3
 
 from sealmail.store.api import QuotaUsage
-from sealmail.store.errors import OverQuota, StoreError
+from sealmail.store.errors import OverQuota
 from sealmail.store.names import parent_of
-
-
-class InvalidQuota(StoreError):
-    """A quota limit that is not a non-negative whole number."""
-
-    temporary = False
 
 
 def subtree_bounds(name: str) -> tuple[str, str]:
