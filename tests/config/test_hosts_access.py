@@ -384,7 +384,7 @@ def test_pattern_files_are_watched_too(tmp_path: Path) -> None:
     deny.write_text("lmtp: ALL\n")
     rules = HostsAccess.load(allow, deny)
     assert rules.check("lmtp", "192.0.2.1").allowed is False
-    assert len(rules.errors) == 1  # the pattern file does not exist yet
+    assert [e.line for e in rules.errors] == [1]  # the pattern file does not exist yet
 
     _write(trusted, "192.0.2.1\n", 1_000_000_000_000_000_000)
     assert rules.errors == ()
@@ -438,13 +438,9 @@ def test_parser_never_crashes_and_check_always_answers(text: str) -> None:
         assert isinstance(rules.check("lmtp", client, "127.0.0.1").allowed, bool)
 
 
-_TOKENS = st.sampled_from(
-    [
-        "ALL", "EXCEPT", "LOCAL", "KNOWN", "UNKNOWN", "PARANOID", "lmtp", "imap", ":", ",", " ",
-        "\\\n", "\n", "#", "[", "]", "/", "@", "192.0.2.", "10.0.0.0/8", "[::1]", "ALLOW",
-        "DENY", "spawn", "twist", "=", "\\:", "*", ".example.com", "/etc/x",
-    ]  # fmt: skip
-)
+_WORDS = "ALL EXCEPT LOCAL KNOWN UNKNOWN PARANOID lmtp imap 192.0.2. 10.0.0.0/8 [::1] ALLOW DENY"
+_SIGNS = [":", ",", " ", "\\\n", "\n", "#", "[", "]", "/", "@", "=", "*", "\\:"]
+_TOKENS = st.sampled_from([*_WORDS.split(), "spawn", "twist", ".example.com", "/etc/x", *_SIGNS])
 
 
 @settings(max_examples=300)
