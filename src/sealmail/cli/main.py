@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mbpath": ("sealmail.cli.mailbox", "print the directory of a mailbox"),
     "reconstruct": ("sealmail.cli.mailbox", "check and repair mailboxes from their files"),
     "expire": ("sealmail.cli.mailbox", "expire old entries of the duplicate delivery database"),
+    "postconf": ("sealmail.cli.postconf", "show or edit the MTA's main.cf and master.cf"),
+    "postmap": ("sealmail.cli.postmap", "build or query MTA lookup tables"),
+    "saslpasswd2": ("sealmail.cli.saslpasswd2", "set or delete a user's password in the sasldb"),
+    "sasldblistusers2": ("sealmail.cli.saslpasswd2", "list the users in the sasldb"),
 }
 
 
