@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.instance import SealmailInstance
 
 from sealmail.config.imapd_conf import load_imapd_conf
 from sealmail.store.disk import DiskStore
-from tests.support.instance import SealmailInstance
 
 MESSAGE = (
     b"From: sender@example.org\r\n"
@@ -31,7 +31,10 @@ MESSAGE = (
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[SealmailInstance]:
     with SealmailInstance(
-        tmp_path, users=["alice", "bob", "carol"], tcp=True, authless_tcp=True,
+        tmp_path,
+        users=["alice", "bob", "carol"],
+        tcp=True,
+        authless_tcp=True,
         imapd_conf_extra={"postuser": "bb", "lmtptimeout": "2", "maxmessagesize": "200000"},
     ) as running:
         yield running
@@ -147,11 +150,25 @@ def test_recipient_normalisation_and_plus_addressing(instance: SealmailInstance)
         assert client.rcpt("bb+Nowhere@example.com")[:1] == (550,)
         replies = send_data(client, 7, MESSAGE.replace(b"Message-ID: <m1@example.org>\r\n", b""))
     assert all(code == 250 for code, _ in replies)
-    counts = {name: len(store.messages(name)) for name in (
-        "user.alice", "user.alice.Lists", "user.alice.Private", "user.alice.My Folder",
-        "user.alice.Caf&AOk-", "Projects")}
-    assert counts == {"user.alice": 2, "user.alice.Lists": 1, "user.alice.Private": 0,
-                      "user.alice.My Folder": 1, "user.alice.Caf&AOk-": 1, "Projects": 2}
+    counts = {
+        name: len(store.messages(name))
+        for name in (
+            "user.alice",
+            "user.alice.Lists",
+            "user.alice.Private",
+            "user.alice.My Folder",
+            "user.alice.Caf&AOk-",
+            "Projects",
+        )
+    }
+    assert counts == {
+        "user.alice": 2,
+        "user.alice.Lists": 1,
+        "user.alice.Private": 0,
+        "user.alice.My Folder": 1,
+        "user.alice.Caf&AOk-": 1,
+        "Projects": 2,
+    }
 
 
 def test_error_codes(instance: SealmailInstance) -> None:
@@ -169,8 +186,10 @@ def test_error_codes(instance: SealmailInstance) -> None:
         client.mail("s@example.org")
         client.rcpt("bob@example.com")
         client.rcpt("alice@example.com")
-        assert send_data(client, 2, b"Subject: x\r\n\r\nnul \x00\r\n") == [
-            (554, b"5.6.0 Message contains NUL characters")] * 2
+        assert (
+            send_data(client, 2, b"Subject: x\r\n\r\nnul \x00\r\n")
+            == [(554, b"5.6.0 Message contains NUL characters")] * 2
+        )
         client.mail("s@example.org")
         client.rcpt("bob@example.com")
         assert send_data(client, 1, b"not a header line\r\n\r\nbody\r\n")[0][0] == 554
@@ -184,8 +203,9 @@ def test_error_codes(instance: SealmailInstance) -> None:
 
 
 def test_over_quota_can_be_ignored_and_be_permanent(tmp_path: Path) -> None:
-    with SealmailInstance(tmp_path, users=["dan"],
-                          imapd_conf_extra={"lmtp_over_quota_perm_failure": "yes"}) as inst:
+    with SealmailInstance(
+        tmp_path, users=["dan"], imapd_conf_extra={"lmtp_over_quota_perm_failure": "yes"}
+    ) as inst:
         store = store_of(inst)
         store.set_quota("user.dan", None, 0)
         with lmtp(inst) as client:
@@ -197,14 +217,17 @@ def test_over_quota_can_be_ignored_and_be_permanent(tmp_path: Path) -> None:
 
 
 def test_per_user_concurrency_limit_answers_busy(tmp_path: Path) -> None:
-    with SealmailInstance(tmp_path, users=["erin"],
-                          imapd_conf_extra={"lmtp_user_concurrency_limit": "1"}) as inst:
+    with SealmailInstance(
+        tmp_path, users=["erin"], imapd_conf_extra={"lmtp_user_concurrency_limit": "1"}
+    ) as inst:
         store = store_of(inst)
         with store.delivery_slot("erin"), lmtp(inst) as client:  # another delivery holds it
             client.mail("s@example.org")
             client.rcpt("erin@example.com")
-            assert send_data(client, 1, MESSAGE)[0][:2] == (451, b"4.4.5 Mailbox busy, try "
-                                                                 b"again later")
+            assert send_data(client, 1, MESSAGE)[0][:2] == (
+                451,
+                b"4.4.5 Mailbox busy, try again later",
+            )
         assert store.messages("user.erin") == []
 
 
@@ -270,17 +293,17 @@ def test_kill_9_during_data_leaves_nothing_half_written(tmp_path: Path) -> None:
     try:
         sock = raw_session(inst.socket_path)
         read_reply(sock)
-        sock.sendall(b"LHLO x\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<frank@example.com>\r\n"
-                     b"DATA\r\n")
+        sock.sendall(
+            b"LHLO x\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<frank@example.com>\r\nDATA\r\n"
+        )
         replies = b""
         while b"354" not in replies:
             replies += sock.recv(4096)
         sock.sendall(b"Subject: big\r\n\r\n" + b"z" * 78 + b"\r\n")
         for _ in range(2000):
             sock.sendall(b"z" * 78 + b"\r\n")
-        process = inst._process
-        assert process is not None
-        os.kill(process.pid, signal.SIGKILL)
+        assert inst.pid is not None
+        os.kill(inst.pid, signal.SIGKILL)
         got = b""
         sock.settimeout(5)
         deadline = time.monotonic() + 5

@@ -79,7 +79,9 @@ class FakeMailApp:
                     conn.answer(Reply(250, "2.1.5", f"Ok, {len(event.content)} octets"))
         elif isinstance(event, AuthStart):
             self.auth_steps = 0
-            if event.mechanism == "PLAIN":
+            if event.mechanism not in conn.auth_mechanisms:
+                conn.answer(Reply(504, "5.5.4", "Unrecognized authentication type"))
+            elif event.mechanism == "PLAIN":
                 if event.initial_response is None:
                     conn.auth_challenge(b"")
                 else:

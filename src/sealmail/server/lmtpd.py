@@ -15,16 +15,22 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.delivery.engine import DeliveryEngine, Envelope
 from sealmail.delivery.recipient import Recipient
 from sealmail.delivery.replies import RECIPIENT_OK, SENDER_OK
+from sealmail.proto.sasl import Challenge, Failure, ServerMechanism, Success
 from sealmail.proto.smtp import (
     NEED_DATA,
+    AuthResponse,
+    AuthStart,
     ConnectionClosed,
     Hello,
     Limits,
@@ -37,13 +43,22 @@ from sealmail.proto.smtp import (
     Reply,
     Reset,
     ServerConnection,
+    StartTLS,
     parse_address,
 )
+from sealmail.proto.smtp.auth_replies import (
+    AUTH_ABORTED,
+    AUTH_FAILURE_REPLIES,
+    AUTH_NOT_PERMITTED,
+    TOO_MANY_AUTH_FAILURES,
+)
+from sealmail.server.tls import cipher_bits, peer_identity, server_context
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.lmtpd")
 
 POSTMAN = "postman"  # who a UNIX-socket client is (the seed's section 2.1)
+SASL_SERVICE = "lmtp"  # selects lmtp_admins and lmtp_allowplaintext
 _counter = itertools.count(1)
 
 
@@ -60,7 +75,12 @@ class Transaction:
 
 
 class LmtpService:
-    """Serves LMTP sessions on any number of listening sockets."""
+    """Serves LMTP sessions on any number of listening sockets.
+
+    Who a client is decides what it must do (the seed's sections 2.1-2.3): a UNIX-socket client is
+    trusted as `postman`; a TCP client must pass hosts.allow and then AUTH as an identity in
+    lmtp_admins, unless lmtpd runs with -a.
+    """
 
     def __init__(
         self,
@@ -68,11 +88,13 @@ class LmtpService:
         engine: DeliveryEngine,
         *,
         trust_tcp: bool = False,
+        daemon_name: str = "lmtp",
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.trust_tcp = trust_tcp
+        self.daemon_name = daemon_name
         self.executor = executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="deliver")
         self.limits = Limits(
             max_line_length=config.integer("lmtp_max_line_length"),
@@ -81,15 +103,24 @@ class LmtpService:
             max_bad_commands=config.integer("lmtp_max_bad_commands"),
         )
         self.timeout = float(config.integer("lmtptimeout"))
+        self.failure_delay = float(config.integer("auth_failure_delay"))
+        self.max_auth_failures = config.integer("auth_max_failures")
+        self.tls_context = server_context(config)
+        self.authenticator = Authenticator(config)
+        self.admins = self.authenticator.admins(SASL_SERVICE)
+        self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.sessions.add(task)
         try:
-            await self._session(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+            await LmtpSession(self, reader, writer).run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             self.sessions.discard(task)
@@ -97,114 +128,269 @@ class LmtpService:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+class LmtpSession:
+    """One client connection: reads, feeds the core, acts on its events, writes replies."""
+
+    def __init__(
+        self, service: LmtpService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.session_id = new_session_id()
         sock = writer.get_extra_info("socket")
-        is_unix = sock is not None and sock.family == socket.AF_UNIX
+        self.is_unix = sock is not None and sock.family == socket.AF_UNIX
         peer = writer.get_extra_info("peername")
-        client = "unix socket" if is_unix else f"[{peer[0]}]"
-        session_id = new_session_id()
-        if not is_unix and not self.trust_tcp:
-            # Authentication over TCP arrives with its own issue; until then TCP needs -a.
-            log.warning(
-                "%s: refused TCP client %s: authentication required (use -a)", session_id, client
-            )
-            writer.write(Reply(421, "4.7.0", "Authentication required; not available").render())
-            return
-        identity = POSTMAN if is_unix else "anonymous"
-        log.info("%s: connect from %s as %s", session_id, client, identity)
-        conn = ServerConnection(
-            mode=Mode.LMTP,
-            hostname=self.config.servername,
-            session_id=session_id,
-            limits=self.limits,
-            greeting_text=f"LMTP sealmail ready, SESSIONID=<{session_id}>",
+        local = writer.get_extra_info("sockname")
+        self.client_ip = None if self.is_unix else str(peer[0])
+        self.server_ip = None if self.is_unix else str(local[0])
+        self.client = "unix socket" if self.is_unix else f"[{self.client_ip}]"
+        self.needs_auth = not self.is_unix and not service.trust_tcp
+        self.identity: str | None = (
+            None if self.needs_auth else (POSTMAN if self.is_unix else "anonymous")
         )
-        writer.write(conn.data_to_send())
-        helo: str | None = None
-        txn = Transaction()
-        loop = asyncio.get_running_loop()
-        while not conn.closed:
+        self.secure = False
+        self.tls_bits: int | None = None
+        self.tls_peer: str | None = None
+        self.mechanism: ServerMechanism | None = None
+        self.auth_failures = 0
+        self.helo: str | None = None
+        self.txn = Transaction()
+
+    def _mechanisms(self) -> tuple[str, ...]:
+        if not self.needs_auth:
+            return ()
+        return self.service.authenticator.available_mechanisms(
+            self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
+        )
+
+    def _allowed_by_hosts(self) -> bool:
+        if self.client_ip is None:
+            return True
+        verdict = self.service.hosts.check(self.service.daemon_name, self.client_ip, self.server_ip)
+        if not verdict.allowed:
+            log.warning(
+                "%s: refused connect from %s (%s: %s)",
+                self.session_id,
+                self.client,
+                self.service.daemon_name,
+                verdict.rule or "no rule",
+            )
+        return verdict.allowed
+
+    async def run(self) -> None:
+        if not self._allowed_by_hosts():
+            return  # as tcpd: no greeting at all
+        log.info(
+            "%s: connect from %s%s",
+            self.session_id,
+            self.client,
+            f" as {self.identity}" if self.identity else "",
+        )
+        self.conn = conn = ServerConnection(
+            mode=Mode.LMTP,
+            hostname=self.service.config.servername,
+            session_id=self.session_id,
+            limits=self.service.limits,
+            auth_mechanisms=self._mechanisms(),
+            auth_required=self.needs_auth,
+            starttls_available=self.service.tls_context is not None and not self.is_unix,
+            greeting_text=f"LMTP sealmail ready, SESSIONID=<{self.session_id}>",
+        )
+        self.writer.write(conn.data_to_send())
+        going_on = True
+        while going_on and not conn.closed:
             try:
-                data = await asyncio.wait_for(reader.read(65536), self.timeout)
+                data = await asyncio.wait_for(self.reader.read(65536), self.service.timeout)
             except TimeoutError:
-                log.info("%s: timeout after %ds from %s", session_id, self.timeout, client)
-                writer.write(Reply(421, "4.4.2", "Timeout, closing connection").render())
+                log.info(
+                    "%s: timeout after %ds from %s",
+                    self.session_id,
+                    self.service.timeout,
+                    self.client,
+                )
+                self.writer.write(Reply(421, "4.4.2", "Timeout, closing connection").render())
                 break
             conn.receive_data(data)
-            while True:
+            while not conn.closed:
                 event = conn.next_event()
                 if event is NEED_DATA or isinstance(event, ConnectionClosed):
                     break
-                if isinstance(event, Hello):
-                    helo = event.hostname
-                elif isinstance(event, MailFrom):
-                    txn = Transaction(
-                        sender=event.reverse_path, size_hint=_size_param(event.params.get("SIZE"))
-                    )
-                    conn.answer(SENDER_OK)
-                elif isinstance(event, RcptTo):
-                    conn.answer(self._check_recipient(session_id, client, txn, event))
-                elif isinstance(event, MessageData):
-                    writer.write(conn.data_to_send())  # earlier replies need not wait for the disk
-                    envelope = Envelope(
-                        sender=txn.sender or "",
-                        recipients=tuple(txn.recipients),
-                        session_id=session_id,
-                        helo=helo,
-                        client=client,
-                        protocol="LMTP",
-                    )
-                    replies = await loop.run_in_executor(
-                        self.executor, self.engine.deliver, envelope, event.content
-                    )
-                    for reply in replies:
-                        conn.answer(reply)
-                    txn = Transaction()
-                elif isinstance(event, (Reset, Quit)):
-                    txn = Transaction()
-                elif isinstance(event, ProtocolError):
-                    log.info(
-                        "%s: protocol error from %s: %s",
-                        session_id,
-                        client,
-                        event.reply.render().decode("ascii", "replace").strip(),
-                    )
+                if not await self._on_event(event):
+                    going_on = False
+                    break
             out = conn.data_to_send()
             if out:
-                writer.write(out)
-                await writer.drain()
+                self.writer.write(out)
+                await self.writer.drain()
             if not data:
                 break
         out = conn.data_to_send()
         if out:
-            writer.write(out)
-        log.info("%s: disconnect from %s", session_id, client)
+            self.writer.write(out)
+        log.info("%s: disconnect from %s", self.session_id, self.client)
 
-    def _check_recipient(
-        self, session_id: str, client: str, txn: Transaction, event: RcptTo
-    ) -> Reply:
+    async def _on_event(self, event: object) -> bool:
+        """Act on one event; False ends the session."""
+        conn = self.conn
+        if isinstance(event, Hello):
+            self.helo = event.hostname
+        elif isinstance(event, MailFrom):
+            self.txn = Transaction(
+                sender=event.reverse_path, size_hint=_size_param(event.params.get("SIZE"))
+            )
+            conn.answer(SENDER_OK)
+        elif isinstance(event, RcptTo):
+            conn.answer(self._check_recipient(event))
+        elif isinstance(event, MessageData):
+            await self._deliver(event)
+        elif isinstance(event, (Reset, Quit)):
+            self.txn = Transaction()
+        elif isinstance(event, StartTLS):
+            return await self._start_tls()
+        elif isinstance(event, AuthStart):
+            return await self._auth_start(event)
+        elif isinstance(event, AuthResponse):
+            if event.data is None:  # the client sent "*" (RFC 4954 4)
+                self.mechanism = None
+                conn.answer(AUTH_ABORTED)
+                return True
+            return await self._auth_step(event.data)
+        elif isinstance(event, ProtocolError):
+            log.info(
+                "%s: protocol error from %s: %s",
+                self.session_id,
+                self.client,
+                event.reply.render().decode("ascii", "replace").strip(),
+            )
+        return True
+
+    async def _deliver(self, event: MessageData) -> None:
+        self.writer.write(self.conn.data_to_send())  # earlier replies need not wait for the disk
+        protocol = "LMTP" + ("S" if self.secure else "") + ("A" if self.needs_auth else "")
+        envelope = Envelope(
+            sender=self.txn.sender or "",
+            recipients=tuple(self.txn.recipients),
+            session_id=self.session_id,
+            helo=self.helo,
+            client=self.client,
+            protocol=protocol,
+        )
+        loop = asyncio.get_running_loop()
+        replies = await loop.run_in_executor(
+            self.service.executor, self.service.engine.deliver, envelope, event.content
+        )
+        for reply in replies:
+            self.conn.answer(reply)
+        self.txn = Transaction()
+
+    def _check_recipient(self, event: RcptTo) -> Reply:
         address = event.address or parse_address(event.forward_path)
+        engine = self.service.engine
         try:
-            recipient = self.engine.check_recipient(
+            recipient = engine.check_recipient(
                 address.local_part,
                 address.domain,
                 ignore_quota="IGNOREQUOTA" in event.params,
-                size_hint=txn.size_hint,
+                size_hint=self.txn.size_hint,
             )
         except StoreError as exc:
-            reply = self.engine.reply_for(exc)
+            reply = engine.reply_for(exc)
             log.info(
                 "%s: reject: RCPT from %s: %d %s <%s>: %s",
-                session_id,
-                client,
+                self.session_id,
+                self.client,
                 reply.code,
                 reply.enhanced,
                 event.forward_path,
                 exc,
             )
             return reply
-        txn.recipients.append(recipient)
+        self.txn.recipients.append(recipient)
         return RECIPIENT_OK
+
+    async def _start_tls(self) -> bool:
+        context = self.service.tls_context
+        assert context is not None  # the core offers STARTTLS only with a context
+        self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+        try:
+            await self.writer.start_tls(context)
+        except (ssl.SSLError, OSError) as exc:
+            log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, exc)
+            return False
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        self.secure = True
+        self.tls_bits = cipher_bits(ssl_object)
+        self.tls_peer = peer_identity(ssl_object)
+        log.info(
+            "%s: TLS %s %s (%d bits)%s",
+            self.session_id,
+            ssl_object.version(),
+            ssl_object.cipher()[0],
+            self.tls_bits,
+            f" client certificate {self.tls_peer}" if self.tls_peer else "",
+        )
+        self.conn.tls_started(auth_mechanisms=self._mechanisms())
+        self.txn = Transaction()
+        return True
+
+    async def _auth_start(self, event: AuthStart) -> bool:
+        try:
+            self.mechanism = self.service.authenticator.start(
+                event.mechanism,
+                self.secure,
+                self.tls_peer,
+                service=SASL_SERVICE,
+                tls_bits=self.tls_bits,
+            )
+        except MechanismUnavailable as exc:
+            self.conn.answer(AUTH_FAILURE_REPLIES[exc.reason])
+            return True
+        return await self._auth_step(event.initial_response)
+
+    async def _auth_step(self, data: bytes | None) -> bool:
+        mechanism = self.mechanism
+        if mechanism is None:
+            self.conn.answer(AUTH_ABORTED)
+            return True
+        result = await asyncio.to_thread(mechanism.step, data)  # may check scrypt, saslauthd
+        if isinstance(result, Challenge):
+            self.conn.auth_challenge(result.data)
+            return True
+        self.mechanism = None
+        if isinstance(result, Success):
+            if result.authzid in self.service.admins:
+                self.identity = result.authzid
+                self.conn.auth_succeeded(result.authzid)
+                log.info(
+                    "%s: authenticated as %s from %s", self.session_id, result.authzid, self.client
+                )
+                return True
+            log.warning(
+                "%s: %s authenticated from %s but is not in lmtp_admins: refused",
+                self.session_id,
+                result.authzid,
+                self.client,
+            )
+            reply = AUTH_NOT_PERMITTED
+        else:
+            assert isinstance(result, Failure)
+            log.warning(
+                "%s: authentication failed from %s: %s", self.session_id, self.client, result.detail
+            )
+            reply = AUTH_FAILURE_REPLIES[result.reason]
+        self.auth_failures += 1
+        if self.service.failure_delay:
+            await asyncio.sleep(self.service.failure_delay * self.auth_failures)
+        if self.auth_failures >= self.service.max_auth_failures:
+            self.conn.answer(reply)
+            self.writer.write(self.conn.data_to_send() + TOO_MANY_AUTH_FAILURES.render())
+            return False
+        self.conn.answer(reply)
+        return True
 
 
 def _size_param(value: str | None) -> int:
@@ -234,4 +420,4 @@ async def serve(
         _, pending = await asyncio.wait(set(service.sessions), timeout=shutdown_timeout)
         for task in pending:
             task.cancel()
-    service.executor.shutdown(wait=True)
+    service.close()

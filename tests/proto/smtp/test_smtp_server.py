@@ -137,6 +137,23 @@ def test_refused_mail_and_rcpt_do_not_count() -> None:
     assert isinstance(event, ProtocolError) and event.reply.code == 503
 
 
+def test_pipelined_data_after_refused_recipients_is_not_a_bad_command() -> None:
+    """RFC 2920 3.1: clients send DATA without waiting for RCPT replies; Postfix then sends RSET."""
+    conn = lmtp(limits=Limits(max_bad_commands=3))
+    conn.receive_data(b"LHLO c\r\n")
+    conn.next_event()
+    for _ in range(10):
+        conn.receive_data(b"MAIL FROM:<s@x>\r\nRCPT TO:<nobody@x>\r\nDATA\r\nRSET\r\n")
+        conn.next_event()
+        conn.answer(OK_MAIL)
+        conn.next_event()
+        conn.answer(Reply(550, "5.1.1", "unknown"))
+        event = conn.next_event()
+        assert isinstance(event, ProtocolError) and event.reply.code == 503
+        conn.next_event()  # Reset
+    assert not conn.closed and conn.bad_commands == 0
+
+
 def test_rset_hello_and_quit_events() -> None:
     conn = lmtp()
     start_transaction(conn, "a@x")

@@ -44,7 +44,14 @@ from sealmail.proto.smtp.events import (
     StartTLS,
 )
 from sealmail.proto.smtp.replies import Reply
-from sealmail.proto.smtp.state import LEGAL, Command, Mode, SessionState, order_error
+from sealmail.proto.smtp.state import (
+    LEGAL,
+    NO_RECIPIENTS_REPLIES,
+    Command,
+    Mode,
+    SessionState,
+    order_error,
+)
 
 __all__ = ["Limits", "ServerConnection", "UsageError"]
 
@@ -306,7 +313,8 @@ class ServerConnection:
 
     def _error(self, reply: Reply, line: bytes = b"") -> ProtocolError:
         """Send an error the core decided; protocol errors (X.5.X) count toward the limit."""
-        if reply.enhanced is not None and reply.enhanced[2] == "5":
+        counted = reply not in NO_RECIPIENTS_REPLIES
+        if counted and reply.enhanced is not None and reply.enhanced[2] == "5":
             self.bad_commands += 1
             limit = self.limits.max_bad_commands
             if limit and self.bad_commands > limit:
@@ -609,8 +617,8 @@ class ServerConnection:
             return self._error(
                 Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"), line
             )
-        if mechanism not in self.auth_mechanisms:
-            return self._error(Reply(504, "5.5.4", "Unrecognized authentication type"), line)
+        # Any mechanism name goes to the host: only it knows whether one not offered is unknown
+        # (504 5.5.4) or needs encryption first (538 5.7.11, RFC 4954 6).
         response: bytes | None = None
         if initial:
             # RFC 4954 4: "=" stands for an empty initial response.

@@ -89,6 +89,9 @@ LEGAL: dict[Command, frozenset[SessionState]] = {
 _NEED_HELLO = "Error: send {hello} first"
 _NO_RECIPIENTS_LMTP = Reply(503, "5.5.1", "No valid recipients")
 _NO_RECIPIENTS_SMTP = Reply(554, "5.5.1", "Error: no valid recipients")
+# A client that pipelines DATA after RCPTs that were all refused does what RFC 2920 3.1 asks: these
+# replies are not counted as bad commands (Cyrus and Dovecot keep such a session too).
+NO_RECIPIENTS_REPLIES = (_NO_RECIPIENTS_LMTP, _NO_RECIPIENTS_SMTP)
 
 ORDER_ERROR: dict[tuple[Command, SessionState], Reply] = {
     (Command.MAIL, _S.MAIL): Reply(503, "5.5.1", "Error: nested MAIL command"),

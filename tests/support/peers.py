@@ -1,0 +1,846 @@
+"""Private, throw-away instances of the real mail systems sealmail replaces and talks to.
+
+Each instance lives in a directory of its own, listens only on 127.0.0.1 and UNIX sockets, and is
+started and stopped by the test or benchmark that uses it; nothing here touches the system's own
+/etc/postfix, /etc/imapd.conf or /etc/dovecot setups or their spools.
+
+Why the directories must be "traversable": Postfix's delivery agents, Cyrus's lmtpd and Dovecot's
+mail processes drop root and run as `postfix`, `cyrus` and `mail`. A UNIX socket or spool below a
+0700 directory (pytest's /tmp/pytest-of-root is one) is then out of their reach, which shows up
+only as a deferred delivery. `traversable_tmpdir()` makes a short 0755 directory under /tmp (UNIX
+socket paths are limited to 107 bytes) and every instance checks its ancestors before starting.
+
+Binaries come from Debian's packages (postfix, cyrus-common, dovecot-core, dovecot-lmtpd). When one
+is missing the instance raises `PeerUnavailable`, which tests turn into `pytest.skip`.
+
+`LmtpClient` is a real-socket LMTP client (RFC 2033) used to feed the peers and sealmail alike.
+Python's `smtplib.LMTP` reads a single reply after DATA, so it cannot drive a multi-recipient
+transaction: RFC 2033 section 4.2 gives one reply per accepted recipient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+POSTFIX = "/usr/sbin/postfix"
+POSTQUEUE = "/usr/sbin/postqueue"
+POSTCONF = "/usr/sbin/postconf"
+CYRUS_BIN = Path("/usr/lib/cyrus/bin")
+CYRUS_MASTER = CYRUS_BIN / "master"
+CYRUS_LMTPD = CYRUS_BIN / "lmtpd"
+DOVECOT = "/usr/sbin/dovecot"
+DOVECOT_LMTP = "/usr/lib/dovecot/lmtp"
+
+LmtpAddress = str | tuple[str, int]  # a UNIX socket path, or (host, port)
+
+
+class PeerUnavailable(Exception):
+    """A peer's binary is not installed here; the caller skips rather than fails."""
+
+
+class PeerFailed(RuntimeError):
+    """A peer did not start, stop or answer as expected; the message carries its log tail."""
+
+
+def require_binaries(package: str, *paths: str | os.PathLike[str]) -> None:
+    """Raise PeerUnavailable naming the Debian package when one of `paths` is missing."""
+    for path in paths:
+        if not os.access(path, os.X_OK):
+            raise PeerUnavailable(f"{path} is missing (install Debian's {package} package)")
+
+
+@contextlib.contextmanager
+def traversable_tmpdir(prefix: str = "smpeer-") -> Iterator[Path]:
+    """A short, mode 0755 directory under /tmp, removed afterwards (see the module docstring)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_reachable(path: Path, user: str) -> None:
+    """Fail early and clearly when `user` could not walk down to `path`."""
+    account = pwd.getpwnam(user)
+    groups = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem} | {account.pw_gid}
+    for directory in [*reversed(path.resolve().parents), path.resolve()]:
+        if not directory.exists():
+            continue
+        st = directory.stat()
+        if st.st_uid == account.pw_uid:
+            allowed = bool(st.st_mode & 0o100)
+        elif st.st_gid in groups:
+            allowed = bool(st.st_mode & 0o010)
+        else:
+            allowed = bool(st.st_mode & 0o001)
+        if not allowed:
+            raise PeerFailed(
+                f"user {user!r} cannot enter {directory} (mode {st.st_mode & 0o777:o}); "
+                "use tests.support.peers.traversable_tmpdir() for peer instances"
+            )
+
+
+def free_tcp_port() -> int:
+    """A port on 127.0.0.1 that is free now (the kernel picks it; a later bind may still race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _connect(address: LmtpAddress, timeout: float) -> socket.socket:
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    return socket.create_connection(address, timeout=timeout)
+
+
+def wait_until_accepting(
+    address: LmtpAddress,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll until `address` accepts a connection; fail at once if `process` has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _connect(address, 1.0).close()
+            return
+        except OSError as exc:
+            last = exc
+        if process is not None and process.poll() is not None:
+            raise PeerFailed(
+                f"process exited with {process.returncode} before {address} accepted"
+                + _log_tail(log)
+            )
+        if time.monotonic() > deadline:
+            raise PeerFailed(f"{address} did not accept within {timeout}s: {last}" + _log_tail(log))
+        time.sleep(0.05)
+
+
+def _log_tail(log: Path | None, lines: int = 30) -> str:
+    if log is None or not log.exists():
+        return ""
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return f"\n--- {log} (last {len(tail)} lines) ---\n" + "\n".join(tail)
+
+
+def _run(argv: Sequence[str | os.PathLike[str]], timeout: float = 60.0) -> str:
+    done = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise PeerFailed(
+            f"{' '.join(map(str, argv))} exited with {done.returncode}:\n{done.stdout}{done.stderr}"
+        )
+    return done.stdout
+
+
+def _stop_process(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _chown_tree(root: Path, user: str, group: str) -> None:
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    os.chown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+# --------------------------------------------------------------------------------------------
+# An LMTP client on a real socket (RFC 2033)
+
+
+class LmtpProtocolError(Exception):
+    """The server broke the protocol (bad greeting, malformed reply, early close)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    text: str  # the lines' texts joined with "\n", without the codes
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def enhanced_status(self) -> str | None:
+        """The RFC 3463 code that opens the last line, e.g. "5.1.1"."""
+        found = re.match(
+            r"([245]\.\d{1,3}\.\d{1,3})\b", self.text.splitlines()[-1] if self.text else ""
+        )
+        return found.group(1) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """The outcome of one MAIL/RCPT.../DATA transaction."""
+
+    mail: Reply
+    rcpt: tuple[tuple[str, Reply], ...]
+    # RFC 2033 section 4.2: one reply per recipient that RCPT accepted, in RCPT order.
+    data: tuple[tuple[str, Reply], ...]
+    end_of_data_seconds: float  # from sending the final "." to the last recipient's reply
+
+    @property
+    def delivered(self) -> list[str]:
+        return [rcpt for rcpt, reply in self.data if reply.positive]
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """The message as DATA lines: CRLF line ends, leading dots doubled (RFC 5321 4.5.2)."""
+    lines = message.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+
+
+class LmtpClient:
+    """One LMTP session; pipelines MAIL, RCPT and DATA when the server offers PIPELINING."""
+
+    def __init__(
+        self, address: LmtpAddress, timeout: float = 60.0, lhlo: str = "client.test.example"
+    ) -> None:
+        self.address = address
+        self._sock = _connect(address, timeout)
+        self._reader = self._sock.makefile("rb")
+        greeting = self.read_reply()
+        if greeting.code != 220:
+            self.close()
+            raise LmtpProtocolError(f"greeting from {address}: {greeting}")
+        self._send(f"LHLO {lhlo}\r\n".encode())
+        reply = self.read_reply()
+        if reply.code != 250:
+            self.close()
+            raise LmtpProtocolError(f"LHLO refused by {address}: {reply}")
+        self.extensions = {line.split()[0].upper() for line in reply.text.splitlines()[1:] if line}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.quit()
+
+    def _send(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def read_reply(self) -> Reply:
+        """One possibly multi-line reply (RFC 5321 4.2: "250-..." lines, then "250 ...")."""
+        texts: list[str] = []
+        while True:
+            line = self._reader.readline(8192)
+            if not line:
+                raise LmtpProtocolError(f"{self.address} closed the connection")
+            if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r"):
+                raise LmtpProtocolError(f"malformed reply line from {self.address}: {line!r}")
+            texts.append(line[4:].rstrip(b"\r\n").decode("utf-8", "replace"))
+            if line[3:4] != b"-":
+                return Reply(int(line[:3]), "\n".join(texts))
+
+    def deliver(self, sender: str, recipients: Sequence[str], message: bytes) -> Transaction:
+        """Run one transaction; replies are returned, never raised, so callers can check them."""
+        commands = [f"MAIL FROM:<{sender}>\r\n".encode()]
+        commands += [f"RCPT TO:<{rcpt}>\r\n".encode() for rcpt in recipients]
+        if "PIPELINING" in self.extensions:
+            self._send(b"".join([*commands, b"DATA\r\n"]))
+            mail = self.read_reply()
+            rcpt = tuple((r, self.read_reply()) for r in recipients)
+        else:
+            self._send(commands[0])
+            mail = self.read_reply()
+            answers = []
+            for r, command in zip(recipients, commands[1:], strict=True):
+                self._send(command)
+                answers.append((r, self.read_reply()))
+            rcpt = tuple(answers)
+            self._send(b"DATA\r\n")
+        go_ahead = self.read_reply()
+        accepted = [r for r, reply in rcpt if reply.positive]
+        if go_ahead.code != 354:
+            # No valid recipient (or MAIL failed): the DATA reply answers for the transaction.
+            # The MAIL may still stand on the server's side (Cyrus and Dovecot answer a new MAIL
+            # with 503), so reset as Postfix's client does before reusing the connection.
+            self._send(b"RSET\r\n")
+            self.read_reply()
+            return Transaction(mail, rcpt, tuple((r, go_ahead) for r in accepted), 0.0)
+        self._send(dot_stuff(message))
+        started = time.perf_counter()
+        self._send(b".\r\n")
+        data = tuple((r, self.read_reply()) for r in accepted)
+        return Transaction(mail, rcpt, data, time.perf_counter() - started)
+
+    def quit(self) -> None:
+        with contextlib.suppress(OSError, LmtpProtocolError):
+            self._send(b"QUIT\r\n")
+            self.read_reply()
+        self.close()
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Postfix 3.7
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """One recipient's final line in Postfix's log."""
+
+    status: str  # sent, bounced or expired
+    dsn: str  # e.g. 2.0.0, 5.1.1
+    relay: str
+    text: str  # what the server said, as Postfix logs it
+
+
+class PostfixInstance:
+    """A private Postfix: own main.cf/master.cf, queue and log under `tmpdir/postfix`.
+
+    What Postfix needs when root starts it from a private directory:
+    - `postfix -c DIR` selects the config directory; as root no `alternate_config_directories`
+      entry in /etc/postfix/main.cf is needed (that is only for the set-gid postqueue/postdrop
+      run by other users).
+    - queue_directory must exist and be owned by root; `postfix -c DIR check` then creates its
+      sub-directories with the ownerships Postfix wants (postfix:root 0700, maildrop and public
+      postfix:postdrop), from $meta_directory/postfix-files.
+    - data_directory must be owned by `mail_owner` (postfix), or `check` warns and `start` fails
+      to take master.lock.
+    - maillog_file is written by postlogd (the `postlog` service in master.cf, unix-dgram), and
+      only under a directory named in maillog_file_prefixes (default /var, /dev/stdout).
+    - mail_owner=postfix and setgid_group=postdrop are Debian's accounts; compatibility_level=3.6
+      silences the backwards-compatibility warnings and turns on the 3.x safe defaults.
+    - The lmtp client runs as `postfix`: the target UNIX socket, and every directory above it,
+      must be reachable by that user (the seed's "both user ids can access the socket").
+    """
+
+    def __init__(
+        self,
+        tmpdir: Path,
+        main_cf_overrides: Mapping[str, str] | None = None,
+        master_cf_extra: str = "",
+        *,
+        hostname: str = "mx.test.example",
+        domain: str = "test.example",
+    ) -> None:
+        self.root = tmpdir / "postfix"
+        self.config_dir = self.root / "etc"
+        self.queue_dir = self.root / "spool"
+        self.data_dir = self.root / "data"
+        self.maillog = self.root / "maillog"
+        self.hostname = hostname
+        self.domain = domain
+        self.smtp_port = free_tcp_port()
+        self.main_cf_overrides = dict(main_cf_overrides or {})
+        self.master_cf_extra = master_cf_extra
+        self._master_pid: int | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def main_cf(self) -> dict[str, str]:
+        settings = {
+            "compatibility_level": "3.6",
+            "queue_directory": str(self.queue_dir),
+            "data_directory": str(self.data_dir),
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "maillog_file": str(self.maillog),
+            "maillog_file_prefixes": str(self.root),
+            "inet_interfaces": "loopback-only",
+            "inet_protocols": "ipv4",
+            "myhostname": self.hostname,
+            "mydomain": self.domain,
+            "myorigin": "$mydomain",
+            "mydestination": "$myhostname, $mydomain, localhost",
+            "mynetworks": "127.0.0.0/8",
+            # Accept any local part; the LMTP server's 550 5.1.1 decides (and becomes a bounce).
+            "local_recipient_maps": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "biff": "no",
+            "append_dot_mydomain": "no",
+            "smtpd_peername_lookup": "no",
+            # Nothing may leave the machine: non-local mail fails at once instead of using DNS.
+            "default_transport": "error:this test instance delivers only locally",
+            "relay_transport": "error:this test instance delivers only locally",
+            "notify_classes": "",
+            # Retry soon, so a delivery deferred while a server starts is not stuck for minutes.
+            "queue_run_delay": "2s",
+            "minimal_backoff_time": "2s",
+            "maximal_backoff_time": "10s",
+        }
+        settings.update(self.main_cf_overrides)
+        return settings
+
+    def master_cf(self) -> str:
+        services = [
+            f"127.0.0.1:{self.smtp_port} inet n - n - - smtpd",
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "local unix - n n - - local",
+            "lmtp unix - - n - - lmtp",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ]
+        return "\n".join(services) + "\n" + self.master_cf_extra.strip() + "\n"
+
+    def start(self) -> None:
+        require_binaries("postfix", POSTFIX, POSTQUEUE)
+        check_reachable(self.root.parent, "postfix")
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.queue_dir.mkdir(mode=0o755, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        _chown_tree(self.data_dir, "postfix", "root")
+        (self.config_dir / "main.cf").write_text(
+            "".join(f"{key} = {value}\n" for key, value in self.main_cf().items())
+        )
+        (self.config_dir / "master.cf").write_text(self.master_cf())
+        _run([POSTFIX, "-c", self.config_dir, "check"])
+        _run([POSTFIX, "-c", self.config_dir, "start"])
+        pidfile = self.queue_dir / "pid" / "master.pid"
+        wait_until_accepting(("127.0.0.1", self.smtp_port), 30.0, log=self.maillog)
+        with contextlib.suppress(OSError, ValueError):
+            self._master_pid = int(pidfile.read_text().split()[0])
+
+    def stop(self) -> None:
+        """`postfix stop` only signals master; wait until it is gone so the directory can go."""
+        if not (self.config_dir / "main.cf").exists():
+            return
+        with contextlib.suppress(PeerFailed):
+            _run([POSTFIX, "-c", self.config_dir, "stop"])
+        pid = self._master_pid
+        if pid is None:
+            return
+        deadline = time.monotonic() + 15
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self._master_pid = None
+
+    def send(self, sender: str, recipients: Sequence[str], message: bytes | str) -> str:
+        """Submit over SMTP to this instance's smtpd; returns the queue ID Postfix assigned.
+
+        A refused recipient or message raises smtplib's error, as it would for any client.
+        """
+        with smtplib.SMTP(
+            "127.0.0.1", self.smtp_port, local_hostname="client.test.example"
+        ) as smtp:
+            smtp.ehlo()
+            smtp.mail(sender)
+            for rcpt in recipients:
+                code, text = smtp.rcpt(rcpt)
+                if code >= 400:
+                    raise smtplib.SMTPRecipientsRefused({rcpt: (code, text)})
+            code, text = smtp.data(message)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, text)
+        found = re.search(rb"queued as ([0-9A-Za-z]+)", text)
+        if not found:
+            raise PeerFailed(f"no queue ID in Postfix's reply to DATA: {text!r}")
+        return found.group(1).decode()
+
+    def wait_for_outcomes(
+        self, queue_id: str, recipients: Sequence[str], timeout: float = 30.0
+    ) -> dict[str, DeliveryOutcome]:
+        """Each recipient's final delivery log entry (status sent or bounced) for `queue_id`.
+
+        A deferred attempt is not final: Postfix retries (queue_run_delay is 2s here).
+        """
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(
+            rf"^.* {re.escape(queue_id)}: to=<(?P<rcpt>[^>]*)>,.*relay=(?P<relay>[^,]*),.*"
+            rf"dsn=(?P<dsn>[0-9.]+), status=(?P<status>sent|bounced|expired) \((?P<text>.*)\)$",
+            re.MULTILINE,
+        )
+        while True:
+            outcomes = {
+                m["rcpt"]: DeliveryOutcome(m["status"], m["dsn"], m["relay"], m["text"])
+                for m in pattern.finditer(self.log_text())
+            }
+            if all(r in outcomes for r in recipients):
+                return {r: outcomes[r] for r in recipients}
+            if time.monotonic() > deadline:
+                raise PeerFailed(
+                    f"{queue_id}: no final status in {timeout}s for "
+                    f"{sorted(set(recipients) - set(outcomes))}" + _log_tail(self.maillog)
+                )
+            time.sleep(0.1)
+
+    def log_text(self) -> str:
+        return self.maillog.read_text(errors="replace") if self.maillog.exists() else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        """The first match of `pattern` (re.MULTILINE) in the mail log, waiting for it to appear."""
+        compiled = re.compile(pattern, re.MULTILINE)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = compiled.search(self.log_text())
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise PeerFailed(
+                    f"no log line matched {pattern!r} in {timeout}s" + _log_tail(self.maillog)
+                )
+            time.sleep(0.1)
+
+    def queue(self) -> list[dict[str, object]]:
+        """The queue as `postqueue -j` reports it: one JSON object per message."""
+        out = _run([POSTQUEUE, "-c", self.config_dir, "-j"])
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def queue_is_empty(self) -> bool:
+        return not self.queue()
+
+    def wait_for_empty_queue(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.queue_is_empty():
+            if time.monotonic() > deadline:
+                raise PeerFailed(
+                    f"queue not empty after {timeout}s: {self.queue()}" + _log_tail(self.maillog)
+                )
+            time.sleep(0.1)
+
+    def flush(self) -> None:
+        """Attempt delivery of all queued mail now (`postqueue -f`)."""
+        _run([POSTQUEUE, "-c", self.config_dir, "-f"])
+
+
+# --------------------------------------------------------------------------------------------
+# Cyrus 3.6 (cyrus-common: master, lmtpd, tools)
+
+
+class CyrusInstance:
+    """A private Cyrus master running lmtpd on a UNIX socket and on 127.0.0.1 with `lmtpd -a`.
+
+    Every service command carries `-C imapd.conf`: Cyrus's master does not pass its own -C on to
+    the processes it spawns, and without it they silently use /etc/imapd.conf and /var/lib/cyrus.
+
+    Mailboxes: cyrus-common has no imapd to CREATE over, and no command-line creator; lmtpd's
+    autocreate (`autocreate_post: yes`, `autocreate_quota: 0` = no quota) makes a user's INBOX on
+    the first delivery, and `autocreate_users` limits that to the listed users so others still get
+    550 5.1.1. `start()` delivers one setup message to each user, so mailbox creation is never
+    part of what a caller measures; `message_count()` includes it.
+    """
+
+    def __init__(
+        self,
+        tmpdir: Path,
+        users: Sequence[str] = ("alice", "bob", "carol"),
+        *,
+        prefork: int = 1,
+        imapd_conf_extra: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = tmpdir / "cyrus"
+        self.conf_path = self.root / "imapd.conf"
+        self.cyrus_conf_path = self.root / "cyrus.conf"
+        self.configdirectory = self.root / "conf"
+        self.partition = self.root / "spool"
+        self.socket_path = str(self.root / "socket" / "lmtp")
+        self.tcp_port = free_tcp_port()
+        self.users = tuple(users)
+        self.prefork = prefork
+        self.imapd_conf_extra = dict(imapd_conf_extra or {})
+        self.output = self.root / "master.out"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def tcp_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.tcp_port)
+
+    def imapd_conf(self) -> dict[str, str]:
+        settings = {
+            "configdirectory": str(self.configdirectory),
+            "partition-default": str(self.partition),
+            "lmtpsocket": self.socket_path,
+            "idlesocket": str(self.root / "socket" / "idle"),
+            "notifysocket": str(self.root / "socket" / "notify"),
+            "servername": "cyrus.test.example",
+            "admins": "cyrus",
+            "sasl_pwcheck_method": "auxprop",
+            "sasl_sasldb_path": str(self.configdirectory / "sasldb2"),
+            "autocreate_post": "yes",
+            "autocreate_quota": "0",
+            "autocreate_users": " ".join(self.users) or "nobody-at-all",
+            "delete_mode": "immediate",
+            "expunge_mode": "immediate",
+            "syslog_prefix": f"cyrus-{self.root.parent.name}",
+        }
+        settings.update(self.imapd_conf_extra)
+        return settings
+
+    def cyrus_conf(self) -> str:
+        conf = self.conf_path
+        return (
+            "START {\n"
+            f'  recover cmd="ctl_cyrusdb -C {conf} -r"\n'
+            "}\n"
+            "SERVICES {\n"
+            f'  lmtpunix cmd="lmtpd -C {conf}" listen="{self.socket_path}" prefork={self.prefork}\n'
+            f'  lmtp cmd="lmtpd -C {conf} -a" listen="127.0.0.1:{self.tcp_port}" prefork=0\n'
+            "}\n"
+            "EVENTS {\n}\n"
+            "DAEMON {\n}\n"
+        )
+
+    def start(self) -> None:
+        require_binaries("cyrus-common", CYRUS_MASTER, CYRUS_LMTPD, CYRUS_BIN / "ctl_cyrusdb")
+        check_reachable(self.root.parent, "cyrus")
+        for directory in (self.configdirectory, self.partition, self.root / "socket"):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(
+            "".join(f"{key}: {value}\n" for key, value in self.imapd_conf().items())
+        )
+        self.cyrus_conf_path.write_text(self.cyrus_conf())
+        _chown_tree(self.root, "cyrus", "mail")
+        with self.output.open("wb") as out:
+            # In the foreground (no -d), so stopping is a signal to a child we own.
+            self._process = subprocess.Popen(
+                [
+                    str(CYRUS_MASTER),
+                    "-C",
+                    str(self.conf_path),
+                    "-M",
+                    str(self.cyrus_conf_path),
+                    "-p",
+                    str(self.root / "master.pid"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            wait_until_accepting(self.socket_path, 30.0, self._process, self.output)
+            wait_until_accepting(self.tcp_address, 30.0, self._process, self.output)
+            self._create_mailboxes()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create_mailboxes(self) -> None:
+        with LmtpClient(self.socket_path) as client:
+            for user in self.users:
+                message = (
+                    f"From: setup@test.example\r\nTo: {user}@test.example\r\n"
+                    f"Message-ID: <setup-{user}@test.example>\r\nSubject: mailbox setup\r\n\r\n"
+                    "Creates the INBOX through autocreate_post.\r\n"
+                ).encode()
+                result = client.deliver("setup@test.example", [user], message)
+                if result.delivered != [user]:
+                    raise PeerFailed(f"Cyrus did not create {user}'s INBOX: {result}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_process(self._process)
+            self._process = None
+
+    def mailbox_dir(self, user: str) -> Path:
+        """The spool directory of `user`'s INBOX, from Cyrus's own `mbpath`."""
+        out = _run([CYRUS_BIN / "mbpath", "-C", self.conf_path, "-u", user])
+        return Path(out.strip())
+
+    def message_count(self, user: str) -> int:
+        """Message files ("UID.") in the INBOX, the setup message included."""
+        return sum(1 for p in self.mailbox_dir(user).iterdir() if re.fullmatch(r"\d+\.", p.name))
+
+
+# --------------------------------------------------------------------------------------------
+# Dovecot 2.3
+
+
+class DovecotInstance:
+    """A private Dovecot with only LMTP: a unix_listener and an inet_listener on 127.0.0.1.
+
+    Users come from a passwd-file; mail goes to maildir:ROOT/mail/USER/Maildir, written as the
+    `mail` account (Dovecot refuses to deliver as root). Dovecot LMTP has no AUTH and no SIZE.
+    """
+
+    def __init__(
+        self,
+        tmpdir: Path,
+        users: Sequence[str] = ("alice", "bob", "carol"),
+        *,
+        mail_user: str = "mail",
+        conf_extra: str = "",
+    ) -> None:
+        self.root = tmpdir / "dovecot"
+        self.conf_path = self.root / "dovecot.conf"
+        self.base_dir = self.root / "run"
+        self.mail_dir = self.root / "mail"
+        self.socket_path = str(self.base_dir / "lmtp")
+        self.tcp_port = free_tcp_port()
+        self.users = tuple(users)
+        self.mail_user = mail_user
+        self.conf_extra = conf_extra
+        self.log = self.root / "dovecot.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def tcp_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.tcp_port)
+
+    def dovecot_conf(self) -> str:
+        account = pwd.getpwnam(self.mail_user)
+        return f"""\
+base_dir = {self.base_dir}
+state_dir = {self.root / "state"}
+instance_name = dovecot-{self.root.parent.name}
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+log_path = {self.log}
+default_login_user = dovenull
+default_internal_user = dovecot
+mail_location = maildir:{self.mail_dir}/%n/Maildir
+mail_uid = {account.pw_uid}
+mail_gid = {account.pw_gid}
+first_valid_uid = {min(account.pw_uid, 500)}
+first_valid_gid = {min(account.pw_gid, 500)}
+# Postfix sends user@domain; the passwd-file holds bare user names.
+auth_username_format = %Ln
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {self.root / "users"}
+}}
+userdb {{
+  driver = passwd-file
+  args = {self.root / "users"}
+}}
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.tcp_port}
+  }}
+}}
+{self.conf_extra}
+"""
+
+    def start(self) -> None:
+        require_binaries("dovecot-core and dovecot-lmtpd", DOVECOT, DOVECOT_LMTP)
+        check_reachable(self.root.parent, self.mail_user)
+        for directory in (self.base_dir, self.mail_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        _chown_tree(
+            self.mail_dir, self.mail_user, grp.getgrgid(pwd.getpwnam(self.mail_user).pw_gid).gr_name
+        )
+        (self.root / "users").write_text("".join(f"{u}:{{PLAIN}}secret::::\n" for u in self.users))
+        self.conf_path.write_text(self.dovecot_conf())
+        out = (self.root / "dovecot.out").open("wb")
+        with out:
+            # -F: in the foreground, so stopping is a signal to a child we own.
+            self._process = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(self.conf_path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            wait_until_accepting(self.socket_path, 30.0, self._process, self.log)
+            wait_until_accepting(self.tcp_address, 30.0, self._process, self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_process(self._process)
+            self._process = None
+
+    def maildir(self, user: str) -> Path:
+        return self.mail_dir / user / "Maildir"
+
+    def message_count(self, user: str) -> int:
+        """Messages in the user's INBOX (files in Maildir new/ and cur/)."""
+        return sum(
+            1
+            for sub in ("new", "cur")
+            if (self.maildir(user) / sub).is_dir()
+            for _ in (self.maildir(user) / sub).iterdir()
+        )
