@@ -213,7 +213,12 @@ _OPTIONS: tuple[Option, ...] = (
         "PEM file of CAs whose client certificates are accepted (EXTERNAL).",
     ),
     _opt("tls_versions", STR, "tls1_2 tls1_3", "TLS versions offered."),
-    _opt("auth_failure_delay", INT, 2, "Seconds to wait after a failed authentication (grows with each)."),
+    _opt(
+        "auth_failure_delay",
+        INT,
+        2,
+        "Seconds of delay after a failed authentication, times the failures.",
+    ),
     _opt("auth_max_failures", INT, 3, "Failed authentications before a session is closed."),
     _opt("hosts_allow", STR, "/etc/hosts.allow", "tcp_wrappers allow file."),
     _opt("hosts_deny", STR, "/etc/hosts.deny", "tcp_wrappers deny file."),
