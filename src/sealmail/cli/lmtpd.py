@@ -6,8 +6,9 @@ import argparse
 import logging
 import sys
 
+from sealmail.config.cyrus_conf import DEFAULT_SERVICES_FILE, UnixAddress, resolve_listen
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, load_imapd_conf
-from sealmail.server.listeners import ListenError, bind, parse_listen
+from sealmail.server.listeners import ListenError, bind, describe
 
 log = logging.getLogger("sealmail.lmtpd")
 
@@ -18,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--listen",
         action="append",
         default=[],
-        help="UNIX socket path, host:port, [addr]:port or port (repeatable; default: lmtpsocket)",
+        help="as cyrus.conf's listen=: /socket/path, host:port, [addr]:port, port or a service "
+        "name (repeatable; default: lmtpsocket)",
     )
     parser.add_argument(
         "-a",
@@ -30,41 +32,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sealmail.delivery.engine import DeliveryEngine
     from sealmail.server import runtime
-    from sealmail.server.lmtpd import LmtpService, serve
-    from sealmail.store.disk import DiskStore
+    from sealmail.server.lmtpd import build_service, serve
 
     config = load_imapd_conf(args.config)
-    specs = [parse_listen(text) for text in args.listen] or [
-        parse_listen(config.string("lmtpsocket") or "")
-    ]
-    if args.no_auth and any(not spec.is_unix for spec in specs):
-        log.warning(
-            "lmtpd: -a given: TCP clients are not authenticated (protect the port with "
-            "hosts.allow or a firewall)"
+    texts = args.listen or [config.string("lmtpsocket") or ""]
+    addresses = [
+        address
+        for text in texts
+        for address in resolve_listen(
+            text,
+            "tcp",
+            config.configdirectory,
+            DEFAULT_SERVICES_FILE,
+            unix_mode=config.integer("unix_socket_mode"),
+            unix_group=config.string("unix_socket_group"),
+            path="--listen",
         )
-    store = DiskStore(config)
-    engine = DeliveryEngine(config, store, store.duplicates())
+    ]
     try:
-        sockets = [
-            sock
-            for spec in specs
-            for sock in bind(
-                spec, config.integer("unix_socket_mode"), config.string("unix_socket_group")
-            )
-        ]
+        sockets = [sock for address in addresses for sock in bind(address)]
     except (ListenError, OSError) as exc:
         print(f"sealmail lmtpd: {exc}", file=sys.stderr)
         return 71  # EX_OSERR
-    for spec in specs:
-        log.info("lmtpd: listening on %s", spec)
-    service = LmtpService(config, engine, trust_tcp=args.no_auth)
+    for address in addresses:
+        log.info("lmtpd: listening on %s", describe(address))
+    service = build_service(config, ["-a"] if args.no_auth else [])
     try:
         runtime.run(serve(service, sockets))
     finally:
-        for spec in specs:
-            if spec.path is not None:
-                spec.path.unlink(missing_ok=True)
-        store.close()
+        for address in addresses:
+            if isinstance(address, UnixAddress):
+                address.path.unlink(missing_ok=True)
     return 0

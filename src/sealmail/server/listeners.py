@@ -1,4 +1,4 @@
-"""Listening sockets for the store's daemons: UNIX sockets and TCP on explicit addresses.
+"""Listening sockets for the store's daemons, from cyrus.conf-style listen= addresses.
 
 A stale UNIX socket (its server gone) is replaced; a live one is an error, so two daemons never
 share a path by accident. UNIX sockets get the mode and group of `unix_socket_mode` and
@@ -13,51 +13,13 @@ import grp
 import os
 import socket
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+
+from sealmail.config.cyrus_conf import InetAddress, ListenAddress, UnixAddress
 
 
 class ListenError(Exception):
     """A listener cannot be set up; the message says which and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class ListenSpec:
-    """Where to listen: a UNIX socket path, or a host and port."""
-
-    path: Path | None = None
-    host: str | None = None
-    port: int = 0
-
-    @property
-    def is_unix(self) -> bool:
-        return self.path is not None
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return str(self.path)
-        host = self.host or "*"
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-
-
-def parse_listen(text: str) -> ListenSpec:
-    """`/path/sock`, `host:port`, `[::1]:port` or a bare port (all addresses)."""
-    if "/" in text:
-        return ListenSpec(path=Path(text))
-    host: str | None
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ListenError(f"{text!r}: expected [address]:port")
-    elif ":" in text:
-        host, _, port = text.rpartition(":")
-    else:
-        host, port = None, text
-    if host in ("", "*"):
-        host = None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ListenError(f"{text!r}: {port!r} is not a port number")
-    return ListenSpec(host=host, port=int(port))
 
 
 def bind_unix(path: Path, mode: int = 0o660, group: str | None = None) -> socket.socket:
@@ -95,34 +57,29 @@ def bind_unix(path: Path, mode: int = 0o660, group: str | None = None) -> socket
     return sock
 
 
-def bind_tcp(host: str | None, port: int) -> list[socket.socket]:
-    """Listening TCP sockets for host:port (every address family the host resolves to)."""
+def bind_inet(address: InetAddress) -> list[socket.socket]:
+    """Listening TCP sockets for every (family, address) the listen= value resolves to."""
+    where = f"{address.host or '*'}:{address.port}"
     try:
-        infos = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
-        )
-    except socket.gaierror as exc:
-        raise ListenError(f"{host}:{port}: {exc.strerror}") from None
+        pairs = address.sockaddrs()
+    except OSError as exc:
+        raise ListenError(f"{where}: {exc.strerror or exc}") from None
     sockets: list[socket.socket] = []
-    seen: set[tuple[int, object]] = set()
     try:
-        for family, kind, proto, _, address in infos:
-            if (family, address[0]) in seen:
-                continue
-            seen.add((family, address[0]))
-            sock = socket.socket(family, kind, proto)
+        for family, sockaddr in pairs:
+            sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
-                sock.bind(address)
+                sock.bind(sockaddr)
             except OSError as exc:
-                if exc.errno == errno.EADDRNOTAVAIL and len(infos) > 1:
-                    sockets.pop().close()
+                if exc.errno == errno.EADDRNOTAVAIL and len(pairs) > 1:
+                    sockets.pop().close()  # e.g. no IPv6 on this host: the other family serves
                     continue
-                raise ListenError(f"{host or '*'}:{port}: {exc.strerror}") from None
+                raise ListenError(f"{where}: {exc.strerror}") from None
             sock.listen(1024)
             sock.setblocking(False)
     except BaseException:
@@ -130,11 +87,18 @@ def bind_tcp(host: str | None, port: int) -> list[socket.socket]:
             sock.close()
         raise
     if not sockets:
-        raise ListenError(f"{host or '*'}:{port}: no address to listen on")
+        raise ListenError(f"{where}: no address to listen on")
     return sockets
 
 
-def bind(spec: ListenSpec, mode: int = 0o660, group: str | None = None) -> list[socket.socket]:
-    if spec.path is not None:
-        return [bind_unix(spec.path, mode, group)]
-    return bind_tcp(spec.host, spec.port)
+def bind(address: ListenAddress) -> list[socket.socket]:
+    if isinstance(address, UnixAddress):
+        return [bind_unix(address.path, address.mode, address.group)]
+    return bind_inet(address)
+
+
+def describe(address: ListenAddress) -> str:
+    if isinstance(address, UnixAddress):
+        return str(address.path)
+    host = address.host or "*"
+    return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"

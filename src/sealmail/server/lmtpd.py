@@ -16,13 +16,13 @@ import secrets
 import signal
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
 from sealmail.config.hosts_access import HostsAccess
-from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.delivery.engine import DeliveryEngine, Envelope
 from sealmail.delivery.recipient import Recipient
 from sealmail.delivery.replies import RECIPIENT_OK, SENDER_OK
@@ -113,6 +113,7 @@ class LmtpService:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.engine.store.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -391,6 +392,40 @@ class LmtpSession:
             return False
         self.conn.answer(reply)
         return True
+
+
+def build_service(
+    config: ImapdConfig, argv: Sequence[str], *, service_name: str = "lmtp"
+) -> LmtpService:
+    """lmtpd as cyrus.conf runs it: `lmtpd [-a]`."""
+    return _build(config, argv, ("-a",), service_name)
+
+
+def build_deliver_service(
+    config: ImapdConfig, argv: Sequence[str], *, service_name: str = "deliver"
+) -> LmtpService:
+    """`deliver -e -l` as a socket service: the seed's section 7 inetd entry, LMTP without
+    authentication like its tcpd-guarded original (hosts.allow is what protects it)."""
+    return _build(config, [*argv, "-a"], ("-a", "-e", "-l"), service_name)
+
+
+def _build(
+    config: ImapdConfig, argv: Sequence[str], known: tuple[str, ...], service_name: str
+) -> LmtpService:
+    for arg in argv:
+        if arg not in known:
+            raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
+    trust_tcp = "-a" in argv
+    from sealmail.store.disk import DiskStore
+
+    store = DiskStore(config)
+    engine = DeliveryEngine(config, store, store.duplicates())
+    if trust_tcp:
+        log.warning(
+            "%s: TCP clients are not authenticated: guard the port with hosts.allow or a firewall",
+            service_name,
+        )
+    return LmtpService(config, engine, trust_tcp=trust_tcp, daemon_name=service_name)
 
 
 def _size_param(value: str | None) -> int:

@@ -1,0 +1,667 @@
+"""pop3d: the asyncio driver around the sans-I/O POP3 core, over the store's user INBOXes.
+
+Bytes in -> `sealmail.proto.pop3.ServerConnection` events -> decisions -> replies out. The
+protocol rules live in the core; this module only answers what needs the outside world:
+
+* passwords and SASL (sealmail.auth.Authenticator, service "pop"), in worker threads since a
+  check may run scrypt or ask saslauthd;
+* the maildrop: the user's INBOX, held under an exclusive, non-blocking POP lock for the whole
+  session so a second POP session gets [IN-USE] while IMAP sessions and deliveries go on (the
+  lock guards nothing the store itself needs; Cyrus keeps a POP lock apart from its index locks
+  the same way);
+* message bytes (RETR/TOP) and, at QUIT only, the removal of DELE'd messages as a store expunge,
+  which every other reader of the mailbox sees.
+
+The POP lock file also keeps the time of the last completed POP session, which `popminpoll`
+(RFC 2449 LOGIN-DELAY) compares against, as Cyrus keeps pop3_last_login in its index header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.config.hosts_access import HostsAccess
+from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import lookup
+from sealmail.proto.pop3 import (
+    NEED_DATA,
+    AuthAborted,
+    AuthResponse,
+    AuthStart,
+    ConnectionClosed,
+    Event,
+    Login,
+    Maildrop,
+    MaildropMessage,
+    MessageRequest,
+    ProtocolError,
+    Reply,
+    ResponseCode,
+    ServerConnection,
+    StartTLS,
+    Update,
+    maildrop_error,
+    message_error,
+    sasl_failure,
+    update_error,
+)
+from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
+from sealmail.server.lmtpd import new_session_id
+from sealmail.server.tls import cipher_bits, peer_identity, server_context
+from sealmail.store.api import MessageStore
+from sealmail.store.errors import MailboxBusy, MailboxNotFound, StoreError
+from sealmail.store.locks import lock_filename
+from sealmail.store.names import user_inbox, validate_internal
+
+log = logging.getLogger("sealmail.pop3d")
+
+SASL_SERVICE = "pop"  # what Cyrus passes to sasl_server_new, and saslauthd is told
+
+# Defaults of the imapd.conf options pop3d reads, named and valued as in Cyrus. Until the
+# registry declares them these defaults apply; once declared, imapd.conf wins (see _option).
+POPTIMEOUT = 10  # minutes of inactivity before autologout; RFC 1939 3 wants at least 10
+POPMINPOLL = 0  # minutes that must pass between two POP logins to one maildrop (0: none)
+POPEXPIRETIME = -1  # days after which mail may be deleted, for CAPA EXPIRE (negative: NEVER)
+POPUSEIMAPFLAGS = False  # hide \Deleted messages, and set \Seen on RETR'd ones at QUIT
+TLS_HANDSHAKE_TIMEOUT = 180.0  # seconds, as Cyrus gives pop3s
+
+
+def _option(config: ImapdConfig, name: str, default: int) -> int:
+    """An integer option if the registry declares it, else pop3d's Cyrus default."""
+    return config.integer(name) if lookup(name) is not None else default
+
+
+def _switch(config: ImapdConfig, name: str, default: bool) -> bool:
+    return config.switch(name) if lookup(name) is not None else default
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Settings:
+    """Everything pop3d takes from imapd.conf, in seconds where it is a duration."""
+
+    timeout: float = POPTIMEOUT * 60.0
+    min_poll: int = POPMINPOLL * 60
+    expire_days: int | None = None
+    use_imap_flags: bool = POPUSEIMAPFLAGS
+    failure_delay: float = 2.0
+    max_auth_failures: int = 3
+    implicit_tls: bool = False  # pop3s: TLS from the first byte (cyrus.conf "pop3d -s")
+
+    @classmethod
+    def from_config(cls, config: ImapdConfig, *, implicit_tls: bool = False) -> Pop3Settings:
+        # Cyrus raises a poptimeout below 10 minutes to 10 (RFC 1939 3: "at least 10 minutes").
+        timeout = max(_option(config, "poptimeout", POPTIMEOUT), 10) * 60.0
+        expire = _option(config, "popexpiretime", POPEXPIRETIME)
+        return cls(
+            timeout=timeout,
+            min_poll=_option(config, "popminpoll", POPMINPOLL) * 60,
+            expire_days=None if expire < 0 else expire,
+            use_imap_flags=_switch(config, "popuseimapflags", POPUSEIMAPFLAGS),
+            failure_delay=float(config.integer("auth_failure_delay")),
+            max_auth_failures=config.integer("auth_max_failures"),
+            implicit_tls=implicit_tls,
+        )
+
+
+class PopLock:
+    """The exclusive POP lock on one maildrop: flock(2), taken without waiting.
+
+    flock belongs to the open file description, so a second session of the same process is
+    refused as one of another process is, and a crashed process leaves no lock behind.
+    """
+
+    def __init__(self, directory: Path, mailbox: str) -> None:
+        self.path = directory / "pop" / lock_filename(mailbox)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Lock, or MailboxBusy at once when another POP session holds the maildrop."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open POP lock {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise MailboxBusy("Mailbox is locked by another POP session") from None
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
+        self._fd = fd
+
+    def last_login(self) -> float:
+        """When the last POP session on this maildrop ended well (0: never)."""
+        assert self._fd is not None
+        raw = os.pread(self._fd, 64, 0).strip()
+        try:
+            return float(raw) if raw else 0.0
+        except ValueError:
+            return 0.0
+
+    def record_login(self, when: float) -> None:
+        assert self._fd is not None
+        data = f"{when:.0f}\n".encode("ascii")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def maildrop_name(identity: str, config: ImapdConfig) -> str:
+    """The INBOX of a canonical SASL identity (`alice`, or `alice@realm` outside servername).
+
+    A realm other than the server's is a mail domain only under virtdomains; otherwise such a
+    user has no maildrop here (never someone else's: `alice@other` is not `alice`).
+    """
+    user, at, realm = identity.partition("@")
+    domain: str | None = None
+    if at:
+        default_domain = (config.string("defaultdomain") or "").lower()
+        if not config.switch("virtdomains") and realm.lower() != default_domain:
+            raise MailboxNotFound(f"no maildrop for {identity!r}: virtdomains is off")
+        domain = None if realm.lower() == default_domain else realm.lower()
+    name = user_inbox(user, domain)
+    try:
+        validate_internal(name)
+    except StoreError:
+        raise MailboxNotFound(f"no maildrop for {identity!r}") from None
+    return name
+
+
+class Pop3Service:
+    """Serves POP3 sessions; one per listener kind (plain with STLS, or pop3s)."""
+
+    def __init__(
+        self,
+        config: ImapdConfig,
+        store: MessageStore,
+        *,
+        settings: Pop3Settings | None = None,
+        authenticator: Authenticator | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        daemon_name: str = "pop3",
+        owns_store: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.settings = settings or Pop3Settings.from_config(config)
+        self.authenticator = authenticator or Authenticator(config)
+        self.tls_context = tls_context if tls_context is not None else server_context(config)
+        if self.settings.implicit_tls and self.tls_context is None:
+            raise ConfigError(config.path, 0, "tls_server_cert", "pop3s needs a certificate")
+        self.daemon_name = daemon_name
+        self.owns_store = owns_store
+        self.clock = clock
+        self.lock_directory = config.configdirectory / "lock"
+        self.hosts = HostsAccess.from_config(config)
+        self.sessions: set[asyncio.Task[None]] = set()
+
+    def close(self) -> None:
+        """Close the store if this service opened it; sessions release their own locks."""
+        if self.owns_store:
+            self.store.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.sessions.add(task)
+        session = Pop3Session(self, reader, writer)
+        try:
+            await session.run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            session.release()
+            self.sessions.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+class Pop3Session:
+    """One client connection: reads, feeds the core, acts on its events, writes replies."""
+
+    def __init__(
+        self, service: Pop3Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.session_id = new_session_id()
+        sock = writer.get_extra_info("socket")
+        self.is_unix = sock is not None and sock.family == socket.AF_UNIX
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
+        self.client_ip = None if self.is_unix else str(peer[0])
+        self.server_ip = None if self.is_unix else str(local[0])
+        self.client = "unix socket" if self.is_unix else f"[{self.client_ip}]"
+        self.secure = False
+        self.tls_bits: int | None = None
+        self.tls_peer: str | None = None
+        self.mechanism: ServerMechanism | None = None
+        self.mechanism_name = ""
+        self.auth_failures = 0
+        self.lock: PopLock | None = None
+        self.mailbox: str | None = None
+        self.login_time = 0.0
+
+    # -- policy -------------------------------------------------------------------------------
+
+    def _mechanisms(self) -> tuple[str, ...]:
+        return self.service.authenticator.available_mechanisms(
+            self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
+        )
+
+    def _user_allowed(self, mechanisms: tuple[str, ...]) -> bool:
+        """USER/PASS is offered exactly when PLAIN is: same password, same policy."""
+        return "PLAIN" in mechanisms
+
+    def _allowed_by_hosts(self) -> bool:
+        if self.client_ip is None:
+            return True
+        verdict = self.service.hosts.check(self.service.daemon_name, self.client_ip, self.server_ip)
+        if not verdict.allowed:
+            log.warning(
+                "%s: refused connect from %s (%s: %s)",
+                self.session_id,
+                self.client,
+                self.service.daemon_name,
+                verdict.rule or "no rule",
+            )
+        return verdict.allowed
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self._allowed_by_hosts():
+            return  # as tcpd: no greeting at all
+        log.info("%s: connect from %s", self.session_id, self.client)
+        if self.service.settings.implicit_tls and not await self._handshake():
+            return
+        mechanisms = self._mechanisms()
+        config = self.service.config
+        self.conn = conn = ServerConnection(
+            hostname=config.servername,
+            session_id=self.session_id,
+            auth_mechanisms=mechanisms,
+            plaintext_allowed=self._user_allowed(mechanisms),
+            starttls_available=self.service.tls_context is not None and not self.secure,
+            tls_active=self.secure,
+            login_delay=self.service.settings.min_poll,
+            expire_days=self.service.settings.expire_days,
+            greeting_text=f"{config.servername} sealmail POP3 server ready",
+        )
+        self.writer.write(conn.data_to_send())
+        going_on = True
+        while going_on and not conn.closed:
+            try:
+                data = await asyncio.wait_for(
+                    self.reader.read(65536), self.service.settings.timeout
+                )
+            except TimeoutError:
+                # RFC 1939 3: an autologout timer; it does not enter UPDATE, so nothing goes.
+                log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
+                self.writer.write(Reply(False, "Autologout; idle for too long").render())
+                break
+            conn.receive_data(data)
+            while not conn.closed:
+                event = conn.next_event()
+                if event is NEED_DATA or isinstance(event, ConnectionClosed):
+                    break
+                if not await self._on_event(event):
+                    going_on = False
+                    break
+            out = conn.data_to_send()
+            if out:
+                self.writer.write(out)
+                await self.writer.drain()
+            if not data:
+                break
+        out = conn.data_to_send()
+        if out:
+            self.writer.write(out)
+        if conn.deleted and not conn.closed:
+            log.info(
+                "%s: connection lost without QUIT: %d deletion(s) not applied",
+                self.session_id,
+                len(conn.deleted),
+            )
+        log.info("%s: disconnect from %s", self.session_id, self.client)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    async def _on_event(self, event: Event) -> bool:
+        """Act on one event; False ends the session."""
+        if isinstance(event, Login):
+            return await self._login(event)
+        if isinstance(event, AuthStart):
+            return await self._auth_start(event)
+        if isinstance(event, AuthResponse):
+            return await self._auth_step(event.data)
+        if isinstance(event, AuthAborted):
+            self.mechanism = None
+            log.info("%s: AUTH aborted from %s: %s", self.session_id, self.client, event.reason)
+        elif isinstance(event, StartTLS):
+            return await self._start_tls()
+        elif isinstance(event, MessageRequest):
+            await self._send_message(event)
+        elif isinstance(event, Update):
+            await self._update(event)
+        elif isinstance(event, ProtocolError):
+            log.info(
+                "%s: refused %s from %s: %s",
+                self.session_id,
+                event.command or "line",
+                self.client,
+                event.reply.render().decode("utf-8", "replace").strip(),
+            )
+        return True
+
+    # -- TLS --------------------------------------------------------------------------------------
+
+    async def _handshake(self) -> bool:
+        context = self.service.tls_context
+        assert context is not None
+        try:
+            await self.writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, exc)
+            return False
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        self.secure = True
+        self.tls_bits = cipher_bits(ssl_object)
+        self.tls_peer = peer_identity(ssl_object)
+        log.info(
+            "%s: TLS %s %s (%d bits)%s",
+            self.session_id,
+            ssl_object.version(),
+            ssl_object.cipher()[0],
+            self.tls_bits,
+            f" client certificate {self.tls_peer}" if self.tls_peer else "",
+        )
+        return True
+
+    async def _start_tls(self) -> bool:
+        self.conn.start_tls()
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+        if not await self._handshake():
+            return False
+        mechanisms = self._mechanisms()
+        self.conn.tls_started(mechanisms, self._user_allowed(mechanisms))
+        return True
+
+    # -- authentication -------------------------------------------------------------------------
+
+    async def _login(self, event: Login) -> bool:
+        """USER/PASS: the password is checked as a PLAIN exchange, under the same policy."""
+        self.mechanism_name = "USER"
+        try:
+            mechanism = self._start_mechanism("PLAIN")
+        except MechanismUnavailable as exc:
+            self.conn.refuse(sasl_failure(exc.reason))
+            return True
+        message = b"\0" + event.user.encode("utf-8") + b"\0" + event.password.encode("utf-8")
+        result = await asyncio.to_thread(mechanism.step, message)
+        return await self._finish(result, event.user)
+
+    def _start_mechanism(self, name: str) -> ServerMechanism:
+        return self.service.authenticator.start(
+            name, self.secure, self.tls_peer, service=SASL_SERVICE, tls_bits=self.tls_bits
+        )
+
+    async def _auth_start(self, event: AuthStart) -> bool:
+        self.mechanism_name = event.mechanism
+        try:
+            self.mechanism = self._start_mechanism(event.mechanism)
+        except MechanismUnavailable as exc:
+            log.info(
+                "%s: AUTH %s refused from %s: %s",
+                self.session_id,
+                event.mechanism,
+                self.client,
+                exc.reason.value,
+            )
+            self.conn.refuse(sasl_failure(exc.reason))
+            return True
+        return await self._auth_step(event.initial_response)
+
+    async def _auth_step(self, data: bytes | None) -> bool:
+        mechanism = self.mechanism
+        if mechanism is None:
+            self.conn.refuse(sasl_failure(FailureReason.MALFORMED))
+            return True
+        result = await asyncio.to_thread(mechanism.step, data)  # may run scrypt, ask saslauthd
+        if isinstance(result, Challenge):
+            self.conn.auth_challenge(result.data)
+            return True
+        self.mechanism = None
+        return await self._finish(result, None)
+
+    async def _finish(self, result: Success | Failure | Challenge, claimed: str | None) -> bool:
+        """After a password or SASL verdict: open the maildrop, or count the failure."""
+        if isinstance(result, Success):
+            return await self._open_maildrop(result.authzid)
+        assert isinstance(result, Failure)
+        log.warning(
+            "%s: authentication failed from %s (%s%s): %s",
+            self.session_id,
+            self.client,
+            self.mechanism_name,
+            f" {claimed}" if claimed else "",
+            result.detail,
+        )
+        reply = sasl_failure(result.reason)
+        if result.reason is FailureReason.TEMPORARY:
+            self.conn.refuse(reply)
+            return True
+        self.auth_failures += 1
+        delay = self.service.settings.failure_delay
+        if delay:
+            await asyncio.sleep(delay * self.auth_failures)
+        self.conn.refuse(reply)
+        if self.auth_failures >= self.service.settings.max_auth_failures:
+            closing = Reply(False, "Too many authentication failures", ResponseCode.AUTH)
+            self.writer.write(self.conn.data_to_send() + closing.render())
+            return False
+        return True
+
+    # -- the maildrop -------------------------------------------------------------------------
+
+    async def _open_maildrop(self, identity: str) -> bool:
+        try:
+            maildrop = await asyncio.to_thread(self._lock_and_list, identity)
+        except StoreError as exc:
+            self.release()
+            log.info(
+                "%s: login %s from %s: cannot open maildrop: %s",
+                self.session_id,
+                identity,
+                self.client,
+                exc,
+            )
+            self.conn.refuse(maildrop_error(exc))
+            return True
+        except _TooSoon as exc:
+            self.release()
+            minutes = max(1, round(self.service.settings.min_poll / 60))
+            log.info("%s: login %s refused: %s", self.session_id, identity, exc)
+            self.conn.refuse(
+                Reply(
+                    False,
+                    f"Logins must be at least {minutes} minute{'s' * (minutes != 1)} apart",
+                    ResponseCode.LOGIN_DELAY,
+                )
+            )
+            return True
+        self.conn.open_maildrop(identity, maildrop)
+        log.info(
+            "%s: login: %s %s%s %s %d message(s) via %s",
+            self.session_id,
+            self.client,
+            identity,
+            " (TLS)" if self.secure else "",
+            self.mailbox,
+            len(maildrop.messages),
+            self.mechanism_name,
+        )
+        return True
+
+    def _lock_and_list(self, identity: str) -> Maildrop:
+        """Worker thread: lock the INBOX for POP, check LOGIN-DELAY, list its messages."""
+        name = maildrop_name(identity, self.service.config)
+        store = self.service.store
+        if store.mailbox(name) is None:
+            raise MailboxNotFound(f"no mailbox {name}")
+        lock = PopLock(self.service.lock_directory, name)
+        lock.acquire()
+        self.lock = lock
+        self.mailbox = name
+        self.login_time = self.service.clock()
+        min_poll = self.service.settings.min_poll
+        last = lock.last_login()
+        if min_poll and last and last + min_poll > self.login_time:
+            raise _TooSoon(f"last POP session ended {self.login_time - last:.0f}s ago")
+        info = store.mailbox(name)  # read under the lock: the UIDVALIDITY UIDL is made of
+        if info is None:
+            raise MailboxNotFound(f"no mailbox {name}")
+        records = store.messages(name)
+        if self.service.settings.use_imap_flags:
+            records = [r for r in records if "\\Deleted" not in r.flags]
+        return Maildrop(info.uidvalidity, tuple(MaildropMessage(r.uid, r.size) for r in records))
+
+    async def _send_message(self, event: MessageRequest) -> None:
+        assert self.mailbox is not None
+        try:
+            content = await asyncio.to_thread(
+                self.service.store.message_bytes, self.mailbox, event.uid
+            )
+        except StoreError as exc:
+            log.warning(
+                "%s: cannot read UID %d of %s: %s", self.session_id, event.uid, self.mailbox, exc
+            )
+            self.conn.refuse(message_error(exc))
+            return
+        self.conn.send_message(content)
+
+    async def _update(self, event: Update) -> None:
+        """RFC 1939 6 UPDATE: remove the DELE'd messages, as one store expunge, then QUIT."""
+        assert self.mailbox is not None and self.lock is not None
+        try:
+            removed = await asyncio.to_thread(self._apply_update, event)
+        except StoreError as exc:
+            log.error("%s: update of %s failed: %s", self.session_id, self.mailbox, exc)
+            self.conn.refuse(update_error(exc))
+            return
+        log.info(
+            "%s: update: %s expunged %d of %d deleted message(s), retrieved %d",
+            self.session_id,
+            self.mailbox,
+            len(removed),
+            len(event.deleted),
+            len(event.retrieved),
+        )
+        self.conn.update_done()
+
+    def _apply_update(self, event: Update) -> list[int]:
+        assert self.mailbox is not None and self.lock is not None
+        store = self.service.store
+        removed = store.expunge(self.mailbox, event.deleted) if event.deleted else []
+        if self.service.settings.use_imap_flags and event.retrieved:
+            wanted = set(event.retrieved)
+            for record in store.messages(self.mailbox):
+                if record.uid in wanted and "\\Seen" not in record.flags:
+                    store.set_flags(self.mailbox, [record.uid], [*record.flags, "\\Seen"])
+        self.lock.record_login(self.login_time)
+        return removed
+
+
+class _TooSoon(Exception):
+    """popminpoll: this maildrop was POP'd too recently (RFC 2449 8.1.2 LOGIN-DELAY)."""
+
+
+# -- the service contract of `sealmail master`, and the standalone daemon ----------------------
+
+
+def build_service(
+    config: ImapdConfig,
+    argv: Sequence[str],
+    *,
+    service_name: str = "pop3",
+    store: MessageStore | None = None,
+) -> Pop3Service:
+    """pop3d as cyrus.conf runs it: `pop3d [-s]`; -s serves pop3s (TLS from the first byte).
+
+    `service_name` is the cyrus.conf entry's name, which hosts.allow rules name. Without a
+    `store` the service opens its own DiskStore and closes it in `close()`.
+    """
+    for arg in argv:
+        if arg != "-s":
+            raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
+    settings = Pop3Settings.from_config(config, implicit_tls="-s" in argv)
+    if settings.implicit_tls and server_context(config) is None:
+        raise ConfigError(
+            config.path, 0, "tls_server_cert", f"{service_name}: pop3d -s needs a certificate"
+        )
+    owned = store is None
+    if store is None:
+        from sealmail.store.disk import DiskStore
+
+        store = DiskStore(config)
+    return Pop3Service(config, store, settings=settings, daemon_name=service_name, owns_store=owned)
+
+
+async def serve(
+    services: Iterable[tuple[Pop3Service, Iterable[socket.socket]]],
+    shutdown_timeout: float = 30.0,
+) -> None:
+    """Serve until SIGTERM/SIGINT; then stop accepting and let sessions end (bounded).
+
+    Sessions cut short at shutdown never reach UPDATE, so they remove nothing.
+    """
+    servers = []
+    all_services = []
+    for service, sockets in services:
+        all_services.append(service)
+        for sock in sockets:
+            if sock.family == socket.AF_UNIX:
+                servers.append(await asyncio.start_unix_server(service.handle, sock=sock))
+            else:
+                servers.append(await asyncio.start_server(service.handle, sock=sock))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("pop3d ready")
+    await stop.wait()
+    sessions = {task for service in all_services for task in service.sessions}
+    log.info("pop3d stopping: %d session(s) open", len(sessions))
+    for server in servers:
+        server.close()
+    if sessions:
+        _, pending = await asyncio.wait(sessions, timeout=shutdown_timeout)
+        for task in pending:
+            task.cancel()
+    for service in all_services:
+        service.close()
