@@ -18,7 +18,10 @@ from sealmail.config.imapd_conf import ConfigError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("sealmail.cli.up", "run a self-contained instance under a local directory"),
+    "master": ("sealmail.cli.master", "run the store's services from cyrus.conf"),
     "lmtpd": ("sealmail.cli.lmtpd", "the LMTP delivery server of the store"),
+    "pop3d": ("sealmail.cli.pop3d", "the POP3 server of the store (POP3 with STLS, pop3s)"),
+    "deliver": ("sealmail.cli.deliver", "deliver stdin through lmtpd; LMTP on stdin (-l)"),
     "mailbox": ("sealmail.cli.mailbox", "create, delete, rename, list mailboxes; quotas and ACLs"),
     "mbpath": ("sealmail.cli.mailbox", "print the directory of a mailbox"),
     "reconstruct": ("sealmail.cli.mailbox", "check and repair mailboxes from their files"),

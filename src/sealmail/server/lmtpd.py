@@ -43,6 +43,7 @@ from sealmail.proto.smtp import (
     Reply,
     Reset,
     ServerConnection,
+    SessionState,
     StartTLS,
     parse_address,
 )
@@ -110,6 +111,11 @@ class LmtpService:
         self.admins = self.authenticator.admins(SASL_SERVICE)
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
+        self.draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """Stop: idle sessions are closed now, busy ones after their transaction."""
+        self.draining.set()
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -202,16 +208,8 @@ class LmtpSession:
         self.writer.write(conn.data_to_send())
         going_on = True
         while going_on and not conn.closed:
-            try:
-                data = await asyncio.wait_for(self.reader.read(65536), self.service.timeout)
-            except TimeoutError:
-                log.info(
-                    "%s: timeout after %ds from %s",
-                    self.session_id,
-                    self.service.timeout,
-                    self.client,
-                )
-                self.writer.write(Reply(421, "4.4.2", "Timeout, closing connection").render())
+            data = await self._read()
+            if data is None:
                 break
             conn.receive_data(data)
             while not conn.closed:
@@ -231,6 +229,38 @@ class LmtpSession:
         if out:
             self.writer.write(out)
         log.info("%s: disconnect from %s", self.session_id, self.client)
+
+    def _idle(self) -> bool:
+        return self.conn.state in (SessionState.GREETED, SessionState.READY)
+
+    async def _read(self) -> bytes | None:
+        """The client's next bytes; None when the session must end (timeout, or master is
+        stopping and no transaction is under way: a delivery in progress always completes)."""
+        draining = self.service.draining
+        if draining.is_set() and self._idle():
+            self.writer.write(Reply(421, "4.3.2", "Server shutting down").render())
+            return None
+        read = asyncio.ensure_future(self.reader.read(65536))
+        drain = asyncio.ensure_future(draining.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {read, drain}, timeout=self.service.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            while read not in done and drain in done and not self._idle():
+                done, _ = await asyncio.wait({read}, timeout=self.service.timeout)
+        finally:
+            drain.cancel()
+        if read in done:
+            return read.result()
+        read.cancel()
+        if drain in done:
+            self.writer.write(Reply(421, "4.3.2", "Server shutting down").render())
+        else:
+            log.info(
+                "%s: timeout after %ds from %s", self.session_id, self.service.timeout, self.client
+            )
+            self.writer.write(Reply(421, "4.4.2", "Timeout, closing connection").render())
+        return None
 
     async def _on_event(self, event: object) -> bool:
         """Act on one event; False ends the session."""
@@ -451,6 +481,7 @@ async def serve(
     log.info("lmtpd stopping: %d session(s) open", len(service.sessions))
     for server in servers:
         server.close()
+    service.drain()
     if service.sessions:
         _, pending = await asyncio.wait(set(service.sessions), timeout=shutdown_timeout)
         for task in pending:

@@ -1,0 +1,462 @@
+"""`sealmail deliver`: local delivery from a pipe, procmail or inetd (Cyrus deliver(8), the seed's
+sections 3, 4, 7 and 9.1).
+
+Two modes:
+
+- **Pipe mode** (`deliver [-r SENDER] [-m MAILBOX] [-a AUTHUSER] [-q] USER...`): the message on
+  stdin is handed to the running lmtpd over `lmtpsocket` in one LMTP transaction, as Cyrus 2.x's
+  deliver does, so lmtpd's checks, Sieve, duplicate suppression and single-instance store all apply.
+  The outcome becomes a sysexits.h status for the pipe transport (see `exit_status`); a short
+  reason per failed user goes to stderr, which Postfix's pipe(8) quotes in the bounce or log.
+- **LMTP mode** (`deliver -l`): one LMTP session on stdin/stdout served in-process by lmtpd's own
+  service, for inetd behind tcpd (the seed's section 7), with hosts.allow/hosts.deny checked for
+  the daemon name `deliver` when stdin is an inet socket.
+
+Pipe mode imports nothing heavy: Postfix runs it once per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH
+
+if TYPE_CHECKING:
+    import socket
+
+    from sealmail.config.imapd_conf import ImapdConfig
+    from sealmail.delivery.lmtp_client import LmtpReply, TransactionOutcome
+
+# sysexits.h, the statuses a pipe transport understands (Postfix: pipe(8) DIAGNOSTICS).
+EX_OK = 0
+EX_USAGE = 64  # command line usage error
+EX_DATAERR = 65  # the message (or its sender) is unacceptable
+EX_NOUSER = 67  # addressee unknown -> Postfix bounces with 5.1.1
+EX_UNAVAILABLE = 69  # refused for another permanent reason
+EX_SOFTWARE = 70  # internal software error
+EX_CANTCREAT = 73  # the mailbox cannot take it (permanently full) -> 5.2.0
+EX_TEMPFAIL = 75  # try again later -> Postfix defers with 4.3.0
+EX_PROTOCOL = 76  # lmtpd did not understand what deliver sent
+EX_NOPERM = 77  # permission denied -> 5.7.0
+
+PROG = "sealmail deliver"
+
+_FROM_LINE = b"From "
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_RETURN_PATH = re.compile(rb"return-path[ \t]*:(.*)", re.IGNORECASE)
+
+
+class UsageError(Exception):
+    """Bad arguments: EX_USAGE."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Deliver the message on stdin to each USER's INBOX (or its folder MAILBOX) through the "
+        "running lmtpd; with -l, speak LMTP on stdin/stdout (inetd)."
+    )
+    parser.add_argument("-C", dest="config", default=DEFAULT_CONFIG_PATH, help="imapd.conf")
+    parser.add_argument(
+        "-e",
+        dest="dupelim",
+        action="store_true",
+        help="accepted for compatibility: duplicate suppression follows duplicatesuppression",
+    )
+    parser.add_argument(
+        "-r", "-f", dest="sender", metavar="SENDER", help="envelope sender (Return-Path)"
+    )
+    parser.add_argument(
+        "-m",
+        dest="mailbox",
+        action="append",
+        metavar="MAILBOX",
+        help="folder under each USER's INBOX (empty: the INBOX); without USER, a shared folder",
+    )
+    parser.add_argument(
+        "-a", dest="authuser", action="append", metavar="AUTHUSER", help="identity for ACL checks"
+    )
+    parser.add_argument("-q", dest="ignore_quota", action="store_true", help="ignore quotas")
+    parser.add_argument(
+        "-l", dest="lmtp", action="store_true", help="speak LMTP on stdin/stdout (inetd)"
+    )
+    parser.add_argument("-d", dest="compat_d", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("-D", "-v", dest="verbose", action="store_true", help="log more")
+    parser.add_argument("users", nargs="*", metavar="USER")
+    _exit_with_usage_status(parser)
+
+
+def _exit_with_usage_status(parser: argparse.ArgumentParser) -> None:
+    """Bad arguments must exit 64 (EX_USAGE), not argparse's 2: pipe(8) reads the status.
+
+    The dispatcher parses the whole command line, and an unknown option is reported by the
+    top-level parser; so this subparser reports its leftovers itself, with its own status.
+    """
+
+    def error(message: str) -> NoReturn:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: {message}", file=sys.stderr)
+        sys.exit(EX_USAGE)
+
+    original = parser.parse_known_args
+
+    def parse_known_args(
+        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = original(args, namespace)
+        if extras:
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.lmtp:
+            if args.users or args.sender is not None or args.mailbox or args.authuser:
+                raise UsageError("-l takes no USER, -r, -m or -a: the LMTP client says them")
+            return _run_lmtp(args)
+        return _run_pipe(args)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EX_USAGE
+
+
+# --------------------------------------------------------------------------------------------
+# Pipe mode: the message, the envelope, the exit status (pure functions first)
+
+
+def prepare_message(raw: bytes) -> bytes:
+    """The message as LMTP carries it: no mbox `From ` line, CRLF line ends.
+
+    procmail, and pipe(8) with flag F, put a `From sender date` line first; it is mbox framing,
+    not a header field, and the store would refuse it as an invalid header. A pipe gives LF text;
+    the store keeps RFC 5322 CRLF text (2.3: "CR and LF MUST only occur together as CRLF").
+    """
+    if raw.startswith(_FROM_LINE):
+        end = raw.find(b"\n")
+        raw = b"" if end < 0 else raw[end + 1 :]
+    return _BARE_LF.sub(b"\r\n", raw)
+
+
+def return_path_of(content: bytes) -> str | None:
+    """The address of the first Return-Path field of a CRLF message ("" for <>), or None."""
+    end = content.find(b"\r\n\r\n")
+    headers = content if end < 0 else content[: end + 2]
+    if headers.startswith(b"\r\n"):
+        return None
+    lines = headers.split(b"\r\n")
+    for index, line in enumerate(lines):
+        match = _RETURN_PATH.match(line)
+        if match is None:
+            continue
+        value = match.group(1)
+        for more in lines[index + 1 :]:  # RFC 5322 2.2.3: unfold
+            if more[:1] not in (b" ", b"\t"):
+                break
+            value += more
+        text = value.decode("utf-8", "surrogateescape").strip()
+        found = re.search(r"<([^<>]*)>", text)
+        return (found.group(1) if found else text).strip()
+    return None
+
+
+def envelope_sender(option: str | None, content: bytes) -> str:
+    """The MAIL FROM path (without brackets): -r/-f, else the message's Return-Path, else <>.
+
+    Postfix passes ${sender} unquoted ("" for the null sender unless null_sender= says otherwise);
+    a local part that needs quoting on the wire is quoted here.
+    """
+    from sealmail.delivery.lmtp_client import render_address
+
+    text = option if option is not None else return_path_of(content)
+    if text is None:
+        return ""
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    if not text:
+        return ""
+    local, at, domain = text.rpartition("@")
+    if not at:
+        local, domain = text, ""
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        return text  # already quoted
+    return render_address(local, domain or None)
+
+
+def recipient_address(user: str, mailbox: str | None, delimiter: str) -> str:
+    """RCPT TO address for USER (and -m MAILBOX): `user+mailbox[@domain]`, as Cyrus deliver does."""
+    from sealmail.delivery.lmtp_client import render_address
+
+    local, at, domain = user.partition("@")
+    if mailbox:
+        local = f"{local}{delimiter}{mailbox}"
+    return render_address(local, domain if at else None)
+
+
+def exit_status(reply: LmtpReply) -> int:
+    """The sysexits.h status for one recipient's final LMTP reply.
+
+    Any 4xx is EX_TEMPFAIL (the MTA keeps the message and retries; that includes Cyrus's
+    452 4.2.2 over quota). A 5xx is told apart by its RFC 3463 subject: 5.1.x other than the
+    sender's 5.1.7/5.1.8 is an unknown addressee, 5.2.x a mailbox that cannot take it (5.2.3, a
+    message too large, is about the message), 5.5.x a command lmtpd did not take, 5.6.x the
+    message's content, 5.7.x a refusal by policy or ACL.
+    """
+    if reply.is_success:
+        return EX_OK
+    if reply.code < 500:
+        return EX_TEMPFAIL
+    enhanced = reply.enhanced or ""
+    subject = enhanced[2:].split(".", 1)[0] if enhanced else ""
+    if enhanced in ("5.1.7", "5.1.8") or enhanced == "5.2.3":
+        return EX_DATAERR
+    return {
+        "1": EX_NOUSER,
+        "2": EX_CANTCREAT,
+        "5": EX_PROTOCOL,
+        "6": EX_DATAERR,
+        "7": EX_NOPERM,
+    }.get(subject, EX_UNAVAILABLE)
+
+
+def combined_status(statuses: Iterable[int]) -> int:
+    """One status for several users, as Cyrus deliver combines them.
+
+    Any temporary failure wins (EX_TEMPFAIL): the MTA must keep the message, and the users already
+    served are protected from a second copy by duplicate suppression. Otherwise the first
+    permanent failure, in USER order, gives the status; all delivered is EX_OK.
+    """
+    result = EX_OK
+    for status in statuses:
+        if status == EX_TEMPFAIL:
+            return EX_TEMPFAIL
+        if result == EX_OK:
+            result = status
+    return result
+
+
+def _run_pipe(args: argparse.Namespace) -> int:
+    from sealmail.config.imapd_conf import load_imapd_conf
+    from sealmail.delivery.lmtp_client import (
+        LmtpClient,
+        LmtpConnectionError,
+        Rcpt,
+        xtext,
+    )
+
+    mailboxes: list[str] = args.mailbox or []
+    authusers: list[str] = args.authuser or []
+    if len(mailboxes) > 1:
+        raise UsageError("multiple -m options")
+    if len(authusers) > 1:
+        raise UsageError("multiple -a options")
+    mailbox = mailboxes[0] if mailboxes else None  # -m "" (an empty ${extension}) is the INBOX
+    if not args.users and not mailbox:
+        raise UsageError("give a USER, or -m MAILBOX for a shared folder")
+
+    try:
+        raw = sys.stdin.buffer.read()
+    except OSError as exc:
+        print(f"{PROG}: cannot read the message: {exc.strerror or exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    content = prepare_message(raw)
+
+    config = load_imapd_conf(args.config)
+    delimiter = (config.string("recipient_delimiter") or "")[:1]
+    if args.users:
+        if mailbox and not delimiter:
+            print(f"{PROG}: recipient_delimiter is empty: -m {mailbox} ignored", file=sys.stderr)
+            mailbox = None
+        users = list(args.users)
+        addresses = [recipient_address(user, mailbox, delimiter) for user in users]
+    else:
+        # No USER: -m names a shared folder, which lmtpd takes as postuser+folder (or +folder).
+        assert mailbox is not None
+        users = [mailbox]
+        postuser = config.string("postuser") or ""
+        addresses = [recipient_address(postuser, mailbox, delimiter or "+")]
+
+    sender = envelope_sender(args.sender, content)
+    socket_path = config.string("lmtpsocket") or ""
+    try:
+        with LmtpClient.connect_unix(socket_path, lhlo_name=config.servername) as client:
+            mail_params: list[str] = []
+            if client.offers("SIZE"):
+                mail_params.append(f"SIZE={len(content)}")  # RFC 1870: an early size check
+            if authusers:
+                # RFC 4954 5: the identity that submitted the message, as xtext; lmtpd applies
+                # this identity's ACL rights when it trusts the session.
+                mail_params.append(f"AUTH={xtext(authusers[0])}")
+            rcpt_params = (
+                ("IGNOREQUOTA",) if args.ignore_quota and client.offers("IGNOREQUOTA") else ()
+            )
+            outcome = client.transaction(
+                sender, [Rcpt(a, rcpt_params) for a in addresses], content, mail_params
+            )
+    except LmtpConnectionError as exc:
+        print(f"{PROG}: {exc}; try again later", file=sys.stderr)
+        return EX_TEMPFAIL
+    return _report(users, outcome)
+
+
+def _report(users: Sequence[str], outcome: TransactionOutcome) -> int:
+    """One short line per failed user on stderr; the combined exit status."""
+    statuses = []
+    for user, result in zip(users, outcome.recipients, strict=True):
+        status = exit_status(result.reply)
+        statuses.append(status)
+        if status != EX_OK:
+            print(f"{PROG}: {user}: {result.reply}", file=sys.stderr)
+    return combined_status(statuses)
+
+
+# --------------------------------------------------------------------------------------------
+# LMTP mode (-l): one session on stdin/stdout, served by lmtpd's own service
+
+
+def _run_lmtp(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+    import stat
+
+    from sealmail.config.imapd_conf import load_imapd_conf
+
+    config = load_imapd_conf(args.config)
+    _keep_logs_off_the_wire()
+    if stat.S_ISSOCK(os.fstat(0).st_mode):
+        sock = socket.socket(fileno=os.dup(0))
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _client_allowed(config, sock):
+            sock.close()
+            return EX_OK  # as tcpd: a refused client gets nothing, and that is no failure
+        asyncio.run(_serve_socket(config, sock))
+    else:
+        asyncio.run(_serve_pipes(config))
+    return EX_OK
+
+
+def _keep_logs_off_the_wire() -> None:
+    """Under inetd, stderr is the client's socket too: log to syslog there, never to the peer."""
+    import logging
+    import stat
+
+    try:
+        if not stat.S_ISSOCK(os.fstat(2).st_mode):
+            return
+    except OSError:
+        return
+    import logging.handlers
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if os.path.exists("/dev/log"):
+        try:
+            root.addHandler(logging.handlers.SysLogHandler("/dev/log", facility="mail"))
+            return
+        except OSError:
+            pass
+    root.addHandler(logging.NullHandler())
+
+
+def _client_allowed(config: ImapdConfig, sock: socket.socket) -> bool:
+    import logging
+
+    from sealmail.config.hosts_access import HostsAccess
+
+    log = logging.getLogger("sealmail.deliver")
+    client_ip = str(sock.getpeername()[0])
+    server_ip = str(sock.getsockname()[0])
+    verdict = HostsAccess.from_config(config).check("deliver", client_ip, server_ip)
+    if not verdict.allowed:
+        log.warning(
+            "deliver: refused connect from %s (%s)", client_ip, verdict.rule or "hosts_access"
+        )
+    return verdict.allowed
+
+
+def _lmtp_service(config: ImapdConfig) -> tuple[Any, Any]:
+    """lmtpd's service over this process's own store; (service, store) so both can be closed."""
+    from sealmail.delivery.engine import DeliveryEngine
+    from sealmail.server.lmtpd import LmtpService
+    from sealmail.store.disk import DiskStore
+
+    store = DiskStore(config)
+    engine = DeliveryEngine(config, store, store.duplicates())
+    # An inet client got here through hosts.allow, which is tcpd's whole access control (the
+    # seed's section 7: "deliver : localhost : ALLOW"): it is trusted as `lmtpd -a` trusts.
+    return LmtpService(config, engine, trust_tcp=True), store
+
+
+async def _serve_socket(config: ImapdConfig, sock: socket.socket) -> None:
+    import asyncio
+
+    service, store = _lmtp_service(config)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock)
+        await service.handle(reader, writer)
+    finally:
+        service.executor.shutdown(wait=True)
+        store.close()
+
+
+async def _serve_pipes(config: ImapdConfig) -> None:
+    """stdin/stdout that are pipes (or files): a local caller, trusted like the UNIX socket.
+
+    LmtpService decides trust from the socket family, so the session runs on one end of a UNIX
+    socket pair and two threads copy stdin into the other end and its output to stdout.
+    """
+    import asyncio
+    import contextlib
+    import socket
+    import threading
+
+    service, store = _lmtp_service(config)
+    inner, outer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def stdin_to_session() -> None:
+        try:
+            while True:
+                data = os.read(0, 65536)
+                if not data:
+                    break
+                outer.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                outer.shutdown(socket.SHUT_WR)
+
+    def session_to_stdout() -> None:
+        try:
+            while True:
+                data = outer.recv(65536)
+                if not data:
+                    break
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(1, view) :]
+        except OSError:
+            pass
+
+    reading = threading.Thread(target=stdin_to_session, name="deliver-stdin", daemon=True)
+    writing = threading.Thread(target=session_to_stdout, name="deliver-stdout", daemon=True)
+    reading.start()
+    writing.start()
+    try:
+        reader, writer = await asyncio.open_connection(sock=inner)
+        await service.handle(reader, writer)
+    finally:
+        service.executor.shutdown(wait=True)
+        store.close()
+    # handle() closed its end: the copier sees EOF once everything reached stdout. The stdin
+    # thread may still wait for input nobody will send; it is a daemon and ends with us.
+    await asyncio.get_running_loop().run_in_executor(None, writing.join)
+    outer.close()

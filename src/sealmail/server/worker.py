@@ -1,0 +1,206 @@
+"""A service worker that `sealmail master` starts: one process, one asyncio loop, shared sockets.
+
+master binds each service's sockets once and hands them to its workers (inherited file
+descriptors), so every worker accepts on the same sockets and both cores work. `maxchild` bounds
+the sessions of a service across ALL its workers: before accepting, a worker takes one of
+`maxchild` slots, each a lock file held with flock(2) for the whole session. A slot is released when
+the session ends or the process dies (the kernel drops the lock), so a crashed worker never leaks
+capacity. While every slot is taken no worker accepts, and clients wait in the listen backlog.
+
+Run as `python -m sealmail.server.worker --service NAME --imapd-conf PATH --fds 3,4
+[--maxchild N] -- SUBCOMMAND [ARGS]`, never by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
+
+log = logging.getLogger("sealmail.master")
+
+SLOT_POLL_SECONDS = 0.05
+SHUTDOWN_SECONDS = 30.0
+
+
+class Service(Protocol):
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Builder = Callable[..., Service]
+
+# cyrus.conf program (as ServiceCommand.subcommand) -> "module:function" building its service.
+BUILDERS: dict[str, str] = {
+    "lmtpd": "sealmail.server.lmtpd:build_service",
+    "deliver": "sealmail.server.lmtpd:build_deliver_service",
+    "pop3d": "sealmail.server.pop3d:build_service",
+    "imapd": "sealmail.server.imapd:build_service",
+    "sieved": "sealmail.server.sieved:build_service",
+}
+
+
+def builder_for(subcommand: str) -> Builder:
+    module_name, _, function = BUILDERS[subcommand].partition(":")
+    builder: Builder = getattr(importlib.import_module(module_name), function)
+    return builder
+
+
+class SessionSlots:
+    """maxchild slots shared by every worker of one service (see the module docstring)."""
+
+    def __init__(self, directory: Path, service: str, count: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.paths = [directory / f"{service}.{n}" for n in range(count)]
+
+    def try_take(self) -> int | None:
+        """An fd holding a free slot's lock, or None when all are taken."""
+        for path in self.paths:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return fd
+        return None
+
+    async def take(self, stopping: asyncio.Event) -> int | None:
+        while not stopping.is_set():
+            fd = self.try_take()
+            if fd is not None:
+                return fd
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), SLOT_POLL_SECONDS)
+        return None
+
+
+async def _readable(
+    sockets: Sequence[socket.socket], stopping: asyncio.Event
+) -> socket.socket | None:
+    """A listening socket with a connection waiting (not yet accepted), or None once stopping.
+
+    Waiting for readiness rather than accepting means a worker never holds a connection it has
+    no slot for: it takes a slot first, then accepts, and when another worker was quicker the
+    accept finds nothing and the slot goes back.
+    """
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[socket.socket | None] = loop.create_future()
+
+    def settle(sock: socket.socket | None) -> None:
+        if not ready.done():
+            ready.set_result(sock)
+
+    for sock in sockets:
+        loop.add_reader(sock.fileno(), settle, sock)
+    stop = asyncio.ensure_future(stopping.wait())
+    stop.add_done_callback(lambda _: settle(None))
+    try:
+        return await ready
+    finally:
+        stop.cancel()
+        for sock in sockets:
+            loop.remove_reader(sock.fileno())
+
+
+async def serve(
+    service: Service,
+    sockets: Sequence[socket.socket],
+    slots: SessionSlots | None,
+    name: str,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # master re-reads; workers go on
+    sessions: set[asyncio.Task[None]] = set()
+
+    async def run_session(connection: socket.socket, slot: int | None) -> None:
+        try:
+            if connection.family == socket.AF_UNIX:
+                reader, writer = await asyncio.open_unix_connection(sock=connection)
+            else:
+                reader, writer = await asyncio.open_connection(sock=connection)
+            await service.handle(reader, writer)
+        except Exception:
+            log.exception("%s: session failed", name)
+        finally:
+            if slot is not None:
+                os.close(slot)  # releases the flock
+
+    while not stopping.is_set():
+        sock = await _readable(sockets, stopping)
+        if sock is None:
+            break
+        slot = await slots.take(stopping) if slots is not None else None
+        if slots is not None and slot is None:
+            break
+        try:
+            connection, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            if slot is not None:
+                os.close(slot)  # another worker took this client
+            continue
+        connection.setblocking(False)
+        task = asyncio.ensure_future(run_session(connection, slot))
+        sessions.add(task)
+        task.add_done_callback(sessions.discard)
+    for sock in sockets:
+        sock.close()
+    if sessions:
+        drain = getattr(service, "drain", None)
+        if drain is not None:
+            drain()
+        _, pending = await asyncio.wait(set(sessions), timeout=SHUTDOWN_SECONDS)
+        for task in pending:
+            task.cancel()
+    service.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sealmail-worker")
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--imapd-conf", required=True)
+    parser.add_argument("--fds", required=True)
+    parser.add_argument("--maxchild", type=int, default=-1)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(name)s/{args.service}[%(process)d]: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+    command = [word for word in args.command if word != "--"]
+    config: ImapdConfig = load_imapd_conf(args.imapd_conf)
+    sockets = [socket.socket(fileno=int(fd)) for fd in args.fds.split(",")]
+    for sock in sockets:
+        sock.setblocking(False)
+    service = builder_for(command[0])(config, command[1:], service_name=args.service)
+    slots = (
+        SessionSlots(config.configdirectory / "lock" / "master", args.service, args.maxchild)
+        if args.maxchild > 0
+        else None
+    )
+    from sealmail.server import runtime
+
+    runtime.run(serve(service, sockets, slots, args.service))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""sealmail master end to end: real processes from a cyrus.conf, real clients, real signals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.peers import free_tcp_port
+
+from sealmail.config.cyrus_conf import parse_cyrus_conf
+from sealmail.server.master import Master
+
+MESSAGE = b"From: a@example.org\r\nSubject: via master\r\n\r\nhello\r\n"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class MasterRun:
+    def __init__(self, root: Path, cyrus_conf: str, users: tuple[str, ...] = ("alice",)) -> None:
+        self.root = root
+        self.imapd_conf = root / "imapd.conf"
+        self.cyrus_conf = root / "cyrus.conf"
+        self.pidfile = root / "master.pid"
+        self.log = root / "master.log"
+        self.socket = root / "config" / "socket" / "lmtp"
+        self.imapd_conf.write_text(
+            f"configdirectory: {root / 'config'}\n"
+            f"partition-default: {root / 'partition'}\n"
+            f"lmtpsocket: {self.socket}\n"
+            "servername: master.test\n"
+            "lmtp_user_concurrency_limit: 0\n"
+        )
+        self.cyrus_conf.write_text(cyrus_conf)
+        for user in users:
+            self.sealmail("mailbox", "-C", str(self.imapd_conf), "create", f"user.{user}")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def sealmail(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sealmail", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sealmail",
+                    "master",
+                    "-C",
+                    str(self.imapd_conf),
+                    "-M",
+                    str(self.cyrus_conf),
+                    "-p",
+                    str(self.pidfile),
+                    "-D",
+                    "--shutdown-timeout",
+                    "20",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_for(
+            lambda: "master ready" in self.log_text() or self.process.poll() is not None,
+            what="master ready",
+        )
+        assert self.process.poll() is None, self.log_text()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def workers(self, service: str) -> list[int]:
+        return [
+            int(pid)
+            for pid in re.findall(
+                rf"service {re.escape(service)}: started worker (\d+)", self.log_text()
+            )
+        ]
+
+    def count(self, user: str = "alice") -> int:
+        from sealmail.config.imapd_conf import load_imapd_conf
+        from sealmail.store.disk import DiskStore
+
+        with DiskStore(load_imapd_conf(self.imapd_conf)) as store:
+            return len(store.messages(f"user.{user}"))
+
+
+@pytest.fixture
+def port() -> int:
+    return free_tcp_port()
+
+
+@pytest.fixture
+def two_listeners(tmp_path: Path, port: int) -> Iterator[MasterRun]:
+    run = MasterRun(
+        tmp_path,
+        "# the seed's entries, paths adapted\n"
+        "SERVICES {\n"
+        f'  lmtpunix cmd="lmtpd" listen="{tmp_path}/config/socket/lmtp" prefork=1\n'
+        f'  lmtp     cmd="lmtpd -a" listen="127.0.0.1:{port}" prefork=2 maxchild=4\n'
+        "}\n",
+    )
+    run.start()
+    yield run
+    run.stop()
+
+
+def test_both_listeners_deliver_and_pidfile_lives_with_master(
+    two_listeners: MasterRun, port: int
+) -> None:
+    run = two_listeners
+    assert run.pidfile.read_text().strip() == str(run.process.pid)  # type: ignore[union-attr]
+    with smtplib.LMTP(str(run.socket)) as client:
+        assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+    with smtplib.LMTP("127.0.0.1", port) as client:
+        assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+    assert run.count() == 2
+    assert len(run.workers("lmtp")) == 2 and len(run.workers("lmtpunix")) == 1
+    assert run.stop() == 0
+    assert not run.pidfile.exists()
+    assert not run.socket.exists()
+
+
+def test_a_killed_worker_is_replaced(two_listeners: MasterRun, port: int) -> None:
+    run = two_listeners
+    victim = run.workers("lmtpunix")[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(run.workers("lmtpunix")) == 2, what="a new worker")
+    assert f"worker {victim} exited" in run.log_text()
+    with smtplib.LMTP(str(run.socket)) as client:
+        assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+    assert run.count() == 1
+
+
+def greeted(sock: socket.socket, wait: float) -> bool:
+    sock.settimeout(wait)
+    try:
+        return sock.recv(100).startswith(b"220 ")
+    except TimeoutError:
+        return False
+
+
+def test_maxchild_bounds_sessions_and_serves_everyone(tmp_path: Path, port: int) -> None:
+    run = MasterRun(
+        tmp_path,
+        f'SERVICES {{\n  lmtp cmd="lmtpd -a" listen="127.0.0.1:{port}" prefork=2 maxchild=2\n}}\n',
+    )
+    run.start()
+    try:
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+        served = [c for c in clients if greeted(c, 3.0 if c is clients[0] else 1.0)]
+        assert len(served) == 2  # the other four wait in the backlog, none refused
+        waiting = [c for c in clients if c not in served]
+        for client in served:
+            client.sendall(b"QUIT\r\n")
+            client.close()
+        served = [c for c in waiting if greeted(c, 3.0)]
+        assert len(served) == 2
+        for client in served:
+            client.sendall(b"QUIT\r\n")
+            client.close()
+        last = [c for c in waiting if c not in served]
+        assert all(greeted(c, 5.0) for c in last)
+        for client in last:
+            client.close()
+    finally:
+        run.stop()
+    log = run.log_text()
+    assert log.count(": connect from [127.0.0.1]") == log.count(": disconnect from") == 6
+    # Never more than two sessions at once, by the log's own order of connects and disconnects.
+    open_now = peak = 0
+    for line in log.splitlines():
+        if "disconnect from [127.0.0.1]" in line:
+            open_now -= 1
+        elif "connect from [127.0.0.1]" in line:
+            open_now += 1
+            peak = max(peak, open_now)
+    assert peak == 2
+
+
+def test_sighup_adds_and_removes_services(tmp_path: Path, port: int) -> None:
+    run = MasterRun(
+        tmp_path,
+        f'SERVICES {{\n  lmtpunix cmd="lmtpd" listen="{tmp_path}/config/socket/lmtp"\n}}\n',
+    )
+    run.start()
+    try:
+        run.cyrus_conf.write_text(
+            f'SERVICES {{\n  lmtp cmd="lmtpd -a" listen="127.0.0.1:{port}"\n}}\n'
+        )
+        assert run.process is not None
+        run.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: starting service lmtp" in run.log_text(), what="reload")
+        wait_for(lambda: not run.socket.exists(), what="lmtpunix removed")
+        with smtplib.LMTP("127.0.0.1", port) as client:
+            assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+        run.cyrus_conf.write_text('SERVICES {\n  broken cmd="lmtpd"\n}\n')
+        run.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keeping the running configuration" in run.log_text(), what="refusal")
+        with smtplib.LMTP("127.0.0.1", port) as client:  # still serving
+            assert client.noop()[0] == 250
+    finally:
+        assert run.stop() == 0
+    assert run.count() == 1
+
+
+def test_sigterm_during_a_delivery_completes_it(two_listeners: MasterRun) -> None:
+    run = two_listeners
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(run.socket))
+    sock.settimeout(20)
+    assert sock.recv(100).startswith(b"220")
+    sock.sendall(b"LHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n")
+    got = b""
+    while b"354" not in got:
+        got += sock.recv(4096)
+    sock.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+    assert run.process is not None
+    run.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "master stopping" in run.log_text(), what="master stopping")
+    sock.sendall(b"second half\r\n.\r\n")
+    reply = b""
+    while chunk := sock.recv(4096):
+        reply += chunk
+    # The delivery completes; then the session is closed.
+    assert reply.startswith(b"250 2.1.5") and reply.endswith(b"421 4.3.2 Server shutting down\r\n")
+    assert run.stop() == 0
+    assert run.count() == 1
+
+
+def test_a_service_that_keeps_dying_is_throttled(tmp_path: Path, port: int) -> None:
+    run = MasterRun(
+        tmp_path,
+        f'SERVICES {{\n  bad cmd="lmtpd -z" listen="127.0.0.1:{port}"\n}}\n',
+    )
+    run.start()
+    try:
+        wait_for(lambda: "throttled" in run.log_text(), what="throttling")
+        started = len(run.workers("bad"))
+        assert started <= 8  # not a hot loop
+    finally:
+        run.stop()
+
+
+def test_events_and_start_entries(tmp_path: Path) -> None:
+    run = MasterRun(
+        tmp_path,
+        'START {\n  recover cmd="reconstruct"\n}\n'
+        'EVENTS {\n  duplicates cmd="expire -E 3" period=60\n'
+        '  nightly cmd="reconstruct" at=0300\n}\n',
+    )
+    run.start()
+    try:
+        wait_for(
+            lambda: "EVENT duplicates: exited with status 0" in run.log_text(),
+            what="the periodic event",
+        )
+    finally:
+        run.stop()
+    assert "START recover: reconstruct" in run.log_text()
+    assert "EVENT nightly" not in run.log_text()  # not due yet
+
+
+def test_daily_events_are_scheduled_at_their_time(tmp_path: Path) -> None:
+    (tmp_path / "imapd.conf").write_text(
+        f"configdirectory: {tmp_path}\npartition-default: {tmp_path}/p\n"
+    )
+    (tmp_path / "cyrus.conf").write_text('EVENTS {\n  nightly cmd="reconstruct" at=0300\n}\n')
+    noon = dt.datetime(2026, 11, 25, 12, 0).timestamp()
+    master = Master(str(tmp_path / "imapd.conf"), str(tmp_path / "cyrus.conf"), clock=lambda: noon)
+    event = parse_cyrus_conf('EVENTS {\n  nightly cmd="reconstruct" at=0300\n}\n').events[0]
+    assert master._first_run(event, noon) == dt.datetime(2026, 11, 26, 3, 0).timestamp()
+    early = dt.datetime(2026, 11, 25, 1, 0).timestamp()
+    assert master._first_run(event, early) == dt.datetime(2026, 11, 25, 3, 0).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ('SERVICES {\n  lmtp cmd="lmtpd" listen="127.0.0.1:99999"\n}\n', "cyrus.conf:2"),
+        ('SERVICES {\n  lmtp cmd="frobd" listen="/tmp/x"\n}\n', "unknown command 'frobd'"),
+        ('SERVICES {\n  lmtp cmd="lmtpd" listen="nosuchservice"\n}\n', "nosuchservice"),
+        ('SERVICES {\n  lmtp cmd="lmtpd" prefork=1\n}\n', "listen"),
+    ],
+)
+def test_bad_config_is_reported_and_nothing_starts(tmp_path: Path, conf: str, message: str) -> None:
+    run = MasterRun(tmp_path, conf, users=())
+    done = run.sealmail("master", "-C", str(run.imapd_conf), "-M", str(run.cyrus_conf), "-D")
+    assert done.returncode == 78, done.stderr
+    assert message in done.stderr
+    assert "cyrus.conf:" in done.stderr
