@@ -245,12 +245,8 @@ def combined_status(statuses: Iterable[int]) -> int:
 
 def _run_pipe(args: argparse.Namespace) -> int:
     from sealmail.config.imapd_conf import load_imapd_conf
-    from sealmail.delivery.lmtp_client import (
-        LmtpClient,
-        LmtpConnectionError,
-        Rcpt,
-        xtext,
-    )
+    from sealmail.delivery.lmtp_client import LmtpClient, LmtpConnectionError, Rcpt
+    from sealmail.proto.smtp.address import encode_xtext
 
     mailboxes: list[str] = args.mailbox or []
     authusers: list[str] = args.authuser or []
@@ -294,7 +290,7 @@ def _run_pipe(args: argparse.Namespace) -> int:
             if authusers:
                 # RFC 4954 5: the identity that submitted the message, as xtext; lmtpd applies
                 # this identity's ACL rights when it trusts the session.
-                mail_params.append(f"AUTH={xtext(authusers[0])}")
+                mail_params.append(f"AUTH={encode_xtext(authusers[0])}")
             rcpt_params = (
                 ("IGNOREQUOTA",) if args.ignore_quota and client.offers("IGNOREQUOTA") else ()
             )

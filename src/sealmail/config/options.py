@@ -180,6 +180,11 @@ _OPTIONS: tuple[Option, ...] = (
         20,
         "Unknown or out-of-order commands tolerated before disconnecting.",
     ),
+    # POP3
+    _opt("poptimeout", INT, 10, "Minutes a POP3 client may stay idle (at least 10, RFC 1939 3)."),
+    _opt("popminpoll", INT, 0, "Minutes between two POP3 logins of one user (LOGIN-DELAY)."),
+    _opt("popexpiretime", INT, -1, "Days POP3 says messages are kept (EXPIRE); negative: NEVER."),
+    _opt("popuseimapflags", SWITCH, False, "POP3 RETR sets \\Seen; deleted mail is flagged."),
     # Authentication and TLS (used by lmtpd over TCP, imapd, pop3d, sieve)
     _opt(
         "sasl_pwcheck_method",

@@ -52,10 +52,16 @@ class DeliveryEngine:
         return reply_for(error, over_quota_permanent=self.quota_permanent)
 
     def check_recipient(
-        self, local_part: str, domain: str | None, *, ignore_quota: bool, size_hint: int = 0
+        self,
+        local_part: str,
+        domain: str | None,
+        *,
+        ignore_quota: bool,
+        size_hint: int = 0,
+        poster: str | None = None,
     ) -> Recipient:
         """RCPT-time check: the mailbox exists, may be posted to, and is not over quota."""
-        recipient = self.resolver.resolve(local_part, domain, ignore_quota)
+        recipient = self.resolver.resolve(local_part, domain, ignore_quota, poster)
         if not ignore_quota:
             self.store.check_quota(recipient.mailbox, size_hint if self.strict_quota else 0)
         return recipient

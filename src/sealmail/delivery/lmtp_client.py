@@ -77,17 +77,6 @@ class TransactionOutcome:
     recipients: tuple[RecipientOutcome, ...]
 
 
-def xtext(value: str) -> str:
-    """RFC 3461 4: xtext, as the AUTH= parameter of MAIL takes it (RFC 4954 5)."""
-    out = []
-    for byte in value.encode("utf-8"):
-        if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):  # "+" and "=" are encoded
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
-
-
 def render_address(local_part: str, domain: str | None = None) -> str:
     """`local@domain` for an envelope path, quoting the local part when RFC 5321 4.1.2 needs it."""
     local = local_part

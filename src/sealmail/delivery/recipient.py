@@ -22,8 +22,9 @@ from sealmail.store.acl import rights_of
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import InvalidMailboxName, MailboxNotFound, PermissionDenied
 
-# Who posts when mail arrives by LMTP: Cyrus checks the 'p' right of anonymous (anyone).
-POSTER = "anonymous"
+# Who posts when mail arrives by LMTP without an AUTH= identity: Cyrus checks the 'p' right of
+# anonymous (which `anyone` entries cover).
+ANONYMOUS_POSTER = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,19 @@ class RecipientResolver:
             domain = domain.lower() if domain else domain
         return user, detail, domain
 
-    def resolve(self, local_part: str, domain: str | None, ignore_quota: bool = False) -> Recipient:
-        """The Recipient for an address, or MailboxNotFound / PermissionDenied."""
+    def resolve(
+        self,
+        local_part: str,
+        domain: str | None,
+        ignore_quota: bool = False,
+        poster: str | None = None,
+    ) -> Recipient:
+        """The Recipient for an address, or MailboxNotFound / PermissionDenied.
+
+        `poster` is the identity whose post right opens folders (deliver -a, MAIL's AUTH= from a
+        trusted client); a user's INBOX takes mail from anyone.
+        """
+        poster = poster or ANONYMOUS_POSTER
         user, detail, domain = self.normalise(local_part, domain)
         shown = f"{user}+{detail}" if detail is not None else user
         address = f"{shown}@{domain}" if domain else shown
@@ -79,7 +91,7 @@ class RecipientResolver:
             mailbox = self._folder(detail, mailbox_domain)
             if mailbox is None:
                 raise MailboxNotFound(f"no shared folder {detail!r}")
-            if "p" not in rights_of(self._acl(mailbox), POSTER, is_admin=False):
+            if not self._may_post(mailbox, poster):
                 raise PermissionDenied(f"{mailbox} does not grant the post right")
             return Recipient(address, mailbox, None, ignore_quota)
 
@@ -95,13 +107,14 @@ class RecipientResolver:
         userid = f"{user}@{mailbox_domain}" if mailbox_domain else user
         if detail:
             folder = self._subfolder(inbox, detail)
-            if folder is not None and "p" in rights_of(self._acl(folder), POSTER, is_admin=False):
+            if folder is not None and self._may_post(folder, poster):
                 return Recipient(address, folder, userid, ignore_quota)
         return Recipient(address, inbox, userid, ignore_quota)
 
-    def _acl(self, mailbox: str) -> dict[str, str]:
+    def _may_post(self, mailbox: str, poster: str) -> bool:
         info = self.store.mailbox(mailbox)
-        return info.acl if info is not None else {}
+        acl = info.acl if info is not None else {}
+        return "p" in rights_of(acl, poster, is_admin=self.config.is_admin(poster))
 
     def _candidates(self, detail: str) -> list[str]:
         """Internal names a detail may mean: already modified UTF-7, or as typed (UTF-8, spaces)."""

@@ -29,6 +29,7 @@ from sealmail.delivery.replies import RECIPIENT_OK, SENDER_OK
 from sealmail.proto.sasl import Challenge, Failure, ServerMechanism, Success
 from sealmail.proto.smtp import (
     NEED_DATA,
+    AddressError,
     AuthResponse,
     AuthStart,
     ConnectionClosed,
@@ -45,6 +46,7 @@ from sealmail.proto.smtp import (
     ServerConnection,
     SessionState,
     StartTLS,
+    decode_xtext,
     parse_address,
 )
 from sealmail.proto.smtp.auth_replies import (
@@ -72,6 +74,7 @@ def new_session_id() -> str:
 class Transaction:
     sender: str | None = None
     size_hint: int = 0
+    poster: str | None = None  # MAIL's AUTH= identity, from a trusted client
     recipients: list[Recipient] = field(default_factory=list)
 
 
@@ -204,6 +207,7 @@ class LmtpSession:
             auth_required=self.needs_auth,
             starttls_available=self.service.tls_context is not None and not self.is_unix,
             greeting_text=f"LMTP sealmail ready, SESSIONID=<{self.session_id}>",
+            accept_mail_auth=not self.needs_auth,
         )
         self.writer.write(conn.data_to_send())
         going_on = True
@@ -269,7 +273,9 @@ class LmtpSession:
             self.helo = event.hostname
         elif isinstance(event, MailFrom):
             self.txn = Transaction(
-                sender=event.reverse_path, size_hint=_size_param(event.params.get("SIZE"))
+                sender=event.reverse_path,
+                size_hint=_size_param(event.params.get("SIZE")),
+                poster=self._poster(event.params.get("AUTH")),
             )
             conn.answer(SENDER_OK)
         elif isinstance(event, RcptTo):
@@ -316,6 +322,15 @@ class LmtpSession:
             self.conn.answer(reply)
         self.txn = Transaction()
 
+    def _poster(self, auth_param: str | None) -> str | None:
+        """RFC 4954 5: trust AUTH= only from a client that is itself trusted or authenticated."""
+        if auth_param is None or auth_param == "<>" or self.identity is None:
+            return None
+        try:
+            return decode_xtext(auth_param)
+        except AddressError:
+            return None
+
     def _check_recipient(self, event: RcptTo) -> Reply:
         address = event.address or parse_address(event.forward_path)
         engine = self.service.engine
@@ -325,6 +340,7 @@ class LmtpSession:
                 address.domain,
                 ignore_quota="IGNOREQUOTA" in event.params,
                 size_hint=self.txn.size_hint,
+                poster=self.txn.poster,
             )
         except StoreError as exc:
             reply = engine.reply_for(exc)

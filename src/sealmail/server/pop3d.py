@@ -35,7 +35,6 @@ from pathlib import Path
 from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
-from sealmail.config.options import lookup
 from sealmail.proto.pop3 import (
     NEED_DATA,
     AuthAborted,
@@ -70,32 +69,17 @@ log = logging.getLogger("sealmail.pop3d")
 
 SASL_SERVICE = "pop"  # what Cyrus passes to sasl_server_new, and saslauthd is told
 
-# Defaults of the imapd.conf options pop3d reads, named and valued as in Cyrus. Until the
-# registry declares them these defaults apply; once declared, imapd.conf wins (see _option).
-POPTIMEOUT = 10  # minutes of inactivity before autologout; RFC 1939 3 wants at least 10
-POPMINPOLL = 0  # minutes that must pass between two POP logins to one maildrop (0: none)
-POPEXPIRETIME = -1  # days after which mail may be deleted, for CAPA EXPIRE (negative: NEVER)
-POPUSEIMAPFLAGS = False  # hide \Deleted messages, and set \Seen on RETR'd ones at QUIT
 TLS_HANDSHAKE_TIMEOUT = 180.0  # seconds, as Cyrus gives pop3s
-
-
-def _option(config: ImapdConfig, name: str, default: int) -> int:
-    """An integer option if the registry declares it, else pop3d's Cyrus default."""
-    return config.integer(name) if lookup(name) is not None else default
-
-
-def _switch(config: ImapdConfig, name: str, default: bool) -> bool:
-    return config.switch(name) if lookup(name) is not None else default
 
 
 @dataclass(frozen=True, slots=True)
 class Pop3Settings:
     """Everything pop3d takes from imapd.conf, in seconds where it is a duration."""
 
-    timeout: float = POPTIMEOUT * 60.0
-    min_poll: int = POPMINPOLL * 60
+    timeout: float = 10 * 60.0
+    min_poll: int = 0
     expire_days: int | None = None
-    use_imap_flags: bool = POPUSEIMAPFLAGS
+    use_imap_flags: bool = False
     failure_delay: float = 2.0
     max_auth_failures: int = 3
     implicit_tls: bool = False  # pop3s: TLS from the first byte (cyrus.conf "pop3d -s")
@@ -103,13 +87,13 @@ class Pop3Settings:
     @classmethod
     def from_config(cls, config: ImapdConfig, *, implicit_tls: bool = False) -> Pop3Settings:
         # Cyrus raises a poptimeout below 10 minutes to 10 (RFC 1939 3: "at least 10 minutes").
-        timeout = max(_option(config, "poptimeout", POPTIMEOUT), 10) * 60.0
-        expire = _option(config, "popexpiretime", POPEXPIRETIME)
+        timeout = max(config.integer("poptimeout"), 10) * 60.0
+        expire = config.integer("popexpiretime")
         return cls(
             timeout=timeout,
-            min_poll=_option(config, "popminpoll", POPMINPOLL) * 60,
+            min_poll=config.integer("popminpoll") * 60,
             expire_days=None if expire < 0 else expire,
-            use_imap_flags=_switch(config, "popuseimapflags", POPUSEIMAPFLAGS),
+            use_imap_flags=config.switch("popuseimapflags"),
             failure_delay=float(config.integer("auth_failure_delay")),
             max_auth_failures=config.integer("auth_max_failures"),
             implicit_tls=implicit_tls,
@@ -174,7 +158,7 @@ def maildrop_name(identity: str, config: ImapdConfig) -> str:
     domain: str | None = None
     if at:
         default_domain = (config.string("defaultdomain") or "").lower()
-        if not config.switch("virtdomains") and realm.lower() != default_domain:
+        if config.enum("virtdomains") == "off" and realm.lower() != default_domain:
             raise MailboxNotFound(f"no maildrop for {identity!r}: virtdomains is off")
         domain = None if realm.lower() == default_domain else realm.lower()
     name = user_inbox(user, domain)
@@ -214,9 +198,15 @@ class Pop3Service:
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
 
+    @property
+    def implicit_tls_context(self) -> ssl.SSLContext | None:
+        """For master's workers: pop3s connections are wrapped at accept."""
+        return self.tls_context if self.settings.implicit_tls else None
+
     def close(self) -> None:
         """Close the store if this service opened it; sessions release their own locks."""
         if self.owns_store:
+            self.owns_store = False  # idempotent: serve() and the CLI may both call it
             self.store.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -381,13 +371,19 @@ class Pop3Session:
     # -- TLS --------------------------------------------------------------------------------------
 
     async def _handshake(self) -> bool:
+        """TLS on this connection: STLS, or pop3s when the listener did not do it already.
+
+        A pop3s listener should be made with `ssl=` (as `serve` does): a client's ClientHello
+        that arrived before `start_tls` would sit in the StreamReader, out of TLS's reach.
+        """
         context = self.service.tls_context
         assert context is not None
-        try:
-            await self.writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
-            log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, exc)
-            return False
+        if self.writer.get_extra_info("ssl_object") is None:
+            try:
+                await self.writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+            except (ssl.SSLError, OSError, TimeoutError) as exc:
+                log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, exc)
+                return False
         ssl_object = self.writer.get_extra_info("ssl_object")
         self.secure = True
         self.tls_bits = cipher_bits(ssl_object)
@@ -632,6 +628,10 @@ def build_service(
     return Pop3Service(config, store, settings=settings, daemon_name=service_name, owns_store=owned)
 
 
+def _timeout(context: ssl.SSLContext | None) -> float | None:
+    return TLS_HANDSHAKE_TIMEOUT if context is not None else None
+
+
 async def serve(
     services: Iterable[tuple[Pop3Service, Iterable[socket.socket]]],
     shutdown_timeout: float = 30.0,
@@ -644,11 +644,21 @@ async def serve(
     all_services = []
     for service, sockets in services:
         all_services.append(service)
+        # pop3s: the handshake is the listener's, before the first byte is read.
+        tls = service.tls_context if service.settings.implicit_tls else None
         for sock in sockets:
             if sock.family == socket.AF_UNIX:
-                servers.append(await asyncio.start_unix_server(service.handle, sock=sock))
+                servers.append(
+                    await asyncio.start_unix_server(
+                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=_timeout(tls)
+                    )
+                )
             else:
-                servers.append(await asyncio.start_server(service.handle, sock=sock))
+                servers.append(
+                    await asyncio.start_server(
+                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=_timeout(tls)
+                    )
+                )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -129,15 +130,29 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # master re-reads; workers go on
     sessions: set[asyncio.Task[None]] = set()
 
+    implicit_tls = getattr(service, "implicit_tls_context", None)
+
     async def run_session(connection: socket.socket, slot: int | None) -> None:
+        finished = loop.create_future()
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await service.handle(reader, writer)
+            except Exception:
+                log.exception("%s: session failed", name)
+            finally:
+                if not finished.done():
+                    finished.set_result(None)
+
         try:
-            if connection.family == socket.AF_UNIX:
-                reader, writer = await asyncio.open_unix_connection(sock=connection)
-            else:
-                reader, writer = await asyncio.open_connection(sock=connection)
-            await service.handle(reader, writer)
-        except Exception:
-            log.exception("%s: session failed", name)
+            # Server-side streams (a connected-callback protocol), as asyncio.start_server makes
+            # them, so STARTTLS handshakes as the server; pop3s/imaps are wrapped at accept.
+            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(), session)
+            await loop.connect_accepted_socket(lambda: protocol, connection, ssl=implicit_tls)
+            await finished
+        except (OSError, ssl.SSLError) as exc:
+            log.info("%s: connection failed before the session: %s", name, exc)
+            connection.close()
         finally:
             if slot is not None:
                 os.close(slot)  # releases the flock

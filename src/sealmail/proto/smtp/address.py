@@ -237,3 +237,32 @@ def parse_params(text: str) -> dict[str, str | None]:
             raise ParamError(f"parameter {name} given twice")
         params[name] = value if eq else None
     return params
+
+
+def encode_xtext(value: str) -> str:
+    """RFC 3461 4 xtext, as MAIL's AUTH= parameter carries an identity (RFC 4954 5)."""
+    out = []
+    for byte in value.encode("utf-8"):
+        if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):  # "+" and "=" are encoded
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
+
+
+def decode_xtext(value: str) -> str:
+    """Inverse of encode_xtext; malformed escapes are AddressError."""
+    raw = bytearray()
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "+":
+            pair = value[i + 1 : i + 3]
+            if len(pair) != 2 or any(c not in "0123456789ABCDEFabcdef" for c in pair):
+                raise AddressError(f"bad xtext escape in {value!r}")
+            raw.append(int(pair, 16))
+            i += 3
+        else:
+            raw += char.encode("utf-8")
+            i += 1
+    return raw.decode("utf-8", "replace")

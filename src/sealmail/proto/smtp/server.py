@@ -126,8 +126,12 @@ class ServerConnection:
         auth_required: bool = False,
         starttls_available: bool = False,
         greeting_text: str | None = None,
+        accept_mail_auth: bool = False,
     ) -> None:
         self.mode = mode
+        # MAIL's AUTH= (RFC 4954 5) is also taken from clients trusted without AUTH (a UNIX-socket
+        # deliver passing -a AUTHUSER, as Cyrus's deliver does).
+        self.accept_mail_auth = accept_mail_auth
         self.hostname = hostname
         self.session_id = session_id
         self.limits = limits or Limits()
@@ -429,7 +433,7 @@ class ServerConnection:
                 if value is None or value.upper() not in _BODY_TYPES:
                     return self._error(Reply(501, "5.5.4", "Bad BODY parameter"), line)
                 params[name] = value.upper()
-            elif name == "AUTH" and self.auth_mechanisms:
+            elif name == "AUTH" and (self.auth_mechanisms or self.accept_mail_auth):
                 # RFC 4954 5: AUTH=<> or AUTH=xtext; the host decides whether to trust it.
                 if value is None or not (value == "<>" or _XTEXT.fullmatch(value)):
                     return self._error(Reply(501, "5.5.4", "Bad AUTH parameter"), line)
