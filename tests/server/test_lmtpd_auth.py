@@ -193,3 +193,27 @@ def test_swaks_each_mechanism(server: SealmailInstance, ca: trustme.CA, tmp_path
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, (mechanism, done.stdout, done.stderr)
     assert count(server) == 3
+
+
+def test_sasl_mech_list_restricts_the_offer(tmp_path: Path, ca: trustme.CA) -> None:
+    with make_instance(tmp_path, ca, sasl_mech_list="SCRAM-SHA-256") as inst:
+        with smtplib.LMTP(*inst.tcp_address) as client:
+            client.ehlo()
+            assert client.esmtp_features["auth"].split() == ["SCRAM-SHA-256"]
+            assert client.docmd("AUTH", "CRAM-MD5")[0] == 504
+
+
+def test_external_with_a_client_certificate(tmp_path: Path, ca: trustme.CA) -> None:
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with make_instance(tmp_path, ca, tls_client_ca_file=str(tmp_path / "ca.pem")) as inst:
+        context = tls_client_context(ca)
+        ca.issue_cert("lmtpuser").configure_cert(context)
+        with smtplib.LMTP(*inst.tcp_address) as client:
+            client.ehlo()
+            client.starttls(context=context)
+            client.ehlo()
+            assert "EXTERNAL" in client.esmtp_features["auth"].split()
+            assert client.docmd("AUTH", "EXTERNAL =")[0] == 235
+            assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+    assert "authenticated as lmtpuser from [127.0.0.1] (EXTERNAL)" in inst.log_text()
+    assert count(inst) == 1

@@ -413,7 +413,11 @@ class LmtpSession:
                 self.identity = result.authzid
                 self.conn.auth_succeeded(result.authzid)
                 log.info(
-                    "%s: authenticated as %s from %s", self.session_id, result.authzid, self.client
+                    "%s: authenticated as %s from %s (%s)",
+                    self.session_id,
+                    result.authzid,
+                    self.client,
+                    mechanism.name,
                 )
                 return True
             log.warning(
