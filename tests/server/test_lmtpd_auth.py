@@ -196,11 +196,11 @@ def test_swaks_each_mechanism(server: SealmailInstance, ca: trustme.CA, tmp_path
 
 
 def test_sasl_mech_list_restricts_the_offer(tmp_path: Path, ca: trustme.CA) -> None:
-    with make_instance(tmp_path, ca, sasl_mech_list="SCRAM-SHA-256") as inst:
-        with smtplib.LMTP(*inst.tcp_address) as client:
-            client.ehlo()
-            assert client.esmtp_features["auth"].split() == ["SCRAM-SHA-256"]
-            assert client.docmd("AUTH", "CRAM-MD5")[0] == 504
+    inst = make_instance(tmp_path, ca, sasl_mech_list="SCRAM-SHA-256")
+    with inst, smtplib.LMTP(*inst.tcp_address) as client:
+        client.ehlo()
+        assert client.esmtp_features["auth"].split() == ["SCRAM-SHA-256"]
+        assert client.docmd("AUTH", "CRAM-MD5")[0] == 504
 
 
 def test_external_with_a_client_certificate(tmp_path: Path, ca: trustme.CA) -> None:
