@@ -321,3 +321,28 @@ def test_bad_config_is_reported_and_nothing_starts(tmp_path: Path, conf: str, me
     assert done.returncode == 78, done.stderr
     assert message in done.stderr
     assert "cyrus.conf:" in done.stderr
+
+
+def test_without_dash_d_master_detaches_and_keeps_a_pidfile(tmp_path: Path, port: int) -> None:
+    run = MasterRun(tmp_path, f'SERVICES {{\n  lmtp cmd="lmtpd -a" listen="127.0.0.1:{port}"\n}}\n')
+    done = run.sealmail(
+        "master",
+        "-C",
+        str(run.imapd_conf),
+        "-M",
+        str(run.cyrus_conf),
+        "-p",
+        str(run.pidfile),
+        "-L",
+        str(run.log),
+    )
+    assert done.returncode == 0, done.stderr  # the foreground part returns at once
+    wait_for(lambda: "master ready" in run.log_text(), what="the detached master")
+    pid = int(run.pidfile.read_text())
+    try:
+        with smtplib.LMTP("127.0.0.1", port) as client:
+            assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not run.pidfile.exists(), what="pidfile removed")
+    assert run.count() == 1

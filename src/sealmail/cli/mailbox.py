@@ -49,7 +49,7 @@ def add_mailbox_arguments(parser: argparse.ArgumentParser) -> None:
     rename = actions.add_parser("rename", help="rename a mailbox and its inferiors")
     rename.add_argument("old")
     rename.add_argument("new")
-    listing = actions.add_parser("list", help="list mailboxes matching an IMAP pattern (* and %)")
+    listing = actions.add_parser("list", help="list mailboxes matching an IMAP pattern (* and %%)")
     listing.add_argument("pattern", nargs="?", default="*")
     setquota = actions.add_parser("setquota", help="set a quota root's limits ('none' removes)")
     setquota.add_argument("name")

@@ -1,8 +1,8 @@
 """`sealmail up`: a self-contained instance under one local directory, loopback only.
 
-Writes an imapd.conf on first use (kept afterwards, so an operator can edit it), creates the demo
-user's mailbox, and runs the store's services in the foreground until Ctrl-C. Services join here as
-they land.
+On first use it writes `etc/imapd.conf` and `etc/cyrus.conf` (kept afterwards, so an operator can
+edit them), creates the demo user's mailbox and SASL secrets, and then runs `sealmail master` in
+the foreground until Ctrl-C, exactly as an operator would run it from those two files.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from sealmail.config.imapd_conf import load_imapd_conf, render_imapd_conf
 
 DEMO_USER = "demo"
+DEMO_PASSWORD = "demo"  # documented in README.md; a loopback-only demonstration instance
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,19 +28,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lmtp-port",
         type=int,
         default=2003,
-        help="loopback TCP port of lmtpd (default: 2003, the seed's lmtp port)",
+        help="loopback port of LMTP over TCP (default 2003, the seed's)",
+    )
+    parser.add_argument(
+        "--pop3-port", type=int, default=1110, help="loopback port of POP3 (default 1110)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
-def prepare(instance: Path) -> Path:
-    """Create the instance's files once; return its imapd.conf path."""
+def cyrus_conf_text(instance: Path, lmtp_port: int, pop3_port: int) -> str:
+    return f"""# sealmail instance made by `sealmail up`; edit freely, it is kept.
+# The seed's cyrus.conf entries, on loopback only.
+START {{
+  recover   cmd="reconstruct"
+}}
+
+SERVICES {{
+  lmtpunix  cmd="lmtpd" listen="{instance}/lib/socket/lmtp" prefork=1
+  lmtp      cmd="lmtpd" listen="127.0.0.1:{lmtp_port}" prefork=1 maxchild=20
+  pop3      cmd="pop3d" listen="127.0.0.1:{pop3_port}" prefork=1 maxchild=50
+}}
+
+EVENTS {{
+  duplicates cmd="expire -E 3" at=0400
+}}
+"""
+
+
+def prepare(instance: Path, lmtp_port: int = 2003, pop3_port: int = 1110) -> tuple[Path, Path]:
+    """Create the instance's files once; return the paths of imapd.conf and cyrus.conf."""
     instance = instance.resolve()
-    conf = instance / "etc" / "imapd.conf"
-    if not conf.exists():
-        conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(
+    etc = instance / "etc"
+    imapd_conf, cyrus_conf = etc / "imapd.conf", etc / "cyrus.conf"
+    etc.mkdir(parents=True, exist_ok=True)
+    if not imapd_conf.exists():
+        imapd_conf.write_text(
             "# sealmail instance made by `sealmail up`; edit freely, it is kept.\n"
+            "# allowplaintext: the demo has no certificate; set tls_server_cert and remove it.\n"
             + render_imapd_conf(
                 {
                     "configdirectory": instance / "lib",
@@ -48,42 +73,61 @@ def prepare(instance: Path) -> Path:
                     "admins": "admin",
                     "lmtp_admins": "lmtpuser",
                     "postuser": "bb",
+                    "allowplaintext": True,
                     "unix_socket_mode": 0o600,
+                    "hosts_allow": etc / "hosts.allow",
+                    "hosts_deny": etc / "hosts.deny",
                 }
             )
         )
-    return conf
+    if not cyrus_conf.exists():
+        cyrus_conf.write_text(cyrus_conf_text(instance, lmtp_port, pop3_port))
+    return imapd_conf, cyrus_conf
+
+
+def create_demo_user(imapd_conf: Path) -> None:
+    from sealmail.auth.sasldb import SaslDB
+    from sealmail.proto.sasl import Identity
+    from sealmail.store.disk import DiskStore
+
+    config = load_imapd_conf(imapd_conf)
+    with DiskStore(config) as store:
+        if store.mailbox(f"user.{DEMO_USER}") is not None:
+            return
+        store.create_mailbox(f"user.{DEMO_USER}")
+    SaslDB.from_config(config).set_password(Identity(DEMO_USER, config.servername), DEMO_PASSWORD)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sealmail.cli import lmtpd
-    from sealmail.store.disk import DiskStore
+    from sealmail.cli import master
 
-    conf_path = prepare(args.dir)
-    config = load_imapd_conf(conf_path)
-    store = DiskStore(config)
-    try:
-        if store.mailbox(f"user.{DEMO_USER}") is None:
-            store.create_mailbox(f"user.{DEMO_USER}")
-    finally:
-        store.close()
-    socket_path = config.string("lmtpsocket")
+    imapd_conf, cyrus_conf = prepare(args.dir, args.lmtp_port, args.pop3_port)
+    create_demo_user(imapd_conf)
+    config = load_imapd_conf(imapd_conf)
+    socket_path = config.configdirectory / "socket" / "lmtp"
     print(
-        f"sealmail instance in {args.dir.resolve()}\n"
-        f"  imapd.conf : {conf_path}\n"
+        f"sealmail instance in {args.dir.resolve()} (loopback only)\n"
+        f"  imapd.conf : {imapd_conf}\n"
+        f"  cyrus.conf : {cyrus_conf}\n"
         f"  LMTP       : {socket_path} (UNIX socket, trusted as postman)\n"
-        f"               127.0.0.1:{args.lmtp_port} (TCP, loopback only)\n"
-        f"  demo user  : {DEMO_USER} (mailbox user.{DEMO_USER})\n"
+        f"               127.0.0.1:{args.lmtp_port} (TCP, SASL as lmtpuser: set its password with\n"
+        f"               sealmail saslpasswd2 -C {imapd_conf} -c lmtpuser)\n"
+        f"  POP3       : 127.0.0.1:{args.pop3_port}\n"
+        f"  demo user  : {DEMO_USER} / password {DEMO_PASSWORD} (mailbox user.{DEMO_USER})\n"
         f"Try: python3 -c \"import smtplib; s = smtplib.LMTP('{socket_path}'); "
         f"print(s.sendmail('me@localhost', ['{DEMO_USER}@localhost'], "
         f"'Subject: hello\\r\\n\\r\\nhi\\r\\n'))\"\n"
-        f"Then: sealmail mailbox -C {conf_path} list",
+        f"     curl pop3://{DEMO_USER}:{DEMO_PASSWORD}@127.0.0.1:{args.pop3_port}/1\n"
+        f"Stop with Ctrl-C.",
         file=sys.stderr,
     )
-    lmtpd_args = argparse.Namespace(
-        config=str(conf_path),
-        listen=[socket_path, f"127.0.0.1:{args.lmtp_port}"],
-        no_auth=True,
-        verbose=args.verbose,
+    master_args = argparse.Namespace(
+        config=str(imapd_conf),
+        cyrus_conf=str(cyrus_conf),
+        pidfile=None,
+        foreground=True,
+        log_file=None,
+        services_file="/etc/services",
+        shutdown_timeout=30.0,
     )
-    return lmtpd.run(lmtpd_args)
+    return master.run(master_args)

@@ -1,0 +1,56 @@
+"""The README's run command: `sealmail up` brings a whole instance up on loopback."""
+
+from __future__ import annotations
+
+import poplib
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.peers import free_tcp_port
+
+
+def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> None:
+    lmtp_port, pop3_port = free_tcp_port(), free_tcp_port()
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sealmail",
+                "up",
+                "--dir",
+                str(tmp_path / "inst"),
+                "--lmtp-port",
+                str(lmtp_port),
+                "--pop3-port",
+                str(pop3_port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        socket_path = tmp_path / "inst" / "lib" / "socket" / "lmtp"
+        deadline = time.monotonic() + 30
+        while "master ready" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        with smtplib.LMTP(str(socket_path)) as client:
+            client.sendmail("me@localhost", ["demo@localhost"], b"Subject: hi\r\n\r\nhello\r\n")
+        pop = poplib.POP3("127.0.0.1", pop3_port, timeout=10)
+        pop.user("demo")
+        pop.pass_("demo")
+        assert pop.stat()[0] == 1
+        assert b"Subject: hi" in b"\r\n".join(pop.retr(1)[1])
+        pop.quit()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0, log.read_text()
+    assert (tmp_path / "inst" / "etc" / "cyrus.conf").exists()
+    assert not socket_path.exists()
