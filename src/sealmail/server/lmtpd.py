@@ -8,11 +8,7 @@ protocol rules live in sealmail.proto.smtp; all store-to-reply mapping in sealma
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
-import os
-import secrets
 import signal
 import socket
 import ssl
@@ -55,19 +51,14 @@ from sealmail.proto.smtp.auth_replies import (
     AUTH_NOT_PERMITTED,
     TOO_MANY_AUTH_FAILURES,
 )
-from sealmail.server.tls import cipher_bits, peer_identity, server_context
+from sealmail.server import session
+from sealmail.server.tls import server_context
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.lmtpd")
 
 POSTMAN = "postman"  # who a UNIX-socket client is (the seed's section 2.1)
 SASL_SERVICE = "lmtp"  # selects lmtp_admins and lmtp_allowplaintext
-_counter = itertools.count(1)
-
-
-def new_session_id() -> str:
-    """Short, unique across processes and restarts, easy to grep."""
-    return f"{os.getpid():x}{next(_counter):x}{secrets.token_hex(3)}".upper()
 
 
 @dataclass
@@ -134,9 +125,7 @@ class LmtpService:
             pass
         finally:
             self.sessions.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await session.close(writer)
 
 
 class LmtpSession:
@@ -148,14 +137,10 @@ class LmtpSession:
         self.service = service
         self.reader = reader
         self.writer = writer
-        self.session_id = new_session_id()
-        sock = writer.get_extra_info("socket")
-        self.is_unix = sock is not None and sock.family == socket.AF_UNIX
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
-        self.client_ip = None if self.is_unix else str(peer[0])
-        self.server_ip = None if self.is_unix else str(local[0])
-        self.client = "unix socket" if self.is_unix else f"[{self.client_ip}]"
+        self.session_id = session.new_session_id()
+        self.endpoint = session.ClientEndpoint.of(writer)
+        self.is_unix = self.endpoint.is_unix
+        self.client = self.endpoint.label
         self.needs_auth = not self.is_unix and not service.trust_tcp
         self.identity: str | None = (
             None if self.needs_auth else (POSTMAN if self.is_unix else "anonymous")
@@ -175,22 +160,10 @@ class LmtpSession:
             self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
         )
 
-    def _allowed_by_hosts(self) -> bool:
-        if self.client_ip is None:
-            return True
-        verdict = self.service.hosts.check(self.service.daemon_name, self.client_ip, self.server_ip)
-        if not verdict.allowed:
-            log.warning(
-                "%s: refused connect from %s (%s: %s)",
-                self.session_id,
-                self.client,
-                self.service.daemon_name,
-                verdict.rule or "no rule",
-            )
-        return verdict.allowed
-
     async def run(self) -> None:
-        if not self._allowed_by_hosts():
+        if not self.endpoint.admitted(
+            self.service.hosts, self.service.daemon_name, self.session_id
+        ):
             return  # as tcpd: no greeting at all
         log.info(
             "%s: connect from %s%s",
@@ -363,23 +336,10 @@ class LmtpSession:
         self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
         self.writer.write(self.conn.data_to_send())
         await self.writer.drain()
-        try:
-            await self.writer.start_tls(context)
-        except (ssl.SSLError, OSError) as exc:
-            log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, exc)
+        tls = await session.start_tls(self.writer, context, self.session_id, self.client)
+        if tls is None:
             return False
-        ssl_object = self.writer.get_extra_info("ssl_object")
-        self.secure = True
-        self.tls_bits = cipher_bits(ssl_object)
-        self.tls_peer = peer_identity(ssl_object)
-        log.info(
-            "%s: TLS %s %s (%d bits)%s",
-            self.session_id,
-            ssl_object.version(),
-            ssl_object.cipher()[0],
-            self.tls_bits,
-            f" client certificate {self.tls_peer}" if self.tls_peer else "",
-        )
+        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
         self.conn.tls_started(auth_mechanisms=self._mechanisms())
         self.txn = Transaction()
         return True

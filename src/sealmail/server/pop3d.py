@@ -19,7 +19,6 @@ The POP lock file also keeps the time of the last completed POP session, which `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import logging
@@ -58,8 +57,8 @@ from sealmail.proto.pop3 import (
     update_error,
 )
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
-from sealmail.server.lmtpd import new_session_id
-from sealmail.server.tls import cipher_bits, peer_identity, server_context
+from sealmail.server import session as sessions
+from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import MailboxBusy, MailboxNotFound, StoreError
 from sealmail.store.locks import lock_filename
@@ -69,7 +68,6 @@ log = logging.getLogger("sealmail.pop3d")
 
 SASL_SERVICE = "pop"  # what Cyrus passes to sasl_server_new, and saslauthd is told
 
-TLS_HANDSHAKE_TIMEOUT = 180.0  # seconds, as Cyrus gives pop3s
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +219,7 @@ class Pop3Service:
         finally:
             session.release()
             self.sessions.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await sessions.close(writer)
 
 
 class Pop3Session:
@@ -235,14 +231,9 @@ class Pop3Session:
         self.service = service
         self.reader = reader
         self.writer = writer
-        self.session_id = new_session_id()
-        sock = writer.get_extra_info("socket")
-        self.is_unix = sock is not None and sock.family == socket.AF_UNIX
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
-        self.client_ip = None if self.is_unix else str(peer[0])
-        self.server_ip = None if self.is_unix else str(local[0])
-        self.client = "unix socket" if self.is_unix else f"[{self.client_ip}]"
+        self.session_id = sessions.new_session_id()
+        self.endpoint = sessions.ClientEndpoint.of(writer)
+        self.client = self.endpoint.label
         self.secure = False
         self.tls_bits: int | None = None
         self.tls_peer: str | None = None
@@ -264,24 +255,12 @@ class Pop3Session:
         """USER/PASS is offered exactly when PLAIN is: same password, same policy."""
         return "PLAIN" in mechanisms
 
-    def _allowed_by_hosts(self) -> bool:
-        if self.client_ip is None:
-            return True
-        verdict = self.service.hosts.check(self.service.daemon_name, self.client_ip, self.server_ip)
-        if not verdict.allowed:
-            log.warning(
-                "%s: refused connect from %s (%s: %s)",
-                self.session_id,
-                self.client,
-                self.service.daemon_name,
-                verdict.rule or "no rule",
-            )
-        return verdict.allowed
-
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if not self._allowed_by_hosts():
+        if not self.endpoint.admitted(
+            self.service.hosts, self.service.daemon_name, self.session_id
+        ):
             return  # as tcpd: no greeting at all
         log.info("%s: connect from %s", self.session_id, self.client)
         if self.service.settings.implicit_tls and not await self._handshake():
@@ -378,24 +357,10 @@ class Pop3Session:
         """
         context = self.service.tls_context
         assert context is not None
-        if self.writer.get_extra_info("ssl_object") is None:
-            try:
-                await self.writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
-            except (ssl.SSLError, OSError, TimeoutError) as exc:
-                log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, exc)
-                return False
-        ssl_object = self.writer.get_extra_info("ssl_object")
-        self.secure = True
-        self.tls_bits = cipher_bits(ssl_object)
-        self.tls_peer = peer_identity(ssl_object)
-        log.info(
-            "%s: TLS %s %s (%d bits)%s",
-            self.session_id,
-            ssl_object.version(),
-            ssl_object.cipher()[0],
-            self.tls_bits,
-            f" client certificate {self.tls_peer}" if self.tls_peer else "",
-        )
+        tls = await sessions.start_tls(self.writer, context, self.session_id, self.client)
+        if tls is None:
+            return False
+        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
         return True
 
     async def _start_tls(self) -> bool:
@@ -629,7 +594,7 @@ def build_service(
 
 
 def _timeout(context: ssl.SSLContext | None) -> float | None:
-    return TLS_HANDSHAKE_TIMEOUT if context is not None else None
+    return sessions.TLS_HANDSHAKE_TIMEOUT if context is not None else None
 
 
 async def serve(

@@ -1,0 +1,102 @@
+"""What every daemon session shares: who the client is, tcp_wrappers, TLS, ids, closing.
+
+lmtpd, pop3d and imapd differ in their protocol cores; the way they learn the peer, refuse it by
+hosts.allow (before any greeting, as tcpd), turn on TLS and log it is one piece of code here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import ssl
+from dataclasses import dataclass
+
+from sealmail.config.hosts_access import HostsAccess
+from sealmail.server.tls import cipher_bits, peer_identity
+
+log = logging.getLogger("sealmail.session")
+
+TLS_HANDSHAKE_TIMEOUT = 180.0  # seconds, as Cyrus gives a handshake
+_counter = itertools.count(1)
+
+
+def new_session_id() -> str:
+    """Short, unique across processes and restarts, easy to grep."""
+    return f"{os.getpid():x}{next(_counter):x}{secrets.token_hex(3)}".upper()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEndpoint:
+    """The two ends of a connection; UNIX-socket clients have no addresses."""
+
+    is_unix: bool
+    client_ip: str | None
+    server_ip: str | None
+
+    @classmethod
+    def of(cls, writer: asyncio.StreamWriter) -> ClientEndpoint:
+        sock = writer.get_extra_info("socket")
+        if sock is None or sock.family == socket.AF_UNIX:
+            return cls(True, None, None)
+        peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        return cls(False, str(peer[0]), str(local[0]))
+
+    @property
+    def label(self) -> str:
+        """How logs and Received: name the client."""
+        return "unix socket" if self.is_unix else f"[{self.client_ip}]"
+
+    def admitted(self, hosts: HostsAccess, daemon: str, session_id: str) -> bool:
+        """hosts.allow / hosts.deny for a TCP client (UNIX sockets are not wrapped)."""
+        if self.client_ip is None:
+            return True
+        verdict = hosts.check(daemon, self.client_ip, self.server_ip)
+        if not verdict.allowed:
+            log.warning(
+                "%s: refused connect from %s (%s: %s)",
+                session_id,
+                self.label,
+                daemon,
+                verdict.rule or "no rule",
+            )
+        return verdict.allowed
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    bits: int  # the cipher's secret bits, what sasl_minimum_layer counts
+    peer: str | None  # identity of a verified client certificate (EXTERNAL)
+
+
+async def start_tls(
+    writer: asyncio.StreamWriter, context: ssl.SSLContext, session_id: str, client: str
+) -> TlsInfo | None:
+    """TLS on this connection (unless the listener did it at accept); None if it failed."""
+    if writer.get_extra_info("ssl_object") is None:
+        try:
+            await writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.info("%s: TLS handshake with %s failed: %s", session_id, client, exc)
+            return None
+    ssl_object = writer.get_extra_info("ssl_object")
+    info = TlsInfo(cipher_bits(ssl_object), peer_identity(ssl_object))
+    log.info(
+        "%s: TLS %s %s (%d bits)%s",
+        session_id,
+        ssl_object.version(),
+        ssl_object.cipher()[0],
+        info.bits,
+        f" client certificate {info.peer}" if info.peer else "",
+    )
+    return info
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
