@@ -346,3 +346,27 @@ def test_without_dash_d_master_detaches_and_keeps_a_pidfile(tmp_path: Path, port
         os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not run.pidfile.exists(), what="pidfile removed")
     assert run.count() == 1
+
+
+def test_services_are_wrapped_by_their_cyrus_conf_name(tmp_path: Path, port: int) -> None:
+    """The seed's section 7: hosts.allow names the service (`lmtp`), not the program."""
+    other = free_tcp_port()
+    run = MasterRun(
+        tmp_path,
+        "SERVICES {\n"
+        f'  lmtp    cmd="lmtpd -a" listen="127.0.0.1:{port}"\n'
+        f'  trusted cmd="lmtpd -a" listen="127.0.0.1:{other}"\n'
+        "}\n",
+    )
+    (tmp_path / "hosts.allow").write_text("trusted : 127.0.0.1 : ALLOW\nALL : ALL : DENY\n")
+    with run.imapd_conf.open("a") as conf:
+        conf.write(f"hosts_allow: {tmp_path}/hosts.allow\nhosts_deny: {tmp_path}/hosts.deny\n")
+    run.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert sock.recv(100) == b""  # refused before any greeting, as tcpd does
+        with smtplib.LMTP("127.0.0.1", other) as client:
+            assert client.noop()[0] == 250
+    finally:
+        run.stop()
+    assert "refused connect from [127.0.0.1] (lmtp: " in run.log_text()
