@@ -22,15 +22,13 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH
 
 if TYPE_CHECKING:
-    import socket
-
-    from sealmail.config.imapd_conf import ImapdConfig
     from sealmail.delivery.lmtp_client import LmtpReply, TransactionOutcome
+    from sealmail.server.lmtpd import LmtpService
 
 # sysexits.h, the statuses a pipe transport understands (Postfix: pipe(8) DIAGNOSTICS).
 EX_OK = 0
@@ -319,22 +317,20 @@ def _report(users: Sequence[str], outcome: TransactionOutcome) -> int:
 
 
 def _run_lmtp(args: argparse.Namespace) -> int:
+    """One LMTP session on stdin/stdout: lmtpd's own service, daemon name `deliver` for
+    hosts.allow (the seed's section 7), inet clients trusted once tcpd's rules let them in."""
     import asyncio
-    import socket
-    import stat
 
     from sealmail.config.imapd_conf import load_imapd_conf
+    from sealmail.server.lmtpd import build_deliver_service
 
     config = load_imapd_conf(args.config)
     _keep_logs_off_the_wire()
-    if stat.S_ISSOCK(os.fstat(0).st_mode):
-        sock = socket.socket(fileno=os.dup(0))
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _client_allowed(config, sock):
-            sock.close()
-            return EX_OK  # as tcpd: a refused client gets nothing, and that is no failure
-        asyncio.run(_serve_socket(config, sock))
-    else:
-        asyncio.run(_serve_pipes(config))
+    service = build_deliver_service(config, ["-e", "-l"])
+    try:
+        asyncio.run(_serve_stdin(service))
+    finally:
+        service.close()
     return EX_OK
 
 
@@ -362,59 +358,32 @@ def _keep_logs_off_the_wire() -> None:
     root.addHandler(logging.NullHandler())
 
 
-def _client_allowed(config: ImapdConfig, sock: socket.socket) -> bool:
-    import logging
+async def _serve_stdin(service: LmtpService) -> None:
+    import socket
+    import stat
 
-    from sealmail.config.hosts_access import HostsAccess
+    from sealmail.server.session import serve_connection
 
-    log = logging.getLogger("sealmail.deliver")
-    client_ip = str(sock.getpeername()[0])
-    server_ip = str(sock.getsockname()[0])
-    verdict = HostsAccess.from_config(config).check("deliver", client_ip, server_ip)
-    if not verdict.allowed:
-        log.warning(
-            "deliver: refused connect from %s (%s)", client_ip, verdict.rule or "hosts_access"
-        )
-    return verdict.allowed
+    if stat.S_ISSOCK(os.fstat(0).st_mode):
+        await serve_connection(service, socket.socket(fileno=os.dup(0)))
+    else:
+        await _serve_pipes(service)
 
 
-def _lmtp_service(config: ImapdConfig) -> tuple[Any, Any]:
-    """lmtpd's service over this process's own store; (service, store) so both can be closed."""
-    from sealmail.delivery.engine import DeliveryEngine
-    from sealmail.server.lmtpd import LmtpService
-    from sealmail.store.disk import DiskStore
-
-    store = DiskStore(config)
-    engine = DeliveryEngine(config, store, store.duplicates())
-    # An inet client got here through hosts.allow, which is tcpd's whole access control (the
-    # seed's section 7: "deliver : localhost : ALLOW"): it is trusted as `lmtpd -a` trusts.
-    return LmtpService(config, engine, trust_tcp=True), store
-
-
-async def _serve_socket(config: ImapdConfig, sock: socket.socket) -> None:
-    import asyncio
-
-    service, store = _lmtp_service(config)
-    try:
-        reader, writer = await asyncio.open_connection(sock=sock)
-        await service.handle(reader, writer)
-    finally:
-        service.executor.shutdown(wait=True)
-        store.close()
-
-
-async def _serve_pipes(config: ImapdConfig) -> None:
+async def _serve_pipes(service: LmtpService) -> None:
     """stdin/stdout that are pipes (or files): a local caller, trusted like the UNIX socket.
 
-    LmtpService decides trust from the socket family, so the session runs on one end of a UNIX
-    socket pair and two threads copy stdin into the other end and its output to stdout.
+    The session runs on one end of a UNIX socket pair (so it is a UNIX-socket client) and two
+    threads copy stdin into the other end and its output to stdout; asyncio cannot read a
+    regular file, which a caller may give as stdin.
     """
     import asyncio
     import contextlib
     import socket
     import threading
 
-    service, store = _lmtp_service(config)
+    from sealmail.server.session import serve_connection
+
     inner, outer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
     def stdin_to_session() -> None:
@@ -446,12 +415,7 @@ async def _serve_pipes(config: ImapdConfig) -> None:
     writing = threading.Thread(target=session_to_stdout, name="deliver-stdout", daemon=True)
     reading.start()
     writing.start()
-    try:
-        reader, writer = await asyncio.open_connection(sock=inner)
-        await service.handle(reader, writer)
-    finally:
-        service.executor.shutdown(wait=True)
-        store.close()
+    await serve_connection(service, inner)
     # handle() closed its end: the copier sees EOF once everything reached stdout. The stdin
     # thread may still wait for input nobody will send; it is a daemon and ends with us.
     await asyncio.get_running_loop().run_in_executor(None, writing.join)

@@ -408,7 +408,15 @@ def build_service(
     config: ImapdConfig, argv: Sequence[str], *, service_name: str = "lmtp"
 ) -> LmtpService:
     """lmtpd as cyrus.conf runs it: `lmtpd [-a]`."""
-    return _build(config, argv, ("-a",), service_name)
+    for arg in argv:
+        if arg != "-a":
+            raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
+    if "-a" in argv:
+        log.warning(
+            "%s: TCP clients are not authenticated: guard the port with hosts.allow or a firewall",
+            service_name,
+        )
+    return _build(config, "-a" in argv, service_name)
 
 
 def build_deliver_service(
@@ -416,25 +424,17 @@ def build_deliver_service(
 ) -> LmtpService:
     """`deliver -e -l` as a socket service: the seed's section 7 inetd entry, LMTP without
     authentication like its tcpd-guarded original (hosts.allow is what protects it)."""
-    return _build(config, [*argv, "-a"], ("-a", "-e", "-l"), service_name)
-
-
-def _build(
-    config: ImapdConfig, argv: Sequence[str], known: tuple[str, ...], service_name: str
-) -> LmtpService:
     for arg in argv:
-        if arg not in known:
+        if arg not in ("-e", "-l"):
             raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
-    trust_tcp = "-a" in argv
+    return _build(config, True, service_name)
+
+
+def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpService:
     from sealmail.store.disk import DiskStore
 
     store = DiskStore(config)
     engine = DeliveryEngine(config, store, store.duplicates())
-    if trust_tcp:
-        log.warning(
-            "%s: TCP clients are not authenticated: guard the port with hosts.allow or a firewall",
-            service_name,
-        )
     return LmtpService(config, engine, trust_tcp=trust_tcp, daemon_name=service_name)
 
 

@@ -15,6 +15,7 @@ import secrets
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.server.tls import cipher_bits, peer_identity
@@ -94,6 +95,30 @@ async def start_tls(
         f" client certificate {info.peer}" if info.peer else "",
     )
     return info
+
+
+class Handler(Protocol):
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None: ...
+
+
+async def serve_connection(
+    service: Handler, connection: socket.socket, implicit_tls: ssl.SSLContext | None = None
+) -> None:
+    """Serve one accepted connection to its end with server-side streams (as
+    asyncio.start_server makes them, so a later STARTTLS handshakes as the server)."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await service.handle(reader, writer)
+        finally:
+            if not finished.done():
+                finished.set_result(None)
+
+    protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(), session)
+    await loop.connect_accepted_socket(lambda: protocol, connection, ssl=implicit_tls)
+    await finished
 
 
 async def close(writer: asyncio.StreamWriter) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
+from sealmail.server import session
 
 log = logging.getLogger("sealmail.master")
 
@@ -133,26 +134,13 @@ async def serve(
     implicit_tls = getattr(service, "implicit_tls_context", None)
 
     async def run_session(connection: socket.socket, slot: int | None) -> None:
-        finished = loop.create_future()
-
-        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                await service.handle(reader, writer)
-            except Exception:
-                log.exception("%s: session failed", name)
-            finally:
-                if not finished.done():
-                    finished.set_result(None)
-
         try:
-            # Server-side streams (a connected-callback protocol), as asyncio.start_server makes
-            # them, so STARTTLS handshakes as the server; pop3s/imaps are wrapped at accept.
-            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(), session)
-            await loop.connect_accepted_socket(lambda: protocol, connection, ssl=implicit_tls)
-            await finished
+            await session.serve_connection(service, connection, implicit_tls)
         except (OSError, ssl.SSLError) as exc:
-            log.info("%s: connection failed before the session: %s", name, exc)
+            log.info("%s: connection failed: %s", name, exc)
             connection.close()
+        except Exception:
+            log.exception("%s: session failed", name)
         finally:
             if slot is not None:
                 os.close(slot)  # releases the flock
