@@ -211,21 +211,30 @@ def test_maxchild_bounds_sessions_and_serves_everyone(tmp_path: Path, port: int)
 
 
 def test_sighup_adds_and_removes_services(tmp_path: Path, port: int) -> None:
+    old_port = free_tcp_port()
+    unchanged = f'  lmtpunix cmd="lmtpd" listen="{tmp_path}/config/socket/lmtp"\n'
     run = MasterRun(
         tmp_path,
-        f'SERVICES {{\n  lmtpunix cmd="lmtpd" listen="{tmp_path}/config/socket/lmtp"\n}}\n',
+        f'SERVICES {{\n{unchanged}  old cmd="lmtpd -a" listen="127.0.0.1:{old_port}"\n}}\n',
     )
     run.start()
     try:
+        kept = smtplib.LMTP(str(run.socket))  # a session of a service SIGHUP does not touch
+        assert kept.noop()[0] == 250
         run.cyrus_conf.write_text(
-            f'SERVICES {{\n  lmtp cmd="lmtpd -a" listen="127.0.0.1:{port}"\n}}\n'
+            f'SERVICES {{\n{unchanged}  lmtp cmd="lmtpd -a" listen="127.0.0.1:{port}"\n}}\n'
         )
         assert run.process is not None
         run.process.send_signal(signal.SIGHUP)
         wait_for(lambda: "SIGHUP: starting service lmtp" in run.log_text(), what="reload")
-        wait_for(lambda: not run.socket.exists(), what="lmtpunix removed")
+        assert "SIGHUP: stopping service old" in run.log_text()
+        assert "SIGHUP: stopping service lmtpunix" not in run.log_text()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", old_port), timeout=5).close()
         with smtplib.LMTP("127.0.0.1", port) as client:
             assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+        assert kept.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+        kept.quit()
         run.cyrus_conf.write_text('SERVICES {\n  broken cmd="lmtpd"\n}\n')
         run.process.send_signal(signal.SIGHUP)
         wait_for(lambda: "keeping the running configuration" in run.log_text(), what="refusal")
@@ -233,7 +242,7 @@ def test_sighup_adds_and_removes_services(tmp_path: Path, port: int) -> None:
             assert client.noop()[0] == 250
     finally:
         assert run.stop() == 0
-    assert run.count() == 1
+    assert run.count() == 2
 
 
 def test_sigterm_during_a_delivery_completes_it(two_listeners: MasterRun) -> None:
