@@ -83,7 +83,15 @@ def sealmail_command_for(user: str, directory: Path) -> str:
     if installed and _runs_as(user, [installed]):
         return installed
     python = Path("/usr/bin/python3")
-    source = Path(sealmail.__file__).resolve().parents[1]
+    # A copy of the package where `user` can read it: the checkout may sit under a directory
+    # that only root may enter (/root is 0700), as CI's clone may.
+    source = directory / "lib"
+    if not source.exists():
+        shutil.copytree(
+            Path(sealmail.__file__).resolve().parent,
+            source / "sealmail",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     if not python.exists():
         pytest.skip(f"{installed} is not runnable by {user} and there is no {python}")
     (directory / "bin").mkdir(exist_ok=True)
