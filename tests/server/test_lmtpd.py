@@ -322,3 +322,35 @@ def test_kill_9_during_data_leaves_nothing_half_written(tmp_path: Path) -> None:
     assert store.messages("user.frank") == []
     assert store.reconstruct("user.frank") == []
     assert inst.sealmail("reconstruct", "-C", str(inst.conf_path)) == ""
+
+
+def test_bdat_chunks_on_a_real_socket(instance: SealmailInstance) -> None:
+    sock = raw_session(instance.socket_path)
+    read_reply(sock)
+    body = b"Subject: chunked\r\n\r\nbinary-safe \x00? no: text only\r\n".replace(b"\x00", b"0")
+    first, second = body[:10], body[10:]
+    sock.sendall(
+        b"LHLO x\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@example.com>\r\n"
+        + b"BDAT %d\r\n" % len(first)
+        + first
+        + b"BDAT %d LAST\r\n" % len(second)
+        + second
+    )
+    replies = b""
+    while not replies.endswith(b"250 2.0.0 10 octets received\r\n250 2.1.5 Ok\r\n"):
+        chunk = sock.recv(4096)
+        assert chunk, replies  # the server closed before the final reply
+        replies += chunk
+    sock.close()
+    [stored] = bodies(store_of(instance), "user.alice")
+    assert stored.endswith(body)
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    stale = tmp_path / "socket" / "lmtp"
+    stale.parent.mkdir(parents=True)
+    leftover = socket.socket(socket.AF_UNIX)
+    leftover.bind(str(stale))  # a crashed server leaves its socket file behind
+    leftover.close()
+    with SealmailInstance(tmp_path, users=["gina"]) as inst, lmtp(inst) as client:
+        assert client.noop()[0] == 250

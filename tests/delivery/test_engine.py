@@ -1,0 +1,66 @@
+"""The delivery engine's failure mapping: every store error becomes its own LMTP reply."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sealmail.config.imapd_conf import parse_imapd_conf
+from sealmail.delivery.engine import DeliveryEngine, Envelope
+from sealmail.store.disk import DiskStore
+
+MESSAGE = b"Subject: x\r\nMessage-ID: <e1@example.org>\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[DeliveryEngine]:
+    config = parse_imapd_conf(f"configdirectory: {tmp_path}/c\npartition-default: {tmp_path}/p\n")
+    with DiskStore(config) as store:
+        store.create_mailbox("user.alice")
+        yield DeliveryEngine(config, store, store.duplicates())
+
+
+def envelope(engine: DeliveryEngine, *users: str) -> Envelope:
+    recipients = tuple(engine.check_recipient(u, "example.com", ignore_quota=False) for u in users)
+    return Envelope(sender="s@example.org", recipients=recipients, session_id="T1")
+
+
+def test_disk_full_is_451_4_3_1_and_nothing_is_stored(
+    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    [reply] = engine.deliver(envelope(engine, "alice"), MESSAGE)
+    monkeypatch.undo()
+    assert (reply.code, reply.enhanced) == (451, "4.3.1")
+    assert engine.store.messages("user.alice") == []
+
+
+def test_an_unexpected_failure_is_451_4_3_0_and_logged(
+    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the index went away")
+
+    monkeypatch.setattr(engine.store, "deliver", broken)
+    [reply] = engine.deliver(envelope(engine, "alice"), MESSAGE)
+    assert (reply.code, reply.enhanced) == (451, "4.3.0")
+    assert "the index went away" in caplog.text
+
+
+def test_duplicates_are_answered_250_and_logged(
+    engine: DeliveryEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    first = engine.deliver(envelope(engine, "alice"), MESSAGE)
+    second = engine.deliver(envelope(engine, "alice"), MESSAGE)
+    assert [r.code for r in first + second] == [250, 250]
+    assert len(engine.store.messages("user.alice")) == 1
+    assert "eliminated duplicate" in caplog.text
