@@ -670,4 +670,5 @@ def test_l_tcp_client_refused_gets_nothing(
     assert process.wait(60) == 0
     assert transcript == b""
     assert _stored(instance, "user.alice", message_id) == []
-    assert process.stderr is not None and b"refused connect from [127.0.0.1] (deliver: " in process.stderr.read()
+    assert process.stderr is not None
+    assert b"refused connect from [127.0.0.1] (deliver: " in process.stderr.read()
