@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "master": ("sealmail.cli.master", "run the store's services from cyrus.conf"),
     "lmtpd": ("sealmail.cli.lmtpd", "the LMTP delivery server of the store"),
     "pop3d": ("sealmail.cli.pop3d", "the POP3 server of the store (POP3 with STLS, pop3s)"),
+    "imapd": ("sealmail.cli.imapd", "the IMAP server of the store (IMAP with STARTTLS, imaps)"),
+    "sieved": ("sealmail.cli.sieved", "the ManageSieve server for users' Sieve scripts"),
     "deliver": ("sealmail.cli.deliver", "deliver stdin through lmtpd; LMTP on stdin (-l)"),
     "mailbox": ("sealmail.cli.mailbox", "create, delete, rename, list mailboxes; quotas and ACLs"),
     "mbpath": ("sealmail.cli.mailbox", "print the directory of a mailbox"),
@@ -28,8 +30,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "expire": ("sealmail.cli.mailbox", "expire old entries of the duplicate delivery database"),
     "postconf": ("sealmail.cli.postconf", "show or edit the MTA's main.cf and master.cf"),
     "postmap": ("sealmail.cli.postmap", "build or query MTA lookup tables"),
+    "newaliases": ("sealmail.cli.newaliases", "rebuild the alias database (alias_database)"),
+    "postalias": ("sealmail.cli.newaliases", "build or query an aliases(5) database"),
+    "postfix": ("sealmail.cli.postfix", "start, stop, reload or check the MTA"),
+    "sendmail": ("sealmail.cli.sendmail", "post a message to the MTA from standard input"),
+    "postqueue": ("sealmail.cli.postqueue", "list (-p) or flush (-f) the MTA's queue"),
+    "mailq": ("sealmail.cli.postqueue", "list the MTA's queue (postqueue -p)"),
+    "postsuper": ("sealmail.cli.postsuper", "delete, hold or release queued mail"),
     "saslpasswd2": ("sealmail.cli.saslpasswd2", "set or delete a user's password in the sasldb"),
     "sasldblistusers2": ("sealmail.cli.saslpasswd2", "list the users in the sasldb"),
+    "sieve-test": ("sealmail.cli.sieve_test", "show what a Sieve script would do with a message"),
 }
 
 

@@ -1,0 +1,4 @@
+require ["date", "relational", "fileinto"];
+if date :zone "+0000" "date" "hour" "19" { fileinto "utc19"; }
+if date :originalzone "date" "zone" "-0500" { fileinto "eastern"; }
+if date :value "lt" :originalzone "date" "date" "2008-01-08" { addheader_never; }

@@ -1,0 +1,2 @@
+require "ereject";
+if size :over 10 { ereject "too big"; }

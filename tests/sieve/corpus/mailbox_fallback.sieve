@@ -1,0 +1,3 @@
+require ["fileinto", "mailbox"];
+if mailboxexists "Archive" { fileinto "Archive"; } else { fileinto "Missing"; }
+fileinto "inbox";

@@ -1,0 +1,5 @@
+require "fileinto";
+
+if header :is "to" "x" {
+  fileinto "a"
+}
