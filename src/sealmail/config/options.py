@@ -180,6 +180,25 @@ _OPTIONS: tuple[Option, ...] = (
         20,
         "Unknown or out-of-order commands tolerated before disconnecting.",
     ),
+    # Mail the store sends (Sieve redirect, vacation)
+    _opt(
+        "smtp_backend",
+        ENUM,
+        "sendmail",
+        "How outgoing mail leaves: sendmail or host.",
+        "sendmail",
+        "host",
+    ),
+    _opt("sendmail", STR, "/usr/sbin/sendmail", "sendmail program for smtp_backend: sendmail."),
+    _opt("smtp_host", STR, "localhost:587", "host:port of the MTA for smtp_backend: host."),
+    _opt("sieve_vacation_min_response", INT, 86400, "Shortest vacation :days/:seconds, seconds."),
+    _opt("sieve_vacation_max_response", INT, 90 * 86400, "Longest vacation period, seconds."),
+    # IMAP and ManageSieve sessions
+    _opt("timeout", INT, 32, "Minutes an IMAP or ManageSieve client may stay idle (at least 30)."),
+    # Sieve
+    _opt("sievedir", STR, "{configdirectory}/sieve", "Where users' Sieve scripts live."),
+    _opt("sieve_maxscriptsize", INT, 32, "Largest Sieve script accepted, in KiB."),
+    _opt("sieve_maxscripts", INT, 5, "Most Sieve scripts one user may keep."),
     # POP3
     _opt("poptimeout", INT, 10, "Minutes a POP3 client may stay idle (at least 10, RFC 1939 3)."),
     _opt("popminpoll", INT, 0, "Minutes between two POP3 logins of one user (LOGIN-DELAY)."),

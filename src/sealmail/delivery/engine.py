@@ -16,6 +16,7 @@ from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.delivery import message as msg
 from sealmail.delivery.recipient import Recipient, RecipientResolver
 from sealmail.delivery.replies import DELIVERED, DUPLICATE, INTERNAL_ERROR, reply_for
+from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
 from sealmail.proto.smtp import Reply
 from sealmail.store.api import AppendedMessage, DeliveryTarget, MessageStore
 from sealmail.store.duplicates import DuplicateDatabase
@@ -38,11 +39,16 @@ class DeliveryEngine:
     """Thread-safe: lmtpd calls `deliver` from executor threads, many sessions at once."""
 
     def __init__(
-        self, config: ImapdConfig, store: MessageStore, duplicates: DuplicateDatabase | None
+        self,
+        config: ImapdConfig,
+        store: MessageStore,
+        duplicates: DuplicateDatabase | None,
+        sieve: SieveFilter | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.duplicates = duplicates if config.switch("duplicatesuppression") else None
+        self.sieve = sieve
         self.resolver = RecipientResolver(config, store)
         self.strict_quota = config.switch("lmtp_strict_quota")
         self.quota_permanent = config.switch("lmtp_over_quota_perm_failure")
@@ -95,62 +101,104 @@ class DeliveryEngine:
     def _deliver(self, envelope: Envelope, content: bytes) -> list[Reply]:
         recipients = envelope.recipients
         replies: list[Reply | None] = [None] * len(recipients)
-        message_id = msg.message_id(content) if self.duplicates is not None else None
-        pending: list[int] = []
+        message_id = msg.message_id(content)
+        plans: list[SievePlan | None] = [None] * len(recipients)
+        copies: dict[int, list[Copy]] = {}
         seen_here: set[str] = set()
         for index, recipient in enumerate(recipients):
-            if (
-                message_id is not None
-                and self.duplicates is not None
-                and (
-                    recipient.mailbox in seen_here
-                    or self.duplicates.seen(message_id, recipient.mailbox)
-                )
-            ):
+            plan = (
+                self.sieve.plan(recipient, envelope.sender, content, message_id)
+                if self.sieve is not None
+                else None
+            )
+            plans[index] = plan
+            if plan is not None and plan.reply is not None:
+                replies[index] = plan.reply
+                self._log(envelope, recipient, len(content), plan.reply, "rejected by sieve")
+                continue
+            wanted = plan.copies if plan is not None else [Copy(recipient.mailbox, (), content)]
+            kept = [c for c in wanted if not self._duplicate(message_id, c.mailbox, seen_here)]
+            seen_here.update(c.mailbox for c in kept)
+            if wanted and not kept:
                 replies[index] = DUPLICATE
                 self._log(envelope, recipient, len(content), DUPLICATE, "eliminated duplicate")
                 continue
-            seen_here.add(recipient.mailbox)
-            pending.append(index)
+            copies[index] = kept
 
+        stored: dict[int, list[AppendedMessage]] = {index: [] for index in copies}
+        failed: dict[int, StoreError] = {}
         with ExitStack() as slots:
-            busy = self._take_slots(slots, [recipients[i] for i in pending])
-            targets: list[int] = []
-            for index in pending:
-                if recipients[index].user in busy:
-                    replies[index] = self.reply_for(MailboxBusy())
-                    self._log(envelope, recipients[index], len(content), replies[index], "deferred")
-                else:
-                    targets.append(index)
-            results: Sequence[AppendedMessage | StoreError] = (
-                self.store.deliver(
-                    content,
+            busy = self._take_slots(slots, [recipients[i] for i in copies if copies[i]])
+            for index in list(copies):
+                if recipients[index].user in busy and copies[index]:
+                    failed[index] = MailboxBusy()
+            # One store.deliver per distinct content: one file, many links, one commit.
+            batches: dict[bytes, list[tuple[int, Copy]]] = {}
+            for index, kept in copies.items():
+                if index not in failed:
+                    for copy in kept:
+                        batches.setdefault(copy.content, []).append((index, copy))
+            for data, batch in batches.items():
+                results = self.store.deliver(
+                    data,
                     [
                         DeliveryTarget(
-                            recipients[i].mailbox,
-                            ignore_quota=recipients[i].ignore_quota,
+                            copy.mailbox,
+                            flags=copy.flags,
+                            ignore_quota=recipients[index].ignore_quota,
                             strict_quota=self.strict_quota,
                         )
-                        for i in targets
+                        for index, copy in batch
                     ],
                 )
-                if targets
-                else []
-            )
-        for index, result in zip(targets, results, strict=True):
+                for (index, _), result in zip(batch, results, strict=True):
+                    if isinstance(result, AppendedMessage):
+                        stored[index].append(result)
+                    else:
+                        failed.setdefault(index, result)
+
+        for index in copies:
             recipient = recipients[index]
-            if isinstance(result, AppendedMessage):
-                if message_id is not None and self.duplicates is not None:
-                    self.duplicates.mark(message_id, recipient.mailbox)
-                replies[index] = DELIVERED
-                self._log(envelope, recipient, len(content), DELIVERED, "sent", uid=result.uid)
-            else:
-                reply = self.reply_for(result)
+            if index in failed:
+                reply = self.reply_for(failed[index])
                 replies[index] = reply
                 status = "deferred" if reply.code < 500 else "bounced"
                 self._log(envelope, recipient, len(content), reply, status)
+                continue
+            for appended in stored[index]:
+                if message_id is not None and self.duplicates is not None:
+                    self.duplicates.mark(message_id, appended.mailbox)
+            plan = plans[index]
+            if plan is not None and recipient.user is not None:
+                assert self.sieve is not None  # only it makes plans
+                if self.sieve.finish(recipient.user, plan) and not any(
+                    a.mailbox == recipient.mailbox for a in stored[index]
+                ):
+                    [fallback] = self.store.deliver(content, [DeliveryTarget(recipient.mailbox)])
+                    if not isinstance(fallback, AppendedMessage):
+                        reply = self.reply_for(fallback)
+                        replies[index] = reply
+                        self._log(envelope, recipient, len(content), reply, "deferred")
+                        continue
+                    stored[index].append(fallback)
+            replies[index] = DELIVERED
+            where = ", ".join(f"{a.mailbox} uid={a.uid}" for a in stored[index]) or "none"
+            self._log(
+                envelope,
+                recipient,
+                len(content),
+                DELIVERED,
+                "sent" if stored[index] else "sent (sieve kept no copy)",
+                where=where,
+            )
         assert all(reply is not None for reply in replies)
         return [reply for reply in replies if reply is not None]
+
+    def _duplicate(self, message_id: str | None, mailbox: str, seen_here: set[str]) -> bool:
+        """Cyrus's duplicate suppression: (Message-ID, mailbox) delivered before, or just now."""
+        if message_id is None or self.duplicates is None:
+            return False
+        return mailbox in seen_here or self.duplicates.seen(message_id, mailbox)
 
     def _take_slots(self, slots: ExitStack, recipients: Sequence[Recipient]) -> set[str | None]:
         """Users whose concurrent-delivery limit is reached (451 4.4.5 rather than waiting)."""
@@ -169,10 +217,10 @@ class DeliveryEngine:
         size: int,
         reply: Reply | None,
         status: str,
-        uid: int | None = None,
+        where: str | None = None,
     ) -> None:
         assert reply is not None
-        where = f"{recipient.mailbox}" + (f" uid={uid}" if uid is not None else "")
+        where = where or recipient.mailbox
         log.info(
             "%s: from=<%s>, to=<%s>, mailbox=%s, size=%d, dsn=%s, status=%s (%d %s)",
             envelope.session_id,

@@ -431,10 +431,21 @@ def build_deliver_service(
 
 
 def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpService:
+    from sealmail.delivery.outbound import outbound_from_config
+    from sealmail.delivery.sieve import SieveFilter
     from sealmail.store.disk import DiskStore
+    from sealmail.store.sieve_scripts import SieveScriptStore
+    from sealmail.store.sieve_tracking import SieveTracking
 
     store = DiskStore(config)
-    engine = DeliveryEngine(config, store, store.duplicates())
+    sieve = SieveFilter(
+        config,
+        store,
+        SieveScriptStore.from_config(config),
+        SieveTracking(config.configdirectory / "sieve.db"),
+        outbound_from_config(config),
+    )
+    engine = DeliveryEngine(config, store, store.duplicates(), sieve)
     return LmtpService(config, engine, trust_tcp=trust_tcp, daemon_name=service_name)
 
 

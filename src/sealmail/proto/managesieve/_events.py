@@ -1,0 +1,176 @@
+"""Events the ManageSieve server core hands to its host.
+
+An event whose `needs_reply` is set stops the core until the host answers it (the docstring
+names how). The others were answered by the core already; they are for logs and cleanup.
+Events never show a SASL response or a script in their repr, so logging one is safe.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+
+from sealmail.proto.managesieve._responses import Response
+
+__all__ = [
+    "NEED_DATA",
+    "AuthAborted",
+    "AuthResponse",
+    "AuthStart",
+    "CheckScript",
+    "ConnectionClosed",
+    "DeleteScript",
+    "Event",
+    "GetScript",
+    "HaveSpace",
+    "ListScripts",
+    "Logout",
+    "NeedData",
+    "ProtocolError",
+    "PutScript",
+    "RenameScript",
+    "SetActive",
+    "StartTLS",
+    "Unauthenticated",
+]
+
+
+class NeedData(enum.Enum):
+    """The sentinel type of NEED_DATA: the core needs more bytes before the next event."""
+
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    needs_reply: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS(Event):
+    """STARTTLS. Answer: `start_tls()`, handshake, then `tls_started(...)`; or `answer(NO)`."""
+
+    needs_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStart(Event):
+    """AUTHENTICATE mechanism [initial response]. Answer: `auth_challenge`, `authenticated`
+    or `answer(NO)`. `initial_response` is None when the client sent none (RFC 4422 3.3)."""
+
+    needs_reply: ClassVar[bool] = True
+    mechanism: str
+    initial_response: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Event):
+    """The client's answer to a challenge, base64-decoded. Answered as AuthStart is."""
+
+    needs_reply: ClassVar[bool] = True
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAborted(Event):
+    """The client cancelled the exchange or sent garbage; NO was sent already."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HaveSpace(Event):
+    """HAVESPACE name size (RFC 5804 2.5). Answer: `answer(OK)` or `answer(NO (QUOTA...))`."""
+
+    needs_reply: ClassVar[bool] = True
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutScript(Event):
+    """PUTSCRIPT name content (RFC 5804 2.6): validate, check quota, store. Answer: `answer`."""
+
+    needs_reply: ClassVar[bool] = True
+    name: str
+    content: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckScript(Event):
+    """CHECKSCRIPT content (RFC 5804 2.12): validate only. Answer: `answer`."""
+
+    needs_reply: ClassVar[bool] = True
+    content: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ListScripts(Event):
+    """LISTSCRIPTS (RFC 5804 2.7). Answer: `send_listing(entries)` or `answer(NO)`."""
+
+    needs_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class SetActive(Event):
+    """SETACTIVE name (RFC 5804 2.8); `name` None is the empty name: deactivate. `answer`."""
+
+    needs_reply: ClassVar[bool] = True
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetScript(Event):
+    """GETSCRIPT name (RFC 5804 2.9). Answer: `send_script(content)` or `answer(NO)`."""
+
+    needs_reply: ClassVar[bool] = True
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteScript(Event):
+    """DELETESCRIPT name (RFC 5804 2.10). Answer: `answer`."""
+
+    needs_reply: ClassVar[bool] = True
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenameScript(Event):
+    """RENAMESCRIPT old new (RFC 5804 2.11.1). Answer: `answer`."""
+
+    needs_reply: ClassVar[bool] = True
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unauthenticated(Event):
+    """UNAUTHENTICATE (RFC 5804 2.14) was answered; the host forgets the user."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Logout(Event):
+    """LOGOUT was answered with OK; the session is closed (RFC 5804 2.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError(Event):
+    """A command was refused by the core; `response` was sent. For the log."""
+
+    response: Response
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The session is over (LOGOUT, BYE, or the client went away)."""
