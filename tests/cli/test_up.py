@@ -5,6 +5,7 @@ from __future__ import annotations
 import poplib
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from tests.support.peers import free_tcp_port
 
 
 def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> None:
-    lmtp_port, pop3_port = free_tcp_port(), free_tcp_port()
+    lmtp_port, pop3_port, sieve_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -29,6 +30,8 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
                 str(lmtp_port),
                 "--pop3-port",
                 str(pop3_port),
+                "--sieve-port",
+                str(sieve_port),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -49,6 +52,8 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
         assert pop.stat()[0] == 1
         assert b"Subject: hi" in b"\r\n".join(pop.retr(1)[1])
         pop.quit()
+        with socket.create_connection(("127.0.0.1", sieve_port), timeout=10) as sieve:
+            assert b'"IMPLEMENTATION"' in sieve.recv(4096)
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0, log.read_text()

@@ -33,10 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pop3-port", type=int, default=1110, help="loopback port of POP3 (default 1110)"
     )
+    parser.add_argument(
+        "--sieve-port", type=int, default=4190, help="loopback port of ManageSieve (default 4190)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
-def cyrus_conf_text(instance: Path, lmtp_port: int, pop3_port: int) -> str:
+def cyrus_conf_text(instance: Path, lmtp_port: int, pop3_port: int, sieve_port: int) -> str:
     return f"""# sealmail instance made by `sealmail up`; edit freely, it is kept.
 # The seed's cyrus.conf entries, on loopback only.
 START {{
@@ -47,6 +50,7 @@ SERVICES {{
   lmtpunix  cmd="lmtpd" listen="{instance}/lib/socket/lmtp" prefork=1
   lmtp      cmd="lmtpd" listen="127.0.0.1:{lmtp_port}" prefork=1 maxchild=20
   pop3      cmd="pop3d" listen="127.0.0.1:{pop3_port}" prefork=1 maxchild=50
+  sieve     cmd="sieved" listen="127.0.0.1:{sieve_port}" prefork=1 maxchild=20
 }}
 
 EVENTS {{
@@ -55,7 +59,9 @@ EVENTS {{
 """
 
 
-def prepare(instance: Path, lmtp_port: int = 2003, pop3_port: int = 1110) -> tuple[Path, Path]:
+def prepare(
+    instance: Path, lmtp_port: int = 2003, pop3_port: int = 1110, sieve_port: int = 4190
+) -> tuple[Path, Path]:
     """Create the instance's files once; return the paths of imapd.conf and cyrus.conf."""
     instance = instance.resolve()
     etc = instance / "etc"
@@ -81,7 +87,7 @@ def prepare(instance: Path, lmtp_port: int = 2003, pop3_port: int = 1110) -> tup
             )
         )
     if not cyrus_conf.exists():
-        cyrus_conf.write_text(cyrus_conf_text(instance, lmtp_port, pop3_port))
+        cyrus_conf.write_text(cyrus_conf_text(instance, lmtp_port, pop3_port, sieve_port))
     return imapd_conf, cyrus_conf
 
 
@@ -101,7 +107,7 @@ def create_demo_user(imapd_conf: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from sealmail.cli import master
 
-    imapd_conf, cyrus_conf = prepare(args.dir, args.lmtp_port, args.pop3_port)
+    imapd_conf, cyrus_conf = prepare(args.dir, args.lmtp_port, args.pop3_port, args.sieve_port)
     create_demo_user(imapd_conf)
     config = load_imapd_conf(imapd_conf)
     socket_path = config.configdirectory / "socket" / "lmtp"
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         f"               127.0.0.1:{args.lmtp_port} (TCP, SASL as lmtpuser: set its password with\n"
         f"               sealmail saslpasswd2 -C {imapd_conf} -c lmtpuser)\n"
         f"  POP3       : 127.0.0.1:{args.pop3_port}\n"
+        f"  ManageSieve: 127.0.0.1:{args.sieve_port} (Sieve runs at every delivery)\n"
         f"  demo user  : {DEMO_USER} / password {DEMO_PASSWORD} (mailbox user.{DEMO_USER})\n"
         f"Try: python3 -c \"import smtplib; s = smtplib.LMTP('{socket_path}'); "
         f"print(s.sendmail('me@localhost', ['{DEMO_USER}@localhost'], "
