@@ -1,0 +1,512 @@
+"""The MTA's master: reads master.cf and runs smtpd, pickup, cleanup, the queue manager and the
+delivery agents. The queue manager, pickup and the agents are asyncio tasks of the master (disk
+work in worker threads); smtpd runs in one process per CPU (at most the entry's maxproc) that
+share the listening sockets, so both cores take mail under load. Each smtpd process queues mail
+itself (cleanup runs in it) and nudges the queue manager over the control socket.
+
+- `inet` entries whose command is `smtpd` listen (`service` is `port`, `name`, `host:port` or
+  `[addr]:port`; a bare port listens on inet_interfaces) and get their own `-o` overrides. The
+  listening sockets stay open across a reload, so no client is refused meanwhile; smtpd
+  processes end when the master ends, even by kill -9 (a pipe from the master reads EOF).
+- pickup watches maildrop/ (at start, on a `pickup` word on the control socket, and every
+  60 seconds, Postfix's pickup wakeup).
+- the queue manager gets its agents by master.cf command name (`AGENTS`): lmtp and smtp (the
+  client of part A), error, retry, discard. `local`, `pipe` and `virtual` are the next issue:
+  their mail is deferred with 4.3.0 "transport not available".
+- the control socket `public/qmgr` takes `wake`, `pickup` and `flush` (postqueue -f).
+- `data_directory/master.pid` holds the pid under an flock while the master runs: that lock is
+  what `sealmail postfix status` tests.
+- SIGTERM/SIGINT stop (sessions and deliveries under way finish); SIGHUP reloads main.cf and
+  master.cf (listeners are opened again).
+
+Logs go to maillog_file when set, in syslog's shape: `Mon DD HH:MM:SS host sealmail/smtpd[pid]:
+...`, one program name per component.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import importlib
+import inspect
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sealmail.config.imapd_conf import ConfigError
+from sealmail.mta.agents import DeliveryAgent
+from sealmail.mta.cleanup import cleanup_from_config
+from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
+from sealmail.mta.pickup import CONTROL_WORDS, pickup_once
+from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
+from sealmail.mta.queue import Queue
+from sealmail.mta.smtpd import SmtpdService
+
+log = logging.getLogger("sealmail.mta.master")
+
+AGENTS: dict[str, str] = {
+    "lmtp": "sealmail.mta.agents.lmtp:LmtpAgent",
+    "smtp": "sealmail.mta.agents.smtp:SmtpAgent",
+    "error": "sealmail.mta.agents.error:ErrorAgent",
+    "retry": "sealmail.mta.agents.error:RetryAgent",
+    "discard": "sealmail.mta.agents.discard:DiscardAgent",
+}
+NEXT_ISSUE = frozenset({"local", "pipe", "virtual"})
+PICKUP_INTERVAL = 60.0
+PID_FILE = "master.pid"
+WORKER_THREADS = 64
+
+
+def load_agent(service: MasterService, settings: MainConfig) -> DeliveryAgent:
+    """The agent of a master.cf transport, by its command name. A class whose constructor needs
+    an argument is given the transport's effective settings."""
+    command = service.command
+    if command in NEXT_ISSUE:
+        raise TransportUnavailable(
+            f"mail transport unavailable: {service.service} ({command}) is not implemented yet")
+    spec = AGENTS.get(command)
+    if spec is None:
+        raise TransportUnavailable(
+            f"mail transport unavailable: {service.service}: unknown delivery agent {command!r}")
+    module_name, _, class_name = spec.partition(":")
+    try:
+        agent_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise TransportUnavailable(
+            f"mail transport unavailable: {service.service}: {exc}") from None
+    required = [p for p in inspect.signature(agent_class).parameters.values()
+                if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    agent: DeliveryAgent = agent_class(settings) if required else agent_class()
+    return agent
+
+
+# --------------------------------------------------------------------------------------------
+# Logging in syslog's shape
+
+
+class MaillogFormatter(logging.Formatter):
+    """`Nov 25 15:52:25 host sealmail/smtpd[123]: message`."""
+
+    def __init__(self, hostname: str, syslog_name: str) -> None:
+        super().__init__()
+        self.hostname = hostname.split(".")[0]
+        self.syslog_name = syslog_name
+
+    def format(self, record: logging.LogRecord) -> str:
+        program = record.name.rsplit(".", 1)[-1]
+        if record.name.startswith("sealmail.mta.config"):
+            program = "postconf"
+        stamp = time.strftime("%b %d %H:%M:%S", time.localtime(record.created))
+        level = "" if record.levelno < logging.WARNING else (
+            "warning: " if record.levelno == logging.WARNING else "error: ")
+        text = f"{stamp} {self.hostname} {self.syslog_name}/{program}[{record.process}]: " \
+               f"{level}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class SyslogFormatter(MaillogFormatter):
+    """syslog adds the time and host itself: `sealmail/smtpd[123]: message`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).split(" ", 4)[4]
+
+
+def open_maillog(main: MainConfig) -> logging.Handler | None:
+    """A handler for maillog_file, else for syslog (/dev/log, facility mail) when there is one,
+    else None (standard error)."""
+    path = main.value("maillog_file").strip()
+    if not path:
+        if not Path("/dev/log").exists():
+            return None
+        syslog = logging.handlers.SysLogHandler(
+            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL)
+        syslog.setFormatter(SyslogFormatter(main.value("myhostname"),
+                                            main.value("syslog_name")))
+        return syslog
+    handler: logging.Handler
+    if path == "/dev/stdout":
+        handler = logging.StreamHandler()
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(MaillogFormatter(main.value("myhostname"), main.value("syslog_name")))
+    return handler
+
+
+# --------------------------------------------------------------------------------------------
+# Listening addresses of inet services
+
+
+def inet_addresses(service: str, main: MainConfig) -> list[tuple[str, int]]:
+    """(host, port) pairs for a master.cf inet service field."""
+    host: str | None
+    if service.startswith("["):
+        host, _, port_text = service[1:].partition("]:")
+    elif service.count(":") == 1:
+        host, _, port_text = service.partition(":")
+    else:
+        host, port_text = None, service
+    if port_text.isdigit():
+        port = int(port_text)
+    else:
+        try:
+            port = socket.getservbyname(port_text, "tcp")
+        except OSError:
+            raise ConfigError("master.cf", 0, service,
+                              f"unknown service name {port_text!r}") from None
+    if host:
+        return [(host, port)]
+    hosts: list[str] = []
+    for word in main.words("inet_interfaces"):
+        lowered = word.lower()
+        if lowered == "all":
+            hosts.append("0.0.0.0")
+        elif lowered == "loopback-only":
+            hosts.append("127.0.0.1")
+        else:
+            hosts.append(word.strip("[]"))
+    return [(h, port) for h in hosts]
+
+
+def bind_inet(host: str, port: int) -> socket.socket:
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = info[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind(address)
+        sock.listen(511)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+async def bind_inet_retrying(host: str, port: int, attempts: int = 50) -> socket.socket:
+    """bind_inet, retried for a few seconds: after a crash, the old master's smtpd processes
+    may hold the port until they notice (their pipe to the master reads EOF)."""
+    for _ in range(attempts - 1):
+        try:
+            return bind_inet(host, port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            await asyncio.sleep(0.1)
+    return bind_inet(host, port)
+
+
+def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None:
+    for worker in workers:
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# The pid file
+
+
+def pid_path(main: MainConfig) -> Path:
+    return Path(main.value("data_directory")) / PID_FILE
+
+
+def running_pid(main: MainConfig) -> int | None:
+    """The pid of a running master for this configuration, or None."""
+    path = pid_path(main)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def lock_pid_file(main: MainConfig) -> int:
+    path = pid_path(main)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"the mail system is already running ({path})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.fsync(fd)
+    return fd
+
+
+# --------------------------------------------------------------------------------------------
+# The master
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    return lambda _: event.set()
+
+
+@dataclass
+class MtaMaster:
+    config_directory: Path
+    agent_factory: AgentFactory = load_agent
+    clock: Callable[[], float] = time.time
+    hostname: str | None = None
+    config: MtaConfig | None = None
+    queue: Queue | None = None
+    qmgr: QueueManager | None = None
+    smtpd_sockets: list[socket.socket] = field(default_factory=list)
+    smtpd_processes: int | None = None  # None: one per CPU (see smtpd_process_count)
+    _listeners: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
+    _recovered: bool = False
+    _reload: bool = False
+    _pickup_wakeup: asyncio.Event | None = None
+
+    def load(self) -> MtaConfig:
+        self.config = load_mta_config(self.config_directory, hostname=self.hostname)
+        return self.config
+
+    async def run(self, stop: asyncio.Event | None = None,
+                  ready: Callable[[MtaMaster], None] | None = None) -> None:
+        """Run until `stop` is set (or SIGTERM/SIGINT when `stop` is None); SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        # Disk work waits on fsync, not the CPU: enough threads let concurrent sessions share
+        # directory fsyncs (DirectorySync) instead of queueing behind a few workers.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKER_THREADS,
+                                                     thread_name_prefix="mta-disk"))
+        own_signals = stop is None
+        stop = stop or asyncio.Event()
+        if own_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+        while True:
+            generation_stop = asyncio.Event()
+            self._reload = False
+
+            def reload(event: asyncio.Event = generation_stop) -> None:
+                self._reload = True
+                event.set()
+
+            if own_signals:
+                loop.add_signal_handler(signal.SIGHUP, reload)
+            relay = asyncio.ensure_future(stop.wait())
+            relay.add_done_callback(_setter(generation_stop))
+            try:
+                await self._generation(generation_stop, ready)
+            finally:
+                relay.cancel()
+            if not self._reload or stop.is_set():
+                break
+            log.info("reload -- version sealmail, configuration %s", self.config_directory)
+            ready = None
+
+    async def _generation(self, stop: asyncio.Event,
+                          ready: Callable[[MtaMaster], None] | None) -> None:
+        config = self.load()
+        main = config.main
+        queue = Queue(Path(main.value("queue_directory")), clock=self.clock)
+        self.queue = queue
+        await asyncio.to_thread(queue.create_directories)
+        if not self._recovered:
+            # Only at start: on a reload, sessions of the old generation may still be writing,
+            # and their half-written files are not debris yet.
+            recovered = await asyncio.to_thread(queue.recover)
+            self._recovered = True
+            for queue_id in recovered:
+                log.info("%s: requeued from active after an interrupted delivery", queue_id)
+        cleanup = cleanup_from_config(main)
+        qmgr = QueueManager(queue, main, config.master_cf, self.agent_factory, clock=self.clock)
+        self.qmgr = qmgr
+        servers: list[asyncio.Server] = []
+        services: list[SmtpdService] = []
+        workers: list[subprocess.Popen[bytes]] = []
+        self.smtpd_sockets = []
+        death_read, death_write = os.pipe()  # workers see EOF when this process dies
+        used: set[tuple[str, int]] = set()
+        for entry in config.master_cf:
+            if entry.type != "inet" or entry.command != "smtpd":
+                continue
+            settings = entry.effective(main)
+            sockets = []
+            for host, port in inet_addresses(entry.service, main):
+                sock = self._listeners.get((host, port)) or await bind_inet_retrying(host, port)
+                self._listeners[(host, port)] = sock
+                used.add((host, port))
+                sockets.append(sock)
+                log.info("smtpd: listening on %s:%d (%s)", host, sock.getsockname()[1],
+                         entry.service)
+            self.smtpd_sockets += sockets
+            count = self.smtpd_process_count(entry)
+            if count > 1:
+                workers += [self._spawn_smtpd(entry, sockets, death_read) for _ in range(count)]
+                continue
+            service = SmtpdService.from_config(settings, queue, cleanup,
+                                               on_queued=lambda _id: qmgr.wake(),
+                                               clock=self.clock, service_name=entry.service)
+            services.append(service)
+            for sock in sockets:
+                # A duplicate: closing the server must not close the listener, which stays
+                # open across a reload so that no client is refused meanwhile.
+                servers.append(await asyncio.start_server(service.handle, sock=sock.dup()))
+        os.close(death_read)
+        for address in set(self._listeners) - used:
+            self._listeners.pop(address).close()
+        self._pickup_wakeup = asyncio.Event()
+        control = await self._control_server(queue, qmgr)
+        tasks = [asyncio.create_task(qmgr.run(stop)),
+                 asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop))]
+        log.info("daemon started -- version sealmail, configuration %s", self.config_directory)
+        if ready is not None:
+            ready(self)
+        try:
+            await stop.wait()
+        finally:
+            log.info("terminating on signal" if not self._reload else "reloading")
+            control.close()
+            for server in servers:
+                server.close()
+            for service in services:
+                service.drain()
+            pending = {t for s in services for t in s.sessions}
+            if pending:
+                await asyncio.wait(pending, timeout=30)
+            self._pickup_wakeup.set()
+            for worker in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.terminate()
+            if not self._reload:
+                for sock in self._listeners.values():
+                    sock.close()
+                self._listeners.clear()
+            await asyncio.to_thread(_reap, workers)
+            os.close(death_write)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await qmgr.close()
+            queue.control_socket.unlink(missing_ok=True)
+
+    def smtpd_process_count(self, entry: MasterService) -> int:
+        """smtpd processes for an inet entry: one per CPU, at most its maxproc (1 or fewer:
+        smtpd runs inside the master)."""
+        if self.smtpd_processes is not None:
+            return self.smtpd_processes
+        assert self.config is not None
+        limit = entry.process_limit(self.config.main) or 1_000_000
+        return min(limit, os.cpu_count() or 1)
+
+    def _spawn_smtpd(self, entry: MasterService, sockets: list[socket.socket],
+                     death_read: int) -> subprocess.Popen[bytes]:
+        fds = [sock.fileno() for sock in sockets]
+        command = [sys.executable, "-m", "sealmail.mta.smtpd", "--config",
+                   str(self.config_directory), "--service", entry.service,
+                   "--fds", ",".join(map(str, fds)), "--parent-fd", str(death_read)]
+        if self.hostname:
+            command += ["--hostname", self.hostname]
+        worker = subprocess.Popen(command, pass_fds=[*fds, death_read],
+                                  stdin=subprocess.DEVNULL)
+        log.info("smtpd: started process %d for %s", worker.pid, entry.service)
+        return worker
+
+    async def _pickup(self, queue: Queue, cleanup: object, qmgr: QueueManager,
+                      stop: asyncio.Event) -> None:
+        from sealmail.mta.cleanup import Cleanup
+
+        assert isinstance(cleanup, Cleanup)
+        wakeup = self._pickup_wakeup
+        assert wakeup is not None
+        while not stop.is_set():
+            wakeup.clear()
+            try:
+                queued = await asyncio.to_thread(pickup_once, queue, cleanup)
+            except OSError as exc:
+                log.error("maildrop: %s", exc)
+                queued = []
+            if queued:
+                qmgr.wake()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), PICKUP_INTERVAL)
+
+    async def _control_server(self, queue: Queue, qmgr: QueueManager) -> asyncio.Server:
+        path = queue.control_socket
+        path.unlink(missing_ok=True)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                line = await asyncio.wait_for(reader.readline(), 10)
+                word = line.decode("ascii", "replace").strip()
+                if word in CONTROL_WORDS:
+                    if word == "flush":
+                        qmgr.flush()
+                    elif word == "pickup" and self._pickup_wakeup is not None:
+                        self._pickup_wakeup.set()
+                    else:
+                        qmgr.wake()
+                    writer.write(b"ok\n")
+                else:
+                    writer.write(b"error unknown request\n")
+                await writer.drain()
+            except (TimeoutError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_unix_server(handle, path=str(path))
+        os.chmod(path, 0o666)  # any local user may say "pickup" (sendmail), as Postfix's fifo
+        return server
+
+
+def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load_agent) -> int:
+    """`sealmail postfix start-fg`: lock the pid file, log to maillog_file, run until signalled."""
+    from sealmail.server import runtime
+
+    config = load_mta_config(config_directory)
+    main = config.main
+    handler = open_maillog(main)
+    root = logging.getLogger("sealmail")
+    if handler is not None:
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    try:
+        fd = lock_pid_file(main)
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        master = MtaMaster(config_directory, agent_factory=agent_factory)
+        runtime.run(master.run())
+    finally:
+        with contextlib.suppress(OSError):
+            pid_path(main).unlink()
+        os.close(fd)
+        if handler is not None:
+            root.removeHandler(handler)
+            handler.close()
+    return 0

@@ -1,0 +1,441 @@
+"""The queue manager: takes mail from incoming (and deferred, when due) and has it delivered.
+
+For each message: move it to active, route every pending recipient (sealmail.mta.routing),
+group recipients by (transport, nexthop), split each group into deliveries of at most
+`<transport>_destination_recipient_limit` recipients, hand each delivery to the transport's
+agent (at most master.cf maxproc deliveries at a time per transport), and record every
+recipient's result in the queue file before going on. Then:
+
+- all recipients done: the message is removed;
+- some failed for good: one non-delivery notice (RFC 3464) goes to the sender, queued durably
+  before those recipients are marked done;
+- some deferred: the message goes to deferred/ with its next attempt time as the file's mtime
+  (sealmail.mta.retry); once older than maximal_queue_lifetime it is returned instead.
+
+A transport that master.cf does not define, or whose agent is not part of this issue (local,
+pipe, virtual), defers its mail with 4.3.0; a transport in defer_transports waits for a flush.
+Everything that touches the disk runs in worker threads; the clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sealmail.mta.agents import (
+    DeliveryAgent,
+    DeliveryRequest,
+    QueuedRecipient,
+    RecipientResult,
+    Status,
+)
+from sealmail.mta.bounce import BounceRequest, FailedRecipient, build_bounce
+from sealmail.mta.config import MainConfig, MasterCf, MasterService, open_table
+from sealmail.mta.queue import (
+    AttemptResult,
+    CorruptQueueFile,
+    Envelope,
+    Queue,
+    QueuedRecipientEntry,
+    QueueError,
+    QueueFile,
+    QueueName,
+    RecipientRecord,
+    RecipientState,
+)
+from sealmail.mta.retry import RetrySchedule
+from sealmail.mta.routing import Route, Router, RoutingPolicy, batches, group_by_route
+
+log = logging.getLogger("sealmail.mta.qmgr")
+
+
+class TransportUnavailable(Exception):
+    """No agent can serve this transport now; the text is the deferral reason."""
+
+
+AgentFactory = Callable[[MasterService, MainConfig], DeliveryAgent]
+
+
+@dataclass
+class Transport:
+    name: str
+    agent: DeliveryAgent
+    settings: MainConfig
+    slots: asyncio.Semaphore | None  # None: no process limit (maxproc 0)
+    command: str = ""  # master.cf command: its delivery lines log as that program (lmtp, smtp)
+
+
+def result_line(queue_id: str, recipient: QueuedRecipient, result: RecipientResult,
+                delays: tuple[float, float, float, float], status_text: str | None = None) -> str:
+    """`QUEUEID: to=<..>, orig_to=<..>, relay=.., delay=.., delays=a/b/c/d, dsn=.., status=..
+    (text)`, the shape of Postfix's delivery log lines."""
+    total = sum(delays)
+    parts = [f"{queue_id}: to=<{recipient.address}>"]
+    if recipient.original and recipient.original != recipient.address:
+        parts.append(f"orig_to=<{recipient.original}>")
+    parts.append(f"relay={result.relay or 'none'}")
+    parts.append(f"delay={_seconds(total)}")
+    parts.append("delays=" + "/".join(_seconds(d) for d in delays))
+    parts.append(f"dsn={result.dsn}")
+    parts.append(f"status={status_text or result.status.value} ({result.text})")
+    return ", ".join(parts)
+
+
+def _seconds(value: float) -> str:
+    """Seconds with at most two decimals, as delay_logging_resolution_limit = 2 prints them."""
+    text = f"{max(value, 0.0):.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+@dataclass
+class QueueManager:
+    queue: Queue
+    main: MainConfig
+    master_cf: MasterCf
+    agent_factory: AgentFactory
+    clock: Callable[[], float] = time.time
+    schedule: RetrySchedule | None = None
+    router: Router | None = None
+    _transports: dict[str, Transport | str] = field(default_factory=dict)
+    _in_flight: set[str] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _wakeup: asyncio.Event | None = None
+    _flush_requested: bool = False
+    _last_deferred_scan: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        if self.schedule is None:
+            self.schedule = RetrySchedule.from_config(self.main)
+        if self.router is None:
+            tables = [open_table(spec).lookup for spec in self.main.maps("transport_maps")]
+            self.router = Router(RoutingPolicy.from_config(self.main), tables)
+        self.defer_transports = frozenset(self.main.words("defer_transports"))
+        self.soft_bounce = self.main.boolean("soft_bounce")
+        self.myhostname = self.main.value("myhostname")
+        self.mail_name = self.main.value("mail_name")
+        self.bounce_size_limit = self.main.size("bounce_size_limit")
+        self.active_limit = max(1, self.main.integer("qmgr_message_active_limit"))
+
+    # -- control ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New mail in incoming: look now."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def flush(self) -> None:
+        """postqueue -f: every deferred message is tried now, defer_transports included."""
+        self._flush_requested = True
+        self.wake()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; then wait for deliveries under way (they finish)."""
+        self._wakeup = asyncio.Event()
+        while not stop.is_set():
+            self._wakeup.clear()
+            await self.run_once(wait=False)
+            delay = self._until_next_scan()
+            waiter = asyncio.ensure_future(self._wakeup.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=delay,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def _until_next_scan(self) -> float:
+        assert self.schedule is not None
+        due = self._last_deferred_scan + self.schedule.queue_run_delay - self.clock()
+        return max(0.05, min(due, self.schedule.queue_run_delay or 1.0))
+
+    async def run_once(self, *, wait: bool = True) -> int:
+        """Start deliveries of incoming mail and of deferred mail that is due; with `wait`,
+        return when they are all done. Returns the number of messages started."""
+        assert self.schedule is not None
+        now = self.clock()
+        flushing = self._flush_requested
+        self._flush_requested = False
+        deferred: list[str] = []
+        if flushing or now - self._last_deferred_scan >= self.schedule.queue_run_delay:
+            self._last_deferred_scan = now
+            deferred = await asyncio.to_thread(
+                self.queue.due, QueueName.DEFERRED, float("inf") if flushing else now)
+        incoming = await asyncio.to_thread(self.queue.ids, QueueName.INCOMING)
+        started = 0
+        for queue_id, source in [*((q, QueueName.INCOMING) for q in incoming),
+                                 *((q, QueueName.DEFERRED) for q in deferred)]:
+            if queue_id in self._in_flight:
+                continue
+            if len(self._in_flight) >= self.active_limit:
+                break
+            self._in_flight.add(queue_id)
+            task = asyncio.create_task(self._guarded(queue_id, source, flushing))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        if wait and self._tasks:
+            await asyncio.wait(set(self._tasks))
+        return started
+
+    async def _guarded(self, queue_id: str, source: QueueName, flushing: bool) -> None:
+        try:
+            await self.deliver_message(queue_id, source, flushing=flushing)
+        except FileNotFoundError:
+            log.info("%s: removed while being delivered (postsuper -d)", queue_id)
+        except Exception:
+            log.exception("%s: delivery failed unexpectedly; it stays queued", queue_id)
+        finally:
+            self._in_flight.discard(queue_id)
+
+    async def close(self) -> None:
+        for transport in self._transports.values():
+            if isinstance(transport, Transport):
+                with contextlib.suppress(Exception):
+                    await transport.agent.close()
+        self._transports.clear()
+
+    # -- transports ---------------------------------------------------------------------------
+
+    def transport(self, name: str) -> Transport | str:
+        """The transport's agent, or why there is none (the deferral text)."""
+        found = self._transports.get(name)
+        if found is not None:
+            return found
+        service = self.master_cf.get(name, "unix")
+        result: Transport | str
+        if service is None:
+            result = f"mail transport unavailable: no master.cf service {name!r}"
+        else:
+            settings = service.effective(self.main)
+            try:
+                agent = self.agent_factory(service, settings)
+            except TransportUnavailable as exc:
+                result = str(exc)
+            else:
+                limit = service.process_limit(self.main)
+                result = Transport(name, agent, settings,
+                                   asyncio.Semaphore(limit) if limit > 0 else None,
+                                   service.command)
+        self._transports[name] = result
+        return result
+
+    # -- one message --------------------------------------------------------------------------
+
+    async def deliver_message(self, queue_id: str, source: QueueName = QueueName.INCOMING,
+                              *, flushing: bool = False) -> None:
+        queue = self.queue
+        try:
+            await asyncio.to_thread(queue.move, queue_id, source, QueueName.ACTIVE,
+                                    durable=False)
+        except QueueError:
+            return  # gone meanwhile (postsuper -d, or another scan took it)
+        activated = self.clock()
+        try:
+            entry = await asyncio.to_thread(queue.load, queue_id, QueueName.ACTIVE)
+        except CorruptQueueFile as exc:
+            log.warning("%s: corrupt queue file moved to corrupt/: %s", queue_id, exc)
+            await asyncio.to_thread(queue.set_corrupt, queue_id, QueueName.ACTIVE)
+            return
+        except QueueError:
+            return
+        envelope = entry.envelope
+        log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", queue_id, envelope.sender,
+                 envelope.size, len(entry.pending))
+        await self._attempt(entry, activated, flushing)
+        await self._finish(entry)
+
+    async def _attempt(self, entry: QueueFile, activated: float, flushing: bool) -> None:
+        assert self.router is not None
+        routed: list[tuple[Route, QueuedRecipientEntry]] = [
+            (self.router.route(r.record.address), r) for r in entry.pending]
+        jobs = []
+        immediate: list[tuple[QueuedRecipientEntry, RecipientResult]] = []
+        for (transport_name, nexthop), members in group_by_route(routed).items():
+            transport = self.transport(transport_name)
+            if isinstance(transport, str):
+                immediate += [(m, RecipientResult(m.index, Status.DEFERRED, "4.3.0", transport,
+                                                  "none")) for m in members]
+                continue
+            if transport_name in self.defer_transports and not flushing:
+                immediate += [(m, RecipientResult(m.index, Status.DEFERRED, "4.3.2",
+                                                  "deferred transport", "none"))
+                              for m in members]
+                continue
+            limit = transport.settings.integer(
+                f"{transport_name}_destination_recipient_limit")
+            for batch in batches(members, limit):
+                jobs.append(self._delivery(entry, transport, nexthop, batch, activated))
+        if immediate:
+            await self._record(entry, immediate, activated, self.clock())
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    async def _delivery(self, entry: QueueFile, transport: Transport, nexthop: str,
+                        members: Sequence[QueuedRecipientEntry], activated: float) -> None:
+        envelope = entry.envelope
+        request = DeliveryRequest(
+            queue_id=entry.queue_id,
+            sender=envelope.sender,
+            recipients=tuple(QueuedRecipient(m.record.address, m.record.original, m.index,
+                                             m.record.notify) for m in members),
+            transport=transport.name,
+            nexthop=nexthop,
+            message_path=entry.content_path,
+            size=envelope.size,
+            arrival_time=envelope.arrival,
+            settings=transport.settings,
+        )
+        async with transport.slots or contextlib.nullcontext():
+            started = self.clock()
+            try:
+                results = await transport.agent.deliver(request)
+            except Exception as exc:  # an agent bug: never lose the mail over it
+                log.exception("%s: %s agent failed", entry.queue_id, transport.name)
+                results = [RecipientResult(m.index, Status.DEFERRED, "4.3.0",
+                                           f"delivery agent failed: {type(exc).__name__}", "none")
+                           for m in members]
+        by_index = {r.index: r for r in results}
+        paired = []
+        for member in members:
+            result = by_index.get(member.index) or RecipientResult(
+                member.index, Status.DEFERRED, "4.3.0", "delivery agent gave no result", "none")
+            paired.append((member, result))
+        await self._record(entry, paired, activated, started, transport.command)
+
+    async def _record(self, entry: QueueFile,
+                      paired: Sequence[tuple[QueuedRecipientEntry, RecipientResult]],
+                      activated: float, started: float, program: str = "") -> None:
+        """Write results to the queue file (durably), then log them (as Postfix, under the
+        delivery agent's program name)."""
+        now = self.clock()
+        sent: list[int] = []
+        failed: list[int] = []
+        records: list[AttemptResult] = []
+        lines: list[str] = []
+        for member, result in paired:
+            status = result.status
+            dsn = result.dsn
+            if status is Status.BOUNCED and self.soft_bounce:
+                status = Status.DEFERRED
+                dsn = "4" + dsn[1:]
+            if status is Status.SENT:
+                sent.append(member.index)
+            elif status is Status.BOUNCED:
+                failed.append(member.index)
+            records.append(AttemptResult(member.index, status.value, dsn, result.text,
+                                         result.relay, now))
+            shown = RecipientResult(result.index, status, dsn, result.text, result.relay)
+            recipient = QueuedRecipient(member.record.address, member.record.original,
+                                        member.index)
+            delays = (activated - entry.envelope.arrival, started - activated, 0.0, now - started)
+            lines.append(result_line(entry.queue_id, recipient, shown, delays))
+
+        marks = {index: RecipientState.SENT for index in sent}
+        marks.update((index, RecipientState.BOUNCED) for index in failed)
+
+        def write() -> None:
+            self.queue.update(entry, records, marks)
+
+        try:
+            await asyncio.to_thread(write)
+        except FileNotFoundError:
+            log.info("%s: removed while being delivered (postsuper -d)", entry.queue_id)
+            return
+        logger = logging.getLogger(f"sealmail.mta.agents.{program}") if program else log
+        for line in lines:
+            logger.info("%s", line)
+
+    async def _finish(self, entry: QueueFile) -> None:
+        assert self.schedule is not None
+        queue = self.queue
+        queue_id = entry.queue_id
+        now = self.clock()
+        if not entry.path.exists():
+            return
+        pending = entry.pending
+        if pending and self.schedule.expired(entry.envelope.arrival, now,
+                                             entry.envelope.is_bounce):
+            expired = [r.index for r in pending]
+            for r in pending:
+                reason = r.last.text if r.last else "delivery temporarily suspended"
+                log.info("%s: to=<%s>, dsn=%s, status=expired, returned to sender (%s)",
+                         queue_id, r.record.address, r.last.dsn if r.last else "4.0.0", reason)
+            await asyncio.to_thread(queue.mark, entry, expired, RecipientState.BOUNCED)
+        if entry.bounced:
+            await self._notify_sender(entry)
+        if entry.finished:
+            await asyncio.to_thread(queue.remove, queue_id, QueueName.ACTIVE, durable=False)
+            log.info("%s: removed", queue_id)
+            return
+        attempts = entry.attempts + 1
+        next_attempt = self.schedule.next_attempt(attempts, now)
+
+        def defer() -> None:
+            queue.record(entry, (), attempt=(now, next_attempt))
+            queue.move(queue_id, QueueName.ACTIVE, QueueName.DEFERRED, next_attempt,
+                       durable=False)
+
+        with contextlib.suppress(QueueError, FileNotFoundError):
+            await asyncio.to_thread(defer)
+
+    async def _notify_sender(self, entry: QueueFile) -> None:
+        """Queue one RFC 3464 notice for every recipient in BOUNCED state, then mark them DONE."""
+        envelope = entry.envelope
+        owed = entry.bounced
+        wanted = [r for r in owed if _notify_on_failure(r.record.notify)]
+        if envelope.sender and wanted:
+            failed = tuple(
+                FailedRecipient(
+                    address=r.record.address,
+                    original=r.record.original,
+                    status=r.last.dsn if r.last else "5.0.0",
+                    diagnostic=r.last.text if r.last else "delivery failed",
+                    remote_mta=_remote_mta(r.last.relay if r.last else ""),
+                    orcpt=r.record.orcpt,
+                )
+                for r in wanted)
+            original = await asyncio.to_thread(entry.content_path.read_bytes)
+            notice = build_bounce(BounceRequest(
+                queue_id=entry.queue_id, sender=envelope.sender, arrival=envelope.arrival,
+                reporting_mta=self.myhostname, failed=failed, original=original,
+                mail_name=self.mail_name, return_headers_only=envelope.ret.upper() == "HDRS",
+                size_limit=self.bounce_size_limit, envid=envelope.envid), self.clock())
+            bounce_envelope = Envelope(
+                sender="", recipients=(RecipientRecord(envelope.sender),), arrival=self.clock(),
+                size=len(notice), client="local", protocol="local", is_bounce=True)
+            new_id = await asyncio.to_thread(self.queue.enqueue, bounce_envelope, notice)
+            log.info("%s: sender non-delivery notification: %s", entry.queue_id, new_id)
+            self.wake()
+        elif not envelope.sender:
+            log.info("%s: undeliverable notice from <>: discarded (no notice about a notice)",
+                     entry.queue_id)
+        await asyncio.to_thread(self.queue.mark, entry, [r.index for r in owed],
+                                RecipientState.DONE)
+
+
+def _notify_on_failure(notify: Sequence[str]) -> bool:
+    """RFC 3461 4.1: NOTIFY=NEVER, or a list without FAILURE, asks for no failure notice."""
+    return not notify or "FAILURE" in {n.upper() for n in notify}
+
+
+def _remote_mta(relay: str) -> str:
+    if not relay or relay == "none" or relay.startswith("/"):
+        return ""
+    return relay.split("[", 1)[0]
+
+
+def static_agents(agents: Mapping[str, DeliveryAgent]) -> AgentFactory:
+    """An AgentFactory from ready agents keyed by master.cf command name (for tests)."""
+
+    def factory(service: MasterService, settings: MainConfig) -> DeliveryAgent:
+        agent = agents.get(service.command)
+        if agent is None:
+            raise TransportUnavailable(f"4.3.0 transport {service.service} not available")
+        return agent
+
+    return factory

@@ -1,0 +1,708 @@
+"""smtpd: the MTA's SMTP server, an asyncio driver around the sans-I/O core in SMTP mode.
+
+Bytes in -> `ServerConnection` events -> decisions -> replies out, as sealmail.server.lmtpd does
+for LMTP. The decisions that are the MTA's own live here:
+
+- relay control (`RecipientPolicy`): smtpd_relay_restrictions, then smtpd_recipient_restrictions,
+  each evaluated left to right until a restriction permits or refuses, as Postfix does. Supported:
+  permit_mynetworks, permit_sasl_authenticated, permit_auth_destination,
+  reject_unauth_destination, defer_unauth_destination, reject_non_fqdn_recipient, permit,
+  reject, defer, dunno. An unknown restriction refuses with 451 4.3.5 (Postfix's "server
+  configuration error"), never permits. A configuration in which no list can refuse an
+  unauthorized destination is refused at start: the server is never an open relay.
+- the message: cleanup and the queue (sealmail.mta.cleanup.queue_message) in a worker thread;
+  the 250 goes out only after the queue file and its directory are fsync'd.
+- message_size_limit, smtpd_recipient_limit and smtpd_hard_error_limit are the core's limits;
+  smtpd_timeout bounds every read.
+- STARTTLS (smtpd_tls_security_level may/encrypt, smtpd_tls_cert_file/key_file) and AUTH
+  (smtpd_sasl_auth_enable; passwords through sealmail.auth.Authenticator, service "smtp", with
+  the store's imapd.conf named by smtpd_sasl_imapd_conf).
+
+DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are kept in the queue and honoured
+by the bounce, but the shared SMTP core neither advertises DSN nor lets these parameters through
+yet (it answers 555), so today they only arrive this way once the core allows them.
+
+Logs are Postfix's lines: `connect from`, `NOQUEUE: reject: RCPT from ...`, `QUEUEID: client=`,
+`disconnect from`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.config.imapd_conf import ConfigError
+from sealmail.mta.cleanup import Cleanup, CleanupError, queue_message
+from sealmail.mta.config import MainConfig
+from sealmail.mta.queue import Queue, QueueError, RecipientRecord
+from sealmail.mta.routing import RoutingPolicy
+from sealmail.proto.sasl import (
+    PLAINTEXT_MECHANISMS,
+    Challenge,
+    Failure,
+    FailureReason,
+    ServerMechanism,
+    Success,
+)
+from sealmail.proto.smtp import (
+    NEED_DATA,
+    Address,
+    AddressError,
+    AuthResponse,
+    AuthStart,
+    ConnectionClosed,
+    Hello,
+    Limits,
+    MailFrom,
+    MessageData,
+    Mode,
+    ProtocolError,
+    Quit,
+    RcptTo,
+    Reply,
+    Reset,
+    ServerConnection,
+    StartTLS,
+    decode_xtext,
+)
+from sealmail.proto.smtp.auth_replies import (
+    AUTH_ABORTED,
+    AUTH_FAILURE_REPLIES,
+    TOO_MANY_AUTH_FAILURES,
+)
+
+log = logging.getLogger("sealmail.mta.smtpd")
+
+SASL_SERVICE = "smtp"
+_REFUSING = frozenset({"reject", "defer", "reject_unauth_destination", "defer_unauth_destination"})
+_KNOWN = frozenset({
+    "permit_mynetworks", "permit_sasl_authenticated", "permit_auth_destination",
+    "reject_unauth_destination", "defer_unauth_destination", "reject_non_fqdn_recipient",
+    "permit", "reject", "defer", "dunno",
+})
+MAX_AUTH_FAILURES = 3
+
+
+def parse_networks(words: Sequence[str], where: str = "mynetworks") -> tuple[
+        ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """mynetworks: `127.0.0.0/8`, `[::1]/128`, `[::1]`, `10.1.2.3` (tables are not supported)."""
+    networks = []
+    for word in words:
+        text = word.replace("[", "").replace("]", "")
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError("main.cf", 0, where,
+                              f"{word!r} is not a network address (CIDR)") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class Client:
+    address: str  # "" when unknown (a UNIX socket)
+    sasl_username: str = ""
+
+
+@dataclass(frozen=True)
+class RecipientPolicy:
+    """Relay control. Pure: a client, an address in, a refusal out (None: accepted)."""
+
+    routing: RoutingPolicy
+    mynetworks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    relay_restrictions: tuple[str, ...]
+    recipient_restrictions: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, config: MainConfig) -> RecipientPolicy:
+        policy = cls(
+            routing=RoutingPolicy.from_config(config),
+            mynetworks=parse_networks(config.words("mynetworks")),
+            relay_restrictions=tuple(w.lower() for w in config.words("smtpd_relay_restrictions")),
+            recipient_restrictions=tuple(
+                w.lower() for w in config.words("smtpd_recipient_restrictions")),
+        )
+        if not _REFUSING & {*policy.relay_restrictions, *policy.recipient_restrictions}:
+            # As Postfix: refuse to run as an open relay.
+            raise ConfigError(
+                config.path, 0, "smtpd_relay_restrictions",
+                "specify at least one working instance of: reject_unauth_destination, "
+                "defer_unauth_destination, reject, defer (in smtpd_relay_restrictions or "
+                "smtpd_recipient_restrictions)")
+        return policy
+
+    def in_mynetworks(self, address: str) -> bool:
+        if not address:
+            return True  # a local (UNIX-socket) client
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.mynetworks)
+
+    def check(self, client: Client, recipient: str) -> Reply | None:
+        for restrictions in (self.relay_restrictions, self.recipient_restrictions):
+            verdict = self._evaluate(restrictions, client, recipient)
+            if isinstance(verdict, Reply):
+                return verdict
+        return None
+
+    def _evaluate(self, restrictions: Sequence[str], client: Client,
+                  recipient: str) -> Reply | bool | None:
+        """A Reply refuses, True permits (this list), None: no decision."""
+        _, _, domain = recipient.rpartition("@")
+        for word in restrictions:
+            if word == "permit_mynetworks":
+                if self.in_mynetworks(client.address):
+                    return True
+            elif word == "permit_sasl_authenticated":
+                if client.sasl_username:
+                    return True
+            elif word == "permit_auth_destination":
+                if self.routing.is_authorized_destination(domain):
+                    return True
+            elif word in ("reject_unauth_destination", "defer_unauth_destination"):
+                if not self.routing.is_authorized_destination(domain):
+                    code, dsn = (554, "5.7.1") if word.startswith("reject") else (454, "4.7.1")
+                    return Reply(code, dsn, f"<{recipient}>: Relay access denied")
+            elif word == "reject_non_fqdn_recipient":
+                if "." not in domain:
+                    return Reply(504, "5.5.2",
+                                 f"<{recipient}>: Recipient address rejected: need fully-"
+                                 "qualified address")
+            elif word == "permit":
+                return True
+            elif word == "reject":
+                return Reply(554, "5.7.1", f"<{recipient}>: Recipient address rejected: "
+                             "Access denied")
+            elif word == "defer":
+                return Reply(450, "4.7.1", f"<{recipient}>: Recipient address rejected: "
+                             "Access denied")
+            elif word == "dunno":
+                continue
+            else:
+                log.warning("unknown smtpd restriction: %r", word)
+                return Reply(451, "4.3.5", "Server configuration error")
+        return None
+
+
+@dataclass
+class SmtpdSettings:
+    hostname: str
+    banner: str
+    myorigin: str
+    limits: Limits
+    timeout: float
+    tls_level: str  # "", none, may, encrypt
+    sasl_enabled: bool
+    tls_auth_only: bool
+    sasl_noplaintext: bool
+    sasl_tls_noplaintext: bool
+    helo_required: bool
+
+    @classmethod
+    def from_config(cls, config: MainConfig) -> SmtpdSettings:
+        return cls(
+            hostname=config.value("myhostname"),
+            banner=config.value("smtpd_banner"),
+            myorigin=config.value("myorigin"),
+            limits=Limits(
+                max_message_size=config.size("message_size_limit"),
+                max_recipients=config.integer("smtpd_recipient_limit"),
+                max_bad_commands=config.integer("smtpd_hard_error_limit"),
+            ),
+            timeout=float(config.time("smtpd_timeout")),
+            tls_level=config.value("smtpd_tls_security_level").strip().lower(),
+            sasl_enabled=config.boolean("smtpd_sasl_auth_enable"),
+            tls_auth_only=config.boolean("smtpd_tls_auth_only"),
+            sasl_noplaintext="noplaintext" in config.words("smtpd_sasl_security_options"),
+            sasl_tls_noplaintext="noplaintext" in config.words(
+                "smtpd_sasl_tls_security_options"),
+            helo_required=config.boolean("smtpd_helo_required"),
+        )
+
+
+def tls_context_from_config(config: MainConfig) -> ssl.SSLContext | None:
+    """smtpd's TLS context, or None when smtpd_tls_security_level offers no TLS."""
+    level = config.value("smtpd_tls_security_level").strip().lower()
+    if level in ("", "none"):
+        return None
+    if level not in ("may", "encrypt"):
+        raise ConfigError(config.path, 0, "smtpd_tls_security_level",
+                          f"{level!r}: choose none, may or encrypt")
+    cert = config.value("smtpd_tls_cert_file").strip()
+    key = config.value("smtpd_tls_key_file").strip() or cert
+    if not cert:
+        raise ConfigError(config.path, 0, "smtpd_tls_cert_file",
+                          f"smtpd_tls_security_level = {level} needs a certificate")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(config.path, 0, "smtpd_tls_cert_file", f"{cert}: {exc}") from None
+    return context
+
+
+def authenticator_from_config(config: MainConfig) -> Authenticator | None:
+    if not config.boolean("smtpd_sasl_auth_enable"):
+        return None
+    from sealmail.config.imapd_conf import load_imapd_conf
+
+    return Authenticator(load_imapd_conf(config.value("smtpd_sasl_imapd_conf")))
+
+
+class SmtpdService:
+    """Serves SMTP sessions; one per master.cf smtpd entry (its -o overrides applied)."""
+
+    def __init__(
+        self,
+        config: MainConfig,
+        queue: Queue,
+        cleanup: Cleanup,
+        *,
+        on_queued: Callable[[str], None] = lambda queue_id: None,
+        authenticator: Authenticator | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.time,
+        service_name: str = "smtpd",
+    ) -> None:
+        self.config = config
+        self.settings = SmtpdSettings.from_config(config)
+        self.policy = RecipientPolicy.from_config(config)
+        self.queue = queue
+        self.cleanup = cleanup
+        self.on_queued = on_queued
+        self.authenticator = authenticator
+        self.tls_context = tls_context
+        self.clock = clock
+        self.service_name = service_name
+        self.sessions: set[asyncio.Task[None]] = set()
+        self.draining = asyncio.Event()
+        if self.settings.tls_level == "encrypt" and tls_context is None:
+            raise ConfigError(config.path, 0, "smtpd_tls_security_level",
+                              "encrypt needs a TLS certificate")
+
+    @classmethod
+    def from_config(cls, config: MainConfig, queue: Queue, cleanup: Cleanup,
+                    **kwargs: object) -> SmtpdService:
+        return cls(config, queue, cleanup, authenticator=authenticator_from_config(config),
+                   tls_context=tls_context_from_config(config), **kwargs)  # type: ignore[arg-type]
+
+    def drain(self) -> None:
+        self.draining.set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.sessions.add(task)
+        try:
+            await SmtpdSession(self, reader, writer).run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            self.sessions.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+@dataclass
+class _Transaction:
+    sender: str = ""
+    recipients: list[RecipientRecord] = field(default_factory=list)
+    ret: str = ""  # RFC 3461 4.3 RET=FULL|HDRS
+    envid: str = ""  # RFC 3461 4.4 ENVID, decoded from xtext
+
+
+def _xtext(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return decode_xtext(value)
+    except AddressError:
+        return ""
+
+
+def dsn_notify(value: str | None) -> tuple[str, ...]:
+    """RFC 3461 4.1: NOTIFY=NEVER or a comma list of SUCCESS, FAILURE, DELAY."""
+    if not value:
+        return ()
+    return tuple(word.strip().upper() for word in value.split(",") if word.strip())
+
+
+class SmtpdSession:
+    def __init__(self, service: SmtpdService, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.client_address = address
+        self.client = f"unknown[{address}]" if address else "localhost[local]"
+        self.helo = ""
+        self.ehlo = True
+        self.secure = False
+        self.sasl_username = ""
+        self.sasl_method = ""
+        self.mechanism: ServerMechanism | None = None
+        self.auth_failures = 0
+        self.txn = _Transaction()
+
+    def _mechanisms(self) -> tuple[str, ...]:
+        service = self.service
+        settings = service.settings
+        authenticator = service.authenticator
+        if authenticator is None or (settings.tls_auth_only and not self.secure):
+            return ()
+        offered = authenticator.available_mechanisms(self.secure, SASL_SERVICE)
+        noplaintext = settings.sasl_tls_noplaintext if self.secure else settings.sasl_noplaintext
+        if noplaintext:
+            offered = tuple(m for m in offered if m not in PLAINTEXT_MECHANISMS)
+        return offered
+
+    @property
+    def protocol(self) -> str:
+        if not self.ehlo:
+            return "SMTP"
+        return "ESMTP" + ("S" if self.secure else "") + ("A" if self.sasl_username else "")
+
+    async def run(self) -> None:
+        service = self.service
+        settings = service.settings
+        log.info("connect from %s", self.client)
+        self.conn = conn = ServerConnection(
+            mode=Mode.SMTP,
+            hostname=settings.hostname,
+            limits=settings.limits,
+            auth_mechanisms=self._mechanisms(),
+            starttls_available=service.tls_context is not None,
+            greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
+        )
+        self.writer.write(conn.data_to_send())
+        going_on = True
+        while going_on and not conn.closed:
+            data = await self._read()
+            if data is None:
+                break
+            conn.receive_data(data)
+            while not conn.closed:
+                event = conn.next_event()
+                if event is NEED_DATA or isinstance(event, ConnectionClosed):
+                    break
+                if not await self._on_event(event):
+                    going_on = False
+                    break
+            out = conn.data_to_send()
+            if out:
+                self.writer.write(out)
+                await self.writer.drain()
+            if not data:
+                break
+        out = conn.data_to_send()
+        if out:
+            self.writer.write(out)
+        log.info("disconnect from %s", self.client)
+
+    async def _read(self) -> bytes | None:
+        timeout = self.service.settings.timeout
+        read = asyncio.ensure_future(self.reader.read(65536))
+        drain = asyncio.ensure_future(self.service.draining.wait())
+        try:
+            done, _ = await asyncio.wait({read, drain}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drain.cancel()
+        if read in done:
+            return read.result()
+        read.cancel()
+        if drain in done:
+            self.writer.write(Reply(421, "4.3.2", f"{self.service.settings.hostname} "
+                                    "Service shutting down").render())
+        else:
+            log.info("timeout after %s from %s", _verb(self.conn), self.client)
+            self.writer.write(Reply(421, "4.4.2", f"{self.service.settings.hostname} Error: "
+                                    "timeout exceeded").render())
+        return None
+
+    async def _on_event(self, event: object) -> bool:
+        conn = self.conn
+        if isinstance(event, Hello):
+            self.helo = event.hostname
+            self.ehlo = event.command != "HELO"
+            self.txn = _Transaction()
+        elif isinstance(event, MailFrom):
+            conn.answer(self._mail_from(event))
+        elif isinstance(event, RcptTo):
+            conn.answer(self._rcpt_to(event))
+        elif isinstance(event, MessageData):
+            conn.answer(await self._receive(event))
+            self.txn = _Transaction()
+        elif isinstance(event, (Reset, Quit)):
+            self.txn = _Transaction()
+        elif isinstance(event, StartTLS):
+            return await self._start_tls()
+        elif isinstance(event, AuthStart):
+            return await self._auth_start(event)
+        elif isinstance(event, AuthResponse):
+            if event.data is None:  # RFC 4954 4: "*" cancels; we MUST answer 501
+                self.mechanism = None
+                conn.answer(AUTH_ABORTED)
+                return True
+            return await self._auth_step(event.data)
+        elif isinstance(event, ProtocolError):
+            log.info("%s: %s", self.client,
+                     event.reply.render().decode("utf-8", "replace").strip())
+        return True
+
+    def _qualify(self, address: Address | None, text: str) -> str:
+        """A bare local part gets @$myorigin (RFC 5321 4.1.1.3's <postmaster>, Postfix's
+        append_at_myorigin)."""
+        if address is not None and address.domain is None:
+            return f"{address}@{self.service.settings.myorigin}"
+        return str(address) if address is not None else text
+
+    def _mail_from(self, event: MailFrom) -> Reply:
+        settings = self.service.settings
+        if settings.tls_level == "encrypt" and not self.secure:
+            return Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+        if settings.helo_required and not self.helo:
+            return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+        sender = "" if not event.reverse_path else self._qualify(event.address,
+                                                                 event.reverse_path)
+        # DSN parameters (RFC 3461) are kept when the SMTP core lets them through.
+        self.txn = _Transaction(sender=sender, ret=(event.params.get("RET") or "").upper(),
+                                envid=_xtext(event.params.get("ENVID")))
+        return Reply(250, "2.1.0", "Ok")
+
+    def _rcpt_to(self, event: RcptTo) -> Reply:
+        recipient = self._qualify(event.address, event.forward_path)
+        client = Client(self.client_address, self.sasl_username)
+        refusal = self.service.policy.check(client, recipient)
+        if refusal is not None:
+            log.info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
+                     self.client, refusal.render().decode("utf-8", "replace").strip(),
+                     self.txn.sender, recipient, self.protocol, self.helo)
+            return refusal
+        self.txn.recipients.append(RecipientRecord(
+            recipient, recipient, dsn_notify(event.params.get("NOTIFY")),
+            event.params.get("ORCPT") or ""))
+        return Reply(250, "2.1.5", "Ok")
+
+    async def _receive(self, event: MessageData) -> Reply:
+        self.writer.write(self.conn.data_to_send())
+        service = self.service
+        txn = self.txn
+        try:
+            queue_id, _ = await asyncio.to_thread(
+                queue_message, service.queue, service.cleanup,
+                sender=txn.sender, recipients=txn.recipients, content=event.content,
+                arrival=service.clock(), protocol=self.protocol, helo=self.helo,
+                client_name="unknown" if self.client_address else "localhost",
+                client_address=self.client_address or "127.0.0.1",
+                sasl_username=self.sasl_username, ret=txn.ret, envid=txn.envid)
+        except CleanupError as exc:
+            log.info("NOQUEUE: reject: DATA from %s: %d %s %s; from=<%s> proto=%s helo=<%s>",
+                     self.client, exc.code, exc.dsn, exc.text, txn.sender, self.protocol,
+                     self.helo)
+            return Reply(exc.code, exc.dsn, exc.text)
+        except (OSError, QueueError) as exc:
+            log.error("cannot queue mail from %s: %s", self.client, exc)
+            return Reply(451, "4.3.0", "Error: queue file write error")
+        sasl = (f", sasl_method={self.sasl_method}, sasl_username={self.sasl_username}"
+                if self.sasl_username else "")
+        log.info("%s: client=%s%s", queue_id, self.client, sasl)
+        service.on_queued(queue_id)
+        return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+    async def _start_tls(self) -> bool:
+        context = self.service.tls_context
+        assert context is not None
+        self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+        try:
+            await self.writer.start_tls(context)
+        except (ssl.SSLError, OSError) as exc:
+            log.info("SSL_accept error from %s: %s", self.client, exc)
+            return False
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        self.secure = True
+        log.info("Anonymous TLS connection established from %s: %s with cipher %s",
+                 self.client, ssl_object.version(), ssl_object.cipher()[0])
+        self.conn.tls_started(auth_mechanisms=self._mechanisms())
+        self.txn = _Transaction()
+        return True
+
+    async def _auth_start(self, event: AuthStart) -> bool:
+        authenticator = self.service.authenticator
+        if authenticator is None or event.mechanism not in self._mechanisms():
+            self.conn.answer(AUTH_FAILURE_REPLIES[FailureReason.UNKNOWN_MECHANISM])
+            return True
+        try:
+            self.mechanism = authenticator.start(event.mechanism, self.secure,
+                                                 service=SASL_SERVICE)
+        except MechanismUnavailable as exc:
+            self.conn.answer(AUTH_FAILURE_REPLIES[exc.reason])
+            return True
+        self.sasl_method = event.mechanism
+        return await self._auth_step(event.initial_response)
+
+    async def _auth_step(self, data: bytes | None) -> bool:
+        mechanism = self.mechanism
+        if mechanism is None:
+            self.conn.answer(AUTH_ABORTED)
+            return True
+        result = await asyncio.to_thread(mechanism.step, data)
+        if isinstance(result, Challenge):
+            self.conn.auth_challenge(result.data)
+            return True
+        self.mechanism = None
+        if isinstance(result, Success):
+            self.sasl_username = result.authzid
+            self.conn.auth_succeeded(result.authzid)
+            return True
+        assert isinstance(result, Failure)
+        log.warning("%s: SASL %s authentication failed: %s", self.client, self.sasl_method,
+                    result.detail)
+        self.auth_failures += 1
+        reply = AUTH_FAILURE_REPLIES[result.reason]
+        self.conn.answer(reply)
+        if self.auth_failures >= MAX_AUTH_FAILURES:
+            self.writer.write(self.conn.data_to_send() + TOO_MANY_AUTH_FAILURES.render())
+            return False
+        return True
+
+
+def _verb(conn: ServerConnection) -> str:
+    return conn.state.name
+
+
+async def serve_sockets(service: SmtpdService, sockets: Sequence[object]) -> list[asyncio.Server]:
+    """Start serving on already-bound listening sockets; returns the servers."""
+    import socket as socket_module
+
+    servers = []
+    for sock in sockets:
+        assert isinstance(sock, socket_module.socket)
+        if sock.family == socket_module.AF_UNIX:
+            servers.append(await asyncio.start_unix_server(service.handle, sock=sock))
+        else:
+            servers.append(await asyncio.start_server(service.handle, sock=sock))
+    return servers
+
+
+# --------------------------------------------------------------------------------------------
+# smtpd as a worker process of the MTA master (one per CPU, sharing the listening sockets)
+
+
+class QueueManagerNudge:
+    """Tells the master's queue manager about new mail over the control socket, coalescing:
+    while one `wake` is on its way, later ones fold into a single follow-up."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self._busy = False
+        self._again = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, queue_id: str) -> None:
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        task = asyncio.get_running_loop().create_task(self._send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self) -> None:
+        try:
+            while True:
+                self._again = False
+                with contextlib.suppress(OSError):
+                    reader, writer = await asyncio.open_unix_connection(self.socket_path)
+                    writer.write(b"wake\n")
+                    await writer.drain()
+                    await reader.readline()
+                    writer.close()
+                if not self._again:
+                    break
+        finally:
+            self._busy = False
+
+
+async def serve_worker(config_directory: str, service_name: str, fds: Sequence[int],
+                       parent_fd: int, hostname: str | None = None) -> None:
+    """Serve SMTP on inherited listening sockets until SIGTERM or the master's death (its end of
+    the pipe `parent_fd` closes), then let sessions under way finish."""
+    import signal
+    import socket as socket_module
+    from pathlib import Path
+
+    from sealmail.mta.cleanup import cleanup_from_config
+    from sealmail.mta.config import load_mta_config
+
+    config = load_mta_config(config_directory, hostname=hostname)
+    entry = config.master_cf.get(service_name, "inet")
+    if entry is None:
+        raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
+    settings = entry.effective(config.main)
+    queue = Queue(Path(config.main.value("queue_directory")))
+    service = SmtpdService.from_config(
+        settings, queue, cleanup_from_config(config.main),
+        on_queued=QueueManagerNudge(str(queue.control_socket)), service_name=service_name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_reader(parent_fd, stop.set)  # readable only at EOF: the master is gone
+    servers = []
+    for fd in fds:
+        sock = socket_module.socket(fileno=fd)
+        servers.append(await asyncio.start_server(service.handle, sock=sock))
+    await stop.wait()
+    loop.remove_reader(parent_fd)
+    for server in servers:
+        server.close()
+    service.drain()
+    if service.sessions:
+        await asyncio.wait(set(service.sessions), timeout=30)
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sealmail.mta.smtpd --config DIR --service NAME --fds 3,4 --parent-fd 5`,
+    started by sealmail.mta.master only."""
+    import argparse
+    import sys
+
+    from sealmail.mta.config import load_mta_config
+    from sealmail.mta.master import open_maillog
+    from sealmail.server import runtime
+
+    parser = argparse.ArgumentParser(prog="sealmail-smtpd")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--fds", required=True)
+    parser.add_argument("--parent-fd", type=int, required=True)
+    parser.add_argument("--hostname", default=None)
+    args = parser.parse_args(argv)
+    handler = open_maillog(load_mta_config(args.config, hostname=args.hostname).main)
+    root = logging.getLogger("sealmail")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler if handler is not None else logging.StreamHandler(sys.stderr))
+    fds = [int(fd) for fd in args.fds.split(",") if fd]
+    runtime.run(serve_worker(args.config, args.service, fds, args.parent_fd, args.hostname))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())

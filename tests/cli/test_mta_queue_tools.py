@@ -1,0 +1,170 @@
+"""postqueue -p / mailq, postsuper -d/-h/-H, sendmail into maildrop, pickup (in-process)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from sealmail.cli.main import main
+from sealmail.cli.sendmail import header_recipients, read_message
+from sealmail.mta.cleanup import cleanup_from_config
+from sealmail.mta.config import load_mta_config
+from sealmail.mta.pickup import pickup_once, read_posting
+from sealmail.mta.queue import (
+    AttemptResult,
+    Envelope,
+    Queue,
+    QueueName,
+    RecipientRecord,
+    RecipientState,
+)
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "main.cf").write_text(
+        f"myhostname = mx.example.com\nqueue_directory = {tmp_path / 'spool'}\n"
+        f"data_directory = {tmp_path / 'data'}\n")
+    (config / "master.cf").write_text("")
+    return config
+
+
+@pytest.fixture
+def queue(config_dir: Path) -> Queue:
+    q = Queue(config_dir.parent / "spool")
+    q.create_directories()
+    return q
+
+
+def enqueue(queue: Queue, sender: str, *recipients: str) -> str:
+    envelope = Envelope(sender, tuple(RecipientRecord(r, r) for r in recipients),
+                        arrival=1_700_000_000.0, size=1500)
+    return queue.enqueue(envelope, b"x" * 1500)
+
+
+def test_empty_queue(config_dir: Path, queue: Queue, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["postqueue", "-c", str(config_dir), "-p"]) == 0
+    assert capsys.readouterr().out == "Mail queue is empty\n"
+
+
+def test_listing_in_postfix_shape(config_dir: Path, queue: Queue,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    first = enqueue(queue, "alice@example.org", "bob@example.com", "carol@example.com")
+    second = enqueue(queue, "", "dave@example.com")
+    entry = queue.load(first, QueueName.INCOMING)
+    queue.mark(entry, [1], RecipientState.SENT)
+    queue.record(entry, [AttemptResult(0, "deferred", "4.4.1", "connect to x: refused",
+                                       "none", 1.0)])
+    queue.move(first, QueueName.INCOMING, QueueName.DEFERRED)
+    queue.move(second, QueueName.INCOMING, QueueName.HOLD)
+    assert main(["mailq", "-c", str(config_dir)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+    assert any(line.startswith(f"{first}      1500 ") and line.endswith("  alice@example.org")
+               for line in lines)
+    assert any(line.startswith(f"{second}!") and "MAILER-DAEMON" in line for line in lines)
+    assert "(connect to x: refused)" in lines
+    assert " " * 41 + "bob@example.com" in lines
+    assert " " * 41 + "carol@example.com" not in lines  # delivered already
+    assert lines[-1] == "-- 3 Kbytes in 2 Requests."
+
+
+def test_postsuper_delete_one_and_all(config_dir: Path, queue: Queue,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [enqueue(queue, "a@x.test", f"r{i}@x.test") for i in range(3)]
+    queue.move(ids[2], QueueName.INCOMING, QueueName.DEFERRED)
+    assert main(["postsuper", "-c", str(config_dir), "-d", ids[0]]) == 0
+    assert queue.find(ids[0]) is None
+    assert not queue.content_path(ids[0]).exists()
+    assert main(["postsuper", "-c", str(config_dir), "-d", "ALL", "deferred"]) == 0
+    assert queue.find(ids[2]) is None
+    assert queue.find(ids[1]) is QueueName.INCOMING
+    assert main(["postsuper", "-c", str(config_dir), "-d", "ALL"]) == 0
+    assert list(queue.entries()) == []
+    err = capsys.readouterr().err
+    assert "Deleted: 1 message" in err
+
+
+def test_postsuper_refuses_bad_ids(config_dir: Path, queue: Queue,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["postsuper", "-c", str(config_dir), "-d", "../../etc/passwd"]) == 0
+    assert "invalid mail queue id" in capsys.readouterr().err
+    assert main(["postsuper", "-c", str(config_dir)]) == 64
+
+
+def test_postsuper_hold_and_release(config_dir: Path, queue: Queue) -> None:
+    queue_id = enqueue(queue, "a@x.test", "r@x.test")
+    assert main(["postsuper", "-c", str(config_dir), "-h", queue_id]) == 0
+    assert queue.find(queue_id) is QueueName.HOLD
+    assert main(["postsuper", "-c", str(config_dir), "-H", "ALL"]) == 0
+    assert queue.find(queue_id) is QueueName.DEFERRED
+
+
+def test_read_message_dot_rule() -> None:
+    data = b"Subject: x\n\nline\n.\nafter\n"
+    assert read_message(data, ignore_dots=False) == b"Subject: x\n\nline\n"
+    assert read_message(data, ignore_dots=True) == data
+
+
+def test_header_recipients() -> None:
+    message = b"To: A <a@x.test>, b@x.test\nCc: c@x.test\nBcc: d@x.test\nSubject: s\n\nbody\n"
+    assert header_recipients(message) == ["a@x.test", "b@x.test", "c@x.test", "d@x.test"]
+
+
+def test_sendmail_posts_to_maildrop_and_pickup_queues(
+        config_dir: Path, queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(b"Subject: local\nBcc: hidden@x.test\n\nhello\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["sendmail", "-C", str(config_dir), "-f", "root", "-t", "bob"]) == 0
+    [posted] = [p for p in queue.maildrop.iterdir() if not p.name.startswith(".")]
+    posting = read_posting(posted)
+    assert posting.sender == "root@mx.example.com"  # myorigin = $myhostname
+    assert posting.recipients == ("bob@mx.example.com", "hidden@x.test")
+    config = load_mta_config(config_dir)
+    [queue_id] = pickup_once(queue, cleanup_from_config(config.main))
+    assert list(queue.maildrop.iterdir()) == []
+    entry = queue.load(queue_id, QueueName.INCOMING)
+    content = entry.content_path.read_bytes()
+    assert content.startswith(b"Received: by mx.example.com (sealmail, from userid ")
+    assert b"hidden@x.test" not in content  # Bcc: dropped by cleanup
+    assert entry.envelope.protocol == "local"
+
+
+def test_sendmail_without_recipients(config_dir: Path, queue: Queue,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Subject: x\n\n")))
+    assert main(["sendmail", "-C", str(config_dir)]) == 64
+
+
+def test_pickup_drops_garbage(queue: Queue, config_dir: Path) -> None:
+    (queue.maildrop / "JUNK").write_bytes(b"not a maildrop file")
+    config = load_mta_config(config_dir)
+    assert pickup_once(queue, cleanup_from_config(config.main)) == []
+    assert list(queue.maildrop.iterdir()) == []
+
+
+def test_postfix_status_when_stopped(config_dir: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["postfix", "-c", str(config_dir), "status"]) == 1
+    assert "not running" in capsys.readouterr().err
+    assert main(["postfix", "-c", str(config_dir), "check"]) == 0
+    assert (config_dir.parent / "spool" / "maildrop").is_dir()
+
+
+def test_pickup_refuses_links(queue: Queue, config_dir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"sealmail-maildrop 1\n"
+                       b'{"sender": "x@x.test", "recipients": ["thief@x.test"], "time": 1}\n'
+                       b"root's secret\n")
+    (queue.maildrop / "SYMLINK").symlink_to(secret)
+    (queue.maildrop / "HARDLINK").hardlink_to(secret)
+    config = load_mta_config(config_dir)
+    assert pickup_once(queue, cleanup_from_config(config.main)) == []
+    assert list(queue.entries()) == []
+    assert secret.exists()

@@ -1,0 +1,136 @@
+"""The seed's section 6 with sealmail as the MTA: SMTP in, the queue, and the LMTP agent (part A)
+delivering into sealmail's lmtpd over its UNIX socket, with a recipient limit of 2."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.instance import SealmailInstance
+from tests.support.peers import free_tcp_port
+
+from sealmail.mta.master import MtaMaster
+
+pytest.importorskip("sealmail.mta.agents.lmtp")
+
+USERS = ("alice", "bob", "carol", "dave", "erin")
+MESSAGE = b"From: sender@example.org\r\nSubject: seed section 6\r\n\r\nsingle instance\r\n"
+
+
+class RunningMta:
+    def __init__(self, config: Path, smtpd_processes: int | None = None) -> None:
+        self.master = MtaMaster(config, hostname="mx.example.com",
+                                smtpd_processes=smtpd_processes)
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.master.run(self.stop, lambda _: self.ready.set()))
+
+    def __enter__(self) -> RunningMta:
+        self.thread.start()
+        assert self.ready.wait(20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SealmailInstance]:
+    with SealmailInstance(tmp_path / "store", users=USERS) as instance:
+        yield instance
+
+
+def configure(root: Path, store: SealmailInstance, port: int, extra: str = "") -> Path:
+    config = root / "etc"
+    config.mkdir()
+    (config / "main.cf").write_text(
+        "mydestination = example.com\n"
+        f"queue_directory = {root / 'spool'}\n"
+        f"data_directory = {root / 'data'}\n"
+        "inet_interfaces = loopback-only\n"
+        f"local_transport = cyrus:unix:{store.socket_path}\n"
+        "cyrus_destination_recipient_limit = 2\n" + extra)
+    (config / "master.cf").write_text(
+        f"127.0.0.1:{port} inet n - n - - smtpd\n"
+        "cyrus     unix  -       n       n       -       -       lmtp\n"
+        "  -o lmtp_cache_connection=yes\n"
+        "error     unix  -       -       n       -       -       error\n")
+    return config
+
+
+def wait_for(condition: object, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "not delivered in time"
+        time.sleep(0.05)
+
+
+def test_five_recipients_limit_two_into_lmtpd(tmp_path: Path, store: SealmailInstance,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    port = free_tcp_port()
+    config = configure(tmp_path, store, port)
+    caplog.set_level("INFO", logger="sealmail")
+    with RunningMta(config):
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            refused = client.sendmail("sender@example.org",
+                                      [f"{u}@example.com" for u in USERS], MESSAGE)
+        assert refused == {}
+        wait_for(lambda: all(store.message_count(u) == 1 for u in USERS))
+        wait_for(lambda: "removed" in caplog.text)
+    sent = [r.getMessage() for r in caplog.records if "status=sent" in r.getMessage()]
+    assert len(sent) == 5
+    assert all("dsn=2." in line for line in sent)
+    # 5 recipients, a limit of 2: three LMTP deliveries, seen in lmtpd's log by session id.
+    per_session: dict[str, int] = {}
+    for line in store.log_text().splitlines():
+        if "status=sent" in line:
+            session = line.split("]: ", 1)[1].split(":", 1)[0]
+            per_session[session] = per_session.get(session, 0) + 1
+    assert sorted(per_session.values()) == [1, 2, 2]
+
+
+def test_unknown_user_bounces_others_delivered(tmp_path: Path, store: SealmailInstance,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    port = free_tcp_port()
+    config = configure(tmp_path, store, port)
+    caplog.set_level("INFO", logger="sealmail")
+    with RunningMta(config):
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("sender@example.com", ["alice@example.com", "nobody@example.com"],
+                            MESSAGE)
+        wait_for(lambda: "sender non-delivery notification" in caplog.text)
+    assert store.message_count("alice") == 1
+    assert "to=<nobody@example.com>" in caplog.text
+    assert "status=bounced" in caplog.text
+
+
+def test_down_lmtp_server_defers_then_flush_delivers(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    store = SealmailInstance(tmp_path / "store", users=("alice",))
+    port = free_tcp_port()
+    config = configure(tmp_path, store, port)
+    caplog.set_level("INFO", logger="sealmail")
+    with RunningMta(config, smtpd_processes=1) as mta:  # smtpd inside the master process
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("sender@example.org", ["alice@example.com"], MESSAGE)
+        wait_for(lambda: "status=deferred" in caplog.text)
+        assert list((tmp_path / "spool" / "deferred").iterdir())
+        with store:
+            qmgr = mta.master.qmgr
+            assert qmgr is not None
+            mta.loop.call_soon_threadsafe(qmgr.flush)
+            wait_for(lambda: store.message_count("alice") == 1)
+            wait_for(lambda: ": removed" in caplog.text)
+    assert not list((tmp_path / "spool" / "deferred").iterdir())

@@ -1,0 +1,160 @@
+"""The queue on disk: ids, durable writes, state moves, in-place recipient marks, recovery."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sealmail.mta.queue import (
+    AttemptResult,
+    CorruptQueueFile,
+    Envelope,
+    Queue,
+    QueueError,
+    QueueName,
+    RecipientRecord,
+    RecipientState,
+    is_queue_id,
+    new_queue_id,
+    parse_envelope_file,
+    render_envelope,
+)
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Queue:
+    q = Queue(tmp_path / "spool", clock=lambda: 1_700_000_000.0)
+    q.create_directories()
+    return q
+
+
+def envelope(*recipients: str, sender: str = "alice@example.org") -> Envelope:
+    return Envelope(sender, tuple(RecipientRecord(r, r) for r in recipients), arrival=1000.0,
+                    size=5, client="unknown[127.0.0.1]", protocol="ESMTP")
+
+
+def test_queue_ids_are_distinct_and_valid() -> None:
+    ids = {new_queue_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(is_queue_id(i) and len(i) == 12 for i in ids)
+    assert not is_queue_id("../etc/passwd")
+    assert not is_queue_id("aeiou12345")  # lower case and vowels are never in an id
+
+
+def test_enqueue_writes_content_and_envelope(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("bob@example.com"), b"hello")
+    assert queue.ids(QueueName.INCOMING) == [queue_id]
+    assert queue.content_path(queue_id).read_bytes() == b"hello"
+    loaded = queue.load(queue_id, QueueName.INCOMING)
+    assert loaded.envelope.sender == "alice@example.org"
+    assert [r.record.address for r in loaded.pending] == ["bob@example.com"]
+    assert not any(p.name.startswith(".") for p in queue.queue_directory(QueueName.INCOMING)
+                   .iterdir())
+
+
+def test_aborted_writer_leaves_nothing(queue: Queue) -> None:
+    with pytest.raises(RuntimeError), queue.new_message() as writer:
+        writer.write(b"partial")
+        raise RuntimeError("client went away")
+    assert list((queue.directory / "content").iterdir()) == []
+    assert queue.ids(QueueName.INCOMING) == []
+
+
+def test_marks_are_in_place_and_survive_reload(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("a@x.test", "b@x.test", "c@x.test"), b"m")
+    entry = queue.load(queue_id, QueueName.INCOMING)
+    size = entry.path.stat().st_size
+    queue.mark(entry, [0, 2], RecipientState.SENT)
+    assert entry.path.stat().st_size == size  # overwritten, not appended
+    again = queue.load(queue_id, QueueName.INCOMING)
+    assert [r.state for r in again.recipients] == [
+        RecipientState.SENT, RecipientState.PENDING, RecipientState.SENT]
+    assert [r.record.address for r in again.pending] == ["b@x.test"]
+
+
+def test_results_and_attempts_are_appended(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("a@x.test", "b@x.test"), b"m")
+    entry = queue.load(queue_id, QueueName.INCOMING)
+    queue.record(entry, [AttemptResult(1, "deferred", "4.4.1", "connect refused", "none", 5.0)],
+                 attempt=(5.0, 305.0))
+    again = queue.load(queue_id, QueueName.INCOMING)
+    assert again.attempts == 1
+    assert again.recipients[1].last is not None
+    assert again.recipients[1].last.text == "connect refused"
+    assert again.recipients[0].last is None
+
+
+def test_torn_append_is_ignored(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("a@x.test"), b"m")
+    path = queue.path_of(queue_id, QueueName.INCOMING)
+    with open(path, "ab") as handle:
+        handle.write(b'L {"index": 0, "sta')  # a crash in the middle of an append
+    assert queue.load(queue_id, QueueName.INCOMING).recipients[0].last is None
+
+
+def test_move_sets_next_attempt_time(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("a@x.test"), b"m")
+    queue.move(queue_id, QueueName.INCOMING, QueueName.DEFERRED, next_attempt=2000.0)
+    assert queue.find(queue_id) is QueueName.DEFERRED
+    assert queue.due(QueueName.DEFERRED, 1999.0) == []
+    assert queue.due(QueueName.DEFERRED, 2000.0) == [queue_id]
+    with pytest.raises(QueueError):
+        queue.move(queue_id, QueueName.INCOMING, QueueName.ACTIVE)
+
+
+def test_recover_requeues_active_and_removes_debris(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("a@x.test"), b"m")
+    queue.move(queue_id, QueueName.INCOMING, QueueName.ACTIVE)
+    (queue.queue_directory(QueueName.INCOMING) / ".HALF.tmp").write_bytes(b"x")
+    orphan = queue.content_path("BCDFGHJKLMNP")
+    orphan.write_bytes(b"content of a receive that never got its 250")
+    assert queue.recover() == [queue_id]
+    assert queue.find(queue_id) is QueueName.INCOMING
+    assert not orphan.exists()
+    assert queue.content_path(queue_id).exists()
+    assert not (queue.queue_directory(QueueName.INCOMING) / ".HALF.tmp").exists()
+
+
+def test_remove_deletes_envelope_and_content(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("a@x.test"), b"m")
+    assert queue.remove(queue_id)
+    assert not queue.content_path(queue_id).exists()
+    assert not queue.remove(queue_id)
+
+
+def test_corrupt_files_are_typed_errors() -> None:
+    with pytest.raises(CorruptQueueFile):
+        parse_envelope_file(b"garbage\n")
+    with pytest.raises(CorruptQueueFile):
+        parse_envelope_file(b"sealmail-queue 1\nR P {}\n")
+    with pytest.raises(CorruptQueueFile):
+        parse_envelope_file(b"sealmail-queue 1\nX what\n")
+
+
+def test_maildrop_is_sticky_and_world_writable(queue: Queue) -> None:
+    mode = os.stat(queue.maildrop).st_mode & 0o7777
+    assert mode == 0o1733
+
+
+addresses = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=40)
+
+
+@given(st.lists(addresses, min_size=1, max_size=5), st.text(max_size=30))
+def test_envelope_round_trip(recipients: list[str], sender: str) -> None:
+    original = Envelope(sender, tuple(RecipientRecord(r, r.upper(), ("FAILURE",)) for r in
+                                      recipients), arrival=12.5, size=3, envid="x")
+    parsed, entries, attempts = parse_envelope_file(render_envelope(original))
+    assert parsed == original
+    assert attempts == 0
+    assert all(e.state is RecipientState.PENDING for e in entries)
+
+
+@given(st.binary(max_size=300))
+def test_parser_never_crashes_untyped(data: bytes) -> None:
+    with contextlib.suppress(CorruptQueueFile):
+        parse_envelope_file(b"sealmail-queue 1\n" + data)

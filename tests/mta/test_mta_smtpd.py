@@ -1,0 +1,372 @@
+"""smtpd over real sockets with real clients (smtplib, swaks): queueing, relay control,
+limits, STARTTLS, AUTH."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from sealmail.auth.authenticator import Authenticator
+from sealmail.config.imapd_conf import ConfigError, load_imapd_conf
+from sealmail.mta.cleanup import cleanup_from_config
+from sealmail.mta.config.main_cf import MainConfig, parse_main_cf
+from sealmail.mta.queue import Queue, QueueName
+from sealmail.mta.smtpd import RecipientPolicy, SmtpdService, tls_context_from_config
+
+MESSAGE = b"From: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+BASE = ("myhostname = mx.example.com\nmydestination = example.com\n"
+        "relay_domains = relayed.test\n")
+
+
+class Server:
+    """An SmtpdService on 127.0.0.1:<free port> in a background event loop."""
+
+    def __init__(self, tmp_path: Path, main_text: str, **kwargs: Any) -> None:
+        self.config = MainConfig.from_document(parse_main_cf(BASE + main_text),
+                                               hostname="mx.example.com")
+        self.queue = Queue(tmp_path / "queue")
+        self.queue.create_directories()
+        self.queued: list[str] = []
+        self.kwargs = kwargs
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        self.service = SmtpdService(self.config, self.queue, cleanup_from_config(self.config),
+                                    on_queued=self.queued.append, **self.kwargs)
+        self.server = await asyncio.start_server(self.service.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            self.server.close()
+            self.service.drain()
+            if self.service.sessions:
+                await asyncio.wait(set(self.service.sessions), timeout=5)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def client(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.port, timeout=10)
+
+    def incoming(self) -> list[str]:
+        return self.queue.ids(QueueName.INCOMING)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(main_text: str = "", **kwargs: Any) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", main_text, **kwargs)
+        servers.append(server.__enter__())
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()
+
+
+def test_smtplib_submission_is_queued_durably(serve: Callable[..., Server]) -> None:
+    server = serve()
+    with server.client() as client:
+        code, text = client.ehlo("client.test")
+        assert code == 250
+        for keyword in (b"PIPELINING", b"SIZE 10240000", b"8BITMIME", b"ENHANCEDSTATUSCODES"):
+            assert keyword in text
+        refused = client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE)
+        assert refused == {}
+    [queue_id] = server.incoming()
+    assert server.queued == [queue_id]
+    entry = server.queue.load(queue_id, QueueName.INCOMING)
+    assert entry.envelope.sender == "alice@example.org"
+    assert entry.envelope.protocol == "ESMTP"
+    assert [r.record.address for r in entry.recipients] == ["bob@example.com"]
+    content = entry.content_path.read_bytes()
+    assert content.startswith(b"Received: from client.test (unknown [127.0.0.1])")
+    assert f"with ESMTP id {queue_id}".encode() in content
+    assert b"Message-Id: <" in content and b"\r\nDate: " in content
+
+
+def test_queue_id_in_the_250_reply(serve: Callable[..., Server]) -> None:
+    server = serve()
+    with server.client() as client:
+        client.ehlo("c.test")
+        client.mail("alice@example.org")
+        client.rcpt("bob@example.com")
+        code, text = client.data(MESSAGE)
+    assert code == 250
+    assert text.decode().startswith("2.0.0 Ok: queued as ")
+    assert text.decode().split()[-1] == server.incoming()[0]
+
+
+def test_never_an_open_relay(serve: Callable[..., Server]) -> None:
+    server = serve("mynetworks = 10.0.0.0/8\n")  # 127.0.0.1 is not trusted here
+    with server.client() as client:
+        client.ehlo("c.test")
+        client.mail("spammer@example.net")
+        # Postfix's default smtpd_relay_restrictions end in defer_unauth_destination.
+        assert client.rcpt("victim@elsewhere.test") == (
+            454, b"4.7.1 <victim@elsewhere.test>: Relay access denied")
+        assert client.rcpt("bob@example.com")[0] == 250
+        assert client.rcpt("x@relayed.test")[0] == 250
+        assert client.rcpt("x@sub.relayed.test")[0] == 250
+    with server.client() as client, pytest.raises(smtplib.SMTPRecipientsRefused):
+        client.sendmail("a@example.net", ["victim@elsewhere.test"], MESSAGE)
+    assert server.incoming() == []
+
+
+def test_reject_unauth_destination_is_permanent(serve: Callable[..., Server]) -> None:
+    server = serve("mynetworks = 10.0.0.0/8\n"
+                   "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n")
+    with server.client() as client:
+        client.ehlo("c.test")
+        client.mail("spammer@example.net")
+        assert client.rcpt("victim@elsewhere.test") == (
+            554, b"5.7.1 <victim@elsewhere.test>: Relay access denied")
+
+
+def test_mynetworks_may_relay(serve: Callable[..., Server]) -> None:
+    server = serve("mynetworks = 127.0.0.0/8 [::1]/128\n")
+    with server.client() as client:
+        assert client.sendmail("a@example.org", ["far@elsewhere.test"], MESSAGE) == {}
+    assert len(server.incoming()) == 1
+
+
+def test_restriction_lists_in_order(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n"
+                   "smtpd_recipient_restrictions = reject_non_fqdn_recipient, permit\n")
+    with server.client() as client:
+        client.ehlo("c.test")
+        client.mail("a@example.org")
+        assert client.rcpt("x@nodots")[0] == 504
+        assert client.rcpt("x@fine.test")[0] == 250
+
+
+def test_unknown_restriction_fails_closed(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_relay_restrictions = check_nonsense, reject_unauth_destination\n")
+    with server.client() as client:
+        client.ehlo("c.test")
+        client.mail("a@example.org")
+        assert client.rcpt("bob@example.com")[0] == 451
+
+
+def test_open_relay_configuration_is_refused() -> None:
+    config = MainConfig.from_document(parse_main_cf(
+        "smtpd_relay_restrictions = permit_mynetworks\nsmtpd_recipient_restrictions =\n"),
+        hostname="h.test")
+    with pytest.raises(ConfigError, match="reject_unauth_destination"):
+        RecipientPolicy.from_config(config)
+
+
+def test_message_size_limit(serve: Callable[..., Server]) -> None:
+    server = serve("message_size_limit = 1000\n")
+    with server.client() as client:
+        client.ehlo("c.test")
+        assert b"SIZE 1000" in client.ehlo_resp  # type: ignore[operator]
+        code, _ = client.mail("a@example.org", ["SIZE=5000"])
+        assert code == 552
+        client.rset()
+        client.mail("a@example.org")
+        client.rcpt("bob@example.com")
+        code, _ = client.data(MESSAGE + b"x" * 2000 + b"\r\n")
+        assert code == 552
+    assert server.incoming() == []
+
+
+def test_recipient_limit(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_recipient_limit = 2\n")
+    with server.client() as client:
+        client.ehlo("c.test")
+        client.mail("a@example.org")
+        assert client.rcpt("a@example.com")[0] == 250
+        assert client.rcpt("b@example.com")[0] == 250
+        assert client.rcpt("c@example.com")[0] == 452
+
+
+def test_bad_commands_drop_the_client(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_hard_error_limit = 2\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"220 ")
+        replies = []
+        for _ in range(3):
+            stream.write(b"BOGUS\r\n")
+            stream.flush()
+            replies.append(stream.readline()[:3])
+        assert replies == [b"500", b"500", b"421"]
+        assert stream.readline() == b""  # closed
+
+
+def test_timeout_closes_idle_sessions(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_timeout = 1s\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"220 ")
+        assert stream.readline().startswith(b"421 4.4.2 ")
+
+
+def test_bare_local_part_gets_myorigin(serve: Callable[..., Server]) -> None:
+    server = serve("mydestination = example.com, mx.example.com\n")
+    with server.client() as client:
+        assert client.sendmail("alice@example.org", ["postmaster"], MESSAGE) == {}
+    entry = server.queue.load(server.incoming()[0], QueueName.INCOMING)
+    assert entry.recipients[0].record.address == "postmaster@mx.example.com"
+
+
+def test_virtual_alias_expansion_at_receive(serve: Callable[..., Server], tmp_path: Path) -> None:
+    aliases = tmp_path / "virtual"
+    aliases.write_text("team@example.com a@example.com, b@example.com\n")
+    server = serve(f"virtual_alias_maps = texthash:{aliases}\n")
+    with server.client() as client:
+        client.sendmail("x@example.org", ["team@example.com"], MESSAGE)
+    entry = server.queue.load(server.incoming()[0], QueueName.INCOMING)
+    assert [(r.record.address, r.record.original) for r in entry.recipients] == [
+        ("a@example.com", "team@example.com"), ("b@example.com", "team@example.com")]
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+def test_swaks_submission(serve: Callable[..., Server]) -> None:
+    server = serve()
+    result = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(server.port), "--from",
+         "alice@example.org", "--to", "bob@example.com,carol@example.com", "--helo",
+         "swaks.test", "--pipeline"],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ok: queued as" in result.stdout
+    entry = server.queue.load(server.incoming()[0], QueueName.INCOMING)
+    assert [r.record.address for r in entry.recipients] == ["bob@example.com",
+                                                            "carol@example.com"]
+
+
+# -- STARTTLS and AUTH ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_settings(tmp_path: Path, ca: trustme.CA, level: str) -> str:
+    cert = ca.issue_cert("mx.example.com", "127.0.0.1")
+    path = tmp_path / "smtpd.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(path))
+    return f"smtpd_tls_security_level = {level}\nsmtpd_tls_cert_file = {path}\n"
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.check_hostname = False
+    return context
+
+
+def with_tls(server_text: str) -> dict[str, Any]:
+    config = MainConfig.from_document(parse_main_cf(BASE + server_text), hostname="mx.test")
+    return {"tls_context": tls_context_from_config(config)}
+
+
+def test_starttls(serve: Callable[..., Server], tmp_path: Path, ca: trustme.CA) -> None:
+    text = tls_settings(tmp_path, ca, "may")
+    server = serve(text, **with_tls(text))
+    with server.client() as client:
+        client.ehlo("c.test")
+        assert client.has_extn("starttls")
+        client.starttls(context=client_context(ca))
+        client.ehlo("c.test")
+        assert not client.has_extn("starttls")
+        assert client.sendmail("a@example.org", ["bob@example.com"], MESSAGE) == {}
+    entry = server.queue.load(server.incoming()[0], QueueName.INCOMING)
+    assert entry.envelope.protocol == "ESMTPS"
+
+
+def test_tls_encrypt_requires_starttls(serve: Callable[..., Server], tmp_path: Path,
+                                       ca: trustme.CA) -> None:
+    text = tls_settings(tmp_path, ca, "encrypt")
+    server = serve(text, **with_tls(text))
+    with server.client() as client:
+        client.ehlo("c.test")
+        assert client.mail("a@example.org")[0] == 530
+
+
+def make_authenticator(tmp_path: Path) -> Authenticator:
+    root = tmp_path / "store"
+    root.mkdir()
+    sasldb = root / "sasldb2"
+    subprocess.run([sys.executable, "-m", "sealmail", "saslpasswd2", "-p", "-c", "-u",
+                    "mx.example.com", "-f", str(sasldb), "alice"], input="alice-pw\n",
+                   text=True, check=True, capture_output=True)
+    conf = root / "imapd.conf"
+    conf.write_text(f"configdirectory: {root / 'lib'}\npartition-default: {root / 'spool'}\n"
+                    f"servername: mx.example.com\nsasl_sasldb_path: {sasldb}\n"
+                    "allowplaintext: yes\nauth_failure_delay: 0\n")
+    return Authenticator(load_imapd_conf(str(conf)))
+
+
+def test_auth_permits_relaying(serve: Callable[..., Server], tmp_path: Path) -> None:
+    server = serve("mynetworks = 10.0.0.0/8\nsmtpd_sasl_auth_enable = yes\n",
+                   authenticator=make_authenticator(tmp_path))
+    client = server.client()
+    client.ehlo("c.test")
+    assert "PLAIN" in client.esmtp_features["auth"]
+    client.mail("alice@example.org")
+    assert client.rcpt("far@elsewhere.test")[0] == 454
+    client.rset()
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login("alice", "wrong")  # smtplib tries three mechanisms, then we hang up (421)
+    client.close()
+    with server.client() as client:
+        client.login("alice", "alice-pw")
+        assert client.sendmail("alice@example.org", ["far@elsewhere.test"], MESSAGE) == {}
+    entry = server.queue.load(server.incoming()[0], QueueName.INCOMING)
+    assert entry.envelope.protocol == "ESMTPA"
+    assert entry.envelope.sasl_username == "alice"
+
+
+def test_noplaintext_hides_plain_without_tls(serve: Callable[..., Server],
+                                             tmp_path: Path) -> None:
+    server = serve("smtpd_sasl_auth_enable = yes\n"
+                   "smtpd_sasl_security_options = noanonymous, noplaintext\n",
+                   authenticator=make_authenticator(tmp_path))
+    with server.client() as client:
+        client.ehlo("c.test")
+        mechanisms = client.esmtp_features["auth"].split()
+        assert "PLAIN" not in mechanisms and "LOGIN" not in mechanisms
+        assert "SCRAM-SHA-256" in mechanisms
+
+
+def test_dsn_notify_parameter() -> None:
+    from sealmail.mta.smtpd import dsn_notify
+
+    assert dsn_notify("success,Failure") == ("SUCCESS", "FAILURE")
+    assert dsn_notify("NEVER") == ("NEVER",)
+    assert dsn_notify(None) == ()
