@@ -18,9 +18,8 @@ for LMTP. The decisions that are the MTA's own live here:
   (smtpd_sasl_auth_enable; passwords through sealmail.auth.Authenticator, service "smtp", with
   the store's imapd.conf named by smtpd_sasl_imapd_conf).
 
-DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are kept in the queue and honoured
-by the bounce, but the shared SMTP core neither advertises DSN nor lets these parameters through
-yet (it answers 555), so today they only arrive this way once the core allows them.
+DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are checked by the SMTP core, kept in
+the queue and honoured by the bounce.
 
 Logs are Postfix's lines: `connect from`, `NOQUEUE: reject: RCPT from ...`, `QUEUEID: client=`,
 `disconnect from`.
@@ -387,6 +386,7 @@ class SmtpdSession:
             auth_mechanisms=self._mechanisms(),
             starttls_available=service.tls_context is not None,
             greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
+            dsn=True,
         )
         self.writer.write(conn.data_to_send())
         going_on = True
@@ -479,7 +479,6 @@ class SmtpdSession:
             return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
         sender = "" if not event.reverse_path else self._qualify(event.address,
                                                                  event.reverse_path)
-        # DSN parameters (RFC 3461) are kept when the SMTP core lets them through.
         self.txn = _Transaction(sender=sender, ret=(event.params.get("RET") or "").upper(),
                                 envid=_xtext(event.params.get("ENVID")))
         return Reply(250, "2.1.0", "Ok")

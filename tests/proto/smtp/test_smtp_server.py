@@ -289,3 +289,35 @@ def test_oversized_message_gets_552_per_recipient_and_an_event() -> None:
 def test_limits_are_checked(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         Limits(**bad)
+
+
+def test_dsn_parameters_when_enabled() -> None:
+    """RFC 3461: with dsn=True, DSN is advertised and RET/ENVID/NOTIFY/ORCPT are checked."""
+    conn = ServerConnection(mode=Mode.SMTP, hostname="mx", dsn=True)
+    conn.data_to_send()
+    conn.receive_data(
+        b"EHLO c\r\nMAIL FROM:<s@x> RET=hdrs ENVID=QQ+2B1\r\n"
+        b"RCPT TO:<a@x> NOTIFY=success,failure ORCPT=rfc822;a@x\r\n"
+        b"RCPT TO:<b@x> NOTIFY=NEVER,SUCCESS\r\nRCPT TO:<c@x> ORCPT=rfc822\r\n"
+    )
+    assert isinstance(conn.next_event(), Hello)
+    assert b"250 DSN\r\n" in conn.data_to_send()
+    mail = conn.next_event()
+    assert isinstance(mail, MailFrom) and mail.params == {"RET": "HDRS", "ENVID": "QQ+2B1"}
+    conn.answer(OK_MAIL)
+    rcpt = conn.next_event()
+    assert isinstance(rcpt, RcptTo)
+    assert rcpt.params == {"NOTIFY": "SUCCESS,FAILURE", "ORCPT": "rfc822;a@x"}
+    conn.answer(OK_RCPT)
+    for _ in range(2):  # NEVER with others, and ORCPT without an address, are refused
+        event = conn.next_event()
+        assert isinstance(event, ProtocolError) and event.reply.code == 501
+
+
+def test_dsn_parameters_are_refused_without_dsn() -> None:
+    conn = ServerConnection(mode=Mode.SMTP, hostname="mx")
+    conn.receive_data(b"EHLO c\r\nMAIL FROM:<s@x> RET=FULL\r\n")
+    conn.next_event()
+    assert b"DSN" not in conn.data_to_send().split(b"220 ", 1)[1]
+    event = conn.next_event()
+    assert isinstance(event, ProtocolError) and event.reply.code == 555

@@ -127,8 +127,10 @@ class ServerConnection:
         starttls_available: bool = False,
         greeting_text: str | None = None,
         accept_mail_auth: bool = False,
+        dsn: bool = False,
     ) -> None:
         self.mode = mode
+        self.dsn = dsn  # RFC 3461: advertise DSN and take RET/ENVID and NOTIFY/ORCPT
         # MAIL's AUTH= (RFC 4954 5) is also taken from clients trusted without AUTH (a UNIX-socket
         # deliver passing -a AUTHUSER, as Cyrus's deliver does).
         self.accept_mail_auth = accept_mail_auth
@@ -179,6 +181,8 @@ class ServerConnection:
         caps += ["CHUNKING", "BINARYMIME"]
         if self.mode is Mode.LMTP:
             caps.append("IGNOREQUOTA")
+        if self.dsn:
+            caps.append("DSN")
         if self.auth_mechanisms and self.authenticated_as is None:
             caps.append("AUTH " + " ".join(self.auth_mechanisms))
         if self.starttls_available and not self.tls_active:
@@ -437,6 +441,15 @@ class ServerConnection:
                 # RFC 4954 5: AUTH=<> or AUTH=xtext; the host decides whether to trust it.
                 if value is None or not (value == "<>" or _XTEXT.fullmatch(value)):
                     return self._error(Reply(501, "5.5.4", "Bad AUTH parameter"), line)
+            elif name == "RET" and self.dsn:
+                # RFC 3461 4.3: RET=FULL or RET=HDRS.
+                if value is None or value.upper() not in ("FULL", "HDRS"):
+                    return self._error(Reply(501, "5.5.4", "Bad RET parameter"), line)
+                params[name] = value.upper()
+            elif name == "ENVID" and self.dsn:
+                # RFC 3461 4.4: xtext, at most 100 characters.
+                if value is None or len(value) > 100 or not _XTEXT.fullmatch(value):
+                    return self._error(Reply(501, "5.5.4", "Bad ENVID parameter"), line)
             else:
                 return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
         address = path.address
@@ -461,6 +474,19 @@ class ServerConnection:
             if name == "IGNOREQUOTA" and self.mode is Mode.LMTP:
                 if value is not None:
                     return self._error(Reply(501, "5.5.4", "IGNOREQUOTA takes no value"), line)
+            elif name == "NOTIFY" and self.dsn:
+                # RFC 3461 4.1: NEVER alone, or a list of SUCCESS, FAILURE, DELAY.
+                words = (value or "").upper().split(",")
+                if not value or not (
+                    words == ["NEVER"] or set(words) <= {"SUCCESS", "FAILURE", "DELAY"}
+                ):
+                    return self._error(Reply(501, "5.5.4", "Bad NOTIFY parameter"), line)
+                params[name] = ",".join(words)
+            elif name == "ORCPT" and self.dsn:
+                # RFC 3461 4.2: addr-type ";" xtext.
+                addr_type, sep, text = (value or "").partition(";")
+                if not sep or not addr_type or not text or not _XTEXT.fullmatch(text):
+                    return self._error(Reply(501, "5.5.4", "Bad ORCPT parameter"), line)
             else:
                 return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
         limit = self.limits.max_recipients
