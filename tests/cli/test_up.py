@@ -15,7 +15,7 @@ from tests.support.peers import free_tcp_port
 
 
 def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> None:
-    lmtp_port, pop3_port, sieve_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
+    lmtp_port, pop3_port, sieve_port, smtp_port = (free_tcp_port() for _ in range(4))
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -32,6 +32,8 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
                 str(pop3_port),
                 "--sieve-port",
                 str(sieve_port),
+                "--smtp-port",
+                str(smtp_port),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -46,11 +48,30 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
             time.sleep(0.1)
         with smtplib.LMTP(str(socket_path)) as client:
             client.sendmail("me@localhost", ["demo@localhost"], b"Subject: hi\r\n\r\nhello\r\n")
+        deadline = time.monotonic() + 30
+        while True:  # the MTA starts beside the store; SMTP in, then LMTP to the store
+            try:
+                with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+                    smtp.sendmail(
+                        "you@example.org", ["demo@localhost"], b"Subject: via smtp\r\n\r\nhello\r\n"
+                    )
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
         pop = poplib.POP3("127.0.0.1", pop3_port, timeout=10)
         pop.user("demo")
         pop.pass_("demo")
-        assert pop.stat()[0] == 1
-        assert b"Subject: hi" in b"\r\n".join(pop.retr(1)[1])
+        while pop.stat()[0] < 2:  # the SMTP message is delivered by the queue
+            pop.quit()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+            pop = poplib.POP3("127.0.0.1", pop3_port, timeout=10)
+            pop.user("demo")
+            pop.pass_("demo")
+        messages = [b"\r\n".join(pop.retr(n)[1]) for n in (1, 2)]
+        assert any(b"Subject: hi" in m for m in messages)
+        assert any(b"Subject: via smtp" in m and b"Received: from" in m for m in messages)
         pop.quit()
         with socket.create_connection(("127.0.0.1", sieve_port), timeout=10) as sieve:
             assert b'"IMPLEMENTATION"' in sieve.recv(4096)

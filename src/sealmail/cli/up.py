@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sieve-port", type=int, default=4190, help="loopback port of ManageSieve (default 4190)"
     )
+    parser.add_argument(
+        "--smtp-port", type=int, default=2525, help="loopback port of SMTP in (default 2525)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -91,6 +94,35 @@ def prepare(
     return imapd_conf, cyrus_conf
 
 
+def mta_config(instance: Path, smtp_port: int) -> Path:
+    """The MTA's main.cf and master.cf (kept once written): SMTP in on loopback, local mail to
+    the store over LMTP with local_transport, as the seed's section 6 does it."""
+    instance = instance.resolve()
+    directory = instance / "etc" / "mta"
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / "main.cf").exists():
+        (directory / "main.cf").write_text(
+            "# sealmail's MTA for the instance made by `sealmail up`; edit freely, it is kept.\n"
+            f"queue_directory = {instance}/mta/spool\n"
+            f"data_directory = {instance}/mta/data\n"
+            "myhostname = localhost\n"
+            "mydestination = localhost, $myhostname\n"
+            "inet_interfaces = loopback-only\n"
+            "mynetworks = 127.0.0.0/8\n"
+            f"local_transport = cyrus:unix:{instance}/lib/socket/lmtp\n"
+            "cyrus_destination_recipient_limit = 300\n"
+        )
+    if not (directory / "master.cf").exists():
+        (directory / "master.cf").write_text(
+            f"127.0.0.1:{smtp_port} inet n - n - - smtpd\n"
+            "# the seed's section 9.1 entry, for LMTP over the store's UNIX socket\n"
+            "cyrus     unix  -       n       n       -       -       lmtp\n"
+            "  -o lmtp_cache_connection=yes\n"
+            "error     unix  -       -       n       -       -       error\n"
+        )
+    return directory
+
+
 def create_demo_user(imapd_conf: Path) -> None:
     from sealmail.auth.sasldb import SaslDB
     from sealmail.proto.sasl import Identity
@@ -105,9 +137,12 @@ def create_demo_user(imapd_conf: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import subprocess
+
     from sealmail.cli import master
 
     imapd_conf, cyrus_conf = prepare(args.dir, args.lmtp_port, args.pop3_port, args.sieve_port)
+    mta = mta_config(args.dir, args.smtp_port)
     create_demo_user(imapd_conf)
     config = load_imapd_conf(imapd_conf)
     socket_path = config.configdirectory / "socket" / "lmtp"
@@ -120,10 +155,12 @@ def run(args: argparse.Namespace) -> int:
         f"               sealmail saslpasswd2 -C {imapd_conf} -c lmtpuser)\n"
         f"  POP3       : 127.0.0.1:{args.pop3_port}\n"
         f"  ManageSieve: 127.0.0.1:{args.sieve_port} (Sieve runs at every delivery)\n"
+        f"  SMTP in    : 127.0.0.1:{args.smtp_port} (the MTA: {mta}/main.cf, master.cf)\n"
         f"  demo user  : {DEMO_USER} / password {DEMO_PASSWORD} (mailbox user.{DEMO_USER})\n"
         f"Try: python3 -c \"import smtplib; s = smtplib.LMTP('{socket_path}'); "
         f"print(s.sendmail('me@localhost', ['{DEMO_USER}@localhost'], "
         f"'Subject: hello\\r\\n\\r\\nhi\\r\\n'))\"\n"
+        f"     swaks --server 127.0.0.1:{args.smtp_port} --to {DEMO_USER}@localhost\n"
         f"     curl pop3://{DEMO_USER}:{DEMO_PASSWORD}@127.0.0.1:{args.pop3_port}/1\n"
         f"Stop with Ctrl-C.",
         file=sys.stderr,
@@ -137,4 +174,16 @@ def run(args: argparse.Namespace) -> int:
         services_file="/etc/services",
         shutdown_timeout=30.0,
     )
-    return master.run(master_args)
+    # The MTA runs beside the store's master, as Postfix beside Cyrus; both stop together.
+    mta_process = subprocess.Popen(
+        [sys.executable, "-m", "sealmail", "postfix", "-c", str(mta), "start-fg"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        return master.run(master_args)
+    finally:
+        mta_process.terminate()
+        try:
+            mta_process.wait(30)
+        except subprocess.TimeoutExpired:
+            mta_process.kill()
