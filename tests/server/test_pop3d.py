@@ -23,7 +23,8 @@ from sealmail.auth.authenticator import Authenticator
 from sealmail.auth.sasldb import SaslDB
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig, parse_imapd_conf
 from sealmail.proto.sasl import split_identity
-from sealmail.server.pop3d import Pop3Service, Pop3Settings, build_service, maildrop_name
+from sealmail.server.pop3d import Pop3Service, Pop3Settings, build_service
+from sealmail.server.session import maildrop_name
 from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import DiskStore
 

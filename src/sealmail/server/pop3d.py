@@ -62,12 +62,10 @@ from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import MailboxBusy, MailboxNotFound, StoreError
 from sealmail.store.locks import lock_filename
-from sealmail.store.names import user_inbox, validate_internal
 
 log = logging.getLogger("sealmail.pop3d")
 
 SASL_SERVICE = "pop"  # what Cyrus passes to sasl_server_new, and saslauthd is told
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,27 +142,6 @@ class PopLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
-
-
-def maildrop_name(identity: str, config: ImapdConfig) -> str:
-    """The INBOX of a canonical SASL identity (`alice`, or `alice@realm` outside servername).
-
-    A realm other than the server's is a mail domain only under virtdomains; otherwise such a
-    user has no maildrop here (never someone else's: `alice@other` is not `alice`).
-    """
-    user, at, realm = identity.partition("@")
-    domain: str | None = None
-    if at:
-        default_domain = (config.string("defaultdomain") or "").lower()
-        if config.enum("virtdomains") == "off" and realm.lower() != default_domain:
-            raise MailboxNotFound(f"no maildrop for {identity!r}: virtdomains is off")
-        domain = None if realm.lower() == default_domain else realm.lower()
-    name = user_inbox(user, domain)
-    try:
-        validate_internal(name)
-    except StoreError:
-        raise MailboxNotFound(f"no maildrop for {identity!r}") from None
-    return name
 
 
 class Pop3Service:
@@ -491,7 +468,7 @@ class Pop3Session:
 
     def _lock_and_list(self, identity: str) -> Maildrop:
         """Worker thread: lock the INBOX for POP, check LOGIN-DELAY, list its messages."""
-        name = maildrop_name(identity, self.service.config)
+        name = sessions.maildrop_name(identity, self.service.config)
         store = self.service.store
         if store.mailbox(name) is None:
             raise MailboxNotFound(f"no mailbox {name}")

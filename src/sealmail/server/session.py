@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sealmail.config.hosts_access import HostsAccess
+from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.server.tls import cipher_bits, peer_identity
+from sealmail.store.errors import MailboxNotFound, StoreError
+from sealmail.store.names import user_inbox, validate_internal
 
 log = logging.getLogger("sealmail.session")
 
@@ -119,6 +122,27 @@ async def serve_connection(
     protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(), session)
     await loop.connect_accepted_socket(lambda: protocol, connection, ssl=implicit_tls)
     await finished
+
+
+def maildrop_name(identity: str, config: ImapdConfig) -> str:
+    """The INBOX of a canonical SASL identity (`alice`, or `alice@realm` outside servername).
+
+    A realm other than the server's is a mail domain only under virtdomains; otherwise such a
+    user has no maildrop here (never someone else's: `alice@other` is not `alice`).
+    """
+    user, at, realm = identity.partition("@")
+    domain: str | None = None
+    if at:
+        default_domain = (config.string("defaultdomain") or "").lower()
+        if config.enum("virtdomains") == "off" and realm.lower() != default_domain:
+            raise MailboxNotFound(f"no maildrop for {identity!r}: virtdomains is off")
+        domain = None if realm.lower() == default_domain else realm.lower()
+    name = user_inbox(user, domain)
+    try:
+        validate_internal(name)
+    except StoreError:
+        raise MailboxNotFound(f"no maildrop for {identity!r}") from None
+    return name
 
 
 async def close(writer: asyncio.StreamWriter) -> None:

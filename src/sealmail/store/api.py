@@ -7,7 +7,7 @@ threads of one process and from many processes at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +74,26 @@ class MessageRecord:
     flags: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class FlagUpdate:
+    """What a flag change did: the new state of every message it matched, and the UIDs it left
+    alone because they changed after `unchanged_since` (RFC 7162 3.1.3 MODIFIED)."""
+
+    records: list[MessageRecord]
+    refused: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class CopiedMessages:
+    """COPY / MOVE: the target's UIDVALIDITY and (source uid, new uid) pairs (RFC 4315 COPYUID)."""
+
+    uidvalidity: int
+    pairs: list[tuple[int, int]]
+
+
+FLAG_MODES = ("set", "add", "remove")
+
+
 class MessageStore(Protocol):
     # Mailboxes
     def mailbox(self, name: str) -> MailboxInfo | None: ...
@@ -102,6 +122,26 @@ class MessageStore(Protocol):
     def message_bytes(self, name: str, uid: int) -> bytes: ...
     def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int: ...
     def expunge(self, name: str, uids: Sequence[int]) -> list[int]: ...
+
+    # What IMAP sessions need (changes since a modseq, flag updates, copies, structure cache)
+    def messages_since(self, name: str, modseq: int) -> list[MessageRecord]: ...
+    def expunged_since(self, name: str, modseq: int) -> list[int]: ...
+    def update_flags(
+        self,
+        name: str,
+        uids: Sequence[int],
+        flags: Sequence[str],
+        mode: str,
+        unchanged_since: int | None = None,
+    ) -> FlagUpdate: ...
+    def copy_messages(self, source: str, uids: Sequence[int], target: str) -> CopiedMessages: ...
+    def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]: ...
+    def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None: ...
+    def subscriptions(self, userid: str) -> list[str]: ...
+    def subscribe(self, userid: str, name: str) -> None: ...
+    def unsubscribe(self, userid: str, name: str) -> bool: ...
+    def special_uses(self) -> dict[str, str]: ...
+    def set_special_use(self, name: str, use: str) -> None: ...
 
     # Concurrency and repair
     def delivery_slot(self, user: str) -> AbstractContextManager[None]: ...

@@ -43,7 +43,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +54,11 @@ from sealmail.store import acl as acls
 from sealmail.store import locks, quota
 from sealmail.store.api import (
     ALL_RIGHTS,
+    FLAG_MODES,
     AppendedMessage,
+    CopiedMessages,
     DeliveryTarget,
+    FlagUpdate,
     MailboxInfo,
     MessageRecord,
     QuotaUsage,
@@ -885,6 +888,244 @@ class DiskStore:
             with suppress(OSError):  # an expunged uid's file is debris reconstruct removes
                 path.unlink()
         return removed
+
+    # ------------------------------------------------------------------ what IMAP needs
+
+    def messages_since(self, name: str, modseq: int) -> list[MessageRecord]:
+        """Messages added or changed after `modseq` (RFC 7162 CHANGEDSINCE; session sync)."""
+        with self._reading() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            rows = conn.execute(
+                "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, modseq),
+            ).fetchall()
+        return [
+            MessageRecord(uid, mseq, internaldate, size, guid, tuple(flags.split()))
+            for uid, mseq, internaldate, size, guid, flags in rows
+        ]
+
+    def expunged_since(self, name: str, modseq: int) -> list[int]:
+        """UIDs expunged after `modseq`, ascending (RFC 7162 3.2.10 VANISHED)."""
+        with self._reading() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            rows = conn.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, modseq),
+            ).fetchall()
+        return [uid for (uid,) in rows]
+
+    def update_flags(
+        self,
+        name: str,
+        uids: Sequence[int],
+        flags: Sequence[str],
+        mode: str,
+        unchanged_since: int | None = None,
+    ) -> FlagUpdate:
+        """Set, add or remove flags of many messages in one transaction.
+
+        Only a message whose flags really change gets a new modseq (RFC 7162 3.1). With
+        `unchanged_since`, a message whose modseq is above it is left alone and reported in
+        `refused` (RFC 7162 3.1.3: the conditional STORE fails for it).
+        """
+        if mode not in FLAG_MODES:
+            raise ValueError(f"mode must be one of {FLAG_MODES}")
+        records: list[MessageRecord] = []
+        refused: list[int] = []
+        with self._index.transaction() as conn:
+            row = self._require(conn, name)
+            mailbox_id, modseq = row[0], row[6]
+            wanted = set(uids)
+            rows = conn.execute(
+                "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                " WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            ).fetchall() if len(wanted) > 64 else [
+                found
+                for uid in sorted(wanted)
+                if (found := conn.execute(
+                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                    " WHERE mailbox_id = ? AND uid = ?",
+                    (mailbox_id, uid),
+                ).fetchone()) is not None
+            ]
+            for uid, mseq, internaldate, size, guid, text in rows:
+                if uid not in wanted:
+                    continue
+                current = text.split()
+                if mode == "set":
+                    new = list(dict.fromkeys(flags))
+                elif mode == "add":
+                    new = current + [f for f in dict.fromkeys(flags) if f not in current]
+                else:
+                    removed = {f.lower() for f in flags}
+                    new = [f for f in current if f.lower() not in removed]
+                if unchanged_since is not None and mseq > unchanged_since:
+                    refused.append(uid)
+                    records.append(
+                        MessageRecord(uid, mseq, internaldate, size, guid, tuple(current))
+                    )
+                    continue
+                if set(new) != set(current):
+                    modseq += 1
+                    mseq = modseq
+                    conn.execute(
+                        "UPDATE messages SET flags = ?, modseq = ?"
+                        " WHERE mailbox_id = ? AND uid = ?",
+                        (" ".join(new), mseq, mailbox_id, uid),
+                    )
+                records.append(MessageRecord(uid, mseq, internaldate, size, guid, tuple(new)))
+            conn.execute(
+                "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
+            )
+        return FlagUpdate(records, refused)
+
+    def copy_messages(self, source: str, uids: Sequence[int], target: str) -> CopiedMessages:
+        """Copy messages with their flags and internal dates (IMAP COPY, RFC 9051 6.4.7).
+
+        All or nothing, in one transaction: the files are hard-linked (copied across
+        partitions), fsynced through their directory before COMMIT, like a delivery; the quota
+        of the target counts the copies (RFC 9051 6.4.7: COPY fails with OVERQUOTA).
+        """
+        linked: list[Path] = []
+        try:
+            with self._index.transaction() as conn:
+                src = self._require(conn, source)
+                dst = self._require(conn, target)
+                src_dir = self._directory(src[3], src[2])
+                dst_dir = self._directory(dst[3], dst[2])
+                dst_id, uidnext, modseq = dst[0], dst[5], dst[6]
+                rows = [
+                    found
+                    for uid in sorted(set(uids))
+                    if (found := conn.execute(
+                        "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
+                        " WHERE mailbox_id = ? AND uid = ?",
+                        (src[0], uid),
+                    ).fetchone()) is not None
+                ]
+                result = CopiedMessages(dst[4], [])
+                if not rows:
+                    return result
+                root = quota.quota_root_of(conn, target)
+                usage = None if root is None else quota.usage_of(conn, root)
+                if usage is not None:
+                    quota.enforce(usage, sum(r[2] for r in rows), len(rows))
+                pairs = result.pairs
+                total = 0
+                for uid, internaldate, size, guid, flags, filename in rows:
+                    new_uid = uidnext
+                    uidnext += 1
+                    modseq += 1
+                    path = dst_dir / f"{new_uid}."
+                    try:
+                        path.unlink(missing_ok=True)  # debris of an uncommitted delivery
+                        try:
+                            os.link(src_dir / filename, path)
+                        except OSError as exc:
+                            if exc.errno != errno.EXDEV:
+                                raise
+                            path.write_bytes((src_dir / filename).read_bytes())
+                    except FileNotFoundError:
+                        raise MailboxCorrupt(
+                            f"{source}: file of UID {uid} is missing; run reconstruct"
+                        ) from None
+                    except OSError as exc:
+                        raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
+                    linked.append(path)
+                    structure = conn.execute(
+                        "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
+                        (src[0], uid),
+                    ).fetchone()[0]
+                    conn.execute(
+                        "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
+                        " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (dst_id, new_uid, modseq, internaldate, size, guid, flags, path.name,
+                         structure),
+                    )
+                    pairs.append((uid, new_uid))
+                    total += size
+                conn.execute(
+                    "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
+                    " exists_count = exists_count + ?, size_bytes = size_bytes + ? WHERE id = ?",
+                    (uidnext, modseq, len(pairs), total, dst_id),
+                )
+                try:
+                    fsync_directory(dst_dir)
+                except OSError as exc:
+                    raise os_error(exc, f"cannot sync {target}") from exc
+            linked.clear()  # committed: the links are the messages now
+            return result
+        finally:
+            for path in linked:  # the transaction failed: these links are debris
+                with suppress(OSError):
+                    path.unlink()
+
+    def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
+        """The stored parses (the IMAP layer's blobs) of those messages that have one."""
+        found: dict[int, bytes] = {}
+        with self._reading() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            wanted = sorted(set(uids))
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT uid, structure FROM messages WHERE mailbox_id = ? AND uid IN ({marks})"
+                    " AND structure IS NOT NULL",
+                    (mailbox_id, *chunk),
+                ).fetchall()
+                found.update((uid, blob) for uid, blob in rows)
+        return found
+
+    def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None:
+        """Keep parses, all in one transaction; not a change a client sees, so no modseq."""
+        if not structures:
+            return
+        with self._index.transaction() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            conn.executemany(
+                "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
+                [(blob, mailbox_id, uid) for uid, blob in structures.items()],
+            )
+
+    def subscriptions(self, userid: str) -> list[str]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT mailbox FROM subscriptions WHERE userid = ? ORDER BY mailbox", (userid,)
+            ).fetchall()
+        return [name for (name,) in rows]
+
+    def subscribe(self, userid: str, name: str) -> None:
+        validate_internal(name)
+        with self._index.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO subscriptions (userid, mailbox) VALUES (?, ?)",
+                (userid, name),
+            )
+
+    def unsubscribe(self, userid: str, name: str) -> bool:
+        """True when the subscription existed."""
+        with self._index.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM subscriptions WHERE userid = ? AND mailbox = ?", (userid, name)
+            )
+            return cursor.rowcount > 0
+
+    def special_uses(self) -> dict[str, str]:
+        """Mailbox name -> its special use ("\\Sent", ...), for mailboxes that have one."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT name, special_use FROM mailboxes WHERE special_use != ''"
+            ).fetchall()
+        return {name: use for name, use in rows}
+
+    def set_special_use(self, name: str, use: str) -> None:
+        """RFC 6154: "" removes it."""
+        with self._index.transaction() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            conn.execute("UPDATE mailboxes SET special_use = ? WHERE id = ?", (use, mailbox_id))
 
     # ------------------------------------------------------------------ concurrency and repair
 

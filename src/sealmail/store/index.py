@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -68,6 +68,25 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
 )
+
+# Migrations: _MIGRATIONS[v] takes a version-v index to v+1; a new index gets _SCHEMA and every
+# migration, so both paths end at the same tables.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        # IMAP: ENVELOPE and BODYSTRUCTURE parsed once per message and kept here (a cache: NULL
+        # until the first FETCH that needs it; the bytes never change, so it never goes stale).
+        "ALTER TABLE messages ADD COLUMN structure BLOB",
+        # IMAP SUBSCRIBE / LSUB (RFC 9051 6.3.7): internal names, per authenticated identity;
+        # a name may be subscribed that does not exist (RFC 9051 6.3.8).
+        """CREATE TABLE subscriptions (
+            userid TEXT NOT NULL,
+            mailbox TEXT NOT NULL,
+            PRIMARY KEY (userid, mailbox)
+        ) WITHOUT ROWID""",
+        # CREATE-SPECIAL-USE (RFC 6154): the special use of a mailbox, e.g. "\\Sent".
+        "ALTER TABLE mailboxes ADD COLUMN special_use TEXT NOT NULL DEFAULT ''",
+    ),
+}
 
 
 def sqlite_error(exc: sqlite3.Error, what: str) -> StoreError:
@@ -155,6 +174,11 @@ class Index:
                 if version == 0:
                     for statement in _SCHEMA:
                         conn.execute(statement)
+                    version = 1
+                if 1 <= version < SCHEMA_VERSION:
+                    for step in range(version, SCHEMA_VERSION):
+                        for statement in _MIGRATIONS[step]:
+                            conn.execute(statement)
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 elif version != SCHEMA_VERSION:
                     raise StoreError(

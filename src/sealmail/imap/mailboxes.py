@@ -1,0 +1,378 @@
+"""Mailbox commands: SELECT / EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST
+(RFC 9051 6.3.9, RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE,
+RFC 3348 CHILDREN), LSUB, STATUS and NAMESPACE.
+
+Every name the client sends is turned into an internal name by the session's UserNamespace, and
+every name sent back comes from it; rights (RFC 4314) are checked on internal names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from sealmail.imap.errors import CommandFailed
+from sealmail.imap.selected import SelectedMailbox, flag_atoms
+from sealmail.proto.imap import (
+    Create,
+    Delete,
+    List,
+    Lsub,
+    Namespace,
+    Rename,
+    Response,
+    ResponseCode,
+    Select,
+    SequenceSet,
+    StatusResponse,
+    Subscribe,
+    Unsubscribe,
+)
+from sealmail.proto.imap import Status as StatusCommand
+from sealmail.proto.imap import response as replies
+from sealmail.store.api import MailboxInfo
+from sealmail.store.errors import MailboxNotFound
+from sealmail.store.names import owner_of, parent_of, user_inbox
+
+if TYPE_CHECKING:
+    from sealmail.imap.session import ImapSession
+
+__all__ = [
+    "SPECIAL_USES",
+    "create",
+    "delete",
+    "examine_or_select",
+    "list_command",
+    "lsub",
+    "namespace",
+    "rename",
+    "status",
+    "status_values",
+    "subscribe",
+    "unsubscribe",
+]
+
+SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
+                "HIGHESTMODSEQ")
+
+
+# -- SELECT / EXAMINE ---------------------------------------------------------------------------
+
+
+def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
+    """RFC 9051 6.3.2: a failed SELECT leaves no mailbox selected (the core moves the state)."""
+    session.selected = None
+    name = session.internal(command.mailbox)
+    session.require_rights(name, "r")
+    if command.condstore or command.qresync is not None:
+        if command.qresync is not None and not session.qresync:
+            raise CommandFailed("QRESYNC was not enabled", status="BAD")
+        session.enable_condstore()
+    readonly = command.readonly or (not session.has_rights(name, "s") and not session.has_rights(
+        name, "w") and not session.has_rights(name, "t"))
+    view = SelectedMailbox.open(session.store, name, readonly)
+    out: list[Response] = [view.flags_response(), replies.exists(view.exists), replies.recent(0)]
+    unseen = next((i + 1 for i, uid in enumerate(view.uids)
+                   if "\\Seen" not in view.records[uid].flags), None)
+    if unseen is not None:
+        out.append(StatusResponse("OK", f"Message {unseen} is first unseen",
+                                  code=ResponseCode("UNSEEN", (unseen,))))
+    info = session.store.mailbox(name)
+    assert info is not None
+    out += [
+        StatusResponse("OK", "Ok", code=ResponseCode("PERMANENTFLAGS", (view.permanent_flags(),))),
+        StatusResponse("OK", "Ok", code=ResponseCode("UIDVALIDITY", (view.uidvalidity,))),
+        StatusResponse("OK", "Ok", code=ResponseCode("UIDNEXT", (info.uidnext,))),
+        StatusResponse("OK", "Ok", code=ResponseCode("HIGHESTMODSEQ", (view.highestmodseq,))),
+    ]
+    qresync = command.qresync
+    if qresync is not None and qresync.uidvalidity == view.uidvalidity:
+        # RFC 7162 3.2.5.1: what vanished and what changed since the client's modseq.
+        gone = session.store.expunged_since(name, qresync.modseq)
+        if qresync.known_uids is not None and gone:
+            gone = list(qresync.known_uids.iter_members(sorted(gone)))
+        if gone:
+            out.append(replies.vanished(SequenceSet.of(gone), earlier=True))
+        for record in session.store.messages_since(name, qresync.modseq):
+            seq = view.seq_of(record.uid)
+            if seq is not None and (qresync.known_uids is None or qresync.known_uids.contains(
+                    record.uid, view.uids[-1] if view.uids else 0)):
+                out.append(replies.fetch(seq, [("UID", record.uid),
+                                               ("FLAGS", flag_atoms(record.flags)),
+                                               ("MODSEQ", [record.modseq])]))
+    session.selected = view
+    session.saved_search = []
+    code = "READ-ONLY" if readonly else "READ-WRITE"
+    out.append(StatusResponse("OK", f"{command.name} completed", tag=command.tag,
+                              code=ResponseCode(code)))
+    return out
+
+
+# -- CREATE / DELETE / RENAME ---------------------------------------------------------------------
+
+
+def _require_create_right(session: ImapSession, name: str) -> None:
+    """Creating needs "k" on the nearest existing ancestor; new top levels and new users'
+    INBOXes are for admins (as Cyrus)."""
+    owner = owner_of(name)
+    if owner is not None and name == user_inbox(owner.user, owner.domain):
+        if not session.is_admin:
+            raise CommandFailed("Only an administrator may create a user", "NOPERM")
+        return
+    parent = parent_of(name)
+    while parent is not None:
+        if session.store.mailbox(parent) is not None:
+            session.require_rights(parent, "k")
+            return
+        parent = parent_of(parent)
+    if not session.is_admin:
+        raise CommandFailed("Only an administrator may create a top-level mailbox", "NOPERM")
+
+
+def create(session: ImapSession, command: Create) -> list[Response]:
+    name = session.internal(command.mailbox)
+    known = {use.lower(): use for use in SPECIAL_USES}
+    uses = []
+    for use in command.special_use:
+        if use.lower() not in known:
+            # RFC 6154 5.2 / RFC 5530: USEATTR for an unknown special use.
+            raise CommandFailed(f"Unknown special use {use}", "USEATTR")
+        uses.append(known[use.lower()])
+    if session.store.mailbox(name) is not None:
+        raise CommandFailed("Mailbox already exists", "ALREADYEXISTS")
+    _require_create_right(session, name)
+    session.store.create_mailbox(name)
+    if uses:
+        session.store.set_special_use(name, " ".join(uses))
+    return []
+
+
+def delete(session: ImapSession, command: Delete) -> list[Response]:
+    name = session.internal(command.mailbox)
+    if name == session.namespace.inbox and not session.is_admin:
+        raise CommandFailed("INBOX cannot be deleted", "CANNOT")  # RFC 9051 6.3.5
+    session.require_rights(name, "" if session.is_admin else "x")  # Cyrus: admins delete users
+    if session.selected is not None and session.selected.name == name:
+        session.selected = None  # our own selection goes with it (Cyrus does the same)
+    session.store.delete_mailbox(name)
+    return []
+
+
+def rename(session: ImapSession, command: Rename) -> list[Response]:
+    old = session.internal(command.mailbox)
+    new = session.internal(command.new_name)
+    if session.store.mailbox(new) is not None:
+        raise CommandFailed("Target mailbox already exists", "ALREADYEXISTS")
+    if old == session.namespace.inbox:
+        # RFC 9051 6.3.6: renaming INBOX moves its messages to a new mailbox; INBOX stays.
+        session.require_rights(old, "rte")
+        _require_create_right(session, new)
+        store = session.store
+        store.create_mailbox(new)
+        uids = [r.uid for r in store.messages(old)]
+        if uids:
+            store.copy_messages(old, uids, new)
+            store.expunge(old, uids)
+        return []
+    session.require_rights(old, "" if session.is_admin else "x")
+    _require_create_right(session, new)
+    session.store.rename_mailbox(old, new)
+    return []
+
+
+# -- subscriptions ---------------------------------------------------------------------------------
+
+
+def subscribe(session: ImapSession, command: Subscribe) -> list[Response]:
+    name = session.internal(command.mailbox)
+    if session.store.mailbox(name) is None:
+        raise MailboxNotFound(f"mailbox {command.mailbox} does not exist")
+    session.store.subscribe(session.userid, name)
+    return []
+
+
+def unsubscribe(session: ImapSession, command: Unsubscribe) -> list[Response]:
+    # RFC 9051 6.3.8: unsubscribing a name that was deleted must work.
+    session.store.unsubscribe(session.userid, session.internal(command.mailbox))
+    return []
+
+
+# -- LIST / LSUB ---------------------------------------------------------------------------------
+
+
+def _pattern(text: str, separator: str) -> re.Pattern[str]:
+    """RFC 9051 6.3.9: "*" matches anything, "%" anything but the hierarchy separator."""
+    if text[:5].upper() == "INBOX" and (len(text) == 5 or text[5] in (separator, "*", "%")):
+        text = "INBOX" + text[5:]
+    out = []
+    for char in text:
+        if char == "*":
+            out.append(".*")
+        elif char == "%":
+            out.append(f"[^{re.escape(separator)}]*")
+        else:
+            out.append(re.escape(char))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _ancestors(name: str, separator: str) -> list[str]:
+    parts = name.split(separator)
+    return [separator.join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _visible(session: ImapSession) -> dict[str, MailboxInfo]:
+    """External name -> mailbox, for every mailbox the user may see ("l" right)."""
+    found: dict[str, MailboxInfo] = {}
+    prefix = f"{session.namespace.domain}!" if session.namespace.domain else ""
+    for info in session.store.list_mailboxes(prefix):
+        if not session.namespace.is_visible(info.name):
+            continue
+        if not session.rights_in(info, "l"):
+            continue
+        found[session.external(info.name)] = info
+    return found
+
+
+def _ordered(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: (n != "INBOX", n))
+
+
+def list_command(session: ImapSession, command: List) -> list[Response]:
+    separator = session.namespace.separator
+    selection = {s.upper() for s in command.selection or ()}
+    returns = {r.upper() for r in command.return_options or ()}
+    if command.status_items is not None:
+        returns.add("STATUS")
+    if not command.extended and command.patterns == ("",):
+        # RFC 9051 6.3.9: an empty pattern asks for the delimiter and the root of the reference.
+        root = ""
+        if command.reference:
+            head, found_separator, _ = command.reference.partition(separator)
+            root = head + separator if found_separator else ""
+        return [replies.list_response(["\\Noselect"], separator, root)]
+    mailboxes = _visible(session)
+    subscribed_names: set[str] = set()
+    if "SUBSCRIBED" in selection or "SUBSCRIBED" in returns:
+        for internal in session.store.subscriptions(session.userid):
+            if session.namespace.is_visible(internal):
+                subscribed_names.add(session.external(internal))
+    special: dict[str, str] = {}
+    uses = session.store.special_uses()
+    for external, known in mailboxes.items():
+        if known.name in uses:
+            special[external] = uses[known.name]
+    patterns = [_pattern(command.reference + p, separator) for p in command.patterns]
+
+    def matches(name: str) -> bool:
+        return any(p.fullmatch(name) for p in patterns)
+
+    has_children: set[str] = set()
+    for external in mailboxes:
+        has_children.update(_ancestors(external, separator))
+    candidates = set(mailboxes)
+    if "SUBSCRIBED" in selection:
+        candidates = set(subscribed_names)
+    if "SPECIAL-USE" in selection:
+        candidates = {n for n in candidates if n in special}
+    found = [n for n in candidates if matches(n)]
+    found_set = set(found)
+    if "SUBSCRIBED" not in selection and "SPECIAL-USE" not in selection:
+        # Levels that are not mailboxes themselves, listed when "%" stops at them.
+        for ancestor in has_children - set(mailboxes):
+            if matches(ancestor) and not any(
+                    n.startswith(ancestor + separator) for n in found_set):
+                found.append(ancestor)
+    recursive_children: dict[str, bool] = {}
+    if "RECURSIVEMATCH" in selection:
+        for name in candidates:
+            for ancestor in _ancestors(name, separator):
+                if matches(ancestor):
+                    recursive_children[ancestor] = True
+                    if ancestor not in found:
+                        found.append(ancestor)
+    out: list[Response] = []
+    for name in _ordered(found):
+        info = mailboxes.get(name)
+        attributes: list[str] = []
+        if info is None:
+            attributes.append("\\NonExistent" if command.extended else "\\Noselect")
+        attributes.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
+        if name in subscribed_names and ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
+            attributes.append("\\Subscribed")
+        if name in special and (not command.extended or "SPECIAL-USE" in returns
+                                or "SPECIAL-USE" in selection):
+            attributes.extend(special[name].split())
+        extended: list[tuple[str, object]] = []
+        if recursive_children.get(name):
+            extended.append(("CHILDINFO", ["SUBSCRIBED"]))
+        out.append(replies.list_response(attributes, separator, name,
+                                         extended=extended))  # type: ignore[arg-type]
+        # RFC 5819: STATUS for each selectable mailbox listed, right after its LIST.
+        if ("STATUS" in returns and info is not None and command.status_items
+                and session.rights_in(info, "r")):
+            out.append(replies.status(name, status_values(session, info,
+                                                          command.status_items)))
+    return out
+
+
+def lsub(session: ImapSession, command: Lsub) -> list[Response]:
+    separator = session.namespace.separator
+    pattern = _pattern(command.reference + command.pattern, separator)
+    existing = _visible(session)
+    out: list[Response] = []
+    names = []
+    for internal in session.store.subscriptions(session.userid):
+        if session.namespace.is_visible(internal):
+            names.append(session.external(internal))
+    for name in _ordered([n for n in names if pattern.fullmatch(n)]):
+        attributes = [] if name in existing else ["\\Noselect"]
+        out.append(replies.list_response(attributes, separator, name, command="LSUB"))
+    return out
+
+
+# -- STATUS / NAMESPACE ----------------------------------------------------------------------------
+
+
+def status_values(session: ImapSession, info: MailboxInfo, items: tuple[str, ...]
+                  ) -> dict[str, int]:
+    records = None
+    if any(i in ("UNSEEN", "DELETED", "SIZE") for i in items):
+        records = session.store.messages(info.name)
+    values: dict[str, int] = {}
+    for item in items:
+        if item == "MESSAGES":
+            values[item] = info.exists
+        elif item == "UIDNEXT":
+            values[item] = info.uidnext
+        elif item == "UIDVALIDITY":
+            values[item] = info.uidvalidity
+        elif item == "RECENT":
+            values[item] = 0
+        elif item == "HIGHESTMODSEQ":
+            session.enable_condstore()
+            values[item] = info.highestmodseq
+        elif item == "UNSEEN":
+            values[item] = sum(1 for r in records or () if "\\Seen" not in r.flags)
+        elif item == "DELETED":
+            values[item] = sum(1 for r in records or () if "\\Deleted" in r.flags)
+        elif item == "SIZE":
+            values[item] = sum(r.size for r in records or ())
+        else:
+            raise CommandFailed(f"Unknown STATUS item {item}", status="BAD")
+    return values
+
+
+def status(session: ImapSession, command: StatusCommand) -> list[Response]:
+    name = session.internal(command.mailbox)
+    session.require_rights(name, "r")
+    found = session.store.mailbox(name)
+    if found is None:
+        raise MailboxNotFound(f"mailbox {command.mailbox} does not exist")
+    return [replies.status(session.external(name), status_values(session, found, command.items))]
+
+
+def namespace(session: ImapSession, command: Namespace) -> list[Response]:
+    return [replies.namespace(*session.namespace.namespaces())]
+
+

@@ -1,0 +1,198 @@
+"""Commands on messages: STORE, COPY, MOVE (RFC 6851), EXPUNGE and UID EXPUNGE (RFC 4315),
+CLOSE, UNSELECT, CHECK, APPEND (RFC 4315 APPENDUID).
+
+Each changes the store in one call (one transaction) and reports what this session did; what
+other sessions see comes from their own sync with the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from sealmail.imap.errors import CommandFailed, store_failure
+from sealmail.imap.selected import flag_atoms
+from sealmail.proto.imap import (
+    Append,
+    Atom,
+    Check,
+    Close,
+    Copy,
+    Expunge,
+    Response,
+    ResponseCode,
+    SequenceSet,
+    StatusResponse,
+    Store,
+    Unselect,
+    Value,
+)
+from sealmail.proto.imap import response as replies
+from sealmail.proto.imap.syntax import canonical_flag
+from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.errors import MailboxNotFound, StoreError
+
+if TYPE_CHECKING:
+    from sealmail.imap.session import ImapSession
+
+__all__ = ["append", "check", "close", "copy_or_move", "expunge", "store", "unselect"]
+
+_MODES = {"": "set", "+": "add", "-": "remove"}
+
+
+def _flags(flags: tuple[str, ...]) -> list[str]:
+    out = []
+    for flag in flags:
+        canonical = canonical_flag(flag)
+        if canonical == "\\Recent":
+            # RFC 3501 2.3.2: \Recent cannot be altered by the client.
+            raise CommandFailed("\\Recent cannot be stored", status="BAD")
+        if canonical.startswith("\\") and canonical not in (
+                "\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"):
+            raise CommandFailed(f"Unknown system flag {flag}", status="BAD")
+        out.append(canonical)
+    return out
+
+
+def _rights_for(flags: list[str]) -> str:
+    """RFC 4314 4: \\Seen needs "s", \\Deleted "t", any other flag "w"."""
+    needed = set()
+    for flag in flags:
+        needed.add({"\\Seen": "s", "\\Deleted": "t"}.get(flag, "w"))
+    return "".join(sorted(needed))
+
+
+def store(session: ImapSession, command: Store) -> list[Response]:
+    view = session.require_selected()
+    if view.readonly:
+        raise CommandFailed("Mailbox is read-only", "READ-ONLY")
+    flags = _flags(command.flags)
+    session.require_rights(view.name, _rights_for(flags) or "w")
+    if command.unchanged_since is not None:
+        session.enable_condstore()
+    pairs = view.live(session.resolve(command.sequence_set, command.uid))
+    if not pairs:
+        return []
+    update = session.store.update_flags(view.name, [uid for _, uid in pairs], flags,
+                                        _MODES[command.mode], command.unchanged_since)
+    before = {uid: view.records[uid] for _, uid in pairs}
+    view.remember(update.records)
+    refused = set(update.refused)
+    out: list[Response] = []
+    for record in update.records:
+        seq = view.seq_of(record.uid)
+        if seq is None or record.uid in refused:
+            continue
+        changed = before[record.uid].modseq != record.modseq
+        if command.silent and not (changed and session.condstore
+                                   and command.unchanged_since is not None):
+            continue
+        items: list[tuple[str, Value]] = []
+        if command.uid:
+            items.append(("UID", record.uid))
+        if not command.silent:
+            items.append(("FLAGS", flag_atoms(record.flags)))
+        if session.condstore:
+            items.append(("MODSEQ", [record.modseq]))
+        out.append(replies.fetch(seq, items))
+    if refused:
+        # RFC 7162 3.1.3: the messages that failed UNCHANGEDSINCE, as numbers of the command.
+        numbers = sorted(uid if command.uid else (view.seq_of(uid) or 0) for uid in refused)
+        out.append(StatusResponse("OK", "Conditional STORE failed for some messages",
+                                  tag=command.tag, code=ResponseCode(
+                                      "MODIFIED", (Atom(str(SequenceSet.of(numbers))),))))
+    return out
+
+
+def copy_or_move(session: ImapSession, command: Copy) -> list[Response]:
+    view = session.require_selected()
+    moving = command.name == "MOVE"
+    target = session.internal(command.mailbox)
+    if session.store.mailbox(target) is None:
+        # RFC 9051 6.4.7: TRYCREATE when the target does not exist.
+        raise CommandFailed("Target mailbox does not exist", "TRYCREATE")
+    session.require_rights(view.name, "rte" if moving else "r")
+    session.require_rights(target, "i")
+    if moving and view.readonly:
+        raise CommandFailed("Mailbox is read-only", "READ-ONLY")
+    pairs = view.live(session.resolve(command.sequence_set, command.uid))
+    if not pairs:
+        return []
+    copied = session.store.copy_messages(view.name, [uid for _, uid in pairs], target)
+    code = None
+    if copied.pairs:
+        sources = SequenceSet.of([s for s, _ in copied.pairs])
+        targets = SequenceSet.of([t for _, t in copied.pairs])
+        code = ResponseCode("COPYUID", (copied.uidvalidity, Atom(str(sources)),
+                                        Atom(str(targets))))
+    if not moving:
+        return [StatusResponse("OK", "COPY completed", tag=command.tag, code=code)]
+    # RFC 6851 4.3: COPYUID in an untagged OK before the expunges.
+    out: list[Response] = []
+    if code is not None:
+        out.append(StatusResponse("OK", "Moved", code=code))
+    session.store.expunge(view.name, [s for s, _ in copied.pairs])
+    return out
+
+
+def expunge(session: ImapSession, command: Expunge) -> list[Response]:
+    view = session.require_selected()
+    if view.readonly:
+        raise CommandFailed("Mailbox is read-only", "READ-ONLY")
+    session.require_rights(view.name, "e")
+    candidates = view.uids
+    if command.uid_set is not None:
+        candidates = list(command.uid_set.iter_members(view.uids))
+    doomed = [uid for uid in candidates
+              if uid not in view.vanished and "\\Deleted" in view.records[uid].flags]
+    if doomed:
+        session.store.expunge(view.name, doomed)
+    return []
+
+
+def close(session: ImapSession, command: Close) -> list[Response]:
+    """RFC 9051 6.4.1: expunge \\Deleted messages silently (not in EXAMINE), then deselect."""
+    view = session.require_selected()
+    session.selected = None
+    if not view.readonly and session.has_rights(view.name, "e"):
+        doomed = [uid for uid in view.uids
+                  if uid not in view.vanished and "\\Deleted" in view.records[uid].flags]
+        if doomed:
+            with contextlib.suppress(StoreError):  # closed in any case (RFC 9051 6.4.1)
+                session.store.expunge(view.name, doomed)
+    return []
+
+
+def unselect(session: ImapSession, command: Unselect) -> list[Response]:
+    session.require_selected()
+    session.selected = None
+    return []
+
+
+def check(session: ImapSession, command: Check) -> list[Response]:
+    """RFC 3501 6.4.1: every change is already durable; the sync after it reports news."""
+    session.require_selected()
+    return []
+
+
+def append(session: ImapSession, command: Append) -> list[Response]:
+    target = session.internal(command.mailbox)
+    if session.store.mailbox(target) is None:
+        raise CommandFailed("Mailbox does not exist", "TRYCREATE")  # RFC 9051 6.3.12
+    session.require_rights(target, "i")
+    if not command.message:
+        raise CommandFailed("Empty message", status="BAD")
+    if session.max_message_size and len(command.message) > session.max_message_size:
+        raise CommandFailed(f"Message larger than {session.max_message_size} octets", "TOOBIG")
+    flags = _flags(command.flags)
+    internaldate = command.internaldate.timestamp() if command.internaldate else None
+    [result] = session.store.deliver(
+        command.message, [DeliveryTarget(target, tuple(flags), strict_quota=True)], internaldate
+    )
+    if isinstance(result, MailboxNotFound):
+        raise CommandFailed("Mailbox does not exist", "TRYCREATE")
+    if isinstance(result, StoreError):
+        raise store_failure(result)
+    assert isinstance(result, AppendedMessage)
+    return [StatusResponse("OK", "APPEND completed", tag=command.tag,
+                           code=ResponseCode("APPENDUID", (result.uidvalidity, result.uid)))]

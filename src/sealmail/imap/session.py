@@ -1,0 +1,301 @@
+"""One authenticated IMAP session's logic, between the sans-I/O core and the store.
+
+Theory of operation: the daemon hands each parsed command legal in the current state to
+`ImapSession.execute` (in a worker thread: the store blocks on SQLite and files) and writes the
+responses it returns: untagged data, then exactly one tagged status. Handlers live in one module
+per command family and are picked from `HANDLERS` by command class. After each command that
+keeps a mailbox selected, the view syncs with the store so changes made by other sessions and
+by deliveries are announced at the moments RFC 9051 7.4.1 / 7.5.1 allow (no EXPUNGE during
+FETCH, STORE or SEARCH; their UID forms may).
+
+Authentication, STARTTLS, IDLE's waiting and COMPRESS need the connection and live in the
+daemon (sealmail.server.imapd); nothing here does I/O other than through the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sealmail import __version__
+from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.imap import access, fetching, mailboxes, messages, searching
+from sealmail.imap.errors import CommandFailed, store_failure
+from sealmail.imap.namespace import UserNamespace
+from sealmail.imap.selected import MailboxGone, SelectedMailbox, SyncOptions
+from sealmail.proto.imap import (
+    Append,
+    Check,
+    Close,
+    Command,
+    Copy,
+    Create,
+    Delete,
+    DeleteAcl,
+    Enable,
+    Examine,
+    Expunge,
+    Fetch,
+    GetAcl,
+    GetQuota,
+    GetQuotaRoot,
+    Id,
+    List,
+    ListRights,
+    Lsub,
+    Move,
+    MyRights,
+    Namespace,
+    Noop,
+    Rename,
+    Response,
+    Search,
+    Select,
+    SequenceSet,
+    SetAcl,
+    SetQuota,
+    Sort,
+    Status,
+    StatusResponse,
+    Store,
+    Subscribe,
+    Thread,
+    Unselect,
+    Unsubscribe,
+)
+from sealmail.proto.imap import response as replies
+from sealmail.store import acl as acls
+from sealmail.store.api import MailboxInfo, MessageStore
+from sealmail.store.errors import MailboxNotFound, PermissionDenied, StoreError
+
+__all__ = ["ENABLEABLE", "HANDLERS", "ImapSession"]
+
+# RFC 5161: what ENABLE may switch on here.
+ENABLEABLE = ("CONDSTORE", "QRESYNC")
+
+# Commands during which no EXPUNGE may be sent (RFC 9051 7.5.1), unless in their UID form.
+_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+# Commands after which there is nothing (new) selected to sync.
+_NO_SYNC = frozenset({"SELECT", "EXAMINE", "CLOSE", "UNSELECT"})
+
+Handler = Callable[["ImapSession", Any], list[Response]]
+
+
+class ImapSession:
+    """Everything one logged-in user's commands need: identity, names, rights, selection."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        config: ImapdConfig,
+        userid: str,
+        inbox: str,
+        *,
+        is_admin: bool = False,
+        clock: Callable[[], float] = time.time,
+        max_message_size: int = 0,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.userid = userid
+        self.is_admin = is_admin
+        self.clock = clock
+        self.max_message_size = max_message_size
+        self.namespace = UserNamespace(inbox, config.hierarchy_separator,
+                                       config.switch("altnamespace"))
+        self.selected: SelectedMailbox | None = None
+        self.condstore = False
+        self.qresync = False
+        self.utf8 = False
+        self.saved_search: list[int] = []
+        self.pending_tag: str | None = None
+
+    # -- what handlers use ------------------------------------------------------------------
+
+    def internal(self, wire_name: str) -> str:
+        return self.namespace.to_internal(wire_name, self.utf8)
+
+    def external(self, internal: str) -> str:
+        return self.namespace.to_external(internal, self.utf8)
+
+    def rights_in(self, info: MailboxInfo, wanted: str) -> bool:
+        held = acls.rights_of(info.acl, self.userid, self.is_admin)
+        return all(right in held for right in wanted)
+
+    def rights(self, name: str) -> str:
+        info = self.store.mailbox(name)
+        if info is None:
+            return ""
+        return acls.rights_of(info.acl, self.userid, self.is_admin)
+
+    def has_rights(self, name: str, wanted: str) -> bool:
+        held = self.rights(name)
+        return all(right in held for right in wanted)
+
+    def require_rights(self, name: str, wanted: str) -> None:
+        """RFC 4314 6: without "l" (or "r") a mailbox must look as if it did not exist."""
+        info = self.store.mailbox(name)
+        if info is None:
+            raise MailboxNotFound(f"mailbox {self.external(name)} does not exist")
+        held = acls.rights_of(info.acl, self.userid, self.is_admin)
+        if "l" not in held and "r" not in held:
+            raise MailboxNotFound(f"mailbox {self.external(name)} does not exist")
+        missing = [right for right in wanted if right not in held]
+        if missing:
+            raise PermissionDenied(f"permission denied: needs right(s) {''.join(missing)}")
+
+    def require_selected(self) -> SelectedMailbox:
+        if self.selected is None:
+            raise CommandFailed("No mailbox selected", status="BAD")
+        return self.selected
+
+    def resolve(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
+        """The (sequence number, uid) pairs a set names; RFC 9051 6.4: a sequence number
+        past EXISTS is an error (BAD), except "*" in an empty mailbox, which names nothing."""
+        view = self.require_selected()
+        if numbers.saved:
+            if not self.saved_search:
+                return []
+            numbers = SequenceSet.of(self.saved_search)
+            by_uid = True
+        if not by_uid and view.exists == 0:
+            if numbers.uses_star:
+                return []
+            raise CommandFailed("No messages in the mailbox", status="BAD")
+        if not by_uid and numbers.max_number(view.exists) > view.exists:
+            raise CommandFailed("Invalid message sequence number", status="BAD")
+        return view.select(numbers, by_uid)
+
+    def enable_condstore(self) -> None:
+        """RFC 7162 3.1: the first CONDSTORE-enabling command switches MODSEQ reporting on."""
+        self.condstore = True
+
+    def sync_options(self) -> SyncOptions:
+        return SyncOptions(self.condstore, self.qresync)
+
+    # -- running commands -------------------------------------------------------------------
+
+    def execute(self, command: Command) -> list[Response]:
+        """Untagged responses, then the one tagged response, for `command`."""
+        self.pending_tag = command.tag
+        handler = HANDLERS.get(type(command))
+        if handler is None:
+            return [StatusResponse("BAD", f"{command.wire_name} is not supported here",
+                                   tag=command.tag)]
+        try:
+            out = handler(self, command)
+        except CommandFailed as failure:
+            out = [failure.response(command.tag)]
+        except MailboxGone as gone:
+            self.selected = None
+            return [StatusResponse("BYE", str(gone))]
+        except StoreError as error:
+            out = [store_failure(error).response(command.tag)]
+        tagged: Response | None = None
+        if out and isinstance(out[-1], StatusResponse) and out[-1].tag is not None:
+            tagged = out.pop()
+        if self.selected is not None and command.name not in _NO_SYNC:
+            allow_expunge = command.uid or command.name not in _NO_EXPUNGE
+            try:
+                out.extend(self.selected.sync(self.store, self.sync_options(), allow_expunge))
+            except MailboxGone as gone:
+                self.selected = None
+                return [*out, StatusResponse("BYE", str(gone))]
+            except StoreError:
+                pass  # announced at the next command
+        out.append(tagged or StatusResponse("OK", f"{command.wire_name} completed",
+                                            tag=command.tag))
+        return out
+
+    def poll(self) -> list[Response]:
+        """News for an idling client (RFC 2177): EXISTS, EXPUNGE, FETCH FLAGS."""
+        if self.selected is None:
+            return []
+        try:
+            return list(self.selected.sync(self.store, self.sync_options(), True))
+        except MailboxGone as gone:
+            self.selected = None
+            return [StatusResponse("BYE", str(gone))]
+        except StoreError:
+            return []
+
+    def has_news(self) -> bool:
+        """Cheap check (one index row) whether `poll` would have anything to say."""
+        if self.selected is None:
+            return False
+        try:
+            info = self.store.mailbox(self.selected.name)
+        except StoreError:
+            return False
+        return info is None or info.highestmodseq != self.selected.highestmodseq
+
+
+# -- the handlers that need no module of their own ---------------------------------------------
+
+
+def _noop(session: ImapSession, command: Noop | Check) -> list[Response]:
+    return []  # the sync in execute() is the whole point (RFC 9051 6.1.2)
+
+
+def _enable(session: ImapSession, command: Enable) -> list[Response]:
+    """RFC 5161: only capabilities this server can enable are listed in ENABLED."""
+    done: list[str] = []
+    for name in command.capabilities:
+        upper = name.upper()
+        if upper == "QRESYNC":
+            session.qresync = True
+            session.condstore = True  # RFC 7162 3.2.3: QRESYNC implies CONDSTORE
+        elif upper == "CONDSTORE":
+            session.condstore = True
+        else:
+            continue
+        if upper not in done:
+            done.append(upper)
+    return [replies.enabled(done)]
+
+
+def server_id() -> list[tuple[str, str | None]]:
+    return [("name", "sealmail"), ("version", __version__)]
+
+
+def _id(session: ImapSession, command: Id) -> list[Response]:
+    return [replies.id_response(server_id())]
+
+
+HANDLERS: dict[type[Command], Handler] = {
+    Noop: _noop,
+    Check: messages.check,
+    Enable: _enable,
+    Id: _id,
+    Select: mailboxes.examine_or_select,
+    Examine: mailboxes.examine_or_select,
+    Create: mailboxes.create,
+    Delete: mailboxes.delete,
+    Rename: mailboxes.rename,
+    Subscribe: mailboxes.subscribe,
+    Unsubscribe: mailboxes.unsubscribe,
+    List: mailboxes.list_command,
+    Lsub: mailboxes.lsub,
+    Status: mailboxes.status,
+    Namespace: mailboxes.namespace,
+    Append: messages.append,
+    Close: messages.close,
+    Unselect: messages.unselect,
+    Expunge: messages.expunge,
+    Store: messages.store,
+    Copy: messages.copy_or_move,
+    Move: messages.copy_or_move,
+    Fetch: fetching.fetch,
+    Search: searching.search,
+    Sort: searching.sort,
+    Thread: searching.thread,
+    GetAcl: access.getacl,
+    SetAcl: access.setacl,
+    DeleteAcl: access.deleteacl,
+    ListRights: access.listrights,
+    MyRights: access.myrights,
+    GetQuota: access.getquota,
+    GetQuotaRoot: access.getquotaroot,
+    SetQuota: access.setquota,
+}

@@ -1,0 +1,694 @@
+"""imapd: the asyncio driver around the sans-I/O IMAP core and the session logic.
+
+Bytes in -> `sealmail.proto.imap.ServerConnection` events -> `sealmail.imap.ImapSession` (in a
+worker thread, since the store blocks) -> responses out. This module only does what needs the
+connection: the greeting and hosts.allow, STARTTLS and imaps, LOGIN and AUTHENTICATE (SASL steps
+in threads: a check may run scrypt or ask saslauthd; failures delayed), IDLE's waiting (the
+mailbox is polled cheaply, one index row, so an LMTP delivery is announced within
+`IDLE_POLL_INTERVAL`), COMPRESS=DEFLATE, the inactivity timeout, and logging (one line per
+event, `SESSIONID: event`; never a password or message body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import signal
+import socket
+import ssl
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+
+from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.config.hosts_access import HostsAccess
+from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.imap import ImapSession
+from sealmail.imap.session import server_id
+from sealmail.proto.imap import (
+    NEED_DATA,
+    AuthenticateAborted,
+    AuthenticateData,
+    Capability,
+    Command,
+    CommandReceived,
+    Compress,
+    ConnectionClosed,
+    ContinuationRequest,
+    Event,
+    Id,
+    Idle,
+    IdleDone,
+    Limits,
+    Login,
+    Logout,
+    Noop,
+    ProtocolError,
+    Response,
+    ResponseCode,
+    ServerConnection,
+    StartTLS,
+    StatusResponse,
+)
+from sealmail.proto.imap import (
+    Authenticate as AuthenticateCommand,
+)
+from sealmail.proto.imap import response as replies
+from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
+from sealmail.server.session import ClientEndpoint, close, maildrop_name, new_session_id, start_tls
+from sealmail.server.tls import server_context
+from sealmail.store.api import MessageStore
+from sealmail.store.errors import StoreError
+
+log = logging.getLogger("sealmail.imapd")
+
+SASL_SERVICE = "imap"
+TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
+IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
+TLS_HANDSHAKE_TIMEOUT = 180.0
+
+# Extensions this server implements (RFC 9051 7.2.2 CAPABILITY); AUTH=, STARTTLS and
+# LOGINDISABLED are added per session.
+BASE_CAPABILITIES = (
+    "IMAP4rev1",
+    "LITERAL+",
+    "ID",
+    "ENABLE",
+    "IDLE",
+    "NAMESPACE",
+    "UIDPLUS",
+    "MOVE",
+    "UNSELECT",
+    "CHILDREN",
+    "SASL-IR",
+    "BINARY",
+    "CONDSTORE",
+    "QRESYNC",
+    "ESEARCH",
+    "SEARCHRES",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "SPECIAL-USE",
+    "CREATE-SPECIAL-USE",
+    "WITHIN",
+    "ACL",
+    "RIGHTS=kxten",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "QUOTA=RES-MESSAGE",
+    "SORT",
+    "SORT=DISPLAY",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "COMPRESS=DEFLATE",
+    "STATUS=SIZE",
+)
+
+
+class ImapService:
+    """Serves IMAP sessions; one per listener kind (plain with STARTTLS, or imaps)."""
+
+    def __init__(
+        self,
+        config: ImapdConfig,
+        store: MessageStore,
+        *,
+        authenticator: Authenticator | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        daemon_name: str = "imap",
+        owns_store: bool = False,
+        timeout: float = TIMEOUT_MINUTES * 60.0,
+        idle_poll_interval: float = IDLE_POLL_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.authenticator = authenticator or Authenticator(config)
+        self.tls_context = tls_context if tls_context is not None else server_context(config)
+        self.implicit_tls = implicit_tls
+        if implicit_tls and self.tls_context is None:
+            raise ConfigError(config.path, 0, "tls_server_cert", "imaps needs a certificate")
+        self.daemon_name = daemon_name
+        self.owns_store = owns_store
+        self.timeout = timeout
+        self.idle_poll_interval = idle_poll_interval
+        self.clock = clock
+        self.failure_delay = float(config.integer("auth_failure_delay"))
+        self.max_auth_failures = config.integer("auth_max_failures")
+        self.max_message_size = config.integer("maxmessagesize")
+        self.hosts = HostsAccess.from_config(config)
+        self.sessions: set[asyncio.Task[None]] = set()
+
+    @property
+    def implicit_tls_context(self) -> ssl.SSLContext | None:
+        """For master's workers: imaps connections are wrapped at accept."""
+        return self.tls_context if self.implicit_tls else None
+
+    def limits(self) -> Limits:
+        size = self.max_message_size or 64 * 1024 * 1024
+        return Limits(max_append_size=size)
+
+    def close(self) -> None:
+        if self.owns_store:
+            self.owns_store = False
+            self.store.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.sessions.add(task)
+        session = ImapConnection(self, reader, writer)
+        try:
+            await session.run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            self.sessions.discard(task)
+            await close(writer)
+
+
+class _Deflate:
+    """COMPRESS=DEFLATE (RFC 4978): raw deflate both ways, flushed after each write."""
+
+    def __init__(self) -> None:
+        self.inflater = zlib.decompressobj(-15)
+        self.deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+
+    def inflate(self, data: bytes) -> bytes:
+        return self.inflater.decompress(data)
+
+    def deflate(self, data: bytes) -> bytes:
+        return self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
+
+
+class ImapConnection:
+    """One client connection: reads, feeds the core, runs commands, writes responses."""
+
+    def __init__(
+        self, service: ImapService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.session_id = new_session_id()
+        self.endpoint = ClientEndpoint.of(writer)
+        self.client = self.endpoint.label
+        self.secure = False
+        self.tls_bits: int | None = None
+        self.tls_peer: str | None = None
+        self.conn = ServerConnection(service.limits())
+        self.session: ImapSession | None = None
+        self.mechanism: ServerMechanism | None = None
+        self.mechanism_name = ""
+        self.auth_failures = 0
+        self.idling = False
+        self.compression: _Deflate | None = None
+        self._read_task: asyncio.Task[bytes] | None = None
+
+    # -- capabilities -------------------------------------------------------------------------
+
+    def _mechanisms(self) -> tuple[str, ...]:
+        return self.service.authenticator.available_mechanisms(
+            self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
+        )
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPABILITIES)
+        if self.session is None:
+            if self.service.tls_context is not None and not self.secure:
+                caps.append("STARTTLS")
+            if not self.service.authenticator.allows_plaintext(self.secure, SASL_SERVICE):
+                caps.append("LOGINDISABLED")  # RFC 9051 6.2.3
+            caps += [f"AUTH={m}" for m in self._mechanisms()]
+        if self.compression is not None:
+            caps.remove("COMPRESS=DEFLATE")
+        return caps
+
+    # -- output -------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            if self.compression is not None:
+                data = self.compression.deflate(data)
+            self.writer.write(data)
+            await self.writer.drain()
+
+    def _send(self, responses: Iterable[Response]) -> None:
+        for response in responses:
+            self.conn.utf8 = self.session.utf8 if self.session is not None else False
+            self.conn.send(response)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self.endpoint.admitted(
+            self.service.hosts, self.service.daemon_name, self.session_id
+        ):
+            return
+        log.info("%s: connect from %s", self.session_id, self.client)
+        if self.service.implicit_tls and not await self._handshake():
+            return
+        greeting = f"{self.service.config.servername} sealmail IMAP server ready"
+        self.conn.send(
+            StatusResponse(
+                "OK",
+                greeting,
+                code=ResponseCode(
+                    "CAPABILITY", tuple(replies.capability(self.capabilities()).values[1:])
+                ),
+            )
+        )
+        await self._flush()
+        try:
+            await self._loop()
+        finally:
+            if self._read_task is not None:
+                self._read_task.cancel()
+            log.info("%s: disconnect from %s", self.session_id, self.client)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                data = await self._receive()
+            except TimeoutError:
+                # RFC 9051 5.4: an autologout timer of at least 30 minutes.
+                log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
+                self.conn.close("Autologout; idle for too long")
+                await self._flush()
+                return
+            if self.compression is not None and data:
+                data = self.compression.inflate(data)
+            self.conn.receive_data(data)
+            while True:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, ConnectionClosed):
+                    await self._flush()
+                    return
+                await self._on_event(event)
+                await self._flush()
+            await self._flush()
+            if not data:
+                return
+
+    async def _receive(self) -> bytes:
+        """The next chunk from the client; while idling, polls the mailbox meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.service.timeout
+        if self._read_task is None:
+            self._read_task = asyncio.ensure_future(self.reader.read(65536))
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            wait = min(remaining, self.service.idle_poll_interval) if self.idling else remaining
+            done, _ = await asyncio.wait({self._read_task}, timeout=wait)
+            if done:
+                task, self._read_task = self._read_task, None
+                return task.result()
+            if self.idling and self.session is not None:
+                session = self.session
+                if await asyncio.to_thread(session.has_news):
+                    self._send(await asyncio.to_thread(session.poll))
+                    await self._flush()
+
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, CommandReceived):
+            await self._command(event.command)
+        elif isinstance(event, AuthenticateData):
+            await self._auth_step(event.data)
+        elif isinstance(event, IdleDone):
+            self.idling = False
+            pending = self.conn.pending
+            assert pending is not None
+            self._send([StatusResponse("OK", "IDLE terminated", tag=pending.tag)])
+        elif isinstance(event, AuthenticateAborted):
+            self.mechanism = None
+            log.info(
+                "%s: AUTHENTICATE aborted from %s: %s", self.session_id, self.client, event.reason
+            )
+        elif isinstance(event, ProtocolError):
+            self.idling = False
+            log.info(
+                "%s: refused input from %s: %s",
+                self.session_id,
+                self.client,
+                event.error.reply_bytes().decode("utf-8", "replace").strip(),
+            )
+
+    async def _command(self, command: Command) -> None:
+        tag = command.tag
+        if isinstance(command, Capability):
+            self._send(
+                [
+                    replies.capability(self.capabilities()),
+                    StatusResponse("OK", "CAPABILITY completed", tag=tag),
+                ]
+            )
+        elif isinstance(command, Logout):
+            self._send(
+                [
+                    StatusResponse("BYE", "LOGOUT received"),
+                    StatusResponse("OK", "LOGOUT completed", tag=tag),
+                ]
+            )
+        elif isinstance(command, Id) or (isinstance(command, Noop) and self.session is None):
+            out: list[Response] = []
+            if isinstance(command, Id):
+                out.append(replies.id_response(server_id()))
+            self._send([*out, StatusResponse("OK", f"{command.name} completed", tag=tag)])
+        elif isinstance(command, StartTLS):
+            await self._starttls(command)
+        elif isinstance(command, Login):
+            await self._login(command)
+        elif isinstance(command, AuthenticateCommand):
+            await self._authenticate(command)
+        elif isinstance(command, Idle):
+            # RFC 2177 3: news is sent as it happens until DONE.
+            self.idling = True
+            self._send([ContinuationRequest("idling")])
+            assert self.session is not None
+            self._send(await asyncio.to_thread(self.session.poll))
+        elif isinstance(command, Compress):
+            await self._compress(command)
+        else:
+            assert self.session is not None
+            responses = await asyncio.to_thread(self.session.execute, command)
+            self._send(responses)
+            log.debug(
+                "%s: %s %s",
+                self.session_id,
+                command.wire_name,
+                responses[-1].status if isinstance(responses[-1], StatusResponse) else "",
+            )
+
+    # -- TLS and compression -----------------------------------------------------------------
+
+    async def _handshake(self) -> bool:
+        context = self.service.tls_context
+        assert context is not None
+        info = await start_tls(self.writer, context, self.session_id, self.client)
+        if info is None:
+            return False
+        self.secure = True
+        self.tls_bits = info.bits
+        self.tls_peer = info.peer
+        return True
+
+    async def _starttls(self, command: StartTLS) -> None:
+        if self.service.tls_context is None or self.secure:
+            self._send([StatusResponse("NO", "TLS is not available", tag=command.tag)])
+            return
+        self._send([StatusResponse("OK", "Begin TLS negotiation now", tag=command.tag)])
+        await self._flush()
+        if not await self._handshake():
+            raise ConnectionError("TLS handshake failed")
+        self.conn.tls_started()
+
+    async def _compress(self, command: Compress) -> None:
+        if self.compression is not None:
+            # RFC 4978 3: a second COMPRESS gets NO [COMPRESSIONACTIVE].
+            self._send(
+                [
+                    StatusResponse(
+                        "NO",
+                        "Compression is already active",
+                        tag=command.tag,
+                        code=ResponseCode("COMPRESSIONACTIVE"),
+                    )
+                ]
+            )
+            return
+        if command.mechanism.upper() != "DEFLATE":
+            self._send(
+                [StatusResponse("BAD", f"Unknown mechanism {command.mechanism}", tag=command.tag)]
+            )
+            return
+        self._send([StatusResponse("OK", "DEFLATE active", tag=command.tag)])
+        await self._flush()
+        buffered = self.conn.compression_started()
+        self.compression = _Deflate()
+        if buffered:
+            self.conn.receive_data(self.compression.inflate(buffered))
+
+    # -- authentication -------------------------------------------------------------------------
+
+    def _start_mechanism(self, name: str) -> ServerMechanism:
+        return self.service.authenticator.start(
+            name, self.secure, self.tls_peer, service=SASL_SERVICE, tls_bits=self.tls_bits
+        )
+
+    async def _login(self, command: Login) -> None:
+        self.mechanism_name = "LOGIN"
+        if not self.service.authenticator.allows_plaintext(self.secure, SASL_SERVICE):
+            # RFC 9051 6.2.3: refuse LOGIN when LOGINDISABLED is advertised.
+            self._send(
+                [
+                    StatusResponse(
+                        "NO",
+                        "LOGIN is disabled without TLS",
+                        tag=command.tag,
+                        code=ResponseCode("PRIVACYREQUIRED"),
+                    )
+                ]
+            )
+            return
+        try:
+            mechanism = self._start_mechanism("PLAIN")
+        except MechanismUnavailable as exc:
+            self._send([self._sasl_refusal(exc.reason, command.tag)])
+            return
+        message = b"\0" + command.userid.encode("utf-8") + b"\0" + command.password.encode("utf-8")
+        result = await asyncio.to_thread(mechanism.step, message)
+        await self._finish(result, command.tag, command.userid)
+
+    async def _authenticate(self, command: AuthenticateCommand) -> None:
+        self.mechanism_name = command.mechanism.upper()
+        try:
+            self.mechanism = self._start_mechanism(command.mechanism)
+        except MechanismUnavailable as exc:
+            log.info(
+                "%s: AUTHENTICATE %s refused from %s: %s",
+                self.session_id,
+                self.mechanism_name,
+                self.client,
+                exc.reason.value,
+            )
+            self._send([self._sasl_refusal(exc.reason, command.tag)])
+            return
+        initial: bytes | None = None
+        if command.initial_response is not None:
+            try:
+                initial = base64.b64decode(command.initial_response, validate=True)
+            except binascii.Error:
+                self.mechanism = None
+                self._send(
+                    [
+                        StatusResponse(
+                            "BAD", "Invalid base64 in the initial response", tag=command.tag
+                        )
+                    ]
+                )
+                return
+        await self._auth_step(initial)
+
+    async def _auth_step(self, data: bytes | None) -> None:
+        pending = self.conn.pending
+        assert pending is not None
+        mechanism = self.mechanism
+        if mechanism is None:
+            self._send([StatusResponse("BAD", "No authentication in progress", tag=pending.tag)])
+            return
+        result = await asyncio.to_thread(mechanism.step, data)
+        if isinstance(result, Challenge):
+            self._send([ContinuationRequest(challenge=result.data)])
+            return
+        self.mechanism = None
+        await self._finish(result, pending.tag, None)
+
+    def _sasl_refusal(self, reason: FailureReason, tag: str) -> StatusResponse:
+        """RFC 5530 codes for each SASL failure, in one place."""
+        codes = {
+            FailureReason.MALFORMED: ("BAD", None, "Malformed authentication exchange"),
+            FailureReason.BAD_CREDENTIALS: ("NO", "AUTHENTICATIONFAILED", "Authentication failed"),
+            FailureReason.AUTHZ_DENIED: (
+                "NO",
+                "AUTHORIZATIONFAILED",
+                "Authorization as that identity is not allowed",
+            ),
+            FailureReason.TEMPORARY: (
+                "NO",
+                "UNAVAILABLE",
+                "Authentication is temporarily unavailable",
+            ),
+            FailureReason.ENCRYPTION_REQUIRED: (
+                "NO",
+                "PRIVACYREQUIRED",
+                "This mechanism needs TLS",
+            ),
+            FailureReason.UNKNOWN_MECHANISM: ("NO", "CANNOT", "Mechanism not available"),
+            FailureReason.TOO_WEAK: ("NO", "PRIVACYREQUIRED", "Mechanism too weak"),
+        }
+        status, code, text = codes.get(reason, ("NO", None, "Authentication failed"))
+        return StatusResponse(status, text, tag=tag, code=ResponseCode(code) if code else None)
+
+    async def _finish(
+        self, result: Success | Failure | Challenge, tag: str, claimed: str | None
+    ) -> None:
+        if isinstance(result, Success):
+            await self._open_session(result.authzid, tag)
+            return
+        assert isinstance(result, Failure)
+        log.warning(
+            "%s: authentication failed from %s (%s%s): %s",
+            self.session_id,
+            self.client,
+            self.mechanism_name,
+            f" {claimed}" if claimed else "",
+            result.detail,
+        )
+        reply = self._sasl_refusal(result.reason, tag)
+        if result.reason is FailureReason.TEMPORARY:
+            self._send([reply])
+            return
+        self.auth_failures += 1
+        if self.service.failure_delay:
+            await asyncio.sleep(self.service.failure_delay * self.auth_failures)
+        self._send([reply])
+        if self.auth_failures >= self.service.max_auth_failures:
+            self.conn.close("Too many authentication failures")
+
+    async def _open_session(self, identity: str, tag: str) -> None:
+        config = self.service.config
+        try:
+            inbox = maildrop_name(identity, config)
+        except StoreError as exc:
+            log.info("%s: login %s: no mailbox: %s", self.session_id, identity, exc)
+            self._send(
+                [
+                    StatusResponse(
+                        "NO",
+                        "No mailbox for this user",
+                        tag=tag,
+                        code=ResponseCode("AUTHORIZATIONFAILED"),
+                    )
+                ]
+            )
+            return
+        admins = self.service.authenticator.admins(SASL_SERVICE)
+        self.session = ImapSession(
+            self.service.store,
+            config,
+            identity,
+            inbox,
+            is_admin=identity in admins,
+            clock=self.service.clock,
+            max_message_size=self.service.max_message_size,
+        )
+        log.info(
+            "%s: login: %s %s%s via %s",
+            self.session_id,
+            self.client,
+            identity,
+            " (TLS)" if self.secure else "",
+            self.mechanism_name,
+        )
+        self._send(
+            [
+                StatusResponse(
+                    "OK",
+                    "Logged in",
+                    tag=tag,
+                    code=ResponseCode(
+                        "CAPABILITY", tuple(replies.capability(self.capabilities()).values[1:])
+                    ),
+                )
+            ]
+        )
+
+
+# -- the service contract of `sealmail master`, and the standalone daemon ----------------------
+
+
+def build_service(
+    config: ImapdConfig,
+    argv: Sequence[str],
+    *,
+    service_name: str = "imap",
+    store: MessageStore | None = None,
+) -> ImapService:
+    """imapd as cyrus.conf runs it: `imapd [-s]`; -s serves imaps (TLS from the first byte).
+
+    Without a `store` the service opens its own DiskStore and closes it in `close()`.
+    """
+    for arg in argv:
+        if arg != "-s":
+            raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
+    implicit_tls = "-s" in argv
+    if implicit_tls and server_context(config) is None:
+        raise ConfigError(
+            config.path, 0, "tls_server_cert", f"{service_name}: imapd -s needs a certificate"
+        )
+    owned = store is None
+    if store is None:
+        from sealmail.store.disk import DiskStore
+
+        store = DiskStore(config)
+    return ImapService(
+        config,
+        store,
+        implicit_tls=implicit_tls,
+        daemon_name=service_name,
+        owns_store=owned,
+        timeout=max(config.integer("timeout"), 30) * 60.0,  # RFC 9051 5.4: at least 30 minutes
+    )
+
+
+async def serve(
+    services: Iterable[tuple[ImapService, Iterable[socket.socket]]],
+    shutdown_timeout: float = 30.0,
+) -> None:
+    """Serve until SIGTERM/SIGINT; then stop accepting and let sessions end (bounded)."""
+    servers = []
+    all_services = []
+    for service, sockets in services:
+        all_services.append(service)
+        tls = service.implicit_tls_context
+        timeout = TLS_HANDSHAKE_TIMEOUT if tls is not None else None
+        for sock in sockets:
+            if sock.family == socket.AF_UNIX:
+                servers.append(
+                    await asyncio.start_unix_server(
+                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=timeout
+                    )
+                )
+            else:
+                servers.append(
+                    await asyncio.start_server(
+                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=timeout
+                    )
+                )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("imapd ready")
+    await stop.wait()
+    sessions = {task for service in all_services for task in service.sessions}
+    log.info("imapd stopping: %d session(s) open", len(sessions))
+    for server in servers:
+        server.close()
+    if sessions:
+        _, pending = await asyncio.wait(sessions, timeout=shutdown_timeout)
+        for task in pending:
+            task.cancel()
+    for service in all_services:
+        service.close()
+
+
+__all__ = ["ImapConnection", "ImapService", "build_service", "serve"]

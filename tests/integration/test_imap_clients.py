@@ -1,0 +1,169 @@
+"""`sealmail imapd` end to end: mail delivered over LMTP to a running `sealmail lmtpd`
+(SealmailInstance) is read with Python's imaplib (STARTTLS and imaps, IDLE woken by the
+delivery) and with `curl imap://` listing and fetching. imapd runs as its own process.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import shutil
+import smtplib
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from tests.support.instance import SEALMAIL, SealmailInstance
+from tests.support.peers import free_tcp_port, wait_until_accepting
+
+from sealmail.auth.sasldb import SaslDB
+from sealmail.proto.sasl import split_identity
+
+PASSWORD = "imap secret"
+SERVERNAME = "sealmail.test.example"
+MESSAGE = (b"From: one@example.org\r\nTo: alice@example.com\r\nSubject: first\r\n"
+           b"Message-ID: <i1@example.org>\r\n\r\nhello over LMTP\r\n")
+
+
+@dataclass
+class ImapDaemon:
+    instance: SealmailInstance
+    port: int
+    tls_port: int
+    ca_file: Path
+    log: Path
+
+    def deliver(self, content: bytes, user: str = "alice") -> None:
+        with smtplib.LMTP(self.instance.socket_path) as client:
+            client.ehlo()
+            client.sendmail("sender@example.org", [f"{user}@example.com"], content)
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+@pytest.fixture
+def imapd(tmp_path: Path) -> Iterator[ImapDaemon]:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    extra = {
+        "tls_server_cert": str(cert),
+        "tls_server_key": str(key),
+        "allowplaintext": "yes",
+        "auth_failure_delay": "0",
+        "hosts_allow": str(tmp_path / "hosts.allow"),
+        "hosts_deny": str(tmp_path / "hosts.deny"),
+    }
+    with SealmailInstance(tmp_path, users=["alice"], imapd_conf_extra=extra) as instance:
+        sasldb = SaslDB(instance.configdirectory / "sasldb2", scrypt_n=2**10)
+        sasldb.set_password(split_identity("alice", SERVERNAME), PASSWORD)
+        port, tls_port = free_tcp_port(), free_tcp_port()
+        log = tmp_path / "imapd.log"
+        argv = [*SEALMAIL, "imapd", "-C", str(instance.conf_path), "-v",
+                "--listen", f"127.0.0.1:{port}", "--tls-listen", f"127.0.0.1:{tls_port}"]
+        with log.open("ab") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until_accepting(("127.0.0.1", port), 30, process, log)
+            wait_until_accepting(("127.0.0.1", tls_port), 30, process, log)
+            yield ImapDaemon(instance, port, tls_port, ca_file, log)
+        finally:
+            process.terminate()
+            assert process.wait(15) == 0
+        assert PASSWORD not in log.read_text(errors="replace")  # never a password in the log
+
+
+def test_lmtp_delivery_read_over_imap_with_idle(imapd: ImapDaemon) -> None:
+    client = imaplib.IMAP4("127.0.0.1", imapd.port, timeout=10)
+    client.starttls(imapd.tls_context())
+    client.login("alice", PASSWORD)
+    assert client.select("INBOX")[1] == [b"0"]
+    tag = client._new_tag()
+    client.send(tag + b" IDLE\r\n")
+    assert client.readline().startswith(b"+ ")
+    imapd.deliver(MESSAGE)  # over LMTP to the lmtpd process
+    assert client.readline() == b"* 1 EXISTS\r\n"  # the socket timeout bounds the wait
+    client.send(b"DONE\r\n")
+    assert client.readline().startswith(tag + b" OK")
+    _, data = client.fetch("1", "(BODY[])")
+    assert isinstance(data[0], tuple)
+    assert data[0][1].endswith(MESSAGE)  # after the Return-Path and Received lmtpd adds
+    client.store("1", "+FLAGS", "(\\Deleted)")
+    client.expunge()
+    client.logout()
+    imaps = imaplib.IMAP4_SSL("127.0.0.1", imapd.tls_port, ssl_context=imapd.tls_context(),
+                              timeout=10)
+    imaps.login("alice", PASSWORD)
+    assert imaps.select("INBOX")[1] == [b"0"]
+    imaps.logout()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_lists_and_fetches(imapd: ImapDaemon) -> None:
+    imapd.deliver(MESSAGE)
+    base = f"imap://127.0.0.1:{imapd.port}"
+    auth = ["--user", f"alice:{PASSWORD}", "--ssl-reqd", "--cacert", str(imapd.ca_file),
+            "--max-time", "20", "-s", "-S"]
+    listing = subprocess.run(["curl", *auth, f"{base}/"], capture_output=True, check=True,
+                             timeout=30).stdout
+    assert b'"." INBOX' in listing
+    body = subprocess.run(["curl", *auth, f"{base}/INBOX;UID=1"], capture_output=True,
+                          check=True, timeout=30).stdout
+    assert body.endswith(MESSAGE)
+
+
+def test_imapd_under_master_from_cyrus_conf(tmp_path: Path) -> None:
+    """cyrus.conf `imap cmd="imapd"` beside lmtpunix: deliver over LMTP, read over IMAP."""
+    import signal
+    import time
+
+    port = free_tcp_port()
+    conf = tmp_path / "imapd.conf"
+    lmtp_socket = tmp_path / "config" / "socket" / "lmtp"
+    conf.write_text(
+        f"configdirectory: {tmp_path / 'config'}\npartition-default: {tmp_path / 'partition'}\n"
+        f"lmtpsocket: {lmtp_socket}\nservername: {SERVERNAME}\nallowplaintext: yes\n"
+        "auth_failure_delay: 0\n"
+    )
+    (tmp_path / "cyrus.conf").write_text(
+        "SERVICES {\n"
+        f'  lmtpunix cmd="lmtpd" listen="{lmtp_socket}" prefork=1\n'
+        f'  imap     cmd="imapd" listen="127.0.0.1:{port}" prefork=1\n'
+        "}\n"
+    )
+    subprocess.run([*SEALMAIL, "mailbox", "-C", str(conf), "create", "user.alice"], check=True,
+                   capture_output=True, timeout=60)
+    SaslDB(tmp_path / "config" / "sasldb2", scrypt_n=2**10).set_password(
+        split_identity("alice", SERVERNAME), PASSWORD)
+    log = tmp_path / "master.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*SEALMAIL, "master", "-C", str(conf), "-M", str(tmp_path / "cyrus.conf"),
+             "-p", str(tmp_path / "master.pid"), "-D"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_until_accepting(("127.0.0.1", port), 30, process, log)
+        deadline = time.monotonic() + 30
+        while not lmtp_socket.exists():
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+        with smtplib.LMTP(str(lmtp_socket)) as lmtp:
+            lmtp.ehlo()
+            lmtp.sendmail("sender@example.org", ["alice@example.com"], MESSAGE)
+        client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        client.login("alice", PASSWORD)
+        client.select("INBOX", readonly=True)
+        _, data = client.fetch("1", "(BODY.PEEK[TEXT])")
+        assert isinstance(data[0], tuple)
+        assert data[0][1] == b"hello over LMTP\r\n"
+        client.logout()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text(errors="replace")

@@ -1,0 +1,558 @@
+"""imapd in process: a real asyncio server on 127.0.0.1, a real DiskStore, Python's imaplib."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from sealmail.auth.authenticator import Authenticator
+from sealmail.auth.sasldb import SaslDB
+from sealmail.config.imapd_conf import ConfigError, ImapdConfig, parse_imapd_conf
+from sealmail.proto.sasl import split_identity
+from sealmail.server.imapd import ImapService, build_service
+from sealmail.store.api import DeliveryTarget
+from sealmail.store.disk import DiskStore
+
+PASSWORD = "s3cret pw"
+MESSAGE = (
+    b"From: Alice Example <alice@example.org>\r\n"
+    b"To: bob@example.org\r\n"
+    b"Subject: =?UTF-8?Q?caf=C3=A9?= report\r\n"
+    b"Date: Tue, 03 Mar 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <one@example.org>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=XX\r\n"
+    b"\r\n"
+    b"--XX\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"hello world\r\n"
+    b"--XX\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"AAECAw==\r\n"
+    b"--XX--\r\n"
+)
+PLAIN = b"From: c@example.org\r\nSubject: second\r\n\r\nline one\r\n"
+
+
+@dataclass
+class Server:
+    config: ImapdConfig
+    store: DiskStore
+    service: ImapService
+    port: int
+    ca: trustme.CA
+
+    def client(self) -> imaplib.IMAP4:
+        return imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+
+    def login(self, user: str = "alice") -> imaplib.IMAP4:
+        client = self.client()
+        client.login(user, PASSWORD)
+        return client
+
+    def tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    def deliver(self, content: bytes, mailbox: str = "user.alice") -> int:
+        [result] = self.store.deliver(content, [DeliveryTarget(mailbox)])
+        assert not isinstance(result, Exception)
+        return result.uid
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def make_config(tmp_path: Path, ca: trustme.CA, **extra: str) -> ImapdConfig:
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    values = {
+        "configdirectory": str(tmp_path / "config"),
+        "partition-default": str(tmp_path / "partition"),
+        "servername": "imap.test.example",
+        "tls_server_cert": str(cert),
+        "tls_server_key": str(key),
+        "auth_failure_delay": "0",
+        "admins": "admin",
+        "hosts_allow": str(tmp_path / "hosts.allow"),
+        "hosts_deny": str(tmp_path / "hosts.deny"),
+        **extra,
+    }
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "partition").mkdir(exist_ok=True)
+    return parse_imapd_conf("".join(f"{k}: {v}\n" for k, v in values.items()), "imapd.conf")
+
+
+@pytest.fixture
+def start(tmp_path: Path, ca: trustme.CA) -> Iterator[Callable[..., Server]]:
+    """start(**imapd_conf) -> Server (alice, bob, admin), stopped at the end."""
+    running: list[tuple[asyncio.AbstractEventLoop, threading.Thread, DiskStore]] = []
+
+    def starter(idle_poll: float = 0.05, **extra: str) -> Server:
+        config = make_config(tmp_path, ca, **extra)
+        store = DiskStore(config)
+        sasldb = SaslDB(tmp_path / "config" / "sasldb2", scrypt_n=2**10)
+        for user in ("alice", "bob", "admin"):
+            if store.mailbox(f"user.{user}") is None:
+                store.create_mailbox(f"user.{user}")
+            sasldb.set_password(split_identity(user, config.servername), PASSWORD)
+        service = ImapService(config, store, authenticator=Authenticator(config, sasldb=sasldb),
+                              idle_poll_interval=idle_poll)
+        loop = asyncio.new_event_loop()
+        port: list[int] = []
+
+        async def main() -> None:
+            server = await asyncio.start_server(service.handle, "127.0.0.1", 0)
+            port.append(server.sockets[0].getsockname()[1])
+
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        asyncio.run_coroutine_threadsafe(main(), loop).result(10)
+        running.append((loop, thread, store))
+        return Server(config, store, service, port[0], ca)
+
+    yield starter
+    for loop, thread, store in running:
+
+        async def finish() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(finish(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        store.close()
+
+
+def raw_session(server: Server) -> tuple[socket.socket, Callable[[bytes], bytes]]:
+    """A bare socket and `say(line)` returning everything up to the tagged reply."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    reader = sock.makefile("rb")
+    reader.readline()
+
+    def say(data: bytes, tag: bytes | None = None) -> bytes:
+        sock.sendall(data)
+        tag = tag or data.split(b" ", 1)[0]
+        out = b""
+        while True:
+            line = reader.readline()
+            assert line, f"connection closed; got {out!r}"
+            out += line
+            if line.startswith(tag + b" ") or line.startswith(b"* BYE"):
+                return out
+
+    return sock, say
+
+
+# -- not authenticated -------------------------------------------------------------------------
+
+
+def test_greeting_capabilities_and_logindisabled(start) -> None:  # type: ignore[no-untyped-def]
+    server = start()
+    client = server.client()
+    assert b"imap.test.example sealmail IMAP server ready" in client.welcome
+    caps = client.capabilities
+    assert "IMAP4REV1" in caps and "STARTTLS" in caps and "LOGINDISABLED" in caps
+    assert "IDLE" in caps and "UIDPLUS" in caps and "MOVE" in caps
+    assert not any(c.startswith("AUTH=PLAIN") for c in caps)
+    with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+        client.login("alice", PASSWORD)
+    assert client.noop()[0] == "OK"
+    client.logout()
+
+
+def test_starttls_then_login_and_authenticate(start) -> None:  # type: ignore[no-untyped-def]
+    server = start()
+    client = server.client()
+    client.starttls(server.tls_context())
+    assert "LOGINDISABLED" not in client.capabilities
+    assert "AUTH=PLAIN" in client.capabilities
+    assert client.login("alice", PASSWORD)[0] == "OK"
+    client.logout()
+    client = server.client()
+    client.starttls(server.tls_context())
+    typ, _ = client.authenticate("PLAIN", lambda _: b"\0bob\0" + PASSWORD.encode())
+    assert typ == "OK"
+    client.logout()
+
+
+def test_imaps_build_service_and_bad_arguments(start, tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+    config = make_config(tmp_path, ca)
+    service = build_service(config, ["-s"], service_name="imaps")
+    assert service.implicit_tls_context is not None
+    service.close()
+    with pytest.raises(ConfigError):
+        build_service(config, ["-x"])
+
+
+def test_sasl_ir_and_wrong_password(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    import base64
+
+    bad = base64.b64encode(b"\0alice\0wrong")
+    assert b"a1 NO [AUTHENTICATIONFAILED]" in say(b"a1 AUTHENTICATE PLAIN " + bad + b"\r\n")
+    good = base64.b64encode(b"\0alice\0" + PASSWORD.encode())
+    assert b"a2 OK [CAPABILITY" in say(b"a2 AUTHENTICATE PLAIN " + good + b"\r\n")
+    sock.close()
+
+
+def test_bad_input_gets_bad_with_tag_and_session_goes_on(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    assert say(b"x1 FROBNICATE\r\n").startswith(b"x1 BAD")
+    assert say(b"x2 FETCH 1 FLAGS\r\n").startswith(b"x2 BAD")  # wrong state
+    assert say(b"x3 LOGIN alice {5000000}\r\n").startswith(b"x3 BAD [TOOBIG]")
+    assert b"x4 OK" in say(b"x4 NOOP\r\n")
+    sock.close()
+
+
+# -- mailboxes -------------------------------------------------------------------------------------
+
+
+def test_list_create_rename_delete_subscribe_status(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    client = server.login()
+    assert client.create("INBOX.Lists")[0] == "OK"
+    assert client.create("INBOX.Lists.Python")[0] == "OK"
+    typ, data = client.list("\"\"", "*")
+    names = [line.decode() for line in data]
+    assert any(n.endswith('"." INBOX') and "\\HasChildren" in n for n in names)
+    assert any(n.endswith("INBOX.Lists.Python") and "\\HasNoChildren" in n for n in names)
+    assert not any("user.bob" in n for n in names)  # no rights on bob's mailboxes
+    typ, data = client.list("\"\"", "%")
+    assert [line.split(b" ")[-1] for line in data] == [b"INBOX"]
+    typ, data = client.list("INBOX.", "%")
+    assert [line.split(b" ")[-1] for line in data] == [b"INBOX.Lists"]
+    assert client.rename("INBOX.Lists", "INBOX.Archive")[0] == "OK"
+    assert client.subscribe("INBOX.Archive")[0] == "OK"
+    typ, data = client.lsub("\"\"", "*")
+    assert data == [b'() "." INBOX.Archive']
+    assert client.unsubscribe("INBOX.Archive")[0] == "OK"
+    assert client.lsub("\"\"", "*")[1] == [None]
+    server.deliver(MESSAGE)
+    typ, data = client.status("INBOX", "(MESSAGES UNSEEN UIDNEXT UIDVALIDITY HIGHESTMODSEQ)")
+    assert re.match(rb"INBOX \(MESSAGES 1 UNSEEN 1 UIDNEXT 2 UIDVALIDITY \d+ HIGHESTMODSEQ \d+\)",
+                    data[0])
+    assert client.delete("INBOX.Archive.Python")[0] == "OK"
+    assert client.delete("INBOX")[0] == "NO"
+    typ, data = client.create("INBOX.Archive")
+    assert typ == "NO" and b"ALREADYEXISTS" in data[0]
+    typ, data = client.create("Shared")  # top level: admins only
+    assert typ == "NO"
+    typ, data = client.namespace()
+    assert data == [b'(("INBOX." ".")) (("user." ".")) (("" "."))']
+    client.logout()
+
+
+def test_unixhierarchysep_and_altnamespace(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes", unixhierarchysep="yes", altnamespace="yes")
+    server.store.create_mailbox("user.alice.Sent")
+    server.store.set_acl("user.bob", "alice", "lr")
+    client = server.login()
+    _, data = client.list("\"\"", "*")
+    names = {line.split(b'"/" ')[-1] for line in data}
+    assert {b"INBOX", b"Sent", b'"Other Users/bob"'} <= names
+    assert client.select('"Other Users/bob"', readonly=True)[0] == "OK"
+    assert client.create("Drafts")[0] == "OK"
+    assert client.create("Drafts/2026")[0] == "OK"
+    assert server.store.mailbox("user.alice.Drafts.2026") is not None
+    _, data = client.list('""', "Drafts/%")
+    assert data == [b'(\\HasNoChildren) "/" Drafts/2026']
+    client.logout()
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+def test_select_fetch_store_search_expunge(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    server.deliver(MESSAGE)
+    server.deliver(PLAIN)
+    client = server.login()
+    _, data = client.select("INBOX")
+    assert data == [b"2"]
+    assert client.untagged_responses.get("UIDVALIDITY")
+    assert client.untagged_responses.get("HIGHESTMODSEQ")
+    _, data = client.fetch("1", "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)")
+    text = data[0].decode()
+    assert f"RFC822.SIZE {len(MESSAGE)}" in text and "UID 1" in text
+    assert '"=?UTF-8?Q?caf=C3=A9?= report"' in text and '"<one@example.org>"' in text
+    _, data = client.fetch("1", "(BODYSTRUCTURE)")
+    assert b'("TEXT" "PLAIN" ("CHARSET" "utf-8")' in data[0]
+    assert b'"MIXED" ("BOUNDARY" "XX")' in data[0]
+    _, data = client.fetch("1", "(BODY.PEEK[1] BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert data[0][1] == b"hello world"
+    assert data[1][1] == b"Subject: =?UTF-8?Q?caf=C3=A9?= report\r\n\r\n"
+    _, data = client.fetch("1", "(BINARY.PEEK[2] BINARY.SIZE[2])")
+    assert data[0][1] == b"\x00\x01\x02\x03"
+    _, data = client.fetch("1", "(BODY.PEEK[]<0.4>)")
+    assert data[0][1] == b"From"
+    assert client.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS ())"]
+    _, data = client.fetch("2", "(BODY[TEXT])")  # sets \Seen
+    assert data[0][1] == b"line one\r\n" and b"\\Seen" in data[0][0] + data[1]
+    assert client.search(None, "UNSEEN")[1] == [b"1"]
+    client.literal = "café".encode()
+    assert client.search("UTF-8", "SUBJECT")[1] == [b"1"]
+    assert client.search(None, "BODY", "hello")[1] == [b"1"]
+    assert client.search(None, "FROM", "c@example")[1] == [b"2"]
+    assert client.search(None, "LARGER", "100")[1] == [b"1"]
+    assert client.search(None, "OR", "SEEN", "HEADER", "Message-ID", "one")[1] == [b"1 2"]
+    assert client.uid("SEARCH", "UID", "2:*")[1] == [b"2"]
+    assert client.search(None, "SENTON", "3-Mar-2026")[1] == [b"1"]
+    _, data = client.store("1", "+FLAGS", "(\\Flagged $Important)")
+    assert b"\\Flagged" in data[0] and b"$Important" in data[0]
+    _, data = client.uid("STORE", "1", "-FLAGS.SILENT", "(\\Flagged)")
+    assert data == [None]
+    assert client.search(None, "KEYWORD", "$Important")[1] == [b"1"]
+    client.store("1", "+FLAGS", "(\\Deleted)")
+    _, data = client.expunge()
+    assert data == [b"1"]
+    assert client.fetch("1", "(UID)")[1] == [b"1 (UID 2)"]
+    assert server.store.mailbox("user.alice").exists == 1
+    client.logout()
+
+
+def test_append_copy_move_uidplus(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    client = server.login()
+    client.create("INBOX.Archive")
+    typ, data = client.append("INBOX", "(\\Seen)", imaplib.Time2Internaldate(1_700_000_000),
+                              MESSAGE)
+    assert typ == "OK" and re.search(rb"\[APPENDUID \d+ 1\]", data[0])
+    typ, data = client.append("INBOX.Nope", None, None, PLAIN)
+    assert typ == "NO" and b"TRYCREATE" in data[0]
+    client.select("INBOX")
+    assert client.fetch("1", "(FLAGS INTERNALDATE)")[1] == [
+        b'1 (FLAGS (\\Seen) INTERNALDATE "14-Nov-2023 22:13:20 +0000")']
+    typ, data = client.copy("1", "INBOX.Archive")
+    assert typ == "OK" and re.search(rb"\[COPYUID \d+ 1 1\]", data[0])
+    typ, data = client._simple_command("MOVE", "1", "INBOX.Archive")
+    assert typ == "OK"
+    assert client.untagged_responses.get("EXPUNGE") == [b"1"]
+    client.select("INBOX.Archive")
+    assert client.search(None, "ALL")[1] == [b"1 2"]
+    assert client.fetch("2", "(FLAGS)")[1] == [b"2 (FLAGS (\\Seen))"]
+    assert server.store.message_bytes("user.alice.Archive", 2) == MESSAGE
+    assert client.unselect()[0] == "OK"
+    client.logout()
+
+
+def test_two_sessions_see_each_others_changes(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    server.deliver(PLAIN)
+    server.deliver(PLAIN)
+    one, two = server.login(), server.login()
+    one.select("INBOX")
+    two.select("INBOX")
+    one.store("1", "+FLAGS", "(\\Deleted \\Flagged)")
+    two.untagged_responses.clear()
+    two.noop()
+    assert two.untagged_responses.get("FETCH") == [b"1 (UID 1 FLAGS (\\Deleted \\Flagged))"]
+    two.untagged_responses.clear()
+    one.expunge()
+    server.deliver(PLAIN)
+    # FETCH may not report the expunge (RFC 9051 7.5.1), but the new message yes; NOOP then
+    # reports the expunge.
+    _, data = two.fetch("1", "(UID)")
+    assert data[0] == b"1 (UID 1)"
+    assert two.untagged_responses.get("EXISTS") == [b"3"]
+    assert "EXPUNGE" not in two.untagged_responses
+    two.untagged_responses.clear()
+    two.noop()
+    assert two.untagged_responses.get("EXPUNGE") == [b"1"]
+    assert two.fetch("1:*", "(UID)")[1] == [b"1 (UID 2)", b"2 (UID 3)"]
+    one.logout()
+    two.logout()
+
+
+def test_idle_announces_a_delivery(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    say(b"a LOGIN alice \"" + PASSWORD.encode() + b"\"\r\n")
+    assert b"* 0 EXISTS" in say(b"b SELECT INBOX\r\n")
+    sock.sendall(b"c IDLE\r\n")
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"+ ")
+    server.deliver(PLAIN)
+    sock.settimeout(5)
+    assert reader.readline() == b"* 1 EXISTS\r\n"
+    sock.sendall(b"DONE\r\n")
+    assert reader.readline().startswith(b"c OK")
+    sock.close()
+
+
+def test_condstore_qresync_and_esearch(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    for _ in range(3):
+        server.deliver(PLAIN)
+    sock, say = raw_session(server)
+    say(b"a LOGIN alice \"" + PASSWORD.encode() + b"\"\r\n")
+    assert b"* ENABLED QRESYNC" in say(b"b ENABLE QRESYNC\r\n")
+    reply = say(b"c SELECT INBOX\r\n")
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", reply).group(1))  # type: ignore[union-attr]
+    info = server.store.mailbox("user.alice")
+    assert info is not None
+    say(b"d STORE 2 +FLAGS (\\Seen)\r\n")
+    reply = say(b"e UID FETCH 1:* (FLAGS) (CHANGEDSINCE " + str(modseq).encode() + b")\r\n")
+    assert re.search(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen\) MODSEQ \(\d+\)\)", reply)
+    assert b"UID 1 " not in reply
+    reply = say(b"f SEARCH RETURN (MIN MAX COUNT) ALL\r\n")
+    assert b'* ESEARCH (TAG "f") MIN 1 MAX 3 COUNT 3' in reply
+    say(b"g STORE 1 +FLAGS (\\Deleted)\r\n")
+    reply = say(b"h EXPUNGE\r\n")
+    assert b"* VANISHED 1" in reply
+    say(b"i UNSELECT\r\n")
+    reply = say(b"j SELECT INBOX (QRESYNC (" + str(info.uidvalidity).encode() + b" "
+                + str(modseq).encode() + b"))\r\n")
+    assert b"* VANISHED (EARLIER) 1" in reply
+    sock.close()
+
+
+def test_acl_and_quota_for_admins(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    admin = server.login("admin")
+    assert admin.create("user.carol")[0] == "OK"
+    assert admin.setacl("user.bob", "alice", "lrs")[0] == "OK"
+    typ, data = admin.getacl("user.bob")
+    assert b"alice lrs" in data[0] and b"bob lrswipkxtecda" in data[0]
+    assert admin.setquota("user.bob", "(STORAGE 100 MESSAGE 5)")[0] == "OK"
+    typ, data = admin.getquotaroot("user.bob")
+    assert data == [[b"user.bob user.bob"], [b"user.bob (STORAGE 0 100 MESSAGE 0 5)"]]
+    alice = server.login()
+    typ, data = alice.myrights("user.bob")
+    assert data == [b"user.bob lrs"]
+    assert alice.select("user.bob")[0] == "OK"
+    typ, data = alice.setquota("INBOX", "(STORAGE 1)")
+    assert typ == "NO"
+    typ, data = alice.getacl("user.bob")
+    assert typ == "NO" and b"NOPERM" in data[0]
+    assert admin.delete("user.carol")[0] == "OK"
+    admin.logout()
+    alice.logout()
+
+
+def test_idle_timeout_closes_with_bye(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    server.service.timeout = 0.2
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    reader = sock.makefile("rb")
+    reader.readline()
+    assert reader.readline().startswith(b"* BYE Autologout")
+    sock.close()
+
+
+def test_sessions_end(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    server.login().logout()
+    deadline = time.monotonic() + 10
+    while server.service.sessions:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_special_use_list_status_sort_thread(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    server.deliver(b"From: zed@example.org\r\nSubject: Re: topic\r\n"
+                   b"Message-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\n"
+                   b"Date: Wed, 04 Mar 2026 10:00:00 +0000\r\n\r\nreply\r\n")
+    server.deliver(b"From: amy@example.org\r\nSubject: topic\r\nMessage-ID: <a@x>\r\n"
+                   b"Date: Tue, 03 Mar 2026 10:00:00 +0000\r\n\r\nfirst, and longer\r\n")
+    server.deliver(b"From: bea@example.org\r\nSubject: other\r\nMessage-ID: <c@x>\r\n"
+                   b"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n\r\nx\r\n")
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    assert say(b"b CREATE INBOX.Sent (USE (\\Sent))\r\n").startswith(b"b OK")
+    assert b"USEATTR" in say(b"c CREATE INBOX.X (USE (\\Bogus))\r\n")
+    reply = say(b'd LIST (SPECIAL-USE) "" *\r\n')
+    assert reply.splitlines()[0] == b'* LIST (\\HasNoChildren \\Sent) "." INBOX.Sent'
+    reply = say(b'e LIST "" INBOX RETURN (STATUS (MESSAGES UNSEEN))\r\n')
+    assert b"* STATUS INBOX (MESSAGES 3 UNSEEN 3)" in reply
+    say(b"f SELECT INBOX\r\n")
+    assert b"* SORT 3 2 1" in say(b"g SORT (DATE) UTF-8 ALL\r\n")
+    assert b"* SORT 2 3 1" in say(b"h SORT (FROM) UTF-8 ALL\r\n")
+    assert b"* SORT 1 2 3" in say(b"i SORT (REVERSE SIZE) UTF-8 ALL\r\n")
+    assert b"* THREAD (3)(2 1)" in say(b"j THREAD ORDEREDSUBJECT UTF-8 ALL\r\n")
+    assert b"* THREAD (3)(2 1)" in say(b"k THREAD REFERENCES UTF-8 ALL\r\n")
+    assert b"* SEARCH 2 3" in say(b"l SEARCH YOUNGER 3600 NOT FROM zed\r\n")
+    say(b"m SEARCH RETURN (SAVE) FROM amy\r\n")
+    assert b"* 2 FETCH (UID 2)" in say(b"n FETCH $ (UID)\r\n")
+    sock.close()
+
+
+def test_compress_deflate(start) -> None:  # type: ignore[no-untyped-def]
+    import zlib
+
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    assert say(b"b COMPRESS DEFLATE\r\n").startswith(b"b OK")
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+    sock.sendall(deflate.compress(b"c NOOP\r\nd COMPRESS DEFLATE\r\n")
+                 + deflate.flush(zlib.Z_SYNC_FLUSH))
+    received = b""
+    while b"d NO" not in received:
+        chunk = sock.recv(4096)
+        assert chunk
+        received += inflate.decompress(chunk)
+    assert b"c OK" in received and b"[COMPRESSIONACTIVE]" in received
+    sock.close()
+
+
+def test_failed_logins_are_counted_and_end_the_session(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes", auth_max_failures="2")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    reader = sock.makefile("rb")
+    reader.readline()
+    sock.sendall(b"a LOGIN alice wrong\r\n")
+    assert reader.readline().startswith(b"a NO [AUTHENTICATIONFAILED]")
+    sock.sendall(b"b LOGIN alice wrong\r\n")
+    assert reader.readline().startswith(b"b NO [AUTHENTICATIONFAILED]")
+    assert reader.readline() == b"* BYE Too many authentication failures\r\n"
+    assert reader.readline() == b""
+    sock.close()
+
+
+def test_hosts_deny_refuses_before_the_greeting(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "hosts.deny").write_text("imap: ALL\n")
+    server = start(allowplaintext="yes")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    assert sock.recv(100) == b""  # as tcpd: no greeting at all
+    sock.close()
+
+
+def test_examine_is_read_only_and_fetch_sets_no_seen(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    server.deliver(PLAIN)
+    client = server.login()
+    client.select("INBOX", readonly=True)
+    _, data = client.fetch("1", "(RFC822)")
+    assert isinstance(data[0], tuple) and data[0][1] == PLAIN
+    assert client.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS ())"]
+    typ, data = client.store("1", "+FLAGS", "(\\Seen)")
+    assert typ == "NO" and b"READ-ONLY" in data[0]
+    assert client.close()[0] == "OK"
+    client.logout()
