@@ -95,7 +95,7 @@ def test_pop_deletion_is_an_expunge_for_imap(servers: tuple[SealmailInstance, in
     deadline = time.monotonic() + 10
     while True:
         imap.noop()
-        kind, data = imap.response("EXPUNGE")
+        _, data = imap.response("EXPUNGE")
         if data != [None]:
             break
         assert time.monotonic() < deadline, "the IMAP session never saw the POP deletion"
