@@ -1,8 +1,10 @@
 """Sieve end to end, as a user lives it: a script uploaded over ManageSieve (sievelib), mail
 arriving over LMTP lands where the script says, the vacation reply goes out once per sender, and a
-redirect leaves through an MTA — here Postfix's smtp-sink, which writes what it receives to files.
+redirect leaves through sealmail's MTA (smtp_backend: host), which relays it to Postfix's
+smtp-sink, where each message lands in a file.
 
-Everything runs under `sealmail master` from a cyrus.conf, as an operator would run it.
+The store runs under `sealmail master` from a cyrus.conf and the MTA under `sealmail postfix`,
+as an operator would run them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.peers import free_tcp_port, traversable_tmpdir
+from tests.support.peers import free_tcp_port, traversable_tmpdir, wait_until_accepting
 
 pytestmark = pytest.mark.peer
 
@@ -65,16 +67,27 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
     sink_dir = root / "sink"
     sink_dir.mkdir()
     shutil.chown(sink_dir, "postfix")
-    sink_port, sieve_port = free_tcp_port(), free_tcp_port()
+    sink_port, sieve_port, mta_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
     sink = subprocess.Popen(
         [SMTP_SINK, "-u", "postfix", "-d", f"{sink_dir}/%M.", f"127.0.0.1:{sink_port}", "10"]
+    )
+    mta_dir = root / "mta"
+    mta_dir.mkdir()
+    (mta_dir / "main.cf").write_text(
+        f"queue_directory = {root}/mta-spool\ndata_directory = {root}/mta-data\n"
+        "myhostname = mx.test.example\nmydestination =\ninet_interfaces = loopback-only\n"
+        f"mynetworks = 127.0.0.0/8\nrelayhost = [127.0.0.1]:{sink_port}\n"
+    )
+    (mta_dir / "master.cf").write_text(
+        f"127.0.0.1:{mta_port} inet n - n - - smtpd\n"
+        "smtp unix - - n - - smtp\nerror unix - - n - - error\n"
     )
     conf = root / "imapd.conf"
     conf.write_text(
         f"configdirectory: {root}/config\npartition-default: {root}/spool\n"
         f"lmtpsocket: {root}/config/socket/lmtp\nservername: sealmail.test\n"
         "allowplaintext: yes\nsmtp_backend: host\n"
-        f"smtp_host: 127.0.0.1:{sink_port}\n"
+        f"smtp_host: 127.0.0.1:{mta_port}\n"
     )
     (root / "cyrus.conf").write_text(
         "SERVICES {\n"
@@ -98,8 +111,12 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
             stdout=out,
             stderr=out,
         )
+        mta = subprocess.Popen(
+            [*sealmail, "postfix", "-c", str(mta_dir), "start-fg"], stdout=out, stderr=out
+        )
     try:
         wait_for(lambda: "master ready" in log.read_text(), "master")
+        wait_until_accepting(("127.0.0.1", mta_port), 30.0, mta)
         client = Client("127.0.0.1", sieve_port)
         assert client.connect("alice", "alice-pw", authmech="PLAIN")
         assert client.putscript("rules", SCRIPT)
@@ -128,6 +145,7 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
         redirect = next(m for m in received if "forward me" in m)
         assert "X-Mail-Args: <bob@example.org>" in redirect
         assert "X-Rcpt-Args: <carol@elsewhere.example>" in redirect
+        assert "by mx.test.example" in redirect  # it went through sealmail's MTA
 
         from sealmail.config.imapd_conf import load_imapd_conf
         from sealmail.store.disk import DiskStore
@@ -138,7 +156,8 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
             inbox = [store.message_bytes("user.alice", m.uid) for m in store.messages("user.alice")]
         assert len(inbox) == 2 and all(b"vacation" not in m for m in inbox)
     finally:
-        master.send_signal(signal.SIGTERM)
-        master.wait(30)
+        for process in (master, mta):
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
         sink.kill()
         sink.wait()
