@@ -22,8 +22,6 @@ import email
 import email.policy
 import grp
 import pwd
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,80 +33,17 @@ from tests.support.peers import (
     POSTQUEUE,
     PeerUnavailable,
     PostfixInstance,
-    check_reachable,
     require_binaries,
     traversable_tmpdir,
 )
-
-import sealmail
+from tests.support.pipe_user import ensure_pipe_user, sealmail_command_for
 
 pytestmark = pytest.mark.peer
 
-PIPE_USER = "sealmail-deliver"
 USERS = ("alice", "bob", "carol", "frank")
 DOMAIN = "test.example"
 SENDER = "sender@remote.example"
 BODY = b"Hello,\r\n.a line that starts with a dot\r\n\r\nlast line\r\n"
-
-
-def ensure_pipe_user(name: str = PIPE_USER) -> str:
-    """A non-root system account for pipe(8)'s user= (created once, kept: it owns nothing)."""
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        if shutil.which("useradd") is None:
-            pytest.skip("no useradd to create the pipe(8) account")
-        subprocess.run(
-            ["useradd", "-r", "-U", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name],
-            check=True,
-            capture_output=True,
-        )
-    return name
-
-
-def _runs_as(user: str, argv: list[str]) -> bool:
-    """Whether `sealmail deliver` starts as `user` (only deliver's imports: the stdlib)."""
-    try:
-        done = subprocess.run(
-            [*argv, "deliver", "--help"], user=user, capture_output=True, timeout=60, check=False
-        )
-    except OSError:
-        return False
-    return done.returncode == 0
-
-
-def sealmail_command_for(user: str, directory: Path) -> str:
-    """The absolute path of a `sealmail` command that `user` can run (see the module docstring)."""
-    installed = shutil.which("sealmail")
-    if installed and _runs_as(user, [installed]):
-        return installed
-    python = Path("/usr/bin/python3")
-    # A copy of the package where `user` can read it: the checkout may sit under a directory
-    # that only root may enter (/root is 0700), as CI's clone may.
-    source = directory / "lib"
-    if not source.exists():
-        shutil.copytree(
-            Path(sealmail.__file__).resolve().parent,
-            source / "sealmail",
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-    if not python.exists():
-        pytest.skip(f"{installed} is not runnable by {user} and there is no {python}")
-    (directory / "bin").mkdir(exist_ok=True)
-    script = directory / "bin" / "sealmail"
-    script.write_text(
-        f"#!{python} -I\n"
-        '"""`sealmail` on this checkout, for accounts that cannot reach the installed one."""\n'
-        "import sys\n"
-        f"sys.path.insert(0, {str(source)!r})\n"
-        "from sealmail.cli.main import main\n"
-        "sys.exit(main())\n"
-    )
-    script.chmod(0o755)
-    check_reachable(source, user)
-    if not _runs_as(user, [str(script)]):
-        pytest.skip(f"neither {installed} nor {script} runs as {user}")
-    return str(script)
 
 
 def _require_postfix() -> None:

@@ -15,7 +15,6 @@ from tests.support.peers import free_tcp_port
 
 from sealmail.mta.master import MtaMaster
 
-
 USERS = ("alice", "bob", "carol", "dave", "erin")
 MESSAGE = b"From: sender@example.org\r\nSubject: seed section 6\r\n\r\nsingle instance\r\n"
 
