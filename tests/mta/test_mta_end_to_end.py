@@ -3,43 +3,17 @@ delivering into sealmail's lmtpd over its UNIX socket, with a recipient limit of
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.instance import SealmailInstance
+from tests.support.mta import RunningMta
 from tests.support.peers import free_tcp_port
-
-from sealmail.mta.master import MtaMaster
 
 USERS = ("alice", "bob", "carol", "dave", "erin")
 MESSAGE = b"From: sender@example.org\r\nSubject: seed section 6\r\n\r\nsingle instance\r\n"
-
-
-class RunningMta:
-    def __init__(self, config: Path, smtpd_processes: int | None = None) -> None:
-        self.master = MtaMaster(config, hostname="mx.example.com",
-                                smtpd_processes=smtpd_processes)
-        self.loop = asyncio.new_event_loop()
-        self.stop = asyncio.Event()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.master.run(self.stop, lambda _: self.ready.set()))
-
-    def __enter__(self) -> RunningMta:
-        self.thread.start()
-        assert self.ready.wait(20)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
 
 
 @pytest.fixture
@@ -57,12 +31,14 @@ def configure(root: Path, store: SealmailInstance, port: int, extra: str = "") -
         f"data_directory = {root / 'data'}\n"
         "inet_interfaces = loopback-only\n"
         f"local_transport = cyrus:unix:{store.socket_path}\n"
-        "cyrus_destination_recipient_limit = 2\n" + extra)
+        "cyrus_destination_recipient_limit = 2\n" + extra
+    )
     (config / "master.cf").write_text(
         f"127.0.0.1:{port} inet n - n - - smtpd\n"
         "cyrus     unix  -       n       n       -       -       lmtp\n"
         "  -o lmtp_cache_connection=yes\n"
-        "error     unix  -       -       n       -       -       error\n")
+        "error     unix  -       -       n       -       -       error\n"
+    )
     return config
 
 
@@ -75,15 +51,17 @@ def wait_for(condition: object, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def test_five_recipients_limit_two_into_lmtpd(tmp_path: Path, store: SealmailInstance,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_five_recipients_limit_two_into_lmtpd(
+    tmp_path: Path, store: SealmailInstance, caplog: pytest.LogCaptureFixture
+) -> None:
     port = free_tcp_port()
     config = configure(tmp_path, store, port)
     caplog.set_level("INFO", logger="sealmail")
     with RunningMta(config):
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            refused = client.sendmail("sender@example.org",
-                                      [f"{u}@example.com" for u in USERS], MESSAGE)
+            refused = client.sendmail(
+                "sender@example.org", [f"{u}@example.com" for u in USERS], MESSAGE
+            )
         assert refused == {}
         wait_for(lambda: all(store.message_count(u) == 1 for u in USERS))
         wait_for(lambda: "removed" in caplog.text)
@@ -99,23 +77,26 @@ def test_five_recipients_limit_two_into_lmtpd(tmp_path: Path, store: SealmailIns
     assert sorted(per_session.values()) == [1, 2, 2]
 
 
-def test_unknown_user_bounces_others_delivered(tmp_path: Path, store: SealmailInstance,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_user_bounces_others_delivered(
+    tmp_path: Path, store: SealmailInstance, caplog: pytest.LogCaptureFixture
+) -> None:
     port = free_tcp_port()
     config = configure(tmp_path, store, port)
     caplog.set_level("INFO", logger="sealmail")
     with RunningMta(config):
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.sendmail("sender@example.com", ["alice@example.com", "nobody@example.com"],
-                            MESSAGE)
+            client.sendmail(
+                "sender@example.com", ["alice@example.com", "nobody@example.com"], MESSAGE
+            )
         wait_for(lambda: "sender non-delivery notification" in caplog.text)
     assert store.message_count("alice") == 1
     assert "to=<nobody@example.com>" in caplog.text
     assert "status=bounced" in caplog.text
 
 
-def test_down_lmtp_server_defers_then_flush_delivers(tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_down_lmtp_server_defers_then_flush_delivers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = SealmailInstance(tmp_path / "store", users=("alice",))
     port = free_tcp_port()
     config = configure(tmp_path, store, port)

@@ -259,10 +259,13 @@ def test_load_agent_by_command_name() -> None:
     main = MainConfig.from_document(parse_main_cf(""), hostname="h.test")
     assert isinstance(load_agent(services.get("error") or _missing(), main), ErrorAgent)
     assert isinstance(load_agent(services.get("discard") or _missing(), main), DiscardAgent)
+    from sealmail.mta.agents.local import LocalAgent
     from sealmail.mta.qmgr import TransportUnavailable
 
+    assert isinstance(load_agent(services.get("local") or _missing(), main), LocalAgent)
+    virtual = parse_master_cf("virtual unix - n n - - virtual\n").get("virtual")
     with pytest.raises(TransportUnavailable, match="not implemented yet"):
-        load_agent(services.get("local") or _missing(), main)
+        load_agent(virtual or _missing(), main)
 
 
 def _missing() -> object:

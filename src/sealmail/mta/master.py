@@ -61,8 +61,10 @@ AGENTS: dict[str, str] = {
     "error": "sealmail.mta.agents.error:ErrorAgent",
     "retry": "sealmail.mta.agents.error:RetryAgent",
     "discard": "sealmail.mta.agents.discard:DiscardAgent",
+    "local": "sealmail.mta.agents.local:LocalAgent",
+    "pipe": "sealmail.mta.agents.pipe:PipeAgent",
 }
-NEXT_ISSUE = frozenset({"local", "pipe", "virtual"})
+NEXT_ISSUE = frozenset({"virtual"})
 PICKUP_INTERVAL = 60.0
 PID_FILE = "master.pid"
 WORKER_THREADS = 64
@@ -85,10 +87,18 @@ def load_agent(service: MasterService, settings: MainConfig) -> DeliveryAgent:
     except (ImportError, AttributeError) as exc:
         raise TransportUnavailable(
             f"mail transport unavailable: {service.service}: {exc}") from None
-    required = [p for p in inspect.signature(agent_class).parameters.values()
+    required = [p.name for p in inspect.signature(agent_class).parameters.values()
                 if p.default is inspect.Parameter.empty
                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    agent: DeliveryAgent = agent_class(settings) if required else agent_class()
+    try:
+        if required[:2] == ["service", "settings"]:  # pipe(8) reads its own master.cf entry
+            agent: DeliveryAgent = agent_class(service, settings)
+        elif required:
+            agent = agent_class(settings)
+        else:
+            agent = agent_class()
+    except ConfigError as exc:
+        raise TransportUnavailable(f"mail transport unavailable: {exc}") from None
     return agent
 
 

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sealmail.mta.agents import (
     DeliveryAgent,
@@ -34,6 +37,7 @@ from sealmail.mta.agents import (
     Status,
 )
 from sealmail.mta.bounce import BounceRequest, FailedRecipient, build_bounce
+from sealmail.mta.cleanup import Cleanup, cleanup_from_config, queue_message
 from sealmail.mta.config import MainConfig, MasterCf, MasterService, open_table
 from sealmail.mta.queue import (
     AttemptResult,
@@ -106,6 +110,7 @@ class QueueManager:
     _wakeup: asyncio.Event | None = None
     _flush_requested: bool = False
     _last_deferred_scan: float = float("-inf")
+    _cleanup: Cleanup | None = None
 
     def __post_init__(self) -> None:
         if self.schedule is None:
@@ -217,12 +222,44 @@ class QueueManager:
             except TransportUnavailable as exc:
                 result = str(exc)
             else:
+                # local(8) hands mailbox delivery to another transport and forwards mail into
+                # the queue: it gets those two services from the queue manager.
+                if getattr(agent, "pass_to", False) is None:
+                    agent.pass_to = self.pass_to  # type: ignore[attr-defined]
+                if getattr(agent, "resubmit", False) is None:
+                    agent.resubmit = self.resubmit  # type: ignore[attr-defined]
                 limit = service.process_limit(self.main)
                 result = Transport(name, agent, settings,
                                    asyncio.Semaphore(limit) if limit > 0 else None,
                                    service.command)
         self._transports[name] = result
         return result
+
+    async def pass_to(self, request: DeliveryRequest) -> list[RecipientResult]:
+        """Deliver through another transport of master.cf (local(8)'s mailbox_transport and
+        fallback_transport), with that transport's own settings and process limit."""
+        transport = self.transport(request.transport)
+        if isinstance(transport, str):
+            return [RecipientResult(r.index, Status.DEFERRED, "4.3.0", transport, "none")
+                    for r in request.recipients]
+        handed = dataclasses.replace(request, settings=transport.settings)
+        async with transport.slots or contextlib.nullcontext():
+            return await transport.agent.deliver(handed)
+
+    async def resubmit(self, sender: str, recipients: Sequence[str], message: Path) -> str:
+        """Queue a new message (local(8) forwarding by alias or .forward); its queue id."""
+        if self._cleanup is None:
+            self._cleanup = cleanup_from_config(self.main)
+        content = await asyncio.to_thread(message.read_bytes)
+        queue_id, _ = await asyncio.to_thread(
+            functools.partial(
+                queue_message, self.queue, self._cleanup, sender=sender,
+                recipients=[RecipientRecord(r, r) for r in recipients], content=content,
+                arrival=self.clock(), protocol="local", client_name="localhost",
+            )
+        )
+        self.wake()
+        return queue_id
 
     # -- one message --------------------------------------------------------------------------
 

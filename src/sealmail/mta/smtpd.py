@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, queue_message
-from sealmail.mta.config import MainConfig
+from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.proto.sasl import (
@@ -81,16 +81,26 @@ log = logging.getLogger("sealmail.mta.smtpd")
 
 SASL_SERVICE = "smtp"
 _REFUSING = frozenset({"reject", "defer", "reject_unauth_destination", "defer_unauth_destination"})
-_KNOWN = frozenset({
-    "permit_mynetworks", "permit_sasl_authenticated", "permit_auth_destination",
-    "reject_unauth_destination", "defer_unauth_destination", "reject_non_fqdn_recipient",
-    "permit", "reject", "defer", "dunno",
-})
+_KNOWN = frozenset(
+    {
+        "permit_mynetworks",
+        "permit_sasl_authenticated",
+        "permit_auth_destination",
+        "reject_unauth_destination",
+        "defer_unauth_destination",
+        "reject_non_fqdn_recipient",
+        "permit",
+        "reject",
+        "defer",
+        "dunno",
+    }
+)
 MAX_AUTH_FAILURES = 3
 
 
-def parse_networks(words: Sequence[str], where: str = "mynetworks") -> tuple[
-        ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def parse_networks(
+    words: Sequence[str], where: str = "mynetworks"
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """mynetworks: `127.0.0.0/8`, `[::1]/128`, `[::1]`, `10.1.2.3` (tables are not supported)."""
     networks = []
     for word in words:
@@ -98,8 +108,9 @@ def parse_networks(words: Sequence[str], where: str = "mynetworks") -> tuple[
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise ConfigError("main.cf", 0, where,
-                              f"{word!r} is not a network address (CIDR)") from None
+            raise ConfigError(
+                "main.cf", 0, where, f"{word!r} is not a network address (CIDR)"
+            ) from None
     return tuple(networks)
 
 
@@ -117,6 +128,8 @@ class RecipientPolicy:
     mynetworks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     relay_restrictions: tuple[str, ...]
     recipient_restrictions: tuple[str, ...]
+    local_recipients: tuple[LookupTable, ...] = ()  # local_recipient_maps
+    delimiter: str = ""
 
     @classmethod
     def from_config(cls, config: MainConfig) -> RecipientPolicy:
@@ -125,15 +138,23 @@ class RecipientPolicy:
             mynetworks=parse_networks(config.words("mynetworks")),
             relay_restrictions=tuple(w.lower() for w in config.words("smtpd_relay_restrictions")),
             recipient_restrictions=tuple(
-                w.lower() for w in config.words("smtpd_recipient_restrictions")),
+                w.lower() for w in config.words("smtpd_recipient_restrictions")
+            ),
+            local_recipients=tuple(
+                open_table(spec) for spec in config.maps("local_recipient_maps")
+            ),
+            delimiter=config.value("recipient_delimiter"),
         )
         if not _REFUSING & {*policy.relay_restrictions, *policy.recipient_restrictions}:
             # As Postfix: refuse to run as an open relay.
             raise ConfigError(
-                config.path, 0, "smtpd_relay_restrictions",
+                config.path,
+                0,
+                "smtpd_relay_restrictions",
                 "specify at least one working instance of: reject_unauth_destination, "
                 "defer_unauth_destination, reject, defer (in smtpd_relay_restrictions or "
-                "smtpd_recipient_restrictions)")
+                "smtpd_recipient_restrictions)",
+            )
         return policy
 
     def in_mynetworks(self, address: str) -> bool:
@@ -152,10 +173,35 @@ class RecipientPolicy:
             verdict = self._evaluate(restrictions, client, recipient)
             if isinstance(verdict, Reply):
                 return verdict
-        return None
+        return self.unknown_local_recipient(recipient)
 
-    def _evaluate(self, restrictions: Sequence[str], client: Client,
-                  recipient: str) -> Reply | bool | None:
+    def unknown_local_recipient(self, recipient: str) -> Reply | None:
+        """local_recipient_maps: a local domain's recipient must be in one of the tables
+        (full address, then without +extension, then the local part alone, as Postfix)."""
+        local, _, domain = recipient.rpartition("@")
+        if not self.local_recipients or not self.routing.is_local_domain(domain):
+            return None
+        base = local
+        for char in self.delimiter:
+            base = base.split(char, 1)[0]
+        keys = dict.fromkeys((recipient, f"{base}@{domain}", local, base))
+        for table in self.local_recipients:
+            for key in keys:
+                try:
+                    if table.lookup(key) is not None:
+                        return None
+                except ConfigError as exc:
+                    log.warning("%s: local_recipient_maps lookup failed: %s", recipient, exc)
+                    return Reply(451, "4.3.0", f"<{recipient}>: Temporary lookup failure")
+        return Reply(
+            550,
+            "5.1.1",
+            f"<{recipient}>: Recipient address rejected: User unknown in local recipient table",
+        )
+
+    def _evaluate(
+        self, restrictions: Sequence[str], client: Client, recipient: str
+    ) -> Reply | bool | None:
         """A Reply refuses, True permits (this list), None: no decision."""
         _, _, domain = recipient.rpartition("@")
         for word in restrictions:
@@ -174,17 +220,21 @@ class RecipientPolicy:
                     return Reply(code, dsn, f"<{recipient}>: Relay access denied")
             elif word == "reject_non_fqdn_recipient":
                 if "." not in domain:
-                    return Reply(504, "5.5.2",
-                                 f"<{recipient}>: Recipient address rejected: need fully-"
-                                 "qualified address")
+                    return Reply(
+                        504,
+                        "5.5.2",
+                        f"<{recipient}>: Recipient address rejected: need fully-qualified address",
+                    )
             elif word == "permit":
                 return True
             elif word == "reject":
-                return Reply(554, "5.7.1", f"<{recipient}>: Recipient address rejected: "
-                             "Access denied")
+                return Reply(
+                    554, "5.7.1", f"<{recipient}>: Recipient address rejected: Access denied"
+                )
             elif word == "defer":
-                return Reply(450, "4.7.1", f"<{recipient}>: Recipient address rejected: "
-                             "Access denied")
+                return Reply(
+                    450, "4.7.1", f"<{recipient}>: Recipient address rejected: Access denied"
+                )
             elif word == "dunno":
                 continue
             else:
@@ -223,8 +273,7 @@ class SmtpdSettings:
             sasl_enabled=config.boolean("smtpd_sasl_auth_enable"),
             tls_auth_only=config.boolean("smtpd_tls_auth_only"),
             sasl_noplaintext="noplaintext" in config.words("smtpd_sasl_security_options"),
-            sasl_tls_noplaintext="noplaintext" in config.words(
-                "smtpd_sasl_tls_security_options"),
+            sasl_tls_noplaintext="noplaintext" in config.words("smtpd_sasl_tls_security_options"),
             helo_required=config.boolean("smtpd_helo_required"),
         )
 
@@ -235,13 +284,18 @@ def tls_context_from_config(config: MainConfig) -> ssl.SSLContext | None:
     if level in ("", "none"):
         return None
     if level not in ("may", "encrypt"):
-        raise ConfigError(config.path, 0, "smtpd_tls_security_level",
-                          f"{level!r}: choose none, may or encrypt")
+        raise ConfigError(
+            config.path, 0, "smtpd_tls_security_level", f"{level!r}: choose none, may or encrypt"
+        )
     cert = config.value("smtpd_tls_cert_file").strip()
     key = config.value("smtpd_tls_key_file").strip() or cert
     if not cert:
-        raise ConfigError(config.path, 0, "smtpd_tls_cert_file",
-                          f"smtpd_tls_security_level = {level} needs a certificate")
+        raise ConfigError(
+            config.path,
+            0,
+            "smtpd_tls_cert_file",
+            f"smtpd_tls_security_level = {level} needs a certificate",
+        )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -287,14 +341,22 @@ class SmtpdService:
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = asyncio.Event()
         if self.settings.tls_level == "encrypt" and tls_context is None:
-            raise ConfigError(config.path, 0, "smtpd_tls_security_level",
-                              "encrypt needs a TLS certificate")
+            raise ConfigError(
+                config.path, 0, "smtpd_tls_security_level", "encrypt needs a TLS certificate"
+            )
 
     @classmethod
-    def from_config(cls, config: MainConfig, queue: Queue, cleanup: Cleanup,
-                    **kwargs: object) -> SmtpdService:
-        return cls(config, queue, cleanup, authenticator=authenticator_from_config(config),
-                   tls_context=tls_context_from_config(config), **kwargs)  # type: ignore[arg-type]
+    def from_config(
+        cls, config: MainConfig, queue: Queue, cleanup: Cleanup, **kwargs: object
+    ) -> SmtpdService:
+        return cls(
+            config,
+            queue,
+            cleanup,
+            authenticator=authenticator_from_config(config),
+            tls_context=tls_context_from_config(config),
+            **kwargs,
+        )  # type: ignore[arg-type]
 
     def drain(self) -> None:
         self.draining.set()
@@ -339,8 +401,9 @@ def dsn_notify(value: str | None) -> tuple[str, ...]:
 
 
 class SmtpdSession:
-    def __init__(self, service: SmtpdService, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, service: SmtpdService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.service = service
         self.reader = reader
         self.writer = writer
@@ -418,20 +481,27 @@ class SmtpdSession:
         read = asyncio.ensure_future(self.reader.read(65536))
         drain = asyncio.ensure_future(self.service.draining.wait())
         try:
-            done, _ = await asyncio.wait({read, drain}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {read, drain}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             drain.cancel()
         if read in done:
             return read.result()
         read.cancel()
         if drain in done:
-            self.writer.write(Reply(421, "4.3.2", f"{self.service.settings.hostname} "
-                                    "Service shutting down").render())
+            self.writer.write(
+                Reply(
+                    421, "4.3.2", f"{self.service.settings.hostname} Service shutting down"
+                ).render()
+            )
         else:
             log.info("timeout after %s from %s", _verb(self.conn), self.client)
-            self.writer.write(Reply(421, "4.4.2", f"{self.service.settings.hostname} Error: "
-                                    "timeout exceeded").render())
+            self.writer.write(
+                Reply(
+                    421, "4.4.2", f"{self.service.settings.hostname} Error: timeout exceeded"
+                ).render()
+            )
         return None
 
     async def _on_event(self, event: object) -> bool:
@@ -460,8 +530,7 @@ class SmtpdSession:
                 return True
             return await self._auth_step(event.data)
         elif isinstance(event, ProtocolError):
-            log.info("%s: %s", self.client,
-                     event.reply.render().decode("utf-8", "replace").strip())
+            log.info("%s: %s", self.client, event.reply.render().decode("utf-8", "replace").strip())
         return True
 
     def _qualify(self, address: Address | None, text: str) -> str:
@@ -477,10 +546,12 @@ class SmtpdSession:
             return Reply(530, "5.7.0", "Must issue a STARTTLS command first")
         if settings.helo_required and not self.helo:
             return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
-        sender = "" if not event.reverse_path else self._qualify(event.address,
-                                                                 event.reverse_path)
-        self.txn = _Transaction(sender=sender, ret=(event.params.get("RET") or "").upper(),
-                                envid=_xtext(event.params.get("ENVID")))
+        sender = "" if not event.reverse_path else self._qualify(event.address, event.reverse_path)
+        self.txn = _Transaction(
+            sender=sender,
+            ret=(event.params.get("RET") or "").upper(),
+            envid=_xtext(event.params.get("ENVID")),
+        )
         return Reply(250, "2.1.0", "Ok")
 
     def _rcpt_to(self, event: RcptTo) -> Reply:
@@ -488,13 +559,24 @@ class SmtpdSession:
         client = Client(self.client_address, self.sasl_username)
         refusal = self.service.policy.check(client, recipient)
         if refusal is not None:
-            log.info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
-                     self.client, refusal.render().decode("utf-8", "replace").strip(),
-                     self.txn.sender, recipient, self.protocol, self.helo)
+            log.info(
+                "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
+                self.client,
+                refusal.render().decode("utf-8", "replace").strip(),
+                self.txn.sender,
+                recipient,
+                self.protocol,
+                self.helo,
+            )
             return refusal
-        self.txn.recipients.append(RecipientRecord(
-            recipient, recipient, dsn_notify(event.params.get("NOTIFY")),
-            event.params.get("ORCPT") or ""))
+        self.txn.recipients.append(
+            RecipientRecord(
+                recipient,
+                recipient,
+                dsn_notify(event.params.get("NOTIFY")),
+                event.params.get("ORCPT") or "",
+            )
+        )
         return Reply(250, "2.1.5", "Ok")
 
     async def _receive(self, event: MessageData) -> Reply:
@@ -503,22 +585,41 @@ class SmtpdSession:
         txn = self.txn
         try:
             queue_id, _ = await asyncio.to_thread(
-                queue_message, service.queue, service.cleanup,
-                sender=txn.sender, recipients=txn.recipients, content=event.content,
-                arrival=service.clock(), protocol=self.protocol, helo=self.helo,
+                queue_message,
+                service.queue,
+                service.cleanup,
+                sender=txn.sender,
+                recipients=txn.recipients,
+                content=event.content,
+                arrival=service.clock(),
+                protocol=self.protocol,
+                helo=self.helo,
                 client_name="unknown" if self.client_address else "localhost",
                 client_address=self.client_address or "127.0.0.1",
-                sasl_username=self.sasl_username, ret=txn.ret, envid=txn.envid)
+                sasl_username=self.sasl_username,
+                ret=txn.ret,
+                envid=txn.envid,
+            )
         except CleanupError as exc:
-            log.info("NOQUEUE: reject: DATA from %s: %d %s %s; from=<%s> proto=%s helo=<%s>",
-                     self.client, exc.code, exc.dsn, exc.text, txn.sender, self.protocol,
-                     self.helo)
+            log.info(
+                "NOQUEUE: reject: DATA from %s: %d %s %s; from=<%s> proto=%s helo=<%s>",
+                self.client,
+                exc.code,
+                exc.dsn,
+                exc.text,
+                txn.sender,
+                self.protocol,
+                self.helo,
+            )
             return Reply(exc.code, exc.dsn, exc.text)
         except (OSError, QueueError) as exc:
             log.error("cannot queue mail from %s: %s", self.client, exc)
             return Reply(451, "4.3.0", "Error: queue file write error")
-        sasl = (f", sasl_method={self.sasl_method}, sasl_username={self.sasl_username}"
-                if self.sasl_username else "")
+        sasl = (
+            f", sasl_method={self.sasl_method}, sasl_username={self.sasl_username}"
+            if self.sasl_username
+            else ""
+        )
         log.info("%s: client=%s%s", queue_id, self.client, sasl)
         service.on_queued(queue_id)
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
@@ -536,8 +637,12 @@ class SmtpdSession:
             return False
         ssl_object = self.writer.get_extra_info("ssl_object")
         self.secure = True
-        log.info("Anonymous TLS connection established from %s: %s with cipher %s",
-                 self.client, ssl_object.version(), ssl_object.cipher()[0])
+        log.info(
+            "Anonymous TLS connection established from %s: %s with cipher %s",
+            self.client,
+            ssl_object.version(),
+            ssl_object.cipher()[0],
+        )
         self.conn.tls_started(auth_mechanisms=self._mechanisms())
         self.txn = _Transaction()
         return True
@@ -548,8 +653,7 @@ class SmtpdSession:
             self.conn.answer(AUTH_FAILURE_REPLIES[FailureReason.UNKNOWN_MECHANISM])
             return True
         try:
-            self.mechanism = authenticator.start(event.mechanism, self.secure,
-                                                 service=SASL_SERVICE)
+            self.mechanism = authenticator.start(event.mechanism, self.secure, service=SASL_SERVICE)
         except MechanismUnavailable as exc:
             self.conn.answer(AUTH_FAILURE_REPLIES[exc.reason])
             return True
@@ -571,8 +675,9 @@ class SmtpdSession:
             self.conn.auth_succeeded(result.authzid)
             return True
         assert isinstance(result, Failure)
-        log.warning("%s: SASL %s authentication failed: %s", self.client, self.sasl_method,
-                    result.detail)
+        log.warning(
+            "%s: SASL %s authentication failed: %s", self.client, self.sasl_method, result.detail
+        )
         self.auth_failures += 1
         reply = AUTH_FAILURE_REPLIES[result.reason]
         self.conn.answer(reply)
@@ -639,8 +744,13 @@ class QueueManagerNudge:
             self._busy = False
 
 
-async def serve_worker(config_directory: str, service_name: str, fds: Sequence[int],
-                       parent_fd: int, hostname: str | None = None) -> None:
+async def serve_worker(
+    config_directory: str,
+    service_name: str,
+    fds: Sequence[int],
+    parent_fd: int,
+    hostname: str | None = None,
+) -> None:
     """Serve SMTP on inherited listening sockets until SIGTERM or the master's death (its end of
     the pipe `parent_fd` closes), then let sessions under way finish."""
     import signal
@@ -657,8 +767,12 @@ async def serve_worker(config_directory: str, service_name: str, fds: Sequence[i
     settings = entry.effective(config.main)
     queue = Queue(Path(config.main.value("queue_directory")))
     service = SmtpdService.from_config(
-        settings, queue, cleanup_from_config(config.main),
-        on_queued=QueueManagerNudge(str(queue.control_socket)), service_name=service_name)
+        settings,
+        queue,
+        cleanup_from_config(config.main),
+        on_queued=QueueManagerNudge(str(queue.control_socket)),
+        service_name=service_name,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

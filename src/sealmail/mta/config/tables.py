@@ -49,7 +49,17 @@ from sealmail.config.imapd_conf import ConfigError
 log = logging.getLogger("sealmail.mta.tables")
 
 INDEX_SUFFIX = ".sqlite"
-SUPPORTED_TYPES = ("hash", "inline", "pcre", "proxy", "regexp", "static", "texthash", "unix")
+SUPPORTED_TYPES = (
+    "hash",
+    "inline",
+    "pcre",
+    "proxy",
+    "regexp",
+    "sealmail",
+    "static",
+    "texthash",
+    "unix",
+)
 _INDEX_FORMAT = "sealmail-hash-1"
 
 
@@ -72,6 +82,36 @@ class TableEntry:
     key: str
     value: str
     line: int
+
+
+class StoreTable:
+    """`sealmail:/etc/sealmail/imapd.conf`: the store's own recipients, as lmtpd would accept
+    them at RCPT (user INBOXes, +detail, postuser and shared folders), so local_recipient_maps
+    can reject unknown users at SMTP time instead of bouncing them later."""
+
+    def __init__(self, imapd_conf: str) -> None:
+        self.spec = f"sealmail:{imapd_conf}"
+        self.imapd_conf = imapd_conf
+        self._resolver: object | None = None
+
+    def lookup(self, key: str) -> str | None:
+        from sealmail.config.imapd_conf import load_imapd_conf
+        from sealmail.delivery.recipient import RecipientResolver
+        from sealmail.store.disk import DiskStore
+        from sealmail.store.errors import MailboxNotFound, PermissionDenied, StoreError
+
+        if self._resolver is None:
+            config = load_imapd_conf(self.imapd_conf)
+            self._resolver = RecipientResolver(config, DiskStore(config))
+        assert isinstance(self._resolver, RecipientResolver)
+        local, _, domain = key.rpartition("@") if "@" in key else (key, "", "")
+        try:
+            self._resolver.resolve(local, domain or None)
+        except (MailboxNotFound, PermissionDenied):
+            return None
+        except StoreError as exc:
+            raise TableError(self.spec, 0, None, f"lookup of {key!r} failed: {exc}") from exc
+        return "OK"
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,8 +142,11 @@ def parse_source(text: str, path: str = "<string>", *, fold: bool = True) -> lis
     for number, logical in _source_lines(text):
         parts = logical.strip().split(None, 1)
         if len(parts) < 2:
-            log.warning("%s, line %d: expected format: key whitespace value -- ignoring this line",
-                        path, number)
+            log.warning(
+                "%s, line %d: expected format: key whitespace value -- ignoring this line",
+                path,
+                number,
+            )
             continue
         key, value = parts[0], parts[1].strip()
         if fold:
@@ -152,12 +195,16 @@ def build_hash(source: str | os.PathLike[str], *, fold: bool = True) -> Path:
         with sqlite3.connect(tmp) as db:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-                       " WITHOUT ROWID")
-            db.executemany("INSERT INTO meta VALUES (?, ?)",
-                           [("format", _INDEX_FORMAT), ("fold", "yes" if fold else "no")])
-            db.executemany("INSERT INTO entries VALUES (?, ?)",
-                           [(entry.key, entry.value) for entry in entries])
+            db.execute(
+                "CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+            )
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("format", _INDEX_FORMAT), ("fold", "yes" if fold else "no")],
+            )
+            db.executemany(
+                "INSERT INTO entries VALUES (?, ?)", [(entry.key, entry.value) for entry in entries]
+            )
         db.close()
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
@@ -182,20 +229,26 @@ class HashTable:
         self.fold = fold
         self.index = index_path(source)
         if not self.index.exists():
-            raise TableError(str(self.index), 0, None,
-                             f"cannot open: no such file (run: sealmail postmap {self.spec})")
+            raise TableError(
+                str(self.index),
+                0,
+                None,
+                f"cannot open: no such file (run: sealmail postmap {self.spec})",
+            )
         try:
             if self.source.stat().st_mtime > self.index.stat().st_mtime:
                 log.warning("database %s is older than source file %s", self.index, self.source)
         except FileNotFoundError:
             pass
         try:
-            self._db = sqlite3.connect(f"file:{self.index}?mode=ro", uri=True,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(
+                f"file:{self.index}?mode=ro", uri=True, check_same_thread=False
+            )
             found = self._db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
         except sqlite3.DatabaseError:
-            raise TableError(str(self.index), 0, None,
-                             "not a sealmail hash table; rebuild it with postmap") from None
+            raise TableError(
+                str(self.index), 0, None, "not a sealmail hash table; rebuild it with postmap"
+            ) from None
         if found is None or found[0] != _INDEX_FORMAT:
             raise TableError(str(self.index), 0, None, "unknown index format; rebuild it")
 
@@ -243,8 +296,9 @@ def _inline(name: str, fold: bool) -> MemoryTable:
     for item in text[1:-1].replace(",", " ").split():
         key, sep, value = item.partition("=")
         if not sep or not key or "{" in item or "}" in item:
-            raise TableError(spec, 0, None,
-                             f"missing '=' after attribute name: {item!r}; need name=value")
+            raise TableError(
+                spec, 0, None, f"missing '=' after attribute name: {item!r}; need name=value"
+            )
         entries[key.lower() if fold else key] = value  # a later duplicate wins, as in Postfix
     return MemoryTable(spec, entries, fold=fold)
 
@@ -266,8 +320,9 @@ class UnixTable:
 
     def __init__(self, name: str, *, fold: bool = True) -> None:
         if name not in ("passwd.byname", "group.byname"):
-            raise TableError(f"unix:{name}", 0, None,
-                             "unknown unix map (passwd.byname or group.byname)")
+            raise TableError(
+                f"unix:{name}", 0, None, "unknown unix map (passwd.byname or group.byname)"
+            )
         self.spec = f"unix:{name}"
         self.name = name
         self.fold = fold
@@ -278,8 +333,17 @@ class UnixTable:
         try:
             if self.name == "passwd.byname":
                 pw = pwd.getpwnam(key)
-                return ":".join((pw.pw_name, pw.pw_passwd, str(pw.pw_uid), str(pw.pw_gid),
-                                 pw.pw_gecos, pw.pw_dir, pw.pw_shell))
+                return ":".join(
+                    (
+                        pw.pw_name,
+                        pw.pw_passwd,
+                        str(pw.pw_uid),
+                        str(pw.pw_gid),
+                        pw.pw_gecos,
+                        pw.pw_dir,
+                        pw.pw_shell,
+                    )
+                )
             gr = grp.getgrnam(key)
             return ":".join((gr.gr_name, gr.gr_passwd or "", str(gr.gr_gid), ",".join(gr.gr_mem)))
         except (KeyError, ValueError):
@@ -456,9 +520,12 @@ def open_table(spec: str, *, fold: bool = True, default_type: str = "hash") -> L
     if type_ == "proxy":
         return open_table(name, fold=fold, default_type=default_type)
     if type_ not in SUPPORTED_TYPES:
-        raise TableError(spec, 0, None,
-                         f"unsupported dictionary type: {type_} (supported: "
-                         f"{', '.join(SUPPORTED_TYPES)})")
+        raise TableError(
+            spec,
+            0,
+            None,
+            f"unsupported dictionary type: {type_} (supported: {', '.join(SUPPORTED_TYPES)})",
+        )
     if not name:
         raise TableError(spec, 0, None, f"missing table name after {type_}:")
     if type_ == "hash":
@@ -471,4 +538,6 @@ def open_table(spec: str, *, fold: bool = True, default_type: str = "hash") -> L
         return StaticTable(name)
     if type_ == "unix":
         return UnixTable(name, fold=fold)
+    if type_ == "sealmail":
+        return StoreTable(name)
     return parse_regexp(_read_text(Path(name)), name, type_)

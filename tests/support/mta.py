@@ -1,0 +1,40 @@
+"""sealmail's MTA master in a thread of the test process, stopped cleanly at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sealmail.mta.master import MtaMaster
+
+
+class RunningMta:
+    def __init__(self, config: Path, smtpd_processes: int | None = None) -> None:
+        self.master = MtaMaster(config, hostname="mx.example.com", smtpd_processes=smtpd_processes)
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.master.run(self.stop, lambda _: self.ready.set()))
+
+    def __enter__(self) -> RunningMta:
+        self.thread.start()
+        assert self.ready.wait(20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.05)
