@@ -355,8 +355,8 @@ class SmtpdService:
             cleanup,
             authenticator=authenticator_from_config(config),
             tls_context=tls_context_from_config(config),
-            **kwargs,
-        )  # type: ignore[arg-type]
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     def drain(self) -> None:
         self.draining.set()

@@ -15,8 +15,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import signal
-import socket
 import ssl
 import time
 import zlib
@@ -67,7 +65,6 @@ log = logging.getLogger("sealmail.imapd")
 SASL_SERVICE = "imap"
 TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
 IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
-TLS_HANDSHAKE_TIMEOUT = 180.0
 
 # Extensions this server implements (RFC 9051 7.2.2 CAPABILITY); AUTH=, STARTTLS and
 # LOGINDISABLED are added per session.
@@ -647,48 +644,3 @@ def build_service(
         owns_store=owned,
         timeout=max(config.integer("timeout"), 30) * 60.0,  # RFC 9051 5.4: at least 30 minutes
     )
-
-
-async def serve(
-    services: Iterable[tuple[ImapService, Iterable[socket.socket]]],
-    shutdown_timeout: float = 30.0,
-) -> None:
-    """Serve until SIGTERM/SIGINT; then stop accepting and let sessions end (bounded)."""
-    servers = []
-    all_services = []
-    for service, sockets in services:
-        all_services.append(service)
-        tls = service.implicit_tls_context
-        timeout = TLS_HANDSHAKE_TIMEOUT if tls is not None else None
-        for sock in sockets:
-            if sock.family == socket.AF_UNIX:
-                servers.append(
-                    await asyncio.start_unix_server(
-                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=timeout
-                    )
-                )
-            else:
-                servers.append(
-                    await asyncio.start_server(
-                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=timeout
-                    )
-                )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("imapd ready")
-    await stop.wait()
-    sessions = {task for service in all_services for task in service.sessions}
-    log.info("imapd stopping: %d session(s) open", len(sessions))
-    for server in servers:
-        server.close()
-    if sessions:
-        _, pending = await asyncio.wait(sessions, timeout=shutdown_timeout)
-        for task in pending:
-            task.cancel()
-    for service in all_services:
-        service.close()
-
-
-__all__ = ["ImapConnection", "ImapService", "build_service", "serve"]

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -451,30 +449,3 @@ def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpServi
 
 def _size_param(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
-
-
-async def serve(
-    service: LmtpService, sockets: Iterable[socket.socket], shutdown_timeout: float = 30.0
-) -> None:
-    """Serve until SIGTERM/SIGINT; then stop accepting and let sessions finish (bounded)."""
-    servers = []
-    for sock in sockets:
-        if sock.family == socket.AF_UNIX:
-            servers.append(await asyncio.start_unix_server(service.handle, sock=sock))
-        else:
-            servers.append(await asyncio.start_server(service.handle, sock=sock))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("lmtpd ready")
-    await stop.wait()
-    log.info("lmtpd stopping: %d session(s) open", len(service.sessions))
-    for server in servers:
-        server.close()
-    service.drain()
-    if service.sessions:
-        _, pending = await asyncio.wait(set(service.sessions), timeout=shutdown_timeout)
-        for task in pending:
-            task.cancel()
-    service.close()

@@ -23,11 +23,9 @@ import errno
 import fcntl
 import logging
 import os
-import signal
-import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -568,52 +566,3 @@ def build_service(
 
         store = DiskStore(config)
     return Pop3Service(config, store, settings=settings, daemon_name=service_name, owns_store=owned)
-
-
-def _timeout(context: ssl.SSLContext | None) -> float | None:
-    return sessions.TLS_HANDSHAKE_TIMEOUT if context is not None else None
-
-
-async def serve(
-    services: Iterable[tuple[Pop3Service, Iterable[socket.socket]]],
-    shutdown_timeout: float = 30.0,
-) -> None:
-    """Serve until SIGTERM/SIGINT; then stop accepting and let sessions end (bounded).
-
-    Sessions cut short at shutdown never reach UPDATE, so they remove nothing.
-    """
-    servers = []
-    all_services = []
-    for service, sockets in services:
-        all_services.append(service)
-        # pop3s: the handshake is the listener's, before the first byte is read.
-        tls = service.tls_context if service.settings.implicit_tls else None
-        for sock in sockets:
-            if sock.family == socket.AF_UNIX:
-                servers.append(
-                    await asyncio.start_unix_server(
-                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=_timeout(tls)
-                    )
-                )
-            else:
-                servers.append(
-                    await asyncio.start_server(
-                        service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=_timeout(tls)
-                    )
-                )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("pop3d ready")
-    await stop.wait()
-    sessions = {task for service in all_services for task in service.sessions}
-    log.info("pop3d stopping: %d session(s) open", len(sessions))
-    for server in servers:
-        server.close()
-    if sessions:
-        _, pending = await asyncio.wait(sessions, timeout=shutdown_timeout)
-        for task in pending:
-            task.cancel()
-    for service in all_services:
-        service.close()

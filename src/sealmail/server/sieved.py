@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import socket
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
@@ -428,32 +426,3 @@ def build_service(
     return ManageSieveService(
         config, SieveScriptStore.from_config(config), daemon_name=service_name
     )
-
-
-async def serve(
-    service: ManageSieveService, sockets: Iterable[socket.socket], shutdown_timeout: float = 30.0
-) -> None:
-    """Serve until SIGTERM/SIGINT; then stop accepting and let sessions end (bounded).
-
-    A script write in progress finishes or leaves the old script whole (rename is atomic).
-    """
-    servers = []
-    for sock in sockets:
-        if sock.family == socket.AF_UNIX:
-            servers.append(await asyncio.start_unix_server(service.handle, sock=sock))
-        else:
-            servers.append(await asyncio.start_server(service.handle, sock=sock))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("sieved ready")
-    await stop.wait()
-    log.info("sieved stopping: %d session(s) open", len(service.sessions))
-    for server in servers:
-        server.close()
-    if service.sessions:
-        _, pending = await asyncio.wait(set(service.sessions), timeout=shutdown_timeout)
-        for task in pending:
-            task.cancel()
-    service.close()

@@ -1,0 +1,84 @@
+"""What the standalone daemon commands share: -C, --listen (and --tls-listen), bind, serve."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
+
+EX_USAGE, EX_OSERR = 64, 71
+
+
+def add_daemon_arguments(
+    parser: argparse.ArgumentParser, what: str, tls_name: str | None = None, default: str = ""
+) -> None:
+    parser.add_argument("-C", dest="config", default=DEFAULT_CONFIG_PATH, help="imapd.conf")
+    parser.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        help=f"{what}, as cyrus.conf's listen=: /socket/path, host:port, [addr]:port, port or a "
+        "service name (repeatable" + (f"; default: {default})" if default else ")"),
+    )
+    if tls_name:
+        parser.add_argument(
+            "--tls-listen",
+            action="append",
+            default=[],
+            help=f"the same for {tls_name}, TLS from the first byte (needs tls_server_cert)",
+        )
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+Builder = Callable[..., Any]
+
+
+def run_daemon(
+    args: argparse.Namespace,
+    name: str,
+    build: Builder,
+    *,
+    argv: Sequence[str] = (),
+    tls_name: str | None = None,
+    default_listen: Callable[[ImapdConfig], str] | None = None,
+) -> int:
+    """Build the service(s) first (a bad certificate or option stops us before any bind),
+    then bind every address, serve until SIGTERM, and clean up UNIX sockets."""
+    from sealmail.server import runtime
+    from sealmail.server.listeners import ListenError
+    from sealmail.server.standalone import bind_all, listen_addresses, remove_sockets, serve
+
+    config = load_imapd_conf(args.config)
+    plain_texts = list(args.listen)
+    tls_texts = list(getattr(args, "tls_listen", []) or [])
+    if not plain_texts and not tls_texts:
+        if default_listen is None:
+            print(f"sealmail {name}: give --listen and/or --tls-listen", file=sys.stderr)
+            return EX_USAGE
+        plain_texts = [default_listen(config)]
+    plain_addresses = listen_addresses(config, plain_texts, "--listen")
+    tls_addresses = listen_addresses(config, tls_texts, "--tls-listen")
+    plain = build(config, list(argv))
+    services = [plain]
+    if tls_addresses:
+        assert tls_name is not None
+        services.append(build(config, ["-s"], service_name=tls_name, store=plain.store))
+    try:
+        plain_sockets = bind_all(plain_addresses)
+        tls_sockets = bind_all(tls_addresses)
+    except (ListenError, OSError) as exc:
+        for service in services:
+            service.close()
+        print(f"sealmail {name}: {exc}", file=sys.stderr)
+        return EX_OSERR
+    pairs = [(plain, plain_sockets)]
+    if tls_addresses:
+        pairs.append((services[1], tls_sockets))
+    try:
+        runtime.run(serve(pairs, name))
+    finally:
+        remove_sockets(plain_addresses + tls_addresses)
+    return 0

@@ -1,0 +1,119 @@
+"""Running a store daemon on its own (`sealmail lmtpd|pop3d|imapd|sieved --listen ...`).
+
+Under `sealmail master` the workers do this (sealmail.server.worker); standalone, one process
+binds the listen= addresses, serves every connection with asyncio until SIGTERM/SIGINT, then
+stops accepting, lets sessions finish (bounded) and closes the services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Protocol
+
+from sealmail.config.cyrus_conf import (
+    DEFAULT_SERVICES_FILE,
+    ListenAddress,
+    UnixAddress,
+    resolve_listen,
+)
+from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.server.listeners import bind, describe
+from sealmail.server.session import TLS_HANDSHAKE_TIMEOUT
+
+log = logging.getLogger("sealmail.server")
+
+
+class Service(Protocol):
+    sessions: set[asyncio.Task[None]]
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def listen_addresses(config: ImapdConfig, texts: Sequence[str], option: str) -> list[ListenAddress]:
+    """--listen values read as cyrus.conf's listen= (UNIX sockets get imapd.conf's mode/group)."""
+    return [
+        address
+        for text in texts
+        for address in resolve_listen(
+            text,
+            "tcp",
+            config.configdirectory,
+            DEFAULT_SERVICES_FILE,
+            unix_mode=config.integer("unix_socket_mode"),
+            unix_group=config.string("unix_socket_group"),
+            path=option,
+        )
+    ]
+
+
+def bind_all(addresses: Sequence[ListenAddress]) -> list[socket.socket]:
+    """Every address's sockets, or none (ListenError/OSError after closing what was bound)."""
+    sockets: list[socket.socket] = []
+    try:
+        for address in addresses:
+            sockets += bind(address)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    for address in addresses:
+        log.info("listening on %s", describe(address))
+    return sockets
+
+
+def remove_sockets(addresses: Sequence[ListenAddress]) -> None:
+    for address in addresses:
+        if isinstance(address, UnixAddress):
+            address.path.unlink(missing_ok=True)
+
+
+async def serve(
+    services: Sequence[tuple[Service, Sequence[socket.socket]]],
+    name: str,
+    shutdown_timeout: float = 30.0,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and close every service."""
+    servers = []
+    for service, sockets in services:
+        # imaps/pop3s: the handshake belongs to the listener, before the first byte is read.
+        tls: ssl.SSLContext | None = getattr(service, "implicit_tls_context", None)
+        timeout = TLS_HANDSHAKE_TIMEOUT if tls is not None else None
+        for sock in sockets:
+            start = (
+                asyncio.start_unix_server
+                if sock.family == socket.AF_UNIX
+                else (asyncio.start_server)
+            )
+            servers.append(
+                await start(service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=timeout)
+            )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("%s ready", name)
+    await stop.wait()
+    sessions = {task for service, _ in services for task in service.sessions}
+    log.info("%s stopping: %d session(s) open", name, len(sessions))
+    for server in servers:
+        server.close()
+    for service, _ in services:
+        drain = getattr(service, "drain", None)
+        if drain is not None:
+            drain()  # idle sessions end now, busy ones after their transaction
+    if sessions:
+        _, pending = await asyncio.wait(sessions, timeout=shutdown_timeout)
+        for task in pending:
+            task.cancel()
+    closed: set[int] = set()
+    for service, _ in services:
+        if id(service) not in closed:
+            closed.add(id(service))
+            service.close()
