@@ -68,9 +68,6 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
     sink_dir.mkdir()
     shutil.chown(sink_dir, "postfix")
     sink_port, sieve_port, mta_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
-    sink = subprocess.Popen(
-        [SMTP_SINK, "-u", "postfix", "-d", f"{sink_dir}/%M.", f"127.0.0.1:{sink_port}", "10"]
-    )
     mta_dir = root / "mta"
     mta_dir.mkdir()
     (mta_dir / "main.cf").write_text(
@@ -103,6 +100,10 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
         input="alice-pw\n",
         text=True,
         check=True,
+    )
+    # Processes start last, right before the try whose finally stops them.
+    sink = subprocess.Popen(
+        [SMTP_SINK, "-u", "postfix", "-d", f"{sink_dir}/%M.", f"127.0.0.1:{sink_port}", "10"]
     )
     log = root / "master.log"
     with log.open("wb") as out:
