@@ -376,7 +376,7 @@ class QueueManager:
         marks.update((index, RecipientState.BOUNCED) for index in failed)
 
         def write() -> None:
-            self.queue.update(entry, records, marks)
+            self.queue.update(entry, records, marks, durable=False)
 
         try:
             await asyncio.to_thread(write)

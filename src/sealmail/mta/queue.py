@@ -551,8 +551,12 @@ class Queue:
 
     def update(self, entry: QueueFile, results: Iterable[AttemptResult] = (),
                marks: dict[int, RecipientState] | None = None,
-               attempt: tuple[float, float] | None = None) -> None:
-        """Append results, overwrite recipients' state bytes, and fsync once for all of it."""
+               attempt: tuple[float, float] | None = None, *, durable: bool = True) -> None:
+        """Append results, overwrite recipients' state bytes, and fsync once for all of it.
+
+        durable=False skips the fsync: a mark that a power failure loses only means one more
+        attempt for that recipient ("at most once more"), never a lost message, which is how
+        Postfix's queue manager treats delivery records too."""
         lines = []
         for result in results:
             lines.append("L " + json.dumps(result.to_json(), ensure_ascii=False))
@@ -574,7 +578,8 @@ class Queue:
                 handle.write(state.value.encode())
                 recipient.state = state
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
 
     def remove(self, queue_id: str, queue: QueueName | None = None, *,
                durable: bool = True) -> bool:
