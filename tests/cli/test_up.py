@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import poplib
 import signal
 import smtplib
@@ -15,7 +16,7 @@ from tests.support.peers import free_tcp_port
 
 
 def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> None:
-    lmtp_port, pop3_port, sieve_port, smtp_port = (free_tcp_port() for _ in range(4))
+    lmtp_port, pop3_port, sieve_port, smtp_port, imap_port = (free_tcp_port() for _ in range(5))
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -34,6 +35,8 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
                 str(sieve_port),
                 "--smtp-port",
                 str(smtp_port),
+                "--imap-port",
+                str(imap_port),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -73,6 +76,10 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
         assert any(b"Subject: hi" in m for m in messages)
         assert any(b"Subject: via smtp" in m and b"Received: from" in m for m in messages)
         pop.quit()
+        imap = imaplib.IMAP4("127.0.0.1", imap_port)
+        imap.login("demo", "demo")
+        assert imap.select("INBOX") == ("OK", [b"2"])
+        imap.logout()
         with socket.create_connection(("127.0.0.1", sieve_port), timeout=10) as sieve:
             assert b'"IMPLEMENTATION"' in sieve.recv(4096)
     finally:

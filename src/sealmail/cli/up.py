@@ -39,10 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smtp-port", type=int, default=2525, help="loopback port of SMTP in (default 2525)"
     )
+    parser.add_argument(
+        "--imap-port", type=int, default=1143, help="loopback port of IMAP (default 1143)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
-def cyrus_conf_text(instance: Path, lmtp_port: int, pop3_port: int, sieve_port: int) -> str:
+def cyrus_conf_text(
+    instance: Path, lmtp_port: int, pop3_port: int, sieve_port: int, imap_port: int
+) -> str:
     return f"""# sealmail instance made by `sealmail up`; edit freely, it is kept.
 # The seed's cyrus.conf entries, on loopback only.
 START {{
@@ -52,6 +57,7 @@ START {{
 SERVICES {{
   lmtpunix  cmd="lmtpd" listen="{instance}/lib/socket/lmtp" prefork=1
   lmtp      cmd="lmtpd" listen="127.0.0.1:{lmtp_port}" prefork=1 maxchild=20
+  imap      cmd="imapd" listen="127.0.0.1:{imap_port}" prefork=1 maxchild=100
   pop3      cmd="pop3d" listen="127.0.0.1:{pop3_port}" prefork=1 maxchild=50
   sieve     cmd="sieved" listen="127.0.0.1:{sieve_port}" prefork=1 maxchild=20
 }}
@@ -63,7 +69,11 @@ EVENTS {{
 
 
 def prepare(
-    instance: Path, lmtp_port: int = 2003, pop3_port: int = 1110, sieve_port: int = 4190
+    instance: Path,
+    lmtp_port: int = 2003,
+    pop3_port: int = 1110,
+    sieve_port: int = 4190,
+    imap_port: int = 1143,
 ) -> tuple[Path, Path]:
     """Create the instance's files once; return the paths of imapd.conf and cyrus.conf."""
     instance = instance.resolve()
@@ -90,7 +100,9 @@ def prepare(
             )
         )
     if not cyrus_conf.exists():
-        cyrus_conf.write_text(cyrus_conf_text(instance, lmtp_port, pop3_port, sieve_port))
+        cyrus_conf.write_text(
+            cyrus_conf_text(instance, lmtp_port, pop3_port, sieve_port, imap_port)
+        )
     return imapd_conf, cyrus_conf
 
 
@@ -141,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
 
     from sealmail.cli import master
 
-    imapd_conf, cyrus_conf = prepare(args.dir, args.lmtp_port, args.pop3_port, args.sieve_port)
+    imapd_conf, cyrus_conf = prepare(
+        args.dir, args.lmtp_port, args.pop3_port, args.sieve_port, args.imap_port
+    )
     mta = mta_config(args.dir, args.smtp_port)
     create_demo_user(imapd_conf)
     config = load_imapd_conf(imapd_conf)
@@ -153,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         f"  LMTP       : {socket_path} (UNIX socket, trusted as postman)\n"
         f"               127.0.0.1:{args.lmtp_port} (TCP, SASL as lmtpuser: set its password with\n"
         f"               sealmail saslpasswd2 -C {imapd_conf} -c lmtpuser)\n"
+        f"  IMAP       : 127.0.0.1:{args.imap_port}\n"
         f"  POP3       : 127.0.0.1:{args.pop3_port}\n"
         f"  ManageSieve: 127.0.0.1:{args.sieve_port} (Sieve runs at every delivery)\n"
         f"  SMTP in    : 127.0.0.1:{args.smtp_port} (the MTA: {mta}/main.cf, master.cf)\n"
@@ -162,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         f"'Subject: hello\\r\\n\\r\\nhi\\r\\n'))\"\n"
         f"     swaks --server 127.0.0.1:{args.smtp_port} --to {DEMO_USER}@localhost\n"
         f"     curl pop3://{DEMO_USER}:{DEMO_PASSWORD}@127.0.0.1:{args.pop3_port}/1\n"
+        f"     curl 'imap://{DEMO_USER}:{DEMO_PASSWORD}@127.0.0.1:{args.imap_port}/INBOX;UID=1'\n"
         f"Stop with Ctrl-C.",
         file=sys.stderr,
     )
