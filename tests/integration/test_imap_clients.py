@@ -24,8 +24,10 @@ from sealmail.proto.sasl import split_identity
 
 PASSWORD = "imap secret"
 SERVERNAME = "sealmail.test.example"
-MESSAGE = (b"From: one@example.org\r\nTo: alice@example.com\r\nSubject: first\r\n"
-           b"Message-ID: <i1@example.org>\r\n\r\nhello over LMTP\r\n")
+MESSAGE = (
+    b"From: one@example.org\r\nTo: alice@example.com\r\nSubject: first\r\n"
+    b"Message-ID: <i1@example.org>\r\n\r\nhello over LMTP\r\n"
+)
 
 
 @dataclass
@@ -66,8 +68,17 @@ def imapd(tmp_path: Path) -> Iterator[ImapDaemon]:
         sasldb.set_password(split_identity("alice", SERVERNAME), PASSWORD)
         port, tls_port = free_tcp_port(), free_tcp_port()
         log = tmp_path / "imapd.log"
-        argv = [*SEALMAIL, "imapd", "-C", str(instance.conf_path), "-v",
-                "--listen", f"127.0.0.1:{port}", "--tls-listen", f"127.0.0.1:{tls_port}"]
+        argv = [
+            *SEALMAIL,
+            "imapd",
+            "-C",
+            str(instance.conf_path),
+            "-v",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--tls-listen",
+            f"127.0.0.1:{tls_port}",
+        ]
         with log.open("ab") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -98,8 +109,9 @@ def test_lmtp_delivery_read_over_imap_with_idle(imapd: ImapDaemon) -> None:
     client.store("1", "+FLAGS", "(\\Deleted)")
     client.expunge()
     client.logout()
-    imaps = imaplib.IMAP4_SSL("127.0.0.1", imapd.tls_port, ssl_context=imapd.tls_context(),
-                              timeout=10)
+    imaps = imaplib.IMAP4_SSL(
+        "127.0.0.1", imapd.tls_port, ssl_context=imapd.tls_context(), timeout=10
+    )
     imaps.login("alice", PASSWORD)
     assert imaps.select("INBOX")[1] == [b"0"]
     imaps.logout()
@@ -109,13 +121,24 @@ def test_lmtp_delivery_read_over_imap_with_idle(imapd: ImapDaemon) -> None:
 def test_curl_lists_and_fetches(imapd: ImapDaemon) -> None:
     imapd.deliver(MESSAGE)
     base = f"imap://127.0.0.1:{imapd.port}"
-    auth = ["--user", f"alice:{PASSWORD}", "--ssl-reqd", "--cacert", str(imapd.ca_file),
-            "--max-time", "20", "-s", "-S"]
-    listing = subprocess.run(["curl", *auth, f"{base}/"], capture_output=True, check=True,
-                             timeout=30).stdout
+    auth = [
+        "--user",
+        f"alice:{PASSWORD}",
+        "--ssl-reqd",
+        "--cacert",
+        str(imapd.ca_file),
+        "--max-time",
+        "20",
+        "-s",
+        "-S",
+    ]
+    listing = subprocess.run(
+        ["curl", *auth, f"{base}/"], capture_output=True, check=True, timeout=30
+    ).stdout
     assert b'"." INBOX' in listing
-    body = subprocess.run(["curl", *auth, f"{base}/INBOX;UID=1"], capture_output=True,
-                          check=True, timeout=30).stdout
+    body = subprocess.run(
+        ["curl", *auth, f"{base}/INBOX;UID=1"], capture_output=True, check=True, timeout=30
+    ).stdout
     assert body.endswith(MESSAGE)
 
 
@@ -138,16 +161,33 @@ def test_imapd_under_master_from_cyrus_conf(tmp_path: Path) -> None:
         f'  imap     cmd="imapd" listen="127.0.0.1:{port}" prefork=1\n'
         "}\n"
     )
-    subprocess.run([*SEALMAIL, "mailbox", "-C", str(conf), "create", "user.alice"], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [*SEALMAIL, "mailbox", "-C", str(conf), "create", "user.alice"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     SaslDB(tmp_path / "config" / "sasldb2", scrypt_n=2**10).set_password(
-        split_identity("alice", SERVERNAME), PASSWORD)
+        split_identity("alice", SERVERNAME), PASSWORD
+    )
     log = tmp_path / "master.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*SEALMAIL, "master", "-C", str(conf), "-M", str(tmp_path / "cyrus.conf"),
-             "-p", str(tmp_path / "master.pid"), "-D"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                *SEALMAIL,
+                "master",
+                "-C",
+                str(conf),
+                "-M",
+                str(tmp_path / "cyrus.conf"),
+                "-p",
+                str(tmp_path / "master.pid"),
+                "-D",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         wait_until_accepting(("127.0.0.1", port), 30, process, log)
         deadline = time.monotonic() + 30
@@ -167,3 +207,34 @@ def test_imapd_under_master_from_cyrus_conf(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, log.read_text(errors="replace")
+
+
+def test_imapclient_reads_flags_moves_and_deletes(imapd: ImapDaemon) -> None:
+    """IMAPClient (PyPI), a widely used high-level client, over STARTTLS."""
+    from imapclient import IMAPClient
+
+    imapd.deliver(MESSAGE)
+    imapd.deliver(MESSAGE.replace(b"<i1@", b"<i2@").replace(b"first", b"second"))
+    with IMAPClient("127.0.0.1", port=imapd.port, ssl=False, timeout=10) as client:
+        client.starttls(imapd.tls_context())
+        client.login("alice", PASSWORD)
+        assert b"MOVE" in client.capabilities() and b"UIDPLUS" in client.capabilities()
+        personal = client.namespace().personal[0]  # Cyrus's standard namespace: ("INBOX.", ".")
+        archive = f"{personal[0]}Archive"
+        client.create_folder(archive)
+        info = client.select_folder("INBOX")
+        assert info[b"EXISTS"] == 2
+        uids = client.search(["SUBJECT", "second"])
+        assert len(uids) == 1
+        fetched = client.fetch(uids, ["ENVELOPE", "FLAGS", "RFC822.SIZE"])
+        assert fetched[uids[0]][b"ENVELOPE"].subject == b"second"
+        client.add_flags(uids, [b"\\Flagged"])
+        assert b"\\Flagged" in client.get_flags(uids)[uids[0]]
+        client.move(uids, archive)
+        assert client.select_folder(archive)[b"EXISTS"] == 1
+        client.select_folder("INBOX")
+        first = client.search(["ALL"])
+        client.delete_messages(first)
+        client.expunge()
+        assert client.search(["ALL"]) == []
+        assert {name for _, _, name in client.list_folders()} >= {"INBOX", archive}
