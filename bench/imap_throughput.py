@@ -1,0 +1,145 @@
+"""IMAP throughput: sealmail's imapd beside a private Dovecot imapd, on the same mailbox contents.
+
+In one run, for each server: N messages are delivered over LMTP into one user's INBOX, then
+Python's imaplib times, on one connection, a series of each operation: SELECT, FETCH 1:* (FLAGS
+UID), UID FETCH of full bodies, SEARCH on a header, and STORE of a flag on every message. Prints
+operations/s per server and the ratios sealmail/Dovecot.
+
+    python bench/imap_throughput.py [-n MESSAGES] [-r REPEATS]
+
+Run as root (Dovecot drops to its own users). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.instance import SEALMAIL, SealmailInstance
+from tests.support.peers import (
+    DovecotInstance,
+    LmtpClient,
+    free_tcp_port,
+    traversable_tmpdir,
+    wait_until_accepting,
+)
+
+USER, PASSWORD = "bench", "secret"
+
+
+def message(n: int) -> bytes:
+    body = b"".join(
+        b"line %d of message %d, some text to make it longer\r\n" % (i, n) for i in range(60)
+    )
+    return (
+        f"From: sender{n % 50}@example.org\r\nTo: {USER}@example.com\r\n"
+        f"Subject: message {n} topic{n % 10}\r\nMessage-ID: <b{n}@example.org>\r\n"
+        "Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\n"
+    ).encode() + body
+
+
+def fill(lmtp_address: str, messages: int) -> None:
+    with LmtpClient(lmtp_address) as client:
+        for n in range(messages):
+            client.deliver("sender@example.org", [f"{USER}@example.com"], message(n))
+
+
+@contextmanager
+def sealmail_server(root: Path, messages: int) -> Iterator[int]:
+    with SealmailInstance(
+        root / "sealmail",
+        [USER],
+        imapd_conf_extra={"allowplaintext": "yes", "servername": "bench.example"},
+    ) as instance:
+        subprocess.run(
+            [*SEALMAIL, "saslpasswd2", "-C", str(instance.conf_path), "-p", "-c", USER],
+            input=PASSWORD + "\n",
+            text=True,
+            check=True,
+        )
+        fill(instance.socket_path, messages)
+        port = free_tcp_port()
+        process = subprocess.Popen(
+            [*SEALMAIL, "imapd", "-C", str(instance.conf_path), "--listen", f"127.0.0.1:{port}"],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_accepting(("127.0.0.1", port), 30.0, process)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+@contextmanager
+def dovecot_server(root: Path, messages: int) -> Iterator[int]:
+    port = free_tcp_port()
+    extra = (
+        "protocols = lmtp imap\ndisable_plaintext_auth = no\n"
+        "service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1\n"
+        f"    port = {port}\n  }}\n}}\n"
+    )
+    with DovecotInstance(root, (USER,), conf_extra=extra) as dovecot:
+        fill(dovecot.socket_path, messages)
+        yield port
+
+
+OPERATIONS: dict[str, Callable[[imaplib.IMAP4], object]] = {
+    "SELECT": lambda c: c.select("INBOX"),
+    "FETCH 1:* (FLAGS UID)": lambda c: c.fetch("1:*", "(FLAGS UID)"),
+    "UID FETCH 100 bodies": lambda c: c.uid("FETCH", "1:100", "(BODY.PEEK[])"),
+    "SEARCH HEADER Subject": lambda c: c.search(None, "HEADER", "Subject", "topic3"),
+    "STORE +FLAGS 1:*": lambda c: c.store("1:*", "+FLAGS.SILENT", "(\\Flagged)"),
+}
+
+
+def measure(port: int, repeats: int) -> dict[str, float]:
+    client = imaplib.IMAP4("127.0.0.1", port)
+    client.login(USER, PASSWORD)
+    client.select("INBOX")
+    for operation in OPERATIONS.values():
+        operation(client)  # warm-up: caches, parsed structures
+    results = {}
+    for name, operation in OPERATIONS.items():
+        began = time.perf_counter()
+        for _ in range(repeats):
+            typ, _ = operation(client)  # type: ignore[misc]
+            assert typ == "OK", (name, typ)
+        results[name] = repeats / (time.perf_counter() - began)
+    client.logout()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=10000, metavar="MESSAGES", help="default 10000")
+    parser.add_argument("-r", type=int, default=10, metavar="REPEATS", help="default 10")
+    args = parser.parse_args(argv)
+    print(
+        f"IMAP throughput: {args.n} messages in one INBOX, {args.r} repeats of each "
+        f"operation on one connection; {os.cpu_count()} CPUs\n"
+    )
+    results: dict[str, dict[str, float]] = {}
+    with traversable_tmpdir("smbench-imap-") as root:
+        with sealmail_server(root, args.n) as port:
+            results["sealmail"] = measure(port, args.r)
+        with dovecot_server(root, args.n) as port:
+            results["dovecot"] = measure(port, args.r)
+    print(f"{'operation':24} {'sealmail/s':>11} {'dovecot/s':>11} {'ratio':>7}")
+    for name in OPERATIONS:
+        ours, theirs = results["sealmail"][name], results["dovecot"][name]
+        print(f"{name:24} {ours:11.1f} {theirs:11.1f} {ours / theirs:6.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
