@@ -76,6 +76,7 @@ from sealmail.proto.smtp.auth_replies import (
     AUTH_FAILURE_REPLIES,
     TOO_MANY_AUTH_FAILURES,
 )
+from sealmail.server import session as sessions
 
 log = logging.getLogger("sealmail.mta.smtpd")
 
@@ -451,29 +452,9 @@ class SmtpdSession:
             greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
             dsn=True,
         )
-        self.writer.write(conn.data_to_send())
-        going_on = True
-        while going_on and not conn.closed:
-            data = await self._read()
-            if data is None:
-                break
-            conn.receive_data(data)
-            while not conn.closed:
-                event = conn.next_event()
-                if event is NEED_DATA or isinstance(event, ConnectionClosed):
-                    break
-                if not await self._on_event(event):
-                    going_on = False
-                    break
-            out = conn.data_to_send()
-            if out:
-                self.writer.write(out)
-                await self.writer.drain()
-            if not data:
-                break
-        out = conn.data_to_send()
-        if out:
-            self.writer.write(out)
+        await sessions.drive(
+            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
+        )
         log.info("disconnect from %s", self.client)
 
     async def _read(self) -> bytes | None:

@@ -180,29 +180,9 @@ class LmtpSession:
             greeting_text=f"LMTP sealmail ready, SESSIONID=<{self.session_id}>",
             accept_mail_auth=not self.needs_auth,
         )
-        self.writer.write(conn.data_to_send())
-        going_on = True
-        while going_on and not conn.closed:
-            data = await self._read()
-            if data is None:
-                break
-            conn.receive_data(data)
-            while not conn.closed:
-                event = conn.next_event()
-                if event is NEED_DATA or isinstance(event, ConnectionClosed):
-                    break
-                if not await self._on_event(event):
-                    going_on = False
-                    break
-            out = conn.data_to_send()
-            if out:
-                self.writer.write(out)
-                await self.writer.drain()
-            if not data:
-                break
-        out = conn.data_to_send()
-        if out:
-            self.writer.write(out)
+        await session.drive(
+            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
+        )
         log.info("%s: disconnect from %s", self.session_id, self.client)
 
     def _idle(self) -> bool:

@@ -253,35 +253,9 @@ class Pop3Session:
             expire_days=self.service.settings.expire_days,
             greeting_text=f"{config.servername} sealmail POP3 server ready",
         )
-        self.writer.write(conn.data_to_send())
-        going_on = True
-        while going_on and not conn.closed:
-            try:
-                data = await asyncio.wait_for(
-                    self.reader.read(65536), self.service.settings.timeout
-                )
-            except TimeoutError:
-                # RFC 1939 3: an autologout timer; it does not enter UPDATE, so nothing goes.
-                log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
-                self.writer.write(Reply(False, "Autologout; idle for too long").render())
-                break
-            conn.receive_data(data)
-            while not conn.closed:
-                event = conn.next_event()
-                if event is NEED_DATA or isinstance(event, ConnectionClosed):
-                    break
-                if not await self._on_event(event):
-                    going_on = False
-                    break
-            out = conn.data_to_send()
-            if out:
-                self.writer.write(out)
-                await self.writer.drain()
-            if not data:
-                break
-        out = conn.data_to_send()
-        if out:
-            self.writer.write(out)
+        await sessions.drive(
+            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
+        )
         if conn.deleted and not conn.closed:
             log.info(
                 "%s: connection lost without QUIT: %d deletion(s) not applied",
@@ -294,6 +268,15 @@ class Pop3Session:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+    async def _read(self) -> bytes | None:
+        try:
+            return await asyncio.wait_for(self.reader.read(65536), self.service.settings.timeout)
+        except TimeoutError:
+            # RFC 1939 3: an autologout timer; it does not enter UPDATE, so nothing goes.
+            log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
+            self.writer.write(Reply(False, "Autologout; idle for too long").render())
+            return None
 
     async def _on_event(self, event: Event) -> bool:
         """Act on one event; False ends the session."""

@@ -14,8 +14,9 @@ import os
 import secrets
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ImapdConfig
@@ -143,6 +144,58 @@ def maildrop_name(identity: str, config: ImapdConfig) -> str:
     except StoreError:
         raise MailboxNotFound(f"no maildrop for {identity!r}") from None
     return name
+
+
+class Core(Protocol):
+    """What every sans-I/O server core offers its driver."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def next_event(self) -> object: ...
+
+    def data_to_send(self) -> bytes: ...
+
+
+async def drive(
+    core: Core,
+    writer: asyncio.StreamWriter,
+    read: Callable[[], Awaitable[bytes | None]],
+    on_event: Callable[[Any], Awaitable[bool]],
+    need_data: object,
+    closed: type,
+) -> None:
+    """The one read -> feed -> events -> write loop of every daemon.
+
+    `read` gives the client's next bytes, or None when the session must end (it has written its
+    own goodbye: timeout, shutdown); `on_event` acts on one event and returns False to end the
+    session. Replies a batch of pipelined commands produced go out in one write.
+    """
+    writer.write(core.data_to_send())
+    going_on = True
+    while going_on and not core.closed:
+        data = await read()
+        if data is None:
+            break
+        core.receive_data(data)
+        while not core.closed:
+            event = core.next_event()
+            if event is need_data or isinstance(event, closed):
+                break
+            if not await on_event(event):
+                going_on = False
+                break
+        out = core.data_to_send()
+        if out:
+            writer.write(out)
+            await writer.drain()
+        if not data:
+            break
+    out = core.data_to_send()
+    if out:
+        writer.write(out)
 
 
 async def close(writer: asyncio.StreamWriter) -> None:

@@ -192,31 +192,18 @@ class ManageSieveSession:
             tls_active=self.secure,
             greeting_text=f"{service.config.servername} sealmail ManageSieve ready",
         )
-        self.writer.write(conn.data_to_send())
-        while not conn.closed:
-            try:
-                data = await asyncio.wait_for(self.reader.read(65536), service.settings.timeout)
-            except TimeoutError:
-                log.info("%s: idle too long, closing %s", self.session_id, self.client)
-                conn.bye("Idle for too long")
-                break
-            conn.receive_data(data)
-            going_on = True
-            while going_on and not conn.closed:
-                event = conn.next_event()
-                if event is NEED_DATA or isinstance(event, ConnectionClosed):
-                    break
-                going_on = await self._on_event(event)
-            out = conn.data_to_send()
-            if out:
-                self.writer.write(out)
-                await self.writer.drain()
-            if not data or not going_on:
-                break
-        out = conn.data_to_send()
-        if out:
-            self.writer.write(out)
+        await sessions.drive(
+            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
+        )
         log.info("%s: disconnect from %s", self.session_id, self.client)
+
+    async def _read(self) -> bytes | None:
+        try:
+            return await asyncio.wait_for(self.reader.read(65536), self.service.settings.timeout)
+        except TimeoutError:
+            log.info("%s: idle too long, closing %s", self.session_id, self.client)
+            self.conn.bye("Idle for too long")
+            return None
 
     async def _on_event(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
