@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.durable import fsync_directory
 from sealmail.mta.config.tables import LookupTable, build_hash, index_path
 
 log = logging.getLogger("sealmail.mta.aliases")
@@ -79,6 +80,7 @@ class Destination:
 # --------------------------------------------------------------------------------------------
 # Parsing
 
+
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     start = 0
     parts: list[str] = []
@@ -104,9 +106,9 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
 def _split_name(logical: str, path: str, line: int) -> tuple[str, str]:
     if logical.startswith('"'):
         end = logical.find('"', 1)
-        if end < 0 or logical[end + 1:end + 2] != ":":
+        if end < 0 or logical[end + 1 : end + 2] != ":":
             raise AliasError(path, line, None, "unterminated quoted alias name or missing ':'")
-        return logical[1:end], logical[end + 2:]
+        return logical[1:end], logical[end + 2 :]
     name, colon, value = logical.partition(":")
     if not colon:
         raise AliasError(path, line, None, f"missing ':' after alias name in {logical[:40]!r}")
@@ -192,7 +194,7 @@ def classify(item: str) -> Destination:
     if not literal and text.startswith("|"):
         return Destination(DestinationKind.COMMAND, text[1:].strip())
     if not literal and text.lower().startswith(":include:"):
-        return Destination(DestinationKind.INCLUDE, text[len(":include:"):].strip())
+        return Destination(DestinationKind.INCLUDE, text[len(":include:") :].strip())
     if not literal and text.startswith("/"):
         return Destination(DestinationKind.FILE, text)
     if text.startswith("<") and text.endswith(">"):
@@ -230,13 +232,15 @@ def read_include(path: str | os.PathLike[str]) -> list[Destination]:
 # --------------------------------------------------------------------------------------------
 # Building the database
 
+
 def render_table_source(entries: Iterable[AliasEntry]) -> str:
     """The entries in postmap(1) source format (`key value`), as build_hash reads it."""
     lines = []
     for entry in entries:
         if any(c.isspace() for c in entry.name):
-            raise AliasError(entry.path, entry.line, entry.name,
-                             "alias names with whitespace cannot be indexed")
+            raise AliasError(
+                entry.path, entry.line, entry.name, "alias names with whitespace cannot be indexed"
+            )
         lines.append(f"{entry.name} {entry.value}\n")
     return "".join(lines)
 
@@ -252,8 +256,9 @@ def build_alias_database(source: str | os.PathLike[str]) -> Path:
     text = source_path.read_text(encoding="utf-8", errors="replace")
     entries = parse_aliases(text, str(source_path))
     stat = source_path.stat()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{source_path.name}.", suffix=".src",
-                                    dir=source_path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{source_path.name}.", suffix=".src", dir=source_path.parent
+    )
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -263,11 +268,7 @@ def build_alias_database(source: str | os.PathLike[str]) -> Path:
         built = build_hash(tmp)
         target = index_path(source_path)
         os.replace(built, target)
-        dir_fd = os.open(source_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(source_path.parent)
         return target
     finally:
         tmp.unlink(missing_ok=True)
@@ -277,8 +278,13 @@ def build_alias_database(source: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------------------------
 # Lookups
 
-def lookup_keys(local_part: str, delimiter: str, *, owner_request_special: bool = True,
-                ) -> list[str]:
+
+def lookup_keys(
+    local_part: str,
+    delimiter: str,
+    *,
+    owner_request_special: bool = True,
+) -> list[str]:
     """Alias keys to try for a local part, in order: `user+ext` then `user` (local(8)).
 
     With owner_request_special and a `-` delimiter, `owner-list` and `list-request` are never
@@ -288,8 +294,11 @@ def lookup_keys(local_part: str, delimiter: str, *, owner_request_special: bool 
     keys = [local]
     if not delimiter:
         return keys
-    if owner_request_special and "-" in delimiter and (
-            local.startswith("owner-") or local.endswith("-request")):
+    if (
+        owner_request_special
+        and "-" in delimiter
+        and (local.startswith("owner-") or local.endswith("-request"))
+    ):
         return keys
     for index, char in enumerate(local):
         if char in delimiter and index > 0:
@@ -306,8 +315,13 @@ class AliasHit:
     owner: str | None  # owner-KEY's name when that alias exists and owner_request_special
 
 
-def find_alias(tables: Sequence[tuple[str, LookupTable]], local_part: str, delimiter: str, *,
-               owner_request_special: bool = True) -> AliasHit | None:
+def find_alias(
+    tables: Sequence[tuple[str, LookupTable]],
+    local_part: str,
+    delimiter: str,
+    *,
+    owner_request_special: bool = True,
+) -> AliasHit | None:
     """The first table value for the first matching key (every table per key, as local(8))."""
     for key in lookup_keys(local_part, delimiter, owner_request_special=owner_request_special):
         for spec, table in tables:
@@ -325,6 +339,7 @@ def find_alias(tables: Sequence[tuple[str, LookupTable]], local_part: str, delim
 
 # --------------------------------------------------------------------------------------------
 # Expansion bookkeeping
+
 
 @dataclass
 class ExpansionState:

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sealmail.durable import fsync_directory
 from sealmail.mta.cleanup import Cleanup, CleanupError, queue_message
-from sealmail.mta.queue import Queue, RecipientRecord, fsync_directory
+from sealmail.mta.queue import Queue, RecipientRecord
 
 log = logging.getLogger("sealmail.mta.pickup")
 
@@ -48,13 +49,15 @@ class Posting:
     uid: int
 
 
-def post(maildrop: Path, sender: str, recipients: Sequence[str], content: bytes,
-         when: float) -> Path:
+def post(
+    maildrop: Path, sender: str, recipients: Sequence[str], content: bytes, when: float
+) -> Path:
     """Write a maildrop file durably (postdrop); returns its final path."""
     if not recipients:
         raise MaildropError("no recipients")
-    header = json.dumps({"sender": sender, "recipients": list(recipients), "time": when},
-                        ensure_ascii=False).encode("utf-8")
+    header = json.dumps(
+        {"sender": sender, "recipients": list(recipients), "time": when}, ensure_ascii=False
+    ).encode("utf-8")
     name = secrets.token_hex(8).upper()
     temporary = maildrop / f".{name}"
     try:
@@ -91,11 +94,16 @@ def read_posting(path: Path) -> Posting:
         uid = info.st_uid
     if not data.startswith(MAGIC):
         raise MaildropError(f"{path.name}: not a maildrop file")
-    header, _, content = data[len(MAGIC):].partition(b"\n")
+    header, _, content = data[len(MAGIC) :].partition(b"\n")
     try:
         fields = json.loads(header)
-        return Posting(str(fields["sender"]), tuple(str(r) for r in fields["recipients"]),
-                       float(fields["time"]), content, uid)
+        return Posting(
+            str(fields["sender"]),
+            tuple(str(r) for r in fields["recipients"]),
+            float(fields["time"]),
+            content,
+            uid,
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise MaildropError(f"{path.name}: bad header: {exc}") from None
 
@@ -119,13 +127,18 @@ def pickup_once(queue: Queue, cleanup: Cleanup) -> list[str]:
         records = [RecipientRecord(r, r) for r in posting.recipients]
         try:
             queue_id, _ = queue_message(
-                queue, cleanup, sender=posting.sender, recipients=records,
-                content=posting.content, arrival=posting.time, protocol="local",
-                local_uid=posting.uid)
+                queue,
+                cleanup,
+                sender=posting.sender,
+                recipients=records,
+                content=posting.content,
+                arrival=posting.time,
+                protocol="local",
+                local_uid=posting.uid,
+            )
         except CleanupError as exc:
             # Postfix bounces such mail; with no queue file yet we log and drop it.
-            log.warning("%s: uid=%d from=<%s>: refused: %s", name, posting.uid, posting.sender,
-                        exc)
+            log.warning("%s: uid=%d from=<%s>: refused: %s", name, posting.uid, posting.sender, exc)
             path.unlink(missing_ok=True)
             continue
         log.info("%s: uid=%d from=<%s>", queue_id, posting.uid, posting.sender)

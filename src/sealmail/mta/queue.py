@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sealmail.durable import fsync_directory
+
 log = logging.getLogger("sealmail.mta.queue")
 
 MAGIC = "sealmail-queue 1"
@@ -97,13 +99,21 @@ class RecipientRecord:
     orcpt: str = ""  # DSN ORCPT (RFC 3461 4.2), as given
 
     def to_json(self) -> dict[str, Any]:
-        return {"address": self.address, "original": self.original or self.address,
-                "notify": list(self.notify), "orcpt": self.orcpt}
+        return {
+            "address": self.address,
+            "original": self.original or self.address,
+            "notify": list(self.notify),
+            "orcpt": self.orcpt,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RecipientRecord:
-        return cls(str(data["address"]), str(data.get("original") or data["address"]),
-                   tuple(str(n) for n in data.get("notify", ())), str(data.get("orcpt", "")))
+        return cls(
+            str(data["address"]),
+            str(data.get("original") or data["address"]),
+            tuple(str(n) for n in data.get("notify", ())),
+            str(data.get("orcpt", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +134,19 @@ class Envelope:
     message_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"sender": self.sender, "arrival": self.arrival, "size": self.size,
-                "client": self.client, "protocol": self.protocol, "helo": self.helo,
-                "sasl_username": self.sasl_username, "ret": self.ret, "envid": self.envid,
-                "is_bounce": self.is_bounce, "message_id": self.message_id}
+        return {
+            "sender": self.sender,
+            "arrival": self.arrival,
+            "size": self.size,
+            "client": self.client,
+            "protocol": self.protocol,
+            "helo": self.helo,
+            "sasl_username": self.sasl_username,
+            "ret": self.ret,
+            "envid": self.envid,
+            "is_bounce": self.is_bounce,
+            "message_id": self.message_id,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +161,14 @@ class AttemptResult:
     time: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "status": self.status, "dsn": self.dsn, "text": self.text,
-                "relay": self.relay, "time": self.time}
+        return {
+            "index": self.index,
+            "status": self.status,
+            "dsn": self.dsn,
+            "text": self.text,
+            "relay": self.relay,
+            "time": self.time,
+        }
 
 
 @dataclass(slots=True)
@@ -207,14 +232,6 @@ def is_queue_id(text: str) -> bool:
 # Durable directory updates
 
 
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DirectorySync:
     """Group commit of one directory's fsync across threads.
 
@@ -261,13 +278,15 @@ class DirectorySync:
 def render_envelope(envelope: Envelope) -> bytes:
     lines = [MAGIC, "E " + json.dumps(envelope.to_json(), ensure_ascii=False)]
     for record in envelope.recipients:
-        lines.append(f"R {RecipientState.PENDING.value} "
-                     + json.dumps(record.to_json(), ensure_ascii=False))
+        lines.append(
+            f"R {RecipientState.PENDING.value} " + json.dumps(record.to_json(), ensure_ascii=False)
+        )
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def parse_envelope_file(data: bytes, queue_id: str = "?") -> tuple[Envelope, list[
-        QueuedRecipientEntry], int]:
+def parse_envelope_file(
+    data: bytes, queue_id: str = "?"
+) -> tuple[Envelope, list[QueuedRecipientEntry], int]:
     """(envelope, recipients with their state offsets and last results, attempts)."""
     if not data.startswith(MAGIC.encode() + b"\n"):
         raise CorruptQueueFile(f"{queue_id}: not a sealmail queue file")
@@ -292,8 +311,14 @@ def parse_envelope_file(data: bytes, queue_id: str = "?") -> tuple[Envelope, lis
                 recipients.append(QueuedRecipientEntry(len(recipients), record, state, start + 2))
             elif line.startswith("L "):
                 item = json.loads(line[2:])
-                result = AttemptResult(int(item["index"]), str(item["status"]), str(item["dsn"]),
-                                       str(item["text"]), str(item["relay"]), float(item["time"]))
+                result = AttemptResult(
+                    int(item["index"]),
+                    str(item["status"]),
+                    str(item["dsn"]),
+                    str(item["text"]),
+                    str(item["relay"]),
+                    float(item["time"]),
+                )
                 if 0 <= result.index < len(recipients):
                     recipients[result.index].last = result
             elif line.startswith("A "):
@@ -444,15 +469,17 @@ class Queue:
         for _ in range(100):
             queue_id = new_queue_id(self.clock)
             try:
-                fd = os.open(self.content_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                             0o600)
+                fd = os.open(
+                    self.content_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+                )
             except FileExistsError:
                 continue
             return MessageWriter(self, queue_id, fd)
         raise QueueError("cannot allocate a queue id")
 
-    def enqueue(self, envelope: Envelope, content: bytes,
-                target: QueueName = QueueName.INCOMING) -> str:
+    def enqueue(
+        self, envelope: Envelope, content: bytes, target: QueueName = QueueName.INCOMING
+    ) -> str:
         """Write a whole message at once (bounces, pickup); returns its queue id."""
         with self.new_message() as writer:
             writer.write(content)
@@ -506,8 +533,16 @@ class Queue:
         except FileNotFoundError:
             raise QueueError(f"{queue_id}: no such message in {queue.value}") from None
         envelope, recipients, attempts = parse_envelope_file(data, queue_id)
-        return QueueFile(queue_id, queue, path, self.content_path(queue_id), envelope,
-                         recipients, attempts, mtime)
+        return QueueFile(
+            queue_id,
+            queue,
+            path,
+            self.content_path(queue_id),
+            envelope,
+            recipients,
+            attempts,
+            mtime,
+        )
 
     def entries(self, queues: Iterable[QueueName] = ENVELOPE_QUEUES) -> Iterator[QueueFile]:
         """Every readable message in `queues` (for postqueue -p); unreadable ones skipped."""
@@ -520,8 +555,15 @@ class Queue:
 
     # -- state changes ------------------------------------------------------------------------
 
-    def move(self, queue_id: str, source: QueueName, target: QueueName,
-             next_attempt: float | None = None, *, durable: bool = True) -> None:
+    def move(
+        self,
+        queue_id: str,
+        source: QueueName,
+        target: QueueName,
+        next_attempt: float | None = None,
+        *,
+        durable: bool = True,
+    ) -> None:
         """Rename the envelope into `target`. `next_attempt` sets its mtime (deferred mail's
         retry time, as Postfix keeps it); otherwise the mtime is now.
 
@@ -544,14 +586,24 @@ class Queue:
         """Set recipients' state in place, then fsync (a one-byte overwrite per recipient)."""
         self.update(entry, marks={index: state for index in indexes})
 
-    def record(self, entry: QueueFile, results: Iterable[AttemptResult],
-               attempt: tuple[float, float] | None = None) -> None:
+    def record(
+        self,
+        entry: QueueFile,
+        results: Iterable[AttemptResult],
+        attempt: tuple[float, float] | None = None,
+    ) -> None:
         """Append attempt results (and an attempt record), then fsync."""
         self.update(entry, results, attempt=attempt)
 
-    def update(self, entry: QueueFile, results: Iterable[AttemptResult] = (),
-               marks: dict[int, RecipientState] | None = None,
-               attempt: tuple[float, float] | None = None, *, durable: bool = True) -> None:
+    def update(
+        self,
+        entry: QueueFile,
+        results: Iterable[AttemptResult] = (),
+        marks: dict[int, RecipientState] | None = None,
+        attempt: tuple[float, float] | None = None,
+        *,
+        durable: bool = True,
+    ) -> None:
         """Append results, overwrite recipients' state bytes, and fsync once for all of it.
 
         durable=False skips the fsync: a mark that a power failure loses only means one more
@@ -581,8 +633,9 @@ class Queue:
             if durable:
                 os.fsync(handle.fileno())
 
-    def remove(self, queue_id: str, queue: QueueName | None = None, *,
-               durable: bool = True) -> bool:
+    def remove(
+        self, queue_id: str, queue: QueueName | None = None, *, durable: bool = True
+    ) -> bool:
         """Delete a message (envelope first, so no state ever lacks its content). A removal
         lost in a crash brings back a message whose recipients are all done, which the queue
         manager removes again: the queue manager passes durable=False."""
@@ -619,8 +672,10 @@ class Queue:
                         Path(entry.path).unlink(missing_ok=True)
                     else:
                         known.add(entry.name)
-        with contextlib.suppress(FileNotFoundError), os.scandir(
-                self.directory / CONTENT_DIRECTORY) as entries:
+        with (
+            contextlib.suppress(FileNotFoundError),
+            os.scandir(self.directory / CONTENT_DIRECTORY) as entries,
+        ):
             for entry in entries:
                 if entry.name not in known:
                     log.warning("%s: removing content without an envelope", entry.name)

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.durable import fsync_directory
 from sealmail.store import acl as acls
 from sealmail.store import locks, quota
 from sealmail.store.api import (
@@ -96,14 +97,6 @@ def os_error(exc: OSError, what: str) -> StoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"{what}: {exc.strerror}")
     return StoreError(f"{what}: {exc.strerror or exc}")
-
-
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_directories(path: Path) -> None:
@@ -937,19 +930,26 @@ class DiskStore:
             row = self._require(conn, name)
             mailbox_id, modseq = row[0], row[6]
             wanted = set(uids)
-            rows = conn.execute(
-                "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                " WHERE mailbox_id = ? ORDER BY uid",
-                (mailbox_id,),
-            ).fetchall() if len(wanted) > 64 else [
-                found
-                for uid in sorted(wanted)
-                if (found := conn.execute(
+            rows = (
+                conn.execute(
                     "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                    " WHERE mailbox_id = ? AND uid = ?",
-                    (mailbox_id, uid),
-                ).fetchone()) is not None
-            ]
+                    " WHERE mailbox_id = ? ORDER BY uid",
+                    (mailbox_id,),
+                ).fetchall()
+                if len(wanted) > 64
+                else [
+                    found
+                    for uid in sorted(wanted)
+                    if (
+                        found := conn.execute(
+                            "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                            " WHERE mailbox_id = ? AND uid = ?",
+                            (mailbox_id, uid),
+                        ).fetchone()
+                    )
+                    is not None
+                ]
+            )
             for uid, mseq, internaldate, size, guid, text in rows:
                 if uid not in wanted:
                     continue
@@ -999,11 +999,14 @@ class DiskStore:
                 rows = [
                     found
                     for uid in sorted(set(uids))
-                    if (found := conn.execute(
-                        "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
-                        " WHERE mailbox_id = ? AND uid = ?",
-                        (src[0], uid),
-                    ).fetchone()) is not None
+                    if (
+                        found := conn.execute(
+                            "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
+                            " WHERE mailbox_id = ? AND uid = ?",
+                            (src[0], uid),
+                        ).fetchone()
+                    )
+                    is not None
                 ]
                 result = CopiedMessages(dst[4], [])
                 if not rows:
@@ -1041,8 +1044,17 @@ class DiskStore:
                     conn.execute(
                         "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
                         " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (dst_id, new_uid, modseq, internaldate, size, guid, flags, path.name,
-                         structure),
+                        (
+                            dst_id,
+                            new_uid,
+                            modseq,
+                            internaldate,
+                            size,
+                            guid,
+                            flags,
+                            path.name,
+                            structure,
+                        ),
                     )
                     pairs.append((uid, new_uid))
                     total += size

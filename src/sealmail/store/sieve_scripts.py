@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.durable import fsync_directory
 from sealmail.store.errors import StoreError
 
 __all__ = [
@@ -134,14 +135,6 @@ def check_script_name(name: str) -> None:
         raise InvalidScriptName(f"script name {name!r} may not hold '/' or start with '.'")
     if len(name.encode("utf-8")) > _MAX_NAME_OCTETS:
         raise InvalidScriptName(f"script name is longer than {_MAX_NAME_OCTETS} octets")
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SieveScriptStore:
@@ -280,7 +273,7 @@ class SieveScriptStore:
                 finally:
                     os.close(fd)
                 os.rename(temporary, target)
-                _fsync_directory(directory)
+                fsync_directory(directory)
             except OSError as exc:
                 temporary.unlink(missing_ok=True)
                 raise _disk_error(f"cannot write script {name!r}", exc) from exc
@@ -299,7 +292,7 @@ class SieveScriptStore:
                     temporary.unlink(missing_ok=True)
                     os.symlink(name + SCRIPT_SUFFIX, temporary)
                     os.rename(temporary, link)  # replaces the old link in one step
-                _fsync_directory(directory)
+                fsync_directory(directory)
             except OSError as exc:
                 raise _disk_error("cannot change the active script", exc) from exc
 
@@ -313,7 +306,7 @@ class SieveScriptStore:
                 raise ScriptActive(f"script {name!r} is active")
             try:
                 path.unlink()
-                _fsync_directory(directory)
+                fsync_directory(directory)
             except OSError as exc:
                 raise _disk_error(f"cannot delete script {name!r}", exc) from exc
 
@@ -334,7 +327,7 @@ class SieveScriptStore:
                     os.symlink(new + SCRIPT_SUFFIX, temporary)
                     os.rename(temporary, directory / ACTIVE_LINK)
                 source.unlink()
-                _fsync_directory(directory)
+                fsync_directory(directory)
             except FileExistsError:
                 raise ScriptExists(f"a script named {new!r} exists") from None
             except OSError as exc:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.durable import fsync_directory
 from sealmail.mta.config import parameters
 from sealmail.mta.config.parameters import Parameter
 
@@ -114,8 +115,9 @@ class MainCfDocument:
         found: dict[str, MainCfEntry] = {}
         for entry in self.entries:
             if entry.name in found:
-                log.warning("%s: multiple entries for %r; line %d wins", self.path, entry.name,
-                            entry.line)
+                log.warning(
+                    "%s: multiple entries for %r; line %d wins", self.path, entry.name, entry.line
+                )
             found[entry.name] = entry
         return found
 
@@ -236,11 +238,7 @@ def replace_file_atomically(target: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(target.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,8 +341,9 @@ def expand(
     return "".join(out)
 
 
-def _value_of(name: str, resolve: Resolver, where: str,
-              undefined: Callable[[str], None] | None, depth: int) -> str:
+def _value_of(
+    name: str, resolve: Resolver, where: str, undefined: Callable[[str], None] | None, depth: int
+) -> str:
     raw = resolve(name)
     if raw is None:
         if undefined is not None:
@@ -353,8 +352,9 @@ def _value_of(name: str, resolve: Resolver, where: str,
     return expand(raw, resolve, where=where, undefined=undefined, _depth=depth + 1)
 
 
-def _expand_braced(inner: str, resolve: Resolver, where: str,
-                   undefined: Callable[[str], None] | None, depth: int) -> str:
+def _expand_braced(
+    inner: str, resolve: Resolver, where: str, undefined: Callable[[str], None] | None, depth: int
+) -> str:
     """`name`, `name?value`, `name:value`, `name?{a}:{b}` (the text between the brackets)."""
     end = 0
     while end < len(inner) and inner[end] in _NAME_CHARS:
@@ -371,8 +371,9 @@ def _expand_braced(inner: str, resolve: Resolver, where: str,
         )
     # `${name?...}` tests without warning about an undefined name.
     raw = resolve(name)
-    non_empty = bool(raw) and bool(expand(raw or "", resolve, where=where, undefined=undefined,
-                                          _depth=depth + 1))
+    non_empty = bool(raw) and bool(
+        expand(raw or "", resolve, where=where, undefined=undefined, _depth=depth + 1)
+    )
     if_set, if_unset = _split_alternatives(operand)
     if operator == ":":
         chosen = "" if non_empty else if_set
@@ -414,8 +415,13 @@ class MainConfig:
     _warned: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
-    def from_document(cls, document: MainCfDocument, *, transports: Iterable[str] = (),
-                      hostname: str | None = None) -> MainConfig:
+    def from_document(
+        cls,
+        document: MainCfDocument,
+        *,
+        transports: Iterable[str] = (),
+        hostname: str | None = None,
+    ) -> MainConfig:
         config = cls(document.values(), document.path, frozenset(transports), hostname)
         for entry in config.explicit.values():
             rename = parameters.renamed(entry.name)
@@ -557,8 +563,11 @@ class MainConfig:
             for suffix in parameters.PER_TRANSPORT
         }
         known |= set(self.words("smtpd_restriction_classes"))
-        pending = [self.raw(name) or "" for name in known if name in self.explicit or
-                   name in parameters.PARAMETERS]
+        pending = [
+            self.raw(name) or ""
+            for name in known
+            if name in self.explicit or name in parameters.PARAMETERS
+        ]
         while pending:
             for referred in referenced_names(pending.pop()):
                 if referred not in known:

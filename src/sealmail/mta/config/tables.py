@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.durable import fsync_directory
 
 log = logging.getLogger("sealmail.mta.tables")
 
@@ -212,11 +213,7 @@ def build_hash(source: str | os.PathLike[str], *, fold: bool = True) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(source_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(source_path.parent)
     return target
 
 
