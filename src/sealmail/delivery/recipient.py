@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.store import names
 from sealmail.store.acl import rights_of
-from sealmail.store.api import MessageStore
+from sealmail.store.api import MailboxInfo, MessageStore
 from sealmail.store.errors import InvalidMailboxName, MailboxNotFound, PermissionDenied
 
 # Who posts when mail arrives by LMTP without an AUTH= identity: Cyrus checks the 'p' right of
@@ -88,12 +88,13 @@ class RecipientResolver:
         mailbox_domain = domain if self.virtdomains and domain != self.defaultdomain else None
 
         if detail is not None and (not user or (self.postuser and user == self.postuser)):
-            mailbox = self._folder(detail, mailbox_domain)
-            if mailbox is None:
+            prefix = f"{mailbox_domain}!" if mailbox_domain else ""
+            shared = self._existing(prefix, detail)
+            if shared is None:
                 raise MailboxNotFound(f"no shared folder {detail!r}")
-            if not self._may_post(mailbox, poster):
-                raise PermissionDenied(f"{mailbox} does not grant the post right")
-            return Recipient(address, mailbox, None, ignore_quota)
+            if not self._may_post(shared, poster):
+                raise PermissionDenied(f"{shared.name} does not grant the post right")
+            return Recipient(address, shared.name, None, ignore_quota)
 
         if not user:
             raise MailboxNotFound("empty local part")
@@ -106,15 +107,13 @@ class RecipientResolver:
             raise MailboxNotFound(f"no mailbox {inbox}")
         userid = f"{user}@{mailbox_domain}" if mailbox_domain else user
         if detail:
-            folder = self._subfolder(inbox, detail)
+            folder = self._existing(f"{inbox}.", detail)
             if folder is not None and self._may_post(folder, poster):
-                return Recipient(address, folder, userid, ignore_quota)
+                return Recipient(address, folder.name, userid, ignore_quota)
         return Recipient(address, inbox, userid, ignore_quota)
 
-    def _may_post(self, mailbox: str, poster: str) -> bool:
-        info = self.store.mailbox(mailbox)
-        acl = info.acl if info is not None else {}
-        return "p" in rights_of(acl, poster, is_admin=self.config.is_admin(poster))
+    def _may_post(self, mailbox: MailboxInfo, poster: str) -> bool:
+        return "p" in rights_of(mailbox.acl, poster, is_admin=self.config.is_admin(poster))
 
     def _candidates(self, detail: str) -> list[str]:
         """Internal names a detail may mean: already modified UTF-7, or as typed (UTF-8, spaces)."""
@@ -131,16 +130,10 @@ class RecipientResolver:
             found.append(self.namespace.to_internal(detail))
         return list(dict.fromkeys(found))
 
-    def _folder(self, detail: str, domain: str | None) -> str | None:
+    def _existing(self, prefix: str, detail: str) -> MailboxInfo | None:
+        """The first mailbox `prefix + candidate` that exists, for the detail's candidates."""
         for candidate in self._candidates(detail):
-            name = f"{domain}!{candidate}" if domain else candidate
-            if self.store.mailbox(name) is not None:
-                return name
-        return None
-
-    def _subfolder(self, inbox: str, detail: str) -> str | None:
-        for candidate in self._candidates(detail):
-            name = f"{inbox}.{candidate}"
-            if self.store.mailbox(name) is not None:
-                return name
+            info = self.store.mailbox(prefix + candidate)
+            if info is not None:
+                return info
         return None
