@@ -27,7 +27,7 @@ class FileSink:
                                                     request.queue_id)
         while (self.directory / "hold").exists():
             await asyncio.sleep(0.02)
-        content = request.message_path.read_bytes()
+        content = request.message.read()
         results = []
         for recipient in request.recipients:
             path = self.directory / f"{request.queue_id}.{recipient.index}.eml"

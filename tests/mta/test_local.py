@@ -28,6 +28,7 @@ from sealmail.mta.aliases import build_alias_database
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.main_cf import parse_main_cf
 from sealmail.mta.config.master_cf import parse_master_cf
+from sealmail.mta.queue import MessageContent
 
 MESSAGE = b"Subject: hi\r\n\r\nFrom the start\r\nbody\r\n"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="commands run as nobody need root")
@@ -65,13 +66,13 @@ class Harness:
         return self.users.get(name) or (passwd_account(name) if name == "nobody" else None)
 
     async def pass_to(self, request: DeliveryRequest) -> list[RecipientResult]:
-        assert request.message_path == self.message and request.queue_id == "QID"
+        assert request.message == MessageContent(self.message) and request.queue_id == "QID"
         self.passed.append((request.transport, request.nexthop, list(request.recipients)))
         return [RecipientResult(r.index, Status.SENT, "2.1.5", "250 2.1.5 Ok", "lmtp")
                 for r in request.recipients]
 
-    async def resubmit(self, sender: str, recipients: Sequence[str], path: Path) -> str:
-        self.resubmitted.append((sender, list(recipients), path.read_bytes()))
+    async def resubmit(self, sender: str, recipients: Sequence[str], content: bytes) -> str:
+        self.resubmitted.append((sender, list(recipients), content))
         return f"RESUB{len(self.resubmitted)}"
 
     def deliver(self, *addresses: str, sender: str = "s@remote.example",
@@ -80,8 +81,8 @@ class Harness:
             self.message.write_bytes(content)
         request = DeliveryRequest(
             "QID", sender, tuple(QueuedRecipient(a, a, i) for i, a in enumerate(addresses)),
-            "local", "mx.example.com", self.message, self.message.stat().st_size, 0.0,
-            self.settings)
+            "local", "mx.example.com", MessageContent(self.message),
+            self.message.stat().st_size, 0.0, self.settings)
         results = asyncio.run(self.agent.deliver(request))
         assert [r.index for r in results] == list(range(len(addresses)))
         return [(r.status, r.dsn, r.text) for r in results]

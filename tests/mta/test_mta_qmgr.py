@@ -57,7 +57,7 @@ class FakeAgent:
                 await asyncio.sleep(0)
         finally:
             self.running -= 1
-        assert request.message_path.exists()
+        assert request.message.read()
         results = []
         for r in request.recipients:
             status, dsn, text = self.outcomes.get(r.address, (Status.SENT, "2.0.0", "250 ok"))

@@ -21,8 +21,8 @@ from sealmail.mta.queue import (
     RecipientState,
     is_queue_id,
     new_queue_id,
-    parse_envelope_file,
-    render_envelope,
+    parse_queue_file,
+    render_queue_file,
 )
 
 
@@ -38,19 +38,21 @@ def envelope(*recipients: str, sender: str = "alice@example.org") -> Envelope:
                     size=5, client="unknown[127.0.0.1]", protocol="ESMTP")
 
 
-def test_queue_ids_are_distinct_and_valid() -> None:
-    ids = {new_queue_id() for _ in range(2000)}
-    assert len(ids) == 2000
-    assert all(is_queue_id(i) and len(i) == 12 for i in ids)
+def test_queue_ids_are_distinct_and_valid(queue: Queue) -> None:
+    ids = {queue.enqueue(envelope("b@x.test"), b"m") for _ in range(300)}
+    assert len(ids) == 300  # the same clock for all: the inode tells them apart
+    assert all(is_queue_id(i) and len(i) >= 12 for i in ids)
+    assert new_queue_id(5, lambda: 1.0) != new_queue_id(6, lambda: 1.0)
     assert not is_queue_id("../etc/passwd")
     assert not is_queue_id("aeiou12345")  # lower case and vowels are never in an id
 
 
-def test_enqueue_writes_content_and_envelope(queue: Queue) -> None:
+def test_enqueue_writes_one_file_with_envelope_and_content(queue: Queue) -> None:
     queue_id = queue.enqueue(envelope("bob@example.com"), b"hello")
     assert queue.ids(QueueName.INCOMING) == [queue_id]
-    assert queue.content_path(queue_id).read_bytes() == b"hello"
     loaded = queue.load(queue_id, QueueName.INCOMING)
+    assert loaded.content.read() == b"hello"
+    assert loaded.content.path == queue.path_of(queue_id, QueueName.INCOMING)
     assert loaded.envelope.sender == "alice@example.org"
     assert [r.record.address for r in loaded.pending] == ["bob@example.com"]
     assert not any(p.name.startswith(".") for p in queue.queue_directory(QueueName.INCOMING)
@@ -61,8 +63,7 @@ def test_aborted_writer_leaves_nothing(queue: Queue) -> None:
     with pytest.raises(RuntimeError), queue.new_message() as writer:
         writer.write(b"partial")
         raise RuntimeError("client went away")
-    assert list((queue.directory / "content").iterdir()) == []
-    assert queue.ids(QueueName.INCOMING) == []
+    assert list(queue.queue_directory(QueueName.INCOMING).iterdir()) == []
 
 
 def test_marks_are_in_place_and_survive_reload(queue: Queue) -> None:
@@ -78,11 +79,12 @@ def test_marks_are_in_place_and_survive_reload(queue: Queue) -> None:
 
 
 def test_results_and_attempts_are_appended(queue: Queue) -> None:
-    queue_id = queue.enqueue(envelope("a@x.test", "b@x.test"), b"m")
+    queue_id = queue.enqueue(envelope("a@x.test", "b@x.test"), b"R m\nL x\n")
     entry = queue.load(queue_id, QueueName.INCOMING)
     queue.record(entry, [AttemptResult(1, "deferred", "4.4.1", "connect refused", "none", 5.0)],
                  attempt=(5.0, 305.0))
     again = queue.load(queue_id, QueueName.INCOMING)
+    assert again.content.read() == b"R m\nL x\n"  # content that looks like records stays content
     assert again.attempts == 1
     assert again.recipients[1].last is not None
     assert again.recipients[1].last.text == "connect refused"
@@ -110,30 +112,34 @@ def test_move_sets_next_attempt_time(queue: Queue) -> None:
 def test_recover_requeues_active_and_removes_debris(queue: Queue) -> None:
     queue_id = queue.enqueue(envelope("a@x.test"), b"m")
     queue.move(queue_id, QueueName.INCOMING, QueueName.ACTIVE)
+    half = queue.new_message()
+    half.write(b"content of a receive that never got its 250")
     (queue.queue_directory(QueueName.INCOMING) / ".HALF.tmp").write_bytes(b"x")
-    orphan = queue.content_path("BCDFGHJKLMNP")
-    orphan.write_bytes(b"content of a receive that never got its 250")
     assert queue.recover() == [queue_id]
     assert queue.find(queue_id) is QueueName.INCOMING
-    assert not orphan.exists()
-    assert queue.content_path(queue_id).exists()
-    assert not (queue.queue_directory(QueueName.INCOMING) / ".HALF.tmp").exists()
+    assert queue.load(queue_id, QueueName.INCOMING).content.read() == b"m"
+    assert queue.ids(QueueName.INCOMING) == [queue_id]
+    assert [p.name for p in queue.queue_directory(QueueName.INCOMING).iterdir()] == [queue_id]
 
 
-def test_remove_deletes_envelope_and_content(queue: Queue) -> None:
+def test_remove_deletes_the_queue_file(queue: Queue) -> None:
     queue_id = queue.enqueue(envelope("a@x.test"), b"m")
     assert queue.remove(queue_id)
-    assert not queue.content_path(queue_id).exists()
+    assert queue.find(queue_id) is None
     assert not queue.remove(queue_id)
 
 
 def test_corrupt_files_are_typed_errors() -> None:
     with pytest.raises(CorruptQueueFile):
-        parse_envelope_file(b"garbage\n")
+        parse_queue_file(b"garbage\n")
     with pytest.raises(CorruptQueueFile):
-        parse_envelope_file(b"sealmail-queue 1\nR P {}\n")
+        parse_queue_file(b"sealmail-queue 2 7 0\nR P {}\n")
     with pytest.raises(CorruptQueueFile):
-        parse_envelope_file(b"sealmail-queue 1\nX what\n")
+        parse_queue_file(b"sealmail-queue 2 7 0\nX what\n")
+    with pytest.raises(CorruptQueueFile):
+        parse_queue_file(b"sealmail-queue 2 0 0\n")  # no envelope
+    with pytest.raises(CorruptQueueFile):
+        parse_queue_file(b"sealmail-queue 2 90 5\nE {}\n")  # cut short
 
 
 def test_maildrop_is_sticky_and_world_writable(queue: Queue) -> None:
@@ -148,8 +154,10 @@ addresses = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_
 def test_envelope_round_trip(recipients: list[str], sender: str) -> None:
     original = Envelope(sender, tuple(RecipientRecord(r, r.upper(), ("FAILURE",)) for r in
                                       recipients), arrival=12.5, size=3, envid="x")
-    parsed, entries, attempts = parse_envelope_file(render_envelope(original))
+    data = render_queue_file(original, b"R P x\r\n")
+    parsed, entries, attempts, (at, size) = parse_queue_file(data)
     assert parsed == original
+    assert data[at : at + size] == b"R P x\r\n"
     assert attempts == 0
     assert all(e.state is RecipientState.PENDING for e in entries)
 
@@ -157,4 +165,4 @@ def test_envelope_round_trip(recipients: list[str], sender: str) -> None:
 @given(st.binary(max_size=300))
 def test_parser_never_crashes_untyped(data: bytes) -> None:
     with contextlib.suppress(CorruptQueueFile):
-        parse_envelope_file(b"sealmail-queue 1\n" + data)
+        parse_queue_file(b"sealmail-queue 2 %d 0\n" % len(data) + data)

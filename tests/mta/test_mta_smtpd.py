@@ -110,7 +110,7 @@ def test_smtplib_submission_is_queued_durably(serve: Callable[..., Server]) -> N
     assert entry.envelope.sender == "alice@example.org"
     assert entry.envelope.protocol == "ESMTP"
     assert [r.record.address for r in entry.recipients] == ["bob@example.com"]
-    content = entry.content_path.read_bytes()
+    content = entry.content.read()
     assert content.startswith(b"Received: from client.test (unknown [127.0.0.1])")
     assert f"with ESMTP id {queue_id}".encode() in content
     assert b"Message-Id: <" in content and b"\r\nDate: " in content

@@ -29,6 +29,7 @@ from sealmail.mta.agents.pipe import (
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.main_cf import parse_main_cf
 from sealmail.mta.config.master_cf import parse_master_cf
+from sealmail.mta.queue import MessageContent
 
 UNPRIVILEGED = "nobody"
 MESSAGE = (b"Delivered-To: looped@example.com\r\nSubject: hi\r\n\r\n"
@@ -46,7 +47,7 @@ def request(path: Path, *addresses: str, sender: str = "s@remote.example",
     return DeliveryRequest(
         "QID1", sender,
         tuple(QueuedRecipient(a, a.upper(), i) for i, a in enumerate(addresses)),
-        "pipe", nexthop, path, path.stat().st_size if path.exists() else 0, 0.0,
+        "pipe", nexthop, MessageContent(path), path.stat().st_size if path.exists() else 0, 0.0,
         cfg or settings())
 
 

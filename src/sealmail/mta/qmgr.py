@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sealmail.mta.agents import (
     DeliveryAgent,
@@ -246,11 +245,10 @@ class QueueManager:
         async with transport.slots or contextlib.nullcontext():
             return await transport.agent.deliver(handed)
 
-    async def resubmit(self, sender: str, recipients: Sequence[str], message: Path) -> str:
+    async def resubmit(self, sender: str, recipients: Sequence[str], content: bytes) -> str:
         """Queue a new message (local(8) forwarding by alias or .forward); its queue id."""
         if self._cleanup is None:
             self._cleanup = cleanup_from_config(self.main)
-        content = await asyncio.to_thread(message.read_bytes)
         queue_id, _ = await asyncio.to_thread(
             functools.partial(
                 queue_message, self.queue, self._cleanup, sender=sender,
@@ -266,14 +264,19 @@ class QueueManager:
     async def deliver_message(self, queue_id: str, source: QueueName = QueueName.INCOMING,
                               *, flushing: bool = False) -> None:
         queue = self.queue
-        try:
-            await asyncio.to_thread(queue.move, queue_id, source, QueueName.ACTIVE,
-                                    durable=False)
-        except QueueError:
-            return  # gone meanwhile (postsuper -d, or another scan took it)
+
+        def activate() -> QueueFile | None:
+            try:
+                queue.move(queue_id, source, QueueName.ACTIVE, durable=False)
+            except QueueError:
+                return None  # gone meanwhile (postsuper -d, or another scan took it)
+            return queue.load(queue_id, QueueName.ACTIVE)
+
         activated = self.clock()
         try:
-            entry = await asyncio.to_thread(queue.load, queue_id, QueueName.ACTIVE)
+            entry = await asyncio.to_thread(activate)
+            if entry is None:
+                return
         except CorruptQueueFile as exc:
             log.warning("%s: corrupt queue file moved to corrupt/: %s", queue_id, exc)
             await asyncio.to_thread(queue.set_corrupt, queue_id, QueueName.ACTIVE)
@@ -322,7 +325,7 @@ class QueueManager:
                                              m.record.notify) for m in members),
             transport=transport.name,
             nexthop=nexthop,
-            message_path=entry.content_path,
+            message=entry.content,
             size=envelope.size,
             arrival_time=envelope.arrival,
             settings=transport.settings,
@@ -374,12 +377,20 @@ class QueueManager:
 
         marks = {index: RecipientState.SENT for index in sent}
         marks.update((index, RecipientState.BOUNCED) for index in failed)
-
-        def write() -> None:
-            self.queue.update(entry, records, marks, durable=False)
+        if len(sent) == len(entry.pending) and len(sent) == len(paired):
+            # Every recipient still pending is now delivered: _finish removes the file next,
+            # so writing the marks first would only matter in a crash between the two, which
+            # delivers at most once more either way.
+            for index in sent:
+                entry.recipients[index].state = RecipientState.SENT
+            write = None
+        else:
+            def write() -> None:
+                self.queue.update(entry, records, marks, durable=False)
 
         try:
-            await asyncio.to_thread(write)
+            if write is not None:
+                await asyncio.to_thread(write)
         except FileNotFoundError:
             log.info("%s: removed while being delivered (postsuper -d)", entry.queue_id)
             return
@@ -392,8 +403,6 @@ class QueueManager:
         queue = self.queue
         queue_id = entry.queue_id
         now = self.clock()
-        if not entry.path.exists():
-            return
         pending = entry.pending
         if pending and self.schedule.expired(entry.envelope.arrival, now,
                                              entry.envelope.is_bounce):
@@ -406,8 +415,8 @@ class QueueManager:
         if entry.bounced:
             await self._notify_sender(entry)
         if entry.finished:
-            await asyncio.to_thread(queue.remove, queue_id, QueueName.ACTIVE, durable=False)
-            log.info("%s: removed", queue_id)
+            if await asyncio.to_thread(queue.remove, queue_id, QueueName.ACTIVE, durable=False):
+                log.info("%s: removed", queue_id)
             return
         attempts = entry.attempts + 1
         next_attempt = self.schedule.next_attempt(attempts, now)
@@ -436,7 +445,7 @@ class QueueManager:
                     orcpt=r.record.orcpt,
                 )
                 for r in wanted)
-            original = await asyncio.to_thread(entry.content_path.read_bytes)
+            original = await asyncio.to_thread(entry.content.read)
             notice = build_bounce(BounceRequest(
                 queue_id=entry.queue_id, sender=envelope.sender, arrival=envelope.arrival,
                 reporting_mta=self.myhostname, failed=failed, original=original,

@@ -2,29 +2,33 @@
 
 Theory of operation. Under `queue_directory`:
 
-    content/QUEUEID      the message (headers + body, CRLF), written once and never moved
-    incoming/QUEUEID     envelope of mail that is complete and waits for the queue manager
-    active/QUEUEID       envelope of mail the queue manager is delivering now
-    deferred/QUEUEID     envelope of mail that waits for a retry; its mtime is the next attempt
-    hold/QUEUEID         envelope of mail put on hold (postsuper -h)
-    corrupt/QUEUEID      envelopes that could not be read
+    incoming/QUEUEID     mail that is complete and waits for the queue manager
+    active/QUEUEID       mail the queue manager is delivering now
+    deferred/QUEUEID     mail that waits for a retry; the file's mtime is the next attempt
+    hold/QUEUEID         mail put on hold (postsuper -h)
+    corrupt/QUEUEID      queue files that could not be read
     maildrop/            files posted by `sealmail sendmail`, read by pickup (sealmail.mta.pickup)
 
-A message's state is the directory its envelope is in, so a state change is one rename(2), which
-is atomic: after a crash the envelope is in exactly one queue. Receiving writes and fsyncs the
-content, writes the envelope under a temporary name, fsyncs it, renames it into incoming/ and
-fsyncs both directories: only then may the SMTP server say 250 (issue 8: "fsync'd before the
-250"). A master that starts moves everything in active/ back to incoming/ (`recover`), so mail
-whose delivery was interrupted is delivered again; recipients already marked done are skipped, so
-a crash delivers each recipient at most once more.
+One message is one queue file, envelope and content together (as Postfix keeps it), so a
+message's state is the directory its file is in and a state change is one rename(2), which is
+atomic: after a crash the message is in exactly one queue. Receiving writes the whole file under
+a temporary name in incoming/, fsyncs it, renames it to its queue id and fsyncs the directory:
+only then may the SMTP server say 250 (issue 8: "fsync'd before the 250"), and it cost one file
+fsync and a share of one directory fsync. A master that starts moves everything in active/ back
+to incoming/ (`recover`), so mail whose delivery was interrupted is delivered again; recipients
+already marked done are skipped, so a crash delivers each recipient at most once more.
 
-The envelope file is text, one record per line:
+The queue id is the arrival time in microseconds and the file's inode number: no two live queue
+files share an inode, so ids never clash (Postfix's long queue ids are made the same way).
 
-    sealmail-queue 1
+The file, in order:
+
+    sealmail-queue 2 ENVELOPE_OCTETS CONTENT_OCTETS
     E {"sender": ..., "arrival": ..., ...}          the message's envelope
     R P {"address": ..., "original": ..., ...}      one per recipient; the byte after "R " is
                                                     its state, rewritten in place (as Postfix
                                                     overwrites a recipient record's type)
+    <the message content: CONTENT_OCTETS octets, headers and body, CRLF>
     L {"index": 0, "status": "deferred", ...}       appended: a delivery attempt's result
     A {"time": ..., "next": ...}                    appended: a deferred attempt
 
@@ -51,7 +55,7 @@ from sealmail.durable import fsync_directory
 
 log = logging.getLogger("sealmail.mta.queue")
 
-MAGIC = "sealmail-queue 1"
+MAGIC = "sealmail-queue 2"
 
 
 class QueueError(Exception):
@@ -71,7 +75,6 @@ class QueueName(enum.Enum):
 
 
 ENVELOPE_QUEUES = (QueueName.INCOMING, QueueName.ACTIVE, QueueName.DEFERRED, QueueName.HOLD)
-CONTENT_DIRECTORY = "content"
 MAILDROP_DIRECTORY = "maildrop"
 PUBLIC_DIRECTORY = "public"
 
@@ -180,14 +183,31 @@ class QueuedRecipientEntry:
     last: AttemptResult | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """Where a queued message's content lies: a byte range of its queue file (or a whole file,
+    length -1, for agents handed a message that is not in the queue)."""
+
+    path: Path
+    offset: int = 0
+    length: int = -1
+
+    def read(self) -> bytes:
+        """The content, read whole: queue files are bounded by message_size_limit. Blocking."""
+        with open(self.path, "rb") as handle:
+            if self.offset:
+                handle.seek(self.offset)
+            return handle.read(self.length) if self.length >= 0 else handle.read()
+
+
 @dataclass(slots=True)
 class QueueFile:
-    """A loaded envelope file."""
+    """A loaded queue file: envelope, recipients and where the content lies."""
 
     queue_id: str
     queue: QueueName
     path: Path
-    content_path: Path
+    content: MessageContent
     envelope: Envelope
     recipients: list[QueuedRecipientEntry]
     attempts: int = 0
@@ -212,16 +232,19 @@ class QueueFile:
 _ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"  # no vowels: ids never spell words
 
 
-def new_queue_id(clock: Callable[[], float] = time.time) -> str:
-    """A 12-character id: 7 from the microsecond clock, 5 random; unique because the content
-    file is created with O_EXCL under it (a clash just draws another)."""
-    micro = int(clock() * 1_000_000)
-    digits = []
-    for _ in range(7):
-        micro, rest = divmod(micro, len(_ID_ALPHABET))
+def _encode(number: int, width: int) -> str:
+    digits: list[str] = []
+    while number or len(digits) < width:
+        number, rest = divmod(number, len(_ID_ALPHABET))
         digits.append(_ID_ALPHABET[rest])
-    random_part = "".join(secrets.choice(_ID_ALPHABET) for _ in range(5))
-    return "".join(reversed(digits)) + random_part
+    return "".join(reversed(digits))
+
+
+def new_queue_id(inode: int, clock: Callable[[], float] = time.time) -> str:
+    """7 characters of the microsecond clock (their last 7 base-31 digits), then the inode
+    number of the message's queue file (at least 5 characters): unique among live queue files,
+    which is all a queue id must be, and sortable by arrival within a few hours."""
+    return _encode(int(clock() * 1_000_000) % len(_ID_ALPHABET) ** 7, 7) + _encode(inode, 5)
 
 
 def is_queue_id(text: str) -> bool:
@@ -276,7 +299,8 @@ class DirectorySync:
 
 
 def render_envelope(envelope: Envelope) -> bytes:
-    lines = [MAGIC, "E " + json.dumps(envelope.to_json(), ensure_ascii=False)]
+    """The E and R records of a new queue file (every recipient pending)."""
+    lines = ["E " + json.dumps(envelope.to_json(), ensure_ascii=False)]
     for record in envelope.recipients:
         lines.append(
             f"R {RecipientState.PENDING.value} " + json.dumps(record.to_json(), ensure_ascii=False)
@@ -284,69 +308,114 @@ def render_envelope(envelope: Envelope) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def parse_envelope_file(
-    data: bytes, queue_id: str = "?"
-) -> tuple[Envelope, list[QueuedRecipientEntry], int]:
-    """(envelope, recipients with their state offsets and last results, attempts)."""
-    if not data.startswith(MAGIC.encode() + b"\n"):
+def render_queue_file(envelope: Envelope, content: bytes) -> bytes:
+    records = render_envelope(envelope)
+    return f"{MAGIC} {len(records)} {len(content)}\n".encode() + records + content
+
+
+def parse_header(line: bytes, queue_id: str = "?") -> tuple[int, int]:
+    """(envelope octets, content octets) from a queue file's first line."""
+    magic, _, sizes = line.rstrip(b"\n").rpartition(b" ")
+    magic, _, records = magic.rpartition(b" ")
+    if magic != MAGIC.encode() or not records.isdigit() or not sizes.isdigit():
         raise CorruptQueueFile(f"{queue_id}: not a sealmail queue file")
-    envelope_data: dict[str, Any] | None = None
-    recipients: list[QueuedRecipientEntry] = []
-    attempts = 0
-    offset = 0
-    for raw in data.splitlines(keepends=True):
-        start = offset
-        offset += len(raw)
-        if not raw.endswith(b"\n"):
-            break  # a torn append at the end: ignore it, the record was never complete
-        line = raw[:-1].decode("utf-8", "replace")
-        if line == MAGIC:
-            continue
+    return int(records), int(sizes)
+
+
+@dataclass(slots=True)
+class _Records:
+    """What a queue file's records say, as they are read."""
+
+    queue_id: str
+    envelope: dict[str, Any] | None = None
+    recipients: list[QueuedRecipientEntry] = field(default_factory=list)
+    attempts: int = 0
+
+    def read(self, data: bytes, base: int, *, appended: bool) -> None:
+        """Records in `data`, which starts at file offset `base`. Envelope records come before
+        the content, results and attempts after it."""
+        offset = base
+        for raw in data.splitlines(keepends=True):
+            start = offset
+            offset += len(raw)
+            if not raw.endswith(b"\n"):
+                if appended:
+                    break  # a torn append at the end: ignore it, it was never complete
+                raise CorruptQueueFile(f"{self.queue_id}: envelope records are cut short")
+            line = raw[:-1].decode("utf-8", "replace")
+            kind = line[:2]
+            try:
+                if kind == "E " and not appended:
+                    self.envelope = json.loads(line[2:])
+                elif kind == "R " and not appended:
+                    state = RecipientState(line[2])
+                    record = RecipientRecord.from_json(json.loads(line[4:]))
+                    self.recipients.append(
+                        QueuedRecipientEntry(len(self.recipients), record, state, start + 2)
+                    )
+                elif kind == "L " and appended:
+                    item = json.loads(line[2:])
+                    result = AttemptResult(
+                        int(item["index"]),
+                        str(item["status"]),
+                        str(item["dsn"]),
+                        str(item["text"]),
+                        str(item["relay"]),
+                        float(item["time"]),
+                    )
+                    if 0 <= result.index < len(self.recipients):
+                        self.recipients[result.index].last = result
+                elif kind == "A " and appended:
+                    self.attempts += 1
+                else:
+                    raise CorruptQueueFile(f"{self.queue_id}: unexpected record {line[:20]!r}")
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise CorruptQueueFile(
+                    f"{self.queue_id}: bad record {line[:40]!r}: {exc}"
+                ) from None
+
+    def finish(self) -> tuple[Envelope, list[QueuedRecipientEntry], int]:
+        data = self.envelope
+        if data is None:
+            raise CorruptQueueFile(f"{self.queue_id}: no envelope record")
         try:
-            if line.startswith("E "):
-                envelope_data = json.loads(line[2:])
-            elif line.startswith("R "):
-                state = RecipientState(line[2])
-                record = RecipientRecord.from_json(json.loads(line[4:]))
-                recipients.append(QueuedRecipientEntry(len(recipients), record, state, start + 2))
-            elif line.startswith("L "):
-                item = json.loads(line[2:])
-                result = AttemptResult(
-                    int(item["index"]),
-                    str(item["status"]),
-                    str(item["dsn"]),
-                    str(item["text"]),
-                    str(item["relay"]),
-                    float(item["time"]),
-                )
-                if 0 <= result.index < len(recipients):
-                    recipients[result.index].last = result
-            elif line.startswith("A "):
-                attempts += 1
-            else:
-                raise CorruptQueueFile(f"{queue_id}: unknown record {line[:20]!r}")
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise CorruptQueueFile(f"{queue_id}: bad record {line[:40]!r}: {exc}") from None
-    if envelope_data is None:
-        raise CorruptQueueFile(f"{queue_id}: no envelope record")
-    try:
-        envelope = Envelope(
-            sender=str(envelope_data["sender"]),
-            recipients=tuple(r.record for r in recipients),
-            arrival=float(envelope_data["arrival"]),
-            size=int(envelope_data.get("size", 0)),
-            client=str(envelope_data.get("client", "")),
-            protocol=str(envelope_data.get("protocol", "")),
-            helo=str(envelope_data.get("helo", "")),
-            sasl_username=str(envelope_data.get("sasl_username", "")),
-            ret=str(envelope_data.get("ret", "")),
-            envid=str(envelope_data.get("envid", "")),
-            is_bounce=bool(envelope_data.get("is_bounce", False)),
-            message_id=str(envelope_data.get("message_id", "")),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CorruptQueueFile(f"{queue_id}: bad envelope record: {exc}") from None
-    return envelope, recipients, attempts
+            envelope = Envelope(
+                sender=str(data["sender"]),
+                recipients=tuple(r.record for r in self.recipients),
+                arrival=float(data["arrival"]),
+                size=int(data.get("size", 0)),
+                client=str(data.get("client", "")),
+                protocol=str(data.get("protocol", "")),
+                helo=str(data.get("helo", "")),
+                sasl_username=str(data.get("sasl_username", "")),
+                ret=str(data.get("ret", "")),
+                envid=str(data.get("envid", "")),
+                is_bounce=bool(data.get("is_bounce", False)),
+                message_id=str(data.get("message_id", "")),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptQueueFile(f"{self.queue_id}: bad envelope record: {exc}") from None
+        return envelope, self.recipients, self.attempts
+
+
+def parse_queue_file(
+    data: bytes, queue_id: str = "?"
+) -> tuple[Envelope, list[QueuedRecipientEntry], int, tuple[int, int]]:
+    """A whole queue file: (envelope, recipients with their state offsets and last results,
+    attempts, (content offset, content octets))."""
+    first, newline, _ = data.partition(b"\n")
+    if not newline:
+        raise CorruptQueueFile(f"{queue_id}: not a sealmail queue file")
+    records_size, content_size = parse_header(first, queue_id)
+    base = len(first) + 1
+    content_at = base + records_size
+    if len(data) < content_at + content_size:
+        raise CorruptQueueFile(f"{queue_id}: shorter than its header says")
+    records = _Records(queue_id)
+    records.read(data[base:content_at], base, appended=False)
+    records.read(data[content_at + content_size :], content_at + content_size, appended=True)
+    envelope, recipients, attempts = records.finish()
+    return envelope, recipients, attempts, (content_at, content_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,53 +423,48 @@ def parse_envelope_file(
 
 
 class MessageWriter:
-    """A message being received: its content file exists (O_EXCL) under its queue id.
+    """A message being received: its queue id is reserved by a temporary file in incoming/.
 
     Write the content, then `commit(envelope)`; `abort()` (or an exception in a `with`) removes
     what was written. Blocking: call from a worker thread in asyncio code.
     """
 
-    def __init__(self, queue: Queue, queue_id: str, fd: int) -> None:
+    def __init__(self, queue: Queue, queue_id: str, fd: int, temporary: Path) -> None:
         self.queue = queue
         self.queue_id = queue_id
-        self._file = os.fdopen(fd, "wb")
+        self._fd = fd
+        self._temporary = temporary
+        self._parts: list[bytes] = []
         self.size = 0
         self.committed = False
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        self._parts.append(data)
         self.size += len(data)
 
     def commit(self, envelope: Envelope, target: QueueName = QueueName.INCOMING) -> str:
-        """Make the message durable in `target` (incoming, or hold); returns the queue id."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        queue = self.queue
-        final = queue.path_of(self.queue_id, target)
-        temporary = final.with_name(f".{self.queue_id}.tmp")
-        data = render_envelope(envelope)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.rename(temporary, final)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        queue.sync(QueueName.INCOMING if target is QueueName.INCOMING else target)
-        queue.sync_content()
+        """Make the message durable in `target` (incoming, or hold): one write, one file
+        fsync, one rename, a share of one directory fsync. Returns the queue id."""
+        data = render_queue_file(envelope, b"".join(self._parts))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.rename(self._temporary, self.queue.path_of(self.queue_id, target))
+        self.queue.sync(target)
         self.committed = True
         return self.queue_id
 
     def abort(self) -> None:
         if self.committed:
             return
-        with contextlib.suppress(OSError):
-            self._file.close()
-        self.queue.content_path(self.queue_id).unlink(missing_ok=True)
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        self._temporary.unlink(missing_ok=True)
 
     def __enter__(self) -> MessageWriter:
         return self
@@ -426,7 +490,7 @@ class Queue:
     def create_directories(self) -> None:
         """Make the queue's directories (mode 700, maildrop 1733 so any local user may post)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for name in [*(q.value for q in QueueName), CONTENT_DIRECTORY, PUBLIC_DIRECTORY]:
+        for name in [*(q.value for q in QueueName), PUBLIC_DIRECTORY]:
             (self.directory / name).mkdir(mode=0o700, exist_ok=True)
         maildrop = self.directory / MAILDROP_DIRECTORY
         maildrop.mkdir(exist_ok=True)
@@ -438,9 +502,6 @@ class Queue:
 
     def path_of(self, queue_id: str, queue: QueueName) -> Path:
         return self.directory / queue.value / queue_id
-
-    def content_path(self, queue_id: str) -> Path:
-        return self.directory / CONTENT_DIRECTORY / queue_id
 
     @property
     def maildrop(self) -> Path:
@@ -459,22 +520,19 @@ class Queue:
     def sync(self, queue: QueueName) -> None:
         self._sync_for(queue.value).sync()
 
-    def sync_content(self) -> None:
-        self._sync_for(CONTENT_DIRECTORY).sync()
-
     # -- receiving ----------------------------------------------------------------------------
 
     def new_message(self) -> MessageWriter:
-        """Reserve a queue id by creating its content file."""
+        """Reserve a queue id: a temporary file in incoming/, whose inode makes the id."""
+        incoming = self.queue_directory(QueueName.INCOMING)
         for _ in range(100):
-            queue_id = new_queue_id(self.clock)
+            temporary = incoming / f".{secrets.token_hex(8)}.tmp"
             try:
-                fd = os.open(
-                    self.content_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
-                )
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
-            return MessageWriter(self, queue_id, fd)
+            return MessageWriter(self, new_queue_id(os.fstat(fd).st_ino, self.clock), fd,
+                                 temporary)
         raise QueueError("cannot allocate a queue id")
 
     def enqueue(
@@ -525,19 +583,30 @@ class Queue:
         return None
 
     def load(self, queue_id: str, queue: QueueName) -> QueueFile:
+        """The envelope and results of a queued message; the content is left on disk."""
         path = self.path_of(queue_id, queue)
+        records = _Records(queue_id)
         try:
             with open(path, "rb") as handle:
-                data = handle.read()
                 mtime = os.fstat(handle.fileno()).st_mtime
+                first = handle.readline(200)
+                records_size, content_size = parse_header(first, queue_id)
+                base = len(first)
+                envelope_data = handle.read(records_size)
+                if len(envelope_data) < records_size:
+                    raise CorruptQueueFile(f"{queue_id}: shorter than its header says")
+                records.read(envelope_data, base, appended=False)
+                content_at = base + records_size
+                handle.seek(content_at + content_size)
+                records.read(handle.read(), content_at + content_size, appended=True)
         except FileNotFoundError:
             raise QueueError(f"{queue_id}: no such message in {queue.value}") from None
-        envelope, recipients, attempts = parse_envelope_file(data, queue_id)
+        envelope, recipients, attempts = records.finish()
         return QueueFile(
             queue_id,
             queue,
             path,
-            self.content_path(queue_id),
+            MessageContent(path, content_at, content_size),
             envelope,
             recipients,
             attempts,
@@ -564,17 +633,18 @@ class Queue:
         *,
         durable: bool = True,
     ) -> None:
-        """Rename the envelope into `target`. `next_attempt` sets its mtime (deferred mail's
-        retry time, as Postfix keeps it); otherwise the mtime is now.
+        """Rename the queue file into `target`. `next_attempt` sets its mtime (deferred mail's
+        retry time, as Postfix keeps it; deferred without one: now); other moves keep it.
 
         The queue manager's own moves pass durable=False: a move lost in a crash leaves the
         envelope in incoming/ or active/, and both are delivered again after `recover`, with
         recipients already marked done skipped. Only the marks must be durable."""
         old = self.path_of(queue_id, source)
         new = self.path_of(queue_id, target)
-        when = self.clock() if next_attempt is None else next_attempt
         try:
-            os.utime(old, (self.clock(), when))
+            if next_attempt is not None or target is QueueName.DEFERRED:
+                when = self.clock() if next_attempt is None else next_attempt
+                os.utime(old, (self.clock(), when))
             os.rename(old, new)
         except FileNotFoundError:
             raise QueueError(f"{queue_id}: no such message in {source.value}") from None
@@ -636,9 +706,8 @@ class Queue:
     def remove(
         self, queue_id: str, queue: QueueName | None = None, *, durable: bool = True
     ) -> bool:
-        """Delete a message (envelope first, so no state ever lacks its content). A removal
-        lost in a crash brings back a message whose recipients are all done, which the queue
-        manager removes again: the queue manager passes durable=False."""
+        """Delete a message. A removal lost in a crash brings back a message whose recipients
+        are all done, which the queue manager removes again: it passes durable=False."""
         queues = [queue] if queue is not None else list(ENVELOPE_QUEUES)
         removed = False
         for name in queues:
@@ -649,37 +718,22 @@ class Queue:
                     self.sync(name)
             except FileNotFoundError:
                 continue
-        if removed:
-            self.content_path(queue_id).unlink(missing_ok=True)
         return removed
 
     def recover(self) -> list[str]:
-        """At start: interrupted deliveries go back to incoming; half-written files go away.
-
-        A content file without an envelope is the remains of a receive that never got its 250
-        (only a running master writes them, and it is not running yet)."""
+        """At start: interrupted deliveries go back to incoming; half-written files (a receive
+        that never got its 250: only a running master writes them) go away."""
         moved = []
         for queue_id in self.ids(QueueName.ACTIVE):
             with contextlib.suppress(QueueError):
                 self.move(queue_id, QueueName.ACTIVE, QueueName.INCOMING)
                 moved.append(queue_id)
-        known = set()
         for queue in (*ENVELOPE_QUEUES, QueueName.CORRUPT):
             directory = self.queue_directory(queue)
             with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
                 for entry in entries:
                     if entry.name.startswith("."):
                         Path(entry.path).unlink(missing_ok=True)
-                    else:
-                        known.add(entry.name)
-        with (
-            contextlib.suppress(FileNotFoundError),
-            os.scandir(self.directory / CONTENT_DIRECTORY) as entries,
-        ):
-            for entry in entries:
-                if entry.name not in known:
-                    log.warning("%s: removing content without an envelope", entry.name)
-                    Path(entry.path).unlink(missing_ok=True)
         return moved
 
     def set_corrupt(self, queue_id: str, queue: QueueName) -> None:

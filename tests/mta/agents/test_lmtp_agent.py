@@ -26,6 +26,7 @@ from sealmail.mta.agents.session import Endpoint, NexthopError, parse_nexthop, s
 from sealmail.mta.agents.smtp import SmtpAgent
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.main_cf import parse_main_cf
+from sealmail.mta.queue import MessageContent
 
 MESSAGE = (
     b"From: sender@example.org\r\nTo: alice@example.com\r\nSubject: agent test\r\n"
@@ -58,7 +59,7 @@ def request(
         recipients=tuple(QueuedRecipient(r, r, i) for i, r in enumerate(recipients)),
         transport="lmtp",
         nexthop=nexthop,
-        message_path=message,
+        message=MessageContent(message),
         size=len(content),
         arrival_time=time.time(),
         settings=config,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from sealmail.mta.config import MainConfig
+from sealmail.mta.queue import MessageContent
 
 
 class Status(enum.Enum):
@@ -37,7 +37,7 @@ class DeliveryRequest:
     recipients: tuple[QueuedRecipient, ...]
     transport: str  # master.cf service name: "lmtp", "cyrus", "cyrus-inet", "smtp", ...
     nexthop: str  # as the routing decided: "unix:/path", "inet:host:port", "[host]:port", ...
-    message_path: Path  # the queue file's message content (headers + body, CRLF)
+    message: MessageContent  # where the content lies (headers + body, CRLF)
     size: int
     arrival_time: float
     # main.cf with this transport's master.cf -o overrides (MasterService.effective(main)).

@@ -39,7 +39,6 @@ import os
 import pwd
 import re
 import stat
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +73,7 @@ log = logging.getLogger("sealmail.mta.local")
 # its nexthop, the recipient and the envelope sender (owner-NAME may have replaced it); the
 # queue manager gives it to the transport's agent with that transport's settings.
 PassTo = Callable[[DeliveryRequest], Awaitable[list[RecipientResult]]]
-Resubmit = Callable[[str, Sequence[str], Path], Awaitable[str]]
+Resubmit = Callable[[str, Sequence[str], bytes], Awaitable[str]]
 MAX_NESTING = 20  # alias/.forward levels before we call it a loop
 SHELL = "/bin/sh"
 
@@ -310,7 +309,7 @@ class LocalAgent:
 
     async def deliver(self, request: DeliveryRequest) -> list[RecipientResult]:
         try:
-            content = await asyncio.to_thread(request.message_path.read_bytes)
+            content = await asyncio.to_thread(request.message.read)
         except OSError as exc:
             return [RecipientResult(r.index, Status.DEFERRED, "4.3.0",
                                     f"cannot read message content: {exc.strerror}", "local")
@@ -629,18 +628,12 @@ class LocalAgent:
                                             "cannot forward: no resubmission into the queue"))
                 continue
             header = f"Delivered-To: {delivered}\r\n".encode()
-            fd, name = tempfile.mkstemp(prefix="sealmail-forward-")
-            copy = Path(name)
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(header + ctx.content)
-                queue_id = await self.resubmit(sender, list(addresses), copy)
+                queue_id = await self.resubmit(sender, list(addresses), header + ctx.content)
             except OSError as exc:
                 ctx.outcomes.append(Outcome(Status.DEFERRED, "4.3.0",
                                             f"cannot forward: {exc.strerror}"))
                 continue
-            finally:
-                copy.unlink(missing_ok=True)
             ctx.outcomes.append(Outcome(Status.SENT, "2.0.0", f"forwarded as {queue_id}"))
 
 

@@ -619,7 +619,7 @@ class PipeAgent:
         if command.size_limit and request.size > command.size_limit:
             return self._all(batch, Status.BOUNCED, "5.2.3", "message file too big")
         try:
-            content = await asyncio.to_thread(request.message_path.read_bytes)
+            content = await asyncio.to_thread(request.message.read)
         except OSError as exc:
             return self._all(batch, Status.DEFERRED, "4.3.0",
                              f"cannot read message content: {exc.strerror}")

@@ -636,7 +636,7 @@ class ClientAgent:
         conn, t = session.conn, policy.timeouts
         caps = conn.capabilities
         assert caps is not None
-        content = _read_message(request.message_path)
+        content = request.message.read()
         params = []
         if caps.offers("SIZE"):
             params.append(f"SIZE={len(content)}")
@@ -741,6 +741,3 @@ class _TlsFallback(Exception):
     """An opportunistic ("may") handshake failed: reconnect without TLS."""
 
 
-def _read_message(path: Path) -> bytes:
-    """The queued message content. Read whole: queue files are bounded by message_size_limit."""
-    return path.read_bytes()
