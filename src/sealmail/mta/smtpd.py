@@ -36,27 +36,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, queue_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.routing import RoutingPolicy
-from sealmail.proto.sasl import (
-    PLAINTEXT_MECHANISMS,
-    Challenge,
-    Failure,
-    FailureReason,
-    ServerMechanism,
-    Success,
-)
+from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
 from sealmail.proto.smtp import (
-    NEED_DATA,
     Address,
     AddressError,
     AuthResponse,
     AuthStart,
-    ConnectionClosed,
     Hello,
     Limits,
     MailFrom,
@@ -363,18 +354,8 @@ class SmtpdService:
         self.draining.set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(task)
-        try:
-            await SmtpdSession(self, reader, writer).run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        finally:
-            self.sessions.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        session = SmtpdSession(self, reader, writer)
+        await sessions.serve_session(self.sessions, writer, session.run())
 
 
 @dataclass
@@ -401,6 +382,25 @@ def dsn_notify(value: str | None) -> tuple[str, ...]:
     return tuple(word.strip().upper() for word in value.split(",") if word.strip())
 
 
+class PostfixSaslExchange(sessions.SaslExchange):
+    """The shared SASL exchange, logging as Postfix's smtpd does (log watchers such as fail2ban
+    match its failure line): nothing but the failure."""
+
+    def _log_refused(self, reason: FailureReason) -> None:
+        pass
+
+    def _log_failed(self, failure: Failure, claimed: str | None) -> None:
+        self.log.warning(
+            "%s: SASL %s authentication failed: %s",
+            self.host.client,
+            self.mechanism_name,
+            failure.detail,
+        )
+
+    def _log_aborted(self, reason: str) -> None:
+        pass
+
+
 class SmtpdSession:
     def __init__(
         self, service: SmtpdService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -412,22 +412,35 @@ class SmtpdSession:
         address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self.client_address = address
         self.client = f"unknown[{address}]" if address else "localhost[local]"
+        self.session_id = ""  # Postfix's smtpd log lines name the client, not a session
         self.helo = ""
         self.ehlo = True
         self.secure = False
+        # Neither the cipher's strength nor a client certificate counts for SASL here.
+        self.tls_bits: int | None = None
+        self.tls_peer: str | None = None
         self.sasl_username = ""
         self.sasl_method = ""
-        self.mechanism: ServerMechanism | None = None
-        self.auth_failures = 0
+        self.auth = (
+            PostfixSaslExchange(
+                self,
+                service.authenticator,
+                SASL_SERVICE,
+                log=log,
+                max_failures=MAX_AUTH_FAILURES,
+                temporary_counts=True,
+            )
+            if service.authenticator is not None
+            else None
+        )
         self.txn = _Transaction()
 
     def _mechanisms(self) -> tuple[str, ...]:
         service = self.service
         settings = service.settings
-        authenticator = service.authenticator
-        if authenticator is None or (settings.tls_auth_only and not self.secure):
+        if self.auth is None or (settings.tls_auth_only and not self.secure):
             return ()
-        offered = authenticator.available_mechanisms(self.secure, SASL_SERVICE)
+        offered = self.auth.offered()
         noplaintext = settings.sasl_tls_noplaintext if self.secure else settings.sasl_noplaintext
         if noplaintext:
             offered = tuple(m for m in offered if m not in PLAINTEXT_MECHANISMS)
@@ -452,37 +465,22 @@ class SmtpdSession:
             greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
             dsn=True,
         )
-        await sessions.drive(
-            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
-        )
+        await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
 
     async def _read(self) -> bytes | None:
-        timeout = self.service.settings.timeout
-        read = asyncio.ensure_future(self.reader.read(65536))
-        drain = asyncio.ensure_future(self.service.draining.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {read, drain}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            drain.cancel()
-        if read in done:
-            return read.result()
-        read.cancel()
-        if drain in done:
-            self.writer.write(
-                Reply(
-                    421, "4.3.2", f"{self.service.settings.hostname} Service shutting down"
-                ).render()
-            )
-        else:
+        settings = self.service.settings
+        data = await sessions.read_client(
+            self.reader, timeout=settings.timeout, draining=self.service.draining
+        )
+        if data is sessions.Interruption.SHUTDOWN:
+            reply = Reply(421, "4.3.2", f"{settings.hostname} Service shutting down")
+        elif data is sessions.Interruption.IDLE_TIMEOUT:
             log.info("timeout after %s from %s", _verb(self.conn), self.client)
-            self.writer.write(
-                Reply(
-                    421, "4.4.2", f"{self.service.settings.hostname} Error: timeout exceeded"
-                ).render()
-            )
+            reply = Reply(421, "4.4.2", f"{settings.hostname} Error: timeout exceeded")
+        else:
+            return data
+        self.writer.write(reply.render())
         return None
 
     async def _on_event(self, event: object) -> bool:
@@ -503,13 +501,17 @@ class SmtpdSession:
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
-            return await self._auth_start(event)
+            if self.auth is None or event.mechanism not in self._mechanisms():
+                conn.answer(AUTH_FAILURE_REPLIES[FailureReason.UNKNOWN_MECHANISM])
+                return True
+            return await self.auth.start(event.mechanism, event.initial_response)
         elif isinstance(event, AuthResponse):
+            assert self.auth is not None  # a challenge came first
             if event.data is None:  # RFC 4954 4: "*" cancels; we MUST answer 501
-                self.mechanism = None
+                self.auth.abort("cancelled by the client")
                 conn.answer(AUTH_ABORTED)
                 return True
-            return await self._auth_step(event.data)
+            return await self.auth.step(event.data)
         elif isinstance(event, ProtocolError):
             log.info("%s: %s", self.client, event.reply.render().decode("utf-8", "replace").strip())
         return True
@@ -628,44 +630,23 @@ class SmtpdSession:
         self.txn = _Transaction()
         return True
 
-    async def _auth_start(self, event: AuthStart) -> bool:
-        authenticator = self.service.authenticator
-        if authenticator is None or event.mechanism not in self._mechanisms():
-            self.conn.answer(AUTH_FAILURE_REPLIES[FailureReason.UNKNOWN_MECHANISM])
-            return True
-        try:
-            self.mechanism = authenticator.start(event.mechanism, self.secure, service=SASL_SERVICE)
-        except MechanismUnavailable as exc:
-            self.conn.answer(AUTH_FAILURE_REPLIES[exc.reason])
-            return True
-        self.sasl_method = event.mechanism
-        return await self._auth_step(event.initial_response)
+    # -- authentication: the exchange is PostfixSaslExchange; these are SMTP's answers -------
 
-    async def _auth_step(self, data: bytes | None) -> bool:
-        mechanism = self.mechanism
-        if mechanism is None:
-            self.conn.answer(AUTH_ABORTED)
-            return True
-        result = await asyncio.to_thread(mechanism.step, data)
-        if isinstance(result, Challenge):
-            self.conn.auth_challenge(result.data)
-            return True
-        self.mechanism = None
-        if isinstance(result, Success):
-            self.sasl_username = result.authzid
-            self.conn.auth_succeeded(result.authzid)
-            return True
-        assert isinstance(result, Failure)
-        log.warning(
-            "%s: SASL %s authentication failed: %s", self.client, self.sasl_method, result.detail
-        )
-        self.auth_failures += 1
-        reply = AUTH_FAILURE_REPLIES[result.reason]
-        self.conn.answer(reply)
-        if self.auth_failures >= MAX_AUTH_FAILURES:
-            self.writer.write(self.conn.data_to_send() + TOO_MANY_AUTH_FAILURES.render())
-            return False
+    def sasl_challenge(self, data: bytes) -> None:
+        self.conn.auth_challenge(data)
+
+    def sasl_refuse(self, reason: FailureReason) -> None:
+        self.conn.answer(AUTH_FAILURE_REPLIES[reason])
+
+    async def sasl_accept(self, result: Success) -> bool:
+        assert self.auth is not None
+        self.sasl_username = result.authzid
+        self.sasl_method = self.auth.mechanism_name
+        self.conn.auth_succeeded(result.authzid)
         return True
+
+    def sasl_give_up(self) -> None:
+        self.writer.write(self.conn.data_to_send() + TOO_MANY_AUTH_FAILURES.render())
 
 
 def _verb(conn: ServerConnection) -> str:

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
-from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.delivery.engine import DeliveryEngine, Envelope
 from sealmail.delivery.recipient import Recipient
 from sealmail.delivery.replies import RECIPIENT_OK, SENDER_OK
-from sealmail.proto.sasl import Challenge, Failure, ServerMechanism, Success
+from sealmail.proto.sasl import FailureReason, Success
 from sealmail.proto.smtp import (
-    NEED_DATA,
     AddressError,
     AuthResponse,
     AuthStart,
-    ConnectionClosed,
     Hello,
     Limits,
     MailFrom,
@@ -114,49 +112,36 @@ class LmtpService:
         self.engine.store.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(task)
-        try:
-            await LmtpSession(self, reader, writer).run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        finally:
-            self.sessions.discard(task)
-            await session.close(writer)
+        await session.serve_session(self.sessions, writer, LmtpSession(self, reader, writer).run())
 
 
-class LmtpSession:
+class LmtpSession(session.ClientSession):
     """One client connection: reads, feeds the core, acts on its events, writes replies."""
 
     def __init__(
         self, service: LmtpService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(reader, writer)
         self.service = service
-        self.reader = reader
-        self.writer = writer
-        self.session_id = session.new_session_id()
-        self.endpoint = session.ClientEndpoint.of(writer)
         self.is_unix = self.endpoint.is_unix
-        self.client = self.endpoint.label
         self.needs_auth = not self.is_unix and not service.trust_tcp
         self.identity: str | None = (
             None if self.needs_auth else (POSTMAN if self.is_unix else "anonymous")
         )
-        self.secure = False
-        self.tls_bits: int | None = None
-        self.tls_peer: str | None = None
-        self.mechanism: ServerMechanism | None = None
-        self.auth_failures = 0
+        self.auth = session.SaslExchange(
+            self,
+            service.authenticator,
+            SASL_SERVICE,
+            log=log,
+            failure_delay=service.failure_delay,
+            max_failures=service.max_auth_failures,
+            temporary_counts=True,
+        )
         self.helo: str | None = None
         self.txn = Transaction()
 
     def _mechanisms(self) -> tuple[str, ...]:
-        if not self.needs_auth:
-            return ()
-        return self.service.authenticator.available_mechanisms(
-            self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
-        )
+        return self.auth.offered() if self.needs_auth else ()
 
     async def run(self) -> None:
         if not self.endpoint.admitted(
@@ -180,9 +165,7 @@ class LmtpSession:
             greeting_text=f"LMTP sealmail ready, SESSIONID=<{self.session_id}>",
             accept_mail_auth=not self.needs_auth,
         )
-        await session.drive(
-            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
-        )
+        await session.drive(conn, self.writer, self._read, self._on_event)
         log.info("%s: disconnect from %s", self.session_id, self.client)
 
     def _idle(self) -> bool:
@@ -191,30 +174,17 @@ class LmtpSession:
     async def _read(self) -> bytes | None:
         """The client's next bytes; None when the session must end (timeout, or master is
         stopping and no transaction is under way: a delivery in progress always completes)."""
-        draining = self.service.draining
-        if draining.is_set() and self._idle():
+        service = self.service
+        data = await session.read_client(
+            self.reader, timeout=service.timeout, draining=service.draining, idle=self._idle
+        )
+        if data is session.Interruption.SHUTDOWN:
             self.writer.write(Reply(421, "4.3.2", "Server shutting down").render())
-            return None
-        read = asyncio.ensure_future(self.reader.read(65536))
-        drain = asyncio.ensure_future(draining.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {read, drain}, timeout=self.service.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            while read not in done and drain in done and not self._idle():
-                done, _ = await asyncio.wait({read}, timeout=self.service.timeout)
-        finally:
-            drain.cancel()
-        if read in done:
-            return read.result()
-        read.cancel()
-        if drain in done:
-            self.writer.write(Reply(421, "4.3.2", "Server shutting down").render())
-        else:
-            log.info(
-                "%s: timeout after %ds from %s", self.session_id, self.service.timeout, self.client
-            )
+        elif data is session.Interruption.IDLE_TIMEOUT:
+            log.info("%s: timeout after %ds from %s", self.session_id, service.timeout, self.client)
             self.writer.write(Reply(421, "4.4.2", "Timeout, closing connection").render())
+        else:
+            return data
         return None
 
     async def _on_event(self, event: object) -> bool:
@@ -238,13 +208,13 @@ class LmtpSession:
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
-            return await self._auth_start(event)
+            return await self.auth.start(event.mechanism, event.initial_response)
         elif isinstance(event, AuthResponse):
             if event.data is None:  # the client sent "*" (RFC 4954 4)
-                self.mechanism = None
+                self.auth.abort("cancelled by the client")
                 conn.answer(AUTH_ABORTED)
                 return True
-            return await self._auth_step(event.data)
+            return await self.auth.step(event.data)
         elif isinstance(event, ProtocolError):
             log.info(
                 "%s: protocol error from %s: %s",
@@ -312,74 +282,43 @@ class LmtpSession:
         context = self.service.tls_context
         assert context is not None  # the core offers STARTTLS only with a context
         self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-        tls = await session.start_tls(self.writer, context, self.session_id, self.client)
-        if tls is None:
+        if not await self.handshake(context, self.conn.data_to_send()):
             return False
-        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
         self.conn.tls_started(auth_mechanisms=self._mechanisms())
         self.txn = Transaction()
         return True
 
-    async def _auth_start(self, event: AuthStart) -> bool:
-        try:
-            self.mechanism = self.service.authenticator.start(
-                event.mechanism,
-                self.secure,
-                self.tls_peer,
-                service=SASL_SERVICE,
-                tls_bits=self.tls_bits,
-            )
-        except MechanismUnavailable as exc:
-            self.conn.answer(AUTH_FAILURE_REPLIES[exc.reason])
-            return True
-        return await self._auth_step(event.initial_response)
+    # -- authentication: the exchange is session.SaslExchange; these are LMTP's answers -------
 
-    async def _auth_step(self, data: bytes | None) -> bool:
-        mechanism = self.mechanism
-        if mechanism is None:
-            self.conn.answer(AUTH_ABORTED)
-            return True
-        result = await asyncio.to_thread(mechanism.step, data)  # may check scrypt, saslauthd
-        if isinstance(result, Challenge):
-            self.conn.auth_challenge(result.data)
-            return True
-        self.mechanism = None
-        if isinstance(result, Success):
-            if result.authzid in self.service.admins:
-                self.identity = result.authzid
-                self.conn.auth_succeeded(result.authzid)
-                log.info(
-                    "%s: authenticated as %s from %s (%s)",
-                    self.session_id,
-                    result.authzid,
-                    self.client,
-                    mechanism.name,
-                )
-                return True
-            log.warning(
-                "%s: %s authenticated from %s but is not in lmtp_admins: refused",
+    def sasl_challenge(self, data: bytes) -> None:
+        self.conn.auth_challenge(data)
+
+    def sasl_refuse(self, reason: FailureReason) -> None:
+        self.conn.answer(AUTH_FAILURE_REPLIES[reason])
+
+    async def sasl_accept(self, result: Success) -> bool:
+        """Only an identity in lmtp_admins may deliver over TCP (the seed's section 2.3)."""
+        if result.authzid in self.service.admins:
+            self.identity = result.authzid
+            self.conn.auth_succeeded(result.authzid)
+            log.info(
+                "%s: authenticated as %s from %s (%s)",
                 self.session_id,
                 result.authzid,
                 self.client,
+                self.auth.mechanism_name,
             )
-            reply = AUTH_NOT_PERMITTED
-        else:
-            assert isinstance(result, Failure)
-            log.warning(
-                "%s: authentication failed from %s: %s", self.session_id, self.client, result.detail
-            )
-            reply = AUTH_FAILURE_REPLIES[result.reason]
-        self.auth_failures += 1
-        if self.service.failure_delay:
-            await asyncio.sleep(self.service.failure_delay * self.auth_failures)
-        if self.auth_failures >= self.service.max_auth_failures:
-            self.conn.answer(reply)
-            self.writer.write(self.conn.data_to_send() + TOO_MANY_AUTH_FAILURES.render())
-            return False
-        self.conn.answer(reply)
-        return True
+            return True
+        log.warning(
+            "%s: %s authenticated from %s but is not in lmtp_admins: refused",
+            self.session_id,
+            result.authzid,
+            self.client,
+        )
+        return await self.auth.count_failure(partial(self.conn.answer, AUTH_NOT_PERMITTED))
+
+    def sasl_give_up(self) -> None:
+        self.writer.write(self.conn.data_to_send() + TOO_MANY_AUTH_FAILURES.render())
 
 
 def build_service(

@@ -29,15 +29,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.proto.pop3 import (
-    NEED_DATA,
     AuthAborted,
     AuthResponse,
     AuthStart,
-    ConnectionClosed,
     Event,
     Login,
     Maildrop,
@@ -54,7 +52,7 @@ from sealmail.proto.pop3 import (
     sasl_failure,
     update_error,
 )
-from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
+from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server import session as sessions
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
@@ -183,48 +181,30 @@ class Pop3Service:
             self.store.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(task)
-        session = Pop3Session(self, reader, writer)
-        try:
-            await session.run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        finally:
-            session.release()
-            self.sessions.discard(task)
-            await sessions.close(writer)
+        await sessions.serve_session(self.sessions, writer, Pop3Session(self, reader, writer).run())
 
 
-class Pop3Session:
+class Pop3Session(sessions.ClientSession):
     """One client connection: reads, feeds the core, acts on its events, writes replies."""
 
     def __init__(
         self, service: Pop3Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(reader, writer)
         self.service = service
-        self.reader = reader
-        self.writer = writer
-        self.session_id = sessions.new_session_id()
-        self.endpoint = sessions.ClientEndpoint.of(writer)
-        self.client = self.endpoint.label
-        self.secure = False
-        self.tls_bits: int | None = None
-        self.tls_peer: str | None = None
-        self.mechanism: ServerMechanism | None = None
-        self.mechanism_name = ""
-        self.auth_failures = 0
+        self.auth = sessions.SaslExchange(
+            self,
+            service.authenticator,
+            SASL_SERVICE,
+            log=log,
+            failure_delay=service.settings.failure_delay,
+            max_failures=service.settings.max_auth_failures,
+        )
         self.lock: PopLock | None = None
         self.mailbox: str | None = None
         self.login_time = 0.0
 
     # -- policy -------------------------------------------------------------------------------
-
-    def _mechanisms(self) -> tuple[str, ...]:
-        return self.service.authenticator.available_mechanisms(
-            self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
-        )
 
     def _user_allowed(self, mechanisms: tuple[str, ...]) -> bool:
         """USER/PASS is offered exactly when PLAIN is: same password, same policy."""
@@ -233,6 +213,12 @@ class Pop3Session:
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self.release()
+
+    async def _serve(self) -> None:
         if not self.endpoint.admitted(
             self.service.hosts, self.service.daemon_name, self.session_id
         ):
@@ -240,7 +226,7 @@ class Pop3Session:
         log.info("%s: connect from %s", self.session_id, self.client)
         if self.service.settings.implicit_tls and not await self._handshake():
             return
-        mechanisms = self._mechanisms()
+        mechanisms = self.auth.offered()
         config = self.service.config
         self.conn = conn = ServerConnection(
             hostname=config.servername,
@@ -253,9 +239,7 @@ class Pop3Session:
             expire_days=self.service.settings.expire_days,
             greeting_text=f"{config.servername} sealmail POP3 server ready",
         )
-        await sessions.drive(
-            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
-        )
+        await sessions.drive(conn, self.writer, self._read, self._on_event)
         if conn.deleted and not conn.closed:
             log.info(
                 "%s: connection lost without QUIT: %d deletion(s) not applied",
@@ -281,14 +265,13 @@ class Pop3Session:
     async def _on_event(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
         if isinstance(event, Login):
-            return await self._login(event)
+            return await self.auth.password(event.user, event.password, "USER")
         if isinstance(event, AuthStart):
-            return await self._auth_start(event)
+            return await self.auth.start(event.mechanism, event.initial_response)
         if isinstance(event, AuthResponse):
-            return await self._auth_step(event.data)
+            return await self.auth.step(event.data)
         if isinstance(event, AuthAborted):
-            self.mechanism = None
-            log.info("%s: AUTH aborted from %s: %s", self.session_id, self.client, event.reason)
+            self.auth.abort(event.reason)
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, MessageRequest):
@@ -307,7 +290,7 @@ class Pop3Session:
 
     # -- TLS --------------------------------------------------------------------------------------
 
-    async def _handshake(self) -> bool:
+    async def _handshake(self, go_ahead: bytes = b"") -> bool:
         """TLS on this connection: STLS, or pop3s when the listener did not do it already.
 
         A pop3s listener should be made with `ssl=` (as `serve` does): a client's ClientHello
@@ -315,96 +298,30 @@ class Pop3Session:
         """
         context = self.service.tls_context
         assert context is not None
-        tls = await sessions.start_tls(self.writer, context, self.session_id, self.client)
-        if tls is None:
-            return False
-        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
-        return True
+        return await self.handshake(context, go_ahead)
 
     async def _start_tls(self) -> bool:
         self.conn.start_tls()
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-        if not await self._handshake():
+        if not await self._handshake(self.conn.data_to_send()):
             return False
-        mechanisms = self._mechanisms()
+        mechanisms = self.auth.offered()
         self.conn.tls_started(mechanisms, self._user_allowed(mechanisms))
         return True
 
-    # -- authentication -------------------------------------------------------------------------
+    # -- authentication: the exchange is sessions.SaslExchange; these are POP3's answers --------
 
-    async def _login(self, event: Login) -> bool:
-        """USER/PASS: the password is checked as a PLAIN exchange, under the same policy."""
-        self.mechanism_name = "USER"
-        try:
-            mechanism = self._start_mechanism("PLAIN")
-        except MechanismUnavailable as exc:
-            self.conn.refuse(sasl_failure(exc.reason))
-            return True
-        message = b"\0" + event.user.encode("utf-8") + b"\0" + event.password.encode("utf-8")
-        result = await asyncio.to_thread(mechanism.step, message)
-        return await self._finish(result, event.user)
+    def sasl_challenge(self, data: bytes) -> None:
+        self.conn.auth_challenge(data)
 
-    def _start_mechanism(self, name: str) -> ServerMechanism:
-        return self.service.authenticator.start(
-            name, self.secure, self.tls_peer, service=SASL_SERVICE, tls_bits=self.tls_bits
-        )
+    def sasl_refuse(self, reason: FailureReason) -> None:
+        self.conn.refuse(sasl_failure(reason))
 
-    async def _auth_start(self, event: AuthStart) -> bool:
-        self.mechanism_name = event.mechanism
-        try:
-            self.mechanism = self._start_mechanism(event.mechanism)
-        except MechanismUnavailable as exc:
-            log.info(
-                "%s: AUTH %s refused from %s: %s",
-                self.session_id,
-                event.mechanism,
-                self.client,
-                exc.reason.value,
-            )
-            self.conn.refuse(sasl_failure(exc.reason))
-            return True
-        return await self._auth_step(event.initial_response)
+    async def sasl_accept(self, result: Success) -> bool:
+        return await self._open_maildrop(result.authzid)
 
-    async def _auth_step(self, data: bytes | None) -> bool:
-        mechanism = self.mechanism
-        if mechanism is None:
-            self.conn.refuse(sasl_failure(FailureReason.MALFORMED))
-            return True
-        result = await asyncio.to_thread(mechanism.step, data)  # may run scrypt, ask saslauthd
-        if isinstance(result, Challenge):
-            self.conn.auth_challenge(result.data)
-            return True
-        self.mechanism = None
-        return await self._finish(result, None)
-
-    async def _finish(self, result: Success | Failure | Challenge, claimed: str | None) -> bool:
-        """After a password or SASL verdict: open the maildrop, or count the failure."""
-        if isinstance(result, Success):
-            return await self._open_maildrop(result.authzid)
-        assert isinstance(result, Failure)
-        log.warning(
-            "%s: authentication failed from %s (%s%s): %s",
-            self.session_id,
-            self.client,
-            self.mechanism_name,
-            f" {claimed}" if claimed else "",
-            result.detail,
-        )
-        reply = sasl_failure(result.reason)
-        if result.reason is FailureReason.TEMPORARY:
-            self.conn.refuse(reply)
-            return True
-        self.auth_failures += 1
-        delay = self.service.settings.failure_delay
-        if delay:
-            await asyncio.sleep(delay * self.auth_failures)
-        self.conn.refuse(reply)
-        if self.auth_failures >= self.service.settings.max_auth_failures:
-            closing = Reply(False, "Too many authentication failures", ResponseCode.AUTH)
-            self.writer.write(self.conn.data_to_send() + closing.render())
-            return False
-        return True
+    def sasl_give_up(self) -> None:
+        closing = Reply(False, "Too many authentication failures", ResponseCode.AUTH)
+        self.writer.write(self.conn.data_to_send() + closing.render())
 
     # -- the maildrop -------------------------------------------------------------------------
 
@@ -443,7 +360,7 @@ class Pop3Session:
             " (TLS)" if self.secure else "",
             self.mailbox,
             len(maildrop.messages),
-            self.mechanism_name,
+            self.auth.mechanism_name,
         )
         return True
 

@@ -1,13 +1,16 @@
-"""What every daemon session shares: who the client is, tcp_wrappers, TLS, ids, closing.
+"""What every daemon session shares: who the client is, tcp_wrappers, TLS, SASL, ids, closing.
 
-lmtpd, pop3d and imapd differ in their protocol cores; the way they learn the peer, refuse it by
-hosts.allow (before any greeting, as tcpd), turn on TLS and log it is one piece of code here.
+lmtpd, smtpd, pop3d, sieved and imapd differ in their protocol cores; the way they learn the
+peer, refuse it by hosts.allow (before any greeting, as tcpd), turn on TLS and log it, run the
+SASL AUTH exchange (`SaslExchange`; each protocol only says how it answers), wait for the
+client's bytes and drive the core is one piece of code here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import logging
 import os
@@ -16,10 +19,14 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
+from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.proto.core import NEED_DATA, ConnectionClosed
+from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
 from sealmail.server.tls import cipher_bits, peer_identity
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.names import user_inbox, validate_internal
@@ -101,8 +108,55 @@ async def start_tls(
     return info
 
 
+class ClientSession:
+    """What one daemon session starts with, whatever its protocol: the streams, an id, who the
+    client is, and how the connection is protected (what `SaslHost` reads)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.session_id = new_session_id()
+        self.endpoint = ClientEndpoint.of(writer)
+        self.client = self.endpoint.label
+        self.secure = False
+        self.tls_bits: int | None = None  # the cipher's secret bits, once TLS is on
+        self.tls_peer: str | None = None  # the identity of a verified client certificate
+
+    async def handshake(self, context: ssl.SSLContext, go_ahead: bytes = b"") -> bool:
+        """Send `go_ahead` (the core's yes to STARTTLS/STLS) if any, then turn TLS on;
+        False when the handshake failed and the session must end."""
+        if go_ahead:
+            self.writer.write(go_ahead)
+            await self.writer.drain()
+        tls = await start_tls(self.writer, context, self.session_id, self.client)
+        if tls is None:
+            return False
+        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
+        return True
+
+
 class Handler(Protocol):
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None: ...
+
+
+async def serve_session(
+    tasks: set[asyncio.Task[None]], writer: asyncio.StreamWriter, run: Awaitable[None]
+) -> None:
+    """Run one session to its end, as every daemon's `handle` does.
+
+    The task is in `tasks` meanwhile (a stopping daemon waits for it or drains it); a client that
+    vanishes mid-session, or breaks TLS, ends it quietly; the connection is always closed.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    tasks.add(task)
+    try:
+        await run
+    except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        pass
+    finally:
+        tasks.discard(task)
+        await close(writer)
 
 
 async def serve_connection(
@@ -146,6 +200,192 @@ def maildrop_name(identity: str, config: ImapdConfig) -> str:
     return name
 
 
+class SaslHost(Protocol):
+    """A daemon session as its SASL exchange sees it: how its connection is protected, and how
+    its protocol answers each step of AUTH / AUTHENTICATE (or of a password command)."""
+
+    @property
+    def secure(self) -> bool: ...
+
+    @property
+    def tls_bits(self) -> int | None: ...
+
+    @property
+    def tls_peer(self) -> str | None: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def client(self) -> str: ...
+
+    def sasl_challenge(self, data: bytes) -> None:
+        """Send the mechanism's challenge; the client's answer comes back as an event."""
+
+    def sasl_refuse(self, reason: FailureReason) -> None:
+        """Refuse the pending command with the protocol's reply for `reason`."""
+
+    async def sasl_accept(self, result: Success) -> bool:
+        """The client proved `result.authzid`: log it in (or refuse it); False ends the session."""
+        ...
+
+    def sasl_give_up(self) -> None:
+        """Too many failures: send the protocol's goodbye; the session ends after it."""
+
+
+class SaslExchange:
+    """The SASL exchange (RFC 4422 3) of one daemon session, the same in every protocol.
+
+    The mechanism is started through the Authenticator (which decides what this connection may
+    use), and stepped in a worker thread, since a check may run scrypt or ask saslauthd. Each
+    failed attempt waits `failure_delay` times the failures so far before its refusal goes out,
+    and after `max_failures` the session ends (Cyrus's auth_failure_delay, auth_max_failures).
+    A temporary failure (the password backend is down) is not the client's fault and is not
+    counted, unless `temporary_counts`.
+
+    Logs name the session, the client, the mechanism and a claimed user name; never a response
+    or a password, which only the mechanism sees.
+    """
+
+    def __init__(
+        self,
+        host: SaslHost,
+        authenticator: Authenticator,
+        service: str,
+        *,
+        log: logging.Logger,
+        command: str = "AUTH",
+        failure_delay: float = 0.0,
+        max_failures: int = 3,
+        success_data: bool = False,
+        temporary_counts: bool = False,
+    ) -> None:
+        self.host = host
+        self.authenticator = authenticator
+        self.service = service  # the SASL service name: "pop", "sieve", "lmtp", "smtp", "imap"
+        self.log = log
+        self.command = command  # how the protocol names its AUTH command, for the log
+        self.failure_delay = failure_delay
+        self.max_failures = max_failures
+        self.success_data = success_data  # RFC 5804 2.1: the final data may ride in the OK
+        self.temporary_counts = temporary_counts
+        self.mechanism: ServerMechanism | None = None
+        self.mechanism_name = ""
+        self.failures = 0
+
+    def offered(self) -> tuple[str, ...]:
+        """The mechanisms to advertise now (they change with TLS), strongest first."""
+        host = self.host
+        return self.authenticator.available_mechanisms(
+            host.secure, self.service, tls_bits=host.tls_bits, tls_peer_identity=host.tls_peer
+        )
+
+    async def start(self, mechanism: str, initial_response: bytes | None) -> bool:
+        """AUTH `mechanism` [initial-response]; False ends the session."""
+        self.mechanism_name = mechanism
+        started = self._start(mechanism)
+        if isinstance(started, FailureReason):
+            self._log_refused(started)
+            self.host.sasl_refuse(started)
+            return True
+        self.mechanism = started
+        return await self.step(initial_response)
+
+    async def step(self, data: bytes | None) -> bool:
+        """The client's answer to the last challenge (None: no initial response)."""
+        mechanism = self.mechanism
+        if mechanism is None:
+            self.host.sasl_refuse(FailureReason.MALFORMED)
+            return True
+        result = await asyncio.to_thread(mechanism.step, data)
+        if isinstance(result, Challenge):
+            self.host.sasl_challenge(result.data)
+            return True
+        self.mechanism = None
+        return await self._verdict(result, None)
+
+    async def password(self, user: str, password: str, command: str) -> bool:
+        """A password command (POP3 USER/PASS, IMAP LOGIN): checked as a PLAIN exchange, so
+        the same policy (allowplaintext, sasl_mech_list, backends) decides."""
+        self.mechanism_name = command
+        started = self._start("PLAIN")
+        if isinstance(started, FailureReason):
+            self.host.sasl_refuse(started)
+            return True
+        message = b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8")
+        result = await asyncio.to_thread(started.step, message)
+        return await self._verdict(result, user)
+
+    def abort(self, reason: str) -> None:
+        """The client cancelled the exchange ("*") or the core ended it: forget the mechanism."""
+        self.mechanism = None
+        self._log_aborted(reason)
+
+    async def count_failure(self, refuse: Callable[[], None]) -> bool:
+        """One failed attempt: wait, longer each time, then `refuse`; past the limit the host
+        says goodbye and False ends the session."""
+        self.failures += 1
+        if self.failure_delay:
+            await asyncio.sleep(self.failure_delay * self.failures)
+        refuse()
+        if self.failures >= self.max_failures:
+            self.host.sasl_give_up()
+            return False
+        return True
+
+    def _start(self, mechanism: str) -> ServerMechanism | FailureReason:
+        host = self.host
+        try:
+            return self.authenticator.start(
+                mechanism,
+                host.secure,
+                host.tls_peer,
+                service=self.service,
+                tls_bits=host.tls_bits,
+                success_data=self.success_data,
+            )
+        except MechanismUnavailable as exc:
+            return exc.reason
+
+    async def _verdict(self, result: Success | Failure | Challenge, claimed: str | None) -> bool:
+        if isinstance(result, Success):
+            return await self.host.sasl_accept(result)
+        assert isinstance(result, Failure)
+        self._log_failed(result, claimed)
+        if result.reason is FailureReason.TEMPORARY and not self.temporary_counts:
+            self.host.sasl_refuse(result.reason)
+            return True
+        return await self.count_failure(partial(self.host.sasl_refuse, result.reason))
+
+    # -- the log lines (smtpd writes Postfix's instead) -------------------------------------------
+
+    def _log_refused(self, reason: FailureReason) -> None:
+        self.log.info(
+            "%s: %s %s refused from %s: %s",
+            self.host.session_id,
+            self.command,
+            self.mechanism_name,
+            self.host.client,
+            reason.value,
+        )
+
+    def _log_failed(self, failure: Failure, claimed: str | None) -> None:
+        self.log.warning(
+            "%s: authentication failed from %s (%s%s): %s",
+            self.host.session_id,
+            self.host.client,
+            self.mechanism_name,
+            f" {claimed}" if claimed else "",
+            failure.detail,
+        )
+
+    def _log_aborted(self, reason: str) -> None:
+        host = self.host
+        self.log.info(
+            "%s: %s aborted from %s: %s", host.session_id, self.command, host.client, reason
+        )
+
+
 class Core(Protocol):
     """What every sans-I/O server core offers its driver."""
 
@@ -164,14 +404,15 @@ async def drive(
     writer: asyncio.StreamWriter,
     read: Callable[[], Awaitable[bytes | None]],
     on_event: Callable[[Any], Awaitable[bool]],
-    need_data: object,
-    closed: type,
+    need_data: object = NEED_DATA,
+    closed: type = ConnectionClosed,
 ) -> None:
     """The one read -> feed -> events -> write loop of every daemon.
 
     `read` gives the client's next bytes, or None when the session must end (it has written its
     own goodbye: timeout, shutdown); `on_event` acts on one event and returns False to end the
-    session. Replies a batch of pipelined commands produced go out in one write.
+    session. Replies a batch of pipelined commands produced go out in one write. `need_data` and
+    `closed` are sealmail.proto.core's unless the core has its own.
     """
     writer.write(core.data_to_send())
     going_on = True
@@ -196,6 +437,43 @@ async def drive(
     out = core.data_to_send()
     if out:
         writer.write(out)
+
+
+class Interruption(enum.Enum):
+    """Why `read_client` gave no bytes: the session must end with the protocol's goodbye."""
+
+    SHUTDOWN = enum.auto()  # the daemon is stopping
+    IDLE_TIMEOUT = enum.auto()  # the client said nothing for the whole timeout
+
+
+async def read_client(
+    reader: asyncio.StreamReader,
+    *,
+    timeout: float,
+    draining: asyncio.Event,
+    idle: Callable[[], bool] | None = None,
+) -> bytes | Interruption:
+    """The client's next bytes (b"" at its end), or why the session must stop waiting for them.
+
+    A stop (`draining` set) ends the wait at once; with `idle`, it waits until the session is
+    idle, so a transaction under way always completes, and applies at once if it already is.
+    """
+    if idle is not None and draining.is_set() and idle():
+        return Interruption.SHUTDOWN
+    read = asyncio.ensure_future(reader.read(65536))
+    drain = asyncio.ensure_future(draining.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {read, drain}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        while idle is not None and read not in done and drain in done and not idle():
+            done, _ = await asyncio.wait({read}, timeout=timeout)
+    finally:
+        drain.cancel()
+    if read in done:
+        return read.result()
+    read.cancel()
+    return Interruption.SHUTDOWN if drain in done else Interruption.IDLE_TIMEOUT
 
 
 async def close(writer: asyncio.StreamWriter) -> None:

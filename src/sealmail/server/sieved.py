@@ -21,11 +21,10 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.proto.managesieve import (
-    NEED_DATA,
     NO,
     OK,
     AuthAborted,
@@ -33,7 +32,6 @@ from sealmail.proto.managesieve import (
     AuthStart,
     Capabilities,
     CheckScript,
-    ConnectionClosed,
     DeleteScript,
     Event,
     GetScript,
@@ -51,7 +49,7 @@ from sealmail.proto.managesieve import (
     sasl_failure,
     script_error,
 )
-from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
+from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server import session as sessions
 from sealmail.server.tls import server_context
 from sealmail.sieve import SUPPORTED_EXTENSIONS, SieveCompileError, SieveLimits, compile_script
@@ -136,19 +134,11 @@ class ManageSieveService:
         """Nothing is held between sessions: scripts are files written whole."""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(task)
-        try:
-            await ManageSieveSession(self, reader, writer).run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        finally:
-            self.sessions.discard(task)
-            await sessions.close(writer)
+        session = ManageSieveSession(self, reader, writer)
+        await sessions.serve_session(self.sessions, writer, session.run())
 
 
-class ManageSieveSession:
+class ManageSieveSession(sessions.ClientSession):
     """One client connection: reads, feeds the core, acts on its events, writes responses."""
 
     def __init__(
@@ -157,24 +147,20 @@ class ManageSieveSession:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
+        super().__init__(reader, writer)
         self.service = service
-        self.reader = reader
-        self.writer = writer
-        self.session_id = sessions.new_session_id()
-        self.endpoint = sessions.ClientEndpoint.of(writer)
-        self.client = self.endpoint.label
         self.secure = writer.get_extra_info("ssl_object") is not None
-        self.tls_bits: int | None = None
-        self.tls_peer: str | None = None
-        self.mechanism: ServerMechanism | None = None
-        self.mechanism_name = ""
-        self.auth_failures = 0
-        self.user: str | None = None
-
-    def _mechanisms(self) -> tuple[str, ...]:
-        return self.service.authenticator.available_mechanisms(
-            self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
+        self.auth = sessions.SaslExchange(
+            self,
+            service.authenticator,
+            SASL_SERVICE,
+            log=log,
+            command="AUTHENTICATE",
+            failure_delay=service.settings.failure_delay,
+            max_failures=service.settings.max_auth_failures,
+            success_data=True,  # RFC 5804 2.1: the mechanism's last data rides in the OK
         )
+        self.user: str | None = None
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -187,14 +173,12 @@ class ManageSieveSession:
             service.capabilities,
             self.session_id,
             limits=Limits(max_literal_size=service.scripts.max_script_size),
-            auth_mechanisms=self._mechanisms(),
+            auth_mechanisms=self.auth.offered(),
             starttls_available=service.tls_context is not None and not self.secure,
             tls_active=self.secure,
             greeting_text=f"{service.config.servername} sealmail ManageSieve ready",
         )
-        await sessions.drive(
-            conn, self.writer, self._read, self._on_event, NEED_DATA, ConnectionClosed
-        )
+        await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("%s: disconnect from %s", self.session_id, self.client)
 
     async def _read(self) -> bytes | None:
@@ -210,14 +194,11 @@ class ManageSieveSession:
         if isinstance(event, StartTLS):
             return await self._start_tls()
         if isinstance(event, AuthStart):
-            return await self._auth_start(event)
+            return await self.auth.start(event.mechanism, event.initial_response)
         if isinstance(event, AuthResponse):
-            return await self._auth_step(event.data)
+            return await self.auth.step(event.data)
         if isinstance(event, AuthAborted):
-            self.mechanism = None
-            log.info(
-                "%s: AUTHENTICATE aborted from %s: %s", self.session_id, self.client, event.reason
-            )
+            self.auth.abort(event.reason)
         elif isinstance(event, Unauthenticated):
             log.info("%s: unauthenticate %s", self.session_id, event.user)
             self.user = None
@@ -241,86 +222,34 @@ class ManageSieveSession:
         context = self.service.tls_context
         assert context is not None
         self.conn.start_tls()
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-        tls = await sessions.start_tls(self.writer, context, self.session_id, self.client)
-        if tls is None:
+        if not await self.handshake(context, self.conn.data_to_send()):
             return False
-        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
-        self.conn.tls_started(self._mechanisms())
+        self.conn.tls_started(self.auth.offered())
         return True
 
-    # -- authentication -------------------------------------------------------------------------
+    # -- authentication: the exchange is sessions.SaslExchange; these are ManageSieve's answers
 
-    async def _auth_start(self, event: AuthStart) -> bool:
-        self.mechanism_name = event.mechanism
-        try:
-            self.mechanism = self.service.authenticator.start(
-                event.mechanism,
-                self.secure,
-                self.tls_peer,
-                service=SASL_SERVICE,
-                tls_bits=self.tls_bits,
-                success_data=True,
-            )
-        except MechanismUnavailable as exc:
-            log.info(
-                "%s: AUTHENTICATE %s refused from %s: %s",
-                self.session_id,
-                event.mechanism,
-                self.client,
-                exc.reason.value,
-            )
-            self.conn.answer(sasl_failure(exc.reason))
-            return True
-        return await self._auth_step(event.initial_response)
+    def sasl_challenge(self, data: bytes) -> None:
+        self.conn.auth_challenge(data)
 
-    async def _auth_step(self, data: bytes | None) -> bool:
-        mechanism = self.mechanism
-        if mechanism is None:
-            self.conn.answer(sasl_failure(FailureReason.MALFORMED))
-            return True
-        result = await asyncio.to_thread(mechanism.step, data)  # may run scrypt, ask saslauthd
-        if isinstance(result, Challenge):
-            self.conn.auth_challenge(result.data)
-            return True
-        self.mechanism = None
-        return await self._finish(result)
+    def sasl_refuse(self, reason: FailureReason) -> None:
+        self.conn.answer(sasl_failure(reason))
 
-    async def _finish(self, result: Success | Failure | Challenge) -> bool:
-        if isinstance(result, Success):
-            self.user = result.authzid
-            self.conn.authenticated(result.authzid, result.data)
-            log.info(
-                "%s: login: %s %s%s via %s",
-                self.session_id,
-                self.client,
-                result.authzid,
-                " (TLS)" if self.secure else "",
-                self.mechanism_name,
-            )
-            return True
-        assert isinstance(result, Failure)
-        log.warning(
-            "%s: authentication failed from %s (%s): %s",
+    async def sasl_accept(self, result: Success) -> bool:
+        self.user = result.authzid
+        self.conn.authenticated(result.authzid, result.data)
+        log.info(
+            "%s: login: %s %s%s via %s",
             self.session_id,
             self.client,
-            self.mechanism_name,
-            result.detail,
+            result.authzid,
+            " (TLS)" if self.secure else "",
+            self.auth.mechanism_name,
         )
-        response = sasl_failure(result.reason)
-        if result.reason is FailureReason.TEMPORARY:
-            self.conn.answer(response)
-            return True
-        self.auth_failures += 1
-        delay = self.service.settings.failure_delay
-        if delay:
-            await asyncio.sleep(delay * self.auth_failures)
-        self.conn.answer(response)
-        if self.auth_failures >= self.service.settings.max_auth_failures:
-            self.conn.bye("Too many authentication failures")
-            return False
         return True
+
+    def sasl_give_up(self) -> None:
+        self.conn.bye("Too many authentication failures")
 
     # -- scripts --------------------------------------------------------------------------------
 

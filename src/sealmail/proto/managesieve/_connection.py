@@ -1,9 +1,8 @@
 """The sans-I/O ManageSieve server connection (RFC 5804).
 
-Theory of operation (after h11): the host feeds received bytes with `receive_data`, pulls events
-with `next_event` until NEED_DATA, answers each event whose `needs_reply` is set with the method
-its docstring names, and sends what `data_to_send` returns. Commands are taken one at a time, so
-a pipelined batch is answered in order.
+Theory of operation: sealmail.proto.core's, after h11 (feed bytes, pull events until NEED_DATA,
+answer each event whose `needs_reply` is set as its docstring says, send what `data_to_send`
+returns). Commands are taken one at a time, so a pipelined batch is answered in order.
 
 A command is read in pieces: a line, and when the line ends with a literal marker (`{n+}`), n
 octets, and then the rest of the command on the next line. A literal larger than
@@ -25,14 +24,14 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sealmail.proto.buffer import LineTooLong, ReceiveBuffer
+from sealmail.proto.buffer import LineTooLong
+from sealmail.proto.core import ServerCore, UsageError
 from sealmail.proto.managesieve._events import (
     NEED_DATA,
     AuthAborted,
     AuthResponse,
     AuthStart,
     CheckScript,
-    ConnectionClosed,
     DeleteScript,
     Event,
     GetScript,
@@ -82,10 +81,6 @@ _MAX_TOKENS = 8  # more than any command takes; beyond it the command is refused
 _SCRIPT_COMMANDS = frozenset({Command.PUTSCRIPT, Command.CHECKSCRIPT})
 
 
-class UsageError(Exception):
-    """The host used the core wrongly (answered nothing pending, and the like)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Explicit limits. `max_line_length` counts the octets of a line before its CRLF."""
@@ -130,7 +125,7 @@ def check_script_name(raw: bytes) -> str | Response:
     return name
 
 
-class ServerConnection:
+class ServerConnection(ServerCore[SessionState]):
     """One ManageSieve server session, without I/O."""
 
     def __init__(
@@ -144,18 +139,17 @@ class ServerConnection:
         tls_active: bool = False,
         greeting_text: str = "sealmail ManageSieve ready",
     ) -> None:
+        super().__init__(
+            SessionState.NOT_AUTHENTICATED,
+            auth_mechanisms=auth_mechanisms,
+            tls_active=tls_active,
+        )
         self.capabilities = capabilities or Capabilities()
         self.session_id = session_id
         self.limits = limits or Limits()
-        self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
         self.starttls_available = starttls_available
-        self.tls_active = tls_active
-        self.state = SessionState.NOT_AUTHENTICATED
         self.authenticated_as: str | None = None
         self.bad_commands = 0
-        self._buffer = ReceiveBuffer()
-        self._out = bytearray()
-        self._pending: Event | None = None
         # The command being read: its tokens so far, and the literal it waits for.
         self._tokens: list[Token] = []
         self._literal_left: int | None = None  # octets of the current literal still to come
@@ -167,10 +161,6 @@ class ServerConnection:
         self._send(OK(greeting_text))
 
     # -- public API -------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self.state is SessionState.CLOSED
 
     def capability_lines(self) -> list[bytes]:
         """RFC 5804 1.7, the capability response as it stands in this state."""
@@ -192,41 +182,6 @@ class ServerConnection:
         lines.append(b'"UNAUTHENTICATE"')
         lines.append(b'"VERSION" ' + render_string(VERSION))
         return lines
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the peer; b"" means the peer closed its side."""
-        if data and self.state in (SessionState.TLS_WAIT, SessionState.CLOSED):
-            # RFC 5804 2.2 (and CVE-2011-0411): bytes sent in clear after our OK and before
-            # the handshake are never read as if they came under TLS.
-            return
-        self._buffer.feed(data)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def next_event(self) -> Event | NeedData:
-        """The next event, or NEED_DATA; ConnectionClosed once the session is over."""
-        if self._pending is not None:
-            raise UsageError(f"{type(self._pending).__name__} is waiting for an answer")
-        while True:
-            if self.state is SessionState.CLOSED:
-                return ConnectionClosed()
-            if self.state is SessionState.TLS_WAIT:
-                return NEED_DATA
-            event = self._step()
-            if event is None:
-                continue
-            if event is NEED_DATA:
-                if self._buffer.at_eof:
-                    self._close()
-                    return ConnectionClosed()
-                return NEED_DATA
-            assert isinstance(event, Event)
-            if event.needs_reply:
-                self._pending = event
-            return event
 
     def answer(self, response: Response) -> None:
         """Answer the pending event with an OK or NO status response.
@@ -267,18 +222,12 @@ class ServerConnection:
         """Accept STARTTLS: send OK; the driver flushes it, then does the handshake."""
         self._take(StartTLS)
         self._send(OK("Begin TLS negotiation now"))
-        self._buffer.clear()  # commands pipelined in clear after STARTTLS are dropped
-        self.state = SessionState.TLS_WAIT
+        self._await_handshake()
 
     def tls_started(self, auth_mechanisms: tuple[str, ...] | None = None) -> None:
         """The handshake is done; RFC 5804 2.2: "After the TLS layer is established, the server
         MUST re-issue the capability results, followed by an OK response." """
-        if self.state is not SessionState.TLS_WAIT:
-            raise UsageError("tls_started() without an accepted STARTTLS")
-        self._buffer.clear()
-        self.tls_active = True
-        if auth_mechanisms is not None:
-            self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
+        self._handshake_done("STARTTLS", auth_mechanisms)
         self.state = SessionState.NOT_AUTHENTICATED
         self._send_capabilities()
         self._send(OK("TLS negotiation successful"))
@@ -315,23 +264,9 @@ class ServerConnection:
 
     # -- engine -----------------------------------------------------------------------------
 
-    def _take(self, *kinds: type[Event]) -> Event:
-        event = self._pending
-        if not isinstance(event, kinds):
-            wanted = " or ".join(kind.__name__ for kind in kinds)
-            raise UsageError(f"no {wanted} is waiting for an answer (pending: {event!r})")
-        self._pending = None
-        return event
-
-    def _send(self, response: Response) -> None:
-        self._out += response.render()
-
     def _send_capabilities(self) -> None:
         for line in self.capability_lines():
             self._out += line + b"\r\n"
-
-    def _close(self) -> None:
-        self.state = SessionState.CLOSED
 
     def _reset_command(self) -> None:
         self._tokens = []

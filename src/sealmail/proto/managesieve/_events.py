@@ -3,14 +3,19 @@
 An event whose `needs_reply` is set stops the core until the host answers it (the docstring
 names how). The others were answered by the core already; they are for logs and cleanup.
 Events never show a SASL response or a script in their repr, so logging one is safe.
+
+`StartTLS`, `AuthStart` and `ConnectionClosed` are the ones every line-protocol core shares
+(sealmail.proto.core). Here StartTLS is answered by `start_tls()`, the handshake, then
+`tls_started(...)`, or by `answer(NO)`; AuthStart (AUTHENTICATE, RFC 5804 2.1) by
+`auth_challenge`, `authenticated` or `answer(NO)`.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar
 
+from sealmail.proto.core import NEED_DATA, AuthStart, ConnectionClosed, Event, NeedData, StartTLS
 from sealmail.proto.managesieve._responses import Response
 
 __all__ = [
@@ -34,40 +39,6 @@ __all__ = [
     "StartTLS",
     "Unauthenticated",
 ]
-
-
-class NeedData(enum.Enum):
-    """The sentinel type of NEED_DATA: the core needs more bytes before the next event."""
-
-    NEED_DATA = "NEED_DATA"
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData.NEED_DATA
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    needs_reply: ClassVar[bool] = False
-
-
-@dataclass(frozen=True, slots=True)
-class StartTLS(Event):
-    """STARTTLS. Answer: `start_tls()`, handshake, then `tls_started(...)`; or `answer(NO)`."""
-
-    needs_reply: ClassVar[bool] = True
-
-
-@dataclass(frozen=True, slots=True)
-class AuthStart(Event):
-    """AUTHENTICATE mechanism [initial response]. Answer: `auth_challenge`, `authenticated`
-    or `answer(NO)`. `initial_response` is None when the client sent none (RFC 4422 3.3)."""
-
-    needs_reply: ClassVar[bool] = True
-    mechanism: str
-    initial_response: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +140,3 @@ class ProtocolError(Event):
 
     response: Response
     command: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed(Event):
-    """The session is over (LOGOUT, BYE, or the client went away)."""

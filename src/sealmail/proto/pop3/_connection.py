@@ -1,9 +1,9 @@
 """The sans-I/O POP3 server connection (RFC 1939, RFC 2449, RFC 2595, RFC 5034).
 
-Theory of operation (after h11): the host feeds received bytes with `receive_data`, pulls events
-with `next_event` until NEED_DATA, answers each event whose `needs_reply` is set with the method
-the event names, and sends what `data_to_send` returns. Commands are taken one at a time, so a
-pipelined batch (RFC 2449 6.6) is answered in order.
+Theory of operation: sealmail.proto.core's, after h11 (feed bytes, pull events until NEED_DATA,
+answer each event whose `needs_reply` is set with the method the event names, send what
+`data_to_send` returns). Commands are taken one at a time, so a pipelined batch (RFC 2449 6.6)
+is answered in order.
 
 The core answers everything that needs no mail knowledge itself: CAPA, USER, STAT, LIST, UIDL,
 DELE, NOOP, RSET, syntax and state errors, over-long lines. The host decides what needs the
@@ -23,13 +23,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sealmail.proto.buffer import LineTooLong, ReceiveBuffer, dot_stuff
+from sealmail.proto.buffer import LineTooLong, dot_stuff
+from sealmail.proto.core import ServerCore, UsageError
 from sealmail.proto.pop3._events import (
     NEED_DATA,
     AuthAborted,
     AuthResponse,
     AuthStart,
-    ConnectionClosed,
     Event,
     Login,
     MessageRequest,
@@ -67,10 +67,6 @@ MISSING_ARGUMENT = ERR("Missing argument")
 LINE_TOO_LONG = ERR("Line too long")
 NOT_UTF8 = ERR("Command is not valid UTF-8")
 CONTROL_CHARS = ERR("Control characters in command")
-
-
-class UsageError(Exception):
-    """The host used the core wrongly (answered nothing pending, a +OK refusal, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +125,7 @@ def top_of(content: bytes, lines: int) -> bytes:
     return content[:position]
 
 
-class ServerConnection:
+class ServerConnection(ServerCore[SessionState]):
     """One POP3 server session, without I/O."""
 
     def __init__(
@@ -146,32 +142,27 @@ class ServerConnection:
         expire_days: int | None = None,
         greeting_text: str | None = None,
     ) -> None:
+        super().__init__(
+            SessionState.AUTHORIZATION,
+            auth_mechanisms=auth_mechanisms,
+            tls_active=tls_active,
+        )
         self.hostname = hostname
         self.session_id = session_id
         self.limits = limits or Limits()
-        self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
         self.plaintext_allowed = plaintext_allowed
         self.starttls_available = starttls_available
-        self.tls_active = tls_active
         self.login_delay = login_delay  # seconds, RFC 2449 6.5
         self.expire_days = expire_days  # None: NEVER, RFC 2449 6.7
-        self.state = SessionState.AUTHORIZATION
         self.authenticated_as: str | None = None
         self.maildrop: Maildrop | None = None
         self._user: str | None = None
         self._deleted: set[int] = set()  # message numbers marked by DELE
         self._retrieved: set[int] = set()  # message numbers sent whole by RETR
-        self._buffer = ReceiveBuffer()
-        self._out = bytearray()
-        self._pending: Event | None = None
         text = greeting_text if greeting_text is not None else f"{hostname} POP3 server ready"
         self._send(OK(text))
 
     # -- public API -------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self.state is SessionState.CLOSED
 
     @property
     def deleted(self) -> tuple[int, ...]:
@@ -195,42 +186,6 @@ class ServerConnection:
         if not login:
             caps.append("IMPLEMENTATION sealmail")
         return tuple(caps)
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the peer; b"" means the peer closed its side."""
-        if data and self.state in (SessionState.TLS_WAIT, SessionState.CLOSED):
-            # RFC 2595 4 / CVE-2011-0411: nothing sent in clear between our +OK and the
-            # handshake may be taken as if it came under TLS.
-            return
-        self._buffer.feed(data)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def next_event(self) -> Event | NeedData:
-        """The next event, or NEED_DATA; ConnectionClosed once the session is over."""
-        if self._pending is not None:
-            raise UsageError(f"{type(self._pending).__name__} is waiting for an answer")
-        while True:
-            if self.state is SessionState.CLOSED:
-                return ConnectionClosed()
-            if self.state is SessionState.TLS_WAIT:
-                return NEED_DATA
-            event = self._step()
-            if event is None:
-                continue
-            if event is NEED_DATA:
-                if self._buffer.at_eof:
-                    # RFC 1939 6: no QUIT, no UPDATE state: nothing is removed.
-                    self._close()
-                    return ConnectionClosed()
-                return NEED_DATA
-            assert isinstance(event, Event)
-            if event.needs_reply:
-                self._pending = event
-            return event
 
     def refuse(self, reply: Reply) -> None:
         """Answer the pending event with a -ERR reply; the session goes on, except in UPDATE."""
@@ -266,9 +221,7 @@ class ServerConnection:
         """Accept STLS: send +OK; the driver flushes it, then does the TLS handshake."""
         self._take(StartTLS)
         self._send(OK("Begin TLS negotiation now"))
-        # RFC 2595 4: commands pipelined after STLS arrived in clear; they are dropped.
-        self._buffer.clear()
-        self.state = SessionState.TLS_WAIT
+        self._await_handshake()
 
     def tls_started(
         self, auth_mechanisms: tuple[str, ...] | None = None, plaintext_allowed: bool | None = None
@@ -278,13 +231,8 @@ class ServerConnection:
         RFC 2595 4: "the client MUST discard cached information about server capabilities" and
         the server forgets what it learnt in clear (here: a USER name).
         """
-        if self.state is not SessionState.TLS_WAIT:
-            raise UsageError("tls_started() without an accepted STLS")
-        self._buffer.clear()
-        self.tls_active = True
+        self._handshake_done("STLS", auth_mechanisms)
         self._user = None
-        if auth_mechanisms is not None:
-            self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
         if plaintext_allowed is not None:
             self.plaintext_allowed = plaintext_allowed
         self.state = SessionState.AUTHORIZATION
@@ -311,26 +259,12 @@ class ServerConnection:
 
     # -- engine -----------------------------------------------------------------------------
 
-    def _take(self, *kinds: type[Event]) -> Event:
-        event = self._pending
-        if not isinstance(event, kinds):
-            wanted = " or ".join(kind.__name__ for kind in kinds)
-            raise UsageError(f"no {wanted} is waiting for an answer (pending: {event!r})")
-        self._pending = None
-        return event
-
-    def _send(self, reply: Reply) -> None:
-        self._out += reply.render()
-
     def _multiline(self, reply: Reply, lines: list[str]) -> None:
         """RFC 1939 3: a multi-line response's lines are dot-stuffed and end with "."."""
         self._send(reply)
         for line in lines:
             self._out += (("." + line) if line.startswith(".") else line).encode() + b"\r\n"
         self._out += b".\r\n"
-
-    def _close(self) -> None:
-        self.state = SessionState.CLOSED
 
     def _error(self, reply: Reply, command: str) -> ProtocolError:
         self._send(reply)

@@ -3,14 +3,19 @@
 An event whose `needs_reply` is set stops the core until the host answers it with the method its
 docstring names. The others were answered by the core already; they are for logs and cleanup.
 Events never hold a password in their repr, so logging an event is always safe.
+
+`StartTLS`, `AuthStart` and `ConnectionClosed` are the ones every line-protocol core shares
+(sealmail.proto.core). Here StartTLS is STLS (RFC 2595 4), answered by `start_tls` or `refuse`;
+AuthStart is AUTH (RFC 5034 4), answered by `auth_challenge`, `open_maildrop` (the exchange
+succeeded) or `refuse`.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar
 
+from sealmail.proto.core import NEED_DATA, AuthStart, ConnectionClosed, Event, NeedData, StartTLS
 from sealmail.proto.pop3._replies import Reply
 
 __all__ = [
@@ -30,23 +35,6 @@ __all__ = [
 ]
 
 
-class NeedData(enum.Enum):
-    """The sentinel type of NEED_DATA: the core needs more bytes before the next event."""
-
-    NEED_DATA = "NEED_DATA"
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData.NEED_DATA
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    needs_reply: ClassVar[bool] = False
-
-
 @dataclass(frozen=True, slots=True)
 class Login(Event):
     """USER then PASS (RFC 1939 7). Answer: `open_maildrop` or `refuse`."""
@@ -54,18 +42,6 @@ class Login(Event):
     needs_reply: ClassVar[bool] = True
     user: str
     password: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthStart(Event):
-    """AUTH mechanism [initial-response] (RFC 5034 4); `initial_response` None: none was sent.
-
-    Answer: `auth_challenge`, `open_maildrop` (the exchange succeeded) or `refuse`.
-    """
-
-    needs_reply: ClassVar[bool] = True
-    mechanism: str
-    initial_response: bytes | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +57,6 @@ class AuthAborted(Event):
     """The SASL exchange ended without the host (a "*" cancel, bad base64): drop the mechanism."""
 
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class StartTLS(Event):
-    """STLS (RFC 2595 4). Answer: `start_tls` (then do the handshake) or `refuse`."""
-
-    needs_reply: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +93,3 @@ class ProtocolError(Event):
 
     reply: Reply
     command: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed(Event):
-    """The session is over (QUIT done, or the peer closed its side)."""

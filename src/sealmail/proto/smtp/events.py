@@ -3,14 +3,19 @@
 An event with `needs_reply = True` stops the core until the host answers it (with
 `ServerConnection.answer`, or `auth_challenge` / `auth_succeeded` for AUTH). The others were
 already answered by the core and are for logging and bookkeeping.
+
+`StartTLS`, `AuthStart` and `ConnectionClosed` are the ones every line-protocol core shares
+(sealmail.proto.core). Here StartTLS (RFC 3207) is answered 220 to go on, then `tls_started()`
+after the handshake; AuthStart (RFC 4954 4) by `auth_challenge`, `auth_succeeded` or a 4xx/5xx
+`answer`.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar
 
+from sealmail.proto.core import NEED_DATA, AuthStart, ConnectionClosed, Event, NeedData, StartTLS
 from sealmail.proto.smtp.address import Address
 from sealmail.proto.smtp.replies import Reply
 
@@ -30,23 +35,6 @@ __all__ = [
     "Reset",
     "StartTLS",
 ]
-
-
-class NeedData(enum.Enum):
-    """The sentinel type of NEED_DATA: the core needs more bytes before the next event."""
-
-    NEED_DATA = "NEED_DATA"
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData.NEED_DATA
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    needs_reply: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +91,6 @@ class Quit(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class AuthStart(Event):
-    """AUTH mechanism [initial-response] (RFC 4954 4); `initial_response` is base64-decoded."""
-
-    needs_reply: ClassVar[bool] = True
-    mechanism: str
-    initial_response: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
 class AuthResponse(Event):
     """The client's answer to a 334 challenge; None when it cancelled with "*".
 
@@ -120,14 +99,7 @@ class AuthResponse(Event):
     """
 
     needs_reply: ClassVar[bool] = True
-    data: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class StartTLS(Event):
-    """STARTTLS (RFC 3207). Answer 220 to go on, then call `tls_started()` after the handshake."""
-
-    needs_reply: ClassVar[bool] = True
+    data: bytes | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +108,3 @@ class ProtocolError(Event):
 
     reply: Reply
     line: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed(Event):
-    """The session is over (EOF from the peer, QUIT, or the core gave up): close the socket."""

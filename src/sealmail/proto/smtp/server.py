@@ -1,12 +1,12 @@
 """The sans-I/O SMTP/LMTP server connection.
 
-Theory of operation (after h11): the host feeds received bytes with `receive_data`, pulls events
-with `next_event` until NEED_DATA, answers each event whose `needs_reply` is set, and sends what
-`data_to_send` returns. The core parses one command at a time and stops at an event that needs
-the host's answer, so a pipelined batch (RFC 2920) comes out in order and its replies go out in
-order. Everything the protocol itself decides (LHLO capabilities, syntax and order errors,
-limits, NOOP, RSET, VRFY, HELP, QUIT, the 354 to DATA) is answered here; the host decides only
-what needs mail knowledge: senders, recipients, the message, authentication and TLS.
+Theory of operation: sealmail.proto.core's, after h11 (feed bytes, pull events until NEED_DATA,
+answer each event whose `needs_reply` is set, send what `data_to_send` returns). The core parses
+one command at a time and stops at an event that needs the host's answer, so a pipelined batch
+(RFC 2920) comes out in order and its replies go out in order. Everything the protocol itself
+decides (LHLO capabilities, syntax and order errors, limits, NOOP, RSET, VRFY, HELP, QUIT, the
+354 to DATA) is answered here; the host decides only what needs mail knowledge: senders,
+recipients, the message, authentication and TLS.
 
 LMTP (RFC 2033 4.2): after the data the host gives one reply per accepted recipient, in RCPT
 order; `answer` enforces the count and then ends the transaction.
@@ -19,7 +19,8 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
-from sealmail.proto.buffer import DotDataReader, LineTooLong, ReceiveBuffer
+from sealmail.proto.buffer import DotDataReader, LineTooLong
+from sealmail.proto.core import ServerCore, UsageError
 from sealmail.proto.smtp.address import (
     AddressError,
     ParamError,
@@ -31,7 +32,6 @@ from sealmail.proto.smtp.events import (
     NEED_DATA,
     AuthResponse,
     AuthStart,
-    ConnectionClosed,
     Event,
     Hello,
     MailFrom,
@@ -80,10 +80,6 @@ VRFY_REPLY = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and 
 START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
 
-class UsageError(Exception):
-    """The host used the core wrongly (answered nothing pending, too many LMTP replies, ...)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Explicit limits (0 means none for the three counts that allow it)."""
@@ -113,7 +109,7 @@ class _Transaction:
     chunking: bool = False  # a BDAT chunk was taken: DATA is no longer allowed
 
 
-class ServerConnection:
+class ServerConnection(ServerCore[SessionState]):
     """One SMTP or LMTP server session, without I/O."""
 
     def __init__(
@@ -129,6 +125,7 @@ class ServerConnection:
         accept_mail_auth: bool = False,
         dsn: bool = False,
     ) -> None:
+        super().__init__(SessionState.GREETED, auth_mechanisms=auth_mechanisms)
         self.mode = mode
         self.dsn = dsn  # RFC 3461: advertise DSN and take RET/ENVID and NOTIFY/ORCPT
         # MAIL's AUTH= (RFC 4954 5) is also taken from clients trusted without AUTH (a UNIX-socket
@@ -137,18 +134,12 @@ class ServerConnection:
         self.hostname = hostname
         self.session_id = session_id
         self.limits = limits or Limits()
-        self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
         self.auth_required = auth_required
         self.starttls_available = starttls_available
-        self.tls_active = False
         self.authenticated_as: str | None = None
         self.hello_name: str | None = None
         self.bad_commands = 0
-        self.state = SessionState.GREETED
-        self._buffer = ReceiveBuffer()
-        self._out = bytearray()
         self._transaction: _Transaction | None = None
-        self._pending: Event | None = None
         self._replies_owed = 0  # LMTP: replies still owed for the pending MessageData
         self._data_reader: DotDataReader | None = None
         self._bdat_left = 0
@@ -160,11 +151,6 @@ class ServerConnection:
         self._send(Reply(220, None, f"{hostname} {text}"))
 
     # -- public API -------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        """True once the core wants the connection closed (QUIT, 421, or EOF)."""
-        return self.state is SessionState.CLOSED
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -188,43 +174,6 @@ class ServerConnection:
         if self.starttls_available and not self.tls_active:
             caps.append("STARTTLS")
         return tuple(caps)
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the peer; b"" means the peer closed its side."""
-        if self.state is SessionState.TLS_WAIT and data:
-            # Between our 220 and the handshake nothing in clear may be taken (RFC 3207 5).
-            return
-        if self.closed and data:
-            return
-        self._buffer.feed(data)
-
-    def data_to_send(self) -> bytes:
-        """All bytes queued for the peer since the last call."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def next_event(self) -> Event | NeedData:
-        """The next event, or NEED_DATA; ConnectionClosed once the session is over."""
-        if self._pending is not None:
-            raise UsageError(f"{type(self._pending).__name__} is waiting for an answer")
-        while True:
-            if self.state is SessionState.CLOSED:
-                return ConnectionClosed()
-            if self.state is SessionState.TLS_WAIT:
-                return NEED_DATA
-            event = self._step()
-            if event is None:
-                continue
-            if event is NEED_DATA:
-                if self._buffer.at_eof:
-                    self._close()
-                    return ConnectionClosed()
-                return NEED_DATA
-            assert isinstance(event, Event)
-            if event.needs_reply:
-                self._pending = event
-            return event
 
     def answer(self, reply: Reply) -> None:
         """Answer the pending event (for LMTP data: once per recipient, in order)."""
@@ -259,10 +208,7 @@ class ServerConnection:
         elif isinstance(event, StartTLS):
             self._pending = None
             if reply.is_success:
-                # RFC 3207 5 / CVE-2011-0411: bytes the client pipelined after STARTTLS came in
-                # clear and must not be taken as if they came under TLS.
-                self._buffer.clear()
-                self.state = SessionState.TLS_WAIT
+                self._await_handshake()
 
     @property
     def replies_owed(self) -> int:
@@ -294,24 +240,16 @@ class ServerConnection:
         the argument to the EHLO command, which was not obtained from the TLS negotiation
         itself." `auth_mechanisms` replaces the offered mechanisms (e.g. PLAIN only under TLS).
         """
-        if self.state is not SessionState.TLS_WAIT:
-            raise UsageError("tls_started() without an accepted STARTTLS")
-        self._buffer.clear()
-        self.tls_active = True
+        self._handshake_done("STARTTLS", auth_mechanisms)
         self.hello_name = None
         self.authenticated_as = None
         self._transaction = None
-        if auth_mechanisms is not None:
-            self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
         self.state = SessionState.GREETED
 
     # -- engine -----------------------------------------------------------------------------
 
-    def _send(self, reply: Reply) -> None:
-        self._out += reply.render()
-
     def _close(self) -> None:
-        self.state = SessionState.CLOSED
+        super()._close()
         self._transaction = None
 
     def _end_transaction(self) -> None:
