@@ -757,8 +757,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     """`python -m sealmail.mta.smtpd --config DIR --service NAME --fds 3,4 --parent-fd 5`,
     started by sealmail.mta.master only."""
     import argparse
-    import sys
 
+    from sealmail.cli.main import configure_logging
     from sealmail.mta.config import load_mta_config
     from sealmail.mta.master import open_maillog
     from sealmail.server import runtime
@@ -771,9 +771,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hostname", default=None)
     args = parser.parse_args(argv)
     handler = open_maillog(load_mta_config(args.config, hostname=args.hostname).main)
-    root = logging.getLogger("sealmail")
-    root.setLevel(logging.INFO)
-    root.addHandler(handler if handler is not None else logging.StreamHandler(sys.stderr))
+    if handler is None:
+        configure_logging()  # standard error, in the shape the master's own lines have
+    else:
+        root = logging.getLogger("sealmail")
+        root.setLevel(logging.INFO)
+        root.addHandler(handler)
     fds = [int(fd) for fd in args.fds.split(",") if fd]
     runtime.run(serve_worker(args.config, args.service, fds, args.parent_fd, args.hostname))
     return 0
