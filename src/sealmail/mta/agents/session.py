@@ -267,7 +267,8 @@ class _Session:
     async def _bounded(self, work: Awaitable[_T], timeout: float) -> _T:
         command = self.conn.pending[0] if self.conn.pending else None
         try:
-            return await asyncio.wait_for(work, timeout)
+            async with asyncio.timeout(timeout):  # no task per read, as wait_for makes
+                return await work
         except TimeoutError:
             raise self.fail(command, "conversation", timed_out=True) from None
         except (ConnectionError, OSError):

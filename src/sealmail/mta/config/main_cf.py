@@ -413,6 +413,9 @@ class MainConfig:
     transports: frozenset[str] = frozenset()
     hostname: str | None = None  # injectable, so tests do not depend on the machine
     _warned: set[str] = field(default_factory=set, repr=False)
+    # Expanded values: a configuration does not change once read (a reload reads a new one),
+    # and the queue manager asks for the same few parameters for every message.
+    _expanded: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_document(
@@ -492,14 +495,19 @@ class MainConfig:
 
     def value(self, name: str) -> str:
         """The expanded value; an undeclared, unset name is a KeyError (a programming error)."""
+        known = self._expanded.get(name)
+        if known is not None:
+            return known
         raw = self.raw(name)
         if raw is None:
             raise KeyError(f"undeclared main.cf parameter {name!r}")
         path, line = self._where(name)
         try:
-            return expand(raw, self.raw, where=path, undefined=self._warn_undefined)
+            value = expand(raw, self.raw, where=path, undefined=self._warn_undefined)
         except ExpansionError as exc:
             raise ExpansionError(path, line, name, str(exc).split(": ", 1)[-1]) from None
+        self._expanded[name] = value
+        return value
 
     def string(self, name: str) -> str:
         return self.value(name)
