@@ -28,8 +28,10 @@ from sealmail.store.disk import DiskStore
 MESSAGE = b"From: Fred Foobar <foobar@example.com>\r\nSubject: afternoon meeting\r\n\r\nHello\r\n"
 
 
-def run_transcript(store: DiskStore, transcript: str) -> None:
-    session = ImapSession(store, store.config, "fred", "user.fred")
+def run_transcript(store: DiskStore, transcript: str, session: ImapSession | None = None) -> None:
+    """Run `transcript` as fred (or as `session`), answering as the daemon does: the
+    connection renders (and parses) with UTF-8 once the session enabled it."""
+    session = session or ImapSession(store, store.config, "fred", "user.fred")
     conn = ServerConnection()
     conn.send(StatusResponse("PREAUTH", "ready"))
     conn.data_to_send()
@@ -49,6 +51,7 @@ def run_transcript(store: DiskStore, transcript: str) -> None:
                     conn.send(StatusResponse("OK", "LOGOUT completed", tag=event.command.tag))
                     continue
                 for response in session.execute(event.command):
+                    conn.utf8 = session.utf8  # as sealmail.server.imapd does
                     conn.send(response)
             received += conn.data_to_send().decode().splitlines()
         elif kind == "S:":

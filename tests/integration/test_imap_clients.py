@@ -238,3 +238,65 @@ def test_imapclient_reads_flags_moves_and_deletes(imapd: ImapDaemon) -> None:
         client.expunge()
         assert client.search(["ALL"]) == []
         assert {name for _, _, name in client.list_folders()} >= {"INBOX", archive}
+
+
+def test_imaplib_utf8_accept_and_imap4rev2(imapd: ImapDaemon) -> None:
+    """Python's imaplib the way it speaks RFC 6855: `enable("UTF8=ACCEPT")` switches it to UTF-8
+    (`_encoding = "utf-8"`), and mailbox names go and come back as UTF-8, unquoted or quoted; a
+    client that enabled nothing sees the same mailbox in modified UTF-7. A third client enables
+    IMAP4rev2 and gets ESEARCH for SEARCH (RFC 9051 6.4.4)."""
+    imapd.deliver(MESSAGE)
+    name = "INBOX.Café au lait"
+    client = imaplib.IMAP4("127.0.0.1", imapd.port, timeout=10)
+    client.starttls(imapd.tls_context())
+    client.login("alice", PASSWORD)
+    assert {"IMAP4REV1", "IMAP4REV2", "UTF8=ACCEPT", "ENABLE"} <= set(client.capabilities)
+    before = client.capability()[1][-1]
+    assert client.enable("UTF8=ACCEPT")[0] == "OK"
+    assert client.utf8_enabled and client._encoding == "utf-8"
+    assert client.response("ENABLED") == ("ENABLED", [b"UTF8=ACCEPT"])
+    assert client.capability()[1][-1] == before  # RFC 9051 6.3.1: ENABLE changes no capability
+    assert client.create("INBOX.Tōkyō")[0] == "OK"  # imaplib sends it unquoted
+    assert client.create(f'"{name}"')[0] == "OK"
+    _, listing = client.list('""', '"INBOX.*"')
+    assert b'(\\HasNoChildren) "." "INBOX.Caf\xc3\xa9 au lait"' in listing
+    assert b'(\\HasNoChildren) "." "INBOX.T\xc5\x8dky\xc5\x8d"' in listing
+    assert client.select("INBOX")[0] == "OK"
+    assert client.copy("1", f'"{name}"')[0] == "OK"
+    # APPEND with RFC 6855 4's UTF8 (literal8); imaplib's own append() wraps the UTF8 (...)
+    # inside its literal, so the command is written by hand.
+    utf8_message = "Subject: café au lait\r\n\r\nbonjour\r\n".encode()
+    tag = client._new_tag()
+    client.send(tag + f' APPEND "{name}" UTF8 (~{{{len(utf8_message)}+}}\r\n'.encode()
+                + utf8_message + b")\r\n")
+    reply = client.readline()
+    assert reply.startswith(tag + b" OK [APPENDUID "), reply
+    typ, data = client.select(f'"{name}"', readonly=True)
+    assert (typ, data) == ("OK", [b"2"])
+    _, fetched = client.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert isinstance(fetched[0], tuple) and "café au lait".encode() in fetched[0][1]
+    client.logout()
+
+    legacy = imaplib.IMAP4("127.0.0.1", imapd.port, timeout=10)
+    legacy.starttls(imapd.tls_context())
+    legacy.login("alice", PASSWORD)
+    _, listing = legacy.list('""', '"INBOX.*"')
+    assert b'(\\HasNoChildren) "." "INBOX.Caf&AOk- au lait"' in listing
+    assert b'(\\HasNoChildren) "." INBOX.T&AU0-ky&AU0-' in listing
+    assert legacy.select('"INBOX.Caf&AOk- au lait"') == ("OK", [b"2"])
+    legacy.logout()
+
+    rev2 = imaplib.IMAP4("127.0.0.1", imapd.port, timeout=10)
+    rev2.starttls(imapd.tls_context())
+    rev2.login("alice", PASSWORD)
+    assert rev2._simple_command("ENABLE", "IMAP4rev2")[0] == "OK"
+    assert rev2.response("ENABLED") == ("ENABLED", [b"IMAP4rev2"])
+    rev2._mode_utf8()  # IMAP4rev2 names are UTF-8 too (RFC 9051 5.1)
+    assert rev2.select(f'"{name}"') == ("OK", [b"2"])
+    assert rev2.response("LIST") == ("LIST", [b'(\\HasNoChildren) "." "INBOX.Caf\xc3\xa9 au lait"'])
+    assert rev2.response("RECENT") == ("RECENT", [None])  # no RECENT in IMAP4rev2
+    typ, data = rev2.uid("SEARCH", "SUBJECT", '"café"')
+    assert typ == "OK"
+    [esearch] = rev2.response("ESEARCH")[1]
+    assert isinstance(esearch, bytes) and esearch.endswith(b") UID ALL 2")
+    rev2.logout()

@@ -55,6 +55,7 @@ class Server:
     service: ImapService
     port: int
     ca: trustme.CA
+    loop: asyncio.AbstractEventLoop
 
     def client(self) -> imaplib.IMAP4:
         return imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
@@ -128,7 +129,7 @@ def start(tmp_path: Path, ca: trustme.CA) -> Iterator[Callable[..., Server]]:
         thread.start()
         asyncio.run_coroutine_threadsafe(main(), loop).result(10)
         running.append((loop, thread, store))
-        return Server(config, store, service, port[0], ca)
+        return Server(config, store, service, port[0], ca, loop)
 
     yield starter
     for loop, thread, store in running:
@@ -464,6 +465,18 @@ def test_idle_timeout_closes_with_bye(start) -> None:  # type: ignore[no-untyped
     sock.close()
 
 
+def test_a_stopping_daemon_says_bye_to_waiting_sessions(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    server.loop.call_soon_threadsafe(server.service.drain)
+    reader = sock.makefile("rb")
+    assert reader.readline() == b"* BYE Server shutting down\r\n"
+    assert reader.readline() == b""  # and the connection is closed
+    sock.close()
+
+
 def test_sessions_end(start) -> None:  # type: ignore[no-untyped-def]
     server = start(allowplaintext="yes")
     server.login().logout()
@@ -556,3 +569,40 @@ def test_examine_is_read_only_and_fetch_sets_no_seen(start) -> None:  # type: ig
     assert typ == "NO" and b"READ-ONLY" in data[0]
     assert client.close()[0] == "OK"
     client.logout()
+
+
+def test_large_fetch_is_streamed_in_order_also_compressed(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import zlib
+
+    from sealmail.imap import fetching
+
+    monkeypatch.setattr(fetching, "CHUNKS", (3, 5))  # many chunks from few messages
+    monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 4))
+    server = start(allowplaintext="yes")
+    for _ in range(40):
+        server.deliver(PLAIN)
+    client = server.login()
+    client.select("INBOX")
+    client.store("5:9", "+FLAGS", "(\\Flagged)")
+    _, data = client.fetch("1:*", "(FLAGS UID)")
+    assert data == [b"%d (FLAGS (%s) UID %d)" % (n, b"\\Flagged" if 5 <= n <= 9 else b"", n)
+                    for n in range(1, 41)]
+    _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    assert [item[1] for item in data[::2]] == [PLAIN] * 40
+    client.logout()
+
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    assert say(b"c COMPRESS DEFLATE\r\n").startswith(b"c OK")
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+    sock.sendall(deflate.compress(b"d FETCH 1:* (UID)\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+    received = b""
+    while not received.endswith(b"d OK FETCH completed\r\n"):
+        chunk = sock.recv(65536)
+        assert chunk
+        received += inflate.decompress(chunk)
+    assert received == b"".join(b"* %d FETCH (UID %d)\r\n" % (n, n) for n in range(1, 41)) + (
+        b"d OK FETCH completed\r\n")
+    sock.close()

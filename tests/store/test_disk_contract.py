@@ -295,3 +295,72 @@ def test_reopen_sees_everything(tmp_path: Path) -> None:
     with DiskStore(config) as second:
         assert second.message_bytes("user.alice", 1) == MESSAGE
         assert os.path.exists(tmp_path / "config" / "mailboxes.db")
+
+
+def test_flag_snapshot_records_and_contents(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    flags = [(), ("\\Seen",), ("\\Seen", "$Work"), ("\\Seen",), ()]
+    for n, wanted in enumerate(flags):
+        store.deliver(MESSAGE + b"%d\r\n" % n, [DeliveryTarget("user.alice", wanted)],
+                      internaldate=1e9 + n)
+    store.expunge("user.alice", [2])
+    snapshot = store.flag_snapshot("user.alice")
+    records = store.messages("user.alice")
+    assert snapshot.mailbox == store.mailbox("user.alice")
+    assert snapshot.uids == [r.uid for r in records] == [1, 3, 4, 5]
+    assert snapshot.modseqs == [r.modseq for r in records]
+    assert [snapshot.flag_sets[i] for i in snapshot.flag_ids] == [r.flags for r in records]
+    assert len(snapshot.flag_sets) == 3  # one per distinct set
+    store.create_mailbox("user.alice.Empty")
+    empty = store.flag_snapshot("user.alice.Empty")
+    assert (empty.uids, empty.modseqs, empty.flag_ids, empty.flag_sets) == ([], [], [], [])
+    with pytest.raises(MailboxNotFound):
+        store.flag_snapshot("user.nobody")
+
+    assert store.message_records("user.alice", [5, 2, 1, 99]) == [records[0], records[3]]
+    many = store.message_records("user.alice", list(range(1, 400)))  # the range-scan way
+    assert many == records
+    assert store.message_records("user.alice", []) == []
+
+    contents = store.message_contents("user.alice", [4, 1])
+    assert next(contents) == MESSAGE + b"3\r\n"  # read as drawn: files one at a time
+    assert list(contents) == [MESSAGE + b"0\r\n"]
+    with pytest.raises(NoSuchMessage):
+        list(store.message_contents("user.alice", [1, 2]))
+    # A size the index got wrong (reconstruct repairs it) still gives the whole file.
+    (store.mailbox_path("user.alice") / "5.").write_bytes(b"x" * 100_000)
+    assert list(store.message_contents("user.alice", [5])) == [b"x" * 100_000]
+
+
+def test_update_flags_writes_only_changes(store: DiskStore) -> None:
+    store.create_mailbox("user.alice")
+    for wanted in [("\\Seen",), ()]:
+        store.deliver(MESSAGE, [DeliveryTarget("user.alice", wanted)])
+    before = store.mailbox("user.alice")
+    assert before is not None
+    update = store.update_flags("user.alice", [1, 2], ["\\Seen"], "add")
+    after = store.mailbox("user.alice")
+    assert after is not None and after.highestmodseq == before.highestmodseq + 1
+    assert [(r.uid, r.flags) for r in update.records] == [(1, ("\\Seen",)), (2, ("\\Seen",))]
+    update = store.update_flags("user.alice", [1, 2], ["\\SEEN"], "remove")
+    assert [r.flags for r in update.records] == [(), ()]
+    unchanged = store.mailbox("user.alice")
+    store.update_flags("user.alice", [1, 2], ["\\Seen"], "remove")
+    assert store.mailbox("user.alice") == unchanged
+    with pytest.raises(ValueError):
+        store.update_flags("user.alice", [1], [], "toggle")
+
+
+def test_flag_snapshot_survives_a_newline_in_a_flags_column(store: DiskStore) -> None:
+    import sqlite3
+
+    store.create_mailbox("user.alice")
+    for _ in range(3):
+        store.deliver(MESSAGE, [DeliveryTarget("user.alice", ("\\Seen",))])
+    conn = sqlite3.connect(store.configdirectory / "mailboxes.db", isolation_level=None)
+    conn.execute("UPDATE messages SET flags = 'a\nb' WHERE uid = 2")  # not an IMAP atom
+    conn.close()
+    snapshot = store.flag_snapshot("user.alice")
+    assert snapshot.uids == [1, 2, 3]
+    assert [snapshot.flag_sets[i] for i in snapshot.flag_ids] == [r.flags for r in
+                                                                  store.messages("user.alice")]

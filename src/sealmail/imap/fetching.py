@@ -3,10 +3,24 @@
 ENVELOPE and BODYSTRUCTURE come from the parse kept in the index (`ParsedMessage.to_bytes`),
 made once per message by the first FETCH that needs it; body sections are cut from the stored
 bytes by the part offsets of that parse, so no FETCH parses MIME again.
+
+Three ways to answer, picked by the items asked for:
+
+- only UID, FLAGS, MODSEQ, INTERNALDATE, RFC822.SIZE (what clients ask of every message when
+  they open a mailbox): the responses are built as octets, a column per item over the view's
+  per-message lists, thousands of messages per join;
+- those plus whole-message bodies (BODY[], BODY.PEEK[], RFC822, with a partial): the same, with
+  the files read in batches and framed as literals without re-encoding;
+- anything else (ENVELOPE, BODYSTRUCTURE, sections, BINARY): one `DataResponse` per message.
+
+Large results go to the client in chunks while the rest is produced (`ImapSession.stream_out`).
+Whatever the way, \\Seen is set first, in one store call, on the messages a non-PEEK body fetch
+reads (RFC 9051 6.4.5), and their responses then carry FLAGS (and MODSEQ with CONDSTORE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,13 +31,17 @@ from sealmail.proto.imap import (
     FetchAttribute,
     Literal,
     ParsedMessage,
+    RenderedResponses,
     Response,
+    Section,
+    SequenceSet,
     Value,
     body_structure_value,
     decode_part,
     envelope_value,
     find_part,
     parse_message,
+    render_value,
     section_bytes,
 )
 from sealmail.proto.imap import response as replies
@@ -33,10 +51,21 @@ from sealmail.store.errors import StoreError
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
 
-__all__ = ["StructureCache", "fetch", "internaldate_text"]
+__all__ = ["StructureCache", "fetch", "fetch_index_responses", "internaldate_text",
+           "render_flags"]
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _NEEDS_BYTES = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
+# Items the index answers (no file, no parse); those needing the message record, not the view.
+_INDEX_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE"})
+_RECORD_ITEMS = frozenset({"INTERNALDATE", "RFC822.SIZE"})
+_WHOLE = Section()
+# Messages per chunk handed to the client while the rest is built: small first, so the first
+# octets leave at once and the client works while the server does, then larger ones.
+CHUNKS = (256, 1024, 4096)
+# Files read per chunk when whole messages are sent: small, so the client starts at once and
+# never waits long (bench/imap_throughput.py, 100 bodies of 3 KiB: best of 4..100 per chunk).
+BODY_CHUNKS = (8, 28)
 
 
 def internaldate_text(timestamp: float) -> str:
@@ -44,6 +73,11 @@ def internaldate_text(timestamp: float) -> str:
     when = datetime.fromtimestamp(timestamp, UTC)
     return (f"{when.day:2d}-{MONTHS[when.month - 1]}-{when.year:04d} "
             f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} +0000")
+
+
+def render_flags(flags: Sequence[str]) -> bytes:
+    """A flag list as FLAGS sends it: `(\\Seen $Label1)` (flags are atoms)."""
+    return b"(" + " ".join(flags).encode("utf-8") + b")"
 
 
 class StructureCache:
@@ -81,25 +115,24 @@ class StructureCache:
             self.store.save_message_structures(self.name, new)
 
 
-def _needs_bytes(attribute: FetchAttribute) -> bool:
-    return attribute.name in _NEEDS_BYTES or (
-        attribute.name == "BODY" and attribute.section is not None
-    )
-
-
-def _needs_structure(attribute: FetchAttribute) -> bool:
-    return attribute.name in ("ENVELOPE", "BODYSTRUCTURE", "BINARY", "BINARY.SIZE") or (
-        attribute.name == "BODY"
-        and (attribute.section is None or bool(attribute.section.part)
-             or attribute.section.text is not None)
-    )
-
-
 def _partial(data: bytes, attribute: FetchAttribute) -> bytes:
     if attribute.partial is None:
         return data
     origin, length = attribute.partial
     return data[origin : origin + length]
+
+
+def _chunks(positions: list[int], body: bool = False) -> Iterator[list[int]]:
+    sizes = BODY_CHUNKS if body else CHUNKS
+    start = 0
+    for size in (*sizes, *([sizes[-1]] * (len(positions) // sizes[-1] + 1))):
+        if start >= len(positions):
+            return
+        yield positions[start : start + size]
+        start += size
+
+
+# -- the generic way: one DataResponse per message -------------------------------------------------
 
 
 class _Message:
@@ -184,6 +217,37 @@ def _item(message: _Message, attribute: FetchAttribute) -> Value:
     return None  # EMAILID, THREADID, SAVEDATE: not kept
 
 
+# -- the command -----------------------------------------------------------------------------------
+
+
+class _Job:
+    """What one FETCH needs while it builds its responses."""
+
+    def __init__(self, session: ImapSession, view: SelectedMailbox,
+                 attributes: list[FetchAttribute], positions: list[int],
+                 seen_now: set[int]) -> None:
+        self.session = session
+        self.view = view
+        self.store = session.store
+        self.attributes = attributes
+        self.positions = positions
+        self.seen_now = seen_now  # uids whose \Seen this FETCH set
+        self.extra: list[FetchAttribute] = []  # items added to the responses of seen_now
+        if seen_now:
+            if not any(a.name == "FLAGS" for a in attributes):
+                self.extra.append(FetchAttribute("FLAGS"))  # RFC 9051 6.4.5: \Seen was set
+            if session.condstore and not any(a.name == "MODSEQ" for a in attributes):
+                self.extra.append(FetchAttribute("MODSEQ"))
+        # Each distinct flag set rendered once (the view does not change during the command).
+        self.rendered_flags = [render_flags(flags) for flags in view.flag_sets]
+
+    def flags_bytes(self, flag_id: int) -> bytes:
+        return self.rendered_flags[flag_id]
+
+    def records(self, uids: list[int]) -> dict[int, MessageRecord]:
+        return {r.uid: r for r in self.store.message_records(self.view.name, uids)}
+
+
 def fetch(session: ImapSession, command: Fetch) -> list[Response]:
     view: SelectedMailbox = session.require_selected()
     store = session.store
@@ -197,56 +261,191 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
         attributes.append(FetchAttribute("MODSEQ"))  # RFC 7162 3.1.4.1
     if any(a.name == "MODSEQ" for a in attributes):
         session.enable_condstore()
-    pairs = session.resolve(command.sequence_set, command.uid)
+    spans = session.resolve_spans(command.sequence_set, command.uid)
     out: list[Response] = []
     if command.vanished and command.changed_since is not None:
-        known = [uid for _, uid in pairs]
         gone = store.expunged_since(view.name, command.changed_since)
         if gone:
+            known = {view.uids[i] for start, stop in spans for i in range(start, stop)}
             wanted = set(command.sequence_set.iter_members(sorted(set(gone) | set(view.uids))))
             gone = [uid for uid in gone if uid in wanted and uid not in known]
         if gone:
-            from sealmail.proto.imap import SequenceSet
-
             out.append(replies.vanished(SequenceSet.of(gone), earlier=True))
-    sets_seen = not view.readonly and any(a.sets_seen for a in attributes)
-    live = view.live(pairs)
-    structures = StructureCache(store, view.name, [uid for _, uid in live])
+    positions = view.positions(spans)
+    if command.changed_since is not None:
+        since = command.changed_since
+        modseqs = view.modseqs
+        positions = [i for i in positions if modseqs[i] > since]
+    seen_now: set[int] = set()
+    if not view.readonly and any(a.sets_seen for a in attributes):
+        seen_now = _set_seen(session, view, positions)
+    job = _Job(session, view, attributes, positions, seen_now)
+    if all(a.name in _INDEX_ITEMS for a in attributes) and not seen_now:
+        return _fetch_index_items(job, out)
+    if all(a.name in _INDEX_ITEMS or _is_whole_body(a) for a in attributes):
+        return _fetch_whole_bodies(job, out)
+    return _fetch_generic(job, out)
+
+
+def fetch_index_responses(session: ImapSession, positions: list[int], names: list[str]
+                          ) -> list[Response]:
+    """FETCH responses of index items only (`names`, in that order, from UID, FLAGS, MODSEQ,
+    INTERNALDATE, RFC822.SIZE) for positions of the selected view: STORE's replies."""
+    view = session.require_selected()
+    job = _Job(session, view, [FetchAttribute(name) for name in names], positions, set())
+    return _fetch_index_items(job, [])
+
+
+def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int]) -> set[int]:
+    """Set \\Seen, in one store call, on the messages that lack it; the UIDs it was set on."""
+    unseen = view.ids_where("\\Seen", present=False)
+    flag_ids = view.flag_ids
+    uids = [view.uids[i] for i in positions if flag_ids[i] in unseen]
+    if not uids:
+        return set()
     try:
-        out.extend(_fetch_each(session, view, live, attributes, sets_seen, structures,
-                               command.changed_since))
+        update = session.store.update_flags(view.name, uids, ["\\Seen"], "add")
+    except StoreError:
+        return set()  # the data is still sent; \Seen is best effort here
+    view.remember(update.records)
+    return {record.uid for record in update.records}
+
+
+def _is_whole_body(attribute: FetchAttribute) -> bool:
+    return attribute.name == "RFC822" or (attribute.name == "BODY" and attribute.section == _WHOLE)
+
+
+_FORMATS = {
+    "UID": b"UID %d",
+    "FLAGS": b"FLAGS %b",
+    "MODSEQ": b"MODSEQ (%d)",
+    "INTERNALDATE": b"INTERNALDATE %b",
+    "RFC822.SIZE": b"RFC822.SIZE %d",
+}
+
+
+def _column(values: list[int], chunk: list[int], contiguous: bool) -> list[int]:
+    return values[chunk[0] : chunk[-1] + 1] if contiguous else [values[i] for i in chunk]
+
+
+def _fetch_index_items(job: _Job, out: list[Response]) -> list[Response]:
+    """UID / FLAGS / MODSEQ / INTERNALDATE / RFC822.SIZE: octets built a column at a time."""
+    view = job.view
+    needs_records = any(a.name in _RECORD_ITEMS for a in job.attributes)
+    line = b"* %d FETCH (" + b" ".join(_FORMATS[a.name] for a in job.attributes) + b")\r\n"
+    for chunk in _chunks(job.positions):
+        contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
+        chunk_uids = _column(view.uids, chunk, contiguous)
+        records: dict[int, MessageRecord] = {}
+        if needs_records:
+            records = job.records(chunk_uids)
+            if len(records) < len(chunk):
+                # Expunged meanwhile by another session (RFC 2180 4.1.1): no data left to send;
+                # the EXPUNGE follows at the next command that may announce it.
+                chunk = [i for i, uid in zip(chunk, chunk_uids, strict=True) if uid in records]
+                if not chunk:
+                    continue
+                contiguous = False
+                chunk_uids = [view.uids[i] for i in chunk]
+        columns: list[Sequence[object]] = []
+        for attribute in job.attributes:
+            name = attribute.name
+            if name == "UID":
+                columns.append(chunk_uids)
+            elif name == "FLAGS":
+                columns.append(list(map(job.rendered_flags.__getitem__,
+                                        _column(view.flag_ids, chunk, contiguous))))
+            elif name == "MODSEQ":
+                columns.append(_column(view.modseqs, chunk, contiguous))
+            elif name == "INTERNALDATE":
+                columns.append([b'"%b"' % internaldate_text(records[uid].internaldate).encode()
+                                for uid in chunk_uids])
+            else:  # RFC822.SIZE
+                columns.append([records[uid].size for uid in chunk_uids])
+        seqs = range(chunk[0] + 1, chunk[-1] + 2) if contiguous else [i + 1 for i in chunk]
+        out.append(RenderedResponses(b"".join(map(line.__mod__, zip(seqs, *columns, strict=True)))))
+        out = job.session.stream_out(out)
+    return out
+
+
+def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
+    """Index items and whole messages: each file read once, framed as a literal as it is."""
+    view = job.view
+    needs_records = any(a.name in _RECORD_ITEMS for a in (*job.attributes, *job.extra))
+    # What to write for each item, worked out once: (name, literal head or None, partial).
+    plain = [_body_item(a) for a in job.attributes]
+    seen = plain + [_body_item(a) for a in job.extra]
+    rendered_flags = job.rendered_flags
+    # One index query for all; the files are read batch by batch as the iterator is drawn.
+    everything = job.store.message_contents(view.name, [view.uids[i] for i in job.positions])
+    for batch in _chunks(job.positions, body=True):
+        uids = [view.uids[i] for i in batch]
+        contents = [next(everything) for _ in batch]
+        records = job.records(uids) if needs_records else {}
+        pieces: list[bytes] = []  # joined once per batch: the bodies are copied once
+        for i, uid, raw in zip(batch, uids, contents, strict=True):
+            pieces.append(b"* %d FETCH (" % (i + 1))
+            separator = b""
+            for name, head, partial in (seen if uid in job.seen_now else plain):
+                if head is not None:
+                    data = raw if partial is None else raw[partial[0] : partial[0] + partial[1]]
+                    pieces += (separator, head % len(data), data)
+                elif name == "UID":
+                    pieces += (separator, b"UID %d" % uid)
+                elif name == "FLAGS":
+                    pieces += (separator, b"FLAGS ", rendered_flags[view.flag_ids[i]])
+                elif name == "MODSEQ":
+                    pieces += (separator, b"MODSEQ (%d)" % view.modseqs[i])
+                else:
+                    record = records.get(uid)
+                    if record is None:
+                        continue  # expunged meanwhile: as in _fetch_index_items
+                    pieces += (separator, name.encode(), b" ", render_value(
+                        internaldate_text(record.internaldate) if name == "INTERNALDATE"
+                        else record.size))
+                separator = b" "
+            pieces.append(b")\r\n")
+        out.append(RenderedResponses(b"".join(pieces)))
+        out = job.session.stream_out(out)
+    return out
+
+
+def _body_item(attribute: FetchAttribute) -> tuple[str, bytes | None, tuple[int, int] | None]:
+    if _is_whole_body(attribute):
+        return attribute.name, attribute.response_name() + b" {%d}\r\n", attribute.partial
+    return attribute.name, None, None
+
+
+def _fetch_generic(job: _Job, out: list[Response]) -> list[Response]:
+    view = job.view
+    session = job.session
+    store = job.store
+    uids = [view.uids[i] for i in job.positions]
+    needs_records = any(a.name in _RECORD_ITEMS for a in (*job.attributes, *job.extra))
+    structures = StructureCache(store, view.name, uids)
+    try:
+        for chunk in _chunks(job.positions):
+            chunk_uids = [view.uids[i] for i in chunk]
+            records = job.records(chunk_uids) if needs_records else {}
+            for i, uid in zip(chunk, chunk_uids, strict=True):
+                known = records.get(uid)
+                if needs_records and known is None:
+                    continue  # expunged meanwhile: as in _fetch_index_items
+                record = MessageRecord(
+                    uid, view.modseqs[i],
+                    known.internaldate if known is not None else 0.0,
+                    known.size if known is not None else 0,
+                    known.guid if known is not None else "",
+                    view.flags_at(i))
+                items = job.attributes if uid not in job.seen_now else [*job.attributes,
+                                                                          *job.extra]
+                message = _Message(store, view.name, record, structures)
+                values: list[tuple[str, Value]] = []
+                for attribute in items:
+                    values.append((attribute.response_name().decode(), _item(message,
+                                                                              attribute)))
+                out.append(replies.fetch(i + 1, values))
+            out = session.stream_out(out)
     finally:
         structures.flush()
     return out
-
-
-def _fetch_each(session: ImapSession, view: SelectedMailbox, live: list[tuple[int, int]],
-                attributes: list[FetchAttribute], sets_seen: bool, structures: StructureCache,
-                changed_since: int | None) -> list[Response]:
-    store = session.store
-    out: list[Response] = []
-    for seq, uid in live:
-        record = view.records[uid]
-        if changed_since is not None and record.modseq <= changed_since:
-            continue
-        items = list(attributes)
-        if sets_seen and "\\Seen" not in record.flags:
-            try:
-                update = store.update_flags(view.name, [uid], ["\\Seen"], "add")
-            except StoreError:
-                update = None
-            if update is not None and update.records:
-                record = update.records[0]
-                view.remember([record])
-                if not any(a.name == "FLAGS" for a in items):
-                    items.append(FetchAttribute("FLAGS"))  # RFC 9051 6.4.5: \Seen was set
-                if session.condstore and not any(a.name == "MODSEQ" for a in items):
-                    items.append(FetchAttribute("MODSEQ"))
-        message = _Message(store, view.name, record, structures)
-        values: list[tuple[str, Value]] = []
-        for attribute in items:
-            values.append((attribute.response_name().decode(), _item(message, attribute)))
-        out.append(replies.fetch(seq, values))
-    return out
-
-

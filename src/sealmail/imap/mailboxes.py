@@ -3,7 +3,10 @@
 RFC 3348 CHILDREN), LSUB, STATUS and NAMESPACE.
 
 Every name the client sends is turned into an internal name by the session's UserNamespace, and
-every name sent back comes from it; rights (RFC 4314) are checked on internal names.
+every name sent back comes from it; rights (RFC 4314) are checked on internal names. Once
+IMAP4rev2 is enabled, SELECT / EXAMINE answer as RFC 9051 6.3.2 has it (no RECENT, no UNSEEN
+code, a LIST of the mailbox); with UTF-8 enabled a de-normalized name the client sent is
+answered with a LIST ... ("OLDNAME" (...)) (RFC 9051 6.3.9.7).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import re
 from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed
+from sealmail.imap.namespace import net_unicode
 from sealmail.imap.selected import SelectedMailbox, flag_atoms
 from sealmail.proto.imap import (
     Create,
@@ -31,7 +35,7 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import Status as StatusCommand
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxInfo
-from sealmail.store.errors import MailboxNotFound
+from sealmail.store.errors import InvalidMailboxName, MailboxNotFound
 from sealmail.store.names import owner_of, parent_of, user_inbox
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ __all__ = [
     "examine_or_select",
     "list_command",
     "lsub",
+    "mailbox_attributes",
     "namespace",
     "rename",
     "status",
@@ -72,14 +77,25 @@ def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
     readonly = command.readonly or (not session.has_rights(name, "s") and not session.has_rights(
         name, "w") and not session.has_rights(name, "t"))
     view = SelectedMailbox.open(session.store, name, readonly)
-    out: list[Response] = [view.flags_response(), replies.exists(view.exists), replies.recent(0)]
-    unseen = next((i + 1 for i, uid in enumerate(view.uids)
-                   if "\\Seen" not in view.records[uid].flags), None)
-    if unseen is not None:
-        out.append(StatusResponse("OK", f"Message {unseen} is first unseen",
-                                  code=ResponseCode("UNSEEN", (unseen,))))
     info = session.store.mailbox(name)
     assert info is not None
+    out: list[Response] = [view.flags_response(), replies.exists(view.exists)]
+    if session.rev2:
+        # RFC 9051 6.3.2: "The server MUST return a LIST response with the mailbox name. The
+        # list of mailbox attributes MUST be accurate", with OLDNAME for a de-normalized name.
+        # No RECENT and no UNSEEN code (Appendix E items 11 and 12).
+        attributes = tuple(mailbox_attributes(session, info))
+        shown = session.external(name)
+        if session.denormalized(command.mailbox):
+            out.append(session.oldname(command.mailbox, shown, attributes))
+        else:
+            out.append(replies.list_response(attributes, session.namespace.separator, shown))
+    else:
+        out.append(replies.recent(0))  # no session has \Recent messages here
+        unseen = view.first_unseen()
+        if unseen is not None:
+            out.append(StatusResponse("OK", f"Message {unseen} is first unseen",
+                                      code=ResponseCode("UNSEEN", (unseen,))))
     out += [
         StatusResponse("OK", "Ok", code=ResponseCode("PERMANENTFLAGS", (view.permanent_flags(),))),
         StatusResponse("OK", "Ok", code=ResponseCode("UIDVALIDITY", (view.uidvalidity,))),
@@ -145,6 +161,8 @@ def create(session: ImapSession, command: Create) -> list[Response]:
     session.store.create_mailbox(name)
     if uses:
         session.store.set_special_use(name, " ".join(uses))
+    if session.denormalized(command.mailbox):  # RFC 9051 6.3.4: SHOULD say which name
+        return [session.oldname(command.mailbox, session.external(name))]
     return []
 
 
@@ -156,12 +174,18 @@ def delete(session: ImapSession, command: Delete) -> list[Response]:
     if session.selected is not None and session.selected.name == name:
         session.selected = None  # our own selection goes with it (Cyrus does the same)
     session.store.delete_mailbox(name)
+    if session.denormalized(command.mailbox):  # RFC 9051 6.3.5: SHOULD say which name
+        return [session.oldname(command.mailbox, session.external(name), ("\\NonExistent",))]
     return []
 
 
 def rename(session: ImapSession, command: Rename) -> list[Response]:
     old = session.internal(command.mailbox)
     new = session.internal(command.new_name)
+    # RFC 9051 6.3.6: for a de-normalized name, LIST new-name ("OLDNAME" (old-name as sent)).
+    told: list[Response] = []
+    if session.denormalized(command.mailbox, command.new_name):
+        told.append(session.oldname(command.mailbox, session.external(new)))
     if session.store.mailbox(new) is not None:
         raise CommandFailed("Target mailbox already exists", "ALREADYEXISTS")
     if old == session.namespace.inbox:
@@ -174,11 +198,11 @@ def rename(session: ImapSession, command: Rename) -> list[Response]:
         if uids:
             store.copy_messages(old, uids, new)
             store.expunge(old, uids)
-        return []
+        return told
     session.require_rights(old, "" if session.is_admin else "x")
     _require_create_right(session, new)
     session.store.rename_mailbox(old, new)
-    return []
+    return told
 
 
 # -- subscriptions ---------------------------------------------------------------------------------
@@ -238,6 +262,42 @@ def _ordered(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: (n != "INBOX", n))
 
 
+def _patterns(session: ImapSession, reference: str, patterns: tuple[str, ...]
+              ) -> list[re.Pattern[str]]:
+    """The canonical LIST patterns; with UTF-8 names in Net-Unicode form like the names they
+    are matched with. RFC 9051 6.3.9: a pattern the server cannot accept "MUST be silently
+    ignored"."""
+    separator = session.namespace.separator
+    out = []
+    for pattern in patterns:
+        text = reference + pattern
+        if session.utf8:
+            try:
+                text = net_unicode(text)
+            except InvalidMailboxName:
+                continue
+        out.append(_pattern(text, separator))
+    return out
+
+
+def mailbox_attributes(session: ImapSession, info: MailboxInfo) -> list[str]:
+    """The attributes a plain LIST gives one existing mailbox: \\HasChildren or
+    \\HasNoChildren (children the user may list, as they appear in the user's namespace), and
+    its special use (RFC 6154)."""
+    separator = session.namespace.separator
+    shown = session.external(info.name)
+    has_children = any(
+        session.namespace.is_visible(child.name) and session.rights_in(child, "l")
+        and session.external(child.name).startswith(shown + separator)
+        for child in session.store.list_mailboxes(info.name + ".")
+    )
+    attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
+    use = session.store.special_uses().get(info.name)
+    if use:
+        attributes.extend(use.split())
+    return attributes
+
+
 def list_command(session: ImapSession, command: List) -> list[Response]:
     separator = session.namespace.separator
     selection = {s.upper() for s in command.selection or ()}
@@ -262,7 +322,7 @@ def list_command(session: ImapSession, command: List) -> list[Response]:
     for external, known in mailboxes.items():
         if known.name in uses:
             special[external] = uses[known.name]
-    patterns = [_pattern(command.reference + p, separator) for p in command.patterns]
+    patterns = _patterns(session, command.reference, command.patterns)
 
     def matches(name: str) -> bool:
         return any(p.fullmatch(name) for p in patterns)
@@ -297,6 +357,10 @@ def list_command(session: ImapSession, command: List) -> list[Response]:
         attributes: list[str] = []
         if info is None:
             attributes.append("\\NonExistent" if command.extended else "\\Noselect")
+        elif "STATUS" in returns and command.status_items and not session.rights_in(info, "r"):
+            # RFC 9051 6.3.9.2: when STATUS cannot be given (no "r"), no STATUS response and
+            # the LIST response "MUST include the \\NoSelect attribute".
+            attributes.append("\\Noselect")
         attributes.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
         if name in subscribed_names and ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
             attributes.append("\\Subscribed")
@@ -318,14 +382,14 @@ def list_command(session: ImapSession, command: List) -> list[Response]:
 
 def lsub(session: ImapSession, command: Lsub) -> list[Response]:
     separator = session.namespace.separator
-    pattern = _pattern(command.reference + command.pattern, separator)
+    patterns = _patterns(session, command.reference, (command.pattern,))
     existing = _visible(session)
     out: list[Response] = []
     names = []
     for internal in session.store.subscriptions(session.userid):
         if session.namespace.is_visible(internal):
             names.append(session.external(internal))
-    for name in _ordered([n for n in names if pattern.fullmatch(n)]):
+    for name in _ordered([n for n in names if any(p.fullmatch(n) for p in patterns)]):
         attributes = [] if name in existing else ["\\Noselect"]
         out.append(replies.list_response(attributes, separator, name, command="LSUB"))
     return out

@@ -11,6 +11,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed, store_failure
+from sealmail.imap.fetching import fetch_index_responses
 from sealmail.imap.selected import flag_atoms
 from sealmail.proto.imap import (
     Append,
@@ -29,7 +30,7 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.proto.imap.syntax import canonical_flag
-from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.api import AppendedMessage, DeliveryTarget, flags_after
 from sealmail.store.errors import MailboxNotFound, StoreError
 
 if TYPE_CHECKING:
@@ -70,12 +71,23 @@ def store(session: ImapSession, command: Store) -> list[Response]:
     session.require_rights(view.name, _rights_for(flags) or "w")
     if command.unchanged_since is not None:
         session.enable_condstore()
-    pairs = view.live(session.resolve(command.sequence_set, command.uid))
-    if not pairs:
+    spans = session.resolve_spans(command.sequence_set, command.uid)
+    positions = view.positions(spans)
+    if not positions:
         return []
-    update = session.store.update_flags(view.name, [uid for _, uid in pairs], flags,
-                                        _MODES[command.mode], command.unchanged_since)
-    before = {uid: view.records[uid] for _, uid in pairs}
+    mode = _MODES[command.mode]
+    if command.unchanged_since is None and _changes_nothing(session, spans, positions, flags,
+                                                            mode):
+        # Nothing to write (Dovecot does nothing either): no transaction, no modseq; the
+        # replies are what they would be after an update that matched and changed nothing.
+        if command.silent:
+            return []
+        names = (["UID"] if command.uid else []) + ["FLAGS"]
+        return fetch_index_responses(session, positions,
+                                     names + (["MODSEQ"] if session.condstore else []))
+    before = {view.uids[i]: view.modseqs[i] for i in positions}
+    update = session.store.update_flags(view.name, list(before), flags, mode,
+                                        command.unchanged_since)
     view.remember(update.records)
     refused = set(update.refused)
     out: list[Response] = []
@@ -83,7 +95,7 @@ def store(session: ImapSession, command: Store) -> list[Response]:
         seq = view.seq_of(record.uid)
         if seq is None or record.uid in refused:
             continue
-        changed = before[record.uid].modseq != record.modseq
+        changed = before[record.uid] != record.modseq
         if command.silent and not (changed and session.condstore
                                    and command.unchanged_since is not None):
             continue
@@ -102,6 +114,32 @@ def store(session: ImapSession, command: Store) -> list[Response]:
                                   tag=command.tag, code=ResponseCode(
                                       "MODIFIED", (Atom(str(SequenceSet.of(numbers))),))))
     return out
+
+
+def _changes_nothing(session: ImapSession, spans: list[tuple[int, int]], positions: list[int],
+                     flags: list[str], mode: str) -> bool:
+    """Whether a STORE would leave every message as it is, told from the view alone.
+
+    Only when the view is current (the store's highestmodseq is the one the view last saw), so
+    the flags it holds are the store's; a change by anyone after that check is ordered after
+    this STORE, which then did nothing. The question is asked once per distinct flag set.
+    """
+    view = session.require_selected()
+    info = session.store.mailbox(view.name)
+    if info is None or info.highestmodseq != view.highestmodseq:
+        return False
+    flag_ids = view.flag_ids
+    if view.vanished:
+        distinct = {flag_ids[i] for i in positions}
+    else:
+        distinct = set()
+        for start, stop in spans:
+            distinct.update(flag_ids[start:stop])
+    for flag_id in distinct:
+        current = view.flag_sets[flag_id]
+        if set(flags_after(current, flags, mode)) != set(current):
+            return False
+    return True
 
 
 def copy_or_move(session: ImapSession, command: Copy) -> list[Response]:
@@ -140,11 +178,10 @@ def expunge(session: ImapSession, command: Expunge) -> list[Response]:
     if view.readonly:
         raise CommandFailed("Mailbox is read-only", "READ-ONLY")
     session.require_rights(view.name, "e")
-    candidates = view.uids
+    spans = [(0, view.exists)]
     if command.uid_set is not None:
-        candidates = list(command.uid_set.iter_members(view.uids))
-    doomed = [uid for uid in candidates
-              if uid not in view.vanished and "\\Deleted" in view.records[uid].flags]
+        spans = command.uid_set.index_spans(view.uids)
+    doomed = view.uids_where(view.positions(spans), "\\Deleted")
     if doomed:
         session.store.expunge(view.name, doomed)
     return []
@@ -155,8 +192,7 @@ def close(session: ImapSession, command: Close) -> list[Response]:
     view = session.require_selected()
     session.selected = None
     if not view.readonly and session.has_rights(view.name, "e"):
-        doomed = [uid for uid in view.uids
-                  if uid not in view.vanished and "\\Deleted" in view.records[uid].flags]
+        doomed = view.uids_where(view.positions([(0, view.exists)]), "\\Deleted")
         if doomed:
             with contextlib.suppress(StoreError):  # closed in any case (RFC 9051 6.4.1)
                 session.store.expunge(view.name, doomed)

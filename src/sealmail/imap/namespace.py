@@ -15,6 +15,7 @@ UTF-7 (RFC 3501 5.1.3) unless UTF8=ACCEPT is enabled (RFC 6855 3).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from sealmail.store.errors import InvalidMailboxName
@@ -25,10 +26,25 @@ from sealmail.store.names import (
     validate_internal,
 )
 
-__all__ = ["OTHER_USERS", "SHARED_FOLDERS", "UserNamespace"]
+__all__ = ["OTHER_USERS", "SHARED_FOLDERS", "UserNamespace", "net_unicode"]
 
 OTHER_USERS = "Other Users"  # Cyrus's userprefix
 SHARED_FOLDERS = "Shared Folders"  # Cyrus's sharedprefix
+
+
+def net_unicode(name: str) -> str:
+    """A UTF-8 mailbox name as RFC 9051 5.1 wants it: Net-Unicode (RFC 5198), i.e. NFC and no
+    control characters.
+
+    "Server implementations MUST prohibit the creation of 8-bit mailbox names that do not
+    comply with Net-Unicode"; a de-normalized name is accepted and normalized (the server "MAY
+    accept a de-normalized UTF-8 mailbox name and convert it to ... NFC"), and then "MUST
+    accept them in all IMAP commands that have a mailbox name parameter", which normalizing
+    every name on the way in gives.
+    """
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise InvalidMailboxName(f"control character in mailbox name {name!r}")
+    return unicodedata.normalize("NFC", name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +75,12 @@ class UserNamespace:
     # -- external -> internal -------------------------------------------------------------------
 
     def to_internal(self, wire: str, utf8: bool = False) -> str:
-        """The internal name of a name as the client sent it; InvalidMailboxName if none."""
-        text = wire if utf8 else decode_mutf7(wire)
+        """The internal name of a name as the client sent it; InvalidMailboxName if none.
+
+        With `utf8` (UTF8=ACCEPT or IMAP4rev2 enabled) the name is UTF-8 as is, normalized to
+        Net-Unicode (`net_unicode`); a '&' is then an ordinary character (RFC 6855 3).
+        """
+        text = net_unicode(wire) if utf8 else decode_mutf7(wire)
         if not text or (text.endswith(self.separator) and text != self.separator):
             text = text.rstrip(self.separator)  # RFC 9051 6.3.4: a trailing separator is ignored
         levels = text.split(self.separator)

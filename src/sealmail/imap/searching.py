@@ -1,21 +1,25 @@
 """SEARCH, ESEARCH, SORT and THREAD over a selected mailbox (RFC 9051 6.4.4, RFC 4731,
 RFC 5032 WITHIN, RFC 7162 MODSEQ, RFC 5256 SORT/THREAD).
 
-Keys are evaluated per message with everything loaded lazily: flags, sizes and dates come from
-the index; header and text keys read the message once. String matching is case-insensitive
-substring matching on decoded text (RFC 9051 6.4.4: "a substring match", RFC 2047 words decoded,
-transfer encodings of text parts undone).
+A key tree is evaluated a key at a time over every candidate message (`_Search`), cheapest keys
+of an AND first so the costly ones see few candidates: flags, sequence sets and modseqs from the
+session's view; sizes and dates from the index in one query; FROM / TO / CC / BCC / SUBJECT /
+HEADER from the header index in one query (sealmail.store.headers), no file opened. The other
+keys (SENT*, BODY, TEXT), and messages whose header the index could not keep, are evaluated per
+message (`_Evaluator`), reading the message once. String matching is case-insensitive substring
+matching on decoded text (RFC 9051 6.4.4: "a substring match", RFC 2047 words decoded, transfer
+encodings of text parts undone); both ways use the same decoding, so they always agree.
 """
 
 from __future__ import annotations
 
-import email.header
 import email.utils
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
+from sealmail.imap.conversations import ThreadedMessage, thread_by_references
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
 from sealmail.proto.imap import (
@@ -29,10 +33,10 @@ from sealmail.proto.imap import (
     Thread,
     ThreadNode,
     decode_part,
-    section_bytes,
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MessageRecord, MessageStore
+from sealmail.store.headers import decode_words, header_block, header_fields
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -48,12 +52,7 @@ _FLAG_KEYS = {
 }
 
 
-def _decode_words(value: str) -> str:
-    """RFC 2047 encoded-words decoded, best effort (never raises)."""
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
+_decode_words = decode_words  # RFC 2047 encoded-words decoded, best effort (never raises)
 
 
 class _Candidate:
@@ -87,15 +86,7 @@ class _Candidate:
     def headers(self) -> list[tuple[str, str]]:
         """(lower-case name, unfolded decoded value) of the top-level header."""
         if self._headers is None:
-            block = section_bytes(self.raw, self.parsed.body, (), "HEADER") or b""
-            text = block.decode("utf-8", "replace").replace("\r\n", "\n")
-            unfolded = re.sub(r"\n[ \t]+", " ", text)
-            fields = []
-            for line in unfolded.split("\n"):
-                name, colon, value = line.partition(":")
-                if colon and name and " " not in name.strip():
-                    fields.append((name.strip().lower(), _decode_words(value.strip())))
-            self._headers = fields
+            self._headers = header_fields(header_block(self.raw))
         return self._headers
 
     def header(self, name: str) -> list[str]:
@@ -227,37 +218,241 @@ def _compare_date(how: str, value: date, wanted: date) -> bool:
     return value >= wanted
 
 
+# Cost of a key, to evaluate the cheap keys of an AND first: from the view; from the index
+# (one query); from the header index (one query); from every message's file.
+_VIEW_KEYS = frozenset({"ALL", "OLD", "RECENT", "NEW", "KEYWORD", "UNKEYWORD", "SEQSET", "UID",
+                        "MODSEQ", *_FLAG_KEYS})
+_RECORD_KEYS = frozenset({"LARGER", "SMALLER", "BEFORE", "ON", "SINCE", "OLDER", "YOUNGER"})
+_HEADER_KEYS = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER"})
+
+
+def _cost(key: SearchKey) -> int:
+    if key.name in ("AND", "OR", "NOT"):
+        return max((_cost(child) for child in key.keys), default=0)
+    if key.name in _VIEW_KEYS:
+        return 0
+    if key.name in _RECORD_KEYS:
+        return 1
+    if key.name in _HEADER_KEYS:
+        return 2
+    return 3
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    if key.name in ("AND", "OR", "NOT"):
+        return any(_uses_modseq(child) for child in key.keys)
+    return key.name == "MODSEQ"
+
+
+def _in_spans(positions: list[int], spans: list[tuple[int, int]]) -> list[int]:
+    """The positions (ascending) inside the [start, stop) spans (ascending, disjoint)."""
+    out = []
+    k = 0
+    for position in positions:
+        while k < len(spans) and spans[k][1] <= position:
+            k += 1
+        if k == len(spans):
+            break
+        if spans[k][0] <= position:
+            out.append(position)
+    return out
+
+
+class _Search:
+    """One SEARCH (or the key part of SORT / THREAD) over positions of the selected view."""
+
+    def __init__(self, session: ImapSession) -> None:
+        self.session = session
+        self.view = view = session.require_selected()
+        self.store = session.store
+        self.saved = set(session.saved_search)
+        self.now = session.clock()
+        self.reference = _Evaluator(session, session.saved_search)
+        self.records: dict[int, MessageRecord] = {}
+        self._loaded: set[int] = set()
+        self.structures = StructureCache(self.store, view.name, list(view.uids))
+        self._candidates: dict[int, _Candidate] = {}
+
+    # -- what keys need ---------------------------------------------------------------------
+
+    def _load_records(self, positions: list[int]) -> None:
+        uids = self.view.uids
+        missing = [uids[p] for p in positions if uids[p] not in self._loaded]
+        if missing:
+            self._loaded.update(missing)
+            for record in self.store.message_records(self.view.name, missing):
+                self.records[record.uid] = record
+
+    def candidate(self, position: int) -> _Candidate | None:
+        """The per-message evaluation object (None: the message left the store meanwhile)."""
+        found = self._candidates.get(position)
+        if found is None:
+            view = self.view
+            self._load_records([position])
+            stored = self.records.get(view.uids[position])
+            if stored is None:
+                return None
+            record = MessageRecord(stored.uid, view.modseqs[position], stored.internaldate,
+                                   stored.size, stored.guid, view.flags_at(position))
+            found = _Candidate(self.store, view.name, position + 1, record, self.structures)
+            self._candidates[position] = found
+        return found
+
+    def _per_message(self, key: SearchKey, positions: list[int]) -> list[int]:
+        self._load_records(positions)
+        out = []
+        for position in positions:
+            m = self.candidate(position)
+            if m is not None and self.reference.match(key, m):
+                out.append(position)
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def run(self, key: SearchKey, positions: list[int]) -> list[int]:
+        """The positions (ascending) among `positions` (ascending) that match `key`."""
+        name = key.name
+        view = self.view
+        if not positions:
+            return []
+        if name == "AND":
+            for child in sorted(key.keys, key=_cost):
+                positions = self.run(child, positions)
+                if not positions:
+                    break
+            return positions
+        if name == "OR":
+            first = self.run(key.keys[0], positions)
+            taken = set(first)
+            second = self.run(key.keys[1], [p for p in positions if p not in taken])
+            return sorted(first + second)
+        if name == "NOT":
+            matched = set(self.run(key.keys[0], positions))
+            return [p for p in positions if p not in matched]
+        if name in ("ALL", "OLD"):
+            return positions  # no session has \Recent here: every message is "old"
+        if name in ("RECENT", "NEW"):
+            return []
+        if name in _FLAG_KEYS or name in ("KEYWORD", "UNKEYWORD"):
+            if name in _FLAG_KEYS:
+                flag, wanted = _FLAG_KEYS[name]
+                ids = view.ids_where(flag, wanted)
+            else:
+                keyword = str(key.args[0]).lower()
+                ids = {i for i, flags in enumerate(view.flag_sets)
+                       if any(f.lower() == keyword for f in flags) == (name == "KEYWORD")}
+            flag_ids = view.flag_ids
+            return [p for p in positions if flag_ids[p] in ids]
+        if name in ("SEQSET", "UID"):
+            numbers = key.args[0]
+            assert isinstance(numbers, SequenceSet)
+            if numbers.saved:  # RFC 5182 "$": the saved result (UIDs)
+                uids = view.uids
+                return [p for p in positions if uids[p] in self.saved]
+            by_uid = name == "UID"
+            return _in_spans(positions, view.spans(numbers, by_uid))
+        if name == "MODSEQ":
+            modseq = int(str(key.args[-1]))
+            modseqs = view.modseqs
+            return [p for p in positions if modseqs[p] >= modseq]
+        if name in _RECORD_KEYS:
+            return self._by_record(key, positions)
+        if name in _HEADER_KEYS:
+            return self._by_header(key, positions)
+        return self._per_message(key, positions)
+
+    def _by_record(self, key: SearchKey, positions: list[int]) -> list[int]:
+        self._load_records(positions)
+        uids, records = self.view.uids, self.records
+        name, arg = key.name, key.args[0]
+        out = []
+        for position in positions:
+            record = records.get(uids[position])
+            if record is None:
+                continue  # expunged by another session meanwhile
+            if name == "LARGER":
+                hit = record.size > int(str(arg))
+            elif name == "SMALLER":
+                hit = record.size < int(str(arg))
+            elif name == "OLDER":  # RFC 5032: internal date at least n seconds ago
+                hit = record.internaldate <= self.now - int(str(arg))
+            elif name == "YOUNGER":
+                hit = record.internaldate >= self.now - int(str(arg))
+            else:
+                assert isinstance(arg, date)
+                day = datetime.fromtimestamp(record.internaldate, UTC).date()
+                hit = _compare_date(name, day, arg)
+            if hit:
+                out.append(position)
+        return out
+
+    def _by_header(self, key: SearchKey, positions: list[int]) -> list[int]:
+        if key.name == "HEADER":
+            field, needle = str(key.args[0]), str(key.args[1])
+        else:
+            field, needle = key.name.lower(), str(key.args[0])
+        answer = self.store.search_header(self.view.name, field, needle)
+        view = self.view
+        if not answer.unanswered:  # the usual case: no loop over the candidates
+            hits = [i for i in map(view.index_of, answer.matched) if i is not None]
+            if len(positions) == len(view.uids):
+                return hits  # every message was a candidate
+            candidates = set(positions)
+            return [i for i in hits if i in candidates]
+        matched = set(answer.matched)
+        unanswered = set(answer.unanswered)
+        uids = view.uids
+        self._load_records([p for p in positions if uids[p] in unanswered])
+        out = []
+        for position in positions:
+            uid = uids[position]
+            if uid in matched:
+                out.append(position)
+            elif uid in unanswered:
+                m = self.candidate(position)
+                if m is not None and self.reference.match(key, m):
+                    out.append(position)
+        return out
+
+
+def _search(session: ImapSession, criteria: SearchKey) -> tuple[list[int], bool]:
+    """The positions in the view of the messages that match, and whether MODSEQ was searched."""
+    evaluation = _Search(session)
+    view = evaluation.view
+    try:
+        found = evaluation.run(criteria, view.positions([(0, view.exists)]))
+    finally:
+        evaluation.structures.flush()
+    return found, _uses_modseq(criteria)
+
+
 def matching(session: ImapSession, criteria: SearchKey) -> tuple[list[_Candidate], bool]:
     """The messages that match, in sequence order, and whether MODSEQ was searched."""
-    view = session.require_selected()
-    evaluator = _Evaluator(session, session.saved_search)
-    found: list[_Candidate] = []
-    structures = StructureCache(session.store, view.name, list(view.uids))
+    evaluation = _Search(session)
+    view = evaluation.view
     try:
-        for index, uid in enumerate(view.uids):
-            if uid in view.vanished:
-                continue
-            candidate = _Candidate(session.store, view.name, index + 1, view.records[uid],
-                                   structures)
-            if evaluator.match(criteria, candidate):
-                found.append(candidate)
+        found = evaluation.run(criteria, view.positions([(0, view.exists)]))
+        evaluation._load_records(found)
+        candidates = [m for m in map(evaluation.candidate, found) if m is not None]
     finally:
-        structures.flush()
-    return found, evaluator.used_modseq
+        evaluation.structures.flush()
+    return candidates, _uses_modseq(criteria)
 
 
 def search(session: ImapSession, command: Search) -> list[Response]:
-    found, used_modseq = matching(session, command.criteria)
+    found, used_modseq = _search(session, command.criteria)
     if used_modseq:
         session.enable_condstore()
-    numbers = [m.record.uid if command.uid else m.seq for m in found]
-    modseq = max((m.record.modseq for m in found), default=None) if used_modseq else None
+    view = session.require_selected()
+    uids = [view.uids[p] for p in found]
+    numbers = uids if command.uid else [p + 1 for p in found]
+    modseq = max((view.modseqs[p] for p in found), default=None) if used_modseq else None
     options = command.return_options
     if options is None:
         return [replies.search(numbers, modseq if numbers else None)]
     wanted = {o.upper() for o in options} or {"ALL"}
     if "SAVE" in wanted:  # RFC 5182: remember the result as UIDs for "$"
-        session.saved_search = [m.record.uid for m in found]
+        session.saved_search = uids
         wanted.discard("SAVE")
         if not wanted:
             return []
@@ -342,11 +537,8 @@ def sort(session: ImapSession, command: Sort) -> list[Response]:
 
 
 def thread(session: ImapSession, command: Thread) -> list[Response]:
-    """ORDEREDSUBJECT (RFC 5256 3): threads by base subject, each flat in sent-date order.
-
-    REFERENCES is answered with the same grouping refined by In-Reply-To/References parents
-    when they are present in the result set.
-    """
+    """ORDEREDSUBJECT (RFC 5256 3): threads by base subject, each flat in sent-date order;
+    REFERENCES: sealmail.imap.conversations."""
     found, _ = matching(session, command.keys)
 
     def number(m: _Candidate) -> int:
@@ -369,31 +561,12 @@ def thread(session: ImapSession, command: Thread) -> list[Response]:
     return [replies.thread([node for _, node in roots])]
 
 
-_MESSAGE_ID = re.compile(r"<[^<>]+>")
-
-
 def _references(ordered: list[_Candidate], number: Callable[[_Candidate], int]
                 ) -> list[ThreadNode]:
-    """Parent links from References (last id) or In-Reply-To, among the found messages."""
-    by_id: dict[str, _Candidate] = {}
-    for m in ordered:
-        ids = _MESSAGE_ID.findall((m.header("message-id") or [""])[0])
-        if ids and ids[0] not in by_id:
-            by_id[ids[0]] = m
-    children: dict[int, list[_Candidate]] = {}
-    roots: list[_Candidate] = []
-    for m in ordered:
-        refs = _MESSAGE_ID.findall(" ".join(m.header("references")))
-        refs += _MESSAGE_ID.findall(" ".join(m.header("in-reply-to")))
-        parent = next((by_id[r] for r in reversed(refs) if r in by_id and by_id[r] is not m),
-                      None)
-        if parent is None:
-            roots.append(m)
-        else:
-            children.setdefault(id(parent), []).append(m)
-
-    def node(m: _Candidate, depth: int = 0) -> ThreadNode:
-        kids = children.get(id(m), []) if depth < 200 else []
-        return ThreadNode(number(m), tuple(node(k, depth + 1) for k in kids))
-
-    return [node(m) for m in roots]
+    """Links are made in mailbox order (RFC 5256 3 step 1 depends on the order; Dovecot's)."""
+    return thread_by_references(
+        [ThreadedMessage(number(m), m.seq, " ".join(m.header("message-id")),
+                         " ".join(m.header("references")), " ".join(m.header("in-reply-to")),
+                         (m.header("subject") or [""])[0], _sent_or_internal(m))
+         for m in sorted(ordered, key=lambda m: m.seq)],
+        base_subject)

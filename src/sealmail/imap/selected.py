@@ -6,18 +6,24 @@ is in progress. So the view keeps its own list of UIDs in sequence order; a sync
 (cheap: one mailbox row unless its highestmodseq moved) appends new messages (EXISTS), notes
 flag changes made by others (FETCH FLAGS), and keeps expunged messages in place until a command
 may announce them (EXPUNGE, or VANISHED once QRESYNC is enabled, RFC 7162 3.2.10).
+
+Layout, chosen for mailboxes of tens of thousands of messages: three parallel lists in sequence
+order (`uids`, `flag_ids`, `modseqs`), no object per message. `flag_ids` index `flag_sets`, the
+distinct flag sets of the mailbox (usually a handful), so questions about flags ("would this
+STORE change anything?", "which messages are \\Seen?") are asked once per distinct set, and a
+FETCH FLAGS renders each set once. Sizes and dates are not kept: they never change, and the few
+commands that need them read them from the index.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sealmail.proto.imap import Atom, DataResponse, SequenceSet, Value
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MessageRecord, MessageStore
-from sealmail.store.errors import MailboxNotFound
 
 __all__ = ["MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
 
@@ -38,29 +44,34 @@ def flag_atoms(flags: Iterable[str]) -> list[Value]:
     return [Atom(flag) for flag in flags]
 
 
-@dataclass
 class SelectedMailbox:
     """One session's view of its selected mailbox."""
 
-    name: str
-    readonly: bool
-    uidvalidity: int
-    highestmodseq: int
-    uids: list[int] = field(default_factory=list)
-    records: dict[int, MessageRecord] = field(default_factory=dict)
-    vanished: set[int] = field(default_factory=set)  # gone from the store, not yet announced
-    keywords: list[str] = field(default_factory=list)
+    def __init__(self, name: str, readonly: bool, uidvalidity: int, highestmodseq: int) -> None:
+        self.name = name
+        self.readonly = readonly
+        self.uidvalidity = uidvalidity
+        self.highestmodseq = highestmodseq
+        self.uids: list[int] = []  # ascending: position i is sequence number i + 1
+        self.flag_ids: list[int] = []  # per position: an index into flag_sets
+        self.modseqs: list[int] = []  # per position
+        self.flag_sets: list[tuple[str, ...]] = []
+        self._set_ids: dict[tuple[str, ...], int] = {}
+        self.vanished: set[int] = set()  # gone from the store, not yet announced
+        self.keywords: list[str] = []
 
     @classmethod
     def open(cls, store: MessageStore, name: str, readonly: bool) -> SelectedMailbox:
-        info = store.mailbox(name)
-        if info is None:
-            raise MailboxNotFound(f"mailbox {name!r} does not exist")
-        records = store.messages(name)
+        """The view of `name` now: one consistent read of the mailbox and its flags."""
+        snapshot = store.flag_snapshot(name)
+        info = snapshot.mailbox
         view = cls(name, readonly, info.uidvalidity, info.highestmodseq)
-        view.uids = [r.uid for r in records]
-        view.records = {r.uid: r for r in records}
-        view._note_keywords(records)
+        view.uids = snapshot.uids
+        view.modseqs = snapshot.modseqs
+        view.flag_ids = snapshot.flag_ids
+        for flags in snapshot.flag_sets:  # the same numbering: flag set i gets id i
+            view.flag_id(flags)
+        view._note_keywords(view.flag_sets)
         return view
 
     # -- numbering ------------------------------------------------------------------------------
@@ -69,31 +80,78 @@ class SelectedMailbox:
     def exists(self) -> int:
         return len(self.uids)
 
-    def seq_of(self, uid: int) -> int | None:
+    def index_of(self, uid: int) -> int | None:
+        """The 0-based position of `uid` (its sequence number - 1), or None."""
         index = bisect.bisect_left(self.uids, uid)
         if index < len(self.uids) and self.uids[index] == uid:
-            return index + 1
+            return index
         return None
 
-    def select(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
-        """(sequence number, uid) pairs of the messages a set names, ascending.
+    def seq_of(self, uid: int) -> int | None:
+        index = self.index_of(uid)
+        return None if index is None else index + 1
+
+    def spans(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
+        """The messages a set names as ascending, disjoint [start, stop) position ranges.
 
         RFC 9051 6.4.8: in a UID set, "*" is the highest UID in the mailbox and numbers that
-        are not UIDs are ignored.
+        are not UIDs are ignored; sequence numbers past EXISTS name nothing here (the session
+        refuses them before).
         """
         if by_uid:
-            return [(i + 1, self.uids[i]) for i in numbers.iter_indexes(self.uids)]
-        return [(n, self.uids[n - 1]) for n in numbers.iter_numbers(self.exists)]
+            return numbers.index_spans(self.uids)
+        return numbers.number_spans(self.exists)
+
+    def positions(self, spans: Iterable[tuple[int, int]]) -> list[int]:
+        """The positions of `spans` without messages already gone from the store."""
+        out: list[int] = []
+        for start, stop in spans:
+            out.extend(range(start, stop))
+        if self.vanished:
+            uids = self.uids
+            gone = self.vanished
+            out = [i for i in out if uids[i] not in gone]
+        return out
 
     def live(self, pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """Drop messages that are already gone from the store."""
         return [(n, uid) for n, uid in pairs if uid not in self.vanished]
 
-    def _note_keywords(self, records: Iterable[MessageRecord]) -> bool:
+    # -- flags ----------------------------------------------------------------------------------
+
+    def flag_id(self, flags: tuple[str, ...]) -> int:
+        """The id of a flag set (flags in the store's order), registering a new one."""
+        known = self._set_ids.get(flags)
+        if known is None:
+            known = self._set_ids[flags] = len(self.flag_sets)
+            self.flag_sets.append(flags)
+        return known
+
+    def flags_at(self, index: int) -> tuple[str, ...]:
+        return self.flag_sets[self.flag_ids[index]]
+
+    def ids_where(self, flag: str, present: bool = True) -> set[int]:
+        """The flag set ids that contain (or lack) `flag`, compared exactly."""
+        return {i for i, flags in enumerate(self.flag_sets) if (flag in flags) == present}
+
+    def uids_where(self, positions: Iterable[int], flag: str, present: bool = True) -> list[int]:
+        """The UIDs at `positions` whose flags contain (or lack) `flag`."""
+        wanted = self.ids_where(flag, present)
+        flag_ids, uids = self.flag_ids, self.uids
+        return [uids[i] for i in positions if flag_ids[i] in wanted]
+
+    def first_unseen(self) -> int | None:
+        """The sequence number of the first message without \\Seen (the UNSEEN code)."""
+        unseen = self.ids_where("\\Seen", present=False)
+        if not unseen:
+            return None
+        return next((i + 1 for i, f in enumerate(self.flag_ids) if f in unseen), None)
+
+    def _note_keywords(self, flag_sets: Iterable[tuple[str, ...]]) -> bool:
         known = set(self.keywords)
         added = False
-        for record in records:
-            for flag in record.flags:
+        for flags in flag_sets:
+            for flag in flags:
                 if not flag.startswith("\\") and flag not in known:
                     known.add(flag)
                     self.keywords.append(flag)
@@ -110,13 +168,18 @@ class SelectedMailbox:
 
     # -- changes --------------------------------------------------------------------------------
 
+    def _set(self, index: int, record: MessageRecord) -> None:
+        self.flag_ids[index] = self.flag_id(record.flags)
+        self.modseqs[index] = record.modseq
+
     def remember(self, records: Iterable[MessageRecord]) -> None:
         """This session changed these (its own FETCH replies already told the client)."""
         records = list(records)
         for record in records:
-            if record.uid in self.records:
-                self.records[record.uid] = record
-        self._note_keywords(records)
+            index = self.index_of(record.uid)
+            if index is not None:
+                self._set(index, record)
+        self._note_keywords(r.flags for r in records)
 
     def sync(
         self, store: MessageStore, options: SyncOptions, allow_expunge: bool
@@ -132,31 +195,35 @@ class SelectedMailbox:
             gone = store.expunged_since(self.name, self.highestmodseq)
             self.highestmodseq = info.highestmodseq
             for uid in gone:
-                if uid in self.records:
+                if self.index_of(uid) is not None:
                     self.vanished.add(uid)
             last = self.uids[-1] if self.uids else 0
             new = [r for r in changed if r.uid > last and r.uid not in self.vanished]
-            flag_changes = []
+            flag_changes: list[tuple[int, MessageRecord]] = []
             for record in changed:
-                old = self.records.get(record.uid)
-                if old is None or record.uid in self.vanished:
+                if record.uid > last or record.uid in self.vanished:
                     continue
-                if set(old.flags) != set(record.flags) or (
-                    options.condstore and old.modseq != record.modseq
+                index = self.index_of(record.uid)
+                if index is None:
+                    continue
+                old = self.flags_at(index)
+                if set(old) != set(record.flags) or (
+                    options.condstore and self.modseqs[index] != record.modseq
                 ):
-                    flag_changes.append(record)
-                self.records[record.uid] = record
-            if self._note_keywords(changed):
+                    flag_changes.append((record.uid, record))
+                self._set(index, record)
+            if self._note_keywords(r.flags for r in changed):
                 out.append(self.flags_response())
             if allow_expunge:
                 out.extend(self._announce_expunges(options))
             if new:
                 for record in new:
                     self.uids.append(record.uid)
-                    self.records[record.uid] = record
+                    self.flag_ids.append(self.flag_id(record.flags))
+                    self.modseqs.append(record.modseq)
                 out.append(replies.exists(self.exists))
-            for record in flag_changes:
-                seq = self.seq_of(record.uid)
+            for uid, record in flag_changes:
+                seq = self.seq_of(uid)
                 if seq is not None:
                     out.append(self.fetch_flags(seq, record, options, with_uid=True))
         elif allow_expunge:
@@ -178,11 +245,10 @@ class SelectedMailbox:
                 if seq is not None:
                     out.append(replies.expunge(seq))
         gone_set = set(gone)
-        self.uids = [uid for uid in self.uids if uid not in gone_set]
-        for uid in gone:
-            self.records.pop(uid, None)
-        if options.qresync:
-            return out
+        keep = [i for i, uid in enumerate(self.uids) if uid not in gone_set]
+        self.uids = [self.uids[i] for i in keep]
+        self.flag_ids = [self.flag_ids[i] for i in keep]
+        self.modseqs = [self.modseqs[i] for i in keep]
         return out
 
     def fetch_flags(self, seq: int, record: MessageRecord, options: SyncOptions,

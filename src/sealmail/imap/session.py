@@ -10,10 +10,17 @@ FETCH, STORE or SEARCH; their UID forms may).
 
 Authentication, STARTTLS, IDLE's waiting and COMPRESS need the connection and live in the
 daemon (sealmail.server.imapd); nothing here does I/O other than through the store.
+
+IMAP4rev1 (RFC 3501) is what a session speaks until the client sends ENABLE IMAP4rev2; from then
+on it follows RFC 9051's differences (Appendix E): SEARCH answers with ESEARCH, SELECT sends no
+RECENT and no UNSEEN code but a LIST of the mailbox and [CLOSED] for the one it replaces, and
+mailbox names and response text are UTF-8. ENABLE UTF8=ACCEPT (RFC 6855) alone gives UTF-8
+names and strings, and the UTF8 (...) form of APPEND, on an IMAP4rev1 session.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,15 +29,17 @@ from sealmail import __version__
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.imap import access, fetching, mailboxes, messages, searching
 from sealmail.imap.errors import CommandFailed, store_failure
-from sealmail.imap.namespace import UserNamespace
+from sealmail.imap.namespace import UserNamespace, net_unicode
 from sealmail.imap.selected import MailboxGone, SelectedMailbox, SyncOptions
 from sealmail.proto.imap import (
     Append,
+    AString,
     Check,
     Close,
     Command,
     Copy,
     Create,
+    DataResponse,
     Delete,
     DeleteAcl,
     Enable,
@@ -50,6 +59,7 @@ from sealmail.proto.imap import (
     Noop,
     Rename,
     Response,
+    ResponseCode,
     Search,
     Select,
     SequenceSet,
@@ -71,8 +81,12 @@ from sealmail.store.errors import MailboxNotFound, PermissionDenied, StoreError
 
 __all__ = ["ENABLEABLE", "HANDLERS", "ImapSession"]
 
-# RFC 5161: what ENABLE may switch on here.
-ENABLEABLE = ("CONDSTORE", "QRESYNC")
+# RFC 5161 / RFC 9051 6.3.1: what ENABLE may switch on here, spelt as ENABLED reports it.
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "IMAP4rev2", "UTF8=ACCEPT")
+_CANONICAL = {name.upper(): name for name in ENABLEABLE}
+# Switching these changes how mailbox names are spelt on the wire, so they must come before the
+# first SELECT / EXAMINE (RFC 6855 3, RFC 9051 6.3.1).
+_BEFORE_SELECT = frozenset({"IMAP4REV2", "UTF8=ACCEPT"})
 
 # Commands during which no EXPUNGE may be sent (RFC 9051 7.5.1), unless in their UID form.
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
@@ -107,9 +121,14 @@ class ImapSession:
         self.selected: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
-        self.utf8 = False
+        self.rev2 = False  # ENABLE IMAP4rev2 (RFC 9051)
+        self.utf8_accept = False  # ENABLE UTF8=ACCEPT (RFC 6855)
+        self.utf8 = False  # either of them: names and strings in UTF-8
+        self.has_selected = False  # a SELECT / EXAMINE was seen in this session
         self.saved_search: list[int] = []
         self.pending_tag: str | None = None
+        # Set by the daemon: sends untagged responses at once, from the command's thread.
+        self.stream: Callable[[list[Response]], None] | None = None
 
     # -- what handlers use ------------------------------------------------------------------
 
@@ -118,6 +137,22 @@ class ImapSession:
 
     def external(self, internal: str) -> str:
         return self.namespace.to_external(internal, self.utf8)
+
+    def denormalized(self, *wire_names: str) -> bool:
+        """Whether a UTF-8 name the client sent was not in Net-Unicode normal form (and so was
+        normalized on the way in, see `net_unicode`)."""
+        if not self.utf8:
+            return False
+        try:
+            return any(net_unicode(name) != name for name in wire_names)
+        except StoreError:
+            return False
+
+    def oldname(self, sent: str, shown: str, attributes: tuple[str, ...] = ()) -> DataResponse:
+        """RFC 9051 6.3.9.7: `LIST (...) sep shown ("OLDNAME" (sent))`, which tells the client
+        which (normalized) name a de-normalized one it sent stood for."""
+        return replies.list_response(list(attributes), self.namespace.separator, shown,
+                                     extended=[("OLDNAME", [AString(sent)])])
 
     def rights_in(self, info: MailboxInfo, wanted: str) -> bool:
         held = acls.rights_of(info.acl, self.userid, self.is_admin)
@@ -151,8 +186,15 @@ class ImapSession:
         return self.selected
 
     def resolve(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
-        """The (sequence number, uid) pairs a set names; RFC 9051 6.4: a sequence number
-        past EXISTS is an error (BAD), except "*" in an empty mailbox, which names nothing."""
+        """The (sequence number, uid) pairs a set names (see `resolve_spans`)."""
+        uids = self.require_selected().uids
+        return [(i + 1, uids[i]) for start, stop in self.resolve_spans(numbers, by_uid)
+                for i in range(start, stop)]
+
+    def resolve_spans(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
+        """The messages a set names as [start, stop) ranges of positions in the view (sequence
+        number - 1); RFC 9051 6.4: a sequence number past EXISTS is an error (BAD), except "*"
+        in an empty mailbox, which names nothing."""
         view = self.require_selected()
         if numbers.saved:
             if not self.saved_search:
@@ -165,7 +207,16 @@ class ImapSession:
             raise CommandFailed("No messages in the mailbox", status="BAD")
         if not by_uid and numbers.max_number(view.exists) > view.exists:
             raise CommandFailed("Invalid message sequence number", status="BAD")
-        return view.select(numbers, by_uid)
+        return view.spans(numbers, by_uid)
+
+    def stream_out(self, responses: list[Response]) -> list[Response]:
+        """Untagged responses of a command still running that may go to the client now (bulk
+        FETCH output), so it reads while the rest is built; what is left to return. Without a
+        daemon to send them (tests), they stay in the list, in order."""
+        if self.stream is None or not responses:
+            return responses
+        self.stream(responses)
+        return []
 
     def enable_condstore(self) -> None:
         """RFC 7162 3.1: the first CONDSTORE-enabling command switches MODSEQ reporting on."""
@@ -183,15 +234,24 @@ class ImapSession:
         if handler is None:
             return [StatusResponse("BAD", f"{command.wire_name} is not supported here",
                                    tag=command.tag)]
+        closed: list[Response] = []
+        if isinstance(command, Select):
+            self.has_selected = True
+            if self.selected is not None and (self.rev2 or self.qresync):
+                # RFC 9051 6.3.2 (and RFC 7162 3.2.11 with QRESYNC): deselecting the mailbox
+                # that was selected "MUST return an untagged OK response with the [CLOSED]
+                # response code", whether or not the new selection succeeds.
+                closed.append(StatusResponse("OK", "Previous mailbox is now closed",
+                                             code=ResponseCode("CLOSED")))
         try:
-            out = handler(self, command)
+            out = closed + handler(self, self._in_revision(command))
         except CommandFailed as failure:
-            out = [failure.response(command.tag)]
+            out = [*closed, failure.response(command.tag)]
         except MailboxGone as gone:
             self.selected = None
             return [StatusResponse("BYE", str(gone))]
         except StoreError as error:
-            out = [store_failure(error).response(command.tag)]
+            out = [*closed, store_failure(error).response(command.tag)]
         tagged: Response | None = None
         if out and isinstance(out[-1], StatusResponse) and out[-1].tag is not None:
             tagged = out.pop()
@@ -207,6 +267,21 @@ class ImapSession:
         out.append(tagged or StatusResponse("OK", f"{command.wire_name} completed",
                                             tag=command.tag))
         return out
+
+    def _in_revision(self, command: Command) -> Command:
+        """The command as the enabled revision reads it."""
+        if isinstance(command, Search):
+            if command.charset is not None and self.utf8_accept and not self.rev2:
+                # RFC 6855 3: once UTF8=ACCEPT is enabled the client "MUST NOT issue a SEARCH
+                # command that contains a charset specification"; the server "SHOULD reject
+                # the command with a BAD response". (IMAP4rev2 permits a redundant CHARSET.)
+                raise CommandFailed("No CHARSET in SEARCH after ENABLE UTF8=ACCEPT",
+                                    status="BAD")
+            if command.return_options is None and self.rev2:
+                # RFC 9051 6.4.4: SEARCH answers with ESEARCH; without RETURN it is RETURN (ALL)
+                # (the SEARCH response is deprecated, Appendix E item 4).
+                return dataclasses.replace(command, return_options=())
+        return command
 
     def poll(self) -> list[Response]:
         """News for an idling client (RFC 2177): EXISTS, EXPUNGE, FETCH FLAGS."""
@@ -239,20 +314,49 @@ def _noop(session: ImapSession, command: Noop | Check) -> list[Response]:
 
 
 def _enable(session: ImapSession, command: Enable) -> list[Response]:
-    """RFC 5161: only capabilities this server can enable are listed in ENABLED."""
+    """RFC 9051 6.3.1 / RFC 5161: unknown capabilities are ignored; ENABLED lists the ones
+    this command named that this server can enable, and the CAPABILITY list never changes."""
+    wanted = [name.upper() for name in command.capabilities]
+    if session.has_selected and any(name in _BEFORE_SELECT for name in wanted):
+        # RFC 6855 3 / RFC 9051 6.3.1: "Clients MUST NOT issue ENABLE once they SELECT/EXAMINE
+        # a mailbox"; names already sent in one spelling cannot change spelling mid-session.
+        raise CommandFailed("ENABLE IMAP4rev2 or UTF8=ACCEPT must come before any SELECT",
+                            status="BAD")
     done: list[str] = []
-    for name in command.capabilities:
-        upper = name.upper()
+    for upper in wanted:
+        if upper not in _CANONICAL:
+            continue
         if upper == "QRESYNC":
             session.qresync = True
             session.condstore = True  # RFC 7162 3.2.3: QRESYNC implies CONDSTORE
         elif upper == "CONDSTORE":
             session.condstore = True
+        elif upper == "IMAP4REV2":
+            session.rev2 = True
+            session.utf8 = True  # RFC 9051 5.1: mailbox names are Net-Unicode (UTF-8)
         else:
-            continue
-        if upper not in done:
-            done.append(upper)
+            session.utf8_accept = True
+            session.utf8 = True
+        if _CANONICAL[upper] not in done:
+            done.append(_CANONICAL[upper])
     return [replies.enabled(done)]
+
+
+def _append(session: ImapSession, command: Append) -> list[Response]:
+    """APPEND, with RFC 6855 4's `UTF8 (literal8)` form only once UTF-8 is enabled."""
+    if command.utf8 and not session.utf8:
+        # RFC 6855 4: without ENABLE UTF8=ACCEPT the server rejects the UTF8 data extension.
+        raise CommandFailed("APPEND UTF8 needs ENABLE UTF8=ACCEPT first", "CANNOT")
+    out = messages.append(session, command)
+    target = session.internal(command.mailbox)
+    if not session.has_rights(target, "r"):
+        # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,
+        # "as it would disclose information about the mailbox".
+        out = [dataclasses.replace(r, code=None) if isinstance(r, StatusResponse)
+               and r.code is not None and r.code.name == "APPENDUID" else r for r in out]
+    if session.denormalized(command.mailbox):  # RFC 9051 6.3.12: SHOULD say which name
+        out.insert(0, session.oldname(command.mailbox, session.external(target)))
+    return out
 
 
 def server_id() -> list[tuple[str, str | None]]:
@@ -279,7 +383,7 @@ HANDLERS: dict[type[Command], Handler] = {
     Lsub: mailboxes.lsub,
     Status: mailboxes.status,
     Namespace: mailboxes.namespace,
-    Append: messages.append,
+    Append: _append,
     Close: messages.close,
     Unselect: messages.unselect,
     Expunge: messages.expunge,

@@ -16,6 +16,7 @@ import base64
 import binascii
 import logging
 import ssl
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -67,9 +68,11 @@ TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
 IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
 
 # Extensions this server implements (RFC 9051 7.2.2 CAPABILITY); AUTH=, STARTTLS and
-# LOGINDISABLED are added per session.
+# LOGINDISABLED are added per session. Both revisions: a client is served as IMAP4rev1 until it
+# sends ENABLE IMAP4rev2 (RFC 9051 Appendix A); ENABLE never changes this list (6.3.1).
 BASE_CAPABILITIES = (
     "IMAP4rev1",
+    "IMAP4rev2",
     "LITERAL+",
     "ID",
     "ENABLE",
@@ -101,6 +104,7 @@ BASE_CAPABILITIES = (
     "THREAD=REFERENCES",
     "COMPRESS=DEFLATE",
     "STATUS=SIZE",
+    "UTF8=ACCEPT",
 )
 
 
@@ -138,6 +142,12 @@ class ImapService:
         self.max_message_size = config.integer("maxmessagesize")
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
+        self.draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """The daemon is stopping: sessions waiting for a command get BYE and end now, one
+        running a command ends once it is answered (RFC 9051 7.1.5)."""
+        self.draining.set()
 
     @property
     def implicit_tls_context(self) -> ssl.SSLContext | None:
@@ -165,6 +175,10 @@ class ImapService:
         finally:
             self.sessions.discard(task)
             await close(writer)
+
+
+class _Draining(Exception):
+    """The daemon stops while the session waits for its client."""
 
 
 class _Deflate:
@@ -239,6 +253,35 @@ class ImapConnection:
             self.conn.utf8 = self.session.utf8 if self.session is not None else False
             self.conn.send(response)
 
+    def _stream(self, loop: asyncio.AbstractEventLoop, responses: list[Response]) -> None:
+        """`ImapSession.stream`, called in the command's worker thread: has the event loop write
+        these untagged responses now, before anything the command sends later, and returns
+        once they are written (not drained: a slow client must not hold a worker thread).
+        Waiting keeps this thread off the CPU meanwhile, which on a small machine the client
+        reading the responses needs; a plain callback and an Event cost less than a task."""
+        written = threading.Event()
+        failures: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self._send(responses)
+                data = self.conn.data_to_send()
+                if data:
+                    if self.compression is not None:
+                        data = self.compression.deflate(data)
+                    self.writer.write(data)
+            except BaseException as exc:  # handed to the command's thread, which raises it
+                failures.append(exc)
+            finally:
+                written.set()
+
+        loop.call_soon_threadsafe(write)
+        while not written.wait(1.0):
+            if not loop.is_running():
+                raise ConnectionError("the event loop stopped")
+        if failures:
+            raise failures[0]
+
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -271,6 +314,11 @@ class ImapConnection:
         while True:
             try:
                 data = await self._receive()
+            except _Draining:
+                log.info("%s: shutting down: closing session of %s", self.session_id, self.client)
+                self.conn.close("Server shutting down")
+                await self._flush()
+                return
             except TimeoutError:
                 # RFC 9051 5.4: an autologout timer of at least 30 minutes.
                 log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
@@ -304,10 +352,17 @@ class ImapConnection:
             if remaining <= 0:
                 raise TimeoutError
             wait = min(remaining, self.service.idle_poll_interval) if self.idling else remaining
-            done, _ = await asyncio.wait({self._read_task}, timeout=wait)
-            if done:
+            stopping = asyncio.ensure_future(self.service.draining.wait())
+            try:
+                done, _ = await asyncio.wait({self._read_task, stopping}, timeout=wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if self._read_task in done:
                 task, self._read_task = self._read_task, None
                 return task.result()
+            if self.service.draining.is_set():
+                raise _Draining
             if self.idling and self.session is not None:
                 session = self.session
                 if await asyncio.to_thread(session.has_news):
@@ -587,6 +642,8 @@ class ImapConnection:
             clock=self.service.clock,
             max_message_size=self.service.max_message_size,
         )
+        loop = asyncio.get_running_loop()
+        self.session.stream = lambda responses: self._stream(loop, responses)
         log.info(
             "%s: login: %s %s%s via %s",
             self.session_id,

@@ -7,7 +7,7 @@ threads of one process and from many processes at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +75,28 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FlagSnapshot:
+    """A mailbox and the UID, modseq and flags of each of its messages, read at one moment (what
+    an IMAP SELECT needs): parallel lists in UID order. A mailbox has few distinct flag sets,
+    so each message's flags are `flag_sets[flag_ids[i]]`."""
+
+    mailbox: MailboxInfo
+    uids: list[int]
+    modseqs: list[int]
+    flag_ids: list[int]
+    flag_sets: list[tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatches:
+    """A header search answered from the index: the UIDs whose field matched, and the UIDs the
+    index cannot answer for (no searchable form kept), which the caller checks itself."""
+
+    matched: list[int]
+    unanswered: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class FlagUpdate:
     """What a flag change did: the new state of every message it matched, and the UIDs it left
     alone because they changed after `unchanged_since` (RFC 7162 3.1.3 MODIFIED)."""
@@ -92,6 +114,22 @@ class CopiedMessages:
 
 
 FLAG_MODES = ("set", "add", "remove")
+
+
+def flags_after(current: Sequence[str], flags: Sequence[str], mode: str) -> list[str]:
+    """A message's flags after a change in `mode` (one of FLAG_MODES): "add" compares flags
+    exactly, "remove" without regard to case; the order is kept, new flags go last. Every
+    backend applies changes with this, so a caller can tell beforehand whether one changes
+    anything (`set(result) != set(current)`)."""
+    if mode == "set":
+        return list(dict.fromkeys(flags))
+    if mode == "add":
+        kept = list(current)
+        return kept + [f for f in dict.fromkeys(flags) if f not in kept]
+    if mode == "remove":
+        removed = {f.lower() for f in flags}
+        return [f for f in current if f.lower() not in removed]
+    raise ValueError(f"mode must be one of {FLAG_MODES}")
 
 
 class MessageStore(Protocol):
@@ -120,6 +158,10 @@ class MessageStore(Protocol):
     ) -> list[AppendedMessage | StoreError]: ...
     def messages(self, name: str) -> list[MessageRecord]: ...
     def message_bytes(self, name: str, uid: int) -> bytes: ...
+    def message_contents(self, name: str, uids: Sequence[int]) -> Iterator[bytes]: ...
+    def message_records(self, name: str, uids: Sequence[int]) -> list[MessageRecord]: ...
+    def flag_snapshot(self, name: str) -> FlagSnapshot: ...
+    def search_header(self, name: str, field: str, needle: str) -> HeaderMatches: ...
     def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int: ...
     def expunge(self, name: str, uids: Sequence[int]) -> list[int]: ...
 

@@ -37,6 +37,7 @@ import errno
 import hashlib
 import itertools
 import json
+import operator
 import os
 import secrets
 import sqlite3
@@ -59,10 +60,13 @@ from sealmail.store.api import (
     AppendedMessage,
     CopiedMessages,
     DeliveryTarget,
+    FlagSnapshot,
     FlagUpdate,
+    HeaderMatches,
     MailboxInfo,
     MessageRecord,
     QuotaUsage,
+    flags_after,
 )
 from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import (
@@ -75,6 +79,15 @@ from sealmail.store.errors import (
     NoSuchMessage,
     PartitionNotFound,
     StoreError,
+)
+from sealmail.store.headers import (
+    FIELD_SEPARATOR,
+    INDEXED_FIELDS,
+    LENGTH_DIGITS,
+    NAME_SEPARATOR,
+    VALUE_SEPARATOR,
+    encode,
+    searchable_form,
 )
 from sealmail.store.index import Index, sqlite_error
 from sealmail.store.names import owner_of, parent_of, user_inbox, validate_internal
@@ -194,6 +207,7 @@ class _Delivery:
     size: int
     guid: str
     internaldate: float
+    headers: bytes | None  # searchable form of the header (sealmail.store.headers)
     results: list[AppendedMessage | StoreError | None]
     wake: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
@@ -590,6 +604,7 @@ class DiskStore:
                 size=len(content),
                 guid=hashlib.sha1(content).hexdigest(),
                 internaldate=self._clock() if internaldate is None else internaldate,
+                headers=searchable_form(content),
                 results=results,
             )
             if any(stage is not None for stage in stages):
@@ -755,6 +770,10 @@ class DiskStore:
             ),
         )
         conn.execute(
+            "INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)",
+            (mailbox_id, uid, delivery.headers),
+        )
+        conn.execute(
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, exists_count = exists_count + 1,"
             " size_bytes = size_bytes + ? WHERE id = ?",
             (uid + 1, modseq, delivery.size, mailbox_id),
@@ -813,6 +832,168 @@ class DiskStore:
         except OSError as exc:
             raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
 
+    def message_contents(self, name: str, uids: Sequence[int]) -> Iterator[bytes]:
+        """The bytes of several messages, in the order of `uids`, read as the caller iterates:
+        one index query first, then one open and read per file (FETCH of many bodies, which
+        sends each batch while reading the next). NoSuchMessage if one is gone."""
+        with self._reading() as conn:
+            row = self._require(conn, name)
+            files = {uid: (filename, size) for uid, filename, size
+                     in _rows_for(conn, "uid, filename, size", row[0], uids)}
+        return self._read_messages(name, self._directory(row[3], row[2]), uids, files)
+
+    def _read_messages(
+        self, name: str, directory: Path, uids: Sequence[int], files: dict[int, tuple[str, int]]
+    ) -> Iterator[bytes]:
+        try:
+            directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error(exc, f"cannot open the directory of {name}") from exc
+        try:
+            for uid in uids:
+                file = files.get(uid)
+                if file is None:
+                    raise NoSuchMessage(f"no message with UID {uid} in {name!r}")
+                try:
+                    data = _read_file(file[0], directory_fd, file[1])
+                except FileNotFoundError:
+                    raise MailboxCorrupt(
+                        f"{name}: file of UID {uid} is missing; run reconstruct"
+                    ) from None
+                except OSError as exc:
+                    raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
+                yield data
+        finally:
+            os.close(directory_fd)
+
+    def message_records(self, name: str, uids: Sequence[int]) -> list[MessageRecord]:
+        """The records of those of `uids` that exist, in UID order."""
+        with self._reading() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            rows = _rows_for(conn, "uid, modseq, internaldate, size, guid, flags", mailbox_id, uids)
+        texts = _FlagTexts()
+        return [
+            MessageRecord(uid, modseq, internaldate, size, guid, texts[flags])
+            for uid, modseq, internaldate, size, guid, flags in rows
+        ]
+
+    def flag_snapshot(self, name: str) -> FlagSnapshot:
+        """The mailbox row and every message's UID, modseq and flags in one read transaction,
+        so the rows are exactly those of the mailbox's highestmodseq (an IMAP view can then
+        catch up with `messages_since(highestmodseq)` without missing a change).
+
+        The columns come back as three concatenated strings from one scan: a Python object
+        per row and column is what a SELECT of a large mailbox would otherwise spend its time
+        on. A newline separates the flags of two messages (flags are IMAP atoms: none has one;
+        should one ever, the rows are read one by one instead).
+        """
+        with self._reading() as conn:
+            conn.execute("BEGIN")
+            try:
+                row = self._require(conn, name)
+                uid_text, modseq_text, flag_text = conn.execute(
+                    "SELECT group_concat(uid), group_concat(modseq), group_concat(flags, char(10))"
+                    " FROM (SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ?"
+                    " ORDER BY uid)",
+                    (row[0],),
+                ).fetchone()
+                if uid_text is not None:
+                    uids = list(map(int, uid_text.split(",")))
+                    texts = flag_text.split("\n")
+                    modseqs = list(map(int, modseq_text.split(",")))
+                    if len(texts) != len(uids):
+                        uids, modseqs, texts = map(list, zip(*conn.execute(
+                            "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ?",
+                            (row[0],),
+                        ).fetchall(), strict=True))
+            finally:
+                conn.execute("COMMIT")
+        if uid_text is None:
+            return FlagSnapshot(self._info(row), [], [], [], [])
+        sets = _FlagSetIds()
+        flag_ids = list(map(sets.__getitem__, texts))
+        if any(map(operator.ge, uids, itertools.islice(uids, 1, None))):
+            # group_concat's order follows the subquery's in practice, not by contract; the
+            # three lists are aligned in any case (one pass feeds all three).
+            uids, modseqs, flag_ids = map(list, zip(*sorted(zip(uids, modseqs, flag_ids,
+                                                                strict=True)), strict=True))
+        return FlagSnapshot(self._info(row), uids, modseqs, flag_ids, sets.flag_sets)
+
+    def search_header(self, name: str, field: str, needle: str) -> HeaderMatches:
+        """UIDs whose header field `field` (any occurrence) contains `needle`, compared
+        casefolded on the decoded value (RFC 9051 6.4.4), from `header_index` alone.
+
+        Messages without a row yet (stored before the index had the table) are indexed first,
+        once. `unanswered`: the UIDs whose header has no searchable form, or every UID when the
+        field is not one the index keeps (sealmail.store.headers.INDEXED_FIELDS) or the needle
+        could match across two occurrences of the field.
+        """
+        field = field.lower()
+        wanted = encode(needle.casefold())
+        with self._reading() as conn:
+            row = self._require(conn, name)
+            mailbox_id = row[0]
+            if field not in INDEXED_FIELDS or VALUE_SEPARATOR in wanted:
+                uids = conn.execute(
+                    "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+                ).fetchall()
+                return HeaderMatches([], [uid for (uid,) in uids])
+            indexed, exists = conn.execute(
+                "SELECT (SELECT count(*) FROM header_index WHERE mailbox_id = ?1), exists_count"
+                " FROM mailboxes WHERE id = ?1",
+                (mailbox_id,),
+            ).fetchone()
+        if indexed != exists:
+            self._index_headers(name, mailbox_id, self._directory(row[3], row[2]))
+        key = FIELD_SEPARATOR + field.encode() + NAME_SEPARATOR
+        # The value: after "RS name US", `length` octets announced by the digits there. Only
+        # octets up to the field's own are looked at: the common fields come first.
+        at = "instr(fields, ?2) + ?3"
+        value = f"substr(fields, {at} + {LENGTH_DIGITS}, CAST(substr(fields, {at}, {LENGTH_DIGITS})"
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT uid, fields IS NULL FROM header_index WHERE mailbox_id = ?1"
+                " AND (fields IS NULL OR (instr(fields, ?2) > 0"
+                f" AND instr({value} AS INTEGER)), ?4) > 0))"
+                " ORDER BY uid",
+                (mailbox_id, key, len(key), wanted),
+            ).fetchall()
+        matched = [uid for uid, unknown in rows if not unknown]
+        return HeaderMatches(matched, [uid for uid, unknown in rows if unknown])
+
+    def _index_headers(self, name: str, mailbox_id: int, directory: Path) -> None:
+        """Give every message of a mailbox its header_index row (a backfill after the
+        migration, or after a repair); drop rows of messages that are gone."""
+        with self._reading() as conn:
+            missing = [
+                (uid, filename)
+                for uid, filename in conn.execute(
+                    "SELECT uid, filename FROM messages AS m WHERE mailbox_id = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM header_index AS h WHERE h.mailbox_id = m.mailbox_id"
+                    " AND h.uid = m.uid)",
+                    (mailbox_id,),
+                )
+            ]
+        forms: list[tuple[int, int, bytes | None, int, int]] = []
+        for uid, filename in missing:
+            try:
+                data = (directory / filename).read_bytes()
+            except OSError:
+                continue  # searched from the file (and reported) by the caller
+            forms.append((mailbox_id, uid, searchable_form(data), mailbox_id, uid))
+        with self._index.transaction() as conn:
+            # Only for messages still there: an expunge may have come in between.
+            conn.executemany(
+                "INSERT OR IGNORE INTO header_index (mailbox_id, uid, fields) SELECT ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?)",
+                forms,
+            )
+            conn.execute(
+                "DELETE FROM header_index WHERE mailbox_id = ?1 AND uid NOT IN"
+                " (SELECT uid FROM messages WHERE mailbox_id = ?1)",
+                (mailbox_id,),
+            )
+
     def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int:
         """Replace the flags of the given messages; returns how many of them exist.
 
@@ -862,6 +1043,9 @@ class DiskStore:
                 modseq += 1
                 conn.execute(
                     "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+                )
+                conn.execute(
+                    "DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
                 )
                 conn.execute(
                     "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
@@ -918,67 +1102,44 @@ class DiskStore:
     ) -> FlagUpdate:
         """Set, add or remove flags of many messages in one transaction.
 
-        Only a message whose flags really change gets a new modseq (RFC 7162 3.1). With
-        `unchanged_since`, a message whose modseq is above it is left alone and reported in
-        `refused` (RFC 7162 3.1.3: the conditional STORE fails for it).
+        Only a message whose flags really change gets a new modseq (RFC 7162 3.1); the others
+        are not written at all. With `unchanged_since`, a message whose modseq is above it is
+        left alone and reported in `refused` (RFC 7162 3.1.3: the conditional STORE fails for
+        it).
         """
         if mode not in FLAG_MODES:
             raise ValueError(f"mode must be one of {FLAG_MODES}")
         records: list[MessageRecord] = []
         refused: list[int] = []
+        changes: list[tuple[str, int, int, int]] = []
+        texts = _FlagTexts()
         with self._index.transaction() as conn:
             row = self._require(conn, name)
             mailbox_id, modseq = row[0], row[6]
-            wanted = set(uids)
-            rows = (
-                conn.execute(
-                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                    " WHERE mailbox_id = ? ORDER BY uid",
-                    (mailbox_id,),
-                ).fetchall()
-                if len(wanted) > 64
-                else [
-                    found
-                    for uid in sorted(wanted)
-                    if (
-                        found := conn.execute(
-                            "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                            " WHERE mailbox_id = ? AND uid = ?",
-                            (mailbox_id, uid),
-                        ).fetchone()
-                    )
-                    is not None
-                ]
+            rows = _rows_for(
+                conn, "uid, modseq, internaldate, size, guid, flags", mailbox_id, uids
             )
             for uid, mseq, internaldate, size, guid, text in rows:
-                if uid not in wanted:
-                    continue
-                current = text.split()
-                if mode == "set":
-                    new = list(dict.fromkeys(flags))
-                elif mode == "add":
-                    new = current + [f for f in dict.fromkeys(flags) if f not in current]
-                else:
-                    removed = {f.lower() for f in flags}
-                    new = [f for f in current if f.lower() not in removed]
+                current = texts[text]
                 if unchanged_since is not None and mseq > unchanged_since:
                     refused.append(uid)
-                    records.append(
-                        MessageRecord(uid, mseq, internaldate, size, guid, tuple(current))
-                    )
+                    records.append(MessageRecord(uid, mseq, internaldate, size, guid, current))
                     continue
+                new = flags_after(current, flags, mode)
                 if set(new) != set(current):
                     modseq += 1
                     mseq = modseq
-                    conn.execute(
-                        "UPDATE messages SET flags = ?, modseq = ?"
-                        " WHERE mailbox_id = ? AND uid = ?",
-                        (" ".join(new), mseq, mailbox_id, uid),
-                    )
-                records.append(MessageRecord(uid, mseq, internaldate, size, guid, tuple(new)))
-            conn.execute(
-                "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
-            )
+                    current = texts[" ".join(new)]
+                    changes.append((" ".join(new), mseq, mailbox_id, uid))
+                records.append(MessageRecord(uid, mseq, internaldate, size, guid, current))
+            if changes:
+                conn.executemany(
+                    "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                    changes,
+                )
+                conn.execute(
+                    "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
+                )
         return FlagUpdate(records, refused)
 
     def copy_messages(self, source: str, uids: Sequence[int], target: str) -> CopiedMessages:
@@ -1055,6 +1216,11 @@ class DiskStore:
                             path.name,
                             structure,
                         ),
+                    )
+                    conn.execute(
+                        "INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields)"
+                        " SELECT ?, ?, fields FROM header_index WHERE mailbox_id = ? AND uid = ?",
+                        (dst_id, new_uid, src[0], uid),
                     )
                     pairs.append((uid, new_uid))
                     total += size
@@ -1175,3 +1341,72 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class _FlagSetIds(dict[str, int]):
+    """Flags column text -> index of its flag set in `flag_sets`, each text split once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flag_sets: list[tuple[str, ...]] = []
+        self._by_set: dict[tuple[str, ...], int] = {}
+
+    def __missing__(self, text: str) -> int:
+        flags = tuple(text.split())
+        known = self._by_set.get(flags)
+        if known is None:
+            known = self._by_set[flags] = len(self.flag_sets)
+            self.flag_sets.append(flags)
+        self[text] = known
+        return known
+
+
+class _FlagTexts(dict[str, tuple[str, ...]]):
+    """Flags column text -> tuple, each distinct text split once and its tuple shared."""
+
+    def __missing__(self, text: str) -> tuple[str, ...]:
+        flags = self[text] = tuple(text.split())
+        return flags
+
+
+def _rows_for(
+    conn: sqlite3.Connection, columns: str, mailbox_id: int, uids: Sequence[int]
+) -> list[tuple[Any, ...]]:
+    """`columns` of those of `uids` that exist, in UID order: one IN query for a few scattered
+    UIDs, else one range scan (filtered here), which SQLite does faster."""
+    wanted = sorted(set(uids))
+    if not wanted:
+        return []
+    if len(wanted) <= 256 and wanted[-1] - wanted[0] >= 2 * len(wanted):
+        marks = ",".join("?" * len(wanted))
+        rows: list[tuple[Any, ...]] = conn.execute(
+            f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})"
+            " ORDER BY uid",
+            (mailbox_id, *wanted),
+        ).fetchall()
+        return rows
+    rows = conn.execute(
+        f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ?"
+        " ORDER BY uid",
+        (mailbox_id, wanted[0], wanted[-1]),
+    ).fetchall()
+    if len(rows) == len(wanted) == wanted[-1] - wanted[0] + 1:
+        return rows  # the whole range was asked for
+    keep = set(wanted)
+    return [r for r in rows if r[0] in keep]
+
+
+def _read_file(filename: str, directory_fd: int, size: int) -> bytes:
+    """A whole file of the size the index says: one open, one read (more only if the size was
+    wrong: reconstruct fixes that), one close."""
+    fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory_fd)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) == size:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -85,6 +85,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID""",
         # CREATE-SPECIAL-USE (RFC 6154): the special use of a mailbox, e.g. "\\Sent".
         "ALTER TABLE mailboxes ADD COLUMN special_use TEXT NOT NULL DEFAULT ''",
+    ),
+    2: (
+        # IMAP SEARCH on header fields answered from the index (sealmail.store.headers): one
+        # small row per message, written with it (delivery, COPY, reconstruct) and removed
+        # with it. Apart from `messages` so that scanning a mailbox's flags stays cheap; per
+        # (mailbox, uid) rather than per content so that a search reads one contiguous range
+        # (a join on the content measured ten times slower) and a delivery to many mailboxes
+        # adds one row each. Messages stored before this version get their row from the first
+        # search that needs it, or from reconstruct. `fields` NULL: no searchable form.
+        """CREATE TABLE header_index (
+            mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL,
+            fields BLOB,
+            PRIMARY KEY (mailbox_id, uid)
+        ) WITHOUT ROWID""",
     ),
 }
 

@@ -6,6 +6,8 @@ Policy (docs/store.md says the same for operators):
   was expunged (a crash before the unlink): it is removed; any other such file lost its row
   (damaged index) and is re-indexed with no flags and its mtime as internal date;
 - size and GUID are recomputed from the file and fixed when they differ;
+- the header index row (SEARCH, sealmail.store.headers) is recomputed from the file, added when
+  missing, fixed when it differs, removed when its message is gone;
 - uidnext, highestmodseq, the message count and byte count (hence quota usage) are recomputed;
 - a missing or stale `sealmail.header` is rewritten;
 - a mailbox directory the index does not know is re-created from its header and files, with a
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from sealmail.store import acl as acls
 from sealmail.store.errors import MailboxCorrupt, MailboxNotFound, StoreError
+from sealmail.store.headers import searchable_form
 from sealmail.store.names import validate_internal
 
 if TYPE_CHECKING:
@@ -53,9 +56,10 @@ def _message_files(directory: Path) -> dict[int, Path]:
     return files
 
 
-def _digest(path: Path) -> tuple[int, str]:
+def _digest(path: Path) -> tuple[int, str, bytes | None]:
+    """Size, GUID and searchable header form of a message file."""
     data = path.read_bytes()
-    return len(data), hashlib.sha1(data).hexdigest()
+    return len(data), hashlib.sha1(data).hexdigest(), searchable_form(data)
 
 
 def reconstruct_mailbox(store: DiskStore, index: Index, name: str) -> list[str]:
@@ -138,6 +142,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
     assert isinstance(name, str) and isinstance(uniqueid, str) and isinstance(partition, str)
     assert isinstance(uidnext, int) and isinstance(highestmodseq, int)
     assert isinstance(uidvalidity, int) and isinstance(acl_text, str)
+    assert isinstance(mailbox_id, int)
     fixes: list[str] = []
     directory = store._directory(partition, uniqueid)
     if not directory.is_dir():
@@ -168,18 +173,22 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
         for (uid,) in conn.execute("SELECT uid FROM expunged WHERE mailbox_id = ?", (mailbox_id,))
     }
     modseq = highestmodseq
+    forms: dict[int, bytes | None] = {}  # the header index rows the files call for
     for uid, (size, guid, filename) in sorted(rows.items()):
         path = files.get(uid)
         if path is None or path.name != filename:
             modseq += 1
             conn.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid))
             conn.execute(
+                "DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+            )
+            conn.execute(
                 "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 (mailbox_id, uid, modseq),
             )
             fixes.append(f"{name}: UID {uid} has no file; removed from the index")
             continue
-        real_size, real_guid = _digest(path)
+        real_size, real_guid, forms[uid] = _digest(path)
         if (real_size, real_guid) != (size, guid):
             modseq += 1
             conn.execute(
@@ -195,7 +204,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             path.unlink()
             fixes.append(f"{name}: removed uncommitted or expunged file {path.name}")
             continue
-        size, guid = _digest(path)
+        size, guid, forms[uid] = _digest(path)
         modseq += 1
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
@@ -203,6 +212,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             (mailbox_id, uid, modseq, path.stat().st_mtime, size, guid, path.name),
         )
         fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
+    fixes.extend(_check_header_index(conn, name, mailbox_id, forms))
 
     count, total, max_uid, max_modseq = conn.execute(
         "SELECT count(*), coalesce(sum(size), 0), coalesce(max(uid), 0), coalesce(max(modseq), 0)"
@@ -231,6 +241,26 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
     return fixes
 
 
+def _check_header_index(conn: sqlite3.Connection, name: str, mailbox_id: int,
+                        forms: dict[int, bytes | None]) -> list[str]:
+    """Make the header index rows of a mailbox those its files call for (not a change a
+    client sees: no modseq)."""
+    stored = dict(conn.execute(
+        "SELECT uid, fields FROM header_index WHERE mailbox_id = ?", (mailbox_id,)
+    ).fetchall())
+    wrong = [(mailbox_id, uid, form) for uid, form in forms.items()
+             if uid not in stored or stored[uid] != form]
+    extra = [(mailbox_id, uid) for uid in stored if uid not in forms]
+    conn.executemany(
+        "INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)", wrong
+    )
+    conn.executemany("DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", extra)
+    if not wrong and not extra:
+        return []
+    return [f"{name}: header index rebuilt for {len(wrong)} messages, {len(extra)} stale rows"
+            " removed"]
+
+
 def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[str]:
     """Re-create the index entry of an orphan directory from its header and files."""
     from sealmail.store.disk import HEADER_NAME, MailboxHeader, allocate_uidvalidity
@@ -257,12 +287,16 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
     ).fetchone()
     total = 0
     for modseq, (uid, path) in enumerate(sorted(files.items()), start=2):
-        size, guid = _digest(path)
+        size, guid, form = _digest(path)
         total += size
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
             " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
             (mailbox_id, uid, modseq, os.stat(path).st_mtime, size, guid, path.name),
+        )
+        conn.execute(
+            "INSERT INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)",
+            (mailbox_id, uid, form),
         )
     conn.execute(
         "UPDATE mailboxes SET exists_count = ?, size_bytes = ? WHERE id = ?",

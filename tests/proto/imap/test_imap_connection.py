@@ -252,3 +252,21 @@ def test_enable_only_when_authenticated_not_selected() -> None:
     conn = ServerConnection(state=ConnectionState.SELECTED)
     events(conn, b"e ENABLE CONDSTORE\r\n")
     assert conn.data_to_send() == b"e BAD ENABLE is not allowed in the selected state\r\n"
+
+
+def test_utf8_append_literal8_is_framed_like_any_literal_rfc6855_4() -> None:
+    conn = logged_in()
+    assert events(conn, b"a APPEND x UTF8 (~{5}\r\n") == []
+    assert conn.data_to_send() == b"+ Ready for literal data\r\n"
+    got = events(conn, b"hello)\r\n")
+    assert got == [CommandReceived(Append("a", "x", message=b"hello", binary=True, utf8=True))]
+
+
+def test_utf8_flag_lets_unquoted_utf8_names_through() -> None:
+    conn = logged_in()
+    wire = "a SELECT Tōkyō\r\n".encode()
+    [refused] = events(conn, wire)
+    assert isinstance(refused, ProtocolError)
+    assert conn.data_to_send().startswith(b"a BAD ")
+    conn.utf8 = True  # the host, after ENABLE UTF8=ACCEPT or IMAP4rev2
+    assert events(conn, wire) == [CommandReceived(Select("a", "Tōkyō"))]

@@ -104,6 +104,43 @@ def test_append_literal8_and_nul() -> None:
         parse_command(b"a APPEND x {3}\r\na\x00b\r\n")  # RFC 9051 4.3: no NUL in a literal
 
 
+def test_append_utf8_data_extension_rfc6855_4() -> None:
+    message = "Subject: café\r\n\r\nhi\r\n".encode()
+    wire = b"a APPEND INBOX (\\Seen) UTF8 (~{" + str(len(message)).encode() + b"+}\r\n" + message
+    command = parse(wire + b")")
+    assert command == Append("a", "INBOX", ("\\Seen",), True, None, message, True, True)
+    assert command.render() == wire.replace(b"+}", b"}") + b")\r\n"
+    # A plain literal inside UTF8 (...) is taken too; the closing parenthesis is required.
+    assert parse(b"a APPEND x utf8 ({2}\r\nhi)") == Append("a", "x", message=b"hi", utf8=True)
+    for bad in (b"a APPEND x UTF8 (~{2}\r\nhi", b"a APPEND x UTF8 ~{2}\r\nhi)",
+                b"a APPEND x UTF8(~{2}\r\nhi)"):
+        with pytest.raises(BadCommand):
+            parse(bad)
+
+
+def test_unquoted_utf8_names_only_once_utf8_is_enabled() -> None:
+    wire = "a SELECT Tōkyō\r\n".encode()
+    assert parse_command(wire, utf8=True) == Select("a", "Tōkyō")
+    with pytest.raises(BadCommand):
+        parse_command(wire)  # RFC 9051 9: atoms are 7-bit
+    assert parse_command('a LIST "" Tō*\r\n'.encode(), utf8=True) == List("a", "", ("Tō*",))
+    quoted = 'a CREATE "Café"\r\n'.encode()
+    assert parse_command(quoted) == parse_command(quoted, utf8=True) == Create("a", "Café")
+    with pytest.raises(BadCommand):
+        parse_command(b"a SELECT T\xc5\r\n", utf8=True)  # not UTF-8
+    with pytest.raises(BadCommand):
+        parse_command("\u00e9 NOOP\r\n".encode(), utf8=True)  # tags stay 7-bit
+    with pytest.raises(BadCommand):
+        parse_command("a ENABLE caf\u00e9\r\n".encode(), utf8=True)  # and so do atoms
+
+
+def test_recursivematch_alone_is_bad_rfc9051_6_3_9_1() -> None:
+    for wire in (b'a LIST (RECURSIVEMATCH) "" %', b'a LIST (REMOTE RECURSIVEMATCH) "" %'):
+        with pytest.raises(BadCommand):
+            parse(wire)
+    assert isinstance(parse(b'a LIST (SUBSCRIBED RECURSIVEMATCH) "" %'), List)
+
+
 def test_search_tree() -> None:
     command = parse(b'A282 SEARCH FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"')
     assert isinstance(command, Search)
@@ -195,6 +232,8 @@ def test_extension_commands() -> None:
     assert parse(b"a ENABLE CONDSTORE utf8=accept") == Enable("a", ("CONDSTORE", "UTF8=ACCEPT"))
     assert parse(b"a AUTHENTICATE PLAIN =") == Authenticate("a", "PLAIN", b"")
     assert parse(b"a authenticate plain") == Authenticate("a", "PLAIN", None)
+    # mutt 2.2 sends a trailing space without a response; Dovecot and Cyrus accept it.
+    assert parse(b"a0002 AUTHENTICATE CRAM-MD5 ") == Authenticate("a0002", "CRAM-MD5", None)
     with pytest.raises(BadCommand):
         parse(b"a AUTHENTICATE PLAIN ab=c")
     assert parse(b"a SETACL INBOX/x fred +rw") == SetAcl("a", "INBOX/x", "fred", "+rw")
@@ -365,6 +404,9 @@ commands = st.one_of(
                   lambda b: b.replace(b"\x00", b"")), st.just(False)),
     st.builds(Append, tags, mailboxes, st.just(()), st.just(False), st.none(),
               st.binary(max_size=60), st.just(True)),
+    st.builds(Append, tags, mailboxes, st.lists(flags, max_size=2).map(tuple), st.just(True),
+              st.one_of(st.none(), datetimes), st.binary(max_size=60), st.just(True),
+              st.just(True)),
     st.builds(Search, tags, programs, st.sampled_from([None, "UTF-8"]),
               st.one_of(st.none(), st.lists(st.sampled_from(["MIN", "MAX", "ALL", "COUNT"]),
                                             max_size=3).map(tuple)), st.booleans()),
@@ -416,6 +458,22 @@ def test_never_crashes_on_arbitrary_bytes(data: bytes) -> None:
     except ImapError as error:
         assert error.reply_bytes().endswith(b"\r\n")
         assert error.reply_bytes().count(b"\r\n") == 1
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_never_crashes_on_arbitrary_bytes_with_utf8_enabled(data: bytes) -> None:
+    try:
+        parse_command(data + b"\r\n", utf8=True)
+    except ImapError as error:
+        assert error.reply_bytes().endswith(b"\r\n")
+        assert error.reply_bytes().count(b"\r\n") == 1
+
+
+@settings(max_examples=200)
+@given(commands)
+def test_round_trip_with_utf8_enabled(command: Command) -> None:
+    assert parse_command(command.render(), utf8=True) == command
 
 
 @settings(max_examples=300)

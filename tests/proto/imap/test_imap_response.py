@@ -72,6 +72,22 @@ def test_status_responses() -> None:
         StatusResponse("MAYBE", "x")
 
 
+def test_response_text_is_utf8_only_once_enabled_rfc9051_appendix_e_24() -> None:
+    closed = StatusResponse("NO", "Kein Postfach »Café«", "a", ResponseCode("NONEXISTENT"))
+    assert render(closed) == b"a NO [NONEXISTENT] Kein Postfach ?Caf??\r\n"
+    assert render(closed, utf8=True) == "a NO [NONEXISTENT] Kein Postfach »Café«\r\n".encode()
+    assert render(ContinuationRequest("prêt")) == b"+ pr?t\r\n"
+    assert render(ContinuationRequest("prêt"), utf8=True) == "+ prêt\r\n".encode()
+
+
+def test_list_with_oldname_rfc9051_6_3_9_7() -> None:
+    renamed = r.list_response([], "/", "NewMailbox", extended=[("OLDNAME", [AString("Old")])])
+    assert render(renamed) == b'* LIST () "/" NewMailbox (OLDNAME (Old))\r\n'
+    normalized = r.list_response([], ".", "Café", extended=[("OLDNAME", [AString("Cafe\u0301")])])
+    assert render(normalized, utf8=True) == (
+        '* LIST () "." "Café" (OLDNAME ("Cafe\u0301"))\r\n'.encode())
+
+
 def test_untagged_data() -> None:
     assert render(r.exists(23)) == b"* 23 EXISTS\r\n"
     assert render(r.expunge(3)) == b"* 3 EXPUNGE\r\n"
@@ -210,3 +226,11 @@ def test_data_responses_are_one_response(items: list[Value]) -> None:
         if pos < len(body):
             assert body[pos : pos + 1] == b" "
             pos += 1
+
+
+def test_rendered_responses_pass_through_unchanged() -> None:
+    data = b"* 1 FETCH (FLAGS (\\Seen) UID 4)\r\n* 2 FETCH (FLAGS () UID 9)\r\n"
+    assert r.render(r.RenderedResponses(data)) == data
+    assert r.render(r.RenderedResponses(data), utf8=True) == data
+    with pytest.raises(ValueError):
+        r.RenderedResponses(b"* 1 FETCH (UID 4)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -96,3 +98,20 @@ def test_of_holds_exactly_its_numbers(values: set[int]) -> None:
     compact = SequenceSet.of(values)
     assert set(compact.iter_numbers(2000)) == values
     assert SequenceSet.parse(str(compact)) == compact
+
+
+@given(sets, st.integers(min_value=0, max_value=60))
+def test_number_spans_are_iter_numbers_as_ranges(numbers: SequenceSet, exists: int) -> None:
+    spans = numbers.number_spans(exists)
+    assert [i + 1 for start, stop in spans for i in range(start, stop)] == list(
+        numbers.iter_numbers(exists))
+    assert all(start < stop for start, stop in spans)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+@given(sets, st.lists(numbers, max_size=40).map(lambda v: sorted(set(v))))
+def test_index_spans_are_iter_indexes_as_ranges(numbers: SequenceSet, uids: list[int]) -> None:
+    spans = numbers.index_spans(uids)
+    assert [i for start, stop in spans for i in range(start, stop)] == list(
+        numbers.iter_indexes(uids))
+    assert all(start < stop for start, stop in spans)

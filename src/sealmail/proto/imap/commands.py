@@ -404,7 +404,9 @@ class Status(Command):
 
 @dataclass(frozen=True, slots=True)
 class Append(Command):
-    """APPEND of one message; `binary` is RFC 3516's literal8 form (~{n})."""
+    """APPEND of one message; `binary` is RFC 3516's literal8 form (~{n}); `utf8` is RFC 6855 4's
+    `UTF8 (literal8)` data extension, legal only once UTF8=ACCEPT is enabled (the session checks).
+    """
 
     name: ClassVar[str] = "APPEND"
     states: ClassVar[frozenset[ConnectionState]] = AUTHENTICATED_OR_SELECTED
@@ -414,6 +416,7 @@ class Append(Command):
     internaldate: datetime | None = None
     message: bytes = b""
     binary: bool = False
+    utf8: bool = False
 
     def arguments(self) -> bytes:
         wire = b" " + _mailbox(self.mailbox)
@@ -422,7 +425,10 @@ class Append(Command):
         if self.internaldate is not None:
             wire += b" " + render_datetime(self.internaldate)
         prefix = b"~{" if self.binary else b"{"
-        return wire + b" " + prefix + str(len(self.message)).encode() + b"}\r\n" + self.message
+        literal = prefix + str(len(self.message)).encode() + b"}\r\n" + self.message
+        if self.utf8:
+            return wire + b" UTF8 (" + literal + b")"
+        return wire + b" " + literal
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,7 +107,8 @@ class ServerConnection:
         self.limits = limits or Limits()
         self.state = state
         self.bad_commands = 0
-        # Set by the host once UTF8=ACCEPT or IMAP4rev2 is enabled: 8-bit text may go quoted.
+        # Set by the host once UTF8=ACCEPT or IMAP4rev2 is enabled: 8-bit text may go quoted
+        # both ways, and mailbox names may come as unquoted UTF-8 (RFC 6855 3, RFC 9051 5.1).
         self.utf8 = False
         self.tls_active = False
         self._parser_limits = ParserLimits(self.limits.max_depth, self.limits.max_items)
@@ -329,7 +330,7 @@ class ServerConnection:
         data = bytes(self._command)
         self._command.clear()
         try:
-            command = parse_command(data, self._parser_limits)
+            command = parse_command(data, self._parser_limits, utf8=self.utf8)
         except ImapError as error:
             if error.tag is None:
                 error.tag = peek_command(data.split(b"\r\n", 1)[0])[0]

@@ -85,6 +85,9 @@ _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE"
 _BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _NAME = re.compile(rb"[A-Za-z]+")
 _STORE_ITEM = re.compile(rb"([+-]?)FLAGS(\.SILENT)?", re.IGNORECASE)
+# ASTRING-CHAR / list-char (RFC 9051 9) plus 8-bit octets, for `_Utf8Reader`.
+_ASTRING_UTF8 = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\]+')
+_LIST_MAILBOX_UTF8 = re.compile(rb'[^(){ \x00-\x1f\x7f"\\]+')
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +123,38 @@ def peek_command(line: bytes) -> tuple[str | None, str | None]:
     return tag, upper
 
 
-def parse_command(data: bytes, limits: ParserLimits | None = None) -> Command:
-    """Parse one assembled command (final CRLF included)."""
+class _Utf8Reader(Reader):
+    """The reader once UTF8=ACCEPT or IMAP4rev2 is enabled: an astring or a LIST pattern may
+    also be an unquoted run of UTF-8 (`SELECT Café`).
+
+    RFC 9051 9 and RFC 6855 3 keep atoms 7-bit and put UTF-8 in quoted strings, but clients
+    such as Python's imaplib send a mailbox name as given, unquoted; the octets must still be
+    valid UTF-8 (BAD otherwise). Tags, command names and keywords stay 7-bit atoms.
+    """
+
+    __slots__ = ()
+
+    def astring(self) -> bytes:
+        if self.peek() in (0x22, 0x7B):
+            return self.string()
+        raw = self._match(_ASTRING_UTF8, "an atom or string")
+        self.text(raw)  # valid UTF-8, or BAD
+        return raw
+
+    def list_mailbox(self) -> str:
+        if self.peek() in (0x22, 0x7B):
+            return self.text(self.string())
+        return self.text(self._match(_LIST_MAILBOX_UTF8, "a mailbox pattern"))
+
+
+def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = False) -> Command:
+    """Parse one assembled command (final CRLF included); `utf8` once UTF8=ACCEPT or IMAP4rev2
+    is enabled (unquoted UTF-8 mailbox names are then accepted, see `_Utf8Reader`)."""
     limits = limits or ParserLimits()
     if not data.endswith(b"\r\n"):
         raise BadCommand("Command does not end with CRLF")
-    reader = Reader(data[:-2], limits.max_depth, limits.max_items)
+    reader_class = _Utf8Reader if utf8 else Reader
+    reader = reader_class(data[:-2], limits.max_depth, limits.max_items)
     try:
         tag = reader.tag()
     except ImapError:
@@ -225,6 +254,10 @@ def _authenticate(reader: Reader, tag: str, by_uid: bool) -> Command:
         # RFC 4959: initial-response = base64 / "=" (the empty response)
         reader.sp()
         start = reader.pos
+        if reader.at_end():
+            # A trailing space and no response (mutt 2.2 sends it): no initial response, as
+            # Dovecot and Cyrus take it.
+            return Authenticate(tag, mechanism, None)
         if reader.peek() == 0x3D:
             reader.pos += 1
             initial = b""
@@ -343,6 +376,9 @@ def _list(reader: Reader, tag: str, by_uid: bool) -> Command:
     selection: tuple[str, ...] | None = None
     if reader.peek() == 0x28:
         selection = _atom_list(reader, LIST_SELECTION, "LIST selection option")
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 9051 6.3.9.1 (RFC 5258 3.1): "MUST return a BAD tagged response in such case".
+            raise BadCommand("RECURSIVEMATCH needs another selection option")
         reader.sp()
     reference = reader.mailbox()
     reader.sp()
@@ -412,9 +448,18 @@ def _append(reader: Reader, tag: str, by_uid: bool) -> Command:
     if reader.peek() == 0x22:
         internaldate = reader.date_time()
         reader.sp()
+    # RFC 6855 4: append-data =/ "UTF8" SP "(" literal8 ")"; a plain literal inside is
+    # accepted as well. Whether UTF-8 was enabled is the session's question.
+    utf8 = reader.startswith_word(b"UTF8")
+    if utf8:
+        reader.pos += len(b"UTF8")
+        reader.sp()
+        reader.expect(b"(", "'('")
     binary = reader.is_binary_literal()
     message = reader.literal(allow_binary=True)
-    return Append(tag, mailbox, flags, flag_list, internaldate, message, binary)
+    if utf8:
+        reader.expect(b")", "')'")
+    return Append(tag, mailbox, flags, flag_list, internaldate, message, binary, utf8)
 
 
 def _mailbox_identifier(cls: type[DeleteAcl | ListRights]) -> _Parse:

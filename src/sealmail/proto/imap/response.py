@@ -36,6 +36,7 @@ __all__ = [
     "ContinuationRequest",
     "DataResponse",
     "Literal",
+    "RenderedResponses",
     "Response",
     "ResponseCode",
     "StatusResponse",
@@ -137,7 +138,21 @@ class ContinuationRequest:
     challenge: bytes | None = None
 
 
-Response = StatusResponse | DataResponse | ContinuationRequest
+@dataclass(frozen=True, slots=True)
+class RenderedResponses:
+    """Untagged responses already in wire form, each ending in CRLF: bulk output (FETCH of
+    thousands of messages or of whole bodies) that a fast path built directly as octets
+    instead of as one `DataResponse` tree per message. The producer vouches for the syntax;
+    `render` passes the octets through unchanged."""
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if self.data and not self.data.endswith(b"\r\n"):
+            raise ValueError("rendered responses end with CRLF")
+
+
+Response = StatusResponse | DataResponse | ContinuationRequest | RenderedResponses
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -166,9 +181,14 @@ def render_value(value: Value, utf8: bool = False) -> bytes:
     return b"(" + b" ".join(render_value(item, utf8) for item in value) + b")"
 
 
-def _text(text: str) -> bytes:
-    # resp-text: text = 1*TEXT-CHAR; no CR or LF may slip into a status line.
-    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+def _text(text: str, utf8: bool) -> bytes:
+    """resp-text: no CR or LF may slip into a status line. TEXT-CHAR is 7-bit (RFC 3501 9);
+    only once IMAP4rev2 or UTF8=ACCEPT is enabled may it carry UTF-8 (RFC 9051 Appendix E
+    item 24), so before that anything else becomes "?"."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    if utf8:
+        return text.encode("utf-8", "replace")
+    return text.encode("ascii", "replace")
 
 
 def render(response: Response, utf8: bool = False) -> bytes:
@@ -176,7 +196,9 @@ def render(response: Response, utf8: bool = False) -> bytes:
     if isinstance(response, ContinuationRequest):
         if response.challenge is not None:
             return b"+ " + base64.b64encode(response.challenge) + b"\r\n"
-        return b"+ " + _text(response.text or "Ready") + b"\r\n"
+        return b"+ " + _text(response.text or "Ready", utf8) + b"\r\n"
+    if isinstance(response, RenderedResponses):
+        return response.data
     if isinstance(response, DataResponse):
         return b"* " + b" ".join(render_value(v, utf8) for v in response.values) + b"\r\n"
     head = (response.tag or "*").encode("ascii") + b" " + response.status.encode()
@@ -186,7 +208,7 @@ def render(response: Response, utf8: bool = False) -> bytes:
             code += b" " + b" ".join(render_value(a, utf8) for a in response.code.args)
         head += b" [" + code + b"]"
     text = response.text or response.status.capitalize()
-    return head + b" " + _text(text) + b"\r\n"
+    return head + b" " + _text(text, utf8) + b"\r\n"
 
 
 # -- untagged data (RFC 9051 7.2-7.5 and the extensions) ------------------------------------------

@@ -166,3 +166,25 @@ class SequenceSet:
             start = bisect.bisect_left(sorted_values, low)
             stop = bisect.bisect_right(sorted_values, high, lo=start)
             yield from range(start, stop)
+
+    def number_spans(self, exists: int) -> list[tuple[int, int]]:
+        """Like `iter_numbers` as 0-based [start, stop) position ranges: `1:*` of 100,000
+        messages is one range, not 100,000 numbers."""
+        spans = []
+        for low, high in self.normalized(exists):
+            start, stop = max(low, 1) - 1, min(high, exists)
+            if start < stop:
+                spans.append((start, stop))
+        return spans
+
+    def index_spans(self, sorted_values: Sequence[int]) -> list[tuple[int, int]]:
+        """Like `iter_indexes` as [start, stop) position ranges (a UID set over ascending UIDs)."""
+        if not sorted_values:
+            return []
+        spans = []
+        for low, high in self.normalized(sorted_values[-1]):
+            start = bisect.bisect_left(sorted_values, low)
+            stop = bisect.bisect_right(sorted_values, high, lo=start)
+            if start < stop:
+                spans.append((start, stop))
+        return spans

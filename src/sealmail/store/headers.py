@@ -1,0 +1,109 @@
+"""The searchable form of a message's header, kept in the index at delivery.
+
+IMAP SEARCH FROM / TO / CC / BCC / SUBJECT / HEADER (RFC 9051 6.4.4) is "a case-insensitive
+substring match" on a field's value. Reading every message file per SEARCH is what made header
+searches slow; instead each message gets one small `header_index` row holding the values of the
+fields clients search (`INDEXED_FIELDS`), already unfolded, RFC 2047-decoded and casefolded, and
+SQLite answers with `instr` over one contiguous range of rows; no file is opened. Other fields
+are searched in the message files, as before. The set is small on purpose: a scan costs what the
+rows weigh, and a whole header (Received, DKIM-Signature, ...) would weigh ten times more.
+
+The decoding here is THE definition of a field's searchable value: the IMAP layer's per-message
+evaluation (`sealmail.imap.searching`) uses the same `header_fields`, so the index and a message
+read from disk can never disagree.
+
+Form (a BLOB, UTF-8 with surrogates passed through, so that a substring of the octets is a
+substring of the text): for each indexed field present, in `INDEXED_FIELDS` order,
+`RS name US length value`, where `length` is six decimal digits counting the octets of `value`
+and `value` joins the casefolded values of every occurrence of the field with GS (RS, US, GS =
+0x1E, 0x1F, 0x1D). A value holding RS or GS, or longer than 999999 octets, cannot be kept: such a
+message gets a NULL form and is searched in its file, with the same result.
+"""
+
+from __future__ import annotations
+
+import email.header
+import re
+
+__all__ = [
+    "FIELD_SEPARATOR",
+    "INDEXED_FIELDS",
+    "NAME_SEPARATOR",
+    "VALUE_SEPARATOR",
+    "decode_words",
+    "encode",
+    "header_block",
+    "header_fields",
+    "searchable_form",
+]
+
+# Fields kept in the index: those SEARCH names, and the short ones clients search with HEADER.
+INDEXED_FIELDS = ("subject", "from", "to", "cc", "bcc", "reply-to", "sender", "message-id",
+                  "in-reply-to", "list-id")
+FIELD_SEPARATOR = b"\x1e"
+NAME_SEPARATOR = b"\x1f"
+VALUE_SEPARATOR = b"\x1d"
+LENGTH_DIGITS = 6
+_INDEXED = frozenset(INDEXED_FIELDS)
+# The header ends at the first line that is empty once its CRs are ignored (as the MIME parser
+# of sealmail.proto.imap.mime reads it); without such a line the whole message is header.
+_EMPTY_LINE = re.compile(rb"(?:\A|\n)\r*(?:\n|\Z)")
+_FOLD = re.compile(r"\n[ \t]+")
+
+
+def header_block(raw: bytes) -> bytes:
+    """The top-level header of a message, its terminating empty line included (BODY[HEADER])."""
+    match = _EMPTY_LINE.search(raw)
+    return raw if match is None else raw[: match.end()]
+
+
+def decode_words(value: str) -> str:
+    """RFC 2047 encoded-words decoded, best effort (never raises)."""
+    if "=?" not in value:
+        return value  # what the email package gives back for text without an encoded-word
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def header_fields(block: bytes) -> list[tuple[str, str]]:
+    """(lower-case name, unfolded RFC 2047-decoded value) of each field of a header block."""
+    return [(name, decode_words(value)) for name, value in _raw_fields(block)]
+
+
+def _raw_fields(block: bytes) -> list[tuple[str, str]]:
+    """(lower-case name, unfolded value as sent) of each field of a header block."""
+    text = block.decode("utf-8", "replace").replace("\r\n", "\n")
+    fields = []
+    for line in _FOLD.sub(" ", text).split("\n"):
+        name, colon, value = line.partition(":")
+        if colon and name and " " not in name.strip():
+            fields.append((name.strip().lower(), value.strip()))
+    return fields
+
+
+def encode(text: str) -> bytes:
+    """Text as the form stores it (and as a needle is compared with it)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def searchable_form(raw: bytes) -> bytes | None:
+    """The `header_index.fields` value of a message, or None when it cannot be kept."""
+    grouped: dict[str, list[bytes]] = {}
+    for name, value in _raw_fields(header_block(raw)):  # decoding only what is kept
+        if name in _INDEXED:
+            grouped.setdefault(name, []).append(encode(decode_words(value).casefold()))
+    form = bytearray()
+    for name in INDEXED_FIELDS:
+        values = grouped.get(name)
+        if values is None:
+            continue
+        if any(FIELD_SEPARATOR in v or VALUE_SEPARATOR in v for v in values):
+            return None
+        joined = VALUE_SEPARATOR.join(values)
+        if len(joined) >= 10**LENGTH_DIGITS:
+            return None
+        form += FIELD_SEPARATOR + name.encode() + NAME_SEPARATOR
+        form += b"%0*d" % (LENGTH_DIGITS, len(joined)) + joined
+    return bytes(form)

@@ -1,0 +1,296 @@
+"""The fast ways of answering FETCH, STORE and SEARCH give exactly what the general ways give.
+
+Expected FETCH output is rendered here from the store's records with the generic serializer
+(one `DataResponse` per message); SEARCH results are compared with the per-message evaluator
+(`_Evaluator`, which reads every message) over random key trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sealmail.config.imapd_conf import parse_imapd_conf
+from sealmail.imap import ImapSession, fetching, searching
+from sealmail.imap.fetching import StructureCache, internaldate_text
+from sealmail.imap.selected import flag_atoms
+from sealmail.proto.imap import (
+    Literal,
+    ParserLimits,
+    Response,
+    SearchKey,
+    SequenceSet,
+    Value,
+    parse_command,
+    render,
+)
+from sealmail.proto.imap import response as replies
+from sealmail.store.api import DeliveryTarget, MessageRecord
+from sealmail.store.disk import DiskStore
+
+FLAG_SETS = [(), ("\\Seen",), ("\\Flagged", "$Label1"), ("\\Seen", "\\Deleted"), ("$label1",),
+             ("\\Answered", "\\Seen", "Work")]
+
+
+def message(n: int) -> bytes:
+    subject = f"=?utf-8?q?caf=C3=A9_{n}?=" if n % 7 == 0 else f"message {n} topic{n % 4}"
+    return (f"From: sender{n % 3}@example.org\r\nTo: fred@example.org\r\n"
+            f"Subject: {subject}\r\nDate: {1 + n % 28:02d} Mar 2026 10:00:00 +0000\r\n"
+            f"Message-ID: <m{n}@example.org>\r\n\r\n" + "line\r\n" * (n % 5 + 1)
+            + ("needle in the body\r\n" if n % 6 == 0 else "")).encode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[DiskStore]:
+    config = parse_imapd_conf(
+        f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n", "x")
+    disk = DiskStore(config)
+    disk.create_mailbox("user.fred")
+    for n in range(30):
+        disk.deliver(message(n), [DeliveryTarget("user.fred", FLAG_SETS[n % len(FLAG_SETS)])],
+                     internaldate=1.7e9 + n * 86400)
+    disk.expunge("user.fred", [4, 11])  # UIDs with gaps
+    yield disk
+    disk.close()
+
+
+def session_on(store: DiskStore, examine: bool = False) -> ImapSession:
+    session = ImapSession(store, store.config, "fred", "user.fred")
+    run(session, "a EXAMINE INBOX" if examine else "a SELECT INBOX")
+    return session
+
+
+def responses(session: ImapSession, line: str) -> list[Response]:
+    return session.execute(parse_command(line.encode() + b"\r\n", ParserLimits()))
+
+
+def run(session: ImapSession, line: str) -> bytes:
+    return b"".join(render(r) for r in responses(session, line))
+
+
+def expected_fetch(store: DiskStore, seqs: list[int], items: list[str], tag: str,
+                   tagged: str = "FETCH completed", length: int | None = None) -> bytes:
+    """What the generic serializer makes of these items, from the store's records."""
+    records = store.messages("user.fred")
+    out = b""
+    for seq in seqs:
+        record = records[seq - 1]
+        values: list[tuple[str, Value]] = []
+        for item in items:
+            values.append((item, _value(store, record, item, length)))
+        out += render(replies.fetch(seq, values))
+    return out + f"{tag} OK {tagged}\r\n".encode()
+
+
+def _value(store: DiskStore, record: MessageRecord, item: str, length: int | None) -> Value:
+    if item == "UID":
+        return record.uid
+    if item == "FLAGS":
+        return flag_atoms(record.flags)
+    if item == "MODSEQ":
+        return [record.modseq]
+    if item == "INTERNALDATE":
+        return internaldate_text(record.internaldate)
+    if item == "RFC822.SIZE":
+        return record.size
+    data = store.message_bytes("user.fred", record.uid)
+    origin = int(item.split("<")[1].rstrip(">")) if "<" in item else 0
+    return Literal(data[origin : origin + (length or len(data))])
+
+
+@pytest.fixture(params=[(1000,), (2, 3, 5)], ids=["one-chunk", "small-chunks"])
+def chunks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetching, "CHUNKS", request.param)
+    monkeypatch.setattr(fetching, "BODY_CHUNKS", request.param)
+
+
+@pytest.mark.usefixtures("chunks")
+@pytest.mark.parametrize(("command", "seqs", "items"), [
+    ("FETCH 1:* (FLAGS UID)", range(1, 29), ["FLAGS", "UID"]),
+    ("FETCH 2:5,9,20:* (UID FLAGS MODSEQ)", [2, 3, 4, 5, 9, *range(20, 29)],
+     ["UID", "FLAGS", "MODSEQ"]),
+    ("UID FETCH 3:7,25:* (RFC822.SIZE INTERNALDATE FLAGS)", [3, 4, 5, 6, *range(23, 29)],
+     ["UID", "RFC822.SIZE", "INTERNALDATE", "FLAGS"]),
+    ("FETCH 7 (UID UID)", [7], ["UID", "UID"]),
+    ("FETCH 1:* FAST", range(1, 29), ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]),
+])
+def test_index_items_render_as_the_generic_way(store: DiskStore, command: str,
+                                               seqs: range | list[int], items: list[str]) -> None:
+    session = session_on(store)
+    tagged = ("UID FETCH" if command.startswith("UID") else "FETCH") + " completed"
+    assert run(session, "t " + command) == expected_fetch(store, list(seqs), items, "t", tagged)
+
+
+@pytest.mark.usefixtures("chunks")
+def test_changedsince_and_a_message_gone_from_the_store(store: DiskStore) -> None:
+    session = session_on(store)
+    modseq = store.messages("user.fred")[20].modseq
+    assert run(session, f"t FETCH 1:* (UID FLAGS) (CHANGEDSINCE {modseq})") == expected_fetch(
+        store, list(range(22, 29)), ["UID", "FLAGS", "MODSEQ"], "t")
+    # Expunged by another session, not yet announced: no data to send for it (RFC 2180 4.1.1).
+    uid = store.messages("user.fred")[1].uid
+    store.expunge("user.fred", [uid])
+    out = run(session, "u FETCH 1:3 (UID RFC822.SIZE)")
+    assert b"* 2 FETCH" not in out and b"* 3 FETCH" in out
+    assert out.endswith(b"u OK FETCH completed\r\n")
+
+
+@pytest.mark.usefixtures("chunks")
+def test_whole_bodies_and_seen(store: DiskStore) -> None:
+    session = session_on(store, examine=True)
+    before = store.mailbox("user.fred")
+    assert run(session, "e FETCH 1:* (UID BODY.PEEK[])") == expected_fetch(
+        store, list(range(1, 29)), ["UID", "BODY[]"], "e")
+    assert run(session, "f FETCH 2:4 (BODY[]<3.5>)") == expected_fetch(
+        store, [2, 3, 4], ["BODY[]<3>"], "f", length=5)
+    assert store.mailbox("user.fred") == before  # EXAMINE: nothing set \Seen
+    session = session_on(store)
+    records = store.messages("user.fred")
+    out = run(session, "g FETCH 1:6 (RFC822.SIZE RFC822)")
+    after = store.messages("user.fred")
+    lines = out.split(b"* ")[1:]
+    for seq, line in enumerate(lines, start=1):
+        record = records[seq - 1]
+        data = store.message_bytes("user.fred", record.uid)
+        head = b"%d FETCH (RFC822.SIZE %d RFC822 {%d}\r\n" % (seq, record.size, len(data))
+        assert line.startswith(head + data)
+        assert "\\Seen" in after[seq - 1].flags
+        if "\\Seen" in record.flags:  # unchanged: no FLAGS added
+            assert line[len(head) + len(data):] == b")\r\n"
+        else:  # RFC 9051 6.4.5: \Seen was set, so FLAGS comes too
+            flags = render(replies.fetch(1, [("F", flag_atoms(after[seq - 1].flags))]))
+            tail = flags.split(b"(F ", 1)[1].rsplit(b")", 1)[0]
+            assert line[len(head) + len(data):].startswith(b" FLAGS " + tail)
+    assert b"MODSEQ" not in out
+    run(session, "h ENABLE CONDSTORE")
+    out = run(session, "i FETCH 8 (BODY[])")  # UID 9: \Flagged $Label1
+    assert b"line\r\n FLAGS (\\Flagged $Label1 \\Seen) MODSEQ (" in out
+
+
+def test_streamed_output_is_the_same_in_order(store: DiskStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetching, "CHUNKS", (2, 3))
+    monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 3))
+    for command in ("FETCH 1:* (FLAGS UID)", "FETCH 1:* (UID BODY.PEEK[])",
+                    "FETCH 1:* (ENVELOPE)", "UID FETCH 1:* (UID) (CHANGEDSINCE 1 VANISHED)"):
+        plain = session_on(store)
+        plain.execute(parse_command(b"a ENABLE QRESYNC\r\n", ParserLimits()))
+        expected = run(plain, "t " + command)
+        streaming = session_on(store)
+        streaming.execute(parse_command(b"a ENABLE QRESYNC\r\n", ParserLimits()))
+        sent: list[bytes] = []
+
+        def stream(out: list[Response], sent: list[bytes] = sent) -> None:
+            sent.append(b"".join(render(r) for r in out))
+
+        streaming.stream = stream
+        rest = run(streaming, "t " + command)
+        assert len(sent) > 2
+        assert b"".join(sent) + rest == expected
+
+
+# -- STORE ---------------------------------------------------------------------------------------
+
+
+def test_store_that_changes_nothing_writes_nothing(store: DiskStore) -> None:
+    session = session_on(store)
+    run(session, "a STORE 1:* +FLAGS.SILENT (\\Flagged)")
+    info = store.mailbox("user.fred")
+    assert info is not None
+    assert run(session, "b STORE 1:* +FLAGS.SILENT (\\Flagged)") == b"b OK STORE completed\r\n"
+    assert run(session, "c UID STORE 1:* -FLAGS.SILENT (NotThere)").endswith(
+        b"c OK UID STORE completed\r\n")
+    assert store.mailbox("user.fred") == info  # no modseq, no transaction that changed a thing
+    run(session, "d UID STORE 3 +FLAGS ($LABEL1)")  # UID 3 has $Label1: "add" is exact
+    assert store.mailbox("user.fred") != info
+    run(session, "e ENABLE CONDSTORE")
+    info = store.mailbox("user.fred")
+    out = run(session, "f UID STORE 1:* +FLAGS (\\Flagged)")
+    assert store.mailbox("user.fred") == info
+    assert out == expected_fetch(store, list(range(1, 29)), ["UID", "FLAGS", "MODSEQ"], "f",
+                                 "UID STORE completed")
+
+
+def test_store_on_a_stale_view_goes_to_the_store(store: DiskStore) -> None:
+    session = session_on(store)
+    other = session_on(store)
+    uid = store.messages("user.fred")[2].uid  # has \Flagged
+    assert "\\Flagged" in store.messages("user.fred")[2].flags
+    run(other, f"a UID STORE {uid} -FLAGS.SILENT (\\Flagged)")
+    # Our view still says \Flagged; adding it must still reach the store.
+    out = run(session, f"b UID STORE {uid} +FLAGS (\\Flagged)")
+    assert "\\Flagged" in store.messages("user.fred")[2].flags
+    assert b"* 3 FETCH (UID 3 FLAGS ($Label1 \\Flagged))" in out
+
+
+# -- SEARCH --------------------------------------------------------------------------------------
+
+
+def _reference(session: ImapSession, key: SearchKey) -> list[int]:
+    store = session.store
+    view = session.require_selected()
+    evaluator = searching._Evaluator(session, session.saved_search)
+    structures = StructureCache(store, view.name, list(view.uids))
+    found = []
+    for record in store.messages(view.name):
+        seq = view.seq_of(record.uid)
+        assert seq is not None
+        candidate = searching._Candidate(store, view.name, seq, record, structures)
+        if evaluator.match(key, candidate):
+            found.append(seq)
+    return found
+
+
+LEAVES = [
+    SearchKey("ALL"), SearchKey("SEEN"), SearchKey("UNSEEN"), SearchKey("FLAGGED"),
+    SearchKey("DELETED"), SearchKey("UNANSWERED"), SearchKey("KEYWORD", ("$LABEL1",)),
+    SearchKey("UNKEYWORD", ("work",)), SearchKey("NEW"), SearchKey("OLD"),
+    SearchKey("SEQSET", (SequenceSet.parse("2:9,20:*"),)),
+    SearchKey("UID", (SequenceSet.parse("5:12,30"),)), SearchKey("LARGER", (180,)),
+    SearchKey("SMALLER", (190,)), SearchKey("SINCE", (date(2023, 11, 25),)),
+    SearchKey("BEFORE", (date(2023, 11, 30),)), SearchKey("ON", (date(2023, 11, 22),)),
+    SearchKey("SENTON", (date(2026, 3, 5),)), SearchKey("SENTBEFORE", (date(2026, 3, 10),)),
+    SearchKey("SUBJECT", ("TOPIC1",)), SearchKey("SUBJECT", ("café",)),
+    SearchKey("FROM", ("sender2",)), SearchKey("TO", ("FRED",)), SearchKey("CC", ("x",)),
+    SearchKey("HEADER", ("Message-ID", "m1")), SearchKey("HEADER", ("Date", "mar")),
+    SearchKey("HEADER", ("X-None", "")), SearchKey("HEADER", ("subject", "")),
+    SearchKey("BODY", ("needle",)), SearchKey("TEXT", ("sender1",)),
+    SearchKey("MODSEQ", (12,)),
+]
+keys = st.recursive(
+    st.sampled_from(LEAVES),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3).map(lambda k: SearchKey("AND", tuple(k))),
+        st.tuples(children, children).map(lambda k: SearchKey("OR", k)),
+        children.map(lambda k: SearchKey("NOT", (k,))),
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=keys)
+def test_search_agrees_with_the_per_message_evaluation(store: DiskStore, key: SearchKey) -> None:
+    session = session_on(store)
+    found, _ = searching._search(session, key)
+    assert [p + 1 for p in found] == _reference(session, key)
+
+
+def test_search_saved_result_and_modseq(store: DiskStore) -> None:
+    session = session_on(store)
+    assert run(session, "a SEARCH RETURN (SAVE) SUBJECT topic2") == b"a OK SEARCH completed\r\n"
+    saved = list(session.saved_search)
+    assert saved and all(store.search_header("user.fred", "subject", "topic2").matched)
+    out = run(session, "b UID SEARCH UID $ NOT SEEN")
+    expected = [uid for uid in saved if "\\Seen" not in
+                next(r.flags for r in store.messages("user.fred") if r.uid == uid)]
+    assert out.split(b"\r\n")[0] == b"* SEARCH" + b"".join(b" %d" % u for u in expected)
+    # RFC 7162 3.1.5: MODSEQ in the key, so the highest modseq of the result is reported.
+    out = run(session, "c SEARCH MODSEQ 1 SUBJECT topic3")
+    assert b"(MODSEQ " in out
