@@ -606,3 +606,32 @@ def test_large_fetch_is_streamed_in_order_also_compressed(start, monkeypatch) ->
     assert received == b"".join(b"* %d FETCH (UID %d)\r\n" % (n, n) for n in range(1, 41)) + (
         b"d OK FETCH completed\r\n")
     sock.close()
+
+
+def test_fetch_after_another_sessions_expunge(start) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9051 6.4.9 / RFC 2180 4.1: a message another session expunged (not yet announced
+    here) is left out; the others are answered and the command succeeds."""
+    server = start(allowplaintext="yes")
+    for n in (1, 2):
+        server.deliver(b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n))
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    other = server.login()
+    other.select("INBOX")
+    other.uid("STORE", "1", "+FLAGS.SILENT", "(\\Deleted)")
+    other.expunge()
+    other.logout()
+    reply = say(b"c UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert reply.splitlines()[-1].startswith(b"c OK"), reply
+    assert b"UID 2 BODY[HEADER.FIELDS (SUBJECT)]" in reply
+    # FETCH by sequence number may not announce the expunge (RFC 9051 7.5.1): nothing to send.
+    other = server.login()
+    other.select("INBOX")
+    other.uid("STORE", "2", "+FLAGS.SILENT", "(\\Deleted)")
+    other.expunge()
+    other.logout()
+    reply = say(b"d FETCH 1 (BODY.PEEK[TEXT])\r\n")
+    assert reply.splitlines()[-1].startswith(b"d OK"), reply
+    assert reply == b"d OK FETCH completed\r\n"
+    sock.close()

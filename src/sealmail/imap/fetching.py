@@ -46,7 +46,7 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MessageRecord, MessageStore
-from sealmail.store.errors import StoreError
+from sealmail.store.errors import NoSuchMessage, StoreError
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -441,9 +441,14 @@ def _fetch_generic(job: _Job, out: list[Response]) -> list[Response]:
                                                                           *job.extra]
                 message = _Message(store, view.name, record, structures)
                 values: list[tuple[str, Value]] = []
-                for attribute in items:
-                    values.append((attribute.response_name().decode(), _item(message,
-                                                                              attribute)))
+                try:
+                    for attribute in items:
+                        values.append((attribute.response_name().decode(),
+                                       _item(message, attribute)))
+                except NoSuchMessage:
+                    # Another session expunged it and this one has not been told yet: it is
+                    # left out and the others answered (RFC 9051 6.4.9, RFC 2180 4.1.2).
+                    continue
                 out.append(replies.fetch(i + 1, values))
             out = session.stream_out(out)
     finally:
