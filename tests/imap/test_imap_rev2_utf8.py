@@ -9,14 +9,12 @@ number, `...` anything).
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.imap.test_imap_session_transcripts import run_transcript
 
-from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.imap import ENABLEABLE, UserNamespace
 from sealmail.imap.namespace import net_unicode
 from sealmail.store.api import DeliveryTarget
@@ -37,16 +35,6 @@ REV2_SELECT = r"""
         S: * OK [UIDNEXT <n>] Ok
         S: * OK [HIGHESTMODSEQ <n>] Ok
 """
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> DiskStore:
-    config = parse_imapd_conf(
-        f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n", "x")
-    disk = DiskStore(config)
-    disk.create_mailbox("user.fred")
-    disk.create_mailbox("user.fred.Archive")
-    return disk
 
 
 def deliver(store: DiskStore, message: bytes, flags: tuple[str, ...] = ()) -> None:

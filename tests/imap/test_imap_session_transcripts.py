@@ -8,11 +8,7 @@ text is compared exactly and `<n>` stands for any number (UIDVALIDITY, MODSEQ).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import pytest
-
-from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.imap import ImapSession
 from sealmail.proto.imap import (
     NEED_DATA,
@@ -60,16 +56,6 @@ def run_transcript(store: DiskStore, transcript: str, session: ImapSession | Non
     for got, want in zip(received, expected, strict=True):
         pattern = re.escape(want).replace(re.escape("<n>"), r"\d+").replace(re.escape("..."), ".*")
         assert re.fullmatch(pattern, got), f"{got!r} does not match {want!r}"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> DiskStore:
-    config = parse_imapd_conf(
-        f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n", "x")
-    disk = DiskStore(config)
-    disk.create_mailbox("user.fred")
-    disk.create_mailbox("user.fred.Archive")
-    return disk
 
 
 def deliver(store: DiskStore, count: int, flags: tuple[str, ...] = ()) -> None:
