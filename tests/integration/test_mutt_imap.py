@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import trustme
-from tests.support.instance import SEALMAIL, SealmailInstance
+from tests.support.instance import SEALMAIL, SealmailInstance, tls_test_settings
 from tests.support.peers import free_tcp_port, wait_until_accepting
 
 from sealmail.auth.sasldb import SaslDB
@@ -103,20 +102,7 @@ class ImapDaemon:
 
 @pytest.fixture
 def imapd(tmp_path: Path) -> Iterator[ImapDaemon]:
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
-    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_file))
-    extra = {
-        "tls_server_cert": str(cert),
-        "tls_server_key": str(key),
-        "allowplaintext": "no",
-        "auth_failure_delay": "0",
-        "hosts_allow": str(tmp_path / "hosts.allow"),
-        "hosts_deny": str(tmp_path / "hosts.deny"),
-    }
+    extra, ca_file = tls_test_settings(tmp_path, allowplaintext=False)
     with SealmailInstance(tmp_path, users=["alice"], imapd_conf_extra=extra) as instance:
         SaslDB(instance.configdirectory / "sasldb2", scrypt_n=2**10).set_password(
             split_identity("alice", SERVERNAME), PASSWORD

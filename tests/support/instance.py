@@ -204,3 +204,24 @@ class SealmailInstance:
                         found[record.uid] = path.stat()
                         break
         return found
+
+
+def tls_test_settings(directory: Path, *, allowplaintext: bool) -> tuple[dict[str, str], Path]:
+    """imapd.conf settings for a daemon with a trustme test certificate, no failure delay and
+    its own (empty) hosts files; and the CA file clients verify it with."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key, ca_file = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return {
+        "tls_server_cert": str(cert),
+        "tls_server_key": str(key),
+        "allowplaintext": "yes" if allowplaintext else "no",
+        "auth_failure_delay": "0",
+        "hosts_allow": str(directory / "hosts.allow"),
+        "hosts_deny": str(directory / "hosts.deny"),
+    }, ca_file
