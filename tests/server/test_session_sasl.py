@@ -16,7 +16,7 @@ import pytest
 
 from sealmail.auth.authenticator import MechanismUnavailable
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, Success
-from sealmail.server.session import Interruption, SaslExchange, read_client
+from sealmail.server.session import Drain, Interruption, SaslExchange, read_client
 
 log = logging.getLogger("sealmail.test.sasl")
 
@@ -221,7 +221,7 @@ async def _read(
     reader = asyncio.StreamReader()
     if fed is not None:
         reader.feed_data(fed)
-    stop = asyncio.Event()
+    stop = Drain()
     if draining:
         stop.set()
     return await read_client(
@@ -248,3 +248,24 @@ def test_without_idle_a_drain_ends_the_wait() -> None:
 def test_a_silent_client_times_out() -> None:
     got = asyncio.run(_read(None, draining=False, idle=True, timeout=0.01))
     assert got is Interruption.IDLE_TIMEOUT
+
+
+async def _drain_during_read(idle: bool) -> tuple[bytes | Interruption, bool]:
+    """A drain that comes while the session waits; the client speaks a moment later."""
+    reader, stop = asyncio.StreamReader(), Drain()
+    waiting = asyncio.create_task(read_client(reader, timeout=60, draining=stop, idle=lambda: idle))
+    await asyncio.sleep(0)
+    stop.set()
+    for _ in range(5):  # the timeout fires, then the task takes its cancellation
+        await asyncio.sleep(0)
+    ended_early = waiting.done()
+    reader.feed_data(b".\r\n")
+    return await waiting, ended_early
+
+
+def test_a_drain_ends_an_idle_session_s_wait_under_way() -> None:
+    assert asyncio.run(_drain_during_read(idle=True)) == (Interruption.SHUTDOWN, True)
+
+
+def test_a_drain_lets_a_busy_session_s_wait_go_on() -> None:
+    assert asyncio.run(_drain_during_read(idle=False)) == (b".\r\n", False)

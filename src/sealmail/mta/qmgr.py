@@ -169,7 +169,7 @@ class QueueManager:
             self._last_deferred_scan = now
             deferred = await asyncio.to_thread(
                 self.queue.due, QueueName.DEFERRED, float("inf") if flushing else now)
-        incoming = await asyncio.to_thread(self.queue.ids, QueueName.INCOMING)
+        incoming = self.queue.ids(QueueName.INCOMING)
         started = 0
         for queue_id, source in [*((q, QueueName.INCOMING) for q in incoming),
                                  *((q, QueueName.DEFERRED) for q in deferred)]:
@@ -274,7 +274,7 @@ class QueueManager:
 
         activated = self.clock()
         try:
-            entry = await asyncio.to_thread(activate)
+            entry = activate()
             if entry is None:
                 return
         except CorruptQueueFile as exc:
@@ -415,7 +415,7 @@ class QueueManager:
         if entry.bounced:
             await self._notify_sender(entry)
         if entry.finished:
-            if await asyncio.to_thread(queue.remove, queue_id, QueueName.ACTIVE, durable=False):
+            if queue.remove(queue_id, QueueName.ACTIVE, durable=False):
                 log.info("%s: removed", queue_id)
             return
         attempts = entry.attempts + 1

@@ -331,7 +331,7 @@ class SmtpdService:
         self.clock = clock
         self.service_name = service_name
         self.sessions: set[asyncio.Task[None]] = set()
-        self.draining = asyncio.Event()
+        self.draining = sessions.Drain()
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise ConfigError(
                 config.path, 0, "smtpd_tls_security_level", "encrypt needs a TLS certificate"

@@ -101,7 +101,7 @@ class LmtpService:
         self.admins = self.authenticator.admins(SASL_SERVICE)
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
-        self.draining = asyncio.Event()
+        self.draining = session.Drain()
 
     def drain(self) -> None:
         """Stop: idle sessions are closed now, busy ones after their transaction."""
