@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from sealmail.mta.queue import (
     AttemptResult,
+    CommitThread,
     CorruptQueueFile,
     Envelope,
     Queue,
@@ -57,6 +60,50 @@ def test_enqueue_writes_one_file_with_envelope_and_content(queue: Queue) -> None
     assert [r.record.address for r in loaded.pending] == ["bob@example.com"]
     assert not any(p.name.startswith(".") for p in queue.queue_directory(QueueName.INCOMING)
                    .iterdir())
+
+
+def test_commit_thread_makes_a_burst_durable_and_answers_each(queue: Queue) -> None:
+    async def burst() -> list[str]:
+        commits = CommitThread()
+        writers = []
+        for n in range(20):
+            writer = queue.new_message()
+            writer.write(f"message {n}".encode())
+            writers.append(writer)
+        try:
+            return await asyncio.gather(
+                *(commits.commit(w, envelope(f"r{n}@x.test")) for n, w in enumerate(writers)))
+        finally:
+            commits.close()
+
+    ids = asyncio.run(burst())
+    assert sorted(ids) == queue.ids(QueueName.INCOMING)
+    for n, queue_id in enumerate(ids):
+        assert queue.load(queue_id, QueueName.INCOMING).content.read() == f"message {n}".encode()
+    assert not any(p.name.startswith(".")
+                   for p in queue.queue_directory(QueueName.INCOMING).iterdir())
+
+
+def test_a_commit_that_cannot_be_written_fails_alone(queue: Queue) -> None:
+    async def two() -> tuple[BaseException | str, ...]:
+        commits = CommitThread()
+        good, bad = queue.new_message(), queue.new_message()
+        good.write(b"kept")
+        bad.write(b"lost")
+        shutil.rmtree(queue.queue_directory(QueueName.HOLD))  # its rename fails: ENOENT
+        try:
+            return tuple(await asyncio.gather(
+                commits.commit(good, envelope("a@x.test")),
+                commits.commit(bad, envelope("b@x.test"), QueueName.HOLD),
+                return_exceptions=True))
+        finally:
+            commits.close()
+
+    kept, failed = asyncio.run(two())
+    assert isinstance(failed, FileNotFoundError)
+    assert queue.ids(QueueName.INCOMING) == [kept]
+    assert list(queue.queue_directory(QueueName.INCOMING).iterdir()) == [
+        queue.path_of(str(kept), QueueName.INCOMING)]  # the failed one's temporary file is gone
 
 
 def test_aborted_writer_leaves_nothing(queue: Queue) -> None:

@@ -27,9 +27,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from sealmail.mta.queue import Envelope, Queue, RecipientRecord
+from sealmail.mta.queue import Envelope, MessageWriter, Queue, RecipientRecord
 from sealmail.mta.routing import RoutingPolicy, split_address
 
 log = logging.getLogger("sealmail.mta.cleanup")
@@ -279,7 +279,7 @@ def _with_extension(address: str, extension: str) -> str:
     return f"{local_part}{extension}@{domain}"
 
 
-def queue_message(
+def prepare_message(
     queue: Queue,
     cleanup: Cleanup,
     *,
@@ -295,27 +295,47 @@ def queue_message(
     sasl_username: str = "",
     ret: str = "",
     envid: str = "",
-) -> tuple[str, CleanedMessage]:
-    """Clean a message and queue it durably in incoming; returns (queue id, what was queued).
-
-    Blocking (fsync): call it from a worker thread. When it returns, the message is on disk and
-    the caller may confirm it (the SMTP server's 250). A CleanupError leaves nothing behind."""
-    with queue.new_message() as writer:
+) -> tuple[MessageWriter, Envelope, CleanedMessage]:
+    """Clean a message for the queue: a queue id reserved (a temporary file), the content
+    written to the writer, the envelope made. Nothing is durable until the writer commits it;
+    a CleanupError leaves nothing behind. No waiting on the disk but the file's creation, so
+    an event loop may run it."""
+    writer = queue.new_message()
+    try:
         submission = Submission(
             sender=sender, recipients=tuple(recipients), content=content,
             queue_id=writer.queue_id, arrival=arrival, protocol=protocol, helo=helo,
             client_name=client_name, client_address=client_address, local_uid=local_uid,
             sasl_username=sasl_username)
         cleaned = cleanup.process(submission)
-        writer.write(cleaned.content)
-        client = "local" if local_uid is not None else f"{client_name}[{client_address}]"
-        envelope = Envelope(
-            sender=sender, recipients=cleaned.recipients, arrival=arrival,
-            size=len(cleaned.content), client=client, protocol=protocol, helo=helo,
-            sasl_username=sasl_username, ret=ret, envid=envid, message_id=cleaned.message_id)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.write(cleaned.content)
+    client = "local" if local_uid is not None else f"{client_name}[{client_address}]"
+    envelope = Envelope(
+        sender=sender, recipients=cleaned.recipients, arrival=arrival,
+        size=len(cleaned.content), client=client, protocol=protocol, helo=helo,
+        sasl_username=sasl_username, ret=ret, envid=envid, message_id=cleaned.message_id)
+    return writer, envelope, cleaned
+
+
+def queue_message(
+    queue: Queue, cleanup: Cleanup, **submission: Any
+) -> tuple[str, CleanedMessage]:
+    """Clean a message and queue it durably in incoming; returns (queue id, what was queued).
+
+    Blocking (fsync): call it from a worker thread. When it returns, the message is on disk and
+    the caller may confirm it. Takes prepare_message's keywords."""
+    writer, envelope, cleaned = prepare_message(queue, cleanup, **submission)
+    with writer:
         queue_id = writer.commit(envelope)
-    log.info("%s: message-id=%s", queue_id, cleaned.message_id)
+    log_queued(queue_id, cleaned)
     return queue_id, cleaned
+
+
+def log_queued(queue_id: str, cleaned: CleanedMessage) -> None:
+    log.info("%s: message-id=%s", queue_id, cleaned.message_id)
 
 
 def cleanup_from_config(config: MainConfigLike) -> Cleanup:

@@ -409,6 +409,8 @@ class MtaMaster:
             pending = {t for s in services for t in s.sessions}
             if pending:
                 await asyncio.wait(pending, timeout=30)
+            for service in services:
+                await asyncio.to_thread(service.commits.close)
             self._pickup_wakeup.set()
             for worker in workers:
                 with contextlib.suppress(ProcessLookupError):

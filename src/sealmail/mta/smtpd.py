@@ -10,8 +10,9 @@ for LMTP. The decisions that are the MTA's own live here:
   reject, defer, dunno. An unknown restriction refuses with 451 4.3.5 (Postfix's "server
   configuration error"), never permits. A configuration in which no list can refuse an
   unauthorized destination is refused at start: the server is never an open relay.
-- the message: cleanup and the queue (sealmail.mta.cleanup.queue_message) in a worker thread;
-  the 250 goes out only after the queue file and its directory are fsync'd.
+- the message: cleanup (sealmail.mta.cleanup.prepare_message) in the event loop, then the
+  process's CommitThread writes it; the 250 goes out only after the queue file and its
+  directory are fsync'd.
 - message_size_limit, smtpd_recipient_limit and smtpd_hard_error_limit are the core's limits;
   smtpd_timeout bounds every read.
 - STARTTLS (smtpd_tls_security_level may/encrypt, smtpd_tls_cert_file/key_file) and AUTH
@@ -38,9 +39,9 @@ from dataclasses import dataclass, field
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.mta.cleanup import Cleanup, CleanupError, queue_message
+from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
-from sealmail.mta.queue import Queue, QueueError, RecipientRecord
+from sealmail.mta.queue import CommitThread, Queue, QueueError, RecipientRecord
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
 from sealmail.proto.smtp import (
@@ -332,6 +333,7 @@ class SmtpdService:
         self.service_name = service_name
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = sessions.Drain()
+        self.commits = CommitThread()
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise ConfigError(
                 config.path, 0, "smtpd_tls_security_level", "encrypt needs a TLS certificate"
@@ -567,8 +569,7 @@ class SmtpdSession:
         service = self.service
         txn = self.txn
         try:
-            queue_id, _ = await asyncio.to_thread(
-                queue_message,
+            writer, envelope, cleaned = prepare_message(
                 service.queue,
                 service.cleanup,
                 sender=txn.sender,
@@ -583,6 +584,7 @@ class SmtpdSession:
                 ret=txn.ret,
                 envid=txn.envid,
             )
+            queue_id = await service.commits.commit(writer, envelope)
         except CleanupError as exc:
             log.info(
                 "NOQUEUE: reject: DATA from %s: %d %s %s; from=<%s> proto=%s helo=<%s>",
@@ -598,6 +600,7 @@ class SmtpdSession:
         except (OSError, QueueError) as exc:
             log.error("cannot queue mail from %s: %s", self.client, exc)
             return Reply(451, "4.3.0", "Error: queue file write error")
+        log_queued(queue_id, cleaned)
         sasl = (
             f", sasl_method={self.sasl_method}, sasl_username={self.sasl_username}"
             if self.sasl_username
@@ -751,6 +754,7 @@ async def serve_worker(
     service.drain()
     if service.sessions:
         await asyncio.wait(set(service.sessions), timeout=30)
+    service.commits.close()
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
