@@ -64,7 +64,7 @@ def test_enqueue_writes_one_file_with_envelope_and_content(queue: Queue) -> None
 
 def test_commit_thread_makes_a_burst_durable_and_answers_each(queue: Queue) -> None:
     async def burst() -> list[str]:
-        commits = CommitThread()
+        commits = CommitThread(queue)
         writers = []
         for n in range(20):
             writer = queue.new_message()
@@ -84,9 +84,40 @@ def test_commit_thread_makes_a_burst_durable_and_answers_each(queue: Queue) -> N
                    for p in queue.queue_directory(QueueName.INCOMING).iterdir())
 
 
+def test_commit_thread_creates_the_next_files_ahead_and_drops_them_at_close(
+    queue: Queue,
+) -> None:
+    incoming = queue.queue_directory(QueueName.INCOMING)
+
+    def temporary() -> set[str]:
+        return {p.name for p in incoming.iterdir() if p.name.startswith(".")}
+
+    async def two() -> tuple[set[str], bool]:
+        commits = CommitThread(queue)
+        first = commits.reserve()
+        first.write(b"one")
+        await commits.commit(first, envelope("a@x.test"))
+        for _ in range(100):  # the thread makes spares just after it answered
+            if len(temporary()) == CommitThread.SPARES:
+                break
+            await asyncio.sleep(0.01)
+        ahead = temporary()
+        second = commits.reserve()
+        taken = second._temporary.name in ahead
+        second.write(b"two")
+        await commits.commit(second, envelope("b@x.test"))
+        commits.close()
+        return ahead, taken
+
+    ahead, taken = asyncio.run(two())
+    assert len(ahead) == CommitThread.SPARES and taken
+    assert temporary() == set()
+    assert len(queue.ids(QueueName.INCOMING)) == 2
+
+
 def test_a_commit_that_cannot_be_written_fails_alone(queue: Queue) -> None:
     async def two() -> tuple[BaseException | str, ...]:
-        commits = CommitThread()
+        commits = CommitThread(queue)
         good, bad = queue.new_message(), queue.new_message()
         good.write(b"kept")
         bad.write(b"lost")

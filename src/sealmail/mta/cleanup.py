@@ -280,7 +280,7 @@ def _with_extension(address: str, extension: str) -> str:
 
 
 def prepare_message(
-    queue: Queue,
+    writer: MessageWriter,
     cleanup: Cleanup,
     *,
     sender: str,
@@ -296,11 +296,9 @@ def prepare_message(
     ret: str = "",
     envid: str = "",
 ) -> tuple[MessageWriter, Envelope, CleanedMessage]:
-    """Clean a message for the queue: a queue id reserved (a temporary file), the content
-    written to the writer, the envelope made. Nothing is durable until the writer commits it;
-    a CleanupError leaves nothing behind. No waiting on the disk but the file's creation, so
-    an event loop may run it."""
-    writer = queue.new_message()
+    """Clean a message for the queue under `writer`'s queue id: the content written to the
+    writer, the envelope made. Nothing is durable until the writer commits it; a CleanupError
+    aborts the writer. CPU only (and lookup tables), so an event loop may run it."""
     try:
         submission = Submission(
             sender=sender, recipients=tuple(recipients), content=content,
@@ -327,7 +325,7 @@ def queue_message(
 
     Blocking (fsync): call it from a worker thread. When it returns, the message is on disk and
     the caller may confirm it. Takes prepare_message's keywords."""
-    writer, envelope, cleaned = prepare_message(queue, cleanup, **submission)
+    writer, envelope, cleaned = prepare_message(queue.new_message(), cleanup, **submission)
     with writer:
         queue_id = writer.commit(envelope)
     log_queued(queue_id, cleaned)

@@ -333,7 +333,7 @@ class SmtpdService:
         self.service_name = service_name
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = sessions.Drain()
-        self.commits = CommitThread()
+        self.commits = CommitThread(queue)
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise ConfigError(
                 config.path, 0, "smtpd_tls_security_level", "encrypt needs a TLS certificate"
@@ -570,7 +570,7 @@ class SmtpdSession:
         txn = self.txn
         try:
             writer, envelope, cleaned = prepare_message(
-                service.queue,
+                service.commits.reserve(),
                 service.cleanup,
                 sender=txn.sender,
                 recipients=txn.recipients,
