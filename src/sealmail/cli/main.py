@@ -59,7 +59,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def lean_log_records() -> None:
+    """Log records without what sealmail's lines never show: the calling frame, thread and
+    multiprocessing names (the logging HOWTO's optimizations; a busy smtpd logs four lines a
+    message)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+
+
 def configure_logging(verbose: bool = False) -> None:
+    lean_log_records()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s[%(process)d]: %(message)s",

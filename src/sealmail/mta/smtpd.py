@@ -565,7 +565,9 @@ class SmtpdSession:
         return Reply(250, "2.1.5", "Ok")
 
     async def _receive(self, event: MessageData) -> Reply:
-        self.writer.write(self.conn.data_to_send())
+        pending = self.conn.data_to_send()
+        if pending:
+            self.writer.write(pending)
         service = self.service
         txn = self.txn
         try:
@@ -762,7 +764,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     started by sealmail.mta.master only."""
     import argparse
 
-    from sealmail.cli.main import configure_logging
+    from sealmail.cli.main import configure_logging, lean_log_records
     from sealmail.mta.config import load_mta_config
     from sealmail.mta.master import open_maillog
     from sealmail.server import runtime
@@ -778,6 +780,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         configure_logging()  # standard error, in the shape the master's own lines have
     else:
+        lean_log_records()
         root = logging.getLogger("sealmail")
         root.setLevel(logging.INFO)
         root.addHandler(handler)

@@ -262,10 +262,11 @@ class _Session:
         if not data:
             return
         self.writer.write(data)
-        await self._bounded(self.writer.drain(), timeout)
+        if self.writer.transport.get_write_buffer_size():  # the kernel did not take it all
+            await self._bounded(self.writer.drain(), timeout)
 
     async def _bounded(self, work: Awaitable[_T], timeout: float) -> _T:
-        command = self.conn.pending[0] if self.conn.pending else None
+        command = self.conn.awaiting
         try:
             async with asyncio.timeout(timeout):  # no task per read, as wait_for makes
                 return await work
@@ -278,7 +279,7 @@ class _Session:
         """The next event, reading as needed; EOF and bad replies become DeliveryFailure."""
         while True:
             await self.flush(timeout)
-            pending = self.conn.pending[0] if self.conn.pending else None
+            pending = self.conn.awaiting
             try:
                 event = self.conn.next_event()
             except ServerReplyError as exc:
@@ -346,6 +347,7 @@ class ClientAgent:
         self.clock = clock
         self._idle: dict[tuple[object, ...], list[tuple[_Session, asyncio.TimerHandle]]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._policies: dict[int, tuple[MainConfig, _Policy]] = {}
 
     # -- what the queue manager calls -------------------------------------------------------
 
@@ -405,6 +407,15 @@ class ClientAgent:
     # -- parameters -------------------------------------------------------------------------
 
     def _policy(self, settings: MainConfig) -> _Policy:
+        """The transport's parameters, read once per configuration (a reload makes new ones)."""
+        cached = self._policies.get(id(settings))
+        if cached is not None and cached[0] is settings:
+            return cached[1]
+        policy = self._read_policy(settings)
+        self._policies[id(settings)] = (settings, policy)
+        return policy
+
+    def _read_policy(self, settings: MainConfig) -> _Policy:
         p = self.prefix
         level = settings.string(f"{p}_tls_security_level").strip().lower() or "none"
         if level not in _TLS_LEVELS:

@@ -394,6 +394,11 @@ class ClientConnection:
         return tuple(p.command for p in self._pending)
 
     @property
+    def awaiting(self) -> ClientCommand | None:
+        """The oldest command whose reply has not come yet."""
+        return self._pending[0].command if self._pending else None
+
+    @property
     def accepted_recipients(self) -> tuple[str, ...]:
         return tuple(self._recipients)
 
