@@ -395,6 +395,54 @@ def test_no_reply_after_end_of_data_defers_with_duplicate_warning(tmp_path: Path
     )
 
 
+@pytest.mark.parametrize("stale", ["closed", "refuses RSET"])
+def test_a_stale_cached_session_is_replaced_without_a_deferral(
+    tmp_path: Path, stale: str
+) -> None:
+    """The cached session's RSET leads the pipelined group; when the server has gone away
+    meanwhile (or refuses the RSET), the delivery goes over a new connection."""
+    connections: list[int] = []
+
+    async def transaction(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _lines_until(reader, b"DATA")
+        writer.write(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
+        await _lines_until(reader, b".\r\n")
+        writer.write(b"250 2.0.0 saved\r\n")
+        await writer.drain()
+
+    async def server_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        writer.write(b"220 scripted LMTP\r\n")
+        await reader.readline()
+        writer.write(b"250-scripted\r\n250 PIPELINING\r\n")
+        await transaction(reader, writer)
+        if stale == "refuses RSET":
+            await reader.readline()
+            writer.write(b"421 4.4.2 idle too long\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def go() -> list[list[RecipientResult]]:
+        server, port = await scripted(server_side)
+        config = settings(tmp_path)
+        agent = LmtpAgent()
+        nexthop = f"inet:127.0.0.1:{port}"
+        try:
+            first = await agent.deliver(request(tmp_path, nexthop, ["a@example.com"], config))
+            await asyncio.sleep(0.05)  # the server hangs up meanwhile
+            second = await agent.deliver(
+                request(tmp_path, nexthop, ["b@example.com"], config, "5A3B2C1D"))
+            return [first, second]
+        finally:
+            await agent.close()
+            server.close()
+
+    results = asyncio.run(go())
+    assert [(r.status, r.text) for batch in results for r in batch] == [
+        (Status.SENT, "250 2.0.0 saved"), (Status.SENT, "250 2.0.0 saved")]
+    assert len(connections) == 2
+
+
 def test_greeting_refusal_and_lost_connection(tmp_path: Path) -> None:
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"554 5.3.2 no service\r\n")

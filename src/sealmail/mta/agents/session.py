@@ -99,6 +99,10 @@ class NexthopError(ValueError):
     """A next hop we cannot parse: a configuration error, so the mail waits (4.3.5)."""
 
 
+class _StaleSession(Exception):
+    """A cached session failed its RSET: nothing was answered yet, so try another session."""
+
+
 class DeliveryFailure(Exception):
     """Everything not yet answered fails the same way (no session, or the session broke)."""
 
@@ -249,6 +253,7 @@ class _Session:
         self.timeouts = timeouts
         self.born = born
         self.transactions = 0
+        self.probing = False  # a cached session's RSET leads the next command group
 
     def fail(self, command: ClientCommand | None, what: str, *,
              timed_out: bool = False) -> DeliveryFailure:
@@ -376,8 +381,15 @@ class ClientAgent:
         key = (endpoint, policy.tls_level, credentials, request.settings.string("myhostname"))
         session: _Session | None = None
         try:
-            session = await self._session(key, endpoint, nexthop, policy, credentials, request)
-            await self._transaction(session, request, policy, answered)
+            while True:
+                session = await self._session(key, endpoint, nexthop, policy, credentials,
+                                              request)
+                try:
+                    await self._transaction(session, request, policy, answered)
+                    break
+                except _StaleSession:  # only cached sessions probe: this ends
+                    await session.close(polite=False)
+                    session = None
         except DeliveryFailure as failure:
             if session is not None and not failure.reusable:
                 await session.close(polite=False)
@@ -468,6 +480,13 @@ class ClientAgent:
             if self.clock() - session.born >= policy.reuse_time:
                 await session.close(polite=True)
                 continue
+            capabilities = session.conn.capabilities
+            if capabilities is not None and capabilities.pipelining:
+                # RFC 2920 3.1: RSET may lead the command group, which saves a round trip;
+                # its reply is read first and a failed one means another session.
+                session.conn.rset()
+                session.probing = True
+                return session
             try:
                 session.conn.rset()
                 reply = await session.event(policy.timeouts.rset)
@@ -669,6 +688,14 @@ class ClientAgent:
             for recipient in recipients:
                 conn.rcpt(recipient.address, rcpt_params(recipient))
             conn.data()
+        if session.probing:
+            session.probing = False
+            try:
+                reset = await session.event(t.rset)
+            except DeliveryFailure:
+                raise _StaleSession from None
+            if not (isinstance(reset, CommandReply) and reset.reply.is_success):
+                raise _StaleSession
         mail = await session.event(t.mail)
         assert isinstance(mail, CommandReply)
         by_address: dict[str, list[QueuedRecipient]] = {}
@@ -709,10 +736,12 @@ class ClientAgent:
             conn.send_message(b"")
             await session.event(t.data_done)
             return
-        for start in range(0, len(content), _CHUNK):
+        start = 0
+        while len(content) - start > _CHUNK:
             conn.send_message(content[start : start + _CHUNK], end=False)
             await session.flush(t.data_xfer)
-        conn.send_message(b"")
+            start += _CHUNK
+        conn.send_message(content[start:])  # the rest and the final dot in one write
         session.transactions += 1
         if self.mode is Mode.LMTP:
             # RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
