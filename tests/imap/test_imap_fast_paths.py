@@ -7,6 +7,7 @@ Expected FETCH output is rendered here from the store's records with the generic
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -35,6 +36,9 @@ from sealmail.store.disk import DiskStore
 
 FLAG_SETS = [(), ("\\Seen",), ("\\Flagged", "$Label1"), ("\\Seen", "\\Deleted"), ("$label1",),
              ("\\Answered", "\\Seen", "Work")]
+# UIDs 1..20 were claimed as \Recent by an earlier session; 21..30 are \Recent in the first
+# read-write session (and in every EXAMINE), so the fast paths render both kinds of flag sets.
+RECENT_UIDS = frozenset(range(21, 31))
 
 
 def message(n: int) -> bytes:
@@ -55,6 +59,7 @@ def store(tmp_path: Path) -> Iterator[DiskStore]:
         disk.deliver(message(n), [DeliveryTarget("user.fred", FLAG_SETS[n % len(FLAG_SETS)])],
                      internaldate=1.7e9 + n * 86400)
     disk.expunge("user.fred", [4, 11])  # UIDs with gaps
+    disk.claim_recent("user.fred", min(RECENT_UIDS) - 1)
     yield disk
     disk.close()
 
@@ -74,12 +79,16 @@ def run(session: ImapSession, line: str) -> bytes:
 
 
 def expected_fetch(store: DiskStore, seqs: list[int], items: list[str], tag: str,
-                   tagged: str = "FETCH completed", length: int | None = None) -> bytes:
-    """What the generic serializer makes of these items, from the store's records."""
+                   tagged: str = "FETCH completed", length: int | None = None,
+                   recent: frozenset[int] = frozenset()) -> bytes:
+    """What the generic serializer makes of these items, from the store's records (and
+    \\Recent on the UIDs of `recent`)."""
     records = store.messages("user.fred")
     out = b""
     for seq in seqs:
         record = records[seq - 1]
+        if record.uid in recent:
+            record = dataclasses.replace(record, flags=(*record.flags, "\\Recent"))
         values: list[tuple[str, Value]] = []
         for item in items:
             values.append((item, _value(store, record, item, length)))
@@ -123,7 +132,8 @@ def test_index_items_render_as_the_generic_way(store: DiskStore, command: str,
                                                seqs: range | list[int], items: list[str]) -> None:
     session = session_on(store)
     tagged = ("UID FETCH" if command.startswith("UID") else "FETCH") + " completed"
-    assert run(session, "t " + command) == expected_fetch(store, list(seqs), items, "t", tagged)
+    assert run(session, "t " + command) == expected_fetch(store, list(seqs), items, "t", tagged,
+                                                          recent=RECENT_UIDS)
 
 
 @pytest.mark.usefixtures("chunks")
@@ -131,7 +141,7 @@ def test_changedsince_and_a_message_gone_from_the_store(store: DiskStore) -> Non
     session = session_on(store)
     modseq = store.messages("user.fred")[20].modseq
     assert run(session, f"t FETCH 1:* (UID FLAGS) (CHANGEDSINCE {modseq})") == expected_fetch(
-        store, list(range(22, 29)), ["UID", "FLAGS", "MODSEQ"], "t")
+        store, list(range(22, 29)), ["UID", "FLAGS", "MODSEQ"], "t", recent=RECENT_UIDS)
     # Expunged by another session, not yet announced: no data to send for it (RFC 2180 4.1.1).
     uid = store.messages("user.fred")[1].uid
     store.expunge("user.fred", [uid])
@@ -178,10 +188,11 @@ def test_streamed_output_is_the_same_in_order(store: DiskStore,
     monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 3))
     for command in ("FETCH 1:* (FLAGS UID)", "FETCH 1:* (UID BODY.PEEK[])",
                     "FETCH 1:* (ENVELOPE)", "UID FETCH 1:* (UID) (CHANGEDSINCE 1 VANISHED)"):
-        plain = session_on(store)
+        # EXAMINE claims no \Recent: both sessions show the same flags.
+        plain = session_on(store, examine=True)
         plain.execute(parse_command(b"a ENABLE QRESYNC\r\n", ParserLimits()))
         expected = run(plain, "t " + command)
-        streaming = session_on(store)
+        streaming = session_on(store, examine=True)
         streaming.execute(parse_command(b"a ENABLE QRESYNC\r\n", ParserLimits()))
         sent: list[bytes] = []
 
@@ -213,7 +224,7 @@ def test_store_that_changes_nothing_writes_nothing(store: DiskStore) -> None:
     out = run(session, "f UID STORE 1:* +FLAGS (\\Flagged)")
     assert store.mailbox("user.fred") == info
     assert out == expected_fetch(store, list(range(1, 29)), ["UID", "FLAGS", "MODSEQ"], "f",
-                                 "UID STORE completed")
+                                 "UID STORE completed", recent=RECENT_UIDS)
 
 
 def test_store_on_a_stale_view_goes_to_the_store(store: DiskStore) -> None:
@@ -240,6 +251,8 @@ def _reference(session: ImapSession, key: SearchKey) -> list[int]:
     for record in store.messages(view.name):
         seq = view.seq_of(record.uid)
         assert seq is not None
+        if record.uid in RECENT_UIDS:  # every session of these tests shows them (EXAMINE)
+            record = dataclasses.replace(record, flags=(*record.flags, "\\Recent"))
         candidate = searching._Candidate(store, view.name, seq, record, structures)
         if evaluator.match(key, candidate):
             found.append(seq)
@@ -249,7 +262,7 @@ def _reference(session: ImapSession, key: SearchKey) -> list[int]:
 LEAVES = [
     SearchKey("ALL"), SearchKey("SEEN"), SearchKey("UNSEEN"), SearchKey("FLAGGED"),
     SearchKey("DELETED"), SearchKey("UNANSWERED"), SearchKey("KEYWORD", ("$LABEL1",)),
-    SearchKey("UNKEYWORD", ("work",)), SearchKey("NEW"), SearchKey("OLD"),
+    SearchKey("UNKEYWORD", ("work",)), SearchKey("NEW"), SearchKey("OLD"), SearchKey("RECENT"),
     SearchKey("SEQSET", (SequenceSet.parse("2:9,20:*"),)),
     SearchKey("UID", (SequenceSet.parse("5:12,30"),)), SearchKey("LARGER", (180,)),
     SearchKey("SMALLER", (190,)), SearchKey("SINCE", (date(2023, 11, 25),)),
@@ -277,7 +290,7 @@ keys = st.recursive(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=keys)
 def test_search_agrees_with_the_per_message_evaluation(store: DiskStore, key: SearchKey) -> None:
-    session = session_on(store)
+    session = session_on(store, examine=True)
     found, _ = searching._search(session, key)
     assert [p + 1 for p in found] == _reference(session, key)
 

@@ -70,7 +70,7 @@ def test_select_rfc9051_6_3_2(store: DiskStore) -> None:
         C: A142 SELECT INBOX
         S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft)
         S: * 3 EXISTS
-        S: * 0 RECENT
+        S: * 3 RECENT
         S: * OK [UNSEEN 3] Message 3 is first unseen
         S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft \*)] Ok
         S: * OK [UIDVALIDITY <n>] Ok
@@ -100,7 +100,7 @@ def test_store_and_expunge_rfc9051_6_4_3_and_6_4_6(store: DiskStore) -> None:
         C: A001 SELECT INBOX
         S: ...
         S: * 5 EXISTS
-        S: ...
+        S: * 5 RECENT
         S: * OK [UNSEEN 2] Message 2 is first unseen
         S: ...
         S: ...
@@ -108,14 +108,15 @@ def test_store_and_expunge_rfc9051_6_4_3_and_6_4_6(store: DiskStore) -> None:
         S: ...
         S: A001 OK [READ-WRITE] SELECT completed
         C: A003 STORE 2:4 +FLAGS (\Deleted)
-        S: * 2 FETCH (FLAGS (\Deleted))
-        S: * 3 FETCH (FLAGS (\Deleted))
-        S: * 4 FETCH (FLAGS (\Deleted))
+        S: * 2 FETCH (FLAGS (\Deleted \Recent))
+        S: * 3 FETCH (FLAGS (\Deleted \Recent))
+        S: * 4 FETCH (FLAGS (\Deleted \Recent))
         S: A003 OK STORE completed
         C: A202 EXPUNGE
         S: * 4 EXPUNGE
         S: * 3 EXPUNGE
         S: * 2 EXPUNGE
+        S: * 2 RECENT
         S: A202 OK EXPUNGE completed
         C: A204 FETCH 1:* (UID)
         S: * 1 FETCH (UID 1)
@@ -150,6 +151,7 @@ def test_uidplus_and_move_rfc4315_rfc6851(store: DiskStore) -> None:
         S: * OK [COPYUID <n> 1:2 4:5] Moved
         S: * 2 EXPUNGE
         S: * 1 EXPUNGE
+        S: * 2 RECENT
         S: a OK UID MOVE completed
         C: b UID EXPUNGE 3
         S: b OK UID EXPUNGE completed

@@ -87,6 +87,7 @@ def test_lmtp_delivery_read_over_imap_with_idle(imapd: ImapDaemon) -> None:
     assert client.readline().startswith(b"+ ")
     imapd.deliver(MESSAGE)  # over LMTP to the lmtpd process
     assert client.readline() == b"* 1 EXISTS\r\n"  # the socket timeout bounds the wait
+    assert client.readline() == b"* 1 RECENT\r\n"  # RFC 3501 7.3.2
     client.send(b"DONE\r\n")
     assert client.readline().startswith(tag + b" OK")
     _, data = client.fetch("1", "(BODY[])")

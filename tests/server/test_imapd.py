@@ -311,7 +311,8 @@ def test_select_fetch_store_search_expunge(start) -> None:  # type: ignore[no-un
     assert data[0][1] == b"\x00\x01\x02\x03"
     _, data = client.fetch("1", "(BODY.PEEK[]<0.4>)")
     assert data[0][1] == b"From"
-    assert client.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS ())"]
+    # The first read-write session claims \Recent (RFC 3501 2.3.2).
+    assert client.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Recent))"]
     _, data = client.fetch("2", "(BODY[TEXT])")  # sets \Seen
     assert data[0][1] == b"line one\r\n" and b"\\Seen" in data[0][0] + data[1]
     assert client.search(None, "UNSEEN")[1] == [b"1"]
@@ -347,7 +348,7 @@ def test_append_copy_move_uidplus(start) -> None:  # type: ignore[no-untyped-def
     assert typ == "NO" and b"TRYCREATE" in data[0]
     client.select("INBOX")
     assert client.fetch("1", "(FLAGS INTERNALDATE)")[1] == [
-        b'1 (FLAGS (\\Seen) INTERNALDATE "14-Nov-2023 22:13:20 +0000")']
+        b'1 (FLAGS (\\Seen \\Recent) INTERNALDATE "14-Nov-2023 22:13:20 +0000")']
     typ, data = client.copy("1", "INBOX.Archive")
     assert typ == "OK" and re.search(rb"\[COPYUID \d+ 1 1\]", data[0])
     typ, data = client._simple_command("MOVE", "1", "INBOX.Archive")
@@ -355,7 +356,7 @@ def test_append_copy_move_uidplus(start) -> None:  # type: ignore[no-untyped-def
     assert client.untagged_responses.get("EXPUNGE") == [b"1"]
     client.select("INBOX.Archive")
     assert client.search(None, "ALL")[1] == [b"1 2"]
-    assert client.fetch("2", "(FLAGS)")[1] == [b"2 (FLAGS (\\Seen))"]
+    assert client.fetch("2", "(FLAGS)")[1] == [b"2 (FLAGS (\\Seen \\Recent))"]
     assert server.store.message_bytes("user.alice.Archive", 2) == MESSAGE
     assert client.unselect()[0] == "OK"
     client.logout()
@@ -400,6 +401,7 @@ def test_idle_announces_a_delivery(start) -> None:  # type: ignore[no-untyped-de
     server.deliver(PLAIN)
     sock.settimeout(5)
     assert reader.readline() == b"* 1 EXISTS\r\n"
+    assert reader.readline() == b"* 1 RECENT\r\n"  # RFC 3501 7.3.2
     sock.sendall(b"DONE\r\n")
     assert reader.readline().startswith(b"c OK")
     sock.close()
@@ -418,7 +420,7 @@ def test_condstore_qresync_and_esearch(start) -> None:  # type: ignore[no-untype
     assert info is not None
     say(b"d STORE 2 +FLAGS (\\Seen)\r\n")
     reply = say(b"e UID FETCH 1:* (FLAGS) (CHANGEDSINCE " + str(modseq).encode() + b")\r\n")
-    assert re.search(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen\) MODSEQ \(\d+\)\)", reply)
+    assert re.search(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)", reply)
     assert b"UID 1 " not in reply
     reply = say(b"f SEARCH RETURN (MIN MAX COUNT) ALL\r\n")
     assert b'* ESEARCH (TAG "f") MIN 1 MAX 3 COUNT 3' in reply
@@ -564,7 +566,8 @@ def test_examine_is_read_only_and_fetch_sets_no_seen(start) -> None:  # type: ig
     client.select("INBOX", readonly=True)
     _, data = client.fetch("1", "(RFC822)")
     assert isinstance(data[0], tuple) and data[0][1] == PLAIN
-    assert client.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS ())"]
+    # No \Seen; \Recent shown, not claimed (RFC 3501 6.3.2).
+    assert client.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Recent))"]
     typ, data = client.store("1", "+FLAGS", "(\\Seen)")
     assert typ == "NO" and b"READ-ONLY" in data[0]
     assert client.close()[0] == "OK"
@@ -585,8 +588,8 @@ def test_large_fetch_is_streamed_in_order_also_compressed(start, monkeypatch) ->
     client.select("INBOX")
     client.store("5:9", "+FLAGS", "(\\Flagged)")
     _, data = client.fetch("1:*", "(FLAGS UID)")
-    assert data == [b"%d (FLAGS (%s) UID %d)" % (n, b"\\Flagged" if 5 <= n <= 9 else b"", n)
-                    for n in range(1, 41)]
+    assert data == [b"%d (FLAGS (%s\\Recent) UID %d)"  # this session claimed \Recent
+                    % (n, b"\\Flagged " if 5 <= n <= 9 else b"", n) for n in range(1, 41)]
     _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
     assert [item[1] for item in data[::2]] == [PLAIN] * 40
     client.logout()

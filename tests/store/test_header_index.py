@@ -145,9 +145,11 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
     for raw in MESSAGES[:3]:
         _deliver(store, raw)
     store.close()
-    # What a version-2 index looks like: no header_index table.
+    # What a version-2 index looks like: no header_index table (nor what version 3 added).
     _sql_store = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
     _sql_store.execute("DROP TABLE header_index")
+    _sql_store.execute("DROP TABLE seen")
+    _sql_store.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
     _sql_store.execute("PRAGMA user_version=2")
     _sql_store.close()
     store = DiskStore(config)

@@ -277,7 +277,9 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
         modseqs = view.modseqs
         positions = [i for i in positions if modseqs[i] > since]
     seen_now: set[int] = set()
-    if not view.readonly and any(a.sets_seen for a in attributes):
+    if not view.readonly and any(a.sets_seen for a in attributes) and session.has_rights(
+            view.name, "s"):
+        # RFC 4314 4: without the "s" right a body fetch reads but does not set \Seen.
         seen_now = _set_seen(session, view, positions)
     job = _Job(session, view, attributes, positions, seen_now)
     if all(a.name in _INDEX_ITEMS for a in attributes) and not seen_now:
@@ -297,14 +299,16 @@ def fetch_index_responses(session: ImapSession, positions: list[int], names: lis
 
 
 def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int]) -> set[int]:
-    """Set \\Seen, in one store call, on the messages that lack it; the UIDs it was set on."""
+    """Set \\Seen, in one store call, on the messages that lack it (the user's own \\Seen:
+    sealmail.store.seen); the UIDs it was set on."""
     unseen = view.ids_where("\\Seen", present=False)
     flag_ids = view.flag_ids
     uids = [view.uids[i] for i in positions if flag_ids[i] in unseen]
     if not uids:
         return set()
     try:
-        update = session.store.update_flags(view.name, uids, ["\\Seen"], "add")
+        update = session.store.update_flags(view.name, uids, ["\\Seen"], "add",
+                                            reader=session.userid)
     except StoreError:
         return set()  # the data is still sent; \Seen is best effort here
     view.remember(update.records)

@@ -76,7 +76,10 @@ def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
         session.enable_condstore()
     readonly = command.readonly or (not session.has_rights(name, "s") and not session.has_rights(
         name, "w") and not session.has_rights(name, "t"))
-    view = SelectedMailbox.open(session.store, name, readonly)
+    # RFC 3501 2.3.2: a read-write SELECT claims the \Recent messages (the store's mark moves);
+    # EXAMINE, and a SELECT the user's rights make read-only, only show the unclaimed ones.
+    view = SelectedMailbox.open(session.store, name, readonly, session.userid,
+                                shows_recent=not session.rev2)
     info = session.store.mailbox(name)
     assert info is not None
     out: list[Response] = [view.flags_response(), replies.exists(view.exists)]
@@ -91,7 +94,8 @@ def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
         else:
             out.append(replies.list_response(attributes, session.namespace.separator, shown))
     else:
-        out.append(replies.recent(0))  # no session has \Recent messages here
+        out.append(replies.recent(len(view.recent)))
+        view.told_recent = len(view.recent)
         unseen = view.first_unseen()
         if unseen is not None:
             out.append(StatusResponse("OK", f"Message {unseen} is first unseen",
@@ -110,12 +114,12 @@ def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
             gone = list(qresync.known_uids.iter_members(sorted(gone)))
         if gone:
             out.append(replies.vanished(SequenceSet.of(gone), earlier=True))
-        for record in session.store.messages_since(name, qresync.modseq):
+        for record in session.store.messages_since(name, qresync.modseq, session.userid):
             seq = view.seq_of(record.uid)
             if seq is not None and (qresync.known_uids is None or qresync.known_uids.contains(
                     record.uid, view.uids[-1] if view.uids else 0)):
                 out.append(replies.fetch(seq, [("UID", record.uid),
-                                               ("FLAGS", flag_atoms(record.flags)),
+                                               ("FLAGS", flag_atoms(view.session_flags(record))),
                                                ("MODSEQ", [record.modseq])]))
     session.selected = view
     session.saved_search = []
@@ -400,9 +404,12 @@ def lsub(session: ImapSession, command: Lsub) -> list[Response]:
 
 def status_values(session: ImapSession, info: MailboxInfo, items: tuple[str, ...]
                   ) -> dict[str, int]:
+    """UNSEEN counts the user's own \\Seen (sealmail.store.seen); RECENT the messages no
+    read-write session of the user has claimed yet (0 in IMAP4rev2, which has no \\Recent)."""
     records = None
-    if any(i in ("UNSEEN", "DELETED", "SIZE") for i in items):
-        records = session.store.messages(info.name)
+    recent = "RECENT" in items and not session.rev2
+    if recent or any(i in ("UNSEEN", "DELETED", "SIZE") for i in items):
+        records = session.store.messages(info.name, session.userid)
     values: dict[str, int] = {}
     for item in items:
         if item == "MESSAGES":
@@ -413,6 +420,9 @@ def status_values(session: ImapSession, info: MailboxInfo, items: tuple[str, ...
             values[item] = info.uidvalidity
         elif item == "RECENT":
             values[item] = 0
+            if recent:
+                mark = session.store.claim_recent(info.name, 0, session.userid)  # reads only
+                values[item] = sum(1 for r in records or () if r.uid > mark)
         elif item == "HIGHESTMODSEQ":
             session.enable_condstore()
             values[item] = info.highestmodseq

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.fetching import fetch_index_responses
-from sealmail.imap.selected import flag_atoms
+from sealmail.imap.selected import RECENT, flag_atoms
 from sealmail.proto.imap import (
     Append,
     Atom,
@@ -87,7 +87,7 @@ def store(session: ImapSession, command: Store) -> list[Response]:
                                      names + (["MODSEQ"] if session.condstore else []))
     before = {view.uids[i]: view.modseqs[i] for i in positions}
     update = session.store.update_flags(view.name, list(before), flags, mode,
-                                        command.unchanged_since)
+                                        command.unchanged_since, reader=session.userid)
     view.remember(update.records)
     refused = set(update.refused)
     out: list[Response] = []
@@ -103,7 +103,7 @@ def store(session: ImapSession, command: Store) -> list[Response]:
         if command.uid:
             items.append(("UID", record.uid))
         if not command.silent:
-            items.append(("FLAGS", flag_atoms(record.flags)))
+            items.append(("FLAGS", flag_atoms(view.session_flags(record))))
         if session.condstore:
             items.append(("MODSEQ", [record.modseq]))
         out.append(replies.fetch(seq, items))
@@ -136,7 +136,8 @@ def _changes_nothing(session: ImapSession, spans: list[tuple[int, int]], positio
         for start, stop in spans:
             distinct.update(flag_ids[start:stop])
     for flag_id in distinct:
-        current = view.flag_sets[flag_id]
+        # \Recent is this session's, not a stored flag: no STORE mode changes it.
+        current = tuple(f for f in view.flag_sets[flag_id] if f != RECENT)
         if set(flags_after(current, flags, mode)) != set(current):
             return False
     return True
@@ -156,7 +157,10 @@ def copy_or_move(session: ImapSession, command: Copy) -> list[Response]:
     pairs = view.live(session.resolve(command.sequence_set, command.uid))
     if not pairs:
         return []
-    copied = session.store.copy_messages(view.name, [uid for _, uid in pairs], target)
+    # Each copy gets \Seen as this user sees the original (their own seen state where they
+    # have one, in the source and in the target: sealmail.store.seen).
+    copied = session.store.copy_messages(view.name, [uid for _, uid in pairs], target,
+                                         reader=session.userid)
     code = None
     if copied.pairs:
         sources = SequenceSet.of([s for s, _ in copied.pairs])
@@ -223,7 +227,9 @@ def append(session: ImapSession, command: Append) -> list[Response]:
     flags = _flags(command.flags)
     internaldate = command.internaldate.timestamp() if command.internaldate else None
     [result] = session.store.deliver(
-        command.message, [DeliveryTarget(target, tuple(flags), strict_quota=True)], internaldate
+        command.message,
+        [DeliveryTarget(target, tuple(flags), strict_quota=True, reader=session.userid)],
+        internaldate,
     )
     if isinstance(result, MailboxNotFound):
         raise CommandFailed("Mailbox does not exist", "TRYCREATE")

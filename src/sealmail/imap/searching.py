@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from sealmail.imap.conversations import ThreadedMessage, thread_by_references
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
+from sealmail.imap.selected import RECENT
 from sealmail.proto.imap import (
     BodyStructure,
     ParsedMessage,
@@ -162,10 +163,14 @@ class _Evaluator:
             return self.match(key.keys[0], m) or self.match(key.keys[1], m)
         if name == "NOT":
             return not self.match(key.keys[0], m)
-        if name == "ALL" or name == "OLD":
-            return True  # no session has \Recent here: every message is "old"
-        if name in ("RECENT", "NEW"):
-            return False
+        if name == "ALL":
+            return True
+        if name in ("RECENT", "NEW", "OLD"):
+            # RFC 3501 6.4.4: NEW is "RECENT UNSEEN", OLD is "NOT RECENT"; \Recent is among
+            # the session's flags (never in IMAP4rev2).
+            if name == "OLD":
+                return RECENT not in flags
+            return RECENT in flags and (name == "RECENT" or "\\Seen" not in flags)
         if name in _FLAG_KEYS:
             flag, wanted = _FLAG_KEYS[name]
             return (flag in flags) == wanted
@@ -329,10 +334,14 @@ class _Search:
         if name == "NOT":
             matched = set(self.run(key.keys[0], positions))
             return [p for p in positions if p not in matched]
-        if name in ("ALL", "OLD"):
-            return positions  # no session has \Recent here: every message is "old"
-        if name in ("RECENT", "NEW"):
-            return []
+        if name == "ALL":
+            return positions
+        if name in ("RECENT", "NEW", "OLD"):  # RFC 3501 6.4.4, as in _Evaluator.match
+            ids = view.ids_where(RECENT, name != "OLD")
+            if name == "NEW":
+                ids &= view.ids_where("\\Seen", present=False)
+            flag_ids = view.flag_ids
+            return [p for p in positions if flag_ids[p] in ids]
         if name in _FLAG_KEYS or name in ("KEYWORD", "UNKEYWORD"):
             if name in _FLAG_KEYS:
                 flag, wanted = _FLAG_KEYS[name]

@@ -13,6 +13,15 @@ distinct flag sets of the mailbox (usually a handful), so questions about flags 
 STORE change anything?", "which messages are \\Seen?") are asked once per distinct set, and a
 FETCH FLAGS renders each set once. Sizes and dates are not kept: they never change, and the few
 commands that need them read them from the index.
+
+The flag sets are the flags as this session shows them: \\Seen as the session's user sees it
+(their own seen state on a mailbox they do not own: the store applies it, given the `reader`),
+and \\Recent on the messages this session is the first to be told about (RFC 3501 2.3.2). Those
+are claimed from the store (`claim_recent`) when the mailbox is selected read-write and when new
+messages are announced; a read-only session (EXAMINE) shows the messages nobody has claimed yet
+as \\Recent without claiming them. \\Recent being one more flag of a set, every fast path (FETCH
+FLAGS rendered per set, SEARCH RECENT per set) costs what it did. IMAP4rev2 has no \\Recent
+(RFC 9051 Appendix E): such a session neither claims nor shows it, and sends no RECENT.
 """
 
 from __future__ import annotations
@@ -25,9 +34,10 @@ from sealmail.proto.imap import Atom, DataResponse, SequenceSet, Value
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MessageRecord, MessageStore
 
-__all__ = ["MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
+__all__ = ["RECENT", "MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+RECENT = "\\Recent"
 
 
 class MailboxGone(Exception):
@@ -47,11 +57,16 @@ def flag_atoms(flags: Iterable[str]) -> list[Value]:
 class SelectedMailbox:
     """One session's view of its selected mailbox."""
 
-    def __init__(self, name: str, readonly: bool, uidvalidity: int, highestmodseq: int) -> None:
+    def __init__(self, name: str, readonly: bool, uidvalidity: int, highestmodseq: int,
+                 reader: str | None = None, shows_recent: bool = False) -> None:
         self.name = name
         self.readonly = readonly
         self.uidvalidity = uidvalidity
         self.highestmodseq = highestmodseq
+        self.reader = reader  # whose \Seen the flags show (sealmail.store.seen)
+        self.shows_recent = shows_recent  # IMAP4rev1: \Recent and RECENT responses
+        self.recent: set[int] = set()  # UIDs that are \Recent in this session
+        self.told_recent = 0  # the RECENT count the client last heard
         self.uids: list[int] = []  # ascending: position i is sequence number i + 1
         self.flag_ids: list[int] = []  # per position: an index into flag_sets
         self.modseqs: list[int] = []  # per position
@@ -61,18 +76,41 @@ class SelectedMailbox:
         self.keywords: list[str] = []
 
     @classmethod
-    def open(cls, store: MessageStore, name: str, readonly: bool) -> SelectedMailbox:
-        """The view of `name` now: one consistent read of the mailbox and its flags."""
-        snapshot = store.flag_snapshot(name)
+    def open(cls, store: MessageStore, name: str, readonly: bool, reader: str | None = None,
+             shows_recent: bool = False) -> SelectedMailbox:
+        """The view of `name` now, as `reader` sees it: one consistent read of the mailbox and
+        its flags; with `shows_recent`, the \\Recent messages claimed (read-write) or seen
+        unclaimed (read-only)."""
+        snapshot = store.flag_snapshot(name, reader)
         info = snapshot.mailbox
-        view = cls(name, readonly, info.uidvalidity, info.highestmodseq)
+        view = cls(name, readonly, info.uidvalidity, info.highestmodseq, reader, shows_recent)
         view.uids = snapshot.uids
         view.modseqs = snapshot.modseqs
         view.flag_ids = snapshot.flag_ids
         for flags in snapshot.flag_sets:  # the same numbering: flag set i gets id i
             view.flag_id(flags)
         view._note_keywords(view.flag_sets)
+        if shows_recent:
+            mark = view._claim(store, view.uids[-1] if view.uids else 0)
+            start = bisect.bisect_right(view.uids, mark)
+            if start < len(view.uids):
+                view.recent.update(view.uids[start:])
+                flag_ids, sets = view.flag_ids, view.flag_sets
+                recent_id: dict[int, int] = {}
+                for i in range(start, len(flag_ids)):
+                    plain = flag_ids[i]
+                    marked = recent_id.get(plain)
+                    if marked is None:
+                        marked = recent_id[plain] = view.flag_id((*sets[plain], RECENT))
+                    flag_ids[i] = marked
         return view
+
+    def _claim(self, store: MessageStore, upto: int) -> int:
+        """The recent mark below which nothing is \\Recent here: a read-write session raises it
+        to `upto` (RFC 3501 2.3.2: later sessions will not see \\Recent on what it was told
+        of), a read-only one only reads it (RFC 3501 6.3.2: EXAMINE MUST NOT cause messages to
+        lose \\Recent)."""
+        return store.claim_recent(self.name, 0 if self.readonly else upto, self.reader)
 
     # -- numbering ------------------------------------------------------------------------------
 
@@ -130,6 +168,12 @@ class SelectedMailbox:
     def flags_at(self, index: int) -> tuple[str, ...]:
         return self.flag_sets[self.flag_ids[index]]
 
+    def session_flags(self, record: MessageRecord) -> tuple[str, ...]:
+        """A store record's flags as this session shows them (with \\Recent if it is)."""
+        if record.uid in self.recent:
+            return (*record.flags, RECENT)
+        return record.flags
+
     def ids_where(self, flag: str, present: bool = True) -> set[int]:
         """The flag set ids that contain (or lack) `flag`, compared exactly."""
         return {i for i, flags in enumerate(self.flag_sets) if (flag in flags) == present}
@@ -169,7 +213,7 @@ class SelectedMailbox:
     # -- changes --------------------------------------------------------------------------------
 
     def _set(self, index: int, record: MessageRecord) -> None:
-        self.flag_ids[index] = self.flag_id(record.flags)
+        self.flag_ids[index] = self.flag_id(self.session_flags(record))
         self.modseqs[index] = record.modseq
 
     def remember(self, records: Iterable[MessageRecord]) -> None:
@@ -191,14 +235,19 @@ class SelectedMailbox:
             raise MailboxGone(f"mailbox {self.name} is gone")
         out: list[DataResponse] = []
         if info.highestmodseq != self.highestmodseq:
-            changed = store.messages_since(self.name, self.highestmodseq)
+            changed = store.messages_since(self.name, self.highestmodseq, self.reader)
             gone = store.expunged_since(self.name, self.highestmodseq)
+            last = self.uids[-1] if self.uids else 0
+            gone_now = set(gone)
+            new = [r for r in changed if r.uid > last and r.uid not in gone_now]
+            if new and self.shows_recent:
+                # Before the view changes: should the claim fail, the next sync does it all.
+                mark = self._claim(store, new[-1].uid)
+                self.recent.update(r.uid for r in new if r.uid > mark)
             self.highestmodseq = info.highestmodseq
             for uid in gone:
                 if self.index_of(uid) is not None:
                     self.vanished.add(uid)
-            last = self.uids[-1] if self.uids else 0
-            new = [r for r in changed if r.uid > last and r.uid not in self.vanished]
             flag_changes: list[tuple[int, MessageRecord]] = []
             for record in changed:
                 if record.uid > last or record.uid in self.vanished:
@@ -207,7 +256,7 @@ class SelectedMailbox:
                 if index is None:
                     continue
                 old = self.flags_at(index)
-                if set(old) != set(record.flags) or (
+                if set(old) != set(self.session_flags(record)) or (
                     options.condstore and self.modseqs[index] != record.modseq
                 ):
                     flag_changes.append((record.uid, record))
@@ -219,16 +268,27 @@ class SelectedMailbox:
             if new:
                 for record in new:
                     self.uids.append(record.uid)
-                    self.flag_ids.append(self.flag_id(record.flags))
+                    self.flag_ids.append(self.flag_id(self.session_flags(record)))
                     self.modseqs.append(record.modseq)
                 out.append(replies.exists(self.exists))
+            out.extend(self.recent_news())
             for uid, record in flag_changes:
                 seq = self.seq_of(uid)
                 if seq is not None:
                     out.append(self.fetch_flags(seq, record, options, with_uid=True))
         elif allow_expunge:
             out.extend(self._announce_expunges(options))
+            out.extend(self.recent_news())
         return out
+
+    def recent_news(self) -> list[DataResponse]:
+        """`* n RECENT` when the count differs from what the client last heard (RFC 3501
+        7.3.2: sent "if the size of the mailbox changes"; after the EXISTS it goes with, and
+        after expunges of \\Recent messages). Never in IMAP4rev2 (RFC 9051 Appendix E)."""
+        if not self.shows_recent or len(self.recent) == self.told_recent:
+            return []
+        self.told_recent = len(self.recent)
+        return [replies.recent(self.told_recent)]
 
     def _announce_expunges(self, options: SyncOptions) -> list[DataResponse]:
         if not self.vanished:
@@ -245,6 +305,7 @@ class SelectedMailbox:
                 if seq is not None:
                     out.append(replies.expunge(seq))
         gone_set = set(gone)
+        self.recent -= gone_set
         keep = [i for i, uid in enumerate(self.uids) if uid not in gone_set]
         self.uids = [self.uids[i] for i in keep]
         self.flag_ids = [self.flag_ids[i] for i in keep]
@@ -256,7 +317,7 @@ class SelectedMailbox:
         items: list[tuple[str, Value]] = []
         if with_uid:
             items.append(("UID", record.uid))
-        items.append(("FLAGS", flag_atoms(record.flags)))
+        items.append(("FLAGS", flag_atoms(self.session_flags(record))))
         if options.condstore:
             items.append(("MODSEQ", [record.modseq]))
         return replies.fetch(seq, items)

@@ -91,6 +91,7 @@ from sealmail.store.headers import (
 )
 from sealmail.store.index import Index, sqlite_error
 from sealmail.store.names import owner_of, parent_of, user_inbox, validate_internal
+from sealmail.store.seen import SEEN, UidSet, index_keeps_seen, with_seen
 
 HEADER_NAME = "sealmail.header"
 STAGE_DIRECTORY = "stage."
@@ -348,6 +349,29 @@ class DiskStore:
     def _mailbox_lock(self, *names: str) -> AbstractContextManager[None]:
         return locks.mailbox_lock(self.lock_directory, list(names))
 
+    @staticmethod
+    def _seen_of(
+        conn: sqlite3.Connection, mailbox_id: int, name: str, reader: str | None
+    ) -> UidSet | None:
+        """`reader`'s own seen set of a mailbox, or None when their \\Seen is the index's
+        (sealmail.store.seen)."""
+        if index_keeps_seen(name, reader):
+            return None
+        row = conn.execute(
+            "SELECT uids FROM seen WHERE mailbox_id = ? AND userid = ?", (mailbox_id, reader)
+        ).fetchone()
+        return UidSet() if row is None else UidSet.parse(row[0])
+
+    @staticmethod
+    def _save_seen(
+        conn: sqlite3.Connection, mailbox_id: int, reader: str | None, seen: UidSet
+    ) -> None:
+        conn.execute(
+            "INSERT INTO seen (mailbox_id, userid, uids) VALUES (?, ?, ?)"
+            " ON CONFLICT (mailbox_id, userid) DO UPDATE SET uids = excluded.uids",
+            (mailbox_id, reader, seen.render()),
+        )
+
     # ------------------------------------------------------------------ mailboxes
 
     def mailbox(self, name: str) -> MailboxInfo | None:
@@ -438,6 +462,11 @@ class DiskStore:
                     )
                     conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
                     conn.execute("DELETE FROM quotaroots WHERE root = ?", (doomed_name,))
+                if whole_user:
+                    # Cyrus removes the user's seen database with the user: a user created
+                    # later under the same name starts with nothing seen anywhere.
+                    assert owner is not None
+                    conn.execute("DELETE FROM seen WHERE userid = ?", (owner.userid,))
             for _, uniqueid, partition, _ in doomed:
                 self.remove_mailbox_directory(partition, uniqueid)
 
@@ -754,7 +783,13 @@ class DiskStore:
         except OSError as exc:
             raise os_error(exc, f"cannot store message in {name}") from exc
         linked.append(path)
-        flags = " ".join(dict.fromkeys(target.flags))
+        wanted = list(dict.fromkeys(target.flags))
+        seen = None if SEEN not in wanted else self._seen_of(conn, mailbox_id, name, target.reader)
+        if seen is not None:
+            # The appending user does not own this mailbox: \Seen is theirs alone.
+            wanted.remove(SEEN)
+            self._save_seen(conn, mailbox_id, target.reader, seen.union([uid]))
+        flags = " ".join(wanted)
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
             " filename) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -802,18 +837,21 @@ class DiskStore:
 
     # ------------------------------------------------------------------ messages
 
-    def messages(self, name: str) -> list[MessageRecord]:
+    def messages(self, name: str, reader: str | None = None) -> list[MessageRecord]:
+        """Every message, in UID order, with its flags as `reader` sees them."""
         with self._reading() as conn:
-            mailbox_id = self._require(conn, name)[0]
-            rows = conn.execute(
-                "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                " WHERE mailbox_id = ? ORDER BY uid",
-                (mailbox_id,),
-            ).fetchall()
-        return [
-            MessageRecord(uid, modseq, internaldate, size, guid, tuple(flags.split()))
-            for uid, modseq, internaldate, size, guid, flags in rows
-        ]
+            conn.execute("BEGIN")  # the rows and the seen state of one moment
+            try:
+                mailbox_id = self._require(conn, name)[0]
+                rows = conn.execute(
+                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                    " WHERE mailbox_id = ? ORDER BY uid",
+                    (mailbox_id,),
+                ).fetchall()
+                seen = self._seen_of(conn, mailbox_id, name, reader)
+            finally:
+                conn.execute("COMMIT")
+        return _records(rows, seen)
 
     def message_bytes(self, name: str, uid: int) -> bytes:
         with self._reading() as conn:
@@ -866,21 +904,22 @@ class DiskStore:
         finally:
             os.close(directory_fd)
 
-    def message_records(self, name: str, uids: Sequence[int]) -> list[MessageRecord]:
-        """The records of those of `uids` that exist, in UID order."""
+    def message_records(
+        self, name: str, uids: Sequence[int], reader: str | None = None
+    ) -> list[MessageRecord]:
+        """The records of those of `uids` that exist, in UID order (flags as `reader` sees
+        them)."""
         with self._reading() as conn:
             mailbox_id = self._require(conn, name)[0]
             rows = _rows_for(conn, "uid, modseq, internaldate, size, guid, flags", mailbox_id, uids)
-        texts = _FlagTexts()
-        return [
-            MessageRecord(uid, modseq, internaldate, size, guid, texts[flags])
-            for uid, modseq, internaldate, size, guid, flags in rows
-        ]
+            seen = self._seen_of(conn, mailbox_id, name, reader)
+        return _records(rows, seen)
 
-    def flag_snapshot(self, name: str) -> FlagSnapshot:
-        """The mailbox row and every message's UID, modseq and flags in one read transaction,
-        so the rows are exactly those of the mailbox's highestmodseq (an IMAP view can then
-        catch up with `messages_since(highestmodseq)` without missing a change).
+    def flag_snapshot(self, name: str, reader: str | None = None) -> FlagSnapshot:
+        """The mailbox row and every message's UID, modseq and flags (as `reader` sees them)
+        in one read transaction, so the rows are exactly those of the mailbox's highestmodseq
+        (an IMAP view can then catch up with `messages_since(highestmodseq)` without missing a
+        change).
 
         The columns come back as three concatenated strings from one scan: a Python object
         per row and column is what a SELECT of a large mailbox would otherwise spend its time
@@ -906,6 +945,7 @@ class DiskStore:
                             "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ?",
                             (row[0],),
                         ).fetchall(), strict=True))
+                seen = self._seen_of(conn, row[0], name, reader)
             finally:
                 conn.execute("COMMIT")
         if uid_text is None:
@@ -917,6 +957,9 @@ class DiskStore:
             # three lists are aligned in any case (one pass feeds all three).
             uids, modseqs, flag_ids = map(list, zip(*sorted(zip(uids, modseqs, flag_ids,
                                                                 strict=True)), strict=True))
+        if seen is not None:
+            flag_ids, flag_sets = _overlay_seen(uids, flag_ids, sets.flag_sets, seen)
+            return FlagSnapshot(self._info(row), uids, modseqs, flag_ids, flag_sets)
         return FlagSnapshot(self._info(row), uids, modseqs, flag_ids, sets.flag_sets)
 
     def search_header(self, name: str, field: str, needle: str) -> HeaderMatches:
@@ -1061,6 +1104,17 @@ class DiskStore:
             conn.execute(
                 "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
             )
+            if removed:
+                # UIDs are never reused, so a stale seen entry would do no harm; dropped all
+                # the same, so a seen state names only messages that are there.
+                for userid, text in conn.execute(
+                    "SELECT userid, uids FROM seen WHERE mailbox_id = ? AND uids != ''",
+                    (mailbox_id,),
+                ).fetchall():
+                    seen = UidSet.parse(text)
+                    pruned = seen.difference(removed)
+                    if pruned != seen:
+                        self._save_seen(conn, mailbox_id, userid, pruned)
         for path in files:
             with suppress(OSError):  # an expunged uid's file is debris reconstruct removes
                 path.unlink()
@@ -1068,19 +1122,25 @@ class DiskStore:
 
     # ------------------------------------------------------------------ what IMAP needs
 
-    def messages_since(self, name: str, modseq: int) -> list[MessageRecord]:
-        """Messages added or changed after `modseq` (RFC 7162 CHANGEDSINCE; session sync)."""
+    def messages_since(
+        self, name: str, modseq: int, reader: str | None = None
+    ) -> list[MessageRecord]:
+        """Messages added or changed after `modseq` (RFC 7162 CHANGEDSINCE; session sync),
+        flags as `reader` sees them. A change of a reader's own \\Seen gives the message a new
+        modseq too (as Cyrus), so it is among these."""
         with self._reading() as conn:
-            mailbox_id = self._require(conn, name)[0]
-            rows = conn.execute(
-                "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                (mailbox_id, modseq),
-            ).fetchall()
-        return [
-            MessageRecord(uid, mseq, internaldate, size, guid, tuple(flags.split()))
-            for uid, mseq, internaldate, size, guid, flags in rows
-        ]
+            conn.execute("BEGIN")
+            try:
+                mailbox_id = self._require(conn, name)[0]
+                rows = conn.execute(
+                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                ).fetchall()
+                seen = self._seen_of(conn, mailbox_id, name, reader)
+            finally:
+                conn.execute("COMMIT")
+        return _records(rows, seen)
 
     def expunged_since(self, name: str, modseq: int) -> list[int]:
         """UIDs expunged after `modseq`, ascending (RFC 7162 3.2.10 VANISHED)."""
@@ -1099,13 +1159,17 @@ class DiskStore:
         flags: Sequence[str],
         mode: str,
         unchanged_since: int | None = None,
+        reader: str | None = None,
     ) -> FlagUpdate:
-        """Set, add or remove flags of many messages in one transaction.
+        """Set, add or remove flags of many messages in one transaction, as `reader` sees them.
 
         Only a message whose flags really change gets a new modseq (RFC 7162 3.1); the others
         are not written at all. With `unchanged_since`, a message whose modseq is above it is
         left alone and reported in `refused` (RFC 7162 3.1.3: the conditional STORE fails for
-        it).
+        it). For a reader with their own seen state (sealmail.store.seen) \\Seen changes that
+        state, the index's \\Seen (the owner's) stays as it is, and the message still gets a new
+        modseq, as Cyrus gives it: the reader's other sessions, and CONDSTORE clients, learn of
+        the change through the modseq like of any other.
         """
         if mode not in FLAG_MODES:
             raise ValueError(f"mode must be one of {FLAG_MODES}")
@@ -1119,8 +1183,13 @@ class DiskStore:
             rows = _rows_for(
                 conn, "uid, modseq, internaldate, size, guid, flags", mailbox_id, uids
             )
+            seen = self._seen_of(conn, mailbox_id, name, reader)
+            seen_now: list[int] = []
+            unseen_now: list[int] = []
             for uid, mseq, internaldate, size, guid, text in rows:
-                current = texts[text]
+                stored = current = texts[text]
+                if seen is not None:
+                    current = with_seen(stored, uid in seen)
                 if unchanged_since is not None and mseq > unchanged_since:
                     refused.append(uid)
                     records.append(MessageRecord(uid, mseq, internaldate, size, guid, current))
@@ -1129,8 +1198,18 @@ class DiskStore:
                 if set(new) != set(current):
                     modseq += 1
                     mseq = modseq
-                    current = texts[" ".join(new)]
-                    changes.append((" ".join(new), mseq, mailbox_id, uid))
+                    if seen is None:
+                        new_text = " ".join(new)
+                        current = texts[new_text]
+                    else:
+                        if (SEEN in new) != (SEEN in current):
+                            (seen_now if SEEN in new else unseen_now).append(uid)
+                        kept = [f for f in new if f != SEEN]
+                        if SEEN in stored:
+                            kept.append(SEEN)  # the owner's: not this reader's to change
+                        new_text = text if set(kept) == set(stored) else " ".join(kept)
+                        current = tuple(new)
+                    changes.append((new_text, mseq, mailbox_id, uid))
                 records.append(MessageRecord(uid, mseq, internaldate, size, guid, current))
             if changes:
                 conn.executemany(
@@ -1140,14 +1219,22 @@ class DiskStore:
                 conn.execute(
                     "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
                 )
+            if seen is not None and (seen_now or unseen_now):
+                self._save_seen(
+                    conn, mailbox_id, reader, seen.union(seen_now).difference(unseen_now)
+                )
         return FlagUpdate(records, refused)
 
-    def copy_messages(self, source: str, uids: Sequence[int], target: str) -> CopiedMessages:
+    def copy_messages(
+        self, source: str, uids: Sequence[int], target: str, reader: str | None = None
+    ) -> CopiedMessages:
         """Copy messages with their flags and internal dates (IMAP COPY, RFC 9051 6.4.7).
 
         All or nothing, in one transaction: the files are hard-linked (copied across
         partitions), fsynced through their directory before COMMIT, like a delivery; the quota
-        of the target counts the copies (RFC 9051 6.4.7: COPY fails with OVERQUOTA).
+        of the target counts the copies (RFC 9051 6.4.7: COPY fails with OVERQUOTA). Each copy
+        has \\Seen as `reader` sees the original, kept where the target keeps `reader`'s \\Seen
+        (the index when they own it, else their own seen state: sealmail.store.seen).
         """
         linked: list[Path] = []
         try:
@@ -1157,6 +1244,9 @@ class DiskStore:
                 src_dir = self._directory(src[3], src[2])
                 dst_dir = self._directory(dst[3], dst[2])
                 dst_id, uidnext, modseq = dst[0], dst[5], dst[6]
+                src_seen = self._seen_of(conn, src[0], source, reader)
+                dst_seen = self._seen_of(conn, dst_id, target, reader)
+                seen_copies: list[int] = []
                 rows = [
                     found
                     for uid in sorted(set(uids))
@@ -1182,6 +1272,12 @@ class DiskStore:
                     new_uid = uidnext
                     uidnext += 1
                     modseq += 1
+                    if src_seen is not None or dst_seen is not None:
+                        stored = flags.split()
+                        was_seen = SEEN in stored if src_seen is None else uid in src_seen
+                        flags = " ".join(with_seen(stored, was_seen and dst_seen is None))
+                        if was_seen and dst_seen is not None:
+                            seen_copies.append(new_uid)
                     path = dst_dir / f"{new_uid}."
                     try:
                         path.unlink(missing_ok=True)  # debris of an uncommitted delivery
@@ -1229,6 +1325,8 @@ class DiskStore:
                     " exists_count = exists_count + ?, size_bytes = size_bytes + ? WHERE id = ?",
                     (uidnext, modseq, len(pairs), total, dst_id),
                 )
+                if dst_seen is not None and seen_copies:
+                    self._save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
                 try:
                     fsync_directory(dst_dir)
                 except OSError as exc:
@@ -1239,6 +1337,59 @@ class DiskStore:
             for path in linked:  # the transaction failed: these links are debris
                 with suppress(OSError):
                     path.unlink()
+
+    def claim_recent(self, name: str, upto: int, reader: str | None = None) -> int:
+        """Raise `reader`'s \\Recent mark of `name` to `upto`; the mark as it was.
+
+        RFC 3501 2.3.2: a message is \\Recent in "the first session to have been notified
+        about" it; "if the session is read-write, subsequent sessions will not see \\Recent
+        set". The mark is the highest UID some read-write session of `reader` has been told
+        about (the owner's in the mailbox row, anyone else's in their seen row:
+        sealmail.store.seen), so the caller's \\Recent messages are the UIDs above the
+        returned mark up to `upto`. Read and raised in one write transaction: of two sessions
+        claiming at once, each gets only what the other did not. The mark never goes down nor
+        past the last UID given out; with `upto` at or below it nothing is written (how a
+        read-only session or STATUS reads the mark).
+        """
+        keeps = index_keeps_seen(name, reader)
+        with self._reading() as conn:
+            mailbox_id = self._require(conn, name)[0]
+            mark = self._recent_mark(conn, mailbox_id, reader, keeps)
+        if upto <= mark:
+            return mark
+        with self._index.transaction() as conn:
+            row = self._require(conn, name)
+            mailbox_id, uidnext = row[0], row[5]
+            mark = self._recent_mark(conn, mailbox_id, reader, keeps)
+            new = min(upto, uidnext - 1)
+            if new > mark:
+                if keeps:
+                    conn.execute(
+                        "UPDATE mailboxes SET recentuid = ? WHERE id = ?", (new, mailbox_id)
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO seen (mailbox_id, userid, recentuid) VALUES (?, ?, ?)"
+                        " ON CONFLICT (mailbox_id, userid) DO UPDATE SET"
+                        " recentuid = excluded.recentuid",
+                        (mailbox_id, reader, new),
+                    )
+        return mark
+
+    @staticmethod
+    def _recent_mark(
+        conn: sqlite3.Connection, mailbox_id: int, reader: str | None, index_keeps: bool
+    ) -> int:
+        if index_keeps:
+            row = conn.execute(
+                "SELECT recentuid FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+        else:
+            row = conn.execute(
+                "SELECT recentuid FROM seen WHERE mailbox_id = ? AND userid = ?",
+                (mailbox_id, reader),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         """The stored parses (the IMAP layer's blobs) of those messages that have one."""
@@ -1367,6 +1518,41 @@ class _FlagTexts(dict[str, tuple[str, ...]]):
     def __missing__(self, text: str) -> tuple[str, ...]:
         flags = self[text] = tuple(text.split())
         return flags
+
+
+def _records(rows: Sequence[tuple[Any, ...]], seen: UidSet | None) -> list[MessageRecord]:
+    """MessageRecords of (uid, modseq, internaldate, size, guid, flags) rows, with a reader's
+    own seen state applied when they have one."""
+    texts = _FlagTexts()
+    if seen is None:
+        return [MessageRecord(uid, modseq, internaldate, size, guid, texts[flags])
+                for uid, modseq, internaldate, size, guid, flags in rows]
+    marks = seen.members([r[0] for r in rows])
+    return [MessageRecord(uid, modseq, internaldate, size, guid, with_seen(texts[flags], mark))
+            for (uid, modseq, internaldate, size, guid, flags), mark
+            in zip(rows, marks, strict=True)]
+
+
+def _overlay_seen(
+    uids: list[int], flag_ids: list[int], flag_sets: list[tuple[str, ...]], seen: UidSet
+) -> tuple[list[int], list[tuple[str, ...]]]:
+    """A snapshot's flag set ids renumbered for a reader with their own seen state: one new
+    set per distinct (index flag set, seen by the reader) pair."""
+    sets: list[tuple[str, ...]] = []
+    by_set: dict[tuple[str, ...], int] = {}
+    by_pair: dict[tuple[int, bool], int] = {}
+    out: list[int] = []
+    for flag_id, mark in zip(flag_ids, seen.members(uids), strict=True):
+        known = by_pair.get((flag_id, mark))
+        if known is None:
+            flags = with_seen(flag_sets[flag_id], mark)
+            known = by_set.get(flags)
+            if known is None:
+                known = by_set[flags] = len(sets)
+                sets.append(flags)
+            by_pair[(flag_id, mark)] = known
+        out.append(known)
+    return out, sets
 
 
 def _rows_for(

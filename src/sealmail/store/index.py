@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -99,6 +99,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             uid INTEGER NOT NULL,
             fields BLOB,
             PRIMARY KEY (mailbox_id, uid)
+        ) WITHOUT ROWID""",
+    ),
+    3: (
+        # IMAP \Recent (RFC 3501 2.3.2) and per-user \Seen, as Cyrus keeps them (see
+        # sealmail.store.seen). `recentuid`: the highest UID a read-write session of the
+        # mailbox's owner has been told about (Cyrus's index header field); messages already
+        # there when the index is upgraded count as announced.
+        "ALTER TABLE mailboxes ADD COLUMN recentuid INTEGER NOT NULL DEFAULT 0",
+        "UPDATE mailboxes SET recentuid = uidnext - 1",
+        # Everyone else's: the UIDs they have seen (a sequence set, Cyrus's `seenuids`) and
+        # their own recent mark (Cyrus's `lastuid`), per mailbox and user.
+        """CREATE TABLE seen (
+            mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+            userid TEXT NOT NULL,
+            uids TEXT NOT NULL DEFAULT '',
+            recentuid INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (mailbox_id, userid)
         ) WITHOUT ROWID""",
     ),
 }

@@ -9,6 +9,9 @@ Policy (docs/store.md says the same for operators):
 - the header index row (SEARCH, sealmail.store.headers) is recomputed from the file, added when
   missing, fixed when it differs, removed when its message is gone;
 - uidnext, highestmodseq, the message count and byte count (hence quota usage) are recomputed;
+- per-user seen states (sealmail.store.seen) keep only UIDs still in the mailbox, and no
+  `\\Recent` mark stays above the last UID given out; an adopted directory's messages count as
+  announced (not `\\Recent`: they were there before the repair);
 - a missing or stale `sealmail.header` is rewritten;
 - a mailbox directory the index does not know is re-created from its header and files, with a
   new UIDVALIDITY (clients must forget what they cached); a directory of a deleted mailbox
@@ -32,6 +35,7 @@ from sealmail.store import acl as acls
 from sealmail.store.errors import MailboxCorrupt, MailboxNotFound, StoreError
 from sealmail.store.headers import searchable_form
 from sealmail.store.names import validate_internal
+from sealmail.store.seen import UidSet
 
 if TYPE_CHECKING:
     from sealmail.store.disk import DiskStore
@@ -213,6 +217,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
         )
         fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
     fixes.extend(_check_header_index(conn, name, mailbox_id, forms))
+    fixes.extend(_check_seen(conn, name, mailbox_id))
 
     count, total, max_uid, max_modseq = conn.execute(
         "SELECT count(*), coalesce(sum(size), 0), coalesce(max(uid), 0), coalesce(max(modseq), 0)"
@@ -238,6 +243,37 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             " size_bytes = ? WHERE id = ?",
             (new_uidnext, new_modseq, count, total, mailbox_id),
         )
+    for table, column in (("mailboxes", "id"), ("seen", "mailbox_id")):
+        cursor = conn.execute(
+            f"UPDATE {table} SET recentuid = ? WHERE {column} = ? AND recentuid > ?",
+            (new_uidnext - 1, mailbox_id, new_uidnext - 1),
+        )
+        if cursor.rowcount:
+            fixes.append(f"{name}: \\Recent mark above the last UID lowered in {table}")
+    return fixes
+
+
+def _check_seen(conn: sqlite3.Connection, name: str, mailbox_id: int) -> list[str]:
+    """Per-user seen states name only messages that are there (not a change a client sees:
+    the UIDs dropped are gone)."""
+    present = [uid for (uid,) in conn.execute(
+        "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+    )]
+    fixes: list[str] = []
+    for userid, text in conn.execute(
+        "SELECT userid, uids FROM seen WHERE mailbox_id = ?", (mailbox_id,)
+    ).fetchall():
+        try:
+            seen = UidSet.parse(text)
+        except MailboxCorrupt:
+            seen = UidSet()
+        kept = seen.restricted_to(present)
+        if kept.render() != text:
+            conn.execute(
+                "UPDATE seen SET uids = ? WHERE mailbox_id = ? AND userid = ?",
+                (kept.render(), mailbox_id, userid),
+            )
+            fixes.append(f"{name}: seen state of {userid} trimmed to the messages there")
     return fixes
 
 
@@ -271,7 +307,7 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
     files = _message_files(orphan.directory)
     conn.execute(
         "INSERT INTO mailboxes (name, uniqueid, partition, uidvalidity, uidnext, highestmodseq,"
-        " acl) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " acl, recentuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             header.name,
             header.uniqueid,
@@ -280,6 +316,7 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
             max(files, default=0) + 1,
             len(files) + 1,
             acls.render_acl(header.acl),
+            max(files, default=0),
         ),
     )
     (mailbox_id,) = conn.execute(
