@@ -82,6 +82,19 @@ SELECT_TAIL = """
 """
 
 
+def selected(mailbox: str, exists: int, recent: int) -> str:
+    """A read-write SELECT's transcript, down to its EXISTS and RECENT counts."""
+    return (f"""
+        C: a SELECT {mailbox}
+        S: ...
+        S: * {exists} EXISTS
+        S: * {recent} RECENT
+        S: ...
+    """ + SELECT_TAIL + """
+        S: a OK [READ-WRITE] SELECT completed
+    """)
+
+
 @pytest.fixture
 def users(store: DiskStore) -> DiskStore:
     for user in ("bob", "carol"):
@@ -208,15 +221,7 @@ def test_examine_shows_unclaimed_recent_but_claims_nothing(store: DiskStore) -> 
     """)
     # RFC 3501 6.3.2: EXAMINE MUST NOT cause messages to lose \Recent.
     selecting = Client(store, "fred")
-    selecting.says(r"""
-        C: a SELECT INBOX
-        S: ...
-        S: * 2 EXISTS
-        S: * 2 RECENT
-        S: ...
-    """ + SELECT_TAIL + r"""
-        S: a OK [READ-WRITE] SELECT completed
-    """)
+    selecting.says(selected("INBOX", 2, 2))
     deliver(store, 1)
     # A read-only session does not claim what it announces; the read-write one still can.
     examining.says(r"""
@@ -360,15 +365,7 @@ def test_imap4rev2_neither_shows_nor_claims_recent_rfc9051_appendix_e(store: Dis
         S: * 3 EXISTS
         S: n OK NOOP completed
     """)
-    Client(store, "fred").says(r"""
-        C: a SELECT INBOX
-        S: ...
-        S: * 3 EXISTS
-        S: * 3 RECENT
-        S: ...
-    """ + SELECT_TAIL + r"""
-        S: a OK [READ-WRITE] SELECT completed
-    """)
+    Client(store, "fred").says(selected("INBOX", 3, 3))
 
 
 def test_recent_is_per_user_on_a_mailbox_they_do_not_own(users: DiskStore) -> None:
@@ -377,24 +374,8 @@ def test_recent_is_per_user_on_a_mailbox_they_do_not_own(users: DiskStore) -> No
     store = users
     deliver(store, 2)
     store.set_acl("user.fred", "bob", "lrs")
-    Client(store, "bob").says(r"""
-        C: a SELECT user.fred
-        S: ...
-        S: * 2 EXISTS
-        S: * 2 RECENT
-        S: ...
-    """ + SELECT_TAIL + r"""
-        S: a OK [READ-WRITE] SELECT completed
-    """)
-    Client(store, "fred").says(r"""
-        C: a SELECT INBOX
-        S: ...
-        S: * 2 EXISTS
-        S: * 2 RECENT
-        S: ...
-    """ + SELECT_TAIL + r"""
-        S: a OK [READ-WRITE] SELECT completed
-    """)
+    Client(store, "bob").says(selected("user.fred", 2, 2))
+    Client(store, "fred").says(selected("INBOX", 2, 2))
 
 
 # -- per-user \Seen ------------------------------------------------------------------------------
