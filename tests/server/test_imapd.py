@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import os
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -638,3 +640,116 @@ def test_fetch_after_another_sessions_expunge(start) -> None:  # type: ignore[no
     assert reply.splitlines()[-1].startswith(b"d OK"), reply
     assert reply == b"d OK FETCH completed\r\n"
     sock.close()
+
+
+def _one_worker_thread(server: Server) -> None:
+    """The loop's commands then run in one thread: a command that waited for its client would
+    stall every other session of the process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def set_executor() -> None:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
+
+    asyncio.run_coroutine_threadsafe(set_executor(), server.loop).result(10)
+
+
+def _big_messages(server: Server, count: int) -> bytes:
+    big = b"Subject: big\r\n\r\n" + b"".join(b"%0998d\r\n" % n for n in range(256))
+    for _ in range(count):
+        server.deliver(big)
+    return big
+
+
+def test_a_slow_reader_gets_every_byte_and_holds_no_worker_thread(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A FETCH larger than the socket takes at once: the command's thread writes what the
+    socket takes (server.imapd._stream), the loop's transport buffers the rest; meanwhile
+    another session's commands still run in the process's only worker thread."""
+    from sealmail.server import imapd
+
+    partial: list[int] = []
+
+    def recording(fd: int, data: bytes) -> int:
+        sent = write(fd, data)
+        if sent < len(data):
+            partial.append(sent)
+        return sent
+
+    write = imapd._write_nonblocking
+    monkeypatch.setattr(imapd, "_write_nonblocking", recording)
+    server = start(allowplaintext="yes")
+    big = _big_messages(server, 64)  # 16 MiB
+    _one_worker_thread(server)
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    sock.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
+    other = server.login()  # while the first client reads nothing
+    other.select("INBOX")
+    size = other.uid("FETCH", "64", "(RFC822.SIZE)")[1]
+    assert size == [b"64 (UID 64 RFC822.SIZE %d)" % len(big)]
+    other.logout()
+    assert partial, "the socket took 16 MiB at once: the test proves nothing"
+    reader = sock.makefile("rb")
+    for n in range(1, 65):
+        head = reader.readline()
+        assert head == b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (n, n, len(big)), head
+        assert reader.read(len(big)) == big
+        assert reader.readline() == b")\r\n"
+    assert reader.readline() == b"c OK UID FETCH completed\r\n"
+    sock.close()
+
+
+def test_a_client_gone_mid_fetch_leaves_no_descriptor(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes")
+    _big_messages(server, 32)
+    _one_worker_thread(server)
+    warm = server.login()  # the worker thread opens its index connection
+    warm.select("INBOX")
+    warm.logout()
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        sock, say = raw_session(server)
+        say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+        say(b"b SELECT INBOX\r\n")
+        sock.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        os.close(sock.detach())  # a reset, with the command still writing (say's file
+        # would keep the socket open)
+    other = server.login()
+    other.select("INBOX")
+    assert other.noop()[0] == "OK"
+    other.logout()
+    deadline = time.monotonic() + 10
+    while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
+
+
+def test_a_client_that_stops_reading_is_logged_out(start) -> None:  # type: ignore[no-untyped-def]
+    """The autologout timer also ends a session whose client stops reading our output."""
+    server = start(allowplaintext="yes")
+    _big_messages(server, 64)
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    server.service.timeout = 0.5
+    sock.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
+    time.sleep(0.2)
+    assert len(server.service.sessions) == 1
+    deadline = time.monotonic() + 10
+    while server.service.sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.service.sessions
+    sock.close()
+
+
+def test_a_large_fetch_over_tls_goes_through_the_loop(start) -> None:  # type: ignore[no-untyped-def]
+    server = start()
+    big = _big_messages(server, 8)
+    client = server.client()
+    client.starttls(server.tls_context())
+    client.login("alice", PASSWORD)
+    client.select("INBOX")
+    _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    assert [item[1] for item in data[::2]] == [big] * 8
+    client.logout()
