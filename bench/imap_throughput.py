@@ -5,7 +5,9 @@ servers stay up, and Python's imaplib times, on one connection per server, each 
 SELECT, FETCH 1:* (FLAGS UID), UID FETCH of full bodies, SEARCH on a header, and STORE of a flag
 on every message. The timed calls alternate between the two servers (sealmail first in one
 round, Dovecot first in the next), so whatever else the machine does slows both alike. Prints
-operations/s per server (repeats / time spent in them) and the ratios sealmail/Dovecot.
+operations/s per server (repeats / time spent in them), the ratios sealmail/Dovecot, and the CPU
+time the serving process spent per operation (from /proc; the connection's process found with
+`ss`): where the client's own parsing bounds a row, that is where the servers differ.
 
     python bench/imap_throughput.py [-n MESSAGES] [-r REPEATS]
 
@@ -15,14 +17,17 @@ Run as root (Dovecot drops to its own users). See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import imaplib
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -113,26 +118,57 @@ def connect(port: int) -> imaplib.IMAP4:
     return client
 
 
+def serving_processes(client: imaplib.IMAP4) -> list[int]:
+    """The processes holding the server's end of this client's connection (Dovecot: the imap
+    process its login process handed the connection to)."""
+    port = client.sock.getsockname()[1]
+    listing = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return sorted({int(pid) for pid in re.findall(r"pid=(\d+)", listing)})
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """Time these processes (all their threads) have run on a CPU so far: the scheduler's
+    nanosecond count, since one call can take less than a clock tick of /proc/PID/stat."""
+    nanoseconds = 0
+    for pid in pids:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError), open(
+                f"/proc/{pid}/task/{thread}/schedstat"
+            ) as schedstat:
+                nanoseconds += int(schedstat.read().split()[0])
+    return nanoseconds / 1e9
+
+
 def timed(client: imaplib.IMAP4, name: str) -> float:
     began = time.perf_counter()
-    typ, _ = OPERATIONS[name](client)  # type: ignore[misc]
+    typ, _ = cast(tuple[str, object], OPERATIONS[name](client))
     spent = time.perf_counter() - began
     assert typ == "OK", (name, typ)
     return spent
 
 
-def measure(ports: dict[str, int], repeats: int) -> dict[str, dict[str, float]]:
-    """ops/s per server and operation; the servers take turns call by call."""
+def measure(
+    ports: dict[str, int], repeats: int
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """(ops/s, server CPU ms per operation) per server and operation; the servers take turns
+    call by call."""
     clients = {server: connect(port) for server, port in ports.items()}
+    serving = {server: serving_processes(client) for server, client in clients.items()}
     order = list(clients)
-    results: dict[str, dict[str, float]] = {server: {} for server in clients}
+    results: dict[str, dict[str, tuple[float, float]]] = {server: {} for server in clients}
     for name in OPERATIONS:
         spent = dict.fromkeys(clients, 0.0)
+        cpu = dict.fromkeys(clients, 0.0)
         for round_number in range(repeats):
             for server in order if round_number % 2 == 0 else reversed(order):
+                before = cpu_seconds(serving[server])
                 spent[server] += timed(clients[server], name)
+                cpu[server] += cpu_seconds(serving[server]) - before
         for server in clients:
-            results[server][name] = repeats / spent[server]
+            results[server][name] = (repeats / spent[server], 1000 * cpu[server] / repeats)
     for client in clients.values():
         client.logout()
     return results
@@ -153,10 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         dovecot_server(root, args.n) as theirs,
     ):
         results = measure({"sealmail": ours, "dovecot": theirs}, args.r)
-    print(f"{'operation':24} {'sealmail/s':>11} {'dovecot/s':>11} {'ratio':>7}")
+    print(f"{'operation':24} {'sealmail/s':>11} {'dovecot/s':>11} {'ratio':>7}"
+          f"   server CPU ms/op: {'sealmail':>8} {'dovecot':>8}")
     for name in OPERATIONS:
-        ours, theirs = results["sealmail"][name], results["dovecot"][name]
-        print(f"{name:24} {ours:11.1f} {theirs:11.1f} {ours / theirs:6.2f}x")
+        (our_rate, our_cpu), (their_rate, their_cpu) = (results["sealmail"][name],
+                                                        results["dovecot"][name])
+        print(f"{name:24} {our_rate:11.1f} {their_rate:11.1f} {our_rate / their_rate:6.2f}x"
+              f"   {'':17}{our_cpu:8.2f} {their_cpu:8.2f}")
     return 0
 
 
