@@ -643,14 +643,11 @@ def test_fetch_after_another_sessions_expunge(start) -> None:  # type: ignore[no
 
 
 def _one_worker_thread(server: Server) -> None:
-    """The loop's commands then run in one thread: a command that waited for its client would
-    stall every other session of the process."""
+    """The service's commands then run in one thread: a command that waited for its client
+    would stall every other session of the process."""
     from concurrent.futures import ThreadPoolExecutor
 
-    async def set_executor() -> None:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
-
-    asyncio.run_coroutine_threadsafe(set_executor(), server.loop).result(10)
+    server.service.executor = ThreadPoolExecutor(1)
 
 
 def _big_messages(server: Server, count: int) -> bytes:
@@ -660,12 +657,15 @@ def _big_messages(server: Server, count: int) -> bytes:
     return big
 
 
-def test_a_slow_reader_gets_every_byte_and_holds_no_worker_thread(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A FETCH larger than the socket takes at once: the command's thread writes what the
-    socket takes (server.imapd._stream), the loop's transport buffers the rest; meanwhile
-    another session's commands still run in the process's only worker thread."""
+    socket takes (server.imapd._stream), the loop's transport buffers the rest, but never much
+    more than STREAM_BUFFER: the command waits for the client (in its thread; another
+    session's commands still run meanwhile)."""
+    from sealmail.imap import fetching
     from sealmail.server import imapd
 
+    monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 4))  # batches of at most 1 MiB here
     partial: list[int] = []
 
     def recording(fd: int, data: bytes) -> int:
@@ -676,20 +676,39 @@ def test_a_slow_reader_gets_every_byte_and_holds_no_worker_thread(start, monkeyp
 
     write = imapd._write_nonblocking
     monkeypatch.setattr(imapd, "_write_nonblocking", recording)
+    connections: list[imapd.ImapConnection] = []
+    init = imapd.ImapConnection.__init__
+
+    def remember(self: imapd.ImapConnection, *args: object) -> None:
+        init(self, *args)  # type: ignore[arg-type]
+        connections.append(self)
+
+    monkeypatch.setattr(imapd.ImapConnection, "__init__", remember)
     server = start(allowplaintext="yes")
     big = _big_messages(server, 64)  # 16 MiB
-    _one_worker_thread(server)
-    sock, say = raw_session(server)
-    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
-    say(b"b SELECT INBOX\r\n")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", server.port))
+    sock.settimeout(10)
+    reader = sock.makefile("rb")
+    reader.readline()
+    for line in (b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n', b"b SELECT INBOX\r\n"):
+        sock.sendall(line)
+        while not reader.readline().startswith(line[:2]):
+            pass
     sock.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
     other = server.login()  # while the first client reads nothing
     other.select("INBOX")
     size = other.uid("FETCH", "64", "(RFC822.SIZE)")[1]
     assert size == [b"64 (UID 64 RFC822.SIZE %d)" % len(big)]
     other.logout()
+    buffered = 0
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        buffered = max(buffered, connections[0].writer.transport.get_write_buffer_size())
+        time.sleep(0.01)
     assert partial, "the socket took 16 MiB at once: the test proves nothing"
-    reader = sock.makefile("rb")
+    assert imapd.STREAM_BUFFER // 2 < buffered <= imapd.STREAM_BUFFER + 2 * len(big) * 4
     for n in range(1, 65):
         head = reader.readline()
         assert head == b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (n, n, len(big)), head

@@ -21,6 +21,8 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
 from sealmail.config.hosts_access import HostsAccess
@@ -63,8 +65,10 @@ from sealmail.store.api import MessageStore
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.imapd")
+_T = TypeVar("_T")
 
 SASL_SERVICE = "imap"
+STREAM_BUFFER = 1024 * 1024  # output a FETCH may have waiting for its client, beyond the kernel's
 TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
 IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
 
@@ -144,6 +148,9 @@ class ImapService:
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = asyncio.Event()
+        # Commands and SASL steps (the store blocks). More threads than CPUs: a FETCH whose
+        # client reads slowly waits in its thread (`ImapConnection._stream`), using no CPU.
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap")
 
     def drain(self) -> None:
         """The daemon is stopping: sessions waiting for a command get BYE and end now, one
@@ -160,6 +167,7 @@ class ImapService:
         return Limits(max_append_size=size)
 
     def close(self) -> None:
+        self.executor.shutdown(wait=True)
         if self.owns_store:
             self.owns_store = False
             self.store.close()
@@ -234,6 +242,11 @@ class ImapConnection:
         self._direct_fd: int | None = None
         self._read_task: asyncio.Task[bytes] | None = None
 
+    async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.service.executor, function, *args
+        )
+
     # -- capabilities -------------------------------------------------------------------------
 
     def _mechanisms(self) -> tuple[str, ...]:
@@ -261,18 +274,20 @@ class ImapConnection:
             if self.compression is not None:
                 data = self.compression.deflate(data)
             self.writer.write(data)
-            if not self.writer.transport.get_write_buffer_size():
-                await self.writer.drain()  # only raises, should the connection be lost
-                return
-            try:
-                async with asyncio.timeout(self.service.timeout):
-                    await self.writer.drain()
-            except TimeoutError:
-                # The autologout timer covers a client that stops reading our output too (as
-                # Dovecot's "inactivity in reading our output"): it would hold the session.
-                log.info("%s: autologout: not reading our output, %s", self.session_id,
-                         self.client)
-                raise ConnectionError("client not reading") from None
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if not self.writer.transport.get_write_buffer_size():
+            await self.writer.drain()  # only raises, should the connection be lost
+            return
+        try:
+            async with asyncio.timeout(self.service.timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            # The autologout timer covers a client that stops reading our output too (as
+            # Dovecot's "inactivity in reading our output"): it would hold the session.
+            log.info("%s: autologout: not reading our output, %s", self.session_id, self.client)
+            raise ConnectionError("client not reading") from None
 
     def _send(self, responses: Iterable[Response]) -> None:
         for response in responses:
@@ -287,11 +302,12 @@ class ImapConnection:
         On a plain connection whose earlier output has all reached the kernel (`_direct`), this
         thread writes them to the socket itself, as a process-per-connection server does: a
         hand-off to the event loop costs two thread wake-ups per batch, on a small machine as
-        much CPU as the reads of the files. It never waits for the client: what the socket does
-        not take at once goes to the loop's transport (which buffers it), and so does the rest
-        of the command. TLS and COMPRESS keep their state in the loop: always through it, and
-        this thread waits until the loop has written (not drained: a slow client must not hold
-        a worker thread), which keeps it off the CPU the client needs meanwhile.
+        much CPU as the reads of the files. What the socket does not take at once goes to the
+        loop's transport, and so does the rest of the command; TLS and COMPRESS keep their
+        state in the loop, so their output always goes through it. This thread then waits until
+        the loop has written, and, once more than STREAM_BUFFER waits for the client, until the
+        client has read it (within the autologout time): a FETCH of a large mailbox never holds
+        more than that in memory, whatever the client's pace; the waiting thread uses no CPU.
         """
         if self._direct:
             self._send(responses)
@@ -316,10 +332,20 @@ class ImapConnection:
                     if self.compression is not None:
                         data = self.compression.deflate(data)
                     self.writer.write(data)
+                if self.writer.transport.get_write_buffer_size() > STREAM_BUFFER:
+                    # Memory stays bounded: the command goes on once the client has read.
+                    drained = asyncio.ensure_future(self._drain())
+                    drained.add_done_callback(lambda task: finish(task.exception()))
+                    return
             except BaseException as exc:  # handed to the command's thread, which raises it
-                failures.append(exc)
-            finally:
-                written.set()
+                finish(exc)
+                return
+            finish(None)
+
+        def finish(failure: BaseException | None) -> None:
+            if failure is not None:
+                failures.append(failure)
+            written.set()
 
         loop.call_soon_threadsafe(write)
         while not written.wait(1.0):
@@ -428,8 +454,8 @@ class ImapConnection:
                 raise _Draining
             if self.idling and self.session is not None:
                 session = self.session
-                if await asyncio.to_thread(session.has_news):
-                    self._send(await asyncio.to_thread(session.poll))
+                if await self._in_thread(session.has_news):
+                    self._send(await self._in_thread(session.poll))
                     await self._flush()
 
     async def _on_event(self, event: Event) -> None:
@@ -488,14 +514,14 @@ class ImapConnection:
             self.idling = True
             self._send([ContinuationRequest("idling")])
             assert self.session is not None
-            self._send(await asyncio.to_thread(self.session.poll))
+            self._send(await self._in_thread(self.session.poll))
         elif isinstance(command, Compress):
             await self._compress(command)
         else:
             assert self.session is not None
             self._direct = self._may_write_directly()
             try:
-                responses = await asyncio.to_thread(self.session.execute, command)
+                responses = await self._in_thread(self.session.execute, command)
             finally:
                 self._direct = False
             self._send(responses)
@@ -583,7 +609,7 @@ class ImapConnection:
             self._send([self._sasl_refusal(exc.reason, command.tag)])
             return
         message = b"\0" + command.userid.encode("utf-8") + b"\0" + command.password.encode("utf-8")
-        result = await asyncio.to_thread(mechanism.step, message)
+        result = await self._in_thread(mechanism.step, message)
         await self._finish(result, command.tag, command.userid)
 
     async def _authenticate(self, command: AuthenticateCommand) -> None:
@@ -623,7 +649,7 @@ class ImapConnection:
         if mechanism is None:
             self._send([StatusResponse("BAD", "No authentication in progress", tag=pending.tag)])
             return
-        result = await asyncio.to_thread(mechanism.step, data)
+        result = await self._in_thread(mechanism.step, data)
         if isinstance(result, Challenge):
             self._send([ContinuationRequest(challenge=result.data)])
             return
