@@ -94,7 +94,7 @@ def test_fileinto_with_flags(setup: Setup) -> None:
     assert setup.deliver() == [(250, "2.1.5")]
     [record] = setup.store.messages("user.alice.Lists")
     assert setup.count("user.alice") == 0
-    assert [f.lower() for f in record.flags] == ["\\flagged"]
+    assert record.flags == ("\\Flagged",)  # imap4flags lower-cases; the index spells it right
 
 
 def test_fileinto_missing_folder_keeps_and_create_creates(setup: Setup) -> None:
@@ -110,6 +110,20 @@ def test_fileinto_someone_elses_folder_needs_the_post_right(setup: Setup) -> Non
     setup.script('require ["fileinto"];\nfileinto "user.bob";\n')
     setup.deliver()
     assert setup.count("user.bob") == 0 and setup.count("user.alice") == 1
+
+
+def test_fileinto_a_shared_folder_sets_the_recipients_own_seen(setup: Setup) -> None:
+    """Cyrus files with the recipient's identity: a \\Seen the script sets on a folder the
+    recipient does not own is their own seen state, not everyone's (sealmail.store.seen)."""
+    setup.store.create_mailbox("shared")
+    setup.store.set_acl("shared", "alice", "lrsp")
+    setup.script('require ["fileinto", "imap4flags"];\nfileinto :flags "\\\\Seen" "shared";\n')
+    assert setup.deliver() == [(250, "2.1.5")]
+    [mailbox_state] = setup.store.messages("shared")
+    [alices] = setup.store.messages("shared", "alice")
+    [bobs] = setup.store.messages("shared", "bob")
+    assert "\\Seen" in alices.flags
+    assert "\\Seen" not in mailbox_state.flags and "\\Seen" not in bobs.flags
 
 
 def test_discard_and_reject(setup: Setup) -> None:

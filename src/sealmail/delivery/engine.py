@@ -147,6 +147,9 @@ class DeliveryEngine:
                             flags=copy.flags,
                             ignore_quota=recipients[index].ignore_quota,
                             strict_quota=self.strict_quota,
+                            # A \Seen Sieve sets on a folder the recipient does not own is
+                            # the recipient's own (as Cyrus files with their identity).
+                            reader=recipients[index].user,
                         )
                         for index, copy in batch
                     ],

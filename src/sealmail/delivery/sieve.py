@@ -20,6 +20,7 @@ from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.delivery import message as msg
 from sealmail.delivery.outbound import Outbound, OutboundError
 from sealmail.delivery.recipient import Recipient
+from sealmail.proto.imap.syntax import canonical_flag
 from sealmail.proto.smtp import Reply
 from sealmail.sieve import (
     DEFAULT_CACHE,
@@ -157,7 +158,9 @@ class SieveFilter:
         user = recipient.user
         assert user is not None
         if isinstance(action, Keep):
-            plan.copies.append(Copy(recipient.mailbox, action.flags, action.message or content))
+            plan.copies.append(
+                Copy(recipient.mailbox, _store_flags(action.flags), action.message or content)
+            )
         elif isinstance(action, FileInto):
             folder = self._folder(user, action.mailbox, create=action.create)
             if folder is None:
@@ -168,7 +171,7 @@ class SieveFilter:
                     recipient.mailbox,
                 )
                 folder = recipient.mailbox
-            plan.copies.append(Copy(folder, action.flags, action.message or content))
+            plan.copies.append(Copy(folder, _store_flags(action.flags), action.message or content))
         elif isinstance(action, (Reject, Ereject)):
             reason = " ".join(action.reason.split()) or "Message rejected"
             plan.reply = Reply(550, "5.7.1", reason[:400])
@@ -312,3 +315,9 @@ class _Tracker:
 
     def responded(self, key: str, sender: str) -> bool:
         return self.tracking.seen(self.scope, f"{key}\0{sender}")
+
+
+def _store_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """imap4flags' lower-cased flags as the index keeps them: system flags in their RFC
+    spelling (the store and IMAP compare `\\Seen` exactly); \\Recent is no flag one sets."""
+    return tuple(flag for flag in map(canonical_flag, flags) if flag != "\\Recent")
