@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sealmail.imap.conversations import ThreadedMessage, thread_by_references
-from sealmail.imap.searching import base_subject
 from sealmail.proto.imap import response
 from sealmail.proto.imap.response import ThreadNode
+from sealmail.store.sorting import base_subject
 
 
 def msg(number: int, own: str = "", refs: str = "", reply_to: str = "", subject: str = "",

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.imap import ImapSession, SelectedMailbox, SyncOptions, UserNamespace
-from sealmail.imap.searching import base_subject
 from sealmail.proto.imap import Fetch, FetchAttribute, Search, SearchKey, SequenceSet, Store
 from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import DiskStore
 from sealmail.store.errors import InvalidMailboxName, OverQuota
+from sealmail.store.sorting import base_subject
 
 levels = st.text(
     st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="./%*\"\\!^"),

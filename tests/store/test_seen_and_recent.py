@@ -19,6 +19,7 @@ from sealmail.store.api import DeliveryTarget, flags_after
 from sealmail.store.disk import DiskStore
 from sealmail.store.errors import MailboxCorrupt, MailboxNotFound
 from sealmail.store.seen import UidSet, index_keeps_seen, with_seen
+from sealmail.store.sorting import SORT_COLUMNS
 
 MESSAGE = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 SEEN = "\\Seen"
@@ -302,6 +303,8 @@ def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfi
     index = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
     index.execute("DROP TABLE seen")
     index.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
+    for column in SORT_COLUMNS:  # what version 5 added
+        index.execute(f"ALTER TABLE header_index DROP COLUMN {column}")
     index.execute("PRAGMA user_version=3")
     index.close()
     store = DiskStore(config)

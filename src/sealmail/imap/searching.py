@@ -14,8 +14,6 @@ encodings of text parts undone); both ways use the same decoding, so they always
 from __future__ import annotations
 
 import email.utils
-import re
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -37,12 +35,13 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MessageRecord, MessageStore
-from sealmail.store.headers import decode_words, header_block, header_fields
+from sealmail.store.headers import header_block, header_fields
+from sealmail.store.sorting import SORT_KEYS, base_subject
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
 
-__all__ = ["base_subject", "search", "sort", "thread"]
+__all__ = ["search", "sort", "thread"]
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),
@@ -53,7 +52,6 @@ _FLAG_KEYS = {
 }
 
 
-_decode_words = decode_words  # RFC 2047 encoded-words decoded, best effort (never raises)
 
 
 class _Candidate:
@@ -435,19 +433,6 @@ def _search(session: ImapSession, criteria: SearchKey) -> tuple[list[int], bool]
     return found, _uses_modseq(criteria)
 
 
-def matching(session: ImapSession, criteria: SearchKey) -> tuple[list[_Candidate], bool]:
-    """The messages that match, in sequence order, and whether MODSEQ was searched."""
-    evaluation = _Search(session)
-    view = evaluation.view
-    try:
-        found = evaluation.run(criteria, view.positions([(0, view.exists)]))
-        evaluation._load_records(found)
-        candidates = [m for m in map(evaluation.candidate, found) if m is not None]
-    finally:
-        evaluation.structures.flush()
-    return candidates, _uses_modseq(criteria)
-
-
 def search(session: ImapSession, command: Search) -> list[Response]:
     found, used_modseq = _search(session, command.criteria)
     if used_modseq:
@@ -479,103 +464,48 @@ def search(session: ImapSession, command: Search) -> list[Response]:
 # -- SORT and THREAD (RFC 5256) ------------------------------------------------------------------
 
 
-_SUBJECT_LEADER = re.compile(r"^(?:\s*(?:re|fwd?)\s*(?:\[[^\]]*\]\s*)?:\s*|\s*\[[^\]]*\]\s*)",
-                             re.IGNORECASE)
-_SUBJECT_TRAILER = re.compile(r"(?:\s*\(fwd\)\s*|\s+)$", re.IGNORECASE)
-
-
-def base_subject(subject: str) -> str:
-    """RFC 5256 2.1: the subject without Re:, Fwd:, [blob] leaders and (fwd) trailers."""
-    text = " ".join(_decode_words(subject).split())
-    while True:
-        previous = text
-        text = _SUBJECT_TRAILER.sub("", text)
-        while True:
-            stripped = _SUBJECT_LEADER.sub("", text, count=1)
-            if stripped == text or not stripped:
-                break
-            text = stripped
-        if text.lower().startswith("[fwd:") and text.endswith("]"):
-            text = text[5:-1].strip()
-        if text == previous:
-            return text.casefold()
-
-
-def _first_address(m: _Candidate, field: str, display: bool) -> str:
-    values = m.header(field)
-    if not values:
-        return ""
-    name, address = email.utils.parseaddr(values[0])
-    if display and name:
-        return name.casefold()
-    return address.partition("@")[0].casefold() if not display else address.casefold()
-
-
-def _sent_or_internal(m: _Candidate) -> float:
-    values = m.header("date")
-    if values:
-        try:
-            return email.utils.parsedate_to_datetime(values[0]).timestamp()
-        except (TypeError, ValueError, IndexError):
-            pass
-    return m.record.internaldate
-
-
-_SORT_KEYS: dict[str, Callable[[_Candidate], object]] = {
-    "ARRIVAL": lambda m: m.record.internaldate,
-    "DATE": _sent_or_internal,
-    "SIZE": lambda m: m.record.size,
-    "SUBJECT": lambda m: base_subject((m.header("subject") or [""])[0]),
-    "FROM": lambda m: _first_address(m, "from", False),
-    "TO": lambda m: _first_address(m, "to", False),
-    "CC": lambda m: _first_address(m, "cc", False),
-    "DISPLAYFROM": lambda m: _first_address(m, "from", True),
-    "DISPLAYTO": lambda m: _first_address(m, "to", True),
-}
-
-
 def sort(session: ImapSession, command: Sort) -> list[Response]:
-    found, _ = matching(session, command.keys)
-    ordered = sorted(found, key=lambda m: m.seq)  # RFC 5256 3: ties keep sequence order
-    for criterion in reversed(command.criteria):
-        key_of = _SORT_KEYS.get(criterion.key)
-        if key_of is None:
+    """RFC 5256 SORT (and RFC 5957's display keys): the store orders the mailbox by its kept
+    sortable form (sealmail.store.sorting), the search picks the messages."""
+    for criterion in command.criteria:
+        if criterion.key not in SORT_KEYS:
             raise CommandFailed(f"Unknown sort key {criterion.key}", status="BAD")
-        ordered.sort(key=key_of, reverse=criterion.reverse)  # type: ignore[arg-type]
-    return [replies.sort([m.record.uid if command.uid else m.seq for m in ordered])]
+    view = session.require_selected()
+    wanted = _matching_numbers(session, command.keys)
+    ordered = session.store.sorted_uids(view.name, [(c.key, c.reverse) for c in command.criteria])
+    return [replies.sort([uid if command.uid else wanted[uid] for uid in ordered
+                          if uid in wanted])]
+
+
+def _matching_numbers(session: ImapSession, criteria: SearchKey) -> dict[int, int]:
+    """UID -> sequence number of the messages that match (the store may know of messages the
+    session was not told about yet: they are left out)."""
+    view = session.require_selected()
+    found, _ = _search(session, criteria)
+    return {view.uids[i]: i + 1 for i in found}
 
 
 def thread(session: ImapSession, command: Thread) -> list[Response]:
     """ORDEREDSUBJECT (RFC 5256 3): threads by base subject, each flat in sent-date order;
-    REFERENCES: sealmail.imap.conversations."""
-    found, _ = matching(session, command.keys)
-
-    def number(m: _Candidate) -> int:
-        return m.record.uid if command.uid else m.seq
-
+    REFERENCES: sealmail.imap.conversations. The headers come from the index
+    (sealmail.store.sorting), in mailbox order (RFC 5256 3 step 1 depends on it; Dovecot's)."""
     if command.algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
         raise CommandFailed(f"Unknown threading algorithm {command.algorithm}", status="BAD")
-    ordered = sorted(found, key=lambda m: (_sent_or_internal(m), m.seq))
+    view = session.require_selected()
+    wanted = _matching_numbers(session, command.keys)
+    messages = [
+        ThreadedMessage(f.uid if command.uid else seq, seq, f.message_id, f.references,
+                        f.in_reply_to, f.subject, f.sent)
+        for f in session.store.thread_fields(view.name)
+        if (seq := wanted.get(f.uid)) is not None
+    ]
     if command.algorithm == "REFERENCES":
-        return [replies.thread(_references(ordered, number))]
-    groups: dict[str, list[_Candidate]] = {}
-    for m in ordered:
-        groups.setdefault(base_subject((m.header("subject") or [""])[0]), []).append(m)
-    roots = []
-    for members in groups.values():
-        first, rest = members[0], members[1:]
-        roots.append((first, ThreadNode(number(first),
-                                        tuple(ThreadNode(number(r)) for r in rest))))
-    roots.sort(key=lambda pair: (_sent_or_internal(pair[0]), pair[0].seq))
+        return [replies.thread(thread_by_references(messages, base_subject))]
+    groups: dict[str, list[ThreadedMessage]] = {}
+    for m in sorted(messages, key=lambda m: (m.sent, m.seq)):
+        groups.setdefault(base_subject(m.subject), []).append(m)
+    roots = [(members[0], ThreadNode(members[0].number,
+                                     tuple(ThreadNode(r.number) for r in members[1:])))
+             for members in groups.values()]
+    roots.sort(key=lambda pair: (pair[0].sent, pair[0].seq))
     return [replies.thread([node for _, node in roots])]
-
-
-def _references(ordered: list[_Candidate], number: Callable[[_Candidate], int]
-                ) -> list[ThreadNode]:
-    """Links are made in mailbox order (RFC 5256 3 step 1 depends on the order; Dovecot's)."""
-    return thread_by_references(
-        [ThreadedMessage(number(m), m.seq, " ".join(m.header("message-id")),
-                         " ".join(m.header("references")), " ".join(m.header("in-reply-to")),
-                         (m.header("subject") or [""])[0], _sent_or_internal(m))
-         for m in sorted(ordered, key=lambda m: m.seq)],
-        base_subject)

@@ -92,6 +92,7 @@ from sealmail.store.headers import (
 from sealmail.store.index import Index, sqlite_error
 from sealmail.store.names import owner_of, parent_of, user_inbox, validate_internal
 from sealmail.store.seen import SEEN, UidSet, index_keeps_seen, with_seen
+from sealmail.store.sorting import SORT_COLUMNS, SORT_KEYS, SortFields, ThreadFields, sort_fields
 
 HEADER_NAME = "sealmail.header"
 STAGE_DIRECTORY = "stage."
@@ -209,10 +210,27 @@ class _Delivery:
     guid: str
     internaldate: float
     headers: bytes | None  # searchable form of the header (sealmail.store.headers)
+    sorting: SortFields  # sortable form (sealmail.store.sorting)
     results: list[AppendedMessage | StoreError | None]
     wake: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
 
+
+_SORT_LIST = ", ".join(SORT_COLUMNS)
+# RFC 5256 3 and RFC 5957 sort keys over `messages AS m` joined with `header_index AS h`.
+_SORT_EXPRESSIONS = {
+    "ARRIVAL": "m.internaldate",
+    "DATE": "coalesce(h.sentdate, m.internaldate)",  # RFC 5256 2.2: else the internal date
+    "SIZE": "m.size",
+    "SUBJECT": "h.base_subject",
+    "FROM": "h.from_mailbox",
+    "TO": "h.to_mailbox",
+    "CC": "h.cc_mailbox",
+    "DISPLAYFROM": "h.from_display",
+    "DISPLAYTO": "h.to_display",
+}
+assert frozenset(_SORT_EXPRESSIONS) == SORT_KEYS
+_SORT_PLACES = ", ".join("?" * len(SORT_COLUMNS))
 
 _MAILBOX_COLUMNS = (
     "id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq, acl, exists_count"
@@ -634,6 +652,7 @@ class DiskStore:
                 guid=hashlib.sha1(content).hexdigest(),
                 internaldate=self._clock() if internaldate is None else internaldate,
                 headers=searchable_form(content),
+                sorting=sort_fields(content),
                 results=results,
             )
             if any(stage is not None for stage in stages):
@@ -805,8 +824,9 @@ class DiskStore:
             ),
         )
         conn.execute(
-            "INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)",
-            (mailbox_id, uid, delivery.headers),
+            f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields, {_SORT_LIST})"
+            f" VALUES (?, ?, ?, {_SORT_PLACES})",
+            (mailbox_id, uid, delivery.headers, *delivery.sorting),
         )
         conn.execute(
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, exists_count = exists_count + 1,"
@@ -1004,32 +1024,82 @@ class DiskStore:
         matched = [uid for uid, unknown in rows if not unknown]
         return HeaderMatches(matched, [uid for uid, unknown in rows if unknown])
 
+    def sorted_uids(self, name: str, keys: Sequence[tuple[str, bool]]) -> list[int]:
+        """Every UID of `name`, ordered by `keys` ((RFC 5256 / RFC 5957 sort key, reverse),
+        most significant first); messages equal on all keys stay in UID order (RFC 5256 3).
+
+        From the sortable form in the index (sealmail.store.sorting), filled first for the
+        messages that lack it; SQLite orders the mailbox, no file is opened.
+        """
+        order = ", ".join(f"{_SORT_EXPRESSIONS[key]}{' DESC' if reverse else ''}"
+                          for key, reverse in keys)
+        mailbox_id = self._sortable(name)
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT m.uid FROM messages AS m LEFT JOIN header_index AS h"
+                " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid WHERE m.mailbox_id = ?"
+                f" ORDER BY {order}{', ' if order else ''}m.uid",
+                (mailbox_id,),
+            ).fetchall()
+        return [uid for (uid,) in rows]
+
+    def thread_fields(self, name: str) -> list[ThreadFields]:
+        """What THREAD needs of every message of `name`, in UID order (sortable form, as for
+        `sorted_uids`)."""
+        mailbox_id = self._sortable(name)
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT m.uid, ifnull(h.message_id, ''), ifnull(h.refs, ''),"
+                " ifnull(h.in_reply_to, ''), ifnull(h.subject, ''),"
+                " coalesce(h.sentdate, m.internaldate) FROM messages AS m"
+                " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+                " WHERE m.mailbox_id = ? ORDER BY m.uid",
+                (mailbox_id,),
+            ).fetchall()
+        return [ThreadFields(*row) for row in rows]
+
+    def _sortable(self, name: str) -> int:
+        """The mailbox's id, once every message has its sortable form."""
+        with self._reading() as conn:
+            row = self._require(conn, name)
+            (sortable,) = conn.execute(
+                "SELECT count(*) FROM header_index WHERE mailbox_id = ?"
+                " AND base_subject IS NOT NULL",
+                (row[0],),
+            ).fetchone()
+        if sortable != row[8]:  # exists_count
+            self._index_headers(name, row[0], self._directory(row[3], row[2]))
+        return int(row[0])
+
     def _index_headers(self, name: str, mailbox_id: int, directory: Path) -> None:
-        """Give every message of a mailbox its header_index row (a backfill after the
-        migration, or after a repair); drop rows of messages that are gone."""
+        """Give every message of a mailbox its header_index row, with its searchable and its
+        sortable form (a backfill after a migration or a repair); drop rows of messages that
+        are gone."""
         with self._reading() as conn:
             missing = [
                 (uid, filename)
                 for uid, filename in conn.execute(
-                    "SELECT uid, filename FROM messages AS m WHERE mailbox_id = ? AND NOT EXISTS"
-                    " (SELECT 1 FROM header_index AS h WHERE h.mailbox_id = m.mailbox_id"
-                    " AND h.uid = m.uid)",
+                    "SELECT m.uid, m.filename FROM messages AS m LEFT JOIN header_index AS h"
+                    " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+                    " WHERE m.mailbox_id = ? AND h.base_subject IS NULL",
                     (mailbox_id,),
                 )
             ]
-        forms: list[tuple[int, int, bytes | None, int, int]] = []
+        rows: list[tuple[object, ...]] = []
         for uid, filename in missing:
             try:
                 data = (directory / filename).read_bytes()
             except OSError:
                 continue  # searched from the file (and reported) by the caller
-            forms.append((mailbox_id, uid, searchable_form(data), mailbox_id, uid))
+            rows.append((mailbox_id, uid, searchable_form(data), *sort_fields(data), mailbox_id,
+                         uid))
         with self._index.transaction() as conn:
             # Only for messages still there: an expunge may have come in between.
             conn.executemany(
-                "INSERT OR IGNORE INTO header_index (mailbox_id, uid, fields) SELECT ?, ?, ?"
+                f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields, {_SORT_LIST})"
+                f" SELECT ?, ?, ?, {_SORT_PLACES}"
                 " WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?)",
-                forms,
+                rows,
             )
             conn.execute(
                 "DELETE FROM header_index WHERE mailbox_id = ?1 AND uid NOT IN"
@@ -1314,8 +1384,10 @@ class DiskStore:
                         ),
                     )
                     conn.execute(
-                        "INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields)"
-                        " SELECT ?, ?, fields FROM header_index WHERE mailbox_id = ? AND uid = ?",
+                        "INSERT OR REPLACE INTO header_index"
+                        f" (mailbox_id, uid, fields, {_SORT_LIST})"
+                        f" SELECT ?, ?, fields, {_SORT_LIST} FROM header_index"
+                        " WHERE mailbox_id = ? AND uid = ?",
                         (dst_id, new_uid, src[0], uid),
                     )
                     pairs.append((uid, new_uid))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -117,6 +117,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             recentuid INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (mailbox_id, userid)
         ) WITHOUT ROWID""",
+    ),
+    4: (
+        # IMAP SORT and THREAD from the index (sealmail.store.sorting): the sortable form of
+        # each message beside its searchable form, written with it; NULL until the first SORT
+        # or THREAD of the mailbox fills it (rows older than this version, or reconstructed).
+        "ALTER TABLE header_index ADD COLUMN sentdate REAL",
+        *(f"ALTER TABLE header_index ADD COLUMN {column} TEXT"
+          for column in ("subject", "base_subject", "from_mailbox", "from_display", "to_mailbox",
+                         "to_display", "cc_mailbox", "message_id", "refs", "in_reply_to")),
     ),
 }
 
