@@ -107,6 +107,16 @@ OPERATIONS: dict[str, Callable[[imaplib.IMAP4], object]] = {
     "SEARCH HEADER Subject": lambda c: c.search(None, "HEADER", "Subject", "topic3"),
     "STORE +FLAGS 1:*": lambda c: c.store("1:*", "+FLAGS.SILENT", "(\\Flagged)"),
 }
+# Beyond the five (`--more`): what webmail and desktop clients also send on a listing.
+MORE_OPERATIONS: dict[str, Callable[[imaplib.IMAP4], object]] = {
+    "UID SORT (DATE)": lambda c: c.uid("SORT", "(DATE)", "UTF-8", "ALL"),
+    "SORT (REVERSE ARRIVAL)": lambda c: c.sort("(REVERSE ARRIVAL)", "UTF-8", "ALL"),
+    "SORT (SUBJECT)": lambda c: c.sort("(SUBJECT)", "UTF-8", "ALL"),
+    "THREAD REFERENCES": lambda c: c.thread("REFERENCES", "UTF-8", "ALL"),
+    "FETCH 1:* ENVELOPE": lambda c: c.fetch("1:*", "(UID ENVELOPE)"),
+    "FETCH 1:* HEADER.FIELDS": lambda c: c.fetch(
+        "1:*", "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE)])"),
+}
 
 
 def connect(port: int) -> imaplib.IMAP4:
@@ -178,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10000, metavar="MESSAGES", help="default 10000")
     parser.add_argument("-r", type=int, default=10, metavar="REPEATS", help="default 10")
+    parser.add_argument("--more", action="store_true",
+                        help="also SORT, THREAD, FETCH ENVELOPE and HEADER.FIELDS of every message")
     args = parser.parse_args(argv)
     print(
         f"IMAP throughput: {args.n} messages in one INBOX, {args.r} repeats of each "
@@ -188,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sealmail_server(root, args.n) as ours,
         dovecot_server(root, args.n) as theirs,
     ):
+        if args.more:
+            OPERATIONS.update(MORE_OPERATIONS)
         results = measure({"sealmail": ours, "dovecot": theirs}, args.r)
     print(f"{'operation':24} {'sealmail/s':>11} {'dovecot/s':>11} {'ratio':>7}"
           f"   server CPU ms/op: {'sealmail':>8} {'dovecot':>8}")
