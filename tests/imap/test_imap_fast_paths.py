@@ -182,6 +182,47 @@ def test_whole_bodies_and_seen(store: DiskStore) -> None:
     assert b"line\r\n FLAGS (\\Flagged $Label1 \\Seen) MODSEQ (" in out
 
 
+ODD_HEADERS = [
+    b"Subject: folded\r\n  over two lines\r\nFrom: a@example.org\r\n\r\nbody\r\n",
+    b"subject: bare LF\nX-%d: percent\nfrom: b@example.org\n\nbody\n",
+    b"Subject: no body, no empty line\r\nTo: c@example.org",
+    b"not a field\r\n folded under it\r\nSubject: after junk\r\n\r\n",
+]
+
+
+@pytest.mark.usefixtures("chunks")
+@pytest.mark.parametrize("header_read", [40, 160, 65536])  # re-read, some re-read, none
+@pytest.mark.parametrize("items", [
+    '(UID BODY.PEEK[HEADER.FIELDS (From SUBJECT "X-%d")])',
+    "(RFC822.HEADER RFC822.SIZE FLAGS)",
+    "(BODY.PEEK[HEADER.FIELDS.NOT (To Date)]<5.20> UID)",
+    "(BODY.PEEK[HEADER] INTERNALDATE)",
+])
+def test_header_sections_render_as_the_generic_way(store: DiskStore, items: str,
+                                                    header_read: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetching, "HEADER_READ", header_read)
+    for raw in ODD_HEADERS:
+        store.deliver(raw, [DeliveryTarget("user.fred")])
+    taken: list[bool] = []
+    whole = fetching._fetch_whole_bodies
+    monkeypatch.setattr(fetching, "_fetch_whole_bodies",
+                        lambda *args: taken.append(True) or whole(*args))
+    fast = run(session_on(store, examine=True), "t FETCH 1:* " + items)
+    assert taken
+    monkeypatch.setattr(fetching, "_from_file", lambda attribute: None)
+    assert run(session_on(store, examine=True), "t FETCH 1:* " + items) == fast
+    assert fast.count(b"* ") == 32
+
+
+def test_a_header_fetch_without_peek_sets_seen(store: DiskStore) -> None:
+    session = session_on(store)
+    unseen = [r.uid for r in store.messages("user.fred") if "\\Seen" not in r.flags]
+    out = run(session, "t UID FETCH 1:* (BODY[HEADER.FIELDS (Subject)])")
+    assert out.count(b" FLAGS (") == len(unseen)  # RFC 9051 6.4.5: with the new flags
+    assert all("\\Seen" in r.flags for r in store.messages("user.fred"))
+
+
 def test_streamed_output_is_the_same_in_order(store: DiskStore,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetching, "CHUNKS", (2, 3))

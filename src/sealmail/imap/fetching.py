@@ -9,8 +9,10 @@ Three ways to answer, picked by the items asked for:
 - only UID, FLAGS, MODSEQ, INTERNALDATE, RFC822.SIZE (what clients ask of every message when
   they open a mailbox): the responses are built as octets, a column per item over the view's
   per-message lists, thousands of messages per join;
-- those plus whole-message bodies (BODY[], BODY.PEEK[], RFC822, with a partial): the same, with
-  the files read in batches and framed as literals without re-encoding;
+- those plus whole messages or their top-level header (BODY[], RFC822, BODY[HEADER],
+  BODY[HEADER.FIELDS (...)], RFC822.HEADER, PEEK or not, with a partial: what mail clients ask
+  of every message when they list a folder): the same, with the files read in batches and the
+  header cut out by one regular expression, framed as literals without re-encoding;
 - anything else (ENVELOPE, BODYSTRUCTURE, sections, BINARY): one `DataResponse` per message.
 
 Large results go to the client in chunks while the rest is produced (`ImapSession.stream_out`).
@@ -20,7 +22,7 @@ reads (RFC 9051 6.4.5), and their responses then carry FLAGS (and MODSEQ with CO
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -33,13 +35,14 @@ from sealmail.proto.imap import (
     ParsedMessage,
     RenderedResponses,
     Response,
-    Section,
     SequenceSet,
     Value,
     body_structure_value,
     decode_part,
     envelope_value,
     find_part,
+    header_fields,
+    message_header,
     parse_message,
     render_value,
     section_bytes,
@@ -59,13 +62,14 @@ _NEEDS_BYTES = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "B
 # Items the index answers (no file, no parse); those needing the message record, not the view.
 _INDEX_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE"})
 _RECORD_ITEMS = frozenset({"INTERNALDATE", "RFC822.SIZE"})
-_WHOLE = Section()
 # Messages per chunk handed to the client while the rest is built: small first, so the first
 # octets leave at once and the client works while the server does, then larger ones.
 CHUNKS = (256, 1024, 4096)
 # Files read per chunk when whole messages are sent: small, so the client starts at once and
 # never waits long (bench/imap_throughput.py, 100 bodies of 3 KiB: best of 4..100 per chunk).
 BODY_CHUNKS = (8, 28)
+# Octets read from the start of each file when only headers are fetched.
+HEADER_READ = 64 * 1024
 
 
 def internaldate_text(timestamp: float) -> str:
@@ -284,7 +288,7 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
     job = _Job(session, view, attributes, positions, seen_now)
     if all(a.name in _INDEX_ITEMS for a in attributes) and not seen_now:
         return _fetch_index_items(job, out)
-    if all(a.name in _INDEX_ITEMS or _is_whole_body(a) for a in attributes):
+    if all(a.name in _INDEX_ITEMS or _from_file(a) is not None for a in attributes):
         return _fetch_whole_bodies(job, out)
     return _fetch_generic(job, out)
 
@@ -315,8 +319,28 @@ def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int])
     return {record.uid for record in update.records}
 
 
-def _is_whole_body(attribute: FetchAttribute) -> bool:
-    return attribute.name == "RFC822" or (attribute.name == "BODY" and attribute.section == _WHOLE)
+def _from_file(attribute: FetchAttribute) -> Callable[[bytes], bytes] | None:
+    """How to cut the item from the message's bytes without its parse (whole message and
+    top-level header sections, as `_item` answers them), or None."""
+    name, section = attribute.name, attribute.section
+    if name == "RFC822":
+        return _whole
+    if name == "RFC822.HEADER":
+        return message_header
+    if name != "BODY" or section is None or section.part:
+        return None
+    if section.text is None:
+        return _whole
+    if section.text == "HEADER":
+        return message_header
+    if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        names, exclude = section.fields, section.text == "HEADER.FIELDS.NOT"
+        return lambda raw: header_fields(message_header(raw), names, exclude)
+    return None
+
+
+def _whole(raw: bytes) -> bytes:
+    return raw
 
 
 _FORMATS = {
@@ -373,26 +397,41 @@ def _fetch_index_items(job: _Job, out: list[Response]) -> list[Response]:
 
 
 def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
-    """Index items and whole messages: each file read once, framed as a literal as it is."""
+    """Index items and whole messages or their header: each file read once, what is asked
+    cut from it (`_from_file`) and framed as a literal as it is."""
     view = job.view
     needs_records = any(a.name in _RECORD_ITEMS for a in (*job.attributes, *job.extra))
-    # What to write for each item, worked out once: (name, literal head or None, partial).
+    # What to write for each item, worked out once: (name, literal head, how to cut it from
+    # the message's bytes, partial); no head, cut or partial for index items.
     plain = [_body_item(a) for a in job.attributes]
     seen = plain + [_body_item(a) for a in job.extra]
     rendered_flags = job.rendered_flags
+    # Headers only: the start of each file is enough (a message of many megabytes is not
+    # read for its header), unless its header goes on past it.
+    limit = None if any(cut is _whole for _, _, cut, _ in seen) else HEADER_READ
     # One index query for all; the files are read batch by batch as the iterator is drawn.
-    everything = job.store.message_contents(view.name, [view.uids[i] for i in job.positions])
+    everything = job.store.message_contents(
+        view.name, [view.uids[i] for i in job.positions], limit)
     for batch in _chunks(job.positions, body=True):
         uids = [view.uids[i] for i in batch]
         contents = [next(everything) for _ in batch]
         records = job.records(uids) if needs_records else {}
         pieces: list[bytes] = []  # joined once per batch: the bodies are copied once
         for i, uid, raw in zip(batch, uids, contents, strict=True):
+            if raw is None:
+                continue  # expunged meanwhile: as in _fetch_index_items
+            if limit is not None and len(raw) == limit and len(message_header(raw)) == limit:
+                try:
+                    raw = job.store.message_bytes(view.name, uid)  # the header goes on past it
+                except NoSuchMessage:
+                    continue
             pieces.append(b"* %d FETCH (" % (i + 1))
             separator = b""
-            for name, head, partial in (seen if uid in job.seen_now else plain):
-                if head is not None:
-                    data = raw if partial is None else raw[partial[0] : partial[0] + partial[1]]
+            for name, head, cut, partial in (seen if uid in job.seen_now else plain):
+                if cut is not None:
+                    data = cut(raw)
+                    if partial is not None:
+                        data = data[partial[0] : partial[0] + partial[1]]
                     pieces += (separator, head % len(data), data)
                 elif name == "UID":
                     pieces += (separator, b"UID %d" % uid)
@@ -414,10 +453,14 @@ def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
     return out
 
 
-def _body_item(attribute: FetchAttribute) -> tuple[str, bytes | None, tuple[int, int] | None]:
-    if _is_whole_body(attribute):
-        return attribute.name, attribute.response_name() + b" {%d}\r\n", attribute.partial
-    return attribute.name, None, None
+def _body_item(attribute: FetchAttribute
+               ) -> tuple[str, bytes, Callable[[bytes], bytes] | None, tuple[int, int] | None]:
+    cut = _from_file(attribute)
+    if cut is not None:
+        # A quoted field name may hold "%": the head is a %-format for the literal's length.
+        head = attribute.response_name().replace(b"%", b"%%") + b" {%d}\r\n"
+        return attribute.name, head, cut, attribute.partial
+    return attribute.name, b"", None, None
 
 
 def _fetch_generic(job: _Job, out: list[Response]) -> list[Response]:

@@ -890,19 +890,28 @@ class DiskStore:
         except OSError as exc:
             raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
 
-    def message_contents(self, name: str, uids: Sequence[int]) -> Iterator[bytes]:
+    def message_contents(
+        self, name: str, uids: Sequence[int], limit: int | None = None
+    ) -> Iterator[bytes | None]:
         """The bytes of several messages, in the order of `uids`, read as the caller iterates:
         one index query first, then one open and read per file (FETCH of many bodies, which
-        sends each batch while reading the next). NoSuchMessage if one is gone."""
+        sends each batch while reading the next). With `limit`, at most that many octets from
+        the start of each (a FETCH of headers). None for a UID the mailbox no longer has
+        (another session expunged it: RFC 2180 4.1.1 leaves it out of the FETCH)."""
         with self._reading() as conn:
             row = self._require(conn, name)
             files = {uid: (filename, size) for uid, filename, size
                      in _rows_for(conn, "uid, filename, size", row[0], uids)}
-        return self._read_messages(name, self._directory(row[3], row[2]), uids, files)
+        return self._read_messages(name, self._directory(row[3], row[2]), uids, files, limit)
 
     def _read_messages(
-        self, name: str, directory: Path, uids: Sequence[int], files: dict[int, tuple[str, int]]
-    ) -> Iterator[bytes]:
+        self,
+        name: str,
+        directory: Path,
+        uids: Sequence[int],
+        files: dict[int, tuple[str, int]],
+        limit: int | None = None,
+    ) -> Iterator[bytes | None]:
         try:
             directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -911,9 +920,10 @@ class DiskStore:
             for uid in uids:
                 file = files.get(uid)
                 if file is None:
-                    raise NoSuchMessage(f"no message with UID {uid} in {name!r}")
+                    yield None
+                    continue
                 try:
-                    data = _read_file(file[0], directory_fd, file[1])
+                    data = _read_file(file[0], directory_fd, file[1], limit)
                 except FileNotFoundError:
                     raise MailboxCorrupt(
                         f"{name}: file of UID {uid} is missing; run reconstruct"
@@ -1654,11 +1664,13 @@ def _rows_for(
     return [r for r in rows if r[0] in keep]
 
 
-def _read_file(filename: str, directory_fd: int, size: int) -> bytes:
+def _read_file(filename: str, directory_fd: int, size: int, limit: int | None = None) -> bytes:
     """A whole file of the size the index says: one open, one read (more only if the size was
-    wrong: reconstruct fixes that), one close."""
+    wrong: reconstruct fixes that), one close. With `limit`, at most that many octets."""
     fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory_fd)
     try:
+        if limit is not None and size > limit:
+            return os.read(fd, limit)
         data = os.read(fd, size + 1)
         if len(data) == size:
             return data

@@ -16,7 +16,12 @@ from sealmail.proto.imap import (
     render_value,
     section_bytes,
 )
-from sealmail.proto.imap.mime import header_fields, parse_address_list
+from sealmail.proto.imap.mime import (
+    _split_header,
+    header_fields,
+    message_header,
+    parse_address_list,
+)
 
 SIMPLE = (
     b"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\r\n"
@@ -245,3 +250,28 @@ def test_never_raises_and_offsets_are_sane(raw: bytes) -> None:
         stack.extend(part.children)
         if part.message is not None:
             stack.append(part.message.body)
+
+
+header_pieces = st.sampled_from([
+    b"From: a@b\r\n", b"from :x\n", b"To: c\r\n", b" folded\r\n", b"\tfolded\n", b"no colon\r\n",
+    b"Subject: s", b"\r\n", b"\n", b"\r", b"\r\r\n", b" ", b"X-Other: \xff\r\n", b":empty name\r\n",
+    b"Bad Name: v\r\n", b"Received: from x\r\n", b"body\r\n",
+])
+FIELD_NAMES = st.lists(st.sampled_from(["FROM", "to", "Subject", "received", "x-other", "Bad"]),
+                       max_size=4).map(tuple)
+
+
+@settings(max_examples=400)
+@given(st.one_of(st.binary(max_size=200), st.lists(header_pieces, max_size=30).map(b"".join)),
+       FIELD_NAMES, st.booleans())
+def test_fields_and_header_as_the_parser_reads_them(raw: bytes, names: tuple[str, ...],
+                                                    exclude: bool) -> None:
+    """The one-regex readers answer what the parser's own reading (`_split_header`) gives."""
+    body = parse_message(raw).body
+    header = section_bytes(raw, body, (), "HEADER")
+    assert header is not None and message_header(raw) == header
+    fields, _ = _split_header(header, 0, len(header))
+    wanted = {n.lower() for n in names}
+    kept = [header[s:e] for key, _, s, e in fields if (key in wanted) != exclude]
+    assert header_fields(header, names, exclude) == b"".join(
+        part if part.endswith(b"\n") else part + b"\r\n" for part in kept) + b"\r\n"

@@ -110,6 +110,8 @@ from sealmail.proto.imap.mime import (
     ParsedMessage,
     decode_part,
     find_part,
+    header_fields,
+    message_header,
     parse_message,
     section_bytes,
 )
@@ -233,6 +235,8 @@ __all__ = [
     "decode_part",
     "envelope_value",
     "find_part",
+    "header_fields",
+    "message_header",
     "next_state",
     "parse_command",
     "parse_message",
