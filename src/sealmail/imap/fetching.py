@@ -39,7 +39,6 @@ from sealmail.proto.imap import (
     Value,
     body_structure_value,
     decode_part,
-    envelope_value,
     find_part,
     header_fields,
     message_header,
@@ -179,7 +178,7 @@ def _item(message: _Message, attribute: FetchAttribute) -> Value:
     if name == "MODSEQ":
         return [record.modseq]
     if name == "ENVELOPE":
-        return envelope_value(message.parsed.envelope)
+        return message.parsed.envelope  # rendered as ENVELOPE (render_envelope)
     if name == "BODYSTRUCTURE":
         return body_structure_value(message.parsed.body, extensible=True)
     if name == "BODY" and attribute.section is None:
@@ -412,7 +411,7 @@ def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
     # One index query for all; the files are read batch by batch as the iterator is drawn.
     everything = job.store.message_contents(
         view.name, [view.uids[i] for i in job.positions], limit)
-    for batch in _chunks(job.positions, body=True):
+    for batch in _chunks(job.positions, body=limit is None):  # headers: larger batches
         uids = [view.uids[i] for i in batch]
         contents = [next(everything) for _ in batch]
         records = job.records(uids) if needs_records else {}

@@ -13,6 +13,7 @@ from sealmail.proto.imap import (
     envelope_value,
     find_part,
     parse_message,
+    render_envelope,
     render_value,
     section_bytes,
 )
@@ -257,7 +258,8 @@ header_pieces = st.sampled_from([
     b"Subject: s", b"\r\n", b"\n", b"\r", b"\r\r\n", b" ", b"X-Other: \xff\r\n", b":empty name\r\n",
     b"Bad Name: v\r\n", b"Received: from x\r\n", b"body\r\n",
 ])
-FIELD_NAMES = st.lists(st.sampled_from(["FROM", "to", "Subject", "received", "x-other", "Bad"]),
+FIELD_NAMES = st.lists(st.sampled_from(["FROM", "to", "Subject", "received", "x-other", "Bad",
+                                        "Bad Name", "x.*", "", "é"]),
                        max_size=4).map(tuple)
 
 
@@ -275,3 +277,21 @@ def test_fields_and_header_as_the_parser_reads_them(raw: bytes, names: tuple[str
     kept = [header[s:e] for key, _, s, e in fields if (key in wanted) != exclude]
     assert header_fields(header, names, exclude) == b"".join(
         part if part.endswith(b"\n") else part + b"\r\n" for part in kept) + b"\r\n"
+
+
+address_pieces = st.sampled_from([
+    b"From: \"Last, First\" <a@b>, c@d\r\n", b"To: group: x@y, \"q\\\"t\" <z@w>;\r\n",
+    b"Cc: =?utf-8?q?caf=C3=A9?= <e@f>\r\n", b"Sender: \xc3\xa9t\xc3\xa9 <s@t>\r\n",
+    b"Reply-To: <@route:u@v>\r\n", b"Subject: line\r\n folded \"quoted\"\r\n",
+    b"Subject: \xff\xfe raw\r\n", b"Date: x\r\n", b"Message-ID: <m@x>\r\n", b"Bcc: \r\n",
+    b"In-Reply-To: <a\x00b@c>\r\n", b"\r\n",
+])
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.lists(address_pieces, max_size=12).map(b"".join),
+                 st.lists(mime_pieces, max_size=30).map(b"".join)), st.booleans())
+def test_render_envelope_is_the_generic_rendering(raw: bytes, utf8: bool) -> None:
+    envelope = parse_message(raw).envelope
+    assert render_envelope(envelope, utf8) == render_value(envelope_value(envelope), utf8)
+    assert render_value(envelope, utf8) == render_envelope(envelope, utf8)

@@ -132,6 +132,7 @@ from sealmail.proto.imap.response import (
     body_structure_value,
     envelope_value,
     render,
+    render_envelope,
     render_value,
 )
 from sealmail.proto.imap.search import SUPPORTED_CHARSETS, SearchKey
@@ -242,6 +243,7 @@ __all__ = [
     "parse_message",
     "peek_command",
     "render",
+    "render_envelope",
     "render_value",
     "section_bytes",
 ]

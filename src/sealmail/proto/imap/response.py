@@ -61,6 +61,7 @@ __all__ = [
     "quotaroot",
     "recent",
     "render",
+    "render_envelope",
     "render_value",
     "search",
     "sort",
@@ -96,7 +97,11 @@ class Adjacent:
     items: tuple[Value, ...]
 
 
-Value = Union[None, int, str, bytes, Atom, AString, Literal, Adjacent, Sequence["Value"]]  # noqa: UP007
+# An Envelope renders as ENVELOPE (`render_envelope`): FETCH ENVELOPE of a whole folder would
+# otherwise build and walk a tree of some forty values per message.
+Value = Union[  # noqa: UP007
+    None, int, str, bytes, Atom, AString, Literal, Adjacent, Envelope, Sequence["Value"]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,8 @@ def render_value(value: Value, utf8: bool = False) -> bytes:
         return prefix + str(len(value.value)).encode() + b"}\r\n" + value.value
     if isinstance(value, Adjacent):
         return b"".join(render_value(item, utf8) for item in value.items)
+    if isinstance(value, Envelope):
+        return render_envelope(value, utf8)
     return b"(" + b" ".join(render_value(item, utf8) for item in value) + b")"
 
 
@@ -437,6 +444,34 @@ def envelope_value(envelope: Envelope) -> Value:
         envelope.in_reply_to,
         envelope.message_id,
     ]
+
+
+def render_envelope(envelope: Envelope, utf8: bool = False) -> bytes:
+    """`render_value(envelope_value(envelope), utf8)`, written directly."""
+
+    def nstring(value: str | None) -> bytes:
+        return b"NIL" if value is None else render_string(value, utf8)
+
+    def addresses(items: tuple[Address, ...]) -> bytes:
+        if not items:
+            return b"NIL"
+        return b"(" + b"".join(
+            b"(" + b" ".join((nstring(a.name), nstring(a.adl), nstring(a.mailbox),
+                              nstring(a.host))) + b")"
+            for a in items) + b")"
+
+    return b"(" + b" ".join((
+        nstring(envelope.date),
+        nstring(envelope.subject),
+        addresses(envelope.from_),
+        addresses(envelope.sender or envelope.from_),
+        addresses(envelope.reply_to or envelope.from_),
+        addresses(envelope.to),
+        addresses(envelope.cc),
+        addresses(envelope.bcc),
+        nstring(envelope.in_reply_to),
+        nstring(envelope.message_id),
+    )) + b")"
 
 
 def _params(params: tuple[tuple[str, str], ...]) -> Value:
