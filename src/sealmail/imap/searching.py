@@ -473,8 +473,9 @@ def sort(session: ImapSession, command: Sort) -> list[Response]:
     view = session.require_selected()
     wanted = _matching_numbers(session, command.keys)
     ordered = session.store.sorted_uids(view.name, [(c.key, c.reverse) for c in command.criteria])
-    return [replies.sort([uid if command.uid else wanted[uid] for uid in ordered
-                          if uid in wanted])]
+    if command.uid:
+        return [replies.sort([uid for uid in ordered if uid in wanted])]
+    return [replies.sort([wanted[uid] for uid in ordered if uid in wanted])]
 
 
 def _matching_numbers(session: ImapSession, criteria: SearchKey) -> dict[int, int]:

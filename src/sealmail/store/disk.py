@@ -1041,45 +1041,40 @@ class DiskStore:
         From the sortable form in the index (sealmail.store.sorting), filled first for the
         messages that lack it; SQLite orders the mailbox, no file is opened.
         """
-        order = ", ".join(f"{_SORT_EXPRESSIONS[key]}{' DESC' if reverse else ''}"
-                          for key, reverse in keys)
-        mailbox_id = self._sortable(name)
-        with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT m.uid FROM messages AS m LEFT JOIN header_index AS h"
-                " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid WHERE m.mailbox_id = ?"
-                f" ORDER BY {order}{', ' if order else ''}m.uid",
-                (mailbox_id,),
-            ).fetchall()
-        return [uid for (uid,) in rows]
+        order = "".join(f"{_SORT_EXPRESSIONS[key]}{' DESC' if reverse else ''}, "
+                        for key, reverse in keys)
+        rows = self._sortable(
+            name,
+            "SELECT m.uid, h.base_subject IS NULL FROM messages AS m LEFT JOIN header_index AS h"
+            " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid WHERE m.mailbox_id = ?"
+            f" ORDER BY {order}m.uid",
+        )
+        return [row[0] for row in rows]
 
     def thread_fields(self, name: str) -> list[ThreadFields]:
         """What THREAD needs of every message of `name`, in UID order (sortable form, as for
         `sorted_uids`)."""
-        mailbox_id = self._sortable(name)
-        with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT m.uid, ifnull(h.message_id, ''), ifnull(h.refs, ''),"
-                " ifnull(h.in_reply_to, ''), ifnull(h.subject, ''),"
-                " coalesce(h.sentdate, m.internaldate) FROM messages AS m"
-                " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-                " WHERE m.mailbox_id = ? ORDER BY m.uid",
-                (mailbox_id,),
-            ).fetchall()
-        return [ThreadFields(*row) for row in rows]
+        rows = self._sortable(
+            name,
+            "SELECT m.uid, h.base_subject IS NULL, ifnull(h.message_id, ''), ifnull(h.refs, ''),"
+            " ifnull(h.in_reply_to, ''), ifnull(h.subject, ''),"
+            " coalesce(h.sentdate, m.internaldate) FROM messages AS m"
+            " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+            " WHERE m.mailbox_id = ? ORDER BY m.uid",
+        )
+        return [ThreadFields(row[0], *row[2:]) for row in rows]
 
-    def _sortable(self, name: str) -> int:
-        """The mailbox's id, once every message has its sortable form."""
-        with self._reading() as conn:
-            row = self._require(conn, name)
-            (sortable,) = conn.execute(
-                "SELECT count(*) FROM header_index WHERE mailbox_id = ?"
-                " AND base_subject IS NOT NULL",
-                (row[0],),
-            ).fetchone()
-        if sortable != row[8]:  # exists_count
+    def _sortable(self, name: str, query: str) -> list[tuple[Any, ...]]:
+        """The rows of `query` (its second column: whether the message lacks its sortable
+        form) once every message has its sortable form: filled first when one lacks it."""
+        for _ in range(2):
+            with self._reading() as conn:
+                row = self._require(conn, name)
+                rows = conn.execute(query, (row[0],)).fetchall()
+            if not any(row[1] for row in rows):
+                break
             self._index_headers(name, row[0], self._directory(row[3], row[2]))
-        return int(row[0])
+        return rows  # still lacking only where a file could not be read: sorted as empty
 
     def _index_headers(self, name: str, mailbox_id: int, directory: Path) -> None:
         """Give every message of a mailbox its header_index row, with its searchable and its

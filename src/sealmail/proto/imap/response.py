@@ -283,17 +283,20 @@ def status(mailbox: str, items: Mapping[str, int]) -> DataResponse:
     return DataResponse((Atom("STATUS"), AString(mailbox), pairs))
 
 
-def search(numbers: Iterable[int], modseq: int | None = None) -> DataResponse:
+def search(numbers: Iterable[int], modseq: int | None = None) -> RenderedResponses:
     """`* SEARCH n...` with RFC 7162's `(MODSEQ n)` when the search used MODSEQ."""
-    values: list[Value] = [Atom("SEARCH"), *numbers]
-    if modseq is not None:
-        values.append([Atom("MODSEQ"), modseq])
-    return DataResponse(tuple(values))
+    return _numbers(b"SEARCH", numbers, b"" if modseq is None else b" (MODSEQ %d)" % modseq)
 
 
-def sort(numbers: Iterable[int]) -> DataResponse:
+def sort(numbers: Iterable[int]) -> RenderedResponses:
     """RFC 5256 4: `* SORT n...`."""
-    return DataResponse((Atom("SORT"), *numbers))
+    return _numbers(b"SORT", numbers)
+
+
+def _numbers(name: bytes, numbers: Iterable[int], tail: bytes = b"") -> RenderedResponses:
+    """`* NAME n n n...`: a whole mailbox's numbers written at once, not as values one by one."""
+    listed = b" ".join(map(b"%d".__mod__, numbers))
+    return RenderedResponses(b"* " + name + (b" " + listed if listed else b"") + tail + b"\r\n")
 
 
 def esearch(
