@@ -25,6 +25,8 @@ from __future__ import annotations
 import email.header
 import re
 
+from sealmail.rfc5322 import message_header as header_block
+
 __all__ = [
     "FIELD_SEPARATOR",
     "INDEXED_FIELDS",
@@ -45,16 +47,7 @@ NAME_SEPARATOR = b"\x1f"
 VALUE_SEPARATOR = b"\x1d"
 LENGTH_DIGITS = 6
 _INDEXED = frozenset(INDEXED_FIELDS)
-# The header ends at the first line that is empty once its CRs are ignored (as the MIME parser
-# of sealmail.proto.imap.mime reads it); without such a line the whole message is header.
-_EMPTY_LINE = re.compile(rb"(?:\A|\n)\r*(?:\n|\Z)")
 _FOLD = re.compile(r"\n[ \t]+")
-
-
-def header_block(raw: bytes) -> bytes:
-    """The top-level header of a message, its terminating empty line included (BODY[HEADER])."""
-    match = _EMPTY_LINE.search(raw)
-    return raw if match is None else raw[: match.end()]
 
 
 def decode_words(value: str) -> str:

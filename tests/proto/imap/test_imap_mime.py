@@ -17,12 +17,8 @@ from sealmail.proto.imap import (
     render_value,
     section_bytes,
 )
-from sealmail.proto.imap.mime import (
-    _split_header,
-    header_fields,
-    message_header,
-    parse_address_list,
-)
+from sealmail.proto.imap.mime import _split_header, parse_address_list
+from sealmail.rfc5322 import header_fields, message_header
 
 SIMPLE = (
     b"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\r\n"

@@ -110,8 +110,6 @@ from sealmail.proto.imap.mime import (
     ParsedMessage,
     decode_part,
     find_part,
-    header_fields,
-    message_header,
     parse_message,
     section_bytes,
 )
@@ -138,6 +136,7 @@ from sealmail.proto.imap.response import (
 from sealmail.proto.imap.search import SUPPORTED_CHARSETS, SearchKey
 from sealmail.proto.imap.sequence import STAR, SequenceSet
 from sealmail.proto.imap.state import TRANSITIONS, ConnectionState, next_state
+from sealmail.rfc5322 import header_fields, message_header
 
 __all__ = [
     "COMMANDS",

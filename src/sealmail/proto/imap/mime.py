@@ -15,11 +15,12 @@ they are); raw 8-bit octets survive as surrogate escapes and go back on the wire
 from __future__ import annotations
 
 import binascii
-import functools
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from sealmail.rfc5322 import header_fields
 
 __all__ = [
     "Address",
@@ -38,13 +39,6 @@ __all__ = [
 MAX_DEPTH = 64  # nested multiparts / messages kept as structure; deeper parts become leaves
 MAX_PARTS = 10000  # parts per message; the rest of a multipart is left out of the structure
 _HEADER_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
-# A header field as _split_header reads it: name, colon, the rest of the line, folded lines.
-_NAME = rb"[!-9;-~]+[ \t]*:"
-_FIELD_NAME = re.compile(rb"[!-9;-~]+")
-_REST_OF_FIELD = rb"[^\n]*(?:\n[ \t][^\n]*)*\n?"
-# The header ends at the first line that is empty once its CRs are ignored; without one the
-# whole message is header.
-_HEADER_END = re.compile(rb"(?:\A|\n)\r*(?:\n|\Z)")
 _LINE = re.compile(rb"\r?\n")
 _TOKEN = re.compile(r'[^\s()<>@,;:\\"/\[\]?=]+')
 _SPECIALS = "()<>@,;:\\\".[]"
@@ -190,40 +184,6 @@ def _first(fields: list[tuple[str, bytes, int, int]], name: str) -> str | None:
         if key == name:
             return _text(value)
     return None
-
-
-def header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
-    """The fields of `header` named in `names` (or all others with `exclude`) as sent, plus the
-    empty line: BODY[HEADER.FIELDS (...)] and BODY[HEADER.FIELDS.NOT (...)] (RFC 9051 6.4.5).
-
-    One regular expression over the block finds the fields as `_split_header` reads them (a
-    line starting with a name and a colon, with the lines folded under it; other lines
-    skipped), made once per list of names: mail clients ask for the same few fields of every
-    message of a folder, and a loop per line cost more than the rest of such a FETCH.
-    """
-    kept = _fields_pattern(names, exclude).findall(header)
-    if kept and not kept[-1].endswith(b"\n"):  # only a field ending the block can lack one
-        kept[-1] += b"\r\n"
-    return b"".join(kept) + b"\r\n"
-
-
-@functools.lru_cache(maxsize=64)
-def _fields_pattern(names: tuple[str, ...], exclude: bool) -> re.Pattern[bytes]:
-    """Matches whole fields (name, colon, line, folded lines) named in `names`, compared
-    without regard to ASCII case, or, with `exclude`, every other field."""
-    encoded = (n.encode("utf-8", "replace") for n in names)
-    # A name that is not a field name ("Bad Name", quoted by the client) names no field.
-    alternatives = b"|".join(re.escape(n) for n in encoded if _FIELD_NAME.fullmatch(n)) or b"(?!)"
-    wanted = b"(?:" + alternatives + b")[ \t]*:"
-    name = b"(?!" + wanted + b")" + _NAME if exclude else wanted
-    return re.compile(b"^" + name + _REST_OF_FIELD, re.MULTILINE | re.IGNORECASE)
-
-
-def message_header(raw: bytes) -> bytes:
-    """BODY[HEADER] of a whole message (its empty line included) without parsing its
-    structure: the block `parse_message` takes as the header."""
-    match = _HEADER_END.search(raw)
-    return raw if match is None else raw[: match.end()]
 
 
 # -- parameters (RFC 2045 5.1) --------------------------------------------------------------------
