@@ -303,7 +303,7 @@ def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfi
     index = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
     index.execute("DROP TABLE seen")
     index.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
-    for column in SORT_COLUMNS:  # what version 5 added
+    for column in (*SORT_COLUMNS, "listed"):  # what versions 5 and 6 added
         index.execute(f"ALTER TABLE header_index DROP COLUMN {column}")
     index.execute("PRAGMA user_version=3")
     index.close()

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sealmail.config.imapd_conf import ImapdConfig, parse_imapd_conf
 from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import DiskStore
+from sealmail.store.headers import listed_form
 from sealmail.store.sorting import SORT_COLUMNS, SORT_KEYS, base_subject, sort_fields
 
 MESSAGES = [
@@ -100,6 +101,9 @@ def test_copy_and_expunge_carry_the_form(store: DiskStore) -> None:
     store.copy_messages("user.a", [2, 3], "user.a.Copy")
     assert store.sorted_uids("user.a.Copy", [("SUBJECT", False)]) == [1, 2]
     assert store.thread_fields("user.a.Copy")[1].references == "<1@x> <2@x>"
+    listed = store.listed_headers("user.a.Copy", [1, 2, 3])  # the listed fields go along
+    assert listed == {1: listed_form(MESSAGES[1]), 2: listed_form(MESSAGES[2])}
+    assert listed[1].startswith(b"Date: Wed, 25 Nov 2026 08:00:00 +0000\r\nSubject: alpha\r\n")
     store.expunge("user.a", [2])
     assert store.sorted_uids("user.a", [("DATE", False)]) == [3, 4, 1]
     assert _sql(store, "SELECT count(*) FROM header_index WHERE base_subject IS NULL") == [(0,)]

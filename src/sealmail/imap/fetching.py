@@ -49,6 +49,7 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MessageRecord, MessageStore
 from sealmail.store.errors import NoSuchMessage, StoreError
+from sealmail.store.headers import LISTED_FIELDS
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -69,6 +70,7 @@ CHUNKS = (256, 1024, 4096)
 BODY_CHUNKS = (8, 28)
 # Octets read from the start of each file when only headers are fetched.
 HEADER_READ = 64 * 1024
+_LISTED = frozenset(LISTED_FIELDS)
 
 
 def internaldate_text(timestamp: float) -> str:
@@ -318,9 +320,11 @@ def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int])
     return {record.uid for record in update.records}
 
 
-def _from_file(attribute: FetchAttribute) -> Callable[[bytes], bytes] | None:
+def _from_file(attribute: FetchAttribute, listed: bool = False
+               ) -> Callable[[bytes], bytes] | None:
     """How to cut the item from the message's bytes without its parse (whole message and
-    top-level header sections, as `_item` answers them), or None."""
+    top-level header sections, as `_item` answers them), or None. `listed`: from the listed
+    fields the index keeps instead, a header already (`_listed_only`)."""
     name, section = attribute.name, attribute.section
     if name == "RFC822":
         return _whole
@@ -334,12 +338,25 @@ def _from_file(attribute: FetchAttribute) -> Callable[[bytes], bytes] | None:
         return message_header
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         names, exclude = section.fields, section.text == "HEADER.FIELDS.NOT"
+        if listed:
+            return lambda header: header_fields(header, names, exclude)
         return lambda raw: header_fields(message_header(raw), names, exclude)
     return None
 
 
 def _whole(raw: bytes) -> bytes:
     return raw
+
+
+def _listed_only(attributes: Sequence[FetchAttribute]) -> bool:
+    """Whether every item cut from the message is BODY[HEADER.FIELDS (...)] of fields the
+    index keeps as sent (sealmail.store.headers.LISTED_FIELDS)."""
+    cut = [a for a in attributes if a.name not in _INDEX_ITEMS]
+    return bool(cut) and all(
+        a.name == "BODY" and a.section is not None and not a.section.part
+        and a.section.text == "HEADER.FIELDS"
+        and _LISTED.issuperset(f.lower() for f in a.section.fields)
+        for a in cut)
 
 
 _FORMATS = {
@@ -402,24 +419,36 @@ def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
     needs_records = any(a.name in _RECORD_ITEMS for a in (*job.attributes, *job.extra))
     # What to write for each item, worked out once: (name, literal head, how to cut it from
     # the message's bytes, partial); no head, cut or partial for index items.
-    plain = [_body_item(a) for a in job.attributes]
-    seen = plain + [_body_item(a) for a in job.extra]
+    # Only fields the index keeps as sent: no file is opened at all.
+    listed = _listed_only((*job.attributes, *job.extra))
+    plain = [_body_item(a, listed) for a in job.attributes]
+    seen = plain + [_body_item(a, listed) for a in job.extra]
     rendered_flags = job.rendered_flags
     # Headers only: the start of each file is enough (a message of many megabytes is not
     # read for its header), unless its header goes on past it.
     limit = None if any(cut is _whole for _, _, cut, _ in seen) else HEADER_READ
     # One index query for all; the files are read batch by batch as the iterator is drawn.
-    everything = job.store.message_contents(
+    everything = None if listed else job.store.message_contents(
         view.name, [view.uids[i] for i in job.positions], limit)
     for batch in _chunks(job.positions, body=limit is None):  # headers: larger batches
         uids = [view.uids[i] for i in batch]
-        contents = [next(everything) for _ in batch]
+        if everything is None:
+            kept = job.store.listed_headers(view.name, uids)
+            contents = [kept.get(uid) for uid in uids]
+        else:
+            contents = [next(everything) for _ in batch]
         records = job.records(uids) if needs_records else {}
         pieces: list[bytes] = []  # joined once per batch: the bodies are copied once
         for i, uid, raw in zip(batch, uids, contents, strict=True):
             if raw is None:
-                continue  # expunged meanwhile: as in _fetch_index_items
-            if limit is not None and len(raw) == limit and len(message_header(raw)) == limit:
+                if everything is not None:
+                    continue  # expunged meanwhile: as in _fetch_index_items
+                try:  # not in the index: gone, or a file the index could not be filled from
+                    raw = message_header(job.store.message_bytes(view.name, uid))
+                except NoSuchMessage:
+                    continue
+            elif (everything is not None and limit is not None and len(raw) == limit
+                  and len(message_header(raw)) == limit):
                 try:
                     raw = job.store.message_bytes(view.name, uid)  # the header goes on past it
                 except NoSuchMessage:
@@ -452,9 +481,9 @@ def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
     return out
 
 
-def _body_item(attribute: FetchAttribute
+def _body_item(attribute: FetchAttribute, listed: bool
                ) -> tuple[str, bytes, Callable[[bytes], bytes] | None, tuple[int, int] | None]:
-    cut = _from_file(attribute)
+    cut = _from_file(attribute, listed)
     if cut is not None:
         # A quoted field name may hold "%": the head is a %-format for the literal's length.
         head = attribute.response_name().replace(b"%", b"%%") + b" {%d}\r\n"

@@ -87,6 +87,7 @@ from sealmail.store.headers import (
     NAME_SEPARATOR,
     VALUE_SEPARATOR,
     encode,
+    listed_form,
     searchable_form,
 )
 from sealmail.store.index import Index, sqlite_error
@@ -210,13 +211,16 @@ class _Delivery:
     guid: str
     internaldate: float
     headers: bytes | None  # searchable form of the header (sealmail.store.headers)
+    listed: bytes  # the fields clients list folders with (sealmail.store.headers)
     sorting: SortFields  # sortable form (sealmail.store.sorting)
     results: list[AppendedMessage | StoreError | None]
     wake: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
 
 
-_SORT_LIST = ", ".join(SORT_COLUMNS)
+# A header_index row past its key: searchable form, listed fields, sortable form.
+_ROW_LIST = ", ".join(("fields", "listed", *SORT_COLUMNS))
+_ROW_PLACES = ", ".join("?" * (2 + len(SORT_COLUMNS)))
 # RFC 5256 3 and RFC 5957 sort keys over `messages AS m` joined with `header_index AS h`.
 _SORT_EXPRESSIONS = {
     "ARRIVAL": "m.internaldate",
@@ -230,7 +234,6 @@ _SORT_EXPRESSIONS = {
     "DISPLAYTO": "h.to_display",
 }
 assert frozenset(_SORT_EXPRESSIONS) == SORT_KEYS
-_SORT_PLACES = ", ".join("?" * len(SORT_COLUMNS))
 
 _MAILBOX_COLUMNS = (
     "id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq, acl, exists_count"
@@ -652,6 +655,7 @@ class DiskStore:
                 guid=hashlib.sha1(content).hexdigest(),
                 internaldate=self._clock() if internaldate is None else internaldate,
                 headers=searchable_form(content),
+                listed=listed_form(content),
                 sorting=sort_fields(content),
                 results=results,
             )
@@ -824,9 +828,9 @@ class DiskStore:
             ),
         )
         conn.execute(
-            f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields, {_SORT_LIST})"
-            f" VALUES (?, ?, ?, {_SORT_PLACES})",
-            (mailbox_id, uid, delivery.headers, *delivery.sorting),
+            f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, {_ROW_LIST})"
+            f" VALUES (?, ?, {_ROW_PLACES})",
+            (mailbox_id, uid, delivery.headers, delivery.listed, *delivery.sorting),
         )
         conn.execute(
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, exists_count = exists_count + 1,"
@@ -1034,6 +1038,29 @@ class DiskStore:
         matched = [uid for uid, unknown in rows if not unknown]
         return HeaderMatches(matched, [uid for uid, unknown in rows if unknown])
 
+    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
+        """The fields clients list folders with (sealmail.store.headers.listed_form) of those
+        of `uids` that exist, from the index alone; rows without them yet (older than index
+        version 6) are filled first, for the whole mailbox, reading each file once."""
+        wanted = set(uids)
+        if not wanted:
+            return {}
+        found: dict[int, bytes | None] = {}
+        for attempt in range(2):
+            with self._reading() as conn:
+                row = self._require(conn, name)
+                rows = conn.execute(
+                    "SELECT m.uid, h.listed FROM messages AS m LEFT JOIN header_index AS h"
+                    " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+                    " WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ?",
+                    (row[0], min(wanted), max(wanted)),
+                ).fetchall()
+            found = {uid: listed for uid, listed in rows if uid in wanted}
+            if attempt or None not in found.values():
+                break
+            self._index_headers(name, row[0], self._directory(row[3], row[2]))
+        return {uid: listed for uid, listed in found.items() if listed is not None}
+
     def sorted_uids(self, name: str, keys: Sequence[tuple[str, bool]]) -> list[int]:
         """Every UID of `name`, ordered by `keys` ((RFC 5256 / RFC 5957 sort key, reverse),
         most significant first); messages equal on all keys stay in UID order (RFC 5256 3).
@@ -1086,7 +1113,7 @@ class DiskStore:
                 for uid, filename in conn.execute(
                     "SELECT m.uid, m.filename FROM messages AS m LEFT JOIN header_index AS h"
                     " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-                    " WHERE m.mailbox_id = ? AND h.base_subject IS NULL",
+                    " WHERE m.mailbox_id = ? AND (h.base_subject IS NULL OR h.listed IS NULL)",
                     (mailbox_id,),
                 )
             ]
@@ -1096,13 +1123,13 @@ class DiskStore:
                 data = (directory / filename).read_bytes()
             except OSError:
                 continue  # searched from the file (and reported) by the caller
-            rows.append((mailbox_id, uid, searchable_form(data), *sort_fields(data), mailbox_id,
-                         uid))
+            rows.append((mailbox_id, uid, searchable_form(data), listed_form(data),
+                         *sort_fields(data), mailbox_id, uid))
         with self._index.transaction() as conn:
             # Only for messages still there: an expunge may have come in between.
             conn.executemany(
-                f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields, {_SORT_LIST})"
-                f" SELECT ?, ?, ?, {_SORT_PLACES}"
+                f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, {_ROW_LIST})"
+                f" SELECT ?, ?, {_ROW_PLACES}"
                 " WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?)",
                 rows,
             )
@@ -1390,8 +1417,8 @@ class DiskStore:
                     )
                     conn.execute(
                         "INSERT OR REPLACE INTO header_index"
-                        f" (mailbox_id, uid, fields, {_SORT_LIST})"
-                        f" SELECT ?, ?, fields, {_SORT_LIST} FROM header_index"
+                        f" (mailbox_id, uid, {_ROW_LIST})"
+                        f" SELECT ?, ?, {_ROW_LIST} FROM header_index"
                         " WHERE mailbox_id = ? AND uid = ?",
                         (dst_id, new_uid, src[0], uid),
                     )

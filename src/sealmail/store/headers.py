@@ -25,17 +25,20 @@ from __future__ import annotations
 import email.header
 import re
 
+from sealmail import rfc5322
 from sealmail.rfc5322 import message_header as header_block
 
 __all__ = [
     "FIELD_SEPARATOR",
     "INDEXED_FIELDS",
+    "LISTED_FIELDS",
     "NAME_SEPARATOR",
     "VALUE_SEPARATOR",
     "decode_words",
     "encode",
     "header_block",
     "header_fields",
+    "listed_form",
     "searchable_form",
 ]
 
@@ -100,3 +103,20 @@ def searchable_form(raw: bytes) -> bytes | None:
         form += FIELD_SEPARATOR + name.encode() + NAME_SEPARATOR
         form += b"%0*d" % (LENGTH_DIGITS, len(joined)) + joined
     return bytes(form)
+
+
+# The fields mail clients list a folder with (the HEADER.FIELDS of mutt, Thunderbird, Roundcube,
+# K-9; Cyrus keeps such a set in its cache file): kept as sent in the index, so a FETCH of them
+# reads no message file (`listed_form`).
+LISTED_FIELDS = (
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "references", "in-reply-to",
+    "reply-to", "sender", "content-type", "content-description", "priority", "x-priority",
+    "importance", "newsgroups", "list-post", "list-subscribe", "list-unsubscribe", "list-id",
+    "lines", "x-label", "x-original-to", "disposition-notification-to", "return-receipt-to",
+)
+
+
+def listed_form(raw: bytes) -> bytes:
+    """The `header_index.listed` value of a message: its `LISTED_FIELDS` as sent, in their
+    order, and the empty line (BODY[HEADER.FIELDS (LISTED_FIELDS)])."""
+    return rfc5322.header_fields(header_block(raw), LISTED_FIELDS, False)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -126,6 +126,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         *(f"ALTER TABLE header_index ADD COLUMN {column} TEXT"
           for column in ("subject", "base_subject", "from_mailbox", "from_display", "to_mailbox",
                          "to_display", "cc_mailbox", "message_id", "refs", "in_reply_to")),
+    ),
+    5: (
+        # IMAP FETCH BODY[HEADER.FIELDS (...)] of the fields clients list a folder with, from
+        # the index (sealmail.store.headers.LISTED_FIELDS): those fields as sent, written with
+        # the row; NULL until filled (older rows), and then read from the message file.
+        "ALTER TABLE header_index ADD COLUMN listed BLOB",
     ),
 }
 
