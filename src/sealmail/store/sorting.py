@@ -112,10 +112,15 @@ class ThreadFields(NamedTuple):
     sent: float  # the sent date, else the internal date
 
 
+_SORTED_FIELDS = frozenset(
+    ("date", "subject", "from", "to", "cc", "message-id", "references", "in-reply-to")
+)
+
+
 def sort_fields(raw: bytes) -> SortFields:
     """The sortable form of a message (never fails: a missing field gives an empty value)."""
     fields: dict[str, list[str]] = {}
-    for name, value in header_fields(header_block(raw)):
+    for name, value in header_fields(header_block(raw), _SORTED_FIELDS):
         fields.setdefault(name, []).append(value)
     subject = (fields.get("subject") or [""])[0]
     return SortFields(
