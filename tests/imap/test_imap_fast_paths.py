@@ -28,7 +28,9 @@ from sealmail.proto.imap import (
     SearchKey,
     SequenceSet,
     Value,
+    envelope_value,
     parse_command,
+    parse_message,
     render,
 )
 from sealmail.proto.imap import response as replies
@@ -149,6 +151,9 @@ def test_changedsince_and_a_message_gone_from_the_store(store: DiskStore) -> Non
     out = run(session, "u FETCH 1:3 (UID RFC822.SIZE)")
     assert b"* 2 FETCH" not in out and b"* 3 FETCH" in out
     assert out.endswith(b"u OK FETCH completed\r\n")
+    out = run(session, "v FETCH 1:3 (UID ENVELOPE)")
+    assert b"* 2 FETCH" not in out and b"* 3 FETCH" in out
+    assert out.endswith(b"v OK FETCH completed\r\n")
 
 
 @pytest.mark.usefixtures("chunks")
@@ -246,6 +251,36 @@ def _generic(store: DiskStore, monkeypatch: pytest.MonkeyPatch, line: str) -> by
     with monkeypatch.context() as patch:
         patch.setattr(fetching, "_from_file", lambda attribute: None)
         return run(session_on(store, examine=True), line)
+
+
+@pytest.mark.usefixtures("chunks")
+def test_envelopes_kept_rendered_are_the_generic_rendering(store: DiskStore) -> None:
+    for raw in ODD_HEADERS:
+        store.deliver(raw, [DeliveryTarget("user.fred")])
+    records = store.messages("user.fred")
+
+    def expected(tag: str) -> bytes:
+        return b"".join(render(replies.fetch(seq, [
+            ("UID", r.uid),
+            ("ENVELOPE", envelope_value(parse_message(
+                store.message_bytes("user.fred", r.uid)).envelope)),
+        ])) for seq, r in enumerate(records, start=1)) + tag.encode() + b" OK FETCH completed\r\n"
+
+    session = session_on(store, examine=True)
+    assert run(session, "t FETCH 1:* (UID ENVELOPE)") == expected("t")  # parsed, then kept
+    assert run(session, "u FETCH 1:* (UID ENVELOPE)") == expected("u")  # from what was kept
+    blobs = store.message_structures("user.fred", [r.uid for r in records])
+    assert all(blob.startswith(b"E") for blob in blobs.values()) and len(blobs) == len(records)
+    # Parses kept before the rendered envelope was: upgraded by the next FETCH ENVELOPE.
+    store.save_message_structures("user.fred", {
+        r.uid: parse_message(store.message_bytes("user.fred", r.uid)).to_bytes()
+        for r in records})
+    assert run(session, "v FETCH 1:* (UID ENVELOPE)") == expected("v")
+    blobs = store.message_structures("user.fred", [r.uid for r in records])
+    assert all(blob.startswith(b"E") for blob in blobs.values())
+    # A UTF-8 session quotes 8-bit text: the general way renders for it.
+    run(session, "w ENABLE UTF8=ACCEPT")
+    assert b"ENVELOPE (" in run(session, "x FETCH 1 (ENVELOPE)")
 
 
 def test_a_header_fetch_without_peek_sets_seen(store: DiskStore) -> None:

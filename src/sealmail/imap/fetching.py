@@ -7,13 +7,15 @@ bytes by the part offsets of that parse, so no FETCH parses MIME again.
 Three ways to answer, picked by the items asked for:
 
 - only UID, FLAGS, MODSEQ, INTERNALDATE, RFC822.SIZE (what clients ask of every message when
-  they open a mailbox): the responses are built as octets, a column per item over the view's
-  per-message lists, thousands of messages per join;
+  they open a mailbox), and ENVELOPE, which is kept rendered beside the parse: the responses
+  are built as octets, a column per item over the view's per-message lists, thousands of
+  messages per join;
 - those plus whole messages or their top-level header (BODY[], RFC822, BODY[HEADER],
   BODY[HEADER.FIELDS (...)], RFC822.HEADER, PEEK or not, with a partial: what mail clients ask
   of every message when they list a folder): the same, with the files read in batches and the
   header cut out by one regular expression, framed as literals without re-encoding;
-- anything else (ENVELOPE, BODYSTRUCTURE, sections, BINARY): one `DataResponse` per message.
+- anything else (BODYSTRUCTURE, sections, BINARY, ENVELOPE in a UTF-8 session): one
+  `DataResponse` per message.
 
 Large results go to the client in chunks while the rest is produced (`ImapSession.stream_out`).
 Whatever the way, \\Seen is set first, in one store call, on the messages a non-PEEK body fetch
@@ -43,6 +45,7 @@ from sealmail.proto.imap import (
     header_fields,
     message_header,
     parse_message,
+    render_envelope,
     render_value,
     section_bytes,
 )
@@ -103,21 +106,57 @@ class StructureCache:
         blob = self._loaded.get(uid)
         if blob is not None:
             try:
-                return ParsedMessage.from_bytes(blob), raw
+                return ParsedMessage.from_bytes(_unpack(blob)[1]), raw
             except ValueError:
                 pass  # written by another version: parse again below
         if raw is None:
             raw = self.store.message_bytes(self.name, uid)
         parsed = parse_message(raw)
-        blob = parsed.to_bytes()
-        self._loaded[uid] = blob
-        self._new[uid] = blob
+        self._keep(uid, parsed)
         return parsed, raw
+
+    def envelope(self, uid: int) -> bytes | None:
+        """ENVELOPE of `uid` as IMAP4rev1 writes it (no UTF-8 quoting): kept rendered beside
+        the parse, so a FETCH ENVELOPE of a folder decodes nothing; None if the message is
+        gone."""
+        if self._loaded is None:
+            self._loaded = self.store.message_structures(self.name, self._uids)
+        blob = self._loaded.get(uid)
+        if blob is not None:
+            rendered, _ = _unpack(blob)
+            if rendered is not None:
+                return rendered
+        try:
+            parsed, _ = self.get(uid, None)
+        except NoSuchMessage:
+            return None
+        rendered, _ = _unpack(self._loaded[uid])  # parsed just now, or kept without it
+        return rendered if rendered is not None else _unpack(self._keep(uid, parsed))[0]
+
+    def _keep(self, uid: int, parsed: ParsedMessage) -> bytes:
+        assert self._loaded is not None
+        rendered = render_envelope(parsed.envelope)
+        blob = b"E%d:" % len(rendered) + rendered + parsed.to_bytes()
+        self._loaded[uid] = self._new[uid] = blob
+        return blob
 
     def flush(self) -> None:
         if self._new:
             new, self._new = self._new, {}
             self.store.save_message_structures(self.name, new)
+
+
+def _unpack(blob: bytes) -> tuple[bytes | None, bytes]:
+    """A kept structure: `E<length>:` and the rendered ENVELOPE, then `ParsedMessage.to_bytes`
+    (blobs written before the envelope was kept have the latter alone)."""
+    if blob[:1] != b"E":
+        return None, blob
+    length, _, rest = blob[1:].partition(b":")
+    try:
+        size = int(length)
+    except ValueError:
+        return None, blob
+    return rest[:size], rest[size:]
 
 
 def _partial(data: bytes, attribute: FetchAttribute) -> bytes:
@@ -287,7 +326,9 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
         # RFC 4314 4: without the "s" right a body fetch reads but does not set \Seen.
         seen_now = _set_seen(session, view, positions)
     job = _Job(session, view, attributes, positions, seen_now)
-    if all(a.name in _INDEX_ITEMS for a in attributes) and not seen_now:
+    if not seen_now and all(a.name in _INDEX_ITEMS or (
+            a.name == "ENVELOPE" and not session.utf8) for a in attributes):
+        # ENVELOPE kept rendered as IMAP4rev1 writes it; UTF-8 sessions quote differently.
         return _fetch_index_items(job, out)
     if all(a.name in _INDEX_ITEMS or _from_file(a) is not None for a in attributes):
         return _fetch_whole_bodies(job, out)
@@ -365,6 +406,7 @@ _FORMATS = {
     "MODSEQ": b"MODSEQ (%d)",
     "INTERNALDATE": b"INTERNALDATE %b",
     "RFC822.SIZE": b"RFC822.SIZE %d",
+    "ENVELOPE": b"ENVELOPE %b",
 }
 
 
@@ -373,43 +415,64 @@ def _column(values: list[int], chunk: list[int], contiguous: bool) -> list[int]:
 
 
 def _fetch_index_items(job: _Job, out: list[Response]) -> list[Response]:
-    """UID / FLAGS / MODSEQ / INTERNALDATE / RFC822.SIZE: octets built a column at a time."""
+    """UID / FLAGS / MODSEQ / INTERNALDATE / RFC822.SIZE, and ENVELOPE as the kept parse has
+    it rendered (`StructureCache.envelope`): octets built a column at a time."""
     view = job.view
     needs_records = any(a.name in _RECORD_ITEMS for a in job.attributes)
+    structures = None
+    if any(a.name == "ENVELOPE" for a in job.attributes):
+        structures = StructureCache(job.store, view.name, [view.uids[i] for i in job.positions])
     line = b"* %d FETCH (" + b" ".join(_FORMATS[a.name] for a in job.attributes) + b")\r\n"
-    for chunk in _chunks(job.positions):
-        contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
-        chunk_uids = _column(view.uids, chunk, contiguous)
-        records: dict[int, MessageRecord] = {}
-        if needs_records:
-            records = job.records(chunk_uids)
-            if len(records) < len(chunk):
-                # Expunged meanwhile by another session (RFC 2180 4.1.1): no data left to send;
-                # the EXPUNGE follows at the next command that may announce it.
-                chunk = [i for i, uid in zip(chunk, chunk_uids, strict=True) if uid in records]
-                if not chunk:
-                    continue
-                contiguous = False
-                chunk_uids = [view.uids[i] for i in chunk]
-        columns: list[Sequence[object]] = []
-        for attribute in job.attributes:
-            name = attribute.name
-            if name == "UID":
-                columns.append(chunk_uids)
-            elif name == "FLAGS":
-                columns.append(list(map(job.rendered_flags.__getitem__,
-                                        _column(view.flag_ids, chunk, contiguous))))
-            elif name == "MODSEQ":
-                columns.append(_column(view.modseqs, chunk, contiguous))
-            elif name == "INTERNALDATE":
-                columns.append([b'"%b"' % internaldate_text(records[uid].internaldate).encode()
-                                for uid in chunk_uids])
-            else:  # RFC822.SIZE
-                columns.append([records[uid].size for uid in chunk_uids])
-        seqs = range(chunk[0] + 1, chunk[-1] + 2) if contiguous else [i + 1 for i in chunk]
-        out.append(RenderedResponses(b"".join(map(line.__mod__, zip(seqs, *columns, strict=True)))))
-        out = job.session.stream_out(out)
+    try:
+        for chunk in _chunks(job.positions):
+            out = _index_chunk(job, structures, needs_records, line, chunk, out)
+    finally:
+        if structures is not None:
+            structures.flush()
     return out
+
+
+def _index_chunk(job: _Job, structures: StructureCache | None, needs_records: bool, line: bytes,
+                 chunk: list[int], out: list[Response]) -> list[Response]:
+    view = job.view
+    contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
+    chunk_uids = _column(view.uids, chunk, contiguous)
+    records: dict[int, MessageRecord] = {}
+    envelopes: dict[int, bytes | None] = {}
+    if needs_records:
+        records = job.records(chunk_uids)
+    if structures is not None:
+        envelopes = {uid: structures.envelope(uid) for uid in chunk_uids}
+    if (needs_records and len(records) < len(chunk)) or None in envelopes.values():
+        # Expunged meanwhile by another session (RFC 2180 4.1.1): no data left to send; the
+        # EXPUNGE follows at the next command that may announce it.
+        chunk = [i for i, uid in zip(chunk, chunk_uids, strict=True)
+                 if (not needs_records or uid in records)
+                 and (structures is None or envelopes[uid] is not None)]
+        if not chunk:
+            return out
+        contiguous = False
+        chunk_uids = [view.uids[i] for i in chunk]
+    columns: list[Sequence[object]] = []
+    for attribute in job.attributes:
+        name = attribute.name
+        if name == "UID":
+            columns.append(chunk_uids)
+        elif name == "FLAGS":
+            columns.append(list(map(job.rendered_flags.__getitem__,
+                                    _column(view.flag_ids, chunk, contiguous))))
+        elif name == "MODSEQ":
+            columns.append(_column(view.modseqs, chunk, contiguous))
+        elif name == "INTERNALDATE":
+            columns.append([b'"%b"' % internaldate_text(records[uid].internaldate).encode()
+                            for uid in chunk_uids])
+        elif name == "ENVELOPE":
+            columns.append([envelopes[uid] for uid in chunk_uids])
+        else:  # RFC822.SIZE
+            columns.append([records[uid].size for uid in chunk_uids])
+    seqs = range(chunk[0] + 1, chunk[-1] + 2) if contiguous else [i + 1 for i in chunk]
+    out.append(RenderedResponses(b"".join(map(line.__mod__, zip(seqs, *columns, strict=True)))))
+    return job.session.stream_out(out)
 
 
 def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
