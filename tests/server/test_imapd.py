@@ -772,3 +772,23 @@ def test_a_large_fetch_over_tls_goes_through_the_loop(start) -> None:  # type: i
     _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
     assert [item[1] for item in data[::2]] == [big] * 8
     client.logout()
+
+
+def test_a_socket_taking_little_at_a_time_gets_everything_in_order(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The command's thread writes what the socket takes (streamed batches and the responses
+    at the end, server.imapd._execute); the loop's transport sends the rest, in order."""
+    from sealmail.server import imapd
+
+    write = imapd._write_nonblocking
+    monkeypatch.setattr(imapd, "_write_nonblocking", lambda fd, data: write(fd, data[:7]))
+    server = start(allowplaintext="yes")
+    for n in range(6):
+        server.deliver(b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n))
+    client = server.login()
+    assert client.select("INBOX") == ("OK", [b"6"])
+    _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    assert [item[1] for item in data[::2]] == [
+        b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n) for n in range(6)]
+    assert client.search(None, "SUBJECT", "m3") == ("OK", [b"4"])
+    assert client.noop()[0] == "OK"
+    client.logout()

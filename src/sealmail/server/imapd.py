@@ -354,6 +354,20 @@ class ImapConnection:
         if failures:
             raise failures[0]
 
+    def _execute(self, session: ImapSession, command: Command
+                 ) -> tuple[list[Response], bytes | None]:
+        """The command, in its worker thread; while the socket is this thread's (`_stream`), it
+        also writes the responses, so the client has the tagged one without waiting for the
+        event loop to wake. Returns them, and None if the loop is to send them, else what the
+        socket did not take (for the loop's transport)."""
+        responses = session.execute(command)
+        if not self._direct:
+            return responses, None
+        self._send(responses)
+        data = self.conn.data_to_send()
+        assert self._direct_fd is not None
+        return responses, data[_write_nonblocking(self._direct_fd, data):]
+
     def _may_write_directly(self) -> bool:
         """Whether the next command's thread may write to the socket itself (`_stream`)."""
         if self.secure or self.compression is not None:
@@ -521,10 +535,14 @@ class ImapConnection:
             assert self.session is not None
             self._direct = self._may_write_directly()
             try:
-                responses = await self._in_thread(self.session.execute, command)
+                responses, rest = await self._in_thread(self._execute, self.session, command)
             finally:
                 self._direct = False
-            self._send(responses)
+            if rest is None:
+                self._send(responses)
+            elif rest:
+                self.writer.write(rest)
+                await self._drain()
             log.debug(
                 "%s: %s %s",
                 self.session_id,
