@@ -335,7 +335,9 @@ class ImapConnection:
                 if self.writer.transport.get_write_buffer_size() > STREAM_BUFFER:
                     # Memory stays bounded: the command goes on once the client has read.
                     drained = asyncio.ensure_future(self._drain())
-                    drained.add_done_callback(lambda task: finish(task.exception()))
+                    drained.add_done_callback(lambda task: finish(
+                        ConnectionError("session ended") if task.cancelled()
+                        else task.exception()))
                     return
             except BaseException as exc:  # handed to the command's thread, which raises it
                 finish(exc)
