@@ -792,3 +792,29 @@ def test_a_socket_taking_little_at_a_time_gets_everything_in_order(start, monkey
     assert client.search(None, "SUBJECT", "m3") == ("OK", [b"4"])
     assert client.noop()[0] == "OK"
     client.logout()
+
+
+def test_a_session_ended_while_its_fetch_waits_frees_the_thread(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A client that reads nothing is cut off once the session has ended (server.session.close),
+    and the command's thread waiting for it goes free."""
+    from sealmail.server import session
+
+    monkeypatch.setattr(session, "CLOSE_TIMEOUT", 0.5)
+    server = start(allowplaintext="yes")
+    _big_messages(server, 64)
+    _one_worker_thread(server)
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    sock.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")  # then read nothing
+    time.sleep(0.5)  # the command's thread now waits for the client
+
+    async def end_sessions() -> None:
+        for task in list(server.service.sessions):
+            task.cancel()
+
+    asyncio.run_coroutine_threadsafe(end_sessions(), server.loop).result(10)
+    other = server.login()  # the only command thread is free again
+    other.select("INBOX")
+    other.logout()
+    os.close(sock.detach())

@@ -9,7 +9,6 @@ client's bytes and drive the core is one piece of code here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import itertools
 import logging
@@ -34,6 +33,7 @@ from sealmail.store.names import user_inbox, validate_internal
 log = logging.getLogger("sealmail.session")
 
 TLS_HANDSHAKE_TIMEOUT = 180.0  # seconds, as Cyrus gives a handshake
+CLOSE_TIMEOUT = 30.0  # seconds for a closing client to take the last output
 _counter = itertools.count(1)
 
 
@@ -506,6 +506,14 @@ async def read_client(
 
 
 async def close(writer: asyncio.StreamWriter) -> None:
+    """Closes after the last output has gone; a client that has not taken it within
+    CLOSE_TIMEOUT is cut off (the transport would otherwise hold the socket and its buffer for
+    as long as the client stays connected without reading)."""
     writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except Exception:  # a connection that failed is closed all the same
+        pass
