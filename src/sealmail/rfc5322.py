@@ -17,7 +17,11 @@ __all__ = ["header_fields", "message_header"]
 _NAME = rb"[!-9;-~]+[ \t]*:"
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _REST_OF_FIELD = rb"[^\n]*(?:\n[ \t][^\n]*)*\n?"
-_HEADER_END = re.compile(rb"(?:\A|\n)\r*(?:\n|\Z)")
+# The header ends at the first line that is empty once its CRs are ignored: the first line of
+# the message, or one after a LF (two patterns: an alternation at the start would keep `re`
+# from scanning for the LF at C speed, ten times slower on a long header).
+_EMPTY_FIRST_LINE = re.compile(rb"\r*(?:\n|\Z)")
+_EMPTY_LINE = re.compile(rb"\n\r*(?:\n|\Z)")
 
 
 def header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
@@ -49,5 +53,5 @@ def _fields_pattern(names: tuple[str, ...], exclude: bool) -> re.Pattern[bytes]:
 def message_header(raw: bytes) -> bytes:
     """BODY[HEADER] of a whole message (its empty line included) without parsing its
     structure: the block `sealmail.proto.imap.parse_message` takes as the header."""
-    match = _HEADER_END.search(raw)
+    match = _EMPTY_FIRST_LINE.match(raw) or _EMPTY_LINE.search(raw)
     return raw if match is None else raw[: match.end()]

@@ -61,7 +61,6 @@ __all__ = ["StructureCache", "fetch", "fetch_index_responses", "internaldate_tex
            "render_flags"]
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_NEEDS_BYTES = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 # Items the index answers (no file, no parse); those needing the message record, not the view.
 _INDEX_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE"})
 _RECORD_ITEMS = frozenset({"INTERNALDATE", "RFC822.SIZE"})

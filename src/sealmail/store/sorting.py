@@ -71,15 +71,13 @@ def sent_date(values: Sequence[str]) -> float | None:
     return None
 
 
-def _first_address(values: Sequence[str], display: bool) -> str:
-    """RFC 5256 3 (FROM, TO, CC): the local part of the first address; RFC 5957 (DISPLAYFROM,
-    DISPLAYTO): its display name, or the whole address without one. Casefolded."""
+def _first_address(values: Sequence[str]) -> tuple[str, str]:
+    """Of the first address, casefolded: RFC 5256 3 (FROM, TO, CC) its local part; RFC 5957
+    (DISPLAYFROM, DISPLAYTO) its display name, or the whole address without one."""
     if not values:
-        return ""
+        return "", ""
     name, address = email.utils.parseaddr(values[0])
-    if display and name:
-        return name.casefold()
-    return address.casefold() if display else address.partition("@")[0].casefold()
+    return address.partition("@")[0].casefold(), (name or address).casefold()
 
 
 class SortFields(NamedTuple):
@@ -123,15 +121,17 @@ def sort_fields(raw: bytes) -> SortFields:
     for name, value in header_fields(header_block(raw), _SORTED_FIELDS):
         fields.setdefault(name, []).append(value)
     subject = (fields.get("subject") or [""])[0]
+    from_mailbox, from_display = _first_address(fields.get("from", ()))
+    to_mailbox, to_display = _first_address(fields.get("to", ()))
     return SortFields(
         sent_date(fields.get("date", ())),
         subject,
         base_subject(subject),
-        _first_address(fields.get("from", ()), False),
-        _first_address(fields.get("from", ()), True),
-        _first_address(fields.get("to", ()), False),
-        _first_address(fields.get("to", ()), True),
-        _first_address(fields.get("cc", ()), False),
+        from_mailbox,
+        from_display,
+        to_mailbox,
+        to_display,
+        _first_address(fields.get("cc", ()))[0],
         " ".join(fields.get("message-id", ())),
         " ".join(fields.get("references", ())),
         " ".join(fields.get("in-reply-to", ())),
