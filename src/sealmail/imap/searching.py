@@ -494,17 +494,20 @@ def thread(session: ImapSession, command: Thread) -> list[Response]:
         raise CommandFailed(f"Unknown threading algorithm {command.algorithm}", status="BAD")
     view = session.require_selected()
     wanted = _matching_numbers(session, command.keys)
-    messages = [
-        ThreadedMessage(f.uid if command.uid else seq, seq, f.message_id, f.references,
-                        f.in_reply_to, f.subject, f.sent)
-        for f in session.store.thread_fields(view.name)
-        if (seq := wanted.get(f.uid)) is not None
-    ]
+    fields = [f for f in session.store.thread_fields(view.name) if f.uid in wanted]
+    messages = [ThreadedMessage(f.uid if command.uid else wanted[f.uid], wanted[f.uid],
+                                f.message_id, f.references, f.in_reply_to, f.subject, f.sent)
+                for f in fields]
+    kept = {f.subject: f.base_subject for f in fields}  # worked out at delivery
+
+    def base_of(subject: str) -> str:
+        return kept[subject] if subject in kept else base_subject(subject)
+
     if command.algorithm == "REFERENCES":
-        return [replies.thread(thread_by_references(messages, base_subject))]
+        return [replies.thread(thread_by_references(messages, base_of))]
     groups: dict[str, list[ThreadedMessage]] = {}
     for m in sorted(messages, key=lambda m: (m.sent, m.seq)):
-        groups.setdefault(base_subject(m.subject), []).append(m)
+        groups.setdefault(base_of(m.subject), []).append(m)
     roots = [(members[0], ThreadNode(members[0].number,
                                      tuple(ThreadNode(r.number) for r in members[1:])))
              for members in groups.values()]

@@ -1084,7 +1084,7 @@ class DiskStore:
         rows = self._sortable(
             name,
             "SELECT m.uid, h.base_subject IS NULL, ifnull(h.message_id, ''), ifnull(h.refs, ''),"
-            " ifnull(h.in_reply_to, ''), ifnull(h.subject, ''),"
+            " ifnull(h.in_reply_to, ''), ifnull(h.subject, ''), ifnull(h.base_subject, ''),"
             " coalesce(h.sentdate, m.internaldate) FROM messages AS m"
             " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
             " WHERE m.mailbox_id = ? ORDER BY m.uid",

@@ -107,6 +107,7 @@ class ThreadFields(NamedTuple):
     references: str
     in_reply_to: str
     subject: str
+    base_subject: str
     sent: float  # the sent date, else the internal date
 
 
