@@ -152,3 +152,9 @@ def test_sqlite_orders_as_python_does(tmp_path_factory: pytest.TempPathFactory,
 def test_base_subject_examples() -> None:
     assert base_subject("Re: [list] Fwd: Hello (fwd)") == "hello"
     assert base_subject("[Fwd: Re: x]") == "x"
+
+
+def test_the_store_orders_by_every_key_the_parser_takes() -> None:
+    from sealmail.proto.imap.parser import SORT_KEYS as PARSED
+
+    assert frozenset(PARSED) == SORT_KEYS

@@ -269,6 +269,12 @@ def test_extension_commands() -> None:
         (b'a LOGIN "unterminated', None),
         (b"a STATUS x (BOGUS)", None),
         (b"a LOGIN {5}\r\nab", None),
+        (b"a SORT (ARRIVAL BOGUS) UTF-8 ALL", b"a BAD Unknown sort key BOGUS\r\n"),
+        (b"a SORT () UTF-8 ALL", None),
+        (b"a SORT (REVERSE) UTF-8 ALL", None),
+        (b"a UID SORT (DATE) UTF-8", None),
+        (b"a THREAD BOGUS UTF-8 ALL", b"a BAD Unknown threading algorithm BOGUS\r\n"),
+        (b"a THREAD REFERENCES UTF-8 (ALL", None),
     ],
 )
 def test_bad_syntax_knows_its_reply(wire: bytes, reply: bytes | None) -> None:
