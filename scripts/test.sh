@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (Debian packages for the real peers, Python packages) and runs
-# the whole suite: lint, types, tests. Run as root on Debian 12 (CI does); safe to run again.
+# Installs everything the tests need (Debian packages for the real peers, Python packages in a
+# virtual environment, .venv) and runs the whole suite: lint, types, tests — the daemons under
+# uvloop, then the daemon and integration tests again under asyncio. Run as root on Debian 12
+# (CI does); safe to run again. Arguments go to pytest (and then skip the asyncio pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PEERS="postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve cyrus-common
-       sasl2-bin swaks mutt tmux fetchmail procmail tcpd sieve-connect"
+       sasl2-bin swaks mutt tmux fetchmail procmail tcpd sieve-connect python3-venv"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for pkg in $PEERS; do
@@ -19,8 +21,15 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test,fast]'
+# Debian's own Python refuses pip outside a virtual environment (PEP 668).
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --disable-pip-version-check -e '.[test,fast]'
 
-python3 -m ruff check src tests bench
-python3 -m mypy
-python3 -m pytest -q "$@"
+python -m ruff check src tests bench
+python -m mypy
+python -m pytest -q "$@"
+if [ $# = 0 ]; then
+    SEALMAIL_EVENT_LOOP=asyncio python -m pytest -q tests/server tests/mta tests/integration tests/cli
+fi

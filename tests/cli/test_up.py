@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import imaplib
+import os
 import poplib
 import signal
 import smtplib
@@ -10,23 +12,45 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.peers import free_tcp_port
+import pytest
+from tests.support.peers import free_tcp_port, traversable_tmpdir
+from tests.support.pipe_user import runtime_for
+
+from sealmail.cli import up
+
+UpCommand = tuple[list[str], dict[str, str], Path]
 
 
-def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> None:
+@pytest.fixture
+def up_command(tmp_path: Path) -> Iterator[UpCommand]:
+    """`sealmail up` as argv, its environment and a parent directory for the instance. As root
+    the services run as the `sealmail` account, so everything they need must be reachable by it
+    (a directory under /tmp, and a Python outside /root)."""
+    if os.geteuid() != 0:
+        yield [sys.executable, "-m", "sealmail", "up"], dict(os.environ), tmp_path
+        return
+    account = up.service_account()
+    with traversable_tmpdir("smup-") as directory:
+        argv, env = runtime_for(account.pw_name, directory / "runtime")
+        yield [*argv, "up"], env, directory
+
+
+def test_up_runs_an_instance_that_receives_and_serves_mail(
+    tmp_path: Path, up_command: UpCommand
+) -> None:
+    argv, env, parent = up_command
     lmtp_port, pop3_port, sieve_port, smtp_port, imap_port = (free_tcp_port() for _ in range(5))
     log = tmp_path / "up.log"
+    instance = parent / "inst"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "sealmail",
-                "up",
+                *argv,
                 "--dir",
-                str(tmp_path / "inst"),
+                str(instance),
                 "--lmtp-port",
                 str(lmtp_port),
                 "--pop3-port",
@@ -41,14 +65,25 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
     try:
-        socket_path = tmp_path / "inst" / "lib" / "socket" / "lmtp"
+        socket_path = instance / "lib" / "socket" / "lmtp"
         deadline = time.monotonic() + 30
-        while "master ready" not in log.read_text():
+        while "Stop with Ctrl-C" not in log.read_text():
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
+        # the banner comes once every service listens, and says where the logs and pid are
+        text = log.read_text()
+        assert text.index("master ready") < text.index("demo user")
+        assert str(instance / "mta" / "data" / "maillog") in text
+        assert f"kill $(cat {instance / 'up.pid'})" in text
+        second = subprocess.run([*argv, "--dir", str(instance)], env=env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert second.returncode == 75
+        assert f"already running (pid {process.pid})" in second.stderr
+        assert "demo user" not in second.stderr
         with smtplib.LMTP(str(socket_path)) as client:
             client.sendmail("me@localhost", ["demo@localhost"], b"Subject: hi\r\n\r\nhello\r\n")
         deadline = time.monotonic() + 30
@@ -85,5 +120,35 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> No
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0, log.read_text()
-    assert (tmp_path / "inst" / "etc" / "cyrus.conf").exists()
+    assert (instance / "etc" / "cyrus.conf").exists()
     assert not socket_path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what root may not do")
+def test_root_is_told_when_the_service_account_cannot_reach_the_instance(tmp_path: Path) -> None:
+    """pytest's tmp_path lies under a 0700 directory: the `sealmail` account could not enter it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sealmail", "up", "--dir", str(tmp_path / "inst")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 78, done.stderr
+    assert "the services run as sealmail; it cannot enter /tmp/pytest-of-root" in done.stderr
+    assert "give --dir a directory it can reach" in done.stderr
+    assert not (tmp_path / "inst" / "etc").exists()
+
+
+def test_a_second_up_says_who_holds_the_instance(tmp_path: Path) -> None:
+    instance = tmp_path / "inst"
+    instance.mkdir()
+    with (instance / "up.pid").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        done = subprocess.run(
+            [sys.executable, "-m", "sealmail", "up", "--dir", str(instance)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert done.returncode == 75
+    assert "already running (pid 4242)" in done.stderr
+    assert "demo user" not in done.stderr
+    assert not (instance / "etc").exists()

@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             master.shutdown()
             raise
+        ready = getattr(args, "on_ready", None)
+        if ready is not None:
+            ready()
         master.run()
     finally:
         pidfile.unlink(missing_ok=True)
