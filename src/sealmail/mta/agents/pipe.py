@@ -37,10 +37,14 @@ import logging
 import os
 import pwd
 import re
+import selectors
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
@@ -502,8 +506,8 @@ def command_environment(settings: MainConfig | None, extra: dict[str, str] | Non
     return env
 
 
-def _credentials(uid: int, gid: int) -> dict[str, object]:
-    """subprocess arguments that drop to uid/gid; refused when we cannot switch to them."""
+def _credentials(uid: int, gid: int) -> dict[str, Any]:
+    """Popen arguments that drop to uid/gid; refused when we cannot switch to them."""
     if os.geteuid() == 0:
         return {"user": uid, "group": gid, "extra_groups": []}
     if uid == os.geteuid():
@@ -511,51 +515,74 @@ def _credentials(uid: int, gid: int) -> dict[str, object]:
     raise PermissionError(f"cannot run a command as uid {uid}: sealmail is not running as root")
 
 
+def run_command_blocking(argv: Sequence[str], data: bytes, *, uid: int, gid: int,
+                         time_limit: float, cwd: str | None = None,
+                         env: dict[str, str] | None = None,
+                         output_limit: int = OUTPUT_LIMIT) -> CommandRun:
+    """Run argv as uid/gid with `data` on stdin; keep the first output_limit bytes of output.
+
+    Plain subprocess.Popen, not the event loop's subprocess support: uvloop refuses Popen's
+    user=/group=/extra_groups= ("unexpected kwargs"), and the privileged helper
+    (sealmail.mta.privsep) has no loop at all. The command gets its own session, so a timeout
+    kills its whole process group (pipe(8) kills "not just the child process but also its
+    offspring"). EPIPE on stdin is not an error: the command may stop reading early and still
+    exit 0. Blocking: call it from a thread (`run_command`).
+    """
+    deadline = time.monotonic() + time_limit
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=cwd, env=env, start_new_session=True, close_fds=True, **_credentials(uid, gid))
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ValueError):
+            stdin.write(data)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ValueError):
+            stdin.close()
+
+    feeder = threading.Thread(target=feed, name="pipe-stdin", daemon=True)
+    feeder.start()
+    kept = bytearray()
+    timed_out = False
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    timed_out = True
+                    break
+                chunk = os.read(stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                if len(kept) < output_limit:
+                    kept.extend(chunk[:output_limit - len(kept)])
+        if not timed_out:
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+    finally:
+        stdout.close()
+        feeder.join(5)  # the command is gone, so a blocked write ends with EPIPE
+    return CommandRun(proc.returncode, bytes(kept), timed_out)
+
+
 async def run_command(argv: Sequence[str], data: bytes, *, uid: int, gid: int,
                       time_limit: float, cwd: str | None = None,
                       env: dict[str, str] | None = None,
                       output_limit: int = OUTPUT_LIMIT) -> CommandRun:
-    """Run argv as uid/gid with `data` on stdin; keep the first output_limit bytes of output.
-
-    The command gets its own session, so a timeout kills its whole process group (pipe(8) kills
-    "not just the child process but also its offspring"). EPIPE on stdin is not an error: the
-    command may stop reading early and still exit 0.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True,
-        **_credentials(uid, gid))  # type: ignore[arg-type]
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin, stdout = proc.stdin, proc.stdout
-    kept = bytearray()
-
-    async def feed() -> None:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stdin.write(data)
-            await stdin.drain()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stdin.close()
-            await stdin.wait_closed()
-
-    async def collect() -> None:
-        while chunk := await stdout.read(65536):
-            if len(kept) < output_limit:
-                kept.extend(chunk[:output_limit - len(kept)])
-
-    async def whole() -> int:
-        await asyncio.gather(feed(), collect())
-        return await proc.wait()
-
-    try:
-        returncode = await asyncio.wait_for(whole(), time_limit)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return CommandRun(proc.returncode, bytes(kept), True)
-    return CommandRun(returncode, bytes(kept), False)
+    """run_command_blocking in a worker thread: works the same on any event loop."""
+    return await asyncio.to_thread(
+        run_command_blocking, argv, data, uid=uid, gid=gid, time_limit=time_limit, cwd=cwd,
+        env=env, output_limit=output_limit)
 
 
 # --------------------------------------------------------------------------------------------
