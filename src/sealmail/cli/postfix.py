@@ -53,7 +53,7 @@ def check(config: MtaConfig) -> list[str]:
 
     main = config.main
     warnings = [f"{e.path}: unused parameter: {e.name}={e.value}" for e in main.unused()]
-    Queue(Path(main.value("queue_directory"))).create_directories()
+    Queue(Path(main.instance_path("queue_directory"))).create_directories()
     cleanup_from_config(main)
     RetrySchedule.from_config(main)
     for spec in main.maps("transport_maps"):
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGHUP)
         return 0
     assert action == "flush"
-    queue = Queue(Path(main.value("queue_directory")))
+    queue = Queue(Path(main.instance_path("queue_directory")))
     if not send_control(queue.control_socket, "flush"):
         say("fatal: Cannot flush mail queue - mail system is down")
         return 1

@@ -236,7 +236,7 @@ def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None
 
 
 def pid_path(main: MainConfig) -> Path:
-    return Path(main.value("data_directory")) / PID_FILE
+    return Path(main.instance_path("data_directory")) / PID_FILE
 
 
 def running_pid(main: MainConfig) -> int | None:
@@ -343,7 +343,7 @@ class MtaMaster:
                           ready: Callable[[MtaMaster], None] | None) -> None:
         config = self.load()
         main = config.main
-        queue = Queue(Path(main.value("queue_directory")), clock=self.clock)
+        queue = Queue(Path(main.instance_path("queue_directory")), clock=self.clock)
         self.queue = queue
         await asyncio.to_thread(queue.create_directories)
         if not self._recovered:

@@ -732,7 +732,7 @@ async def serve_worker(
     if entry is None:
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
-    queue = Queue(Path(config.main.value("queue_directory")))
+    queue = Queue(Path(config.main.instance_path("queue_directory")))
     service = SmtpdService.from_config(
         settings,
         queue,
