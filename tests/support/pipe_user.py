@@ -1,15 +1,20 @@
-"""A pipe(8) account and a `sealmail` command it can run, for tests of pipe transports.
+"""A pipe(8) account and a `sealmail` command it can run, for tests of pipe transports; and a
+Python with which an MTA that switches to mail_owner keeps working.
 
 pipe(8) never runs commands as root, and the account it uses cannot reach a Python installed
 under /root (0700), nor a checkout there (as CI's clone may be): the tests then run a copy of the
-package with Debian's python3.
+package with Debian's python3. The same holds for the MTA once it runs as mail_owner.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import pwd
 import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -35,12 +40,56 @@ def ensure_pipe_user(name: str = PIPE_USER) -> str:
     return name
 
 
-def _runs_as(user: str, argv: list[str]) -> bool:
-    """Whether `sealmail deliver` starts as `user` (only deliver's imports: the stdlib)."""
+SYSTEM_PYTHON = "/usr/bin/python3"
+# What the MTA imports beyond the standard library (uvloop: the [fast] extra, when installed).
+MTA_PACKAGES = ("sealmail", "scramp", "asn1crypto", "uvloop")
+
+
+def copy_packages(lib: Path, names: Sequence[str]) -> Path:
+    """Copies of the installed packages `names` (and their dist-info) in `lib`, where another
+    account can read them: the checkout and the interpreter's site-packages may sit under a
+    directory that only root may enter (/root is 0700), as CI's clone may. Missing optional
+    packages are left out."""
+    lib.mkdir(exist_ok=True)
+    for name in names:
+        if (lib / name).exists():
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        package = Path(next(iter(spec.submodule_search_locations))).resolve()
+        shutil.copytree(package, lib / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for info in package.parent.glob(f"{name}-*.dist-info"):
+            shutil.copytree(info, lib / info.name)
+    return lib
+
+
+def mta_python_for(user: str, directory: Path) -> tuple[str, dict[str, str]]:
+    """(python, environment) with which an MTA that switches to `user` keeps importing and
+    starting its smtpd processes: this interpreter when `user` can run it and reach this
+    checkout, else Debian's python3 over copies under `directory`/lib."""
+    here = str(Path(sealmail.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": here}
+    if _runs_as(user, [sys.executable, "-c", "import sealmail.mta.master"], env):
+        return sys.executable, env
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"{sys.executable} is not usable by {user} and there is no {SYSTEM_PYTHON}")
+    lib = copy_packages(directory / "lib", MTA_PACKAGES)
+    check_reachable(lib, user)
+    env = {**os.environ, "PYTHONPATH": str(lib)}
+    probe = [SYSTEM_PYTHON, "-c", "import sealmail.mta.master"]
+    done = subprocess.run(probe, user=user, env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
+    if done.returncode != 0:
+        pytest.skip(f"no Python that {user} can run the MTA with: {done.stderr.strip()}")
+    return SYSTEM_PYTHON, env
+
+
+def _runs_as(user: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
+    """Whether argv exits 0 when run as `user`."""
     try:
-        done = subprocess.run(
-            [*argv, "deliver", "--help"], user=user, capture_output=True, timeout=60, check=False
-        )
+        done = subprocess.run(argv, user=user, env=env, capture_output=True, timeout=60,
+                              check=False)
     except OSError:
         return False
     return done.returncode == 0
@@ -49,20 +98,12 @@ def _runs_as(user: str, argv: list[str]) -> bool:
 def sealmail_command_for(user: str, directory: Path) -> str:
     """The absolute path of a `sealmail` command that `user` can run (see the module docstring)."""
     installed = shutil.which("sealmail")
-    if installed and _runs_as(user, [installed]):
+    if installed and _runs_as(user, [installed, "deliver", "--help"]):
         return installed
-    python = Path("/usr/bin/python3")
-    # A copy of the package where `user` can read it: the checkout may sit under a directory
-    # that only root may enter (/root is 0700), as CI's clone may.
-    source = directory / "lib"
-    if not source.exists():
-        shutil.copytree(
-            Path(sealmail.__file__).resolve().parent,
-            source / "sealmail",
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
+    python = Path(SYSTEM_PYTHON)
     if not python.exists():
         pytest.skip(f"{installed} is not runnable by {user} and there is no {python}")
+    source = copy_packages(directory / "lib", ("sealmail",))
     (directory / "bin").mkdir(exist_ok=True)
     script = directory / "bin" / "sealmail"
     script.write_text(
@@ -75,6 +116,6 @@ def sealmail_command_for(user: str, directory: Path) -> str:
     )
     script.chmod(0o755)
     check_reachable(source, user)
-    if not _runs_as(user, [str(script)]):
+    if not _runs_as(user, [str(script), "deliver", "--help"]):
         pytest.skip(f"neither {installed} nor {script} runs as {user}")
     return str(script)

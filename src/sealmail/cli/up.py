@@ -8,6 +8,7 @@ the foreground until Ctrl-C, exactly as an operator would run it from those two 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -123,6 +124,11 @@ def mta_config(instance: Path, smtp_port: int) -> Path:
             "mynetworks = 127.0.0.0/8\n"
             f"local_transport = cyrus:unix:{instance}/lib/socket/lmtp\n"
             "cyrus_destination_recipient_limit = 300\n"
+            + (
+                # A private instance made by root lies where mail_owner (postfix) may not
+                # reach: a single-user set-up, which allow_root_services is for.
+                "mail_owner = root\nallow_root_services = yes\n" if os.geteuid() == 0 else ""
+            )
         )
     if not (directory / "master.cf").exists():
         (directory / "master.cf").write_text(

@@ -48,11 +48,11 @@ from typing import Any
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
+from sealmail.mta.agents.privileges import OUTPUT_LIMIT, DeliveryPrivileges, current
 from sealmail.mta.config import MainConfig, MasterService
 
 log = logging.getLogger("sealmail.mta.pipe")
 
-OUTPUT_LIMIT = 4096  # bytes of command output kept for the result text (Postfix: VSTREAM_BUFSIZE)
 SUCCESS_OUTPUT_LIMIT = 100  # pipe(8) adds at most this much output to a "delivered" text
 DEFAULT_PATH = "/usr/bin:/bin"
 
@@ -526,7 +526,7 @@ def run_command_blocking(argv: Sequence[str], data: bytes, *, uid: int, gid: int
     (sealmail.mta.privsep) has no loop at all. The command gets its own session, so a timeout
     kills its whole process group (pipe(8) kills "not just the child process but also its
     offspring"). EPIPE on stdin is not an error: the command may stop reading early and still
-    exit 0. Blocking: call it from a thread (`run_command`).
+    exit 0. Blocking: agents reach it through DeliveryPrivileges.run_command.
     """
     deadline = time.monotonic() + time_limit
     proc = subprocess.Popen(
@@ -575,16 +575,6 @@ def run_command_blocking(argv: Sequence[str], data: bytes, *, uid: int, gid: int
     return CommandRun(proc.returncode, bytes(kept), timed_out)
 
 
-async def run_command(argv: Sequence[str], data: bytes, *, uid: int, gid: int,
-                      time_limit: float, cwd: str | None = None,
-                      env: dict[str, str] | None = None,
-                      output_limit: int = OUTPUT_LIMIT) -> CommandRun:
-    """run_command_blocking in a worker thread: works the same on any event loop."""
-    return await asyncio.to_thread(
-        run_command_blocking, argv, data, uid=uid, gid=gid, time_limit=time_limit, cwd=cwd,
-        env=env, output_limit=output_limit)
-
-
 # --------------------------------------------------------------------------------------------
 # The agent
 
@@ -595,12 +585,14 @@ class PipeAgent:
     """One pipe(8) transport of master.cf; stateless between deliveries."""
 
     def __init__(self, service: MasterService, settings: MainConfig, *,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, privileges: DeliveryPrivileges | None = None) -> None:
         """A bad entry does not stop the MTA: its mail is deferred with the error (4.3.5), as
         Postfix's qmgr defers mail for a pipe service that exits fatally. `command_for()`
-        raises the same error for a configuration check."""
+        raises the same error for a configuration check. Commands run through `privileges`
+        (default: the master's, see sealmail.mta.agents.privileges)."""
         self.settings = settings
         self.clock = clock
+        self.privileges = privileges or current()
         self.config_error: PipeConfigError | None = None
         try:
             self.command = command_for(service, settings)
@@ -611,8 +603,10 @@ class PipeAgent:
 
     @classmethod
     def from_command(cls, command: PipeCommand, settings: MainConfig, *,
-                     clock: Clock = time.time) -> PipeAgent:
+                     clock: Clock = time.time,
+                     privileges: DeliveryPrivileges | None = None) -> PipeAgent:
         agent = cls.__new__(cls)
+        agent.privileges = privileges or current()
         agent.config_error = None
         agent.command = command
         agent.settings = settings
@@ -667,9 +661,9 @@ class PipeAgent:
         time_limit = self.settings.time(f"{command.service}_time_limit")
         cwd = command.directory or _existing(self.settings.value("queue_directory")) or "/"
         try:
-            run = await run_command(argv, data, uid=command.uid, gid=command.gid,
-                                    time_limit=time_limit, cwd=cwd,
-                                    env=command_environment(self.settings))
+            run = await self.privileges.run_command(
+                argv, data, uid=command.uid, gid=command.gid, time_limit=time_limit, cwd=cwd,
+                env=command_environment(self.settings))
         except (OSError, PermissionError) as exc:
             log.warning("%s: %s: cannot run %s: %s", request.queue_id, command.service,
                         argv[0], exc)
