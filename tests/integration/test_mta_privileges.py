@@ -175,6 +175,14 @@ def test_started_as_root_the_mta_serves_as_mail_owner(root: Path,
         assert int((out / "pipe.uid").read_text()) == pwd.getpwnam(pipe_user).pw_uid
         assert int((out / "alias.uid").read_text()) == pwd.getpwnam("nobody").pw_uid
         assert (root / "spool").stat().st_uid == owner.pw_uid
+        # A local user posts through maildrop; pickup (as postfix) reads and removes the file.
+        posted = subprocess.run(
+            [python, "-m", "sealmail", "sendmail", "-c", str(config), "alice@example.com"],
+            input=b"Subject: posted by nobody\n\nhi\n", env=env, user="nobody",
+            capture_output=True, timeout=60, check=False)
+        assert posted.returncode == 0, posted.stderr
+        wait_for(lambda: store.message_count("alice") == 2, what="the maildrop posting")
+        assert not list((root / "spool" / "maildrop").iterdir())
         if where != "syslog":
             text = maillog.read_text()
             assert f"logging to {maillog}" in text and f"running as {MAIL_OWNER}" in text
