@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.peers import free_tcp_port, traversable_tmpdir
-from tests.support.pipe_user import runtime_for
+from tests.support.pipe_user import python_for
 
 from sealmail.cli import up
 
@@ -34,8 +34,9 @@ def up_command(tmp_path: Path) -> Iterator[UpCommand]:
         return
     account = up.service_account()
     with traversable_tmpdir("smup-") as directory:
-        argv, env = runtime_for(account.pw_name, directory / "runtime")
-        yield [*argv, "up"], env, directory
+        (directory / "runtime").mkdir()
+        python, env = python_for(account.pw_name, directory / "runtime")
+        yield [python, "-m", "sealmail", "up"], env, directory
 
 
 def test_up_runs_an_instance_that_receives_and_serves_mail(

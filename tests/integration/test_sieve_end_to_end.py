@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.mta import mail_owner_opt_in
 from tests.support.peers import free_tcp_port, traversable_tmpdir, wait_until_accepting
 
 pytestmark = pytest.mark.peer
@@ -73,7 +74,7 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
     (mta_dir / "main.cf").write_text(
         f"queue_directory = {root}/mta-spool\ndata_directory = {root}/mta-data\n"
         "myhostname = mx.test.example\nmydestination =\ninet_interfaces = loopback-only\n"
-        f"mynetworks = 127.0.0.0/8\nrelayhost = [127.0.0.1]:{sink_port}\n"
+        f"mynetworks = 127.0.0.0/8\nrelayhost = [127.0.0.1]:{sink_port}\n" + mail_owner_opt_in()
     )
     (mta_dir / "master.cf").write_text(
         f"127.0.0.1:{mta_port} inet n - n - - smtpd\n"

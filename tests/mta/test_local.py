@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.loops import LoopRunner
 from tests.support.peers import traversable_tmpdir
 
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
@@ -38,8 +39,9 @@ class Harness:
     """A LocalAgent over a temporary spool, with recorded hand-offs."""
 
     def __init__(self, root: Path, main_cf: str, users: Sequence[str] = ("alice", "bob"), *,
-                 aliases: str | None = None) -> None:
+                 aliases: str | None = None, run: LoopRunner = asyncio.run) -> None:
         self.root = root
+        self.run = run  # the run_on_loop fixture where commands really run
         if aliases is not None:
             (root / "aliases").write_text(aliases)
             build_alias_database(root / "aliases")
@@ -83,7 +85,7 @@ class Harness:
             "QID", sender, tuple(QueuedRecipient(a, a, i) for i, a in enumerate(addresses)),
             "local", "mx.example.com", MessageContent(self.message),
             self.message.stat().st_size, 0.0, self.settings)
-        results = asyncio.run(self.agent.deliver(request))
+        results = self.run(self.agent.deliver(request))
         assert [r.index for r in results] == list(range(len(addresses)))
         return [(r.status, r.dsn, r.text) for r in results]
 
@@ -147,10 +149,10 @@ def test_recipient_delimiter_alias_lookup_tries_full_then_user(root: Path) -> No
 
 
 @needs_root
-def test_alias_to_two_users_and_a_pipe(root: Path) -> None:
+def test_alias_to_two_users_and_a_pipe(root: Path, run_on_loop: LoopRunner) -> None:
     out = root / "out" / "piped"
     h = Harness(root, "", aliases=f"staff: alice, Bob, alice@example.com,\n"
-                                  f'  "|cat > {out}; id -u >> {out}.uid"\n')
+                                  f'  "|cat > {out}; id -u >> {out}.uid"\n', run=run_on_loop)
     assert [r[0] for r in h.deliver("staff@example.com")] == [Status.SENT]
     # alice appears twice in the expansion: one copy (duplicate elimination).
     assert h.mbox("alice").count(b"Subject: hi") == 1
@@ -264,8 +266,9 @@ def test_alias_file_destinations_run_with_default_privs(root: Path) -> None:
 
 
 @needs_root
-def test_command_exit_status_follows_pipe_rules(root: Path) -> None:
-    h = Harness(root, "", aliases='soft: "|exit 75"\nhard: "|echo 5.2.2 mailbox full; exit 1"\n')
+def test_command_exit_status_follows_pipe_rules(root: Path, run_on_loop: LoopRunner) -> None:
+    h = Harness(root, "", aliases='soft: "|exit 75"\nhard: "|echo 5.2.2 mailbox full; exit 1"\n',
+                run=run_on_loop)
     assert h.deliver("soft@example.com")[0] == (Status.DEFERRED, "4.3.0", "temporary failure")
     assert h.deliver("hard@example.com")[0] == (Status.BOUNCED, "5.2.2", "mailbox full")
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.mta import mail_owner_opt_in
 from tests.support.peers import free_tcp_port
 
 SEALMAIL = (sys.executable, "-m", "sealmail")
@@ -30,7 +31,8 @@ def write_config(root: Path, port: int, extra: str = "") -> Path:
         f"maillog_file = {root / 'maillog'}\n"
         "inet_interfaces = loopback-only\n"
         "local_transport = lmtp:unix:/nowhere/lmtp\n"
-        "default_transport = error:5.7.1 no relaying in tests\n" + extra)
+        "default_transport = error:5.7.1 no relaying in tests\n" + mail_owner_opt_in()
+        + extra)
     (config / "master.cf").write_text(
         f"127.0.0.1:{port} inet  n       -       n       -       -       smtpd\n"
         "lmtp      unix  -       -       n       -       -       lmtp\n"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.loops import LoopRunner
 from tests.support.peers import traversable_tmpdir
 
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, Status
@@ -248,13 +249,16 @@ def _script(spool: Path, body: str) -> str:
     return str(script)
 
 
-def _deliver(agent: PipeAgent, req: DeliveryRequest) -> list[tuple[int, Status, str, str]]:
-    results = asyncio.run(agent.deliver(req))
+def _deliver(agent: PipeAgent, req: DeliveryRequest, run: LoopRunner = asyncio.run,
+             ) -> list[tuple[int, Status, str, str]]:
+    """One delivery; `run` is the run_on_loop fixture where a command really runs."""
+    results = run(agent.deliver(req))
     return [(r.index, r.status, r.dsn, r.text) for r in results]
 
 
 @needs_root
-def test_seed_cyrus_deliver_runs_as_user_with_message_on_stdin(spool: Path) -> None:
+def test_seed_cyrus_deliver_runs_as_user_with_message_on_stdin(spool: Path,
+                                                               run_on_loop: LoopRunner) -> None:
     out = spool / "out"
     script = _script(spool, f'id -u > {out}/uid.$5\nprintf "%s|" "$@" > {out}/args.$5\n'
                             f'cat > {out}/msg.$5\n')
@@ -266,7 +270,7 @@ def test_seed_cyrus_deliver_runs_as_user_with_message_on_stdin(spool: Path) -> N
                 flags="R"), service="cyrus-deliver")
     agent = PipeAgent.from_command(cmd, cfg)
     req = request(message, "alice+Lists@example.com", "bob@example.com", cfg=cfg)
-    results = _deliver(agent, req)
+    results = _deliver(agent, req, run_on_loop)
     assert [r[1] for r in results] == [Status.SENT, Status.SENT]
     assert results[0][3] == "delivered via cyrus-deliver service"
     # Two runs, one per recipient, each with its own arguments.
@@ -278,29 +282,32 @@ def test_seed_cyrus_deliver_runs_as_user_with_message_on_stdin(spool: Path) -> N
 
 
 @needs_root
-def test_exit_status_and_stderr_reach_the_result(spool: Path) -> None:
+def test_exit_status_and_stderr_reach_the_result(spool: Path, run_on_loop: LoopRunner) -> None:
     message = spool / "msg"
     message.write_bytes(MESSAGE)
     script = _script(spool, 'cat >/dev/null; echo "mailbox $1 unknown" >&2; exit 67\n')
     cmd = parse_pipe_attributes(command(f"{script} ${{user}}", user=UNPRIVILEGED))
     results = _deliver(PipeAgent.from_command(cmd, settings()),
-                       request(message, "zed@example.com"))
+                       request(message, "zed@example.com"), run_on_loop)
     assert results == [(0, Status.BOUNCED, "5.1.1",
                         "user unknown. Command output: mailbox zed unknown")]
     script = _script(spool, "exit 75\n")  # does not read its input: EPIPE is no error
     cmd = parse_pipe_attributes(command(script, user=UNPRIVILEGED))
-    results = _deliver(PipeAgent.from_command(cmd, settings()), request(message, "a@x"))
+    results = _deliver(PipeAgent.from_command(cmd, settings()), request(message, "a@x"),
+                       run_on_loop)
     assert results == [(0, Status.DEFERRED, "4.3.0", "temporary failure")]
 
 
 @needs_root
-def test_time_limit_kills_the_command_and_its_children(spool: Path) -> None:
+def test_time_limit_kills_the_command_and_its_children(spool: Path,
+                                                      run_on_loop: LoopRunner) -> None:
     message = spool / "msg"
     message.write_bytes(MESSAGE)
     script = _script(spool, f"sleep 30 & echo $! > {spool}/out/child\nwait\n")
     cmd = parse_pipe_attributes(command(script, user=UNPRIVILEGED), service="slow")
     cfg = settings("slow_time_limit = 1s\n")
-    results = _deliver(PipeAgent.from_command(cmd, cfg), request(message, "a@x", cfg=cfg))
+    results = _deliver(PipeAgent.from_command(cmd, cfg), request(message, "a@x", cfg=cfg),
+                       run_on_loop)
     assert results[0][1:3] == (Status.BOUNCED, "5.3.0")
     child = int((spool / "out" / "child").read_text())
     deadline = time.monotonic() + 10
@@ -326,11 +333,13 @@ def test_size_limit_and_delivered_to_loop_bounce_without_running(tmp_path: Path)
 
 
 @needs_root
-def test_missing_command_defers_or_bounces_like_exec_failure(spool: Path) -> None:
+def test_missing_command_defers_or_bounces_like_exec_failure(spool: Path,
+                                                             run_on_loop: LoopRunner) -> None:
     message = spool / "msg"
     message.write_bytes(MESSAGE)
     cmd = parse_pipe_attributes(command(str(spool / "absent"), user=UNPRIVILEGED))
-    results = _deliver(PipeAgent.from_command(cmd, settings()), request(message, "a@x"))
+    results = _deliver(PipeAgent.from_command(cmd, settings()), request(message, "a@x"),
+                       run_on_loop)
     assert results[0][1:3] == (Status.DEFERRED, "4.3.0")
 
 
@@ -375,7 +384,8 @@ def _stored(store: object, mailbox: str, marker: bytes) -> list[bytes]:
 
 
 def test_seed_section_9_1_entries_deliver_through_sealmail_deliver(
-        store_and_command: tuple[object, str, str], tmp_path: Path) -> None:
+        store_and_command: tuple[object, str, str], tmp_path: Path,
+        run_on_loop: LoopRunner) -> None:
     store, sealmail_command, user = store_and_command
     conf = store.conf_path  # type: ignore[attr-defined]
     master = parse_master_cf(
@@ -390,7 +400,7 @@ def test_seed_section_9_1_entries_deliver_through_sealmail_deliver(
     message = tmp_path / "msg"
     marker = f"<{tmp_path.name}@test>".encode()
     message.write_bytes(b"Message-ID: " + marker + b"\r\nSubject: seed 9.1\r\n\r\n.dot\r\nbody\r\n")
-    results = asyncio.run(PipeAgent(new, new.effective(cfg)).deliver(
+    results = run_on_loop(PipeAgent(new, new.effective(cfg)).deliver(
         request(message, "alice@example.com", "alice+Lists@example.com", "zed@example.com",
                 cfg=cfg)))
     assert [(r.status, r.dsn) for r in results] == [
@@ -402,7 +412,7 @@ def test_seed_section_9_1_entries_deliver_through_sealmail_deliver(
         assert data.count(b"Return-Path: <s@remote.example>") == 1
         assert data.endswith(b"\r\n.dot\r\nbody\r\n")
     # flags=R: pipe adds the Return-Path, deliver gets no -r; exactly one in the store.
-    [result] = asyncio.run(PipeAgent(old, old.effective(cfg)).deliver(
+    [result] = run_on_loop(PipeAgent(old, old.effective(cfg)).deliver(
         request(message, "frank@example.com", cfg=cfg)))
     assert result.status is Status.SENT
     [stored] = _stored(store, "user.frank", marker)

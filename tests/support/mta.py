@@ -1,8 +1,10 @@
-"""sealmail's MTA master in a thread of the test process, stopped cleanly at the end."""
+"""sealmail's MTA master in a thread of the test process, stopped cleanly at the end; and the
+main.cf opt-in of MTAs that tests start as root on a directory only root can reach."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -38,3 +40,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
         time.sleep(0.05)
+
+
+def mail_owner_opt_in() -> str:
+    """main.cf lines for an MTA a fixture starts as a subprocess on a config under pytest's
+    tmp_path (0700: mail_owner `postfix` could not reach its queue): when the suite runs as
+    root, the MTA keeps running as root, by the explicit opt-in the MTA requires. Empty when
+    not root (the MTA then runs as the test's own account). Tests of the real switch to
+    mail_owner (tests/integration/test_mta_privileges.py) do not use it."""
+    if os.geteuid() != 0:
+        return ""
+    return "mail_owner = root\nallow_root_services = yes\n"

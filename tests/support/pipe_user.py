@@ -1,23 +1,27 @@
-"""A pipe(8) account and a `sealmail` command it can run, for tests of pipe transports.
+"""A pipe(8) account and a `sealmail` command it can run, for tests of pipe transports; and a
+Python with which daemons that switch to an unprivileged account keep working.
 
-pipe(8) never runs commands as root, nor do the daemons started by root (they drop to an
-unprivileged account), and that account cannot reach a Python installed under /root (0700), nor a
-checkout there (as CI's clone may be): the tests then run a copy of the package, with what it
-imports, under Debian's python3.
+pipe(8) never runs commands as root, nor do the daemons started by root (the MTA as mail_owner,
+the store as cyrus_user), and those accounts cannot reach a Python installed under /root (0700),
+nor a checkout there (as CI's clone may be): the tests then run a copy of the package, with what
+it imports, under Debian's python3.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import pwd
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from tests.support.peers import check_reachable
+
+import sealmail
 
 PIPE_USER = "sealmail-deliver"
 
@@ -37,69 +41,72 @@ def ensure_pipe_user(name: str = PIPE_USER) -> str:
     return name
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+# What sealmail imports beyond the standard library (uvloop: the [fast] extra, when installed).
+RUNTIME_PACKAGES = ("sealmail", "scramp", "asn1crypto", "uvloop")
+# Importing these loads every daemon's code: what the probe below must find.
+PROBE = "import sealmail.cli.main, sealmail.mta.master, sealmail.server.master, scramp"
+
+
+def copy_packages(lib: Path, names: Sequence[str]) -> Path:
+    """Copies of the installed packages `names` (and their dist-info) in `lib`, where another
+    account can read them: the checkout and the interpreter's site-packages may sit under a
+    directory that only root may enter (/root is 0700), as CI's clone may. Missing optional
+    packages are left out."""
+    lib.mkdir(exist_ok=True)
+    for name in names:
+        if (lib / name).exists():
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        package = Path(next(iter(spec.submodule_search_locations))).resolve()
+        shutil.copytree(package, lib / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for info in package.parent.glob(f"{name}-*.dist-info"):
+            shutil.copytree(info, lib / info.name)
+    return lib
+
+
+def python_for(user: str, directory: Path) -> tuple[str, dict[str, str]]:
+    """(python, environment) with which daemons that switch to `user` keep importing and
+    starting their workers: this interpreter when `user` can run it and reach this checkout,
+    else Debian's python3 over copies under `directory`/lib."""
+    here = str(Path(sealmail.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": here}
+    if _runs_as(user, [sys.executable, "-c", PROBE], env):
+        return sys.executable, env
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"{sys.executable} is not usable by {user} and there is no {SYSTEM_PYTHON}")
+    lib = copy_packages(directory / "lib", RUNTIME_PACKAGES)
+    check_reachable(lib, user)
+    env = {**os.environ, "PYTHONPATH": str(lib)}
+    probe = [SYSTEM_PYTHON, "-c", PROBE]
+    done = subprocess.run(probe, user=user, env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
+    if done.returncode != 0:
+        pytest.skip(f"no Python that {user} can run sealmail with: {done.stderr.strip()}")
+    return SYSTEM_PYTHON, env
+
+
 def _runs_as(user: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
-    """Whether `sealmail deliver` starts as `user` (only deliver's imports: the stdlib)."""
+    """Whether argv exits 0 when run as `user`."""
     try:
-        done = subprocess.run(
-            [*argv, "deliver", "--help"], user=user, capture_output=True, timeout=60,
-            check=False, env=env,
-        )
+        done = subprocess.run(argv, user=user, env=env, capture_output=True, timeout=60,
+                              check=False)
     except OSError:
         return False
     return done.returncode == 0
 
 
-def portable_package(directory: Path) -> Path:
-    """A copy of sealmail and what it imports at run time (scramp, asn1crypto, uvloop when
-    installed) under `directory/lib`, for a Python outside /root to run with PYTHONPATH."""
-    source = directory / "lib"
-    if not source.exists():
-        for module in ("sealmail", "scramp", "asn1crypto", "uvloop"):
-            try:
-                package = Path(importlib.import_module(module).__file__ or "").resolve().parent
-            except ImportError:
-                continue
-            shutil.copytree(package, source / module, ignore=shutil.ignore_patterns("__pycache__"))
-            for metadata in package.parent.glob(f"{module}-*.dist-info"):  # scramp reads its own
-                shutil.copytree(metadata, source / metadata.name)
-    return source
-
-
-def portable_python() -> Path:
-    """Debian's python3, when it runs the copied compiled modules (the same 3.x as ours)."""
-    python = Path("/usr/bin/python3")
-    if not python.exists():
-        pytest.skip(f"no {python} for an account that cannot reach {sys.executable}")
-    version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    if version != str(tuple(sys.version_info[:2])):
-        pytest.skip(f"{python} is Python {version}, the suite runs {sys.version_info[:2]}")
-    return python
-
-
-def runtime_for(user: str, directory: Path) -> tuple[list[str], dict[str, str]]:
-    """`sealmail` as argv and the environment it needs, runnable by `user` and by the daemons
-    that drop to it: this interpreter where `user` can run it, else a copy (module docstring)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    here = [sys.executable, "-m", "sealmail"]
-    if _runs_as(user, here, {**os.environ}):
-        return here, dict(os.environ)
-    source = portable_package(directory)
-    env["PYTHONPATH"] = str(source)
-    argv = [str(portable_python()), "-m", "sealmail"]
-    check_reachable(source, user)
-    if not _runs_as(user, argv, env):
-        pytest.skip(f"neither {sys.executable} nor a copy under {directory} runs as {user}")
-    return argv, env
-
-
 def sealmail_command_for(user: str, directory: Path) -> str:
     """The absolute path of a `sealmail` command that `user` can run (see the module docstring)."""
     installed = shutil.which("sealmail")
-    if installed and _runs_as(user, [installed]):
+    if installed and _runs_as(user, [installed, "deliver", "--help"]):
         return installed
-    python = portable_python()
-    source = portable_package(directory)
+    python = Path(SYSTEM_PYTHON)
+    if not python.exists():
+        pytest.skip(f"{installed} is not runnable by {user} and there is no {python}")
+    source = copy_packages(directory / "lib", ("sealmail",))
     (directory / "bin").mkdir(exist_ok=True)
     script = directory / "bin" / "sealmail"
     script.write_text(
@@ -112,6 +119,6 @@ def sealmail_command_for(user: str, directory: Path) -> str:
     )
     script.chmod(0o755)
     check_reachable(source, user)
-    if not _runs_as(user, [str(script)]):
+    if not _runs_as(user, [str(script), "deliver", "--help"]):
         pytest.skip(f"neither {installed} nor {script} runs as {user}")
     return str(script)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.aliases import build_alias_database
-from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY
+from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY, with_config_directory
 from sealmail.mta.config.main_cf import MainConfig, load_main_cf
 from sealmail.mta.config.tables import TableError, open_table, split_spec
 
@@ -38,7 +39,7 @@ def add_postalias_arguments(parser: argparse.ArgumentParser) -> None:
 def _main_config(args: argparse.Namespace) -> MainConfig:
     directory = args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
     document = load_main_cf(os.path.join(directory, "main.cf"), missing_ok=True)
-    return MainConfig.from_document(document)
+    return with_config_directory(MainConfig.from_document(document), Path(directory))
 
 
 def _build(spec: str, default_type: str) -> None:
@@ -56,6 +57,8 @@ def _build(spec: str, default_type: str) -> None:
 def run_newaliases(args: argparse.Namespace) -> int:
     config = _main_config(args)
     default_type = config.value("default_database_type").strip() or "hash"
+    # Postfix's default (hash:/etc/aliases) is the system's: `-c DIR` must name its own.
+    config.instance_path("alias_database")
     for spec in config.maps("alias_database"):
         _build(spec, default_type)
     return 0

@@ -53,7 +53,11 @@ def check(config: MtaConfig) -> list[str]:
 
     main = config.main
     warnings = [f"{e.path}: unused parameter: {e.name}={e.value}" for e in main.unused()]
-    Queue(Path(main.value("queue_directory"))).create_directories()
+    if os.geteuid() == 0:
+        from sealmail.mta.privsep import mail_owner_account
+
+        mail_owner_account(main)  # the account the master will switch to (root refused)
+    Queue(Path(main.instance_path("queue_directory"))).create_directories()
     cleanup_from_config(main)
     RetrySchedule.from_config(main)
     for spec in main.maps("transport_maps"):
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGHUP)
         return 0
     assert action == "flush"
-    queue = Queue(Path(main.value("queue_directory")))
+    queue = Queue(Path(main.instance_path("queue_directory")))
     if not send_control(queue.control_socket, "flush"):
         say("fatal: Cannot flush mail queue - mail system is down")
         return 1
@@ -125,16 +129,23 @@ def run(args: argparse.Namespace) -> int:
 
 def _start(directory: Path, main: object) -> int:
     from sealmail.mta.config import MainConfig
-    from sealmail.mta.master import running_pid
+    from sealmail.mta.master import (
+        DETACHED,
+        describe_destination,
+        maillog_destination,
+        running_pid,
+    )
 
     assert isinstance(main, MainConfig)
+    say(f"logging to {describe_destination(maillog_destination(main))}")
     # The daemon's standard error goes to an unlinked file: read here if it fails to start,
-    # and never a pipe that would break once this command exits.
+    # and never a pipe that would break once this command exits. Its log lines go to the
+    # log only (DETACHED): the file gets nothing but a failure.
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
             [sys.executable, "-m", "sealmail", "postfix", "-c", str(directory), "start-fg"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, DETACHED: "1"},
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

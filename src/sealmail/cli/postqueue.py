@@ -73,7 +73,7 @@ def render_queue(entries: Iterable[QueueFile]) -> str:
 
 def _queue_dir(args: argparse.Namespace) -> Path:
     directory = args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
-    return Path(load_mta_config(directory).main.value("queue_directory"))
+    return Path(load_mta_config(directory).main.instance_path("queue_directory"))
 
 
 def run_postqueue(args: argparse.Namespace) -> int:

@@ -223,10 +223,15 @@ def parse_include(text: str, path: str = "<string>") -> list[Destination]:
 def read_include(path: str | os.PathLike[str]) -> list[Destination]:
     source = Path(path)
     with open(source, "rb") as handle:
-        data = handle.read(MAX_INCLUDE_SIZE + 1)
+        return include_members(handle.read(MAX_INCLUDE_SIZE + 1), str(source))
+
+
+def include_members(data: bytes, source: str) -> list[Destination]:
+    """The destinations of an :include: or .forward file read as at most MAX_INCLUDE_SIZE + 1
+    bytes; a larger one is refused (a runaway list)."""
     if len(data) > MAX_INCLUDE_SIZE:
-        raise AliasError(str(source), 0, None, f"larger than {MAX_INCLUDE_SIZE} bytes")
-    return parse_include(data.decode("utf-8", "replace"), str(source))
+        raise AliasError(source, 0, None, f"larger than {MAX_INCLUDE_SIZE} bytes")
+    return parse_include(data.decode("utf-8", "replace"), source)
 
 
 # --------------------------------------------------------------------------------------------

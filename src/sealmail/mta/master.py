@@ -20,7 +20,11 @@ itself (cleanup runs in it) and nudges the queue manager over the control socket
   master.cf (listeners are opened again).
 
 Logs go to maillog_file when set, in syslog's shape: `Mon DD HH:MM:SS host sealmail/smtpd[pid]:
-...`, one program name per component.
+...`, one program name per component; else to syslog (facility mail) when /dev/log exists; else
+to data_directory/maillog, never nowhere. The first line of a start says where.
+
+Started as root (`run_foreground`), the master binds its listeners, then runs as main.cf
+mail_owner with a privileged helper for local(8) and pipe(8): see sealmail.mta.privsep.
 """
 
 from __future__ import annotations
@@ -135,25 +139,52 @@ class SyslogFormatter(MaillogFormatter):
         return super().format(record).split(" ", 4)[4]
 
 
-def open_maillog(main: MainConfig) -> logging.Handler | None:
-    """A handler for maillog_file, else for syslog (/dev/log, facility mail) when there is one,
-    else None (standard error)."""
+SYSLOG_SOCKET = "/dev/log"
+SYSLOG = "syslog"
+FALLBACK_MAILLOG = "maillog"  # under data_directory, when there is no syslog and no maillog_file
+
+
+def maillog_destination(main: MainConfig) -> str:
+    """Where the MTA logs: maillog_file; else SYSLOG when its socket exists; else the file
+    data_directory/maillog (Postfix would lose these lines without a syslog daemon)."""
     path = main.value("maillog_file").strip()
-    if not path:
-        if not Path("/dev/log").exists():
-            return None
+    if path:
+        return path
+    if Path(SYSLOG_SOCKET).exists():
+        return SYSLOG
+    return str(Path(main.instance_path("data_directory")) / FALLBACK_MAILLOG)
+
+
+def describe_destination(destination: str) -> str:
+    """The destination as the start-up line says it."""
+    if destination == SYSLOG:
+        return f"syslog ({SYSLOG_SOCKET}, facility mail)"
+    return destination
+
+
+def open_maillog(main: MainConfig, log_fd: int | None = None) -> logging.Handler:
+    """A handler for maillog_destination(); `log_fd` is the file already opened by the master
+    (an smtpd process runs as mail_owner and may not be able to open it itself)."""
+    formatter = MaillogFormatter(main.value("myhostname"), main.value("syslog_name"))
+    handler: logging.Handler
+    if log_fd is not None:
+        stream = open(log_fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept open
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        return handler
+    destination = maillog_destination(main)
+    if destination == SYSLOG:
         syslog = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL)
+            SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL)
         syslog.setFormatter(SyslogFormatter(main.value("myhostname"),
                                             main.value("syslog_name")))
         return syslog
-    handler: logging.Handler
-    if path == "/dev/stdout":
+    if destination == "/dev/stdout":
         handler = logging.StreamHandler()
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(MaillogFormatter(main.value("myhostname"), main.value("syslog_name")))
+        Path(destination).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(destination, encoding="utf-8")
+    handler.setFormatter(formatter)
     return handler
 
 
@@ -209,17 +240,21 @@ def bind_inet(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def bind_inet_retrying(host: str, port: int, attempts: int = 50) -> socket.socket:
+def bind_inet_waiting(host: str, port: int, attempts: int = 50) -> socket.socket:
     """bind_inet, retried for a few seconds: after a crash, the old master's smtpd processes
-    may hold the port until they notice (their pipe to the master reads EOF)."""
+    may hold the port until they notice (their pipe to the master reads EOF). Blocking."""
     for _ in range(attempts - 1):
         try:
             return bind_inet(host, port)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            await asyncio.sleep(0.1)
+            time.sleep(0.1)
     return bind_inet(host, port)
+
+
+async def bind_inet_retrying(host: str, port: int, attempts: int = 50) -> socket.socket:
+    return await asyncio.to_thread(bind_inet_waiting, host, port, attempts)
 
 
 def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None:
@@ -236,7 +271,7 @@ def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None
 
 
 def pid_path(main: MainConfig) -> Path:
-    return Path(main.value("data_directory")) / PID_FILE
+    return Path(main.instance_path("data_directory")) / PID_FILE
 
 
 def running_pid(main: MainConfig) -> int | None:
@@ -296,6 +331,8 @@ class MtaMaster:
     qmgr: QueueManager | None = None
     smtpd_sockets: list[socket.socket] = field(default_factory=list)
     smtpd_processes: int | None = None  # None: one per CPU (see smtpd_process_count)
+    log_fd: int | None = None  # the maillog file, handed to smtpd processes
+    dropped_to: str | None = None  # mail_owner, once run_foreground switched to it
     _listeners: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
     _recovered: bool = False
     _reload: bool = False
@@ -304,6 +341,19 @@ class MtaMaster:
     def load(self) -> MtaConfig:
         self.config = load_mta_config(self.config_directory, hostname=self.hostname)
         return self.config
+
+    def smtpd_addresses(self, config: MtaConfig) -> list[tuple[MasterService, str, int]]:
+        """(entry, host, port) of every smtpd listener of master.cf."""
+        return [(entry, host, port) for entry in config.master_cf
+                if entry.type == "inet" and entry.command == "smtpd"
+                for host, port in inet_addresses(entry.service, config.main)]
+
+    def bind_listeners(self) -> None:
+        """Bind every smtpd listener now (blocking): run_foreground does it as root, before
+        switching to mail_owner, so ports below 1024 work; a generation reuses them."""
+        for _, host, port in self.smtpd_addresses(self.load()):
+            if (host, port) not in self._listeners:
+                self._listeners[(host, port)] = bind_inet_waiting(host, port)
 
     async def run(self, stop: asyncio.Event | None = None,
                   ready: Callable[[MtaMaster], None] | None = None) -> None:
@@ -343,7 +393,7 @@ class MtaMaster:
                           ready: Callable[[MtaMaster], None] | None) -> None:
         config = self.load()
         main = config.main
-        queue = Queue(Path(main.value("queue_directory")), clock=self.clock)
+        queue = Queue(Path(main.instance_path("queue_directory")), clock=self.clock)
         self.queue = queue
         await asyncio.to_thread(queue.create_directories)
         if not self._recovered:
@@ -362,18 +412,36 @@ class MtaMaster:
         self.smtpd_sockets = []
         death_read, death_write = os.pipe()  # workers see EOF when this process dies
         used: set[tuple[str, int]] = set()
-        for entry in config.master_cf:
-            if entry.type != "inet" or entry.command != "smtpd":
-                continue
+        by_entry: dict[str, list[tuple[str, int]]] = {}
+        entries: dict[str, MasterService] = {}
+        for entry, host, port in self.smtpd_addresses(config):
+            by_entry.setdefault(entry.service, []).append((host, port))
+            entries[entry.service] = entry
+        for name, addresses in by_entry.items():
+            entry = entries[name]
             settings = entry.effective(main)
             sockets = []
-            for host, port in inet_addresses(entry.service, main):
-                sock = self._listeners.get((host, port)) or await bind_inet_retrying(host, port)
+            for host, port in addresses:
+                sock = self._listeners.get((host, port))
+                if sock is None:
+                    try:
+                        sock = await bind_inet_retrying(host, port)
+                    except OSError as exc:
+                        if self.dropped_to is None:
+                            raise
+                        # A reload as mail_owner: a new port below 1024 needs root.
+                        log.error("smtpd: cannot listen on %s:%d (%s) after a reload: %s; "
+                                  "the master runs as %s now: restart the mail system "
+                                  "(sealmail postfix stop; start) to bind it",
+                                  host, port, entry.service, exc.strerror, self.dropped_to)
+                        continue
                 self._listeners[(host, port)] = sock
                 used.add((host, port))
                 sockets.append(sock)
                 log.info("smtpd: listening on %s:%d (%s)", host, sock.getsockname()[1],
                          entry.service)
+            if not sockets:
+                continue
             self.smtpd_sockets += sockets
             count = self.smtpd_process_count(entry)
             if count > 1:
@@ -440,10 +508,13 @@ class MtaMaster:
         command = [sys.executable, "-m", "sealmail.mta.smtpd", "--config",
                    str(self.config_directory), "--service", entry.service,
                    "--fds", ",".join(map(str, fds)), "--parent-fd", str(death_read)]
+        passed = [*fds, death_read]
         if self.hostname:
             command += ["--hostname", self.hostname]
-        worker = subprocess.Popen(command, pass_fds=[*fds, death_read],
-                                  stdin=subprocess.DEVNULL)
+        if self.log_fd is not None:
+            command += ["--log-fd", str(self.log_fd)]
+            passed.append(self.log_fd)
+        worker = subprocess.Popen(command, pass_fds=passed, stdin=subprocess.DEVNULL)
         log.info("smtpd: started process %d for %s", worker.pid, entry.service)
         return worker
 
@@ -495,30 +566,69 @@ class MtaMaster:
         return server
 
 
+DETACHED = "SEALMAIL_MTA_DETACHED"  # set by `postfix start`: standard error is not a terminal
+
+
 def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load_agent) -> int:
-    """`sealmail postfix start-fg`: lock the pid file, log to maillog_file, run until signalled."""
+    """`sealmail postfix start-fg`: lock the pid file, say where the log goes, bind the
+    listeners, switch to mail_owner when started as root (sealmail.mta.privsep), run until
+    signalled."""
+    from sealmail.mta import privsep
+    from sealmail.mta.agents import privileges
     from sealmail.server import runtime
 
     config = load_mta_config(config_directory)
     main = config.main
+    destination = maillog_destination(main)
     handler = open_maillog(main)
     root = logging.getLogger("sealmail")
-    if handler is not None:
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    log.info("logging to %s", describe_destination(destination))
+    try:
+        owner = privsep.mail_owner_account(main) if os.geteuid() == 0 else None
+    except ConfigError as exc:
+        log.error("%s", exc)
+        root.removeHandler(handler)
+        handler.close()
+        raise
+    if owner is not None:
+        privsep.own_instance(main, owner)
+    if os.environ.get(DETACHED):
+        # `postfix start` reads our standard error only to report a failed start: from here on
+        # the log has every line.
+        root.propagate = False
     try:
         fd = lock_pid_file(main)
     except AlreadyRunning as exc:
         log.error("%s", exc)
+        root.removeHandler(handler)
+        handler.close()
         return 1
+    helper: privsep.HelperClient | None = None
+    master = MtaMaster(config_directory, agent_factory=agent_factory)
+    stream = getattr(handler, "stream", None)
+    if stream is not None and not stream.isatty():
+        master.log_fd = stream.fileno()
     try:
-        master = MtaMaster(config_directory, agent_factory=agent_factory)
+        if owner is not None and owner.uid != 0:
+            pid, control = privsep.start_helper(keep_open=[fd])
+            helper = privsep.HelperClient(control, pid)
+            master.bind_listeners()
+            privsep.drop_to(owner)
+            master.dropped_to = owner.name
+            privileges.install(helper)
+        elif owner is None:
+            log.info("running as uid %d (not started as root): every service and command "
+                     "runs as this account", os.getuid())
         runtime.run(master.run())
     finally:
         with contextlib.suppress(OSError):
             pid_path(main).unlink()
         os.close(fd)
-        if handler is not None:
-            root.removeHandler(handler)
-            handler.close()
+        if helper is not None:
+            helper.close()
+        root.removeHandler(handler)
+        handler.close()
+        root.propagate = True
     return 0

@@ -65,6 +65,9 @@ def post(
     except OSError as exc:
         raise MaildropError(f"cannot create file in {maildrop}: {exc.strerror}") from None
     try:
+        # Readable by pickup, which runs as mail_owner (Postfix gets there with its setgid
+        # postdrop group); nobody else can find it: maildrop cannot be listed, the name is random.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as out:
             out.write(MAGIC + header + b"\n" + content)
             out.flush()

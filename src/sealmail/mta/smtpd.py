@@ -732,7 +732,7 @@ async def serve_worker(
     if entry is None:
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
-    queue = Queue(Path(config.main.value("queue_directory")))
+    queue = Queue(Path(config.main.instance_path("queue_directory")))
     service = SmtpdService.from_config(
         settings,
         queue,
@@ -764,7 +764,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     started by sealmail.mta.master only."""
     import argparse
 
-    from sealmail.cli.main import configure_logging, lean_log_records
+    from sealmail.cli.main import lean_log_records
     from sealmail.mta.config import load_mta_config
     from sealmail.mta.master import open_maillog
     from sealmail.server import runtime
@@ -775,15 +775,16 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fds", required=True)
     parser.add_argument("--parent-fd", type=int, required=True)
     parser.add_argument("--hostname", default=None)
+    parser.add_argument("--log-fd", type=int, default=None)
     args = parser.parse_args(argv)
-    handler = open_maillog(load_mta_config(args.config, hostname=args.hostname).main)
-    if handler is None:
-        configure_logging()  # standard error, in the shape the master's own lines have
-    else:
-        lean_log_records()
-        root = logging.getLogger("sealmail")
-        root.setLevel(logging.INFO)
-        root.addHandler(handler)
+    # The master's log file, open on --log-fd (we may run as mail_owner, and the file be
+    # root's), else what main.cf says.
+    handler = open_maillog(load_mta_config(args.config, hostname=args.hostname).main,
+                           args.log_fd)
+    lean_log_records()
+    root = logging.getLogger("sealmail")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
     fds = [int(fd) for fd in args.fds.split(",") if fd]
     runtime.run(serve_worker(args.config, args.service, fds, args.parent_fd, args.hostname))
     return 0

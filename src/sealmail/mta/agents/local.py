@@ -50,19 +50,19 @@ from sealmail.mta.agents.pipe import (
     header_values,
     judge_exit,
     render_copy,
-    run_command,
     split_address,
     split_extension,
 )
+from sealmail.mta.agents.privileges import DeliveryPrivileges, current
 from sealmail.mta.aliases import (
+    MAX_INCLUDE_SIZE,
     AliasError,
     Destination,
     DestinationKind,
     ExpansionState,
     find_alias,
+    include_members,
     parse_destinations,
-    parse_include,
-    read_include,
 )
 from sealmail.mta.config import MainConfig, TableError, open_table
 from sealmail.mta.config.tables import LookupTable
@@ -250,12 +250,16 @@ def append_mbox(path: Path, data: bytes, *, owner: tuple[int, int] | None, size_
 
 class LocalAgent:
     """local(8). `pass_to` and `resubmit` come from the queue manager; `accounts` looks up
-    UNIX accounts (passwd by default; tests give their own)."""
+    UNIX accounts (passwd by default; tests give their own); commands, mbox and file appends
+    and reading .forward and :include: files go through `privileges` (default: the master's,
+    see sealmail.mta.agents.privileges)."""
 
     def __init__(self, settings: MainConfig, *, pass_to: PassTo | None = None,
                  resubmit: Resubmit | None = None, accounts: AccountLookup = passwd_account,
-                 clock: Callable[[], float] = time.time, lock_delay: float | None = None) -> None:
+                 clock: Callable[[], float] = time.time, lock_delay: float | None = None,
+                 privileges: DeliveryPrivileges | None = None) -> None:
         self.settings = settings
+        self.privileges = privileges or current()
         self.pass_to = pass_to
         self.resubmit = resubmit
         self.accounts = accounts
@@ -409,8 +413,12 @@ class LocalAgent:
                 await self._address(ctx, member, level, sender)
             elif kind is DestinationKind.INCLUDE:
                 # :include: itself is never restricted; what it holds is judged as "include".
+                # It is read as the account whose source names it (never as root).
+                reader = self._privileges_of(privileges_source, owner)
                 try:
-                    included = await asyncio.to_thread(read_include, member.text)
+                    _, raw = await self.privileges.read_file(
+                        member.text, uid=reader.uid, gid=reader.gid, limit=MAX_INCLUDE_SIZE + 1)
+                    included = include_members(raw, member.text)
                 except OSError as exc:
                     ctx.outcomes.append(Outcome(Status.DEFERRED, "4.3.0",
                                                 f"cannot open include file {member.text}: "
@@ -477,16 +485,23 @@ class LocalAgent:
                        extension: str | None, domain: str, level: int) -> bool:
         for path in self.forward_files(account, address, extension, domain):
             try:
-                st = path.lstat()
-            except OSError:
+                # Read as its account: a home that mail_owner cannot enter is no obstacle.
+                owner, raw = await self.privileges.read_file(
+                    str(path), uid=account.uid, gid=account.gid, limit=MAX_INCLUDE_SIZE + 1)
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            if not stat.S_ISREG(st.st_mode) or st.st_uid not in (account.uid, 0):
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.EINVAL, errno.EACCES, errno.EPERM):
+                    ctx.outcomes.append(Outcome(Status.DEFERRED, "4.3.0",
+                                                f"cannot read {path}: {exc.strerror}"))
+                    return True
+                owner = -1
+            if owner not in (account.uid, 0):
                 log.warning("%s: not a regular file owned by %s; ignored", path, account.name)
                 continue
             try:
-                text = path.read_text(encoding="utf-8", errors="replace")
-                members = parse_include(text, str(path))
-            except (OSError, AliasError) as exc:
+                members = include_members(raw, str(path))
+            except AliasError as exc:
                 ctx.outcomes.append(Outcome(Status.DEFERRED, "4.3.0",
                                             f"cannot read {path}: {exc}"))
                 return True
@@ -572,8 +587,8 @@ class LocalAgent:
                            delivered_to=ctx.delivered, original_recipient=None,
                            now=self.clock())
         try:
-            await asyncio.to_thread(
-                append_mbox, path, data, owner=owner,
+            await self.privileges.append_mbox(
+                path, data, owner=owner,
                 size_limit=self.settings.size("mailbox_size_limit"),
                 lock_attempts=self.settings.integer("deliver_lock_attempts"),
                 lock_delay=(self.settings.time("deliver_lock_delay")
@@ -605,10 +620,9 @@ class LocalAgent:
                            delivered_to=ctx.delivered, original_recipient=None, now=self.clock())
         cwd = privileges.home if os.path.isdir(privileges.home) else "/"
         try:
-            run = await run_command([SHELL, "-c", command], data, uid=privileges.uid,
-                                    gid=privileges.gid,
-                                    time_limit=self.settings.time("command_time_limit"),
-                                    cwd=cwd, env=env)
+            run = await self.privileges.run_command(
+                [SHELL, "-c", command], data, uid=privileges.uid, gid=privileges.gid,
+                time_limit=self.settings.time("command_time_limit"), cwd=cwd, env=env)
         except OSError as exc:
             return Outcome(Status.DEFERRED, "4.3.0", f"cannot run command: {exc}", "local")
         outcome = judge_exit(returncode=run.returncode, output=run.output, command=command,

@@ -37,18 +37,22 @@ import logging
 import os
 import pwd
 import re
+import selectors
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
+from sealmail.mta.agents.privileges import OUTPUT_LIMIT, DeliveryPrivileges, current
 from sealmail.mta.config import MainConfig, MasterService
 
 log = logging.getLogger("sealmail.mta.pipe")
 
-OUTPUT_LIMIT = 4096  # bytes of command output kept for the result text (Postfix: VSTREAM_BUFSIZE)
 SUCCESS_OUTPUT_LIMIT = 100  # pipe(8) adds at most this much output to a "delivered" text
 DEFAULT_PATH = "/usr/bin:/bin"
 
@@ -502,8 +506,8 @@ def command_environment(settings: MainConfig | None, extra: dict[str, str] | Non
     return env
 
 
-def _credentials(uid: int, gid: int) -> dict[str, object]:
-    """subprocess arguments that drop to uid/gid; refused when we cannot switch to them."""
+def _credentials(uid: int, gid: int) -> dict[str, Any]:
+    """Popen arguments that drop to uid/gid; refused when we cannot switch to them."""
     if os.geteuid() == 0:
         return {"user": uid, "group": gid, "extra_groups": []}
     if uid == os.geteuid():
@@ -511,51 +515,64 @@ def _credentials(uid: int, gid: int) -> dict[str, object]:
     raise PermissionError(f"cannot run a command as uid {uid}: sealmail is not running as root")
 
 
-async def run_command(argv: Sequence[str], data: bytes, *, uid: int, gid: int,
-                      time_limit: float, cwd: str | None = None,
-                      env: dict[str, str] | None = None,
-                      output_limit: int = OUTPUT_LIMIT) -> CommandRun:
+def run_command_blocking(argv: Sequence[str], data: bytes, *, uid: int, gid: int,
+                         time_limit: float, cwd: str | None = None,
+                         env: dict[str, str] | None = None,
+                         output_limit: int = OUTPUT_LIMIT) -> CommandRun:
     """Run argv as uid/gid with `data` on stdin; keep the first output_limit bytes of output.
 
-    The command gets its own session, so a timeout kills its whole process group (pipe(8) kills
-    "not just the child process but also its offspring"). EPIPE on stdin is not an error: the
-    command may stop reading early and still exit 0.
+    Plain subprocess.Popen, not the event loop's subprocess support: uvloop refuses Popen's
+    user=/group=/extra_groups= ("unexpected kwargs"), and the privileged helper
+    (sealmail.mta.privsep) has no loop at all. The command gets its own session, so a timeout
+    kills its whole process group (pipe(8) kills "not just the child process but also its
+    offspring"). EPIPE on stdin is not an error: the command may stop reading early and still
+    exit 0. Blocking: agents reach it through DeliveryPrivileges.run_command.
     """
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True,
-        **_credentials(uid, gid))  # type: ignore[arg-type]
+    deadline = time.monotonic() + time_limit
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=cwd, env=env, start_new_session=True, close_fds=True, **_credentials(uid, gid))
     assert proc.stdin is not None and proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
-    kept = bytearray()
 
-    async def feed() -> None:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ValueError):
             stdin.write(data)
-            await stdin.drain()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ValueError):
             stdin.close()
-            await stdin.wait_closed()
 
-    async def collect() -> None:
-        while chunk := await stdout.read(65536):
-            if len(kept) < output_limit:
-                kept.extend(chunk[:output_limit - len(kept)])
-
-    async def whole() -> int:
-        await asyncio.gather(feed(), collect())
-        return await proc.wait()
-
+    feeder = threading.Thread(target=feed, name="pipe-stdin", daemon=True)
+    feeder.start()
+    kept = bytearray()
+    timed_out = False
     try:
-        returncode = await asyncio.wait_for(whole(), time_limit)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return CommandRun(proc.returncode, bytes(kept), True)
-    return CommandRun(returncode, bytes(kept), False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    timed_out = True
+                    break
+                chunk = os.read(stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                if len(kept) < output_limit:
+                    kept.extend(chunk[:output_limit - len(kept)])
+        if not timed_out:
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+    finally:
+        stdout.close()
+        feeder.join(5)  # the command is gone, so a blocked write ends with EPIPE
+    return CommandRun(proc.returncode, bytes(kept), timed_out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,12 +585,14 @@ class PipeAgent:
     """One pipe(8) transport of master.cf; stateless between deliveries."""
 
     def __init__(self, service: MasterService, settings: MainConfig, *,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, privileges: DeliveryPrivileges | None = None) -> None:
         """A bad entry does not stop the MTA: its mail is deferred with the error (4.3.5), as
         Postfix's qmgr defers mail for a pipe service that exits fatally. `command_for()`
-        raises the same error for a configuration check."""
+        raises the same error for a configuration check. Commands run through `privileges`
+        (default: the master's, see sealmail.mta.agents.privileges)."""
         self.settings = settings
         self.clock = clock
+        self.privileges = privileges or current()
         self.config_error: PipeConfigError | None = None
         try:
             self.command = command_for(service, settings)
@@ -584,8 +603,10 @@ class PipeAgent:
 
     @classmethod
     def from_command(cls, command: PipeCommand, settings: MainConfig, *,
-                     clock: Clock = time.time) -> PipeAgent:
+                     clock: Clock = time.time,
+                     privileges: DeliveryPrivileges | None = None) -> PipeAgent:
         agent = cls.__new__(cls)
+        agent.privileges = privileges or current()
         agent.config_error = None
         agent.command = command
         agent.settings = settings
@@ -640,9 +661,9 @@ class PipeAgent:
         time_limit = self.settings.time(f"{command.service}_time_limit")
         cwd = command.directory or _existing(self.settings.value("queue_directory")) or "/"
         try:
-            run = await run_command(argv, data, uid=command.uid, gid=command.gid,
-                                    time_limit=time_limit, cwd=cwd,
-                                    env=command_environment(self.settings))
+            run = await self.privileges.run_command(
+                argv, data, uid=command.uid, gid=command.gid, time_limit=time_limit, cwd=cwd,
+                env=command_environment(self.settings))
         except (OSError, PermissionError) as exc:
             log.warning("%s: %s: cannot run %s: %s", request.queue_id, command.service,
                         argv[0], exc)

@@ -52,8 +52,14 @@ def load_mta_config(
         log.warning("open %s: no such file; no services defined", master_path)
     master = load_master_cf(master_path, missing_ok=True)
     main = MainConfig.from_document(document, transports=master.transports, hostname=hostname)
+    return MtaConfig(root, document, master, with_config_directory(main, root))
+
+
+def with_config_directory(main: MainConfig, root: Path) -> MainConfig:
+    """`config_directory` set to the directory main.cf was read from, as Postfix does: it tells
+    a private instance from the system one (MainConfig.instance_path)."""
     if "config_directory" not in main.explicit:
         main.explicit["config_directory"] = MainCfEntry(
             "config_directory", str(root), str(root / "main.cf"), 0
         )
-    return MtaConfig(root, document, master, main)
+    return main

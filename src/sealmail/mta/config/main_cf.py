@@ -512,6 +512,21 @@ class MainConfig:
     def string(self, name: str) -> str:
         return self.value(name)
 
+    def instance_path(self, name: str) -> str:
+        """A path the MTA writes under or to (queue_directory, data_directory, alias_database).
+
+        Its default is the system instance's (/var/spool/sealmail ...): a configuration read
+        from any other directory (`-c DIR`) must set it, else a command run on that instance
+        would create and write system directories (issue 16). Unset there: a ConfigError naming
+        the parameter.
+        """
+        system = self.default("config_directory")
+        if not self.is_set(name) and self.value("config_directory") != system:
+            raise self._bad(name, f"{name} is not set: an instance whose main.cf is not in "
+                                  f"{system} must set it (the default {self.value(name)} "
+                                  "belongs to the system instance)")
+        return self.value(name)
+
     def _bad(self, name: str, message: str) -> ConfigError:
         path, line = self._where(name)
         return ConfigError(path, line, name, message)

@@ -91,7 +91,13 @@ _PARAMETERS: tuple[Parameter, ...] = (
         "mail_owner",
         S,
         "postfix",
-        "Account that owns the queue and runs the unprivileged services.",
+        "Account that owns the queue and that the MTA started as root runs as after binding its listeners (smtpd, qmgr, pickup, cleanup, the lmtp/smtp clients).",
+    ),
+    _p(
+        "allow_root_services",
+        B,
+        "no",
+        "sealmail's own: let mail_owner be root (uid or gid 0); for tests and single-user set-ups only, logged loudly when used.",
     ),
     _p(
         "default_privs",
