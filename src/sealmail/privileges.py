@@ -93,9 +93,11 @@ def current_account() -> Account:
     return Account(name, uid, os.getegid(), tuple(os.getgroups()))
 
 
-def store_account(config: ImapdConfig) -> Account | None:
+def store_account(config: ImapdConfig, *, warn_level: int = logging.WARNING) -> Account | None:
     """The account the store serves as when we are root (None when we are not: we run as
-    ourselves); ConfigError naming the option when it is unknown, or root without the opt-in."""
+    ourselves); ConfigError naming the option when it is unknown, or root without the opt-in.
+    Root with the opt-in is logged at `warn_level` (lowered only where standard error is a
+    reply channel, as deliver's in pipe mode)."""
     from sealmail.config.imapd_conf import ConfigError
 
     if os.geteuid() != 0:
@@ -118,7 +120,8 @@ def store_account(config: ImapdConfig) -> Account | None:
                 "an unprivileged account (or set allow_root_services: 1, for tests and "
                 "single-user set-ups only)",
             )
-        log.warning(
+        log.log(
+            warn_level,
             "allow_root_services is set: the store's services run as %s, and parse network "
             "input with root's privileges",
             account.describe(),

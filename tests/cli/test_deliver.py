@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.support.instance import SEALMAIL, SealmailInstance
+from tests.support.instance import SEALMAIL, SealmailInstance, store_root_opt_in
 from tests.support.peers import traversable_tmpdir
 
 from sealmail.cli import deliver
@@ -517,7 +517,7 @@ def test_pipe_lmtpd_down_is_ex_tempfail(tmp_path: Path) -> None:
     conf = tmp_path / "imapd.conf"
     conf.write_text(
         f"configdirectory: {tmp_path}\npartition-default: {tmp_path}/p\n"
-        f"lmtpsocket: {tmp_path}/no-lmtpd\n"
+        f"lmtpsocket: {tmp_path}/no-lmtpd\n" + store_root_opt_in()
     )
     done = subprocess.run(
         [*SEALMAIL, "deliver", "-C", str(conf), "-r", "", "alice"],

@@ -12,12 +12,19 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.instance import store_root_opt_in
 from tests.support.peers import free_tcp_port
+
+from sealmail.cli.up import prepare
 
 
 def test_up_runs_an_instance_that_receives_and_serves_mail(tmp_path: Path) -> None:
     lmtp_port, pop3_port, sieve_port, smtp_port, imap_port = (free_tcp_port() for _ in range(5))
     log = tmp_path / "up.log"
+    # up keeps an imapd.conf it finds: this one carries the suite's opt-in when run by root.
+    imapd_conf, _ = prepare(tmp_path / "inst", lmtp_port, pop3_port, sieve_port, imap_port)
+    with imapd_conf.open("a") as conf:
+        conf.write(store_root_opt_in())
     with log.open("wb") as out:
         process = subprocess.Popen(
             [

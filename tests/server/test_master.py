@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.instance import store_root_opt_in
 from tests.support.peers import free_tcp_port
 
 from sealmail.config.cyrus_conf import parse_cyrus_conf
@@ -44,7 +45,7 @@ class MasterRun:
             f"partition-default: {root / 'partition'}\n"
             f"lmtpsocket: {self.socket}\n"
             "servername: master.test\n"
-            "lmtp_user_concurrency_limit: 0\n"
+            "lmtp_user_concurrency_limit: 0\n" + store_root_opt_in()
         )
         self.cyrus_conf.write_text(cyrus_conf)
         for user in users:

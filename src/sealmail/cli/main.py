@@ -72,14 +72,14 @@ def become_store_account(args: argparse.Namespace) -> None:
         config = ImapdConfig()  # saslpasswd2 without -C: the defaults, as it reads them
     else:
         config = load_imapd_conf(path or DEFAULT_CONFIG_PATH)
-    account = store_account(config)
+    quiet = args.command == "deliver" and not args.lmtp
+    account = store_account(config, warn_level=logging.DEBUG if quiet else logging.WARNING)
     if account is not None:
         try:
             switch_to(account)
         except OSError as exc:
             print(f"sealmail {args.command}: {exc}", file=sys.stderr)
             raise SystemExit(71) from None  # EX_OSERR
-    quiet = args.command == "deliver" and not args.lmtp
     announce(f"sealmail {args.command}", account, level=logging.DEBUG if quiet else logging.INFO)
 
 
