@@ -155,13 +155,14 @@ class Master:
 
     def start(self) -> None:
         self.check()
-        announce(
-            "master",
-            self.account,
-            "; master keeps root only to bind sockets and watch its workers"
-            if self.account is not None
-            else "",
-        )
+        if self.account is None:
+            announce("master", None)
+        else:
+            log.info(
+                "master keeps root only to bind sockets and watch its workers; services, "
+                "START and EVENT commands run as %s",
+                self.account.describe(),
+            )
         self.prepare_store()
         for start_entry in self.conf.start:
             self._run_start_entry(start_entry)
