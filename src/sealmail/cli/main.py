@@ -11,6 +11,7 @@ import importlib
 import logging
 import logging.handlers
 import os
+import socket
 import stat
 import sys
 from collections.abc import Sequence
@@ -138,10 +139,24 @@ def configure_logging(verbose: bool = False) -> None:
     handler: logging.Handler
     if stderr_is_a_socket():
         handler = HeldLogs()
+        logging.raiseExceptions = False  # logging's own errors go to stderr: the client's
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+
+
+def syslog_listening(path: str) -> bool:
+    """Whether a syslog daemon takes lines at `path` (SysLogHandler does not say: it ignores a
+    failed connection and then loses every line)."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                continue
+            return True
+    return False
 
 
 def log_off_the_wire(configdirectory: Path, program: str) -> str:
@@ -154,13 +169,13 @@ def log_off_the_wire(configdirectory: Path, program: str) -> str:
     if not held:
         return "standard error"
     handler: logging.Handler
-    try:
+    if syslog_listening(SYSLOG_SOCKET):
         handler = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL
         )
         handler.setFormatter(logging.Formatter(f"sealmail/{program}[%(process)d]: %(message)s"))
         where = f"syslog ({SYSLOG_SOCKET}, facility mail)"
-    except OSError:
+    else:
         path = configdirectory / f"{program}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
