@@ -590,12 +590,15 @@ def test_l_on_pipes_pipelined_recipients(instance: SealmailInstance) -> None:
     assert b"as postman" in done.stderr  # a pipe is a local, trusted caller
 
 
-def _run_l_on_socket(instance: SealmailInstance, sock: socket.socket) -> subprocess.Popen[bytes]:
+def _run_l_on_socket(
+    instance: SealmailInstance, sock: socket.socket, *, inetd: bool = False
+) -> subprocess.Popen[bytes]:
+    """deliver -l on `sock`; as inetd starts it, stderr is the socket too."""
     process = subprocess.Popen(
         [*SEALMAIL, "deliver", "-C", str(instance.conf_path), "-l"],
         stdin=sock.fileno(),
         stdout=sock.fileno(),
-        stderr=subprocess.PIPE,
+        stderr=sock.fileno() if inetd else subprocess.PIPE,
     )
     sock.close()
     return process
@@ -676,18 +679,6 @@ def test_l_tcp_client_refused_gets_nothing(
     assert b"refused connect from [127.0.0.1] (deliver: " in process.stderr.read()
 
 
-def _run_l_as_inetd(instance: SealmailInstance, sock: socket.socket) -> subprocess.Popen[bytes]:
-    """deliver -l as inetd starts it: stdin, stdout AND stderr are the client's socket."""
-    process = subprocess.Popen(
-        [*SEALMAIL, "deliver", "-C", str(instance.conf_path), "-l"],
-        stdin=sock.fileno(),
-        stdout=sock.fileno(),
-        stderr=sock.fileno(),
-    )
-    sock.close()
-    return process
-
-
 @pytest.mark.skipif(
     Path(main_module.SYSLOG_SOCKET).exists(),
     reason="this host has a syslog socket; the fallback is for hosts without one",
@@ -699,7 +690,7 @@ def test_l_under_inetd_without_syslog_logs_its_refusal_to_a_file(
     allow.write_text("deliver : 192.0.2.0/24 : ALLOW\n")
     deny.write_text("deliver : ALL\n")
     client, served = _tcp_connection()
-    process = _run_l_as_inetd(instance, served)
+    process = _run_l_on_socket(instance, served, inetd=True)
     transcript = _talk(client, _session("<l-inetd-refused@test.example>"))
     assert process.wait(60) == 0
     assert transcript == b""  # not a log line either: stderr is the client's
@@ -712,7 +703,7 @@ def test_l_under_inetd_without_syslog_logs_its_refusal_to_a_file(
 def test_l_under_inetd_serves_and_logs_nothing_on_the_wire(instance: SealmailInstance) -> None:
     message_id = "<l-inetd@test.example>"
     ours, theirs = socket.socketpair()
-    process = _run_l_as_inetd(instance, theirs)
+    process = _run_l_on_socket(instance, theirs, inetd=True)
     transcript = _talk(ours, _session(message_id))
     assert process.wait(60) == 0
     assert _replies(transcript) == EXPECTED  # only LMTP on the wire

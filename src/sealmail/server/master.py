@@ -127,7 +127,7 @@ class Master:
         self.config: ImapdConfig = load_imapd_conf(self.imapd_conf_path)
         self.conf: CyrusConf = load_cyrus_conf(cyrus_conf)
         self.account: Account | None = None  # who the children run as, when master is root
-        self._store_prepared = False
+        self._checked = self._store_prepared = False
         self.services: dict[str, RunningService] = {}
         self.retiring: list[RunningService] = []  # stopped by SIGHUP, workers still draining
         self.events: dict[str, ScheduledEvent] = {}
@@ -138,13 +138,17 @@ class Master:
 
     def check(self) -> None:
         """Resolve the services' account and every listen= now, so nothing starts
-        half-configured (a refused account names its option)."""
+        half-configured (a refused account names its option). Once is enough."""
+        if self._checked:
+            return
         self.account = store_account(self.config)
         for entry in self.conf.services:
             service_addresses(entry, self.config, self.services_file)
+        self._checked = True
 
     def prepare_store(self) -> None:
         """The store's top directories, made by root for the account its services run as."""
+        self.check()
         if self._store_prepared:
             return
         self._store_prepared = True
