@@ -5,6 +5,7 @@ pair, a TCP connection behind hosts.allow).
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import subprocess
@@ -16,10 +17,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.support.instance import SEALMAIL, SealmailInstance
+from tests.support.instance import SEALMAIL, SealmailInstance, store_root_opt_in
 from tests.support.peers import traversable_tmpdir
 
 from sealmail.cli import deliver
+from sealmail.cli import main as main_module
 from sealmail.cli.main import main
 from sealmail.delivery.lmtp_client import (
     LmtpClient,
@@ -517,7 +519,7 @@ def test_pipe_lmtpd_down_is_ex_tempfail(tmp_path: Path) -> None:
     conf = tmp_path / "imapd.conf"
     conf.write_text(
         f"configdirectory: {tmp_path}\npartition-default: {tmp_path}/p\n"
-        f"lmtpsocket: {tmp_path}/no-lmtpd\n"
+        f"lmtpsocket: {tmp_path}/no-lmtpd\n" + store_root_opt_in()
     )
     done = subprocess.run(
         [*SEALMAIL, "deliver", "-C", str(conf), "-r", "", "alice"],
@@ -588,12 +590,15 @@ def test_l_on_pipes_pipelined_recipients(instance: SealmailInstance) -> None:
     assert b"as postman" in done.stderr  # a pipe is a local, trusted caller
 
 
-def _run_l_on_socket(instance: SealmailInstance, sock: socket.socket) -> subprocess.Popen[bytes]:
+def _run_l_on_socket(
+    instance: SealmailInstance, sock: socket.socket, *, inetd: bool = False
+) -> subprocess.Popen[bytes]:
+    """deliver -l on `sock`; as inetd starts it, stderr is the socket too."""
     process = subprocess.Popen(
         [*SEALMAIL, "deliver", "-C", str(instance.conf_path), "-l"],
         stdin=sock.fileno(),
         stdout=sock.fileno(),
-        stderr=subprocess.PIPE,
+        stderr=sock.fileno() if inetd else subprocess.PIPE,
     )
     sock.close()
     return process
@@ -672,3 +677,77 @@ def test_l_tcp_client_refused_gets_nothing(
     assert _stored(instance, "user.alice", message_id) == []
     assert process.stderr is not None
     assert b"refused connect from [127.0.0.1] (deliver: " in process.stderr.read()
+
+
+@pytest.mark.skipif(
+    Path(main_module.SYSLOG_SOCKET).exists(),
+    reason="this host has a syslog socket; the fallback is for hosts without one",
+)
+def test_l_under_inetd_without_syslog_logs_its_refusal_to_a_file(
+    instance: SealmailInstance, hosts_files: tuple[Path, Path]
+) -> None:
+    allow, deny = hosts_files
+    allow.write_text("deliver : 192.0.2.0/24 : ALLOW\n")
+    deny.write_text("deliver : ALL\n")
+    client, served = _tcp_connection()
+    process = _run_l_on_socket(instance, served, inetd=True)
+    transcript = _talk(client, _session("<l-inetd-refused@test.example>"))
+    assert process.wait(60) == 0
+    assert transcript == b""  # not a log line either: stderr is the client's
+    log = (instance.configdirectory / "deliver.log").read_text()
+    assert "refused connect from [127.0.0.1] (deliver: " in log
+    assert "sealmail deliver runs as " in log  # said before the choice, held until it
+    assert f"deliver -l logs to {instance.configdirectory / 'deliver.log'} (no syslog socket" in log
+
+
+def test_l_under_inetd_serves_and_logs_nothing_on_the_wire(instance: SealmailInstance) -> None:
+    message_id = "<l-inetd@test.example>"
+    ours, theirs = socket.socketpair()
+    process = _run_l_on_socket(instance, theirs, inetd=True)
+    transcript = _talk(ours, _session(message_id))
+    assert process.wait(60) == 0
+    assert _replies(transcript) == EXPECTED  # only LMTP on the wire
+    assert len(_stored(instance, "user.alice", message_id)) == 1
+
+
+@pytest.fixture
+def held_logs() -> Iterator[logging.Logger]:
+    """The root logger as `configure_logging` leaves it when stderr is a socket; restored."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers = [main_module.HeldLogs()]
+    root.setLevel(logging.INFO)
+    try:
+        yield root
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers, root.level = saved[0], saved[1]
+
+
+def test_held_lines_go_to_syslog_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_logs: logging.Logger
+) -> None:
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(str(tmp_path / "log"))
+    syslog.settimeout(10)
+    monkeypatch.setattr(main_module, "SYSLOG_SOCKET", str(tmp_path / "log"))
+    logging.getLogger("sealmail.test").info("before the choice")
+    where = main_module.log_off_the_wire(tmp_path, "deliver")
+    logging.getLogger("sealmail.test").info("after the choice")
+    assert where == f"syslog ({tmp_path / 'log'}, facility mail)"
+    first, second = syslog.recv(4096), syslog.recv(4096)
+    syslog.close()
+    assert first.startswith(b"<22>sealmail/deliver[") and b"before the choice" in first  # mail.info
+    assert b"after the choice" in second
+    assert not (tmp_path / "deliver.log").exists()
+
+
+def test_held_lines_go_to_a_file_without_syslog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_logs: logging.Logger
+) -> None:
+    monkeypatch.setattr(main_module, "SYSLOG_SOCKET", str(tmp_path / "no-syslog"))
+    logging.getLogger("sealmail.test").warning("held line")
+    where = main_module.log_off_the_wire(tmp_path / "config", "deliver")
+    assert where.startswith(f"{tmp_path / 'config' / 'deliver.log'} (no syslog socket")
+    assert "held line" in (tmp_path / "config" / "deliver.log").read_text()

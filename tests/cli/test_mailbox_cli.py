@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.support.instance import store_root_opt_in
 
 from sealmail.cli.main import main
 from sealmail.config.imapd_conf import load_imapd_conf
@@ -19,7 +20,7 @@ def conf(tmp_path: Path) -> str:
         f"configdirectory: {tmp_path / 'config'}\n"
         f"partition-default: {tmp_path / 'spool'}\n"
         f"partition-other: {tmp_path / 'other'}\n"
-        "unixhierarchysep: yes\n"
+        "unixhierarchysep: yes\n" + store_root_opt_in()
     )
     return str(path)
 

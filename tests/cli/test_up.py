@@ -24,6 +24,7 @@ from sealmail.cli import up
 UpCommand = tuple[list[str], dict[str, str], Path]
 
 
+
 @pytest.fixture
 def up_command(tmp_path: Path) -> Iterator[UpCommand]:
     """`sealmail up` as argv, its environment and a parent directory for the instance. As root

@@ -55,6 +55,28 @@ def test_an_unexpected_failure_is_451_4_3_0_and_logged(
     assert "the index went away" in caplog.text
 
 
+def test_a_store_failure_answered_451_4_3_0_logs_its_cause_and_path(
+    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reply says only "Internal error"; the log line says why, and where (issue 16)."""
+    partition = str(engine.config.partitions["default"])
+    real_open = os.open
+
+    def refused(path: str | os.PathLike[str], *args: object, **kwargs: object) -> int:
+        if str(path).startswith(partition):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refused)
+    [reply] = engine.deliver(envelope(engine, "alice"), MESSAGE)
+    monkeypatch.undo()
+    assert (reply.code, reply.enhanced) == (451, "4.3.0")
+    assert "Permission denied" not in str(reply)  # the client learns no path
+    [line] = [r.getMessage() for r in caplog.records if "to=<alice@example.com>" in r.getMessage()]
+    assert "status=deferred (451 Internal error" in line
+    assert f"PermissionError: [Errno 13] Permission denied: '{partition}/" in line
+
+
 def test_duplicates_are_answered_250_and_logged(
     engine: DeliveryEngine, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.support.instance import SEALMAIL, SealmailInstance, tls_test_settings
+from tests.support.instance import (
+    SEALMAIL,
+    SealmailInstance,
+    store_root_opt_in,
+    tls_test_settings,
+)
 from tests.support.peers import free_tcp_port, wait_until_accepting
 
 from sealmail.auth.sasldb import SaslDB
@@ -140,7 +145,7 @@ def test_imapd_under_master_from_cyrus_conf(tmp_path: Path) -> None:
     conf.write_text(
         f"configdirectory: {tmp_path / 'config'}\npartition-default: {tmp_path / 'partition'}\n"
         f"lmtpsocket: {lmtp_socket}\nservername: {SERVERNAME}\nallowplaintext: yes\n"
-        "auth_failure_delay: 0\n"
+        "auth_failure_delay: 0\n" + store_root_opt_in()
     )
     (tmp_path / "cyrus.conf").write_text(
         "SERVICES {\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.support.instance import SEALMAIL
+from tests.support.instance import SEALMAIL, store_root_opt_in
 from tests.support.peers import free_tcp_port, require_binaries, wait_until_accepting
 
 from sealmail.auth.sasldb import SaslDB
@@ -60,7 +60,7 @@ def sieved(tmp_path: Path) -> Iterator[Sieved]:
         f"tls_server_key: {key}\n"
         "auth_failure_delay: 0\n"
         f"hosts_allow: {tmp_path / 'hosts.allow'}\n"
-        f"hosts_deny: {tmp_path / 'hosts.deny'}\n"
+        f"hosts_deny: {tmp_path / 'hosts.deny'}\n" + store_root_opt_in()
     )
     sasldb = SaslDB(configdirectory / "sasldb2", scrypt_n=2**10)
     for user in ("alice", "bob"):

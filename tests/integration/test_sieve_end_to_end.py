@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.instance import store_root_opt_in
 from tests.support.mta import mail_owner_opt_in
 from tests.support.peers import free_tcp_port, traversable_tmpdir, wait_until_accepting
 
@@ -85,7 +86,7 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
         f"configdirectory: {root}/config\npartition-default: {root}/spool\n"
         f"lmtpsocket: {root}/config/socket/lmtp\nservername: sealmail.test\n"
         "allowplaintext: yes\nsmtp_backend: host\n"
-        f"smtp_host: 127.0.0.1:{mta_port}\n"
+        f"smtp_host: 127.0.0.1:{mta_port}\n" + store_root_opt_in()
     )
     (root / "cyrus.conf").write_text(
         "SERVICES {\n"

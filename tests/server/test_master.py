@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.instance import store_root_opt_in
 from tests.support.peers import free_tcp_port
 
 from sealmail.config.cyrus_conf import parse_cyrus_conf
@@ -44,7 +45,7 @@ class MasterRun:
             f"partition-default: {root / 'partition'}\n"
             f"lmtpsocket: {self.socket}\n"
             "servername: master.test\n"
-            "lmtp_user_concurrency_limit: 0\n"
+            "lmtp_user_concurrency_limit: 0\n" + store_root_opt_in()
         )
         self.cyrus_conf.write_text(cyrus_conf)
         for user in users:
@@ -250,6 +251,70 @@ def test_sighup_adds_and_removes_services(tmp_path: Path, port: int) -> None:
     finally:
         assert run.stop() == 0
     assert run.count() == 2
+
+
+def lmtp_greeting(address: str | tuple[str, int]) -> tuple[smtplib.LMTP, bytes]:
+    client = smtplib.LMTP()
+    code, text = (
+        client.connect(address) if isinstance(address, str) else client.connect(*address)
+    )
+    assert code == 220
+    return client, text
+
+
+def test_sighup_rereads_imapd_conf_new_workers_use_it_old_sessions_finish(
+    tmp_path: Path, port: int
+) -> None:
+    run = MasterRun(
+        tmp_path,
+        "SERVICES {\n"
+        f'  lmtpunix cmd="lmtpd" listen="{tmp_path}/config/socket/lmtp" prefork=1\n'
+        f'  lmtp     cmd="lmtpd -a" listen="127.0.0.1:{port}" prefork=2\n'
+        "}\n",
+    )
+    run.start()
+    try:
+        before, greeting = lmtp_greeting(str(run.socket))
+        assert greeting.startswith(b"master.test ")
+        [old_worker] = run.workers("lmtpunix")
+        text = run.imapd_conf.read_text()
+        run.imapd_conf.write_text(text.replace("servername: master.test", "servername: new.test"))
+        assert run.process is not None
+        run.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(run.workers("lmtpunix")) == 2, what="a new lmtpunix worker")
+        wait_for(lambda: len(run.workers("lmtp")) == 4, what="new lmtp workers")
+        log = run.log_text()
+        assert "imapd.conf changed: new workers of every service read it" in log
+        assert f"SIGHUP: service lmtpunix: retiring worker(s) {old_worker}" in log
+        assert "SIGHUP: stopping service" not in log  # the sockets stayed open
+        for address in (str(run.socket), ("127.0.0.1", port)):
+            client, greeting = lmtp_greeting(address)
+            assert greeting.startswith(b"new.test "), address
+            assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+            client.quit()
+        # The session opened before the SIGHUP goes on, on its old worker, to its end.
+        assert Path(f"/proc/{old_worker}").exists()
+        assert before.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
+        assert before.noop()[0] == 250
+        before.quit()
+        wait_for(lambda: not Path(f"/proc/{old_worker}").exists(), what="the old worker's exit")
+        assert f"worker {old_worker} exited" not in run.log_text()  # retired, not replaced
+
+        # An imapd.conf that no longer parses: reported with file and line, nothing changes.
+        good = run.imapd_conf.read_text()
+        run.imapd_conf.write_text(good + "servername new.test\n")
+        lines = run.imapd_conf.read_text().count("\n")
+        run.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keeping the running configuration" in run.log_text(), what="refusal")
+        assert f"{run.imapd_conf}:{lines}: expected 'key: value'" in run.log_text()
+        assert len(run.workers("lmtpunix")) == 2
+        client, greeting = lmtp_greeting(str(run.socket))
+        assert greeting.startswith(b"new.test ")
+        client.quit()
+        run.imapd_conf.write_text(good)
+    finally:
+        assert run.stop() == 0
+    assert run.count() == 3
 
 
 def test_sigterm_during_a_delivery_completes_it(two_listeners: MasterRun) -> None:

@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 SEALMAIL = (sys.executable, "-m", "sealmail")
 
 
+def store_root_opt_in() -> str:
+    """imapd.conf lines for a store started as a subprocess on a directory under pytest's
+    tmp_path (0700, root's): run by root, its programs would switch to `cyrus`, which cannot
+    reach it. Root keeps serving, by the explicit opt-in the shared brief decides; not root,
+    nothing is added. Dedicated tests (tests/server/test_accounts.py) exercise the real switch.
+    """
+    if os.geteuid() != 0:
+        return ""
+    return "cyrus_user: root\nallow_root_services: 1\n"
+
+
 class SealmailInstance:
     """imapd.conf, partition and configdirectory under `root`, plus a running lmtpd."""
 
@@ -93,6 +104,7 @@ class SealmailInstance:
             directory.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(
             "".join(f"{key}: {value}\n" for key, value in self.imapd_conf().items())
+            + store_root_opt_in()
         )
 
     def sealmail(self, *args: str, timeout: float = 60.0) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
 
 EX_USAGE, EX_OSERR = 64, 71
+
+log = logging.getLogger("sealmail.server")
 
 
 def add_daemon_arguments(
@@ -45,8 +48,14 @@ def run_daemon(
     tls_name: str | None = None,
     default_listen: Callable[[ImapdConfig], str] | None = None,
 ) -> int:
-    """Build the service(s) first (a bad certificate or option stops us before any bind),
-    then bind every address, serve until SIGTERM, and clean up UNIX sockets."""
+    """Bind every address, then (started by root) become imapd.conf's cyrus_user for good, then
+    build the service(s) and serve until SIGTERM; UNIX sockets are removed at the end.
+
+    Nothing from a client is read before the switch, and the service is built after it, so every
+    file it opens or creates in the store is the account's, as under master. A bad option or
+    certificate still stops the daemon before it serves anyone.
+    """
+    from sealmail.privileges import announce, make_store_directories, store_account, switch_to
     from sealmail.server import runtime
     from sealmail.server.listeners import ListenError
     from sealmail.server.standalone import bind_all, listen_addresses, remove_sockets, serve
@@ -61,22 +70,32 @@ def run_daemon(
         plain_texts = [default_listen(config)]
     plain_addresses = listen_addresses(config, plain_texts, "--listen")
     tls_addresses = listen_addresses(config, tls_texts, "--tls-listen")
-    plain = build(config, list(argv))
-    services = [plain]
-    if tls_addresses:
-        assert tls_name is not None
-        services.append(build(config, ["-s"], service_name=tls_name, store=plain.store))
+    account = store_account(config) if getattr(args, "switch_account", False) else None
+    make_store_directories(config, account)
     try:
-        plain_sockets = bind_all(plain_addresses)
-        tls_sockets = bind_all(tls_addresses)
+        plain_sockets = bind_all(plain_addresses, account)
+        tls_sockets = bind_all(tls_addresses, account)
     except (ListenError, OSError) as exc:
-        for service in services:
-            service.close()
         print(f"sealmail {name}: {exc}", file=sys.stderr)
         return EX_OSERR
-    pairs = [(plain, plain_sockets)]
-    if tls_addresses:
-        pairs.append((services[1], tls_sockets))
+    sockets = plain_sockets + tls_sockets
+    try:
+        if account is not None:
+            switch_to(account)
+        announce(name, account)
+        log.info("%s logs to standard error", name)
+        plain = build(config, list(argv))
+        pairs = [(plain, plain_sockets)]
+        if tls_addresses:
+            assert tls_name is not None
+            pairs.append(
+                (build(config, ["-s"], service_name=tls_name, store=plain.store), tls_sockets)
+            )
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        remove_sockets(plain_addresses + tls_addresses)
+        raise
     try:
         runtime.run(serve(pairs, name))
     finally:

@@ -242,6 +242,8 @@ def combined_status(statuses: Iterable[int]) -> int:
 
 
 def _run_pipe(args: argparse.Namespace) -> int:
+    import logging
+
     from sealmail.config.imapd_conf import load_imapd_conf
     from sealmail.delivery.lmtp_client import LmtpClient, LmtpConnectionError, Rcpt
     from sealmail.proto.smtp.address import encode_xtext
@@ -264,6 +266,8 @@ def _run_pipe(args: argparse.Namespace) -> int:
     content = prepare_message(raw)
 
     config = load_imapd_conf(args.config)
+    # Said only with -v: standard error is the reply pipe(8) quotes in bounces and its log.
+    logging.getLogger("sealmail.deliver").debug("deliver logs to standard error")
     delimiter = (config.string("recipient_delimiter") or "")[:1]
     if args.users:
         if mailbox and not delimiter:
@@ -320,42 +324,23 @@ def _run_lmtp(args: argparse.Namespace) -> int:
     """One LMTP session on stdin/stdout: lmtpd's own service, daemon name `deliver` for
     hosts.allow (the seed's section 7), inet clients trusted once tcpd's rules let them in."""
     import asyncio
+    import logging
 
+    from sealmail.cli.main import log_off_the_wire
     from sealmail.config.imapd_conf import load_imapd_conf
     from sealmail.server.lmtpd import build_deliver_service
 
+    log = logging.getLogger("sealmail.deliver")
+
     config = load_imapd_conf(args.config)
-    _keep_logs_off_the_wire()
+    # Under inetd, stderr is the client's socket: logs go to syslog, or a file when there is none.
+    log.info("deliver -l logs to %s", log_off_the_wire(config.configdirectory, "deliver"))
     service = build_deliver_service(config, ["-e", "-l"])
     try:
         asyncio.run(_serve_stdin(service))
     finally:
         service.close()
     return EX_OK
-
-
-def _keep_logs_off_the_wire() -> None:
-    """Under inetd, stderr is the client's socket too: log to syslog there, never to the peer."""
-    import logging
-    import stat
-
-    try:
-        if not stat.S_ISSOCK(os.fstat(2).st_mode):
-            return
-    except OSError:
-        return
-    import logging.handlers
-
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    if os.path.exists("/dev/log"):
-        try:
-            root.addHandler(logging.handlers.SysLogHandler("/dev/log", facility="mail"))
-            return
-        except OSError:
-            pass
-    root.addHandler(logging.NullHandler())
 
 
 async def _serve_stdin(service: LmtpService) -> None:

@@ -9,11 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import logging.handlers
+import os
+import socket
+import stat
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sealmail import __version__
-from sealmail.config.imapd_conf import ConfigError
+from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ConfigError
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -43,6 +48,42 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Store programs that, started by root, go on as imapd.conf's cyrus_user as soon as they have read
+# it (Cyrus's become_cyrus()), so every file they make in the store belongs to the account the
+# services run as. The daemons switch after binding their listeners (cli/daemon.py); master keeps
+# root to bind and runs its children as the account (server/master.py).
+STORE_TOOLS = frozenset(
+    {"mailbox", "mbpath", "reconstruct", "expire", "saslpasswd2", "sasldblistusers2", "deliver"}
+)
+
+
+def become_store_account(args: argparse.Namespace) -> None:
+    """Switch a store tool to cyrus_user when root; say once which account it runs as.
+
+    `saslpasswd2 -f FILE` names a file of the operator's choice, not the store's: it stays as is.
+    deliver in pipe mode says it only with -v: its standard error is what pipe(8) reports.
+    """
+    from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
+    from sealmail.privileges import announce, store_account, switch_to
+
+    if getattr(args, "sasldb", None):
+        return
+    path = getattr(args, "config", None)
+    if path is None and not Path(DEFAULT_CONFIG_PATH).exists():
+        config = ImapdConfig()  # saslpasswd2 without -C: the defaults, as it reads them
+    else:
+        config = load_imapd_conf(path or DEFAULT_CONFIG_PATH)
+    quiet = args.command == "deliver" and not args.lmtp
+    account = store_account(config, warn_level=logging.DEBUG if quiet else logging.WARNING)
+    if account is not None:
+        try:
+            switch_to(account)
+        except OSError as exc:
+            print(f"sealmail {args.command}: {exc}", file=sys.stderr)
+            raise SystemExit(71) from None  # EX_OSERR
+    announce(f"sealmail {args.command}", account, level=logging.DEBUG if quiet else logging.INFO)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that subcommand's module is imported."""
     parser = argparse.ArgumentParser(prog="sealmail", description=__doc__.splitlines()[0])
@@ -68,22 +109,101 @@ def lean_log_records() -> None:
     logging.logMultiprocessing = False
 
 
+LOG_FORMAT = "%(asctime)s %(name)s[%(process)d]: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+SYSLOG_SOCKET = "/dev/log"
+
+
+class HeldLogs(logging.handlers.BufferingHandler):
+    """Records kept until the program knows where to log (see `log_off_the_wire`)."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=10_000)
+
+    def shouldFlush(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def stderr_is_a_socket() -> bool:
+    """Under inetd, standard error is the client's connection: nothing may be logged there."""
+    try:
+        return stat.S_ISSOCK(os.fstat(2).st_mode)
+    except OSError:
+        return False
+
+
 def configure_logging(verbose: bool = False) -> None:
+    """Log lines go to standard error; when that is a socket (inetd), they are held until
+    `log_off_the_wire` has chosen a place."""
     lean_log_records()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s[%(process)d]: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler: logging.Handler
+    if stderr_is_a_socket():
+        handler = HeldLogs()
+        logging.raiseExceptions = False  # logging's own errors go to stderr: the client's
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def syslog_listening(path: str) -> bool:
+    """Whether a syslog daemon takes lines at `path` (SysLogHandler does not say: it ignores a
+    failed connection and then loses every line)."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                continue
+            return True
+    return False
+
+
+def log_off_the_wire(configdirectory: Path, program: str) -> str:
+    """Where a program whose standard error is a client's socket logs, and the switch to it:
+    syslog (facility mail) when there is a syslog socket, else `configdirectory/PROGRAM.log`, so
+    its refusals and errors never vanish; what was held meanwhile goes there first. With
+    standard error no socket it stays there. Returns the place, for the start-up line."""
+    root = logging.getLogger()
+    held = [h for h in root.handlers if isinstance(h, HeldLogs)]
+    if not held:
+        return "standard error"
+    handler: logging.Handler
+    if syslog_listening(SYSLOG_SOCKET):
+        handler = logging.handlers.SysLogHandler(
+            SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL
+        )
+        handler.setFormatter(logging.Formatter(f"sealmail/{program}[%(process)d]: %(message)s"))
+        where = f"syslog ({SYSLOG_SOCKET}, facility mail)"
+    else:
+        path = configdirectory / f"{program}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        where = f"{path} (no syslog socket at {SYSLOG_SOCKET}; standard error is the client's)"
+    for old in held:
+        root.removeHandler(old)
+        for record in old.buffer:
+            handler.handle(record)
+        old.close()
+    root.addHandler(handler)
+    return where
+
+
+def main(argv: Sequence[str] | None = None, *, switch_account: bool | None = None) -> int:
+    """The `sealmail` program. Only the process's own command line (`argv` None, or
+    `switch_account=True`) may switch the process to another account: a caller that runs a
+    subcommand in-process with its own argv (tests do) keeps its account."""
+    if switch_account is None:
+        switch_account = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = build_parser(chosen).parse_args(argv)
+    args.switch_account = switch_account
     configure_logging(getattr(args, "verbose", False))
     try:
+        if switch_account and args.command in STORE_TOOLS:
+            become_store_account(args)
         result: int = args._run(args)
     except ConfigError as exc:
         print(f"sealmail {args.command}: {exc}", file=sys.stderr)

@@ -67,9 +67,15 @@ def run(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
     )
     master.check()  # every error shows on the terminal, before detaching
+    master.prepare_store()  # before the log file and pidfile land in configdirectory
     pidfile = Path(args.pidfile or config.configdirectory / "master.pid")
-    if not args.foreground:
-        _detach(Path(args.log_file or config.configdirectory / "master.log"))
+    if args.foreground:
+        log.info("master logs to standard error (-D)")
+    else:
+        log_file = Path(args.log_file or config.configdirectory / "master.log")
+        print(f"sealmail master: detached; it logs to {log_file}", file=sys.stderr)
+        _detach(log_file)
+        log.info("master logs to %s", log_file)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(pidfile, os.O_RDWR | os.O_CREAT, 0o644)
     try:

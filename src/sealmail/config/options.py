@@ -60,6 +60,28 @@ _OPTIONS: tuple[Option, ...] = (
         "Directory of the index, databases and sockets.",
     ),
     _opt("defaultpartition", STR, "default", "Partition used for new mailboxes."),
+    # The account the store's services run as (Cyrus's cyrus_user, become_cyrus())
+    _opt(
+        "cyrus_user",
+        STR,
+        "cyrus",
+        "Account every service and store tool runs as when started by root (master keeps root "
+        "only to bind sockets and watch its workers); the store's files belong to it.",
+    ),
+    _opt(
+        "cyrus_group",
+        STR,
+        None,
+        "Group of those processes (default: cyrus_user's primary group); supplementary groups "
+        "are cyrus_user's, as initgroups(3) sets them.",
+    ),
+    _opt(
+        "allow_root_services",
+        SWITCH,
+        False,
+        "sealmail's own: let cyrus_user/cyrus_group be root, so services parse network input "
+        "as root. For tests and single-user set-ups only; logged loudly when used.",
+    ),
     _opt(
         "servername",
         STR,

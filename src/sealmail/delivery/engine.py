@@ -166,7 +166,7 @@ class DeliveryEngine:
                 reply = self.reply_for(failed[index])
                 replies[index] = reply
                 status = "deferred" if reply.code < 500 else "bounced"
-                self._log(envelope, recipient, len(content), reply, status)
+                self._log(envelope, recipient, len(content), reply, status, cause=failed[index])
                 continue
             for appended in stored[index]:
                 if message_id is not None and self.duplicates is not None:
@@ -181,7 +181,9 @@ class DeliveryEngine:
                     if not isinstance(fallback, AppendedMessage):
                         reply = self.reply_for(fallback)
                         replies[index] = reply
-                        self._log(envelope, recipient, len(content), reply, "deferred")
+                        self._log(
+                            envelope, recipient, len(content), reply, "deferred", cause=fallback
+                        )
                         continue
                     stored[index].append(fallback)
             replies[index] = DELIVERED
@@ -221,11 +223,15 @@ class DeliveryEngine:
         reply: Reply | None,
         status: str,
         where: str | None = None,
+        cause: BaseException | None = None,
     ) -> None:
+        """One line per recipient; a failure from the store carries its cause (the error and
+        what raised it, with the path), which the client's reply does not show."""
         assert reply is not None
         where = where or recipient.mailbox
-        log.info(
-            "%s: from=<%s>, to=<%s>, mailbox=%s, size=%d, dsn=%s, status=%s (%d %s)",
+        log.log(
+            logging.INFO if cause is None else logging.WARNING,
+            "%s: from=<%s>, to=<%s>, mailbox=%s, size=%d, dsn=%s, status=%s (%d %s)%s",
             envelope.session_id,
             envelope.sender,
             recipient.address,
@@ -235,4 +241,19 @@ class DeliveryEngine:
             status,
             reply.code,
             reply.text if isinstance(reply.text, str) else " ".join(reply.text),
+            "" if cause is None else f", cause: {describe_failure(cause)}",
         )
+
+
+def describe_failure(error: BaseException) -> str:
+    """An error and the chain of errors behind it, for the log: `StoreError: delivery:
+    Permission denied <- PermissionError: [Errno 13] Permission denied: '/path'`."""
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        parts.append(f"{name}: {current}" if str(current) else name)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)

@@ -16,15 +16,22 @@ import stat
 from pathlib import Path
 
 from sealmail.config.cyrus_conf import InetAddress, ListenAddress, UnixAddress
+from sealmail.privileges import Account, ensure_directory
 
 
 class ListenError(Exception):
     """A listener cannot be set up; the message says which and why."""
 
 
-def bind_unix(path: Path, mode: int = 0o660, group: str | None = None) -> socket.socket:
-    """A listening UNIX socket at `path`, replacing a stale one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def bind_unix(
+    path: Path, mode: int = 0o660, group: str | None = None, owner: Account | None = None
+) -> socket.socket:
+    """A listening UNIX socket at `path`, replacing a stale one.
+
+    Bound by root, the socket (and a directory made for it) belongs to `owner`, the account the
+    services run as, which must be able to serve it and remove it; its group stays the one asked.
+    """
+    ensure_directory(path.parent, owner, 0o755, check_owner=False)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise ListenError(f"{path}: exists and is not a socket")
@@ -40,14 +47,15 @@ def bind_unix(path: Path, mode: int = 0o660, group: str | None = None) -> socket
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
-        gid = -1
+        gid = -1 if owner is None or os.geteuid() != 0 else owner.gid
         if group:
             try:
                 gid = grp.getgrnam(group).gr_gid
             except KeyError:
                 raise ListenError(f"{path}: unknown group {group!r}") from None
-        if gid >= 0:
-            os.chown(path, -1, gid)
+        uid = -1 if owner is None or os.geteuid() != 0 else owner.uid
+        if uid >= 0 or gid >= 0:
+            os.chown(path, uid, gid)
         os.chmod(path, mode)
         sock.listen(1024)
     except BaseException:
@@ -91,9 +99,9 @@ def bind_inet(address: InetAddress) -> list[socket.socket]:
     return sockets
 
 
-def bind(address: ListenAddress) -> list[socket.socket]:
+def bind(address: ListenAddress, owner: Account | None = None) -> list[socket.socket]:
     if isinstance(address, UnixAddress):
-        return [bind_unix(address.path, address.mode, address.group)]
+        return [bind_unix(address.path, address.mode, address.group, owner)]
     return bind_inet(address)
 
 

@@ -17,7 +17,7 @@ from functools import partial
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
-from sealmail.delivery.engine import DeliveryEngine, Envelope
+from sealmail.delivery.engine import DeliveryEngine, Envelope, describe_failure
 from sealmail.delivery.recipient import Recipient
 from sealmail.delivery.replies import RECIPIENT_OK, SENDER_OK
 from sealmail.proto.sasl import FailureReason, Success
@@ -272,7 +272,7 @@ class LmtpSession(session.ClientSession):
                 reply.code,
                 reply.enhanced,
                 event.forward_path,
-                exc,
+                describe_failure(exc),
             )
             return reply
         self.txn.recipients.append(recipient)

@@ -4,15 +4,33 @@ Theory of operation. master reads imapd.conf and cyrus.conf completely before it
 (a bad line stops it, naming file and line). It runs the START entries once, binds every
 service's sockets itself, and starts `max(prefork, 1)` worker processes per service
 (sealmail.server.worker), which inherit the sockets and accept on them with asyncio; `maxchild`
-is enforced by the workers through shared lock-file slots. master then only watches:
+is enforced by the workers through shared lock-file slots.
+
+Started by root, master keeps root only to bind sockets (at start and on SIGHUP) and to watch its
+children: every worker, START and EVENT command runs as imapd.conf's `cyrus_user`/`cyrus_group`
+with that account's supplementary groups (set between fork and exec, sealmail.privileges), and the
+store's directories it creates (configdirectory, partitions, sievedir) and its UNIX sockets belong
+to that account, the sockets keeping `unix_socket_mode` and `unix_socket_group` so the MTA can
+connect. An account that is root is refused unless `allow_root_services` is set. Not started by
+root, master and all its children run as whoever started it.
+
+master then only watches:
 
 - a worker that exits is logged and replaced; a service whose workers keep dying (more than
   RESPAWN_BURST exits within RESPAWN_WINDOW seconds) is throttled: its next start waits,
   doubling up to THROTTLE_MAX seconds, so a broken service never spins in a hot loop;
 - EVENTS run on their period (minutes) or daily at their time, one run at a time per entry;
-- SIGHUP re-reads cyrus.conf: services whose entry changed or vanished are stopped (their workers
-  drain), new or changed ones are started; the others, and their sessions, are not touched. A
-  cyrus.conf that no longer parses is reported and the running configuration kept;
+- SIGHUP re-reads cyrus.conf AND imapd.conf; either one that no longer parses is reported (file
+  and line) and the running configuration kept. Services whose entry (or listen addresses)
+  changed or vanished are stopped (their workers drain), new or changed ones are started.
+  When imapd.conf changed, every other service is recycled: its sockets stay open (no client is
+  refused), its workers are told to retire (SIGUSR1: stop accepting, finish their sessions
+  however long, then exit) and new workers, which read the new imapd.conf, take the new
+  connections. Cyrus's master does not restart anything on an imapd.conf change because each of
+  its processes serves a few sessions and the next one reads the file; sealmail's prefork workers
+  live as long as master, so without this they would never see the change. When nothing changed
+  for a service, it and its sessions are not touched. START entries are not run again; EVENTS
+  read imapd.conf each time they run;
 - SIGTERM/SIGINT: workers are told to stop (they finish deliveries in progress), master waits up
   to `shutdown_timeout`, kills what is left, removes its UNIX sockets and the pidfile.
 
@@ -35,6 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sealmail.config.cyrus_conf import (
     DEFAULT_SERVICES_FILE,
@@ -48,6 +67,7 @@ from sealmail.config.cyrus_conf import (
     service_addresses,
 )
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig, load_imapd_conf
+from sealmail.privileges import Account, announce, make_store_directories, store_account
 from sealmail.server.listeners import ListenError, bind, describe
 
 log = logging.getLogger("sealmail.master")
@@ -106,6 +126,8 @@ class Master:
         self.clock = clock
         self.config: ImapdConfig = load_imapd_conf(self.imapd_conf_path)
         self.conf: CyrusConf = load_cyrus_conf(cyrus_conf)
+        self.account: Account | None = None  # who the children run as, when master is root
+        self._checked = self._store_prepared = False
         self.services: dict[str, RunningService] = {}
         self.retiring: list[RunningService] = []  # stopped by SIGHUP, workers still draining
         self.events: dict[str, ScheduledEvent] = {}
@@ -115,12 +137,37 @@ class Master:
     # ---------------------------------------------------------------- start-up
 
     def check(self) -> None:
-        """Resolve every listen= now, so nothing starts half-configured."""
+        """Resolve the services' account and every listen= now, so nothing starts
+        half-configured (a refused account names its option). Once is enough."""
+        if self._checked:
+            return
+        self.account = store_account(self.config)
         for entry in self.conf.services:
             service_addresses(entry, self.config, self.services_file)
+        self._checked = True
+
+    def prepare_store(self) -> None:
+        """The store's top directories, made by root for the account its services run as."""
+        self.check()
+        if self._store_prepared:
+            return
+        self._store_prepared = True
+        make_store_directories(self.config, self.account)
+
+    def _credentials(self) -> dict[str, Any]:
+        return self.account.credentials() if self.account is not None else {}
 
     def start(self) -> None:
         self.check()
+        if self.account is None:
+            announce("master", None)
+        else:
+            log.info(
+                "master keeps root only to bind sockets and watch its workers; services, "
+                "START and EVENT commands run as %s",
+                self.account.describe(),
+            )
+        self.prepare_store()
         for start_entry in self.conf.start:
             self._run_start_entry(start_entry)
         for service in self.conf.services:
@@ -133,7 +180,9 @@ class Master:
     def _run_start_entry(self, entry: Entry) -> None:
         argv = sealmail_argv(entry.command.argv, self.imapd_conf_path)
         log.info("START %s: %s", entry.name, " ".join(entry.cmd))
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, check=False, **self._credentials()
+        )
         if done.returncode != 0:
             raise ConfigError(
                 entry.path,
@@ -151,7 +200,7 @@ class Master:
             for address in addresses:
                 while True:
                     try:
-                        sockets.extend(bind(address))
+                        sockets.extend(bind(address, self.account))
                         break
                     except ListenError:
                         if time.monotonic() >= deadline:
@@ -191,7 +240,9 @@ class Master:
             "--",
             *entry.command.argv,
         ]
-        process = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            argv, pass_fds=fds, stdin=subprocess.DEVNULL, **self._credentials()
+        )
         running.workers[process.pid] = process
         log.info("service %s: started worker %d", entry.name, process.pid)
 
@@ -289,7 +340,9 @@ class Master:
             event = scheduled.entry
             argv = sealmail_argv(event.command.argv, self.imapd_conf_path)
             log.info("EVENT %s: %s", event.name, " ".join(event.cmd))
-            scheduled.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            scheduled.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, **self._credentials()
+            )
             scheduled.next_run = (
                 now + event.period * 60 if event.period else self._next_daily(event, now)
             )
@@ -297,19 +350,37 @@ class Master:
     # ---------------------------------------------------------------- reload and stop
 
     def reload(self) -> None:
+        """SIGHUP: both files again; see the module docstring for what each change does."""
         try:
+            config = load_imapd_conf(self.imapd_conf_path)
+            account = store_account(config)
             new = load_cyrus_conf(self.cyrus_conf_path)
-            for entry in new.services:
-                service_addresses(entry, self.config, self.services_file)
+            addresses = {
+                entry.name: service_addresses(entry, config, self.services_file)
+                for entry in new.services
+            }
         except ConfigError as exc:
             log.error("SIGHUP: %s; keeping the running configuration", exc)
             return
+        config_changed = config != self.config
+        rebind_all = account != self.account  # the sockets belong to the account
+        self.config, self.account = config, account
+        if config_changed:
+            log.info("SIGHUP: %s changed: new workers of every service read it", config.path)
+            self._store_prepared = False
+            self.prepare_store()
         wanted = {entry.name: entry for entry in new.services}
         for name, running in list(self.services.items()):
-            if wanted.get(name) != running.entry:
+            if (
+                rebind_all
+                or wanted.get(name) != running.entry
+                or addresses[name] != running.addresses
+            ):
                 log.info("SIGHUP: stopping service %s", name)
                 self._stop_service(running)
                 self.retiring.append(self.services.pop(name))
+            elif config_changed:
+                self._recycle(running)
         for name, entry in wanted.items():
             if name not in self.services:
                 log.info("SIGHUP: starting service %s", name)
@@ -328,6 +399,24 @@ class Master:
             )
         self.events = events
         self.conf = new
+
+    def _recycle(self, running: RunningService) -> None:
+        """Retire a service's workers, keeping its sockets: new workers start at once (next
+        loop turn), the old ones stop accepting and exit when their sessions have ended."""
+        if not running.workers:
+            return
+        log.info(
+            "SIGHUP: service %s: retiring worker(s) %s; new workers take the new connections",
+            running.entry.name,
+            ", ".join(str(pid) for pid in running.workers),
+        )
+        old = RunningService(running.entry, [], [], workers=running.workers)
+        running.workers = {}
+        running.exits, running.throttle, running.next_start = [], 0.0, 0.0
+        for process in old.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGUSR1)
+        self.retiring.append(old)
 
     def _stop_service(self, running: RunningService) -> None:
         self._close_sockets(running)

@@ -22,6 +22,7 @@ from sealmail.config.cyrus_conf import (
     resolve_listen,
 )
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.privileges import Account
 from sealmail.server.listeners import bind, describe
 from sealmail.server.session import TLS_HANDSHAKE_TIMEOUT
 
@@ -53,12 +54,15 @@ def listen_addresses(config: ImapdConfig, texts: Sequence[str], option: str) -> 
     ]
 
 
-def bind_all(addresses: Sequence[ListenAddress]) -> list[socket.socket]:
-    """Every address's sockets, or none (ListenError/OSError after closing what was bound)."""
+def bind_all(
+    addresses: Sequence[ListenAddress], owner: Account | None = None
+) -> list[socket.socket]:
+    """Every address's sockets, or none (ListenError/OSError after closing what was bound);
+    UNIX sockets belong to `owner`, the account the daemon goes on as."""
     sockets: list[socket.socket] = []
     try:
         for address in addresses:
-            sockets += bind(address)
+            sockets += bind(address, owner)
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -71,7 +75,10 @@ def bind_all(addresses: Sequence[ListenAddress]) -> list[socket.socket]:
 def remove_sockets(addresses: Sequence[ListenAddress]) -> None:
     for address in addresses:
         if isinstance(address, UnixAddress):
-            address.path.unlink(missing_ok=True)
+            try:
+                address.path.unlink(missing_ok=True)
+            except OSError as exc:  # a directory of root's: the next start replaces it
+                log.warning("cannot remove %s: %s", address.path, exc.strerror)
 
 
 async def serve(

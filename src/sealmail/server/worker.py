@@ -7,6 +7,14 @@ the sessions of a service across ALL its workers: before accepting, a worker tak
 the session ends or the process dies (the kernel drops the lock), so a crashed worker never leaks
 capacity. While every slot is taken no worker accepts, and clients wait in the listen backlog.
 
+Signals from master: SIGTERM (or SIGINT) stops the worker: it stops accepting, drains its sessions
+(idle ones end now, busy ones after their transaction) and exits within SHUTDOWN_SECONDS. SIGUSR1
+retires it (imapd.conf changed, the service is recycled): it stops accepting and exits once its
+sessions have ended on their own, however long they last; a SIGTERM meanwhile drains them.
+
+A worker runs as the account master gave it; it refuses to serve as root unless imapd.conf's
+`allow_root_services` says so, in case it was started some other way.
+
 Run as `python -m sealmail.server.worker --service NAME --imapd-conf PATH --fds 3,4
 [--maxchild N] -- SUBCOMMAND [ARGS]`, never by hand.
 """
@@ -125,9 +133,16 @@ async def serve(
     name: str,
 ) -> None:
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    leaving = asyncio.Event()  # accept no more (SIGTERM, SIGINT, SIGUSR1)
+    stopping = asyncio.Event()  # and end the sessions soon (SIGTERM, SIGINT)
+
+    def stop() -> None:
+        stopping.set()
+        leaving.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
+    loop.add_signal_handler(signal.SIGUSR1, leaving.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # master re-reads; workers go on
     sessions: set[asyncio.Task[None]] = set()
 
@@ -145,11 +160,11 @@ async def serve(
             if slot is not None:
                 os.close(slot)  # releases the flock
 
-    while not stopping.is_set():
-        sock = await _readable(sockets, stopping)
+    while not leaving.is_set():
+        sock = await _readable(sockets, leaving)
         if sock is None:
             break
-        slot = await slots.take(stopping) if slots is not None else None
+        slot = await slots.take(leaving) if slots is not None else None
         if slots is not None and slot is None:
             break
         try:
@@ -164,6 +179,13 @@ async def serve(
         task.add_done_callback(sessions.discard)
     for sock in sockets:
         sock.close()
+    if sessions and not stopping.is_set():
+        log.info("%s: retiring: %d session(s) to finish", name, len(sessions))
+        ended = asyncio.ensure_future(asyncio.wait(set(sessions)))
+        stopped = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        stopped.cancel()
     if sessions:
         drain = getattr(service, "drain", None)
         if drain is not None:
@@ -190,6 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = [word for word in args.command if word != "--"]
     config: ImapdConfig = load_imapd_conf(args.imapd_conf)
+    if os.geteuid() == 0 and not config.switch("allow_root_services"):
+        log.error(
+            "%s: refusing to serve as root: master runs its workers as cyrus_user "
+            "(allow_root_services: 1 lets root serve, for tests and single-user set-ups only)",
+            args.service,
+        )
+        return 78  # EX_CONFIG
     sockets = [socket.socket(fileno=int(fd)) for fd in args.fds.split(",")]
     for sock in sockets:
         sock.setblocking(False)

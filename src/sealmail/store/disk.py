@@ -109,10 +109,18 @@ made and directories fsynced, before COMMIT).
 
 
 def os_error(exc: OSError, what: str) -> StoreError:
-    """ENOSPC/EDQUOT -> DiskFull; any other OSError -> a temporary StoreError."""
+    """ENOSPC/EDQUOT -> DiskFull; any other OSError -> a temporary StoreError.
+
+    The text (which a client may see) names no path; the OSError, with its path, stays the
+    error's __cause__ for the log.
+    """
+    error: StoreError
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"{what}: {exc.strerror}")
-    return StoreError(f"{what}: {exc.strerror or exc}")
+        error = DiskFull(f"{what}: {exc.strerror}")
+    else:
+        error = StoreError(f"{what}: {exc.strerror or exc}")
+    error.__cause__ = exc
+    return error
 
 
 def make_directories(path: Path) -> None:
@@ -762,6 +770,7 @@ class DiskStore:
                 error = exc
             else:
                 error = StoreError(f"delivery failed: {exc!r}")
+                error.__cause__ = exc
             for delivery in batch:
                 for i, result in enumerate(delivery.results):
                     if result is None or isinstance(result, AppendedMessage):
