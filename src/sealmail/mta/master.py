@@ -56,6 +56,7 @@ from sealmail.mta.pickup import CONTROL_WORDS, pickup_once
 from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
 from sealmail.mta.queue import Queue
 from sealmail.mta.smtpd import SmtpdService
+from sealmail.privileges import switch_to
 
 log = logging.getLogger("sealmail.mta.master")
 
@@ -615,7 +616,9 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
             pid, control = privsep.start_helper(keep_open=[fd])
             helper = privsep.HelperClient(control, pid)
             master.bind_listeners()
-            privsep.drop_to(owner)
+            switch_to(owner)
+            log.info("running as %s; commands and mailbox writes go through the privileged "
+                     "helper", owner.describe())
             master.dropped_to = owner.name
             privileges.install(helper)
         elif owner is None:

@@ -13,8 +13,9 @@ sealmail's master does the same (sealmail.mta.master.run_foreground):
    serves only the three operations of `sealmail.mta.agents.privileges` (run a command as a
    non-root uid, append to an mbox or file for a non-root owner, read a .forward or :include:
    as its account), each request on its own socket passed over a socketpair (SCM_RIGHTS).
-4. the listeners are bound, then `drop_to()` switches the master to mail_owner for good; the
-   smtpd processes it starts inherit that. `HelperClient` becomes the agents' privileges.
+4. the listeners are bound, then `sealmail.privileges.switch_to()` makes the master
+   mail_owner for good; the smtpd processes it starts inherit that. `HelperClient` becomes
+   the agents' privileges.
 
 The wire: each frame is a 4-byte big-endian length and its bytes; a request is a JSON header
 frame (never pickle: the requester is the less privileged side) and a data frame; a reply the
@@ -30,19 +31,18 @@ import errno
 import json
 import logging
 import os
-import pwd
 import signal
 import socket
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.agents.privileges import OUTPUT_LIMIT, read_as
 from sealmail.mta.config import MainConfig
+from sealmail.privileges import Account, AccountError, lookup_account
 
 if TYPE_CHECKING:
     from sealmail.mta.agents.pipe import CommandRun
@@ -58,36 +58,29 @@ _LENGTH = struct.Struct(">I")
 # The account
 
 
-@dataclass(frozen=True, slots=True)
-class MailOwner:
-    name: str
-    uid: int
-    gid: int
-
-
-def mail_owner_account(main: MainConfig) -> MailOwner:
+def mail_owner_account(main: MainConfig) -> Account:
     """main.cf mail_owner as an account; root refused unless allow_root_services = yes."""
     name = main.value("mail_owner").strip()
     entry = main.entry("mail_owner")
     where = (entry.path, entry.line) if entry is not None else (main.path, 0)
     try:
-        account = pwd.getpwnam(name)
-    except KeyError:
+        account = lookup_account(name)
+    except AccountError:
         raise ConfigError(*where, "mail_owner", f"mail_owner = {name}: no such account "
                           "(create it, or name the account the MTA should run as)") from None
-    if account.pw_uid == 0 or account.pw_gid == 0:
+    if account.is_root:
         if not main.boolean("allow_root_services"):
             raise ConfigError(*where, "mail_owner",
-                              f"mail_owner = {name} has {'uid' if account.pw_uid == 0 else 'gid'}"
+                              f"mail_owner = {name} has {'uid' if account.uid == 0 else 'gid'}"
                               " 0: the MTA refuses to serve as root; name an unprivileged "
                               "account, or set allow_root_services = yes (tests and "
                               "single-user set-ups only)")
         log.warning("allow_root_services = yes: the MTA runs every service as %s, parsing "
                     "network input with root privileges", name)
-    return MailOwner(account.pw_name, account.pw_uid, account.pw_gid)
+    return account
 
 
-def _chown_tree(root: Path, owner: MailOwner, *, keep: Sequence[Path] = ()) -> None:
+def _chown_tree(root: Path, owner: Account, *, keep: Sequence[Path] = ()) -> None:
     """root and everything under it owned by `owner` (symlinks themselves, never followed);
     the contents of `keep` directories stay as they are."""
     kept = {str(p) for p in keep}
@@ -103,7 +96,7 @@ def _chown_tree(root: Path, owner: MailOwner, *, keep: Sequence[Path] = ()) -> N
                     os.lchown(path, owner.uid, owner.gid)
 
 
-def own_instance(main: MainConfig, owner: MailOwner) -> None:
+def own_instance(main: MainConfig, owner: Account) -> None:
     """queue_directory and data_directory created and owned by mail_owner (as root)."""
     from sealmail.mta.queue import Queue
 
@@ -113,15 +106,6 @@ def own_instance(main: MainConfig, owner: MailOwner) -> None:
     data = Path(main.instance_path("data_directory"))
     data.mkdir(parents=True, exist_ok=True)
     _chown_tree(data, owner)
-
-
-def drop_to(owner: MailOwner) -> None:
-    """This process runs as `owner` from now on, with only its own group (Postfix's set_ugid)."""
-    os.setgroups([owner.gid])
-    os.setgid(owner.gid)
-    os.setuid(owner.uid)
-    log.info("running as %s (uid %d, gid %d); commands and mailbox writes go through the "
-             "privileged helper", owner.name, owner.uid, owner.gid)
 
 
 # --------------------------------------------------------------------------------------------
