@@ -66,6 +66,29 @@ def test_the_helper_refuses_root_and_malformed_requests(header: dict[str, object
     assert reply["error"] == "refused" and data == b""
 
 
+def test_the_spool_is_the_only_place_a_new_mbox_needs_no_write_right(tmp_path: Path) -> None:
+    """Without this check, a requester could have root create a file of its choosing anywhere
+    (owned by an account, but where that account could not have created it)."""
+    uid, gid = unprivileged()
+    name = pwd.getpwuid(uid).pw_name
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    header = {"op": "append", "uid": uid, "gid": gid, "size_limit": 0, "lock_attempts": 1,
+              "lock_delay": 0, "stale_lock_time": 500, "spool": True}
+    for path in (elsewhere / name, spool / "someone-else", elsewhere / "x"):
+        reply, _ = privsep.serve_request({**header, "path": str(path)}, b"From x\n\n",
+                                         spool_directory=str(spool))
+        assert reply["error"] == "refused", path
+        assert not path.exists()
+    reply, _ = privsep.serve_request({**header, "path": str(spool / name)}, b"From x\n\n",
+                                     spool_directory=str(spool))
+    assert "error" not in reply, reply
+    assert (spool / name).read_bytes() == b"From x\n\n"
+    assert (spool / name).stat().st_uid == uid
+
+
 def test_commands_files_and_reads_through_the_helper(
         helper: privsep.HelperClient, shared: Path, run_on_loop: LoopRunner) -> None:
     uid, gid = unprivileged()

@@ -613,7 +613,8 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
         master.log_fd = stream.fileno()
     try:
         if owner is not None and owner.uid != 0:
-            pid, control = privsep.start_helper(keep_open=[fd])
+            pid, control = privsep.start_helper(
+                keep_open=[fd], spool_directory=main.value("mail_spool_directory"))
             helper = privsep.HelperClient(control, pid)
             master.bind_listeners()
             switch_to(owner)

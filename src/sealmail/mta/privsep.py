@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import os
+import pwd
 import signal
 import socket
 import struct
@@ -178,7 +179,20 @@ def _number(header: dict[str, Any], name: str) -> float:
     return float(value)
 
 
-def serve_request(header: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+def _spool_mbox(path: Path, uid: int, spool_directory: str | None) -> None:
+    """An mbox the helper creates without the owner's write permission (the mail spool's, as
+    local(8) does) must be that account's own file in the spool named at start: otherwise a
+    requester could have root create a file of its choosing anywhere."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise Refused(f"uid {uid}: no such account") from None
+    if spool_directory is None or path.parent != Path(spool_directory) or path.name != name:
+        raise Refused(f"{path} is not the mail spool file of {name} in {spool_directory}")
+
+
+def serve_request(header: dict[str, Any], data: bytes, *, spool_directory: str | None = None,
+                  ) -> tuple[dict[str, Any], bytes]:
     """One request, as the helper runs it: a reply header and data. Never raises."""
     from sealmail.mta.agents.local import MailboxError, append_mbox
     from sealmail.mta.agents.pipe import run_command_blocking
@@ -202,7 +216,10 @@ def serve_request(header: dict[str, Any], data: bytes) -> tuple[dict[str, Any], 
                 output_limit=min(_int(header, "output_limit"), OUTPUT_LIMIT))
             return {"returncode": run.returncode, "timed_out": run.timed_out}, run.output
         if op == "append":
-            append_mbox(Path(_str(header, "path") or ""), data, owner=(uid, gid),
+            path = Path(_str(header, "path") or "")
+            if header.get("spool"):
+                _spool_mbox(path, uid, spool_directory)
+            append_mbox(path, data, owner=(uid, gid),
                         size_limit=_int(header, "size_limit"),
                         lock_attempts=_int(header, "lock_attempts"),
                         lock_delay=_number(header, "lock_delay"),
@@ -224,19 +241,19 @@ def serve_request(header: dict[str, Any], data: bytes) -> tuple[dict[str, Any], 
                 "text": exc.strerror or str(exc)}, b""
 
 
-def _serve_connection(connection: socket.socket) -> None:
+def _serve_connection(connection: socket.socket, spool_directory: str | None) -> None:
     with connection:
         try:
             header, data = _recv(connection)
         except (OSError, ValueError) as exc:
             log.error("privileged helper: bad request: %s", exc)
             return
-        reply, output = serve_request(header, data)
+        reply, output = serve_request(header, data, spool_directory=spool_directory)
         with contextlib.suppress(OSError):
             _send(connection, reply, output)
 
 
-def serve(control: socket.socket) -> None:
+def serve(control: socket.socket, spool_directory: str | None = None) -> None:
     """The helper's loop: each message on `control` carries one request's socket; EOF ends."""
     while True:
         try:
@@ -249,12 +266,15 @@ def serve(control: socket.socket) -> None:
             return  # the master is gone
         for fd in fds:
             connection = socket.socket(fileno=fd)
-            threading.Thread(target=_serve_connection, args=(connection,),
+            threading.Thread(target=_serve_connection, args=(connection, spool_directory),
                              name="privileged-request", daemon=True).start()
 
 
-def start_helper(keep_open: Sequence[int] = ()) -> tuple[int, socket.socket]:
+def start_helper(keep_open: Sequence[int] = (), spool_directory: str | None = None,
+                 ) -> tuple[int, socket.socket]:
     """Fork the privileged helper; returns its pid and the master's end of the socketpair.
+    `spool_directory` (main.cf mail_spool_directory, read as root at start) is the one place
+    where it creates a user's mbox that the user could not create.
 
     Called before anything else is open (no listener, no thread): the child closes the fds
     in `keep_open` that it must not hold (the pid file lock) and serves until the master
@@ -273,7 +293,7 @@ def start_helper(keep_open: Sequence[int] = ()) -> tuple[int, socket.socket]:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             log.info("privileged helper started (pid %d)", os.getpid())
-            serve(helper_end)
+            serve(helper_end, spool_directory)
         except BaseException:  # a forked child must never return into the master's code
             log.exception("privileged helper failed")
             status = 1
