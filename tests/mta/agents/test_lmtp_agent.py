@@ -27,6 +27,7 @@ from sealmail.mta.agents.smtp import SmtpAgent
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.main_cf import parse_main_cf
 from sealmail.mta.queue import MessageContent
+from sealmail.mta.routing import split_transport
 
 MESSAGE = (
     b"From: sender@example.org\r\nTo: alice@example.com\r\nSubject: agent test\r\n"
@@ -107,6 +108,23 @@ def test_parse_nexthop(nexthop: str, expected: Endpoint) -> None:
 def test_bad_nexthops(nexthop: str) -> None:
     with pytest.raises(NexthopError):
         parse_nexthop(nexthop, default_port=24, queue_directory="/q")
+
+
+def test_seed_lmtp_service_name_without_a_services_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`lmtp:inet:127.0.0.1:lmtp` on Debian, whose services file has no lmtp: IANA's 24."""
+    debian = tmp_path / "services"
+    debian.write_text("smtp\t\t25/tcp\t\tmail\n")
+    transport, nexthop = split_transport("lmtp:inet:127.0.0.1:lmtp")
+    caplog.set_level(logging.INFO, "sealmail.config.services")
+    found = parse_nexthop(nexthop, default_port=2003, queue_directory="/q", services_file=debian)
+    assert (transport, found.host, found.port) == ("lmtp", "127.0.0.1", 24)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "sealmail.config.services"]
+    assert "'lmtp'" in line and "port 24" in line and str(debian) in line
+    with pytest.raises(NexthopError, match=r"unknown service 'lmtpx'.*in next hop"):
+        parse_nexthop("inet:127.0.0.1:lmtpx", default_port=24, queue_directory="/q",
+                      services_file=debian)
 
 
 def test_unix_nexthop_is_lmtp_only() -> None:

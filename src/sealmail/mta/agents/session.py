@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
 from sealmail.mta.config import MainConfig, TableError, open_table
 from sealmail.proto.smtp import Mode, encode_xtext
@@ -133,7 +134,8 @@ class Endpoint:
         return self.path if self.path is not None else f"{self.host}:{self.port}"
 
 
-def _port(text: str, default_port: int, whole: str) -> int:
+def _port(text: str, default_port: int, whole: str,
+          services_file: str | os.PathLike[str]) -> int:
     if not text:
         return default_port
     if text.isdigit():
@@ -142,14 +144,16 @@ def _port(text: str, default_port: int, whole: str) -> int:
             return port
         raise NexthopError(f"bad port in next hop {whole!r}")
     try:
-        # inet:host:service, looked up in /etc/services as Postfix does.
-        return socket.getservbyname(text, "tcp")
-    except OSError:
-        raise NexthopError(f"unknown service {text!r} in next hop {whole!r}") from None
+        # inet:host:service, looked up in the services file as Postfix does, with IANA's port
+        # for a mail service the file lacks (Debian's has no lmtp).
+        return service_port(text, services_file)
+    except UnknownService as exc:
+        raise NexthopError(f"{exc} in next hop {whole!r}") from None
 
 
 def parse_nexthop(
-    nexthop: str, *, default_port: int, queue_directory: str, unix_allowed: bool = True
+    nexthop: str, *, default_port: int, queue_directory: str, unix_allowed: bool = True,
+    services_file: str | os.PathLike[str] = DEFAULT_SERVICES_FILE,
 ) -> Endpoint:
     """`unix:/abs`, `unix:rel` (to the queue directory), `inet:host[:port]`, `inet:[addr]:port`,
     `[host]:port`, `host:port`, `host`. Postfix's lmtp takes `inet:` as the default type."""
@@ -173,12 +177,12 @@ def parse_nexthop(
         host, after = text[1:close], text[close + 1 :]
         if after and not after.startswith(":"):
             raise NexthopError(f"junk after ']' in next hop {nexthop!r}")
-        port = _port(after[1:], default_port, nexthop)
+        port = _port(after[1:], default_port, nexthop, services_file)
     else:
         host, _, service = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
         if not host:
             host, service = text, ""
-        port = _port(service, default_port, nexthop)
+        port = _port(service, default_port, nexthop, services_file)
     if host.lower().startswith("ipv6:"):
         host = host[5:]
     if not host or any(c.isspace() for c in host):
