@@ -63,6 +63,7 @@ __all__ = [
     "NexthopError",
     "parse_nexthop",
     "sasl_password",
+    "sasl_password_keys",
 ]
 
 log = logging.getLogger("sealmail.mta.agents")
@@ -190,19 +191,23 @@ def parse_nexthop(
     return Endpoint(host=host, port=port)
 
 
-def sasl_password(settings: MainConfig, prefix: str, nexthop: str,
-                  endpoint: Endpoint) -> tuple[str, str] | None:
-    """`user:password` for this next hop from `*_sasl_password_maps`, or None.
-
-    Keys tried, first hit wins: the next hop as written (without `inet:`/`unix:`), then
-    `host:port`, then `host` (seed 2.2.1.2: `cyrus.example.com lmtpuser:PASSWORD`).
-    """
+def sasl_password_keys(nexthop: str, endpoint: Endpoint) -> list[str]:
+    """The password map keys for this next hop, in the order tried: the next hop as written
+    (without `inet:`/`unix:`), then `host:port`, `[host]:port`, then `host` (seed 2.2.1.2:
+    `cyrus.example.com lmtpuser:PASSWORD`)."""
     written = nexthop.split(":", 1)[1] if nexthop.startswith(("inet:", "unix:")) else nexthop
     keys = [written]
     if not endpoint.is_unix:
         keys += [f"{endpoint.host}:{endpoint.port}", f"[{endpoint.host}]:{endpoint.port}",
                  endpoint.host]
-    keys = list(dict.fromkeys(keys))
+    return list(dict.fromkeys(keys))
+
+
+def sasl_password(settings: MainConfig, prefix: str, nexthop: str,
+                  endpoint: Endpoint) -> tuple[str, str] | None:
+    """`user:password` for this next hop from `*_sasl_password_maps`, or None; the first key
+    of `sasl_password_keys` found in the first map that has one wins."""
+    keys = sasl_password_keys(nexthop, endpoint)
     for spec in settings.maps(f"{prefix}_sasl_password_maps"):
         table = open_table(spec)
         for key in keys:
@@ -258,6 +263,8 @@ class _Session:
         self.born = born
         self.transactions = 0
         self.probing = False  # a cached session's RSET leads the next command group
+        # Why this session did not authenticate though *_sasl_auth_enable is on (for 530s).
+        self.no_password: str | None = None
 
     def fail(self, command: ClientCommand | None, what: str, *,
              timed_out: bool = False) -> DeliveryFailure:
@@ -307,7 +314,10 @@ class _Session:
 
     def said(self, reply: ServerReply, command: ClientCommand) -> str:
         what = _IN_REPLY_TO.get(command, f"{command.value} command")
-        return f"host {self.relay} said: {reply} (in reply to {what})"
+        text = f"host {self.relay} said: {reply} (in reply to {what})"
+        if reply.code == 530 and self.no_password:  # RFC 4954 6: authentication required
+            text += f"; {self.no_password}"
+        return text
 
     async def close(self, *, polite: bool, skip_quit_response: bool = False) -> None:
         """QUIT (when the core may still send it) and close; never raises."""
@@ -377,6 +387,10 @@ class ClientAgent:
                 sasl_password(request.settings, self.prefix, nexthop, endpoint)
                 if policy.sasl_enabled else None
             )
+            no_password = (
+                self._no_password(request, nexthop, endpoint)
+                if policy.sasl_enabled and credentials is None else None
+            )
         except (ConfigError, NexthopError, ValueError) as exc:
             log.warning("%s: %s: %s", request.queue_id, self.prefix, exc)
             failure = DeliveryFailure(Status.DEFERRED, "4.3.5",
@@ -388,6 +402,7 @@ class ClientAgent:
             while True:
                 session = await self._session(key, endpoint, nexthop, policy, credentials,
                                               request)
+                session.no_password = no_password
                 try:
                     await self._transaction(session, request, policy, answered)
                     break
@@ -419,6 +434,18 @@ class ClientAgent:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self._closing.clear()
+
+    def _no_password(self, request: DeliveryRequest, nexthop: str, endpoint: Endpoint) -> str:
+        """Say which keys the password maps lacked (Postfix tells only with -v, yet a wrong key,
+        as the seed's `cyrus.example.com` against a next hop `localhost`, fails silently);
+        the words also go into a 530 reply's bounce or defer text."""
+        maps = f"{self.prefix}_sasl_password_maps"
+        what = (f"no SASL password found in {maps} "
+                f"({' '.join(request.settings.maps(maps)) or 'empty'}) "
+                f"for the keys {', '.join(sasl_password_keys(nexthop, endpoint))}")
+        log.info("%s: %s: %s; delivering without authentication", request.queue_id,
+                 self.prefix, what)
+        return what
 
     # -- parameters -------------------------------------------------------------------------
 
