@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from tests.support.peers import POSTMAP, postfix_config_dir
 
 from sealmail.cli.main import main
 
@@ -76,11 +76,8 @@ def test_missing_source_is_a_clear_error(
     assert "no such file" in capsys.readouterr().err
 
 
-POSTFIX_POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
-
-
 @pytest.mark.peer
-@pytest.mark.skipif(not Path(POSTFIX_POSTMAP).exists(), reason="Postfix's postmap not installed")
+@pytest.mark.skipif(not Path(POSTMAP).exists(), reason="Postfix's postmap not installed")
 @pytest.mark.parametrize("fold", [True, False])
 def test_same_answers_as_postfix(
     tmp_path: Path, confdir: Path, capsys: pytest.CaptureFixture[str], fold: bool
@@ -88,11 +85,12 @@ def test_same_answers_as_postfix(
     source = tmp_path / "t"
     source.write_text(PASS + "ABC x\nabc dup\nnovalue\nk2\tv2  \n")
     flags = [] if fold else ["-f"]
-    subprocess.run([POSTFIX_POSTMAP, "-c", "/etc/postfix", *flags, f"hash:{source}"],
+    theirs = str(postfix_config_dir(tmp_path / "postfix"))  # never the host's /etc/postfix
+    subprocess.run([POSTMAP, "-c", theirs, *flags, f"hash:{source}"],
                    check=True, capture_output=True)
     assert postmap(confdir, *flags, str(source)) == 0
     for key in ["cyrus.example.com", "CYRUS.EXAMPLE.COM", "foo", "abc", "ABC", "k2", "novalue"]:
-        real = subprocess.run([POSTFIX_POSTMAP, "-c", "/etc/postfix", *flags, "-q", key,
+        real = subprocess.run([POSTMAP, "-c", theirs, *flags, "-q", key,
                                f"hash:{source}"], capture_output=True, text=True)
         capsys.readouterr()
         code = postmap(confdir, *flags, "-q", key, str(source))

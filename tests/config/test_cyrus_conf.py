@@ -503,8 +503,24 @@ def test_resolve_listen_errors(
 
 
 def test_unreadable_services_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"cannot read .*absent to look up 'lmtp'"):
-        resolve_listen("lmtp", "tcp", CONFIGDIR, tmp_path / "absent")
+    with pytest.raises(ConfigError, match=r"cannot read .*absent to look up 'gopher'"):
+        resolve_listen("gopher", "tcp", CONFIGDIR, tmp_path / "absent")
+
+
+def test_seed_lmtp_name_without_a_services_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Debian's services file has no lmtp: the seed's listen= still means IANA's port 24."""
+    debian = tmp_path / "services"
+    debian.write_text("smtp\t\t25/tcp\t\tmail\n")
+    (service,) = services_of('SERVICES {\n  lmtp cmd="lmtpd -a" listen="127.0.0.1:lmtp"\n}')
+    caplog.set_level("INFO", "sealmail.config.services")
+    assert service.addresses(CONFIGDIR, debian) == [InetAddress("127.0.0.1", 24, INET)]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "sealmail.config.services"]
+    assert "'lmtp'" in line and "port 24" in line and str(debian) in line
+    (unknown,) = services_of('SERVICES {\n  lmtp cmd="lmtpd" listen="127.0.0.1:lmtpx"\n}')
+    with pytest.raises(ConfigError, match=rf"unknown service 'lmtpx': not in {debian}"):
+        unknown.addresses(CONFIGDIR, debian)
 
 
 def test_service_addresses_report_the_entry_line(services: Path) -> None:

@@ -48,10 +48,19 @@ def test_inbox_downcase_and_domain_ignored(plain: RecipientResolver) -> None:
 
 
 def test_detail_without_post_right_falls_back_to_inbox(plain: RecipientResolver) -> None:
-    assert plain.resolve("alice+Lists", None).mailbox == "user.alice"
+    closed = plain.resolve("alice+Lists", None)
+    assert closed.mailbox == "user.alice"
+    assert closed.detail_fallback == ("user.alice.Lists", "no p right for anyone")
+    assert plain.resolve("alice+Lists", None, poster="bob").detail_fallback == (
+        "user.alice.Lists", "no p right for bob")
     plain.store.set_acl("user.alice.Lists", "anyone", "p")
-    assert plain.resolve("alice+Lists", None).mailbox == "user.alice.Lists"
-    assert plain.resolve("alice+Nope", None).mailbox == "user.alice"
+    opened = plain.resolve("alice+Lists", None)
+    assert (opened.mailbox, opened.detail_fallback) == ("user.alice.Lists", None)
+    missing = plain.resolve("alice+Nope", None)
+    assert (missing.mailbox, missing.detail_fallback) == (
+        "user.alice", ("user.alice.Nope", "no such mailbox"))
+    assert plain.resolve("alice", None).detail_fallback is None
+    assert plain.resolve("alice+", None).detail_fallback is None
 
 
 def test_poster_identity_opens_folders(plain: RecipientResolver) -> None:
@@ -115,3 +124,9 @@ def test_unixhierarchysep_details(tmp_path: Path) -> None:
             resolver.store.set_acl(name, "anyone", "+p")
         assert resolver.resolve("alice+Lists/sealmail", None).mailbox == "user.alice.Lists.sealmail"
         assert resolver.resolve("alice+a.b", None).mailbox == "user.alice.a^b"
+
+
+def test_a_detail_that_names_no_mailbox_says_so(plain: RecipientResolver) -> None:
+    recipient = plain.resolve("alice+a..b", None)
+    assert (recipient.mailbox, recipient.detail_fallback) == (
+        "user.alice", ("a..b", "not a valid mailbox name"))

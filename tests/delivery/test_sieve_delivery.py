@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,19 +98,56 @@ def test_fileinto_with_flags(setup: Setup) -> None:
     assert record.flags == ("\\Flagged",)  # imap4flags lower-cases; the index spells it right
 
 
-def test_fileinto_missing_folder_keeps_and_create_creates(setup: Setup) -> None:
+def fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The log lines that say mail went to the INBOX instead of the folder asked for."""
+    return [r.getMessage() for r in caplog.records if "could not deliver to" in r.getMessage()]
+
+
+def test_fileinto_missing_folder_keeps_and_create_creates(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     setup.script('require ["fileinto"];\nfileinto "Nowhere";\n')
     setup.deliver()
     assert setup.count("user.alice") == 1
+    assert fallbacks(caplog) == [
+        "alice: to=<alice@example.com>: sieve fileinto 'Nowhere': could not deliver to "
+        "user.alice.Nowhere (no such mailbox), delivering to user.alice"
+    ]
+    caplog.clear()
     setup.script('require ["fileinto", "mailbox"];\nfileinto :create "New";\n')
     setup.deliver(MESSAGE.replace(b"<s1@", b"<s2@"))
     assert setup.count("user.alice.New") == 1
+    assert fallbacks(caplog) == []
 
 
-def test_fileinto_someone_elses_folder_needs_the_post_right(setup: Setup) -> None:
+def test_fileinto_someone_elses_folder_needs_the_post_right(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     setup.script('require ["fileinto"];\nfileinto "user.bob";\n')
     setup.deliver()
     assert setup.count("user.bob") == 0 and setup.count("user.alice") == 1
+    [line] = fallbacks(caplog)
+    assert "could not deliver to user.bob (no p right for alice), delivering to user.alice" in line
+
+
+def test_plus_address_fallback_is_logged_only_when_the_inbox_gets_the_copy(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """alice+Nope lands in the INBOX and says why; if Sieve files it elsewhere, the missing
+    +detail folder changed nothing and is not reported."""
+    caplog.set_level(logging.INFO)
+    assert setup.deliver(MESSAGE, "alice+Nope") == [(250, "2.1.5")]
+    assert fallbacks(caplog) == [
+        "S: to=<alice+Nope@example.com>: could not deliver to user.alice.Nope "
+        "(no such mailbox), delivering to user.alice"
+    ]
+    caplog.clear()
+    setup.script('require ["fileinto"];\nfileinto "INBOX.Lists";\n')
+    assert setup.deliver(MESSAGE.replace(b"<s1@", b"<s3@"), "alice+Nope") == [(250, "2.1.5")]
+    assert setup.count("user.alice.Lists") == 1
+    assert fallbacks(caplog) == []
 
 
 def test_fileinto_a_shared_folder_sets_the_recipients_own_seen(setup: Setup) -> None:

@@ -21,9 +21,11 @@ import trustme
 from tests.support.instance import SealmailInstance
 from tests.support.peers import (
     POSTFIX,
+    POSTMAP,
     POSTQUEUE,
     PeerUnavailable,
     PostfixInstance,
+    postfix_config_dir,
     require_binaries,
     traversable_tmpdir,
 )
@@ -95,7 +97,9 @@ def postfix_for(
     pass_file = root / "cyrus_lmtp_sasl_pass"
     pass_file.write_text(f"{host} lmtpuser:{PASSWORD}\n")
     pass_file.chmod(0o600)
-    subprocess.run(["postmap", f"hash:{pass_file}"], check=True, capture_output=True)
+    tools = postfix_config_dir(root / "tools")  # never the host's /etc/postfix
+    subprocess.run([POSTMAP, "-c", str(tools), f"hash:{pass_file}"], check=True,
+                   capture_output=True)
     master_cf_extra = (
         "cyrus-inet unix - - n - - lmtp\n"
         "  -o lmtp_connection_cache_on_demand=yes\n"

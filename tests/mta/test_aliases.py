@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.peers import POSTALIAS, postfix_config_dir
 
 from sealmail.mta.aliases import (
     AliasError,
@@ -135,7 +135,7 @@ def test_build_and_open_through_the_hash_table(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aliases", "aliases.sqlite"]
 
 
-@pytest.mark.skipif(shutil.which("postalias") is None, reason="Debian's postalias not installed")
+@pytest.mark.skipif(not Path(POSTALIAS).exists(), reason="Debian's postalias not installed")
 def test_values_match_debian_postalias(tmp_path: Path) -> None:
     ours = tmp_path / "ours"
     theirs = tmp_path / "theirs"
@@ -143,11 +143,12 @@ def test_values_match_debian_postalias(tmp_path: Path) -> None:
     ours.write_text(text)
     theirs.write_text(text)
     build_alias_database(ours)
-    subprocess.run(["postalias", str(theirs)], check=True, capture_output=True)
+    config = str(postfix_config_dir(tmp_path / "postfix"))  # never the host's /etc/postfix
+    subprocess.run([POSTALIAS, "-c", config, str(theirs)], check=True, capture_output=True)
     table = open_table(f"hash:{ours}")
     for key in ("postmaster", "root", "staff", "upper", "Upper", "absent"):
-        done = subprocess.run(["postalias", "-q", key, str(theirs)], capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run([POSTALIAS, "-c", config, "-q", key, str(theirs)],
+                              capture_output=True, text=True, check=False)
         expected = done.stdout.rstrip("\n") if done.returncode == 0 else None
         found = table.lookup(key)
         # Postfix joins a continuation keeping the line break's whitespace; compare the lists.

@@ -162,3 +162,22 @@ def test_kill_9_during_delivery_loses_nothing(tmp_path: Path) -> None:
     assert f"{queue_id}: requeued from active after an interrupted delivery" in maillog(tmp_path)
     assert not any(list((tmp_path / "spool" / q).iterdir()) for q in ("incoming", "active",
                                                                  "deferred"))
+
+
+def test_master_cf_service_names_without_a_services_line(tmp_path: Path) -> None:
+    """`127.0.0.1:lmtp` / `submission` in master.cf on a services file without them: IANA's
+    ports; a name that neither knows is a master.cf error naming it."""
+    from sealmail.config.imapd_conf import ConfigError
+    from sealmail.mta.config import MainConfig
+    from sealmail.mta.config.main_cf import parse_main_cf
+    from sealmail.mta.master import inet_addresses
+
+    debian = tmp_path / "services"
+    debian.write_text("smtp\t\t25/tcp\t\tmail\n")
+    main = MainConfig.from_document(parse_main_cf("inet_interfaces = loopback-only\n", "main.cf"),
+                                    hostname="mx.example.com")
+    assert inet_addresses("127.0.0.1:lmtp", main, debian) == [("127.0.0.1", 24)]
+    assert inet_addresses("submission", main, debian) == [("127.0.0.1", 587)]
+    assert inet_addresses("mail", main, debian) == [("127.0.0.1", 25)]
+    with pytest.raises(ConfigError, match=f"unknown service 'lmtpx': not in {debian}"):
+        inet_addresses("127.0.0.1:lmtpx", main, debian)

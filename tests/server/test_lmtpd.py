@@ -169,6 +169,17 @@ def test_recipient_normalisation_and_plus_addressing(instance: SealmailInstance)
         "user.alice.Caf&AOk-": 1,
         "Projects": 2,
     }
+    # Each +detail that fell back to the INBOX says why in lmtpd's log, as Cyrus does.
+    log = instance.log_text()
+    assert (
+        "to=<alice+Private@example.com>: could not deliver to user.alice.Private "
+        "(no p right for anyone), delivering to user.alice"
+    ) in log
+    assert (
+        "to=<alice+lists@example.com>: could not deliver to user.alice.lists "
+        "(no such mailbox), delivering to user.alice"
+    ) in log
+    assert log.count("could not deliver to") == 2
 
 
 def test_error_codes(instance: SealmailInstance) -> None:

@@ -42,6 +42,8 @@ from typing import Self
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTCONF = "/usr/sbin/postconf"
+POSTMAP = "/usr/sbin/postmap"
+POSTALIAS = "/usr/sbin/postalias"
 CYRUS_BIN = Path("/usr/lib/cyrus/bin")
 CYRUS_MASTER = CYRUS_BIN / "master"
 CYRUS_LMTPD = CYRUS_BIN / "lmtpd"
@@ -96,6 +98,21 @@ def check_reachable(path: Path, user: str) -> None:
                 f"user {user!r} cannot enter {directory} (mode {st.st_mode & 0o777:o}); "
                 "use tests.support.peers.traversable_tmpdir() for peer instances"
             )
+
+
+def postfix_config_dir(directory: Path) -> Path:
+    """`directory`, made a Postfix config directory with a minimal main.cf, for Postfix's tools
+    run outside an instance: `postmap -c DIR`, `postalias -c DIR`, `postconf -c DIR`.
+
+    Debian's tools read $config_directory/main.cf before anything else and stop with
+    `fatal: open /etc/postfix/main.cf` where the package was installed but never configured (a
+    fresh machine); with -c they read this one, and nothing of the host's /etc/postfix.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    main_cf = directory / "main.cf"
+    if not main_cf.exists():
+        main_cf.write_text("compatibility_level = 3.6\n")
+    return directory
 
 
 def free_tcp_port() -> int:

@@ -44,6 +44,13 @@ from enum import Enum
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig, parse_switch
+from sealmail.config.services import (
+    DEFAULT_SERVICES_FILE,
+    UnknownService,
+    load_services_file,
+    parse_services_file,
+    service_port,
+)
 
 __all__ = [
     "DEFAULT_CYRUS_CONF_PATH",
@@ -68,7 +75,6 @@ __all__ = [
 ]
 
 DEFAULT_CYRUS_CONF_PATH = "/etc/sealmail/cyrus.conf"
-DEFAULT_SERVICES_FILE = "/etc/services"
 # Owner and group may connect; the group is the one the MTA runs in (see resolve_listen).
 DEFAULT_UNIX_SOCKET_MODE = 0o660
 
@@ -728,32 +734,6 @@ _FAMILIES: Mapping[str, tuple[socket.AddressFamily, ...]] = {
 }
 
 
-def parse_services_file(text: str) -> dict[tuple[str, str], int]:
-    """/etc/services as a map of (name or alias, protocol) -> port; the first line wins.
-
-    Malformed lines are skipped, as the C library's getservbyname does.
-    """
-    ports: dict[tuple[str, str], int] = {}
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) < 2:
-            continue
-        port_text, _slash, proto = fields[1].partition("/")
-        if not (port_text.isascii() and port_text.isdigit()) or not proto:
-            continue
-        port = int(port_text)
-        if port > 65535:
-            continue
-        for name in (fields[0], *fields[2:]):
-            ports.setdefault((name, proto.lower()), port)
-    return ports
-
-
-def load_services_file(path: str | os.PathLike[str]) -> dict[tuple[str, str], int]:
-    """Read and parse a services file; OSError if it cannot be read."""
-    return parse_services_file(Path(path).read_text(encoding="utf-8", errors="replace"))
-
-
 def _port(text: str, services_file: str | os.PathLike[str], where: _Where) -> int:
     if not text:
         raise where.error("listen", "no port or service name")
@@ -765,17 +745,9 @@ def _port(text: str, services_file: str | os.PathLike[str], where: _Where) -> in
     if not (text.isascii() and text[0].isalpha() and all(c.isalnum() or c in "-_.+" for c in text)):
         raise where.error("listen", f"{text!r} is neither a port number nor a service name")
     try:
-        ports = load_services_file(services_file)
-    except OSError as exc:
-        raise where.error(
-            "listen", f"cannot read {os.fspath(services_file)} to look up {text!r}: {exc.strerror}"
-        ) from None
-    found = ports.get((text, "tcp"))
-    if found is None:
-        raise where.error(
-            "listen", f"unknown service {text!r}: not in {os.fspath(services_file)} for tcp"
-        )
-    return found
+        return service_port(text, services_file)
+    except UnknownService as exc:
+        raise where.error("listen", str(exc)) from None
 
 
 def _host_name_ok(host: str) -> bool:
@@ -833,7 +805,8 @@ def resolve_listen(
     - `host:port`, `host:service`, `[addr]:port`: one interface.
 
     A service name is looked up in `services_file` for tcp, so `lmtp` is whatever that file says
-    (24 in Debian's, 2003 in the one CYRUS_README shows). Port 0 asks the kernel for a free port.
+    (2003 in the one CYRUS_README shows); a mail service name the file lacks (Debian's has no
+    `lmtp`) gets IANA's port (sealmail.config.services). Port 0 asks the kernel for a free port.
     Errors are ConfigError at `path`:`line`, key `listen` (or `proto`).
     """
     where = _Where(path, line)

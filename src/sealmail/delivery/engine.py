@@ -187,6 +187,7 @@ class DeliveryEngine:
                         continue
                     stored[index].append(fallback)
             replies[index] = DELIVERED
+            self._log_detail_fallback(envelope, recipient, stored[index])
             where = ", ".join(f"{a.mailbox} uid={a.uid}" for a in stored[index]) or "none"
             self._log(
                 envelope,
@@ -214,6 +215,24 @@ class DeliveryEngine:
             except MailboxBusy:
                 busy.add(user)
         return busy
+
+    def _log_detail_fallback(
+        self, envelope: Envelope, recipient: Recipient, stored: Sequence[AppendedMessage]
+    ) -> None:
+        """Say why mail for user+folder went to the INBOX, once a copy really landed there."""
+        if recipient.detail_fallback is None:
+            return
+        if not any(a.mailbox == recipient.mailbox for a in stored):
+            return  # Sieve filed it elsewhere: the folder's absence changed nothing
+        folder, why = recipient.detail_fallback
+        log.info(
+            "%s: to=<%s>: could not deliver to %s (%s), delivering to %s",
+            envelope.session_id,
+            recipient.address,
+            folder,
+            why,
+            recipient.mailbox,
+        )
 
     def _log(
         self,

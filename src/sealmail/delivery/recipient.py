@@ -6,7 +6,8 @@
 - `user@domain` is the INBOX `user.user` (with virtdomains: `domain!user.user`, the defaultdomain
   counting as none).
 - `user+detail` is `user.user.detail` when that folder exists and grants the post right to anyone
-  (Cyrus's rule); otherwise the INBOX (section 8.1).
+  (Cyrus's rule); otherwise the INBOX (section 8.1), and the Recipient carries why, so that the
+  delivery logs it (Cyrus: "could not deliver to user.x.folder, delivering to INBOX").
 - `postuser+folder` and `+folder` post to the shared folder `folder` (section 8.2); there the
   folder must exist and grant the post right.
 """
@@ -35,6 +36,9 @@ class Recipient:
     mailbox: str  # internal name
     user: str | None  # owner's userid (for the per-user delivery limit); None for shared folders
     ignore_quota: bool = False
+    # A +detail folder not used, and why ("no such mailbox", "no p right for anyone"): the
+    # copy goes to the INBOX instead, and the delivery says so in the log.
+    detail_fallback: tuple[str, str] | None = None
 
 
 def split_local_part(local_part: str, delimiter: str) -> tuple[str, str | None]:
@@ -106,11 +110,22 @@ class RecipientResolver:
         if self.store.mailbox(inbox) is None:
             raise MailboxNotFound(f"no mailbox {inbox}")
         userid = f"{user}@{mailbox_domain}" if mailbox_domain else user
-        if detail:
-            folder = self._existing(f"{inbox}.", detail)
-            if folder is not None and self._may_post(folder, poster):
-                return Recipient(address, folder.name, userid, ignore_quota)
-        return Recipient(address, inbox, userid, ignore_quota)
+        if not detail:
+            return Recipient(address, inbox, userid, ignore_quota)
+        folder = self._existing(f"{inbox}.", detail)
+        if folder is not None and self._may_post(folder, poster):
+            return Recipient(address, folder.name, userid, ignore_quota)
+        if folder is not None:
+            who = "anyone" if poster == ANONYMOUS_POSTER else poster
+            fallback = (folder.name, f"no p right for {who}")
+        else:
+            candidates = self._candidates(detail)
+            fallback = (
+                (f"{inbox}.{candidates[0]}", "no such mailbox")
+                if candidates
+                else (detail, "not a valid mailbox name")
+            )
+        return Recipient(address, inbox, userid, ignore_quota, fallback)
 
     def _may_post(self, mailbox: MailboxInfo, poster: str) -> bool:
         return "p" in rights_of(mailbox.acl, poster, is_admin=self.config.is_admin(poster))

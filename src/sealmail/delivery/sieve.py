@@ -83,6 +83,15 @@ class SievePlan:
     script: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class _FileintoTarget:
+    """A fileinto folder resolved: the mailbox to post to, or None and why not."""
+
+    meant: str  # the internal name the folder means (as written when it has none)
+    mailbox: str | None = None
+    why_not: str = ""
+
+
 class SieveFilter:
     """Per-recipient Sieve for the delivery engine; thread-safe (called from executor threads)."""
 
@@ -128,7 +137,7 @@ class SieveFilter:
         user = recipient.user
         context = SieveContext(
             now=datetime.now(UTC),
-            mailbox_exists=lambda folder: self._folder(user, folder) is not None,
+            mailbox_exists=lambda folder: self._folder(user, folder).mailbox is not None,
             include_loader=lambda location, included: self._include(user, location, included),
             duplicates=_Tracker(self.tracking, f"duplicate:{user}"),
             vacation=_Tracker(self.tracking, f"vacation:{user}"),
@@ -158,18 +167,17 @@ class SieveFilter:
         user = recipient.user
         assert user is not None
         if isinstance(action, Keep):
+            if action.fallback_from is not None:  # the library kept for a folder it was denied
+                self._log_fallback(recipient, action.fallback_from,
+                                   self._folder(user, action.fallback_from))
             plan.copies.append(
                 Copy(recipient.mailbox, _store_flags(action.flags), action.message or content)
             )
         elif isinstance(action, FileInto):
-            folder = self._folder(user, action.mailbox, create=action.create)
+            target = self._folder(user, action.mailbox, create=action.create)
+            folder = target.mailbox
             if folder is None:
-                log.info(
-                    "%s: fileinto %r not possible, keeping in %s",
-                    user,
-                    action.mailbox,
-                    recipient.mailbox,
-                )
+                self._log_fallback(recipient, action.mailbox, target)
                 folder = recipient.mailbox
             plan.copies.append(Copy(folder, _store_flags(action.flags), action.message or content))
         elif isinstance(action, (Reject, Ereject)):
@@ -183,6 +191,19 @@ class SieveFilter:
             log.info("%s: sieve discarded the message", user)
         else:
             log.info("%s: sieve action %s not carried out here", user, type(action).__name__)
+
+    def _log_fallback(self, recipient: Recipient, folder: str, target: _FileintoTarget) -> None:
+        """One line saying why a fileinto went to the recipient's mailbox (as Cyrus logs
+        "could not deliver to user.x.folder, delivering to INBOX")."""
+        log.info(
+            "%s: to=<%s>: sieve fileinto %r: could not deliver to %s (%s), delivering to %s",
+            recipient.user,
+            recipient.address,
+            folder,
+            target.meant,
+            target.why_not or "no such mailbox",
+            recipient.mailbox,
+        )
 
     def _redirect(
         self,
@@ -261,8 +282,9 @@ class SieveFilter:
 
     # ---------------------------------------------------------------- mailboxes and includes
 
-    def _folder(self, user: str, folder: str, create: bool = False) -> str | None:
-        """The internal name a fileinto folder means for `user`, if it may be posted to.
+    def _folder(self, user: str, folder: str, create: bool = False) -> _FileintoTarget:
+        """The internal name a fileinto folder means for `user`, if it may be posted to; else
+        the mailbox meant and why not (for the log line of the INBOX fallback).
 
         `INBOX` and `INBOX.x` (or `INBOX/x`) are the user's; another name is first the user's
         own folder of that name, then a shared folder (the post right decides), as Cyrus reads
@@ -272,28 +294,27 @@ class SieveFilter:
         inbox = names.user_inbox(owner.user, owner.domain)
         separator = self.namespace.separator
         if folder.upper() == "INBOX":
-            return inbox
+            return _FileintoTarget(inbox, inbox)
         rest = folder[6:] if folder[:6].upper() == f"INBOX{separator}" else folder
         try:
             personal = f"{inbox}.{self.namespace.to_internal(rest)}"
             shared = self.namespace.to_internal(folder, owner.domain)
-        except InvalidMailboxName:
-            return None
+        except InvalidMailboxName as exc:
+            return _FileintoTarget(folder, why_not=f"not a valid mailbox name: {exc}")
         for candidate in (personal, shared):
             info = self.store.mailbox(candidate)
             if info is not None:
                 mine = names.owner_of(candidate) == owner
                 if mine or "p" in rights_of(info.acl, user, is_admin=False):
-                    return candidate
-                return None
+                    return _FileintoTarget(candidate, candidate)
+                return _FileintoTarget(candidate, why_not=f"no p right for {user}")
         if create:
             try:
                 self.store.create_mailbox(personal)
             except StoreError as exc:
-                log.info("%s: fileinto :create %s failed: %s", user, personal, exc)
-                return None
-            return personal
-        return None
+                return _FileintoTarget(personal, why_not=f"cannot create it: {exc}")
+            return _FileintoTarget(personal, personal)
+        return _FileintoTarget(personal, why_not="no such mailbox")
 
     def _include(self, user: str, location: IncludeLocation, name: str) -> str | None:
         owner = user if location == "personal" else "global"  # global scripts: user "global"

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.mta.agents import DeliveryAgent
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
@@ -193,8 +194,11 @@ def open_maillog(main: MainConfig, log_fd: int | None = None) -> logging.Handler
 # Listening addresses of inet services
 
 
-def inet_addresses(service: str, main: MainConfig) -> list[tuple[str, int]]:
-    """(host, port) pairs for a master.cf inet service field."""
+def inet_addresses(
+    service: str, main: MainConfig, services_file: str | os.PathLike[str] = DEFAULT_SERVICES_FILE
+) -> list[tuple[str, int]]:
+    """(host, port) pairs for a master.cf inet service field; a service name is looked up in
+    `services_file`, with IANA's port for a mail service the file lacks."""
     host: str | None
     if service.startswith("["):
         host, _, port_text = service[1:].partition("]:")
@@ -206,10 +210,9 @@ def inet_addresses(service: str, main: MainConfig) -> list[tuple[str, int]]:
         port = int(port_text)
     else:
         try:
-            port = socket.getservbyname(port_text, "tcp")
-        except OSError:
-            raise ConfigError("master.cf", 0, service,
-                              f"unknown service name {port_text!r}") from None
+            port = service_port(port_text, services_file)
+        except UnknownService as exc:
+            raise ConfigError("master.cf", 0, service, str(exc)) from None
     if host:
         return [(host, port)]
     hosts: list[str] = []

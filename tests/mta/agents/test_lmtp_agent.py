@@ -22,11 +22,18 @@ from sealmail.mta.agents import (
     Status,
 )
 from sealmail.mta.agents.lmtp import LmtpAgent
-from sealmail.mta.agents.session import Endpoint, NexthopError, parse_nexthop, sasl_password
+from sealmail.mta.agents.session import (
+    Endpoint,
+    NexthopError,
+    parse_nexthop,
+    sasl_password,
+    sasl_password_keys,
+)
 from sealmail.mta.agents.smtp import SmtpAgent
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.main_cf import parse_main_cf
 from sealmail.mta.queue import MessageContent
+from sealmail.mta.routing import split_transport
 
 MESSAGE = (
     b"From: sender@example.org\r\nTo: alice@example.com\r\nSubject: agent test\r\n"
@@ -109,6 +116,23 @@ def test_bad_nexthops(nexthop: str) -> None:
         parse_nexthop(nexthop, default_port=24, queue_directory="/q")
 
 
+def test_seed_lmtp_service_name_without_a_services_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`lmtp:inet:127.0.0.1:lmtp` on Debian, whose services file has no lmtp: IANA's 24."""
+    debian = tmp_path / "services"
+    debian.write_text("smtp\t\t25/tcp\t\tmail\n")
+    transport, nexthop = split_transport("lmtp:inet:127.0.0.1:lmtp")
+    caplog.set_level(logging.INFO, "sealmail.config.services")
+    found = parse_nexthop(nexthop, default_port=2003, queue_directory="/q", services_file=debian)
+    assert (transport, found.host, found.port) == ("lmtp", "127.0.0.1", 24)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "sealmail.config.services"]
+    assert "'lmtp'" in line and "port 24" in line and str(debian) in line
+    with pytest.raises(NexthopError, match=r"unknown service 'lmtpx'.*in next hop"):
+        parse_nexthop("inet:127.0.0.1:lmtpx", default_port=24, queue_directory="/q",
+                      services_file=debian)
+
+
 def test_unix_nexthop_is_lmtp_only() -> None:
     with pytest.raises(NexthopError, match="not supported"):
         parse_nexthop("unix:/x", default_port=25, queue_directory="/q", unix_allowed=False)
@@ -130,6 +154,11 @@ def test_password_map_keys(tmp_path: Path) -> None:
     )
     nobody = parse_nexthop("inet:nobody.example", default_port=24, queue_directory="/")
     assert sasl_password(config, "lmtp", "inet:nobody.example", nobody) is None
+    assert sasl_password_keys("inet:nobody.example", nobody) == [
+        "nobody.example", "nobody.example:24", "[nobody.example]:24"]
+    seed = parse_nexthop("inet:localhost:lmtp", default_port=24, queue_directory="/")
+    assert sasl_password_keys("inet:localhost:lmtp", seed) == [
+        "localhost:lmtp", "localhost:24", "[localhost]:24", "localhost"]
 
 
 def test_bad_tls_level_defers_as_configuration_error(tmp_path: Path) -> None:
@@ -262,10 +291,44 @@ def test_sasl_noplaintext_chooses_scram(
     with caplog.at_level(logging.DEBUG, logger="sealmail.mta.agents"):
         [[result]] = deliver(LmtpAgent(), req)
     assert "as lmtpuser with SCRAM-SHA-256" in caplog.text
+    assert "no SASL password" not in caplog.text
     assert result.status is Status.SENT, result
     assert result.relay == f"127.0.0.1[127.0.0.1]:{port}"
     log = tcp_store.log_text()
     assert "authenticated as lmtpuser" in log
+
+
+def test_no_password_for_the_next_hop_names_the_keys_tried(
+    tcp_store: SealmailInstance, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The seed's 2.2.1.2 map holds `cyrus.example.com`, the next hop is `localhost`: the agent
+    logs the keys it tried, and the server's 530 bounce says no password was found for them."""
+    _, port = tcp_store.tcp_address
+    table = tmp_path / "cyrus_lmtp_sasl_pass"
+    table.write_text(f"cyrus.example.com lmtpuser:{PASSWORD}\n")
+    config = settings(
+        tmp_path, lmtp_sasl_auth_enable="yes", lmtp_sasl_password_maps=f"texthash:{table}"
+    )
+    req = request(tmp_path, f"inet:localhost:{port}", ["alice@example.com"], config)
+    with caplog.at_level(logging.INFO, logger="sealmail.mta.agents"):
+        [[result]] = deliver(LmtpAgent(), req)
+    missing = (
+        f"no SASL password found in lmtp_sasl_password_maps (texthash:{table}) for the keys "
+        f"localhost:{port}, [localhost]:{port}, localhost"
+    )
+    [line] = [r.getMessage() for r in caplog.records if "no SASL password" in r.getMessage()]
+    assert line == f"4F2A1B3C: lmtp: {missing}; delivering without authentication"
+    assert (result.status, result.dsn) == (Status.BOUNCED, "5.7.0"), result
+    assert "said: 530 5.7.0 " in result.text and result.text.endswith(f"; {missing}")
+    assert PASSWORD not in caplog.text and PASSWORD not in result.text
+    # Without lmtp_sasl_auth_enable no map is read: the 530 stands alone, nothing is logged.
+    caplog.clear()
+    plain = request(tmp_path, f"inet:localhost:{port}", ["alice@example.com"], settings(tmp_path))
+    with caplog.at_level(logging.INFO, logger="sealmail.mta.agents"):
+        [[result]] = deliver(LmtpAgent(), plain)
+    assert (result.status, result.dsn) == (Status.BOUNCED, "5.7.0"), result
+    assert result.text.endswith("(in reply to MAIL FROM command)")
+    assert "no SASL password" not in caplog.text
 
 
 def test_sasl_mechanism_filter_picks_cram_md5(tcp_store: SealmailInstance, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
 from sealmail.mta.config import MainConfig, TableError, open_table
 from sealmail.proto.smtp import Mode, encode_xtext
@@ -62,6 +63,7 @@ __all__ = [
     "NexthopError",
     "parse_nexthop",
     "sasl_password",
+    "sasl_password_keys",
 ]
 
 log = logging.getLogger("sealmail.mta.agents")
@@ -133,7 +135,8 @@ class Endpoint:
         return self.path if self.path is not None else f"{self.host}:{self.port}"
 
 
-def _port(text: str, default_port: int, whole: str) -> int:
+def _port(text: str, default_port: int, whole: str,
+          services_file: str | os.PathLike[str]) -> int:
     if not text:
         return default_port
     if text.isdigit():
@@ -142,14 +145,16 @@ def _port(text: str, default_port: int, whole: str) -> int:
             return port
         raise NexthopError(f"bad port in next hop {whole!r}")
     try:
-        # inet:host:service, looked up in /etc/services as Postfix does.
-        return socket.getservbyname(text, "tcp")
-    except OSError:
-        raise NexthopError(f"unknown service {text!r} in next hop {whole!r}") from None
+        # inet:host:service, looked up in the services file as Postfix does, with IANA's port
+        # for a mail service the file lacks (Debian's has no lmtp).
+        return service_port(text, services_file)
+    except UnknownService as exc:
+        raise NexthopError(f"{exc} in next hop {whole!r}") from None
 
 
 def parse_nexthop(
-    nexthop: str, *, default_port: int, queue_directory: str, unix_allowed: bool = True
+    nexthop: str, *, default_port: int, queue_directory: str, unix_allowed: bool = True,
+    services_file: str | os.PathLike[str] = DEFAULT_SERVICES_FILE,
 ) -> Endpoint:
     """`unix:/abs`, `unix:rel` (to the queue directory), `inet:host[:port]`, `inet:[addr]:port`,
     `[host]:port`, `host:port`, `host`. Postfix's lmtp takes `inet:` as the default type."""
@@ -173,12 +178,12 @@ def parse_nexthop(
         host, after = text[1:close], text[close + 1 :]
         if after and not after.startswith(":"):
             raise NexthopError(f"junk after ']' in next hop {nexthop!r}")
-        port = _port(after[1:], default_port, nexthop)
+        port = _port(after[1:], default_port, nexthop, services_file)
     else:
         host, _, service = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
         if not host:
             host, service = text, ""
-        port = _port(service, default_port, nexthop)
+        port = _port(service, default_port, nexthop, services_file)
     if host.lower().startswith("ipv6:"):
         host = host[5:]
     if not host or any(c.isspace() for c in host):
@@ -186,19 +191,23 @@ def parse_nexthop(
     return Endpoint(host=host, port=port)
 
 
-def sasl_password(settings: MainConfig, prefix: str, nexthop: str,
-                  endpoint: Endpoint) -> tuple[str, str] | None:
-    """`user:password` for this next hop from `*_sasl_password_maps`, or None.
-
-    Keys tried, first hit wins: the next hop as written (without `inet:`/`unix:`), then
-    `host:port`, then `host` (seed 2.2.1.2: `cyrus.example.com lmtpuser:PASSWORD`).
-    """
+def sasl_password_keys(nexthop: str, endpoint: Endpoint) -> list[str]:
+    """The password map keys for this next hop, in the order tried: the next hop as written
+    (without `inet:`/`unix:`), then `host:port`, `[host]:port`, then `host` (seed 2.2.1.2:
+    `cyrus.example.com lmtpuser:PASSWORD`)."""
     written = nexthop.split(":", 1)[1] if nexthop.startswith(("inet:", "unix:")) else nexthop
     keys = [written]
     if not endpoint.is_unix:
         keys += [f"{endpoint.host}:{endpoint.port}", f"[{endpoint.host}]:{endpoint.port}",
                  endpoint.host]
-    keys = list(dict.fromkeys(keys))
+    return list(dict.fromkeys(keys))
+
+
+def sasl_password(settings: MainConfig, prefix: str, nexthop: str,
+                  endpoint: Endpoint) -> tuple[str, str] | None:
+    """`user:password` for this next hop from `*_sasl_password_maps`, or None; the first key
+    of `sasl_password_keys` found in the first map that has one wins."""
+    keys = sasl_password_keys(nexthop, endpoint)
     for spec in settings.maps(f"{prefix}_sasl_password_maps"):
         table = open_table(spec)
         for key in keys:
@@ -254,6 +263,8 @@ class _Session:
         self.born = born
         self.transactions = 0
         self.probing = False  # a cached session's RSET leads the next command group
+        # Why this session did not authenticate though *_sasl_auth_enable is on (for 530s).
+        self.no_password: str | None = None
 
     def fail(self, command: ClientCommand | None, what: str, *,
              timed_out: bool = False) -> DeliveryFailure:
@@ -303,7 +314,10 @@ class _Session:
 
     def said(self, reply: ServerReply, command: ClientCommand) -> str:
         what = _IN_REPLY_TO.get(command, f"{command.value} command")
-        return f"host {self.relay} said: {reply} (in reply to {what})"
+        text = f"host {self.relay} said: {reply} (in reply to {what})"
+        if reply.code == 530 and self.no_password:  # RFC 4954 6: authentication required
+            text += f"; {self.no_password}"
+        return text
 
     async def close(self, *, polite: bool, skip_quit_response: bool = False) -> None:
         """QUIT (when the core may still send it) and close; never raises."""
@@ -373,6 +387,10 @@ class ClientAgent:
                 sasl_password(request.settings, self.prefix, nexthop, endpoint)
                 if policy.sasl_enabled else None
             )
+            no_password = (
+                self._no_password(request, nexthop, endpoint)
+                if policy.sasl_enabled and credentials is None else None
+            )
         except (ConfigError, NexthopError, ValueError) as exc:
             log.warning("%s: %s: %s", request.queue_id, self.prefix, exc)
             failure = DeliveryFailure(Status.DEFERRED, "4.3.5",
@@ -384,6 +402,7 @@ class ClientAgent:
             while True:
                 session = await self._session(key, endpoint, nexthop, policy, credentials,
                                               request)
+                session.no_password = no_password
                 try:
                     await self._transaction(session, request, policy, answered)
                     break
@@ -415,6 +434,18 @@ class ClientAgent:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self._closing.clear()
+
+    def _no_password(self, request: DeliveryRequest, nexthop: str, endpoint: Endpoint) -> str:
+        """Say which keys the password maps lacked (Postfix tells only with -v, yet a wrong key,
+        as the seed's `cyrus.example.com` against a next hop `localhost`, fails silently);
+        the words also go into a 530 reply's bounce or defer text."""
+        maps = f"{self.prefix}_sasl_password_maps"
+        what = (f"no SASL password found in {maps} "
+                f"({' '.join(request.settings.maps(maps)) or 'empty'}) "
+                f"for the keys {', '.join(sasl_password_keys(nexthop, endpoint))}")
+        log.info("%s: %s: %s; delivering without authentication", request.queue_id,
+                 self.prefix, what)
+        return what
 
     # -- parameters -------------------------------------------------------------------------
 
