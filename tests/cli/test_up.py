@@ -6,6 +6,7 @@ import fcntl
 import imaplib
 import os
 import poplib
+import pwd
 import signal
 import smtplib
 import socket
@@ -17,33 +18,39 @@ from pathlib import Path
 
 import pytest
 from tests.support.peers import free_tcp_port, traversable_tmpdir
-from tests.support.pipe_user import python_for
+from tests.support.pipe_user import ensure_pipe_user, python_for
 
 from sealmail.cli import up
 
-UpCommand = tuple[list[str], dict[str, str], Path]
+UpCommand = tuple[list[str], dict[str, str], Path, str | None]
 
 
-
-@pytest.fixture
-def up_command(tmp_path: Path) -> Iterator[UpCommand]:
-    """`sealmail up` as argv, its environment and a parent directory for the instance. As root
-    the services run as the `sealmail` account, so everything they need must be reachable by it
-    (a directory under /tmp, and a Python outside /root)."""
-    if os.geteuid() != 0:
-        yield [sys.executable, "-m", "sealmail", "up"], dict(os.environ), tmp_path
+@pytest.fixture(params=["root", "a normal user"] if os.geteuid() == 0 else ["ourselves"])
+def up_command(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UpCommand]:
+    """`sealmail up` as argv, its environment, a parent directory for the instance and the
+    account to start it as. Started by root the services run as the `sealmail` account, so
+    everything they need must be reachable by it (a directory under /tmp, and a Python outside
+    /root); started by a normal user, everything runs as that user, as before."""
+    if request.param == "ourselves":
+        yield [sys.executable, "-m", "sealmail", "up"], dict(os.environ), tmp_path, None
         return
-    account = up.service_account()
+    user = up.service_account().pw_name if request.param == "root" else ensure_pipe_user()
     with traversable_tmpdir("smup-") as directory:
         (directory / "runtime").mkdir()
-        python, env = python_for(account.pw_name, directory / "runtime")
-        yield [python, "-m", "sealmail", "up"], env, directory
+        python, env = python_for(user, directory / "runtime")
+        parent = directory / "home"
+        parent.mkdir()
+        if request.param != "root":
+            account = pwd.getpwnam(user)
+            os.chown(parent, account.pw_uid, account.pw_gid)
+        yield [python, "-m", "sealmail", "up"], env, parent, (
+            None if request.param == "root" else user)
 
 
 def test_up_runs_an_instance_that_receives_and_serves_mail(
     tmp_path: Path, up_command: UpCommand
 ) -> None:
-    argv, env, parent = up_command
+    argv, env, parent, user = up_command
     lmtp_port, pop3_port, sieve_port, smtp_port, imap_port = (free_tcp_port() for _ in range(5))
     log = tmp_path / "up.log"
     instance = parent / "inst"
@@ -68,6 +75,7 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            user=user,
         )
     try:
         socket_path = instance / "lib" / "socket" / "lmtp"
@@ -82,7 +90,7 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(
         assert str(instance / "mta" / "data" / "maillog") in text
         assert f"kill $(cat {instance / 'up.pid'})" in text
         second = subprocess.run([*argv, "--dir", str(instance)], env=env, capture_output=True,
-                                text=True, timeout=60, check=False)
+                                text=True, timeout=60, check=False, user=user)
         assert second.returncode == 75
         assert f"already running (pid {process.pid})" in second.stderr
         assert "demo user" not in second.stderr
@@ -119,11 +127,47 @@ def test_up_runs_an_instance_that_receives_and_serves_mail(
         imap.logout()
         with socket.create_connection(("127.0.0.1", sieve_port), timeout=10) as sieve:
             assert b'"IMPLEMENTATION"' in sieve.recv(4096)
+        serving = [(pid, uid, cmd) for pid, uid, cmd in descendants(process.pid)
+                   if "sealmail.server.worker" in cmd or "sealmail.mta.smtpd" in cmd
+                   or (cmd.endswith("start-fg") and pid != process.pid)]
+        assert len(serving) >= 8  # 5 services, 2 smtpd, the MTA master (and its helper)
+        expected = pwd.getpwnam(user or up.SERVICE_ACCOUNT).pw_uid if os.geteuid() == 0 \
+            else os.getuid()
+        root_left = [s for s in serving if s[1] != expected]
+        # as root, the MTA's privileged helper is the one serving process left as root
+        assert len(root_left) == (1 if os.geteuid() == 0 and user is None else 0), root_left
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0, log.read_text()
     assert (instance / "etc" / "cyrus.conf").exists()
     assert not socket_path.exists()
+
+
+def descendants(top: int) -> list[tuple[int, int, str]]:
+    """(pid, real uid, command line) of every process under `top`, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1]
+                                               .split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], [top]
+    while todo:
+        parent = todo.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent:
+                todo.append(pid)
+                try:
+                    status = (Path("/proc") / str(pid) / "status").read_text()
+                    cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                uid = int(next(line for line in status.splitlines()
+                               if line.startswith("Uid:")).split()[1])
+                found.append((pid, uid, cmd.replace(b"\0", b" ").decode().strip()))
+    return found
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="what root may not do")
