@@ -51,8 +51,12 @@ def check(config: MtaConfig) -> list[str]:
     from sealmail.mta.retry import RetrySchedule
     from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings, tls_context_from_config
 
+    from sealmail.mta.config.checks import audit
+
     main = config.main
-    warnings = [f"{e.path}: unused parameter: {e.name}={e.value}" for e in main.unused()]
+    findings = audit(config)
+    findings.raise_first()  # a restriction, milter or TLS policy sealmail cannot enforce
+    warnings = findings.warnings
     if os.geteuid() == 0:
         from sealmail.mta.privsep import mail_owner_account
 
