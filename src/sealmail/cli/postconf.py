@@ -152,7 +152,7 @@ def _raw_value(config: MtaConfig, name: str, defaults: bool) -> str | None:
         if name in ("myhostname", "mydomain"):
             return main.default(name)
         declared = parameters.lookup(name, main.transports)
-        return None if declared is None else declared.default
+        return None if declared is None else str(declared.default)
     if rename is not None and name not in main.explicit:
         name = rename.new
     if name not in main.explicit and parameters.lookup(name, main.transports) is None \

@@ -46,12 +46,11 @@ def check(config: MtaConfig) -> list[str]:
     """Everything `start` needs, checked now; returns warnings. Raises ConfigError."""
     from sealmail.mta.cleanup import cleanup_from_config
     from sealmail.mta.config import open_table
+    from sealmail.mta.config.checks import audit
     from sealmail.mta.master import inet_addresses
     from sealmail.mta.queue import Queue
     from sealmail.mta.retry import RetrySchedule
     from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings, tls_context_from_config
-
-    from sealmail.mta.config.checks import audit
 
     main = config.main
     findings = audit(config)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)  # an Option[str] is an Option[str | None]: read-only
 
 
 class Kind(enum.Enum):

@@ -465,7 +465,7 @@ class MainConfig:
             _, dot, domain = host.partition(".")
             return domain if dot and domain else "localdomain"
         declared = parameters.lookup(name)
-        return None if declared is None else declared.default
+        return None if declared is None else str(declared.default)
 
     def entry(self, name: str) -> MainCfEntry | None:
         """The explicit entry that sets `name`, following a renamed parameter's old name."""
