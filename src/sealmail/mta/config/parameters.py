@@ -245,7 +245,7 @@ class MAIN(Registry):
     content_filter = string("", "After-queue content filter transport (not supported).", status=REFUSED)
     receive_override_options = words("", "Cleanup features to switch off for this service.", status=ACCEPTED)
     always_bcc = string("", "Address that receives a copy of every message.", status=ACCEPTED)
-    authorized_submit_users = maps("static:anyone", "Users allowed to post with sendmail.", refuses=refuse_submit_restriction)
+    authorized_submit_users = maps("static:anyone", "Users allowed to post with sendmail.", status=ACCEPTED, refuses=refuse_submit_restriction)
     # Queue manager
     queue_run_delay = time("300s", "Time between scans of the deferred queue.")
     minimal_backoff_time = time("300s", "Least time a deferred message waits before a retry.")
