@@ -14,7 +14,8 @@ from sealmail.config.imapd_conf import (
     parse_imapd_conf,
     render_imapd_conf,
 )
-from sealmail.config.options import OPTIONS, OptionType
+from sealmail.config.options import OPTIONS
+from sealmail.config.schema import Kind
 
 
 def test_cyrus_format_with_comments_and_switch_spellings() -> None:
@@ -102,14 +103,14 @@ def test_every_option_has_a_doc_and_a_well_typed_default() -> None:
         if option.default is None:
             continue
         expected = {
-            OptionType.STRING: str,
-            OptionType.INT: int,
-            OptionType.SWITCH: bool,
-            OptionType.ENUM: str,
-            OptionType.STRINGLIST: tuple,
-            OptionType.BYTESIZE: int,
-            OptionType.OCTAL: int,
-        }[option.type]
+            Kind.STRING: str,
+            Kind.INTEGER: int,
+            Kind.BOOLEAN: bool,
+            Kind.ENUM: str,
+            Kind.WORDS: tuple,
+            Kind.SIZE: int,
+            Kind.OCTAL: int,
+        }[option.kind]
         assert isinstance(option.default, expected), option.name
 
 

@@ -61,6 +61,7 @@ def run_daemon(
     from sealmail.server.standalone import bind_all, listen_addresses, remove_sockets, serve
 
     config = load_imapd_conf(args.config)
+    config.warn_without_effect()  # once per option, with file and line
     plain_texts = list(args.listen)
     tls_texts = list(getattr(args, "tls_listen", []) or [])
     if not plain_texts and not tls_texts:

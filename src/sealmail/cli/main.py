@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mbpath": ("sealmail.cli.mailbox", "print the directory of a mailbox"),
     "reconstruct": ("sealmail.cli.mailbox", "check and repair mailboxes from their files"),
     "expire": ("sealmail.cli.mailbox", "expire old entries of the duplicate delivery database"),
+    "imapd-conf": ("sealmail.cli.imapd_conf", "show imapd.conf options and defaults (-d, -n)"),
     "postconf": ("sealmail.cli.postconf", "show or edit the MTA's main.cf and master.cf"),
     "postmap": ("sealmail.cli.postmap", "build or query MTA lookup tables"),
     "newaliases": ("sealmail.cli.newaliases", "rebuild the alias database (alias_database)"),

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from sealmail.server.master import Master
 
     config = load_imapd_conf(args.config)
+    config.warn_without_effect()  # once per option, with file and line
     master = Master(
         args.config,
         args.cyrus_conf,

@@ -14,6 +14,7 @@ import sys
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.config import parameters
+from sealmail.mta.config.checks import audit
 from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY, MtaConfig, load_mta_config
 from sealmail.mta.config.main_cf import (
     MainCfDocument,
@@ -115,13 +116,13 @@ def _show_master(config: MtaConfig, requests: list[str]) -> int:
 
 
 def _warn_unused(config: MtaConfig) -> None:
-    known = config.main.known_names()
-    for entry in config.main.unused():
-        _warn(f"{entry.path}: unused parameter: {entry.name}={entry.value}")
-    for service in config.master_cf:
-        for override in service.overrides:
-            if override.name not in known:
-                _warn(f"{service.path}: unused parameter: {override.name}={override.value}")
+    """Postfix's "unused parameter" lines, plus one per parameter sealmail accepts without
+    effect and one per value it refuses (postconf only shows; `postfix check` stops on those)."""
+    findings = audit(config)
+    for warning in findings.warnings:
+        _warn(warning)
+    for refusal in findings.refusals:
+        _warn(f"{refusal}")
 
 
 def _names_to_show(config: MtaConfig, args: argparse.Namespace, directory: str) -> list[str]:
@@ -151,7 +152,7 @@ def _raw_value(config: MtaConfig, name: str, defaults: bool) -> str | None:
         if name in ("myhostname", "mydomain"):
             return main.default(name)
         declared = parameters.lookup(name, main.transports)
-        return None if declared is None else declared.default
+        return None if declared is None else str(declared.default)
     if rename is not None and name not in main.explicit:
         name = rename.new
     if name not in main.explicit and parameters.lookup(name, main.transports) is None \

@@ -46,13 +46,16 @@ def check(config: MtaConfig) -> list[str]:
     """Everything `start` needs, checked now; returns warnings. Raises ConfigError."""
     from sealmail.mta.cleanup import cleanup_from_config
     from sealmail.mta.config import open_table
+    from sealmail.mta.config.checks import audit
     from sealmail.mta.master import inet_addresses
     from sealmail.mta.queue import Queue
     from sealmail.mta.retry import RetrySchedule
     from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings, tls_context_from_config
 
     main = config.main
-    warnings = [f"{e.path}: unused parameter: {e.name}={e.value}" for e in main.unused()]
+    findings = audit(config)
+    findings.raise_first()  # a restriction, milter or TLS policy sealmail cannot enforce
+    warnings = findings.warnings
     if os.geteuid() == 0:
         from sealmail.mta.privsep import mail_owner_account
 

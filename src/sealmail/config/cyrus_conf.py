@@ -43,7 +43,9 @@ from datetime import time
 from enum import Enum
 from pathlib import Path
 
-from sealmail.config.imapd_conf import ConfigError, ImapdConfig, parse_switch
+from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import IMAPD
+from sealmail.config.schema import parse_switch
 from sealmail.config.services import (
     DEFAULT_SERVICES_FILE,
     UnknownService,
@@ -857,6 +859,6 @@ def service_addresses(
     return service.addresses(
         config.configdirectory,
         services_file,
-        unix_mode=config.integer("unix_socket_mode"),
-        unix_group=config.string("unix_socket_group"),
+        unix_mode=config.get(IMAPD.unix_socket_mode),
+        unix_group=config.get(IMAPD.unix_socket_group),
     )

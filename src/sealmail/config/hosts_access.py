@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import IMAPD
 
 log = logging.getLogger("sealmail.config.hosts_access")
 
@@ -735,8 +736,8 @@ class HostsAccess:
     def from_config(cls, config: ImapdConfig) -> HostsAccess:
         """From the ``hosts_allow`` and ``hosts_deny`` options of imapd.conf."""
         return cls.load(
-            config.string("hosts_allow") or "/etc/hosts.allow",
-            config.string("hosts_deny") or "/etc/hosts.deny",
+            config.get(IMAPD.hosts_allow) or "/etc/hosts.allow",
+            config.get(IMAPD.hosts_deny) or "/etc/hosts.deny",
         )
 
     @property

@@ -12,15 +12,14 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
-from sealmail.config.options import Option, OptionType, lookup
+from sealmail.config.options import IMAPD, lookup
+from sealmail.config.schema import Kind, Option, Status, parse_size, parse_switch, render_value
+
+T = TypeVar("T")
 
 log = logging.getLogger("sealmail.config")
-
-_TRUE = {"yes", "on", "true", "1", "t", "y"}
-_FALSE = {"no", "off", "false", "0", "f", "n"}
-_SIZE_SUFFIX = {"k": 1024, "m": 1024**2, "g": 1024**3}
-
 
 class ConfigError(Exception):
     """A configuration file is wrong; the message names file, line and key."""
@@ -31,40 +30,29 @@ class ConfigError(Exception):
         self.path, self.line, self.key = path, line, key
 
 
-def parse_switch(text: str) -> bool | None:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    return None
-
-
-def _convert(option: Option, raw: str) -> object:
+def _convert(option: Option[Any], raw: str) -> object:
     """The typed value of `raw`, or ValueError with a reason."""
-    kind = option.type
-    if kind is OptionType.STRING:
+    kind = option.kind
+    if kind is Kind.STRING:
         return raw
-    if kind is OptionType.SWITCH:
+    if kind is Kind.BOOLEAN:
         value = parse_switch(raw)
         if value is None:
             raise ValueError(f"{raw!r} is not a switch (yes/no, on/off, true/false, 1/0)")
         return value
-    if kind is OptionType.INT:
+    if kind is Kind.INTEGER:
         try:
             return int(raw)
         except ValueError:
             raise ValueError(f"{raw!r} is not a whole number") from None
-    if kind is OptionType.BYTESIZE:
-        text = raw.strip().lower()
-        scale = _SIZE_SUFFIX.get(text[-1:], 1)
-        digits = text[:-1] if scale != 1 else text
-        if not digits.isdigit():
+    if kind is Kind.SIZE:
+        size = parse_size(raw)
+        if size is None:
             raise ValueError(
                 f"{raw!r} is not a size (a number of bytes, optionally with K, M or G)"
             )
-        return int(digits) * scale
-    if kind is OptionType.OCTAL:
+        return size
+    if kind is Kind.OCTAL:
         try:
             mode = int(raw, 8)
         except ValueError:
@@ -72,27 +60,45 @@ def _convert(option: Option, raw: str) -> object:
         if not 0 <= mode <= 0o7777:
             raise ValueError(f"{raw!r} is not a file mode")
         return mode
-    if kind is OptionType.ENUM:
+    if kind is Kind.ENUM:
         if raw.lower() not in option.choices:
             raise ValueError(f"{raw!r} is not one of {', '.join(option.choices)}")
         return raw.lower()
-    if kind is OptionType.STRINGLIST:
+    if kind is Kind.WORDS:
         return tuple(raw.replace(",", " ").split())
     raise AssertionError(kind)
 
 
 @dataclass
 class ImapdConfig:
-    """Typed access to imapd.conf values, defaults filled in from the registry."""
+    """Typed access to imapd.conf values, defaults filled in from the registry.
+
+    `get(IMAPD.name)` is the typed accessor; `lines` keeps where each value was set, so a value
+    found wrong after parsing is reported at its line (`error`). The string-keyed accessors
+    (`string("name")`, ...) remain for the code not yet converted.
+    """
 
     path: str = "<defaults>"
     values: dict[str, object] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
 
-    def _get(self, name: str, *kinds: OptionType) -> object:
-        option = lookup(name)
-        if option is None:
-            raise KeyError(f"undeclared option {name!r}")
-        assert option.type in kinds, f"{name} is {option.type.value}"
+    def get(self, option: Option[T]) -> T:
+        """The value of a declared option, its default (expanded) when unset."""
+        return cast(T, self._value(option.name, option))
+
+    def is_set(self, option: Option[Any]) -> bool:
+        return option.name in self.values
+
+    def where(self, name: str) -> str:
+        """`path:line` of the line that set `name`, or the path alone for a default."""
+        line = self.lines.get(name, 0)
+        return f"{self.path}:{line}" if line else self.path
+
+    def error(self, name: str, message: str) -> ConfigError:
+        """A ConfigError naming the file, the line that set `name`, and `name`."""
+        return ConfigError(self.path, self.lines.get(name, 0), name, message)
+
+    def _value(self, name: str, option: Option[Any]) -> object:
         if name in self.values:
             return self.values[name]
         default = option.default
@@ -100,23 +106,32 @@ class ImapdConfig:
             default = self._expand(default)
         return default
 
+    def _get(self, name: str, *kinds: Kind) -> object:
+        option = lookup(name)
+        if option is None:
+            raise KeyError(f"undeclared option {name!r}")
+        assert option.kind in kinds, f"{name} is {option.kind.value}"
+        return self._value(name, option)
+
     def _expand(self, text: str) -> str:
         if "{configdirectory}" in text:
-            text = text.replace("{configdirectory}", self.string("configdirectory") or "")
+            text = text.replace("{configdirectory}", self.get(IMAPD.configdirectory))
         return text
 
+    # -- string-keyed accessors (older call sites) --------------------------------------------
+
     def string(self, name: str) -> str | None:
-        value = self._get(name, OptionType.STRING)
+        value = self._get(name, Kind.STRING)
         assert value is None or isinstance(value, str)
         return value
 
     def enum(self, name: str) -> str:
-        value = self._get(name, OptionType.ENUM)
+        value = self._get(name, Kind.ENUM)
         assert isinstance(value, str)
         return value
 
     def switch(self, name: str) -> bool:
-        value = self._get(name, OptionType.SWITCH)
+        value = self._get(name, Kind.BOOLEAN)
         assert isinstance(value, bool)
         return value
 
@@ -127,18 +142,20 @@ class ImapdConfig:
         return self.switch(fallback)
 
     def integer(self, name: str) -> int:
-        value = self._get(name, OptionType.INT, OptionType.BYTESIZE, OptionType.OCTAL)
+        value = self._get(name, Kind.INTEGER, Kind.SIZE, Kind.OCTAL)
         assert isinstance(value, int)
         return value
 
     def words(self, name: str) -> tuple[str, ...] | None:
-        value = self._get(name, OptionType.STRINGLIST)
+        value = self._get(name, Kind.WORDS)
         assert value is None or isinstance(value, tuple)
         return value
 
+    # -- derived values -----------------------------------------------------------------------
+
     @property
     def configdirectory(self) -> Path:
-        return Path(self.string("configdirectory") or ".")
+        return Path(self.get(IMAPD.configdirectory) or ".")
 
     @property
     def partitions(self) -> dict[str, Path]:
@@ -150,24 +167,39 @@ class ImapdConfig:
 
     @property
     def servername(self) -> str:
-        return self.string("servername") or socket.gethostname()
+        return self.get(IMAPD.servername) or socket.gethostname()
 
     @property
     def hierarchy_separator(self) -> str:
-        return "/" if self.switch("unixhierarchysep") else "."
+        return "/" if self.get(IMAPD.unixhierarchysep) else "."
 
     @property
     def lmtp_admins(self) -> tuple[str, ...]:
-        admins = self.words("lmtp_admins")
-        return admins if admins is not None else (self.words("admins") or ())
+        admins = self.get(IMAPD.lmtp_admins)
+        return admins if admins is not None else self.get(IMAPD.admins)
 
     def is_admin(self, identity: str) -> bool:
-        return identity in (self.words("admins") or ())
+        return identity in self.get(IMAPD.admins)
+
+    def without_effect(self) -> list[tuple[str, int]]:
+        """(name, line) of each option set here that sealmail accepts without effect."""
+        found = []
+        for name in self.values:
+            option = lookup(name)
+            if option is not None and option.status is not Status.SUPPORTED:
+                found.append((name, self.lines.get(name, 0)))
+        return found
+
+    def warn_without_effect(self) -> None:
+        """One warning per option set without effect, with file and line (daemons at start)."""
+        for name, line in self.without_effect():
+            log.warning("%s:%d: %s: accepted but has no effect in sealmail", self.path, line, name)
 
 
 def parse_imapd_conf(text: str, path: str = "<string>") -> ImapdConfig:
     """Parse imapd.conf text: unknown keys warn once each, bad values raise ConfigError."""
     values: dict[str, object] = {}
+    lines: dict[str, int] = {}
     warned: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
@@ -188,7 +220,8 @@ def parse_imapd_conf(text: str, path: str = "<string>") -> ImapdConfig:
             values[key] = _convert(option, raw)
         except ValueError as exc:
             raise ConfigError(path, number, key, str(exc)) from None
-    return ImapdConfig(path=path, values=values)
+        lines[key] = number
+    return ImapdConfig(path=path, values=values, lines=lines)
 
 
 def load_imapd_conf(path: str | os.PathLike[str]) -> ImapdConfig:
@@ -205,12 +238,10 @@ def render_imapd_conf(values: Mapping[str, object] | Iterable[tuple[str, object]
     lines = []
     for key, value in items:
         option = lookup(key)
-        if isinstance(value, bool):
+        if option is not None:
+            value = render_value(option, value)
+        elif isinstance(value, bool):
             value = "yes" if value else "no"
-        elif option is not None and option.type is OptionType.OCTAL and isinstance(value, int):
-            value = f"0{value:o}"
-        elif isinstance(value, (tuple, list)):
-            value = " ".join(str(v) for v in value)
         lines.append(f"{key}: {value}")
     return "\n".join(lines) + "\n"
 

@@ -27,11 +27,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from sealmail.config.schema import Option
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.queue import Envelope, MessageWriter, Queue, RecipientRecord
 from sealmail.mta.routing import RoutingPolicy, split_address
 
+_T = TypeVar("_T")
 log = logging.getLogger("sealmail.mta.cleanup")
 
 Lookup = Callable[[str], "str | None"]
@@ -340,22 +343,24 @@ def cleanup_from_config(config: MainConfigLike) -> Cleanup:
     """Cleanup for an MTA configuration (its virtual_alias_maps opened now)."""
     from sealmail.mta.config import open_table
 
-    tables = [open_table(spec).lookup for spec in config.maps("virtual_alias_maps")]
+    tables = [open_table(spec).lookup for spec in config.get(MAIN.virtual_alias_maps)]
     settings = CleanupSettings(
-        myhostname=config.value("myhostname"),
-        mail_name=config.value("mail_name"),
-        hopcount_limit=config.integer("hopcount_limit"),
-        recursion_limit=config.integer("virtual_alias_recursion_limit"),
-        expansion_limit=config.integer("virtual_alias_expansion_limit"),
-        address_length_limit=config.integer("virtual_alias_address_length_limit"),
-        propagate_virtual_extension="virtual" in config.words("propagate_unmatched_extensions"),
-        authenticated_header=config.boolean("smtpd_sasl_authenticated_header"),
+        myhostname=config.get(MAIN.myhostname),
+        mail_name=config.get(MAIN.mail_name),
+        hopcount_limit=config.get(MAIN.hopcount_limit),
+        recursion_limit=config.get(MAIN.virtual_alias_recursion_limit),
+        expansion_limit=config.get(MAIN.virtual_alias_expansion_limit),
+        address_length_limit=config.get(MAIN.virtual_alias_address_length_limit),
+        propagate_virtual_extension="virtual" in config.get(MAIN.propagate_unmatched_extensions),
+        authenticated_header=config.get(MAIN.smtpd_sasl_authenticated_header),
         alias_maps=tables,
     )
     return Cleanup(settings, RoutingPolicy.from_config(config))
 
 
 class MainConfigLike(Protocol):
+    def get(self, parameter: Option[_T]) -> _T: ...
+
     def value(self, name: str) -> str: ...
 
     def words(self, name: str) -> tuple[str, ...]: ...

@@ -579,6 +579,7 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
     signalled."""
     from sealmail.mta import privsep
     from sealmail.mta.agents import privileges
+    from sealmail.mta.config import checks
     from sealmail.server import runtime
 
     config = load_mta_config(config_directory)
@@ -590,6 +591,7 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
     root.setLevel(logging.INFO)
     log.info("logging to %s", describe_destination(destination))
     try:
+        checks.enforce(config, log)  # warnings once; a refused setting stops the start
         owner = privsep.mail_owner_account(main) if os.geteuid() == 0 else None
     except ConfigError as exc:
         log.error("%s", exc)

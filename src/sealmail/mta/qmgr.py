@@ -38,6 +38,7 @@ from sealmail.mta.agents import (
 from sealmail.mta.bounce import BounceRequest, FailedRecipient, build_bounce
 from sealmail.mta.cleanup import Cleanup, cleanup_from_config, queue_message
 from sealmail.mta.config import MainConfig, MasterCf, MasterService, open_table
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.queue import (
     AttemptResult,
     CorruptQueueFile,
@@ -115,14 +116,14 @@ class QueueManager:
         if self.schedule is None:
             self.schedule = RetrySchedule.from_config(self.main)
         if self.router is None:
-            tables = [open_table(spec).lookup for spec in self.main.maps("transport_maps")]
+            tables = [open_table(spec).lookup for spec in self.main.get(MAIN.transport_maps)]
             self.router = Router(RoutingPolicy.from_config(self.main), tables)
-        self.defer_transports = frozenset(self.main.words("defer_transports"))
-        self.soft_bounce = self.main.boolean("soft_bounce")
-        self.myhostname = self.main.value("myhostname")
-        self.mail_name = self.main.value("mail_name")
-        self.bounce_size_limit = self.main.size("bounce_size_limit")
-        self.active_limit = max(1, self.main.integer("qmgr_message_active_limit"))
+        self.defer_transports: frozenset[str] = frozenset(self.main.get(MAIN.defer_transports))
+        self.soft_bounce = self.main.get(MAIN.soft_bounce)
+        self.myhostname = self.main.get(MAIN.myhostname)
+        self.mail_name = self.main.get(MAIN.mail_name)
+        self.bounce_size_limit = self.main.get(MAIN.bounce_size_limit)
+        self.active_limit = max(1, self.main.get(MAIN.qmgr_message_active_limit))
 
     # -- control ------------------------------------------------------------------------------
 

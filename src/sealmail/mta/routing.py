@@ -33,6 +33,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from sealmail.config.schema import Option
+from sealmail.mta.config.parameters import MAIN
+
 T = TypeVar("T")
 
 
@@ -102,18 +105,18 @@ class RoutingPolicy:
     @classmethod
     def from_config(cls, config: MainConfigLike) -> RoutingPolicy:
         return cls(
-            myhostname=config.value("myhostname").lower(),
-            mydestination=_domain_set(config.words("mydestination")),
-            interface_literals=_interface_literals(config.words("inet_interfaces")),
-            relay_domains=_domain_set(config.words("relay_domains")),
-            virtual_alias_domains=_domain_set(config.words("virtual_alias_domains")),
-            virtual_mailbox_domains=_domain_set(config.words("virtual_mailbox_domains")),
-            local_transport=config.value("local_transport").strip(),
-            virtual_transport=config.value("virtual_transport").strip(),
-            relay_transport=config.value("relay_transport").strip(),
-            default_transport=config.value("default_transport").strip(),
-            relayhost=config.value("relayhost").strip(),
-            recipient_delimiter=config.value("recipient_delimiter"),
+            myhostname=config.get(MAIN.myhostname).lower(),
+            mydestination=_domain_set(config.get(MAIN.mydestination)),
+            interface_literals=_interface_literals(config.get(MAIN.inet_interfaces)),
+            relay_domains=_domain_set(config.get(MAIN.relay_domains)),
+            virtual_alias_domains=_domain_set(config.get(MAIN.virtual_alias_domains)),
+            virtual_mailbox_domains=_domain_set(config.get(MAIN.virtual_mailbox_domains)),
+            local_transport=config.get(MAIN.local_transport).strip(),
+            virtual_transport=config.get(MAIN.virtual_transport).strip(),
+            relay_transport=config.get(MAIN.relay_transport).strip(),
+            default_transport=config.get(MAIN.default_transport).strip(),
+            relayhost=config.get(MAIN.relayhost).strip(),
+            recipient_delimiter=config.get(MAIN.recipient_delimiter),
         )
 
     # -- classes ------------------------------------------------------------------------------
@@ -188,6 +191,8 @@ class RoutingPolicy:
 
 class MainConfigLike(Protocol):
     """What routing reads of a MainConfig."""
+
+    def get(self, parameter: Option[T]) -> T: ...
 
     def value(self, name: str) -> str: ...
 

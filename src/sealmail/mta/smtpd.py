@@ -41,6 +41,7 @@ from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
+from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS
 from sealmail.mta.queue import CommitThread, Queue, QueueError, RecipientRecord
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
@@ -74,20 +75,7 @@ log = logging.getLogger("sealmail.mta.smtpd")
 
 SASL_SERVICE = "smtp"
 _REFUSING = frozenset({"reject", "defer", "reject_unauth_destination", "defer_unauth_destination"})
-_KNOWN = frozenset(
-    {
-        "permit_mynetworks",
-        "permit_sasl_authenticated",
-        "permit_auth_destination",
-        "reject_unauth_destination",
-        "defer_unauth_destination",
-        "reject_non_fqdn_recipient",
-        "permit",
-        "reject",
-        "defer",
-        "dunno",
-    }
-)
+_KNOWN = IMPLEMENTED_RESTRICTIONS  # declared with the parameters, which refuse the others
 MAX_AUTH_FAILURES = 3
 
 

@@ -65,6 +65,7 @@ from sealmail.mta.aliases import (
     parse_destinations,
 )
 from sealmail.mta.config import MainConfig, TableError, open_table
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.config.tables import LookupTable
 
 log = logging.getLogger("sealmail.mta.local")
@@ -278,20 +279,20 @@ class LocalAgent:
 
     def alias_tables(self) -> list[tuple[str, LookupTable]]:
         if self._tables is None:
-            self._tables = [(spec, open_table(spec)) for spec in self.settings.maps("alias_maps")]
+            self._tables = [(spec, open_table(spec)) for spec in self.settings.get(MAIN.alias_maps)]
         return self._tables
 
     def _delimiter(self) -> str:
-        return self.settings.value("recipient_delimiter")
+        return self.settings.get(MAIN.recipient_delimiter)
 
     def _local_domains(self) -> set[str]:
-        return {d.lower() for d in self.settings.words("mydestination")}
+        return {d.lower() for d in self.settings.get(MAIN.mydestination)}
 
     def _allowed(self, parameter: str, origin: str) -> bool:
         return origin in {w.lower() for w in self.settings.words(parameter)}
 
     def _default_privs(self) -> Privileges:
-        name = self.settings.value("default_privs")
+        name = self.settings.get(MAIN.default_privs)
         account = self.accounts(name)
         if account is None or account.uid == 0:
             raise MailboxError("4.3.5", f"default_privs {name!r} is not an unprivileged account")
@@ -324,8 +325,7 @@ class LocalAgent:
         for recipient in request.recipients:
             context = _Context(request, recipient, content,
                                ExpansionState(delivered_to,
-                                              limit=self.settings.integer(
-                                                  "virtual_alias_expansion_limit")),
+                                              limit=self.settings.get(MAIN.virtual_alias_expansion_limit)),
                                request.sender, recipient.address)
             try:
                 await self._recipient(context, recipient.address, 0, literal=False)
@@ -345,7 +345,7 @@ class LocalAgent:
     async def _recipient(self, ctx: _Context, address: str, level: int, *, literal: bool,
                          ) -> None:
         saved = ctx.delivered
-        if not self.settings.boolean("frozen_delivered_to"):
+        if not self.settings.get(MAIN.frozen_delivered_to):
             # Delivered-To names the address being expanded now, not the one local(8) got.
             ctx.delivered = address
         try:
@@ -365,7 +365,7 @@ class LocalAgent:
             return
         local, domain = split_address(address)
         delimiter = self._delimiter()
-        special = self.settings.boolean("owner_request_special")
+        special = self.settings.get(MAIN.owner_request_special)
         if not literal:
             hit = await asyncio.to_thread(find_alias, self.alias_tables(), local, delimiter,
                                           owner_request_special=special)
@@ -376,7 +376,7 @@ class LocalAgent:
                     return
                 sender = ctx.sender
                 if hit.owner is not None:
-                    sender = f"{hit.owner}@{self.settings.value('myorigin')}"
+                    sender = f"{hit.owner}@{self.settings.get(MAIN.myorigin)}"
                 source = _table_file(hit.table)
                 members = parse_destinations(hit.value, hit.table, 0)
                 ctx.aliases.add(hit.key)
@@ -448,7 +448,7 @@ class LocalAgent:
         if not local:
             ctx.outcomes.append(Outcome(Status.BOUNCED, "5.1.3", f"bad address {member.text!r}"))
             return
-        qualified = f"{local}@{domain or self.settings.value('myorigin')}"
+        qualified = f"{local}@{domain or self.settings.get(MAIN.myorigin)}"
         if not ctx.state.first_time(Destination(DestinationKind.ADDRESS, qualified,
                                                 member.literal)):
             return  # duplicate elimination: `alice` and `alice@example.com` are one address
@@ -540,12 +540,12 @@ class LocalAgent:
         mailbox_key = Destination(DestinationKind.FILE, f"mailbox of {address.lower()}")
         if not ctx.state.first_time(mailbox_key):
             return  # `alice` and `\\alice` in one expansion: one copy in the mailbox
-        transport = settings.value("mailbox_transport").strip()
+        transport = settings.get(MAIN.mailbox_transport).strip()
         if transport:
             ctx.outcomes.append(await self._pass(ctx, transport, address))
             return
         if account is None:
-            fallback = settings.value("fallback_transport").strip()
+            fallback = settings.get(MAIN.fallback_transport).strip()
             if fallback:
                 ctx.outcomes.append(await self._pass(ctx, fallback, address))
                 return
@@ -563,12 +563,12 @@ class LocalAgent:
                 return
             ctx.outcomes.append(Outcome(Status.BOUNCED, "5.1.1", f'unknown user: "{user}"'))
             return
-        command = settings.value("mailbox_command").strip()
+        command = settings.get(MAIN.mailbox_command).strip()
         privileges = self._privileges_of(None, account)
         if command:
             ctx.outcomes.append(await self._command(ctx, command, privileges, ctx.sender))
             return
-        home_mailbox = settings.value("home_mailbox").strip()
+        home_mailbox = settings.get(MAIN.home_mailbox).strip()
         if home_mailbox:
             if home_mailbox.endswith("/"):
                 ctx.outcomes.append(Outcome(Status.DEFERRED, "4.3.5",
@@ -577,7 +577,7 @@ class LocalAgent:
                 return
             path, spool = Path(account.home) / home_mailbox, False
         else:
-            path, spool = Path(settings.value("mail_spool_directory")) / account.name, True
+            path, spool = Path(settings.get(MAIN.mail_spool_directory)) / account.name, True
         ctx.outcomes.append(await self._append(ctx, path, (account.uid, account.gid), ctx.sender,
                                                relay="local", what="mailbox", spool=spool))
 
@@ -589,11 +589,11 @@ class LocalAgent:
         try:
             await self.privileges.append_mbox(
                 path, data, owner=owner,
-                size_limit=self.settings.size("mailbox_size_limit"),
-                lock_attempts=self.settings.integer("deliver_lock_attempts"),
-                lock_delay=(self.settings.time("deliver_lock_delay")
+                size_limit=self.settings.get(MAIN.mailbox_size_limit),
+                lock_attempts=self.settings.get(MAIN.deliver_lock_attempts),
+                lock_delay=(self.settings.get(MAIN.deliver_lock_delay)
                             if self.lock_delay is None else self.lock_delay),
-                stale_lock_time=self.settings.time("stale_lock_time"), spool=spool)
+                stale_lock_time=self.settings.get(MAIN.stale_lock_time), spool=spool)
         except MailboxError as exc:
             status = Status.DEFERRED if exc.dsn.startswith("4") else Status.BOUNCED
             return Outcome(status, exc.dsn, exc.text, relay)
@@ -622,7 +622,7 @@ class LocalAgent:
         try:
             run = await self.privileges.run_command(
                 [SHELL, "-c", command], data, uid=privileges.uid, gid=privileges.gid,
-                time_limit=self.settings.time("command_time_limit"), cwd=cwd, env=env)
+                time_limit=self.settings.get(MAIN.command_time_limit), cwd=cwd, env=env)
         except OSError as exc:
             return Outcome(Status.DEFERRED, "4.3.0", f"cannot run command: {exc}", "local")
         outcome = judge_exit(returncode=run.returncode, output=run.output, command=command,

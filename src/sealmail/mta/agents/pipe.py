@@ -50,6 +50,7 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
 from sealmail.mta.agents.privileges import OUTPUT_LIMIT, DeliveryPrivileges, current
 from sealmail.mta.config import MainConfig, MasterService
+from sealmail.mta.config.parameters import MAIN
 
 log = logging.getLogger("sealmail.mta.pipe")
 
@@ -298,7 +299,7 @@ def parse_pipe_attributes(args: Sequence[str], *, service: str = "pipe",
 def command_for(service: MasterService, settings: MainConfig) -> PipeCommand:
     return parse_pipe_attributes(service.args, service=service.service,
                                  where=f"{service.path}:{service.line}",
-                                 mail_owner=settings.value("mail_owner"))
+                                 mail_owner=settings.get(MAIN.mail_owner))
 
 
 def recipient_limit(command: PipeCommand, settings: MainConfig) -> int:
@@ -495,7 +496,7 @@ def command_environment(settings: MainConfig | None, extra: dict[str, str] | Non
                         ) -> dict[str, str]:
     """A small environment: export_environment's names that are set, and PATH."""
     env: dict[str, str] = {"PATH": DEFAULT_PATH}
-    names = settings.words("export_environment") if settings is not None else ("TZ", "LANG")
+    names = settings.get(MAIN.export_environment) if settings is not None else ("TZ", "LANG")
     for name in names:
         key, eq, value = name.partition("=")
         if eq:
@@ -656,10 +657,10 @@ class PipeAgent:
                            null_sender=command.null_sender, delivered_to=first.address,
                            original_recipient=first.original, eol=command.eol,
                            now=self.clock())
-        delimiter = self.settings.value("recipient_delimiter")
+        delimiter = self.settings.get(MAIN.recipient_delimiter)
         argv = expand_argv(command, request, batch, delimiter)
         time_limit = self.settings.time(f"{command.service}_time_limit")
-        cwd = command.directory or _existing(self.settings.value("queue_directory")) or "/"
+        cwd = command.directory or _existing(self.settings.get(MAIN.queue_directory)) or "/"
         try:
             run = await self.privileges.run_command(
                 argv, data, uid=command.uid, gid=command.gid, time_limit=time_limit, cwd=cwd,

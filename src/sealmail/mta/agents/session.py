@@ -39,6 +39,7 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
 from sealmail.mta.config import MainConfig, TableError, open_table
+from sealmail.mta.config.parameters import MAIN
 from sealmail.proto.smtp import Mode, encode_xtext
 from sealmail.proto.smtp.client import (
     AuthReply,
@@ -380,7 +381,7 @@ class ClientAgent:
             nexthop = self.nexthop_for(request)
             endpoint = parse_nexthop(
                 nexthop, default_port=self.default_port,
-                queue_directory=request.settings.string("queue_directory"),
+                queue_directory=request.settings.get(MAIN.queue_directory),
                 unix_allowed=self.mode is Mode.LMTP,
             )
             credentials = (
@@ -396,7 +397,7 @@ class ClientAgent:
             failure = DeliveryFailure(Status.DEFERRED, "4.3.5",
                                       f"mail system configuration error: {exc}")
             return self._fill(request, answered, failure)
-        key = (endpoint, policy.tls_level, credentials, request.settings.string("myhostname"))
+        key = (endpoint, policy.tls_level, credentials, request.settings.get(MAIN.myhostname))
         session: _Session | None = None
         try:
             while True:
@@ -579,7 +580,7 @@ class ClientAgent:
                     credentials: tuple[str, str] | None, request: DeliveryRequest,
                     *, tls: bool) -> _Session:
         reader, writer, relay = await self._connect(
-            endpoint, policy, request.settings.string("myhostname"))
+            endpoint, policy, request.settings.get(MAIN.myhostname))
         session = _Session(reader, writer, ClientConnection(self.mode), relay, policy.timeouts,
                            self.clock())
         try:

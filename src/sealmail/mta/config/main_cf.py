@@ -28,12 +28,15 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.config.schema import Kind, Option
 from sealmail.durable import fsync_directory
 from sealmail.mta.config import parameters
 from sealmail.mta.config.parameters import Parameter
+
+T = TypeVar("T")
 
 log = logging.getLogger("sealmail.mta.config")
 
@@ -444,7 +447,12 @@ class MainConfig:
 
     # -- raw values ---------------------------------------------------------------------------
 
-    def declaration(self, name: str) -> Parameter | None:
+    def get(self, parameter: Option[T]) -> T:
+        """The typed value of a declared parameter: `config.get(MAIN.relayhost)`; its kind
+        picks the conversion, and a bad value names file, line and parameter."""
+        return cast(T, _READERS[parameter.kind](self, parameter.name))
+
+    def declaration(self, name: str) -> Parameter[Any] | None:
         return parameters.lookup(name)
 
     def default(self, name: str) -> str | None:
@@ -457,7 +465,7 @@ class MainConfig:
             _, dot, domain = host.partition(".")
             return domain if dot and domain else "localdomain"
         declared = parameters.lookup(name)
-        return None if declared is None else declared.default
+        return None if declared is None else str(declared.default)
 
     def entry(self, name: str) -> MainCfEntry | None:
         """The explicit entry that sets `name`, following a renamed parameter's old name."""
@@ -603,6 +611,16 @@ class MainConfig:
         known = self.known_names()
         return [entry for name, entry in self.explicit.items() if name not in known]
 
+
+_READERS: dict[Kind, Callable[[MainConfig, str], object]] = {
+    Kind.STRING: MainConfig.value,
+    Kind.INTEGER: MainConfig.integer,
+    Kind.BOOLEAN: MainConfig.boolean,
+    Kind.TIME: MainConfig.time,
+    Kind.SIZE: MainConfig.size,
+    Kind.WORDS: MainConfig.words,
+    Kind.MAPS: MainConfig.maps,
+}
 
 _REFERENCE = re.compile(r"\$\$|\$[{(]?([A-Za-z0-9_]+)")
 

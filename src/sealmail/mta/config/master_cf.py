@@ -24,6 +24,7 @@ from pathlib import Path
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.config import parameters
 from sealmail.mta.config.main_cf import MainCfEntry, MainConfig, split_assignment
+from sealmail.mta.config.parameters import MAIN
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 _FLAG = re.compile(r"[yn-]\Z")
@@ -101,7 +102,7 @@ class MasterService:
     def process_limit(self, config: MainConfig) -> int:
         """maxproc; '-' is $default_process_limit, 0 means no limit."""
         if self.maxproc_field == "-":
-            return config.integer("default_process_limit")
+            return config.get(MAIN.default_process_limit)
         return int(self.maxproc_field)
 
     def override_entries(self) -> list[MainCfEntry]:

@@ -1,7 +1,11 @@
 """Every main.cf parameter the MTA knows, declared once.
 
-As with the imapd.conf registry (sealmail.config.options), this table is the single source for
-`postconf -d`, for typed access and for the "unused parameter" warnings. Defaults are Postfix 3.7's
+Declared in the shape of sealmail.config.schema, as the imapd.conf options are: `MAIN.<name>` is
+the typed handle code reads with `MainConfig.get`, and the table is the single source for
+`postconf -d`, docs/main-cf-parameters.md, the "unused parameter" warnings and the refusals
+(sealmail.mta.config.checks). Each parameter's status says what sealmail does with it: `supported`
+(honoured), `accepted` (read without effect, warned about when set) or `refused` (a security
+control sealmail does not implement: setting it stops the start). Defaults are Postfix 3.7's
 where we share the parameter, with two deliberate differences, both documented in docs/mta-config.md:
 
 - paths are sealmail's (/etc/sealmail, /var/spool/sealmail, ...), not /etc/postfix;
@@ -23,32 +27,30 @@ Three kinds of names are accepted besides the plain declared ones:
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from sealmail.config.schema import (
+    Kind,
+    Option,
+    Registry,
+    Status,
+    boolean,
+    integer,
+    maps,
+    size,
+    string,
+    time,
+    words,
+)
 
 log = logging.getLogger("sealmail.mta.config")
 
-
-class Kind(enum.Enum):
-    STRING = "string"
-    INT = "int"
-    BOOL = "bool"  # yes/no (Postfix accepts only these two words)
-    TIME = "time"  # a number with an optional unit s, m, h, d, w
-    SIZE = "size"  # bytes, a plain number
-    LIST = "list"  # words separated by whitespace and/or commas
-    MAPS = "maps"  # a list of lookup tables, type:name
-
-
-@dataclass(frozen=True, slots=True)
-class Parameter:
-    name: str
-    kind: Kind
-    default: str
-    doc: str
-    time_unit: str = "s"  # the unit of a TIME value written without one
+Parameter = Option  # a main.cf parameter is an Option of the shared schema
+ACCEPTED, REFUSED = Status.ACCEPTED, Status.REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,513 +62,310 @@ class Rename:
     since: str  # the Postfix version that renamed it
 
 
-S, N, B, T, Z, L, M = Kind.STRING, Kind.INT, Kind.BOOL, Kind.TIME, Kind.SIZE, Kind.LIST, Kind.MAPS
+# -- what sealmail can honour of the parameters it supports in part ------------------------------
+
+# The SMTP server's access restrictions (sealmail.mta.smtpd.RecipientPolicy evaluates these).
+IMPLEMENTED_RESTRICTIONS = frozenset(
+    {
+        "permit_mynetworks",
+        "permit_sasl_authenticated",
+        "permit_auth_destination",
+        "reject_unauth_destination",
+        "defer_unauth_destination",
+        "reject_non_fqdn_recipient",
+        "permit",
+        "reject",
+        "defer",
+        "dunno",
+    }
+)
+_CHECK_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a check's name, not its argument (a table, a host)
+SERVER_TLS_LEVELS = ("", "none", "may", "encrypt")
+CLIENT_TLS_LEVELS = ("", "none", "may", "encrypt", "verify", "secure")
 
 
-def _p(name: str, kind: Kind, default: str, doc: str, unit: str = "s") -> Parameter:
-    return Parameter(name, kind, default, doc, unit)
+def refuse_unimplemented_restrictions(text: str) -> str | None:
+    """A restriction list naming a check smtpd does not implement (reject_rbl_client, ...)."""
+    unknown = [
+        word
+        for word in text.replace(",", " ").split()
+        if word.lower() not in IMPLEMENTED_RESTRICTIONS and _CHECK_NAME.fullmatch(word.lower())
+    ]
+    if not unknown:
+        return None
+    return (f"sealmail does not implement {', '.join(unknown)} (implemented: "
+            f"{', '.join(sorted(IMPLEMENTED_RESTRICTIONS))})")
 
 
-_PARAMETERS: tuple[Parameter, ...] = (
+def refuse_server_tls_level(text: str) -> str | None:
+    level = text.strip().lower()
+    return None if level in SERVER_TLS_LEVELS else f"{level}: smtpd offers none, may or encrypt"
+
+
+def refuse_client_tls_level(text: str) -> str | None:
+    level = text.strip().lower()
+    if level in CLIENT_TLS_LEVELS:
+        return None
+    return f"{level}: the client implements none, may, encrypt, verify and secure (no DANE)"
+
+
+def refuse_submit_restriction(text: str) -> str | None:
+    """authorized_submit_users other than everyone: sendmail would not enforce it."""
+    if text.replace(",", " ").split() in (["static:anyone"], ["static:all"]):
+        return None
+    return "sealmail's sendmail does not restrict who may post"
+
+
+class MAIN(Registry):
+    """Every main.cf parameter, as a typed handle: `config.get(MAIN.relayhost)`."""
+
     # Identity and layout
-    _p("config_directory", S, "/etc/sealmail", "Directory of main.cf and master.cf."),
-    _p(
-        "queue_directory",
-        S,
-        "/var/spool/sealmail",
-        "Root of the mail queue (incoming, active, deferred, hold).",
-    ),
-    _p(
-        "data_directory", S, "/var/lib/sealmail/mta", "Directory of the MTA's caches and databases."
-    ),
-    _p("maillog_file", S, "", "File the MTA logs to; empty means standard error / syslog."),
-    _p(
-        "maillog_file_prefixes",
-        L,
-        "/var, /dev/stdout",
-        "Allowed prefixes of maillog_file (Postfix's safety check).",
-    ),
-    _p("mail_name", S, "sealmail", "Name of the mail system in greetings and Received: headers."),
-    _p(
-        "mail_owner",
-        S,
-        "postfix",
-        "Account that owns the queue and that the MTA started as root runs as after binding its listeners (smtpd, qmgr, pickup, cleanup, the lmtp/smtp clients).",
-    ),
-    _p(
-        "allow_root_services",
-        B,
-        "no",
-        "sealmail's own: let mail_owner be root (uid or gid 0); for tests and single-user set-ups only, logged loudly when used.",
-    ),
-    _p(
-        "default_privs",
-        S,
-        "nobody",
-        "Account that local delivery to files and commands runs as by default.",
-    ),
-    _p("compatibility_level", S, "3.6", "Postfix compatibility level whose defaults we follow."),
-    _p("myhostname", S, "", "Fully qualified name of this host (default: the system's FQDN)."),
-    _p("mydomain", S, "", "Domain of this host (default: myhostname minus its first label)."),
-    _p("myorigin", S, "$myhostname", "Domain appended to addresses posted locally without one."),
-    _p(
-        "mydestination",
-        L,
-        "$myhostname, localhost.$mydomain, localhost",
-        "Domains delivered by local_transport.",
-    ),
-    _p(
-        "inet_interfaces",
-        L,
-        "all",
-        "Addresses the SMTP server listens on (all, loopback-only, list).",
-    ),
-    _p("inet_protocols", L, "all", "IP versions used: ipv4, ipv6 or all."),
-    _p("mynetworks", L, "127.0.0.0/8 [::1]/128", "Trusted client networks (permit_mynetworks)."),
-    _p(
-        "mynetworks_style",
-        S,
-        "host",
-        "How mynetworks is computed when unset: host, subnet or class.",
-    ),
-    _p("append_dot_mydomain", B, "no", "Append .$mydomain to addresses of the form user@host."),
-    _p("syslog_name", S, "sealmail", "Program name in log lines."),
-    _p("service_name", S, "", "Name of the master.cf service the process runs as (set by master)."),
-    _p("process_name", S, "", "Name of the running program (set at start)."),
-    _p(
-        "import_environment",
-        L,
-        "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C",
-        "Environment variables that services inherit.",
-    ),
-    _p(
-        "export_environment",
-        L,
-        "TZ MAIL_CONFIG LANG",
-        "Environment variables passed to external commands.",
-    ),
+    config_directory = string("/etc/sealmail", "Directory of main.cf and master.cf.")
+    queue_directory = string("/var/spool/sealmail", "Root of the mail queue (incoming, active, deferred, hold).")
+    data_directory = string("/var/lib/sealmail/mta", "Directory of the MTA's caches and databases.")
+    maillog_file = string("", "File the MTA logs to; empty means standard error / syslog.")
+    maillog_file_prefixes = words("/var, /dev/stdout", "Allowed prefixes of maillog_file (Postfix's safety check).", status=ACCEPTED)
+    mail_name = string("sealmail", "Name of the mail system in greetings and Received: headers.")
+    mail_owner = string("postfix", "Account that owns the queue and that the MTA started as root runs as after binding its listeners (smtpd, qmgr, pickup, cleanup, the lmtp/smtp clients).")
+    allow_root_services = boolean("no", "sealmail's own: let mail_owner be root (uid or gid 0); for tests and single-user set-ups only, logged loudly when used.")
+    default_privs = string("nobody", "Account that local delivery to files and commands runs as by default.")
+    compatibility_level = string("3.6", "Postfix compatibility level whose defaults we follow.", status=ACCEPTED)
+    myhostname = string("", "Fully qualified name of this host (default: the system's FQDN).")
+    mydomain = string("", "Domain of this host (default: myhostname minus its first label).")
+    myorigin = string("$myhostname", "Domain appended to addresses posted locally without one.")
+    mydestination = words("$myhostname, localhost.$mydomain, localhost", "Domains delivered by local_transport.")
+    inet_interfaces = words("all", "Addresses the SMTP server listens on (all, loopback-only, list).")
+    inet_protocols = words("all", "IP versions used: ipv4, ipv6 or all.", status=ACCEPTED)
+    mynetworks = words("127.0.0.0/8 [::1]/128", "Trusted client networks (permit_mynetworks).")
+    mynetworks_style = string("host", "How mynetworks is computed when unset: host, subnet or class.", status=ACCEPTED)
+    append_dot_mydomain = boolean("no", "Append .$mydomain to addresses of the form user@host.", status=ACCEPTED)
+    syslog_name = string("sealmail", "Program name in log lines.")
+    service_name = string("", "Name of the master.cf service the process runs as (set by master).")
+    process_name = string("", "Name of the running program (set at start).", status=ACCEPTED)
+    import_environment = words("MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C", "Environment variables that services inherit.", status=ACCEPTED)
+    export_environment = words("TZ MAIL_CONFIG LANG", "Environment variables passed to external commands.")
     # Routing
-    _p(
-        "relayhost",
-        S,
-        "",
-        "Next hop for non-local mail ([host]:port); empty means DNS, unsupported here.",
-    ),
-    _p("relay_domains", L, "", "Domains this MTA relays to (delivered with relay_transport)."),
-    _p("relay_transport", S, "relay", "Transport for relay_domains."),
-    _p("default_transport", S, "smtp", "Transport for mail that matches no other class."),
-    _p(
-        "local_transport",
-        S,
-        "local:$myhostname",
-        "Transport for mydestination and inet_interfaces.",
-    ),
-    _p(
-        "mailbox_transport",
-        S,
-        "",
-        "Transport the local agent hands mailbox delivery to (seed 2.1).",
-    ),
-    _p(
-        "fallback_transport",
-        S,
-        "",
-        "Transport for local recipients without a UNIX account (seed 5.2).",
-    ),
-    _p("virtual_transport", S, "virtual", "Transport for virtual_mailbox_domains."),
-    _p("transport_maps", M, "", "Tables mapping recipients or domains to transport:nexthop."),
-    _p("virtual_alias_maps", M, "", "Tables rewriting recipients in cleanup (recursive)."),
-    _p(
-        "virtual_alias_domains",
-        L,
-        "$virtual_alias_maps",
-        "Domains whose every address is an alias.",
-    ),
-    _p(
-        "virtual_mailbox_domains",
-        L,
-        "$virtual_mailbox_maps",
-        "Domains delivered by virtual_transport.",
-    ),
-    _p("virtual_mailbox_maps", M, "", "Valid recipients of virtual_mailbox_domains."),
-    _p("virtual_alias_recursion_limit", N, "1000", "Deepest nesting of virtual alias expansion."),
-    _p(
-        "virtual_alias_expansion_limit",
-        N,
-        "1000",
-        "Most addresses one alias expansion may produce.",
-    ),
-    _p(
-        "virtual_alias_address_length_limit",
-        N,
-        "1000",
-        "Longest address an alias expansion may produce.",
-    ),
-    _p("canonical_maps", M, "", "Tables rewriting sender and recipient addresses."),
-    _p("sender_canonical_maps", M, "", "Tables rewriting sender addresses."),
-    _p("recipient_canonical_maps", M, "", "Tables rewriting recipient addresses."),
-    _p("recipient_delimiter", S, "", "Characters separating a user from an extension (user+ext)."),
-    _p(
-        "propagate_unmatched_extensions",
-        L,
-        "canonical, virtual",
-        "Rewrites that keep an address extension the table did not match.",
-    ),
-    _p("swap_bangpath", B, "yes", "Rewrite site!user to user@site."),
-    _p("allow_percent_hack", B, "yes", "Rewrite user%domain to user@domain."),
-    _p(
-        "parent_domain_matches_subdomains",
-        L,
-        "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
-        "qmqpd_authorized_clients,relay_domains,smtpd_access_maps",
-        "Features where a domain name also matches its subdomains.",
-    ),
+    relayhost = string("", "Next hop for non-local mail ([host]:port); empty means DNS, unsupported here.")
+    relay_domains = words("", "Domains this MTA relays to (delivered with relay_transport).")
+    relay_transport = string("relay", "Transport for relay_domains.")
+    default_transport = string("smtp", "Transport for mail that matches no other class.")
+    local_transport = string("local:$myhostname", "Transport for mydestination and inet_interfaces.")
+    mailbox_transport = string("", "Transport the local agent hands mailbox delivery to (seed 2.1).")
+    fallback_transport = string("", "Transport for local recipients without a UNIX account (seed 5.2).")
+    virtual_transport = string("virtual", "Transport for virtual_mailbox_domains.")
+    transport_maps = maps("", "Tables mapping recipients or domains to transport:nexthop.")
+    virtual_alias_maps = maps("", "Tables rewriting recipients in cleanup (recursive).")
+    virtual_alias_domains = words("$virtual_alias_maps", "Domains whose every address is an alias.")
+    virtual_mailbox_domains = words("$virtual_mailbox_maps", "Domains delivered by virtual_transport.")
+    virtual_mailbox_maps = maps("", "Valid recipients of virtual_mailbox_domains.")
+    virtual_alias_recursion_limit = integer("1000", "Deepest nesting of virtual alias expansion.")
+    virtual_alias_expansion_limit = integer("1000", "Most addresses one alias expansion may produce.")
+    virtual_alias_address_length_limit = integer("1000", "Longest address an alias expansion may produce.")
+    canonical_maps = maps("", "Tables rewriting sender and recipient addresses.", status=ACCEPTED)
+    sender_canonical_maps = maps("", "Tables rewriting sender addresses.", status=ACCEPTED)
+    recipient_canonical_maps = maps("", "Tables rewriting recipient addresses.", status=ACCEPTED)
+    recipient_delimiter = string("", "Characters separating a user from an extension (user+ext).")
+    propagate_unmatched_extensions = words("canonical, virtual", "Rewrites that keep an address extension the table did not match.")
+    swap_bangpath = boolean("yes", "Rewrite site!user to user@site.", status=ACCEPTED)
+    allow_percent_hack = boolean("yes", "Rewrite user%domain to user@domain.", status=ACCEPTED)
+    parent_domain_matches_subdomains = words("debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps", "Features where a domain name also matches its subdomains.", status=ACCEPTED)
     # Local delivery (used by the next issue)
-    _p("alias_maps", M, "hash:/etc/aliases", "Alias tables read by the local agent."),
-    _p("alias_database", M, "hash:/etc/aliases", "Alias tables built by newaliases."),
+    alias_maps = maps("hash:/etc/aliases", "Alias tables read by the local agent.")
+    alias_database = maps("hash:/etc/aliases", "Alias tables built by newaliases.")
     # Postfix's default is "proxy:unix:passwd.byname $alias_maps"; a sealed store's users are not
     # UNIX accounts, so sealmail starts empty (the LMTP server's 550 decides, as a bounce) and
     # `sealmail:/etc/sealmail/imapd.conf` asks the store at RCPT time.
-    _p(
-        "local_recipient_maps",
-        M,
-        "",
-        "Valid local recipients (e.g. sealmail:IMAPD_CONF); empty accepts any local part.",
-    ),
-    _p("home_mailbox", S, "", "Mailbox file or maildir/ relative to the home directory."),
-    _p("mailbox_command", S, "", "Command the local agent runs to deliver to a mailbox."),
-    _p("mailbox_size_limit", Z, "51200000", "Largest mailbox file the local agent appends to."),
-    _p(
-        "forward_path",
-        L,
-        "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
-        ".forward files the local agent looks for.",
-    ),
-    _p("allow_mail_to_commands", L, "alias, forward", "Where |command destinations are allowed."),
-    _p("allow_mail_to_files", L, "alias, forward", "Where /file destinations are allowed."),
-    _p("luser_relay", S, "", "Destination for unknown local recipients."),
-    _p("owner_request_special", B, "yes", "Treat owner-list and list-request addresses specially."),
-    _p("biff", B, "yes", "Notify the comsat service of local deliveries."),
-    _p(
-        "mail_spool_directory",
-        S,
-        "/var/mail",
-        "Directory of the UNIX mbox files local(8) appends to.",
-    ),
-    _p("deliver_lock_attempts", N, "20", "Attempts to lock a mailbox before delivery is deferred."),
-    _p("deliver_lock_delay", T, "1s", "Time between attempts to lock a mailbox."),
-    _p("stale_lock_time", T, "500s", "Age after which a mailbox dot-lock is removed as stale."),
-    _p(
-        "frozen_delivered_to",
-        B,
-        "yes",
-        "Keep the Delivered-To: address of local(8) the recipient it was given, through alias and .forward expansion.",
-    ),
+    local_recipient_maps = maps("", "Valid local recipients (e.g. sealmail:IMAPD_CONF); empty accepts any local part.")
+    home_mailbox = string("", "Mailbox file or maildir/ relative to the home directory.")
+    mailbox_command = string("", "Command the local agent runs to deliver to a mailbox.")
+    mailbox_size_limit = size("51200000", "Largest mailbox file the local agent appends to.")
+    forward_path = words("$home/.forward${recipient_delimiter}${extension}, $home/.forward", ".forward files the local agent looks for.")
+    allow_mail_to_commands = words("alias, forward", "Where |command destinations are allowed.")
+    allow_mail_to_files = words("alias, forward", "Where /file destinations are allowed.")
+    luser_relay = string("", "Destination for unknown local recipients.")
+    owner_request_special = boolean("yes", "Treat owner-list and list-request addresses specially.")
+    biff = boolean("yes", "Notify the comsat service of local deliveries.", status=ACCEPTED)
+    mail_spool_directory = string("/var/mail", "Directory of the UNIX mbox files local(8) appends to.")
+    deliver_lock_attempts = integer("20", "Attempts to lock a mailbox before delivery is deferred.")
+    deliver_lock_delay = time("1s", "Time between attempts to lock a mailbox.")
+    stale_lock_time = time("500s", "Age after which a mailbox dot-lock is removed as stale.")
+    frozen_delivered_to = boolean("yes", "Keep the Delivered-To: address of local(8) the recipient it was given, through alias and .forward expansion.")
     # SMTP server
-    _p("smtpd_banner", S, "$myhostname ESMTP $mail_name", "Text after 220 in the greeting."),
-    _p(
-        "smtpd_timeout",
-        T,
-        "${stress?{10}:{300}}s",
-        "Time the server waits for a client command or data.",
-    ),
-    _p("smtpd_starttls_timeout", T, "${stress?{10}:{300}}s", "Time allowed for the TLS handshake."),
-    _p("smtpd_recipient_limit", N, "1000", "Most recipients accepted in one transaction."),
-    _p(
-        "smtpd_hard_error_limit",
-        N,
-        "${stress?{1}:{20}}",
-        "Errors after which the client is dropped.",
-    ),
-    _p("smtpd_soft_error_limit", N, "10", "Errors after which each reply is delayed."),
-    _p("smtpd_error_sleep_time", T, "1s", "Delay per reply once the soft error limit is reached."),
-    _p(
-        "smtpd_junk_command_limit",
-        N,
-        "${stress?{1}:{100}}",
-        "NOOP/RSET/VRFY/ETRN commands allowed per session before they count as errors.",
-    ),
-    _p("smtpd_helo_required", B, "no", "Require HELO or EHLO before MAIL."),
-    _p("smtpd_delay_reject", B, "yes", "Apply client, helo and sender restrictions at RCPT time."),
-    _p("smtpd_client_restrictions", L, "", "Restrictions on the client address."),
-    _p("smtpd_helo_restrictions", L, "", "Restrictions on the HELO name."),
-    _p("smtpd_sender_restrictions", L, "", "Restrictions on the MAIL FROM address."),
-    _p(
-        "smtpd_relay_restrictions",
-        L,
-        "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
-        "Relay control applied at RCPT before smtpd_recipient_restrictions.",
-    ),
-    _p("smtpd_recipient_restrictions", L, "", "Restrictions on each RCPT TO address."),
-    _p("smtpd_data_restrictions", L, "", "Restrictions applied at DATA."),
-    _p("smtpd_restriction_classes", L, "", "Names of user-defined restriction lists."),
-    _p(
-        "smtpd_reject_unlisted_recipient",
-        B,
-        "yes",
-        "Reject recipients not known to their address class.",
-    ),
-    _p("smtpd_client_connection_count_limit", N, "50", "Simultaneous connections per client."),
-    _p(
-        "smtpd_client_event_limit_exceptions",
-        L,
-        "$mynetworks",
-        "Clients exempt from the connection and rate limits.",
-    ),
-    _p("smtpd_authorized_verp_clients", L, "", "Clients allowed to use XVERP."),
-    _p("smtpd_discard_ehlo_keywords", L, "", "EHLO keywords not announced (and not honoured)."),
-    _p("smtpd_sasl_auth_enable", B, "no", "Offer AUTH to clients."),
-    _p(
-        "smtpd_sasl_type", S, "sealmail", "SASL implementation the server uses (sealmail's sasldb)."
-    ),
-    _p("smtpd_sasl_path", S, "smtpd", "SASL application name or socket path."),
-    _p(
-        "smtpd_sasl_imapd_conf",
-        S,
-        "/etc/imapd.conf",
-        "The store's imapd.conf whose sasl_* settings (sasldb, saslauthd, mechanisms) smtpd AUTH uses.",
-    ),
-    _p(
-        "smtpd_sasl_security_options",
-        L,
-        "noanonymous",
-        "Mechanism properties required without TLS.",
-    ),
-    _p(
-        "smtpd_sasl_tls_security_options",
-        L,
-        "$smtpd_sasl_security_options",
-        "Mechanism properties required under TLS.",
-    ),
-    _p("smtpd_sasl_local_domain", S, "", "Realm appended to login names without one."),
-    _p("smtpd_sasl_authenticated_header", B, "no", "Name the login in the Received: header."),
-    _p("smtpd_tls_security_level", S, "", "TLS offer of the server: none, may or encrypt."),
-    _p("smtpd_tls_cert_file", S, "", "PEM certificate chain of the server."),
-    _p("smtpd_tls_key_file", S, "$smtpd_tls_cert_file", "PEM private key of the server."),
-    _p("smtpd_tls_CAfile", S, "", "CA certificates for client certificates."),
-    _p("smtpd_tls_auth_only", B, "no", "Offer AUTH only after STARTTLS."),
-    _p("smtpd_tls_loglevel", N, "0", "Detail of TLS logging."),
-    _p("smtpd_tls_received_header", B, "no", "Note the TLS protocol and cipher in Received:."),
-    _p(
-        "smtpd_tls_mandatory_protocols", L, ">=TLSv1", "TLS versions allowed when TLS is mandatory."
-    ),
-    _p("smtpd_peername_lookup", B, "yes", "Look up the client's name (never done here: no DNS)."),
-    _p("smtpd_forbid_bare_newline", S, "no", "Reject bare LF in SMTP commands and data."),
-    _p("smtpd_proxy_filter", S, "", "Before-queue content filter (not supported)."),
-    _p("smtpd_milters", L, "", "Milter applications (not supported)."),
-    _p("smtputf8_enable", B, "yes", "Offer SMTPUTF8 (RFC 6531)."),
-    _p("strict_rfc821_envelopes", B, "no", "Require <> around MAIL and RCPT addresses."),
-    _p("disable_vrfy_command", B, "no", "Refuse VRFY."),
-    _p("message_size_limit", Z, "10240000", "Largest message accepted, in bytes (SIZE, RFC 1870)."),
-    _p("header_size_limit", Z, "102400", "Most bytes of one header kept by cleanup."),
-    _p("line_length_limit", N, "2048", "Longest line of a message stored as one record."),
-    _p("hopcount_limit", N, "50", "Most Received: headers before a message is bounced as a loop."),
-    _p("mime_nesting_limit", N, "100", "Deepest MIME nesting inspected."),
-    _p("in_flow_delay", T, "1s", "Delay of each posting while the queue manager falls behind."),
-    _p("content_filter", S, "", "After-queue content filter transport (not supported)."),
-    _p("receive_override_options", L, "", "Cleanup features to switch off for this service."),
-    _p("always_bcc", S, "", "Address that receives a copy of every message."),
-    _p("authorized_submit_users", M, "static:anyone", "Users allowed to post with sendmail."),
+    smtpd_banner = string("$myhostname ESMTP $mail_name", "Text after 220 in the greeting.")
+    smtpd_timeout = time("${stress?{10}:{300}}s", "Time the server waits for a client command or data.")
+    smtpd_starttls_timeout = time("${stress?{10}:{300}}s", "Time allowed for the TLS handshake.", status=ACCEPTED)
+    smtpd_recipient_limit = integer("1000", "Most recipients accepted in one transaction.")
+    smtpd_hard_error_limit = integer("${stress?{1}:{20}}", "Errors after which the client is dropped.")
+    smtpd_soft_error_limit = integer("10", "Errors after which each reply is delayed.", status=ACCEPTED)
+    smtpd_error_sleep_time = time("1s", "Delay per reply once the soft error limit is reached.", status=ACCEPTED)
+    smtpd_junk_command_limit = integer("${stress?{1}:{100}}", "NOOP/RSET/VRFY/ETRN commands allowed per session before they count as errors.", status=ACCEPTED)
+    smtpd_helo_required = boolean("no", "Require HELO or EHLO before MAIL.")
+    smtpd_delay_reject = boolean("yes", "Apply client, helo and sender restrictions at RCPT time.", status=ACCEPTED)
+    smtpd_client_restrictions = words("", "Restrictions on the client address.", status=REFUSED)
+    smtpd_helo_restrictions = words("", "Restrictions on the HELO name.", status=REFUSED)
+    smtpd_sender_restrictions = words("", "Restrictions on the MAIL FROM address.", status=REFUSED)
+    smtpd_relay_restrictions = words("permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination", "Relay control applied at RCPT before smtpd_recipient_restrictions.", refuses=refuse_unimplemented_restrictions)
+    smtpd_recipient_restrictions = words("", "Restrictions on each RCPT TO address.", refuses=refuse_unimplemented_restrictions)
+    smtpd_data_restrictions = words("", "Restrictions applied at DATA.", status=REFUSED)
+    smtpd_restriction_classes = words("", "Names of user-defined restriction lists.", status=ACCEPTED)
+    smtpd_reject_unlisted_recipient = boolean("yes", "Reject recipients not known to their address class.", status=ACCEPTED)
+    smtpd_client_connection_count_limit = integer("50", "Simultaneous connections per client.", status=ACCEPTED)
+    smtpd_client_event_limit_exceptions = words("$mynetworks", "Clients exempt from the connection and rate limits.", status=ACCEPTED)
+    smtpd_authorized_verp_clients = words("", "Clients allowed to use XVERP.", status=ACCEPTED)
+    smtpd_discard_ehlo_keywords = words("", "EHLO keywords not announced (and not honoured).", status=ACCEPTED)
+    smtpd_sasl_auth_enable = boolean("no", "Offer AUTH to clients.")
+    smtpd_sasl_type = string("sealmail", "SASL implementation the server uses (sealmail's sasldb).", status=ACCEPTED)
+    smtpd_sasl_path = string("smtpd", "SASL application name or socket path.", status=ACCEPTED)
+    smtpd_sasl_imapd_conf = string("/etc/imapd.conf", "The store's imapd.conf whose sasl_* settings (sasldb, saslauthd, mechanisms) smtpd AUTH uses.")
+    smtpd_sasl_security_options = words("noanonymous", "Mechanism properties required without TLS.")
+    smtpd_sasl_tls_security_options = words("$smtpd_sasl_security_options", "Mechanism properties required under TLS.")
+    smtpd_sasl_local_domain = string("", "Realm appended to login names without one.", status=ACCEPTED)
+    smtpd_sasl_authenticated_header = boolean("no", "Name the login in the Received: header.")
+    smtpd_tls_security_level = string("", "TLS offer of the server: none, may or encrypt.", refuses=refuse_server_tls_level)
+    smtpd_tls_cert_file = string("", "PEM certificate chain of the server.")
+    smtpd_tls_key_file = string("$smtpd_tls_cert_file", "PEM private key of the server.")
+    smtpd_tls_CAfile = string("", "CA certificates for client certificates.", status=ACCEPTED)
+    smtpd_tls_auth_only = boolean("no", "Offer AUTH only after STARTTLS.")
+    smtpd_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
+    smtpd_tls_received_header = boolean("no", "Note the TLS protocol and cipher in Received:.", status=ACCEPTED)
+    smtpd_tls_mandatory_protocols = words(">=TLSv1", "TLS versions allowed when TLS is mandatory.", status=ACCEPTED)
+    smtpd_peername_lookup = boolean("yes", "Look up the client's name (never done here: no DNS).", status=ACCEPTED)
+    smtpd_forbid_bare_newline = string("no", "Reject bare LF in SMTP commands and data.", status=ACCEPTED)
+    smtpd_proxy_filter = string("", "Before-queue content filter (not supported).", status=REFUSED)
+    smtpd_milters = words("", "Milter applications (not supported).", status=REFUSED)
+    smtputf8_enable = boolean("yes", "Offer SMTPUTF8 (RFC 6531).", status=ACCEPTED)
+    strict_rfc821_envelopes = boolean("no", "Require <> around MAIL and RCPT addresses.", status=ACCEPTED)
+    disable_vrfy_command = boolean("no", "Refuse VRFY.", status=ACCEPTED)
+    message_size_limit = size("10240000", "Largest message accepted, in bytes (SIZE, RFC 1870).")
+    header_size_limit = size("102400", "Most bytes of one header kept by cleanup.", status=ACCEPTED)
+    line_length_limit = integer("2048", "Longest line of a message stored as one record.", status=ACCEPTED)
+    hopcount_limit = integer("50", "Most Received: headers before a message is bounced as a loop.")
+    mime_nesting_limit = integer("100", "Deepest MIME nesting inspected.", status=ACCEPTED)
+    in_flow_delay = time("1s", "Delay of each posting while the queue manager falls behind.", status=ACCEPTED)
+    content_filter = string("", "After-queue content filter transport (not supported).", status=REFUSED)
+    receive_override_options = words("", "Cleanup features to switch off for this service.", status=ACCEPTED)
+    always_bcc = string("", "Address that receives a copy of every message.", status=ACCEPTED)
+    authorized_submit_users = maps("static:anyone", "Users allowed to post with sendmail.", status=ACCEPTED, refuses=refuse_submit_restriction)
     # Queue manager
-    _p("queue_run_delay", T, "300s", "Time between scans of the deferred queue."),
-    _p("minimal_backoff_time", T, "300s", "Least time a deferred message waits before a retry."),
-    _p("maximal_backoff_time", T, "4000s", "Most time a deferred message waits before a retry."),
-    _p(
-        "maximal_queue_lifetime", T, "5d", "Time after which an undeliverable message bounces.", "d"
-    ),
-    _p("bounce_queue_lifetime", T, "5d", "maximal_queue_lifetime for bounces.", "d"),
-    _p("delay_warning_time", T, "0h", "Time after which a delay notice is sent (0: never).", "h"),
-    _p("transport_retry_time", T, "60s", "Time between attempts to contact a failing transport."),
-    _p("qmgr_message_active_limit", N, "20000", "Most messages in the active queue."),
-    _p(
-        "qmgr_message_recipient_limit",
-        N,
-        "20000",
-        "Most recipients in memory in the queue manager.",
-    ),
-    _p(
-        "initial_destination_concurrency",
-        N,
-        "5",
-        "Deliveries to a new destination in parallel at first.",
-    ),
-    _p("default_destination_concurrency_limit", N, "20", "Parallel deliveries per destination."),
-    _p("default_destination_recipient_limit", N, "50", "Recipients per delivery (seed section 6)."),
-    _p("default_destination_rate_delay", T, "0s", "Pause between deliveries to one destination."),
-    _p(
-        "default_destination_concurrency_failed_cohort_limit",
-        N,
-        "1",
-        "Failed pseudo-cohorts after which a destination is throttled.",
-    ),
-    _p("default_recipient_limit", N, "20000", "Recipients in memory per transport."),
-    _p("default_extra_recipient_limit", N, "1000", "Extra recipients read ahead per transport."),
-    _p("default_delivery_slot_cost", N, "5", "Preemption cost of a delivery slot."),
-    _p("default_minimum_delivery_slots", N, "3", "Slots a message needs before it can preempt."),
-    _p("default_recipient_refill_limit", N, "100", "Recipients added per refill of a job."),
-    _p("default_recipient_refill_delay", T, "5s", "Wait before a job's recipients are refilled."),
-    _p(
-        "default_delivery_slot_discount", N, "50", "Percent discount of a slot's cost (preemption)."
-    ),
-    _p("default_delivery_slot_loan", N, "3", "Slots a job may borrow before preemption."),
-    _p(
-        "default_destination_concurrency_negative_feedback",
-        S,
-        "1",
-        "Concurrency decrease after a failed delivery (1 or 1/concurrency).",
-    ),
-    _p(
-        "default_destination_concurrency_positive_feedback",
-        S,
-        "1",
-        "Concurrency increase after a good delivery (1 or 1/concurrency).",
-    ),
-    _p("default_transport_rate_delay", T, "0s", "Pause between deliveries through one transport."),
-    _p("local_destination_concurrency_limit", N, "2", "Parallel deliveries per local recipient."),
-    _p(
-        "local_destination_recipient_limit",
-        N,
-        "1",
-        "Recipients per local delivery (one: .forward).",
-    ),
-    _p("defer_transports", L, "", "Transports whose mail waits until `postqueue -f`."),
-    _p("hash_queue_names", L, "deferred, defer", "Queues split into subdirectories."),
-    _p("hash_queue_depth", N, "1", "Levels of queue subdirectories."),
-    _p("enable_long_queue_ids", B, "no", "Use long, time-ordered queue ids."),
-    _p("soft_bounce", B, "no", "Turn every permanent failure into a deferral (testing aid)."),
-    _p("notify_classes", L, "resource, software", "Problems reported to the postmaster."),
-    _p(
-        "bounce_notice_recipient", S, "postmaster", "Recipient of bounce notices to the postmaster."
-    ),
-    _p("bounce_size_limit", Z, "50000", "Most bytes of the original message returned in a bounce."),
-    _p("empty_address_recipient", S, "MAILER-DAEMON", "Recipient of mail addressed to <>."),
-    _p("double_bounce_sender", S, "double-bounce", "Sender of bounces that must not bounce back."),
-    _p("delay_logging_resolution_limit", N, "2", "Decimals in delay= and delays= log fields."),
-    _p("duplicate_filter_limit", N, "1000", "Recipients remembered to drop duplicates."),
-    _p("command_time_limit", T, "1000s", "Time limit of an external delivery command."),
+    queue_run_delay = time("300s", "Time between scans of the deferred queue.")
+    minimal_backoff_time = time("300s", "Least time a deferred message waits before a retry.")
+    maximal_backoff_time = time("4000s", "Most time a deferred message waits before a retry.")
+    maximal_queue_lifetime = time("5d", "Time after which an undeliverable message bounces.", time_unit='d')
+    bounce_queue_lifetime = time("5d", "maximal_queue_lifetime for bounces.", time_unit='d')
+    delay_warning_time = time("0h", "Time after which a delay notice is sent (0: never).", time_unit='h', status=ACCEPTED)
+    transport_retry_time = time("60s", "Time between attempts to contact a failing transport.", status=ACCEPTED)
+    qmgr_message_active_limit = integer("20000", "Most messages in the active queue.")
+    qmgr_message_recipient_limit = integer("20000", "Most recipients in memory in the queue manager.", status=ACCEPTED)
+    initial_destination_concurrency = integer("5", "Deliveries to a new destination in parallel at first.", status=ACCEPTED)
+    default_destination_concurrency_limit = integer("20", "Parallel deliveries per destination.", status=ACCEPTED)
+    default_destination_recipient_limit = integer("50", "Recipients per delivery (seed section 6).")
+    default_destination_rate_delay = time("0s", "Pause between deliveries to one destination.", status=ACCEPTED)
+    default_destination_concurrency_failed_cohort_limit = integer("1", "Failed pseudo-cohorts after which a destination is throttled.", status=ACCEPTED)
+    default_recipient_limit = integer("20000", "Recipients in memory per transport.", status=ACCEPTED)
+    default_extra_recipient_limit = integer("1000", "Extra recipients read ahead per transport.", status=ACCEPTED)
+    default_delivery_slot_cost = integer("5", "Preemption cost of a delivery slot.", status=ACCEPTED)
+    default_minimum_delivery_slots = integer("3", "Slots a message needs before it can preempt.", status=ACCEPTED)
+    default_recipient_refill_limit = integer("100", "Recipients added per refill of a job.", status=ACCEPTED)
+    default_recipient_refill_delay = time("5s", "Wait before a job's recipients are refilled.", status=ACCEPTED)
+    default_delivery_slot_discount = integer("50", "Percent discount of a slot's cost (preemption).", status=ACCEPTED)
+    default_delivery_slot_loan = integer("3", "Slots a job may borrow before preemption.", status=ACCEPTED)
+    default_destination_concurrency_negative_feedback = string("1", "Concurrency decrease after a failed delivery (1 or 1/concurrency).", status=ACCEPTED)
+    default_destination_concurrency_positive_feedback = string("1", "Concurrency increase after a good delivery (1 or 1/concurrency).", status=ACCEPTED)
+    default_transport_rate_delay = time("0s", "Pause between deliveries through one transport.", status=ACCEPTED)
+    local_destination_concurrency_limit = integer("2", "Parallel deliveries per local recipient.", status=ACCEPTED)
+    local_destination_recipient_limit = integer("1", "Recipients per local delivery (one: .forward).")
+    defer_transports = words("", "Transports whose mail waits until `postqueue -f`.")
+    hash_queue_names = words("deferred, defer", "Queues split into subdirectories.", status=ACCEPTED)
+    hash_queue_depth = integer("1", "Levels of queue subdirectories.", status=ACCEPTED)
+    enable_long_queue_ids = boolean("no", "Use long, time-ordered queue ids.", status=ACCEPTED)
+    soft_bounce = boolean("no", "Turn every permanent failure into a deferral (testing aid).")
+    notify_classes = words("resource, software", "Problems reported to the postmaster.", status=ACCEPTED)
+    bounce_notice_recipient = string("postmaster", "Recipient of bounce notices to the postmaster.", status=ACCEPTED)
+    bounce_size_limit = size("50000", "Most bytes of the original message returned in a bounce.")
+    empty_address_recipient = string("MAILER-DAEMON", "Recipient of mail addressed to <>.", status=ACCEPTED)
+    double_bounce_sender = string("double-bounce", "Sender of bounces that must not bounce back.", status=ACCEPTED)
+    delay_logging_resolution_limit = integer("2", "Decimals in delay= and delays= log fields.", status=ACCEPTED)
+    duplicate_filter_limit = integer("1000", "Recipients remembered to drop duplicates.", status=ACCEPTED)
+    command_time_limit = time("1000s", "Time limit of an external delivery command.")
     # Processes (master)
-    _p(
-        "default_process_limit",
-        N,
-        "100",
-        "Process limit of a master.cf service whose maxproc is '-'.",
-    ),
-    _p("max_idle", T, "100s", "Time an idle service process waits for work before it exits."),
-    _p("max_use", N, "100", "Requests a service process handles before it exits."),
-    _p("ipc_timeout", T, "3600s", "Time limit of an internal request."),
-    _p("daemon_timeout", T, "18000s", "Time limit of a service process's request."),
-    _p("service_throttle_time", T, "60s", "Wait before a failing service is restarted."),
+    default_process_limit = integer("100", "Process limit of a master.cf service whose maxproc is '-'.")
+    max_idle = time("100s", "Time an idle service process waits for work before it exits.", status=ACCEPTED)
+    max_use = integer("100", "Requests a service process handles before it exits.", status=ACCEPTED)
+    ipc_timeout = time("3600s", "Time limit of an internal request.", status=ACCEPTED)
+    daemon_timeout = time("18000s", "Time limit of a service process's request.", status=ACCEPTED)
+    service_throttle_time = time("60s", "Wait before a failing service is restarted.", status=ACCEPTED)
     # Lookup tables
-    _p(
-        "default_database_type",
-        S,
-        "hash",
-        "Table type when a table is named without one (postmap).",
-    ),
+    default_database_type = string("hash", "Table type when a table is named without one (postmap).")
     # SMTP and LMTP clients (one client core, as in Postfix >= 2.3)
-    _p("smtp_fallback_relay", L, "", "Hosts tried when the next hop fails."),
-    _p("smtp_helo_name", S, "$myhostname", "Name sent in HELO/EHLO."),
-    _p("smtp_bind_address", S, "", "Local address of outgoing SMTP connections."),
-    _p("smtp_connect_timeout", T, "30s", "Time allowed to connect."),
-    _p("smtp_helo_timeout", T, "300s", "Time allowed for the greeting and EHLO reply."),
-    _p("smtp_mail_timeout", T, "300s", "Time allowed for the MAIL reply."),
-    _p("smtp_rcpt_timeout", T, "300s", "Time allowed for each RCPT reply."),
-    _p("smtp_data_init_timeout", T, "120s", "Time allowed for the DATA reply."),
-    _p("smtp_data_xfer_timeout", T, "180s", "Time allowed for each chunk of message content."),
-    _p("smtp_data_done_timeout", T, "600s", "Time allowed for the reply after the final dot."),
-    _p("smtp_rset_timeout", T, "20s", "Time allowed for the RSET reply."),
-    _p("smtp_quit_timeout", T, "300s", "Time allowed for the QUIT reply."),
-    _p("smtp_starttls_timeout", T, "300s", "Time allowed for the TLS handshake."),
-    _p("smtp_skip_quit_response", B, "yes", "Close without waiting for the QUIT reply."),
-    _p(
-        "smtp_connection_cache_on_demand",
-        B,
-        "yes",
-        "Keep connections open while a destination has mail.",
-    ),
-    _p(
-        "smtp_connection_cache_destinations",
-        L,
-        "",
-        "Destinations whose connections are always cached.",
-    ),
-    _p("smtp_connection_cache_time_limit", T, "2s", "Time an idle cached connection is kept."),
-    _p("smtp_connection_reuse_time_limit", T, "300s", "Time a connection may be reused for."),
-    _p("smtp_sasl_auth_enable", B, "no", "Authenticate to the server."),
-    _p("smtp_sasl_password_maps", M, "", "Tables of user:password by next hop."),
-    _p(
-        "smtp_sasl_security_options",
-        L,
-        "noplaintext, noanonymous",
-        "Mechanism properties required.",
-    ),
-    _p("smtp_sasl_mechanism_filter", L, "", "Mechanisms the client may choose from."),
-    _p("smtp_tls_security_level", S, "", "TLS policy: none, may, encrypt or verify."),
-    _p("smtp_tls_CAfile", S, "", "CA certificates that verify the server."),
-    _p("smtp_tls_cert_file", S, "", "Client certificate."),
-    _p("smtp_tls_key_file", S, "$smtp_tls_cert_file", "Client key."),
-    _p("smtp_tls_loglevel", N, "0", "Detail of TLS logging."),
-    _p("lmtp_lhlo_name", S, "$myhostname", "Name sent in LHLO."),
-    _p("lmtp_bind_address", S, "", "Local address of outgoing LMTP connections over TCP."),
-    _p(
-        "lmtp_tcp_port",
-        S,
-        "24",
-        "Port of an inet: next hop without one (Postfix < 2.3; lmtp service).",
-    ),
-    _p("lmtp_connect_timeout", T, "0s", "Time allowed to connect (0: the system's limit)."),
-    _p("lmtp_lhlo_timeout", T, "300s", "Time allowed for the greeting and LHLO reply."),
-    _p("lmtp_mail_timeout", T, "300s", "Time allowed for the MAIL reply."),
-    _p("lmtp_rcpt_timeout", T, "300s", "Time allowed for each RCPT reply."),
-    _p("lmtp_data_init_timeout", T, "120s", "Time allowed for the DATA reply."),
-    _p("lmtp_data_xfer_timeout", T, "180s", "Time allowed for each chunk of message content."),
-    _p(
-        "lmtp_data_done_timeout",
-        T,
-        "600s",
-        "Time allowed for each recipient's reply after the dot.",
-    ),
-    _p("lmtp_rset_timeout", T, "20s", "Time allowed for the RSET reply."),
-    _p("lmtp_quit_timeout", T, "300s", "Time allowed for the QUIT reply."),
-    _p("lmtp_starttls_timeout", T, "300s", "Time allowed for the TLS handshake."),
-    _p("lmtp_skip_quit_response", B, "no", "Close without waiting for the QUIT reply."),
-    _p(
-        "lmtp_connection_cache_on_demand",
-        B,
-        "yes",
-        "Keep sessions open (reused with RSET) while a destination has mail.",
-    ),
-    _p(
-        "lmtp_connection_cache_destinations",
-        L,
-        "",
-        "Destinations whose sessions are always cached.",
-    ),
-    _p("lmtp_connection_cache_time_limit", T, "2s", "Time an idle cached session is kept."),
-    _p("lmtp_connection_reuse_time_limit", T, "300s", "Time a session may be reused for."),
-    _p("lmtp_sasl_auth_enable", B, "no", "Authenticate to the LMTP server (seed 9.1 cyrus-inet)."),
-    _p(
-        "lmtp_sasl_password_maps", M, "", "Tables of user:password by next-hop host (seed 2.2.1.2)."
-    ),
-    _p(
-        "lmtp_sasl_security_options",
-        L,
-        "noplaintext, noanonymous",
-        "Mechanism properties required.",
-    ),
-    _p("lmtp_sasl_mechanism_filter", L, "", "Mechanisms the client may choose from."),
-    _p("lmtp_tls_security_level", S, "", "TLS policy: none, may, encrypt or verify."),
-    _p("lmtp_tls_CAfile", S, "", "CA certificates that verify the server."),
-    _p("lmtp_tls_cert_file", S, "", "Client certificate."),
-    _p("lmtp_tls_key_file", S, "$lmtp_tls_cert_file", "Client key."),
-    _p("lmtp_tls_loglevel", N, "0", "Detail of TLS logging."),
+    smtp_fallback_relay = words("", "Hosts tried when the next hop fails.", status=ACCEPTED)
+    smtp_helo_name = string("$myhostname", "Name sent in HELO/EHLO.")
+    smtp_bind_address = string("", "Local address of outgoing SMTP connections.", status=ACCEPTED)
+    smtp_connect_timeout = time("30s", "Time allowed to connect.")
+    smtp_helo_timeout = time("300s", "Time allowed for the greeting and EHLO reply.")
+    smtp_mail_timeout = time("300s", "Time allowed for the MAIL reply.")
+    smtp_rcpt_timeout = time("300s", "Time allowed for each RCPT reply.")
+    smtp_data_init_timeout = time("120s", "Time allowed for the DATA reply.")
+    smtp_data_xfer_timeout = time("180s", "Time allowed for each chunk of message content.")
+    smtp_data_done_timeout = time("600s", "Time allowed for the reply after the final dot.")
+    smtp_rset_timeout = time("20s", "Time allowed for the RSET reply.")
+    smtp_quit_timeout = time("300s", "Time allowed for the QUIT reply.")
+    smtp_starttls_timeout = time("300s", "Time allowed for the TLS handshake.")
+    smtp_skip_quit_response = boolean("yes", "Close without waiting for the QUIT reply.")
+    smtp_connection_cache_on_demand = boolean("yes", "Keep connections open while a destination has mail.")
+    smtp_connection_cache_destinations = words("", "Destinations whose connections are always cached.")
+    smtp_connection_cache_time_limit = time("2s", "Time an idle cached connection is kept.")
+    smtp_connection_reuse_time_limit = time("300s", "Time a connection may be reused for.")
+    smtp_sasl_auth_enable = boolean("no", "Authenticate to the server.")
+    smtp_sasl_password_maps = maps("", "Tables of user:password by next hop.")
+    smtp_sasl_security_options = words("noplaintext, noanonymous", "Mechanism properties required.")
+    smtp_sasl_mechanism_filter = words("", "Mechanisms the client may choose from.")
+    smtp_tls_security_level = string("", "TLS policy: none, may, encrypt or verify.", refuses=refuse_client_tls_level)
+    smtp_tls_CAfile = string("", "CA certificates that verify the server.")
+    smtp_tls_cert_file = string("", "Client certificate.")
+    smtp_tls_key_file = string("$smtp_tls_cert_file", "Client key.")
+    smtp_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
+    lmtp_lhlo_name = string("$myhostname", "Name sent in LHLO.")
+    lmtp_bind_address = string("", "Local address of outgoing LMTP connections over TCP.", status=ACCEPTED)
+    lmtp_tcp_port = string("24", "Port of an inet: next hop without one (Postfix < 2.3; lmtp service).", status=ACCEPTED)
+    lmtp_connect_timeout = time("0s", "Time allowed to connect (0: the system's limit).")
+    lmtp_lhlo_timeout = time("300s", "Time allowed for the greeting and LHLO reply.")
+    lmtp_mail_timeout = time("300s", "Time allowed for the MAIL reply.")
+    lmtp_rcpt_timeout = time("300s", "Time allowed for each RCPT reply.")
+    lmtp_data_init_timeout = time("120s", "Time allowed for the DATA reply.")
+    lmtp_data_xfer_timeout = time("180s", "Time allowed for each chunk of message content.")
+    lmtp_data_done_timeout = time("600s", "Time allowed for each recipient's reply after the dot.")
+    lmtp_rset_timeout = time("20s", "Time allowed for the RSET reply.")
+    lmtp_quit_timeout = time("300s", "Time allowed for the QUIT reply.")
+    lmtp_starttls_timeout = time("300s", "Time allowed for the TLS handshake.")
+    lmtp_skip_quit_response = boolean("no", "Close without waiting for the QUIT reply.")
+    lmtp_connection_cache_on_demand = boolean("yes", "Keep sessions open (reused with RSET) while a destination has mail.")
+    lmtp_connection_cache_destinations = words("", "Destinations whose sessions are always cached.")
+    lmtp_connection_cache_time_limit = time("2s", "Time an idle cached session is kept.")
+    lmtp_connection_reuse_time_limit = time("300s", "Time a session may be reused for.")
+    lmtp_sasl_auth_enable = boolean("no", "Authenticate to the LMTP server (seed 9.1 cyrus-inet).")
+    lmtp_sasl_password_maps = maps("", "Tables of user:password by next-hop host (seed 2.2.1.2).")
+    lmtp_sasl_security_options = words("noplaintext, noanonymous", "Mechanism properties required.")
+    lmtp_sasl_mechanism_filter = words("", "Mechanisms the client may choose from.")
+    lmtp_tls_security_level = string("", "TLS policy: none, may, encrypt or verify.", refuses=refuse_client_tls_level)
+    lmtp_tls_CAfile = string("", "CA certificates that verify the server.")
+    lmtp_tls_cert_file = string("", "Client certificate.")
+    lmtp_tls_key_file = string("$lmtp_tls_cert_file", "Client key.")
+    lmtp_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
     # Tools
-    _p("sendmail_path", S, "/usr/sbin/sendmail", "Path of the sendmail command."),
-    _p("mailq_path", S, "/usr/bin/mailq", "Path of the mailq command."),
-    _p("newaliases_path", S, "/usr/bin/newaliases", "Path of the newaliases command."),
-)
+    sendmail_path = string("/usr/sbin/sendmail", "Path of the sendmail command.", status=ACCEPTED)
+    mailq_path = string("/usr/bin/mailq", "Path of the mailq command.", status=ACCEPTED)
+    newaliases_path = string("/usr/bin/newaliases", "Path of the newaliases command.", status=ACCEPTED)
+    # Declared only so that setting them is refused rather than an "unused parameter" warning:
+    # each is a control whose absence would weaken what the operator asked for.
+    smtpd_end_of_data_restrictions = words("", "Restrictions applied after the message content (not supported).", status=REFUSED)
+    non_smtpd_milters = words("", "Milter applications for locally posted mail (not supported).", status=REFUSED)
+    header_checks = maps("", "Header inspection tables of cleanup (not supported).", status=REFUSED)
+    body_checks = maps("", "Body inspection tables of cleanup (not supported).", status=REFUSED)
+    smtp_tls_policy_maps = maps("", "Per-destination TLS policy of the SMTP client (not supported).", status=REFUSED)
+    lmtp_tls_policy_maps = maps("", "Per-destination TLS policy of the LMTP client (not supported).", status=REFUSED)
 
-PARAMETERS: dict[str, Parameter] = {p.name: p for p in _PARAMETERS}
+
+PARAMETERS: dict[str, Parameter[Any]] = MAIN.options()
 
 # Names Postfix renamed. Postfix keeps most old names alive through the new name's default
 # (virtual_alias_maps = $virtual_maps); we keep them all alive the same way for every name here: an
@@ -597,6 +396,7 @@ RENAMES: dict[str, Rename] = {
 
 # Per-transport parameters: <transport><suffix>, defaulting to $default<suffix> (or the named
 # parameter). qmgr(8) reads these for each transport that master.cf defines.
+S, N, T = Kind.STRING, Kind.INTEGER, Kind.TIME
 PER_TRANSPORT: dict[str, tuple[Kind, str, str]] = {
     "_destination_recipient_limit": (
         N,
@@ -653,6 +453,10 @@ PER_TRANSPORT: dict[str, tuple[Kind, str, str]] = {
     "_transport_rate_delay": (T, "$default_transport_rate_delay", "Pause between deliveries."),
 }
 
+# The per-transport parameters sealmail reads (qmgr's recipient batches, pipe's time limit); the
+# others are accepted without effect, as their `default_` parameters are.
+PER_TRANSPORT_HONOURED = frozenset({"_destination_recipient_limit", "_time_limit"})
+
 # Delivery agents whose master.cf services get per-transport parameters (as Postfix's postconf).
 DELIVERY_AGENTS = frozenset({"lmtp", "smtp", "local", "virtual", "pipe", "error", "discard"})
 
@@ -664,7 +468,7 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
-def per_transport(name: str, transports: Iterable[str] | None = None) -> Parameter | None:
+def per_transport(name: str, transports: Iterable[str] | None = None) -> Parameter[Any] | None:
     """The declaration of `<transport><suffix>`, or None.
 
     With `transports`, only those transport names count (postconf's "unused parameter" check);
@@ -680,11 +484,12 @@ def per_transport(name: str, transports: Iterable[str] | None = None) -> Paramet
         if allowed is not None and transport not in allowed:
             continue
         kind, default, doc = PER_TRANSPORT[suffix]
-        return Parameter(name, kind, default, doc)
+        status = Status.SUPPORTED if suffix in PER_TRANSPORT_HONOURED else ACCEPTED
+        return Option(kind, default, doc, status, name=name)
     return None
 
 
-def lookup(name: str, transports: Iterable[str] | None = None) -> Parameter | None:
+def lookup(name: str, transports: Iterable[str] | None = None) -> Parameter[Any] | None:
     """The declaration of `name` (plain or per-transport), or None; old names are not followed."""
     found = PARAMETERS.get(name)
     if found is not None:
