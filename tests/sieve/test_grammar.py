@@ -75,13 +75,17 @@ def test_arguments_tests_and_blocks() -> None:
         ("keep", "line 1, column 5: expected ';' or '{' after command 'keep' but found end of "
                  "script"),
         ('if true {\n keep;\n', "line 3, column 1: expected '}' but found end of script"),
-        ('fileinto "a', "line 1, column 10: unterminated string: missing '\"'"),
-        ("/* open", "line 1, column 1: unterminated comment: missing '*/'"),
+        ('fileinto "a', "line 1, column 12: unterminated string: missing '\"' (opened at line "
+                        "1, column 10)"),
+        ('if true {\n  fileinto "a;\n}\n', "line 4, column 1: unterminated string: missing "
+                                          "'\"' (opened at line 2, column 12)"),
+        ("/* open", "line 1, column 8: unterminated comment: missing '*/' (opened at line 1, "
+                    "column 1)"),
         ("keep;\n  @", "line 2, column 3: unexpected character '@'"),
         ('if header :is ["a" "b"] {}', "line 1, column 20: expected ',' or ']' in string list "
                                        "but found string"),
-        ("reject text:\nfoo\n", "line 1, column 8: unterminated multi-line string: missing "
-                                "'.' line"),
+        ("reject text:\nfoo\n", "line 3, column 1: unterminated multi-line string: missing "
+                                "'.' line (opened at line 1, column 8)"),
         ("size :over 10X;", "line 1, column 12: invalid number '10X'"),
         ("foo;", "line 1, column 1: unknown command 'foo'"),
         ("if foo {}", "line 1, column 4: unknown test 'foo'"),

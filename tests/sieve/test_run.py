@@ -311,9 +311,16 @@ def test_deleteheader_index_and_patterns() -> None:
     assert actions(script, message=message) == [Discard()]
 
 
-def test_protected_headers_cannot_be_edited() -> None:
-    with pytest.raises(SieveCompileError, match="protected"):
-        execute('require "editheader"; deleteheader "Received";')
+def test_protected_headers_are_left_alone_without_a_compile_error() -> None:
+    """RFC 5293 section 7: a change to a protected field is silently ignored."""
+    message = b"Received: from a\r\nAuto-Submitted: no\r\nX-A: 1\r\n\r\nbody\r\n"
+    script = ('require ["editheader", "fileinto"]; deleteheader "received";'
+              'deleteheader "Auto-Submitted"; addheader "Received" "from b";'
+              'deleteheader "X-A"; fileinto "INBOX.x";')
+    [action] = actions(script, message=message)
+    assert isinstance(action, FileInto) and action.message is not None
+    edited = MessageView(action.message)
+    assert [name for name, _ in edited.headers] == ["Received", "Auto-Submitted"]
 
 
 # --- date (RFC 5260), environment (RFC 5183), index ------------------------------------------
@@ -451,3 +458,16 @@ def test_compose_vacation_reply() -> None:
                                  envelope=Envelope("", ENVELOPE.recipient)))
     with pytest.raises(ValueError, match="not to be sent"):
         compose_vacation_reply(unsent, from_address="a@b.example", date="d", message_id="<m>")
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n"])
+def test_header_tests_match_the_unfolded_value(ending: bytes) -> None:
+    """RFC 5228 2.4.2.2 / RFC 5322 2.2.3: CRLF before folding whitespace is removed, the
+    whitespace itself kept; address tests parse the unfolded field."""
+    message = (b"Subject: hello" + ending + b" world" + ending
+               + b'From: "A. Person"' + ending + b"\t<a@example.com>" + ending + ending + b"b")
+    script = ('if allof (header :is "subject" "hello world",'
+              ' header :matches "subject" "hello world",'
+              ' address :is "from" "a@example.com",'
+              ' header :contains "from" "Person\\"\t<a@") { discard; }')
+    assert actions(script, message=message) == [Discard()]

@@ -53,11 +53,18 @@ def tokenize(text: str) -> list[Token]:
     line_start = 0
     length = len(text)
 
+    def place(where: int) -> tuple[int, int]:
+        return text.count("\n", 0, where) + 1, where - (text.rfind("\n", 0, where) + 1) + 1
+
     def fail(message: str, at: int | None = None) -> SieveCompileError:
-        where = pos if at is None else at
-        line_no = text.count("\n", 0, where) + 1
-        column = where - (text.rfind("\n", 0, where) + 1) + 1
-        return SieveCompileError([CompileProblem(line_no, column, message)])
+        return SieveCompileError([CompileProblem(*place(pos if at is None else at), message)])
+
+    def fail_at_end(message: str, opened: int) -> SieveCompileError:
+        """A string or comment left open is reported where the script ends, as Pigeonhole
+        does (that is where the parser finds out), naming where it was opened."""
+        line_no, column = place(opened)
+        return SieveCompileError([CompileProblem(
+            *place(length), f"{message} (opened at line {line_no}, column {column})")])
 
     while pos < length:
         char = text[pos]
@@ -77,7 +84,7 @@ def tokenize(text: str) -> list[Token]:
         if text.startswith("/*", pos):
             end = text.find("*/", pos + 2)
             if end < 0:
-                raise fail("unterminated comment: missing '*/'")
+                raise fail_at_end("unterminated comment: missing '*/'", pos)
             line += text.count("\n", pos, end)
             newline = text.rfind("\n", pos, end)
             if newline >= 0:
@@ -89,7 +96,7 @@ def tokenize(text: str) -> list[Token]:
             pos += 1
             continue
         if char == '"':
-            value, end = _quoted(text, pos, fail)
+            value, end = _quoted(text, pos, fail_at_end)
             tokens.append(Token(Kind.STRING, value, 0, line, column))
             line += text.count("\n", pos, end)
             newline = text.rfind("\n", pos, end)
@@ -99,7 +106,7 @@ def tokenize(text: str) -> list[Token]:
             continue
         multiline = _MULTILINE_START.match(text, pos)
         if multiline:
-            value, end = _multiline(text, multiline.end(), fail, pos)
+            value, end = _multiline(text, multiline.end(), fail_at_end, pos)
             tokens.append(Token(Kind.STRING, value, 0, line, column))
             line += text.count("\n", pos, end)
             line_start = end
@@ -184,6 +191,7 @@ def _crlf(value: str) -> str:
 
 
 class _Fail(Protocol):
-    """The error factory `tokenize` hands its string readers: message, position -> error."""
+    """The error factory `tokenize` hands its string readers: message, where the string
+    opened -> error."""
 
-    def __call__(self, message: str, at: int | None = None) -> SieveCompileError: ...
+    def __call__(self, message: str, opened: int) -> SieveCompileError: ...

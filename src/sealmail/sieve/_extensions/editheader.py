@@ -1,5 +1,7 @@
 """RFC 5293: addheader and deleteheader. Received and Auto-Submitted are protected (section 6
-lets a site refuse changes to fields other processing relies on)."""
+lets a site refuse changes to fields other processing relies on): an attempt to change them is
+ignored at run time, not a compile error (section 7: "the attempt MUST be silently ignored"), so a
+script written for a server without the protection still loads."""
 
 from __future__ import annotations
 
@@ -60,8 +62,6 @@ def _check(call: Call, scope: CheckScope) -> None:
         return
     if not _FIELD_NAME.match(name):
         scope.error(call, f"{call.name}: invalid header field name '{name}'")
-    elif name.lower() in PROTECTED:
-        scope.error(call, f"{call.name}: header field '{name}' is protected")
     if call.name == "addheader" and not _valid_value(call.arg_string(1)):
         scope.error(call, "addheader: the value holds a bare CR or LF")
     if call.name == "deleteheader" and call.has(":last") and not call.has(":index"):
