@@ -91,3 +91,16 @@ def test_typed_get(tmp_path: Path) -> None:
     assert main.get(MAIN.maximal_queue_lifetime) == 2 * 86400  # the parameter's own unit: days
     assert main.get(MAIN.biff) is False
     assert main.get(MAIN.mynetworks) == ("127.0.0.0/8", "[::1]/128")
+
+
+def test_master_cf_chroot_is_warned_about_never_silently_accepted(tmp_path: Path) -> None:
+    """Debian's master.cf chroots smtpd (`y`); sealmail does not chroot, and says so."""
+    master_cf = ("smtp      inet  n       -       y       -       -       smtpd\n"
+                 "cyrus     unix  -       n       n       -       -       lmtp\n"
+                 "pickup    unix  n       -       -       60      1       pickup\n")
+    found = audit(load_mta_config(_instance(tmp_path, "", master_cf)))
+    assert found.refusals == []
+    assert found.warnings == [
+        f"{tmp_path / 'master.cf'}:1: service smtp/inet: chroot=y is not honoured: sealmail does "
+        "not chroot its services (they run as mail_owner); write - or n in that column to "
+        "silence this"]

@@ -96,7 +96,18 @@ def audit(config: MtaConfig) -> Audit:
                 f"{entry.name} = {entry.value}: {reason}; sealmail refuses to start rather than "
                 "accept mail without it",
             ))
+    result.warnings.extend(_chroot_warnings(config))
     return result
+
+
+def _chroot_warnings(config: MtaConfig) -> Iterator[str]:
+    """master.cf's chroot column: sealmail never chroots (its services still run as
+    mail_owner, and pipe(8)'s `chroot=` attribute is refused), so a `y` there is said aloud."""
+    for service in config.master_cf:
+        if service.chroot:
+            yield (f"{service.path}:{service.line}: service {service.key}: chroot=y is not "
+                   "honoured: sealmail does not chroot its services (they run as mail_owner); "
+                   "write - or n in that column to silence this")
 
 
 def enforce(config: MtaConfig, logger: logging.Logger = log) -> None:
