@@ -494,3 +494,24 @@ def test_never_crashes_on_mutated_commands(command: Command, data: st.DataObject
     except ImapError as error:
         tag = error.reply_bytes().split(b" ", 1)[0]
         assert tag == b"*" or wire.startswith(tag)
+
+
+SECRET = "s3cretPW"
+
+
+@pytest.mark.parametrize("line", [
+    f'a LOGIN alice "{SECRET}\r\n',
+    f'a LOGIN "alice {SECRET}\r\n',
+    f"a LOGIN alice {SECRET} extra\r\n",
+    f"a LOGIN alice {SECRET}(\r\n",
+    f"a LOGIN {SECRET}\r\n",
+    f"a AUTHENTICATE PLAIN {SECRET}!!\r\n",
+    f"a AUTHENTICATE PLAIN {SECRET} more\r\n",
+    f"a UID LOGIN alice {SECRET}\r\n",
+])
+def test_a_syntax_error_never_echoes_credentials(line: str) -> None:
+    """The error text goes to the client and into the log: it must not carry the password
+    (a LOGIN with an unterminated quote once logged it)."""
+    with pytest.raises(ImapError) as raised:
+        parse_command(line.encode())
+    assert SECRET not in str(raised.value)

@@ -62,7 +62,7 @@ from sealmail.proto.imap.commands import (
     Unselect,
     Unsubscribe,
 )
-from sealmail.proto.imap.errors import BadCommand, ImapError, UnknownCommand
+from sealmail.proto.imap.errors import BadCommand, ImapError, LiteralTooLarge, UnknownCommand
 from sealmail.proto.imap.fetch import MACROS, parse_fetch_attribute
 from sealmail.proto.imap.search import parse_charset, parse_search_program
 from sealmail.proto.imap.sequence import SequenceSet
@@ -172,11 +172,21 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
         parse = _PARSERS.get(name)
         if parse is None:
             raise UnknownCommand(f"Unknown command {name[:32]}")
-        command = parse(reader, tag, by_uid)
-        reader.end()
+        try:
+            command = parse(reader, tag, by_uid)
+            reader.end()
+        except BadCommand as error:
+            if name in _CREDENTIAL_COMMANDS and not isinstance(error, LiteralTooLarge):
+                # The arguments are a user name and password (or a SASL response): a syntax
+                # error must never echo them, to the client or into the log.
+                raise BadCommand(f"Invalid {name} arguments") from None
+            raise
         return command
     except ImapError as error:
         raise error.with_tag(tag) from None
+
+
+_CREDENTIAL_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
 
 
 # -- per-command grammar --------------------------------------------------------------------------
