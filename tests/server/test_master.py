@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import signal
@@ -353,6 +354,50 @@ def test_a_service_that_keeps_dying_is_throttled(tmp_path: Path, port: int) -> N
         assert started <= 8  # not a hot loop
     finally:
         run.stop()
+
+
+class ExitedWorker:
+    """A worker process that has exited (what `_reap` asks of a Popen)."""
+
+    def poll(self) -> int:
+        return 1
+
+
+def test_crashes_are_replaced_at_once_a_crash_loop_backs_off_briefly_then_resets(
+    tmp_path: Path, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue: more than five exits in 10 s left LMTP without a worker for 60 s, again and
+    again (the delay never reset)."""
+    from sealmail.server.master import RESPAWN_BURST, THROTTLE_MAX, RunningService
+
+    caplog.set_level(logging.INFO, "sealmail.master")
+    (tmp_path / "imapd.conf").write_text(f"configdirectory: {tmp_path}\n")
+    (tmp_path / "cyrus.conf").write_text(
+        f'SERVICES {{\n  lmtp cmd="lmtpd" listen="127.0.0.1:{port}"\n}}\n')
+    now = [1000.0]
+    master = Master(str(tmp_path / "imapd.conf"), str(tmp_path / "cyrus.conf"),
+                    clock=lambda: now[0])
+    [entry] = master.conf.services
+    running = RunningService(entry, [], [])
+    master.services["lmtp"] = running
+
+    def crash(after: float) -> None:
+        now[0] += after
+        running.workers[len(running.exits) + 1] = ExitedWorker()  # type: ignore[assignment]
+        master._reap()
+
+    for _ in range(RESPAWN_BURST):  # a low crash rate: replaced at once
+        crash(0.5)
+        assert running.next_start <= now[0] and running.throttle == 0
+    delays = []
+    for _ in range(6):  # a crash loop: brief, growing, bounded pauses
+        crash(0.5)
+        delays.append(running.next_start - now[0])
+    assert delays[0] >= 1 and delays == sorted(delays) and max(delays) <= THROTTLE_MAX <= 10
+    assert "throttled for" in caplog.text
+    crash(60)  # a quiet minute later, a crash is replaced at once again
+    assert running.throttle == 0 and running.next_start <= now[0]
+    assert "throttle reset" in caplog.text
 
 
 def test_events_and_start_entries(tmp_path: Path) -> None:

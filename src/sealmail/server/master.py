@@ -16,9 +16,12 @@ root, master and all its children run as whoever started it.
 
 master then only watches:
 
-- a worker that exits is logged and replaced; a service whose workers keep dying (more than
-  RESPAWN_BURST exits within RESPAWN_WINDOW seconds) is throttled: its next start waits,
-  doubling up to THROTTLE_MAX seconds, so a broken service never spins in a hot loop;
+- a worker that exits is logged and replaced at once; a service whose workers keep dying (more
+  than RESPAWN_BURST exits within RESPAWN_WINDOW seconds) is throttled: its next start waits,
+  doubling from THROTTLE_START up to THROTTLE_MAX seconds (seconds, not minutes: a service
+  without a worker refuses mail), so a broken service never spins in a hot loop; once it has
+  run a whole RESPAWN_WINDOW without an exit the throttle is forgotten (logged), so a later
+  crash is again replaced at once;
 - EVENTS run on their period (minutes) or daily at their time, one run at a time per entry;
 - SIGHUP re-reads cyrus.conf AND imapd.conf; either one that no longer parses is reported (file
   and line) and the running configuration kept. Services whose entry (or listen addresses)
@@ -75,7 +78,7 @@ log = logging.getLogger("sealmail.master")
 RESPAWN_WINDOW = 10.0
 RESPAWN_BURST = 5
 THROTTLE_START = 1.0
-THROTTLE_MAX = 60.0
+THROTTLE_MAX = 8.0
 
 
 def sealmail_argv(subcommand_argv: tuple[str, ...], imapd_conf: str) -> list[str]:
@@ -298,7 +301,11 @@ class Master:
                 log.warning(
                     "service %s: worker %d exited with status %d; replacing it", name, pid, status
                 )
-                running.exits = [t for t in running.exits if now - t < RESPAWN_WINDOW] + [now]
+                recent = [t for t in running.exits if now - t < RESPAWN_WINDOW]
+                if not recent and running.throttle:
+                    log.info("service %s: no exit for %ds, throttle reset", name, RESPAWN_WINDOW)
+                    running.throttle = 0.0
+                running.exits = [*recent, now]
                 if len(running.exits) > RESPAWN_BURST:
                     running.throttle = min(max(running.throttle * 2, THROTTLE_START), THROTTLE_MAX)
                     running.next_start = now + running.throttle
