@@ -258,8 +258,10 @@ class ServerConnection(ServerCore[SessionState]):
         self.state = SessionState.READY
 
     def _error(self, reply: Reply, line: bytes = b"") -> ProtocolError:
-        """Send an error the core decided; protocol errors (X.5.X) count toward the limit."""
-        counted = reply not in NO_RECIPIENTS_REPLIES
+        """Send an error the core decided; protocol errors (X.5.X) count toward the limit. A
+        recipient over the limit is not one: RFC 5321 4.5.3.1.10 has the client deliver to the
+        accepted ones and retry the rest, which it cannot do if the session is cut."""
+        counted = reply not in NO_RECIPIENTS_REPLIES and reply is not TOO_MANY_RECIPIENTS
         if counted and reply.enhanced is not None and reply.enhanced[2] == "5":
             self.bad_commands += 1
             limit = self.limits.max_bad_commands
