@@ -229,6 +229,23 @@ def test_oversized_literal_is_skipped_and_refused() -> None:
     )
 
 
+@pytest.mark.parametrize("huge", [b'AUTHENTICATE "PLAIN" {4294967295+}\r\nxxxx',
+                                  b"{4294967295+}\r\nxxxx"])
+def test_a_huge_literal_before_login_ends_the_session(huge: bytes) -> None:
+    """Reading 4 GiB to stay in step would hold the server for anyone who connects: as a
+    command's argument, or as a SASL response in the middle of an exchange."""
+    conn = connection()
+    if not huge.startswith(b"AUTH"):
+        feed(conn, b'AUTHENTICATE "PLAIN"\r\n')
+        conn.auth_challenge(b"")
+        conn.data_to_send()
+    events = feed(conn, huge)
+    assert isinstance(events[-1], ConnectionClosed)
+    assert conn.data_to_send() == b'BYE "Literal too large before login"\r\n'
+    small = connection(limits=Limits(max_literal_before_login=100))
+    assert feed(small, b'AUTHENTICATE "PLAIN" {12+}\r\nAGFsaWNlAHB3\r\n') != []
+
+
 def test_too_long_line_is_refused_and_session_goes_on() -> None:
     conn = logged_in()
     [event] = feed(conn, b"NOOP " + b"x" * 9000 + b"\r\n")

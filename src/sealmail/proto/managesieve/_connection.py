@@ -5,7 +5,8 @@ answer each event whose `needs_reply` is set as its docstring says, send what `d
 returns). Commands are taken one at a time, so a pipelined batch is answered in order.
 
 A command is read in pieces: a line, and when the line ends with a literal marker (`{n+}`), n
-octets, and then the rest of the command on the next line. A literal larger than
+octets, and then the rest of the command on the next line. Before login, a literal over
+`Limits.max_literal_before_login` ends the session with BYE. A literal larger than
 `Limits.max_literal_size` is read to its end but not kept, and the command gets NO (for a
 script: QUOTA/MAXSIZE); so a client sending a non-synchronizing literal never desynchronizes
 the session, and nothing grows past the limits.
@@ -87,6 +88,9 @@ class Limits:
 
     max_line_length: int = 8192
     max_literal_size: int = 1 << 20  # the host sets it to sieve_maxscriptsize
+    # Before login a literal can only carry a SASL response: one larger than this ends the
+    # session (reading gigabytes to stay in step would let anyone hold the server busy).
+    max_literal_before_login: int = 1 << 16
     max_name_length: int = 512  # octets of UTF-8; RFC 5804 1.6 asks for at least 128 chars
     max_bad_commands: int = 20
 
@@ -311,6 +315,12 @@ class ServerConnection(ServerCore[SessionState]):
         else:
             self._tokens += tokens
         if literal is not None:
+            if (self.state is not SessionState.AUTHENTICATED
+                    and literal.size > self.limits.max_literal_before_login):
+                self._reset_command()
+                self._send(BYE("Literal too large before login"))
+                self._close()
+                return ProtocolError(BYE("Literal too large before login"), "")
             self._literal_left = literal.size
             self._literal_parts = []
             self._literal_dropped = literal.size > self.limits.max_literal_size
