@@ -24,14 +24,13 @@ import logging
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.durable import fsync_directory
+from sealmail.durable import replace_file
 from sealmail.mta.config import parameters
 from sealmail.mta.config.parameters import Parameter
 
@@ -219,26 +218,11 @@ def write_main_cf(document: MainCfDocument, path: str | os.PathLike[str]) -> Non
     directory; the mode of the old file is kept (main.cf may hold nothing secret, but the
     operator's choice stands)."""
     target = Path(path)
-    replace_file_atomically(target, document.render().encode("utf-8"))
-
-
-def replace_file_atomically(target: Path, data: bytes) -> None:
     try:
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(target.parent)
+    replace_file(target, document.render().encode("utf-8"), mode=mode)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,14 +38,13 @@ import os
 import pwd
 import re
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.durable import fsync_directory
+from sealmail.durable import replacing
 
 log = logging.getLogger("sealmail.mta.tables")
 
@@ -183,16 +182,23 @@ def build_hash(source: str | os.PathLike[str], *, fold: bool = True) -> Path:
     """Build SOURCE.sqlite from SOURCE atomically; returns the index path."""
     source_path = Path(source)
     entries = parse_source(_read_text(source_path), str(source_path), fold=fold)
-    target = index_path(source_path)
     stat = source_path.stat()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=source_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        # Group and other bits follow the source: a private password map gives a private index.
-        os.chmod(tmp, (stat.st_mode & 0o077) | 0o600)
-        if os.geteuid() == 0:
-            os.chown(tmp, stat.st_uid, stat.st_gid)
+    owner = (stat.st_uid, stat.st_gid) if os.geteuid() == 0 else None
+    return write_index(entries, source_path, fold=fold, mode=stat.st_mode, owner=owner)
+
+
+def write_index(
+    entries: list[TableEntry],
+    source: Path,
+    *,
+    fold: bool,
+    mode: int,
+    owner: tuple[int, int] | None = None,
+) -> Path:
+    """Write SOURCE.sqlite durably (see sealmail.durable); returns its path. Group and other
+    bits of `mode` are kept: a private password map gives a private index."""
+    target = index_path(source)
+    with replacing(target, mode=(mode & 0o077) | 0o600, owner=owner) as tmp:
         with sqlite3.connect(tmp) as db:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -207,13 +213,6 @@ def build_hash(source: str | os.PathLike[str], *, fold: bool = True) -> Path:
                 "INSERT INTO entries VALUES (?, ?)", [(entry.key, entry.value) for entry in entries]
             )
         db.close()
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(source_path.parent)
     return target
 
 
