@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.mta.config.postfix_files import logical_lines
 from sealmail.mta.config.tables import LookupTable, parse_source, write_index
 
 log = logging.getLogger("sealmail.mta.aliases")
@@ -80,25 +81,14 @@ class Destination:
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    start = 0
-    parts: list[str] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip()
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
+    """(first line number, text): continuations joined with one space."""
+    for logical in logical_lines(text):
+        if logical.continues_nothing:
+            # A continuation with nothing to continue: Postfix warns and skips it.
+            log.warning("line %d: continuation line without an entry; skipped", logical.number)
             continue
-        if line[:1].isspace():
-            if not parts:
-                # A continuation with nothing to continue: Postfix warns and skips it.
-                log.warning("line %d: continuation line without an entry; skipped", number)
-                continue
-            parts.append(stripped)
-            continue
-        if parts:
-            yield start, " ".join(parts)
-        start, parts = number, [line]
-    if parts:
-        yield start, " ".join(parts)
+        first, *rest = logical.parts
+        yield logical.number, " ".join([first.rstrip(), *(part.strip() for part in rest)])
 
 
 def _split_name(logical: str, path: str, line: int) -> tuple[str, str]:

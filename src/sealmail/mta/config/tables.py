@@ -45,6 +45,7 @@ from typing import Protocol
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.durable import replacing
+from sealmail.mta.config.postfix_files import logical_lines, read_text
 
 log = logging.getLogger("sealmail.mta.tables")
 
@@ -119,20 +120,9 @@ class StoreTable:
 
 
 def _source_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Logical lines: (first line number, text), continuations joined, comments skipped."""
-    current: tuple[int, list[str]] | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if raw[:1].isspace() and current is not None:
-            current[1].append(raw)
-            continue
-        if current is not None:
-            yield current[0], "".join(current[1])
-        current = (number, [raw])
-    if current is not None:
-        yield current[0], "".join(current[1])
+    """Logical lines: (first line number, text), continuations joined as they are."""
+    for logical in logical_lines(text):
+        yield logical.number, "".join(logical.parts)
 
 
 def parse_source(text: str, path: str = "<string>", *, fold: bool = True) -> list[TableEntry]:
@@ -160,14 +150,9 @@ def parse_source(text: str, path: str = "<string>", *, fold: bool = True) -> lis
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TableError(str(path), 0, None, "cannot open: no such file") from None
-    except OSError as exc:
-        raise TableError(str(path), 0, None, f"cannot open: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise TableError(str(path), 0, None, "not UTF-8 text") from None
+    text = read_text(path, TableError)
+    assert text is not None
+    return text
 
 
 # --------------------------------------------------------------------------------------------
