@@ -46,7 +46,7 @@ def replace_file(
     directory fsync to a caller that cannot open the directory or batches it.
     """
     path, fd = _create_temporary(target, mode, None, temporary)
-    try:
+    with _renamed_over(target, path, sync_directory):
         try:
             view = memoryview(data)
             while view:
@@ -54,12 +54,6 @@ def replace_file(
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(path, target)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    if sync_directory:
-        fsync_directory(target.parent)
 
 
 @contextlib.contextmanager
@@ -72,32 +66,35 @@ def replacing(
     the block removes it and leaves `target` as it was."""
     path, fd = _create_temporary(target, mode, owner, None)
     os.close(fd)
-    try:
+    with _renamed_over(target, path, True):
         yield path
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(path, target)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    fsync_directory(target.parent)
 
 
 def replace_symlink(link: Path, points_to: str, *, sync_directory: bool = True) -> None:
     """Make `link` a symlink to `points_to` in one step (a reader sees the old or the new one)."""
     temporary = link.with_name(f".{os.getpid()}.{link.name}.tmp")
     temporary.unlink(missing_ok=True)
-    os.symlink(points_to, temporary)
+    with _renamed_over(link, temporary, sync_directory):
+        os.symlink(points_to, temporary)
+
+
+@contextlib.contextmanager
+def _renamed_over(target: Path, path: Path, sync_directory: bool) -> Iterator[None]:
+    """After the block (which writes and fsyncs `path`), rename `path` over `target` and fsync
+    the directory; if the block or the rename fails, remove `path`."""
     try:
-        os.rename(temporary, link)
+        yield
+        os.rename(path, target)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
     if sync_directory:
-        fsync_directory(link.parent)
+        fsync_directory(target.parent)
 
 
 def _create_temporary(
