@@ -1,12 +1,24 @@
-"""Making a change on disk survive a crash: the one place sealmail fsyncs a directory.
+"""Making a change on disk survive a crash: the one place sealmail writes, replaces and fsyncs.
 
 A new, renamed or removed name is only durable once its directory is fsync'd (POSIX says
 nothing about it otherwise); every path that answers 250 or OK after creating a file needs it.
+
+A file is replaced in four steps, so that a crash at any point leaves either the old file or
+the new one under the name, never a mix: write the new bytes to a temporary file in the same
+directory (a rename across file systems is not atomic), fsync it (else the rename may reach the
+disk before the data), rename it over the name, fsync the directory. A failure before the rename
+removes the temporary file and leaves the old file as it was.
+
+The queue's and the store's group commits (`mta.queue`, `store.disk`) share one directory fsync
+among many files; they call `fsync_directory` themselves and are not routed through here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -16,3 +28,95 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_file(
+    target: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    temporary: Path | None = None,
+    sync_directory: bool = True,
+) -> None:
+    """Put `data` under `target` durably, replacing what was there in one step.
+
+    `mode` is set exactly (the umask does not apply). A `temporary` name is for callers that
+    look for a crash's leftover under a known name (reconstruct); without one, a fresh random
+    name in the target's directory is created exclusively. `sync_directory=False` leaves the
+    directory fsync to a caller that cannot open the directory or batches it.
+    """
+    path, fd = _create_temporary(target, mode, None, temporary)
+    with _renamed_over(target, path, sync_directory):
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def replacing(
+    target: Path, *, mode: int = 0o600, owner: tuple[int, int] | None = None
+) -> Iterator[Path]:
+    """For a file another library writes by name (an SQLite index): yields an empty temporary
+    file beside `target` (with `mode`, and `owner` as uid and gid when given); when the block
+    ends, it is fsync'd and renamed over `target`, and the directory fsync'd. An exception in
+    the block removes it and leaves `target` as it was."""
+    path, fd = _create_temporary(target, mode, owner, None)
+    os.close(fd)
+    with _renamed_over(target, path, True):
+        yield path
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_symlink(link: Path, points_to: str, *, sync_directory: bool = True) -> None:
+    """Make `link` a symlink to `points_to` in one step (a reader sees the old or the new one)."""
+    temporary = link.with_name(f".{os.getpid()}.{link.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    with _renamed_over(link, temporary, sync_directory):
+        os.symlink(points_to, temporary)
+
+
+@contextlib.contextmanager
+def _renamed_over(target: Path, path: Path, sync_directory: bool) -> Iterator[None]:
+    """After the block (which writes and fsyncs `path`), rename `path` over `target` and fsync
+    the directory; if the block or the rename fails, remove `path`."""
+    try:
+        yield
+        os.rename(path, target)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if sync_directory:
+        fsync_directory(target.parent)
+
+
+def _create_temporary(
+    target: Path, mode: int, owner: tuple[int, int] | None, temporary: Path | None
+) -> tuple[Path, int]:
+    """A new, open temporary file beside `target`.
+
+    The random name is not derived from the target's: a name near NAME_MAX must still fit.
+    """
+    if temporary is None:
+        path = target.with_name(f".{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    else:
+        path = temporary
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return path, fd

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from sealmail.mta.queue import (
     AttemptResult,
-    CommitThread,
     CorruptQueueFile,
     Envelope,
     Queue,
@@ -27,6 +26,7 @@ from sealmail.mta.queue import (
     parse_queue_file,
     render_queue_file,
 )
+from sealmail.mta.queue_commit import CommitThread
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, NoReturn
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH
 
 if TYPE_CHECKING:
-    from sealmail.delivery.lmtp_client import LmtpReply, TransactionOutcome
+    from sealmail.delivery.handoff import TransactionOutcome
+    from sealmail.proto.smtp.client import ServerReply
     from sealmail.server.lmtpd import LmtpService
 
 # sysexits.h, the statuses a pipe transport understands (Postfix: pipe(8) DIAGNOSTICS).
@@ -171,7 +172,7 @@ def envelope_sender(option: str | None, content: bytes) -> str:
     Postfix passes ${sender} unquoted ("" for the null sender unless null_sender= says otherwise);
     a local part that needs quoting on the wire is quoted here.
     """
-    from sealmail.delivery.lmtp_client import render_address
+    from sealmail.proto.smtp.address import render_address
 
     text = option if option is not None else return_path_of(content)
     if text is None:
@@ -191,7 +192,7 @@ def envelope_sender(option: str | None, content: bytes) -> str:
 
 def recipient_address(user: str, mailbox: str | None, delimiter: str) -> str:
     """RCPT TO address for USER (and -m MAILBOX): `user+mailbox[@domain]`, as Cyrus deliver does."""
-    from sealmail.delivery.lmtp_client import render_address
+    from sealmail.proto.smtp.address import render_address
 
     local, at, domain = user.partition("@")
     if mailbox:
@@ -199,7 +200,7 @@ def recipient_address(user: str, mailbox: str | None, delimiter: str) -> str:
     return render_address(local, domain if at else None)
 
 
-def exit_status(reply: LmtpReply) -> int:
+def exit_status(reply: ServerReply) -> int:
     """The sysexits.h status for one recipient's final LMTP reply.
 
     Any 4xx is EX_TEMPFAIL (the MTA keeps the message and retries; that includes Cyrus's
@@ -245,8 +246,9 @@ def _run_pipe(args: argparse.Namespace) -> int:
     import logging
 
     from sealmail.config.imapd_conf import load_imapd_conf
-    from sealmail.delivery.lmtp_client import LmtpClient, LmtpConnectionError, Rcpt
+    from sealmail.delivery.handoff import LmtpClient, LmtpConnectionError, Rcpt
     from sealmail.proto.smtp.address import encode_xtext
+    from sealmail.proto.smtp.client import ClientUsageError
 
     mailboxes: list[str] = args.mailbox or []
     authusers: list[str] = args.authuser or []
@@ -302,6 +304,9 @@ def _run_pipe(args: argparse.Namespace) -> int:
     except LmtpConnectionError as exc:
         print(f"{PROG}: {exc}; try again later", file=sys.stderr)
         return EX_TEMPFAIL
+    except ClientUsageError as exc:  # an address that cannot go on an LMTP command line
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EX_DATAERR
     return _report(users, outcome)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sealmail import __version__
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ConfigError
+from sealmail.maillog import lean_log_records
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -99,15 +100,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         add(command)
         command.set_defaults(_run=getattr(module, f"run_{name}", None) or module.run)
     return parser
-
-
-def lean_log_records() -> None:
-    """Log records without what sealmail's lines never show: the calling frame, thread and
-    multiprocessing names (the logging HOWTO's optimizations; a busy smtpd logs four lines a
-    message)."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logMultiprocessing = False
 
 
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d]: %(message)s"

@@ -18,7 +18,7 @@ quotes. Keys are folded to lower case. A value is a comma-separated list of dest
 Double quotes group a destination that holds commas or spaces (`"|cmd a, b"`).
 
 The database (`sealmail newaliases`, `sealmail postalias`) is the lookup tables' `hash:` index
-built with `mta.config.tables.build_hash`, so `alias_maps = hash:/etc/aliases` is read by the
+built with `mta.config.tables.write_index`, so `alias_maps = hash:/etc/aliases` is read by the
 same table code as any map.
 
 Expansion rules kept here so local(8) and tests share them: the lookup order with a
@@ -31,14 +31,13 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.durable import fsync_directory
-from sealmail.mta.config.tables import LookupTable, build_hash, index_path
+from sealmail.mta.config.postfix_files import logical_lines
+from sealmail.mta.config.tables import LookupTable, parse_source, write_index
 
 log = logging.getLogger("sealmail.mta.aliases")
 
@@ -82,25 +81,14 @@ class Destination:
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    start = 0
-    parts: list[str] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip()
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
+    """(first line number, text): continuations joined with one space."""
+    for logical in logical_lines(text):
+        if logical.continues_nothing:
+            # A continuation with nothing to continue: Postfix warns and skips it.
+            log.warning("line %d: continuation line without an entry; skipped", logical.number)
             continue
-        if line[:1].isspace():
-            if not parts:
-                # A continuation with nothing to continue: Postfix warns and skips it.
-                log.warning("line %d: continuation line without an entry; skipped", number)
-                continue
-            parts.append(stripped)
-            continue
-        if parts:
-            yield start, " ".join(parts)
-        start, parts = number, [line]
-    if parts:
-        yield start, " ".join(parts)
+        first, *rest = logical.parts
+        yield logical.number, " ".join([first.rstrip(), *(part.strip() for part in rest)])
 
 
 def _split_name(logical: str, path: str, line: int) -> tuple[str, str]:
@@ -253,31 +241,15 @@ def render_table_source(entries: Iterable[AliasEntry]) -> str:
 def build_alias_database(source: str | os.PathLike[str]) -> Path:
     """Build SOURCE.sqlite (the hash: index) from an aliases(5) file; returns the index path.
 
-    build_hash reads postmap's `key value` format, so the aliases are first written in that
-    format to a private file next to the source, indexed, and the index renamed over
-    SOURCE.sqlite; the rename is atomic and both are fsync'd by build_hash.
+    The index holds what postmap would make of the aliases written in its `key value` format,
+    written durably as any hash: index; it keeps the aliases file's group and other bits and
+    belongs to whoever builds it.
     """
     source_path = Path(source)
     text = source_path.read_text(encoding="utf-8", errors="replace")
     entries = parse_aliases(text, str(source_path))
-    stat = source_path.stat()
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{source_path.name}.", suffix=".src", dir=source_path.parent
-    )
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(render_table_source(entries))
-        # build_hash copies the source's group/other bits to the index: keep the aliases file's.
-        os.chmod(tmp, stat.st_mode & 0o777)
-        built = build_hash(tmp)
-        target = index_path(source_path)
-        os.replace(built, target)
-        fsync_directory(source_path.parent)
-        return target
-    finally:
-        tmp.unlink(missing_ok=True)
-        index_path(tmp).unlink(missing_ok=True)
+    table = parse_source(render_table_source(entries), str(source_path))
+    return write_index(table, source_path, fold=True, mode=source_path.stat().st_mode)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sealmail.durable import fsync_directory
+from sealmail.durable import fsync_directory, replace_file
 from sealmail.mta.cleanup import Cleanup, CleanupError, queue_message
 from sealmail.mta.queue import Queue, RecipientRecord
 
@@ -58,25 +58,14 @@ def post(
     header = json.dumps(
         {"sender": sender, "recipients": list(recipients), "time": when}, ensure_ascii=False
     ).encode("utf-8")
-    name = secrets.token_hex(8).upper()
-    temporary = maildrop / f".{name}"
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise MaildropError(f"cannot create file in {maildrop}: {exc.strerror}") from None
+    final = maildrop / secrets.token_hex(8).upper()
     try:
         # Readable by pickup, which runs as mail_owner (Postfix gets there with its setgid
         # postdrop group); nobody else can find it: maildrop cannot be listed, the name is random.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(MAGIC + header + b"\n" + content)
-            out.flush()
-            os.fsync(out.fileno())
-        final = maildrop / name
-        os.rename(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        # The directory fsync is ours: a user may not be able to open maildrop for it.
+        replace_file(final, MAGIC + header + b"\n" + content, mode=0o644, sync_directory=False)
+    except OSError as exc:
+        raise MaildropError(f"cannot create file in {maildrop}: {exc.strerror}") from None
     with contextlib.suppress(OSError):
         fsync_directory(maildrop)
     return final

@@ -42,7 +42,8 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS
-from sealmail.mta.queue import CommitThread, Queue, QueueError, RecipientRecord
+from sealmail.mta.queue import Queue, QueueError, RecipientRecord
+from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
 from sealmail.proto.smtp import (
@@ -752,7 +753,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     started by sealmail.mta.master only."""
     import argparse
 
-    from sealmail.cli.main import lean_log_records
+    from sealmail.maillog import lean_log_records
     from sealmail.mta.config import load_mta_config
     from sealmail.mta.master import open_maillog
     from sealmail.server import runtime

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
-from sealmail.durable import fsync_directory
+from sealmail.durable import fsync_directory, replace_file
 from sealmail.store import acl as acls
 from sealmail.store import locks, quota
 from sealmail.store.api import (
@@ -140,15 +140,7 @@ def make_directories(path: Path) -> None:
 
 def write_file_durably(path: Path, data: bytes) -> None:
     """Write a small file atomically (temp + rename) and make it and its name durable."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+    replace_file(path, data, temporary=path.with_name(path.name + ".tmp"))
 
 
 def _write_all(fd: int, data: bytes) -> None:

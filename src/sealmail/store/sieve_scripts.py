@@ -25,13 +25,12 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ImapdConfig
-from sealmail.durable import fsync_directory
+from sealmail.durable import fsync_directory, replace_file, replace_symlink
 from sealmail.store.errors import StoreError
 
 __all__ = [
@@ -261,21 +260,9 @@ class SieveScriptStore:
         with self._locked(user) as directory:
             self.check_space(user, name, len(content))
             target = directory / (name + SCRIPT_SUFFIX)
-            # Not named after the script: a name near NAME_MAX must still leave room.
-            temporary = directory / f".put.{os.getpid()}.{secrets.token_hex(4)}.tmp"
             try:
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                try:
-                    view = memoryview(content)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(temporary, target)
-                fsync_directory(directory)
+                replace_file(target, content)
             except OSError as exc:
-                temporary.unlink(missing_ok=True)
                 raise _disk_error(f"cannot write script {name!r}", exc) from exc
 
     def set_active(self, user: str, name: str | None) -> None:
@@ -288,10 +275,7 @@ class SieveScriptStore:
                 else:
                     if not self._path(user, name).is_file():
                         raise ScriptNotFound(f"no script named {name!r}")
-                    temporary = directory / f".{os.getpid()}.{ACTIVE_LINK}.tmp"
-                    temporary.unlink(missing_ok=True)
-                    os.symlink(name + SCRIPT_SUFFIX, temporary)
-                    os.rename(temporary, link)  # replaces the old link in one step
+                    replace_symlink(link, name + SCRIPT_SUFFIX, sync_directory=False)
                 fsync_directory(directory)
             except OSError as exc:
                 raise _disk_error("cannot change the active script", exc) from exc
@@ -322,10 +306,9 @@ class SieveScriptStore:
             try:
                 os.link(source, target)  # never replaces an existing file, unlike rename
                 if was_active:
-                    temporary = directory / f".{os.getpid()}.{ACTIVE_LINK}.tmp"
-                    temporary.unlink(missing_ok=True)
-                    os.symlink(new + SCRIPT_SUFFIX, temporary)
-                    os.rename(temporary, directory / ACTIVE_LINK)
+                    replace_symlink(
+                        directory / ACTIVE_LINK, new + SCRIPT_SUFFIX, sync_directory=False
+                    )
                 source.unlink()
                 fsync_directory(directory)
             except FileExistsError:

@@ -3,10 +3,8 @@ byte; literals, limits, states, and property tests for the parser."""
 
 from __future__ import annotations
 
-import ast
 import base64
 import contextlib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -457,19 +455,6 @@ def test_any_script_name_round_trips_or_is_refused(name: str) -> None:
         assert event == GetScript(name)
     else:
         assert isinstance(event, ProtocolError) and event.response == checked
-
-
-def test_proto_is_sans_io() -> None:
-    forbidden = {"asyncio", "socket", "os", "time", "select", "selectors", "ssl", "io", "pathlib"}
-    for path in Path(managesieve.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
 
 
 def test_public_api() -> None:

@@ -1,26 +1,8 @@
-"""proto/pop3 is sans-I/O and exports its API from the package."""
+"""proto/pop3 exports its API from the package (sans-I/O: tests/test_layering.py)."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import sealmail.proto.pop3 as pop3
-
-FORBIDDEN = {"asyncio", "socket", "os", "time", "select", "selectors", "ssl", "io", "pathlib"}
-
-
-def test_no_io_imports() -> None:
-    for path in Path(pop3.__file__).parent.glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
 
 
 def test_public_api() -> None:

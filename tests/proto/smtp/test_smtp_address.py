@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sealmail.proto.smtp import Address, AddressError, ParamError, parse_address, parse_path
+from sealmail.proto.smtp import (
+    Address,
+    AddressError,
+    ParamError,
+    address,
+    parse_address,
+    parse_path,
+)
 from sealmail.proto.smtp.address import parse_params, split_path_argument
 
 
@@ -117,3 +125,23 @@ def test_params() -> None:
     for bad in ("=x", "-a=1", "A=", "A=b=c", "A=\x7f", "A A"):
         with pytest.raises(ParamError):
             parse_params(bad)
+
+
+# The address classes are written as the ASCII characters they exclude (cheap to compile at
+# import); they must take exactly what the RFC's classes, spelled out, take.
+SPELLED_OUT = {
+    address.ATEXT: r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]",
+    address.ATEXT_OR_DOT: r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-.\u0080-\U0010ffff]",
+    address.QTEXT_OR_SP: r"[\x20-\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]",
+    address.LET_DIG: r"[A-Za-z0-9\u0080-\U0010ffff]",
+    address.LDH: r"[A-Za-z0-9\-\u0080-\U0010ffff]",
+}
+CODE_POINTS = [*range(0x3000), *range(0x3000, 0x110000, 0x3FF), 0xD800, 0xDFFF, 0xFFFF, 0x10FFFF]
+
+
+@pytest.mark.parametrize("cheap", SPELLED_OUT)
+def test_address_classes_are_the_rfc_classes(cheap: str) -> None:
+    mine, theirs = re.compile(cheap), re.compile(SPELLED_OUT[cheap])
+    differ = [c for c in CODE_POINTS if bool(mine.fullmatch(chr(c))) != bool(
+        theirs.fullmatch(chr(c)))]
+    assert not differ

@@ -24,17 +24,17 @@ import logging
 import os
 import re
 import socket
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.schema import Kind, Option
-from sealmail.durable import fsync_directory
+from sealmail.durable import replace_file
 from sealmail.mta.config import parameters
 from sealmail.mta.config.parameters import Parameter
+from sealmail.mta.config.postfix_files import is_skipped, logical_lines, read_text
 
 T = TypeVar("T")
 
@@ -67,30 +67,6 @@ class _Block:
 
     lines: list[str]
     entry: MainCfEntry | None = None
-
-
-def _is_skipped(line: str) -> bool:
-    stripped = line.strip()
-    return not stripped or stripped.startswith("#")
-
-
-def _logical_lines(text: str) -> Iterator[tuple[int, list[int], str]]:
-    """(first line number, indexes of its physical lines, joined text) for each logical line."""
-    lines = text.splitlines(keepends=True)
-    current: tuple[int, list[int], list[str]] | None = None
-    for index, line in enumerate(lines):
-        if _is_skipped(line):
-            continue
-        body = line.rstrip("\r\n")
-        if body[:1].isspace() and current is not None:
-            current[1].append(index)
-            current[2].append(body)
-            continue
-        if current is not None:
-            yield current[0], current[1], "".join(current[2])
-        current = (index + 1, [index], [body])
-    if current is not None:
-        yield current[0], current[1], "".join(current[2])
 
 
 def split_assignment(text: str, path: str = "<string>", line: int = 0) -> tuple[str, str]:
@@ -137,7 +113,7 @@ class MainCfDocument:
         for block in self.blocks:
             if block.entry is not None and block.entry.name == name:
                 found = True
-                kept = [line for line in block.lines if _is_skipped(line)]
+                kept = [line for line in block.lines if is_skipped(line)]
                 block.lines = [line_text, *kept]
                 block.entry = MainCfEntry(name, value, self.path, block.entry.line)
         if not found:
@@ -150,7 +126,7 @@ class MainCfDocument:
         for block in self.blocks:
             if block.entry is not None and block.entry.name == name:
                 found = True
-                block.lines = [line for line in block.lines if _is_skipped(line)]
+                block.lines = [line for line in block.lines if is_skipped(line)]
                 block.entry = None
         return found
 
@@ -160,7 +136,7 @@ class MainCfDocument:
         for block in self.blocks:
             if block.entry is not None and block.entry.name == name:
                 found = True
-                block.lines = [line if _is_skipped(line) else "#" + line for line in block.lines]
+                block.lines = [line if is_skipped(line) else "#" + line for line in block.lines]
                 block.entry = None
         return found
 
@@ -177,10 +153,11 @@ def parse_main_cf(text: str, path: str = "<string>") -> MainCfDocument:
     physical = text.splitlines(keepends=True)
     owner: dict[int, MainCfEntry] = {}
     members: dict[int, list[int]] = {}
-    for number, indexes, logical in _logical_lines(text):
-        name, value = split_assignment(logical, path, number)
+    for logical in logical_lines(text):
+        number, indexes = logical.number, logical.indexes
+        name, value = split_assignment("".join(logical.parts), path, number)
         owner[indexes[0]] = MainCfEntry(name, value, path, number)
-        members[indexes[0]] = indexes
+        members[indexes[0]] = list(indexes)
     blocks: list[_Block] = []
     index = 0
     while index < len(physical):
@@ -198,17 +175,8 @@ def parse_main_cf(text: str, path: str = "<string>") -> MainCfDocument:
 
 
 def load_main_cf(path: str | os.PathLike[str], *, missing_ok: bool = False) -> MainCfDocument:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if missing_ok:
-            return MainCfDocument(str(path))
-        raise ConfigError(str(path), 0, None, "cannot read: no such file") from None
-    except OSError as exc:
-        raise ConfigError(str(path), 0, None, f"cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), 0, None, "not UTF-8 text") from None
-    return parse_main_cf(text, str(path))
+    text = read_text(path, missing_ok=missing_ok)
+    return MainCfDocument(str(path)) if text is None else parse_main_cf(text, str(path))
 
 
 def render_main_cf(values: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
@@ -222,26 +190,11 @@ def write_main_cf(document: MainCfDocument, path: str | os.PathLike[str]) -> Non
     directory; the mode of the old file is kept (main.cf may hold nothing secret, but the
     operator's choice stands)."""
     target = Path(path)
-    replace_file_atomically(target, document.render().encode("utf-8"))
-
-
-def replace_file_atomically(target: Path, data: bytes) -> None:
     try:
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(target.parent)
+    replace_file(target, document.render().encode("utf-8"), mode=mode)
 
 
 # --------------------------------------------------------------------------------------------

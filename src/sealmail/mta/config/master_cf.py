@@ -19,12 +19,12 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.config import parameters
 from sealmail.mta.config.main_cf import MainCfEntry, MainConfig, split_assignment
 from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.postfix_files import logical_lines, read_text
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 _FLAG = re.compile(r"[yn-]\Z")
@@ -195,23 +195,6 @@ def _parse_override(text: str, path: str, line: int) -> Override:
     return Override(name, value)
 
 
-def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    number = 0
-    current: tuple[int, list[str]] | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if raw[:1].isspace() and current is not None:
-            current[1].append(raw)
-            continue
-        if current is not None:
-            yield current[0], " ".join(current[1])
-        current = (number, [raw])
-    if current is not None:
-        yield current[0], " ".join(current[1])
-
-
 def parse_service(text: str, path: str = "<string>", line: int = 0) -> MasterService:
     """One logical master.cf line -> MasterService."""
     tokens = tokenize(text, path, line)
@@ -261,8 +244,9 @@ def parse_master_cf(text: str, path: str = "<string>") -> MasterCf:
     """Parse master.cf; a malformed or duplicate entry is a MasterCfError naming the line."""
     services: list[MasterService] = []
     seen: dict[str, int] = {}
-    for number, logical in _logical_lines(text):
-        entry = parse_service(logical, path, number)
+    for logical in logical_lines(text):
+        number = logical.number
+        entry = parse_service(" ".join(logical.parts), path, number)
         if entry.key in seen:
             raise MasterCfError(path, number, entry.service,
                                 f"duplicate service {entry.key} (first at line {seen[entry.key]})")
@@ -272,17 +256,8 @@ def parse_master_cf(text: str, path: str = "<string>") -> MasterCf:
 
 
 def load_master_cf(path: str | os.PathLike[str], *, missing_ok: bool = False) -> MasterCf:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if missing_ok:
-            return MasterCf(str(path))
-        raise MasterCfError(str(path), 0, None, "cannot read: no such file") from None
-    except OSError as exc:
-        raise MasterCfError(str(path), 0, None, f"cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise MasterCfError(str(path), 0, None, "not UTF-8 text") from None
-    return parse_master_cf(text, str(path))
+    text = read_text(path, MasterCfError, missing_ok=missing_ok)
+    return MasterCf(str(path)) if text is None else parse_master_cf(text, str(path))
 
 
 def render_master_cf(services: Iterable[MasterService]) -> str:

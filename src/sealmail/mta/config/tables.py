@@ -38,14 +38,14 @@ import os
 import pwd
 import re
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.durable import fsync_directory
+from sealmail.durable import replacing
+from sealmail.mta.config.postfix_files import logical_lines, read_text
 
 log = logging.getLogger("sealmail.mta.tables")
 
@@ -120,20 +120,9 @@ class StoreTable:
 
 
 def _source_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Logical lines: (first line number, text), continuations joined, comments skipped."""
-    current: tuple[int, list[str]] | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if raw[:1].isspace() and current is not None:
-            current[1].append(raw)
-            continue
-        if current is not None:
-            yield current[0], "".join(current[1])
-        current = (number, [raw])
-    if current is not None:
-        yield current[0], "".join(current[1])
+    """Logical lines: (first line number, text), continuations joined as they are."""
+    for logical in logical_lines(text):
+        yield logical.number, "".join(logical.parts)
 
 
 def parse_source(text: str, path: str = "<string>", *, fold: bool = True) -> list[TableEntry]:
@@ -161,14 +150,9 @@ def parse_source(text: str, path: str = "<string>", *, fold: bool = True) -> lis
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TableError(str(path), 0, None, "cannot open: no such file") from None
-    except OSError as exc:
-        raise TableError(str(path), 0, None, f"cannot open: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise TableError(str(path), 0, None, "not UTF-8 text") from None
+    text = read_text(path, TableError)
+    assert text is not None
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,16 +167,23 @@ def build_hash(source: str | os.PathLike[str], *, fold: bool = True) -> Path:
     """Build SOURCE.sqlite from SOURCE atomically; returns the index path."""
     source_path = Path(source)
     entries = parse_source(_read_text(source_path), str(source_path), fold=fold)
-    target = index_path(source_path)
     stat = source_path.stat()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=source_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        # Group and other bits follow the source: a private password map gives a private index.
-        os.chmod(tmp, (stat.st_mode & 0o077) | 0o600)
-        if os.geteuid() == 0:
-            os.chown(tmp, stat.st_uid, stat.st_gid)
+    owner = (stat.st_uid, stat.st_gid) if os.geteuid() == 0 else None
+    return write_index(entries, source_path, fold=fold, mode=stat.st_mode, owner=owner)
+
+
+def write_index(
+    entries: list[TableEntry],
+    source: Path,
+    *,
+    fold: bool,
+    mode: int,
+    owner: tuple[int, int] | None = None,
+) -> Path:
+    """Write SOURCE.sqlite durably (see sealmail.durable); returns its path. Group and other
+    bits of `mode` are kept: a private password map gives a private index."""
+    target = index_path(source)
+    with replacing(target, mode=(mode & 0o077) | 0o600, owner=owner) as tmp:
         with sqlite3.connect(tmp) as db:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -207,13 +198,6 @@ def build_hash(source: str | os.PathLike[str], *, fold: bool = True) -> Path:
                 "INSERT INTO entries VALUES (?, ?)", [(entry.key, entry.value) for entry in entries]
             )
         db.close()
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(source_path.parent)
     return target
 
 

@@ -39,19 +39,26 @@ __all__ = [
     "parse_address",
     "parse_params",
     "parse_path",
+    "render_address",
     "split_path_argument",
 ]
 
-# RFC 5322 3.2.3 atext, plus UTF-8 (RFC 6531 3.3 extends atext with UTF8-non-ascii).
-_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff"
-_DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
-_LENIENT_DOTS = re.compile(rf"[{_ATEXT}.]+")
-_QTEXT_OR_SP = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]")
+# Each class below is written as the ASCII characters it excludes: "[^...]" takes every
+# non-ASCII character, as RFC 6531 wants, and compiles in a tenth of a millisecond, where the
+# same class spelled with a \u0080-\U0010ffff range took 3 to 7 ms each at import
+# (tests/proto/smtp/test_smtp_address.py checks them against the classes spelled out).
+# RFC 5322 3.2.3 atext, plus UTF-8 (RFC 6531 3.3 extends atext with UTF8-non-ascii): every
+# character but controls, space and the specials ()<>[]:;@\,." .
+ATEXT = r"""[^\x00-\x20"(),.:;<>@\[\\\]\x7f]"""
+ATEXT_OR_DOT = r"""[^\x00-\x20"(),:;<>@\[\\\]\x7f]"""
+QTEXT_OR_SP = r"""[^\x00-\x1f"\\\x7f]"""  # RFC 5321 4.1.2 qtextSMTP, space, UTF-8
+LET_DIG = r"[^\x00-/:-@\[-`{-\x7f]"  # RFC 5321 4.1.2 Let-dig, or UTF-8 (U-labels)
+LDH = r"[^\x00-,./:-@\[-`{-\x7f]"  # Let-dig or "-"
+_DOT_STRING = re.compile(rf"{ATEXT}+(?:\.{ATEXT}+)*")
+_LENIENT_DOTS = re.compile(rf"{ATEXT_OR_DOT}+")
+_QTEXT_OR_SP = re.compile(QTEXT_OR_SP)
 # sub-domain = Let-dig [Ldh-str]; U-labels allowed (RFC 6531).
-_SUB_DOMAIN = re.compile(
-    r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*"
-    r"[A-Za-z0-9\u0080-\U0010ffff])?"
-)
+_SUB_DOMAIN = re.compile(rf"{LET_DIG}(?:{LDH}*{LET_DIG})?")
 _GENERAL_LITERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)")
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
@@ -237,6 +244,15 @@ def parse_params(text: str) -> dict[str, str | None]:
             raise ParamError(f"parameter {name} given twice")
         params[name] = value if eq else None
     return params
+
+
+def render_address(local_part: str, domain: str | None = None) -> str:
+    """`local@domain` for an envelope path, quoting the local part when RFC 5321 4.1.2 needs it
+    (anything but a Dot-string)."""
+    local = local_part
+    if not _DOT_STRING.fullmatch(local):
+        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return local if not domain else f"{local}@{domain}"
 
 
 def encode_xtext(value: str) -> str:

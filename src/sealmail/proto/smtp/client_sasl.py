@@ -18,8 +18,6 @@ import hmac
 from collections.abc import Iterable
 from typing import Protocol
 
-import scramp
-
 __all__ = [
     "MECHANISM_STRENGTH",
     "PLAINTEXT_MECHANISMS",
@@ -138,6 +136,10 @@ class ScramClient:
     """
 
     def __init__(self, name: str, user: str, password: str) -> None:
+        # scramp (and the ssl and email packages it loads) is imported for a SCRAM exchange
+        # only: the client core stays cheap to import for `sealmail deliver`.
+        import scramp
+
         self.name = name.upper()
         try:
             self._scram = scramp.ScramClient([self.name], user, password)
@@ -152,6 +154,8 @@ class ScramClient:
         return first.encode()
 
     def respond(self, challenge: bytes) -> bytes:
+        import scramp
+
         try:
             text = challenge.decode("utf-8")
         except UnicodeDecodeError:

@@ -1,0 +1,15 @@
+"""Log record set-up shared by every sealmail program: the CLI's and the daemons' workers (the
+MTA's smtpd worker is started by the master, not through the CLI)."""
+
+from __future__ import annotations
+
+import logging
+
+
+def lean_log_records() -> None:
+    """Log records without what sealmail's lines never show: the calling frame, thread and
+    multiprocessing names (the logging HOWTO's optimizations; a busy smtpd logs four lines a
+    message)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False

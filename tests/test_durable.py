@@ -1,0 +1,102 @@
+"""Durable replace: a crash (here: a failing step) leaves the old file or the new one, never a
+mix, and no temporary file behind."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sealmail import durable
+
+
+def crash(step: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise OSError(5, f"{step} failed")
+
+    monkeypatch.setattr(os, step, fail)
+
+
+def test_replace_file_writes_the_new_content_with_the_mode(tmp_path: Path) -> None:
+    target = tmp_path / "main.cf"
+    target.write_bytes(b"old")
+    old_umask = os.umask(0o077)
+    try:
+        durable.replace_file(target, b"new", mode=0o644)
+    finally:
+        os.umask(old_umask)
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o644  # exactly: the umask does not apply
+    assert os.listdir(tmp_path) == ["main.cf"]
+
+
+@pytest.mark.parametrize("step", ["fsync", "rename", "write"])
+def test_a_failed_step_leaves_the_old_file(
+    step: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "file"
+    target.write_bytes(b"old")
+    crash(step, monkeypatch)
+    with pytest.raises(OSError, match=f"{step} failed"):
+        durable.replace_file(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_failed_directory_fsync_comes_after_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename is done (a reader sees the new file), but the caller is told it may not
+    survive a crash: it must not answer OK."""
+    target = tmp_path / "file"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(durable, "fsync_directory", lambda path: (_ for _ in ()).throw(
+        OSError(5, "directory fsync failed")))
+    with pytest.raises(OSError, match="directory fsync failed"):
+        durable.replace_file(target, b"new")
+    assert target.read_bytes() == b"new"
+
+
+def test_a_named_temporary_replaces_a_crash_leftover(tmp_path: Path) -> None:
+    target, leftover = tmp_path / "cyrus.header", tmp_path / "cyrus.header.tmp"
+    leftover.write_bytes(b"half a header from before the crash, longer than the new one")
+    durable.replace_file(target, b"header", temporary=leftover)
+    assert target.read_bytes() == b"header"
+    assert not leftover.exists()
+
+
+def test_replacing_by_name_for_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "aliases.sqlite"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), durable.replacing(target, mode=0o640) as tmp:
+        sqlite3.connect(tmp).close()
+        raise RuntimeError("the build failed")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["aliases.sqlite"]
+    crash("rename", monkeypatch)
+    with pytest.raises(OSError), durable.replacing(target) as tmp:
+        tmp.write_bytes(b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["aliases.sqlite"]
+    with durable.replacing(target, mode=0o640) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_replace_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    link = tmp_path / "defaultbc"
+    durable.replace_symlink(link, "a.script")
+    assert os.readlink(link) == "a.script"
+    crash("rename", monkeypatch)
+    with pytest.raises(OSError):
+        durable.replace_symlink(link, "b.script")
+    monkeypatch.undo()
+    assert os.readlink(link) == "a.script"
+    assert os.listdir(tmp_path) == ["defaultbc"]
+    durable.replace_symlink(link, "b.script")
+    assert os.readlink(link) == "b.script"
