@@ -181,3 +181,23 @@ def test_master_cf_service_names_without_a_services_line(tmp_path: Path) -> None
     assert inet_addresses("mail", main, debian) == [("127.0.0.1", 25)]
     with pytest.raises(ConfigError, match=f"unknown service 'lmtpx': not in {debian}"):
         inet_addresses("127.0.0.1:lmtpx", main, debian)
+
+
+def test_maillog_stamps_are_syslog_s_with_a_space_padded_day() -> None:
+    """pflogsumm and friends read `Dec  6 05:20:20` by position; `Dec 06` made them count
+    nothing in a sealmail maillog."""
+    import logging
+
+    from sealmail.mta.master import MaillogFormatter, syslog_time
+
+    when = time.mktime((2026, 12, 6, 5, 20, 20, 0, 0, -1))
+    assert syslog_time(when) == "Dec  6 05:20:20"
+    assert syslog_time(time.mktime((2026, 11, 25, 15, 52, 25, 0, 0, -1))) == "Nov 25 15:52:25"
+    record = logging.LogRecord("sealmail.mta.smtpd", logging.INFO, "", 0, "connect from x",
+                               None, None)
+    record.created, record.process = when, 123
+    line = MaillogFormatter("mail.example.org", "postfix").format(record)
+    assert line == "Dec  6 05:20:20 mail postfix/smtpd[123]: connect from x"
+    from sealmail.mta.agents.pipe import from_line_time
+
+    assert from_line_time(when) == "Sun Dec  6 05:20:20 2026"

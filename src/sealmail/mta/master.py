@@ -112,6 +112,13 @@ def load_agent(service: MasterService, settings: MainConfig) -> DeliveryAgent:
 # Logging in syslog's shape
 
 
+def syslog_time(when: float) -> str:
+    """`Dec  6 05:20:20`: syslog's stamp, the day padded with a space (pflogsumm and the other
+    tools operators run over a maillog parse it by position; `Dec 06` makes them count nothing)."""
+    local = time.localtime(when)
+    return f"{time.strftime('%b', local)} {local.tm_mday:2d} {time.strftime('%H:%M:%S', local)}"
+
+
 class MaillogFormatter(logging.Formatter):
     """`Nov 25 15:52:25 host sealmail/smtpd[123]: message`."""
 
@@ -124,7 +131,7 @@ class MaillogFormatter(logging.Formatter):
         program = record.name.rsplit(".", 1)[-1]
         if record.name.startswith("sealmail.mta.config"):
             program = "postconf"
-        stamp = time.strftime("%b %d %H:%M:%S", time.localtime(record.created))
+        stamp = syslog_time(record.created)
         level = "" if record.levelno < logging.WARNING else (
             "warning: " if record.levelno == logging.WARNING else "error: ")
         text = f"{stamp} {self.hostname} {self.syslog_name}/{program}[{record.process}]: " \

@@ -444,7 +444,8 @@ def delivered_to_loop(content: bytes, recipient: str) -> bool:
 
 
 def from_line_time(when: float) -> str:
-    return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(when))
+    """ctime(3)'s form, as mbox `From ` lines carry it: `Sun Dec  6 05:20:20 2026`."""
+    return time.asctime(time.localtime(when))
 
 
 def render_copy(content: bytes, *, flags: Iterable[str], sender: str, null_sender: str,
