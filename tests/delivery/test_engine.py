@@ -20,7 +20,7 @@ MESSAGE = b"Subject: x\r\nMessage-ID: <e1@example.org>\r\n\r\nbody\r\n"
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[DeliveryEngine]:
     config = parse_imapd_conf(f"configdirectory: {tmp_path}/c\npartition-default: {tmp_path}/p\n")
-    with DiskStore(config) as store:
+    with DiskStore.from_config(config) as store:
         store.create_mailbox("user.alice")
         yield DeliveryEngine(config, store, store.duplicates())
 

@@ -18,7 +18,7 @@ def resolver_for(tmp_path: Path, *mailboxes: str, **options: str) -> Iterator[Re
         f"{key}: {value}\n" for key, value in options.items()
     )
     config = parse_imapd_conf(text)
-    with DiskStore(config) as store:
+    with DiskStore.from_config(config) as store:
         for name in mailboxes:
             store.create_mailbox(name)
         yield RecipientResolver(config, store)

@@ -69,7 +69,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         f"configdirectory: {tmp_path}/c\npartition-default: {tmp_path}/p\n"
         "sieve_vacation_min_response: 0\n"
     )
-    with DiskStore(config) as store:
+    with DiskStore.from_config(config) as store:
         for name in ("user.alice", "user.alice.Lists", "user.bob"):
             store.create_mailbox(name)
         scripts = SieveScriptStore.from_config(config)

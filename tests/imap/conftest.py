@@ -14,7 +14,7 @@ from sealmail.store.disk import DiskStore
 def store(tmp_path: Path) -> DiskStore:
     config = parse_imapd_conf(
         f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n", "x")
-    disk = DiskStore(config)
+    disk = DiskStore.from_config(config)
     disk.create_mailbox("user.fred")
     disk.create_mailbox("user.fred.Archive")
     return disk

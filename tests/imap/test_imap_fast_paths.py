@@ -56,7 +56,7 @@ def message(n: int) -> bytes:
 def store(tmp_path: Path) -> Iterator[DiskStore]:
     config = parse_imapd_conf(
         f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n", "x")
-    disk = DiskStore(config)
+    disk = DiskStore.from_config(config)
     disk.create_mailbox("user.fred")
     for n in range(30):
         disk.deliver(message(n), [DeliveryTarget("user.fred", FLAG_SETS[n % len(FLAG_SETS)])],

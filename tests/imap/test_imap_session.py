@@ -82,7 +82,7 @@ def test_base_subject(subject: str, base: str) -> None:
 def store(tmp_path: Path) -> DiskStore:
     config = parse_imapd_conf(
         f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n", "x")
-    disk = DiskStore(config)
+    disk = DiskStore.from_config(config)
     disk.create_mailbox("user.alice")
     disk.create_mailbox("user.alice.Archive")
     return disk

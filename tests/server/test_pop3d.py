@@ -104,7 +104,7 @@ def start(tmp_path: Path, ca: trustme.CA) -> Iterator[object]:
 
     def starter(settings: Pop3Settings | None = None, **extra: str) -> Server:
         config = make_config(tmp_path, ca, **extra)
-        store = DiskStore(config)
+        store = DiskStore.from_config(config)
         sasldb = SaslDB(tmp_path / "config" / "sasldb2", scrypt_n=2**10)
         for user in ("alice", "bob"):
             if store.mailbox(f"user.{user}") is None:

@@ -28,6 +28,6 @@ def config(tmp_path: Path) -> ImapdConfig:
 
 @pytest.fixture
 def store(config: ImapdConfig) -> Iterator[DiskStore]:
-    disk = DiskStore(config)
+    disk = DiskStore.from_config(config)
     yield disk
     disk.close()

@@ -35,7 +35,7 @@ def test_is_a_message_store(store: DiskStore) -> None:
 def test_needs_its_default_partition(tmp_path: Path) -> None:
     config = parse_imapd_conf(f"configdirectory: {tmp_path}\n")
     with pytest.raises(ConfigError, match="defaultpartition"):
-        DiskStore(config)
+        DiskStore.from_config(config)
 
 
 def test_create_and_look_up(store: DiskStore) -> None:
@@ -77,7 +77,7 @@ def test_default_acls_follow_cyrus(store: DiskStore) -> None:
 
 
 def test_uidvalidity_strictly_increases_with_a_stuck_clock(config: object) -> None:
-    disk = DiskStore(config, clock=lambda: 1_000_000.0)  # type: ignore[arg-type]
+    disk = DiskStore.from_config(config, clock=lambda: 1_000_000.0)  # type: ignore[arg-type]
     first = disk.create_mailbox("user.alice").uidvalidity
     disk.delete_mailbox("user.alice")
     second = disk.create_mailbox("user.alice").uidvalidity
@@ -289,10 +289,10 @@ def test_other_partition(store: DiskStore) -> None:
 
 def test_reopen_sees_everything(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    with DiskStore(config) as first:
+    with DiskStore.from_config(config) as first:
         first.create_mailbox("user.alice")
         first.deliver(MESSAGE, [DeliveryTarget("user.alice")])
-    with DiskStore(config) as second:
+    with DiskStore.from_config(config) as second:
         assert second.message_bytes("user.alice", 1) == MESSAGE
         assert os.path.exists(tmp_path / "config" / "mailboxes.db")
 

@@ -140,7 +140,7 @@ def test_missing_rows_are_filled_by_the_first_search(filled: DiskStore) -> None:
 
 
 def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     store.create_mailbox("user.a")
     for raw in MESSAGES[:3]:
         _deliver(store, raw)
@@ -152,7 +152,7 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
     _sql_store.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
     _sql_store.execute("PRAGMA user_version=2")
     _sql_store.close()
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     try:
         assert store.search_header("user.a", "subject", "TOPIC3").matched == [2]
         assert store.search_header("user.a", "to", "bob").matched == [2]

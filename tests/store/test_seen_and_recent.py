@@ -233,7 +233,7 @@ def test_claim_without_a_change_writes_nothing(shared: DiskStore) -> None:
 
 def _claim_many(root: Path, uids: int, start: Any, out: Any) -> None:
     """In a process of its own: claim as a session would, one new UID at a time."""
-    store = DiskStore(make_config(root))
+    store = DiskStore.from_config(make_config(root))
     mine: list[int] = []
     start.wait(60)  # all together
     try:
@@ -246,7 +246,7 @@ def _claim_many(root: Path, uids: int, start: Any, out: Any) -> None:
 
 
 def test_claims_from_several_processes_never_overlap(tmp_path: Path) -> None:
-    store = DiskStore(make_config(tmp_path))
+    store = DiskStore.from_config(make_config(tmp_path))
     store.create_mailbox("user.alice")
     deliver(store, "user.alice", 40)
     store.close()
@@ -296,7 +296,7 @@ def test_adopted_mailbox_has_nothing_recent(shared: DiskStore) -> None:
 
 def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfig,
                                                               tmp_path: Path) -> None:
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     store.create_mailbox("user.alice")
     deliver(store, "user.alice", 3)
     store.close()
@@ -307,7 +307,7 @@ def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfi
         index.execute(f"ALTER TABLE header_index DROP COLUMN {column}")
     index.execute("PRAGMA user_version=3")
     index.close()
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     try:
         assert store.claim_recent("user.alice", 0) == 3
         assert flags(store, "user.alice", "bob") == [(), (), ()]

@@ -44,7 +44,7 @@ def _sql(store: DiskStore, statement: str) -> list[tuple[object, ...]]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[DiskStore]:
-    with DiskStore(_config(tmp_path), clock=iter(range(1000, 2000)).__next__) as store:
+    with DiskStore.from_config(_config(tmp_path), clock=iter(range(1000, 2000)).__next__) as store:
         store.create_mailbox("user.a")
         store.create_mailbox("user.a.Copy")
         for raw in MESSAGES:
@@ -141,7 +141,7 @@ def test_sqlite_orders_as_python_does(tmp_path_factory: pytest.TempPathFactory,
                                       headers: list[tuple[str, str, str]],
                                       keys: list[tuple[str, bool]]) -> None:
     root = tmp_path_factory.mktemp("sort")
-    with DiskStore(_config(root), clock=lambda: 1000.0) as store:
+    with DiskStore.from_config(_config(root), clock=lambda: 1000.0) as store:
         store.create_mailbox("user.a")
         for subject, sender, to in headers:
             raw = f"Subject: {subject}\r\nFrom: {sender}\r\nTo: {to}\r\n\r\nx\r\n".encode()

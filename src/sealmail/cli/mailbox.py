@@ -81,7 +81,7 @@ def _with_store(
 ) -> int:
     config = load_imapd_conf(args.config)
     try:
-        store = DiskStore(config)
+        store = DiskStore.from_config(config)
         try:
             return action(store, config, Namespace(config.hierarchy_separator))
         finally:

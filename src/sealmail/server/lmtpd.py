@@ -354,7 +354,7 @@ def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpServi
     from sealmail.store.sieve_scripts import SieveScriptStore
     from sealmail.store.sieve_tracking import SieveTracking
 
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     sieve = SieveFilter(
         config,
         store,

@@ -103,7 +103,7 @@ class StoreTable:
 
         if self._resolver is None:
             config = load_imapd_conf(self.imapd_conf)
-            self._resolver = RecipientResolver(config, DiskStore(config))
+            self._resolver = RecipientResolver(config, DiskStore.from_config(config))
         assert isinstance(self._resolver, RecipientResolver)
         local, _, domain = key.rpartition("@") if "@" in key else (key, "", "")
         try:
