@@ -60,14 +60,12 @@ class _Delivery:
     finished: bool = False
 
 
-
 class GroupCommit:
     """Appends messages: every deliver() joins the pending batch; one committer at a time
     commits the whole batch in one transaction."""
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
-
         self._stage_counter = itertools.count()
         self._queue: list[_Delivery] = []
         self._queue_lock = threading.Lock()

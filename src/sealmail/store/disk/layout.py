@@ -32,15 +32,16 @@ from sealmail.store.settings import StoreSettings
 from sealmail.store.sorting import SORT_COLUMNS
 
 HEADER_NAME = "sealmail.header"
-
 STAGE_DIRECTORY = "stage."
-
 INDEX_NAME = "mailboxes.db"
-
 DUPLICATES_NAME = "deliver.db"
 
-
 FaultHook = Callable[[str], None]
+"""Called with a fault point name; tests use it to kill a process mid-delivery.
+
+Points: "staged" (stage files written and fsynced, before the transaction) and "linked" (links
+made and directories fsynced, before COMMIT).
+"""
 
 
 def os_error(exc: OSError, what: str) -> StoreError:
