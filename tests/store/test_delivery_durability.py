@@ -16,6 +16,8 @@ from tests.store.conftest import make_config
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk import DiskStore
 
+pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
+
 MESSAGE = b"From: a@example.com\r\nSubject: sis\r\n\r\n" + b"line of body\r\n" * 400
 
 

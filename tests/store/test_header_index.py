@@ -120,6 +120,7 @@ def test_search_header_property(store: DiskStore, head: bytes, needle: str) -> N
             assert (uid in answer.matched) == _reference(raw, field, needle)
 
 
+@pytest.mark.disk_only("the rows of the SQLite index")
 def test_rows_follow_copy_expunge_and_delete(filled: DiskStore) -> None:
     filled.create_mailbox("user.a.Copy")
     filled.copy_messages("user.a", [1, 2], "user.a.Copy")
@@ -132,6 +133,7 @@ def test_rows_follow_copy_expunge_and_delete(filled: DiskStore) -> None:
     assert _sql(filled, "SELECT count(*) FROM header_index") == [(len(MESSAGES) - 1,)]
 
 
+@pytest.mark.disk_only("the rows of the SQLite index")
 def test_missing_rows_are_filled_by_the_first_search(filled: DiskStore) -> None:
     _sql(filled, "DELETE FROM header_index WHERE uid IN (1, 2)")
     _sql(filled, "INSERT INTO header_index (mailbox_id, uid, fields) VALUES (1, 99, NULL)")
@@ -160,6 +162,7 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
         store.close()
 
 
+@pytest.mark.disk_only("reconstruct")
 def test_reconstruct_fills_and_repairs_rows(filled: DiskStore) -> None:
     _sql(filled, "DELETE FROM header_index WHERE uid = 1")
     _sql(filled, "UPDATE header_index SET fields = x'1e' WHERE uid = 2")

@@ -53,7 +53,6 @@ from sealmail.store.disk.copying import Copying
 from sealmail.store.disk.flags import Flags
 from sealmail.store.disk.header_index import HeaderIndex
 from sealmail.store.disk.layout import (
-    DUPLICATES_NAME,
     HEADER_NAME,
     INDEX_NAME,
     STAGE_DIRECTORY,
@@ -69,12 +68,13 @@ from sealmail.store.disk.layout import (
 from sealmail.store.disk.mailboxes import Mailboxes
 from sealmail.store.disk.reading import Reading
 from sealmail.store.disk.userdata import UserData
-from sealmail.store.duplicates import DuplicateDatabase
+from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
 from sealmail.store.index import Index
 from sealmail.store.settings import StoreSettings, store_settings
 
 if TYPE_CHECKING:
     from sealmail.config.imapd_conf import ImapdConfig
+    from sealmail.store.api import MessageStore
 
 __all__ = [
     "DUPLICATES_NAME",
@@ -208,3 +208,7 @@ class DiskStore:
         from sealmail.store.reconstruct import reconstruct_store
 
         return reconstruct_store(self, self._index)
+
+
+def _roles(store: DiskStore) -> MessageStore:
+    return store  # mypy: the disk store plays every role

@@ -34,7 +34,6 @@ from sealmail.store.sorting import SORT_COLUMNS
 HEADER_NAME = "sealmail.header"
 STAGE_DIRECTORY = "stage."
 INDEX_NAME = "mailboxes.db"
-DUPLICATES_NAME = "deliver.db"
 
 FaultHook = Callable[[str], None]
 """Called with a fault point name; tests use it to kill a process mid-delivery.

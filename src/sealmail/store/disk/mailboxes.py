@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from functools import partial
 from pathlib import Path
 
 from sealmail.store import acl as acls
 from sealmail.store import quota
 from sealmail.store.api import (
-    ALL_RIGHTS,
     MailboxInfo,
     QuotaUsage,
 )
@@ -35,7 +35,7 @@ from sealmail.store.errors import (
     MailboxNotFound,
     StoreError,
 )
-from sealmail.store.names import owner_of, parent_of, user_inbox, validate_internal
+from sealmail.store.names import owner_of, user_inbox, validate_internal
 
 
 class Mailboxes:
@@ -49,30 +49,13 @@ class Mailboxes:
             row = mailbox_row(conn, name)
         return None if row is None else mailbox_info(tuple(row))
 
-    def _default_acl(self, conn: sqlite3.Connection, name: str) -> dict[str, str]:
-        """Cyrus's initial ACL: see sealmail.store.acl."""
-        owner = owner_of(name)
-        if owner is not None and name == user_inbox(owner.user, owner.domain):
-            return {owner.userid: ALL_RIGHTS}
-        parent = parent_of(name)
-        while parent is not None:
-            row = mailbox_row(conn, parent)
-            if row is not None:
-                return acls.parse_acl(row[7])
-            parent = parent_of(parent)
-        return dict(acls.DEFAULT_SHARED_ACL)
-
     def create_mailbox(
         self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
     ) -> MailboxInfo:
         validate_internal(name)
         partition = partition or self._spool.default_partition
         partition_path = self._spool.partition_path(partition)
-        initial_acl: dict[str, str] | None = None
-        if acl is not None:
-            initial_acl = {}
-            for identifier, rights in acl.items():
-                initial_acl = acls.set_entry(initial_acl, identifier, rights)
+        initial_acl = None if acl is None else acls.acl_of_entries(acl)
         owner = owner_of(name)
         with self._spool.mailbox_lock(name), self._spool.index.transaction() as conn:
             if mailbox_row(conn, name) is not None:
@@ -84,7 +67,7 @@ class Mailboxes:
                         f"cannot create {name!r}: user mailbox {inbox!r} does not exist"
                     )
             if initial_acl is None:
-                initial_acl = self._default_acl(conn, name)
+                initial_acl = acls.default_acl(name, partial(_acl_of, conn))
             uidvalidity = allocate_uidvalidity(conn, self._spool.clock)
             uniqueid = uuid.uuid4().hex
             directory = mailbox_directory(partition_path, uniqueid)
@@ -266,3 +249,8 @@ class Mailboxes:
         with self._spool.index.transaction() as conn:
             mailbox_id = require_mailbox(conn, name)[0]
             conn.execute("UPDATE mailboxes SET special_use = ? WHERE id = ?", (use, mailbox_id))
+
+
+def _acl_of(conn: sqlite3.Connection, name: str) -> dict[str, str] | None:
+    row = mailbox_row(conn, name)
+    return None if row is None else acls.parse_acl(row[7])
