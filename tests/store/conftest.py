@@ -14,16 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.stores import BACKENDS
 
 from sealmail.config.imapd_conf import ImapdConfig, parse_imapd_conf
 from sealmail.store.api import MessageStore
 from sealmail.store.disk import DiskStore
-from sealmail.store.memory import MemoryStore
-
-BACKENDS: dict[str, Callable[..., Any]] = {
-    "disk": DiskStore.from_config,
-    "memory": MemoryStore.from_config,
-}
 
 
 def pytest_configure(config: pytest.Config) -> None:
