@@ -16,10 +16,7 @@ from pathlib import Path
 
 from sealmail.durable import fsync_directory
 from sealmail.store import quota
-from sealmail.store.api import (
-    AppendedMessage,
-    DeliveryTarget,
-)
+from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk.layout import (
     ROW_LIST,
     ROW_PLACES,
@@ -30,14 +27,8 @@ from sealmail.store.disk.layout import (
     write_all,
 )
 from sealmail.store.disk.userdata import save_seen, seen_of
-from sealmail.store.errors import (
-    MailboxNotFound,
-    StoreError,
-)
-from sealmail.store.headers import (
-    listed_form,
-    searchable_form,
-)
+from sealmail.store.errors import MailboxNotFound, StoreError
+from sealmail.store.headers import listed_form, searchable_form
 from sealmail.store.index import sqlite_error
 from sealmail.store.seen import SEEN
 from sealmail.store.sorting import SortFields, sort_fields

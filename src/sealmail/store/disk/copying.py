@@ -12,19 +12,10 @@ from pathlib import Path
 
 from sealmail.durable import fsync_directory
 from sealmail.store import quota
-from sealmail.store.api import (
-    CopiedMessages,
-)
-from sealmail.store.disk.layout import (
-    ROW_LIST,
-    Spool,
-    os_error,
-    require_mailbox,
-)
+from sealmail.store.api import CopiedMessages
+from sealmail.store.disk.layout import ROW_LIST, Spool, os_error, require_mailbox
 from sealmail.store.disk.userdata import save_seen, seen_of
-from sealmail.store.errors import (
-    MailboxCorrupt,
-)
+from sealmail.store.errors import MailboxCorrupt
 from sealmail.store.seen import SEEN, with_seen
 
 

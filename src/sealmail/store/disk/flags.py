@@ -8,16 +8,8 @@ from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from sealmail.store.api import (
-    FLAG_MODES,
-    FlagUpdate,
-    MessageRecord,
-    flags_after,
-)
-from sealmail.store.disk.layout import (
-    Spool,
-    require_mailbox,
-)
+from sealmail.store.api import FLAG_MODES, FlagUpdate, MessageRecord, flags_after
+from sealmail.store.disk.layout import Spool, require_mailbox
 from sealmail.store.disk.reading import FlagTexts, rows_for
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.seen import SEEN, UidSet, with_seen

@@ -8,15 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sealmail.store.api import (
-    HeaderMatches,
-)
-from sealmail.store.disk.layout import (
-    ROW_LIST,
-    ROW_PLACES,
-    Spool,
-    require_mailbox,
-)
+from sealmail.store.api import HeaderMatches
+from sealmail.store.disk.layout import ROW_LIST, ROW_PLACES, Spool, require_mailbox
 from sealmail.store.headers import (
     FIELD_SEPARATOR,
     INDEXED_FIELDS,

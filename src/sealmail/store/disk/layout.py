@@ -17,9 +17,7 @@ from typing import Any
 from sealmail.durable import fsync_directory
 from sealmail.store import acl as acls
 from sealmail.store import locks
-from sealmail.store.api import (
-    MailboxInfo,
-)
+from sealmail.store.api import MailboxInfo
 from sealmail.store.errors import (
     DiskFull,
     MailboxCorrupt,

@@ -11,10 +11,7 @@ from pathlib import Path
 
 from sealmail.store import acl as acls
 from sealmail.store import quota
-from sealmail.store.api import (
-    MailboxInfo,
-    QuotaUsage,
-)
+from sealmail.store.api import MailboxInfo, QuotaUsage
 from sealmail.store.disk.layout import (
     HEADER_NAME,
     MAILBOX_COLUMNS,

@@ -12,21 +12,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sealmail.store.api import (
-    FlagSnapshot,
-    MessageRecord,
-)
-from sealmail.store.disk.layout import (
-    Spool,
-    mailbox_info,
-    os_error,
-    require_mailbox,
-)
+from sealmail.store.api import FlagSnapshot, MessageRecord
+from sealmail.store.disk.layout import Spool, mailbox_info, os_error, require_mailbox
 from sealmail.store.disk.userdata import seen_of
-from sealmail.store.errors import (
-    MailboxCorrupt,
-    NoSuchMessage,
-)
+from sealmail.store.errors import MailboxCorrupt, NoSuchMessage
 from sealmail.store.seen import UidSet, with_seen
 
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from sealmail.store.disk.layout import (
-    Spool,
-    require_mailbox,
-)
+from sealmail.store.disk.layout import Spool, require_mailbox
 from sealmail.store.names import validate_internal
 from sealmail.store.seen import UidSet, index_keeps_seen
 
