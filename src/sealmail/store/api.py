@@ -3,7 +3,8 @@ commands each use the narrowest that serves them).
 
 Names are *internal* mailbox names (see sealmail.store.names). Methods raise only StoreError
 subclasses on purpose; anything else is a bug. Implementations must be safe to use from several
-threads of one process and from many processes at once.
+threads of one process; the disk store (sealmail.store.disk) also from many processes at once,
+the memory store (sealmail.store.memory, the verified fake of the tests) lives in one process.
 """
 
 from __future__ import annotations
@@ -148,9 +149,8 @@ class MailboxLookup(Protocol):
     def mailbox(self, name: str) -> MailboxInfo | None: ...
 
 
-class DeliveryStore(MailboxLookup, Protocol):
-    """What delivery needs (delivery/, lmtpd, deliver): append copies, check a quota at RCPT,
-    a per-user delivery slot, and a mailbox Sieve's `fileinto :create` may make."""
+class Appending(MailboxLookup, Protocol):
+    """Append a message to mailboxes: a delivery, and an IMAP APPEND."""
 
     def deliver(
         self,
@@ -158,6 +158,12 @@ class DeliveryStore(MailboxLookup, Protocol):
         targets: Sequence[DeliveryTarget],
         internaldate: float | None = None,
     ) -> list[AppendedMessage | StoreError]: ...
+
+
+class DeliveryStore(Appending, Protocol):
+    """What delivery needs (delivery/, lmtpd, deliver): append copies, check a quota at RCPT,
+    a per-user delivery slot, and a mailbox Sieve's `fileinto :create` may make."""
+
     def check_quota(self, name: str, incoming_size: int) -> None: ...
     def delivery_slot(self, user: str) -> AbstractContextManager[None]: ...
     def create_mailbox(
@@ -182,7 +188,7 @@ class MailboxAdmin(MailboxLookup, Protocol):
     def set_special_use(self, name: str, use: str) -> None: ...
 
 
-class MailboxView(MailboxLookup, Protocol):
+class MailboxView(Appending, Protocol):
     """One mailbox's messages as a session sees them (imapd's selected state, pop3d): read,
     search, sort, thread, change flags, expunge, copy, append.
 
@@ -191,12 +197,6 @@ class MailboxView(MailboxLookup, Protocol):
     (sealmail.store.seen); every method that reads or writes flags for a session takes it.
     """
 
-    def deliver(
-        self,
-        content: bytes,
-        targets: Sequence[DeliveryTarget],
-        internaldate: float | None = None,
-    ) -> list[AppendedMessage | StoreError]: ...
     def messages(self, name: str, reader: str | None = None) -> list[MessageRecord]: ...
     def message_bytes(self, name: str, uid: int) -> bytes: ...
     def message_contents(

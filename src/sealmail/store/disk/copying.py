@@ -13,9 +13,14 @@ from pathlib import Path
 from sealmail.durable import fsync_directory
 from sealmail.store import quota
 from sealmail.store.api import CopiedMessages
-from sealmail.store.disk.layout import ROW_LIST, Spool, os_error, require_mailbox
+from sealmail.store.disk.layout import (
+    ROW_LIST,
+    Spool,
+    missing_file,
+    os_error,
+    require_mailbox,
+)
 from sealmail.store.disk.userdata import save_seen, seen_of
-from sealmail.store.errors import MailboxCorrupt
 from sealmail.store.seen import SEEN, with_seen
 
 
@@ -88,9 +93,7 @@ class Copying:
                                 raise
                             path.write_bytes((src_dir / filename).read_bytes())
                     except FileNotFoundError:
-                        raise MailboxCorrupt(
-                            f"{source}: file of UID {uid} is missing; run reconstruct"
-                        ) from None
+                        raise missing_file(source, uid) from None
                     except OSError as exc:
                         raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
                     linked.append(path)

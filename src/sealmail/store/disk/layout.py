@@ -56,6 +56,11 @@ def os_error(exc: OSError, what: str) -> StoreError:
     return error
 
 
+def missing_file(name: str, uid: int) -> MailboxCorrupt:
+    """The index names a message whose file is gone: reconstruct drops the row."""
+    return MailboxCorrupt(f"{name}: file of UID {uid} is missing; run reconstruct")
+
+
 def make_directories(path: Path) -> None:
     """mkdir -p whose new entries are durable: each created level's parent is fsynced."""
     missing: list[Path] = []

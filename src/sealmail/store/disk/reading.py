@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sealmail.store.api import FlagSnapshot, MessageRecord
-from sealmail.store.disk.layout import Spool, mailbox_info, os_error, require_mailbox
+from sealmail.store.disk.layout import Spool, mailbox_info, missing_file, os_error, require_mailbox
 from sealmail.store.disk.userdata import seen_of
-from sealmail.store.errors import MailboxCorrupt, NoSuchMessage
+from sealmail.store.errors import NoSuchMessage
 from sealmail.store.seen import UidSet, with_seen
 
 
@@ -54,7 +54,7 @@ class Reading:
             data: bytes = path.read_bytes()
             return data
         except FileNotFoundError:
-            raise MailboxCorrupt(f"{name}: file of UID {uid} is missing; run reconstruct") from None
+            raise missing_file(name, uid) from None
         except OSError as exc:
             raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
 
@@ -93,9 +93,7 @@ class Reading:
                 try:
                     data = _read_file(file[0], directory_fd, file[1], limit)
                 except FileNotFoundError:
-                    raise MailboxCorrupt(
-                        f"{name}: file of UID {uid} is missing; run reconstruct"
-                    ) from None
+                    raise missing_file(name, uid) from None
                 except OSError as exc:
                     raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
                 yield data
