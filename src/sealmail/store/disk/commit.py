@@ -24,7 +24,7 @@ from sealmail.store.disk.layout import (
     Spool,
     mailbox_row,
     os_error,
-    write_all,
+    write_synced,
 )
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.errors import MailboxNotFound, StoreError
@@ -133,12 +133,7 @@ class GroupCommit:
         name = f"{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
         path = directory / name
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, content)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_synced(path, content, os.O_EXCL)
         except OSError as exc:
             with suppress(OSError):
                 path.unlink()

@@ -79,14 +79,20 @@ def make_directories(path: Path) -> None:
 def write_file_durably(path: Path, data: bytes) -> None:
     """Write a small file atomically (temp + rename) and make it and its name durable."""
     temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    write_synced(temporary, data, os.O_TRUNC)
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def write_synced(path: Path, data: bytes, mode: int) -> None:
+    """Create (`mode` O_EXCL) or overwrite (O_TRUNC) a file with `data`, fsynced; its name is
+    not durable until the directory is."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o600)
     try:
         write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
 
 
 def write_all(fd: int, data: bytes) -> None:
