@@ -53,7 +53,7 @@ def test_quota_and_acl(conf: str, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "mailbox", "-C", conf, "create", "user/bob")
     assert run(capsys, "mailbox", "-C", conf, "getquota", "user/bob")[1] == "user/bob: no quota\n"
     assert run(capsys, "mailbox", "-C", conf, "setquota", "user/bob", "100", "10")[0] == 0
-    with DiskStore(load_imapd_conf(conf)) as store:
+    with DiskStore.from_config(load_imapd_conf(conf)) as store:
         store.deliver(b"x" * 2000, [DeliveryTarget("user.bob")])
     _, out, _ = run(capsys, "mailbox", "-C", conf, "getquota", "user/bob")
     assert out == "user/bob STORAGE 2/100 MESSAGE 1/10\n"
@@ -83,7 +83,7 @@ def test_errors_are_one_line_and_non_zero(conf: str, capsys: pytest.CaptureFixtu
 
 def test_reconstruct_and_expire(conf: str, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "mailbox", "-C", conf, "create", "user/carol")
-    with DiskStore(load_imapd_conf(conf)) as store:
+    with DiskStore.from_config(load_imapd_conf(conf)) as store:
         store.deliver(b"m\r\n", [DeliveryTarget("user.carol")])
         (store.mailbox_path("user.carol") / "1.").unlink()
         duplicates = store.duplicates()

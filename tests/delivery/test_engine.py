@@ -9,18 +9,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.stores import open_store
 
 from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.delivery.engine import DeliveryEngine, Envelope
-from sealmail.store.disk import DiskStore
 
 MESSAGE = b"Subject: x\r\nMessage-ID: <e1@example.org>\r\n\r\nbody\r\n"
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[DeliveryEngine]:
+def engine(tmp_path: Path, backend: str) -> Iterator[DeliveryEngine]:
     config = parse_imapd_conf(f"configdirectory: {tmp_path}/c\npartition-default: {tmp_path}/p\n")
-    with DiskStore(config) as store:
+    with open_store(backend, config) as store:
         store.create_mailbox("user.alice")
         yield DeliveryEngine(config, store, store.duplicates())
 
@@ -30,6 +30,7 @@ def envelope(engine: DeliveryEngine, *users: str) -> Envelope:
     return Envelope(sender="s@example.org", recipients=recipients, session_id="T1")
 
 
+@pytest.mark.parametrize("backend", ["disk"])  # the disk's own failure
 def test_disk_full_is_451_4_3_1_and_nothing_is_stored(
     engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,6 +56,7 @@ def test_an_unexpected_failure_is_451_4_3_0_and_logged(
     assert "the index went away" in caplog.text
 
 
+@pytest.mark.parametrize("backend", ["disk"])  # the disk's own failure
 def test_a_store_failure_answered_451_4_3_0_logs_its_cause_and_path(
     engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

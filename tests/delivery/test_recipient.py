@@ -9,8 +9,8 @@ import pytest
 
 from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.delivery.recipient import RecipientResolver, split_local_part
-from sealmail.store.disk import DiskStore
 from sealmail.store.errors import MailboxNotFound, PermissionDenied
+from sealmail.store.memory import MemoryStore
 
 
 def resolver_for(tmp_path: Path, *mailboxes: str, **options: str) -> Iterator[RecipientResolver]:
@@ -18,7 +18,7 @@ def resolver_for(tmp_path: Path, *mailboxes: str, **options: str) -> Iterator[Re
         f"{key}: {value}\n" for key, value in options.items()
     )
     config = parse_imapd_conf(text)
-    with DiskStore(config) as store:
+    with MemoryStore.from_config(config) as store:
         for name in mailboxes:
             store.create_mailbox(name)
         yield RecipientResolver(config, store)

@@ -13,7 +13,7 @@ from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.delivery.engine import DeliveryEngine, Envelope
 from sealmail.delivery.outbound import OutboundError
 from sealmail.delivery.sieve import SieveFilter
-from sealmail.store.disk import DiskStore
+from sealmail.store.memory import MemoryStore
 from sealmail.store.sieve_scripts import SieveScriptStore
 from sealmail.store.sieve_tracking import SieveTracking
 
@@ -41,7 +41,7 @@ class FakeOutbound:
 @dataclass
 class Setup:
     engine: DeliveryEngine
-    store: DiskStore
+    store: MemoryStore
     scripts: SieveScriptStore
     outbound: FakeOutbound
 
@@ -69,7 +69,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         f"configdirectory: {tmp_path}/c\npartition-default: {tmp_path}/p\n"
         "sieve_vacation_min_response: 0\n"
     )
-    with DiskStore(config) as store:
+    with MemoryStore.from_config(config) as store:
         for name in ("user.alice", "user.alice.Lists", "user.bob"):
             store.create_mailbox(name)
         scripts = SieveScriptStore.from_config(config)

@@ -1,6 +1,6 @@
 """IMAP4rev2 (RFC 9051) once ENABLEd, and UTF8=ACCEPT (RFC 6855): transcripts after the RFCs'
-examples, run through the sans-I/O core and the session on a real DiskStore, beside what an
-IMAP4rev1 session on the same store sees.
+examples, run through the sans-I/O core and the session on the memory store
+(tests/imap/conftest.py), beside what an IMAP4rev1 session on the same store sees.
 
 Transcript lines as in test_imap_session_transcripts: `C:` sent, `S:` expected (`<n>` any
 number, `...` anything).
@@ -17,8 +17,7 @@ from tests.imap.test_imap_session_transcripts import run_transcript
 
 from sealmail.imap import ENABLEABLE, UserNamespace
 from sealmail.imap.namespace import net_unicode
-from sealmail.store.api import DeliveryTarget
-from sealmail.store.disk import DiskStore
+from sealmail.store.api import DeliveryTarget, MessageStore
 from sealmail.store.errors import InvalidMailboxName
 
 MESSAGE = b"From: Fred Foobar <foobar@example.com>\r\nSubject: afternoon meeting\r\n\r\nHello\r\n"
@@ -37,7 +36,7 @@ REV2_SELECT = r"""
 """
 
 
-def deliver(store: DiskStore, message: bytes, flags: tuple[str, ...] = ()) -> None:
+def deliver(store: MessageStore, message: bytes, flags: tuple[str, ...] = ()) -> None:
     [result] = store.deliver(message, [DeliveryTarget("user.fred", flags)], internaldate=1e9)
     assert not isinstance(result, Exception)
 
@@ -45,7 +44,7 @@ def deliver(store: DiskStore, message: bytes, flags: tuple[str, ...] = ()) -> No
 # -- ENABLE (RFC 9051 6.3.1, RFC 5161) -------------------------------------------------------
 
 
-def test_enable_lists_what_it_enabled_rfc9051_6_3_1(store: DiskStore) -> None:
+def test_enable_lists_what_it_enabled_rfc9051_6_3_1(store: MessageStore) -> None:
     assert ENABLEABLE == ("CONDSTORE", "QRESYNC", "IMAP4rev2", "UTF8=ACCEPT")
     run_transcript(store, r"""
         C: t2 ENABLE CONDSTORE X-GOOD-IDEA imap4REV2
@@ -60,7 +59,7 @@ def test_enable_lists_what_it_enabled_rfc9051_6_3_1(store: DiskStore) -> None:
     """)
 
 
-def test_enable_rev2_or_utf8_only_before_select_rfc6855_3(store: DiskStore) -> None:
+def test_enable_rev2_or_utf8_only_before_select_rfc6855_3(store: MessageStore) -> None:
     run_transcript(store, r"""
         C: a EXAMINE INBOX.Archive
         S: ...
@@ -86,7 +85,7 @@ def test_enable_rev2_or_utf8_only_before_select_rfc6855_3(store: DiskStore) -> N
 # -- SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3; Appendix E items 9-12) --------------------------
 
 
-def test_select_in_rev2_rfc9051_6_3_2(store: DiskStore) -> None:
+def test_select_in_rev2_rfc9051_6_3_2(store: MessageStore) -> None:
     deliver(store, MESSAGE, ("\\Seen",))
     deliver(store, MESSAGE)
     store.set_special_use("user.fred.Archive", "\\Archive")
@@ -138,7 +137,7 @@ def test_select_in_rev2_rfc9051_6_3_2(store: DiskStore) -> None:
     """)
 
 
-def test_closed_with_qresync_rfc7162_3_2_11_but_not_in_plain_rev1(store: DiskStore) -> None:
+def test_closed_with_qresync_rfc7162_3_2_11_but_not_in_plain_rev1(store: MessageStore) -> None:
     run_transcript(store, r"""
         C: a SELECT INBOX
         S: ...
@@ -188,7 +187,7 @@ def test_closed_with_qresync_rfc7162_3_2_11_but_not_in_plain_rev1(store: DiskSto
 # -- SEARCH answered with ESEARCH (RFC 9051 6.4.4; Appendix E item 4) ------------------------
 
 
-def test_search_answers_esearch_in_rev2_rfc9051_6_4_4(store: DiskStore) -> None:
+def test_search_answers_esearch_in_rev2_rfc9051_6_4_4(store: MessageStore) -> None:
     deliver(store, MESSAGE)
     deliver(store, MESSAGE)
     deliver(store, SMITH, ("\\Flagged",))
@@ -240,7 +239,7 @@ def test_search_answers_esearch_in_rev2_rfc9051_6_4_4(store: DiskStore) -> None:
     """)
 
 
-def test_status_size_and_deleted_rfc9051_6_3_11(store: DiskStore) -> None:
+def test_status_size_and_deleted_rfc9051_6_3_11(store: MessageStore) -> None:
     deliver(store, MESSAGE, ("\\Deleted",))
     deliver(store, MESSAGE)
     run_transcript(store, r"""
@@ -258,7 +257,7 @@ def test_status_size_and_deleted_rfc9051_6_3_11(store: DiskStore) -> None:
 # -- LIST (RFC 9051 6.3.9) -----------------------------------------------------------------------
 
 
-def test_list_rev2_rules_rfc9051_6_3_9(store: DiskStore) -> None:
+def test_list_rev2_rules_rfc9051_6_3_9(store: MessageStore) -> None:
     for name in ("user.fred.Fruit.Banana", "user.fred.Fruit.Peach", "user.fred.Vegetable",
                  "user.bob", "user.bob.Shared"):
         store.create_mailbox(name)
@@ -305,7 +304,7 @@ def test_list_rev2_rules_rfc9051_6_3_9(store: DiskStore) -> None:
 # -- UTF8=ACCEPT (RFC 6855) -----------------------------------------------------------------------
 
 
-def test_utf8_accept_names_both_ways_rfc6855_3(store: DiskStore) -> None:
+def test_utf8_accept_names_both_ways_rfc6855_3(store: MessageStore) -> None:
     run_transcript(store, r"""
         C: a ENABLE UTF8=ACCEPT
         S: * ENABLED UTF8=ACCEPT
@@ -365,7 +364,7 @@ def test_utf8_accept_names_both_ways_rfc6855_3(store: DiskStore) -> None:
     """)
 
 
-def test_utf8_append_and_search_rfc6855_3_and_4(store: DiskStore) -> None:
+def test_utf8_append_and_search_rfc6855_3_and_4(store: MessageStore) -> None:
     store.create_mailbox("user.fred.Caf&AOk-")
     run_transcript(store, r"""
         C: a APPEND INBOX UTF8 (~{4+}
@@ -407,7 +406,7 @@ def test_utf8_append_and_search_rfc6855_3_and_4(store: DiskStore) -> None:
     """)
 
 
-def test_denormalized_names_get_oldname_rfc9051_6_3_9_7(store: DiskStore) -> None:
+def test_denormalized_names_get_oldname_rfc9051_6_3_9_7(store: MessageStore) -> None:
     decomposed = f"INBOX.{CAFE_DECOMPOSED}"
     run_transcript(store, rf"""
         C: a ENABLE IMAP4rev2
@@ -444,7 +443,7 @@ def test_denormalized_names_get_oldname_rfc9051_6_3_9_7(store: DiskStore) -> Non
     """)
 
 
-def test_appenduid_only_for_who_may_read_rfc9051_6_3_12(store: DiskStore) -> None:
+def test_appenduid_only_for_who_may_read_rfc9051_6_3_12(store: MessageStore) -> None:
     store.create_mailbox("user.bob")
     store.create_mailbox("user.bob.Dropbox")
     store.set_acl("user.bob.Dropbox", "fred", "li")

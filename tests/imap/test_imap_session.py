@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
-from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.imap import ImapSession, SelectedMailbox, SyncOptions, UserNamespace
 from sealmail.proto.imap import Fetch, FetchAttribute, Search, SearchKey, SequenceSet, Store
-from sealmail.store.api import DeliveryTarget
-from sealmail.store.disk import DiskStore
+from sealmail.store.api import DeliveryTarget, MessageStore
 from sealmail.store.errors import InvalidMailboxName, OverQuota
 from sealmail.store.sorting import base_subject
 
@@ -79,20 +78,18 @@ def test_base_subject(subject: str, base: str) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> DiskStore:
-    config = parse_imapd_conf(
-        f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n", "x")
-    disk = DiskStore(config)
+def store(tmp_path: Path, backend: str) -> MessageStore:
+    disk = open_store(backend, store_config(tmp_path))
     disk.create_mailbox("user.alice")
     disk.create_mailbox("user.alice.Archive")
     return disk
 
 
-def _session(store: DiskStore) -> ImapSession:
-    return ImapSession(store, store.config, "alice", "user.alice")
+def _session(store: MessageStore) -> ImapSession:
+    return ImapSession(store, SESSION_CONFIG, "alice", "user.alice")
 
 
-def test_store_additions_flags_copy_structure_subscriptions(store: DiskStore) -> None:
+def test_store_additions_flags_copy_structure_subscriptions(store: MessageStore) -> None:
     [first] = store.deliver(b"Subject: a\r\n\r\nx\r\n", [DeliveryTarget("user.alice", ("\\Seen",))])
     assert not isinstance(first, Exception)
     update = store.update_flags("user.alice", [1, 99], ["\\Flagged"], "add")
@@ -123,7 +120,7 @@ def test_store_additions_flags_copy_structure_subscriptions(store: DiskStore) ->
     assert store.special_uses() == {"user.alice.Archive": "\\Archive"}
 
 
-def test_structure_is_parsed_once_and_kept(store: DiskStore) -> None:
+def test_structure_is_parsed_once_and_kept(store: MessageStore) -> None:
     store.deliver(b"Subject: kept\r\n\r\nbody\r\n", [DeliveryTarget("user.alice")])
     session = _session(store)
     session.selected = SelectedMailbox.open(store, "user.alice", False)
@@ -135,7 +132,7 @@ def test_structure_is_parsed_once_and_kept(store: DiskStore) -> None:
     assert "KEPT" in repr(out[0])  # served from the index, not parsed again
 
 
-def test_sync_defers_expunge_during_fetch_store_search(store: DiskStore) -> None:
+def test_sync_defers_expunge_during_fetch_store_search(store: MessageStore) -> None:
     for _ in range(2):
         store.deliver(b"Subject: s\r\n\r\nb\r\n", [DeliveryTarget("user.alice")])
     session = _session(store)

@@ -1,5 +1,5 @@
 """Command transcripts after the RFCs' examples, run through the sans-I/O core and the session
-logic on a real DiskStore (no sockets, no event loop).
+logic on the memory store (tests/imap/conftest.py): no sockets, no event loop.
 
 `C:` lines are sent as they are (CRLF added); `S:` lines must come back in order, where `*`-free
 text is compared exactly and `<n>` stands for any number (UIDVALIDITY, MODSEQ).
@@ -8,6 +8,8 @@ text is compared exactly and `<n>` stands for any number (UIDVALIDITY, MODSEQ).
 from __future__ import annotations
 
 import re
+
+from tests.support.stores import SESSION_CONFIG
 
 from sealmail.imap import ImapSession
 from sealmail.proto.imap import (
@@ -18,16 +20,17 @@ from sealmail.proto.imap import (
     ServerConnection,
     StatusResponse,
 )
-from sealmail.store.api import DeliveryTarget
-from sealmail.store.disk import DiskStore
+from sealmail.store.api import DeliveryTarget, MessageStore
 
 MESSAGE = b"From: Fred Foobar <foobar@example.com>\r\nSubject: afternoon meeting\r\n\r\nHello\r\n"
 
 
-def run_transcript(store: DiskStore, transcript: str, session: ImapSession | None = None) -> None:
+def run_transcript(
+    store: MessageStore, transcript: str, session: ImapSession | None = None
+) -> None:
     """Run `transcript` as fred (or as `session`), answering as the daemon does: the
     connection renders (and parses) with UTF-8 once the session enabled it."""
-    session = session or ImapSession(store, store.config, "fred", "user.fred")
+    session = session or ImapSession(store, SESSION_CONFIG, "fred", "user.fred")
     conn = ServerConnection()
     conn.send(StatusResponse("PREAUTH", "ready"))
     conn.data_to_send()
@@ -58,12 +61,12 @@ def run_transcript(store: DiskStore, transcript: str, session: ImapSession | Non
         assert re.fullmatch(pattern, got), f"{got!r} does not match {want!r}"
 
 
-def deliver(store: DiskStore, count: int, flags: tuple[str, ...] = ()) -> None:
+def deliver(store: MessageStore, count: int, flags: tuple[str, ...] = ()) -> None:
     for _ in range(count):
         store.deliver(MESSAGE, [DeliveryTarget("user.fred", flags)], internaldate=1e9)
 
 
-def test_select_rfc9051_6_3_2(store: DiskStore) -> None:
+def test_select_rfc9051_6_3_2(store: MessageStore) -> None:
     deliver(store, 2, ("\\Seen",))
     deliver(store, 1)
     run_transcript(store, r"""
@@ -93,7 +96,7 @@ def test_select_rfc9051_6_3_2(store: DiskStore) -> None:
     """)
 
 
-def test_store_and_expunge_rfc9051_6_4_3_and_6_4_6(store: DiskStore) -> None:
+def test_store_and_expunge_rfc9051_6_4_3_and_6_4_6(store: MessageStore) -> None:
     deliver(store, 1, ("\\Seen",))
     deliver(store, 4)
     run_transcript(store, r"""
@@ -129,7 +132,7 @@ def test_store_and_expunge_rfc9051_6_4_3_and_6_4_6(store: DiskStore) -> None:
     """)
 
 
-def test_uidplus_and_move_rfc4315_rfc6851(store: DiskStore) -> None:
+def test_uidplus_and_move_rfc4315_rfc6851(store: MessageStore) -> None:
     deliver(store, 3)
     run_transcript(store, r"""
         C: A003 APPEND INBOX {3+}
@@ -160,7 +163,7 @@ def test_uidplus_and_move_rfc4315_rfc6851(store: DiskStore) -> None:
     """)
 
 
-def test_list_lsub_namespace_rfc9051_6_3_9(store: DiskStore) -> None:
+def test_list_lsub_namespace_rfc9051_6_3_9(store: MessageStore) -> None:
     store.create_mailbox("user.fred.Archive.2025")
     run_transcript(store, r"""
         C: A101 LIST "" ""
@@ -193,7 +196,7 @@ def test_list_lsub_namespace_rfc9051_6_3_9(store: DiskStore) -> None:
     """)
 
 
-def test_search_and_esearch_rfc9051_6_4_4_rfc4731(store: DiskStore) -> None:
+def test_search_and_esearch_rfc9051_6_4_4_rfc4731(store: MessageStore) -> None:
     deliver(store, 2)
     store.deliver(b"From: smith@example.org\r\nSubject: x\r\n\r\nbody\r\n",
                   [DeliveryTarget("user.fred", ("\\Flagged",))], internaldate=1e9)

@@ -1,5 +1,5 @@
 """\\Recent (RFC 3501 2.3.2) and per-user \\Seen (Cyrus's seen state), as transcripts of several
-sessions on one DiskStore, through the sans-I/O core and the session logic.
+sessions on one store, through the sans-I/O core and the session logic.
 
 Each `Client` is one connection kept across steps, so two users' sessions can take turns on the
 same mailbox. `C:` lines are sent, `S:` lines must come back in order (`<n>`: any number,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from tests.support.stores import SESSION_CONFIG
 
 from sealmail.imap import ImapSession
 from sealmail.proto.imap import (
@@ -20,8 +21,7 @@ from sealmail.proto.imap import (
     StatusResponse,
     render,
 )
-from sealmail.store.api import DeliveryTarget
-from sealmail.store.disk import DiskStore
+from sealmail.store.api import DeliveryTarget, MessageStore
 
 MESSAGE = b"From: Fred Foobar <foobar@example.com>\r\nSubject: afternoon meeting\r\n\r\nHello\r\n"
 
@@ -29,8 +29,8 @@ MESSAGE = b"From: Fred Foobar <foobar@example.com>\r\nSubject: afternoon meeting
 class Client:
     """One logged-in IMAP connection of `userid`, kept across steps."""
 
-    def __init__(self, store: DiskStore, userid: str) -> None:
-        self.session = ImapSession(store, store.config, userid, f"user.{userid}")
+    def __init__(self, store: MessageStore, userid: str) -> None:
+        self.session = ImapSession(store, SESSION_CONFIG, userid, f"user.{userid}")
         self.conn = ServerConnection()
         self.conn.send(StatusResponse("PREAUTH", "ready"))
         self.conn.data_to_send()
@@ -68,7 +68,7 @@ def _match(received: list[str], expected: list[str]) -> None:
             received)
 
 
-def deliver(store: DiskStore, count: int, flags: tuple[str, ...] = (),
+def deliver(store: MessageStore, count: int, flags: tuple[str, ...] = (),
             mailbox: str = "user.fred") -> None:
     for _ in range(count):
         store.deliver(MESSAGE, [DeliveryTarget(mailbox, flags)], internaldate=1e9)
@@ -96,7 +96,7 @@ def selected(mailbox: str, exists: int, recent: int) -> str:
 
 
 @pytest.fixture
-def users(store: DiskStore) -> DiskStore:
+def users(store: MessageStore) -> MessageStore:
     for user in ("bob", "carol"):
         store.create_mailbox(f"user.{user}")
     return store
@@ -105,7 +105,7 @@ def users(store: DiskStore) -> DiskStore:
 # -- \Recent -------------------------------------------------------------------------------------
 
 
-def test_first_read_write_session_claims_recent(store: DiskStore) -> None:
+def test_first_read_write_session_claims_recent(store: MessageStore) -> None:
     deliver(store, 2)
     first, second = Client(store, "fred"), Client(store, "fred")
     first.says(r"""
@@ -152,7 +152,7 @@ def test_first_read_write_session_claims_recent(store: DiskStore) -> None:
     """)
 
 
-def test_new_mail_is_recent_in_the_session_that_announces_it(store: DiskStore) -> None:
+def test_new_mail_is_recent_in_the_session_that_announces_it(store: MessageStore) -> None:
     deliver(store, 1)
     selecting, other = Client(store, "fred"), Client(store, "fred")
     for client in (selecting, other):
@@ -201,7 +201,7 @@ def test_new_mail_is_recent_in_the_session_that_announces_it(store: DiskStore) -
     """)
 
 
-def test_examine_shows_unclaimed_recent_but_claims_nothing(store: DiskStore) -> None:
+def test_examine_shows_unclaimed_recent_but_claims_nothing(store: MessageStore) -> None:
     deliver(store, 2)
     examining = Client(store, "fred")
     examining.says(r"""
@@ -250,7 +250,7 @@ def test_examine_shows_unclaimed_recent_but_claims_nothing(store: DiskStore) -> 
     """)
 
 
-def test_status_recent_counts_what_no_session_claimed(store: DiskStore) -> None:
+def test_status_recent_counts_what_no_session_claimed(store: MessageStore) -> None:
     deliver(store, 3, ("\\Seen",))
     client = Client(store, "fred")
     client.says(r"""
@@ -284,7 +284,7 @@ def test_status_recent_counts_what_no_session_claimed(store: DiskStore) -> None:
     """)
 
 
-def test_search_recent_new_old_rfc3501_6_4_4(store: DiskStore) -> None:
+def test_search_recent_new_old_rfc3501_6_4_4(store: MessageStore) -> None:
     deliver(store, 1)
     Client(store, "fred").says(r"""
         C: a SELECT INBOX
@@ -335,7 +335,7 @@ def test_search_recent_new_old_rfc3501_6_4_4(store: DiskStore) -> None:
     """)
 
 
-def test_imap4rev2_neither_shows_nor_claims_recent_rfc9051_appendix_e(store: DiskStore) -> None:
+def test_imap4rev2_neither_shows_nor_claims_recent_rfc9051_appendix_e(store: MessageStore) -> None:
     deliver(store, 2)
     rev2 = Client(store, "fred")
     rev2.says(r"""
@@ -368,7 +368,7 @@ def test_imap4rev2_neither_shows_nor_claims_recent_rfc9051_appendix_e(store: Dis
     Client(store, "fred").says(selected("INBOX", 3, 3))
 
 
-def test_recent_is_per_user_on_a_mailbox_they_do_not_own(users: DiskStore) -> None:
+def test_recent_is_per_user_on_a_mailbox_they_do_not_own(users: MessageStore) -> None:
     """Cyrus keeps a non-owner's \\Recent mark in their seen state: bob opening fred's INBOX
     does not take \\Recent away from fred."""
     store = users
@@ -381,7 +381,7 @@ def test_recent_is_per_user_on_a_mailbox_they_do_not_own(users: DiskStore) -> No
 # -- per-user \Seen ------------------------------------------------------------------------------
 
 
-def test_owner_and_reader_each_have_their_own_seen(users: DiskStore) -> None:
+def test_owner_and_reader_each_have_their_own_seen(users: MessageStore) -> None:
     store = users
     deliver(store, 3)
     store.set_acl("user.fred", "bob", "lrsw")
@@ -485,7 +485,7 @@ def test_owner_and_reader_each_have_their_own_seen(users: DiskStore) -> None:
     """)
 
 
-def test_shared_folder_readers_each_have_their_own_seen(users: DiskStore) -> None:
+def test_shared_folder_readers_each_have_their_own_seen(users: MessageStore) -> None:
     store = users
     store.create_mailbox("Projects", acl={"anyone": "lrsi"})
     deliver(store, 2, ("\\Seen",), mailbox="Projects")  # delivered \Seen: nobody's
@@ -559,7 +559,7 @@ def test_shared_folder_readers_each_have_their_own_seen(users: DiskStore) -> Non
     """)
 
 
-def test_storing_seen_needs_the_s_right_rfc4314_4(users: DiskStore) -> None:
+def test_storing_seen_needs_the_s_right_rfc4314_4(users: MessageStore) -> None:
     store = users
     deliver(store, 2)
     store.set_acl("user.fred", "bob", "lrw")  # may flag, may not mark read
@@ -604,7 +604,7 @@ def test_storing_seen_needs_the_s_right_rfc4314_4(users: DiskStore) -> None:
     """)
 
 
-def test_copy_gives_the_copy_the_copying_users_seen(users: DiskStore) -> None:
+def test_copy_gives_the_copy_the_copying_users_seen(users: MessageStore) -> None:
     store = users
     deliver(store, 2, ("\\Seen",))  # fred has read both
     store.set_acl("user.fred", "bob", "lrsi")

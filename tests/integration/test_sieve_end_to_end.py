@@ -153,7 +153,7 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
         from sealmail.config.imapd_conf import load_imapd_conf
         from sealmail.store.disk import DiskStore
 
-        with DiskStore(load_imapd_conf(conf)) as store:
+        with DiskStore.from_config(load_imapd_conf(conf)) as store:
             [listed] = store.messages("user.alice.Lists")
             assert [f.lower() for f in listed.flags] == ["\\seen"]
             inbox = [store.message_bytes("user.alice", m.uid) for m in store.messages("user.alice")]

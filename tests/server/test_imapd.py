@@ -112,7 +112,7 @@ def start(tmp_path: Path, ca: trustme.CA) -> Iterator[Callable[..., Server]]:
 
     def starter(idle_poll: float = 0.05, **extra: str) -> Server:
         config = make_config(tmp_path, ca, **extra)
-        store = DiskStore(config)
+        store = DiskStore.from_config(config)
         sasldb = SaslDB(tmp_path / "config" / "sasldb2", scrypt_n=2**10)
         for user in ("alice", "bob", "admin"):
             if store.mailbox(f"user.{user}") is None:

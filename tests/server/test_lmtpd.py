@@ -41,7 +41,7 @@ def instance(tmp_path: Path) -> Iterator[SealmailInstance]:
 
 
 def store_of(instance: SealmailInstance) -> DiskStore:
-    return DiskStore(load_imapd_conf(instance.conf_path))
+    return DiskStore.from_config(load_imapd_conf(instance.conf_path))
 
 
 def lmtp(instance: SealmailInstance) -> smtplib.LMTP:

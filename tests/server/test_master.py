@@ -115,7 +115,7 @@ class MasterRun:
         from sealmail.config.imapd_conf import load_imapd_conf
         from sealmail.store.disk import DiskStore
 
-        with DiskStore(load_imapd_conf(self.imapd_conf)) as store:
+        with DiskStore.from_config(load_imapd_conf(self.imapd_conf)) as store:
             return len(store.messages(f"user.{user}"))
 
 

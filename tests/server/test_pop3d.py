@@ -1,4 +1,4 @@
-"""pop3d in process: a real asyncio server on 127.0.0.1, a real DiskStore, Python's poplib."""
+"""pop3d in process: a real asyncio server on 127.0.0.1, the memory store, Python's poplib."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from sealmail.proto.sasl import split_identity
 from sealmail.server.pop3d import Pop3Service, Pop3Settings, build_service
 from sealmail.server.session import maildrop_name
 from sealmail.store.api import DeliveryTarget
-from sealmail.store.disk import DiskStore
+from sealmail.store.memory import MemoryStore
 
 PASSWORD = "s3cret pw"
 MESSAGES = [
@@ -47,7 +47,7 @@ class Clock:
 @dataclass
 class Server:
     config: ImapdConfig
-    store: DiskStore
+    store: MemoryStore
     service: Pop3Service
     port: int
     ca: trustme.CA
@@ -100,11 +100,11 @@ def make_config(tmp_path: Path, ca: trustme.CA, **extra: str) -> ImapdConfig:
 @pytest.fixture
 def start(tmp_path: Path, ca: trustme.CA) -> Iterator[object]:
     """start(settings=..., implicit_tls=..., **imapd_conf) -> Server, stopped at the end."""
-    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread, DiskStore]] = []
+    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread, MemoryStore]] = []
 
     def starter(settings: Pop3Settings | None = None, **extra: str) -> Server:
         config = make_config(tmp_path, ca, **extra)
-        store = DiskStore(config)
+        store = MemoryStore.from_config(config)
         sasldb = SaslDB(tmp_path / "config" / "sasldb2", scrypt_n=2**10)
         for user in ("alice", "bob"):
             if store.mailbox(f"user.{user}") is None:

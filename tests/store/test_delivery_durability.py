@@ -16,6 +16,8 @@ from tests.store.conftest import make_config
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk import DiskStore
 
+pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
+
 MESSAGE = b"From: a@example.com\r\nSubject: sis\r\n\r\n" + b"line of body\r\n" * 400
 
 
@@ -60,7 +62,7 @@ def test_two_partitions_two_files(store: DiskStore) -> None:
 
 
 def test_without_single_instance_every_copy_is_its_own_file(tmp_path: Path) -> None:
-    with DiskStore(make_config(tmp_path, singleinstancestore="no")) as disk:
+    with DiskStore.from_config(make_config(tmp_path, singleinstancestore="no")) as disk:
         for name in ("user.a", "user.b", "user.c"):
             disk.create_mailbox(name)
         disk.deliver(MESSAGE, [DeliveryTarget(n) for n in ("user.a", "user.b", "user.c")])
@@ -72,7 +74,7 @@ def test_without_single_instance_every_copy_is_its_own_file(tmp_path: Path) -> N
 
 def test_many_threads_get_unique_gap_free_ascending_uids(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    disk = DiskStore(config)
+    disk = DiskStore.from_config(config)
     disk.create_mailbox("user.a")
     disk.create_mailbox("user.b")
     threads, per_thread = 8, 25
@@ -108,17 +110,17 @@ def test_many_threads_get_unique_gap_free_ascending_uids(tmp_path: Path) -> None
             own = [r.uid for r in results if r.mailbox == name]
             assert own == sorted(own)
     disk.close()
-    with DiskStore(config) as reopened:  # every row durable and readable
+    with DiskStore.from_config(config) as reopened:  # every row durable and readable
         for name in ("user.a", "user.b"):
             assert [r.uid for r in reopened.messages(name)] == list(range(1, total + 1))
             assert reopened.mailbox(name).uidnext == total + 1  # type: ignore[union-attr]
 
 
 def test_many_processes_share_the_uid_sequence(tmp_path: Path) -> None:
-    with DiskStore(make_config(tmp_path)) as disk:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
         disk.create_mailbox("user.a")
     code = """
-        with DiskStore(config) as disk:
+        with DiskStore.from_config(config) as disk:
             for _ in range(20):
                 [result] = disk.deliver(b"x\\r\\n", [DeliveryTarget("user.a")])
                 print(result.uid)
@@ -152,14 +154,14 @@ def _child_code(tmp_path: Path, code: str) -> str:
 
 
 def test_another_process_sees_the_message_once_deliver_returns(tmp_path: Path) -> None:
-    with DiskStore(make_config(tmp_path)) as disk:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
         disk.create_mailbox("user.a")
         [result] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
         assert isinstance(result, AppendedMessage)
         child = _run_child(
             tmp_path,
             f"""
-            with DiskStore(config) as other:
+            with DiskStore.from_config(config) as other:
                 records = other.messages("user.a")
                 same = other.message_bytes("user.a", 1) == {MESSAGE!r}
                 print(len(records), records[-1].uid, same)
@@ -171,7 +173,7 @@ def test_another_process_sees_the_message_once_deliver_returns(tmp_path: Path) -
 
 @pytest.mark.parametrize("point", ["staged", "linked"])
 def test_sigkill_inside_delivery_leaves_nothing_visible(tmp_path: Path, point: str) -> None:
-    with DiskStore(make_config(tmp_path)) as disk:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
         disk.create_mailbox("user.a")
         disk.create_mailbox("user.b")
         disk.deliver(b"first\r\n", [DeliveryTarget("user.a")])
@@ -181,7 +183,7 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(tmp_path: Path, point: s
         def crash(at):
             if at == sys.argv[1]:
                 os.kill(os.getpid(), signal.SIGKILL)
-        disk = DiskStore(config, fault_hook=crash)
+        disk = DiskStore.from_config(config, fault_hook=crash)
         disk.deliver(b"lost\\r\\n", [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
         print("survived")
         """,
@@ -190,7 +192,7 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(tmp_path: Path, point: s
     assert child.returncode == -signal.SIGKILL, child.stderr
     stage = tmp_path / "spool" / "stage."
     assert len(list(stage.iterdir())) == 1  # the dead process's stage file
-    with DiskStore(make_config(tmp_path)) as disk:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
         assert list(stage.iterdir()) == []  # cleaned at open: its pid is gone
         assert [r.uid for r in disk.messages("user.a")] == [1]
         assert disk.messages("user.b") == []
@@ -206,7 +208,7 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(tmp_path: Path, point: s
 
 
 def test_next_delivery_replaces_uncommitted_debris(tmp_path: Path) -> None:
-    with DiskStore(make_config(tmp_path)) as disk:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
         disk.create_mailbox("user.a")
         (disk.mailbox_path("user.a") / "1.").write_bytes(b"debris")
         [result] = disk.deliver(b"real\r\n", [DeliveryTarget("user.a")])

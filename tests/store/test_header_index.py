@@ -120,6 +120,7 @@ def test_search_header_property(store: DiskStore, head: bytes, needle: str) -> N
             assert (uid in answer.matched) == _reference(raw, field, needle)
 
 
+@pytest.mark.disk_only("the rows of the SQLite index")
 def test_rows_follow_copy_expunge_and_delete(filled: DiskStore) -> None:
     filled.create_mailbox("user.a.Copy")
     filled.copy_messages("user.a", [1, 2], "user.a.Copy")
@@ -132,6 +133,7 @@ def test_rows_follow_copy_expunge_and_delete(filled: DiskStore) -> None:
     assert _sql(filled, "SELECT count(*) FROM header_index") == [(len(MESSAGES) - 1,)]
 
 
+@pytest.mark.disk_only("the rows of the SQLite index")
 def test_missing_rows_are_filled_by_the_first_search(filled: DiskStore) -> None:
     _sql(filled, "DELETE FROM header_index WHERE uid IN (1, 2)")
     _sql(filled, "INSERT INTO header_index (mailbox_id, uid, fields) VALUES (1, 99, NULL)")
@@ -140,7 +142,7 @@ def test_missing_rows_are_filled_by_the_first_search(filled: DiskStore) -> None:
 
 
 def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     store.create_mailbox("user.a")
     for raw in MESSAGES[:3]:
         _deliver(store, raw)
@@ -152,7 +154,7 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
     _sql_store.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
     _sql_store.execute("PRAGMA user_version=2")
     _sql_store.close()
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     try:
         assert store.search_header("user.a", "subject", "TOPIC3").matched == [2]
         assert store.search_header("user.a", "to", "bob").matched == [2]
@@ -160,6 +162,7 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
         store.close()
 
 
+@pytest.mark.disk_only("reconstruct")
 def test_reconstruct_fills_and_repairs_rows(filled: DiskStore) -> None:
     _sql(filled, "DELETE FROM header_index WHERE uid = 1")
     _sql(filled, "UPDATE header_index SET fields = x'1e' WHERE uid = 2")

@@ -15,7 +15,7 @@ from sealmail.store.locks import lock_filename, mailbox_lock
 
 
 def test_delivery_slots_are_bounded_and_released(tmp_path: Path) -> None:
-    with DiskStore(make_config(tmp_path, lmtp_user_concurrency_limit="2")) as disk:
+    with DiskStore.from_config(make_config(tmp_path, lmtp_user_concurrency_limit="2")) as disk:
         with disk.delivery_slot("alice"), disk.delivery_slot("alice"):
             with pytest.raises(MailboxBusy), disk.delivery_slot("alice"):
                 pass
@@ -26,7 +26,7 @@ def test_delivery_slots_are_bounded_and_released(tmp_path: Path) -> None:
 
 
 def test_slot_limit_zero_is_unlimited(tmp_path: Path) -> None:
-    disk = DiskStore(make_config(tmp_path, lmtp_user_concurrency_limit="0"))
+    disk = DiskStore.from_config(make_config(tmp_path, lmtp_user_concurrency_limit="0"))
     with disk.delivery_slot("a"), disk.delivery_slot("a"), disk.delivery_slot("a"):
         pass
     disk.close()
@@ -44,7 +44,7 @@ def test_slots_are_shared_across_processes(tmp_path: Path) -> None:
                 "from pathlib import Path\n"
                 "from sealmail.store.disk import DiskStore\n"
                 "from tests.store.conftest import make_config\n"
-                f"disk = DiskStore(make_config(Path({str(tmp_path)!r}), "
+                f"disk = DiskStore.from_config(make_config(Path({str(tmp_path)!r}), "
                 "lmtp_user_concurrency_limit='1'))\n"
                 "with disk.delivery_slot('alice'):\n"
                 "    print('held', flush=True)\n"
@@ -57,7 +57,7 @@ def test_slots_are_shared_across_processes(tmp_path: Path) -> None:
     )
     assert child.stdout is not None and child.stdin is not None
     assert child.stdout.readline().strip() == "held"
-    with DiskStore(config) as disk:
+    with DiskStore.from_config(config) as disk:
         with pytest.raises(MailboxBusy), disk.delivery_slot("alice"):
             pass
         child.stdin.write("\n")
@@ -134,7 +134,7 @@ def test_duplicate_database_threads_and_processes(tmp_path: Path) -> None:
 
 
 def test_store_hands_out_duplicates_only_when_enabled(tmp_path: Path) -> None:
-    with DiskStore(make_config(tmp_path)) as disk:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
         assert disk.duplicates() is disk.duplicates() is not None
-    with DiskStore(make_config(tmp_path, duplicatesuppression="no")) as disk:
+    with DiskStore.from_config(make_config(tmp_path, duplicatesuppression="no")) as disk:
         assert disk.duplicates() is None

@@ -9,6 +9,8 @@ from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import HEADER_NAME, DiskStore
 from sealmail.store.errors import MailboxNotFound
 
+pytestmark = pytest.mark.disk_only("reconstruct repairs the disk store's files and index")
+
 
 def _sql(store: DiskStore, statement: str, *args: object) -> None:
     conn = sqlite3.connect(store.configdirectory / "mailboxes.db", isolation_level=None)

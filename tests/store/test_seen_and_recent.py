@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.store.conftest import make_config
+from tests.store.conftest import make_config, on_disk
 
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.store.api import DeliveryTarget, flags_after
@@ -166,9 +166,10 @@ def test_append_copy_and_expunge(shared: DiskStore) -> None:
     assert flags(store, "user.bob.Saved")[5] == (SEEN,)
     # Expunged UIDs leave the seen states.
     store.expunge("user.alice", [2, 4])
-    seen = _sql(store, "SELECT uids FROM seen WHERE userid = 'bob' AND mailbox_id ="
-                       " (SELECT id FROM mailboxes WHERE name = 'user.alice')")
-    assert seen == [("5",)]
+    if on_disk(store):
+        seen = _sql(store, "SELECT uids FROM seen WHERE userid = 'bob' AND mailbox_id ="
+                           " (SELECT id FROM mailboxes WHERE name = 'user.alice')")
+        assert seen == [("5",)]
 
 
 def test_deleting_a_user_drops_their_seen_states(shared: DiskStore) -> None:
@@ -176,14 +177,16 @@ def test_deleting_a_user_drops_their_seen_states(shared: DiskStore) -> None:
     store.update_flags("user.alice", [2], [SEEN], "add", reader="bob")
     store.claim_recent("user.alice", 3, "bob")
     store.delete_mailbox("user.bob")
-    assert _sql(store, "SELECT count(*) FROM seen") == [(0,)]
+    if on_disk(store):
+        assert _sql(store, "SELECT count(*) FROM seen") == [(0,)]
     store.create_mailbox("user.bob")
     assert flags(store, "user.alice", "bob") == [(), (), ()]
     assert store.claim_recent("user.alice", 0, "bob") == 0
     # A deleted mailbox takes everyone's state with it.
     store.update_flags("user.alice", [2], [SEEN], "add", reader="bob")
     store.delete_mailbox("user.alice")
-    assert _sql(store, "SELECT count(*) FROM seen") == [(0,)]
+    if on_disk(store):
+        assert _sql(store, "SELECT count(*) FROM seen") == [(0,)]
 
 
 def test_rename_keeps_seen_states(shared: DiskStore) -> None:
@@ -218,6 +221,7 @@ def test_claim_recent_hands_each_uid_out_once(shared: DiskStore) -> None:
         store.claim_recent("user.nobody", 1)
 
 
+@pytest.mark.disk_only("the SQLite index's write-ahead log")
 def test_claim_without_a_change_writes_nothing(shared: DiskStore) -> None:
     store = shared
     store.claim_recent("user.alice", 3)
@@ -233,7 +237,7 @@ def test_claim_without_a_change_writes_nothing(shared: DiskStore) -> None:
 
 def _claim_many(root: Path, uids: int, start: Any, out: Any) -> None:
     """In a process of its own: claim as a session would, one new UID at a time."""
-    store = DiskStore(make_config(root))
+    store = DiskStore.from_config(make_config(root))
     mine: list[int] = []
     start.wait(60)  # all together
     try:
@@ -246,7 +250,7 @@ def _claim_many(root: Path, uids: int, start: Any, out: Any) -> None:
 
 
 def test_claims_from_several_processes_never_overlap(tmp_path: Path) -> None:
-    store = DiskStore(make_config(tmp_path))
+    store = DiskStore.from_config(make_config(tmp_path))
     store.create_mailbox("user.alice")
     deliver(store, "user.alice", 40)
     store.close()
@@ -272,6 +276,7 @@ def _sql(store: DiskStore, statement: str) -> list[tuple[object, ...]]:
     return store._index.connection().execute(statement).fetchall()
 
 
+@pytest.mark.disk_only("reconstruct")
 def test_reconstruct_trims_seen_states_and_marks(shared: DiskStore) -> None:
     store = shared
     store.update_flags("user.alice", [1, 2, 3], [SEEN], "add", reader="bob")
@@ -287,6 +292,7 @@ def test_reconstruct_trims_seen_states_and_marks(shared: DiskStore) -> None:
     assert store.reconstruct("user.alice") == []
 
 
+@pytest.mark.disk_only("reconstruct")
 def test_adopted_mailbox_has_nothing_recent(shared: DiskStore) -> None:
     store = shared
     _sql(store, "DELETE FROM mailboxes WHERE name = 'user.alice'")
@@ -296,7 +302,7 @@ def test_adopted_mailbox_has_nothing_recent(shared: DiskStore) -> None:
 
 def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfig,
                                                               tmp_path: Path) -> None:
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     store.create_mailbox("user.alice")
     deliver(store, "user.alice", 3)
     store.close()
@@ -307,7 +313,7 @@ def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfi
         index.execute(f"ALTER TABLE header_index DROP COLUMN {column}")
     index.execute("PRAGMA user_version=3")
     index.close()
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     try:
         assert store.claim_recent("user.alice", 0) == 3
         assert flags(store, "user.alice", "bob") == [(), (), ()]

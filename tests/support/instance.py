@@ -189,7 +189,7 @@ class SealmailInstance:
         from sealmail.config.imapd_conf import load_imapd_conf
         from sealmail.store.disk import DiskStore
 
-        store = DiskStore(load_imapd_conf(self.conf_path))
+        store = DiskStore.from_config(load_imapd_conf(self.conf_path))
         try:
             yield store
         finally:

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable
 
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
-from sealmail.store.disk import DUPLICATES_NAME, DiskStore
-from sealmail.store.duplicates import DuplicateDatabase
+from sealmail.store.disk import DiskStore
+from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
 from sealmail.store.errors import StoreError
 from sealmail.store.names import Namespace
 
@@ -81,7 +81,7 @@ def _with_store(
 ) -> int:
     config = load_imapd_conf(args.config)
     try:
-        store = DiskStore(config)
+        store = DiskStore.from_config(config)
         try:
             return action(store, config, Namespace(config.hierarchy_separator))
         finally:

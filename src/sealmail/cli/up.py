@@ -250,7 +250,7 @@ def create_demo_user(imapd_conf: Path) -> None:
     from sealmail.store.disk import DiskStore
 
     config = load_imapd_conf(imapd_conf)
-    with DiskStore(config) as store:
+    with DiskStore.from_config(config) as store:
         if store.mailbox(f"user.{DEMO_USER}") is not None:
             return
         store.create_mailbox(f"user.{DEMO_USER}")

@@ -18,7 +18,7 @@ from sealmail.delivery.recipient import Recipient, RecipientResolver
 from sealmail.delivery.replies import DELIVERED, DUPLICATE, INTERNAL_ERROR, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
 from sealmail.proto.smtp import Reply
-from sealmail.store.api import AppendedMessage, DeliveryTarget, MessageStore
+from sealmail.store.api import AppendedMessage, DeliveryStore, DeliveryTarget
 from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import InvalidMessage, MailboxBusy, StoreError
 
@@ -41,7 +41,7 @@ class DeliveryEngine:
     def __init__(
         self,
         config: ImapdConfig,
-        store: MessageStore,
+        store: DeliveryStore,
         duplicates: DuplicateDatabase | None,
         sieve: SieveFilter | None = None,
     ) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.store import names
 from sealmail.store.acl import rights_of
-from sealmail.store.api import MailboxInfo, MessageStore
+from sealmail.store.api import MailboxInfo, MailboxLookup
 from sealmail.store.errors import InvalidMailboxName, MailboxNotFound, PermissionDenied
 
 # Who posts when mail arrives by LMTP without an AUTH= identity: Cyrus checks the 'p' right of
@@ -54,7 +54,7 @@ def split_local_part(local_part: str, delimiter: str) -> tuple[str, str | None]:
 class RecipientResolver:
     """Maps addresses to mailboxes; reads the store, never writes it."""
 
-    def __init__(self, config: ImapdConfig, store: MessageStore) -> None:
+    def __init__(self, config: ImapdConfig, store: MailboxLookup) -> None:
         self.config = config
         self.store = store
         self.namespace = names.Namespace(config.hierarchy_separator)

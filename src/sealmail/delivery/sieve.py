@@ -41,7 +41,7 @@ from sealmail.sieve import (
 from sealmail.sieve import Envelope as SieveEnvelope
 from sealmail.store import names
 from sealmail.store.acl import rights_of
-from sealmail.store.api import MessageStore
+from sealmail.store.api import DeliveryStore
 from sealmail.store.errors import InvalidMailboxName, StoreError
 from sealmail.store.sieve_scripts import SieveScriptStore
 from sealmail.store.sieve_tracking import SieveTracking
@@ -98,7 +98,7 @@ class SieveFilter:
     def __init__(
         self,
         config: ImapdConfig,
-        store: MessageStore,
+        store: DeliveryStore,
         scripts: SieveScriptStore,
         tracking: SieveTracking,
         outbound: Outbound,

@@ -50,7 +50,7 @@ from sealmail.proto.imap import (
     section_bytes,
 )
 from sealmail.proto.imap import response as replies
-from sealmail.store.api import MessageRecord, MessageStore
+from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.errors import NoSuchMessage, StoreError
 from sealmail.store.headers import LISTED_FIELDS
 
@@ -91,7 +91,7 @@ class StructureCache:
     """The kept parses of one mailbox's messages for one command: read in one query, new ones
     parsed once and written back in one transaction (`flush`)."""
 
-    def __init__(self, store: MessageStore, name: str, uids: list[int]) -> None:
+    def __init__(self, store: MailboxView, name: str, uids: list[int]) -> None:
         self.store = store
         self.name = name
         self._uids = uids
@@ -181,7 +181,7 @@ def _chunks(positions: list[int], body: bool = False) -> Iterator[list[int]]:
 class _Message:
     """One message being fetched: its bytes and parse, loaded only when an item needs them."""
 
-    def __init__(self, store: MessageStore, name: str, record: MessageRecord,
+    def __init__(self, store: MailboxView, name: str, record: MessageRecord,
                  structures: StructureCache) -> None:
         self.store = store
         self.name = name

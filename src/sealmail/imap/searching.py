@@ -34,7 +34,7 @@ from sealmail.proto.imap import (
     decode_part,
 )
 from sealmail.proto.imap import response as replies
-from sealmail.store.api import MessageRecord, MessageStore
+from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.headers import header_block, header_fields
 from sealmail.store.sorting import base_subject
 
@@ -57,7 +57,7 @@ _FLAG_KEYS = {
 class _Candidate:
     """One message under evaluation; bytes, parse and headers loaded on first use."""
 
-    def __init__(self, store: MessageStore, mailbox: str, seq: int, record: MessageRecord,
+    def __init__(self, store: MailboxView, mailbox: str, seq: int, record: MessageRecord,
                  structures: StructureCache) -> None:
         self.structures = structures
         self.store = store

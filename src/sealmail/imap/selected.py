@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from sealmail.proto.imap import Atom, DataResponse, SequenceSet, Value
 from sealmail.proto.imap import response as replies
-from sealmail.store.api import MessageRecord, MessageStore
+from sealmail.store.api import MailboxView, MessageRecord
 
 __all__ = ["RECENT", "MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
 
@@ -76,7 +76,7 @@ class SelectedMailbox:
         self.keywords: list[str] = []
 
     @classmethod
-    def open(cls, store: MessageStore, name: str, readonly: bool, reader: str | None = None,
+    def open(cls, store: MailboxView, name: str, readonly: bool, reader: str | None = None,
              shows_recent: bool = False) -> SelectedMailbox:
         """The view of `name` now, as `reader` sees it: one consistent read of the mailbox and
         its flags; with `shows_recent`, the \\Recent messages claimed (read-write) or seen
@@ -105,7 +105,7 @@ class SelectedMailbox:
                     flag_ids[i] = marked
         return view
 
-    def _claim(self, store: MessageStore, upto: int) -> int:
+    def _claim(self, store: MailboxView, upto: int) -> int:
         """The recent mark below which nothing is \\Recent here: a read-write session raises it
         to `upto` (RFC 3501 2.3.2: later sessions will not see \\Recent on what it was told
         of), a read-only one only reads it (RFC 3501 6.3.2: EXAMINE MUST NOT cause messages to
@@ -226,7 +226,7 @@ class SelectedMailbox:
         self._note_keywords(r.flags for r in records)
 
     def sync(
-        self, store: MessageStore, options: SyncOptions, allow_expunge: bool
+        self, store: MailboxView, options: SyncOptions, allow_expunge: bool
     ) -> list[DataResponse]:
         """Catch up with the store; the untagged responses to send now, in the order RFC 9051
         7.4.1 needs (expunges first: later responses use the new numbers)."""

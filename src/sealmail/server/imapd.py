@@ -805,7 +805,7 @@ def build_service(
     if store is None:
         from sealmail.store.disk import DiskStore
 
-        store = DiskStore(config)
+        store = DiskStore.from_config(config)
     return ImapService(
         config,
         store,

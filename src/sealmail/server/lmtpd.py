@@ -49,6 +49,7 @@ from sealmail.proto.smtp.auth_replies import (
 )
 from sealmail.server import session
 from sealmail.server.tls import server_context
+from sealmail.store.api import MessageStore
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.lmtpd")
@@ -81,9 +82,11 @@ class LmtpService:
         trust_tcp: bool = False,
         daemon_name: str = "lmtp",
         executor: ThreadPoolExecutor | None = None,
+        store: MessageStore | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
+        self.store = store  # the store this service opened, closed by close()
         self.trust_tcp = trust_tcp
         self.daemon_name = daemon_name
         self.executor = executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="deliver")
@@ -109,7 +112,8 @@ class LmtpService:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
-        self.engine.store.close()
+        if self.store is not None:
+            self.store.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await session.serve_session(self.sessions, writer, LmtpSession(self, reader, writer).run())
@@ -354,7 +358,7 @@ def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpServi
     from sealmail.store.sieve_scripts import SieveScriptStore
     from sealmail.store.sieve_tracking import SieveTracking
 
-    store = DiskStore(config)
+    store = DiskStore.from_config(config)
     sieve = SieveFilter(
         config,
         store,
@@ -363,7 +367,9 @@ def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpServi
         outbound_from_config(config),
     )
     engine = DeliveryEngine(config, store, store.duplicates(), sieve)
-    return LmtpService(config, engine, trust_tcp=trust_tcp, daemon_name=service_name)
+    return LmtpService(
+        config, engine, trust_tcp=trust_tcp, daemon_name=service_name, store=store
+    )
 
 
 def _size_param(value: str | None) -> int:

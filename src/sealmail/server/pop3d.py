@@ -464,5 +464,5 @@ def build_service(
     if store is None:
         from sealmail.store.disk import DiskStore
 
-        store = DiskStore(config)
+        store = DiskStore.from_config(config)
     return Pop3Service(config, store, settings=settings, daemon_name=service_name, owns_store=owned)

@@ -14,10 +14,11 @@ Defaults follow Cyrus (docs "Access Control Defaults" and mboxlist's create path
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sealmail.store.api import ALL_RIGHTS
 from sealmail.store.errors import InvalidRights
+from sealmail.store.names import owner_of, parent_of, user_inbox
 
 ANYONE = "anyone"
 ANONYMOUS = "anonymous"
@@ -118,3 +119,26 @@ def parse_acl(text: str) -> dict[str, str]:
     if len(fields) % 2:
         raise InvalidRights(f"odd number of fields in stored ACL {text!r}")
     return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
+
+
+def acl_of_entries(entries: Mapping[str, str]) -> dict[str, str]:
+    """An ACL given whole (at CREATE): each entry applied as SETACL applies it."""
+    acl: dict[str, str] = {}
+    for identifier, rights in entries.items():
+        acl = set_entry(acl, identifier, rights)
+    return acl
+
+
+def default_acl(name: str, acl_of: Callable[[str], Mapping[str, str] | None]) -> dict[str, str]:
+    """Cyrus's ACL of a new mailbox `name` (see the module docstring); `acl_of` is the ACL of an
+    existing mailbox, or None where there is no mailbox of that name."""
+    owner = owner_of(name)
+    if owner is not None and name == user_inbox(owner.user, owner.domain):
+        return {owner.userid: ALL_RIGHTS}
+    parent = parent_of(name)
+    while parent is not None:
+        inherited = acl_of(parent)
+        if inherited is not None:
+            return dict(inherited)
+        parent = parent_of(parent)
+    return dict(DEFAULT_SHARED_ACL)

@@ -1,8 +1,10 @@
-"""The one narrow store API every service uses (lmtpd, deliver, imapd, pop3d, admin commands).
+"""The store's API: its records, and its roles as Protocols (lmtpd, deliver, imapd, pop3d, admin
+commands each use the narrowest that serves them).
 
 Names are *internal* mailbox names (see sealmail.store.names). Methods raise only StoreError
 subclasses on purpose; anything else is a bug. Implementations must be safe to use from several
-threads of one process and from many processes at once.
+threads of one process; the disk store (sealmail.store.disk) also from many processes at once,
+the memory store (sealmail.store.memory, the verified fake of the tests) lives in one process.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from sealmail.store.errors import StoreError
@@ -136,30 +137,66 @@ def flags_after(current: Sequence[str], flags: Sequence[str], mode: str) -> list
     raise ValueError(f"mode must be one of {FLAG_MODES}")
 
 
-class MessageStore(Protocol):
-    # Mailboxes
+# The store's roles: each consumer names the narrowest one it uses, so what a service may do to
+# the store is visible in its signature and a backend is checked against each role
+# (tests/store: every backend satisfies every role).
+
+
+class MailboxLookup(Protocol):
+    """Whether a mailbox exists, and its row: address resolution (delivery, the MTA's
+    `sealmail:` table) needs nothing else."""
+
     def mailbox(self, name: str) -> MailboxInfo | None: ...
-    def create_mailbox(
-        self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
-    ) -> MailboxInfo: ...
-    def delete_mailbox(self, name: str) -> None: ...
-    def rename_mailbox(self, old: str, new: str) -> None: ...
-    def list_mailboxes(self, prefix: str = "") -> list[MailboxInfo]: ...
-    def mailbox_path(self, name: str) -> Path: ...
 
-    # Rights and quotas
-    def set_acl(self, name: str, identifier: str, rights: str) -> None: ...
-    def set_quota(self, root: str, storage_kb: int | None, messages: int | None) -> None: ...
-    def quota_for(self, name: str) -> QuotaUsage | None: ...
-    def check_quota(self, name: str, incoming_size: int) -> None: ...
 
-    # Messages
+class Appending(MailboxLookup, Protocol):
+    """Append a message to mailboxes: a delivery, and an IMAP APPEND."""
+
     def deliver(
         self,
         content: bytes,
         targets: Sequence[DeliveryTarget],
         internaldate: float | None = None,
     ) -> list[AppendedMessage | StoreError]: ...
+
+
+class DeliveryStore(Appending, Protocol):
+    """What delivery needs (delivery/, lmtpd, deliver): append copies, check a quota at RCPT,
+    a per-user delivery slot, and a mailbox Sieve's `fileinto :create` may make."""
+
+    def check_quota(self, name: str, incoming_size: int) -> None: ...
+    def delivery_slot(self, user: str) -> AbstractContextManager[None]: ...
+    def create_mailbox(
+        self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
+    ) -> MailboxInfo: ...
+
+
+class MailboxAdmin(MailboxLookup, Protocol):
+    """The mailbox list: create, rename, delete, list; ACLs, quotas and special uses (the
+    `sealmail mailbox` command, IMAP's mailbox commands)."""
+
+    def create_mailbox(
+        self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
+    ) -> MailboxInfo: ...
+    def delete_mailbox(self, name: str) -> None: ...
+    def rename_mailbox(self, old: str, new: str) -> None: ...
+    def list_mailboxes(self, prefix: str = "") -> list[MailboxInfo]: ...
+    def set_acl(self, name: str, identifier: str, rights: str) -> None: ...
+    def set_quota(self, root: str, storage_kb: int | None, messages: int | None) -> None: ...
+    def quota_for(self, name: str) -> QuotaUsage | None: ...
+    def special_uses(self) -> dict[str, str]: ...
+    def set_special_use(self, name: str, use: str) -> None: ...
+
+
+class MailboxView(Appending, Protocol):
+    """One mailbox's messages as a session sees them (imapd's selected state, pop3d): read,
+    search, sort, thread, change flags, expunge, copy, append.
+
+    `reader`: the user whose view of the flags is wanted. \\Seen is the index's for the owner
+    of a personal mailbox (and for None), the reader's own seen state for anyone else
+    (sealmail.store.seen); every method that reads or writes flags for a session takes it.
+    """
+
     def messages(self, name: str, reader: str | None = None) -> list[MessageRecord]: ...
     def message_bytes(self, name: str, uid: int) -> bytes: ...
     def message_contents(
@@ -175,11 +212,6 @@ class MessageStore(Protocol):
     def thread_fields(self, name: str) -> list[ThreadFields]: ...
     def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int: ...
     def expunge(self, name: str, uids: Sequence[int]) -> list[int]: ...
-
-    # What IMAP sessions need (changes since a modseq, flag updates, copies, structure cache).
-    # `reader`: the user whose view of the flags is wanted. \Seen is the index's for the owner
-    # of a personal mailbox (and for None), the reader's own seen state for anyone else
-    # (sealmail.store.seen); every method that reads or writes flags for a session takes it.
     def messages_since(
         self, name: str, modseq: int, reader: str | None = None
     ) -> list[MessageRecord]: ...
@@ -199,15 +231,24 @@ class MessageStore(Protocol):
     # \Recent (RFC 3501 2.3.2): raise `reader`'s recent mark of `name` to `upto` and return it
     # as it was; the caller's \Recent messages are the UIDs above it, up to `upto`.
     def claim_recent(self, name: str, upto: int, reader: str | None = None) -> int: ...
+    def quota_for(self, name: str) -> QuotaUsage | None: ...
+    # The IMAP layer's parses (BODYSTRUCTURE), kept beside the messages; not a change a client
+    # sees.
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]: ...
     def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None: ...
+
+
+class UserData(Protocol):
+    """What belongs to a user rather than to a mailbox: subscriptions (IMAP LSUB/SUBSCRIBE).
+    (Seen states and \\Recent marks go with the messages: MailboxView's `reader`.)"""
+
     def subscriptions(self, userid: str) -> list[str]: ...
     def subscribe(self, userid: str, name: str) -> None: ...
     def unsubscribe(self, userid: str, name: str) -> bool: ...
-    def special_uses(self) -> dict[str, str]: ...
-    def set_special_use(self, name: str, use: str) -> None: ...
 
-    # Concurrency and repair
-    def delivery_slot(self, user: str) -> AbstractContextManager[None]: ...
-    def reconstruct(self, name: str) -> list[str]: ...
+
+class MessageStore(DeliveryStore, MailboxAdmin, MailboxView, UserData, Protocol):
+    """Every role: what an IMAP session and a store's owner (a daemon that opens and closes it)
+    use. A backend implements this (sealmail.store.disk, sealmail.store.memory)."""
+
     def close(self) -> None: ...

@@ -30,6 +30,9 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"{path}: {text}")
 
 
+DUPLICATES_NAME = "deliver.db"  # in the configdirectory, as Cyrus's deliver.db
+
+
 class DuplicateDatabase:
     """seen/mark/expire over (message_id, mailbox) pairs; safe across threads and processes."""
 

@@ -122,3 +122,16 @@ def listed_form(raw: bytes) -> bytes:
     """The `header_index.listed` value of a message: its `LISTED_FIELDS` as sent, in their
     order, and the empty line (BODY[HEADER.FIELDS (LISTED_FIELDS)])."""
     return rfc5322.header_fields(header_block(raw), LISTED_FIELDS, False)
+
+
+def indexed_value(form: bytes, field: str) -> bytes | None:
+    """The value `searchable_form` keeps for `field` (lower case), or None when the message has
+    no such field: what the disk store's SEARCH query extracts in SQL."""
+    key = FIELD_SEPARATOR + field.encode() + NAME_SEPARATOR
+    at = form.find(key)
+    if at < 0:
+        return None
+    at += len(key)
+    length = int(form[at : at + LENGTH_DIGITS])
+    at += LENGTH_DIGITS
+    return form[at : at + length]

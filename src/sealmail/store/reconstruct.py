@@ -32,6 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sealmail.store import acl as acls
+from sealmail.store.disk.layout import (
+    HEADER_NAME,
+    MailboxHeader,
+    allocate_uidvalidity,
+    mailbox_row,
+    make_directories,
+    os_error,
+)
 from sealmail.store.errors import MailboxCorrupt, MailboxNotFound, StoreError
 from sealmail.store.headers import searchable_form
 from sealmail.store.names import validate_internal
@@ -69,18 +77,16 @@ def _digest(path: Path) -> tuple[int, str, bytes | None]:
 def reconstruct_mailbox(store: DiskStore, index: Index, name: str) -> list[str]:
     """Repair one mailbox (or adopt its orphan directory); a list of fixes, empty if none."""
     validate_internal(name)
-    with store._mailbox_lock(name):
+    with store.spool.mailbox_lock(name):
         try:
             with index.transaction() as conn:
-                row = store._row(conn, name)
+                row = mailbox_row(conn, name)
                 if row is not None:
                     return _check(store, conn, row)
                 for orphan in _orphans(store, conn):
                     if orphan.header_name == name:
                         return _adopt(store, conn, orphan)
         except OSError as exc:
-            from sealmail.store.disk import os_error
-
             raise os_error(exc, f"reconstruct {name}") from exc
     raise MailboxNotFound(f"mailbox {name!r} does not exist and no directory of it was found")
 
@@ -120,8 +126,6 @@ def _orphans(store: DiskStore, conn: sqlite3.Connection) -> list[_Orphan]:
     """Mailbox directories the index does not list; tombstoned ones count as header-less."""
     known = {uniqueid for (uniqueid,) in conn.execute("SELECT uniqueid FROM mailboxes")}
     tombstoned = {uniqueid for (uniqueid,) in conn.execute("SELECT uniqueid FROM tombstones")}
-    from sealmail.store.disk import HEADER_NAME, MailboxHeader
-
     found: list[_Orphan] = []
     for partition, path in sorted(store.partitions.items()):
         for directory in sorted(path.glob("uuid/*/*/*")):
@@ -140,15 +144,13 @@ def _orphans(store: DiskStore, conn: sqlite3.Connection) -> list[_Orphan]:
 
 
 def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) -> list[str]:
-    from sealmail.store.disk import HEADER_NAME, MailboxHeader, make_directories
-
     mailbox_id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq, acl_text, _ = row
     assert isinstance(name, str) and isinstance(uniqueid, str) and isinstance(partition, str)
     assert isinstance(uidnext, int) and isinstance(highestmodseq, int)
     assert isinstance(uidvalidity, int) and isinstance(acl_text, str)
     assert isinstance(mailbox_id, int)
     fixes: list[str] = []
-    directory = store._directory(partition, uniqueid)
+    directory = store.spool.directory(partition, uniqueid)
     if not directory.is_dir():
         make_directories(directory)
         fixes.append(f"{name}: re-created missing directory {directory}")
@@ -158,7 +160,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
     except (OSError, MailboxCorrupt):
         current = None
     if current != expected:
-        store._write_header(directory, expected)
+        store.spool.write_header(directory, expected)
         fixes.append(f"{name}: rewrote {HEADER_NAME}")
     stale_temporary = directory / (HEADER_NAME + ".tmp")
     if stale_temporary.exists():
@@ -299,11 +301,9 @@ def _check_header_index(conn: sqlite3.Connection, name: str, mailbox_id: int,
 
 def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[str]:
     """Re-create the index entry of an orphan directory from its header and files."""
-    from sealmail.store.disk import HEADER_NAME, MailboxHeader, allocate_uidvalidity
-
     header = MailboxHeader.parse((orphan.directory / HEADER_NAME).read_bytes())
     validate_internal(header.name)
-    uidvalidity = allocate_uidvalidity(conn, store._clock)
+    uidvalidity = allocate_uidvalidity(conn, store.spool.clock)
     files = _message_files(orphan.directory)
     conn.execute(
         "INSERT INTO mailboxes (name, uniqueid, partition, uidvalidity, uidnext, highestmodseq,"
@@ -339,7 +339,7 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
         "UPDATE mailboxes SET exists_count = ?, size_bytes = ? WHERE id = ?",
         (len(files), total, mailbox_id),
     )
-    store._write_header(
+    store.spool.write_header(
         orphan.directory, MailboxHeader(header.name, header.uniqueid, uidvalidity, header.acl)
     )
     return [

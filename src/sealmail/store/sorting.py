@@ -137,3 +137,34 @@ def sort_fields(raw: bytes) -> SortFields:
         " ".join(fields.get("references", ())),
         " ".join(fields.get("in-reply-to", ())),
     )
+
+
+def sort_value(key: str, fields: SortFields, internaldate: float, size: int) -> float | str:
+    """A message's value for sort key `key` (RFC 5256 3, RFC 5957): what the disk store's SQL
+    orders by (sealmail.store.disk.header_index), for a backend that orders in Python."""
+    if key == "ARRIVAL":
+        return internaldate
+    if key == "DATE":  # RFC 5256 2.2: the sent date, else the internal date
+        return internaldate if fields.sentdate is None else fields.sentdate
+    if key == "SIZE":
+        return size
+    value: str = getattr(fields, _KEY_COLUMNS[key])
+    return value
+
+
+_KEY_COLUMNS = {
+    "SUBJECT": "base_subject",
+    "FROM": "from_mailbox",
+    "TO": "to_mailbox",
+    "CC": "cc_mailbox",
+    "DISPLAYFROM": "from_display",
+    "DISPLAYTO": "to_display",
+}
+assert frozenset(_KEY_COLUMNS) | {"ARRIVAL", "DATE", "SIZE"} == SORT_KEYS
+
+
+def thread_fields_of(uid: int, fields: SortFields, internaldate: float) -> ThreadFields:
+    """What THREAD needs of one message, from its sortable form."""
+    sent = internaldate if fields.sentdate is None else fields.sentdate
+    return ThreadFields(uid, fields.message_id, fields.refs, fields.in_reply_to, fields.subject,
+                        fields.base_subject, sent)

@@ -41,11 +41,14 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.durable import replacing
 from sealmail.mta.config.postfix_files import logical_lines, read_text
+
+if TYPE_CHECKING:
+    from sealmail.store.api import MailboxLookup
 
 log = logging.getLogger("sealmail.mta.tables")
 
@@ -98,12 +101,13 @@ class StoreTable:
     def lookup(self, key: str) -> str | None:
         from sealmail.config.imapd_conf import load_imapd_conf
         from sealmail.delivery.recipient import RecipientResolver
-        from sealmail.store.disk import DiskStore
+        from sealmail.store.backends import open_store
         from sealmail.store.errors import MailboxNotFound, PermissionDenied, StoreError
 
         if self._resolver is None:
             config = load_imapd_conf(self.imapd_conf)
-            self._resolver = RecipientResolver(config, DiskStore(config))
+            mailboxes: MailboxLookup = open_store(config)  # read only: the mailbox list
+            self._resolver = RecipientResolver(config, mailboxes)
         assert isinstance(self._resolver, RecipientResolver)
         local, _, domain = key.rpartition("@") if "@" in key else (key, "", "")
         try:

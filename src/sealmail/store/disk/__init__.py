@@ -1,0 +1,214 @@
+"""DiskStore: the sealed mail store on disk (every role of sealmail.store.api), with group-committed
+delivery.
+
+Theory of operation
+-------------------
+Message files live in partitions (`partition-NAME`), one directory per mailbox keyed by the
+mailbox's uniqueid (`PARTITION/uuid/X/Y/UNIQUEID/`, files `UID.`), so a rename touches only the
+index. Every mailbox directory holds `sealmail.header` (name, uniqueid, uidvalidity, ACL) so
+`reconstruct` can rebuild a mailbox whose index rows are lost. The index is one SQLite database
+(sealmail.store.index).
+
+A delivery that answers 250 must survive a crash. Order of operations:
+
+1. the caller's thread writes the bytes once per partition to `PARTITION/stage./NAME` and fsyncs
+   them (in parallel with other callers);
+2. the caller joins the pending batch. One committer at a time takes every pending delivery and,
+   in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next modseq,
+   hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
+3. fsyncs each touched mailbox directory once (the new names are durable), then COMMITs
+   (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every caller;
+4. each caller unlinks its stage files.
+
+A crash before COMMIT leaves links that no row names, at uids >= uidnext: reconstruct removes
+them, and a later delivery that draws the same uid replaces the debris. A crash after COMMIT
+leaves only stage files, removed at the next open. So a message is either fully there (file,
+directory entry and row durable) or absent. UIDs are allocated inside the commit that publishes
+them, so they become visible in ascending order (a client syncing with `UID FETCH last+1:*` never
+misses one).
+
+Group commit is why this beats one-fsync-per-message stores: N concurrent deliveries share one
+directory fsync per mailbox and one WAL fsync, while each caller still returns only after its own
+data is durable.
+
+The parts, one module each, share a `Spool` (settings, partitions, the index connection, locks):
+`layout` (directories, header files, index rows), `commit` (delivery by group commit),
+`mailboxes` (create/rename/delete, ACLs, quotas), `reading` (records, snapshots, files),
+`header_index` (SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE), `copying` (COPY) and `userdata`
+(subscriptions, seen states, \\Recent). DiskStore exposes their bound methods as its own, so a
+call costs what a method call on one class costs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from sealmail.store import locks
+from sealmail.store.disk.commit import GroupCommit
+from sealmail.store.disk.copying import Copying
+from sealmail.store.disk.flags import Flags
+from sealmail.store.disk.header_index import HeaderIndex
+from sealmail.store.disk.layout import (
+    HEADER_NAME,
+    INDEX_NAME,
+    STAGE_DIRECTORY,
+    FaultHook,
+    MailboxHeader,
+    Spool,
+    allocate_uidvalidity,
+    mailbox_directory,
+    make_directories,
+    os_error,
+    write_file_durably,
+)
+from sealmail.store.disk.mailboxes import Mailboxes
+from sealmail.store.disk.reading import Reading
+from sealmail.store.disk.userdata import UserData
+from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
+from sealmail.store.index import Index
+from sealmail.store.settings import StoreSettings, store_settings
+
+if TYPE_CHECKING:
+    from sealmail.config.imapd_conf import ImapdConfig
+    from sealmail.store.api import MessageStore
+
+__all__ = [
+    "DUPLICATES_NAME",
+    "HEADER_NAME",
+    "INDEX_NAME",
+    "STAGE_DIRECTORY",
+    "DiskStore",
+    "FaultHook",
+    "MailboxHeader",
+    "allocate_uidvalidity",
+    "mailbox_directory",
+    "make_directories",
+    "os_error",
+    "write_file_durably",
+]
+
+
+class DiskStore:
+    """The on-disk store; safe from many threads and many processes at once."""
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        *,
+        fault_hook: FaultHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.partitions = dict(settings.partitions)
+        self.configdirectory = settings.configdirectory
+        self._duplicates: DuplicateDatabase | None = None
+        self._duplicates_lock = threading.Lock()
+        try:
+            for path in self.partitions.values():
+                make_directories(path / STAGE_DIRECTORY)
+        except OSError as exc:
+            raise os_error(exc, "cannot prepare partitions") from exc
+        self._index = Index(self.configdirectory / INDEX_NAME)
+        self.spool = spool = Spool(settings, self._index, clock, fault_hook)
+
+        # Delivery (sealmail.store.api.DeliveryStore).
+        self._commit = commit = GroupCommit(spool)
+        self.deliver = commit.deliver
+        self.clean_stage_files = commit.clean_stage_files
+        # Mailbox administration.
+        self._mailboxes = mailboxes = Mailboxes(spool)
+        self.mailbox = mailboxes.mailbox
+        self.create_mailbox = mailboxes.create_mailbox
+        self.delete_mailbox = mailboxes.delete_mailbox
+        self.rename_mailbox = mailboxes.rename_mailbox
+        self.list_mailboxes = mailboxes.list_mailboxes
+        self.mailbox_path = mailboxes.mailbox_path
+        self.remove_mailbox_directory = mailboxes.remove_mailbox_directory
+        self.set_acl = mailboxes.set_acl
+        self.set_quota = mailboxes.set_quota
+        self.quota_for = mailboxes.quota_for
+        self.check_quota = mailboxes.check_quota
+        self.special_uses = mailboxes.special_uses
+        self.set_special_use = mailboxes.set_special_use
+        # Mailbox view: reading, searching, flags, copies.
+        reading = Reading(spool)
+        self.messages = reading.messages
+        self.message_bytes = reading.message_bytes
+        self.message_contents = reading.message_contents
+        self.message_records = reading.message_records
+        self.flag_snapshot = reading.flag_snapshot
+        self.messages_since = reading.messages_since
+        self.expunged_since = reading.expunged_since
+        self.message_structures = reading.message_structures
+        self.save_message_structures = reading.save_message_structures
+        header_index = HeaderIndex(spool)
+        self.search_header = header_index.search_header
+        self.listed_headers = header_index.listed_headers
+        self.sorted_uids = header_index.sorted_uids
+        self.thread_fields = header_index.thread_fields
+        flags = Flags(spool)
+        self.set_flags = flags.set_flags
+        self.update_flags = flags.update_flags
+        self.expunge = flags.expunge
+        self.copy_messages = Copying(spool).copy_messages
+        # User data.
+        user_data = UserData(spool)
+        self.claim_recent = user_data.claim_recent
+        self.subscriptions = user_data.subscriptions
+        self.subscribe = user_data.subscribe
+        self.unsubscribe = user_data.unsubscribe
+
+        self.clean_stage_files()
+
+    @classmethod
+    def from_config(cls, config: ImapdConfig, **options: Any) -> DiskStore:
+        """The store of an imapd.conf (its StoreSettings: sealmail.store.settings)."""
+        return cls(store_settings(config), **options)
+
+    def close(self) -> None:
+        self._index.close()
+        with self._duplicates_lock:
+            if self._duplicates is not None:
+                self._duplicates.close()
+                self._duplicates = None
+
+    def __enter__(self) -> DiskStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ concurrency and repair
+
+    def delivery_slot(self, user: str) -> AbstractContextManager[None]:
+        return locks.delivery_slot(
+            self.spool.lock_directory, user, self.settings.user_concurrency_limit
+        )
+
+    def duplicates(self) -> DuplicateDatabase | None:
+        """The duplicate delivery database, or None when duplicatesuppression is off."""
+        if not self.settings.duplicate_suppression:
+            return None
+        with self._duplicates_lock:
+            if self._duplicates is None:
+                self._duplicates = DuplicateDatabase(self.configdirectory / DUPLICATES_NAME)
+            return self._duplicates
+
+    def reconstruct(self, name: str) -> list[str]:
+        from sealmail.store.reconstruct import reconstruct_mailbox
+
+        return reconstruct_mailbox(self, self._index, name)
+
+    def reconstruct_all(self) -> list[str]:
+        """Check every mailbox, adopt or remove orphan directories, clear stale stage files."""
+        from sealmail.store.reconstruct import reconstruct_store
+
+        return reconstruct_store(self, self._index)
+
+
+def _roles(store: DiskStore) -> MessageStore:
+    return store  # mypy: the disk store plays every role

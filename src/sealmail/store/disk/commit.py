@@ -1,0 +1,324 @@
+"""Delivery by group commit: stage, link, fsync, COMMIT (the story is in sealmail.store.disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sealmail.durable import fsync_directory
+from sealmail.store import quota
+from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.disk.layout import (
+    ROW_LIST,
+    ROW_PLACES,
+    STAGE_DIRECTORY,
+    Spool,
+    mailbox_row,
+    os_error,
+    write_synced,
+)
+from sealmail.store.disk.userdata import save_seen, seen_of
+from sealmail.store.errors import MailboxNotFound, StoreError
+from sealmail.store.headers import listed_form, searchable_form
+from sealmail.store.index import sqlite_error
+from sealmail.store.seen import SEEN
+from sealmail.store.sorting import SortFields, sort_fields
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """One deliver() call waiting for the group commit."""
+
+    targets: Sequence[DeliveryTarget]
+    stages: list[Path | None]  # per target; shared paths when single-instance
+    size: int
+    guid: str
+    internaldate: float
+    headers: bytes | None  # searchable form of the header (sealmail.store.headers)
+    listed: bytes  # the fields clients list folders with (sealmail.store.headers)
+    sorting: SortFields  # sortable form (sealmail.store.sorting)
+    results: list[AppendedMessage | StoreError | None]
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+
+
+class GroupCommit:
+    """Appends messages: every deliver() joins the pending batch; one committer at a time
+    commits the whole batch in one transaction."""
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+        self._stage_counter = itertools.count()
+        self._queue: list[_Delivery] = []
+        self._queue_lock = threading.Lock()
+        self._committing = False
+
+    def deliver(
+        self,
+        content: bytes,
+        targets: Sequence[DeliveryTarget],
+        internaldate: float | None = None,
+    ) -> list[AppendedMessage | StoreError]:
+        """Append `content` to every target; one result per target, in order.
+
+        Returns only once every appended copy is durable (see the module docstring).
+        """
+        if not targets:
+            return []
+        results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
+        with self._spool.reading() as conn:
+            partition_of: dict[str, str] = {}
+            for target in targets:
+                row = conn.execute(
+                    "SELECT partition FROM mailboxes WHERE name = ?", (target.mailbox,)
+                ).fetchone()
+                if row is not None:
+                    partition_of[target.mailbox] = row[0]
+        stages: list[Path | None] = [None] * len(targets)
+        written: list[Path] = []
+        shared: dict[str, Path | StoreError] = {}
+        try:
+            for i, target in enumerate(targets):
+                partition = partition_of.get(target.mailbox)
+                if partition is None:
+                    results[i] = MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
+                    continue
+                staged = shared.get(partition) if self._spool.single_instance else None
+                if staged is None:
+                    staged = self._stage(partition, content)
+                    if isinstance(staged, Path):
+                        written.append(staged)
+                    if self._spool.single_instance:
+                        shared[partition] = staged
+                if isinstance(staged, StoreError):
+                    results[i] = staged
+                else:
+                    stages[i] = staged
+            self._spool.fault("staged")
+            delivery = _Delivery(
+                targets=targets,
+                stages=stages,
+                size=len(content),
+                guid=hashlib.sha1(content).hexdigest(),
+                internaldate=self._spool.clock() if internaldate is None else internaldate,
+                headers=searchable_form(content),
+                listed=listed_form(content),
+                sorting=sort_fields(content),
+                results=results,
+            )
+            if any(stage is not None for stage in stages):
+                self._commit_in_group(delivery)
+        finally:
+            for path in written:
+                with suppress(OSError):  # removed at the next open or reconstruct
+                    path.unlink()
+        final: list[AppendedMessage | StoreError] = []
+        for result in results:
+            assert result is not None
+            final.append(result)
+        return final
+
+    def _stage(self, partition: str, content: bytes) -> Path | StoreError:
+        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)."""
+        directory = self._spool.partition_path(partition) / STAGE_DIRECTORY
+        name = f"{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
+        path = directory / name
+        try:
+            write_synced(path, content, os.O_EXCL)
+        except OSError as exc:
+            with suppress(OSError):
+                path.unlink()
+            return os_error(exc, f"cannot stage message on partition {partition}")
+        return path
+
+    def _commit_in_group(self, delivery: _Delivery) -> None:
+        """Join the pending batch; commit it ourselves if no one is committing."""
+        with self._queue_lock:
+            self._queue.append(delivery)
+            lead = not self._committing
+            self._committing = True
+        while True:
+            if not lead:
+                delivery.wake.wait()
+                delivery.wake.clear()
+                if delivery.finished:
+                    return
+            # We lead: our own delivery is in the queue, so this batch includes it.
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            try:
+                self._commit_batch(batch)
+            finally:
+                for waiting in batch:
+                    waiting.finished = True
+                    if waiting is not delivery:
+                        waiting.wake.set()
+                with self._queue_lock:
+                    if self._queue:
+                        self._queue[0].wake.set()  # hand the committer role on
+                    else:
+                        self._committing = False
+            return
+
+    def _commit_batch(self, batch: list[_Delivery]) -> None:
+        conn = self._spool.index.connection()
+        linked: list[Path] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
+                directories: set[Path] = set()
+                for delivery in batch:
+                    for i, target in enumerate(delivery.targets):
+                        stage = delivery.stages[i]
+                        if stage is None or delivery.results[i] is not None:
+                            continue
+                        try:
+                            delivery.results[i] = self._append(
+                                conn, delivery, target, stage, bool(has_quotas), linked
+                            )
+                        except StoreError as exc:
+                            delivery.results[i] = exc
+                            continue
+                        directories.add(linked[-1].parent)
+                for directory in directories:
+                    fsync_directory(directory)
+                self._spool.fault("linked")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            # Left-over links are debris at uid >= uidnext; reconstruct or the next delivery
+            # that draws the same uid clears them.
+            for path in linked:
+                with suppress(OSError):
+                    path.unlink()
+            if isinstance(exc, sqlite3.Error):
+                error: StoreError = sqlite_error(exc, "delivery")
+            elif isinstance(exc, OSError):
+                error = os_error(exc, "delivery")
+            elif isinstance(exc, StoreError):
+                error = exc
+            else:
+                error = StoreError(f"delivery failed: {exc!r}")
+                error.__cause__ = exc
+            for delivery in batch:
+                for i, result in enumerate(delivery.results):
+                    if result is None or isinstance(result, AppendedMessage):
+                        delivery.results[i] = error
+            if not isinstance(exc, Exception):
+                raise
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        delivery: _Delivery,
+        target: DeliveryTarget,
+        stage: Path,
+        has_quotas: bool,
+        linked: list[Path],
+    ) -> AppendedMessage:
+        row = mailbox_row(conn, target.mailbox)
+        if row is None:
+            raise MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
+        mailbox_id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq = row[:7]
+        directory = self._spool.directory(partition, uniqueid)
+        if stage.parent.parent != self._spool.partition_path(partition):
+            # Deleted and re-created on another partition since we staged: let the client retry.
+            raise StoreError(f"mailbox {name!r} moved to partition {partition!r}; try again")
+        if has_quotas and not target.ignore_quota:
+            root = quota.quota_root_of(conn, name)
+            usage = None if root is None else quota.usage_of(conn, root)
+            if usage is not None:
+                if target.strict_quota:
+                    quota.enforce(usage, delivery.size, 1)
+                else:
+                    quota.enforce(usage, 0, 0)
+        uid, modseq = uidnext, highestmodseq + 1
+        path = directory / f"{uid}."
+        try:
+            try:
+                os.link(stage, path)
+            except FileExistsError:
+                # Debris of a delivery that never committed (uid >= uidnext): replace it.
+                path.unlink()
+                os.link(stage, path)
+        except OSError as exc:
+            raise os_error(exc, f"cannot store message in {name}") from exc
+        linked.append(path)
+        wanted = list(dict.fromkeys(target.flags))
+        seen = None if SEEN not in wanted else seen_of(conn, mailbox_id, name, target.reader)
+        if seen is not None:
+            # The appending user does not own this mailbox: \Seen is theirs alone.
+            wanted.remove(SEEN)
+            save_seen(conn, mailbox_id, target.reader, seen.union([uid]))
+        flags = " ".join(wanted)
+        conn.execute(
+            "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
+            " filename) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                mailbox_id,
+                uid,
+                modseq,
+                delivery.internaldate,
+                delivery.size,
+                delivery.guid,
+                flags,
+                path.name,
+            ),
+        )
+        conn.execute(
+            f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, {ROW_LIST})"
+            f" VALUES (?, ?, {ROW_PLACES})",
+            (mailbox_id, uid, delivery.headers, delivery.listed, *delivery.sorting),
+        )
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, exists_count = exists_count + 1,"
+            " size_bytes = size_bytes + ? WHERE id = ?",
+            (uid + 1, modseq, delivery.size, mailbox_id),
+        )
+        return AppendedMessage(name, uidvalidity, uid, modseq, delivery.guid, delivery.size)
+
+    def clean_stage_files(self) -> list[str]:
+        """Remove stage files of processes that are gone (a crash after or before COMMIT)."""
+        removed: list[str] = []
+        for partition, path in sorted(self._spool.partitions.items()):
+            directory = path / STAGE_DIRECTORY
+            try:
+                entries = list(directory.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                pid_text = entry.name.split("-", 1)[0]
+                if pid_text.isdigit() and process_alive(int(pid_text)):
+                    continue
+                try:
+                    entry.unlink()
+                except OSError:
+                    continue
+                removed.append(f"partition {partition}: removed stale stage file {entry.name}")
+        return removed
+
+
+def process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

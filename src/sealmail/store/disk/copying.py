@@ -1,0 +1,144 @@
+"""COPY (and the copy half of MOVE) in the disk store: hard links, made durable before the
+commit that publishes them, as a delivery's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+
+from sealmail.durable import fsync_directory
+from sealmail.store import quota
+from sealmail.store.api import CopiedMessages
+from sealmail.store.disk.layout import (
+    ROW_LIST,
+    Spool,
+    missing_file,
+    os_error,
+    require_mailbox,
+)
+from sealmail.store.disk.userdata import save_seen, seen_of
+from sealmail.store.seen import SEEN, with_seen
+
+
+class Copying:
+    """IMAP COPY between two mailboxes of the store."""
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+
+    def copy_messages(
+        self, source: str, uids: Sequence[int], target: str, reader: str | None = None
+    ) -> CopiedMessages:
+        """Copy messages with their flags and internal dates (IMAP COPY, RFC 9051 6.4.7).
+
+        All or nothing, in one transaction: the files are hard-linked (copied across
+        partitions), fsynced through their directory before COMMIT, like a delivery; the quota
+        of the target counts the copies (RFC 9051 6.4.7: COPY fails with OVERQUOTA). Each copy
+        has \\Seen as `reader` sees the original, kept where the target keeps `reader`'s \\Seen
+        (the index when they own it, else their own seen state: sealmail.store.seen).
+        """
+        linked: list[Path] = []
+        try:
+            with self._spool.index.transaction() as conn:
+                src = require_mailbox(conn, source)
+                dst = require_mailbox(conn, target)
+                src_dir = self._spool.directory(src[3], src[2])
+                dst_dir = self._spool.directory(dst[3], dst[2])
+                dst_id, uidnext, modseq = dst[0], dst[5], dst[6]
+                src_seen = seen_of(conn, src[0], source, reader)
+                dst_seen = seen_of(conn, dst_id, target, reader)
+                seen_copies: list[int] = []
+                rows = [
+                    found
+                    for uid in sorted(set(uids))
+                    if (
+                        found := conn.execute(
+                            "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
+                            " WHERE mailbox_id = ? AND uid = ?",
+                            (src[0], uid),
+                        ).fetchone()
+                    )
+                    is not None
+                ]
+                result = CopiedMessages(dst[4], [])
+                if not rows:
+                    return result
+                root = quota.quota_root_of(conn, target)
+                usage = None if root is None else quota.usage_of(conn, root)
+                if usage is not None:
+                    quota.enforce(usage, sum(r[2] for r in rows), len(rows))
+                pairs = result.pairs
+                total = 0
+                for uid, internaldate, size, guid, flags, filename in rows:
+                    new_uid = uidnext
+                    uidnext += 1
+                    modseq += 1
+                    if src_seen is not None or dst_seen is not None:
+                        stored = flags.split()
+                        was_seen = SEEN in stored if src_seen is None else uid in src_seen
+                        flags = " ".join(with_seen(stored, was_seen and dst_seen is None))
+                        if was_seen and dst_seen is not None:
+                            seen_copies.append(new_uid)
+                    path = dst_dir / f"{new_uid}."
+                    try:
+                        path.unlink(missing_ok=True)  # debris of an uncommitted delivery
+                        try:
+                            os.link(src_dir / filename, path)
+                        except OSError as exc:
+                            if exc.errno != errno.EXDEV:
+                                raise
+                            path.write_bytes((src_dir / filename).read_bytes())
+                    except FileNotFoundError:
+                        raise missing_file(source, uid) from None
+                    except OSError as exc:
+                        raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
+                    linked.append(path)
+                    structure = conn.execute(
+                        "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
+                        (src[0], uid),
+                    ).fetchone()[0]
+                    conn.execute(
+                        "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
+                        " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            dst_id,
+                            new_uid,
+                            modseq,
+                            internaldate,
+                            size,
+                            guid,
+                            flags,
+                            path.name,
+                            structure,
+                        ),
+                    )
+                    conn.execute(
+                        "INSERT OR REPLACE INTO header_index"
+                        f" (mailbox_id, uid, {ROW_LIST})"
+                        f" SELECT ?, ?, {ROW_LIST} FROM header_index"
+                        " WHERE mailbox_id = ? AND uid = ?",
+                        (dst_id, new_uid, src[0], uid),
+                    )
+                    pairs.append((uid, new_uid))
+                    total += size
+                conn.execute(
+                    "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
+                    " exists_count = exists_count + ?, size_bytes = size_bytes + ? WHERE id = ?",
+                    (uidnext, modseq, len(pairs), total, dst_id),
+                )
+                if dst_seen is not None and seen_copies:
+                    save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
+                try:
+                    fsync_directory(dst_dir)
+                except OSError as exc:
+                    raise os_error(exc, f"cannot sync {target}") from exc
+            linked.clear()  # committed: the links are the messages now
+            return result
+        finally:
+            for path in linked:  # the transaction failed: these links are debris
+                with suppress(OSError):
+                    path.unlink()

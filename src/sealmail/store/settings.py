@@ -1,0 +1,45 @@
+"""What a store reads of imapd.conf, typed and read once (`store_settings`).
+
+A backend gets a StoreSettings, never the whole ImapdConfig: the options it depends on are the
+fields below, and nothing else of the configuration can reach it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sealmail.config.imapd_conf import ImapdConfig
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    configdirectory: Path  # the index, the duplicate database and the lock files
+    partitions: Mapping[str, Path]  # partition name -> spool directory (partition-NAME)
+    default_partition: str  # defaultpartition: where a new mailbox goes
+    single_instance: bool = True  # singleinstancestore: one file, many hard links
+    user_concurrency_limit: int = 0  # lmtp_user_concurrency_limit (0: unlimited)
+    duplicate_suppression: bool = True  # duplicatesuppression
+
+
+def store_settings(config: ImapdConfig) -> StoreSettings:
+    """The store's options of `config`; ConfigError when defaultpartition names no partition."""
+    from sealmail.config.imapd_conf import ConfigError
+
+    partitions = dict(config.partitions)
+    default_partition = config.string("defaultpartition") or "default"
+    if default_partition not in partitions:
+        raise ConfigError(
+            config.path, 0, "defaultpartition", f"no partition-{default_partition} is configured"
+        )
+    return StoreSettings(
+        configdirectory=config.configdirectory,
+        partitions=partitions,
+        default_partition=default_partition,
+        single_instance=config.switch("singleinstancestore"),
+        user_concurrency_limit=config.integer("lmtp_user_concurrency_limit"),
+        duplicate_suppression=config.switch("duplicatesuppression"),
+    )
