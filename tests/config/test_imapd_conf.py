@@ -75,6 +75,10 @@ def test_lmtp_admins_falls_back_to_admins() -> None:
         ("lmtptimeout: 5m\n", "imapd.conf:1: lmtptimeout: '5m' is not a whole number"),
         ("unix_socket_mode: 0999\n", "imapd.conf:1: unix_socket_mode: '0999' is not an octal"),
         ("no colon here\n", "imapd.conf:1: expected 'key: value'"),
+        (
+            "admins: a\nimplicit_owner_rights: lkxz\n",
+            "imapd.conf:2: implicit_owner_rights: 'z': not RFC 4314 rights",
+        ),
     ],
 )
 def test_wrong_values_name_file_line_and_key(text: str, message: str) -> None:

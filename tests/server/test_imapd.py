@@ -459,6 +459,36 @@ def test_acl_and_quota_for_admins(start) -> None:  # type: ignore[no-untyped-def
     alice.logout()
 
 
+def test_no_setacl_locks_the_owner_out(start) -> None:  # type: ignore[no-untyped-def]
+    """Cyrus's implicit_owner_rights: a negative entry or an emptied entry for the owner, set by
+    the owner or by anyone holding "a", leaves the owner lkxa, enough to repair the ACL."""
+    server = start(allowplaintext="yes")
+    alice, bob = server.login(), server.login("bob")
+    assert alice.setacl("INBOX", "-alice", "lra")[0] == "OK"
+    assert alice.myrights("INBOX")[1] == [b"INBOX lswipkxtecda"]
+    assert alice.select("INBOX")[0] == "NO"  # "r" is gone, as asked
+    assert alice.deleteacl("INBOX", "-alice")[0] == "OK"
+    assert alice.myrights("INBOX")[1] == [b"INBOX lrswipkxtecda"]
+    assert alice.setacl("INBOX", "bob", "la")[0] == "OK"
+    assert bob.setacl("user.alice", "alice", '""')[0] == "OK"
+    assert alice.myrights("INBOX")[1] == [b"INBOX lkxca"]  # c stands for k
+    assert alice.xatom("LISTRIGHTS", "INBOX", "alice")[0] == "OK"
+    assert alice.response("LISTRIGHTS")[1][0].startswith(b"INBOX alice lkxa ")
+    assert alice.setacl("INBOX", "alice", "lrswipkxtecda")[0] == "OK"
+    assert alice.select("INBOX")[0] == "OK"
+    assert bob.myrights("user.alice")[1] == [b"user.alice la"]  # not the owner: nothing implicit
+    alice.logout()
+    bob.logout()
+
+
+def test_implicit_owner_rights_is_configurable(start) -> None:  # type: ignore[no-untyped-def]
+    server = start(allowplaintext="yes", implicit_owner_rights="la")
+    alice = server.login()
+    assert alice.setacl("INBOX", "alice", '""')[0] == "OK"
+    assert alice.myrights("INBOX")[1] == [b"INBOX la"]
+    alice.logout()
+
+
 def test_idle_timeout_closes_with_bye(start) -> None:  # type: ignore[no-untyped-def]
     server = start(allowplaintext="yes")
     server.service.timeout = 0.2

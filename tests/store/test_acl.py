@@ -8,6 +8,7 @@ from sealmail.store.acl import (
     InvalidRights,
     apply_rights_change,
     canonical_rights,
+    owner_rights,
     parse_acl,
     render_acl,
     rights_of,
@@ -87,3 +88,17 @@ def test_add_then_remove(current: str, change: str) -> None:
 @given(acl_entries)
 def test_stored_acl_round_trips(acl: dict[str, str]) -> None:
     assert parse_acl(render_acl(acl)) == acl
+
+
+def test_implicit_rights_survive_negative_entries() -> None:
+    acl = {"alice": "lrswipkxtecda", "-alice": "lra"}
+    assert rights_of(acl, "alice", False) == "swipkxtecd"
+    assert rights_of(acl, "alice", False, implicit="lkxa") == "lswipkxtecda"
+    assert rights_of({}, "alice", False, implicit="lkxa") == "lkxca"  # c: RFC 4314 2.1.1
+
+
+def test_owner_rights_belong_to_the_owner_of_the_hierarchy_only() -> None:
+    assert owner_rights("user.alice", "alice", "lkxa") == "lkxa"
+    assert owner_rights("user.alice.Sent", "alice", "lkxa") == "lkxa"
+    assert owner_rights("user.alice", "bob", "lkxa") == ""
+    assert owner_rights("Shared", "alice", "lkxa") == ""

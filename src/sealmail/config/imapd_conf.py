@@ -33,6 +33,9 @@ class ConfigError(Exception):
 def _convert(option: Option[Any], raw: str) -> object:
     """The typed value of `raw`, or ValueError with a reason."""
     kind = option.kind
+    refusal = option.refusal(raw) if option.refuses is not None else None
+    if refusal is not None:
+        raise ValueError(refusal)
     if kind is Kind.STRING:
         return raw
     if kind is Kind.BOOLEAN:

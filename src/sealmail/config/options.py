@@ -31,6 +31,15 @@ from sealmail.config.schema import (
     words,
 )
 
+RFC4314_RIGHTS = "lrswipkxtecda"  # in canonical order; the store's ALL_RIGHTS
+
+
+def _unknown_rights(text: str) -> str | None:
+    """Refuse what is not a rights string: a typo must not silently weaken the owner's rights."""
+    unknown = sorted(set(text) - set(RFC4314_RIGHTS))
+    return f"{''.join(unknown)!r}: not RFC 4314 rights ({RFC4314_RIGHTS})" if unknown else None
+
+
 OptionType = Kind  # the name this registry used before the schema was shared
 ACCEPTED = Status.ACCEPTED
 
@@ -53,6 +62,7 @@ class IMAPD(Registry):
     defaultdomain = optional_string("Domain treated as no domain when virtdomains is set.")
     # Rights
     admins = words((), "Identities with administrative rights on every mailbox.")
+    implicit_owner_rights = string("lkxa", "Rights the owner of a mailbox (user.X and every mailbox below it) holds whatever its ACL says, so no SETACL can lock the owner out (Cyrus 3: lkxan; sealmail has no 'n' right).", refuses=_unknown_rights)
     lmtp_admins = optional_words("Identities allowed to authenticate to lmtpd over TCP (default: admins).")
     postuser = string("", "Local part that addresses shared folders: postuser+folder posts to 'folder'.")
     postmaster = string("postmaster", "Local part used as the sender of generated mail.", status=ACCEPTED)

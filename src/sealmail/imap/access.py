@@ -20,9 +20,9 @@ from sealmail.proto.imap import (
     SetQuota,
 )
 from sealmail.proto.imap import response as replies
+from sealmail.store.acl import owner_rights
 from sealmail.store.api import ALL_RIGHTS, QuotaUsage
 from sealmail.store.errors import MailboxNotFound
-from sealmail.store.names import owner_of
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -54,12 +54,11 @@ def deleteacl(session: ImapSession, command: DeleteAcl) -> list[Response]:
 
 
 def listrights(session: ImapSession, command: ListRights) -> list[Response]:
-    """RFC 4314 3.4: the owner always holds "la" (Cyrus: an INBOX owner cannot lose them);
-    every other right may be granted one by one."""
+    """RFC 4314 3.4: the owner always holds implicit_owner_rights (Cyrus's rule, so no SETACL
+    locks them out); every other right may be granted one by one."""
     name = session.internal(command.mailbox)
     session.require_rights(name, "a")
-    owner = owner_of(name)
-    required = "la" if owner is not None and owner.userid == command.identifier else ""
+    required = owner_rights(name, command.identifier, session.implicit_owner_rights)
     optional = [r for r in ALL_RIGHTS if r not in required] + list("0123456789")
     return [replies.listrights(session.external(name), command.identifier, required, optional)]
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from sealmail import __version__
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.imap import access, fetching, mailboxes, messages, searching
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.namespace import UserNamespace, net_unicode
@@ -114,6 +115,7 @@ class ImapSession:
         self.config = config
         self.userid = userid
         self.is_admin = is_admin
+        self.implicit_owner_rights = config.get(IMAPD.implicit_owner_rights)
         self.clock = clock
         self.max_message_size = max_message_size
         self.namespace = UserNamespace(inbox, config.hierarchy_separator,
@@ -155,14 +157,16 @@ class ImapSession:
                                      extended=[("OLDNAME", [AString(sent)])])
 
     def rights_in(self, info: MailboxInfo, wanted: str) -> bool:
-        held = acls.rights_of(info.acl, self.userid, self.is_admin)
+        held = self.rights_of(info)
         return all(right in held for right in wanted)
+
+    def rights_of(self, info: MailboxInfo) -> str:
+        implicit = acls.owner_rights(info.name, self.userid, self.implicit_owner_rights)
+        return acls.rights_of(info.acl, self.userid, self.is_admin, implicit)
 
     def rights(self, name: str) -> str:
         info = self.store.mailbox(name)
-        if info is None:
-            return ""
-        return acls.rights_of(info.acl, self.userid, self.is_admin)
+        return "" if info is None else self.rights_of(info)
 
     def has_rights(self, name: str, wanted: str) -> bool:
         held = self.rights(name)
@@ -173,7 +177,7 @@ class ImapSession:
         info = self.store.mailbox(name)
         if info is None:
             raise MailboxNotFound(f"mailbox {self.external(name)} does not exist")
-        held = acls.rights_of(info.acl, self.userid, self.is_admin)
+        held = self.rights_of(info)
         if "l" not in held and "r" not in held:
             raise MailboxNotFound(f"mailbox {self.external(name)} does not exist")
         missing = [right for right in wanted if right not in held]

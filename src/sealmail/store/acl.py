@@ -9,7 +9,9 @@ Defaults follow Cyrus (docs "Access Control Defaults" and mboxlist's create path
 - a user's INBOX (`user.X`) starts with the owner holding every right;
 - any other new mailbox copies the ACL of its closest existing ancestor;
 - a new top-level shared mailbox without ancestor gets `defaultacl`, Cyrus's default "anyone lrs";
-- `admins` implicitly hold "l" and "a" on every mailbox, whatever the ACL says.
+- `admins` implicitly hold "l" and "a" on every mailbox, whatever the ACL says;
+- the owner of a mailbox (`user.X` and below) implicitly holds `implicit_owner_rights` (Cyrus:
+  "lkxan"; here "lkxa") on it, so no SETACL - not a negative entry either - can lock them out.
 """
 
 from __future__ import annotations
@@ -88,8 +90,17 @@ def _applies(entry_identifier: str, identity: str) -> bool:
     return entry_identifier in (identity, ANYONE)
 
 
-def rights_of(acl: Mapping[str, str], identity: str, is_admin: bool) -> str:
-    """Effective rights of `identity`: the union of matching entries minus matching negatives.
+def owner_rights(name: str, identity: str, implicit_owner_rights: str) -> str:
+    """The rights `identity` holds on mailbox `name` by owning it, whatever its ACL says."""
+    owner = owner_of(name)
+    return implicit_owner_rights if owner is not None and owner.userid == identity else ""
+
+
+def rights_of(
+    acl: Mapping[str, str], identity: str, is_admin: bool, implicit: str = ""
+) -> str:
+    """Effective rights of `identity`: the union of matching entries minus matching negatives,
+    plus the `implicit` rights (an owner's) that no entry takes away.
 
     RFC 4314 2: "the set of rights granted ... is the union of the rights of all matching
     identifiers minus the union of the rights of all matching negative identifiers".
@@ -102,6 +113,7 @@ def rights_of(acl: Mapping[str, str], identity: str, is_admin: bool) -> str:
         if _applies(bare, identity):
             (denied if negative else granted).update(_expand(rights))
     result = {r for r in granted - denied if r not in _OBSOLETE}  # c/d re-derived below
+    result.update(implicit)
     if is_admin:
         result.update(ADMIN_IMPLICIT_RIGHTS)
     return canonical_rights("".join(result))

@@ -14,11 +14,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sealmail.config.options import RFC4314_RIGHTS
 from sealmail.store.errors import StoreError
 from sealmail.store.sorting import ThreadFields
 
-# RFC 4314 rights, in canonical order.
-ALL_RIGHTS = "lrswipkxtecda"
+ALL_RIGHTS = RFC4314_RIGHTS  # in canonical order
 
 
 @dataclass(frozen=True, slots=True)
