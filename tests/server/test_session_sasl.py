@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import pytest
 
 from sealmail.auth.authenticator import MechanismUnavailable
+from sealmail.auth.throttle import FailurePenalty
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, Success
 from sealmail.server.session import Drain, Interruption, SaslExchange, read_client
 
@@ -38,6 +39,7 @@ class FakeAuthenticator:
     def __init__(self, **mechanisms: ScriptedMechanism) -> None:
         self.mechanisms = mechanisms
         self.started: list[dict[str, object]] = []
+        self.penalty = FailurePenalty()
 
     def start(
         self, mechanism: str, secure: bool, tls_peer: str | None = None, **options: object
@@ -84,8 +86,7 @@ def exchange(
         authenticator,  # type: ignore[arg-type]
         "pop",
         log=log,
-        failure_delay=0.0,
-        **options,  # type: ignore[arg-type]
+        **{"failure_delay": 0.0, **options},  # type: ignore[arg-type]
     )
 
 
@@ -269,3 +270,46 @@ def test_a_drain_ends_an_idle_session_s_wait_under_way() -> None:
 
 def test_a_drain_lets_a_busy_session_s_wait_go_on() -> None:
     assert asyncio.run(_drain_during_read(idle=False)) == (b".\r\n", False)
+
+
+def test_failures_in_other_sessions_lengthen_the_delay(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client reconnecting after each refusal does not start again at one delay; neither does
+    a user name guessed from many clients."""
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    monkeypatch.setattr("sealmail.server.session.asyncio.sleep", sleep)
+    authenticator = FakeAuthenticator(PLAIN=ScriptedMechanism("PLAIN", [BAD] * 20))
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for _ in range(3):  # three sessions, one failure each, from one client
+            auth = exchange(RecordingHost(), authenticator, failure_delay=2.0)
+            asyncio.run(auth.password("alice", "guess", "LOGIN"))
+        assert waited == [2.0, 4.0, 6.0]
+        assert "3 recent failed logins from [192.0.2.1] or for alice; answering in 6s" in (
+            caplog.text
+        )
+        for _ in range(10):
+            auth = exchange(RecordingHost(), authenticator, failure_delay=2.0)
+            asyncio.run(auth.start("PLAIN", b"\0alice\0guess"))
+    assert max(waited) == 15.0  # PENALTY_DELAY_CAP
+    host = RecordingHost()
+    host.client = "[192.0.2.99]"  # another client claiming the same user
+    auth = exchange(host, authenticator, failure_delay=2.0)
+    asyncio.run(auth.password("alice", "guess", "LOGIN"))
+    assert waited[-1] == 8.0  # alice's 4 password failures, not the other client's 13
+
+
+def test_failure_penalty_forgets_after_its_window_and_beyond_its_capacity() -> None:
+    now = [0.0]
+    penalty = FailurePenalty(window=60.0, capacity=3, clock=lambda: now[0])
+    assert penalty.record("client a") == 1
+    assert penalty.record("client a", "user x") == 2
+    now[0] = 61.0
+    assert penalty.record("client a") == 1
+    for key in ("b", "c", "d"):
+        penalty.record(key)
+    assert penalty.record("client a") == 1  # evicted: the oldest key went first

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sealmail.auth.saslauthd import DEFAULT_SASLAUTHD_PATH, SaslauthdClient
 from sealmail.auth.sasldb import SaslDB
+from sealmail.auth.throttle import FailurePenalty
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.proto.sasl import (
     MECHANISMS,
@@ -115,6 +116,7 @@ class Authenticator:
         self._sasldb = (sasldb or SaslDB.from_config(config)) if "auxprop" in methods else None
         self._saslauthd_path = Path(config.string("sasl_saslauthd_path") or DEFAULT_SASLAUTHD_PATH)
         self._entropy = entropy
+        self.penalty = FailurePenalty()  # failed logins per client and user, across sessions
         listed = config.words("sasl_mech_list")
         if listed is None:
             self._allowed = MECHANISMS

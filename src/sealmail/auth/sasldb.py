@@ -33,6 +33,7 @@ from pathlib import Path
 import scramp
 from scramp.utils import saslprep
 
+from sealmail.auth.throttle import HASHING, HashingPool
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.proto.sasl import (
     CramMD5Secret,
@@ -116,12 +117,14 @@ class SaslDB:
         *,
         scrypt_n: int = DEFAULT_SCRYPT_N,
         scram_iterations: int = DEFAULT_SCRAM_ITERATIONS,
+        hashing: HashingPool = HASHING,
     ) -> None:
         if scram_iterations < DEFAULT_SCRAM_ITERATIONS:
             raise ValueError("SCRAM iteration count must be at least 4096 (RFC 7677 4)")
         self.path = Path(path)
         self._scrypt_n = scrypt_n
         self._scram_iterations = scram_iterations
+        self._hashing = hashing
 
     @classmethod
     def from_config(cls, config: ImapdConfig) -> SaslDB:
@@ -293,8 +296,11 @@ class SaslDB:
     def check_password(self, identity: Identity, password: str) -> Verdict:
         stored = self._values(identity).get(PASSWORD_PROPERTY)
         if stored is None:
-            # Spend the same work for unknown users, so timing does not tell who exists.
-            self._scrypt(b"", b"\x00" * 16, self._scrypt_n, _SCRYPT_R, _SCRYPT_P)
+            # The same time for unknown users, so timing does not tell who exists.
+            cost = self._scrypt_n
+            self._hashing.spend_as_for(
+                lambda: self._scrypt(b"", bytes(16), cost, _SCRYPT_R, _SCRYPT_P)
+            )
             return Verdict.NO
         try:
             scheme, _, rest = stored.partition("}")
@@ -308,7 +314,8 @@ class SaslDB:
                 f"sasldb {self.path}: bad {PASSWORD_PROPERTY} entry for "
                 f"{identity.user}@{identity.realm}"
             ) from None
-        candidate = self._scrypt(_prepared(password), salt, n, r, p)
+        prepared = _prepared(password)
+        candidate = self._hashing.run(lambda: self._scrypt(prepared, salt, n, r, p))
         return Verdict.OK if hmac.compare_digest(candidate, digest) else Verdict.NO
 
     def cram_md5_secret(self, identity: Identity) -> CramMD5Secret | None:

@@ -233,6 +233,9 @@ class SaslHost(Protocol):
         """Too many failures: send the protocol's goodbye; the session ends after it."""
 
 
+PENALTY_DELAY_CAP = 15.0  # seconds: the most a failure waits for other sessions' failures
+
+
 class SaslExchange:
     """The SASL exchange (RFC 4422 3) of one daemon session, the same in every protocol.
 
@@ -321,12 +324,21 @@ class SaslExchange:
         self.mechanism = None
         self._log_aborted(reason)
 
-    async def count_failure(self, refuse: Callable[[], None]) -> bool:
+    async def count_failure(self, refuse: Callable[[], None], claimed: str | None = None) -> bool:
         """One failed attempt: wait, longer each time, then `refuse`; past the limit the host
-        says goodbye and False ends the session."""
+        says goodbye and False ends the session. The wait also grows with the client's and the
+        claimed user's recent failures in other sessions (up to PENALTY_DELAY_CAP)."""
         self.failures += 1
+        keys = [f"client {self.host.client}"] + ([f"user {claimed}"] if claimed else [])
+        recent = self.authenticator.penalty.record(*keys)
         if self.failure_delay:
-            await asyncio.sleep(self.failure_delay * self.failures)
+            delay = self.failure_delay * self.failures
+            if recent > self.failures:
+                delay = max(delay, min(self.failure_delay * recent, PENALTY_DELAY_CAP))
+                self.log.info("%s: %d recent failed logins from %s%s; answering in %.0fs",
+                              self.host.session_id, recent, self.host.client,
+                              f" or for {claimed}" if claimed else "", delay)
+            await asyncio.sleep(delay)
         refuse()
         if self.failures >= self.max_failures:
             self.host.sasl_give_up()
@@ -355,7 +367,7 @@ class SaslExchange:
         if result.reason is FailureReason.TEMPORARY and not self.temporary_counts:
             self.host.sasl_refuse(result.reason)
             return True
-        return await self.count_failure(partial(self.host.sasl_refuse, result.reason))
+        return await self.count_failure(partial(self.host.sasl_refuse, result.reason), claimed)
 
     # -- the log lines (smtpd writes Postfix's instead) -------------------------------------------
 
