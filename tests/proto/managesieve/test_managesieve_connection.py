@@ -463,3 +463,21 @@ def test_public_api() -> None:
     assert {"ServerConnection", "NEED_DATA", "PutScript", "script_error"} <= set(
         managesieve.__all__
     )
+
+
+SECRET = b"s3cretPW"
+
+
+@pytest.mark.parametrize("line", [
+    b'AUTHENTICATE "PLAIN" "' + SECRET + b"\r\n",
+    b'AUTHENTICATE "PLAIN" ' + SECRET + b"\r\n",
+    b'AUTHENTICATE "PLAIN" "' + SECRET + b'" extra\r\n',
+    b'AUTHENTICATE "PLAIN" {8}\r\n' + SECRET + b" x\r\n",
+    b'AUTHENTICATE "PLAIN" "' + SECRET + b'!!"\r\n',
+    b'AUTHENTICATE "' + SECRET + b"\r\n",
+])
+def test_errors_never_echo_credentials(line: bytes) -> None:
+    conn = connection()
+    events = feed(conn, line)
+    assert SECRET not in conn.data_to_send()
+    assert not any(SECRET.decode() in repr(event) for event in events)

@@ -565,3 +565,29 @@ def test_retr_round_trips_any_crlf_message(body: bytes) -> None:
     unstuffed, rest = dot_unstuff(wire)
     expected = content if content.endswith(b"\r\n") else content + b"\r\n"
     assert (unstuffed, rest) == (expected, b"")
+
+
+SECRET = b"s3cretPW"
+
+
+@pytest.mark.parametrize("lines", [
+    b"USER alice\r\nPASS " + SECRET + b" " + b"x" * 400 + b"\r\n",  # an overlong PASS line
+    b"AUTH PLAIN " + SECRET + b"!!\r\n",
+    b"AUTH PLAIN " + SECRET + b" extra\r\n",
+    b"PASS " + SECRET + b"\r\n",  # without USER
+    b"APOP alice " + SECRET + b"\r\n",
+    b"AUTH PLAIN\r\n" + SECRET + b"!!\r\n",  # a response that is not base64
+])
+def test_errors_never_echo_credentials(lines: bytes) -> None:
+    conn = ServerConnection("h", "s", auth_mechanisms=("PLAIN",), plaintext_allowed=True)
+    conn.receive_data(lines)
+    seen = []
+    for _ in range(10):
+        event = conn.next_event()
+        seen.append(repr(event))
+        if isinstance(event, AuthStart):
+            conn.auth_challenge(b"")
+        elif event is NEED_DATA or isinstance(event, (Login, ConnectionClosed)):
+            break
+    assert SECRET not in conn.data_to_send()
+    assert not any(SECRET.decode() in text for text in seen if "Login(" not in text)

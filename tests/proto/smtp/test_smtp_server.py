@@ -321,3 +321,30 @@ def test_dsn_parameters_are_refused_without_dsn() -> None:
     assert b"DSN" not in conn.data_to_send().split(b"220 ", 1)[1]
     event = conn.next_event()
     assert isinstance(event, ProtocolError) and event.reply.code == 555
+
+
+SECRET = b"s3cretPW"
+
+
+@pytest.mark.parametrize("lines", [
+    b"EHLO x\r\nAUTH PLAIN " + SECRET + b"!!\r\n",
+    b"EHLO x\r\nAUTH PLAIN " + SECRET + b" extra\r\n",
+    b"EHLO x\r\nAUTH LOGIN " + SECRET + b"!!\r\n",
+    b"AUTH PLAIN " + SECRET + b"\r\n",  # before EHLO
+    b"EHLO x\r\nAUTH LOGIN\r\n" + SECRET + b"!!\r\n",  # a response that is not base64
+])
+@pytest.mark.parametrize("mode", [Mode.SMTP, Mode.LMTP])
+def test_errors_never_echo_credentials(lines: bytes, mode: Mode) -> None:
+    """Neither the reply nor the ProtocolError a daemon may log carries what followed AUTH."""
+    conn = ServerConnection(mode=mode, hostname="mx", auth_mechanisms=("PLAIN", "LOGIN"))
+    conn.receive_data(lines.replace(b"EHLO", b"LHLO") if mode is Mode.LMTP else lines)
+    seen = []
+    for _ in range(10):
+        event = conn.next_event()
+        seen.append(repr(event))
+        if isinstance(event, AuthStart):
+            conn.auth_challenge(b"Username:")
+        elif event is NEED_DATA or isinstance(event, ProtocolError):
+            break
+    assert any("ProtocolError" in text for text in seen)
+    assert SECRET not in conn.data_to_send() and SECRET.decode() not in " ".join(seen)

@@ -261,6 +261,7 @@ class ServerConnection(ServerCore[SessionState]):
         """Send an error the core decided; protocol errors (X.5.X) count toward the limit. A
         recipient over the limit is not one: RFC 5321 4.5.3.1.10 has the client deliver to the
         accepted ones and retry the rest, which it cannot do if the session is cut."""
+        line = _without_credentials(line)
         counted = reply not in NO_RECIPIENTS_REPLIES and reply is not TOO_MANY_RECIPIENTS
         if counted and reply.enhanced is not None and reply.enhanced[2] == "5":
             self.bad_commands += 1
@@ -605,13 +606,22 @@ class ServerConnection(ServerCore[SessionState]):
         if data is None:
             self.state = SessionState.READY
             self._auth_mechanism = None
-            return self._error(Reply(501, "5.5.2", "Cannot decode response"), line)
+            return self._error(Reply(501, "5.5.2", "Cannot decode response"))  # no echo
         return AuthResponse(data)
 
     def _starttls(self, arg: str, line: bytes) -> Event | None:
         if arg:
             return self._error(NO_ARGUMENTS, line)
         return StartTLS()
+
+
+def _without_credentials(line: bytes) -> bytes:
+    """An AUTH line as far as its mechanism: what follows may be a password in base64, and a
+    ProtocolError's line may reach a log (issue 23: no error may echo credentials)."""
+    words = line.split(None, 2)
+    if words and words[0].upper() == b"AUTH":
+        return b" ".join(words[:2])
+    return line
 
 
 def _b64decode(text: str) -> bytes | None:
