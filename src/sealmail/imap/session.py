@@ -27,6 +27,7 @@ from typing import Any
 
 from sealmail import __version__
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.imap import access, fetching, mailboxes, messages, searching
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.namespace import UserNamespace, net_unicode
@@ -117,7 +118,7 @@ class ImapSession:
         self.clock = clock
         self.max_message_size = max_message_size
         self.namespace = UserNamespace(inbox, config.hierarchy_separator,
-                                       config.switch("altnamespace"))
+                                       config.get(IMAPD.altnamespace))
         self.selected: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
