@@ -30,7 +30,7 @@ PACKAGE = SRC / "sealmail"
 
 # The getters by name of ImapdConfig and MainConfig, and the helpers that take a name.
 BY_NAME = {
-    "string", "enum", "switch", "optional_switch", "integer", "words",  # ImapdConfig
+    "string", "enum", "switch", "integer", "words",  # ImapdConfig
     "value", "boolean", "size", "time", "maps", "raw", "instance_path", "is_set", "entry",
     "default",  # MainConfig
     "error", "where",  # both: take the handle, `config.error(IMAPD.x, why)`

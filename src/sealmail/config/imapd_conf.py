@@ -143,12 +143,6 @@ class ImapdConfig:
         assert isinstance(value, bool)
         return value
 
-    def optional_switch(self, name: str, fallback: str) -> bool:
-        """A switch that follows another while unset (lmtp_allowplaintext -> allowplaintext)."""
-        if name in self.values:
-            return self.switch(name)
-        return self.switch(fallback)
-
     def integer(self, name: str) -> int:
         value = self._get(name, Kind.INTEGER, Kind.SIZE, Kind.OCTAL)
         assert isinstance(value, int)
