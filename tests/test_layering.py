@@ -173,6 +173,31 @@ def test_known_exceptions_still_happen() -> None:
     assert not gone, f"no longer imported, remove from KNOWN_EXCEPTIONS: {gone}"
 
 
+# -- one place picks the store backend ---------------------------------------------------------
+
+# Modules that may name the disk backend (sealmail.store.disk): store.backends, where a backend
+# is chosen for an imapd.conf, and what needs the disk store's own operations (reconstruct, a
+# mailbox's path). Everything else opens its store with store.backends.open_store and types it by
+# the role it uses (sealmail.store.api).
+DISK_STORE_USERS = {"store.backends", "store.reconstruct", "cli.mailbox"}
+# Still opening the disk store themselves (issue 19): delete each line with its import.
+DISK_STORE_PENDING = {"server.imapd", "server.pop3d"}
+
+
+def test_the_store_backend_is_chosen_in_one_place() -> None:
+    naming = {
+        module.name
+        for module in modules()
+        if not module.name.startswith("store.disk")
+        and any(name == "sealmail.store.disk" or name.startswith("sealmail.store.disk.")
+                for name in imports(module))
+    }
+    unexpected = naming - DISK_STORE_USERS - DISK_STORE_PENDING
+    assert not unexpected, f"open the store with store.backends.open_store: {sorted(unexpected)}"
+    done = DISK_STORE_PENDING - naming
+    assert not done, f"converted, remove from DISK_STORE_PENDING: {sorted(done)}"
+
+
 def test_every_layer_has_a_row() -> None:
     assert set(LAYERS) | {"sealmail"} == set(ALLOWED)
     missing = {module.layer for module in modules()} - set(ALLOWED)

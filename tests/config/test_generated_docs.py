@@ -27,8 +27,8 @@ def test_typed_access_and_lines_of_imapd_conf() -> None:
     assert config.get(IMAPD.servername) == "mail.example"
     assert config.get(IMAPD.virtdomains) == "userid"
     assert config.get(IMAPD.maxmessagesize) == 0  # the default
-    assert config.where("virtdomains") == "x.conf:4"
-    assert str(config.error("servername", "bad")) == "x.conf:2: servername: bad"
+    assert config.where(IMAPD.virtdomains) == "x.conf:4"
+    assert str(config.error(IMAPD.servername, "bad")) == "x.conf:2: servername: bad"
 
 
 def test_options_without_effect_are_listed_with_their_line() -> None:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, MtaConfig, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 
 PROGRAM = "sealmail/postfix-script"
 COMMANDS = ("start", "start-fg", "stop", "reload", "status", "flush", "check")
@@ -60,10 +61,10 @@ def check(config: MtaConfig) -> list[str]:
         from sealmail.mta.privsep import mail_owner_account
 
         mail_owner_account(main)  # the account the master will switch to (root refused)
-    Queue(Path(main.instance_path("queue_directory"))).create_directories()
+    Queue(Path(main.instance_path(MAIN.queue_directory))).create_directories()
     cleanup_from_config(main)
     RetrySchedule.from_config(main)
-    for spec in main.maps("transport_maps"):
+    for spec in main.get(MAIN.transport_maps):
         open_table(spec)
     for entry in config.master_cf:
         if entry.type == "inet" and entry.command == "smtpd":
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGHUP)
         return 0
     assert action == "flush"
-    queue = Queue(Path(main.instance_path("queue_directory")))
+    queue = Queue(Path(main.instance_path(MAIN.queue_directory)))
     if not send_control(queue.control_socket, "flush"):
         say("fatal: Cannot flush mail queue - mail system is down")
         return 1

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.queue import QueueFile, QueueName, RecipientState
 
 MARKS = {QueueName.ACTIVE: "*", QueueName.HOLD: "!"}
@@ -73,7 +74,7 @@ def render_queue(entries: Iterable[QueueFile]) -> str:
 
 def _queue_dir(args: argparse.Namespace) -> Path:
     directory = args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
-    return Path(load_mta_config(directory).main.instance_path("queue_directory"))
+    return Path(load_mta_config(directory).main.instance_path(MAIN.queue_directory))
 
 
 def run_postqueue(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.queue import ENVELOPE_QUEUES, Queue, QueueError, QueueName, is_queue_id
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print("sealmail postsuper: fatal: nothing to do: use -d, -h or -H", file=sys.stderr)
         return 64
     directory = args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
-    queue = Queue(Path(load_mta_config(directory).main.instance_path("queue_directory")))
+    queue = Queue(Path(load_mta_config(directory).main.instance_path(MAIN.queue_directory)))
     try:
         queues = tuple(QueueName(q) for q in args.queues) or ENVELOPE_QUEUES
     except ValueError as exc:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 
 EX_USAGE = 64
 EX_DATAERR = 65
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY)
     config = load_mta_config(directory)
     main = config.main
-    origin = main.value("myorigin")
+    origin = main.get(MAIN.myorigin)
     message = read_message(sys.stdin.buffer.read(), args.ignore_dots)
     recipients = list(args.recipients)
     if args.extract:
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return EX_USAGE
     sender = args.sender if args.sender is not None else getpass.getuser()
     sender = qualify(sender.strip().strip("<>"), origin)
-    queue = Queue(Path(main.instance_path("queue_directory")))
+    queue = Queue(Path(main.instance_path(MAIN.queue_directory)))
     if not queue.maildrop.is_dir():
         print(f"sealmail sendmail: fatal: {queue.maildrop}: no maildrop directory "
               "(run `sealmail postfix check` or start the mail system)", file=sys.stderr)

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.delivery import message as msg
 from sealmail.delivery.recipient import Recipient, RecipientResolver
 from sealmail.delivery.replies import DELIVERED, DUPLICATE, INTERNAL_ERROR, reply_for
@@ -47,11 +48,11 @@ class DeliveryEngine:
     ) -> None:
         self.config = config
         self.store = store
-        self.duplicates = duplicates if config.switch("duplicatesuppression") else None
+        self.duplicates = duplicates if config.get(IMAPD.duplicatesuppression) else None
         self.sieve = sieve
         self.resolver = RecipientResolver(config, store)
-        self.strict_quota = config.switch("lmtp_strict_quota")
-        self.quota_permanent = config.switch("lmtp_over_quota_perm_failure")
+        self.strict_quota = config.get(IMAPD.lmtp_strict_quota)
+        self.quota_permanent = config.get(IMAPD.lmtp_over_quota_perm_failure)
         self.servername = config.servername
 
     def reply_for(self, error: BaseException) -> Reply:

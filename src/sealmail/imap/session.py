@@ -119,7 +119,7 @@ class ImapSession:
         self.clock = clock
         self.max_message_size = max_message_size
         self.namespace = UserNamespace(inbox, config.hierarchy_separator,
-                                       config.switch("altnamespace"))
+                                       config.get(IMAPD.altnamespace))
         self.selected: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False

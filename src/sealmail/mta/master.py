@@ -53,6 +53,7 @@ from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, serv
 from sealmail.mta.agents import DeliveryAgent
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.pickup import CONTROL_WORDS, pickup_once
 from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
 from sealmail.mta.queue import Queue
@@ -156,12 +157,12 @@ FALLBACK_MAILLOG = "maillog"  # under data_directory, when there is no syslog an
 def maillog_destination(main: MainConfig) -> str:
     """Where the MTA logs: maillog_file; else SYSLOG when its socket exists; else the file
     data_directory/maillog (Postfix would lose these lines without a syslog daemon)."""
-    path = main.value("maillog_file").strip()
+    path = main.get(MAIN.maillog_file).strip()
     if path:
         return path
     if Path(SYSLOG_SOCKET).exists():
         return SYSLOG
-    return str(Path(main.instance_path("data_directory")) / FALLBACK_MAILLOG)
+    return str(Path(main.instance_path(MAIN.data_directory)) / FALLBACK_MAILLOG)
 
 
 def describe_destination(destination: str) -> str:
@@ -174,7 +175,7 @@ def describe_destination(destination: str) -> str:
 def open_maillog(main: MainConfig, log_fd: int | None = None) -> logging.Handler:
     """A handler for maillog_destination(); `log_fd` is the file already opened by the master
     (an smtpd process runs as mail_owner and may not be able to open it itself)."""
-    formatter = MaillogFormatter(main.value("myhostname"), main.value("syslog_name"))
+    formatter = MaillogFormatter(main.get(MAIN.myhostname), main.get(MAIN.syslog_name))
     handler: logging.Handler
     if log_fd is not None:
         stream = open(log_fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept open
@@ -185,8 +186,8 @@ def open_maillog(main: MainConfig, log_fd: int | None = None) -> logging.Handler
     if destination == SYSLOG:
         syslog = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL)
-        syslog.setFormatter(SyslogFormatter(main.value("myhostname"),
-                                            main.value("syslog_name")))
+        syslog.setFormatter(SyslogFormatter(main.get(MAIN.myhostname),
+                                            main.get(MAIN.syslog_name)))
         return syslog
     if destination == "/dev/stdout":
         handler = logging.StreamHandler()
@@ -223,7 +224,7 @@ def inet_addresses(
     if host:
         return [(host, port)]
     hosts: list[str] = []
-    for word in main.words("inet_interfaces"):
+    for word in main.get(MAIN.inet_interfaces):
         lowered = word.lower()
         if lowered == "all":
             hosts.append("0.0.0.0")
@@ -282,7 +283,7 @@ def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None
 
 
 def pid_path(main: MainConfig) -> Path:
-    return Path(main.instance_path("data_directory")) / PID_FILE
+    return Path(main.instance_path(MAIN.data_directory)) / PID_FILE
 
 
 def running_pid(main: MainConfig) -> int | None:
@@ -404,7 +405,7 @@ class MtaMaster:
                           ready: Callable[[MtaMaster], None] | None) -> None:
         config = self.load()
         main = config.main
-        queue = Queue(Path(main.instance_path("queue_directory")), clock=self.clock)
+        queue = Queue(Path(main.instance_path(MAIN.queue_directory)), clock=self.clock)
         self.queue = queue
         await asyncio.to_thread(queue.create_directories)
         if not self._recovered:
@@ -626,7 +627,7 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
     try:
         if owner is not None and owner.uid != 0:
             pid, control = privsep.start_helper(
-                keep_open=[fd], spool_directory=main.value("mail_spool_directory"))
+                keep_open=[fd], spool_directory=main.get(MAIN.mail_spool_directory))
             helper = privsep.HelperClient(control, pid)
             master.bind_listeners()
             switch_to(owner)

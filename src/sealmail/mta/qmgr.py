@@ -38,7 +38,7 @@ from sealmail.mta.agents import (
 from sealmail.mta.bounce import BounceRequest, FailedRecipient, build_bounce
 from sealmail.mta.cleanup import Cleanup, cleanup_from_config, queue_message
 from sealmail.mta.config import MainConfig, MasterCf, MasterService, open_table
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.parameters import MAIN, transport_recipient_limit
 from sealmail.mta.queue import (
     AttemptResult,
     CorruptQueueFile,
@@ -307,8 +307,7 @@ class QueueManager:
                                                   "deferred transport", "none"))
                               for m in members]
                 continue
-            limit = transport.settings.integer(
-                f"{transport_name}_destination_recipient_limit")
+            limit = transport.settings.get(transport_recipient_limit(transport_name))
             for batch in batches(members, limit):
                 jobs.append(self._delivery(entry, transport, nexthop, batch, activated))
         if immediate:

@@ -22,6 +22,7 @@ from sealmail.config.cyrus_conf import (
     resolve_listen,
 )
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.privileges import Account
 from sealmail.server.listeners import bind, describe
 from sealmail.server.session import TLS_HANDSHAKE_TIMEOUT
@@ -47,8 +48,8 @@ def listen_addresses(config: ImapdConfig, texts: Sequence[str], option: str) -> 
             "tcp",
             config.configdirectory,
             DEFAULT_SERVICES_FILE,
-            unix_mode=config.integer("unix_socket_mode"),
-            unix_group=config.string("unix_socket_group"),
+            unix_mode=config.get(IMAPD.unix_socket_mode),
+            unix_group=config.get(IMAPD.unix_socket_group),
             path=option,
         )
     ]

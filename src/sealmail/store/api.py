@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sealmail.config.options import RFC4314_RIGHTS
 from sealmail.store.errors import StoreError
 from sealmail.store.sorting import ThreadFields
+
+if TYPE_CHECKING:
+    from sealmail.store.duplicates import DuplicateDatabase
 
 ALL_RIGHTS = RFC4314_RIGHTS  # in canonical order
 
@@ -252,3 +255,4 @@ class MessageStore(DeliveryStore, MailboxAdmin, MailboxView, UserData, Protocol)
     use. A backend implements this (sealmail.store.disk, sealmail.store.memory)."""
 
     def close(self) -> None: ...
+    def duplicates(self) -> DuplicateDatabase | None: ...  # None: duplicatesuppression off

@@ -27,19 +27,19 @@ class StoreSettings:
 
 def store_settings(config: ImapdConfig) -> StoreSettings:
     """The store's options of `config`; ConfigError when defaultpartition names no partition."""
-    from sealmail.config.imapd_conf import ConfigError
+    from sealmail.config.options import IMAPD
 
     partitions = dict(config.partitions)
-    default_partition = config.string("defaultpartition") or "default"
+    default_partition = config.get(IMAPD.defaultpartition) or "default"
     if default_partition not in partitions:
-        raise ConfigError(
-            config.path, 0, "defaultpartition", f"no partition-{default_partition} is configured"
+        raise config.error(
+            IMAPD.defaultpartition, f"no partition-{default_partition} is configured"
         )
     return StoreSettings(
         configdirectory=config.configdirectory,
         partitions=partitions,
         default_partition=default_partition,
-        single_instance=config.switch("singleinstancestore"),
-        user_concurrency_limit=config.integer("lmtp_user_concurrency_limit"),
-        duplicate_suppression=config.switch("duplicatesuppression"),
+        single_instance=config.get(IMAPD.singleinstancestore),
+        user_concurrency_limit=config.get(IMAPD.lmtp_user_concurrency_limit),
+        duplicate_suppression=config.get(IMAPD.duplicatesuppression),
     )

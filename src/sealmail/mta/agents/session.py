@@ -1,13 +1,14 @@
 """What the lmtp and smtp delivery agents share: next hops, sessions, the connection cache.
 
 Theory of operation. An agent (`ClientAgent`, made by lmtp.py or smtp.py with its parameter
-prefix, "lmtp" or "smtp") gets a `DeliveryRequest`, resolves the next hop to an endpoint, takes an
-idle session for it from the cache or opens one (connect, greeting, LHLO/EHLO, STARTTLS as
-`*_tls_security_level` wants, LHLO/EHLO again, AUTH when `*_sasl_auth_enable` and the password
-map has the host), runs one MAIL/RCPT/DATA transaction through the sans-I/O core
-(sealmail.proto.smtp.client), and turns the replies into one `RecipientResult` per recipient:
-2xx sent, 4xx deferred, 5xx bounced; no connection, a lost one, or a timeout defer everything
-not yet answered (dsn 4.4.1 before a session exists, 4.4.2 inside one), as Postfix does.
+family, LMTP_CLIENT or SMTP_CLIENT of sealmail.mta.config.parameters) gets a `DeliveryRequest`,
+resolves the next hop to an endpoint, takes an idle session for it from the cache or opens one
+(connect, greeting, LHLO/EHLO, STARTTLS as `*_tls_security_level` wants, LHLO/EHLO again, AUTH
+when `*_sasl_auth_enable` and the password map has the host), runs one MAIL/RCPT/DATA
+transaction through the sans-I/O core (sealmail.proto.smtp.client), and turns the replies into
+one `RecipientResult` per recipient: 2xx sent, 4xx deferred, 5xx bounced; no connection, a lost
+one, or a timeout defer everything not yet answered (dsn 4.4.1 before a session exists, 4.4.2
+inside one), as Postfix does.
 
 Connection cache (Postfix's `*_connection_cache_on_demand`, the seed's `lmtp_cache_connection`,
 and `*_connection_cache_destinations`): after a clean transaction the session is kept idle for
@@ -39,7 +40,7 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
 from sealmail.mta.config import MainConfig, TableError, open_table
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.parameters import MAIN, ClientParameters, Parameter
 from sealmail.proto.smtp import Mode, encode_xtext
 from sealmail.proto.smtp.client import (
     AuthReply,
@@ -204,12 +205,12 @@ def sasl_password_keys(nexthop: str, endpoint: Endpoint) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def sasl_password(settings: MainConfig, prefix: str, nexthop: str,
+def sasl_password(settings: MainConfig, maps: Parameter[tuple[str, ...]], nexthop: str,
                   endpoint: Endpoint) -> tuple[str, str] | None:
-    """`user:password` for this next hop from `*_sasl_password_maps`, or None; the first key
-    of `sasl_password_keys` found in the first map that has one wins."""
+    """`user:password` for this next hop from `maps` (`*_sasl_password_maps`), or None; the
+    first key of `sasl_password_keys` found in the first map that has one wins."""
     keys = sasl_password_keys(nexthop, endpoint)
-    for spec in settings.maps(f"{prefix}_sasl_password_maps"):
+    for spec in settings.get(maps):
         table = open_table(spec)
         for key in keys:
             value = table.lookup(key)
@@ -238,16 +239,18 @@ class _Timeouts:
     quit: float
 
     @classmethod
-    def of(cls, settings: MainConfig, prefix: str) -> _Timeouts:
-        def t(name: str) -> float:
-            return float(settings.time(f"{prefix}_{name}_timeout"))
+    def of(cls, settings: MainConfig, family: ClientParameters) -> _Timeouts:
+        def t(parameter: Parameter[int]) -> float:
+            return float(settings.get(parameter))
 
-        connect = t("connect")
+        f = family
+        connect = t(f.connect_timeout)
         return cls(
             connect=connect or None,  # lmtp's 0s: the system's own limit
-            hello=t("lhlo" if prefix == "lmtp" else "helo"),
-            starttls=t("starttls"), mail=t("mail"), rcpt=t("rcpt"), data_init=t("data_init"),
-            data_xfer=t("data_xfer"), data_done=t("data_done"), rset=t("rset"), quit=t("quit"),
+            hello=t(f.hello_timeout), starttls=t(f.starttls_timeout), mail=t(f.mail_timeout),
+            rcpt=t(f.rcpt_timeout), data_init=t(f.data_init_timeout),
+            data_xfer=t(f.data_xfer_timeout), data_done=t(f.data_done_timeout),
+            rset=t(f.rset_timeout), quit=t(f.quit_timeout),
         )
 
 
@@ -357,11 +360,12 @@ class _Policy:
 
 
 class ClientAgent:
-    """The SMTP/LMTP delivery agent; `prefix` selects the parameter family ("lmtp", "smtp")."""
+    """The SMTP/LMTP delivery agent; `parameters` is its family (LMTP_CLIENT, SMTP_CLIENT)."""
 
-    def __init__(self, prefix: str, mode: Mode, default_port: int,
+    def __init__(self, parameters: ClientParameters, mode: Mode, default_port: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.prefix = prefix
+        self.parameters = parameters
+        self.prefix = parameters.prefix  # the agent's name in the log
         self.mode = mode
         self.default_port = default_port
         self.clock = clock
@@ -385,7 +389,8 @@ class ClientAgent:
                 unix_allowed=self.mode is Mode.LMTP,
             )
             credentials = (
-                sasl_password(request.settings, self.prefix, nexthop, endpoint)
+                sasl_password(request.settings, self.parameters.sasl_password_maps, nexthop,
+                              endpoint)
                 if policy.sasl_enabled else None
             )
             no_password = (
@@ -440,9 +445,9 @@ class ClientAgent:
         """Say which keys the password maps lacked (Postfix tells only with -v, yet a wrong key,
         as the seed's `cyrus.example.com` against a next hop `localhost`, fails silently);
         the words also go into a 530 reply's bounce or defer text."""
-        maps = f"{self.prefix}_sasl_password_maps"
-        what = (f"no SASL password found in {maps} "
-                f"({' '.join(request.settings.maps(maps)) or 'empty'}) "
+        maps = self.parameters.sasl_password_maps
+        what = (f"no SASL password found in {maps.name} "
+                f"({' '.join(request.settings.get(maps)) or 'empty'}) "
                 f"for the keys {', '.join(sasl_password_keys(nexthop, endpoint))}")
         log.info("%s: %s: %s; delivering without authentication", request.queue_id,
                  self.prefix, what)
@@ -460,27 +465,27 @@ class ClientAgent:
         return policy
 
     def _read_policy(self, settings: MainConfig) -> _Policy:
-        p = self.prefix
-        level = settings.string(f"{p}_tls_security_level").strip().lower() or "none"
+        f = self.parameters
+        level = settings.get(f.tls_security_level).strip().lower() or "none"
         if level not in _TLS_LEVELS:
-            raise ValueError(f"{p}_tls_security_level = {level} is not supported "
+            raise ValueError(f"{f.tls_security_level.name} = {level} is not supported "
                              f"(use one of {', '.join(_TLS_LEVELS)})")
-        cache = settings.boolean(f"{p}_connection_cache_on_demand")
-        skip_quit = settings.boolean(f"{p}_skip_quit_response")
+        cache = settings.get(f.connection_cache_on_demand)
+        skip_quit = settings.get(f.skip_quit_response)
         return _Policy(
-            timeouts=_Timeouts.of(settings, p),
-            hello_name=settings.string(f"{p}_lhlo_name" if p == "lmtp" else f"{p}_helo_name"),
+            timeouts=_Timeouts.of(settings, f),
+            hello_name=settings.get(f.hello_name),
             tls_level=level,
-            tls_cafile=settings.string(f"{p}_tls_CAfile"),
-            tls_cert=settings.string(f"{p}_tls_cert_file"),
-            tls_key=settings.string(f"{p}_tls_key_file"),
-            sasl_enabled=settings.boolean(f"{p}_sasl_auth_enable"),
-            sasl_options=settings.words(f"{p}_sasl_security_options"),
-            sasl_filter=settings.words(f"{p}_sasl_mechanism_filter"),
+            tls_cafile=settings.get(f.tls_CAfile),
+            tls_cert=settings.get(f.tls_cert_file),
+            tls_key=settings.get(f.tls_key_file),
+            sasl_enabled=settings.get(f.sasl_auth_enable),
+            sasl_options=settings.get(f.sasl_security_options),
+            sasl_filter=settings.get(f.sasl_mechanism_filter),
             cache=cache,
-            cache_destinations=settings.words(f"{p}_connection_cache_destinations"),
-            cache_time=float(settings.time(f"{p}_connection_cache_time_limit")),
-            reuse_time=float(settings.time(f"{p}_connection_reuse_time_limit")),
+            cache_destinations=settings.get(f.connection_cache_destinations),
+            cache_time=float(settings.get(f.connection_cache_time_limit)),
+            reuse_time=float(settings.get(f.connection_reuse_time_limit)),
             skip_quit_response=skip_quit,
         )
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sealmail.mta.agents import DeliveryRequest
 from sealmail.mta.agents.session import ClientAgent
+from sealmail.mta.config.parameters import MAIN, SMTP_CLIENT
 from sealmail.proto.smtp import Mode
 
 __all__ = ["SmtpAgent"]
@@ -24,10 +25,10 @@ class SmtpAgent(ClientAgent):
     """SMTP (RFC 5321) to a relay host, sharing the client core and driver with lmtp."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__("smtp", Mode.SMTP, _SMTP_PORT, clock)
+        super().__init__(SMTP_CLIENT, Mode.SMTP, _SMTP_PORT, clock)
 
     def nexthop_for(self, request: DeliveryRequest) -> str:
-        relayhost = request.settings.string("relayhost").strip()
+        relayhost = request.settings.get(MAIN.relayhost).strip()
         nexthop = request.nexthop.strip()
         names_a_domain = bool(nexthop) and ":" not in nexthop and "[" not in nexthop
         if relayhost and (not nexthop or names_a_domain):

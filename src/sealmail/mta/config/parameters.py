@@ -489,6 +489,72 @@ def per_transport(name: str, transports: Iterable[str] | None = None) -> Paramet
     return None
 
 
+def _of_transport(transport: str, suffix: str) -> Parameter[Any]:
+    kind, default, doc = PER_TRANSPORT[suffix]
+    return Option(kind, default, doc, name=transport + suffix)
+
+
+def transport_recipient_limit(transport: str) -> Parameter[int]:
+    """`<transport>_destination_recipient_limit`, a typed handle (qmgr's batches, pipe's argv)."""
+    return _of_transport(transport, "_destination_recipient_limit")
+
+
+def transport_time_limit(transport: str) -> Parameter[int]:
+    """`<transport>_time_limit`, a typed handle: the limit of one delivery (pipe)."""
+    return _of_transport(transport, "_time_limit")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientParameters:
+    """The parameter family of one client, smtp(8) or lmtp(8), as typed handles.
+
+    Postfix's SMTP and LMTP clients are one program reading the same parameters under its own
+    name's prefix (smtp_rcpt_timeout, lmtp_rcpt_timeout); sealmail's agents share one client the
+    same way (sealmail.mta.agents.session). The families are built once, here, from the table:
+    a name missing from MAIN fails at import, not at the first delivery. A field named `hello_*`
+    is `helo_*` for smtp and `lhlo_*` for lmtp.
+    """
+
+    prefix: str
+    hello_name: Parameter[str]
+    connect_timeout: Parameter[int]
+    hello_timeout: Parameter[int]
+    starttls_timeout: Parameter[int]
+    mail_timeout: Parameter[int]
+    rcpt_timeout: Parameter[int]
+    data_init_timeout: Parameter[int]
+    data_xfer_timeout: Parameter[int]
+    data_done_timeout: Parameter[int]
+    rset_timeout: Parameter[int]
+    quit_timeout: Parameter[int]
+    tls_security_level: Parameter[str]
+    tls_CAfile: Parameter[str]  # Postfix spells it so
+    tls_cert_file: Parameter[str]
+    tls_key_file: Parameter[str]
+    sasl_auth_enable: Parameter[bool]
+    sasl_password_maps: Parameter[tuple[str, ...]]
+    sasl_security_options: Parameter[tuple[str, ...]]
+    sasl_mechanism_filter: Parameter[tuple[str, ...]]
+    connection_cache_on_demand: Parameter[bool]
+    connection_cache_destinations: Parameter[tuple[str, ...]]
+    connection_cache_time_limit: Parameter[int]
+    connection_reuse_time_limit: Parameter[int]
+    skip_quit_response: Parameter[bool]
+
+
+def _client_family(prefix: str, hello: str) -> ClientParameters:
+    handles: dict[str, Any] = {
+        name: PARAMETERS[f"{prefix}_{name.replace('hello', hello)}"]
+        for name in ClientParameters.__dataclass_fields__
+        if name != "prefix"
+    }
+    return ClientParameters(prefix=prefix, **handles)
+
+
+SMTP_CLIENT = _client_family("smtp", "helo")
+LMTP_CLIENT = _client_family("lmtp", "lhlo")
+
+
 def lookup(name: str, transports: Iterable[str] | None = None) -> Parameter[Any] | None:
     """The declaration of `name` (plain or per-transport), or None; old names are not followed."""
     found = PARAMETERS.get(name)
