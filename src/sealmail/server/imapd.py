@@ -62,7 +62,15 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.proto.sasl import FailureReason, Success
-from sealmail.server.session import ClientSession, SaslExchange, maildrop_name, serve_session
+from sealmail.server.session import (
+    ClientSession,
+    Drain,
+    Interruption,
+    SaslExchange,
+    maildrop_name,
+    read_client,
+    serve_session,
+)
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import StoreError
@@ -171,7 +179,7 @@ class ImapService:
         self.max_message_size = config.integer("maxmessagesize")
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
-        self.draining = asyncio.Event()
+        self.draining = Drain()
         # Commands and SASL steps (the store blocks). More threads than CPUs: a FETCH whose
         # client reads slowly waits in its thread (`ImapConnection._stream`), using no CPU.
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap")
@@ -198,10 +206,6 @@ class ImapService:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_session(self.sessions, writer, ImapConnection(self, reader, writer).run())
-
-
-class _Draining(Exception):
-    """The daemon stops while the session waits for its client."""
 
 
 class _Deflate:
@@ -253,7 +257,6 @@ class ImapConnection(ClientSession):
         self.compression: _Deflate | None = None
         self._direct = False  # the running command's thread writes to `_direct_fd` (_stream)
         self._direct_fd: int | None = None
-        self._read_task: asyncio.Task[bytes] | None = None
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(
@@ -417,22 +420,19 @@ class ImapConnection(ClientSession):
         try:
             await self._loop()
         finally:
-            if self._read_task is not None:
-                self._read_task.cancel()
             if self._direct_fd is not None:
                 os.close(self._direct_fd)
             log.info("%s: disconnect from %s", self.session_id, self.client)
 
     async def _loop(self) -> None:
         while True:
-            try:
-                data = await self._receive()
-            except _Draining:
+            data = await self._receive()
+            if data is Interruption.SHUTDOWN:
                 log.info("%s: shutting down: closing session of %s", self.session_id, self.client)
                 self.conn.close("Server shutting down")
                 await self._flush()
                 return
-            except TimeoutError:
+            if data is Interruption.IDLE_TIMEOUT:
                 # RFC 9051 5.4: an autologout timer of at least 30 minutes.
                 log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
                 self.conn.close("Autologout; idle for too long")
@@ -454,33 +454,26 @@ class ImapConnection(ClientSession):
             if not data:
                 return
 
-    async def _receive(self) -> bytes:
-        """The next chunk from the client; while idling, polls the mailbox meanwhile."""
+    async def _receive(self) -> bytes | Interruption:
+        """The client's next bytes, or why the session must end (the daemon stops: at once, as
+        no command is running; the autologout time passed). While idling, the mailbox is polled
+        every `idle_poll_interval` meanwhile; a read cut short for that loses nothing."""
+        service = self.service
+        if not self.idling:
+            return await read_client(
+                self.reader, timeout=service.timeout, draining=service.draining
+            )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.service.timeout
-        if self._read_task is None:
-            self._read_task = asyncio.ensure_future(self.reader.read(65536))
+        deadline = loop.time() + service.timeout
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            wait = min(remaining, self.service.idle_poll_interval) if self.idling else remaining
-            stopping = asyncio.ensure_future(self.service.draining.wait())
-            try:
-                done, _ = await asyncio.wait({self._read_task, stopping}, timeout=wait,
-                                             return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
-            if self._read_task in done:
-                task, self._read_task = self._read_task, None
-                return task.result()
-            if self.service.draining.is_set():
-                raise _Draining
-            if self.idling and self.session is not None:
-                session = self.session
-                if await self._in_thread(session.has_news):
-                    self._send(await self._in_thread(session.poll))
-                    await self._flush()
+            wait = max(0.0, min(deadline - loop.time(), service.idle_poll_interval))
+            data = await read_client(self.reader, timeout=wait, draining=service.draining)
+            if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
+                return data
+            session = self.session
+            if session is not None and await self._in_thread(session.has_news):
+                self._send(await self._in_thread(session.poll))
+                await self._flush()
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, CommandReceived):
