@@ -180,8 +180,9 @@ class ImapService:
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = Drain()
-        # Commands and SASL steps (the store blocks). More threads than CPUs: a FETCH whose
-        # client reads slowly waits in its thread (`ImapConnection._stream`), using no CPU.
+        # Commands (the store blocks; SASL steps run in SaslExchange's threads). More threads
+        # than CPUs: a FETCH whose client reads slowly waits in its thread
+        # (`ImapConnection._stream`), using no CPU.
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap")
 
     def drain(self) -> None:
