@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import imaplib
 import logging
 import os
@@ -570,6 +571,52 @@ def test_compress_deflate(start) -> None:  # type: ignore[no-untyped-def]
         received += inflate.decompress(chunk)
     assert b"c OK" in received and b"[COMPRESSIONACTIVE]" in received
     sock.close()
+
+
+def test_compressed_input_reaches_the_core_a_piece_at_a_time(start) -> None:  # type: ignore[no-untyped-def]
+    """A deflate bomb (64 MiB of one line in ~64 KiB) meets the core's line limit a piece at a
+    time instead of being inflated whole; bytes sent with COMPRESS itself are not lost."""
+    import zlib
+
+    from sealmail.server.imapd import INFLATED_PIECE, _Deflate
+
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    wire = bomb.compress(b"x" * (64 << 20)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    pieces = list(_Deflate().inflate(wire))
+    assert max(map(len, pieces)) == INFLATED_PIECE and sum(map(len, pieces)) == 64 << 20
+
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+    sock.sendall(b"b COMPRESS DEFLATE\r\n"
+                 + deflate.compress(b"c NOOP\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+    raw = b""
+    while b"\r\n" not in raw:  # the OK to COMPRESS is the last uncompressed line
+        chunk = sock.recv(4096)
+        assert chunk
+        raw += chunk
+    head, _, rest = raw.partition(b"\r\n")
+    assert head.startswith(b"b OK")
+    received = inflate.decompress(rest)
+    while b"c OK" not in received:
+        chunk = sock.recv(4096)
+        assert chunk
+        received += inflate.decompress(chunk)
+    sock.sendall(deflate.compress(b"x" * (64 << 20) + b"\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+    answer = b""
+    with contextlib.suppress(OSError):
+        while b"BAD" not in answer and b"BYE" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += inflate.decompress(chunk)
+    assert b"BAD" in answer or b"BYE" in answer
+    sock.close()
+    other = server.login()  # the daemon goes on
+    assert other.noop()[0] == "OK"
+    other.logout()
 
 
 def test_failed_logins_are_counted_and_end_the_session(start) -> None:  # type: ignore[no-untyped-def]

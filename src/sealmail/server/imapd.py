@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -209,6 +209,9 @@ class ImapService:
         await serve_session(self.sessions, writer, ImapConnection(self, reader, writer).run())
 
 
+INFLATED_PIECE = 65536  # what the core is fed at once after COMPRESS, like one plain read
+
+
 class _Deflate:
     """COMPRESS=DEFLATE (RFC 4978): raw deflate both ways, flushed after each write."""
 
@@ -216,8 +219,14 @@ class _Deflate:
         self.inflater = zlib.decompressobj(-15)
         self.deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
 
-    def inflate(self, data: bytes) -> bytes:
-        return self.inflater.decompress(data)
+    def inflate(self, data: bytes) -> Iterator[bytes]:
+        """`data` inflated, in pieces of at most INFLATED_PIECE bytes: a few compressed bytes can
+        stand for megabytes (a deflate stream of zeros: ~1000:1), and the core must see them a
+        piece at a time to hold its limits (line length, literal size) before they pile up."""
+        piece = self.inflater.decompress(data, INFLATED_PIECE)
+        while piece:
+            yield piece
+            piece = self.inflater.decompress(self.inflater.unconsumed_tail, INFLATED_PIECE)
 
     def deflate(self, data: bytes) -> bytes:
         return self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
@@ -256,6 +265,7 @@ class ImapConnection(ClientSession):
         )
         self.idling = False
         self.compression: _Deflate | None = None
+        self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
         self._direct = False  # the running command's thread writes to `_direct_fd` (_stream)
         self._direct_fd: int | None = None
 
@@ -427,7 +437,7 @@ class ImapConnection(ClientSession):
 
     async def _loop(self) -> None:
         while True:
-            data = await self._receive()
+            data, self._carried = self._carried or await self._receive(), b""
             if data is Interruption.SHUTDOWN:
                 log.info("%s: shutting down: closing session of %s", self.session_id, self.client)
                 self.conn.close("Server shutting down")
@@ -439,21 +449,27 @@ class ImapConnection(ClientSession):
                 self.conn.close("Autologout; idle for too long")
                 await self._flush()
                 return
-            if self.compression is not None and data:
-                data = self.compression.inflate(data)
-            self.conn.receive_data(data)
-            while True:
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    break
-                if isinstance(event, ConnectionClosed):
-                    await self._flush()
+            compression = self.compression
+            pieces = compression.inflate(data) if compression is not None and data else (data,)
+            for piece in pieces:
+                self.conn.receive_data(piece)
+                if not await self._answer_events():
                     return
-                await self._on_event(event)
-                await self._flush()
             await self._flush()
             if not data:
                 return
+
+    async def _answer_events(self) -> bool:
+        """Every event the core has now; False when the session is over."""
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                return True
+            if isinstance(event, ConnectionClosed):
+                await self._flush()
+                return False
+            await self._on_event(event)
+            await self._flush()
 
     async def _receive(self) -> bytes | Interruption:
         """The client's next bytes, or why the session must end (the daemon stops: at once, as
@@ -588,10 +604,8 @@ class ImapConnection(ClientSession):
             return
         self._send([StatusResponse("OK", "DEFLATE active", tag=command.tag)])
         await self._flush()
-        buffered = self.conn.compression_started()
+        self._carried = self.conn.compression_started()  # compressed already: read next
         self.compression = _Deflate()
-        if buffered:
-            self.conn.receive_data(self.compression.inflate(buffered))
 
     # -- authentication: the exchange is session.SaslExchange; these are IMAP's answers ---------
 
