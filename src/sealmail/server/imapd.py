@@ -680,13 +680,13 @@ class ImapConnection(ClientSession):
         )
         loop = asyncio.get_running_loop()
         self.session.stream = lambda responses: self._stream(loop, responses)
-        log.info(
-            "%s: login: %s %s%s via %s",
-            self.session_id,
+        log.info(  # Cyrus's line, SESSIONID last
+            "login: %s %s %s%s User logged in SESSIONID=<%s>",
             self.client,
             identity,
-            " (TLS)" if self.secure else "",
-            self.auth.mechanism_name,
+            self.auth.logged_mechanism,
+            "+TLS" if self.secure else "",
+            self.session_id,
         )
         self._send(
             [

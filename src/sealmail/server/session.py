@@ -233,6 +233,17 @@ class SaslHost(Protocol):
         """Too many failures: send the protocol's goodbye; the session ends after it."""
 
 
+# Cyrus SASL's codes and texts (sasl_errstring) for what a failed exchange logs, as Cyrus does.
+SASL_ERRORS = {
+    FailureReason.BAD_CREDENTIALS: "SASL(-13): authentication failure",
+    FailureReason.AUTHZ_DENIED: "SASL(-14): authorization failure",
+    FailureReason.MALFORMED: "SASL(-5): bad protocol / cancel",
+    FailureReason.TEMPORARY: "SASL(-1): generic failure",
+    FailureReason.TOO_WEAK: "SASL(-15): mechanism too weak for this user",
+    FailureReason.ENCRYPTION_REQUIRED: "SASL(-16): encryption needed to use mechanism",
+    FailureReason.UNKNOWN_MECHANISM: "SASL(-4): no mechanism available",
+}
+
 PENALTY_DELAY_CAP = 15.0  # seconds: the most a failure waits for other sessions' failures
 
 
@@ -274,6 +285,7 @@ class SaslExchange:
         self.temporary_counts = temporary_counts
         self.mechanism: ServerMechanism | None = None
         self.mechanism_name = ""
+        self.password_command = ""  # set while a password command is checked
         self.failures = 0
 
     def offered(self) -> tuple[str, ...]:
@@ -285,7 +297,7 @@ class SaslExchange:
 
     async def start(self, mechanism: str, initial_response: bytes | None) -> bool:
         """AUTH `mechanism` [initial-response]; False ends the session."""
-        self.mechanism_name = mechanism
+        self.mechanism_name, self.password_command = mechanism, ""
         started = self._start(mechanism)
         if isinstance(started, FailureReason):
             self._log_refused(started)
@@ -310,7 +322,7 @@ class SaslExchange:
     async def password(self, user: str, password: str, command: str) -> bool:
         """A password command (POP3 USER/PASS, IMAP LOGIN): checked as a PLAIN exchange, so
         the same policy (allowplaintext, sasl_mech_list, backends) decides."""
-        self.mechanism_name = command
+        self.mechanism_name = self.password_command = command
         started = self._start("PLAIN")
         if isinstance(started, FailureReason):
             self.host.sasl_refuse(started)
@@ -382,14 +394,23 @@ class SaslExchange:
         )
 
     def _log_failed(self, failure: Failure, claimed: str | None) -> None:
+        """Cyrus's badlogin line, which fail2ban's cyrus-imap filter and operators' greps read:
+        `badlogin: CLIENT MECH [USER] [SASL(-13): authentication failure: DETAIL]`."""
         self.log.warning(
-            "%s: authentication failed from %s (%s%s): %s",
-            self.host.session_id,
+            "badlogin: %s %s%s [%s: %s] SESSIONID=<%s>",
             self.host.client,
-            self.mechanism_name,
+            self.logged_mechanism,
             f" {claimed}" if claimed else "",
+            SASL_ERRORS.get(failure.reason, "SASL(-1): generic failure"),
             failure.detail,
+            self.host.session_id,
         )
+
+    @property
+    def logged_mechanism(self) -> str:
+        """The mechanism as Cyrus logs it: a password command (LOGIN, USER/PASS) is plaintext."""
+        name = self.mechanism_name
+        return "plaintext" if name == self.password_command else name
 
     def _log_aborted(self, reason: str) -> None:
         host = self.host
