@@ -81,7 +81,7 @@ class NoSuchDomain(DnsError):
 class NoSuchRecord(DnsError):
     """The name exists but has no record of this type (NOERROR, empty answer)."""
 
-    reason = "No address associated with hostname"
+    reason = "Host found but no data record of requested type"
 
 
 class NullMx(Exception):
