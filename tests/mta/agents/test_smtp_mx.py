@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import smtplib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.support.mta import RunningMta, mail_owner_opt_in, wait_for
 from tests.support.peers import (
     NsdInstance,
     PeerUnavailable,
@@ -113,7 +115,7 @@ def world() -> Iterator[World]:
         addresses: dict[str, str] = {}
         for name in ("a", "b", "dead", "tls"):
             addresses[name] = free_loopback_address(25, avoid=list(addresses.values()))
-        nsd = NsdInstance(root, {"mx.test": None, "flaky.test": None})
+        nsd = NsdInstance(root, {"mx.test": None, "flaky.test": None, "late.test": None})
         try:
             nsd.start()
         except PeerUnavailable as exc:
@@ -386,3 +388,56 @@ def test_a_policy_map_entry_sealmail_cannot_apply_defers(
     assert (result.status, result.dsn, result.text) == (
         Status.DEFERRED, "4.7.5", "client TLS configuration problem")
     assert "dane is not implemented" in agent_log.text
+
+
+# -- through the whole MTA: smtpd, the queue, the smtp agent, the log ----------------------------
+
+
+def test_mta_relays_by_mx_with_tls_and_retries_after_servfail(
+        world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_tcp_port()
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "main.cf").write_text(
+        "mydestination = mx.example.com\n"
+        f"queue_directory = {tmp_path / 'spool'}\ndata_directory = {tmp_path / 'data'}\n"
+        "inet_interfaces = loopback-only\nmynetworks = 127.0.0.0/8\n"
+        f"sealmail_resolv_conf = {world.nsd.resolv_conf}\n"
+        "smtp_tls_security_level = may\nsmtp_tls_loglevel = 1\n" + mail_owner_opt_in())
+    (config / "master.cf").write_text(
+        f"127.0.0.1:{port} inet n - n - - smtpd\n"
+        "smtp      unix  -       -       n       -       -       smtp\n"
+        "error     unix  -       -       n       -       -       error\n")
+    caplog.set_level(logging.INFO, logger="sealmail")
+    recipients = ["one@tls.mx.test", "two@pref.mx.test", "three@null.mx.test", "four@late.test"]
+    with RunningMta(config) as mta:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            assert client.sendmail("sender@example.org", recipients, MESSAGE) == {}
+
+        def line(recipient: str, status: str) -> str:
+            found = [r.getMessage() for r in caplog.records
+                     if f"to=<{recipient}>" in r.getMessage() and f"status={status}" in
+                     r.getMessage()]
+            return found[-1] if found else ""
+
+        wait_for(lambda: all(line(r, s) for r, s in [
+            ("one@tls.mx.test", "sent"), ("two@pref.mx.test", "sent"),
+            ("three@null.mx.test", "bounced"), ("four@late.test", "deferred")]))
+        world.nsd.set_zone("late.test", "@ IN MX 10 sink-b.mx.test.")
+        qmgr = mta.master.qmgr
+        assert qmgr is not None
+        mta.loop.call_soon_threadsafe(qmgr.flush)
+        wait_for(lambda: bool(line("four@late.test", "sent")))
+    assert f"relay={TLS_HOST}[{world.postfix_address}]:25" in line("one@tls.mx.test", "sent")
+    assert f"relay=sink-a.mx.test[{world.sink_a.address}]:25" in line("two@pref.mx.test", "sent")
+    assert ("dsn=5.1.10, status=bounced (Domain null.mx.test does not accept mail (nullMX))"
+            in line("three@null.mx.test", "bounced"))
+    assert ("dsn=4.4.3, status=deferred (Host or domain name not found. Name service error "
+            "for name=late.test type=MX: Host not found, try again)"
+            in line("four@late.test", "deferred"))
+    assert f"relay=sink-b.mx.test[{world.sink_b.address}]:25" in line("four@late.test", "sent")
+    tls_lines = [r for r in caplog.records if "TLS connection established" in r.getMessage()]
+    assert [r.name for r in tls_lines] == ["sealmail.mta.agents.smtp"]  # as smtp(8) logs it
+    assert tls_lines[0].getMessage().startswith(
+        f"Untrusted TLS connection established to {TLS_HOST}[{world.postfix_address}]:25: TLSv1.3")
+    assert delivered_to(world.sink_b, "four@late.test")
