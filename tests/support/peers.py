@@ -980,10 +980,26 @@ class NsdInstance:
         seen = self.log_text().count(marker)
         self._process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
-        while body is not None and self.log_text().count(marker) <= seen:
+        while body is not None and not (self.log_text().count(marker) > seen
+                                        and self.serves(name, self._serial)):
             if time.monotonic() > deadline:
                 raise PeerFailed(f"nsd did not reload {name}" + _log_tail(self.log))
             time.sleep(0.05)
+
+    def serves(self, name: str, serial: int) -> bool:
+        """Whether nsd answers for the zone with this serial (a reload's new server processes
+        take over a moment after the log says the zone was read)."""
+        import dns.exception
+        import dns.message
+        import dns.query
+        import dns.rcode
+
+        try:
+            reply = dns.query.udp(dns.message.make_query(name, "SOA"), self.address, timeout=1)
+        except (dns.exception.DNSException, OSError):
+            return False
+        return reply.rcode() == dns.rcode.NOERROR and any(
+            getattr(rdata, "serial", None) == serial for rrset in reply.answer for rdata in rrset)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
