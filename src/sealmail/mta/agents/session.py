@@ -1,13 +1,18 @@
 """What the lmtp and smtp delivery agents share: next hops, sessions, the connection cache.
 
 Theory of operation. An agent (`ClientAgent`, made by lmtp.py or smtp.py with its parameter
-prefix, "lmtp" or "smtp") gets a `DeliveryRequest`, resolves the next hop to an endpoint, takes an
-idle session for it from the cache or opens one (connect, greeting, LHLO/EHLO, STARTTLS as
-`*_tls_security_level` wants, LHLO/EHLO again, AUTH when `*_sasl_auth_enable` and the password
-map has the host), runs one MAIL/RCPT/DATA transaction through the sans-I/O core
-(sealmail.proto.smtp.client), and turns the replies into one `RecipientResult` per recipient:
-2xx sent, 4xx deferred, 5xx bounced; no connection, a lost one, or a timeout defer everything
-not yet answered (dsn 4.4.1 before a session exists, 4.4.2 inside one), as Postfix does.
+prefix, "lmtp" or "smtp") gets a `DeliveryRequest`, parses the next hop, decides its TLS policy
+(tls_policy.py: main.cf's level, or a `*_tls_policy_maps` entry) and SASL credentials, and asks
+`targets()` for the servers to try: the next hop itself for lmtp, MX hosts for smtp (mx.py).
+For each server in turn it takes an idle session from the cache or opens one (connect,
+greeting, LHLO/EHLO, STARTTLS as the policy wants, LHLO/EHLO again, AUTH when
+`*_sasl_auth_enable` and the password map has the host), runs one MAIL/RCPT/DATA transaction
+through the sans-I/O core (sealmail.proto.smtp.client), and turns the replies into one
+`RecipientResult` per recipient: 2xx sent, 4xx deferred, 5xx bounced; no connection, a lost
+one, or a timeout defer everything not yet answered (dsn 4.4.1 before a session exists, 4.4.2
+inside one), as Postfix does. Unless the server was the last to try (or
+`smtp_mx_session_limit` sessions got past their handshake), a deferred recipient goes on to the
+next server, as Postfix keeps it for a backup MX.
 
 Connection cache (Postfix's `*_connection_cache_on_demand`, the seed's `lmtp_cache_connection`,
 and `*_connection_cache_destinations`): after a clean transaction the session is kept idle for
@@ -650,12 +655,13 @@ class ClientAgent:
         probe = (policy.tls_loglevel >= 1 and policy.trust_anchors
                  and plan.tls.level in ("may", "encrypt"))
         try:
-            return await self._open(endpoint, plan, policy, request, probe=probe)
+            try:
+                return await self._open(endpoint, plan, policy, request, probe=probe)
+            except _Untrusted:
+                return await self._open(endpoint, plan, policy, request)
         except _TlsFallback:
             # "may": opportunistic TLS that failed its handshake; Postfix goes on in plaintext.
             return await self._open(endpoint, plan, policy, request, tls=False)
-        except _Untrusted:
-            return await self._open(endpoint, plan, policy, request, probe=False)
 
     async def _connect(
         self, endpoint: Endpoint, policy: _Policy, myhostname: str
