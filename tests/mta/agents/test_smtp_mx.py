@@ -58,6 +58,8 @@ class World:
     six_port: int  # a sink on [::1]:six_port (IPv6)
     sink_six: SmtpSink
     sink_local: SmtpSink  # on 127.0.0.1, a port of its own
+    sink_soft: SmtpSink  # answers RCPT with 4xx
+    sink_hard: SmtpSink  # answers RCPT with 5xx
 
 
 def self_signed(name: str, directory: Path) -> tuple[Path, Path]:
@@ -81,8 +83,15 @@ def self_signed(name: str, directory: Path) -> tuple[Path, Path]:
 
 
 def zone(world_addresses: dict[str, str]) -> str:
-    a, b, dead, tls = (world_addresses[k] for k in ("a", "b", "dead", "tls"))
+    a, b, dead, tls, soft, hard = (world_addresses[k]
+                                   for k in ("a", "b", "dead", "tls", "soft", "hard"))
     return f"""
+sink-soft IN A {soft}
+sink-hard IN A {hard}
+soft IN MX 10 sink-soft.mx.test.
+soft IN MX 20 sink-a.mx.test.
+hard IN MX 10 sink-hard.mx.test.
+hard IN MX 20 sink-a.mx.test.
 sink-a IN A {a}
 sink-b IN A {b}
 dead IN A {dead}
@@ -113,7 +122,7 @@ alias IN MX 10 other.mx.test.
 def world() -> Iterator[World]:
     with traversable_tmpdir("smmx-") as root:
         addresses: dict[str, str] = {}
-        for name in ("a", "b", "dead", "tls"):
+        for name in ("a", "b", "dead", "tls", "soft", "hard"):
             addresses[name] = free_loopback_address(25, avoid=list(addresses.values()))
         nsd = NsdInstance(root, {"mx.test": None, "flaky.test": None, "late.test": None})
         try:
@@ -123,7 +132,9 @@ def world() -> Iterator[World]:
         cert, key = self_signed(TLS_HOST, root)
         six_port = free_tcp_port()
         sinks = [SmtpSink(root, addresses["a"]), SmtpSink(root, addresses["b"]),
-                 SmtpSink(root, "[::1]", six_port), SmtpSink(root, "127.0.0.1", free_tcp_port())]
+                 SmtpSink(root, "[::1]", six_port), SmtpSink(root, "127.0.0.1", free_tcp_port()),
+                 SmtpSink(root, addresses["soft"], options=["-r", "RCPT"]),
+                 SmtpSink(root, addresses["hard"], options=["-f", "RCPT"])]
         postfix = PostfixInstance(root, {
             "smtpd_tls_cert_file": str(cert), "smtpd_tls_key_file": str(key),
             "smtpd_tls_security_level": "may", "smtpd_tls_loglevel": "1",
@@ -137,7 +148,7 @@ def world() -> Iterator[World]:
             postfix.start()
             nsd.set_zone("mx.test", zone(addresses))
             yield World(root, nsd, sinks[0], sinks[1], addresses["dead"], postfix,
-                        addresses["tls"], cert, six_port, sinks[2], sinks[3])
+                        addresses["tls"], cert, six_port, *sinks[2:])
         finally:
             postfix.stop()
             for sink in sinks:
@@ -206,6 +217,27 @@ def test_first_mx_refuses_connection_the_second_gets_the_mail(
     assert delivered_to(world.sink_a, "someone@pref.mx.test")
     assert (f"5A1B2C3D: connect to dead.mx.test[{world.dead}]:25: Connection refused"
             in agent_log.text)
+
+
+def test_a_4xx_reply_sends_the_recipient_to_the_next_mx_a_5xx_bounces(
+        world: World, tmp_path: Path, agent_log: pytest.LogCaptureFixture) -> None:
+    result = one(world, tmp_path, "soft.mx.test")
+    assert result.status is Status.SENT, result
+    assert result.relay.startswith("sink-a.mx.test[")
+    assert f"5A1B2C3D: host sink-soft.mx.test[{world.sink_soft.address}]:25 said: 4" \
+        in agent_log.text
+    hard = one(world, tmp_path, "hard.mx.test")
+    assert (hard.status, hard.dsn[0]) == (Status.BOUNCED, "5")
+    assert hard.relay.startswith("sink-hard.mx.test[")
+    assert not delivered_to(world.sink_a, "someone@hard.mx.test")
+
+
+def test_session_limit_stops_before_the_next_mx(world: World, tmp_path: Path) -> None:
+    result = one(world, tmp_path, "soft.mx.test", smtp_mx_session_limit="1")
+    assert (result.status, result.dsn[0]) == (Status.DEFERRED, "4")
+    assert result.text.startswith(f"host sink-soft.mx.test[{world.sink_soft.address}]:25 said: 4")
+    # A refused connection is no session: the limit does not stop the fallback after it.
+    assert one(world, tmp_path, "pref.mx.test", smtp_mx_session_limit="1").status is Status.SENT
 
 
 def test_no_mx_record_means_the_domains_own_address(world: World, tmp_path: Path) -> None:
