@@ -387,7 +387,8 @@ class _Policy:
 class _Delivery:
     """What one delivery request resolved to before any server is tried."""
 
-    nexthop: str  # as written (without inet:), the TLS policy and SASL key
+    nexthop: str  # as routed: "inet:host:port", "example.com", "[relay]:587"
+    policy_key: str  # the next hop without inet:, the TLS policy table's key
     domain: str  # the next hop's host or domain: TLS's "nexthop" name
     tls: TlsPolicy
     credentials: tuple[str, str] | None
@@ -488,7 +489,7 @@ class ClientAgent:
             if policy.sasl_enabled and credentials is None else None
         )
         domain = endpoint.path or endpoint.host
-        return _Delivery(written.strip(), domain, tls, credentials, no_password)
+        return _Delivery(nexthop, written.strip(), domain, tls, credentials, no_password)
 
     async def _attempt(self, request: DeliveryRequest, server: Endpoint, plan: _Delivery,
                        policy: _Policy, answered: dict[int, RecipientResult]) -> bool:
