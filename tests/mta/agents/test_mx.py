@@ -17,6 +17,7 @@ from sealmail.mta.agents.mx import (
     order,
     servers,
 )
+from sealmail.mta.dns import MxRecord
 
 
 def s(host: str, address: str, preference: int) -> Server:
@@ -85,3 +86,13 @@ def test_local_addresses(tmp_path: Path) -> None:
     assert local_addresses(["192.0.2.9", "[::1]", "mail.example"], tmp_path) == {
         "192.0.2.9", "::1"}
     assert local_addresses(["all"], tmp_path / "missing") == {"127.0.0.1", "::1"}
+
+
+def test_an_mx_host_written_as_an_address_is_used_as_is() -> None:
+    class OneMx:
+        async def mx(self, domain: str) -> list[MxRecord]:
+            return [MxRecord(10, "192.0.2.5")]
+
+    found = asyncio.run(servers("example.com", 25, explicit=False, policy=ServerPolicy(),
+                                resolver=OneMx()))  # type: ignore[arg-type]
+    assert found == [Server("192.0.2.5", "192.0.2.5", 25, 10)]

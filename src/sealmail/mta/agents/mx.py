@@ -236,6 +236,10 @@ async def _host_servers(host: str, port: int, preference: int, policy: ServerPol
                         resolver: Resolver | None, nxdomain_dsn: str) -> list[Server]:
     """A host's addresses: DNS, then the system's resolver when DNS found none and both are
     configured (Postfix's smtp_addr_one)."""
+    try:  # an MX record naming an address (against RFC 5321 5.1): used as is, as Postfix does
+        return [Server(host, str(ipaddress.ip_address(host)), port, preference)]
+    except ValueError:
+        pass
     failure: LookupFailure | None = None
     if policy.dns and resolver is not None:
         try:
