@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PEERS="postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve cyrus-common
+PEERS="postfix nsd dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve cyrus-common
        sasl2-bin swaks mutt tmux fetchmail procmail tcpd sieve-connect python3-venv fail2ban
        pflogsumm"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -103,10 +103,24 @@ def refuse_server_tls_level(text: str) -> str | None:
 
 
 def refuse_client_tls_level(text: str) -> str | None:
+    """dane, dane-only and fingerprint by name: sealmail's resolver does not validate DNSSEC."""
     level = text.strip().lower()
     if level in CLIENT_TLS_LEVELS:
         return None
-    return f"{level}: the client implements none, may, encrypt, verify and secure (no DANE)"
+    if level in ("dane", "dane-only", "fingerprint"):
+        return (f"{level} is not implemented: sealmail's resolver does not validate DNSSEC, so "
+                "it has no validated TLSA records (none, may, encrypt, verify and secure are)")
+    return f"{level} is not a TLS security level (none, may, encrypt, verify or secure)"
+
+
+def refuse_host_lookup(text: str) -> str | None:
+    unknown = [w for w in text.replace(",", " ").split() if w.lower() not in ("dns", "native")]
+    return f"{' '.join(unknown)}: the lookups are dns and native" if unknown else None
+
+
+def refuse_address_preference(text: str) -> str | None:
+    value = text.strip().lower()
+    return None if value in ("any", "ipv4", "ipv6") else f"{value}: use ipv4, ipv6 or any"
 
 
 def refuse_submit_restriction(text: str) -> str | None:
@@ -145,7 +159,7 @@ class MAIN(Registry):
     import_environment = words("MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C", "Environment variables that services inherit.", status=ACCEPTED)
     export_environment = words("TZ MAIL_CONFIG LANG", "Environment variables passed to external commands.")
     # Routing
-    relayhost = string("", "Next hop for non-local mail ([host]:port); empty means DNS, unsupported here.")
+    relayhost = string("", "Next hop for non-local mail: [host]:port as written, host or domain[:port] by its MX records; empty: the recipient domain's MX records.")
     relay_domains = words("", "Domains this MTA relays to (delivered with relay_transport).")
     relay_transport = string("relay", "Transport for relay_domains.")
     default_transport = string("smtp", "Transport for mail that matches no other class.")
@@ -300,6 +314,13 @@ class MAIN(Registry):
     smtp_fallback_relay = words("", "Hosts tried when the next hop fails.", status=ACCEPTED)
     smtp_helo_name = string("$myhostname", "Name sent in HELO/EHLO.")
     smtp_bind_address = string("", "Local address of outgoing SMTP connections.", status=ACCEPTED)
+    smtp_tcp_port = string("smtp", "Port (number or services name) of a next hop written without one.")
+    smtp_host_lookup = words("dns", "How server addresses are found: dns (MX, A and AAAA records), native (the system's resolver: /etc/hosts, nsswitch; no MX lookups), or dns, native (the system's when DNS finds nothing).", refuses=refuse_host_lookup)
+    smtp_address_preference = string("any", "Address family tried first among servers of one MX preference: ipv4, ipv6 or any.", refuses=refuse_address_preference)
+    smtp_randomize_addresses = boolean("yes", "Shuffle the servers of one MX preference (RFC 5321 5.1).")
+    smtp_mx_address_limit = integer("5", "Most server addresses tried per delivery (0: no limit).")
+    smtp_mx_session_limit = integer("2", "Most sessions past the handshake per delivery, before the mail waits (0: no limit).")
+    sealmail_resolv_conf = string("/etc/resolv.conf", "sealmail's own: the resolv.conf whose name servers the SMTP client asks (Postfix always uses the system's); tests point it at their own DNS server.")
     smtp_connect_timeout = time("30s", "Time allowed to connect.")
     smtp_helo_timeout = time("300s", "Time allowed for the greeting and EHLO reply.")
     smtp_mail_timeout = time("300s", "Time allowed for the MAIL reply.")
@@ -319,11 +340,19 @@ class MAIN(Registry):
     smtp_sasl_password_maps = maps("", "Tables of user:password by next hop.")
     smtp_sasl_security_options = words("noplaintext, noanonymous", "Mechanism properties required.")
     smtp_sasl_mechanism_filter = words("", "Mechanisms the client may choose from.")
-    smtp_tls_security_level = string("", "TLS policy: none, may, encrypt or verify.", refuses=refuse_client_tls_level)
+    smtp_tls_security_level = string("", "TLS policy: none, may, encrypt, verify or secure (dane is refused: no DNSSEC validation).", refuses=refuse_client_tls_level)
+    smtp_tls_policy_maps = maps("", "Per-destination TLS policy: next hop (or .parent domain) -> level [match=a:b] [protocols=...] [servername=...].")
     smtp_tls_CAfile = string("", "CA certificates that verify the server.")
+    smtp_tls_CApath = string("", "Directory of hashed CA certificates that verify the server.")
+    smtp_tls_protocols = words(">=TLSv1", "TLS versions allowed at level may (>=TLSv1.2, !SSLv3, TLSv1.2 TLSv1.3, ...).")
+    smtp_tls_mandatory_protocols = words(">=TLSv1", "TLS versions allowed at levels encrypt, verify and secure.")
+    smtp_tls_verify_cert_match = words("hostname", "Names a server certificate must match at level verify: hostname, nexthop, dot-nexthop, a name or .domain.")
+    smtp_tls_secure_cert_match = words("nexthop, dot-nexthop", "Names a server certificate must match at level secure.")
+    smtp_tls_servername = string("", "SNI name sent: empty (none), hostname, nexthop or a name.")
     smtp_tls_cert_file = string("", "Client certificate.")
     smtp_tls_key_file = string("$smtp_tls_cert_file", "Client key.")
-    smtp_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
+    smtp_tls_loglevel = integer("0", "TLS logging: 1 or more logs a 'TLS connection established' line per handshake (certificate failures that stop a delivery are logged at 0 too).")
+    tls_append_default_CA = boolean("no", "Trust the system's CA certificates too, besides *_tls_CAfile and *_tls_CApath.")
     lmtp_lhlo_name = string("$myhostname", "Name sent in LHLO.")
     lmtp_bind_address = string("", "Local address of outgoing LMTP connections over TCP.", status=ACCEPTED)
     lmtp_tcp_port = string("24", "Port of an inet: next hop without one (Postfix < 2.3; lmtp service).", status=ACCEPTED)
@@ -346,11 +375,18 @@ class MAIN(Registry):
     lmtp_sasl_password_maps = maps("", "Tables of user:password by next-hop host (seed 2.2.1.2).")
     lmtp_sasl_security_options = words("noplaintext, noanonymous", "Mechanism properties required.")
     lmtp_sasl_mechanism_filter = words("", "Mechanisms the client may choose from.")
-    lmtp_tls_security_level = string("", "TLS policy: none, may, encrypt or verify.", refuses=refuse_client_tls_level)
+    lmtp_tls_security_level = string("", "TLS policy: none, may, encrypt, verify or secure.", refuses=refuse_client_tls_level)
+    lmtp_tls_policy_maps = maps("", "Per-destination TLS policy of the LMTP client (as smtp_tls_policy_maps).")
     lmtp_tls_CAfile = string("", "CA certificates that verify the server.")
+    lmtp_tls_CApath = string("", "Directory of hashed CA certificates that verify the server.")
+    lmtp_tls_protocols = words(">=TLSv1", "TLS versions allowed at level may.")
+    lmtp_tls_mandatory_protocols = words(">=TLSv1", "TLS versions allowed at levels encrypt, verify and secure.")
+    lmtp_tls_verify_cert_match = words("hostname", "Names a server certificate must match at level verify.")
+    lmtp_tls_secure_cert_match = words("nexthop", "Names a server certificate must match at level secure.")
+    lmtp_tls_servername = string("", "SNI name sent: empty (none), hostname, nexthop or a name.")
     lmtp_tls_cert_file = string("", "Client certificate.")
     lmtp_tls_key_file = string("$lmtp_tls_cert_file", "Client key.")
-    lmtp_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
+    lmtp_tls_loglevel = integer("0", "TLS logging, as smtp_tls_loglevel.")
     # Tools
     sendmail_path = string("/usr/sbin/sendmail", "Path of the sendmail command.", status=ACCEPTED)
     mailq_path = string("/usr/bin/mailq", "Path of the mailq command.", status=ACCEPTED)
@@ -361,8 +397,6 @@ class MAIN(Registry):
     non_smtpd_milters = words("", "Milter applications for locally posted mail (not supported).", status=REFUSED)
     header_checks = maps("", "Header inspection tables of cleanup (not supported).", status=REFUSED)
     body_checks = maps("", "Body inspection tables of cleanup (not supported).", status=REFUSED)
-    smtp_tls_policy_maps = maps("", "Per-destination TLS policy of the SMTP client (not supported).", status=REFUSED)
-    lmtp_tls_policy_maps = maps("", "Per-destination TLS policy of the LMTP client (not supported).", status=REFUSED)
 
 
 PARAMETERS: dict[str, Parameter[Any]] = MAIN.options()
@@ -528,7 +562,15 @@ class ClientParameters:
     rset_timeout: Parameter[int]
     quit_timeout: Parameter[int]
     tls_security_level: Parameter[str]
+    tls_policy_maps: Parameter[tuple[str, ...]]
     tls_CAfile: Parameter[str]  # Postfix spells it so
+    tls_CApath: Parameter[str]
+    tls_protocols: Parameter[tuple[str, ...]]
+    tls_mandatory_protocols: Parameter[tuple[str, ...]]
+    tls_verify_cert_match: Parameter[tuple[str, ...]]
+    tls_secure_cert_match: Parameter[tuple[str, ...]]
+    tls_servername: Parameter[str]
+    tls_loglevel: Parameter[int]
     tls_cert_file: Parameter[str]
     tls_key_file: Parameter[str]
     sasl_auth_enable: Parameter[bool]
