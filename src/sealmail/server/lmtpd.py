@@ -354,11 +354,11 @@ def build_deliver_service(
 def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpService:
     from sealmail.delivery.outbound import outbound_from_config
     from sealmail.delivery.sieve import SieveFilter
-    from sealmail.store.disk import DiskStore
+    from sealmail.store.backends import open_store
     from sealmail.store.sieve_scripts import SieveScriptStore
     from sealmail.store.sieve_tracking import SieveTracking
 
-    store = DiskStore.from_config(config)
+    store = open_store(config)
     sieve = SieveFilter(
         config,
         store,

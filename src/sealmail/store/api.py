@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sealmail.config.options import RFC4314_RIGHTS
+from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import StoreError
 from sealmail.store.sorting import ThreadFields
 
@@ -249,6 +250,9 @@ class UserData(Protocol):
 
 class MessageStore(DeliveryStore, MailboxAdmin, MailboxView, UserData, Protocol):
     """Every role: what an IMAP session and a store's owner (a daemon that opens and closes it)
-    use. A backend implements this (sealmail.store.disk, sealmail.store.memory)."""
+    use. A backend implements this (sealmail.store.disk, sealmail.store.memory,
+    sealmail.store.postgres). The owner also gets the duplicate delivery database from it (None
+    when duplicatesuppression is off), closed with the store."""
 
     def close(self) -> None: ...
+    def duplicates(self) -> DuplicateDatabase | None: ...
