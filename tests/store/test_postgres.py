@@ -219,3 +219,23 @@ def test_migrations_are_versioned_and_refuse_a_newer_database(dsn: str, tmp_path
         conn.commit()
     with pytest.raises(StoreUnavailable, match="schema version"):
         PostgresStore(settings_for(dsn, tmp_path))
+
+
+def test_the_mailbox_command_works_on_postgresql(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sealmail.cli.main import main
+
+    conf = tmp_path / "imapd.conf"
+    conf.write_text(f"configdirectory: {tmp_path / 'c'}\npartition-default: {tmp_path / 'p'}\n"
+                    f"store_backend: postgresql\nstore_dsn: {dsn}\n")
+    assert main(["mailbox", "-C", str(conf), "create", "user.carol"]) == 0
+    assert main(["mailbox", "-C", str(conf), "setquota", "user.carol", "100", "5"]) == 0
+    with PostgresStore(settings_for(dsn, tmp_path)) as store:
+        info = store.mailbox("user.carol")
+        assert info is not None and info.acl == {"carol": "lrswipkxtecda"}
+    capsys.readouterr()
+    assert main(["mailbox", "-C", str(conf), "getquota", "user.carol"]) == 0
+    assert capsys.readouterr().out == "user.carol STORAGE 0/100 MESSAGE 0/5\n"
+    assert main(["mbpath", "-C", str(conf), "user.carol"]) == 1
+    assert "store_backend is postgresql" in capsys.readouterr().err
