@@ -5,6 +5,7 @@ once and in chunks; imapd.conf chooses the backend."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -239,3 +240,27 @@ def test_the_mailbox_command_works_on_postgresql(
     assert capsys.readouterr().out == "user.carol STORAGE 0/100 MESSAGE 0/5\n"
     assert main(["mbpath", "-C", str(conf), "user.carol"]) == 1
     assert "store_backend is postgresql" in capsys.readouterr().err
+
+
+def test_delivery_slots_are_counted_over_every_node(dsn: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from sealmail.store.errors import MailboxBusy
+
+    limited = dataclasses.replace(settings_for(dsn, tmp_path), user_concurrency_limit=2)
+    with PostgresStore(limited) as node_a, PostgresStore(limited) as node_b:
+        with node_a.delivery_slot("alice"), node_b.delivery_slot("alice"):
+            with pytest.raises(MailboxBusy), node_b.delivery_slot("alice"):
+                pass
+            with node_a.delivery_slot("bob"):  # another user's slots are their own
+                pass
+        with node_b.delivery_slot("alice"):  # released: free again
+            pass
+        # A node that died holding a slot: its lease runs out.
+        with psycopg.connect(dsn) as conn:
+            conn.execute("INSERT INTO leases (name, holder, expires) VALUES"
+                         " ('deliver/alice/0', 'dead', now() - interval '1 second'),"
+                         " ('deliver/alice/1', 'dead', now() + interval '1 hour')")
+        with node_a.delivery_slot("alice"), pytest.raises(MailboxBusy), \
+                node_b.delivery_slot("alice"):
+            pass

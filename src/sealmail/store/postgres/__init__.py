@@ -16,30 +16,31 @@ message visible, so UIDs are gap-free and become visible in ascending order. Rea
 mailbox row with its messages run in one REPEATABLE READ snapshot (sealmail.store.postgres.
 database). The tables and their migrations: sealmail.store.postgres.schema.
 
-Per node still (later work of issue 24): the lmtp_user_concurrency_limit slots and the duplicate
-delivery database (a file in configdirectory, as the other backends keep it); change
-notification to other nodes' IDLE sessions (LISTEN/NOTIFY) is not here yet.
+Across nodes: lmtp_user_concurrency_limit's delivery slots are leases (sealmail.store.postgres.
+leases). Per node still (later work of issue 24): the duplicate delivery database (a file in
+configdirectory, as the other backends keep it); change notification to other nodes' IDLE
+sessions (LISTEN/NOTIFY) is not here yet.
 
 The parts, one module each, share a `Database` (pool, settings, helpers): `mailboxes`
 (MailboxAdmin), `delivery` (deliver, COPY), `reading` (records, contents, SEARCH/SORT/THREAD),
-`flags` (STORE, EXPUNGE), `userdata` (seen states, \\Recent, subscriptions), `blobs` (the
-pluggable blob store). PostgresStore exposes their bound methods as its own, as DiskStore does.
+`flags` (STORE, EXPUNGE), `userdata` (seen states, \\Recent, subscriptions), `leases`, `blobs`
+(the pluggable blob store). PostgresStore exposes their bound methods as its own, as DiskStore does.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
-from sealmail.store.errors import MailboxBusy
 from sealmail.store.postgres.blobs import BlobStore, DatabaseBlobs
 from sealmail.store.postgres.database import Database
 from sealmail.store.postgres.delivery import Delivery
 from sealmail.store.postgres.flags import Flags
+from sealmail.store.postgres.leases import Leases
 from sealmail.store.postgres.mailboxes import Mailboxes
 from sealmail.store.postgres.reading import Reading
 from sealmail.store.postgres.userdata import UserData
@@ -65,7 +66,7 @@ class PostgresStore:
         self.settings = settings
         self._db = db = Database(settings, blobs or DatabaseBlobs(), clock)
         self._lock = threading.Lock()
-        self._slots: dict[str, int] = {}
+        self._leases = Leases(db)
         self._duplicates: DuplicateDatabase | None = None
 
         mailboxes = Mailboxes(db)
@@ -125,23 +126,10 @@ class PostgresStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @contextmanager
-    def _slot(self, user: str, limit: int) -> Iterator[None]:
-        with self._lock:
-            if self._slots.get(user, 0) >= limit:
-                raise MailboxBusy(f"{limit} deliveries to {user!r} already in progress")
-            self._slots[user] = self._slots.get(user, 0) + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._slots[user] -= 1
-
     def delivery_slot(self, user: str) -> AbstractContextManager[None]:
-        """One of lmtp_user_concurrency_limit slots of `user` (0: unlimited), counted in this
-        process (across nodes: a lease table, later)."""
-        limit = self.settings.user_concurrency_limit
-        return self._slot(user, limit if limit > 0 else 1 << 62)
+        """One of lmtp_user_concurrency_limit slots of `user` (0: unlimited), counted over
+        every node (a lease each: sealmail.store.postgres.leases)."""
+        return self._leases.delivery_slot(user, self.settings.user_concurrency_limit)
 
     def duplicates(self) -> DuplicateDatabase | None:
         """The duplicate delivery database (configdirectory, per node for now), or None when

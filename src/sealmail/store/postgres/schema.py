@@ -126,6 +126,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (userid, name)
     );
     """,
+    # 2: leases, what one node holds for a while against every other (a delivery slot of a
+    # user, later the POP lock and the cleanup leader); a crashed holder's lease runs out.
+    """
+    CREATE TABLE leases (
+        name text PRIMARY KEY,
+        holder text NOT NULL,
+        expires timestamptz NOT NULL
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)
