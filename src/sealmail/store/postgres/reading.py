@@ -5,6 +5,7 @@ functions as the other backends). Each call reads one snapshot (Database.read)."
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 
 from sealmail.store.api import FlagSnapshot, HeaderMatches, MessageRecord
 from sealmail.store.errors import NoSuchMessage
@@ -113,29 +114,30 @@ class Reading:
     def message_contents(
         self, name: str, uids: Sequence[int], limit: int | None = None
     ) -> Iterator[bytes | None]:
-        """Each message's bytes (its first `limit`), None for a UID not there; read now, in
-        one snapshot, so an expunge after the call cannot take them away."""
-        def work(conn: Connection) -> list[bytes | None]:
+        """Each message's bytes (its first `limit`), None for a UID not there. Which blob each
+        UID names is read now, in one snapshot; the bytes one message at a time as the caller
+        goes on (a FETCH of many large messages never holds them all), which is safe because a
+        blob never changes and outlives an expunge by the sweeper's grace period."""
+        def work(conn: Connection) -> dict[int, bytes]:
             row = self._db.require(conn, name)
-            blobs: dict[int, bytes] = {int(uid): bytes(blob) for uid, blob in conn.execute(
+            return {int(uid): bytes(blob) for uid, blob in conn.execute(
                 "SELECT mm.uid, m.blob FROM mailbox_message mm"
                 " JOIN messages m ON m.id = mm.message_id"
                 " WHERE mm.mailbox_id = %s AND mm.uid = ANY(%s)",
                 (row.id, sorted(set(uids))),
             ).fetchall()}
-            cache: dict[bytes, bytes | None] = {}
-            contents: list[bytes | None] = []
-            for uid in uids:
-                digest = blobs.get(uid)
-                if digest is None:
-                    contents.append(None)
-                    continue
-                if digest not in cache:
-                    cache[digest] = self._db.blobs.get(conn, digest, limit)
-                contents.append(cache[digest])
-            return contents
 
-        return iter(self._db.read(work))
+        return self._contents(self._db.read(work), list(uids), limit)
+
+    def _contents(
+        self, blobs: dict[int, bytes], uids: list[int], limit: int | None
+    ) -> Iterator[bytes | None]:
+        for uid in uids:
+            digest = blobs.get(uid)
+            if digest is None:
+                yield None
+            else:
+                yield self._db.read(partial(self._db.blobs.get, digest=digest, limit=limit))
 
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         def work(conn: Connection) -> dict[int, bytes]:
