@@ -264,3 +264,29 @@ def test_delivery_slots_are_counted_over_every_node(dsn: str, tmp_path: Path) ->
         with node_a.delivery_slot("alice"), pytest.raises(MailboxBusy), \
                 node_b.delivery_slot("alice"):
             pass
+
+
+def test_a_restart_of_postgresql_loses_nothing_and_the_pool_reconnects(tmp_path: Path) -> None:
+    from tests.support.peers import traversable_tmpdir
+    from tests.support.postgres import PrivateCluster
+
+    with traversable_tmpdir("smpg-") as root:
+        try:
+            cluster = PrivateCluster(root)
+        except PeerUnavailable as exc:
+            pytest.skip(str(exc))
+        cluster.start()
+        try:
+            with PostgresStore(settings_for(cluster.dsn(), tmp_path, pool_size=2)) as store:
+                store.create_mailbox(INBOX)
+                first = appended(store.deliver(b"Subject: 1\r\n\r\none\r\n",
+                                               [DeliveryTarget(INBOX)])[0])
+                cluster.restart()
+                # Every pooled connection died with the server: the next calls get new ones.
+                assert [r.uid for r in store.messages(INBOX)] == [first.uid]
+                second = appended(store.deliver(b"Subject: 2\r\n\r\ntwo\r\n",
+                                                [DeliveryTarget(INBOX)])[0])
+                assert second.uid == first.uid + 1
+                assert store.message_bytes(INBOX, 1) == b"Subject: 1\r\n\r\none\r\n"
+        finally:
+            cluster.stop()

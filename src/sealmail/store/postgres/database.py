@@ -71,9 +71,13 @@ class Database:
         try:
             with psycopg.connect(settings.dsn) as conn:
                 migrate(conn)
+            # Each connection is checked as it leaves the pool (one empty round trip): after a
+            # restart of PostgreSQL or a dropped connection the next call gets a live one
+            # instead of failing once per pooled connection.
             self.pool = psycopg_pool.ConnectionPool(
                 settings.dsn, min_size=1, max_size=max(1, settings.pool_size),
                 timeout=_POOL_TIMEOUT, open=True, name="sealmail-store",
+                check=psycopg_pool.ConnectionPool.check_connection,
             )
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot open the store's database: {exc}") from exc
