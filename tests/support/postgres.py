@@ -44,12 +44,14 @@ def postgres_bin() -> Path:
 class PrivateCluster:
     """initdb + pg_ctl in `root`; `dsn()` reaches it over its UNIX socket."""
 
-    def __init__(self, root: Path, port: int = 5432) -> None:
+    def __init__(self, root: Path, port: int = 5432, *, durable: bool = False) -> None:
+        """`durable`: keep PostgreSQL's fsync (benchmarks); tests run without it."""
         self.root = root
         self.data = root / "data"
         self.socket_directory = root / "socket"
         self.log = root / "postgres.log"
         self.port = port
+        self.durable = durable
         self.bin = postgres_bin()
         try:
             pwd.getpwnam(ACCOUNT)
@@ -70,8 +72,8 @@ class PrivateCluster:
                   "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
         self._options = options = (
             f"-k {self.socket_directory} -p {self.port} -c listen_addresses=''"
-            " -c fsync=off -c full_page_writes=off -c max_connections=400"
-            " -c unix_socket_permissions=0777"
+            " -c max_connections=400 -c unix_socket_permissions=0777"
+            + ("" if self.durable else " -c fsync=off -c full_page_writes=off")
         )
         try:
             self._run(str(self.bin / "pg_ctl"), "start", "-w", "-t", "120", "-D",
