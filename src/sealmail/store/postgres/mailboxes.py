@@ -116,7 +116,7 @@ class Mailboxes:
             raise InvalidMailboxName(f"cannot rename {old!r} to {new!r} (inside itself)")
 
         def work(conn: Connection) -> None:
-            self._db.require(conn, old, lock=True)
+            self._db.require(conn, old)  # locked below with its subtree, in id order
             if self._exists(conn, new):
                 raise MailboxExists(f"mailbox {new!r} already exists")
             self._require_owner_inbox(conn, new, "")
@@ -126,6 +126,8 @@ class Mailboxes:
                 " ORDER BY id FOR UPDATE",
                 (old, low, high),
             ).fetchall()
+            if old not in (str(n) for _, n in rows):
+                raise MailboxNotFound(f"mailbox {old!r} does not exist")  # deleted meanwhile
             renames = [(int(i), new + str(n)[len(old):]) for i, n in rows]
             for _, target in renames:
                 validate_internal(target)
