@@ -290,3 +290,41 @@ def test_a_restart_of_postgresql_loses_nothing_and_the_pool_reconnects(tmp_path:
                 assert store.message_bytes(INBOX, 1) == b"Subject: 1\r\n\r\none\r\n"
         finally:
             cluster.stop()
+
+
+def test_flag_changes_and_expunges_from_another_node_keep_modseqs_exact(
+    dsn: str, tmp_path: Path
+) -> None:
+    rounds = 40
+    with PostgresStore(settings_for(dsn, tmp_path)) as node_a, \
+            PostgresStore(settings_for(dsn, tmp_path)) as node_b:
+        node_a.create_mailbox(INBOX)
+
+        def deliver() -> None:
+            for n in range(rounds):
+                appended(node_a.deliver(f"Subject: {n}\r\n\r\n{n}\r\n".encode(),
+                                        [DeliveryTarget(INBOX)])[0])
+
+        def change() -> None:
+            for n in range(rounds):
+                uids = [r.uid for r in node_b.messages(INBOX)]
+                if uids:
+                    node_b.update_flags(INBOX, uids[-3:], ["\\Flagged"], "add")
+                    if n % 4 == 0:
+                        node_b.expunge(INBOX, uids[:1])
+
+        workers = [threading.Thread(target=deliver), threading.Thread(target=change)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        info = node_a.mailbox(INBOX)
+        assert info is not None
+        records = node_a.messages(INBOX)
+        expunged = node_a.expunged_since(INBOX, 0)
+        assert sorted([r.uid for r in records] + expunged) == list(range(1, rounds + 1))
+        modseqs = [r.modseq for r in records]
+        assert len(set(modseqs)) == len(modseqs) and max(modseqs) <= info.highestmodseq
+        for since in (0, info.highestmodseq // 2, info.highestmodseq):
+            assert [r.uid for r in node_b.messages_since(INBOX, since)] == [
+                r.uid for r in records if r.modseq > since]
