@@ -1,9 +1,10 @@
 """A private PostgreSQL cluster for the tests: Debian's binaries, our own data directory.
 
 Never the system service: `initdb` into a fresh directory under /tmp and `pg_ctl start` on a
-UNIX socket in that directory (no TCP listener), both run as the `postgres` account (PostgreSQL
-refuses to run as root). fsync is off: the tests check what the store does, not the disk under
-PostgreSQL, and a crash of the test machine loses only a throw-away cluster.
+UNIX socket in that directory (no TCP listener), both run as the `postgres` account when we are
+root (PostgreSQL refuses to run as root). fsync is off (unless `durable`, for benchmarks): the
+tests check what the store does, not the disk under PostgreSQL, and a crash of the test machine
+loses only a throw-away cluster.
 
 One cluster per test process, started the first time a test asks (`shared_cluster()`), stopped
 at exit. Each test gets its own schema (`PrivateCluster.schema_dsn`): the store's tables are
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 import pwd
 import shutil
 import subprocess
@@ -54,20 +56,27 @@ class PrivateCluster:
         self.durable = durable
         self.bin = postgres_bin()
         try:
-            pwd.getpwnam(ACCOUNT)
+            if os.geteuid() == 0:
+                pwd.getpwnam(ACCOUNT)
         except KeyError as exc:
             raise PeerUnavailable(f"no {ACCOUNT} account (Debian's postgresql package)") from exc
         self._schemas: set[str] = set()
         self._lock = threading.Lock()
 
+    @property
+    def _account(self) -> str | None:
+        """Who runs PostgreSQL: `postgres` when we are root (it refuses root), else ourselves."""
+        return ACCOUNT if os.geteuid() == 0 else None
+
     def _run(self, *argv: str) -> None:
-        subprocess.run(argv, check=True, user=ACCOUNT, cwd=self.root, capture_output=True,
+        subprocess.run(argv, check=True, user=self._account, cwd=self.root, capture_output=True,
                        timeout=120)
 
     def start(self) -> None:
         self.socket_directory.mkdir(mode=0o755)
-        shutil.chown(self.root, ACCOUNT)
-        shutil.chown(self.socket_directory, ACCOUNT)
+        if self._account is not None:
+            shutil.chown(self.root, self._account)
+            shutil.chown(self.socket_directory, self._account)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER,
                   "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
         self._options = options = (
@@ -95,8 +104,8 @@ class PrivateCluster:
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             subprocess.run([str(self.bin / "pg_ctl"), "stop", "-m", "immediate", "-D",
-                            str(self.data)], user=ACCOUNT, cwd=self.root, capture_output=True,
-                           timeout=120, check=False)
+                            str(self.data)], user=self._account, cwd=self.root,
+                           capture_output=True, timeout=120, check=False)
 
     def dsn(self, database: str = DATABASE) -> str:
         return f"host={self.socket_directory} port={self.port} user={SUPERUSER} dbname={database}"
