@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sealmail.config.options import RFC4314_RIGHTS
-from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import StoreError
 from sealmail.store.sorting import ThreadFields
+
+if TYPE_CHECKING:
+    from sealmail.store.duplicates import DuplicateDatabase  # sqlite3: only its owner loads it
 
 ALL_RIGHTS = RFC4314_RIGHTS  # in canonical order
 
