@@ -714,7 +714,7 @@ def build_service(
 ) -> ImapService:
     """imapd as cyrus.conf runs it: `imapd [-s]`; -s serves imaps (TLS from the first byte).
 
-    Without a `store` the service opens its own DiskStore and closes it in `close()`.
+    Without a `store` the service opens its own store (store_backend) and closes it in `close()`.
     """
     for arg in argv:
         if arg != "-s":
@@ -726,9 +726,9 @@ def build_service(
         )
     owned = store is None
     if store is None:
-        from sealmail.store.disk import DiskStore
+        from sealmail.store.backends import open_store
 
-        store = DiskStore.from_config(config)
+        store = open_store(config)
     return ImapService(
         config,
         store,

@@ -450,7 +450,7 @@ def build_service(
     """pop3d as cyrus.conf runs it: `pop3d [-s]`; -s serves pop3s (TLS from the first byte).
 
     `service_name` is the cyrus.conf entry's name, which hosts.allow rules name. Without a
-    `store` the service opens its own DiskStore and closes it in `close()`.
+    `store` the service opens its own store (store_backend) and closes it in `close()`.
     """
     for arg in argv:
         if arg != "-s":
@@ -462,7 +462,7 @@ def build_service(
         )
     owned = store is None
     if store is None:
-        from sealmail.store.disk import DiskStore
+        from sealmail.store.backends import open_store
 
-        store = DiskStore.from_config(config)
+        store = open_store(config)
     return Pop3Service(config, store, settings=settings, daemon_name=service_name, owns_store=owned)

@@ -19,7 +19,7 @@ from sealmail.store.errors import StoreError
 from sealmail.store.sorting import ThreadFields
 
 if TYPE_CHECKING:
-    from sealmail.store.duplicates import DuplicateDatabase
+    from sealmail.store.duplicates import DuplicateDatabase  # sqlite3: only its owner loads it
 
 ALL_RIGHTS = RFC4314_RIGHTS  # in canonical order
 
@@ -252,7 +252,9 @@ class UserData(Protocol):
 
 class MessageStore(DeliveryStore, MailboxAdmin, MailboxView, UserData, Protocol):
     """Every role: what an IMAP session and a store's owner (a daemon that opens and closes it)
-    use. A backend implements this (sealmail.store.disk, sealmail.store.memory)."""
+    use. A backend implements this (sealmail.store.disk, sealmail.store.memory,
+    sealmail.store.postgres). The owner also gets the duplicate delivery database from it (None
+    when duplicatesuppression is off), closed with the store."""
 
     def close(self) -> None: ...
-    def duplicates(self) -> DuplicateDatabase | None: ...  # None: duplicatesuppression off
+    def duplicates(self) -> DuplicateDatabase | None: ...

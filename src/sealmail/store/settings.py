@@ -23,10 +23,14 @@ class StoreSettings:
     single_instance: bool = True  # singleinstancestore: one file, many hard links
     user_concurrency_limit: int = 0  # lmtp_user_concurrency_limit (0: unlimited)
     duplicate_suppression: bool = True  # duplicatesuppression
+    backend: str = "disk"  # store_backend: "disk" or "postgresql"
+    dsn: str | None = None  # store_dsn: the PostgreSQL database (store_backend: postgresql)
+    pool_size: int = 8  # store_pool_size: most connections to it per process
 
 
 def store_settings(config: ImapdConfig) -> StoreSettings:
-    """The store's options of `config`; ConfigError when defaultpartition names no partition."""
+    """The store's options of `config`; ConfigError when defaultpartition names no partition,
+    or store_backend is postgresql without a store_dsn."""
     from sealmail.config.options import IMAPD
 
     partitions = dict(config.partitions)
@@ -35,6 +39,10 @@ def store_settings(config: ImapdConfig) -> StoreSettings:
         raise config.error(
             IMAPD.defaultpartition, f"no partition-{default_partition} is configured"
         )
+    backend = config.get(IMAPD.store_backend)
+    dsn = config.get(IMAPD.store_dsn)
+    if backend == "postgresql" and not dsn:
+        raise config.error(IMAPD.store_dsn, "store_backend: postgresql needs a store_dsn")
     return StoreSettings(
         configdirectory=config.configdirectory,
         partitions=partitions,
@@ -42,4 +50,7 @@ def store_settings(config: ImapdConfig) -> StoreSettings:
         single_instance=config.get(IMAPD.singleinstancestore),
         user_concurrency_limit=config.get(IMAPD.lmtp_user_concurrency_limit),
         duplicate_suppression=config.get(IMAPD.duplicatesuppression),
+        backend=backend,
+        dsn=dsn,
+        pool_size=config.get(IMAPD.store_pool_size),
     )
