@@ -323,7 +323,7 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
     if not view.readonly and any(a.sets_seen for a in attributes) and session.has_rights(
             view.name, "s"):
         # RFC 4314 4: without the "s" right a body fetch reads but does not set \Seen.
-        seen_now = _set_seen(session, view, positions)
+        seen_now = _set_seen(session, view, positions, out)
     job = _Job(session, view, attributes, positions, seen_now)
     if not seen_now and all(a.name in _INDEX_ITEMS or (
             a.name == "ENVELOPE" and not session.utf8) for a in attributes):
@@ -343,9 +343,11 @@ def fetch_index_responses(session: ImapSession, positions: list[int], names: lis
     return _fetch_index_items(job, [])
 
 
-def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int]) -> set[int]:
+def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int],
+              out: list[Response]) -> set[int]:
     """Set \\Seen, in one store call, on the messages that lack it (the user's own \\Seen:
-    sealmail.store.seen); the UIDs it was set on."""
+    sealmail.store.seen); the UIDs it was set on. A keyword another session set on them and
+    this one had not announced yet goes to `out` first (`SelectedMailbox.remember`)."""
     unseen = view.ids_where("\\Seen", present=False)
     flag_ids = view.flag_ids
     uids = [view.uids[i] for i in positions if flag_ids[i] in unseen]
@@ -356,7 +358,7 @@ def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int])
                                             reader=session.userid)
     except StoreError:
         return set()  # the data is still sent; \Seen is best effort here
-    view.remember(update.records)
+    out.extend(view.remember(update.records))
     return {record.uid for record in update.records}
 
 

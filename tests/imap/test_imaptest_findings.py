@@ -1,0 +1,102 @@
+"""What Dovecot's imaptest (its scripted groups and its stress run) found, each case as a
+transcript through the sans-I/O core and the session logic on the memory store (CI has no
+imaptest; issue 17 lists the groups). Each test names the group or the stress error, and the
+RFC that decides it.
+
+`Client` drives one session the way the daemon does; two of them on one store stand for two
+connections. Expected lines compare as in test_imap_session_transcripts: `<n>` is any number,
+`...` any text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.support.stores import SESSION_CONFIG
+
+from sealmail.imap import ImapSession
+from sealmail.proto.imap import (
+    NEED_DATA,
+    CommandReceived,
+    ServerConnection,
+    StatusResponse,
+)
+from sealmail.store.api import DeliveryTarget, MessageStore
+
+PLAIN = b"From: a@example.org\r\nSubject: one\r\n\r\nHello\r\n"
+
+
+class Client:
+    """One connection's session, PREAUTH as fred."""
+
+    def __init__(self, store: MessageStore) -> None:
+        self.session = ImapSession(store, SESSION_CONFIG, "fred", "user.fred")
+        self.conn = ServerConnection()
+        self.conn.send(StatusResponse("PREAUTH", "ready"))
+        self.conn.data_to_send()
+
+    def say(self, line: str | bytes) -> list[str]:
+        """Send one command line (CRLF added); the response lines."""
+        data = line.encode() if isinstance(line, str) else line
+        self.conn.receive_data(data + b"\r\n")
+        while (event := self.conn.next_event()) is not NEED_DATA:
+            assert isinstance(event, CommandReceived), event
+            for response in self.session.execute(event.command):
+                self.conn.utf8 = self.session.utf8
+                self.conn.send(response)
+        return self.conn.data_to_send().decode("utf-8", "surrogateescape").splitlines()
+
+
+def expect(got: list[str], *want: str) -> None:
+    assert len(got) == len(want), "\n".join(got)
+    for line, pattern in zip(got, want, strict=True):
+        regex = re.escape(pattern).replace(re.escape("<n>"), r"\d+").replace(
+            re.escape("..."), ".*")
+        assert re.fullmatch(regex, line), f"{line!r} does not match {pattern!r}"
+
+
+def deliver(store: MessageStore, content: bytes = PLAIN, count: int = 1,
+            mailbox: str = "user.fred") -> None:
+    for _ in range(count):
+        store.deliver(content, [DeliveryTarget(mailbox)], internaldate=1e9)
+
+
+def selected(store: MessageStore) -> Client:
+    client = Client(store)
+    assert client.say("s SELECT INBOX")[-1].startswith("s OK [READ-WRITE]")
+    return client
+
+
+# -- stress: "Keyword used without being in FLAGS" ----------------------------------------------
+
+
+def test_a_new_keyword_is_announced_in_flags_to_both_sessions(store: MessageStore) -> None:
+    """RFC 9051 7.3.5: FLAGS lists the flags of the mailbox; a session that STOREs a keyword
+    first hears FLAGS and PERMANENTFLAGS again, and so does another one at its next sync."""
+    deliver(store, count=2)
+    first, second = selected(store), selected(store)
+    expect(first.say(r"a STORE 1 +FLAGS ($Work)"),
+           r"* FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Work)",
+           r"* OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Work \*)] ...",
+           r"* 1 FETCH (FLAGS ($Work \Recent))",
+           "a OK STORE completed")
+    expect(first.say(r"b STORE 2 +FLAGS ($Work)"),
+           r"* 2 FETCH (FLAGS ($Work \Recent))",
+           "b OK STORE completed")
+    expect(second.say("c NOOP"),
+           r"* FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Work)",
+           r"* OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Work \*)] ...",
+           r"* 1 FETCH (UID 1 FLAGS ($Work))",
+           r"* 2 FETCH (UID 2 FLAGS ($Work))",
+           "c OK NOOP completed")
+
+
+def test_a_keyword_learnt_while_setting_seen_is_announced(store: MessageStore) -> None:
+    """A FETCH BODY[] that sets \\Seen reads back the message's flags; a keyword another
+    session set meanwhile is announced before that FETCH shows it."""
+    deliver(store)
+    first, second = selected(store), selected(store)
+    first.say(r"a STORE 1 +FLAGS (NIL)")  # a keyword spelt NIL (imaptest's nil group)
+    got = second.say("b FETCH 1 (BODY[TEXT])")
+    assert got[0] == r"* FLAGS (\Answered \Flagged \Deleted \Seen \Draft NIL)", got
+    assert got[-2:] == [r" FLAGS (NIL \Seen))", "b OK FETCH completed"], got
