@@ -35,6 +35,7 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
+from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import header_block, header_fields
 from sealmail.store.sorting import base_subject
 
@@ -305,10 +306,18 @@ class _Search:
         self._load_records(positions)
         out = []
         for position in positions:
-            m = self.candidate(position)
-            if m is not None and self.reference.match(key, m):
+            if self._matches(key, position):
                 out.append(position)
         return out
+
+    def _matches(self, key: SearchKey, position: int) -> bool:
+        """`key` evaluated on the message itself; a message expunged by another session
+        before its file was read matches nothing (RFC 2180 4.1.3: SEARCH may leave it out)."""
+        m = self.candidate(position)
+        try:
+            return m is not None and self.reference.match(key, m)
+        except NoSuchMessage:
+            return False
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -413,12 +422,8 @@ class _Search:
         out = []
         for position in positions:
             uid = uids[position]
-            if uid in matched:
+            if uid in matched or (uid in unanswered and self._matches(key, position)):
                 out.append(position)
-            elif uid in unanswered:
-                m = self.candidate(position)
-                if m is not None and self.reference.match(key, m):
-                    out.append(position)
         return out
 
 
