@@ -100,3 +100,46 @@ def test_a_keyword_learnt_while_setting_seen_is_announced(store: MessageStore) -
     got = second.say("b FETCH 1 (BODY[TEXT])")
     assert got[0] == r"* FLAGS (\Answered \Flagged \Deleted \Seen \Draft NIL)", got
     assert got[-2:] == [r" FLAGS (NIL \Seen))", "b OK FETCH completed"], got
+
+
+# -- esearch-condstore ---------------------------------------------------------------------------
+
+
+def test_fetch_modseq_in_a_selected_mailbox_reports_highestmodseq(store: MessageStore) -> None:
+    """RFC 7162 3.1.2.1: a CONDSTORE-enabling command other than SELECT, issued with a mailbox
+    selected, gets the HIGHESTMODSEQ that SELECT (CONDSTORE) would have sent; only the first."""
+    deliver(store, count=2)
+    client = selected(store)
+    expect(client.say("a FETCH 1 MODSEQ"),
+           "* 1 FETCH (MODSEQ (<n>))",
+           "* OK [HIGHESTMODSEQ <n>] ...",
+           "a OK FETCH completed")
+    expect(client.say("b FETCH 2 MODSEQ"), "* 2 FETCH (MODSEQ (<n>))", "b OK FETCH completed")
+    other = selected(store)
+    expect(other.say("c STATUS INBOX (HIGHESTMODSEQ)"),
+           "* STATUS INBOX (HIGHESTMODSEQ <n>)",
+           "* OK [HIGHESTMODSEQ <n>] ...",
+           "c OK STATUS completed")
+
+
+def test_esearch_min_max_give_the_modseq_of_their_own_message(store: MessageStore) -> None:
+    """RFC 4731 3.2 / RFC 7162 3.1.5: MODSEQ with MIN or MAX alone is that message's; with ALL
+    or COUNT it is the highest of every match (imaptest's esearch-condstore)."""
+    deliver(store, count=4)
+    client = selected(store)
+    modseqs = {}
+    for n in (1, 3, 2, 4):  # each STORE gives its message a higher modseq
+        client.say(f"s{n} STORE {n} +FLAGS.SILENT (\\Seen)")
+        fetched = client.say(f"f{n} FETCH {n} MODSEQ")[0]
+        modseqs[n] = int(fetched.split("MODSEQ (")[1].split(")")[0])
+    search = 'SEARCH RETURN ({}) 1:3 MODSEQ "/flags/\\\\seen" all 1'
+    expect(client.say("a " + search.format("MIN")),
+           f'* ESEARCH (TAG "a") MIN 1 MODSEQ {modseqs[1]}', "a OK SEARCH completed")
+    expect(client.say("b " + search.format("MAX")),
+           f'* ESEARCH (TAG "b") MAX 3 MODSEQ {modseqs[3]}', "b OK SEARCH completed")
+    expect(client.say("c " + search.format("MIN MAX")),
+           f'* ESEARCH (TAG "c") MIN 1 MAX 3 MODSEQ {modseqs[3]}', "c OK SEARCH completed")
+    expect(client.say("d " + search.format("")),
+           f'* ESEARCH (TAG "d") ALL 1:3 MODSEQ {modseqs[2]}', "d OK SEARCH completed")
+    expect(client.say("e " + search.format("MIN COUNT")),
+           f'* ESEARCH (TAG "e") MIN 1 COUNT 3 MODSEQ {modseqs[2]}', "e OK SEARCH completed")

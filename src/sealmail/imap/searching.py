@@ -455,6 +455,11 @@ def search(session: ImapSession, command: Search) -> list[Response]:
         wanted.discard("SAVE")
         if not wanted:
             return []
+    if used_modseq and found and not wanted & {"ALL", "COUNT"}:
+        # RFC 4731 3.2 / RFC 7162 3.1.5: with only MIN and/or MAX returned, MODSEQ is the
+        # highest mod-sequence of the message(s) returned, not of every match.
+        returned = [found[0]] * ("MIN" in wanted) + [found[-1]] * ("MAX" in wanted)
+        modseq = max((view.modseqs[p] for p in returned), default=modseq)
     return [replies.esearch(
         session.pending_tag,
         command.uid,
