@@ -143,3 +143,31 @@ def test_esearch_min_max_give_the_modseq_of_their_own_message(store: MessageStor
            f'* ESEARCH (TAG "d") ALL 1:3 MODSEQ {modseqs[2]}', "d OK SEARCH completed")
     expect(client.say("e " + search.format("MIN COUNT")),
            f'* ESEARCH (TAG "e") MIN 1 COUNT 3 MODSEQ {modseqs[2]}', "e OK SEARCH completed")
+
+
+# -- append-binary -------------------------------------------------------------------------------
+
+
+def test_nul_goes_out_only_in_binary_literal8(store: MessageStore) -> None:
+    """RFC 9051 4.3: a literal ({n}) holds CHAR8, any octet but NUL; only literal8 (~{n},
+    RFC 3516) holds NUL, and only BINARY answers with it. BODY, BODY[] and RFC822 are strings:
+    each NUL shows as 0x80 there (as in Dovecot), octet for octet."""
+    message = (b"From: user@domain.org\r\nContent-Type: application/octet-stream\r\n"
+               b"Content-Transfer-Encoding: binary\r\n\r\n\x00\xe4\r\n")
+    client = Client(store)
+    expect(client.say(b"a APPEND INBOX ~{%d+}\r\n" % len(message) + message),
+           "a OK [APPENDUID <n> 1] APPEND completed")
+    client.say("s SELECT INBOX")
+    body = "\udc80\udce4"  # 0x80 0xE4 as the test decodes them
+    expect(client.say("b FETCH 1 (BODY.PEEK[1] BINARY.PEEK[1] BINARY.SIZE[1])"),
+           "* 1 FETCH (BODY[1] {4}",
+           body,
+           " BINARY[1] ~{4}",
+           "\x00\udce4",
+           " BINARY.SIZE[1] 4)",
+           "b OK FETCH completed")
+    whole = client.say("c FETCH 1 BODY.PEEK[]")  # read and framed as it is (fast path)
+    assert whole[0] == f"* 1 FETCH (BODY[] {{{len(message)}}}"
+    assert whole[-4:] == ["", body, ")", "c OK FETCH completed"]
+    parsed = client.say("d FETCH 1 (UID RFC822.TEXT)")  # through the parse
+    assert parsed[:2] == ["* 1 FETCH (UID 1 RFC822.TEXT {4}", body]

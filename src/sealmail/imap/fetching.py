@@ -204,6 +204,15 @@ class _Message:
         return self._parsed
 
 
+def _textual(data: bytes) -> bytes:
+    """Message octets for a BODY, BODY.PEEK, RFC822 or RFC822.* item, whose value is a string
+    (RFC 9051 9: `nstring`), never RFC 3516's literal8: and a string cannot hold NUL ("CHAR8 =
+    %x01-ff", RFC 9051 4.3), which only BINARY's literal8 can carry. A message stored with NUL
+    (an APPEND of binary content, `~{n}`) shows each as 0x80 there, as Dovecot does; one for
+    one, so that sizes and partial offsets stay those of the message."""
+    return data.replace(b"\0", b"\x80") if b"\0" in data else data
+
+
 def _item(message: _Message, attribute: FetchAttribute) -> Value:
     record = message.record
     name = attribute.name
@@ -224,11 +233,11 @@ def _item(message: _Message, attribute: FetchAttribute) -> Value:
     if name == "BODY" and attribute.section is None:
         return body_structure_value(message.parsed.body, extensible=False)
     if name == "RFC822":
-        return Literal(message.raw)
+        return Literal(_textual(message.raw))
     if name in ("RFC822.HEADER", "RFC822.TEXT"):
         body = message.parsed.body
         text = "HEADER" if name == "RFC822.HEADER" else "TEXT"
-        return Literal(section_bytes(message.raw, body, (), text) or b"")
+        return Literal(_textual(section_bytes(message.raw, body, (), text) or b""))
     if name == "BODY":
         section = attribute.section
         assert section is not None
@@ -237,7 +246,7 @@ def _item(message: _Message, attribute: FetchAttribute) -> Value:
         else:
             data = section_bytes(message.raw, message.parsed.body, section.part, section.text,
                                  section.fields)
-        return Literal(_partial(data or b"", attribute))
+        return Literal(_textual(_partial(data or b"", attribute)))
     if name in ("BINARY", "BINARY.SIZE"):
         section = attribute.section
         assert section is not None
@@ -524,6 +533,7 @@ def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
                     data = cut(raw)
                     if partial is not None:
                         data = data[partial[0] : partial[0] + partial[1]]
+                    data = _textual(data)
                     pieces += (separator, head % len(data), data)
                 elif name == "UID":
                     pieces += (separator, b"UID %d" % uid)
