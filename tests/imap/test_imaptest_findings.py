@@ -171,3 +171,20 @@ def test_nul_goes_out_only_in_binary_literal8(store: MessageStore) -> None:
     assert whole[-4:] == ["", body, ")", "c OK FETCH completed"]
     parsed = client.say("d FETCH 1 (UID RFC822.TEXT)")  # through the parse
     assert parsed[:2] == ["* 1 FETCH (UID 1 RFC822.TEXT {4}", body]
+
+
+# -- fetch-binary-mime-qp ------------------------------------------------------------------------
+
+
+def test_binary_of_quoted_printable_drops_transport_padding(store: MessageStore) -> None:
+    """RFC 2045 6.7 rule 3 (trailing whitespace is transport padding; "= " ends a soft line
+    break), so BINARY and BINARY.SIZE (RFC 3516) agree with imaptest's 65 octets."""
+    deliver(store, b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+                   b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+                   b"hello  \r\nfoo\t \t= \r\n=62\r\n--b--\r\n")
+    client = selected(store)
+    expect(client.say("a FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])"),
+           "* 1 FETCH (BINARY.SIZE[1] 14 BINARY[1] {14}",
+           "hello",
+           "foo\t \tb)",
+           "a OK FETCH completed")

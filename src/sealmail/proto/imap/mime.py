@@ -575,8 +575,20 @@ def decode_part(raw: bytes, part: BodyStructure) -> bytes | None:
         except binascii.Error:
             return binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/]", b"", content) + b"===")
     if part.encoding == "QUOTED-PRINTABLE":
-        return binascii.a2b_qp(content)
+        return decode_quoted_printable(content)
     return None
+
+
+# Whitespace at the end of a line, which RFC 2045 6.7 rule 3 calls transport padding.
+_TRAILING_WHITESPACE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+
+
+def decode_quoted_printable(content: bytes) -> bytes:
+    """RFC 2045 6.7: "=XX" octets and "=" soft line breaks undone. Rule 3: "any trailing white
+    space on a line must be deleted, as it will necessarily have been added by intermediate
+    transport agents", which also makes "= " at a line's end a soft line break (rule 5);
+    binascii's decoder keeps that whitespace (imaptest's fetch-binary-mime-qp)."""
+    return binascii.a2b_qp(_TRAILING_WHITESPACE.sub(b"", content))
 
 
 # -- compact form ----------------------------------------------------------------------------------
