@@ -188,3 +188,15 @@ def test_binary_of_quoted_printable_drops_transport_padding(store: MessageStore)
            "hello",
            "foo\t \tb)",
            "a OK FETCH completed")
+
+
+# -- id ------------------------------------------------------------------------------------------
+
+
+def test_an_id_of_thirty_long_pairs_is_answered(store: MessageStore) -> None:
+    """RFC 2971 3 allows 30 pairs of up to 30 + 1024 octets: imaptest's 31,809-octet ID line
+    got a BYE (line too long) where it wants the ID response."""
+    pairs = " ".join(f'"{chr(97 + n % 26)}{n:029d}" "{"1234567890" * 102}1234"'
+                     for n in range(30))
+    got = Client(store).say(f"a ID ({pairs})")
+    assert got[0].startswith("* ID (") and got[1] == "a OK ID completed", got[:2]
