@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from tests.imap.test_imap_session_transcripts import run_transcript
 from tests.support.stores import SESSION_CONFIG
 
 from sealmail.imap import ImapSession
@@ -200,3 +201,48 @@ def test_an_id_of_thirty_long_pairs_is_answered(store: MessageStore) -> None:
                      for n in range(30))
     got = Client(store).say(f"a ID ({pairs})")
     assert got[0].startswith("* ID (") and got[1] == "a OK ID completed", got[:2]
+
+
+# -- listext and subscribe -----------------------------------------------------------------------
+
+
+def test_recursivematch_childinfo_only_for_descendants_not_listed(store: MessageStore) -> None:
+    """RFC 5258 3: RECURSIVEMATCH returns a parent (CHILDINFO) for a matching descendant the
+    patterns do not list; a descendant listed itself needs no parent (imaptest's listext)."""
+    store.create_mailbox("user.fred.test2")
+    store.create_mailbox("user.fred.test2.test1")
+    run_transcript(store, r"""
+        C: a SUBSCRIBE INBOX.test2.test1
+        S: a OK SUBSCRIBE completed
+        C: b LIST (SUBSCRIBED RECURSIVEMATCH) "" (INBOX.test2 INBOX.test2.test1)
+        S: * LIST (\HasNoChildren \Subscribed) "." INBOX.test2.test1
+        S: b OK LIST completed
+        C: c LIST (SUBSCRIBED RECURSIVEMATCH) "" INBOX.test2
+        S: * LIST (\HasChildren) "." INBOX.test2 (CHILDINFO ("SUBSCRIBED"))
+        S: c OK LIST completed
+    """)
+
+
+def test_lsub_percent_returns_unsubscribed_parents_as_noselect(store: MessageStore) -> None:
+    """RFC 3501 6.3.9: "foo/bar" subscribed, "foo" not: LSUB "%" "must return foo, not
+    foo/bar, ... and it MUST be flagged with the \\Noselect attribute" (imaptest's subscribe),
+    whether foo exists (test2) or is only a level of the hierarchy (test3)."""
+    for name in ("test", "test2", "test2.test", "test3.test3"):
+        store.create_mailbox(f"user.fred.{name}")
+    run_transcript(store, r"""
+        C: a SUBSCRIBE INBOX.test
+        S: a OK SUBSCRIBE completed
+        C: b SUBSCRIBE INBOX.test2.test
+        S: b OK SUBSCRIBE completed
+        C: c SUBSCRIBE INBOX.test3.test3
+        S: c OK SUBSCRIBE completed
+        C: d LSUB "" INBOX.%
+        S: * LSUB () "." INBOX.test
+        S: * LSUB (\Noselect) "." INBOX.test2
+        S: * LSUB (\Noselect) "." INBOX.test3
+        S: d OK LSUB completed
+        C: e LSUB "" *test
+        S: * LSUB () "." INBOX.test
+        S: * LSUB () "." INBOX.test2.test
+        S: e OK LSUB completed
+    """)
