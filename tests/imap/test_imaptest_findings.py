@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from tests.imap.test_imap_session_transcripts import run_transcript
 from tests.support.stores import SESSION_CONFIG
 
@@ -246,3 +247,77 @@ def test_lsub_percent_returns_unsubscribed_parents_as_noselect(store: MessageSto
         S: * LSUB () "." INBOX.test2.test
         S: e OK LSUB completed
     """)
+
+
+# -- search-addresses, sort-addresses, sort-display-to, sort-subject -----------------------------
+
+ADDRESSED = [  # imaptest's search-addresses messages (a few of them)
+    b"From: user-from@domain.org\r\nTo: user-to@domain.org\r\n\r\n1\r\n",
+    b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <user-to@domain.org>\r\n\r\n2\r\n",
+    b"From: user-from@domain.org (RealFrom)\r\nTo: user-to@domain.org (RealTo)\r\n\r\n3\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: groupname: groupuser1@domain.org,"
+    b" groupuser2@domain.org;,\r\n  groupname2: groupuser3@domain.org;\r\n\r\n4\r\n",
+]
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_search_from_matches_the_envelope_address(store: MessageStore) -> None:
+    """RFC 9051 6.4.4: FROM is a substring of "the envelope structure's FROM field", where the
+    comments inside `<user-from (comment)@ (comment) domain.org>` are gone."""
+    for content in ADDRESSED:
+        deliver(store, content)
+    client = selected(store)
+    expect(client.say("a SEARCH FROM user-from@domain.org"),
+           "* SEARCH 1 2 3 4", "a OK SEARCH completed")
+    expect(client.say("b SEARCH FROM realfrom"), "* SEARCH 3 4", "b OK SEARCH completed")
+    expect(client.say("c SEARCH TO groupuser3"), "* SEARCH 4", "c OK SEARCH completed")
+    expect(client.say("d SEARCH TO groupname2"), "* SEARCH 4", "d OK SEARCH completed")
+    expect(client.say('e SEARCH HEADER FROM ""'), "* SEARCH 1 2 3 4", "e OK SEARCH completed")
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_sort_by_addresses_takes_a_group_by_its_name(store: MessageStore) -> None:
+    """RFC 5256 3: CC sorts by the addr-mailbox of the first Cc address; ENVELOPE starts a
+    group with its name (RFC 9051 7.5.2), so `user2: blah@domain1.org;` sorts as "user2"; ties
+    stay in sequence order (imaptest's sort-addresses)."""
+    for hour, cc in enumerate((b"user2@domain2.org (foo bar)", b"user2: blah@domain1.org;",
+                               b"user1@domain1.org")):
+        store.deliver(b"Cc: " + cc + b"\r\n\r\nx\r\n", [DeliveryTarget("user.fred")],
+                      internaldate=1e9 + 3600 * hour)
+    client = selected(store)
+    expect(client.say("a SORT (CC) US-ASCII ALL"), "* SORT 3 1 2", "a OK SORT completed")
+    expect(client.say("b SORT (REVERSE CC) US-ASCII ALL"), "* SORT 1 2 3", "b OK SORT completed")
+    expect(client.say("c SORT (CC REVERSE ARRIVAL) US-ASCII ALL"), "* SORT 3 2 1",
+           "c OK SORT completed")
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_sort_displayto_of_groups_and_encoded_names(store: MessageStore) -> None:
+    """RFC 5957: DISPLAYTO sorts by the display name, else addr-mailbox@addr-host; a group by
+    its name (imaptest's sort-display-to)."""
+    for to in (b"foo bar <a@b.c>", b"b@c.d", b"d", b"=?iso-8859-1?q?foo_aar?= <e@f.g>",
+               b"=?iso-8859-1?q?foo_car?= <f@g.h>", b"a: xx@xx.org, yy@yy.org;",
+               b"z: aa@aa.org, bb@bb.org;", b"empty:;"):
+        deliver(store, b"To: " + to + b"\r\n\r\nx\r\n")
+    client = selected(store)
+    expect(client.say("a SORT (DISPLAYTO) US-ASCII ALL"), "* SORT 6 2 3 8 4 1 5 7",
+           "a OK SORT completed")
+    expect(client.say("b SORT (REVERSE DISPLAYTO) US-ASCII ALL"), "* SORT 7 5 1 4 8 3 2 6",
+           "b OK SORT completed")
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_sort_subject_by_rfc5256_base_subject(store: MessageStore) -> None:
+    """RFC 5256 2.1 base subjects (blobs before Re:/Fwd:, nested [fwd: ...]) compared with
+    i;ascii-casemap, "[" and "_" after the letters (imaptest's sort-subject)."""
+    for subject in (b"a", b"C", b"b", b"_", b"[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)", b"b (a)",
+                    b"Re: [FWD: c]", b"[xyz]", None, b"=?iso-8859-1?q?_?=", b"Re: =?utf-8?q?b?=",
+                    b"=?iso-8859-1?q?RE:_C?=", b"=?us-ascii?b?UmU6IGM=?=",
+                    b"Ad: Re: Ad: Re: Ad: x", b"re: [fwd: [fwd: re: [fwd: babylon]]]"):
+        deliver(store, (b"Subject: " + subject + b"\r\n" if subject is not None else b"")
+                + b"From: x@y.org\r\n\r\nx\r\n")
+    client = selected(store)
+    expect(client.say("a SORT (SUBJECT) US-ASCII ALL"),
+           "* SORT 9 10 1 14 3 5 11 6 15 2 7 12 13 8 4", "a OK SORT completed")
+    expect(client.say("b SORT (REVERSE SUBJECT) US-ASCII ALL"),
+           "* SORT 4 8 2 7 12 13 15 6 3 5 11 14 1 9 10", "b OK SORT completed")

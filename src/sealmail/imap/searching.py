@@ -36,7 +36,7 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.errors import NoSuchMessage
-from sealmail.store.headers import header_block, header_fields
+from sealmail.store.headers import header_block, header_fields, searchable_fields
 from sealmail.store.sorting import base_subject
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class _Candidate:
         self._raw: bytes | None = None
         self._parsed: ParsedMessage | None = None
         self._headers: list[tuple[str, str]] | None = None
+        self._searchable: list[tuple[str, str]] | None = None
 
     @property
     def raw(self) -> bytes:
@@ -90,8 +91,12 @@ class _Candidate:
         return self._headers
 
     def header(self, name: str) -> list[str]:
+        """The texts SEARCH matches field `name` with (sealmail.store.headers: as the index
+        keeps them)."""
+        if self._searchable is None:
+            self._searchable = searchable_fields(header_block(self.raw))
         wanted = name.lower()
-        return [value for field, value in self.headers if field == wanted]
+        return [value for field, value in self._searchable if field == wanted]
 
     def body_text(self) -> str:
         """Decoded text of every TEXT/* leaf, in the part's charset."""

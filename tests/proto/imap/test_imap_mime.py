@@ -158,6 +158,12 @@ def test_addresses() -> None:
     assert parse_address_list("<@route.example:user@host.example>") == (
         Address(None, "@route.example", "user", "host.example"),)
     assert parse_address_list("localonly") == (Address(None, None, "localonly", ""),)
+    # RFC 5322 3.4.1: CFWS may surround the parts of an addr-spec (imaptest's
+    # search-addresses); quoted local parts keep their spaces.
+    assert parse_address_list("<user-from (comment)@ (comment) domain.org>") == (
+        Address(None, None, "user-from", "domain.org"),)
+    assert parse_address_list('Joe <"joe (not a comment)"@x.org>') == (
+        Address("Joe", None, "joe (not a comment)", "x.org"),)
 
 
 def test_malformed_mime_is_best_effort() -> None:
