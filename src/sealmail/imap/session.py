@@ -238,6 +238,7 @@ class ImapSession:
     def execute(self, command: Command) -> list[Response]:
         """Untagged responses, then the one tagged response, for `command`."""
         self.pending_tag = command.tag
+        self._condstore_news.clear()  # left by a command that ended the session's selection
         handler = HANDLERS.get(type(command))
         if handler is None:
             return [StatusResponse("BAD", f"{command.wire_name} is not supported here",
