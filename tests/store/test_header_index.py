@@ -162,6 +162,25 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
         store.close()
 
 
+def test_migration_from_schema_6_makes_every_row_again(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Version 7 changed what a row holds (addresses searched as ENVELOPE parses them, RFC 5256
+    base subjects and collation): rows written before are dropped, then made again."""
+    store = DiskStore.from_config(config)
+    store.create_mailbox("user.a")
+    _deliver(store, b"From: <amy (x)@ (y) example.org>\r\nSubject: [a] Re: [b] hi\r\n\r\n.\r\n")
+    store.close()
+    conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
+    conn.execute("UPDATE header_index SET fields = x'1e', base_subject = 'old'")
+    conn.execute("PRAGMA user_version=6")
+    conn.close()
+    store = DiskStore.from_config(config)
+    try:
+        assert store.search_header("user.a", "from", "amy@example.org").matched == [1]
+        assert store.thread_fields("user.a")[0].base_subject == "HI"
+    finally:
+        store.close()
+
+
 @pytest.mark.disk_only("reconstruct")
 def test_reconstruct_fills_and_repairs_rows(filled: DiskStore) -> None:
     _sql(filled, "DELETE FROM header_index WHERE uid = 1")

@@ -59,6 +59,7 @@ from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
 from sealmail.mta.queue import Queue
 from sealmail.mta.smtpd import SmtpdService
 from sealmail.privileges import switch_to
+from sealmail.server.listeners import serve_on
 
 log = logging.getLogger("sealmail.mta.master")
 
@@ -466,7 +467,7 @@ class MtaMaster:
             for sock in sockets:
                 # A duplicate: closing the server must not close the listener, which stays
                 # open across a reload so that no client is refused meanwhile.
-                servers.append(await asyncio.start_server(service.handle, sock=sock.dup()))
+                servers.append(await serve_on(service.handle, sock.dup()))
         os.close(death_read)
         for address in set(self._listeners) - used:
             self._listeners.pop(address).close()

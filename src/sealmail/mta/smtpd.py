@@ -71,6 +71,7 @@ from sealmail.proto.smtp.auth_replies import (
     TOO_MANY_AUTH_FAILURES,
 )
 from sealmail.server import session as sessions
+from sealmail.server.listeners import serve_on
 
 log = logging.getLogger("sealmail.mta.smtpd")
 
@@ -654,10 +655,7 @@ async def serve_sockets(service: SmtpdService, sockets: Sequence[object]) -> lis
     servers = []
     for sock in sockets:
         assert isinstance(sock, socket_module.socket)
-        if sock.family == socket_module.AF_UNIX:
-            servers.append(await asyncio.start_unix_server(service.handle, sock=sock))
-        else:
-            servers.append(await asyncio.start_server(service.handle, sock=sock))
+        servers.append(await serve_on(service.handle, sock))
     return servers
 
 
@@ -737,7 +735,7 @@ async def serve_worker(
     servers = []
     for fd in fds:
         sock = socket_module.socket(fileno=fd)
-        servers.append(await asyncio.start_server(service.handle, sock=sock))
+        servers.append(await serve_on(service.handle, sock))
     await stop.wait()
     loop.remove_reader(parent_fd)
     for server in servers:

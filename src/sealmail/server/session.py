@@ -26,6 +26,7 @@ from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.proto.core import NEED_DATA, ConnectionClosed
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
+from sealmail.server.listeners import no_delay
 from sealmail.server.tls import cipher_bits, peer_identity
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.names import user_inbox, validate_internal
@@ -163,7 +164,9 @@ async def serve_connection(
     service: Handler, connection: socket.socket, implicit_tls: ssl.SSLContext | None = None
 ) -> None:
     """Serve one accepted connection to its end with server-side streams (as
-    asyncio.start_server makes them, so a later STARTTLS handshakes as the server)."""
+    asyncio.start_server makes them, so a later STARTTLS handshakes as the server); a TCP one
+    without Nagle's delay, as `listeners.serve_on` serves theirs."""
+    no_delay(connection)
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
 

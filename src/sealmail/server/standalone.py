@@ -24,7 +24,7 @@ from sealmail.config.cyrus_conf import (
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.privileges import Account
-from sealmail.server.listeners import bind, describe
+from sealmail.server.listeners import bind, describe, serve_on
 from sealmail.server.session import TLS_HANDSHAKE_TIMEOUT
 
 log = logging.getLogger("sealmail.server")
@@ -94,14 +94,7 @@ async def serve(
         tls: ssl.SSLContext | None = getattr(service, "implicit_tls_context", None)
         timeout = TLS_HANDSHAKE_TIMEOUT if tls is not None else None
         for sock in sockets:
-            start = (
-                asyncio.start_unix_server
-                if sock.family == socket.AF_UNIX
-                else (asyncio.start_server)
-            )
-            servers.append(
-                await start(service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=timeout)
-            )
+            servers.append(await serve_on(service.handle, sock, tls, timeout))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -70,6 +70,7 @@ from sealmail.proto.smtp.client import (
     ServerReplyError,
 )
 from sealmail.proto.smtp.client_sasl import choose_mechanism, new_client_mechanism
+from sealmail.server.listeners import no_delay
 
 __all__ = [
     "ClientAgent",
@@ -698,6 +699,9 @@ class ClientAgent:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise DeliveryFailure(Status.DEFERRED, "4.4.1",
                                   f"connect to {shown}: {reason}") from None
+        # Each command goes out at once, not after the server's delayed ACK of the last one:
+        # asyncio turns Nagle off on the sockets it makes; said here, it never rests on the loop.
+        no_delay(writer.get_extra_info("socket"))
         peer = writer.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else endpoint.host
         return reader, writer, f"{endpoint.host}[{address}]:{endpoint.port}"
