@@ -23,3 +23,12 @@ def runner(name: str) -> LoopRunner:
         return asyncio.run
     uvloop = pytest.importorskip("uvloop", reason="uvloop (the [fast] extra) is not installed")
     return uvloop.run  # type: ignore[no-any-return]
+
+
+def new_loop(name: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the stdlib or of uvloop (skipping the test when it is not installed),
+    for tests that serve from a loop in a thread of their own."""
+    if name == "asyncio":
+        return asyncio.new_event_loop()
+    uvloop = pytest.importorskip("uvloop", reason="uvloop (the [fast] extra) is not installed")
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
