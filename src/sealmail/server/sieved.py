@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.managesieve import script_error
 from sealmail.proto.managesieve import (
     NO,
     OK,
@@ -47,7 +48,6 @@ from sealmail.proto.managesieve import (
     StartTLS,
     Unauthenticated,
     sasl_failure,
-    script_error,
 )
 from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server import session as sessions
