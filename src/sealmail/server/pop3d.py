@@ -106,6 +106,12 @@ class Pop3Service:
         self.lock_directory = config.configdirectory / "lock"
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
+        self.draining = sessions.Drain()
+
+    def drain(self) -> None:
+        """The daemon is stopping: sessions end with -ERR [SYS/TEMP] at their next wait for the
+        client (between commands; nothing DELE'd goes, as without QUIT)."""
+        self.draining.set()
 
     @property
     def implicit_tls_context(self) -> ssl.SSLContext | None:
@@ -190,13 +196,20 @@ class Pop3Session(sessions.ClientSession):
             self.maildrop = None
 
     async def _read(self) -> bytes | None:
-        try:
-            return await asyncio.wait_for(self.reader.read(65536), self.service.settings.timeout)
-        except TimeoutError:
+        data = await sessions.read_client(
+            self.reader, timeout=self.service.settings.timeout, draining=self.service.draining
+        )
+        if data is sessions.Interruption.IDLE_TIMEOUT:
             # RFC 1939 3: an autologout timer; it does not enter UPDATE, so nothing goes.
             log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
             self.writer.write(Reply(False, "Autologout; idle for too long").render())
             return None
+        if data is sessions.Interruption.SHUTDOWN:
+            log.info("%s: shutting down: closing session of %s", self.session_id, self.client)
+            closing = Reply(False, "Server shutting down", ResponseCode.SYS_TEMP)
+            self.writer.write(closing.render())
+            return None
+        return data
 
     async def _on_event(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
