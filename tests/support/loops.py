@@ -44,3 +44,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def new_loop(name: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the stdlib or of uvloop (skipping the test when it is not installed),
+    for tests that serve from a loop in a thread of their own."""
+    if name == "asyncio":
+        return asyncio.new_event_loop()
+    uvloop = pytest.importorskip("uvloop", reason="uvloop (the [fast] extra) is not installed")
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]

@@ -51,7 +51,8 @@ def check(config: MtaConfig) -> list[str]:
     from sealmail.mta.master import inet_addresses
     from sealmail.mta.queue import Queue
     from sealmail.mta.retry import RetrySchedule
-    from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings, tls_context_from_config
+    from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings
+    from sealmail.server.tls import smtpd_context
 
     main = config.main
     findings = audit(config)
@@ -71,7 +72,7 @@ def check(config: MtaConfig) -> list[str]:
             settings = entry.effective(main)
             SmtpdSettings.from_config(settings)
             RecipientPolicy.from_config(settings)
-            tls_context_from_config(settings)
+            smtpd_context(settings)
             inet_addresses(entry.service, main)
     return warnings
 

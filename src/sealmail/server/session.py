@@ -123,17 +123,53 @@ class ClientSession:
         self.tls_bits: int | None = None  # the cipher's secret bits, once TLS is on
         self.tls_peer: str | None = None  # the identity of a verified client certificate
 
-    async def handshake(self, context: ssl.SSLContext, go_ahead: bytes = b"") -> bool:
-        """Send `go_ahead` (the core's yes to STARTTLS/STLS) if any, then turn TLS on;
-        False when the handshake failed and the session must end."""
+    async def handshake(
+        self,
+        context: ssl.SSLContext,
+        go_ahead: bytes = b"",
+        *,
+        timeout: float = TLS_HANDSHAKE_TIMEOUT,
+    ) -> bool:
+        """Send `go_ahead` (the core's yes to STARTTLS/STLS) if any, then turn TLS on within
+        `timeout` seconds; False when the handshake failed and the session must end."""
+        writer = self.writer
         if go_ahead:
-            self.writer.write(go_ahead)
-            await self.writer.drain()
-        tls = await start_tls(self.writer, context, self.session_id, self.client)
-        if tls is None:
+            writer.write(go_ahead)
+            await writer.drain()
+            # RFC 3207 5, RFC 2595 4 (CVE-2011-0411): what came in clear after the client's
+            # command, and was not yet read, must not be read as if it came under TLS. The core
+            # dropped what it had been fed; the StreamReader may hold more (it has no public
+            # way to drop it).
+            self.reader._buffer.clear()  # type: ignore[attr-defined]
+        try:
+            if writer.get_extra_info("ssl_object") is None:
+                # asyncio and uvloop alike abort a handshake that outlasts the timeout with
+                # ConnectionAbortedError.
+                await writer.start_tls(context, ssl_handshake_timeout=timeout)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            self.tls_failed(exc)
             return False
-        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
+        ssl_object = writer.get_extra_info("ssl_object")
+        self.secure = True
+        self.tls_bits, self.tls_peer = cipher_bits(ssl_object), peer_identity(ssl_object)
+        self.tls_established(ssl_object)
         return True
+
+    # -- the log lines of the handshake (smtpd writes Postfix's instead) ------------------------
+
+    def tls_failed(self, error: Exception) -> None:
+        log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, error)
+
+    def tls_established(self, ssl_object: ssl.SSLObject) -> None:
+        name = (ssl_object.cipher() or ("",))[0]
+        log.info(
+            "%s: TLS %s %s (%d bits)%s",
+            self.session_id,
+            ssl_object.version(),
+            name,
+            self.tls_bits,
+            f" client certificate {self.tls_peer}" if self.tls_peer else "",
+        )
 
 
 class Handler(Protocol):
