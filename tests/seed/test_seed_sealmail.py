@@ -154,6 +154,26 @@ def test_2_1_mailbox_transport_unix_socket(seed_root: Path, seed_store: SeedStor
         submit(port, [f"alice@{DOMAIN}"], m)
         wait_for_count(seed_store, "user.alice", m)
         wait_logged(config, f"relay=mail.example.com[{seed_store.socket}]")
+    # One message across both halves' logs, by its Message-ID: its mailbox and UID.
+    done = subprocess.run(
+        [
+            *SEALMAIL,
+            "trace",
+            "-c",
+            str(config),
+            "-C",
+            str(seed_store.conf),
+            "-L",
+            str(seed_store.log),
+            f"<{m}@{DOMAIN}>",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"alice@{DOMAIN}: sent via" in done.stdout
+    assert "-> user.alice uid " in done.stdout
 
 
 # 2.1.1 Chrooted setup: the socket path relative to the queue directory -------------------------
