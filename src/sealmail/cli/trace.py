@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -182,8 +183,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def mta_log_path(args: argparse.Namespace) -> Path:
     if args.maillog:
         return Path(args.maillog)
-    import os
-
     from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY, load_mta_config
 
     directory = args.mta_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
