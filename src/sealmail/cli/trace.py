@@ -18,7 +18,6 @@ lmtpd session is then shown whole (connect, authentication, every recipient, dis
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
@@ -210,7 +209,13 @@ def read_lines(path: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger("sealmail").setLevel(logging.WARNING)
+    from sealmail.cli.check import only_warnings
+
+    with only_warnings():
+        return trace_command(args)
+
+
+def trace_command(args: argparse.Namespace) -> int:
     maillog = mta_log_path(args)
     if not maillog.is_file():
         print(f"sealmail trace: {maillog}: no such file (the MTA's maillog)", file=sys.stderr)
