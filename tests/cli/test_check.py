@@ -110,6 +110,20 @@ def test_relative_socket_under_the_queue_directory(
     assert findings(halves, capsys) == []
 
 
+def test_inet_next_hop_on_a_port_no_service_has(
+    halves: Halves, capsys: pytest.CaptureFixture[str]
+) -> None:
+    halves.main_cf["mailbox_transport"] = "lmtp:inet:localhost:lmtp"
+    halves.master_cf.append("lmtp unix - - n - - lmtp")
+    [line] = findings(halves, capsys)
+    # Debian's /etc/services has no lmtp line: IANA's 24, as the MTA itself would use.
+    assert line.endswith("socket: mailbox_transport = lmtp:inet:localhost:lmtp: no cyrus.conf "
+                         f"lmtpd service listens on port 24 ({halves.root}/cyrus.conf)")
+    halves.main_cf["mailbox_transport"] = "lmtp:inet:localhost:2003"
+    halves.services.append('lmtp cmd="lmtpd" listen="127.0.0.1:2003"')
+    assert findings(halves, capsys) == []
+
+
 def test_mail_owner_cannot_reach_the_socket(
     halves: Halves, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
