@@ -277,7 +277,7 @@ def test_4_procmail_invokes_deliver(seed_root: Path, seed_store: SeedStore) -> N
         ":0 w\n* ^List-Id:\n"
         f"| {command} deliver -C {seed_store.conf} -e -m Lists bob\n"
         ":0 w\n"
-        f"| {command} deliver -C {seed_store.conf} -e frank\n"
+        f"| {command} deliver -C {seed_store.conf} -e $LOGNAME\n"
         "EXITCODE=$?\n"
     )
     rc.chmod(0o644)
@@ -286,7 +286,8 @@ def test_4_procmail_invokes_deliver(seed_root: Path, seed_store: SeedStore) -> N
     with running(config, port):
         submit(port, [f"{user}@{DOMAIN}"], m)
         submit(port, [f"{user}@{DOMAIN}"], listed, "List-Id: <news.example.com>\r\n")
-        wait_for_count(seed_store, "user.frank", m)
+        # local(8) runs procmail as the recipient's account, with its LOGNAME.
+        wait_for_count(seed_store, f"user.{user}", m)
         wait_for_count(seed_store, "user.bob.Lists", listed)
 
 

@@ -38,7 +38,20 @@ from tests.support.peers import free_tcp_port, traversable_tmpdir, wait_until_ac
 
 SERVERNAME = "sealmail.test.example"
 LMTP_PASSWORD = "lmtp-seed-pw"
-USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan")
+# sealmail-deliver: the UNIX account (tests/support/pipe_user.py) whose procmail delivers to its
+# own store mailbox in section 4.
+USERS = (
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "gina",
+    "hank",
+    "ivan",
+    "sealmail-deliver",
+)
 FOLDERS = ("user.alice.Lists", "user.bob.Lists", "folder")
 
 
