@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PEERS="postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve cyrus-common
-       sasl2-bin swaks mutt tmux fetchmail procmail tcpd sieve-connect python3-venv"
+       sasl2-bin swaks mutt tmux fetchmail procmail tcpd xinetd sieve-connect python3-venv"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for pkg in $PEERS; do
