@@ -47,6 +47,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "saslpasswd2": ("sealmail.cli.saslpasswd2", "set or delete a user's password in the sasldb"),
     "sasldblistusers2": ("sealmail.cli.saslpasswd2", "list the users in the sasldb"),
     "sieve-test": ("sealmail.cli.sieve_test", "show what a Sieve script would do with a message"),
+    "check": ("sealmail.cli.check", "report what CYRUS_README warns about, across both halves"),
+    "trace": ("sealmail.cli.trace", "follow one message through both halves' logs"),
 }
 
 

@@ -423,8 +423,9 @@ class MainConfig:
         declared = parameters.lookup(name)
         return None if declared is None else str(declared.default)
 
-    def entry(self, name: str) -> MainCfEntry | None:
-        """The explicit entry that sets `name`, following a renamed parameter's old name."""
+    def entry(self, parameter: Option[Any] | str) -> MainCfEntry | None:
+        """The explicit entry that sets `parameter`, following a renamed parameter's old name."""
+        name = _name(parameter)
         found = self.explicit.get(name)
         if found is not None:
             return found
