@@ -31,7 +31,7 @@ from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH
 SYSTEM_MAIL_LOGS = ("/var/log/mail.log", "/var/log/maillog")
 JOIN_WINDOW = timedelta(seconds=5)  # a store line this long before the MTA's line may be it
 
-# Dec  6 20:03:42 host sealmail/local[7749]: HG5D2MX29HGC: to=<...>, ...
+# Dec  6 20:03:42 host postfix/local[7749]: HG5D2MX29HGC: to=<...>, ...
 _MTA_LINE = re.compile(
     r"^(?P<stamp>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) \S+ (?P<program>[\w./-]+)\[\d+\]: "
     r"(?:warning: )?(?P<qid>[0-9A-Z]{6,20}): (?P<text>.*)$"

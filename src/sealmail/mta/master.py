@@ -19,7 +19,7 @@ itself (cleanup runs in it) and nudges the queue manager over the control socket
 - SIGTERM/SIGINT stop (sessions and deliveries under way finish); SIGHUP reloads main.cf and
   master.cf (listeners are opened again).
 
-Logs go to maillog_file when set, in syslog's shape: `Mon DD HH:MM:SS host sealmail/smtpd[pid]:
+Logs go to maillog_file when set, in syslog's shape: `Mon DD HH:MM:SS host postfix/smtpd[pid]:
 ...`, one program name per component; else to syslog (facility mail) when /dev/log exists; else
 to data_directory/maillog, never nowhere. The first line of a start says where.
 
@@ -122,7 +122,7 @@ def syslog_time(when: float) -> str:
 
 
 class MaillogFormatter(logging.Formatter):
-    """`Nov 25 15:52:25 host sealmail/smtpd[123]: message`."""
+    """`Nov 25 15:52:25 host postfix/smtpd[123]: message` (syslog_name/program)."""
 
     def __init__(self, hostname: str, syslog_name: str) -> None:
         super().__init__()
@@ -144,7 +144,7 @@ class MaillogFormatter(logging.Formatter):
 
 
 class SyslogFormatter(MaillogFormatter):
-    """syslog adds the time and host itself: `sealmail/smtpd[123]: message`."""
+    """syslog adds the time and host itself: `postfix/smtpd[123]: message`."""
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).split(" ", 4)[4]

@@ -153,7 +153,7 @@ class MAIN(Registry):
     mynetworks = words("127.0.0.0/8 [::1]/128", "Trusted client networks (permit_mynetworks).")
     mynetworks_style = string("host", "How mynetworks is computed when unset: host, subnet or class.", status=ACCEPTED)
     append_dot_mydomain = boolean("no", "Append .$mydomain to addresses of the form user@host.", status=ACCEPTED)
-    syslog_name = string("sealmail", "Program name in log lines.")
+    syslog_name = string("postfix", "Program name in log lines (postfix/smtpd[pid]): Postfix's, so that pflogsumm, fail2ban's postfix filter and log exporters read them unchanged; set another to tell two MTAs apart.")
     service_name = string("", "Name of the master.cf service the process runs as (set by master).")
     process_name = string("", "Name of the running program (set at start).", status=ACCEPTED)
     import_environment = words("MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C", "Environment variables that services inherit.", status=ACCEPTED)
