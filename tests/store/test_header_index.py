@@ -152,6 +152,7 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
     _sql_store.execute("DROP TABLE header_index")
     _sql_store.execute("DROP TABLE seen")
     _sql_store.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
+    _sql_store.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # version 7's
     _sql_store.execute("PRAGMA user_version=2")
     _sql_store.close()
     store = DiskStore.from_config(config)

@@ -46,6 +46,16 @@ class QuotaUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaWarn:
+    """When a delivery should report that it took its quota root to the warning level
+    (imapd.conf quotawarn, quotawarnkb, quotawarnmsg; sealmail.store.quota.at_warning_level)."""
+
+    percent: int  # of a limit; 0: never
+    storage_kb: int = 0  # warn only when less than this is free (0: always)
+    messages: int = 0  # warn only when fewer than this many messages are left (0: always)
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryTarget:
     """One copy of a message to append to one mailbox.
 
@@ -60,6 +70,8 @@ class DeliveryTarget:
     # Who appends (IMAP APPEND): a \Seen among `flags` goes to their own seen state when the
     # mailbox is not theirs (sealmail.store.seen). None: the flags go to the index as they are.
     reader: str | None = None
+    # Report a crossing of the quota root's warning level (lmtpd, deliver); None: never.
+    quota_warn: QuotaWarn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,9 @@ class AppendedMessage:
     modseq: int
     guid: str  # hex SHA-1 of the stored bytes, as Cyrus's GUID
     size: int
+    # The root's usage after this message, when this message took it to the warning level
+    # (once per crossing: the store remembers that the root was warned).
+    quota_warning: QuotaUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,6 +238,7 @@ class GroupCommit:
         if stage.parent.parent != self._spool.partition_path(partition):
             # Deleted and re-created on another partition since we staged: let the client retry.
             raise StoreError(f"mailbox {name!r} moved to partition {partition!r}; try again")
+        warning = None
         if has_quotas and not target.ignore_quota:
             root = quota.quota_root_of(conn, name)
             usage = None if root is None else quota.usage_of(conn, root)
@@ -246,6 +247,8 @@ class GroupCommit:
                     quota.enforce(usage, delivery.size, 1)
                 else:
                     quota.enforce(usage, 0, 0)
+                if target.quota_warn is not None:
+                    warning = quota.note_append(conn, usage, delivery.size, target.quota_warn)
         uid, modseq = uidnext, highestmodseq + 1
         path = directory / f"{uid}."
         try:
@@ -289,7 +292,9 @@ class GroupCommit:
             " size_bytes = size_bytes + ? WHERE id = ?",
             (uid + 1, modseq, delivery.size, mailbox_id),
         )
-        return AppendedMessage(name, uidvalidity, uid, modseq, delivery.guid, delivery.size)
+        return AppendedMessage(
+            name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning
+        )
 
     def clean_stage_files(self) -> list[str]:
         """Remove stage files of processes that are gone (a crash after or before COMMIT)."""
