@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sealmail.config.options import RFC4314_RIGHTS
 from sealmail.store.errors import StoreError
@@ -53,6 +53,17 @@ class QuotaWarn:
     percent: int  # of a limit; 0: never
     storage_kb: int = 0  # warn only when less than this is free (0: always)
     messages: int = 0  # warn only when fewer than this many messages are left (0: always)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChange:
+    """What `quota -f` corrected: a root's usage of one resource (Cyrus's names: STORAGE in
+    bytes, MESSAGE), as it was recorded and as the recount found it."""
+
+    root: str
+    resource: str
+    was: int
+    now: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +265,15 @@ class MailboxView(Appending, Protocol):
     # sees.
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]: ...
     def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None: ...
+
+
+@runtime_checkable
+class QuotaAdmin(Protocol):
+    """Report and repair quota usage (`sealmail quota`); not every backend keeps counters
+    that can drift, so this role is apart from MessageStore."""
+
+    def quota_roots(self) -> list[QuotaUsage]: ...  # every root, by name
+    def repair_quota(self, root: str) -> list[UsageChange]: ...  # recount; what changed
 
 
 class UserData(Protocol):

@@ -39,6 +39,7 @@ from sealmail.store.api import (
     MessageRecord,
     QuotaUsage,
     QuotaWarn,
+    UsageChange,
     flags_after,
 )
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
@@ -286,6 +287,14 @@ class MemoryStore:
             else:
                 self._quotas[root] = (storage_kb, messages)
             self._quota_warned.discard(root)  # as the disk store's INSERT OR REPLACE
+
+    def quota_roots(self) -> list[QuotaUsage]:
+        with self._lock:
+            return [u for root in sorted(self._quotas) if (u := self._usage(root)) is not None]
+
+    def repair_quota(self, root: str) -> list[UsageChange]:
+        """Nothing to repair: usage is summed from the messages themselves."""
+        return []
 
     def quota_for(self, name: str) -> QuotaUsage | None:
         with self._lock:

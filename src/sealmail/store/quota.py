@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 
-from sealmail.store.api import QuotaUsage, QuotaWarn
+from sealmail.store.api import QuotaUsage, QuotaWarn, UsageChange
 from sealmail.store.errors import OverQuota
 from sealmail.store.names import parent_of
 
@@ -138,3 +138,37 @@ def note_append(
             "UPDATE quotaroots SET warned = ? WHERE root = ?", (int(level), before.root)
         )
     return after if warning_due(before, size, warn, warned) else None
+
+
+def all_usages(conn: sqlite3.Connection) -> list[QuotaUsage]:
+    roots = [root for (root,) in conn.execute("SELECT root FROM quotaroots ORDER BY root")]
+    return [usage for root in roots if (usage := usage_of(conn, root)) is not None]
+
+
+def repair(conn: sqlite3.Connection, root: str) -> list[UsageChange]:
+    """Inside a write transaction: recount every mailbox under `root` from its message rows
+    (the counters a delivery or an expunge bumps) and say how the root's usage changed.
+
+    Deliveries commit their rows and counters in one transaction, so a recount that holds the
+    write lock sees both or neither: repairing while lmtpd delivers loses no message's bytes.
+    """
+    before = usage_of(conn, root)
+    if before is None:
+        return []
+    low, high = subtree_bounds(root)
+    conn.execute(
+        "UPDATE mailboxes SET"
+        " exists_count = (SELECT count(*) FROM messages m WHERE m.mailbox_id = mailboxes.id),"
+        " size_bytes = (SELECT coalesce(sum(size), 0) FROM messages m"
+        "               WHERE m.mailbox_id = mailboxes.id)"
+        " WHERE name = ? OR (name >= ? AND name < ?)",
+        (root, low, high),
+    )
+    after = usage_of(conn, root)
+    assert after is not None
+    changes = []
+    if before.storage_used != after.storage_used:
+        changes.append(UsageChange(root, "STORAGE", before.storage_used, after.storage_used))
+    if before.messages_used != after.messages_used:
+        changes.append(UsageChange(root, "MESSAGE", before.messages_used, after.messages_used))
+    return changes
