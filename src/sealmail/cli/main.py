@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mbpath": ("sealmail.cli.mailbox", "print the directory of a mailbox"),
     "reconstruct": ("sealmail.cli.mailbox", "check and repair mailboxes from their files"),
     "expire": ("sealmail.cli.mailbox", "expire old entries of the duplicate delivery database"),
+    "cyradm": ("sealmail.cli.cyradm", "administer mailboxes, ACLs and quotas over IMAP (Cyrus's)"),
     "quota": ("sealmail.cli.quota", "report quota roots' usage and limits; repair usage (-f)"),
     "imapd-conf": ("sealmail.cli.imapd_conf", "show imapd.conf options and defaults (-d, -n)"),
     "postconf": ("sealmail.cli.postconf", "show or edit the MTA's main.cf and master.cf"),
