@@ -94,8 +94,9 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
     with Progress("work", 3, plain) as progress:
         for _ in range(3):
             progress.step("x")
+        progress.write("a real line")
     plain.seek(0)
-    assert plain.read() == ""
+    assert plain.read() == "a real line\n"  # output only, no progress
     parent, child = pty.openpty()
     try:
         with (
@@ -103,11 +104,13 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
             Progress("work", 2, terminal, interval=0) as progress,
         ):
             progress.step("first")
+            progress.write("a real line")
             progress.step("second")
         drawn = os.read(parent, 4096).decode()
     finally:
         os.close(parent)
     assert "work: 1/2 first" in drawn and "work: 2/2 second" in drawn
+    assert "\r\x1b[Ka real line\r\n" in drawn  # the progress line erased first
     assert drawn.endswith("\r\x1b[K")  # erased at the end
 
 

@@ -351,7 +351,8 @@ def interact(client: AdminClient, prompt: str, out: Output, lines: TextIO) -> in
         out[0].flush()
         line = lines.readline()
         if not line:
-            out[0].write("\n")
+            if lines.isatty():
+                out[0].write("\n")  # end the prompt's line after ^D
             return 0
         _, status = run_line(client, line, out)
         out[0].flush()

@@ -48,6 +48,14 @@ class Progress:
         self.stream.write(f"{ERASE_LINE}{self.label}: {self.done}/{self.total} {what}"[:200])
         self.stream.flush()
 
+    def write(self, line: str) -> None:
+        """A line of real output on the same stream, not mixed into the progress line."""
+        if self.shown:
+            self.stream.write(ERASE_LINE)
+            self._last = -self.interval  # redraw at the next step
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
     def __enter__(self) -> Self:
         return self
 

@@ -80,10 +80,9 @@ def run(args: argparse.Namespace) -> int:
             with Progress("quota -f", len(usages)) as progress:
                 for usage in usages:
                     for change in store.repair_quota(usage.root):
-                        print(
+                        progress.write(
                             f"{names.to_external(change.root)}: {change.resource} usage was"
-                            f" {change.was}, now {change.now}",
-                            file=sys.stderr,
+                            f" {change.was}, now {change.now}"
                         )
                     progress.step(names.to_external(usage.root))
             usages = selected(store.quota_roots(), prefixes)
