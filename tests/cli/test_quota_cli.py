@@ -89,6 +89,20 @@ def test_a_missing_config_exits_non_zero(tmp_path: Path) -> None:
     assert main(["quota", "-C", str(tmp_path / "nope.conf")]) != 0
 
 
+def _read_all(fd: int) -> str:
+    """Everything written to a pty whose other end is closed (Linux then says EIO)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
     plain = (tmp_path / "plain").open("w+")
     with Progress("work", 3, plain) as progress:
@@ -106,7 +120,7 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
             progress.step("first")
             progress.write("a real line")
             progress.step("second")
-        drawn = os.read(parent, 4096).decode()
+        drawn = _read_all(parent)
     finally:
         os.close(parent)
     assert "work: 1/2 first" in drawn and "work: 2/2 second" in drawn
