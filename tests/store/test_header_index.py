@@ -152,6 +152,7 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
     _sql_store.execute("DROP TABLE header_index")
     _sql_store.execute("DROP TABLE seen")
     _sql_store.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
+    _sql_store.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # version 8's
     _sql_store.execute("PRAGMA user_version=2")
     _sql_store.close()
     store = DiskStore.from_config(config)
@@ -171,6 +172,7 @@ def test_migration_from_schema_6_makes_every_row_again(config, tmp_path: Path) -
     store.close()
     conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
     conn.execute("UPDATE header_index SET fields = x'1e', base_subject = 'old'")
+    conn.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # what version 8 added
     conn.execute("PRAGMA user_version=6")
     conn.close()
     store = DiskStore.from_config(config)

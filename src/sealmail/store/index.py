@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -139,6 +139,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # (sealmail.store.headers, sealmail.store.sorting): every row is made again, by the
         # first SEARCH, SORT, THREAD or listing FETCH of each mailbox (as for older rows).
         "DELETE FROM header_index",
+    ),
+    7: (
+        # imapd.conf quotawarn: 1 once a delivery took the root to the warning level and its
+        # user was warned; cleared when a delivery finds it below (sealmail.store.quota).
+        "ALTER TABLE quotaroots ADD COLUMN warned INTEGER NOT NULL DEFAULT 0",
     ),
 }
 

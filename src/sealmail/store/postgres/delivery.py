@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from functools import partial
 
 from sealmail.store import quota
-from sealmail.store.api import AppendedMessage, CopiedMessages, DeliveryTarget
+from sealmail.store.api import (
+    AppendedMessage,
+    CopiedMessages,
+    DeliveryTarget,
+    QuotaUsage,
+    QuotaWarn,
+)
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.headers import listed_form, searchable_form
 from sealmail.store.postgres.database import Connection, Database, MailboxRow
@@ -105,12 +111,15 @@ class Delivery:
         self, conn: Connection, message_id: int, size: int, guid: str, target: DeliveryTarget
     ) -> AppendedMessage:
         mailbox, _, root = self._lock_with_root(conn, target.mailbox, target.ignore_quota)
+        warning = None
         if root is not None:
             usage = self._db.usage_of_root(conn, *root)
             if target.strict_quota:
                 quota.enforce(usage, size, 1)
             else:
                 quota.enforce(usage, 0, 0)
+            if usage is not None and target.quota_warn is not None:
+                warning = self._note_append(conn, root[0], usage, size, target.quota_warn)
         uid, modseq = mailbox.uidnext, mailbox.highestmodseq + 1
         wanted = list(dict.fromkeys(target.flags))
         seen = seen_of(conn, mailbox, target.reader) if SEEN in wanted else None
@@ -128,7 +137,27 @@ class Delivery:
             " size_bytes = size_bytes + %s, exists_count = exists_count + 1 WHERE id = %s",
             (uid + 1, modseq, size, mailbox.id),
         )
-        return AppendedMessage(mailbox.name, mailbox.uidvalidity, uid, modseq, guid, size)
+        return AppendedMessage(mailbox.name, mailbox.uidvalidity, uid, modseq, guid, size,
+                               warning)
+
+    @staticmethod
+    def _note_append(
+        conn: Connection, root_id: int, before: QuotaUsage, size: int, warn: QuotaWarn
+    ) -> QuotaUsage | None:
+        """The disk store's quota.note_append on the locked root's `warned` column."""
+        row = conn.execute(
+            "SELECT warned FROM quota_roots WHERE mailbox_id = %s", (root_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        warned = bool(row[0])
+        after = quota.after_append(before, size)
+        level = quota.at_warning_level(after, warn)
+        if level != warned:
+            conn.execute(
+                "UPDATE quota_roots SET warned = %s WHERE mailbox_id = %s", (level, root_id)
+            )
+        return after if quota.warning_due(before, size, warn, warned) else None
 
     def copy_messages(
         self, source: str, uids: Sequence[int], target: str, reader: str | None = None

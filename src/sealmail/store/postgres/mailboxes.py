@@ -179,7 +179,8 @@ class Mailboxes:
                 conn.execute(
                     "INSERT INTO quota_roots (mailbox_id, storage_kb, messages) VALUES (%s, %s, %s)"
                     " ON CONFLICT (mailbox_id) DO UPDATE"
-                    " SET storage_kb = excluded.storage_kb, messages = excluded.messages",
+                    " SET storage_kb = excluded.storage_kb, messages = excluded.messages,"
+                    " warned = false",  # a new limit: warn at its level (the disk store's way)
                     (row.id, storage_kb, messages),
                 )
 

@@ -135,6 +135,11 @@ MIGRATIONS: tuple[str, ...] = (
         expires timestamptz NOT NULL
     );
     """,
+    # 3: imapd.conf quotawarn: true once a delivery took the root to the warning level and its
+    # user was warned; false again when a delivery finds it below (sealmail.store.quota).
+    """
+    ALTER TABLE quota_roots ADD COLUMN warned boolean NOT NULL DEFAULT false;
+    """,
 )
 
 VERSION = len(MIGRATIONS)
