@@ -76,6 +76,7 @@ def test_fail2ban_counts_failed_imap_and_pop3_logins(tmp_path: Path) -> None:
                 daemon.wait(30)
     text = log.read_text()
     assert "badlogin: " in text and "guess" not in text and PASSWORD not in text
+    assert "login: [127.0.0.1] alice plaintext User logged in SESSIONID=<" in text  # Cyrus's
     matched, hosts = failed_logins_fail2ban_sees(log)
     assert matched == 4, text
     assert hosts == {"127.0.0.1"}

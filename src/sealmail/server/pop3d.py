@@ -310,15 +310,15 @@ class Pop3Session(sessions.ClientSession):
             )
             return True
         self.conn.open_maildrop(identity, maildrop)
-        log.info(
-            "%s: login: %s %s%s %s %d message(s) via %s",
-            self.session_id,
+        log.info(  # Cyrus's line, with the maildrop as sealmail adds it; SESSIONID last
+            "login: %s %s %s%s User logged in: %s, %d message(s) SESSIONID=<%s>",
             self.client,
             identity,
-            " (TLS)" if self.secure else "",
+            self.auth.logged_mechanism,
+            "+TLS" if self.secure else "",
             name,
             len(maildrop.messages),
-            self.auth.mechanism_name,
+            self.session_id,
         )
         return True
 

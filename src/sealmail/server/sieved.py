@@ -251,13 +251,13 @@ class ManageSieveSession(sessions.ClientSession):
     async def sasl_accept(self, result: Success) -> bool:
         self.user = result.authzid
         self.conn.authenticated(result.authzid, result.data)
-        log.info(
-            "%s: login: %s %s%s via %s",
-            self.session_id,
+        log.info(  # Cyrus's line, SESSIONID last
+            "login: %s %s %s%s User logged in SESSIONID=<%s>",
             self.client,
             result.authzid,
-            " (TLS)" if self.secure else "",
-            self.auth.mechanism_name,
+            self.auth.logged_mechanism,
+            "+TLS" if self.secure else "",
+            self.session_id,
         )
         return True
 
