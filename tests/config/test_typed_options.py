@@ -4,8 +4,8 @@ Code reads imapd.conf as `config.get(IMAPD.name)` and main.cf as `config.get(MAI
 an AttributeError mypy catches, and the value has the option's type. A read by name
 (`config.integer("timeout")`, `main.value(f"{prefix}_helo_name")`) or an error built with line 0
 for a declared option (`ConfigError(config.path, 0, "tls_server_cert", ...)` instead of
-`config.error(IMAPD.tls_server_cert, ...)`) fails `test_options_are_read_through_declarations`,
-outside the modules in PENDING.
+`config.error(IMAPD.tls_server_cert, ...)`) fails `test_options_are_read_through_declarations`.
+(ImapdConfig has no getters by name; MainConfig keeps them for postconf, which prints any name.)
 """
 
 from __future__ import annotations
@@ -36,17 +36,6 @@ BY_NAME = {
     "error", "where",  # both: take the handle, `config.error(IMAPD.x, why)`
 }
 DECLARED = set(OPTIONS) | set(PARAMETERS) | set(RENAMES)
-
-# Modules still reading options by name (issue 19): other helpers are rewriting them, and the
-# lead converts them after the merge. Delete a line once its module is converted.
-PENDING = {
-    "server/imapd.py": "imapd runtime rewrite",
-    "server/pop3d.py": "pop3d glue rewrite",
-    "server/session.py": "imapd runtime rewrite",
-    "server/sieved.py": "managesieve glue rewrite",
-    "server/tls.py": "shared TLS context",
-    "mta/smtpd.py": "smtpd runtime rewrite",
-}
 
 
 def _reads_by_name(call: ast.Call) -> bool:
@@ -83,17 +72,11 @@ def findings() -> dict[str, list[str]]:
 
 
 def test_options_are_read_through_declarations() -> None:
-    bad = {path: sites for path, sites in findings().items() if path not in PENDING}
+    bad = findings()
     assert not bad, (
         "read options as config.get(IMAPD.name) / config.get(MAIN.name), and report a bad value "
         f"with config.error(IMAPD.name, why): {bad}"
     )
-
-
-def test_pending_modules_still_read_by_name() -> None:
-    """A converted module leaves its line in PENDING: delete it."""
-    converted = sorted(path for path in PENDING if path not in findings())
-    assert not converted, f"converted, remove from PENDING: {converted}"
 
 
 def test_the_guard_sees_each_form() -> None:

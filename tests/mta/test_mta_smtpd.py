@@ -26,7 +26,7 @@ from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config.main_cf import MainConfig, parse_main_cf
 from sealmail.mta.queue import Queue, QueueName
 from sealmail.mta.smtpd import RecipientPolicy, SmtpdService
-from sealmail.server.tls import smtpd_context
+from sealmail.mta.smtpd_tls import smtpd_context
 
 MESSAGE = b"From: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 BASE = ("myhostname = mx.example.com\nmydestination = example.com\n"
