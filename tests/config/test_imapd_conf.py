@@ -14,7 +14,7 @@ from sealmail.config.imapd_conf import (
     parse_imapd_conf,
     render_imapd_conf,
 )
-from sealmail.config.options import OPTIONS
+from sealmail.config.options import IMAPD, OPTIONS
 from sealmail.config.schema import Kind
 
 
@@ -36,25 +36,25 @@ def test_cyrus_format_with_comments_and_switch_spellings() -> None:
         "unix_socket_mode: 0666\n",
         "imapd.conf",
     )
-    assert config.string("configdirectory") == "/var/imap"
+    assert config.get(IMAPD.configdirectory) == "/var/imap"
     assert config.partitions == {"default": Path("/var/spool/imap"), "fast": Path("/srv/fast")}
     assert config.lmtp_admins == ("lmtpuser",)
-    assert config.words("admins") == ("cyrus", "root")
-    assert config.switch("lmtp_downcase_rcpt") is False
-    assert config.switch("singleinstancestore") is False
+    assert config.get(IMAPD.admins) == ("cyrus", "root")
+    assert config.get(IMAPD.lmtp_downcase_rcpt) is False
+    assert config.get(IMAPD.singleinstancestore) is False
     assert config.hierarchy_separator == "/"
-    assert config.string("postuser") == "bb"
-    assert config.integer("maxmessagesize") == 10 * 1024 * 1024
-    assert config.enum("virtdomains") == "userid"
-    assert config.integer("unix_socket_mode") == 0o666
+    assert config.get(IMAPD.postuser) == "bb"
+    assert config.get(IMAPD.maxmessagesize) == 10 * 1024 * 1024
+    assert config.get(IMAPD.virtdomains) == "userid"
+    assert config.get(IMAPD.unix_socket_mode) == 0o666
 
 
 def test_defaults_come_from_the_registry() -> None:
     config = parse_imapd_conf("configdirectory: /tmp/x\n")
-    assert config.switch("lmtp_downcase_rcpt") is True
-    assert config.switch("singleinstancestore") is True
-    assert config.switch("duplicatesuppression") is True
-    assert config.string("lmtpsocket") == "/tmp/x/socket/lmtp"
+    assert config.get(IMAPD.lmtp_downcase_rcpt) is True
+    assert config.get(IMAPD.singleinstancestore) is True
+    assert config.get(IMAPD.duplicatesuppression) is True
+    assert config.get(IMAPD.lmtpsocket) == "/tmp/x/socket/lmtp"
     assert config.lmtp_admins == ()
     assert config.hierarchy_separator == "."
 
@@ -93,7 +93,7 @@ def test_unknown_keys_warn_once_and_do_not_crash(caplog: pytest.LogCaptureFixtur
     warnings = [r for r in caplog.records if "frobnicate" in r.getMessage()]
     assert len(warnings) == 1
     assert "imapd.conf:1" in warnings[0].getMessage()
-    assert config.words("admins") == ("a",)
+    assert config.get(IMAPD.admins) == ("a",)
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ Code reads imapd.conf as `config.get(IMAPD.name)` and main.cf as `config.get(MAI
 an AttributeError mypy catches, and the value has the option's type. A read by name
 (`config.integer("timeout")`, `main.value(f"{prefix}_helo_name")`) or an error built with line 0
 for a declared option (`ConfigError(config.path, 0, "tls_server_cert", ...)` instead of
-`config.error(IMAPD.tls_server_cert, ...)`) fails `test_options_are_read_through_declarations`,
-outside the modules in PENDING.
+`config.error(IMAPD.tls_server_cert, ...)`) fails `test_options_are_read_through_declarations`.
+(ImapdConfig has no getters by name; MainConfig keeps them for postconf, which prints any name.)
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from tests.support.instance import store_root_opt_in
+from tests.support.mta import mail_owner_opt_in
+from tests.support.peers import free_tcp_port
 
 from sealmail.config.imapd_conf import ConfigError, parse_imapd_conf
 from sealmail.config.options import IMAPD, OPTIONS
@@ -36,17 +38,6 @@ BY_NAME = {
     "error", "where",  # both: take the handle, `config.error(IMAPD.x, why)`
 }
 DECLARED = set(OPTIONS) | set(PARAMETERS) | set(RENAMES)
-
-# Modules still reading options by name (issue 19): other helpers are rewriting them, and the
-# lead converts them after the merge. Delete a line once its module is converted.
-PENDING = {
-    "server/imapd.py": "imapd runtime rewrite",
-    "server/pop3d.py": "pop3d glue rewrite",
-    "server/session.py": "imapd runtime rewrite",
-    "server/sieved.py": "managesieve glue rewrite",
-    "server/tls.py": "shared TLS context",
-    "mta/smtpd.py": "smtpd runtime rewrite",
-}
 
 
 def _reads_by_name(call: ast.Call) -> bool:
@@ -83,17 +74,11 @@ def findings() -> dict[str, list[str]]:
 
 
 def test_options_are_read_through_declarations() -> None:
-    bad = {path: sites for path, sites in findings().items() if path not in PENDING}
+    bad = findings()
     assert not bad, (
         "read options as config.get(IMAPD.name) / config.get(MAIN.name), and report a bad value "
         f"with config.error(IMAPD.name, why): {bad}"
     )
-
-
-def test_pending_modules_still_read_by_name() -> None:
-    """A converted module leaves its line in PENDING: delete it."""
-    converted = sorted(path for path in PENDING if path not in findings())
-    assert not converted, f"converted, remove from PENDING: {converted}"
 
 
 def test_the_guard_sees_each_form() -> None:
@@ -116,6 +101,9 @@ def test_the_guard_sees_each_form() -> None:
 
 
 # -- a value found wrong after parsing is reported at its line ---------------------------------
+
+
+NOWHERE = "/nonexistent/sealmail-test/cert.pem"
 
 
 def _instance(tmp_path: Path, bad: str) -> tuple[Path, int]:
@@ -152,6 +140,12 @@ def _start(daemon: str, conf: Path) -> subprocess.CompletedProcess[str]:
         ("pop3d", "sasl_pwcheck_method: kerberos", "sasl_pwcheck_method"),
         ("pop3d", "defaultpartition: elsewhere", "defaultpartition"),
         ("sieved", "sasl_pwcheck_method: kerberos", "sasl_pwcheck_method"),
+        # TLS is set up at the start too (sealmail.server.tls), and says where too.
+        ("lmtpd", f"tls_server_cert: {NOWHERE}", "tls_server_cert"),
+        ("imapd", f"tls_server_cert: {NOWHERE}", "tls_server_cert"),
+        ("pop3d", f"tls_server_cert: {NOWHERE}", "tls_server_cert"),
+        ("sieved", f"tls_server_cert: {NOWHERE}", "tls_server_cert"),
+        ("imapd", f"tls_server_key: {NOWHERE}", "tls_server_key"),  # without a certificate
     ],
 )
 def test_a_daemon_refuses_a_bad_value_naming_its_line(
@@ -161,6 +155,69 @@ def test_a_daemon_refuses_a_bad_value_naming_its_line(
     done = _start(daemon, conf)
     assert done.returncode == 78, done.stderr  # EX_CONFIG, before serving anyone
     assert f"sealmail {daemon}: {conf}:{line}: {option}: " in done.stderr, done.stderr
+
+
+def _mta(tmp_path: Path, main_cf: str, override: str = "") -> Path:
+    """An MTA instance (`postfix -c`) whose main.cf ends with `main_cf`, its smtpd entry in
+    master.cf with the -o `override`."""
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "main.cf").write_text(
+        "myhostname = mx.example.com\n"
+        f"queue_directory = {tmp_path / 'spool'}\n"
+        f"data_directory = {tmp_path / 'data'}\n"
+        f"maillog_file = {tmp_path / 'maillog'}\n"
+        "inet_interfaces = loopback-only\n"
+        + mail_owner_opt_in()
+        + "# TLS comes last\n"
+        + main_cf
+    )
+    option = f"\n  -o {override}" if override else ""
+    (config / "master.cf").write_text(
+        "# service type  private unpriv  chroot  wakeup  maxproc command\n"
+        f"127.0.0.1:{free_tcp_port()} inet n - n - - smtpd{option}\n"
+    )
+    return config
+
+
+def _postfix(config: Path, action: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-m", "sealmail", "postfix", "-c", str(config), action],
+        capture_output=True, text=True, timeout=60, check=False, env=environment,
+    )
+    if done.returncode == 0 and action == "start":
+        subprocess.run(
+            [sys.executable, "-m", "sealmail", "postfix", "-c", str(config), "stop"],
+            capture_output=True, timeout=60, check=False, env=environment,
+        )
+    return done
+
+
+@pytest.mark.parametrize("action", ["check", "start"])
+def test_smtpd_tls_refuses_a_missing_certificate_naming_its_main_cf_line(
+    tmp_path: Path, action: str
+) -> None:
+    config = _mta(
+        tmp_path, f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {NOWHERE}\n"
+    )
+    main_cf = config / "main.cf"
+    line = main_cf.read_text().splitlines().index(f"smtpd_tls_cert_file = {NOWHERE}") + 1
+    done = _postfix(config, action)
+    assert done.returncode == 78, done.stderr  # EX_CONFIG, before the master starts
+    assert f"{main_cf}:{line}: smtpd_tls_cert_file: {NOWHERE}: cannot read" in done.stderr, (
+        done.stderr
+    )
+
+
+def test_smtpd_tls_names_the_master_cf_override_that_set_it(tmp_path: Path) -> None:
+    config = _mta(tmp_path, "smtpd_tls_security_level = may\n", f"smtpd_tls_cert_file={NOWHERE}")
+    done = _postfix(config, "start")
+    assert done.returncode == 78, done.stderr
+    # An -o is reported at the first line of its service's logical line.
+    assert f"{config / 'master.cf'}:2: smtpd_tls_cert_file: {NOWHERE}: " in done.stderr, (
+        done.stderr
+    )
 
 
 def test_deliver_service_refuses_a_bad_value_naming_its_line(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config.main_cf import MainConfig, parse_main_cf
 from sealmail.mta.queue import Queue, QueueName
 from sealmail.mta.smtpd import RecipientPolicy, SmtpdService
-from sealmail.server.tls import smtpd_context
+from sealmail.mta.smtpd_tls import smtpd_context
 
 MESSAGE = b"From: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 BASE = ("myhostname = mx.example.com\nmydestination = example.com\n"
@@ -186,10 +186,21 @@ def test_unknown_restriction_fails_closed(serve: Callable[..., Server]) -> None:
 
 def test_open_relay_configuration_is_refused() -> None:
     config = MainConfig.from_document(parse_main_cf(
-        "smtpd_relay_restrictions = permit_mynetworks\nsmtpd_recipient_restrictions =\n"),
-        hostname="h.test")
-    with pytest.raises(ConfigError, match="reject_unauth_destination"):
+        "smtpd_relay_restrictions = permit_mynetworks\nsmtpd_recipient_restrictions =\n",
+        "main.cf"), hostname="h.test")
+    with pytest.raises(ConfigError, match="reject_unauth_destination") as caught:
         RecipientPolicy.from_config(config)
+    assert str(caught.value).startswith("main.cf:1: smtpd_relay_restrictions: ")
+
+
+def test_a_bad_mynetworks_names_its_line() -> None:
+    config = MainConfig.from_document(parse_main_cf(
+        "# trusted\nmynetworks = 127.0.0.0/8, 10.0.0.0/33\n", "main.cf"), hostname="h.test")
+    with pytest.raises(ConfigError) as caught:
+        RecipientPolicy.from_config(config)
+    assert str(caught.value) == (
+        "main.cf:2: mynetworks: '10.0.0.0/33' is not a network address (CIDR)"
+    )
 
 
 def test_message_size_limit(serve: Callable[..., Server]) -> None:

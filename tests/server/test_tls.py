@@ -13,13 +13,12 @@ from cryptography.hazmat.primitives import serialization
 
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig, parse_imapd_conf
 from sealmail.mta.config.main_cf import MainCfEntry, MainConfig, parse_main_cf
+from sealmail.mta.smtpd_tls import postfix_protocols, smtpd_context
 from sealmail.server.tls import (
     TLSConfigError,
     cipher_bits,
     peer_identity,
-    postfix_protocols,
     server_context,
-    smtpd_context,
     tls_versions,
 )
 
@@ -234,7 +233,7 @@ def test_bad_tls_versions(files: Files, text: str, reason: str) -> None:
     with pytest.raises(TLSConfigError, match=reason) as caught:
         server_context(tls_config(files, tls_versions=text))
     assert caught.value.option == "tls_versions"
-    assert str(caught.value).startswith("imapd.conf: tls_versions: ")
+    assert str(caught.value).startswith("imapd.conf:3: tls_versions: ")  # after cert and key
 
 
 # -- configuration errors name the option and the file ------------------------------------------
@@ -261,7 +260,7 @@ def test_missing_certificate_file(tmp_path: Path, files: Files) -> None:
     assert (error.option, error.file) == ("tls_server_cert", str(missing))
     assert (
         str(error)
-        == f"imapd.conf: tls_server_cert: {missing}: cannot read: No such file or directory"
+        == f"imapd.conf:1: tls_server_cert: {missing}: cannot read: No such file or directory"
     )
 
 

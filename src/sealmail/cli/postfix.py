@@ -52,7 +52,7 @@ def check(config: MtaConfig) -> list[str]:
     from sealmail.mta.queue import Queue
     from sealmail.mta.retry import RetrySchedule
     from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings
-    from sealmail.server.tls import smtpd_context
+    from sealmail.mta.smtpd_tls import smtpd_context
 
     main = config.main
     findings = audit(config)

@@ -82,8 +82,6 @@ class ImapdConfig:
 
     `get(IMAPD.name)` is the typed accessor; `lines` keeps where each value was set, so a value
     found wrong after parsing is reported at its line: `raise config.error(IMAPD.name, why)`.
-    The string-keyed accessors (`string("name")`, ...) remain only for the modules listed in
-    tests/config/test_typed_options.py, until they are converted; do not add callers.
     """
 
     path: str = "<defaults>"
@@ -117,44 +115,10 @@ class ImapdConfig:
             default = self._expand(default)
         return default
 
-    def _get(self, name: str, *kinds: Kind) -> object:
-        option = lookup(name)
-        if option is None:
-            raise KeyError(f"undeclared option {name!r}")
-        assert option.kind in kinds, f"{name} is {option.kind.value}"
-        return self._value(name, option)
-
     def _expand(self, text: str) -> str:
         if "{configdirectory}" in text:
             text = text.replace("{configdirectory}", self.get(IMAPD.configdirectory))
         return text
-
-    # -- string-keyed accessors (older call sites) --------------------------------------------
-
-    def string(self, name: str) -> str | None:
-        value = self._get(name, Kind.STRING)
-        assert value is None or isinstance(value, str)
-        return value
-
-    def enum(self, name: str) -> str:
-        value = self._get(name, Kind.ENUM)
-        assert isinstance(value, str)
-        return value
-
-    def switch(self, name: str) -> bool:
-        value = self._get(name, Kind.BOOLEAN)
-        assert isinstance(value, bool)
-        return value
-
-    def integer(self, name: str) -> int:
-        value = self._get(name, Kind.INTEGER, Kind.SIZE, Kind.OCTAL)
-        assert isinstance(value, int)
-        return value
-
-    def words(self, name: str) -> tuple[str, ...] | None:
-        value = self._get(name, Kind.WORDS)
-        assert value is None or isinstance(value, tuple)
-        return value
 
     # -- derived values -----------------------------------------------------------------------
 

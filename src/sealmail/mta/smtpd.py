@@ -15,7 +15,7 @@ for LMTP. The decisions that are the MTA's own live here:
   directory are fsync'd.
 - message_size_limit, smtpd_recipient_limit and smtpd_hard_error_limit are the core's limits;
   smtpd_timeout bounds every read.
-- STARTTLS (smtpd_tls_security_level may/encrypt; the context is sealmail.server.tls's, from
+- STARTTLS (smtpd_tls_security_level may/encrypt; the context is sealmail.mta.smtpd_tls's, from
   smtpd_tls_cert_file/key_file or smtpd_tls_chain_files and smtpd_tls_protocols): 220, then the
   handshake within smtpd_starttls_timeout on the session's `ClientSession.handshake`; a failed
   one ends the session. AUTH (smtpd_sasl_auth_enable; passwords through
@@ -44,10 +44,11 @@ from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
-from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS
+from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
+from sealmail.mta.smtpd_tls import smtpd_context
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
 from sealmail.proto.smtp import (
     Address,
@@ -75,7 +76,6 @@ from sealmail.proto.smtp.auth_replies import (
 )
 from sealmail.server import session as sessions
 from sealmail.server.listeners import serve_on
-from sealmail.server.tls import smtpd_context
 
 log = logging.getLogger("sealmail.mta.smtpd")
 
@@ -86,19 +86,25 @@ MAX_AUTH_FAILURES = 3
 
 
 def parse_networks(
-    words: Sequence[str], where: str = "mynetworks"
+    words: Sequence[str],
 ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """mynetworks: `127.0.0.0/8`, `[::1]/128`, `[::1]`, `10.1.2.3` (tables are not supported)."""
+    """mynetworks: `127.0.0.0/8`, `[::1]/128`, `[::1]`, `10.1.2.3` (tables are not supported).
+    ValueError names a word that is none of these."""
     networks = []
     for word in words:
         text = word.replace("[", "").replace("]", "")
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise ConfigError(
-                "main.cf", 0, where, f"{word!r} is not a network address (CIDR)"
-            ) from None
+            raise ValueError(f"{word!r} is not a network address (CIDR)") from None
     return tuple(networks)
+
+
+def _mynetworks(config: MainConfig) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return parse_networks(config.get(MAIN.mynetworks))
+    except ValueError as exc:
+        raise config.error(MAIN.mynetworks, str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -122,22 +128,22 @@ class RecipientPolicy:
     def from_config(cls, config: MainConfig) -> RecipientPolicy:
         policy = cls(
             routing=RoutingPolicy.from_config(config),
-            mynetworks=parse_networks(config.words("mynetworks")),
-            relay_restrictions=tuple(w.lower() for w in config.words("smtpd_relay_restrictions")),
+            mynetworks=_mynetworks(config),
+            relay_restrictions=tuple(
+                w.lower() for w in config.get(MAIN.smtpd_relay_restrictions)
+            ),
             recipient_restrictions=tuple(
-                w.lower() for w in config.words("smtpd_recipient_restrictions")
+                w.lower() for w in config.get(MAIN.smtpd_recipient_restrictions)
             ),
             local_recipients=tuple(
-                open_table(spec) for spec in config.maps("local_recipient_maps")
+                open_table(spec) for spec in config.get(MAIN.local_recipient_maps)
             ),
-            delimiter=config.value("recipient_delimiter"),
+            delimiter=config.get(MAIN.recipient_delimiter),
         )
         if not _REFUSING & {*policy.relay_restrictions, *policy.recipient_restrictions}:
             # As Postfix: refuse to run as an open relay.
-            raise ConfigError(
-                config.path,
-                0,
-                "smtpd_relay_restrictions",
+            raise config.error(
+                MAIN.smtpd_relay_restrictions,
                 "specify at least one working instance of: reject_unauth_destination, "
                 "defer_unauth_destination, reject, defer (in smtpd_relay_restrictions or "
                 "smtpd_recipient_restrictions)",
@@ -248,31 +254,33 @@ class SmtpdSettings:
     @classmethod
     def from_config(cls, config: MainConfig) -> SmtpdSettings:
         return cls(
-            hostname=config.value("myhostname"),
-            banner=config.value("smtpd_banner"),
-            myorigin=config.value("myorigin"),
+            hostname=config.get(MAIN.myhostname),
+            banner=config.get(MAIN.smtpd_banner),
+            myorigin=config.get(MAIN.myorigin),
             limits=Limits(
-                max_message_size=config.size("message_size_limit"),
-                max_recipients=config.integer("smtpd_recipient_limit"),
-                max_bad_commands=config.integer("smtpd_hard_error_limit"),
+                max_message_size=config.get(MAIN.message_size_limit),
+                max_recipients=config.get(MAIN.smtpd_recipient_limit),
+                max_bad_commands=config.get(MAIN.smtpd_hard_error_limit),
             ),
-            timeout=float(config.time("smtpd_timeout")),
-            starttls_timeout=float(config.time("smtpd_starttls_timeout")),
-            tls_level=config.value("smtpd_tls_security_level").strip().lower(),
-            sasl_enabled=config.boolean("smtpd_sasl_auth_enable"),
-            tls_auth_only=config.boolean("smtpd_tls_auth_only"),
-            sasl_noplaintext="noplaintext" in config.words("smtpd_sasl_security_options"),
-            sasl_tls_noplaintext="noplaintext" in config.words("smtpd_sasl_tls_security_options"),
-            helo_required=config.boolean("smtpd_helo_required"),
+            timeout=float(config.get(MAIN.smtpd_timeout)),
+            starttls_timeout=float(config.get(MAIN.smtpd_starttls_timeout)),
+            tls_level=config.get(MAIN.smtpd_tls_security_level).strip().lower(),
+            sasl_enabled=config.get(MAIN.smtpd_sasl_auth_enable),
+            tls_auth_only=config.get(MAIN.smtpd_tls_auth_only),
+            sasl_noplaintext="noplaintext" in config.get(MAIN.smtpd_sasl_security_options),
+            sasl_tls_noplaintext=(
+                "noplaintext" in config.get(MAIN.smtpd_sasl_tls_security_options)
+            ),
+            helo_required=config.get(MAIN.smtpd_helo_required),
         )
 
 
 def authenticator_from_config(config: MainConfig) -> Authenticator | None:
-    if not config.boolean("smtpd_sasl_auth_enable"):
+    if not config.get(MAIN.smtpd_sasl_auth_enable):
         return None
     from sealmail.config.imapd_conf import load_imapd_conf
 
-    return Authenticator(load_imapd_conf(config.value("smtpd_sasl_imapd_conf")))
+    return Authenticator(load_imapd_conf(config.get(MAIN.smtpd_sasl_imapd_conf)))
 
 
 class SmtpdService:
@@ -304,9 +312,7 @@ class SmtpdService:
         self.draining = sessions.Drain()
         self.commits = CommitThread(queue)
         if self.settings.tls_level == "encrypt" and tls_context is None:
-            raise ConfigError(
-                config.path, 0, "smtpd_tls_security_level", "encrypt needs a TLS certificate"
-            )
+            raise config.error(MAIN.smtpd_tls_security_level, "encrypt needs a TLS certificate")
 
     @classmethod
     def from_config(
@@ -716,7 +722,7 @@ async def serve_worker(
     if entry is None:
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
-    queue = Queue(Path(config.main.instance_path("queue_directory")))
+    queue = Queue(Path(config.main.instance_path(MAIN.queue_directory)))
     service = SmtpdService.from_config(
         settings,
         queue,

@@ -30,6 +30,7 @@ from typing import TypeVar
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.imap import ImapSession
 from sealmail.imap.session import server_id
 from sealmail.proto.imap import (
@@ -168,15 +169,15 @@ class ImapService:
         self.tls_context = tls_context if tls_context is not None else server_context(config)
         self.implicit_tls = implicit_tls
         if implicit_tls and self.tls_context is None:
-            raise ConfigError(config.path, 0, "tls_server_cert", "imaps needs a certificate")
+            raise config.error(IMAPD.tls_server_cert, "imaps needs a certificate")
         self.daemon_name = daemon_name
         self.owns_store = owns_store
         self.timeout = timeout
         self.idle_poll_interval = idle_poll_interval
         self.clock = clock
-        self.failure_delay = float(config.integer("auth_failure_delay"))
-        self.max_auth_failures = config.integer("auth_max_failures")
-        self.max_message_size = config.integer("maxmessagesize")
+        self.failure_delay = float(config.get(IMAPD.auth_failure_delay))
+        self.max_auth_failures = config.get(IMAPD.auth_max_failures)
+        self.max_message_size = config.get(IMAPD.maxmessagesize)
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = Drain()
@@ -721,9 +722,7 @@ def build_service(
             raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
     implicit_tls = "-s" in argv
     if implicit_tls and server_context(config) is None:
-        raise ConfigError(
-            config.path, 0, "tls_server_cert", f"{service_name}: imapd -s needs a certificate"
-        )
+        raise config.error(IMAPD.tls_server_cert, f"{service_name}: imapd -s needs a certificate")
     owned = store is None
     if store is None:
         from sealmail.store.backends import open_store
@@ -735,5 +734,5 @@ def build_service(
         implicit_tls=implicit_tls,
         daemon_name=service_name,
         owns_store=owned,
-        timeout=max(config.integer("timeout"), 30) * 60.0,  # RFC 9051 5.4: at least 30 minutes
+        timeout=max(config.get(IMAPD.timeout), 30) * 60.0,  # RFC 9051 5.4: at least 30 minutes
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.pop3 import LockedMaildrop, TooSoon, maildrop_error, message_error, update_error
 from sealmail.proto.pop3 import (
     AuthAborted,
@@ -65,15 +66,15 @@ class Pop3Settings:
     @classmethod
     def from_config(cls, config: ImapdConfig, *, implicit_tls: bool = False) -> Pop3Settings:
         # Cyrus raises a poptimeout below 10 minutes to 10 (RFC 1939 3: "at least 10 minutes").
-        timeout = max(config.integer("poptimeout"), 10) * 60.0
-        expire = config.integer("popexpiretime")
+        timeout = max(config.get(IMAPD.poptimeout), 10) * 60.0
+        expire = config.get(IMAPD.popexpiretime)
         return cls(
             timeout=timeout,
-            min_poll=config.integer("popminpoll") * 60,
+            min_poll=config.get(IMAPD.popminpoll) * 60,
             expire_days=None if expire < 0 else expire,
-            use_imap_flags=config.switch("popuseimapflags"),
-            failure_delay=float(config.integer("auth_failure_delay")),
-            max_auth_failures=config.integer("auth_max_failures"),
+            use_imap_flags=config.get(IMAPD.popuseimapflags),
+            failure_delay=float(config.get(IMAPD.auth_failure_delay)),
+            max_auth_failures=config.get(IMAPD.auth_max_failures),
             implicit_tls=implicit_tls,
         )
 
@@ -99,7 +100,7 @@ class Pop3Service:
         self.authenticator = authenticator or Authenticator(config)
         self.tls_context = tls_context if tls_context is not None else server_context(config)
         if self.settings.implicit_tls and self.tls_context is None:
-            raise ConfigError(config.path, 0, "tls_server_cert", "pop3s needs a certificate")
+            raise config.error(IMAPD.tls_server_cert, "pop3s needs a certificate")
         self.daemon_name = daemon_name
         self.owns_store = owns_store
         self.clock = clock
@@ -376,9 +377,7 @@ def build_service(
             raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
     settings = Pop3Settings.from_config(config, implicit_tls="-s" in argv)
     if settings.implicit_tls and server_context(config) is None:
-        raise ConfigError(
-            config.path, 0, "tls_server_cert", f"{service_name}: pop3d -s needs a certificate"
-        )
+        raise config.error(IMAPD.tls_server_cert, f"{service_name}: pop3d -s needs a certificate")
     owned = store is None
     if store is None:
         from sealmail.store.backends import open_store

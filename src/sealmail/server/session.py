@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.proto.core import NEED_DATA, ConnectionClosed
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
 from sealmail.server.listeners import no_delay
@@ -227,8 +228,8 @@ def maildrop_name(identity: str, config: ImapdConfig) -> str:
     user, at, realm = identity.partition("@")
     domain: str | None = None
     if at:
-        default_domain = (config.string("defaultdomain") or "").lower()
-        if config.enum("virtdomains") == "off" and realm.lower() != default_domain:
+        default_domain = (config.get(IMAPD.defaultdomain) or "").lower()
+        if config.get(IMAPD.virtdomains) == "off" and realm.lower() != default_domain:
             raise MailboxNotFound(f"no maildrop for {identity!r}: virtdomains is off")
         domain = None if realm.lower() == default_domain else realm.lower()
     name = user_inbox(user, domain)

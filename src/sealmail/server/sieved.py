@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.managesieve import script_error
 from sealmail.proto.managesieve import (
     NO,
@@ -60,8 +61,7 @@ from sealmail.store.sieve_scripts import SieveScriptStore
 log = logging.getLogger("sealmail.sieved")
 
 SASL_SERVICE = "sieve"  # what Cyrus's timsieved passes to sasl_server_new
-TIMEOUT = "timeout"  # Cyrus's idle timeout option, in minutes (undeclared: the default below)
-DEFAULT_TIMEOUT_MINUTES = 32
+DEFAULT_TIMEOUT_MINUTES = 32  # timeout's default; `timeout: 0` means it too
 
 
 def validate(text: str) -> list[str]:
@@ -98,11 +98,11 @@ class SievedSettings:
 
     @classmethod
     def from_config(cls, config: ImapdConfig) -> SievedSettings:
-        minutes = config.integer(TIMEOUT)
+        minutes = config.get(IMAPD.timeout)
         return cls(
             timeout=(minutes or DEFAULT_TIMEOUT_MINUTES) * 60.0,
-            failure_delay=float(config.integer("auth_failure_delay")),
-            max_auth_failures=config.integer("auth_max_failures"),
+            failure_delay=float(config.get(IMAPD.auth_failure_delay)),
+            max_auth_failures=config.get(IMAPD.auth_max_failures),
         )
 
 

@@ -1,9 +1,8 @@
 """TLS for sealmail's servers: the one `ssl.SSLContext` builder, and what a session learns.
 
-Two entry points read the two configuration files and build the same hardened context (TLS 1.2
-and up unless told otherwise, no compression, no renegotiation, the server's cipher order;
-certificate and key checked apart, so an error says which file is wrong; an encrypted key refused
-instead of prompting):
+The hardened context (TLS 1.2 and up unless told otherwise, no compression, no renegotiation, the
+server's cipher order; certificate and key checked apart, so an error says which file is wrong; an
+encrypted key refused instead of prompting) is built here for both configuration files:
 
 * `server_context(config)`, from imapd.conf, for lmtpd, imapd, pop3d and sieved (Cyrus's names):
 
@@ -15,22 +14,12 @@ instead of prompting):
     identity that SASL EXTERNAL uses (`peer_identity`).
   * ``tls_versions``: the versions offered, default ``tls1_2 tls1_3``; they must form a range.
 
-* `smtpd_context(config)`, from main.cf (with a master.cf entry's -o overrides), for smtpd
-  (Postfix's names):
+* smtpd's, from main.cf (Postfix's names), by sealmail.mta.smtpd_tls with `hardened_context` and
+  `load_keys`: server/ reads no main.cf, whose parameters the MTA declares.
 
-  * ``smtpd_tls_security_level``: none (or empty): no TLS (None); may or encrypt: TLS, which
-    needs a certificate.
-  * ``smtpd_tls_chain_files``: PEM files, each a private key followed by its certificate chain;
-    when set, ``smtpd_tls_cert_file`` and ``smtpd_tls_key_file`` are ignored, as in Postfix.
-  * ``smtpd_tls_cert_file``, ``smtpd_tls_key_file`` (default: the certificate file).
-  * ``smtpd_tls_protocols`` (level may) or ``smtpd_tls_mandatory_protocols`` (level encrypt):
-    Postfix's syntax, ``>=TLSv1.2``, ``<=TLSv1.3``, ``!TLSv1.1`` or a list of names; the versions
-    left must form a range. No client certificate is asked for (smtpd_tls_ask_ccert is not
-    supported), and the cipher grades are not: Python's default list is stronger than Postfix's
-    "medium" and "high" alike.
-
-Every problem is a `TLSConfigError` naming the file (and line, for main.cf), the option and the
-certificate or key file, raised when the daemon starts, not at the first STARTTLS.
+Every problem is a `TLSConfigError` naming the configuration file and the line that set the
+option (none for a default), the option and the certificate or key file, raised when the daemon
+starts, not at the first STARTTLS.
 """
 
 from __future__ import annotations
@@ -39,9 +28,11 @@ import re
 import ssl
 import warnings
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import IMAPD
+from sealmail.config.schema import Option
 
 # Cyrus's spellings, oldest first.
 _VERSIONS: dict[str, ssl.TLSVersion] = {
@@ -65,8 +56,26 @@ class TLSConfigError(ConfigError):
         self.file = file
 
 
-Problem = Callable[[str, "str | None", str], TLSConfigError]
+class Options(Protocol):
+    """A configuration that says where an option's value was written: ImapdConfig, or the MTA's
+    MainConfig (named by its shape, since server/ does not import the MTA)."""
+
+    def error(self, option: Option[Any], message: str) -> ConfigError: ...
+
+
+Problem = Callable[[Option[Any], "str | None", str], TLSConfigError]
 """Makes the error for (option, file, message), knowing which configuration file says so."""
+
+
+def problems(config: Options) -> Problem:
+    """The `Problem` of `config`: its file and the line that set the option (a main.cf or a
+    master.cf -o line for main.cf), or the file alone for a default."""
+
+    def problem(option: Option[Any], file: str | None, message: str) -> TLSConfigError:
+        where = config.error(option, message)
+        return TLSConfigError(where.path, option.name, file, message, where.line)
+
+    return problem
 
 
 class _EncryptedKey(Exception):
@@ -79,32 +88,29 @@ def _passphrase() -> str:
 
 def tls_versions(config: ImapdConfig) -> tuple[ssl.TLSVersion, ssl.TLSVersion]:
     """The lowest and highest version from ``tls_versions``."""
-    text = config.string("tls_versions") or ""
+    problem = problems(config)
+    text = config.get(IMAPD.tls_versions) or ""
     words = [w.lower() for w in re.split(r"[\s,]+", text) if w]
     if not words:
-        raise TLSConfigError(config.path, "tls_versions", None, "no TLS version listed")
+        raise problem(IMAPD.tls_versions, None, "no TLS version listed")
     for word in words:
         if word == "ssl3":
-            raise TLSConfigError(config.path, "tls_versions", None, "ssl3 is not supported")
+            raise problem(IMAPD.tls_versions, None, "ssl3 is not supported")
         if word not in _VERSIONS:
-            raise TLSConfigError(
-                config.path,
-                "tls_versions",
-                None,
-                f"{word!r} is not one of {', '.join(_ORDER)}",
+            raise problem(
+                IMAPD.tls_versions, None, f"{word!r} is not one of {', '.join(_ORDER)}"
             )
     positions = sorted({_ORDER.index(w) for w in words})
     if positions != list(range(positions[0], positions[-1] + 1)):
-        raise TLSConfigError(
-            config.path,
-            "tls_versions",
+        raise problem(
+            IMAPD.tls_versions,
             None,
             f"{text!r} leaves a gap; list a range of versions such as 'tls1_2 tls1_3'",
         )
     return _VERSIONS[_ORDER[positions[0]]], _VERSIONS[_ORDER[positions[-1]]]
 
 
-def _hardened(lowest: ssl.TLSVersion, highest: ssl.TLSVersion) -> ssl.SSLContext:
+def hardened_context(lowest: ssl.TLSVersion, highest: ssl.TLSVersion) -> ssl.SSLContext:
     """A server context offering `lowest` to `highest`, whichever file configured it."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with warnings.catch_warnings():
@@ -119,7 +125,7 @@ def _hardened(lowest: ssl.TLSVersion, highest: ssl.TLSVersion) -> ssl.SSLContext
     return context
 
 
-def _readable(problem: Problem, option: str, path: str) -> None:
+def _readable(problem: Problem, option: Option[Any], path: str) -> None:
     try:
         with open(path, "rb") as handle:
             handle.read(1)
@@ -127,11 +133,11 @@ def _readable(problem: Problem, option: str, path: str) -> None:
         raise problem(option, path, f"cannot read: {exc.strerror}") from None
 
 
-def _load_keys(
+def load_keys(
     context: ssl.SSLContext,
     problem: Problem,
-    cert: tuple[str, str],
-    key: tuple[str, str] | None,
+    cert: tuple[Option[Any], str],
+    key: tuple[Option[Any], str] | None,
     no_key: str,
 ) -> None:
     """Load a certificate chain and its key, each an (option, file); a None `key` means the
@@ -165,176 +171,34 @@ def _load_keys(
 
 def server_context(config: ImapdConfig) -> ssl.SSLContext | None:
     """A server context from imapd.conf's TLS options, or None when no certificate is set."""
-    cert = config.string("tls_server_cert")
-    key = config.string("tls_server_key")
-    client_ca = config.string("tls_client_ca_file")
+    problem = problems(config)
+    cert = config.get(IMAPD.tls_server_cert)
+    key = config.get(IMAPD.tls_server_key)
+    client_ca = config.get(IMAPD.tls_client_ca_file)
     if not cert:
-        for option, value in (("tls_server_key", key), ("tls_client_ca_file", client_ca)):
+        for option, value in ((IMAPD.tls_server_key, key), (IMAPD.tls_client_ca_file, client_ca)):
             if value:
-                raise TLSConfigError(
-                    config.path, option, value, "set, but tls_server_cert is not: TLS needs both"
-                )
+                raise problem(option, value, "set, but tls_server_cert is not: TLS needs both")
         return None
     lowest, highest = tls_versions(config)
-
-    def problem(option: str, file: str | None, message: str) -> TLSConfigError:
-        return TLSConfigError(config.path, option, file, message)
-
-    context = _hardened(lowest, highest)
-    _load_keys(
+    context = hardened_context(lowest, highest)
+    load_keys(
         context,
         problem,
-        ("tls_server_cert", cert),
-        ("tls_server_key", key) if key else None,
+        (IMAPD.tls_server_cert, cert),
+        (IMAPD.tls_server_key, key) if key else None,
         "no private key in the certificate file, and tls_server_key is not set",
     )
     if client_ca:
-        _readable(problem, "tls_client_ca_file", client_ca)
+        _readable(problem, IMAPD.tls_client_ca_file, client_ca)
         try:
             context.load_verify_locations(cafile=client_ca)
         except ssl.SSLError:
-            raise TLSConfigError(
-                config.path, "tls_client_ca_file", client_ca, "no PEM CA certificate in this file"
+            raise problem(
+                IMAPD.tls_client_ca_file, client_ca, "no PEM CA certificate in this file"
             ) from None
         # Request, do not require: clients without a certificate still use passwords.
         context.verify_mode = ssl.CERT_OPTIONAL
-    return context
-
-
-# -- main.cf ------------------------------------------------------------------------------------
-
-
-class Setting(Protocol):
-    """Where a main.cf parameter was set (a main.cf or master.cf line)."""
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def line(self) -> int: ...
-
-
-class PostfixParameters(Protocol):
-    """What `smtpd_context` reads of main.cf: sealmail.mta.config.MainConfig, named by its shape
-    since server/ does not import the MTA. `value` expands; `entry` says where a value was set."""
-
-    @property
-    def path(self) -> str: ...
-
-    def value(self, name: str) -> str: ...
-
-    def entry(self, name: str) -> Setting | None: ...
-
-
-# Postfix's protocol names (tls_protocol_names), oldest first; SSLv2 and SSLv3 are gone from
-# OpenSSL and only ever excluded. Hexadecimal versions (">=0303") as Postfix 3.6 reads them.
-_POSTFIX_VERSIONS: dict[str, ssl.TLSVersion | None] = {
-    "sslv2": None,
-    "sslv3": None,
-    "tlsv1": ssl.TLSVersion.TLSv1,
-    "tlsv1.1": ssl.TLSVersion.TLSv1_1,
-    "tlsv1.2": ssl.TLSVersion.TLSv1_2,
-    "tlsv1.3": ssl.TLSVersion.TLSv1_3,
-}
-_POSTFIX_HEX = {"0301": "tlsv1", "0302": "tlsv1.1", "0303": "tlsv1.2", "0304": "tlsv1.3"}
-_TLS_ORDER = [v for v in _POSTFIX_VERSIONS.values() if v is not None]
-
-
-def _postfix_version(word: str) -> str:
-    name = _POSTFIX_HEX.get(word, word.lower())
-    if name not in _POSTFIX_VERSIONS:
-        raise ValueError(f"{word!r} is not one of SSLv2, SSLv3, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3")
-    return name
-
-
-def postfix_protocols(text: str) -> tuple[ssl.TLSVersion, ssl.TLSVersion]:
-    """The lowest and highest version a smtpd_tls_protocols value allows; ValueError if none or
-    not a range.
-
-    postconf(5): ">=version" and "<=version" bound the range (Postfix 3.6); the older forms list
-    names to enable ("TLSv1.2 TLSv1.3") or to exclude ("!SSLv2, !TLSv1"); elements are separated
-    by whitespace, commas or colons.
-    """
-    low, high = 0, len(_TLS_ORDER) - 1
-    included: set[int] = set()
-    excluded: set[int] = set()
-    for word in (w for w in re.split(r"[\s,:]+", text) if w):
-        bound, name = (word[:2], word[2:]) if word.startswith((">=", "<=")) else ("", word)
-        negated = not bound and name.startswith("!")
-        version = _POSTFIX_VERSIONS[_postfix_version(name[1:] if negated else name)]
-        if version is None:  # SSLv2, SSLv3: gone from OpenSSL
-            if bound == "<=":
-                raise ValueError(f"{word!r} leaves no TLS version")
-            if not bound and not negated:
-                raise ValueError(f"{name} is not supported")
-            continue  # excluded, or below every TLS version anyway
-        position = _TLS_ORDER.index(version)
-        if bound == ">=":
-            low = max(low, position)
-        elif bound == "<=":
-            high = min(high, position)
-        elif negated:
-            excluded.add(position)
-        else:
-            included.add(position)
-    allowed = sorted(
-        p for p in (included or set(range(len(_TLS_ORDER)))) - excluded if low <= p <= high
-    )
-    if not allowed:
-        raise ValueError(f"{text!r} leaves no TLS version")
-    if allowed != list(range(allowed[0], allowed[-1] + 1)):
-        raise ValueError(f"{text!r} leaves a gap; allow a range of versions such as '>=TLSv1.2'")
-    return _TLS_ORDER[allowed[0]], _TLS_ORDER[allowed[-1]]
-
-
-def smtpd_context(config: PostfixParameters) -> ssl.SSLContext | None:
-    """smtpd's server context from main.cf, or None when smtpd_tls_security_level offers no TLS."""
-
-    def problem(option: str, file: str | None, message: str) -> TLSConfigError:
-        where = config.entry(option)
-        path, line = (where.path, where.line) if where is not None else (config.path, 0)
-        return TLSConfigError(path, option, file, message, line)
-
-    level = config.value("smtpd_tls_security_level").strip().lower()
-    if level in ("", "none"):
-        return None
-    if level not in ("may", "encrypt"):
-        raise problem("smtpd_tls_security_level", None, f"{level!r}: choose none, may or encrypt")
-    # Postfix: the mandatory protocols apply where TLS is mandatory, the others where it is not.
-    protocols = "smtpd_tls_mandatory_protocols" if level == "encrypt" else "smtpd_tls_protocols"
-    try:
-        lowest, highest = postfix_protocols(config.value(protocols))
-    except ValueError as exc:
-        raise problem(protocols, None, str(exc)) from None
-    context = _hardened(lowest, highest)
-    chain_files = config.value("smtpd_tls_chain_files").replace(",", " ").split()
-    if chain_files:
-        for path in chain_files:  # one per key type (RSA, ECDSA), as Postfix loads them
-            _load_keys(
-                context,
-                problem,
-                ("smtpd_tls_chain_files", path),
-                None,
-                "no private key in this file (a chain file holds a key, then its certificates)",
-            )
-        return context
-    cert = config.value("smtpd_tls_cert_file").strip()
-    key = config.value("smtpd_tls_key_file").strip()
-    if not cert:
-        raise problem(
-            "smtpd_tls_cert_file",
-            None,
-            f"smtpd_tls_security_level = {level} needs a certificate "
-            "(smtpd_tls_cert_file or smtpd_tls_chain_files)",
-        )
-    separate_key = ("smtpd_tls_key_file", key) if key and key != cert else None
-    _load_keys(
-        context,
-        problem,
-        ("smtpd_tls_cert_file", cert),
-        separate_key,
-        "no private key in the certificate file, and smtpd_tls_key_file names no other file",
-    )
     return context
 
 
