@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return EX_USAGE
     sender = args.sender if args.sender is not None else getpass.getuser()
     sender = qualify(sender.strip().strip("<>"), origin)
-    queue = Queue(Path(main.instance_path("queue_directory")))
+    queue = Queue.from_config(main)
     if not queue.maildrop.is_dir():
         print(f"sealmail sendmail: fatal: {queue.maildrop}: no maildrop directory "
               "(run `sealmail postfix check` or start the mail system)", file=sys.stderr)

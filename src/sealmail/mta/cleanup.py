@@ -69,6 +69,7 @@ class Submission:
     client_address: str = ""
     local_uid: int | None = None  # pickup: the posting user's uid
     sasl_username: str = ""
+    received_at: float = 0.0  # the Received: header's time, when not the arrival (requeued mail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,7 @@ class Cleanup:
     def received(self, submission: Submission, recipients: Sequence[RecipientRecord]) -> bytes:
         host = self.settings.myhostname
         name = self.settings.mail_name
-        when = format_date(submission.arrival)
+        when = format_date(submission.received_at or submission.arrival)
         if submission.local_uid is not None:
             lines = [f"Received: by {host} ({name}, from userid {submission.local_uid})",
                      f"\tid {submission.queue_id}; {when}"]

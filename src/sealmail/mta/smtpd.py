@@ -711,7 +711,6 @@ async def serve_worker(
     the pipe `parent_fd` closes), then let sessions under way finish."""
     import signal
     import socket as socket_module
-    from pathlib import Path
 
     from sealmail.mta.cleanup import cleanup_from_config
     from sealmail.mta.config import load_mta_config
@@ -721,7 +720,7 @@ async def serve_worker(
     if entry is None:
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
-    queue = Queue(Path(config.main.instance_path("queue_directory")))
+    queue = Queue.from_config(config.main)
     service = SmtpdService.from_config(
         settings,
         queue,

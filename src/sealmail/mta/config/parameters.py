@@ -109,6 +109,15 @@ def refuse_client_tls_level(text: str) -> str | None:
     return f"{level}: the client implements none, may, encrypt, verify and secure (no DANE)"
 
 
+def refuse_hash_depth(text: str) -> str | None:
+    """hash_queue_depth: Postfix's minimum is 1; sealmail's ids give 7 characters to hash on
+    and readers look 8 levels down."""
+    value = text.strip()
+    if value.isdigit() and 1 <= int(value) <= 8:
+        return None
+    return f"{value}: the depth must be a number from 1 to 8"
+
+
 def refuse_submit_restriction(text: str) -> str | None:
     """authorized_submit_users other than everyone: sendmail would not enforce it."""
     if text.replace(",", " ").split() in (["static:anyone"], ["static:all"]):
@@ -275,8 +284,8 @@ class MAIN(Registry):
     local_destination_concurrency_limit = integer("2", "Parallel deliveries per local recipient.", status=ACCEPTED)
     local_destination_recipient_limit = integer("1", "Recipients per local delivery (one: .forward).")
     defer_transports = words("", "Transports whose mail waits until `postqueue -f`.")
-    hash_queue_names = words("deferred, defer", "Queues split into subdirectories.", status=ACCEPTED)
-    hash_queue_depth = integer("1", "Levels of queue subdirectories.", status=ACCEPTED)
+    hash_queue_names = words("deferred, defer", "Queues whose files live in one-character subdirectories (incoming, active, deferred, hold, corrupt; Postfix's log queues defer, bounce, trace and flush are kept inside sealmail's queue files). Readers find files under any layout; `postsuper -s`, run at start, moves them.")
+    hash_queue_depth = integer("1", "Levels of subdirectories of a hashed queue (1 to 8).", refuses=refuse_hash_depth)
     enable_long_queue_ids = boolean("no", "Use long, time-ordered queue ids.", status=ACCEPTED)
     soft_bounce = boolean("no", "Turn every permanent failure into a deferral (testing aid).")
     notify_classes = words("resource, software", "Problems reported to the postmaster.", status=ACCEPTED)
