@@ -39,6 +39,7 @@ The file, in order:
     <the message content: CONTENT_OCTETS octets, headers and body, CRLF>
     L {"index": 0, "status": "deferred", ...}       appended: a delivery attempt's result
     A {"time": ..., "next": ...}                    appended: a deferred attempt
+    W {"time": ...}                                 appended: the delay warning went out
 
 Directory fsyncs are shared by concurrent writers (`DirectorySync`): many messages arriving at the
 same time pay for one directory fsync, while each still waits until its own rename is durable.
@@ -229,6 +230,7 @@ class QueueFile:
     recipients: list[QueuedRecipientEntry]
     attempts: int = 0
     mtime: float = 0.0
+    warned: bool = False  # the delay warning went out (delay_warning_time)
 
     @property
     def pending(self) -> list[QueuedRecipientEntry]:
@@ -364,6 +366,7 @@ class _Records:
     envelope: dict[str, Any] | None = None
     recipients: list[QueuedRecipientEntry] = field(default_factory=list)
     attempts: int = 0
+    warned: bool = False
 
     def read(self, data: bytes, base: int, *, appended: bool) -> None:
         """Records in `data`, which starts at file offset `base`. Envelope records come before
@@ -401,6 +404,8 @@ class _Records:
                         self.recipients[result.index].last = result
                 elif kind == "A " and appended:
                     self.attempts += 1
+                elif kind == "W " and appended:
+                    self.warned = True
                 else:
                     raise CorruptQueueFile(f"{self.queue_id}: unexpected record {line[:20]!r}")
             except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -727,6 +732,7 @@ class Queue:
             recipients,
             attempts,
             mtime,
+            records.warned,
         )
 
     def entries(self, queues: Iterable[QueueName] = ENVELOPE_QUEUES) -> Iterator[QueueFile]:
@@ -791,8 +797,10 @@ class Queue:
         attempt: tuple[float, float] | None = None,
         *,
         durable: bool = True,
+        warned: float | None = None,
     ) -> None:
         """Append results, overwrite recipients' state bytes, and fsync once for all of it.
+        `warned` records the time the delay warning went out (it goes out once).
 
         durable=False skips the fsync: a mark that a power failure loses only means one more
         attempt for that recipient ("at most once more"), never a lost message, which is how
@@ -805,6 +813,9 @@ class Queue:
         if attempt is not None:
             lines.append("A " + json.dumps({"time": attempt[0], "next": attempt[1]}))
             entry.attempts += 1
+        if warned is not None:
+            lines.append("W " + json.dumps({"time": warned}))
+            entry.warned = True
         marks = marks or {}
         if not lines and not marks:
             return

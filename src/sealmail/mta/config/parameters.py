@@ -109,6 +109,19 @@ def refuse_client_tls_level(text: str) -> str | None:
     return f"{level}: the client implements none, may, encrypt, verify and secure (no DANE)"
 
 
+# Postfix's mail_error_masks: the names notify_classes may hold.
+NOTIFY_CLASSES = frozenset(
+    {"bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"})
+
+
+def refuse_notify_classes(text: str) -> str | None:
+    """An unknown class name: Postfix stops with a fatal error too."""
+    unknown = [w for w in text.replace(",", " ").split() if w.lower() not in NOTIFY_CLASSES]
+    if not unknown:
+        return None
+    return f"unknown notify_classes value {', '.join(unknown)} (known: {', '.join(sorted(NOTIFY_CLASSES))})"
+
+
 def refuse_hash_depth(text: str) -> str | None:
     """hash_queue_depth: Postfix's minimum is 1; sealmail's ids give 7 characters to hash on
     and readers look 8 levels down."""
@@ -261,7 +274,7 @@ class MAIN(Registry):
     maximal_backoff_time = time("4000s", "Most time a deferred message waits before a retry.")
     maximal_queue_lifetime = time("5d", "Time after which an undeliverable message bounces.", time_unit='d')
     bounce_queue_lifetime = time("5d", "maximal_queue_lifetime for bounces.", time_unit='d')
-    delay_warning_time = time("0h", "Time after which a delay notice is sent (0: never).", time_unit='h', status=ACCEPTED)
+    delay_warning_time = time("0h", "Time after which the sender gets one delay notice (RFC 3464 Action: delayed) while mail waits (0: never).", time_unit='h')
     transport_retry_time = time("60s", "Time between attempts to contact a failing transport.", status=ACCEPTED)
     qmgr_message_active_limit = integer("20000", "Most messages in the active queue.")
     qmgr_message_recipient_limit = integer("20000", "Most recipients in memory in the queue manager.", status=ACCEPTED)
@@ -288,11 +301,13 @@ class MAIN(Registry):
     hash_queue_depth = integer("1", "Levels of subdirectories of a hashed queue (1 to 8).", refuses=refuse_hash_depth)
     enable_long_queue_ids = boolean("no", "Use long, time-ordered queue ids.", status=ACCEPTED)
     soft_bounce = boolean("no", "Turn every permanent failure into a deferral (testing aid).")
-    notify_classes = words("resource, software", "Problems reported to the postmaster.", status=ACCEPTED)
-    bounce_notice_recipient = string("postmaster", "Recipient of bounce notices to the postmaster.", status=ACCEPTED)
+    notify_classes = words("resource, software", "Problems reported to the postmaster: bounce, 2bounce, delay (copies of notices), resource, software, policy, protocol (smtpd session transcripts), data (none in sealmail).", refuses=refuse_notify_classes)
+    bounce_notice_recipient = string("postmaster", "Recipient of the postmaster's copies of bounces (notify_classes bounce).")
+    delay_notice_recipient = string("postmaster", "Recipient of the postmaster's copies of delay notices (notify_classes delay).")
+    error_notice_recipient = string("postmaster", "Recipient of smtpd's error transcripts (notify_classes resource, software, policy, protocol).")
     bounce_size_limit = size("50000", "Most bytes of the original message returned in a bounce.")
     empty_address_recipient = string("MAILER-DAEMON", "Recipient of mail addressed to <>.", status=ACCEPTED)
-    double_bounce_sender = string("double-bounce", "Sender of bounces that must not bounce back.", status=ACCEPTED)
+    double_bounce_sender = string("double-bounce", "Sender of postmaster notices; mail to it is discarded, so they never loop.")
     delay_logging_resolution_limit = integer("2", "Decimals in delay= and delays= log fields.", status=ACCEPTED)
     duplicate_filter_limit = integer("1000", "Recipients remembered to drop duplicates.", status=ACCEPTED)
     command_time_limit = time("1000s", "Time limit of an external delivery command.")
@@ -373,6 +388,12 @@ class MAIN(Registry):
     smtp_tls_policy_maps = maps("", "Per-destination TLS policy of the SMTP client (not supported).", status=REFUSED)
     lmtp_tls_policy_maps = maps("", "Per-destination TLS policy of the LMTP client (not supported).", status=REFUSED)
 
+
+# A name Python cannot spell as an attribute: declared beside the class, read by name.
+TWO_BOUNCE_NOTICE_RECIPIENT = "2bounce_notice_recipient"
+setattr(MAIN, TWO_BOUNCE_NOTICE_RECIPIENT, string(
+    "postmaster", "Recipient of double bounces: bounces that could not be delivered "
+    "(notify_classes 2bounce or bounce).").named(TWO_BOUNCE_NOTICE_RECIPIENT))
 
 PARAMETERS: dict[str, Parameter[Any]] = MAIN.options()
 
