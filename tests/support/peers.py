@@ -342,6 +342,44 @@ class LmtpClient:
 
 
 # --------------------------------------------------------------------------------------------
+# Postfix's smtp-sink
+
+
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+class SmtpSink:
+    """Postfix's smtp-sink on 127.0.0.1: a receiving SMTP server that keeps each transaction in
+    a file of `directory` (smtp-sink -d), its envelope as X-Mail-Args:/X-Rcpt-Args: lines first.
+    It offers PIPELINING, 8BITMIME, DSN, ENHANCEDSTATUSCODES and no SMTPUTF8; as root it runs
+    as `postfix` (-u), so `directory` must be below a traversable_tmpdir()."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        require_binaries("postfix", SMTP_SINK)
+        self.directory = directory
+        self.port = port or free_tcp_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.directory, "postfix")
+        self._process = subprocess.Popen(
+            [SMTP_SINK, "-u", "postfix", "-d", f"{self.directory}/%M.",
+             f"127.0.0.1:{self.port}", "10"])
+        wait_until_accepting(("127.0.0.1", self.port), 15.0, self._process)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+
+    def messages(self) -> list[str]:
+        """Every transaction received so far (envelope lines, then the message)."""
+        return [p.read_text(errors="replace") for p in sorted(self.directory.iterdir())]
+
+
+# --------------------------------------------------------------------------------------------
 # Postfix 3.7
 
 

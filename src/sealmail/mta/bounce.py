@@ -69,6 +69,7 @@ class BounceRequest:
     retry_until: float = 0.0  # delay: arrival + maximal_queue_lifetime (Will-Retry-Until:)
     warning_hours: int = 0  # delay: delay_warning_time in hours, as Postfix's template says
     lifetime_days: int = 0  # delay: maximal_queue_lifetime in days
+    smtputf8: bool = False  # the original declared SMTPUTF8: the RFC 6532 "global" types
 
 
 def _headers_of(message: bytes) -> bytes:
@@ -90,8 +91,11 @@ def build_bounce(request: BounceRequest, now: float) -> bytes:
     if not request.postmaster_copy:
         lines += _boilerplate(request)
     lines += _explanations(request)
+    # RFC 6533 6.1: message/global-delivery-status where addresses may be UTF-8 (Postfix sends
+    # it when the original declared SMTPUTF8).
+    kind = "global-delivery-status" if request.smtputf8 else "delivery-status"
     lines += ["", f"--{boundary}", "Content-Description: Delivery report",
-              "Content-Type: message/delivery-status", ""]
+              f"Content-Type: message/{kind}", ""]
     lines += _per_message(request)
     for failed in request.failed:
         lines += _per_recipient(request, failed)
@@ -174,7 +178,7 @@ def _per_message(request: BounceRequest) -> list[str]:
     lines = [
         f"Reporting-MTA: dns; {request.reporting_mta}",
         f"X-Postfix-Queue-ID: {request.queue_id}",
-        f"X-Postfix-Sender: rfc822; {request.sender}",
+        f"X-Postfix-Sender: {_address_type(request, request.sender)}; {request.sender}",
     ]
     if request.envid:
         lines.append(f"Original-Envelope-Id: {request.envid}")
@@ -184,11 +188,12 @@ def _per_message(request: BounceRequest) -> list[str]:
 
 def _per_recipient(request: BounceRequest, failed: FailedRecipient) -> list[str]:
     """RFC 3464 2.3: per-recipient fields, each block preceded by a blank line."""
-    lines = ["", f"Final-Recipient: rfc822; {failed.address}"]
+    lines = ["", f"Final-Recipient: {_address_type(request, failed.address)}; {failed.address}"]
     if failed.orcpt:
         lines.append(f"Original-Recipient: {failed.orcpt}")
     elif failed.original and failed.original != failed.address:
-        lines.append(f"Original-Recipient: rfc822; {failed.original}")
+        kind = _address_type(request, failed.original)
+        lines.append(f"Original-Recipient: {kind}; {failed.original}")
     action = "delayed" if request.template is Template.DELAY else failed.action
     lines += [f"Action: {action}", f"Status: {failed.status}"]
     if failed.remote_mta:
@@ -201,14 +206,21 @@ def _per_recipient(request: BounceRequest, failed: FailedRecipient) -> list[str]
     return lines
 
 
+def _address_type(request: BounceRequest, address: str) -> str:
+    """RFC 6533 3: "utf-8" for a UTF-8 address of a message that declared SMTPUTF8."""
+    return "utf-8" if request.smtputf8 and not address.isascii() else "rfc822"
+
+
 def _returned(request: BounceRequest, boundary: str) -> tuple[list[str], bytes]:
     """The third part's headers, and the message (or its headers) it returns."""
     original = normalize_line_ends(request.original)
     headers_only = request.return_headers_only or (
         request.size_limit > 0 and len(original) > request.size_limit)
     if headers_only:
+        kind = "message/global-headers" if request.smtputf8 else "text/rfc822-headers"
         return ([f"--{boundary}", "Content-Description: Undelivered Message Headers",
-                 "Content-Type: text/rfc822-headers", "Content-Transfer-Encoding: 8bit", ""],
+                 f"Content-Type: {kind}", "Content-Transfer-Encoding: 8bit", ""],
                 _headers_of(original))
+    kind = "message/global" if request.smtputf8 else "message/rfc822"
     return ([f"--{boundary}", "Content-Description: Undelivered Message",
-             "Content-Type: message/rfc822", "Content-Transfer-Encoding: 8bit", ""], original)
+             f"Content-Type: {kind}", "Content-Transfer-Encoding: 8bit", ""], original)

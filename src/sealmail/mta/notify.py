@@ -120,6 +120,7 @@ class Notice:
             retry_until=envelope.arrival + settings.maximal_queue_lifetime,
             warning_hours=int(settings.delay_warning_time // 3600),
             lifetime_days=int(settings.maximal_queue_lifetime // 86400),
+            smtputf8=envelope.smtputf8,
         )
 
 

@@ -351,6 +351,7 @@ class QueueManager:
             size=envelope.size,
             arrival_time=envelope.arrival,
             settings=transport.settings,
+            smtputf8=envelope.smtputf8,
         )
         async with transport.slots or contextlib.nullcontext():
             started = self.clock()
@@ -488,7 +489,7 @@ class QueueManager:
             envelope = Envelope(
                 sender=notice.sender, recipients=(RecipientRecord(notice.recipient),),
                 arrival=now, size=len(content), client="local", protocol="local",
-                is_bounce=not notice.sender)
+                is_bounce=not notice.sender, smtputf8=entry.envelope.smtputf8)
             new_id = await asyncio.to_thread(self.queue.enqueue, envelope, content)
             log.info("%s: %s: %s", entry.queue_id, notice.what, new_id)
         self.wake()

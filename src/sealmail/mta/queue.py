@@ -152,6 +152,7 @@ class Envelope:
     is_bounce: bool = False  # a notice we made ourselves: bounce_queue_lifetime applies
     message_id: str = ""
     requeued_as: str = ""  # postsuper -r: the id pickup gave this file (see sealmail.mta.pickup)
+    smtputf8: bool = False  # MAIL ... SMTPUTF8 (RFC 6531): the sender asked for it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +168,7 @@ class Envelope:
             "is_bounce": self.is_bounce,
             "message_id": self.message_id,
             **({"requeued_as": self.requeued_as} if self.requeued_as else {}),
+            **({"smtputf8": True} if self.smtputf8 else {}),
         }
 
 
@@ -432,6 +434,7 @@ class _Records:
                 is_bounce=bool(data.get("is_bounce", False)),
                 message_id=str(data.get("message_id", "")),
                 requeued_as=str(data.get("requeued_as", "")),
+                smtputf8=bool(data.get("smtputf8", False)),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise CorruptQueueFile(f"{self.queue_id}: bad envelope record: {exc}") from None

@@ -20,7 +20,8 @@ for LMTP. The decisions that are the MTA's own live here:
   the store's imapd.conf named by smtpd_sasl_imapd_conf).
 
 DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are checked by the SMTP core, kept in
-the queue and honoured by the bounce.
+the queue and honoured by the bounce. SMTPUTF8 (RFC 6531, smtputf8_enable): offered by the core,
+which refuses an undeclared UTF-8 address; the declaration is kept in the queue file.
 
 Logs are Postfix's lines: `connect from`, `NOQUEUE: reject: RCPT from ...`, `QUEUEID: client=`,
 `disconnect from`.
@@ -238,6 +239,7 @@ class SmtpdSettings:
     sasl_noplaintext: bool
     sasl_tls_noplaintext: bool
     helo_required: bool
+    smtputf8: bool = True
 
     @classmethod
     def from_config(cls, config: MainConfig) -> SmtpdSettings:
@@ -257,6 +259,7 @@ class SmtpdSettings:
             sasl_noplaintext="noplaintext" in config.words("smtpd_sasl_security_options"),
             sasl_tls_noplaintext="noplaintext" in config.words("smtpd_sasl_tls_security_options"),
             helo_required=config.boolean("smtpd_helo_required"),
+            smtputf8=config.boolean("smtputf8_enable"),
         )
 
 
@@ -355,6 +358,7 @@ class _Transaction:
     recipients: list[RecipientRecord] = field(default_factory=list)
     ret: str = ""  # RFC 3461 4.3 RET=FULL|HDRS
     envid: str = ""  # RFC 3461 4.4 ENVID, decoded from xtext
+    smtputf8: bool = False  # RFC 6531 MAIL ... SMTPUTF8
 
 
 def _xtext(value: str | None) -> str:
@@ -455,6 +459,8 @@ class SmtpdSession:
             starttls_available=service.tls_context is not None,
             greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
             dsn=True,
+            smtputf8=settings.smtputf8,
+            strict_smtputf8=settings.smtputf8,
         )
         await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
@@ -525,6 +531,7 @@ class SmtpdSession:
             sender=sender,
             ret=(event.params.get("RET") or "").upper(),
             envid=_xtext(event.params.get("ENVID")),
+            smtputf8="SMTPUTF8" in event.params,
         )
         return Reply(250, "2.1.0", "Ok")
 
@@ -574,6 +581,7 @@ class SmtpdSession:
                 sasl_username=self.sasl_username,
                 ret=txn.ret,
                 envid=txn.envid,
+                smtputf8=txn.smtputf8,
             )
             queue_id = await service.commits.commit(writer, envelope)
         except CleanupError as exc:

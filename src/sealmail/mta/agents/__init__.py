@@ -42,6 +42,7 @@ class DeliveryRequest:
     arrival_time: float
     # main.cf with this transport's master.cf -o overrides (MasterService.effective(main)).
     settings: MainConfig
+    smtputf8: bool = False  # the sender declared SMTPUTF8 (RFC 6531; agents/smtputf8.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from typing import TypeVar
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
+from sealmail.mta.agents.smtputf8 import Smtputf8Required, mail_parameters
 from sealmail.mta.config import MainConfig, TableError, open_table
 from sealmail.mta.config.parameters import MAIN
 from sealmail.proto.smtp import Mode, encode_xtext
@@ -700,7 +701,10 @@ class ClientAgent:
         caps = conn.capabilities
         assert caps is not None
         content = request.message.read()
-        params = []
+        try:
+            params = mail_parameters(request, content, caps.offers("SMTPUTF8"), session.relay)
+        except Smtputf8Required as exc:
+            raise DeliveryFailure(exc.status, exc.dsn, str(exc), relay=session.relay) from None
         if caps.offers("SIZE"):
             params.append(f"SIZE={len(content)}")
         if caps.offers("8BITMIME") and not content.isascii():

@@ -255,7 +255,7 @@ class MAIN(Registry):
     smtpd_forbid_bare_newline = string("no", "Reject bare LF in SMTP commands and data.", status=ACCEPTED)
     smtpd_proxy_filter = string("", "Before-queue content filter (not supported).", status=REFUSED)
     smtpd_milters = words("", "Milter applications (not supported).", status=REFUSED)
-    smtputf8_enable = boolean("yes", "Offer SMTPUTF8 (RFC 6531).", status=ACCEPTED)
+    smtputf8_enable = boolean("yes", "Offer SMTPUTF8 (RFC 6531) in smtpd, where a UTF-8 envelope address then needs MAIL's SMTPUTF8 parameter (553 5.6.7, Postfix's strict_smtputf8); the declaration is kept with the message and passed on only to servers that offer SMTPUTF8 (else 5.6.7 bounces).")
     strict_rfc821_envelopes = boolean("no", "Require <> around MAIL and RCPT addresses.", status=ACCEPTED)
     disable_vrfy_command = boolean("no", "Refuse VRFY.", status=ACCEPTED)
     message_size_limit = size("10240000", "Largest message accepted, in bytes (SIZE, RFC 1870).")

@@ -76,6 +76,7 @@ NO_ARGUMENTS = Reply(501, "5.5.4", "Syntax error: no arguments allowed")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
 MESSAGE_TOO_BIG = Reply(552, "5.2.3", "Message size exceeds fixed maximum message size")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+UNDECLARED_UTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 VRFY_REPLY = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
 START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
@@ -124,10 +125,17 @@ class ServerConnection(ServerCore[SessionState]):
         greeting_text: str | None = None,
         accept_mail_auth: bool = False,
         dsn: bool = False,
+        smtputf8: bool = False,
+        strict_smtputf8: bool = False,
     ) -> None:
         super().__init__(SessionState.GREETED, auth_mechanisms=auth_mechanisms)
         self.mode = mode
         self.dsn = dsn  # RFC 3461: advertise DSN and take RET/ENVID and NOTIFY/ORCPT
+        # RFC 6531: advertise SMTPUTF8 and take MAIL's SMTPUTF8 parameter. Strict: an address
+        # that is not ASCII is refused in a transaction that did not declare it (RFC 6531 3.4:
+        # without the parameter, the envelope is ASCII as RFC 5321 has it).
+        self.smtputf8 = smtputf8
+        self.strict_smtputf8 = strict_smtputf8 and smtputf8
         # MAIL's AUTH= (RFC 4954 5) is also taken from clients trusted without AUTH (a UNIX-socket
         # deliver passing -a AUTHUSER, as Cyrus's deliver does).
         self.accept_mail_auth = accept_mail_auth
@@ -169,6 +177,8 @@ class ServerConnection(ServerCore[SessionState]):
             caps.append("IGNOREQUOTA")
         if self.dsn:
             caps.append("DSN")
+        if self.smtputf8:
+            caps.append("SMTPUTF8")
         if self.auth_mechanisms and self.authenticated_as is None:
             caps.append("AUTH " + " ".join(self.auth_mechanisms))
         if self.starttls_available and not self.tls_active:
@@ -391,10 +401,20 @@ class ServerConnection(ServerCore[SessionState]):
                 # RFC 3461 4.4: xtext, at most 100 characters.
                 if value is None or len(value) > 100 or not _XTEXT.fullmatch(value):
                     return self._error(Reply(501, "5.5.4", "Bad ENVID parameter"), line)
+            elif name == "SMTPUTF8" and self.smtputf8:
+                # RFC 6531 3.4: "SMTPUTF8" takes no value.
+                if value is not None:
+                    return self._error(Reply(501, "5.5.4", "Bad SMTPUTF8 parameter"), line)
             else:
                 return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
         address = path.address
+        if self._undeclared_utf8(path_text, params):
+            return self._error(UNDECLARED_UTF8, line)
         return MailFrom("" if address is None else str(address), params, address)
+
+    def _undeclared_utf8(self, path_text: str, params: dict[str, str | None]) -> bool:
+        """RFC 6531 3.4, when strict: a non-ASCII address needs MAIL's SMTPUTF8 parameter."""
+        return self.strict_smtputf8 and not path_text.isascii() and "SMTPUTF8" not in params
 
     def _rcpt(self, arg: str, line: bytes) -> Event | None:
         match = _TO.match(arg)
@@ -430,6 +450,8 @@ class ServerConnection(ServerCore[SessionState]):
                     return self._error(Reply(501, "5.5.4", "Bad ORCPT parameter"), line)
             else:
                 return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
+        if self._transaction and self._undeclared_utf8(path_text, self._transaction.params):
+            return self._error(UNDECLARED_UTF8, line)
         limit = self.limits.max_recipients
         if limit and self._transaction and len(self._transaction.recipients) >= limit:
             return self._error(TOO_MANY_RECIPIENTS, line)
