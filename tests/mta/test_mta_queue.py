@@ -362,3 +362,17 @@ def test_queue_from_main_cf(tmp_path: Path) -> None:
     assert queue.hashed == {QueueName.DEFERRED, QueueName.HOLD}  # defer, bounce: Postfix's logs
     assert queue.hash_depth == 2
     assert queue.directory == tmp_path / "spool"
+
+
+def test_threads_moving_into_a_new_hash_directory_all_get_there(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(5):  # a race: try it a few times
+        queue = Queue(tmp_path / "spool", clock=lambda: 1_700_000_000.0)  # one clock: one X
+        queue.create_directories()
+        ids = [queue.enqueue(envelope(f"r{n}@x.test"), b"m") for n in range(16)]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(queue.move, ids, [QueueName.INCOMING] * 16,
+                          [QueueName.DEFERRED] * 16))
+        assert sorted(queue.ids(QueueName.DEFERRED)) == sorted(ids)
+        shutil.rmtree(tmp_path / "spool")

@@ -354,17 +354,19 @@ class SmtpSink:
     It offers PIPELINING, 8BITMIME, DSN, ENHANCEDSTATUSCODES and no SMTPUTF8; as root it runs
     as `postfix` (-u), so `directory` must be below a traversable_tmpdir()."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, delay_data: int = 0) -> None:
         require_binaries("postfix", SMTP_SINK)
         self.directory = directory
         self.port = port or free_tcp_port()
+        self.delay_data = delay_data  # -w: seconds before the reply to DATA
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
         self.directory.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.directory, "postfix")
+        delay = ["-w", str(self.delay_data)] if self.delay_data else []
         self._process = subprocess.Popen(
-            [SMTP_SINK, "-u", "postfix", "-d", f"{self.directory}/%M.",
+            [SMTP_SINK, "-u", "postfix", "-d", f"{self.directory}/%M.", *delay,
              f"127.0.0.1:{self.port}", "10"])
         wait_until_accepting(("127.0.0.1", self.port), 15.0, self._process)
         return self

@@ -3,8 +3,10 @@
 For each message: move it to active, route every pending recipient (sealmail.mta.routing),
 group recipients by (transport, nexthop), split each group into deliveries of at most
 `<transport>_destination_recipient_limit` recipients, hand each delivery to the transport's
-agent (at most master.cf maxproc deliveries at a time per transport), and record every
-recipient's result in the queue file before going on. Then:
+agent (at most master.cf maxproc deliveries at a time per transport, and per destination as
+many as its concurrency window allows: slow start, dead destinations and session caching on
+demand, sealmail.mta.concurrency), and record every recipient's result in the queue file
+before going on. Then:
 
 - all recipients done: the message is removed;
 - some failed for good: one non-delivery notice (RFC 3464) goes to the sender, and the copies
@@ -42,6 +44,7 @@ from sealmail.mta.agents import (
 )
 from sealmail.mta.bounce import FailedRecipient, build_bounce
 from sealmail.mta.cleanup import Cleanup, cleanup_from_config, queue_message
+from sealmail.mta.concurrency import ConcurrencyPolicy, DestinationWindow
 from sealmail.mta.config import MainConfig, MasterCf, MasterService, open_table
 from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.notify import (
@@ -83,6 +86,16 @@ class Transport:
     settings: MainConfig
     slots: asyncio.Semaphore | None  # None: no process limit (maxproc 0)
     command: str = ""  # master.cf command: its delivery lines log as that program (lmtp, smtp)
+    concurrency: ConcurrencyPolicy = field(default_factory=ConcurrencyPolicy)
+    recipient_limit: int = 50  # <transport>_destination_recipient_limit
+
+
+@dataclass
+class _Destination:
+    """One destination's concurrency window, and the deliveries waiting for room in it."""
+
+    window: DestinationWindow
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
 def result_line(queue_id: str, recipient: QueuedRecipient, result: RecipientResult,
@@ -123,6 +136,7 @@ class QueueManager:
     _flush_requested: bool = False
     _last_deferred_scan: float = float("-inf")
     _cleanup: Cleanup | None = None
+    _destinations: dict[tuple[str, str], _Destination] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schedule is None:
@@ -241,9 +255,20 @@ class QueueManager:
                 limit = service.process_limit(self.main)
                 result = Transport(name, agent, settings,
                                    asyncio.Semaphore(limit) if limit > 0 else None,
-                                   service.command)
+                                   service.command, self._concurrency(name, settings),
+                                   settings.integer(f"{name}_destination_recipient_limit"))
         self._transports[name] = result
         return result
+
+    def _concurrency(self, name: str, settings: MainConfig) -> ConcurrencyPolicy:
+        assert self.schedule is not None
+        return ConcurrencyPolicy(
+            limit=max(0, settings.integer(f"{name}_destination_concurrency_limit")),
+            initial=max(1, settings.integer(f"{name}_initial_destination_concurrency")),
+            failed_cohort_limit=max(0, settings.integer(
+                f"{name}_destination_concurrency_failed_cohort_limit")),
+            dead_time=self.schedule.minimal_backoff,
+        )
 
     async def pass_to(self, request: DeliveryRequest) -> list[RecipientResult]:
         """Deliver through another transport of master.cf (local(8)'s mailbox_transport and
@@ -323,14 +348,65 @@ class QueueManager:
                                                   "deferred transport", "none"))
                               for m in members]
                 continue
-            limit = transport.settings.integer(
-                f"{transport_name}_destination_recipient_limit")
-            for batch in batches(members, limit):
+            for batch in batches(members, transport.recipient_limit):
                 jobs.append(self._delivery(entry, transport, nexthop, batch, activated))
         if immediate:
             await self._record(entry, immediate, activated, self.clock())
         if jobs:
             await asyncio.gather(*jobs)
+
+    def _destination(self, transport: Transport, nexthop: str,
+                     members: Sequence[QueuedRecipientEntry]) -> _Destination:
+        """The scheduler's queue for a delivery: the transport's next hop, or the recipient
+        when the transport takes one recipient at a time (Postfix's per-recipient queues)."""
+        key = nexthop.lower()
+        if transport.recipient_limit == 1 and len(members) == 1:
+            key = members[0].record.address.lower()
+        found = self._destinations.get((transport.name, key))
+        if found is None:
+            found = _Destination(DestinationWindow(transport.concurrency))
+            self._destinations[(transport.name, key)] = found
+        return found
+
+    async def _scheduled(self, destination: _Destination, transport: Transport,
+                         request: DeliveryRequest, members: Sequence[QueuedRecipientEntry]
+                         ) -> tuple[float, list[RecipientResult]]:
+        """Deliver when the destination's window (sealmail.mta.concurrency) and the
+        transport's process limit let it; at once deferred while the destination is dead."""
+        window = destination.window
+        async with destination.changed:
+            while not window.may_start(self.clock()):
+                if window.dead(self.clock()):
+                    return self.clock(), [
+                        RecipientResult(m.index, Status.DEFERRED, window.dead_dsn,
+                                        window.dead_reason, "none") for m in members]
+                await destination.changed.wait()
+            request = dataclasses.replace(request, cache_session=window.start(self.clock()))
+        results: list[RecipientResult] = []
+        try:
+            async with transport.slots or contextlib.nullcontext():
+                started = self.clock()
+                results = await self._agent_deliver(transport, request, members)
+        finally:
+            async with destination.changed:
+                hop = next((r for r in results if r.hop_failure), None)
+                if hop is None:
+                    window.succeeded(self.clock())
+                elif window.failed(self.clock(), hop.dsn, hop.text):
+                    log.info("%s: %s destination %s: %s", request.queue_id, transport.name,
+                             request.nexthop, window.dead_reason)
+                destination.changed.notify_all()
+        return started, results
+
+    async def _agent_deliver(self, transport: Transport, request: DeliveryRequest,
+                             members: Sequence[QueuedRecipientEntry]) -> list[RecipientResult]:
+        try:
+            return await transport.agent.deliver(request)
+        except Exception as exc:  # an agent bug: never lose the mail over it
+            log.exception("%s: %s agent failed", request.queue_id, transport.name)
+            return [RecipientResult(m.index, Status.DEFERRED, "4.3.0",
+                                    f"delivery agent failed: {type(exc).__name__}", "none")
+                    for m in members]
 
     def _double_bounce(self, address: str) -> bool:
         assert self.router is not None
@@ -353,15 +429,8 @@ class QueueManager:
             settings=transport.settings,
             smtputf8=envelope.smtputf8,
         )
-        async with transport.slots or contextlib.nullcontext():
-            started = self.clock()
-            try:
-                results = await transport.agent.deliver(request)
-            except Exception as exc:  # an agent bug: never lose the mail over it
-                log.exception("%s: %s agent failed", entry.queue_id, transport.name)
-                results = [RecipientResult(m.index, Status.DEFERRED, "4.3.0",
-                                           f"delivery agent failed: {type(exc).__name__}", "none")
-                           for m in members]
+        destination = self._destination(transport, nexthop, members)
+        started, results = await self._scheduled(destination, transport, request, members)
         by_index = {r.index: r for r in results}
         paired = []
         for member in members:

@@ -603,8 +603,10 @@ class Queue:
         try:
             os.rename(source, target)
         except FileNotFoundError:
-            if not os.path.lexists(source) or target.parent.is_dir():
+            if not os.path.lexists(source):
                 raise
+            # Another thread may have made the directory since our rename failed: making it
+            # is idempotent, and the second rename settles it.
             self._make_directories(target.parent)
             os.rename(source, target)
 

@@ -10,12 +10,13 @@ map has the host), runs one MAIL/RCPT/DATA transaction through the sans-I/O core
 not yet answered (dsn 4.4.1 before a session exists, 4.4.2 inside one), as Postfix does.
 
 Connection cache (Postfix's `*_connection_cache_on_demand`, the seed's `lmtp_cache_connection`,
-and `*_connection_cache_destinations`): after a clean transaction the session is kept idle for
+and `*_connection_cache_destinations`): when the queue manager allows it (`cache_session`: the
+destination has mail back to back, sealmail.mta.concurrency) or the destination is listed,
+after a clean transaction the session is kept idle for
 `*_connection_cache_time_limit`, then closed with QUIT; a session older than
 `*_connection_reuse_time_limit` is not reused. A reused session is first RSET (RFC 5321 4.1.1.5)
 so a transaction half-left by the server cannot leak into the next one; if the RSET fails the
-agent opens a fresh session, which costs a connect but never a delivery. Our queue manager does
-not tell agents which destinations have a backlog, so "on demand" here means "whenever enabled".
+agent opens a fresh session, which costs a connect but never a delivery.
 
 Postfix's log text: failures read `host RELAY said: REPLY (in reply to COMMAND command)`, and
 `relay=` is `host[address]:port` for TCP and the socket path as configured for UNIX sockets.
@@ -417,7 +418,8 @@ class ClientAgent:
                 session = None
             self._fill(request, answered, failure)
         if session is not None:
-            caching = policy.cache or nexthop in policy.cache_destinations
+            caching = ((policy.cache and request.cache_session)
+                       or nexthop in policy.cache_destinations)
             if caching and session.conn.state is ClientState.READY and (
                 self.clock() - session.born < policy.reuse_time
             ):
@@ -810,7 +812,8 @@ class ClientAgent:
         for recipient in request.recipients:
             if recipient.index not in answered:
                 answered[recipient.index] = RecipientResult(
-                    recipient.index, failure.status, failure.dsn, failure.text, failure.relay)
+                    recipient.index, failure.status, failure.dsn, failure.text, failure.relay,
+                    hop_failure=failure.status is Status.DEFERRED)
         return [answered[r.index] for r in request.recipients]
 
 

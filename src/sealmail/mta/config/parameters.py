@@ -278,11 +278,11 @@ class MAIN(Registry):
     transport_retry_time = time("60s", "Time between attempts to contact a failing transport.", status=ACCEPTED)
     qmgr_message_active_limit = integer("20000", "Most messages in the active queue.")
     qmgr_message_recipient_limit = integer("20000", "Most recipients in memory in the queue manager.", status=ACCEPTED)
-    initial_destination_concurrency = integer("5", "Deliveries to a new destination in parallel at first.", status=ACCEPTED)
-    default_destination_concurrency_limit = integer("20", "Parallel deliveries per destination.", status=ACCEPTED)
+    initial_destination_concurrency = integer("5", "Deliveries to a destination in parallel at first (slow start: one more per delivery that does not fail at the destination).")
+    default_destination_concurrency_limit = integer("20", "Most parallel deliveries per destination (0: no limit).")
     default_destination_recipient_limit = integer("50", "Recipients per delivery (seed section 6).")
     default_destination_rate_delay = time("0s", "Pause between deliveries to one destination.", status=ACCEPTED)
-    default_destination_concurrency_failed_cohort_limit = integer("1", "Failed pseudo-cohorts after which a destination is throttled.", status=ACCEPTED)
+    default_destination_concurrency_failed_cohort_limit = integer("1", "Failed pseudo-cohorts (a failure counts 1/window) after which a destination is dead: its mail waits minimal_backoff_time (\"delivery temporarily suspended\"); 0: never.")
     default_recipient_limit = integer("20000", "Recipients in memory per transport.", status=ACCEPTED)
     default_extra_recipient_limit = integer("1000", "Extra recipients read ahead per transport.", status=ACCEPTED)
     default_delivery_slot_cost = integer("5", "Preemption cost of a delivery slot.", status=ACCEPTED)
@@ -291,10 +291,10 @@ class MAIN(Registry):
     default_recipient_refill_delay = time("5s", "Wait before a job's recipients are refilled.", status=ACCEPTED)
     default_delivery_slot_discount = integer("50", "Percent discount of a slot's cost (preemption).", status=ACCEPTED)
     default_delivery_slot_loan = integer("3", "Slots a job may borrow before preemption.", status=ACCEPTED)
-    default_destination_concurrency_negative_feedback = string("1", "Concurrency decrease after a failed delivery (1 or 1/concurrency).", status=ACCEPTED)
-    default_destination_concurrency_positive_feedback = string("1", "Concurrency increase after a good delivery (1 or 1/concurrency).", status=ACCEPTED)
+    default_destination_concurrency_negative_feedback = string("1", "Concurrency decrease after a failed delivery (sealmail: always 1).", status=ACCEPTED)
+    default_destination_concurrency_positive_feedback = string("1", "Concurrency increase after a good delivery (sealmail: always 1).", status=ACCEPTED)
     default_transport_rate_delay = time("0s", "Pause between deliveries through one transport.", status=ACCEPTED)
-    local_destination_concurrency_limit = integer("2", "Parallel deliveries per local recipient.", status=ACCEPTED)
+    local_destination_concurrency_limit = integer("2", "Parallel deliveries per local recipient.")
     local_destination_recipient_limit = integer("1", "Recipients per local delivery (one: .forward).")
     defer_transports = words("", "Transports whose mail waits until `postqueue -f`.")
     hash_queue_names = words("deferred, defer", "Queues whose files live in one-character subdirectories (incoming, active, deferred, hold, corrupt; Postfix's log queues defer, bounce, trace and flush are kept inside sealmail's queue files). Readers find files under any layout; `postsuper -s`, run at start, moves them.")
@@ -483,9 +483,12 @@ PER_TRANSPORT: dict[str, tuple[Kind, str, str]] = {
     "_transport_rate_delay": (T, "$default_transport_rate_delay", "Pause between deliveries."),
 }
 
-# The per-transport parameters sealmail reads (qmgr's recipient batches, pipe's time limit); the
-# others are accepted without effect, as their `default_` parameters are.
-PER_TRANSPORT_HONOURED = frozenset({"_destination_recipient_limit", "_time_limit"})
+# The per-transport parameters sealmail reads (qmgr's recipient batches and concurrency
+# scheduler, pipe's time limit); the others are accepted without effect, as their `default_`
+# parameters are.
+PER_TRANSPORT_HONOURED = frozenset({
+    "_destination_recipient_limit", "_time_limit", "_destination_concurrency_limit",
+    "_initial_destination_concurrency", "_destination_concurrency_failed_cohort_limit"})
 
 # Delivery agents whose master.cf services get per-transport parameters (as Postfix's postconf).
 DELIVERY_AGENTS = frozenset({"lmtp", "smtp", "local", "virtual", "pipe", "error", "discard"})
