@@ -6,8 +6,8 @@ fsync'd, then renamed, so pickup never sees half a file. The file's owner is who
 pickup runs cleanup as for SMTP mail (Received: "from userid N"), queues the message durably in
 incoming, and only then removes the maildrop file: a crash in between posts it at most once more.
 
-Maildrop file: the line `sealmail-maildrop 1`, one JSON line {"sender", "recipients", "time"},
-then the message as given.
+Maildrop file: the line `sealmail-maildrop 1`, one JSON line {"sender", "recipients", "time",
+and "smtputf8" when sendmail -bs was told MAIL ... SMTPUTF8}, then the message as given.
 
 A queue file in maildrop is mail requeued by `postsuper -r` (as Postfix's). It is taken only when
 the mail system owns it (root or the queue's owner, and not readable by others: no user can make
@@ -69,17 +69,20 @@ class Posting:
     time: float
     content: bytes
     uid: int
+    smtputf8: bool = False  # sendmail -bs: MAIL ... SMTPUTF8
 
 
 def post(
-    maildrop: Path, sender: str, recipients: Sequence[str], content: bytes, when: float
+    maildrop: Path, sender: str, recipients: Sequence[str], content: bytes, when: float,
+    *, smtputf8: bool = False,
 ) -> Path:
     """Write a maildrop file durably (postdrop); returns its final path."""
     if not recipients:
         raise MaildropError("no recipients")
-    header = json.dumps(
-        {"sender": sender, "recipients": list(recipients), "time": when}, ensure_ascii=False
-    ).encode("utf-8")
+    fields: dict[str, object] = {"sender": sender, "recipients": list(recipients), "time": when}
+    if smtputf8:
+        fields["smtputf8"] = True
+    header = json.dumps(fields, ensure_ascii=False).encode("utf-8")
     final = maildrop / secrets.token_hex(8).upper()
     try:
         # Readable by pickup, which runs as mail_owner (Postfix gets there with its setgid
@@ -132,6 +135,7 @@ def _posting(path: Path, found: _MaildropFile) -> Posting:
             float(fields["time"]),
             content,
             found.uid,
+            bool(fields.get("smtputf8", False)),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise MaildropError(f"{path.name}: bad header: {exc}") from None
@@ -171,6 +175,7 @@ def pickup_once(queue: Queue, cleanup: Cleanup, clock: Callable[[], float] = tim
                 arrival=posting.time,
                 protocol="local",
                 local_uid=posting.uid,
+                smtputf8=posting.smtputf8,
             )
         except CleanupError as exc:
             # Postfix bounces such mail; with no queue file yet we log and drop it.
