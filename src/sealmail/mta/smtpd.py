@@ -24,7 +24,8 @@ the queue and honoured by the bounce. SMTPUTF8 (RFC 6531, smtputf8_enable): offe
 which refuses an undeclared UTF-8 address; the declaration is kept in the queue file.
 
 Logs are Postfix's lines: `connect from`, `NOQUEUE: reject: RCPT from ...`, `QUEUEID: client=`,
-`disconnect from`.
+`disconnect from`. A session with errors of a class notify_classes names ends with its
+transcript queued for the postmaster (sealmail.mta.smtpd_notice).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS
+from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
+from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
 from sealmail.proto.smtp import (
     Address,
@@ -326,6 +329,8 @@ class SmtpdService:
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = sessions.Drain()
         self.commits = CommitThread(queue)
+        self.notify = NotifySettings.from_config(config)
+        self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise ConfigError(
                 config.path, 0, "smtpd_tls_security_level", "encrypt needs a TLS certificate"
@@ -346,6 +351,21 @@ class SmtpdService:
 
     def drain(self) -> None:
         self.draining.set()
+
+    async def notify_postmaster(self, conn: ServerConnection, client: str) -> None:
+        """The session ended: its transcript to the postmaster if notify_classes wants it."""
+        history = list(conn.history or ())
+        ended_by_quit = bool(history) and history[-1].startswith("Out: 221")
+        notice = session_notice(self.notify, conn.error_classes, history, client,
+                                "" if ended_by_quit else "lost connection", self.clock())
+        if notice is None:
+            return
+        try:
+            queue_id = await asyncio.to_thread(notice.queue, self.queue)
+        except (OSError, QueueError) as exc:
+            log.warning("postmaster notify: %s", exc)
+            return
+        self.on_queued(queue_id)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = SmtpdSession(self, reader, writer)
@@ -461,9 +481,11 @@ class SmtpdSession:
             dsn=True,
             smtputf8=settings.smtputf8,
             strict_smtputf8=settings.smtputf8,
+            record_history=service.transcripts,
         )
         await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
+        await service.notify_postmaster(conn, self.client)
 
     async def _read(self) -> bytes | None:
         settings = self.service.settings
@@ -523,8 +545,10 @@ class SmtpdSession:
     def _mail_from(self, event: MailFrom) -> Reply:
         settings = self.service.settings
         if settings.tls_level == "encrypt" and not self.secure:
+            self.conn.note_error("policy")
             return Reply(530, "5.7.0", "Must issue a STARTTLS command first")
         if settings.helo_required and not self.helo:
+            self.conn.note_error("protocol")
             return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
         sender = "" if not event.reverse_path else self._qualify(event.address, event.reverse_path)
         self.txn = _Transaction(
@@ -540,6 +564,9 @@ class SmtpdSession:
         client = Client(self.client_address, self.sasl_username)
         refusal = self.service.policy.check(client, recipient)
         if refusal is not None:
+            # 451 4.3.x is our own trouble (configuration, a lookup), the rest is policy.
+            self.conn.note_error("software" if refusal.enhanced in ("4.3.0", "4.3.5")
+                                 else "policy")
             log.info(
                 "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
                 self.client,
@@ -585,6 +612,7 @@ class SmtpdSession:
             )
             queue_id = await service.commits.commit(writer, envelope)
         except CleanupError as exc:
+            self.conn.note_error("bounce" if exc.dsn == "5.4.6" else "software")
             log.info(
                 "NOQUEUE: reject: DATA from %s: %d %s %s; from=<%s> proto=%s helo=<%s>",
                 self.client,
@@ -597,6 +625,7 @@ class SmtpdSession:
             )
             return Reply(exc.code, exc.dsn, exc.text)
         except (OSError, QueueError) as exc:
+            self.conn.note_error("resource")
             log.error("cannot queue mail from %s: %s", self.client, exc)
             return Reply(451, "4.3.0", "Error: queue file write error")
         log_queued(queue_id, cleaned)
