@@ -172,3 +172,33 @@ def test_sessions_are_cached_once_deliveries_come_back_to_back() -> None:
     window.succeeded(102.0)
     assert window.start(200.0) is False  # the stream ran dry
     assert window.busy == 1
+
+
+def test_flush_revives_a_dead_destination_and_idle_ones_are_forgotten() -> None:
+    window = DestinationWindow(ConcurrencyPolicy(initial=1, dead_time=300.0))
+    window.start(0.0)
+    assert window.failed(0.0, "4.4.1", "refused")
+    assert window.dead(10.0)
+    window.revive()  # postqueue -f
+    assert not window.dead(10.0) and window.may_start(10.0)
+    window.start(10.0)
+    assert not window.idle(10.1)  # busy
+    window.succeeded(10.2)
+    assert not window.idle(10.5)  # finished within the last second
+    assert window.idle(11.5)
+
+
+def test_postqueue_flush_tries_a_dead_destination_again(tmp_path: Path) -> None:
+    clock = Clock()
+    agent = GatedAgent(hop=True, released_all=True)
+    queue, qmgr = make(tmp_path, "local_transport = cyrus:unix:/lmtp\n"
+                       "initial_destination_concurrency = 1\nminimal_backoff_time = 1h\n",
+                       agent, clock)
+    ids = [submit(queue, f"user{n}@example.com") for n in range(3)]
+    asyncio.run(qmgr.run_once())
+    assert agent.calls == 1
+    agent.hop = False
+    qmgr.flush()  # the operator knows the destination is back
+    asyncio.run(qmgr.run_once())
+    assert agent.calls == 4
+    assert all(queue.find(i) is None for i in ids)

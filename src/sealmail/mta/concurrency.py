@@ -81,6 +81,16 @@ class DestinationWindow:
         self.window = self.busy or self._initial()
         return False
 
+    def revive(self) -> None:
+        """postqueue -f: a dead destination is tried again now (Postfix's flush of dead sites)."""
+        if self.dead_until is not None:
+            self.dead_until = float("-inf")
+
+    def idle(self, now: float) -> bool:
+        """Nothing busy, not dead, nothing finished within the back-to-back second: the
+        scheduler may forget this destination (it starts over from the initial window)."""
+        return not self.busy and not self.dead(now) and self.last_done + 1 < now
+
     def may_start(self, now: float) -> bool:
         return not self.dead(now) and self.busy < self.window
 

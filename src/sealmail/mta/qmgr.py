@@ -72,6 +72,9 @@ from sealmail.mta.routing import Route, Router, RoutingPolicy, batches, group_by
 log = logging.getLogger("sealmail.mta.qmgr")
 
 
+DESTINATIONS_KEPT = 1000  # past this many, idle destinations are forgotten
+
+
 class TransportUnavailable(Exception):
     """No agent can serve this transport now; the text is the deferral reason."""
 
@@ -157,8 +160,11 @@ class QueueManager:
             self._wakeup.set()
 
     def flush(self) -> None:
-        """postqueue -f: every deferred message is tried now, defer_transports included."""
+        """postqueue -f: every deferred message is tried now, defer_transports and dead
+        destinations included."""
         self._flush_requested = True
+        for destination in self._destinations.values():
+            destination.window.revive()
         self.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -364,9 +370,17 @@ class QueueManager:
             key = members[0].record.address.lower()
         found = self._destinations.get((transport.name, key))
         if found is None:
+            if len(self._destinations) >= DESTINATIONS_KEPT:
+                self._forget_idle_destinations()
             found = _Destination(DestinationWindow(transport.concurrency))
             self._destinations[(transport.name, key)] = found
         return found
+
+    def _forget_idle_destinations(self) -> None:
+        """Per-recipient destinations would pile up for ever: drop the idle ones."""
+        now = self.clock()
+        for key in [k for k, d in self._destinations.items() if d.window.idle(now)]:
+            del self._destinations[key]
 
     async def _scheduled(self, destination: _Destination, transport: Transport,
                          request: DeliveryRequest, members: Sequence[QueuedRecipientEntry]
