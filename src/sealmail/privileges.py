@@ -98,23 +98,21 @@ def store_account(config: ImapdConfig, *, warn_level: int = logging.WARNING) -> 
     ourselves); ConfigError naming the option when it is unknown, or root without the opt-in.
     Root with the opt-in is logged at `warn_level` (lowered only where standard error is a
     reply channel, as deliver's in pipe mode)."""
-    from sealmail.config.imapd_conf import ConfigError
+    from sealmail.config.options import IMAPD
 
     if os.geteuid() != 0:
         return None
-    user = config.string("cyrus_user") or "cyrus"
-    group = config.string("cyrus_group")
+    user = config.get(IMAPD.cyrus_user) or "cyrus"
+    group = config.get(IMAPD.cyrus_group)
     try:
         account = lookup_account(user, group)
     except AccountError as exc:
-        option = "cyrus_group" if exc.is_group else "cyrus_user"
-        raise ConfigError(config.path, 0, option, str(exc)) from None
+        raise config.error(IMAPD.cyrus_group if exc.is_group else IMAPD.cyrus_user,
+                           str(exc)) from None
     if account.is_root:
-        option = "cyrus_user" if account.uid == 0 else "cyrus_group"
-        if not config.switch("allow_root_services"):
-            raise ConfigError(
-                config.path,
-                0,
+        option = IMAPD.cyrus_user if account.uid == 0 else IMAPD.cyrus_group
+        if not config.get(IMAPD.allow_root_services):
+            raise config.error(
                 option,
                 f"{account.describe()} is root: the store's services never run as root; name "
                 "an unprivileged account (or set allow_root_services: 1, for tests and "
@@ -202,9 +200,11 @@ def ensure_directory(
 def make_store_directories(config: ImapdConfig, account: Account | None) -> None:
     """The store's top directories (configdirectory, partitions, sievedir), made by root for
     the account the services run as; what lies below, the services make themselves."""
+    from sealmail.config.options import IMAPD
+
     ensure_directory(config.configdirectory, account, 0o755)  # sockets may live below
     for partition in config.partitions.values():
         ensure_directory(partition, account)
-    sievedir = config.string("sievedir")
+    sievedir = config.get(IMAPD.sievedir)
     if sievedir:
         ensure_directory(Path(sievedir), account)

@@ -1,18 +1,24 @@
 """The header of an Internet message (RFC 5322 2.2) read as octets, shared by the IMAP core and
-the store: where the header ends, and its fields cut out as sent.
+the store: where the header ends, its fields cut out as sent, and its address lists read.
 
-Both are one regular expression, and both read a header as `sealmail.proto.imap.mime` parses
-it (property-tested there): a field is a line starting with a name and a colon, with the lines
-folded under it; other lines are skipped; the header ends at the first line that is empty once
-its CRs are ignored, or with the message.
+The first two are one regular expression each, and both read a header as
+`sealmail.proto.imap.mime` parses it (property-tested there): a field is a line starting with a
+name and a colon, with the lines folded under it; other lines are skipped; the header ends at the
+first line that is empty once its CRs are ignored, or with the message.
+
+Address lists (RFC 5322 3.4, read leniently) give the addresses of IMAP's ENVELOPE (RFC 9051
+7.5.2), which SEARCH FROM/TO/... and SORT FROM/TO/CC/DISPLAYFROM/DISPLAYTO (RFC 5256, RFC 5957)
+are defined on: the ENVELOPE's parse is THE parse, so what FETCH shows, SEARCH finds and SORT
+orders always agree.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
-__all__ = ["header_fields", "message_header"]
+__all__ = ["Address", "header_fields", "message_header", "parse_address_list"]
 
 _NAME = rb"[!-9;-~]+[ \t]*:"
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
@@ -55,3 +61,166 @@ def message_header(raw: bytes) -> bytes:
     structure: the block `sealmail.proto.imap.parse_message` takes as the header."""
     match = _EMPTY_FIRST_LINE.match(raw) or _EMPTY_LINE.search(raw)
     return raw if match is None else raw[: match.end()]
+
+
+# -- address lists (RFC 5322 3.4, read leniently) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """addr-name addr-adl addr-mailbox addr-host (RFC 9051 7.5.2).
+
+    A group starts with (None, None, group name, None) and ends with (None, None, None, None).
+    A mailbox with no domain gets host "" (NIL would mean a group).
+    """
+
+    name: str | None
+    adl: str | None
+    mailbox: str | None
+    host: str | None
+
+
+def _quoted(text: str, pos: int) -> tuple[str, int]:
+    """The content of the quoted-string starting at `pos` (its quoting undone), and the
+    position after it."""
+    out: list[str] = []
+    pos += 1
+    while pos < len(text) and text[pos] != '"':
+        if text[pos] == "\\" and pos + 1 < len(text):
+            pos += 1
+        out.append(text[pos])
+        pos += 1
+    return "".join(out), pos + 1
+
+
+def _address_tokens(text: str) -> list[tuple[str, str]]:
+    """(kind, text) tokens: "q" quoted, "c" comment, "<" angle address, "s" special, "a" atom."""
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        char = text[pos]
+        if char.isspace():
+            pos += 1
+        elif char == '"':
+            value, pos = _quoted(text, pos)
+            tokens.append(("q", value))
+        elif char == "(":
+            depth, start = 1, pos + 1
+            pos += 1
+            while pos < len(text) and depth:
+                if text[pos] == "\\":
+                    pos += 1
+                elif text[pos] == "(":
+                    depth += 1
+                elif text[pos] == ")":
+                    depth -= 1
+                pos += 1
+            tokens.append(("c", text[start : pos - 1].strip()))
+        elif char == "<":
+            end = text.find(">", pos)
+            end = len(text) if end < 0 else end
+            tokens.append(("<", text[pos + 1 : end].strip()))
+            pos = end + 1
+        elif char in ",:;":
+            tokens.append(("s", char))
+            pos += 1
+        else:
+            start = pos
+            while pos < len(text) and not text[pos].isspace() and text[pos] not in '",:;<(':
+                pos += 1
+            tokens.append(("a", text[start:pos]))
+    return tokens
+
+
+def _without_cfws(spec: str) -> str:
+    """An addr-spec without its comments and folding white space (RFC 5322 3.4.1 allows CFWS
+    around the dot-atoms and the "@": `<user (comment)@ (comment) example.org>`), quoted
+    strings kept as they are."""
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    pos = 0
+    while pos < len(spec):
+        char = spec[pos]
+        if quoted:
+            out.append(char)
+            if char == "\\" and pos + 1 < len(spec):
+                pos += 1
+                out.append(spec[pos])
+            elif char == '"':
+                quoted = False
+        elif depth:
+            if char == "\\":
+                pos += 1
+            elif char == "(":
+                depth += 1
+            elif char == ")":
+                depth -= 1
+        elif char == "(":
+            depth = 1
+        elif char == '"':
+            quoted = True
+            out.append(char)
+        elif not char.isspace():
+            out.append(char)
+        pos += 1
+    return "".join(out)
+
+
+def _addr_spec(spec: str) -> tuple[str | None, str, str]:
+    """(adl, mailbox, host) of "[@route,@route:]local@domain"."""
+    spec = _without_cfws(spec)
+    adl = None
+    if spec.startswith("@") and ":" in spec:
+        adl, _, spec = spec.partition(":")
+    local, at, host = spec.rpartition("@")
+    if not at:
+        local, host = spec, ""
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        local = local[1:-1]
+    return adl, local, host
+
+
+def parse_address_list(text: str) -> tuple[Address, ...]:
+    """An address-list header value as ENVELOPE addresses, groups included; never raises."""
+    result: list[Address] = []
+    phrase: list[str] = []
+    comment: str | None = None
+    angle: str | None = None
+    in_group = False
+
+    def flush() -> None:
+        nonlocal phrase, comment, angle
+        if angle is not None:
+            adl, mailbox, host = _addr_spec(angle)
+            name = " ".join(phrase) or comment
+            if mailbox or host:
+                result.append(Address(name or None, adl, mailbox, host))
+        elif phrase:
+            adl, mailbox, host = _addr_spec("".join(phrase))
+            if mailbox or host:
+                result.append(Address(comment or None, adl, mailbox, host))
+        phrase, comment, angle = [], None, None
+
+    for kind, value in _address_tokens(text):
+        if kind == "s" and value == ",":
+            flush()
+        elif kind == "s" and value == ":" and angle is None and not in_group:
+            result.append(Address(None, None, " ".join(phrase), None))
+            phrase, comment = [], None
+            in_group = True
+        elif kind == "s" and value == ";":
+            flush()
+            if in_group:
+                result.append(Address(None, None, None, None))
+                in_group = False
+        elif kind == "<":
+            angle = value
+        elif kind == "c":
+            comment = comment or value or None
+        elif (kind in ("a", "q") and angle is None) or (kind == "s" and value == ":"):
+            phrase.append(value)
+    flush()
+    if in_group:
+        result.append(Address(None, None, None, None))
+    return tuple(result)

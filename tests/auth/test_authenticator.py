@@ -42,6 +42,11 @@ def test_plaintext_hidden_without_tls_unless_allowed(sasldb: SaslDB) -> None:
     allowed = authenticator(sasldb, "allowplaintext: yes\nlmtp_allowplaintext: no\n")
     assert "PLAIN" in allowed.available_mechanisms(False, "imap")
     assert "PLAIN" not in allowed.available_mechanisms(False, "lmtp")
+    following = authenticator(sasldb, "allowplaintext: yes\n")  # lmtp_allowplaintext unset
+    assert "PLAIN" in following.available_mechanisms(False, "lmtp")
+    lmtp_only = authenticator(sasldb, "lmtp_allowplaintext: yes\n")
+    assert "PLAIN" in lmtp_only.available_mechanisms(False, "lmtp")
+    assert "PLAIN" not in lmtp_only.available_mechanisms(False, "imap")
 
 
 def test_mech_list_and_minimum_layer(sasldb: SaslDB, caplog: pytest.LogCaptureFixture) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sealmail.cli.config_docs import PAGES
-from sealmail.config.imapd_conf import parse_imapd_conf
+from sealmail.config.imapd_conf import ConfigError, parse_imapd_conf
 from sealmail.config.options import IMAPD
 from sealmail.config.schema import Status
 
@@ -27,11 +27,17 @@ def test_typed_access_and_lines_of_imapd_conf() -> None:
     assert config.get(IMAPD.servername) == "mail.example"
     assert config.get(IMAPD.virtdomains) == "userid"
     assert config.get(IMAPD.maxmessagesize) == 0  # the default
-    assert config.where("virtdomains") == "x.conf:4"
-    assert str(config.error("servername", "bad")) == "x.conf:2: servername: bad"
+    assert config.where(IMAPD.virtdomains) == "x.conf:4"
+    assert str(config.error(IMAPD.servername, "bad")) == "x.conf:2: servername: bad"
 
 
 def test_options_without_effect_are_listed_with_their_line() -> None:
-    assert IMAPD.postmaster.status is Status.ACCEPTED
-    config = parse_imapd_conf("servername: a\npostmaster: pm\n", "x.conf")
-    assert config.without_effect() == [("postmaster", 2)]
+    assert IMAPD.sasl_auxprop_plugin.status is Status.ACCEPTED
+    config = parse_imapd_conf("servername: a\nsasl_auxprop_plugin: sasldb\n", "x.conf")
+    assert config.without_effect() == [("sasl_auxprop_plugin", 2)]
+
+
+def test_quotawarn_is_a_percentage() -> None:
+    assert parse_imapd_conf("quotawarn: 80\n", "x.conf").get(IMAPD.quotawarn) == 80
+    with pytest.raises(ConfigError, match=r"x\.conf:1.*percentage"):
+        parse_imapd_conf("quotawarn: 900\n", "x.conf")

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
 @pytest.fixture
 def backend() -> str:
-    return "memory"
+    # SEALMAIL_TEST_STORE=postgresql (or disk) runs these tests on another backend.
+    return os.environ.get("SEALMAIL_TEST_STORE", "memory")

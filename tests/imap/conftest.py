@@ -3,6 +3,7 @@ the disk store's own paths asks for `backend` "disk": tests/support/stores.py)."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from tests.support.stores import open_store, store_config
 
 @pytest.fixture
 def backend() -> str:
-    return "memory"
+    # SEALMAIL_TEST_STORE=postgresql (or disk) runs these tests on another backend.
+    return os.environ.get("SEALMAIL_TEST_STORE", "memory")
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def test_sieve_connect_refused_script_shows_the_line(sieved: Sieved) -> None:
     assert "line 2" in result.stderr + result.stdout
     assert not (sieved.sievedir / "a" / "alice" / "broken.script").exists()
     # CRAM-MD5 logged in: the refusal came from PUTSCRIPT, not from AUTHENTICATE.
-    assert "alice (TLS) via CRAM-MD5" in sieved.log.read_text()
+    assert "alice CRAM-MD5+TLS User logged in SESSIONID=<" in sieved.log.read_text()
 
 
 def test_sievelib_over_starttls(sieved: Sieved, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,7 +78,7 @@ def test_concurrency_limit_slow_start_session_reuse_and_a_dead_destination(
         root: Path, caplog: pytest.LogCaptureFixture) -> None:
     port, dead_port = free_tcp_port(), free_tcp_port()
     caplog.set_level("INFO", logger="sealmail")
-    with SmtpSink(root / "sink", delay_data=1) as sink:
+    with SmtpSink(root, "127.0.0.1", free_tcp_port(), options=["-w", "1"]) as sink:
         proxy = CountingProxy(sink.port)
         config = root / "etc"
         config.mkdir()

@@ -81,7 +81,7 @@ def test_start_status_submit_stop(mta: tuple[Path, Path, int]) -> None:
         assert client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE) == {}
     wait_for(lambda: ": removed" in maillog(root))
     log = maillog(root)
-    assert "sealmail/smtpd[" in log and "client=unknown[127.0.0.1]" in log
+    assert "postfix/smtpd[" in log and "client=unknown[127.0.0.1]" in log
     assert "to=<bob@example.com>, relay=none" in log
     assert "removed" in log
     assert postfix(config, "reload").returncode == 0

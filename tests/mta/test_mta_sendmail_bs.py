@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.mta import RunningMta, wait_for
-from tests.support.peers import SmtpSink, traversable_tmpdir
+from tests.support.peers import SmtpSink, free_tcp_port, traversable_tmpdir
 
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import load_mta_config
@@ -98,7 +98,7 @@ def test_swaks_through_sendmail_bs_to_the_sink(root: Path) -> None:
     swaks = shutil.which("swaks")
     if swaks is None:
         pytest.skip("swaks is not installed")
-    with SmtpSink(root / "sink") as sink:
+    with SmtpSink(root, "127.0.0.1", free_tcp_port()) as sink:
         config = configure(root / "mta", f"relayhost = [127.0.0.1]:{sink.port}\n")
         with RunningMta(config):
             done = subprocess.run(

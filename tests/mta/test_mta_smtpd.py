@@ -17,13 +17,16 @@ from typing import Any
 
 import pytest
 import trustme
+from tests.support.loops import LOOPS, new_loop
+from tests.support.mta import wait_for
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError, load_imapd_conf
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config.main_cf import MainConfig, parse_main_cf
 from sealmail.mta.queue import Queue, QueueName
-from sealmail.mta.smtpd import RecipientPolicy, SmtpdService, tls_context_from_config
+from sealmail.mta.smtpd import RecipientPolicy, SmtpdService
+from sealmail.server.tls import smtpd_context
 
 MESSAGE = b"From: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 BASE = ("myhostname = mx.example.com\nmydestination = example.com\n"
@@ -33,14 +36,16 @@ BASE = ("myhostname = mx.example.com\nmydestination = example.com\n"
 class Server:
     """An SmtpdService on 127.0.0.1:<free port> in a background event loop."""
 
-    def __init__(self, tmp_path: Path, main_text: str, **kwargs: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, main_text: str, loop: str = "asyncio", **kwargs: Any
+    ) -> None:
         self.config = MainConfig.from_document(parse_main_cf(BASE + main_text),
                                                hostname="mx.example.com")
         self.queue = Queue(tmp_path / "queue")
         self.queue.create_directories()
         self.queued: list[str] = []
         self.kwargs = kwargs
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop(loop)
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.port = 0
@@ -292,7 +297,7 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 def with_tls(server_text: str) -> dict[str, Any]:
     config = MainConfig.from_document(parse_main_cf(BASE + server_text), hostname="mx.test")
-    return {"tls_context": tls_context_from_config(config)}
+    return {"tls_context": smtpd_context(config)}
 
 
 def test_starttls(serve: Callable[..., Server], tmp_path: Path, ca: trustme.CA) -> None:
@@ -316,6 +321,112 @@ def test_tls_encrypt_requires_starttls(serve: Callable[..., Server], tmp_path: P
     with server.client() as client:
         client.ehlo("c.test")
         assert client.mail("a@example.org")[0] == 530
+
+
+def ehlo_then_starttls(sock: socket.socket) -> Any:
+    """A raw client up to the server's go-ahead; returns the socket's reading stream."""
+    stream = sock.makefile("rb")
+    assert stream.readline().startswith(b"220 ")
+    sock.sendall(b"EHLO c.test\r\n")
+    while not stream.readline().startswith(b"250 "):
+        pass
+    sock.sendall(b"STARTTLS\r\n")
+    assert stream.readline() == b"220 2.0.0 Ready to start TLS\r\n"
+    return stream
+
+
+def closed_by_server(stream: Any) -> bool:
+    try:
+        return stream.read() == b""
+    except ConnectionResetError:  # the handshake was aborted: a reset is a close too
+        return True
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_starttls_timeout_drops_a_client_that_never_handshakes(
+    serve: Callable[..., Server], tmp_path: Path, ca: trustme.CA, loop: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="sealmail")
+    text = tls_settings(tmp_path, ca, "may") + "smtpd_starttls_timeout = 2s\n"
+    server = serve(text, loop=loop, **with_tls(text))
+    assert server.service.settings.starttls_timeout == 2.0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as stalled:
+        stream = ehlo_then_starttls(stalled)
+        # The stalled client holds nothing up: another one is served meanwhile.
+        with server.client() as client:
+            client.starttls(context=client_context(ca))
+            assert client.sendmail("a@example.org", ["bob@example.com"], MESSAGE) == {}
+        assert closed_by_server(stream)  # it never sent a ClientHello
+    wait_for(lambda: "SSL_accept error from unknown[127.0.0.1]: Connection timed out"
+             in caplog.text, what="the handshake timeout's log line")
+    wait_for(lambda: "lost connection after STARTTLS from unknown[127.0.0.1]" in caplog.text)
+    with server.client() as client:  # and after
+        assert client.sendmail("a@example.org", ["bob@example.com"], MESSAGE) == {}
+    assert len(server.incoming()) == 2
+
+
+def test_starttls_timeout_is_postfixs_by_default() -> None:
+    config = MainConfig.from_document(parse_main_cf(BASE), hostname="mx.test")
+    assert config.time("smtpd_starttls_timeout") == 300
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_failed_handshake_ends_the_session(
+    serve: Callable[..., Server], tmp_path: Path, ca: trustme.CA, loop: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="sealmail")
+    text = tls_settings(tmp_path, ca, "may")
+    server = serve(text, loop=loop, **with_tls(text))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        stream = ehlo_then_starttls(sock)
+        sock.sendall(b"MAIL FROM:<a@example.org>\r\n" * 8)  # clear text, not a ClientHello
+        assert closed_by_server(stream)
+    wait_for(lambda: "SSL_accept error from unknown[127.0.0.1]: -1" in caplog.text)
+    assert "TLS library problem" in caplog.text
+    wait_for(lambda: "disconnect from unknown[127.0.0.1]" in caplog.text)
+    assert server.incoming() == []
+
+
+def test_starttls_starts_the_session_over(
+    serve: Callable[..., Server], tmp_path: Path, ca: trustme.CA,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 3207 4.2: the EHLO sent in clear is forgotten (STARTTLS is refused inside a
+    transaction, as Postfix refuses it)."""
+    caplog.set_level("INFO", logger="sealmail")
+    text = tls_settings(tmp_path, ca, "may")
+    server = serve(text, **with_tls(text))
+    with server.client() as client:
+        client.ehlo("clear.test")
+        assert client.mail("a@example.org")[0] == 250
+        assert client.docmd("STARTTLS")[0] == 503
+        client.rset()
+        client.starttls(context=client_context(ca))
+        assert client.docmd("MAIL FROM:<a@example.org>")[0] == 503  # no EHLO
+        client.ehlo("tls.test")
+        assert client.sendmail("a@example.org", ["bob@example.com"], MESSAGE) == {}
+    entry = server.queue.load(server.incoming()[0], QueueName.INCOMING)
+    assert entry.envelope.protocol == "ESMTPS"
+    assert entry.envelope.helo == "tls.test"
+    assert "Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher" \
+        in caplog.text
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+def test_swaks_starttls(serve: Callable[..., Server], tmp_path: Path, ca: trustme.CA) -> None:
+    text = tls_settings(tmp_path, ca, "encrypt")
+    server = serve(text, **with_tls(text))
+    result = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(server.port), "--from",
+         "alice@example.org", "--to", "bob@example.com", "--helo", "swaks.test", "--tls"],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "TLS started" in result.stdout
+    assert "Ok: queued as" in result.stdout
+    entry = server.queue.load(server.incoming()[0], QueueName.INCOMING)
+    assert entry.envelope.protocol == "ESMTPS"
 
 
 def make_authenticator(tmp_path: Path) -> Authenticator:

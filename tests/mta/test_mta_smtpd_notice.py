@@ -95,7 +95,7 @@ def root() -> Iterator[Path]:
 @pytest.mark.peer
 def test_a_session_with_errors_sends_its_transcript_to_the_postmaster(root: Path) -> None:
     port = free_tcp_port()
-    with SmtpSink(root / "sink") as sink:
+    with SmtpSink(root, "127.0.0.1", free_tcp_port()) as sink:
         config = root / "etc"
         config.mkdir()
         (config / "transport").write_text(f"sink.example smtp:[127.0.0.1]:{sink.port}\n")

@@ -91,7 +91,7 @@ def test_without_smtputf8_on_offer_only_mail_that_needs_it_bounces(
         root: Path, caplog: pytest.LogCaptureFixture) -> None:
     port = free_tcp_port()
     caplog.set_level("INFO", logger="sealmail")
-    with SmtpSink(root / "sink") as sink:
+    with SmtpSink(root, "127.0.0.1", free_tcp_port()) as sink:
         config = configure(root / "mta", port, sink.port)
         with RunningMta(config, smtpd_processes=1):
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:

@@ -27,7 +27,15 @@ from sealmail.proto.core import (
     UsageError,
 )
 
-SHARED = ("NEED_DATA", "NeedData", "Event", "StartTLS", "AuthStart", "ConnectionClosed")
+SHARED = (
+    "NEED_DATA",
+    "NeedData",
+    "Event",
+    "StartTLS",
+    "AuthStart",
+    "AuthResponse",
+    "ConnectionClosed",
+)
 
 
 @pytest.mark.parametrize("package", [pop3, managesieve, smtp], ids=lambda p: p.__name__)
@@ -35,6 +43,13 @@ def test_every_line_core_re_exports_the_shared_names(package: object) -> None:
     for name in (*SHARED, "UsageError"):
         assert getattr(package, name) is getattr(core, name), name
         assert name in package.__all__  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("package", [pop3, managesieve], ids=lambda p: p.__name__)
+def test_cores_that_answer_a_cancel_themselves_share_auth_aborted(package: object) -> None:
+    """SMTP leaves a cancel to its host (AuthResponse(None)); these report it as AuthAborted."""
+    assert package.AuthAborted is core.AuthAborted  # type: ignore[attr-defined]
+    assert "AuthAborted" in package.__all__  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +67,7 @@ def test_every_line_core_is_a_server_core(connection: ServerCore[enum.Enum]) -> 
 
 def test_secrets_stay_out_of_the_repr() -> None:
     assert "hunter2" not in repr(AuthStart("PLAIN", b"\0alice\0hunter2"))
+    assert "hunter2" not in repr(core.AuthResponse(b"\0alice\0hunter2"))
     assert AuthStart("PLAIN") == AuthStart("PLAIN", None)
     assert repr(NEED_DATA) == "NEED_DATA"
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import imaplib
+import logging
 import os
 import re
 import socket
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from tests.support.loops import new_event_loop
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.auth.sasldb import SaslDB
@@ -120,7 +124,7 @@ def start(tmp_path: Path, ca: trustme.CA) -> Iterator[Callable[..., Server]]:
             sasldb.set_password(split_identity(user, config.servername), PASSWORD)
         service = ImapService(config, store, authenticator=Authenticator(config, sasldb=sasldb),
                               idle_poll_interval=idle_poll)
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()  # uvloop, as the daemon runs, unless SEALMAIL_EVENT_LOOP=asyncio
         port: list[int] = []
 
         async def main() -> None:
@@ -569,6 +573,52 @@ def test_compress_deflate(start) -> None:  # type: ignore[no-untyped-def]
     sock.close()
 
 
+def test_compressed_input_reaches_the_core_a_piece_at_a_time(start) -> None:  # type: ignore[no-untyped-def]
+    """A deflate bomb (64 MiB of one line in ~64 KiB) meets the core's line limit a piece at a
+    time instead of being inflated whole; bytes sent with COMPRESS itself are not lost."""
+    import zlib
+
+    from sealmail.server.imapd import INFLATED_PIECE, _Deflate
+
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    wire = bomb.compress(b"x" * (64 << 20)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    pieces = list(_Deflate().inflate(wire))
+    assert max(map(len, pieces)) == INFLATED_PIECE and sum(map(len, pieces)) == 64 << 20
+
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+    sock.sendall(b"b COMPRESS DEFLATE\r\n"
+                 + deflate.compress(b"c NOOP\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+    raw = b""
+    while b"\r\n" not in raw:  # the OK to COMPRESS is the last uncompressed line
+        chunk = sock.recv(4096)
+        assert chunk
+        raw += chunk
+    head, _, rest = raw.partition(b"\r\n")
+    assert head.startswith(b"b OK")
+    received = inflate.decompress(rest)
+    while b"c OK" not in received:
+        chunk = sock.recv(4096)
+        assert chunk
+        received += inflate.decompress(chunk)
+    sock.sendall(deflate.compress(b"x" * (64 << 20) + b"\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+    answer = b""
+    with contextlib.suppress(OSError):
+        while b"BAD" not in answer and b"BYE" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += inflate.decompress(chunk)
+    assert b"BAD" in answer or b"BYE" in answer
+    sock.close()
+    other = server.login()  # the daemon goes on
+    assert other.noop()[0] == "OK"
+    other.logout()
+
+
 def test_failed_logins_are_counted_and_end_the_session(start) -> None:  # type: ignore[no-untyped-def]
     server = start(allowplaintext="yes", auth_max_failures="2")
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -848,3 +898,162 @@ def test_a_session_ended_while_its_fetch_waits_frees_the_thread(start, monkeypat
     other.select("INBOX")
     other.logout()
     os.close(sock.detach())
+
+
+# -- authentication: the SASL exchange every daemon shares (server.session.SaslExchange) -------
+
+
+class RecordedSleeps:
+    """sealmail.server.session's `asyncio`, with the failure delay's sleeps recorded instead of
+    waited for: the delay is proven without a test that waits or times anything."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+def start_pop3(server: Server) -> int:
+    """pop3d beside the imapd of `server`: its loop, store, config and password database."""
+    from sealmail.server.pop3d import Pop3Service, Pop3Settings
+
+    pop3 = Pop3Service(
+        server.config,
+        server.store,
+        settings=Pop3Settings.from_config(server.config),
+        authenticator=server.service.authenticator,
+    )
+
+    async def listen() -> int:
+        listener = await asyncio.start_server(pop3.handle, "127.0.0.1", 0)
+        return int(listener.sockets[0].getsockname()[1])
+
+    return asyncio.run_coroutine_threadsafe(listen(), server.loop).result(10)
+
+
+def session_lines(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    """The logger's lines with the session id (the only part that differs per session) cut."""
+    lines = []
+    for record in caplog.records:
+        message = record.getMessage()
+        if record.name != logger:
+            continue
+        if message.endswith(">") and " SESSIONID=<" in message:  # Cyrus's shape
+            lines.append(message.rsplit(" SESSIONID=<", 1)[0])
+        elif ": " in message:
+            lines.append(message.split(": ", 1)[1])
+    return lines
+
+
+def test_a_failed_login_is_delayed_and_logged_as_pop3d_does(start, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import poplib
+
+    from sealmail.server import session
+
+    sleeps = RecordedSleeps()
+    monkeypatch.setattr(session, "asyncio", sleeps)
+    caplog.set_level(logging.INFO, logger="sealmail")
+    server = start(allowplaintext="yes", auth_failure_delay="3", auth_max_failures="2")
+    client = server.client()
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
+        client.login("alice", "wrong horse")
+    assert sleeps.delays == [3.0]  # auth_failure_delay, before the refusal went out
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
+        client.login("alice", "wrong horse")  # then BYE: auth_max_failures
+    assert sleeps.delays == [3.0, 6.0]  # longer each time, as every daemon waits
+
+    pop = poplib.POP3("127.0.0.1", start_pop3(server), timeout=10)
+    pop.user("alice")
+    with pytest.raises(poplib.error_proto, match="AUTH"):
+        pop.pass_("wrong horse")
+    pop.quit()
+    assert sleeps.delays == [3.0, 6.0, 9.0]  # the client's third failure, in any session
+
+    def failed(logger: str) -> list[str]:
+        lines = session_lines(caplog, logger)
+        return [ln for ln in lines if ln.startswith("badlogin:")]
+
+    imap_failed, pop_failed = failed("sealmail.imapd"), failed("sealmail.pop3d")
+    assert len(imap_failed) == 2 and len(pop_failed) == 1
+    assert imap_failed[0].startswith(
+        "badlogin: [127.0.0.1] plaintext alice [SASL(-13): authentication failure: "
+    )
+    assert imap_failed[0] == pop_failed[0]
+    assert "wrong horse" not in caplog.text and PASSWORD not in caplog.text
+
+
+def test_authenticate_plain_with_sasl_ir(start, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="sealmail.imapd")
+    server = start()
+    client = server.client()
+    client.starttls(server.tls_context())
+    response = base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode()
+    typ, data = client._simple_command("AUTHENTICATE", "PLAIN", response)  # RFC 4959: one line
+    assert typ == "OK" and data[0].startswith(b"[CAPABILITY IMAP4rev1 ")
+    assert data[0].endswith(b"] Logged in") and b"AUTH=" not in data[0]
+    client.state = "AUTH"
+    assert client.select("INBOX")[0] == "OK"
+    client.logout()
+    logins = [ln for ln in session_lines(caplog, "sealmail.imapd") if ln.startswith("login:")]
+    assert logins == ["login: [127.0.0.1] alice PLAIN+TLS User logged in"]
+
+
+def test_a_cancelled_authenticate_gets_bad_is_logged_and_not_counted(start, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="sealmail.imapd")
+    server = start(allowplaintext="yes", auth_max_failures="1")
+    client = server.client()
+    for _ in range(2):  # a cancel is no failure: the session goes on
+        with pytest.raises(imaplib.IMAP4.error, match="Authentication cancelled"):
+            client.authenticate("PLAIN", lambda challenge: None)  # imaplib sends "*"
+    assert client.noop()[0] == "OK"
+    typ, _ = client.authenticate("PLAIN", lambda _: b"\0alice\0" + PASSWORD.encode())
+    assert typ == "OK"
+    client.logout()
+    aborted = [ln for ln in session_lines(caplog, "sealmail.imapd") if "aborted" in ln]
+    assert aborted == ["AUTHENTICATE aborted from [127.0.0.1]: Authentication cancelled"] * 2
+
+
+def test_plaintext_is_refused_without_tls_and_accepted_under_it(start, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="sealmail.imapd")
+    server = start()  # allowplaintext: no
+    sock, say = raw_session(server)
+    plain = base64.b64encode(b"\0alice\0" + PASSWORD.encode())
+    assert say(b"a AUTHENTICATE PLAIN " + plain + b"\r\n") == (
+        b"a NO [PRIVACYREQUIRED] This mechanism needs TLS\r\n")
+    assert say(b"b AUTHENTICATE PLAIN\r\n") == (
+        b"b NO [PRIVACYREQUIRED] This mechanism needs TLS\r\n")
+    assert say(b'c LOGIN alice "' + PASSWORD.encode() + b'"\r\n') == (
+        b"c NO [PRIVACYREQUIRED] LOGIN is disabled without TLS\r\n")
+    assert say(b"d AUTHENTICATE X-UNHEARD-OF\r\n") == (
+        b"d NO [CANNOT] Mechanism not available\r\n")
+    sock.close()
+    refused = [ln for ln in session_lines(caplog, "sealmail.imapd") if "refused" in ln]
+    assert refused == [
+        "AUTHENTICATE PLAIN refused from [127.0.0.1]: encryption required",
+        "AUTHENTICATE PLAIN refused from [127.0.0.1]: encryption required",
+        "AUTHENTICATE X-UNHEARD-OF refused from [127.0.0.1]: unknown mechanism",
+    ]
+    client = server.client()
+    client.starttls(server.tls_context())
+    assert client.login("alice", PASSWORD)[0] == "OK"
+    client.logout()
+
+
+def test_a_password_backend_that_is_down_is_unavailable_and_not_counted(start, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = start(
+        allowplaintext="yes",
+        auth_max_failures="1",
+        sasl_pwcheck_method="saslauthd",
+        sasl_saslauthd_path=str(tmp_path / "no-saslauthd" / "mux"),
+    )
+    sock, say = raw_session(server)
+    for tag in (b"a", b"b"):  # RFC 5530 [UNAVAILABLE]; not the client's fault, not counted
+        assert say(tag + b' LOGIN alice "' + PASSWORD.encode() + b'"\r\n') == (
+            tag + b" NO [UNAVAILABLE] Authentication is temporarily unavailable\r\n")
+    assert say(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
+    sock.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.instance import store_root_opt_in
-from tests.support.peers import free_tcp_port
+from tests.support.peers import free_tcp_port, wait_until_accepting
 
 from sealmail.config.cyrus_conf import parse_cyrus_conf
 from sealmail.server.master import Master
@@ -240,6 +240,7 @@ def test_sighup_adds_and_removes_services(tmp_path: Path, port: int) -> None:
             return False
 
         wait_for(old_port_closed, what="the removed service's port closed")
+        wait_until_accepting(("127.0.0.1", port), 30.0)  # bound after "starting" is logged
         with smtplib.LMTP("127.0.0.1", port) as client:
             assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
         assert kept.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}

@@ -52,6 +52,7 @@ class Server:
     port: int
     ca: trustme.CA
     clock: Clock
+    loop: asyncio.AbstractEventLoop
 
     def client(self) -> poplib.POP3:
         return poplib.POP3("127.0.0.1", self.port, timeout=10)
@@ -132,7 +133,7 @@ def start(tmp_path: Path, ca: trustme.CA) -> Iterator[object]:
         asyncio.run_coroutine_threadsafe(main(), loop).result(10)
         assert ready.wait(10)
         loops.append((loop, thread, store))
-        return Server(config, store, service, port[0], ca, clock)
+        return Server(config, store, service, port[0], ca, clock, loop)
 
     yield starter
     for loop, thread, store in loops:
@@ -374,6 +375,18 @@ def test_autologout_deletes_nothing(start) -> None:  # type: ignore[no-untyped-d
     assert client.file.readline() == b"-ERR Autologout; idle for too long\r\n"
     assert client.file.readline() == b""
     assert len(server.uids()) == 1
+
+
+def test_shutdown_ends_idle_sessions_and_deletes_nothing(start) -> None:  # type: ignore[no-untyped-def]
+    server: Server = start(allowplaintext="yes")
+    deliver(server, MESSAGES[0])
+    client = server.login()
+    client.dele(1)
+    server.loop.call_soon_threadsafe(server.service.drain)  # as master's SIGTERM does
+    assert client.file.readline() == b"-ERR [SYS/TEMP] Server shutting down\r\n"
+    assert client.file.readline() == b""
+    assert len(server.uids()) == 1  # no QUIT, no UPDATE
+    wait_until_idle(server)
 
 
 def test_bad_input_keeps_the_session(start) -> None:  # type: ignore[no-untyped-def]

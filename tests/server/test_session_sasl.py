@@ -155,7 +155,8 @@ def test_failures_are_counted_and_end_the_session_at_the_limit(
     refusal = ("refuse", FailureReason.BAD_CREDENTIALS)
     assert host.sent == [refusal, refusal, ("give up", None)]  # the refusal goes out first
     assert auth.failures == 2
-    assert caplog.text.count("S1: authentication failed from [192.0.2.1] (PLAIN): wrong") == 2
+    failed = "badlogin: [192.0.2.1] PLAIN [SASL(-13): authentication failure: wrong password"
+    assert caplog.text.count(failed) == 2 and "SESSIONID=<S1>" in caplog.text
 
 
 def test_a_temporary_failure_is_not_the_client_s_unless_the_daemon_counts_it() -> None:
@@ -184,7 +185,7 @@ def test_a_password_command_is_a_plain_exchange_and_never_logged(
         assert asyncio.run(auth.password("alice", "s3cret pass", "USER")) is True
     assert mechanism.received == [b"\0alice\0s3cret pass"]
     assert host.sent == [("refuse", FailureReason.BAD_CREDENTIALS)]
-    assert "(USER alice)" in caplog.text
+    assert "badlogin: [192.0.2.1] plaintext alice [SASL(-13)" in caplog.text
     assert "s3cret" not in caplog.text
 
 

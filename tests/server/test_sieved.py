@@ -48,6 +48,7 @@ class Server:
     scripts: SieveScriptStore
     port: int
     ca_file: Path
+    loop: asyncio.AbstractEventLoop
 
     def raw(self) -> RawClient:
         return RawClient(socket.create_connection(("127.0.0.1", self.port), timeout=10))
@@ -159,7 +160,7 @@ def start(tmp_path: Path) -> Iterator[object]:
         thread.start()
         asyncio.run_coroutine_threadsafe(main(), loop).result(10)
         running.append((loop, thread))
-        return Server(config, service, scripts, port[0], ca_file)
+        return Server(config, service, scripts, port[0], ca_file, loop)
 
     yield starter
     for loop, thread in running:
@@ -372,4 +373,14 @@ def test_idle_timeout_says_bye(start, tmp_path: Path) -> None:  # type: ignore[n
     client = server.raw()
     client.response()
     assert client.response()[1] == b'BYE "Idle for too long"'
+    assert client.closed()
+
+
+def test_shutdown_says_bye_trylater(start) -> None:  # type: ignore[no-untyped-def]
+    server: Server = start()
+    client = server.raw()
+    client.response()
+    assert client.plain().startswith(b"NO")  # PLAIN needs TLS: the session goes on
+    server.loop.call_soon_threadsafe(server.service.drain)  # as master's SIGTERM does
+    assert client.response()[1] == b'BYE (TRYLATER) "Server shutting down"'
     assert client.closed()

@@ -12,11 +12,14 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig, parse_imapd_conf
+from sealmail.mta.config.main_cf import MainCfEntry, MainConfig, parse_main_cf
 from sealmail.server.tls import (
     TLSConfigError,
     cipher_bits,
     peer_identity,
+    postfix_protocols,
     server_context,
+    smtpd_context,
     tls_versions,
 )
 
@@ -311,6 +314,178 @@ def test_client_ca_file_without_certificates(files: Files) -> None:
     with pytest.raises(TLSConfigError, match="no PEM CA certificate") as caught:
         server_context(tls_config(files, tls_client_ca_file=files.key))
     assert (caught.value.option, caught.value.file) == ("tls_client_ca_file", str(files.key))
+
+
+# -- contexts from main.cf (smtpd) --------------------------------------------------------------
+
+
+def main_cf(text: str) -> MainConfig:
+    return MainConfig.from_document(parse_main_cf(text, "main.cf"), hostname="mx.test")
+
+
+def smtpd_tls(files: Files, level: str = "may", more: str = "") -> MainConfig:
+    return main_cf(
+        f"smtpd_tls_security_level = {level}\nsmtpd_tls_cert_file = {files.cert}\n"
+        f"smtpd_tls_key_file = {files.key}\n{more}"
+    )
+
+
+@pytest.mark.parametrize("level", ["", "none"])
+def test_smtpd_offers_no_tls_below_may(files: Files, level: str) -> None:
+    assert smtpd_context(smtpd_tls(files, level)) is None
+
+
+def test_smtpd_context_is_the_hardened_one(files: Files, ca: trustme.CA) -> None:
+    context = smtpd_context(smtpd_tls(files))
+    assert context is not None
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2  # sealmail's default, not >=TLSv1
+    assert context.verify_mode == ssl.CERT_NONE
+    for option in (ssl.OP_NO_COMPRESSION, ssl.OP_NO_RENEGOTIATION, ssl.OP_CIPHER_SERVER_PREFERENCE):
+        assert context.options & option
+    session = handshake(context, client_context(ca))
+    assert (session.reply, session.server["version"]) == (b"ok\r\n", "TLSv1.3")
+
+
+def test_smtpd_key_defaults_to_the_certificate_file(
+    tmp_path: Path, files: Files, ca: trustme.CA
+) -> None:
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(files.key.read_bytes() + files.cert.read_bytes())
+    context = smtpd_context(
+        main_cf(f"smtpd_tls_security_level = encrypt\nsmtpd_tls_cert_file = {combined}\n")
+    )
+    assert context is not None
+    assert handshake(context, client_context(ca)).reply == b"ok\r\n"
+
+
+def _chain_file(path: Path, leaf: trustme.LeafCert) -> Path:
+    path.write_bytes(leaf.private_key_and_cert_chain_pem.bytes())
+    return path
+
+
+def _tls12_client(ca: trustme.CA, ciphers: str) -> ssl.SSLContext:
+    client = client_context(ca)
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(ciphers)
+    return client
+
+
+def test_smtpd_chain_files_one_per_key_type(tmp_path: Path, ca: trustme.CA) -> None:
+    ecdsa = _chain_file(tmp_path / "ecdsa.pem", ca.issue_cert("localhost"))
+    rsa = _chain_file(
+        tmp_path / "rsa.pem", ca.issue_cert("localhost", key_type=trustme.KeyType.RSA)
+    )
+    config = main_cf(
+        "smtpd_tls_security_level = may\n"
+        "smtpd_tls_cert_file = /nonexistent/ignored.pem\n"  # chain files take precedence
+        f"smtpd_tls_chain_files = {ecdsa}, {rsa}\n"
+    )
+    context = smtpd_context(config)
+    assert context is not None
+    # A TLS 1.2 client that takes one signature algorithm only gets the matching certificate.
+    for ciphers in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"):
+        error, version = blocking_handshake(context, _tls12_client(ca, ciphers))
+        assert (error, version) == (None, "TLSv1.2")
+
+
+def test_smtpd_chain_file_without_a_key(tmp_path: Path, files: Files) -> None:
+    with pytest.raises(TLSConfigError, match="no private key in this file") as caught:
+        smtpd_context(
+            main_cf(f"smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {files.cert}\n")
+        )
+    assert (caught.value.option, caught.value.file) == ("smtpd_tls_chain_files", str(files.cert))
+    assert str(caught.value).startswith("main.cf:2: smtpd_tls_chain_files: ")
+
+
+@pytest.mark.parametrize("level", ["may", "encrypt"])
+def test_smtpd_tls_needs_a_certificate(level: str) -> None:
+    with pytest.raises(TLSConfigError, match=f"{level} needs a certificate") as caught:
+        smtpd_context(main_cf(f"smtpd_tls_security_level = {level}\n"))
+    assert caught.value.option == "smtpd_tls_cert_file"
+
+
+def test_smtpd_certificate_errors_name_file_and_line(tmp_path: Path, files: Files) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(TLSConfigError, match="cannot read") as caught:
+        smtpd_context(
+            main_cf(f"# TLS\nsmtpd_tls_security_level = may\nsmtpd_tls_cert_file = {missing}\n")
+        )
+    assert str(caught.value).startswith(f"main.cf:3: smtpd_tls_cert_file: {missing}: ")
+    other = tmp_path / "other.key"
+    other.write_bytes(b"")
+    with pytest.raises(TLSConfigError, match="no usable PEM private key") as caught:
+        smtpd_context(smtpd_tls(files, more=f"smtpd_tls_key_file = {other}\n"))
+    assert (caught.value.option, caught.value.line) == ("smtpd_tls_key_file", 4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_smtpd_protocols_at_may_mandatory_protocols_at_encrypt(
+    files: Files, ca: trustme.CA
+) -> None:
+    only_13 = "smtpd_tls_protocols = >=TLSv1.3\n"
+    tls12 = _limited_client(ca, ssl.TLSVersion.TLSv1_2)
+    context = smtpd_context(smtpd_tls(files, "may", only_13))
+    assert context is not None
+    error, _ = blocking_handshake(context, tls12)
+    assert isinstance(error, ssl.SSLError) and error.reason == "UNSUPPORTED_PROTOCOL"
+    context = smtpd_context(smtpd_tls(files, "encrypt", only_13))  # the mandatory ones apply
+    assert context is not None
+    assert blocking_handshake(context, tls12) == (None, "TLSv1.2")
+    context = smtpd_context(
+        smtpd_tls(files, "encrypt", "smtpd_tls_mandatory_protocols = TLSv1.3\n")
+    )
+    assert context is not None
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+def test_smtpd_protocol_errors_name_the_master_cf_override(files: Files) -> None:
+    config = smtpd_tls(files).with_overrides(
+        [MainCfEntry("smtpd_tls_protocols", "!TLSv1.2", "master.cf", 12)]
+    )
+    with pytest.raises(TLSConfigError, match="leaves a gap") as caught:
+        smtpd_context(config)
+    assert str(caught.value).startswith("master.cf:12: smtpd_tls_protocols: ")
+
+
+V1, V11, V12, V13 = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_2,
+                     ssl.TLSVersion.TLSv1_3)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (">=TLSv1.2", (V12, V13)),
+        (">=TLSv1", (V1, V13)),  # Postfix's default
+        ("!SSLv2, !SSLv3", (V1, V13)),
+        ("!SSLv2:!SSLv3:!TLSv1:!TLSv1.1", (V12, V13)),
+        ("TLSv1.2 TLSv1.3", (V12, V13)),
+        ("tlsv1.3", (V13, V13)),
+        (">=0303", (V12, V13)),
+        ("<=TLSv1.2", (V1, V12)),
+        (">=TLSv1.1 <=TLSv1.2", (V11, V12)),
+        (">=SSLv3", (V1, V13)),
+        ("", (V1, V13)),
+    ],
+)
+def test_postfix_protocols(text: str, expected: tuple[ssl.TLSVersion, ssl.TLSVersion]) -> None:
+    assert postfix_protocols(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("!TLSv1.2", "leaves a gap"),
+        ("TLSv1 TLSv1.3", "leaves a gap"),
+        ("SSLv3 TLSv1", "SSLv3 is not supported"),
+        (">=TLSv1.4", "'TLSv1.4' is not one of"),
+        ("<=SSLv3", "leaves no TLS version"),
+        (">=TLSv1.3 <=TLSv1.2", "leaves no TLS version"),
+        ("!TLSv1 !TLSv1.1 !TLSv1.2 !TLSv1.3", "leaves no TLS version"),
+    ],
+)
+def test_bad_postfix_protocols(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        postfix_protocols(text)
 
 
 # -- client certificates ------------------------------------------------------------------------

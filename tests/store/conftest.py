@@ -1,10 +1,10 @@
 """Fixtures of the store tests: an imapd.conf with two partitions under tmp_path, and the store
 on every backend.
 
-The `store` fixture runs a test on the disk store and on the memory store (the contract tests:
-both must answer alike). A test about what only the disk has (files, fsync, crash recovery,
-reconstruct, hard links, the SQLite index) says so with `@pytest.mark.disk_only("why")` and runs
-on the disk store alone.
+The `store` fixture runs a test on the disk store, the memory store and the PostgreSQL store (the
+contract tests: all must answer alike; PostgreSQL on a private cluster, tests/support/postgres.py).
+A test about what only the disk has (files, fsync, crash recovery, reconstruct, hard links, the
+SQLite index) says so with `@pytest.mark.disk_only("why")` and runs on the disk store alone.
 """
 
 from __future__ import annotations

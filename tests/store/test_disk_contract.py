@@ -17,6 +17,7 @@ from sealmail.store.errors import (
     InvalidMailboxName,
     InvalidQuota,
     InvalidRights,
+    MailboxCorrupt,
     MailboxExists,
     MailboxNotFound,
     NoSuchMessage,
@@ -377,3 +378,41 @@ def test_flag_snapshot_survives_a_newline_in_a_flags_column(store: DiskStore) ->
     assert snapshot.uids == [1, 2, 3]
     assert [snapshot.flag_sets[i] for i in snapshot.flag_ids] == [r.flags for r in
                                                                   store.messages("user.alice")]
+
+
+def test_reading_a_message_another_session_expunges_meanwhile(store: DiskStore) -> None:
+    """A FETCH reads the index, then the files: an expunge committing in between removes the
+    file. That message is gone (bytes read before, or None / NoSuchMessage), never damage."""
+    store.create_mailbox("user.alice")
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice")] * 2)
+    contents = store.message_contents("user.alice", [1, 2])  # the index is read here
+    store.expunge("user.alice", [1])
+    assert next(contents) in (None, MESSAGE) and next(contents) == MESSAGE
+    with pytest.raises(NoSuchMessage):
+        store.message_bytes("user.alice", 1)
+
+
+@pytest.mark.disk_only("the window between the index read and the file read")
+def test_expunged_between_row_and_file_is_no_corruption(
+    store: DiskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race imaptest's stress run met as a false NO [CORRUPTION] (issue 17)."""
+    store.create_mailbox("user.alice")
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice")] * 2)
+    path = store.mailbox_path("user.alice")
+    read_bytes = Path.read_bytes
+
+    def expunged_first(self: Path) -> bytes:
+        if self.name == "1.":  # another session's EXPUNGE commits right before the read
+            store.expunge("user.alice", [1])
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", expunged_first)
+    with pytest.raises(NoSuchMessage):
+        store.message_bytes("user.alice", 1)
+    monkeypatch.undo()
+    (path / "2.").unlink()  # a file lost while its row stays: that is damage
+    with pytest.raises(MailboxCorrupt, match="run reconstruct"):
+        store.message_bytes("user.alice", 2)
+    with pytest.raises(MailboxCorrupt):
+        list(store.message_contents("user.alice", [2]))

@@ -152,12 +152,33 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
     _sql_store.execute("DROP TABLE header_index")
     _sql_store.execute("DROP TABLE seen")
     _sql_store.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
+    _sql_store.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # version 8's
     _sql_store.execute("PRAGMA user_version=2")
     _sql_store.close()
     store = DiskStore.from_config(config)
     try:
         assert store.search_header("user.a", "subject", "TOPIC3").matched == [2]
         assert store.search_header("user.a", "to", "bob").matched == [2]
+    finally:
+        store.close()
+
+
+def test_migration_from_schema_6_makes_every_row_again(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Version 7 changed what a row holds (addresses searched as ENVELOPE parses them, RFC 5256
+    base subjects and collation): rows written before are dropped, then made again."""
+    store = DiskStore.from_config(config)
+    store.create_mailbox("user.a")
+    _deliver(store, b"From: <amy (x)@ (y) example.org>\r\nSubject: [a] Re: [b] hi\r\n\r\n.\r\n")
+    store.close()
+    conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
+    conn.execute("UPDATE header_index SET fields = x'1e', base_subject = 'old'")
+    conn.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # what version 8 added
+    conn.execute("PRAGMA user_version=6")
+    conn.close()
+    store = DiskStore.from_config(config)
+    try:
+        assert store.search_header("user.a", "from", "amy@example.org").matched == [1]
+        assert store.thread_fields("user.a")[0].base_subject == "HI"
     finally:
         store.close()
 

@@ -311,6 +311,7 @@ def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfi
     index.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
     for column in (*SORT_COLUMNS, "listed"):  # what versions 5 and 6 added
         index.execute(f"ALTER TABLE header_index DROP COLUMN {column}")
+    index.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # what version 8 added
     index.execute("PRAGMA user_version=3")
     index.close()
     store = DiskStore.from_config(config)

@@ -155,8 +155,37 @@ def test_sqlite_orders_as_python_does(tmp_path_factory: pytest.TempPathFactory,
 
 
 def test_base_subject_examples() -> None:
-    assert base_subject("Re: [list] Fwd: Hello (fwd)") == "hello"
-    assert base_subject("[Fwd: Re: x]") == "x"
+    """RFC 5256 2.1, kept in i;ascii-casemap form (ASCII upper case)."""
+    assert base_subject("Re: [list] Fwd: Hello (fwd)") == "HELLO"
+    assert base_subject("[Fwd: Re: x]") == "X"
+    # imaptest's sort-subject: leaders behind blobs, a lone blob kept, nested [fwd: ...],
+    # a blob with a "[" inside is no blob.
+    assert base_subject("[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)") == "B"
+    assert base_subject("[xyz]") == "[XYZ]"
+    assert base_subject("re: [fwd: [fwd: re: [fwd: babylon]]]") == "BABYLON"
+    assert base_subject("Ad: Re: Ad: Re: Ad: x") == "AD: RE: AD: RE: AD: X"
+    assert base_subject("=?iso-8859-1?q?RE:_C?=") == "C"
+    assert base_subject("=?iso-8859-1?q?_?=") == ""
+    assert base_subject("Re: café") == "CAFé"  # only ASCII letters are mapped
+
+
+def test_subjects_sort_in_ascii_casemap_order() -> None:
+    """RFC 5256 3 sorts with i;ascii-casemap: "[" and "_" after the letters, whatever case."""
+    subjects = ["_", "[xyz]", "b (a)", "a", "C", "babylon"]
+    assert sorted(subjects, key=base_subject) == ["a", "b (a)", "babylon", "C", "[xyz]", "_"]
+
+
+def test_first_address_of_a_group_is_its_name() -> None:
+    """RFC 5256 3 / RFC 5957 on ENVELOPE's addresses: a group starts with its name
+    (RFC 9051 7.5.2), so the group's name is its addr-mailbox and its display name."""
+    fields = sort_fields(b"From: =?iso-8859-1?q?foo_aar?= <e@f.g>\r\nTo: a: x@y.org, z@y.org;\r\n"
+                         b"Cc: <user (comment)@ example.org>\r\n\r\n")
+    assert (fields.from_mailbox, fields.from_display) == ("E", "FOO AAR")
+    assert (fields.to_mailbox, fields.to_display) == ("A", "A")
+    assert fields.cc_mailbox == "USER"
+    empty = sort_fields(b"To: empty:;\r\nFrom: d\r\n\r\n")
+    assert (empty.to_mailbox, empty.to_display) == ("EMPTY", "EMPTY")
+    assert (empty.from_mailbox, empty.from_display) == ("D", "D")
 
 
 def test_the_store_orders_by_every_key_the_parser_takes() -> None:

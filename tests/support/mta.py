@@ -4,18 +4,26 @@ main.cf opt-in of MTAs that tests start as root on a directory only root can rea
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sealmail.mta.master import MtaMaster
+from sealmail.mta.config import load_mta_config
+from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.master import MtaMaster, open_maillog
 
 
 class RunningMta:
+    """The master, its queue manager and agents in this process; with maillog_file set, their
+    lines go there as `sealmail postfix start` sends them (smtpd processes open it themselves)."""
+
     def __init__(self, config: Path, smtpd_processes: int | None = None) -> None:
         self.master = MtaMaster(config, hostname="mx.example.com", smtpd_processes=smtpd_processes)
+        main = load_mta_config(config, hostname="mx.example.com").main
+        self.maillog = open_maillog(main) if main.get(MAIN.maillog_file).strip() else None
         self.loop = asyncio.new_event_loop()
         self.stop = asyncio.Event()
         self.ready = threading.Event()
@@ -26,6 +34,9 @@ class RunningMta:
         self.loop.run_until_complete(self.master.run(self.stop, lambda _: self.ready.set()))
 
     def __enter__(self) -> RunningMta:
+        if self.maillog is not None:
+            logging.getLogger("sealmail").addHandler(self.maillog)
+            logging.getLogger("sealmail").setLevel(logging.INFO)
         self.thread.start()
         assert self.ready.wait(20)
         return self
@@ -33,6 +44,9 @@ class RunningMta:
     def __exit__(self, *exc: object) -> None:
         self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(30)
+        if self.maillog is not None:
+            logging.getLogger("sealmail").removeHandler(self.maillog)
+            self.maillog.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:

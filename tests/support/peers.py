@@ -342,46 +342,6 @@ class LmtpClient:
 
 
 # --------------------------------------------------------------------------------------------
-# Postfix's smtp-sink
-
-
-SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-
-
-class SmtpSink:
-    """Postfix's smtp-sink on 127.0.0.1: a receiving SMTP server that keeps each transaction in
-    a file of `directory` (smtp-sink -d), its envelope as X-Mail-Args:/X-Rcpt-Args: lines first.
-    It offers PIPELINING, 8BITMIME, DSN, ENHANCEDSTATUSCODES and no SMTPUTF8; as root it runs
-    as `postfix` (-u), so `directory` must be below a traversable_tmpdir()."""
-
-    def __init__(self, directory: Path, port: int | None = None, delay_data: int = 0) -> None:
-        require_binaries("postfix", SMTP_SINK)
-        self.directory = directory
-        self.port = port or free_tcp_port()
-        self.delay_data = delay_data  # -w: seconds before the reply to DATA
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.directory, "postfix")
-        delay = ["-w", str(self.delay_data)] if self.delay_data else []
-        self._process = subprocess.Popen(
-            [SMTP_SINK, "-u", "postfix", "-d", f"{self.directory}/%M.", *delay,
-             f"127.0.0.1:{self.port}", "10"])
-        wait_until_accepting(("127.0.0.1", self.port), 15.0, self._process)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(10)
-
-    def messages(self) -> list[str]:
-        """Every transaction received so far (envelope lines, then the message)."""
-        return [p.read_text(errors="replace") for p in sorted(self.directory.iterdir())]
-
-
-# --------------------------------------------------------------------------------------------
 # Postfix 3.7
 
 
@@ -901,3 +861,202 @@ service lmtp {{
             if (self.maildir(user) / sub).is_dir()
             for _ in (self.maildir(user) / sub).iterdir()
         )
+
+
+# --------------------------------------------------------------------------------------------
+# DNS (nsd) and receiving MTAs (smtp-sink) on loopback addresses of their own
+#
+# A resolv.conf has no port syntax, so the test DNS server listens on port 53 and the receiving
+# MTAs on port 25 (what an MX lookup leads to), each on an address of 127.0.0.0/8 other than
+# 127.0.0.1 (Linux answers on the whole range). Addresses are drawn at random and probed, so
+# parallel runs do not collide. Binding those ports needs root: as another user the tests skip.
+
+NSD = "/usr/sbin/nsd"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+def free_loopback_address(port: int, kind: int = socket.SOCK_STREAM, *,
+                          avoid: Sequence[str] = ()) -> str:
+    """A 127.a.b.c address (not 127.0.0.1) on which `port` can be bound now."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        address = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
+        if address in avoid:
+            continue
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError:
+                continue
+        return address
+    raise PeerFailed(f"no loopback address with port {port} free")
+
+
+def require_privileged_ports() -> None:
+    """Port 25 and 53: root only (unless the kernel lowered ip_unprivileged_port_start)."""
+    try:
+        start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        start = 1024
+    if os.geteuid() != 0 and start > 25:
+        raise PeerUnavailable("binding ports 25 and 53 needs root")
+
+
+class NsdInstance:
+    """A private authoritative nsd for test zones, on `address`:53, with a resolv.conf for it.
+
+    Zones are name -> zone file text (without $ORIGIN; an SOA and NS are added). A zone whose
+    text is None is configured with a broken file: nsd answers SERVFAIL for it until
+    `set_zone` writes a good one (nsd rereads changed zone files on SIGHUP).
+    """
+
+    def __init__(self, root: Path, zones: Mapping[str, str | None]) -> None:
+        self.root = root / "nsd"
+        self.address = ""
+        self.zones = dict(zones)
+        self.log = self.root / "nsd.log"
+        self.resolv_conf = self.root / "resolv.conf"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._serial = 1
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def zone_text(self, name: str, body: str | None) -> str:
+        if body is None:
+            return "this is not a zone file !!!\n"
+        return (f"$ORIGIN {name}.\n$TTL 300\n"
+                f"@ IN SOA ns.{name}. hostmaster.{name}. {self._serial} 3600 600 86400 60\n"
+                f"@ IN NS ns.{name}.\nns IN A {self.address}\n{body}\n")
+
+    def start(self) -> None:
+        if os.geteuid() == 0 and not os.access(NSD, os.X_OK):
+            # Root is CI, and scripts/test.sh installs nsd there: missing is a failure.
+            raise PeerFailed(f"{NSD} is missing: scripts/test.sh installs Debian's nsd")
+        require_binaries("nsd", NSD)
+        require_privileged_ports()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.address = free_loopback_address(53, socket.SOCK_DGRAM)
+        zones = "".join(f'zone:\n    name: "{name}"\n    zonefile: "{name}.zone"\n'
+                        for name in self.zones)
+        (self.root / "nsd.conf").write_text(
+            "server:\n"
+            f"    ip-address: {self.address}\n    port: 53\n    do-ip6: no\n"
+            f'    zonesdir: "{self.root}"\n    database: ""\n'
+            f'    zonelistfile: "{self.root}/zone.list"\n    xfrdfile: "{self.root}/xfrd.state"\n'
+            f'    xfrdir: "{self.root}"\n    pidfile: "{self.root}/nsd.pid"\n'
+            f'    username: ""\n    logfile: "{self.log}"\n    server-count: 1\n'
+            "    verbosity: 1\n"
+            "remote-control:\n    control-enable: no\n" + zones
+        )
+        for name, body in self.zones.items():
+            (self.root / f"{name}.zone").write_text(self.zone_text(name, body))
+        self.resolv_conf.write_text(f"nameserver {self.address}\noptions timeout:2\n")
+        self._process = subprocess.Popen(
+            [NSD, "-d", "-c", str(self.root / "nsd.conf")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_until_accepting((self.address, 53), 30.0, self._process, self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def set_zone(self, name: str, body: str | None) -> None:
+        """Rewrite a zone and have nsd load it (SIGHUP), waiting until it answers from it."""
+        assert self._process is not None
+        self._serial += 1
+        self.zones[name] = body
+        path = self.root / f"{name}.zone"
+        path.write_text(self.zone_text(name, body))
+        later = time.time() + 2  # nsd compares modification times: make the change visible
+        os.utime(path, (later, later))
+        marker = f"zone {name} read with success"
+        seen = self.log_text().count(marker)
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while body is not None and not (self.log_text().count(marker) > seen
+                                        and self.serves(name, self._serial)):
+            if time.monotonic() > deadline:
+                raise PeerFailed(f"nsd did not reload {name}" + _log_tail(self.log))
+            time.sleep(0.05)
+
+    def serves(self, name: str, serial: int) -> bool:
+        """Whether nsd answers for the zone with this serial (a reload's new server processes
+        take over a moment after the log says the zone was read)."""
+        import dns.exception
+        import dns.message
+        import dns.query
+        import dns.rcode
+
+        try:
+            reply = dns.query.udp(dns.message.make_query(name, "SOA"), self.address, timeout=1)
+        except (dns.exception.DNSException, OSError):
+            return False
+        return reply.rcode() == dns.rcode.NOERROR and any(
+            getattr(rdata, "serial", None) == serial for rrset in reply.answer for rdata in rrset)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_process(self._process)
+            self._process = None
+
+
+class SmtpSink:
+    """Postfix's smtp-sink on `address`:`port` (`[::1]` for IPv6): accepts everything, writes
+    each transaction to a file in `dump_dir` (the envelope as X-Mail-Args/X-Rcpt-Args headers,
+    then the message)."""
+
+    def __init__(self, root: Path, address: str, port: int = 25, *,
+                 hostname: str = "sink.test.example", options: Sequence[str] = ()) -> None:
+        self.address = address
+        self.port = port
+        self.hostname = hostname
+        self.options = tuple(options)
+        self.dump_dir = root / f"sink-{address}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        require_binaries("postfix", SMTP_SINK)
+        check_reachable(self.dump_dir.parent, "postfix")
+        self.dump_dir.mkdir(parents=True, exist_ok=True)
+        _chown_tree(self.dump_dir, "postfix", "postfix")
+        # As root smtp-sink must be told whom to run as once it has its socket (-u).
+        user = ["-u", "postfix"] if os.geteuid() == 0 else []
+        self._process = subprocess.Popen(
+            [SMTP_SINK, *user, "-h", self.hostname, "-d", f"{self.dump_dir}/%H%M%S.",
+             *self.options, f"{self.address}:{self.port}", "64"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_until_accepting((self.address.strip("[]"), self.port), 30.0, self._process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def messages(self) -> list[str]:
+        return [p.read_text(errors="replace") for p in sorted(self.dump_dir.iterdir())]
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_process(self._process)
+            self._process = None

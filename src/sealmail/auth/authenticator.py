@@ -16,7 +16,8 @@ from pathlib import Path
 from sealmail.auth.saslauthd import DEFAULT_SASLAUTHD_PATH, SaslauthdClient
 from sealmail.auth.sasldb import SaslDB
 from sealmail.auth.throttle import FailurePenalty
-from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.proto.sasl import (
     MECHANISMS,
     PLAINTEXT_MECHANISMS,
@@ -103,21 +104,21 @@ class Authenticator:
     ) -> None:
         self.config = config
         self.default_realm = config.servername
-        methods = tuple(m.lower() for m in (config.words("sasl_pwcheck_method") or ()))
+        methods = tuple(m.lower() for m in (config.get(IMAPD.sasl_pwcheck_method) or ()))
         unknown = [m for m in methods if m not in PWCHECK_METHODS]
         if unknown or not methods:
-            raise ConfigError(
-                config.path,
-                0,
-                "sasl_pwcheck_method",
+            raise config.error(
+                IMAPD.sasl_pwcheck_method,
                 f"{' '.join(unknown) or 'empty'}: choose from {', '.join(PWCHECK_METHODS)}",
             )
         self.pwcheck_methods = methods
         self._sasldb = (sasldb or SaslDB.from_config(config)) if "auxprop" in methods else None
-        self._saslauthd_path = Path(config.string("sasl_saslauthd_path") or DEFAULT_SASLAUTHD_PATH)
+        self._saslauthd_path = Path(
+            config.get(IMAPD.sasl_saslauthd_path) or DEFAULT_SASLAUTHD_PATH
+        )
         self._entropy = entropy
         self.penalty = FailurePenalty()  # failed logins per client and user, across sessions
-        listed = config.words("sasl_mech_list")
+        listed = config.get(IMAPD.sasl_mech_list)
         if listed is None:
             self._allowed = MECHANISMS
         else:
@@ -126,7 +127,7 @@ class Authenticator:
             if ignored:
                 log.warning("%s: sasl_mech_list: not served, ignored: %s", config.path, ignored)
             self._allowed = tuple(m for m in MECHANISMS if m in wanted)
-        self._minimum_layer = config.integer("sasl_minimum_layer")
+        self._minimum_layer = config.get(IMAPD.sasl_minimum_layer)
 
     def _credentials(self, service: str) -> _PasswordBackends:
         saslauthd = (
@@ -142,13 +143,12 @@ class Authenticator:
         """PLAIN/LOGIN (and IMAP LOGIN): under TLS, or when allowplaintext says so."""
         if secure:
             return True
-        if service == "lmtp":
-            return self.config.optional_switch("lmtp_allowplaintext", "allowplaintext")
-        return self.config.switch("allowplaintext")
+        lmtp = self.config.get(IMAPD.lmtp_allowplaintext) if service == "lmtp" else None
+        return self.config.get(IMAPD.allowplaintext) if lmtp is None else lmtp
 
     def admins(self, service: str) -> frozenset[str]:
         """Canonical admin identities; lmtp uses lmtp_admins (default: admins) like Cyrus."""
-        general = self.config.words("admins") or ()
+        general = self.config.get(IMAPD.admins) or ()
         names = self.config.lmtp_admins if service == "lmtp" else general
         realm = self.default_realm
         return frozenset(split_identity(name, realm).canonical(realm) for name in names)

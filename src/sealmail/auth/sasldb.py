@@ -35,6 +35,7 @@ from scramp.utils import saslprep
 
 from sealmail.auth.throttle import HASHING, HashingPool
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.proto.sasl import (
     CramMD5Secret,
     CredentialsUnavailable,
@@ -84,7 +85,7 @@ class SaslDBEntry:
 
 def sasldb_path(config: ImapdConfig) -> Path:
     """`sasl_sasldb_path`, default `{configdirectory}/sasldb2`."""
-    return Path(config.string("sasl_sasldb_path") or config.configdirectory / "sasldb2")
+    return Path(config.get(IMAPD.sasl_sasldb_path) or config.configdirectory / "sasldb2")
 
 
 def _prepared(password: str) -> bytes:

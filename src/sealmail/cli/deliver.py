@@ -246,6 +246,7 @@ def _run_pipe(args: argparse.Namespace) -> int:
     import logging
 
     from sealmail.config.imapd_conf import load_imapd_conf
+    from sealmail.config.options import IMAPD
     from sealmail.delivery.handoff import LmtpClient, LmtpConnectionError, Rcpt
     from sealmail.proto.smtp.address import encode_xtext
     from sealmail.proto.smtp.client import ClientUsageError
@@ -270,7 +271,7 @@ def _run_pipe(args: argparse.Namespace) -> int:
     config = load_imapd_conf(args.config)
     # Said only with -v: standard error is the reply pipe(8) quotes in bounces and its log.
     logging.getLogger("sealmail.deliver").debug("deliver logs to standard error")
-    delimiter = (config.string("recipient_delimiter") or "")[:1]
+    delimiter = (config.get(IMAPD.recipient_delimiter) or "")[:1]
     if args.users:
         if mailbox and not delimiter:
             print(f"{PROG}: recipient_delimiter is empty: -m {mailbox} ignored", file=sys.stderr)
@@ -281,11 +282,11 @@ def _run_pipe(args: argparse.Namespace) -> int:
         # No USER: -m names a shared folder, which lmtpd takes as postuser+folder (or +folder).
         assert mailbox is not None
         users = [mailbox]
-        postuser = config.string("postuser") or ""
+        postuser = config.get(IMAPD.postuser) or ""
         addresses = [recipient_address(postuser, mailbox, delimiter or "+")]
 
     sender = envelope_sender(args.sender, content)
-    socket_path = config.string("lmtpsocket") or ""
+    socket_path = config.get(IMAPD.lmtpsocket) or ""
     try:
         with LmtpClient.connect_unix(socket_path, lhlo_name=config.servername) as client:
             mail_params: list[str] = []

@@ -16,9 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sealmail.config.options import IMAPD
     from sealmail.server.lmtpd import build_service
 
     return run_daemon(
         args, "lmtpd", build_service, argv=["-a"] if args.no_auth else [],
-        default_listen=lambda config: config.string("lmtpsocket") or "",
+        default_listen=lambda config: config.get(IMAPD.lmtpsocket) or "",
     )

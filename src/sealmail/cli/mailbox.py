@@ -1,8 +1,9 @@
 """Admin commands of the store: `mailbox`, `mbpath`, `reconstruct`, `expire`.
 
-They open the store the same way the daemons do (imapd.conf from -C), so they work on a stopped
-store and on a running one alike: every change is an ordinary index transaction. Names on the
-command line and in the output are external (separator per `unixhierarchysep`).
+They open the store the same way the daemons do (imapd.conf from -C, store_backend), so they work
+on a stopped store and on a running one alike: every change is an ordinary index transaction.
+`mbpath` and `reconstruct` are about the disk store's files and refuse another backend. Names on
+the command line and in the output are external (separator per `unixhierarchysep`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import argparse
 import re
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
+from sealmail.config.options import IMAPD
+from sealmail.store.api import MessageStore
+from sealmail.store.backends import open_store
 from sealmail.store.disk import DiskStore
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
 from sealmail.store.errors import StoreError
@@ -76,12 +81,24 @@ def _pattern_regex(pattern: str, separator: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
+S = TypeVar("S", bound=MessageStore)
+
+
+def _disk_store(config: ImapdConfig) -> DiskStore:
+    backend = config.get(IMAPD.store_backend)
+    if backend != "disk":
+        raise StoreError(f"store_backend is {backend}: this command works on the disk store")
+    return DiskStore.from_config(config)
+
+
 def _with_store(
-    args: argparse.Namespace, action: Callable[[DiskStore, ImapdConfig, Namespace], int]
+    args: argparse.Namespace,
+    action: Callable[[S, ImapdConfig, Namespace], int],
+    opener: Callable[[ImapdConfig], S],
 ) -> int:
     config = load_imapd_conf(args.config)
     try:
-        store = DiskStore.from_config(config)
+        store = opener(config)
         try:
             return action(store, config, Namespace(config.hierarchy_separator))
         finally:
@@ -92,7 +109,7 @@ def _with_store(
 
 
 def run_mailbox(args: argparse.Namespace) -> int:
-    def act(store: DiskStore, config: ImapdConfig, names: Namespace) -> int:
+    def act(store: MessageStore, config: ImapdConfig, names: Namespace) -> int:
         action = args.action
         if action == "create":
             store.create_mailbox(names.to_internal(args.name), partition=args.partition)
@@ -136,7 +153,7 @@ def run_mailbox(args: argparse.Namespace) -> int:
                 print(f"{identifier} {rights}")
         return 0
 
-    return _with_store(args, act)
+    return _with_store(args, act, open_store)
 
 
 def add_mbpath_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +166,7 @@ def run_mbpath(args: argparse.Namespace) -> int:
         print(store.mailbox_path(names.to_internal(args.name)))
         return 0
 
-    return _with_store(args, act)
+    return _with_store(args, act, _disk_store)
 
 
 def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,7 +186,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             print(fix)
         return 0
 
-    return _with_store(args, act)
+    return _with_store(args, act, _disk_store)
 
 
 def add_expire_arguments(parser: argparse.ArgumentParser) -> None:

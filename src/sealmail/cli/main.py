@@ -34,6 +34,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mbpath": ("sealmail.cli.mailbox", "print the directory of a mailbox"),
     "reconstruct": ("sealmail.cli.mailbox", "check and repair mailboxes from their files"),
     "expire": ("sealmail.cli.mailbox", "expire old entries of the duplicate delivery database"),
+    "admin": ("sealmail.cli.admin", "doveadm's search, fetch, expunge, quota for -u USER or -A"),
+    "cyradm": ("sealmail.cli.cyradm", "administer mailboxes, ACLs and quotas over IMAP (Cyrus's)"),
+    "quota": ("sealmail.cli.quota", "report quota roots' usage and limits; repair usage (-f)"),
     "imapd-conf": ("sealmail.cli.imapd_conf", "show imapd.conf options and defaults (-d, -n)"),
     "postconf": ("sealmail.cli.postconf", "show or edit the MTA's main.cf and master.cf"),
     "postmap": ("sealmail.cli.postmap", "build or query MTA lookup tables"),
@@ -47,6 +50,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "saslpasswd2": ("sealmail.cli.saslpasswd2", "set or delete a user's password in the sasldb"),
     "sasldblistusers2": ("sealmail.cli.saslpasswd2", "list the users in the sasldb"),
     "sieve-test": ("sealmail.cli.sieve_test", "show what a Sieve script would do with a message"),
+    "check": ("sealmail.cli.check", "report what CYRUS_README warns about, across both halves"),
+    "trace": ("sealmail.cli.trace", "follow one message through both halves' logs"),
 }
 
 
@@ -55,7 +60,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # services run as. The daemons switch after binding their listeners (cli/daemon.py); master keeps
 # root to bind and runs its children as the account (server/master.py).
 STORE_TOOLS = frozenset(
-    {"mailbox", "mbpath", "reconstruct", "expire", "saslpasswd2", "sasldblistusers2", "deliver"}
+    {"mailbox", "mbpath", "reconstruct", "expire", "quota", "admin", "saslpasswd2",
+     "sasldblistusers2", "deliver"}
 )
 
 

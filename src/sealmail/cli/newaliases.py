@@ -17,6 +17,7 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.aliases import build_alias_database
 from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY, with_config_directory
 from sealmail.mta.config.main_cf import MainConfig, load_main_cf
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.config.tables import TableError, open_table, split_spec
 
 
@@ -56,17 +57,17 @@ def _build(spec: str, default_type: str) -> None:
 
 def run_newaliases(args: argparse.Namespace) -> int:
     config = _main_config(args)
-    default_type = config.value("default_database_type").strip() or "hash"
+    default_type = config.get(MAIN.default_database_type).strip() or "hash"
     # Postfix's default (hash:/etc/aliases) is the system's: `-c DIR` must name its own.
-    config.instance_path("alias_database")
-    for spec in config.maps("alias_database"):
+    config.instance_path(MAIN.alias_database)
+    for spec in config.get(MAIN.alias_database):
         _build(spec, default_type)
     return 0
 
 
 def run_postalias(args: argparse.Namespace) -> int:
     config = _main_config(args)
-    default_type = config.value("default_database_type").strip() or "hash"
+    default_type = config.get(MAIN.default_database_type).strip() or "hash"
     if args.query is None:
         for spec in args.tables:
             type_, _ = split_spec(spec, default_type)

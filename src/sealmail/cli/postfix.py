@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, MtaConfig, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 
 PROGRAM = "sealmail/postfix-script"
 COMMANDS = ("start", "start-fg", "stop", "reload", "status", "flush", "check")
@@ -50,7 +51,8 @@ def check(config: MtaConfig) -> list[str]:
     from sealmail.mta.master import inet_addresses
     from sealmail.mta.queue import Queue
     from sealmail.mta.retry import RetrySchedule
-    from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings, tls_context_from_config
+    from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings
+    from sealmail.server.tls import smtpd_context
 
     main = config.main
     findings = audit(config)
@@ -63,14 +65,14 @@ def check(config: MtaConfig) -> list[str]:
     Queue.from_config(main).create_directories()
     cleanup_from_config(main)
     RetrySchedule.from_config(main)
-    for spec in main.maps("transport_maps"):
+    for spec in main.get(MAIN.transport_maps):
         open_table(spec)
     for entry in config.master_cf:
         if entry.type == "inet" and entry.command == "smtpd":
             settings = entry.effective(main)
             SmtpdSettings.from_config(settings)
             RecipientPolicy.from_config(settings)
-            tls_context_from_config(settings)
+            smtpd_context(settings)
             inet_addresses(entry.service, main)
     return warnings
 

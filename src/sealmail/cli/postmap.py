@@ -16,6 +16,7 @@ import sys
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY
 from sealmail.mta.config.main_cf import MainConfig, load_main_cf
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.config.tables import (
     HashTable,
     LookupTable,
@@ -47,7 +48,7 @@ def _default_type(args: argparse.Namespace) -> str:
     directory = args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
     document = load_main_cf(os.path.join(directory, "main.cf"), missing_ok=True)
     config = MainConfig.from_document(document)
-    return config.value("default_database_type").strip() or "hash"
+    return config.get(MAIN.default_database_type).strip() or "hash"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, MainConfig, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 
 EX_USAGE = 64
 EX_DATAERR = 65
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return EX_USAGE
     if args.mode == "s":
         return _smtp_session(main)
-    origin = main.value("myorigin")
+    origin = main.get(MAIN.myorigin)
     message = read_message(sys.stdin.buffer.read(), args.ignore_dots)
     recipients = list(args.recipients)
     if args.extract:

@@ -14,6 +14,7 @@ directory: a directory under a home of mode 0700 (/root) is refused with the rea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import grp
 import logging
@@ -247,10 +248,10 @@ def hand_over(instance: Path, account: pwd.struct_passwd) -> None:
 def create_demo_user(imapd_conf: Path) -> None:
     from sealmail.auth.sasldb import SaslDB
     from sealmail.proto.sasl import Identity
-    from sealmail.store.disk import DiskStore
+    from sealmail.store.backends import open_store
 
     config = load_imapd_conf(imapd_conf)
-    with DiskStore.from_config(config) as store:
+    with contextlib.closing(open_store(config)) as store:
         if store.mailbox(f"user.{DEMO_USER}") is not None:
             return
         store.create_mailbox(f"user.{DEMO_USER}")

@@ -72,13 +72,18 @@ def _convert(option: Option[Any], raw: str) -> object:
     raise AssertionError(kind)
 
 
+def _name(option: Option[Any] | str) -> str:
+    return option if isinstance(option, str) else option.name
+
+
 @dataclass
 class ImapdConfig:
     """Typed access to imapd.conf values, defaults filled in from the registry.
 
     `get(IMAPD.name)` is the typed accessor; `lines` keeps where each value was set, so a value
-    found wrong after parsing is reported at its line (`error`). The string-keyed accessors
-    (`string("name")`, ...) remain for the code not yet converted.
+    found wrong after parsing is reported at its line: `raise config.error(IMAPD.name, why)`.
+    The string-keyed accessors (`string("name")`, ...) remain only for the modules listed in
+    tests/config/test_typed_options.py, until they are converted; do not add callers.
     """
 
     path: str = "<defaults>"
@@ -92,13 +97,16 @@ class ImapdConfig:
     def is_set(self, option: Option[Any]) -> bool:
         return option.name in self.values
 
-    def where(self, name: str) -> str:
-        """`path:line` of the line that set `name`, or the path alone for a default."""
-        line = self.lines.get(name, 0)
+    def where(self, option: Option[Any] | str) -> str:
+        """`path:line` of the line that set `option`, or the path alone for a default."""
+        line = self.lines.get(_name(option), 0)
         return f"{self.path}:{line}" if line else self.path
 
-    def error(self, name: str, message: str) -> ConfigError:
-        """A ConfigError naming the file, the line that set `name`, and `name`."""
+    def error(self, option: Option[Any] | str, message: str) -> ConfigError:
+        """A ConfigError naming the file, the line that set `option` (none for a default), and
+        the option: a value found wrong after parsing is reported where the operator wrote it.
+        A name (str) is for the prefix options only (partition-NAME)."""
+        name = _name(option)
         return ConfigError(self.path, self.lines.get(name, 0), name, message)
 
     def _value(self, name: str, option: Option[Any]) -> object:
@@ -137,12 +145,6 @@ class ImapdConfig:
         value = self._get(name, Kind.BOOLEAN)
         assert isinstance(value, bool)
         return value
-
-    def optional_switch(self, name: str, fallback: str) -> bool:
-        """A switch that follows another while unset (lmtp_allowplaintext -> allowplaintext)."""
-        if name in self.values:
-            return self.switch(name)
-        return self.switch(fallback)
 
     def integer(self, name: str) -> int:
         value = self._get(name, Kind.INTEGER, Kind.SIZE, Kind.OCTAL)

@@ -40,6 +40,14 @@ def _unknown_rights(text: str) -> str | None:
     return f"{''.join(unknown)!r}: not RFC 4314 rights ({RFC4314_RIGHTS})" if unknown else None
 
 
+def _not_percent(text: str) -> str | None:
+    """quotawarn is a percentage: a typo like 900 would silently turn warnings off."""
+    value = text.strip()
+    if value.lstrip("-").isdigit() and not 0 <= int(value) <= 100:
+        return f"{value}: not a percentage (0-100)"
+    return None
+
+
 OptionType = Kind  # the name this registry used before the schema was shared
 ACCEPTED = Status.ACCEPTED
 
@@ -50,6 +58,9 @@ class IMAPD(Registry):
     # Layout
     configdirectory = string("/var/lib/sealmail", "Directory of the index, databases and sockets.")
     defaultpartition = string("default", "Partition used for new mailboxes.")
+    store_backend = choice("disk", ("disk", "postgresql"), "Where the message store lives: disk (the partitions and the SQLite index under configdirectory) or postgresql (every node sharing one PostgreSQL database, store_dsn; docs/scale-out.md).")
+    store_dsn = optional_string("With store_backend: postgresql, the libpq connection string of the database (e.g. 'host=/run/postgresql dbname=sealmail user=cyrus').")
+    store_pool_size = integer(8, "With store_backend: postgresql, most database connections one process keeps open.")
     # The account the store's services run as (Cyrus's cyrus_user, become_cyrus())
     cyrus_user = string("cyrus", "Account every service and store tool runs as when started by root (master keeps root only to bind sockets and watch its workers); the store's files belong to it.")
     cyrus_group = optional_string("Group of those processes (default: cyrus_user's primary group); supplementary groups are cyrus_user's, as initgroups(3) sets them.")
@@ -65,7 +76,7 @@ class IMAPD(Registry):
     implicit_owner_rights = string("lkxa", "Rights the owner of a mailbox (user.X and every mailbox below it) holds whatever its ACL says, so no SETACL can lock the owner out (Cyrus 3: lkxan; sealmail has no 'n' right).", refuses=_unknown_rights)
     lmtp_admins = optional_words("Identities allowed to authenticate to lmtpd over TCP (default: admins).")
     postuser = string("", "Local part that addresses shared folders: postuser+folder posts to 'folder'.")
-    postmaster = string("postmaster", "Local part used as the sender of generated mail.", status=ACCEPTED)
+    postmaster = string("postmaster", "Local part used as the sender of generated mail (quota warnings).")
     # Delivery
     lmtpsocket = string("{configdirectory}/socket/lmtp", "UNIX socket where lmtpd listens and deliver connects.")
     unix_socket_mode = octal(0o660, "Mode of the UNIX sockets the daemons create (lmtpsocket, ...).")
@@ -76,6 +87,9 @@ class IMAPD(Registry):
     duplicatesuppression = boolean(True, "Deliver a message (by Message-ID) at most once to each mailbox.")
     lmtp_over_quota_perm_failure = boolean(False, "Over quota is a permanent failure (552 5.2.2), not 452 4.2.2.")
     lmtp_strict_quota = boolean(False, "Count the incoming message's size when checking quota at RCPT.")
+    quotawarn = integer(90, "Percent of a quota root's storage or message limit at which a delivery sends the user one warning message (again only after usage fell below and crossed again); 0: no warnings.", refuses=_not_percent)
+    quotawarnkb = integer(0, "Warn only when less than this many KiB are left (0, or a limit smaller than this: always).")
+    quotawarnmsg = integer(0, "Warn only when fewer than this many messages are left (0, or a limit smaller than this: always).")
     maxmessagesize = size(0, "Largest message lmtpd accepts, in bytes; 0 means no limit.")
     lmtptimeout = integer(300, "Seconds an LMTP client may stay silent before the session is closed.")
     lmtp_max_recipients = integer(1000, "Most recipients accepted in one LMTP transaction.")

@@ -13,12 +13,20 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.delivery import message as msg
+from sealmail.delivery.quota_warning import send_warning
 from sealmail.delivery.recipient import Recipient, RecipientResolver
 from sealmail.delivery.replies import DELIVERED, DUPLICATE, INTERNAL_ERROR, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
 from sealmail.proto.smtp import Reply
-from sealmail.store.api import AppendedMessage, DeliveryStore, DeliveryTarget
+from sealmail.store.api import (
+    AppendedMessage,
+    DeliveryStore,
+    DeliveryTarget,
+    QuotaUsage,
+    QuotaWarn,
+)
 from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import InvalidMessage, MailboxBusy, StoreError
 
@@ -47,12 +55,17 @@ class DeliveryEngine:
     ) -> None:
         self.config = config
         self.store = store
-        self.duplicates = duplicates if config.switch("duplicatesuppression") else None
+        self.duplicates = duplicates if config.get(IMAPD.duplicatesuppression) else None
         self.sieve = sieve
         self.resolver = RecipientResolver(config, store)
-        self.strict_quota = config.switch("lmtp_strict_quota")
-        self.quota_permanent = config.switch("lmtp_over_quota_perm_failure")
+        self.strict_quota = config.get(IMAPD.lmtp_strict_quota)
+        self.quota_permanent = config.get(IMAPD.lmtp_over_quota_perm_failure)
         self.servername = config.servername
+        self.quota_warn = QuotaWarn(
+            config.get(IMAPD.quotawarn), config.get(IMAPD.quotawarnkb),
+            config.get(IMAPD.quotawarnmsg),
+        )
+        self.postmaster = config.get(IMAPD.postmaster)
 
     def reply_for(self, error: BaseException) -> Reply:
         return reply_for(error, over_quota_permanent=self.quota_permanent)
@@ -150,6 +163,7 @@ class DeliveryEngine:
                             # A \Seen Sieve sets on a folder the recipient does not own is
                             # the recipient's own (as Cyrus files with their identity).
                             reader=recipients[index].user,
+                            quota_warn=self.quota_warn,
                         )
                         for index, copy in batch
                     ],
@@ -159,6 +173,7 @@ class DeliveryEngine:
                         stored[index].append(result)
                     else:
                         failed.setdefault(index, result)
+        self._warn_about_quotas([a for kept in stored.values() for a in kept])
 
         for index in copies:
             recipient = recipients[index]
@@ -199,6 +214,20 @@ class DeliveryEngine:
             )
         assert all(reply is not None for reply in replies)
         return [reply for reply in replies if reply is not None]
+
+    def _warn_about_quotas(self, appended: Sequence[AppendedMessage]) -> None:
+        """Send the warnings the store found due (one per crossing); never fails a delivery."""
+        due: dict[str, QuotaUsage] = {}
+        for message in appended:
+            if message.quota_warning is not None:
+                due[message.quota_warning.root] = message.quota_warning
+        for usage in due.values():
+            try:
+                send_warning(
+                    self.store, usage, postmaster=self.postmaster, servername=self.servername
+                )
+            except Exception:
+                log.exception("quota warning for %s failed", usage.root)
 
     def _duplicate(self, message_id: str | None, mailbox: str, seen_here: set[str]) -> bool:
         """Cyrus's duplicate suppression: (Message-ID, mailbox) delivered before, or just now."""

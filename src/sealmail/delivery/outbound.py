@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 
 SEND_TIMEOUT = 120.0
 
@@ -59,7 +60,7 @@ class SmtpOutbound:
 
 
 def outbound_from_config(config: ImapdConfig) -> Outbound:
-    if config.enum("smtp_backend") == "host":
-        host, _, port = (config.string("smtp_host") or "localhost:587").rpartition(":")
+    if config.get(IMAPD.smtp_backend) == "host":
+        host, _, port = (config.get(IMAPD.smtp_host) or "localhost:587").rpartition(":")
         return SmtpOutbound(host.strip("[]") or "localhost", int(port) if port.isdigit() else 25)
-    return SendmailOutbound(config.string("sendmail") or "/usr/sbin/sendmail")
+    return SendmailOutbound(config.get(IMAPD.sendmail) or "/usr/sbin/sendmail")

@@ -18,6 +18,7 @@ import contextlib
 from dataclasses import dataclass
 
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.store import names
 from sealmail.store.acl import rights_of
 from sealmail.store.api import MailboxInfo, MailboxLookup
@@ -58,11 +59,11 @@ class RecipientResolver:
         self.config = config
         self.store = store
         self.namespace = names.Namespace(config.hierarchy_separator)
-        self.delimiter = config.string("recipient_delimiter") or ""
-        self.downcase = config.switch("lmtp_downcase_rcpt")
-        self.postuser = config.string("postuser") or ""
-        self.virtdomains = config.enum("virtdomains") != "off"
-        default_domain = config.string("defaultdomain")
+        self.delimiter = config.get(IMAPD.recipient_delimiter) or ""
+        self.downcase = config.get(IMAPD.lmtp_downcase_rcpt)
+        self.postuser = config.get(IMAPD.postuser) or ""
+        self.virtdomains = config.get(IMAPD.virtdomains) != "off"
+        default_domain = config.get(IMAPD.defaultdomain)
         self.defaultdomain = default_domain.lower() if default_domain else None
 
     def normalise(self, local_part: str, domain: str | None) -> tuple[str, str | None, str | None]:

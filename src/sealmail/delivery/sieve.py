@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate, make_msgid
 
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.delivery import message as msg
 from sealmail.delivery.outbound import Outbound, OutboundError
 from sealmail.delivery.recipient import Recipient
@@ -109,9 +110,9 @@ class SieveFilter:
         self.tracking = tracking
         self.outbound = outbound
         self.namespace = names.Namespace(config.hierarchy_separator)
-        self.delimiter = (config.string("recipient_delimiter") or "+")[:1]
-        self.min_vacation = config.integer("sieve_vacation_min_response")
-        self.max_vacation = config.integer("sieve_vacation_max_response")
+        self.delimiter = (config.get(IMAPD.recipient_delimiter) or "+")[:1]
+        self.min_vacation = config.get(IMAPD.sieve_vacation_min_response)
+        self.max_vacation = config.get(IMAPD.sieve_vacation_max_response)
 
     # ---------------------------------------------------------------- evaluate
 

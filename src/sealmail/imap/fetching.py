@@ -204,6 +204,15 @@ class _Message:
         return self._parsed
 
 
+def _textual(data: bytes) -> bytes:
+    """Message octets for a BODY, BODY.PEEK, RFC822 or RFC822.* item, whose value is a string
+    (RFC 9051 9: `nstring`), never RFC 3516's literal8: and a string cannot hold NUL ("CHAR8 =
+    %x01-ff", RFC 9051 4.3), which only BINARY's literal8 can carry. A message stored with NUL
+    (an APPEND of binary content, `~{n}`) shows each as 0x80 there, as Dovecot does; one for
+    one, so that sizes and partial offsets stay those of the message."""
+    return data.replace(b"\0", b"\x80") if b"\0" in data else data
+
+
 def _item(message: _Message, attribute: FetchAttribute) -> Value:
     record = message.record
     name = attribute.name
@@ -224,11 +233,11 @@ def _item(message: _Message, attribute: FetchAttribute) -> Value:
     if name == "BODY" and attribute.section is None:
         return body_structure_value(message.parsed.body, extensible=False)
     if name == "RFC822":
-        return Literal(message.raw)
+        return Literal(_textual(message.raw))
     if name in ("RFC822.HEADER", "RFC822.TEXT"):
         body = message.parsed.body
         text = "HEADER" if name == "RFC822.HEADER" else "TEXT"
-        return Literal(section_bytes(message.raw, body, (), text) or b"")
+        return Literal(_textual(section_bytes(message.raw, body, (), text) or b""))
     if name == "BODY":
         section = attribute.section
         assert section is not None
@@ -237,7 +246,7 @@ def _item(message: _Message, attribute: FetchAttribute) -> Value:
         else:
             data = section_bytes(message.raw, message.parsed.body, section.part, section.text,
                                  section.fields)
-        return Literal(_partial(data or b"", attribute))
+        return Literal(_textual(_partial(data or b"", attribute)))
     if name in ("BINARY", "BINARY.SIZE"):
         section = attribute.section
         assert section is not None
@@ -323,7 +332,7 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
     if not view.readonly and any(a.sets_seen for a in attributes) and session.has_rights(
             view.name, "s"):
         # RFC 4314 4: without the "s" right a body fetch reads but does not set \Seen.
-        seen_now = _set_seen(session, view, positions)
+        seen_now = _set_seen(session, view, positions, out)
     job = _Job(session, view, attributes, positions, seen_now)
     if not seen_now and all(a.name in _INDEX_ITEMS or (
             a.name == "ENVELOPE" and not session.utf8) for a in attributes):
@@ -343,9 +352,11 @@ def fetch_index_responses(session: ImapSession, positions: list[int], names: lis
     return _fetch_index_items(job, [])
 
 
-def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int]) -> set[int]:
+def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int],
+              out: list[Response]) -> set[int]:
     """Set \\Seen, in one store call, on the messages that lack it (the user's own \\Seen:
-    sealmail.store.seen); the UIDs it was set on."""
+    sealmail.store.seen); the UIDs it was set on. A keyword another session set on them and
+    this one had not announced yet goes to `out` first (`SelectedMailbox.remember`)."""
     unseen = view.ids_where("\\Seen", present=False)
     flag_ids = view.flag_ids
     uids = [view.uids[i] for i in positions if flag_ids[i] in unseen]
@@ -356,7 +367,7 @@ def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int])
                                             reader=session.userid)
     except StoreError:
         return set()  # the data is still sent; \Seen is best effort here
-    view.remember(update.records)
+    out.extend(view.remember(update.records))
     return {record.uid for record in update.records}
 
 
@@ -522,6 +533,7 @@ def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
                     data = cut(raw)
                     if partial is not None:
                         data = data[partial[0] : partial[0] + partial[1]]
+                    data = _textual(data)
                     pieces += (separator, head % len(data), data)
                 elif name == "UID":
                     pieces += (separator, b"UID %d" % uid)

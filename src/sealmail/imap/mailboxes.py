@@ -349,7 +349,12 @@ def list_command(session: ImapSession, command: List) -> list[Response]:
                 found.append(ancestor)
     recursive_children: dict[str, bool] = {}
     if "RECURSIVEMATCH" in selection:
+        # RFC 5258 3 (RECURSIVEMATCH, CHILDINFO): a parent is returned for the descendants
+        # that meet the selection but that the patterns do not list themselves; one that is
+        # listed says so on its own (imaptest's listext).
         for name in candidates:
+            if matches(name):
+                continue
             for ancestor in _ancestors(name, separator):
                 if matches(ancestor):
                     recursive_children[ancestor] = True
@@ -393,8 +398,16 @@ def lsub(session: ImapSession, command: Lsub) -> list[Response]:
     for internal in session.store.subscriptions(session.userid):
         if session.namespace.is_visible(internal):
             names.append(session.external(internal))
-    for name in _ordered([n for n in names if any(p.fullmatch(n) for p in patterns)]):
-        attributes = [] if name in existing else ["\\Noselect"]
+    subscribed = set(names)
+    listed = {n for n in subscribed if any(p.fullmatch(n) for p in patterns)}
+    # RFC 3501 6.3.9: "if "foo/bar" is subscribed but "foo" is not. A "%" wildcard to LSUB
+    # must return foo, not foo/bar, in the LSUB response, and it MUST be flagged with the
+    # \Noselect attribute" (whether or not foo exists: it is not subscribed).
+    parents = {ancestor for name in subscribed - listed
+               for ancestor in _ancestors(name, separator)
+               if ancestor not in subscribed and any(p.fullmatch(ancestor) for p in patterns)}
+    for name in _ordered([*listed, *parents]):
+        attributes = [] if name in existing and name not in parents else ["\\Noselect"]
         out.append(replies.list_response(attributes, separator, name, command="LSUB"))
     return out
 

@@ -88,9 +88,8 @@ def store(session: ImapSession, command: Store) -> list[Response]:
     before = {view.uids[i]: view.modseqs[i] for i in positions}
     update = session.store.update_flags(view.name, list(before), flags, mode,
                                         command.unchanged_since, reader=session.userid)
-    view.remember(update.records)
     refused = set(update.refused)
-    out: list[Response] = []
+    out: list[Response] = view.remember(update.records)
     for record in update.records:
         seq = view.seq_of(record.uid)
         if seq is None or record.uid in refused:

@@ -35,7 +35,8 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
-from sealmail.store.headers import header_block, header_fields
+from sealmail.store.errors import NoSuchMessage
+from sealmail.store.headers import header_block, header_fields, searchable_fields
 from sealmail.store.sorting import base_subject
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class _Candidate:
         self._raw: bytes | None = None
         self._parsed: ParsedMessage | None = None
         self._headers: list[tuple[str, str]] | None = None
+        self._searchable: list[tuple[str, str]] | None = None
 
     @property
     def raw(self) -> bytes:
@@ -89,8 +91,12 @@ class _Candidate:
         return self._headers
 
     def header(self, name: str) -> list[str]:
+        """The texts SEARCH matches field `name` with (sealmail.store.headers: as the index
+        keeps them)."""
+        if self._searchable is None:
+            self._searchable = searchable_fields(header_block(self.raw))
         wanted = name.lower()
-        return [value for field, value in self.headers if field == wanted]
+        return [value for field, value in self._searchable if field == wanted]
 
     def body_text(self) -> str:
         """Decoded text of every TEXT/* leaf, in the part's charset."""
@@ -305,10 +311,18 @@ class _Search:
         self._load_records(positions)
         out = []
         for position in positions:
-            m = self.candidate(position)
-            if m is not None and self.reference.match(key, m):
+            if self._matches(key, position):
                 out.append(position)
         return out
+
+    def _matches(self, key: SearchKey, position: int) -> bool:
+        """`key` evaluated on the message itself; a message expunged by another session
+        before its file was read matches nothing (RFC 2180 4.1.3: SEARCH may leave it out)."""
+        m = self.candidate(position)
+        try:
+            return m is not None and self.reference.match(key, m)
+        except NoSuchMessage:
+            return False
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -413,12 +427,8 @@ class _Search:
         out = []
         for position in positions:
             uid = uids[position]
-            if uid in matched:
+            if uid in matched or (uid in unanswered and self._matches(key, position)):
                 out.append(position)
-            elif uid in unanswered:
-                m = self.candidate(position)
-                if m is not None and self.reference.match(key, m):
-                    out.append(position)
         return out
 
 
@@ -450,6 +460,11 @@ def search(session: ImapSession, command: Search) -> list[Response]:
         wanted.discard("SAVE")
         if not wanted:
             return []
+    if used_modseq and found and not wanted & {"ALL", "COUNT"}:
+        # RFC 4731 3.2 / RFC 7162 3.1.5: with only MIN and/or MAX returned, MODSEQ is the
+        # highest mod-sequence of the message(s) returned, not of every match.
+        returned = [found[0]] * ("MIN" in wanted) + [found[-1]] * ("MAX" in wanted)
+        modseq = max((view.modseqs[p] for p in returned), default=modseq)
     return [replies.esearch(
         session.pending_tag,
         command.uid,

@@ -30,7 +30,15 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sealmail.proto.imap import Atom, DataResponse, SequenceSet, Value
+from sealmail.proto.imap import (
+    Atom,
+    DataResponse,
+    Response,
+    ResponseCode,
+    SequenceSet,
+    StatusResponse,
+    Value,
+)
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 
@@ -205,6 +213,20 @@ class SelectedMailbox:
     def flags_response(self) -> DataResponse:
         return replies.flags([*SYSTEM_FLAGS, *self.keywords])
 
+    def keyword_news(self) -> list[Response]:
+        """FLAGS (and PERMANENTFLAGS, read-write) again, now that a keyword is new here.
+
+        A client knows the keywords of a mailbox from FLAGS (RFC 9051 7.3.5); a FETCH FLAGS
+        showing one it never heard of is what imaptest reports as "Keyword used without being
+        in FLAGS". Untagged data may come at any time (RFC 9051 7), and Dovecot sends these
+        two whenever a keyword is first used, by this session (STORE) or another one.
+        """
+        out: list[Response] = [self.flags_response()]
+        if not self.readonly:
+            out.append(StatusResponse("OK", "Flags permitted", code=ResponseCode(
+                "PERMANENTFLAGS", (self.permanent_flags(),))))
+        return out
+
     def permanent_flags(self) -> list[Value]:
         if self.readonly:
             return []
@@ -216,24 +238,25 @@ class SelectedMailbox:
         self.flag_ids[index] = self.flag_id(self.session_flags(record))
         self.modseqs[index] = record.modseq
 
-    def remember(self, records: Iterable[MessageRecord]) -> None:
-        """This session changed these (its own FETCH replies already told the client)."""
+    def remember(self, records: Iterable[MessageRecord]) -> list[Response]:
+        """This session changed these (its own FETCH replies tell the client); what to send
+        before those replies (`keyword_news`, should a keyword be new)."""
         records = list(records)
         for record in records:
             index = self.index_of(record.uid)
             if index is not None:
                 self._set(index, record)
-        self._note_keywords(r.flags for r in records)
+        return self.keyword_news() if self._note_keywords(r.flags for r in records) else []
 
     def sync(
         self, store: MailboxView, options: SyncOptions, allow_expunge: bool
-    ) -> list[DataResponse]:
+    ) -> list[Response]:
         """Catch up with the store; the untagged responses to send now, in the order RFC 9051
         7.4.1 needs (expunges first: later responses use the new numbers)."""
         info = store.mailbox(self.name)
         if info is None or info.uidvalidity != self.uidvalidity:
             raise MailboxGone(f"mailbox {self.name} is gone")
-        out: list[DataResponse] = []
+        out: list[Response] = []
         if info.highestmodseq != self.highestmodseq:
             changed = store.messages_since(self.name, self.highestmodseq, self.reader)
             gone = store.expunged_since(self.name, self.highestmodseq)
@@ -262,7 +285,7 @@ class SelectedMailbox:
                     flag_changes.append((record.uid, record))
                 self._set(index, record)
             if self._note_keywords(r.flags for r in changed):
-                out.append(self.flags_response())
+                out.extend(self.keyword_news())
             if allow_expunge:
                 out.extend(self._announce_expunges(options))
             if new:

@@ -119,7 +119,7 @@ class ImapSession:
         self.clock = clock
         self.max_message_size = max_message_size
         self.namespace = UserNamespace(inbox, config.hierarchy_separator,
-                                       config.switch("altnamespace"))
+                                       config.get(IMAPD.altnamespace))
         self.selected: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
@@ -129,6 +129,7 @@ class ImapSession:
         self.has_selected = False  # a SELECT / EXAMINE was seen in this session
         self.saved_search: list[int] = []
         self.pending_tag: str | None = None
+        self._condstore_news: list[Response] = []  # see enable_condstore
         # Set by the daemon: sends untagged responses at once, from the command's thread.
         self.stream: Callable[[list[Response]], None] | None = None
 
@@ -223,7 +224,14 @@ class ImapSession:
         return []
 
     def enable_condstore(self) -> None:
-        """RFC 7162 3.1: the first CONDSTORE-enabling command switches MODSEQ reporting on."""
+        """RFC 7162 3.1: the first CONDSTORE-enabling command switches MODSEQ reporting on.
+        Issued with a mailbox selected (FETCH MODSEQ, SEARCH MODSEQ, STORE UNCHANGEDSINCE,
+        STATUS HIGHESTMODSEQ), it also gets the `* OK [HIGHESTMODSEQ n]` that SELECT would have
+        sent (RFC 7162 3.1.2.1): the client's starting point for later resyncs."""
+        if not self.condstore and self.selected is not None:
+            self._condstore_news.append(StatusResponse(
+                "OK", "Highest", code=ResponseCode("HIGHESTMODSEQ",
+                                                   (self.selected.highestmodseq,))))
         self.condstore = True
 
     def sync_options(self) -> SyncOptions:
@@ -234,6 +242,7 @@ class ImapSession:
     def execute(self, command: Command) -> list[Response]:
         """Untagged responses, then the one tagged response, for `command`."""
         self.pending_tag = command.tag
+        self._condstore_news.clear()  # left by a command that ended the session's selection
         handler = HANDLERS.get(type(command))
         if handler is None:
             return [StatusResponse("BAD", f"{command.wire_name} is not supported here",
@@ -259,6 +268,9 @@ class ImapSession:
         tagged: Response | None = None
         if out and isinstance(out[-1], StatusResponse) and out[-1].tag is not None:
             tagged = out.pop()
+        if self._condstore_news:
+            out.extend(self._condstore_news)
+            self._condstore_news.clear()
         if self.selected is not None and command.name not in _NO_SYNC:
             allow_expunge = command.uid or command.name not in _NO_EXPUNGE
             try:

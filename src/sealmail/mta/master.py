@@ -19,7 +19,7 @@ itself (cleanup runs in it) and nudges the queue manager over the control socket
 - SIGTERM/SIGINT stop (sessions and deliveries under way finish); SIGHUP reloads main.cf and
   master.cf (listeners are opened again).
 
-Logs go to maillog_file when set, in syslog's shape: `Mon DD HH:MM:SS host sealmail/smtpd[pid]:
+Logs go to maillog_file when set, in syslog's shape: `Mon DD HH:MM:SS host postfix/smtpd[pid]:
 ...`, one program name per component; else to syslog (facility mail) when /dev/log exists; else
 to data_directory/maillog, never nowhere. The first line of a start says where.
 
@@ -53,11 +53,13 @@ from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, serv
 from sealmail.mta.agents import DeliveryAgent
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.pickup import CONTROL_WORDS, pickup_once
 from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
 from sealmail.mta.queue import Queue
 from sealmail.mta.smtpd import SmtpdService
 from sealmail.privileges import switch_to
+from sealmail.server.listeners import serve_on
 
 log = logging.getLogger("sealmail.mta.master")
 
@@ -120,7 +122,7 @@ def syslog_time(when: float) -> str:
 
 
 class MaillogFormatter(logging.Formatter):
-    """`Nov 25 15:52:25 host sealmail/smtpd[123]: message`."""
+    """`Nov 25 15:52:25 host postfix/smtpd[123]: message` (syslog_name/program)."""
 
     def __init__(self, hostname: str, syslog_name: str) -> None:
         super().__init__()
@@ -142,7 +144,7 @@ class MaillogFormatter(logging.Formatter):
 
 
 class SyslogFormatter(MaillogFormatter):
-    """syslog adds the time and host itself: `sealmail/smtpd[123]: message`."""
+    """syslog adds the time and host itself: `postfix/smtpd[123]: message`."""
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).split(" ", 4)[4]
@@ -156,12 +158,12 @@ FALLBACK_MAILLOG = "maillog"  # under data_directory, when there is no syslog an
 def maillog_destination(main: MainConfig) -> str:
     """Where the MTA logs: maillog_file; else SYSLOG when its socket exists; else the file
     data_directory/maillog (Postfix would lose these lines without a syslog daemon)."""
-    path = main.value("maillog_file").strip()
+    path = main.get(MAIN.maillog_file).strip()
     if path:
         return path
     if Path(SYSLOG_SOCKET).exists():
         return SYSLOG
-    return str(Path(main.instance_path("data_directory")) / FALLBACK_MAILLOG)
+    return str(Path(main.instance_path(MAIN.data_directory)) / FALLBACK_MAILLOG)
 
 
 def describe_destination(destination: str) -> str:
@@ -174,7 +176,7 @@ def describe_destination(destination: str) -> str:
 def open_maillog(main: MainConfig, log_fd: int | None = None) -> logging.Handler:
     """A handler for maillog_destination(); `log_fd` is the file already opened by the master
     (an smtpd process runs as mail_owner and may not be able to open it itself)."""
-    formatter = MaillogFormatter(main.value("myhostname"), main.value("syslog_name"))
+    formatter = MaillogFormatter(main.get(MAIN.myhostname), main.get(MAIN.syslog_name))
     handler: logging.Handler
     if log_fd is not None:
         stream = open(log_fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept open
@@ -185,8 +187,8 @@ def open_maillog(main: MainConfig, log_fd: int | None = None) -> logging.Handler
     if destination == SYSLOG:
         syslog = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL)
-        syslog.setFormatter(SyslogFormatter(main.value("myhostname"),
-                                            main.value("syslog_name")))
+        syslog.setFormatter(SyslogFormatter(main.get(MAIN.myhostname),
+                                            main.get(MAIN.syslog_name)))
         return syslog
     if destination == "/dev/stdout":
         handler = logging.StreamHandler()
@@ -223,7 +225,7 @@ def inet_addresses(
     if host:
         return [(host, port)]
     hosts: list[str] = []
-    for word in main.words("inet_interfaces"):
+    for word in main.get(MAIN.inet_interfaces):
         lowered = word.lower()
         if lowered == "all":
             hosts.append("0.0.0.0")
@@ -282,7 +284,7 @@ def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None
 
 
 def pid_path(main: MainConfig) -> Path:
-    return Path(main.instance_path("data_directory")) / PID_FILE
+    return Path(main.instance_path(MAIN.data_directory)) / PID_FILE
 
 
 def running_pid(main: MainConfig) -> int | None:
@@ -471,7 +473,7 @@ class MtaMaster:
             for sock in sockets:
                 # A duplicate: closing the server must not close the listener, which stays
                 # open across a reload so that no client is refused meanwhile.
-                servers.append(await asyncio.start_server(service.handle, sock=sock.dup()))
+                servers.append(await serve_on(service.handle, sock.dup()))
         os.close(death_read)
         for address in set(self._listeners) - used:
             self._listeners.pop(address).close()
@@ -632,7 +634,7 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
     try:
         if owner is not None and owner.uid != 0:
             pid, control = privsep.start_helper(
-                keep_open=[fd], spool_directory=main.value("mail_spool_directory"))
+                keep_open=[fd], spool_directory=main.get(MAIN.mail_spool_directory))
             helper = privsep.HelperClient(control, pid)
             master.bind_listeners()
             switch_to(owner)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from sealmail.config.schema import Option
 from sealmail.mta.bounce import BounceRequest, FailedRecipient, Template
-from sealmail.mta.config.parameters import NOTIFY_CLASSES, TWO_BOUNCE_NOTICE_RECIPIENT
+from sealmail.mta.config.parameters import MAIN, NOTIFY_CLASSES, TWO_BOUNCE_NOTICE_RECIPIENT
 from sealmail.mta.queue import Envelope
+
+T = TypeVar("T")
 
 __all__ = ["NOTIFY_CLASSES", "Notice", "NotifySettings", "Owed", "delay_notices",
            "failure_notices"]
@@ -51,24 +54,24 @@ class NotifySettings:
 
     @classmethod
     def from_config(cls, main: NotifyConfig) -> NotifySettings:
-        origin = main.value("myorigin")
+        origin = main.get(MAIN.myorigin)
 
-        def recipient(name: str) -> str:
-            address = main.value(name).strip()
+        def recipient(parameter: Option[str]) -> str:
+            address = main.get(parameter).strip()
             return address if "@" in address else f"{address}@{origin}"
 
         return cls(
-            classes=frozenset(w.lower() for w in main.words("notify_classes")),
-            bounce_recipient=recipient("bounce_notice_recipient"),
+            classes=frozenset(w.lower() for w in main.get(MAIN.notify_classes)),
+            bounce_recipient=recipient(MAIN.bounce_notice_recipient),
             double_bounce_recipient=recipient(TWO_BOUNCE_NOTICE_RECIPIENT),
-            delay_recipient=recipient("delay_notice_recipient"),
-            error_recipient=recipient("error_notice_recipient"),
-            double_bounce_sender=main.value("double_bounce_sender").strip(),
-            myhostname=main.value("myhostname"),
-            mail_name=main.value("mail_name"),
-            bounce_size_limit=main.size("bounce_size_limit"),
-            delay_warning_time=float(main.time("delay_warning_time")),
-            maximal_queue_lifetime=float(main.time("maximal_queue_lifetime")),
+            delay_recipient=recipient(MAIN.delay_notice_recipient),
+            error_recipient=recipient(MAIN.error_notice_recipient),
+            double_bounce_sender=main.get(MAIN.double_bounce_sender).strip(),
+            myhostname=main.get(MAIN.myhostname),
+            mail_name=main.get(MAIN.mail_name),
+            bounce_size_limit=main.get(MAIN.bounce_size_limit),
+            delay_warning_time=float(main.get(MAIN.delay_warning_time)),
+            maximal_queue_lifetime=float(main.get(MAIN.maximal_queue_lifetime)),
         )
 
     @property
@@ -176,10 +179,4 @@ def delay_notices(settings: NotifySettings, envelope: Envelope,
 class NotifyConfig(Protocol):
     """What NotifySettings.from_config reads (sealmail.mta.config.MainConfig)."""
 
-    def value(self, name: str) -> str: ...
-
-    def words(self, name: str) -> tuple[str, ...]: ...
-
-    def size(self, name: str) -> int: ...
-
-    def time(self, name: str) -> int: ...
+    def get(self, parameter: Option[T]) -> T: ...

@@ -40,9 +40,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.agents.privileges import OUTPUT_LIMIT, read_as
 from sealmail.mta.config import MainConfig
+from sealmail.mta.config.parameters import MAIN
 from sealmail.privileges import Account, AccountError, lookup_account
 
 if TYPE_CHECKING:
@@ -61,21 +61,19 @@ _LENGTH = struct.Struct(">I")
 
 def mail_owner_account(main: MainConfig) -> Account:
     """main.cf mail_owner as an account; root refused unless allow_root_services = yes."""
-    name = main.value("mail_owner").strip()
-    entry = main.entry("mail_owner")
-    where = (entry.path, entry.line) if entry is not None else (main.path, 0)
+    name = main.get(MAIN.mail_owner).strip()
     try:
         account = lookup_account(name)
     except AccountError:
-        raise ConfigError(*where, "mail_owner", f"mail_owner = {name}: no such account "
-                          "(create it, or name the account the MTA should run as)") from None
+        raise main.error(MAIN.mail_owner, f"mail_owner = {name}: no such account "
+                         "(create it, or name the account the MTA should run as)") from None
     if account.is_root:
-        if not main.boolean("allow_root_services"):
-            raise ConfigError(*where, "mail_owner",
-                              f"mail_owner = {name} has {'uid' if account.uid == 0 else 'gid'}"
-                              " 0: the MTA refuses to serve as root; name an unprivileged "
-                              "account, or set allow_root_services = yes (tests and "
-                              "single-user set-ups only)")
+        if not main.get(MAIN.allow_root_services):
+            raise main.error(MAIN.mail_owner,
+                             f"mail_owner = {name} has {'uid' if account.uid == 0 else 'gid'}"
+                             " 0: the MTA refuses to serve as root; name an unprivileged "
+                             "account, or set allow_root_services = yes (tests and "
+                             "single-user set-ups only)")
         log.warning("allow_root_services = yes: the MTA runs every service as %s, parsing "
                     "network input with root privileges", name)
     return account
@@ -104,7 +102,7 @@ def own_instance(main: MainConfig, owner: Account) -> None:
     queue = Queue.from_config(main)
     queue.create_directories()
     _chown_tree(queue.directory, owner, keep=[queue.maildrop])
-    data = Path(main.instance_path("data_directory"))
+    data = Path(main.instance_path(MAIN.data_directory))
     data.mkdir(parents=True, exist_ok=True)
     _chown_tree(data, owner)
 

@@ -46,7 +46,13 @@ from sealmail.mta.bounce import FailedRecipient, build_bounce
 from sealmail.mta.cleanup import Cleanup, cleanup_from_config, queue_message
 from sealmail.mta.concurrency import ConcurrencyPolicy, DestinationWindow
 from sealmail.mta.config import MainConfig, MasterCf, MasterService, open_table
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.parameters import (
+    MAIN,
+    transport_concurrency_limit,
+    transport_failed_cohort_limit,
+    transport_initial_concurrency,
+    transport_recipient_limit,
+)
 from sealmail.mta.notify import (
     Notice,
     NotifySettings,
@@ -262,17 +268,16 @@ class QueueManager:
                 result = Transport(name, agent, settings,
                                    asyncio.Semaphore(limit) if limit > 0 else None,
                                    service.command, self._concurrency(name, settings),
-                                   settings.integer(f"{name}_destination_recipient_limit"))
+                                   settings.get(transport_recipient_limit(name)))
         self._transports[name] = result
         return result
 
     def _concurrency(self, name: str, settings: MainConfig) -> ConcurrencyPolicy:
         assert self.schedule is not None
         return ConcurrencyPolicy(
-            limit=max(0, settings.integer(f"{name}_destination_concurrency_limit")),
-            initial=max(1, settings.integer(f"{name}_initial_destination_concurrency")),
-            failed_cohort_limit=max(0, settings.integer(
-                f"{name}_destination_concurrency_failed_cohort_limit")),
+            limit=max(0, settings.get(transport_concurrency_limit(name))),
+            initial=max(1, settings.get(transport_initial_concurrency(name))),
+            failed_cohort_limit=max(0, settings.get(transport_failed_cohort_limit(name))),
             dead_time=self.schedule.minimal_backoff,
         )
 

@@ -59,9 +59,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sealmail.durable import fsync_directory
+from sealmail.mta.config.parameters import MAIN
+
+if TYPE_CHECKING:
+    from sealmail.config.schema import Option
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("sealmail.mta.queue")
 
@@ -555,10 +561,10 @@ class Queue:
         """The queue of a main.cf: queue_directory, hash_queue_names, hash_queue_depth. Names
         of Postfix's log queues (defer, bounce, trace, flush), which sealmail keeps inside the
         queue file, have nothing to hash."""
-        names = {name.lower() for name in main.words("hash_queue_names")}
+        names = {name.lower() for name in main.get(MAIN.hash_queue_names)}
         hashed = frozenset(q for q in QueueName if q.value in names)
-        return cls(Path(main.instance_path("queue_directory")), clock, hashed,
-                   main.integer("hash_queue_depth"))
+        return cls(Path(main.instance_path(MAIN.queue_directory)), clock, hashed,
+                   main.get(MAIN.hash_queue_depth))
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -945,8 +951,6 @@ class Queue:
 class QueueSettings(Protocol):
     """What `Queue.from_config` reads of a main.cf (sealmail.mta.config.MainConfig)."""
 
-    def words(self, name: str) -> tuple[str, ...]: ...
+    def get(self, parameter: Option[_T]) -> _T: ...
 
-    def integer(self, name: str) -> int: ...
-
-    def instance_path(self, name: str) -> str: ...
+    def instance_path(self, parameter: Option[Any] | str) -> str: ...

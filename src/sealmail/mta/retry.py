@@ -16,9 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from sealmail.mta.config.parameters import MAIN, Parameter
+
 
 class TimeSettings(Protocol):
-    def time(self, name: str) -> int: ...
+    """What the schedule reads: time parameters, in seconds (MainConfig.get)."""
+
+    def get(self, parameter: Parameter[int]) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +41,15 @@ class RetrySchedule:
 
     @classmethod
     def from_config(cls, config: TimeSettings) -> RetrySchedule:
-        minimal = float(config.time("minimal_backoff_time"))
+        minimal = float(config.get(MAIN.minimal_backoff_time))
         # Postfix warns and raises maximal_backoff_time to minimal_backoff_time when it is less.
-        maximal = max(float(config.time("maximal_backoff_time")), minimal)
+        maximal = max(float(config.get(MAIN.maximal_backoff_time)), minimal)
         return cls(
             minimal_backoff=minimal,
             maximal_backoff=maximal,
-            queue_run_delay=float(config.time("queue_run_delay")),
-            maximal_queue_lifetime=float(config.time("maximal_queue_lifetime")),
-            bounce_queue_lifetime=float(config.time("bounce_queue_lifetime")),
+            queue_run_delay=float(config.get(MAIN.queue_run_delay)),
+            maximal_queue_lifetime=float(config.get(MAIN.maximal_queue_lifetime)),
+            bounce_queue_lifetime=float(config.get(MAIN.bounce_queue_lifetime)),
         )
 
     def backoff(self, attempts: int) -> float:

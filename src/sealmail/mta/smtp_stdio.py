@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sealmail.mta.config import MainConfig
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.pickup import MaildropError, post
 from sealmail.proto.smtp import (
     NEED_DATA,
@@ -55,18 +56,18 @@ class StdioSession:
 
     def connection(self) -> ServerConnection:
         main = self.main
-        hostname = main.value("myhostname")
+        hostname = main.get(MAIN.myhostname)
         return ServerConnection(
             mode=Mode.SMTP,
             hostname=hostname,
             limits=Limits(
-                max_message_size=main.size("message_size_limit"),
-                max_recipients=main.integer("smtpd_recipient_limit"),
-                max_bad_commands=main.integer("smtpd_hard_error_limit"),
+                max_message_size=main.get(MAIN.message_size_limit),
+                max_recipients=main.get(MAIN.smtpd_recipient_limit),
+                max_bad_commands=main.get(MAIN.smtpd_hard_error_limit),
             ),
-            greeting_text=main.value("smtpd_banner").removeprefix(hostname).strip(),
-            smtputf8=main.boolean("smtputf8_enable"),
-            strict_smtputf8=main.boolean("smtputf8_enable"),
+            greeting_text=main.get(MAIN.smtpd_banner).removeprefix(hostname).strip(),
+            smtputf8=main.get(MAIN.smtputf8_enable),
+            strict_smtputf8=main.get(MAIN.smtputf8_enable),
         )
 
     def run(self, reader: BinaryIO, writer: BinaryIO) -> None:
@@ -93,7 +94,7 @@ class StdioSession:
             writer.flush()
 
     def _on_event(self, conn: ServerConnection, event: object) -> None:
-        origin = self.main.value("myorigin")
+        origin = self.main.get(MAIN.myorigin)
         if isinstance(event, MailFrom):
             self._sender = _qualify(event.reverse_path, origin)
             self._smtputf8 = "SMTPUTF8" in event.params

@@ -15,17 +15,21 @@ for LMTP. The decisions that are the MTA's own live here:
   directory are fsync'd.
 - message_size_limit, smtpd_recipient_limit and smtpd_hard_error_limit are the core's limits;
   smtpd_timeout bounds every read.
-- STARTTLS (smtpd_tls_security_level may/encrypt, smtpd_tls_cert_file/key_file) and AUTH
-  (smtpd_sasl_auth_enable; passwords through sealmail.auth.Authenticator, service "smtp", with
-  the store's imapd.conf named by smtpd_sasl_imapd_conf).
+- STARTTLS (smtpd_tls_security_level may/encrypt; the context is sealmail.server.tls's, from
+  smtpd_tls_cert_file/key_file or smtpd_tls_chain_files and smtpd_tls_protocols): 220, then the
+  handshake within smtpd_starttls_timeout on the session's `ClientSession.handshake`; a failed
+  one ends the session. AUTH (smtpd_sasl_auth_enable; passwords through
+  sealmail.auth.Authenticator, service "smtp", with the store's imapd.conf named by
+  smtpd_sasl_imapd_conf).
 
 DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are checked by the SMTP core, kept in
 the queue and honoured by the bounce. SMTPUTF8 (RFC 6531, smtputf8_enable): offered by the core,
 which refuses an undeclared UTF-8 address; the declaration is kept in the queue file.
 
 Logs are Postfix's lines: `connect from`, `NOQUEUE: reject: RCPT from ...`, `QUEUEID: client=`,
-`disconnect from`. A session with errors of a class notify_classes names ends with its
-transcript queued for the postmaster (sealmail.mta.smtpd_notice).
+`SSL_accept error from`, `Anonymous TLS connection established from`, `disconnect from`. A
+session with errors of a class notify_classes names ends with its transcript queued for the
+postmaster (sealmail.mta.smtpd_notice).
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ from sealmail.proto.smtp.auth_replies import (
     TOO_MANY_AUTH_FAILURES,
 )
 from sealmail.server import session as sessions
+from sealmail.server.listeners import serve_on
+from sealmail.server.tls import smtpd_context
 
 log = logging.getLogger("sealmail.mta.smtpd")
 
@@ -236,6 +242,7 @@ class SmtpdSettings:
     myorigin: str
     limits: Limits
     timeout: float
+    starttls_timeout: float
     tls_level: str  # "", none, may, encrypt
     sasl_enabled: bool
     tls_auth_only: bool
@@ -256,6 +263,7 @@ class SmtpdSettings:
                 max_bad_commands=config.integer("smtpd_hard_error_limit"),
             ),
             timeout=float(config.time("smtpd_timeout")),
+            starttls_timeout=float(config.time("smtpd_starttls_timeout")),
             tls_level=config.value("smtpd_tls_security_level").strip().lower(),
             sasl_enabled=config.boolean("smtpd_sasl_auth_enable"),
             tls_auth_only=config.boolean("smtpd_tls_auth_only"),
@@ -264,33 +272,6 @@ class SmtpdSettings:
             helo_required=config.boolean("smtpd_helo_required"),
             smtputf8=config.boolean("smtputf8_enable"),
         )
-
-
-def tls_context_from_config(config: MainConfig) -> ssl.SSLContext | None:
-    """smtpd's TLS context, or None when smtpd_tls_security_level offers no TLS."""
-    level = config.value("smtpd_tls_security_level").strip().lower()
-    if level in ("", "none"):
-        return None
-    if level not in ("may", "encrypt"):
-        raise ConfigError(
-            config.path, 0, "smtpd_tls_security_level", f"{level!r}: choose none, may or encrypt"
-        )
-    cert = config.value("smtpd_tls_cert_file").strip()
-    key = config.value("smtpd_tls_key_file").strip() or cert
-    if not cert:
-        raise ConfigError(
-            config.path,
-            0,
-            "smtpd_tls_cert_file",
-            f"smtpd_tls_security_level = {level} needs a certificate",
-        )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(config.path, 0, "smtpd_tls_cert_file", f"{cert}: {exc}") from None
-    return context
 
 
 def authenticator_from_config(config: MainConfig) -> Authenticator | None:
@@ -345,7 +326,7 @@ class SmtpdService:
             queue,
             cleanup,
             authenticator=authenticator_from_config(config),
-            tls_context=tls_context_from_config(config),
+            tls_context=smtpd_context(config),
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -416,24 +397,21 @@ class PostfixSaslExchange(sessions.SaslExchange):
         pass
 
 
-class SmtpdSession:
+class SmtpdSession(sessions.ClientSession):
+    """One SMTP client: the shared session (streams, TLS, SASL host) with Postfix's names."""
+
     def __init__(
         self, service: SmtpdService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(reader, writer)
         self.service = service
-        self.reader = reader
-        self.writer = writer
-        peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        address = self.endpoint.client_ip or ""
         self.client_address = address
+        # Postfix's smtpd log lines name the client (no DNS lookups here), not a session.
         self.client = f"unknown[{address}]" if address else "localhost[local]"
-        self.session_id = ""  # Postfix's smtpd log lines name the client, not a session
+        self.session_id = ""
         self.helo = ""
         self.ehlo = True
-        self.secure = False
-        # Neither the cipher's strength nor a client certificate counts for SASL here.
-        self.tls_bits: int | None = None
-        self.tls_peer: str | None = None
         self.sasl_username = ""
         self.sasl_method = ""
         self.auth = (
@@ -639,27 +617,48 @@ class SmtpdSession:
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
     async def _start_tls(self) -> bool:
-        context = self.service.tls_context
-        assert context is not None
+        """RFC 3207: 220, then the handshake within smtpd_starttls_timeout, or the end."""
+        service = self.service
+        assert service.tls_context is not None
         self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-        try:
-            await self.writer.start_tls(context)
-        except (ssl.SSLError, OSError) as exc:
-            log.info("SSL_accept error from %s: %s", self.client, exc)
+        started = await self.handshake(
+            service.tls_context,
+            self.conn.data_to_send(),
+            timeout=service.settings.starttls_timeout,
+        )
+        if not started:
+            log.info("lost connection after STARTTLS from %s", self.client)
             return False
-        ssl_object = self.writer.get_extra_info("ssl_object")
-        self.secure = True
+        # Neither the cipher's strength nor a client certificate counts for SASL here.
+        self.tls_bits = self.tls_peer = None
+        # RFC 3207 4.2: forget what the client said in clear (its EHLO, a transaction).
+        self.helo = ""
+        self.txn = _Transaction()
+        self.conn.tls_started(auth_mechanisms=self._mechanisms())
+        return True
+
+    def tls_failed(self, error: Exception) -> None:
+        """Postfix's line: the OpenSSL error, the system error, or "lost connection"."""
+        if isinstance(error, ssl.SSLError):
+            log.info("SSL_accept error from %s: -1", self.client)
+            log.warning("TLS library problem: %s", error)
+        elif isinstance(error, ConnectionAbortedError):  # the loop's handshake timeout
+            log.info("SSL_accept error from %s: Connection timed out", self.client)
+        elif isinstance(error, OSError) and error.strerror:
+            log.info("SSL_accept error from %s: %s", self.client, error.strerror)
+        else:
+            log.info("SSL_accept error from %s: lost connection", self.client)
+
+    def tls_established(self, ssl_object: ssl.SSLObject) -> None:
+        name, _, bits = ssl_object.cipher() or ("", "", 0)
         log.info(
-            "Anonymous TLS connection established from %s: %s with cipher %s",
+            "Anonymous TLS connection established from %s: %s with cipher %s (%d/%d bits)",
             self.client,
             ssl_object.version(),
-            ssl_object.cipher()[0],
+            name,
+            bits,
+            bits,
         )
-        self.conn.tls_started(auth_mechanisms=self._mechanisms())
-        self.txn = _Transaction()
-        return True
 
     # -- authentication: the exchange is PostfixSaslExchange; these are SMTP's answers -------
 
@@ -691,10 +690,7 @@ async def serve_sockets(service: SmtpdService, sockets: Sequence[object]) -> lis
     servers = []
     for sock in sockets:
         assert isinstance(sock, socket_module.socket)
-        if sock.family == socket_module.AF_UNIX:
-            servers.append(await asyncio.start_unix_server(service.handle, sock=sock))
-        else:
-            servers.append(await asyncio.start_server(service.handle, sock=sock))
+        servers.append(await serve_on(service.handle, sock))
     return servers
 
 
@@ -773,7 +769,7 @@ async def serve_worker(
     servers = []
     for fd in fds:
         sock = socket_module.socket(fileno=fd)
-        servers.append(await asyncio.start_server(service.handle, sock=sock))
+        servers.append(await serve_on(service.handle, sock))
     await stop.wait()
     loop.remove_reader(parent_fd)
     for server in servers:

@@ -12,8 +12,9 @@ line, a literal, a chunk of data) and say what came of it. Everything else (gram
 each state allows) stays in the protocol's own package.
 
 The events every one of these protocols has are here too (`StartTLS`, `AuthStart`,
-`ConnectionClosed`), so a host's log or a driver can treat them alike; each package re-exports
-them with its own events.
+`AuthResponse`, `AuthAborted`, `ConnectionClosed`), so a host's log or a driver (and the one SASL
+exchange of sealmail.server.session) can treat them alike; each package re-exports them with its
+own events.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from sealmail.proto.buffer import ReceiveBuffer
 
 __all__ = [
     "NEED_DATA",
+    "AuthAborted",
+    "AuthResponse",
     "AuthStart",
     "ConnectionClosed",
     "Event",
@@ -82,6 +85,28 @@ class AuthStart(Event):
     needs_reply: ClassVar[bool] = True
     mechanism: str
     initial_response: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Event):
+    """The client's answer to a challenge, base64 already undone; answered as AuthStart is.
+
+    `data` is None only where the core leaves a cancel ("*") to its host: SMTP, whose host
+    MUST reject it with 501 (RFC 4954 4). POP3 and ManageSieve answer a cancel themselves and
+    report it as AuthAborted.
+    """
+
+    needs_reply: ClassVar[bool] = True
+    data: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAborted(Event):
+    """The exchange ended without the host: the client cancelled it ("*") or sent garbage
+    (bad base64, a line too long), and the core refused the command already. The host forgets
+    the mechanism; `reason` is for the log."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

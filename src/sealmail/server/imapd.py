@@ -2,29 +2,32 @@
 
 Bytes in -> `sealmail.proto.imap.ServerConnection` events -> `sealmail.imap.ImapSession` (in a
 worker thread, since the store blocks) -> responses out. This module only does what needs the
-connection: the greeting and hosts.allow, STARTTLS and imaps, LOGIN and AUTHENTICATE (SASL steps
-in threads: a check may run scrypt or ask saslauthd; failures delayed), IDLE's waiting (the
-mailbox is polled cheaply, one index row, so an LMTP delivery is announced within
+connection: the greeting and hosts.allow, STARTTLS and imaps, LOGIN and AUTHENTICATE, IDLE's
+waiting (the mailbox is polled cheaply, one index row, so an LMTP delivery is announced within
 `IDLE_POLL_INTERVAL`), COMPRESS=DEFLATE, the inactivity timeout, and logging (one line per
 event, `SESSIONID: event`; never a password or message body).
+
+What every daemon session shares comes from sealmail.server.session: who the client is and
+hosts.allow, the TLS handshake (`ClientSession`), and the SASL exchange (`SaslExchange`: the
+same mechanisms, failure delay, limits and log lines as pop3d, sieved, lmtpd and smtpd); this
+module only says how IMAP answers each step (RFC 5530 codes, `SASL_REFUSALS`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 import os
 import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sealmail.auth.authenticator import Authenticator, MechanismUnavailable
+from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.imap import ImapSession
@@ -58,8 +61,16 @@ from sealmail.proto.imap import (
     Authenticate as AuthenticateCommand,
 )
 from sealmail.proto.imap import response as replies
-from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
-from sealmail.server.session import ClientEndpoint, close, maildrop_name, new_session_id, start_tls
+from sealmail.proto.sasl import FailureReason, Success
+from sealmail.server.session import (
+    ClientSession,
+    Drain,
+    Interruption,
+    SaslExchange,
+    maildrop_name,
+    read_client,
+    serve_session,
+)
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import StoreError
@@ -112,6 +123,27 @@ BASE_CAPABILITIES = (
     "UTF8=ACCEPT",
 )
 
+# How IMAP refuses each SASL failure (RFC 5530 response codes), for AUTHENTICATE and LOGIN alike.
+SASL_REFUSALS: dict[FailureReason, tuple[str, str | None, str]] = {
+    FailureReason.MALFORMED: ("BAD", None, "Malformed authentication exchange"),
+    FailureReason.BAD_CREDENTIALS: ("NO", "AUTHENTICATIONFAILED", "Authentication failed"),
+    FailureReason.AUTHZ_DENIED: (
+        "NO",
+        "AUTHORIZATIONFAILED",
+        "Authorization as that identity is not allowed",
+    ),
+    FailureReason.TEMPORARY: ("NO", "UNAVAILABLE", "Authentication is temporarily unavailable"),
+    FailureReason.ENCRYPTION_REQUIRED: ("NO", "PRIVACYREQUIRED", "This mechanism needs TLS"),
+    FailureReason.UNKNOWN_MECHANISM: ("NO", "CANNOT", "Mechanism not available"),
+    FailureReason.TOO_WEAK: ("NO", "PRIVACYREQUIRED", "Mechanism too weak"),
+}
+
+
+def sasl_refusal(reason: FailureReason, tag: str) -> StatusResponse:
+    """The tagged response refusing an AUTHENTICATE or LOGIN for `reason`."""
+    status, code, text = SASL_REFUSALS.get(reason, ("NO", None, "Authentication failed"))
+    return StatusResponse(status, text, tag=tag, code=ResponseCode(code) if code else None)
+
 
 class ImapService:
     """Serves IMAP sessions; one per listener kind (plain with STARTTLS, or imaps)."""
@@ -147,9 +179,10 @@ class ImapService:
         self.max_message_size = config.integer("maxmessagesize")
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
-        self.draining = asyncio.Event()
-        # Commands and SASL steps (the store blocks). More threads than CPUs: a FETCH whose
-        # client reads slowly waits in its thread (`ImapConnection._stream`), using no CPU.
+        self.draining = Drain()
+        # Commands (the store blocks; SASL steps run in SaslExchange's threads). More threads
+        # than CPUs: a FETCH whose client reads slowly waits in its thread
+        # (`ImapConnection._stream`), using no CPU.
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap")
 
     def drain(self) -> None:
@@ -173,21 +206,10 @@ class ImapService:
             self.store.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(task)
-        session = ImapConnection(self, reader, writer)
-        try:
-            await session.run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        finally:
-            self.sessions.discard(task)
-            await close(writer)
+        await serve_session(self.sessions, writer, ImapConnection(self, reader, writer).run())
 
 
-class _Draining(Exception):
-    """The daemon stops while the session waits for its client."""
+INFLATED_PIECE = 65536  # what the core is fed at once after COMPRESS, like one plain read
 
 
 class _Deflate:
@@ -197,8 +219,14 @@ class _Deflate:
         self.inflater = zlib.decompressobj(-15)
         self.deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
 
-    def inflate(self, data: bytes) -> bytes:
-        return self.inflater.decompress(data)
+    def inflate(self, data: bytes) -> Iterator[bytes]:
+        """`data` inflated, in pieces of at most INFLATED_PIECE bytes: a few compressed bytes can
+        stand for megabytes (a deflate stream of zeros: ~1000:1), and the core must see them a
+        piece at a time to hold its limits (line length, literal size) before they pile up."""
+        piece = self.inflater.decompress(data, INFLATED_PIECE)
+        while piece:
+            yield piece
+            piece = self.inflater.decompress(self.inflater.unconsumed_tail, INFLATED_PIECE)
 
     def deflate(self, data: bytes) -> bytes:
         return self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
@@ -216,31 +244,30 @@ def _write_nonblocking(fd: int, data: bytes) -> int:
     return sent
 
 
-class ImapConnection:
+class ImapConnection(ClientSession):
     """One client connection: reads, feeds the core, runs commands, writes responses."""
 
     def __init__(
         self, service: ImapService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(reader, writer)
         self.service = service
-        self.reader = reader
-        self.writer = writer
-        self.session_id = new_session_id()
-        self.endpoint = ClientEndpoint.of(writer)
-        self.client = self.endpoint.label
-        self.secure = False
-        self.tls_bits: int | None = None
-        self.tls_peer: str | None = None
         self.conn = ServerConnection(service.limits())
         self.session: ImapSession | None = None
-        self.mechanism: ServerMechanism | None = None
-        self.mechanism_name = ""
-        self.auth_failures = 0
+        self.auth = SaslExchange(
+            self,
+            service.authenticator,
+            SASL_SERVICE,
+            log=log,
+            command="AUTHENTICATE",
+            failure_delay=service.failure_delay,
+            max_failures=service.max_auth_failures,
+        )
         self.idling = False
         self.compression: _Deflate | None = None
+        self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
         self._direct = False  # the running command's thread writes to `_direct_fd` (_stream)
         self._direct_fd: int | None = None
-        self._read_task: asyncio.Task[bytes] | None = None
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(
@@ -249,11 +276,6 @@ class ImapConnection:
 
     # -- capabilities -------------------------------------------------------------------------
 
-    def _mechanisms(self) -> tuple[str, ...]:
-        return self.service.authenticator.available_mechanisms(
-            self.secure, SASL_SERVICE, tls_bits=self.tls_bits, tls_peer_identity=self.tls_peer
-        )
-
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
         if self.session is None:
@@ -261,7 +283,7 @@ class ImapConnection:
                 caps.append("STARTTLS")
             if not self.service.authenticator.allows_plaintext(self.secure, SASL_SERVICE):
                 caps.append("LOGINDISABLED")  # RFC 9051 6.2.3
-            caps += [f"AUTH={m}" for m in self._mechanisms()]
+            caps += [f"AUTH={m}" for m in self.auth.offered()]
         if self.compression is not None:
             caps.remove("COMPRESS=DEFLATE")
         return caps
@@ -409,86 +431,79 @@ class ImapConnection:
         try:
             await self._loop()
         finally:
-            if self._read_task is not None:
-                self._read_task.cancel()
             if self._direct_fd is not None:
                 os.close(self._direct_fd)
             log.info("%s: disconnect from %s", self.session_id, self.client)
 
     async def _loop(self) -> None:
         while True:
-            try:
-                data = await self._receive()
-            except _Draining:
+            data, self._carried = self._carried or await self._receive(), b""
+            if data is Interruption.SHUTDOWN:
                 log.info("%s: shutting down: closing session of %s", self.session_id, self.client)
                 self.conn.close("Server shutting down")
                 await self._flush()
                 return
-            except TimeoutError:
+            if data is Interruption.IDLE_TIMEOUT:
                 # RFC 9051 5.4: an autologout timer of at least 30 minutes.
                 log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
                 self.conn.close("Autologout; idle for too long")
                 await self._flush()
                 return
-            if self.compression is not None and data:
-                data = self.compression.inflate(data)
-            self.conn.receive_data(data)
-            while True:
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    break
-                if isinstance(event, ConnectionClosed):
-                    await self._flush()
+            compression = self.compression
+            pieces = compression.inflate(data) if compression is not None and data else (data,)
+            for piece in pieces:
+                self.conn.receive_data(piece)
+                if not await self._answer_events():
                     return
-                await self._on_event(event)
-                await self._flush()
             await self._flush()
             if not data:
                 return
 
-    async def _receive(self) -> bytes:
-        """The next chunk from the client; while idling, polls the mailbox meanwhile."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.service.timeout
-        if self._read_task is None:
-            self._read_task = asyncio.ensure_future(self.reader.read(65536))
+    async def _answer_events(self) -> bool:
+        """Every event the core has now; False when the session is over."""
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            wait = min(remaining, self.service.idle_poll_interval) if self.idling else remaining
-            stopping = asyncio.ensure_future(self.service.draining.wait())
-            try:
-                done, _ = await asyncio.wait({self._read_task, stopping}, timeout=wait,
-                                             return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
-            if self._read_task in done:
-                task, self._read_task = self._read_task, None
-                return task.result()
-            if self.service.draining.is_set():
-                raise _Draining
-            if self.idling and self.session is not None:
-                session = self.session
-                if await self._in_thread(session.has_news):
-                    self._send(await self._in_thread(session.poll))
-                    await self._flush()
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                return True
+            if isinstance(event, ConnectionClosed):
+                await self._flush()
+                return False
+            await self._on_event(event)
+            await self._flush()
+
+    async def _receive(self) -> bytes | Interruption:
+        """The client's next bytes, or why the session must end (the daemon stops: at once, as
+        no command is running; the autologout time passed). While idling, the mailbox is polled
+        every `idle_poll_interval` meanwhile; a read cut short for that loses nothing."""
+        service = self.service
+        if not self.idling:
+            return await read_client(
+                self.reader, timeout=service.timeout, draining=service.draining
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + service.timeout
+        while True:
+            wait = max(0.0, min(deadline - loop.time(), service.idle_poll_interval))
+            data = await read_client(self.reader, timeout=wait, draining=service.draining)
+            if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
+                return data
+            session = self.session
+            if session is not None and await self._in_thread(session.has_news):
+                self._send(await self._in_thread(session.poll))
+                await self._flush()
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, CommandReceived):
             await self._command(event.command)
         elif isinstance(event, AuthenticateData):
-            await self._auth_step(event.data)
+            await self.auth.step(event.data)  # False (too many failures): the core is closed
         elif isinstance(event, IdleDone):
             self.idling = False
             pending = self.conn.pending
             assert pending is not None
             self._send([StatusResponse("OK", "IDLE terminated", tag=pending.tag)])
         elif isinstance(event, AuthenticateAborted):
-            self.mechanism = None
-            log.info(
-                "%s: AUTHENTICATE aborted from %s: %s", self.session_id, self.client, event.reason
-            )
+            self.auth.abort(event.reason)  # the core sent the tagged BAD (RFC 9051 6.2.2)
         elif isinstance(event, ProtocolError):
             self.idling = False
             log.info(
@@ -554,24 +569,17 @@ class ImapConnection:
 
     # -- TLS and compression -----------------------------------------------------------------
 
-    async def _handshake(self) -> bool:
+    async def _handshake(self, go_ahead: bytes = b"") -> bool:
         context = self.service.tls_context
         assert context is not None
-        info = await start_tls(self.writer, context, self.session_id, self.client)
-        if info is None:
-            return False
-        self.secure = True
-        self.tls_bits = info.bits
-        self.tls_peer = info.peer
-        return True
+        return await self.handshake(context, go_ahead)
 
     async def _starttls(self, command: StartTLS) -> None:
         if self.service.tls_context is None or self.secure:
             self._send([StatusResponse("NO", "TLS is not available", tag=command.tag)])
             return
         self._send([StatusResponse("OK", "Begin TLS negotiation now", tag=command.tag)])
-        await self._flush()
-        if not await self._handshake():
+        if not await self._handshake(self.conn.data_to_send()):
             raise ConnectionError("TLS handshake failed")
         self.conn.tls_started()
 
@@ -596,20 +604,12 @@ class ImapConnection:
             return
         self._send([StatusResponse("OK", "DEFLATE active", tag=command.tag)])
         await self._flush()
-        buffered = self.conn.compression_started()
+        self._carried = self.conn.compression_started()  # compressed already: read next
         self.compression = _Deflate()
-        if buffered:
-            self.conn.receive_data(self.compression.inflate(buffered))
 
-    # -- authentication -------------------------------------------------------------------------
-
-    def _start_mechanism(self, name: str) -> ServerMechanism:
-        return self.service.authenticator.start(
-            name, self.secure, self.tls_peer, service=SASL_SERVICE, tls_bits=self.tls_bits
-        )
+    # -- authentication: the exchange is session.SaslExchange; these are IMAP's answers ---------
 
     async def _login(self, command: Login) -> None:
-        self.mechanism_name = "LOGIN"
         if not self.service.authenticator.allows_plaintext(self.secure, SASL_SERVICE):
             # RFC 9051 6.2.3: refuse LOGIN when LOGINDISABLED is advertised.
             self._send(
@@ -623,110 +623,33 @@ class ImapConnection:
                 ]
             )
             return
-        try:
-            mechanism = self._start_mechanism("PLAIN")
-        except MechanismUnavailable as exc:
-            self._send([self._sasl_refusal(exc.reason, command.tag)])
-            return
-        message = b"\0" + command.userid.encode("utf-8") + b"\0" + command.password.encode("utf-8")
-        result = await self._in_thread(mechanism.step, message)
-        await self._finish(result, command.tag, command.userid)
+        # False (too many failures) needs nothing more here: sasl_give_up closed the core.
+        await self.auth.password(command.userid, command.password, "LOGIN")
 
     async def _authenticate(self, command: AuthenticateCommand) -> None:
-        self.mechanism_name = command.mechanism.upper()
-        try:
-            self.mechanism = self._start_mechanism(command.mechanism)
-        except MechanismUnavailable as exc:
-            log.info(
-                "%s: AUTHENTICATE %s refused from %s: %s",
-                self.session_id,
-                self.mechanism_name,
-                self.client,
-                exc.reason.value,
-            )
-            self._send([self._sasl_refusal(exc.reason, command.tag)])
-            return
         initial: bytes | None = None
         if command.initial_response is not None:
-            try:
-                initial = base64.b64decode(command.initial_response, validate=True)
-            except binascii.Error:
-                self.mechanism = None
-                self._send(
-                    [
-                        StatusResponse(
-                            "BAD", "Invalid base64 in the initial response", tag=command.tag
-                        )
-                    ]
-                )
-                return
-        await self._auth_step(initial)
+            # SASL-IR (RFC 4959); the parser has checked it is base64, "=" is b"".
+            initial = base64.b64decode(command.initial_response, validate=True)
+        await self.auth.start(command.mechanism.upper(), initial)
 
-    async def _auth_step(self, data: bytes | None) -> None:
+    def _pending_tag(self) -> str:
         pending = self.conn.pending
-        assert pending is not None
-        mechanism = self.mechanism
-        if mechanism is None:
-            self._send([StatusResponse("BAD", "No authentication in progress", tag=pending.tag)])
-            return
-        result = await self._in_thread(mechanism.step, data)
-        if isinstance(result, Challenge):
-            self._send([ContinuationRequest(challenge=result.data)])
-            return
-        self.mechanism = None
-        await self._finish(result, pending.tag, None)
+        assert pending is not None  # the LOGIN or AUTHENTICATE being answered
+        return pending.tag
 
-    def _sasl_refusal(self, reason: FailureReason, tag: str) -> StatusResponse:
-        """RFC 5530 codes for each SASL failure, in one place."""
-        codes = {
-            FailureReason.MALFORMED: ("BAD", None, "Malformed authentication exchange"),
-            FailureReason.BAD_CREDENTIALS: ("NO", "AUTHENTICATIONFAILED", "Authentication failed"),
-            FailureReason.AUTHZ_DENIED: (
-                "NO",
-                "AUTHORIZATIONFAILED",
-                "Authorization as that identity is not allowed",
-            ),
-            FailureReason.TEMPORARY: (
-                "NO",
-                "UNAVAILABLE",
-                "Authentication is temporarily unavailable",
-            ),
-            FailureReason.ENCRYPTION_REQUIRED: (
-                "NO",
-                "PRIVACYREQUIRED",
-                "This mechanism needs TLS",
-            ),
-            FailureReason.UNKNOWN_MECHANISM: ("NO", "CANNOT", "Mechanism not available"),
-            FailureReason.TOO_WEAK: ("NO", "PRIVACYREQUIRED", "Mechanism too weak"),
-        }
-        status, code, text = codes.get(reason, ("NO", None, "Authentication failed"))
-        return StatusResponse(status, text, tag=tag, code=ResponseCode(code) if code else None)
+    def sasl_challenge(self, data: bytes) -> None:
+        self._send([ContinuationRequest(challenge=data)])
 
-    async def _finish(
-        self, result: Success | Failure | Challenge, tag: str, claimed: str | None
-    ) -> None:
-        if isinstance(result, Success):
-            await self._open_session(result.authzid, tag)
-            return
-        assert isinstance(result, Failure)
-        log.warning(
-            "%s: authentication failed from %s (%s%s): %s",
-            self.session_id,
-            self.client,
-            self.mechanism_name,
-            f" {claimed}" if claimed else "",
-            result.detail,
-        )
-        reply = self._sasl_refusal(result.reason, tag)
-        if result.reason is FailureReason.TEMPORARY:
-            self._send([reply])
-            return
-        self.auth_failures += 1
-        if self.service.failure_delay:
-            await asyncio.sleep(self.service.failure_delay * self.auth_failures)
-        self._send([reply])
-        if self.auth_failures >= self.service.max_auth_failures:
-            self.conn.close("Too many authentication failures")
+    def sasl_refuse(self, reason: FailureReason) -> None:
+        self._send([sasl_refusal(reason, self._pending_tag())])
+
+    async def sasl_accept(self, result: Success) -> bool:
+        await self._open_session(result.authzid, self._pending_tag())
+        return True
+
+    def sasl_give_up(self) -> None:
+        self.conn.close("Too many authentication failures")
 
     async def _open_session(self, identity: str, tag: str) -> None:
         config = self.service.config
@@ -757,13 +680,13 @@ class ImapConnection:
         )
         loop = asyncio.get_running_loop()
         self.session.stream = lambda responses: self._stream(loop, responses)
-        log.info(
-            "%s: login: %s %s%s via %s",
-            self.session_id,
+        log.info(  # Cyrus's line, SESSIONID last
+            "login: %s %s %s%s User logged in SESSIONID=<%s>",
             self.client,
             identity,
-            " (TLS)" if self.secure else "",
-            self.mechanism_name,
+            self.auth.logged_mechanism,
+            "+TLS" if self.secure else "",
+            self.session_id,
         )
         self._send(
             [
@@ -791,7 +714,7 @@ def build_service(
 ) -> ImapService:
     """imapd as cyrus.conf runs it: `imapd [-s]`; -s serves imaps (TLS from the first byte).
 
-    Without a `store` the service opens its own DiskStore and closes it in `close()`.
+    Without a `store` the service opens its own store (store_backend) and closes it in `close()`.
     """
     for arg in argv:
         if arg != "-s":
@@ -803,9 +726,9 @@ def build_service(
         )
     owned = store is None
     if store is None:
-        from sealmail.store.disk import DiskStore
+        from sealmail.store.backends import open_store
 
-        store = DiskStore.from_config(config)
+        store = open_store(config)
     return ImapService(
         config,
         store,

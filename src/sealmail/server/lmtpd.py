@@ -17,6 +17,7 @@ from functools import partial
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.delivery.engine import DeliveryEngine, Envelope, describe_failure
 from sealmail.delivery.recipient import Recipient
 from sealmail.delivery.replies import RECIPIENT_OK, SENDER_OK
@@ -91,14 +92,14 @@ class LmtpService:
         self.daemon_name = daemon_name
         self.executor = executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="deliver")
         self.limits = Limits(
-            max_line_length=config.integer("lmtp_max_line_length"),
-            max_message_size=config.integer("maxmessagesize"),
-            max_recipients=config.integer("lmtp_max_recipients"),
-            max_bad_commands=config.integer("lmtp_max_bad_commands"),
+            max_line_length=config.get(IMAPD.lmtp_max_line_length),
+            max_message_size=config.get(IMAPD.maxmessagesize),
+            max_recipients=config.get(IMAPD.lmtp_max_recipients),
+            max_bad_commands=config.get(IMAPD.lmtp_max_bad_commands),
         )
-        self.timeout = float(config.integer("lmtptimeout"))
-        self.failure_delay = float(config.integer("auth_failure_delay"))
-        self.max_auth_failures = config.integer("auth_max_failures")
+        self.timeout = float(config.get(IMAPD.lmtptimeout))
+        self.failure_delay = float(config.get(IMAPD.auth_failure_delay))
+        self.max_auth_failures = config.get(IMAPD.auth_max_failures)
         self.tls_context = server_context(config)
         self.authenticator = Authenticator(config)
         self.admins = self.authenticator.admins(SASL_SERVICE)
@@ -355,11 +356,11 @@ def build_deliver_service(
 def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpService:
     from sealmail.delivery.outbound import outbound_from_config
     from sealmail.delivery.sieve import SieveFilter
-    from sealmail.store.disk import DiskStore
+    from sealmail.store.backends import open_store
     from sealmail.store.sieve_scripts import SieveScriptStore
     from sealmail.store.sieve_tracking import SieveTracking
 
-    store = DiskStore.from_config(config)
+    store = open_store(config)
     sieve = SieveFilter(
         config,
         store,

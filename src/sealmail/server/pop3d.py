@@ -5,41 +5,31 @@ protocol rules live in the core; this module only answers what needs the outside
 
 * passwords and SASL (sealmail.auth.Authenticator, service "pop"), in worker threads since a
   check may run scrypt or ask saslauthd;
-* the maildrop: the user's INBOX, held under an exclusive, non-blocking POP lock for the whole
-  session so a second POP session gets [IN-USE] while IMAP sessions and deliveries go on (the
-  lock guards nothing the store itself needs; Cyrus keeps a POP lock apart from its index locks
-  the same way);
-* message bytes (RETR/TOP) and, at QUIT only, the removal of DELE'd messages as a store expunge,
-  which every other reader of the mailbox sees.
-
-The POP lock file also keeps the time of the last completed POP session, which `popminpoll`
-(RFC 2449 LOGIN-DELAY) compares against, as Cyrus keeps pop3_last_login in its index header.
+* the maildrop, through sealmail.pop3 (the glue between the core and the store): the user's
+  INBOX under the POP lock for the whole session, message bytes for RETR/TOP, and at QUIT only
+  the removal of DELE'd messages as one store expunge; all in worker threads;
+* TLS (STLS, pop3s), hosts.allow, the autologout timer, and the daemon's stop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.pop3 import LockedMaildrop, TooSoon, maildrop_error, message_error, update_error
 from sealmail.proto.pop3 import (
     AuthAborted,
     AuthResponse,
     AuthStart,
     Event,
     Login,
-    Maildrop,
-    MaildropMessage,
     MessageRequest,
     ProtocolError,
     Reply,
@@ -47,17 +37,13 @@ from sealmail.proto.pop3 import (
     ServerConnection,
     StartTLS,
     Update,
-    maildrop_error,
-    message_error,
     sasl_failure,
-    update_error,
 )
 from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server import session as sessions
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
-from sealmail.store.errors import MailboxBusy, MailboxNotFound, StoreError
-from sealmail.store.locks import lock_filename
+from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.pop3d")
 
@@ -92,54 +78,6 @@ class Pop3Settings:
         )
 
 
-class PopLock:
-    """The exclusive POP lock on one maildrop: flock(2), taken without waiting.
-
-    flock belongs to the open file description, so a second session of the same process is
-    refused as one of another process is, and a crashed process leaves no lock behind.
-    """
-
-    def __init__(self, directory: Path, mailbox: str) -> None:
-        self.path = directory / "pop" / lock_filename(mailbox)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Lock, or MailboxBusy at once when another POP session holds the maildrop."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot open POP lock {self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise MailboxBusy("Mailbox is locked by another POP session") from None
-            raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
-        self._fd = fd
-
-    def last_login(self) -> float:
-        """When the last POP session on this maildrop ended well (0: never)."""
-        assert self._fd is not None
-        raw = os.pread(self._fd, 64, 0).strip()
-        try:
-            return float(raw) if raw else 0.0
-        except ValueError:
-            return 0.0
-
-    def record_login(self, when: float) -> None:
-        assert self._fd is not None
-        data = f"{when:.0f}\n".encode("ascii")
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
-
-
 class Pop3Service:
     """Serves POP3 sessions; one per listener kind (plain with STLS, or pop3s)."""
 
@@ -168,6 +106,12 @@ class Pop3Service:
         self.lock_directory = config.configdirectory / "lock"
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
+        self.draining = sessions.Drain()
+
+    def drain(self) -> None:
+        """The daemon is stopping: sessions end with -ERR [SYS/TEMP] at their next wait for the
+        client (between commands; nothing DELE'd goes, as without QUIT)."""
+        self.draining.set()
 
     @property
     def implicit_tls_context(self) -> ssl.SSLContext | None:
@@ -200,9 +144,7 @@ class Pop3Session(sessions.ClientSession):
             failure_delay=service.settings.failure_delay,
             max_failures=service.settings.max_auth_failures,
         )
-        self.lock: PopLock | None = None
-        self.mailbox: str | None = None
-        self.login_time = 0.0
+        self.maildrop: LockedMaildrop | None = None
 
     # -- policy -------------------------------------------------------------------------------
 
@@ -249,18 +191,25 @@ class Pop3Session(sessions.ClientSession):
         log.info("%s: disconnect from %s", self.session_id, self.client)
 
     def release(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        if self.maildrop is not None:
+            self.maildrop.release()
+            self.maildrop = None
 
     async def _read(self) -> bytes | None:
-        try:
-            return await asyncio.wait_for(self.reader.read(65536), self.service.settings.timeout)
-        except TimeoutError:
+        data = await sessions.read_client(
+            self.reader, timeout=self.service.settings.timeout, draining=self.service.draining
+        )
+        if data is sessions.Interruption.IDLE_TIMEOUT:
             # RFC 1939 3: an autologout timer; it does not enter UPDATE, so nothing goes.
             log.info("%s: autologout: idle too long from %s", self.session_id, self.client)
             self.writer.write(Reply(False, "Autologout; idle for too long").render())
             return None
+        if data is sessions.Interruption.SHUTDOWN:
+            log.info("%s: shutting down: closing session of %s", self.session_id, self.client)
+            closing = Reply(False, "Server shutting down", ResponseCode.SYS_TEMP)
+            self.writer.write(closing.render())
+            return None
+        return data
 
     async def _on_event(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
@@ -326,8 +275,17 @@ class Pop3Session(sessions.ClientSession):
     # -- the maildrop -------------------------------------------------------------------------
 
     async def _open_maildrop(self, identity: str) -> bool:
+        service = self.service
+        settings = service.settings
         try:
-            maildrop = await asyncio.to_thread(self._lock_and_list, identity)
+            name = sessions.maildrop_name(identity, service.config)
+            self.maildrop = held = LockedMaildrop(
+                service.store,
+                service.lock_directory,
+                name,
+                use_imap_flags=settings.use_imap_flags,
+            )
+            maildrop = await asyncio.to_thread(held.open, service.clock(), settings.min_poll)
         except StoreError as exc:
             self.release()
             log.info(
@@ -339,9 +297,9 @@ class Pop3Session(sessions.ClientSession):
             )
             self.conn.refuse(maildrop_error(exc))
             return True
-        except _TooSoon as exc:
+        except TooSoon as exc:
             self.release()
-            minutes = max(1, round(self.service.settings.min_poll / 60))
+            minutes = max(1, round(settings.min_poll / 60))
             log.info("%s: login %s refused: %s", self.session_id, identity, exc)
             self.conn.refuse(
                 Reply(
@@ -352,50 +310,26 @@ class Pop3Session(sessions.ClientSession):
             )
             return True
         self.conn.open_maildrop(identity, maildrop)
-        log.info(
-            "%s: login: %s %s%s %s %d message(s) via %s",
-            self.session_id,
+        log.info(  # Cyrus's line, with the maildrop as sealmail adds it; SESSIONID last
+            "login: %s %s %s%s User logged in: %s, %d message(s) SESSIONID=<%s>",
             self.client,
             identity,
-            " (TLS)" if self.secure else "",
-            self.mailbox,
+            self.auth.logged_mechanism,
+            "+TLS" if self.secure else "",
+            name,
             len(maildrop.messages),
-            self.auth.mechanism_name,
+            self.session_id,
         )
         return True
 
-    def _lock_and_list(self, identity: str) -> Maildrop:
-        """Worker thread: lock the INBOX for POP, check LOGIN-DELAY, list its messages."""
-        name = sessions.maildrop_name(identity, self.service.config)
-        store = self.service.store
-        if store.mailbox(name) is None:
-            raise MailboxNotFound(f"no mailbox {name}")
-        lock = PopLock(self.service.lock_directory, name)
-        lock.acquire()
-        self.lock = lock
-        self.mailbox = name
-        self.login_time = self.service.clock()
-        min_poll = self.service.settings.min_poll
-        last = lock.last_login()
-        if min_poll and last and last + min_poll > self.login_time:
-            raise _TooSoon(f"last POP session ended {self.login_time - last:.0f}s ago")
-        info = store.mailbox(name)  # read under the lock: the UIDVALIDITY UIDL is made of
-        if info is None:
-            raise MailboxNotFound(f"no mailbox {name}")
-        records = store.messages(name)
-        if self.service.settings.use_imap_flags:
-            records = [r for r in records if "\\Deleted" not in r.flags]
-        return Maildrop(info.uidvalidity, tuple(MaildropMessage(r.uid, r.size) for r in records))
-
     async def _send_message(self, event: MessageRequest) -> None:
-        assert self.mailbox is not None
+        held = self.maildrop
+        assert held is not None
         try:
-            content = await asyncio.to_thread(
-                self.service.store.message_bytes, self.mailbox, event.uid
-            )
+            content = await asyncio.to_thread(held.message, event.uid)
         except StoreError as exc:
             log.warning(
-                "%s: cannot read UID %d of %s: %s", self.session_id, event.uid, self.mailbox, exc
+                "%s: cannot read UID %d of %s: %s", self.session_id, event.uid, held.mailbox, exc
             )
             self.conn.refuse(message_error(exc))
             return
@@ -403,38 +337,23 @@ class Pop3Session(sessions.ClientSession):
 
     async def _update(self, event: Update) -> None:
         """RFC 1939 6 UPDATE: remove the DELE'd messages, as one store expunge, then QUIT."""
-        assert self.mailbox is not None and self.lock is not None
+        held = self.maildrop
+        assert held is not None
         try:
-            removed = await asyncio.to_thread(self._apply_update, event)
+            removed = await asyncio.to_thread(held.update, event.deleted, event.retrieved)
         except StoreError as exc:
-            log.error("%s: update of %s failed: %s", self.session_id, self.mailbox, exc)
+            log.error("%s: update of %s failed: %s", self.session_id, held.mailbox, exc)
             self.conn.refuse(update_error(exc))
             return
         log.info(
             "%s: update: %s expunged %d of %d deleted message(s), retrieved %d",
             self.session_id,
-            self.mailbox,
+            held.mailbox,
             len(removed),
             len(event.deleted),
             len(event.retrieved),
         )
         self.conn.update_done()
-
-    def _apply_update(self, event: Update) -> list[int]:
-        assert self.mailbox is not None and self.lock is not None
-        store = self.service.store
-        removed = store.expunge(self.mailbox, event.deleted) if event.deleted else []
-        if self.service.settings.use_imap_flags and event.retrieved:
-            wanted = set(event.retrieved)
-            for record in store.messages(self.mailbox):
-                if record.uid in wanted and "\\Seen" not in record.flags:
-                    store.set_flags(self.mailbox, [record.uid], [*record.flags, "\\Seen"])
-        self.lock.record_login(self.login_time)
-        return removed
-
-
-class _TooSoon(Exception):
-    """popminpoll: this maildrop was POP'd too recently (RFC 2449 8.1.2 LOGIN-DELAY)."""
 
 
 # -- the service contract of `sealmail master`, and the standalone daemon ----------------------
@@ -450,7 +369,7 @@ def build_service(
     """pop3d as cyrus.conf runs it: `pop3d [-s]`; -s serves pop3s (TLS from the first byte).
 
     `service_name` is the cyrus.conf entry's name, which hosts.allow rules name. Without a
-    `store` the service opens its own DiskStore and closes it in `close()`.
+    `store` the service opens its own store (store_backend) and closes it in `close()`.
     """
     for arg in argv:
         if arg != "-s":
@@ -462,7 +381,7 @@ def build_service(
         )
     owned = store is None
     if store is None:
-        from sealmail.store.disk import DiskStore
+        from sealmail.store.backends import open_store
 
-        store = DiskStore.from_config(config)
+        store = open_store(config)
     return Pop3Service(config, store, settings=settings, daemon_name=service_name, owns_store=owned)

@@ -26,6 +26,7 @@ from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.proto.core import NEED_DATA, ConnectionClosed
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
+from sealmail.server.listeners import no_delay
 from sealmail.server.tls import cipher_bits, peer_identity
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.names import user_inbox, validate_internal
@@ -122,17 +123,53 @@ class ClientSession:
         self.tls_bits: int | None = None  # the cipher's secret bits, once TLS is on
         self.tls_peer: str | None = None  # the identity of a verified client certificate
 
-    async def handshake(self, context: ssl.SSLContext, go_ahead: bytes = b"") -> bool:
-        """Send `go_ahead` (the core's yes to STARTTLS/STLS) if any, then turn TLS on;
-        False when the handshake failed and the session must end."""
+    async def handshake(
+        self,
+        context: ssl.SSLContext,
+        go_ahead: bytes = b"",
+        *,
+        timeout: float = TLS_HANDSHAKE_TIMEOUT,
+    ) -> bool:
+        """Send `go_ahead` (the core's yes to STARTTLS/STLS) if any, then turn TLS on within
+        `timeout` seconds; False when the handshake failed and the session must end."""
+        writer = self.writer
         if go_ahead:
-            self.writer.write(go_ahead)
-            await self.writer.drain()
-        tls = await start_tls(self.writer, context, self.session_id, self.client)
-        if tls is None:
+            writer.write(go_ahead)
+            await writer.drain()
+            # RFC 3207 5, RFC 2595 4 (CVE-2011-0411): what came in clear after the client's
+            # command, and was not yet read, must not be read as if it came under TLS. The core
+            # dropped what it had been fed; the StreamReader may hold more (it has no public
+            # way to drop it).
+            self.reader._buffer.clear()  # type: ignore[attr-defined]
+        try:
+            if writer.get_extra_info("ssl_object") is None:
+                # asyncio and uvloop alike abort a handshake that outlasts the timeout with
+                # ConnectionAbortedError.
+                await writer.start_tls(context, ssl_handshake_timeout=timeout)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            self.tls_failed(exc)
             return False
-        self.secure, self.tls_bits, self.tls_peer = True, tls.bits, tls.peer
+        ssl_object = writer.get_extra_info("ssl_object")
+        self.secure = True
+        self.tls_bits, self.tls_peer = cipher_bits(ssl_object), peer_identity(ssl_object)
+        self.tls_established(ssl_object)
         return True
+
+    # -- the log lines of the handshake (smtpd writes Postfix's instead) ------------------------
+
+    def tls_failed(self, error: Exception) -> None:
+        log.info("%s: TLS handshake with %s failed: %s", self.session_id, self.client, error)
+
+    def tls_established(self, ssl_object: ssl.SSLObject) -> None:
+        name = (ssl_object.cipher() or ("",))[0]
+        log.info(
+            "%s: TLS %s %s (%d bits)%s",
+            self.session_id,
+            ssl_object.version(),
+            name,
+            self.tls_bits,
+            f" client certificate {self.tls_peer}" if self.tls_peer else "",
+        )
 
 
 class Handler(Protocol):
@@ -163,7 +200,9 @@ async def serve_connection(
     service: Handler, connection: socket.socket, implicit_tls: ssl.SSLContext | None = None
 ) -> None:
     """Serve one accepted connection to its end with server-side streams (as
-    asyncio.start_server makes them, so a later STARTTLS handshakes as the server)."""
+    asyncio.start_server makes them, so a later STARTTLS handshakes as the server); a TCP one
+    without Nagle's delay, as `listeners.serve_on` serves theirs."""
+    no_delay(connection)
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
 
@@ -233,6 +272,17 @@ class SaslHost(Protocol):
         """Too many failures: send the protocol's goodbye; the session ends after it."""
 
 
+# Cyrus SASL's codes and texts (sasl_errstring) for what a failed exchange logs, as Cyrus does.
+SASL_ERRORS = {
+    FailureReason.BAD_CREDENTIALS: "SASL(-13): authentication failure",
+    FailureReason.AUTHZ_DENIED: "SASL(-14): authorization failure",
+    FailureReason.MALFORMED: "SASL(-5): bad protocol / cancel",
+    FailureReason.TEMPORARY: "SASL(-1): generic failure",
+    FailureReason.TOO_WEAK: "SASL(-15): mechanism too weak for this user",
+    FailureReason.ENCRYPTION_REQUIRED: "SASL(-16): encryption needed to use mechanism",
+    FailureReason.UNKNOWN_MECHANISM: "SASL(-4): no mechanism available",
+}
+
 PENALTY_DELAY_CAP = 15.0  # seconds: the most a failure waits for other sessions' failures
 
 
@@ -274,6 +324,7 @@ class SaslExchange:
         self.temporary_counts = temporary_counts
         self.mechanism: ServerMechanism | None = None
         self.mechanism_name = ""
+        self.password_command = ""  # set while a password command is checked
         self.failures = 0
 
     def offered(self) -> tuple[str, ...]:
@@ -285,7 +336,7 @@ class SaslExchange:
 
     async def start(self, mechanism: str, initial_response: bytes | None) -> bool:
         """AUTH `mechanism` [initial-response]; False ends the session."""
-        self.mechanism_name = mechanism
+        self.mechanism_name, self.password_command = mechanism, ""
         started = self._start(mechanism)
         if isinstance(started, FailureReason):
             self._log_refused(started)
@@ -310,7 +361,7 @@ class SaslExchange:
     async def password(self, user: str, password: str, command: str) -> bool:
         """A password command (POP3 USER/PASS, IMAP LOGIN): checked as a PLAIN exchange, so
         the same policy (allowplaintext, sasl_mech_list, backends) decides."""
-        self.mechanism_name = command
+        self.mechanism_name = self.password_command = command
         started = self._start("PLAIN")
         if isinstance(started, FailureReason):
             self.host.sasl_refuse(started)
@@ -382,14 +433,23 @@ class SaslExchange:
         )
 
     def _log_failed(self, failure: Failure, claimed: str | None) -> None:
+        """Cyrus's badlogin line, which fail2ban's cyrus-imap filter and operators' greps read:
+        `badlogin: CLIENT MECH [USER] [SASL(-13): authentication failure: DETAIL]`."""
         self.log.warning(
-            "%s: authentication failed from %s (%s%s): %s",
-            self.host.session_id,
+            "badlogin: %s %s%s [%s: %s] SESSIONID=<%s>",
             self.host.client,
-            self.mechanism_name,
+            self.logged_mechanism,
             f" {claimed}" if claimed else "",
+            SASL_ERRORS.get(failure.reason, "SASL(-1): generic failure"),
             failure.detail,
+            self.host.session_id,
         )
+
+    @property
+    def logged_mechanism(self) -> str:
+        """The mechanism as Cyrus logs it: a password command (LOGIN, USER/PASS) is plaintext."""
+        name = self.mechanism_name
+        return "plaintext" if name == self.password_command else name
 
     def _log_aborted(self, reason: str) -> None:
         host = self.host

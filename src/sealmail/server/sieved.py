@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
+from sealmail.managesieve import script_error
 from sealmail.proto.managesieve import (
     NO,
     OK,
@@ -42,12 +43,12 @@ from sealmail.proto.managesieve import (
     ProtocolError,
     PutScript,
     RenameScript,
+    ResponseCode,
     ServerConnection,
     SetActive,
     StartTLS,
     Unauthenticated,
     sasl_failure,
-    script_error,
 )
 from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server import session as sessions
@@ -129,6 +130,12 @@ class ManageSieveService:
         self.capabilities = sieve_capabilities()
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
+        self.draining = sessions.Drain()
+
+    def drain(self) -> None:
+        """The daemon is stopping: sessions end with BYE (TRYLATER) at their next wait for the
+        client (a command under way, such as PUTSCRIPT, completes first)."""
+        self.draining.set()
 
     def close(self) -> None:
         """Nothing is held between sessions: scripts are files written whole."""
@@ -182,12 +189,18 @@ class ManageSieveSession(sessions.ClientSession):
         log.info("%s: disconnect from %s", self.session_id, self.client)
 
     async def _read(self) -> bytes | None:
-        try:
-            return await asyncio.wait_for(self.reader.read(65536), self.service.settings.timeout)
-        except TimeoutError:
+        data = await sessions.read_client(
+            self.reader, timeout=self.service.settings.timeout, draining=self.service.draining
+        )
+        if data is sessions.Interruption.IDLE_TIMEOUT:
             log.info("%s: idle too long, closing %s", self.session_id, self.client)
             self.conn.bye("Idle for too long")
             return None
+        if data is sessions.Interruption.SHUTDOWN:
+            log.info("%s: shutting down: closing session of %s", self.session_id, self.client)
+            self.conn.bye("Server shutting down", ResponseCode.TRYLATER)
+            return None
+        return data
 
     async def _on_event(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
@@ -238,13 +251,13 @@ class ManageSieveSession(sessions.ClientSession):
     async def sasl_accept(self, result: Success) -> bool:
         self.user = result.authzid
         self.conn.authenticated(result.authzid, result.data)
-        log.info(
-            "%s: login: %s %s%s via %s",
-            self.session_id,
+        log.info(  # Cyrus's line, SESSIONID last
+            "login: %s %s %s%s User logged in SESSIONID=<%s>",
             self.client,
             result.authzid,
-            " (TLS)" if self.secure else "",
-            self.auth.mechanism_name,
+            self.auth.logged_mechanism,
+            "+TLS" if self.secure else "",
+            self.session_id,
         )
         return True
 

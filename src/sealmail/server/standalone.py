@@ -22,8 +22,9 @@ from sealmail.config.cyrus_conf import (
     resolve_listen,
 )
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.privileges import Account
-from sealmail.server.listeners import bind, describe
+from sealmail.server.listeners import bind, describe, serve_on
 from sealmail.server.session import TLS_HANDSHAKE_TIMEOUT
 
 log = logging.getLogger("sealmail.server")
@@ -47,8 +48,8 @@ def listen_addresses(config: ImapdConfig, texts: Sequence[str], option: str) -> 
             "tcp",
             config.configdirectory,
             DEFAULT_SERVICES_FILE,
-            unix_mode=config.integer("unix_socket_mode"),
-            unix_group=config.string("unix_socket_group"),
+            unix_mode=config.get(IMAPD.unix_socket_mode),
+            unix_group=config.get(IMAPD.unix_socket_group),
             path=option,
         )
     ]
@@ -93,14 +94,7 @@ async def serve(
         tls: ssl.SSLContext | None = getattr(service, "implicit_tls_context", None)
         timeout = TLS_HANDSHAKE_TIMEOUT if tls is not None else None
         for sock in sockets:
-            start = (
-                asyncio.start_unix_server
-                if sock.family == socket.AF_UNIX
-                else (asyncio.start_server)
-            )
-            servers.append(
-                await start(service.handle, sock=sock, ssl=tls, ssl_handshake_timeout=timeout)
-            )
+            servers.append(await serve_on(service.handle, sock, tls, timeout))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

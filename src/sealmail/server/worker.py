@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
+from sealmail.config.options import IMAPD
 from sealmail.server import session
 
 log = logging.getLogger("sealmail.master")
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = [word for word in args.command if word != "--"]
     config: ImapdConfig = load_imapd_conf(args.imapd_conf)
-    if os.geteuid() == 0 and not config.switch("allow_root_services"):
+    if os.geteuid() == 0 and not config.get(IMAPD.allow_root_services):
         log.error(
             "%s: refusing to serve as root: master runs its workers as cyrus_user "
             "(allow_root_services: 1 lets root serve, for tests and single-user set-ups only)",

@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sealmail.config.options import RFC4314_RIGHTS
 from sealmail.store.errors import StoreError
 from sealmail.store.sorting import ThreadFields
+
+if TYPE_CHECKING:
+    from sealmail.store.duplicates import DuplicateDatabase  # sqlite3: only its owner loads it
 
 ALL_RIGHTS = RFC4314_RIGHTS  # in canonical order
 
@@ -43,6 +46,27 @@ class QuotaUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaWarn:
+    """When a delivery should report that it took its quota root to the warning level
+    (imapd.conf quotawarn, quotawarnkb, quotawarnmsg; sealmail.store.quota.at_warning_level)."""
+
+    percent: int  # of a limit; 0: never
+    storage_kb: int = 0  # warn only when less than this is free (0: always)
+    messages: int = 0  # warn only when fewer than this many messages are left (0: always)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChange:
+    """What `quota -f` corrected: a root's usage of one resource (Cyrus's names: STORAGE in
+    bytes, MESSAGE), as it was recorded and as the recount found it."""
+
+    root: str
+    resource: str
+    was: int
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryTarget:
     """One copy of a message to append to one mailbox.
 
@@ -57,6 +81,8 @@ class DeliveryTarget:
     # Who appends (IMAP APPEND): a \Seen among `flags` goes to their own seen state when the
     # mailbox is not theirs (sealmail.store.seen). None: the flags go to the index as they are.
     reader: str | None = None
+    # Report a crossing of the quota root's warning level (lmtpd, deliver); None: never.
+    quota_warn: QuotaWarn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +93,9 @@ class AppendedMessage:
     modseq: int
     guid: str  # hex SHA-1 of the stored bytes, as Cyrus's GUID
     size: int
+    # The root's usage after this message, when this message took it to the warning level
+    # (once per crossing: the store remembers that the root was warned).
+    quota_warning: QuotaUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +267,15 @@ class MailboxView(Appending, Protocol):
     def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None: ...
 
 
+@runtime_checkable
+class QuotaAdmin(Protocol):
+    """Report and repair quota usage (`sealmail quota`); not every backend keeps counters
+    that can drift, so this role is apart from MessageStore."""
+
+    def quota_roots(self) -> list[QuotaUsage]: ...  # every root, by name
+    def repair_quota(self, root: str) -> list[UsageChange]: ...  # recount; what changed
+
+
 class UserData(Protocol):
     """What belongs to a user rather than to a mailbox: subscriptions (IMAP LSUB/SUBSCRIBE).
     (Seen states and \\Recent marks go with the messages: MailboxView's `reader`.)"""
@@ -249,6 +287,9 @@ class UserData(Protocol):
 
 class MessageStore(DeliveryStore, MailboxAdmin, MailboxView, UserData, Protocol):
     """Every role: what an IMAP session and a store's owner (a daemon that opens and closes it)
-    use. A backend implements this (sealmail.store.disk, sealmail.store.memory)."""
+    use. A backend implements this (sealmail.store.disk, sealmail.store.memory,
+    sealmail.store.postgres). The owner also gets the duplicate delivery database from it (None
+    when duplicatesuppression is off), closed with the store."""
 
     def close(self) -> None: ...
+    def duplicates(self) -> DuplicateDatabase | None: ...

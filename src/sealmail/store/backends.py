@@ -15,7 +15,15 @@ if TYPE_CHECKING:
 
 
 def open_store(config: ImapdConfig) -> MessageStore:
-    """The store of `config`: today always the disk store (sealmail.store.disk)."""
+    """The store of `config` by its store_backend: the disk store (sealmail.store.disk, the
+    default) or PostgreSQL (sealmail.store.postgres, shared by many nodes)."""
+    from sealmail.store.settings import store_settings
+
+    settings = store_settings(config)
+    if settings.backend == "postgresql":
+        from sealmail.store.postgres import PostgresStore
+
+        return PostgresStore(settings)
     from sealmail.store.disk import DiskStore
 
-    return DiskStore.from_config(config)
+    return DiskStore(settings)

@@ -88,3 +88,9 @@ class NoSuchMessage(StoreError):
     """No message with that UID in the mailbox (it was never there or was expunged)."""
 
     temporary = False
+
+
+class StoreUnavailable(StoreError):
+    """The store's database cannot be reached or answered with an error; try again later."""
+
+    temporary = True

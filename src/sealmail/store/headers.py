@@ -9,8 +9,11 @@ are searched in the message files, as before. The set is small on purpose: a sca
 rows weigh, and a whole header (Received, DKIM-Signature, ...) would weigh ten times more.
 
 The decoding here is THE definition of a field's searchable value: the IMAP layer's per-message
-evaluation (`sealmail.imap.searching`) uses the same `header_fields`, so the index and a message
-read from disk can never disagree.
+evaluation (`sealmail.imap.searching`) uses the same `searchable_fields`, so the index and a
+message read from disk can never disagree. An address field (FROM, TO, ...: "the envelope
+structure's" field, RFC 9051 6.4.4) has one more value beside its text: its addresses as
+mailbox@host, as ENVELOPE parses them (`sealmail.rfc5322.parse_address_list`), so that an
+address written with comments or spaces inside (`<user (x)@ (y) example.org>`) is found too.
 
 Form (a BLOB, UTF-8 with surrogates passed through, so that a substring of the octets is a
 substring of the text): for each indexed field present, in `INDEXED_FIELDS` order,
@@ -27,8 +30,10 @@ import re
 
 from sealmail import rfc5322
 from sealmail.rfc5322 import message_header as header_block
+from sealmail.rfc5322 import parse_address_list
 
 __all__ = [
+    "ADDRESS_FIELDS",
     "FIELD_SEPARATOR",
     "INDEXED_FIELDS",
     "LISTED_FIELDS",
@@ -39,12 +44,16 @@ __all__ = [
     "header_block",
     "header_fields",
     "listed_form",
+    "raw_header_fields",
+    "searchable_fields",
     "searchable_form",
 ]
 
 # Fields kept in the index: those SEARCH names, and the short ones clients search with HEADER.
 INDEXED_FIELDS = ("subject", "from", "to", "cc", "bcc", "reply-to", "sender", "message-id",
                   "in-reply-to", "list-id")
+# Fields whose value is an address list: searched also by their addresses (see above).
+ADDRESS_FIELDS = frozenset(("from", "sender", "reply-to", "to", "cc", "bcc"))
 FIELD_SEPARATOR = b"\x1e"
 NAME_SEPARATOR = b"\x1f"
 VALUE_SEPARATOR = b"\x1d"
@@ -66,11 +75,30 @@ def decode_words(value: str) -> str:
 def header_fields(block: bytes, only: frozenset[str] | None = None) -> list[tuple[str, str]]:
     """(lower-case name, unfolded RFC 2047-decoded value) of each field of a header block (of
     those named in `only`: decoding is most of the cost)."""
-    return [(name, decode_words(value)) for name, value in _raw_fields(block)
+    return [(name, decode_words(value)) for name, value in raw_header_fields(block)
             if only is None or name in only]
 
 
-def _raw_fields(block: bytes) -> list[tuple[str, str]]:
+def searchable_fields(block: bytes, only: frozenset[str] | None = None
+                      ) -> list[tuple[str, str]]:
+    """(lower-case name, text) that SEARCH matches a header's fields with, not yet casefolded:
+    each field's value as `header_fields` gives it, and after an address field's value the
+    field again with its addresses (mailbox@host, comma-separated; none for a group's name)."""
+    out: list[tuple[str, str]] = []
+    for name, value in raw_header_fields(block):
+        if only is not None and name not in only:
+            continue
+        out.append((name, decode_words(value)))
+        if name in ADDRESS_FIELDS:
+            specs = ", ".join(
+                f"{a.mailbox}@{a.host}" if a.host else a.mailbox
+                for a in parse_address_list(value) if a.mailbox and a.host is not None)
+            if specs:
+                out.append((name, specs))
+    return out
+
+
+def raw_header_fields(block: bytes) -> list[tuple[str, str]]:
     """(lower-case name, unfolded value as sent) of each field of a header block."""
     text = block.decode("utf-8", "replace").replace("\r\n", "\n")
     fields = []
@@ -89,9 +117,8 @@ def encode(text: str) -> bytes:
 def searchable_form(raw: bytes) -> bytes | None:
     """The `header_index.fields` value of a message, or None when it cannot be kept."""
     grouped: dict[str, list[bytes]] = {}
-    for name, value in _raw_fields(header_block(raw)):  # decoding only what is kept
-        if name in _INDEXED:
-            grouped.setdefault(name, []).append(encode(decode_words(value).casefold()))
+    for name, value in searchable_fields(header_block(raw), _INDEXED):  # only what is kept
+        grouped.setdefault(name, []).append(encode(value.casefold()))
     form = bytearray()
     for name in INDEXED_FIELDS:
         values = grouped.get(name)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -132,6 +132,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # the index (sealmail.store.headers.LISTED_FIELDS): those fields as sent, written with
         # the row; NULL until filled (older rows), and then read from the message file.
         "ALTER TABLE header_index ADD COLUMN listed BLOB",
+    ),
+    6: (
+        # The searchable form gained the addresses of address fields as ENVELOPE parses them,
+        # and the sortable form RFC 5256's base subject and collation and group addresses
+        # (sealmail.store.headers, sealmail.store.sorting): every row is made again, by the
+        # first SEARCH, SORT, THREAD or listing FETCH of each mailbox (as for older rows).
+        "DELETE FROM header_index",
+    ),
+    7: (
+        # imapd.conf quotawarn: 1 once a delivery took the root to the warning level and its
+        # user was warned; cleared when a delivery finds it below (sealmail.store.quota).
+        "ALTER TABLE quotaroots ADD COLUMN warned INTEGER NOT NULL DEFAULT 0",
     ),
 }
 

@@ -38,6 +38,8 @@ from sealmail.store.api import (
     MailboxInfo,
     MessageRecord,
     QuotaUsage,
+    QuotaWarn,
+    UsageChange,
     flags_after,
 )
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
@@ -145,6 +147,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._mailboxes: dict[str, _Mailbox] = {}
         self._quotas: dict[str, tuple[int | None, int | None]] = {}
+        self._quota_warned: set[str] = set()  # roots whose users were warned (quotawarn)
         self._subscriptions: dict[str, set[str]] = {}
         self._last_uidvalidity = 0
         self._slots: dict[str, int] = {}
@@ -283,6 +286,15 @@ class MemoryStore:
                 self._quotas.pop(root, None)
             else:
                 self._quotas[root] = (storage_kb, messages)
+            self._quota_warned.discard(root)  # as the disk store's INSERT OR REPLACE
+
+    def quota_roots(self) -> list[QuotaUsage]:
+        with self._lock:
+            return [u for root in sorted(self._quotas) if (u := self._usage(root)) is not None]
+
+    def repair_quota(self, root: str) -> list[UsageChange]:
+        """Nothing to repair: usage is summed from the messages themselves."""
+        return []
 
     def quota_for(self, name: str) -> QuotaUsage | None:
         with self._lock:
@@ -330,6 +342,9 @@ class MemoryStore:
                 except StoreError as exc:
                     results.append(exc)
                     continue
+                warning = None
+                if usage is not None and target.quota_warn is not None:
+                    warning = self._note_append(usage, len(content), target.quota_warn)
                 uid = mailbox.uidnext
                 mailbox.uidnext += 1
                 mailbox.highestmodseq += 1
@@ -345,8 +360,19 @@ class MemoryStore:
                 )
                 mailbox.size_bytes += len(content)
                 results.append(AppendedMessage(mailbox.name, mailbox.uidvalidity, uid,
-                                               mailbox.highestmodseq, guid, len(content)))
+                                               mailbox.highestmodseq, guid, len(content),
+                                               warning))
         return results
+
+    def _note_append(self, before: QuotaUsage, size: int, warn: QuotaWarn) -> QuotaUsage | None:
+        """The disk store's quota.note_append, on the in-memory mark."""
+        warned = before.root in self._quota_warned
+        after = quota.after_append(before, size)
+        if quota.at_warning_level(after, warn):
+            self._quota_warned.add(before.root)
+        else:
+            self._quota_warned.discard(before.root)
+        return after if quota.warning_due(before, size, warn, warned) else None
 
     @contextmanager
     def _slot(self, user: str, limit: int) -> Iterator[None]:

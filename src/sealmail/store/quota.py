@@ -4,13 +4,21 @@
 mailbox is its nearest ancestor-or-self that has a quota. Storage limits are in KiB (IMAP QUOTA,
 RFC 9208 5.1: STORAGE is in units of 1024 octets), usage is kept in bytes; message limits count
 messages.
+
+Warnings (imapd.conf quotawarn): a delivery that takes a root from below its warning level to at
+or above it is reported once, and the root's `warned` mark (kept with its limits, committed with
+the delivery) stops every later delivery from reporting it again. A delivery that finds the root
+below the level (mail was expunged, a limit raised) clears the mark, so the next crossing warns
+again. Deliveries are serialised by the index's write transaction, so of many concurrent
+deliveries exactly one crosses.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
-from sealmail.store.api import QuotaUsage
+from sealmail.store.api import QuotaUsage, QuotaWarn, UsageChange
 from sealmail.store.errors import OverQuota
 from sealmail.store.names import parent_of
 
@@ -80,3 +88,87 @@ def enforce(usage: QuotaUsage, incoming_size: int, incoming_messages: int) -> No
         raise OverQuota(
             f"quota root {usage.root}: {usage.messages_used} messages, limit {usage.messages_limit}"
         )
+
+
+def at_warning_level(usage: QuotaUsage, warn: QuotaWarn) -> bool:
+    """Cyrus's quotawarn: usage at or above `percent` of a limit; quotawarnkb/quotawarnmsg, when
+    set and not above the limit itself, further require that less than that be left."""
+    if warn.percent <= 0:
+        return False
+    storage_limit = None if usage.storage_limit is None else usage.storage_limit * 1024
+    return _near(usage.storage_used, storage_limit, warn.percent, warn.storage_kb * 1024) or _near(
+        usage.messages_used, usage.messages_limit, warn.percent, warn.messages
+    )
+
+
+def _near(used: int, limit: int | None, percent: int, left_below: int) -> bool:
+    if not limit:
+        return False  # no limit, or a limit of 0 (everything refused: nothing to warn of)
+    if used * 100 < percent * limit:
+        return False
+    return left_below <= 0 or limit < left_below or limit - used < left_below
+
+
+def after_append(usage: QuotaUsage, size: int) -> QuotaUsage:
+    return replace(
+        usage, storage_used=usage.storage_used + size, messages_used=usage.messages_used + 1
+    )
+
+
+def warning_due(before: QuotaUsage, size: int, warn: QuotaWarn, warned: bool) -> bool:
+    """Does appending `size` bytes to a root at `before` owe the user a warning?"""
+    return at_warning_level(after_append(before, size), warn) and (
+        not warned or not at_warning_level(before, warn)
+    )
+
+
+def note_append(
+    conn: sqlite3.Connection, before: QuotaUsage, size: int, warn: QuotaWarn
+) -> QuotaUsage | None:
+    """Inside the delivery's transaction: update the root's `warned` mark for one appended
+    message; the usage after it when a warning is due."""
+    row = conn.execute("SELECT warned FROM quotaroots WHERE root = ?", (before.root,)).fetchone()
+    if row is None:
+        return None
+    warned = bool(row[0])
+    after = after_append(before, size)
+    level = at_warning_level(after, warn)
+    if level != warned:
+        conn.execute(
+            "UPDATE quotaroots SET warned = ? WHERE root = ?", (int(level), before.root)
+        )
+    return after if warning_due(before, size, warn, warned) else None
+
+
+def all_usages(conn: sqlite3.Connection) -> list[QuotaUsage]:
+    roots = [root for (root,) in conn.execute("SELECT root FROM quotaroots ORDER BY root")]
+    return [usage for root in roots if (usage := usage_of(conn, root)) is not None]
+
+
+def repair(conn: sqlite3.Connection, root: str) -> list[UsageChange]:
+    """Inside a write transaction: recount every mailbox under `root` from its message rows
+    (the counters a delivery or an expunge bumps) and say how the root's usage changed.
+
+    Deliveries commit their rows and counters in one transaction, so a recount that holds the
+    write lock sees both or neither: repairing while lmtpd delivers loses no message's bytes.
+    """
+    before = usage_of(conn, root)
+    if before is None:
+        return []
+    low, high = subtree_bounds(root)
+    conn.execute(
+        "UPDATE mailboxes SET"
+        " exists_count = (SELECT count(*) FROM messages m WHERE m.mailbox_id = mailboxes.id),"
+        " size_bytes = (SELECT coalesce(sum(size), 0) FROM messages m"
+        "               WHERE m.mailbox_id = mailboxes.id)"
+        " WHERE name = ? OR (name >= ? AND name < ?)",
+        (root, low, high),
+    )
+    after = usage_of(conn, root)
+    assert after is not None
+    changes = []
+    if before.storage_used != after.storage_used:
+        changes.append(UsageChange(root, "STORAGE", before.storage_used, after.storage_used))
+    if before.messages_used != after.messages_used:
+        changes.append(UsageChange(root, "MESSAGE", before.messages_used, after.messages_used))
+    return changes

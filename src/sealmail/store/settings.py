@@ -23,23 +23,34 @@ class StoreSettings:
     single_instance: bool = True  # singleinstancestore: one file, many hard links
     user_concurrency_limit: int = 0  # lmtp_user_concurrency_limit (0: unlimited)
     duplicate_suppression: bool = True  # duplicatesuppression
+    backend: str = "disk"  # store_backend: "disk" or "postgresql"
+    dsn: str | None = None  # store_dsn: the PostgreSQL database (store_backend: postgresql)
+    pool_size: int = 8  # store_pool_size: most connections to it per process
 
 
 def store_settings(config: ImapdConfig) -> StoreSettings:
-    """The store's options of `config`; ConfigError when defaultpartition names no partition."""
-    from sealmail.config.imapd_conf import ConfigError
+    """The store's options of `config`; ConfigError when defaultpartition names no partition,
+    or store_backend is postgresql without a store_dsn."""
+    from sealmail.config.options import IMAPD
 
     partitions = dict(config.partitions)
-    default_partition = config.string("defaultpartition") or "default"
+    default_partition = config.get(IMAPD.defaultpartition) or "default"
     if default_partition not in partitions:
-        raise ConfigError(
-            config.path, 0, "defaultpartition", f"no partition-{default_partition} is configured"
+        raise config.error(
+            IMAPD.defaultpartition, f"no partition-{default_partition} is configured"
         )
+    backend = config.get(IMAPD.store_backend)
+    dsn = config.get(IMAPD.store_dsn)
+    if backend == "postgresql" and not dsn:
+        raise config.error(IMAPD.store_dsn, "store_backend: postgresql needs a store_dsn")
     return StoreSettings(
         configdirectory=config.configdirectory,
         partitions=partitions,
         default_partition=default_partition,
-        single_instance=config.switch("singleinstancestore"),
-        user_concurrency_limit=config.integer("lmtp_user_concurrency_limit"),
-        duplicate_suppression=config.switch("duplicatesuppression"),
+        single_instance=config.get(IMAPD.singleinstancestore),
+        user_concurrency_limit=config.get(IMAPD.lmtp_user_concurrency_limit),
+        duplicate_suppression=config.get(IMAPD.duplicatesuppression),
+        backend=backend,
+        dsn=dsn,
+        pool_size=config.get(IMAPD.store_pool_size),
     )

@@ -30,15 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sealmail.config.imapd_conf import ImapdConfig
+from sealmail.config.options import IMAPD
 from sealmail.durable import fsync_directory, replace_file, replace_symlink
 from sealmail.store.errors import StoreError
 
 __all__ = [
     "ACTIVE_LINK",
     "SCRIPT_SUFFIX",
-    "SIEVEDIR",
-    "SIEVE_MAXSCRIPTS",
-    "SIEVE_MAXSCRIPTSIZE",
     "InvalidScriptName",
     "ScriptActive",
     "ScriptEntry",
@@ -51,12 +49,6 @@ __all__ = [
     "user_sieve_directory",
 ]
 
-# The imapd.conf options this module reads (Cyrus's names, defaults as Cyrus documents them,
-# apart from sievedir, which lives under configdirectory here). Until the option registry
-# declares them, their defaults apply.
-SIEVEDIR = "sievedir"  # string: where the per-user script directories live
-SIEVE_MAXSCRIPTSIZE = "sieve_maxscriptsize"  # int, KiB: largest script accepted
-SIEVE_MAXSCRIPTS = "sieve_maxscripts"  # int: most scripts one user may keep
 
 SCRIPT_SUFFIX = ".script"
 ACTIVE_LINK = "defaultbc"
@@ -149,11 +141,13 @@ class SieveScriptStore:
 
     @classmethod
     def from_config(cls, config: ImapdConfig) -> SieveScriptStore:
-        size_kib = config.integer(SIEVE_MAXSCRIPTSIZE)
+        """sievedir (the per-user script directories), sieve_maxscriptsize (KiB) and
+        sieve_maxscripts, Cyrus's names and defaults (sealmail.config.options)."""
+        size_kib = config.get(IMAPD.sieve_maxscriptsize)
         return cls(
-            Path(config.string(SIEVEDIR) or config.configdirectory / "sieve"),
+            Path(config.get(IMAPD.sievedir) or config.configdirectory / "sieve"),
             max_script_size=size_kib * 1024,
-            max_scripts=config.integer(SIEVE_MAXSCRIPTS),
+            max_scripts=config.get(IMAPD.sieve_maxscripts),
         )
 
     # -- reading --------------------------------------------------------------------------------

@@ -10,8 +10,11 @@ whose columns are NULL (stored before index version 5, or rewritten by reconstru
 from the first SORT or THREAD that needs them.
 
 These functions are THE definition of each key: the values come from the same decoded fields
-as SEARCH (`sealmail.store.headers.header_fields`), compared as Python compares text (by code
-point, which is also the octet order of the UTF-8 that SQLite compares).
+as SEARCH (`sealmail.store.headers.header_fields`), the addresses from ENVELOPE's parse
+(`sealmail.rfc5322.parse_address_list`). String keys are kept in RFC 5256's collation,
+i;ascii-casemap (RFC 4790 9.2: a-z as A-Z, then octet order): stored with ASCII letters upper
+case, they compare as Python compares text (by code point, which is also the octet order of the
+UTF-8 that SQLite compares), so "[" and "_" sort after the letters as they should.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sealmail.store.headers import decode_words, header_block, header_fields
+from sealmail.rfc5322 import parse_address_list
+from sealmail.store.headers import decode_words, header_block, raw_header_fields
 
 __all__ = [
     "SORT_COLUMNS",
     "SORT_KEYS",
     "SortFields",
     "ThreadFields",
+    "ascii_casemap",
     "base_subject",
     "sent_date",
     "sort_fields",
@@ -38,26 +43,43 @@ SORT_KEYS = frozenset(
     ("ARRIVAL", "DATE", "SIZE", "SUBJECT", "FROM", "TO", "CC", "DISPLAYFROM", "DISPLAYTO")
 )
 
-_SUBJECT_LEADER = re.compile(r"^(?:\s*(?:re|fwd?)\s*(?:\[[^\]]*\]\s*)?:\s*|\s*\[[^\]]*\]\s*)",
-                             re.IGNORECASE)
-_SUBJECT_TRAILER = re.compile(r"(?:\s*\(fwd\)\s*|\s+)$", re.IGNORECASE)
+# RFC 5256 5 (the ABNF of the base subject): subj-blob = "[" *BLOBCHAR "]" *WSP, where BLOBCHAR
+# is any CHAR8 but "[" and "]"; subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":";
+# subj-leader = (*subj-blob subj-refwd) / WSP; subj-trailer = "(fwd)" / WSP.
+_BLOB = r"\[[^\[\]]*\][ \t]*"
+_SUBJECT_LEADER = re.compile(rf"(?:{_BLOB})*(?:re|fwd?)[ \t]*(?:{_BLOB})?:|[ \t]", re.IGNORECASE)
+_SUBJECT_BLOB = re.compile(_BLOB)
+_SUBJECT_TRAILER = re.compile(r"(?:\(fwd\)|[ \t])\Z", re.IGNORECASE)
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def ascii_casemap(text: str) -> str:
+    """The i;ascii-casemap form (RFC 4790 9.2) that RFC 5256 sorts strings by: ASCII letters
+    upper case, every other character as it is."""
+    return text.translate(_ASCII_UPPER)
 
 
 def base_subject(subject: str) -> str:
-    """RFC 5256 2.1: the subject without Re:, Fwd:, [blob] leaders and (fwd) trailers."""
-    text = " ".join(decode_words(subject).split())
+    """RFC 5256 2.1: the subject without Re:, Fwd:, [blob] leaders and (fwd) trailers, nested
+    [fwd: ...] unwrapped, in i;ascii-casemap form (`ascii_casemap`)."""
+    text = " ".join(decode_words(subject).split())  # (1) decoded, white space single spaces
     while True:
-        previous = text
-        text = _SUBJECT_TRAILER.sub("", text)
-        while True:
-            stripped = _SUBJECT_LEADER.sub("", text, count=1)
-            if stripped == text or not stripped:
-                break
-            text = stripped
-        if text.lower().startswith("[fwd:") and text.endswith("]"):
-            text = text[5:-1].strip()
-        if text == previous:
-            return text.casefold()
+        while (trailer := _SUBJECT_TRAILER.search(text)) is not None:  # (2)
+            text = text[: trailer.start()]
+        while True:  # (5): (3) and (4) until neither changes anything
+            leader = _SUBJECT_LEADER.match(text)
+            if leader is not None and leader.end():
+                text = text[leader.end():]  # (3)
+                continue
+            blob = _SUBJECT_BLOB.match(text)
+            if blob is not None and text[blob.end():]:
+                text = text[blob.end():]  # (4): only if a subject is left
+                continue
+            break
+        if text[:5].lower() == "[fwd:" and text.endswith("]"):  # (6), then again from (2)
+            text = text[5:-1]
+            continue
+        return ascii_casemap(text)  # (7)
 
 
 def sent_date(values: Sequence[str]) -> float | None:
@@ -72,12 +94,20 @@ def sent_date(values: Sequence[str]) -> float | None:
 
 
 def _first_address(values: Sequence[str]) -> tuple[str, str]:
-    """Of the first address, casefolded: RFC 5256 3 (FROM, TO, CC) its local part; RFC 5957
-    (DISPLAYFROM, DISPLAYTO) its display name, or the whole address without one."""
-    if not values:
-        return "", ""
-    name, address = email.utils.parseaddr(values[0])
-    return address.partition("@")[0].casefold(), (name or address).casefold()
+    """Of the first address of the first field (as sent), in i;ascii-casemap form: RFC 5256 3
+    (FROM, TO, CC) its addr-mailbox, RFC 5957 (DISPLAYFROM, DISPLAYTO) its display name, or
+    addr-mailbox@addr-host without one. A group comes first as ENVELOPE has it (RFC 9051
+    7.5.2: NIL NIL name NIL): its name is both (imaptest's sort-addresses, sort-display-to)."""
+    for address in parse_address_list(values[0]) if values else ():
+        if address.mailbox is None:
+            continue  # the end of a group
+        if address.host is None:
+            name = decode_words(address.mailbox)
+            return ascii_casemap(name), ascii_casemap(name)
+        display = decode_words(address.name) if address.name else (
+            f"{address.mailbox}@{address.host}" if address.host else address.mailbox)
+        return ascii_casemap(address.mailbox), ascii_casemap(" ".join(display.split()))
+    return "", ""
 
 
 class SortFields(NamedTuple):
@@ -118,12 +148,14 @@ _SORTED_FIELDS = frozenset(
 
 def sort_fields(raw: bytes) -> SortFields:
     """The sortable form of a message (never fails: a missing field gives an empty value)."""
-    fields: dict[str, list[str]] = {}
-    for name, value in header_fields(header_block(raw), _SORTED_FIELDS):
-        fields.setdefault(name, []).append(value)
+    sent: dict[str, list[str]] = {}  # as sent: an address list is parsed before decoding
+    for name, value in raw_header_fields(header_block(raw)):
+        if name in _SORTED_FIELDS:
+            sent.setdefault(name, []).append(value)
+    fields = {name: [decode_words(v) for v in values] for name, values in sent.items()}
     subject = (fields.get("subject") or [""])[0]
-    from_mailbox, from_display = _first_address(fields.get("from", ()))
-    to_mailbox, to_display = _first_address(fields.get("to", ()))
+    from_mailbox, from_display = _first_address(sent.get("from", ()))
+    to_mailbox, to_display = _first_address(sent.get("to", ()))
     return SortFields(
         sent_date(fields.get("date", ())),
         subject,
@@ -132,7 +164,7 @@ def sort_fields(raw: bytes) -> SortFields:
         from_display,
         to_mailbox,
         to_display,
-        _first_address(fields.get("cc", ()))[0],
+        _first_address(sent.get("cc", ()))[0],
         " ".join(fields.get("message-id", ())),
         " ".join(fields.get("references", ())),
         " ".join(fields.get("in-reply-to", ())),

@@ -32,6 +32,7 @@ from sealmail.mta.agents.session import (
 from sealmail.mta.agents.smtp import SmtpAgent
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.main_cf import parse_main_cf
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.queue import MessageContent
 from sealmail.mta.routing import split_transport
 
@@ -142,18 +143,19 @@ def test_password_map_keys(tmp_path: Path) -> None:
     table = tmp_path / "sasl_passwd"
     table.write_text("cyrus.example.com lmtpuser:one\nother.example:2003 u2:two:with:colons\n")
     config = settings(tmp_path, lmtp_sasl_password_maps=f"texthash:{table}")
+    maps = MAIN.lmtp_sasl_password_maps
     cyrus = parse_nexthop("inet:cyrus.example.com:2003", default_port=24, queue_directory="/")
-    assert sasl_password(config, "lmtp", "inet:cyrus.example.com:2003", cyrus) == (
+    assert sasl_password(config, maps, "inet:cyrus.example.com:2003", cyrus) == (
         "lmtpuser",
         "one",
     )
     other = parse_nexthop("inet:other.example:2003", default_port=24, queue_directory="/")
-    assert sasl_password(config, "lmtp", "inet:other.example:2003", other) == (
+    assert sasl_password(config, maps, "inet:other.example:2003", other) == (
         "u2",
         "two:with:colons",
     )
     nobody = parse_nexthop("inet:nobody.example", default_port=24, queue_directory="/")
-    assert sasl_password(config, "lmtp", "inet:nobody.example", nobody) is None
+    assert sasl_password(config, maps, "inet:nobody.example", nobody) is None
     assert sasl_password_keys("inet:nobody.example", nobody) == [
         "nobody.example", "nobody.example:24", "[nobody.example]:24"]
     seed = parse_nexthop("inet:localhost:lmtp", default_port=24, queue_directory="/")

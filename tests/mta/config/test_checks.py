@@ -57,8 +57,9 @@ def test_debian_main_cf_starts_with_warnings_only(tmp_path: Path) -> None:
      "reject_unauth_destination", "reject_rbl_client"),
     ("smtpd_relay_restrictions = check_policy_service unix:private/p, reject",
      "check_policy_service"),
-    ("smtp_tls_security_level = dane", "no DANE"),
-    ("smtp_tls_policy_maps = hash:/etc/postfix/tls_policy", "smtp_tls_policy_maps"),
+    ("smtp_tls_security_level = dane", "dane is not implemented"),
+    ("smtp_tls_security_level = dane-only", "dane-only is not implemented"),
+    ("smtp_host_lookup = dns, nis", "the lookups are dns and native"),
     ("smtpd_tls_security_level = verify", "smtpd offers none, may or encrypt"),
 ])
 def test_refused_values_name_file_line_and_parameter(tmp_path: Path, line: str,
@@ -81,6 +82,8 @@ def test_refused_in_a_master_cf_override(tmp_path: Path) -> None:
 def test_supported_values_are_not_refused(tmp_path: Path) -> None:
     main_cf = ("smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
                "smtp_tls_security_level = verify\nsmtpd_milters =\n"
+               "smtp_tls_policy_maps = hash:/etc/postfix/tls_policy\n"
+               "smtp_host_lookup = dns, native\nsmtp_address_preference = ipv6\n"
                "authorized_submit_users = static:anyone\n")
     assert audit(load_mta_config(_instance(tmp_path, main_cf))).refusals == []
 

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.mta.config import parameters
 from sealmail.mta.config.main_cf import (
     ExpansionError,
     MainConfig,
@@ -17,6 +18,7 @@ from sealmail.mta.config.main_cf import (
     parse_main_cf,
     render_main_cf,
 )
+from sealmail.mta.config.parameters import MAIN
 
 TEXT = """# top comment
 myhostname = host.example.com
@@ -119,6 +121,15 @@ def test_per_transport_default_follows_global() -> None:
     assert cfg.integer("cyrus_destination_recipient_limit") == 7
     cfg = config("cyrus_destination_recipient_limit = 300\n")
     assert cfg.integer("cyrus_destination_recipient_limit") == 300
+
+
+def test_typed_handles_and_errors_name_the_line() -> None:
+    cfg = config("# x\ndefault_destination_recipient_limit = 7\nmail_owner = nobody\n")
+    assert cfg.get(parameters.transport_recipient_limit("cyrus")) == 7
+    assert cfg.get(parameters.LMTP_CLIENT.hello_timeout) == 300
+    assert str(cfg.error(MAIN.mail_owner, "bad")) == "main.cf:3: mail_owner: bad"
+    assert str(cfg.error(MAIN.relayhost, "unset")) == "main.cf: relayhost: unset"  # a default
+    assert cfg.raw(MAIN.myorigin) == "$myhostname"
 
 
 def test_set_rewrites_every_entry_in_place_like_postconf_e() -> None:

@@ -119,6 +119,15 @@ def test_line_too_long_ends_the_session() -> None:
     assert isinstance(conn.next_event(), ConnectionClosed)
 
 
+def test_default_line_limit_takes_the_largest_rfc2971_id() -> None:
+    """RFC 2971 3: up to 30 field-value pairs, fields up to 30 octets, values up to 1024."""
+    pairs = b" ".join(b'"%s" "%s"' % (b"f%029d" % n, b"v" * 1024) for n in range(30))
+    line = b"a ID (" + pairs + b")"
+    assert len(line) > 31000
+    got = events(ServerConnection(), line + b"\r\n")
+    assert len(got) == 1 and isinstance(got[0], CommandReceived)
+
+
 def test_bad_command_budget() -> None:
     conn = ServerConnection(Limits(max_bad_commands=3))
     events(conn, b"a BOGUS\r\nb BOGUS\r\n")

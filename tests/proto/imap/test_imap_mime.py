@@ -17,7 +17,7 @@ from sealmail.proto.imap import (
     render_value,
     section_bytes,
 )
-from sealmail.proto.imap.mime import _split_header, parse_address_list
+from sealmail.proto.imap.mime import _split_header, decode_quoted_printable, parse_address_list
 from sealmail.rfc5322 import header_fields, message_header
 
 SIMPLE = (
@@ -158,6 +158,12 @@ def test_addresses() -> None:
     assert parse_address_list("<@route.example:user@host.example>") == (
         Address(None, "@route.example", "user", "host.example"),)
     assert parse_address_list("localonly") == (Address(None, None, "localonly", ""),)
+    # RFC 5322 3.4.1: CFWS may surround the parts of an addr-spec (imaptest's
+    # search-addresses); quoted local parts keep their spaces.
+    assert parse_address_list("<user-from (comment)@ (comment) domain.org>") == (
+        Address(None, None, "user-from", "domain.org"),)
+    assert parse_address_list('Joe <"joe (not a comment)"@x.org>') == (
+        Address("Joe", None, "joe (not a comment)", "x.org"),)
 
 
 def test_malformed_mime_is_best_effort() -> None:
@@ -291,3 +297,16 @@ def test_render_envelope_is_the_generic_rendering(raw: bytes, utf8: bool) -> Non
     envelope = parse_message(raw).envelope
     assert render_envelope(envelope, utf8) == render_value(envelope_value(envelope), utf8)
     assert render_value(envelope, utf8) == render_envelope(envelope, utf8)
+
+
+def test_quoted_printable_drops_transport_padding() -> None:
+    """RFC 2045 6.7 rule 3: trailing whitespace on a line is deleted, so "= " ending a line is a
+    soft line break too (imaptest's fetch-binary-mime-qp: 65 octets, BINARY.SIZE)."""
+    encoded = (b"hello  \r\nbar=\r\n\r\nfoo\t=\r\nbar\r\nfoo\t \t= \r\n=62\r\nfoo = \t\r\n"
+               b"bar\r\nfoo =\r\n=62\r\nfoo  \r\nbar=\r\n\r\nfoo_bar\r\n")
+    decoded = decode_quoted_printable(encoded)
+    assert decoded == (b"hello\r\nbar\r\nfoo\tbar\r\nfoo\t \tb\r\nfoo bar\r\nfoo b\r\nfoo\r\n"
+                       b"bar\r\nfoo_bar\r\n")
+    assert len(decoded) == 65
+    assert decode_quoted_printable(b"caf=C3=A9 \t") == "café".encode()  # no line end at all
+    assert decode_quoted_printable(b"a=\nb \n") == b"ab\n"  # bare LF line ends kept as sent

@@ -42,18 +42,9 @@ from sealmail.proto.managesieve import (
     UsageError,
     render_string,
     sasl_failure,
-    script_error,
     tokenize,
 )
 from sealmail.proto.sasl import FailureReason
-from sealmail.store.errors import StoreError
-from sealmail.store.sieve_scripts import (
-    InvalidScriptName,
-    ScriptActive,
-    ScriptExists,
-    ScriptNotFound,
-    ScriptQuota,
-)
 
 CAPS = Capabilities(sieve_extensions=("fileinto", "vacation"), notify_methods=("mailto",))
 
@@ -365,14 +356,7 @@ def test_bye_ends_the_session() -> None:
     assert conn.next_event() == ConnectionClosed()
 
 
-def test_store_errors_map_to_response_codes() -> None:
-    assert script_error(ScriptNotFound("x")).render() == b'NO (NONEXISTENT) "x"\r\n'
-    assert script_error(ScriptExists("x")).render() == b'NO (ALREADYEXISTS) "x"\r\n'
-    assert script_error(ScriptActive("x")).render() == b'NO (ACTIVE) "x"\r\n'
-    assert script_error(ScriptQuota("MAXSIZE", "x")).render() == b'NO (QUOTA/MAXSIZE) "x"\r\n'
-    assert script_error(ScriptQuota("MAXSCRIPTS", "x")).render() == b'NO (QUOTA/MAXSCRIPTS) "x"\r\n'
-    assert script_error(InvalidScriptName("x")).render() == b'NO "x"\r\n'
-    assert script_error(StoreError("disk")).render() == b'NO (TRYLATER) "disk"\r\n'
+def test_sasl_failures_map_to_responses() -> None:
     for reason in FailureReason:
         assert not sasl_failure(reason).ok
     assert sasl_failure(FailureReason.TOO_WEAK).render().startswith(b"NO (AUTH-TOO-WEAK)")
@@ -460,7 +444,7 @@ def test_any_script_name_round_trips_or_is_refused(name: str) -> None:
 def test_public_api() -> None:
     for name in managesieve.__all__:
         assert getattr(managesieve, name) is not None
-    assert {"ServerConnection", "NEED_DATA", "PutScript", "script_error"} <= set(
+    assert {"ServerConnection", "NEED_DATA", "PutScript", "sasl_failure"} <= set(
         managesieve.__all__
     )
 

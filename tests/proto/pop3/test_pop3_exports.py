@@ -25,9 +25,6 @@ def test_public_api() -> None:
         "ProtocolError",
         "ConnectionClosed",
         "UsageError",
-        "maildrop_error",
-        "message_error",
-        "update_error",
         "sasl_failure",
         "SessionState",
     }

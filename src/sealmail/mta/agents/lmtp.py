@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from sealmail.mta.agents.session import ClientAgent
+from sealmail.mta.config.parameters import LMTP_CLIENT
 from sealmail.proto.smtp import Mode
 
 __all__ = ["LmtpAgent"]
@@ -23,4 +24,4 @@ class LmtpAgent(ClientAgent):
     """LMTP (RFC 2033): one reply per accepted recipient after the data."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__("lmtp", Mode.LMTP, _LMTP_PORT, clock)
+        super().__init__(LMTP_CLIENT, Mode.LMTP, _LMTP_PORT, clock)

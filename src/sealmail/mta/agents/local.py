@@ -65,7 +65,7 @@ from sealmail.mta.aliases import (
     parse_destinations,
 )
 from sealmail.mta.config import MainConfig, TableError, open_table
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.parameters import MAIN, Parameter
 from sealmail.mta.config.tables import LookupTable
 
 log = logging.getLogger("sealmail.mta.local")
@@ -288,8 +288,8 @@ class LocalAgent:
     def _local_domains(self) -> set[str]:
         return {d.lower() for d in self.settings.get(MAIN.mydestination)}
 
-    def _allowed(self, parameter: str, origin: str) -> bool:
-        return origin in {w.lower() for w in self.settings.words(parameter)}
+    def _allowed(self, parameter: Parameter[tuple[str, ...]], origin: str) -> bool:
+        return origin in {w.lower() for w in self.settings.get(parameter)}
 
     def _default_privs(self) -> Privileges:
         name = self.settings.get(MAIN.default_privs)
@@ -427,7 +427,7 @@ class LocalAgent:
                 await self._members(ctx, included, level + 1, origin="include", sender=sender,
                                     privileges_source=member.text, owner=None)
             elif kind is DestinationKind.COMMAND:
-                if not self._allowed("allow_mail_to_commands", origin):
+                if not self._allowed(MAIN.allow_mail_to_commands, origin):
                     ctx.outcomes.append(Outcome(
                         Status.BOUNCED, "5.7.1",
                         f"mail to command is restricted (allow_mail_to_commands): {member.text}"))
@@ -435,7 +435,7 @@ class LocalAgent:
                 ctx.outcomes.append(await self._command(
                     ctx, member.text, self._privileges_of(privileges_source, owner), sender))
             elif kind is DestinationKind.FILE:
-                if not self._allowed("allow_mail_to_files", origin):
+                if not self._allowed(MAIN.allow_mail_to_files, origin):
                     ctx.outcomes.append(Outcome(
                         Status.BOUNCED, "5.7.1",
                         f"mail to file is restricted (allow_mail_to_files): {member.text}"))
@@ -473,7 +473,7 @@ class LocalAgent:
                   "recipient": address, "extension": extension or "", "domain": domain,
                   "local": local, "recipient_delimiter": self._delimiter(),
                   "mailbox": local}
-        raw = self.settings.raw("forward_path") or ""
+        raw = self.settings.raw(MAIN.forward_path) or ""
         paths = []
         for item in raw.replace(",", " ").split():
             expanded = expand_local_macros(item, values)
@@ -553,7 +553,7 @@ class LocalAgent:
             local, domain = split_address(address)
             _, extension = split_extension(local, self._delimiter())
             relay = expand_local_macros(
-                (settings.raw("luser_relay") or "").strip(),
+                (settings.raw(MAIN.luser_relay) or "").strip(),
                 {"user": user, "local": local, "extension": extension or "", "domain": domain,
                  "recipient": address, "recipient_delimiter": self._delimiter()},
                 allow_empty=True)

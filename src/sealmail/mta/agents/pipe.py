@@ -50,7 +50,7 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
 from sealmail.mta.agents.privileges import OUTPUT_LIMIT, DeliveryPrivileges, current
 from sealmail.mta.config import MainConfig, MasterService
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.parameters import MAIN, transport_recipient_limit, transport_time_limit
 
 log = logging.getLogger("sealmail.mta.pipe")
 
@@ -304,7 +304,7 @@ def command_for(service: MasterService, settings: MainConfig) -> PipeCommand:
 
 def recipient_limit(command: PipeCommand, settings: MainConfig) -> int:
     """Recipients per run: `<transport>_destination_recipient_limit`, 1 where argv needs it."""
-    configured = settings.integer(f"{command.service}_destination_recipient_limit")
+    configured = settings.get(transport_recipient_limit(command.service))
     if command.single_recipient():
         return 1
     return configured if configured > 0 else 1
@@ -660,7 +660,7 @@ class PipeAgent:
                            now=self.clock())
         delimiter = self.settings.get(MAIN.recipient_delimiter)
         argv = expand_argv(command, request, batch, delimiter)
-        time_limit = self.settings.time(f"{command.service}_time_limit")
+        time_limit = self.settings.get(transport_time_limit(command.service))
         cwd = command.directory or _existing(self.settings.get(MAIN.queue_directory)) or "/"
         try:
             run = await self.privileges.run_command(

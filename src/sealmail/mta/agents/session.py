@@ -1,13 +1,18 @@
 """What the lmtp and smtp delivery agents share: next hops, sessions, the connection cache.
 
 Theory of operation. An agent (`ClientAgent`, made by lmtp.py or smtp.py with its parameter
-prefix, "lmtp" or "smtp") gets a `DeliveryRequest`, resolves the next hop to an endpoint, takes an
-idle session for it from the cache or opens one (connect, greeting, LHLO/EHLO, STARTTLS as
-`*_tls_security_level` wants, LHLO/EHLO again, AUTH when `*_sasl_auth_enable` and the password
-map has the host), runs one MAIL/RCPT/DATA transaction through the sans-I/O core
-(sealmail.proto.smtp.client), and turns the replies into one `RecipientResult` per recipient:
-2xx sent, 4xx deferred, 5xx bounced; no connection, a lost one, or a timeout defer everything
-not yet answered (dsn 4.4.1 before a session exists, 4.4.2 inside one), as Postfix does.
+family, LMTP_CLIENT or SMTP_CLIENT of sealmail.mta.config.parameters) gets a `DeliveryRequest`,
+parses the next hop, decides its TLS policy (tls_policy.py: main.cf's level, or a
+`*_tls_policy_maps` entry) and SASL credentials, and asks `targets()` for the servers to try: the
+next hop itself for lmtp, MX hosts for smtp (mx.py). For each server in turn it takes an idle
+session from the cache or opens one (connect, greeting, LHLO/EHLO, STARTTLS as the policy wants,
+LHLO/EHLO again, AUTH when `*_sasl_auth_enable` and the password map has the host), runs one
+MAIL/RCPT/DATA transaction through the sans-I/O core (sealmail.proto.smtp.client), and turns the
+replies into one `RecipientResult` per recipient: 2xx sent, 4xx deferred, 5xx bounced; no
+connection, a lost one, or a timeout defer everything not yet answered (dsn 4.4.1 before a
+session exists, 4.4.2 inside one), as Postfix does. Unless the server was the last to try (or
+`smtp_mx_session_limit` sessions got past their handshake), a deferred recipient goes on to the
+next server, as Postfix keeps it for a backup MX.
 
 Connection cache (Postfix's `*_connection_cache_on_demand`, the seed's `lmtp_cache_connection`,
 and `*_connection_cache_destinations`): when the queue manager allows it (`cache_session`: the
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import logging
 import os
 import socket
@@ -38,10 +45,17 @@ from typing import TypeVar
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
-from sealmail.mta.agents import DeliveryRequest, QueuedRecipient, RecipientResult, Status
+from sealmail.mta.agents import (
+    DeliveryRequest,
+    QueuedRecipient,
+    RecipientResult,
+    Status,
+    tls_policy,
+)
 from sealmail.mta.agents.smtputf8 import Smtputf8Required, mail_parameters
+from sealmail.mta.agents.tls_policy import TlsPolicy, TlsPolicyError
 from sealmail.mta.config import MainConfig, TableError, open_table
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.parameters import MAIN, ClientParameters, Parameter
 from sealmail.proto.smtp import Mode, encode_xtext
 from sealmail.proto.smtp.client import (
     AuthReply,
@@ -58,6 +72,7 @@ from sealmail.proto.smtp.client import (
     ServerReplyError,
 )
 from sealmail.proto.smtp.client_sasl import choose_mechanism, new_client_mechanism
+from sealmail.server.listeners import no_delay
 
 __all__ = [
     "ClientAgent",
@@ -73,7 +88,6 @@ log = logging.getLogger("sealmail.mta.agents")
 
 _T = TypeVar("_T")
 _CHUNK = 256 * 1024  # message content sent (and timed by *_data_xfer_timeout) in pieces of this
-_TLS_LEVELS = ("none", "may", "encrypt", "verify", "secure")
 
 # Postfix's words for what the client was doing when the conversation broke off.
 _STAGE = {
@@ -123,12 +137,15 @@ class DeliveryFailure(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where to connect: a UNIX socket path, or a host (name or address literal) and port."""
+    """Where to connect: a UNIX socket path, or a host (name or address literal) and port,
+    with the address to use when DNS already chose it (an MX host's)."""
 
     path: str | None = None
     host: str = ""
     port: int = 0
     written: str = ""  # a UNIX socket path as configured (relative ones stay so in logs)
+    bracketed: bool = False  # `[host]`: no MX lookup (RFC 5321 5.1)
+    address: str = ""  # resolved: connect here, show as host[address]:port
 
     @property
     def is_unix(self) -> bool:
@@ -191,7 +208,7 @@ def parse_nexthop(
         host = host[5:]
     if not host or any(c.isspace() for c in host):
         raise NexthopError(f"bad host in next hop {nexthop!r}")
-    return Endpoint(host=host, port=port)
+    return Endpoint(host=host, port=port, bracketed=text.startswith("["))
 
 
 def sasl_password_keys(nexthop: str, endpoint: Endpoint) -> list[str]:
@@ -206,12 +223,12 @@ def sasl_password_keys(nexthop: str, endpoint: Endpoint) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def sasl_password(settings: MainConfig, prefix: str, nexthop: str,
+def sasl_password(settings: MainConfig, maps: Parameter[tuple[str, ...]], nexthop: str,
                   endpoint: Endpoint) -> tuple[str, str] | None:
     """`user:password` for this next hop from `*_sasl_password_maps`, or None; the first key
     of `sasl_password_keys` found in the first map that has one wins."""
     keys = sasl_password_keys(nexthop, endpoint)
-    for spec in settings.maps(f"{prefix}_sasl_password_maps"):
+    for spec in settings.get(maps):
         table = open_table(spec)
         for key in keys:
             value = table.lookup(key)
@@ -240,17 +257,20 @@ class _Timeouts:
     quit: float
 
     @classmethod
-    def of(cls, settings: MainConfig, prefix: str) -> _Timeouts:
-        def t(name: str) -> float:
-            return float(settings.time(f"{prefix}_{name}_timeout"))
+    def of(cls, settings: MainConfig, family: ClientParameters) -> _Timeouts:
+        def t(parameter: Parameter[int]) -> float:
+            return float(settings.get(parameter))
 
-        connect = t("connect")
+        f = family
+        connect = t(f.connect_timeout)
         return cls(
             connect=connect or None,  # lmtp's 0s: the system's own limit
-            hello=t("lhlo" if prefix == "lmtp" else "helo"),
-            starttls=t("starttls"), mail=t("mail"), rcpt=t("rcpt"), data_init=t("data_init"),
-            data_xfer=t("data_xfer"), data_done=t("data_done"), rset=t("rset"), quit=t("quit"),
+            hello=t(f.hello_timeout), starttls=t(f.starttls_timeout), mail=t(f.mail_timeout),
+            rcpt=t(f.rcpt_timeout), data_init=t(f.data_init_timeout),
+            data_xfer=t(f.data_xfer_timeout), data_done=t(f.data_done_timeout),
+            rset=t(f.rset_timeout), quit=t(f.quit_timeout),
         )
+
 
 
 class _Session:
@@ -344,10 +364,15 @@ class _Policy:
 
     timeouts: _Timeouts
     hello_name: str
-    tls_level: str
+    tls: TlsPolicy  # main.cf's; a policy table may give a next hop another
+    tls_defaults: tls_policy.Defaults
+    tls_tables: tuple[tuple[str, Callable[[str], str | None]], ...]
     tls_cafile: str
+    tls_capath: str
+    tls_append_default_ca: bool
     tls_cert: str
     tls_key: str
+    tls_loglevel: int
     sasl_enabled: bool
     sasl_options: tuple[str, ...]
     sasl_filter: tuple[str, ...]
@@ -356,56 +381,136 @@ class _Policy:
     cache_time: float
     reuse_time: float
     skip_quit_response: bool
+    session_limit: int  # smtp_mx_session_limit (0: none): sessions past the handshake
+
+    @property
+    def trust_anchors(self) -> bool:
+        return tls_policy.has_trust_anchors(self.tls_cafile, self.tls_capath,
+                                            self.tls_append_default_ca)
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """What one delivery request resolved to before any server is tried."""
+
+    nexthop: str  # as routed: "inet:host:port", "example.com", "[relay]:587"
+    policy_key: str  # the next hop without inet:, the TLS policy table's key
+    domain: str  # the next hop's host or domain: TLS's "nexthop" name
+    tls: TlsPolicy
+    credentials: tuple[str, str] | None
+    no_password: str | None
 
 
 class ClientAgent:
-    """The SMTP/LMTP delivery agent; `prefix` selects the parameter family ("lmtp", "smtp")."""
+    """The SMTP/LMTP delivery agent; `parameters` is its family (LMTP_CLIENT, SMTP_CLIENT)."""
 
-    def __init__(self, prefix: str, mode: Mode, default_port: int,
+    def __init__(self, parameters: ClientParameters, mode: Mode, default_port: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.prefix = prefix
+        self.parameters = parameters
+        self.prefix = parameters.prefix  # the agent's name in the log
         self.mode = mode
         self.default_port = default_port
         self.clock = clock
         self._idle: dict[tuple[object, ...], list[tuple[_Session, asyncio.TimerHandle]]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._policies: dict[int, tuple[MainConfig, _Policy]] = {}
+        self._contexts: dict[tuple[object, ...], tuple[_Policy, ssl.SSLContext]] = {}
+        # TLS lines and skipped servers log under the program's name, as Postfix's smtp(8).
+        self._log = logging.getLogger(f"sealmail.mta.agents.{self.prefix}")
 
     # -- what the queue manager calls -------------------------------------------------------
 
     def nexthop_for(self, request: DeliveryRequest) -> str:
         return request.nexthop
 
+    def default_port_for(self, settings: MainConfig) -> int:
+        """The port of a next hop written without one."""
+        return self.default_port
+
+    async def targets(self, request: DeliveryRequest, nexthop: str,
+                      endpoint: Endpoint) -> list[Endpoint]:
+        """The servers to try, best first (smtp: MX lookups; lmtp: the next hop itself).
+        A DeliveryFailure here answers every recipient."""
+        return [endpoint]
+
     async def deliver(self, request: DeliveryRequest) -> list[RecipientResult]:
-        answered: dict[int, RecipientResult] = {}
+        nexthop = self.nexthop_for(request)
         try:
             policy = self._policy(request.settings)
-            nexthop = self.nexthop_for(request)
             endpoint = parse_nexthop(
-                nexthop, default_port=self.default_port,
+                nexthop, default_port=self.default_port_for(request.settings),
                 queue_directory=request.settings.get(MAIN.queue_directory),
                 unix_allowed=self.mode is Mode.LMTP,
             )
-            credentials = (
-                sasl_password(request.settings, self.prefix, nexthop, endpoint)
-                if policy.sasl_enabled else None
-            )
-            no_password = (
-                self._no_password(request, nexthop, endpoint)
-                if policy.sasl_enabled and credentials is None else None
-            )
+            plan = self._plan(request, policy, nexthop, endpoint)
+        except TlsPolicyError as exc:
+            # Postfix: the policy is logged as the problem, the mail waits for a fixed one.
+            self._log.warning("TLS policy lookup for %s: %s", nexthop, exc)
+            return self._fill(request, {}, DeliveryFailure(
+                Status.DEFERRED, "4.7.5", "client TLS configuration problem"))
         except (ConfigError, NexthopError, ValueError) as exc:
             log.warning("%s: %s: %s", request.queue_id, self.prefix, exc)
             failure = DeliveryFailure(Status.DEFERRED, "4.3.5",
                                       f"mail system configuration error: {exc}")
-            return self._fill(request, answered, failure)
-        key = (endpoint, policy.tls_level, credentials, request.settings.get(MAIN.myhostname))
+            return self._fill(request, {}, failure)
+        try:
+            servers = await self.targets(request, nexthop, endpoint)
+        except DeliveryFailure as failure:
+            return self._fill(request, {}, failure)
+        answered: dict[int, RecipientResult] = {}
+        sessions = 0
+        for position, server in enumerate(servers):
+            remaining = tuple(r for r in request.recipients if r.index not in answered)
+            attempt: dict[int, RecipientResult] = {}
+            handshaken = await self._attempt(
+                dataclasses.replace(request, recipients=remaining), server, plan, policy,
+                attempt)
+            sessions += handshaken
+            final = position == len(servers) - 1 or (
+                policy.session_limit > 0 and sessions >= policy.session_limit)
+            if not final:
+                # A temporary failure sends the recipient to the next server (Postfix keeps
+                # it for a backup MX); sent and bounced ones are done.
+                soft = [r for r in attempt.values() if r.status is Status.DEFERRED]
+                if soft:
+                    self._log.info("%s: %s", request.queue_id, soft[-1].text)
+                attempt = {i: r for i, r in attempt.items() if r.status is not Status.DEFERRED}
+            answered.update(attempt)
+            if final or len(answered) == len(request.recipients):
+                break
+        return [answered[r.index] for r in request.recipients]
+
+    def _plan(self, request: DeliveryRequest, policy: _Policy, nexthop: str,
+              endpoint: Endpoint) -> _Delivery:
+        written = nexthop.split(":", 1)[1] if nexthop.startswith(("inet:", "unix:")) else nexthop
+        tls = policy.tls
+        if policy.tls_tables:
+            tls = tls_policy.lookup_policy(written.strip(), policy.tls_tables, tls,
+                                           policy.tls_defaults)
+        credentials = (
+            sasl_password(request.settings, self.parameters.sasl_password_maps, nexthop,
+                          endpoint)
+            if policy.sasl_enabled else None
+        )
+        no_password = (
+            self._no_password(request, nexthop, endpoint)
+            if policy.sasl_enabled and credentials is None else None
+        )
+        domain = endpoint.path or endpoint.host
+        return _Delivery(nexthop, written.strip(), domain, tls, credentials, no_password)
+
+    async def _attempt(self, request: DeliveryRequest, server: Endpoint, plan: _Delivery,
+                       policy: _Policy, answered: dict[int, RecipientResult]) -> bool:
+        """One server: a session (cached or new), one transaction; every recipient of
+        `request` answered in `answered`. True when a session got past its handshake."""
+        key = (server, plan.tls, plan.credentials, request.settings.get(MAIN.myhostname))
         session: _Session | None = None
+        handshaken = False
         try:
             while True:
-                session = await self._session(key, endpoint, nexthop, policy, credentials,
-                                              request)
-                session.no_password = no_password
+                session = await self._session(key, server, plan, policy, request)
+                handshaken = True
+                session.no_password = plan.no_password
                 try:
                     await self._transaction(session, request, policy, answered)
                     break
@@ -419,14 +524,14 @@ class ClientAgent:
             self._fill(request, answered, failure)
         if session is not None:
             caching = ((policy.cache and request.cache_session)
-                       or nexthop in policy.cache_destinations)
+                       or plan.nexthop in policy.cache_destinations)
             if caching and session.conn.state is ClientState.READY and (
                 self.clock() - session.born < policy.reuse_time
             ):
                 self._keep(key, session, policy.cache_time)
             else:
                 await session.close(polite=True, skip_quit_response=policy.skip_quit_response)
-        return [answered[r.index] for r in request.recipients]
+        return handshaken
 
     async def close(self) -> None:
         """Close every cached session (QUIT) and wait for the closes under way."""
@@ -443,9 +548,9 @@ class ClientAgent:
         """Say which keys the password maps lacked (Postfix tells only with -v, yet a wrong key,
         as the seed's `cyrus.example.com` against a next hop `localhost`, fails silently);
         the words also go into a 530 reply's bounce or defer text."""
-        maps = f"{self.prefix}_sasl_password_maps"
-        what = (f"no SASL password found in {maps} "
-                f"({' '.join(request.settings.maps(maps)) or 'empty'}) "
+        maps = self.parameters.sasl_password_maps
+        what = (f"no SASL password found in {maps.name} "
+                f"({' '.join(request.settings.get(maps)) or 'empty'}) "
                 f"for the keys {', '.join(sasl_password_keys(nexthop, endpoint))}")
         log.info("%s: %s: %s; delivering without authentication", request.queue_id,
                  self.prefix, what)
@@ -463,28 +568,43 @@ class ClientAgent:
         return policy
 
     def _read_policy(self, settings: MainConfig) -> _Policy:
-        p = self.prefix
-        level = settings.string(f"{p}_tls_security_level").strip().lower() or "none"
-        if level not in _TLS_LEVELS:
-            raise ValueError(f"{p}_tls_security_level = {level} is not supported "
-                             f"(use one of {', '.join(_TLS_LEVELS)})")
-        cache = settings.boolean(f"{p}_connection_cache_on_demand")
-        skip_quit = settings.boolean(f"{p}_skip_quit_response")
+        f = self.parameters
+        defaults = tls_policy.Defaults(
+            verify_match=settings.get(f.tls_verify_cert_match),
+            secure_match=settings.get(f.tls_secure_cert_match),
+            protocols=settings.get(f.tls_protocols),
+            mandatory_protocols=settings.get(f.tls_mandatory_protocols),
+            servername=settings.get(f.tls_servername).strip(),
+        )
+        try:
+            tls = tls_policy.global_policy(settings.get(f.tls_security_level), defaults)
+        except TlsPolicyError as exc:  # main.cf's own: a configuration error, not a table's
+            raise ValueError(f"{f.tls_security_level.name}: {exc}") from None
+        tables = tuple((spec, open_table(spec).lookup)
+                       for spec in settings.get(f.tls_policy_maps))
+        cache = settings.get(f.connection_cache_on_demand)
+        skip_quit = settings.get(f.skip_quit_response)
         return _Policy(
-            timeouts=_Timeouts.of(settings, p),
-            hello_name=settings.string(f"{p}_lhlo_name" if p == "lmtp" else f"{p}_helo_name"),
-            tls_level=level,
-            tls_cafile=settings.string(f"{p}_tls_CAfile"),
-            tls_cert=settings.string(f"{p}_tls_cert_file"),
-            tls_key=settings.string(f"{p}_tls_key_file"),
-            sasl_enabled=settings.boolean(f"{p}_sasl_auth_enable"),
-            sasl_options=settings.words(f"{p}_sasl_security_options"),
-            sasl_filter=settings.words(f"{p}_sasl_mechanism_filter"),
+            timeouts=_Timeouts.of(settings, f),
+            hello_name=settings.get(f.hello_name),
+            tls=tls,
+            tls_defaults=defaults,
+            tls_tables=tables,
+            tls_cafile=settings.get(f.tls_CAfile),
+            tls_capath=settings.get(f.tls_CApath),
+            tls_append_default_ca=settings.get(MAIN.tls_append_default_CA),
+            tls_cert=settings.get(f.tls_cert_file),
+            tls_key=settings.get(f.tls_key_file),
+            tls_loglevel=settings.get(f.tls_loglevel),
+            sasl_enabled=settings.get(f.sasl_auth_enable),
+            sasl_options=settings.get(f.sasl_security_options),
+            sasl_filter=settings.get(f.sasl_mechanism_filter),
             cache=cache,
-            cache_destinations=settings.words(f"{p}_connection_cache_destinations"),
-            cache_time=float(settings.time(f"{p}_connection_cache_time_limit")),
-            reuse_time=float(settings.time(f"{p}_connection_reuse_time_limit")),
+            cache_destinations=settings.get(f.connection_cache_destinations),
+            cache_time=float(settings.get(f.connection_cache_time_limit)),
+            reuse_time=float(settings.get(f.connection_reuse_time_limit)),
             skip_quit_response=skip_quit,
+            session_limit=settings.get(MAIN.smtp_mx_session_limit) if f.prefix == "smtp" else 0,
         )
 
     # -- the connection cache ---------------------------------------------------------------
@@ -535,17 +655,23 @@ class ClientAgent:
 
     # -- opening a session ------------------------------------------------------------------
 
-    async def _session(self, key: tuple[object, ...], endpoint: Endpoint, nexthop: str,
-                       policy: _Policy, credentials: tuple[str, str] | None,
-                       request: DeliveryRequest) -> _Session:
+    async def _session(self, key: tuple[object, ...], endpoint: Endpoint, plan: _Delivery,
+                       policy: _Policy, request: DeliveryRequest) -> _Session:
         cached = await self._cached(key, policy)
         if cached is not None:
             return cached
+        # At may/encrypt a certificate's trust only shows in the log line: ask for a trusted
+        # chain only when that line is wanted and there is something to trust (tls_policy).
+        probe = (policy.tls_loglevel >= 1 and policy.trust_anchors
+                 and plan.tls.level in ("may", "encrypt"))
         try:
-            return await self._open(endpoint, policy, credentials, request, tls=True)
+            try:
+                return await self._open(endpoint, plan, policy, request, probe=probe)
+            except _Untrusted:
+                return await self._open(endpoint, plan, policy, request)
         except _TlsFallback:
             # "may": opportunistic TLS that failed its handshake; Postfix goes on in plaintext.
-            return await self._open(endpoint, policy, credentials, request, tls=False)
+            return await self._open(endpoint, plan, policy, request, tls=False)
 
     async def _connect(
         self, endpoint: Endpoint, policy: _Policy, myhostname: str
@@ -554,7 +680,7 @@ class ClientAgent:
         if endpoint.path is not None:
             shown = f"{myhostname}[{endpoint.written or endpoint.path}]"
         else:
-            shown = f"{endpoint.host}[{endpoint.host}]:{endpoint.port}"
+            shown = f"{endpoint.host}[{endpoint.address or endpoint.host}]:{endpoint.port}"
         try:
             if endpoint.path is not None:
                 reader, writer = await asyncio.wait_for(
@@ -562,7 +688,8 @@ class ClientAgent:
                     policy.timeouts.connect)
                 return reader, writer, shown
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(endpoint.host, endpoint.port, limit=1 << 20),
+                asyncio.open_connection(endpoint.address or endpoint.host, endpoint.port,
+                                        limit=1 << 20),
                 policy.timeouts.connect)
         except TimeoutError:
             raise DeliveryFailure(Status.DEFERRED, "4.4.1",
@@ -575,26 +702,29 @@ class ClientAgent:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise DeliveryFailure(Status.DEFERRED, "4.4.1",
                                   f"connect to {shown}: {reason}") from None
+        # Each command goes out at once, not after the server's delayed ACK of the last one:
+        # asyncio turns Nagle off on the sockets it makes; said here, it never rests on the loop.
+        no_delay(writer.get_extra_info("socket"))
         peer = writer.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else endpoint.host
         return reader, writer, f"{endpoint.host}[{address}]:{endpoint.port}"
 
-    async def _open(self, endpoint: Endpoint, policy: _Policy,
-                    credentials: tuple[str, str] | None, request: DeliveryRequest,
-                    *, tls: bool) -> _Session:
+    async def _open(self, endpoint: Endpoint, plan: _Delivery, policy: _Policy,
+                    request: DeliveryRequest, *, tls: bool = True,
+                    probe: bool = False) -> _Session:
         reader, writer, relay = await self._connect(
             endpoint, policy, request.settings.get(MAIN.myhostname))
         session = _Session(reader, writer, ClientConnection(self.mode), relay, policy.timeouts,
                            self.clock())
         try:
-            await self._handshake(session, endpoint, policy, credentials, tls=tls)
+            await self._handshake(session, endpoint, plan, policy, tls=tls, probe=probe)
         except BaseException:
             await session.close(polite=False)
             raise
         return session
 
-    async def _handshake(self, session: _Session, endpoint: Endpoint, policy: _Policy,
-                         credentials: tuple[str, str] | None, *, tls: bool) -> None:
+    async def _handshake(self, session: _Session, endpoint: Endpoint, plan: _Delivery,
+                         policy: _Policy, *, tls: bool, probe: bool) -> None:
         t = policy.timeouts
         greeting = await session.event(t.hello)
         assert isinstance(greeting, Greeting)
@@ -606,18 +736,18 @@ class ClientAgent:
         await self._hello(session, policy)
         caps = session.conn.capabilities
         assert caps is not None
-        level = policy.tls_level if tls else "none"
+        level = plan.tls.level if tls else "none"
         if endpoint.is_unix and level == "may":
             level = "none"  # as Postfix: opportunistic TLS on a private socket is only waste
-        if level in ("encrypt", "verify", "secure") and not caps.offers("STARTTLS"):
+        if level in tls_policy.MANDATORY and not caps.offers("STARTTLS"):
             raise DeliveryFailure(Status.DEFERRED, "4.7.4",
                                   f"TLS is required, but was not offered by host {session.relay}",
                                   relay=session.relay)
-        if level != "none" and caps.offers("STARTTLS"):
-            await self._starttls(session, endpoint, policy, level)
+        if (level != "none" and caps.offers("STARTTLS")
+                and await self._starttls(session, endpoint, plan, policy, probe=probe)):
             await self._hello(session, policy)
-        if credentials is not None:
-            await self._authenticate(session, policy, credentials)
+        if plan.credentials is not None:
+            await self._authenticate(session, policy, plan.credentials)
 
     async def _hello(self, session: _Session, policy: _Policy) -> None:
         conn = session.conn
@@ -633,39 +763,80 @@ class ClientAgent:
             raise DeliveryFailure(status, reply.reply.dsn(),
                                   session.said(reply.reply, reply.command), relay=session.relay)
 
-    async def _starttls(self, session: _Session, endpoint: Endpoint, policy: _Policy,
-                        level: str) -> None:
+    async def _starttls(self, session: _Session, endpoint: Endpoint, plan: _Delivery,
+                        policy: _Policy, *, probe: bool) -> bool:
+        """STARTTLS and the handshake, then what the certificate proved (tls_policy's story).
+        False when a "may" server refused STARTTLS (the session goes on in plaintext)."""
+        tls = plan.tls
         session.conn.starttls()
         reply = await session.event(policy.timeouts.starttls)
         assert isinstance(reply, CommandReply)
         if not reply.reply.is_success:
-            if level == "may":
-                return
+            if tls.level == "may":
+                return False
             raise DeliveryFailure(Status.DEFERRED, "4.7.5",
                                   f"TLS is required, but host {session.relay} refused to start "
                                   f"TLS: {reply.reply}", relay=session.relay)
-        context = self._tls_context(policy, level)
-        name = None if endpoint.is_unix else endpoint.host
+        verify = tls.authenticated or probe
+        context = self._tls_context(policy, tls, verify)
         try:
             await asyncio.wait_for(
-                session.writer.start_tls(context, server_hostname=name),
+                session.writer.start_tls(context, server_hostname=self._sni(tls, endpoint, plan)),
                 policy.timeouts.starttls)
+        except ssl.SSLCertVerificationError as exc:
+            if not tls.authenticated:
+                raise _Untrusted() from None  # the probe failed: connect again, untrusted
+            self._log.info("%s", tls_policy.verification_failure(exc, session.relay))
+            raise DeliveryFailure(Status.DEFERRED, "4.7.5", "Server certificate not trusted",
+                                  relay=session.relay) from None
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
-            if level == "may":
+            if tls.level == "may":
                 raise _TlsFallback() from None
             raise DeliveryFailure(Status.DEFERRED, "4.7.5",
                                   f"Cannot start TLS: handshake failure with {session.relay}: "
                                   f"{exc}", relay=session.relay) from None
         session.conn.tls_started()
+        ssl_object = session.writer.get_extra_info("ssl_object")
+        if ssl_object is None:  # the transport lost it: nothing to check
+            return True
+        matched = tls.authenticated and tls_policy.matches(
+            tls.match, ssl_object.getpeercert() or {}, hostname=endpoint.host,
+            nexthop=plan.domain)
+        if tls.authenticated and not matched:
+            self._log.info("%s", tls_policy.name_mismatch(session.relay))
+        if policy.tls_loglevel >= 1:
+            trust = ("Anonymous" if ssl_object.getpeercert(binary_form=True) is None
+                     else "Verified" if matched else "Trusted" if verify else "Untrusted")
+            self._log.info("%s", tls_policy.summary(trust, session.relay, ssl_object, context))
+        if tls.authenticated and not matched:
+            raise DeliveryFailure(Status.DEFERRED, "4.7.5", "Server certificate not verified",
+                                  relay=session.relay)
+        return True
 
-    def _tls_context(self, policy: _Policy, level: str) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=policy.tls_cafile or None)
-        if level in ("may", "encrypt"):
-            # Postfix: "encrypt" is mandatory encryption without peer authentication.
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if policy.tls_cert:
-            context.load_cert_chain(policy.tls_cert, policy.tls_key or None)
+    @staticmethod
+    def _sni(tls: TlsPolicy, endpoint: Endpoint, plan: _Delivery) -> str | None:
+        """`*_tls_servername`: none by default (Postfix), the MX host, the next hop, a name."""
+        if endpoint.is_unix or not tls.servername:
+            return None
+        name = {"hostname": endpoint.host, "nexthop": plan.domain}.get(
+            tls.servername.lower(), tls.servername)
+        try:
+            ipaddress.ip_address(name)
+            return None  # RFC 6066 3: no literal addresses in SNI
+        except ValueError:
+            return name
+
+    def _tls_context(self, policy: _Policy, tls: TlsPolicy, verify: bool) -> ssl.SSLContext:
+        """One context per (configuration, protocols, verify): CA files are read once."""
+        key = (id(policy), tls.protocols, verify)
+        cached = self._contexts.get(key)
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        context = tls_policy.client_context(
+            verify=verify, cafile=policy.tls_cafile, capath=policy.tls_capath,
+            append_default_ca=policy.tls_append_default_ca, protocols=tls.protocols,
+            cert_file=policy.tls_cert, key_file=policy.tls_key)
+        self._contexts[key] = (policy, context)
         return context
 
     async def _authenticate(self, session: _Session, policy: _Policy,
@@ -819,5 +990,10 @@ class ClientAgent:
 
 class _TlsFallback(Exception):
     """An opportunistic ("may") handshake failed: reconnect without TLS."""
+
+
+class _Untrusted(Exception):
+    """A may/encrypt handshake that asked for a trusted chain did not get one: reconnect
+    without asking (the log line then says Untrusted)."""
 
 

@@ -1,7 +1,8 @@
 """The MTA's configuration: main.cf parameters, master.cf services, lookup tables.
 
 Public API: `load_mta_config(dir)` -> `MtaConfig` (`.main`, `.master_cf`, `.service(name)`);
-`MainConfig` typed getters (`value`, `integer`, `boolean`, `time`, `size`, `words`, `maps`);
+`MainConfig.get(MAIN.name)`, the typed value of a parameter declared in
+sealmail.mta.config.parameters, and `MainConfig.error(MAIN.name, why)`;
 `MasterService.effective(main)`; `open_table("type:name")` -> `LookupTable.lookup(key)`.
 """
 

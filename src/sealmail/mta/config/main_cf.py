@@ -33,7 +33,7 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.schema import Kind, Option
 from sealmail.durable import replace_file
 from sealmail.mta.config import parameters
-from sealmail.mta.config.parameters import Parameter
+from sealmail.mta.config.parameters import MAIN, Parameter
 from sealmail.mta.config.postfix_files import is_skipped, logical_lines, read_text
 
 T = TypeVar("T")
@@ -360,8 +360,11 @@ def _system_hostname() -> str:
 class MainConfig:
     """Effective main.cf: explicit values (and per-service overrides) over registry defaults.
 
-    `raw()` gives a parameter's unexpanded value; the typed getters expand and convert, and a
-    bad value is a ConfigError naming the file, line and parameter.
+    `get(MAIN.name)` expands and converts, and a bad value is a ConfigError naming the file,
+    line and parameter; `error(MAIN.name, why)` builds one for a value found wrong later.
+    `raw()` gives a parameter's unexpanded value. The getters by name (`value("name")`,
+    `integer`, `time`, ...) serve generic tools (postconf) and the modules listed in
+    tests/config/test_typed_options.py until they are converted; code reads through `get`.
     """
 
     explicit: dict[str, MainCfEntry] = field(default_factory=dict)
@@ -413,15 +416,16 @@ class MainConfig:
         if name == "myhostname":
             return self.hostname or _system_hostname()
         if name == "mydomain":
-            host = self.raw("myhostname") or ""
+            host = self.raw(MAIN.myhostname) or ""
             host = expand(host, self.raw, where=self.path)
             _, dot, domain = host.partition(".")
             return domain if dot and domain else "localdomain"
         declared = parameters.lookup(name)
         return None if declared is None else str(declared.default)
 
-    def entry(self, name: str) -> MainCfEntry | None:
-        """The explicit entry that sets `name`, following a renamed parameter's old name."""
+    def entry(self, parameter: Option[Any] | str) -> MainCfEntry | None:
+        """The explicit entry that sets `parameter`, following a renamed parameter's old name."""
+        name = _name(parameter)
         found = self.explicit.get(name)
         if found is not None:
             return found
@@ -430,8 +434,10 @@ class MainConfig:
                 return self.explicit[rename.old]
         return None
 
-    def raw(self, name: str) -> str | None:
-        """Unexpanded value: explicit, else via an old name, else the default; None if unknown."""
+    def raw(self, parameter: Option[Any] | str) -> str | None:
+        """Unexpanded value: explicit, else via an old name, else the default; None if unknown.
+        (`raw(MAIN.forward_path)`: a value whose `$` are another program's macros.)"""
+        name = _name(parameter)
         found = self.entry(name)
         if found is not None:
             return found.value
@@ -473,22 +479,26 @@ class MainConfig:
     def string(self, name: str) -> str:
         return self.value(name)
 
-    def instance_path(self, name: str) -> str:
+    def instance_path(self, parameter: Option[Any] | str) -> str:
         """A path the MTA writes under or to (queue_directory, data_directory, alias_database).
 
         Its default is the system instance's (/var/spool/sealmail ...): a configuration read
         from any other directory (`-c DIR`) must set it, else a command run on that instance
         would create and write system directories (issue 16). Unset there: a ConfigError naming
-        the parameter.
+        the parameter. (A name, str, is the older form, for the modules not yet converted.)
         """
-        system = self.default("config_directory")
-        if not self.is_set(name) and self.value("config_directory") != system:
-            raise self._bad(name, f"{name} is not set: an instance whose main.cf is not in "
-                                  f"{system} must set it (the default {self.value(name)} "
-                                  "belongs to the system instance)")
+        name = _name(parameter)
+        system = str(MAIN.config_directory.default)
+        if not self.is_set(name) and self.get(MAIN.config_directory) != system:
+            raise self.error(name, f"{name} is not set: an instance whose main.cf is not in "
+                                   f"{system} must set it (the default {self.value(name)} "
+                                   "belongs to the system instance)")
         return self.value(name)
 
-    def _bad(self, name: str, message: str) -> ConfigError:
+    def error(self, parameter: Option[Any] | str, message: str) -> ConfigError:
+        """A ConfigError naming the file and line that set `parameter` (main.cf's or a
+        master.cf -o override; the file alone for a default) and the parameter."""
+        name = _name(parameter)
         path, line = self._where(name)
         return ConfigError(path, line, name, message)
 
@@ -535,7 +545,7 @@ class MainConfig:
         return split_table_list(self.value(name))
 
     def _raise(self, name: str, message: str) -> NoReturn:
-        raise self._bad(name, message)
+        raise self.error(name, message)
 
     def known_names(self) -> set[str]:
         """Declared names, per-transport names of master.cf transports, old names, and
@@ -546,7 +556,7 @@ class MainConfig:
             for transport in self.transports
             for suffix in parameters.PER_TRANSPORT
         }
-        known |= set(self.words("smtpd_restriction_classes"))
+        known |= set(self.get(MAIN.smtpd_restriction_classes))
         pending = [
             self.raw(name) or ""
             for name in known
@@ -563,6 +573,10 @@ class MainConfig:
         """Explicit entries that nothing reads (postconf's "unused parameter" warning)."""
         known = self.known_names()
         return [entry for name, entry in self.explicit.items() if name not in known]
+
+
+def _name(parameter: Option[Any] | str) -> str:
+    return parameter if isinstance(parameter, str) else parameter.name
 
 
 _READERS: dict[Kind, Callable[[MainConfig, str], object]] = {

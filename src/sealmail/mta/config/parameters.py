@@ -103,10 +103,24 @@ def refuse_server_tls_level(text: str) -> str | None:
 
 
 def refuse_client_tls_level(text: str) -> str | None:
+    """dane, dane-only and fingerprint by name: sealmail's resolver does not validate DNSSEC."""
     level = text.strip().lower()
     if level in CLIENT_TLS_LEVELS:
         return None
-    return f"{level}: the client implements none, may, encrypt, verify and secure (no DANE)"
+    if level in ("dane", "dane-only", "fingerprint"):
+        return (f"{level} is not implemented: sealmail's resolver does not validate DNSSEC, so "
+                "it has no validated TLSA records (none, may, encrypt, verify and secure are)")
+    return f"{level} is not a TLS security level (none, may, encrypt, verify or secure)"
+
+
+def refuse_host_lookup(text: str) -> str | None:
+    unknown = [w for w in text.replace(",", " ").split() if w.lower() not in ("dns", "native")]
+    return f"{' '.join(unknown)}: the lookups are dns and native" if unknown else None
+
+
+def refuse_address_preference(text: str) -> str | None:
+    value = text.strip().lower()
+    return None if value in ("any", "ipv4", "ipv6") else f"{value}: use ipv4, ipv6 or any"
 
 
 # Postfix's mail_error_masks: the names notify_classes may hold.
@@ -161,13 +175,13 @@ class MAIN(Registry):
     mynetworks = words("127.0.0.0/8 [::1]/128", "Trusted client networks (permit_mynetworks).")
     mynetworks_style = string("host", "How mynetworks is computed when unset: host, subnet or class.", status=ACCEPTED)
     append_dot_mydomain = boolean("no", "Append .$mydomain to addresses of the form user@host.", status=ACCEPTED)
-    syslog_name = string("sealmail", "Program name in log lines.")
+    syslog_name = string("postfix", "Program name in log lines (postfix/smtpd[pid]): Postfix's, so that pflogsumm, fail2ban's postfix filter and log exporters read them unchanged; set another to tell two MTAs apart.")
     service_name = string("", "Name of the master.cf service the process runs as (set by master).")
     process_name = string("", "Name of the running program (set at start).", status=ACCEPTED)
     import_environment = words("MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C", "Environment variables that services inherit.", status=ACCEPTED)
     export_environment = words("TZ MAIL_CONFIG LANG", "Environment variables passed to external commands.")
     # Routing
-    relayhost = string("", "Next hop for non-local mail ([host]:port); empty means DNS, unsupported here.")
+    relayhost = string("", "Next hop for non-local mail: [host]:port as written, host or domain[:port] by its MX records; empty: the recipient domain's MX records.")
     relay_domains = words("", "Domains this MTA relays to (delivered with relay_transport).")
     relay_transport = string("relay", "Transport for relay_domains.")
     default_transport = string("smtp", "Transport for mail that matches no other class.")
@@ -215,7 +229,7 @@ class MAIN(Registry):
     # SMTP server
     smtpd_banner = string("$myhostname ESMTP $mail_name", "Text after 220 in the greeting.")
     smtpd_timeout = time("${stress?{10}:{300}}s", "Time the server waits for a client command or data.")
-    smtpd_starttls_timeout = time("${stress?{10}:{300}}s", "Time allowed for the TLS handshake.", status=ACCEPTED)
+    smtpd_starttls_timeout = time("${stress?{10}:{300}}s", "Time allowed for the TLS handshake after 220 Ready to start TLS; a client that has not finished it is disconnected.")
     smtpd_recipient_limit = integer("1000", "Most recipients accepted in one transaction.")
     smtpd_hard_error_limit = integer("${stress?{1}:{20}}", "Errors after which the client is dropped.")
     smtpd_soft_error_limit = integer("10", "Errors after which each reply is delayed.", status=ACCEPTED)
@@ -246,11 +260,16 @@ class MAIN(Registry):
     smtpd_tls_security_level = string("", "TLS offer of the server: none, may or encrypt.", refuses=refuse_server_tls_level)
     smtpd_tls_cert_file = string("", "PEM certificate chain of the server.")
     smtpd_tls_key_file = string("$smtpd_tls_cert_file", "PEM private key of the server.")
+    smtpd_tls_chain_files = words("", "PEM files, each a private key followed by its certificate chain (one per key type); when set, smtpd_tls_cert_file and smtpd_tls_key_file are ignored.")
     smtpd_tls_CAfile = string("", "CA certificates for client certificates.", status=ACCEPTED)
     smtpd_tls_auth_only = boolean("no", "Offer AUTH only after STARTTLS.")
     smtpd_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
     smtpd_tls_received_header = boolean("no", "Note the TLS protocol and cipher in Received:.", status=ACCEPTED)
-    smtpd_tls_mandatory_protocols = words(">=TLSv1", "TLS versions allowed when TLS is mandatory.", status=ACCEPTED)
+    # sealmail's floor is TLS 1.2 (RFC 8996 deprecates 1.0 and 1.1), Postfix's is >=TLSv1.
+    smtpd_tls_protocols = words(">=TLSv1.2", "TLS versions offered at security level may (>=TLSv1.2, <=TLSv1.3, !TLSv1.1 or a list of names); they must form a range.")
+    smtpd_tls_mandatory_protocols = words(">=TLSv1.2", "TLS versions offered at security level encrypt (same syntax as smtpd_tls_protocols).")
+    smtpd_tls_ciphers = string("medium", "Cipher grade at security level may; sealmail always offers Python's default list, stronger than Postfix's medium and high.", status=ACCEPTED)
+    smtpd_tls_mandatory_ciphers = string("medium", "Cipher grade at security level encrypt; as smtpd_tls_ciphers.", status=ACCEPTED)
     smtpd_peername_lookup = boolean("yes", "Look up the client's name (never done here: no DNS).", status=ACCEPTED)
     smtpd_forbid_bare_newline = string("no", "Reject bare LF in SMTP commands and data.", status=ACCEPTED)
     smtpd_proxy_filter = string("", "Before-queue content filter (not supported).", status=REFUSED)
@@ -324,6 +343,13 @@ class MAIN(Registry):
     smtp_fallback_relay = words("", "Hosts tried when the next hop fails.", status=ACCEPTED)
     smtp_helo_name = string("$myhostname", "Name sent in HELO/EHLO.")
     smtp_bind_address = string("", "Local address of outgoing SMTP connections.", status=ACCEPTED)
+    smtp_tcp_port = string("smtp", "Port (number or services name) of a next hop written without one.")
+    smtp_host_lookup = words("dns", "How server addresses are found: dns (MX, A and AAAA records), native (the system's resolver: /etc/hosts, nsswitch; no MX lookups), or dns, native (the system's when DNS finds nothing).", refuses=refuse_host_lookup)
+    smtp_address_preference = string("any", "Address family tried first among servers of one MX preference: ipv4, ipv6 or any.", refuses=refuse_address_preference)
+    smtp_randomize_addresses = boolean("yes", "Shuffle the servers of one MX preference (RFC 5321 5.1).")
+    smtp_mx_address_limit = integer("5", "Most server addresses tried per delivery (0: no limit).")
+    smtp_mx_session_limit = integer("2", "Most sessions past the handshake per delivery, before the mail waits (0: no limit).")
+    sealmail_resolv_conf = string("/etc/resolv.conf", "sealmail's own: the resolv.conf whose name servers the SMTP client asks (Postfix always uses the system's); tests point it at their own DNS server.")
     smtp_connect_timeout = time("30s", "Time allowed to connect.")
     smtp_helo_timeout = time("300s", "Time allowed for the greeting and EHLO reply.")
     smtp_mail_timeout = time("300s", "Time allowed for the MAIL reply.")
@@ -343,11 +369,19 @@ class MAIN(Registry):
     smtp_sasl_password_maps = maps("", "Tables of user:password by next hop.")
     smtp_sasl_security_options = words("noplaintext, noanonymous", "Mechanism properties required.")
     smtp_sasl_mechanism_filter = words("", "Mechanisms the client may choose from.")
-    smtp_tls_security_level = string("", "TLS policy: none, may, encrypt or verify.", refuses=refuse_client_tls_level)
+    smtp_tls_security_level = string("", "TLS policy: none, may, encrypt, verify or secure (dane is refused: no DNSSEC validation).", refuses=refuse_client_tls_level)
+    smtp_tls_policy_maps = maps("", "Per-destination TLS policy: next hop (or .parent domain) -> level [match=a:b] [protocols=...] [servername=...].")
     smtp_tls_CAfile = string("", "CA certificates that verify the server.")
+    smtp_tls_CApath = string("", "Directory of hashed CA certificates that verify the server.")
+    smtp_tls_protocols = words(">=TLSv1", "TLS versions allowed at level may (>=TLSv1.2, !SSLv3, TLSv1.2 TLSv1.3, ...).")
+    smtp_tls_mandatory_protocols = words(">=TLSv1", "TLS versions allowed at levels encrypt, verify and secure.")
+    smtp_tls_verify_cert_match = words("hostname", "Names a server certificate must match at level verify: hostname, nexthop, dot-nexthop, a name or .domain.")
+    smtp_tls_secure_cert_match = words("nexthop, dot-nexthop", "Names a server certificate must match at level secure.")
+    smtp_tls_servername = string("", "SNI name sent: empty (none), hostname, nexthop or a name.")
     smtp_tls_cert_file = string("", "Client certificate.")
     smtp_tls_key_file = string("$smtp_tls_cert_file", "Client key.")
-    smtp_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
+    smtp_tls_loglevel = integer("0", "TLS logging: 1 or more logs a 'TLS connection established' line per handshake (certificate failures that stop a delivery are logged at 0 too).")
+    tls_append_default_CA = boolean("no", "Trust the system's CA certificates too, besides *_tls_CAfile and *_tls_CApath.")
     lmtp_lhlo_name = string("$myhostname", "Name sent in LHLO.")
     lmtp_bind_address = string("", "Local address of outgoing LMTP connections over TCP.", status=ACCEPTED)
     lmtp_tcp_port = string("24", "Port of an inet: next hop without one (Postfix < 2.3; lmtp service).", status=ACCEPTED)
@@ -370,11 +404,18 @@ class MAIN(Registry):
     lmtp_sasl_password_maps = maps("", "Tables of user:password by next-hop host (seed 2.2.1.2).")
     lmtp_sasl_security_options = words("noplaintext, noanonymous", "Mechanism properties required.")
     lmtp_sasl_mechanism_filter = words("", "Mechanisms the client may choose from.")
-    lmtp_tls_security_level = string("", "TLS policy: none, may, encrypt or verify.", refuses=refuse_client_tls_level)
+    lmtp_tls_security_level = string("", "TLS policy: none, may, encrypt, verify or secure.", refuses=refuse_client_tls_level)
+    lmtp_tls_policy_maps = maps("", "Per-destination TLS policy of the LMTP client (as smtp_tls_policy_maps).")
     lmtp_tls_CAfile = string("", "CA certificates that verify the server.")
+    lmtp_tls_CApath = string("", "Directory of hashed CA certificates that verify the server.")
+    lmtp_tls_protocols = words(">=TLSv1", "TLS versions allowed at level may.")
+    lmtp_tls_mandatory_protocols = words(">=TLSv1", "TLS versions allowed at levels encrypt, verify and secure.")
+    lmtp_tls_verify_cert_match = words("hostname", "Names a server certificate must match at level verify.")
+    lmtp_tls_secure_cert_match = words("nexthop", "Names a server certificate must match at level secure.")
+    lmtp_tls_servername = string("", "SNI name sent: empty (none), hostname, nexthop or a name.")
     lmtp_tls_cert_file = string("", "Client certificate.")
     lmtp_tls_key_file = string("$lmtp_tls_cert_file", "Client key.")
-    lmtp_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
+    lmtp_tls_loglevel = integer("0", "TLS logging, as smtp_tls_loglevel.")
     # Tools
     sendmail_path = string("/usr/sbin/sendmail", "Path of the sendmail command.", status=ACCEPTED)
     mailq_path = string("/usr/bin/mailq", "Path of the mailq command.", status=ACCEPTED)
@@ -385,15 +426,14 @@ class MAIN(Registry):
     non_smtpd_milters = words("", "Milter applications for locally posted mail (not supported).", status=REFUSED)
     header_checks = maps("", "Header inspection tables of cleanup (not supported).", status=REFUSED)
     body_checks = maps("", "Body inspection tables of cleanup (not supported).", status=REFUSED)
-    smtp_tls_policy_maps = maps("", "Per-destination TLS policy of the SMTP client (not supported).", status=REFUSED)
-    lmtp_tls_policy_maps = maps("", "Per-destination TLS policy of the LMTP client (not supported).", status=REFUSED)
 
 
-# A name Python cannot spell as an attribute: declared beside the class, read by name.
-TWO_BOUNCE_NOTICE_RECIPIENT = "2bounce_notice_recipient"
-setattr(MAIN, TWO_BOUNCE_NOTICE_RECIPIENT, string(
+# A name Python cannot spell as an attribute: declared beside the class, and its typed handle
+# kept here (`config.get(TWO_BOUNCE_NOTICE_RECIPIENT)`).
+TWO_BOUNCE_NOTICE_RECIPIENT: Option[str] = string(
     "postmaster", "Recipient of double bounces: bounces that could not be delivered "
-    "(notify_classes 2bounce or bounce).").named(TWO_BOUNCE_NOTICE_RECIPIENT))
+    "(notify_classes 2bounce or bounce).").named("2bounce_notice_recipient")
+setattr(MAIN, TWO_BOUNCE_NOTICE_RECIPIENT.name, TWO_BOUNCE_NOTICE_RECIPIENT)
 
 PARAMETERS: dict[str, Parameter[Any]] = MAIN.options()
 
@@ -520,6 +560,96 @@ def per_transport(name: str, transports: Iterable[str] | None = None) -> Paramet
         status = Status.SUPPORTED if suffix in PER_TRANSPORT_HONOURED else ACCEPTED
         return Option(kind, default, doc, status, name=name)
     return None
+
+
+def _of_transport(transport: str, suffix: str) -> Parameter[Any]:
+    kind, default, doc = PER_TRANSPORT[suffix]
+    return Option(kind, default, doc, name=transport + suffix)
+
+
+def transport_recipient_limit(transport: str) -> Parameter[int]:
+    """`<transport>_destination_recipient_limit`, a typed handle (qmgr's batches, pipe's argv)."""
+    return _of_transport(transport, "_destination_recipient_limit")
+
+
+def transport_concurrency_limit(transport: str) -> Parameter[int]:
+    """`<transport>_destination_concurrency_limit` (qmgr's scheduler, mta/concurrency.py)."""
+    return _of_transport(transport, "_destination_concurrency_limit")
+
+
+def transport_initial_concurrency(transport: str) -> Parameter[int]:
+    """`<transport>_initial_destination_concurrency`: the slow start's first window."""
+    return _of_transport(transport, "_initial_destination_concurrency")
+
+
+def transport_failed_cohort_limit(transport: str) -> Parameter[int]:
+    """`<transport>_destination_concurrency_failed_cohort_limit`: failures before a
+    destination is dead."""
+    return _of_transport(transport, "_destination_concurrency_failed_cohort_limit")
+
+
+def transport_time_limit(transport: str) -> Parameter[int]:
+    """`<transport>_time_limit`, a typed handle: the limit of one delivery (pipe)."""
+    return _of_transport(transport, "_time_limit")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientParameters:
+    """The parameter family of one client, smtp(8) or lmtp(8), as typed handles.
+
+    Postfix's SMTP and LMTP clients are one program reading the same parameters under its own
+    name's prefix (smtp_rcpt_timeout, lmtp_rcpt_timeout); sealmail's agents share one client the
+    same way (sealmail.mta.agents.session). The families are built once, here, from the table:
+    a name missing from MAIN fails at import, not at the first delivery. A field named `hello_*`
+    is `helo_*` for smtp and `lhlo_*` for lmtp.
+    """
+
+    prefix: str
+    hello_name: Parameter[str]
+    connect_timeout: Parameter[int]
+    hello_timeout: Parameter[int]
+    starttls_timeout: Parameter[int]
+    mail_timeout: Parameter[int]
+    rcpt_timeout: Parameter[int]
+    data_init_timeout: Parameter[int]
+    data_xfer_timeout: Parameter[int]
+    data_done_timeout: Parameter[int]
+    rset_timeout: Parameter[int]
+    quit_timeout: Parameter[int]
+    tls_security_level: Parameter[str]
+    tls_policy_maps: Parameter[tuple[str, ...]]
+    tls_CAfile: Parameter[str]  # Postfix spells it so
+    tls_CApath: Parameter[str]
+    tls_protocols: Parameter[tuple[str, ...]]
+    tls_mandatory_protocols: Parameter[tuple[str, ...]]
+    tls_verify_cert_match: Parameter[tuple[str, ...]]
+    tls_secure_cert_match: Parameter[tuple[str, ...]]
+    tls_servername: Parameter[str]
+    tls_loglevel: Parameter[int]
+    tls_cert_file: Parameter[str]
+    tls_key_file: Parameter[str]
+    sasl_auth_enable: Parameter[bool]
+    sasl_password_maps: Parameter[tuple[str, ...]]
+    sasl_security_options: Parameter[tuple[str, ...]]
+    sasl_mechanism_filter: Parameter[tuple[str, ...]]
+    connection_cache_on_demand: Parameter[bool]
+    connection_cache_destinations: Parameter[tuple[str, ...]]
+    connection_cache_time_limit: Parameter[int]
+    connection_reuse_time_limit: Parameter[int]
+    skip_quit_response: Parameter[bool]
+
+
+def _client_family(prefix: str, hello: str) -> ClientParameters:
+    handles: dict[str, Any] = {
+        name: PARAMETERS[f"{prefix}_{name.replace('hello', hello)}"]
+        for name in ClientParameters.__dataclass_fields__
+        if name != "prefix"
+    }
+    return ClientParameters(prefix=prefix, **handles)
+
+
+SMTP_CLIENT = _client_family("smtp", "helo")
+LMTP_CLIENT = _client_family("lmtp", "lhlo")
 
 
 def lookup(name: str, transports: Iterable[str] | None = None) -> Parameter[Any] | None:

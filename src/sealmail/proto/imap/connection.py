@@ -77,9 +77,13 @@ class Limits:
     every literal but APPEND's message, which `max_append_size` bounds; `max_command_size` bounds
     a whole command apart from the APPEND message; `max_depth` and `max_items` bound nesting and
     list items; after `max_bad_commands` BAD replies the session ends (0: no limit).
+
+    Lines: RFC 7162 4 asks servers to take at least 8192 octets, and an RFC 2971 ID may carry
+    30 pairs of a 30-octet field and a 1024-octet value, some 32 KiB on one line (imaptest's
+    id group sends 31,809 octets); 64 KiB is also Dovecot's imap_max_line_length.
     """
 
-    max_line_length: int = 8192
+    max_line_length: int = 65536
     max_literal_size: int = 65536
     max_append_size: int = 64 * 1024 * 1024
     max_command_size: int = 1024 * 1024

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sealmail.rfc5322 import header_fields
+from sealmail.rfc5322 import Address, header_fields, parse_address_list
 
 __all__ = [
     "Address",
@@ -49,20 +49,6 @@ def _text(raw: bytes) -> str:
 
 
 # -- data model ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """addr-name addr-adl addr-mailbox addr-host (RFC 9051 7.5.2).
-
-    A group starts with (None, None, group name, None) and ends with (None, None, None, None).
-    A mailbox with no domain gets host "" (NIL would mean a group).
-    """
-
-    name: str | None
-    adl: str | None
-    mailbox: str | None
-    host: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,107 +244,6 @@ def _content_type(value: str | None) -> tuple[str, str, tuple[tuple[str, str], .
     if not sub:
         return None
     return kind.group(0).upper(), sub.group(0).upper(), _parameters(value, sub.end())
-
-
-# -- addresses (RFC 5322 3.4, read leniently) -----------------------------------------------------
-
-
-def _address_tokens(text: str) -> list[tuple[str, str]]:
-    """(kind, text) tokens: "q" quoted, "c" comment, "<" angle address, "s" special, "a" atom."""
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        char = text[pos]
-        if char.isspace():
-            pos += 1
-        elif char == '"':
-            value, pos = _value(text, pos)
-            tokens.append(("q", value))
-        elif char == "(":
-            depth, start = 1, pos + 1
-            pos += 1
-            while pos < len(text) and depth:
-                if text[pos] == "\\":
-                    pos += 1
-                elif text[pos] == "(":
-                    depth += 1
-                elif text[pos] == ")":
-                    depth -= 1
-                pos += 1
-            tokens.append(("c", text[start : pos - 1].strip()))
-        elif char == "<":
-            end = text.find(">", pos)
-            end = len(text) if end < 0 else end
-            tokens.append(("<", text[pos + 1 : end].strip()))
-            pos = end + 1
-        elif char in ",:;":
-            tokens.append(("s", char))
-            pos += 1
-        else:
-            start = pos
-            while pos < len(text) and not text[pos].isspace() and text[pos] not in '",:;<(':
-                pos += 1
-            tokens.append(("a", text[start:pos]))
-    return tokens
-
-
-def _addr_spec(spec: str) -> tuple[str | None, str, str]:
-    """(adl, mailbox, host) of "[@route,@route:]local@domain"."""
-    adl = None
-    if spec.startswith("@") and ":" in spec:
-        adl, _, spec = spec.partition(":")
-    local, at, host = spec.rpartition("@")
-    if not at:
-        local, host = spec, ""
-    local = local.strip()
-    if len(local) >= 2 and local[0] == local[-1] == '"':
-        local = local[1:-1]
-    return adl, local, host.strip()
-
-
-def parse_address_list(text: str) -> tuple[Address, ...]:
-    """An address-list header value as ENVELOPE addresses, groups included; never raises."""
-    result: list[Address] = []
-    phrase: list[str] = []
-    comment: str | None = None
-    angle: str | None = None
-    in_group = False
-
-    def flush() -> None:
-        nonlocal phrase, comment, angle
-        if angle is not None:
-            adl, mailbox, host = _addr_spec(angle)
-            name = " ".join(phrase) or comment
-            if mailbox or host:
-                result.append(Address(name or None, adl, mailbox, host))
-        elif phrase:
-            adl, mailbox, host = _addr_spec("".join(phrase))
-            if mailbox or host:
-                result.append(Address(comment or None, adl, mailbox, host))
-        phrase, comment, angle = [], None, None
-
-    for kind, value in _address_tokens(text):
-        if kind == "s" and value == ",":
-            flush()
-        elif kind == "s" and value == ":" and angle is None and not in_group:
-            result.append(Address(None, None, " ".join(phrase), None))
-            phrase, comment = [], None
-            in_group = True
-        elif kind == "s" and value == ";":
-            flush()
-            if in_group:
-                result.append(Address(None, None, None, None))
-                in_group = False
-        elif kind == "<":
-            angle = value
-        elif kind == "c":
-            comment = comment or value or None
-        elif (kind in ("a", "q") and angle is None) or (kind == "s" and value == ":"):
-            phrase.append(value)
-    flush()
-    if in_group:
-        result.append(Address(None, None, None, None))
-    return tuple(result)
 
 
 def _address_field(fields: list[tuple[str, bytes, int, int]], name: str) -> tuple[Address, ...]:
@@ -575,8 +460,20 @@ def decode_part(raw: bytes, part: BodyStructure) -> bytes | None:
         except binascii.Error:
             return binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/]", b"", content) + b"===")
     if part.encoding == "QUOTED-PRINTABLE":
-        return binascii.a2b_qp(content)
+        return decode_quoted_printable(content)
     return None
+
+
+# Whitespace at the end of a line, which RFC 2045 6.7 rule 3 calls transport padding.
+_TRAILING_WHITESPACE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+
+
+def decode_quoted_printable(content: bytes) -> bytes:
+    """RFC 2045 6.7: "=XX" octets and "=" soft line breaks undone. Rule 3: "any trailing white
+    space on a line must be deleted, as it will necessarily have been added by intermediate
+    transport agents", which also makes "= " at a line's end a soft line break (rule 5);
+    binascii's decoder keeps that whitespace (imaptest's fetch-binary-mime-qp)."""
+    return binascii.a2b_qp(_TRAILING_WHITESPACE.sub(b"", content))
 
 
 # -- compact form ----------------------------------------------------------------------------------

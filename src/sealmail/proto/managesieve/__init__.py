@@ -1,8 +1,9 @@
 """Sans-I/O ManageSieve server core (RFC 5804): scripts managed over a line protocol.
 
 The host (sealmail.server.sieved) feeds bytes and answers events; see `ServerConnection` for the
-theory of operation and `_state` for the session's states. Script-store errors and SASL failures
-become responses only through `script_error` and `sasl_failure`.
+theory of operation and `_state` for the session's states. SASL failures become responses only
+through `sasl_failure`; script-store errors through sealmail.managesieve.errors (this core knows
+no store).
 
 Typical host loop::
 
@@ -54,7 +55,6 @@ from sealmail.proto.managesieve._responses import (
     ResponseCode,
     Status,
     sasl_failure,
-    script_error,
 )
 from sealmail.proto.managesieve._state import Command, SessionState
 from sealmail.proto.managesieve._syntax import (
@@ -106,6 +106,5 @@ __all__ = [
     "check_script_name",
     "render_string",
     "sasl_failure",
-    "script_error",
     "tokenize",
 ]

@@ -4,10 +4,11 @@ An event whose `needs_reply` is set stops the core until the host answers it (th
 names how). The others were answered by the core already; they are for logs and cleanup.
 Events never show a SASL response or a script in their repr, so logging one is safe.
 
-`StartTLS`, `AuthStart` and `ConnectionClosed` are the ones every line-protocol core shares
-(sealmail.proto.core). Here StartTLS is answered by `start_tls()`, the handshake, then
-`tls_started(...)`, or by `answer(NO)`; AuthStart (AUTHENTICATE, RFC 5804 2.1) by
-`auth_challenge`, `authenticated` or `answer(NO)`.
+`StartTLS`, `AuthStart`, `AuthResponse`, `AuthAborted` and `ConnectionClosed` are the ones every
+line-protocol core shares (sealmail.proto.core). Here StartTLS is answered by `start_tls()`, the
+handshake, then `tls_started(...)`, or by `answer(NO)`; AuthStart (AUTHENTICATE, RFC 5804 2.1)
+and AuthResponse by `auth_challenge`, `authenticated` or `answer(NO)`; AuthAborted comes after
+the NO the core sent itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from sealmail.proto.core import NEED_DATA, AuthStart, ConnectionClosed, Event, NeedData, StartTLS
+from sealmail.proto.core import (
+    NEED_DATA,
+    AuthAborted,
+    AuthResponse,
+    AuthStart,
+    ConnectionClosed,
+    Event,
+    NeedData,
+    StartTLS,
+)
 from sealmail.proto.managesieve._responses import Response
 
 __all__ = [
@@ -39,21 +49,6 @@ __all__ = [
     "StartTLS",
     "Unauthenticated",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResponse(Event):
-    """The client's answer to a challenge, base64-decoded. Answered as AuthStart is."""
-
-    needs_reply: ClassVar[bool] = True
-    data: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthAborted(Event):
-    """The client cancelled the exchange or sent garbage; NO was sent already."""
-
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

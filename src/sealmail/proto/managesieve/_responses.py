@@ -3,8 +3,8 @@
     response-ok   = "OK" [SP "(" resp-code ")"] [SP string] CRLF
     response-nobye = ("NO" / "BYE") [SP "(" resp-code ")"] [SP string] CRLF
 
-Script-store errors (sealmail.store.sieve_scripts) and SASL failure reasons become responses
-here and nowhere else.
+SASL failure reasons become responses here and nowhere else; script-store errors become them in
+sealmail.managesieve.errors, the glue between this core and the store.
 """
 
 from __future__ import annotations
@@ -14,21 +14,12 @@ from dataclasses import dataclass
 
 from sealmail.proto.managesieve._syntax import render_string
 from sealmail.proto.sasl import FailureReason
-from sealmail.store.errors import StoreError
-from sealmail.store.sieve_scripts import (
-    InvalidScriptName,
-    ScriptActive,
-    ScriptExists,
-    ScriptNotFound,
-    ScriptQuota,
-)
 
 __all__ = [
     "Response",
     "ResponseCode",
     "Status",
     "sasl_failure",
-    "script_error",
 ]
 
 
@@ -101,31 +92,6 @@ def NO(text: str, code: ResponseCode | None = None) -> Response:
 
 def BYE(text: str, code: ResponseCode | None = None) -> Response:
     return Response(Status.BYE, text, code)
-
-
-def _detail(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def script_error(exc: StoreError) -> Response:
-    """The NO for a refused script operation (RFC 5804 1.3 codes)."""
-    if isinstance(exc, ScriptNotFound):
-        return NO(_detail(exc), ResponseCode.NONEXISTENT)
-    if isinstance(exc, ScriptExists):
-        return NO(_detail(exc), ResponseCode.ALREADYEXISTS)
-    if isinstance(exc, ScriptActive):
-        return NO(_detail(exc), ResponseCode.ACTIVE)
-    if isinstance(exc, ScriptQuota):
-        code = (
-            ResponseCode.QUOTA_MAXSIZE if exc.kind == "MAXSIZE" else ResponseCode.QUOTA_MAXSCRIPTS
-        )
-        return NO(_detail(exc), code)
-    if isinstance(exc, InvalidScriptName):
-        return NO(_detail(exc))
-    if exc.temporary:
-        return NO(_detail(exc), ResponseCode.TRYLATER)
-    return NO(_detail(exc))
 
 
 _SASL_RESPONSES: dict[FailureReason, Response] = {

@@ -1,8 +1,8 @@
 """Sans-I/O POP3 server core: RFC 1939 with CAPA (RFC 2449), STLS (RFC 2595), AUTH (RFC 5034).
 
 The host (sealmail.server.pop3d) feeds bytes and answers events; see `ServerConnection` for the
-theory of operation and `_state` for the session's states. Store errors and SASL failures become
-POP3 replies only through `maildrop_error`, `message_error`, `update_error` and `sasl_failure`.
+theory of operation and `_state` for the session's states. SASL failures become POP3 replies only
+through `sasl_failure`; store errors through sealmail.pop3.errors (this core knows no store).
 
 Typical host loop::
 
@@ -41,14 +41,7 @@ from sealmail.proto.pop3._events import (
     StartTLS,
     Update,
 )
-from sealmail.proto.pop3._replies import (
-    Reply,
-    ResponseCode,
-    maildrop_error,
-    message_error,
-    sasl_failure,
-    update_error,
-)
+from sealmail.proto.pop3._replies import Reply, ResponseCode, sasl_failure
 from sealmail.proto.pop3._state import LEGAL, Command, SessionState
 
 __all__ = [
@@ -76,9 +69,6 @@ __all__ = [
     "StartTLS",
     "Update",
     "UsageError",
-    "maildrop_error",
-    "message_error",
     "sasl_failure",
     "top_of",
-    "update_error",
 ]

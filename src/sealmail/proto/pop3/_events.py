@@ -4,10 +4,11 @@ An event whose `needs_reply` is set stops the core until the host answers it wit
 docstring names. The others were answered by the core already; they are for logs and cleanup.
 Events never hold a password in their repr, so logging an event is always safe.
 
-`StartTLS`, `AuthStart` and `ConnectionClosed` are the ones every line-protocol core shares
-(sealmail.proto.core). Here StartTLS is STLS (RFC 2595 4), answered by `start_tls` or `refuse`;
-AuthStart is AUTH (RFC 5034 4), answered by `auth_challenge`, `open_maildrop` (the exchange
-succeeded) or `refuse`.
+`StartTLS`, `AuthStart`, `AuthResponse`, `AuthAborted` and `ConnectionClosed` are the ones every
+line-protocol core shares (sealmail.proto.core). Here StartTLS is STLS (RFC 2595 4), answered by
+`start_tls` or `refuse`; AuthStart is AUTH (RFC 5034 4) and AuthResponse the client's answer to a
+challenge, both answered by `auth_challenge`, `open_maildrop` (the exchange succeeded) or
+`refuse`; AuthAborted comes after the -ERR the core sent itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from sealmail.proto.core import NEED_DATA, AuthStart, ConnectionClosed, Event, NeedData, StartTLS
+from sealmail.proto.core import (
+    NEED_DATA,
+    AuthAborted,
+    AuthResponse,
+    AuthStart,
+    ConnectionClosed,
+    Event,
+    NeedData,
+    StartTLS,
+)
 from sealmail.proto.pop3._replies import Reply
 
 __all__ = [
@@ -42,21 +52,6 @@ class Login(Event):
     needs_reply: ClassVar[bool] = True
     user: str
     password: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResponse(Event):
-    """The client's base64-decoded answer to a challenge. Answered like AuthStart."""
-
-    needs_reply: ClassVar[bool] = True
-    data: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthAborted(Event):
-    """The SASL exchange ended without the host (a "*" cancel, bad base64): drop the mechanism."""
-
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

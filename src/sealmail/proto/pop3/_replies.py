@@ -1,7 +1,7 @@
 """POP3 replies: a status indicator, an optional RFC 2449 response code, and text.
 
-This module is also the ONE place where store errors and SASL failures become POP3 replies
-(sealmail.store.errors asks each protocol to map them once).
+This module is also the ONE place where SASL failures become POP3 replies; store errors become
+them in sealmail.pop3.errors, the glue between this core and the store.
 """
 
 from __future__ import annotations
@@ -10,16 +10,8 @@ import enum
 from dataclasses import dataclass
 
 from sealmail.proto.sasl import FailureReason
-from sealmail.store.errors import MailboxBusy, MailboxNotFound, StoreError
 
-__all__ = [
-    "Reply",
-    "ResponseCode",
-    "maildrop_error",
-    "message_error",
-    "sasl_failure",
-    "update_error",
-]
+__all__ = ["Reply", "ResponseCode", "sasl_failure"]
 
 
 class ResponseCode(enum.Enum):
@@ -65,33 +57,6 @@ def OK(text: str = "") -> Reply:
 
 def ERR(text: str, code: ResponseCode | None = None) -> Reply:
     return Reply(False, text, code)
-
-
-def _detail(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def maildrop_error(exc: StoreError) -> Reply:
-    """Why the maildrop cannot be opened after a successful login (Cyrus's openinbox)."""
-    if isinstance(exc, MailboxBusy):
-        return ERR(f"Unable to lock maildrop: {_detail(exc)}", ResponseCode.IN_USE)
-    if isinstance(exc, MailboxNotFound):
-        return ERR("Unable to open maildrop: Mailbox does not exist", ResponseCode.SYS_PERM)
-    code = ResponseCode.SYS_TEMP if exc.temporary else ResponseCode.SYS_PERM
-    return ERR(f"Unable to open maildrop: {_detail(exc)}", code)
-
-
-def message_error(exc: StoreError) -> Reply:
-    """RETR or TOP could not read the message."""
-    code = ResponseCode.SYS_TEMP if exc.temporary else ResponseCode.SYS_PERM
-    return ERR(f"Could not read message: {_detail(exc)}", code)
-
-
-def update_error(exc: StoreError) -> Reply:
-    """RFC 1939 6: QUIT in the UPDATE state answers "-ERR some deleted messages not removed"."""
-    code = ResponseCode.SYS_TEMP if exc.temporary else ResponseCode.SYS_PERM
-    return ERR(f"some deleted messages not removed: {_detail(exc)}", code)
 
 
 _SASL_REPLIES: dict[FailureReason, Reply] = {

@@ -4,10 +4,12 @@ An event with `needs_reply = True` stops the core until the host answers it (wit
 `ServerConnection.answer`, or `auth_challenge` / `auth_succeeded` for AUTH). The others were
 already answered by the core and are for logging and bookkeeping.
 
-`StartTLS`, `AuthStart` and `ConnectionClosed` are the ones every line-protocol core shares
-(sealmail.proto.core). Here StartTLS (RFC 3207) is answered 220 to go on, then `tls_started()`
-after the handshake; AuthStart (RFC 4954 4) by `auth_challenge`, `auth_succeeded` or a 4xx/5xx
-`answer`.
+`StartTLS`, `AuthStart`, `AuthResponse` and `ConnectionClosed` are the ones every line-protocol
+core shares (sealmail.proto.core). Here StartTLS (RFC 3207) is answered 220 to go on, then
+`tls_started()` after the handshake; AuthStart (RFC 4954 4) and AuthResponse by `auth_challenge`,
+`auth_succeeded` or a 4xx/5xx `answer`. A cancel ("*") comes as `AuthResponse(None)`, which the
+host answers itself, normally `Reply(501, "5.0.0", "AUTH aborted")` (RFC 4954 4: "the server
+MUST reject the AUTH command by sending a 501 reply").
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from sealmail.proto.core import NEED_DATA, AuthStart, ConnectionClosed, Event, NeedData, StartTLS
+from sealmail.proto.core import (
+    NEED_DATA,
+    AuthResponse,
+    AuthStart,
+    ConnectionClosed,
+    Event,
+    NeedData,
+    StartTLS,
+)
 from sealmail.proto.smtp.address import Address
 from sealmail.proto.smtp.replies import Reply
 
@@ -88,18 +98,6 @@ class Reset(Event):
 @dataclass(frozen=True, slots=True)
 class Quit(Event):
     """QUIT, already answered 221; the core is closed."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResponse(Event):
-    """The client's answer to a 334 challenge; None when it cancelled with "*".
-
-    The host answers a cancel itself, normally `Reply(501, "5.0.0", "AUTH aborted")`
-    (RFC 4954 4: "the server MUST reject the AUTH command by sending a 501 reply").
-    """
-
-    needs_reply: ClassVar[bool] = True
-    data: bytes | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

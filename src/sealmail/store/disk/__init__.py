@@ -47,7 +47,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sealmail.store import locks
+from sealmail.store import locks, quota
+from sealmail.store.api import QuotaUsage, UsageChange
 from sealmail.store.disk.commit import GroupCommit
 from sealmail.store.disk.copying import Copying
 from sealmail.store.disk.flags import Flags
@@ -197,6 +198,15 @@ class DiskStore:
             if self._duplicates is None:
                 self._duplicates = DuplicateDatabase(self.configdirectory / DUPLICATES_NAME)
             return self._duplicates
+
+    def quota_roots(self) -> list[QuotaUsage]:
+        with self.spool.reading() as conn:
+            return quota.all_usages(conn)
+
+    def repair_quota(self, root: str) -> list[UsageChange]:
+        """Recount the usage under `root` (`sealmail quota -f`), in one short transaction."""
+        with self._index.transaction() as conn:
+            return quota.repair(conn, root)
 
     def reconstruct(self, name: str) -> list[str]:
         from sealmail.store.reconstruct import reconstruct_mailbox

@@ -238,6 +238,7 @@ class GroupCommit:
         if stage.parent.parent != self._spool.partition_path(partition):
             # Deleted and re-created on another partition since we staged: let the client retry.
             raise StoreError(f"mailbox {name!r} moved to partition {partition!r}; try again")
+        usage = None
         if has_quotas and not target.ignore_quota:
             root = quota.quota_root_of(conn, name)
             usage = None if root is None else quota.usage_of(conn, root)
@@ -289,7 +290,13 @@ class GroupCommit:
             " size_bytes = size_bytes + ? WHERE id = ?",
             (uid + 1, modseq, delivery.size, mailbox_id),
         )
-        return AppendedMessage(name, uidvalidity, uid, modseq, delivery.guid, delivery.size)
+        warning = None
+        if usage is not None and target.quota_warn is not None:
+            # Once the message is in: its warned mark commits with it (sealmail.store.quota).
+            warning = quota.note_append(conn, usage, delivery.size, target.quota_warn)
+        return AppendedMessage(
+            name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning
+        )
 
     def clean_stage_files(self) -> list[str]:
         """Remove stage files of processes that are gone (a crash after or before COMMIT)."""

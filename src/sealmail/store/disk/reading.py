@@ -15,7 +15,7 @@ from typing import Any
 from sealmail.store.api import FlagSnapshot, MessageRecord
 from sealmail.store.disk.layout import Spool, mailbox_info, missing_file, os_error, require_mailbox
 from sealmail.store.disk.userdata import seen_of
-from sealmail.store.errors import NoSuchMessage
+from sealmail.store.errors import MailboxCorrupt, NoSuchMessage
 from sealmail.store.seen import UidSet, with_seen
 
 
@@ -54,7 +54,7 @@ class Reading:
             data: bytes = path.read_bytes()
             return data
         except FileNotFoundError:
-            raise missing_file(name, uid) from None
+            raise self._file_gone(name, uid) from None
         except OSError as exc:
             raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
 
@@ -93,12 +93,30 @@ class Reading:
                 try:
                     data = _read_file(file[0], directory_fd, file[1], limit)
                 except FileNotFoundError:
+                    if isinstance(self._file_gone(name, uid), NoSuchMessage):
+                        yield None  # expunged since the query, as if it had been before
+                        continue
                     raise missing_file(name, uid) from None
                 except OSError as exc:
                     raise os_error(exc, f"cannot read UID {uid} of {name}") from exc
                 yield data
         finally:
             os.close(directory_fd)
+
+    def _file_gone(self, name: str, uid: int) -> NoSuchMessage | MailboxCorrupt:
+        """What a message file not found means. The row was read first and the file after: an
+        expunge by another session may have committed in between and removed the file (files
+        go after COMMIT), and then the row is gone too. Only a row without its file is damage
+        for reconstruct; an expunged message is no corruption (RFC 2180 4.1: a FETCH of it
+        may answer NO, or leave it out)."""
+        with self._spool.reading() as conn:
+            mailbox = conn.execute("SELECT id FROM mailboxes WHERE name = ?", (name,)).fetchone()
+            still = mailbox is not None and conn.execute(
+                "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox[0], uid)
+            ).fetchone()
+        if still:
+            return missing_file(name, uid)
+        return NoSuchMessage(f"UID {uid} of {name!r} was expunged meanwhile")
 
     def message_records(
         self, name: str, uids: Sequence[int], reader: str | None = None
