@@ -95,7 +95,7 @@ def test_postsuper_refuses_bad_ids(config_dir: Path, queue: Queue,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["postsuper", "-c", str(config_dir), "-d", "../../etc/passwd"]) == 0
     assert "invalid mail queue id" in capsys.readouterr().err
-    assert main(["postsuper", "-c", str(config_dir)]) == 64
+    assert main(["postsuper", "-c", str(config_dir), "-d", "ALL", "outgoing"]) == 64
 
 
 def test_postsuper_hold_and_release(config_dir: Path, queue: Queue) -> None:
@@ -168,3 +168,130 @@ def test_pickup_refuses_links(queue: Queue, config_dir: Path, tmp_path: Path) ->
     assert pickup_once(queue, cleanup_from_config(config.main)) == []
     assert list(queue.entries()) == []
     assert secret.exists()
+
+
+# -- postsuper -r (requeue) and -s (structure) ------------------------------------------------
+
+
+def queue_files(queue: Queue, queue_id: str) -> list[Path]:
+    return [p for p in queue.directory.rglob(queue_id) if p.is_file()]
+
+
+def requeue_config(config_dir: Path) -> Path:
+    """main.cf with a virtual alias table that changed after the mail was queued."""
+    table = config_dir / "virtual"
+    table.write_text("bob@example.com carol@example.com\n")
+    with (config_dir / "main.cf").open("a") as main_cf:
+        main_cf.write(f"virtual_alias_maps = texthash:{table}\n")
+    return config_dir
+
+
+def test_postsuper_requeue_cleans_again_with_a_new_id(
+        config_dir: Path, queue: Queue, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    old_id = enqueue(queue, "alice@example.org", "bob@example.com", "dave@example.com",
+                     "erin@example.com")
+    entry = queue.load(old_id, QueueName.INCOMING)
+    queue.mark(entry, [1], RecipientState.SENT)  # dave was delivered already
+    queue.move(old_id, QueueName.INCOMING, QueueName.DEFERRED)
+    requeue_config(config_dir)
+    assert main(["postsuper", "-c", str(config_dir), "-r", old_id]) == 0
+    err = capsys.readouterr().err
+    assert f"{old_id}: requeued" in err and "Requeued: 1 message" in err
+    assert [p.name for p in queue.maildrop.iterdir()] == [old_id]
+    assert queue.find(old_id) is None
+
+    caplog.set_level("INFO", logger="sealmail")
+    config = load_mta_config(config_dir)
+    [new_id] = pickup_once(queue, cleanup_from_config(config.main))
+    assert new_id != old_id
+    assert list(queue.maildrop.iterdir()) == []
+    assert queue.find(new_id) is QueueName.INCOMING
+    requeued = queue.load(new_id, QueueName.INCOMING)
+    assert requeued.envelope.sender == "alice@example.org"
+    assert requeued.envelope.arrival == 1_700_000_000.0  # its lifetime still counts from then
+    # bob through today's virtual_alias_maps, dave not again, erin as she was.
+    assert [(r.record.address, r.record.original) for r in requeued.pending] == [
+        ("carol@example.com", "bob@example.com"), ("erin@example.com", "erin@example.com")]
+    content = requeued.content.read()
+    assert content.startswith(b"Received: by mx.example.com (sealmail, from userid ")
+    assert content.endswith(b"x" * 1500 + b"\r\n")
+    assert f"{new_id}: uid=" in caplog.text and f"orig_id={old_id}" in caplog.text
+
+
+def test_postsuper_requeue_all_of_one_queue(config_dir: Path, queue: Queue,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    held = enqueue(queue, "a@x.test", "r1@x.test")
+    queue.move(held, QueueName.INCOMING, QueueName.HOLD)
+    deferred = [enqueue(queue, "a@x.test", f"r{n}@x.test") for n in range(2, 4)]
+    for queue_id in deferred:
+        queue.move(queue_id, QueueName.INCOMING, QueueName.DEFERRED)
+    assert main(["postsuper", "-c", str(config_dir), "-r", "ALL", "deferred"]) == 0
+    assert "Requeued: 2 messages" in capsys.readouterr().err
+    assert sorted(p.name for p in queue.maildrop.iterdir()) == sorted(deferred)
+    assert queue.find(held) is QueueName.HOLD
+    config = load_mta_config(config_dir)
+    assert len(pickup_once(queue, cleanup_from_config(config.main))) == 2
+    assert len(queue.ids(QueueName.INCOMING)) == 2
+
+
+def test_a_crash_during_requeue_leaves_the_message_in_exactly_one_place(
+        config_dir: Path, queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sealmail.mta.pickup as pickup
+
+    old_id = enqueue(queue, "alice@example.org", "bob@example.com")
+    queue.move(old_id, QueueName.INCOMING, QueueName.DEFERRED)
+    assert main(["postsuper", "-c", str(config_dir), "-r", old_id]) == 0
+    config = load_mta_config(config_dir)
+    real = pickup._into_incoming
+
+    def power_lost(*args: object) -> None:
+        raise KeyboardInterrupt("power lost between pickup's two renames")
+
+    monkeypatch.setattr(pickup, "_into_incoming", power_lost)
+    with pytest.raises(KeyboardInterrupt):
+        pickup_once(queue, cleanup_from_config(config.main))
+    # The new file has replaced the old one in maildrop: one copy, with its new id inside.
+    [left] = [p for p in queue.directory.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert left.parent == queue.maildrop
+    monkeypatch.setattr(pickup, "_into_incoming", real)
+    queue.recover()  # the master's start: the temporary file is gone already
+    [new_id] = pickup_once(queue, cleanup_from_config(config.main))
+    assert list(queue.maildrop.iterdir()) == []
+    content = queue.load(new_id, QueueName.INCOMING).content.read()
+    assert content.count(b"from userid") == 1  # cleaned once, not twice
+    assert queue_files(queue, new_id) == [queue.path_of(new_id, QueueName.INCOMING)]
+
+
+def test_pickup_takes_a_queue_file_only_from_the_mail_system(
+        config_dir: Path, queue: Queue) -> None:
+    source = enqueue(queue, "spoofed@example.org", "victim@example.com")
+    path = queue.path_of(source, QueueName.INCOMING)
+    data = path.read_bytes()
+    path.unlink()
+    forged = queue.maildrop / "FORGED"
+    forged.write_bytes(data)
+    forged.chmod(0o644)  # what sendmail makes: readable by the world
+    os_user = 65534
+    (queue.maildrop / "NOBODY").write_bytes(data)
+    import os
+
+    os.chown(queue.maildrop / "NOBODY", os_user, os_user)
+    (queue.maildrop / "NOBODY").chmod(0o700)
+    config = load_mta_config(config_dir)
+    assert pickup_once(queue, cleanup_from_config(config.main)) == []
+    assert list(queue.maildrop.iterdir()) == []
+    assert list(queue.entries()) == []
+
+
+def test_postsuper_structure_check_is_the_default(config_dir: Path, queue: Queue,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    flat = Queue(queue.directory, hashed=frozenset())
+    queue_id = enqueue(flat, "a@x.test", "r@x.test")
+    flat.move(queue_id, QueueName.INCOMING, QueueName.DEFERRED)
+    assert (queue.directory / "deferred" / queue_id).is_file()
+    assert main(["postsuper", "-c", str(config_dir)]) == 0
+    assert "Moved to match hash_queue_names and hash_queue_depth: 1 message" in (
+        capsys.readouterr().err)
+    assert queue_files(queue, queue_id) == [queue.path_of(queue_id, QueueName.DEFERRED)]
+    assert main(["postsuper", "-c", str(config_dir), "-s"]) == 0

@@ -66,3 +66,21 @@ def test_headers_only_for_ret_hdrs_and_large_messages() -> None:
 def test_envid_is_reported() -> None:
     per_message = notice(envid="QQ314159").get_payload()[1].get_payload()[0]
     assert per_message["Original-Envelope-Id"] == "QQ314159"
+
+
+def test_smtputf8_mail_gets_the_global_types() -> None:
+    """RFC 6533: message/global-delivery-status, utf-8 address types, message/global."""
+    failed = (FailedRecipient("δοκιμή@παράδειγμα.δοκιμή", "δοκιμή@παράδειγμα.δοκιμή", "5.6.7",
+                              "SMTPUTF8 is required, but was not offered by host h"),
+              FailedRecipient("bob@example.com", "bob@example.com", "5.1.1", "unknown"))
+    data = build_bounce(BounceRequest("BCDF1234GHJK", "jürgen@bücher.example", 1.0,
+                                      "mx.example.com", failed, ORIGINAL, smtputf8=True), 2.0)
+    text = data.decode()
+    assert "Content-Type: message/global-delivery-status" in text
+    assert "X-Postfix-Sender: utf-8; jürgen@bücher.example" in text
+    assert "Final-Recipient: utf-8; δοκιμή@παράδειγμα.δοκιμή" in text
+    assert "Final-Recipient: rfc822; bob@example.com" in text
+    assert "Content-Type: message/global\r\n" in text
+    plain = build_bounce(BounceRequest("BCDF1234GHJK", "a@x.test", 1.0, "mx.example.com",
+                                       failed[1:], ORIGINAL), 2.0).decode()
+    assert "message/global" not in plain

@@ -21,6 +21,7 @@ from sealmail.mta.queue import (
     QueueName,
     RecipientRecord,
     RecipientState,
+    hash_directories,
     is_queue_id,
     new_queue_id,
     parse_queue_file,
@@ -244,3 +245,134 @@ def test_envelope_round_trip(recipients: list[str], sender: str) -> None:
 def test_parser_never_crashes_untyped(data: bytes) -> None:
     with contextlib.suppress(CorruptQueueFile):
         parse_queue_file(b"sealmail-queue 2 %d 0\n" % len(data) + data)
+
+
+# -- hash_queue_names / hash_queue_depth ---------------------------------------------------------
+
+
+def every_file(queue: Queue) -> list[Path]:
+    """Every queue file anywhere under the queue directory (maildrop included)."""
+    return sorted(p for p in queue.directory.rglob("*") if p.is_file() and not
+                  p.name.startswith("."))
+
+
+def test_hash_directories_follow_the_fast_clock_digits() -> None:
+    assert hash_directories("0123456BCDFG", 1) == ("6",)
+    assert hash_directories("0123456BCDFG", 2) == ("6", "5")
+    assert hash_directories("BCDFGH", 8)[-2:] == ("_", "_")  # a short id pads, as dir_forest
+
+
+def test_deferred_is_hashed_by_default_and_found_there(queue: Queue) -> None:
+    queue_id = queue.enqueue(envelope("a@x.test"), b"m")
+    assert queue.path_of(queue_id, QueueName.INCOMING).parent.name == "incoming"
+    queue.move(queue_id, QueueName.INCOMING, QueueName.DEFERRED, next_attempt=2000.0)
+    path = queue.path_of(queue_id, QueueName.DEFERRED)
+    assert path.relative_to(queue.directory).parts == ("deferred", queue_id[6], queue_id)
+    assert path.is_file()
+    assert queue.ids(QueueName.DEFERRED) == [queue_id]
+    assert queue.due(QueueName.DEFERRED, 2000.0) == [queue_id]
+    assert queue.find(queue_id) is QueueName.DEFERRED
+    assert queue.load(queue_id, QueueName.DEFERRED).content.read() == b"m"
+    assert queue.remove(queue_id, QueueName.DEFERRED)
+    assert every_file(queue) == []
+
+
+def test_two_levels_for_every_named_queue(tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "spool", hashed=frozenset(QueueName), hash_depth=2)
+    queue.create_directories()
+    queue_id = queue.enqueue(envelope("a@x.test"), b"m", QueueName.HOLD)
+    assert queue.path_of(queue_id, QueueName.HOLD).relative_to(queue.directory).parts == (
+        "hold", queue_id[6], queue_id[5], queue_id)
+    assert queue.find(queue_id) is QueueName.HOLD
+    queue.move(queue_id, QueueName.HOLD, QueueName.ACTIVE)
+    assert queue.recover() == [queue_id]
+    assert queue.path_of(queue_id, QueueName.INCOMING).is_file()
+    with pytest.raises(ValueError):
+        Queue(tmp_path / "spool", hash_depth=0)
+
+
+def test_a_layout_change_is_read_and_then_restructured(tmp_path: Path) -> None:
+    flat = Queue(tmp_path / "spool", hashed=frozenset())
+    flat.create_directories()
+    waiting = flat.enqueue(envelope("a@x.test"), b"deferred one")
+    flat.move(waiting, QueueName.INCOMING, QueueName.DEFERRED, next_attempt=4242.0)
+    held = flat.enqueue(envelope("b@x.test"), b"held one", QueueName.HOLD)
+    assert (flat.directory / "deferred" / waiting).is_file()
+
+    hashed = Queue(tmp_path / "spool", hashed=frozenset({QueueName.DEFERRED, QueueName.HOLD}),
+                   hash_depth=2)
+    # Before any restructuring, every reader finds the old files where they are.
+    assert hashed.ids(QueueName.DEFERRED) == [waiting]
+    assert hashed.find(held) is QueueName.HOLD
+    assert hashed.load(held, QueueName.HOLD).content.read() == b"held one"
+    assert sorted(hashed.restructure()) == sorted([(waiting, QueueName.DEFERRED),
+                                                   (held, QueueName.HOLD)])
+    assert hashed.path_of(waiting, QueueName.DEFERRED).is_file()
+    assert hashed.path_of(waiting, QueueName.DEFERRED).stat().st_mtime == 4242.0  # kept
+    assert hashed.restructure() == []  # nothing left to do
+
+    back = Queue(tmp_path / "spool", hashed=frozenset())
+    assert len(back.restructure()) == 2
+    assert (back.directory / "deferred" / waiting).is_file()
+    # The hash directories the flat layout does not use are gone.
+    assert [p.name for p in (back.directory / "deferred").iterdir()] == [waiting]
+    assert [p.name for p in (back.directory / "hold").iterdir()] == [held]
+
+
+def test_a_crash_in_the_middle_of_restructuring_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flat = Queue(tmp_path / "spool", hashed=frozenset())
+    flat.create_directories()
+    ids = []
+    for n in range(6):
+        queue_id = flat.enqueue(envelope(f"r{n}@x.test"), b"m")
+        flat.move(queue_id, QueueName.INCOMING, QueueName.DEFERRED)
+        ids.append(queue_id)
+    hashed = Queue(tmp_path / "spool", hash_depth=2)
+    real_place = Queue.place
+    calls = 0
+
+    def crash_after_three(self: Queue, source: Path, target: Path) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            raise KeyboardInterrupt("power lost")
+        real_place(self, source, target)
+
+    monkeypatch.setattr(Queue, "place", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        hashed.restructure()
+    monkeypatch.setattr(Queue, "place", real_place)
+    files = every_file(hashed)
+    assert sorted(p.name for p in files) == sorted(ids)  # each message exactly once
+    assert sum(p.parent.name == "deferred" for p in files) == 3  # three not moved yet
+    assert sorted(hashed.ids(QueueName.DEFERRED)) == sorted(ids)
+    assert len(hashed.restructure()) == 3  # running it again finishes the job
+    assert all(hashed.path_of(i, QueueName.DEFERRED).is_file() for i in ids)
+
+
+def test_queue_from_main_cf(tmp_path: Path) -> None:
+    from sealmail.mta.config import load_mta_config
+
+    (tmp_path / "main.cf").write_text(
+        f"queue_directory = {tmp_path / 'spool'}\ndata_directory = {tmp_path / 'data'}\n"
+        "hash_queue_names = deferred, defer, hold, bounce\nhash_queue_depth = 2\n")
+    (tmp_path / "master.cf").write_text("")
+    queue = Queue.from_config(load_mta_config(tmp_path).main)
+    assert queue.hashed == {QueueName.DEFERRED, QueueName.HOLD}  # defer, bounce: Postfix's logs
+    assert queue.hash_depth == 2
+    assert queue.directory == tmp_path / "spool"
+
+
+def test_threads_moving_into_a_new_hash_directory_all_get_there(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(5):  # a race: try it a few times
+        queue = Queue(tmp_path / "spool", clock=lambda: 1_700_000_000.0)  # one clock: one X
+        queue.create_directories()
+        ids = [queue.enqueue(envelope(f"r{n}@x.test"), b"m") for n in range(16)]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(queue.move, ids, [QueueName.INCOMING] * 16,
+                          [QueueName.DEFERRED] * 16))
+        assert sorted(queue.ids(QueueName.DEFERRED)) == sorted(ids)
+        shutil.rmtree(tmp_path / "spool")

@@ -2,7 +2,8 @@
 
 Format of a transcript file:
   `# key: value` headers: mode (LMTP|SMTP), hostname, greeting, limits (k=v ...),
-  auth (mechanisms), auth_required (yes), starttls (yes), feed (all|lines: "lines" only for
+  auth (mechanisms), auth_required (yes), starttls (yes), smtputf8 (yes|strict),
+  feed (all|lines: "lines" only for
   sessions whose meaning depends on the client waiting, e.g. STARTTLS).
   `C: text` one client line, sent with CRLF; `S: text` one expected server line (CRLF).
   Escapes in C: lines: {CR} {LF} {CRLF}, {noeol} at the end sends no line end, {rep:N:x}
@@ -163,6 +164,8 @@ def make_connection(t: Transcript) -> ServerConnection:
         auth_required=h.get("auth_required") == "yes",
         starttls_available=h.get("starttls") == "yes",
         greeting_text=h.get("greeting", "LMTP sealmail ready"),
+        smtputf8=h.get("smtputf8") in ("yes", "strict"),
+        strict_smtputf8=h.get("smtputf8") == "strict",
     )
 
 

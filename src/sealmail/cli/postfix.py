@@ -62,7 +62,7 @@ def check(config: MtaConfig) -> list[str]:
         from sealmail.mta.privsep import mail_owner_account
 
         mail_owner_account(main)  # the account the master will switch to (root refused)
-    Queue(Path(main.instance_path(MAIN.queue_directory))).create_directories()
+    Queue.from_config(main).create_directories()
     cleanup_from_config(main)
     RetrySchedule.from_config(main)
     for spec in main.get(MAIN.transport_maps):
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGHUP)
         return 0
     assert action == "flush"
-    queue = Queue(Path(main.instance_path(MAIN.queue_directory)))
+    queue = Queue.from_config(main)
     if not send_control(queue.control_socket, "flush"):
         say("fatal: Cannot flush mail queue - mail system is down")
         return 1

@@ -12,10 +12,8 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
-from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, load_mta_config
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, MainConfig, load_mta_config
 from sealmail.mta.queue import QueueFile, QueueName, RecipientState
 
 MARKS = {QueueName.ACTIVE: "*", QueueName.HOLD: "!"}
@@ -72,16 +70,16 @@ def render_queue(entries: Iterable[QueueFile]) -> str:
     return header + "\n" + "\n\n".join(blocks) + f"\n\n-- {kbytes} Kbytes in {count} {noun}.\n"
 
 
-def _queue_dir(args: argparse.Namespace) -> Path:
+def _main(args: argparse.Namespace) -> MainConfig:
     directory = args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
-    return Path(load_mta_config(directory).main.instance_path(MAIN.queue_directory))
+    return load_mta_config(directory).main
 
 
 def run_postqueue(args: argparse.Namespace) -> int:
     from sealmail.mta.pickup import send_control
     from sealmail.mta.queue import Queue
 
-    queue = Queue(_queue_dir(args))
+    queue = Queue.from_config(_main(args))
     if args.flush:
         if not send_control(queue.control_socket, "flush"):
             print("sealmail postqueue: fatal: Cannot flush mail queue - mail system is down",

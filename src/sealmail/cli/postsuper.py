@@ -1,9 +1,15 @@
-"""`sealmail postsuper [-c DIR] -d QUEUEID|ALL|- [-h ...] [-H ...] [QUEUE...]`, as postsuper(1).
+"""`sealmail postsuper [-c DIR] [-s] [-d|-h|-H|-r QUEUEID|ALL|-] [QUEUE...]`, as postsuper(1).
 
 `-d` deletes messages (`ALL` every message, `-` ids from standard input), `-h` puts messages on
-hold (they are not delivered until released), `-H` releases them to deferred for the next run.
-QUEUE names (incoming, active, deferred, hold) limit ALL to those queues. A message the queue
-manager is delivering right now is deleted too; it notices and stops recording results.
+hold (they are not delivered until released), `-H` releases them to deferred for the next run,
+`-r` requeues them: the queue file moves to maildrop/, and pickup gives it a new queue id after
+cleanup again (virtual_alias_maps as they are now, a Received: header), with the recipients not
+yet delivered; a running master is told at once. QUEUE names (incoming, active, deferred, hold)
+limit ALL to those queues. A message the queue manager is delivering right now is deleted (or
+requeued) too; it notices and stops recording results.
+
+`-s` (also what postsuper does when given nothing else, and what the master does at start) puts
+every queue file where hash_queue_names and hash_queue_depth want it, one rename at a time.
 """
 
 from __future__ import annotations
@@ -12,10 +18,8 @@ import argparse
 import os
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, load_mta_config
-from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.queue import ENVELOPE_QUEUES, Queue, QueueError, QueueName, is_queue_id
 
 
@@ -30,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", dest="delete", action="append", default=[], metavar="QUEUEID")
     parser.add_argument("-h", dest="hold", action="append", default=[], metavar="QUEUEID")
     parser.add_argument("-H", dest="release", action="append", default=[], metavar="QUEUEID")
+    parser.add_argument("-r", dest="requeue", action="append", default=[], metavar="QUEUEID")
+    parser.add_argument("-s", dest="structure", action="store_true",
+                        help="move queue files to where hash_queue_names/depth want them")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("queues", nargs="*", metavar="QUEUE")
 
@@ -59,16 +66,18 @@ def _checked(ids: Iterable[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.delete or args.hold or args.release):
-        print("sealmail postsuper: fatal: nothing to do: use -d, -h or -H", file=sys.stderr)
-        return 64
     directory = args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
-    queue = Queue(Path(load_mta_config(directory).main.instance_path(MAIN.queue_directory)))
+    queue = Queue.from_config(load_mta_config(directory).main)
     try:
         queues = tuple(QueueName(q) for q in args.queues) or ENVELOPE_QUEUES
     except ValueError as exc:
         print(f"sealmail postsuper: fatal: {exc}", file=sys.stderr)
         return 64
+    if args.structure or not (args.delete or args.hold or args.release or args.requeue):
+        # Postfix: -s (and -p) are done before the other operations, and by default.
+        moved = queue.restructure()
+        if moved:
+            _report(len(moved), "Moved to match hash_queue_names and hash_queue_depth")
     deleted = held = released = 0
     for queue_id in _checked(_ids(queue, args.delete, queues)):
         if queue.remove(queue_id):
@@ -92,9 +101,37 @@ def run(args: argparse.Namespace) -> int:
                 continue
             print(f"sealmail postsuper: {queue_id}: released from hold", file=sys.stderr)
             released += 1
-    for count, what in ((deleted, "Deleted"), (held, "Placed on hold"),
-                        (released, "Released from hold")):
-        if count:
-            noun = "message" if count == 1 else "messages"
-            print(f"sealmail postsuper: {what}: {count} {noun}", file=sys.stderr)
+    requeued = _requeue(queue, _checked(_ids(queue, args.requeue, queues)), queues)
+    for count, what, asked in ((requeued, "Requeued", args.requeue),
+                               (deleted, "Deleted", args.delete),
+                               (held, "Placed on hold", args.hold),
+                               (released, "Released from hold", args.release)):
+        if asked:
+            _report(count, what)
     return 0
+
+
+def _requeue(queue: Queue, ids: list[str], queues: tuple[QueueName, ...]) -> int:
+    """Move each message to maildrop/ for pickup (see sealmail.mta.pickup); tell the master."""
+    from sealmail.mta.pickup import send_control
+
+    requeued = 0
+    for queue_id in ids:
+        source = next((q for q in queues if queue.locate(queue_id, q) is not None), None)
+        if source is None:
+            continue
+        try:
+            queue.requeue(queue_id, source)
+        except QueueError as exc:
+            print(f"sealmail postsuper: warning: {exc}", file=sys.stderr)
+            continue
+        print(f"sealmail postsuper: {queue_id}: requeued", file=sys.stderr)
+        requeued += 1
+    if requeued:
+        send_control(queue.control_socket, "pickup")  # none running: pickup at its start
+    return requeued
+
+
+def _report(count: int, what: str) -> None:
+    noun = "message" if count == 1 else "messages"
+    print(f"sealmail postsuper: {what}: {count} {noun}", file=sys.stderr)

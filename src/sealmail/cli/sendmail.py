@@ -1,4 +1,5 @@
-"""`sealmail sendmail [-t] [-i] [-f SENDER] [-C DIR] [RCPT ...]`, as Postfix's sendmail(1).
+"""`sealmail sendmail [-t] [-i] [-f SENDER] [-C DIR] [RCPT ...]`, as Postfix's sendmail(1);
+`sealmail sendmail -bs` speaks SMTP on standard input and output (sealmail.mta.smtp_stdio).
 
 Reads a message on standard input and posts it through the maildrop directory (postdrop), so it
 needs no network and no running master; a running master is told to pick it up at once.
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, load_mta_config
+from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, MainConfig, load_mta_config
 from sealmail.mta.config.parameters import MAIN
 
 EX_USAGE = 64
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a line with a single dot does not end the message")
     parser.add_argument("-o", dest="options", action="append", default=[],
                         help="sendmail options (accepted and ignored, except -oi)")
+    parser.add_argument("-b", dest="mode", default="m", metavar="MODE",
+                        help="m: read a message (the default); s: SMTP on standard input")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("recipients", nargs="*", metavar="RCPT")
 
@@ -79,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY)
     config = load_mta_config(directory)
     main = config.main
+    if args.mode not in ("m", "s"):
+        print(f"sealmail sendmail: fatal: -b{args.mode} is not supported (use -bm or -bs)",
+              file=sys.stderr)
+        return EX_USAGE
+    if args.mode == "s":
+        return _smtp_session(main)
     origin = main.get(MAIN.myorigin)
     message = read_message(sys.stdin.buffer.read(), args.ignore_dots)
     recipients = list(args.recipients)
@@ -90,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return EX_USAGE
     sender = args.sender if args.sender is not None else getpass.getuser()
     sender = qualify(sender.strip().strip("<>"), origin)
-    queue = Queue(Path(main.instance_path(MAIN.queue_directory)))
+    queue = Queue.from_config(main)
     if not queue.maildrop.is_dir():
         print(f"sealmail sendmail: fatal: {queue.maildrop}: no maildrop directory "
               "(run `sealmail postfix check` or start the mail system)", file=sys.stderr)
@@ -101,4 +110,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"sealmail sendmail: fatal: {exc}", file=sys.stderr)
         return EX_CANTCREAT
     send_control(queue.control_socket, "pickup")
+    return 0
+
+
+def _smtp_session(main: MainConfig) -> int:
+    """-bs: one SMTP session on standard input and output; each message to maildrop."""
+    from sealmail.mta.pickup import send_control
+    from sealmail.mta.queue import Queue
+    from sealmail.mta.smtp_stdio import StdioSession
+
+    queue = Queue.from_config(main)
+    session = StdioSession(main, queue.maildrop)
+    session.run(sys.stdin.buffer, sys.stdout.buffer)
+    if session.posted:
+        send_control(queue.control_socket, "pickup")
     return 0

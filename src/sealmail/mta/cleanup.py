@@ -69,6 +69,8 @@ class Submission:
     client_address: str = ""
     local_uid: int | None = None  # pickup: the posting user's uid
     sasl_username: str = ""
+    received_at: float = 0.0  # the Received: header's time, when not the arrival (requeued mail)
+    smtputf8: bool = False  # MAIL ... SMTPUTF8 (RFC 6531)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +227,7 @@ class Cleanup:
     def received(self, submission: Submission, recipients: Sequence[RecipientRecord]) -> bytes:
         host = self.settings.myhostname
         name = self.settings.mail_name
-        when = format_date(submission.arrival)
+        when = format_date(submission.received_at or submission.arrival)
         if submission.local_uid is not None:
             lines = [f"Received: by {host} ({name}, from userid {submission.local_uid})",
                      f"\tid {submission.queue_id}; {when}"]
@@ -235,8 +237,11 @@ class Cleanup:
             lines = [f"Received: from {helo} ({client})"]
             if submission.sasl_username and self.settings.authenticated_header:
                 lines.append(f"\t(Authenticated sender: {submission.sasl_username})")
-            lines.append(f"\tby {host} ({name}) with {submission.protocol} id "
-                         f"{submission.queue_id}")
+            protocol = submission.protocol
+            if submission.smtputf8 and protocol.startswith("ESMTP"):
+                # RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPA, UTF8SMTPS, UTF8SMTPSA.
+                protocol = "UTF8SMTP" + protocol.removeprefix("ESMTP")
+            lines.append(f"\tby {host} ({name}) with {protocol} id {submission.queue_id}")
             if len(recipients) == 1:
                 lines.append(f"\tfor <{recipients[0].original or recipients[0].address}>; {when}")
             else:
@@ -298,6 +303,7 @@ def prepare_message(
     sasl_username: str = "",
     ret: str = "",
     envid: str = "",
+    smtputf8: bool = False,
 ) -> tuple[MessageWriter, Envelope, CleanedMessage]:
     """Clean a message for the queue under `writer`'s queue id: the content written to the
     writer, the envelope made. Nothing is durable until the writer commits it; a CleanupError
@@ -307,7 +313,7 @@ def prepare_message(
             sender=sender, recipients=tuple(recipients), content=content,
             queue_id=writer.queue_id, arrival=arrival, protocol=protocol, helo=helo,
             client_name=client_name, client_address=client_address, local_uid=local_uid,
-            sasl_username=sasl_username)
+            sasl_username=sasl_username, smtputf8=smtputf8)
         cleaned = cleanup.process(submission)
     except BaseException:
         writer.abort()
@@ -317,7 +323,8 @@ def prepare_message(
     envelope = Envelope(
         sender=sender, recipients=cleaned.recipients, arrival=arrival,
         size=len(cleaned.content), client=client, protocol=protocol, helo=helo,
-        sasl_username=sasl_username, ret=ret, envid=envid, message_id=cleaned.message_id)
+        sasl_username=sasl_username, ret=ret, envid=envid, message_id=cleaned.message_id,
+        smtputf8=smtputf8)
     return writer, envelope, cleaned
 
 

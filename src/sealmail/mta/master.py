@@ -406,10 +406,16 @@ class MtaMaster:
                           ready: Callable[[MtaMaster], None] | None) -> None:
         config = self.load()
         main = config.main
-        queue = Queue(Path(main.instance_path(MAIN.queue_directory)), clock=self.clock)
+        queue = Queue.from_config(main, clock=self.clock)
         self.queue = queue
         await asyncio.to_thread(queue.create_directories)
         if not self._recovered:
+            # As `postfix start` runs postsuper -s: files where hash_queue_names and
+            # hash_queue_depth no longer put them move (one rename each).
+            moved = await asyncio.to_thread(queue.restructure)
+            if moved:
+                log.info("queue layout: %d queue files moved to match hash_queue_names and "
+                         "hash_queue_depth", len(moved))
             # Only at start: on a reload, sessions of the old generation may still be writing,
             # and their half-written files are not debris yet.
             recovered = await asyncio.to_thread(queue.recover)

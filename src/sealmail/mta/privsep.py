@@ -99,7 +99,7 @@ def own_instance(main: MainConfig, owner: Account) -> None:
     """queue_directory and data_directory created and owned by mail_owner (as root)."""
     from sealmail.mta.queue import Queue
 
-    queue = Queue(Path(main.instance_path(MAIN.queue_directory)))
+    queue = Queue.from_config(main)
     queue.create_directories()
     _chown_tree(queue.directory, owner, keep=[queue.maildrop])
     data = Path(main.instance_path(MAIN.data_directory))

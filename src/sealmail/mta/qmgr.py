@@ -3,14 +3,21 @@
 For each message: move it to active, route every pending recipient (sealmail.mta.routing),
 group recipients by (transport, nexthop), split each group into deliveries of at most
 `<transport>_destination_recipient_limit` recipients, hand each delivery to the transport's
-agent (at most master.cf maxproc deliveries at a time per transport), and record every
-recipient's result in the queue file before going on. Then:
+agent (at most master.cf maxproc deliveries at a time per transport, and per destination as
+many as its concurrency window allows: slow start, dead destinations and session caching on
+demand, sealmail.mta.concurrency), and record every recipient's result in the queue file
+before going on. Then:
 
 - all recipients done: the message is removed;
-- some failed for good: one non-delivery notice (RFC 3464) goes to the sender, queued durably
-  before those recipients are marked done;
+- some failed for good: one non-delivery notice (RFC 3464) goes to the sender, and the copies
+  notify_classes asks for to the postmaster (sealmail.mta.notify), queued durably before those
+  recipients are marked done;
 - some deferred: the message goes to deferred/ with its next attempt time as the file's mtime
-  (sealmail.mta.retry); once older than maximal_queue_lifetime it is returned instead.
+  (sealmail.mta.retry); once older than maximal_queue_lifetime it is returned instead. Once it
+  has waited delay_warning_time, the sender gets one delay notice (Action: delayed).
+
+Mail to the double-bounce address (double_bounce_sender) is discarded here, as Postfix's queue
+manager does, so a postmaster notice that bounces ends the chain.
 
 A transport that master.cf does not define, or whose agent is not part of this issue (local,
 pipe, virtual), defers its mail with 4.3.0; a transport in defer_transports waits for a flush.
@@ -35,10 +42,24 @@ from sealmail.mta.agents import (
     RecipientResult,
     Status,
 )
-from sealmail.mta.bounce import BounceRequest, FailedRecipient, build_bounce
+from sealmail.mta.bounce import FailedRecipient, build_bounce
 from sealmail.mta.cleanup import Cleanup, cleanup_from_config, queue_message
+from sealmail.mta.concurrency import ConcurrencyPolicy, DestinationWindow
 from sealmail.mta.config import MainConfig, MasterCf, MasterService, open_table
-from sealmail.mta.config.parameters import MAIN, transport_recipient_limit
+from sealmail.mta.config.parameters import (
+    MAIN,
+    transport_concurrency_limit,
+    transport_failed_cohort_limit,
+    transport_initial_concurrency,
+    transport_recipient_limit,
+)
+from sealmail.mta.notify import (
+    Notice,
+    NotifySettings,
+    Owed,
+    delay_notices,
+    failure_notices,
+)
 from sealmail.mta.queue import (
     AttemptResult,
     CorruptQueueFile,
@@ -57,6 +78,9 @@ from sealmail.mta.routing import Route, Router, RoutingPolicy, batches, group_by
 log = logging.getLogger("sealmail.mta.qmgr")
 
 
+DESTINATIONS_KEPT = 1000  # past this many, idle destinations are forgotten
+
+
 class TransportUnavailable(Exception):
     """No agent can serve this transport now; the text is the deferral reason."""
 
@@ -71,6 +95,16 @@ class Transport:
     settings: MainConfig
     slots: asyncio.Semaphore | None  # None: no process limit (maxproc 0)
     command: str = ""  # master.cf command: its delivery lines log as that program (lmtp, smtp)
+    concurrency: ConcurrencyPolicy = field(default_factory=ConcurrencyPolicy)
+    recipient_limit: int = 50  # <transport>_destination_recipient_limit
+
+
+@dataclass
+class _Destination:
+    """One destination's concurrency window, and the deliveries waiting for room in it."""
+
+    window: DestinationWindow
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
 def result_line(queue_id: str, recipient: QueuedRecipient, result: RecipientResult,
@@ -111,6 +145,7 @@ class QueueManager:
     _flush_requested: bool = False
     _last_deferred_scan: float = float("-inf")
     _cleanup: Cleanup | None = None
+    _destinations: dict[tuple[str, str], _Destination] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schedule is None:
@@ -120,9 +155,7 @@ class QueueManager:
             self.router = Router(RoutingPolicy.from_config(self.main), tables)
         self.defer_transports: frozenset[str] = frozenset(self.main.get(MAIN.defer_transports))
         self.soft_bounce = self.main.get(MAIN.soft_bounce)
-        self.myhostname = self.main.get(MAIN.myhostname)
-        self.mail_name = self.main.get(MAIN.mail_name)
-        self.bounce_size_limit = self.main.get(MAIN.bounce_size_limit)
+        self.notify = NotifySettings.from_config(self.main)
         self.active_limit = max(1, self.main.get(MAIN.qmgr_message_active_limit))
 
     # -- control ------------------------------------------------------------------------------
@@ -133,8 +166,11 @@ class QueueManager:
             self._wakeup.set()
 
     def flush(self) -> None:
-        """postqueue -f: every deferred message is tried now, defer_transports included."""
+        """postqueue -f: every deferred message is tried now, defer_transports and dead
+        destinations included."""
         self._flush_requested = True
+        for destination in self._destinations.values():
+            destination.window.revive()
         self.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -231,9 +267,19 @@ class QueueManager:
                 limit = service.process_limit(self.main)
                 result = Transport(name, agent, settings,
                                    asyncio.Semaphore(limit) if limit > 0 else None,
-                                   service.command)
+                                   service.command, self._concurrency(name, settings),
+                                   settings.get(transport_recipient_limit(name)))
         self._transports[name] = result
         return result
+
+    def _concurrency(self, name: str, settings: MainConfig) -> ConcurrencyPolicy:
+        assert self.schedule is not None
+        return ConcurrencyPolicy(
+            limit=max(0, settings.get(transport_concurrency_limit(name))),
+            initial=max(1, settings.get(transport_initial_concurrency(name))),
+            failed_cohort_limit=max(0, settings.get(transport_failed_cohort_limit(name))),
+            dead_time=self.schedule.minimal_backoff,
+        )
 
     async def pass_to(self, request: DeliveryRequest) -> list[RecipientResult]:
         """Deliver through another transport of master.cf (local(8)'s mailbox_transport and
@@ -292,10 +338,16 @@ class QueueManager:
 
     async def _attempt(self, entry: QueueFile, activated: float, flushing: bool) -> None:
         assert self.router is not None
-        routed: list[tuple[Route, QueuedRecipientEntry]] = [
-            (self.router.route(r.record.address), r) for r in entry.pending]
-        jobs = []
         immediate: list[tuple[QueuedRecipientEntry, RecipientResult]] = []
+        routed: list[tuple[Route, QueuedRecipientEntry]] = []
+        for r in entry.pending:
+            if self._double_bounce(r.record.address):
+                immediate.append((r, RecipientResult(
+                    r.index, Status.SENT, "2.0.0",
+                    "undeliverable postmaster notification discarded", "none")))
+            else:
+                routed.append((self.router.route(r.record.address), r))
+        jobs = []
         for (transport_name, nexthop), members in group_by_route(routed).items():
             transport = self.transport(transport_name)
             if isinstance(transport, str):
@@ -307,13 +359,78 @@ class QueueManager:
                                                   "deferred transport", "none"))
                               for m in members]
                 continue
-            limit = transport.settings.get(transport_recipient_limit(transport_name))
-            for batch in batches(members, limit):
+            for batch in batches(members, transport.recipient_limit):
                 jobs.append(self._delivery(entry, transport, nexthop, batch, activated))
         if immediate:
             await self._record(entry, immediate, activated, self.clock())
         if jobs:
             await asyncio.gather(*jobs)
+
+    def _destination(self, transport: Transport, nexthop: str,
+                     members: Sequence[QueuedRecipientEntry]) -> _Destination:
+        """The scheduler's queue for a delivery: the transport's next hop, or the recipient
+        when the transport takes one recipient at a time (Postfix's per-recipient queues)."""
+        key = nexthop.lower()
+        if transport.recipient_limit == 1 and len(members) == 1:
+            key = members[0].record.address.lower()
+        found = self._destinations.get((transport.name, key))
+        if found is None:
+            if len(self._destinations) >= DESTINATIONS_KEPT:
+                self._forget_idle_destinations()
+            found = _Destination(DestinationWindow(transport.concurrency))
+            self._destinations[(transport.name, key)] = found
+        return found
+
+    def _forget_idle_destinations(self) -> None:
+        """Per-recipient destinations would pile up for ever: drop the idle ones."""
+        now = self.clock()
+        for key in [k for k, d in self._destinations.items() if d.window.idle(now)]:
+            del self._destinations[key]
+
+    async def _scheduled(self, destination: _Destination, transport: Transport,
+                         request: DeliveryRequest, members: Sequence[QueuedRecipientEntry]
+                         ) -> tuple[float, list[RecipientResult]]:
+        """Deliver when the destination's window (sealmail.mta.concurrency) and the
+        transport's process limit let it; at once deferred while the destination is dead."""
+        window = destination.window
+        async with destination.changed:
+            while not window.may_start(self.clock()):
+                if window.dead(self.clock()):
+                    return self.clock(), [
+                        RecipientResult(m.index, Status.DEFERRED, window.dead_dsn,
+                                        window.dead_reason, "none") for m in members]
+                await destination.changed.wait()
+            request = dataclasses.replace(request, cache_session=window.start(self.clock()))
+        results: list[RecipientResult] = []
+        try:
+            async with transport.slots or contextlib.nullcontext():
+                started = self.clock()
+                results = await self._agent_deliver(transport, request, members)
+        finally:
+            async with destination.changed:
+                hop = next((r for r in results if r.hop_failure), None)
+                if hop is None:
+                    window.succeeded(self.clock())
+                elif window.failed(self.clock(), hop.dsn, hop.text):
+                    log.info("%s: %s destination %s: %s", request.queue_id, transport.name,
+                             request.nexthop, window.dead_reason)
+                destination.changed.notify_all()
+        return started, results
+
+    async def _agent_deliver(self, transport: Transport, request: DeliveryRequest,
+                             members: Sequence[QueuedRecipientEntry]) -> list[RecipientResult]:
+        try:
+            return await transport.agent.deliver(request)
+        except Exception as exc:  # an agent bug: never lose the mail over it
+            log.exception("%s: %s agent failed", request.queue_id, transport.name)
+            return [RecipientResult(m.index, Status.DEFERRED, "4.3.0",
+                                    f"delivery agent failed: {type(exc).__name__}", "none")
+                    for m in members]
+
+    def _double_bounce(self, address: str) -> bool:
+        assert self.router is not None
+        domain = address.rpartition("@")[2] if "@" in address else ""
+        return self.notify.is_double_bounce(address, self.router.policy.is_local_domain(domain))
 
     async def _delivery(self, entry: QueueFile, transport: Transport, nexthop: str,
                         members: Sequence[QueuedRecipientEntry], activated: float) -> None:
@@ -329,16 +446,10 @@ class QueueManager:
             size=envelope.size,
             arrival_time=envelope.arrival,
             settings=transport.settings,
+            smtputf8=envelope.smtputf8,
         )
-        async with transport.slots or contextlib.nullcontext():
-            started = self.clock()
-            try:
-                results = await transport.agent.deliver(request)
-            except Exception as exc:  # an agent bug: never lose the mail over it
-                log.exception("%s: %s agent failed", entry.queue_id, transport.name)
-                results = [RecipientResult(m.index, Status.DEFERRED, "4.3.0",
-                                           f"delivery agent failed: {type(exc).__name__}", "none")
-                           for m in members]
+        destination = self._destination(transport, nexthop, members)
+        started, results = await self._scheduled(destination, transport, request, members)
         by_index = {r.index: r for r in results}
         paired = []
         for member in members:
@@ -420,53 +531,69 @@ class QueueManager:
             return
         attempts = entry.attempts + 1
         next_attempt = self.schedule.next_attempt(attempts, now)
+        warned = await self._warn_sender(entry, now)
 
         def defer() -> None:
-            queue.record(entry, (), attempt=(now, next_attempt))
+            queue.update(entry, (), attempt=(now, next_attempt), warned=warned)
             queue.move(queue_id, QueueName.ACTIVE, QueueName.DEFERRED, next_attempt,
                        durable=False)
 
         with contextlib.suppress(QueueError, FileNotFoundError):
             await asyncio.to_thread(defer)
 
+    async def _warn_sender(self, entry: QueueFile, now: float) -> float | None:
+        """delay_warning_time: once the message has waited that long, the sender (and with
+        notify_classes delay, the postmaster) is told, once; returns when, for the W record."""
+        warning_time = self.notify.delay_warning_time
+        if warning_time <= 0 or entry.warned or now < entry.envelope.arrival + warning_time:
+            return None
+        owed = [Owed(_failed(r, "delayed"), r.record.notify) for r in entry.pending]
+        await self._queue_notices(entry, delay_notices(self.notify, entry.envelope, owed))
+        return now
+
     async def _notify_sender(self, entry: QueueFile) -> None:
-        """Queue one RFC 3464 notice for every recipient in BOUNCED state, then mark them DONE."""
-        envelope = entry.envelope
+        """Queue the RFC 3464 notices owed for every recipient in BOUNCED state (to the sender,
+        and the postmaster's copies notify_classes asks for), then mark them DONE."""
         owed = entry.bounced
-        wanted = [r for r in owed if _notify_on_failure(r.record.notify)]
-        if envelope.sender and wanted:
-            failed = tuple(
-                FailedRecipient(
-                    address=r.record.address,
-                    original=r.record.original,
-                    status=r.last.dsn if r.last else "5.0.0",
-                    diagnostic=r.last.text if r.last else "delivery failed",
-                    remote_mta=_remote_mta(r.last.relay if r.last else ""),
-                    orcpt=r.record.orcpt,
-                )
-                for r in wanted)
-            original = await asyncio.to_thread(entry.content.read)
-            notice = build_bounce(BounceRequest(
-                queue_id=entry.queue_id, sender=envelope.sender, arrival=envelope.arrival,
-                reporting_mta=self.myhostname, failed=failed, original=original,
-                mail_name=self.mail_name, return_headers_only=envelope.ret.upper() == "HDRS",
-                size_limit=self.bounce_size_limit, envid=envelope.envid), self.clock())
-            bounce_envelope = Envelope(
-                sender="", recipients=(RecipientRecord(envelope.sender),), arrival=self.clock(),
-                size=len(notice), client="local", protocol="local", is_bounce=True)
-            new_id = await asyncio.to_thread(self.queue.enqueue, bounce_envelope, notice)
-            log.info("%s: sender non-delivery notification: %s", entry.queue_id, new_id)
-            self.wake()
-        elif not envelope.sender:
-            log.info("%s: undeliverable notice from <>: discarded (no notice about a notice)",
-                     entry.queue_id)
+        notices, why_none = failure_notices(
+            self.notify, entry.envelope, [Owed(_failed(r), r.record.notify) for r in owed])
+        if notices:
+            await self._queue_notices(entry, notices)
+        elif entry.envelope.sender.lower() == self.notify.double_bounce_address.lower():
+            log.warning("%s: %s", entry.queue_id, why_none)
+        else:
+            log.info("%s: %s", entry.queue_id, why_none)
         await asyncio.to_thread(self.queue.mark, entry, [r.index for r in owed],
                                 RecipientState.DONE)
 
+    async def _queue_notices(self, entry: QueueFile, notices: Sequence[Notice]) -> None:
+        if not notices:
+            return
+        original = await asyncio.to_thread(entry.content.read)
+        for notice in notices:
+            now = self.clock()
+            content = build_bounce(
+                notice.request(self.notify, entry.queue_id, entry.envelope, original), now)
+            envelope = Envelope(
+                sender=notice.sender, recipients=(RecipientRecord(notice.recipient),),
+                arrival=now, size=len(content), client="local", protocol="local",
+                is_bounce=not notice.sender, smtputf8=entry.envelope.smtputf8)
+            new_id = await asyncio.to_thread(self.queue.enqueue, envelope, content)
+            log.info("%s: %s: %s", entry.queue_id, notice.what, new_id)
+        self.wake()
 
-def _notify_on_failure(notify: Sequence[str]) -> bool:
-    """RFC 3461 4.1: NOTIFY=NEVER, or a list without FAILURE, asks for no failure notice."""
-    return not notify or "FAILURE" in {n.upper() for n in notify}
+
+def _failed(r: QueuedRecipientEntry, action: str = "failed") -> FailedRecipient:
+    last = r.last
+    return FailedRecipient(
+        address=r.record.address,
+        original=r.record.original,
+        status=last.dsn if last else ("4.0.0" if action == "delayed" else "5.0.0"),
+        diagnostic=last.text if last else "delivery failed",
+        remote_mta=_remote_mta(last.relay if last else ""),
+        action=action,
+        orcpt=r.record.orcpt,
+    )
 
 
 def _remote_mta(relay: str) -> str:

@@ -9,6 +9,14 @@ Theory of operation. Under `queue_directory`:
     corrupt/QUEUEID      queue files that could not be read
     maildrop/            files posted by `sealmail sendmail`, read by pickup (sealmail.mta.pickup)
 
+Queues named in `hash_queue_names` (default: deferred) keep their files `hash_queue_depth` levels
+of one-character subdirectories down (deferred/Q/QUEUEID), as Postfix does, so no directory
+grows past a few thousand entries. Postfix hashes on the fast-changing microsecond digits of its
+ids; the subdirectories here are the id's fastest-changing clock digits (the 7th, then the 6th
+character, ...). Every reader walks whatever subdirectories a queue has, so mail written under
+another layout is still found; `restructure` (postsuper -s, run by the master at start) moves
+each file where the current layout wants it, one rename at a time.
+
 One message is one queue file, envelope and content together (as Postfix keeps it), so a
 message's state is the directory its file is in and a state change is one rename(2), which is
 atomic: after a crash the message is in exactly one queue. Receiving writes the whole file under
@@ -31,6 +39,7 @@ The file, in order:
     <the message content: CONTENT_OCTETS octets, headers and body, CRLF>
     L {"index": 0, "status": "deferred", ...}       appended: a delivery attempt's result
     A {"time": ..., "next": ...}                    appended: a deferred attempt
+    W {"time": ...}                                 appended: the delay warning went out
 
 Directory fsyncs are shared by concurrent writers (`DirectorySync`): many messages arriving at the
 same time pay for one directory fsync, while each still waits until its own rename is durable.
@@ -40,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import json
 import logging
 import os
@@ -49,9 +59,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sealmail.durable import fsync_directory
+from sealmail.mta.config.parameters import MAIN
+
+if TYPE_CHECKING:
+    from sealmail.config.schema import Option
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("sealmail.mta.queue")
 
@@ -76,6 +92,12 @@ class QueueName(enum.Enum):
 
 ENVELOPE_QUEUES = (QueueName.INCOMING, QueueName.ACTIVE, QueueName.DEFERRED, QueueName.HOLD)
 MAILDROP_DIRECTORY = "maildrop"
+# A queue file in maildrop with the owner's execute bit asks pickup to clean it again (postsuper
+# -r); pickup's own files never have it (Postfix marks queue file states with mode bits too).
+REQUEUE_MODE = 0o700
+DEFAULT_HASHED = frozenset({QueueName.DEFERRED})  # Postfix's hash_queue_names = deferred, defer
+MAX_HASH_DEPTH = 8  # levels a reader looks through for a file written under another layout
+_HASH_SOURCE = 7  # the clock part of an id (see new_queue_id)
 PUBLIC_DIRECTORY = "public"
 
 
@@ -135,6 +157,8 @@ class Envelope:
     envid: str = ""  # DSN ENVID (RFC 3461 4.4)
     is_bounce: bool = False  # a notice we made ourselves: bounce_queue_lifetime applies
     message_id: str = ""
+    requeued_as: str = ""  # postsuper -r: the id pickup gave this file (see sealmail.mta.pickup)
+    smtputf8: bool = False  # MAIL ... SMTPUTF8 (RFC 6531): the sender asked for it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +173,8 @@ class Envelope:
             "envid": self.envid,
             "is_bounce": self.is_bounce,
             "message_id": self.message_id,
+            **({"requeued_as": self.requeued_as} if self.requeued_as else {}),
+            **({"smtputf8": True} if self.smtputf8 else {}),
         }
 
 
@@ -212,6 +238,7 @@ class QueueFile:
     recipients: list[QueuedRecipientEntry]
     attempts: int = 0
     mtime: float = 0.0
+    warned: bool = False  # the delay warning went out (delay_warning_time)
 
     @property
     def pending(self) -> list[QueuedRecipientEntry]:
@@ -249,6 +276,23 @@ def new_queue_id(inode: int, clock: Callable[[], float] = time.time) -> str:
 
 def is_queue_id(text: str) -> bool:
     return 6 <= len(text) <= 32 and all(c in _ID_ALPHABET for c in text)
+
+
+def names_inode(queue_id: str, inode: int) -> bool:
+    """Whether `queue_id` was made for the file with this inode number (new_queue_id)."""
+    return len(queue_id) > 7 and queue_id[7:] == _encode(inode, 5)
+
+
+def hash_directories(queue_id: str, depth: int) -> tuple[str, ...]:
+    """The subdirectories of a hashed queue that hold `queue_id`: one character per level, the
+    clock part's last digit first (it changes every microsecond), then the one before; "_" once
+    the id runs out, as Postfix's dir_forest pads a short name."""
+    source = queue_id[:_HASH_SOURCE][::-1]
+    return tuple(source[level] if level < len(source) else "_" for level in range(depth))
+
+
+def _is_hash_directory(name: str) -> bool:
+    return len(name) == 1 and (name in _ID_ALPHABET or name == "_")
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +374,7 @@ class _Records:
     envelope: dict[str, Any] | None = None
     recipients: list[QueuedRecipientEntry] = field(default_factory=list)
     attempts: int = 0
+    warned: bool = False
 
     def read(self, data: bytes, base: int, *, appended: bool) -> None:
         """Records in `data`, which starts at file offset `base`. Envelope records come before
@@ -367,6 +412,8 @@ class _Records:
                         self.recipients[result.index].last = result
                 elif kind == "A " and appended:
                     self.attempts += 1
+                elif kind == "W " and appended:
+                    self.warned = True
                 else:
                     raise CorruptQueueFile(f"{self.queue_id}: unexpected record {line[:20]!r}")
             except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -392,6 +439,8 @@ class _Records:
                 envid=str(data.get("envid", "")),
                 is_bounce=bool(data.get("is_bounce", False)),
                 message_id=str(data.get("message_id", "")),
+                requeued_as=str(data.get("requeued_as", "")),
+                smtputf8=bool(data.get("smtputf8", False)),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise CorruptQueueFile(f"{self.queue_id}: bad envelope record: {exc}") from None
@@ -445,8 +494,8 @@ class MessageWriter:
     def commit(self, envelope: Envelope, target: QueueName = QueueName.INCOMING) -> str:
         """Make the message durable in `target` (incoming, or hold): one write, one file
         fsync, one rename, a share of one directory fsync. Returns the queue id."""
-        self.store(self.render(envelope), target)
-        self.queue.sync(target)
+        final = self.store(self.render(envelope), target)
+        self.queue.sync_directory(final.parent)
         self.committed = True
         return self.queue_id
 
@@ -454,16 +503,23 @@ class MessageWriter:
         """The whole queue file (CPU only: callers in an event loop may run it there)."""
         return render_queue_file(envelope, b"".join(self._parts))
 
-    def store(self, data: bytes, target: QueueName) -> None:
+    def store(self, data: bytes, target: QueueName) -> Path:
         """Write and fsync the file, then rename it into `target`; durable once the caller has
-        fsync'd that directory too. Blocking."""
+        fsync'd the directory it landed in (the returned path's parent) too. Blocking."""
+        final = self.queue.path_of(self.queue_id, target)
+        self.store_at(data, final)
+        return final
+
+    def store_at(self, data: bytes, path: Path) -> None:
+        """Write and fsync the file, then rename it to `path` (replacing a file there: pickup
+        puts a requeued message's new file over the old one, see sealmail.mta.pickup)."""
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        os.rename(self._temporary, self.queue.path_of(self.queue_id, target))
+        self.queue.place(self._temporary, path)
 
     def abort(self) -> None:
         if self.committed:
@@ -484,14 +540,31 @@ class MessageWriter:
 
 @dataclass
 class Queue:
-    """The queue directory. Methods block on disk: run them in a thread from asyncio code."""
+    """The queue directory. Methods block on disk: run them in a thread from asyncio code.
+
+    `hashed` and `hash_depth` are main.cf's hash_queue_names and hash_queue_depth: where new
+    files go. Files are found wherever they are (see the module text)."""
 
     directory: Path
     clock: Callable[[], float] = time.time
-    _syncs: dict[str, DirectorySync] = field(default_factory=dict, repr=False)
+    hashed: frozenset[QueueName] = DEFAULT_HASHED
+    hash_depth: int = 1
+    _syncs: dict[Path, DirectorySync] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
+        if not 1 <= self.hash_depth <= MAX_HASH_DEPTH:
+            raise ValueError(f"hash_queue_depth must be 1 to {MAX_HASH_DEPTH}")
+
+    @classmethod
+    def from_config(cls, main: QueueSettings, clock: Callable[[], float] = time.time) -> Queue:
+        """The queue of a main.cf: queue_directory, hash_queue_names, hash_queue_depth. Names
+        of Postfix's log queues (defer, bounce, trace, flush), which sealmail keeps inside the
+        queue file, have nothing to hash."""
+        names = {name.lower() for name in main.get(MAIN.hash_queue_names)}
+        hashed = frozenset(q for q in QueueName if q.value in names)
+        return cls(Path(main.instance_path(MAIN.queue_directory)), clock, hashed,
+                   main.get(MAIN.hash_queue_depth))
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -509,7 +582,56 @@ class Queue:
         return self.directory / queue.value
 
     def path_of(self, queue_id: str, queue: QueueName) -> Path:
-        return self.directory / queue.value / queue_id
+        """Where the current layout puts `queue_id` in `queue` (see `locate` for reading)."""
+        base = self.directory / queue.value
+        if queue in self.hashed:
+            return base.joinpath(*hash_directories(queue_id, self.hash_depth), queue_id)
+        return base / queue_id
+
+    def locate(self, queue_id: str, queue: QueueName) -> Path | None:
+        """Where `queue_id`'s file in `queue` is: where the layout puts it, or under another
+        layout (flat, or hashed at another depth) that a change of main.cf left it in."""
+        canonical = self.path_of(queue_id, queue)
+        if canonical.exists():
+            return canonical
+        base = self.directory / queue.value
+        candidates = [base / queue_id] + [
+            base.joinpath(*hash_directories(queue_id, depth), queue_id)
+            for depth in range(1, MAX_HASH_DEPTH + 1)]
+        for path in candidates:
+            if path != canonical and path.exists():
+                return path
+        return None
+
+    def place(self, source: Path, target: Path) -> None:
+        """rename(2) `source` to `target`, making target's hash directories first when they are
+        missing (each new directory made durable before anything is renamed into it)."""
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            if not os.path.lexists(source):
+                raise
+            # Another thread may have made the directory since our rename failed: making it
+            # is idempotent, and the second rename settles it.
+            self._make_directories(target.parent)
+            os.rename(source, target)
+
+    def _make_directories(self, directory: Path) -> None:
+        missing = []
+        while not directory.is_dir():
+            if directory.parent == self.directory or directory.parent == directory:
+                # Only hash directories are made here; a queue directory is the installer's.
+                raise FileNotFoundError(errno.ENOENT, "no such queue directory", str(directory))
+            missing.append(directory)
+            directory = directory.parent
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+                if os.geteuid() == 0:
+                    # root's tools (postsuper) make a directory the queue's owner can use.
+                    owner = os.stat(path.parent)
+                    os.chown(path, owner.st_uid, owner.st_gid)
+            self.sync_directory(path.parent)
 
     @property
     def maildrop(self) -> Path:
@@ -519,14 +641,16 @@ class Queue:
     def control_socket(self) -> Path:
         return self.directory / PUBLIC_DIRECTORY / "qmgr"
 
-    def _sync_for(self, name: str) -> DirectorySync:
-        found = self._syncs.get(name)
+    def sync_directory(self, directory: Path) -> None:
+        """fsync `directory`, shared with concurrent callers (DirectorySync)."""
+        found = self._syncs.get(directory)
         if found is None:
-            found = self._syncs.setdefault(name, DirectorySync(self.directory / name))
-        return found
+            found = self._syncs.setdefault(directory, DirectorySync(directory))
+        found.sync()
 
     def sync(self, queue: QueueName) -> None:
-        self._sync_for(queue.value).sync()
+        """fsync a queue's top directory (an unhashed queue's files live there)."""
+        self.sync_directory(self.queue_directory(queue))
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -553,48 +677,48 @@ class Queue:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def ids(self, queue: QueueName) -> list[str]:
-        """Queue ids in `queue` (temporary files skipped), oldest first by mtime."""
-        directory = self.queue_directory(queue)
-        found: list[tuple[float, str]] = []
-        try:
-            with os.scandir(directory) as entries:
+    def files(self, queue: QueueName) -> Iterator[tuple[str, Path, float]]:
+        """(queue id, path, mtime) of every file in `queue`, hashed or not; temporary files and
+        anything that is not a hash directory are skipped."""
+        pending = [(self.queue_directory(queue), 0)]
+        while pending:
+            directory, level = pending.pop()
+            with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
                 for entry in entries:
-                    if entry.name.startswith(".") or not entry.is_file():
+                    if entry.name.startswith("."):
                         continue
                     try:
-                        found.append((entry.stat().st_mtime, entry.name))
+                        if entry.is_dir(follow_symlinks=False):
+                            if level < MAX_HASH_DEPTH and _is_hash_directory(entry.name):
+                                pending.append((Path(entry.path), level + 1))
+                            continue
+                        if entry.is_file(follow_symlinks=False):
+                            yield entry.name, Path(entry.path), entry.stat().st_mtime
                     except FileNotFoundError:
                         continue
-        except FileNotFoundError:
-            return []
-        return [name for _, name in sorted(found)]
+
+    def ids(self, queue: QueueName) -> list[str]:
+        """Queue ids in `queue` (temporary files skipped), oldest first by mtime."""
+        return [name for _, name in sorted((mtime, name) for name, _, mtime in self.files(queue))]
 
     def due(self, queue: QueueName, now: float) -> list[str]:
         """Ids in `queue` whose mtime (the next attempt time, for deferred) has come."""
-        directory = self.queue_directory(queue)
-        due: list[tuple[float, str]] = []
-        with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    mtime = entry.stat().st_mtime
-                    if mtime <= now:
-                        due.append((mtime, entry.name))
-        return [name for _, name in sorted(due)]
+        due = sorted((mtime, name) for name, _, mtime in self.files(queue) if mtime <= now)
+        return [name for _, name in due]
 
     def find(self, queue_id: str) -> QueueName | None:
         for queue in ENVELOPE_QUEUES:
-            if self.path_of(queue_id, queue).exists():
+            if self.locate(queue_id, queue) is not None:
                 return queue
         return None
 
     def load(self, queue_id: str, queue: QueueName) -> QueueFile:
         """The envelope and results of a queued message; the content is left on disk."""
-        path = self.path_of(queue_id, queue)
+        path = self.locate(queue_id, queue)
         records = _Records(queue_id)
         try:
+            if path is None:
+                raise FileNotFoundError(queue_id)
             with open(path, "rb") as handle:
                 mtime = os.fstat(handle.fileno()).st_mtime
                 first = handle.readline(200)
@@ -619,6 +743,7 @@ class Queue:
             recipients,
             attempts,
             mtime,
+            records.warned,
         )
 
     def entries(self, queues: Iterable[QueueName] = ENVELOPE_QUEUES) -> Iterator[QueueFile]:
@@ -647,18 +772,20 @@ class Queue:
         The queue manager's own moves pass durable=False: a move lost in a crash leaves the
         envelope in incoming/ or active/, and both are delivered again after `recover`, with
         recipients already marked done skipped. Only the marks must be durable."""
-        old = self.path_of(queue_id, source)
+        old = self.locate(queue_id, source)
         new = self.path_of(queue_id, target)
         try:
+            if old is None:
+                raise FileNotFoundError(queue_id)
             if next_attempt is not None or target is QueueName.DEFERRED:
                 when = self.clock() if next_attempt is None else next_attempt
                 os.utime(old, (self.clock(), when))
-            os.rename(old, new)
+            self.place(old, new)
         except FileNotFoundError:
             raise QueueError(f"{queue_id}: no such message in {source.value}") from None
         if durable:
-            self.sync(target)
-            self.sync(source)
+            self.sync_directory(new.parent)
+            self.sync_directory(old.parent)
 
     def mark(self, entry: QueueFile, indexes: Iterable[int], state: RecipientState) -> None:
         """Set recipients' state in place, then fsync (a one-byte overwrite per recipient)."""
@@ -681,8 +808,10 @@ class Queue:
         attempt: tuple[float, float] | None = None,
         *,
         durable: bool = True,
+        warned: float | None = None,
     ) -> None:
         """Append results, overwrite recipients' state bytes, and fsync once for all of it.
+        `warned` records the time the delay warning went out (it goes out once).
 
         durable=False skips the fsync: a mark that a power failure loses only means one more
         attempt for that recipient ("at most once more"), never a lost message, which is how
@@ -695,6 +824,9 @@ class Queue:
         if attempt is not None:
             lines.append("A " + json.dumps({"time": attempt[0], "next": attempt[1]}))
             entry.attempts += 1
+        if warned is not None:
+            lines.append("W " + json.dumps({"time": warned}))
+            entry.warned = True
         marks = marks or {}
         if not lines and not marks:
             return
@@ -719,13 +851,16 @@ class Queue:
         queues = [queue] if queue is not None else list(ENVELOPE_QUEUES)
         removed = False
         for name in queues:
+            path = self.locate(queue_id, name)
+            if path is None:
+                continue
             try:
-                self.path_of(queue_id, name).unlink()
-                removed = True
-                if durable:
-                    self.sync(name)
+                path.unlink()
             except FileNotFoundError:
                 continue
+            removed = True
+            if durable:
+                self.sync_directory(path.parent)
         return removed
 
     def recover(self) -> list[str]:
@@ -737,13 +872,85 @@ class Queue:
                 self.move(queue_id, QueueName.ACTIVE, QueueName.INCOMING)
                 moved.append(queue_id)
         for queue in (*ENVELOPE_QUEUES, QueueName.CORRUPT):
-            directory = self.queue_directory(queue)
-            with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        Path(entry.path).unlink(missing_ok=True)
+            for directory in self._directories(queue):
+                with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.name.startswith("."):
+                            Path(entry.path).unlink(missing_ok=True)
         return moved
+
+    def restructure(self) -> list[tuple[str, QueueName]]:
+        """postsuper -s: move every queue file to where hash_queue_names and hash_queue_depth
+        want it, then remove hash directories the layout no longer uses (empty ones only).
+
+        Each move is one rename(2) within its queue, made durable before the next: a crash at
+        any point leaves every message in exactly one place, in the queue it was in, and
+        running this again finishes the job. Returns the (queue id, queue) pairs moved."""
+        moved: list[tuple[str, QueueName]] = []
+        for queue in QueueName:
+            for queue_id, path, _ in list(self.files(queue)):
+                if not is_queue_id(queue_id):
+                    continue
+                target = self.path_of(queue_id, queue)
+                if path == target:
+                    continue
+                try:
+                    self.place(path, target)
+                except FileNotFoundError:
+                    continue  # delivered or moved meanwhile by a running queue manager
+                self.sync_directory(target.parent)
+                self.sync_directory(path.parent)
+                moved.append((queue_id, queue))
+            self._remove_unused_directories(queue)
+        return moved
+
+    def _directories(self, queue: QueueName) -> list[Path]:
+        """A queue's top directory and every hash directory below it, deepest last."""
+        found = [self.queue_directory(queue)]
+        for directory in found:
+            if len(directory.relative_to(self.queue_directory(queue)).parts) >= MAX_HASH_DEPTH:
+                continue
+            with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+                found += [Path(e.path) for e in entries
+                          if _is_hash_directory(e.name) and e.is_dir(follow_symlinks=False)]
+        return found
+
+    def _remove_unused_directories(self, queue: QueueName) -> None:
+        keep = self.hash_depth if queue in self.hashed else 0
+        top = self.queue_directory(queue)
+        for directory in reversed(self._directories(queue)[1:]):
+            if len(directory.relative_to(top).parts) > keep:
+                with contextlib.suppress(OSError):  # not empty: a file arrived meanwhile
+                    directory.rmdir()
+
+    def requeue(self, queue_id: str, source: QueueName) -> Path:
+        """postsuper -r: mark the file for cleanup again (REQUEUE_MODE) and rename it into
+        maildrop/ under its queue id, where pickup finds it. One rename: the message is in its
+        queue or in maildrop, never in both or neither."""
+        path = self.locate(queue_id, source)
+        if path is None:
+            raise QueueError(f"{queue_id}: no such message in {source.value}")
+        target = self.maildrop / queue_id
+        if os.path.lexists(target):
+            raise QueueError(f"{queue_id}: already waiting in maildrop for pickup")
+        try:
+            os.chmod(path, REQUEUE_MODE)  # a crash right after leaves a harmless mode behind
+            os.utime(path)  # as Postfix: its time in maildrop starts now
+            os.rename(path, target)
+        except FileNotFoundError:
+            raise QueueError(f"{queue_id}: no such message in {source.value}") from None
+        self.sync_directory(self.maildrop)
+        self.sync_directory(path.parent)
+        return target
 
     def set_corrupt(self, queue_id: str, queue: QueueName) -> None:
         with contextlib.suppress(QueueError):
             self.move(queue_id, queue, QueueName.CORRUPT)
+
+
+class QueueSettings(Protocol):
+    """What `Queue.from_config` reads of a main.cf (sealmail.mta.config.MainConfig)."""
+
+    def get(self, parameter: Option[_T]) -> _T: ...
+
+    def instance_path(self, parameter: Option[Any] | str) -> str: ...

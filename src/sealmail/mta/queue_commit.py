@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from queue import Empty, SimpleQueue
 
 from sealmail.mta.queue import Envelope, MessageWriter, Queue, QueueError, QueueName
@@ -108,21 +109,21 @@ class CommitThread:
     @staticmethod
     def _store(batch: list[_Commit]) -> None:
         failures: dict[int, BaseException] = {}
-        directories: dict[QueueName, Queue] = {}
+        directories: dict[Path, tuple[Queue, list[int]]] = {}
         for number, job in enumerate(batch):
             try:
-                job.writer.store(job.data, job.target)
-                directories[job.target] = job.writer.queue
-            except OSError as exc:
+                final = job.writer.store(job.data, job.target)
+            except (OSError, QueueError) as exc:
                 failures[number] = exc
                 job.writer.abort()
-        for target, queue in directories.items():
+                continue
+            directories.setdefault(final.parent, (job.writer.queue, []))[1].append(number)
+        for directory, (queue, numbers) in directories.items():
             try:
-                queue.sync(target)
+                queue.sync_directory(directory)
             except OSError as exc:
-                for number, job in enumerate(batch):
-                    if job.target is target and number not in failures:
-                        failures[number] = exc
+                for number in numbers:
+                    failures[number] = exc
         for number, job in enumerate(batch):
             if number not in failures:
                 job.writer.committed = True

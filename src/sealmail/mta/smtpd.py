@@ -23,10 +23,13 @@ for LMTP. The decisions that are the MTA's own live here:
   smtpd_sasl_imapd_conf).
 
 DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT are checked by the SMTP core, kept in
-the queue and honoured by the bounce.
+the queue and honoured by the bounce. SMTPUTF8 (RFC 6531, smtputf8_enable): offered by the core,
+which refuses an undeclared UTF-8 address; the declaration is kept in the queue file.
 
 Logs are Postfix's lines: `connect from`, `NOQUEUE: reject: RCPT from ...`, `QUEUEID: client=`,
-`SSL_accept error from`, `Anonymous TLS connection established from`, `disconnect from`.
+`SSL_accept error from`, `Anonymous TLS connection established from`, `disconnect from`. A
+session with errors of a class notify_classes names ends with its transcript queued for the
+postmaster (sealmail.mta.smtpd_notice).
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
+from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
+from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
 from sealmail.mta.smtpd_tls import smtpd_context
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
 from sealmail.proto.smtp import (
@@ -250,6 +255,7 @@ class SmtpdSettings:
     sasl_noplaintext: bool
     sasl_tls_noplaintext: bool
     helo_required: bool
+    smtputf8: bool = True
 
     @classmethod
     def from_config(cls, config: MainConfig) -> SmtpdSettings:
@@ -272,6 +278,7 @@ class SmtpdSettings:
                 "noplaintext" in config.get(MAIN.smtpd_sasl_tls_security_options)
             ),
             helo_required=config.get(MAIN.smtpd_helo_required),
+            smtputf8=config.get(MAIN.smtputf8_enable),
         )
 
 
@@ -311,6 +318,8 @@ class SmtpdService:
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = sessions.Drain()
         self.commits = CommitThread(queue)
+        self.notify = NotifySettings.from_config(config)
+        self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise config.error(MAIN.smtpd_tls_security_level, "encrypt needs a TLS certificate")
 
@@ -330,6 +339,21 @@ class SmtpdService:
     def drain(self) -> None:
         self.draining.set()
 
+    async def notify_postmaster(self, conn: ServerConnection, client: str) -> None:
+        """The session ended: its transcript to the postmaster if notify_classes wants it."""
+        history = list(conn.history or ())
+        ended_by_quit = bool(history) and history[-1].startswith("Out: 221")
+        notice = session_notice(self.notify, conn.error_classes, history, client,
+                                "" if ended_by_quit else "lost connection", self.clock())
+        if notice is None:
+            return
+        try:
+            queue_id = await asyncio.to_thread(notice.queue, self.queue)
+        except (OSError, QueueError) as exc:
+            log.warning("postmaster notify: %s", exc)
+            return
+        self.on_queued(queue_id)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = SmtpdSession(self, reader, writer)
         await sessions.serve_session(self.sessions, writer, session.run())
@@ -341,6 +365,7 @@ class _Transaction:
     recipients: list[RecipientRecord] = field(default_factory=list)
     ret: str = ""  # RFC 3461 4.3 RET=FULL|HDRS
     envid: str = ""  # RFC 3461 4.4 ENVID, decoded from xtext
+    smtputf8: bool = False  # RFC 6531 MAIL ... SMTPUTF8
 
 
 def _xtext(value: str | None) -> str:
@@ -438,9 +463,13 @@ class SmtpdSession(sessions.ClientSession):
             starttls_available=service.tls_context is not None,
             greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
             dsn=True,
+            smtputf8=settings.smtputf8,
+            strict_smtputf8=settings.smtputf8,
+            record_history=service.transcripts,
         )
         await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
+        await service.notify_postmaster(conn, self.client)
 
     async def _read(self) -> bytes | None:
         settings = self.service.settings
@@ -500,14 +529,17 @@ class SmtpdSession(sessions.ClientSession):
     def _mail_from(self, event: MailFrom) -> Reply:
         settings = self.service.settings
         if settings.tls_level == "encrypt" and not self.secure:
+            self.conn.note_error("policy")
             return Reply(530, "5.7.0", "Must issue a STARTTLS command first")
         if settings.helo_required and not self.helo:
+            self.conn.note_error("protocol")
             return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
         sender = "" if not event.reverse_path else self._qualify(event.address, event.reverse_path)
         self.txn = _Transaction(
             sender=sender,
             ret=(event.params.get("RET") or "").upper(),
             envid=_xtext(event.params.get("ENVID")),
+            smtputf8="SMTPUTF8" in event.params,
         )
         return Reply(250, "2.1.0", "Ok")
 
@@ -516,6 +548,9 @@ class SmtpdSession(sessions.ClientSession):
         client = Client(self.client_address, self.sasl_username)
         refusal = self.service.policy.check(client, recipient)
         if refusal is not None:
+            # 451 4.3.x is our own trouble (configuration, a lookup), the rest is policy.
+            self.conn.note_error("software" if refusal.enhanced in ("4.3.0", "4.3.5")
+                                 else "policy")
             log.info(
                 "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
                 self.client,
@@ -557,9 +592,11 @@ class SmtpdSession(sessions.ClientSession):
                 sasl_username=self.sasl_username,
                 ret=txn.ret,
                 envid=txn.envid,
+                smtputf8=txn.smtputf8,
             )
             queue_id = await service.commits.commit(writer, envelope)
         except CleanupError as exc:
+            self.conn.note_error("bounce" if exc.dsn == "5.4.6" else "software")
             log.info(
                 "NOQUEUE: reject: DATA from %s: %d %s %s; from=<%s> proto=%s helo=<%s>",
                 self.client,
@@ -572,6 +609,7 @@ class SmtpdSession(sessions.ClientSession):
             )
             return Reply(exc.code, exc.dsn, exc.text)
         except (OSError, QueueError) as exc:
+            self.conn.note_error("resource")
             log.error("cannot queue mail from %s: %s", self.client, exc)
             return Reply(451, "4.3.0", "Error: queue file write error")
         log_queued(queue_id, cleaned)
@@ -712,7 +750,6 @@ async def serve_worker(
     the pipe `parent_fd` closes), then let sessions under way finish."""
     import signal
     import socket as socket_module
-    from pathlib import Path
 
     from sealmail.mta.cleanup import cleanup_from_config
     from sealmail.mta.config import load_mta_config
@@ -722,7 +759,7 @@ async def serve_worker(
     if entry is None:
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
-    queue = Queue(Path(config.main.instance_path(MAIN.queue_directory)))
+    queue = Queue.from_config(config.main)
     service = SmtpdService.from_config(
         settings,
         queue,

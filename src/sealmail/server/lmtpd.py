@@ -169,6 +169,7 @@ class LmtpSession(session.ClientSession):
             starttls_available=self.service.tls_context is not None and not self.is_unix,
             greeting_text=f"LMTP sealmail ready, SESSIONID=<{self.session_id}>",
             accept_mail_auth=not self.needs_auth,
+            smtputf8=True,  # RFC 6531 on offer, so an MTA passes UTF-8 mail on (not strict)
         )
         await session.drive(conn, self.writer, self._read, self._on_event)
         log.info("%s: disconnect from %s", self.session_id, self.client)

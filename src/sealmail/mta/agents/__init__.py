@@ -42,6 +42,10 @@ class DeliveryRequest:
     arrival_time: float
     # main.cf with this transport's master.cf -o overrides (MasterService.effective(main)).
     settings: MainConfig
+    smtputf8: bool = False  # the sender declared SMTPUTF8 (RFC 6531; agents/smtputf8.py)
+    # The queue manager lets the session stay open for the destination's next delivery
+    # (Postfix's DEL_REQ_FLAG_CONN_STORE, *_connection_cache_on_demand; mta/concurrency.py).
+    cache_session: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class RecipientResult:
     dsn: str  # enhanced status code, e.g. "2.0.0", "4.4.1", "5.1.1"
     text: str  # the remote reply or our explanation, e.g. "250 2.1.5 Ok"
     relay: str  # e.g. "lmtp.example.com[127.0.0.1]:2003", "/var/imap/socket/lmtp", "none"
+    # The destination failed, not this recipient (no connection, a broken session): Postfix's
+    # "hop status", which the queue manager's concurrency scheduler counts against the
+    # destination (sealmail.mta.concurrency).
+    hop_failure: bool = False
 
 
 class DeliveryAgent(Protocol):

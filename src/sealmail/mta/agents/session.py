@@ -15,12 +15,13 @@ session exists, 4.4.2 inside one), as Postfix does. Unless the server was the la
 next server, as Postfix keeps it for a backup MX.
 
 Connection cache (Postfix's `*_connection_cache_on_demand`, the seed's `lmtp_cache_connection`,
-and `*_connection_cache_destinations`): after a clean transaction the session is kept idle for
+and `*_connection_cache_destinations`): when the queue manager allows it (`cache_session`: the
+destination has mail back to back, sealmail.mta.concurrency) or the destination is listed,
+after a clean transaction the session is kept idle for
 `*_connection_cache_time_limit`, then closed with QUIT; a session older than
 `*_connection_reuse_time_limit` is not reused. A reused session is first RSET (RFC 5321 4.1.1.5)
 so a transaction half-left by the server cannot leak into the next one; if the RSET fails the
-agent opens a fresh session, which costs a connect but never a delivery. Our queue manager does
-not tell agents which destinations have a backlog, so "on demand" here means "whenever enabled".
+agent opens a fresh session, which costs a connect but never a delivery.
 
 Postfix's log text: failures read `host RELAY said: REPLY (in reply to COMMAND command)`, and
 `relay=` is `host[address]:port` for TCP and the socket path as configured for UNIX sockets.
@@ -51,6 +52,7 @@ from sealmail.mta.agents import (
     Status,
     tls_policy,
 )
+from sealmail.mta.agents.smtputf8 import Smtputf8Required, mail_parameters
 from sealmail.mta.agents.tls_policy import TlsPolicy, TlsPolicyError
 from sealmail.mta.config import MainConfig, TableError, open_table
 from sealmail.mta.config.parameters import MAIN, ClientParameters, Parameter
@@ -521,7 +523,8 @@ class ClientAgent:
                 session = None
             self._fill(request, answered, failure)
         if session is not None:
-            caching = policy.cache or plan.nexthop in policy.cache_destinations
+            caching = ((policy.cache and request.cache_session)
+                       or plan.nexthop in policy.cache_destinations)
             if caching and session.conn.state is ClientState.READY and (
                 self.clock() - session.born < policy.reuse_time
             ):
@@ -871,7 +874,10 @@ class ClientAgent:
         caps = conn.capabilities
         assert caps is not None
         content = request.message.read()
-        params = []
+        try:
+            params = mail_parameters(request, content, caps.offers("SMTPUTF8"), session.relay)
+        except Smtputf8Required as exc:
+            raise DeliveryFailure(exc.status, exc.dsn, str(exc), relay=session.relay) from None
         if caps.offers("SIZE"):
             params.append(f"SIZE={len(content)}")
         if caps.offers("8BITMIME") and not content.isascii():
@@ -977,7 +983,8 @@ class ClientAgent:
         for recipient in request.recipients:
             if recipient.index not in answered:
                 answered[recipient.index] = RecipientResult(
-                    recipient.index, failure.status, failure.dsn, failure.text, failure.relay)
+                    recipient.index, failure.status, failure.dsn, failure.text, failure.relay,
+                    hop_failure=failure.status is Status.DEFERRED)
         return [answered[r.index] for r in request.recipients]
 
 

@@ -123,6 +123,28 @@ def refuse_address_preference(text: str) -> str | None:
     return None if value in ("any", "ipv4", "ipv6") else f"{value}: use ipv4, ipv6 or any"
 
 
+# Postfix's mail_error_masks: the names notify_classes may hold.
+NOTIFY_CLASSES = frozenset(
+    {"bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"})
+
+
+def refuse_notify_classes(text: str) -> str | None:
+    """An unknown class name: Postfix stops with a fatal error too."""
+    unknown = [w for w in text.replace(",", " ").split() if w.lower() not in NOTIFY_CLASSES]
+    if not unknown:
+        return None
+    return f"unknown notify_classes value {', '.join(unknown)} (known: {', '.join(sorted(NOTIFY_CLASSES))})"
+
+
+def refuse_hash_depth(text: str) -> str | None:
+    """hash_queue_depth: Postfix's minimum is 1; sealmail's ids give 7 characters to hash on
+    and readers look 8 levels down."""
+    value = text.strip()
+    if value.isdigit() and 1 <= int(value) <= 8:
+        return None
+    return f"{value}: the depth must be a number from 1 to 8"
+
+
 def refuse_submit_restriction(text: str) -> str | None:
     """authorized_submit_users other than everyone: sendmail would not enforce it."""
     if text.replace(",", " ").split() in (["static:anyone"], ["static:all"]):
@@ -252,7 +274,7 @@ class MAIN(Registry):
     smtpd_forbid_bare_newline = string("no", "Reject bare LF in SMTP commands and data.", status=ACCEPTED)
     smtpd_proxy_filter = string("", "Before-queue content filter (not supported).", status=REFUSED)
     smtpd_milters = words("", "Milter applications (not supported).", status=REFUSED)
-    smtputf8_enable = boolean("yes", "Offer SMTPUTF8 (RFC 6531).", status=ACCEPTED)
+    smtputf8_enable = boolean("yes", "Offer SMTPUTF8 (RFC 6531) in smtpd, where a UTF-8 envelope address then needs MAIL's SMTPUTF8 parameter (553 5.6.7, Postfix's strict_smtputf8); the declaration is kept with the message and passed on only to servers that offer SMTPUTF8 (else 5.6.7 bounces).")
     strict_rfc821_envelopes = boolean("no", "Require <> around MAIL and RCPT addresses.", status=ACCEPTED)
     disable_vrfy_command = boolean("no", "Refuse VRFY.", status=ACCEPTED)
     message_size_limit = size("10240000", "Largest message accepted, in bytes (SIZE, RFC 1870).")
@@ -271,15 +293,15 @@ class MAIN(Registry):
     maximal_backoff_time = time("4000s", "Most time a deferred message waits before a retry.")
     maximal_queue_lifetime = time("5d", "Time after which an undeliverable message bounces.", time_unit='d')
     bounce_queue_lifetime = time("5d", "maximal_queue_lifetime for bounces.", time_unit='d')
-    delay_warning_time = time("0h", "Time after which a delay notice is sent (0: never).", time_unit='h', status=ACCEPTED)
+    delay_warning_time = time("0h", "Time after which the sender gets one delay notice (RFC 3464 Action: delayed) while mail waits (0: never).", time_unit='h')
     transport_retry_time = time("60s", "Time between attempts to contact a failing transport.", status=ACCEPTED)
     qmgr_message_active_limit = integer("20000", "Most messages in the active queue.")
     qmgr_message_recipient_limit = integer("20000", "Most recipients in memory in the queue manager.", status=ACCEPTED)
-    initial_destination_concurrency = integer("5", "Deliveries to a new destination in parallel at first.", status=ACCEPTED)
-    default_destination_concurrency_limit = integer("20", "Parallel deliveries per destination.", status=ACCEPTED)
+    initial_destination_concurrency = integer("5", "Deliveries to a destination in parallel at first (slow start: one more per delivery that does not fail at the destination).")
+    default_destination_concurrency_limit = integer("20", "Most parallel deliveries per destination (0: no limit).")
     default_destination_recipient_limit = integer("50", "Recipients per delivery (seed section 6).")
     default_destination_rate_delay = time("0s", "Pause between deliveries to one destination.", status=ACCEPTED)
-    default_destination_concurrency_failed_cohort_limit = integer("1", "Failed pseudo-cohorts after which a destination is throttled.", status=ACCEPTED)
+    default_destination_concurrency_failed_cohort_limit = integer("1", "Failed pseudo-cohorts (a failure counts 1/window) after which a destination is dead: its mail waits minimal_backoff_time (\"delivery temporarily suspended\"); 0: never.")
     default_recipient_limit = integer("20000", "Recipients in memory per transport.", status=ACCEPTED)
     default_extra_recipient_limit = integer("1000", "Extra recipients read ahead per transport.", status=ACCEPTED)
     default_delivery_slot_cost = integer("5", "Preemption cost of a delivery slot.", status=ACCEPTED)
@@ -288,21 +310,23 @@ class MAIN(Registry):
     default_recipient_refill_delay = time("5s", "Wait before a job's recipients are refilled.", status=ACCEPTED)
     default_delivery_slot_discount = integer("50", "Percent discount of a slot's cost (preemption).", status=ACCEPTED)
     default_delivery_slot_loan = integer("3", "Slots a job may borrow before preemption.", status=ACCEPTED)
-    default_destination_concurrency_negative_feedback = string("1", "Concurrency decrease after a failed delivery (1 or 1/concurrency).", status=ACCEPTED)
-    default_destination_concurrency_positive_feedback = string("1", "Concurrency increase after a good delivery (1 or 1/concurrency).", status=ACCEPTED)
+    default_destination_concurrency_negative_feedback = string("1", "Concurrency decrease after a failed delivery (sealmail: always 1).", status=ACCEPTED)
+    default_destination_concurrency_positive_feedback = string("1", "Concurrency increase after a good delivery (sealmail: always 1).", status=ACCEPTED)
     default_transport_rate_delay = time("0s", "Pause between deliveries through one transport.", status=ACCEPTED)
-    local_destination_concurrency_limit = integer("2", "Parallel deliveries per local recipient.", status=ACCEPTED)
+    local_destination_concurrency_limit = integer("2", "Parallel deliveries per local recipient.")
     local_destination_recipient_limit = integer("1", "Recipients per local delivery (one: .forward).")
     defer_transports = words("", "Transports whose mail waits until `postqueue -f`.")
-    hash_queue_names = words("deferred, defer", "Queues split into subdirectories.", status=ACCEPTED)
-    hash_queue_depth = integer("1", "Levels of queue subdirectories.", status=ACCEPTED)
+    hash_queue_names = words("deferred, defer", "Queues whose files live in one-character subdirectories (incoming, active, deferred, hold, corrupt; Postfix's log queues defer, bounce, trace and flush are kept inside sealmail's queue files). Readers find files under any layout; `postsuper -s`, run at start, moves them.")
+    hash_queue_depth = integer("1", "Levels of subdirectories of a hashed queue (1 to 8).", refuses=refuse_hash_depth)
     enable_long_queue_ids = boolean("no", "Use long, time-ordered queue ids.", status=ACCEPTED)
     soft_bounce = boolean("no", "Turn every permanent failure into a deferral (testing aid).")
-    notify_classes = words("resource, software", "Problems reported to the postmaster.", status=ACCEPTED)
-    bounce_notice_recipient = string("postmaster", "Recipient of bounce notices to the postmaster.", status=ACCEPTED)
+    notify_classes = words("resource, software", "Problems reported to the postmaster: bounce, 2bounce, delay (copies of notices), resource, software, policy, protocol (smtpd session transcripts), data (none in sealmail).", refuses=refuse_notify_classes)
+    bounce_notice_recipient = string("postmaster", "Recipient of the postmaster's copies of bounces (notify_classes bounce).")
+    delay_notice_recipient = string("postmaster", "Recipient of the postmaster's copies of delay notices (notify_classes delay).")
+    error_notice_recipient = string("postmaster", "Recipient of smtpd's error transcripts (notify_classes resource, software, policy, protocol).")
     bounce_size_limit = size("50000", "Most bytes of the original message returned in a bounce.")
     empty_address_recipient = string("MAILER-DAEMON", "Recipient of mail addressed to <>.", status=ACCEPTED)
-    double_bounce_sender = string("double-bounce", "Sender of bounces that must not bounce back.", status=ACCEPTED)
+    double_bounce_sender = string("double-bounce", "Sender of postmaster notices; mail to it is discarded, so they never loop.")
     delay_logging_resolution_limit = integer("2", "Decimals in delay= and delays= log fields.", status=ACCEPTED)
     duplicate_filter_limit = integer("1000", "Recipients remembered to drop duplicates.", status=ACCEPTED)
     command_time_limit = time("1000s", "Time limit of an external delivery command.")
@@ -404,6 +428,13 @@ class MAIN(Registry):
     body_checks = maps("", "Body inspection tables of cleanup (not supported).", status=REFUSED)
 
 
+# A name Python cannot spell as an attribute: declared beside the class, and its typed handle
+# kept here (`config.get(TWO_BOUNCE_NOTICE_RECIPIENT)`).
+TWO_BOUNCE_NOTICE_RECIPIENT: Option[str] = string(
+    "postmaster", "Recipient of double bounces: bounces that could not be delivered "
+    "(notify_classes 2bounce or bounce).").named("2bounce_notice_recipient")
+setattr(MAIN, TWO_BOUNCE_NOTICE_RECIPIENT.name, TWO_BOUNCE_NOTICE_RECIPIENT)
+
 PARAMETERS: dict[str, Parameter[Any]] = MAIN.options()
 
 # Names Postfix renamed. Postfix keeps most old names alive through the new name's default
@@ -492,9 +523,12 @@ PER_TRANSPORT: dict[str, tuple[Kind, str, str]] = {
     "_transport_rate_delay": (T, "$default_transport_rate_delay", "Pause between deliveries."),
 }
 
-# The per-transport parameters sealmail reads (qmgr's recipient batches, pipe's time limit); the
-# others are accepted without effect, as their `default_` parameters are.
-PER_TRANSPORT_HONOURED = frozenset({"_destination_recipient_limit", "_time_limit"})
+# The per-transport parameters sealmail reads (qmgr's recipient batches and concurrency
+# scheduler, pipe's time limit); the others are accepted without effect, as their `default_`
+# parameters are.
+PER_TRANSPORT_HONOURED = frozenset({
+    "_destination_recipient_limit", "_time_limit", "_destination_concurrency_limit",
+    "_initial_destination_concurrency", "_destination_concurrency_failed_cohort_limit"})
 
 # Delivery agents whose master.cf services get per-transport parameters (as Postfix's postconf).
 DELIVERY_AGENTS = frozenset({"lmtp", "smtp", "local", "virtual", "pipe", "error", "discard"})
@@ -536,6 +570,22 @@ def _of_transport(transport: str, suffix: str) -> Parameter[Any]:
 def transport_recipient_limit(transport: str) -> Parameter[int]:
     """`<transport>_destination_recipient_limit`, a typed handle (qmgr's batches, pipe's argv)."""
     return _of_transport(transport, "_destination_recipient_limit")
+
+
+def transport_concurrency_limit(transport: str) -> Parameter[int]:
+    """`<transport>_destination_concurrency_limit` (qmgr's scheduler, mta/concurrency.py)."""
+    return _of_transport(transport, "_destination_concurrency_limit")
+
+
+def transport_initial_concurrency(transport: str) -> Parameter[int]:
+    """`<transport>_initial_destination_concurrency`: the slow start's first window."""
+    return _of_transport(transport, "_initial_destination_concurrency")
+
+
+def transport_failed_cohort_limit(transport: str) -> Parameter[int]:
+    """`<transport>_destination_concurrency_failed_cohort_limit`: failures before a
+    destination is dead."""
+    return _of_transport(transport, "_destination_concurrency_failed_cohort_limit")
 
 
 def transport_time_limit(transport: str) -> Parameter[int]:

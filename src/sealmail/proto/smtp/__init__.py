@@ -24,6 +24,9 @@ API changes and decisions relative to the brief (read first if you code against 
   skipped, and reading it as commands would be command injection.
 - Data lines end at CRLF only: "<CRLF>.<CRLF>" ends DATA; a bare LF is content (SMTP smuggling).
 - `BINARYMIME` is advertised too (BODY=BINARYMIME is accepted, with BDAT only).
+- `smtputf8=True` advertises SMTPUTF8 and takes MAIL's SMTPUTF8 parameter (RFC 6531);
+  `strict_smtputf8=True` refuses a non-ASCII address in a transaction that did not declare it
+  (553 5.6.7). Off by default: UTF-8 addresses are then taken as they always were.
 - `Limits.max_line_length` counts octets before the line end; AUTH response lines may be up to
   12288 octets (RFC 4954 4) whatever the limit.
 

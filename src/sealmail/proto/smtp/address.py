@@ -22,7 +22,8 @@ Grammar kept here (RFC 5321 4.1.2):
 Leniency, as Postfix has it: a path without angle brackets, spaces after the colon of
 "MAIL FROM:", a mailbox without a domain ("<postmaster>", RFC 5321 4.1.1.3), and atoms with
 empty parts ("a..b"): the local part is then rendered quoted. UTF-8 outside ASCII is taken in
-atoms, quoted strings and domains as RFC 6531 does (SMTPUTF8 itself is not offered yet).
+atoms, quoted strings and domains as RFC 6531 does; whether a session may use it (MAIL's
+SMTPUTF8 parameter) is the server core's decision.
 """
 
 from __future__ import annotations

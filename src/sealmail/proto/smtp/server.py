@@ -10,6 +10,13 @@ recipients, the message, authentication and TLS.
 
 LMTP (RFC 2033 4.2): after the data the host gives one reply per accepted recipient, in RCPT
 order; `answer` enforces the count and then ends the transaction.
+
+With `record_history`, the core keeps the session's transcript as Postfix's smtpd does for its
+postmaster notices (notify_classes): "In:  " for each command line (an AUTH line only as far as
+its mechanism, SASL responses and message content not at all) and "Out: " for each reply line,
+at most HISTORY_LINES of them; and `error_classes` names the kinds of errors it answered itself
+("protocol": syntax and order; "policy": limits; "bounce": a message too big). The host adds its
+own with `note_error` (a refused recipient is "policy", a queue file write error "resource").
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import deque
 from dataclasses import dataclass, field
 
 from sealmail.proto.buffer import DotDataReader, LineTooLong
-from sealmail.proto.core import ServerCore, UsageError
+from sealmail.proto.core import Rendered, ServerCore, UsageError
 from sealmail.proto.smtp.address import (
     AddressError,
     ParamError,
@@ -53,7 +61,9 @@ from sealmail.proto.smtp.state import (
     order_error,
 )
 
-__all__ = ["Limits", "ServerConnection", "UsageError"]
+__all__ = ["HISTORY_LINES", "Limits", "ServerConnection", "UsageError"]
+
+HISTORY_LINES = 1000  # the transcript keeps the last this many lines
 
 # RFC 4954 4: "a server implementation MUST be able to receive ... 12288 octets" for an AUTH
 # command line or a response line.
@@ -76,6 +86,7 @@ NO_ARGUMENTS = Reply(501, "5.5.4", "Syntax error: no arguments allowed")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
 MESSAGE_TOO_BIG = Reply(552, "5.2.3", "Message size exceeds fixed maximum message size")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+UNDECLARED_UTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 VRFY_REPLY = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
 START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
@@ -124,10 +135,20 @@ class ServerConnection(ServerCore[SessionState]):
         greeting_text: str | None = None,
         accept_mail_auth: bool = False,
         dsn: bool = False,
+        smtputf8: bool = False,
+        strict_smtputf8: bool = False,
+        record_history: bool = False,
     ) -> None:
         super().__init__(SessionState.GREETED, auth_mechanisms=auth_mechanisms)
+        self.history: deque[str] | None = deque(maxlen=HISTORY_LINES) if record_history else None
+        self.error_classes: set[str] = set()
         self.mode = mode
         self.dsn = dsn  # RFC 3461: advertise DSN and take RET/ENVID and NOTIFY/ORCPT
+        # RFC 6531: advertise SMTPUTF8 and take MAIL's SMTPUTF8 parameter. Strict: an address
+        # that is not ASCII is refused in a transaction that did not declare it (RFC 6531 3.4:
+        # without the parameter, the envelope is ASCII as RFC 5321 has it).
+        self.smtputf8 = smtputf8
+        self.strict_smtputf8 = strict_smtputf8 and smtputf8
         # MAIL's AUTH= (RFC 4954 5) is also taken from clients trusted without AUTH (a UNIX-socket
         # deliver passing -a AUTHUSER, as Cyrus's deliver does).
         self.accept_mail_auth = accept_mail_auth
@@ -169,6 +190,8 @@ class ServerConnection(ServerCore[SessionState]):
             caps.append("IGNOREQUOTA")
         if self.dsn:
             caps.append("DSN")
+        if self.smtputf8:
+            caps.append("SMTPUTF8")
         if self.auth_mechanisms and self.authenticated_as is None:
             caps.append("AUTH " + " ".join(self.auth_mechanisms))
         if self.starttls_available and not self.tls_active:
@@ -210,6 +233,20 @@ class ServerConnection(ServerCore[SessionState]):
             if reply.is_success:
                 self._await_handshake()
 
+    def note_error(self, kind: str) -> None:
+        """The host refused something for a reason of this kind (Postfix's notify_classes:
+        policy, resource, software, protocol, bounce)."""
+        self.error_classes.add(kind)
+
+    def _send(self, reply: Rendered) -> None:
+        self._emit(reply.render())
+
+    def _emit(self, data: bytes) -> None:
+        self._out += data
+        if self.history is not None:
+            for line in data.decode("utf-8", "replace").splitlines():
+                self.history.append("Out: " + line)
+
     @property
     def replies_owed(self) -> int:
         """LMTP: how many per-recipient replies the pending MessageData still needs."""
@@ -219,7 +256,7 @@ class ServerConnection(ServerCore[SessionState]):
         """Send a 334 challenge; the client's answer comes as AuthResponse."""
         if not isinstance(self._pending, (AuthStart, AuthResponse)):
             raise UsageError("auth_challenge() without a pending AUTH exchange")
-        self._out += b"334 " + base64.b64encode(data) + b"\r\n"
+        self._emit(b"334 " + base64.b64encode(data) + b"\r\n")
         self._pending = None
         self.state = SessionState.AUTH
 
@@ -262,6 +299,7 @@ class ServerConnection(ServerCore[SessionState]):
         recipient over the limit is not one: RFC 5321 4.5.3.1.10 has the client deliver to the
         accepted ones and retry the rest, which it cannot do if the session is cut."""
         line = _without_credentials(line)
+        self.error_classes.add(_error_class(reply))
         counted = reply not in NO_RECIPIENTS_REPLIES and reply is not TOO_MANY_RECIPIENTS
         if counted and reply.enhanced is not None and reply.enhanced[2] == "5":
             self.bad_commands += 1
@@ -294,6 +332,8 @@ class ServerConnection(ServerCore[SessionState]):
             return NEED_DATA
         if self.state is SessionState.AUTH:
             return self._auth_line(line)
+        if self.history is not None:
+            self.history.append("In:  " + _without_credentials(line).decode("utf-8", "replace"))
         return self._command(line)
 
     def _command(self, line: bytes) -> Event | None:
@@ -345,10 +385,10 @@ class ServerConnection(ServerCore[SessionState]):
         self.hello_name = arg
         self.state = SessionState.READY
         if verb == "HELO":
-            self._out += Reply(250, None, self.hostname).render(enhanced=False)
+            self._emit(Reply(250, None, self.hostname).render(enhanced=False))
         else:
             lines = (self.hostname, *self.capabilities)
-            self._out += Reply(250, None, lines).render(enhanced=False)
+            self._emit(Reply(250, None, lines).render(enhanced=False))
         return Hello(verb, arg)
 
     def _mail(self, arg: str, line: bytes) -> Event | None:
@@ -391,10 +431,20 @@ class ServerConnection(ServerCore[SessionState]):
                 # RFC 3461 4.4: xtext, at most 100 characters.
                 if value is None or len(value) > 100 or not _XTEXT.fullmatch(value):
                     return self._error(Reply(501, "5.5.4", "Bad ENVID parameter"), line)
+            elif name == "SMTPUTF8" and self.smtputf8:
+                # RFC 6531 3.4: "SMTPUTF8" takes no value.
+                if value is not None:
+                    return self._error(Reply(501, "5.5.4", "Bad SMTPUTF8 parameter"), line)
             else:
                 return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
         address = path.address
+        if self._undeclared_utf8(path_text, params):
+            return self._error(UNDECLARED_UTF8, line)
         return MailFrom("" if address is None else str(address), params, address)
+
+    def _undeclared_utf8(self, path_text: str, params: dict[str, str | None]) -> bool:
+        """RFC 6531 3.4, when strict: a non-ASCII address needs MAIL's SMTPUTF8 parameter."""
+        return self.strict_smtputf8 and not path_text.isascii() and "SMTPUTF8" not in params
 
     def _rcpt(self, arg: str, line: bytes) -> Event | None:
         match = _TO.match(arg)
@@ -430,6 +480,8 @@ class ServerConnection(ServerCore[SessionState]):
                     return self._error(Reply(501, "5.5.4", "Bad ORCPT parameter"), line)
             else:
                 return self._error(Reply(555, "5.5.4", f"Unsupported parameter {name}"), line)
+        if self._transaction and self._undeclared_utf8(path_text, self._transaction.params):
+            return self._error(UNDECLARED_UTF8, line)
         limit = self.limits.max_recipients
         if limit and self._transaction and len(self._transaction.recipients) >= limit:
             return self._error(TOO_MANY_RECIPIENTS, line)
@@ -517,6 +569,7 @@ class ServerConnection(ServerCore[SessionState]):
         transaction = self._transaction
         assert transaction is not None
         count = len(transaction.recipients) if self.mode is Mode.LMTP else 1
+        self.error_classes.add("bounce")
         for _ in range(count):
             self._send(MESSAGE_TOO_BIG)
         self._end_transaction()
@@ -613,6 +666,16 @@ class ServerConnection(ServerCore[SessionState]):
         if arg:
             return self._error(NO_ARGUMENTS, line)
         return StartTLS()
+
+
+def _error_class(reply: Reply) -> str:
+    """Postfix smtpd's error class of a reply the core gives: a message too big is "bounce",
+    a limit or a refusal by policy "policy", the rest (syntax, order, unknown) "protocol"."""
+    if reply is MESSAGE_TOO_BIG:
+        return "bounce"
+    if reply is TOO_MANY_RECIPIENTS or reply is AUTH_REQUIRED:
+        return "policy"
+    return "protocol"
 
 
 def _without_credentials(line: bytes) -> bytes:
