@@ -25,6 +25,9 @@ agent opens a fresh session, which costs a connect but never a delivery.
 
 Postfix's log text: failures read `host RELAY said: REPLY (in reply to COMMAND command)`, and
 `relay=` is `host[address]:port` for TCP and the socket path as configured for UNIX sockets.
+
+Next hops, SASL password lookups and the reading of a parameter family into a `Policy` live in
+client_settings.py (split out for issue 19); their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -39,12 +42,9 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.mta.agents import (
     DeliveryRequest,
     QueuedRecipient,
@@ -52,10 +52,22 @@ from sealmail.mta.agents import (
     Status,
     tls_policy,
 )
+from sealmail.mta.agents.client_settings import (
+    Delivery,
+    Endpoint,
+    NexthopError,
+    Policy,
+    Timeouts,
+    parse_nexthop,
+    plan_delivery,
+    read_policy,
+    sasl_password,
+    sasl_password_keys,
+)
 from sealmail.mta.agents.smtputf8 import Smtputf8Required, mail_parameters
 from sealmail.mta.agents.tls_policy import TlsPolicy, TlsPolicyError
-from sealmail.mta.config import MainConfig, TableError, open_table
-from sealmail.mta.config.parameters import MAIN, ClientParameters, Parameter
+from sealmail.mta.config import MainConfig
+from sealmail.mta.config.parameters import MAIN, ClientParameters
 from sealmail.proto.smtp import Mode, encode_xtext
 from sealmail.proto.smtp.client import (
     AuthReply,
@@ -114,10 +126,6 @@ _IN_REPLY_TO = {
 }
 
 
-class NexthopError(ValueError):
-    """A next hop we cannot parse: a configuration error, so the mail waits (4.3.5)."""
-
-
 class _StaleSession(Exception):
     """A cached session failed its RSET: nothing was answered yet, so try another session."""
 
@@ -135,149 +143,11 @@ class DeliveryFailure(Exception):
         self.reusable = reusable
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where to connect: a UNIX socket path, or a host (name or address literal) and port,
-    with the address to use when DNS already chose it (an MX host's)."""
-
-    path: str | None = None
-    host: str = ""
-    port: int = 0
-    written: str = ""  # a UNIX socket path as configured (relative ones stay so in logs)
-    bracketed: bool = False  # `[host]`: no MX lookup (RFC 5321 5.1)
-    address: str = ""  # resolved: connect here, show as host[address]:port
-
-    @property
-    def is_unix(self) -> bool:
-        return self.path is not None
-
-    def display(self) -> str:
-        return self.path if self.path is not None else f"{self.host}:{self.port}"
-
-
-def _port(text: str, default_port: int, whole: str,
-          services_file: str | os.PathLike[str]) -> int:
-    if not text:
-        return default_port
-    if text.isdigit():
-        port = int(text)
-        if 0 < port < 65536:
-            return port
-        raise NexthopError(f"bad port in next hop {whole!r}")
-    try:
-        # inet:host:service, looked up in the services file as Postfix does, with IANA's port
-        # for a mail service the file lacks (Debian's has no lmtp).
-        return service_port(text, services_file)
-    except UnknownService as exc:
-        raise NexthopError(f"{exc} in next hop {whole!r}") from None
-
-
-def parse_nexthop(
-    nexthop: str, *, default_port: int, queue_directory: str, unix_allowed: bool = True,
-    services_file: str | os.PathLike[str] = DEFAULT_SERVICES_FILE,
-) -> Endpoint:
-    """`unix:/abs`, `unix:rel` (to the queue directory), `inet:host[:port]`, `inet:[addr]:port`,
-    `[host]:port`, `host:port`, `host`. Postfix's lmtp takes `inet:` as the default type."""
-    text = nexthop.strip()
-    if not text:
-        raise NexthopError("empty next hop")
-    kind, sep, rest = text.partition(":")
-    if sep and kind in ("unix", "inet"):
-        if kind == "unix":
-            if not unix_allowed:
-                raise NexthopError(f"unix: next hop {nexthop!r} is not supported by this agent")
-            if not rest:
-                raise NexthopError(f"empty socket path in next hop {nexthop!r}")
-            path = rest if rest.startswith("/") else str(Path(queue_directory) / rest)
-            return Endpoint(path=path, written=rest)
-        text = rest
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise NexthopError(f"missing ']' in next hop {nexthop!r}")
-        host, after = text[1:close], text[close + 1 :]
-        if after and not after.startswith(":"):
-            raise NexthopError(f"junk after ']' in next hop {nexthop!r}")
-        port = _port(after[1:], default_port, nexthop, services_file)
-    else:
-        host, _, service = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-        if not host:
-            host, service = text, ""
-        port = _port(service, default_port, nexthop, services_file)
-    if host.lower().startswith("ipv6:"):
-        host = host[5:]
-    if not host or any(c.isspace() for c in host):
-        raise NexthopError(f"bad host in next hop {nexthop!r}")
-    return Endpoint(host=host, port=port, bracketed=text.startswith("["))
-
-
-def sasl_password_keys(nexthop: str, endpoint: Endpoint) -> list[str]:
-    """The password map keys for this next hop, in the order tried: the next hop as written
-    (without `inet:`/`unix:`), then `host:port`, `[host]:port`, then `host` (seed 2.2.1.2:
-    `cyrus.example.com lmtpuser:PASSWORD`)."""
-    written = nexthop.split(":", 1)[1] if nexthop.startswith(("inet:", "unix:")) else nexthop
-    keys = [written]
-    if not endpoint.is_unix:
-        keys += [f"{endpoint.host}:{endpoint.port}", f"[{endpoint.host}]:{endpoint.port}",
-                 endpoint.host]
-    return list(dict.fromkeys(keys))
-
-
-def sasl_password(settings: MainConfig, maps: Parameter[tuple[str, ...]], nexthop: str,
-                  endpoint: Endpoint) -> tuple[str, str] | None:
-    """`user:password` for this next hop from `*_sasl_password_maps`, or None; the first key
-    of `sasl_password_keys` found in the first map that has one wins."""
-    keys = sasl_password_keys(nexthop, endpoint)
-    for spec in settings.get(maps):
-        table = open_table(spec)
-        for key in keys:
-            value = table.lookup(key)
-            if value is not None:
-                user, sep, password = value.strip().partition(":")
-                if not sep or not user:
-                    raise TableError(spec, 0, key, "value must be user:password")
-                return user, password
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Timeouts:
-    connect: float | None
-    hello: float
-    starttls: float
-    mail: float
-    rcpt: float
-    data_init: float
-    data_xfer: float
-    data_done: float
-    rset: float
-    quit: float
-
-    @classmethod
-    def of(cls, settings: MainConfig, family: ClientParameters) -> _Timeouts:
-        def t(parameter: Parameter[int]) -> float:
-            return float(settings.get(parameter))
-
-        f = family
-        connect = t(f.connect_timeout)
-        return cls(
-            connect=connect or None,  # lmtp's 0s: the system's own limit
-            hello=t(f.hello_timeout), starttls=t(f.starttls_timeout), mail=t(f.mail_timeout),
-            rcpt=t(f.rcpt_timeout), data_init=t(f.data_init_timeout),
-            data_xfer=t(f.data_xfer_timeout), data_done=t(f.data_done_timeout),
-            rset=t(f.rset_timeout), quit=t(f.quit_timeout),
-        )
-
-
-
 class _Session:
     """One connection driven through the client core; every wait is bounded by a timeout."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 conn: ClientConnection, relay: str, timeouts: _Timeouts, born: float) -> None:
+                 conn: ClientConnection, relay: str, timeouts: Timeouts, born: float) -> None:
         self.reader = reader
         self.writer = writer
         self.conn = conn
@@ -355,52 +225,6 @@ class _Session:
             await asyncio.wait_for(self.writer.wait_closed(), 5)
 
 
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Policy:
-    """The parameters of one delivery, read once from the request's settings."""
-
-    timeouts: _Timeouts
-    hello_name: str
-    tls: TlsPolicy  # main.cf's; a policy table may give a next hop another
-    tls_defaults: tls_policy.Defaults
-    tls_tables: tuple[tuple[str, Callable[[str], str | None]], ...]
-    tls_cafile: str
-    tls_capath: str
-    tls_append_default_ca: bool
-    tls_cert: str
-    tls_key: str
-    tls_loglevel: int
-    sasl_enabled: bool
-    sasl_options: tuple[str, ...]
-    sasl_filter: tuple[str, ...]
-    cache: bool
-    cache_destinations: tuple[str, ...]
-    cache_time: float
-    reuse_time: float
-    skip_quit_response: bool
-    session_limit: int  # smtp_mx_session_limit (0: none): sessions past the handshake
-
-    @property
-    def trust_anchors(self) -> bool:
-        return tls_policy.has_trust_anchors(self.tls_cafile, self.tls_capath,
-                                            self.tls_append_default_ca)
-
-
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    """What one delivery request resolved to before any server is tried."""
-
-    nexthop: str  # as routed: "inet:host:port", "example.com", "[relay]:587"
-    policy_key: str  # the next hop without inet:, the TLS policy table's key
-    domain: str  # the next hop's host or domain: TLS's "nexthop" name
-    tls: TlsPolicy
-    credentials: tuple[str, str] | None
-    no_password: str | None
-
-
 class ClientAgent:
     """The SMTP/LMTP delivery agent; `parameters` is its family (LMTP_CLIENT, SMTP_CLIENT)."""
 
@@ -413,8 +237,8 @@ class ClientAgent:
         self.clock = clock
         self._idle: dict[tuple[object, ...], list[tuple[_Session, asyncio.TimerHandle]]] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        self._policies: dict[int, tuple[MainConfig, _Policy]] = {}
-        self._contexts: dict[tuple[object, ...], tuple[_Policy, ssl.SSLContext]] = {}
+        self._policies: dict[int, tuple[MainConfig, Policy]] = {}
+        self._contexts: dict[tuple[object, ...], tuple[Policy, ssl.SSLContext]] = {}
         # TLS lines and skipped servers log under the program's name, as Postfix's smtp(8).
         self._log = logging.getLogger(f"sealmail.mta.agents.{self.prefix}")
 
@@ -442,7 +266,7 @@ class ClientAgent:
                 queue_directory=request.settings.get(MAIN.queue_directory),
                 unix_allowed=self.mode is Mode.LMTP,
             )
-            plan = self._plan(request, policy, nexthop, endpoint)
+            plan = plan_delivery(self.parameters, request, policy, nexthop, endpoint)
         except TlsPolicyError as exc:
             # Postfix: the policy is logged as the problem, the mail waits for a fixed one.
             self._log.warning("TLS policy lookup for %s: %s", nexthop, exc)
@@ -480,27 +304,8 @@ class ClientAgent:
                 break
         return [answered[r.index] for r in request.recipients]
 
-    def _plan(self, request: DeliveryRequest, policy: _Policy, nexthop: str,
-              endpoint: Endpoint) -> _Delivery:
-        written = nexthop.split(":", 1)[1] if nexthop.startswith(("inet:", "unix:")) else nexthop
-        tls = policy.tls
-        if policy.tls_tables:
-            tls = tls_policy.lookup_policy(written.strip(), policy.tls_tables, tls,
-                                           policy.tls_defaults)
-        credentials = (
-            sasl_password(request.settings, self.parameters.sasl_password_maps, nexthop,
-                          endpoint)
-            if policy.sasl_enabled else None
-        )
-        no_password = (
-            self._no_password(request, nexthop, endpoint)
-            if policy.sasl_enabled and credentials is None else None
-        )
-        domain = endpoint.path or endpoint.host
-        return _Delivery(nexthop, written.strip(), domain, tls, credentials, no_password)
-
-    async def _attempt(self, request: DeliveryRequest, server: Endpoint, plan: _Delivery,
-                       policy: _Policy, answered: dict[int, RecipientResult]) -> bool:
+    async def _attempt(self, request: DeliveryRequest, server: Endpoint, plan: Delivery,
+                       policy: Policy, answered: dict[int, RecipientResult]) -> bool:
         """One server: a session (cached or new), one transaction; every recipient of
         `request` answered in `answered`. True when a session got past its handshake."""
         key = (server, plan.tls, plan.credentials, request.settings.get(MAIN.myhostname))
@@ -544,68 +349,16 @@ class ClientAgent:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self._closing.clear()
 
-    def _no_password(self, request: DeliveryRequest, nexthop: str, endpoint: Endpoint) -> str:
-        """Say which keys the password maps lacked (Postfix tells only with -v, yet a wrong key,
-        as the seed's `cyrus.example.com` against a next hop `localhost`, fails silently);
-        the words also go into a 530 reply's bounce or defer text."""
-        maps = self.parameters.sasl_password_maps
-        what = (f"no SASL password found in {maps.name} "
-                f"({' '.join(request.settings.get(maps)) or 'empty'}) "
-                f"for the keys {', '.join(sasl_password_keys(nexthop, endpoint))}")
-        log.info("%s: %s: %s; delivering without authentication", request.queue_id,
-                 self.prefix, what)
-        return what
-
     # -- parameters -------------------------------------------------------------------------
 
-    def _policy(self, settings: MainConfig) -> _Policy:
+    def _policy(self, settings: MainConfig) -> Policy:
         """The transport's parameters, read once per configuration (a reload makes new ones)."""
         cached = self._policies.get(id(settings))
         if cached is not None and cached[0] is settings:
             return cached[1]
-        policy = self._read_policy(settings)
+        policy = read_policy(self.parameters, settings)
         self._policies[id(settings)] = (settings, policy)
         return policy
-
-    def _read_policy(self, settings: MainConfig) -> _Policy:
-        f = self.parameters
-        defaults = tls_policy.Defaults(
-            verify_match=settings.get(f.tls_verify_cert_match),
-            secure_match=settings.get(f.tls_secure_cert_match),
-            protocols=settings.get(f.tls_protocols),
-            mandatory_protocols=settings.get(f.tls_mandatory_protocols),
-            servername=settings.get(f.tls_servername).strip(),
-        )
-        try:
-            tls = tls_policy.global_policy(settings.get(f.tls_security_level), defaults)
-        except TlsPolicyError as exc:  # main.cf's own: a configuration error, not a table's
-            raise ValueError(f"{f.tls_security_level.name}: {exc}") from None
-        tables = tuple((spec, open_table(spec).lookup)
-                       for spec in settings.get(f.tls_policy_maps))
-        cache = settings.get(f.connection_cache_on_demand)
-        skip_quit = settings.get(f.skip_quit_response)
-        return _Policy(
-            timeouts=_Timeouts.of(settings, f),
-            hello_name=settings.get(f.hello_name),
-            tls=tls,
-            tls_defaults=defaults,
-            tls_tables=tables,
-            tls_cafile=settings.get(f.tls_CAfile),
-            tls_capath=settings.get(f.tls_CApath),
-            tls_append_default_ca=settings.get(MAIN.tls_append_default_CA),
-            tls_cert=settings.get(f.tls_cert_file),
-            tls_key=settings.get(f.tls_key_file),
-            tls_loglevel=settings.get(f.tls_loglevel),
-            sasl_enabled=settings.get(f.sasl_auth_enable),
-            sasl_options=settings.get(f.sasl_security_options),
-            sasl_filter=settings.get(f.sasl_mechanism_filter),
-            cache=cache,
-            cache_destinations=settings.get(f.connection_cache_destinations),
-            cache_time=float(settings.get(f.connection_cache_time_limit)),
-            reuse_time=float(settings.get(f.connection_reuse_time_limit)),
-            skip_quit_response=skip_quit,
-            session_limit=settings.get(MAIN.smtp_mx_session_limit) if f.prefix == "smtp" else 0,
-        )
 
     # -- the connection cache ---------------------------------------------------------------
 
@@ -626,7 +379,7 @@ class ClientAgent:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _cached(self, key: tuple[object, ...], policy: _Policy) -> _Session | None:
+    async def _cached(self, key: tuple[object, ...], policy: Policy) -> _Session | None:
         while self._idle.get(key):
             session, timer = self._idle[key].pop()
             timer.cancel()
@@ -655,8 +408,8 @@ class ClientAgent:
 
     # -- opening a session ------------------------------------------------------------------
 
-    async def _session(self, key: tuple[object, ...], endpoint: Endpoint, plan: _Delivery,
-                       policy: _Policy, request: DeliveryRequest) -> _Session:
+    async def _session(self, key: tuple[object, ...], endpoint: Endpoint, plan: Delivery,
+                       policy: Policy, request: DeliveryRequest) -> _Session:
         cached = await self._cached(key, policy)
         if cached is not None:
             return cached
@@ -674,7 +427,7 @@ class ClientAgent:
             return await self._open(endpoint, plan, policy, request, tls=False)
 
     async def _connect(
-        self, endpoint: Endpoint, policy: _Policy, myhostname: str
+        self, endpoint: Endpoint, policy: Policy, myhostname: str
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
         # Postfix names a UNIX-socket server "$myhostname[path]", a TCP one "host[address]:port".
         if endpoint.path is not None:
@@ -709,7 +462,7 @@ class ClientAgent:
         address = peer[0] if isinstance(peer, tuple) and peer else endpoint.host
         return reader, writer, f"{endpoint.host}[{address}]:{endpoint.port}"
 
-    async def _open(self, endpoint: Endpoint, plan: _Delivery, policy: _Policy,
+    async def _open(self, endpoint: Endpoint, plan: Delivery, policy: Policy,
                     request: DeliveryRequest, *, tls: bool = True,
                     probe: bool = False) -> _Session:
         reader, writer, relay = await self._connect(
@@ -723,8 +476,8 @@ class ClientAgent:
             raise
         return session
 
-    async def _handshake(self, session: _Session, endpoint: Endpoint, plan: _Delivery,
-                         policy: _Policy, *, tls: bool, probe: bool) -> None:
+    async def _handshake(self, session: _Session, endpoint: Endpoint, plan: Delivery,
+                         policy: Policy, *, tls: bool, probe: bool) -> None:
         t = policy.timeouts
         greeting = await session.event(t.hello)
         assert isinstance(greeting, Greeting)
@@ -749,7 +502,7 @@ class ClientAgent:
         if plan.credentials is not None:
             await self._authenticate(session, policy, plan.credentials)
 
-    async def _hello(self, session: _Session, policy: _Policy) -> None:
+    async def _hello(self, session: _Session, policy: Policy) -> None:
         conn = session.conn
         conn.hello(policy.hello_name)
         reply = await session.event(policy.timeouts.hello)
@@ -763,8 +516,8 @@ class ClientAgent:
             raise DeliveryFailure(status, reply.reply.dsn(),
                                   session.said(reply.reply, reply.command), relay=session.relay)
 
-    async def _starttls(self, session: _Session, endpoint: Endpoint, plan: _Delivery,
-                        policy: _Policy, *, probe: bool) -> bool:
+    async def _starttls(self, session: _Session, endpoint: Endpoint, plan: Delivery,
+                        policy: Policy, *, probe: bool) -> bool:
         """STARTTLS and the handshake, then what the certificate proved (tls_policy's story).
         False when a "may" server refused STARTTLS (the session goes on in plaintext)."""
         tls = plan.tls
@@ -814,7 +567,7 @@ class ClientAgent:
         return True
 
     @staticmethod
-    def _sni(tls: TlsPolicy, endpoint: Endpoint, plan: _Delivery) -> str | None:
+    def _sni(tls: TlsPolicy, endpoint: Endpoint, plan: Delivery) -> str | None:
         """`*_tls_servername`: none by default (Postfix), the MX host, the next hop, a name."""
         if endpoint.is_unix or not tls.servername:
             return None
@@ -826,7 +579,7 @@ class ClientAgent:
         except ValueError:
             return name
 
-    def _tls_context(self, policy: _Policy, tls: TlsPolicy, verify: bool) -> ssl.SSLContext:
+    def _tls_context(self, policy: Policy, tls: TlsPolicy, verify: bool) -> ssl.SSLContext:
         """One context per (configuration, protocols, verify): CA files are read once."""
         key = (id(policy), tls.protocols, verify)
         cached = self._contexts.get(key)
@@ -839,7 +592,7 @@ class ClientAgent:
         self._contexts[key] = (policy, context)
         return context
 
-    async def _authenticate(self, session: _Session, policy: _Policy,
+    async def _authenticate(self, session: _Session, policy: Policy,
                             credentials: tuple[str, str]) -> None:
         caps = session.conn.capabilities
         assert caps is not None
@@ -868,7 +621,7 @@ class ClientAgent:
 
     # -- one transaction --------------------------------------------------------------------
 
-    async def _transaction(self, session: _Session, request: DeliveryRequest, policy: _Policy,
+    async def _transaction(self, session: _Session, request: DeliveryRequest, policy: Policy,
                            answered: dict[int, RecipientResult]) -> None:
         conn, t = session.conn, policy.timeouts
         caps = conn.capabilities
