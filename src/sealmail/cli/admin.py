@@ -34,7 +34,7 @@ from sealmail.imap.namespace import UserNamespace
 from sealmail.store.api import MessageRecord, MessageStore, QuotaAdmin
 from sealmail.store.backends import open_store
 from sealmail.store.errors import StoreError
-from sealmail.store.names import owner_of, user_inbox
+from sealmail.store.names import owner_of, user_inbox, wildcard_pattern
 
 FETCH_FIELDS = ("uid", "mailbox", "guid", "mailbox-guid", "flags", "size.physical",
                 "date.received", "date.saved", "hdr", "body", "text")
@@ -197,18 +197,9 @@ def _date(seconds: float) -> str:
 
 def _pattern(pattern: str, separator: str) -> re.Pattern[str]:
     """doveadm's mailbox masks: '*' anything, '%' one level; INBOX in any case."""
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "%":
-            parts.append(f"[^{re.escape(separator)}]*")
-        else:
-            parts.append(re.escape(char))
-    text = "".join(parts)
     if pattern[:5].upper() == "INBOX":
-        text = "(?i:INBOX)" + "".join(parts[5:])
-    return re.compile(text)
+        return re.compile("(?i:INBOX)" + wildcard_pattern(pattern[5:], separator).pattern)
+    return wildcard_pattern(pattern, separator)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ the command line and in the output are external (separator per `unixhierarchysep
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,7 +20,7 @@ from sealmail.store.backends import open_store
 from sealmail.store.disk import DiskStore
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
 from sealmail.store.errors import StoreError
-from sealmail.store.names import Namespace
+from sealmail.store.names import Namespace, wildcard_pattern
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -68,19 +67,6 @@ def add_mailbox_arguments(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("listacl", help="show a mailbox's ACL").add_argument("name")
 
 
-def _pattern_regex(pattern: str, separator: str) -> re.Pattern[str]:
-    """IMAP LIST wildcards (RFC 3501 6.3.8): '*' matches anything, '%' stops at the separator."""
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "%":
-            parts.append(f"[^{re.escape(separator)}]*")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
-
-
 S = TypeVar("S", bound=MessageStore)
 
 
@@ -118,7 +104,7 @@ def run_mailbox(args: argparse.Namespace) -> int:
         elif action == "rename":
             store.rename_mailbox(names.to_internal(args.old), names.to_internal(args.new))
         elif action == "list":
-            wanted = _pattern_regex(args.pattern, names.separator)
+            wanted = wildcard_pattern(args.pattern, names.separator)
             for info in store.list_mailboxes():
                 external = names.to_external(info.name)
                 if wanted.fullmatch(external):

@@ -36,7 +36,7 @@ from sealmail.proto.imap import Status as StatusCommand
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxInfo
 from sealmail.store.errors import InvalidMailboxName, MailboxNotFound
-from sealmail.store.names import owner_of, parent_of, user_inbox
+from sealmail.store.names import owner_of, parent_of, user_inbox, wildcard_pattern
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -233,15 +233,7 @@ def _pattern(text: str, separator: str) -> re.Pattern[str]:
     """RFC 9051 6.3.9: "*" matches anything, "%" anything but the hierarchy separator."""
     if text[:5].upper() == "INBOX" and (len(text) == 5 or text[5] in (separator, "*", "%")):
         text = "INBOX" + text[5:]
-    out = []
-    for char in text:
-        if char == "*":
-            out.append(".*")
-        elif char == "%":
-            out.append(f"[^{re.escape(separator)}]*")
-        else:
-            out.append(re.escape(char))
-    return re.compile("".join(out), re.DOTALL)
+    return wildcard_pattern(text, separator)
 
 
 def _ancestors(name: str, separator: str) -> list[str]:

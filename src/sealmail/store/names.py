@@ -10,6 +10,7 @@ name, whose separator `unixhierarchysep` chooses.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 
 from sealmail.store.errors import InvalidMailboxName
@@ -140,3 +141,17 @@ def parent_of(internal: str) -> str | None:
     if not sep:
         return None
     return f"{domain}!{head}" if domain else head
+
+
+def wildcard_pattern(pattern: str, separator: str) -> re.Pattern[str]:
+    """LIST wildcards (RFC 9051 6.3.9), as IMAP, `sealmail mailbox` and `sealmail admin` match
+    mailbox names: "*" matches anything, "%" anything but the hierarchy separator."""
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "%":
+            parts.append(f"[^{re.escape(separator)}]*")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
