@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.mta.config.main_cf import MainConfig, parse_main_cf
+from sealmail.mta.config.main_cf import MainCfEntry, MainConfig, parse_main_cf
 from sealmail.mta.config.master_cf import MasterCfError, parse_master_cf
+from sealmail.mta.config.parameters import MAIN
 
 SEED = """\
 # for LMTP delivery over UNIX-domain socket
@@ -115,3 +118,16 @@ def test_parser_never_crashes_on_master_like_text(text: str) -> None:
         return
     for service in master:
         assert parse_master_cf(service.render()).services[0].overrides == service.overrides
+
+
+def test_an_old_name_in_an_override_is_noted_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue manager applies a transport's -o overrides for every delivery: the note that
+    lmtp_cache_connection is Postfix's old name appears once, not once per message."""
+    main = MainConfig({}, str(tmp_path / "main.cf"))
+    override = MainCfEntry("lmtp_cache_connection", "yes", str(tmp_path / "master.cf"), 1234)
+    with caplog.at_level(logging.INFO, logger="sealmail"):
+        for _ in range(3):
+            assert main.with_overrides([override]).get(MAIN.lmtp_connection_cache_on_demand)
+    assert caplog.text.count("lmtp_cache_connection is the name Postfix used before") == 1

@@ -664,8 +664,15 @@ def renamed(name: str) -> Rename | None:
     return RENAMES.get(name)
 
 
+_NOTED_RENAMES: set[tuple[str, str]] = set()
+
+
 def note_rename(rename: Rename, where: str) -> None:
-    """The log line for an old name: accepted, never rejected (issue 8)."""
+    """The log line for an old name: accepted, never rejected (issue 8); once per place and
+    process (the queue manager applies a transport's -o overrides for every delivery)."""
+    if (where, rename.old) in _NOTED_RENAMES:
+        return
+    _NOTED_RENAMES.add((where, rename.old))
     log.info(
         "%s: %s is the name Postfix used before %s; accepted as %s",
         where,
