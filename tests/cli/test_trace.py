@@ -93,3 +93,49 @@ def test_unknown_id_and_missing_maillog(
     assert main([*logs, "ZZZZZZ9"]) == 1
     assert "ZZZZZZ9: not in" in capsys.readouterr().err
     assert main(["trace", "--maillog", str(tmp_path / "absent"), "X"]) == 66
+
+
+# lmtpd logs the MTA's queue ID and names its session in each 250: an exact join, even when one
+# cached LMTP session carries two messages to the same recipient within the same second.
+EXACT_MAILLOG = """\
+Dec  6 20:03:42 mx postfix/qmgr[2]: CCCCCC3: from=<s@example.com>, size=396, nrcpt=1 (queue active)
+Dec  6 20:03:42 mx postfix/qmgr[2]: DDDDDD4: from=<s@example.com>, size=396, nrcpt=2 (queue active)
+Dec  6 20:03:42 mx postfix/lmtp[2]: CCCCCC3: to=<bob@example.com>, relay=mx[/s/lmtp], \
+delay=0.01, delays=0/0/0/0, dsn=2.1.5, status=sent (250 2.1.5 Ok SESSIONID=<S2SESSION>)
+Dec  6 20:03:42 mx postfix/lmtp[2]: DDDDDD4: to=<bob@example.com>, relay=mx[/s/lmtp], \
+delay=0.01, delays=0/0/0/0, dsn=2.1.5, status=sent (250 2.1.5 Ok SESSIONID=<S2SESSION>)
+Dec  6 20:03:42 mx postfix/lmtp[2]: DDDDDD4: to=<carol@example.com>, \
+orig_to=<staff@example.com>, relay=mx[/s/lmtp], delay=0.01, delays=0/0/0/0, dsn=2.1.5, \
+status=sent (250 2.1.5 Ok SESSIONID=<S2SESSION>)
+"""
+
+EXACT_STORE_LOG = """\
+2026-12-06T20:03:42 sealmail.delivery/lmtpunix[9]: S2SESSION: queue_id=CCCCCC3, message-id=<c@x>
+2026-12-06T20:03:42 sealmail.delivery/lmtpunix[9]: S2SESSION: from=<s@example.com>, \
+to=<bob@example.com>, mailbox=user.bob uid=1, size=552, dsn=2.1.5, status=sent (250 Ok)
+2026-12-06T20:03:42 sealmail.delivery/lmtpunix[9]: S2SESSION: queue_id=DDDDDD4, message-id=<d@x>
+2026-12-06T20:03:42 sealmail.delivery/lmtpunix[9]: S2SESSION: from=<s@example.com>, \
+to=<bob@example.com>, mailbox=user.bob uid=2, size=552, dsn=2.1.5, status=sent (250 Ok)
+2026-12-06T20:03:42 sealmail.delivery/lmtpunix[9]: S2SESSION: from=<s@example.com>, \
+to=<carol@example.com>, mailbox=user.carol uid=5, size=552, dsn=2.1.5, status=sent (250 Ok)
+"""
+
+
+def test_joined_by_sessionid_and_queue_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    maillog, store = tmp_path / "maillog", tmp_path / "store.log"
+    maillog.write_text(EXACT_MAILLOG.replace("\\\n", ""))
+    store.write_text(EXACT_STORE_LOG.replace("\\\n", ""))
+    logs = ["trace", "--maillog", str(maillog), "-C", str(tmp_path / "none"), "-L", str(store)]
+    code, out = run(logs, "DDDDDD4", capsys)
+    assert code == 0
+    assert out.split("\n\n")[1].splitlines() == [
+        "DDDDDD4: bob@example.com: sent via mx[/s/lmtp] -> user.bob uid 2"
+        " (lmtpd session S2SESSION)",
+        "DDDDDD4: carol@example.com: sent via mx[/s/lmtp] -> user.carol uid 5"
+        " (lmtpd session S2SESSION)",
+    ]
+    assert "queue_id=CCCCCC3" not in out and "uid=1," not in out
+    code, out = run(logs, "CCCCCC3", capsys)
+    assert out.split("\n\n")[1].strip().endswith("-> user.bob uid 1 (lmtpd session S2SESSION)")

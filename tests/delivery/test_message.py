@@ -75,3 +75,21 @@ def test_never_crashes(content: bytes) -> None:
         msg.validate(content)
     msg.message_id(content)
     msg.without_return_path(content)
+
+
+@pytest.mark.parametrize(
+    ("received", "queue_id"),
+    [
+        (b"Received: from a (a [127.0.0.1])\r\n\tby mx.example.com (Postfix) with ESMTP id"
+         b" 4Q1x2y3Z5kz9\r\n\tfor <b@example.com>; Sun,  6 Dec 2026 05:20:20 +0000\r\n",
+         "4Q1x2y3Z5kz9"),
+        (b"Received: by mx (sealmail, from userid 0)\r\n\tid HG5D2MX29HGC; Sun, 6 Dec 2026\r\n",
+         "HG5D2MX29HGC"),
+        (b"Received: from a by b; Sun, 6 Dec 2026\r\n", None),
+        (b"", None),
+    ],
+)
+def test_mta_queue_id_from_the_topmost_received(received: bytes, queue_id: str | None) -> None:
+    content = received + b"Received: by older id OLDER12345; x\r\nSubject: x\r\n\r\nbody\r\n"
+    expected = queue_id if received else "OLDER12345"
+    assert msg.mta_queue_id(content) == expected

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -174,6 +175,9 @@ def test_2_1_mailbox_transport_unix_socket(seed_root: Path, seed_store: SeedStor
     assert done.returncode == 0, done.stderr
     assert f"alice@{DOMAIN}: sent via" in done.stdout
     assert "-> user.alice uid " in done.stdout
+    # Joined exactly: lmtpd named its session in the 250 and logged the MTA's queue ID.
+    assert "status=sent (250 2.1.5 Ok SESSIONID=<" in done.stdout
+    assert re.search(r"store .*: queue_id=[0-9A-Z]+, message-id=<", done.stdout), done.stdout
 
 
 # 2.1.1 Chrooted setup: the socket path relative to the queue directory -------------------------

@@ -9,10 +9,13 @@ is turned into the queue IDs cleanup gave it).
 The store's half is lmtpd's delivery lines (`SESSION: from=<S>, to=<R>, mailbox=M uid=N, ...
 status=sent`), from the files named with -L (where `sealmail master` or `up`'s output was
 saved), `configdirectory/deliver.log` (deliver -l without syslog) and the system's mail log.
-The store does not log the MTA's queue ID, so the two halves are joined the way an operator
-would: a store line for the same sender and recipient within a few seconds before the MTA's
-line for that recipient (an alias expanded by local(8) is matched by sender alone). Each joined
-lmtpd session is then shown whole (connect, authentication, every recipient, disconnect).
+The halves are joined exactly where they can be: lmtpd puts its session in each 250
+(`SESSIONID=<...>`, as Cyrus does), which the MTA logs in `status=sent (...)`, and logs the
+MTA's queue ID it read from the Received: field (`SESSION: queue_id=QID, message-id=<...>`).
+Logs of a store that says neither (an older lmtpd, another store) are joined the way an operator
+would: a store line for the same sender and recipient within a few seconds before the MTA's line
+for that recipient (an alias expanded by local(8) is matched by sender alone). Each joined lmtpd
+session is then shown whole (connect, authentication, every recipient, disconnect).
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ _STORE_LINE = re.compile(
     r"^(?:\S+ \S+ )?.*?(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\S* (?P<program>[\w./-]+)\[\d+\]: "
     r"(?P<session>[0-9A-Za-z]{6,24}): (?P<text>.*)$"
 )
-_FIELD = re.compile(r"\b(from|to|orig_to|relay|status|mailbox|message-id)=<?([^>,\s]*)>?")
+_FIELD = re.compile(
+    r"\b(from|to|orig_to|relay|status|mailbox|message-id|queue_id)=<?([^>,\s]*)>?"
+)
+_SESSIONID = re.compile(r"SESSIONID=<([0-9A-Za-z]{6,24})>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,30 +107,74 @@ def is_delivery(line: LogLine) -> bool:
 
 
 def joined(mta: list[LogLine], store: list[LogLine]) -> dict[LogLine, LogLine]:
-    """Each MTA delivery line (status sent) with the store line that is its delivery: same
-    sender, the same recipient when there is one (else the sender alone: an alias), at most
-    JOIN_WINDOW earlier; the latest such line not after the MTA's wins, each used once."""
-    senders = {line.field("from") for line in mta if line.text.startswith("from=")}
-    deliveries = [line for line in store if line.field("mailbox") is not None]
+    """Each MTA delivery line (status sent) with the store line that is its delivery: by the
+    SESSIONID in the MTA's line where there is one, else by time (`near`)."""
     pairs: dict[LogLine, LogLine] = {}
     taken: set[LogLine] = set()
+    queue_of = store_queue_ids(store)
     for line in mta:
         if not is_delivery(line) or line.field("status") != "sent":
             continue
-        rcpt = (line.field("to") or "").lower()
-        near = [
-            s for s in deliveries
-            if line.when - JOIN_WINDOW <= s.when <= line.when + timedelta(seconds=1)
-            and s.field("from") in senders and s not in taken
-        ]
-        exact = [s for s in near if (s.field("to") or "").lower() == rcpt]
-        candidates = exact or near
-        # The store answers before the MTA logs: an earlier (or same-second) line first.
-        before = [s for s in candidates if s.when <= line.when]
-        if before or candidates:
-            pairs[line] = (before or candidates)[-1]
-            taken.add(pairs[line])
+        session = _SESSIONID.search(line.text)
+        if session is not None:
+            found = exact(line, session.group(1), store, queue_of, taken)
+        else:
+            found = near(line, mta, store, taken)
+        if found is not None:
+            pairs[line] = found
+            taken.add(found)
     return pairs
+
+
+def store_queue_ids(store: list[LogLine]) -> dict[LogLine, str]:
+    """Each store delivery line with the MTA queue ID its session last logged."""
+    current: dict[str, str] = {}
+    found: dict[LogLine, str] = {}
+    for line in store:
+        queue_id = line.field("queue_id")
+        if queue_id is not None:
+            current[line.key] = queue_id
+        elif line.field("mailbox") is not None and line.key in current:
+            found[line] = current[line.key]
+    return found
+
+
+def exact(
+    line: LogLine, session: str, store: list[LogLine], queue_of: dict[LogLine, str],
+    taken: set[LogLine],
+) -> LogLine | None:
+    """The delivery in lmtpd session `session` of this recipient, of this queue ID when the
+    store logged one (a cached LMTP session carries many messages); an alias that local(8)
+    expanded has another address in the store, so then the session's latest delivery before."""
+    rcpt = {(line.field(name) or "").lower() for name in ("to", "orig_to")} - {""}
+    candidates = [
+        s for s in store
+        if s.key == session and s not in taken and s.field("mailbox") is not None
+        and queue_of.get(s, line.key) == line.key and s.when <= line.when + timedelta(seconds=1)
+    ]
+    same = [s for s in candidates if (s.field("to") or "").lower() in rcpt]
+    if same:
+        return same[0]
+    return candidates[-1] if candidates else None
+
+
+def near(
+    line: LogLine, mta: list[LogLine], store: list[LogLine], taken: set[LogLine]
+) -> LogLine | None:
+    """Without a SESSIONID: same sender, the same recipient when there is one (else the sender
+    alone: an alias), at most JOIN_WINDOW earlier; the latest such line not after the MTA's."""
+    senders = {m.field("from") for m in mta if m.key == line.key and m.text.startswith("from=")}
+    rcpt = (line.field("to") or "").lower()
+    candidates = [
+        s for s in store
+        if s.field("mailbox") is not None
+        and line.when - JOIN_WINDOW <= s.when <= line.when + timedelta(seconds=1)
+        and s.field("from") in senders and s not in taken
+    ]
+    candidates = [s for s in candidates if (s.field("to") or "").lower() == rcpt] or candidates
+    # The store answers before the MTA logs: an earlier (or same-second) line first.
+    before = [s for s in candidates if s.when <= line.when]
+    return (before or candidates or [None])[-1]
 
 
 def trace(wanted: str, mta_lines: list[LogLine], store_lines: list[LogLine]) -> list[LogLine]:
@@ -138,7 +188,9 @@ def trace(wanted: str, mta_lines: list[LogLine], store_lines: list[LogLine]) -> 
     chosen = set(pairs.values())
     store = [
         line for line in store_lines
-        if line.key in sessions and (line in chosen or line.field("mailbox") is None)
+        if line.key in sessions
+        and (line in chosen or line.field("mailbox") is None)
+        and line.field("queue_id") in (None, *ids)
     ]
     return sorted(mta + store, key=lambda line: (line.when, line.half == "mta"))
 

@@ -17,7 +17,7 @@ from sealmail.config.options import IMAPD
 from sealmail.delivery import message as msg
 from sealmail.delivery.quota_warning import send_warning
 from sealmail.delivery.recipient import Recipient, RecipientResolver
-from sealmail.delivery.replies import DELIVERED, DUPLICATE, INTERNAL_ERROR, reply_for
+from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
 from sealmail.proto.smtp import Reply
 from sealmail.store.api import (
@@ -95,6 +95,7 @@ class DeliveryEngine:
             for recipient in recipients:
                 self._log(envelope, recipient, len(content), reply, "rejected")
             return [reply] * len(recipients)
+        self._log_queue_id(envelope, content)
         content = msg.trace_headers(
             return_path=envelope.sender,
             helo=envelope.helo,
@@ -133,8 +134,9 @@ class DeliveryEngine:
             kept = [c for c in wanted if not self._duplicate(message_id, c.mailbox, seen_here)]
             seen_here.update(c.mailbox for c in kept)
             if wanted and not kept:
-                replies[index] = DUPLICATE
-                self._log(envelope, recipient, len(content), DUPLICATE, "eliminated duplicate")
+                reply = delivered(envelope.session_id, duplicate=True)
+                replies[index] = reply
+                self._log(envelope, recipient, len(content), reply, "eliminated duplicate")
                 continue
             copies[index] = kept
 
@@ -201,14 +203,14 @@ class DeliveryEngine:
                         )
                         continue
                     stored[index].append(fallback)
-            replies[index] = DELIVERED
+            replies[index] = delivered(envelope.session_id)
             self._log_detail_fallback(envelope, recipient, stored[index])
             where = ", ".join(f"{a.mailbox} uid={a.uid}" for a in stored[index]) or "none"
             self._log(
                 envelope,
                 recipient,
                 len(content),
-                DELIVERED,
+                replies[index],
                 "sent" if stored[index] else "sent (sieve kept no copy)",
                 where=where,
             )
@@ -244,6 +246,16 @@ class DeliveryEngine:
             except MailboxBusy:
                 busy.add(user)
         return busy
+
+    def _log_queue_id(self, envelope: Envelope, content: bytes) -> None:
+        """The MTA's queue ID (from its Received: field) and the Message-ID, once per message:
+        with the SESSIONID in each 250, the line an operator joins the two halves' logs by."""
+        queue_id = msg.mta_queue_id(content)
+        if queue_id is not None:
+            log.info(
+                "%s: queue_id=%s, message-id=<%s>",
+                envelope.session_id, queue_id, (msg.message_id(content) or "").strip("<>"),
+            )
 
     def _log_detail_fallback(
         self, envelope: Envelope, recipient: Recipient, stored: Sequence[AppendedMessage]

@@ -16,6 +16,8 @@ from sealmail.store.errors import InvalidMessage
 _FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _RETURN_PATH = re.compile(rb"return-path[ \t]*:", re.IGNORECASE)
 _MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_RECEIVED_ID = re.compile(r"\bid\s+([0-9A-Za-z]{6,32})\b")
 
 
 def header_block(content: bytes) -> bytes:
@@ -65,8 +67,24 @@ def without_return_path(content: bytes) -> bytes:
 
 def message_id(content: bytes) -> str | None:
     """The Message-ID field's value, unfolded and stripped, or None."""
+    return _first_field(content, _MESSAGE_ID)
+
+
+def mta_queue_id(content: bytes) -> str | None:
+    """The queue ID in the topmost Received: field, which the MTA that hands the message over
+    wrote (Postfix's and sealmail's cleanup: `by host (Postfix) with ESMTP id 4Q1x2y3Z`): lmtpd
+    logs it, so that an operator (and `sealmail trace`) can join the two halves' logs."""
+    received = _first_field(content, _RECEIVED)
+    if received is None:
+        return None
+    found = _RECEIVED_ID.search(received)
+    return found.group(1) if found else None
+
+
+def _first_field(content: bytes, name: re.Pattern[bytes]) -> str | None:
+    """The first field called `name`, unfolded and stripped, or None."""
     headers = header_block(content)
-    match = _MESSAGE_ID.search(headers)
+    match = name.search(headers)
     if match is None:
         return None
     value = bytearray()

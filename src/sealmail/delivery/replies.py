@@ -9,8 +9,6 @@ from __future__ import annotations
 from sealmail.proto.smtp import Reply
 from sealmail.store import errors
 
-DELIVERED = Reply(250, "2.1.5", "Ok")
-DUPLICATE = Reply(250, "2.1.5", "Ok (duplicate suppressed)")
 RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
 SENDER_OK = Reply(250, "2.1.0", "Ok")
 
@@ -25,6 +23,13 @@ _TABLE: dict[type[errors.StoreError], Reply] = {
     errors.MailboxBusy: Reply(451, "4.4.5", "Mailbox busy, try again later"),
     errors.MailboxCorrupt: Reply(451, "4.3.0", "Mailbox needs repair, try again later"),
 }
+
+def delivered(session_id: str, *, duplicate: bool = False) -> Reply:
+    """The 250 for a delivered recipient names lmtpd's session, as Cyrus's does: the MTA logs
+    the reply (`status=sent (250 2.1.5 Ok SESSIONID=<...>)`), which joins its log to the store's."""
+    text = "Ok (duplicate suppressed)" if duplicate else "Ok"
+    return Reply(250, "2.1.5", f"{text} SESSIONID=<{session_id}>")
+
 
 OVER_QUOTA_PERMANENT = Reply(552, "5.2.2", "Over quota")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error, try again later")
