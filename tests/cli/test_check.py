@@ -233,6 +233,30 @@ def test_lmtp_downcase_rcpt_off(halves: Halves, capsys: pytest.CaptureFixture[st
     assert line.startswith(f"{halves.root}/imapd.conf:9: downcase: lmtp_downcase_rcpt is off")
 
 
+def test_recipient_limit_past_the_timeout_or_lmtpd_own_limit(
+    halves: Halves, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Seed 6: the seed's 300 is sound; 5,000 at the default 600 s is not.
+    halves.main_cf["cyrus_destination_recipient_limit"] = "300"
+    assert findings(halves, capsys) == []
+    halves.main_cf["cyrus_destination_recipient_limit"] = "5000"
+    lines = findings(halves, capsys)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{halves.root}/mta/main.cf:5: recipient-limit: "
+                               "cyrus_destination_recipient_limit = 5000: lmtpd may take up to")
+    assert "longer than lmtp_data_done_timeout (600s)" in lines[0]
+    assert "above lmtpd's lmtp_max_recipients (1000)" in lines[1]
+    # A master.cf -o override is where the finding points; a raised timeout makes it sound.
+    del halves.main_cf["cyrus_destination_recipient_limit"]
+    halves.imapd["lmtp_max_recipients"] = "10000"
+    halves.master_cf[0] += " -o cyrus_destination_recipient_limit=5000"
+    halves.master_cf.insert(1, "  -o lmtp_data_done_timeout=3600s")
+    assert findings(halves, capsys) == []
+    halves.master_cf.pop(1)
+    [line] = findings(halves, capsys)
+    assert line.startswith(f"{halves.root}/mta/master.cf:1: recipient-limit:")
+
+
 def test_pipe_argv_missing_or_not_runnable(
     halves: Halves, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

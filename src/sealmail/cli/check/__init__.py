@@ -17,6 +17,9 @@ cyrus.conf together.
 - `plaintext`: PLAIN/LOGIN over TCP without TLS, on either side (seed 2.2.1.2).
 - `delimiter`: recipient_delimiter set on one side only, or differently (seed 8.1, 8.2).
 - `downcase`: lmtp_downcase_rcpt off (seed 8.3).
+- `recipient-limit`: an lmtp transport's `_destination_recipient_limit` so large that lmtpd's
+  worst case for the whole batch passes lmtp_data_done_timeout, or above lmtpd's
+  lmtp_max_recipients (seed 6).
 - `pipe`: a pipe(8) `argv=` program that does not exist, or that `user=` cannot run (seed 3, 9.1).
 - `post-right`: a postuser (shared) folder or a user's folder that does not give `anyone` the
   `p` right, so plus-addressed mail goes to the INBOX or is refused (seed 8.1, 8.2).
@@ -41,6 +44,7 @@ from sealmail.cli.check.delivery import (
     check_downcase,
     check_pipes,
     check_post_rights,
+    check_recipient_limits,
 )
 from sealmail.cli.check.model import Finding, Halves
 from sealmail.cli.check.sasl import check_password_maps, check_plaintext
@@ -59,6 +63,7 @@ CHECKS = (
     check_downcase,
     check_pipes,
     check_post_rights,
+    check_recipient_limits,
 )
 
 

@@ -9,11 +9,16 @@ import pwd
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sealmail.cli.check.model import Finding, Halves
+from sealmail.cli.check.model import Finding, Halves, next_hops
 from sealmail.cli.check.sockets import blocked_directory, describe_mode, permits
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
-from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.config.parameters import MAIN, transport_recipient_limit
+
+# What one recipient may cost lmtpd in the worst case: a Sieve run, the quota check and its part
+# of the index commit on a slow disk under load. lmtpd answers a transaction's recipients after
+# all of them are stored (one commit), so the MTA waits for the last before it reads the first.
+WORST_SECONDS_PER_RECIPIENT = 0.25
 
 # Folders a user keeps for themselves: plus-addressing them is not expected.
 PRIVATE_FOLDERS = frozenset({"sent", "drafts", "trash", "junk", "spam", "archive", "templates"})
@@ -46,6 +51,37 @@ def check_downcase(halves: Halves) -> Iterator[Finding]:
         yield Finding(imapd.path, imapd.lines.get("lmtp_downcase_rcpt", 0), "downcase",
                       "lmtp_downcase_rcpt is off: mail for User@domain is refused while the MTA "
                       "accepts it (seed 8.3)")
+
+
+def check_recipient_limits(halves: Halves) -> Iterator[Finding]:
+    """Seed 6: a recipient limit "too big" makes the MTA time out before lmtpd answers, and one
+    above lmtpd's own limit has the excess answered 452 and sent again later."""
+    mta = halves.mta
+    if mta is None:
+        return
+    transports = {hop.transport for hop in next_hops(mta)}
+    for service in mta.master_cf:
+        if service.command != "lmtp" or service.service not in transports:
+            continue
+        view = mta.service(service.service, service.type)
+        parameter = transport_recipient_limit(service.service)
+        limit = view.get(parameter)
+        entry = view.entry(parameter)
+        path, line = (entry.path, entry.line) if entry else (service.path, service.line)
+        timeout = view.get(MAIN.lmtp_data_done_timeout)
+        worst = limit * WORST_SECONDS_PER_RECIPIENT
+        if worst > timeout:
+            yield Finding(path, line, "recipient-limit",
+                          f"{parameter.name} = {limit}: lmtpd may take up to {worst:.0f}s to "
+                          f"answer the last recipient (at {WORST_SECONDS_PER_RECIPIENT}s each), "
+                          f"longer than lmtp_data_done_timeout ({timeout}s): the MTA gives up "
+                          "and delivers the whole batch again (seed 6)")
+        stored = halves.imapd.get(IMAPD.lmtp_max_recipients) if halves.imapd else None
+        if stored is not None and limit > stored:
+            yield Finding(path, line, "recipient-limit",
+                          f"{parameter.name} = {limit} is above lmtpd's lmtp_max_recipients "
+                          f"({stored}): each delivery's recipients past {stored} are answered "
+                          "452 and sent again in a later transaction (seed 6)")
 
 
 def check_pipes(halves: Halves) -> Iterator[Finding]:
