@@ -117,6 +117,14 @@ def test_2_1_unix_socket(postfix: PostfixInstance, seed_store: SeedStore) -> Non
     marker, relays = send(postfix, [f"alice@{DOMAIN}"])
     wait_for_count(seed_store, "user.alice", marker)
     assert relays[f"alice@{DOMAIN}"] == f"{postfix.hostname}[{seed_store.socket}]"
+    # Postfix logs lmtpd's session from the 250; lmtpd logged Postfix's queue ID: one join.
+    sent = re.search(r"(\w+): to=<alice@[^>]+>.*status=sent \(250 2\.1\.5 Ok SESSIONID=<(\w+)>\)",
+                     postfix.log_text())
+    assert sent is not None, postfix.log_text()[-2000:]
+    queue_id, session = sent.groups()
+    assert f"{session}: queue_id={queue_id}, message-id=<{marker}@remote.example>" in (
+        seed_store.log.read_text()
+    )
 
 
 def test_2_1_1_relative_socket_name(postfix: PostfixInstance, seed_store: SeedStore) -> None:
