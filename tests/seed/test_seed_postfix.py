@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.peers import (
+    POSTALIAS,
     POSTCONF,
     POSTFIX,
     POSTMAP,
@@ -162,6 +163,64 @@ def test_3_and_9_1_cyrus_deliver_and_cyrus_old(
     marker, _ = send(postfix, [f"frank@{DOMAIN}"])
     [stored] = seed_store.messages("user.frank", marker)
     assert stored.count(b"Return-Path:") == 1  # flags=R: Postfix's, and deliver adds none
+
+
+def postconf_x(postfix: PostfixInstance, *names: str) -> None:
+    for name in names:
+        subprocess.run([POSTCONF, "-c", str(postfix.config_dir), "-X", name], check=True,
+                       capture_output=True)
+
+
+def test_5_1_transport_map(postfix: PostfixInstance, seed_store: SeedStore) -> None:
+    table = postfix.root / "transport"
+    table.write_text(f"cyrus.{DOMAIN} cyrus:unix:{seed_store.socket}\n")
+    subprocess.run([POSTMAP, "-c", str(postfix.config_dir), f"hash:{table}"], check=True,
+                   capture_output=True)
+    postconf_e(postfix, transport_maps=f"hash:{table}")
+    try:
+        marker, relays = send(postfix, [f"gina@cyrus.{DOMAIN}"])
+    finally:
+        postconf_x(postfix, "transport_maps")
+    wait_for_count(seed_store, "user.gina", marker)
+    assert relays[f"gina@cyrus.{DOMAIN}"].endswith(f"[{seed_store.socket}]")
+
+
+def test_5_2_fallback_transport(postfix: PostfixInstance, seed_store: SeedStore) -> None:
+    account = ensure_pipe_user()  # has a UNIX account: Postfix's local(8) keeps its mail
+    spool = postfix.root / "mail"
+    spool.mkdir(exist_ok=True)
+    spool.chmod(0o1777)
+    postconf_e(postfix, fallback_transport=f"cyrus:unix:{seed_store.socket}",
+               mail_spool_directory=str(spool))
+    marker, relays = send(postfix, [f"hank@{DOMAIN}", f"{account}@{DOMAIN}"])
+    wait_for_count(seed_store, "user.hank", marker)
+    assert relays[f"{account}@{DOMAIN}"] == "local"
+    assert marker in (spool / account).read_text()
+
+
+def test_5_3_local_transport_bypasses_aliases(
+    postfix: PostfixInstance, seed_store: SeedStore
+) -> None:
+    aliases = postfix.root / "aliases"
+    aliases.write_text("team: alice, bob\n")
+    subprocess.run([POSTALIAS, "-c", str(postfix.config_dir), f"hash:{aliases}"], check=True,
+                   capture_output=True)
+    postconf_e(postfix, local_transport=f"cyrus:unix:{seed_store.socket}",
+               alias_maps=f"hash:{aliases}")
+    try:
+        marker = f"pfx-{uuid.uuid4().hex[:12]}"
+        queue_id = postfix.send(SENDER, [f"ivan@{DOMAIN}", f"team@{DOMAIN}"], (
+            f"From: {SENDER}\r\nSubject: {marker}\r\n\r\nbody\r\n"
+        ))
+        outcomes = postfix.wait_for_outcomes(queue_id, [f"ivan@{DOMAIN}", f"team@{DOMAIN}"])
+    finally:
+        postconf_e(postfix, alias_maps="")
+    assert outcomes[f"ivan@{DOMAIN}"].status == "sent"
+    # team is no alias here: lmtpd knows no such user, and Postfix bounces it.
+    assert outcomes[f"team@{DOMAIN}"].status == "bounced"
+    assert "550 5.1.1" in outcomes[f"team@{DOMAIN}"].text
+    wait_for_count(seed_store, "user.ivan", marker)
+    assert seed_store.count("user.alice", marker) == 0
 
 
 def test_6_local_transport_single_instance(postfix: PostfixInstance, seed_store: SeedStore) -> None:
