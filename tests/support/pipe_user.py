@@ -33,11 +33,15 @@ def ensure_pipe_user(name: str = PIPE_USER) -> str:
     except KeyError:
         if shutil.which("useradd") is None:
             pytest.skip("no useradd to create the pipe(8) account")
-        subprocess.run(
+        done = subprocess.run(
             ["useradd", "-r", "-U", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name],
-            check=True,
+            check=False,
             capture_output=True,
         )
+        try:
+            pwd.getpwnam(name)  # another test process may have created it meanwhile
+        except KeyError:
+            raise AssertionError(f"useradd {name}: {done.stderr!r}") from None
     return name
 
 

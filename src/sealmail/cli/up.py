@@ -191,13 +191,18 @@ def service_account() -> pwd.struct_passwd:
         return pwd.getpwnam(SERVICE_ACCOUNT)
     except KeyError:
         pass
-    subprocess.run(
+    done = subprocess.run(
         ["useradd", "--system", "--user-group", "--home-dir", "/nonexistent", "--no-create-home",
          "--shell", "/usr/sbin/nologin", "--comment", "sealmail services", SERVICE_ACCOUNT],
-        check=True,
+        check=False,
     )
-    log.info("created the system account %s for the instance's services", SERVICE_ACCOUNT)
-    return pwd.getpwnam(SERVICE_ACCOUNT)
+    try:
+        account = pwd.getpwnam(SERVICE_ACCOUNT)  # another `up` may have created it meanwhile
+    except KeyError:
+        raise subprocess.CalledProcessError(done.returncode, "useradd") from None
+    if done.returncode == 0:
+        log.info("created the system account %s for the instance's services", SERVICE_ACCOUNT)
+    return account
 
 
 def blocking_directory(path: Path, account: pwd.struct_passwd) -> Path | None:
