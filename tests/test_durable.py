@@ -3,6 +3,7 @@ mix, and no temporary file behind."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from pathlib import Path
@@ -100,3 +101,27 @@ def test_replace_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert os.listdir(tmp_path) == ["defaultbc"]
     durable.replace_symlink(link, "b.script")
     assert os.readlink(link) == "b.script"
+
+
+def test_fsync_directories_syncs_each_and_reports_a_failure_after_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directories = [tmp_path / f"d{i}" for i in range(40)]
+    for directory in directories:
+        directory.mkdir()
+    synced: list[str] = []
+    real = durable.fsync_directory
+
+    def counting(path: str | os.PathLike[str]) -> None:
+        synced.append(str(path))
+        if str(path).endswith("d7"):
+            raise OSError(errno.EIO, "I/O error")
+        real(path)
+
+    monkeypatch.setattr(durable, "fsync_directory", counting)
+    with pytest.raises(OSError, match="I/O error"):
+        durable.fsync_directories(directories)
+    assert sorted(synced) == sorted(map(str, directories))  # the others were synced all the same
+    synced.clear()
+    durable.fsync_directories(directories[:1])
+    assert synced == [str(directories[0])]

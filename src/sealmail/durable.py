@@ -10,7 +10,11 @@ disk before the data), rename it over the name, fsync the directory. A failure b
 removes the temporary file and leaves the old file as it was.
 
 The queue's and the store's group commits (`mta.queue`, `store.disk`) share one directory fsync
-among many files; they call `fsync_directory` themselves and are not routed through here.
+among many files; they call `fsync_directory` themselves and are not routed through here. A
+commit that touched many directories (one delivery to many mailboxes) fsyncs them all at once
+with `fsync_directories`: one at a time, each fsync after the first waits for a disk cache flush
+of its own (ext4 sends one even when the journal already holds the change); issued together, the
+block layer merges those flushes, so 2,000 mailboxes cost a few flushes instead of 2,000.
 """
 
 from __future__ import annotations
@@ -18,8 +22,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+PARALLEL_FSYNCS = 32  # threads that fsync directories at once (they wait on the disk, not the CPU)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_pool_pid = 0
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
@@ -28,6 +39,37 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directories(paths: Collection[str | os.PathLike[str]]) -> None:
+    """fsync every directory in `paths`, concurrently when there are several; the first error
+    is raised once all are done (the caller's commit then fails as a whole)."""
+    if len(paths) <= 1:
+        for path in paths:
+            fsync_directory(path)
+        return
+    results = list(_fsync_pool().map(_fsync_or_error, paths))
+    for error in results:
+        if error is not None:
+            raise error
+
+
+def _fsync_or_error(path: str | os.PathLike[str]) -> OSError | None:
+    try:
+        fsync_directory(path)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _fsync_pool() -> ThreadPoolExecutor:
+    """One pool per process (a forked worker makes its own: threads do not survive fork)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(PARALLEL_FSYNCS, thread_name_prefix="fsync")
+            _pool_pid = os.getpid()
+        return _pool
 
 
 def replace_file(

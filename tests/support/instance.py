@@ -55,8 +55,12 @@ class SealmailInstance:
         socket_mode: str = "0660",
         imapd_conf_extra: Mapping[str, str] | None = None,
         verbose: bool = False,
+        master_prefork: int | None = None,
     ) -> None:
         self.root = root
+        # Under `sealmail master` with lmtpd preforked this many times (the deployed shape),
+        # instead of one standalone `sealmail lmtpd`; the UNIX socket only.
+        self.master_prefork = master_prefork
         self.conf_path = root / "imapd.conf"
         self.configdirectory = root / "config"
         self.partition = root / "partition"
@@ -129,11 +133,25 @@ class SealmailInstance:
         if user not in self.users:
             self.users.append(user)
 
+    def create_users(self, users: Sequence[str]) -> None:
+        """Their INBOXes; many at once through the store's API in this process (a benchmark's
+        thousands), a few through `sealmail mailbox create` as an operator would."""
+        if len(users) <= 20:
+            for user in users:
+                self.sealmail("mailbox", "-C", str(self.conf_path), "create",
+                              self.mailbox_name(user))
+            return
+        with self.store() as store:
+            for user in users:
+                store.create_mailbox(f"user.{user}")
+
     def start(self) -> None:
         """Write the config, create the users, start lmtpd and wait until its sockets accept."""
         self.write_config()
-        for user in self.users:
-            self.sealmail("mailbox", "-C", str(self.conf_path), "create", self.mailbox_name(user))
+        self.create_users(self.users)
+        if self.master_prefork is not None:
+            self._start_master(self.master_prefork)
+            return
         argv = [*SEALMAIL, "lmtpd", "-C", str(self.conf_path), "--listen", self.socket_path]
         if self.tcp_port is not None:
             argv += ["--listen", f"127.0.0.1:{self.tcp_port}"]
@@ -149,6 +167,24 @@ class SealmailInstance:
             wait_until_accepting(self.socket_path, 30.0, self._process, self.log)
             if self.tcp_port is not None:
                 wait_until_accepting(self.tcp_address, 30.0, self._process, self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_master(self, prefork: int) -> None:
+        cyrus_conf = self.root / "cyrus.conf"
+        cyrus_conf.write_text(
+            "SERVICES {\n"
+            f'  lmtpunix cmd="lmtpd" listen="{self.socket_path}" prefork={prefork}\n'
+            "}\n"
+        )
+        argv = [*SEALMAIL, "master", "-C", str(self.conf_path), "-M", str(cyrus_conf), "-D"]
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        try:
+            wait_until_accepting(self.socket_path, 30.0, self._process, self.log)
         except BaseException:
             self.stop()
             raise

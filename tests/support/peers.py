@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import imaplib
 import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import smtplib
@@ -47,6 +49,10 @@ POSTALIAS = "/usr/sbin/postalias"
 CYRUS_BIN = Path("/usr/lib/cyrus/bin")
 CYRUS_MASTER = CYRUS_BIN / "master"
 CYRUS_LMTPD = CYRUS_BIN / "lmtpd"
+# Debian's cyrus-imapd conflicts with dovecot-imapd: its imapd is unpacked here (cyrus_imapd()).
+CYRUS_IMAPD_CACHE = Path(
+    os.environ.get("SEALMAIL_CYRUS_IMAPD_DIR", "/var/tmp/sealmail-cyrus-imapd")
+)
 DOVECOT = "/usr/sbin/dovecot"
 DOVECOT_LMTP = "/usr/lib/dovecot/lmtp"
 
@@ -599,11 +605,15 @@ class CyrusInstance:
     Every service command carries `-C imapd.conf`: Cyrus's master does not pass its own -C on to
     the processes it spawns, and without it they silently use /etc/imapd.conf and /var/lib/cyrus.
 
-    Mailboxes: cyrus-common has no imapd to CREATE over, and no command-line creator; lmtpd's
-    autocreate (`autocreate_post: yes`, `autocreate_quota: 0` = no quota) makes a user's INBOX on
-    the first delivery, and `autocreate_users` limits that to the listed users so others still get
-    550 5.1.1. `start()` delivers one setup message to each user, so mailbox creation is never
-    part of what a caller measures; `message_count()` includes it.
+    Mailboxes: cyrus-common has no imapd to CREATE over, and no command-line creator. By default
+    lmtpd's autocreate (`autocreate_post: yes`, `autocreate_quota: 0` = no quota) makes a user's
+    INBOX on the first delivery, and `autocreate_users` limits that to the listed users so others
+    still get 550 5.1.1; `start()` delivers one setup message to each user, so mailbox creation is
+    never part of what a caller measures; `message_count()` includes it. With
+    `create_over_imap=True` the INBOXes are made as a Cyrus operator makes them, by an admin's
+    CREATE over IMAP (Cyrus's imapd unpacked from Debian's cyrus-imapd, see cyrus_imapd()), and
+    there is no autocreate: autocreate gives each user a quota root, which slows Cyrus's lmtpd
+    down, so benchmarks use this.
     """
 
     def __init__(
@@ -613,8 +623,12 @@ class CyrusInstance:
         *,
         prefork: int = 1,
         imapd_conf_extra: Mapping[str, str] | None = None,
+        create_over_imap: bool = False,
     ) -> None:
         self.root = tmpdir / "cyrus"
+        self.create_over_imap = create_over_imap
+        self.imap_port = free_tcp_port()
+        self.admin_password = secrets.token_hex(12)
         self.conf_path = self.root / "imapd.conf"
         self.cyrus_conf_path = self.root / "cyrus.conf"
         self.configdirectory = self.root / "conf"
@@ -651,13 +665,16 @@ class CyrusInstance:
             "admins": "cyrus",
             "sasl_pwcheck_method": "auxprop",
             "sasl_sasldb_path": str(self.configdirectory / "sasldb2"),
-            "autocreate_post": "yes",
-            "autocreate_quota": "0",
-            "autocreate_users": " ".join(self.users) or "nobody-at-all",
             "delete_mode": "immediate",
             "expunge_mode": "immediate",
             "syslog_prefix": f"cyrus-{self.root.parent.name}",
         }
+        if self.create_over_imap:
+            settings["allowplaintext"] = "yes"  # the admin's LOGIN, on 127.0.0.1
+        else:
+            settings["autocreate_post"] = "yes"
+            settings["autocreate_quota"] = "0"
+            settings["autocreate_users"] = " ".join(self.users) or "nobody-at-all"
         settings.update(self.imapd_conf_extra)
         return settings
 
@@ -670,7 +687,9 @@ class CyrusInstance:
             "SERVICES {\n"
             f'  lmtpunix cmd="lmtpd -C {conf}" listen="{self.socket_path}" prefork={self.prefork}\n'
             f'  lmtp cmd="lmtpd -C {conf} -a" listen="127.0.0.1:{self.tcp_port}" prefork=0\n'
-            "}\n"
+            + (f'  imap cmd="{cyrus_imapd()} -C {conf}" listen="127.0.0.1:{self.imap_port}"'
+               " prefork=0\n" if self.create_over_imap else "")
+            + "}\n"
             "EVENTS {\n}\n"
             "DAEMON {\n}\n"
         )
@@ -684,6 +703,12 @@ class CyrusInstance:
             "".join(f"{key}: {value}\n" for key, value in self.imapd_conf().items())
         )
         self.cyrus_conf_path.write_text(self.cyrus_conf())
+        if self.create_over_imap:
+            subprocess.run(
+                ["saslpasswd2", "-p", "-c", "-f", str(self.configdirectory / "sasldb2"),
+                 "-u", "cyrus.test.example", "cyrus"],
+                input=self.admin_password, text=True, check=True, capture_output=True,
+            )
         _chown_tree(self.root, "cyrus", "mail")
         with self.output.open("wb") as out:
             # In the foreground (no -d), so stopping is a signal to a child we own.
@@ -710,6 +735,18 @@ class CyrusInstance:
             raise
 
     def _create_mailboxes(self) -> None:
+        if self.create_over_imap:
+            wait_until_accepting(("127.0.0.1", self.imap_port), 30.0, self._process, self.output)
+            with imaplib.IMAP4("127.0.0.1", self.imap_port) as imap:
+                imap.login("cyrus", self.admin_password)
+                # Cyrus 3's default unixhierarchysep: yes names the INBOX user/alice.
+                separator = "/" if self.imapd_conf().get("unixhierarchysep", "yes") in (
+                    "yes", "on", "1", "true") else "."
+                for user in self.users:
+                    kind, data = imap.create(f"user{separator}{user}")
+                    if kind != "OK":
+                        raise PeerFailed(f"Cyrus did not CREATE user.{user}: {data!r}")
+            return
         with LmtpClient(self.socket_path) as client:
             for user in self.users:
                 message = (
@@ -732,8 +769,27 @@ class CyrusInstance:
         return Path(out.strip())
 
     def message_count(self, user: str) -> int:
-        """Message files ("UID.") in the INBOX, the setup message included."""
+        """Message files ("UID.") in the INBOX, the autocreate setup message included."""
         return sum(1 for p in self.mailbox_dir(user).iterdir() if re.fullmatch(r"\d+\.", p.name))
+
+
+def cyrus_imapd() -> Path:
+    """Cyrus's imapd: the installed one, else Debian's cyrus-imapd unpacked (apt-get download,
+    dpkg -x) under CYRUS_IMAPD_CACHE, since installing it would remove dovecot-imapd."""
+    installed = CYRUS_BIN / "imapd"
+    if installed.exists():
+        return installed
+    unpacked = CYRUS_IMAPD_CACHE / "root" / "usr/lib/cyrus/bin/imapd"
+    if unpacked.exists():
+        return unpacked
+    CYRUS_IMAPD_CACHE.mkdir(parents=True, exist_ok=True)
+    download = subprocess.run(["apt-get", "download", "cyrus-imapd"], cwd=CYRUS_IMAPD_CACHE,
+                              capture_output=True, text=True, check=False, timeout=300)
+    packages = sorted(CYRUS_IMAPD_CACHE.glob("cyrus-imapd_*.deb"))
+    if download.returncode != 0 or not packages:
+        raise PeerUnavailable(f"cyrus-imapd: apt-get download failed: {download.stderr.strip()}")
+    _run(["dpkg", "-x", packages[-1], CYRUS_IMAPD_CACHE / "root"])
+    return unpacked
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,9 +33,13 @@ def lock_filename(key: str) -> str:
 
 
 def _open_lock_file(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            return os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the first lock in a new directory
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, flags, 0o600)
     except OSError as exc:
         raise StoreError(f"cannot open lock file {path}: {exc.strerror}") from exc
 

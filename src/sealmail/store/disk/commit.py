@@ -14,7 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sealmail.durable import fsync_directory
+from sealmail.durable import fsync_directories
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk.layout import (
@@ -190,8 +190,7 @@ class GroupCommit:
                             delivery.results[i] = exc
                             continue
                         directories.add(linked[-1].parent)
-                for directory in directories:
-                    fsync_directory(directory)
+                fsync_directories(directories)
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
             except BaseException:
