@@ -198,3 +198,17 @@ def test_a_second_up_says_who_holds_the_instance(tmp_path: Path) -> None:
     assert "already running (pid 4242)" in done.stderr
     assert "demo user" not in done.stderr
     assert not (instance / "etc").exists()
+
+
+def test_the_mta_config_has_local_and_an_indexed_alias_table(tmp_path: Path) -> None:
+    """Switching to the seed's 2.1 (mailbox_transport, through local(8)) needs no more files."""
+    from sealmail.mta.config.instance import load_mta_config
+    from sealmail.mta.config.parameters import MAIN
+    from sealmail.mta.config.tables import open_table
+
+    directory = up.mta_config(tmp_path, 2525)
+    mta = load_mta_config(directory)
+    assert "local" in {s.service for s in mta.master_cf if s.command == "local"}
+    [spec] = mta.main.maps(MAIN.alias_maps)
+    table = open_table(spec)
+    assert table.lookup("postmaster") is None  # commented out: an empty, valid table

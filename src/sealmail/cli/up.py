@@ -26,6 +26,7 @@ import sysconfig
 from pathlib import Path
 
 from sealmail.config.imapd_conf import load_imapd_conf, render_imapd_conf
+from sealmail.mta.aliases import build_alias_database
 
 log = logging.getLogger("sealmail.up")
 
@@ -144,6 +145,10 @@ def mta_config(instance: Path, smtp_port: int) -> Path:
             "mynetworks = 127.0.0.0/8\n"
             f"local_transport = cyrus:unix:{instance}/lib/socket/lmtp\n"
             "cyrus_destination_recipient_limit = 300\n"
+            "# Read by local(8) only, i.e. once mailbox_transport replaces local_transport\n"
+            "# (seed 2.1); `sealmail newaliases -c` rebuilds it after an edit.\n"
+            f"alias_maps = hash:{directory}/aliases\n"
+            f"alias_database = hash:{directory}/aliases\n"
             f"maillog_file = {maillog_path(instance)}\n"
             "# The account the MTA runs as when root starts it (a normal user's instance runs\n"
             "# as that user).\n"
@@ -156,7 +161,16 @@ def mta_config(instance: Path, smtp_port: int) -> Path:
             "cyrus     unix  -       n       n       -       -       lmtp\n"
             "  -o lmtp_cache_connection=yes\n"
             "error     unix  -       -       n       -       -       error\n"
+            "# local(8): aliases and .forward, then mailbox_transport (seed 2.1, 5.2)\n"
+            "local     unix  -       n       n       -       -       local\n"
         )
+    aliases = directory / "aliases"
+    if not aliases.exists():
+        aliases.write_text(
+            "# aliases(5) for local(8); `sealmail newaliases -c DIR` after an edit.\n"
+            "# postmaster: demo\n"
+        )
+        build_alias_database(aliases)
     return directory
 
 
