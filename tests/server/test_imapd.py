@@ -444,6 +444,8 @@ def test_acl_and_quota_for_admins(start) -> None:  # type: ignore[no-untyped-def
     server = start(allowplaintext="yes")
     admin = server.login("admin")
     assert admin.create("user.carol")[0] == "OK"
+    # As Cyrus: an admin needs no right on the parent (user.bob gives admin none).
+    assert admin.create("user.bob.Projects")[0] == "OK"
     assert admin.setacl("user.bob", "alice", "lrs")[0] == "OK"
     typ, data = admin.getacl("user.bob")
     assert b"alice lrs" in data[0] and b"bob lrswipkxtecda" in data[0]

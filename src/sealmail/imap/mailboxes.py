@@ -134,20 +134,19 @@ def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
 
 def _require_create_right(session: ImapSession, name: str) -> None:
     """Creating needs "k" on the nearest existing ancestor; new top levels and new users'
-    INBOXes are for admins (as Cyrus)."""
+    INBOXes are for admins, who need no right anywhere (as Cyrus)."""
+    if session.is_admin:
+        return
     owner = owner_of(name)
     if owner is not None and name == user_inbox(owner.user, owner.domain):
-        if not session.is_admin:
-            raise CommandFailed("Only an administrator may create a user", "NOPERM")
-        return
+        raise CommandFailed("Only an administrator may create a user", "NOPERM")
     parent = parent_of(name)
     while parent is not None:
         if session.store.mailbox(parent) is not None:
             session.require_rights(parent, "k")
             return
         parent = parent_of(parent)
-    if not session.is_admin:
-        raise CommandFailed("Only an administrator may create a top-level mailbox", "NOPERM")
+    raise CommandFailed("Only an administrator may create a top-level mailbox", "NOPERM")
 
 
 def create(session: ImapSession, command: Create) -> list[Response]:
