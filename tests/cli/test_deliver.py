@@ -737,3 +737,25 @@ def test_held_lines_go_to_a_file_without_syslog(
     where = main_module.log_off_the_wire(tmp_path / "config", "deliver")
     assert where.startswith(f"{tmp_path / 'config' / 'deliver.log'} (no syslog socket")
     assert "held line" in (tmp_path / "config" / "deliver.log").read_text()
+
+
+@pytest.mark.skipif(
+    Path(main_module.SYSLOG_SOCKET).exists(),
+    reason="this host has a syslog socket; the fallback is for hosts without one",
+)
+def test_l_under_inetd_with_an_unreadable_config_answers_421_and_logs_why(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "imapd.conf"
+    conf.write_text("configdirectory: /x\nno colon here\n")
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [*SEALMAIL, "deliver", "-C", str(conf), "-l"],
+        stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=theirs.fileno(),
+    )
+    theirs.close()
+    transcript = _talk(ours, b"LHLO x\r\n")
+    assert process.wait(60) == 78  # EX_CONFIG
+    assert transcript == b"421 4.3.0 deliver: configuration error, try again later\r\n"
+    log = (tmp_path / "deliver.log").read_text()
+    assert f"deliver -l: {conf}:" in log and "no colon here" in log

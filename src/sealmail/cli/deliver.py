@@ -22,6 +22,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH
@@ -42,6 +43,7 @@ EX_CANTCREAT = 73  # the mailbox cannot take it (permanently full) -> 5.2.0
 EX_TEMPFAIL = 75  # try again later -> Postfix defers with 4.3.0
 EX_PROTOCOL = 76  # lmtpd did not understand what deliver sent
 EX_NOPERM = 77  # permission denied -> 5.7.0
+EX_CONFIG = 78  # configuration error
 
 PROG = "sealmail deliver"
 
@@ -125,6 +127,24 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EX_USAGE
+
+
+def config_failed(args: argparse.Namespace, error: Exception) -> int | None:
+    """With -l, standard output and error are the client's (inetd): it gets an LMTP reply, not
+    our error text, and the reason goes to syslog or a file beside the -C file."""
+    if not getattr(args, "lmtp", False):
+        return None
+    import contextlib
+    import logging
+
+    from sealmail.cli.main import log_off_the_wire
+
+    with contextlib.suppress(OSError):
+        log_off_the_wire(Path(args.config).parent, "deliver")
+    logging.getLogger("sealmail.deliver").error("deliver -l: %s", error)
+    with contextlib.suppress(OSError):
+        os.write(1, b"421 4.3.0 deliver: configuration error, try again later\r\n")
+    return EX_CONFIG
 
 
 # --------------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         add = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         add(command)
-        command.set_defaults(_run=getattr(module, f"run_{name}", None) or module.run)
+        command.set_defaults(_run=getattr(module, f"run_{name}", None) or module.run,
+                             _config_failed=getattr(module, "config_failed", None))
     return parser
 
 
@@ -205,6 +206,11 @@ def main(argv: Sequence[str] | None = None, *, switch_account: bool | None = Non
             become_store_account(args)
         result: int = args._run(args)
     except ConfigError as exc:
+        # A command whose standard error may be a client's socket answers in its protocol.
+        answer = getattr(args, "_config_failed", None)
+        status = None if answer is None else answer(args, exc)
+        if status is not None:
+            return int(status)
         print(f"sealmail {args.command}: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG
     except KeyboardInterrupt:
