@@ -174,7 +174,8 @@ def near(
     candidates = [s for s in candidates if (s.field("to") or "").lower() == rcpt] or candidates
     # The store answers before the MTA logs: an earlier (or same-second) line first.
     before = [s for s in candidates if s.when <= line.when]
-    return (before or candidates or [None])[-1]
+    chosen = before or candidates
+    return chosen[-1] if chosen else None
 
 
 def trace(wanted: str, mta_lines: list[LogLine], store_lines: list[LogLine]) -> list[LogLine]:
