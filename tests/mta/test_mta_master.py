@@ -181,6 +181,9 @@ def test_master_cf_service_names_without_a_services_line(tmp_path: Path) -> None
     assert inet_addresses("mail", main, debian) == [("127.0.0.1", 25)]
     with pytest.raises(ConfigError, match=f"unknown service 'lmtpx': not in {debian}"):
         inet_addresses("127.0.0.1:lmtpx", main, debian)
+    where = r"^/etc/x/master\.cf:7: 127\.0\.0\.1:lmtpx: unknown service"
+    with pytest.raises(ConfigError, match=where):
+        inet_addresses("127.0.0.1:lmtpx", main, debian, path="/etc/x/master.cf", line=7)
 
 
 def test_maillog_stamps_are_syslog_s_with_a_space_padded_day() -> None:

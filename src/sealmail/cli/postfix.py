@@ -73,7 +73,7 @@ def check(config: MtaConfig) -> list[str]:
             SmtpdSettings.from_config(settings)
             RecipientPolicy.from_config(settings)
             smtpd_context(settings)
-            inet_addresses(entry.service, main)
+            inet_addresses(entry.service, main, path=entry.path, line=entry.line)
     return warnings
 
 

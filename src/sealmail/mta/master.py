@@ -204,10 +204,16 @@ def open_maillog(main: MainConfig, log_fd: int | None = None) -> logging.Handler
 
 
 def inet_addresses(
-    service: str, main: MainConfig, services_file: str | os.PathLike[str] = DEFAULT_SERVICES_FILE
+    service: str,
+    main: MainConfig,
+    services_file: str | os.PathLike[str] = DEFAULT_SERVICES_FILE,
+    *,
+    path: str = "master.cf",
+    line: int = 0,
 ) -> list[tuple[str, int]]:
     """(host, port) pairs for a master.cf inet service field; a service name is looked up in
-    `services_file`, with IANA's port for a mail service the file lacks."""
+    `services_file`, with IANA's port for a mail service the file lacks. An unknown name is a
+    ConfigError at the entry's `path` and `line`."""
     host: str | None
     if service.startswith("["):
         host, _, port_text = service[1:].partition("]:")
@@ -221,7 +227,7 @@ def inet_addresses(
         try:
             port = service_port(port_text, services_file)
         except UnknownService as exc:
-            raise ConfigError("master.cf", 0, service, str(exc)) from None
+            raise ConfigError(path, line, service, str(exc)) from None
     if host:
         return [(host, port)]
     hosts: list[str] = []
@@ -359,7 +365,8 @@ class MtaMaster:
         """(entry, host, port) of every smtpd listener of master.cf."""
         return [(entry, host, port) for entry in config.master_cf
                 if entry.type == "inet" and entry.command == "smtpd"
-                for host, port in inet_addresses(entry.service, config.main)]
+                for host, port in inet_addresses(entry.service, config.main, path=entry.path,
+                                                 line=entry.line)]
 
     def bind_listeners(self) -> None:
         """Bind every smtpd listener now (blocking): run_foreground does it as root, before
