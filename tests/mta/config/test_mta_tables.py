@@ -179,3 +179,27 @@ def test_source_round_trip(entries: dict[str, str]) -> None:
     text = "".join(f"{key} {value}\n" for key, value in entries.items())
     parsed = parse_source(text)
     assert {e.key: e.value for e in parsed} == entries
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another account")
+def test_a_map_only_root_can_read_says_permission_denied_not_corrupt() -> None:
+    """The seed's SASL password map is root-only (Postfix opens it before dropping root); a
+    sealmail agent reads it as mail_owner and must say why it cannot."""
+    import pwd
+
+    from tests.support.peers import traversable_tmpdir
+
+    nobody = pwd.getpwnam("nobody")
+    with traversable_tmpdir("smtable-") as root:
+        source = root / "cyrus_lmtp_sasl_pass"
+        source.write_text("cyrus.example.com lmtpuser:secret\n")
+        source.chmod(0o600)
+        build_hash(source)
+        index_path(str(source)).chmod(0o600)
+        os.seteuid(nobody.pw_uid)
+        try:
+            with pytest.raises(TableError, match="permission denied for nobody"):
+                open_table(f"hash:{source}")
+        finally:
+            os.seteuid(0)
+        assert open_table(f"hash:{source}").lookup("cyrus.example.com") == "lmtpuser:secret"

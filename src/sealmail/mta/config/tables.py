@@ -205,6 +205,13 @@ def write_index(
     return target
 
 
+def _account() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
 class HashTable:
     """A `hash:` table: lookups in SOURCE.sqlite, opened read-only."""
 
@@ -225,6 +232,14 @@ class HashTable:
                 log.warning("database %s is older than source file %s", self.index, self.source)
         except FileNotFoundError:
             pass
+        if not os.access(self.index, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
+            # Postfix reads a root-only map (the seed's SASL password map) before dropping
+            # privileges; a sealmail agent reads it as mail_owner: say so, not "corrupt".
+            raise TableError(
+                str(self.index), 0, None,
+                f"cannot open: permission denied for {_account()} (make it readable by the "
+                "mail_owner account, e.g. chgrp to its group and chmod 640)",
+            )
         try:
             self._db = sqlite3.connect(
                 f"file:{self.index}?mode=ro", uri=True, check_same_thread=False
