@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.instance import store_root_opt_in
+from tests.support.instance import create_inboxes, store_root_opt_in
 from tests.support.peers import free_tcp_port, wait_until_accepting
 
 from sealmail.config.cyrus_conf import parse_cyrus_conf
@@ -49,8 +49,7 @@ class MasterRun:
             "lmtp_user_concurrency_limit: 0\n" + store_root_opt_in()
         )
         self.cyrus_conf.write_text(cyrus_conf)
-        for user in users:
-            self.sealmail("mailbox", "-C", str(self.imapd_conf), "create", f"user.{user}")
+        create_inboxes(self.imapd_conf, users)
         self.process: subprocess.Popen[bytes] | None = None
 
     def sealmail(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -41,6 +41,25 @@ def store_root_opt_in() -> str:
     return "cyrus_user: root\nallow_root_services: 1\n"
 
 
+def create_inboxes(conf_path: Path, users: Sequence[str]) -> None:
+    """The users' INBOXes, through the store's API in this process: what `sealmail mailbox
+    create` does (tests/cli covers the command) without a process per user, which cost a test
+    module a second per three users and a benchmark minutes for thousands."""
+    from sealmail.config.imapd_conf import load_imapd_conf
+    from sealmail.store.backends import open_store
+    from sealmail.store.names import Namespace
+
+    config = load_imapd_conf(conf_path)
+    names = Namespace(config.hierarchy_separator)
+    separator = config.hierarchy_separator
+    store = open_store(config)
+    try:
+        for user in users:
+            store.create_mailbox(names.to_internal(f"user{separator}{user}"))
+    finally:
+        store.close()
+
+
 class SealmailInstance:
     """imapd.conf, partition and configdirectory under `root`, plus a running lmtpd."""
 
@@ -134,16 +153,7 @@ class SealmailInstance:
             self.users.append(user)
 
     def create_users(self, users: Sequence[str]) -> None:
-        """Their INBOXes; many at once through the store's API in this process (a benchmark's
-        thousands), a few through `sealmail mailbox create` as an operator would."""
-        if len(users) <= 20:
-            for user in users:
-                self.sealmail("mailbox", "-C", str(self.conf_path), "create",
-                              self.mailbox_name(user))
-            return
-        with self.store() as store:
-            for user in users:
-                store.create_mailbox(f"user.{user}")
+        create_inboxes(self.conf_path, users)
 
     def start(self) -> None:
         """Write the config, create the users, start lmtpd and wait until its sockets accept."""
