@@ -136,6 +136,9 @@ class ReceiveBuffer:
         return self.take(len(self._data))
 
 
+_LINE_THEN_DOT = b"\r\n."
+
+
 class DotDataReader:
     """Reads RFC 5321 4.5.2 dot-terminated data incrementally, undoing the dot-stuffing.
 
@@ -193,13 +196,19 @@ class DotDataReader:
                         break
                     pos += 1  # drop the stuffed dot
                 self._at_line_start = False
-            crlf = data.find(CRLF, pos)
-            if crlf >= 0:
-                self._keep(bytes(data[pos : crlf + 2]))
-                pos = crlf + 2
+            # Only a line starting with a dot needs a look: copy up to the next one at once.
+            dotted = data.find(_LINE_THEN_DOT, pos)
+            if dotted >= 0:
+                self._keep(bytes(data[pos : dotted + 2]))
+                pos = dotted + 2
                 self._at_line_start = True
                 continue
-            # No line end yet: keep all but a trailing CR that may start one.
+            # No such line here: keep it all but a trailing CR that may start a line end.
+            if n - pos >= 2 and data[n - 2 : n] == CRLF:
+                self._keep(bytes(data[pos:n]))
+                pos = n
+                self._at_line_start = True
+                break
             end = n - 1 if n > pos and data[n - 1] == 0x0D else n
             self._keep(bytes(data[pos:end]))
             pos = end
