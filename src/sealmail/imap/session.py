@@ -28,7 +28,7 @@ from typing import Any
 from sealmail import __version__
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
-from sealmail.imap import access, fetching, mailboxes, messages, searching
+from sealmail.imap import access, appending, fetching, mailboxes, messages, searching
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.namespace import UserNamespace, net_unicode
 from sealmail.imap.selected import MailboxGone, SelectedMailbox, SyncOptions
@@ -359,11 +359,8 @@ def _enable(session: ImapSession, command: Enable) -> list[Response]:
 
 
 def _append(session: ImapSession, command: Append) -> list[Response]:
-    """APPEND, with RFC 6855 4's `UTF8 (literal8)` form only once UTF-8 is enabled."""
-    if command.utf8 and not session.utf8:
-        # RFC 6855 4: without ENABLE UTF8=ACCEPT the server rejects the UTF8 data extension.
-        raise CommandFailed("APPEND UTF8 needs ENABLE UTF8=ACCEPT first", "CANNOT")
-    out = messages.append(session, command)
+    """APPEND; RFC 9051 6.3.12 keeps APPENDUID from a client that may not read the mailbox."""
+    out = appending.append(session, command)
     target = session.internal(command.mailbox)
     if not session.has_rights(target, "r"):
         # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,

@@ -96,6 +96,8 @@ BASE_CAPABILITIES = (
     "IDLE",
     "NAMESPACE",
     "UIDPLUS",
+    "MULTIAPPEND",
+    "CATENATE",
     "MOVE",
     "UNSELECT",
     "CHILDREN",

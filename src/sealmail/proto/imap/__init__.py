@@ -31,6 +31,7 @@ Typical host loop::
     writer.write(conn.data_to_send())
 """
 
+from sealmail.proto.imap.append import AppendMessage, CatenatePart
 from sealmail.proto.imap.commands import (
     COMMANDS,
     Append,
@@ -149,6 +150,7 @@ __all__ = [
     "Address",
     "Adjacent",
     "Append",
+    "AppendMessage",
     "Atom",
     "Authenticate",
     "AuthenticateAborted",
@@ -156,6 +158,7 @@ __all__ = [
     "BadCommand",
     "BodyStructure",
     "Capability",
+    "CatenatePart",
     "Check",
     "Close",
     "Command",

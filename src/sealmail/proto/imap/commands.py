@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from sealmail.proto.imap.append import AppendMessage, CatenatePart
 from sealmail.proto.imap.fetch import MACROS, FetchAttribute, render_fetch_attribute
 from sealmail.proto.imap.search import SearchKey, render_search_key
 from sealmail.proto.imap.sequence import SequenceSet
 from sealmail.proto.imap.state import ANY, AUTHENTICATED_OR_SELECTED, ConnectionState
 from sealmail.proto.imap.syntax import (
     render_astring,
-    render_datetime,
     render_list_mailbox,
     render_nstring,
     render_string,
@@ -404,8 +404,10 @@ class Status(Command):
 
 @dataclass(frozen=True, slots=True)
 class Append(Command):
-    """APPEND of one message; `binary` is RFC 3516's literal8 form (~{n}); `utf8` is RFC 6855 4's
-    `UTF8 (literal8)` data extension, legal only once UTF8=ACCEPT is enabled (the session checks).
+    """APPEND. The fields below `mailbox` are the first message: `binary` is RFC 3516's
+    literal8 form (~{n}); `utf8` is RFC 6855 4's `UTF8 (literal8)` data extension, legal only
+    once UTF8=ACCEPT is enabled (the session checks); `catenate` holds RFC 4469's parts instead
+    of `message`. `more` are the further messages of RFC 3502 MULTIAPPEND.
     """
 
     name: ClassVar[str] = "APPEND"
@@ -417,18 +419,18 @@ class Append(Command):
     message: bytes = b""
     binary: bool = False
     utf8: bool = False
+    catenate: tuple[CatenatePart, ...] | None = None
+    more: tuple[AppendMessage, ...] = ()
+
+    @property
+    def messages(self) -> tuple[AppendMessage, ...]:
+        """Every message of the command, in order."""
+        first = AppendMessage(self.flags, self.flag_list, self.internaldate, self.message,
+                              self.binary, self.utf8, self.catenate)
+        return (first, *self.more)
 
     def arguments(self) -> bytes:
-        wire = b" " + _mailbox(self.mailbox)
-        if self.flags or self.flag_list:
-            wire += b" " + _flags(self.flags)
-        if self.internaldate is not None:
-            wire += b" " + render_datetime(self.internaldate)
-        prefix = b"~{" if self.binary else b"{"
-        literal = prefix + str(len(self.message)).encode() + b"}\r\n" + self.message
-        if self.utf8:
-            return wire + b" UTF8 (" + literal + b")"
-        return wire + b" " + literal
+        return b" " + _mailbox(self.mailbox) + b"".join(m.render() for m in self.messages)
 
 
 @dataclass(frozen=True, slots=True)

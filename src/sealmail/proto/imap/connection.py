@@ -315,9 +315,11 @@ class ServerConnection:
         nonsync = bool(marker.group(3))
         if nonsync and self.limits.literal_minus:
             limit = min(limit, LITERAL_MINUS_MAX)
-        too_big = size > limit or (
-            not is_append and len(self._command) + size > self.limits.max_command_size
-        )
+        # A whole command is bounded too: APPEND's by the message limit plus the usual command
+        # size, so the messages of a MULTIAPPEND (RFC 3502) and the TEXT parts of a CATENATE
+        # (RFC 4469) together hold no more memory than one message may.
+        whole = self.limits.max_command_size + (self.limits.max_append_size if is_append else 0)
+        too_big = size > limit or len(self._command) + size > whole
         if not too_big:
             return None
         self._command.clear()

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sealmail.proto.imap.append import parse_append_messages
 from sealmail.proto.imap.commands import (
     Append,
     Authenticate,
@@ -444,32 +445,12 @@ def _status_item(reader: Reader) -> str:
 
 
 def _append(reader: Reader, tag: str, by_uid: bool) -> Command:
-    # append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal   (RFC 9051 9)
+    # append = "APPEND" SP mailbox 1*append-message   (RFC 3502 6; RFC 4469 5; RFC 6855 4)
     reader.sp()
     mailbox = reader.mailbox()
-    reader.sp()
-    flags: tuple[str, ...] = ()
-    flag_list = False
-    if reader.peek() == 0x28:
-        flags = _flag_list(reader)
-        flag_list = True
-        reader.sp()
-    internaldate = None
-    if reader.peek() == 0x22:
-        internaldate = reader.date_time()
-        reader.sp()
-    # RFC 6855 4: append-data =/ "UTF8" SP "(" literal8 ")"; a plain literal inside is
-    # accepted as well. Whether UTF-8 was enabled is the session's question.
-    utf8 = reader.startswith_word(b"UTF8")
-    if utf8:
-        reader.pos += len(b"UTF8")
-        reader.sp()
-        reader.expect(b"(", "'('")
-    binary = reader.is_binary_literal()
-    message = reader.literal(allow_binary=True)
-    if utf8:
-        reader.expect(b")", "')'")
-    return Append(tag, mailbox, flags, flag_list, internaldate, message, binary, utf8)
+    first, *more = parse_append_messages(reader)
+    return Append(tag, mailbox, first.flags, first.flag_list, first.internaldate, first.message,
+                  first.binary, first.utf8, first.catenate, tuple(more))
 
 
 def _mailbox_identifier(cls: type[DeleteAcl | ListRights]) -> _Parse:
