@@ -28,13 +28,14 @@ from typing import Any
 from sealmail import __version__
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
-from sealmail.imap import access, appending, fetching, mailboxes, messages, searching
+from sealmail.imap import access, appending, contexts, fetching, mailboxes, messages, searching
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.namespace import UserNamespace, net_unicode
 from sealmail.imap.selected import MailboxGone, SelectedMailbox, SyncOptions
 from sealmail.proto.imap import (
     Append,
     AString,
+    CancelUpdate,
     Check,
     Close,
     Command,
@@ -128,6 +129,7 @@ class ImapSession:
         self.utf8 = False  # either of them: names and strings in UTF-8
         self.has_selected = False  # a SELECT / EXAMINE was seen in this session
         self.saved_search: list[int] = []
+        self.update_contexts: dict[str, contexts.UpdateContext] = {}  # RFC 5267 4, by tag
         self.pending_tag: str | None = None
         self._condstore_news: list[Response] = []  # see enable_condstore
         # Set by the daemon: sends untagged responses at once, from the command's thread.
@@ -271,10 +273,14 @@ class ImapSession:
         if self._condstore_news:
             out.extend(self._condstore_news)
             self._condstore_news.clear()
+        if self.selected is None or command.name in _NO_SYNC:
+            self.update_contexts.clear()  # RFC 5267 4.2: they end with the selection
         if self.selected is not None and command.name not in _NO_SYNC:
             allow_expunge = command.uid or command.name not in _NO_EXPUNGE
             try:
-                out.extend(self.selected.sync(self.store, self.sync_options(), allow_expunge))
+                before = list(self.selected.uids) if self.update_contexts else []
+                synced = self.selected.sync(self.store, self.sync_options(), allow_expunge)
+                out.extend(contexts.notice(self, before, list(synced)))
             except MailboxGone as gone:
                 self.selected = None
                 return [*out, StatusResponse("BYE", str(gone))]
@@ -304,7 +310,9 @@ class ImapSession:
         if self.selected is None:
             return []
         try:
-            return list(self.selected.sync(self.store, self.sync_options(), True))
+            before = list(self.selected.uids) if self.update_contexts else []
+            synced = self.selected.sync(self.store, self.sync_options(), True)
+            return contexts.notice(self, before, list(synced))
         except MailboxGone as gone:
             self.selected = None
             return [StatusResponse("BYE", str(gone))]
@@ -407,6 +415,7 @@ HANDLERS: dict[type[Command], Handler] = {
     Search: searching.search,
     Sort: searching.sort,
     Thread: searching.thread,
+    CancelUpdate: contexts.cancel_update,
     GetAcl: access.getacl,
     SetAcl: access.setacl,
     DeleteAcl: access.deleteacl,

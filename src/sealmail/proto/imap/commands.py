@@ -29,6 +29,7 @@ __all__ = [
     "COMMANDS",
     "Append",
     "Authenticate",
+    "CancelUpdate",
     "Capability",
     "Check",
     "Close",
@@ -688,6 +689,7 @@ class Sort(Command):
     charset: str = "UTF-8"
     keys: SearchKey = _ALL_MESSAGES
     by_uid: bool = False
+    return_options: tuple[str, ...] | None = None  # RFC 5267 ESORT / CONTEXT=SORT
 
     @property
     def uid(self) -> bool:
@@ -695,8 +697,23 @@ class Sort(Command):
 
     def arguments(self) -> bytes:
         criteria = b" ".join(c.render() for c in self.criteria)
-        return (b" (" + criteria + b") " + self.charset.encode() + b" "
+        wire = b""
+        if self.return_options is not None:
+            wire = b" RETURN (" + " ".join(self.return_options).encode() + b")"
+        return (wire + b" (" + criteria + b") " + self.charset.encode() + b" "
                 + render_search_key(self.keys, top=True))
+
+
+@dataclass(frozen=True, slots=True)
+class CancelUpdate(Command):
+    """RFC 5267 4.2: end the UPDATE contexts of the searches with these tags."""
+
+    name: ClassVar[str] = "CANCELUPDATE"
+    states: ClassVar[frozenset[ConnectionState]] = _SELECTED
+    tags: tuple[str, ...] = ()
+
+    def arguments(self) -> bytes:
+        return b"".join(b" " + render_string(t) for t in self.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -726,6 +743,6 @@ COMMANDS: dict[str, type[Command]] = {
         Create, Delete, Subscribe, Unsubscribe, GetAcl, MyRights, GetQuotaRoot, Rename, List,
         Lsub, Namespace, Status, Append, Idle, DeleteAcl, ListRights, SetAcl, GetQuota,
         SetQuota, Compress, Check, Close, Unselect, Expunge, Search, Fetch, Store, Copy, Move,
-        Sort, Thread,
+        Sort, Thread, CancelUpdate,
     )
 }

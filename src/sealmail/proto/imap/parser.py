@@ -20,6 +20,7 @@ from sealmail.proto.imap.append import parse_append_messages
 from sealmail.proto.imap.commands import (
     Append,
     Authenticate,
+    CancelUpdate,
     Capability,
     Check,
     Close,
@@ -65,6 +66,7 @@ from sealmail.proto.imap.commands import (
 )
 from sealmail.proto.imap.errors import BadCommand, ImapError, LiteralTooLarge, UnknownCommand
 from sealmail.proto.imap.fetch import MACROS, parse_fetch_attribute
+from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
 from sealmail.proto.imap.sequence import SequenceSet
 from sealmail.proto.imap.syntax import TAG, Reader
@@ -79,7 +81,6 @@ SORT_KEYS = frozenset({
     "ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO",
 })
 THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
-SEARCH_RETURN = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
 LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"})
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"})
@@ -510,7 +511,7 @@ def _search(reader: Reader, tag: str, by_uid: bool) -> Command:
         # RFC 4731 3: search-return-opts = SP "RETURN" SP "(" [search-return-opt ...] ")"
         reader.pos += len(b"RETURN")
         reader.sp()
-        return_options = _atom_list(reader, SEARCH_RETURN, "SEARCH return option")
+        return_options = parse_return_options(reader)
         reader.sp()
     charset, criteria = parse_search_program(reader)
     return Search(tag, criteria, charset, return_options, by_uid)
@@ -598,8 +599,17 @@ def _copy(cls: type[Copy]) -> _Parse:
 
 
 def _sort(reader: Reader, tag: str, by_uid: bool) -> Command:
-    # RFC 5256: sort = ["UID" SP] "SORT" SP sort-criteria SP search-criteria
+    # RFC 5256: sort = ["UID" SP] "SORT" [search-return-opts] SP sort-criteria SP
+    # search-criteria (RFC 5267 3)
     reader.sp()
+    return_options: tuple[str, ...] | None = None
+    if reader.startswith_word(b"RETURN"):
+        reader.pos += len(b"RETURN")
+        reader.sp()
+        return_options = parse_return_options(reader)
+        if "SAVE" in return_options:
+            raise BadCommand("SAVE is not a SORT return option")  # RFC 5267 3
+        reader.sp()
 
     def criterion(r: Reader) -> SortCriterion:
         reverse = r.startswith_word(b"REVERSE")
@@ -616,7 +626,19 @@ def _sort(reader: Reader, tag: str, by_uid: bool) -> Command:
     charset = parse_charset(reader)
     reader.sp()
     _, keys = parse_search_program(reader, allow_charset=False)
-    return Sort(tag, criteria, charset, keys, by_uid)
+    return Sort(tag, criteria, charset, keys, by_uid, return_options)
+
+
+def _cancelupdate(reader: Reader, tag: str, by_uid: bool) -> Command:
+    # RFC 5267 4.2: cancelupdate = "CANCELUPDATE" 1*(SP quoted)
+    tags = []
+    while not reader.at_end():
+        reader.sp()
+        reader.count_item()
+        tags.append(reader.text(reader.quoted()))
+    if not tags:
+        raise reader.fail("a quoted tag")
+    return CancelUpdate(tag, tuple(tags))
 
 
 def _thread(reader: Reader, tag: str, by_uid: bool) -> Command:
@@ -674,4 +696,5 @@ _PARSERS: dict[str, _Parse] = {
     "MOVE": _copy(Move),
     "SORT": _sort,
     "THREAD": _thread,
+    "CANCELUPDATE": _cancelupdate,
 }
