@@ -130,6 +130,7 @@ class IMAPD(Registry):
     auth_cache_size = integer(0, "Password checks (successful and failed) remembered in memory per process, least recently used dropped first (entries; 0: no cache, the default). Dovecot's auth_cache_size, counted in entries. Keyed by an HMAC of the user, the user's stored entry and the password under a per-process random key, so the cache holds no password and a changed password is never accepted from it. Off by default because an entry is a fast verifier of a valid password to whoever can read the process's memory; turn it on for login throughput (docs/authentication.md).")
     auth_cache_ttl = integer(3600, "Seconds a successful password check is reused from the cache (auth_cache_size).")
     auth_cache_negative_ttl = integer(3600, "Seconds a failed password check is reused from the cache (0: failures are not kept).")
+    urlauth_submit_users = optional_words("Users (the submission server's accounts) that may URLFETCH a URLAUTH URL made for submit+USER (RFC 4467 3); nobody by default.")
     auth_max_failures = integer(3, "Failed authentications before a session is closed.")
     hosts_allow = string("/etc/hosts.allow", "tcp_wrappers allow file.")
     hosts_deny = string("/etc/hosts.deny", "tcp_wrappers deny file.")

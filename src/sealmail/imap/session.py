@@ -28,7 +28,16 @@ from typing import Any
 from sealmail import __version__
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
-from sealmail.imap import access, appending, contexts, fetching, mailboxes, messages, searching
+from sealmail.imap import (
+    access,
+    appending,
+    contexts,
+    fetching,
+    mailboxes,
+    messages,
+    searching,
+    urlauth,
+)
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.namespace import UserNamespace, net_unicode
 from sealmail.imap.selected import MailboxGone, SelectedMailbox, SyncOptions
@@ -48,6 +57,7 @@ from sealmail.proto.imap import (
     Examine,
     Expunge,
     Fetch,
+    GenUrlAuth,
     GetAcl,
     GetQuota,
     GetQuotaRoot,
@@ -60,6 +70,7 @@ from sealmail.proto.imap import (
     Namespace,
     Noop,
     Rename,
+    ResetKey,
     Response,
     ResponseCode,
     Search,
@@ -75,6 +86,7 @@ from sealmail.proto.imap import (
     Thread,
     Unselect,
     Unsubscribe,
+    UrlFetch,
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store import acl as acls
@@ -416,6 +428,9 @@ HANDLERS: dict[type[Command], Handler] = {
     Sort: searching.sort,
     Thread: searching.thread,
     CancelUpdate: contexts.cancel_update,
+    GenUrlAuth: urlauth.genurlauth,
+    ResetKey: urlauth.resetkey,
+    UrlFetch: urlauth.urlfetch,
     GetAcl: access.getacl,
     SetAcl: access.setacl,
     DeleteAcl: access.deleteacl,

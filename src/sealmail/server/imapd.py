@@ -73,7 +73,7 @@ from sealmail.server.session import (
     serve_session,
 )
 from sealmail.server.tls import server_context
-from sealmail.store.api import MessageStore
+from sealmail.store.api import AccessKeys, MessageStore
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.imapd")
@@ -290,6 +290,8 @@ class ImapConnection(ClientSession):
             if not self.service.authenticator.allows_plaintext(self.secure, SASL_SERVICE):
                 caps.append("LOGINDISABLED")  # RFC 9051 6.2.3
             caps += [f"AUTH={m}" for m in self.auth.offered()]
+        if isinstance(self.service.store, AccessKeys):
+            caps += ["URLAUTH", "URLAUTH=BINARY"]  # RFC 4467, RFC 5524: keys in the store
         if self.compression is not None:
             caps.remove("COMPRESS=DEFLATE")
         return caps

@@ -276,6 +276,17 @@ class QuotaAdmin(Protocol):
     def repair_quota(self, root: str) -> list[UsageChange]: ...  # recount; what changed
 
 
+@runtime_checkable
+class AccessKeys(Protocol):
+    """URLAUTH's per-mailbox secrets (RFC 4467 3): `access_key` makes one on first use,
+    `reset_access_key` (RESETKEY) forgets it, so every URL made with it fails from then on.
+    Not every backend keeps them (PostgreSQL does not yet): imapd offers URLAUTH only over a
+    store that does. MailboxNotFound for a mailbox that is not there."""
+
+    def access_key(self, name: str) -> bytes: ...
+    def reset_access_key(self, name: str) -> None: ...
+
+
 class UserData(Protocol):
     """What belongs to a user rather than to a mailbox: subscriptions (IMAP LSUB/SUBSCRIBE).
     (Seen states and \\Recent marks go with the messages: MailboxView's `reader`.)"""

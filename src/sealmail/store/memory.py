@@ -15,6 +15,7 @@ tests on both backends, which is what makes this a fake worth testing sessions a
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 import time
 import uuid
@@ -149,6 +150,7 @@ class MemoryStore:
         self._quotas: dict[str, tuple[int | None, int | None]] = {}
         self._quota_warned: set[str] = set()  # roots whose users were warned (quotawarn)
         self._subscriptions: dict[str, set[str]] = {}
+        self._access_keys: dict[str, bytes] = {}  # uniqueid -> URLAUTH key
         self._last_uidvalidity = 0
         self._slots: dict[str, int] = {}
         self._duplicates: DuplicateDatabase | None = None
@@ -654,6 +656,16 @@ class MemoryStore:
                     assert reader is not None
                     mailbox.recent[reader] = new
             return mark
+
+    def access_key(self, name: str) -> bytes:
+        """URLAUTH's key of mailbox `name` (sealmail.store.api.AccessKeys)."""
+        with self._lock:
+            uniqueid = self._require(name).uniqueid
+            return self._access_keys.setdefault(uniqueid, secrets.token_bytes(32))
+
+    def reset_access_key(self, name: str) -> None:
+        with self._lock:
+            self._access_keys.pop(self._require(name).uniqueid, None)
 
     def subscriptions(self, userid: str) -> list[str]:
         with self._lock:

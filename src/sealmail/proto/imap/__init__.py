@@ -138,6 +138,7 @@ from sealmail.proto.imap.response import (
 from sealmail.proto.imap.search import SUPPORTED_CHARSETS, SearchKey
 from sealmail.proto.imap.sequence import STAR, SequenceSet
 from sealmail.proto.imap.state import TRANSITIONS, ConnectionState, next_state
+from sealmail.proto.imap.urlauth import GenUrlAuth, ResetKey, UrlFetch, UrlFetchItem
 from sealmail.rfc5322 import header_fields, message_header
 
 __all__ = [
@@ -184,6 +185,7 @@ __all__ = [
     "Expunge",
     "Fetch",
     "FetchAttribute",
+    "GenUrlAuth",
     "GetAcl",
     "GetQuota",
     "GetQuotaRoot",
@@ -211,6 +213,7 @@ __all__ = [
     "QresyncParameters",
     "Rename",
     "RenderedResponses",
+    "ResetKey",
     "Response",
     "ResponseCode",
     "Search",
@@ -234,6 +237,8 @@ __all__ = [
     "UnknownCommand",
     "Unselect",
     "Unsubscribe",
+    "UrlFetch",
+    "UrlFetchItem",
     "UsageError",
     "Value",
     "body_structure_value",

@@ -70,6 +70,7 @@ from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
 from sealmail.proto.imap.sequence import SequenceSet
 from sealmail.proto.imap.syntax import TAG, Reader
+from sealmail.proto.imap.urlauth import PARSERS as URLAUTH_PARSERS
 
 __all__ = ["ParserLimits", "parse_command", "peek_command"]
 
@@ -697,4 +698,5 @@ _PARSERS: dict[str, _Parse] = {
     "SORT": _sort,
     "THREAD": _thread,
     "CANCELUPDATE": _cancelupdate,
+    **URLAUTH_PARSERS,
 }
