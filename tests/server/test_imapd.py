@@ -995,7 +995,7 @@ def test_authenticate_plain_with_sasl_ir(start, caplog) -> None:  # type: ignore
     response = base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode()
     typ, data = client._simple_command("AUTHENTICATE", "PLAIN", response)  # RFC 4959: one line
     assert typ == "OK" and data[0].startswith(b"[CAPABILITY IMAP4rev1 ")
-    assert data[0].endswith(b"] Logged in") and b"AUTH=" not in data[0]
+    assert data[0].endswith(b"] Logged in") and b" AUTH=" not in data[0]
     client.state = "AUTH"
     assert client.select("INBOX")[0] == "OK"
     client.logout()

@@ -35,6 +35,7 @@ from sealmail.imap import (
     fetching,
     mailboxes,
     messages,
+    notify,
     searching,
     urlauth,
 )
@@ -69,6 +70,7 @@ from sealmail.proto.imap import (
     MyRights,
     Namespace,
     Noop,
+    Notify,
     Rename,
     ResetKey,
     Response,
@@ -142,6 +144,7 @@ class ImapSession:
         self.has_selected = False  # a SELECT / EXAMINE was seen in this session
         self.saved_search: list[int] = []
         self.update_contexts: dict[str, contexts.UpdateContext] = {}  # RFC 5267 4, by tag
+        self.notify_spec: notify.NotifySpec | None = None  # RFC 5465 NOTIFY SET
         self.pending_tag: str | None = None
         self._condstore_news: list[Response] = []  # see enable_condstore
         # Set by the daemon: sends untagged responses at once, from the command's thread.
@@ -298,6 +301,8 @@ class ImapSession:
                 return [*out, StatusResponse("BYE", str(gone))]
             except StoreError:
                 pass  # announced at the next command
+        if self.notify_spec is not None and not isinstance(command, Notify):
+            out.extend(notify.news(self))  # RFC 5465: other mailboxes' news, at every command
         out.append(tagged or StatusResponse("OK", f"{command.wire_name} completed",
                                             tag=command.tag))
         return out
@@ -318,7 +323,21 @@ class ImapSession:
         return command
 
     def poll(self) -> list[Response]:
-        """News for an idling client (RFC 2177): EXISTS, EXPUNGE, FETCH FLAGS."""
+        """News for an idling client (RFC 2177): EXISTS, EXPUNGE, FETCH FLAGS; and with NOTIFY
+        (RFC 5465) the STATUS and LIST news of the other mailboxes it watches."""
+        out = self._poll_selected()
+        return out + notify.news(self) if self.notify_spec is not None else out
+
+    def notify_poll(self) -> list[Response]:
+        """News between commands once NOTIFY is set (the daemon asks while the client is not
+        in a command): the selected mailbox's only when SELECTED is watched (RFC 5465 5.1)."""
+        spec = self.notify_spec
+        if spec is None:
+            return []
+        out = self._poll_selected() if spec.selected else []
+        return out + notify.news(self)
+
+    def _poll_selected(self) -> list[Response]:
         if self.selected is None:
             return []
         try:
@@ -333,6 +352,8 @@ class ImapSession:
 
     def has_news(self) -> bool:
         """Cheap check (one index row) whether `poll` would have anything to say."""
+        if self.notify_spec is not None:
+            return True  # other mailboxes too: `poll` finds out
         if self.selected is None:
             return False
         try:
@@ -431,6 +452,7 @@ HANDLERS: dict[type[Command], Handler] = {
     GenUrlAuth: urlauth.genurlauth,
     ResetKey: urlauth.resetkey,
     UrlFetch: urlauth.urlfetch,
+    Notify: notify.notify,
     GetAcl: access.getacl,
     SetAcl: access.setacl,
     DeleteAcl: access.deleteacl,

@@ -83,6 +83,7 @@ SASL_SERVICE = "imap"
 STREAM_BUFFER = 1024 * 1024  # output a FETCH may have waiting for its client, beyond the kernel's
 TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
 IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
+NOTIFY_POLL_INTERVAL = 1.0  # seconds between NOTIFY checks (a mailbox list each) between commands
 
 # Extensions this server implements (RFC 9051 7.2.2 CAPABILITY); AUTH=, STARTTLS and
 # LOGINDISABLED are added per session. Both revisions: a client is served as IMAP4rev1 until it
@@ -107,6 +108,7 @@ BASE_CAPABILITIES = (
     "QRESYNC",
     "ESEARCH",
     "ESORT",
+    "NOTIFY",
     "CONTEXT=SEARCH",
     "CONTEXT=SORT",
     "SEARCHRES",
@@ -485,6 +487,8 @@ class ImapConnection(ClientSession):
         every `idle_poll_interval` meanwhile; a read cut short for that loses nothing."""
         service = self.service
         if not self.idling:
+            if self.session is not None and self.session.notify_spec is not None:
+                return await self._receive_notifying()
             return await read_client(
                 self.reader, timeout=service.timeout, draining=service.draining
             )
@@ -498,6 +502,24 @@ class ImapConnection(ClientSession):
             session = self.session
             if session is not None and await self._in_thread(session.has_news):
                 self._send(await self._in_thread(session.poll))
+                await self._flush()
+
+    async def _receive_notifying(self) -> bytes | Interruption:
+        """`_receive` once NOTIFY is set (RFC 5465): news of the watched mailboxes is sent
+        every NOTIFY_POLL_INTERVAL while the client is between commands (never inside one, a
+        literal half sent)."""
+        service = self.service
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + service.timeout
+        interval = max(service.idle_poll_interval, NOTIFY_POLL_INTERVAL)
+        while True:
+            wait = max(0.0, min(deadline - loop.time(), interval))
+            data = await read_client(self.reader, timeout=wait, draining=service.draining)
+            if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
+                return data
+            session = self.session
+            if session is not None and self.conn.between_commands:
+                self._send(await self._in_thread(session.notify_poll))
                 await self._flush()
 
     async def _on_event(self, event: Event) -> None:

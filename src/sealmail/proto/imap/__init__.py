@@ -115,6 +115,7 @@ from sealmail.proto.imap.mime import (
     parse_message,
     section_bytes,
 )
+from sealmail.proto.imap.notify import Notify, NotifyGroup
 from sealmail.proto.imap.parser import ParserLimits, parse_command, peek_command
 from sealmail.proto.imap.response import (
     Adjacent,
@@ -207,6 +208,8 @@ __all__ = [
     "NeedData",
     "NestingTooDeep",
     "Noop",
+    "Notify",
+    "NotifyGroup",
     "ParsedMessage",
     "ParserLimits",
     "ProtocolError",

@@ -134,6 +134,13 @@ class ServerConnection:
         """The command waiting for its tagged response."""
         return self._pending
 
+    @property
+    def between_commands(self) -> bool:
+        """No command pending and none half received: unsolicited news may go out now
+        (RFC 5465 3)."""
+        return (self._pending is None and not self._command and not self._literal_left
+                and not len(self._buffer))
+
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; b"" when the client closed its side."""
         if self._tls_wait and data:

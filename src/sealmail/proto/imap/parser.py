@@ -66,6 +66,7 @@ from sealmail.proto.imap.commands import (
 )
 from sealmail.proto.imap.errors import BadCommand, ImapError, LiteralTooLarge, UnknownCommand
 from sealmail.proto.imap.fetch import MACROS, parse_fetch_attribute
+from sealmail.proto.imap.notify import PARSERS as NOTIFY_PARSERS
 from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
 from sealmail.proto.imap.sequence import SequenceSet
@@ -699,4 +700,5 @@ _PARSERS: dict[str, _Parse] = {
     "THREAD": _thread,
     "CANCELUPDATE": _cancelupdate,
     **URLAUTH_PARSERS,
+    **NOTIFY_PARSERS,
 }
