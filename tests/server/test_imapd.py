@@ -413,6 +413,22 @@ def test_idle_announces_a_delivery(start) -> None:  # type: ignore[no-untyped-de
     sock.close()
 
 
+def test_notify_news_arrives_between_commands(start) -> None:  # type: ignore[no-untyped-def]
+    """RFC 5465: once NOTIFY is set, a delivery to another watched mailbox is told as STATUS
+    without the client sending anything (polled between commands)."""
+    server = start(allowplaintext="yes")
+    server.store.create_mailbox("user.alice.Archive")
+    sock, say = raw_session(server)
+    say(b"a LOGIN alice \"" + PASSWORD.encode() + b"\"\r\n")
+    assert b"b OK" in say(b"b NOTIFY SET (PERSONAL (MessageNew MessageExpunge))\r\n")
+    server.deliver(PLAIN, "user.alice.Archive")
+    sock.settimeout(10)
+    reader = sock.makefile("rb")
+    line = reader.readline()
+    assert line.startswith(b"* STATUS INBOX.Archive (MESSAGES 1 UIDNEXT 2 UIDVALIDITY "), line
+    sock.close()
+
+
 def test_condstore_qresync_and_esearch(start) -> None:  # type: ignore[no-untyped-def]
     server = start(allowplaintext="yes")
     for _ in range(3):
