@@ -132,7 +132,7 @@ def _watched(session: ImapSession, spec: NotifySpec) -> dict[str, tuple[MailboxI
     """The mailboxes (not the selected one) a message event group names, with their events."""
     selected = session.selected.name if session.selected is not None else None
     out: dict[str, tuple[MailboxInfo, set[str]]] = {}
-    infos = {info.name: info for info in _listable(session)}
+    infos = _listable(session, spec)
     for group in spec.groups:
         events = set(group.events) & _MESSAGE_EVENTS
         if not events or group.filter in ("SELECTED", "SELECTED-DELAYED"):
@@ -145,7 +145,7 @@ def _watched(session: ImapSession, spec: NotifySpec) -> dict[str, tuple[MailboxI
 
 
 def _in_scope(session: ImapSession, spec: NotifySpec, event: str) -> list[str]:
-    infos = {info.name: info for info in _listable(session)}
+    infos = _listable(session, spec)
     names: list[str] = []
     for group in spec.groups:
         if event in group.events:
@@ -173,8 +173,27 @@ def _group_names(session: ImapSession, group: NotifyGroup,
     return [n for n in infos for root in roots if n == root or n.startswith(root + ".")]
 
 
-def _listable(session: ImapSession) -> list[MailboxInfo]:
-    """Every mailbox the user may see (RFC 5465 5: no news of mailboxes they may not list)."""
-    return [info for info in session.store.list_mailboxes()
-            if session.rights_in(info, "l") or session.rights_in(info, "r")]
-
+def _listable(session: ImapSession, spec: NotifySpec) -> dict[str, MailboxInfo]:
+    """The mailboxes the groups can name that the user may see (RFC 5465 5: no news of
+    mailboxes they may not list), read by prefix so the cost follows what is watched, not
+    the size of the server."""
+    prefixes: set[str] = set()
+    for group in spec.groups:
+        if group.filter in ("INBOXES", "PERSONAL"):
+            prefixes.add(session.namespace.inbox)
+        elif group.filter == "SUBSCRIBED":
+            prefixes.update(session.store.subscriptions(session.userid))
+        elif group.filter in ("SUBTREE", "MAILBOXES"):
+            for wire in group.mailboxes:
+                try:
+                    prefixes.add(session.internal(wire))
+                except StoreError:
+                    continue
+    out: dict[str, MailboxInfo] = {}
+    for prefix in sorted(prefixes):
+        if any(prefix.startswith(p) for p in prefixes if p != prefix):
+            continue  # covered by a shorter prefix
+        for info in session.store.list_mailboxes(prefix):
+            if session.rights_in(info, "l") or session.rights_in(info, "r"):
+                out[info.name] = info
+    return out
