@@ -429,6 +429,30 @@ def test_notify_news_arrives_between_commands(start) -> None:  # type: ignore[no
     sock.close()
 
 
+def test_a_second_login_is_answered_from_the_auth_cache(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """auth_cache_size: the second LOGIN with the same password runs no scrypt; a wrong one
+    is checked (and then remembered for auth_cache_negative_ttl)."""
+    checks: list[str] = []
+    real = SaslDB.check_password
+
+    def counting(self: SaslDB, identity: object, password: str) -> object:
+        checks.append(password)
+        return real(self, identity, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SaslDB, "check_password", counting)
+    server = start(allowplaintext="yes", auth_cache_size="100")
+    for _ in range(2):
+        client = server.client()
+        assert client.login("alice", PASSWORD)[0] == "OK"
+        client.logout()
+    assert len(checks) == 1
+    sock, say = raw_session(server)
+    for _ in range(2):
+        assert b"a NO" in say(b'a LOGIN alice "wrong horse"\r\n')
+    assert len(checks) == 2
+    sock.close()
+
+
 def test_condstore_qresync_and_esearch(start) -> None:  # type: ignore[no-untyped-def]
     server = start(allowplaintext="yes")
     for _ in range(3):
