@@ -4,11 +4,15 @@ sizes over the limits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from tests.imap.test_imaptest_findings import Client, deliver, expect, selected
+from tests.support.stores import open_store, store_config
 
 from sealmail.proto.imap import NEED_DATA, CommandReceived, Limits, ServerConnection
 from sealmail.proto.imap.append import MAX_APPEND_MESSAGES, MAX_CATENATE_PARTS
-from sealmail.store.api import MessageStore
+from sealmail.store.api import AtomicAppending, MessageStore
 
 FIRST = b"From: foo@example.com\r\n\r\nHello world body\r\n"
 SECOND = b"From: foo2@example.com\r\n\r\nLookslike: header\r\n\r\nAnother body\r\n"
@@ -152,3 +156,52 @@ def test_the_messages_of_one_append_are_bounded_together() -> None:
     event = conn.next_event()
     out = conn.data_to_send()
     assert b"a NO [TOOBIG]" in out, (event, out)
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_multiappend_is_one_commit_on_stores_that_can(tmp_path: Path, kind: str) -> None:
+    """AtomicAppending: a refused second message leaves no trace at all (UIDNEXT and
+    HIGHESTMODSEQ as before, nothing expunged), where rolling back would leave both moved."""
+    store = open_store(kind, store_config(tmp_path))
+    try:
+        assert isinstance(store, AtomicAppending)
+        store.create_mailbox("user.fred")
+        store.set_quota("user.fred", None, 1)
+        before = store.mailbox("user.fred")
+        client = Client(store)
+        got = client.say(b"a APPEND INBOX " + lit(b"S: 1\r\n\r\n1\r\n") + b" "
+                         + lit(b"S: 2\r\n\r\n2\r\n"))
+        assert got[-1].startswith("a NO [OVERQUOTA]"), got
+        assert store.mailbox("user.fred") == before
+        assert store.expunged_since("user.fred", 0) == []
+        store.set_quota("user.fred", None, None)
+        got = client.say(b"a APPEND INBOX " + lit(b"S: 1\r\n\r\n1\r\n") + b" "
+                         + lit(b"S: 2\r\n\r\n2\r\n"))
+        assert got[-1].startswith("a OK [APPENDUID"), got
+        assert [r.uid for r in store.messages("user.fred")] == [1, 2]
+    finally:
+        store.close()
+
+
+class WithoutAtomicAppending:
+    """A store as PostgreSQL is today: no deliver_all."""
+
+    def __init__(self, store: MessageStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name == "deliver_all":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def test_multiappend_rolls_back_on_stores_without_one_commit(store: MessageStore) -> None:
+    store.set_quota("user.fred", None, 1)
+    plain = WithoutAtomicAppending(store)
+    assert not isinstance(plain, AtomicAppending)
+    client = Client(plain)  # type: ignore[arg-type]
+    got = client.say(b"a APPEND INBOX " + lit(b"S: 1\r\n\r\n1\r\n") + b" "
+                     + lit(b"S: 2\r\n\r\n2\r\n"))
+    assert got[-1].startswith("a NO [OVERQUOTA]"), got
+    assert store.mailbox("user.fred").exists == 0  # type: ignore[union-attr]
+    assert store.expunged_since("user.fred", 0) == [1]  # stored, then taken back

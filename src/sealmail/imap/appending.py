@@ -2,10 +2,10 @@
 APPENDUID.
 
 All or none (RFC 3502 6.3.11): every message is built and checked (flags, size, CATENATE URLs)
-before the first is stored; should a later one then fail in the store (quota, disk), those
-already stored are expunged before the NO, so the mailbox ends as it was. Another session that
-syncs in between may see them come and go, which RFC 3502 does not forbid (it asks that the
-command as a whole fail).
+before any is stored, then a store with AtomicAppending (disk, memory) appends them in one
+commit, or none. On a store without it (PostgreSQL, for now) they are appended one by one and,
+should a later one fail (quota, disk), those stored are expunged before the NO: the mailbox
+ends as it was, though another session that syncs in between may see them come and go.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sealmail.proto.imap import (
     SequenceSet,
     StatusResponse,
 )
-from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.api import AppendedMessage, AtomicAppending, DeliveryTarget
 from sealmail.store.errors import MailboxNotFound, StoreError
 
 if TYPE_CHECKING:
@@ -39,15 +39,43 @@ def append(session: ImapSession, command: Append) -> list[Response]:
         raise CommandFailed("Mailbox does not exist", "TRYCREATE")  # RFC 9051 6.3.12
     session.require_rights(target, "i")
     built = [_build(session, message) for message in command.messages]
+    store = session.store
+    if len(built) > 1 and isinstance(store, AtomicAppending):
+        # One commit for all (RFC 3502 6.3.11): no session ever sees part of them.
+        try:
+            stored = store.deliver_all([
+                (content, _target(session, target, flags), _date(message))
+                for content, flags, message in built])
+        except MailboxNotFound:
+            raise CommandFailed("Mailbox does not exist", "TRYCREATE") from None
+        except StoreError as error:
+            raise store_failure(error) from None
+    else:
+        stored = _one_by_one(session, target, built)
+    uids = SequenceSet.of([m.uid for m in stored])
+    code = ResponseCode("APPENDUID", (stored[0].uidvalidity,
+                                      stored[0].uid if len(stored) == 1 else Atom(str(uids))))
+    return [StatusResponse("OK", "APPEND completed", tag=command.tag, code=code)]
+
+
+def _target(session: ImapSession, mailbox: str, flags: tuple[str, ...]) -> DeliveryTarget:
+    return DeliveryTarget(mailbox, flags, strict_quota=True, reader=session.userid)
+
+
+def _date(message: AppendMessage) -> float | None:
+    return message.internaldate.timestamp() if message.internaldate else None
+
+
+def _one_by_one(session: ImapSession, target: str,
+                built: list[tuple[bytes, tuple[str, ...], AppendMessage]]
+                ) -> list[AppendedMessage]:
+    """Each message in its own delivery; on a failure the ones stored are expunged before the
+    NO (a store without AtomicAppending: another session may see them come and go)."""
     stored: list[AppendedMessage] = []
     try:
         for content, flags, message in built:
-            internaldate = message.internaldate.timestamp() if message.internaldate else None
             [result] = session.store.deliver(
-                content,
-                [DeliveryTarget(target, flags, strict_quota=True, reader=session.userid)],
-                internaldate,
-            )
+                content, [_target(session, target, flags)], _date(message))
             if isinstance(result, MailboxNotFound):
                 raise CommandFailed("Mailbox does not exist", "TRYCREATE")
             if isinstance(result, StoreError):
@@ -58,10 +86,7 @@ def append(session: ImapSession, command: Append) -> list[Response]:
         if stored:
             session.store.expunge(target, [m.uid for m in stored])  # RFC 3502: none appended
         raise
-    uids = SequenceSet.of([m.uid for m in stored])
-    code = ResponseCode("APPENDUID", (stored[0].uidvalidity,
-                                      stored[0].uid if len(stored) == 1 else Atom(str(uids))))
-    return [StatusResponse("OK", "APPEND completed", tag=command.tag, code=code)]
+    return stored
 
 
 def _build(session: ImapSession, message: AppendMessage

@@ -366,6 +366,30 @@ class MemoryStore:
                                                warning))
         return results
 
+    def deliver_all(
+        self, messages: Sequence[tuple[bytes, DeliveryTarget, float | None]]
+    ) -> list[AppendedMessage]:
+        """MULTIAPPEND (sealmail.store.api.AtomicAppending): checked as a whole (the mailbox,
+        the quota for every message together), then appended under one hold of the lock, so
+        no reader sees part of it."""
+        if not messages:
+            return []
+        name = messages[0][1].mailbox
+        if any(target.mailbox != name for _, target, _ in messages):
+            raise ValueError("deliver_all appends to one mailbox")
+        with self._lock:
+            mailbox = self._require(name)
+            usage = self._usage(mailbox.name)
+            if usage is not None and not messages[0][1].ignore_quota:
+                quota.enforce(usage, sum(len(c) for c, _, _ in messages), len(messages))
+            out: list[AppendedMessage] = []
+            for content, target, internaldate in messages:
+                [result] = self.deliver(content, [target], internaldate)
+                if not isinstance(result, AppendedMessage):
+                    raise result  # not reached: everything that could fail was checked
+                out.append(result)
+            return out
+
     def _note_append(self, before: QuotaUsage, size: int, warn: QuotaWarn) -> QuotaUsage | None:
         """The disk store's quota.note_append, on the in-memory mark."""
         warned = before.root in self._quota_warned

@@ -122,6 +122,7 @@ class DiskStore:
         # Delivery (sealmail.store.api.DeliveryStore).
         self._commit = commit = GroupCommit(spool)
         self.deliver = commit.deliver
+        self.deliver_all = commit.deliver_all
         self.clean_stage_files = commit.clean_stage_files
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)
