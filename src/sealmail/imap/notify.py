@@ -39,6 +39,7 @@ _MESSAGE_EVENTS = frozenset({"MessageNew", "MessageExpunge", "FlagChange"})
 _ITEMS = (("MESSAGES", {"MessageNew", "MessageExpunge"}), ("UIDNEXT", {"MessageNew"}),
           ("UIDVALIDITY", {"MessageNew", "FlagChange"}), ("HIGHESTMODSEQ", {"FlagChange"}))
 MAX_WATCHED = 1000  # mailboxes one session may watch by name or subtree
+POLL_INTERVAL = 1.0  # seconds: how often an idling NOTIFY session looks at them
 
 
 @dataclass

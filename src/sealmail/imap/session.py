@@ -145,6 +145,7 @@ class ImapSession:
         self.saved_search: list[int] = []
         self.update_contexts: dict[str, contexts.UpdateContext] = {}  # RFC 5267 4, by tag
         self.notify_spec: notify.NotifySpec | None = None  # RFC 5465 NOTIFY SET
+        self._notify_polled = 0.0  # when `poll` last looked at the watched mailboxes
         self.pending_tag: str | None = None
         self._condstore_news: list[Response] = []  # see enable_condstore
         # Set by the daemon: sends untagged responses at once, from the command's thread.
@@ -326,7 +327,10 @@ class ImapSession:
         """News for an idling client (RFC 2177): EXISTS, EXPUNGE, FETCH FLAGS; and with NOTIFY
         (RFC 5465) the STATUS and LIST news of the other mailboxes it watches."""
         out = self._poll_selected()
-        return out + notify.news(self) if self.notify_spec is not None else out
+        if self.notify_spec is None:
+            return out
+        self._notify_polled = self.clock()
+        return out + notify.news(self)
 
     def notify_poll(self) -> list[Response]:
         """News between commands once NOTIFY is set (the daemon asks while the client is not
@@ -352,8 +356,9 @@ class ImapSession:
 
     def has_news(self) -> bool:
         """Cheap check (one index row) whether `poll` would have anything to say."""
-        if self.notify_spec is not None:
-            return True  # other mailboxes too: `poll` finds out
+        if self.notify_spec is not None and \
+                self.clock() - self._notify_polled >= notify.POLL_INTERVAL:
+            return True  # other mailboxes too: `poll` finds out, once a second at most
         if self.selected is None:
             return False
         try:

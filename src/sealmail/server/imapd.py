@@ -31,7 +31,7 @@ from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.config.options import IMAPD
-from sealmail.imap import ImapSession
+from sealmail.imap import ImapSession, notify
 from sealmail.imap.session import server_id
 from sealmail.proto.imap import (
     NEED_DATA,
@@ -83,7 +83,7 @@ SASL_SERVICE = "imap"
 STREAM_BUFFER = 1024 * 1024  # output a FETCH may have waiting for its client, beyond the kernel's
 TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
 IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
-NOTIFY_POLL_INTERVAL = 1.0  # seconds between NOTIFY checks (a mailbox list each) between commands
+NOTIFY_POLL_INTERVAL = notify.POLL_INTERVAL  # between commands, a mailbox list each
 
 # Extensions this server implements (RFC 9051 7.2.2 CAPABILITY); AUTH=, STARTTLS and
 # LOGINDISABLED are added per session. Both revisions: a client is served as IMAP4rev1 until it
