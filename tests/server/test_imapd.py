@@ -413,6 +413,46 @@ def test_idle_announces_a_delivery(start) -> None:  # type: ignore[no-untyped-de
     sock.close()
 
 
+def test_notify_news_arrives_between_commands(start) -> None:  # type: ignore[no-untyped-def]
+    """RFC 5465: once NOTIFY is set, a delivery to another watched mailbox is told as STATUS
+    without the client sending anything (polled between commands)."""
+    server = start(allowplaintext="yes")
+    server.store.create_mailbox("user.alice.Archive")
+    sock, say = raw_session(server)
+    say(b"a LOGIN alice \"" + PASSWORD.encode() + b"\"\r\n")
+    assert b"b OK" in say(b"b NOTIFY SET (PERSONAL (MessageNew MessageExpunge))\r\n")
+    server.deliver(PLAIN, "user.alice.Archive")
+    sock.settimeout(10)
+    reader = sock.makefile("rb")
+    line = reader.readline()
+    assert line.startswith(b"* STATUS INBOX.Archive (MESSAGES 1 UIDNEXT 2 UIDVALIDITY "), line
+    sock.close()
+
+
+def test_a_second_login_is_answered_from_the_auth_cache(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """auth_cache_size: the second LOGIN with the same password runs no scrypt; a wrong one
+    is checked (and then remembered for auth_cache_negative_ttl)."""
+    checks: list[str] = []
+    real = SaslDB.check_password
+
+    def counting(self: SaslDB, identity: object, password: str) -> object:
+        checks.append(password)
+        return real(self, identity, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SaslDB, "check_password", counting)
+    server = start(allowplaintext="yes", auth_cache_size="100")
+    for _ in range(2):
+        client = server.client()
+        assert client.login("alice", PASSWORD)[0] == "OK"
+        client.logout()
+    assert len(checks) == 1
+    sock, say = raw_session(server)
+    for _ in range(2):
+        assert b"a NO" in say(b'a LOGIN alice "wrong horse"\r\n')
+    assert len(checks) == 2
+    sock.close()
+
+
 def test_condstore_qresync_and_esearch(start) -> None:  # type: ignore[no-untyped-def]
     server = start(allowplaintext="yes")
     for _ in range(3):
@@ -997,7 +1037,7 @@ def test_authenticate_plain_with_sasl_ir(start, caplog) -> None:  # type: ignore
     response = base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode()
     typ, data = client._simple_command("AUTHENTICATE", "PLAIN", response)  # RFC 4959: one line
     assert typ == "OK" and data[0].startswith(b"[CAPABILITY IMAP4rev1 ")
-    assert data[0].endswith(b"] Logged in") and b"AUTH=" not in data[0]
+    assert data[0].endswith(b"] Logged in") and b" AUTH=" not in data[0]
     client.state = "AUTH"
     assert client.select("INBOX")[0] == "OK"
     client.logout()

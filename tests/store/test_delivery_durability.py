@@ -215,3 +215,34 @@ def test_next_delivery_replaces_uncommitted_debris(tmp_path: Path) -> None:
         assert isinstance(result, AppendedMessage) and result.uid == 1
         assert disk.message_bytes("user.a", 1) == b"real\r\n"
         assert disk.reconstruct("user.a") == []
+
+
+class _Fault(Exception):
+    pass
+
+
+def test_deliver_all_fails_as_a_whole(tmp_path: Path) -> None:
+    """MULTIAPPEND's one commit: a failure after every message was linked (an exception at
+    "linked", before COMMIT) leaves no row, no link and no stage file; then it succeeds."""
+    def fail(at: str) -> None:
+        if at == "linked":
+            raise _Fault(at)
+
+    messages = [(b"one\r\n", DeliveryTarget("user.a", ("\\Seen",)), None),
+                (b"two\r\n", DeliveryTarget("user.a"), 1e9)]
+    with DiskStore.from_config(make_config(tmp_path), fault_hook=fail) as disk:
+        disk.create_mailbox("user.a")
+        before = disk.mailbox("user.a")
+        with pytest.raises(_Fault):
+            disk.deliver_all(messages)
+        assert disk.mailbox("user.a") == before
+        assert not (disk.mailbox_path("user.a") / "1.").exists()
+        assert list((tmp_path / "spool" / "stage.").iterdir()) == []
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        stored = disk.deliver_all(messages)
+        assert [m.uid for m in stored] == [1, 2]
+        records = disk.messages("user.a")
+        assert [r.flags for r in records] == [("\\Seen",), ()]
+        assert records[1].internaldate == 1e9
+        with pytest.raises(ValueError):
+            disk.deliver_all([messages[0], (b"x\r\n", DeliveryTarget("user.b"), None)])

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from sealmail.auth.cache import VerificationCache
 from sealmail.auth.saslauthd import DEFAULT_SASLAUTHD_PATH, SaslauthdClient
 from sealmail.auth.sasldb import SaslDB
 from sealmail.auth.throttle import FailurePenalty
@@ -57,9 +58,12 @@ class MechanismUnavailable(Exception):
 class _PasswordBackends:
     """proto.sasl.Credentials over the configured methods, tried in order like libsasl does."""
 
-    def __init__(self, sasldb: SaslDB | None, saslauthd: SaslauthdClient | None) -> None:
+    def __init__(self, sasldb: SaslDB | None, saslauthd: SaslauthdClient | None,
+                 cache: VerificationCache | None = None, service: str = "") -> None:
         self._sasldb = sasldb
         self._saslauthd = saslauthd
+        self._cache = cache
+        self._service = service
         self._order: list[SaslDB | SaslauthdClient] = [
             b for b in (sasldb, saslauthd) if b is not None
         ]
@@ -72,7 +76,7 @@ class _PasswordBackends:
         unavailable: CredentialsUnavailable | None = None
         for backend in self._order:
             try:
-                if backend.check_password(identity, password) is Verdict.OK:
+                if self._verify(backend, identity, password) is Verdict.OK:
                     return Verdict.OK
             except CredentialsUnavailable as exc:
                 log.error("%s", exc)
@@ -80,6 +84,21 @@ class _PasswordBackends:
         if unavailable is not None:
             raise unavailable
         return Verdict.NO
+
+    def _verify(self, backend: SaslDB | SaslauthdClient, identity: Identity,
+                password: str) -> Verdict:
+        """One backend's check, through the authentication cache when it is on. The sasldb
+        entry is part of the cache key (a changed password misses); saslauthd's is not ours
+        to read, so its answers last the TTL."""
+        cache = self._cache
+        if cache is None or not cache.enabled:
+            return backend.check_password(identity, password)
+        if isinstance(backend, SaslDB):
+            entry = "auxprop:" + (backend.password_entry(identity) or "")
+        else:
+            entry = "saslauthd"
+        return cache.check(self._service, identity, entry, password,
+                           lambda: backend.check_password(identity, password))
 
     def cram_md5_secret(self, identity: Identity) -> CramMD5Secret | None:
         return self._sasldb.cram_md5_secret(identity) if self._sasldb else None
@@ -118,6 +137,13 @@ class Authenticator:
         )
         self._entropy = entropy
         self.penalty = FailurePenalty()  # failed logins per client and user, across sessions
+        cache_options = (IMAPD.auth_cache_size, IMAPD.auth_cache_ttl,
+                         IMAPD.auth_cache_negative_ttl)
+        for option in cache_options:
+            if config.get(option) < 0:
+                raise config.error(option, "must not be negative")
+        size, ttl, negative_ttl = (config.get(option) for option in cache_options)
+        self.cache = VerificationCache(size, ttl, negative_ttl)  # per process and service
         listed = config.get(IMAPD.sasl_mech_list)
         if listed is None:
             self._allowed = MECHANISMS
@@ -135,7 +161,7 @@ class Authenticator:
             if "saslauthd" in self.pwcheck_methods
             else None
         )
-        backends = _PasswordBackends(self._sasldb, saslauthd)
+        backends = _PasswordBackends(self._sasldb, saslauthd, self.cache, service)
         backends.ordered(self.pwcheck_methods)
         return backends
 

@@ -294,6 +294,11 @@ class SaslDB:
 
     # -- sealmail.proto.sasl.Credentials -----------------------------------------------------
 
+    def password_entry(self, identity: Identity) -> str | None:
+        """The user's stored password verifier (salted scrypt), or None: what the
+        authentication cache keys on, so a changed password misses it (sealmail.auth.cache)."""
+        return self._values(identity).get(PASSWORD_PROPERTY)
+
     def check_password(self, identity: Identity, password: str) -> Verdict:
         stored = self._values(identity).get(PASSWORD_PROPERTY)
         if stored is None:

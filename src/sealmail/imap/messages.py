@@ -1,5 +1,5 @@
 """Commands on messages: STORE, COPY, MOVE (RFC 6851), EXPUNGE and UID EXPUNGE (RFC 4315),
-CLOSE, UNSELECT, CHECK, APPEND (RFC 4315 APPENDUID).
+CLOSE, UNSELECT, CHECK (APPEND is sealmail.imap.appending).
 
 Each changes the store in one call (one transaction) and reports what this session did; what
 other sessions see comes from their own sync with the store.
@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from sealmail.imap.errors import CommandFailed, store_failure
+from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import fetch_index_responses
 from sealmail.imap.selected import RECENT, flag_atoms
 from sealmail.proto.imap import (
-    Append,
     Atom,
     Check,
     Close,
@@ -30,18 +29,19 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.proto.imap.syntax import canonical_flag
-from sealmail.store.api import AppendedMessage, DeliveryTarget, flags_after
-from sealmail.store.errors import MailboxNotFound, StoreError
+from sealmail.store.api import flags_after
+from sealmail.store.errors import StoreError
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
 
-__all__ = ["append", "check", "close", "copy_or_move", "expunge", "store", "unselect"]
+__all__ = ["canonical_flags", "check", "close", "copy_or_move", "expunge", "store", "unselect"]
 
 _MODES = {"": "set", "+": "add", "-": "remove"}
 
 
-def _flags(flags: tuple[str, ...]) -> list[str]:
+def canonical_flags(flags: tuple[str, ...]) -> list[str]:
+    """Flags as stored; BAD for \\Recent and unknown system flags (RFC 3501 2.3.2)."""
     out = []
     for flag in flags:
         canonical = canonical_flag(flag)
@@ -67,7 +67,7 @@ def store(session: ImapSession, command: Store) -> list[Response]:
     view = session.require_selected()
     if view.readonly:
         raise CommandFailed("Mailbox is read-only", "READ-ONLY")
-    flags = _flags(command.flags)
+    flags = canonical_flags(command.flags)
     session.require_rights(view.name, _rights_for(flags) or "w")
     if command.unchanged_since is not None:
         session.enable_condstore()
@@ -212,28 +212,3 @@ def check(session: ImapSession, command: Check) -> list[Response]:
     """RFC 3501 6.4.1: every change is already durable; the sync after it reports news."""
     session.require_selected()
     return []
-
-
-def append(session: ImapSession, command: Append) -> list[Response]:
-    target = session.internal(command.mailbox)
-    if session.store.mailbox(target) is None:
-        raise CommandFailed("Mailbox does not exist", "TRYCREATE")  # RFC 9051 6.3.12
-    session.require_rights(target, "i")
-    if not command.message:
-        raise CommandFailed("Empty message", status="BAD")
-    if session.max_message_size and len(command.message) > session.max_message_size:
-        raise CommandFailed(f"Message larger than {session.max_message_size} octets", "TOOBIG")
-    flags = _flags(command.flags)
-    internaldate = command.internaldate.timestamp() if command.internaldate else None
-    [result] = session.store.deliver(
-        command.message,
-        [DeliveryTarget(target, tuple(flags), strict_quota=True, reader=session.userid)],
-        internaldate,
-    )
-    if isinstance(result, MailboxNotFound):
-        raise CommandFailed("Mailbox does not exist", "TRYCREATE")
-    if isinstance(result, StoreError):
-        raise store_failure(result)
-    assert isinstance(result, AppendedMessage)
-    return [StatusResponse("OK", "APPEND completed", tag=command.tag,
-                           code=ResponseCode("APPENDUID", (result.uidvalidity, result.uid)))]

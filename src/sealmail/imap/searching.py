@@ -13,10 +13,12 @@ encodings of text parts undone); both ways use the same decoding, so they always
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
+from sealmail.imap import contexts
 from sealmail.imap.conversations import ThreadedMessage, thread_by_references
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
@@ -42,7 +44,7 @@ from sealmail.store.sorting import base_subject
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
 
-__all__ = ["search", "sort", "thread"]
+__all__ = ["context_result", "search", "sort", "thread"]
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),
@@ -454,7 +456,12 @@ def search(session: ImapSession, command: Search) -> list[Response]:
     options = command.return_options
     if options is None:
         return [replies.search(numbers, modseq if numbers else None)]
-    wanted = {o.upper() for o in options} or {"ALL"}
+    # RFC 4731 3.1: RETURN () is RETURN (ALL); RFC 5267 4: UPDATE and CONTEXT return nothing.
+    wanted = {o.split()[0] for o in options} or {"ALL"}
+    if "UPDATE" in wanted:
+        contexts.register(session, contexts.UpdateContext(
+            session.pending_tag or "", command.uid, command.criteria, None, uids))
+    wanted -= {"UPDATE", "CONTEXT"}
     if "SAVE" in wanted:  # RFC 5182: remember the result as UIDs for "$"
         session.saved_search = uids
         wanted.discard("SAVE")
@@ -465,7 +472,7 @@ def search(session: ImapSession, command: Search) -> list[Response]:
         # highest mod-sequence of the message(s) returned, not of every match.
         returned = [found[0]] * ("MIN" in wanted) + [found[-1]] * ("MAX" in wanted)
         modseq = max((view.modseqs[p] for p in returned), default=modseq)
-    return [replies.esearch(
+    response = replies.esearch(
         session.pending_tag,
         command.uid,
         minimum=min(numbers) if numbers and "MIN" in wanted else None,
@@ -473,7 +480,23 @@ def search(session: ImapSession, command: Search) -> list[Response]:
         all_numbers=SequenceSet.of(numbers) if numbers and "ALL" in wanted else None,
         count=len(numbers) if "COUNT" in wanted else None,
         modseq=modseq if numbers else None,
-    )]
+    )
+    partial = contexts.partial_values(numbers, options)  # RFC 5267 4.4
+    if partial:
+        response = dataclasses.replace(response, values=(*response.values, *partial))
+    return [response]
+
+
+def context_result(session: ImapSession, criteria: SearchKey,
+                   sort_keys: tuple[tuple[str, bool], ...] | None) -> list[int]:
+    """An UPDATE context's result now, as UIDs in its order (sealmail.imap.contexts)."""
+    found, _ = _search(session, criteria)
+    view = session.require_selected()
+    uids = [view.uids[p] for p in found]
+    if sort_keys is None:
+        return uids
+    wanted = set(uids)
+    return [uid for uid in session.store.sorted_uids(view.name, list(sort_keys)) if uid in wanted]
 
 
 # -- SORT and THREAD (RFC 5256) ------------------------------------------------------------------
@@ -484,10 +507,16 @@ def sort(session: ImapSession, command: Sort) -> list[Response]:
     sortable form (sealmail.store.sorting), the search picks the messages."""
     view = session.require_selected()  # the parser refused unknown keys (BAD)
     wanted = _matching_numbers(session, command.keys)
-    ordered = session.store.sorted_uids(view.name, [(c.key, c.reverse) for c in command.criteria])
-    if command.uid:
-        return [replies.sort([uid for uid in ordered if uid in wanted])]
-    return [replies.sort([wanted[uid] for uid in ordered if uid in wanted])]
+    keys = tuple((c.key, c.reverse) for c in command.criteria)
+    ordered = [uid for uid in session.store.sorted_uids(view.name, list(keys)) if uid in wanted]
+    numbers = ordered if command.uid else [wanted[uid] for uid in ordered]
+    options = command.return_options
+    if options is None:
+        return [replies.sort(numbers)]
+    if "UPDATE" in options:  # RFC 5267 4: CONTEXT=SORT
+        contexts.register(session, contexts.UpdateContext(
+            session.pending_tag or "", command.uid, command.keys, keys, ordered))
+    return [contexts.sort_esearch(session, command.uid, options, numbers)]
 
 
 def _matching_numbers(session: ImapSession, criteria: SearchKey) -> dict[int, int]:

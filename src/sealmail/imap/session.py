@@ -28,13 +28,24 @@ from typing import Any
 from sealmail import __version__
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
-from sealmail.imap import access, fetching, mailboxes, messages, searching
+from sealmail.imap import (
+    access,
+    appending,
+    contexts,
+    fetching,
+    mailboxes,
+    messages,
+    notify,
+    searching,
+    urlauth,
+)
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.namespace import UserNamespace, net_unicode
 from sealmail.imap.selected import MailboxGone, SelectedMailbox, SyncOptions
 from sealmail.proto.imap import (
     Append,
     AString,
+    CancelUpdate,
     Check,
     Close,
     Command,
@@ -47,6 +58,7 @@ from sealmail.proto.imap import (
     Examine,
     Expunge,
     Fetch,
+    GenUrlAuth,
     GetAcl,
     GetQuota,
     GetQuotaRoot,
@@ -58,7 +70,9 @@ from sealmail.proto.imap import (
     MyRights,
     Namespace,
     Noop,
+    Notify,
     Rename,
+    ResetKey,
     Response,
     ResponseCode,
     Search,
@@ -74,6 +88,7 @@ from sealmail.proto.imap import (
     Thread,
     Unselect,
     Unsubscribe,
+    UrlFetch,
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store import acl as acls
@@ -128,6 +143,9 @@ class ImapSession:
         self.utf8 = False  # either of them: names and strings in UTF-8
         self.has_selected = False  # a SELECT / EXAMINE was seen in this session
         self.saved_search: list[int] = []
+        self.update_contexts: dict[str, contexts.UpdateContext] = {}  # RFC 5267 4, by tag
+        self.notify_spec: notify.NotifySpec | None = None  # RFC 5465 NOTIFY SET
+        self._notify_polled = 0.0  # when `poll` last looked at the watched mailboxes
         self.pending_tag: str | None = None
         self._condstore_news: list[Response] = []  # see enable_condstore
         # Set by the daemon: sends untagged responses at once, from the command's thread.
@@ -271,15 +289,21 @@ class ImapSession:
         if self._condstore_news:
             out.extend(self._condstore_news)
             self._condstore_news.clear()
+        if self.selected is None or command.name in _NO_SYNC:
+            self.update_contexts.clear()  # RFC 5267 4.2: they end with the selection
         if self.selected is not None and command.name not in _NO_SYNC:
             allow_expunge = command.uid or command.name not in _NO_EXPUNGE
             try:
-                out.extend(self.selected.sync(self.store, self.sync_options(), allow_expunge))
+                before = list(self.selected.uids) if self.update_contexts else []
+                synced = self.selected.sync(self.store, self.sync_options(), allow_expunge)
+                out.extend(contexts.notice(self, before, list(synced)))
             except MailboxGone as gone:
                 self.selected = None
                 return [*out, StatusResponse("BYE", str(gone))]
             except StoreError:
                 pass  # announced at the next command
+        if self.notify_spec is not None and not isinstance(command, Notify):
+            out.extend(notify.news(self))  # RFC 5465: other mailboxes' news, at every command
         out.append(tagged or StatusResponse("OK", f"{command.wire_name} completed",
                                             tag=command.tag))
         return out
@@ -300,11 +324,30 @@ class ImapSession:
         return command
 
     def poll(self) -> list[Response]:
-        """News for an idling client (RFC 2177): EXISTS, EXPUNGE, FETCH FLAGS."""
+        """News for an idling client (RFC 2177): EXISTS, EXPUNGE, FETCH FLAGS; and with NOTIFY
+        (RFC 5465) the STATUS and LIST news of the other mailboxes it watches."""
+        out = self._poll_selected()
+        if self.notify_spec is None:
+            return out
+        self._notify_polled = self.clock()
+        return out + notify.news(self)
+
+    def notify_poll(self) -> list[Response]:
+        """News between commands once NOTIFY is set (the daemon asks while the client is not
+        in a command): the selected mailbox's only when SELECTED is watched (RFC 5465 5.1)."""
+        spec = self.notify_spec
+        if spec is None:
+            return []
+        out = self._poll_selected() if spec.selected else []
+        return out + notify.news(self)
+
+    def _poll_selected(self) -> list[Response]:
         if self.selected is None:
             return []
         try:
-            return list(self.selected.sync(self.store, self.sync_options(), True))
+            before = list(self.selected.uids) if self.update_contexts else []
+            synced = self.selected.sync(self.store, self.sync_options(), True)
+            return contexts.notice(self, before, list(synced))
         except MailboxGone as gone:
             self.selected = None
             return [StatusResponse("BYE", str(gone))]
@@ -313,6 +356,9 @@ class ImapSession:
 
     def has_news(self) -> bool:
         """Cheap check (one index row) whether `poll` would have anything to say."""
+        if self.notify_spec is not None and \
+                self.clock() - self._notify_polled >= notify.POLL_INTERVAL:
+            return True  # other mailboxes too: `poll` finds out, once a second at most
         if self.selected is None:
             return False
         try:
@@ -359,11 +405,8 @@ def _enable(session: ImapSession, command: Enable) -> list[Response]:
 
 
 def _append(session: ImapSession, command: Append) -> list[Response]:
-    """APPEND, with RFC 6855 4's `UTF8 (literal8)` form only once UTF-8 is enabled."""
-    if command.utf8 and not session.utf8:
-        # RFC 6855 4: without ENABLE UTF8=ACCEPT the server rejects the UTF8 data extension.
-        raise CommandFailed("APPEND UTF8 needs ENABLE UTF8=ACCEPT first", "CANNOT")
-    out = messages.append(session, command)
+    """APPEND; RFC 9051 6.3.12 keeps APPENDUID from a client that may not read the mailbox."""
+    out = appending.append(session, command)
     target = session.internal(command.mailbox)
     if not session.has_rights(target, "r"):
         # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,
@@ -410,6 +453,11 @@ HANDLERS: dict[type[Command], Handler] = {
     Search: searching.search,
     Sort: searching.sort,
     Thread: searching.thread,
+    CancelUpdate: contexts.cancel_update,
+    GenUrlAuth: urlauth.genurlauth,
+    ResetKey: urlauth.resetkey,
+    UrlFetch: urlauth.urlfetch,
+    Notify: notify.notify,
     GetAcl: access.getacl,
     SetAcl: access.setacl,
     DeleteAcl: access.deleteacl,

@@ -31,7 +31,7 @@ from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.config.options import IMAPD
-from sealmail.imap import ImapSession
+from sealmail.imap import ImapSession, notify
 from sealmail.imap.session import server_id
 from sealmail.proto.imap import (
     NEED_DATA,
@@ -73,7 +73,7 @@ from sealmail.server.session import (
     serve_session,
 )
 from sealmail.server.tls import server_context
-from sealmail.store.api import MessageStore
+from sealmail.store.api import AccessKeys, MessageStore
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.imapd")
@@ -83,6 +83,7 @@ SASL_SERVICE = "imap"
 STREAM_BUFFER = 1024 * 1024  # output a FETCH may have waiting for its client, beyond the kernel's
 TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
 IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
+NOTIFY_POLL_INTERVAL = notify.POLL_INTERVAL  # between commands, a mailbox list each
 
 # Extensions this server implements (RFC 9051 7.2.2 CAPABILITY); AUTH=, STARTTLS and
 # LOGINDISABLED are added per session. Both revisions: a client is served as IMAP4rev1 until it
@@ -96,6 +97,8 @@ BASE_CAPABILITIES = (
     "IDLE",
     "NAMESPACE",
     "UIDPLUS",
+    "MULTIAPPEND",
+    "CATENATE",
     "MOVE",
     "UNSELECT",
     "CHILDREN",
@@ -104,6 +107,10 @@ BASE_CAPABILITIES = (
     "CONDSTORE",
     "QRESYNC",
     "ESEARCH",
+    "ESORT",
+    "NOTIFY",
+    "CONTEXT=SEARCH",
+    "CONTEXT=SORT",
     "SEARCHRES",
     "LIST-EXTENDED",
     "LIST-STATUS",
@@ -285,6 +292,8 @@ class ImapConnection(ClientSession):
             if not self.service.authenticator.allows_plaintext(self.secure, SASL_SERVICE):
                 caps.append("LOGINDISABLED")  # RFC 9051 6.2.3
             caps += [f"AUTH={m}" for m in self.auth.offered()]
+        if isinstance(self.service.store, AccessKeys):
+            caps += ["URLAUTH", "URLAUTH=BINARY"]  # RFC 4467, RFC 5524: keys in the store
         if self.compression is not None:
             caps.remove("COMPRESS=DEFLATE")
         return caps
@@ -478,6 +487,8 @@ class ImapConnection(ClientSession):
         every `idle_poll_interval` meanwhile; a read cut short for that loses nothing."""
         service = self.service
         if not self.idling:
+            if self.session is not None and self.session.notify_spec is not None:
+                return await self._receive_notifying()
             return await read_client(
                 self.reader, timeout=service.timeout, draining=service.draining
             )
@@ -491,6 +502,24 @@ class ImapConnection(ClientSession):
             session = self.session
             if session is not None and await self._in_thread(session.has_news):
                 self._send(await self._in_thread(session.poll))
+                await self._flush()
+
+    async def _receive_notifying(self) -> bytes | Interruption:
+        """`_receive` once NOTIFY is set (RFC 5465): news of the watched mailboxes is sent
+        every NOTIFY_POLL_INTERVAL while the client is between commands (never inside one, a
+        literal half sent)."""
+        service = self.service
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + service.timeout
+        interval = max(service.idle_poll_interval, NOTIFY_POLL_INTERVAL)
+        while True:
+            wait = max(0.0, min(deadline - loop.time(), interval))
+            data = await read_client(self.reader, timeout=wait, draining=service.draining)
+            if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
+                return data
+            session = self.session
+            if session is not None and self.conn.between_commands:
+                self._send(await self._in_thread(session.notify_poll))
                 await self._flush()
 
     async def _on_event(self, event: Event) -> None:

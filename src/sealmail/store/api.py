@@ -276,6 +276,29 @@ class QuotaAdmin(Protocol):
     def repair_quota(self, root: str) -> list[UsageChange]: ...  # recount; what changed
 
 
+@runtime_checkable
+class AtomicAppending(Protocol):
+    """RFC 3502 MULTIAPPEND: several messages into one mailbox in one commit, all or none.
+    Every target names the same mailbox; on any failure a StoreError is raised and nothing
+    was appended (no other session saw any of them). Not every backend has it (PostgreSQL
+    does not yet): imapd then appends one by one and expunges what it stored on a failure."""
+
+    def deliver_all(
+        self, messages: Sequence[tuple[bytes, DeliveryTarget, float | None]]
+    ) -> list[AppendedMessage]: ...
+
+
+@runtime_checkable
+class AccessKeys(Protocol):
+    """URLAUTH's per-mailbox secrets (RFC 4467 3): `access_key` makes one on first use,
+    `reset_access_key` (RESETKEY) forgets it, so every URL made with it fails from then on.
+    Not every backend keeps them (PostgreSQL does not yet): imapd offers URLAUTH only over a
+    store that does. MailboxNotFound for a mailbox that is not there."""
+
+    def access_key(self, name: str) -> bytes: ...
+    def reset_access_key(self, name: str) -> None: ...
+
+
 class UserData(Protocol):
     """What belongs to a user rather than to a mailbox: subscriptions (IMAP LSUB/SUBSCRIBE).
     (Seen states and \\Recent marks go with the messages: MailboxView's `reader`.)"""

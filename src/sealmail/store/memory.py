@@ -15,6 +15,7 @@ tests on both backends, which is what makes this a fake worth testing sessions a
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 import time
 import uuid
@@ -149,6 +150,7 @@ class MemoryStore:
         self._quotas: dict[str, tuple[int | None, int | None]] = {}
         self._quota_warned: set[str] = set()  # roots whose users were warned (quotawarn)
         self._subscriptions: dict[str, set[str]] = {}
+        self._access_keys: dict[str, bytes] = {}  # uniqueid -> URLAUTH key
         self._last_uidvalidity = 0
         self._slots: dict[str, int] = {}
         self._duplicates: DuplicateDatabase | None = None
@@ -363,6 +365,30 @@ class MemoryStore:
                                                mailbox.highestmodseq, guid, len(content),
                                                warning))
         return results
+
+    def deliver_all(
+        self, messages: Sequence[tuple[bytes, DeliveryTarget, float | None]]
+    ) -> list[AppendedMessage]:
+        """MULTIAPPEND (sealmail.store.api.AtomicAppending): checked as a whole (the mailbox,
+        the quota for every message together), then appended under one hold of the lock, so
+        no reader sees part of it."""
+        if not messages:
+            return []
+        name = messages[0][1].mailbox
+        if any(target.mailbox != name for _, target, _ in messages):
+            raise ValueError("deliver_all appends to one mailbox")
+        with self._lock:
+            mailbox = self._require(name)
+            usage = self._usage(mailbox.name)
+            if usage is not None and not messages[0][1].ignore_quota:
+                quota.enforce(usage, sum(len(c) for c, _, _ in messages), len(messages))
+            out: list[AppendedMessage] = []
+            for content, target, internaldate in messages:
+                [result] = self.deliver(content, [target], internaldate)
+                if not isinstance(result, AppendedMessage):
+                    raise result  # not reached: everything that could fail was checked
+                out.append(result)
+            return out
 
     def _note_append(self, before: QuotaUsage, size: int, warn: QuotaWarn) -> QuotaUsage | None:
         """The disk store's quota.note_append, on the in-memory mark."""
@@ -654,6 +680,16 @@ class MemoryStore:
                     assert reader is not None
                     mailbox.recent[reader] = new
             return mark
+
+    def access_key(self, name: str) -> bytes:
+        """URLAUTH's key of mailbox `name` (sealmail.store.api.AccessKeys)."""
+        with self._lock:
+            uniqueid = self._require(name).uniqueid
+            return self._access_keys.setdefault(uniqueid, secrets.token_bytes(32))
+
+    def reset_access_key(self, name: str) -> None:
+        with self._lock:
+            self._access_keys.pop(self._require(name).uniqueid, None)
 
     def subscriptions(self, userid: str) -> list[str]:
         with self._lock:

@@ -31,10 +31,12 @@ Typical host loop::
     writer.write(conn.data_to_send())
 """
 
+from sealmail.proto.imap.append import AppendMessage, CatenatePart
 from sealmail.proto.imap.commands import (
     COMMANDS,
     Append,
     Authenticate,
+    CancelUpdate,
     Capability,
     Check,
     Close,
@@ -113,6 +115,7 @@ from sealmail.proto.imap.mime import (
     parse_message,
     section_bytes,
 )
+from sealmail.proto.imap.notify import Notify, NotifyGroup
 from sealmail.proto.imap.parser import ParserLimits, parse_command, peek_command
 from sealmail.proto.imap.response import (
     Adjacent,
@@ -136,6 +139,7 @@ from sealmail.proto.imap.response import (
 from sealmail.proto.imap.search import SUPPORTED_CHARSETS, SearchKey
 from sealmail.proto.imap.sequence import STAR, SequenceSet
 from sealmail.proto.imap.state import TRANSITIONS, ConnectionState, next_state
+from sealmail.proto.imap.urlauth import GenUrlAuth, ResetKey, UrlFetch, UrlFetchItem
 from sealmail.rfc5322 import header_fields, message_header
 
 __all__ = [
@@ -149,13 +153,16 @@ __all__ = [
     "Address",
     "Adjacent",
     "Append",
+    "AppendMessage",
     "Atom",
     "Authenticate",
     "AuthenticateAborted",
     "AuthenticateData",
     "BadCommand",
     "BodyStructure",
+    "CancelUpdate",
     "Capability",
+    "CatenatePart",
     "Check",
     "Close",
     "Command",
@@ -179,6 +186,7 @@ __all__ = [
     "Expunge",
     "Fetch",
     "FetchAttribute",
+    "GenUrlAuth",
     "GetAcl",
     "GetQuota",
     "GetQuotaRoot",
@@ -200,12 +208,15 @@ __all__ = [
     "NeedData",
     "NestingTooDeep",
     "Noop",
+    "Notify",
+    "NotifyGroup",
     "ParsedMessage",
     "ParserLimits",
     "ProtocolError",
     "QresyncParameters",
     "Rename",
     "RenderedResponses",
+    "ResetKey",
     "Response",
     "ResponseCode",
     "Search",
@@ -229,6 +240,8 @@ __all__ = [
     "UnknownCommand",
     "Unselect",
     "Unsubscribe",
+    "UrlFetch",
+    "UrlFetchItem",
     "UsageError",
     "Value",
     "body_structure_value",

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from sealmail.proto.imap.append import AppendMessage, CatenatePart
 from sealmail.proto.imap.fetch import MACROS, FetchAttribute, render_fetch_attribute
 from sealmail.proto.imap.search import SearchKey, render_search_key
 from sealmail.proto.imap.sequence import SequenceSet
 from sealmail.proto.imap.state import ANY, AUTHENTICATED_OR_SELECTED, ConnectionState
 from sealmail.proto.imap.syntax import (
     render_astring,
-    render_datetime,
     render_list_mailbox,
     render_nstring,
     render_string,
@@ -29,6 +29,7 @@ __all__ = [
     "COMMANDS",
     "Append",
     "Authenticate",
+    "CancelUpdate",
     "Capability",
     "Check",
     "Close",
@@ -404,8 +405,10 @@ class Status(Command):
 
 @dataclass(frozen=True, slots=True)
 class Append(Command):
-    """APPEND of one message; `binary` is RFC 3516's literal8 form (~{n}); `utf8` is RFC 6855 4's
-    `UTF8 (literal8)` data extension, legal only once UTF8=ACCEPT is enabled (the session checks).
+    """APPEND. The fields below `mailbox` are the first message: `binary` is RFC 3516's
+    literal8 form (~{n}); `utf8` is RFC 6855 4's `UTF8 (literal8)` data extension, legal only
+    once UTF8=ACCEPT is enabled (the session checks); `catenate` holds RFC 4469's parts instead
+    of `message`. `more` are the further messages of RFC 3502 MULTIAPPEND.
     """
 
     name: ClassVar[str] = "APPEND"
@@ -417,18 +420,18 @@ class Append(Command):
     message: bytes = b""
     binary: bool = False
     utf8: bool = False
+    catenate: tuple[CatenatePart, ...] | None = None
+    more: tuple[AppendMessage, ...] = ()
+
+    @property
+    def messages(self) -> tuple[AppendMessage, ...]:
+        """Every message of the command, in order."""
+        first = AppendMessage(self.flags, self.flag_list, self.internaldate, self.message,
+                              self.binary, self.utf8, self.catenate)
+        return (first, *self.more)
 
     def arguments(self) -> bytes:
-        wire = b" " + _mailbox(self.mailbox)
-        if self.flags or self.flag_list:
-            wire += b" " + _flags(self.flags)
-        if self.internaldate is not None:
-            wire += b" " + render_datetime(self.internaldate)
-        prefix = b"~{" if self.binary else b"{"
-        literal = prefix + str(len(self.message)).encode() + b"}\r\n" + self.message
-        if self.utf8:
-            return wire + b" UTF8 (" + literal + b")"
-        return wire + b" " + literal
+        return b" " + _mailbox(self.mailbox) + b"".join(m.render() for m in self.messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,6 +689,7 @@ class Sort(Command):
     charset: str = "UTF-8"
     keys: SearchKey = _ALL_MESSAGES
     by_uid: bool = False
+    return_options: tuple[str, ...] | None = None  # RFC 5267 ESORT / CONTEXT=SORT
 
     @property
     def uid(self) -> bool:
@@ -693,8 +697,23 @@ class Sort(Command):
 
     def arguments(self) -> bytes:
         criteria = b" ".join(c.render() for c in self.criteria)
-        return (b" (" + criteria + b") " + self.charset.encode() + b" "
+        wire = b""
+        if self.return_options is not None:
+            wire = b" RETURN (" + " ".join(self.return_options).encode() + b")"
+        return (wire + b" (" + criteria + b") " + self.charset.encode() + b" "
                 + render_search_key(self.keys, top=True))
+
+
+@dataclass(frozen=True, slots=True)
+class CancelUpdate(Command):
+    """RFC 5267 4.2: end the UPDATE contexts of the searches with these tags."""
+
+    name: ClassVar[str] = "CANCELUPDATE"
+    states: ClassVar[frozenset[ConnectionState]] = _SELECTED
+    tags: tuple[str, ...] = ()
+
+    def arguments(self) -> bytes:
+        return b"".join(b" " + render_string(t) for t in self.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -724,6 +743,6 @@ COMMANDS: dict[str, type[Command]] = {
         Create, Delete, Subscribe, Unsubscribe, GetAcl, MyRights, GetQuotaRoot, Rename, List,
         Lsub, Namespace, Status, Append, Idle, DeleteAcl, ListRights, SetAcl, GetQuota,
         SetQuota, Compress, Check, Close, Unselect, Expunge, Search, Fetch, Store, Copy, Move,
-        Sort, Thread,
+        Sort, Thread, CancelUpdate,
     )
 }

@@ -134,6 +134,13 @@ class ServerConnection:
         """The command waiting for its tagged response."""
         return self._pending
 
+    @property
+    def between_commands(self) -> bool:
+        """No command pending and none half received: unsolicited news may go out now
+        (RFC 5465 3)."""
+        return (self._pending is None and not self._command and not self._literal_left
+                and not len(self._buffer))
+
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; b"" when the client closed its side."""
         if self._tls_wait and data:
@@ -315,9 +322,11 @@ class ServerConnection:
         nonsync = bool(marker.group(3))
         if nonsync and self.limits.literal_minus:
             limit = min(limit, LITERAL_MINUS_MAX)
-        too_big = size > limit or (
-            not is_append and len(self._command) + size > self.limits.max_command_size
-        )
+        # A whole command is bounded too: APPEND's by the message limit plus the usual command
+        # size, so the messages of a MULTIAPPEND (RFC 3502) and the TEXT parts of a CATENATE
+        # (RFC 4469) together hold no more memory than one message may.
+        whole = self.limits.max_command_size + (self.limits.max_append_size if is_append else 0)
+        too_big = size > limit or len(self._command) + size > whole
         if not too_big:
             return None
         self._command.clear()

@@ -16,9 +16,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sealmail.proto.imap.append import parse_append_messages
 from sealmail.proto.imap.commands import (
     Append,
     Authenticate,
+    CancelUpdate,
     Capability,
     Check,
     Close,
@@ -64,9 +66,12 @@ from sealmail.proto.imap.commands import (
 )
 from sealmail.proto.imap.errors import BadCommand, ImapError, LiteralTooLarge, UnknownCommand
 from sealmail.proto.imap.fetch import MACROS, parse_fetch_attribute
+from sealmail.proto.imap.notify import PARSERS as NOTIFY_PARSERS
+from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
 from sealmail.proto.imap.sequence import SequenceSet
 from sealmail.proto.imap.syntax import TAG, Reader
+from sealmail.proto.imap.urlauth import PARSERS as URLAUTH_PARSERS
 
 __all__ = ["ParserLimits", "parse_command", "peek_command"]
 
@@ -78,7 +83,6 @@ SORT_KEYS = frozenset({
     "ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO",
 })
 THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
-SEARCH_RETURN = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
 LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"})
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"})
@@ -444,32 +448,12 @@ def _status_item(reader: Reader) -> str:
 
 
 def _append(reader: Reader, tag: str, by_uid: bool) -> Command:
-    # append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal   (RFC 9051 9)
+    # append = "APPEND" SP mailbox 1*append-message   (RFC 3502 6; RFC 4469 5; RFC 6855 4)
     reader.sp()
     mailbox = reader.mailbox()
-    reader.sp()
-    flags: tuple[str, ...] = ()
-    flag_list = False
-    if reader.peek() == 0x28:
-        flags = _flag_list(reader)
-        flag_list = True
-        reader.sp()
-    internaldate = None
-    if reader.peek() == 0x22:
-        internaldate = reader.date_time()
-        reader.sp()
-    # RFC 6855 4: append-data =/ "UTF8" SP "(" literal8 ")"; a plain literal inside is
-    # accepted as well. Whether UTF-8 was enabled is the session's question.
-    utf8 = reader.startswith_word(b"UTF8")
-    if utf8:
-        reader.pos += len(b"UTF8")
-        reader.sp()
-        reader.expect(b"(", "'('")
-    binary = reader.is_binary_literal()
-    message = reader.literal(allow_binary=True)
-    if utf8:
-        reader.expect(b")", "')'")
-    return Append(tag, mailbox, flags, flag_list, internaldate, message, binary, utf8)
+    first, *more = parse_append_messages(reader)
+    return Append(tag, mailbox, first.flags, first.flag_list, first.internaldate, first.message,
+                  first.binary, first.utf8, first.catenate, tuple(more))
 
 
 def _mailbox_identifier(cls: type[DeleteAcl | ListRights]) -> _Parse:
@@ -529,7 +513,7 @@ def _search(reader: Reader, tag: str, by_uid: bool) -> Command:
         # RFC 4731 3: search-return-opts = SP "RETURN" SP "(" [search-return-opt ...] ")"
         reader.pos += len(b"RETURN")
         reader.sp()
-        return_options = _atom_list(reader, SEARCH_RETURN, "SEARCH return option")
+        return_options = parse_return_options(reader)
         reader.sp()
     charset, criteria = parse_search_program(reader)
     return Search(tag, criteria, charset, return_options, by_uid)
@@ -617,8 +601,17 @@ def _copy(cls: type[Copy]) -> _Parse:
 
 
 def _sort(reader: Reader, tag: str, by_uid: bool) -> Command:
-    # RFC 5256: sort = ["UID" SP] "SORT" SP sort-criteria SP search-criteria
+    # RFC 5256: sort = ["UID" SP] "SORT" [search-return-opts] SP sort-criteria SP
+    # search-criteria (RFC 5267 3)
     reader.sp()
+    return_options: tuple[str, ...] | None = None
+    if reader.startswith_word(b"RETURN"):
+        reader.pos += len(b"RETURN")
+        reader.sp()
+        return_options = parse_return_options(reader)
+        if "SAVE" in return_options:
+            raise BadCommand("SAVE is not a SORT return option")  # RFC 5267 3
+        reader.sp()
 
     def criterion(r: Reader) -> SortCriterion:
         reverse = r.startswith_word(b"REVERSE")
@@ -635,7 +628,19 @@ def _sort(reader: Reader, tag: str, by_uid: bool) -> Command:
     charset = parse_charset(reader)
     reader.sp()
     _, keys = parse_search_program(reader, allow_charset=False)
-    return Sort(tag, criteria, charset, keys, by_uid)
+    return Sort(tag, criteria, charset, keys, by_uid, return_options)
+
+
+def _cancelupdate(reader: Reader, tag: str, by_uid: bool) -> Command:
+    # RFC 5267 4.2: cancelupdate = "CANCELUPDATE" 1*(SP quoted)
+    tags = []
+    while not reader.at_end():
+        reader.sp()
+        reader.count_item()
+        tags.append(reader.text(reader.quoted()))
+    if not tags:
+        raise reader.fail("a quoted tag")
+    return CancelUpdate(tag, tuple(tags))
 
 
 def _thread(reader: Reader, tag: str, by_uid: bool) -> Command:
@@ -693,4 +698,7 @@ _PARSERS: dict[str, _Parse] = {
     "MOVE": _copy(Move),
     "SORT": _sort,
     "THREAD": _thread,
+    "CANCELUPDATE": _cancelupdate,
+    **URLAUTH_PARSERS,
+    **NOTIFY_PARSERS,
 }

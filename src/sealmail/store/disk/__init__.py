@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from sealmail.store import locks, quota
 from sealmail.store.api import QuotaUsage, UsageChange
+from sealmail.store.disk.access_keys import ACCESS_KEYS_NAME, AccessKeyDatabase
 from sealmail.store.disk.commit import GroupCommit
 from sealmail.store.disk.copying import Copying
 from sealmail.store.disk.flags import Flags
@@ -70,6 +71,7 @@ from sealmail.store.disk.mailboxes import Mailboxes
 from sealmail.store.disk.reading import Reading
 from sealmail.store.disk.userdata import UserData
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
+from sealmail.store.errors import MailboxNotFound
 from sealmail.store.index import Index
 from sealmail.store.settings import StoreSettings, store_settings
 
@@ -114,11 +116,13 @@ class DiskStore:
         except OSError as exc:
             raise os_error(exc, "cannot prepare partitions") from exc
         self._index = Index(self.configdirectory / INDEX_NAME)
+        self._access_keys = AccessKeyDatabase(self.configdirectory / ACCESS_KEYS_NAME)
         self.spool = spool = Spool(settings, self._index, clock, fault_hook)
 
         # Delivery (sealmail.store.api.DeliveryStore).
         self._commit = commit = GroupCommit(spool)
         self.deliver = commit.deliver
+        self.deliver_all = commit.deliver_all
         self.clean_stage_files = commit.clean_stage_files
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)
@@ -189,6 +193,19 @@ class DiskStore:
         return locks.delivery_slot(
             self.spool.lock_directory, user, self.settings.user_concurrency_limit
         )
+
+    def access_key(self, name: str) -> bytes:
+        """URLAUTH's key of mailbox `name` (sealmail.store.api.AccessKeys)."""
+        return self._access_keys.key(self._uniqueid(name))
+
+    def reset_access_key(self, name: str) -> None:
+        self._access_keys.reset(self._uniqueid(name))
+
+    def _uniqueid(self, name: str) -> str:
+        info = self.mailbox(name)
+        if info is None:
+            raise MailboxNotFound(f"mailbox {name!r} does not exist")
+        return info.uniqueid
 
     def duplicates(self) -> DuplicateDatabase | None:
         """The duplicate delivery database, or None when duplicatesuppression is off."""

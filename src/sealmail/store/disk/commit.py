@@ -127,6 +127,76 @@ class GroupCommit:
             final.append(result)
         return final
 
+    def deliver_all(
+        self, messages: Sequence[tuple[bytes, DeliveryTarget, float | None]]
+    ) -> list[AppendedMessage]:
+        """MULTIAPPEND (sealmail.store.api.AtomicAppending): every message staged, then all
+        linked and inserted in ONE transaction of their own, committed after the directory
+        fsync, or rolled back as a whole (the links removed) on the first failure."""
+        if not messages:
+            return []
+        name = messages[0][1].mailbox
+        if any(target.mailbox != name for _, target, _ in messages):
+            raise ValueError("deliver_all appends to one mailbox")
+        with self._spool.reading() as conn:
+            row = conn.execute("SELECT partition FROM mailboxes WHERE name = ?",
+                               (name,)).fetchone()
+        if row is None:
+            raise MailboxNotFound(f"mailbox {name!r} does not exist")
+        written: list[Path] = []
+        try:
+            deliveries = []
+            for content, target, internaldate in messages:
+                staged = self._stage(row[0], content)
+                if isinstance(staged, StoreError):
+                    raise staged
+                written.append(staged)
+                deliveries.append(_Delivery(
+                    targets=[target], stages=[staged], size=len(content),
+                    guid=hashlib.sha1(content).hexdigest(),
+                    internaldate=self._spool.clock() if internaldate is None else internaldate,
+                    headers=searchable_form(content), listed=listed_form(content),
+                    sorting=sort_fields(content), results=[None]))
+            self._spool.fault("staged")
+            return self._commit_together(deliveries)
+        finally:
+            for path in written:
+                with suppress(OSError):
+                    path.unlink()
+
+    def _commit_together(self, deliveries: list[_Delivery]) -> list[AppendedMessage]:
+        conn = self._spool.index.connection()
+        linked: list[Path] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
+                out = []
+                for delivery in deliveries:
+                    stage = delivery.stages[0]
+                    assert stage is not None
+                    out.append(self._append(conn, delivery, delivery.targets[0], stage,
+                                            bool(has_quotas), linked))
+                for directory in {path.parent for path in linked}:
+                    fsync_directory(directory)
+                self._spool.fault("linked")
+                conn.execute("COMMIT")
+                return out
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            for path in linked:  # debris at uid >= uidnext otherwise (see _commit_batch)
+                with suppress(OSError):
+                    path.unlink()
+            if isinstance(exc, sqlite3.Error):
+                raise sqlite_error(exc, "delivery") from exc
+            if isinstance(exc, OSError):
+                raise os_error(exc, "delivery") from exc
+            raise
+
     def _stage(self, partition: str, content: bytes) -> Path | StoreError:
         """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)."""
         directory = self._spool.partition_path(partition) / STAGE_DIRECTORY
