@@ -50,6 +50,7 @@ from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
+from sealmail.maillog import SERVICE_SYSLOG_NAME
 from sealmail.mta.agents import DeliveryAgent
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
@@ -136,7 +137,8 @@ class MaillogFormatter(logging.Formatter):
         stamp = syslog_time(record.created)
         level = "" if record.levelno < logging.WARNING else (
             "warning: " if record.levelno == logging.WARNING else "error: ")
-        text = f"{stamp} {self.hostname} {self.syslog_name}/{program}[{record.process}]: " \
+        name = SERVICE_SYSLOG_NAME.get() or self.syslog_name
+        text = f"{stamp} {self.hostname} {name}/{program}[{record.process}]: " \
                f"{level}{record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.maillog import SERVICE_SYSLOG_NAME
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
@@ -128,6 +129,7 @@ class RecipientPolicy:
     recipient_restrictions: tuple[str, ...]
     local_recipients: tuple[LookupTable, ...] = ()  # local_recipient_maps
     delimiter: str = ""
+    reject_unlisted: bool = True  # smtpd_reject_unlisted_recipient
 
     @classmethod
     def from_config(cls, config: MainConfig) -> RecipientPolicy:
@@ -144,6 +146,7 @@ class RecipientPolicy:
                 open_table(spec) for spec in config.get(MAIN.local_recipient_maps)
             ),
             delimiter=config.get(MAIN.recipient_delimiter),
+            reject_unlisted=config.get(MAIN.smtpd_reject_unlisted_recipient),
         )
         if not _REFUSING & {*policy.relay_restrictions, *policy.recipient_restrictions}:
             # As Postfix: refuse to run as an open relay.
@@ -171,7 +174,7 @@ class RecipientPolicy:
             verdict = self._evaluate(restrictions, client, recipient)
             if isinstance(verdict, Reply):
                 return verdict
-        return self.unknown_local_recipient(recipient)
+        return self.unknown_local_recipient(recipient) if self.reject_unlisted else None
 
     def unknown_local_recipient(self, recipient: str) -> Reply | None:
         """local_recipient_maps: a local domain's recipient must be in one of the tables
@@ -256,6 +259,8 @@ class SmtpdSettings:
     sasl_tls_noplaintext: bool
     helo_required: bool
     smtputf8: bool = True
+    wrappermode: bool = False  # smtpd_tls_wrappermode: TLS before the greeting (port 465)
+    syslog_name: str = ""  # the service's own (-o syslog_name=postfix/submission)
 
     @classmethod
     def from_config(cls, config: MainConfig) -> SmtpdSettings:
@@ -279,6 +284,8 @@ class SmtpdSettings:
             ),
             helo_required=config.get(MAIN.smtpd_helo_required),
             smtputf8=config.get(MAIN.smtputf8_enable),
+            wrappermode=config.get(MAIN.smtpd_tls_wrappermode),
+            syslog_name=config.get(MAIN.syslog_name),
         )
 
 
@@ -322,6 +329,10 @@ class SmtpdService:
         self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise config.error(MAIN.smtpd_tls_security_level, "encrypt needs a TLS certificate")
+        if self.settings.wrappermode and tls_context is None:
+            raise config.error(MAIN.smtpd_tls_wrappermode,
+                               "yes needs a TLS certificate (smtpd_tls_cert_file or "
+                               "smtpd_tls_chain_files)")
 
     @classmethod
     def from_config(
@@ -355,6 +366,8 @@ class SmtpdService:
         self.on_queued(queue_id)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.settings.syslog_name:  # this session's task only: postfix/submission/smtpd
+            SERVICE_SYSLOG_NAME.set(self.settings.syslog_name)
         session = SmtpdSession(self, reader, writer)
         await sessions.serve_session(self.sessions, writer, session.run())
 
@@ -455,12 +468,18 @@ class SmtpdSession(sessions.ClientSession):
         service = self.service
         settings = service.settings
         log.info("connect from %s", self.client)
+        if settings.wrappermode:
+            # RFC 8314 3.3: implicit TLS, the handshake before any SMTP (submissions, 465).
+            assert service.tls_context is not None
+            if not await self.handshake(service.tls_context, timeout=settings.starttls_timeout):
+                log.info("disconnect from %s", self.client)
+                return
         self.conn = conn = ServerConnection(
             mode=Mode.SMTP,
             hostname=settings.hostname,
             limits=settings.limits,
             auth_mechanisms=self._mechanisms(),
-            starttls_available=service.tls_context is not None,
+            starttls_available=service.tls_context is not None and not self.secure,
             greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
             dsn=True,
             smtputf8=settings.smtputf8,
