@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.maillog import SERVICE_SYSLOG_NAME
+from sealmail.mta import sender_login
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
@@ -53,6 +54,7 @@ from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
+from sealmail.mta.sender_login import SenderLoginMaps
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
 from sealmail.mta.smtpd_tls import smtpd_context
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
@@ -113,10 +115,20 @@ def _mynetworks(config: MainConfig) -> tuple[ipaddress.IPv4Network | ipaddress.I
         raise config.error(MAIN.mynetworks, str(exc)) from None
 
 
+def sender_login_maps(config: MainConfig) -> SenderLoginMaps | None:
+    specs = config.get(MAIN.smtpd_sender_login_maps)
+    if not specs:
+        return None
+    routing = RoutingPolicy.from_config(config)
+    return SenderLoginMaps(tuple(open_table(spec) for spec in specs),
+                           config.get(MAIN.recipient_delimiter), routing.is_local_domain)
+
+
 @dataclass(frozen=True)
 class Client:
     address: str  # "" when unknown (a UNIX socket)
     sasl_username: str = ""
+    sender: str = ""  # MAIL FROM of the transaction ("" for <>), for the sender checks
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,8 @@ class RecipientPolicy:
     local_recipients: tuple[LookupTable, ...] = ()  # local_recipient_maps
     delimiter: str = ""
     reject_unlisted: bool = True  # smtpd_reject_unlisted_recipient
+    sender_logins: SenderLoginMaps | None = None  # smtpd_sender_login_maps
+    sasl_enabled: bool = False
 
     @classmethod
     def from_config(cls, config: MainConfig) -> RecipientPolicy:
@@ -147,6 +161,8 @@ class RecipientPolicy:
             ),
             delimiter=config.get(MAIN.recipient_delimiter),
             reject_unlisted=config.get(MAIN.smtpd_reject_unlisted_recipient),
+            sender_logins=sender_login_maps(config),
+            sasl_enabled=config.get(MAIN.smtpd_sasl_auth_enable),
         )
         if not _REFUSING & {*policy.relay_restrictions, *policy.recipient_restrictions}:
             # As Postfix: refuse to run as an open relay.
@@ -200,6 +216,21 @@ class RecipientPolicy:
             f"<{recipient}>: Recipient address rejected: User unknown in local recipient table",
         )
 
+    def sender_login_mismatch(self, restriction: str, client: Client) -> Reply | None:
+        """reject_*_sender_login_mismatch (sealmail.mta.sender_login); as Postfix, nothing
+        without smtpd_sender_login_maps, and a warning when SASL is off."""
+        if not self.sasl_enabled:
+            log.warning("restriction `%s' ignored: no SASL support", restriction)
+            return None
+        if self.sender_logins is None or not client.sender:
+            return None
+        try:
+            owners = self.sender_logins.owners(client.sender)
+        except sender_login.LookupFailure as exc:
+            log.warning("%s: smtpd_sender_login_maps lookup failed: %s", client.sender, exc)
+            return sender_login.temporary_failure(client.sender)
+        return sender_login.verdict(restriction, client.sender, client.sasl_username, owners)
+
     def _evaluate(
         self, restrictions: Sequence[str], client: Client, recipient: str
     ) -> Reply | bool | None:
@@ -226,6 +257,10 @@ class RecipientPolicy:
                         "5.5.2",
                         f"<{recipient}>: Recipient address rejected: need fully-qualified address",
                     )
+            elif word in sender_login.RESTRICTIONS:
+                refusal = self.sender_login_mismatch(word, client)
+                if refusal is not None:
+                    return refusal
             elif word == "permit":
                 return True
             elif word == "reject":
@@ -564,7 +599,7 @@ class SmtpdSession(sessions.ClientSession):
 
     def _rcpt_to(self, event: RcptTo) -> Reply:
         recipient = self._qualify(event.address, event.forward_path)
-        client = Client(self.client_address, self.sasl_username)
+        client = Client(self.client_address, self.sasl_username, self.txn.sender)
         refusal = self.service.policy.check(client, recipient)
         if refusal is not None:
             # 451 4.3.x is our own trouble (configuration, a lookup), the rest is policy.

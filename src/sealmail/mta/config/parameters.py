@@ -77,6 +77,11 @@ IMPLEMENTED_RESTRICTIONS = frozenset(
         "reject",
         "defer",
         "dunno",
+        # sealmail.mta.sender_login (smtpd_sender_login_maps)
+        "reject_sender_login_mismatch",
+        "reject_authenticated_sender_login_mismatch",
+        "reject_known_sender_login_mismatch",
+        "reject_unauthenticated_sender_login_mismatch",
     }
 )
 _CHECK_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a check's name, not its argument (a table, a host)
@@ -250,6 +255,7 @@ class MAIN(Registry):
     smtpd_authorized_verp_clients = words("", "Clients allowed to use XVERP.", status=ACCEPTED)
     smtpd_discard_ehlo_keywords = words("", "EHLO keywords not announced (and not honoured).", status=ACCEPTED)
     smtpd_sasl_auth_enable = boolean("no", "Offer AUTH to clients.")
+    smtpd_sender_login_maps = maps("", "Owners of envelope senders: address (or address without +extension, local part of a local domain, @domain) -> SASL logins, for the reject_*_sender_login_mismatch restrictions.")
     smtpd_sasl_type = string("sealmail", "SASL implementation the server uses (sealmail's sasldb).", status=ACCEPTED)
     smtpd_sasl_path = string("smtpd", "SASL application name or socket path.", status=ACCEPTED)
     smtpd_sasl_imapd_conf = string("/etc/imapd.conf", "The store's imapd.conf whose sasl_* settings (sasldb, saslauthd, mechanisms) smtpd AUTH uses.")
