@@ -52,6 +52,7 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.maillog import SERVICE_SYSLOG_NAME
 from sealmail.mta.agents import DeliveryAgent
+from sealmail.mta.anvil import AnvilTable, LocalAnvil, anvil_socket, serve_anvil
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
 from sealmail.mta.config.parameters import MAIN
@@ -431,6 +432,9 @@ class MtaMaster:
         services: list[SmtpdService] = []
         workers: list[subprocess.Popen[bytes]] = []
         self.smtpd_sockets = []
+        # One anvil for every smtpd of this generation: the client limits hold across processes.
+        anvil_table = AnvilTable(float(main.get(MAIN.anvil_rate_time_unit)))
+        anvil_server = await serve_anvil(anvil_table, anvil_socket(queue.directory))
         death_read, death_write = os.pipe()  # workers see EOF when this process dies
         used: set[tuple[str, int]] = set()
         by_entry: dict[str, list[tuple[str, int]]] = {}
@@ -470,7 +474,8 @@ class MtaMaster:
                 continue
             service = SmtpdService.from_config(settings, queue, cleanup,
                                                on_queued=lambda _id: qmgr.wake(),
-                                               clock=self.clock, service_name=entry.service)
+                                               clock=self.clock, service_name=entry.service,
+                                               anvil=LocalAnvil(anvil_table))
             services.append(service)
             for sock in sockets:
                 # A duplicate: closing the server must not close the listener, which stays
@@ -510,6 +515,8 @@ class MtaMaster:
                 self._listeners.clear()
             await asyncio.to_thread(_reap, workers)
             os.close(death_write)
+            anvil_server.close()
+            anvil_socket(queue.directory).unlink(missing_ok=True)
             await asyncio.gather(*tasks, return_exceptions=True)
             await qmgr.close()
             queue.control_socket.unlink(missing_ok=True)

@@ -47,6 +47,7 @@ from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.maillog import SERVICE_SYSLOG_NAME
 from sealmail.mta import sender_login
+from sealmail.mta.anvil import AnvilClient, AnvilTable, LocalAnvil, anvil_socket
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
@@ -55,6 +56,7 @@ from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.mta.sender_login import SenderLoginMaps
+from sealmail.mta.smtpd_limits import Anvil, ClientLimiter, ClientLimits
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
 from sealmail.mta.smtpd_tls import smtpd_context
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
@@ -346,9 +348,13 @@ class SmtpdService:
         tls_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
         service_name: str = "smtpd",
+        anvil: Anvil | None = None,
     ) -> None:
         self.config = config
         self.settings = SmtpdSettings.from_config(config)
+        self.limits = ClientLimits.from_config(config)
+        # The master's anvil (counts across smtpd processes), else this service's own.
+        self.anvil: Anvil = anvil or LocalAnvil(AnvilTable(self.limits.time_unit))
         self.policy = RecipientPolicy.from_config(config)
         self.queue = queue
         self.cleanup = cleanup
@@ -481,6 +487,8 @@ class SmtpdSession(sessions.ClientSession):
             else None
         )
         self.txn = _Transaction()
+        self.limiter = ClientLimiter(service.limits, service.anvil, service.service_name,
+                                     address, self.client, service.settings.hostname)
 
     def _mechanisms(self) -> tuple[str, ...]:
         service = self.service
@@ -500,9 +508,20 @@ class SmtpdSession(sessions.ClientSession):
         return "ESMTP" + ("S" if self.secure else "") + ("A" if self.sasl_username else "")
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.limiter.disconnect()
+
+    async def _run(self) -> None:
         service = self.service
         settings = service.settings
         log.info("connect from %s", self.client)
+        refusal = await self.limiter.connect()  # anvil: before the greeting, in clear
+        if refusal is not None:
+            self.writer.write(refusal.render())
+            log.info("disconnect from %s", self.client)
+            return
         if settings.wrappermode:
             # RFC 8314 3.3: implicit TLS, the handshake before any SMTP (submissions, 465).
             assert service.tls_context is not None
@@ -547,9 +566,11 @@ class SmtpdSession(sessions.ClientSession):
             self.ehlo = event.command != "HELO"
             self.txn = _Transaction()
         elif isinstance(event, MailFrom):
-            conn.answer(self._mail_from(event))
+            refusal = await self.limiter.mail()
+            conn.answer(refusal if refusal is not None else self._mail_from(event))
         elif isinstance(event, RcptTo):
-            conn.answer(self._rcpt_to(event))
+            refusal = await self.limiter.rcpt()
+            conn.answer(refusal if refusal is not None else self._rcpt_to(event))
         elif isinstance(event, MessageData):
             conn.answer(await self._receive(event))
             self.txn = _Transaction()
@@ -558,6 +579,11 @@ class SmtpdSession(sessions.ClientSession):
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
+            refusal = await self.limiter.auth()
+            if refusal is not None:
+                conn.note_error("policy")
+                conn.answer(refusal)
+                return True
             if self.auth is None or event.mechanism not in self._mechanisms():
                 conn.answer(AUTH_FAILURE_REPLIES[FailureReason.UNKNOWN_MECHANISM])
                 return True
@@ -680,6 +706,11 @@ class SmtpdSession(sessions.ClientSession):
         """RFC 3207: 220, then the handshake within smtpd_starttls_timeout, or the end."""
         service = self.service
         assert service.tls_context is not None
+        refusal = await self.limiter.starttls()
+        if refusal is not None:
+            self.conn.note_error("policy")
+            self.conn.answer(refusal)
+            return True
         self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
         started = await self.handshake(
             service.tls_context,
@@ -689,6 +720,7 @@ class SmtpdSession(sessions.ClientSession):
         if not started:
             log.info("lost connection after STARTTLS from %s", self.client)
             return False
+        await self.limiter.tls_started()
         # Neither the cipher's strength nor a client certificate counts for SASL here.
         self.tls_bits = self.tls_peer = None
         # RFC 3207 4.2: forget what the client said in clear (its EHLO, a transaction).
@@ -814,12 +846,14 @@ async def serve_worker(
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
     queue = Queue.from_config(config.main)
+    anvil = AnvilClient(anvil_socket(queue.directory))
     service = SmtpdService.from_config(
         settings,
         queue,
         cleanup_from_config(config.main),
         on_queued=QueueManagerNudge(str(queue.control_socket)),
         service_name=service_name,
+        anvil=anvil,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -838,6 +872,7 @@ async def serve_worker(
     if service.sessions:
         await asyncio.wait(set(service.sessions), timeout=30)
     service.commits.close()
+    await anvil.close()
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
