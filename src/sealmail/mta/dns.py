@@ -140,6 +140,11 @@ class Resolver:
                 raise NoSuchRecord(domain, "MX")
         return sorted(records, key=lambda r: r.preference)
 
+    async def txt(self, name: str) -> list[str]:
+        """The TXT records of `name`, each one's strings joined (RFC 7208 3.3's rule, which
+        MTA-STS's record follows); a DnsError when there are none."""
+        return [r for r in await self._lookup(name, "TXT") if isinstance(r, str)]
+
     async def addresses(self, host: str, families: Sequence[int] = (4, 6)) -> list[Address]:
         """A and/or AAAA records of `host` (in `families` order). Found any: those. Else the
         worst failure: temporary before no-such-domain before no-such-record, named by the last
@@ -211,7 +216,9 @@ class Resolver:
         ttl = float(answer.chaining_result.minimum_ttl)
         records: list[object] = []
         for rdata in answer.rrset:
-            if rdtype == "MX":
+            if rdtype == "TXT":
+                records.append(b"".join(rdata.strings).decode("utf-8", "replace"))
+            elif rdtype == "MX":
                 exchange = rdata.exchange
                 host = "" if exchange == dns.name.root else exchange.to_text(omit_final_dot=True)
                 records.append(MxRecord(int(rdata.preference), host.lower()))
