@@ -140,11 +140,6 @@ class Resolver:
                 raise NoSuchRecord(domain, "MX")
         return sorted(records, key=lambda r: r.preference)
 
-    async def txt(self, name: str) -> list[str]:
-        """The TXT records of `name`, each one's strings joined (RFC 7208 3.3's rule, which
-        MTA-STS's record follows); a DnsError when there are none."""
-        return [r for r in await self._lookup(name, "TXT") if isinstance(r, str)]
-
     async def addresses(self, host: str, families: Sequence[int] = (4, 6)) -> list[Address]:
         """A and/or AAAA records of `host` (in `families` order). Found any: those. Else the
         worst failure: temporary before no-such-domain before no-such-record, named by the last
@@ -168,6 +163,10 @@ class Resolver:
             if matching:
                 raise type(matching[-1])(host, failures[-1].rdtype)
         raise NoSuchRecord(host, failures[-1].rdtype if failures else "A")
+
+    async def txt(self, name: str) -> list[str]:
+        """The TXT records of `name`, each one string (a DNS list's reason)."""
+        return [r for r in await self._lookup(name, "TXT") if isinstance(r, str)]
 
     # -- the cache ------------------------------------------------------------------------------
 
