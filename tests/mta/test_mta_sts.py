@@ -360,3 +360,31 @@ def test_enforce_testing_and_no_policy(internet: Internet, tmp_path: Path,
     assert "rogue.sts.test does not match mx.sts.test; delivering anyway (testing)" in log
     assert plain.status is Status.SENT  # type: ignore[attr-defined]
     assert "MTA-STS policy for plain.sts.test" not in log
+
+
+def test_the_postfix_way_a_socketmap_policy_server(internet: Internet, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """smtp_tls_policy_maps = socketmap:... as sites plug postfix-mta-sts-resolver into
+    Postfix: the server answers `secure match=<mx patterns> servername=hostname`."""
+    from tests.mta.config.test_socketmap import SocketmapServer
+
+    from sealmail.mta.config.tables import netstring
+
+    def answer(query: str) -> bytes:
+        if query == "postfix enforce.sts.test":
+            return netstring(b"OK secure match=mx.sts.test servername=hostname")
+        return netstring(b"NOTFOUND ")
+
+    resolver = SocketmapServer(answer)
+    caplog.set_level(logging.INFO, logger="sealmail.mta.agents")
+    try:
+        [result] = send(SmtpAgent(), sts_settings(
+            internet, tmp_path, sealmail_mta_sts="no",
+            smtp_tls_policy_maps=f"socketmap:inet:127.0.0.1:{resolver.port}:postfix"),
+            tmp_path, "enforce.sts.test")
+    finally:
+        resolver.close()
+    assert result.status is Status.SENT  # type: ignore[attr-defined]
+    assert "postfix enforce.sts.test" in resolver.queries
+    assert "Verified TLS connection established to" in caplog.text
+    assert "MTA-STS policy" not in caplog.text
