@@ -567,10 +567,10 @@ class SmtpdSession(sessions.ClientSession):
             self.txn = _Transaction()
         elif isinstance(event, MailFrom):
             refusal = await self.limiter.mail()
-            conn.answer(refusal if refusal is not None else self._mail_from(event))
+            conn.answer(self._limited(refusal) or self._mail_from(event))
         elif isinstance(event, RcptTo):
             refusal = await self.limiter.rcpt()
-            conn.answer(refusal if refusal is not None else self._rcpt_to(event))
+            conn.answer(self._limited(refusal) or self._rcpt_to(event))
         elif isinstance(event, MessageData):
             conn.answer(await self._receive(event))
             self.txn = _Transaction()
@@ -579,9 +579,8 @@ class SmtpdSession(sessions.ClientSession):
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
-            refusal = await self.limiter.auth()
+            refusal = self._limited(await self.limiter.auth())
             if refusal is not None:
-                conn.note_error("policy")
                 conn.answer(refusal)
                 return True
             if self.auth is None or event.mechanism not in self._mechanisms():
@@ -598,6 +597,12 @@ class SmtpdSession(sessions.ClientSession):
         elif isinstance(event, ProtocolError):
             log.info("%s: %s", self.client, event.reply.render().decode("utf-8", "replace").strip())
         return True
+
+    def _limited(self, refusal: Reply | None) -> Reply | None:
+        """An anvil limit's refusal (sealmail.mta.smtpd_limits), noted as a policy error."""
+        if refusal is not None:
+            self.conn.note_error("policy")
+        return refusal
 
     def _qualify(self, address: Address | None, text: str) -> str:
         """A bare local part gets @$myorigin (RFC 5321 4.1.1.3's <postmaster>, Postfix's
@@ -706,9 +711,8 @@ class SmtpdSession(sessions.ClientSession):
         """RFC 3207: 220, then the handshake within smtpd_starttls_timeout, or the end."""
         service = self.service
         assert service.tls_context is not None
-        refusal = await self.limiter.starttls()
+        refusal = self._limited(await self.limiter.starttls())
         if refusal is not None:
-            self.conn.note_error("policy")
             self.conn.answer(refusal)
             return True
         self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
