@@ -65,6 +65,23 @@ def test_idle_entries_are_purged() -> None:
     assert set(table.entries) == {"smtp:9.9.9.9", "smtp:8.8.8.8"}
 
 
+def test_statistics_lines_are_anvils() -> None:
+    clock = Clock()
+    table = AnvilTable(60, clock)
+    assert table.statistics() == []
+    table.connect("smtp:1.2.3.4", "a")
+    table.connect("smtp:1.2.3.4", "b")
+    table.connect("smtp:5.6.7.8", "a")
+    table.event("smtp:5.6.7.8", "mail")
+    lines = table.statistics()
+    assert [line.split(" at ")[0] for line in lines] == [
+        "statistics: max connection count 2 for (smtp:1.2.3.4)",
+        "statistics: max connection rate 2/60s for (smtp:1.2.3.4)",
+        "statistics: max message rate 1/60s for (smtp:5.6.7.8)",
+        "statistics: max cache size 2"]
+    assert table.statistics() == []  # reported once
+
+
 @pytest.mark.parametrize("line", ["", "connect", "connect a b", "frob smtp:1.2.3.4",
                                   "\x00\xff"])
 def test_bad_requests_are_answered_with_an_error(line: str) -> None:
@@ -157,6 +174,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     # its socket; rated: smtpd inside the master, asking the same table directly.
     with RunningMta(config):
         yield Site(root, counted, rated)
+    # At the end, anvil(8)'s statistics lines.
+    log = (root / "maillog").read_text()
+    assert "postfix/anvil[" in log
+    assert "statistics: max connection count 3 for (127.0.0.1:" in log
 
 
 def connect(port: int, source: str) -> socket.socket:

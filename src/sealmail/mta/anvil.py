@@ -32,6 +32,9 @@ from pathlib import Path
 log = logging.getLogger("sealmail.mta.anvil")
 
 EVENTS = ("connect", "mail", "rcpt", "newtls", "auth")
+# anvil(8)'s names in its statistics lines
+_STATISTICS = {"connect": "connection rate", "mail": "message rate", "rcpt": "recipient rate",
+               "newtls": "newtls rate", "auth": "auth rate"}
 PURGE_AT = 1000  # entries kept before idle ones whose window ended are dropped
 MAX_LINE = 1024
 
@@ -51,6 +54,33 @@ class AnvilTable:
         self.clock = clock
         self.entries: dict[str, _Entry] = {}
         self.held: dict[object, Counter[str]] = {}  # owner -> ident -> connections
+        # anvil(8)'s statistics since they were last logged: kind -> (value, ident, when)
+        self.maxima: dict[str, tuple[int, str, float]] = {}
+        self.max_entries = (0, 0.0)
+
+    def _peak(self, kind: str, value: int, ident: str) -> None:
+        if value > self.maxima.get(kind, (0, "", 0.0))[0]:
+            self.maxima[kind] = (value, ident, time.time())
+        if len(self.entries) > self.max_entries[0]:
+            self.max_entries = (len(self.entries), time.time())
+
+    def statistics(self) -> list[str]:
+        """anvil(8)'s `statistics:` lines since the last call (none when nothing happened)."""
+        lines = []
+        for kind, name in (("count", "connection count"), *_STATISTICS.items()):
+            found = self.maxima.get(kind)
+            if found is None:
+                continue
+            value, ident, when = found
+            per = "" if kind == "count" else f"/{self.time_unit:g}s"
+            lines.append(f"statistics: max {name} {value}{per} for ({ident}) at "
+                         f"{_stamp(when)}")
+        if self.max_entries[0]:
+            lines.append(f"statistics: max cache size {self.max_entries[0]} at "
+                         f"{_stamp(self.max_entries[1])}")
+        self.maxima.clear()
+        self.max_entries = (0, 0.0)
+        return lines
 
     def _entry(self, ident: str) -> _Entry:
         now = self.clock()
@@ -75,6 +105,8 @@ class AnvilTable:
         entry.count += 1
         entry.rates["connect"] += 1
         self.held.setdefault(owner, Counter())[ident] += 1
+        self._peak("count", entry.count, ident)
+        self._peak("connect", entry.rates["connect"], ident)
         return entry.count, entry.rates["connect"]
 
     def disconnect(self, ident: str, owner: object = None) -> None:
@@ -92,6 +124,7 @@ class AnvilTable:
         """One more `kind` event (mail, rcpt, newtls, auth): its rate in the window."""
         entry = self._entry(ident)
         entry.rates[kind] += 1
+        self._peak(kind, entry.rates[kind], ident)
         return entry.rates[kind]
 
     def rate(self, ident: str, kind: str) -> int:
@@ -121,6 +154,25 @@ class AnvilTable:
         if verb in EVENTS:
             return f"ok {self.event(ident, verb)}"
         return "error unknown request"
+
+
+def _stamp(when: float) -> str:
+    """`Dec  6 22:45:36`, as anvil(8) writes the time of a maximum."""
+    local = time.localtime(when)
+    return f"{time.strftime('%b', local)} {local.tm_mday:2d} {time.strftime('%H:%M:%S', local)}"
+
+
+def log_statistics(table: AnvilTable) -> None:
+    for line in table.statistics():
+        log.info("%s", line)
+
+
+async def report_statistics(table: AnvilTable, interval: float, stop: asyncio.Event) -> None:
+    """Every anvil_status_update_time, and once at the end, the statistics lines."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        log_statistics(table)
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,7 +52,13 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.maillog import SERVICE_SYSLOG_NAME
 from sealmail.mta.agents import DeliveryAgent
-from sealmail.mta.anvil import AnvilTable, LocalAnvil, anvil_socket, serve_anvil
+from sealmail.mta.anvil import (
+    AnvilTable,
+    LocalAnvil,
+    anvil_socket,
+    report_statistics,
+    serve_anvil,
+)
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
 from sealmail.mta.config.parameters import MAIN
@@ -487,7 +493,9 @@ class MtaMaster:
         self._pickup_wakeup = asyncio.Event()
         control = await self._control_server(queue, qmgr)
         tasks = [asyncio.create_task(qmgr.run(stop)),
-                 asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop))]
+                 asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop)),
+                 asyncio.create_task(report_statistics(
+                     anvil_table, float(main.get(MAIN.anvil_status_update_time)), stop))]
         log.info("daemon started -- version sealmail, configuration %s", self.config_directory)
         if ready is not None:
             ready(self)

@@ -258,6 +258,7 @@ class MAIN(Registry):
     smtpd_client_auth_rate_limit = integer("0", "AUTH commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too many AUTH commands from ADDR); 0: no limit.")
     smtpd_client_event_limit_exceptions = words("$mynetworks", "Clients exempt from the connection and rate limits (network addresses, as mynetworks).")
     anvil_rate_time_unit = time("60s", "The window over which anvil counts connection, message, recipient, TLS and AUTH rates.")
+    anvil_status_update_time = time("600s", "How often anvil logs its statistics (the largest connection count and rates, and by which client) when there were any, as anvil(8) does.")
     smtpd_authorized_verp_clients = words("", "Clients allowed to use XVERP.", status=ACCEPTED)
     smtpd_discard_ehlo_keywords = words("", "EHLO keywords not announced (and not honoured).", status=ACCEPTED)
     smtpd_sasl_auth_enable = boolean("no", "Offer AUTH to clients.")
