@@ -7,7 +7,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,10 @@ import trustme
 from tests.support.mta import RunningMta, mail_owner_opt_in, wait_for
 from tests.support.peers import free_tcp_port
 
+from sealmail.auth.sasldb import SaslDB
 from sealmail.mta.config import checks, load_mta_config
 from sealmail.mta.queue import Queue, QueueName
+from sealmail.proto.sasl import Identity
 
 MESSAGE = b"From: alice@example.com\r\nSubject: submitted\r\n\r\nhello\r\n"
 
@@ -79,9 +80,7 @@ class Site:
 def sasl_store(root: Path) -> Path:
     root.mkdir()
     sasldb = root / "sasldb2"
-    subprocess.run([sys.executable, "-m", "sealmail", "saslpasswd2", "-p", "-c", "-u",
-                    "mx.example.com", "-f", str(sasldb), "alice"], input="alice-pw\n",
-                   text=True, check=True, capture_output=True)
+    SaslDB(sasldb).set_password(Identity("alice", "mx.example.com"), "alice-pw")
     conf = root / "imapd.conf"
     conf.write_text(f"configdirectory: {root / 'lib'}\npartition-default: {root / 'spool'}\n"
                     f"servername: mx.example.com\nsasl_sasldb_path: {sasldb}\n"
