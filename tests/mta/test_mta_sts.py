@@ -106,6 +106,7 @@ class World:
 
     async def fetch(self, domain: str) -> bytes:
         self.fetches += 1
+        await asyncio.sleep(0)  # let other deliveries in meanwhile
         if isinstance(self.body, Exception):
             raise self.body
         return self.body
@@ -140,6 +141,17 @@ def test_cache_follows_rfc_8461_5_1() -> None:
     world.body = b"version: STSv1\nmode: none\nmax_age: 600\n"
     assert policy() is None  # mode none: no policy in force
     assert world.notes[0].startswith("MTA-STS policy for example.com: id=one mode=enforce")
+
+
+def test_concurrent_deliveries_share_one_fetch() -> None:
+    world = World()
+
+    async def scenario() -> list[StsPolicy | None]:
+        cache = PolicyCache(world.txt, world.fetch)
+        return await asyncio.gather(*(cache.policy("example.com") for _ in range(5)))
+
+    policies = asyncio.run(scenario())
+    assert world.fetches == 1 and all(p is not None and p.enforced for p in policies)
 
 
 def test_no_record_and_nothing_cached_is_no_policy() -> None:

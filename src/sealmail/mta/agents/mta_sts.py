@@ -236,6 +236,7 @@ class PolicyCache:
         self.clock = clock
         self.notes = notes
         self.entries: dict[str, _Cached] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # one discovery per domain at a time
 
     def cached(self, domain: str) -> StsPolicy | None:
         entry = self.entries.get(domain)
@@ -247,8 +248,18 @@ class PolicyCache:
         return entry.policy
 
     async def policy(self, domain: str) -> StsPolicy | None:
-        """The policy in force for `domain` (None: none, or mode none)."""
+        """The policy in force for `domain` (None: none, or mode none). Deliveries to one
+        domain at the same time share one discovery (and fetch)."""
         domain = domain.lower().rstrip(".")
+        lock = self._locks.setdefault(domain, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._discover(domain)
+        finally:
+            if not lock.locked() and self._locks.get(domain) is lock:
+                del self._locks[domain]
+
+    async def _discover(self, domain: str) -> StsPolicy | None:
         cached = self.cached(domain)
         records = await self.txt(f"_mta-sts.{domain}")
         ident = parse_txt(records) if records else None
