@@ -50,6 +50,10 @@ SUBMISSION = """\
   -o smtpd_relay_restrictions=
   -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
   -o milter_macro_daemon_name=ORIGINATING
+127.0.0.1:{limited} inet n - n - - smtpd
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_client_new_tls_session_rate_limit=1
+  -o smtpd_client_event_limit_exceptions=
 error     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 """
@@ -61,6 +65,7 @@ class Site:
     smtp: int
     submission: int
     submissions: int
+    limited: int  # implicit TLS, one new TLS session per client and hour
     ca: trustme.CA
     queue: Queue
 
@@ -98,7 +103,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = root / "etc"
     config.mkdir()
     ports = {"smtp": free_tcp_port(), "submission": free_tcp_port(),
-             "submissions": free_tcp_port()}
+             "submissions": free_tcp_port(), "limited": free_tcp_port()}
     (config / "main.cf").write_text(
         "myhostname = mx.example.com\nmydestination = example.com\n"
         f"queue_directory = {root / 'spool'}\ndata_directory = {root / 'data'}\n"
@@ -107,12 +112,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "smtpd_tls_security_level = may\n"
         f"smtpd_tls_cert_file = {pem}\n"
         f"smtpd_sasl_imapd_conf = {sasl_store(root / 'store')}\n"
-        "mua_client_restrictions =\n" + mail_owner_opt_in())
+        "mua_client_restrictions =\nanvil_rate_time_unit = 1h\n" + mail_owner_opt_in())
     (config / "master.cf").write_text(SUBMISSION.format(**ports))
     with RunningMta(config, smtpd_processes=1) as mta:
         assert mta.master.queue is not None
-        yield Site(root, ports["smtp"], ports["submission"], ports["submissions"], ca,
-                   mta.master.queue)
+        yield Site(root, ports["smtp"], ports["submission"], ports["submissions"],
+                   ports["limited"], ca, mta.master.queue)
 
 
 def swaks(*args: str) -> subprocess.CompletedProcess[str]:
@@ -188,3 +193,15 @@ def test_the_entries_pass_the_configuration_audit(site: Site) -> None:
     assert any("milter_macro_daemon_name: accepted, but has no effect" in warning
                for warning in audit.warnings)
     assert not any("wrappermode" in w or "unlisted" in w for w in audit.warnings)
+
+
+def test_new_tls_session_rate_limit_in_wrapper_mode(site: Site) -> None:
+    with smtplib.SMTP_SSL("127.0.0.1", site.limited, timeout=10,
+                          context=site.client_context()) as client:
+        assert client.noop()[0] == 250
+    with socket.create_connection(("127.0.0.1", site.limited), timeout=10) as sock:
+        # Refused before the handshake, in clear, as Postfix does.
+        assert sock.recv(200) == (b"421 4.7.0 mx.example.com Error: too many new TLS sessions "
+                                  b"from 127.0.0.1\r\n")
+    wait_for(lambda: "warning: New TLS session rate limit exceeded: 1 from unknown[127.0.0.1] "
+             f"for service 127.0.0.1:{site.limited}" in site.maillog())

@@ -525,9 +525,15 @@ class SmtpdSession(sessions.ClientSession):
         if settings.wrappermode:
             # RFC 8314 3.3: implicit TLS, the handshake before any SMTP (submissions, 465).
             assert service.tls_context is not None
+            refusal = await self.limiter.starttls(wrappermode=True)
+            if refusal is not None:  # in clear, as Postfix
+                self.writer.write(refusal.render())
+                log.info("disconnect from %s", self.client)
+                return
             if not await self.handshake(service.tls_context, timeout=settings.starttls_timeout):
                 log.info("disconnect from %s", self.client)
                 return
+            await self._count_tls_session()
         self.conn = conn = ServerConnection(
             mode=Mode.SMTP,
             hostname=settings.hostname,
@@ -707,6 +713,12 @@ class SmtpdSession(sessions.ClientSession):
         service.on_queued(queue_id)
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
+    async def _count_tls_session(self) -> None:
+        """A new (not resumed) TLS session counts against the new-session rate limit."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is None or not ssl_object.session_reused:
+            await self.limiter.tls_started()
+
     async def _start_tls(self) -> bool:
         """RFC 3207: 220, then the handshake within smtpd_starttls_timeout, or the end."""
         service = self.service
@@ -724,7 +736,7 @@ class SmtpdSession(sessions.ClientSession):
         if not started:
             log.info("lost connection after STARTTLS from %s", self.client)
             return False
-        await self.limiter.tls_started()
+        await self._count_tls_session()
         # Neither the cipher's strength nor a client certificate counts for SASL here.
         self.tls_bits = self.tls_peer = None
         # RFC 3207 4.2: forget what the client said in clear (its EHLO, a transaction).

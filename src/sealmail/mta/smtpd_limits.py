@@ -9,6 +9,7 @@ counted, as Postfix's "hogger list". A limit of 0 is no limit; a count over the 
     MAIL     450 4.7.1 Error: too much mail from ADDR
     RCPT     450 4.7.1 Error: too many recipients from ADDR
     STARTTLS 454 4.7.0 Error: too many new TLS sessions from ADDR
+             (in wrapper mode, before the handshake: 421 4.7.0 HOST Error: ...)
     AUTH     450 4.7.1 Error: too many AUTH commands from ADDR
 """
 
@@ -152,9 +153,9 @@ class ClientLimiter:
         self._warn("AUTH command rate", rate)
         return Reply(450, "4.7.1", f"Error: too many AUTH commands from {self.address}")
 
-    async def starttls(self) -> Reply | None:
-        """Before the 220: the new-session rate so far (a new session is counted once it is
-        made, `tls_started`)."""
+    async def starttls(self, *, wrappermode: bool = False) -> Reply | None:
+        """Before the 220 (or, in wrapper mode, before the handshake): the new-session rate so
+        far; a new session is counted once it is made (`tls_started`)."""
         limit = self.limits.new_tls_rate
         if not self.counted or not limit:
             return None
@@ -162,6 +163,9 @@ class ClientLimiter:
         if not answer or answer[0] < limit:
             return None
         self._warn("New TLS session rate", answer[0])
+        if wrappermode:
+            return Reply(421, "4.7.0", f"{self.hostname} Error: too many new TLS sessions from "
+                                       f"{self.address}")
         return Reply(454, "4.7.0", f"Error: too many new TLS sessions from {self.address}")
 
     async def tls_started(self) -> None:
