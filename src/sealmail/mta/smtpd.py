@@ -861,6 +861,8 @@ async def serve_worker(
     if entry is None:
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
+    # Every line of this process under the service's syslog_name (postfix/submission/smtpd).
+    SERVICE_SYSLOG_NAME.set(settings.get(MAIN.syslog_name))
     queue = Queue.from_config(config.main)
     anvil = AnvilClient(anvil_socket(queue.directory))
     service = SmtpdService.from_config(
