@@ -4,6 +4,12 @@ MTA's smtpd worker is started by the master, not through the CLI)."""
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
+
+# A master.cf service's own syslog_name (`-o syslog_name=postfix/submission`): set in the
+# context of that service's sessions, so their lines read `postfix/submission/smtpd[pid]` as
+# Postfix writes them; None: main.cf's syslog_name.
+SERVICE_SYSLOG_NAME: ContextVar[str | None] = ContextVar("service_syslog_name", default=None)
 
 
 def lean_log_records() -> None:

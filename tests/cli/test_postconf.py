@@ -116,7 +116,8 @@ def test_defaults_and_map_types(confdir: Path, capsys: pytest.CaptureFixture[str
     )
     assert postconf(confdir, "-m") == 0
     assert capsys.readouterr().out.split() == [
-        "hash", "inline", "pcre", "proxy", "regexp", "sealmail", "static", "texthash", "unix"]
+        "hash", "inline", "pcre", "proxy", "regexp", "sealmail", "socketmap", "static", "texthash",
+        "unix"]
 
 
 def test_remove_and_comment_out(confdir: Path) -> None:

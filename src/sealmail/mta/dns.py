@@ -164,6 +164,10 @@ class Resolver:
                 raise type(matching[-1])(host, failures[-1].rdtype)
         raise NoSuchRecord(host, failures[-1].rdtype if failures else "A")
 
+    async def txt(self, name: str) -> list[str]:
+        """The TXT records of `name`, each one string (a DNS list's reason)."""
+        return [r for r in await self._lookup(name, "TXT") if isinstance(r, str)]
+
     # -- the cache ------------------------------------------------------------------------------
 
     async def _lookup(self, name: str, rdtype: str) -> tuple[object, ...]:
@@ -211,7 +215,9 @@ class Resolver:
         ttl = float(answer.chaining_result.minimum_ttl)
         records: list[object] = []
         for rdata in answer.rrset:
-            if rdtype == "MX":
+            if rdtype == "TXT":
+                records.append(b"".join(rdata.strings).decode("utf-8", "replace"))
+            elif rdtype == "MX":
                 exchange = rdata.exchange
                 host = "" if exchange == dns.name.root else exchange.to_text(omit_final_dot=True)
                 records.append(MxRecord(int(rdata.preference), host.lower()))

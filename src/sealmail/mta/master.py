@@ -50,7 +50,15 @@ from pathlib import Path
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
+from sealmail.maillog import SERVICE_SYSLOG_NAME
 from sealmail.mta.agents import DeliveryAgent
+from sealmail.mta.anvil import (
+    AnvilTable,
+    LocalAnvil,
+    anvil_socket,
+    report_statistics,
+    serve_anvil,
+)
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
 from sealmail.mta.config.parameters import MAIN
@@ -136,7 +144,8 @@ class MaillogFormatter(logging.Formatter):
         stamp = syslog_time(record.created)
         level = "" if record.levelno < logging.WARNING else (
             "warning: " if record.levelno == logging.WARNING else "error: ")
-        text = f"{stamp} {self.hostname} {self.syslog_name}/{program}[{record.process}]: " \
+        name = SERVICE_SYSLOG_NAME.get() or self.syslog_name
+        text = f"{stamp} {self.hostname} {name}/{program}[{record.process}]: " \
                f"{level}{record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
@@ -436,6 +445,9 @@ class MtaMaster:
         services: list[SmtpdService] = []
         workers: list[subprocess.Popen[bytes]] = []
         self.smtpd_sockets = []
+        # One anvil for every smtpd of this generation: the client limits hold across processes.
+        anvil_table = AnvilTable(float(main.get(MAIN.anvil_rate_time_unit)))
+        anvil_server = await serve_anvil(anvil_table, anvil_socket(queue.directory))
         death_read, death_write = os.pipe()  # workers see EOF when this process dies
         used: set[tuple[str, int]] = set()
         by_entry: dict[str, list[tuple[str, int]]] = {}
@@ -475,7 +487,8 @@ class MtaMaster:
                 continue
             service = SmtpdService.from_config(settings, queue, cleanup,
                                                on_queued=lambda _id: qmgr.wake(),
-                                               clock=self.clock, service_name=entry.service)
+                                               clock=self.clock, service_name=entry.service,
+                                               anvil=LocalAnvil(anvil_table))
             services.append(service)
             for sock in sockets:
                 # A duplicate: closing the server must not close the listener, which stays
@@ -487,7 +500,9 @@ class MtaMaster:
         self._pickup_wakeup = asyncio.Event()
         control = await self._control_server(queue, qmgr)
         tasks = [asyncio.create_task(qmgr.run(stop)),
-                 asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop))]
+                 asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop)),
+                 asyncio.create_task(report_statistics(
+                     anvil_table, float(main.get(MAIN.anvil_status_update_time)), stop))]
         log.info("daemon started -- version sealmail, configuration %s", self.config_directory)
         if ready is not None:
             ready(self)
@@ -515,6 +530,8 @@ class MtaMaster:
                 self._listeners.clear()
             await asyncio.to_thread(_reap, workers)
             os.close(death_write)
+            anvil_server.close()
+            anvil_socket(queue.directory).unlink(missing_ok=True)
             await asyncio.gather(*tasks, return_exceptions=True)
             await qmgr.close()
             queue.control_socket.unlink(missing_ok=True)

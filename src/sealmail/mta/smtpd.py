@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.maillog import SERVICE_SYSLOG_NAME
+from sealmail.mta import sender_login
+from sealmail.mta.anvil import AnvilClient, AnvilTable, LocalAnvil, anvil_socket
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
@@ -52,6 +55,8 @@ from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
+from sealmail.mta.sender_login import SenderLoginMaps
+from sealmail.mta.smtpd_limits import Anvil, ClientLimiter, ClientLimits
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
 from sealmail.mta.smtpd_tls import smtpd_context
 from sealmail.proto.sasl import PLAINTEXT_MECHANISMS, Failure, FailureReason, Success
@@ -112,10 +117,20 @@ def _mynetworks(config: MainConfig) -> tuple[ipaddress.IPv4Network | ipaddress.I
         raise config.error(MAIN.mynetworks, str(exc)) from None
 
 
+def sender_login_maps(config: MainConfig) -> SenderLoginMaps | None:
+    specs = config.get(MAIN.smtpd_sender_login_maps)
+    if not specs:
+        return None
+    routing = RoutingPolicy.from_config(config)
+    return SenderLoginMaps(tuple(open_table(spec) for spec in specs),
+                           config.get(MAIN.recipient_delimiter), routing.is_local_domain)
+
+
 @dataclass(frozen=True)
 class Client:
     address: str  # "" when unknown (a UNIX socket)
     sasl_username: str = ""
+    sender: str = ""  # MAIL FROM of the transaction ("" for <>), for the sender checks
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,9 @@ class RecipientPolicy:
     recipient_restrictions: tuple[str, ...]
     local_recipients: tuple[LookupTable, ...] = ()  # local_recipient_maps
     delimiter: str = ""
+    reject_unlisted: bool = True  # smtpd_reject_unlisted_recipient
+    sender_logins: SenderLoginMaps | None = None  # smtpd_sender_login_maps
+    sasl_enabled: bool = False
 
     @classmethod
     def from_config(cls, config: MainConfig) -> RecipientPolicy:
@@ -144,6 +162,9 @@ class RecipientPolicy:
                 open_table(spec) for spec in config.get(MAIN.local_recipient_maps)
             ),
             delimiter=config.get(MAIN.recipient_delimiter),
+            reject_unlisted=config.get(MAIN.smtpd_reject_unlisted_recipient),
+            sender_logins=sender_login_maps(config),
+            sasl_enabled=config.get(MAIN.smtpd_sasl_auth_enable),
         )
         if not _REFUSING & {*policy.relay_restrictions, *policy.recipient_restrictions}:
             # As Postfix: refuse to run as an open relay.
@@ -171,7 +192,7 @@ class RecipientPolicy:
             verdict = self._evaluate(restrictions, client, recipient)
             if isinstance(verdict, Reply):
                 return verdict
-        return self.unknown_local_recipient(recipient)
+        return self.unknown_local_recipient(recipient) if self.reject_unlisted else None
 
     def unknown_local_recipient(self, recipient: str) -> Reply | None:
         """local_recipient_maps: a local domain's recipient must be in one of the tables
@@ -196,6 +217,21 @@ class RecipientPolicy:
             "5.1.1",
             f"<{recipient}>: Recipient address rejected: User unknown in local recipient table",
         )
+
+    def sender_login_mismatch(self, restriction: str, client: Client) -> Reply | None:
+        """reject_*_sender_login_mismatch (sealmail.mta.sender_login); as Postfix, nothing
+        without smtpd_sender_login_maps, and a warning when SASL is off."""
+        if not self.sasl_enabled:
+            log.warning("restriction `%s' ignored: no SASL support", restriction)
+            return None
+        if self.sender_logins is None or not client.sender:
+            return None
+        try:
+            owners = self.sender_logins.owners(client.sender)
+        except sender_login.LookupFailure as exc:
+            log.warning("%s: smtpd_sender_login_maps lookup failed: %s", client.sender, exc)
+            return sender_login.temporary_failure(client.sender)
+        return sender_login.verdict(restriction, client.sender, client.sasl_username, owners)
 
     def _evaluate(
         self, restrictions: Sequence[str], client: Client, recipient: str
@@ -223,6 +259,10 @@ class RecipientPolicy:
                         "5.5.2",
                         f"<{recipient}>: Recipient address rejected: need fully-qualified address",
                     )
+            elif word in sender_login.RESTRICTIONS:
+                refusal = self.sender_login_mismatch(word, client)
+                if refusal is not None:
+                    return refusal
             elif word == "permit":
                 return True
             elif word == "reject":
@@ -256,6 +296,8 @@ class SmtpdSettings:
     sasl_tls_noplaintext: bool
     helo_required: bool
     smtputf8: bool = True
+    wrappermode: bool = False  # smtpd_tls_wrappermode: TLS before the greeting (port 465)
+    syslog_name: str = ""  # the service's own (-o syslog_name=postfix/submission)
 
     @classmethod
     def from_config(cls, config: MainConfig) -> SmtpdSettings:
@@ -279,6 +321,8 @@ class SmtpdSettings:
             ),
             helo_required=config.get(MAIN.smtpd_helo_required),
             smtputf8=config.get(MAIN.smtputf8_enable),
+            wrappermode=config.get(MAIN.smtpd_tls_wrappermode),
+            syslog_name=config.get(MAIN.syslog_name),
         )
 
 
@@ -304,9 +348,13 @@ class SmtpdService:
         tls_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
         service_name: str = "smtpd",
+        anvil: Anvil | None = None,
     ) -> None:
         self.config = config
         self.settings = SmtpdSettings.from_config(config)
+        self.limits = ClientLimits.from_config(config)
+        # The master's anvil (counts across smtpd processes), else this service's own.
+        self.anvil: Anvil = anvil or LocalAnvil(AnvilTable(self.limits.time_unit))
         self.policy = RecipientPolicy.from_config(config)
         self.queue = queue
         self.cleanup = cleanup
@@ -322,6 +370,10 @@ class SmtpdService:
         self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise config.error(MAIN.smtpd_tls_security_level, "encrypt needs a TLS certificate")
+        if self.settings.wrappermode and tls_context is None:
+            raise config.error(MAIN.smtpd_tls_wrappermode,
+                               "yes needs a TLS certificate (smtpd_tls_cert_file or "
+                               "smtpd_tls_chain_files)")
 
     @classmethod
     def from_config(
@@ -355,6 +407,8 @@ class SmtpdService:
         self.on_queued(queue_id)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.settings.syslog_name:  # this session's task only: postfix/submission/smtpd
+            SERVICE_SYSLOG_NAME.set(self.settings.syslog_name)
         session = SmtpdSession(self, reader, writer)
         await sessions.serve_session(self.sessions, writer, session.run())
 
@@ -433,6 +487,8 @@ class SmtpdSession(sessions.ClientSession):
             else None
         )
         self.txn = _Transaction()
+        self.limiter = ClientLimiter(service.limits, service.anvil, service.service_name,
+                                     address, self.client, service.settings.hostname)
 
     def _mechanisms(self) -> tuple[str, ...]:
         service = self.service
@@ -452,15 +508,38 @@ class SmtpdSession(sessions.ClientSession):
         return "ESMTP" + ("S" if self.secure else "") + ("A" if self.sasl_username else "")
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.limiter.disconnect()
+
+    async def _run(self) -> None:
         service = self.service
         settings = service.settings
         log.info("connect from %s", self.client)
+        refusal = await self.limiter.connect()  # anvil: before the greeting, in clear
+        if refusal is not None:
+            self.writer.write(refusal.render())
+            log.info("disconnect from %s", self.client)
+            return
+        if settings.wrappermode:
+            # RFC 8314 3.3: implicit TLS, the handshake before any SMTP (submissions, 465).
+            assert service.tls_context is not None
+            refusal = await self.limiter.starttls(wrappermode=True)
+            if refusal is not None:  # in clear, as Postfix
+                self.writer.write(refusal.render())
+                log.info("disconnect from %s", self.client)
+                return
+            if not await self.handshake(service.tls_context, timeout=settings.starttls_timeout):
+                log.info("disconnect from %s", self.client)
+                return
+            await self._count_tls_session()
         self.conn = conn = ServerConnection(
             mode=Mode.SMTP,
             hostname=settings.hostname,
             limits=settings.limits,
             auth_mechanisms=self._mechanisms(),
-            starttls_available=service.tls_context is not None,
+            starttls_available=service.tls_context is not None and not self.secure,
             greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
             dsn=True,
             smtputf8=settings.smtputf8,
@@ -493,9 +572,11 @@ class SmtpdSession(sessions.ClientSession):
             self.ehlo = event.command != "HELO"
             self.txn = _Transaction()
         elif isinstance(event, MailFrom):
-            conn.answer(self._mail_from(event))
+            refusal = await self.limiter.mail()
+            conn.answer(self._limited(refusal) or self._mail_from(event))
         elif isinstance(event, RcptTo):
-            conn.answer(self._rcpt_to(event))
+            refusal = await self.limiter.rcpt()
+            conn.answer(self._limited(refusal) or self._rcpt_to(event))
         elif isinstance(event, MessageData):
             conn.answer(await self._receive(event))
             self.txn = _Transaction()
@@ -504,6 +585,10 @@ class SmtpdSession(sessions.ClientSession):
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
+            refusal = self._limited(await self.limiter.auth())
+            if refusal is not None:
+                conn.answer(refusal)
+                return True
             if self.auth is None or event.mechanism not in self._mechanisms():
                 conn.answer(AUTH_FAILURE_REPLIES[FailureReason.UNKNOWN_MECHANISM])
                 return True
@@ -518,6 +603,12 @@ class SmtpdSession(sessions.ClientSession):
         elif isinstance(event, ProtocolError):
             log.info("%s: %s", self.client, event.reply.render().decode("utf-8", "replace").strip())
         return True
+
+    def _limited(self, refusal: Reply | None) -> Reply | None:
+        """An anvil limit's refusal (sealmail.mta.smtpd_limits), noted as a policy error."""
+        if refusal is not None:
+            self.conn.note_error("policy")
+        return refusal
 
     def _qualify(self, address: Address | None, text: str) -> str:
         """A bare local part gets @$myorigin (RFC 5321 4.1.1.3's <postmaster>, Postfix's
@@ -545,7 +636,7 @@ class SmtpdSession(sessions.ClientSession):
 
     def _rcpt_to(self, event: RcptTo) -> Reply:
         recipient = self._qualify(event.address, event.forward_path)
-        client = Client(self.client_address, self.sasl_username)
+        client = Client(self.client_address, self.sasl_username, self.txn.sender)
         refusal = self.service.policy.check(client, recipient)
         if refusal is not None:
             # 451 4.3.x is our own trouble (configuration, a lookup), the rest is policy.
@@ -622,10 +713,20 @@ class SmtpdSession(sessions.ClientSession):
         service.on_queued(queue_id)
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
+    async def _count_tls_session(self) -> None:
+        """A new (not resumed) TLS session counts against the new-session rate limit."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is None or not ssl_object.session_reused:
+            await self.limiter.tls_started()
+
     async def _start_tls(self) -> bool:
         """RFC 3207: 220, then the handshake within smtpd_starttls_timeout, or the end."""
         service = self.service
         assert service.tls_context is not None
+        refusal = self._limited(await self.limiter.starttls())
+        if refusal is not None:
+            self.conn.answer(refusal)
+            return True
         self.conn.answer(Reply(220, "2.0.0", "Ready to start TLS"))
         started = await self.handshake(
             service.tls_context,
@@ -635,6 +736,7 @@ class SmtpdSession(sessions.ClientSession):
         if not started:
             log.info("lost connection after STARTTLS from %s", self.client)
             return False
+        await self._count_tls_session()
         # Neither the cipher's strength nor a client certificate counts for SASL here.
         self.tls_bits = self.tls_peer = None
         # RFC 3207 4.2: forget what the client said in clear (its EHLO, a transaction).
@@ -759,13 +861,17 @@ async def serve_worker(
     if entry is None:
         raise ConfigError(config.master_cf.path, 0, service_name, "no such inet service")
     settings = entry.effective(config.main)
+    # Every line of this process under the service's syslog_name (postfix/submission/smtpd).
+    SERVICE_SYSLOG_NAME.set(settings.get(MAIN.syslog_name))
     queue = Queue.from_config(config.main)
+    anvil = AnvilClient(anvil_socket(queue.directory))
     service = SmtpdService.from_config(
         settings,
         queue,
         cleanup_from_config(config.main),
         on_queued=QueueManagerNudge(str(queue.control_socket)),
         service_name=service_name,
+        anvil=anvil,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -784,6 +890,7 @@ async def serve_worker(
     if service.sessions:
         await asyncio.wait(set(service.sessions), timeout=30)
     service.commits.close()
+    await anvil.close()
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:

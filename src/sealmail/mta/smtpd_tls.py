@@ -92,6 +92,8 @@ def smtpd_context(config: MainConfig) -> ssl.SSLContext | None:
     """smtpd's server context from main.cf, or None when smtpd_tls_security_level offers no TLS."""
     problem = problems(config)
     level = config.get(MAIN.smtpd_tls_security_level).strip().lower()
+    if config.get(MAIN.smtpd_tls_wrappermode):
+        level = "encrypt"  # as Postfix's smtpd: wrapper mode implies enforced TLS
     if level in ("", "none"):
         return None
     if level not in ("may", "encrypt"):

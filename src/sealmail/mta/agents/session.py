@@ -257,6 +257,12 @@ class ClientAgent:
         A DeliveryFailure here answers every recipient."""
         return [endpoint]
 
+    async def secure_targets(self, request: DeliveryRequest, endpoint: Endpoint,
+                             servers: list[Endpoint], plan: Delivery,
+                             policy: Policy) -> tuple[list[Endpoint], Delivery]:
+        """The servers and TLS plan after a destination's own TLS policy (smtp: MTA-STS)."""
+        return servers, plan
+
     async def deliver(self, request: DeliveryRequest) -> list[RecipientResult]:
         nexthop = self.nexthop_for(request)
         try:
@@ -279,6 +285,7 @@ class ClientAgent:
             return self._fill(request, {}, failure)
         try:
             servers = await self.targets(request, nexthop, endpoint)
+            servers, plan = await self.secure_targets(request, endpoint, servers, plan, policy)
         except DeliveryFailure as failure:
             return self._fill(request, {}, failure)
         answered: dict[int, RecipientResult] = {}

@@ -13,21 +13,36 @@ those of `relayhost` wait (4.3.5, a configuration problem), never bounce. Parame
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
-from sealmail.mta.agents import DeliveryRequest, Status
+from sealmail.mta.agents import DeliveryRequest, Status, tls_policy
+from sealmail.mta.agents.client_settings import Delivery, Policy
+from sealmail.mta.agents.mta_sts import PolicyCache, fetch_policy
 from sealmail.mta.agents.mx import LookupFailure, ServerPolicy, local_addresses, servers
 from sealmail.mta.agents.session import ClientAgent, DeliveryFailure, Endpoint, NexthopError
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.parameters import MAIN, SMTP_CLIENT
-from sealmail.mta.dns import DnsUnavailable, Resolver
+from sealmail.mta.dns import DnsError, DnsUnavailable, Resolver, TemporaryDnsError
 from sealmail.proto.smtp import Mode
 
-__all__ = ["SmtpAgent"]
+__all__ = ["SmtpAgent", "parse_sts_hosts"]
 
 _SMTP_PORT = 25
+
+
+def parse_sts_hosts(words: tuple[str, ...] | list[str]) -> dict[str, tuple[str, int]]:
+    """sealmail_mta_sts_hosts: `mta-sts.example.com=127.0.0.1:8443` words (tests)."""
+    hosts: dict[str, tuple[str, int]] = {}
+    for word in words:
+        name, sep, target = word.partition("=")
+        address, colon, port = target.rpartition(":")
+        if not sep or not colon or not port.isdigit() or not address:
+            raise ValueError(f"sealmail_mta_sts_hosts: {word!r} is not HOST=ADDRESS:PORT")
+        hosts[name.lower().rstrip(".")] = (address.strip("[]"), int(port))
+    return hosts
 
 
 class SmtpAgent(ClientAgent):
@@ -37,6 +52,7 @@ class SmtpAgent(ClientAgent):
         super().__init__(SMTP_CLIENT, Mode.SMTP, _SMTP_PORT, clock)
         self._resolvers: dict[str, Resolver] = {}
         self._server_policies: dict[int, tuple[MainConfig, ServerPolicy]] = {}
+        self._sts: dict[tuple[object, ...], PolicyCache] = {}
 
     def nexthop_for(self, request: DeliveryRequest) -> str:
         relayhost = request.settings.get(MAIN.relayhost).strip()
@@ -75,6 +91,65 @@ class SmtpAgent(ClientAgent):
             status = Status.DEFERRED if exc.temporary else Status.BOUNCED
             raise DeliveryFailure(status, exc.dsn, exc.text) from None
         return [Endpoint(host=s.host, port=s.port, address=s.address) for s in found]
+
+    async def secure_targets(self, request: DeliveryRequest, endpoint: Endpoint,
+                             servers: list[Endpoint], plan: Delivery,
+                             policy: Policy) -> tuple[list[Endpoint], Delivery]:
+        """MTA-STS (sealmail.mta.agents.mta_sts) for mail to a domain's MX hosts, not to a relayhost
+        or a bracketed host: enforce keeps the MX hosts its patterns admit and requires TLS
+        that verifies for their names; testing only says what enforce would have skipped."""
+        settings = request.settings
+        if (not settings.get(MAIN.sealmail_mta_sts) or endpoint.bracketed or endpoint.is_unix
+                or self.nexthop_for(request) == settings.get(MAIN.relayhost).strip()):
+            return servers, plan
+        domain = endpoint.host
+        try:
+            sts = await self._sts_cache(settings).policy(domain)
+        except (DnsUnavailable, ValueError) as exc:
+            raise DeliveryFailure(Status.DEFERRED, "4.3.5",
+                                  f"mail system configuration error: {exc}") from None
+        if sts is None:
+            return servers, plan
+        admitted = [server for server in servers if sts.admits(server.host)]
+        for host in dict.fromkeys(s.host for s in servers if not sts.admits(s.host)):
+            self._log.info("%s: MTA-STS policy for %s (mode %s): MX host %s does not match "
+                           "%s%s", request.queue_id, domain, sts.mode, host, ", ".join(sts.mx),
+                           ": skipped" if sts.enforced else "; delivering anyway (testing)")
+        if not sts.enforced:
+            return servers, plan
+        if not admitted:
+            raise DeliveryFailure(Status.DEFERRED, "4.7.5",
+                                  f"MTA-STS policy for {domain}: no MX host matches "
+                                  f"{', '.join(sts.mx)}")
+        tls = tls_policy.mta_sts_policy(plan.tls, policy.tls_defaults)
+        return admitted, dataclasses.replace(plan, tls=tls)
+
+    def _sts_cache(self, settings: MainConfig) -> PolicyCache:
+        resolv_conf = settings.get(MAIN.sealmail_resolv_conf)
+        cafile = settings.get(MAIN.sealmail_mta_sts_CAfile).strip()
+        hosts = parse_sts_hosts(settings.get(MAIN.sealmail_mta_sts_hosts))
+        timeout = float(settings.get(MAIN.sealmail_mta_sts_timeout))
+        key = (resolv_conf, cafile, tuple(sorted(hosts.items())), timeout)
+        cache = self._sts.get(key)
+        if cache is None:
+            resolver = self._resolver(resolv_conf)
+
+            async def txt(name: str) -> list[str] | None:
+                try:
+                    return await resolver.txt(name)
+                except TemporaryDnsError:
+                    return None
+                except DnsError:
+                    return []
+
+            async def fetch(domain: str) -> bytes:
+                return await fetch_policy(domain, cafile=cafile, hosts=hosts, timeout=timeout)
+
+            def note(level: str, text: str) -> None:
+                (self._log.warning if level == "warning" else self._log.info)("%s", text)
+
+            cache = self._sts[key] = PolicyCache(txt, fetch, clock=self.clock, notes=note)
+        return cache
 
     def _resolver(self, resolv_conf: str) -> Resolver:
         resolver = self._resolvers.get(resolv_conf)

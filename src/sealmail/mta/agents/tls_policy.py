@@ -53,6 +53,7 @@ __all__ = [
     "global_policy",
     "lookup_policy",
     "matches",
+    "mta_sts_policy",
     "name_mismatch",
     "parse_policy",
     "policy_keys",
@@ -128,6 +129,15 @@ def global_policy(level: str, defaults: Defaults) -> TlsPolicy:
     policy = defaults.policy(level)
     protocol_range(policy.protocols)
     return policy
+
+
+def mta_sts_policy(current: TlsPolicy, defaults: Defaults) -> TlsPolicy:
+    """An MTA-STS policy in enforce mode (RFC 8461 4.2, sealmail.mta.agents.mta_sts): TLS
+    required, the chain trusted and valid for the MX host name, sent as SNI. A policy already
+    as strict (verify or secure, from a policy table) is kept."""
+    if current.authenticated:
+        return current
+    return TlsPolicy("verify", ("hostname",), tuple(defaults.mandatory_protocols), "hostname")
 
 
 def parse_policy(text: str, where: str, defaults: Defaults) -> TlsPolicy:

@@ -77,6 +77,11 @@ IMPLEMENTED_RESTRICTIONS = frozenset(
         "reject",
         "defer",
         "dunno",
+        # sealmail.mta.sender_login (smtpd_sender_login_maps)
+        "reject_sender_login_mismatch",
+        "reject_authenticated_sender_login_mismatch",
+        "reject_known_sender_login_mismatch",
+        "reject_unauthenticated_sender_login_mismatch",
     }
 )
 _CHECK_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a check's name, not its argument (a table, a host)
@@ -244,12 +249,20 @@ class MAIN(Registry):
     smtpd_recipient_restrictions = words("", "Restrictions on each RCPT TO address.", refuses=refuse_unimplemented_restrictions)
     smtpd_data_restrictions = words("", "Restrictions applied at DATA.", status=REFUSED)
     smtpd_restriction_classes = words("", "Names of user-defined restriction lists.", status=ACCEPTED)
-    smtpd_reject_unlisted_recipient = boolean("yes", "Reject recipients not known to their address class.", status=ACCEPTED)
-    smtpd_client_connection_count_limit = integer("50", "Simultaneous connections per client.", status=ACCEPTED)
-    smtpd_client_event_limit_exceptions = words("$mynetworks", "Clients exempt from the connection and rate limits.", status=ACCEPTED)
+    smtpd_reject_unlisted_recipient = boolean("yes", "Reject a local recipient that local_recipient_maps does not list (550 5.1.1 User unknown); Debian's submission entries turn it off.")
+    smtpd_client_connection_count_limit = integer("50", "Simultaneous connections per client and service, counted across all smtpd processes by the master's anvil (421 4.7.0 Error: too many connections from ADDR); 0: no limit.")
+    smtpd_client_connection_rate_limit = integer("0", "Connections per client and service in anvil_rate_time_unit (421 4.7.0); 0: no limit.")
+    smtpd_client_message_rate_limit = integer("0", "MAIL commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too much mail from ADDR); 0: no limit.")
+    smtpd_client_recipient_rate_limit = integer("0", "RCPT commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too many recipients from ADDR); 0: no limit.")
+    smtpd_client_new_tls_session_rate_limit = integer("0", "New TLS sessions (STARTTLS) per client and service in anvil_rate_time_unit (454 4.7.0 Error: too many new TLS sessions from ADDR); 0: no limit.")
+    smtpd_client_auth_rate_limit = integer("0", "AUTH commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too many AUTH commands from ADDR); 0: no limit.")
+    smtpd_client_event_limit_exceptions = words("$mynetworks", "Clients exempt from the connection and rate limits (network addresses, as mynetworks).")
+    anvil_rate_time_unit = time("60s", "The window over which anvil counts connection, message, recipient, TLS and AUTH rates.")
+    anvil_status_update_time = time("600s", "How often anvil logs its statistics (the largest connection count and rates, and by which client) when there were any, as anvil(8) does.")
     smtpd_authorized_verp_clients = words("", "Clients allowed to use XVERP.", status=ACCEPTED)
     smtpd_discard_ehlo_keywords = words("", "EHLO keywords not announced (and not honoured).", status=ACCEPTED)
     smtpd_sasl_auth_enable = boolean("no", "Offer AUTH to clients.")
+    smtpd_sender_login_maps = maps("", "Owners of envelope senders: address (or address without +extension, local part of a local domain, @domain) -> SASL logins, for the reject_*_sender_login_mismatch restrictions.")
     smtpd_sasl_type = string("sealmail", "SASL implementation the server uses (sealmail's sasldb).", status=ACCEPTED)
     smtpd_sasl_path = string("smtpd", "SASL application name or socket path.", status=ACCEPTED)
     smtpd_sasl_imapd_conf = string("/etc/imapd.conf", "The store's imapd.conf whose sasl_* settings (sasldb, saslauthd, mechanisms) smtpd AUTH uses.")
@@ -263,6 +276,7 @@ class MAIN(Registry):
     smtpd_tls_chain_files = words("", "PEM files, each a private key followed by its certificate chain (one per key type); when set, smtpd_tls_cert_file and smtpd_tls_key_file are ignored.")
     smtpd_tls_CAfile = string("", "CA certificates for client certificates.", status=ACCEPTED)
     smtpd_tls_auth_only = boolean("no", "Offer AUTH only after STARTTLS.")
+    smtpd_tls_wrappermode = boolean("no", "Implicit TLS: the handshake comes first, before the 220 greeting (the submissions service on port 465, RFC 8314); needs a certificate.")
     smtpd_tls_loglevel = integer("0", "Detail of TLS logging.", status=ACCEPTED)
     smtpd_tls_received_header = boolean("no", "Note the TLS protocol and cipher in Received:.", status=ACCEPTED)
     # sealmail's floor is TLS 1.2 (RFC 8996 deprecates 1.0 and 1.1), Postfix's is >=TLSv1.
@@ -273,6 +287,7 @@ class MAIN(Registry):
     smtpd_peername_lookup = boolean("yes", "Look up the client's name (never done here: no DNS).", status=ACCEPTED)
     smtpd_forbid_bare_newline = string("no", "Reject bare LF in SMTP commands and data.", status=ACCEPTED)
     smtpd_proxy_filter = string("", "Before-queue content filter (not supported).", status=REFUSED)
+    milter_macro_daemon_name = string("$myhostname", "Value of the {daemon_name} milter macro (Debian's submission entries set ORIGINATING); sealmail runs no milters.", status=ACCEPTED)
     smtpd_milters = words("", "Milter applications (not supported).", status=REFUSED)
     smtputf8_enable = boolean("yes", "Offer SMTPUTF8 (RFC 6531) in smtpd, where a UTF-8 envelope address then needs MAIL's SMTPUTF8 parameter (553 5.6.7, Postfix's strict_smtputf8); the declaration is kept with the message and passed on only to servers that offer SMTPUTF8 (else 5.6.7 bounces).")
     strict_rfc821_envelopes = boolean("no", "Require <> around MAIL and RCPT addresses.", status=ACCEPTED)
@@ -349,6 +364,10 @@ class MAIN(Registry):
     smtp_randomize_addresses = boolean("yes", "Shuffle the servers of one MX preference (RFC 5321 5.1).")
     smtp_mx_address_limit = integer("5", "Most server addresses tried per delivery (0: no limit).")
     smtp_mx_session_limit = integer("2", "Most sessions past the handshake per delivery, before the mail waits (0: no limit).")
+    sealmail_mta_sts = boolean("no", "sealmail's own: apply MTA-STS (RFC 8461) policies to mail the smtp client sends to a domain's MX hosts: discovered by the _mta-sts TXT record, fetched over HTTPS and cached for max_age; enforce admits only the policy's MX hosts and requires TLS that verifies for their names (trust from smtp_tls_CAfile). Postfix sites use postfix-mta-sts-resolver through smtp_tls_policy_maps instead.")
+    sealmail_mta_sts_CAfile = string("", "sealmail's own: CA certificates that verify MTA-STS policy hosts (https://mta-sts.DOMAIN); empty: the system's.")
+    sealmail_mta_sts_hosts = words("", "sealmail's own, for tests: policy hosts fetched from another address, as HOST=ADDRESS:PORT words (mta-sts.example.com=127.0.0.1:8443); the certificate is still checked for HOST.")
+    sealmail_mta_sts_timeout = time("30s", "sealmail's own: time allowed to fetch one MTA-STS policy.")
     sealmail_resolv_conf = string("/etc/resolv.conf", "sealmail's own: the resolv.conf whose name servers the SMTP client asks (Postfix always uses the system's); tests point it at their own DNS server.")
     smtp_connect_timeout = time("30s", "Time allowed to connect.")
     smtp_helo_timeout = time("300s", "Time allowed for the greeting and EHLO reply.")

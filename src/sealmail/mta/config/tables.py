@@ -19,6 +19,11 @@ Types (`postconf -m` lists them):
   toggles it, as in Postfix.
 - `unix:passwd.byname`, `unix:group.byname` -- the system's accounts, as a passwd(5)/group(5) line.
 - `proxy:type:name` -- Postfix's proxymap(8) wrapper; read here as the inner table directly.
+- `socketmap:inet:host:port:name`, `socketmap:unix:/path:name` -- Sendmail's socketmap protocol
+  (netstrings `name key` -> `OK value`, `NOTFOUND `, `TEMP`/`TIMEOUT`/`PERM reason`), as Postfix
+  speaks it to postfix-mta-sts-resolver (`smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:
+  postfix`). One connection per lookup, bounded by SOCKETMAP_TIMEOUT; a TEMP, TIMEOUT or PERM
+  answer, or no answer, is a lookup failure (TableError), never "not found".
 
 Case folding (postmap(1) -f): keys of hash, texthash, inline and unix tables are folded to lower
 case when the table is built, and query keys when looked up; `fold=False` turns both off.
@@ -37,6 +42,7 @@ import logging
 import os
 import pwd
 import re
+import socket
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +66,7 @@ SUPPORTED_TYPES = (
     "proxy",
     "regexp",
     "sealmail",
+    "socketmap",
     "static",
     "texthash",
     "unix",
@@ -503,6 +510,86 @@ def parse_regexp(text: str, path: str = "<string>", kind: str = "regexp") -> Reg
 
 
 # --------------------------------------------------------------------------------------------
+# socketmap: a lookup server over TCP or a UNIX socket
+
+SOCKETMAP_TIMEOUT = 10.0  # Postfix's socketmap timeout
+SOCKETMAP_MAX_REPLY = 100_000  # Postfix's socketmap_max_reply_size
+
+
+def netstring(data: bytes) -> bytes:
+    return str(len(data)).encode("ascii") + b":" + data + b","
+
+
+def read_netstring(sock: socket.socket, limit: int = SOCKETMAP_MAX_REPLY) -> bytes:
+    """One netstring from `sock` (`len:data,`); ValueError when malformed or over `limit`."""
+    header = b""
+    while not header.endswith(b":"):
+        char = sock.recv(1)
+        if not char:
+            raise ValueError("the server closed the connection")
+        header += char
+        if len(header) > 12 or not (char.isdigit() or char == b":"):
+            raise ValueError(f"malformed netstring length {header[:12]!r}")
+    if header == b":":
+        raise ValueError("malformed netstring: no length")
+    length = int(header[:-1])
+    if length > limit:
+        raise ValueError(f"reply of {length} bytes is over {limit}")
+    data = b""
+    while len(data) < length + 1:
+        chunk = sock.recv(length + 1 - len(data))
+        if not chunk:
+            raise ValueError("the server closed the connection")
+        data += chunk
+    if not data.endswith(b","):
+        raise ValueError("netstring without its final comma")
+    return data[:-1]
+
+
+class SocketmapTable:
+    """`socketmap:inet:host:port:name` or `socketmap:unix:/path:name` (the module text)."""
+
+    def __init__(self, name: str, *, fold: bool = True,
+                 timeout: float = SOCKETMAP_TIMEOUT) -> None:
+        self.spec = f"socketmap:{name}"
+        endpoint, sep, self.map_name = name.rpartition(":")
+        kind, _, where = endpoint.partition(":")
+        if not sep or not self.map_name or kind not in ("inet", "unix") or not where:
+            raise TableError(self.spec, 0, None, "need socketmap:inet:host:port:name or "
+                             "socketmap:unix:/path:name")
+        self.address: tuple[str, int] | str
+        if kind == "inet":
+            host, colon, port = where.rpartition(":")
+            if not colon or not port.isdigit():
+                raise TableError(self.spec, 0, None, f"bad host:port {where!r}")
+            self.address = (host.strip("[]"), int(port))
+        else:
+            self.address = where
+        self.fold = fold
+        self.timeout = timeout
+
+    def lookup(self, key: str) -> str | None:
+        query = f"{self.map_name} {key.lower() if self.fold else key}".encode()
+        family = socket.AF_UNIX if isinstance(self.address, str) else socket.AF_INET
+        if family == socket.AF_INET and ":" in self.address[0]:
+            family = socket.AF_INET6
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(self.address)
+                sock.sendall(netstring(query))
+                reply = read_netstring(sock).decode("utf-8", "replace")
+        except (OSError, ValueError) as exc:
+            raise TableError(self.spec, 0, None, f"lookup of {key!r} failed: {exc}") from None
+        status, _, value = reply.partition(" ")
+        if status == "OK":
+            return value
+        if status == "NOTFOUND":
+            return None
+        raise TableError(self.spec, 0, None, f"lookup of {key!r}: {reply[:200]}")
+
+
+# --------------------------------------------------------------------------------------------
 # Opening tables by name
 
 
@@ -540,4 +627,6 @@ def open_table(spec: str, *, fold: bool = True, default_type: str = "hash") -> L
         return UnixTable(name, fold=fold)
     if type_ == "sealmail":
         return StoreTable(name)
+    if type_ == "socketmap":
+        return SocketmapTable(name, fold=fold)
     return parse_regexp(_read_text(Path(name)), name, type_)
