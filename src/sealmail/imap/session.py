@@ -312,14 +312,14 @@ class ImapSession:
             return []
 
     def has_news(self) -> bool:
-        """Cheap check (one index row) whether `poll` would have anything to say."""
+        """Cheap check (the store's `mailbox_changed`: one index row, or on PostgreSQL the
+        node's change feed in memory) whether `poll` would have anything to say."""
         if self.selected is None:
             return False
         try:
-            info = self.store.mailbox(self.selected.name)
+            return self.store.mailbox_changed(self.selected.name, self.selected.highestmodseq)
         except StoreError:
             return False
-        return info is None or info.highestmodseq != self.selected.highestmodseq
 
 
 # -- the handlers that need no module of their own ---------------------------------------------

@@ -226,6 +226,11 @@ class MailboxView(Appending, Protocol):
     (sealmail.store.seen); every method that reads or writes flags for a session takes it.
     """
 
+    # Whether `name` changed (or went) since a session saw it at `highestmodseq`: IMAP IDLE asks
+    # several times a second, so it is cheap; on PostgreSQL it is answered from memory by the
+    # node's change feed (LISTEN/NOTIFY and a poll: sealmail.store.postgres.notify), so an idle
+    # session holds no database connection.
+    def mailbox_changed(self, name: str, highestmodseq: int) -> bool: ...
     def messages(self, name: str, reader: str | None = None) -> list[MessageRecord]: ...
     def message_bytes(self, name: str, uid: int) -> bytes: ...
     def message_contents(

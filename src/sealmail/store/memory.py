@@ -203,6 +203,10 @@ class MemoryStore:
             mailbox = self._mailboxes.get(name)
             return None if mailbox is None else mailbox.info()
 
+    def mailbox_changed(self, name: str, highestmodseq: int) -> bool:
+        info = self.mailbox(name)
+        return info is None or info.highestmodseq != highestmodseq
+
     def create_mailbox(
         self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
     ) -> MailboxInfo:

@@ -123,6 +123,7 @@ class DiskStore:
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)
         self.mailbox = mailboxes.mailbox
+        self.mailbox_changed = mailboxes.mailbox_changed
         self.create_mailbox = mailboxes.create_mailbox
         self.delete_mailbox = mailboxes.delete_mailbox
         self.rename_mailbox = mailboxes.rename_mailbox

@@ -17,9 +17,8 @@ mailbox row with its messages run in one REPEATABLE READ snapshot (sealmail.stor
 database). The tables and their migrations: sealmail.store.postgres.schema.
 
 Across nodes: lmtp_user_concurrency_limit's delivery slots are leases (sealmail.store.postgres.
-leases). Per node still (later work of issue 24): the duplicate delivery database (a file in
-configdirectory, as the other backends keep it); change notification to other nodes' IDLE
-sessions (LISTEN/NOTIFY) is not here yet.
+leases). Other nodes' IDLE sessions hear of a change through LISTEN/NOTIFY, sent after the
+commit, with a poll as the backstop (sealmail.store.postgres.notify).
 
 The parts, one module each, share a `Database` (pool, settings, helpers): `mailboxes`
 (MailboxAdmin), `delivery` (deliver, COPY), `reading` (records, contents, SEARCH/SORT/THREAD),
@@ -71,6 +70,7 @@ class PostgresStore:
 
         mailboxes = Mailboxes(db)
         self.mailbox = mailboxes.mailbox
+        self.mailbox_changed = db.feed.changed
         self.create_mailbox = mailboxes.create_mailbox
         self.delete_mailbox = mailboxes.delete_mailbox
         self.rename_mailbox = mailboxes.rename_mailbox
