@@ -191,6 +191,11 @@ class DiskStore:
             self.spool.lock_directory, user, self.settings.user_concurrency_limit
         )
 
+    def pop_lock(self, mailbox: str) -> locks.PopLock:
+        """The POP lock of `mailbox`: a flock under configdirectory/lock/pop, shared by every
+        process on this machine."""
+        return locks.PopLock(self.spool.lock_directory, mailbox)
+
     def duplicates(self) -> DuplicateDatabase | None:
         """The duplicate delivery database, or None when duplicatesuppression is off."""
         if not self.settings.duplicate_suppression:

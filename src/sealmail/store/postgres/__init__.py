@@ -28,18 +28,17 @@ The parts, one module each, share a `Database` (pool, settings, helpers): `mailb
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
 from sealmail.store.postgres.blobs import BlobStore, DatabaseBlobs
 from sealmail.store.postgres.database import Database
 from sealmail.store.postgres.delivery import Delivery
+from sealmail.store.postgres.duplicates import SharedDuplicates
 from sealmail.store.postgres.flags import Flags
-from sealmail.store.postgres.leases import Leases
+from sealmail.store.postgres.leases import LeasedPopLock, Leases
 from sealmail.store.postgres.mailboxes import Mailboxes
 from sealmail.store.postgres.reading import Reading
 from sealmail.store.postgres.userdata import UserData
@@ -64,9 +63,8 @@ class PostgresStore:
     ) -> None:
         self.settings = settings
         self._db = db = Database(settings, blobs or DatabaseBlobs(), clock)
-        self._lock = threading.Lock()
         self._leases = Leases(db)
-        self._duplicates: DuplicateDatabase | None = None
+        self._duplicates = SharedDuplicates(db, clock)
 
         mailboxes = Mailboxes(db)
         self.mailbox = mailboxes.mailbox
@@ -115,10 +113,6 @@ class PostgresStore:
 
     def close(self) -> None:
         self._db.close()
-        with self._lock:
-            if self._duplicates is not None:
-                self._duplicates.close()
-                self._duplicates = None
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -131,17 +125,14 @@ class PostgresStore:
         every node (a lease each: sealmail.store.postgres.leases)."""
         return self._leases.delivery_slot(user, self.settings.user_concurrency_limit)
 
-    def duplicates(self) -> DuplicateDatabase | None:
-        """The duplicate delivery database (configdirectory, per node for now), or None when
-        duplicatesuppression is off."""
-        if not self.settings.duplicate_suppression:
-            return None
-        with self._lock:
-            if self._duplicates is None:
-                self._duplicates = DuplicateDatabase(
-                    self.settings.configdirectory / DUPLICATES_NAME
-                )
-            return self._duplicates
+    def duplicates(self) -> SharedDuplicates | None:
+        """The duplicate delivery database, one table every node shares (None when
+        duplicatesuppression is off)."""
+        return self._duplicates if self.settings.duplicate_suppression else None
+
+    def pop_lock(self, mailbox: str) -> LeasedPopLock:
+        """The POP lock of `mailbox`: a lease, so it holds across every node."""
+        return LeasedPopLock(self._leases, mailbox)
 
 
 def _roles(store: PostgresStore) -> MessageStore:
