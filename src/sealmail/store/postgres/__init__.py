@@ -38,9 +38,11 @@ from sealmail.store.postgres.database import Database
 from sealmail.store.postgres.delivery import Delivery
 from sealmail.store.postgres.duplicates import SharedDuplicates
 from sealmail.store.postgres.flags import Flags
+from sealmail.store.postgres.importer import Importer
 from sealmail.store.postgres.leases import LeasedPopLock, Leases
 from sealmail.store.postgres.mailboxes import Mailboxes
 from sealmail.store.postgres.reading import Reading
+from sealmail.store.postgres.sweep import Sweeper, SweepResult
 from sealmail.store.postgres.userdata import UserData
 from sealmail.store.settings import StoreSettings, store_settings
 
@@ -82,6 +84,7 @@ class PostgresStore:
         delivery = Delivery(db)
         self.deliver = delivery.deliver
         self.copy_messages = delivery.copy_messages
+        self.importer = Importer(db, delivery)  # sealmail migrate
         reading = Reading(db)
         self.messages = reading.messages
         self.message_bytes = reading.message_bytes
@@ -129,6 +132,12 @@ class PostgresStore:
         """The duplicate delivery database, one table every node shares (None when
         duplicatesuppression is off)."""
         return self._duplicates if self.settings.duplicate_suppression else None
+
+    def sweep(self, grace: float | None = None) -> SweepResult | None:
+        """Remove message rows and blobs nothing names, older than `grace` seconds
+        (store_blob_grace); None when another node is sweeping."""
+        return Sweeper(self._db, self._leases).sweep(
+            self.settings.blob_grace if grace is None else grace)
 
     def pop_lock(self, mailbox: str) -> LeasedPopLock:
         """The POP lock of `mailbox`: a lease, so it holds across every node."""

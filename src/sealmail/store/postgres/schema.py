@@ -156,6 +156,12 @@ MIGRATIONS: tuple[str, ...] = (
         last_login double precision NOT NULL
     );
     """,
+    # 5: when a message row was written, for the sweeper's grace period (rows already there
+    # count as written now).
+    """
+    ALTER TABLE messages ADD COLUMN created timestamptz NOT NULL DEFAULT now();
+    CREATE INDEX blobs_created ON blobs (created);
+    """,
 )
 
 VERSION = len(MIGRATIONS)
