@@ -40,6 +40,7 @@ class Node:
         conf |= dict(extra or {})
         root.mkdir(parents=True, exist_ok=True)
         self.instance = SealmailInstance(root, [], imapd_conf_extra=conf)
+        self.instance.write_config()
         self.root = root
         self.services = services
         self.imap_port = free_tcp_port()
@@ -147,3 +148,26 @@ def add_user(node: Node, user: str) -> None:
     node.sealmail("mailbox", "-C", node.conf, "create", f"user.{user}")
     subprocess.run([*SEALMAIL, "saslpasswd2", "-C", node.conf, "-p", "-c", user],
                    input=f"{PASSWORD}\n", text=True, check=True, capture_output=True)
+
+
+def add_users_fast(node: Node, users: Iterable[str], quota: Mapping[str, int] | None = None
+                   ) -> None:
+    """INBOXes and passwords in this process (no child per user): the store of `node`'s
+    imapd.conf and its sasldb (a cheap scrypt). `quota`: user -> most messages."""
+    from sealmail.auth.sasldb import SaslDB, sasldb_path
+    from sealmail.config.imapd_conf import load_imapd_conf
+    from sealmail.proto.sasl import split_identity
+    from sealmail.store.backends import open_store
+
+    config = load_imapd_conf(node.conf)
+    sasldb = SaslDB(sasldb_path(config), scrypt_n=2**10)
+    store = open_store(config)
+    try:
+        for user in users:
+            if store.mailbox(f"user.{user}") is None:
+                store.create_mailbox(f"user.{user}")
+            sasldb.set_password(split_identity(user, config.servername), PASSWORD)
+        for user, messages in (quota or {}).items():
+            store.set_quota(f"user.{user}", None, messages)
+    finally:
+        store.close()
