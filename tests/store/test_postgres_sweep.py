@@ -106,3 +106,29 @@ def test_one_node_sweeps_at_a_time(store: PostgresStore) -> None:
         assert store.sweep(grace=0) is None  # another node is sweeping
         store._leases.release(LEADER, holder)
         assert store.sweep(grace=0) is not None
+
+
+def test_sweep_and_expire_commands_on_postgresql(
+    store: PostgresStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.instance import store_root_opt_in
+
+    from sealmail.cli.main import main
+
+    conf = tmp_path / "imapd.conf"
+    conf.write_text(f"configdirectory: {tmp_path / 'config'}\npartition-default: {tmp_path}\n"
+                    f"store_backend: postgresql\nstore_dsn: {store.settings.dsn}\n"
+                    + store_root_opt_in())
+    with store:
+        gone = appended(store.deliver(b"Subject: g\r\n\r\ng\r\n", [DeliveryTarget(INBOX)])[0])
+        store.expunge(INBOX, [gone.uid])
+        duplicates = store.duplicates()
+        assert duplicates is not None
+        duplicates.mark("<old@x>", INBOX, when=0.0)
+        assert main(["sweep", "-C", str(conf)]) == 0  # store_blob_grace: a day
+        assert "removed 0 messages and 0 blobs" in capsys.readouterr().out
+        assert main(["sweep", "-C", str(conf), "--grace", "0"]) == 0
+        assert "removed 1 messages and 1 blobs" in capsys.readouterr().out
+        assert main(["expire", "-C", str(conf), "-E", "3"]) == 0
+        assert capsys.readouterr().out == "expired 1 duplicate delivery entries\n"
+        assert not duplicates.seen("<old@x>", INBOX)
