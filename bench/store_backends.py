@@ -2,6 +2,7 @@
 and on PostgreSQL (issue 24), through the store API in one process (no LMTP, no IMAP parsing).
 
     python bench/store_backends.py [-n MESSAGES] [-t THREADS] [-r RECIPIENTS] [-z SIZE]
+    python bench/store_backends.py --nodes [-n MESSAGES] [-t CLIENTS] [-z SIZE]
 
 PostgreSQL is a private cluster started for the run (Debian's `postgresql`, fsync ON, a UNIX
 socket), on the same disk as the disk store's partition. Each thread delivers N/T messages to R
@@ -9,6 +10,12 @@ mailboxes (one transaction per recipient on PostgreSQL; group commit on the disk
 each thread reads the mailboxes back (flag_snapshot + message_records of the last 20 UIDs, what
 an IMAP SELECT and a sync do). Prints per backend the rates and the ratio PostgreSQL / disk.
 Run as root from the checkout (it imports tests.support). See bench/README.md.
+
+`--nodes`: the daemons instead, as clients see them: deliveries/s over LMTP and IMAP operations/s
+(SELECT, UID FETCH of the last 20 messages' FLAGS, NOOP: one operation each) of T client
+threads, against one node on the embedded (disk) store, one node on PostgreSQL and two nodes on
+the same PostgreSQL (the clients spread over both). Each node is lmtpd + imapd
+(tests.support.pg_nodes), every process on this machine.
 """
 
 from __future__ import annotations
@@ -89,13 +96,88 @@ def measure(
             "reads/s": reads_each * threads / read_seconds}
 
 
+def measure_nodes(nodes: list[Any], messages: int, clients: int, size: int,
+                  users: int = 8) -> dict[str, float]:
+    """LMTP deliveries/s and IMAP operations/s of `clients` threads spread over `nodes`."""
+    body = b"x" * size
+    per_client = messages // clients
+
+    def deliver(i: int) -> None:
+        node = nodes[i % len(nodes)]
+        for n in range(per_client):
+            content = f"Subject: {i}-{n}\r\n\r\n".encode() + body + b"\r\n"
+            assert node.lmtp([f"b{(i + n) % users}@example.com"], content) == {}
+
+    seconds = in_threads(clients, deliver)
+    rounds = 30
+
+    def read(i: int) -> None:
+        imap = nodes[i % len(nodes)].imap(f"b{i % users}")
+        try:
+            for _ in range(rounds):
+                typ, data = imap.select("INBOX", readonly=True)
+                assert typ == "OK", data
+                last = int(data[0])
+                imap.fetch(f"{max(1, last - 19)}:{last}", "(UID FLAGS)")
+                imap.noop()
+        finally:
+            imap.logout()
+
+    read_seconds = in_threads(clients, read)
+    return {"deliveries/s": per_client * clients / seconds,
+            "imap ops/s": 3 * rounds * clients / read_seconds}
+
+
+def node_figures(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    from tests.support.pg_nodes import Node, add_users_fast, start_nodes
+
+    users = [f"b{i}" for i in range(8)]
+    results: dict[str, dict[str, float]] = {}
+    with traversable_tmpdir("smbench-") as root:
+        disk = Node(root / "disk", None, root / "disk-sasldb", services=("lmtpd", "imapd"))
+        add_users_fast(disk, users)
+        start_nodes([disk])
+        try:
+            results["disk, 1 node"] = measure_nodes([disk], args.n, args.t, args.z)
+        finally:
+            disk.stop()
+        cluster = PrivateCluster(root / "pg", durable=True)
+        (root / "pg").mkdir()
+        (root / "pg").chmod(0o755)
+        cluster.start()
+        try:
+            for count in (1, 2):
+                dsn = cluster.schema_dsn(f"nodes{count}")
+                nodes = [Node(root / f"n{count}-{i}", dsn, root / f"sasldb{count}",
+                              services=("lmtpd", "imapd")) for i in range(count)]
+                add_users_fast(nodes[0], users)
+                start_nodes(nodes)
+                try:
+                    results[f"postgresql, {count} node{'s' if count > 1 else ''}"] = \
+                        measure_nodes(nodes, args.n, args.t, args.z)
+                finally:
+                    for node in nodes:
+                        node.stop()
+        finally:
+            cluster.stop()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", action="store_true",
+                        help="the daemons over LMTP and IMAP, 1 and 2 nodes (see above)")
     parser.add_argument("-n", type=int, default=400, help="messages (default 400)")
     parser.add_argument("-t", type=int, default=4, help="threads (default 4)")
     parser.add_argument("-r", type=int, default=1, help="recipients per message (default 1)")
     parser.add_argument("-z", type=int, default=4096, help="message size (default 4096)")
     args = parser.parse_args()
+    if args.nodes:
+        figures_by = node_figures(args)
+        print(f"{args.n} messages, {args.z} bytes, {args.t} clients")
+        for setup, figures in figures_by.items():
+            print(f"{setup:>20}: " + "  ".join(f"{v:8.1f} {k}" for k, v in figures.items()))
+        return 0
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="smbench-") as tmp, \
             DiskStore(settings(Path(tmp) / "disk")) as disk:

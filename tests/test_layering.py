@@ -185,7 +185,7 @@ def test_known_exceptions_still_happen() -> None:
 # is chosen for an imapd.conf, and what needs the disk store's own operations (reconstruct, a
 # mailbox's path). Everything else opens its store with store.backends.open_store and types it by
 # the role it uses (sealmail.store.api).
-DISK_STORE_USERS = {"store.backends", "store.reconstruct", "cli.mailbox"}
+DISK_STORE_USERS = {"store.backends", "store.reconstruct", "cli.mailbox", "cli.migrate"}
 # Still opening the disk store themselves (issue 19): delete each line with its import.
 DISK_STORE_PENDING: set[str] = set()
 

@@ -28,7 +28,7 @@ def store() -> MemoryStore:
 
 
 def held(store: MemoryStore, tmp_path: Path, **options: bool) -> LockedMaildrop:
-    return LockedMaildrop(store, tmp_path / "lock", INBOX, **options)
+    return LockedMaildrop(store, INBOX, **options)
 
 
 def test_open_lists_the_inbox_under_the_lock(store: MemoryStore, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.store.conftest import make_config
@@ -138,3 +139,32 @@ def test_store_hands_out_duplicates_only_when_enabled(tmp_path: Path) -> None:
         assert disk.duplicates() is disk.duplicates() is not None
     with DiskStore.from_config(make_config(tmp_path, duplicatesuppression="no")) as disk:
         assert disk.duplicates() is None
+
+
+# -- contract: every backend keeps duplicates and POP locks (PostgreSQL: across nodes) ----------
+
+
+def test_every_backend_keeps_duplicate_deliveries(store: Any) -> None:
+    duplicates = store.duplicates()
+    assert duplicates is not None
+    assert not duplicates.seen("<a@x>", "user.alice")
+    duplicates.mark("<a@x>", "user.alice", when=1000.0)
+    duplicates.mark("<b@x>", "user.alice")
+    assert duplicates.seen("<a@x>", "user.alice") and not duplicates.seen("<a@x>", "user.bob")
+    assert duplicates.expire(1) == 1  # only the old one
+    assert not duplicates.seen("<a@x>", "user.alice") and duplicates.seen("<b@x>", "user.alice")
+
+
+def test_every_backend_has_an_exclusive_pop_lock_with_its_last_login(store: Any) -> None:
+    first, second = store.pop_lock("user.alice"), store.pop_lock("user.alice")
+    first.acquire()
+    with pytest.raises(MailboxBusy):
+        second.acquire()
+    store.pop_lock("user.bob").acquire()  # another maildrop is free
+    assert first.last_login() == 0.0
+    first.record_login(1234.0)
+    first.renew()
+    first.release()
+    second.acquire()
+    assert second.last_login() == 1234.0
+    second.release()

@@ -182,17 +182,30 @@ def add_expire_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _expire_shared(config: ImapdConfig, days: float) -> int:
+    """On PostgreSQL the duplicate database is the store's table, shared by every node."""
+    store = open_store(config)
+    try:
+        database = store.duplicates()
+        return 0 if database is None else database.expire(days)
+    finally:
+        store.close()
+
+
 def run_expire(args: argparse.Namespace) -> int:
     config = load_imapd_conf(args.config)
     if args.days < 0:
         print("sealmail expire: -E needs a non-negative number of days", file=sys.stderr)
         return 2
     try:
-        database = DuplicateDatabase(config.configdirectory / DUPLICATES_NAME)
-        try:
-            removed = database.expire(args.days)
-        finally:
-            database.close()
+        if config.get(IMAPD.store_backend) == "postgresql":
+            removed = _expire_shared(config, args.days)
+        else:
+            database = DuplicateDatabase(config.configdirectory / DUPLICATES_NAME)
+            try:
+                removed = database.expire(args.days)
+            finally:
+                database.close()
     except StoreError as exc:
         print(f"sealmail expire: {exc}", file=sys.stderr)
         return 1

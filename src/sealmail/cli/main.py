@@ -34,6 +34,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mbpath": ("sealmail.cli.mailbox", "print the directory of a mailbox"),
     "reconstruct": ("sealmail.cli.mailbox", "check and repair mailboxes from their files"),
     "expire": ("sealmail.cli.mailbox", "expire old entries of the duplicate delivery database"),
+    "sweep": ("sealmail.cli.sweep", "remove unnamed messages and blobs of a PostgreSQL store"),
+    "migrate": ("sealmail.cli.migrate", "copy an embedded (disk) store into a PostgreSQL store"),
     "admin": ("sealmail.cli.admin", "doveadm's search, fetch, expunge, quota for -u USER or -A"),
     "cyradm": ("sealmail.cli.cyradm", "administer mailboxes, ACLs and quotas over IMAP (Cyrus's)"),
     "quota": ("sealmail.cli.quota", "report quota roots' usage and limits; repair usage (-f)"),
@@ -61,7 +63,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # root to bind and runs its children as the account (server/master.py).
 STORE_TOOLS = frozenset(
     {"mailbox", "mbpath", "reconstruct", "expire", "quota", "admin", "saslpasswd2",
-     "sasldblistusers2", "deliver"}
+     "sasldblistusers2", "deliver", "sweep", "migrate"}
 )
 
 

@@ -61,6 +61,8 @@ class IMAPD(Registry):
     store_backend = choice("disk", ("disk", "postgresql"), "Where the message store lives: disk (the partitions and the SQLite index under configdirectory) or postgresql (every node sharing one PostgreSQL database, store_dsn; docs/scale-out.md).")
     store_dsn = optional_string("With store_backend: postgresql, the libpq connection string of the database (e.g. 'host=/run/postgresql dbname=sealmail user=cyrus').")
     store_pool_size = integer(8, "With store_backend: postgresql, most database connections one process keeps open.")
+    store_poll_interval = integer(5, "With store_backend: postgresql, seconds between a node's reads of the mailboxes its IDLE sessions watch: the backstop when a change notification (LISTEN/NOTIFY) was lost, so IDLE learns of any change within this time.")
+    store_blob_grace = integer(86400, "With store_backend: postgresql, seconds a message blob no message names is kept before `sealmail store sweep` removes it (a delivery writes its blob before the transactions that name it).")
     # The account the store's services run as (Cyrus's cyrus_user, become_cyrus())
     cyrus_user = string("cyrus", "Account every service and store tool runs as when started by root (master keeps root only to bind sockets and watch its workers); the store's files belong to it.")
     cyrus_group = optional_string("Group of those processes (default: cyrus_user's primary group); supplementary groups are cyrus_user's, as initgroups(3) sets them.")

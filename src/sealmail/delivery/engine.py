@@ -24,10 +24,10 @@ from sealmail.store.api import (
     AppendedMessage,
     DeliveryStore,
     DeliveryTarget,
+    DuplicateSuppression,
     QuotaUsage,
     QuotaWarn,
 )
-from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import InvalidMessage, MailboxBusy, StoreError
 
 log = logging.getLogger("sealmail.delivery")
@@ -50,7 +50,7 @@ class DeliveryEngine:
         self,
         config: ImapdConfig,
         store: DeliveryStore,
-        duplicates: DuplicateDatabase | None,
+        duplicates: DuplicateSuppression | None,
         sieve: SieveFilter | None = None,
     ) -> None:
         self.config = config

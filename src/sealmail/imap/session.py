@@ -355,17 +355,17 @@ class ImapSession:
             return []
 
     def has_news(self) -> bool:
-        """Cheap check (one index row) whether `poll` would have anything to say."""
+        """Cheap check (the store's `mailbox_changed`: one index row, or on PostgreSQL the
+        node's change feed in memory) whether `poll` would have anything to say."""
         if self.notify_spec is not None and \
                 self.clock() - self._notify_polled >= notify.POLL_INTERVAL:
             return True  # other mailboxes too: `poll` finds out, once a second at most
         if self.selected is None:
             return False
         try:
-            info = self.store.mailbox(self.selected.name)
+            return self.store.mailbox_changed(self.selected.name, self.selected.highestmodseq)
         except StoreError:
             return False
-        return info is None or info.highestmodseq != self.selected.highestmodseq
 
 
 # -- the handlers that need no module of their own ---------------------------------------------

@@ -1,12 +1,13 @@
 """The maildrop as one POP3 session holds it: the user's INBOX, locked from login to the end.
 
 RFC 1939 8 lets a server lock the maildrop for the whole session, and a second POP session then
-gets -ERR [IN-USE] (RFC 2449 8.1.1). The POP lock (`PopLock`) is a flock(2) of its own, taken
-without waiting, apart from the store's index locks, as Cyrus keeps it: IMAP sessions and
-deliveries go on meanwhile, and see the DELE'd messages go only when the session QUITs (the
-UPDATE state, RFC 1939 6), as one store expunge.
+gets -ERR [IN-USE] (RFC 2449 8.1.1). The POP lock is the store's (`MessageStore.pop_lock`: on
+disk a flock(2) of its own, `sealmail.store.locks.PopLock`; on PostgreSQL a lease every node
+sees), taken without waiting, apart from the store's index locks, as Cyrus keeps it: IMAP
+sessions and deliveries go on meanwhile, and see the DELE'd messages go only when the session
+QUITs (the UPDATE state, RFC 1939 6), as one store expunge.
 
-The lock file also keeps the time of the last completed POP session, which `popminpoll`
+The lock also keeps the time of the last completed POP session, which `popminpoll`
 (RFC 2449 LOGIN-DELAY) compares against, as Cyrus keeps pop3_last_login in its index header.
 
 Every method blocks (files, flock, the store's fsyncs): the daemon calls them in worker threads.
@@ -14,70 +15,18 @@ Every method blocks (files, flock, the store's fsyncs): the daemon calls them in
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from sealmail.proto.pop3 import Maildrop, MaildropMessage
 from sealmail.store.api import MessageStore
-from sealmail.store.errors import MailboxBusy, MailboxNotFound, StoreError
-from sealmail.store.locks import lock_filename
+from sealmail.store.errors import MailboxNotFound
+from sealmail.store.locks import PopLock
 
 __all__ = ["LockedMaildrop", "PopLock", "TooSoon"]
 
 
 class TooSoon(Exception):
     """popminpoll: this maildrop was POP'd too recently (RFC 2449 8.1.2 LOGIN-DELAY)."""
-
-
-class PopLock:
-    """The exclusive POP lock on one maildrop: flock(2), taken without waiting.
-
-    flock belongs to the open file description, so a second session of the same process is
-    refused as one of another process is, and a crashed process leaves no lock behind.
-    """
-
-    def __init__(self, directory: Path, mailbox: str) -> None:
-        self.path = directory / "pop" / lock_filename(mailbox)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Lock, or MailboxBusy at once when another POP session holds the maildrop."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot open POP lock {self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise MailboxBusy("Mailbox is locked by another POP session") from None
-            raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
-        self._fd = fd
-
-    def last_login(self) -> float:
-        """When the last POP session on this maildrop ended well (0: never)."""
-        assert self._fd is not None
-        raw = os.pread(self._fd, 64, 0).strip()
-        try:
-            return float(raw) if raw else 0.0
-        except ValueError:
-            return 0.0
-
-    def record_login(self, when: float) -> None:
-        assert self._fd is not None
-        data = f"{when:.0f}\n".encode("ascii")
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
 
 
 class LockedMaildrop:
@@ -87,7 +36,6 @@ class LockedMaildrop:
     def __init__(
         self,
         store: MessageStore,
-        lock_directory: Path,
         mailbox: str,
         *,
         use_imap_flags: bool = False,
@@ -95,7 +43,7 @@ class LockedMaildrop:
         self.store = store
         self.mailbox = mailbox
         self.use_imap_flags = use_imap_flags  # popuseimapflags: \Deleted hides, RETR sets \Seen
-        self.lock = PopLock(lock_directory, mailbox)
+        self.lock = store.pop_lock(mailbox)
         self.login_time = 0.0
 
     def open(self, now: float, min_poll: int = 0) -> Maildrop:
@@ -120,6 +68,7 @@ class LockedMaildrop:
 
     def message(self, uid: int) -> bytes:
         """A message's bytes, for RETR and TOP."""
+        self.lock.renew()
         return self.store.message_bytes(self.mailbox, uid)
 
     def update(self, deleted: Sequence[int], retrieved: Sequence[int]) -> list[int]:

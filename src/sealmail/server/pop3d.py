@@ -104,7 +104,6 @@ class Pop3Service:
         self.daemon_name = daemon_name
         self.owns_store = owns_store
         self.clock = clock
-        self.lock_directory = config.configdirectory / "lock"
         self.hosts = HostsAccess.from_config(config)
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = sessions.Drain()
@@ -282,7 +281,6 @@ class Pop3Session(sessions.ClientSession):
             name = sessions.maildrop_name(identity, service.config)
             self.maildrop = held = LockedMaildrop(
                 service.store,
-                service.lock_directory,
                 name,
                 use_imap_flags=settings.use_imap_flags,
             )

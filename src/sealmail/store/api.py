@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from sealmail.config.options import RFC4314_RIGHTS
 from sealmail.store.errors import StoreError
 from sealmail.store.sorting import ThreadFields
-
-if TYPE_CHECKING:
-    from sealmail.store.duplicates import DuplicateDatabase  # sqlite3: only its owner loads it
 
 ALL_RIGHTS = RFC4314_RIGHTS  # in canonical order
 
@@ -226,6 +223,11 @@ class MailboxView(Appending, Protocol):
     (sealmail.store.seen); every method that reads or writes flags for a session takes it.
     """
 
+    # Whether `name` changed (or went) since a session saw it at `highestmodseq`: IMAP IDLE asks
+    # several times a second, so it is cheap; on PostgreSQL it is answered from memory by the
+    # node's change feed (LISTEN/NOTIFY and a poll: sealmail.store.postgres.notify), so an idle
+    # session holds no database connection.
+    def mailbox_changed(self, name: str, highestmodseq: int) -> bool: ...
     def messages(self, name: str, reader: str | None = None) -> list[MessageRecord]: ...
     def message_bytes(self, name: str, uid: int) -> bytes: ...
     def message_contents(
@@ -308,11 +310,35 @@ class UserData(Protocol):
     def unsubscribe(self, userid: str, name: str) -> bool: ...
 
 
+class DuplicateSuppression(Protocol):
+    """duplicatesuppression's record of (Message-ID, mailbox) deliveries: a file of each node
+    on disk (sealmail.store.duplicates), one table every node shares on PostgreSQL."""
+
+    def seen(self, message_id: str, mailbox: str) -> bool: ...
+    def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None: ...
+    def expire(self, days: float) -> int: ...  # entries older than `days` removed; how many
+    def close(self) -> None: ...
+
+
+class MaildropLock(Protocol):
+    """A POP session's exclusive hold on a maildrop (RFC 1939 8), with the time the last POP
+    session on it ended (popminpoll): MailboxBusy from `acquire` at once when held elsewhere.
+    `renew` is called now and then during a session (a lease that would run out)."""
+
+    def acquire(self) -> None: ...
+    def last_login(self) -> float: ...
+    def record_login(self, when: float) -> None: ...
+    def renew(self) -> None: ...
+    def release(self) -> None: ...
+
+
 class MessageStore(DeliveryStore, MailboxAdmin, MailboxView, UserData, Protocol):
     """Every role: what an IMAP session and a store's owner (a daemon that opens and closes it)
     use. A backend implements this (sealmail.store.disk, sealmail.store.memory,
     sealmail.store.postgres). The owner also gets the duplicate delivery database from it (None
-    when duplicatesuppression is off), closed with the store."""
+    when duplicatesuppression is off), closed with the store, and pop3d a maildrop's POP lock,
+    which must hold across every process (and node) that serves the maildrop."""
 
     def close(self) -> None: ...
-    def duplicates(self) -> DuplicateDatabase | None: ...
+    def duplicates(self) -> DuplicateSuppression | None: ...
+    def pop_lock(self, mailbox: str) -> MaildropLock: ...

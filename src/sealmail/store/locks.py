@@ -1,4 +1,5 @@
-"""Cross-process advisory locks of the store: per-mailbox locks and per-user delivery slots.
+"""Cross-process advisory locks of the store: per-mailbox locks, per-user delivery slots and the
+POP lock of a maildrop.
 
 Short index updates are serialised by SQLite's write lock alone. These file locks (flock(2) on
 files under `configdirectory/lock/`) guard the longer operations that must not interleave on one
@@ -14,6 +15,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,3 +88,91 @@ def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]
             os.close(fd)
         return
     raise MailboxBusy(f"{limit} deliveries to {user!r} already in progress")
+
+
+class PopLock:
+    """The exclusive POP lock on one maildrop: flock(2), taken without waiting.
+
+    flock belongs to the open file description, so a second session of the same process is
+    refused as one of another process is, and a crashed process leaves no lock behind.
+    """
+
+    def __init__(self, directory: Path, mailbox: str) -> None:
+        self.path = directory / "pop" / lock_filename(mailbox)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Lock, or MailboxBusy at once when another POP session holds the maildrop."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open POP lock {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise MailboxBusy("Mailbox is locked by another POP session") from None
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
+        self._fd = fd
+
+    def last_login(self) -> float:
+        """When the last POP session on this maildrop ended well (0: never)."""
+        assert self._fd is not None
+        raw = os.pread(self._fd, 64, 0).strip()
+        try:
+            return float(raw) if raw else 0.0
+        except ValueError:
+            return 0.0
+
+    def record_login(self, when: float) -> None:
+        assert self._fd is not None
+        data = f"{when:.0f}\n".encode("ascii")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def renew(self) -> None:
+        """Nothing to do: flock holds for as long as the descriptor is open."""
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+class ProcessPopLock:
+    """The POP lock of a store that lives in one process (the memory store): a set of held
+    maildrops and their last logins, shared by that store's sessions."""
+
+    def __init__(self, held: dict[str, float | None], guard: threading.Lock, mailbox: str) -> None:
+        # held: mailbox -> last login; a mailbox whose POP lock is taken is in `taken`
+        self._held = held
+        self._guard = guard
+        self._mailbox = mailbox
+        self._mine = False
+
+    def acquire(self) -> None:
+        key = "\0taken\0" + self._mailbox
+        with self._guard:
+            if key in self._held:
+                raise MailboxBusy("Mailbox is locked by another POP session")
+            self._held[key] = None
+        self._mine = True
+
+    def last_login(self) -> float:
+        with self._guard:
+            return self._held.get(self._mailbox) or 0.0
+
+    def record_login(self, when: float) -> None:
+        with self._guard:
+            self._held[self._mailbox] = when
+
+    def renew(self) -> None:
+        """Nothing to do: held until released."""
+
+    def release(self) -> None:
+        if self._mine:
+            with self._guard:
+                self._held.pop("\0taken\0" + self._mailbox, None)
+            self._mine = False

@@ -62,6 +62,7 @@ from sealmail.store.headers import (
     listed_form,
     searchable_form,
 )
+from sealmail.store.locks import ProcessPopLock
 from sealmail.store.names import owner_of, user_inbox, validate_internal
 from sealmail.store.seen import SEEN, UidSet, index_keeps_seen, with_seen
 from sealmail.store.settings import StoreSettings, store_settings
@@ -154,6 +155,8 @@ class MemoryStore:
         self._last_uidvalidity = 0
         self._slots: dict[str, int] = {}
         self._duplicates: DuplicateDatabase | None = None
+        self._pop_locks: dict[str, float | None] = {}
+        self._pop_guard = threading.Lock()
 
     @classmethod
     def from_config(cls, config: ImapdConfig, **options: Any) -> MemoryStore:
@@ -204,6 +207,10 @@ class MemoryStore:
         with self._lock:
             mailbox = self._mailboxes.get(name)
             return None if mailbox is None else mailbox.info()
+
+    def mailbox_changed(self, name: str, highestmodseq: int) -> bool:
+        info = self.mailbox(name)
+        return info is None or info.highestmodseq != highestmodseq
 
     def create_mailbox(
         self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
@@ -416,6 +423,10 @@ class MemoryStore:
         """One of lmtp_user_concurrency_limit slots of `user` (0: unlimited)."""
         limit = self.settings.user_concurrency_limit
         return self._slot(user, limit if limit > 0 else 1 << 62)
+
+    def pop_lock(self, mailbox: str) -> ProcessPopLock:
+        """The POP lock of `mailbox` among this store's sessions (one process)."""
+        return ProcessPopLock(self._pop_locks, self._pop_guard, mailbox)
 
     def duplicates(self) -> DuplicateDatabase | None:
         """The duplicate delivery database (a file in the configdirectory, as the disk store's:

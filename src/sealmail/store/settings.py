@@ -26,6 +26,8 @@ class StoreSettings:
     backend: str = "disk"  # store_backend: "disk" or "postgresql"
     dsn: str | None = None  # store_dsn: the PostgreSQL database (store_backend: postgresql)
     pool_size: int = 8  # store_pool_size: most connections to it per process
+    poll_interval: float = 5.0  # store_poll_interval: the change feed's backstop, seconds
+    blob_grace: float = 86400.0  # store_blob_grace: an unnamed blob's age before a sweep
 
 
 def store_settings(config: ImapdConfig) -> StoreSettings:
@@ -53,4 +55,6 @@ def store_settings(config: ImapdConfig) -> StoreSettings:
         backend=backend,
         dsn=dsn,
         pool_size=config.get(IMAPD.store_pool_size),
+        poll_interval=max(1, config.get(IMAPD.store_poll_interval)),
+        blob_grace=max(0, config.get(IMAPD.store_blob_grace)),
     )

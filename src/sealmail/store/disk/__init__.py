@@ -127,6 +127,7 @@ class DiskStore:
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)
         self.mailbox = mailboxes.mailbox
+        self.mailbox_changed = mailboxes.mailbox_changed
         self.create_mailbox = mailboxes.create_mailbox
         self.delete_mailbox = mailboxes.delete_mailbox
         self.rename_mailbox = mailboxes.rename_mailbox
@@ -206,6 +207,10 @@ class DiskStore:
         if info is None:
             raise MailboxNotFound(f"mailbox {name!r} does not exist")
         return info.uniqueid
+    def pop_lock(self, mailbox: str) -> locks.PopLock:
+        """The POP lock of `mailbox`: a flock under configdirectory/lock/pop, shared by every
+        process on this machine."""
+        return locks.PopLock(self.spool.lock_directory, mailbox)
 
     def duplicates(self) -> DuplicateDatabase | None:
         """The duplicate delivery database, or None when duplicatesuppression is off."""

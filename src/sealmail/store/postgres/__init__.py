@@ -17,9 +17,8 @@ mailbox row with its messages run in one REPEATABLE READ snapshot (sealmail.stor
 database). The tables and their migrations: sealmail.store.postgres.schema.
 
 Across nodes: lmtp_user_concurrency_limit's delivery slots are leases (sealmail.store.postgres.
-leases). Per node still (later work of issue 24): the duplicate delivery database (a file in
-configdirectory, as the other backends keep it); change notification to other nodes' IDLE
-sessions (LISTEN/NOTIFY) is not here yet.
+leases). Other nodes' IDLE sessions hear of a change through LISTEN/NOTIFY, sent after the
+commit, with a poll as the backstop (sealmail.store.postgres.notify).
 
 The parts, one module each, share a `Database` (pool, settings, helpers): `mailboxes`
 (MailboxAdmin), `delivery` (deliver, COPY), `reading` (records, contents, SEARCH/SORT/THREAD),
@@ -29,20 +28,21 @@ The parts, one module each, share a `Database` (pool, settings, helpers): `mailb
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
 from sealmail.store.postgres.blobs import BlobStore, DatabaseBlobs
 from sealmail.store.postgres.database import Database
 from sealmail.store.postgres.delivery import Delivery
+from sealmail.store.postgres.duplicates import SharedDuplicates
 from sealmail.store.postgres.flags import Flags
-from sealmail.store.postgres.leases import Leases
+from sealmail.store.postgres.importer import Importer
+from sealmail.store.postgres.leases import LeasedPopLock, Leases
 from sealmail.store.postgres.mailboxes import Mailboxes
 from sealmail.store.postgres.reading import Reading
+from sealmail.store.postgres.sweep import Sweeper, SweepResult
 from sealmail.store.postgres.userdata import UserData
 from sealmail.store.settings import StoreSettings, store_settings
 
@@ -65,12 +65,12 @@ class PostgresStore:
     ) -> None:
         self.settings = settings
         self._db = db = Database(settings, blobs or DatabaseBlobs(), clock)
-        self._lock = threading.Lock()
         self._leases = Leases(db)
-        self._duplicates: DuplicateDatabase | None = None
+        self._duplicates = SharedDuplicates(db, clock)
 
         mailboxes = Mailboxes(db)
         self.mailbox = mailboxes.mailbox
+        self.mailbox_changed = db.feed.changed
         self.create_mailbox = mailboxes.create_mailbox
         self.delete_mailbox = mailboxes.delete_mailbox
         self.rename_mailbox = mailboxes.rename_mailbox
@@ -84,6 +84,7 @@ class PostgresStore:
         delivery = Delivery(db)
         self.deliver = delivery.deliver
         self.copy_messages = delivery.copy_messages
+        self.importer = Importer(db, delivery)  # sealmail migrate
         reading = Reading(db)
         self.messages = reading.messages
         self.message_bytes = reading.message_bytes
@@ -115,10 +116,6 @@ class PostgresStore:
 
     def close(self) -> None:
         self._db.close()
-        with self._lock:
-            if self._duplicates is not None:
-                self._duplicates.close()
-                self._duplicates = None
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -131,17 +128,20 @@ class PostgresStore:
         every node (a lease each: sealmail.store.postgres.leases)."""
         return self._leases.delivery_slot(user, self.settings.user_concurrency_limit)
 
-    def duplicates(self) -> DuplicateDatabase | None:
-        """The duplicate delivery database (configdirectory, per node for now), or None when
-        duplicatesuppression is off."""
-        if not self.settings.duplicate_suppression:
-            return None
-        with self._lock:
-            if self._duplicates is None:
-                self._duplicates = DuplicateDatabase(
-                    self.settings.configdirectory / DUPLICATES_NAME
-                )
-            return self._duplicates
+    def duplicates(self) -> SharedDuplicates | None:
+        """The duplicate delivery database, one table every node shares (None when
+        duplicatesuppression is off)."""
+        return self._duplicates if self.settings.duplicate_suppression else None
+
+    def sweep(self, grace: float | None = None) -> SweepResult | None:
+        """Remove message rows and blobs nothing names, older than `grace` seconds
+        (store_blob_grace); None when another node is sweeping."""
+        return Sweeper(self._db, self._leases).sweep(
+            self.settings.blob_grace if grace is None else grace)
+
+    def pop_lock(self, mailbox: str) -> LeasedPopLock:
+        """The POP lock of `mailbox`: a lease, so it holds across every node."""
+        return LeasedPopLock(self._leases, mailbox)
 
 
 def _roles(store: PostgresStore) -> MessageStore:

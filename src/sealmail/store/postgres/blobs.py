@@ -4,8 +4,8 @@ The store asks a `BlobStore` for bytes by digest and nothing else, so an object 
 the place of the database's own tables later. `DatabaseBlobs` keeps them in PostgreSQL as bytea
 chunks (a row per CHUNK_SIZE bytes: a large message never needs one huge value in memory on the
 server, and a read can stop after the first chunks). Blobs are immutable: a second write of the
-same digest changes nothing. A blob no message names any more is garbage for a sweeper (after a
-grace period, since a delivery writes its blob before the transactions that name it).
+same digest changes nothing but its age. A blob no message names any more is garbage for the
+sweeper (sealmail.store.postgres.sweep), after a grace period.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ class DatabaseBlobs:
     """Blobs in the database's own tables (blobs, blob_chunks)."""
 
     def put(self, conn: Connection, digest: bytes, content: bytes) -> None:
-        created = conn.execute(
-            "INSERT INTO blobs (sha256, size) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        # A blob already there is made young again under its row lock: a sweep that has not
+        # removed it yet will not (sealmail.store.postgres.sweep); one that has, committed
+        # before this insert went ahead, and the chunks are written anew.
+        row = conn.execute(
+            "INSERT INTO blobs (sha256, size) VALUES (%s, %s) ON CONFLICT (sha256)"
+            " DO UPDATE SET created = now() RETURNING (xmax = 0)",
             (digest, len(content)),
-        ).rowcount
-        if created:
+        ).fetchone()
+        if row is not None and row[0]:
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO blob_chunks (sha256, seq, data) VALUES (%s, %s, %s)",

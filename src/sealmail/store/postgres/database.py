@@ -26,6 +26,7 @@ from sealmail.store import quota
 from sealmail.store.api import MailboxInfo, QuotaUsage
 from sealmail.store.errors import MailboxNotFound, StoreError, StoreUnavailable
 from sealmail.store.postgres.blobs import BlobStore
+from sealmail.store.postgres.notify import CHANNEL, ChangeFeed
 from sealmail.store.postgres.schema import migrate
 from sealmail.store.settings import StoreSettings
 
@@ -68,6 +69,8 @@ class Database:
         self.blobs = blobs
         self.clock = clock
         self._closed = threading.Event()
+        self._changes = threading.local()  # what the running write() changed: name -> modseq
+        self.feed = ChangeFeed(settings.dsn, self._notify, settings.poll_interval)
         try:
             with psycopg.connect(settings.dsn) as conn:
                 migrate(conn)
@@ -85,22 +88,45 @@ class Database:
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
+            self.feed.close()
             self.pool.close()
 
     # ------------------------------------------------------------------ transactions
 
     def write(self, work: Callable[[Connection], T]) -> T:
-        """`work` in one read-write transaction, retried when the server says to."""
+        """`work` in one read-write transaction, retried when the server says to. The
+        mailboxes it reported `changed` are published to other nodes after the commit."""
         for attempt in range(_RETRIES):
+            changes: dict[str, int] = {}
+            self._changes.pending = changes
             try:
                 with self._connection() as conn:
                     conn.isolation_level, conn.read_only = None, False  # the server's default
                     with conn.transaction():
-                        return work(conn)
+                        result = work(conn)
+                self.feed.publish(changes)
+                return result
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
                     raise StoreUnavailable("the database kept refusing a transaction") from None
+            finally:
+                self._changes.pending = None
         raise AssertionError("unreachable")
+
+    def changed(self, name: str, modseq: int) -> None:
+        """Inside write(): mailbox `name` is at `modseq` once this transaction commits
+        (notify.GONE: deleted)."""
+        pending: dict[str, int] | None = getattr(self._changes, "pending", None)
+        assert pending is not None, "changed() outside a write transaction"
+        pending[name] = max(modseq, pending.get(name, 0))
+
+    def _notify(self, payloads: list[str]) -> None:
+        """Send change notifications in a short transaction of their own."""
+        with self._connection() as conn:
+            conn.isolation_level, conn.read_only = None, False
+            with conn.transaction():
+                for payload in payloads:
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """`work` in one read-only transaction that sees a single moment."""

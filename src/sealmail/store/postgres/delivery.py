@@ -137,6 +137,7 @@ class Delivery:
             " size_bytes = size_bytes + %s, exists_count = exists_count + 1 WHERE id = %s",
             (uid + 1, modseq, size, mailbox.id),
         )
+        self._db.changed(mailbox.name, modseq)
         return AppendedMessage(mailbox.name, mailbox.uidvalidity, uid, modseq, guid, size,
                                warning)
 
@@ -205,6 +206,7 @@ class Delivery:
                 " size_bytes = size_bytes + %s, exists_count = exists_count + %s WHERE id = %s",
                 (dst.uidnext + len(rows), dst.highestmodseq + len(rows), total, len(rows), dst.id),
             )
+            self._db.changed(dst.name, dst.highestmodseq + len(rows))
             if dst_seen is not None and seen_copies:
                 assert reader is not None
                 save_seen(conn, dst.id, reader, dst_seen.union(seen_copies))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sealmail.store.api import FLAG_MODES, FlagUpdate, MessageRecord, flags_after
-from sealmail.store.postgres.database import Connection, Database
+from sealmail.store.postgres.database import Connection, Database, MailboxRow
 from sealmail.store.postgres.userdata import save_seen, seen_of
 from sealmail.store.seen import SEEN, UidSet, with_seen
 
@@ -27,18 +27,17 @@ class Flags:
                 " ORDER BY uid", (row.id, sorted(set(uids))),
             ).fetchall()
             changed = [int(uid) for uid, current in chosen if list(current) != wanted]
-            self._write(conn, row.id, row.highestmodseq,
-                        [(uid, wanted) for uid in changed])
+            self._write(conn, row, [(uid, wanted) for uid in changed])
             return len(chosen)
 
         return self._db.write(work)
 
     def _write(
-        self, conn: Connection, mailbox_id: int, highestmodseq: int,
-        changes: list[tuple[int, list[str]]],
+        self, conn: Connection, row: MailboxRow, changes: list[tuple[int, list[str]]]
     ) -> list[int]:
         """Give each change the next modseq, in order; the modseqs given."""
-        modseqs = [highestmodseq + 1 + i for i in range(len(changes))]
+        mailbox_id = row.id
+        modseqs = [row.highestmodseq + 1 + i for i in range(len(changes))]
         if changes:
             with conn.cursor() as cursor:
                 cursor.executemany(
@@ -49,6 +48,7 @@ class Flags:
                 )
             conn.execute("UPDATE mailboxes SET highestmodseq = %s WHERE id = %s",
                          (modseqs[-1], mailbox_id))
+            self._db.changed(row.name, modseqs[-1])
         return modseqs
 
     def update_flags(
@@ -104,7 +104,7 @@ class Flags:
                 changes.append((int(uid), kept))
                 views.append((int(uid), float(internaldate), int(size), str(guid), tuple(new),
                               None))
-            modseqs = iter(self._write(conn, row.id, row.highestmodseq, changes))
+            modseqs = iter(self._write(conn, row, changes))
             if seen is not None and (seen_now or unseen_now):
                 assert reader is not None
                 save_seen(conn, row.id, reader, seen.union(seen_now).difference(unseen_now))
@@ -140,6 +140,7 @@ class Flags:
                 " exists_count = exists_count - %s WHERE id = %s",
                 (tombstones[-1][2], sum(size for _, size in gone), len(gone), row.id),
             )
+            self._db.changed(row.name, tombstones[-1][2])
             expunged = [uid for uid, _ in gone]
             states = conn.execute("SELECT userid, uids FROM seen_states WHERE mailbox_id = %s",
                                   (row.id,)).fetchall()

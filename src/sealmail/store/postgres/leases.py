@@ -9,8 +9,9 @@ guards.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sealmail.store.errors import MailboxBusy
@@ -62,3 +63,54 @@ class Leases:
                 self.release(name, holder)
             return
         raise MailboxBusy(f"{limit} deliveries to {user!r} already in progress")
+
+
+# A POP session renews its lease as it works (LockedMaildrop.message); pop3d's poptimeout ends
+# an idle one before this runs out, and a crashed node's maildrop is free again after it.
+POP_LOCK_SECONDS = 900
+
+
+class LeasedPopLock:
+    """The POP lock of a maildrop as a lease, so a second POP session on any node gets
+    [IN-USE]; the last login (popminpoll) is a row of pop_logins."""
+
+    def __init__(self, leases: Leases, mailbox: str, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._leases = leases
+        self._db = leases._db
+        self._mailbox = mailbox
+        self._name = f"pop/{mailbox}"
+        self._holder: str | None = None
+        self._renewed = 0.0
+        self._clock = clock
+
+    def acquire(self) -> None:
+        holder = self._leases.take(self._name, POP_LOCK_SECONDS)
+        if holder is None:
+            raise MailboxBusy("Mailbox is locked by another POP session")
+        self._holder, self._renewed = holder, self._clock()
+
+    def last_login(self) -> float:
+        row = self._db.read(lambda conn: conn.execute(
+            "SELECT last_login FROM pop_logins WHERE mailbox = %s", (self._mailbox,)).fetchone())
+        return 0.0 if row is None else float(str(row[0]))
+
+    def record_login(self, when: float) -> None:
+        self._db.write(lambda conn: conn.execute(
+            "INSERT INTO pop_logins (mailbox, last_login) VALUES (%s, %s) ON CONFLICT (mailbox)"
+            " DO UPDATE SET last_login = excluded.last_login", (self._mailbox, when)))
+
+    def renew(self) -> None:
+        """Extend the lease once a third of it has passed."""
+        if self._holder is None or self._clock() - self._renewed < POP_LOCK_SECONDS / 3:
+            return
+        holder = self._holder
+        self._db.write(lambda conn: conn.execute(
+            "UPDATE leases SET expires = now() + make_interval(secs => %s)"
+            " WHERE name = %s AND holder = %s", (POP_LOCK_SECONDS, self._name, holder)))
+        self._renewed = self._clock()
+
+    def release(self) -> None:
+        if self._holder is not None:
+            holder, self._holder = self._holder, None
+            self._leases.release(self._name, holder)

@@ -20,6 +20,7 @@ from sealmail.store.errors import (
 )
 from sealmail.store.names import owner_of, user_inbox, validate_internal
 from sealmail.store.postgres.database import Connection, Database
+from sealmail.store.postgres.notify import GONE
 
 
 class Mailboxes:
@@ -98,12 +99,16 @@ class Mailboxes:
             if whole_user:
                 assert owner is not None
                 low, high = quota.subtree_bounds(name)
-                conn.execute("DELETE FROM mailboxes WHERE name = %s OR (name >= %s AND name < %s)",
-                             (name, low, high))
+                gone = conn.execute(
+                    "DELETE FROM mailboxes WHERE name = %s OR (name >= %s AND name < %s)"
+                    " RETURNING name", (name, low, high)).fetchall()
+                for (deleted,) in gone:
+                    self._db.changed(str(deleted), GONE)
                 conn.execute("DELETE FROM seen_states WHERE userid = %s", (owner.userid,))
                 conn.execute("DELETE FROM recent_marks WHERE userid = %s", (owner.userid,))
             else:
                 conn.execute("DELETE FROM mailboxes WHERE name = %s", (name,))
+                self._db.changed(name, GONE)
 
         self._db.write(work)
 
@@ -136,6 +141,8 @@ class Mailboxes:
             with conn.cursor() as cursor:
                 cursor.executemany("UPDATE mailboxes SET name = %s WHERE id = %s",
                                    [(target, i) for i, target in renames])
+            for _, was in rows:
+                self._db.changed(str(was), GONE)
 
         self._db.write(work)
 

@@ -140,6 +140,28 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE quota_roots ADD COLUMN warned boolean NOT NULL DEFAULT false;
     """,
+    # 4: what was per node before: duplicatesuppression's deliveries (every node must see the
+    # others'), and when each maildrop's last POP session ended (popminpoll), beside the
+    # POP lock's lease.
+    """
+    CREATE TABLE duplicate_deliveries (
+        message_id text NOT NULL,
+        mailbox text NOT NULL,
+        marked double precision NOT NULL,
+        PRIMARY KEY (message_id, mailbox)
+    );
+    CREATE INDEX duplicate_deliveries_marked ON duplicate_deliveries (marked);
+    CREATE TABLE pop_logins (
+        mailbox text PRIMARY KEY,
+        last_login double precision NOT NULL
+    );
+    """,
+    # 5: when a message row was written, for the sweeper's grace period (rows already there
+    # count as written now).
+    """
+    ALTER TABLE messages ADD COLUMN created timestamptz NOT NULL DEFAULT now();
+    CREATE INDEX blobs_created ON blobs (created);
+    """,
 )
 
 VERSION = len(MIGRATIONS)

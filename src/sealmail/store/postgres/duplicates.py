@@ -1,0 +1,47 @@
+"""duplicatesuppression on PostgreSQL: one table of (Message-ID, mailbox) deliveries that every
+node shares, so a message delivered through node A is a duplicate when it comes again through B
+(on disk each node would keep its own file and deliver it twice)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sealmail.store.postgres.database import Connection, Database
+
+_DAY = 86400.0
+
+
+class SharedDuplicates:
+    """seen/mark/expire as sealmail.store.duplicates.DuplicateDatabase, in the database."""
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+
+    def seen(self, message_id: str, mailbox: str) -> bool:
+        row = self._db.read(lambda conn: conn.execute(
+            "SELECT 1 FROM duplicate_deliveries WHERE message_id = %s AND mailbox = %s",
+            (message_id, mailbox)).fetchone())
+        return row is not None
+
+    def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
+        marked = self._clock() if when is None else when
+        self._db.write(lambda conn: conn.execute(
+            "INSERT INTO duplicate_deliveries (message_id, mailbox, marked) VALUES (%s, %s, %s)"
+            " ON CONFLICT (message_id, mailbox) DO UPDATE SET marked = excluded.marked",
+            (message_id, mailbox, marked)))
+
+    def expire(self, days: float) -> int:
+        """Remove entries marked more than `days` days ago; how many went."""
+        if days < 0:
+            raise ValueError("days must not be negative")
+        cutoff = self._clock() - days * _DAY
+
+        def work(conn: Connection) -> int:
+            return conn.execute("DELETE FROM duplicate_deliveries WHERE marked < %s",
+                                (cutoff,)).rowcount
+
+        return self._db.write(work)
+
+    def close(self) -> None:
+        """Nothing of its own: it uses the store's pool."""
