@@ -144,6 +144,7 @@ SERVICES {
 EVENTS {
     delprune        cmd="/usr/sbin/cyrus expire -E 3" at=0400
     rebuild         cmd="reconstruct" period=1440
+    sweep           cmd="sweep" period=60
 }
 
 DAEMON {
@@ -180,7 +181,8 @@ def test_full_default_file(tmp_path: Path) -> None:
     imaps = conf.service("imaps")
     assert imaps is not None
     assert imaps.addresses(CONFIGDIR, services)[0] == InetAddress(None, 993, INET)
-    delprune, rebuild = conf.events
+    delprune, rebuild, sweep = conf.events
+    assert sweep.command == ServiceCommand("sweep", (), "sweep") and sweep.period == 60
     assert delprune.command == ServiceCommand("expire", ("-E", "3"), "/usr/sbin/cyrus expire")
     assert (delprune.at, delprune.period, delprune.line) == (time(4, 0), None, 23)
     assert (rebuild.at, rebuild.period) == (None, 1440)

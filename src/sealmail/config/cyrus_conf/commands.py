@@ -22,7 +22,9 @@ _SECTION_PROGRAMS: Mapping[Section, Mapping[str, str]] = {
         "cyrdeliver": "deliver",  # Debian renames Cyrus's deliver
     },
     Section.START: {"expire": "expire", "cyr_expire": "expire", "reconstruct": "reconstruct"},
-    Section.EVENTS: {"expire": "expire", "cyr_expire": "expire", "reconstruct": "reconstruct"},
+    # sweep: the PostgreSQL store's unnamed blobs (docs/scale-out.md); every node may list it.
+    Section.EVENTS: {"expire": "expire", "cyr_expire": "expire", "reconstruct": "reconstruct",
+                     "sweep": "sweep"},
     Section.DAEMON: {},
 }
 
