@@ -106,7 +106,7 @@ async def table_result(session: Session, table: str, value: str, scope: Scope) -
         code = codes.map_reject if verb == "REJECT" else codes.map_defer
         dsn, reason = _dsn_text(text, "5.7.1" if verb == "REJECT" else "4.7.1")
         return session.refuse(scope, code, dsn, reason or "Access denied")
-    if verb in ("OK", "RELAY") or command.isdigit():
+    if verb in ("OK", "RELAY") or value.strip().isdigit():
         return Status.OK
     if verb == "PERMIT":  # a restriction name, as access(5) allows
         return Status.OK

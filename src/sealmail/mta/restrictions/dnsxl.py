@@ -67,7 +67,7 @@ def _octet_matches(pattern: str, value: int) -> bool:
 
 def reply_matches(pattern: str, answer: str) -> bool:
     """Postfix's ip_match: `127.0.0.2`, `127.0.0.[2..11]`, `127.0.0.[2;4;6..8]`."""
-    octets = pattern.split(".")
+    octets = re.findall(r"\[[^\]]*\]|[^.]+", pattern)
     values = answer.split(".")
     if len(octets) != 4 or len(values) != 4:
         return False

@@ -161,7 +161,8 @@ class Engine:
             local_recipients=tuple(open_table(s) for s in config.get(MAIN.local_recipient_maps)),
             delimiter=config.get(MAIN.recipient_delimiter),
             codes=Codes.from_config(config),
-            default_rbl_reply=config.get(MAIN.default_rbl_reply),
+            # Its $rbl_* names are expanded at each refusal, not as main.cf parameters.
+            default_rbl_reply=config.raw(MAIN.default_rbl_reply) or "",
             rbl_reply_maps=tuple(open_table(s) for s in config.get(MAIN.rbl_reply_maps)),
             null_access_key=config.get(MAIN.smtpd_null_access_lookup_key),
             parent_domain_matches="smtpd_access_maps" in config.get(
