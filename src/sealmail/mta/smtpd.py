@@ -501,7 +501,9 @@ class SmtpdSession(sessions.ClientSession):
     async def _rcpt_to(self, event: RcptTo) -> Reply:
         recipient = self._qualify(event.address, event.forward_path)
         self.facts.where = "RCPT"
-        refusal = await self.checks.rcpt(recipient)
+        # RFC 5321 4.5.1: <postmaster> without a domain is always accepted (Postfix's rule).
+        bare_postmaster = event.forward_path.lower() == "postmaster"
+        refusal = None if bare_postmaster else await self.checks.rcpt(recipient)
         if refusal is not None:
             self._note_refusal(refusal)
             return refusal

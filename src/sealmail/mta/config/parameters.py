@@ -312,7 +312,7 @@ class MAIN(Registry):
     smtpd_tls_mandatory_protocols = words(">=TLSv1.2", "TLS versions offered at security level encrypt (same syntax as smtpd_tls_protocols).")
     smtpd_tls_ciphers = string("medium", "Cipher grade at security level may; sealmail always offers Python's default list, stronger than Postfix's medium and high.", status=ACCEPTED)
     smtpd_tls_mandatory_ciphers = string("medium", "Cipher grade at security level encrypt; as smtpd_tls_ciphers.", status=ACCEPTED)
-    smtpd_peername_lookup = boolean("yes", "Look up the client's name (never done here: no DNS).", status=ACCEPTED)
+    smtpd_peername_lookup = boolean("yes", "Look up the client's name (PTR, verified by its A/AAAA records, through sealmail_resolv_conf's servers) when a restriction reads it; no: every client is unknown.")
     smtpd_forbid_bare_newline = string("no", "Reject bare LF in SMTP commands and data.", status=ACCEPTED)
     smtpd_proxy_filter = string("", "Before-queue content filter (not supported).", status=REFUSED)
     smtpd_milters = words("", "Milter applications (not supported).", status=REFUSED)

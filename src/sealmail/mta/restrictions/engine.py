@@ -122,6 +122,7 @@ class Engine:
     parent_domain_matches: bool = True
     tempfail_actions: dict[str, str] = field(default_factory=dict)
     resolver: NameResolver | None = None
+    peername_lookup: bool = True  # smtpd_peername_lookup: no leaves every client "unknown"
     open_table: Callable[[str], LookupTable] = open_table
     policy_clients: dict[str, PolicyClient] = field(default_factory=dict)
     compatibility_level: str = "3.6"
@@ -172,6 +173,7 @@ class Engine:
                 "address": config.get(MAIN.unknown_address_tempfail_action).lower(),
             },
             resolver=resolver,
+            peername_lookup=config.get(MAIN.smtpd_peername_lookup),
             compatibility_level=config.get(MAIN.compatibility_level),
         )
         words = [w for ws in (*lists.values(), *classes.values()) for w in ws]
@@ -203,7 +205,7 @@ class Engine:
         from sealmail.mta.restrictions.checks import CHECKS
 
         words = [w.lower() for ws in (*self.lists.values(), *self.classes.values()) for w in ws]
-        return self.resolver is not None and any(
+        return self.resolver is not None and self.peername_lookup and any(
             CHECKS[w].uses_client_name for w in words if w in CHECKS)
 
     async def client_names(self, address: str) -> ClientNames:
