@@ -5,8 +5,10 @@ of the message (HOLD, DISCARD, PREPEND, REDIRECT)."""
 from __future__ import annotations
 
 import logging
+import shutil
 import smtplib
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +183,24 @@ def test_smtplib_sees_refusals_as_exceptions(serve: Callable[..., Server]) -> No
     with server.client() as client, pytest.raises(smtplib.SMTPRecipientsRefused):
         client.sendmail("x@spam.test", ["bob@example.com"], MESSAGE)
     assert server.incoming() == []
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+def test_swaks_pipelining_as_allowed_passes_the_data_restrictions(
+        serve: Callable[..., Server]) -> None:
+    """swaks --pipeline sends MAIL, RCPT and DATA together after EHLO, as RFC 2920 allows:
+    reject_unauth_pipelining lets it through; a recipient the sender check refuses is named."""
+    server = serve("smtpd_data_restrictions = reject_unauth_pipelining\n"
+                   "smtpd_recipient_restrictions = check_recipient_access "
+                   "inline:{nobody@example.com=REJECT}\n")
+    result = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(server.port), "--from",
+         "alice@example.org", "--to", "bob@example.com,nobody@example.com", "--helo",
+         "swaks.test", "--pipeline"],
+        capture_output=True, text=True, timeout=30)
+    assert "554 5.7.1 <nobody@example.com>: Recipient address rejected: Access denied" \
+        in result.stdout, result.stdout
+    assert "Ok: queued as" in result.stdout, result.stdout
+    [queue_id] = server.incoming()
+    assert [r.record.address for r in server.queue.load(queue_id, QueueName.INCOMING)
+            .recipients] == ["bob@example.com"]
