@@ -362,3 +362,15 @@ def test_an_outsider_never_relays(lists: list[list[str]]) -> None:
                                                                           strict=True))
     reply = rcpt(session(cf), "bob@else.test")
     assert reply is not None and reply[0] in "45"
+
+
+def test_regexp_and_pcre_tables(tmp_path: Path) -> None:
+    rules = tmp_path / "helo.pcre"
+    rules.write_text("/^[0-9.]+$/ REJECT numeric HELO\n/\\.local$/ 550 5.7.9 no .local names\n")
+    for kind in ("regexp", "pcre"):
+        cf = f"smtpd_helo_restrictions = check_helo_access {kind}:{rules}"
+        assert rcpt(session(cf, helo="1.2.3.4")) == (
+            "554 5.7.1 <1.2.3.4>: Helo command rejected: numeric HELO")
+        assert rcpt(session(cf, helo="box.local")) == (
+            "550 5.7.9 <box.local>: Helo command rejected: no .local names")
+        assert rcpt(session(cf)) is None
