@@ -386,7 +386,11 @@ class SmtpdSession(sessions.ClientSession):
         if isinstance(event, (Hello, DataCommand)) or (
                 not self.ehlo and isinstance(event, (MailFrom, RcptTo))):
             facts.ill_pipelining = True
-            log.info("improper command pipelining after %s from %s", _where(event), self.client)
+            sent = self.conn.peek_input(100)
+            shown = "".join({13: "\\r", 10: "\\n"}.get(c, chr(c) if 32 <= c < 127 else f"\\{c:03o}")
+                            for c in sent)
+            log.info("improper command pipelining after %s from %s: %s", _where(event),
+                     self.client, shown)
 
     async def _hello(self, event: Hello) -> None:
         facts = self.facts

@@ -155,6 +155,10 @@ class ServerCore(Generic[StateT]):
         for (RFC 2920 3.1) has some when its command's event comes out."""
         return len(self._buffer)
 
+    def peek_input(self, limit: int = 100) -> bytes:
+        """The first bytes of `buffered_input`, for a log line."""
+        return self._buffer.peek(limit)
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; b"" means the peer closed its side."""
         if data and self.state in (self._tls_wait_state, self._closed_state):

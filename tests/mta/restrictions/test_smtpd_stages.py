@@ -119,12 +119,17 @@ def test_helo_and_sender_refused_at_rcpt(serve: Callable[..., Server]) -> None:
             504, b"5.5.2 <a@localhost>: Sender address rejected: need fully-qualified address")
 
 
-def test_data_restrictions_catch_unauthorized_pipelining(serve: Callable[..., Server]) -> None:
+def test_data_restrictions_catch_unauthorized_pipelining(serve: Callable[..., Server],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "sealmail.mta.smtpd")
     server = serve("smtpd_data_restrictions = reject_unauth_pipelining\n")
     lines = [b"EHLO c.test\r\n", b"MAIL FROM:<a@example.org>\r\n",
              b"RCPT TO:<bob@example.com>\r\n", b"DATA\r\n"]
     assert transcript(server.port, lines, together=True)[-1] == (
         "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining")
+    assert ("improper command pipelining after EHLO from unknown[127.0.0.1]: MAIL "
+            "FROM:<a@example.org>\\r\\nRCPT TO:<bob@example.com>\\r\\nDATA\\r\\n"
+            ) in caplog.messages
     # The same commands waiting for each reply are fine.
     assert transcript(server.port, lines)[-1].startswith("354 ")
 
