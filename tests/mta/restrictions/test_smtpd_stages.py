@@ -180,7 +180,8 @@ def test_a_dead_policy_server_defers(serve: Callable[..., Server],
         assert client.rcpt("bob@example.com") == (
             451, b"4.3.5 <bob@example.com>: Recipient address rejected: Server configuration "
                  b"problem")
-    assert f"problem talking to server inet:127.0.0.1:{port}: " in caplog.text
+    assert (f"problem talking to server inet:127.0.0.1:{port}: Connection refused"
+            in caplog.messages)
 
 
 def test_smtplib_sees_refusals_as_exceptions(serve: Callable[..., Server]) -> None:

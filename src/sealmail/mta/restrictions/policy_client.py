@@ -146,9 +146,7 @@ class PolicyClient:
                                                   self.settings.timeout)
                 except (OSError, EOFError, PolicyProtocolError, TimeoutError) as exc:
                     self._close()
-                    reason = str(exc) or type(exc).__name__
-                    log.warning("problem talking to server %s: %s", self.server,
-                                "timeout" if isinstance(exc, TimeoutError) else reason)
+                    log.warning("problem talking to server %s: %s", self.server, _why(exc))
         return self.settings.default_action
 
     async def _exchange(self, request: bytes) -> str:
@@ -196,3 +194,12 @@ class PolicyClient:
 
     def close(self) -> None:
         self._close()
+
+
+def _why(exc: BaseException) -> str:
+    """Postfix's words: "Connection refused", "timeout", "lost connection"."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # asyncio's strerror names the address too
+    return str(exc) or type(exc).__name__
