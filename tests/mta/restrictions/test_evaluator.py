@@ -374,3 +374,42 @@ def test_regexp_and_pcre_tables(tmp_path: Path) -> None:
         assert rcpt(session(cf, helo="box.local")) == (
             "550 5.7.9 <box.local>: Helo command rejected: no .local names")
         assert rcpt(session(cf)) is None
+
+
+INTERNET_MAIN_CF = """\
+smtpd_helo_required = yes
+smtpd_delay_reject = yes
+smtpd_restriction_classes = strict
+strict = reject_unknown_sender_domain, reject_rhsbl_sender dbl.example.net
+smtpd_client_restrictions = permit_mynetworks, reject_unknown_reverse_client_hostname,
+    reject_rbl_client zen.example.net=127.0.0.[2..11], permit_dnswl_client list.example.org
+smtpd_helo_restrictions = permit_mynetworks, reject_invalid_helo_hostname,
+    reject_non_fqdn_helo_hostname, reject_unknown_helo_hostname
+smtpd_sender_restrictions = reject_non_fqdn_sender, strict
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated,
+    reject_unauth_destination
+smtpd_recipient_restrictions = reject_non_fqdn_recipient, reject_unknown_recipient_domain,
+    reject_unlisted_recipient, check_policy_service unix:private/policyd-spf,
+    check_policy_service inet:127.0.0.1:10023
+smtpd_data_restrictions = reject_unauth_pipelining, reject_multi_recipient_bounce
+smtpd_end_of_data_restrictions = warn_if_reject reject_plaintext_session
+smtpd_policy_service_timeout = 30s
+unknown_address_reject_code = 550
+default_rbl_reply = $rbl_code 5.7.1 Blocked: $rbl_class [$rbl_what] listed at $rbl_domain
+"""
+
+
+def test_an_internet_facing_main_cf_is_accepted(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    from sealmail.mta.config import load_mta_config
+    from sealmail.mta.config.checks import audit
+
+    (tmp_path / "main.cf").write_text(BASE + INTERNET_MAIN_CF)
+    (tmp_path / "master.cf").write_text("")
+    config = load_mta_config(tmp_path)
+    found = audit(config)
+    assert found.refusals == [] and found.warnings == []
+    built = Engine.from_config(config.main, resolver=FakeResolver())
+    assert set(built.policy_clients) == {"unix:private/policyd-spf", "inet:127.0.0.1:10023"}
+    assert built.default_rbl_reply.startswith("$rbl_code 5.7.1 Blocked")
+    assert "undefined parameter" not in caplog.text
