@@ -397,19 +397,17 @@ class SmtpdSession(sessions.ClientSession):
         self.ehlo = event.command != "HELO"
         facts.protocol = self.protocol
         facts.where = event.command
-        self._end_transaction()
-        if not self.conn.answer_hello:
-            self.helo = facts.helo = event.hostname
-            return
-        previous, facts.helo = facts.helo, event.hostname
-        refusal = await self.checks.helo()
-        if refusal is not None:
+        if self.conn.answer_hello:  # smtpd_delay_reject = no: the HELO list answers now
+            previous, facts.helo = facts.helo, event.hostname
+            refusal = await self.checks.helo()
             facts.helo = previous
-            self._note_refusal(refusal)
-            self.conn.answer(refusal)
-            return
-        self.helo = event.hostname
-        self.conn.answer(Reply(250, None, "ok"))
+            if refusal is not None:  # the name and the transaction stay as they were
+                self._note_refusal(refusal)
+                self.conn.answer(refusal)
+                return
+            self.conn.answer(Reply(250, None, "ok"))
+        self._end_transaction()  # RFC 5321 4.1.4
+        self.helo = facts.helo = event.hostname
 
     def _note_refusal(self, refusal: Reply) -> None:
         # 451 4.3.x is our own trouble (configuration, a lookup), the rest is policy.
