@@ -413,3 +413,30 @@ def test_an_internet_facing_main_cf_is_accepted(tmp_path: Path,
     assert set(built.policy_clients) == {"unix:private/policyd-spf", "inet:127.0.0.1:10023"}
     assert built.default_rbl_reply.startswith("$rbl_code 5.7.1 Blocked")
     assert "undefined parameter" not in caplog.text
+
+
+def test_dns_list_names_and_patterns() -> None:
+    from sealmail.mta.restrictions.dnsxl import (
+        address_query,
+        domain_query,
+        expand_template,
+        reply_matches,
+    )
+
+    assert address_query("192.0.2.1", "zen.test") == "1.2.0.192.zen.test"
+    assert address_query("::ffff:192.0.2.1", "zen.test") == "1.2.0.192.zen.test"
+    assert address_query("2001:db8::1", "z.test") == (
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.z.test")
+    assert domain_query("a@Bad.Example", "dbl.test") == "Bad.Example.dbl.test"
+    assert domain_query("a@[192.0.2.1]", "dbl.test") is None  # an address literal
+    assert domain_query("host.123", "dbl.test") is None  # a numeric last label
+    assert domain_query("bad name", "dbl.test") is None
+    assert reply_matches("127.0.0.[2..11;20]", "127.0.0.20")
+    assert reply_matches("127.0.0.[2..11;20]", "127.0.0.11")
+    assert not reply_matches("127.0.0.[2..11;20]", "127.0.0.12")
+    assert not reply_matches("127.0.0.2", "127.0.1.2")
+    assert not reply_matches("nonsense", "127.0.0.2")
+    values = {"rbl_code": "554", "rbl_reason": "", "rbl_domain": "z.test"}
+    template = "$rbl_code ${rbl_domain}${rbl_reason?; $rbl_reason}${rbl_reason:; no reason}"
+    assert expand_template(template, values) == "554 z.test; no reason"
+    assert expand_template(template, {**values, "rbl_reason": "x"}) == "554 z.test; x"
