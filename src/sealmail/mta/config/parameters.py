@@ -91,14 +91,16 @@ def refuse_unimplemented_restrictions(text: str) -> str | None:
     from sealmail.mta.restrictions import implemented_restrictions
 
     words = text.replace(",", " ").split()
-    unknown = [w for w in words if w.lower() in UNIMPLEMENTED_RESTRICTIONS]
+    implemented = implemented_restrictions()  # a CHECKS entry wins over the list above
+    unknown = [w for w in words
+               if w.lower() in UNIMPLEMENTED_RESTRICTIONS and w.lower() not in implemented]
     if "{" in text and not any(w.lower().startswith(("inline:{", "static:{", "texthash:{"))
                                for w in words):
         return "sealmail does not read per-restriction options in { ... }"
     if not unknown:
         return None
     return (f"sealmail does not implement {', '.join(unknown)} (implemented: "
-            f"{', '.join(sorted(implemented_restrictions()))})")
+            f"{', '.join(sorted(implemented))})")
 
 
 def refuse_tempfail_action(text: str) -> str | None:
