@@ -155,6 +155,8 @@ def table(tmp_path: Path):  # type: ignore[no-untyped-def]
     ("smtpd_recipient_restrictions = defer_if_reject reject", {}, "bob@example.com",
      "450 4.7.0 <bob@example.com>: Recipient address rejected: defer_if_reject requested"),
     ("smtpd_recipient_restrictions = defer_if_reject permit", {}, "bob@example.com", None),
+    ("smtpd_recipient_restrictions = warn_if_reject defer_if_permit permit", {},
+     "bob@example.com", None),
     # Restriction classes, named in a list or answered by a table.
     ("smtpd_restriction_classes = strict\nstrict = reject_non_fqdn_sender, reject\n"
      "smtpd_sender_restrictions = strict", {}, "bob@example.com",

@@ -206,7 +206,10 @@ class Session:
         return self.reject("data", 451, "4.3.0", f"<{scope.reply_name}>: Temporary lookup failure")
 
     def defer_permit(self, code: int, dsn: str, text: str) -> Status:
-        """defer_if_permit: a later permit becomes this deferral (the first reason stays)."""
+        """defer_if_permit: a later permit becomes this deferral (the first reason stays).
+        Under warn_if_reject only the warning is logged (Postfix's rule)."""
+        if self.warn_if_reject:
+            return self.reject("policy", code, dsn, text)
         if self.defer_if_permit is None:
             self.defer_if_permit = Deferral("policy", code, dsn, text)
         return Status.DUNNO
