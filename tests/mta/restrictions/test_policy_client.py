@@ -203,3 +203,19 @@ def test_bad_endpoints_are_refused() -> None:
     for spec in ("inet:nohost", "tcp:1.2.3.4:9", "unix:"):
         with pytest.raises(ValueError):
             PolicyClient(spec, PolicySettings())
+
+
+def test_an_idle_connection_is_closed_in_time() -> None:
+    async def body(engine: Engine, server: PolicyServer) -> None:
+        await rcpt(engine)
+        [client] = engine.policy_clients.values()
+        assert client._streams is not None
+        for _ in range(200):  # smtpd_policy_service_max_idle = 1s: the timer closes it
+            if client._streams is None:
+                break
+            await asyncio.sleep(0.05)
+        assert client._streams is None
+        await rcpt(engine)
+        assert server.connections == 2
+
+    run([], body, "smtpd_policy_service_max_idle = 1s\n")

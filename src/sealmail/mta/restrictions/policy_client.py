@@ -133,6 +133,7 @@ class PolicyClient:
         self._opened = 0.0
         self._used = 0.0
         self._requests = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     async def query(self, session: Session) -> str:
         """The server's action for this request, or the default action."""
@@ -150,6 +151,8 @@ class PolicyClient:
         return self.settings.default_action
 
     async def _exchange(self, request: bytes) -> str:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         reader, writer = await self._connection()
         writer.write(request)
         await writer.drain()
@@ -168,6 +171,9 @@ class PolicyClient:
         limit = self.settings.request_limit
         if limit and self._requests >= limit:
             self._close()
+        else:  # an idle connection is closed in time (a spawned server's process ends)
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self.settings.max_idle, self._close)
         return response.action
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -193,6 +199,8 @@ class PolicyClient:
             self._streams = None
 
     def close(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._close()
 
 
