@@ -92,6 +92,7 @@ CLOCK_CALLS = {"now", "today", "utcnow"}
 ASYNCIO = (  # module names or package prefixes, each ending with "."
     "server.", "mta.master.", "mta.smtpd.", "mta.anvil.", "mta.qmgr.", "mta.queue_commit.",
     "mta.privsep.", "mta.agents.", "cli.deliver.",
+    "mta.restrictions.policy_client.",  # check_policy_service's client (smtpd's I/O)
 )
 
 
@@ -234,7 +235,7 @@ def test_only_the_io_side_runs_an_event_loop(module: Module) -> None:
 
 CORES = [
     "proto.smtp", "proto.smtp.client", "proto.imap", "proto.pop3", "proto.managesieve",
-    "proto.sasl", "sieve",
+    "proto.sasl", "proto.policy", "sieve",
 ]
 # scramp too: SCRAM is the server's (sealmail.auth), or a client's at its first SCRAM exchange.
 NOT_LOADED = ("asyncio", "socket", "ssl", "fcntl", "sqlite3", "scramp", "sealmail.config",

@@ -25,7 +25,8 @@ from sealmail.config.imapd_conf import ConfigError, load_imapd_conf
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config.main_cf import MainConfig, parse_main_cf
 from sealmail.mta.queue import Queue, QueueName
-from sealmail.mta.smtpd import RecipientPolicy, SmtpdService
+from sealmail.mta.restrictions import Engine
+from sealmail.mta.smtpd import SmtpdService
 from sealmail.mta.smtpd_tls import smtpd_context
 
 MESSAGE = b"From: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -189,7 +190,7 @@ def test_open_relay_configuration_is_refused() -> None:
         "smtpd_relay_restrictions = permit_mynetworks\nsmtpd_recipient_restrictions =\n",
         "main.cf"), hostname="h.test")
     with pytest.raises(ConfigError, match="reject_unauth_destination") as caught:
-        RecipientPolicy.from_config(config)
+        Engine.from_config(config)
     assert str(caught.value).startswith("main.cf:1: smtpd_relay_restrictions: ")
 
 
@@ -197,7 +198,7 @@ def test_a_bad_mynetworks_names_its_line() -> None:
     config = MainConfig.from_document(parse_main_cf(
         "# trusted\nmynetworks = 127.0.0.0/8, 10.0.0.0/33\n", "main.cf"), hostname="h.test")
     with pytest.raises(ConfigError) as caught:
-        RecipientPolicy.from_config(config)
+        Engine.from_config(config)
     assert str(caught.value) == (
         "main.cf:2: mynetworks: '10.0.0.0/33' is not a network address (CIDR)"
     )

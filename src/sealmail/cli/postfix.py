@@ -50,8 +50,9 @@ def check(config: MtaConfig) -> list[str]:
     from sealmail.mta.config.checks import audit
     from sealmail.mta.master import inet_addresses
     from sealmail.mta.queue import Queue
+    from sealmail.mta.restrictions import Engine
     from sealmail.mta.retry import RetrySchedule
-    from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings
+    from sealmail.mta.smtpd import SmtpdSettings
     from sealmail.mta.smtpd_tls import smtpd_context
 
     main = config.main
@@ -71,7 +72,7 @@ def check(config: MtaConfig) -> list[str]:
         if entry.type == "inet" and entry.command == "smtpd":
             settings = entry.effective(main)
             SmtpdSettings.from_config(settings)
-            RecipientPolicy.from_config(settings)
+            Engine.from_config(settings)
             smtpd_context(settings)
             inet_addresses(entry.service, main, path=entry.path, line=entry.line)
     return warnings

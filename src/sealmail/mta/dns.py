@@ -29,6 +29,7 @@ import dns.message
 import dns.name
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 __all__ = [
     "MAX_ENTRIES",
@@ -110,7 +111,8 @@ class _Cached:
 
 
 class Resolver:
-    """Async MX, A and AAAA lookups through the servers of one resolv.conf, cached."""
+    """Async MX, A, AAAA (and TXT, PTR for smtpd's checks) lookups through the servers of one
+    resolv.conf, cached."""
 
     def __init__(self, resolv_conf: str = "/etc/resolv.conf", *,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -168,6 +170,11 @@ class Resolver:
         """The TXT records of `name`, each one string (a DNS list's reason)."""
         return [r for r in await self._lookup(name, "TXT") if isinstance(r, str)]
 
+    async def ptr(self, address: str) -> list[str]:
+        """The PTR names of an IP address (the client's reverse name), without the final dot."""
+        name = dns.reversename.from_address(address).to_text(omit_final_dot=True)
+        return [r for r in await self._lookup(name, "PTR") if isinstance(r, str)]
+
     # -- the cache ------------------------------------------------------------------------------
 
     async def _lookup(self, name: str, rdtype: str) -> tuple[object, ...]:
@@ -217,6 +224,8 @@ class Resolver:
         for rdata in answer.rrset:
             if rdtype == "TXT":
                 records.append(b"".join(rdata.strings).decode("utf-8", "replace"))
+            elif rdtype == "PTR":
+                records.append(rdata.target.to_text(omit_final_dot=True).lower())
             elif rdtype == "MX":
                 exchange = rdata.exchange
                 host = "" if exchange == dns.name.root else exchange.to_text(omit_final_dot=True)

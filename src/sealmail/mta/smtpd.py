@@ -3,13 +3,12 @@
 Bytes in -> `ServerConnection` events -> decisions -> replies out, as sealmail.server.lmtpd does
 for LMTP. The decisions that are the MTA's own live here:
 
-- relay control (`RecipientPolicy`): smtpd_relay_restrictions, then smtpd_recipient_restrictions,
-  each evaluated left to right until a restriction permits or refuses, as Postfix does. Supported:
-  permit_mynetworks, permit_sasl_authenticated, permit_auth_destination,
-  reject_unauth_destination, defer_unauth_destination, reject_non_fqdn_recipient, permit,
-  reject, defer, dunno. An unknown restriction refuses with 451 4.3.5 (Postfix's "server
-  configuration error"), never permits. A configuration in which no list can refuse an
-  unauthorized destination is refused at start: the server is never an open relay.
+- access restrictions (sealmail.mta.restrictions): every smtpd_*_restrictions stage, evaluated
+  by the engine as Postfix does; this module only tells it where the session is (connect, HELO,
+  MAIL, RCPT, DATA, end of data) and sends the refusal it returns. With smtpd_delay_reject = no
+  a client refused at connect gets the refusal as its greeting and 503 to every command but
+  QUIT, as Postfix's smtpd. What access tables ask of the message (HOLD, DISCARD, PREPEND,
+  REDIRECT) is done when it is queued.
 - the message: cleanup (sealmail.mta.cleanup.prepare_message) in the event loop, then the
   process's CommitThread writes it; the 250 goes out only after the queue file and its
   directory are fsync'd.
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 import time
@@ -46,16 +44,16 @@ from dataclasses import dataclass, field
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.maillog import SERVICE_SYSLOG_NAME
-from sealmail.mta import sender_login
 from sealmail.mta.anvil import AnvilClient, AnvilTable, LocalAnvil, anvil_socket
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
-from sealmail.mta.config import LookupTable, MainConfig, open_table
-from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
+from sealmail.mta.config import MainConfig
+from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.notify import NotifySettings
-from sealmail.mta.queue import Queue, QueueError, RecipientRecord
+from sealmail.mta.queue import Queue, QueueError, QueueName, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
-from sealmail.mta.routing import RoutingPolicy
-from sealmail.mta.sender_login import SenderLoginMaps
+from sealmail.mta.restrictions import Engine, Facts
+from sealmail.mta.restrictions import Session as Restrictions
+from sealmail.mta.restrictions.policy_client import new_instance
 from sealmail.mta.smtpd_limits import Anvil, ClientLimiter, ClientLimits
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
 from sealmail.mta.smtpd_tls import smtpd_context
@@ -65,6 +63,7 @@ from sealmail.proto.smtp import (
     AddressError,
     AuthResponse,
     AuthStart,
+    DataCommand,
     Hello,
     Limits,
     MailFrom,
@@ -90,195 +89,7 @@ from sealmail.server.listeners import serve_on
 log = logging.getLogger("sealmail.mta.smtpd")
 
 SASL_SERVICE = "smtp"
-_REFUSING = frozenset({"reject", "defer", "reject_unauth_destination", "defer_unauth_destination"})
-_KNOWN = IMPLEMENTED_RESTRICTIONS  # declared with the parameters, which refuse the others
 MAX_AUTH_FAILURES = 3
-
-
-def parse_networks(
-    words: Sequence[str],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """mynetworks: `127.0.0.0/8`, `[::1]/128`, `[::1]`, `10.1.2.3` (tables are not supported).
-    ValueError names a word that is none of these."""
-    networks = []
-    for word in words:
-        text = word.replace("[", "").replace("]", "")
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ValueError(f"{word!r} is not a network address (CIDR)") from None
-    return tuple(networks)
-
-
-def _mynetworks(config: MainConfig) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    try:
-        return parse_networks(config.get(MAIN.mynetworks))
-    except ValueError as exc:
-        raise config.error(MAIN.mynetworks, str(exc)) from None
-
-
-def sender_login_maps(config: MainConfig) -> SenderLoginMaps | None:
-    specs = config.get(MAIN.smtpd_sender_login_maps)
-    if not specs:
-        return None
-    routing = RoutingPolicy.from_config(config)
-    return SenderLoginMaps(tuple(open_table(spec) for spec in specs),
-                           config.get(MAIN.recipient_delimiter), routing.is_local_domain)
-
-
-@dataclass(frozen=True)
-class Client:
-    address: str  # "" when unknown (a UNIX socket)
-    sasl_username: str = ""
-    sender: str = ""  # MAIL FROM of the transaction ("" for <>), for the sender checks
-
-
-@dataclass(frozen=True)
-class RecipientPolicy:
-    """Relay control. Pure: a client, an address in, a refusal out (None: accepted)."""
-
-    routing: RoutingPolicy
-    mynetworks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    relay_restrictions: tuple[str, ...]
-    recipient_restrictions: tuple[str, ...]
-    local_recipients: tuple[LookupTable, ...] = ()  # local_recipient_maps
-    delimiter: str = ""
-    reject_unlisted: bool = True  # smtpd_reject_unlisted_recipient
-    sender_logins: SenderLoginMaps | None = None  # smtpd_sender_login_maps
-    sasl_enabled: bool = False
-
-    @classmethod
-    def from_config(cls, config: MainConfig) -> RecipientPolicy:
-        policy = cls(
-            routing=RoutingPolicy.from_config(config),
-            mynetworks=_mynetworks(config),
-            relay_restrictions=tuple(
-                w.lower() for w in config.get(MAIN.smtpd_relay_restrictions)
-            ),
-            recipient_restrictions=tuple(
-                w.lower() for w in config.get(MAIN.smtpd_recipient_restrictions)
-            ),
-            local_recipients=tuple(
-                open_table(spec) for spec in config.get(MAIN.local_recipient_maps)
-            ),
-            delimiter=config.get(MAIN.recipient_delimiter),
-            reject_unlisted=config.get(MAIN.smtpd_reject_unlisted_recipient),
-            sender_logins=sender_login_maps(config),
-            sasl_enabled=config.get(MAIN.smtpd_sasl_auth_enable),
-        )
-        if not _REFUSING & {*policy.relay_restrictions, *policy.recipient_restrictions}:
-            # As Postfix: refuse to run as an open relay.
-            raise config.error(
-                MAIN.smtpd_relay_restrictions,
-                "specify at least one working instance of: reject_unauth_destination, "
-                "defer_unauth_destination, reject, defer (in smtpd_relay_restrictions or "
-                "smtpd_recipient_restrictions)",
-            )
-        return policy
-
-    def in_mynetworks(self, address: str) -> bool:
-        if not address:
-            return True  # a local (UNIX-socket) client
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.mynetworks)
-
-    def check(self, client: Client, recipient: str) -> Reply | None:
-        for restrictions in (self.relay_restrictions, self.recipient_restrictions):
-            verdict = self._evaluate(restrictions, client, recipient)
-            if isinstance(verdict, Reply):
-                return verdict
-        return self.unknown_local_recipient(recipient) if self.reject_unlisted else None
-
-    def unknown_local_recipient(self, recipient: str) -> Reply | None:
-        """local_recipient_maps: a local domain's recipient must be in one of the tables
-        (full address, then without +extension, then the local part alone, as Postfix)."""
-        local, _, domain = recipient.rpartition("@")
-        if not self.local_recipients or not self.routing.is_local_domain(domain):
-            return None
-        base = local
-        for char in self.delimiter:
-            base = base.split(char, 1)[0]
-        keys = dict.fromkeys((recipient, f"{base}@{domain}", local, base))
-        for table in self.local_recipients:
-            for key in keys:
-                try:
-                    if table.lookup(key) is not None:
-                        return None
-                except ConfigError as exc:
-                    log.warning("%s: local_recipient_maps lookup failed: %s", recipient, exc)
-                    return Reply(451, "4.3.0", f"<{recipient}>: Temporary lookup failure")
-        return Reply(
-            550,
-            "5.1.1",
-            f"<{recipient}>: Recipient address rejected: User unknown in local recipient table",
-        )
-
-    def sender_login_mismatch(self, restriction: str, client: Client) -> Reply | None:
-        """reject_*_sender_login_mismatch (sealmail.mta.sender_login); as Postfix, nothing
-        without smtpd_sender_login_maps, and a warning when SASL is off."""
-        if not self.sasl_enabled:
-            log.warning("restriction `%s' ignored: no SASL support", restriction)
-            return None
-        if self.sender_logins is None or not client.sender:
-            return None
-        try:
-            owners = self.sender_logins.owners(client.sender)
-        except sender_login.LookupFailure as exc:
-            log.warning("%s: smtpd_sender_login_maps lookup failed: %s", client.sender, exc)
-            return sender_login.temporary_failure(client.sender)
-        return sender_login.verdict(restriction, client.sender, client.sasl_username, owners)
-
-    def _evaluate(
-        self, restrictions: Sequence[str], client: Client, recipient: str
-    ) -> Reply | bool | None:
-        """A Reply refuses, True permits (this list), None: no decision."""
-        _, _, domain = recipient.rpartition("@")
-        for word in restrictions:
-            if word == "permit_mynetworks":
-                if self.in_mynetworks(client.address):
-                    return True
-            elif word == "permit_sasl_authenticated":
-                if client.sasl_username:
-                    return True
-            elif word == "permit_auth_destination":
-                if self.routing.is_authorized_destination(domain):
-                    return True
-            elif word in ("reject_unauth_destination", "defer_unauth_destination"):
-                if not self.routing.is_authorized_destination(domain):
-                    code, dsn = (554, "5.7.1") if word.startswith("reject") else (454, "4.7.1")
-                    return Reply(code, dsn, f"<{recipient}>: Relay access denied")
-            elif word == "reject_non_fqdn_recipient":
-                if "." not in domain:
-                    return Reply(
-                        504,
-                        "5.5.2",
-                        f"<{recipient}>: Recipient address rejected: need fully-qualified address",
-                    )
-            elif word in sender_login.RESTRICTIONS:
-                refusal = self.sender_login_mismatch(word, client)
-                if refusal is not None:
-                    return refusal
-            elif word == "permit":
-                return True
-            elif word == "reject":
-                return Reply(
-                    554, "5.7.1", f"<{recipient}>: Recipient address rejected: Access denied"
-                )
-            elif word == "defer":
-                return Reply(
-                    450, "4.7.1", f"<{recipient}>: Recipient address rejected: Access denied"
-                )
-            elif word == "dunno":
-                continue
-            else:
-                log.warning("unknown smtpd restriction: %r", word)
-                return Reply(451, "4.3.5", "Server configuration error")
-        return None
 
 
 @dataclass
@@ -355,7 +166,7 @@ class SmtpdService:
         self.limits = ClientLimits.from_config(config)
         # The master's anvil (counts across smtpd processes), else this service's own.
         self.anvil: Anvil = anvil or LocalAnvil(AnvilTable(self.limits.time_unit))
-        self.policy = RecipientPolicy.from_config(config)
+        self.restrictions = Engine.from_config(config)
         self.queue = queue
         self.cleanup = cleanup
         self.on_queued = on_queued
@@ -420,6 +231,7 @@ class _Transaction:
     ret: str = ""  # RFC 3461 4.3 RET=FULL|HDRS
     envid: str = ""  # RFC 3461 4.4 ENVID, decoded from xtext
     smtputf8: bool = False  # RFC 6531 MAIL ... SMTPUTF8
+    data_checked: bool = False  # smtpd_data_restrictions ran at DATA
 
 
 def _xtext(value: str | None) -> str:
@@ -467,8 +279,16 @@ class SmtpdSession(sessions.ClientSession):
         self.service = service
         address = self.endpoint.client_ip or ""
         self.client_address = address
-        # Postfix's smtpd log lines name the client (no DNS lookups here), not a session.
-        self.client = f"unknown[{address}]" if address else "localhost[local]"
+        peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        self.facts = Facts(
+            client_address=address,
+            client_port=str(peer[1]) if address and isinstance(peer, tuple) else "",
+            server_address=self.endpoint.server_ip or "",
+            server_port=str(local[1]) if address and isinstance(local, tuple) else "",
+        )
+        self.checks: Restrictions = service.restrictions.session(self.facts)
+        # Postfix's smtpd log lines name the client (looked up when a check needs the name).
+        self.client = self.facts.namaddr
         self.session_id = ""
         self.helo = ""
         self.ehlo = True
@@ -516,6 +336,10 @@ class SmtpdSession(sessions.ClientSession):
     async def _run(self) -> None:
         service = self.service
         settings = service.settings
+        engine = service.restrictions
+        if engine.needs_client_names:
+            self.facts.names = await engine.client_names(self.client_address)
+            self.client = self.facts.namaddr
         log.info("connect from %s", self.client)
         refusal = await self.limiter.connect()  # anvil: before the greeting, in clear
         if refusal is not None:
@@ -534,6 +358,11 @@ class SmtpdSession(sessions.ClientSession):
                 log.info("disconnect from %s", self.client)
                 return
             await self._count_tls_session()
+        refusal = await self.checks.connect()
+        if refusal is not None:
+            await self._access_denied(refusal)
+            log.info("disconnect from %s", self.client)
+            return
         self.conn = conn = ServerConnection(
             mode=Mode.SMTP,
             hostname=settings.hostname,
@@ -545,6 +374,8 @@ class SmtpdSession(sessions.ClientSession):
             smtputf8=settings.smtputf8,
             strict_smtputf8=settings.smtputf8,
             record_history=service.transcripts,
+            answer_hello=not engine.delay_reject,
+            answer_data=bool(engine.lists["smtpd_data_restrictions"]),
         )
         await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
@@ -565,23 +396,100 @@ class SmtpdSession(sessions.ClientSession):
         self.writer.write(reply.render())
         return None
 
+    async def _access_denied(self, refusal: Reply) -> None:
+        """smtpd_delay_reject = no and the client refused: Postfix's smtpd sends the refusal
+        instead of the greeting and answers every command but QUIT with 503."""
+        settings = self.service.settings
+        self.writer.write(refusal.render())
+        errors = 0
+        with contextlib.suppress(OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+            while True:
+                line = await asyncio.wait_for(self.reader.readline(), settings.timeout)
+                if not line:
+                    return
+                if line.strip().upper() == b"QUIT":
+                    self.writer.write(Reply(221, "2.0.0", "Bye").render())
+                    return
+                errors += 1
+                if settings.limits.max_bad_commands and errors > settings.limits.max_bad_commands:
+                    self.writer.write(Reply(421, "4.7.0",
+                                            f"{settings.hostname} Error: too many errors").render())
+                    return
+                self.writer.write(Reply(503, "5.7.0",
+                                        f"Error: access denied for {self.client}").render())
+                await self.writer.drain()
+
+    def _note_pipelining(self, event: object) -> None:
+        """RFC 2920 3.1: EHLO, DATA (and every command of a HELO client) end a group; a client
+        that sent more before our reply pipelines where it may not (reject_unauth_pipelining)."""
+        facts = self.facts
+        if facts.ill_pipelining or not self.conn.buffered_input:
+            return
+        if isinstance(event, (Hello, DataCommand)) or (
+                not self.ehlo and isinstance(event, (MailFrom, RcptTo))):
+            facts.ill_pipelining = True
+            sent = self.conn.peek_input(100)
+            shown = "".join({13: "\\r", 10: "\\n"}.get(c, chr(c) if 32 <= c < 127 else f"\\{c:03o}")
+                            for c in sent)
+            log.info("improper command pipelining after %s from %s: %s", _where(event),
+                     self.client, shown)
+
+    async def _hello(self, event: Hello) -> None:
+        facts = self.facts
+        self.ehlo = event.command != "HELO"
+        facts.protocol = self.protocol
+        facts.where = event.command
+        if self.conn.answer_hello:  # smtpd_delay_reject = no: the HELO list answers now
+            previous, facts.helo = facts.helo, event.hostname
+            refusal = await self.checks.helo()
+            facts.helo = previous
+            if refusal is not None:  # the name and the transaction stay as they were
+                self._note_refusal(refusal)
+                self.conn.answer(refusal)
+                return
+            self.conn.answer(Reply(250, None, "ok"))
+        self._end_transaction()  # RFC 5321 4.1.4
+        self.helo = facts.helo = event.hostname
+
+    def _note_refusal(self, refusal: Reply) -> None:
+        # 451 4.3.x is our own trouble (configuration, a lookup), the rest is policy.
+        self.conn.note_error("software" if refusal.enhanced in ("4.3.0", "4.3.5") else "policy")
+
+    def _end_transaction(self) -> None:
+        self.txn = _Transaction()
+        self.checks.reset_transaction()
+        facts = self.facts
+        facts.sender = facts.recipient = None
+        facts.recipient_count = facts.size = 0
+        facts.queue_id = ""
+
+    async def _data_command(self) -> None:
+        self.facts.where = "DATA"
+        self.txn.data_checked = True
+        refusal = await self.checks.data()
+        if refusal is not None:
+            self._note_refusal(refusal)
+        self.conn.answer(refusal or Reply(354, None, "End data with <CR><LF>.<CR><LF>"))
+
     async def _on_event(self, event: object) -> bool:
         conn = self.conn
+        self._note_pipelining(event)
+        self.facts.protocol = self.protocol
         if isinstance(event, Hello):
-            self.helo = event.hostname
-            self.ehlo = event.command != "HELO"
-            self.txn = _Transaction()
+            await self._hello(event)
         elif isinstance(event, MailFrom):
             refusal = await self.limiter.mail()
-            conn.answer(self._limited(refusal) or self._mail_from(event))
+            conn.answer(self._limited(refusal) or await self._mail_from(event))
         elif isinstance(event, RcptTo):
             refusal = await self.limiter.rcpt()
-            conn.answer(self._limited(refusal) or self._rcpt_to(event))
+            conn.answer(self._limited(refusal) or await self._rcpt_to(event))
+        elif isinstance(event, DataCommand):
+            await self._data_command()
         elif isinstance(event, MessageData):
             conn.answer(await self._receive(event))
-            self.txn = _Transaction()
+            self._end_transaction()
         elif isinstance(event, (Reset, Quit)):
-            self.txn = _Transaction()
+            self._end_transaction()
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
@@ -617,7 +525,7 @@ class SmtpdSession(sessions.ClientSession):
             return f"{address}@{self.service.settings.myorigin}"
         return str(address) if address is not None else text
 
-    def _mail_from(self, event: MailFrom) -> Reply:
+    async def _mail_from(self, event: MailFrom) -> Reply:
         settings = self.service.settings
         if settings.tls_level == "encrypt" and not self.secure:
             self.conn.note_error("policy")
@@ -632,26 +540,30 @@ class SmtpdSession(sessions.ClientSession):
             envid=_xtext(event.params.get("ENVID")),
             smtputf8="SMTPUTF8" in event.params,
         )
+        facts = self.facts
+        facts.where = "MAIL"
+        facts.sender = sender
+        facts.instance = new_instance()
+        facts.smtputf8 = self.txn.smtputf8
+        size = event.params.get("SIZE") or ""
+        facts.size = int(size) if size.isdigit() else 0
+        refusal = await self.checks.mail()
+        if refusal is not None:
+            self._note_refusal(refusal)
+            self._end_transaction()
+            return refusal
         return Reply(250, "2.1.0", "Ok")
 
-    def _rcpt_to(self, event: RcptTo) -> Reply:
+    async def _rcpt_to(self, event: RcptTo) -> Reply:
         recipient = self._qualify(event.address, event.forward_path)
-        client = Client(self.client_address, self.sasl_username, self.txn.sender)
-        refusal = self.service.policy.check(client, recipient)
+        self.facts.where = "RCPT"
+        # RFC 5321 4.5.1: <postmaster> without a domain is always accepted (Postfix's rule).
+        bare_postmaster = event.forward_path.lower() == "postmaster"
+        refusal = None if bare_postmaster else await self.checks.rcpt(recipient)
         if refusal is not None:
-            # 451 4.3.x is our own trouble (configuration, a lookup), the rest is policy.
-            self.conn.note_error("software" if refusal.enhanced in ("4.3.0", "4.3.5")
-                                 else "policy")
-            log.info(
-                "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
-                self.client,
-                refusal.render().decode("utf-8", "replace").strip(),
-                self.txn.sender,
-                recipient,
-                self.protocol,
-                self.helo,
-            )
+            self._note_refusal(refusal)
             return refusal
+        self.facts.recipient_count += 1
         self.txn.recipients.append(
             RecipientRecord(
                 recipient,
@@ -662,30 +574,59 @@ class SmtpdSession(sessions.ClientSession):
         )
         return Reply(250, "2.1.5", "Ok")
 
+    async def _message_checks(self, event: MessageData) -> Reply | None:
+        """smtpd_data_restrictions (for BDAT, which has no DATA command: here), then
+        smtpd_end_of_data_restrictions."""
+        facts = self.facts
+        if not self.txn.data_checked and self.service.restrictions.lists[
+                "smtpd_data_restrictions"]:
+            facts.where = "DATA"
+            refusal = await self.checks.data()
+            if refusal is not None:
+                return refusal
+        facts.where = "END-OF-MESSAGE"
+        facts.size = len(event.content)
+        return await self.checks.end_of_data()
+
     async def _receive(self, event: MessageData) -> Reply:
         pending = self.conn.data_to_send()
         if pending:
             self.writer.write(pending)
+        refusal = await self._message_checks(event)
+        if refusal is not None:
+            self._note_refusal(refusal)
+            return refusal
         service = self.service
         txn = self.txn
+        actions = self.checks.actions
+        if actions.discard:
+            log.info("NOQUEUE: discard: %s from %s: %s", self.facts.where, self.client,
+                     actions.discard)
+            return Reply(250, "2.0.0", "Ok: discarded")
+        content = b"".join(line.encode("utf-8", "replace") + b"\r\n"
+                           for line in actions.prepend) + event.content
+        recipients = txn.recipients
+        if actions.redirect:
+            recipients = [RecipientRecord(actions.redirect, actions.redirect, (), "")]
         try:
             writer, envelope, cleaned = prepare_message(
                 service.commits.reserve(),
                 service.cleanup,
                 sender=txn.sender,
-                recipients=txn.recipients,
-                content=event.content,
+                recipients=recipients,
+                content=content,
                 arrival=service.clock(),
                 protocol=self.protocol,
                 helo=self.helo,
-                client_name="unknown" if self.client_address else "localhost",
+                client_name=self.facts.names.name if self.client_address else "localhost",
                 client_address=self.client_address or "127.0.0.1",
                 sasl_username=self.sasl_username,
                 ret=txn.ret,
                 envid=txn.envid,
                 smtputf8=txn.smtputf8,
             )
-            queue_id = await service.commits.commit(writer, envelope)
+            queue_id = await service.commits.commit(
+                writer, envelope, QueueName.HOLD if actions.hold else QueueName.INCOMING)
         except CleanupError as exc:
             self.conn.note_error("bounce" if exc.dsn == "5.4.6" else "software")
             log.info(
@@ -741,7 +682,8 @@ class SmtpdSession(sessions.ClientSession):
         self.tls_bits = self.tls_peer = None
         # RFC 3207 4.2: forget what the client said in clear (its EHLO, a transaction).
         self.helo = ""
-        self.txn = _Transaction()
+        self.facts.helo = None
+        self._end_transaction()
         self.conn.tls_started(auth_mechanisms=self._mechanisms())
         return True
 
@@ -759,6 +701,9 @@ class SmtpdSession(sessions.ClientSession):
 
     def tls_established(self, ssl_object: ssl.SSLObject) -> None:
         name, _, bits = ssl_object.cipher() or ("", "", 0)
+        facts = self.facts
+        facts.tls_protocol = ssl_object.version() or ""
+        facts.tls_cipher, facts.tls_bits = name, bits
         log.info(
             "Anonymous TLS connection established from %s: %s with cipher %s (%d/%d bits)",
             self.client,
@@ -778,8 +723,8 @@ class SmtpdSession(sessions.ClientSession):
 
     async def sasl_accept(self, result: Success) -> bool:
         assert self.auth is not None
-        self.sasl_username = result.authzid
-        self.sasl_method = self.auth.mechanism_name
+        self.sasl_username = self.facts.sasl_username = result.authzid
+        self.sasl_method = self.facts.sasl_method = self.auth.mechanism_name
         self.conn.auth_succeeded(result.authzid)
         return True
 
@@ -789,6 +734,12 @@ class SmtpdSession(sessions.ClientSession):
 
 def _verb(conn: ServerConnection) -> str:
     return conn.state.name
+
+
+def _where(event: object) -> str:
+    if isinstance(event, Hello):
+        return event.command
+    return {DataCommand: "DATA", MailFrom: "MAIL", RcptTo: "RCPT"}.get(type(event), "")
 
 
 async def serve_sockets(service: SmtpdService, sockets: Sequence[object]) -> list[asyncio.Server]:

@@ -46,7 +46,7 @@ class ClientLimits:
 
     @classmethod
     def from_config(cls, config: MainConfig) -> ClientLimits:
-        from sealmail.mta.smtpd import parse_networks
+        from sealmail.mta.restrictions import parse_networks
 
         try:
             exceptions = parse_networks(config.get(MAIN.smtpd_client_event_limit_exceptions))

@@ -68,6 +68,10 @@ class ReceiveBuffer:
     def __len__(self) -> int:
         return len(self._data)
 
+    def peek(self, limit: int) -> bytes:
+        """Up to `limit` buffered bytes, left in place."""
+        return bytes(self._data[:limit])
+
     def clear(self) -> bytes:
         """Drop everything buffered and return it (used against STARTTLS injection)."""
         dropped = bytes(self._data)

@@ -149,6 +149,16 @@ class ServerCore(Generic[StateT]):
         """True once the core wants the connection closed."""
         return self.state is self._closed_state
 
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received and not read yet: a client that sent ahead of a reply it had to wait
+        for (RFC 2920 3.1) has some when its command's event comes out."""
+        return len(self._buffer)
+
+    def peek_input(self, limit: int = 100) -> bytes:
+        """The first bytes of `buffered_input`, for a log line."""
+        return self._buffer.peek(limit)
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; b"" means the peer closed its side."""
         if data and self.state in (self._tls_wait_state, self._closed_state):

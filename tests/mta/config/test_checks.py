@@ -49,14 +49,14 @@ def test_debian_main_cf_starts_with_warnings_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("line", "named"), [
-    ("smtpd_client_restrictions = reject_rbl_client zen.spamhaus.org", "smtpd_client_restrictions"),
+    ("smtpd_client_restrictions = check_ccert_access hash:/etc/x", "check_ccert_access"),
     ("smtpd_milters = inet:localhost:8891", "smtpd_milters"),
     ("non_smtpd_milters = inet:localhost:8891", "non_smtpd_milters"),
-    ("smtpd_end_of_data_restrictions = check_policy_service unix:private/p", "end_of_data"),
-    ("smtpd_recipient_restrictions = permit_mynetworks, reject_rbl_client zen.spamhaus.org, "
-     "reject_unauth_destination", "reject_rbl_client"),
-    ("smtpd_relay_restrictions = check_policy_service unix:private/p, reject",
-     "check_policy_service"),
+    ("smtpd_end_of_data_restrictions = reject_unverified_sender", "reject_unverified_sender"),
+    ("smtpd_recipient_restrictions = permit_mynetworks, permit_mx_backup, "
+     "reject_unauth_destination", "permit_mx_backup"),
+    ("smtpd_relay_restrictions = check_policy_service { unix:private/p, timeout=10s }, reject",
+     "per-restriction options"),
     ("smtp_tls_security_level = dane", "dane is not implemented"),
     ("smtp_tls_security_level = dane-only", "dane-only is not implemented"),
     ("smtp_host_lookup = dns, nis", "the lookups are dns and native"),

@@ -64,42 +64,48 @@ class Rename:
 
 # -- what sealmail can honour of the parameters it supports in part ------------------------------
 
-# The SMTP server's access restrictions (sealmail.mta.smtpd.RecipientPolicy evaluates these).
-IMPLEMENTED_RESTRICTIONS = frozenset(
-    {
-        "permit_mynetworks",
-        "permit_sasl_authenticated",
-        "permit_auth_destination",
-        "reject_unauth_destination",
-        "defer_unauth_destination",
-        "reject_non_fqdn_recipient",
-        "permit",
-        "reject",
-        "defer",
-        "dunno",
-        # sealmail.mta.sender_login (smtpd_sender_login_maps)
-        "reject_sender_login_mismatch",
-        "reject_authenticated_sender_login_mismatch",
-        "reject_known_sender_login_mismatch",
-        "reject_unauthenticated_sender_login_mismatch",
-    }
-)
-_CHECK_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a check's name, not its argument (a table, a host)
+# Postfix restrictions sealmail does not evaluate: naming one refuses the line, by name. (The
+# ones it does are sealmail.mta.restrictions.checks.CHECKS; another word is a restriction class
+# or a check's argument, and an unknown name refuses mail with 451 4.3.5 as Postfix does.)
+UNIMPLEMENTED_RESTRICTIONS = frozenset({
+    "reject_unverified_sender", "reject_unverified_recipient", "permit_mx_backup",
+    "check_client_ns_access", "check_client_mx_access", "check_client_a_access",
+    "check_reverse_client_ns_access", "check_reverse_client_mx_access",
+    "check_reverse_client_a_access", "check_helo_ns_access", "check_helo_mx_access",
+    "check_helo_a_access", "check_sender_ns_access", "check_sender_mx_access",
+    "check_sender_a_access", "check_recipient_ns_access", "check_recipient_mx_access",
+    "check_recipient_a_access", "check_ccert_access", "check_sasl_access",
+    "permit_tls_clientcerts", "permit_tls_all_clientcerts", "check_etrn_access",
+    "check_relay_domains", "permit_inet_interfaces", "sleep", "reject_maps_rbl",
+    "permit_naked_ip_address",
+})
 SERVER_TLS_LEVELS = ("", "none", "may", "encrypt")
 CLIENT_TLS_LEVELS = ("", "none", "may", "encrypt", "verify", "secure")
 
 
 def refuse_unimplemented_restrictions(text: str) -> str | None:
-    """A restriction list naming a check smtpd does not implement (reject_rbl_client, ...)."""
-    unknown = [
-        word
-        for word in text.replace(",", " ").split()
-        if word.lower() not in IMPLEMENTED_RESTRICTIONS and _CHECK_NAME.fullmatch(word.lower())
-    ]
+    """A restriction list naming a Postfix check smtpd does not implement (reject_unverified_sender,
+    ...), or a `{ ... }` group (per-check options, which sealmail does not read)."""
+    from sealmail.mta.restrictions import implemented_restrictions
+
+    words = text.replace(",", " ").split()
+    implemented = implemented_restrictions()  # a CHECKS entry wins over the list above
+    unknown = [w for w in words
+               if w.lower() in UNIMPLEMENTED_RESTRICTIONS and w.lower() not in implemented]
+    if "{" in text and not any(w.lower().startswith(("inline:{", "static:{", "texthash:{"))
+                               for w in words):
+        return "sealmail does not read per-restriction options in { ... }"
     if not unknown:
         return None
     return (f"sealmail does not implement {', '.join(unknown)} (implemented: "
-            f"{', '.join(sorted(IMPLEMENTED_RESTRICTIONS))})")
+            f"{', '.join(sorted(implemented))})")
+
+
+def refuse_tempfail_action(text: str) -> str | None:
+    action = text.strip().lower()
+    if action in ("defer_if_permit", "defer", "$reject_tempfail_action"):
+        return None
+    return f"{action}: sealmail implements defer_if_permit and defer"
 
 
 def refuse_server_tls_level(text: str) -> str | None:
@@ -241,15 +247,54 @@ class MAIN(Registry):
     smtpd_error_sleep_time = time("1s", "Delay per reply once the soft error limit is reached.", status=ACCEPTED)
     smtpd_junk_command_limit = integer("${stress?{1}:{100}}", "NOOP/RSET/VRFY/ETRN commands allowed per session before they count as errors.", status=ACCEPTED)
     smtpd_helo_required = boolean("no", "Require HELO or EHLO before MAIL.")
-    smtpd_delay_reject = boolean("yes", "Apply client, helo and sender restrictions at RCPT time.", status=ACCEPTED)
-    smtpd_client_restrictions = words("", "Restrictions on the client address.", status=REFUSED)
-    smtpd_helo_restrictions = words("", "Restrictions on the HELO name.", status=REFUSED)
-    smtpd_sender_restrictions = words("", "Restrictions on the MAIL FROM address.", status=REFUSED)
+    smtpd_delay_reject = boolean("yes", "Apply client, helo and sender restrictions at RCPT time (no: at connect, HELO and MAIL).")
+    smtpd_client_restrictions = words("", "Restrictions on the client address and name.", refuses=refuse_unimplemented_restrictions)
+    smtpd_helo_restrictions = words("", "Restrictions on the HELO name.", refuses=refuse_unimplemented_restrictions)
+    smtpd_sender_restrictions = words("", "Restrictions on the MAIL FROM address.", refuses=refuse_unimplemented_restrictions)
     smtpd_relay_restrictions = words("permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination", "Relay control applied at RCPT before smtpd_recipient_restrictions.", refuses=refuse_unimplemented_restrictions)
     smtpd_recipient_restrictions = words("", "Restrictions on each RCPT TO address.", refuses=refuse_unimplemented_restrictions)
-    smtpd_data_restrictions = words("", "Restrictions applied at DATA.", status=REFUSED)
-    smtpd_restriction_classes = words("", "Names of user-defined restriction lists.", status=ACCEPTED)
-    smtpd_reject_unlisted_recipient = boolean("yes", "Reject a local recipient that local_recipient_maps does not list (550 5.1.1 User unknown); Debian's submission entries turn it off.")
+    smtpd_data_restrictions = words("", "Restrictions applied at DATA (BDAT: with the last chunk, before the end-of-data restrictions).", refuses=refuse_unimplemented_restrictions)
+    smtpd_restriction_classes = words("", "Names of user-defined restriction lists, usable in any restriction list and as an access table result.")
+    smtpd_reject_unlisted_recipient = boolean("yes", "Reject a local domain's recipient that local_recipient_maps does not list (other address classes: not checked).")
+    smtpd_end_of_data_restrictions = words("", "Restrictions applied after the message content.", refuses=refuse_unimplemented_restrictions)
+    smtpd_reject_unlisted_sender = boolean("no", "Reject a local domain's sender that local_recipient_maps does not list.")
+    smtpd_null_access_lookup_key = string("<>", "Key under which check_sender_access looks up the null sender.")
+    reject_code = integer("554", "Reply code of the reject restriction.")
+    defer_code = integer("450", "Reply code of the defer restriction.")
+    relay_domains_reject_code = integer("554", "Reply code of reject_unauth_destination (defer_unauth_destination: 100 less).")
+    access_map_reject_code = integer("554", "Reply code of an access table's REJECT.")
+    access_map_defer_code = integer("450", "Reply code of an access table's DEFER, DEFER_IF_PERMIT and DEFER_IF_REJECT.")
+    unknown_client_reject_code = integer("450", "Reply code of reject_unknown_client_hostname and reject_unknown_reverse_client_hostname.")
+    unknown_hostname_reject_code = integer("450", "Reply code of reject_unknown_helo_hostname.")
+    invalid_hostname_reject_code = integer("501", "Reply code of reject_invalid_helo_hostname.")
+    non_fqdn_reject_code = integer("504", "Reply code of reject_non_fqdn_helo_hostname, _sender and _recipient.")
+    unknown_address_reject_code = integer("450", "Reply code of reject_unknown_sender_domain and reject_unknown_recipient_domain.")
+    unknown_local_recipient_reject_code = integer("550", "Reply code for a local recipient not in local_recipient_maps.")
+    multi_recipient_bounce_reject_code = integer("550", "Reply code of reject_multi_recipient_bounce.")
+    plaintext_reject_code = integer("450", "Reply code of reject_plaintext_session.")
+    maps_rbl_reject_code = integer("554", "$rbl_code of reject_rbl_client and reject_rhsbl_*.")
+    default_rbl_reply = string("$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", "Reply template of a DNS block list refusal.")
+    rbl_reply_maps = maps("", "Reply templates by DNS block list zone.")
+    reject_tempfail_action = string("defer_if_permit", "What a temporary DNS failure in a check does: defer_if_permit or defer.", refuses=refuse_tempfail_action)
+    unknown_helo_hostname_tempfail_action = string("$reject_tempfail_action", "reject_unknown_helo_hostname's action when the DNS fails.", refuses=refuse_tempfail_action)
+    unknown_address_tempfail_action = string("$reject_tempfail_action", "reject_unknown_sender_domain's and _recipient_domain's action when the DNS fails.", refuses=refuse_tempfail_action)
+    smtpd_policy_service_timeout = time("100s", "Time a policy server has to answer one check_policy_service request.")
+    smtpd_policy_service_max_idle = time("300s", "Idle time after which the connection to a policy server is closed.")
+    smtpd_policy_service_max_ttl = time("1000s", "Age after which the connection to a policy server is reopened.")
+    smtpd_policy_service_try_limit = integer("2", "Attempts of a policy request before the default action applies.")
+    smtpd_policy_service_retry_delay = time("1s", "Delay between attempts of a policy request.")
+    smtpd_policy_service_request_limit = integer("0", "Requests per connection to a policy server (0: no limit).")
+    smtpd_policy_service_default_action = string("451 4.3.5 Server configuration problem", "Action when a policy server cannot be asked (an access table action).")
+    smtpd_policy_service_policy_context = string("", "policy_context attribute sent to policy servers.")
+    unverified_recipient_reject_code = integer("450", "Reply code of reject_unverified_recipient (not implemented: that restriction is refused).", status=ACCEPTED)
+    unverified_sender_reject_code = integer("450", "Reply code of reject_unverified_sender (not implemented: that restriction is refused).", status=ACCEPTED)
+    unverified_recipient_defer_code = integer("450", "reject_unverified_recipient's code when the probe is pending (not implemented).", status=ACCEPTED)
+    unverified_sender_defer_code = integer("450", "reject_unverified_sender's code when the probe is pending (not implemented).", status=ACCEPTED)
+    unverified_recipient_reject_reason = string("", "reject_unverified_recipient's text (not implemented).", status=ACCEPTED)
+    unverified_sender_reject_reason = string("", "reject_unverified_sender's text (not implemented).", status=ACCEPTED)
+    permit_mx_backup_networks = words("", "Networks whose MX hosts permit_mx_backup trusts (not implemented: that restriction is refused).", status=ACCEPTED)
+    smtpd_log_access_permit_actions = words("", "Permit actions to log (sealmail logs none).", status=ACCEPTED)
+    policy_time_limit = time("1000s", "Time limit of a policy server run by master.cf's spawn (sealmail's master does not spawn policy servers).", status=ACCEPTED)
     smtpd_client_connection_count_limit = integer("50", "Simultaneous connections per client and service, counted across all smtpd processes by the master's anvil (421 4.7.0 Error: too many connections from ADDR); 0: no limit.")
     smtpd_client_connection_rate_limit = integer("0", "Connections per client and service in anvil_rate_time_unit (421 4.7.0); 0: no limit.")
     smtpd_client_message_rate_limit = integer("0", "MAIL commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too much mail from ADDR); 0: no limit.")
@@ -284,7 +329,7 @@ class MAIN(Registry):
     smtpd_tls_mandatory_protocols = words(">=TLSv1.2", "TLS versions offered at security level encrypt (same syntax as smtpd_tls_protocols).")
     smtpd_tls_ciphers = string("medium", "Cipher grade at security level may; sealmail always offers Python's default list, stronger than Postfix's medium and high.", status=ACCEPTED)
     smtpd_tls_mandatory_ciphers = string("medium", "Cipher grade at security level encrypt; as smtpd_tls_ciphers.", status=ACCEPTED)
-    smtpd_peername_lookup = boolean("yes", "Look up the client's name (never done here: no DNS).", status=ACCEPTED)
+    smtpd_peername_lookup = boolean("yes", "Look up the client's name (PTR, verified by its A/AAAA records, through sealmail_resolv_conf's servers) when a restriction reads it; no: every client is unknown.")
     smtpd_forbid_bare_newline = string("no", "Reject bare LF in SMTP commands and data.", status=ACCEPTED)
     smtpd_proxy_filter = string("", "Before-queue content filter (not supported).", status=REFUSED)
     milter_macro_daemon_name = string("$myhostname", "Value of the {daemon_name} milter macro (Debian's submission entries set ORIGINATING); sealmail runs no milters.", status=ACCEPTED)
@@ -441,7 +486,6 @@ class MAIN(Registry):
     newaliases_path = string("/usr/bin/newaliases", "Path of the newaliases command.", status=ACCEPTED)
     # Declared only so that setting them is refused rather than an "unused parameter" warning:
     # each is a control whose absence would weaken what the operator asked for.
-    smtpd_end_of_data_restrictions = words("", "Restrictions applied after the message content (not supported).", status=REFUSED)
     non_smtpd_milters = words("", "Milter applications for locally posted mail (not supported).", status=REFUSED)
     header_checks = maps("", "Header inspection tables of cleanup (not supported).", status=REFUSED)
     body_checks = maps("", "Body inspection tables of cleanup (not supported).", status=REFUSED)

@@ -34,8 +34,10 @@ __all__ = [
     "AuthResponse",
     "AuthStart",
     "ConnectionClosed",
+    "DataCommand",
     "Event",
     "Hello",
+    "HelloCommand",
     "MailFrom",
     "MessageData",
     "NeedData",
@@ -53,6 +55,22 @@ class Hello(Event):
 
     command: str
     hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelloCommand(Hello):
+    """EHLO or HELO for the host to answer (the core's `answer_hello`): a 2xx answer makes the
+    core send its own 250 (with the EHLO keywords) and take the name; a 4xx/5xx refuses it."""
+
+    needs_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class DataCommand(Event):
+    """DATA for the host to answer (the core's `answer_data`): 354 goes on to the message, a
+    4xx/5xx refuses it and the transaction stays."""
+
+    needs_reply: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)

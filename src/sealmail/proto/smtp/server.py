@@ -40,8 +40,10 @@ from sealmail.proto.smtp.events import (
     NEED_DATA,
     AuthResponse,
     AuthStart,
+    DataCommand,
     Event,
     Hello,
+    HelloCommand,
     MailFrom,
     MessageData,
     NeedData,
@@ -138,10 +140,16 @@ class ServerConnection(ServerCore[SessionState]):
         smtputf8: bool = False,
         strict_smtputf8: bool = False,
         record_history: bool = False,
+        answer_hello: bool = False,
+        answer_data: bool = False,
     ) -> None:
         super().__init__(SessionState.GREETED, auth_mechanisms=auth_mechanisms)
         self.history: deque[str] | None = deque(maxlen=HISTORY_LINES) if record_history else None
         self.error_classes: set[str] = set()
+        # The host decides HELO/EHLO and DATA (access restrictions at those commands): the core
+        # then hands out HelloCommand / DataCommand and waits for the answer.
+        self.answer_hello = answer_hello
+        self.answer_data = answer_data
         self.mode = mode
         self.dsn = dsn  # RFC 3461: advertise DSN and take RET/ENVID and NOTIFY/ORCPT
         # RFC 6531: advertise SMTPUTF8 and take MAIL's SMTPUTF8 parameter. Strict: an address
@@ -206,9 +214,15 @@ class ServerConnection(ServerCore[SessionState]):
         if isinstance(event, (AuthStart, AuthResponse)):
             if reply.code < 400:
                 raise UsageError("use auth_challenge() / auth_succeeded() to go on with AUTH")
+        elif isinstance(event, DataCommand):
+            if reply.code != 354 and reply.code < 400:
+                raise UsageError("DataCommand takes 354 or a refusal")
         elif 300 <= reply.code < 400:
             raise UsageError(f"a {reply.code} reply cannot answer {type(event).__name__}")
-        self._send(reply)
+        if isinstance(event, DataCommand) and reply.code == 354:
+            self._send(START_DATA)
+        elif not (isinstance(event, HelloCommand) and reply.is_success):
+            self._send(reply)
         if isinstance(event, MailFrom):
             self._pending = None
             if reply.is_success:
@@ -232,6 +246,15 @@ class ServerConnection(ServerCore[SessionState]):
             self._pending = None
             if reply.is_success:
                 self._await_handshake()
+        elif isinstance(event, HelloCommand):
+            self._pending = None
+            if reply.is_success:
+                self._accept_hello(event.command, event.hostname)
+        elif isinstance(event, DataCommand):
+            self._pending = None
+            if reply.code == 354:
+                self._data_reader = DotDataReader(self.limits.max_message_size)
+                self.state = SessionState.DATA
 
     def note_error(self, kind: str) -> None:
         """The host refused something for a reason of this kind (Postfix's notify_classes:
@@ -380,6 +403,11 @@ class ServerConnection(ServerCore[SessionState]):
         verb = line.split(b" ", 1)[0].decode("ascii").upper()
         if not arg or " " in arg:
             return self._error(Reply(501, "5.5.4", f"Syntax: {verb} hostname"), line)
+        if self.answer_hello and self.mode is Mode.SMTP:
+            return HelloCommand(verb, arg)
+        return self._accept_hello(verb, arg)
+
+    def _accept_hello(self, verb: str, arg: str) -> Event:
         # RFC 5321 4.1.4: EHLO/HELO (and so LHLO) in a transaction reset it, as RSET does.
         self._transaction = None
         self.hello_name = arg
@@ -496,6 +524,8 @@ class ServerConnection(ServerCore[SessionState]):
         if self._transaction.params.get("BODY") == "BINARYMIME":
             # RFC 3030 3: with BODY=BINARYMIME, DATA gets 503 "Bad sequence of commands".
             return self._error(Reply(503, "5.5.1", "Error: BINARYMIME requires BDAT"), line)
+        if self.answer_data:
+            return DataCommand()
         self._send(START_DATA)
         self._data_reader = DotDataReader(self.limits.max_message_size)
         self.state = SessionState.DATA
