@@ -92,7 +92,7 @@ CLOCK_CALLS = {"now", "today", "utcnow"}
 # retry, bounces, cleanup, the queue file format, aliases and the MTA's configuration may not.
 ASYNCIO = (  # module names or package prefixes, each ending with "."
     "server.", "mta.master.", "mta.smtpd.", "mta.qmgr.", "mta.queue_commit.", "mta.privsep.",
-    "mta.agents.", "cli.deliver.",
+    "mta.agents.", "cli.deliver.", "mta.milter.client.", "mta.milter.stages.",
 )
 
 

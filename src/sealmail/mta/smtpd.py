@@ -48,8 +48,10 @@ from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
+from sealmail.mta.milter import MilterSettings
+from sealmail.mta.milter.stages import SmtpdMilters, restage
 from sealmail.mta.notify import NotifySettings
-from sealmail.mta.queue import Queue, QueueError, RecipientRecord
+from sealmail.mta.queue import Queue, QueueError, QueueName, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
@@ -320,6 +322,7 @@ class SmtpdService:
         self.commits = CommitThread(queue)
         self.notify = NotifySettings.from_config(config)
         self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
+        self.milters = MilterSettings.from_config(config, MAIN.smtpd_milters)
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise config.error(MAIN.smtpd_tls_security_level, "encrypt needs a TLS certificate")
 
@@ -356,7 +359,11 @@ class SmtpdService:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = SmtpdSession(self, reader, writer)
-        await sessions.serve_session(self.sessions, writer, session.run())
+        try:
+            await sessions.serve_session(self.sessions, writer, session.run())
+        finally:
+            if session.milters is not None:
+                await session.milters.close()
 
 
 @dataclass
@@ -433,6 +440,7 @@ class SmtpdSession(sessions.ClientSession):
             else None
         )
         self.txn = _Transaction()
+        self.milters: SmtpdMilters | None = None
 
     def _mechanisms(self) -> tuple[str, ...]:
         service = self.service
@@ -455,6 +463,8 @@ class SmtpdSession(sessions.ClientSession):
         service = self.service
         settings = service.settings
         log.info("connect from %s", self.client)
+        if service.milters is not None and not await self._milters_connect():
+            return
         self.conn = conn = ServerConnection(
             mode=Mode.SMTP,
             hostname=settings.hostname,
@@ -470,6 +480,25 @@ class SmtpdSession(sessions.ClientSession):
         await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
         await service.notify_postmaster(conn, self.client)
+
+    async def _milters_connect(self) -> bool:
+        """smtpd_milters at connect: False when the session ends at once (421)."""
+        service = self.service
+        assert service.milters is not None
+        self.milters = SmtpdMilters.for_session(service.milters, self.writer, self.client,
+                                                self.client_address, service.settings.hostname)
+        refusal = await self.milters.connect(self._whatsup())
+        if refusal is None:
+            return True
+        self.writer.write(refusal.render())
+        log.info("disconnect from %s", self.client)
+        return False
+
+    def _whatsup(self, recipient: str = "") -> str:
+        """Postfix's smtpd_whatsup: what the log line of a refusal adds."""
+        sender = f" from=<{self.txn.sender}>" if self.txn.sender or recipient else ""
+        to = f" to=<{recipient}>" if recipient else ""
+        return f"{sender}{to} proto={self.protocol} helo=<{self.helo}>"
 
     async def _read(self) -> bytes | None:
         settings = self.service.settings
@@ -492,15 +521,26 @@ class SmtpdSession(sessions.ClientSession):
             self.helo = event.hostname
             self.ehlo = event.command != "HELO"
             self.txn = _Transaction()
+            if self.milters is not None:
+                await self.milters.helo(event.hostname, self._whatsup())
         elif isinstance(event, MailFrom):
-            conn.answer(self._mail_from(event))
+            reply = self._mail_from(event)
+            if self.milters is not None and reply.code == 250:
+                reply = await self.milters.mail(self.txn.sender, event.params,
+                                                self._whatsup()) or reply
+            conn.answer(reply)
         elif isinstance(event, RcptTo):
-            conn.answer(self._rcpt_to(event))
+            reply = self._rcpt_to(event)
+            if self.milters is not None and reply.code == 250:
+                reply = await self._milter_rcpt(event, reply)
+            conn.answer(reply)
         elif isinstance(event, MessageData):
             conn.answer(await self._receive(event))
             self.txn = _Transaction()
         elif isinstance(event, (Reset, Quit)):
             self.txn = _Transaction()
+            if self.milters is not None:
+                self.milters.abort()
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
@@ -518,6 +558,18 @@ class SmtpdSession(sessions.ClientSession):
         elif isinstance(event, ProtocolError):
             log.info("%s: %s", self.client, event.reply.render().decode("utf-8", "replace").strip())
         return True
+
+    async def _milter_rcpt(self, event: RcptTo, accepted: Reply) -> Reply:
+        """smtpd_milters at RCPT: a refusal takes back the recipient we had accepted."""
+        assert self.milters is not None
+        record = self.txn.recipients[-1]
+        refusal = await self.milters.rcpt(record.address, event.params,
+                                          self._whatsup(record.address))
+        if refusal is None:
+            return accepted
+        self.txn.recipients.pop()
+        self.conn.note_error("policy")
+        return refusal
 
     def _qualify(self, address: Address | None, text: str) -> str:
         """A bare local part gets @$myorigin (RFC 5321 4.1.1.3's <postmaster>, Postfix's
@@ -594,7 +646,24 @@ class SmtpdSession(sessions.ClientSession):
                 envid=txn.envid,
                 smtputf8=txn.smtputf8,
             )
-            queue_id = await service.commits.commit(writer, envelope)
+            target = QueueName.INCOMING
+            if self.milters is not None:
+                try:
+                    verdict = await self.milters.message(
+                        writer.queue_id, cleaned.content, txn.sender, envelope.recipients,
+                        self._whatsup(txn.recipients[0].address if txn.recipients else ""))
+                except BaseException:
+                    writer.abort()
+                    raise
+                if verdict.reply is not None or verdict.discard:
+                    writer.abort()
+                    if verdict.reply is not None:
+                        self.conn.note_error("policy")
+                        return verdict.reply
+                    return Reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
+                envelope = restage(writer, envelope, verdict.message)
+                target = QueueName.HOLD if verdict.hold is not None else target
+            queue_id = await service.commits.commit(writer, envelope, target)
         except CleanupError as exc:
             self.conn.note_error("bounce" if exc.dsn == "5.4.6" else "software")
             log.info(
@@ -657,6 +726,9 @@ class SmtpdSession(sessions.ClientSession):
 
     def tls_established(self, ssl_object: ssl.SSLObject) -> None:
         name, _, bits = ssl_object.cipher() or ("", "", 0)
+        if self.milters is not None:
+            self.milters.set_macros(tls_version=ssl_object.version() or "", cipher=name,
+                                    cipher_bits=str(bits))
         log.info(
             "Anonymous TLS connection established from %s: %s with cipher %s (%d/%d bits)",
             self.client,
@@ -678,6 +750,8 @@ class SmtpdSession(sessions.ClientSession):
         assert self.auth is not None
         self.sasl_username = result.authzid
         self.sasl_method = self.auth.mechanism_name
+        if self.milters is not None:
+            self.milters.set_macros(auth_type=self.sasl_method, auth_authen=result.authzid)
         self.conn.auth_succeeded(result.authzid)
         return True
 

@@ -72,10 +72,17 @@ def test_rejections_in_postfix_words(reply: m.Reject, expected: str) -> None:
     session = negotiated()
     session.event(Stage.MAIL, m.Mail((b"<a@b>",)))
     assert session.receive(reply) == m.Verdict(Outcome.REJECT, expected)
-    assert session.scope is m.Scope.ACCEPT_MESSAGE  # no more events for this message
-    assert session.event(Stage.RCPT, m.Rcpt((b"<c@d>",))) == (b"", False)
     assert session.abort() == m.encode_command(m.Abort())
-    assert session.active
+    assert session.active and session.abort() == b""
+
+
+def test_accept_ends_the_milters_part_in_the_message() -> None:
+    session = negotiated()
+    session.event(Stage.MAIL, m.Mail((b"<a@b>",)))
+    assert session.receive(m.Accept()).outcome is Outcome.ACCEPT
+    assert session.event(Stage.RCPT, m.Rcpt((b"<c@d>",))) == (b"", False)
+    session.message_done()
+    assert session.event(Stage.MAIL, m.Mail((b"<a@b>",)))[1]
 
 
 @pytest.mark.parametrize("text", [b"250 ok", b"55 short", b"550-no final line\r\n",

@@ -10,9 +10,10 @@ owed; `receive(reply)` takes each reply in turn and returns a `Verdict` when the
 is complete, None while more is coming (PROGRESS, QUARANTINE, and at end of message the
 modification requests, which are collected in `edits`).
 
-Verdicts are final for the message (ACCEPT, DISCARD, REJECT, TEMPFAIL, REPLYCODE) or for the
-connection (any of them at CONNECT or HELO, and SHUTDOWN): after such a verdict the session sends
-no more events for that scope (`active` says whether one may be sent).
+ACCEPT and DISCARD end the milter's part in the message; any verdict but CONTINUE at CONNECT or
+HELO, and SHUTDOWN anywhere, ends its part in the connection (a rejection then sticks: `sticky`).
+Afterwards the session sends no more events for that scope (`active` says whether one may be
+sent). A rejection of a command ends nothing by itself: the MTA aborts a refused message.
 """
 
 from __future__ import annotations
@@ -268,8 +269,10 @@ class MilterSession:
                           else Scope.REJECT_CONNECTION)
             if verdict.outcome is not Outcome.ACCEPT:
                 self.sticky = verdict
-        else:
+        elif verdict.outcome in (Outcome.ACCEPT, Outcome.DISCARD):
             self.scope = Scope.ACCEPT_MESSAGE
+        # A rejection ends no scope by itself: a refused RCPT leaves the message going, and the
+        # MTA aborts a refused message (SMFIC_ABORT) as Postfix's smtpd does.
         return verdict
 
     def _verdict(self, reply: Reply, stage: Stage, connection: bool) -> Verdict:

@@ -1,0 +1,319 @@
+"""smtpd_milters with a fake milter (tests/support/milter.py): each verdict and each edit as
+Postfix applies them, macros, several milters in order, and milter_default_action when the
+milter is down, times out or breaks the protocol."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.mta.test_mta_smtpd import Server
+from tests.support.milter import FakeMilter, continue_all
+
+from sealmail.config.imapd_conf import ConfigError
+from sealmail.mta.queue import QueueName
+from sealmail.proto import milter as m
+
+MESSAGE = (b"From: alice@example.org\r\nSubject: hi\r\nX-Folded: one\r\n\ttwo\r\n\r\n"
+           b"hello\r\n")
+
+
+@pytest.fixture
+def milters() -> Iterator[Callable[..., FakeMilter]]:
+    started: list[FakeMilter] = []
+
+    def start(script: Callable[[Any], list[Any]] = continue_all, **kwargs: Any) -> FakeMilter:
+        milter = FakeMilter(script, **kwargs)
+        started.append(milter)
+        return milter
+
+    yield start
+    for milter in started:
+        milter.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(main_text: str) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", main_text)
+        servers.append(server.__enter__())
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()
+
+
+def at(kind: type, *replies: Any) -> Callable[[Any], list[Any]]:
+    """A script: `replies` for commands of `kind`, CONTINUE for the rest."""
+    def script(command: Any) -> list[Any]:
+        if isinstance(command, kind):
+            return list(replies)
+        return continue_all(command)
+    return script
+
+
+def send(server: Server, recipients: tuple[str, ...] = ("bob@example.com",),
+         message: bytes = MESSAGE) -> dict[str, tuple[int, bytes]]:
+    with server.client() as client:
+        client.ehlo("client.test")
+        return client.sendmail("alice@example.org", list(recipients), message)
+
+
+def queued(server: Server, where: QueueName = QueueName.INCOMING) -> tuple[Any, bytes]:
+    [queue_id] = server.queue.ids(where)
+    entry = server.queue.load(queue_id, where)
+    return entry, entry.content.read()
+
+
+# -- verdicts ------------------------------------------------------------------------------------
+
+
+def test_reject_at_rcpt_in_postfix_words(serve: Callable[..., Server],
+                                         milters: Callable[..., FakeMilter],
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    milter = milters(at(m.Rcpt, m.Reject()))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    caplog.set_level(logging.INFO, "sealmail")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        send(server)
+    assert refused.value.recipients["bob@example.com"] == (550, b"5.7.1 Command rejected")
+    assert ("NOQUEUE: milter-reject: RCPT from unknown[127.0.0.1]: 550 5.7.1 Command rejected; "
+            "from=<alice@example.org> to=<bob@example.com> proto=ESMTP helo=<client.test>"
+            in caplog.messages)
+    assert server.queue.ids(QueueName.INCOMING) == []
+
+
+def test_tempfail_at_mail(serve: Callable[..., Server],
+                          milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Mail, m.Tempfail())).spec}\n")
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        send(server)
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (
+        451, b"4.7.1 Service unavailable - try again later")
+
+
+def test_reply_code_at_end_of_message(serve: Callable[..., Server],
+                                      milters: Callable[..., FakeMilter],
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    milter = milters(at(m.EndOfMessage, m.ReplyCode(b"554 5.7.0 Message looks like spam")))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    caplog.set_level(logging.INFO, "sealmail")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(server)
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (
+        554, b"5.7.0 Message looks like spam")
+    assert any(": milter-reject: END-OF-MESSAGE from unknown[127.0.0.1]: 5.7.0 Message looks "
+               "like spam; from=<alice@example.org> to=<bob@example.com>" in line
+               for line in caplog.messages)
+    assert server.queue.ids(QueueName.INCOMING) == []
+
+
+def test_discard_answers_250_and_queues_nothing(serve: Callable[..., Server],
+                                                milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.EndOfMessage, m.Discard())).spec}\n")
+    assert send(server) == {}
+    assert server.queue.ids(QueueName.INCOMING) == []
+
+
+def test_quarantine_puts_the_message_on_hold(serve: Callable[..., Server],
+                                             milters: Callable[..., FakeMilter],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    milter = milters(at(m.EndOfMessage, m.Quarantine(b"suspicious"), m.Continue()))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    caplog.set_level(logging.INFO, "sealmail")
+    assert send(server) == {}
+    assert server.queue.ids(QueueName.INCOMING) == []
+    queued(server, QueueName.HOLD)
+    assert any("milter-hold: END-OF-MESSAGE from unknown[127.0.0.1]: suspicious;" in line
+               for line in caplog.messages)
+
+
+def test_connect_rejection_answers_mail_from(serve: Callable[..., Server],
+                                             milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Reject())).spec}\n")
+    with server.client() as client:
+        assert client.ehlo("client.test")[0] == 250  # as Postfix: HELO is not refused
+        assert client.mail("alice@example.org") == (550, b"5.7.1 Command rejected")
+
+
+def test_shutdown_at_connect_ends_the_session(serve: Callable[..., Server],
+                                              milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Shutdown())).spec}\n")
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        server.client()
+    assert refused.value.smtp_code == 421
+
+
+# -- edits ---------------------------------------------------------------------------------------
+
+
+def test_every_edit_is_in_the_queue_file_before_the_250(
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
+    milter = milters(at(
+        m.EndOfMessage,
+        m.InsertHeader(0, b"DKIM-Signature", b"v=1; a=rsa-sha256;\n\tb=abc"),
+        m.AddHeader(b"X-Added", b"yes"),
+        m.ChangeHeader(1, b"Subject", b"[spam] hi"),
+        m.ChangeHeader(1, b"X-Folded", b""),
+        m.AddRecipient(b"<carol@example.com>"),
+        m.DeleteRecipient(b"<bob@example.com>"),
+        m.ChangeFrom(b"<bounces@example.org>"),
+        m.ReplaceBody(b"new body\r\n"), m.ReplaceBody(b"second line\n"),
+        m.Accept()))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    assert send(server) == {}
+    entry, content = queued(server)
+    headers, _, body = content.partition(b"\r\n\r\n")
+    lines = headers.split(b"\r\n")
+    assert lines[0] == b"DKIM-Signature: v=1; a=rsa-sha256;"  # above our Received:
+    assert lines[1] == b"\tb=abc"
+    assert lines[2].startswith(b"Received: from client.test")
+    assert b"Subject: [spam] hi" in lines and lines[-1] == b"X-Added: yes"
+    assert b"X-Folded" not in headers
+    assert body == b"new body\r\nsecond line\r\n"
+    assert entry.envelope.sender == "bounces@example.org"
+    assert [r.record.address for r in entry.recipients] == ["carol@example.com"]
+    assert entry.envelope.size == len(content)
+
+
+def test_milters_see_the_message_as_postfix_shows_it(
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
+    milter = milters()
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    assert send(server) == {}
+    [queue_id] = server.queue.ids(QueueName.INCOMING)
+    kinds = [type(c).__name__ for c in milter.commands if not isinstance(c, m.Macro)]
+    assert kinds[:14] == ["OptNeg", "Connect", "Helo", "Mail", "Rcpt", "Data", "Header",
+                          "Header", "Header", "Header", "Header", "EndOfHeaders", "Body",
+                          "EndOfMessage"]
+    headers = [(c.name, c.value) for c in milter.commands if isinstance(c, m.Header)]
+    assert headers[0] == (b"From", b"alice@example.org")  # our Received: is not shown
+    assert (b"X-Folded", b"one\n\ttwo") in headers
+    assert [c for c in milter.commands if isinstance(c, m.Body)] == [m.Body(b"hello\r\n")]
+    connect = next(c for c in milter.commands if isinstance(c, m.Connect))
+    assert (connect.hostname, connect.family, connect.address) == (b"[127.0.0.1]", b"4",
+                                                                    b"127.0.0.1")
+    assert milter.macros(b"C")[b"j"] == b"mx.example.com"
+    assert milter.macros(b"C")[b"{daemon_name}"] == b"mx.example.com"
+    assert milter.macros(b"C")[b"_"] == b"unknown [127.0.0.1]"
+    assert milter.macros(b"M")[b"{mail_addr}"] == b"alice@example.org"
+    assert milter.macros(b"R")[b"{rcpt_addr}"] == b"bob@example.com"
+    assert milter.macros(b"E")[b"i"] == queue_id.encode()
+
+
+def test_two_milters_in_order_the_second_sees_the_first_ones_edits(
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter],
+        tmp_path: Path) -> None:
+    first = milters(at(m.EndOfMessage, m.AddHeader(b"X-First", b"1"), m.Continue()))
+    second = milters(at(m.EndOfMessage, m.AddHeader(b"X-Second", b"2"), m.Continue()),
+                     unix_path=tmp_path / "milter.sock")
+    server = serve(f"smtpd_milters = {first.spec}, {second.spec}\n")
+    assert send(server) == {}
+    _, content = queued(server)
+    assert content.index(b"X-First: 1") < content.index(b"X-Second: 2")
+    assert m.Header(b"X-First", b"1") in second.commands
+
+
+def test_a_milter_asking_for_no_events_gets_none(serve: Callable[..., Server],
+                                                 milters: Callable[..., FakeMilter]) -> None:
+    flags = m.ProtocolFlag
+    milter = milters(protocol=int(flags.NOHELO | flags.NOHDRS | flags.NOBODY | flags.NR_RCPT))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    assert send(server) == {}
+    kinds = {type(c) for c in milter.commands}
+    assert m.Helo not in kinds and m.Header not in kinds and m.Body not in kinds
+    assert m.Rcpt in kinds
+
+
+# -- milter_default_action -----------------------------------------------------------------------
+
+
+def _closed_port() -> str:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"inet:127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("action", "expected"), [
+    ("tempfail", (451, b"4.7.1 Service unavailable - try again later")),
+    ("reject", (550, b"5.5.0 Service unavailable")),
+])
+def test_milter_down_refuses_by_default_action(serve: Callable[..., Server], action: str,
+                                               expected: tuple[int, bytes],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    server = serve(f"smtpd_milters = {_closed_port()}\nmilter_default_action = {action}\n")
+    caplog.set_level(logging.INFO, "sealmail")
+    with server.client() as client:
+        client.ehlo("client.test")
+        assert client.mail("alice@example.org") == expected
+    assert any("connect to Milter service inet:127.0.0.1:" in line for line in caplog.messages)
+
+
+def test_milter_down_with_accept_or_quarantine(serve: Callable[..., Server]) -> None:
+    server = serve(f"smtpd_milters = {_closed_port()}\nmilter_default_action = accept\n")
+    assert send(server) == {}
+    assert len(server.queue.ids(QueueName.INCOMING)) == 1
+    held = serve(f"smtpd_milters = {_closed_port()}\nmilter_default_action = quarantine\n")
+    assert send(held) == {}
+    assert len(held.queue.ids(QueueName.HOLD)) == 1
+
+
+def test_a_milter_that_times_out(serve: Callable[..., Server],
+                                 milters: Callable[..., FakeMilter]) -> None:
+    milter = milters(at(m.EndOfMessage))  # never answers
+    server = serve(f"smtpd_milters = {milter.spec}\nmilter_content_timeout = 1s\n")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(server)
+    assert refused.value.smtp_code == 451
+    assert server.queue.ids(QueueName.INCOMING) == []
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00\x00\x00\x01Z",  # an unknown reply
+    b"\x7f\xff\xff\xff",  # an unreasonable length
+    m.encode_reply(m.ReplyCode(b"250 not a refusal")),
+    m.encode_reply(m.AddHeader(b"X", b"y")),  # an edit before the end of the message
+])
+def test_a_milter_that_breaks_the_protocol(serve: Callable[..., Server],
+                                           milters: Callable[..., FakeMilter],
+                                           garbage: bytes) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Mail, garbage)).spec}\n"
+                   "milter_default_action = reject\n")
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        send(server)
+    assert refused.value.smtp_code == 550
+
+
+def test_an_edit_the_milter_did_not_negotiate(serve: Callable[..., Server],
+                                              milters: Callable[..., FakeMilter]) -> None:
+    milter = milters(at(m.EndOfMessage, m.DeleteRecipient(b"<bob@example.com>"), m.Continue()),
+                     actions=int(m.Action.ADDHDRS))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(server)
+    assert refused.value.smtp_code == 451
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("smtpd_milters = tcp:127.0.0.1:1", "invalid transport name"),
+    ("smtpd_milters = inet:127.0.0.1", "inet:host:port"),
+    ("smtpd_milters = { inet:127.0.0.1:1, default_action=accept }", "not supported"),
+    ("smtpd_milters = inet:127.0.0.1:1\nmilter_default_action = bounce", "bad value"),
+    ("smtpd_milters = inet:127.0.0.1:1\nmilter_protocol = 5", "bad protocol information"),
+])
+def test_bad_milter_configuration_is_refused(tmp_path: Path, line: str, message: str) -> None:
+    server = Server(tmp_path, line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        server.loop.run_until_complete(server._start())
+    server.loop.close()
