@@ -5,6 +5,7 @@ milter is down, times out or breaks the protocol."""
 from __future__ import annotations
 
 import logging
+import os
 import smtplib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,12 @@ from tests.mta.test_mta_smtpd import Server
 from tests.support.milter import FakeMilter, continue_all
 
 from sealmail.config.imapd_conf import ConfigError
-from sealmail.mta.queue import QueueName
+from sealmail.mta.cleanup import cleanup_from_config
+from sealmail.mta.config.main_cf import MainConfig, parse_main_cf
+from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.milter import MilterSettings
+from sealmail.mta.pickup import pickup_once, post
+from sealmail.mta.queue import Queue, QueueName
 from sealmail.proto import milter as m
 
 MESSAGE = (b"From: alice@example.org\r\nSubject: hi\r\nX-Folded: one\r\n\ttwo\r\n\r\n"
@@ -317,3 +323,42 @@ def test_bad_milter_configuration_is_refused(tmp_path: Path, line: str, message:
     with pytest.raises(ConfigError, match=message):
         server.loop.run_until_complete(server._start())
     server.loop.close()
+
+
+# -- non_smtpd_milters: pickup -------------------------------------------------------------------
+
+
+def _posted(tmp_path: Path, milter: FakeMilter, extra: str = "") -> tuple[Queue, list[str], Any]:
+    config = MainConfig.from_document(
+        parse_main_cf(f"myhostname = mx.example.com\nmydestination = example.com\n"
+                      f"non_smtpd_milters = {milter.spec}\n{extra}"), hostname="mx.example.com")
+    queue = Queue(tmp_path / "queue")
+    queue.create_directories()
+    post(queue.maildrop, "alice@example.org", ["bob@example.com"], MESSAGE, 1000.0)
+    settings = MilterSettings.from_config(config, MAIN.non_smtpd_milters)
+    return queue, pickup_once(queue, cleanup_from_config(config), milters=settings), config
+
+
+def test_pickup_mail_goes_through_non_smtpd_milters(tmp_path: Path,
+                                                    milters: Callable[..., FakeMilter]) -> None:
+    milter = milters(at(m.EndOfMessage, m.InsertHeader(0, b"DKIM-Signature", b"v=1"),
+                        m.Continue()))
+    queue, [queue_id], _ = _posted(tmp_path, milter)
+    content = queue.load(queue_id, QueueName.INCOMING).content.read()
+    assert content.startswith(b"DKIM-Signature: v=1\r\nReceived: by mx.example.com")
+    connect = next(c for c in milter.commands if isinstance(c, m.Connect))
+    assert (connect.hostname, connect.address) == (b"localhost", b"127.0.0.1")
+    assert m.Helo(b"localhost") in milter.commands
+    assert os.listdir(queue.maildrop) == []
+
+
+def test_pickup_refusals(tmp_path: Path, milters: Callable[..., FakeMilter]) -> None:
+    tempfail = milters(at(m.EndOfMessage, m.Tempfail()))
+    queue, queued_ids, _ = _posted(tmp_path / "t", tempfail)
+    assert queued_ids == [] and len(os.listdir(queue.maildrop)) == 1  # tried again later
+    reject = milters(at(m.Rcpt, m.Reject()))
+    queue, queued_ids, _ = _posted(tmp_path / "r", reject)
+    assert queued_ids == [] and os.listdir(queue.maildrop) == []
+    held = milters(at(m.EndOfMessage, m.Quarantine(b"x"), m.Continue()))
+    queue, [queue_id], _ = _posted(tmp_path / "h", held)
+    assert queue.ids(QueueName.HOLD) == [queue_id]

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sealmail.mta.milter.chain import MilterChain
 from sealmail.mta.milter.message import MilterMessage
@@ -224,3 +225,8 @@ async def filter_local_message(settings: MilterSettings, *, queue_id: str, conte
                               whatsup)
     finally:
         await chain.close()
+
+
+def filter_local_message_blocking(settings: MilterSettings, **message: Any) -> MessageVerdict:
+    """filter_local_message from a thread with no event loop (pickup's)."""
+    return asyncio.run(filter_local_message(settings, **message))
