@@ -362,3 +362,32 @@ def test_pickup_refusals(tmp_path: Path, milters: Callable[..., FakeMilter]) -> 
     held = milters(at(m.EndOfMessage, m.Quarantine(b"x"), m.Continue()))
     queue, [queue_id], _ = _posted(tmp_path / "h", held)
     assert queue.ids(QueueName.HOLD) == [queue_id]
+
+
+def test_shutdown_at_rcpt_ends_the_session(serve: Callable[..., Server],
+                                           milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Rcpt, m.Shutdown())).spec}\n")
+    with server.client() as client:
+        client.ehlo("client.test")
+        client.mail("alice@example.org")
+        assert client.rcpt("bob@example.com") == (421, b"4.7.0 Server closing connection")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
+
+
+def test_two_messages_in_one_session(serve: Callable[..., Server],
+                                     milters: Callable[..., FakeMilter]) -> None:
+    milter = milters(at(m.EndOfMessage, m.AddHeader(b"X-Seen", b"yes"), m.Continue()))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    with server.client() as client:
+        client.ehlo("client.test")
+        for _ in range(2):
+            assert client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE) == {}
+        client.rset()
+    ids = server.queue.ids(QueueName.INCOMING)
+    assert len(ids) == 2
+    for queue_id in ids:
+        content = server.queue.load(queue_id, QueueName.INCOMING).content.read()
+        assert content.count(b"X-Seen: yes") == 1
+    assert len(milter.sessions) == 1
+    assert sum(isinstance(c, m.Mail) for c in milter.commands) == 2

@@ -529,14 +529,20 @@ class SmtpdSession(sessions.ClientSession):
                 reply = await self.milters.mail(self.txn.sender, event.params,
                                                 self._whatsup()) or reply
             conn.answer(reply)
+            return reply.code != 421  # a milter's SHUTDOWN ends the session
         elif isinstance(event, RcptTo):
             reply = self._rcpt_to(event)
             if self.milters is not None and reply.code == 250:
                 reply = await self._milter_rcpt(event, reply)
             conn.answer(reply)
+            return reply.code != 421
         elif isinstance(event, MessageData):
-            conn.answer(await self._receive(event))
+            reply = await self._receive(event)
+            conn.answer(reply)
             self.txn = _Transaction()
+            if self.milters is not None:
+                self.milters.abort()  # unless the milters saw the end of the message
+            return reply.code != 421
         elif isinstance(event, (Reset, Quit)):
             self.txn = _Transaction()
             if self.milters is not None:

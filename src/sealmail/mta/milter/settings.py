@@ -63,7 +63,8 @@ def parse_protocol(words: tuple[str, ...]) -> tuple[int, int]:
             raise ValueError(f"bad protocol information: {word}")
     if not version:
         raise ValueError("no protocol version information")
-    return version, int(events)
+    # Recipients smtpd refused are not reported to milters: SMFIP_RCPT_REJ is not offered.
+    return version, int(events & ~ProtocolFlag.RCPT_REJ)
 
 
 @dataclass(frozen=True)
