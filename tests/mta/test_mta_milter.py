@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from tests.mta.test_mta_smtpd import Server
+from tests.support.loops import LOOPS
 from tests.support.milter import FakeMilter, continue_all
 
 from sealmail.config.imapd_conf import ConfigError
@@ -46,8 +47,8 @@ def milters() -> Iterator[Callable[..., FakeMilter]]:
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(main_text: str) -> Server:
-        server = Server(tmp_path / f"s{len(servers)}", main_text)
+    def start(main_text: str, **kwargs: Any) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", main_text, **kwargs)
         servers.append(server.__enter__())
         return server
 
@@ -160,8 +161,9 @@ def test_shutdown_at_connect_ends_the_session(serve: Callable[..., Server],
 # -- edits ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 def test_every_edit_is_in_the_queue_file_before_the_250(
-        serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter], loop: str) -> None:
     milter = milters(at(
         m.EndOfMessage,
         m.InsertHeader(0, b"DKIM-Signature", b"v=1; a=rsa-sha256;\n\tb=abc"),
@@ -173,7 +175,7 @@ def test_every_edit_is_in_the_queue_file_before_the_250(
         m.ChangeFrom(b"<bounces@example.org>"),
         m.ReplaceBody(b"new body\r\n"), m.ReplaceBody(b"second line\n"),
         m.Accept()))
-    server = serve(f"smtpd_milters = {milter.spec}\n")
+    server = serve(f"smtpd_milters = {milter.spec}\n", loop=loop)
     assert send(server) == {}
     entry, content = queued(server)
     headers, _, body = content.partition(b"\r\n\r\n")
