@@ -393,3 +393,24 @@ def test_two_messages_in_one_session(serve: Callable[..., Server],
         assert content.count(b"X-Seen: yes") == 1
     assert len(milter.sessions) == 1
     assert sum(isinstance(c, m.Mail) for c in milter.commands) == 2
+
+
+def test_a_milter_that_never_negotiates(serve: Callable[..., Server]) -> None:
+    import socket
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        spec = f"inet:127.0.0.1:{silent.getsockname()[1]}"
+        server = serve(f"smtpd_milters = {spec}\nmilter_connect_timeout = 1s\n"
+                       "milter_default_action = accept\n")
+        assert send(server) == {}
+    assert len(server.queue.ids(QueueName.INCOMING)) == 1
+
+
+def test_a_milter_names_its_own_macros(serve: Callable[..., Server],
+                                       milters: Callable[..., FakeMilter]) -> None:
+    milter = milters(optneg_macros=((int(m.MacroStage.ENVFROM), b"{mail_addr} {mail_host}"),))
+    server = serve(f"smtpd_milters = {milter.spec}\n")
+    assert send(server) == {}
+    assert milter.macros(b"M") == {b"{mail_addr}": b"alice@example.org",
+                                   b"{mail_host}": b"example.org"}
