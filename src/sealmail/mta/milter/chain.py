@@ -63,10 +63,6 @@ class _Member:
         self.failed: Verdict | None = None  # the default action's verdict, once it failed
         self.hold = False  # failed with default action quarantine
 
-    @property
-    def usable(self) -> bool:
-        return self.failed is None and not self.hold
-
 
 class MilterChain:
     def __init__(self, settings: MilterSettings, macros: Macros) -> None:
