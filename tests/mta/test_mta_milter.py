@@ -414,3 +414,56 @@ def test_a_milter_names_its_own_macros(serve: Callable[..., Server],
     assert send(server) == {}
     assert milter.macros(b"M") == {b"{mail_addr}": b"alice@example.org",
                                    b"{mail_host}": b"example.org"}
+
+
+# -- the MTA as operators run it -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("SEALMAIL_LONG"),
+                    reason="starts the whole MTA (5-15 s): run with SEALMAIL_LONG=1")
+def test_master_smtpd_override_and_pickup(tmp_path: Path,
+                                          milters: Callable[..., FakeMilter]) -> None:
+    """`-o smtpd_milters=...` on the smtpd line of master.cf (the smtpd worker processes load
+    it) and non_smtpd_milters for sendmail; Postfix's line in the maillog."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.mta.test_mta_master import maillog, postfix, wait_for, write_config
+    from tests.support.peers import free_tcp_port
+
+    def script(command: Any) -> list[Any]:
+        if isinstance(command, m.Rcpt) and command.args[0] == b"<spam@example.com>":
+            return [m.Reject()]
+        return continue_all(command)
+
+    milter = milters(script)
+    port = free_tcp_port()
+    config = write_config(tmp_path, port, f"local_transport = discard:\n"
+                                          f"non_smtpd_milters = {milter.spec}\n")
+    master_cf = config / "master.cf"
+    lines = master_cf.read_text().splitlines(keepends=True)
+    lines.insert(1, f"  -o smtpd_milters={milter.spec}\n")
+    master_cf.write_text("".join(lines))
+    started = postfix(config, "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.test")
+            client.mail("alice@example.org")
+            assert client.rcpt("spam@example.com") == (550, b"5.7.1 Command rejected")
+        wait_for(lambda: "milter-reject: RCPT from unknown[127.0.0.1]: 550 5.7.1 Command "
+                         "rejected; from=<alice@example.org> to=<spam@example.com>"
+                         in maillog(tmp_path))
+        posted = subprocess.run([sys.executable, "-m", "sealmail", "sendmail", "-C", str(config),
+                                 "-f", "root", "bob@example.com"], input=b"Subject: x\n\nhi\n",
+                                capture_output=True, timeout=30)
+        assert posted.returncode == 0, posted.stderr
+        deadline = time.monotonic() + 20
+        while not any(isinstance(c, m.Connect) and c.hostname == b"localhost"
+                      for c in milter.commands):
+            assert time.monotonic() < deadline, "pickup did not call the milter"
+            time.sleep(0.05)
+        wait_for(lambda: ": removed" in maillog(tmp_path))
+    finally:
+        postfix(config, "stop")
