@@ -467,3 +467,16 @@ def test_master_smtpd_override_and_pickup(tmp_path: Path,
         wait_for(lambda: ": removed" in maillog(tmp_path))
     finally:
         postfix(config, "stop")
+
+
+def test_reject_at_data_is_logged_as_data(serve: Callable[..., Server],
+                                          milters: Callable[..., FakeMilter],
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Data, m.Reject())).spec}\n")
+    caplog.set_level(logging.INFO, "sealmail")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(server)
+    assert refused.value.smtp_code == 550
+    assert any("NOQUEUE: milter-reject: DATA from unknown[127.0.0.1]: 550 5.7.1 Command "
+               "rejected; from=<alice@example.org> to=<bob@example.com>" in line
+               for line in caplog.messages)

@@ -149,3 +149,14 @@ def test_skip_stops_body_chunks() -> None:
 def test_a_reply_with_no_event_pending_is_an_error() -> None:
     with pytest.raises(m.MilterProtocolError, match="no event pending"):
         negotiated().receive(m.Continue())
+
+
+def test_edits_are_bounded() -> None:
+    session = m.MilterSession(max_edit_octets=100)
+    session.negotiate(m.OptNeg(6, int(m.ACTIONS), 0))
+    session.event(Stage.MAIL, m.Mail((b"<a@b>",)))
+    session.receive(m.Continue())
+    session.event(Stage.EOM, m.EndOfMessage())
+    assert session.receive(m.ReplaceBody(b"x" * 60)) is None
+    with pytest.raises(m.MilterProtocolError, match="more than 100 octets"):
+        session.receive(m.ReplaceBody(b"x" * 60))

@@ -34,7 +34,8 @@ class MilterClient:
     def __init__(self, endpoint: Endpoint, settings: MilterSettings) -> None:
         self.endpoint = endpoint
         self.settings = settings
-        self.session = MilterSession(protocol_version=settings.version, my_events=settings.events)
+        self.session = MilterSession(protocol_version=settings.version, my_events=settings.events,
+                                     max_edit_octets=settings.max_edit_octets)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._packets = PacketReader()

@@ -80,6 +80,7 @@ class MilterSettings:
     daemon_name: str = ""
     v: str = "sealmail"
     macro_defaults: dict[str, str] = field(default_factory=dict)
+    max_edit_octets: int = 64 * 1024 * 1024  # message_size_limit, when it sets one
 
     @classmethod
     def from_config(cls, config: MainConfig, parameter: Option[tuple[str, ...]]
@@ -122,4 +123,5 @@ class MilterSettings:
             daemon_name=config.get(MAIN.milter_macro_daemon_name),
             v=config.get(MAIN.milter_macro_v),
             macro_defaults=defaults,
+            max_edit_octets=config.get(MAIN.message_size_limit) or 64 * 1024 * 1024,
         )

@@ -146,13 +146,13 @@ class SmtpdMilters:
         self.values["i"] = queue_id
         message = MilterMessage.parse(content, sender, list(recipients))
         verdict = await self.chain.data()
-        if verdict.outcome in (Outcome.CONTINUE, Outcome.ACCEPT):
-            outcome = await self.chain.message(message)
-            verdict, hold = outcome.verdict, outcome.hold
-        else:
+        refusal = self._refusal(verdict, "DATA", whatsup)
+        if refusal is not None:
             self.chain.abort()
-            hold = None
-        return end_of_message(verdict, message, hold, queue_id, self.client, whatsup)
+            return MessageVerdict(refusal, message)
+        outcome = await self.chain.message(message)
+        return end_of_message(outcome.verdict, message, outcome.hold, queue_id, self.client,
+                              whatsup)
 
     async def close(self) -> None:
         await self.chain.close()

@@ -166,6 +166,10 @@ class MilterSession:
     sticky: Verdict = CONTINUE  # the verdict that ended the connection's scope
     edits: list[Edit] = field(default_factory=list)
     quarantine: str | None = None
+    # Edits of one message may not add up to more octets than this (a milter could otherwise
+    # grow a message without end, a REPLBODY chunk at a time); past it, a protocol error.
+    max_edit_octets: int = 64 * 1024 * 1024
+    _edit_octets: int = 0
     _stage: Stage | None = None
     _skip: Stage | None = None
 
@@ -209,7 +213,7 @@ class MilterSession:
             return b"", False
         if stage is Stage.MAIL:
             self.scope = Scope.MESSAGE
-            self.edits, self.quarantine = [], None
+            self.edits, self.quarantine, self._edit_octets = [], None, 0
         if self._skip is not None and stage is not self._skip:
             self._skip = None
         if stage is self._skip:
@@ -258,6 +262,9 @@ class MilterSession:
             self._allowed(reply, self._action_of(reply))
             if isinstance(reply, ChangeHeader) and not reply.name:
                 raise MilterProtocolError("null change header name")
+            self._edit_octets += _edit_size(reply)
+            if self._edit_octets > self.max_edit_octets:
+                raise MilterProtocolError(f"edits of more than {self.max_edit_octets} octets")
             self.edits.append(reply)
             return None
         self._stage = None
@@ -312,3 +319,11 @@ class MilterSession:
             return Action.ADDRCPT if reply.args is None else Action.ADDRCPT_PAR
         return _EDIT_ACTIONS[type(reply)]
 
+
+
+def _edit_size(edit: Edit) -> int:
+    if isinstance(edit, ReplaceBody):
+        return len(edit.chunk)
+    if isinstance(edit, (AddRecipient, DeleteRecipient, ChangeFrom)):
+        return len(edit.address) + 2
+    return len(edit.name) + len(edit.value) + 4
