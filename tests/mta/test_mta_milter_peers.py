@@ -1,5 +1,6 @@
-"""smtpd_milters with the real milters Postfix sites run: Debian's opendkim signing outbound mail
-(the signature checked with dkimpy against the generated key) and verifying inbound mail (the
+"""smtpd_milters with the real milters Postfix sites run: Debian's opendkim signing the mail of
+authenticated users (the {auth_type} macro; the signature checked with dkimpy against the
+generated key) and verifying inbound mail (the
 public key served by a private nsd, found through opendkim's own resolver), and opendmarc after
 it adding its Authentication-Results. One private instance of each per module, on 127.0.0.1."""
 
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.mta.test_mta_smtpd import Server
+from tests.mta.test_mta_smtpd import Server, make_authenticator
 from tests.support.peers import (
     NsdInstance,
     PeerFailed,
@@ -107,8 +108,9 @@ class Peers:
             f"Domain {DOMAIN}\nSelector {SELECTOR}\nKeyFile {keys}/{SELECTOR}.private\n"
             "Canonicalization relaxed/simple\nAuthservID mx.example.com\n"
             f"ResolverConfiguration {unbound}\nRequireSafeKeys no\n"
-            # Only the signer trusts the client (127.0.0.1); the verifier sees it as outside.
-            + ("InternalHosts 127.0.0.1\n" if mode == "s" else "InternalHosts 192.0.2.1\n"))
+            # Neither trusts our client (127.0.0.1): the signer signs what authenticated users
+            # send ({auth_type}, a macro it asks for in the negotiation).
+            + "InternalHosts 192.0.2.1\n")
         daemon = MilterDaemon([OPENDKIM, "-f", "-x", str(conf)], port,
                               self.root / f"opendkim-{mode}.log")
         self.daemons.append(daemon)
@@ -177,13 +179,25 @@ def submit(tmp_path: Path, milters: str, message: bytes) -> bytes:
         return server.queue.load(queue_id, QueueName.INCOMING).content.read()
 
 
-def test_opendkim_signs_outbound_mail(peers: Peers, tmp_path: Path) -> None:
-    content = submit(tmp_path, peers.signer.spec, MESSAGE)
-    assert content.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; "
-                              b"d=example.test;")
-    assert b"\r\nReceived: from client.test" in content  # below the signature
-    assert dkim.verify(content, dnsfunc=peers.dns)
-    tampered = content.replace(b"this is signed", b"this is forged")
+def test_opendkim_signs_mail_of_authenticated_users(peers: Peers, tmp_path: Path) -> None:
+    main_cf = f"smtpd_milters = {peers.signer.spec}\nsmtpd_sasl_auth_enable = yes\n"
+    with Server(tmp_path, main_cf, authenticator=make_authenticator(tmp_path)) as server:
+        with server.client() as client:
+            client.ehlo("client.test")
+            assert client.sendmail(f"alice@{DOMAIN}", ["bob@example.com"], MESSAGE) == {}
+        with server.client() as client:
+            client.login("alice", "alice-pw")
+            assert client.sendmail(f"alice@{DOMAIN}", ["bob@example.com"], MESSAGE) == {}
+        entries = [server.queue.load(i, QueueName.INCOMING)
+                   for i in server.queue.ids(QueueName.INCOMING)]
+    [signed] = [e.content.read() for e in entries if e.envelope.sasl_username == "alice"]
+    [anonymous] = [e.content.read() for e in entries if not e.envelope.sasl_username]
+    assert b"DKIM-Signature" not in anonymous
+    assert signed.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; "
+                             b"d=example.test;")
+    assert b"\r\nReceived: from " in signed  # below the signature
+    assert dkim.verify(signed, dnsfunc=peers.dns)
+    tampered = signed.replace(b"this is signed", b"this is forged")
     assert not dkim.verify(tampered, dnsfunc=peers.dns)
 
 
