@@ -49,7 +49,7 @@ from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_mess
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
 from sealmail.mta.milter import MilterSettings
-from sealmail.mta.milter.stages import SmtpdMilters, restage
+from sealmail.mta.milter.stages import SmtpdMilters
 from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, QueueName, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
@@ -653,22 +653,14 @@ class SmtpdSession(sessions.ClientSession):
                 smtputf8=txn.smtputf8,
             )
             target = QueueName.INCOMING
-            if self.milters is not None:
-                try:
-                    verdict = await self.milters.message(
-                        writer.queue_id, cleaned.content, txn.sender, envelope.recipients,
-                        self._whatsup(txn.recipients[0].address if txn.recipients else ""))
-                except BaseException:
-                    writer.abort()
-                    raise
-                if verdict.reply is not None or verdict.discard:
-                    writer.abort()
-                    if verdict.reply is not None:
+            if self.milters is not None:  # smtpd_milters: edits are in before the commit
+                refusal, envelope, target = await self.milters.end_of_data(
+                    writer, envelope, cleaned.content,
+                    self._whatsup(txn.recipients[0].address if txn.recipients else ""))
+                if refusal is not None:
+                    if refusal.code >= 400:
                         self.conn.note_error("policy")
-                        return verdict.reply
-                    return Reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
-                envelope = restage(writer, envelope, verdict.message)
-                target = QueueName.HOLD if verdict.hold is not None else target
+                    return refusal
             queue_id = await service.commits.commit(writer, envelope, target)
         except CleanupError as exc:
             self.conn.note_error("bounce" if exc.dsn == "5.4.6" else "software")

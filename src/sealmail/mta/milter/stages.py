@@ -27,7 +27,7 @@ from typing import Any
 from sealmail.mta.milter.chain import MilterChain
 from sealmail.mta.milter.message import MilterMessage
 from sealmail.mta.milter.settings import MilterSettings
-from sealmail.mta.queue import Envelope, MessageWriter, RecipientRecord
+from sealmail.mta.queue import Envelope, MessageWriter, QueueName, RecipientRecord
 from sealmail.proto.milter import Outcome, Verdict
 from sealmail.proto.smtp import Reply
 
@@ -153,6 +153,24 @@ class SmtpdMilters:
         outcome = await self.chain.message(message)
         return end_of_message(outcome.verdict, message, outcome.hold, queue_id, self.client,
                               whatsup)
+
+    async def end_of_data(self, writer: MessageWriter, envelope: Envelope, content: bytes,
+                          whatsup: str) -> tuple[Reply | None, Envelope, QueueName]:
+        """The message cleanup made, through the milters, before it is committed: a Reply
+        (the writer aborted: a refusal, or 250 for a discarded message), or the envelope to
+        commit (the writer holding the edited content) and the queue to commit it to."""
+        try:
+            verdict = await self.message(writer.queue_id, content, envelope.sender,
+                                         envelope.recipients, whatsup)
+        except BaseException:
+            writer.abort()
+            raise
+        if verdict.reply is not None or verdict.discard:
+            writer.abort()
+            reply = verdict.reply or Reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
+            return reply, envelope, QueueName.INCOMING
+        target = QueueName.HOLD if verdict.hold is not None else QueueName.INCOMING
+        return None, restage(writer, envelope, verdict.message), target
 
     async def close(self) -> None:
         await self.chain.close()
