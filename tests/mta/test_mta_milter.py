@@ -480,3 +480,17 @@ def test_reject_at_data_is_logged_as_data(serve: Callable[..., Server],
     assert any("NOQUEUE: milter-reject: DATA from unknown[127.0.0.1]: 550 5.7.1 Command "
                "rejected; from=<alice@example.org> to=<bob@example.com>" in line
                for line in caplog.messages)
+
+
+def test_postfix_check_names_a_bad_milter(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from sealmail.cli.main import main
+
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "main.cf").write_text(
+        f"myhostname = mx.example.com\nqueue_directory = {tmp_path / 'spool'}\n"
+        f"data_directory = {tmp_path / 'data'}\nnon_smtpd_milters = inet:localhost\n")
+    (config / "master.cf").write_text("")
+    assert main(["postfix", "-c", str(config), "check"]) != 0
+    assert "non_smtpd_milters" in capsys.readouterr().err

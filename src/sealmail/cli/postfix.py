@@ -49,6 +49,7 @@ def check(config: MtaConfig) -> list[str]:
     from sealmail.mta.config import open_table
     from sealmail.mta.config.checks import audit
     from sealmail.mta.master import inet_addresses
+    from sealmail.mta.milter import MilterSettings
     from sealmail.mta.queue import Queue
     from sealmail.mta.retry import RetrySchedule
     from sealmail.mta.smtpd import RecipientPolicy, SmtpdSettings
@@ -64,6 +65,7 @@ def check(config: MtaConfig) -> list[str]:
         mail_owner_account(main)  # the account the master will switch to (root refused)
     Queue.from_config(main).create_directories()
     cleanup_from_config(main)
+    MilterSettings.from_config(main, MAIN.non_smtpd_milters)
     RetrySchedule.from_config(main)
     for spec in main.get(MAIN.transport_maps):
         open_table(spec)
@@ -73,6 +75,7 @@ def check(config: MtaConfig) -> list[str]:
             SmtpdSettings.from_config(settings)
             RecipientPolicy.from_config(settings)
             smtpd_context(settings)
+            MilterSettings.from_config(settings, MAIN.smtpd_milters)
             inet_addresses(entry.service, main)
     return warnings
 
