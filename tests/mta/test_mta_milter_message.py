@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sealmail.mta.milter import MilterMessage
 from sealmail.mta.queue import RecipientRecord
 from sealmail.proto import milter as m
@@ -53,3 +56,21 @@ def test_body_replacement_in_chunks_with_line_ends_made_crlf() -> None:
     assert msg.render().endswith(b"\r\n\r\na\r\nb\r\nc\r\n")
     assert list(MilterMessage.parse(b"A: b\r\n\r\n" + b"x" * 70000, "", []).body_chunks()) == [
         b"x" * 65535, b"x" * 4465]
+
+
+NAMES = st.text("ABCXYZabc-", min_size=1, max_size=8).map(str.encode)
+TEXT = st.text("abc xyz:;<>@.", max_size=20).map(str.encode)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(NAMES, TEXT), max_size=6),
+       st.lists(TEXT, max_size=4).map(lambda lines: b"".join(x + b"\r\n" for x in lines)))
+def test_an_unedited_message_comes_back_as_it_was(fields: list[tuple[bytes, bytes]],
+                                                  body: bytes) -> None:
+    content = (b"Received: by mx\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in fields)
+               + b"\r\n" + body)
+    msg = MilterMessage.parse(content, "", [])
+    assert msg.render() == content
+    assert [n for n, _ in msg.header_pairs(leading_space=False)] == [n for n, _ in fields]
+    msg.apply([], leading_space=False)
+    assert msg.render() == content
