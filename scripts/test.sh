@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 PEERS="postfix nsd dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve cyrus-common
        sasl2-bin swaks mutt tmux fetchmail procmail tcpd sieve-connect python3-venv fail2ban
-       pflogsumm postgresql xinetd postgrey postfix-policyd-spf-python"
+       pflogsumm postgresql xinetd postgrey postfix-policyd-spf-python opendkim opendkim-tools
+       opendmarc"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for pkg in $PEERS; do

@@ -25,13 +25,14 @@ PACKAGE = SRC / "sealmail"
 
 # Layers, named by the module prefix they cover (the longest prefix wins).
 LAYERS = (
-    "proto.smtp", "proto.imap", "proto.pop3", "proto.managesieve", "proto.sasl",
+    "proto.smtp", "proto.imap", "proto.pop3", "proto.managesieve", "proto.sasl", "proto.milter",
     "proto",  # the shared receive buffer and the core loop (proto/buffer.py, proto/core.py)
     "sieve", "store", "config", "auth", "delivery", "imap", "pop3", "managesieve", "mta", "server",
     "cli",
     "rfc5322", "durable", "maillog", "privileges", "__main__",
 )
-PROTO = {"proto", "proto.smtp", "proto.imap", "proto.pop3", "proto.managesieve", "proto.sasl"}
+PROTO = {"proto", "proto.smtp", "proto.imap", "proto.pop3", "proto.managesieve", "proto.sasl",
+         "proto.milter"}
 FOUNDATIONS = {"rfc5322", "durable", "maillog"}  # small mechanisms anything may use
 
 # layer -> the layers it may import ("sealmail" is the package itself: __version__).
@@ -48,6 +49,7 @@ ALLOWED: dict[str, set[str]] = {
     "proto.imap": {"proto", "rfc5322"},
     "proto.pop3": {"proto", "proto.sasl"},
     "proto.managesieve": {"proto", "proto.sasl"},
+    "proto.milter": set(),  # the milter protocol needs nothing of ours
     "sieve": {"sealmail", "rfc5322"},  # never the store: the host feeds it through callbacks
     "store": {"config", "durable", "rfc5322"},  # no protocol, no server, no MTA
     "auth": {"config", "proto.sasl"},
@@ -63,7 +65,7 @@ ALLOWED: dict[str, set[str]] = {
         "sealmail", "config", "privileges", "auth", "sieve", "store", "delivery", "imap", "pop3",
         "managesieve",
     }
-    | PROTO
+    | (PROTO - {"proto.milter"})  # milters are the MTA's
     | FOUNDATIONS,
     "cli": set(LAYERS) | {"sealmail"},
     "__main__": {"cli"},
@@ -91,7 +93,7 @@ CLOCK_CALLS = {"now", "today", "utcnow"}
 # may not.
 ASYNCIO = (  # module names or package prefixes, each ending with "."
     "server.", "mta.master.", "mta.smtpd.", "mta.anvil.", "mta.qmgr.", "mta.queue_commit.",
-    "mta.privsep.", "mta.agents.", "cli.deliver.",
+    "mta.privsep.", "mta.agents.", "cli.deliver.", "mta.milter.client.", "mta.milter.stages.",
     "mta.restrictions.policy_client.",  # check_policy_service's client (smtpd's I/O)
 )
 
@@ -235,7 +237,7 @@ def test_only_the_io_side_runs_an_event_loop(module: Module) -> None:
 
 CORES = [
     "proto.smtp", "proto.smtp.client", "proto.imap", "proto.pop3", "proto.managesieve",
-    "proto.sasl", "proto.policy", "sieve",
+    "proto.sasl", "proto.policy", "proto.milter", "sieve",
 ]
 # scramp too: SCRAM is the server's (sealmail.auth), or a client's at its first SCRAM exchange.
 NOT_LOADED = ("asyncio", "socket", "ssl", "fcntl", "sqlite3", "scramp", "sealmail.config",

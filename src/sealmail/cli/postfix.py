@@ -49,6 +49,7 @@ def check(config: MtaConfig) -> list[str]:
     from sealmail.mta.config import open_table
     from sealmail.mta.config.checks import audit
     from sealmail.mta.master import inet_addresses
+    from sealmail.mta.milter import MilterSettings
     from sealmail.mta.queue import Queue
     from sealmail.mta.restrictions import Engine
     from sealmail.mta.retry import RetrySchedule
@@ -65,6 +66,7 @@ def check(config: MtaConfig) -> list[str]:
         mail_owner_account(main)  # the account the master will switch to (root refused)
     Queue.from_config(main).create_directories()
     cleanup_from_config(main)
+    MilterSettings.from_config(main, MAIN.non_smtpd_milters)
     RetrySchedule.from_config(main)
     for spec in main.get(MAIN.transport_maps):
         open_table(spec)
@@ -74,6 +76,7 @@ def check(config: MtaConfig) -> list[str]:
             SmtpdSettings.from_config(settings)
             Engine.from_config(settings)
             smtpd_context(settings)
+            MilterSettings.from_config(settings, MAIN.smtpd_milters)
             inet_addresses(entry.service, main, path=entry.path, line=entry.line)
     return warnings
 

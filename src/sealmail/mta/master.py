@@ -62,6 +62,7 @@ from sealmail.mta.anvil import (
 from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
 from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.milter import MilterSettings
 from sealmail.mta.pickup import CONTROL_WORDS, pickup_once
 from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
 from sealmail.mta.queue import Queue
@@ -439,6 +440,7 @@ class MtaMaster:
             for queue_id in recovered:
                 log.info("%s: requeued from active after an interrupted delivery", queue_id)
         cleanup = cleanup_from_config(main)
+        milters = MilterSettings.from_config(main, MAIN.non_smtpd_milters)
         qmgr = QueueManager(queue, main, config.master_cf, self.agent_factory, clock=self.clock)
         self.qmgr = qmgr
         servers: list[asyncio.Server] = []
@@ -500,7 +502,7 @@ class MtaMaster:
         self._pickup_wakeup = asyncio.Event()
         control = await self._control_server(queue, qmgr)
         tasks = [asyncio.create_task(qmgr.run(stop)),
-                 asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop)),
+                 asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop, milters)),
                  asyncio.create_task(report_statistics(
                      anvil_table, float(main.get(MAIN.anvil_status_update_time)), stop))]
         log.info("daemon started -- version sealmail, configuration %s", self.config_directory)
@@ -562,7 +564,7 @@ class MtaMaster:
         return worker
 
     async def _pickup(self, queue: Queue, cleanup: object, qmgr: QueueManager,
-                      stop: asyncio.Event) -> None:
+                      stop: asyncio.Event, milters: MilterSettings | None = None) -> None:
         from sealmail.mta.cleanup import Cleanup
 
         assert isinstance(cleanup, Cleanup)
@@ -571,7 +573,7 @@ class MtaMaster:
         while not stop.is_set():
             wakeup.clear()
             try:
-                queued = await asyncio.to_thread(pickup_once, queue, cleanup)
+                queued = await asyncio.to_thread(pickup_once, queue, cleanup, milters=milters)
             except OSError as exc:
                 log.error("maildrop: %s", exc)
                 queued = []

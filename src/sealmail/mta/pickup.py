@@ -39,7 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sealmail.durable import fsync_directory, replace_file
-from sealmail.mta.cleanup import Cleanup, CleanupError, Submission, log_queued, queue_message
+from sealmail.mta.cleanup import (
+    Cleanup,
+    CleanupError,
+    Submission,
+    log_queued,
+    prepare_message,
+    queue_message,
+)
+from sealmail.mta.milter import MilterSettings
+from sealmail.mta.milter.stages import filter_local_message_blocking, restage
 from sealmail.mta.queue import MAGIC as QUEUE_MAGIC_TEXT
 from sealmail.mta.queue import (
     CorruptQueueFile,
@@ -141,9 +150,10 @@ def _posting(path: Path, found: _MaildropFile) -> Posting:
         raise MaildropError(f"{path.name}: bad header: {exc}") from None
 
 
-def pickup_once(queue: Queue, cleanup: Cleanup, clock: Callable[[], float] = time.time
-                ) -> list[str]:
-    """Queue every complete maildrop file; returns the new queue ids. Blocking."""
+def pickup_once(queue: Queue, cleanup: Cleanup, clock: Callable[[], float] = time.time,
+                milters: MilterSettings | None = None) -> list[str]:
+    """Queue every complete maildrop file (through non_smtpd_milters when `milters`); returns
+    the new queue ids. Blocking."""
     queued = []
     maildrop = queue.maildrop
     try:
@@ -166,17 +176,26 @@ def pickup_once(queue: Queue, cleanup: Cleanup, clock: Callable[[], float] = tim
             continue
         records = [RecipientRecord(r, r) for r in posting.recipients]
         try:
-            queue_id, _ = queue_message(
-                queue,
-                cleanup,
-                sender=posting.sender,
-                recipients=records,
-                content=posting.content,
-                arrival=posting.time,
-                protocol="local",
-                local_uid=posting.uid,
-                smtputf8=posting.smtputf8,
-            )
+            if milters is not None:
+                filtered = _queue_filtered(queue, cleanup, posting, records, milters)
+                if filtered is None:
+                    continue  # a temporary refusal: the file stays for the next pass
+                if not filtered:
+                    path.unlink(missing_ok=True)  # discarded
+                    continue
+                queue_id = filtered
+            else:
+                queue_id, _ = queue_message(
+                    queue,
+                    cleanup,
+                    sender=posting.sender,
+                    recipients=records,
+                    content=posting.content,
+                    arrival=posting.time,
+                    protocol="local",
+                    local_uid=posting.uid,
+                    smtputf8=posting.smtputf8,
+                )
         except CleanupError as exc:
             # Postfix bounces such mail; with no queue file yet we log and drop it.
             log.warning("%s: uid=%d from=<%s>: refused: %s", name, posting.uid, posting.sender, exc)
@@ -186,6 +205,34 @@ def pickup_once(queue: Queue, cleanup: Cleanup, clock: Callable[[], float] = tim
         path.unlink(missing_ok=True)
         queued.append(queue_id)
     return queued
+
+
+def _queue_filtered(queue: Queue, cleanup: Cleanup, posting: Posting,
+                    records: list[RecipientRecord], milters: MilterSettings) -> str | None:
+    """Clean a posting, pass it through non_smtpd_milters and queue it as they left it: its
+    queue id, "" when a milter discarded it, None when one refused it for now (4xx; the file is
+    tried again later). A permanent refusal is a CleanupError, as cleanup's own."""
+    writer, envelope, cleaned = prepare_message(
+        queue.new_message(), cleanup, sender=posting.sender, recipients=records,
+        content=posting.content, arrival=posting.time, protocol="local",
+        local_uid=posting.uid, smtputf8=posting.smtputf8)
+    with writer:
+        verdict = filter_local_message_blocking(
+            milters, queue_id=writer.queue_id, content=cleaned.content, sender=posting.sender,
+            recipients=envelope.recipients, hostname=cleanup.settings.myhostname,
+            uid=posting.uid)
+        if verdict.reply is not None:
+            reply = verdict.reply
+            if reply.code < 500:
+                return None
+            raise CleanupError(reply.code, reply.enhanced or "5.7.1", " ".join(reply.lines))
+        if verdict.discard:
+            return ""
+        envelope = restage(writer, envelope, verdict.message)
+        target = QueueName.HOLD if verdict.hold is not None else QueueName.INCOMING
+        queue_id = writer.commit(envelope, target)
+    log_queued(queue_id, cleaned)
+    return queue_id
 
 
 def _trusted(queue: Queue, found: _MaildropFile) -> bool:

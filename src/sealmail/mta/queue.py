@@ -246,6 +246,11 @@ class MessageWriter:
         self._parts.append(data)
         self.size += len(data)
 
+    def replace_content(self, data: bytes) -> None:
+        """What was written so far, replaced before the commit (a milter's edits)."""
+        self._parts = [data]
+        self.size = len(data)
+
     def commit(self, envelope: Envelope, target: QueueName = QueueName.INCOMING) -> str:
         """Make the message durable in `target` (incoming, or hold): one write, one file
         fsync, one rename, a share of one directory fsync. Returns the queue id."""

@@ -48,6 +48,8 @@ from sealmail.mta.anvil import AnvilClient, AnvilTable, LocalAnvil, anvil_socket
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.parameters import MAIN
+from sealmail.mta.milter import MilterSettings
+from sealmail.mta.milter.stages import SmtpdMilters
 from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, QueueName, RecipientRecord
 from sealmail.mta.queue_commit import CommitThread
@@ -179,6 +181,7 @@ class SmtpdService:
         self.commits = CommitThread(queue)
         self.notify = NotifySettings.from_config(config)
         self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
+        self.milters = MilterSettings.from_config(config, MAIN.smtpd_milters)
         if self.settings.tls_level == "encrypt" and tls_context is None:
             raise config.error(MAIN.smtpd_tls_security_level, "encrypt needs a TLS certificate")
         if self.settings.wrappermode and tls_context is None:
@@ -221,7 +224,11 @@ class SmtpdService:
         if self.settings.syslog_name:  # this session's task only: postfix/submission/smtpd
             SERVICE_SYSLOG_NAME.set(self.settings.syslog_name)
         session = SmtpdSession(self, reader, writer)
-        await sessions.serve_session(self.sessions, writer, session.run())
+        try:
+            await sessions.serve_session(self.sessions, writer, session.run())
+        finally:
+            if session.milters is not None:
+                await session.milters.close()
 
 
 @dataclass
@@ -309,6 +316,7 @@ class SmtpdSession(sessions.ClientSession):
         self.txn = _Transaction()
         self.limiter = ClientLimiter(service.limits, service.anvil, service.service_name,
                                      address, self.client, service.settings.hostname)
+        self.milters: SmtpdMilters | None = None
 
     def _mechanisms(self) -> tuple[str, ...]:
         service = self.service
@@ -363,6 +371,8 @@ class SmtpdSession(sessions.ClientSession):
             await self._access_denied(refusal)
             log.info("disconnect from %s", self.client)
             return
+        if service.milters is not None and not await self._milters_connect():
+            return
         self.conn = conn = ServerConnection(
             mode=Mode.SMTP,
             hostname=settings.hostname,
@@ -380,6 +390,25 @@ class SmtpdSession(sessions.ClientSession):
         await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
         await service.notify_postmaster(conn, self.client)
+
+    async def _milters_connect(self) -> bool:
+        """smtpd_milters at connect: False when the session ends at once (421)."""
+        service = self.service
+        assert service.milters is not None
+        self.milters = SmtpdMilters.for_session(service.milters, self.writer, self.client,
+                                                self.client_address, service.settings.hostname)
+        refusal = await self.milters.connect(self._whatsup())
+        if refusal is None:
+            return True
+        self.writer.write(refusal.render())
+        log.info("disconnect from %s", self.client)
+        return False
+
+    def _whatsup(self, recipient: str = "") -> str:
+        """Postfix's smtpd_whatsup: what the log line of a refusal adds."""
+        sender = f" from=<{self.txn.sender}>" if self.txn.sender or recipient else ""
+        to = f" to=<{recipient}>" if recipient else ""
+        return f"{sender}{to} proto={self.protocol} helo=<{self.helo}>"
 
     async def _read(self) -> bytes | None:
         settings = self.service.settings
@@ -477,19 +506,36 @@ class SmtpdSession(sessions.ClientSession):
         self.facts.protocol = self.protocol
         if isinstance(event, Hello):
             await self._hello(event)
+            if self.milters is not None and self.helo == event.hostname:
+                await self.milters.helo(event.hostname, self._whatsup())
         elif isinstance(event, MailFrom):
             refusal = await self.limiter.mail()
-            conn.answer(self._limited(refusal) or await self._mail_from(event))
+            reply = self._limited(refusal) or await self._mail_from(event)
+            if self.milters is not None and reply.code == 250:
+                reply = await self.milters.mail(self.txn.sender, event.params,
+                                                self._whatsup()) or reply
+            conn.answer(reply)
+            return reply.code != 421  # a milter's SHUTDOWN ends the session
         elif isinstance(event, RcptTo):
             refusal = await self.limiter.rcpt()
-            conn.answer(self._limited(refusal) or await self._rcpt_to(event))
+            reply = self._limited(refusal) or await self._rcpt_to(event)
+            if self.milters is not None and reply.code == 250:
+                reply = await self._milter_rcpt(event, reply)
+            conn.answer(reply)
+            return reply.code != 421
         elif isinstance(event, DataCommand):
             await self._data_command()
         elif isinstance(event, MessageData):
-            conn.answer(await self._receive(event))
+            reply = await self._receive(event)
+            conn.answer(reply)
             self._end_transaction()
+            if self.milters is not None:
+                self.milters.abort()  # unless the milters saw the end of the message
+            return reply.code != 421
         elif isinstance(event, (Reset, Quit)):
             self._end_transaction()
+            if self.milters is not None:
+                self.milters.abort()
         elif isinstance(event, StartTLS):
             return await self._start_tls()
         elif isinstance(event, AuthStart):
@@ -516,6 +562,18 @@ class SmtpdSession(sessions.ClientSession):
         """An anvil limit's refusal (sealmail.mta.smtpd_limits), noted as a policy error."""
         if refusal is not None:
             self.conn.note_error("policy")
+        return refusal
+
+    async def _milter_rcpt(self, event: RcptTo, accepted: Reply) -> Reply:
+        """smtpd_milters at RCPT: a refusal takes back the recipient we had accepted."""
+        assert self.milters is not None
+        record = self.txn.recipients[-1]
+        refusal = await self.milters.rcpt(record.address, event.params,
+                                          self._whatsup(record.address))
+        if refusal is None:
+            return accepted
+        self.txn.recipients.pop()
+        self.conn.note_error("policy")
         return refusal
 
     def _qualify(self, address: Address | None, text: str) -> str:
@@ -625,8 +683,18 @@ class SmtpdSession(sessions.ClientSession):
                 envid=txn.envid,
                 smtputf8=txn.smtputf8,
             )
-            queue_id = await service.commits.commit(
-                writer, envelope, QueueName.HOLD if actions.hold else QueueName.INCOMING)
+            target = QueueName.HOLD if actions.hold else QueueName.INCOMING
+            if self.milters is not None:  # smtpd_milters: edits are in before the commit
+                refusal, envelope, milter_target = await self.milters.end_of_data(
+                    writer, envelope, cleaned.content,
+                    self._whatsup(txn.recipients[0].address if txn.recipients else ""))
+                if refusal is not None:
+                    if refusal.code >= 400:
+                        self.conn.note_error("policy")
+                    return refusal
+                if milter_target is QueueName.HOLD:
+                    target = milter_target  # quarantined
+            queue_id = await service.commits.commit(writer, envelope, target)
         except CleanupError as exc:
             self.conn.note_error("bounce" if exc.dsn == "5.4.6" else "software")
             log.info(
@@ -704,6 +772,9 @@ class SmtpdSession(sessions.ClientSession):
         facts = self.facts
         facts.tls_protocol = ssl_object.version() or ""
         facts.tls_cipher, facts.tls_bits = name, bits
+        if self.milters is not None:
+            self.milters.set_macros(tls_version=ssl_object.version() or "", cipher=name,
+                                    cipher_bits=str(bits))
         log.info(
             "Anonymous TLS connection established from %s: %s with cipher %s (%d/%d bits)",
             self.client,
@@ -725,6 +796,8 @@ class SmtpdSession(sessions.ClientSession):
         assert self.auth is not None
         self.sasl_username = self.facts.sasl_username = result.authzid
         self.sasl_method = self.facts.sasl_method = self.auth.mechanism_name
+        if self.milters is not None:
+            self.milters.set_macros(auth_type=self.sasl_method, auth_authen=result.authzid)
         self.conn.auth_succeeded(result.authzid)
         return True
 

@@ -50,8 +50,8 @@ def test_debian_main_cf_starts_with_warnings_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("line", "named"), [
     ("smtpd_client_restrictions = check_ccert_access hash:/etc/x", "check_ccert_access"),
-    ("smtpd_milters = inet:localhost:8891", "smtpd_milters"),
-    ("non_smtpd_milters = inet:localhost:8891", "non_smtpd_milters"),
+    ("smtpd_milter_maps = cidr:/etc/postfix/milters", "smtpd_milter_maps"),
+    ("milter_header_checks = pcre:/etc/postfix/milter_header_checks", "milter_header_checks"),
     ("smtpd_end_of_data_restrictions = reject_unverified_sender", "reject_unverified_sender"),
     ("smtpd_recipient_restrictions = permit_mynetworks, permit_mx_backup, "
      "reject_unauth_destination", "permit_mx_backup"),
@@ -73,15 +73,15 @@ def test_refused_values_name_file_line_and_parameter(tmp_path: Path, line: str,
 
 
 def test_refused_in_a_master_cf_override(tmp_path: Path) -> None:
-    master_cf = "smtp inet n - n - - smtpd\n  -o smtpd_milters=inet:localhost:8891\n"
+    master_cf = "smtp inet n - n - - smtpd\n  -o smtpd_proxy_filter=127.0.0.1:10025\n"
     found = audit(load_mta_config(_instance(tmp_path, "", master_cf)))
-    assert [r.key for r in found.refusals] == ["smtpd_milters"]
+    assert [r.key for r in found.refusals] == ["smtpd_proxy_filter"]
     assert found.refusals[0].path == str(tmp_path / "master.cf")
 
 
 def test_supported_values_are_not_refused(tmp_path: Path) -> None:
     main_cf = ("smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
-               "smtp_tls_security_level = verify\nsmtpd_milters =\n"
+               "smtp_tls_security_level = verify\nsmtpd_milters = inet:127.0.0.1:8891\n"
                "smtp_tls_policy_maps = hash:/etc/postfix/tls_policy\n"
                "smtp_host_lookup = dns, native\nsmtp_address_preference = ipv6\n"
                "authorized_submit_users = static:anyone\n")
