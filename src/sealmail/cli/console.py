@@ -115,12 +115,11 @@ async def _serve(console: Console, sockets: list[socket.socket],
                  tls: ssl.SSLContext | None) -> None:
     from sealmail.server.http import serve_http
 
-    servers = await serve_http(console.handle, sockets, tls=tls)
+    service = await serve_http(console.handle, sockets, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info("console ready")
     await stop.wait()
-    for server in servers:
-        server.close()
+    await service.close()

@@ -9,7 +9,8 @@ pipelining of answers), hands a complete `Request` to the application's handler 
 - a body over `HttpLimits.max_body` bytes: 413, from Content-Length before reading it, or as
   soon as a chunked body passes the limit; the connection is then closed;
 - a method other than GET, HEAD and POST: 405 with Allow;
-- malformed HTTP: 400 (h11's hint); a client silent for `HttpLimits.idle` seconds: closed.
+- malformed HTTP: 400 (h11's hint); a client silent for `HttpLimits.idle` seconds, or taking
+  over `HttpLimits.request` seconds to send a request (a trickle), is disconnected.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ READ_SIZE = 16384
 class HttpLimits:
     max_head: int = 16384  # request line and headers
     max_body: int = 65536  # a form post; nothing the console takes is larger
-    idle: float = 30.0  # seconds a client may take to send its next request (or its body)
+    idle: float = 30.0  # seconds a client may stay silent (before a request, within one)
+    request: float = 60.0  # seconds for a whole request, however it trickles in
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +121,13 @@ class HttpConnection:
         try:
             while True:
                 try:
-                    request = await self._read_request()
+                    request = await asyncio.wait_for(self._read_request(),
+                                                     self.limits.request)
                 except _Refused as refused:
                     await self._send(refused.response, head_only=False, close=True)
-                    return
+                    break
                 if request is None:
-                    return
+                    break
                 try:
                     response = await self.handler(request)
                 except Exception:
@@ -132,14 +135,16 @@ class HttpConnection:
                     response = plain(500, "Internal error; see the console's log")
                 await self._send(response, head_only=request.method == "HEAD", close=False)
                 if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
-                    return
+                    break
                 self.conn.start_next_cycle()
         except (ConnectionError, TimeoutError, ssl.SSLError, h11.LocalProtocolError):
-            return
-        finally:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+            pass
+        except asyncio.CancelledError:  # the service is closing: no goodbye to wait for
+            self.writer.transport.abort()
+            raise
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
 
     async def _next_event(self) -> object:
         while True:
@@ -205,20 +210,42 @@ class HttpConnection:
         await self.writer.drain()
 
 
+class HttpService:
+    """The listeners and live connections of `serve_http`; `close` ends them all."""
+
+    def __init__(self) -> None:
+        self.servers: list[asyncio.Server] = []
+        self.connections: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=10)
+
+
 async def serve_http(
     handler: Handler,
     sockets: Sequence[socket.socket],
     *,
     tls: ssl.SSLContext | None = None,
     limits: HttpLimits | None = None,
-) -> list[asyncio.Server]:
-    """Serve `handler` on bound listening sockets until the returned servers are closed."""
+) -> HttpService:
+    """Serve `handler` on bound listening sockets until the service is closed."""
     chosen = limits or HttpLimits()
+    service = HttpService()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await HttpConnection(handler, reader, writer, chosen).serve()
+        task = asyncio.current_task()
+        assert task is not None
+        service.connections.add(task)
+        try:
+            await HttpConnection(handler, reader, writer, chosen).serve()
+        finally:
+            service.connections.discard(task)
 
-    servers = []
     for sock in sockets:
-        servers.append(await serve_on(handle, sock, tls, 30.0 if tls else None))
-    return servers
+        service.servers.append(await serve_on(handle, sock, tls, 30.0 if tls else None))
+    return service
