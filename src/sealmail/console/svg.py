@@ -44,7 +44,7 @@ def line_chart(title: str, labels: Sequence[str],
         f'<text x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
     ]
     every = max(1, count // 6)
-    for i in range(0, count, every):
+    for i in range(0, len(labels), every):
         parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
                      f'{escape(labels[i])}</text>')
     legend_x = WIDTH - RIGHT
