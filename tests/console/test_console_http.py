@@ -182,7 +182,7 @@ def test_malformed_requests_get_400(console: ConsoleServer, data: bytes) -> None
 
 def test_head_and_keep_alive(console: ConsoleServer) -> None:
     reply = raw(console, b"HEAD /login HTTP/1.1\r\nHost: x\r\n\r\n"
-                         b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                         b"GET /queue HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     first, _, rest = reply.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200 ")
     assert rest.startswith(b"HTTP/1.1 303 ")  # no body came with the HEAD answer
@@ -238,3 +238,14 @@ def test_a_trickling_client_is_disconnected(tmp_path: Path) -> None:
             except OSError:
                 closed = True
         assert closed
+
+
+def test_only_pages_lead_to_the_login_form(console: ConsoleServer) -> None:
+    """A browser's /favicon.ico must not be sent to the login form: its redirect would set a
+    new login token while the user is filling in the open form."""
+    client = Client(console)
+    client.request("GET", "/login")
+    token = client.cookies["sealmail_console_login"]
+    assert client.request("GET", "/favicon.ico")[0] == 404
+    client.request("GET", "/login")  # a second tab: the same token
+    assert client.cookies["sealmail_console_login"] == token == client.csrf

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -33,9 +34,12 @@ SECURITY_HEADERS = [
      "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with the
+    # console's own forms, which the origin check must refuse.
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 ]
+TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 REFUSALS = {
     FailureReason.ENCRYPTION_REQUIRED: "Log in over TLS: this console is not on loopback and "
                                        "allowplaintext is off",
@@ -70,7 +74,10 @@ class Console:
         if session is None:
             if request.method == "POST":
                 return plain(403, "Not logged in")
-            return redirect("/login")
+            # Pages lead to the login form; anything else (a browser's /favicon.ico) does not,
+            # or its redirect would hand out a new login token under the open form.
+            return redirect("/login") if path in self._gets or path == "/" else plain(
+                404, "Not found")
         if request.method == "POST":
             refused = self._forged(request, session)
             if refused is not None:
@@ -108,7 +115,11 @@ class Console:
                           status: int = 200) -> Response:
         from secrets import token_urlsafe
 
-        csrf = token_urlsafe(32)
+        # The browser's own token again if it has one (two tabs, a reload), so each login form
+        # it shows stays valid; anything not shaped like our tokens is replaced.
+        csrf = request.cookies().get(LOGIN_COOKIE, "")
+        if not TOKEN.fullmatch(csrf):
+            csrf = token_urlsafe(32)
         response = Response(status, pages.login_page(csrf, error).encode())
         response.headers.append(("Set-Cookie", cookie(LOGIN_COOKIE, csrf, request.secure,
                                                       max_age=3600)))
