@@ -1,18 +1,21 @@
 """The console end to end in Debian's headless Chromium (chromium + chromium-driver, driven by
-Selenium): a message to the store is deferred because the store's LMTP socket is not there; an
-admin logs in, finds it by its recipient, starts the store (the fix), retries it, and sees it
-delivered: gone from the queue and `status=sent` into the INBOX in its trace.
+Selenium): a message queued for the store is deferred because the store's lmtpd is not running
+(its LMTP socket is not there); an admin logs in, finds it by its recipient, starts lmtpd (the
+fix), retries it, and sees it delivered: gone from the queue, and `status=sent` into the INBOX
+in its trace.
 
-The MTA runs in this process (RunningMta), the store's lmtpd and `sealmail console` as
+The MTA runs in this process (RunningMta; the message is queued through cleanup in-process, as
+pickup would, to spare starting smtpd), the store's lmtpd and `sealmail console` as
 subprocesses, as an operator runs them. With SEALMAIL_CONSOLE_SCREENSHOTS=DIR the pages are saved
 there (docs/console/*.png were made with SEALMAIL_CONSOLE_SCREENSHOTS=docs/console).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import smtplib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +26,12 @@ from tests.support.peers import free_tcp_port, wait_until_accepting
 
 from sealmail.auth.sasldb import SaslDB
 from sealmail.config.imapd_conf import load_imapd_conf
+from sealmail.mta.cleanup import cleanup_from_config, queue_message
 from sealmail.mta.config import load_mta_config
-from sealmail.mta.queue import Queue, QueueName
+from sealmail.mta.pickup import send_control
+from sealmail.mta.queue import Queue, QueueName, RecipientRecord
 from sealmail.proto.sasl import split_identity
+from sealmail.store.backends import open_store
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = [
@@ -70,37 +76,54 @@ def text_of(browser: webdriver.Chrome, selector: str) -> str:
     return found[0].text if found else ""
 
 
+def shows(browser: webdriver.Chrome, selector: str, needle: str) -> str:
+    """The element's text once it contains `needle` (a click returns before the next page
+    has loaded, so every check after one waits for what it expects)."""
+    wait_for(lambda: needle in text_of(browser, selector), 30,
+             f"{needle!r} in {selector} (page: {browser.current_url})")
+    return text_of(browser, selector)
+
+
+def at(browser: webdriver.Chrome, url: str) -> None:
+    wait_for(lambda: browser.current_url == url, 30, f"{url} (at {browser.current_url})")
+
+
 def test_find_a_deferred_message_retry_it_and_see_it_delivered(
     tmp_path: Path, browser: webdriver.Chrome
 ) -> None:
     extra = {"admins": "admin", "auth_failure_delay": "0", "servername": "mx.example.com"}
-    store = SealmailInstance(tmp_path / "store", ["alice"], imapd_conf_extra=extra)
+    store = SealmailInstance(tmp_path / "store", imapd_conf_extra=extra)
     store.write_config()
     config = load_imapd_conf(store.conf_path)
     SaslDB.from_config(config).set_password(split_identity("admin", "mx.example.com"),
                                             ADMIN_PASSWORD)
-    mta, smtp_port, maillog = tmp_path / "mta", free_tcp_port(), tmp_path / "maillog"
+    with contextlib.closing(open_store(config)) as opened:
+        opened.create_mailbox("user.alice")
+    mta, maillog = tmp_path / "mta", tmp_path / "maillog"
     mta.mkdir()
     (mta / "main.cf").write_text(
         f"queue_directory = {tmp_path}/queue\ndata_directory = {tmp_path}/data\n"
         "myhostname = mx.example.com\nmydestination = example.com\n"
-        "inet_interfaces = loopback-only\nmynetworks = 127.0.0.0/8\n"
         f"local_transport = lmtp:unix:{store.socket_path}\nmaillog_file = {maillog}\n"
         + mail_owner_opt_in())
-    (mta / "master.cf").write_text(
-        f"127.0.0.1:{smtp_port} inet n - n - - smtpd\nlmtp unix - - n - - lmtp\n")
+    (mta / "master.cf").write_text("lmtp unix - - n - - lmtp\n")
     port = free_tcp_port()
     console_log = tmp_path / "console.log"
-    with RunningMta(mta), console_log.open("wb") as out:
-        queue = Queue.from_config(load_mta_config(mta).main)
-        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
-            client.sendmail("bob@example.org", ["alice@example.com"], MESSAGE)
-        wait_for(lambda: len(queue.ids(QueueName.DEFERRED)) == 1, what="the deferral")
-        queue_id = queue.ids(QueueName.DEFERRED)[0]
+    with console_log.open("wb") as out:  # started first: it starts while the MTA defers
         console = subprocess.Popen(
             [*SEALMAIL, "console", "-c", str(mta), "-C", str(store.conf_path),
              "--listen", f"127.0.0.1:{port}", "-L", str(store.log), "-L", str(console_log)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    with RunningMta(mta):
+        main = load_mta_config(mta).main
+        queue = Queue.from_config(main)
+        queue_message(queue, cleanup_from_config(main), sender="bob@example.org",
+                      recipients=[RecipientRecord("alice@example.com", "alice@example.com")],
+                      content=MESSAGE, arrival=time.time(), protocol="ESMTP",
+                      client_name="client.example.org")
+        send_control(queue.control_socket, "wake")  # as pickup tells the queue manager
+        wait_for(lambda: len(queue.ids(QueueName.DEFERRED)) == 1, what="the deferral")
+        queue_id = queue.ids(QueueName.DEFERRED)[0]
         try:
             wait_until_accepting(("127.0.0.1", port), 30.0, console)
             base = f"http://127.0.0.1:{port}"
@@ -109,24 +132,25 @@ def test_find_a_deferred_message_retry_it_and_see_it_delivered(
             browser.find_element(By.ID, "user").send_keys("admin")
             browser.find_element(By.ID, "password").send_keys("wrong")
             browser.find_element(By.ID, "login").click()
-            assert "Login failed" in text_of(browser, "#flash"), browser.page_source
+            shows(browser, "#flash", "Login failed")
             browser.find_element(By.ID, "user").send_keys("admin")
             browser.find_element(By.ID, "password").send_keys(ADMIN_PASSWORD)
             screenshot(browser, "login")
             browser.find_element(By.ID, "login").click()
-            assert browser.current_url == base + "/queue"
+            at(browser, base + "/queue")
 
             browser.find_element(By.ID, "q").send_keys("alice@")
             browser.find_element(By.ID, "search").click()
+            shows(browser, "#queue", queue_id)
             row = browser.find_element(By.ID, f"row-{queue_id}")
             assert row.get_attribute("data-queue") == "deferred"
             assert "alice@example.com" in row.text and "bob@example.org" in row.text
             assert "No such file" in row.text or "connect" in row.text  # the deferral reason
             screenshot(browser, "queue-deferred")
 
-            store.start()  # the cause fixed: the store's LMTP socket is there
+            store.start()  # the cause fixed: lmtpd listens on the LMTP socket
             browser.find_element(By.ID, f"retry-{queue_id}").click()
-            assert "scheduled for immediate delivery" in text_of(browser, "#flash")
+            shows(browser, "#flash", "scheduled for immediate delivery")
 
             def delivered() -> bool:
                 browser.get(base + f"/queue?q={queue_id}")
@@ -134,26 +158,27 @@ def test_find_a_deferred_message_retry_it_and_see_it_delivered(
 
             wait_for(delivered, what="the retried message to leave the queue")
             assert store.message_count("alice") == 1
+            assert store.running  # delivered by the lmtpd started above
             browser.get(base + "/trace?id=" + "%3Cheld-up%40example.org%3E")
-            summary = text_of(browser, "#summary")
-            assert f"{queue_id}: alice@example.com: sent" in summary
+            summary = shows(browser, "#summary", f"{queue_id}: alice@example.com: sent")
             assert "-> user.alice uid 1" in summary  # joined with lmtpd's delivery line
             assert "status=deferred" in text_of(browser, "#lines")
             screenshot(browser, "trace")
 
             browser.get(base + "/activity")
-            assert "1 sent, 1 deferred" in text_of(browser, "#totals")
+            shows(browser, "#totals", "1 sent, 1 deferred")
             assert browser.find_elements(By.CSS_SELECTOR, "svg polyline")
             screenshot(browser, "activity")
             browser.get(base + "/auth")
-            assert "admin" in text_of(browser, "#failures")  # the wrong password, from -L
+            shows(browser, "#failures", "admin")  # the wrong password, from -L
             screenshot(browser, "auth-failures")
             browser.get(base + "/users")
-            assert "alice" in text_of(browser, "#users")
+            shows(browser, "#users", "alice")
             screenshot(browser, "users")
             browser.find_element(By.ID, "logout").click()
+            at(browser, base + "/login")
             browser.get(base + "/queue")
-            assert browser.current_url == base + "/login"
+            at(browser, base + "/login")
         finally:
             console.terminate()
             console.wait(30)

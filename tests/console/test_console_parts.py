@@ -13,7 +13,7 @@ from sealmail.cli.trace import parse_mta_log
 from sealmail.console.logs import activity, auth_failures, failures_by_client, read_tail, stamp
 from sealmail.console.queue_actions import act, queue_rows
 from sealmail.console.sessions import Sessions, same
-from sealmail.console.svg import line_chart
+from sealmail.console.svg import bar_chart, line_chart
 from sealmail.mta.queue import AttemptResult, Envelope, Queue, QueueName, RecipientRecord
 
 NOW = datetime(2026, 12, 6, 12, 0, 0)
@@ -86,6 +86,15 @@ def test_the_chart_is_well_formed_svg_and_escapes_its_text() -> None:
     assert "a <b> & c" in texts and "10" in texts  # the axis' top: 7 rounds up to 10
     assert len([e for e in root.iter() if e.tag.endswith("polyline")]) == 2
     assert ET.fromstring(line_chart("empty", [], [("q", [], "#000")])) is not None
+    bars = ET.fromstring(bar_chart("b", ["a", "b"], [("sent", [1, 0], "#2a7"),
+                                                     ("deferred", [1, 2], "#d80")]))
+    rects = [e for e in bars.iter() if e.tag.endswith("rect")]
+    assert len(rects) == 3 + 2  # one bar per non-zero count, and the legend's two
+
+
+def test_activity_buckets_end_on_a_round_time() -> None:
+    seen = activity([], datetime(2026, 12, 6, 11, 54, 10), hours=6, buckets=36)
+    assert seen.label(0) == "06:00" and seen.label(36) == "12:00"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ never costs more than that, however long the log has grown.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -117,11 +118,14 @@ class Activity:
 
 def activity(mta: Iterable[LogLine], now: datetime, hours: int = 6,
              buckets: int = 36) -> Activity:
-    """Deliveries (status=sent), deferrals and bounces per bucket over the last `hours`, and the
+    """Deliveries (status=sent), deferrals and bounces per bucket over the last `hours` (the
+    buckets end at the first round time, a multiple of the bucket's length, not before now), and the
     queue's size: a message counts from its first line (smtpd's client=, pickup's, cleanup's)
     until qmgr's `removed`."""
     step = timedelta(hours=hours) / buckets
-    start = now - step * buckets
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = midnight + step * math.ceil((now - midnight) / step)  # buckets on round times
+    start = end - step * buckets
     counts = {status: [0] * buckets for status in ("sent", "deferred", "bounced")}
     changes: list[tuple[datetime, int]] = []
     seen: set[str] = set()
@@ -131,7 +135,7 @@ def activity(mta: Iterable[LogLine], now: datetime, hours: int = 6,
             changes.append((line.when, 1))
         if line.text == "removed":
             changes.append((line.when, -1))
-        if is_delivery(line) and start <= line.when < now:
+        if is_delivery(line) and start <= line.when < end:
             status = line.field("status") or ""
             if status in counts:
                 counts[status][int((line.when - start) / step)] += 1

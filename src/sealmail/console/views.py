@@ -24,7 +24,7 @@ from sealmail.console.logs import (
     read_tail,
 )
 from sealmail.console.queue_actions import queue_rows
-from sealmail.console.svg import line_chart
+from sealmail.console.svg import bar_chart, line_chart
 
 if TYPE_CHECKING:
     from sealmail.config.imapd_conf import ImapdConfig
@@ -162,12 +162,14 @@ def activity_view(console: Console, request: Request, session: Session) -> tuple
     now = datetime.now()
     maillog = console.sources.maillog_path()
     seen = activity(parse_mta_log(read_tail(maillog), now.year), now, hours)
-    labels = [seen.label(i + 1) for i in range(len(seen.queue))]
+    buckets = range(len(seen.queue))
     charts = [
-        line_chart(f"Deliveries per {seen.step.seconds // 60} minutes", labels,
-                   [("sent", seen.delivered, "#2a7"), ("deferred", seen.deferred, "#d80"),
-                    ("bounced", seen.bounced, "#c33")]),
-        line_chart("Messages in the queue", labels, [("queue", seen.queue, "#36c")]),
+        bar_chart(f"Deliveries per {seen.step.seconds // 60} minutes",
+                  [seen.label(i) for i in buckets],
+                  [("sent", seen.delivered, "#2a7"), ("deferred", seen.deferred, "#d80"),
+                   ("bounced", seen.bounced, "#c33")]),
+        line_chart("Messages in the queue (at the end of each interval)",
+                   [seen.label(i + 1) for i in buckets], [("queue", seen.queue, "#36c")]),
     ]
     choices = " ".join(f'<a href="/activity?hours={h}">{h} h</a>' for h in (1, 6, 24, 72))
     totals = (f"<p id=totals>Last {hours} h: {sum(seen.delivered)} sent, "
