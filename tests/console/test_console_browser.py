@@ -99,6 +99,7 @@ def test_find_a_deferred_message_retry_it_and_see_it_delivered(
                                             ADMIN_PASSWORD)
     with contextlib.closing(open_store(config)) as opened:
         opened.create_mailbox("user.alice")
+        opened.set_quota("user.alice", 10240, 1000)
     mta, maillog = tmp_path / "mta", tmp_path / "maillog"
     mta.mkdir()
     (mta / "main.cf").write_text(
@@ -174,6 +175,7 @@ def test_find_a_deferred_message_retry_it_and_see_it_delivered(
             screenshot(browser, "auth-failures")
             browser.get(base + "/users")
             shows(browser, "#users", "alice")
+            assert "10240" in text_of(browser, "#quota")  # sealmail quota's report
             screenshot(browser, "users")
             browser.find_element(By.ID, "logout").click()
             at(browser, base + "/login")
