@@ -249,3 +249,13 @@ def test_only_pages_lead_to_the_login_form(console: ConsoleServer) -> None:
     assert client.request("GET", "/favicon.ico")[0] == 404
     client.request("GET", "/login")  # a second tab: the same token
     assert client.cookies["sealmail_console_login"] == token == client.csrf
+
+
+def test_the_users_page_reads_the_store_as_its_account(console: ConsoleServer) -> None:
+    client = Client(console)
+    assert client.login() == 303
+    status, _, body = client.request("GET", "/users")
+    assert status == 200 and "flash error" not in body, body
+    assert "admin@console.example" in body and "alice@console.example" in body
+    assert "Resource Root" in body  # sealmail quota's header
+    assert ADMIN_PASSWORD not in body

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.support.instance import store_root_opt_in
 from tests.support.loops import new_event_loop
 from tests.support.peers import free_tcp_port
 
@@ -53,7 +54,8 @@ def write_instance(root: Path, extra: str = "") -> tuple[Path, Path]:
     conf = root / "imapd.conf"
     conf.write_text(
         f"configdirectory: {root / 'config'}\npartition-default: {root / 'spool'}\n"
-        f"servername: console.example\nadmins: {ADMIN}\nauth_failure_delay: 0\n{extra}")
+        f"servername: console.example\nadmins: {ADMIN}\nauth_failure_delay: 0\n{extra}"
+        + store_root_opt_in())
     config = load_imapd_conf(conf)
     sasldb = SaslDB.from_config(config)
     for user, password in ((ADMIN, ADMIN_PASSWORD), (USER, USER_PASSWORD)):

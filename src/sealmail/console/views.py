@@ -1,7 +1,8 @@
 """What each console page shows, built from the queue, the logs and the store by the code the
 command line uses for the same question: the queue as `postqueue -p` reads it, a message's path
 as `sealmail trace` finds it (sealmail.cli.trace), quotas as `sealmail quota` reports them
-(sealmail.cli.quota), failed logins and activity from the daemons' logs (logs.py).
+(store_report.py, run as the store's account), failed logins and activity from the daemons'
+logs (logs.py).
 
 Each view takes the console, the request and the session and returns (title, HTML content);
 the app wraps it in the page. They run in a worker thread.
@@ -10,7 +11,9 @@ the app wraps it in the page. They run in a worker thread.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from sealmail.server.http import Request
 
 AUTH_FAILURES_SHOWN = 200
+STORE_REPORT_TIMEOUT = 60.0  # seconds for the users page's child to read the store
 
 
 @dataclass(frozen=True)
@@ -88,54 +92,31 @@ def trace_view(console: Console, request: Request, session: Session) -> tuple[st
 
 
 def users_view(console: Console, request: Request, session: Session) -> tuple[str, str]:
-    from sealmail.cli.quota import report_lines
-    from sealmail.store.api import QuotaAdmin
-    from sealmail.store.backends import open_store
-    from sealmail.store.errors import StoreError
-    from sealmail.store.names import Namespace
-
-    config = console.sources.config
-    names = Namespace(config.hierarchy_separator)
-    rows: list[tuple[object, ...]] = []
-    report: list[str] = []
+    """Read by store_report.py in a child process that becomes the store's account first."""
+    title = "Users and quotas"
     try:
-        with contextlib.closing(open_store(config)) as store:
-            for info in store.list_mailboxes("user."):
-                if info.name.count(".") != 1:
-                    continue  # a user's INBOX only, not its folders
-                usage = store.quota_for(info.name)
-                rows.append((
-                    info.name.partition(".")[2], names.to_external(info.name), info.exists,
-                    "" if usage is None else f"{usage.storage_used // 1024} KiB",
-                    "" if usage is None or usage.storage_limit is None
-                    else f"{usage.storage_limit} KiB",
-                    "" if usage is None or usage.messages_limit is None
-                    else usage.messages_limit,
-                ))
-            if isinstance(store, QuotaAdmin):
-                report = report_lines(store.quota_roots(), names)
-    except StoreError as exc:
-        return "Users and quotas", f'<p class="flash error">{pages.e(exc)}</p>'
+        done = subprocess.run(
+            [sys.executable, "-m", "sealmail.console.store_report", console.sources.config_path],
+            capture_output=True, text=True, timeout=STORE_REPORT_TIMEOUT, check=False)
+        found = json.loads(done.stdout or "{}")
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        found = {"error": str(exc)}
+    if "users" not in found:
+        return title, f'<p class="flash error">{pages.e(found.get("error", "no answer"))}</p>'
+
+    def kib(value: object) -> str:
+        return "" if value is None else f"{value} KiB"
+
+    rows = [(user, inbox, exists, kib(used), kib(limit), "" if messages is None else messages)
+            for user, inbox, exists, used, limit, messages in found["users"]]
     content = pages.table(rows, ("User", "INBOX", "Messages", "Used", "Storage limit",
                                  "Message limit"), "users")
     content += "<h2>Quota roots (sealmail quota)</h2><pre id=quota>"
-    content += pages.e("\n".join(report)) + "</pre>"
-    content += sasl_users(config)
-    return "Users and quotas", content
-
-
-def sasl_users(config: ImapdConfig) -> str:
-    from sealmail.auth.sasldb import SaslDB, SaslDBError, sasldb_path
-
-    if not sasldb_path(config).exists():
-        return ""
-    try:
-        entries = SaslDB.from_config(config).entries()
-    except (SaslDBError, OSError) as exc:
-        return f'<p class="flash error">{pages.e(exc)}</p>'
-    return "<h2>SASL users (sasldb)</h2>" + pages.table(
-        ((f"{entry.identity.user}@{entry.identity.realm}", " ".join(entry.properties))
-         for entry in entries), ("User", "Secrets"), "sasl")
+    content += pages.e("\n".join(found["quota"])) + "</pre>"
+    if found["sasl"] is not None:
+        content += "<h2>SASL users (sasldb)</h2>" + pages.table(
+            found["sasl"], ("User", "Secrets"), "sasl")
+    return title, content
 
 
 def auth_view(console: Console, request: Request, session: Session) -> tuple[str, str]:
