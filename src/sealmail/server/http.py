@@ -33,6 +33,7 @@ log = logging.getLogger("sealmail.console")
 
 METHODS = ("GET", "HEAD", "POST")
 READ_SIZE = 16384
+LINGER_SECONDS, LINGER_BYTES = 2.0, 1 << 20  # what a refused client may still send
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ class HttpConnection:
                                                      self.limits.request)
                 except _Refused as refused:
                     await self._send(refused.response, head_only=False, close=True)
+                    await self._linger()
                     break
                 if request is None:
                     break
@@ -145,6 +147,19 @@ class HttpConnection:
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 5)
+
+    async def _linger(self) -> None:
+        """After refusing a request whose body is still coming, read and drop what the client
+        sends (a while, a bounded amount) before closing: closed at once, the kernel answers
+        those bytes with a reset, which can destroy the refusal before the client reads it."""
+        if self.secure or not self.writer.can_write_eof():
+            return
+        self.writer.write_eof()
+        dropped = 0
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(LINGER_SECONDS):
+                while dropped < LINGER_BYTES and (data := await self.reader.read(READ_SIZE)):
+                    dropped += len(data)
 
     async def _next_event(self) -> object:
         while True:
