@@ -72,6 +72,7 @@ class Console:
         token = request.cookies().get(COOKIE, "")
         session = self.sessions.find(token)
         if session is None:
+            self.flashes.pop(token, None)  # a message for a session that has ended
             if request.method == "POST":
                 return plain(403, "Not logged in")
             # Pages lead to the login form; anything else (a browser's /favicon.ico) does not,
@@ -146,6 +147,7 @@ class Console:
 
     async def _logout(self, request: Request, session: Session, token: str) -> Response:
         self.sessions.close(token)
+        self.flashes.pop(token, None)
         log.info("console: %s logged out", session.user)
         response = redirect("/login")
         response.headers.append(("Set-Cookie", cookie(COOKIE, "", request.secure, max_age=0)))
