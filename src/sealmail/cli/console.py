@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH
+from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY
 
 if TYPE_CHECKING:
     from sealmail.console.app import Console
@@ -33,7 +34,7 @@ log = logging.getLogger("sealmail.console")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", dest="mta_dir", metavar="MTA_DIR", default=None,
                         help="the MTA's configuration directory (default $MAIL_CONFIG or "
-                             "/etc/sealmail/mta)")
+                             f"{DEFAULT_CONFIG_DIRECTORY})")
     parser.add_argument("-C", dest="config", metavar="IMAPD_CONF", default=DEFAULT_CONFIG_PATH,
                         help=f"the store's imapd.conf (default {DEFAULT_CONFIG_PATH})")
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from sealmail.console.app import Console
     from sealmail.console.login import ConsoleLogin
     from sealmail.console.views import Sources
-    from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, load_mta_config
+    from sealmail.mta.config import load_mta_config
     from sealmail.mta.queue import Queue
     from sealmail.server.listeners import ListenError, bind_inet, describe
     from sealmail.server.standalone import listen_addresses
