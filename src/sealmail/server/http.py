@@ -29,7 +29,7 @@ import h11
 
 from sealmail.server.listeners import serve_on
 
-log = logging.getLogger("sealmail.console")
+log = logging.getLogger("sealmail.http")
 
 METHODS = ("GET", "HEAD", "POST")
 READ_SIZE = 16384
@@ -133,8 +133,8 @@ class HttpConnection:
                 try:
                     response = await self.handler(request)
                 except Exception:
-                    log.exception("console: %s %s failed", request.method, request.path)
-                    response = plain(500, "Internal error; see the console's log")
+                    log.exception("http: %s %s failed", request.method, request.path)
+                    response = plain(500, "Internal error; see the server's log")
                 await self._send(response, head_only=request.method == "HEAD", close=False)
                 if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
                     break
