@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PEERS="postfix nsd dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve cyrus-common
        sasl2-bin swaks mutt tmux fetchmail procmail tcpd sieve-connect python3-venv fail2ban
        pflogsumm postgresql xinetd postgrey postfix-policyd-spf-python opendkim opendkim-tools
-       opendmarc"
+       opendmarc chromium chromium-driver"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for pkg in $PEERS; do
@@ -27,7 +27,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q --disable-pip-version-check -e '.[test,fast,postgresql]'
+python -m pip install -q --disable-pip-version-check -e '.[test,fast,postgresql,console]'
 
 python -m ruff check src tests bench
 python -m mypy

@@ -54,6 +54,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sieve-test": ("sealmail.cli.sieve_test", "show what a Sieve script would do with a message"),
     "check": ("sealmail.cli.check", "report what CYRUS_README warns about, across both halves"),
     "trace": ("sealmail.cli.trace", "follow one message through both halves' logs"),
+    "console": ("sealmail.cli.console", "the web console: queue, trace, quotas, failed logins"),
 }
 
 
