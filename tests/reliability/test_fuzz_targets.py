@@ -14,7 +14,6 @@ import random
 from collections.abc import Iterator
 
 import pytest
-
 from fuzz.targets import SEEDS, TARGETS
 
 LONG = 20 if os.environ.get("SEALMAIL_LONG") else 1
