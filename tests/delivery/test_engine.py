@@ -31,7 +31,7 @@ def envelope(engine: DeliveryEngine, *users: str) -> Envelope:
 
 
 @pytest.mark.parametrize("backend", ["disk"])  # the disk's own failure
-def test_disk_full_is_451_4_3_1_and_nothing_is_stored(
+def test_disk_full_is_452_4_3_1_and_nothing_is_stored(
     engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full(fd: int, data: bytes) -> int:
@@ -40,7 +40,7 @@ def test_disk_full_is_451_4_3_1_and_nothing_is_stored(
     monkeypatch.setattr(os, "write", full)
     [reply] = engine.deliver(envelope(engine, "alice"), MESSAGE)
     monkeypatch.undo()
-    assert (reply.code, reply.enhanced) == (451, "4.3.1")
+    assert (reply.code, reply.enhanced) == (452, "4.3.1")
     assert engine.store.messages("user.alice") == []
 
 

@@ -165,10 +165,11 @@ def message_ids(store: SealmailInstance, users: list[str]) -> dict[tuple[str, st
 
 @contextlib.contextmanager
 def mail_system(root: Path, users: list[str], imapd_extra: dict[str, str] | None = None,
-                main_extra: str = "") -> Iterator[tuple[SealmailInstance, Mta]]:
+                main_extra: str = "", queue_directory: Path | None = None,
+                ) -> Iterator[tuple[SealmailInstance, Mta]]:
     """A store with `users` and an MTA in front of it, both running until the block ends."""
     with SealmailInstance(root / "store", users, imapd_conf_extra=imapd_extra) as store:
-        mta = Mta(root, store.socket_path, main_extra)
+        mta = Mta(root, store.socket_path, main_extra, queue_directory)
         mta.start()
         try:
             yield store, mta

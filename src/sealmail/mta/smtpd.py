@@ -50,6 +50,7 @@ from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
 from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
+from sealmail.mta import queue_space
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
@@ -318,6 +319,7 @@ class SmtpdService:
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = sessions.Drain()
         self.commits = CommitThread(queue)
+        self.queue_minfree = config.get(MAIN.queue_minfree)
         self.notify = NotifySettings.from_config(config)
         self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
         if self.settings.tls_level == "encrypt" and tls_context is None:
@@ -535,6 +537,17 @@ class SmtpdSession(sessions.ClientSession):
             self.conn.note_error("protocol")
             return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
         sender = "" if not event.reverse_path else self._qualify(event.address, event.reverse_path)
+        size = event.params.get("SIZE") or ""
+        short = queue_space.shortfall(self.service.queue.directory,
+                                      int(size) if size.isdigit() else 0,
+                                      self.service.queue_minfree)
+        if short is not None:
+            self.conn.note_error("resource")
+            log.warning("not enough free space in mail queue: %s", short)
+            log.info("NOQUEUE: reject: MAIL from %s: 452 4.3.1 Insufficient system storage; "
+                     "from=<%s> proto=%s helo=<%s>", self.client, sender, self.protocol,
+                     self.helo)
+            return queue_space.INSUFFICIENT_STORAGE
         self.txn = _Transaction(
             sender=sender,
             ret=(event.params.get("RET") or "").upper(),
@@ -611,6 +624,8 @@ class SmtpdSession(sessions.ClientSession):
         except (OSError, QueueError) as exc:
             self.conn.note_error("resource")
             log.error("cannot queue mail from %s: %s", self.client, exc)
+            if queue_space.is_disk_full(exc):
+                return queue_space.INSUFFICIENT_STORAGE
             return Reply(451, "4.3.0", "Error: queue file write error")
         log_queued(queue_id, cleaned)
         sasl = (
