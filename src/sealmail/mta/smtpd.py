@@ -45,12 +45,12 @@ from dataclasses import dataclass, field
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
+from sealmail.mta import queue_space
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import LookupTable, MainConfig, open_table
 from sealmail.mta.config.parameters import IMPLEMENTED_RESTRICTIONS, MAIN
 from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError, RecipientRecord
-from sealmail.mta import queue_space
 from sealmail.mta.queue_commit import CommitThread
 from sealmail.mta.routing import RoutingPolicy
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
