@@ -88,8 +88,9 @@ def imap_command(data: bytes) -> None:
     from sealmail.proto.imap import ImapError, parse_command
     from sealmail.proto.imap.parser import ParserLimits
 
+    # A command as the connection hands it over: complete, ending in CRLF.
     with contextlib.suppress(ImapError):
-        parse_command(data, ParserLimits(8, 200), utf8=bool(data[:1]) and data[0] & 1 == 1)
+        parse_command(data + b"\r\n", ParserLimits(8, 200), utf8=data[-1:] == b"8")
 
 
 def imap_connection(data: bytes) -> None:
