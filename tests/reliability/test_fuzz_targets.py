@@ -18,7 +18,7 @@ from fuzz.targets import SEEDS, TARGETS
 
 LONG = 20 if os.environ.get("SEALMAIL_LONG") else 1
 # Inputs per target; the loaders that stat and re-read files get fewer (a fifth of the time).
-COUNT = {"hosts_allow": 300, "cyrus_conf": 400}
+COUNT = {"hosts_allow": 200, "cyrus_conf": 250}
 
 
 def mutate(rnd: random.Random, seeds: list[bytes]) -> bytes:
@@ -46,7 +46,7 @@ def inputs(name: str) -> Iterator[bytes]:
     seeds = SEEDS.get(name) or [b""]
     yield from seeds
     yield b""
-    for n in range(COUNT.get(name, 1200) * LONG):
+    for n in range(COUNT.get(name, 800) * LONG):
         if n % 4 == 3:
             yield bytes(rnd.randrange(256) for _ in range(rnd.randrange(200)))
         else:
