@@ -304,7 +304,9 @@ def mime(data: bytes) -> None:
 
 # -- configuration files -----------------------------------------------------------------------
 
-_DIR = tempfile.mkdtemp(prefix="sealmail-fuzz-")
+# In memory when the system has a tmpfs there: a config target writes a file per input.
+_DIR = tempfile.mkdtemp(prefix="sealmail-fuzz-",
+                        dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
 def _config_error() -> type[Exception]:
