@@ -51,7 +51,6 @@ from sealmail.server import session
 
 log = logging.getLogger("sealmail.master")
 
-SLOT_POLL_SECONDS = 0.05
 NO_DESCRIPTOR_PAUSE = 0.1
 BUSY_LOG_SECONDS = 60.0
 
@@ -111,15 +110,6 @@ class SessionSlots:
                 os.close(fd)
                 continue
             return fd
-        return None
-
-    async def take(self, stopping: asyncio.Event) -> int | None:
-        while not stopping.is_set():
-            fd = self.try_take()
-            if fd is not None:
-                return fd
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), SLOT_POLL_SECONDS)
         return None
 
 
