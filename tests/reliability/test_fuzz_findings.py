@@ -16,3 +16,17 @@ def test_imapd_conf_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"configdirectory: /var/lib/\xe9\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_imapd_conf(path)
+
+
+def test_a_pattern_file_name_with_a_nul_is_a_bad_line_not_a_crash(tmp_path: Path) -> None:
+    # Was ValueError("embedded null byte") out of HostsAccess.load, from open(): every
+    # connection's access check re-reads the files, so a daemon's sessions would all fail.
+    from sealmail.config.hosts_access import HostsAccess
+
+    allow, deny = tmp_path / "hosts.allow", tmp_path / "hosts.deny"
+    allow.write_bytes(b"lmtpd : /etc/x\0y : ALLOW\nimapd : ALL\n")
+    deny.write_bytes(b"")
+    access = HostsAccess.load(allow, deny)
+    assert any("not a file name" in str(error) for error in access.errors)
+    assert not access.check("lmtpd", "127.0.0.1").allowed  # fail closed for that daemon
+    assert access.check("imapd", "127.0.0.1").allowed
