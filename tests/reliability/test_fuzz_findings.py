@@ -30,3 +30,17 @@ def test_a_pattern_file_name_with_a_nul_is_a_bad_line_not_a_crash(tmp_path: Path
     assert any("not a file name" in str(error) for error in access.errors)
     assert not access.check("lmtpd", "127.0.0.1").allowed  # fail closed for that daemon
     assert access.check("imapd", "127.0.0.1").allowed
+
+
+def test_myhostname_naming_an_unset_mydomain_is_a_config_error(tmp_path: Path) -> None:
+    # Was a RecursionError: mydomain's default comes from myhostname, which named $mydomain.
+    from sealmail.mta.config import load_mta_config
+    from sealmail.mta.config.parameters import MAIN
+
+    (tmp_path / "main.cf").write_text("myhostname = mail.$mydomain\n")
+    (tmp_path / "master.cf").write_text("")
+    main = load_mta_config(tmp_path).main
+    with pytest.raises(ConfigError, match="a loop"):
+        main.get(MAIN.myhostname)
+    (tmp_path / "main.cf").write_text("myhostname = mail.$mydomain\nmydomain = example.com\n")
+    assert load_mta_config(tmp_path).main.get(MAIN.myhostname) == "mail.example.com"
