@@ -14,10 +14,12 @@ daemons do; the config parsers go through the loaders, a file on disk, as a daem
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -307,6 +309,7 @@ def mime(data: bytes) -> None:
 # In memory when the system has a tmpfs there: a config target writes a file per input.
 _DIR = tempfile.mkdtemp(prefix="sealmail-fuzz-",
                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+atexit.register(shutil.rmtree, _DIR, True)
 
 
 def _config_error() -> type[Exception]:
