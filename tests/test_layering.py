@@ -95,13 +95,14 @@ NO_IO = {
 }
 CLOCK_CALLS = {"now", "today", "utcnow"}
 
-# The modules that may import asyncio: server/ and the MTA's own I/O (its master, smtpd, anvil,
-# queue manager, privileged helper and delivery agents), and the deliver command's LMTP service.
-# Routing, retry, bounces, cleanup, the queue file format, aliases and the MTA's configuration
-# may not.
+# The modules that may import asyncio: server/ and the MTA's own I/O (its master and its watch
+# over smtpd processes, smtpd, anvil, queue manager, privileged helper and delivery agents), and
+# the deliver command's LMTP service. Routing, retry, bounces, cleanup, the queue file format,
+# aliases and the MTA's configuration may not.
 ASYNCIO = (  # module names or package prefixes, each ending with "."
-    "server.", "mta.master.", "mta.smtpd.", "mta.anvil.", "mta.qmgr.", "mta.queue_commit.",
-    "mta.privsep.", "mta.agents.", "cli.deliver.", "mta.milter.client.", "mta.milter.stages.",
+    "server.", "mta.master.", "mta.worker_watch.", "mta.smtpd.", "mta.anvil.", "mta.qmgr.",
+    "mta.queue_commit.", "mta.privsep.", "mta.agents.", "cli.deliver.", "mta.milter.client.",
+    "mta.milter.stages.",
     "mta.restrictions.policy_client.",  # check_policy_service's client (smtpd's I/O)
     "cli.console.", "console.app.",
 )

@@ -31,7 +31,7 @@ def envelope(engine: DeliveryEngine, *users: str) -> Envelope:
 
 
 @pytest.mark.parametrize("backend", ["disk"])  # the disk's own failure
-def test_disk_full_is_451_4_3_1_and_nothing_is_stored(
+def test_disk_full_is_452_4_3_1_and_nothing_is_stored(
     engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full(fd: int, data: bytes) -> int:
@@ -40,7 +40,7 @@ def test_disk_full_is_451_4_3_1_and_nothing_is_stored(
     monkeypatch.setattr(os, "write", full)
     [reply] = engine.deliver(envelope(engine, "alice"), MESSAGE)
     monkeypatch.undo()
-    assert (reply.code, reply.enhanced) == (451, "4.3.1")
+    assert (reply.code, reply.enhanced) == (452, "4.3.1")
     assert engine.store.messages("user.alice") == []
 
 
@@ -88,3 +88,30 @@ def test_duplicates_are_answered_250_and_logged(
     assert [r.code for r in first + second] == [250, 250]
     assert len(engine.store.messages("user.alice")) == 1
     assert "eliminated duplicate" in caplog.text
+
+
+def test_two_sessions_with_the_same_message_at_once_store_it_once(
+    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MTA retrying what it never saw acknowledged while the first try still runs (found by
+    tests/reliability/test_mta_crash.py: both passed the duplicate check, two copies)."""
+    import threading
+
+    real_deliver = engine.store.deliver
+    inside = threading.Event()
+
+    def slow(*args: object, **kwargs: object) -> object:
+        inside.set()
+        threading.Event().wait(0.3)  # the first delivery's fsync, long enough for the second
+        return real_deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine.store, "deliver", slow)
+    replies: list[object] = []
+    first = threading.Thread(target=lambda: replies.extend(engine.deliver(
+        envelope(engine, "alice"), MESSAGE)))
+    first.start()
+    assert inside.wait(10)
+    replies += engine.deliver(envelope(engine, "alice"), MESSAGE)
+    first.join(10)
+    assert [r.code for r in replies] == [250, 250]  # type: ignore[attr-defined]
+    assert len(engine.store.messages("user.alice")) == 1

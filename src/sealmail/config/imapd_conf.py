@@ -198,6 +198,8 @@ def load_imapd_conf(path: str | os.PathLike[str]) -> ImapdConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), 0, None, f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), 0, None, f"not UTF-8 text: {exc.reason}") from None
     return parse_imapd_conf(text, str(path))
 
 

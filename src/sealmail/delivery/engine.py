@@ -113,9 +113,19 @@ class DeliveryEngine:
             return [INTERNAL_ERROR] * len(recipients)
 
     def _deliver(self, envelope: Envelope, content: bytes) -> list[Reply]:
+        """One delivery of a Message-ID at a time (DuplicateDatabase.exclusive): two sessions
+        carrying the same message would otherwise both pass the duplicate check."""
+        message_id = msg.message_id(content)
+        if message_id is None or self.duplicates is None:
+            return self._deliver_once(envelope, content, message_id)
+        with self.duplicates.exclusive(message_id):
+            return self._deliver_once(envelope, content, message_id)
+
+    def _deliver_once(
+        self, envelope: Envelope, content: bytes, message_id: str | None
+    ) -> list[Reply]:
         recipients = envelope.recipients
         replies: list[Reply | None] = [None] * len(recipients)
-        message_id = msg.message_id(content)
         plans: list[SievePlan | None] = [None] * len(recipients)
         copies: dict[int, list[Copy]] = {}
         seen_here: set[str] = set()

@@ -19,7 +19,9 @@ _TABLE: dict[type[errors.StoreError], Reply] = {
     errors.OverQuota: Reply(452, "4.2.2", "Over quota"),
     errors.MessageTooLarge: Reply(552, "5.2.3", "Message size exceeds fixed maximum message size"),
     errors.InvalidMessage: Reply(554, "5.6.0", "Message contains invalid header"),
-    errors.DiskFull: Reply(451, "4.3.1", "Insufficient system storage"),
+    # RFC 5321 4.2.2's 452 "insufficient system storage", RFC 3463 X.3.1 "mail system full"
+    # (not X.2.2, the recipient's own mailbox): Dovecot's answer too; the MTA retries.
+    errors.DiskFull: Reply(452, "4.3.1", "Insufficient system storage"),
     errors.MailboxBusy: Reply(451, "4.4.5", "Mailbox busy, try again later"),
     errors.MailboxCorrupt: Reply(451, "4.3.0", "Mailbox needs repair, try again later"),
 }

@@ -7,7 +7,8 @@ itself (cleanup runs in it) and nudges the queue manager over the control socket
 - `inet` entries whose command is `smtpd` listen (`service` is `port`, `name`, `host:port` or
   `[addr]:port`; a bare port listens on inet_interfaces) and get their own `-o` overrides. The
   listening sockets stay open across a reload, so no client is refused meanwhile; smtpd
-  processes end when the master ends, even by kill -9 (a pipe from the master reads EOF).
+  processes end when the master ends, even by kill -9 (a pipe from the master reads EOF), and
+  one that dies is replaced at once, its half-written queue files removed (mta.worker_watch).
 - pickup watches maildrop/ (at start, on a `pickup` word on the control socket, and every
   60 seconds, Postfix's pickup wakeup).
 - the queue manager gets its agents by master.cf command name (`AGENTS`): lmtp and smtp (the
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import importlib
 import inspect
 import logging
@@ -67,6 +69,7 @@ from sealmail.mta.pickup import CONTROL_WORDS, pickup_once
 from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
 from sealmail.mta.queue import Queue
 from sealmail.mta.smtpd import SmtpdService
+from sealmail.mta.worker_watch import replace_dead_workers
 from sealmail.privileges import switch_to
 from sealmail.server.listeners import serve_on
 
@@ -286,6 +289,12 @@ async def bind_inet_retrying(host: str, port: int, attempts: int = 50) -> socket
     return await asyncio.to_thread(bind_inet_waiting, host, port, attempts)
 
 
+def _remove_temporary(queue: Queue, pid: int) -> None:
+    removed = queue.remove_temporary(pid)
+    if removed:
+        log.info("removed %d half-written queue file(s) of smtpd pid %d", removed, pid)
+
+
 def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None:
     for worker in workers:
         try:
@@ -446,6 +455,7 @@ class MtaMaster:
         servers: list[asyncio.Server] = []
         services: list[SmtpdService] = []
         workers: list[subprocess.Popen[bytes]] = []
+        specs: list[tuple[MasterService, list[socket.socket]]] = []  # what each worker serves
         self.smtpd_sockets = []
         # One anvil for every smtpd of this generation: the client limits hold across processes.
         anvil_table = AnvilTable(float(main.get(MAIN.anvil_rate_time_unit)))
@@ -485,6 +495,7 @@ class MtaMaster:
             self.smtpd_sockets += sockets
             count = self.smtpd_process_count(entry)
             if count > 1:
+                specs += [(entry, sockets)] * count
                 workers += [self._spawn_smtpd(entry, sockets, death_read) for _ in range(count)]
                 continue
             service = SmtpdService.from_config(settings, queue, cleanup,
@@ -496,7 +507,6 @@ class MtaMaster:
                 # A duplicate: closing the server must not close the listener, which stays
                 # open across a reload so that no client is refused meanwhile.
                 servers.append(await serve_on(service.handle, sock.dup()))
-        os.close(death_read)
         for address in set(self._listeners) - used:
             self._listeners.pop(address).close()
         self._pickup_wakeup = asyncio.Event()
@@ -505,6 +515,9 @@ class MtaMaster:
                  asyncio.create_task(self._pickup(queue, cleanup, qmgr, stop, milters)),
                  asyncio.create_task(report_statistics(
                      anvil_table, float(main.get(MAIN.anvil_status_update_time)), stop))]
+        watch = asyncio.create_task(replace_dead_workers(
+            workers, lambda i: self._spawn_smtpd(*specs[i], death_read), stop,
+            reaped=functools.partial(_remove_temporary, queue)))
         log.info("daemon started -- version sealmail, configuration %s", self.config_directory)
         if ready is not None:
             ready(self)
@@ -523,6 +536,9 @@ class MtaMaster:
             for service in services:
                 await asyncio.to_thread(service.commits.close)
             self._pickup_wakeup.set()
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            os.close(death_read)
             for worker in workers:
                 with contextlib.suppress(ProcessLookupError):
                     worker.terminate()

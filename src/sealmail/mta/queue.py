@@ -415,10 +415,12 @@ class Queue:
     # -- receiving ----------------------------------------------------------------------------
 
     def new_message(self) -> MessageWriter:
-        """Reserve a queue id: a temporary file in incoming/, whose inode makes the id."""
+        """Reserve a queue id: a temporary file in incoming/, whose inode makes the id. Its name
+        carries the writer's pid, so the master removes what a killed smtpd left half-written
+        (`remove_temporary`) without waiting for its own next start."""
         incoming = self.queue_directory(QueueName.INCOMING)
         for _ in range(100):
-            temporary = incoming / f".{secrets.token_hex(8)}.tmp"
+            temporary = incoming / f".{os.getpid()}.{secrets.token_hex(8)}.tmp"
             try:
                 fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -638,6 +640,18 @@ class Queue:
                         if entry.name.startswith("."):
                             Path(entry.path).unlink(missing_ok=True)
         return moved
+
+    def remove_temporary(self, pid: int) -> int:
+        """The half-written receives of process `pid`, which died without its 250 being sent
+        (nothing in them was accepted): removed, and how many."""
+        directory = self.queue_directory(QueueName.INCOMING)
+        removed = 0
+        with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(f".{pid}.") and entry.name.endswith(".tmp"):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def restructure(self) -> list[tuple[str, QueueName]]:
         """postsuper -s: move every queue file to where hash_queue_names and hash_queue_depth

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.maillog import SERVICE_SYSLOG_NAME
+from sealmail.mta import queue_space
 from sealmail.mta.anvil import AnvilClient, AnvilTable, LocalAnvil, anvil_socket
 from sealmail.mta.cleanup import Cleanup, CleanupError, log_queued, prepare_message
 from sealmail.mta.config import MainConfig
@@ -179,6 +180,7 @@ class SmtpdService:
         self.sessions: set[asyncio.Task[None]] = set()
         self.draining = sessions.Drain()
         self.commits = CommitThread(queue)
+        self.queue_minfree = config.get(MAIN.queue_minfree)
         self.notify = NotifySettings.from_config(config)
         self.transcripts = bool(self.notify.classes & SESSION_CLASSES)
         self.milters = MilterSettings.from_config(config, MAIN.smtpd_milters)
@@ -592,6 +594,17 @@ class SmtpdSession(sessions.ClientSession):
             self.conn.note_error("protocol")
             return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
         sender = "" if not event.reverse_path else self._qualify(event.address, event.reverse_path)
+        size = event.params.get("SIZE") or ""
+        short = queue_space.shortfall(self.service.queue.directory,
+                                      int(size) if size.isdigit() else 0,
+                                      self.service.queue_minfree)
+        if short is not None:
+            self.conn.note_error("resource")
+            log.warning("not enough free space in mail queue: %s", short)
+            log.info("NOQUEUE: reject: MAIL from %s: 452 4.3.1 Insufficient system storage; "
+                     "from=<%s> proto=%s helo=<%s>", self.client, sender, self.protocol,
+                     self.helo)
+            return queue_space.INSUFFICIENT_STORAGE
         self.txn = _Transaction(
             sender=sender,
             ret=(event.params.get("RET") or "").upper(),
@@ -711,6 +724,8 @@ class SmtpdSession(sessions.ClientSession):
         except (OSError, QueueError) as exc:
             self.conn.note_error("resource")
             log.error("cannot queue mail from %s: %s", self.client, exc)
+            if queue_space.is_disk_full(exc):
+                return queue_space.INSUFFICIENT_STORAGE
             return Reply(451, "4.3.0", "Error: queue file write error")
         log_queued(queue_id, cleaned)
         sasl = (

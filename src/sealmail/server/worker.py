@@ -5,7 +5,15 @@ descriptors), so every worker accepts on the same sockets and both cores work. `
 the sessions of a service across ALL its workers: before accepting, a worker takes one of
 `maxchild` slots, each a lock file held with flock(2) for the whole session. A slot is released when
 the session ends or the process dies (the kernel drops the lock), so a crashed worker never leaks
-capacity. While every slot is taken no worker accepts, and clients wait in the listen backlog.
+capacity. While every slot is taken a new client hears its protocol's "too busy" at once (BUSY:
+421 4.3.2, * BYE, -ERR, BYE) and is disconnected, rather than hanging in the listen backlog with
+no answer (Cyrus and Postfix leave it there); it may retry, and a flood is refused as fast as it
+comes.
+
+A worker serves many sessions, each a descriptor or more: it raises its own open-files limit to
+the hard limit at start (Cyrus's maxfds is per process of one session, and a Python default of
+1,024 would stop a worker near 1,000 idle clients); when accept still finds no descriptor
+(EMFILE, ENFILE) it says so and waits a moment instead of dying.
 
 Signals from master: SIGTERM (or SIGINT) stops the worker: it stops accepting, drains its sessions
 (idle ones end now, busy ones after their transaction) and exits within SHUTDOWN_SECONDS. SIGUSR1
@@ -28,6 +36,7 @@ import fcntl
 import importlib
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -42,7 +51,21 @@ from sealmail.server import session
 
 log = logging.getLogger("sealmail.master")
 
-SLOT_POLL_SECONDS = 0.05
+NO_DESCRIPTOR_PAUSE = 0.1
+BUSY_LOG_SECONDS = 60.0
+
+# What a client hears when every maxchild slot stays taken, in its own protocol: RFC 5321 3.8 and
+# RFC 2033's 421 with RFC 3463 X.3.2 "system not accepting network messages"; an IMAP BYE
+# greeting (RFC 9051 7.1.5) with RFC 5530's UNAVAILABLE; POP3's -ERR with RFC 3206 SYS/TEMP;
+# ManageSieve's BYE with RFC 5804's TRYLATER.
+_LMTP_BUSY = b"421 4.3.2 Service not available: too many sessions, try again later\r\n"
+BUSY: dict[str, bytes] = {
+    "lmtpd": _LMTP_BUSY,
+    "deliver": _LMTP_BUSY,
+    "imapd": b"* BYE [UNAVAILABLE] Too many sessions, try again later\r\n",
+    "pop3d": b"-ERR [SYS/TEMP] Too many sessions, try again later\r\n",
+    "sieved": b'BYE (TRYLATER) "Too many sessions, try again later"\r\n',
+}
 SHUTDOWN_SECONDS = 30.0
 
 
@@ -89,14 +112,23 @@ class SessionSlots:
             return fd
         return None
 
-    async def take(self, stopping: asyncio.Event) -> int | None:
-        while not stopping.is_set():
-            fd = self.try_take()
-            if fd is not None:
-                return fd
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), SLOT_POLL_SECONDS)
-        return None
+
+def raise_descriptor_limit() -> int:
+    """The soft open-files limit raised to the hard one (at most 1,048,576); the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+    if wanted > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            return wanted
+    return soft
+
+
+def refuse(connection: socket.socket, busy: bytes) -> None:
+    """Tell a client there is no room (one short write to an empty buffer) and hang up."""
+    with contextlib.suppress(OSError):
+        connection.send(busy)
+    connection.close()
 
 
 async def _readable(
@@ -132,6 +164,7 @@ async def serve(
     sockets: Sequence[socket.socket],
     slots: SessionSlots | None,
     name: str,
+    busy: bytes = b"",
 ) -> None:
     loop = asyncio.get_running_loop()
     leaving = asyncio.Event()  # accept no more (SIGTERM, SIGINT, SIGUSR1)
@@ -161,18 +194,36 @@ async def serve(
             if slot is not None:
                 os.close(slot)  # releases the flock
 
+    refused = 0
+    last_logged = -BUSY_LOG_SECONDS
     while not leaving.is_set():
         sock = await _readable(sockets, leaving)
         if sock is None:
             break
-        slot = await slots.take(leaving) if slots is not None else None
-        if slots is not None and slot is None:
+        slot = slots.try_take() if slots is not None else None
+        if leaving.is_set():
+            if slot is not None:
+                os.close(slot)
             break
         try:
             connection, _ = sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             if slot is not None:
                 os.close(slot)  # another worker took this client
+            continue
+        except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: the client stays in the backlog
+            if slot is not None:
+                os.close(slot)
+            log.warning("%s: cannot accept a connection: %s", name, exc.strerror)
+            await asyncio.sleep(NO_DESCRIPTOR_PAUSE)
+            continue
+        if slots is not None and slot is None:
+            refuse(connection, b"" if implicit_tls is not None else busy)
+            refused += 1
+            if loop.time() - last_logged >= BUSY_LOG_SECONDS:
+                log.warning("%s: maxchild %d reached: %d client(s) refused", name,
+                            len(slots.paths), refused)
+                last_logged, refused = loop.time(), 0
             continue
         connection.setblocking(False)
         task = asyncio.ensure_future(run_session(connection, slot))
@@ -231,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from sealmail.server import runtime
 
-    runtime.run(serve(service, sockets, slots, args.service))
+    raise_descriptor_limit()
+    runtime.run(serve(service, sockets, slots, args.service, BUSY.get(command[0], b"")))
     return 0
 
 

@@ -5,17 +5,30 @@ Used by delivery when `duplicatesuppression` is on, so a message that reaches a 
 WAL mode so lmtpd processes and `sealmail deliver` share it; one connection per thread.
 synchronous=NORMAL: losing the last marks in a power failure only lets a duplicate through, which
 is the safe direction, and spares a second fsync per delivery.
+
+A check and its mark are minutes apart for a big message, so two sessions delivering the same
+message at once (an MTA retrying what it never saw acknowledged, while the first try is still
+running) would both find it unseen and both store it: `exclusive` holds a flock on one of
+LOCK_STRIPES files by Message-ID from the check to the mark. The kernel drops it when a process
+dies, so a crash never leaves a message that can't be delivered.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
+from sealmail.store.locks import _open_lock_file
+
+LOCK_STRIPES = 256
 
 _SCHEMA_VERSION = 1
 _DAY = 86400.0
@@ -31,6 +44,21 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
 
 
 DUPLICATES_NAME = "deliver.db"  # in the configdirectory, as Cyrus's deliver.db
+
+
+@contextmanager
+def delivery_lock(configdirectory: Path, message_id: str) -> Iterator[None]:
+    """One delivery of `message_id` at a time on this machine (a flock on one of LOCK_STRIPES
+    files under configdirectory/lock/duplicates): two sessions carrying the same message would
+    otherwise both pass the duplicate check."""
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()
+    stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+    fd = _open_lock_file(configdirectory / "lock" / "duplicates" / f"{stripe:03d}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class DuplicateDatabase:
@@ -91,6 +119,10 @@ class DuplicateDatabase:
         with self._all_lock:
             self._all.append(conn)
         return conn
+
+    def exclusive(self, message_id: str) -> AbstractContextManager[None]:
+        """No other delivery of `message_id` (in any thread or process) until the block ends."""
+        return delivery_lock(self.path.parent, message_id)
 
     def seen(self, message_id: str, mailbox: str) -> bool:
         try:

@@ -131,6 +131,8 @@ def _parse_ipv4_network(token: str) -> _Network:
 
 def _parse_pattern_file(path: str, read_file: PatternFileReader) -> _PatternFile:
     """A file of host patterns separated by white space; ``#`` starts a comment line."""
+    if "\0" in path:  # open() would raise ValueError, not OSError (found by fuzz/hosts_allow.py)
+        raise _PatternError(f"pattern file {path!r}: not a file name")
     try:
         text = read_file(path)
     except OSError as exc:

@@ -417,7 +417,17 @@ class MainConfig:
             return self.hostname or _system_hostname()
         if name == "mydomain":
             host = self.raw(MAIN.myhostname) or ""
-            host = expand(host, self.raw, where=self.path)
+
+            def resolve(reference: str) -> str | None:
+                # An unset mydomain comes from myhostname: one that names $mydomain is a loop
+                # (was a RecursionError, found by fuzz/main_cf.py).
+                if reference == "mydomain":
+                    raise ExpansionError(self.path, 0, "myhostname",
+                                         "myhostname refers to $mydomain, which is not set and "
+                                         "is derived from myhostname (a loop)")
+                return self.raw(reference)
+
+            host = expand(host, resolve, where=self.path)
             _, dot, domain = host.partition(".")
             return domain if dot and domain else "localdomain"
         declared = parameters.lookup(name)

@@ -356,6 +356,7 @@ class MAIN(Registry):
     strict_rfc821_envelopes = boolean("no", "Require <> around MAIL and RCPT addresses.", status=ACCEPTED)
     disable_vrfy_command = boolean("no", "Refuse VRFY.", status=ACCEPTED)
     message_size_limit = size("10240000", "Largest message accepted, in bytes (SIZE, RFC 1870).")
+    queue_minfree = size("0", "Free bytes the queue's file system keeps: MAIL FROM is answered 452 4.3.1 when less than this plus 1.5 times the message's SIZE is free (or nothing is).")
     header_size_limit = size("102400", "Most bytes of one header kept by cleanup.", status=ACCEPTED)
     line_length_limit = integer("2048", "Longest line of a message stored as one record.", status=ACCEPTED)
     hopcount_limit = integer("50", "Most Received: headers before a message is bounced as a loop.")

@@ -5,7 +5,9 @@ node shares, so a message delivered through node A is a duplicate when it comes 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
+from sealmail.store.duplicates import delivery_lock
 from sealmail.store.postgres.database import Connection, Database
 
 _DAY = 86400.0
@@ -17,6 +19,11 @@ class SharedDuplicates:
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self._db = db
         self._clock = clock
+
+    def exclusive(self, message_id: str) -> AbstractContextManager[None]:
+        """One delivery of `message_id` at a time on this node (as on disk); two nodes taking
+        the same message at the same moment can still both deliver it (docs/scale-out.md)."""
+        return delivery_lock(self._db.settings.configdirectory, message_id)
 
     def seen(self, message_id: str, mailbox: str) -> bool:
         row = self._db.read(lambda conn: conn.execute(

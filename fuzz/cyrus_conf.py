@@ -1,0 +1,15 @@
+"""atheris target: cyrus.conf.
+
+    python fuzz/cyrus_conf.py -atheris_runs=100000
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from fuzz.targets import cyrus_conf, main  # noqa: E402
+
+if __name__ == "__main__":
+    main(cyrus_conf)
