@@ -29,10 +29,12 @@ LAYERS = (
     "proto",  # the shared receive buffer and the core loop (proto/buffer.py, proto/core.py)
     "sieve", "store", "config", "auth", "delivery", "imap", "pop3", "managesieve", "mta", "server",
     "cli",
-    "rfc5322", "durable", "maillog", "privileges", "__main__",
+    "rfc5322", "durable", "maillog", "metrics", "privileges", "__main__",
 )
 PROTO = {"proto", "proto.smtp", "proto.imap", "proto.pop3", "proto.managesieve", "proto.sasl"}
 FOUNDATIONS = {"rfc5322", "durable", "maillog"}  # small mechanisms anything may use
+# Prometheus counters, off unless a master serves metrics_listen: the daemons' hooks and masters.
+METRICS = {"metrics"}
 
 # layer -> the layers it may import ("sealmail" is the package itself: __version__).
 ALLOWED: dict[str, set[str]] = {
@@ -40,6 +42,7 @@ ALLOWED: dict[str, set[str]] = {
     "rfc5322": set(),
     "durable": set(),
     "maillog": set(),
+    "metrics": set(),  # imports nothing of sealmail: its hooks are called, never call back
     "config": set(),
     "privileges": {"config"},
     "proto": set(),
@@ -57,14 +60,15 @@ ALLOWED: dict[str, set[str]] = {
     "pop3": {"proto.pop3", "store"},
     "managesieve": {"proto.managesieve", "store"},
     # The MTA: its daemons run on server/'s runtime; it delivers into the store over LMTP only.
-    "mta": {"config", "privileges", "auth", "server"} | PROTO | FOUNDATIONS,
+    "mta": {"config", "privileges", "auth", "server"} | PROTO | FOUNDATIONS | METRICS,
     # The daemons: anything below them, never the MTA or the CLI.
     "server": {
         "sealmail", "config", "privileges", "auth", "sieve", "store", "delivery", "imap", "pop3",
         "managesieve",
     }
     | PROTO
-    | FOUNDATIONS,
+    | FOUNDATIONS
+    | METRICS,
     "cli": set(LAYERS) | {"sealmail"},
     "__main__": {"cli"},
 }

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from sealmail import metrics
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
@@ -495,7 +496,9 @@ class ImapConnection(ClientSession):
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, CommandReceived):
+            started = time.monotonic()
             await self._command(event.command)
+            metrics.observe_command(event.command.name, time.monotonic() - started)
         elif isinstance(event, AuthenticateData):
             await self.auth.step(event.data)  # False (too many failures): the core is closed
         elif isinstance(event, IdleDone):

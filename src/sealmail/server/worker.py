@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from sealmail import metrics
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
 from sealmail.server import session
@@ -132,7 +133,10 @@ async def serve(
     sockets: Sequence[socket.socket],
     slots: SessionSlots | None,
     name: str,
+    protocol: str = "",
 ) -> None:
+    """Accept and serve until told to stop; `protocol` (imap, pop3, lmtp, sieve) names the
+    connection metrics."""
     loop = asyncio.get_running_loop()
     leaving = asyncio.Event()  # accept no more (SIGTERM, SIGINT, SIGUSR1)
     stopping = asyncio.Event()  # and end the sessions soon (SIGTERM, SIGINT)
@@ -151,7 +155,8 @@ async def serve(
 
     async def run_session(connection: socket.socket, slot: int | None) -> None:
         try:
-            await session.serve_connection(service, connection, implicit_tls)
+            with metrics.connection(protocol, name):
+                await session.serve_connection(service, connection, implicit_tls)
         except (OSError, ssl.SSLError) as exc:
             log.info("%s: connection failed: %s", name, exc)
             connection.close()
@@ -223,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sockets = [socket.socket(fileno=int(fd)) for fd in args.fds.split(",")]
     for sock in sockets:
         sock.setblocking(False)
+    metrics.enable()  # when master serves metrics_listen (PROMETHEUS_MULTIPROC_DIR is set)
     service = builder_for(command[0])(config, command[1:], service_name=args.service)
     slots = (
         SessionSlots(config.configdirectory / "lock" / "master", args.service, args.maxchild)
@@ -231,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from sealmail.server import runtime
 
-    runtime.run(serve(service, sockets, slots, args.service))
+    runtime.run(serve(service, sockets, slots, args.service,
+                      metrics.store_protocol(command[0])))
     return 0
 
 
