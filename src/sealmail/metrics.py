@@ -88,57 +88,66 @@ def parse_listen(value: str) -> tuple[str, int]:
 class _Instruments:
     """The metric objects of this process; made only once multiprocess mode is set up."""
 
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+    def __init__(self, registry: Any = None) -> None:
+        """`registry`: prometheus-client's default (None), or a test's own."""
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-        self.smtpd_connects = Counter("postfix_smtpd_connects", "SMTP connections accepted.")
-        self.smtpd_disconnects = Counter("postfix_smtpd_disconnects", "SMTP connections ended.")
-        self.smtpd_processed = Counter(
-            "postfix_smtpd_messages_processed", "Messages smtpd queued.", ["sasl_method"])
-        self.smtpd_rejected = Counter(
-            "postfix_smtpd_messages_rejected", "NOQUEUE rejects by SMTP reply code.", ["code"])
-        self.smtpd_sasl_failures = Counter(
-            "postfix_smtpd_sasl_authentication_failures", "Failed SASL logins at smtpd.")
-        self.qmgr_inserted_recipients = Histogram(
+        where = registry if registry is not None else REGISTRY
+
+        def counter(name: str, doc: str, *labels: str) -> Any:
+            return Counter(name, doc, labels, registry=where)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Any:
+            return Histogram(name, doc, labels, buckets=buckets, registry=where)
+
+        self.smtpd_connects = counter("postfix_smtpd_connects", "SMTP connections accepted.")
+        self.smtpd_disconnects = counter("postfix_smtpd_disconnects", "SMTP connections ended.")
+        self.smtpd_processed = counter("postfix_smtpd_messages_processed",
+                                       "Messages smtpd queued.", "sasl_method")
+        self.smtpd_rejected = counter("postfix_smtpd_messages_rejected",
+                                      "NOQUEUE rejects by SMTP reply code.", "code")
+        self.smtpd_sasl_failures = counter("postfix_smtpd_sasl_authentication_failures",
+                                           "Failed SASL logins at smtpd.")
+        self.qmgr_inserted_recipients = histogram(
             "postfix_qmgr_messages_inserted_recipients",
-            "Recipients of messages entering the active queue.", buckets=RECIPIENT_BUCKETS)
-        self.qmgr_inserted_size = Histogram(
+            "Recipients of messages entering the active queue.", RECIPIENT_BUCKETS)
+        self.qmgr_inserted_size = histogram(
             "postfix_qmgr_messages_inserted_size_bytes",
-            "Size of messages entering the active queue.", buckets=SIZE_BUCKETS)
-        self.qmgr_removed = Counter("postfix_qmgr_messages_removed", "Messages removed.")
+            "Size of messages entering the active queue.", SIZE_BUCKETS)
+        self.qmgr_removed = counter("postfix_qmgr_messages_removed", "Messages removed.")
         self.delivery_delay = {
-            program: Histogram(
+            program: histogram(
                 f"postfix_{program}_delivery_delay_seconds",
                 f"Delays of {program} deliveries by stage (Postfix's delays=a/b/c/d).",
-                ["stage"], buckets=DELAY_BUCKETS)
+                DELAY_BUCKETS, "stage")
             for program in ("smtp", "lmtp")
         }
-        self.deliveries = Counter(
-            "sealmail_mta_deliveries", "Delivery results by transport and status.",
-            ["transport", "status"])
-        self.delivery_seconds = Histogram(
+        self.deliveries = counter("sealmail_mta_deliveries",
+                                  "Delivery results by transport and status.",
+                                  "transport", "status")
+        self.delivery_seconds = histogram(
             "sealmail_mta_delivery_delay_seconds",
             "Time from arrival to a recipient's result, by transport and status.",
-            ["transport", "status"], buckets=DELAY_BUCKETS)
-        self.auth_failures = Counter(
-            "sealmail_auth_failures", "Failed logins by service and SASL mechanism.",
-            ["service", "mechanism"])
-        self.end_of_data = Histogram(
+            DELAY_BUCKETS, "transport", "status")
+        self.auth_failures = counter("sealmail_auth_failures",
+                                     "Failed logins by service and SASL mechanism.",
+                                     "service", "mechanism")
+        self.end_of_data = histogram(
             "sealmail_end_of_data_seconds",
             "From the end of DATA to the reply (the message durable), smtpd and lmtpd.",
-            ["service"], buckets=LATENCY_BUCKETS)
-        self.imap_command = Histogram(
-            "sealmail_imap_command_seconds", "IMAP command latency by command.", ["command"],
-            buckets=LATENCY_BUCKETS)
+            LATENCY_BUCKETS, "service")
+        self.imap_command = histogram("sealmail_imap_command_seconds",
+                                      "IMAP command latency by command.", LATENCY_BUCKETS,
+                                      "command")
         self.connections = {
-            protocol: Counter(f"cyrus_{protocol}_connections", f"{protocol} connections.",
-                              ["service"])
+            protocol: counter(f"cyrus_{protocol}_connections", f"{protocol} connections.",
+                              "service")
             for protocol in STORE_PROTOCOLS
         }
         self.active = {
             protocol: Gauge(f"cyrus_{protocol}_active_connections",
                             f"{protocol} sessions open now.", ["service"],
-                            multiprocess_mode="livesum")
+                            multiprocess_mode="livesum", registry=where)
             for protocol in STORE_PROTOCOLS
         }
 
