@@ -29,12 +29,13 @@ LAYERS = (
     "proto",  # the shared receive buffer and the core loop (proto/buffer.py, proto/core.py)
     "sieve", "store", "config", "auth", "delivery", "imap", "pop3", "managesieve", "mta", "server",
     "cli",
-    "rfc5322", "durable", "maillog", "metrics", "privileges", "__main__",
+    "rfc5322", "durable", "maillog", "metrics", "sessions", "privileges", "__main__",
 )
 PROTO = {"proto", "proto.smtp", "proto.imap", "proto.pop3", "proto.managesieve", "proto.sasl"}
 FOUNDATIONS = {"rfc5322", "durable", "maillog"}  # small mechanisms anything may use
 # Prometheus counters, off unless a master serves metrics_listen: the daemons' hooks and masters.
 METRICS = {"metrics"}
+# The live-session registry (admin who/kick): the store's daemons file their sessions in it.
 
 # layer -> the layers it may import ("sealmail" is the package itself: __version__).
 ALLOWED: dict[str, set[str]] = {
@@ -43,6 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "durable": set(),
     "maillog": set(),
     "metrics": set(),  # imports nothing of sealmail: its hooks are called, never call back
+    "sessions": set(),  # files under configdirectory/proc; the caller names the directory
     "config": set(),
     "privileges": {"config"},
     "proto": set(),
@@ -68,7 +70,8 @@ ALLOWED: dict[str, set[str]] = {
     }
     | PROTO
     | FOUNDATIONS
-    | METRICS,
+    | METRICS
+    | {"sessions"},
     "cli": set(LAYERS) | {"sealmail"},
     "__main__": {"cli"},
 }

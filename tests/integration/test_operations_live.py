@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import os
 import poplib
+import signal
 import smtplib
 import subprocess
 import sys
@@ -21,6 +23,13 @@ import pytest
 from tests.server.test_master import MasterRun, wait_for
 from tests.support.mta import mail_owner_opt_in
 from tests.support.peers import free_tcp_port, wait_until_accepting
+
+from sealmail.auth.sasldb import SaslDB
+from sealmail.cli.admin_sessions import HEADINGS, kick_user, who
+from sealmail.config.imapd_conf import load_imapd_conf
+from sealmail.proto.sasl import split_identity
+from sealmail.sessions import registry_directory
+from sealmail.store.disk import DiskStore
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 
@@ -90,6 +99,17 @@ class Mta:
             self.process.wait()
 
 
+def add_users(imapd_conf: Path, users: tuple[str, ...]) -> None:
+    """Mailboxes and passwords in this process (a cheap scrypt cost: logins stay fast)."""
+    config = load_imapd_conf(imapd_conf)
+    (config.configdirectory).mkdir(parents=True, exist_ok=True)
+    sasldb = SaslDB(config.configdirectory / "sasldb2", scrypt_n=2**10)
+    with DiskStore.from_config(config) as disk:
+        for user in users:
+            disk.create_mailbox(f"user.{user}")
+            sasldb.set_password(split_identity(user, config.servername), PASSWORD)
+
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Mta]]:
     root = tmp_path_factory.mktemp("ops-live")
@@ -101,16 +121,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Mt
         f'  pop3     cmd="pop3d" listen="127.0.0.1:{pop3}" prefork=1\n'
         f'  lmtpunix cmd="lmtpd" listen="{root}/config/socket/lmtp" prefork=1\n'
         "}\n",
-        users=("alice", "bob"),
+        users=(),
     )
     with run.imapd_conf.open("a") as conf:
-        conf.write(f"allowplaintext: yes\nauth_failure_delay: 0\nservername: mx.example.com\n"
+        conf.write(f"allowplaintext: yes\nauth_failure_delay: 0\n"
                    f"metrics_listen: 127.0.0.1:{metrics_port}\n")
-    for user in ("alice", "bob"):
-        subprocess.run(
-            [sys.executable, "-m", "sealmail", "saslpasswd2", "-C", str(run.imapd_conf), "-p",
-             "-c", user], input=PASSWORD + "\n", text=True, check=True, capture_output=True,
-            timeout=60)
+    add_users(run.imapd_conf, ("alice", "bob"))
     mta = Mta(root, run.socket, run.imapd_conf)  # starts while the store starts
     try:
         run.start()  # "master ready": every socket is bound (no probe: it would count)
@@ -204,3 +220,41 @@ def test_store_metrics_after_lmtp_imap_and_pop3(store: Store) -> None:
     wait_for(lambda: store.scrape()[("cyrus_imap_active_connections", (("service", "imap"),))]
              == 0,
              what="the IMAP session ended")
+
+
+def who_lines(store: Store, user: str | None = None) -> list[list[str]]:
+    lines: list[str] = []
+    who(registry_directory(store.run.root / "config"), user, lines.append)
+    assert lines[0].split() == list(HEADINGS)
+    return [line.split() for line in lines[1:]]
+
+
+def test_who_and_kick_over_real_sessions(store: Store) -> None:
+    alice = store.imap_login("alice")
+    alice.select("INBOX")
+    bob = store.imap_login("bob")
+    pop = poplib.POP3("127.0.0.1", store.pop3, timeout=30)
+    pop.user("alice")
+    pop.pass_(PASSWORD)
+    wait_for(lambda: len(who_lines(store)) == 3, what="three sessions filed")
+    # username service proto remote pid session login(date time) mailbox
+    mine = {(row[0], row[2], row[8]) for row in who_lines(store, "alice")}
+    assert mine == {("alice", "imap", "user.alice"), ("alice", "pop3", "user.alice")}
+    [bob_row] = who_lines(store, "bob")
+    assert bob_row[1:4] == ["imap", "imap", "127.0.0.1"] and bob_row[8] == "-"
+    listed = store.admin("who", "-u", "bob")  # the command itself, as an operator runs it
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].split() == bob_row
+
+    out: list[str] = []
+    assert kick_user(registry_directory(store.run.root / "config"), "alice", out.append,
+                     out.append) == 0
+    assert out == ["kicked connections from the following users:", "alice (2)"]
+    assert alice.readline() == b"* BYE Kicked by admin\r\n"
+    assert pop.file.readline() == b"-ERR Kicked by admin\r\n"
+    assert [row[0] for row in who_lines(store)] == ["bob"]
+    assert bob.noop()[0] == "OK"  # the other user's session goes on
+    assert store.admin("kick", "-u", "alice").returncode == 1  # nobody left to kick
+
+    # A worker that dies leaves a file naming a dead pid: nobody lists it.
+    os.kill(int(bob_row[4]), signal.SIGKILL)
+    wait_for(lambda: who_lines(store, "bob") == [], what="the dead worker's session swept")

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from sealmail import metrics
+from sealmail import sessions as live_sessions
 from sealmail.config.cyrus_conf import (
     DEFAULT_SERVICES_FILE,
     CyrusConf,
@@ -175,6 +176,9 @@ class Master:
                 self.account.describe(),
             )
         self.prepare_store()
+        account = self.account
+        live_sessions.clear(self._sessions_directory(),
+                            (account.uid, account.gid) if account is not None else None)
         self._metrics_server = self._start_metrics()
         for start_entry in self.conf.start:
             self._run_start_entry(start_entry)
@@ -184,6 +188,14 @@ class Master:
         for event in self.conf.events:
             self.events[event.name] = ScheduledEvent(event, self._first_run(event, now))
         log.info("master ready: %d service(s), %d event(s)", len(self.services), len(self.events))
+
+    def _sessions_directory(self) -> Path:
+        """Where logged-in sessions are filed (sealmail.sessions: admin who, kick)."""
+        return live_sessions.registry_directory(self.config.configdirectory)
+
+    def _worker_gone(self, pid: int) -> None:
+        metrics.process_exited(pid)
+        live_sessions.sweep_pid(self._sessions_directory(), pid)
 
     def _start_metrics(self) -> Any:
         """metrics_listen: the workers' metrics files under configdirectory/metrics (see
@@ -308,7 +320,7 @@ class Master:
             for pid, process in list(running.workers.items()):
                 if process.poll() is not None:
                     del running.workers[pid]
-                    metrics.process_exited(pid)
+                    self._worker_gone(pid)
         self.retiring = [running for running in self.retiring if running.workers]
         for name, running in self.services.items():
             for pid, process in list(running.workers.items()):
@@ -316,7 +328,7 @@ class Master:
                 if status is None:
                     continue
                 del running.workers[pid]
-                metrics.process_exited(pid)
+                self._worker_gone(pid)
                 log.warning(
                     "service %s: worker %d exited with status %d; replacing it", name, pid, status
                 )

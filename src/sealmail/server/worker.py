@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sealmail import metrics
+from sealmail import sessions as live_sessions
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
 from sealmail.server import session
@@ -149,6 +150,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGINT, stop)
     loop.add_signal_handler(signal.SIGUSR1, leaving.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # master re-reads; workers go on
+    live_sessions.install_kick_handler(loop.add_signal_handler)  # SIGUSR2: admin kick
     sessions: set[asyncio.Task[None]] = set()
 
     implicit_tls = getattr(service, "implicit_tls_context", None)
