@@ -9,12 +9,11 @@ message moves from deferred/ to incoming/ and the queue manager is woken.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, MainConfig, load_mta_config
-from sealmail.mta.queue import Queue, QueueError, QueueName, is_queue_id
+from sealmail.mta.queue import Queue, is_queue_id
 
 EX_UNAVAILABLE = 69
 DOWN = "sealmail postqueue: fatal: Cannot flush mail queue - mail system is down"
@@ -68,17 +67,13 @@ def run_postqueue(args: argparse.Namespace) -> int:
 
 
 def deliver_now(queue: Queue, queue_id: str) -> int:
-    """postqueue -i: a deferred message goes to incoming/ (a due retry); the master is told."""
-    from sealmail.mta.pickup import send_control
+    """postqueue -i QUEUEID (sealmail.mta.showq.retry_now)."""
+    from sealmail.mta.showq import retry_now
 
     if not is_queue_id(queue_id):
         print(f"sealmail postqueue: fatal: invalid mail queue id: {queue_id}", file=sys.stderr)
         return 64
-    if queue.locate(queue_id, QueueName.DEFERRED) is not None:
-        # QueueError: taken by the queue manager meanwhile, so it is being delivered.
-        with contextlib.suppress(QueueError):
-            queue.move(queue_id, QueueName.DEFERRED, QueueName.INCOMING)
-    if not send_control(queue.control_socket, "wake"):
+    if not retry_now(queue, queue_id):
         print(DOWN, file=sys.stderr)
         return EX_UNAVAILABLE
     return 0

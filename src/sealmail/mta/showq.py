@@ -14,12 +14,20 @@ pending recipient at column 41; `-- N Kbytes in M Requests.` with N the total si
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sealmail.mta.queue import ENVELOPE_QUEUES, Queue, QueueFile, QueueName, RecipientState
+from sealmail.mta.queue import (
+    ENVELOPE_QUEUES,
+    Queue,
+    QueueError,
+    QueueFile,
+    QueueName,
+    RecipientState,
+)
 
 __all__ = [
     "HEADER",
@@ -29,6 +37,7 @@ __all__ = [
     "json_lines",
     "queue_entries",
     "render_listing",
+    "retry_now",
 ]
 
 # showq's order: incoming, active, deferred, hold (Postfix lists maildrop first; ours is apart).
@@ -114,3 +123,16 @@ def render_listing(entries: Iterable[dict[str, Any]]) -> str:
     noun = "Request" if count == 1 else "Requests"
     out.append(f"-- {total // 1024} Kbytes in {count} {noun}.")
     return "\n".join(out) + "\n"
+
+
+def retry_now(queue: Queue, queue_id: str) -> bool:
+    """postqueue -i (and the console's retry): a deferred message moves to incoming/, as
+    Postfix's flush service does, and the running master is woken; False when no master runs
+    (the message is then delivered when one starts)."""
+    from sealmail.mta.pickup import send_control
+
+    if queue.locate(queue_id, QueueName.DEFERRED) is not None:
+        # QueueError: taken by the queue manager meanwhile, so it is being delivered.
+        with contextlib.suppress(QueueError):
+            queue.move(queue_id, QueueName.DEFERRED, QueueName.INCOMING)
+    return send_control(queue.control_socket, "wake")
