@@ -15,6 +15,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,6 +91,19 @@ class Mta:
     def scrape(self) -> Samples:
         return scrape(self.metrics)
 
+    def connect(self) -> smtplib.SMTP:
+        """The metrics port may answer before smtpd's is bound; a refused connection counts
+        nothing (a probe that connects would: postfix_smtpd_connects_total)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return smtplib.SMTP("127.0.0.1", self.smtp, local_hostname="client.example.org",
+                                    timeout=30)
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -158,8 +172,7 @@ def test_mta_metrics_after_smtp_and_lmtp(system: tuple[Store, Mta]) -> None:
     store, mta = system
     value = deltas(mta.scrape)
     wrong = base64.b64encode(b"\0alice\0guess").decode()
-    with smtplib.SMTP("127.0.0.1", mta.smtp, local_hostname="client.example.org",
-                      timeout=30) as client:
+    with mta.connect() as client:
         for _ in range(2):
             assert client.sendmail("bob@example.org", ["alice@example.com"], MESSAGE) == {}
         client.mail("bob@example.org")
