@@ -27,7 +27,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q --disable-pip-version-check -e '.[test,fast,postgresql,console]'
+python -m pip install -q --disable-pip-version-check -e '.[test,fast,postgresql,console,metrics]'
 
 python -m ruff check src tests bench
 python -m mypy

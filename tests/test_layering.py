@@ -29,11 +29,14 @@ LAYERS = (
     "proto",  # the shared receive buffer and the core loop (proto/buffer.py, proto/core.py)
     "sieve", "store", "config", "auth", "delivery", "imap", "pop3", "managesieve", "mta", "server",
     "console", "cli",
-    "rfc5322", "durable", "maillog", "privileges", "__main__",
+    "rfc5322", "durable", "maillog", "metrics", "sessions", "privileges", "__main__",
 )
 PROTO = {"proto", "proto.smtp", "proto.imap", "proto.pop3", "proto.managesieve", "proto.sasl",
          "proto.milter"}
 FOUNDATIONS = {"rfc5322", "durable", "maillog"}  # small mechanisms anything may use
+# Prometheus counters, off unless a master serves metrics_listen: the daemons' hooks and masters.
+METRICS = {"metrics"}
+# The live-session registry (admin who/kick): the store's daemons file their sessions in it.
 
 # layer -> the layers it may import ("sealmail" is the package itself: __version__).
 ALLOWED: dict[str, set[str]] = {
@@ -41,6 +44,8 @@ ALLOWED: dict[str, set[str]] = {
     "rfc5322": set(),
     "durable": set(),
     "maillog": set(),
+    "metrics": set(),  # imports nothing of sealmail: its hooks are called, never call back
+    "sessions": set(),  # files under configdirectory/proc; the caller names the directory
     "config": set(),
     "privileges": {"config"},
     "proto": set(),
@@ -59,14 +64,16 @@ ALLOWED: dict[str, set[str]] = {
     "pop3": {"proto.pop3", "store"},
     "managesieve": {"proto.managesieve", "store"},
     # The MTA: its daemons run on server/'s runtime; it delivers into the store over LMTP only.
-    "mta": {"config", "privileges", "auth", "server"} | PROTO | FOUNDATIONS,
+    "mta": {"config", "privileges", "auth", "server"} | PROTO | FOUNDATIONS | METRICS,
     # The daemons: anything below them, never the MTA or the CLI.
     "server": {
         "sealmail", "config", "privileges", "auth", "sieve", "store", "delivery", "imap", "pop3",
         "managesieve",
     }
     | (PROTO - {"proto.milter"})  # milters are the MTA's
-    | FOUNDATIONS,
+    | FOUNDATIONS
+    | METRICS
+    | {"sessions"},
     # The web console: the queue as the MTA keeps it, the store's logins and quotas, its HTTP
     # server and SASL exchange from server/; the trace and quota views are the commands' own code.
     "console": {"config", "privileges", "auth", "mta", "store", "server", "proto.sasl"},

@@ -4,13 +4,16 @@
     sealmail admin [-C IMAPD_CONF] -u USER|-A fetch 'FIELDS' QUERY
     sealmail admin [-C IMAPD_CONF] -u USER|-A expunge QUERY     (QUERY must name a mailbox)
     sealmail admin [-C IMAPD_CONF] -u USER|-A quota get|recalc
+    sealmail admin [-C IMAPD_CONF] [-u USER] who
+    sealmail admin [-C IMAPD_CONF] -u USER kick
 
 Like doveadm, it works on the storage directly (every change an ordinary store transaction, so
 running imapd sessions see it as another client's), for one user (-u) or every user with an
 INBOX (-A). Mailbox names are the user's own view (INBOX, INBOX.Sent). QUERY is doveadm's search
 query language (sealmail.cli.admin_query); output is doveadm's: `search` prints
 `MAILBOX-GUID UID`, `fetch` its pager form (`field: value`, records ended by a form feed),
-`quota get` a table.
+`quota get` a table. `who` and `kick` are about live sessions, not the storage
+(sealmail.cli.admin_sessions).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sealmail.cli.admin_query import (
     HeaderSearch,
@@ -43,10 +47,10 @@ FETCH_FIELDS = ("uid", "mailbox", "guid", "mailbox-guid", "flags", "size.physica
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-C", dest="config", metavar="IMAPD_CONF", default=DEFAULT_CONFIG_PATH,
                         help=f"imapd.conf to use (default {DEFAULT_CONFIG_PATH})")
-    who = parser.add_mutually_exclusive_group(required=True)
+    who = parser.add_mutually_exclusive_group()
     who.add_argument("-u", dest="user", help="the user to act for")
     who.add_argument("-A", dest="all_users", action="store_true", help="every user")
-    parser.add_argument("action", choices=("search", "fetch", "expunge", "quota"))
+    parser.add_argument("action", choices=("search", "fetch", "expunge", "quota", "who", "kick"))
     parser.add_argument("words", nargs=argparse.REMAINDER, metavar="ARGS",
                         help="search query; fetch: 'FIELDS' first; quota: get or recalc")
 
@@ -205,6 +209,11 @@ def _pattern(pattern: str, separator: str) -> re.Pattern[str]:
 def run(args: argparse.Namespace) -> int:
     config = load_imapd_conf(args.config)
     words = list(args.words)
+    if args.action in ("who", "kick"):
+        return _sessions(args, config.configdirectory)
+    if args.user is None and not args.all_users:
+        print(f"sealmail admin: {args.action} needs -u USER or -A", file=sys.stderr)
+        return 2
     try:
         store = open_store(config)
     except StoreError as exc:
@@ -242,3 +251,23 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
+
+
+def _sessions(args: argparse.Namespace, configdirectory: Path) -> int:
+    from sealmail.cli.admin_sessions import kick_user, who
+    from sealmail.sessions import registry_directory
+
+    directory = registry_directory(configdirectory)
+    words = list(args.words)
+    if args.user is None and words:  # `who -u USER`, `kick USER` (doveadm's order) too
+        words = words[1:] if words[0] == "-u" else words
+        args.user = words.pop(0) if words else None
+    if words:
+        print(f"sealmail admin: {args.action}: unexpected {' '.join(words)}", file=sys.stderr)
+        return 2
+    if args.action == "who":
+        return who(directory, args.user, print)
+    if args.user is None:
+        print("sealmail admin: kick needs -u USER", file=sys.stderr)
+        return 2
+    return kick_user(directory, args.user, print, lambda text: print(text, file=sys.stderr))

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
+from sealmail.config.options import IMAPD
 
 EX_USAGE, EX_OSERR = 64, 71
 
@@ -62,6 +63,9 @@ def run_daemon(
 
     config = load_imapd_conf(args.config)
     config.warn_without_effect()  # once per option, with file and line
+    if config.get(IMAPD.metrics_listen):
+        log.warning("metrics_listen is served by sealmail master only: %s started on its own "
+                    "serves no metrics", name)
     plain_texts = list(args.listen)
     tls_texts = list(getattr(args, "tls_listen", []) or [])
     if not plain_texts and not tls_texts:

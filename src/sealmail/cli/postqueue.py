@@ -1,8 +1,9 @@
-"""`sealmail postqueue [-c DIR] -p|-f` and `sealmail mailq`, as Postfix's postqueue(1).
+"""`sealmail postqueue [-c DIR] -p|-j|-f|-i QUEUEID` and `sealmail mailq`, as postqueue(1).
 
-`-p` lists the queue the way Postfix does: queue id (`*` active, `!` on hold), size, arrival
-time and sender, then the last deferral reason in parentheses and the recipients still pending.
-`-f` asks the running master to try every deferred message now.
+`-j` prints the queue as Postfix 3.x's JSON lines (sealmail.mta.showq: the one reading of the
+queue), `-p` (and mailq) Postfix's table made from those objects. `-f` asks the running master to
+try every deferred message now; `-i QUEUEID` just that one: as Postfix's flush service does, the
+message moves from deferred/ to incoming/ and the queue manager is woken.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Iterable
 
 from sealmail.mta.config import DEFAULT_CONFIG_DIRECTORY, MainConfig, load_mta_config
-from sealmail.mta.queue import QueueFile, QueueName, RecipientState
+from sealmail.mta.queue import Queue, is_queue_id
 
-MARKS = {QueueName.ACTIVE: "*", QueueName.HOLD: "!"}
+EX_UNAVAILABLE = 69
+DOWN = "sealmail postqueue: fatal: Cannot flush mail queue - mail system is down"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,44 +30,15 @@ def add_postqueue_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("-p", dest="list", action="store_true", help="list the queue")
+    action.add_argument("-j", dest="json", action="store_true",
+                        help="list the queue as JSON lines (Postfix 3.x's postqueue -j)")
     action.add_argument("-f", dest="flush", action="store_true", help="flush the queue")
+    action.add_argument("-i", dest="deliver", metavar="QUEUEID",
+                        help="deliver one deferred message now")
 
 
 def add_mailq_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-
-
-def render_queue(entries: Iterable[QueueFile]) -> str:
-    """The `postqueue -p` listing."""
-    blocks: list[str] = []
-    total_size = 0
-    count = 0
-    for entry in entries:
-        pending = [r for r in entry.recipients if not r.state.final]
-        if not pending:
-            continue
-        count += 1
-        total_size += entry.envelope.size
-        mark = MARKS.get(entry.queue, " ")
-        when = time.strftime("%a %b %d %H:%M:%S", time.localtime(entry.envelope.arrival))
-        sender = entry.envelope.sender or "MAILER-DAEMON"
-        lines = [f"{entry.queue_id + mark:<11s} {entry.envelope.size:>8d} {when}  {sender}"]
-        reasons: dict[str, list[str]] = {}
-        for r in pending:
-            reason = r.last.text if (r.last and r.state is RecipientState.PENDING
-                                     and r.last.status != "sent") else ""
-            reasons.setdefault(reason, []).append(r.record.address)
-        for reason, addresses in reasons.items():
-            if reason:
-                lines.append(f"({reason[:76]})")
-            lines += [" " * 41 + address for address in addresses]
-        blocks.append("\n".join(lines))
-    if not count:
-        return "Mail queue is empty\n"
-    header = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
-    kbytes = (total_size + 1023) // 1024
-    noun = "Request" if count == 1 else "Requests"
-    return header + "\n" + "\n\n".join(blocks) + f"\n\n-- {kbytes} Kbytes in {count} {noun}.\n"
 
 
 def _main(args: argparse.Namespace) -> MainConfig:
@@ -77,16 +48,34 @@ def _main(args: argparse.Namespace) -> MainConfig:
 
 def run_postqueue(args: argparse.Namespace) -> int:
     from sealmail.mta.pickup import send_control
-    from sealmail.mta.queue import Queue
+    from sealmail.mta.showq import iter_entries, json_lines, render_listing
 
     queue = Queue.from_config(_main(args))
     if args.flush:
         if not send_control(queue.control_socket, "flush"):
-            print("sealmail postqueue: fatal: Cannot flush mail queue - mail system is down",
-                  file=sys.stderr)
-            return 69  # EX_UNAVAILABLE
+            print(DOWN, file=sys.stderr)
+            return EX_UNAVAILABLE
         return 0
-    sys.stdout.write(render_queue(queue.entries()))
+    if getattr(args, "deliver", None):
+        return deliver_now(queue, args.deliver)
+    if getattr(args, "json", False):
+        for line in json_lines(iter_entries(queue)):
+            sys.stdout.write(line)
+        return 0
+    sys.stdout.write(render_listing(iter_entries(queue)))
+    return 0
+
+
+def deliver_now(queue: Queue, queue_id: str) -> int:
+    """postqueue -i QUEUEID (sealmail.mta.showq.retry_now)."""
+    from sealmail.mta.showq import retry_now
+
+    if not is_queue_id(queue_id):
+        print(f"sealmail postqueue: fatal: invalid mail queue id: {queue_id}", file=sys.stderr)
+        return 64
+    if not retry_now(queue, queue_id):
+        print(DOWN, file=sys.stderr)
+        return EX_UNAVAILABLE
     return 0
 
 

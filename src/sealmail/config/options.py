@@ -48,6 +48,17 @@ def _not_percent(text: str) -> str | None:
     return None
 
 
+def refuse_listen_address(text: str) -> str | None:
+    """metrics_listen (imapd.conf and main.cf): ADDR:PORT, [V6]:PORT or :PORT (loopback)."""
+    value = text.strip()
+    if not value:
+        return None
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{value}: not ADDR:PORT"
+    return None
+
+
 OptionType = Kind  # the name this registry used before the schema was shared
 ACCEPTED = Status.ACCEPTED
 
@@ -104,6 +115,8 @@ class IMAPD(Registry):
     smtp_host = string("localhost:587", "host:port of the MTA for smtp_backend: host.")
     sieve_vacation_min_response = integer(86400, "Shortest vacation :days/:seconds, seconds.")
     sieve_vacation_max_response = integer(90 * 86400, "Longest vacation period, seconds.")
+    # Operation
+    metrics_listen = optional_string("ADDR:PORT where master serves Prometheus metrics (/metrics) of all its services (needs the `metrics` extra, prometheus-client); unset: none. Keep it on loopback or a management network.", refuses=refuse_listen_address)
     # IMAP and ManageSieve sessions
     timeout = integer(32, "Minutes an IMAP or ManageSieve client may stay idle (at least 30).")
     # Sieve

@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sealmail import metrics
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.config.services import DEFAULT_SERVICES_FILE, UnknownService, service_port
 from sealmail.maillog import SERVICE_SYSLOG_NAME
@@ -302,6 +303,7 @@ def _reap(workers: list[subprocess.Popen[bytes]], timeout: float = 35.0) -> None
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+        metrics.process_exited(worker.pid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,6 +636,7 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
     """`sealmail postfix start-fg`: lock the pid file, say where the log goes, bind the
     listeners, switch to mail_owner when started as root (sealmail.mta.privsep), run until
     signalled."""
+    from sealmail.mta import metrics as mta_metrics
     from sealmail.mta import privsep
     from sealmail.mta.agents import privileges
     from sealmail.mta.config import checks
@@ -669,11 +672,14 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
         handler.close()
         return 1
     helper: privsep.HelperClient | None = None
+    metrics_server = None
     master = MtaMaster(config_directory, agent_factory=agent_factory)
     stream = getattr(handler, "stream", None)
     if stream is not None and not stream.isatty():
         master.log_fd = stream.fileno()
     try:
+        # Before the switch to mail_owner: the directory is made by root, for mail_owner.
+        metrics_server = mta_metrics.start(main, (owner.uid, owner.gid) if owner else None)
         if owner is not None and owner.uid != 0:
             pid, control = privsep.start_helper(
                 keep_open=[fd], spool_directory=main.get(MAIN.mail_spool_directory))
@@ -689,6 +695,7 @@ def run_foreground(config_directory: Path, *, agent_factory: AgentFactory = load
                      "runs as this account", os.getuid())
         runtime.run(master.run())
     finally:
+        mta_metrics.stop(metrics_server)
         with contextlib.suppress(OSError):
             pid_path(main).unlink()
         os.close(fd)

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sealmail import metrics
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.maillog import SERVICE_SYSLOG_NAME
@@ -669,6 +670,7 @@ class SmtpdSession(sessions.ClientSession):
             return refusal
         service = self.service
         txn = self.txn
+        started = time.monotonic()
         actions = self.checks.actions
         if actions.discard:
             log.info("NOQUEUE: discard: %s from %s: %s", self.facts.where, self.client,
@@ -735,6 +737,7 @@ class SmtpdSession(sessions.ClientSession):
         )
         log.info("%s: client=%s%s", queue_id, self.client, sasl)
         service.on_queued(queue_id)
+        metrics.observe_end_of_data("smtpd", time.monotonic() - started)
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
     async def _count_tls_session(self) -> None:
@@ -959,6 +962,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     root.setLevel(logging.INFO)
     root.addHandler(handler)
     fds = [int(fd) for fd in args.fds.split(",") if fd]
+    metrics.enable()  # when the master serves metrics_listen (PROMETHEUS_MULTIPROC_DIR)
     runtime.run(serve_worker(args.config, args.service, fds, args.parent_fd, args.hostname))
     return 0
 

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from sealmail import metrics
+from sealmail import sessions as live_sessions
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
@@ -276,6 +278,7 @@ class ImapConnection(ClientSession):
         self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
         self._direct = False  # the running command's thread writes to `_direct_fd` (_stream)
         self._direct_fd: int | None = None
+        self.live: live_sessions.Registration | None = None  # admin who / kick
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(
@@ -441,6 +444,8 @@ class ImapConnection(ClientSession):
         try:
             await self._loop()
         finally:
+            if self.live is not None:
+                self.live.remove()
             if self._direct_fd is not None:
                 os.close(self._direct_fd)
             log.info("%s: disconnect from %s", self.session_id, self.client)
@@ -524,7 +529,12 @@ class ImapConnection(ClientSession):
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, CommandReceived):
+            started = time.monotonic()
             await self._command(event.command)
+            metrics.observe_command(event.command.name, time.monotonic() - started)
+            if self.live is not None and self.session is not None:
+                selected = self.session.selected
+                self.live.update(selected.name if selected is not None else "")
         elif isinstance(event, AuthenticateData):
             await self.auth.step(event.data)  # False (too many failures): the core is closed
         elif isinstance(event, IdleDone):
@@ -596,6 +606,16 @@ class ImapConnection(ClientSession):
                 command.wire_name,
                 responses[-1].status if isinstance(responses[-1], StatusResponse) else "",
             )
+
+    def _kicked(self) -> None:
+        """`sealmail admin kick`: a BYE, as Dovecot's kick, and the connection closes."""
+        log.info("%s: kicked by admin from %s", self.session_id, self.client)
+        self.conn.send(StatusResponse("BYE", "Kicked by admin"))
+        data = self.conn.data_to_send()
+        if self.compression is not None:
+            data = self.compression.deflate(data)
+        self.writer.write(data)
+        self.writer.close()
 
     # -- TLS and compression -----------------------------------------------------------------
 
@@ -717,6 +737,13 @@ class ImapConnection(ClientSession):
             self.auth.logged_mechanism,
             "+TLS" if self.secure else "",
             self.session_id,
+        )
+        self.live = live_sessions.register(
+            live_sessions.registry_directory(config.configdirectory),
+            live_sessions.LiveSession(self.session_id, identity, self.service.daemon_name,
+                                      "imap", self.endpoint.client_ip or "", time.time(),
+                                      os.getpid()),
+            self._kicked,
         )
         self._send(
             [

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
+from sealmail import metrics
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
@@ -242,9 +244,11 @@ class LmtpSession(session.ClientSession):
             protocol=protocol,
         )
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         replies = await loop.run_in_executor(
             self.service.executor, self.service.engine.deliver, envelope, event.content
         )
+        metrics.observe_end_of_data("lmtpd", time.monotonic() - started)
         for reply in replies:
             self.conn.answer(reply)
         self.txn = Transaction()

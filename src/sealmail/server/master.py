@@ -38,7 +38,8 @@ master then only watches:
   to `shutdown_timeout`, kills what is left, removes its UNIX sockets and the pidfile.
 
 The loop is plain and synchronous (signals arrive through a wakeup pipe), so master holds no
-event loop or threads that forked workers could inherit.
+event loop that forked workers could inherit. The one thread is metrics_listen's HTTP server
+(sealmail.metrics): children are started with fork+exec, so they inherit none of it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sealmail import metrics
+from sealmail import sessions as live_sessions
 from sealmail.config.cyrus_conf import (
     DEFAULT_SERVICES_FILE,
     CyrusConf,
@@ -70,6 +73,7 @@ from sealmail.config.cyrus_conf import (
     service_addresses,
 )
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig, load_imapd_conf
+from sealmail.config.options import IMAPD
 from sealmail.privileges import Account, announce, make_store_directories, store_account
 from sealmail.server.listeners import ListenError, bind, describe
 
@@ -135,6 +139,7 @@ class Master:
         self.retiring: list[RunningService] = []  # stopped by SIGHUP, workers still draining
         self.events: dict[str, ScheduledEvent] = {}
         self._signals: list[int] = []
+        self._metrics_server: Any = None  # metrics_listen's HTTP server (a thread)
         self._wakeup_r, self._wakeup_w = os.pipe()
 
     # ---------------------------------------------------------------- start-up
@@ -171,6 +176,10 @@ class Master:
                 self.account.describe(),
             )
         self.prepare_store()
+        account = self.account
+        live_sessions.clear(self._sessions_directory(),
+                            (account.uid, account.gid) if account is not None else None)
+        self._metrics_server = self._start_metrics()
         for start_entry in self.conf.start:
             self._run_start_entry(start_entry)
         for service in self.conf.services:
@@ -179,6 +188,26 @@ class Master:
         for event in self.conf.events:
             self.events[event.name] = ScheduledEvent(event, self._first_run(event, now))
         log.info("master ready: %d service(s), %d event(s)", len(self.services), len(self.events))
+
+    def _sessions_directory(self) -> Path:
+        """Where logged-in sessions are filed (sealmail.sessions: admin who, kick)."""
+        return live_sessions.registry_directory(self.config.configdirectory)
+
+    def _worker_gone(self, pid: int) -> None:
+        metrics.process_exited(pid)
+        live_sessions.sweep_pid(self._sessions_directory(), pid)
+
+    def _start_metrics(self) -> Any:
+        """metrics_listen: the workers' metrics files under configdirectory/metrics (see
+        sealmail.metrics), summed on each scrape by a thread of this process."""
+        listen = self.config.get(IMAPD.metrics_listen)
+        if not listen:
+            return None
+        account = self.account
+        owner = (account.uid, account.gid) if account is not None else None
+        if not metrics.prepare(self.config.configdirectory / "metrics", owner):
+            return None
+        return metrics.serve(listen)
 
     def _run_start_entry(self, entry: Entry) -> None:
         argv = sealmail_argv(entry.command.argv, self.imapd_conf_path)
@@ -291,6 +320,7 @@ class Master:
             for pid, process in list(running.workers.items()):
                 if process.poll() is not None:
                     del running.workers[pid]
+                    self._worker_gone(pid)
         self.retiring = [running for running in self.retiring if running.workers]
         for name, running in self.services.items():
             for pid, process in list(running.workers.items()):
@@ -298,6 +328,7 @@ class Master:
                 if status is None:
                     continue
                 del running.workers[pid]
+                self._worker_gone(pid)
                 log.warning(
                     "service %s: worker %d exited with status %d; replacing it", name, pid, status
                 )
@@ -462,4 +493,8 @@ class Master:
                 process.kill()
                 process.wait()
         self.retiring.clear()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
         log.info("master stopped")

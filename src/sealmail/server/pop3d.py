@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sealmail import sessions as live_sessions
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
 from sealmail.config.imapd_conf import ConfigError, ImapdConfig
@@ -145,6 +147,7 @@ class Pop3Session(sessions.ClientSession):
             max_failures=service.settings.max_auth_failures,
         )
         self.maildrop: LockedMaildrop | None = None
+        self.live: live_sessions.Registration | None = None  # admin who / kick
 
     # -- policy -------------------------------------------------------------------------------
 
@@ -158,6 +161,8 @@ class Pop3Session(sessions.ClientSession):
         try:
             await self._serve()
         finally:
+            if self.live is not None:
+                self.live.remove()
             self.release()
 
     async def _serve(self) -> None:
@@ -319,7 +324,21 @@ class Pop3Session(sessions.ClientSession):
             len(maildrop.messages),
             self.session_id,
         )
+        self.live = live_sessions.register(
+            live_sessions.registry_directory(service.config.configdirectory),
+            live_sessions.LiveSession(self.session_id, identity, service.daemon_name, "pop3",
+                                      self.endpoint.client_ip or "", time.time(), os.getpid(),
+                                      name),
+            self._kicked,
+        )
         return True
+
+    def _kicked(self) -> None:
+        """`sealmail admin kick`: -ERR, as Dovecot's kick, and the connection closes (no
+        deletion is applied: there was no QUIT)."""
+        log.info("%s: kicked by admin from %s", self.session_id, self.client)
+        self.writer.write(b"-ERR Kicked by admin\r\n")
+        self.writer.close()
 
     async def _send_message(self, event: MessageRequest) -> None:
         held = self.maildrop

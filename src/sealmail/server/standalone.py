@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Protocol
 
+from sealmail import sessions as live_sessions
 from sealmail.config.cyrus_conf import (
     DEFAULT_SERVICES_FILE,
     ListenAddress,
@@ -99,6 +100,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    live_sessions.install_kick_handler(loop.add_signal_handler)  # SIGUSR2: admin kick
     log.info("%s ready", name)
     await stop.wait()
     sessions = {task for service, _ in services for task in service.sessions}

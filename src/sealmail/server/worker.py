@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from sealmail import metrics
+from sealmail import sessions as live_sessions
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
 from sealmail.server import session
@@ -165,7 +167,10 @@ async def serve(
     slots: SessionSlots | None,
     name: str,
     busy: bytes = b"",
+    protocol: str = "",
 ) -> None:
+    """Accept and serve until told to stop; `protocol` (imap, pop3, lmtp, sieve) names the
+    connection metrics."""
     loop = asyncio.get_running_loop()
     leaving = asyncio.Event()  # accept no more (SIGTERM, SIGINT, SIGUSR1)
     stopping = asyncio.Event()  # and end the sessions soon (SIGTERM, SIGINT)
@@ -178,13 +183,15 @@ async def serve(
     loop.add_signal_handler(signal.SIGINT, stop)
     loop.add_signal_handler(signal.SIGUSR1, leaving.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # master re-reads; workers go on
+    live_sessions.install_kick_handler(loop.add_signal_handler)  # SIGUSR2: admin kick
     sessions: set[asyncio.Task[None]] = set()
 
     implicit_tls = getattr(service, "implicit_tls_context", None)
 
     async def run_session(connection: socket.socket, slot: int | None) -> None:
         try:
-            await session.serve_connection(service, connection, implicit_tls)
+            with metrics.connection(protocol, name):
+                await session.serve_connection(service, connection, implicit_tls)
         except (OSError, ssl.SSLError) as exc:
             log.info("%s: connection failed: %s", name, exc)
             connection.close()
@@ -274,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sockets = [socket.socket(fileno=int(fd)) for fd in args.fds.split(",")]
     for sock in sockets:
         sock.setblocking(False)
+    metrics.enable()  # when master serves metrics_listen (PROMETHEUS_MULTIPROC_DIR is set)
     service = builder_for(command[0])(config, command[1:], service_name=args.service)
     slots = (
         SessionSlots(config.configdirectory / "lock" / "master", args.service, args.maxchild)
@@ -283,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sealmail.server import runtime
 
     raise_descriptor_limit()
-    runtime.run(serve(service, sockets, slots, args.service, BUSY.get(command[0], b"")))
+    runtime.run(serve(service, sockets, slots, args.service, BUSY.get(command[0], b""),
+                      metrics.store_protocol(command[0])))
     return 0
 
 

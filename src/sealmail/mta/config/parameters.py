@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sealmail.config.options import refuse_listen_address
 from sealmail.config.schema import (
     Kind,
     Option,
@@ -500,6 +501,7 @@ class MAIN(Registry):
     lmtp_tls_key_file = string("$lmtp_tls_cert_file", "Client key.")
     lmtp_tls_loglevel = integer("0", "TLS logging, as smtp_tls_loglevel.")
     # Tools
+    metrics_listen = string("", "sealmail's own: ADDR:PORT where the MTA's master serves Prometheus metrics (/metrics: postfix_exporter's names, the queue by age and size), summed over its smtpd processes; needs the `metrics` extra (prometheus-client). Empty: none.", refuses=refuse_listen_address)
     sendmail_path = string("/usr/sbin/sendmail", "Path of the sendmail command.", status=ACCEPTED)
     mailq_path = string("/usr/bin/mailq", "Path of the mailq command.", status=ACCEPTED)
     newaliases_path = string("/usr/bin/newaliases", "Path of the newaliases command.", status=ACCEPTED)
