@@ -79,13 +79,14 @@ def header_fields(block: bytes, only: frozenset[str] | None = None) -> list[tupl
             if only is None or name in only]
 
 
-def searchable_fields(block: bytes, only: frozenset[str] | None = None
-                      ) -> list[tuple[str, str]]:
+def searchable_fields(block: bytes, only: frozenset[str] | None = None,
+                      raw: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(lower-case name, text) that SEARCH matches a header's fields with, not yet casefolded:
     each field's value as `header_fields` gives it, and after an address field's value the
-    field again with its addresses (mailbox@host, comma-separated; none for a group's name)."""
+    field again with its addresses (mailbox@host, comma-separated; none for a group's name).
+    `raw`: the block's `raw_header_fields`, when the caller split it already."""
     out: list[tuple[str, str]] = []
-    for name, value in raw_header_fields(block):
+    for name, value in raw_header_fields(block) if raw is None else raw:
         if only is not None and name not in only:
             continue
         out.append((name, decode_words(value)))
@@ -114,10 +115,13 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def searchable_form(raw: bytes) -> bytes | None:
-    """The `header_index.fields` value of a message, or None when it cannot be kept."""
+def searchable_form(raw: bytes, fields: list[tuple[str, str]] | None = None) -> bytes | None:
+    """The `header_index.fields` value of a message, or None when it cannot be kept.
+    `fields`: its header's `raw_header_fields`, when the caller split it already (delivery
+    shares one split between this and `sealmail.store.sorting.sort_fields`)."""
     grouped: dict[str, list[bytes]] = {}
-    for name, value in searchable_fields(header_block(raw), _INDEXED):  # only what is kept
+    block = b"" if fields is not None else header_block(raw)
+    for name, value in searchable_fields(block, _INDEXED, fields):  # only what is kept
         grouped.setdefault(name, []).append(encode(value.casefold()))
     form = bytearray()
     for name in INDEXED_FIELDS:

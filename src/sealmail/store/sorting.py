@@ -146,10 +146,13 @@ _SORTED_FIELDS = frozenset(
 )
 
 
-def sort_fields(raw: bytes) -> SortFields:
-    """The sortable form of a message (never fails: a missing field gives an empty value)."""
+def sort_fields(raw: bytes, header: list[tuple[str, str]] | None = None) -> SortFields:
+    """The sortable form of a message (never fails: a missing field gives an empty value).
+    `header`: its `raw_header_fields`, when the caller split it already."""
     sent: dict[str, list[str]] = {}  # as sent: an address list is parsed before decoding
-    for name, value in raw_header_fields(header_block(raw)):
+    if header is None:
+        header = raw_header_fields(header_block(raw))
+    for name, value in header:
         if name in _SORTED_FIELDS:
             sent.setdefault(name, []).append(value)
     fields = {name: [decode_words(v) for v in values] for name, values in sent.items()}

@@ -28,7 +28,12 @@ from sealmail.store.disk.layout import (
 )
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.errors import MailboxNotFound, StoreError
-from sealmail.store.headers import listed_form, searchable_form
+from sealmail.store.headers import (
+    header_block,
+    listed_form,
+    raw_header_fields,
+    searchable_form,
+)
 from sealmail.store.index import sqlite_error
 from sealmail.store.seen import SEEN
 from sealmail.store.sorting import SortFields, sort_fields
@@ -104,15 +109,16 @@ class GroupCommit:
                 else:
                     stages[i] = staged
             self._spool.fault("staged")
+            header = raw_header_fields(header_block(content))  # split once for both forms
             delivery = _Delivery(
                 targets=targets,
                 stages=stages,
                 size=len(content),
                 guid=hashlib.sha1(content).hexdigest(),
                 internaldate=self._spool.clock() if internaldate is None else internaldate,
-                headers=searchable_form(content),
+                headers=searchable_form(content, header),
                 listed=listed_form(content),
-                sorting=sort_fields(content),
+                sorting=sort_fields(content, header),
                 results=results,
             )
             if any(stage is not None for stage in stages):
@@ -151,12 +157,13 @@ class GroupCommit:
                 if isinstance(staged, StoreError):
                     raise staged
                 written.append(staged)
+                header = raw_header_fields(header_block(content))
                 deliveries.append(_Delivery(
                     targets=[target], stages=[staged], size=len(content),
                     guid=hashlib.sha1(content).hexdigest(),
                     internaldate=self._spool.clock() if internaldate is None else internaldate,
-                    headers=searchable_form(content), listed=listed_form(content),
-                    sorting=sort_fields(content), results=[None]))
+                    headers=searchable_form(content, header), listed=listed_form(content),
+                    sorting=sort_fields(content, header), results=[None]))
             self._spool.fault("staged")
             return self._commit_together(deliveries)
         finally:
