@@ -34,7 +34,7 @@ _pool_pid = 0
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
-    fd = os.open(Path(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
