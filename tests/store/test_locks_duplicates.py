@@ -153,6 +153,12 @@ def test_every_backend_keeps_duplicate_deliveries(store: Any) -> None:
     assert duplicates.seen("<a@x>", "user.alice") and not duplicates.seen("<a@x>", "user.bob")
     assert duplicates.expire(1) == 1  # only the old one
     assert not duplicates.seen("<a@x>", "user.alice") and duplicates.seen("<b@x>", "user.alice")
+    duplicates.mark_all("<c@x>", [])
+    duplicates.mark_all("<c@x>", ["user.alice"])
+    duplicates.mark_all("<d@x>", ["user.alice", "user.bob", "user.carol"])
+    assert duplicates.seen("<c@x>", "user.alice") and not duplicates.seen("<c@x>", "user.bob")
+    assert all(duplicates.seen("<d@x>", f"user.{u}") for u in ("alice", "bob", "carol"))
+    assert duplicates.expire(1) == 0  # marked now, at the store's clock
 
 
 def test_every_backend_has_an_exclusive_pop_lock_with_its_last_login(store: Any) -> None:

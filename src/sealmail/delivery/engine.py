@@ -176,6 +176,11 @@ class DeliveryEngine:
                     else:
                         failed.setdefault(index, result)
         self._warn_about_quotas([a for kept in stored.values() for a in kept])
+        if message_id is not None and self.duplicates is not None:
+            # Every stored copy's mark in one write (before any Sieve bookkeeping, as before).
+            self.duplicates.mark_all(message_id, [
+                a.mailbox for index, kept in stored.items() if index not in failed for a in kept
+            ])
 
         for index in copies:
             recipient = recipients[index]
@@ -185,9 +190,6 @@ class DeliveryEngine:
                 status = "deferred" if reply.code < 500 else "bounced"
                 self._log(envelope, recipient, len(content), reply, status, cause=failed[index])
                 continue
-            for appended in stored[index]:
-                if message_id is not None and self.duplicates is not None:
-                    self.duplicates.mark(message_id, appended.mailbox)
             plan = plans[index]
             if plan is not None and recipient.user is not None:
                 assert self.sieve is not None  # only it makes plans

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
@@ -113,6 +113,30 @@ class DuplicateDatabase:
                 "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked) VALUES (?, ?, ?)",
                 (message_id, mailbox, marked),
             )
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+
+    def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
+        """`mark` of each mailbox in one transaction (one WAL append, not one per recipient)."""
+        if len(mailboxes) <= 1:
+            for mailbox in mailboxes:
+                self.mark(message_id, mailbox)
+            return
+        marked = self._clock()
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
+                    " VALUES (?, ?, ?)",
+                    [(message_id, mailbox, marked) for mailbox in mailboxes],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 

@@ -4,7 +4,7 @@ node shares, so a message delivered through node A is a duplicate when it comes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sealmail.store.postgres.database import Connection, Database
 
@@ -30,6 +30,22 @@ class SharedDuplicates:
             "INSERT INTO duplicate_deliveries (message_id, mailbox, marked) VALUES (%s, %s, %s)"
             " ON CONFLICT (message_id, mailbox) DO UPDATE SET marked = excluded.marked",
             (message_id, mailbox, marked)))
+
+    def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
+        """`mark` of each mailbox in one transaction."""
+        if not mailboxes:
+            return
+        marked = self._clock()
+
+        def work(conn: Connection) -> None:
+            for mailbox in mailboxes:
+                conn.execute(
+                    "INSERT INTO duplicate_deliveries (message_id, mailbox, marked)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (message_id, mailbox)"
+                    " DO UPDATE SET marked = excluded.marked",
+                    (message_id, mailbox, marked))
+
+        self._db.write(work)
 
     def expire(self, days: float) -> int:
         """Remove entries marked more than `days` days ago; how many went."""
