@@ -106,6 +106,24 @@ class DuplicateDatabase:
             raise _store_error(exc, self.path) from exc
         return row is not None
 
+    def seen_among(self, message_id: str, mailboxes: Sequence[str]) -> set[str]:
+        """Those of `mailboxes` the message was delivered to: one query, not one per name."""
+        wanted = list(dict.fromkeys(mailboxes))
+        found: set[str] = set()
+        try:
+            conn = self._connection()
+            for start in range(0, len(wanted), 500):  # SQLite's bound on parameters
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    "SELECT mailbox FROM deliveries WHERE message_id = ? AND mailbox IN"
+                    f" ({','.join('?' * len(chunk))})",
+                    (message_id, *chunk),
+                ).fetchall()
+                found.update(mailbox for (mailbox,) in rows)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return found
+
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
         marked = self._clock() if when is None else when
         try:

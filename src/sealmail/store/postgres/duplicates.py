@@ -24,6 +24,16 @@ class SharedDuplicates:
             (message_id, mailbox)).fetchone())
         return row is not None
 
+    def seen_among(self, message_id: str, mailboxes: Sequence[str]) -> set[str]:
+        """Those of `mailboxes` the message was delivered to, in one query."""
+        wanted = list(dict.fromkeys(mailboxes))
+        if not wanted:
+            return set()
+        rows = self._db.read(lambda conn: conn.execute(
+            "SELECT mailbox FROM duplicate_deliveries WHERE message_id = %s"
+            " AND mailbox = ANY(%s)", (message_id, wanted)).fetchall())
+        return {row[0] for row in rows}
+
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
         marked = self._clock() if when is None else when
         self._db.write(lambda conn: conn.execute(
