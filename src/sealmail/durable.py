@@ -34,7 +34,7 @@ _pool_pid = 0
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
-    fd = os.open(Path(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -48,7 +48,10 @@ def fsync_directories(paths: Collection[str | os.PathLike[str]]) -> None:
         for path in paths:
             fsync_directory(path)
         return
-    results = list(_fsync_pool().map(_fsync_or_error, paths))
+    # The calling thread issues one of them itself: one thread hand-off fewer per commit.
+    first, *others = paths
+    pending = [_fsync_pool().submit(_fsync_or_error, path) for path in others]
+    results = [_fsync_or_error(first)] + [future.result() for future in pending]
     for error in results:
         if error is not None:
             raise error

@@ -115,3 +115,15 @@ def test_two_sessions_with_the_same_message_at_once_store_it_once(
     first.join(10)
     assert [r.code for r in replies] == [250, 250]  # type: ignore[attr-defined]
     assert len(engine.store.messages("user.alice")) == 1
+def test_duplicates_among_several_recipients_are_each_their_own(engine: DeliveryEngine) -> None:
+    """One query asks for every recipient's mailbox: those that had the message are 250 with
+    nothing stored, the others get it; a recipient named twice gets one copy."""
+    for user in ("bob", "carol"):
+        engine.store.create_mailbox(f"user.{user}")
+    engine.deliver(envelope(engine, "alice"), MESSAGE)
+    replies = engine.deliver(envelope(engine, "alice", "bob", "carol", "bob"), MESSAGE)
+    assert [r.code for r in replies] == [250, 250, 250, 250]
+    assert [len(engine.store.messages(f"user.{u}")) for u in ("alice", "bob", "carol")] == [1, 1, 1]
+    again = engine.deliver(envelope(engine, "bob", "carol"), MESSAGE)
+    assert [r.code for r in again] == [250, 250]
+    assert [len(engine.store.messages(f"user.{u}")) for u in ("bob", "carol")] == [1, 1]

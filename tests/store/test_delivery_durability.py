@@ -246,3 +246,19 @@ def test_deliver_all_fails_as_a_whole(tmp_path: Path) -> None:
         assert records[1].internaldate == 1e9
         with pytest.raises(ValueError):
             disk.deliver_all([messages[0], (b"x\r\n", DeliveryTarget("user.b"), None)])
+
+
+def test_partitions_are_looked_up_in_chunks_of_names() -> None:
+    """One query per 500 names (SQLite's parameter bound), duplicates and unknowns allowed."""
+    import sqlite3
+
+    from sealmail.store.disk.commit import partitions_of
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE mailboxes (name TEXT PRIMARY KEY, partition TEXT)")
+    conn.executemany("INSERT INTO mailboxes VALUES (?, ?)",
+                     [(f"user.u{i}", f"p{i % 3}") for i in range(0, 1300, 2)])
+    names = [f"user.u{i}" for i in range(1300)] + ["user.u4", "user.U4"]
+    found = partitions_of(conn, names)
+    assert found == {f"user.u{i}": f"p{i % 3}" for i in range(0, 1300, 2)}
+    assert partitions_of(conn, []) == {}

@@ -153,6 +153,17 @@ def test_every_backend_keeps_duplicate_deliveries(store: Any) -> None:
     assert duplicates.seen("<a@x>", "user.alice") and not duplicates.seen("<a@x>", "user.bob")
     assert duplicates.expire(1) == 1  # only the old one
     assert not duplicates.seen("<a@x>", "user.alice") and duplicates.seen("<b@x>", "user.alice")
+    duplicates.mark_all("<c@x>", [])
+    duplicates.mark_all("<c@x>", ["user.alice"])
+    duplicates.mark_all("<d@x>", ["user.alice", "user.bob", "user.carol"])
+    assert duplicates.seen("<c@x>", "user.alice") and not duplicates.seen("<c@x>", "user.bob")
+    assert all(duplicates.seen("<d@x>", f"user.{u}") for u in ("alice", "bob", "carol"))
+    assert duplicates.expire(1) == 0  # marked now, at the store's clock
+    assert duplicates.seen_among("<d@x>", ["user.bob", "user.dave", "user.bob"]) == {"user.bob"}
+    assert duplicates.seen_among("<d@x>", []) == set()
+    many = [f"user.n{i}" for i in range(1200)]
+    duplicates.mark_all("<e@x>", many[::3])
+    assert duplicates.seen_among("<e@x>", many) == set(many[::3])
 
 
 def test_every_backend_has_an_exclusive_pop_lock_with_its_last_login(store: Any) -> None:

@@ -129,6 +129,11 @@ class DeliveryEngine:
         plans: list[SievePlan | None] = [None] * len(recipients)
         copies: dict[int, list[Copy]] = {}
         seen_here: set[str] = set()
+        asked: set[str] = set()
+        if message_id is not None and self.duplicates is not None and len(recipients) > 1:
+            # The recipients' own mailboxes asked at once; Sieve's other folders one by one.
+            asked = {r.mailbox for r in recipients}
+            seen_here.update(self.duplicates.seen_among(message_id, list(asked)))
         for index, recipient in enumerate(recipients):
             plan = (
                 self.sieve.plan(recipient, envelope.sender, content, message_id)
@@ -141,7 +146,9 @@ class DeliveryEngine:
                 self._log(envelope, recipient, len(content), plan.reply, "rejected by sieve")
                 continue
             wanted = plan.copies if plan is not None else [Copy(recipient.mailbox, (), content)]
-            kept = [c for c in wanted if not self._duplicate(message_id, c.mailbox, seen_here)]
+            kept = [
+                c for c in wanted if not self._duplicate(message_id, c.mailbox, seen_here, asked)
+            ]
             seen_here.update(c.mailbox for c in kept)
             if wanted and not kept:
                 reply = delivered(envelope.session_id, duplicate=True)
@@ -186,6 +193,11 @@ class DeliveryEngine:
                     else:
                         failed.setdefault(index, result)
         self._warn_about_quotas([a for kept in stored.values() for a in kept])
+        if message_id is not None and self.duplicates is not None:
+            # Every stored copy's mark in one write (before any Sieve bookkeeping, as before).
+            self.duplicates.mark_all(message_id, [
+                a.mailbox for index, kept in stored.items() if index not in failed for a in kept
+            ])
 
         for index in copies:
             recipient = recipients[index]
@@ -195,9 +207,6 @@ class DeliveryEngine:
                 status = "deferred" if reply.code < 500 else "bounced"
                 self._log(envelope, recipient, len(content), reply, status, cause=failed[index])
                 continue
-            for appended in stored[index]:
-                if message_id is not None and self.duplicates is not None:
-                    self.duplicates.mark(message_id, appended.mailbox)
             plan = plans[index]
             if plan is not None and recipient.user is not None:
                 assert self.sieve is not None  # only it makes plans
@@ -241,11 +250,16 @@ class DeliveryEngine:
             except Exception:
                 log.exception("quota warning for %s failed", usage.root)
 
-    def _duplicate(self, message_id: str | None, mailbox: str, seen_here: set[str]) -> bool:
-        """Cyrus's duplicate suppression: (Message-ID, mailbox) delivered before, or just now."""
+    def _duplicate(
+        self, message_id: str | None, mailbox: str, seen_here: set[str], asked: set[str]
+    ) -> bool:
+        """Cyrus's duplicate suppression: (Message-ID, mailbox) delivered before, or just now.
+        `seen_here` holds those of `asked` delivered before (sealmail.store seen_among)."""
         if message_id is None or self.duplicates is None:
             return False
-        return mailbox in seen_here or self.duplicates.seen(message_id, mailbox)
+        if mailbox in seen_here:
+            return True
+        return mailbox not in asked and self.duplicates.seen(message_id, mailbox)
 
     def _take_slots(self, slots: ExitStack, recipients: Sequence[Recipient]) -> set[str | None]:
         """Users whose concurrent-delivery limit is reached (451 4.4.5 rather than waiting)."""

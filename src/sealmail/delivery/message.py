@@ -107,10 +107,23 @@ def trace_headers(
     now: float | None = None,
 ) -> bytes:
     """Return-Path and Received fields, the same for every recipient so one copy serves all."""
-    date = formatdate(time.time() if now is None else now, localtime=True)
+    date = _received_date(int(time.time() if now is None else now))
     received = (
         f"Received: from {helo or 'unknown'} ({client})\r\n"
         f"\tby {servername} (sealmail lmtpd) with {protocol} id {session_id};\r\n"
         f"\t{date}\r\n"
     )
     return f"Return-Path: <{return_path}>\r\n{received}".encode("utf-8", "surrogateescape")
+
+
+_last_date: tuple[int, str] = (-1, "")
+
+
+def _received_date(second: int) -> str:
+    """formatdate(second, localtime=True), remembered for the current second (the email
+    package's formatting is a large part of a small delivery's CPU)."""
+    global _last_date
+    last = _last_date  # one read: another thread may replace it meanwhile
+    if last[0] != second:
+        last = _last_date = (second, formatdate(second, localtime=True))
+    return last[1]

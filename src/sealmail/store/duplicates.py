@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -138,6 +138,24 @@ class DuplicateDatabase:
             raise _store_error(exc, self.path) from exc
         return row is not None
 
+    def seen_among(self, message_id: str, mailboxes: Sequence[str]) -> set[str]:
+        """Those of `mailboxes` the message was delivered to: one query, not one per name."""
+        wanted = list(dict.fromkeys(mailboxes))
+        found: set[str] = set()
+        try:
+            conn = self._connection()
+            for start in range(0, len(wanted), 500):  # SQLite's bound on parameters
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    "SELECT mailbox FROM deliveries WHERE message_id = ? AND mailbox IN"
+                    f" ({','.join('?' * len(chunk))})",
+                    (message_id, *chunk),
+                ).fetchall()
+                found.update(mailbox for (mailbox,) in rows)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return found
+
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
         marked = self._clock() if when is None else when
         try:
@@ -145,6 +163,30 @@ class DuplicateDatabase:
                 "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked) VALUES (?, ?, ?)",
                 (message_id, mailbox, marked),
             )
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+
+    def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
+        """`mark` of each mailbox in one transaction (one WAL append, not one per recipient)."""
+        if len(mailboxes) <= 1:
+            for mailbox in mailboxes:
+                self.mark(message_id, mailbox)
+            return
+        marked = self._clock()
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
+                    " VALUES (?, ?, ?)",
+                    [(message_id, mailbox, marked) for mailbox in mailboxes],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 

@@ -26,11 +26,12 @@ message gets a NULL form and is searched in its file, with the same result.
 from __future__ import annotations
 
 import email.header
+import functools
 import re
 
 from sealmail import rfc5322
+from sealmail.rfc5322 import Address, parse_address_list
 from sealmail.rfc5322 import message_header as header_block
-from sealmail.rfc5322 import parse_address_list
 
 __all__ = [
     "ADDRESS_FIELDS",
@@ -39,6 +40,7 @@ __all__ = [
     "LISTED_FIELDS",
     "NAME_SEPARATOR",
     "VALUE_SEPARATOR",
+    "addresses",
     "decode_words",
     "encode",
     "header_block",
@@ -62,6 +64,17 @@ _INDEXED = frozenset(INDEXED_FIELDS)
 _FOLD = re.compile(r"\n[ \t]+")
 
 
+_remembered_addresses = functools.lru_cache(maxsize=256)(parse_address_list)
+
+
+def addresses(value: str) -> tuple[Address, ...]:
+    """parse_address_list, remembered for short values: the searchable and the sortable form
+    of one message parse the same From/To/Cc (a long value is parsed anew, not kept)."""
+    if len(value) > 998:  # RFC 5322's line limit: a longer value is rare, and not kept
+        return parse_address_list(value)
+    return _remembered_addresses(value)
+
+
 def decode_words(value: str) -> str:
     """RFC 2047 encoded-words decoded, best effort (never raises)."""
     if "=?" not in value:
@@ -79,20 +92,21 @@ def header_fields(block: bytes, only: frozenset[str] | None = None) -> list[tupl
             if only is None or name in only]
 
 
-def searchable_fields(block: bytes, only: frozenset[str] | None = None
-                      ) -> list[tuple[str, str]]:
+def searchable_fields(block: bytes, only: frozenset[str] | None = None,
+                      raw: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(lower-case name, text) that SEARCH matches a header's fields with, not yet casefolded:
     each field's value as `header_fields` gives it, and after an address field's value the
-    field again with its addresses (mailbox@host, comma-separated; none for a group's name)."""
+    field again with its addresses (mailbox@host, comma-separated; none for a group's name).
+    `raw`: the block's `raw_header_fields`, when the caller split it already."""
     out: list[tuple[str, str]] = []
-    for name, value in raw_header_fields(block):
+    for name, value in raw_header_fields(block) if raw is None else raw:
         if only is not None and name not in only:
             continue
         out.append((name, decode_words(value)))
         if name in ADDRESS_FIELDS:
             specs = ", ".join(
                 f"{a.mailbox}@{a.host}" if a.host else a.mailbox
-                for a in parse_address_list(value) if a.mailbox and a.host is not None)
+                for a in addresses(value) if a.mailbox and a.host is not None)
             if specs:
                 out.append((name, specs))
     return out
@@ -114,10 +128,13 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def searchable_form(raw: bytes) -> bytes | None:
-    """The `header_index.fields` value of a message, or None when it cannot be kept."""
+def searchable_form(raw: bytes, fields: list[tuple[str, str]] | None = None) -> bytes | None:
+    """The `header_index.fields` value of a message, or None when it cannot be kept.
+    `fields`: its header's `raw_header_fields`, when the caller split it already (delivery
+    shares one split between this and `sealmail.store.sorting.sort_fields`)."""
     grouped: dict[str, list[bytes]] = {}
-    for name, value in searchable_fields(header_block(raw), _INDEXED):  # only what is kept
+    block = b"" if fields is not None else header_block(raw)
+    for name, value in searchable_fields(block, _INDEXED, fields):  # only what is kept
         grouped.setdefault(name, []).append(encode(value.casefold()))
     form = bytearray()
     for name in INDEXED_FIELDS:

@@ -34,13 +34,13 @@ def lock_filename(key: str) -> str:
     return "sha1-" + hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
-def _open_lock_file(path: Path) -> int:
+def _open_lock_file(path: str | Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
     try:
         try:
             return os.open(path, flags, 0o600)
         except FileNotFoundError:  # the first lock in a new directory
-            path.parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             return os.open(path, flags, 0o600)
     except OSError as exc:
         raise StoreError(f"cannot open lock file {path}: {exc.strerror}") from exc
@@ -71,10 +71,9 @@ def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]
     if limit <= 0:
         yield
         return
-    base = lock_directory / "deliver"
-    name = lock_filename(user)
-    for slot in range(limit):
-        fd = _open_lock_file(base / f"{name}.{slot}")
+    base = f"{os.fspath(lock_directory)}/deliver/{lock_filename(user)}"  # once per delivery:
+    for slot in range(limit):  # a string, not Paths
+        fd = _open_lock_file(f"{base}.{slot}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

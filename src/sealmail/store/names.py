@@ -44,6 +44,8 @@ def encode_mutf7(text: str) -> str:
 
 def decode_mutf7(text: str) -> str:
     """Inverse of encode_mutf7; raises InvalidMailboxName on malformed input."""
+    if _PLAIN_MUTF7.fullmatch(text):
+        return text  # printable ASCII without a shift: the common case, decoded as it is
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -105,6 +107,10 @@ class Namespace:
         return f"{domain}!{external}" if domain else external
 
 
+_PLAIN_MUTF7 = re.compile(r"[\x20-\x25\x27-\x7e]*")  # printable ASCII but "&"
+_BAD_LEVEL_CHAR = re.compile(r'[%*"\\\x00-\x1f\x7f-\U0010ffff]')
+
+
 def validate_internal(name: str) -> None:
     """Raise InvalidMailboxName unless `name` is a well-formed internal name."""
     if not name or len(name) > MAX_NAME_LENGTH:
@@ -115,7 +121,7 @@ def validate_internal(name: str) -> None:
     for level in local.split("."):
         if not level:
             raise InvalidMailboxName(f"empty level in {name!r}")
-        if any(c in '%*"\\' or ord(c) < 0x20 or ord(c) > 0x7E for c in level):
+        if _BAD_LEVEL_CHAR.search(level):
             raise InvalidMailboxName(f"bad character in {name!r}")
     decode_mutf7(local)  # must be valid modified UTF-7
 

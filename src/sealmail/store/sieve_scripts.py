@@ -108,14 +108,17 @@ def _safe_component(text: str, what: str) -> str:
 
 def user_sieve_directory(sievedir: Path, user: str) -> Path:
     """Where `user` (`name` or `name@domain`) keeps its scripts, by Cyrus's layout."""
+    return sievedir.joinpath(*_user_components(user))
+
+
+def _user_components(user: str) -> list[str]:
     local, at, domain = user.partition("@")
     local = _safe_component(local, "user")
+    parts = []
     if at:
         domain = _safe_component(domain.lower(), "domain")
-        base = sievedir / "domain" / _hash_letter(domain) / domain
-    else:
-        base = sievedir
-    return base / _hash_letter(local) / local
+        parts = ["domain", _hash_letter(domain), domain]
+    return [*parts, _hash_letter(local), local]
 
 
 def check_script_name(name: str) -> None:
@@ -138,6 +141,7 @@ class SieveScriptStore:
         self.sievedir = sievedir
         self.max_script_size = max_script_size  # octets
         self.max_scripts = max_scripts
+        self._sievedir_name = os.fspath(sievedir)
 
     @classmethod
     def from_config(cls, config: ImapdConfig) -> SieveScriptStore:
@@ -154,6 +158,10 @@ class SieveScriptStore:
 
     def directory(self, user: str) -> Path:
         return user_sieve_directory(self.sievedir, user)
+
+    def _directory_name(self, user: str) -> str:
+        """`directory` as a string: every delivery asks, and Path objects cost."""
+        return "/".join((self._sievedir_name, *_user_components(user)))
 
     def _path(self, user: str, name: str) -> Path:
         check_script_name(name)
@@ -173,14 +181,17 @@ class SieveScriptStore:
 
     def active_name(self, user: str) -> str | None:
         """The active script's name, or None (no link, or a link to a missing script)."""
-        link = self.directory(user) / ACTIVE_LINK
+        return self._active_name(self._directory_name(user))
+
+    @staticmethod
+    def _active_name(directory: str) -> str | None:
         try:
-            target = os.readlink(link)
-        except (FileNotFoundError, OSError):
+            target = os.readlink(f"{directory}/{ACTIVE_LINK}")
+        except OSError:
             return None
         if "/" in target or not target.endswith(SCRIPT_SUFFIX):
             return None
-        if not (link.parent / target).is_file():
+        if not os.path.isfile(f"{directory}/{target}"):
             return None
         return target[: -len(SCRIPT_SUFFIX)]
 
@@ -203,12 +214,13 @@ class SieveScriptStore:
         Read through the link itself, so a SETACTIVE racing with this read gives the old script
         or the new one, whole.
         """
-        link = self.directory(user) / ACTIVE_LINK
-        name = self.active_name(user)
+        directory = self._directory_name(user)
+        name = self._active_name(directory)
         if name is None:
             return None
         try:
-            return name, link.read_bytes()
+            with open(f"{directory}/{ACTIVE_LINK}", "rb") as script:
+                return name, script.read()
         except OSError:
             return None
 

@@ -24,8 +24,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sealmail.rfc5322 import parse_address_list
-from sealmail.store.headers import decode_words, header_block, raw_header_fields
+from sealmail.store.headers import addresses, decode_words, header_block, raw_header_fields
 
 __all__ = [
     "SORT_COLUMNS",
@@ -98,7 +97,7 @@ def _first_address(values: Sequence[str]) -> tuple[str, str]:
     (FROM, TO, CC) its addr-mailbox, RFC 5957 (DISPLAYFROM, DISPLAYTO) its display name, or
     addr-mailbox@addr-host without one. A group comes first as ENVELOPE has it (RFC 9051
     7.5.2: NIL NIL name NIL): its name is both (imaptest's sort-addresses, sort-display-to)."""
-    for address in parse_address_list(values[0]) if values else ():
+    for address in addresses(values[0]) if values else ():
         if address.mailbox is None:
             continue  # the end of a group
         if address.host is None:
@@ -146,10 +145,13 @@ _SORTED_FIELDS = frozenset(
 )
 
 
-def sort_fields(raw: bytes) -> SortFields:
-    """The sortable form of a message (never fails: a missing field gives an empty value)."""
+def sort_fields(raw: bytes, header: list[tuple[str, str]] | None = None) -> SortFields:
+    """The sortable form of a message (never fails: a missing field gives an empty value).
+    `header`: its `raw_header_fields`, when the caller split it already."""
     sent: dict[str, list[str]] = {}  # as sent: an address list is parsed before decoding
-    for name, value in raw_header_fields(header_block(raw)):
+    if header is None:
+        header = raw_header_fields(header_block(raw))
+    for name, value in header:
         if name in _SORTED_FIELDS:
             sent.setdefault(name, []).append(value)
     fields = {name: [decode_words(v) for v in values] for name, values in sent.items()}

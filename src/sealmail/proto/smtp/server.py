@@ -76,6 +76,7 @@ _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME", "BINARYMIME"})
 _FROM = re.compile(r"FROM: *", re.IGNORECASE)
 _TO = re.compile(r"TO: *", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than TAB
 
 OK = Reply(250, "2.0.0", "Ok")
 BYE = Reply(221, "2.0.0", "Bye")
@@ -373,7 +374,7 @@ class ServerConnection(ServerCore[SessionState]):
             if command is Command.RCPT:
                 return self._error(Reply(553, "5.1.3", "Bad recipient address: not UTF-8"), line)
             return self._error(NOT_UTF8, line)
-        if any((ch < " " and ch != "\t") or ch == "\x7f" for ch in arg):
+        if _CONTROL.search(arg):
             return self._error(CONTROL_CHARS, line)
         if command in (Command.EHLO, Command.HELO) and self.mode is Mode.LMTP:
             # RFC 2033 4.1: "The LHLO command ... MUST be used instead of HELO or EHLO."

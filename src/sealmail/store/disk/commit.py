@@ -12,7 +12,6 @@ import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sealmail.durable import fsync_directories
 from sealmail.store import quota
@@ -28,7 +27,12 @@ from sealmail.store.disk.layout import (
 )
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.errors import MailboxNotFound, StoreError
-from sealmail.store.headers import listed_form, searchable_form
+from sealmail.store.headers import (
+    header_block,
+    listed_form,
+    raw_header_fields,
+    searchable_form,
+)
 from sealmail.store.index import sqlite_error
 from sealmail.store.seen import SEEN
 from sealmail.store.sorting import SortFields, sort_fields
@@ -39,7 +43,7 @@ class _Delivery:
     """One deliver() call waiting for the group commit."""
 
     targets: Sequence[DeliveryTarget]
-    stages: list[Path | None]  # per target; shared paths when single-instance
+    stages: list[str | None]  # per target; shared paths when single-instance
     size: int
     guid: str
     internaldate: float
@@ -76,16 +80,10 @@ class GroupCommit:
             return []
         results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
         with self._spool.reading() as conn:
-            partition_of: dict[str, str] = {}
-            for target in targets:
-                row = conn.execute(
-                    "SELECT partition FROM mailboxes WHERE name = ?", (target.mailbox,)
-                ).fetchone()
-                if row is not None:
-                    partition_of[target.mailbox] = row[0]
-        stages: list[Path | None] = [None] * len(targets)
-        written: list[Path] = []
-        shared: dict[str, Path | StoreError] = {}
+            partition_of = partitions_of(conn, [target.mailbox for target in targets])
+        stages: list[str | None] = [None] * len(targets)
+        written: list[str] = []
+        shared: dict[str, str | StoreError] = {}
         try:
             for i, target in enumerate(targets):
                 partition = partition_of.get(target.mailbox)
@@ -95,7 +93,7 @@ class GroupCommit:
                 staged = shared.get(partition) if self._spool.single_instance else None
                 if staged is None:
                     staged = self._stage(partition, content)
-                    if isinstance(staged, Path):
+                    if isinstance(staged, str):
                         written.append(staged)
                     if self._spool.single_instance:
                         shared[partition] = staged
@@ -104,15 +102,16 @@ class GroupCommit:
                 else:
                     stages[i] = staged
             self._spool.fault("staged")
+            header = raw_header_fields(header_block(content))  # split once for both forms
             delivery = _Delivery(
                 targets=targets,
                 stages=stages,
                 size=len(content),
                 guid=hashlib.sha1(content).hexdigest(),
                 internaldate=self._spool.clock() if internaldate is None else internaldate,
-                headers=searchable_form(content),
+                headers=searchable_form(content, header),
                 listed=listed_form(content),
-                sorting=sort_fields(content),
+                sorting=sort_fields(content, header),
                 results=results,
             )
             if any(stage is not None for stage in stages):
@@ -120,7 +119,7 @@ class GroupCommit:
         finally:
             for path in written:
                 with suppress(OSError):  # removed at the next open or reconstruct
-                    path.unlink()
+                    os.unlink(path)
         final: list[AppendedMessage | StoreError] = []
         for result in results:
             assert result is not None
@@ -143,7 +142,7 @@ class GroupCommit:
                                (name,)).fetchone()
         if row is None:
             raise MailboxNotFound(f"mailbox {name!r} does not exist")
-        written: list[Path] = []
+        written: list[str] = []
         try:
             deliveries = []
             for content, target, internaldate in messages:
@@ -151,22 +150,23 @@ class GroupCommit:
                 if isinstance(staged, StoreError):
                     raise staged
                 written.append(staged)
+                header = raw_header_fields(header_block(content))
                 deliveries.append(_Delivery(
                     targets=[target], stages=[staged], size=len(content),
                     guid=hashlib.sha1(content).hexdigest(),
                     internaldate=self._spool.clock() if internaldate is None else internaldate,
-                    headers=searchable_form(content), listed=listed_form(content),
-                    sorting=sort_fields(content), results=[None]))
+                    headers=searchable_form(content, header), listed=listed_form(content),
+                    sorting=sort_fields(content, header), results=[None]))
             self._spool.fault("staged")
             return self._commit_together(deliveries)
         finally:
             for path in written:
                 with suppress(OSError):
-                    path.unlink()
+                    os.unlink(path)
 
     def _commit_together(self, deliveries: list[_Delivery]) -> list[AppendedMessage]:
         conn = self._spool.index.connection()
-        linked: list[Path] = []
+        linked: list[str] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -177,7 +177,7 @@ class GroupCommit:
                     assert stage is not None
                     out.append(self._append(conn, delivery, delivery.targets[0], stage,
                                             bool(has_quotas), linked))
-                fsync_directories({path.parent for path in linked})
+                fsync_directories({os.path.dirname(path) for path in linked})
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
                 return out
@@ -189,23 +189,22 @@ class GroupCommit:
         except BaseException as exc:
             for path in linked:  # debris at uid >= uidnext otherwise (see _commit_batch)
                 with suppress(OSError):
-                    path.unlink()
+                    os.unlink(path)
             if isinstance(exc, sqlite3.Error):
                 raise sqlite_error(exc, "delivery") from exc
             if isinstance(exc, OSError):
                 raise os_error(exc, "delivery") from exc
             raise
 
-    def _stage(self, partition: str, content: bytes) -> Path | StoreError:
+    def _stage(self, partition: str, content: bytes) -> str | StoreError:
         """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)."""
-        directory = self._spool.partition_path(partition) / STAGE_DIRECTORY
-        name = f"{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
-        path = directory / name
+        directory = self._spool.stage_directory(partition)
+        path = f"{directory}/{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
         try:
             write_synced(path, content, os.O_EXCL)
         except OSError as exc:
             with suppress(OSError):
-                path.unlink()
+                os.unlink(path)
             return os_error(exc, f"cannot stage message on partition {partition}")
         return path
 
@@ -240,12 +239,12 @@ class GroupCommit:
 
     def _commit_batch(self, batch: list[_Delivery]) -> None:
         conn = self._spool.index.connection()
-        linked: list[Path] = []
+        linked: list[str] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
-                directories: set[Path] = set()
+                directories: set[str] = set()
                 for delivery in batch:
                     for i, target in enumerate(delivery.targets):
                         stage = delivery.stages[i]
@@ -258,7 +257,7 @@ class GroupCommit:
                         except StoreError as exc:
                             delivery.results[i] = exc
                             continue
-                        directories.add(linked[-1].parent)
+                        directories.add(os.path.dirname(linked[-1]))
                 fsync_directories(directories)
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
@@ -272,7 +271,7 @@ class GroupCommit:
             # that draws the same uid clears them.
             for path in linked:
                 with suppress(OSError):
-                    path.unlink()
+                    os.unlink(path)
             if isinstance(exc, sqlite3.Error):
                 error: StoreError = sqlite_error(exc, "delivery")
             elif isinstance(exc, OSError):
@@ -294,16 +293,16 @@ class GroupCommit:
         conn: sqlite3.Connection,
         delivery: _Delivery,
         target: DeliveryTarget,
-        stage: Path,
+        stage: str,
         has_quotas: bool,
-        linked: list[Path],
+        linked: list[str],
     ) -> AppendedMessage:
         row = mailbox_row(conn, target.mailbox)
         if row is None:
             raise MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
         mailbox_id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq = row[:7]
-        directory = self._spool.directory(partition, uniqueid)
-        if stage.parent.parent != self._spool.partition_path(partition):
+        directory = self._spool.directory_name(partition, uniqueid)
+        if os.path.dirname(stage) != self._spool.stage_directory(partition):
             # Deleted and re-created on another partition since we staged: let the client retry.
             raise StoreError(f"mailbox {name!r} moved to partition {partition!r}; try again")
         usage = None
@@ -316,13 +315,14 @@ class GroupCommit:
                 else:
                     quota.enforce(usage, 0, 0)
         uid, modseq = uidnext, highestmodseq + 1
-        path = directory / f"{uid}."
+        filename = f"{uid}."
+        path = f"{directory}/{filename}"
         try:
             try:
                 os.link(stage, path)
             except FileExistsError:
                 # Debris of a delivery that never committed (uid >= uidnext): replace it.
-                path.unlink()
+                os.unlink(path)
                 os.link(stage, path)
         except OSError as exc:
             raise os_error(exc, f"cannot store message in {name}") from exc
@@ -345,7 +345,7 @@ class GroupCommit:
                 delivery.size,
                 delivery.guid,
                 flags,
-                path.name,
+                filename,
             ),
         )
         conn.execute(
@@ -385,6 +385,23 @@ class GroupCommit:
                     continue
                 removed.append(f"partition {partition}: removed stale stage file {entry.name}")
         return removed
+
+
+_NAMES_PER_QUERY = 500  # under SQLite's bound on host parameters (999 before 3.32)
+
+
+def partitions_of(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, str]:
+    """Mailbox name -> its partition, for those of `names` that exist: one query per 500
+    names, not one per recipient."""
+    distinct = list(dict.fromkeys(names))
+    found: dict[str, str] = {}
+    for start in range(0, len(distinct), _NAMES_PER_QUERY):
+        chunk = distinct[start : start + _NAMES_PER_QUERY]
+        placeholders = ",".join("?" * len(chunk))
+        found.update(conn.execute(
+            f"SELECT name, partition FROM mailboxes WHERE name IN ({placeholders})", chunk
+        ).fetchall())
+    return found
 
 
 def process_alive(pid: int) -> bool:

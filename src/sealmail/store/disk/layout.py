@@ -81,7 +81,7 @@ def write_file_durably(path: Path, data: bytes) -> None:
     replace_file(path, data, temporary=path.with_name(path.name + ".tmp"))
 
 
-def write_synced(path: Path, data: bytes, mode: int) -> None:
+def write_synced(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
     """Create (`mode` O_EXCL) or overwrite (O_TRUNC) a file with `data`, fsynced; its name is
     not durable until the directory is."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o600)
@@ -190,6 +190,9 @@ def mailbox_info(row: tuple[Any, ...]) -> MailboxInfo:
     )
 
 
+_DIRECTORY_MEMO = 8192  # mailbox directory names Spool.directory_name remembers
+
+
 class Spool:
     """What every part of the disk store shares: the settings, the partitions, the index
     connection (one per thread, sealmail.store.index), the lock directory and the clock."""
@@ -209,6 +212,11 @@ class Spool:
         self.index = index
         self.clock = clock
         self._fault_hook = fault_hook
+        # Delivery's hot path joins strings, not Paths (a Path costs ~10 us to build).
+        self._directory_names: dict[tuple[str, str], str] = {}
+        self._stage_directories = {
+            name: os.path.join(path, STAGE_DIRECTORY) for name, path in self.partitions.items()
+        }
 
     def fault(self, point: str) -> None:
         if self._fault_hook is not None:
@@ -222,6 +230,25 @@ class Spool:
 
     def directory(self, partition: str, uniqueid: str) -> Path:
         return mailbox_directory(self.partition_path(partition), uniqueid)
+
+    def directory_name(self, partition: str, uniqueid: str) -> str:
+        """`directory` as a string, remembered (a mailbox's uniqueid names one directory for
+        good; the memo is bounded by clearing it when full)."""
+        key = (partition, uniqueid)
+        name = self._directory_names.get(key)
+        if name is None:
+            name = os.fspath(self.directory(partition, uniqueid))
+            if len(self._directory_names) >= _DIRECTORY_MEMO:
+                self._directory_names.clear()
+            self._directory_names[key] = name
+        return name
+
+    def stage_directory(self, partition: str) -> str:
+        """Where `partition`'s stage files are written (sealmail.store.disk.commit)."""
+        try:
+            return self._stage_directories[partition]
+        except KeyError:
+            raise PartitionNotFound(f"no partition {partition!r} in imapd.conf") from None
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

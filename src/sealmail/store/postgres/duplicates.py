@@ -4,7 +4,7 @@ node shares, so a message delivered through node A is a duplicate when it comes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 from sealmail.store.duplicates import delivery_lock
@@ -31,12 +31,38 @@ class SharedDuplicates:
             (message_id, mailbox)).fetchone())
         return row is not None
 
+    def seen_among(self, message_id: str, mailboxes: Sequence[str]) -> set[str]:
+        """Those of `mailboxes` the message was delivered to, in one query."""
+        wanted = list(dict.fromkeys(mailboxes))
+        if not wanted:
+            return set()
+        rows = self._db.read(lambda conn: conn.execute(
+            "SELECT mailbox FROM duplicate_deliveries WHERE message_id = %s"
+            " AND mailbox = ANY(%s)", (message_id, wanted)).fetchall())
+        return {row[0] for row in rows}
+
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
         marked = self._clock() if when is None else when
         self._db.write(lambda conn: conn.execute(
             "INSERT INTO duplicate_deliveries (message_id, mailbox, marked) VALUES (%s, %s, %s)"
             " ON CONFLICT (message_id, mailbox) DO UPDATE SET marked = excluded.marked",
             (message_id, mailbox, marked)))
+
+    def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
+        """`mark` of each mailbox in one transaction."""
+        if not mailboxes:
+            return
+        marked = self._clock()
+
+        def work(conn: Connection) -> None:
+            for mailbox in mailboxes:
+                conn.execute(
+                    "INSERT INTO duplicate_deliveries (message_id, mailbox, marked)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (message_id, mailbox)"
+                    " DO UPDATE SET marked = excluded.marked",
+                    (message_id, mailbox, marked))
+
+        self._db.write(work)
 
     def expire(self, days: float) -> int:
         """Remove entries marked more than `days` days ago; how many went."""
