@@ -16,6 +16,7 @@ One set of peers for the module; root only (ports 25 and 53, daemons as other ac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -134,6 +135,9 @@ def sealmail_config(root: Path, *, store: SealmailInstance, nsd: NsdInstance, sm
         "smtpd_peername_lookup = no\n"
         f"sealmail_resolv_conf = {nsd.resolv_conf}\n"
         f"local_transport = cyrus:unix:{store.socket_path}\n"
+        # As pre-2.10 sites write it: relay control in the recipient stage only (an empty
+        # smtpd_relay_restrictions), so reject_unauth_destination is what refuses relaying.
+        "smtpd_relay_restrictions =\n"
         "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, "
         f"check_policy_service unix:{spf_socket}\n"
         "smtpd_policy_service_timeout = 20s\n"
@@ -204,22 +208,18 @@ def site() -> Iterator[Site]:
         postfix_address = free_loopback_address(25)
         nsd = NsdInstance(root, {DOMAIN: zone_for(record),
                                  REMOTE: f"@ IN MX 10 mx.{REMOTE}.\nmx IN A {postfix_address}\n"})
-        nsd.start()
-        stack: list[object] = [nsd]
-        try:
+        with contextlib.ExitStack() as stack:
+            nsd.start()
+            stack.callback(nsd.stop)
             verifier = opendkim(root, "v", keys, nsd, user)
-            stack.append(verifier)
+            stack.callback(verifier.stop)
             signer = opendkim(root, "s", keys, nsd, user)
-            stack.append(signer)
+            stack.callback(signer.stop)
             spf = policyd_spf(root, nsd)
-            stack.append(spf)
-            store = SealmailInstance(root / "store", users=("bob",))
-            store.start()
-            stack.append(store)
+            stack.callback(spf.close)
+            store = stack.enter_context(SealmailInstance(root / "store", users=("bob",)))
             ca = trustme.CA()
-            postfix = receiving_postfix(root, postfix_address, ca, verifier)
-            postfix.start()
-            stack.append(postfix)
+            postfix = stack.enter_context(receiving_postfix(root, postfix_address, ca, verifier))
             smtp, submission = free_tcp_port(), free_tcp_port()
             config = sealmail_config(root, store=store, nsd=nsd, smtp=smtp,
                                      submission=submission, verifier=verifier, signer=signer,
@@ -227,12 +227,6 @@ def site() -> Iterator[Site]:
             with RunningMta(config, smtpd_processes=1) as mta:
                 yield Site(root, nsd, store, postfix, mta, smtp, submission, private_key,
                            public_txt)
-        finally:
-            for peer in reversed(stack):
-                if isinstance(peer, SpawnServer):
-                    peer.close()
-                else:
-                    peer.stop()  # type: ignore[attr-defined]
 
 
 def swaks(port: int, *args: str) -> subprocess.CompletedProcess[str]:
