@@ -31,6 +31,7 @@ from tests.mta.restrictions.test_peers import DEBIAN_PYTHON, POLICYD_SPF, SPF_WR
 from tests.mta.test_mta_milter_peers import OPENDKIM, OPENDKIM_GENKEY, MilterDaemon
 from tests.mta.test_mta_submission import sasl_store
 from tests.support.instance import SealmailInstance
+from tests.support.loops import new_event_loop
 from tests.support.mta import RunningMta, mail_owner_opt_in, wait_for
 from tests.support.peers import (
     NsdInstance,
@@ -224,7 +225,8 @@ def site() -> Iterator[Site]:
             config = sealmail_config(root, store=store, nsd=nsd, smtp=smtp,
                                      submission=submission, verifier=verifier, signer=signer,
                                      spf_socket=spf.path, ca=ca)
-            with RunningMta(config, smtpd_processes=1) as mta:
+            # The loop the daemon picks: uvloop, or the stdlib's with SEALMAIL_EVENT_LOOP=asyncio.
+            with RunningMta(config, smtpd_processes=1, loop=new_event_loop()) as mta:
                 yield Site(root, nsd, store, postfix, mta, smtp, submission, private_key,
                            public_txt)
 
