@@ -20,11 +20,14 @@ class RunningMta:
     """The master, its queue manager and agents in this process; with maillog_file set, their
     lines go there as `sealmail postfix start` sends them (smtpd processes open it themselves)."""
 
-    def __init__(self, config: Path, smtpd_processes: int | None = None) -> None:
+    def __init__(self, config: Path, smtpd_processes: int | None = None, *,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.master = MtaMaster(config, hostname="mx.example.com", smtpd_processes=smtpd_processes)
         main = load_mta_config(config, hostname="mx.example.com").main
         self.maillog = open_maillog(main) if main.get(MAIN.maillog_file).strip() else None
-        self.loop = asyncio.new_event_loop()
+        # The stdlib's loop unless the test passes another (tests.support.loops.new_event_loop:
+        # the one `sealmail postfix start` runs on).
+        self.loop = loop if loop is not None else asyncio.new_event_loop()
         self.stop = asyncio.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
