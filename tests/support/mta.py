@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.loops import new_event_loop
+
 from sealmail.mta.config import load_mta_config
 from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.master import MtaMaster, open_maillog
@@ -25,9 +27,9 @@ class RunningMta:
         self.master = MtaMaster(config, hostname="mx.example.com", smtpd_processes=smtpd_processes)
         main = load_mta_config(config, hostname="mx.example.com").main
         self.maillog = open_maillog(main) if main.get(MAIN.maillog_file).strip() else None
-        # The stdlib's loop unless the test passes another (tests.support.loops.new_event_loop:
-        # the one `sealmail postfix start` runs on).
-        self.loop = loop if loop is not None else asyncio.new_event_loop()
+        # The loop `sealmail postfix start` runs on (uvloop where installed, the stdlib's under
+        # SEALMAIL_EVENT_LOOP=asyncio), unless the test passes another.
+        self.loop = loop if loop is not None else new_event_loop()
         self.stop = asyncio.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -72,7 +72,6 @@ from sealmail.mta.queue import Queue
 from sealmail.mta.smtpd import SmtpdService
 from sealmail.mta.worker_watch import replace_dead_workers
 from sealmail.privileges import switch_to
-from sealmail.server.listeners import serve_on
 
 log = logging.getLogger("sealmail.mta.master")
 
@@ -508,7 +507,7 @@ class MtaMaster:
             for sock in sockets:
                 # A duplicate: closing the server must not close the listener, which stays
                 # open across a reload so that no client is refused meanwhile.
-                servers.append(await serve_on(service.handle, sock.dup()))
+                servers.append(await service.serve(sock.dup()))
         for address in set(self._listeners) - used:
             self._listeners.pop(address).close()
         self._pickup_wakeup = asyncio.Event()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -223,6 +224,16 @@ class SmtpdService:
             return
         self.on_queued(queue_id)
 
+    async def serve(self, sock: socket.socket) -> asyncio.Server:
+        """Serve a listening socket. With smtpd_tls_wrappermode (465) asyncio does the TLS
+        handshake on the raw connection before the session starts: a handshake started from
+        the session would miss the ClientHello its stream had already read (uvloop reads at
+        once), and hang until smtpd_starttls_timeout."""
+        if self.settings.wrappermode:
+            return await serve_on(self.handle, sock, tls=self.tls_context,
+                                  tls_handshake_timeout=self.settings.starttls_timeout)
+        return await serve_on(self.handle, sock)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.settings.syslog_name:  # this session's task only: postfix/submission/smtpd
             SERVICE_SYSLOG_NAME.set(self.settings.syslog_name)
@@ -358,10 +369,11 @@ class SmtpdSession(sessions.ClientSession):
             log.info("disconnect from %s", self.client)
             return
         if settings.wrappermode:
-            # RFC 8314 3.3: implicit TLS, the handshake before any SMTP (submissions, 465).
+            # RFC 8314 3.3: implicit TLS, the handshake before any SMTP (submissions, 465),
+            # done by the listener (SmtpdService.serve); handshake() only takes note of it.
             assert service.tls_context is not None
             refusal = await self.limiter.starttls(wrappermode=True)
-            if refusal is not None:  # in clear, as Postfix
+            if refusal is not None:  # under TLS (Postfix answers in clear, before it)
                 self.writer.write(refusal.render())
                 log.info("disconnect from %s", self.client)
                 return
@@ -835,12 +847,10 @@ def _where(event: object) -> str:
 
 async def serve_sockets(service: SmtpdService, sockets: Sequence[object]) -> list[asyncio.Server]:
     """Start serving on already-bound listening sockets; returns the servers."""
-    import socket as socket_module
-
     servers = []
     for sock in sockets:
-        assert isinstance(sock, socket_module.socket)
-        servers.append(await serve_on(service.handle, sock))
+        assert isinstance(sock, socket.socket)
+        servers.append(await service.serve(sock))
     return servers
 
 
@@ -893,7 +903,6 @@ async def serve_worker(
     """Serve SMTP on inherited listening sockets until SIGTERM or the master's death (its end of
     the pipe `parent_fd` closes), then let sessions under way finish."""
     import signal
-    import socket as socket_module
 
     from sealmail.mta.cleanup import cleanup_from_config
     from sealmail.mta.config import load_mta_config
@@ -922,8 +931,8 @@ async def serve_worker(
     loop.add_reader(parent_fd, stop.set)  # readable only at EOF: the master is gone
     servers = []
     for fd in fds:
-        sock = socket_module.socket(fileno=fd)
-        servers.append(await serve_on(service.handle, sock))
+        sock = socket.socket(fileno=fd)
+        servers.append(await service.serve(sock))
     await stop.wait()
     loop.remove_reader(parent_fd)
     for server in servers:
