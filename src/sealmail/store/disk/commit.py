@@ -177,8 +177,7 @@ class GroupCommit:
                     assert stage is not None
                     out.append(self._append(conn, delivery, delivery.targets[0], stage,
                                             bool(has_quotas), linked))
-                for directory in {path.parent for path in linked}:
-                    fsync_directory(directory)
+                fsync_directories({path.parent for path in linked})
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
                 return out
