@@ -11,7 +11,6 @@ from tests.store.conftest import make_config
 from sealmail.store.disk import DiskStore
 from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import MailboxBusy
-from sealmail.store.index import Index
 from sealmail.store.locks import lock_filename, mailbox_lock
 
 
@@ -139,53 +138,3 @@ def test_store_hands_out_duplicates_only_when_enabled(tmp_path: Path) -> None:
         assert disk.duplicates() is disk.duplicates() is not None
     with DiskStore.from_config(make_config(tmp_path, duplicatesuppression="no")) as disk:
         assert disk.duplicates() is None
-
-
-def test_index_writers_queue_on_the_writer_lock_instead_of_sqlites_retries(tmp_path: Path) -> None:
-    """A writer that finds the index's write lock taken waits for it to be handed on (before,
-    SQLite's busy handler slept and retried, and gave up after busy_timeout); what each one
-    writes is unchanged."""
-    holder = Index(tmp_path / "mailboxes.db")
-    waiter = Index(tmp_path / "mailboxes.db", busy_timeout=0.01)  # SQLite alone: busy at once
-    inside, release = threading.Event(), threading.Event()
-    results: list[object] = []
-
-    def hold() -> None:
-        with holder.transaction() as conn:
-            conn.execute("INSERT INTO subscriptions (userid, mailbox) VALUES ('a', 'first')")
-            inside.set()
-            release.wait(10)
-
-    def write() -> None:
-        try:
-            with waiter.transaction() as conn:
-                conn.execute("INSERT INTO subscriptions (userid, mailbox) VALUES ('a', 'second')")
-            results.append("written")
-        except MailboxBusy as exc:  # what SQLite's own lock gives after busy_timeout
-            results.append(exc)
-
-    first = threading.Thread(target=hold)
-    first.start()
-    assert inside.wait(10)
-    second = threading.Thread(target=write)
-    second.start()
-    second.join(0.3)
-    assert second.is_alive() and not results  # queued behind the holder, not failed
-    release.set()
-    first.join(10)
-    second.join(10)
-    assert results == ["written"]
-    rows = holder.connection().execute("SELECT mailbox FROM subscriptions ORDER BY mailbox")
-    assert [name for (name,) in rows] == ["first", "second"]
-    holder.close()
-    waiter.close()
-
-
-def test_an_unusable_writer_lock_leaves_sqlites_lock_alone(tmp_path: Path) -> None:
-    index = Index(tmp_path / "mailboxes.db")
-    (tmp_path / "lock" / "mailboxes.db.writer").unlink()
-    (tmp_path / "lock" / "mailboxes.db.writer").mkdir()  # cannot be opened for writing
-    with index.transaction() as conn:
-        conn.execute("INSERT INTO subscriptions (userid, mailbox) VALUES ('a', 'b')")
-    assert index.connection().execute("SELECT count(*) FROM subscriptions").fetchone() == (1,)
-    index.close()

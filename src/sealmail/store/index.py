@@ -15,10 +15,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from sealmail.store import locks
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
 SCHEMA_VERSION = 8
@@ -167,7 +166,6 @@ class Index:
     def __init__(self, path: Path, busy_timeout: float = 60.0) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
-        self._writer_lock = path.parent / "lock" / f"{path.name}.writer"
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -213,36 +211,22 @@ class Index:
                 yield conn
             return
         conn = self.connection()
-        with self.writer():
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self.path)) from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
                 raise sqlite_error(exc, str(self.path)) from exc
-            try:
-                yield conn
-            except BaseException as exc:
-                self._rollback(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise sqlite_error(exc, str(self.path)) from exc
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback(conn)
-                raise sqlite_error(exc, str(self.path)) from exc
-
-    def writer(self) -> AbstractContextManager[None]:
-        """Held around every write transaction (BEGIN IMMEDIATE .. COMMIT) of this store.
-
-        SQLite's own write lock is what excludes writers; a writer that finds it taken sleeps
-        and retries (its busy handler backs off up to 100 ms a try), so under many concurrent
-        writers the lock sat free while they slept: in imaptest stress (10 clients on one
-        mailbox) BEGIN IMMEDIATE was 30% of imapd's samples. Writers first queue on this
-        flock(2) instead, which the kernel hands on the moment it is released, across the
-        processes of the store and the threads of each (one open file description per
-        transaction). A writer that does not take it (a tool of an older version) is still
-        excluded by SQLite, as before."""
-        return locks.queue_lock(self._writer_lock)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise sqlite_error(exc, str(self.path)) from exc
 
     @contextmanager
     def _relaxed(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:

@@ -1,13 +1,11 @@
 """Cross-process advisory locks of the store: per-mailbox locks and per-user delivery slots.
 
-Short index updates are serialised by SQLite's write lock, and queue for it on one more flock
-(`queue_lock`, sealmail.store.index.Index.writer) so a waiter is woken when it is free. The
-other file locks (flock(2) on files under `configdirectory/lock/`) guard the longer operations
-that must not interleave on one mailbox (rename, delete, reconstruct) and bound how many
-deliveries to one user run at once across every process (`lmtp_user_concurrency_limit`). flock
-locks belong to an open file description, so two threads of one process exclude each other just
-as two processes do, and the kernel drops them when a process dies: a crash never leaves a lock
-behind.
+Short index updates are serialised by SQLite's write lock alone. These file locks (flock(2) on
+files under `configdirectory/lock/`) guard the longer operations that must not interleave on one
+mailbox (rename, delete, reconstruct) and bound how many deliveries to one user run at once across
+every process (`lmtp_user_concurrency_limit`). flock locks belong to an open file description, so
+two threads of one process exclude each other just as two processes do, and the kernel drops them
+when a process dies: a crash never leaves a lock behind.
 """
 
 from __future__ import annotations
@@ -44,23 +42,6 @@ def _open_lock_file(path: Path) -> int:
             return os.open(path, flags, 0o600)
     except OSError as exc:
         raise StoreError(f"cannot open lock file {path}: {exc.strerror}") from exc
-
-
-@contextmanager
-def queue_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` for the duration, or nothing when the file cannot be
-    opened (another account's): for locks that only order waiters that something else
-    already excludes (sealmail.store.index.Index.writer)."""
-    try:
-        fd = _open_lock_file(path)
-    except StoreError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -165,10 +165,6 @@ class GroupCommit:
                     path.unlink()
 
     def _commit_together(self, deliveries: list[_Delivery]) -> list[AppendedMessage]:
-        with self._spool.index.writer():
-            return self._commit_together_now(deliveries)
-
-    def _commit_together_now(self, deliveries: list[_Delivery]) -> list[AppendedMessage]:
         conn = self._spool.index.connection()
         linked: list[Path] = []
         try:
@@ -243,10 +239,6 @@ class GroupCommit:
             return
 
     def _commit_batch(self, batch: list[_Delivery]) -> None:
-        with self._spool.index.writer():
-            self._commit_batch_now(batch)
-
-    def _commit_batch_now(self, batch: list[_Delivery]) -> None:
         conn = self._spool.index.connection()
         linked: list[Path] = []
         try:
