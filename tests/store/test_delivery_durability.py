@@ -262,3 +262,39 @@ def test_partitions_are_looked_up_in_chunks_of_names() -> None:
     found = partitions_of(conn, names)
     assert found == {f"user.u{i}": f"p{i % 3}" for i in range(0, 1300, 2)}
     assert partitions_of(conn, []) == {}
+
+
+def test_advisory_commits_skip_the_wal_fsync_and_everything_else_keeps_it(
+    store: DiskStore,
+) -> None:
+    """A \\Recent claim and a cached parse commit with synchronous=NORMAL (no WAL fsync before
+    the reply); flags, deliveries and the rest stay FULL, also after an advisory transaction
+    that failed; the values written are the same as before."""
+    store.create_mailbox("user.a")
+    store.deliver(MESSAGE, [DeliveryTarget("user.a")])
+    store.deliver(MESSAGE, [DeliveryTarget("user.a")])
+    index = store.spool.index
+    statements: list[str] = []
+    index.connection().set_trace_callback(statements.append)
+
+    def relaxed() -> bool:
+        return "PRAGMA synchronous=NORMAL" in statements
+
+    assert store.claim_recent("user.a", 2) == 0
+    assert relaxed() and statements[-1] == "PRAGMA synchronous=FULL"
+    assert store.claim_recent("user.a", 2) == 2  # the mark was written
+    statements.clear()
+    store.save_message_structures("user.a", {1: b"parsed"})
+    assert relaxed() and statements[-1] == "PRAGMA synchronous=FULL"
+    assert index.connection().execute(
+        "SELECT structure FROM messages WHERE uid = 1"
+    ).fetchone() == (b"parsed",)
+    statements.clear()
+    store.update_flags("user.a", [1], ["\\Flagged"], "add")
+    store.deliver(MESSAGE, [DeliveryTarget("user.a")])
+    store.expunge("user.a", [2])
+    assert not relaxed() and "COMMIT" in statements
+    with pytest.raises(RuntimeError), index.transaction(durable=False):
+        raise RuntimeError("rolled back")
+    assert index.connection().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert [r.uid for r in store.messages("user.a")] == [1, 3]

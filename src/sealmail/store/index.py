@@ -196,8 +196,20 @@ class Index:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once, so no upgrade deadlock."""
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once, so no upgrade deadlock.
+
+        `durable=False` is for state nothing is promised about (a \\Recent mark, a cached
+        parse): its COMMIT does not wait for an fsync of the WAL (synchronous=NORMAL for this
+        one transaction). SQLite keeps the index consistent either way (WAL mode with NORMAL
+        is safe from corruption); a power failure may only drop such commits made since the
+        last durable one, whose fsync also covers every frame written before it.
+        """
+        if not durable:
+            with self._relaxed(self.connection()) as conn, self.transaction() as held:
+                assert held is conn
+                yield conn
+            return
         conn = self.connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -215,6 +227,18 @@ class Index:
         except sqlite3.Error as exc:
             self._rollback(conn)
             raise sqlite_error(exc, str(self.path)) from exc
+
+    @contextmanager
+    def _relaxed(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """synchronous=NORMAL around one transaction, FULL again after it however it ended."""
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self.path)) from exc
+        try:
+            yield conn
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

@@ -224,10 +224,11 @@ class Reading:
         return found
 
     def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None:
-        """Keep parses, all in one transaction; not a change a client sees, so no modseq."""
+        """Keep parses, all in one transaction; not a change a client sees, so no modseq, and
+        a cache (lost, it is parsed again), so no fsync before the FETCH answers."""
         if not structures:
             return
-        with self._spool.index.transaction() as conn:
+        with self._spool.index.transaction(durable=False) as conn:
             mailbox_id = require_mailbox(conn, name)[0]
             conn.executemany(
                 "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",

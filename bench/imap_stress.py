@@ -1,0 +1,177 @@
+"""imaptest stress: `sealmail master` (imapd preforked, authentication cache on) beside a
+private Dovecot, in one run, the profiles alternating between the two servers.
+
+imaptest (Dovecot's IMAP tester, built outside the tree: docs/benchmarks.md) runs `clients`
+sessions of its default stress profile (LOGIN, SELECT, FETCH, STORE, EXPUNGE, APPEND, LOGOUT in
+its proportions) for `secs` seconds, then with `logout=0` (sessions stay logged in). Printed: its
+total count of each command, per server, and the ratio sealmail/Dovecot.
+
+    python bench/imap_stress.py --imaptest /work/imaptest-build/src/imaptest [-c 10] [-s 30]
+        [--profile DIR]   # py-spy raw stacks of each imapd worker during sealmail's runs
+
+Run as root from the checkout (it imports tests.support; Dovecot drops to its own users).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.instance import SEALMAIL, create_inboxes, store_root_opt_in
+from tests.support.peers import DovecotInstance, free_tcp_port, traversable_tmpdir
+
+from sealmail.auth.sasldb import SaslDB
+from sealmail.proto.sasl import split_identity
+
+USER, PASSWORD = "bench", "secret"
+SERVERNAME = "stress.example"
+
+
+@contextmanager
+def sealmail_master(root: Path) -> Iterator[tuple[int, list[int]]]:
+    """master with imapd prefork=2 (both cores) and lmtpd; yields the IMAP port and the
+    imapd workers' pids."""
+    root.mkdir()
+    port = free_tcp_port()
+    conf = root / "imapd.conf"
+    lmtp = root / "config" / "socket" / "lmtp"
+    conf.write_text(
+        f"configdirectory: {root / 'config'}\npartition-default: {root / 'partition'}\n"
+        f"lmtpsocket: {lmtp}\nservername: {SERVERNAME}\nallowplaintext: yes\n"
+        "auth_cache_size: 1000\n" + store_root_opt_in()
+    )
+    (root / "cyrus.conf").write_text(
+        "SERVICES {\n"
+        f'  lmtpunix cmd="lmtpd" listen="{lmtp}" prefork=1\n'
+        f'  imap     cmd="imapd" listen="127.0.0.1:{port}" prefork=2\n'
+        "}\n"
+    )
+    create_inboxes(conf, [USER])
+    SaslDB(root / "config" / "sasldb2").set_password(split_identity(USER, SERVERNAME), PASSWORD)
+    log = root / "master.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*SEALMAIL, "master", "-C", str(conf), "-M", str(root / "cyrus.conf"), "-D"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            len(
+                workers := re.findall(
+                    r"service imap: started worker (\d+)", log.read_text(errors="replace")
+                )
+            )
+            < 2
+        ):
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.1)
+        time.sleep(1)
+        yield port, [int(pid) for pid in workers]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+@contextmanager
+def dovecot(root: Path) -> Iterator[int]:
+    port = free_tcp_port()
+    extra = (
+        "protocols = lmtp imap\ndisable_plaintext_auth = no\n"
+        "service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1\n"
+        f"    port = {port}\n  }}\n}}\n"
+    )
+    with DovecotInstance(root, (USER,), conf_extra=extra):
+        yield port
+
+
+def imaptest(binary: str, port: int, clients: int, secs: int, extra: list[str]) -> str:
+    """One imaptest run; returns its output from its totals on (its last lines)."""
+    mbox = Path(binary).parent / "tests" / "default.mbox"
+    argv = [
+        binary,
+        "host=127.0.0.1",
+        f"port={port}",
+        f"user={USER}",
+        f"pass={PASSWORD}",
+        f"mbox={mbox}",
+        f"clients={clients}",
+        f"secs={secs}",
+        "no_tracking",
+        *extra,
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 120).stdout
+    lines = out.splitlines()
+    totals = [i for i, line in enumerate(lines) if line.startswith("Totals")]
+    return "\n".join(lines[totals[-1] :] if totals else lines[-12:])
+
+
+def profile(pids: list[int], directory: Path, secs: int) -> list[subprocess.Popen[bytes]]:
+    pyspy = Path(sys.executable).parent / "py-spy"
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                str(pyspy),
+                "record",
+                "-p",
+                str(pid),
+                "-f",
+                "raw",
+                "-d",
+                str(secs),
+                "-r",
+                "50",
+                "-o",
+                str(directory / f"imapd-{pid}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--imaptest", required=True)
+    parser.add_argument("-c", "--clients", type=int, default=10)
+    parser.add_argument("-s", "--secs", type=int, default=30)
+    parser.add_argument("--profile", type=Path)
+    args = parser.parse_args()
+    print("load average before:", os.getloadavg())
+    with (
+        traversable_tmpdir() as root,
+        sealmail_master(root / "sealmail") as (ours, pids),
+        dovecot(root) as theirs,
+    ):
+        for name, extra in (("default profile", []), ("logout=0", ["logout=0"])):
+            print(f"== {name}, clients={args.clients}, secs={args.secs}")
+            print("-- dovecot")
+            print(imaptest(args.imaptest, theirs, args.clients, args.secs, extra))
+            spies = (
+                profile(pids, args.profile / name.replace(" ", "-"), args.secs)
+                if args.profile
+                else []
+            )
+            print("-- sealmail (master, imapd prefork=2, auth_cache_size 1000)")
+            print(imaptest(args.imaptest, ours, args.clients, args.secs, extra))
+            for spy in spies:
+                spy.wait(60)
+            print("load average:", os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()
