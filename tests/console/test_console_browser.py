@@ -72,8 +72,15 @@ def screenshot(browser: webdriver.Chrome, name: str) -> None:
 
 
 def text_of(browser: webdriver.Chrome, selector: str) -> str:
-    found = browser.find_elements(By.CSS_SELECTOR, selector)
-    return found[0].text if found else ""
+    """The element's text, "" while it is not there (or belongs to the page a click replaced:
+    the caller waits and asks again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = browser.find_elements(By.CSS_SELECTOR, selector)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def shows(browser: webdriver.Chrome, selector: str, needle: str) -> str:
