@@ -29,7 +29,12 @@ from tests.support.peers import (
     require_binaries,
 )
 from tests.support.pipe_user import ensure_pipe_user, sealmail_command_for
-from tests.support.seed_store import LMTP_PASSWORD, SeedStore, wait_for_count
+from tests.support.seed_store import (
+    LMTP_PASSWORD,
+    SeedStore,
+    wait_for_count,
+    xinetd_deliver,
+)
 
 pytestmark = pytest.mark.peer
 
@@ -244,6 +249,18 @@ def test_6_local_transport_single_instance(postfix: PostfixInstance, seed_store:
             ]
             inodes.add((store.mailbox_path(f"user.{u}") / f"{uid}.").stat().st_ino)
     assert len(inodes) == 1
+
+
+def test_7_postfix_to_deliver_l_under_xinetd(
+    postfix: PostfixInstance, seed_store: SeedStore, seed_root: Path
+) -> None:
+    # Section 7: "follow the instructions in 2.2.1.3": Postfix's LMTP client over TCP to the
+    # port where inetd (Debian's xinetd) runs `deliver -e -l` behind hosts.allow.
+    with xinetd_deliver(seed_root, seed_store, "xinetd-postfix") as port:
+        postconf_e(postfix, mailbox_transport=f"lmtp:inet:127.0.0.1:{port}")
+        marker, relays = send(postfix, [f"gina@{DOMAIN}"])
+    wait_for_count(seed_store, "user.gina", marker)
+    assert relays[f"gina@{DOMAIN}"] == f"127.0.0.1[127.0.0.1]:{port}"
 
 
 def test_8_1_and_8_3_plus_address_and_case(postfix: PostfixInstance, seed_store: SeedStore) -> None:

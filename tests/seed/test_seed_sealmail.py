@@ -17,7 +17,6 @@ import signal
 import smtplib
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from tests.support.instance import SEALMAIL
 from tests.support.mta import mail_owner_opt_in, wait_for
 from tests.support.peers import free_tcp_port, wait_until_accepting
 from tests.support.pipe_user import ensure_pipe_user, sealmail_command_for
-from tests.support.seed_store import LMTP_PASSWORD, SeedStore, wait_for_count
+from tests.support.seed_store import LMTP_PASSWORD, SeedStore, wait_for_count, xinetd_deliver
 
 pytestmark = pytest.mark.peer
 
@@ -387,31 +386,7 @@ def test_6_one_transaction_one_file(seed_root: Path, seed_store: SeedStore) -> N
 
 
 def test_7_xinetd_runs_deliver_l_behind_hosts_allow(seed_root: Path, seed_store: SeedStore) -> None:
-    xinetd = shutil.which("xinetd") or "/usr/sbin/xinetd"
-    if not os.access(xinetd, os.X_OK):
-        pytest.skip("xinetd is missing (install Debian's xinetd package)")
-    port = free_tcp_port()
-    # xinetd gives its servers an empty environment: name this checkout and its packages.
-    here = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
-    conf = seed_root / "xinetd.conf"
-    conf.write_text(
-        "service lmtp-seed\n{\n"
-        "  type = UNLISTED\n  socket_type = stream\n  protocol = tcp\n  wait = no\n"
-        f"  user = root\n  bind = 127.0.0.1\n  port = {port}\n"
-        f"  server = {sys.executable}\n"
-        f"  server_args = -m sealmail deliver -C {seed_store.conf} -e -l\n"
-        f"  env = PYTHONPATH={here}\n"
-        "}\n"
-    )
-    log = seed_root / "xinetd.log"
-    with log.open("wb") as out:
-        inetd = subprocess.Popen(
-            [xinetd, "-f", str(conf), "-dontfork", "-pidfile", str(seed_root / "xinetd.pid")],
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        wait_until_accepting(("127.0.0.1", port), 30.0, inetd, log)
+    with xinetd_deliver(seed_root, seed_store, "xinetd") as port:
         # Section 2.2.1.3 from the MTA: the LMTP client over TCP to inetd's port.
         config, smtp_port = mta(
             seed_root,
@@ -425,7 +400,7 @@ def test_7_xinetd_runs_deliver_l_behind_hosts_allow(seed_root: Path, seed_store:
             try:
                 wait_for_count(seed_store, "user.frank", m, timeout=10)
             except AssertionError:
-                print(maillog(config), log.read_text())
+                print(maillog(config))
                 raise
         # Not localhost: refused by the seed's hosts.allow/hosts.deny, and the refusal is logged.
         with socket.create_connection(
@@ -434,9 +409,6 @@ def test_7_xinetd_runs_deliver_l_behind_hosts_allow(seed_root: Path, seed_store:
             assert not sock.recv(100).startswith(b"220")
         logged = Path(seed_store.root / "config" / "deliver.log")
         wait_for(lambda: logged.exists() and "127.0.0.2" in logged.read_text(), what="refusal")
-    finally:
-        inetd.terminate()
-        inetd.wait(15)
 
 
 # 8.1 recipient_delimiter, 8.2 postuser, 8.3 upper case -----------------------------------------

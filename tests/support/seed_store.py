@@ -25,8 +25,12 @@ user+folder lands in the INBOX.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,3 +199,38 @@ def wait_for_count(
             f"{marker!r} did not reach {mailbox}\n" + store.log_text()[-3000:]
         )
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def xinetd_deliver(seed_root: Path, store: SeedStore, name: str) -> Iterator[int]:
+    """Seed section 7: Debian's xinetd runs `deliver -e -l` per connection on a loopback port
+    (yielded), behind the store's hosts.allow; stopped afterwards."""
+    xinetd = shutil.which("xinetd") or "/usr/sbin/xinetd"
+    if not os.access(xinetd, os.X_OK):
+        pytest.skip("xinetd is missing (install Debian's xinetd package)")
+    port = free_tcp_port()
+    # xinetd gives its servers an empty environment: name this checkout and its packages.
+    here = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+    conf = seed_root / f"{name}.conf"
+    conf.write_text(
+        "service lmtp-seed\n{\n"
+        "  type = UNLISTED\n  socket_type = stream\n  protocol = tcp\n  wait = no\n"
+        f"  user = root\n  bind = 127.0.0.1\n  port = {port}\n"
+        f"  server = {sys.executable}\n"
+        f"  server_args = -m sealmail deliver -C {store.conf} -e -l\n"
+        f"  env = PYTHONPATH={here}\n"
+        "}\n"
+    )
+    log = seed_root / f"{name}.log"
+    with log.open("wb") as out:
+        inetd = subprocess.Popen(
+            [xinetd, "-f", str(conf), "-dontfork", "-pidfile", str(seed_root / f"{name}.pid")],
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_until_accepting(("127.0.0.1", port), 30.0, inetd, log)
+        yield port
+    finally:
+        inetd.terminate()
+        inetd.wait(15)
