@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +89,9 @@ def test_duplicates_are_answered_250_and_logged(
     assert [r.code for r in first + second] == [250, 250]
     assert len(engine.store.messages("user.alice")) == 1
     assert "eliminated duplicate" in caplog.text
+    # Cyrus's line, once: for the copy stored, not for the duplicate.
+    assert caplog.text.count("Delivered: ") == 1
+    assert re.search(r"Delivered: <[^>]+> to mailbox: user\.alice$", caplog.text, re.MULTILINE)
 
 
 def test_two_sessions_with_the_same_message_at_once_store_it_once(

@@ -233,6 +233,10 @@ class DeliveryEngine:
                 "sent" if stored[index] else "sent (sieve kept no copy)",
                 where=where,
             )
+            for appended in stored[index]:
+                # Cyrus lmtpd's own line, which operators' tools look for.
+                log.info("Delivered: %s to mailbox: %s", message_id or "<nomsgid>",
+                         appended.mailbox)
         assert all(reply is not None for reply in replies)
         return [reply for reply in replies if reply is not None]
 
