@@ -23,24 +23,6 @@ from sealmail.mta.queue import (
 )
 
 
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    config = tmp_path / "etc"
-    config.mkdir()
-    (config / "main.cf").write_text(
-        f"myhostname = mx.example.com\nqueue_directory = {tmp_path / 'spool'}\n"
-        f"data_directory = {tmp_path / 'data'}\n")
-    (config / "master.cf").write_text("")
-    return config
-
-
-@pytest.fixture
-def queue(config_dir: Path) -> Queue:
-    q = Queue(config_dir.parent / "spool")
-    q.create_directories()
-    return q
-
-
 def enqueue(queue: Queue, sender: str, *recipients: str) -> str:
     envelope = Envelope(sender, tuple(RecipientRecord(r, r) for r in recipients),
                         arrival=1_700_000_000.0, size=1500)
