@@ -488,3 +488,18 @@ def test_services_are_wrapped_by_their_cyrus_conf_name(tmp_path: Path, port: int
     finally:
         run.stop()
     assert "refused connect from [127.0.0.1] (lmtp: " in run.log_text()
+
+
+def test_entry_settings_master_does_not_apply_are_named() -> None:
+    from sealmail.config.cyrus_conf import parse_cyrus_conf
+    from sealmail.server.master import unhonoured
+
+    conf = parse_cyrus_conf(
+        'SERVICES {\n  lmtp cmd="lmtpd -a" listen="127.0.0.1:2003" maxfds=1024 maxforkrate=10'
+        ' babysit=1\n  imap cmd="imapd" listen="127.0.0.1:1143"\n}\n', "cyrus.conf")
+    lmtp, imap = conf.services
+    said = unhonoured(lmtp)
+    assert [text.split("=")[0].split(" ")[0] for text in said] == ["maxfds", "maxforkrate",
+                                                                     "babysit"]
+    assert all("not honoured" in text for text in said)
+    assert unhonoured(imap) == []

@@ -183,6 +183,8 @@ class Master:
         for start_entry in self.conf.start:
             self._run_start_entry(start_entry)
         for service in self.conf.services:
+            for text in unhonoured(service):
+                log.warning("%s:%d: %s: %s", service.path, service.line, service.name, text)
             self._start_service(service)
         now = self.clock()
         for event in self.conf.events:
@@ -498,3 +500,18 @@ class Master:
             self._metrics_server.server_close()
             self._metrics_server = None
         log.info("master stopped")
+
+
+def unhonoured(service: Service) -> list[str]:
+    """What a cyrus.conf service entry sets that master does not apply: said by name at start,
+    never accepted silently."""
+    said = []
+    if service.maxfds != 256:
+        said.append(f"maxfds={service.maxfds} is not honoured: each worker raises its open-files "
+                    "limit to the hard limit (it serves many sessions)")
+    if service.maxforkrate:
+        said.append(f"maxforkrate={service.maxforkrate} is not honoured: workers are preforked "
+                    "and replaced at once, with a back-off when they keep dying")
+    if service.babysit:
+        said.append("babysit=1 is not honoured: prefork= keeps workers running")
+    return said

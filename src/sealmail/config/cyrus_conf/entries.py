@@ -33,7 +33,8 @@ class Service:
     """A SERVICES entry: master listens on `listen` and runs `cmd` for connections.
 
     `babysit` asks master to keep at least one process forked (Cyrus also raises a zero
-    maxforkrate to 10 then); the values are kept as written and master applies them.
+    maxforkrate to 10 then); the values are kept as written (postconf-style rendering), and
+    master names at start those it does not apply (maxfds, maxforkrate, babysit).
     """
 
     name: str
