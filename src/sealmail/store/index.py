@@ -2,9 +2,15 @@
 
 WAL mode so readers never block the writer and a commit is visible to every process as soon as
 it returns; synchronous=FULL so a COMMIT is on disk before it returns (a 250 depends on it); a
-busy_timeout so concurrent writers queue on SQLite's write lock instead of failing. Each thread
-gets its own connection: the store runs in asyncio executor threads and sqlite3 connections must
-not be shared between threads mid-statement.
+busy_timeout so concurrent readers wait out a checkpoint or a recovery instead of failing. Each
+thread gets its own connection: the store runs in asyncio executor threads and sqlite3
+connections must not be shared between threads mid-statement.
+
+Writers (`Index.writing`) queue in two places: within a process on a thread lock, which hands
+the turn on the moment it is released; across processes on SQLite's write lock, taken by
+BEGIN IMMEDIATE retried in naps of at most 2 ms. SQLite's own busy handler sleeps 1, 2, 5, ...
+then 100 ms per try, so with two imapd processes the lock sat free while the waiters slept
+(docs/benchmarks.md, imaptest stress).
 
 Per-mailbox usage (`exists_count`, `size_bytes`) is kept in the mailbox row by the same
 transaction that adds or removes messages; quota usage of a root is the sum over its subtree.
@@ -14,13 +20,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
 SCHEMA_VERSION = 8
+
+_NAP_FIRST = 0.0002  # seconds: a commit holds the write lock for about one fsync (~1 ms)
+_NAP_MOST = 0.002
 
 _SCHEMA = (
     # AUTOINCREMENT: an id is never reused, so rows left by a damaged index never attach
@@ -167,6 +177,7 @@ class Index:
         self.path = path
         self._busy_timeout = busy_timeout
         self._local = threading.local()
+        self._writer = threading.Lock()  # this process's writers, one at a time
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
@@ -205,16 +216,13 @@ class Index:
         is safe from corruption); a power failure may only drop such commits made since the
         last durable one, whose fsync also covers every frame written before it.
         """
-        if not durable:
-            with self._relaxed(self.connection()) as conn, self.transaction() as held:
-                assert held is conn
-                yield conn
-            return
-        conn = self.connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise sqlite_error(exc, str(self.path)) from exc
+        relaxed: AbstractContextManager[object] = (
+            nullcontext() if durable else self._relaxed(self.connection())
+        )
+        with relaxed, self.writing() as conn:
+            yield from self._committed(conn)
+
+    def _committed(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
             yield conn
         except BaseException as exc:
@@ -226,6 +234,45 @@ class Index:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(conn)
+            raise sqlite_error(exc, str(self.path)) from exc
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection inside a write transaction (BEGIN IMMEDIATE done), with
+        this process's writer lock held; the caller COMMITs. Whatever is left open on the way
+        out is rolled back, and the lock released."""
+        conn = self.connection()
+        with self._writer:
+            self._begin(conn)
+            try:
+                yield conn
+            finally:
+                self._rollback(conn)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retried in short naps while another process writes (see top)."""
+        nap = _NAP_FIRST
+        deadline: float | None = None
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                while True:
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                        return
+                    except sqlite3.OperationalError as exc:
+                        if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                            raise
+                        now = time.monotonic()
+                        if deadline is None:
+                            deadline = now + self._busy_timeout
+                        elif now >= deadline:
+                            raise
+                    time.sleep(nap)
+                    nap = min(nap * 2, _NAP_MOST)
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
             raise sqlite_error(exc, str(self.path)) from exc
 
     @contextmanager
