@@ -35,8 +35,9 @@ The parts, one module each, share a `Spool` (settings, partitions, the index con
 `layout` (directories, header files, index rows), `commit` (delivery by group commit),
 `mailboxes` (create/rename/delete, ACLs, quotas), `reading` (records, snapshots, files),
 `header_index` (SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE), `copying` (COPY) and `userdata`
-(subscriptions, seen states, \\Recent). DiskStore exposes their bound methods as its own, so a
-call costs what a method call on one class costs.
+(subscriptions, seen states, \\Recent). STORE, EXPUNGE and COPY are group-committed as
+deliveries are (`changes`): concurrent sessions share one transaction and one fsync. DiskStore
+exposes their bound methods as its own, so a call costs what a method call on one class costs.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from sealmail.store import locks, quota
 from sealmail.store.api import QuotaUsage, UsageChange
 from sealmail.store.disk.access_keys import ACCESS_KEYS_NAME, AccessKeyDatabase
+from sealmail.store.disk.changes import ChangeGroup
 from sealmail.store.disk.commit import GroupCommit
 from sealmail.store.disk.copying import Copying
 from sealmail.store.disk.flags import Flags
@@ -156,11 +158,12 @@ class DiskStore:
         self.listed_headers = header_index.listed_headers
         self.sorted_uids = header_index.sorted_uids
         self.thread_fields = header_index.thread_fields
-        flags = Flags(spool)
+        changes = ChangeGroup(spool)  # STORE, EXPUNGE and COPY share transactions
+        flags = Flags(spool, changes)
         self.set_flags = flags.set_flags
         self.update_flags = flags.update_flags
         self.expunge = flags.expunge
-        self.copy_messages = Copying(spool).copy_messages
+        self.copy_messages = Copying(spool, changes).copy_messages
         # User data.
         user_data = UserData(spool)
         self.claim_recent = user_data.claim_recent

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from sealmail.durable import fsync_directory
 from sealmail.store import quota
 from sealmail.store.api import CopiedMessages
+from sealmail.store.disk.changes import ChangeGroup
 from sealmail.store.disk.layout import (
     ROW_LIST,
     Spool,
@@ -25,10 +26,12 @@ from sealmail.store.seen import SEEN, with_seen
 
 
 class Copying:
-    """IMAP COPY between two mailboxes of the store."""
+    """IMAP COPY between two mailboxes of the store, in the group commit of IMAP changes
+    (sealmail.store.disk.changes)."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, group: ChangeGroup) -> None:
         self._spool = spool
+        self._group = group
 
     def copy_messages(
         self, source: str, uids: Sequence[int], target: str, reader: str | None = None
@@ -42,100 +45,101 @@ class Copying:
         (the index when they own it, else their own seen state: sealmail.store.seen).
         """
         linked: list[Path] = []
-        try:
-            with self._spool.index.transaction() as conn:
-                src = require_mailbox(conn, source)
-                dst = require_mailbox(conn, target)
-                src_dir = self._spool.directory(src[3], src[2])
-                dst_dir = self._spool.directory(dst[3], dst[2])
-                dst_id, uidnext, modseq = dst[0], dst[5], dst[6]
-                src_seen = seen_of(conn, src[0], source, reader)
-                dst_seen = seen_of(conn, dst_id, target, reader)
-                seen_copies: list[int] = []
-                rows = [
-                    found
-                    for uid in sorted(set(uids))
-                    if (
-                        found := conn.execute(
-                            "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
-                            " WHERE mailbox_id = ? AND uid = ?",
-                            (src[0], uid),
-                        ).fetchone()
-                    )
-                    is not None
-                ]
-                result = CopiedMessages(dst[4], [])
-                if not rows:
-                    return result
-                root = quota.quota_root_of(conn, target)
-                usage = None if root is None else quota.usage_of(conn, root)
-                if usage is not None:
-                    quota.enforce(usage, sum(r[2] for r in rows), len(rows))
-                pairs = result.pairs
-                total = 0
-                for uid, internaldate, size, guid, flags, filename in rows:
-                    new_uid = uidnext
-                    uidnext += 1
-                    modseq += 1
-                    if src_seen is not None or dst_seen is not None:
-                        stored = flags.split()
-                        was_seen = SEEN in stored if src_seen is None else uid in src_seen
-                        flags = " ".join(with_seen(stored, was_seen and dst_seen is None))
-                        if was_seen and dst_seen is not None:
-                            seen_copies.append(new_uid)
-                    path = dst_dir / f"{new_uid}."
-                    try:
-                        path.unlink(missing_ok=True)  # debris of an uncommitted delivery
-                        try:
-                            os.link(src_dir / filename, path)
-                        except OSError as exc:
-                            if exc.errno != errno.EXDEV:
-                                raise
-                            path.write_bytes((src_dir / filename).read_bytes())
-                    except FileNotFoundError:
-                        raise missing_file(source, uid) from None
-                    except OSError as exc:
-                        raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
-                    linked.append(path)
-                    structure = conn.execute(
-                        "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
-                        (src[0], uid),
-                    ).fetchone()[0]
-                    conn.execute(
-                        "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
-                        " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            dst_id,
-                            new_uid,
-                            modseq,
-                            internaldate,
-                            size,
-                            guid,
-                            flags,
-                            path.name,
-                            structure,
-                        ),
-                    )
-                    conn.execute(
-                        "INSERT OR REPLACE INTO header_index"
-                        f" (mailbox_id, uid, {ROW_LIST})"
-                        f" SELECT ?, ?, {ROW_LIST} FROM header_index"
+
+        def change(conn: sqlite3.Connection, directories: set[str]) -> CopiedMessages:
+            src = require_mailbox(conn, source)
+            dst = require_mailbox(conn, target)
+            src_dir = self._spool.directory(src[3], src[2])
+            dst_dir = self._spool.directory(dst[3], dst[2])
+            dst_id, uidnext, modseq = dst[0], dst[5], dst[6]
+            src_seen = seen_of(conn, src[0], source, reader)
+            dst_seen = seen_of(conn, dst_id, target, reader)
+            seen_copies: list[int] = []
+            rows = [
+                found
+                for uid in sorted(set(uids))
+                if (
+                    found := conn.execute(
+                        "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
                         " WHERE mailbox_id = ? AND uid = ?",
-                        (dst_id, new_uid, src[0], uid),
-                    )
-                    pairs.append((uid, new_uid))
-                    total += size
-                conn.execute(
-                    "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
-                    " exists_count = exists_count + ?, size_bytes = size_bytes + ? WHERE id = ?",
-                    (uidnext, modseq, len(pairs), total, dst_id),
+                        (src[0], uid),
+                    ).fetchone()
                 )
-                if dst_seen is not None and seen_copies:
-                    save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
+                is not None
+            ]
+            result = CopiedMessages(dst[4], [])
+            if not rows:
+                return result
+            root = quota.quota_root_of(conn, target)
+            usage = None if root is None else quota.usage_of(conn, root)
+            if usage is not None:
+                quota.enforce(usage, sum(r[2] for r in rows), len(rows))
+            pairs = result.pairs
+            total = 0
+            for uid, internaldate, size, guid, flags, filename in rows:
+                new_uid = uidnext
+                uidnext += 1
+                modseq += 1
+                if src_seen is not None or dst_seen is not None:
+                    stored = flags.split()
+                    was_seen = SEEN in stored if src_seen is None else uid in src_seen
+                    flags = " ".join(with_seen(stored, was_seen and dst_seen is None))
+                    if was_seen and dst_seen is not None:
+                        seen_copies.append(new_uid)
+                path = dst_dir / f"{new_uid}."
                 try:
-                    fsync_directory(dst_dir)
+                    path.unlink(missing_ok=True)  # debris of an uncommitted delivery
+                    try:
+                        os.link(src_dir / filename, path)
+                    except OSError as exc:
+                        if exc.errno != errno.EXDEV:
+                            raise
+                        path.write_bytes((src_dir / filename).read_bytes())
+                except FileNotFoundError:
+                    raise missing_file(source, uid) from None
                 except OSError as exc:
-                    raise os_error(exc, f"cannot sync {target}") from exc
+                    raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
+                linked.append(path)
+                structure = conn.execute(
+                    "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
+                    (src[0], uid),
+                ).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
+                    " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        dst_id,
+                        new_uid,
+                        modseq,
+                        internaldate,
+                        size,
+                        guid,
+                        flags,
+                        path.name,
+                        structure,
+                    ),
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO header_index"
+                    f" (mailbox_id, uid, {ROW_LIST})"
+                    f" SELECT ?, ?, {ROW_LIST} FROM header_index"
+                    " WHERE mailbox_id = ? AND uid = ?",
+                    (dst_id, new_uid, src[0], uid),
+                )
+                pairs.append((uid, new_uid))
+                total += size
+            conn.execute(
+                "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
+                " exists_count = exists_count + ?, size_bytes = size_bytes + ? WHERE id = ?",
+                (uidnext, modseq, len(pairs), total, dst_id),
+            )
+            if dst_seen is not None and seen_copies:
+                save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
+            directories.add(os.fspath(dst_dir))  # fsynced before the group's COMMIT
+            return result
+
+        try:
+            result = self._group.apply(change)
             linked.clear()  # committed: the links are the messages now
             return result
         finally:

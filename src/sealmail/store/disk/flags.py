@@ -4,11 +4,13 @@ new modseq; a reader's \\Seen goes to their own seen state, sealmail.store.seen)
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
 from sealmail.store.api import FLAG_MODES, FlagUpdate, MessageRecord, flags_after
+from sealmail.store.disk.changes import ChangeGroup
 from sealmail.store.disk.layout import Spool, require_mailbox
 from sealmail.store.disk.reading import FlagTexts, rows_for
 from sealmail.store.disk.userdata import save_seen, seen_of
@@ -16,10 +18,15 @@ from sealmail.store.seen import SEEN, UidSet, with_seen
 
 
 class Flags:
-    """STORE and EXPUNGE: flag changes in one transaction, expunges with their files after it."""
+    """STORE and EXPUNGE: flag changes in one transaction, expunges with their files after it.
 
-    def __init__(self, spool: Spool) -> None:
+    Both go through the group commit of IMAP changes (sealmail.store.disk.changes): concurrent
+    sessions of one process share a transaction and its fsync, each answered after it.
+    """
+
+    def __init__(self, spool: Spool, group: ChangeGroup) -> None:
         self._spool = spool
+        self._group = group
 
     def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int:
         """Replace the flags of the given messages; returns how many of them exist.
@@ -28,8 +35,9 @@ class Flags:
         metadata MUST increase the mod-sequence); unchanged messages keep theirs.
         """
         wanted = " ".join(dict.fromkeys(flags))
-        matched = 0
-        with self._spool.index.transaction() as conn:
+
+        def change(conn: sqlite3.Connection, directories: set[str]) -> int:
+            matched = 0
             row = require_mailbox(conn, name)
             mailbox_id, modseq = row[0], row[6]
             for uid in sorted(set(uids)):
@@ -50,7 +58,9 @@ class Flags:
             conn.execute(
                 "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
             )
-        return matched
+            return matched
+
+        return self._group.apply(change)
 
     def update_flags(
         self,
@@ -73,11 +83,12 @@ class Flags:
         """
         if mode not in FLAG_MODES:
             raise ValueError(f"mode must be one of {FLAG_MODES}")
-        records: list[MessageRecord] = []
-        refused: list[int] = []
-        changes: list[tuple[str, int, int, int]] = []
         texts = FlagTexts()
-        with self._spool.index.transaction() as conn:
+
+        def change(conn: sqlite3.Connection, directories: set[str]) -> FlagUpdate:
+            records: list[MessageRecord] = []
+            refused: list[int] = []
+            changes: list[tuple[str, int, int, int]] = []
             row = require_mailbox(conn, name)
             mailbox_id, modseq = row[0], row[6]
             rows = rows_for(
@@ -123,13 +134,17 @@ class Flags:
                 save_seen(
                     conn, mailbox_id, reader, seen.union(seen_now).difference(unseen_now)
                 )
-        return FlagUpdate(records, refused)
+            return FlagUpdate(records, refused)
+
+        return self._group.apply(change)
 
     def expunge(self, name: str, uids: Sequence[int]) -> list[int]:
         """Remove messages; returns the UIDs that were there, ascending. Files go after COMMIT."""
-        removed: list[int] = []
         files: list[Path] = []
-        with self._spool.index.transaction() as conn:
+
+        def change(conn: sqlite3.Connection, directories: set[str]) -> list[int]:
+            removed: list[int] = []
+            files.clear()  # this attempt's only
             row = require_mailbox(conn, name)
             mailbox_id, modseq = row[0], row[6]
             directory = self._spool.directory(row[3], row[2])
@@ -172,6 +187,9 @@ class Flags:
                     pruned = seen.difference(removed)
                     if pruned != seen:
                         save_seen(conn, mailbox_id, userid, pruned)
+            return removed
+
+        removed = self._group.apply(change)
         for path in files:
             with suppress(OSError):  # an expunged uid's file is debris reconstruct removes
                 path.unlink()

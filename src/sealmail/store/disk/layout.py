@@ -37,7 +37,8 @@ FaultHook = Callable[[str], None]
 """Called with a fault point name; tests use it to kill a process mid-delivery.
 
 Points: "staged" (stage files written and fsynced, before the transaction) and "linked" (links
-made and directories fsynced, before COMMIT).
+made and directories fsynced, before COMMIT); "changes" (a group of IMAP index changes made,
+before its COMMIT: sealmail.store.disk.changes).
 """
 
 

@@ -1,0 +1,133 @@
+"""Group commit for the changes IMAP makes to the index: STORE, EXPUNGE, COPY.
+
+Each of these is a durable commit (docs/imapd.md, "What is durable before the tagged OK": a
+STORE's new MODSEQ is told to the client, so it must never be reused after a crash). Made one
+by one, every command waited for the write lock and held it through its own WAL fsync. Here, as
+deliveries do (sealmail.store.disk.commit), concurrent callers of one process join a pending
+batch; one committer at a time runs the whole batch in ONE transaction:
+
+1. BEGIN IMMEDIATE (sealmail.store.index.Index.writing);
+2. each change in its own SAVEPOINT, in the order they joined: a change that fails is rolled
+   back to its savepoint and only its caller gets the error; later changes see the earlier
+   ones, as if they had been committed one after the other;
+3. the directories the changes named (COPY's new links) fsynced once each, then COMMIT (the
+   one WAL fsync for everybody);
+4. every caller is woken with its own result, so each tagged OK still follows its own commit.
+
+If the COMMIT (or anything outside a savepoint) fails, every change of the batch is lost and
+every caller gets an error; nothing was promised to any of them yet.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from sealmail.durable import fsync_directories
+from sealmail.store.disk.layout import Spool, os_error
+from sealmail.store.errors import StoreError
+from sealmail.store.index import sqlite_error
+
+T = TypeVar("T")
+
+# A change: runs inside the batch's transaction on the committer's connection; may add to the
+# set the directories whose new entries must be durable before COMMIT.
+Change = Callable[[sqlite3.Connection, set[str]], T]
+
+
+@dataclass(eq=False)
+class _Pending(Generic[T]):
+    change: Change[T]
+    result: T | None = None
+    error: BaseException | None = None
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+
+
+class ChangeGroup:
+    """Runs changes of many threads in shared transactions, one committer at a time."""
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+        self._queue: list[_Pending[object]] = []
+        self._queue_lock = threading.Lock()
+        self._committing = False
+
+    def apply(self, change: Change[T]) -> T:
+        """Run `change` in the next group transaction; returns its result once it is durable,
+        or raises its own error (a StoreError for an SQLite or OS failure)."""
+        pending: _Pending[T] = _Pending(change)
+        self._join(pending)  # type: ignore[arg-type]  # the queue holds every T
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[return-value]  # set when error is None
+
+    def _join(self, pending: _Pending[object]) -> None:
+        with self._queue_lock:
+            self._queue.append(pending)
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            pending.wake.wait()
+            pending.wake.clear()
+            if pending.finished:
+                return
+        # We lead: our own change is in the queue, so this batch includes it.
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        finally:
+            for waiting in batch:
+                waiting.finished = True
+                if waiting is not pending:
+                    waiting.wake.set()
+            with self._queue_lock:
+                if self._queue:
+                    self._queue[0].wake.set()  # hand the committer role on
+                else:
+                    self._committing = False
+
+    def _commit(self, batch: list[_Pending[object]]) -> None:
+        try:
+            with self._spool.index.writing() as conn:
+                directories: set[str] = set()
+                for pending in batch:
+                    conn.execute("SAVEPOINT change")
+                    try:
+                        pending.result = pending.change(conn, directories)
+                    except Exception as exc:
+                        if not conn.in_transaction:
+                            raise  # SQLite rolled the whole transaction back: the batch fails
+                        conn.execute("ROLLBACK TO change")
+                        pending.error = _own_error(exc)
+                    conn.execute("RELEASE change")
+                fsync_directories(directories)
+                self._spool.fault("changes")
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            for pending in batch:
+                pending.result = None
+                pending.error = _own_error(exc, shared=True)
+            if not isinstance(exc, Exception):
+                raise
+
+
+def _own_error(exc: BaseException, shared: bool = False) -> BaseException:
+    """The error a caller raises: store errors as they are (a copy of it when `shared`, so
+    each thread raises its own object), SQLite and OS errors mapped."""
+    if isinstance(exc, sqlite3.Error):
+        error: BaseException = sqlite_error(exc, "index change")
+    elif isinstance(exc, OSError):
+        error = os_error(exc, "index change")
+    elif not isinstance(exc, Exception) or (isinstance(exc, StoreError) and not shared):
+        return exc
+    elif isinstance(exc, StoreError):
+        error = type(exc)(*exc.args)
+    else:
+        error = StoreError(f"index change failed: {exc!r}")
+    error.__cause__ = exc
+    return error
