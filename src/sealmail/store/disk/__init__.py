@@ -158,7 +158,7 @@ class DiskStore:
         self.listed_headers = header_index.listed_headers
         self.sorted_uids = header_index.sorted_uids
         self.thread_fields = header_index.thread_fields
-        changes = ChangeGroup(spool)  # STORE, EXPUNGE and COPY share transactions
+        self._changes = changes = ChangeGroup(spool)  # STORE, EXPUNGE, COPY share commits
         flags = Flags(spool, changes)
         self.set_flags = flags.set_flags
         self.update_flags = flags.update_flags

@@ -1,0 +1,198 @@
+"""Group commit of IMAP changes (sealmail.store.disk.changes): many sessions' STOREs, EXPUNGEs,
+COPYs and APPENDs in one process are all applied, each with modseqs of its own; a batch shares
+one transaction, a change that fails fails alone, a COMMIT that fails fails them all."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.store.conftest import make_config
+
+from sealmail.store.api import AppendedMessage, DeliveryTarget, FlagUpdate
+from sealmail.store.disk import DiskStore
+from sealmail.store.errors import MailboxNotFound, StoreError
+
+pytestmark = pytest.mark.disk_only("the disk store's group commit of index changes")
+
+MESSAGE = b"From: a@example.com\r\nSubject: group\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[DiskStore]:
+    with DiskStore.from_config(make_config(tmp_path)) as store:
+        store.create_mailbox("user.a")
+        store.create_mailbox("user.a.copies")
+        for _ in range(40):
+            store.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        yield store
+
+
+def _highest(store: DiskStore, name: str) -> int:
+    info = store.mailbox(name)
+    assert info is not None
+    return info.highestmodseq
+
+
+def _run_together(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run each call in its own thread; the results (or exceptions) in order."""
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # the test looks at it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_concurrent_stores_expunges_copies_and_appends_are_all_applied(disk: DiskStore) -> None:
+    before = _highest(disk, "user.a")
+    calls: list[Callable[[], Any]] = []
+    for i in range(1, 21):  # 20 sessions each flag one message with a keyword of their own
+        calls.append(partial(disk.update_flags, "user.a", [i], [f"$k{i}"], "add"))
+    for i in range(21, 31):  # 10 expunge one each
+        calls.append(partial(disk.expunge, "user.a", [i]))
+    for i in range(31, 36):  # 5 copy one each
+        calls.append(partial(disk.copy_messages, "user.a", [i], "user.a.copies"))
+    for _ in range(5):  # 5 APPEND (the delivery group commit, beside ours)
+        calls.append(partial(disk.deliver, MESSAGE, [DeliveryTarget("user.a")]))
+    results = _run_together(calls)
+    assert not [r for r in results if isinstance(r, BaseException)]
+
+    modseqs = []
+    for result in results[:20]:
+        assert isinstance(result, FlagUpdate)
+        modseqs.append(result.records[0].modseq)
+    for result in results[35:]:
+        assert isinstance(result[0], AppendedMessage)
+        modseqs.append(result[0].modseq)
+    assert len(set(modseqs)) == len(modseqs) == 25  # no modseq given out twice
+    # Every change took its own modseq: 20 flag changes, 10 expunges, 5 appends.
+    assert _highest(disk, "user.a") == before + 35
+
+    records = {r.uid: r for r in disk.messages("user.a")}
+    for i in range(1, 21):
+        assert f"$k{i}" in records[i].flags
+    assert not set(range(21, 31)) & set(records)
+    assert len(records) == 40 - 10 + 5
+    assert len(disk.messages("user.a.copies")) == 5
+    assert len({r.modseq for r in records.values()}) == len(records)
+
+
+@pytest.fixture
+def held(disk: DiskStore) -> Iterator[Callable[[int], None]]:
+    """Hold the next group's COMMIT until `n` more changes wait behind it, so they form one
+    batch; `wait_queued(n)` is what the test calls."""
+    group = disk._changes
+    gate = threading.Event()
+    original = disk.spool._fault_hook
+
+    def hook(point: str) -> None:
+        if point == "changes":
+            gate.wait(30)
+
+    disk.spool._fault_hook = hook
+
+    def wait_queued(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(group._queue) < n:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        gate.set()
+
+    yield wait_queued
+    disk.spool._fault_hook = original
+
+
+def _lead(disk: DiskStore) -> threading.Thread:
+    """A STORE that becomes the committer (held at its COMMIT by `held`)."""
+    first = threading.Thread(target=disk.update_flags, args=("user.a", [1], ["\\Seen"], "add"))
+    first.start()
+    deadline = time.monotonic() + 30
+    while not disk._changes._committing:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    return first
+
+
+def test_changes_waiting_behind_a_commit_share_the_next_one(
+    disk: DiskStore, held: Callable[[int], None]
+) -> None:
+    commits = []
+    writing = disk.spool.index.writing
+
+    def counted() -> Any:
+        commits.append(1)
+        return writing()
+
+    disk.spool.index.writing = counted  # type: ignore[method-assign]
+    first = _lead(disk)
+    calls: list[Callable[[], Any]] = [
+        partial(disk.update_flags, "user.a", [i], ["\\Flagged"], "add") for i in range(2, 10)
+    ]
+    runner = threading.Thread(target=lambda: results.extend(_run_together(calls)))
+    results: list[Any] = []
+    runner.start()
+    held(8)
+    first.join(30)
+    runner.join(30)
+    assert all(isinstance(r, FlagUpdate) for r in results)
+    assert len(commits) == 2  # the first alone, then the eight together
+
+
+def test_a_failing_change_fails_alone_in_its_batch(
+    disk: DiskStore, held: Callable[[int], None]
+) -> None:
+    first = _lead(disk)
+    calls: list[Callable[[], Any]] = [
+        lambda: disk.update_flags("user.a", [2], ["\\Flagged"], "add"),
+        lambda: disk.update_flags("user.nobody", [2], ["\\Flagged"], "add"),
+        lambda: disk.expunge("user.a", [3]),
+        lambda: disk.copy_messages("user.a", [4], "user.gone"),
+    ]
+    results: list[Any] = []
+    runner = threading.Thread(target=lambda: results.extend(_run_together(calls)))
+    runner.start()
+    held(len(calls))
+    first.join(30)
+    runner.join(30)
+    assert isinstance(results[0], FlagUpdate)
+    assert isinstance(results[1], MailboxNotFound)
+    assert results[2] == [3]
+    assert isinstance(results[3], MailboxNotFound)
+    records = {r.uid: r for r in disk.messages("user.a")}
+    assert "\\Flagged" in records[2].flags and 3 not in records
+
+
+def test_a_failed_commit_fails_every_change_and_leaves_no_copy(disk: DiskStore) -> None:
+    def fail(point: str) -> None:
+        if point == "changes":
+            raise OSError(5, "injected")
+
+    disk.spool._fault_hook = fail
+    before = _highest(disk, "user.a")
+    with pytest.raises(StoreError):
+        disk.update_flags("user.a", [1], ["\\Seen"], "add")
+    with pytest.raises(StoreError):
+        disk.copy_messages("user.a", [1, 2], "user.a.copies")
+    with pytest.raises(StoreError):
+        disk.expunge("user.a", [5])
+    disk.spool._fault_hook = None
+    assert _highest(disk, "user.a") == before
+    assert len(disk.messages("user.a")) == 40
+    assert disk.messages("user.a.copies") == []
+    assert os.listdir(disk.mailbox_path("user.a.copies")) == ["sealmail.header"]
+    assert disk.update_flags("user.a", [1], ["\\Seen"], "add").records[0].modseq == before + 1
