@@ -8,6 +8,11 @@ total count of each command, per server, and the ratio sealmail/Dovecot.
 
     python bench/imap_stress.py --imaptest /work/imaptest-build/src/imaptest [-c 10] [-s 30]
         [--profile DIR]   # py-spy raw stacks of each imapd worker during sealmail's runs
+        [--only logout=0]  # one profile
+
+Also printed for sealmail: the imapd workers' CPU time per command (user + system, from /proc),
+which other load on the machine does not change the way it changes commands per second, and
+their RSS after the run.
 
 Run as root from the checkout (it imports tests.support; Dovecot drops to its own users).
 """
@@ -144,12 +149,38 @@ def profile(pids: list[int], directory: Path, secs: int) -> list[subprocess.Pope
     ]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes, from /proc (what the machine's load cannot
+    inflate, unlike commands per second)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def commands_in(totals: str) -> int:
+    """The sum of imaptest's totals line (the last line of numbers)."""
+    numbers = [line for line in totals.splitlines() if re.fullmatch(r"[\d\s]+", line.strip())]
+    return sum(int(n) for n in numbers[-1].split()) if numbers else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imaptest", required=True)
     parser.add_argument("-c", "--clients", type=int, default=10)
     parser.add_argument("-s", "--secs", type=int, default=30)
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--only", choices=("default", "logout=0"), help="run one profile")
     args = parser.parse_args()
     print("load average before:", os.getloadavg())
     with (
@@ -158,6 +189,8 @@ def main() -> None:
         dovecot(root) as theirs,
     ):
         for name, extra in (("default profile", []), ("logout=0", ["logout=0"])):
+            if args.only and not name.startswith(args.only):
+                continue
             print(f"== {name}, clients={args.clients}, secs={args.secs}")
             print("-- dovecot")
             print(imaptest(args.imaptest, theirs, args.clients, args.secs, extra))
@@ -167,7 +200,15 @@ def main() -> None:
                 else []
             )
             print("-- sealmail (master, imapd prefork=2, auth_cache_size 1000)")
-            print(imaptest(args.imaptest, ours, args.clients, args.secs, extra))
+            cpu = cpu_seconds(pids)
+            totals = imaptest(args.imaptest, ours, args.clients, args.secs, extra)
+            cpu = cpu_seconds(pids) - cpu
+            print(totals)
+            count = commands_in(totals)
+            print(
+                f"imapd workers: {cpu:.1f} s CPU for {count} commands,"
+                f" {1000 * cpu / max(count, 1):.2f} ms per command; RSS {rss_kib(pids)} KiB"
+            )
             for spy in spies:
                 spy.wait(60)
             print("load average:", os.getloadavg())
