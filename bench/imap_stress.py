@@ -10,9 +10,9 @@ total count of each command, per server, and the ratio sealmail/Dovecot.
         [--profile DIR]   # py-spy raw stacks of each imapd worker during sealmail's runs
         [--only logout=0]  # one profile
 
-Also printed for sealmail: the imapd workers' CPU time per command (user + system, from /proc),
-which other load on the machine does not change the way it changes commands per second, and
-their RSS after the run.
+Also printed for each server: the CPU time (user + system, from /proc) of all its processes per
+command, which other load on the machine does not change the way it changes commands per
+second; and sealmail's imapd workers' RSS after the run.
 
 Run as root from the checkout (it imports tests.support; Dovecot drops to its own users).
 """
@@ -43,9 +43,9 @@ SERVERNAME = "stress.example"
 
 
 @contextmanager
-def sealmail_master(root: Path) -> Iterator[tuple[int, list[int]]]:
-    """master with imapd prefork=2 (both cores) and lmtpd; yields the IMAP port and the
-    imapd workers' pids."""
+def sealmail_master(root: Path) -> Iterator[tuple[int, int, list[int]]]:
+    """master with imapd prefork=2 (both cores) and lmtpd; yields the IMAP port, master's pid
+    and the imapd workers' pids."""
     root.mkdir()
     port = free_tcp_port()
     conf = root / "imapd.conf"
@@ -84,22 +84,24 @@ def sealmail_master(root: Path) -> Iterator[tuple[int, list[int]]]:
             assert time.monotonic() < deadline and process.poll() is None, log.read_text()
             time.sleep(0.1)
         time.sleep(1)
-        yield port, [int(pid) for pid in workers]
+        yield port, process.pid, [int(pid) for pid in workers]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
 
 
 @contextmanager
-def dovecot(root: Path) -> Iterator[int]:
+def dovecot(root: Path) -> Iterator[tuple[int, int]]:
+    """A private Dovecot; yields its IMAP port and its master's pid."""
     port = free_tcp_port()
     extra = (
         "protocols = lmtp imap\ndisable_plaintext_auth = no\n"
         "service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1\n"
         f"    port = {port}\n  }}\n}}\n"
     )
-    with DovecotInstance(root, (USER,), conf_extra=extra):
-        yield port
+    with DovecotInstance(root, (USER,), conf_extra=extra) as instance:
+        assert instance._process is not None
+        yield port, instance._process.pid
 
 
 def imaptest(binary: str, port: int, clients: int, secs: int, extra: list[str]) -> str:
@@ -149,14 +151,41 @@ def profile(pids: list[int], directory: Path, secs: int) -> list[subprocess.Pope
     ]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of the processes, from /proc (what the machine's load cannot
-    inflate, unlike commands per second)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of process `root` and all its descendants, including those
+    that exited and were reaped (their parent's cutime/cstime), from /proc: what the machine's
+    other load does not inflate the way it inflates time per command."""
+    parents: dict[int, int] = {}
+    spent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry)] = int(fields[1])
+        spent[int(entry)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    tree, grown = {root}, True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        grown = bool(more)
+        tree |= more
+    return sum(spent.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    binary: str, port: int, root: int, clients: int, secs: int, extra: list[str]
+) -> tuple[str, str]:
+    """One imaptest run and a line on the server's CPU time per command."""
+    before = tree_cpu(root)
+    totals = imaptest(binary, port, clients, secs, extra)
+    cpu = tree_cpu(root) - before
+    count = commands_in(totals)
+    return totals, (
+        f"server processes: {cpu:.1f} s CPU for {count} commands,"
+        f" {1000 * cpu / max(count, 1):.2f} ms per command"
+    )
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -185,30 +214,25 @@ def main() -> None:
     print("load average before:", os.getloadavg())
     with (
         traversable_tmpdir() as root,
-        sealmail_master(root / "sealmail") as (ours, pids),
-        dovecot(root) as theirs,
+        sealmail_master(root / "sealmail") as (ours, master_pid, pids),
+        dovecot(root) as (theirs, dovecot_pid),
     ):
         for name, extra in (("default profile", []), ("logout=0", ["logout=0"])):
             if args.only and not name.startswith(args.only):
                 continue
             print(f"== {name}, clients={args.clients}, secs={args.secs}")
             print("-- dovecot")
-            print(imaptest(args.imaptest, theirs, args.clients, args.secs, extra))
+            print(*measured(args.imaptest, theirs, dovecot_pid, args.clients, args.secs, extra),
+                  sep="\n")
             spies = (
                 profile(pids, args.profile / name.replace(" ", "-"), args.secs)
                 if args.profile
                 else []
             )
             print("-- sealmail (master, imapd prefork=2, auth_cache_size 1000)")
-            cpu = cpu_seconds(pids)
-            totals = imaptest(args.imaptest, ours, args.clients, args.secs, extra)
-            cpu = cpu_seconds(pids) - cpu
-            print(totals)
-            count = commands_in(totals)
-            print(
-                f"imapd workers: {cpu:.1f} s CPU for {count} commands,"
-                f" {1000 * cpu / max(count, 1):.2f} ms per command; RSS {rss_kib(pids)} KiB"
-            )
+            print(*measured(args.imaptest, ours, master_pid, args.clients, args.secs, extra),
+                  sep="\n")
+            print(f"imapd workers' RSS after the run: {rss_kib(pids)} KiB")
             for spy in spies:
                 spy.wait(60)
             print("load average:", os.getloadavg())
