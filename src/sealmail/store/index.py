@@ -239,18 +239,24 @@ class Index:
     @contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection inside a write transaction (BEGIN IMMEDIATE done), with
-        this process's writer lock held; the caller COMMITs. Whatever is left open on the way
-        out is rolled back, and the lock released."""
+        this process's writer turn held; the caller COMMITs. Whatever is left open on the way
+        out is rolled back, and the turn handed on."""
         conn = self.connection()
-        with self._writer:
-            self._begin(conn)
+        with self.turn():
+            self.begin(conn)
             try:
                 yield conn
             finally:
                 self._rollback(conn)
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
-        """BEGIN IMMEDIATE, retried in short naps while another process writes (see top)."""
+    def turn(self) -> AbstractContextManager[object]:
+        """This process's writers, one at a time (see the top): held from before BEGIN
+        IMMEDIATE until after COMMIT or ROLLBACK."""
+        return self._writer
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retried in short naps while another process writes (see top);
+        MailboxBusy after the busy timeout. The caller holds `turn()`."""
         nap = _NAP_FIRST
         deadline: float | None = None
         try:

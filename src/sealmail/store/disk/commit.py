@@ -158,7 +158,8 @@ class GroupCommit:
                     headers=searchable_form(content, header), listed=listed_form(content),
                     sorting=sort_fields(content, header), results=[None]))
             self._spool.fault("staged")
-            return self._commit_together(deliveries)
+            with self._spool.index.turn():  # this process's writers queue (store.index)
+                return self._commit_together(deliveries)
         finally:
             for path in written:
                 with suppress(OSError):
@@ -168,7 +169,7 @@ class GroupCommit:
         conn = self._spool.index.connection()
         linked: list[str] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 out = []
@@ -224,7 +225,8 @@ class GroupCommit:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
             try:
-                self._commit_batch(batch)
+                with self._spool.index.turn():  # this process's writers queue (store.index)
+                    self._commit_batch(batch)
             finally:
                 for waiting in batch:
                     waiting.finished = True
@@ -241,7 +243,7 @@ class GroupCommit:
         conn = self._spool.index.connection()
         linked: list[str] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 directories: set[str] = set()
