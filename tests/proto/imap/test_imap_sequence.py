@@ -23,11 +23,21 @@ def test_parse_and_render() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "0", "1:", ":1", "1,,2", "a", "1:0", "$,1", "1 2", "4294967296", "-1", "01"]
+    "text",
+    ["", "0", "1:", ":1", "1,,2", "a", "1:0", "$,1", "1 2", "4294967296", "-1", "01",
+     "1:4294967296", "3,4294967296:*"],
 )
 def test_bad_sets(text: str) -> None:
     with pytest.raises(BadCommand):
         SequenceSet.parse(text)
+
+
+def test_a_long_set_as_imaptest_sends_it() -> None:
+    text = ",".join(f"{n}:{n + 1}" if n % 3 else str(n) for n in range(1, 600, 4)) + ",*"
+    parsed = SequenceSet.parse(text)
+    assert str(parsed) == text and len(parsed.ranges) == 151
+    with pytest.raises(ValueError):
+        SequenceSet(((1, 2), (3, 2**32)))
 
 
 def test_star_is_the_largest_even_below_the_start() -> None:

@@ -20,6 +20,7 @@ import bisect
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Final
 
 from sealmail.proto.imap.errors import BadCommand
@@ -30,6 +31,7 @@ STAR: Final = 0  # "*" inside a range: 0 is never a valid seq-number (nz-number 
 _NUMBER_MAX = 0xFFFFFFFF  # RFC 9051 4.2: nz-number is a 32-bit unsigned value
 _NUMBER = r"(?:\*|[1-9][0-9]*)"
 _SET_RE = re.compile(rf"{_NUMBER}(?::{_NUMBER})?(?:,{_NUMBER}(?::{_NUMBER})?)*")
+_RANGE_RE = re.compile(r"(\*|[0-9]+)(?::(\*|[0-9]+))?")  # each range of a set _SET_RE matched
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +46,10 @@ class SequenceSet:
             raise ValueError("'$' stands alone: it takes no ranges")
         if not self.saved and not self.ranges:
             raise ValueError("a sequence set needs at least one number")
-        for start, end in self.ranges:
-            for value in (start, end):
-                if not 0 <= value <= _NUMBER_MAX:
-                    raise ValueError(f"sequence number {value} out of range")
+        values = list(chain.from_iterable(self.ranges))  # one pass in C, not two per range
+        if values and (min(values) < 0 or max(values) > _NUMBER_MAX):
+            bad = next(v for v in values if not 0 <= v <= _NUMBER_MAX)
+            raise ValueError(f"sequence number {bad} out of range")
 
     # -- construction -------------------------------------------------------------------------
 
@@ -59,13 +61,11 @@ class SequenceSet:
         if not _SET_RE.fullmatch(text):
             raise BadCommand(f"Invalid sequence set: {text[:40]!r}")
         ranges: list[tuple[int, int]] = []
-        for item in text.split(","):
-            first, _, last = item.partition(":")
+        for first, last in _RANGE_RE.findall(text):
             start = STAR if first == "*" else int(first)
-            end = start if not last else (STAR if last == "*" else int(last))
-            if start > _NUMBER_MAX or end > _NUMBER_MAX:
-                raise BadCommand(f"Sequence number too large in {text[:40]!r}")
-            ranges.append((start, end))
+            ranges.append((start, start if not last else STAR if last == "*" else int(last)))
+        if max(chain.from_iterable(ranges)) > _NUMBER_MAX:
+            raise BadCommand(f"Sequence number too large in {text[:40]!r}")
         return cls(tuple(ranges))
 
     @classmethod
