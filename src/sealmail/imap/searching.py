@@ -362,8 +362,8 @@ class _Search:
                 ids = view.ids_where(flag, wanted)
             else:
                 keyword = str(key.args[0]).lower()
-                ids = {i for i, flags in enumerate(view.flag_sets)
-                       if any(f.lower() == keyword for f in flags) == (name == "KEYWORD")}
+                ids = frozenset(i for i, flags in enumerate(view.flag_sets)
+                                if any(f.lower() == keyword for f in flags) == (name == "KEYWORD"))
             flag_ids = view.flag_ids
             return [p for p in positions if flag_ids[p] in ids]
         if name in ("SEQSET", "UID"):

@@ -80,6 +80,8 @@ class SelectedMailbox:
         self.modseqs: list[int] = []  # per position
         self.flag_sets: list[tuple[str, ...]] = []
         self._set_ids: dict[tuple[str, ...], int] = {}
+        # ids_where's answers and how many flag sets each had looked at (sets are only added)
+        self._where: dict[tuple[str, bool], tuple[int, frozenset[int]]] = {}
         self.vanished: set[int] = set()  # gone from the store, not yet announced
         self.keywords: list[str] = []
 
@@ -182,9 +184,15 @@ class SelectedMailbox:
             return (*record.flags, RECENT)
         return record.flags
 
-    def ids_where(self, flag: str, present: bool = True) -> set[int]:
-        """The flag set ids that contain (or lack) `flag`, compared exactly."""
-        return {i for i, flags in enumerate(self.flag_sets) if (flag in flags) == present}
+    def ids_where(self, flag: str, present: bool = True) -> frozenset[int]:
+        """The flag set ids that contain (or lack) `flag`, compared exactly; looks only at the
+        sets added since it was last asked (with random keywords a session meets hundreds)."""
+        sets = self.flag_sets
+        known, ids = self._where.get((flag, present), (0, frozenset()))
+        if known < len(sets):
+            ids = ids.union(i for i in range(known, len(sets)) if (flag in sets[i]) == present)
+            self._where[(flag, present)] = (len(sets), ids)
+        return ids
 
     def uids_where(self, positions: Iterable[int], flag: str, present: bool = True) -> list[int]:
         """The UIDs at `positions` whose flags contain (or lack) `flag`."""

@@ -16,6 +16,7 @@ Defaults follow Cyrus (docs "Access Control Defaults" and mboxlist's create path
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 from sealmail.store.api import ALL_RIGHTS
@@ -104,10 +105,19 @@ def rights_of(
 
     RFC 4314 2: "the set of rights granted ... is the union of the rights of all matching
     identifiers minus the union of the rights of all matching negative identifiers".
+    Remembered per ACL and identity: IMAP asks it two or three times per command, and the
+    answer depends on nothing else.
     """
+    return _rights_of(tuple(acl.items()), identity, is_admin, implicit)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rights_of(
+    entries: tuple[tuple[str, str], ...], identity: str, is_admin: bool, implicit: str
+) -> str:
     granted: set[str] = set()
     denied: set[str] = set()
-    for identifier, rights in acl.items():
+    for identifier, rights in entries:
         negative = identifier.startswith("-")
         bare = identifier[1:] if negative else identifier
         if _applies(bare, identity):

@@ -1,0 +1,26 @@
+"""SelectedMailbox.ids_where remembers its answers and looks only at flag sets added since: the
+answers must stay what a full scan gives, and a caller's `&=` must not change them."""
+
+from __future__ import annotations
+
+from sealmail.imap.selected import SelectedMailbox
+
+
+def _scan(view: SelectedMailbox, flag: str, present: bool) -> frozenset[int]:
+    return frozenset(i for i, flags in enumerate(view.flag_sets) if (flag in flags) == present)
+
+
+def test_ids_where_follows_flag_sets_added_later() -> None:
+    view = SelectedMailbox("user.a", False, 1, 1)
+    view.flag_id(())
+    view.flag_id(("\\Seen",))
+    assert view.ids_where("\\Seen") == _scan(view, "\\Seen", True) == {1}
+    assert view.ids_where("\\Seen", present=False) == {0}
+    for n in range(50):
+        view.flag_id(("\\Seen", f"$k{n}") if n % 2 else (f"$k{n}",))
+        for flag in ("\\Seen", "$k3", "$k4"):
+            for present in (True, False):
+                assert view.ids_where(flag, present) == _scan(view, flag, present)
+    ids = view.ids_where("\\Seen")
+    ids &= frozenset({1})  # as SEARCH NEW narrows it
+    assert view.ids_where("\\Seen") == _scan(view, "\\Seen", True) != ids
