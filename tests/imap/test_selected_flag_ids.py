@@ -24,3 +24,20 @@ def test_ids_where_follows_flag_sets_added_later() -> None:
     ids = view.ids_where("\\Seen")
     ids &= frozenset({1})  # as SEARCH NEW narrows it
     assert view.ids_where("\\Seen") == _scan(view, "\\Seen", True) != ids
+
+
+def test_rendered_flag_sets_renders_each_set_once() -> None:
+    view = SelectedMailbox("user.a", False, 1, 1)
+    calls: list[tuple[str, ...]] = []
+
+    def render(flags: tuple[str, ...]) -> bytes:
+        calls.append(flags)
+        return ("(" + " ".join(flags) + ")").encode()
+
+    view.flag_id(("\\Seen",))
+    assert view.rendered_flag_sets(render) == [b"(\\Seen)"]
+    view.flag_id(())
+    view.flag_id(("\\Seen",))  # known: no new set
+    assert view.rendered_flag_sets(render) == [b"(\\Seen)", b"()"]
+    assert view.rendered_flag_sets(render) == [b"(\\Seen)", b"()"]
+    assert calls == [("\\Seen",), ()]

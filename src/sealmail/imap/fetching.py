@@ -290,8 +290,8 @@ class _Job:
                 self.extra.append(FetchAttribute("FLAGS"))  # RFC 9051 6.4.5: \Seen was set
             if session.condstore and not any(a.name == "MODSEQ" for a in attributes):
                 self.extra.append(FetchAttribute("MODSEQ"))
-        # Each distinct flag set rendered once (the view does not change during the command).
-        self.rendered_flags = [render_flags(flags) for flags in view.flag_sets]
+        # Each distinct flag set rendered once (for the session: sets are only added).
+        self.rendered_flags = view.rendered_flag_sets(render_flags)
 
     def flags_bytes(self, flag_id: int) -> bytes:
         return self.rendered_flags[flag_id]

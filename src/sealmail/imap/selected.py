@@ -27,7 +27,7 @@ FLAGS rendered per set, SEARCH RECENT per set) costs what it did. IMAP4rev2 has 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sealmail.proto.imap import (
@@ -82,6 +82,7 @@ class SelectedMailbox:
         self._set_ids: dict[tuple[str, ...], int] = {}
         # ids_where's answers and how many flag sets each had looked at (sets are only added)
         self._where: dict[tuple[str, bool], tuple[int, frozenset[int]]] = {}
+        self._rendered: list[bytes] = []  # flag sets as FETCH writes them (rendered_flag_sets)
         self.vanished: set[int] = set()  # gone from the store, not yet announced
         self.keywords: list[str] = []
 
@@ -183,6 +184,14 @@ class SelectedMailbox:
         if record.uid in self.recent:
             return (*record.flags, RECENT)
         return record.flags
+
+    def rendered_flag_sets(self, render: Callable[[tuple[str, ...]], bytes]) -> list[bytes]:
+        """Each flag set as `render` writes it, by id; only sets added since the last call are
+        rendered (FETCH rendered every set each time: hundreds with imaptest's keywords)."""
+        rendered, sets = self._rendered, self.flag_sets
+        if len(rendered) < len(sets):
+            rendered.extend(map(render, sets[len(rendered):]))
+        return rendered
 
     def ids_where(self, flag: str, present: bool = True) -> frozenset[int]:
         """The flag set ids that contain (or lack) `flag`, compared exactly; looks only at the
