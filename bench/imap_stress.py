@@ -96,6 +96,9 @@ def dovecot(root: Path) -> Iterator[tuple[int, int]]:
     port = free_tcp_port()
     extra = (
         "protocols = lmtp imap\ndisable_plaintext_auth = no\n"
+        # imaptest logs every client in as one user from one address: Dovecot's default of 10
+        # such sessions would leave the other 40 of a 50-client run retrying their LOGIN.
+        "mail_max_userip_connections = 1000\n"
         "service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1\n"
         f"    port = {port}\n  }}\n}}\n"
     )
