@@ -11,7 +11,9 @@ answered with a LIST ... ("OLDNAME" (...)) (RFC 9051 6.3.9.7).
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed
@@ -410,10 +412,21 @@ def status_values(session: ImapSession, info: MailboxInfo, items: tuple[str, ...
                   ) -> dict[str, int]:
     """UNSEEN counts the user's own \\Seen (sealmail.store.seen); RECENT the messages no
     read-write session of the user has claimed yet (0 in IMAP4rev2, which has no \\Recent)."""
-    records = None
     recent = "RECENT" in items and not session.rev2
-    if recent or any(i in ("UNSEEN", "DELETED", "SIZE") for i in items):
+    uids: list[int] = []  # ascending
+    per_flags: Counter[tuple[str, ...]] = Counter()  # messages per flag set
+    size = 0
+    if "SIZE" in items:
         records = session.store.messages(info.name, session.userid)
+        uids = [r.uid for r in records]
+        per_flags.update(r.flags for r in records)
+        size = sum(r.size for r in records)
+    elif recent or "UNSEEN" in items or "DELETED" in items:
+        # The flag snapshot SELECT reads: no record per message, each flag set counted once.
+        snapshot = session.store.flag_snapshot(info.name, session.userid)
+        uids = snapshot.uids
+        for flag_id, count in Counter(snapshot.flag_ids).items():
+            per_flags[snapshot.flag_sets[flag_id]] += count
     values: dict[str, int] = {}
     for item in items:
         if item == "MESSAGES":
@@ -426,16 +439,16 @@ def status_values(session: ImapSession, info: MailboxInfo, items: tuple[str, ...
             values[item] = 0
             if recent:
                 mark = session.store.claim_recent(info.name, 0, session.userid)  # reads only
-                values[item] = sum(1 for r in records or () if r.uid > mark)
+                values[item] = len(uids) - bisect.bisect_right(uids, mark)
         elif item == "HIGHESTMODSEQ":
             session.enable_condstore()
             values[item] = info.highestmodseq
         elif item == "UNSEEN":
-            values[item] = sum(1 for r in records or () if "\\Seen" not in r.flags)
+            values[item] = sum(n for flags, n in per_flags.items() if "\\Seen" not in flags)
         elif item == "DELETED":
-            values[item] = sum(1 for r in records or () if "\\Deleted" in r.flags)
+            values[item] = sum(n for flags, n in per_flags.items() if "\\Deleted" in flags)
         elif item == "SIZE":
-            values[item] = sum(r.size for r in records or ())
+            values[item] = size
         else:
             raise CommandFailed(f"Unknown STATUS item {item}", status="BAD")
     return values
