@@ -310,3 +310,16 @@ def test_quoted_printable_drops_transport_padding() -> None:
     assert len(decoded) == 65
     assert decode_quoted_printable(b"caf=C3=A9 \t") == "café".encode()  # no line end at all
     assert decode_quoted_printable(b"a=\nb \n") == b"ab\n"  # bare LF line ends kept as sent
+
+
+def test_header_fields_one_pattern_per_set_of_names() -> None:
+    """The order and repetition of names change neither the answer nor the compiled pattern."""
+    from sealmail import rfc5322
+
+    header = b"To: b@x\r\nFrom: a@x\r\nSubject: s\r\n folded\r\n\r\n"
+    rfc5322._fields_pattern.cache_clear()
+    first = header_fields(header, ("subject", "From", "to"), False)
+    assert first == b"To: b@x\r\nFrom: a@x\r\nSubject: s\r\n folded\r\n\r\n"
+    assert header_fields(header, ("to", "subject", "From", "to"), False) == first
+    assert header_fields(header, ("From",), True) == b"To: b@x\r\nSubject: s\r\n folded\r\n\r\n"
+    assert rfc5322._fields_pattern.cache_info().misses == 2  # the two lists were one set
