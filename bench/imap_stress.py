@@ -12,7 +12,8 @@ total count of each command, per server, and the ratio sealmail/Dovecot.
 
 Also printed for each server: the CPU time (user + system, from /proc) of all its processes per
 command, which other load on the machine does not change the way it changes commands per
-second; and sealmail's imapd workers' RSS after the run.
+second; and the RSS of its process tree while the sessions are open (each process's resident
+pages, shared ones counted in each).
 
 Run as root from the checkout (it imports tests.support; Dovecot drops to its own users).
 """
@@ -25,6 +26,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -154,27 +156,36 @@ def profile(pids: list[int], directory: Path, secs: int) -> list[subprocess.Pope
     ]
 
 
+def _tree(root: int) -> dict[int, list[str]]:
+    """Process `root` and its descendants: pid -> the fields of /proc/pid/stat after comm."""
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+                stats[int(entry)] = text.rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+    tree, grown = {root}, True
+    while grown:
+        more = {pid for pid, fields in stats.items() if int(fields[1]) in tree} - tree
+        grown = bool(more)
+        tree |= more
+    return {pid: stats[pid] for pid in tree if pid in stats}
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds (user + system) of process `root` and all its descendants, including those
     that exited and were reaped (their parent's cutime/cstime), from /proc: what the machine's
     other load does not inflate the way it inflates time per command."""
-    parents: dict[int, int] = {}
-    spent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        parents[int(entry)] = int(fields[1])
-        spent[int(entry)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    tree, grown = {root}, True
-    while grown:
-        more = {pid for pid, parent in parents.items() if parent in tree} - tree
-        grown = bool(more)
-        tree |= more
-    return sum(spent.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(sum(int(f) for f in fields[11:15]) for fields in _tree(root).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of `root` and its descendants (pages shared between them counted in
+    each, as `ps` would: an upper bound)."""
+    return rss_kib(list(_tree(root)))
 
 
 def measured(
@@ -182,19 +193,37 @@ def measured(
 ) -> tuple[str, str]:
     """One imaptest run and a line on the server's CPU time per command."""
     before = tree_cpu(root)
-    totals = imaptest(binary, port, clients, secs, extra)
+    peak: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # RSS while the sessions are open (they close at the end)
+        while not stop.wait(secs / 3):
+            peak.append(tree_rss_kib(root))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        totals = imaptest(binary, port, clients, secs, extra)
+    finally:
+        stop.set()
+        sampler.join()
     cpu = tree_cpu(root) - before
     count = commands_in(totals)
     return totals, (
         f"server processes: {cpu:.1f} s CPU for {count} commands,"
-        f" {1000 * cpu / max(count, 1):.2f} ms per command"
+        f" {1000 * cpu / max(count, 1):.2f} ms per command; RSS during the run"
+        f" {max(peak, default=0) // 1024} MiB"
     )
 
 
 def rss_kib(pids: list[int]) -> int:
     total = 0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue  # gone meanwhile
+        for line in lines:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total
@@ -235,7 +264,6 @@ def main() -> None:
             print("-- sealmail (master, imapd prefork=2, auth_cache_size 1000)")
             print(*measured(args.imaptest, ours, master_pid, args.clients, args.secs, extra),
                   sep="\n")
-            print(f"imapd workers' RSS after the run: {rss_kib(pids)} KiB")
             for spy in spies:
                 spy.wait(60)
             print("load average:", os.getloadavg())
