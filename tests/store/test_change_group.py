@@ -196,3 +196,40 @@ def test_a_failed_commit_fails_every_change_and_leaves_no_copy(disk: DiskStore) 
     assert disk.messages("user.a.copies") == []
     assert os.listdir(disk.mailbox_path("user.a.copies")) == ["sealmail.header"]
     assert disk.update_flags("user.a", [1], ["\\Seen"], "add").records[0].modseq == before + 1
+
+
+def test_a_copy_that_fails_after_linking_leaves_no_debris_for_the_next_one(
+    disk: DiskStore, held: Callable[[int], None]
+) -> None:
+    """COPY A links UID 1 into the target, then fails (its second source file is gone) and is
+    rolled back; COPY B in the same batch draws the same UID. A's clean-up must not take B's
+    file: it is done by the committer before B runs, not by A's caller after the COMMIT."""
+    (disk.mailbox_path("user.a") / "8.").unlink()
+    first = _lead(disk)
+    results: dict[str, Any] = {}
+
+    def copy(key: str, uids: list[int]) -> None:
+        try:
+            results[key] = disk.copy_messages("user.a", uids, "user.a.copies")
+        except StoreError as exc:
+            results[key] = exc
+
+    a = threading.Thread(target=copy, args=("a", [7, 8]))
+    a.start()
+    deadline = time.monotonic() + 30
+    while len(disk._changes._queue) < 1:  # A first in the batch, then B
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    b = threading.Thread(target=copy, args=("b", [9]))
+    b.start()
+    held(2)
+    for thread in (first, a, b):
+        thread.join(30)
+    assert isinstance(results["a"], StoreError), results
+    assert results["b"].pairs == [(9, 1)]  # the UID A had taken and given back
+    assert disk.message_bytes("user.a.copies", 1) == MESSAGE
+    assert sorted(os.listdir(disk.mailbox_path("user.a.copies"))) == ["1.", "sealmail.header"]
+    # Alone, the failed COPY's link (UID 2) is removed by the committer all the same.
+    with pytest.raises(StoreError):
+        disk.copy_messages("user.a", [7, 8], "user.a.copies")
+    assert sorted(os.listdir(disk.mailbox_path("user.a.copies"))) == ["1.", "sealmail.header"]

@@ -16,13 +16,20 @@ batch; one committer at a time runs the whole batch in ONE transaction:
 
 If the COMMIT (or anything outside a savepoint) fails, every change of the batch is lost and
 every caller gets an error; nothing was promised to any of them yet.
+
+The links a change made (COPY's `UID.` files) are removed by the committer when the change is
+rolled back, at once and while the write lock is held: the UIDs they took are drawn again by
+the next change (or the next batch, or another process), whose links at the same names must not
+be removed by a late clean-up of the failed one.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -33,9 +40,25 @@ from sealmail.store.index import sqlite_error
 
 T = TypeVar("T")
 
-# A change: runs inside the batch's transaction on the committer's connection; may add to the
-# set the directories whose new entries must be durable before COMMIT.
-Change = Callable[[sqlite3.Connection, set[str]], T]
+
+@dataclass(eq=False)
+class FileEffects:
+    """What a change did on disk: directories whose new entries must be durable before COMMIT,
+    and links to remove should the change be rolled back."""
+
+    directories: set[str] = field(default_factory=set)
+    links: list[str] = field(default_factory=list)
+
+    def undo(self) -> None:
+        for path in self.links:
+            with suppress(OSError):  # left over, it is debris at uid >= uidnext (reconstruct)
+                os.unlink(path)
+        self.links.clear()
+        self.directories.clear()
+
+
+# A change: runs inside the batch's transaction on the committer's connection.
+Change = Callable[[sqlite3.Connection, FileEffects], T]
 
 
 @dataclass(eq=False)
@@ -43,6 +66,7 @@ class _Pending(Generic[T]):
     change: Change[T]
     result: T | None = None
     error: BaseException | None = None
+    effects: FileEffects = field(default_factory=FileEffects)
     wake: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
 
@@ -94,26 +118,35 @@ class ChangeGroup:
     def _commit(self, batch: list[_Pending[object]]) -> None:
         try:
             with self._spool.index.writing() as conn:
-                directories: set[str] = set()
-                for pending in batch:
-                    conn.execute("SAVEPOINT change")
-                    try:
-                        pending.result = pending.change(conn, directories)
-                    except Exception as exc:
-                        if not conn.in_transaction:
-                            raise  # SQLite rolled the whole transaction back: the batch fails
-                        conn.execute("ROLLBACK TO change")
-                        pending.error = _own_error(exc)
-                    conn.execute("RELEASE change")
-                fsync_directories(directories)
-                self._spool.fault("changes")
-                conn.execute("COMMIT")
+                try:
+                    self._run(conn, batch)
+                    fsync_directories(set().union(*(p.effects.directories for p in batch)))
+                    self._spool.fault("changes")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    for pending in batch:
+                        pending.effects.undo()  # before the ROLLBACK gives the lock away
+                    raise
         except BaseException as exc:
             for pending in batch:
                 pending.result = None
                 pending.error = _own_error(exc, shared=True)
             if not isinstance(exc, Exception):
                 raise
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, batch: list[_Pending[object]]) -> None:
+        for pending in batch:
+            conn.execute("SAVEPOINT change")
+            try:
+                pending.result = pending.change(conn, pending.effects)
+            except Exception as exc:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back: the batch fails
+                conn.execute("ROLLBACK TO change")
+                pending.effects.undo()  # before a later change draws the same UIDs
+                pending.error = _own_error(exc)
+            conn.execute("RELEASE change")
 
 
 def _own_error(exc: BaseException, shared: bool = False) -> BaseException:

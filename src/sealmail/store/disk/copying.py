@@ -8,12 +8,10 @@ import errno
 import os
 import sqlite3
 from collections.abc import Sequence
-from contextlib import suppress
-from pathlib import Path
 
 from sealmail.store import quota
 from sealmail.store.api import CopiedMessages
-from sealmail.store.disk.changes import ChangeGroup
+from sealmail.store.disk.changes import ChangeGroup, FileEffects
 from sealmail.store.disk.layout import (
     ROW_LIST,
     Spool,
@@ -44,9 +42,8 @@ class Copying:
         has \\Seen as `reader` sees the original, kept where the target keeps `reader`'s \\Seen
         (the index when they own it, else their own seen state: sealmail.store.seen).
         """
-        linked: list[Path] = []
 
-        def change(conn: sqlite3.Connection, directories: set[str]) -> CopiedMessages:
+        def change(conn: sqlite3.Connection, effects: FileEffects) -> CopiedMessages:
             src = require_mailbox(conn, source)
             dst = require_mailbox(conn, target)
             src_dir = self._spool.directory(src[3], src[2])
@@ -99,7 +96,7 @@ class Copying:
                     raise missing_file(source, uid) from None
                 except OSError as exc:
                     raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
-                linked.append(path)
+                effects.links.append(os.fspath(path))  # removed if rolled back
                 structure = conn.execute(
                     "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
                     (src[0], uid),
@@ -135,14 +132,7 @@ class Copying:
             )
             if dst_seen is not None and seen_copies:
                 save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
-            directories.add(os.fspath(dst_dir))  # fsynced before the group's COMMIT
+            effects.directories.add(os.fspath(dst_dir))  # fsynced before the COMMIT
             return result
 
-        try:
-            result = self._group.apply(change)
-            linked.clear()  # committed: the links are the messages now
-            return result
-        finally:
-            for path in linked:  # the transaction failed: these links are debris
-                with suppress(OSError):
-                    path.unlink()
+        return self._group.apply(change)

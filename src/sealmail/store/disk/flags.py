@@ -10,7 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from sealmail.store.api import FLAG_MODES, FlagUpdate, MessageRecord, flags_after
-from sealmail.store.disk.changes import ChangeGroup
+from sealmail.store.disk.changes import ChangeGroup, FileEffects
 from sealmail.store.disk.layout import Spool, require_mailbox
 from sealmail.store.disk.reading import FlagTexts, rows_for
 from sealmail.store.disk.userdata import save_seen, seen_of
@@ -36,7 +36,7 @@ class Flags:
         """
         wanted = " ".join(dict.fromkeys(flags))
 
-        def change(conn: sqlite3.Connection, directories: set[str]) -> int:
+        def change(conn: sqlite3.Connection, effects: FileEffects) -> int:
             matched = 0
             row = require_mailbox(conn, name)
             mailbox_id, modseq = row[0], row[6]
@@ -85,7 +85,7 @@ class Flags:
             raise ValueError(f"mode must be one of {FLAG_MODES}")
         texts = FlagTexts()
 
-        def change(conn: sqlite3.Connection, directories: set[str]) -> FlagUpdate:
+        def change(conn: sqlite3.Connection, effects: FileEffects) -> FlagUpdate:
             records: list[MessageRecord] = []
             refused: list[int] = []
             changes: list[tuple[str, int, int, int]] = []
@@ -142,7 +142,7 @@ class Flags:
         """Remove messages; returns the UIDs that were there, ascending. Files go after COMMIT."""
         files: list[Path] = []
 
-        def change(conn: sqlite3.Connection, directories: set[str]) -> list[int]:
+        def change(conn: sqlite3.Connection, effects: FileEffects) -> list[int]:
             removed: list[int] = []
             files.clear()  # this attempt's only
             row = require_mailbox(conn, name)
