@@ -85,6 +85,7 @@ class SelectedMailbox:
         self._rendered: list[bytes] = []  # flag sets as FETCH writes them (rendered_flag_sets)
         self.vanished: set[int] = set()  # gone from the store, not yet announced
         self.keywords: list[str] = []
+        self._known_keywords: set[str] = set()  # = set(keywords), kept, not rebuilt per sync
 
     @classmethod
     def open(cls, store: MailboxView, name: str, readonly: bool, reader: str | None = None,
@@ -217,7 +218,7 @@ class SelectedMailbox:
         return next((i + 1 for i, f in enumerate(self.flag_ids) if f in unseen), None)
 
     def _note_keywords(self, flag_sets: Iterable[tuple[str, ...]]) -> bool:
-        known = set(self.keywords)
+        known = self._known_keywords
         added = False
         for flags in flag_sets:
             for flag in flags:
