@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,34 @@ def test_reconstruct_and_expire(conf: str, capsys: pytest.CaptureFixture[str]) -
     assert (
         run(capsys, "expire", "-C", conf, "-E", "3")[1] == "expired 1 duplicate delivery entries\n"
     )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_reconstruct_and_expire_show_progress_on_a_terminal(
+    conf: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_quiet = main  # output goes to the fake terminal below, not to capsys
+    run_quiet(["mailbox", "-C", conf, "create", "user/erin"])
+    run_quiet(["mailbox", "-C", conf, "create", "user/erin/Lists"])
+    with DiskStore.from_config(load_imapd_conf(conf)) as store:
+        duplicates = store.duplicates()
+        assert duplicates is not None
+        for n in range(3):
+            duplicates.mark(f"<old{n}@x>", "user.erin", when=0.0)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["reconstruct", "-C", conf]) == 0
+    assert main(["reconstruct", "-C", conf, "user/erin"]) == 0
+    assert main(["expire", "-C", conf, "-E", "1"]) == 0
+    drawn = terminal.getvalue()
+    assert "reconstruct: 2/2 user/erin/Lists" in drawn
+    assert "reconstruct: 1/1 user/erin" in drawn
+    assert "expire: 3/3 entries" in drawn
+    assert drawn.endswith("\r\x1b[K")  # erased when done
 
 
 def test_through_a_subprocess(conf: str) -> None:

@@ -166,6 +166,28 @@ def test_every_backend_keeps_duplicate_deliveries(store: Any) -> None:
     assert duplicates.seen_among("<e@x>", many) == set(many[::3])
 
 
+def test_every_backend_expires_in_batches_and_reports_each(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big purge goes in transactions of EXPIRE_BATCH entries, so marks never wait for it."""
+    import sealmail.store.duplicates as disk_duplicates
+    import sealmail.store.postgres.duplicates as shared_duplicates
+
+    monkeypatch.setattr(disk_duplicates, "EXPIRE_BATCH", 4)
+    monkeypatch.setattr(shared_duplicates, "EXPIRE_BATCH", 4)
+    duplicates = store.duplicates()
+    for n in range(10):
+        duplicates.mark(f"<old{n}@x>", "user.alice", when=1000.0)
+    duplicates.mark("<new@x>", "user.alice")
+    reports: list[tuple[int, int]] = []
+    assert duplicates.expire(1, lambda removed, total: reports.append((removed, total))) == 10
+    assert reports == [(4, 10), (8, 10), (10, 10)]
+    assert duplicates.seen("<new@x>", "user.alice")
+    assert not any(duplicates.seen(f"<old{n}@x>", "user.alice") for n in range(10))
+    assert duplicates.expire(1, lambda removed, total: reports.append((removed, total))) == 0
+    assert len(reports) == 3  # nothing to remove: no report
+
+
 def test_every_backend_has_an_exclusive_pop_lock_with_its_last_login(store: Any) -> None:
     first, second = store.pop_lock("user.alice"), store.pop_lock("user.alice")
     first.acquire()

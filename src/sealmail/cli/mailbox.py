@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from sealmail.cli.progress import Progress
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
 from sealmail.store.api import MessageStore
 from sealmail.store.backends import open_store
 from sealmail.store.disk import DiskStore
-from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
+from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase, ExpireProgress
 from sealmail.store.errors import StoreError
 from sealmail.store.names import Namespace, wildcard_pattern
 
@@ -162,12 +163,19 @@ def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     def act(store: DiskStore, config: ImapdConfig, names: Namespace) -> int:
-        if args.names:
-            fixes: list[str] = []
-            for name in args.names:
-                fixes.extend(store.reconstruct(names.to_internal(name)))
-        else:
-            fixes = store.reconstruct_all()
+        with Progress("reconstruct", len(args.names)) as progress:
+            if args.names:
+                fixes: list[str] = []
+                for name in args.names:
+                    fixes.extend(store.reconstruct(names.to_internal(name)))
+                    progress.step(name)
+            else:
+
+                def checked(name: str, of: int) -> None:
+                    progress.total = of
+                    progress.step(names.to_external(name))
+
+                fixes = store.reconstruct_all(checked)
         for fix in fixes:
             print(fix)
         return 0
@@ -182,12 +190,12 @@ def add_expire_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _expire_shared(config: ImapdConfig, days: float) -> int:
+def _expire_shared(config: ImapdConfig, days: float, progress: ExpireProgress) -> int:
     """On PostgreSQL the duplicate database is the store's table, shared by every node."""
     store = open_store(config)
     try:
         database = store.duplicates()
-        return 0 if database is None else database.expire(days)
+        return 0 if database is None else database.expire(days, progress)
     finally:
         store.close()
 
@@ -198,14 +206,20 @@ def run_expire(args: argparse.Namespace) -> int:
         print("sealmail expire: -E needs a non-negative number of days", file=sys.stderr)
         return 2
     try:
-        if config.get(IMAPD.store_backend) == "postgresql":
-            removed = _expire_shared(config, args.days)
-        else:
-            database = DuplicateDatabase(config.configdirectory / DUPLICATES_NAME)
-            try:
-                removed = database.expire(args.days)
-            finally:
-                database.close()
+        with Progress("expire", 0) as progress:
+
+            def batch_done(removed: int, total: int) -> None:
+                progress.total = total
+                progress.step("entries", removed - progress.done)
+
+            if config.get(IMAPD.store_backend) == "postgresql":
+                removed = _expire_shared(config, args.days, batch_done)
+            else:
+                database = DuplicateDatabase(config.configdirectory / DUPLICATES_NAME)
+                try:
+                    removed = database.expire(args.days, batch_done)
+                finally:
+                    database.close()
     except StoreError as exc:
         print(f"sealmail expire: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ the memory store (sealmail.store.memory, the verified fake of the tests) lives i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -321,7 +321,9 @@ class DuplicateSuppression(Protocol):
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None: ...
     # mark() of several mailboxes at once: one write for a message delivered to many
     def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None: ...
-    def expire(self, days: float) -> int: ...  # entries older than `days` removed; how many
+    # entries older than `days` removed, in batches, `progress(removed, total)` after each;
+    # how many went
+    def expire(self, days: float, progress: Callable[[int, int], None] | None = None) -> int: ...
     def close(self) -> None: ...
 
 

@@ -44,6 +44,9 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
 
 
 DUPLICATES_NAME = "deliver.db"  # in the configdirectory, as Cyrus's deliver.db
+EXPIRE_BATCH = 10_000
+# expire's report after each batch: (entries removed so far, entries it found to remove)
+ExpireProgress = Callable[[int, int], None]
 
 
 @contextmanager
@@ -190,18 +193,34 @@ class DuplicateDatabase:
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 
-    def expire(self, days: float) -> int:
-        """Remove entries marked more than `days` days ago; returns how many went."""
+    def expire(self, days: float, progress: ExpireProgress | None = None) -> int:
+        """Remove entries marked more than `days` days ago; returns how many went.
+
+        In batches of EXPIRE_BATCH, each its own transaction: lmtpd's marks wait for one batch,
+        not for the whole purge of a large database."""
         if days < 0:
             raise ValueError("days must not be negative")
         cutoff = self._clock() - days * _DAY
+        conn = self._connection()
         try:
-            cursor = self._connection().execute(
-                "DELETE FROM deliveries WHERE marked < ?", (cutoff,)
-            )
+            (total,) = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE marked < ?", (cutoff,)
+            ).fetchone()
+            removed = 0
+            while removed < total:
+                gone = conn.execute(
+                    "DELETE FROM deliveries WHERE (message_id, mailbox) IN (SELECT message_id,"
+                    " mailbox FROM deliveries WHERE marked < ? LIMIT ?)",
+                    (cutoff, EXPIRE_BATCH),
+                ).rowcount
+                if gone <= 0:
+                    break  # another expire took them meanwhile
+                removed += gone
+                if progress is not None:
+                    progress(removed, total)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
-        return cursor.rowcount
+        return removed
 
     def close(self) -> None:
         with self._all_lock:

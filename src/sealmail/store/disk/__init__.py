@@ -235,11 +235,12 @@ class DiskStore:
 
         return reconstruct_mailbox(self, self._index, name)
 
-    def reconstruct_all(self) -> list[str]:
-        """Check every mailbox, adopt or remove orphan directories, clear stale stage files."""
+    def reconstruct_all(self, checked: Callable[[str, int], None] | None = None) -> list[str]:
+        """Check every mailbox, adopt or remove orphan directories, clear stale stage files;
+        `checked(name, of)` after each mailbox."""
         from sealmail.store.reconstruct import reconstruct_store
 
-        return reconstruct_store(self, self._index)
+        return reconstruct_store(self, self._index, checked)
 
 
 def _roles(store: DiskStore) -> MessageStore:
