@@ -4,18 +4,20 @@ helper are in test_console_http.py; as real accounts, in test_console_accounts.p
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from tests.support.console import ADMIN, write_instance
 
+from sealmail.auth.authenticator import Authenticator
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
+from sealmail.console.login import ConsoleLogin
 from sealmail.console.store_helper import MAX_REQUEST, StoreHelper, serve
-from sealmail.proto.sasl import CredentialsUnavailable, Identity, Verdict
+from sealmail.proto.sasl import CredentialsUnavailable, FailureReason, Identity, Verdict
 
 
 class FakeCredentials:
@@ -74,12 +76,18 @@ def test_anything_malformed_ends_the_helper_unanswered(config: ImapdConfig, bad:
     assert (status, answers, credentials.asked) == (1, [], [])
 
 
-def test_a_helper_that_is_gone_is_unavailable_not_a_wrong_password(tmp_path: Path) -> None:
+def test_a_helper_that_is_gone_is_unavailable_not_a_wrong_password(
+    config: ImapdConfig, caplog: pytest.LogCaptureFixture
+) -> None:
     helper = StoreHelper(subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE))
     helper.process.wait(30)
-    assert "ended" in helper.report()["error"] or "Broken pipe" in helper.report()["error"]
+    assert "is gone; restart the console" in helper.report()["error"]
     with pytest.raises(CredentialsUnavailable):
         helper.check_password(Identity("a", "r"), "p")
+    login = ConsoleLogin(config, Authenticator(config, credentials=helper))
+    assert asyncio.run(login.check(ADMIN, "whatever", "127.0.0.1", False)) == (
+        None, FailureReason.TEMPORARY)
+    assert "logins and the users page are unavailable" in caplog.text
     helper.close()
-    assert "closed" in helper.report()["error"]
+    assert "is gone" in helper.report()["error"]

@@ -81,10 +81,13 @@ class StoreHelper:
                 stdin.write(json.dumps(request).encode() + b"\n")
                 stdin.flush()
                 line = stdout.readline(MAX_REPLY)
-            except ValueError as exc:  # closed
-                raise OSError(f"the store helper is closed: {exc}") from None
+            except (OSError, ValueError):  # a broken pipe, or closed by close()
+                line = b""
         if not line.endswith(b"\n"):
-            raise OSError(f"the store helper (pid {self.pid}) ended; restart the console")
+            log.error("console: the store helper (pid %d) is gone (status %s): logins and the "
+                      "users page are unavailable until the console is restarted",
+                      self.pid, self.process.poll())
+            raise OSError(f"the store helper (pid {self.pid}) is gone; restart the console")
         answer = json.loads(line)
         if not isinstance(answer, dict):
             raise OSError("the store helper answered something else than a JSON object")
