@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -186,6 +187,8 @@ def main(argv: list[str]) -> int:
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="sealmail console: %(message)s")
+    # Ctrl-C at the console's terminal reaches us too: the console ends us by closing the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         config = load_imapd_conf(argv[0])
         # Started with cyrus_user's ids, we are not root and this changes nothing; started by
