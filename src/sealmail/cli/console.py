@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_imapd_conf(args.config)
+        config.warn_without_effect()  # as the daemons do: nothing accepted silently
         mta_dir = args.mta_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
         main = load_mta_config(mta_dir).main
         queue = Queue.from_config(main)
