@@ -20,6 +20,7 @@ from sealmail.delivery.recipient import Recipient, RecipientResolver
 from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
 from sealmail.proto.smtp import Reply
+from sealmail.store import auditlog
 from sealmail.store.api import (
     AppendedMessage,
     DeliveryStore,
@@ -66,6 +67,7 @@ class DeliveryEngine:
             config.get(IMAPD.quotawarnmsg),
         )
         self.postmaster = config.get(IMAPD.postmaster)
+        self.auditlog = config.get(IMAPD.auditlog)
 
     def reply_for(self, error: BaseException) -> Reply:
         return reply_for(error, over_quota_permanent=self.quota_permanent)
@@ -125,6 +127,7 @@ class DeliveryEngine:
         self, envelope: Envelope, content: bytes, message_id: str | None
     ) -> list[Reply]:
         recipients = envelope.recipients
+        audit = auditlog.audit_for(self.auditlog, envelope.session_id)
         replies: list[Reply | None] = [None] * len(recipients)
         plans: list[SievePlan | None] = [None] * len(recipients)
         copies: dict[int, list[Copy]] = {}
@@ -192,7 +195,7 @@ class DeliveryEngine:
                         stored[index].append(result)
                     else:
                         failed.setdefault(index, result)
-        self._warn_about_quotas([a for kept in stored.values() for a in kept])
+        self._warn_about_quotas([a for kept in stored.values() for a in kept], audit)
         if message_id is not None and self.duplicates is not None:
             # Every stored copy's mark in one write (before any Sieve bookkeeping, as before).
             self.duplicates.mark_all(message_id, [
@@ -237,10 +240,14 @@ class DeliveryEngine:
                 # Cyrus lmtpd's own line, which operators' tools look for.
                 log.info("Delivered: %s to mailbox: %s", message_id or "<nomsgid>",
                          appended.mailbox)
+            if audit is not None:
+                audit.appended(stored[index], auditlog.message_id_of(content))
         assert all(reply is not None for reply in replies)
         return [reply for reply in replies if reply is not None]
 
-    def _warn_about_quotas(self, appended: Sequence[AppendedMessage]) -> None:
+    def _warn_about_quotas(
+        self, appended: Sequence[AppendedMessage], audit: auditlog.AuditLog | None
+    ) -> None:
         """Send the warnings the store found due (one per crossing); never fails a delivery."""
         due: dict[str, QuotaUsage] = {}
         for message in appended:
@@ -249,7 +256,8 @@ class DeliveryEngine:
         for usage in due.values():
             try:
                 send_warning(
-                    self.store, usage, postmaster=self.postmaster, servername=self.servername
+                    self.store, usage, postmaster=self.postmaster, servername=self.servername,
+                    audit=audit,
                 )
             except Exception:
                 log.exception("quota warning for %s failed", usage.root)
