@@ -42,15 +42,25 @@ def getacl(session: ImapSession, command: GetAcl) -> list[Response]:
 def setacl(session: ImapSession, command: SetAcl) -> list[Response]:
     name = session.internal(command.mailbox)
     session.require_rights(name, "a")
-    session.store.set_acl(name, command.identifier, command.rights)
+    _set_acl(session, name, command.identifier, command.rights)
     return []
 
 
 def deleteacl(session: ImapSession, command: DeleteAcl) -> list[Response]:
     name = session.internal(command.mailbox)
     session.require_rights(name, "a")
-    session.store.set_acl(name, command.identifier, "")
+    _set_acl(session, name, command.identifier, "")
     return []
+
+
+def _set_acl(session: ImapSession, name: str, identifier: str, rights: str) -> None:
+    """SETACL / DELETEACL, with the auditlog's `acl:` line of the ACL before and after."""
+    before = session.store.mailbox(name) if session.audit is not None else None
+    session.store.set_acl(name, identifier, rights)
+    if session.audit is not None and before is not None:
+        after = session.store.mailbox(name)
+        if after is not None:
+            session.audit.acl_changed(before, after)
 
 
 def listrights(session: ImapSession, command: ListRights) -> list[Response]:
