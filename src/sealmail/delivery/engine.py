@@ -144,6 +144,9 @@ class DeliveryEngine:
                 else None
             )
             plans[index] = plan
+            if audit is not None and plan is not None:
+                for info in plan.created:
+                    audit.created(info)
             if plan is not None and plan.reply is not None:
                 replies[index] = plan.reply
                 self._log(envelope, recipient, len(content), plan.reply, "rejected by sieve")

@@ -42,7 +42,7 @@ from sealmail.sieve import (
 from sealmail.sieve import Envelope as SieveEnvelope
 from sealmail.store import names
 from sealmail.store.acl import rights_of
-from sealmail.store.api import DeliveryStore
+from sealmail.store.api import DeliveryStore, MailboxInfo
 from sealmail.store.errors import InvalidMailboxName, StoreError
 from sealmail.store.sieve_scripts import SieveScriptStore
 from sealmail.store.sieve_tracking import SieveTracking
@@ -82,6 +82,7 @@ class SievePlan:
     outgoing: list[Outgoing] = field(default_factory=list)
     result: SieveResult | None = None
     script: str = ""
+    created: list[MailboxInfo] = field(default_factory=list)  # by fileinto :create (auditlog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class _FileintoTarget:
     meant: str  # the internal name the folder means (as written when it has none)
     mailbox: str | None = None
     why_not: str = ""
+    created: MailboxInfo | None = None  # made just now by :create
 
 
 class SieveFilter:
@@ -177,6 +179,8 @@ class SieveFilter:
         elif isinstance(action, FileInto):
             target = self._folder(user, action.mailbox, create=action.create)
             folder = target.mailbox
+            if target.created is not None:
+                plan.created.append(target.created)
             if folder is None:
                 self._log_fallback(recipient, action.mailbox, target)
                 folder = recipient.mailbox
@@ -311,10 +315,10 @@ class SieveFilter:
                 return _FileintoTarget(candidate, why_not=f"no p right for {user}")
         if create:
             try:
-                self.store.create_mailbox(personal)
+                created = self.store.create_mailbox(personal)
             except StoreError as exc:
                 return _FileintoTarget(personal, why_not=f"cannot create it: {exc}")
-            return _FileintoTarget(personal, personal)
+            return _FileintoTarget(personal, personal, created=created)
         return _FileintoTarget(personal, why_not="no such mailbox")
 
     def _include(self, user: str, location: IncludeLocation, name: str) -> str | None:
