@@ -20,6 +20,7 @@ from sealmail.proto.imap import (
     SetQuota,
 )
 from sealmail.proto.imap import response as replies
+from sealmail.store import auditlog
 from sealmail.store.acl import owner_rights
 from sealmail.store.api import ALL_RIGHTS, QuotaUsage
 from sealmail.store.errors import MailboxNotFound
@@ -42,25 +43,15 @@ def getacl(session: ImapSession, command: GetAcl) -> list[Response]:
 def setacl(session: ImapSession, command: SetAcl) -> list[Response]:
     name = session.internal(command.mailbox)
     session.require_rights(name, "a")
-    _set_acl(session, name, command.identifier, command.rights)
+    auditlog.set_acl(session.store, name, command.identifier, command.rights, session.audit)
     return []
 
 
 def deleteacl(session: ImapSession, command: DeleteAcl) -> list[Response]:
     name = session.internal(command.mailbox)
     session.require_rights(name, "a")
-    _set_acl(session, name, command.identifier, "")
+    auditlog.set_acl(session.store, name, command.identifier, "", session.audit)
     return []
-
-
-def _set_acl(session: ImapSession, name: str, identifier: str, rights: str) -> None:
-    """SETACL / DELETEACL, with the auditlog's `acl:` line of the ACL before and after."""
-    before = session.store.mailbox(name) if session.audit is not None else None
-    session.store.set_acl(name, identifier, rights)
-    if session.audit is not None and before is not None:
-        after = session.store.mailbox(name)
-        if after is not None:
-            session.audit.acl_changed(before, after)
 
 
 def listrights(session: ImapSession, command: ListRights) -> list[Response]:

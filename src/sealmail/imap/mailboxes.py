@@ -35,7 +35,7 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import Status as StatusCommand
 from sealmail.proto.imap import response as replies
 from sealmail.store import auditlog
-from sealmail.store.api import MailboxAdmin, MailboxInfo
+from sealmail.store.api import MailboxInfo
 from sealmail.store.errors import InvalidMailboxName, MailboxNotFound
 from sealmail.store.names import owner_of, parent_of, user_inbox, wildcard_pattern
 
@@ -162,9 +162,7 @@ def create(session: ImapSession, command: Create) -> list[Response]:
     if session.store.mailbox(name) is not None:
         raise CommandFailed("Mailbox already exists", "ALREADYEXISTS")
     _require_create_right(session, name)
-    created = session.store.create_mailbox(name)
-    if session.audit is not None:
-        session.audit.created(created)
+    auditlog.create_mailbox(session.store, name, session.audit)
     if uses:
         session.store.set_special_use(name, " ".join(uses))
     if session.denormalized(command.mailbox):  # RFC 9051 6.3.4: SHOULD say which name
@@ -179,10 +177,7 @@ def delete(session: ImapSession, command: Delete) -> list[Response]:
     session.require_rights(name, "" if session.is_admin else "x")  # Cyrus: admins delete users
     if session.selected is not None and session.selected.name == name:
         session.selected = None  # our own selection goes with it (Cyrus does the same)
-    doomed = session.store.mailbox(name) if session.audit is not None else None
-    session.store.delete_mailbox(name)
-    if session.audit is not None and doomed is not None:
-        session.audit.deleted(doomed)
+    auditlog.delete_mailbox(session.store, name, session.audit)
     if session.denormalized(command.mailbox):  # RFC 9051 6.3.5: SHOULD say which name
         return [session.oldname(command.mailbox, session.external(name), ("\\NonExistent",))]
     return []
@@ -202,9 +197,7 @@ def rename(session: ImapSession, command: Rename) -> list[Response]:
         session.require_rights(old, "rte")
         _require_create_right(session, new)
         store = session.store
-        created = store.create_mailbox(new)
-        if session.audit is not None:
-            session.audit.created(created)
+        auditlog.create_mailbox(store, new, session.audit)
         uids = [r.uid for r in store.messages(old)]
         if uids:
             copied = store.copy_messages(old, uids, new)
@@ -213,19 +206,8 @@ def rename(session: ImapSession, command: Rename) -> list[Response]:
         return told
     session.require_rights(old, "" if session.is_admin else "x")
     _require_create_right(session, new)
-    session.store.rename_mailbox(old, new)
-    if session.audit is not None:
-        _log_renamed(session.store, session.audit, old, new)
+    auditlog.rename_mailbox(session.store, old, new, session.audit)
     return told
-
-
-def _log_renamed(store: MailboxAdmin, audit: auditlog.AuditLog, old: str, new: str) -> None:
-    """A `rename` line for the mailbox and for each one below it, which moved with it (as
-    Cyrus logs each)."""
-    moved = [info for info in store.list_mailboxes(new) if info.name == new
-             or info.name.startswith(new + ".")]
-    for info in moved:
-        audit.renamed(old + info.name[len(new):], info)
 
 
 # -- subscriptions ---------------------------------------------------------------------------------

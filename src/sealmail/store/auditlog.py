@@ -31,6 +31,7 @@ from sealmail import rfc5322
 from sealmail.store.api import (
     AppendedMessage,
     CopiedMessages,
+    MailboxAdmin,
     MailboxInfo,
     MailboxView,
     MessageRecord,
@@ -157,8 +158,47 @@ def audit_for(enabled: bool, session_id: str) -> AuditLog | None:
 
 
 # The store's calls whose results do not carry all a line needs: with auditlog on, what is
-# missing is read around the call (the records before an expunge, the copies after a copy);
-# with it off, they are the plain call.
+# missing is read around the call (the records before an expunge, the copies after a copy, a
+# mailbox's row before a delete or an ACL change); with it off, they are the plain call.
+
+
+def create_mailbox(
+    store: MailboxAdmin, name: str, audit: AuditLog | None, partition: str | None = None
+) -> MailboxInfo:
+    created = store.create_mailbox(name, partition=partition)
+    if audit is not None:
+        audit.created(created)
+    return created
+
+
+def delete_mailbox(store: MailboxAdmin, name: str, audit: AuditLog | None) -> None:
+    doomed = store.mailbox(name) if audit is not None else None
+    store.delete_mailbox(name)
+    if audit is not None and doomed is not None:
+        audit.deleted(doomed)
+
+
+def rename_mailbox(store: MailboxAdmin, old: str, new: str, audit: AuditLog | None) -> None:
+    """store.rename_mailbox, with a `rename` line for the mailbox and one for each mailbox
+    below it, which moved with it (as Cyrus logs each)."""
+    store.rename_mailbox(old, new)
+    if audit is None:
+        return
+    for info in store.list_mailboxes(new):
+        if info.name == new or info.name.startswith(new + "."):
+            audit.renamed(old + info.name[len(new):], info)
+
+
+def set_acl(
+    store: MailboxAdmin, name: str, identifier: str, rights: str, audit: AuditLog | None
+) -> None:
+    """store.set_acl, with the `acl:` line of the ACL before and after (when it changed)."""
+    before = store.mailbox(name) if audit is not None else None
+    store.set_acl(name, identifier, rights)
+    if audit is not None and before is not None:
+        after = store.mailbox(name)
+        if after is not None:
+            audit.acl_changed(before, after)
 
 
 def expunge(
