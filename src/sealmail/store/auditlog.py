@@ -25,6 +25,8 @@ off switch costs nothing. Names are internal names (`user.bob`), as Cyrus logs t
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from collections.abc import Mapping, Sequence
 
 from sealmail import rfc5322
@@ -155,6 +157,12 @@ class AuditLog:
 def audit_for(enabled: bool, session_id: str) -> AuditLog | None:
     """The session's AuditLog, or None with `auditlog` off."""
     return AuditLog(session_id) if enabled else None
+
+
+def command_session_id() -> str:
+    """The session id of a command-line run that changes the store (`sealmail mailbox`,
+    `sealmail admin expunge`; Cyrus's tools log theirs too), in the daemons' shape."""
+    return f"{os.getpid():x}{secrets.token_hex(4)}".upper()
 
 
 # The store's calls whose results do not carry all a line needs: with auditlog on, what is
