@@ -1,17 +1,21 @@
 """Cyrus's auditlog lines (sealmail.store.auditlog): each line's shape as Cyrus 3.6 writes it
-(imap/mailbox.c, imap/mboxlist.c), and the helpers that read around the store's calls, on the
-memory store (the store's contract on every backend is in test_disk_contract.py)."""
+(imap/mailbox.c, imap/mboxlist.c), and the helpers that read around the store's calls (on
+every backend)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
-from tests.support.stores import open_store, store_config
 
 from sealmail.store import auditlog
-from sealmail.store.api import AppendedMessage, DeliveryTarget, MailboxInfo, MessageRecord
+from sealmail.store.api import (
+    AppendedMessage,
+    DeliveryTarget,
+    MailboxInfo,
+    MessageRecord,
+    MessageStore,
+)
 
 BOX = MailboxInfo("user.bob", "f00d", "default", 1700000000, 6, 12, 5,
                   {"bob": "lrswipkxtecda", "anyone": "lrs"})
@@ -88,10 +92,10 @@ def test_acl_changed_logs_only_a_change(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_expunge_and_copies_read_around_the_store(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    store: MessageStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """On every backend (tests/store/conftest.py)."""
     caplog.set_level(logging.INFO, "sealmail.auditlog")
-    store = open_store("memory", store_config(tmp_path))
     store.create_mailbox("user.bob")
     store.create_mailbox("user.bob.copies")
     store.deliver(MESSAGE, [DeliveryTarget("user.bob", flags=("\\Deleted",))] * 2)
@@ -101,6 +105,7 @@ def test_expunge_and_copies_read_around_the_store(
     assert auditlog.expunge(store, "user.bob", [2, 9], audit) == [2]
     assert auditlog.expunge(store, "user.bob", [1], None) == [1]  # off: the plain call
     target = store.mailbox("user.bob.copies")
+    assert target is not None
     lines = caplog.messages
     assert [line.split()[1] for line in lines] == ["append", "append", "expunge"]
     assert f"mailbox=<user.bob.copies> uniqueid=<{target.uniqueid}> uid=<1>" in lines[0]
