@@ -102,13 +102,16 @@ def test_expunge_and_copies_read_around_the_store(
     audit = auditlog.AuditLog("S1")
     copied = store.copy_messages("user.bob", [1, 2], "user.bob.copies")
     auditlog.log_copies(store, "user.bob", "user.bob.copies", copied, audit)
-    assert auditlog.expunge(store, "user.bob", [2, 9], audit) == [2]
-    assert auditlog.expunge(store, "user.bob", [1], None) == [1]  # off: the plain call
     target = store.mailbox("user.bob.copies")
     assert target is not None
+    assert auditlog.expunge(store, "user.bob.copies", [2, 1, 9], audit) == [1, 2]
+    assert auditlog.expunge(store, "user.bob", [1], None) == [1]  # off: the plain call
     lines = caplog.messages
-    assert [line.split()[1] for line in lines] == ["append", "append", "expunge"]
+    assert [line.split()[1] for line in lines] == ["append", "append", "expunge", "expunge"]
     assert f"mailbox=<user.bob.copies> uniqueid=<{target.uniqueid}> uid=<1>" in lines[0]
     assert "sysflags=<DE>" in lines[0] and "messageid=<id@host> " in lines[0]
-    assert "uid=<2>" in lines[2] and "sysflags=<DE|EX>" in lines[2]
-    assert f"modseq=<{store.mailbox('user.bob').highestmodseq - 1}>" in lines[2]
+    # Each expunge with its own modseq, as expunged_since orders them.
+    for uid, line in enumerate(lines[2:], start=1):
+        assert f"uid=<{uid}> modseq=<{target.highestmodseq + uid}>" in line
+        assert "sysflags=<DE|EX>" in line
+        assert store.expunged_since("user.bob.copies", target.highestmodseq + uid - 1)[0] == uid

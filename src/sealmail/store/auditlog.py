@@ -212,17 +212,25 @@ def set_acl(
 def expunge(
     store: MailboxView, name: str, uids: Sequence[int], audit: AuditLog | None
 ) -> list[int]:
-    """store.expunge, with an `expunge` line for each message removed. A message's modseq in
-    the line is the mailbox's HIGHESTMODSEQ right after (the store does not report each
-    message's own)."""
+    """store.expunge, with an `expunge` line for each message removed.
+
+    The store does not report the modseq each removal took. When HIGHESTMODSEQ rose by exactly
+    one per message removed (nothing else changed the mailbox meanwhile), the backends' rule (one
+    modseq per message, in UID order) gives each its own; otherwise each line shows HIGHESTMODSEQ
+    as it was right after."""
     if audit is None or not uids:
         return store.expunge(name, uids)
+    first = store.mailbox(name)
     before = {r.uid: r for r in store.message_records(name, uids)}
     removed = store.expunge(name, uids)
     after = store.mailbox(name)
-    if after is not None and removed:
-        records = [before[uid] for uid in removed if uid in before]
-        audit.expunged(after, [_with_modseq(r, after.highestmodseq) for r in records])
+    if first is None or after is None or not removed:
+        return removed
+    exact = after.highestmodseq - first.highestmodseq == len(removed)
+    audit.expunged(after, [
+        _with_modseq(before[uid], first.highestmodseq + 1 + i if exact else after.highestmodseq)
+        for i, uid in enumerate(removed) if uid in before
+    ])
     return removed
 
 
