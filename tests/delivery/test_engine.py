@@ -158,3 +158,21 @@ def test_auditlog_append_line_per_stored_copy(
         for user, uniqueid in zip(("alice", "bob"), uniqueids, strict=True)
     ]
     assert all(" messageid=<e1@example.org> size=<" in line for line in lines)
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+def test_auditlog_duplicate_line(engine: DeliveryEngine, caplog: pytest.LogCaptureFixture) -> None:
+    """auditlog: Cyrus's duplicate line (imap/duplicate.c) for a copy suppression left out, by
+    the mailbox's uniqueid."""
+    caplog.set_level(logging.INFO, "sealmail.auditlog")
+    engine.auditlog = True
+    dated = b"Date: Mon, 7 Dec 2026 01:00:00 +0000\r\n" + MESSAGE
+    engine.deliver(envelope(engine, "alice"), dated)
+    engine.deliver(envelope(engine, "alice"), dated)
+    info = engine.store.mailbox("user.alice")
+    assert info is not None
+    lines = [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"]
+    assert lines[0].startswith("auditlog: append ") and lines[1:] == [
+        f"auditlog: duplicate sessionid=<T1> action=<delivery> message-id=<e1@example.org>"
+        f" user=<{info.uniqueid}> date=<Mon, 7 Dec 2026 01:00:00 +0000>"
+    ]

@@ -240,3 +240,22 @@ def test_auditlog_of_fileinto_create(setup: Setup, caplog: pytest.LogCaptureFixt
         "append mailbox=<user.alice.New>", "append mailbox=<user.alice>",
     ]
     assert all("sessionid=<S>" in line for line in lines)
+
+
+@pytest.mark.parametrize(("script", "line"), [
+    ("discard;\n", "auditlog: discard sessionid=<S> message-id=<s1@example.org>"),
+    ('redirect "carol@example.net";\n',
+     "auditlog: redirect sessionid=<S> message-id=<s1@example.org> target=<carol@example.net>"
+     " userid=<alice>"),
+    ('require ["reject"];\nreject "no";\n',
+     "auditlog: LMTP reject sessionid=<S> message-id=<s1@example.org> userid=<alice>"),
+])
+def test_auditlog_of_sieve_actions(
+    setup: Setup, caplog: pytest.LogCaptureFixture, script: str, line: str
+) -> None:
+    """auditlog: Cyrus lmtpd's lines for what Sieve did instead of filing (lmtp_sieve.c)."""
+    caplog.set_level(logging.INFO, "sealmail.auditlog")
+    setup.engine.auditlog = True
+    setup.script(script)
+    setup.deliver()
+    assert [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"] == [line]

@@ -70,6 +70,7 @@ def test_acl_line_in_cyrus_acl_form() -> None:
     (b"Message-ID: <x@y>", "<x@y>"),  # truncated: no empty line, no CRLF
     (b"", "unknown"),
     (b"Message-ID: <\xff@y>\r\n\r\n", "<\ufffd@y>"),
+    (b"Message-ID: <one@y>\r\nSubject: s\r\nMessage-ID: <two@y>\r\n\r\n", "<one@y>"),
 ])
 def test_message_id_as_cyrus_shows_it(header: bytes, expected: str) -> None:
     assert auditlog.message_id_of(header) == expected

@@ -150,12 +150,17 @@ class DeliveryEngine:
             if plan is not None and plan.reply is not None:
                 replies[index] = plan.reply
                 self._log(envelope, recipient, len(content), plan.reply, "rejected by sieve")
+                if audit is not None and recipient.user is not None:
+                    audit.lmtp_rejected(message_id or "<nomsgid>", recipient.user)
                 continue
             wanted = plan.copies if plan is not None else [Copy(recipient.mailbox, (), content)]
             kept = [
                 c for c in wanted if not self._duplicate(message_id, c.mailbox, seen_here, asked)
             ]
             seen_here.update(c.mailbox for c in kept)
+            if audit is not None and len(kept) < len(wanted):
+                self._audit_duplicates(audit, [c for c in wanted if c not in kept], message_id,
+                                       content)
             if wanted and not kept:
                 reply = delivered(envelope.session_id, duplicate=True)
                 replies[index] = reply
@@ -216,7 +221,9 @@ class DeliveryEngine:
             plan = plans[index]
             if plan is not None and recipient.user is not None:
                 assert self.sieve is not None  # only it makes plans
-                if self.sieve.finish(recipient.user, plan) and not any(
+                if self.sieve.finish(
+                    recipient.user, plan, audit, message_id or "<nomsgid>"
+                ) and not any(
                     a.mailbox == recipient.mailbox for a in stored[index]
                 ):
                     [fallback] = self.store.deliver(content, [DeliveryTarget(recipient.mailbox)])
@@ -245,8 +252,22 @@ class DeliveryEngine:
                          appended.mailbox)
             if audit is not None:
                 audit.appended(stored[index], auditlog.message_id_of(content))
+                if plan is not None and plan.discarded:
+                    audit.discarded(message_id or "<nomsgid>")
         assert all(reply is not None for reply in replies)
         return [reply for reply in replies if reply is not None]
+
+    def _audit_duplicates(
+        self, audit: auditlog.AuditLog, dropped: Sequence[Copy], message_id: str | None,
+        content: bytes,
+    ) -> None:
+        """Cyrus's duplicate line for each copy duplicate suppression left out: by the
+        mailbox's uniqueid, with the message's Date field."""
+        date = auditlog.field_value(content, "date")
+        for copy in dropped:
+            info = self.store.mailbox(copy.mailbox)
+            audit.duplicate("delivery", message_id or "<nomsgid>",
+                            copy.mailbox if info is None else info.uniqueid, date)
 
     def _warn_about_quotas(
         self, appended: Sequence[AppendedMessage], audit: auditlog.AuditLog | None

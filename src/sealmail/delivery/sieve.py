@@ -43,6 +43,7 @@ from sealmail.sieve import Envelope as SieveEnvelope
 from sealmail.store import names
 from sealmail.store.acl import rights_of
 from sealmail.store.api import DeliveryStore, MailboxInfo
+from sealmail.store.auditlog import AuditLog
 from sealmail.store.errors import InvalidMailboxName, StoreError
 from sealmail.store.sieve_scripts import SieveScriptStore
 from sealmail.store.sieve_tracking import SieveTracking
@@ -83,6 +84,7 @@ class SievePlan:
     result: SieveResult | None = None
     script: str = ""
     created: list[MailboxInfo] = field(default_factory=list)  # by fileinto :create (auditlog)
+    discarded: bool = False  # by discard (auditlog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,7 @@ class SieveFilter:
         elif isinstance(action, Vacation):
             self._vacation(plan, action, recipient)
         elif isinstance(action, Discard):
+            plan.discarded = True
             log.info("%s: sieve discarded the message", user)
         else:
             log.info("%s: sieve action %s not carried out here", user, type(action).__name__)
@@ -262,11 +265,14 @@ class SieveFilter:
 
     # ---------------------------------------------------------------- after the copies
 
-    def finish(self, user: str, plan: SievePlan) -> bool:
+    def finish(
+        self, user: str, plan: SievePlan, audit: AuditLog | None = None, message_id: str = ""
+    ) -> bool:
         """Send what the script sends and record its marks; only after the copies are stored.
 
         True when a redirect could not be handed to the MTA: the caller then keeps the message
-        in the recipient's mailbox, as Cyrus does, so it is never lost.
+        in the recipient's mailbox, as Cyrus does, so it is never lost. `audit`: the auditlog's
+        redirect line for each redirect handed over (`message_id` as it shows it).
         """
         keep_instead = False
         for outgoing in plan.outgoing:
@@ -280,6 +286,9 @@ class SieveFilter:
                 continue
             self.tracking.mark(outgoing.scope, outgoing.key, outgoing.seconds)
             log.info("%s: sieve %s sent", user, outgoing.what)
+            if audit is not None and outgoing.scope.startswith("redirect:"):
+                for target in outgoing.recipients:
+                    audit.redirected(message_id, target, user)
         if plan.result is not None:
             for mark in plan.result.duplicate_marks:
                 self.tracking.mark(f"duplicate:{user}", mark.key, mark.seconds)

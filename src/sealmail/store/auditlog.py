@@ -11,6 +11,10 @@ read ours.
     auditlog: rename sessionid=<S> oldmailbox=<M> newmailbox=<N> uniqueid=<U>
     auditlog: acl: sessionid=<S> mailbox=<M> uniqueid=<U> mbtype=<e> oldacl=<...> acl=<...>
               foldermodseq=<N>
+    auditlog: discard sessionid=<S> message-id=<id@host>
+    auditlog: redirect sessionid=<S> message-id=<id@host> target=<a@b> userid=<bob>
+    auditlog: LMTP reject sessionid=<S> message-id=<id@host> userid=<bob>
+    auditlog: duplicate sessionid=<S> action=<delivery> message-id=<id@host> user=<U> date=<D>
 
 (each on one line). As in Cyrus: `messageid=` is the field's value as sent, brackets and all,
 or `unknown`; `sysflags=` is Cyrus's two-letter codes joined by `|` (AN FL DE DR SE, and EX on an
@@ -24,6 +28,7 @@ off switch costs nothing. Names are internal names (`user.bob`), as Cyrus logs t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -64,13 +69,20 @@ def acl_text(acl: Mapping[str, str] | None) -> str:
     return "".join(f"{identifier}\t{rights}\t" for identifier, rights in acl.items())
 
 
+def field_value(header: bytes, name: str) -> str:
+    """The first field `name` of a header (or of a whole message), unfolded; "" if none."""
+    fields = rfc5322.header_fields(rfc5322.message_header(header), (name,), False)
+    lines = fields.split(b"\n")
+    first = [lines[0]]  # the first such field: its line and the folded ones after it
+    first += itertools.takewhile(lambda line: line[:1] in (b" ", b"\t"), lines[1:])
+    _, _, value = b"\n".join(first).partition(b":")
+    return " ".join(value.decode("utf-8", "replace").split())
+
+
 def message_id_of(header: bytes) -> str:
     """The Message-ID field of a header (or of a whole message) as Cyrus's `messageid=` shows
     it: the value unfolded, brackets kept, or `unknown`."""
-    field = rfc5322.header_fields(rfc5322.message_header(header), ("message-id",), False)
-    _, _, value = field.partition(b":")
-    text = " ".join(value.decode("utf-8", "replace").split())
-    return text or "unknown"
+    return field_value(header, "message-id") or "unknown"
 
 
 def append_line(session_id: str, message: AppendedMessage, message_id: str) -> str:
@@ -122,6 +134,37 @@ def acl_line(session_id: str, old: MailboxInfo | None, new: MailboxInfo) -> str:
     )
 
 
+# lmtpd's lines about what Sieve and duplicate suppression did (Cyrus's imap/lmtp_sieve.c,
+# imap/duplicate.c): `message-id=` is the field's value, or `<nomsgid>`.
+
+
+def discard_line(session_id: str, message_id: str) -> str:
+    return f"auditlog: discard sessionid=<{session_id}> message-id={message_id}"
+
+
+def redirect_line(session_id: str, message_id: str, target: str, userid: str) -> str:
+    return (
+        f"auditlog: redirect sessionid=<{session_id}> message-id={message_id}"
+        f" target=<{target}> userid=<{userid}>"
+    )
+
+
+def lmtp_reject_line(session_id: str, message_id: str, userid: str) -> str:
+    return (
+        f"auditlog: LMTP reject sessionid=<{session_id}> message-id={message_id}"
+        f" userid=<{userid}>"
+    )
+
+
+def duplicate_line(session_id: str, action: str, message_id: str, user: str, date: str) -> str:
+    """`user` is the mailbox's uniqueid for a delivery (Cyrus 3.6 keys by it), `date` the
+    message's Date field."""
+    return (
+        f"auditlog: duplicate sessionid=<{session_id}> action=<{action}>"
+        f" message-id={message_id} user=<{user}> date=<{date}>"
+    )
+
+
 class AuditLog:
     """The audit lines of one session (its SESSIONID), written to the `sealmail.auditlog`
     logger. A caller holds None instead of one when `auditlog` is off."""
@@ -152,6 +195,18 @@ class AuditLog:
     def acl_changed(self, old: MailboxInfo, new: MailboxInfo) -> None:
         if dict(old.acl) != dict(new.acl):  # as Cyrus: only a change is logged
             log.info("%s", acl_line(self.session_id, old, new))
+
+    def discarded(self, message_id: str) -> None:
+        log.info("%s", discard_line(self.session_id, message_id))
+
+    def redirected(self, message_id: str, target: str, userid: str) -> None:
+        log.info("%s", redirect_line(self.session_id, message_id, target, userid))
+
+    def lmtp_rejected(self, message_id: str, userid: str) -> None:
+        log.info("%s", lmtp_reject_line(self.session_id, message_id, userid))
+
+    def duplicate(self, action: str, message_id: str, user: str, date: str) -> None:
+        log.info("%s", duplicate_line(self.session_id, action, message_id, user, date))
 
 
 def audit_for(enabled: bool, session_id: str) -> AuditLog | None:
