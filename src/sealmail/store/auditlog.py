@@ -22,7 +22,8 @@ expunge); an ACL is Cyrus's `identifier<TAB>rights<TAB>` list, `NONE` before a m
 `acl:` has its colon (Cyrus writes that line with xsyslog), not its trailing blank.
 
 The lines are written by the callers that change the store on behalf of a session (delivery,
-imap, pop3), from what the store's calls return; `AuditLog` is None when the option is off, so an
+imap, pop3, and the cli's store commands, with a session id per run), from what the store's
+calls return (the helpers at the end read what those lack around the call); `AuditLog` is None when the option is off, so an
 off switch costs nothing. Names are internal names (`user.bob`), as Cyrus logs them.
 """
 
