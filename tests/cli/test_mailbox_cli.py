@@ -136,3 +136,23 @@ def test_through_a_subprocess(conf: str) -> None:
         [*command, "create", "user/dan"], capture_output=True, text=True, timeout=60
     )
     assert failed.returncode == 1 and "already exists" in failed.stderr
+
+
+def test_auditlog_lines(
+    conf: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """imapd.conf auditlog: Cyrus's lines for the changes `sealmail mailbox` makes; off (the
+    other tests): none."""
+    caplog.set_level("INFO", "sealmail.auditlog")
+    Path(conf).write_text(Path(conf).read_text() + "auditlog: yes\n")
+    for argv in (("create", "user/carol"), ("create", "user/carol/A"),
+                 ("rename", "user/carol/A", "user/carol/B"),
+                 ("setacl", "user/carol/B", "dave", "lr"), ("delete", "user/carol/B")):
+        assert run(capsys, "mailbox", "-C", conf, *argv)[0] == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"]
+    assert [" ".join(line.split()[1:4:2]) for line in lines] == [
+        "create mailbox=<user.carol>", "acl: mailbox=<user.carol>",
+        "create mailbox=<user.carol.A>", "acl: mailbox=<user.carol.A>",
+        "rename oldmailbox=<user.carol.A>", "acl: mailbox=<user.carol.B>",
+        "delete mailbox=<user.carol.B>",
+    ]

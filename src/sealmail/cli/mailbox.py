@@ -16,6 +16,7 @@ from typing import TypeVar
 from sealmail.cli.progress import Progress
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
+from sealmail.store import auditlog
 from sealmail.store.api import MessageStore
 from sealmail.store.backends import open_store
 from sealmail.store.disk import DiskStore
@@ -98,12 +99,15 @@ def _with_store(
 def run_mailbox(args: argparse.Namespace) -> int:
     def act(store: MessageStore, config: ImapdConfig, names: Namespace) -> int:
         action = args.action
+        audit = auditlog.audit_for(config.get(IMAPD.auditlog), auditlog.command_session_id())
         if action == "create":
-            store.create_mailbox(names.to_internal(args.name), partition=args.partition)
+            auditlog.create_mailbox(store, names.to_internal(args.name), audit, args.partition)
         elif action == "delete":
-            store.delete_mailbox(names.to_internal(args.name))
+            auditlog.delete_mailbox(store, names.to_internal(args.name), audit)
         elif action == "rename":
-            store.rename_mailbox(names.to_internal(args.old), names.to_internal(args.new))
+            auditlog.rename_mailbox(
+                store, names.to_internal(args.old), names.to_internal(args.new), audit
+            )
         elif action == "list":
             wanted = wildcard_pattern(args.pattern, names.separator)
             for info in store.list_mailboxes():
@@ -130,7 +134,9 @@ def run_mailbox(args: argparse.Namespace) -> int:
                     f" MESSAGE {usage.messages_used}/{count}"
                 )
         elif action == "setacl":
-            store.set_acl(names.to_internal(args.name), args.identifier, args.rights)
+            auditlog.set_acl(
+                store, names.to_internal(args.name), args.identifier, args.rights, audit
+            )
         elif action == "listacl":
             found = store.mailbox(names.to_internal(args.name))
             if found is None:

@@ -46,6 +46,7 @@ from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server import session as sessions
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
+from sealmail.store.auditlog import audit_for
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.pop3d")
@@ -288,6 +289,7 @@ class Pop3Session(sessions.ClientSession):
                 service.store,
                 name,
                 use_imap_flags=settings.use_imap_flags,
+                audit=audit_for(service.config.get(IMAPD.auditlog), self.session_id),
             )
             maildrop = await asyncio.to_thread(held.open, service.clock(), settings.min_poll)
         except StoreError as exc:

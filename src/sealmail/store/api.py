@@ -93,6 +93,10 @@ class AppendedMessage:
     # The root's usage after this message, when this message took it to the warning level
     # (once per crossing: the store remembers that the root was warned).
     quota_warning: QuotaUsage | None = None
+    # The mailbox's uniqueid and the flags the index keeps for the message (a \Seen that went
+    # to the appending user's own seen state is not among them): the auditlog's append line.
+    uniqueid: str = ""
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

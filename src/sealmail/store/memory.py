@@ -370,7 +370,7 @@ class MemoryStore:
                 mailbox.size_bytes += len(content)
                 results.append(AppendedMessage(mailbox.name, mailbox.uidvalidity, uid,
                                                mailbox.highestmodseq, guid, len(content),
-                                               warning))
+                                               warning, mailbox.uniqueid, tuple(wanted)))
         return results
 
     def deliver_all(

@@ -363,7 +363,8 @@ class GroupCommit:
             # Once the message is in: its warned mark commits with it (sealmail.store.quota).
             warning = quota.note_append(conn, usage, delivery.size, target.quota_warn)
         return AppendedMessage(
-            name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning
+            name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning, uniqueid,
+            tuple(wanted),
         )
 
     def clean_stage_files(self) -> list[str]:
