@@ -19,15 +19,16 @@ from sealmail.mta.milter import MilterSettings
 from sealmail.mta.notify import NotifySettings
 from sealmail.mta.queue import Queue, QueueError
 from sealmail.mta.queue_commit import CommitThread
-from sealmail.mta.restrictions import Engine
+from sealmail.mta.restrictions import ClientNames, Engine
 from sealmail.mta.smtpd.session import SmtpdSession
 from sealmail.mta.smtpd.settings import SmtpdSettings, authenticator_from_config
+from sealmail.mta.smtpd.tls import open_implicit_tls
 from sealmail.mta.smtpd_limits import Anvil, ClientLimits
 from sealmail.mta.smtpd_notice import SESSION_CLASSES, session_notice
 from sealmail.mta.smtpd_tls import smtpd_context
 from sealmail.proto.smtp import ServerConnection
 from sealmail.server import session as sessions
-from sealmail.server.listeners import serve_on
+from sealmail.server.listeners import serve_on, serve_unread
 
 log = logging.getLogger("sealmail.mta.smtpd")
 
@@ -107,25 +108,33 @@ class SmtpdService:
         self.on_queued(queue_id)
 
     async def serve(self, sock: socket.socket) -> asyncio.Server:
-        """Serve a listening socket. With smtpd_tls_wrappermode (465) asyncio does the TLS
-        handshake on the raw connection before the session starts: a handshake started from
-        the session would miss the ClientHello its stream had already read (uvloop reads at
-        once), and hang until smtpd_starttls_timeout."""
+        """Serve a listening socket. With smtpd_tls_wrappermode (465) each connection comes
+        unread, for the session to open TLS on and log its failure as Postfix does
+        (sealmail.mta.smtpd.tls.open_implicit_tls)."""
         if self.settings.wrappermode:
-            return await serve_on(self.handle, sock, tls=self.tls_context,
-                                  tls_handshake_timeout=self.settings.starttls_timeout)
+            return await serve_unread(self.handle_implicit_tls, sock)
         return await serve_on(self.handle, sock)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.settings.syslog_name:  # this session's task only: postfix/submission/smtpd
             SERVICE_SYSLOG_NAME.set(self.settings.syslog_name)
-        session = SmtpdSession(self, reader, writer)
+        await self._serve(SmtpdSession(self, reader, writer))
+
+    async def handle_implicit_tls(self, connection: socket.socket) -> None:
+        """smtpd_tls_wrappermode: TLS first, then the session."""
+        if self.settings.syslog_name:
+            SERVICE_SYSLOG_NAME.set(self.settings.syslog_name)
+        opened = await open_implicit_tls(self, connection)
+        if opened is not None:
+            reader, writer, names = opened
+            await self._serve(SmtpdSession(self, reader, writer), names)
+
+    async def _serve(self, session: SmtpdSession, announced: ClientNames | None = None) -> None:
         try:
-            await sessions.serve_session(self.sessions, writer, session.run())
+            await sessions.serve_session(self.sessions, session.writer, session.run(announced))
         finally:
             if session.milters is not None:
                 await session.milters.close()
-
 
 async def serve_sockets(service: SmtpdService, sockets: Sequence[object]) -> list[asyncio.Server]:
     """Start serving on already-bound listening sockets; returns the servers."""

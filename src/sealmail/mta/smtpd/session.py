@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from sealmail.mta.milter.stages import SmtpdMilters
+from sealmail.mta.restrictions import ClientNames
 from sealmail.mta.smtpd.tls import TlsSession
 from sealmail.mta.smtpd.transaction import TransactionSession
 from sealmail.proto.smtp import (
@@ -33,34 +34,35 @@ log = logging.getLogger("sealmail.mta.smtpd")
 class SmtpdSession(TlsSession, TransactionSession):
     """One SMTP client: the shared session (streams, TLS, SASL host) with Postfix's names."""
 
-    async def run(self) -> None:
+    async def run(self, announced: ClientNames | None = None) -> None:
+        """The session to its end; `announced`: the client's names when its `connect from` was
+        logged already (implicit TLS, sealmail.mta.smtpd.tls.open_implicit_tls)."""
         try:
-            await self._run()
+            await self._run(announced)
         finally:
             await self.limiter.disconnect()
 
-    async def _run(self) -> None:
+    async def _run(self, announced: ClientNames | None) -> None:
         service = self.service
         settings = service.settings
         engine = service.restrictions
-        if engine.needs_client_names:
+        if announced is not None:
+            self.facts.names = announced
+        elif engine.needs_client_names:
             self.facts.names = await engine.client_names(self.client_address)
-            self.client = self.facts.namaddr
-        log.info("connect from %s", self.client)
-        refusal = await self.limiter.connect()  # anvil: before the greeting, in clear
+        self.client = self.limiter.client = self.facts.namaddr
+        if announced is None:
+            log.info("connect from %s", self.client)
+        # anvil: before the greeting (with wrappermode after the handshake, as Postfix's smtpd)
+        refusal = await self.limiter.connect()
         if refusal is not None:
             self.writer.write(refusal.render())
             log.info("disconnect from %s", self.client)
             return
         if settings.wrappermode:
-            # RFC 8314 3.3: implicit TLS, the handshake before any SMTP (submissions, 465),
-            # done by the listener (SmtpdService.serve); handshake() only takes note of it.
+            # RFC 8314 3.3: implicit TLS (submissions, 465), opened before the session started
+            # (SmtpdService.handle_implicit_tls); handshake() only takes note of it.
             assert service.tls_context is not None
-            refusal = await self.limiter.starttls(wrappermode=True)
-            if refusal is not None:  # under TLS (Postfix answers in clear, before it)
-                self.writer.write(refusal.render())
-                log.info("disconnect from %s", self.client)
-                return
             if not await self.handshake(service.tls_context, timeout=settings.starttls_timeout):
                 log.info("disconnect from %s", self.client)
                 return

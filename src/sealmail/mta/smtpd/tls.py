@@ -1,14 +1,83 @@
-"""smtpd's TLS: STARTTLS (RFC 3207), the implicit TLS of wrappermode, Postfix's TLS lines."""
+"""smtpd's TLS: STARTTLS (RFC 3207), the implicit TLS of wrappermode, Postfix's TLS lines.
+
+Implicit TLS (smtpd_tls_wrappermode, RFC 8314 3.3's submissions on 465) is opened here before
+the session starts, as Postfix's smtpd does it: `connect from`, then the new-TLS-session rate
+(over it, a warning and the end, without a word to the client), then the handshake; a failed
+one is logged in Postfix's lines (`SSL_accept error from`, `warning: TLS library problem`,
+`lost connection after CONNECT from`, `disconnect from`). The listener hands over the
+connection unread (sealmail.server.listeners.serve_unread), so a failure is the session's to
+log: a listener's own handshake fails silently outside asyncio's debug mode.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import ssl
+from typing import TYPE_CHECKING
 
+from sealmail.mta.restrictions import ClientNames, Facts
 from sealmail.mta.smtpd.auth import SaslSession
+from sealmail.mta.smtpd_limits import ClientLimiter
 from sealmail.proto.smtp import Reply
+from sealmail.server.listeners import accept_tls
+
+if TYPE_CHECKING:
+    from sealmail.mta.smtpd.service import SmtpdService
 
 log = logging.getLogger("sealmail.mta.smtpd")
+
+
+def log_tls_failure(client: str, error: Exception) -> None:
+    """Postfix's tls_server.c line: the OpenSSL error (and its `TLS library problem`), the
+    system error, or "lost connection" when the client just went away."""
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        log.info("SSL_accept error from %s: lost connection", client)
+    elif isinstance(error, ssl.SSLError):
+        log.info("SSL_accept error from %s: -1", client)
+        log.warning("TLS library problem: %s", error)
+    elif isinstance(error, ConnectionAbortedError):  # the loop's handshake timeout
+        log.info("SSL_accept error from %s: Connection timed out", client)
+    elif isinstance(error, OSError) and error.strerror:
+        log.info("SSL_accept error from %s: %s", client, error.strerror)
+    else:
+        log.info("SSL_accept error from %s: lost connection", client)
+
+
+async def open_implicit_tls(
+    service: SmtpdService, connection: socket.socket
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ClientNames] | None:
+    """smtpd_tls_wrappermode: the client named and announced, the TLS session open; None when
+    the connection ended before it (refused or failed, logged)."""
+    settings = service.settings
+    assert service.tls_context is not None
+    try:
+        peer = connection.getpeername() if connection.family != socket.AF_UNIX else None
+    except OSError:  # gone already
+        connection.close()
+        return None
+    facts = Facts(client_address=str(peer[0]) if peer else "")
+    engine = service.restrictions
+    if engine.needs_client_names:
+        facts.names = await engine.client_names(facts.client_address)
+    client = facts.namaddr
+    log.info("connect from %s", client)
+    limiter = ClientLimiter(service.limits, service.anvil, service.service_name,
+                            facts.client_address, client, settings.hostname)
+    if await limiter.implicit_tls_refused():
+        connection.close()
+        log.info("disconnect from %s", client)
+        return None
+    try:
+        reader, writer = await accept_tls(connection, service.tls_context,
+                                          settings.starttls_timeout)
+    except (ssl.SSLError, OSError, TimeoutError) as exc:
+        log_tls_failure(client, exc)
+        log.info("lost connection after CONNECT from %s", client)
+        log.info("disconnect from %s", client)
+        return None
+    return reader, writer, facts.names
 
 
 class TlsSession(SaslSession):
@@ -48,16 +117,7 @@ class TlsSession(SaslSession):
         return True
 
     def tls_failed(self, error: Exception) -> None:
-        """Postfix's line: the OpenSSL error, the system error, or "lost connection"."""
-        if isinstance(error, ssl.SSLError):
-            log.info("SSL_accept error from %s: -1", self.client)
-            log.warning("TLS library problem: %s", error)
-        elif isinstance(error, ConnectionAbortedError):  # the loop's handshake timeout
-            log.info("SSL_accept error from %s: Connection timed out", self.client)
-        elif isinstance(error, OSError) and error.strerror:
-            log.info("SSL_accept error from %s: %s", self.client, error.strerror)
-        else:
-            log.info("SSL_accept error from %s: lost connection", self.client)
+        log_tls_failure(self.client, error)
 
     def tls_established(self, ssl_object: ssl.SSLObject) -> None:
         name, _, bits = ssl_object.cipher() or ("", "", 0)
