@@ -72,15 +72,26 @@ class SmtpdSession(TlsSession, TransactionSession):
             await self._access_denied(refusal)
             log.info("disconnect from %s", self.client)
             return
-        if service.milters is not None and not await self._milters_connect():
-            return
+        milter_refusal = None
+        if service.milters is not None:
+            milter_refusal = await self._milters_connect()
+            if milter_refusal is not None and milter_refusal.code == 421:
+                self.writer.write(Reply(421, None, f"{settings.hostname} Service unavailable - "
+                                                   "try again later").render())
+                log.info("disconnect from %s", self.client)
+                return
+        # A milter's 5xx at CONNECT: Postfix's smtpd greets with 554 and goes on (EHLO is
+        # answered, MAIL FROM gets the milter's reply); a 4xx keeps the 220 (smtpd.c).
+        refused = milter_refusal is not None and milter_refusal.code >= 500
         self.conn = conn = ServerConnection(
             mode=Mode.SMTP,
             hostname=settings.hostname,
             limits=settings.limits,
             auth_mechanisms=self._mechanisms(),
             starttls_available=service.tls_context is not None and not self.secure,
-            greeting_text=settings.banner.removeprefix(settings.hostname).strip(),
+            greeting_text=("ESMTP not accepting connections" if refused
+                           else settings.banner.removeprefix(settings.hostname).strip()),
+            greeting_code=554 if refused else 220,
             dsn=True,
             smtputf8=settings.smtputf8,
             strict_smtputf8=settings.smtputf8,
@@ -88,22 +99,19 @@ class SmtpdSession(TlsSession, TransactionSession):
             answer_hello=not engine.delay_reject,
             answer_data=bool(engine.lists["smtpd_data_restrictions"]),
         )
+        if milter_refusal is not None:
+            conn.note_error("policy")
         await sessions.drive(conn, self.writer, self._read, self._on_event)
         log.info("disconnect from %s", self.client)
         await service.notify_postmaster(conn, self.client)
 
-    async def _milters_connect(self) -> bool:
-        """smtpd_milters at connect: False when the session ends at once (421)."""
+    async def _milters_connect(self) -> Reply | None:
+        """smtpd_milters at connect: their refusal, if any (the greeting is chosen from it)."""
         service = self.service
         assert service.milters is not None
         self.milters = SmtpdMilters.for_session(service.milters, self.writer, self.client,
                                                 self.client_address, service.settings.hostname)
-        refusal = await self.milters.connect(self._whatsup())
-        if refusal is None:
-            return True
-        self.writer.write(refusal.render())
-        log.info("disconnect from %s", self.client)
-        return False
+        return await self.milters.connect(self._whatsup())
 
     async def _read(self) -> bytes | None:
         settings = self.service.settings
