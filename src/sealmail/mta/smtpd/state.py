@@ -24,6 +24,8 @@ log = logging.getLogger("sealmail.mta.smtpd")
 
 @dataclass
 class Transaction:
+    """One mail transaction's envelope, as smtpd keeps it from MAIL FROM to the queue file."""
+
     sender: str = ""
     recipients: list[RecipientRecord] = field(default_factory=list)
     ret: str = ""  # RFC 3461 4.3 RET=FULL|HDRS
