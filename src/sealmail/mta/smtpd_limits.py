@@ -165,12 +165,12 @@ class ClientLimiter:
         return answer[0]
 
     async def starttls(self) -> Reply | None:
-        """Before STARTTLS's 220: over the new-session rate, 454."""
-        rate = await self._new_tls_rate()
-        if rate is None:
+        """Before STARTTLS's 220: over the new-session rate, Postfix's 454 and warning (both
+        naming the client as name[address], unlike the other limits' replies)."""
+        if await self._new_tls_rate() is None:
             return None
-        self._warn("New TLS session rate", rate)
-        return Reply(454, "4.7.0", f"Error: too many new TLS sessions from {self.address}")
+        log.warning("Refusing STARTTLS request from %s for service %s", self.client, self.service)
+        return Reply(454, "4.7.0", f"Error: too many new TLS sessions from {self.client}")
 
     async def implicit_tls_refused(self) -> bool:
         """smtpd_tls_wrappermode, before the handshake: over the new-session rate Postfix's
