@@ -52,10 +52,30 @@ async def open_implicit_tls(
     the connection ended before it (refused or failed, logged)."""
     settings = service.settings
     assert service.tls_context is not None
+    try:  # the socket is ours to close until accept_tls gives it to a transport
+        facts = await _announce(service, connection)
+    except BaseException:
+        connection.close()
+        raise
+    if facts is None:
+        connection.close()
+        return None
+    try:
+        reader, writer = await accept_tls(connection, service.tls_context,
+                                          settings.starttls_timeout)
+    except (ssl.SSLError, OSError, TimeoutError) as exc:
+        log_tls_failure(facts.namaddr, exc)
+        log.info("lost connection after CONNECT from %s", facts.namaddr)
+        log.info("disconnect from %s", facts.namaddr)
+        return None
+    return reader, writer, facts.names
+
+
+async def _announce(service: SmtpdService, connection: socket.socket) -> Facts | None:
+    """`connect from`, then the new-TLS-session rate: the client, or None to hang up."""
     try:
         peer = connection.getpeername() if connection.family != socket.AF_UNIX else None
     except OSError:  # gone already
-        connection.close()
         return None
     facts = Facts(client_address=str(peer[0]) if peer else "")
     engine = service.restrictions
@@ -64,20 +84,11 @@ async def open_implicit_tls(
     client = facts.namaddr
     log.info("connect from %s", client)
     limiter = ClientLimiter(service.limits, service.anvil, service.service_name,
-                            facts.client_address, client, settings.hostname)
+                            facts.client_address, client, service.settings.hostname)
     if await limiter.implicit_tls_refused():
-        connection.close()
         log.info("disconnect from %s", client)
         return None
-    try:
-        reader, writer = await accept_tls(connection, service.tls_context,
-                                          settings.starttls_timeout)
-    except (ssl.SSLError, OSError, TimeoutError) as exc:
-        log_tls_failure(client, exc)
-        log.info("lost connection after CONNECT from %s", client)
-        log.info("disconnect from %s", client)
-        return None
-    return reader, writer, facts.names
+    return facts
 
 
 class TlsSession(SaslSession):
