@@ -201,6 +201,8 @@ class ImapService:
         running a command ends once it is answered (RFC 9051 7.1.5)."""
         self.draining.set()
 
+    implicit_tls_name = "imaps"  # in Cyrus's "imaps TLS negotiation failed" line
+
     @property
     def implicit_tls_context(self) -> ssl.SSLContext | None:
         """For master's workers: imaps connections are wrapped at accept."""

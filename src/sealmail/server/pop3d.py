@@ -116,6 +116,8 @@ class Pop3Service:
         client (between commands; nothing DELE'd goes, as without QUIT)."""
         self.draining.set()
 
+    implicit_tls_name = "pop3s"  # in Cyrus's "pop3s TLS negotiation failed" line
+
     @property
     def implicit_tls_context(self) -> ssl.SSLContext | None:
         """For master's workers: pop3s connections are wrapped at accept."""

@@ -23,8 +23,9 @@ expunge); an ACL is Cyrus's `identifier<TAB>rights<TAB>` list, `NONE` before a m
 
 The lines are written by the callers that change the store on behalf of a session (delivery,
 imap, pop3, and the cli's store commands, with a session id per run), from what the store's
-calls return (the helpers at the end read what those lack around the call); `AuditLog` is None when the option is off, so an
-off switch costs nothing. Names are internal names (`user.bob`), as Cyrus logs them.
+calls return (the helpers at the end read what those lack around the call); `AuditLog` is None
+when the option is off, so an off switch costs nothing. Names are internal names (`user.bob`),
+as Cyrus logs them.
 """
 
 from __future__ import annotations
