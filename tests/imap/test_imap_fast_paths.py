@@ -261,7 +261,42 @@ def _generic(store: MessageStore, monkeypatch: pytest.MonkeyPatch, line: str) ->
     """What the general way (a `DataResponse` per message, from the parse) answers."""
     with monkeypatch.context() as patch:
         patch.setattr(fetching, "_from_file", lambda attribute: None)
+        patch.setattr(fetching, "listed_plan", lambda attributes: None)
         return run(session_on(store, examine=True), line)
+
+
+@pytest.mark.usefixtures("chunks")
+@pytest.mark.parametrize("items", [
+    LISTED_ITEMS,
+    "(FLAGS BODY.PEEK[HEADER.FIELDS (Subject)] UID MODSEQ)",
+    "(BODY.PEEK[HEADER.FIELDS (From Date)]<4.11> RFC822.SIZE BODY.PEEK[HEADER.FIELDS (To)])",
+    "(BODY[HEADER.FIELDS (Subject)])",  # all \\Seen already (EXAMINE: nothing is set)
+])
+def test_listed_items_render_as_the_generic_way(store: MessageStore, items: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built in bulk from the index (sealmail.imap.listing), octet for octet the general way,
+    odd headers and a NUL included."""
+    for raw in [*ODD_HEADERS, b"Subject: a NUL \0 here\r\nTo: d@example.org\r\n\r\nbody\r\n"]:
+        store.deliver(raw, [DeliveryTarget("user.fred")])
+    taken: list[bool] = []
+    whole = fetching._fetch_whole_bodies
+    monkeypatch.setattr(fetching, "_fetch_whole_bodies",
+                        lambda *args: taken.append(True) or whole(*args))
+    fast = run(session_on(store, examine=True), "t FETCH 1:* " + items)
+    assert not taken  # no chunk went the way of whole headers
+    assert _generic(store, monkeypatch, "t FETCH 1:* " + items) == fast
+    assert fast.count(b" FETCH (") == 33
+    assert (b"a NUL \x80 here" in fast) == ("Subject" in items or "SUBJECT" in items)
+
+
+def test_a_listed_fetch_leaves_out_what_another_session_expunged(
+        store: MessageStore) -> None:
+    session = session_on(store)
+    store.expunge("user.fred", [5])  # sequence number 4; this session is not told yet
+    out = run(session, "t FETCH 3:5 " + LISTED_ITEMS)
+    assert out.startswith(b"* 3 FETCH (UID 3 RFC822.SIZE ")
+    assert b"* 4 FETCH" not in out and b"* 5 FETCH (UID 6 " in out
+    assert out.endswith(b"t OK FETCH completed\r\n")
 
 
 @pytest.mark.usefixtures("chunks")

@@ -1,0 +1,101 @@
+"""FETCH of what clients list a folder with, built in bulk from the index.
+
+`FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Date ...)])` is what
+mail clients send to list a folder. When every header field asked for is one the index keeps as
+sent (sealmail.store.headers.LISTED_FIELDS) no message file is needed: one store query gives the
+size and the listed fields of a chunk of messages, and each response is one %-format of a line
+made once per command, over columns (as FETCH FLAGS is built), instead of a loop of appends per
+item per message. The fields are cut from the listed ones as from the message
+(sealmail.rfc5322.header_fields), so both ways give the same octets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sealmail.imap.selected import SelectedMailbox
+from sealmail.proto.imap import FetchAttribute, header_fields
+from sealmail.store.api import MailboxView
+from sealmail.store.headers import LISTED_FIELDS
+
+__all__ = ["ListedPlan", "listed_plan"]
+
+# Items answered from the view or the listed row; with these, a HEADER.FIELDS of listed fields.
+_FORMATS = {
+    "UID": b"UID %d",
+    "FLAGS": b"FLAGS %b",
+    "MODSEQ": b"MODSEQ (%d)",
+    "RFC822.SIZE": b"RFC822.SIZE %d",
+}
+_LISTED = frozenset(LISTED_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedPlan:
+    """How each response of the command is written: `line`, a %-format taking the sequence
+    number, then a value per item (two for a header item: its length and its octets)."""
+
+    line: bytes
+    items: tuple[tuple[str, Callable[[bytes], bytes] | None], ...]  # (name, cut of a header)
+
+    def responses(self, store: MailboxView, view: SelectedMailbox,
+                  rendered_flags: Sequence[bytes], chunk: list[int]) -> bytes | None:
+        """The responses of the messages at positions `chunk`, or None when the index lacks
+        one of them (expunged meanwhile, or a row it could not fill): the caller then answers
+        that chunk the general way."""
+        uids = [view.uids[i] for i in chunk]
+        kept = store.listed_headers(view.name, uids)
+        if len(kept) < len(uids):
+            return None
+        rows = [kept[uid] for uid in uids]
+        listed = [fields for _, fields in rows]
+        columns: list[Sequence[object]] = [[i + 1 for i in chunk]]
+        for name, cut in self.items:
+            if cut is not None:
+                data = list(map(cut, listed))
+                columns += (list(map(len, data)), data)
+            elif name == "UID":
+                columns.append(uids)
+            elif name == "FLAGS":
+                flag_ids = view.flag_ids
+                columns.append([rendered_flags[flag_ids[i]] for i in chunk])
+            elif name == "MODSEQ":
+                modseqs = view.modseqs
+                columns.append([modseqs[i] for i in chunk])
+            else:  # RFC822.SIZE
+                columns.append([size for size, _ in rows])
+        out = b"".join(map(self.line.__mod__, zip(*columns, strict=True)))
+        # A body string cannot hold NUL (RFC 9051 4.3): as fetching._textual does, one for one,
+        # so the literal lengths stay right; nothing else in these lines can be a NUL.
+        return out.replace(b"\0", b"\x80") if b"\0" in out else out
+
+
+def listed_plan(attributes: Sequence[FetchAttribute]) -> ListedPlan | None:
+    """The plan for a FETCH of these items, or None when one of them needs more than the view
+    and the listed row (INTERNALDATE, a body part, a field the index does not keep...)."""
+    parts = [b"* %d FETCH ("]
+    items: list[tuple[str, Callable[[bytes], bytes] | None]] = []
+    for attribute in attributes:
+        name, section = attribute.name, attribute.section
+        if name in _FORMATS:
+            parts.append(_FORMATS[name])
+            items.append((name, None))
+            continue
+        if (name != "BODY" or section is None or section.part
+                or section.text != "HEADER.FIELDS"
+                or not _LISTED.issuperset(f.lower() for f in section.fields)):
+            return None
+        # A quoted field name may hold "%": the head is a %-format for the literal's length.
+        parts.append(attribute.response_name().replace(b"%", b"%%") + b" {%d}\r\n%b")
+        items.append((name, _cut(section.fields, attribute.partial)))
+    if all(cut is None for _, cut in items):
+        return None  # nothing from the listed fields: fetching's index path answers it
+    return ListedPlan(parts[0] + b" ".join(parts[1:]) + b")\r\n", tuple(items))
+
+
+def _cut(names: tuple[str, ...], partial: tuple[int, int] | None) -> Callable[[bytes], bytes]:
+    if partial is None:
+        return lambda fields: header_fields(fields, names, False)
+    start, length = partial
+    return lambda fields: header_fields(fields, names, False)[start : start + length]
