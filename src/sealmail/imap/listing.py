@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sealmail.imap.selected import SelectedMailbox
-from sealmail.proto.imap import FetchAttribute, header_fields
+from sealmail.proto.imap import FetchAttribute
+from sealmail.rfc5322 import header_fields_finder
 from sealmail.store.api import MailboxView
 from sealmail.store.headers import LISTED_FIELDS
 
@@ -29,6 +30,7 @@ _FORMATS = {
     "RFC822.SIZE": b"RFC822.SIZE %d",
 }
 _LISTED = frozenset(LISTED_FIELDS)
+_Cut = tuple[Callable[[bytes], list[bytes]], tuple[int, int] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,8 @@ class ListedPlan:
     number, then a value per item (two for a header item: its length and its octets)."""
 
     line: bytes
-    items: tuple[tuple[str, Callable[[bytes], bytes] | None], ...]  # (name, cut of a header)
+    # (name, the header item's field finder and partial)
+    items: tuple[tuple[str, _Cut | None], ...]
 
     def responses(self, store: MailboxView, view: SelectedMailbox,
                   rendered_flags: Sequence[bytes], chunk: list[int]) -> bytes | None:
@@ -53,7 +56,12 @@ class ListedPlan:
         columns: list[Sequence[object]] = [[i + 1 for i in chunk]]
         for name, cut in self.items:
             if cut is not None:
-                data = list(map(cut, listed))
+                # header_fields without a call per message: every listed field ends in CRLF.
+                find, partial = cut
+                data = [b"".join(fields) + b"\r\n" for fields in map(find, listed)]
+                if partial is not None:
+                    start, stop = partial[0], partial[0] + partial[1]
+                    data = [piece[start:stop] for piece in data]
                 columns += (list(map(len, data)), data)
             elif name == "UID":
                 columns.append(uids)
@@ -75,7 +83,7 @@ def listed_plan(attributes: Sequence[FetchAttribute]) -> ListedPlan | None:
     """The plan for a FETCH of these items, or None when one of them needs more than the view
     and the listed row (INTERNALDATE, a body part, a field the index does not keep...)."""
     parts = [b"* %d FETCH ("]
-    items: list[tuple[str, Callable[[bytes], bytes] | None]] = []
+    items: list[tuple[str, _Cut | None]] = []
     for attribute in attributes:
         name, section = attribute.name, attribute.section
         if name in _FORMATS:
@@ -88,14 +96,8 @@ def listed_plan(attributes: Sequence[FetchAttribute]) -> ListedPlan | None:
             return None
         # A quoted field name may hold "%": the head is a %-format for the literal's length.
         parts.append(attribute.response_name().replace(b"%", b"%%") + b" {%d}\r\n%b")
-        items.append((name, _cut(section.fields, attribute.partial)))
+        items.append((name, (header_fields_finder(section.fields), attribute.partial)))
     if all(cut is None for _, cut in items):
         return None  # nothing from the listed fields: fetching's index path answers it
     return ListedPlan(parts[0] + b" ".join(parts[1:]) + b")\r\n", tuple(items))
 
-
-def _cut(names: tuple[str, ...], partial: tuple[int, int] | None) -> Callable[[bytes], bytes]:
-    if partial is None:
-        return lambda fields: header_fields(fields, names, False)
-    start, length = partial
-    return lambda fields: header_fields(fields, names, False)[start : start + length]

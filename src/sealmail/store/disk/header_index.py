@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sealmail.store.api import HeaderMatches
 from sealmail.store.disk.layout import ROW_LIST, ROW_PLACES, Spool, require_mailbox
@@ -108,7 +108,10 @@ class HeaderIndex:
                 found = {uid: (size, listed) for uid, size, listed in rows}  # all of a range
             else:
                 found = {uid: (size, listed) for uid, size, listed in rows if uid in wanted}
-            if attempt or all(listed is not None for _, listed in found.values()):
+            missing = any(listed is None for _, listed in found.values())
+            if not missing:
+                return cast(dict[int, tuple[int, bytes]], found)  # no None left in it
+            if attempt:
                 break
             self._index_headers(name, row[0], self._spool.directory(row[3], row[2]))
         return {uid: (size, listed) for uid, (size, listed) in found.items()
