@@ -82,7 +82,7 @@ def test_an_answer_is_kept_across_flag_changes(store: MessageStore) -> None:
     assert run(session, "a THREAD REFERENCES UTF-8 ALL") == first
     assert len(kept._entries) == 1  # the one entry, not started again
     entry = next(iter(kept._entries.values()))
-    assert len(entry.threads) == 1
+    assert len(entry.answers) == 1
 
 
 def test_a_new_message_and_an_expunge_start_afresh(
@@ -138,7 +138,7 @@ def test_the_kept_results_are_bounded(store: MessageStore) -> None:
                  "DISPLAYTO", "REVERSE SUBJECT"):
         run(session, f"a SORT ({keys}) UTF-8 ALL")
     entry = next(iter(orders_for(store)._entries.values()))
-    assert len(entry.orders) == 8
+    assert len(entry.orders) == len(entry.answers) == 8
 
 
 # -- any sequence of changes: the kept answer is the fresh one -------------------------------------

@@ -16,7 +16,7 @@ Flag changes (STORE, a \\Seen set by FETCH) keep it. Sequence numbers are positi
 same list, so a THREAD answer in sequence numbers is as valid as one in UIDs.
 
 The cache is per store object (one per imapd process), so the sessions of one process share it;
-a small LRU bounds it (`MAILBOXES` mailboxes, `RESULTS` orders or threads each).
+a small LRU bounds it (`MAILBOXES` mailboxes, `RESULTS` orders and `RESULTS` answers each).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from sealmail.imap.selected import SelectedMailbox
-from sealmail.proto.imap import DataResponse
+from sealmail.proto.imap import Response
 
 __all__ = ["MAILBOXES", "RESULTS", "MailboxOrders", "orders_for"]
 
 MAILBOXES = 32  # mailboxes with kept results, per process
-RESULTS = 8  # orders and threads kept per mailbox
+RESULTS = 8  # orders, and answers, kept per mailbox
 
 T = TypeVar("T")
 
@@ -41,12 +41,12 @@ T = TypeVar("T")
 class _Entry:
     """What is kept for one mailbox as a view of `uids` sees it."""
 
-    __slots__ = ("orders", "threads", "uids")
+    __slots__ = ("answers", "orders", "uids")
 
     def __init__(self, uids: list[int]) -> None:
         self.uids = uids
         self.orders: OrderedDict[Hashable, list[int]] = OrderedDict()
-        self.threads: OrderedDict[Hashable, DataResponse] = OrderedDict()
+        self.answers: OrderedDict[Hashable, Response] = OrderedDict()
 
 
 class MailboxOrders:
@@ -64,11 +64,11 @@ class MailboxOrders:
         the mailbox, which may also hold messages the view was not told of yet) and kept."""
         return self._kept(view, "orders", keys, compute)
 
-    def thread(self, view: SelectedMailbox, key: Hashable,
-               compute: Callable[[], DataResponse]) -> DataResponse:
-        """A THREAD answer for this view: `key` names everything else it depends on (the
-        algorithm, UID or sequence numbers, the UIDs that matched the search)."""
-        return self._kept(view, "threads", key, compute)
+    def answer(self, view: SelectedMailbox, key: Hashable,
+               compute: Callable[[], Response]) -> Response:
+        """A SORT or THREAD answer for this view: `key` names everything else it depends on
+        (the command, its keys or algorithm, UID or sequence numbers, what matched)."""
+        return self._kept(view, "answers", key, compute)
 
     def _kept(self, view: SelectedMailbox, kind: str, key: Hashable,
               compute: Callable[[], T]) -> T:

@@ -23,7 +23,7 @@ from sealmail.imap.conversations import ThreadedMessage, thread_by_references
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
 from sealmail.imap.orders import orders_for
-from sealmail.imap.selected import RECENT
+from sealmail.imap.selected import RECENT, SelectedMailbox
 from sealmail.proto.imap import (
     BodyStructure,
     ParsedMessage,
@@ -506,19 +506,34 @@ def context_result(session: ImapSession, criteria: SearchKey,
 def sort(session: ImapSession, command: Sort) -> list[Response]:
     """RFC 5256 SORT (and RFC 5957's display keys): the store orders the mailbox by its kept
     sortable form (sealmail.store.sorting), kept between commands (sealmail.imap.orders); the
-    search picks the messages."""
-    session.require_selected()  # the parser refused unknown keys (BAD)
-    wanted = _matching_numbers(session, command.keys)
+    search picks the messages. A SORT of every message (`SORT (...) UTF-8 ALL`, what clients
+    send) is kept as the whole answer."""
+    view = session.require_selected()  # the parser refused unknown keys (BAD)
     keys = tuple((c.key, c.reverse) for c in command.criteria)
-    ordered = [uid for uid in _sorted_uids(session, keys) if uid in wanted]
-    numbers = ordered if command.uid else [wanted[uid] for uid in ordered]
+    found, _ = _search(session, command.keys)
     options = command.return_options
+    if options is None and len(found) == view.exists:  # (found: distinct positions)
+        return [orders_for(session.store).answer(
+            view, ("SORT", keys, command.uid),
+            lambda: replies.sort(_sort_numbers(session, keys, command.uid, found)[1]))]
+    ordered, numbers = _sort_numbers(session, keys, command.uid, found)
     if options is None:
         return [replies.sort(numbers)]
     if "UPDATE" in options:  # RFC 5267 4: CONTEXT=SORT
         contexts.register(session, contexts.UpdateContext(
             session.pending_tag or "", command.uid, command.keys, keys, ordered))
     return [contexts.sort_esearch(session, command.uid, options, numbers)]
+
+
+def _sort_numbers(session: ImapSession, keys: tuple[tuple[str, bool], ...], uid: bool,
+                  found: list[int]) -> tuple[list[int], list[int]]:
+    """The UIDs at positions `found` in the order of `keys`, and the numbers to answer with."""
+    view = session.require_selected()
+    wanted = _numbers_of(view, found)
+    kept = _sorted_uids(session, keys)
+    # Both hold UIDs of the view only: when every one of them matched, nothing is left out.
+    ordered = list(kept) if len(wanted) == view.exists else [u for u in kept if u in wanted]
+    return ordered, ordered if uid else list(map(wanted.__getitem__, ordered))
 
 
 def _sorted_uids(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> list[int]:
@@ -533,12 +548,9 @@ def _sorted_uids(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> li
     return orders_for(session.store).sorted_uids(view, keys, compute)
 
 
-def _matching_numbers(session: ImapSession, criteria: SearchKey) -> dict[int, int]:
-    """UID -> sequence number of the messages that match (the store may know of messages the
-    session was not told about yet: they are left out)."""
-    view = session.require_selected()
-    found, _ = _search(session, criteria)
-    return {view.uids[i]: i + 1 for i in found}
+def _numbers_of(view: SelectedMailbox, found: list[int]) -> dict[int, int]:
+    """UID -> sequence number of the messages at positions `found`."""
+    return dict(zip(map(view.uids.__getitem__, found), map((1).__add__, found), strict=True))
 
 
 def thread(session: ImapSession, command: Thread) -> list[Response]:
@@ -549,10 +561,12 @@ def thread(session: ImapSession, command: Thread) -> list[Response]:
     if command.algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
         raise CommandFailed(f"Unknown threading algorithm {command.algorithm}", status="BAD")
     view = session.require_selected()
-    wanted = _matching_numbers(session, command.keys)
-    key = (command.algorithm, command.uid, tuple(wanted))  # wanted: in UID order
-    return [orders_for(session.store).thread(
-        view, key, lambda: _thread(session, command.algorithm, command.uid, wanted))]
+    found, _ = _search(session, command.keys)
+    # What matched is part of the key: all of the view, or the UIDs (ascending, as found is).
+    matched = "ALL" if len(found) == view.exists else tuple(map(view.uids.__getitem__, found))
+    return [orders_for(session.store).answer(
+        view, ("THREAD", command.algorithm, command.uid, matched),
+        lambda: _thread(session, command.algorithm, command.uid, _numbers_of(view, found)))]
 
 
 def _thread(session: ImapSession, algorithm: str, uid: bool,
