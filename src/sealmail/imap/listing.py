@@ -7,10 +7,21 @@ size and the listed fields of a chunk of messages, and each response is one %-fo
 made once per command, over columns (as FETCH FLAGS is built), instead of a loop of appends per
 item per message. The fields are cut from the listed ones as from the message
 (sealmail.rfc5322.header_fields), so both ways give the same octets.
+
+The size and listed fields of a message never change (a UID names one message for as long as
+the mailbox keeps its UIDVALIDITY), so each imapd process keeps those it read (`ListedMemo`, up
+to `MEMO_MESSAGES` messages, whole mailboxes dropped oldest first): a client listing the same
+folder again, or another session of the process, reads them from memory, as Dovecot reads its
+cache file, instead of turning 10,000 index rows into Python objects again. A message another
+session expunged and this one was not told of yet may then still be answered, which RFC 2180
+4.1.1 allows until its EXPUNGE is sent.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +31,9 @@ from sealmail.rfc5322 import header_fields_finder
 from sealmail.store.api import MailboxView
 from sealmail.store.headers import LISTED_FIELDS
 
-__all__ = ["ListedPlan", "listed_plan"]
+__all__ = ["MEMO_MESSAGES", "ListedMemo", "ListedPlan", "listed_plan", "memo_for"]
+
+MEMO_MESSAGES = 50_000  # messages whose size and listed fields a process keeps (~12 MB)
 
 # Items answered from the view or the listed row; with these, a HEADER.FIELDS of listed fields.
 _FORMATS = {
@@ -48,7 +61,7 @@ class ListedPlan:
         one of them (expunged meanwhile, or a row it could not fill): the caller then answers
         that chunk the general way."""
         uids = [view.uids[i] for i in chunk]
-        kept = store.listed_headers(view.name, uids)
+        kept = memo_for(store).listed(store, view, uids)
         if len(kept) < len(uids):
             return None
         rows = [kept[uid] for uid in uids]
@@ -101,3 +114,52 @@ def listed_plan(attributes: Sequence[FetchAttribute]) -> ListedPlan | None:
         return None  # nothing from the listed fields: fetching's index path answers it
     return ListedPlan(parts[0] + b" ".join(parts[1:]) + b")\r\n", tuple(items))
 
+
+
+class ListedMemo:
+    """(RFC822.SIZE, listed fields) of messages read by this process, per mailbox."""
+
+    def __init__(self, capacity: int = MEMO_MESSAGES) -> None:
+        self._capacity = capacity
+        self._mailboxes: OrderedDict[tuple[str, int], dict[int, tuple[int, bytes]]] = (
+            OrderedDict())
+        self._lock = threading.Lock()
+
+    def listed(self, store: MailboxView, view: SelectedMailbox, uids: list[int]
+               ) -> dict[int, tuple[int, bytes]]:
+        """Those of `uids` the store has (or had, see above): kept, else read and kept."""
+        key = (view.name, view.uidvalidity)
+        with self._lock:
+            known = self._mailboxes.get(key)
+            if known is not None:
+                self._mailboxes.move_to_end(key)
+        if known is None:
+            known = {}
+        missing = [uid for uid in uids if uid not in known]
+        if not missing:
+            return known
+        read = store.listed_headers(view.name, missing)
+        with self._lock:
+            entry = self._mailboxes.setdefault(key, {})
+            self._mailboxes.move_to_end(key)
+            if len(entry) + len(read) <= self._capacity:
+                entry.update(read)
+                total = sum(map(len, self._mailboxes.values()))
+                while total > self._capacity:  # never this mailbox: it fits alone
+                    total -= len(self._mailboxes.popitem(last=False)[1])
+        if not known:
+            return read
+        return {**{uid: known[uid] for uid in uids if uid in known}, **read}
+
+
+_by_store: weakref.WeakKeyDictionary[object, ListedMemo] = weakref.WeakKeyDictionary()
+_by_store_lock = threading.Lock()
+
+
+def memo_for(store: object) -> ListedMemo:
+    """The listed fields kept of `store`'s messages: one memo per store object."""
+    with _by_store_lock:
+        memo = _by_store.get(store)
+        if memo is None:
+            memo = _by_store[store] = ListedMemo()
+        return memo
