@@ -110,6 +110,23 @@ def test_a_new_message_and_an_expunge_start_afresh(
         assert run(session, command) == fresh(session, command, monkeypatch)
 
 
+def test_after_expunges_only_the_orders_are_what_is_left(
+        store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = session_on(store)
+    assert run(session, "a UID SORT (SUBJECT) UTF-8 ALL").startswith(
+        b"* SORT 1 4 7 2 5 8 3 6\r\n")
+    store.expunge("user.fred", [4, 5])
+    run(session, "b NOOP")
+
+    def no_order(*args: object) -> None:
+        raise AssertionError("the store was asked to order the mailbox again")
+
+    monkeypatch.setattr(store, "sorted_uids", no_order)
+    assert run(session, "c UID SORT (SUBJECT) UTF-8 ALL").startswith(
+        b"* SORT 1 7 2 8 3 6\r\n")
+    assert run(session, "d SORT (SUBJECT) UTF-8 ALL").startswith(b"* SORT 1 5 2 6 3 4\r\n")
+
+
 def test_sessions_of_one_store_share_answers_and_views_that_differ_do_not(
         store: MessageStore) -> None:
     first, second = session_on(store), session_on(store)

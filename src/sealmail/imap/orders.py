@@ -11,7 +11,8 @@ From/To/Cc, Message-ID, References, In-Reply-To) is fixed when a message is stor
 names one message for as long as the mailbox keeps its UIDVALIDITY (RFC 9051 2.3.1.1: UIDs are
 never reused). So an entry is keyed by mailbox name and UIDVALIDITY and holds the list of UIDs
 of the view it was made for; it answers a session whose view has exactly that list (compared as
-a whole, about 0.1 ms at 10,000), and is started afresh as soon as a message comes or goes.
+a whole, about 0.1 ms at 10,000), and is started afresh as soon as a message comes or goes
+(after expunges only, with its orders less the messages gone).
 Flag changes (STORE, a \\Seen set by FETCH) keep it. Sequence numbers are positions in that
 same list, so a THREAD answer in sequence numbers is as valid as one in UIDs.
 
@@ -87,12 +88,20 @@ class MailboxOrders:
         return value
 
     def _entry(self, view: SelectedMailbox) -> _Entry:
-        """The mailbox's entry, started afresh when it was made for another list of UIDs."""
+        """The mailbox's entry, started afresh when it was made for another list of UIDs; when
+        messages only went (expunged), its orders are those kept less the messages gone: what
+        is left of a sorted list is sorted."""
         name = (view.name, view.uidvalidity)
         with self._lock:
             entry = self._entries.get(name)
             if entry is None or entry.uids != view.uids:
-                entry = self._entries[name] = _Entry(list(view.uids))
+                fresh = _Entry(list(view.uids))
+                if entry is not None and len(fresh.uids) < len(entry.uids):
+                    left = set(fresh.uids)
+                    if left.issubset(entry.uids):
+                        for key, order in entry.orders.items():
+                            fresh.orders[key] = [uid for uid in order if uid in left]
+                entry = self._entries[name] = fresh
                 while len(self._entries) > self._mailboxes:
                     self._entries.popitem(last=False)
             self._entries.move_to_end(name)
