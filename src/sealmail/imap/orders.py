@@ -51,7 +51,7 @@ class _Entry:
 
 
 class MailboxOrders:
-    """The kept orders and threads of a store's mailboxes (`orders_for`)."""
+    """The kept orders and SORT / THREAD answers of a store's mailboxes (`orders_for`)."""
 
     def __init__(self, mailboxes: int = MAILBOXES, results: int = RESULTS) -> None:
         self._mailboxes = mailboxes
