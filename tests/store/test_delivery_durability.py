@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -394,7 +395,7 @@ def test_the_turn_excludes_other_processes_and_a_forked_child_locks_its_own(
     the child opens its own and waits for the parent's turn to end."""
     from sealmail.store.locks import CommitTurn
 
-    turn = CommitTurn(tmp_path / "lock")
+    turn = CommitTurn(tmp_path / "lock" / "commit")
     with turn.taken():  # opened in this process before the fork
         pass
     read_end, write_end = os.pipe()
@@ -412,8 +413,12 @@ def test_the_turn_excludes_other_processes_and_a_forked_child_locks_its_own(
 
         # Never in while we hold it (a shared description would let it in at once).
         assert select.select([read_end], [], [], 0.3)[0] == []
-    assert select.select([read_end], [], [], 60)[0] == [read_end]
-    assert os.read(read_end, 2) == b"in"
-    os.close(read_end)
-    assert os.waitpid(pid, 0)[1] == 0
+    try:
+        assert select.select([read_end], [], [], 60)[0] == [read_end]
+        assert os.read(read_end, 2) == b"in"
+    finally:
+        os.close(read_end)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # never left behind when it hangs
+        os.waitpid(pid, 0)
     turn.close()

@@ -1,9 +1,9 @@
 """Cross-process advisory locks of the store: per-mailbox locks, per-user delivery slots and the
 POP lock of a maildrop.
 
-Short index updates are serialised by SQLite's write lock (deliveries' group commits also take
-turns across processes: CommitTurn). These file locks (flock(2) on files under
-`configdirectory/lock/`) guard the longer operations that must not interleave on one
+Short index updates are serialised by SQLite's write lock (deliveries' group commits and
+duplicate marks also take turns, CommitTurn, rather than poll for it). These file locks (flock(2)
+on files under `configdirectory/lock/`) guard the longer operations that must not interleave on one
 mailbox (rename, delete, reconstruct) and bound how many deliveries to one user run at once across
 every process (`lmtp_user_concurrency_limit`). flock locks belong to an open file description, so
 two threads of one process exclude each other just as two processes do, and the kernel drops them
@@ -91,45 +91,53 @@ def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]
 
 
 class CommitTurn:
-    """The turn to commit deliveries to the index: one process at a time (flock on
-    `lock/commit`), taken by a process's group committer before it collects its batch.
+    """The turn to write one SQLite database: one thread of one process at a time (a flock on
+    a file under `lock/`, and a thread lock, since threads share the process's descriptor).
 
-    SQLite's write lock alone serialises the commits too, but a writer that finds it taken
-    polls with sleeps that grow to 100 ms (its busy handler), while the process that holds it
-    takes it again at once: under `sealmail master`, two lmtpd processes starved each other
-    for hundreds of milliseconds. A process waiting here sleeps in the kernel and wakes as the
-    other releases, its own deliveries piling up meanwhile, so each commit carries everything
-    that arrived during the other's: the processes alternate, each commit a full batch. Only
-    an order, never a guarantee: every write still takes SQLite's lock.
+    SQLite's write lock alone serialises writers too, but a writer that finds it taken polls
+    with sleeps of 1 ms growing to 100 ms (its busy handler), while the holder may take it again
+    at once: under `sealmail master`, two lmtpd processes starved each other's group commits for
+    hundreds of milliseconds, and four sessions' duplicate marks slept about once a message. A
+    writer waiting here sleeps in the kernel and wakes as the holder releases; a group committer
+    takes its batch only once the turn is its own, so what arrived during another process's
+    commit comes along and the processes alternate, each commit a full batch. Only an order,
+    never a guarantee: every write still takes SQLite's lock (writers that skip the turn, such
+    as IMAP's, just wait on it as before).
     """
 
-    def __init__(self, lock_directory: Path) -> None:
-        self.path = os.fspath(lock_directory / "commit")
+    def __init__(self, path: Path) -> None:
+        self.path = os.fspath(path)
         self._fd = -1
         self._pid = 0  # a forked child opens its own: flock belongs to the file description
+        self._threads = threading.Lock()
+        self._threads_pid = os.getpid()
 
     @contextmanager
     def taken(self) -> Iterator[None]:
-        """Hold the turn; StoreError when the lock file cannot be opened or locked. Callers
-        in one process take turns among themselves (the group committer is one at a time)."""
-        if self._pid != os.getpid():
-            fd = _open_lock_file(self.path)
-            if self._fd >= 0:  # the parent's: closing our copy leaves the parent's lock be
-                os.close(self._fd)
-            self._fd, self._pid = fd, os.getpid()
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        """Hold the turn; StoreError when the lock file cannot be opened or locked."""
+        if self._threads_pid != os.getpid():
+            # A forked child (one thread) may have copied the lock held by another thread.
+            self._threads, self._threads_pid = threading.Lock(), os.getpid()
+        with self._threads:
+            if self._pid != os.getpid():
+                fd = _open_lock_file(self.path)
+                if self._fd >= 0:  # the parent's: closing our copy leaves the parent's lock be
+                    os.close(self._fd)
+                self._fd, self._pid = fd, os.getpid()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd, self._pid = -1, 0
+        with self._threads:
+            if self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd, self._pid = -1, 0
 
 
 class PopLock:

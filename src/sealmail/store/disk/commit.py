@@ -66,7 +66,7 @@ class GroupCommit:
         self._queue: list[_Delivery] = []
         self._queue_lock = threading.Lock()
         self._committing = False
-        self._turn = CommitTurn(spool.lock_directory)
+        self._turn = CommitTurn(spool.lock_directory / "commit")
 
     def close(self) -> None:
         self._turn.close()
