@@ -16,6 +16,7 @@ from tests.store.conftest import make_config
 
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk import DiskStore
+from sealmail.store.errors import StoreError
 
 pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
 
@@ -422,3 +423,22 @@ def test_the_turn_excludes_other_processes_and_a_forked_child_locks_its_own(
             os.kill(pid, signal.SIGKILL)  # never left behind when it hangs
         os.waitpid(pid, 0)
     turn.close()
+
+
+def test_a_turn_that_cannot_be_taken_fails_the_batch_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    """lock/commit unusable (here a directory): each copy gets a StoreError naming the lock
+    file (lmtpd answers 451), nothing is linked or indexed, and delivery works once fixed."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        (tmp_path / "config" / "lock" / "commit").mkdir(parents=True)
+        [failed] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        assert isinstance(failed, StoreError) and "lock/commit" in str(failed)
+        assert disk.messages("user.a") == []
+        assert not (disk.mailbox_path("user.a") / "1.").exists()
+        assert list((tmp_path / "spool" / "stage.").iterdir()) == []
+    (tmp_path / "config" / "lock" / "commit").rmdir()
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        [stored] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        assert isinstance(stored, AppendedMessage) and stored.uid == 1
