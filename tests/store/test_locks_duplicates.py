@@ -134,6 +134,34 @@ def test_duplicate_database_threads_and_processes(tmp_path: Path) -> None:
     database.close()
 
 
+def test_duplicate_marks_wait_their_turn_on_the_lock_file(tmp_path: Path) -> None:
+    """A mark waits for whoever holds lock/deliver.db (another process's mark, here a
+    descriptor of our own), asleep in flock rather than in SQLite's busy handler, and is
+    written as soon as the turn is free."""
+    import fcntl
+    import os
+
+    database = DuplicateDatabase(tmp_path / "deliver.db")
+    database.mark("<first@x>", "m")  # creates the lock file
+    fd = os.open(tmp_path / "lock" / "deliver.db", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    marks = [
+        threading.Thread(target=database.mark, args=("<held@x>", "m")),
+        threading.Thread(target=database.mark_all, args=("<held@x>", ["a", "b"])),
+    ]
+    for thread in marks:
+        thread.start()
+    for thread in marks:
+        thread.join(0.2)
+    assert all(thread.is_alive() for thread in marks)  # never in while the turn is held
+    assert not database.seen("<held@x>", "m")
+    os.close(fd)  # releases the flock
+    for thread in marks:
+        thread.join(60)
+    assert database.seen_among("<held@x>", ["m", "a", "b"]) == {"m", "a", "b"}
+    database.close()
+
+
 def test_store_hands_out_duplicates_only_when_enabled(tmp_path: Path) -> None:
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         assert disk.duplicates() is disk.duplicates() is not None
