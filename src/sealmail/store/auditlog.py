@@ -316,4 +316,5 @@ def log_copies(
             mailbox.name, mailbox.uidvalidity, record.uid, record.modseq, record.guid,
             record.size, uniqueid=mailbox.uniqueid, flags=record.flags,
         )
-        audit.appended([message], message_id_of(headers.get(source_uid, b"")))
+        _, listed = headers.get(source_uid, (0, b""))
+        audit.appended([message], message_id_of(listed))
