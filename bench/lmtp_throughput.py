@@ -17,6 +17,11 @@ gives every user a quota root and halves Cyrus's rate) and `dovecot` (Debian's 2
                                     [--only sealmail,sealmail-master,cyrus,dovecot]
     python bench/lmtp_throughput.py --matrix [-n MESSAGES]    # 1/10/50 rcpt x 4/100 KiB x 1/4/16
     python bench/lmtp_throughput.py --huge 10000              # one transaction, N recipients
+    python bench/lmtp_throughput.py --client smtp-source ...  # Postfix's load tool, not ours
+
+The load client is Python threads by default, which give per-message latencies; `--client
+smtp-source` runs Postfix's `smtp-source -L` instead (C, no latencies, no Python on the client
+side), to show the Python client is not what limits the faster servers.
 
 Run as root (the peers drop to their own users). See bench/README.md.
 """
@@ -25,8 +30,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +56,7 @@ from tests.support.peers import (
 )
 
 SERVERS = ("sealmail", "sealmail-master", "cyrus", "dovecot")
+CLIENTS = ("python", "smtp-source")
 PEERS = ("cyrus", "dovecot")
 
 
@@ -70,7 +79,10 @@ class RunResult:
         return self.messages * self.recipients / self.seconds
 
     def percentile(self, fraction: float) -> float:
+        """NaN when the client measured no latencies (smtp-source)."""
         ordered = sorted(self.latencies)
+        if not ordered:
+            return math.nan
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
@@ -167,6 +179,33 @@ def deliver_all(
     return result
 
 
+def recipient_names(count: int) -> list[str]:
+    """What smtp-source -r COUNT -t bench sends to (2bench, ..., COUNTbench, bench), so both
+    load clients deliver to the same mailboxes."""
+    return ["bench", *(f"{i}bench" for i in range(2, count + 1))]
+
+
+def smtp_source(
+    server: str, address: str, count: int, recipients: Sequence[str], sessions: int, size: int
+) -> RunResult:
+    """The same load from Postfix's smtp-source speaking LMTP: messages of about `size` bytes
+    (its payload plus ~120 bytes of header), each with its own Message-Id."""
+    program = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    command = [
+        program, "-L", "-d", "-s", str(sessions), "-m", str(count),
+        "-l", str(max(1, size - 120)), "-r", str(len(recipients)),
+        "-f", "bench@client.test.example", "-M", "client.test.example",
+        "-t", recipients[0], f"unix:{address}",
+    ]
+    result = RunResult(server, count, len(recipients), 0.0)
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    result.seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        result.failures.append(f"smtp-source exit {done.returncode}: {done.stderr.strip()[:300]}")
+    return result
+
+
 def warm_up(address: str, recipients: Sequence[str], sessions: int, size: int) -> None:
     """One delivery per session, untimed: first-use costs (index files, caches) stay out."""
     messages = [make_message(i, size, f"warmup{time.time_ns()}") for i in range(sessions)]
@@ -182,6 +221,7 @@ def run_server(
     users: Sequence[str],
     sessions: int,
     size: int,
+    client: str = "python",
 ) -> RunResult:
     instance: SealmailInstance | CyrusInstance | DovecotInstance
     if server == "sealmail":
@@ -197,20 +237,23 @@ def run_server(
         warm_up(address, users, sessions, size)
         count: Callable[[str], int] = instance.message_count
         before = {u: count(u) for u in users}
-        result = deliver_all(server, address, messages, users, sessions)
+        if client == "smtp-source":
+            result = smtp_source(server, address, len(messages), users, sessions, size)
+        else:
+            result = deliver_all(server, address, messages, users, sessions)
         result.stored = sum(count(u) - before[u] for u in users)
     return result
 
 
 def run_row(
     chosen: Sequence[str], messages: Sequence[bytes], users: Sequence[str], sessions: int,
-    size: int,
+    size: int, client: str = "python",
 ) -> dict[str, RunResult]:
     results: dict[str, RunResult] = {}
     for server in chosen:
         with traversable_tmpdir(f"smbench-{server}-") as tmp:
             try:
-                results[server] = run_server(server, tmp, messages, users, sessions, size)
+                results[server] = run_server(server, tmp, messages, users, sessions, size, client)
             except PeerUnavailable as exc:
                 print(f"{server}: skipped ({exc})")
     return results
@@ -252,20 +295,20 @@ def cell(result: RunResult | None) -> str:
     return f"{result.deliveries_per_second:>10.0f} p99 {result.percentile(0.99) * 1000:>3.0f}"
 
 
-def matrix(chosen: Sequence[str], count: int) -> bool:
+def matrix(chosen: Sequence[str], count: int, client: str) -> bool:
     """Every row the delivery issue asks for; one summary table at the end."""
     summary = []
     ok = True
     for recipients in (1, 10, 50):
         for size in (4096, 102400):
             for sessions in (1, 4, 16):
-                users = [f"user{i}" for i in range(1, recipients + 1)]
+                users = recipient_names(recipients)
                 run_id = f"{os.getpid()}.{time.time_ns()}"
                 n = max(sessions * 4, count // max(1, recipients // 10 or 1))
                 messages = [make_message(i, size, run_id) for i in range(n)]
                 print(f"\n== {recipients} rcpt, {size // 1024} KiB, {sessions} session(s), "
                       f"{n} messages")
-                results = run_row(chosen, messages, users, sessions, size)
+                results = run_row(chosen, messages, users, sessions, size, client)
                 ok &= print_row(results, n * recipients)
                 summary.append((recipients, size, sessions, results))
     print("\nrcpt  KiB  sess  " + "".join(f"{s:>17}" for s in chosen) + "  ratio")
@@ -315,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--matrix", action="store_true", help="1/10/50 rcpt x 4/100 KiB x 1/4/16")
     parser.add_argument("--huge", type=int, metavar="N", help="one transaction to N recipients")
+    parser.add_argument("--client", choices=CLIENTS, default="python",
+                        help="the load client: Python threads (default) or Postfix's smtp-source")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SERVERS)
@@ -332,16 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" = {1 / floor:,.0f} serial durable writes/s; {os.cpu_count()} CPUs"
     )
     if args.matrix:
-        return 0 if matrix(chosen, args.n) else 1
+        return 0 if matrix(chosen, args.n, args.client) else 1
 
-    users = [f"user{i}" for i in range(1, args.r + 1)]
+    users = recipient_names(args.r)
     run_id = f"{os.getpid()}.{time.time_ns()}"
     messages = [make_message(i, args.z, run_id) for i in range(args.n)]
     print(
         f"LMTP throughput: {args.n} messages of {len(messages[0])} bytes, {args.r} recipient(s) "
-        f"each, {args.s} concurrent session(s) on the UNIX socket\n"
+        f"each, {args.s} concurrent session(s) on the UNIX socket, load client {args.client}\n"
     )
-    results = run_row(chosen, messages, users, args.s, args.z)
+    results = run_row(chosen, messages, users, args.s, args.z, args.client)
     return 0 if print_row(results, args.n * args.r) else 1
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Address", "header_fields", "message_header", "parse_address_list"]
+__all__ = ["Address", "header_fields", "header_fields_finder", "message_header",
+           "parse_address_list"]
 
 _NAME = rb"[!-9;-~]+[ \t]*:"
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
@@ -44,6 +46,12 @@ def header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes
     if kept and not kept[-1].endswith(b"\n"):  # only a field ending the block can lack one
         kept[-1] += b"\r\n"
     return b"".join(kept) + b"\r\n"
+
+
+def header_fields_finder(names: tuple[str, ...]) -> Callable[[bytes], list[bytes]]:
+    """The fields named in `names` of a header, each as sent: what `header_fields` joins. For
+    a bulk caller whose headers end every field with a newline (the index's listed form)."""
+    return _fields_pattern(tuple(sorted(set(names))), False).findall  # see header_fields
 
 
 @functools.lru_cache(maxsize=256)  # every set of 7 fields and more

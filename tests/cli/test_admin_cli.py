@@ -120,3 +120,17 @@ def test_bad_queries_are_refused_by_name(conf: str, capsys: pytest.CaptureFixtur
     now = datetime(2026, 12, 6, tzinfo=UTC)
     assert cutoff("2d", now) == (datetime(2026, 12, 4, tzinfo=UTC), False)
     assert cutoff("06-Dec-2026", now) == (now, True)
+
+
+def test_expunge_writes_auditlog_lines(
+    conf: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """auditlog: an expunge line per message removed, with the run's own session id."""
+    caplog.set_level("INFO", "sealmail.auditlog")
+    Path(conf).write_text(Path(conf).read_text() + "auditlog: yes\n")
+    code, _, _ = admin(capsys, conf, "-u", "alice", "expunge", "mailbox", "INBOX", "all")
+    assert code == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"]
+    assert [line.split()[1] for line in lines] == ["expunge", "expunge"]
+    assert all(" mailbox=<user.alice> " in line for line in lines)
+    assert len({line.split()[2] for line in lines}) == 1  # one sessionid for the run

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,34 @@ def test_reconstruct_and_expire(conf: str, capsys: pytest.CaptureFixture[str]) -
     )
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_reconstruct_and_expire_show_progress_on_a_terminal(
+    conf: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_quiet = main  # output goes to the fake terminal below, not to capsys
+    run_quiet(["mailbox", "-C", conf, "create", "user/erin"])
+    run_quiet(["mailbox", "-C", conf, "create", "user/erin/Lists"])
+    with DiskStore.from_config(load_imapd_conf(conf)) as store:
+        duplicates = store.duplicates()
+        assert duplicates is not None
+        for n in range(3):
+            duplicates.mark(f"<old{n}@x>", "user.erin", when=0.0)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["reconstruct", "-C", conf]) == 0
+    assert main(["reconstruct", "-C", conf, "user/erin"]) == 0
+    assert main(["expire", "-C", conf, "-E", "1"]) == 0
+    drawn = terminal.getvalue()
+    assert "reconstruct: 2/2 user/erin/Lists" in drawn
+    assert "reconstruct: 1/1 user/erin" in drawn
+    assert "expire: 3/3 entries" in drawn
+    assert drawn.endswith("\r\x1b[K")  # erased when done
+
+
 def test_through_a_subprocess(conf: str) -> None:
     command = [sys.executable, "-m", "sealmail", "mailbox", "-C", conf]
     assert subprocess.run([*command, "create", "user/dan"], timeout=60).returncode == 0
@@ -107,3 +136,23 @@ def test_through_a_subprocess(conf: str) -> None:
         [*command, "create", "user/dan"], capture_output=True, text=True, timeout=60
     )
     assert failed.returncode == 1 and "already exists" in failed.stderr
+
+
+def test_auditlog_lines(
+    conf: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """imapd.conf auditlog: Cyrus's lines for the changes `sealmail mailbox` makes; off (the
+    other tests): none."""
+    caplog.set_level("INFO", "sealmail.auditlog")
+    Path(conf).write_text(Path(conf).read_text() + "auditlog: yes\n")
+    for argv in (("create", "user/carol"), ("create", "user/carol/A"),
+                 ("rename", "user/carol/A", "user/carol/B"),
+                 ("setacl", "user/carol/B", "dave", "lr"), ("delete", "user/carol/B")):
+        assert run(capsys, "mailbox", "-C", conf, *argv)[0] == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"]
+    assert [" ".join(line.split()[1:4:2]) for line in lines] == [
+        "create mailbox=<user.carol>", "acl: mailbox=<user.carol>",
+        "create mailbox=<user.carol.A>", "acl: mailbox=<user.carol.A>",
+        "rename oldmailbox=<user.carol.A>", "acl: mailbox=<user.carol.B>",
+        "delete mailbox=<user.carol.B>",
+    ]

@@ -177,7 +177,7 @@ def test_postqueue_i_moves_one_deferred_message_to_incoming(
     defer(queue, second, {0: "later"})
     assert main(["postqueue", "-c", str(config_dir), "-i", first]) == 0
     assert queue.find(first) is QueueName.INCOMING and queue.find(second) is QueueName.DEFERRED
-    assert fake_master.words == ["wake"]
+    assert fake_master.words == [f"retry {first}"]
     assert main(["postqueue", "-c", str(config_dir), "-i", "../x"]) == 64
 
 

@@ -130,11 +130,11 @@ def test_queue_rows_search_by_id_sender_recipient_and_message_id(queue: Queue) -
 def test_retry_hold_release_delete(queue: Queue) -> None:
     queue_id = enqueue(queue, "a@x.test", "b@y.test")
     queue.move(queue_id, QueueName.INCOMING, QueueName.DEFERRED, next_attempt=2e9)
-    outcome = act(queue, "retry", queue_id, "admin", notify=False)
+    outcome = act(queue, "retry", queue_id, "admin")
     assert outcome.ok and queue.find(queue_id) is QueueName.INCOMING
     assert act(queue, "hold", queue_id, "admin").text == f"{queue_id}: placed on hold"
     assert queue.find(queue_id) is QueueName.HOLD
-    assert not act(queue, "retry", queue_id, "admin", notify=False).ok  # release it first
+    assert not act(queue, "retry", queue_id, "admin").ok  # release it first
     assert not act(queue, "hold", queue_id, "admin").ok
     assert act(queue, "release", queue_id, "admin").ok
     assert queue.find(queue_id) is QueueName.DEFERRED

@@ -131,3 +131,48 @@ def test_duplicates_among_several_recipients_are_each_their_own(engine: Delivery
     again = engine.deliver(envelope(engine, "bob", "carol"), MESSAGE)
     assert [r.code for r in again] == [250, 250]
     assert [len(engine.store.messages(f"user.{u}")) for u in ("bob", "carol")] == [1, 1]
+
+
+@pytest.mark.parametrize("auditlog", ["yes", "no"])
+def test_auditlog_append_line_per_stored_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, auditlog: str
+) -> None:
+    """imapd.conf auditlog: Cyrus's `auditlog: append` line for each copy stored, with the
+    session's id; off: none."""
+    config = parse_imapd_conf(f"configdirectory: {tmp_path}/c\npartition-default: {tmp_path}/p\n"
+                              f"auditlog: {auditlog}\n")
+    caplog.set_level(logging.INFO)
+    with open_store("memory", config) as store:
+        for user in ("alice", "bob"):
+            store.create_mailbox(f"user.{user}")
+        engine = DeliveryEngine(config, store, store.duplicates())
+        replies = engine.deliver(envelope(engine, "alice", "bob"), MESSAGE)
+        uniqueids = [store.mailbox(f"user.{u}").uniqueid for u in ("alice", "bob")]
+    assert [r.code for r in replies] == [250, 250]
+    lines = [m for m in caplog.messages if m.startswith("auditlog:")]
+    if auditlog == "no":
+        assert lines == []
+        return
+    assert [line.split(" uid=")[0] for line in lines] == [
+        f"auditlog: append sessionid=<T1> mailbox=<user.{user}> uniqueid=<{uniqueid}>"
+        for user, uniqueid in zip(("alice", "bob"), uniqueids, strict=True)
+    ]
+    assert all(" messageid=<e1@example.org> size=<" in line for line in lines)
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+def test_auditlog_duplicate_line(engine: DeliveryEngine, caplog: pytest.LogCaptureFixture) -> None:
+    """auditlog: Cyrus's duplicate line (imap/duplicate.c) for a copy suppression left out, by
+    the mailbox's uniqueid."""
+    caplog.set_level(logging.INFO, "sealmail.auditlog")
+    engine.auditlog = True
+    dated = b"Date: Mon, 7 Dec 2026 01:00:00 +0000\r\n" + MESSAGE
+    engine.deliver(envelope(engine, "alice"), dated)
+    engine.deliver(envelope(engine, "alice"), dated)
+    info = engine.store.mailbox("user.alice")
+    assert info is not None
+    lines = [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"]
+    assert lines[0].startswith("auditlog: append ") and lines[1:] == [
+        f"auditlog: duplicate sessionid=<T1> action=<delivery> message-id=<e1@example.org>"
+        f" user=<{info.uniqueid}> date=<Mon, 7 Dec 2026 01:00:00 +0000>"
+    ]

@@ -226,3 +226,36 @@ def test_a_retried_delivery_is_not_filed_twice(setup: Setup) -> None:
     setup.deliver()
     setup.deliver()
     assert setup.count("user.alice.Lists") == 1
+
+
+def test_auditlog_of_fileinto_create(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    """auditlog: the mailbox `fileinto :create` makes, then the copies filed (Cyrus's order)."""
+    caplog.set_level(logging.INFO, "sealmail.auditlog")
+    setup.engine.auditlog = True
+    setup.script('require ["fileinto", "mailbox"];\nfileinto :create "New";\nkeep;\n')
+    assert setup.deliver() == [(250, "2.1.5")]
+    lines = [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"]
+    assert [" ".join(line.split()[1:4:2]) for line in lines] == [
+        "create mailbox=<user.alice.New>", "acl: mailbox=<user.alice.New>",
+        "append mailbox=<user.alice.New>", "append mailbox=<user.alice>",
+    ]
+    assert all("sessionid=<S>" in line for line in lines)
+
+
+@pytest.mark.parametrize(("script", "line"), [
+    ("discard;\n", "auditlog: discard sessionid=<S> message-id=<s1@example.org>"),
+    ('redirect "carol@example.net";\n',
+     "auditlog: redirect sessionid=<S> message-id=<s1@example.org> target=<carol@example.net>"
+     " userid=<alice>"),
+    ('require ["reject"];\nreject "no";\n',
+     "auditlog: LMTP reject sessionid=<S> message-id=<s1@example.org> userid=<alice>"),
+])
+def test_auditlog_of_sieve_actions(
+    setup: Setup, caplog: pytest.LogCaptureFixture, script: str, line: str
+) -> None:
+    """auditlog: Cyrus lmtpd's lines for what Sieve did instead of filing (lmtp_sieve.c)."""
+    caplog.set_level(logging.INFO, "sealmail.auditlog")
+    setup.engine.auditlog = True
+    setup.script(script)
+    setup.deliver()
+    assert [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"] == [line]

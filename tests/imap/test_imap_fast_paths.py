@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
-from sealmail.imap import ImapSession, fetching, searching
+from sealmail.imap import ImapSession, fetching, listing, searching
 from sealmail.imap.fetching import StructureCache, internaldate_text
-from sealmail.imap.selected import flag_atoms
+from sealmail.imap.selected import SelectedMailbox, flag_atoms
 from sealmail.proto.imap import (
     Literal,
     ParserLimits,
@@ -251,6 +251,7 @@ def test_listed_fields_come_from_the_index_alone(store: MessageStore,
     # Rows older than index version 6: filled by the first such FETCH, same answer.
     conn = sqlite3.connect(store.configdirectory / "mailboxes.db", isolation_level=None)
     conn.execute("UPDATE header_index SET listed = NULL")
+    monkeypatch.setattr(listing, "memo_for", lambda store: listing.ListedMemo())  # no memory
     assert run(session_on(store, examine=True), "t FETCH 1:* " + LISTED_ITEMS) == generic
     assert conn.execute("SELECT count(*) FROM header_index WHERE listed IS NULL").fetchone() == (
         0,)
@@ -261,7 +262,79 @@ def _generic(store: MessageStore, monkeypatch: pytest.MonkeyPatch, line: str) ->
     """What the general way (a `DataResponse` per message, from the parse) answers."""
     with monkeypatch.context() as patch:
         patch.setattr(fetching, "_from_file", lambda attribute: None)
+        patch.setattr(fetching, "listed_plan", lambda attributes: None)
         return run(session_on(store, examine=True), line)
+
+
+@pytest.mark.usefixtures("chunks")
+@pytest.mark.parametrize("items", [
+    LISTED_ITEMS,
+    "(FLAGS BODY.PEEK[HEADER.FIELDS (Subject)] UID MODSEQ)",
+    "(BODY.PEEK[HEADER.FIELDS (From Date)]<4.11> RFC822.SIZE BODY.PEEK[HEADER.FIELDS (To)])",
+    "(BODY[HEADER.FIELDS (Subject)])",  # all \\Seen already (EXAMINE: nothing is set)
+])
+def test_listed_items_render_as_the_generic_way(store: MessageStore, items: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built in bulk from the index (sealmail.imap.listing), octet for octet the general way,
+    odd headers and a NUL included."""
+    for raw in [*ODD_HEADERS, b"Subject: a NUL \0 here\r\nTo: d@example.org\r\n\r\nbody\r\n"]:
+        store.deliver(raw, [DeliveryTarget("user.fred")])
+    taken: list[bool] = []
+    whole = fetching._fetch_whole_bodies
+    monkeypatch.setattr(fetching, "_fetch_whole_bodies",
+                        lambda *args: taken.append(True) or whole(*args))
+    fast = run(session_on(store, examine=True), "t FETCH 1:* " + items)
+    assert not taken  # no chunk went the way of whole headers
+    assert _generic(store, monkeypatch, "t FETCH 1:* " + items) == fast
+    assert fast.count(b" FETCH (") == 33
+    assert (b"a NUL \x80 here" in fast) == ("Subject" in items or "SUBJECT" in items)
+
+
+def test_listed_fields_read_once_are_kept_by_the_process(store: MessageStore,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = run(session_on(store, examine=True), "t FETCH 1:* " + LISTED_ITEMS)
+
+    def no_read(*args: object) -> None:
+        raise AssertionError("the store was asked again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "listed_headers", no_read)
+        assert run(session_on(store, examine=True), "t FETCH 1:* " + LISTED_ITEMS) == first
+    store.deliver(message(99), [DeliveryTarget("user.fred")])  # only the new one is read
+    asked: list[list[int]] = []
+    read = store.listed_headers
+    monkeypatch.setattr(store, "listed_headers", lambda name, uids: asked.append(uids) or read(
+        name, uids))
+    assert run(session_on(store, examine=True), "t FETCH 1:* " + LISTED_ITEMS).startswith(
+        first.removesuffix(b"t OK FETCH completed\r\n"))
+    assert asked == [[31]]
+
+
+def test_the_listed_memo_is_bounded() -> None:
+    class Store:
+        def listed_headers(self, name: str, uids: list[int]) -> dict[int, tuple[int, bytes]]:
+            return {uid: (uid, b"Subject: %d\r\n\r\n" % uid) for uid in uids}
+
+    memo = listing.ListedMemo(capacity=10)
+    views = [SelectedMailbox(f"user.fred.{n}", True, 1, 1) for n in range(3)]
+    assert len(memo.listed(Store(), views[0], [1, 2, 3, 4])) == 4  # type: ignore[arg-type]
+    assert len(memo.listed(Store(), views[1], [1, 2, 3, 4, 5, 6])) == 6  # type: ignore[arg-type]
+    assert [len(kept) for kept in memo._mailboxes.values()] == [4, 6]
+    memo.listed(Store(), views[2], [7, 8])  # type: ignore[arg-type]
+    assert [len(kept) for kept in memo._mailboxes.values()] == [6, 2]  # the oldest went
+    too_many = list(range(1, 12))  # more than it may keep at all: answered, not kept
+    assert len(memo.listed(Store(), views[0], too_many)) == 11  # type: ignore[arg-type]
+    assert sum(len(kept) for kept in memo._mailboxes.values()) <= 10
+
+
+def test_a_listed_fetch_leaves_out_what_another_session_expunged(
+        store: MessageStore) -> None:
+    session = session_on(store)
+    store.expunge("user.fred", [5])  # sequence number 4; this session is not told yet
+    out = run(session, "t FETCH 3:5 " + LISTED_ITEMS)
+    assert out.startswith(b"* 3 FETCH (UID 3 RFC822.SIZE ")
+    assert b"* 4 FETCH" not in out and b"* 5 FETCH (UID 6 " in out
+    assert out.endswith(b"t OK FETCH completed\r\n")
 
 
 @pytest.mark.usefixtures("chunks")

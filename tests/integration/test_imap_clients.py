@@ -8,8 +8,10 @@ from __future__ import annotations
 import imaplib
 import shutil
 import smtplib
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,3 +294,37 @@ def test_imaplib_utf8_accept_and_imap4rev2(imapd: ImapDaemon) -> None:
     [esearch] = rev2.response("ESEARCH")[1]
     assert isinstance(esearch, bytes) and esearch.endswith(b") UID ALL 2")
     rev2.logout()
+
+
+def test_a_failed_imaps_handshake_is_logged_and_the_server_goes_on(imapd: ImapDaemon) -> None:
+    """Cyrus's `imaps TLS negotiation failed: CLIENT` line, for garbage and for a client gone
+    before its ClientHello; the next client is served."""
+
+    def failures() -> list[str]:
+        return [
+            line for line in imapd.log.read_text(errors="replace").splitlines()
+            if "imaps TLS negotiation failed: [127.0.0.1]" in line
+        ]
+
+    deadline = time.monotonic() + 15
+    while not failures() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the fixture's own probe of the port, a client gone at once
+    earlier = len(failures())
+    with socket.create_connection(("127.0.0.1", imapd.tls_port), timeout=10) as garbage:
+        garbage.sendall(b"a001 LOGIN alice secret\r\n" * 4)
+        try:
+            said = garbage.recv(4096)
+        except ConnectionResetError:
+            said = b""
+        assert b"OK" not in said and b"BAD" not in said  # nothing said in clear
+    socket.create_connection(("127.0.0.1", imapd.tls_port), timeout=10).close()
+    imaps = imaplib.IMAP4_SSL(
+        "127.0.0.1", imapd.tls_port, ssl_context=imapd.tls_context(), timeout=10
+    )
+    imaps.login("alice", PASSWORD)
+    imaps.logout()
+    deadline = time.monotonic() + 15
+    while len(failed := failures()[earlier:]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(failed) == 2, imapd.log.read_text(errors="replace")[-2000:]
+    assert "(WRONG_VERSION_NUMBER)" in failed[0] and "(lost connection)" in failed[1]

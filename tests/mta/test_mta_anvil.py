@@ -113,7 +113,7 @@ def test_the_service_is_shared_by_two_streams(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_starttls_and_auth_limits() -> None:
+def test_starttls_and_auth_limits(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         limits = ClientLimits(new_tls_rate=1, auth_rate=2)
         anvil = LocalAnvil(AnvilTable(60))
@@ -122,7 +122,8 @@ def test_starttls_and_auth_limits() -> None:
         await limiter.tls_started()
         refusal = await limiter.starttls()
         assert refusal is not None and refusal.render() == (
-            b"454 4.7.0 Error: too many new TLS sessions from 1.2.3.4\r\n")
+            b"454 4.7.0 Error: too many new TLS sessions from unknown[1.2.3.4]\r\n")
+        assert "Refusing STARTTLS request from unknown[1.2.3.4] for service smtp" in caplog.text
         assert await limiter.auth() is None
         assert await limiter.auth() is None
         refusal = await limiter.auth()

@@ -202,3 +202,36 @@ def test_postqueue_flush_tries_a_dead_destination_again(tmp_path: Path) -> None:
     asyncio.run(qmgr.run_once())
     assert agent.calls == 4
     assert all(queue.find(i) is None for i in ids)
+
+
+def test_postqueue_i_tries_one_message_and_its_dead_destination_now(tmp_path: Path) -> None:
+    from sealmail.mta.pickup import control_request
+    from sealmail.mta.showq import retry_now
+
+    clock = Clock()
+    agent = GatedAgent(hop=True, released_all=True)
+    queue, qmgr = make(tmp_path, "local_transport = cyrus:unix:/lmtp\n"
+                       "initial_destination_concurrency = 1\nminimal_backoff_time = 1h\n",
+                       agent, clock)
+    ids = [submit(queue, f"user{n}@example.com") for n in range(3)]
+    asyncio.run(qmgr.run_once())
+    assert agent.calls == 1 and all(queue.find(i) is QueueName.DEFERRED for i in ids)
+    agent.hop = False
+    assert not retry_now(queue, ids[1])  # no master: moved, and tried when one starts
+    assert queue.find(ids[1]) is QueueName.INCOMING
+    assert control_request(f"retry {ids[1]}\n".encode()) == ("retry", ids[1])
+    qmgr.retry(ids[1])  # what the master does with that line
+    asyncio.run(qmgr.run_once())
+    assert agent.calls == 2  # that message, though its destination was dead for an hour
+    assert queue.find(ids[1]) is None
+    assert [queue.find(i) for i in (ids[0], ids[2])] == [QueueName.DEFERRED] * 2  # not flushed
+
+
+def test_control_lines_are_one_known_word_and_a_queue_id_where_one_belongs() -> None:
+    from sealmail.mta.pickup import control_request
+
+    assert control_request(b"wake\n") == ("wake", "")
+    assert control_request(b"flush\r\n") == ("flush", "")
+    for bad in (b"wake BCDFGH\n", b"retry\n", b"retry ../etc\n", b"retry BCD FGH\n",
+                b"reboot\n", b"", b"\xff\n"):
+        assert control_request(bad) is None, bad

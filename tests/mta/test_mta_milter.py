@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import smtplib
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -145,9 +146,33 @@ def test_quarantine_puts_the_message_on_hold(serve: Callable[..., Server],
 def test_connect_rejection_answers_mail_from(serve: Callable[..., Server],
                                              milters: Callable[..., FakeMilter]) -> None:
     server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Reject())).spec}\n")
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        server.client()
+    # As Postfix's smtpd (smtpd.c): a 5xx greeting, and the session goes on.
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (
+        554, b"mx.example.com ESMTP not accepting connections")
+
+
+def test_after_a_554_greeting_helo_is_answered_and_mail_from_refused(
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Reject())).spec}\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline() == b"554 mx.example.com ESMTP not accepting connections\r\n"
+        stream.write(b"HELO client.test\r\nMAIL FROM:<alice@example.org>\r\nQUIT\r\n")
+        stream.flush()
+        assert stream.readline().startswith(b"250 ")  # as Postfix: HELO is not refused
+        assert stream.readline() == b"550 5.7.1 Command rejected\r\n"
+        assert stream.readline().startswith(b"221 ")
+
+
+def test_tempfail_at_connect_keeps_the_220_and_answers_mail_from(
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Tempfail())).spec}\n")
     with server.client() as client:
-        assert client.ehlo("client.test")[0] == 250  # as Postfix: HELO is not refused
-        assert client.mail("alice@example.org") == (550, b"5.7.1 Command rejected")
+        assert client.ehlo("client.test")[0] == 250
+        assert client.mail("alice@example.org") == (451, b"4.7.1 Service unavailable - try "
+                                                         b"again later")
 
 
 def test_shutdown_at_connect_ends_the_session(serve: Callable[..., Server],
@@ -155,7 +180,8 @@ def test_shutdown_at_connect_ends_the_session(serve: Callable[..., Server],
     server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Shutdown())).spec}\n")
     with pytest.raises(smtplib.SMTPConnectError) as refused:
         server.client()
-    assert refused.value.smtp_code == 421
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (
+        421, b"mx.example.com Service unavailable - try again later")
 
 
 # -- edits ---------------------------------------------------------------------------------------
@@ -259,7 +285,9 @@ def test_milter_down_refuses_by_default_action(serve: Callable[..., Server], act
                                                caplog: pytest.LogCaptureFixture) -> None:
     server = serve(f"smtpd_milters = {_closed_port()}\nmilter_default_action = {action}\n")
     caplog.set_level(logging.INFO, "sealmail")
-    with server.client() as client:
+    with smtplib.SMTP(timeout=10) as client:
+        # Postfix's smtpd greets with 554 after a 5xx at CONNECT (here the default action's).
+        assert client.connect("127.0.0.1", server.port)[0] == (554 if action == "reject" else 220)
         client.ehlo("client.test")
         assert client.mail("alice@example.org") == expected
     assert any("connect to Milter service inet:127.0.0.1:" in line for line in caplog.messages)
@@ -352,6 +380,24 @@ def test_pickup_mail_goes_through_non_smtpd_milters(tmp_path: Path,
     assert (connect.hostname, connect.address) == (b"localhost", b"127.0.0.1")
     assert m.Helo(b"localhost") in milter.commands
     assert os.listdir(queue.maildrop) == []
+
+
+def test_requeued_mail_skips_non_smtpd_milters(tmp_path: Path,
+                                              milters: Callable[..., FakeMilter]) -> None:
+    """postsuper -r: as Postfix's pickup (pickup.c, postsuper(1)), no milter sees it again."""
+    milter = milters(at(m.EndOfMessage, m.InsertHeader(0, b"DKIM-Signature", b"v=1"),
+                        m.Continue()))
+    queue, [queue_id], config = _posted(tmp_path, milter)
+    def connects() -> int:
+        return sum(isinstance(c, m.Connect) for c in milter.commands)
+
+    assert connects() == 1
+    queue.requeue(queue_id, QueueName.INCOMING)
+    settings = MilterSettings.from_config(config, MAIN.non_smtpd_milters)
+    [again] = pickup_once(queue, cleanup_from_config(config), milters=settings)
+    assert connects() == 1
+    content = queue.load(again, QueueName.INCOMING).content.read()
+    assert content.count(b"DKIM-Signature: v=1\r\n") == 1
 
 
 def test_pickup_refusals(tmp_path: Path, milters: Callable[..., FakeMilter]) -> None:

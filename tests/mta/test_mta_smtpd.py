@@ -493,3 +493,14 @@ def test_dsn_notify_parameter() -> None:
     assert dsn_notify("success,Failure") == ("SUCCESS", "FAILURE")
     assert dsn_notify("NEVER") == ("NEVER",)
     assert dsn_notify(None) == ()
+
+
+def test_the_package_keeps_its_public_names() -> None:
+    """sealmail.mta.smtpd became a package (issue 20's split): what others import from it is
+    re-exported, and each name is the one its module defines."""
+    import sealmail.mta.smtpd as smtpd
+
+    for name in smtpd.__all__:
+        value = getattr(smtpd, name)
+        assert getattr(value, "__module__", smtpd.__name__).startswith("sealmail.mta.smtpd"), name
+    assert {"SmtpdService", "SmtpdSettings", "serve_sockets", "worker_main"} <= set(smtpd.__all__)

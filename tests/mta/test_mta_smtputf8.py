@@ -107,8 +107,9 @@ def test_without_smtputf8_on_offer_only_mail_that_needs_it_bounces(
                      what="the notice to a@example.com")
     [bounced] = [r.getMessage() for r in caplog.records if "dsn=5.6.7" in r.getMessage()]
     assert f"to=<{RECIPIENT}>" in bounced and "status=bounced" in bounced
-    assert (f"(SMTPUTF8 is required, but was not offered by host "
-            f"127.0.0.1[127.0.0.1]:{sink.port})") in bounced
+    assert ("(SMTPUTF8 is required, but was not offered by host "
+            "127.0.0.1[127.0.0.1])") in bounced
+    assert f"relay=127.0.0.1[127.0.0.1]:{sink.port}," in bounced
     [delivered] = sink.messages()
     assert "X-Mail-Args: <b@example.com>\n" in delivered  # no SMTPUTF8 parameter
     assert "X-Rcpt-Args: <bob@example.org>" in delivered

@@ -595,6 +595,35 @@ def test_special_use_list_status_sort_thread(start) -> None:  # type: ignore[no-
     sock.close()
 
 
+def test_sort_and_thread_answers_kept_by_the_daemon_follow_new_mail_and_expunges(  # type: ignore[no-untyped-def]
+        start) -> None:
+    """SORT and THREAD answers kept by the process (sealmail.imap.orders), shared by its
+    sessions, are those of each session's own view of the mailbox."""
+    server = start(allowplaintext="yes")
+    for day, sender in ((4, "zed"), (3, "amy"), (5, "bea")):
+        server.deliver(f"From: {sender}@example.org\r\nSubject: topic\r\n"
+                       f"Date: 0{day} Mar 2026 10:00:00 +0000\r\n\r\nx\r\n".encode())
+    one, two = server.login(), server.login()
+    one.select("INBOX")
+    two.select("INBOX")
+    assert one.sort("(DATE)", "UTF-8", "ALL")[1] == [b"2 1 3"]
+    assert two.sort("(DATE)", "UTF-8", "ALL")[1] == [b"2 1 3"]
+    assert two.thread("ORDEREDSUBJECT", "UTF-8", "ALL")[1] == [b"(2 (1)(3))"]
+    server.deliver(b"From: al@example.org\r\nSubject: topic\r\n"
+                   b"Date: 01 Mar 2026 10:00:00 +0000\r\n\r\nx\r\n")
+    one.noop()
+    assert one.sort("(DATE)", "UTF-8", "ALL")[1] == [b"4 2 1 3"]
+    one.store("2", "+FLAGS", "(\\Deleted)")
+    one.expunge()
+    assert one.uid("SORT", "(DATE)", "UTF-8", "ALL")[1] == [b"4 1 3"]
+    assert one.thread("ORDEREDSUBJECT", "UTF-8", "ALL")[1] == [b"(3 (1)(2))"]
+    two.noop()  # the new message and the expunge, now
+    assert two.sort("(DATE)", "UTF-8", "ALL")[1] == [b"3 1 2"]
+    assert two.thread("ORDEREDSUBJECT", "UTF-8", "ALL")[1] == [b"(3 (1)(2))"]
+    one.logout()
+    two.logout()
+
+
 def test_compress_deflate(start) -> None:  # type: ignore[no-untyped-def]
     import zlib
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.store.conftest import make_config
 
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk import DiskStore
+from sealmail.store.errors import StoreError
 
 pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
 
@@ -298,3 +300,145 @@ def test_advisory_commits_skip_the_wal_fsync_and_everything_else_keeps_it(
         raise RuntimeError("rolled back")
     assert index.connection().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
     assert [r.uid for r in store.messages("user.a")] == [1, 3]
+
+
+# -- the commit turn: group commits of several processes (sealmail.store.locks.CommitTurn) ------
+
+
+def test_two_processes_delivering_at_once_store_and_index_everything(tmp_path: Path) -> None:
+    """Two processes of two threads each, as two preforked lmtpds: every message is stored
+    once, indexed, readable, and each caller's uids ascend; the turn's lock file exists."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        for name in ("user.a", "user.b"):
+            disk.create_mailbox(name)
+    code = """
+        import os, threading
+        disk = DiskStore.from_config(config)
+        lines = []
+        def work(thread):
+            for i in range(15):
+                body = f"{os.getpid()}-{thread}-{i}\\r\\n".encode()
+                results = disk.deliver(body, [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+                lines.append(" ".join([body.decode().strip()] + [str(r.uid) for r in results]))
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        disk.close()
+        print("\\n".join(lines))
+    """
+    children = [
+        subprocess.Popen([sys.executable, "-c", _child_code(tmp_path, code)],
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    sent: dict[str, tuple[int, int]] = {}
+    for child in children:
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        for line in out.splitlines():
+            body, uid_a, uid_b = line.split()
+            sent[body] = (int(uid_a), int(uid_b))
+    assert len(sent) == 60
+    assert (tmp_path / "config" / "lock" / "commit").exists()
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        for column, name in enumerate(("user.a", "user.b")):
+            assert [r.uid for r in disk.messages(name)] == list(range(1, 61))
+            assert disk.mailbox(name).uidnext == 61  # type: ignore[union-attr]
+            for body, uids in sent.items():
+                assert disk.message_bytes(name, uids[column]) == f"{body}\r\n".encode()
+        for prefix in {body.rsplit("-", 1)[0] for body in sent}:  # one calling thread
+            own = [sent[f"{prefix}-{i}"][0] for i in range(15)]
+            assert own == sorted(own)
+
+
+def test_a_process_killed_during_its_turn_frees_it_and_leaves_no_half_message(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL after linking, inside the turn and the open transaction: the kernel drops the
+    flock and SQLite rolls back, so another process delivers at once (it would hang on the turn
+    otherwise), and the dead delivery is neither indexed nor readable."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+    killed = _run_child(
+        tmp_path,
+        """
+        def crash(at):
+            if at == "linked":
+                os.kill(os.getpid(), signal.SIGKILL)
+        disk = DiskStore.from_config(config, fault_hook=crash)
+        disk.deliver(b"half\\r\\n", [DeliveryTarget("user.a")])
+        """,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    other = _run_child(
+        tmp_path,
+        """
+        with DiskStore.from_config(config) as disk:
+            for i in range(5):
+                [result] = disk.deliver(f"whole {i}\\r\\n".encode(), [DeliveryTarget("user.a")])
+                print(result.uid)
+        """,
+    )
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.split() == ["1", "2", "3", "4", "5"]  # uid 1's debris replaced
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        assert [disk.message_bytes("user.a", uid) for uid in range(1, 6)] == [
+            f"whole {i}\r\n".encode() for i in range(5)
+        ]
+        assert disk.reconstruct_all() == []
+        assert list((tmp_path / "spool" / "stage.").iterdir()) == []
+
+
+def test_the_turn_excludes_other_processes_and_a_forked_child_locks_its_own(
+    tmp_path: Path,
+) -> None:
+    """A forked child inherits the parent's descriptor; sharing it would share the flock, so
+    the child opens its own and waits for the parent's turn to end."""
+    from sealmail.store.locks import CommitTurn
+
+    turn = CommitTurn(tmp_path / "lock" / "commit")
+    with turn.taken():  # opened in this process before the fork
+        pass
+    read_end, write_end = os.pipe()
+    with turn.taken():
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.close(read_end)
+                with turn.taken():
+                    os.write(write_end, b"in")
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        import select
+
+        # Never in while we hold it (a shared description would let it in at once).
+        assert select.select([read_end], [], [], 0.3)[0] == []
+    try:
+        assert select.select([read_end], [], [], 60)[0] == [read_end]
+        assert os.read(read_end, 2) == b"in"
+    finally:
+        os.close(read_end)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # never left behind when it hangs
+        os.waitpid(pid, 0)
+    turn.close()
+
+
+def test_a_turn_that_cannot_be_taken_fails_the_batch_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    """lock/commit unusable (here a directory): each copy gets a StoreError naming the lock
+    file (lmtpd answers 451), nothing is linked or indexed, and delivery works once fixed."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        (tmp_path / "config" / "lock" / "commit").mkdir(parents=True)
+        [failed] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        assert isinstance(failed, StoreError) and "lock/commit" in str(failed)
+        assert disk.messages("user.a") == []
+        assert not (disk.mailbox_path("user.a") / "1.").exists()
+        assert list((tmp_path / "spool" / "stage.").iterdir()) == []
+    (tmp_path / "config" / "lock" / "commit").rmdir()
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        [stored] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        assert isinstance(stored, AppendedMessage) and stored.uid == 1

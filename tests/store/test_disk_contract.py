@@ -206,6 +206,9 @@ def test_deliver_results_in_order_with_failures(store: DiskStore) -> None:
     info = store.mailbox("user.alice")
     assert info is not None and info.uidnext == 3 and info.exists == 2
     assert info.highestmodseq == again.modseq
+    # What the auditlog's append line needs, with no second read: uniqueid and stored flags.
+    assert (first.uniqueid, first.flags) == (info.uniqueid, ("\\Seen",))
+    assert (again.uniqueid, again.flags) == (info.uniqueid, ())
     assert store.deliver(MESSAGE, []) == []
     if on_disk(store):
         stage = store.partitions["default"] / "stage."

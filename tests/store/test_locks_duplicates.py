@@ -134,6 +134,34 @@ def test_duplicate_database_threads_and_processes(tmp_path: Path) -> None:
     database.close()
 
 
+def test_duplicate_marks_wait_their_turn_on_the_lock_file(tmp_path: Path) -> None:
+    """A mark waits for whoever holds lock/deliver.db (another process's mark, here a
+    descriptor of our own), asleep in flock rather than in SQLite's busy handler, and is
+    written as soon as the turn is free."""
+    import fcntl
+    import os
+
+    database = DuplicateDatabase(tmp_path / "deliver.db")
+    database.mark("<first@x>", "m")  # creates the lock file
+    fd = os.open(tmp_path / "lock" / "deliver.db", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    marks = [
+        threading.Thread(target=database.mark, args=("<held@x>", "m")),
+        threading.Thread(target=database.mark_all, args=("<held@x>", ["a", "b"])),
+    ]
+    for thread in marks:
+        thread.start()
+    for thread in marks:
+        thread.join(0.2)
+    assert all(thread.is_alive() for thread in marks)  # never in while the turn is held
+    assert not database.seen("<held@x>", "m")
+    os.close(fd)  # releases the flock
+    for thread in marks:
+        thread.join(60)
+    assert database.seen_among("<held@x>", ["m", "a", "b"]) == {"m", "a", "b"}
+    database.close()
+
+
 def test_store_hands_out_duplicates_only_when_enabled(tmp_path: Path) -> None:
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         assert disk.duplicates() is disk.duplicates() is not None
@@ -164,6 +192,28 @@ def test_every_backend_keeps_duplicate_deliveries(store: Any) -> None:
     many = [f"user.n{i}" for i in range(1200)]
     duplicates.mark_all("<e@x>", many[::3])
     assert duplicates.seen_among("<e@x>", many) == set(many[::3])
+
+
+def test_every_backend_expires_in_batches_and_reports_each(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big purge goes in transactions of EXPIRE_BATCH entries, so marks never wait for it."""
+    import sealmail.store.duplicates as disk_duplicates
+    import sealmail.store.postgres.duplicates as shared_duplicates
+
+    monkeypatch.setattr(disk_duplicates, "EXPIRE_BATCH", 4)
+    monkeypatch.setattr(shared_duplicates, "EXPIRE_BATCH", 4)
+    duplicates = store.duplicates()
+    for n in range(10):
+        duplicates.mark(f"<old{n}@x>", "user.alice", when=1000.0)
+    duplicates.mark("<new@x>", "user.alice")
+    reports: list[tuple[int, int]] = []
+    assert duplicates.expire(1, lambda removed, total: reports.append((removed, total))) == 10
+    assert reports == [(4, 10), (8, 10), (10, 10)]
+    assert duplicates.seen("<new@x>", "user.alice")
+    assert not any(duplicates.seen(f"<old{n}@x>", "user.alice") for n in range(10))
+    assert duplicates.expire(1, lambda removed, total: reports.append((removed, total))) == 0
+    assert len(reports) == 3  # nothing to remove: no report
 
 
 def test_every_backend_has_an_exclusive_pop_lock_with_its_last_login(store: Any) -> None:

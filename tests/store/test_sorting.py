@@ -103,8 +103,9 @@ def test_copy_and_expunge_carry_the_form(store: DiskStore) -> None:
     assert store.sorted_uids("user.a.Copy", [("SUBJECT", False)]) == [1, 2]
     assert store.thread_fields("user.a.Copy")[1].references == "<1@x> <2@x>"
     listed = store.listed_headers("user.a.Copy", [1, 2, 3])  # the listed fields go along
-    assert listed == {1: listed_form(MESSAGES[1]), 2: listed_form(MESSAGES[2])}
-    assert listed[1].startswith(b"Date: Wed, 25 Nov 2026 08:00:00 +0000\r\nSubject: alpha\r\n")
+    assert listed == {1: (len(MESSAGES[1]), listed_form(MESSAGES[1])),
+                      2: (len(MESSAGES[2]), listed_form(MESSAGES[2]))}
+    assert listed[1][1].startswith(b"Date: Wed, 25 Nov 2026 08:00:00 +0000\r\nSubject: alpha\r\n")
     store.expunge("user.a", [2])
     assert store.sorted_uids("user.a", [("DATE", False)]) == [3, 4, 1]
     if on_disk(store):

@@ -73,11 +73,14 @@ def write_instance(root: Path, extra: str = "") -> tuple[Path, Path]:
 def serving(root: Path, tls: ssl.SSLContext | None = None,
             limits: HttpLimits | None = None) -> Iterator[ConsoleServer]:
     """A console on a new private instance under `root`, served from a thread."""
+    from sealmail.auth.authenticator import Authenticator
     from sealmail.config.cyrus_conf import InetAddress
     from sealmail.console.app import Console
     from sealmail.console.login import ConsoleLogin
+    from sealmail.console.store_helper import StoreHelper
     from sealmail.console.views import Sources
     from sealmail.mta.config import load_mta_config
+    from sealmail.privileges import store_account
     from sealmail.server.http import HttpLimits, serve_http
     from sealmail.server.listeners import bind_inet
 
@@ -85,7 +88,9 @@ def serving(root: Path, tls: ssl.SSLContext | None = None,
     queue = Queue.from_config(load_mta_config(mta).main)
     queue.create_directories()
     config = load_imapd_conf(conf)
-    app = Console(queue, Sources(config, str(conf), str(mta)), ConsoleLogin(config))
+    store = StoreHelper.start(str(conf), store_account(config))
+    login = ConsoleLogin(config, Authenticator(config, credentials=store))  # as the command's
+    app = Console(queue, Sources(config, str(conf), str(mta)), login, store)
     port = free_tcp_port()
     sockets = bind_inet(InetAddress("127.0.0.1", port, socket.AF_INET))
     loop = new_event_loop()
@@ -109,3 +114,4 @@ def serving(root: Path, tls: ssl.SSLContext | None = None,
         loop.call_soon_threadsafe(stop[0].set)
         thread.join(10)
         loop.close()
+        store.close()

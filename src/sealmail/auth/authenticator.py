@@ -23,6 +23,7 @@ from sealmail.proto.sasl import (
     MECHANISMS,
     PLAINTEXT_MECHANISMS,
     CramMD5Secret,
+    Credentials,
     CredentialsUnavailable,
     FailureReason,
     Identity,
@@ -120,8 +121,12 @@ class Authenticator:
         *,
         sasldb: SaslDB | None = None,
         entropy: Callable[[int], bytes] = secrets.token_bytes,
+        credentials: Credentials | None = None,
     ) -> None:
+        """`credentials`, when given, answers every password check instead of the configured
+        backends (the web console's, asked of a helper that runs as the store's account)."""
         self.config = config
+        self._delegate = credentials
         self.default_realm = config.servername
         methods = tuple(m.lower() for m in (config.get(IMAPD.sasl_pwcheck_method) or ()))
         unknown = [m for m in methods if m not in PWCHECK_METHODS]
@@ -131,7 +136,10 @@ class Authenticator:
                 f"{' '.join(unknown) or 'empty'}: choose from {', '.join(PWCHECK_METHODS)}",
             )
         self.pwcheck_methods = methods
-        self._sasldb = (sasldb or SaslDB.from_config(config)) if "auxprop" in methods else None
+        self._sasldb = (
+            (sasldb or SaslDB.from_config(config))
+            if "auxprop" in methods and credentials is None else None
+        )
         self._saslauthd_path = Path(
             config.get(IMAPD.sasl_saslauthd_path) or DEFAULT_SASLAUTHD_PATH
         )
@@ -155,7 +163,10 @@ class Authenticator:
             self._allowed = tuple(m for m in MECHANISMS if m in wanted)
         self._minimum_layer = config.get(IMAPD.sasl_minimum_layer)
 
-    def _credentials(self, service: str) -> _PasswordBackends:
+    def credentials(self, service: str) -> Credentials:
+        """The password backends of `service` (sasl_pwcheck_method), in their order."""
+        if self._delegate is not None:
+            return self._delegate
         saslauthd = (
             SaslauthdClient(self._saslauthd_path, service)
             if "saslauthd" in self.pwcheck_methods
@@ -237,7 +248,7 @@ class Authenticator:
             raise MechanismUnavailable(name, reason)
         admins = self.admins(service)
         context = MechanismContext(
-            credentials=self._credentials(service),
+            credentials=self.credentials(service),
             default_realm=self.default_realm,
             authorize=lambda authcid, _authzid: authcid in admins,
             entropy=self._entropy,

@@ -34,7 +34,9 @@ from sealmail.cli.admin_query import (
     parse_query,
 )
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, load_imapd_conf
+from sealmail.config.options import IMAPD
 from sealmail.imap.namespace import UserNamespace
+from sealmail.store import auditlog
 from sealmail.store.api import MessageRecord, MessageStore, QuotaAdmin
 from sealmail.store.backends import open_store
 from sealmail.store.errors import StoreError
@@ -59,9 +61,15 @@ class AdminRun:
     """One run: the store, the users, and what each action prints."""
 
     def __init__(
-        self, store: MessageStore, separator: str, out: Callable[[str], None], all_users: bool
+        self,
+        store: MessageStore,
+        separator: str,
+        out: Callable[[str], None],
+        all_users: bool,
+        audit: auditlog.AuditLog | None = None,
     ) -> None:
         self.store = store
+        self.audit = audit  # imapd.conf auditlog: an expunge line for each message removed
         self.separator = separator
         self.out = out
         self.all_users = all_users  # -A: every line says whose it is, as doveadm's
@@ -160,7 +168,7 @@ class AdminRun:
             for name, _, record in self.matching(user, query):
                 chosen.setdefault(name, []).append(record.uid)
             for name, uids in chosen.items():
-                removed += len(self.store.expunge(name, uids))
+                removed += len(auditlog.expunge(self.store, name, uids, self.audit))
         return removed
 
     def quota(self, users: list[str], how: str) -> None:
@@ -219,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"sealmail admin: {exc}", file=sys.stderr)
         return 1
-    admin = AdminRun(store, config.hierarchy_separator, print, args.all_users)
+    audit = auditlog.audit_for(config.get(IMAPD.auditlog), auditlog.command_session_id())
+    admin = AdminRun(store, config.hierarchy_separator, print, args.all_users, audit)
     try:
         users = admin.users(args.user)
         if args.action == "quota":

@@ -2,8 +2,8 @@
 --tls-key FILE] [-L STORE_LOG]...`: the web console (sealmail.console).
 
 It listens on loopback (127.0.0.1:9025) unless told otherwise; admins of imapd.conf log in with
-their SASL passwords. Started by root it stays root: it reads and changes the MTA's queue (the
-mail_owner's) and reads the store and both halves' logs, as postsuper and `sealmail trace` do.
+their SASL passwords. Started by root it binds and loads its certificate, starts its store
+helper as cyrus_user, and serves as main.cf's mail_owner (sealmail.console.accounts).
 Needs the `console` extra (h11): pip install 'sealmail[console]'.
 """
 
@@ -23,7 +23,10 @@ from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH
 from sealmail.mta.config.instance import DEFAULT_CONFIG_DIRECTORY
 
 if TYPE_CHECKING:
+    from sealmail.console.accounts import ConsoleAccounts
     from sealmail.console.app import Console
+    from sealmail.console.views import Sources
+    from sealmail.mta.queue import Queue
 
 DEFAULT_LISTEN = "127.0.0.1:9025"
 EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 64, 69, 78
@@ -70,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return EX_UNAVAILABLE
     from sealmail.config.cyrus_conf import InetAddress
     from sealmail.config.imapd_conf import ConfigError, load_imapd_conf
-    from sealmail.console.app import Console
-    from sealmail.console.login import ConsoleLogin
+    from sealmail.console.accounts import console_accounts
     from sealmail.console.views import Sources
     from sealmail.mta.config import load_mta_config
     from sealmail.mta.queue import Queue
@@ -80,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_imapd_conf(args.config)
+        config.warn_without_effect()  # as the daemons do: nothing accepted silently
         mta_dir = args.mta_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIRECTORY
-        queue = Queue.from_config(load_mta_config(mta_dir).main)
-        tls = tls_context(args.tls_cert, args.tls_key)
-        login = ConsoleLogin(config)
+        main = load_mta_config(mta_dir).main
+        queue = Queue.from_config(main)
+        accounts = console_accounts(main, config)  # a missing account refuses the start
+        tls = tls_context(args.tls_cert, args.tls_key)  # as root: the key may be root's only
     except (ConfigError, ValueError, OSError) as exc:
         print(f"sealmail console: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -105,10 +109,27 @@ def run(args: argparse.Namespace) -> int:
                         "and session cookies cross the network in clear", describe(address))
         log.info("console: listening on %s://%s", "https" if tls else "http", describe(address))
     sources = Sources(config, args.config, mta_dir, tuple(args.store_logs), args.maillog)
-    console = Console(queue, sources, login)
+    return _serve_as(accounts, queue, sources, sockets, tls)
+
+
+def _serve_as(accounts: ConsoleAccounts, queue: Queue, sources: Sources,
+              sockets: list[socket.socket], tls: ssl.SSLContext | None) -> int:
+    """Start the store helper (as cyrus_user), become mail_owner, serve until signalled."""
+    from sealmail.auth.authenticator import Authenticator
+    from sealmail.console.accounts import become_http_account, warn_unreadable
+    from sealmail.console.app import Console
+    from sealmail.console.login import ConsoleLogin
+    from sealmail.console.store_helper import StoreHelper
     from sealmail.server import runtime
 
-    runtime.run(_serve(console, sockets, tls))
+    helper = StoreHelper.start(sources.config_path, accounts.store)
+    try:
+        become_http_account(accounts, helper.pid)
+        warn_unreadable([sources.maillog_path(), *sources.store_log_paths()])
+        login = ConsoleLogin(sources.config, Authenticator(sources.config, credentials=helper))
+        runtime.run(_serve(Console(queue, sources, login, helper), sockets, tls))
+    finally:
+        helper.close()
     return 0
 
 

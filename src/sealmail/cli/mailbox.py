@@ -13,12 +13,14 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from sealmail.cli.progress import Progress
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
+from sealmail.store import auditlog
 from sealmail.store.api import MessageStore
 from sealmail.store.backends import open_store
 from sealmail.store.disk import DiskStore
-from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
+from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase, ExpireProgress
 from sealmail.store.errors import StoreError
 from sealmail.store.names import Namespace, wildcard_pattern
 
@@ -97,12 +99,15 @@ def _with_store(
 def run_mailbox(args: argparse.Namespace) -> int:
     def act(store: MessageStore, config: ImapdConfig, names: Namespace) -> int:
         action = args.action
+        audit = auditlog.audit_for(config.get(IMAPD.auditlog), auditlog.command_session_id())
         if action == "create":
-            store.create_mailbox(names.to_internal(args.name), partition=args.partition)
+            auditlog.create_mailbox(store, names.to_internal(args.name), audit, args.partition)
         elif action == "delete":
-            store.delete_mailbox(names.to_internal(args.name))
+            auditlog.delete_mailbox(store, names.to_internal(args.name), audit)
         elif action == "rename":
-            store.rename_mailbox(names.to_internal(args.old), names.to_internal(args.new))
+            auditlog.rename_mailbox(
+                store, names.to_internal(args.old), names.to_internal(args.new), audit
+            )
         elif action == "list":
             wanted = wildcard_pattern(args.pattern, names.separator)
             for info in store.list_mailboxes():
@@ -129,7 +134,9 @@ def run_mailbox(args: argparse.Namespace) -> int:
                     f" MESSAGE {usage.messages_used}/{count}"
                 )
         elif action == "setacl":
-            store.set_acl(names.to_internal(args.name), args.identifier, args.rights)
+            auditlog.set_acl(
+                store, names.to_internal(args.name), args.identifier, args.rights, audit
+            )
         elif action == "listacl":
             found = store.mailbox(names.to_internal(args.name))
             if found is None:
@@ -162,12 +169,19 @@ def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     def act(store: DiskStore, config: ImapdConfig, names: Namespace) -> int:
-        if args.names:
-            fixes: list[str] = []
-            for name in args.names:
-                fixes.extend(store.reconstruct(names.to_internal(name)))
-        else:
-            fixes = store.reconstruct_all()
+        with Progress("reconstruct", len(args.names)) as progress:
+            if args.names:
+                fixes: list[str] = []
+                for name in args.names:
+                    fixes.extend(store.reconstruct(names.to_internal(name)))
+                    progress.step(name)
+            else:
+
+                def checked(name: str, of: int) -> None:
+                    progress.total = of
+                    progress.step(names.to_external(name))
+
+                fixes = store.reconstruct_all(checked)
         for fix in fixes:
             print(fix)
         return 0
@@ -182,12 +196,12 @@ def add_expire_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _expire_shared(config: ImapdConfig, days: float) -> int:
+def _expire_shared(config: ImapdConfig, days: float, progress: ExpireProgress) -> int:
     """On PostgreSQL the duplicate database is the store's table, shared by every node."""
     store = open_store(config)
     try:
         database = store.duplicates()
-        return 0 if database is None else database.expire(days)
+        return 0 if database is None else database.expire(days, progress)
     finally:
         store.close()
 
@@ -198,14 +212,20 @@ def run_expire(args: argparse.Namespace) -> int:
         print("sealmail expire: -E needs a non-negative number of days", file=sys.stderr)
         return 2
     try:
-        if config.get(IMAPD.store_backend) == "postgresql":
-            removed = _expire_shared(config, args.days)
-        else:
-            database = DuplicateDatabase(config.configdirectory / DUPLICATES_NAME)
-            try:
-                removed = database.expire(args.days)
-            finally:
-                database.close()
+        with Progress("expire", 0) as progress:
+
+            def batch_done(removed: int, total: int) -> None:
+                progress.total = total
+                progress.step("entries", removed - progress.done)
+
+            if config.get(IMAPD.store_backend) == "postgresql":
+                removed = _expire_shared(config, args.days, batch_done)
+            else:
+                database = DuplicateDatabase(config.configdirectory / DUPLICATES_NAME)
+                try:
+                    removed = database.expire(args.days, batch_done)
+                finally:
+                    database.close()
     except StoreError as exc:
         print(f"sealmail expire: {exc}", file=sys.stderr)
         return 1

@@ -37,8 +37,8 @@ class Progress:
         self.shown = _is_terminal(self.stream)
         self._last = -interval
 
-    def step(self, what: str = "") -> None:
-        self.done += 1
+    def step(self, what: str = "", amount: int = 1) -> None:
+        self.done += amount
         if not self.shown:
             return
         now = self.clock()

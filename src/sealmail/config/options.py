@@ -117,6 +117,7 @@ class IMAPD(Registry):
     sieve_vacation_max_response = integer(90 * 86400, "Longest vacation period, seconds.")
     # Operation
     metrics_listen = optional_string("ADDR:PORT where master serves Prometheus metrics (/metrics) of all its services (needs the `metrics` extra, prometheus-client); unset: none. Keep it on loopback or a management network.", refuses=refuse_listen_address)
+    auditlog = boolean(False, "Log one 'auditlog:' line in Cyrus 3.6's shape for every change a session makes to the store: append (LMTP, deliver, Sieve fileinto, IMAP APPEND, COPY, MOVE), expunge (IMAP EXPUNGE, CLOSE, MOVE, POP3 QUIT), create, delete, rename, acl, and lmtpd's Sieve discard, redirect, reject and duplicate suppression, with the session's SESSIONID; also for `sealmail mailbox` and `sealmail admin expunge` (docs/operations.md).")
     # IMAP and ManageSieve sessions
     timeout = integer(32, "Minutes an IMAP or ManageSieve client may stay idle (at least 30).")
     # Sieve

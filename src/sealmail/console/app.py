@@ -22,6 +22,7 @@ from sealmail.console import pages, views
 from sealmail.console.login import ConsoleLogin
 from sealmail.console.queue_actions import act, flush
 from sealmail.console.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
+from sealmail.console.store_helper import StoreHelper
 from sealmail.mta.queue import Queue
 from sealmail.proto.sasl import FailureReason
 from sealmail.server.http import Request, Response, plain
@@ -49,11 +50,13 @@ REFUSALS = {
 
 @dataclass
 class Console:
-    """What the pages read: the MTA's queue, the store's imapd.conf, the logs (views.py)."""
+    """What the pages read: the MTA's queue, the store's imapd.conf, the logs (views.py), and
+    the store through its helper (store_helper.py)."""
 
     queue: Queue
     sources: views.Sources
     login: ConsoleLogin
+    store: StoreHelper
     sessions: Sessions = field(default_factory=Sessions)
     flashes: dict[str, tuple[bool, str]] = field(default_factory=dict)
 

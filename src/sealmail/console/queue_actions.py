@@ -3,9 +3,10 @@ release, delete; read and changed through sealmail.mta.queue exactly as `postque
 `postsuper` do (one rename or unlink per action, the running master told over its control
 socket), so the console and the command line never disagree about a message.
 
-Retry is Postfix's `postqueue -i QUEUEID`: the deferred file moves back to incoming/ and the
-master is asked to flush, which also forgets destinations it had marked dead (a message whose
-cause was just fixed must not wait out the dead time). A flush tries the other deferred mail too.
+Retry is Postfix's `postqueue -i QUEUEID`, by the same code (sealmail.mta.showq.retry_now): the
+deferred file moves back to incoming/ and the master is asked to try that message now, its
+destinations even if marked dead (a message whose cause was just fixed must not wait out the
+dead time); the other deferred mail keeps its schedule.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from sealmail.mta.pickup import send_control
 from sealmail.mta.queue import Queue, QueueError, QueueFile, QueueName, RecipientState, is_queue_id
+from sealmail.mta.showq import retry_now
 
 log = logging.getLogger("sealmail.console")
 
@@ -84,10 +86,8 @@ class Outcome:
     text: str
 
 
-def act(queue: Queue, action: str, queue_id: str, who: str,
-        notify: bool = True) -> Outcome:
-    """Do `action` to one message; what happened, in postsuper's words. `notify` tells a
-    running master (tests of the queue alone pass False)."""
+def act(queue: Queue, action: str, queue_id: str, who: str) -> Outcome:
+    """Do `action` to one message; what happened, in postsuper's words."""
     if action not in ACTIONS:
         return Outcome(False, f"unknown action {action!r}")
     if not is_queue_id(queue_id):
@@ -96,7 +96,7 @@ def act(queue: Queue, action: str, queue_id: str, who: str,
     if where is None:
         return Outcome(False, f"{queue_id}: no such message in the queue")
     try:
-        outcome = _ACTIONS[action](queue, queue_id, where, notify)
+        outcome = _ACTIONS[action](queue, queue_id, where)
     except QueueError as exc:
         return Outcome(False, str(exc))
     if outcome.ok:
@@ -104,32 +104,30 @@ def act(queue: Queue, action: str, queue_id: str, who: str,
     return outcome
 
 
-def retry(queue: Queue, queue_id: str, where: QueueName, notify: bool) -> Outcome:
+def retry(queue: Queue, queue_id: str, where: QueueName) -> Outcome:
     if where is QueueName.HOLD:
         return Outcome(False, f"{queue_id}: on hold: release it first")
-    if where is QueueName.DEFERRED:
-        queue.move(queue_id, QueueName.DEFERRED, QueueName.INCOMING)
-    if notify and not send_control(queue.control_socket, "flush"):
+    if not retry_now(queue, queue_id):
         return Outcome(True, f"{queue_id}: queued for delivery; the MTA is not running: "
                              "it is tried when the MTA starts")
     return Outcome(True, f"{queue_id}: scheduled for immediate delivery")
 
 
-def hold(queue: Queue, queue_id: str, where: QueueName, notify: bool) -> Outcome:
+def hold(queue: Queue, queue_id: str, where: QueueName) -> Outcome:
     if where is QueueName.HOLD:
         return Outcome(False, f"{queue_id}: already on hold")
     queue.move(queue_id, where, QueueName.HOLD)
     return Outcome(True, f"{queue_id}: placed on hold")
 
 
-def release(queue: Queue, queue_id: str, where: QueueName, notify: bool) -> Outcome:
+def release(queue: Queue, queue_id: str, where: QueueName) -> Outcome:
     if where is not QueueName.HOLD:
         return Outcome(False, f"{queue_id}: not on hold")
     queue.move(queue_id, QueueName.HOLD, QueueName.DEFERRED)
     return Outcome(True, f"{queue_id}: released from hold")
 
 
-def delete(queue: Queue, queue_id: str, where: QueueName, notify: bool) -> Outcome:
+def delete(queue: Queue, queue_id: str, where: QueueName) -> Outcome:
     if not queue.remove(queue_id):
         return Outcome(False, f"{queue_id}: no such message in the queue")
     return Outcome(True, f"{queue_id}: removed")

@@ -1,21 +1,13 @@
-"""`python -m sealmail.console.store_report IMAPD_CONF`: what the users page shows, read as the
-store's account and printed as JSON.
-
-The console may run as root (it changes the MTA's queue), but the store must only ever be
-opened as imapd.conf's cyrus_user: opening it as root could leave files (a database's WAL and
-shared-memory files, a new sasldb) that the store's daemons can no longer write. So the page asks
-this small program, which becomes that account first, as `sealmail quota` does.
+"""What the users page shows, read by the console's store helper (store_helper.py), which runs
+as imapd.conf's cyrus_user: the console itself never opens the store.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import sys
 from typing import Any
 
-from sealmail.config.imapd_conf import ConfigError, ImapdConfig, load_imapd_conf
+from sealmail.config.imapd_conf import ImapdConfig
 
 
 def report(config: ImapdConfig) -> dict[str, Any]:
@@ -52,24 +44,3 @@ def sasl_users(config: ImapdConfig) -> list[list[str]] | None:
         return None
     return [[f"{entry.identity.user}@{entry.identity.realm}", " ".join(entry.properties)]
             for entry in SaslDB.from_config(config).entries()]
-
-
-def main(argv: list[str]) -> int:
-    from sealmail.privileges import store_account, switch_to
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        config = load_imapd_conf(argv[0])
-        account = store_account(config, warn_level=logging.DEBUG)
-        if account is not None:
-            switch_to(account)
-        found = report(config)
-    except (ConfigError, OSError, Exception) as exc:  # the page shows why
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        return 1
-    print(json.dumps(found))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

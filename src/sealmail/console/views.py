@@ -1,8 +1,8 @@
 """What each console page shows, built from the queue, the logs and the store by the code the
 command line uses for the same question: the queue as `postqueue -p` reads it, a message's path
 as `sealmail trace` finds it (sealmail.cli.trace), quotas as `sealmail quota` reports them
-(store_report.py, run as the store's account), failed logins and activity from the daemons'
-logs (logs.py).
+(store_report.py, read by the store helper as the store's account), failed logins and activity
+from the daemons' logs (logs.py).
 
 Each view takes the console, the request and the session and returns (title, HTML content);
 the app wraps it in the page. They run in a worker thread.
@@ -11,9 +11,6 @@ the app wraps it in the page. They run in a worker thread.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +33,6 @@ if TYPE_CHECKING:
     from sealmail.server.http import Request
 
 AUTH_FAILURES_SHOWN = 200
-STORE_REPORT_TIMEOUT = 60.0  # seconds for the users page's child to read the store
 
 
 @dataclass(frozen=True)
@@ -92,15 +88,9 @@ def trace_view(console: Console, request: Request, session: Session) -> tuple[st
 
 
 def users_view(console: Console, request: Request, session: Session) -> tuple[str, str]:
-    """Read by store_report.py in a child process that becomes the store's account first."""
+    """Read by the store helper, which runs as the store's account (store_helper.py)."""
     title = "Users and quotas"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "sealmail.console.store_report", console.sources.config_path],
-            capture_output=True, text=True, timeout=STORE_REPORT_TIMEOUT, check=False)
-        found = json.loads(done.stdout or "{}")
-    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
-        found = {"error": str(exc)}
+    found = console.store.report()
     if "users" not in found:
         return title, f'<p class="flash error">{pages.e(found.get("error", "no answer"))}</p>'
 

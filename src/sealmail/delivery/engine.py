@@ -20,6 +20,7 @@ from sealmail.delivery.recipient import Recipient, RecipientResolver
 from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
 from sealmail.proto.smtp import Reply
+from sealmail.store import auditlog
 from sealmail.store.api import (
     AppendedMessage,
     DeliveryStore,
@@ -66,6 +67,7 @@ class DeliveryEngine:
             config.get(IMAPD.quotawarnmsg),
         )
         self.postmaster = config.get(IMAPD.postmaster)
+        self.auditlog = config.get(IMAPD.auditlog)
 
     def reply_for(self, error: BaseException) -> Reply:
         return reply_for(error, over_quota_permanent=self.quota_permanent)
@@ -125,6 +127,7 @@ class DeliveryEngine:
         self, envelope: Envelope, content: bytes, message_id: str | None
     ) -> list[Reply]:
         recipients = envelope.recipients
+        audit = auditlog.audit_for(self.auditlog, envelope.session_id)
         replies: list[Reply | None] = [None] * len(recipients)
         plans: list[SievePlan | None] = [None] * len(recipients)
         copies: dict[int, list[Copy]] = {}
@@ -141,15 +144,23 @@ class DeliveryEngine:
                 else None
             )
             plans[index] = plan
+            if audit is not None and plan is not None:
+                for info in plan.created:
+                    audit.created(info)
             if plan is not None and plan.reply is not None:
                 replies[index] = plan.reply
                 self._log(envelope, recipient, len(content), plan.reply, "rejected by sieve")
+                if audit is not None and recipient.user is not None:
+                    audit.lmtp_rejected(message_id or "<nomsgid>", recipient.user)
                 continue
             wanted = plan.copies if plan is not None else [Copy(recipient.mailbox, (), content)]
             kept = [
                 c for c in wanted if not self._duplicate(message_id, c.mailbox, seen_here, asked)
             ]
             seen_here.update(c.mailbox for c in kept)
+            if audit is not None and len(kept) < len(wanted):
+                self._audit_duplicates(audit, [c for c in wanted if c not in kept], message_id,
+                                       content)
             if wanted and not kept:
                 reply = delivered(envelope.session_id, duplicate=True)
                 replies[index] = reply
@@ -192,7 +203,7 @@ class DeliveryEngine:
                         stored[index].append(result)
                     else:
                         failed.setdefault(index, result)
-        self._warn_about_quotas([a for kept in stored.values() for a in kept])
+        self._warn_about_quotas([a for kept in stored.values() for a in kept], audit)
         if message_id is not None and self.duplicates is not None:
             # Every stored copy's mark in one write (before any Sieve bookkeeping, as before).
             self.duplicates.mark_all(message_id, [
@@ -210,7 +221,9 @@ class DeliveryEngine:
             plan = plans[index]
             if plan is not None and recipient.user is not None:
                 assert self.sieve is not None  # only it makes plans
-                if self.sieve.finish(recipient.user, plan) and not any(
+                if self.sieve.finish(
+                    recipient.user, plan, audit, message_id or "<nomsgid>"
+                ) and not any(
                     a.mailbox == recipient.mailbox for a in stored[index]
                 ):
                     [fallback] = self.store.deliver(content, [DeliveryTarget(recipient.mailbox)])
@@ -237,10 +250,28 @@ class DeliveryEngine:
                 # Cyrus lmtpd's own line, which operators' tools look for.
                 log.info("Delivered: %s to mailbox: %s", message_id or "<nomsgid>",
                          appended.mailbox)
+            if audit is not None:
+                audit.appended(stored[index], auditlog.message_id_of(content))
+                if plan is not None and plan.discarded:
+                    audit.discarded(message_id or "<nomsgid>")
         assert all(reply is not None for reply in replies)
         return [reply for reply in replies if reply is not None]
 
-    def _warn_about_quotas(self, appended: Sequence[AppendedMessage]) -> None:
+    def _audit_duplicates(
+        self, audit: auditlog.AuditLog, dropped: Sequence[Copy], message_id: str | None,
+        content: bytes,
+    ) -> None:
+        """Cyrus's duplicate line for each copy duplicate suppression left out: by the
+        mailbox's uniqueid, with the message's Date field."""
+        date = auditlog.field_value(content, "date")
+        for copy in dropped:
+            info = self.store.mailbox(copy.mailbox)
+            audit.duplicate("delivery", message_id or "<nomsgid>",
+                            copy.mailbox if info is None else info.uniqueid, date)
+
+    def _warn_about_quotas(
+        self, appended: Sequence[AppendedMessage], audit: auditlog.AuditLog | None
+    ) -> None:
         """Send the warnings the store found due (one per crossing); never fails a delivery."""
         due: dict[str, QuotaUsage] = {}
         for message in appended:
@@ -249,7 +280,8 @@ class DeliveryEngine:
         for usage in due.values():
             try:
                 send_warning(
-                    self.store, usage, postmaster=self.postmaster, servername=self.servername
+                    self.store, usage, postmaster=self.postmaster, servername=self.servername,
+                    audit=audit,
                 )
             except Exception:
                 log.exception("quota warning for %s failed", usage.root)

@@ -14,6 +14,7 @@ import time
 from email.utils import formatdate
 
 from sealmail.store.api import AppendedMessage, Appending, DeliveryTarget, QuotaUsage
+from sealmail.store.auditlog import AuditLog, message_id_of
 from sealmail.store.errors import StoreError
 from sealmail.store.names import owner_of, user_inbox
 
@@ -77,7 +78,12 @@ def warning_message(
 
 
 def send_warning(
-    store: Appending, usage: QuotaUsage, *, postmaster: str, servername: str
+    store: Appending,
+    usage: QuotaUsage,
+    *,
+    postmaster: str,
+    servername: str,
+    audit: AuditLog | None = None,
 ) -> AppendedMessage | StoreError | None:
     """File the warning for `usage` in its owner's INBOX; None when the root has no owner."""
     owner = owner_of(usage.root)
@@ -95,6 +101,8 @@ def send_warning(
             "quota warning: root=%s, %s, delivered to %s uid=%d",
             usage.root, "; ".join(usage_lines(usage)), inbox, result.uid,
         )
+        if audit is not None:
+            audit.appended([result], message_id_of(content))
     else:
         log.warning("quota warning for %s not delivered: %s", usage.root, result)
     return result

@@ -42,7 +42,8 @@ from sealmail.sieve import (
 from sealmail.sieve import Envelope as SieveEnvelope
 from sealmail.store import names
 from sealmail.store.acl import rights_of
-from sealmail.store.api import DeliveryStore
+from sealmail.store.api import DeliveryStore, MailboxInfo
+from sealmail.store.auditlog import AuditLog
 from sealmail.store.errors import InvalidMailboxName, StoreError
 from sealmail.store.sieve_scripts import SieveScriptStore
 from sealmail.store.sieve_tracking import SieveTracking
@@ -82,6 +83,8 @@ class SievePlan:
     outgoing: list[Outgoing] = field(default_factory=list)
     result: SieveResult | None = None
     script: str = ""
+    created: list[MailboxInfo] = field(default_factory=list)  # by fileinto :create (auditlog)
+    discarded: bool = False  # by discard (auditlog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class _FileintoTarget:
     meant: str  # the internal name the folder means (as written when it has none)
     mailbox: str | None = None
     why_not: str = ""
+    created: MailboxInfo | None = None  # made just now by :create
 
 
 class SieveFilter:
@@ -177,6 +181,8 @@ class SieveFilter:
         elif isinstance(action, FileInto):
             target = self._folder(user, action.mailbox, create=action.create)
             folder = target.mailbox
+            if target.created is not None:
+                plan.created.append(target.created)
             if folder is None:
                 self._log_fallback(recipient, action.mailbox, target)
                 folder = recipient.mailbox
@@ -189,6 +195,7 @@ class SieveFilter:
         elif isinstance(action, Vacation):
             self._vacation(plan, action, recipient)
         elif isinstance(action, Discard):
+            plan.discarded = True
             log.info("%s: sieve discarded the message", user)
         else:
             log.info("%s: sieve action %s not carried out here", user, type(action).__name__)
@@ -258,11 +265,14 @@ class SieveFilter:
 
     # ---------------------------------------------------------------- after the copies
 
-    def finish(self, user: str, plan: SievePlan) -> bool:
+    def finish(
+        self, user: str, plan: SievePlan, audit: AuditLog | None = None, message_id: str = ""
+    ) -> bool:
         """Send what the script sends and record its marks; only after the copies are stored.
 
         True when a redirect could not be handed to the MTA: the caller then keeps the message
-        in the recipient's mailbox, as Cyrus does, so it is never lost.
+        in the recipient's mailbox, as Cyrus does, so it is never lost. `audit`: the auditlog's
+        redirect line for each redirect handed over (`message_id` as it shows it).
         """
         keep_instead = False
         for outgoing in plan.outgoing:
@@ -276,6 +286,9 @@ class SieveFilter:
                 continue
             self.tracking.mark(outgoing.scope, outgoing.key, outgoing.seconds)
             log.info("%s: sieve %s sent", user, outgoing.what)
+            if audit is not None and outgoing.scope.startswith("redirect:"):
+                for target in outgoing.recipients:
+                    audit.redirected(message_id, target, user)
         if plan.result is not None:
             for mark in plan.result.duplicate_marks:
                 self.tracking.mark(f"duplicate:{user}", mark.key, mark.seconds)
@@ -311,10 +324,10 @@ class SieveFilter:
                 return _FileintoTarget(candidate, why_not=f"no p right for {user}")
         if create:
             try:
-                self.store.create_mailbox(personal)
+                created = self.store.create_mailbox(personal)
             except StoreError as exc:
                 return _FileintoTarget(personal, why_not=f"cannot create it: {exc}")
-            return _FileintoTarget(personal, personal)
+            return _FileintoTarget(personal, personal, created=created)
         return _FileintoTarget(personal, why_not="no such mailbox")
 
     def _include(self, user: str, location: IncludeLocation, name: str) -> str | None:

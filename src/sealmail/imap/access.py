@@ -20,6 +20,7 @@ from sealmail.proto.imap import (
     SetQuota,
 )
 from sealmail.proto.imap import response as replies
+from sealmail.store import auditlog
 from sealmail.store.acl import owner_rights
 from sealmail.store.api import ALL_RIGHTS, QuotaUsage
 from sealmail.store.errors import MailboxNotFound
@@ -42,14 +43,14 @@ def getacl(session: ImapSession, command: GetAcl) -> list[Response]:
 def setacl(session: ImapSession, command: SetAcl) -> list[Response]:
     name = session.internal(command.mailbox)
     session.require_rights(name, "a")
-    session.store.set_acl(name, command.identifier, command.rights)
+    auditlog.set_acl(session.store, name, command.identifier, command.rights, session.audit)
     return []
 
 
 def deleteacl(session: ImapSession, command: DeleteAcl) -> list[Response]:
     name = session.internal(command.mailbox)
     session.require_rights(name, "a")
-    session.store.set_acl(name, command.identifier, "")
+    auditlog.set_acl(session.store, name, command.identifier, "", session.audit)
     return []
 
 

@@ -24,6 +24,7 @@ from sealmail.proto.imap import (
     SequenceSet,
     StatusResponse,
 )
+from sealmail.store import auditlog
 from sealmail.store.api import AppendedMessage, AtomicAppending, DeliveryTarget
 from sealmail.store.errors import MailboxNotFound, StoreError
 
@@ -52,6 +53,9 @@ def append(session: ImapSession, command: Append) -> list[Response]:
             raise store_failure(error) from None
     else:
         stored = _one_by_one(session, target, built)
+    if session.audit is not None:
+        for message, (content, _, _) in zip(stored, built, strict=True):
+            session.audit.appended([message], auditlog.message_id_of(content))
     uids = SequenceSet.of([m.uid for m in stored])
     code = ResponseCode("APPENDUID", (stored[0].uidvalidity,
                                       stored[0].uid if len(stored) == 1 else Atom(str(uids))))

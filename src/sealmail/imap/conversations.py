@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sealmail.proto.imap.response import ThreadNode
 
@@ -23,9 +24,9 @@ _REPLY_OR_FORWARD = re.compile(
     re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class ThreadedMessage:
-    """What threading needs of one message."""
+class ThreadedMessage(NamedTuple):
+    """What threading needs of one message (a tuple: THREAD makes one per message of the
+    mailbox, and a frozen dataclass costs several times as much to make)."""
 
     number: int  # sequence number or UID, as the command asked
     seq: int  # sequence number: breaks ties in date order
@@ -63,7 +64,7 @@ class _Container:
 
 
 def _ids(text: str) -> list[str]:
-    return _MESSAGE_ID.findall(text)
+    return _MESSAGE_ID.findall(text) if text else []
 
 
 def _references_of(message: ThreadedMessage) -> list[str]:
@@ -131,9 +132,10 @@ def thread_by_references(
 def _prune(siblings: list[_Container], *, at_root: bool) -> list[_Container]:
     kept: list[_Container] = []
     for container in siblings:
-        container.children = _prune(container.children, at_root=False)
-        for child in container.children:
-            child.parent = container
+        if container.children:  # (most messages of a mailbox have no replies)
+            container.children = _prune(container.children, at_root=False)
+            for child in container.children:
+                child.parent = container
         if container.message is not None:
             kept.append(container)
         elif not container.children:
@@ -155,7 +157,8 @@ def _sort_key(container: _Container) -> tuple[float, int]:
 
 def _sort(siblings: list[_Container]) -> None:
     for container in siblings:
-        _sort(container.children)
+        if container.children:
+            _sort(container.children)
     siblings.sort(key=_sort_key)
 
 

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed
+from sealmail.imap.listing import ListedPlan, listed_plan
 from sealmail.imap.selected import SelectedMailbox, flag_atoms
 from sealmail.proto.imap import (
     Fetch,
@@ -338,9 +339,25 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
             a.name == "ENVELOPE" and not session.utf8) for a in attributes):
         # ENVELOPE kept rendered as IMAP4rev1 writes it; UTF-8 sessions quote differently.
         return _fetch_index_items(job, out)
+    if not seen_now and (plan := listed_plan(attributes)) is not None:
+        return _fetch_listed(job, plan, out)
     if all(a.name in _INDEX_ITEMS or _from_file(a) is not None for a in attributes):
         return _fetch_whole_bodies(job, out)
     return _fetch_generic(job, out)
+
+
+def _fetch_listed(job: _Job, plan: ListedPlan, out: list[Response]) -> list[Response]:
+    """A folder listing's FETCH from the index in bulk (sealmail.imap.listing); a chunk the
+    index cannot answer whole goes the way of whole headers."""
+    for chunk in _chunks(job.positions):
+        data = plan.responses(job.store, job.view, job.rendered_flags, chunk)
+        if data is None:
+            out = _fetch_whole_bodies(_Job(job.session, job.view, job.attributes, chunk, set()),
+                                      out)
+            continue
+        out.append(RenderedResponses(data))
+        out = job.session.stream_out(out)
+    return out
 
 
 def fetch_index_responses(session: ImapSession, positions: list[int], names: list[str]
@@ -507,7 +524,7 @@ def _fetch_whole_bodies(job: _Job, out: list[Response]) -> list[Response]:
         uids = [view.uids[i] for i in batch]
         if everything is None:
             kept = job.store.listed_headers(view.name, uids)
-            contents = [kept.get(uid) for uid in uids]
+            contents = [kept[uid][1] if uid in kept else None for uid in uids]
         else:
             contents = [next(everything) for _ in batch]
         records = job.records(uids) if needs_records else {}

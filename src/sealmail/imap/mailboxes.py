@@ -36,6 +36,7 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import Status as StatusCommand
 from sealmail.proto.imap import response as replies
+from sealmail.store import auditlog
 from sealmail.store.api import MailboxInfo
 from sealmail.store.errors import InvalidMailboxName, MailboxNotFound
 from sealmail.store.names import owner_of, parent_of, user_inbox, wildcard_pattern
@@ -163,7 +164,7 @@ def create(session: ImapSession, command: Create) -> list[Response]:
     if session.store.mailbox(name) is not None:
         raise CommandFailed("Mailbox already exists", "ALREADYEXISTS")
     _require_create_right(session, name)
-    session.store.create_mailbox(name)
+    auditlog.create_mailbox(session.store, name, session.audit)
     if uses:
         session.store.set_special_use(name, " ".join(uses))
     if session.denormalized(command.mailbox):  # RFC 9051 6.3.4: SHOULD say which name
@@ -178,7 +179,7 @@ def delete(session: ImapSession, command: Delete) -> list[Response]:
     session.require_rights(name, "" if session.is_admin else "x")  # Cyrus: admins delete users
     if session.selected is not None and session.selected.name == name:
         session.selected = None  # our own selection goes with it (Cyrus does the same)
-    session.store.delete_mailbox(name)
+    auditlog.delete_mailbox(session.store, name, session.audit)
     if session.denormalized(command.mailbox):  # RFC 9051 6.3.5: SHOULD say which name
         return [session.oldname(command.mailbox, session.external(name), ("\\NonExistent",))]
     return []
@@ -198,15 +199,16 @@ def rename(session: ImapSession, command: Rename) -> list[Response]:
         session.require_rights(old, "rte")
         _require_create_right(session, new)
         store = session.store
-        store.create_mailbox(new)
+        auditlog.create_mailbox(store, new, session.audit)
         uids = [r.uid for r in store.messages(old)]
         if uids:
-            store.copy_messages(old, uids, new)
-            store.expunge(old, uids)
+            copied = store.copy_messages(old, uids, new)
+            auditlog.log_copies(store, old, new, copied, session.audit)
+            auditlog.expunge(store, old, uids, session.audit)
         return told
     session.require_rights(old, "" if session.is_admin else "x")
     _require_create_right(session, new)
-    session.store.rename_mailbox(old, new)
+    auditlog.rename_mailbox(session.store, old, new, session.audit)
     return told
 
 

@@ -29,6 +29,7 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.proto.imap.syntax import canonical_flag
+from sealmail.store import auditlog
 from sealmail.store.api import flags_after
 from sealmail.store.errors import StoreError
 
@@ -160,6 +161,7 @@ def copy_or_move(session: ImapSession, command: Copy) -> list[Response]:
     # have one, in the source and in the target: sealmail.store.seen).
     copied = session.store.copy_messages(view.name, [uid for _, uid in pairs], target,
                                          reader=session.userid)
+    auditlog.log_copies(session.store, view.name, target, copied, session.audit)
     code = None
     if copied.pairs:
         sources = SequenceSet.of([s for s, _ in copied.pairs])
@@ -172,7 +174,7 @@ def copy_or_move(session: ImapSession, command: Copy) -> list[Response]:
     out: list[Response] = []
     if code is not None:
         out.append(StatusResponse("OK", "Moved", code=code))
-    session.store.expunge(view.name, [s for s, _ in copied.pairs])
+    auditlog.expunge(session.store, view.name, [s for s, _ in copied.pairs], session.audit)
     return out
 
 
@@ -186,7 +188,7 @@ def expunge(session: ImapSession, command: Expunge) -> list[Response]:
         spans = command.uid_set.index_spans(view.uids)
     doomed = view.uids_where(view.positions(spans), "\\Deleted")
     if doomed:
-        session.store.expunge(view.name, doomed)
+        auditlog.expunge(session.store, view.name, doomed, session.audit)
     return []
 
 
@@ -198,7 +200,7 @@ def close(session: ImapSession, command: Close) -> list[Response]:
         doomed = view.uids_where(view.positions([(0, view.exists)]), "\\Deleted")
         if doomed:
             with contextlib.suppress(StoreError):  # closed in any case (RFC 9051 6.4.1)
-                session.store.expunge(view.name, doomed)
+                auditlog.expunge(session.store, view.name, doomed, session.audit)
     return []
 
 

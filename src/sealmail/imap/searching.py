@@ -22,7 +22,8 @@ from sealmail.imap import contexts
 from sealmail.imap.conversations import ThreadedMessage, thread_by_references
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
-from sealmail.imap.selected import RECENT
+from sealmail.imap.orders import orders_for
+from sealmail.imap.selected import RECENT, SelectedMailbox
 from sealmail.proto.imap import (
     BodyStructure,
     ParsedMessage,
@@ -496,7 +497,7 @@ def context_result(session: ImapSession, criteria: SearchKey,
     if sort_keys is None:
         return uids
     wanted = set(uids)
-    return [uid for uid in session.store.sorted_uids(view.name, list(sort_keys)) if uid in wanted]
+    return [uid for uid in _sorted_uids(session, sort_keys) if uid in wanted]
 
 
 # -- SORT and THREAD (RFC 5256) ------------------------------------------------------------------
@@ -504,13 +505,18 @@ def context_result(session: ImapSession, criteria: SearchKey,
 
 def sort(session: ImapSession, command: Sort) -> list[Response]:
     """RFC 5256 SORT (and RFC 5957's display keys): the store orders the mailbox by its kept
-    sortable form (sealmail.store.sorting), the search picks the messages."""
+    sortable form (sealmail.store.sorting), kept between commands (sealmail.imap.orders); the
+    search picks the messages. A SORT of every message (`SORT (...) UTF-8 ALL`, what clients
+    send) is kept as the whole answer."""
     view = session.require_selected()  # the parser refused unknown keys (BAD)
-    wanted = _matching_numbers(session, command.keys)
     keys = tuple((c.key, c.reverse) for c in command.criteria)
-    ordered = [uid for uid in session.store.sorted_uids(view.name, list(keys)) if uid in wanted]
-    numbers = ordered if command.uid else [wanted[uid] for uid in ordered]
+    found, _ = _search(session, command.keys)
     options = command.return_options
+    if options is None and len(found) == view.exists:  # (found: distinct positions)
+        return [orders_for(session.store).answer(
+            view, ("SORT", keys, command.uid),
+            lambda: replies.sort(_sort_numbers(session, keys, command.uid, found)[1]))]
+    ordered, numbers = _sort_numbers(session, keys, command.uid, found)
     if options is None:
         return [replies.sort(numbers)]
     if "UPDATE" in options:  # RFC 5267 4: CONTEXT=SORT
@@ -519,24 +525,56 @@ def sort(session: ImapSession, command: Sort) -> list[Response]:
     return [contexts.sort_esearch(session, command.uid, options, numbers)]
 
 
-def _matching_numbers(session: ImapSession, criteria: SearchKey) -> dict[int, int]:
-    """UID -> sequence number of the messages that match (the store may know of messages the
-    session was not told about yet: they are left out)."""
+def _sort_numbers(session: ImapSession, keys: tuple[tuple[str, bool], ...], uid: bool,
+                  found: list[int]) -> tuple[list[int], list[int]]:
+    """The UIDs at positions `found` in the order of `keys`, and the numbers to answer with."""
     view = session.require_selected()
-    found, _ = _search(session, criteria)
-    return {view.uids[i]: i + 1 for i in found}
+    wanted = _numbers_of(view, found)
+    kept = _sorted_uids(session, keys)
+    # Both hold UIDs of the view only: when every one of them matched, nothing is left out.
+    ordered = list(kept) if len(wanted) == view.exists else [u for u in kept if u in wanted]
+    return ordered, ordered if uid else list(map(wanted.__getitem__, ordered))
+
+
+def _sorted_uids(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> list[int]:
+    """The view's UIDs in the order of `keys`: kept between commands while the mailbox holds
+    the same messages (sealmail.imap.orders), else the store's order."""
+    view = session.require_selected()
+
+    def compute() -> list[int]:
+        known = set(view.uids)
+        return [uid for uid in session.store.sorted_uids(view.name, list(keys)) if uid in known]
+
+    return orders_for(session.store).sorted_uids(view, keys, compute)
+
+
+def _numbers_of(view: SelectedMailbox, found: list[int]) -> dict[int, int]:
+    """UID -> sequence number of the messages at positions `found`."""
+    return dict(zip(map(view.uids.__getitem__, found), map((1).__add__, found), strict=True))
 
 
 def thread(session: ImapSession, command: Thread) -> list[Response]:
     """ORDEREDSUBJECT (RFC 5256 3): threads by base subject, each flat in sent-date order;
     REFERENCES: sealmail.imap.conversations. The headers come from the index
-    (sealmail.store.sorting), in mailbox order (RFC 5256 3 step 1 depends on it; Dovecot's)."""
+    (sealmail.store.sorting), in mailbox order (RFC 5256 3 step 1 depends on it; Dovecot's).
+    The answer is kept while the mailbox holds the same messages (sealmail.imap.orders)."""
     if command.algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
         raise CommandFailed(f"Unknown threading algorithm {command.algorithm}", status="BAD")
     view = session.require_selected()
-    wanted = _matching_numbers(session, command.keys)
+    found, _ = _search(session, command.keys)
+    # What matched is part of the key: all of the view, or the UIDs (ascending, as found is).
+    matched = "ALL" if len(found) == view.exists else tuple(map(view.uids.__getitem__, found))
+    return [orders_for(session.store).answer(
+        view, ("THREAD", command.algorithm, command.uid, matched),
+        lambda: _thread(session, command.algorithm, command.uid, _numbers_of(view, found)))]
+
+
+def _thread(session: ImapSession, algorithm: str, uid: bool,
+            wanted: dict[int, int]) -> replies.DataResponse:
+    """THREAD's answer, worked out from the store's thread fields."""
+    view = session.require_selected()
     fields = [f for f in session.store.thread_fields(view.name) if f.uid in wanted]
-    messages = [ThreadedMessage(f.uid if command.uid else wanted[f.uid], wanted[f.uid],
+    messages = [ThreadedMessage(f.uid if uid else wanted[f.uid], wanted[f.uid],
                                 f.message_id, f.references, f.in_reply_to, f.subject, f.sent)
                 for f in fields]
     kept = {f.subject: f.base_subject for f in fields}  # worked out at delivery
@@ -544,8 +582,8 @@ def thread(session: ImapSession, command: Thread) -> list[Response]:
     def base_of(subject: str) -> str:
         return kept[subject] if subject in kept else base_subject(subject)
 
-    if command.algorithm == "REFERENCES":
-        return [replies.thread(thread_by_references(messages, base_of))]
+    if algorithm == "REFERENCES":
+        return replies.thread(thread_by_references(messages, base_of))
     groups: dict[str, list[ThreadedMessage]] = {}
     for m in sorted(messages, key=lambda m: (m.sent, m.seq)):
         groups.setdefault(base_of(m.subject), []).append(m)
@@ -553,4 +591,4 @@ def thread(session: ImapSession, command: Thread) -> list[Response]:
                                      tuple(ThreadNode(r.number) for r in members[1:])))
              for members in groups.values()]
     roots.sort(key=lambda pair: (pair[0].sent, pair[0].seq))
-    return [replies.thread([node for _, node in roots])]
+    return replies.thread([node for _, node in roots])

@@ -93,6 +93,7 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import response as replies
 from sealmail.store import acl as acls
 from sealmail.store.api import MailboxInfo, MessageStore
+from sealmail.store.auditlog import AuditLog
 from sealmail.store.errors import MailboxNotFound, PermissionDenied, StoreError
 
 __all__ = ["ENABLEABLE", "HANDLERS", "ImapSession"]
@@ -125,8 +126,10 @@ class ImapSession:
         is_admin: bool = False,
         clock: Callable[[], float] = time.time,
         max_message_size: int = 0,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store = store
+        self.audit = audit  # imapd.conf auditlog: this session's lines (None: off)
         self.config = config
         self.userid = userid
         self.is_admin = is_admin

@@ -66,7 +66,7 @@ from sealmail.mta.cleanup import cleanup_from_config
 from sealmail.mta.config import MainConfig, MasterService, MtaConfig, load_mta_config
 from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.milter import MilterSettings
-from sealmail.mta.pickup import CONTROL_WORDS, pickup_once
+from sealmail.mta.pickup import control_request, pickup_once
 from sealmail.mta.qmgr import AgentFactory, QueueManager, TransportUnavailable
 from sealmail.mta.queue import Queue
 from sealmail.mta.smtpd import SmtpdService
@@ -606,10 +606,13 @@ class MtaMaster:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 line = await asyncio.wait_for(reader.readline(), 10)
-                word = line.decode("ascii", "replace").strip()
-                if word in CONTROL_WORDS:
+                request = control_request(line)
+                if request is not None:
+                    word, queue_id = request
                     if word == "flush":
                         qmgr.flush()
+                    elif word == "retry":
+                        qmgr.retry(queue_id)
                     elif word == "pickup" and self._pickup_wakeup is not None:
                         self._pickup_wakeup.set()
                     else:

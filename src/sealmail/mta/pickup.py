@@ -19,8 +19,10 @@ name and renames it over the old one (the new file names its new queue id, `requ
 has no mark), then renames it into incoming. A crash before the first rename leaves the old
 file, cleaned again at the next start; after it, the new file, which pickup only moves on.
 
-The master's control socket (public/qmgr in the queue directory) takes one word per connection:
-`pickup` (maildrop has mail), `wake` (incoming has mail), `flush` (postqueue -f).
+The master's control socket (public/qmgr in the queue directory) takes one line per connection:
+`pickup` (maildrop has mail), `wake` (incoming has mail), `flush` (postqueue -f), `retry QUEUEID`
+(postqueue -i: that message, moved to incoming by the caller, now, its destinations tried even
+if marked dead).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from sealmail.mta.queue import (
     Queue,
     QueueName,
     RecipientRecord,
+    is_queue_id,
     names_inode,
     parse_queue_file,
     render_queue_file,
@@ -64,7 +67,8 @@ log = logging.getLogger("sealmail.mta.pickup")
 
 MAGIC = b"sealmail-maildrop 1\n"
 QUEUE_MAGIC = QUEUE_MAGIC_TEXT.encode() + b" "  # a queue file, requeued by postsuper -r
-CONTROL_WORDS = ("pickup", "wake", "flush")
+CONTROL_WORDS = ("pickup", "wake", "flush", "retry")
+CONTROL_ARGUMENT = {"retry"}  # the words followed by one queue id
 
 
 class MaildropError(Exception):
@@ -295,15 +299,29 @@ def _into_incoming(queue: Queue, path: Path, queue_id: str) -> None:
     queue.sync_directory(queue.maildrop)
 
 
-def send_control(socket_path: Path, word: str, timeout: float = 5.0) -> bool:
+def control_request(line: bytes) -> tuple[str, str] | None:
+    """(word, queue id or "") of one control socket line, None when malformed."""
+    word, _, queue_id = line.decode("ascii", "replace").strip().partition(" ")
+    if word not in CONTROL_WORDS:
+        return None
+    if word in CONTROL_ARGUMENT:
+        return (word, queue_id) if is_queue_id(queue_id) else None
+    return None if queue_id else (word, "")
+
+
+def send_control(socket_path: Path, word: str, timeout: float = 5.0, *,
+                 queue_id: str = "") -> bool:
     """Tell a running master something (see the module text); False if none is listening."""
     if word not in CONTROL_WORDS:
         raise ValueError(f"unknown control word {word!r}")
+    if (word in CONTROL_ARGUMENT) != bool(queue_id) or (queue_id and not is_queue_id(queue_id)):
+        raise ValueError(f"control word {word!r} with queue id {queue_id!r}")
+    line = f"{word} {queue_id}" if queue_id else word
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(socket_path))
-            sock.sendall(word.encode() + b"\n")
+            sock.sendall(line.encode() + b"\n")
             return sock.recv(16).startswith(b"ok")
     except OSError:
         return False

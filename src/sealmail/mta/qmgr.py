@@ -79,6 +79,7 @@ log = logging.getLogger("sealmail.mta.qmgr")
 
 
 DESTINATIONS_KEPT = 1000  # past this many, idle destinations are forgotten
+RETRIES_REMEMBERED = 1000  # postqueue -i requests not yet picked up; past this, forgotten
 
 
 class TransportUnavailable(Exception):
@@ -146,6 +147,7 @@ class QueueManager:
     _last_deferred_scan: float = float("-inf")
     _cleanup: Cleanup | None = None
     _destinations: dict[tuple[str, str], _Destination] = field(default_factory=dict)
+    _retried: set[str] = field(default_factory=set)  # postqueue -i: revive their destinations
 
     def __post_init__(self) -> None:
         if self.schedule is None:
@@ -171,6 +173,16 @@ class QueueManager:
         self._flush_requested = True
         for destination in self._destinations.values():
             destination.window.revive()
+        self.wake()
+
+    def retry(self, queue_id: str) -> None:
+        """postqueue -i (and the console's Retry): the message, already moved to incoming/ by
+        the caller, is tried now, and the destinations it goes to are tried even if marked
+        dead (Postfix's flush service asks its queue manager to forget dead destinations);
+        the other deferred mail keeps its schedule."""
+        if len(self._retried) >= RETRIES_REMEMBERED:
+            self._retried.clear()  # ids of messages that never came (deleted meanwhile)
+        self._retried.add(queue_id)
         self.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -232,6 +244,7 @@ class QueueManager:
             log.exception("%s: delivery failed unexpectedly; it stays queued", queue_id)
         finally:
             self._in_flight.discard(queue_id)
+            self._retried.discard(queue_id)
 
     async def close(self) -> None:
         for transport in self._transports.values():
@@ -449,6 +462,8 @@ class QueueManager:
             smtputf8=envelope.smtputf8,
         )
         destination = self._destination(transport, nexthop, members)
+        if entry.queue_id in self._retried:
+            destination.window.revive()
         started, results = await self._scheduled(destination, transport, request, members)
         by_index = {r.index: r for r in results}
         paired = []

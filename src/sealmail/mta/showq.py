@@ -126,13 +126,15 @@ def render_listing(entries: Iterable[dict[str, Any]]) -> str:
 
 
 def retry_now(queue: Queue, queue_id: str) -> bool:
-    """postqueue -i (and the console's retry): a deferred message moves to incoming/, as
-    Postfix's flush service does, and the running master is woken; False when no master runs
-    (the message is then delivered when one starts)."""
+    """postqueue -i and the console's Retry, one path: a deferred message moves to incoming/,
+    as Postfix's flush service does, and the running master is asked to try it now, its
+    destinations even if marked dead (the request Postfix's flush sends its queue manager;
+    other deferred mail keeps its schedule). False when no master runs (the message is then
+    delivered when one starts)."""
     from sealmail.mta.pickup import send_control
 
     if queue.locate(queue_id, QueueName.DEFERRED) is not None:
         # QueueError: taken by the queue manager meanwhile, so it is being delivered.
         with contextlib.suppress(QueueError):
             queue.move(queue_id, QueueName.DEFERRED, QueueName.INCOMING)
-    return send_control(queue.control_socket, "wake")
+    return send_control(queue.control_socket, "retry", queue_id=queue_id)

@@ -153,20 +153,34 @@ class ClientLimiter:
         self._warn("AUTH command rate", rate)
         return Reply(450, "4.7.1", f"Error: too many AUTH commands from {self.address}")
 
-    async def starttls(self, *, wrappermode: bool = False) -> Reply | None:
-        """Before the 220 (or, in wrapper mode, before the handshake): the new-session rate so
-        far; a new session is counted once it is made (`tls_started`)."""
+    async def _new_tls_rate(self) -> int | None:
+        """The new-TLS-session rate so far when it is at the limit, else None (a new session
+        is counted once it is made: `tls_started`)."""
         limit = self.limits.new_tls_rate
         if not self.counted or not limit:
             return None
         answer = await self.anvil.request("newtls_stat", self.ident)
         if not answer or answer[0] < limit:
             return None
-        self._warn("New TLS session rate", answer[0])
-        if wrappermode:
-            return Reply(421, "4.7.0", f"{self.hostname} Error: too many new TLS sessions from "
-                                       f"{self.address}")
-        return Reply(454, "4.7.0", f"Error: too many new TLS sessions from {self.address}")
+        return answer[0]
+
+    async def starttls(self) -> Reply | None:
+        """Before STARTTLS's 220: over the new-session rate, Postfix's 454 and warning (both
+        naming the client as name[address], unlike the other limits' replies)."""
+        if await self._new_tls_rate() is None:
+            return None
+        log.warning("Refusing STARTTLS request from %s for service %s", self.client, self.service)
+        return Reply(454, "4.7.0", f"Error: too many new TLS sessions from {self.client}")
+
+    async def implicit_tls_refused(self) -> bool:
+        """smtpd_tls_wrappermode, before the handshake: over the new-session rate Postfix's
+        smtpd says nothing and hangs up (a reply in clear means nothing to a TLS client, and a
+        handshake only to refuse is the CPU the limit is there to save)."""
+        if await self._new_tls_rate() is None:
+            return False
+        log.warning("Refusing TLS service request from %s for service %s", self.client,
+                    self.service)
+        return True
 
     async def tls_started(self) -> None:
         if self.counted and self.limits.new_tls_rate:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sealmail.proto.pop3 import Maildrop, MaildropMessage
+from sealmail.store import auditlog
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import MailboxNotFound
 from sealmail.store.locks import PopLock
@@ -39,8 +40,10 @@ class LockedMaildrop:
         mailbox: str,
         *,
         use_imap_flags: bool = False,
+        audit: auditlog.AuditLog | None = None,
     ) -> None:
         self.store = store
+        self.audit = audit  # imapd.conf auditlog: an expunge line for each message QUIT removes
         self.mailbox = mailbox
         self.use_imap_flags = use_imap_flags  # popuseimapflags: \Deleted hides, RETR sets \Seen
         self.lock = store.pop_lock(mailbox)
@@ -75,7 +78,7 @@ class LockedMaildrop:
         """RFC 1939 6 UPDATE: expunge the DELE'd UIDs (the ones removed are returned), mark the
         retrieved ones \\Seen under popuseimapflags, and note the session's end for popminpoll."""
         store, name = self.store, self.mailbox
-        removed = store.expunge(name, deleted) if deleted else []
+        removed = auditlog.expunge(store, name, deleted, self.audit) if deleted else []
         if self.use_imap_flags and retrieved:
             wanted = set(retrieved)
             for record in store.messages(name):

@@ -76,6 +76,7 @@ from sealmail.server.session import (
 )
 from sealmail.server.tls import server_context
 from sealmail.store.api import AccessKeys, MessageStore
+from sealmail.store.auditlog import audit_for
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.imapd")
@@ -199,6 +200,8 @@ class ImapService:
         """The daemon is stopping: sessions waiting for a command get BYE and end now, one
         running a command ends once it is answered (RFC 9051 7.1.5)."""
         self.draining.set()
+
+    implicit_tls_name = "imaps"  # in Cyrus's "imaps TLS negotiation failed" line
 
     @property
     def implicit_tls_context(self) -> ssl.SSLContext | None:
@@ -727,6 +730,7 @@ class ImapConnection(ClientSession):
             is_admin=identity in admins,
             clock=self.service.clock,
             max_message_size=self.service.max_message_size,
+            audit=audit_for(config.get(IMAPD.auditlog), self.session_id),
         )
         loop = asyncio.get_running_loop()
         self.session.stream = lambda responses: self._stream(loop, responses)

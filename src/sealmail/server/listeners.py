@@ -5,7 +5,8 @@ share a path by accident. UNIX sockets get the mode and group of `unix_socket_mo
 `unix_socket_group`, so the MTA's user can reach them (the seed's section 2.1 warns about this).
 
 Every accepted TCP connection has Nagle's algorithm off (`no_delay`), however the daemon runs:
-`serve_on` for asyncio's servers (standalone daemons, the MTA's smtpd), and
+`serve_on` for asyncio's servers (standalone daemons, the MTA's smtpd), `serve_unread` and
+`accept_tls` for implicit TLS a session watches (smtpd_tls_wrappermode), and
 `sealmail.server.session.serve_connection` for the sockets master's workers accept themselves.
 """
 
@@ -19,8 +20,9 @@ import os
 import socket
 import ssl
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any, cast
 
 from sealmail.config.cyrus_conf import InetAddress, ListenAddress, UnixAddress
 from sealmail.privileges import Account, ensure_directory
@@ -69,6 +71,57 @@ async def serve_on(
     return await asyncio.start_server(
         handle, sock=sock, ssl=tls, ssl_handshake_timeout=tls_handshake_timeout
     )
+
+
+UnreadHandler = Callable[[socket.socket], Coroutine[Any, Any, None]]
+
+
+async def serve_unread(handler: UnreadHandler, sock: socket.socket) -> asyncio.Server:
+    """An asyncio server on a bound listening socket whose handler gets each connection as a
+    socket nothing has read from yet, for an implicit-TLS session that must see its own
+    handshake (`accept_tls`).
+
+    A listener's own TLS (ssl=) handshakes before any handler runs, and both asyncio and uvloop
+    then log a failed handshake only in debug mode; a handshake started later on the session's
+    stream misses the ClientHello the stream already read (uvloop reads at once). So the
+    transport the loop made is aborted in connection_made, which both loops honour before
+    their first read, and the handler keeps a duplicate of its descriptor.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    class Handoff(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+            raw = transport.get_extra_info("socket")
+            try:
+                connection = socket.socket(fileno=os.dup(raw.fileno()))
+            except OSError:  # out of descriptors: the client is refused, the server goes on
+                transport.abort()
+                return
+            transport.abort()
+            task = loop.create_task(handler(connection))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    return await loop.create_server(Handoff, sock=sock)
+
+
+async def accept_tls(
+    connection: socket.socket, context: ssl.SSLContext, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The server side of an implicit-TLS handshake on an unread accepted connection, within
+    `timeout` seconds, then streams over it as asyncio.start_server makes them. A failure
+    raises (ssl.SSLError, OSError; ConnectionAbortedError when the time is up) and the
+    connection is closed by its transport."""
+    no_delay(connection)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport, _ = await loop.connect_accepted_socket(
+        lambda: protocol, connection, ssl=context, ssl_handshake_timeout=timeout
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 def bind_unix(

@@ -46,6 +46,7 @@ from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server import session as sessions
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
+from sealmail.store.auditlog import audit_for
 from sealmail.store.errors import StoreError
 
 log = logging.getLogger("sealmail.pop3d")
@@ -114,6 +115,8 @@ class Pop3Service:
         """The daemon is stopping: sessions end with -ERR [SYS/TEMP] at their next wait for the
         client (between commands; nothing DELE'd goes, as without QUIT)."""
         self.draining.set()
+
+    implicit_tls_name = "pop3s"  # in Cyrus's "pop3s TLS negotiation failed" line
 
     @property
     def implicit_tls_context(self) -> ssl.SSLContext | None:
@@ -288,6 +291,7 @@ class Pop3Session(sessions.ClientSession):
                 service.store,
                 name,
                 use_imap_flags=settings.use_imap_flags,
+                audit=audit_for(service.config.get(IMAPD.auditlog), self.session_id),
             )
             maildrop = await asyncio.to_thread(held.open, service.clock(), settings.min_poll)
         except StoreError as exc:

@@ -27,7 +27,7 @@ from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.proto.core import NEED_DATA, ConnectionClosed
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
-from sealmail.server.listeners import no_delay
+from sealmail.server.listeners import accept_tls, no_delay
 from sealmail.server.tls import cipher_bits, peer_identity
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.names import user_inbox, validate_internal
@@ -203,6 +203,11 @@ async def serve_connection(
     """Serve one accepted connection to its end with server-side streams (as
     asyncio.start_server makes them, so a later STARTTLS handshakes as the server); a TCP one
     without Nagle's delay, as `listeners.serve_on` serves theirs."""
+    if implicit_tls is not None:
+        streams = await open_implicit_tls(service, connection, implicit_tls)
+        if streams is not None:
+            await service.handle(*streams)
+        return
     no_delay(connection)
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
@@ -217,6 +222,36 @@ async def serve_connection(
     protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(), session)
     await loop.connect_accepted_socket(lambda: protocol, connection, ssl=implicit_tls)
     await finished
+
+
+async def open_implicit_tls(
+    service: Handler, connection: socket.socket, context: ssl.SSLContext
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """imaps/pop3s: the handshake on the session's own unread connection (not the listener's,
+    which asyncio and uvloop log only in debug mode), so a failure gets Cyrus's line,
+    `imaps TLS negotiation failed: [ADDR]`, and its reason; None then."""
+    try:
+        peer = connection.getpeername()
+    except OSError:  # gone before its turn
+        connection.close()
+        return None
+    client = "unix socket" if connection.family == socket.AF_UNIX else f"[{peer[0]}]"
+    try:
+        return await accept_tls(connection, context, TLS_HANDSHAKE_TIMEOUT)
+    except (ssl.SSLError, OSError, TimeoutError) as exc:
+        name = getattr(service, "implicit_tls_name", "tls")
+        log.info("%s TLS negotiation failed: %s (%s)", name, client, _handshake_failure(exc))
+        return None
+
+
+def _handshake_failure(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, (ConnectionAbortedError, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return "lost connection"
 
 
 def maildrop_name(identity: str, config: ImapdConfig) -> str:

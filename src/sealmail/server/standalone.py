@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 from sealmail import sessions as live_sessions
@@ -25,8 +26,8 @@ from sealmail.config.cyrus_conf import (
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.privileges import Account
-from sealmail.server.listeners import bind, describe, serve_on
-from sealmail.server.session import TLS_HANDSHAKE_TIMEOUT
+from sealmail.server.listeners import bind, describe, serve_on, serve_unread
+from sealmail.server.session import serve_connection
 
 log = logging.getLogger("sealmail.server")
 
@@ -91,11 +92,14 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain and close every service."""
     servers = []
     for service, sockets in services:
-        # imaps/pop3s: the handshake belongs to the listener, before the first byte is read.
+        # imaps/pop3s: the session does its handshake on an unread connection, to log a failure
         tls: ssl.SSLContext | None = getattr(service, "implicit_tls_context", None)
-        timeout = TLS_HANDSHAKE_TIMEOUT if tls is not None else None
         for sock in sockets:
-            servers.append(await serve_on(service.handle, sock, tls, timeout))
+            if tls is None:
+                servers.append(await serve_on(service.handle, sock))
+            else:
+                session = partial(serve_connection, service, implicit_tls=tls)
+                servers.append(await serve_unread(session, sock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

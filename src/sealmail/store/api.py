@@ -9,7 +9,7 @@ the memory store (sealmail.store.memory, the verified fake of the tests) lives i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -93,6 +93,10 @@ class AppendedMessage:
     # The root's usage after this message, when this message took it to the warning level
     # (once per crossing: the store remembers that the root was warned).
     quota_warning: QuotaUsage | None = None
+    # The mailbox's uniqueid and the flags the index keeps for the message (a \Seen that went
+    # to the appending user's own seen state is not among them): the auditlog's append line.
+    uniqueid: str = ""
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +242,10 @@ class MailboxView(Appending, Protocol):
     ) -> list[MessageRecord]: ...
     def flag_snapshot(self, name: str, reader: str | None = None) -> FlagSnapshot: ...
     def search_header(self, name: str, field: str, needle: str) -> HeaderMatches: ...
-    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, bytes]: ...
+    # (RFC822.SIZE, the listed fields: sealmail.store.headers.listed_form) per UID that exists.
+    def listed_headers(
+        self, name: str, uids: Sequence[int]
+    ) -> dict[int, tuple[int, bytes]]: ...
     def sorted_uids(self, name: str, keys: Sequence[tuple[str, bool]]) -> list[int]: ...
     def thread_fields(self, name: str) -> list[ThreadFields]: ...
     def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int: ...
@@ -321,7 +328,9 @@ class DuplicateSuppression(Protocol):
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None: ...
     # mark() of several mailboxes at once: one write for a message delivered to many
     def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None: ...
-    def expire(self, days: float) -> int: ...  # entries older than `days` removed; how many
+    # entries older than `days` removed, in batches, `progress(removed, total)` after each;
+    # how many went
+    def expire(self, days: float, progress: Callable[[int, int], None] | None = None) -> int: ...
     def close(self) -> None: ...
 
 

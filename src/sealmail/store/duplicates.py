@@ -4,7 +4,8 @@ Used by delivery when `duplicatesuppression` is on, so a message that reaches a 
 (a retried LMTP transaction, the same list post through two aliases) is stored once. SQLite in
 WAL mode so lmtpd processes and `sealmail deliver` share it; one connection per thread.
 synchronous=NORMAL: losing the last marks in a power failure only lets a duplicate through, which
-is the safe direction, and spares a second fsync per delivery.
+is the safe direction, and spares a second fsync per delivery. Marks take their turn on
+`lock/deliver.db` (sealmail.store.locks.CommitTurn) rather than poll SQLite's write lock.
 
 A check and its mark are minutes apart for a big message, so two sessions delivering the same
 message at once (an MTA retrying what it never saw acknowledged, while the first try is still
@@ -26,7 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
-from sealmail.store.locks import _open_lock_file
+from sealmail.store.locks import CommitTurn, _open_lock_file
 
 LOCK_STRIPES = 256
 
@@ -44,6 +45,9 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
 
 
 DUPLICATES_NAME = "deliver.db"  # in the configdirectory, as Cyrus's deliver.db
+EXPIRE_BATCH = 10_000
+# expire's report after each batch: (entries removed so far, entries it found to remove)
+ExpireProgress = Callable[[int, int], None]
 
 
 @contextmanager
@@ -76,6 +80,8 @@ class DuplicateDatabase:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # Marks wait their turn in the kernel, not in SQLite's sleeping busy handler.
+        self._turn = CommitTurn(self.path.parent / "lock" / self.path.name)
         self._connection()  # create the schema now, so errors show at open
 
     def _connection(self) -> sqlite3.Connection:
@@ -159,10 +165,13 @@ class DuplicateDatabase:
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
         marked = self._clock() if when is None else when
         try:
-            self._connection().execute(
-                "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked) VALUES (?, ?, ?)",
-                (message_id, mailbox, marked),
-            )
+            conn = self._connection()
+            with self._turn.taken():
+                conn.execute(
+                    "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
+                    " VALUES (?, ?, ?)",
+                    (message_id, mailbox, marked),
+                )
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 
@@ -175,35 +184,53 @@ class DuplicateDatabase:
         marked = self._clock()
         try:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
-                    " VALUES (?, ?, ?)",
-                    [(message_id, mailbox, marked) for mailbox in mailboxes],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            with self._turn.taken():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
+                        " VALUES (?, ?, ?)",
+                        [(message_id, mailbox, marked) for mailbox in mailboxes],
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 
-    def expire(self, days: float) -> int:
-        """Remove entries marked more than `days` days ago; returns how many went."""
+    def expire(self, days: float, progress: ExpireProgress | None = None) -> int:
+        """Remove entries marked more than `days` days ago; returns how many went.
+
+        In batches of EXPIRE_BATCH, each its own transaction: lmtpd's marks wait for one batch,
+        not for the whole purge of a large database."""
         if days < 0:
             raise ValueError("days must not be negative")
         cutoff = self._clock() - days * _DAY
+        conn = self._connection()
         try:
-            cursor = self._connection().execute(
-                "DELETE FROM deliveries WHERE marked < ?", (cutoff,)
-            )
+            (total,) = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE marked < ?", (cutoff,)
+            ).fetchone()
+            removed = 0
+            while removed < total:
+                gone = conn.execute(
+                    "DELETE FROM deliveries WHERE (message_id, mailbox) IN (SELECT message_id,"
+                    " mailbox FROM deliveries WHERE marked < ? LIMIT ?)",
+                    (cutoff, EXPIRE_BATCH),
+                ).rowcount
+                if gone <= 0:
+                    break  # another expire took them meanwhile
+                removed += gone
+                if progress is not None:
+                    progress(removed, total)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
-        return cursor.rowcount
+        return removed
 
     def close(self) -> None:
+        self._turn.close()
         with self._all_lock:
             connections, self._all = self._all, []
         for conn in connections:

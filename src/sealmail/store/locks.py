@@ -1,8 +1,9 @@
 """Cross-process advisory locks of the store: per-mailbox locks, per-user delivery slots and the
 POP lock of a maildrop.
 
-Short index updates are serialised by SQLite's write lock alone. These file locks (flock(2) on
-files under `configdirectory/lock/`) guard the longer operations that must not interleave on one
+Short index updates are serialised by SQLite's write lock (deliveries' group commits and
+duplicate marks also take turns, CommitTurn, rather than poll for it). These file locks (flock(2)
+on files under `configdirectory/lock/`) guard the longer operations that must not interleave on one
 mailbox (rename, delete, reconstruct) and bound how many deliveries to one user run at once across
 every process (`lmtp_user_concurrency_limit`). flock locks belong to an open file description, so
 two threads of one process exclude each other just as two processes do, and the kernel drops them
@@ -14,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -61,6 +63,9 @@ def mailbox_lock(lock_directory: Path, names: list[str]) -> Iterator[None]:
             os.close(fd)  # closing the last descriptor releases the flock
 
 
+_slot_starts = itertools.count()  # next() is atomic under the GIL
+
+
 @contextmanager
 def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]:
     """Hold one of `limit` delivery slots of `user`; MailboxBusy at once when all are taken.
@@ -72,7 +77,11 @@ def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]
         yield
         return
     base = f"{os.fspath(lock_directory)}/deliver/{lock_filename(user)}"  # once per delivery:
-    for slot in range(limit):  # a string, not Paths
+    # a string, not Paths. Each try starts at the next slot, so concurrent deliveries to one
+    # user mostly find theirs free at once (from slot 0 each tried 2.4 files at 4 sessions).
+    first = next(_slot_starts)
+    for step in range(limit):
+        slot = (first + step) % limit
         fd = _open_lock_file(f"{base}.{slot}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,6 +96,56 @@ def delivery_slot(lock_directory: Path, user: str, limit: int) -> Iterator[None]
             os.close(fd)
         return
     raise MailboxBusy(f"{limit} deliveries to {user!r} already in progress")
+
+
+class CommitTurn:
+    """The turn to write one SQLite database: one thread of one process at a time (a flock on
+    a file under `lock/`, and a thread lock, since threads share the process's descriptor).
+
+    SQLite's write lock alone serialises writers too, but a writer that finds it taken polls
+    with sleeps of 1 ms growing to 100 ms (its busy handler), while the holder may take it again
+    at once: under `sealmail master`, two lmtpd processes starved each other's group commits for
+    hundreds of milliseconds, and four sessions' duplicate marks slept about once a message. A
+    writer waiting here sleeps in the kernel and wakes as the holder releases; a group committer
+    takes its batch only once the turn is its own, so what arrived during another process's
+    commit comes along and the processes alternate, each commit a full batch. Only an order,
+    never a guarantee: every write still takes SQLite's lock (writers that skip the turn, such
+    as IMAP's, just wait on it as before).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = os.fspath(path)
+        self._fd = -1
+        self._pid = 0  # a forked child opens its own: flock belongs to the file description
+        self._threads = threading.Lock()
+        self._threads_pid = os.getpid()
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        """Hold the turn; StoreError when the lock file cannot be opened or locked."""
+        if self._threads_pid != os.getpid():
+            # A forked child (one thread) may have copied the lock held by another thread.
+            self._threads, self._threads_pid = threading.Lock(), os.getpid()
+        with self._threads:
+            if self._pid != os.getpid():
+                fd = _open_lock_file(self.path)
+                if self._fd >= 0:  # the parent's: closing our copy leaves the parent's lock be
+                    os.close(self._fd)
+                self._fd, self._pid = fd, os.getpid()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._threads:
+            if self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd, self._pid = -1, 0
 
 
 class PopLock:

@@ -370,7 +370,7 @@ class MemoryStore:
                 mailbox.size_bytes += len(content)
                 results.append(AppendedMessage(mailbox.name, mailbox.uidvalidity, uid,
                                                mailbox.highestmodseq, guid, len(content),
-                                               warning))
+                                               warning, mailbox.uniqueid, tuple(wanted)))
         return results
 
     def deliver_all(
@@ -541,9 +541,9 @@ class MemoryStore:
                 matched.append(message.uid)
         return HeaderMatches(matched, unanswered)
 
-    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
+    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
         with self._lock:
-            return {m.uid: m.listed for m in self._chosen(self._require(name), uids)}
+            return {m.uid: (m.size, m.listed) for m in self._chosen(self._require(name), uids)}
 
     def sorted_uids(self, name: str, keys: Sequence[tuple[str, bool]]) -> list[int]:
         """Ordered by `keys` (most significant first), ties in UID order (RFC 5256 3)."""

@@ -27,6 +27,7 @@ import hashlib
 import os
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,16 +92,22 @@ def reconstruct_mailbox(store: DiskStore, index: Index, name: str) -> list[str]:
     raise MailboxNotFound(f"mailbox {name!r} does not exist and no directory of it was found")
 
 
-def reconstruct_store(store: DiskStore, index: Index) -> list[str]:
-    """Every mailbox, every orphan directory, stale stage files."""
+def reconstruct_store(
+    store: DiskStore, index: Index, checked: Callable[[str, int], None] | None = None
+) -> list[str]:
+    """Every mailbox, every orphan directory, stale stage files; `checked(name, of)` after each
+    mailbox, `of` how many there are."""
     fixes = store.clean_stage_files()
-    for info in store.list_mailboxes():
+    mailboxes = store.list_mailboxes()
+    for info in mailboxes:
         try:
             fixes.extend(reconstruct_mailbox(store, index, info.name))
         except MailboxNotFound:
-            continue  # deleted meanwhile
+            pass  # deleted meanwhile
         except StoreError as exc:
             fixes.append(f"{info.name}: cannot check: {exc}")
+        if checked is not None:
+            checked(info.name, len(mailboxes))
     with index.transaction() as conn:
         orphans = _orphans(store, conn)
         conn.execute("DELETE FROM tombstones")  # re-added below for directories still there

@@ -23,8 +23,9 @@ after a clean transaction the session is kept idle for
 so a transaction half-left by the server cannot leak into the next one; if the RSET fails the
 agent opens a fresh session, which costs a connect but never a delivery.
 
-Postfix's log text: failures read `host RELAY said: REPLY (in reply to COMMAND command)`, and
-`relay=` is `host[address]:port` for TCP and the socket path as configured for UNIX sockets.
+Postfix's log text: failures read `host NAME[ADDRESS] said: REPLY (in reply to COMMAND command)`
+(no port: Postfix's namaddr, which pflogsumm and postfix_exporter parse), while `relay=` is
+`host[address]:port` for TCP (namaddrport) and `$myhostname[path]` for UNIX sockets.
 
 Next hops, SASL password lookups and the reading of a parameter family into a `Policy` live in
 client_settings.py (split out for issue 19); their public names are re-exported here.
@@ -151,7 +152,10 @@ class _Session:
         self.reader = reader
         self.writer = writer
         self.conn = conn
-        self.relay = relay
+        self.relay = relay  # relay=, and the TLS lines: host[address]:port as Postfix's namaddrport
+        # What the reasons (deferred, bounced) name: Postfix's namaddr, host[address] without
+        # the port (smtp_proto.c: "host %s said: ...", session->namaddr); a socket's is the same.
+        self.namaddr = relay[: relay.rindex("]") + 1] if "]" in relay else relay
         self.timeouts = timeouts
         self.born = born
         self.transactions = 0
@@ -164,7 +168,7 @@ class _Session:
         stage = _STAGE.get(command, "talking") if command is not None else "talking"
         timed = " timed out" if timed_out else ""
         return DeliveryFailure(Status.DEFERRED, "4.4.2",
-                               f"{what} with {self.relay}{timed} while {stage}", relay=self.relay)
+                               f"{what} with {self.namaddr}{timed} while {stage}", relay=self.relay)
 
     async def flush(self, timeout: float) -> None:
         data = self.conn.data_to_send()
@@ -195,7 +199,7 @@ class _Session:
                 stage = _STAGE.get(pending, "talking") if pending is not None else "talking"
                 raise DeliveryFailure(
                     Status.DEFERRED, "4.4.2",
-                    f"protocol error with {self.relay} while {stage}: {exc}",
+                    f"protocol error with {self.namaddr} while {stage}: {exc}",
                     relay=self.relay) from None
             if isinstance(event, ConnectionClosed):
                 raise self.fail(event.pending, "lost connection")
@@ -207,7 +211,7 @@ class _Session:
 
     def said(self, reply: ServerReply, command: ClientCommand) -> str:
         what = _IN_REPLY_TO.get(command, f"{command.value} command")
-        text = f"host {self.relay} said: {reply} (in reply to {what})"
+        text = f"host {self.namaddr} said: {reply} (in reply to {what})"
         if reply.code == 530 and self.no_password:  # RFC 4954 6: authentication required
             text += f"; {self.no_password}"
         return text
@@ -501,7 +505,7 @@ class ClientAgent:
             level = "none"  # as Postfix: opportunistic TLS on a private socket is only waste
         if level in tls_policy.MANDATORY and not caps.offers("STARTTLS"):
             raise DeliveryFailure(Status.DEFERRED, "4.7.4",
-                                  f"TLS is required, but was not offered by host {session.relay}",
+                                  f"TLS is required, but was not offered by host {session.namaddr}",
                                   relay=session.relay)
         if (level != "none" and caps.offers("STARTTLS")
                 and await self._starttls(session, endpoint, plan, policy, probe=probe)):
@@ -535,7 +539,7 @@ class ClientAgent:
             if tls.level == "may":
                 return False
             raise DeliveryFailure(Status.DEFERRED, "4.7.5",
-                                  f"TLS is required, but host {session.relay} refused to start "
+                                  f"TLS is required, but host {session.namaddr} refused to start "
                                   f"TLS: {reply.reply}", relay=session.relay)
         verify = tls.authenticated or probe
         context = self._tls_context(policy, tls, verify)
@@ -553,7 +557,7 @@ class ClientAgent:
             if tls.level == "may":
                 raise _TlsFallback() from None
             raise DeliveryFailure(Status.DEFERRED, "4.7.5",
-                                  f"Cannot start TLS: handshake failure with {session.relay}: "
+                                  f"Cannot start TLS: handshake failure with {session.namaddr}: "
                                   f"{exc}", relay=session.relay) from None
         session.conn.tls_started()
         ssl_object = session.writer.get_extra_info("ssl_object")
@@ -610,7 +614,7 @@ class ClientAgent:
         if chosen is None:
             raise DeliveryFailure(
                 Status.DEFERRED, "4.7.0",
-                f"SASL authentication failed; cannot authenticate to server {session.relay}: "
+                f"SASL authentication failed; cannot authenticate to server {session.namaddr}: "
                 f"no mechanism available (offered: {' '.join(caps.auth_mechanisms)})",
                 relay=session.relay)
         user, password = credentials
@@ -622,7 +626,7 @@ class ClientAgent:
             # smtp_sasl_auth_soft_bounce = yes: an authentication failure is never final.
             raise DeliveryFailure(
                 Status.DEFERRED, "4" + done.reply.dsn()[1:] if done.reply.code >= 400 else "4.7.0",
-                f"SASL authentication failed; server {session.relay} said: {why}",
+                f"SASL authentication failed; server {session.namaddr} said: {why}",
                 relay=session.relay)
         log.debug("authenticated to %s as %s with %s", session.relay, user, chosen)
 
@@ -635,7 +639,8 @@ class ClientAgent:
         assert caps is not None
         content = request.message.read()
         try:
-            params = mail_parameters(request, content, caps.offers("SMTPUTF8"), session.relay)
+            params = mail_parameters(request, content, caps.offers("SMTPUTF8"),
+                                     session.namaddr)
         except Smtputf8Required as exc:
             raise DeliveryFailure(exc.status, exc.dsn, str(exc), relay=session.relay) from None
         if caps.offers("SIZE"):

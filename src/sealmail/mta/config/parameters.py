@@ -300,7 +300,7 @@ class MAIN(Registry):
     smtpd_client_connection_rate_limit = integer("0", "Connections per client and service in anvil_rate_time_unit (421 4.7.0); 0: no limit.")
     smtpd_client_message_rate_limit = integer("0", "MAIL commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too much mail from ADDR); 0: no limit.")
     smtpd_client_recipient_rate_limit = integer("0", "RCPT commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too many recipients from ADDR); 0: no limit.")
-    smtpd_client_new_tls_session_rate_limit = integer("0", "New TLS sessions (STARTTLS) per client and service in anvil_rate_time_unit (454 4.7.0 Error: too many new TLS sessions from ADDR); 0: no limit.")
+    smtpd_client_new_tls_session_rate_limit = integer("0", "New TLS sessions per client and service in anvil_rate_time_unit: over it STARTTLS gets 454 4.7.0 Error: too many new TLS sessions from NAME[ADDR] (warning: Refusing STARTTLS request), and with smtpd_tls_wrappermode the connection is closed before the handshake (warning: Refusing TLS service request), as Postfix; 0: no limit.")
     smtpd_client_auth_rate_limit = integer("0", "AUTH commands per client and service in anvil_rate_time_unit (450 4.7.1 Error: too many AUTH commands from ADDR); 0: no limit.")
     smtpd_client_event_limit_exceptions = words("$mynetworks", "Clients exempt from the connection and rate limits (network addresses, as mynetworks).")
     anvil_rate_time_unit = time("60s", "The window over which anvil counts connection, message, recipient, TLS and AUTH rates.")

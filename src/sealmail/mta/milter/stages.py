@@ -2,9 +2,10 @@
 
 Postfix's behaviour, kept here so that smtpd's own code only makes one call per stage:
 
-- CONNECT: a 421 (or milter_default_action shutdown) ends the session at once; any other
-  rejection at CONNECT or HELO is remembered and answers MAIL FROM (Postfix answers HELO with
-  250 in that case, and so do we);
+- CONNECT: a 421 (or milter_default_action shutdown) ends the session at once with Postfix's
+  `421 HOST Service unavailable - try again later`; a 5xx makes the greeting `554 HOST ESMTP not
+  accepting connections` and the session goes on; any rejection at CONNECT or HELO but a 421 is
+  remembered and answers MAIL FROM (Postfix answers HELO with 250 in that case, and so do we);
 - MAIL, RCPT, DATA: the milter's reply replaces our 250 (a refused RCPT refuses only that
   recipient);
 - end of message: the reply, or DISCARD (250, the message dropped: `milter-discard`), or
@@ -102,15 +103,14 @@ class SmtpdMilters:
         return reply
 
     async def connect(self, whatsup: str) -> Reply | None:
-        """Open the milters and report the client: a Reply only when the session must end
-        (421); other rejections are kept for MAIL FROM."""
+        """Open the milters and report the client: their refusal, for smtpd's greeting (421
+        ends the session, 5xx makes it 554); but for a 421 it is kept for MAIL FROM."""
         await self.chain.open()
         verdict = await self.chain.connect("unknown", self.client_address, self.client_port)
         reply = self._refusal(verdict, "CONNECT", whatsup)
-        if reply is not None and reply.code == 421:
-            return reply
-        self.sticky = reply
-        return None
+        if reply is None or reply.code != 421:
+            self.sticky = reply
+        return reply
 
     async def helo(self, name: str, whatsup: str) -> None:
         verdict = await self.chain.helo(name)

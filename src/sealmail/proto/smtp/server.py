@@ -136,6 +136,7 @@ class ServerConnection(ServerCore[SessionState]):
         auth_required: bool = False,
         starttls_available: bool = False,
         greeting_text: str | None = None,
+        greeting_code: int = 220,
         accept_mail_auth: bool = False,
         dsn: bool = False,
         smtputf8: bool = False,
@@ -178,7 +179,9 @@ class ServerConnection(ServerCore[SessionState]):
         self._bdat_return = SessionState.READY
         self._auth_mechanism: str | None = None
         text = greeting_text if greeting_text is not None else f"{mode.value} sealmail ready"
-        self._send(Reply(220, None, f"{hostname} {text}"))
+        # RFC 5321 3.1: 554 instead of 220 when the host will not take mail on this connection
+        # (Postfix's smtpd after a milter's rejection at CONNECT); the session goes on.
+        self._send(Reply(greeting_code, None, f"{hostname} {text}"))
 
     # -- public API -------------------------------------------------------------------------
 

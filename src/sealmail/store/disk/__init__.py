@@ -13,9 +13,10 @@ A delivery that answers 250 must survive a crash. Order of operations:
 
 1. the caller's thread writes the bytes once per partition to `PARTITION/stage./NAME` and fsyncs
    them (in parallel with other callers);
-2. the caller joins the pending batch. One committer at a time takes every pending delivery and,
-   in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next modseq,
-   hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
+2. the caller joins the pending batch. One committer at a time (one process at a time too: it
+   first takes the commit turn, sealmail.store.locks.CommitTurn) takes every pending delivery
+   and, in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next
+   modseq, hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
 3. fsyncs each touched mailbox directory once (the new names are durable), then COMMITs
    (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every caller;
 4. each caller unlinks its stage files.
@@ -179,6 +180,7 @@ class DiskStore:
         return cls(store_settings(config), **options)
 
     def close(self) -> None:
+        self._commit.close()
         self._index.close()
         with self._duplicates_lock:
             if self._duplicates is not None:
@@ -238,11 +240,12 @@ class DiskStore:
 
         return reconstruct_mailbox(self, self._index, name)
 
-    def reconstruct_all(self) -> list[str]:
-        """Check every mailbox, adopt or remove orphan directories, clear stale stage files."""
+    def reconstruct_all(self, checked: Callable[[str, int], None] | None = None) -> list[str]:
+        """Check every mailbox, adopt or remove orphan directories, clear stale stage files;
+        `checked(name, of)` after each mailbox."""
         from sealmail.store.reconstruct import reconstruct_store
 
-        return reconstruct_store(self, self._index)
+        return reconstruct_store(self, self._index, checked)
 
 
 def _roles(store: DiskStore) -> MessageStore:

@@ -34,6 +34,7 @@ from sealmail.store.headers import (
     searchable_form,
 )
 from sealmail.store.index import sqlite_error
+from sealmail.store.locks import CommitTurn
 from sealmail.store.seen import SEEN
 from sealmail.store.sorting import SortFields, sort_fields
 
@@ -65,6 +66,10 @@ class GroupCommit:
         self._queue: list[_Delivery] = []
         self._queue_lock = threading.Lock()
         self._committing = False
+        self._turn = CommitTurn(spool.lock_directory / "commit")
+
+    def close(self) -> None:
+        self._turn.close()
 
     def deliver(
         self,
@@ -221,12 +226,21 @@ class GroupCommit:
                 delivery.wake.clear()
                 if delivery.finished:
                     return
-            # We lead: our own delivery is in the queue, so this batch includes it.
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
+            # We lead: our own delivery is in the queue, so this batch includes it. The batch
+            # is taken once the turn is ours: what arrived while another process committed
+            # comes along (sealmail.store.locks.CommitTurn).
+            batch: list[_Delivery] = []
             try:
-                with self._spool.index.turn():  # this process's writers queue (store.index)
-                    self._commit_batch(batch)
+                with self._turn.taken():
+                    with self._queue_lock:
+                        batch, self._queue = self._queue, []
+                    with self._spool.index.turn():  # this process's other writers (store.index)
+                        self._commit_batch(batch)
+            except StoreError as exc:  # the turn's lock file; _commit_batch raises no StoreError
+                if not batch:
+                    with self._queue_lock:
+                        batch, self._queue = self._queue, []
+                _fail_pending(batch, exc)
             finally:
                 for waiting in batch:
                     waiting.finished = True
@@ -283,10 +297,7 @@ class GroupCommit:
             else:
                 error = StoreError(f"delivery failed: {exc!r}")
                 error.__cause__ = exc
-            for delivery in batch:
-                for i, result in enumerate(delivery.results):
-                    if result is None or isinstance(result, AppendedMessage):
-                        delivery.results[i] = error
+            _fail_pending(batch, error)
             if not isinstance(exc, Exception):
                 raise
 
@@ -365,7 +376,8 @@ class GroupCommit:
             # Once the message is in: its warned mark commits with it (sealmail.store.quota).
             warning = quota.note_append(conn, usage, delivery.size, target.quota_warn)
         return AppendedMessage(
-            name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning
+            name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning, uniqueid,
+            tuple(wanted),
         )
 
     def clean_stage_files(self) -> list[str]:
@@ -387,6 +399,14 @@ class GroupCommit:
                     continue
                 removed.append(f"partition {partition}: removed stale stage file {entry.name}")
         return removed
+
+
+def _fail_pending(batch: list[_Delivery], error: StoreError) -> None:
+    """Nothing of `batch` was committed: every copy not refused already gets `error`."""
+    for delivery in batch:
+        for i, result in enumerate(delivery.results):
+            if result is None or isinstance(result, AppendedMessage):
+                delivery.results[i] = error
 
 
 _NAMES_PER_QUERY = 500  # under SQLite's bound on host parameters (999 before 3.32)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sealmail.store.api import HeaderMatches
 from sealmail.store.disk.layout import ROW_LIST, ROW_PLACES, Spool, require_mailbox
@@ -85,28 +85,37 @@ class HeaderIndex:
         matched = [uid for uid, unknown in rows if not unknown]
         return HeaderMatches(matched, [uid for uid, unknown in rows if unknown])
 
-    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
-        """The fields clients list folders with (sealmail.store.headers.listed_form) of those
-        of `uids` that exist, from the index alone; rows without them yet (older than index
-        version 6) are filled first, for the whole mailbox, reading each file once."""
+    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        """The size and the fields clients list folders with (sealmail.store.headers.
+        listed_form) of those of `uids` that exist, from the index alone, in one query; rows
+        without them yet (older than index version 6) are filled first, for the whole mailbox,
+        reading each file once."""
         wanted = set(uids)
         if not wanted:
             return {}
-        found: dict[int, bytes | None] = {}
+        found: dict[int, tuple[int, bytes | None]] = {}
         for attempt in range(2):
             with self._spool.reading() as conn:
                 row = require_mailbox(conn, name)
                 rows = conn.execute(
-                    "SELECT m.uid, h.listed FROM messages AS m LEFT JOIN header_index AS h"
+                    "SELECT m.uid, m.size, h.listed FROM messages AS m"
+                    " LEFT JOIN header_index AS h"
                     " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
                     " WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ?",
                     (row[0], min(wanted), max(wanted)),
                 ).fetchall()
-            found = {uid: listed for uid, listed in rows if uid in wanted}
-            if attempt or None not in found.values():
+            if len(rows) == len(wanted) == max(wanted) - min(wanted) + 1:
+                found = {uid: (size, listed) for uid, size, listed in rows}  # all of a range
+            else:
+                found = {uid: (size, listed) for uid, size, listed in rows if uid in wanted}
+            missing = any(listed is None for _, listed in found.values())
+            if not missing:
+                return cast(dict[int, tuple[int, bytes]], found)  # no None left in it
+            if attempt:
                 break
             self._index_headers(name, row[0], self._spool.directory(row[3], row[2]))
-        return {uid: listed for uid, listed in found.items() if listed is not None}
+        return {uid: (size, listed) for uid, (size, listed) in found.items()
+                if listed is not None}
 
     def sorted_uids(self, name: str, keys: Sequence[tuple[str, bool]]) -> list[int]:
         """Every UID of `name`, ordered by `keys` ((RFC 5256 / RFC 5957 sort key, reverse),

@@ -208,20 +208,11 @@ class Reading:
 
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         """The stored parses (the IMAP layer's blobs) of those messages that have one."""
-        found: dict[int, bytes] = {}
         with self._spool.reading() as conn:
             mailbox_id = require_mailbox(conn, name)[0]
-            wanted = sorted(set(uids))
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT uid, structure FROM messages WHERE mailbox_id = ? AND uid IN ({marks})"
-                    " AND structure IS NOT NULL",
-                    (mailbox_id, *chunk),
-                ).fetchall()
-                found.update((uid, blob) for uid, blob in rows)
-        return found
+            # A range scan for a folder's worth (FETCH 1:* ENVELOPE): faster than IN lists.
+            rows = rows_for(conn, "uid, structure", mailbox_id, uids)
+        return {uid: blob for uid, blob in rows if blob is not None}
 
     def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None:
         """Keep parses, all in one transaction; not a change a client sees, so no modseq, and

@@ -139,7 +139,7 @@ class Delivery:
         )
         self._db.changed(mailbox.name, modseq)
         return AppendedMessage(mailbox.name, mailbox.uidvalidity, uid, modseq, guid, size,
-                               warning)
+                               warning, mailbox.uniqueid, tuple(wanted))
 
     @staticmethod
     def _note_append(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
-from sealmail.store.duplicates import delivery_lock
+from sealmail.store.duplicates import EXPIRE_BATCH, ExpireProgress, delivery_lock
 from sealmail.store.postgres.database import Connection, Database
 
 _DAY = 86400.0
@@ -64,17 +64,35 @@ class SharedDuplicates:
 
         self._db.write(work)
 
-    def expire(self, days: float) -> int:
-        """Remove entries marked more than `days` days ago; how many went."""
+    def expire(self, days: float, progress: ExpireProgress | None = None) -> int:
+        """Remove entries marked more than `days` days ago; how many went. In batches, as on
+        disk, so the nodes' marks never wait for a whole purge."""
         if days < 0:
             raise ValueError("days must not be negative")
         cutoff = self._clock() - days * _DAY
 
-        def work(conn: Connection) -> int:
-            return conn.execute("DELETE FROM duplicate_deliveries WHERE marked < %s",
-                                (cutoff,)).rowcount
+        def count(conn: Connection) -> int:
+            row = conn.execute("SELECT count(*) FROM duplicate_deliveries WHERE marked < %s",
+                               (cutoff,)).fetchone()
+            return 0 if row is None else int(row[0])
 
-        return self._db.write(work)
+        total = self._db.read(count)
+
+        def batch(conn: Connection) -> int:
+            return conn.execute(
+                "DELETE FROM duplicate_deliveries WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
+                " duplicate_deliveries WHERE marked < %s LIMIT %s))",
+                (cutoff, EXPIRE_BATCH)).rowcount
+
+        removed = 0
+        while removed < total:
+            gone = self._db.write(batch)
+            if gone <= 0:
+                break  # another node's expire took them meanwhile
+            removed += gone
+            if progress is not None:
+                progress(removed, total)
+        return removed
 
     def close(self) -> None:
         """Nothing of its own: it uses the store's pool."""

@@ -197,11 +197,11 @@ class Reading:
                 matched.append(int(uid))  # type: ignore[call-overload]
         return HeaderMatches(matched, unanswered)
 
-    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
-        def work(conn: Connection) -> dict[int, bytes]:
+    def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        def work(conn: Connection) -> dict[int, tuple[int, bytes]]:
             row = self._db.require(conn, name)
-            return {int(uid): bytes(listed) for uid, listed in conn.execute(
-                "SELECT mm.uid, m.listed FROM mailbox_message mm"
+            return {int(uid): (int(size), bytes(listed)) for uid, size, listed in conn.execute(
+                "SELECT mm.uid, m.size, m.listed FROM mailbox_message mm"
                 " JOIN messages m ON m.id = mm.message_id"
                 " WHERE mm.mailbox_id = %s AND mm.uid = ANY(%s)",
                 (row.id, sorted(set(uids))),
