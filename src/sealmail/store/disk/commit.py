@@ -278,16 +278,18 @@ class GroupCommit:
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
             except BaseException:
+                # The links go first, while SQLite's write lock still keeps other writers from
+                # drawing these uids: after the ROLLBACK an imapd's COPY or another process may
+                # link its own message at the same name. A link left over (a crash here) is
+                # debris at uid >= uidnext, which reconstruct or the next draw of it clears.
+                for path in linked:
+                    with suppress(OSError):
+                        os.unlink(path)
                 if conn.in_transaction:
                     with suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
         except BaseException as exc:
-            # Left-over links are debris at uid >= uidnext; reconstruct or the next delivery
-            # that draws the same uid clears them.
-            for path in linked:
-                with suppress(OSError):
-                    os.unlink(path)
             if isinstance(exc, sqlite3.Error):
                 error: StoreError = sqlite_error(exc, "delivery")
             elif isinstance(exc, OSError):
