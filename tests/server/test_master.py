@@ -156,7 +156,7 @@ def test_both_listeners_deliver_and_pidfile_lives_with_master(
     with smtplib.LMTP("127.0.0.1", port) as client:
         assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
     assert run.count() == 2
-    assert len(run.workers("lmtp")) == 2 and len(run.workers("lmtpunix")) == 1
+    assert len(run.workers("lmtp")) == 2 and len(run.workers("lmtpunix")) == 1, run.log_text()
     assert run.stop() == 0
     assert not run.pidfile.exists()
     assert not run.socket.exists()
