@@ -748,7 +748,10 @@ class CyrusInstance:
             )
         _chown_tree(self.root, "cyrus", "mail")
         with self.output.open("wb") as out:
-            # In the foreground (no -d), so stopping is a signal to a child we own.
+            # In the foreground (no -d), so stopping is a signal to a child we own; in a session
+            # of its own, because Cyrus's master stops with kill(0, SIGTERM) (begin_shutdown):
+            # in ours it would also end every process running as cyrus in the test run's process
+            # group, such as another pytest-xdist worker's tests of `sealmail` as cyrus.
             self._process = subprocess.Popen(
                 [
                     str(CYRUS_MASTER),
@@ -762,6 +765,7 @@ class CyrusInstance:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         try:
             wait_until_accepting(self.socket_path, 30.0, self._process, self.output)
