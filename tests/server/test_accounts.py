@@ -324,6 +324,8 @@ def test_root_serves_with_allow_root_services_and_says_so(tmp_path: Path) -> Non
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:
+        # The port accepts once bound, before master starts the worker (and its SIGTERM handler).
+        wait_for(lambda: "master ready" in log.read_text() or master.poll() is not None, "ready")
         wait_until_accepting(("127.0.0.1", port), 60.0, master, log)
         [worker] = children_of(master.pid)
         assert ids_of(worker).uids == (0, 0, 0, 0)
