@@ -40,7 +40,7 @@ vacation :days 1 :subject "Away" "I am away until Monday.";
 """
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -118,8 +118,11 @@ def test_upload_deliver_vacation_and_redirect(root: Path) -> None:
             [*sealmail, "postfix", "-c", str(mta_dir), "start-fg"], stdout=out, stderr=out
         )
     try:
-        wait_for(lambda: "master ready" in log.read_text(), "master")
-        wait_until_accepting(("127.0.0.1", mta_port), 30.0, mta)
+        # Generous waits: each process starts an interpreter (seconds on a loaded machine).
+        wait_for(lambda: "master ready" in log.read_text() or master.poll() is not None, "master")
+        assert master.poll() is None, log.read_text()
+        wait_until_accepting(("127.0.0.1", mta_port), 60.0, mta)
+        wait_until_accepting(("127.0.0.1", sink_port), 60.0, sink)
         client = Client("127.0.0.1", sieve_port)
         assert client.connect("alice", "alice-pw", authmech="PLAIN")
         assert client.putscript("rules", SCRIPT)

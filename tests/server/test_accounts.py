@@ -33,7 +33,7 @@ CYRUS = "cyrus"
 MESSAGE = b"From: a@example.org\r\nSubject: as cyrus\r\n\r\nhello\r\n"
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -199,7 +199,7 @@ def test_master_started_by_root_serves_everything_as_cyrus(store: Store) -> None
             ["/usr/bin/python3", "-c",
              f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(store.socket)!r});"
              " print(s.recv(100).decode())"],
-            cwd="/", capture_output=True, text=True, timeout=30, check=False,
+            cwd="/", capture_output=True, text=True, timeout=60, check=False,
             **as_account("postfix"),
         )  # fmt: skip
         assert as_postfix.stdout.startswith("220 accounts.test"), as_postfix.stderr
@@ -224,11 +224,11 @@ def test_master_started_by_root_serves_everything_as_cyrus(store: Store) -> None
             )  # fmt: skip
             assert (done.returncode, done.stderr) == (0, b""), (user, done.stderr)
 
-        imap = imaplib.IMAP4("127.0.0.1", imap_port, timeout=30)
+        imap = imaplib.IMAP4("127.0.0.1", imap_port, timeout=60)
         imap.login("alice", "secret")
         assert imap.select("INBOX") == ("OK", [b"4"])
         imap.logout()
-        pop = poplib.POP3("127.0.0.1", pop3_port, timeout=30)
+        pop = poplib.POP3("127.0.0.1", pop3_port, timeout=60)
         pop.user("alice")
         pop.pass_("secret")
         assert pop.stat()[0] == 4
@@ -253,7 +253,7 @@ def test_standalone_lmtpd_started_by_root_binds_then_serves_as_cyrus(store: Stor
         "--listen", f"127.0.0.1:{port}", "-a",
     )  # fmt: skip
     try:
-        wait_until_accepting(str(store.socket), 30.0, lmtpd, store.log)
+        wait_until_accepting(str(store.socket), 60.0, lmtpd, store.log)
         assert ids_of(lmtpd.pid) == cyrus_ids()
         created = store.sealmail("mailbox", "-C", str(store.conf), "create", "user.alice")
         assert created.returncode == 0, created.stderr
@@ -324,7 +324,9 @@ def test_root_serves_with_allow_root_services_and_says_so(tmp_path: Path) -> Non
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:
-        wait_until_accepting(("127.0.0.1", port), 30.0, master, log)
+        # The port accepts once bound, before master starts the worker (and its SIGTERM handler).
+        wait_for(lambda: "master ready" in log.read_text() or master.poll() is not None, "ready")
+        wait_until_accepting(("127.0.0.1", port), 60.0, master, log)
         [worker] = children_of(master.pid)
         assert ids_of(worker).uids == (0, 0, 0, 0)
     finally:

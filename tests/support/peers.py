@@ -121,12 +121,49 @@ def postfix_config_dir(directory: Path) -> Path:
     return directory
 
 
+# Ports for free_tcp_port: below the kernel's ephemeral range, so that no client connection (nor
+# a bind to port 0) takes one between the probe and the test's own bind, and a block of its own for
+# each pytest-xdist worker (scripts/test.sh runs two), so that two workers never pick the same
+# port. Within a process the ports are handed out in turn, so one test's ports differ too.
+PORT_FLOOR = 10000
+
+
+def _port_block() -> range:
+    """This process's ports: its xdist worker's share of [PORT_FLOOR, ephemeral range start)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768  # Linux's default
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    size = (ephemeral - PORT_FLOOR) // max(count, 1)
+    if size < 100 or index >= count:
+        return range(0)  # an unusual port range: let the kernel pick (free_tcp_port)
+    return range(PORT_FLOOR + index * size, PORT_FLOOR + (index + 1) * size)
+
+
+_PORTS = _port_block()
+_port_turn = secrets.randbelow(len(_PORTS)) if _PORTS else 0  # two runs at once: apart
+
+
 def free_tcp_port() -> int:
-    """A port on 127.0.0.1 that is free now (the kernel picks it; a later bind may still race)."""
+    """A port on 127.0.0.1 that is free now, from this worker's block (see PORT_FLOOR; a later bind
+    may still race with another program, not with another test worker)."""
+    global _port_turn
+    for _ in range(min(len(_PORTS), 1000)):
+        port = _PORTS[_port_turn % len(_PORTS)]
+        _port_turn += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))  # no SO_REUSEADDR: a TIME_WAIT port is skipped
+            except OSError:
+                continue
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        chosen: int = probe.getsockname()[1]
+        return chosen
 
 
 def _connect(address: LmtpAddress, timeout: float) -> socket.socket:
@@ -711,7 +748,10 @@ class CyrusInstance:
             )
         _chown_tree(self.root, "cyrus", "mail")
         with self.output.open("wb") as out:
-            # In the foreground (no -d), so stopping is a signal to a child we own.
+            # In the foreground (no -d), so stopping is a signal to a child we own; in a session
+            # of its own, because Cyrus's master stops with kill(0, SIGTERM) (begin_shutdown):
+            # in ours it would also end every process running as cyrus in the test run's process
+            # group, such as another pytest-xdist worker's tests of `sealmail` as cyrus.
             self._process = subprocess.Popen(
                 [
                     str(CYRUS_MASTER),
@@ -725,6 +765,7 @@ class CyrusInstance:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         try:
             wait_until_accepting(self.socket_path, 30.0, self._process, self.output)
