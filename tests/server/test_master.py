@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -171,6 +172,67 @@ def test_a_killed_worker_is_replaced(two_listeners: MasterRun, port: int) -> Non
     with smtplib.LMTP(str(run.socket)) as client:
         assert client.sendmail("a@example.org", ["alice@example.com"], MESSAGE) == {}
     assert run.count() == 1
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie waits for init to reap it: gone too
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def kill_left(pids: list[int]) -> None:
+    """A failing test leaves no orphan serving on."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_end_with_a_killed_master(two_listeners: MasterRun) -> None:
+    """No worker serves on as an orphan holding master's sockets: each has the kernel's
+    parent-death signal, SIGTERM, which drains it."""
+    run = two_listeners
+    wait_for(lambda: len(run.workers("lmtp")) == 2, what="both lmtp workers")
+    workers = run.workers("lmtp") + run.workers("lmtpunix")
+    assert run.process is not None
+    run.process.kill()
+    run.process.wait(30)
+    try:
+        wait_for(lambda: not any(alive(pid) for pid in workers), what="the workers' exit")
+    finally:
+        kill_left(workers)
+
+
+def test_a_sigterm_while_services_start_stops_master_and_its_workers(
+    tmp_path: Path, port: int
+) -> None:
+    """master catches SIGTERM before it starts services: one that comes meanwhile ends it
+    through its own shutdown, not by the default action."""
+    run = MasterRun(
+        tmp_path, f'SERVICES {{\n  lmtp cmd="lmtpd -a" listen="127.0.0.1:{port}" prefork=2\n}}\n'
+    )
+    with run.log.open("ab") as log:
+        run.process = subprocess.Popen(
+            [sys.executable, "-c",
+             "import os, signal, sys, sealmail.server.master as m; from sealmail.cli.main "
+             "import main; start = m.Master.start\n"
+             "def start_then_term(self):\n"
+             "    start(self); os.kill(os.getpid(), signal.SIGTERM)\n"
+             "m.Master.start = start_then_term; sys.exit(main())",
+             "master", "-C", str(run.imapd_conf), "-M", str(run.cyrus_conf),
+             "-p", str(run.pidfile), "-D", "--shutdown-timeout", "20"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    try:
+        assert run.process.wait(60) == 0, run.log_text()
+        assert len(run.workers("lmtp")) == 2, run.log_text()
+        wait_for(lambda: not any(alive(pid) for pid in run.workers("lmtp")),
+                 what="the workers' exit")
+        assert not run.pidfile.exists()
+    finally:
+        kill_left(run.workers("lmtp"))
 
 
 def greeted(sock: socket.socket, wait: float) -> bool:

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         return 75
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
+    master.catch_signals()
     try:
         try:
             master.start()

@@ -271,6 +271,8 @@ class Master:
             ",".join(str(fd) for fd in fds),
             "--maxchild",
             str(entry.maxchild),
+            "--master-pid",
+            str(os.getpid()),
             "--",
             *entry.command.argv,
         ]
@@ -293,11 +295,17 @@ class Master:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wakeup_w, b"\0")
 
-    def run(self) -> None:
+    def catch_signals(self) -> None:
+        """From before `start`: a SIGTERM while services start is then taken at the loop's
+        first turn, after which master stops its workers, instead of killing master by the
+        default action and leaving them serving as orphans."""
         os.set_blocking(self._wakeup_r, False)
         os.set_blocking(self._wakeup_w, False)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, self._on_signal)
+
+    def run(self) -> None:
+        self.catch_signals()  # again, harmless: for a caller that did not
         try:
             while True:
                 with contextlib.suppress(InterruptedError):

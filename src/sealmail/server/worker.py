@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import importlib
 import logging
@@ -255,12 +256,29 @@ async def serve(
     service.close()
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_master(master_pid: int) -> bool:
+    """The kernel sends this worker SIGTERM (its drain) when master goes, so no worker serves
+    on as an orphan holding master's sockets; False when master is gone already."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            log.warning("cannot ask for master's death signal: %s",
+                        os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError):  # not Linux: master stops its workers itself
+        return True
+    return os.getppid() == master_pid
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sealmail-worker")
     parser.add_argument("--service", required=True)
     parser.add_argument("--imapd-conf", required=True)
     parser.add_argument("--fds", required=True)
     parser.add_argument("--maxchild", type=int, default=-1)
+    parser.add_argument("--master-pid", type=int)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -269,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stderr,
     )
+    if args.master_pid is not None and not _die_with_master(args.master_pid):
+        return 0  # master went before we could watch it: nobody to serve for
     command = [word for word in args.command if word != "--"]
     config: ImapdConfig = load_imapd_conf(args.imapd_conf)
     if os.geteuid() == 0 and not config.get(IMAPD.allow_root_services):
