@@ -78,10 +78,12 @@ def test_concurrent_deliveries_from_both_nodes_get_uids_1_to_n_without_a_visible
     done = threading.Event()
     gaps: list[list[int]] = []
     reads = 0
+    logged_in = threading.Event()
 
     def read() -> None:
         nonlocal reads
         imap = node_b.imap("race")
+        logged_in.set()  # the deliveries start once the reader can watch them
         try:
             while not done.is_set():
                 imap.select("INBOX", readonly=True)
@@ -98,6 +100,7 @@ def test_concurrent_deliveries_from_both_nodes_get_uids_1_to_n_without_a_visible
 
     reader = threading.Thread(target=read)
     reader.start()
+    assert logged_in.wait(60)
     senders = [threading.Thread(target=send, args=(node, f"{label}{i}"))
                for label, node in (("a", node_a), ("b", node_b))
                for i in range(threads_per_node)]
