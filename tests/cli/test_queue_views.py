@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.mta import FakeMaster
 
 from sealmail.cli.main import main
 from sealmail.cli.postcat import render as postcat
@@ -142,32 +141,11 @@ def test_qshape_buckets_domains_and_senders() -> None:
     assert "\n+" in render_qshape(long, now)  # cut on the left, as Postfix's
 
 
-class FakeMaster:
-    """The master's control socket: answers ok and remembers the words."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(4)
-        self.words: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self.words.append(conn.recv(64).decode().strip())
-                conn.sendall(b"ok\n")
-
-
 @pytest.fixture
 def fake_master(queue: Queue) -> Iterator[FakeMaster]:
     master = FakeMaster(queue.control_socket)
     yield master
-    master.sock.close()
+    master.close()
 
 
 def test_postqueue_i_moves_one_deferred_message_to_incoming(
@@ -177,7 +155,7 @@ def test_postqueue_i_moves_one_deferred_message_to_incoming(
     defer(queue, second, {0: "later"})
     assert main(["postqueue", "-c", str(config_dir), "-i", first]) == 0
     assert queue.find(first) is QueueName.INCOMING and queue.find(second) is QueueName.DEFERRED
-    assert fake_master.words == [f"retry {first}"]
+    assert fake_master.lines == [f"retry {first}"]
     assert main(["postqueue", "-c", str(config_dir), "-i", "../x"]) == 64
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 from tests.console.test_console_http import Client
 from tests.server.test_accounts import CYRUS, Store, children_of, cyrus_ids, ids_of, stop, wait_for
 from tests.support.console import ADMIN, ADMIN_PASSWORD, ConsoleServer
+from tests.support.mta import FakeMaster
 from tests.support.peers import free_tcp_port, traversable_tmpdir, wait_until_accepting
 from tests.support.pipe_user import copy_packages, python_for
 
@@ -36,28 +35,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts ne
 pytest.importorskip("h11", reason="the console needs h11 (the [console] extra)")
 
 MAIL_OWNER = "postfix"
-
-
-class FakeMaster:
-    """The master's control socket: records each line, answers ok."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        path.chmod(0o666)  # as the master leaves it: any local account may ask
-        self.sock.listen(4)
-        self.lines: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self.lines.append(conn.recv(128).decode().strip())
-                conn.sendall(b"ok\n")
 
 
 @dataclass
@@ -176,7 +153,7 @@ def test_root_binds_then_http_is_served_as_mail_owner_and_the_store_read_as_cyru
         cyrus = pwd.getpwnam(CYRUS).pw_uid
         assert all(p.lstat().st_uid == cyrus for p in [config, *config.rglob("*")])
     finally:
-        master.sock.close()
+        master.close()
         assert stop(console) == 0, instance.log.read_text()
     wait_for(lambda: not Path(f"/proc/{helper}").exists(), "the helper to end with the console")
 

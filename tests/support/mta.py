@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -70,3 +71,29 @@ def mail_owner_opt_in() -> str:
     if os.geteuid() != 0:
         return ""
     return "mail_owner = root\nallow_root_services = yes\n"
+
+
+class FakeMaster:
+    """The MTA master's control socket (mta/pickup): records each line, answers ok. Mode 0666
+    as the master leaves it, so any local account may ask."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        path.chmod(0o666)
+        self.sock.listen(4)
+        self.lines: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.lines.append(conn.recv(128).decode().strip())
+                conn.sendall(b"ok\n")
+
+    def close(self) -> None:
+        self.sock.close()
