@@ -108,7 +108,7 @@ def held(disk: DiskStore) -> Iterator[Callable[[int], None]]:
 
     def wait_queued(n: int) -> None:
         deadline = time.monotonic() + 30
-        while len(group._queue) < n:
+        while len(group._batches._queue) < n:
             assert time.monotonic() < deadline
             time.sleep(0.001)
         gate.set()
@@ -122,7 +122,7 @@ def _lead(disk: DiskStore) -> threading.Thread:
     first = threading.Thread(target=disk.update_flags, args=("user.a", [1], ["\\Seen"], "add"))
     first.start()
     deadline = time.monotonic() + 30
-    while not disk._changes._committing:
+    while not disk._changes._batches._leading:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     return first
@@ -217,7 +217,7 @@ def test_a_copy_that_fails_after_linking_leaves_no_debris_for_the_next_one(
     a = threading.Thread(target=copy, args=("a", [7, 8]))
     a.start()
     deadline = time.monotonic() + 30
-    while len(disk._changes._queue) < 1:  # A first in the batch, then B
+    while len(disk._changes._batches._queue) < 1:  # A first in the batch, then B
         assert time.monotonic() < deadline
         time.sleep(0.001)
     b = threading.Thread(target=copy, args=("b", [9]))

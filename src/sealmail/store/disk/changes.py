@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from sealmail.durable import fsync_directories
+from sealmail.store.disk.batches import Batches, Waiter
 from sealmail.store.disk.layout import Spool, os_error
 from sealmail.store.errors import StoreError
 from sealmail.store.index import sqlite_error
@@ -62,13 +62,11 @@ Change = Callable[[sqlite3.Connection, FileEffects], T]
 
 
 @dataclass(eq=False)
-class _Pending(Generic[T]):
-    change: Change[T]
+class _Pending(Waiter, Generic[T]):
+    change: Change[T] | None = None
     result: T | None = None
     error: BaseException | None = None
     effects: FileEffects = field(default_factory=FileEffects)
-    wake: threading.Event = field(default_factory=threading.Event)
-    finished: bool = False
 
 
 class ChangeGroup:
@@ -76,44 +74,19 @@ class ChangeGroup:
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
-        self._queue: list[_Pending[object]] = []
-        self._queue_lock = threading.Lock()
-        self._committing = False
+        self._batches: Batches[_Pending[object]] = Batches()
 
     def apply(self, change: Change[T]) -> T:
         """Run `change` in the next group transaction; returns its result once it is durable,
         or raises its own error (a StoreError for an SQLite or OS failure)."""
-        pending: _Pending[T] = _Pending(change)
-        self._join(pending)  # type: ignore[arg-type]  # the queue holds every T
+        pending: _Pending[T] = _Pending(change=change)
+        self._batches.join(pending, self._lead)  # type: ignore[arg-type]  # holds every T
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[return-value]  # set when error is None
 
-    def _join(self, pending: _Pending[object]) -> None:
-        with self._queue_lock:
-            self._queue.append(pending)
-            lead = not self._committing
-            self._committing = True
-        if not lead:
-            pending.wake.wait()
-            pending.wake.clear()
-            if pending.finished:
-                return
-        # We lead: our own change is in the queue, so this batch includes it.
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-        try:
-            self._commit(batch)
-        finally:
-            for waiting in batch:
-                waiting.finished = True
-                if waiting is not pending:
-                    waiting.wake.set()
-            with self._queue_lock:
-                if self._queue:
-                    self._queue[0].wake.set()  # hand the committer role on
-                else:
-                    self._committing = False
+    def _lead(self) -> None:
+        self._commit(self._batches.batch())
 
     def _commit(self, batch: list[_Pending[object]]) -> None:
         try:
@@ -139,6 +112,7 @@ class ChangeGroup:
         for pending in batch:
             conn.execute("SAVEPOINT change")
             try:
+                assert pending.change is not None
                 pending.result = pending.change(conn, pending.effects)
             except Exception as exc:
                 if not conn.in_transaction:

@@ -8,14 +8,14 @@ import itertools
 import os
 import secrets
 import sqlite3
-import threading
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sealmail.durable import fsync_directories
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.disk.batches import Batches, Waiter
 from sealmail.store.disk.layout import (
     ROW_LIST,
     ROW_PLACES,
@@ -39,8 +39,8 @@ from sealmail.store.seen import SEEN
 from sealmail.store.sorting import SortFields, sort_fields
 
 
-@dataclass(eq=False)
-class _Delivery:
+@dataclass(eq=False, kw_only=True)
+class _Delivery(Waiter):
     """One deliver() call waiting for the group commit."""
 
     targets: Sequence[DeliveryTarget]
@@ -52,8 +52,6 @@ class _Delivery:
     listed: bytes  # the fields clients list folders with (sealmail.store.headers)
     sorting: SortFields  # sortable form (sealmail.store.sorting)
     results: list[AppendedMessage | StoreError | None]
-    wake: threading.Event = field(default_factory=threading.Event)
-    finished: bool = False
 
 
 class GroupCommit:
@@ -63,9 +61,7 @@ class GroupCommit:
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
         self._stage_counter = itertools.count()
-        self._queue: list[_Delivery] = []
-        self._queue_lock = threading.Lock()
-        self._committing = False
+        self._batches: Batches[_Delivery] = Batches()
         self._turn = CommitTurn(spool.lock_directory / "commit")
 
     def close(self) -> None:
@@ -216,42 +212,18 @@ class GroupCommit:
 
     def _commit_in_group(self, delivery: _Delivery) -> None:
         """Join the pending batch; commit it ourselves if no one is committing."""
-        with self._queue_lock:
-            self._queue.append(delivery)
-            lead = not self._committing
-            self._committing = True
-        while True:
-            if not lead:
-                delivery.wake.wait()
-                delivery.wake.clear()
-                if delivery.finished:
-                    return
-            # We lead: our own delivery is in the queue, so this batch includes it. The batch
-            # is taken once the turn is ours: what arrived while another process committed
-            # comes along (sealmail.store.locks.CommitTurn).
-            batch: list[_Delivery] = []
-            try:
-                with self._turn.taken():
-                    with self._queue_lock:
-                        batch, self._queue = self._queue, []
-                    with self._spool.index.turn():  # this process's other writers (store.index)
-                        self._commit_batch(batch)
-            except StoreError as exc:  # the turn's lock file; _commit_batch raises no StoreError
-                if not batch:
-                    with self._queue_lock:
-                        batch, self._queue = self._queue, []
-                _fail_pending(batch, exc)
-            finally:
-                for waiting in batch:
-                    waiting.finished = True
-                    if waiting is not delivery:
-                        waiting.wake.set()
-                with self._queue_lock:
-                    if self._queue:
-                        self._queue[0].wake.set()  # hand the committer role on
-                    else:
-                        self._committing = False
-            return
+        self._batches.join(delivery, self._lead)
+
+    def _lead(self) -> None:
+        """The batch is taken once the turn is ours: what arrived while another process
+        committed comes along (sealmail.store.locks.CommitTurn)."""
+        try:
+            with self._turn.taken():
+                batch = self._batches.batch()
+                with self._spool.index.turn():  # this process's other writers (store.index)
+                    self._commit_batch(batch)
+        except StoreError as exc:  # the turn's lock file; _commit_batch raises no StoreError
+            _fail_pending(self._batches.batch(), exc)
 
     def _commit_batch(self, batch: list[_Delivery]) -> None:
         conn = self._spool.index.connection()
