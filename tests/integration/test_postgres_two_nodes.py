@@ -4,7 +4,7 @@ nothing else. What one node does, the other sees: concurrent deliveries into one
 both get exactly UIDs 1..N and a reader never sees a gap below a visible UID; IDLE on node B
 hears of a delivery on node A, also after B's LISTEN connection was killed (the poll); flag
 changes, expunges and QRESYNC's VANISHED; a quota race admits exactly what fits; the POP lock
-and duplicate suppression hold across nodes.
+and duplicate suppression hold across nodes, also for one message through both at once.
 
 SEALMAIL_LONG=1 adds: a node killed mid-delivery, and PostgreSQL restarted under both nodes,
 lose nothing (every 250 is in the mailbox; every other client saw an error).
@@ -282,9 +282,26 @@ def test_the_pop_lock_and_duplicate_suppression_hold_across_nodes(
     # The same Message-ID through A, then through B: stored once.
     assert node_a.lmtp(["dup@example.com"], message("d1")) == {}
     assert node_b.lmtp(["dup@example.com"], message("d1")) == {}
+    # The same Message-ID through both nodes at the same instant: still stored once.
+    for round_ in range(2, 6):
+        start = threading.Barrier(2)
+        results: list[dict[str, tuple[int, bytes]]] = []
+
+        def send(node: Node, tag: str, start: threading.Barrier,
+                 results: list[dict[str, tuple[int, bytes]]]) -> None:
+            start.wait()
+            results.append(node.lmtp(["dup@example.com"], message(tag)))
+
+        senders = [threading.Thread(target=send, args=(node, f"d{round_}", start, results))
+                   for node in (node_a, node_b)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(120)
+        assert results == [{}, {}]
     imap = node_a.imap("dup")
     imap.select("INBOX", readonly=True)
-    assert uids(imap) == [1]
+    assert uids(imap) == [1, 2, 3, 4, 5]
     imap.logout()
 
 

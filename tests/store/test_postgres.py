@@ -328,3 +328,47 @@ def test_flag_changes_and_expunges_from_another_node_keep_modseqs_exact(
         for since in (0, info.highestmodseq // 2, info.highestmodseq):
             assert [r.uid for r in node_b.messages_since(INBOX, since)] == [
                 r.uid for r in records if r.modseq > since]
+
+
+def test_one_delivery_of_a_message_id_at_a_time_over_every_node(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Two nodes (their own configdirectory, so no shared flock) taking the same Message-ID:
+    the second waits for the first's lease, and gives up with MailboxBusy (451 4.4.5) only
+    after its patience; another Message-ID is not held up."""
+    import time
+
+    from sealmail.store.errors import MailboxBusy
+    from sealmail.store.postgres.duplicates import SharedDuplicates
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with PostgresStore(settings_for(dsn, tmp_path / "a")) as node_a, \
+            PostgresStore(settings_for(dsn, tmp_path / "b")) as node_b:
+        dup_a, dup_b = node_a.duplicates(), node_b.duplicates()
+        assert dup_a is not None and dup_b is not None
+        events: list[str] = []
+        held = threading.Event()
+
+        def second() -> None:
+            held.wait(30)
+            with dup_b.exclusive("<same@example.org>"):
+                events.append("b took it")
+
+        other = threading.Thread(target=second)
+        other.start()
+        with dup_a.exclusive("<same@example.org>"):
+            held.set()
+            with dup_b.exclusive("<other@example.org>"):
+                events.append("b took another")
+            time.sleep(0.3)  # b is waiting meanwhile (no timing is asserted)
+            events.append("a let go")
+        other.join(30)
+        assert events == ["b took another", "a let go", "b took it"]
+
+        impatient = SharedDuplicates(node_b._db, time.time, patience=0.2)
+        with dup_a.exclusive("<same@example.org>"), pytest.raises(MailboxBusy), \
+                impatient.exclusive("<same@example.org>"):
+            pass
+        with impatient.exclusive("<same@example.org>"):  # released: free again
+            pass

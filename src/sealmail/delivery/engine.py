@@ -108,6 +108,11 @@ class DeliveryEngine:
         ) + msg.without_return_path(content)
         try:
             return self._deliver(envelope, content)
+        except MailboxBusy as exc:  # another node delivers the same Message-ID (PostgreSQL)
+            reply = self.reply_for(exc)
+            for recipient in recipients:
+                self._log(envelope, recipient, len(content), reply, "deferred", cause=exc)
+            return [reply] * len(recipients)
         except Exception:
             log.exception("%s: delivery failed", envelope.session_id)
             for recipient in recipients:

@@ -4,26 +4,42 @@ node shares, so a message delivered through node A is a duplicate when it comes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sealmail.store.duplicates import EXPIRE_BATCH, ExpireProgress, delivery_lock
 from sealmail.store.postgres.database import Connection, Database
+from sealmail.store.postgres.leases import Leases
 
 _DAY = 86400.0
+# A delivery holds its Message-ID's lease from the duplicate check to the mark: far longer than
+# that takes, so only a crashed node's lease ever runs out.
+EXCLUSIVE_SECONDS = 300.0
+# How long a delivery waits for another node's delivery of the same message before it gives up
+# with a temporary failure (451 4.4.5): the sender retries, and then it is a duplicate.
+EXCLUSIVE_PATIENCE = 30.0
 
 
 class SharedDuplicates:
     """seen/mark/expire as sealmail.store.duplicates.DuplicateDatabase, in the database."""
 
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float],
+                 patience: float = EXCLUSIVE_PATIENCE) -> None:
         self._db = db
         self._clock = clock
+        self._leases = Leases(db)
+        self._patience = patience
 
-    def exclusive(self, message_id: str) -> AbstractContextManager[None]:
-        """One delivery of `message_id` at a time on this node (as on disk); two nodes taking
-        the same message at the same moment can still both deliver it (docs/scale-out.md)."""
-        return delivery_lock(self._db.settings.configdirectory, message_id)
+    @contextmanager
+    def exclusive(self, message_id: str) -> Iterator[None]:
+        """One delivery of `message_id` at a time on every node: this node's flock first (so
+        its own sessions queue in the kernel, not on the database), then a lease named by the
+        Message-ID's digest, which a delivery of it on another node holds meanwhile."""
+        digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        with delivery_lock(self._db.settings.configdirectory, message_id), \
+                self._leases.waited(f"duplicate/{digest}", EXCLUSIVE_SECONDS, self._patience):
+            yield
 
     def seen(self, message_id: str, mailbox: str) -> bool:
         row = self._db.read(lambda conn: conn.execute(

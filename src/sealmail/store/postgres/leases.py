@@ -64,6 +64,22 @@ class Leases:
             return
         raise MailboxBusy(f"{limit} deliveries to {user!r} already in progress")
 
+    @contextmanager
+    def waited(self, name: str, seconds: float, patience: float) -> Iterator[None]:
+        """Hold `name` for the block, waiting up to `patience` seconds while another node holds
+        it (polling, as a lease has no wake-up); MailboxBusy after that."""
+        deadline = time.monotonic() + patience
+        pause = 0.005
+        while (holder := self.take(name, seconds)) is None:
+            if time.monotonic() >= deadline:
+                raise MailboxBusy(f"{name} held by another node for {patience:.0f}s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        try:
+            yield
+        finally:
+            self.release(name, holder)
+
 
 # A POP session renews its lease as it works (LockedMaildrop.message); pop3d's poptimeout ends
 # an idle one before this runs out, and a crashed node's maildrop is free again after it.
