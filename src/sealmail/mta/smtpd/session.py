@@ -66,7 +66,9 @@ class SmtpdSession(TlsSession, TransactionSession):
             if not await self.handshake(service.tls_context, timeout=settings.starttls_timeout):
                 log.info("disconnect from %s", self.client)
                 return
-            await self._count_tls_session()
+            if not await self._count_tls_session():
+                log.info("disconnect from %s", self.client)
+                return
         refusal = await self.checks.connect()
         if refusal is not None:
             await self._access_denied(refusal)
