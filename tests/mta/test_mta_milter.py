@@ -166,6 +166,19 @@ def test_after_a_554_greeting_helo_is_answered_and_mail_from_refused(
         assert stream.readline().startswith(b"221 ")
 
 
+def test_a_554_greeting_counts_toward_the_hard_error_limit(
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Reject())).spec}\n"
+                   "smtpd_hard_error_limit = 1\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"554 ")
+        stream.write(b"FROB\r\n")
+        stream.flush()
+        # As Postfix's smtpd: the greeting was the first error, so this one is over the limit.
+        assert stream.readline() == b"421 4.7.0 mx.example.com Error: too many errors\r\n"
+
+
 def test_tempfail_at_connect_keeps_the_220_and_answers_mail_from(
         serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
     server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Tempfail())).spec}\n")
