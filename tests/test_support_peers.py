@@ -4,12 +4,13 @@ pid only while that pid still is the process we started."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from tests.support import peers
-from tests.support.peers import PostfixInstance, process_identity
+from tests.support.peers import PostfixInstance, closed_tcp_port, process_identity
 
 
 def test_process_identity_names_one_process() -> None:
@@ -57,3 +58,13 @@ def test_stop_kills_that_master_only_as_a_last_resort(
     instance._master = stuck.pid, identity
     instance.stop(grace=0.1)
     assert stuck.wait(10) == -9
+
+
+def test_a_closed_port_refuses_and_stays_taken() -> None:
+    with closed_tcp_port() as port:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        with socket.socket() as other:  # as asyncio's servers bind: SO_REUSEADDR
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with pytest.raises(OSError):
+                other.bind(("127.0.0.1", port))

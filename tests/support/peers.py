@@ -166,6 +166,17 @@ def free_tcp_port() -> int:
         return chosen
 
 
+@contextlib.contextmanager
+def closed_tcp_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for as long as the block runs: a socket is
+    bound to it but does not listen, so a connect gets RST, and no one (another test, another
+    xdist worker: it is not SO_REUSEADDR, which asyncio's servers set) can listen on it. A port
+    only bound and closed again may be taken by the next bind(0) anywhere."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def _connect(address: LmtpAddress, timeout: float) -> socket.socket:
     if isinstance(address, str):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.mta.test_mta_smtpd import MESSAGE, Server
+from tests.support.peers import closed_tcp_port
 
 from sealmail.mta.queue import QueueName
 
@@ -169,17 +170,16 @@ def test_access_actions_reach_the_queue(serve: Callable[..., Server], tmp_path: 
 
 def test_a_dead_policy_server_defers(serve: Callable[..., Server],
                                      caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    server = serve(f"smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{port}\n"
-                   "smtpd_policy_service_retry_delay = 0s\nsmtpd_peername_lookup = no\n")
-    with server.client() as client:
-        client.ehlo("c.test")
-        client.mail("a@example.org")
-        assert client.rcpt("bob@example.com") == (
-            451, b"4.3.5 <bob@example.com>: Recipient address rejected: Server configuration "
-                 b"problem")
+    with closed_tcp_port() as port:
+        server = serve("smtpd_recipient_restrictions = check_policy_service "
+                       f"inet:127.0.0.1:{port}\n"
+                       "smtpd_policy_service_retry_delay = 0s\nsmtpd_peername_lookup = no\n")
+        with server.client() as client:
+            client.ehlo("c.test")
+            client.mail("a@example.org")
+            assert client.rcpt("bob@example.com") == (
+                451, b"4.3.5 <bob@example.com>: Recipient address rejected: Server "
+                     b"configuration problem")
     assert (f"problem talking to server inet:127.0.0.1:{port}: Connection refused"
             in caplog.messages)
 
