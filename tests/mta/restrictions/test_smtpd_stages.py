@@ -88,6 +88,15 @@ def test_without_delay_reject_the_client_is_refused_at_once(
     ]
 
 
+def test_without_delay_reject_the_refusal_is_the_first_error(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_delay_reject = no\nsmtpd_hard_error_limit = 2\n"
+                   "smtpd_client_restrictions = check_client_access inline:{127.0.0.1=REJECT}\n")
+    assert transcript(server.port, [b"EHLO c.test\r\n", b"MAIL FROM:<a@b.test>\r\n"])[1:] == [
+        "503 5.7.0 Error: access denied for unknown[127.0.0.1]",
+        "421 4.7.0 mx.example.com Error: too many errors",  # as Postfix's smtpd counts it
+    ]
+
+
 def test_without_delay_reject_helo_and_mail_are_refused_at_their_command(
         serve: Callable[..., Server]) -> None:
     server = serve("smtpd_delay_reject = no\nsmtpd_helo_restrictions = "

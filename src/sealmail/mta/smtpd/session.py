@@ -135,7 +135,7 @@ class SmtpdSession(TlsSession, TransactionSession):
         instead of the greeting and answers every command but QUIT with 503."""
         settings = self.service.settings
         self.writer.write(refusal.render())
-        errors = 0
+        errors = 1  # the refusal itself, toward smtpd_hard_error_limit (smtpd.c: error_count++)
         with contextlib.suppress(OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
             while True:
                 line = await asyncio.wait_for(self.reader.readline(), settings.timeout)
