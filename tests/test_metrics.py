@@ -126,3 +126,57 @@ def test_queue_collector(tmp_path: Path) -> None:
     assert sample(registry, "postfix_showq_message_age_seconds_count", queue="deferred") == 2
     text = prometheus_client.generate_latest(registry).decode()
     assert 'postfix_showq_message_size_bytes_bucket{le="+Inf",queue="deferred"} 2.0' in text
+
+
+# -- reaped workers' files fold into the archive ---------------------------------------------
+
+WORKER = """
+import os
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+registry = CollectorRegistry()
+Counter("jobs_total", "Jobs.", ["kind"], registry=registry).labels("{kind}").inc({jobs})
+seconds = Histogram("job_seconds", "Job time.", buckets=(0.1, 1.0), registry=registry)
+for value in ({observed}):
+    seconds.observe(value)
+Gauge("open_sessions", "Open.", multiprocess_mode="livesum", registry=registry).inc()
+print(os.getpid())
+"""
+
+
+def _worker(directory: Path, kind: str, jobs: int, observed: str) -> int:
+    """A worker process that counted and exited; its pid (its files are in `directory`)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER.format(kind=kind, jobs=jobs, observed=observed)],
+        env={**os.environ, metrics.ENVIRONMENT: str(directory)}, check=True,
+        capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def _totals(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for metric in metrics.WorkerFiles(directory).collect() for s in metric.samples}
+
+
+def test_a_reaped_workers_counters_fold_into_the_archive(tmp_path: Path) -> None:
+    first = _worker(tmp_path, "a", 3, "0.05, 0.5")
+    second = _worker(tmp_path, "b", 2, "5.0,")
+    before = _totals(tmp_path)
+    assert before[("jobs_total", (("kind", "a"),))] == 3
+    assert before[("job_seconds_count", ())] == 3
+    metrics.fold_process(tmp_path, first)
+    metrics.fold_process(tmp_path, second)
+    metrics.fold_process(tmp_path, second)  # twice, or a pid with no files: nothing more
+    assert _totals(tmp_path) == before  # totals unchanged across the workers' deaths
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["counter_archive.db", f"gauge_livesum_{first}.db",
+                     f"gauge_livesum_{second}.db", "histogram_archive.db"]
+    third = _worker(tmp_path, "a", 1, "0.5,")  # a later worker adds to the folded totals
+    metrics.fold_process(tmp_path, third)
+    after = _totals(tmp_path)
+    assert after[("jobs_total", (("kind", "a"),))] == 4
+    assert after[("job_seconds_bucket", (("le", "1.0"),))] == 3
+    assert after[("job_seconds_count", ())] == 4

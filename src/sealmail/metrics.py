@@ -14,6 +14,11 @@ master's /metrics sums the files at scrape time. Chosen over workers pushing to 
 because nothing is lost or double counted when a worker crashes (its counters stay in its files,
 and the master removes its live gauges when it reaps it, `process_exited`), the workers need no
 channel, timer or buffering of their own, and histograms aggregate bucket by bucket for free.
+A reaped worker's counters and histograms must keep counting, or totals would go down; but with
+workers recycled (service limits, respawns) one file per pid would pile up without bound, and
+every scrape reads them all. So the master folds them, at reaping, into one archive file per
+type (`counter_archive.db`, in the same mmap format, which MultiProcessCollector sums as any
+worker's) and removes them; a lock keeps a scrape from reading between the two.
 
 What is counted where. postfix_exporter derives its metrics from Postfix's log lines, and
 sealmail's MTA writes those lines in Postfix's shape: `LogMetrics` reads the same lines (connect
@@ -40,10 +45,12 @@ from typing import Any
 __all__ = [
     "ENVIRONMENT",
     "LogMetrics",
+    "WorkerFiles",
     "available",
     "connection",
     "enable",
     "enabled",
+    "fold_process",
     "observe_command",
     "observe_end_of_data",
     "parse_listen",
@@ -53,6 +60,8 @@ __all__ = [
 ]
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
+ARCHIVE = "archive"  # counter_archive.db ...: the reaped workers' values, folded
+FOLDED_TYPES = ("counter", "histogram", "summary")
 log = logging.getLogger("sealmail.metrics")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -154,6 +163,7 @@ class _Instruments:
 
 _instruments: _Instruments | None = None
 _lock = threading.Lock()
+_files_lock = threading.Lock()  # the files' scrape against a reaped worker's fold
 
 
 def enabled() -> bool:
@@ -191,15 +201,30 @@ def prepare(directory: Path, owner: tuple[int, int] | None = None) -> bool:
     return enable()
 
 
+class WorkerFiles:
+    """The workers' files summed (MultiProcessCollector), read while no reaped worker's values
+    are being moved into the archive (`fold_process`): a scrape in between would count them
+    twice, or miss a file."""
+
+    def __init__(self, directory: Path | str | None = None) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.collector = MultiProcessCollector(  # type: ignore[no-untyped-call]
+            None, None if directory is None else str(directory))
+
+    def collect(self) -> list[Any]:
+        with _files_lock:
+            return list(self.collector.collect())  # type: ignore[no-untyped-call]
+
+
 def serve(address: str, collectors: Iterable[Any] = ()) -> Any:
     """Serve /metrics on ADDR:PORT in a thread: the workers' files summed, plus `collectors`
     (read at scrape time). Returns the HTTP server (its `shutdown()` stops it)."""
     from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     host, port = parse_listen(address)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(WorkerFiles())
     for collector in collectors:
         registry.register(collector)
     server, _thread = start_http_server(port, host, registry)
@@ -208,13 +233,43 @@ def serve(address: str, collectors: Iterable[Any] = ()) -> Any:
 
 
 def process_exited(pid: int) -> None:
-    """A worker is gone: its live gauges (open sessions) no longer count; counters stay."""
-    if _instruments is None:
+    """A worker is gone: its live gauges (open sessions) no longer count; its counters and
+    histograms go on counting, from the archive (`fold_process`)."""
+    directory = os.environ.get(ENVIRONMENT)
+    if _instruments is None or not directory:
         return
     from prometheus_client import multiprocess
 
-    with contextlib.suppress(OSError):
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    with _files_lock, contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    fold_process(Path(directory), pid)
+
+
+def fold_process(directory: Path, pid: int) -> None:
+    """Add a reaped worker's counter, histogram and summary values to the archive file of each
+    type, then remove its files. Raw values add up: a histogram's buckets are kept per bucket
+    in the files (MultiProcessCollector accumulates them at scrape time)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    for kind in FOLDED_TYPES:
+        dead = directory / f"{kind}_{pid}.db"
+        with _files_lock:
+            try:
+                values = list(MmapedDict.read_all_values_from_file(  # type: ignore[no-untyped-call]
+                    str(dead)))
+                archive: Any = MmapedDict(  # type: ignore[no-untyped-call]
+                    str(directory / f"{kind}_{ARCHIVE}.db"))
+                try:
+                    for key, value, timestamp, _position in values:
+                        total, _ = archive.read_value(key)
+                        archive.write_value(key, total + value, timestamp)
+                finally:
+                    archive.close()
+                dead.unlink()
+            except FileNotFoundError:
+                continue  # this worker counted nothing of the kind
+            except (OSError, ValueError) as exc:
+                log.warning("metrics: cannot fold %s into the archive: %s", dead, exc)
 
 
 # -- hooks (no-ops when off) ------------------------------------------------------------------

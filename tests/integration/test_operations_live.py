@@ -252,7 +252,7 @@ def test_who_and_kick_over_real_sessions(store: Store) -> None:
     wait_for(lambda: len(who_lines(store)) == 3, what="three sessions filed")
     # username service proto remote pid session login(date time) mailbox
     mine = {(row[0], row[2], row[8]) for row in who_lines(store, "alice")}
-    assert mine == {("alice", "imap", "user.alice"), ("alice", "pop3", "user.alice")}
+    assert mine == {("alice", "imap", "INBOX"), ("alice", "pop3", "INBOX")}  # the user's names
     [bob_row] = who_lines(store, "bob")
     assert bob_row[1:4] == ["imap", "imap", "127.0.0.1"] and bob_row[8] == "-"
     listed = store.admin("who", "-u", "bob")  # the command itself, as an operator runs it

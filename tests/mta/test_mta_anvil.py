@@ -119,7 +119,15 @@ def test_starttls_and_auth_limits(caplog: pytest.LogCaptureFixture) -> None:
         anvil = LocalAnvil(AnvilTable(60))
         limiter = ClientLimiter(limits, anvil, "smtp", "1.2.3.4", "unknown[1.2.3.4]", "mx")
         assert await limiter.starttls() is None
-        await limiter.tls_started()
+        assert await limiter.tls_started() is None
+        # As Postfix (smtpd.c: rate > limit): at the limit STARTTLS is still taken; the session
+        # that goes over it is refused after its handshake, the next STARTTLS before.
+        assert await limiter.starttls() is None
+        refusal = await limiter.tls_started()
+        assert refusal is not None and refusal.render() == (
+            b"421 4.7.0 mx Error: too many new TLS sessions from unknown[1.2.3.4]\r\n")
+        assert ("New TLS session rate limit exceeded: 2 from unknown[1.2.3.4] for service smtp"
+                in caplog.text)
         refusal = await limiter.starttls()
         assert refusal is not None and refusal.render() == (
             b"454 4.7.0 Error: too many new TLS sessions from unknown[1.2.3.4]\r\n")

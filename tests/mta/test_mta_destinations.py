@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.mta import RunningMta, wait_for
-from tests.support.peers import SmtpSink, free_tcp_port, traversable_tmpdir
+from tests.support.peers import SmtpSink, closed_tcp_port, free_tcp_port, traversable_tmpdir
 
 pytestmark = pytest.mark.peer
 
@@ -76,9 +76,10 @@ def root() -> Iterator[Path]:
 
 def test_concurrency_limit_slow_start_session_reuse_and_a_dead_destination(
         root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    port, dead_port = free_tcp_port(), free_tcp_port()
+    port = free_tcp_port()
     caplog.set_level("INFO", logger="sealmail")
-    with SmtpSink(root, "127.0.0.1", free_tcp_port(), options=["-w", "1"]) as sink:
+    with closed_tcp_port() as dead_port, \
+            SmtpSink(root, "127.0.0.1", free_tcp_port(), options=["-w", "1"]) as sink:
         proxy = CountingProxy(sink.port)
         config = root / "etc"
         config.mkdir()

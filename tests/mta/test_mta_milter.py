@@ -16,6 +16,7 @@ import pytest
 from tests.mta.test_mta_smtpd import Server
 from tests.support.loops import LOOPS
 from tests.support.milter import FakeMilter, continue_all
+from tests.support.peers import closed_tcp_port
 
 from sealmail.config.imapd_conf import ConfigError
 from sealmail.mta.cleanup import cleanup_from_config
@@ -166,6 +167,19 @@ def test_after_a_554_greeting_helo_is_answered_and_mail_from_refused(
         assert stream.readline().startswith(b"221 ")
 
 
+def test_a_554_greeting_counts_toward_the_hard_error_limit(
+        serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
+    server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Reject())).spec}\n"
+                   "smtpd_hard_error_limit = 1\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"554 ")
+        stream.write(b"FROB\r\n")
+        stream.flush()
+        # As Postfix's smtpd: the greeting was the first error, so this one is over the limit.
+        assert stream.readline() == b"421 4.7.0 mx.example.com Error: too many errors\r\n"
+
+
 def test_tempfail_at_connect_keeps_the_220_and_answers_mail_from(
         serve: Callable[..., Server], milters: Callable[..., FakeMilter]) -> None:
     server = serve(f"smtpd_milters = {milters(at(m.Connect, m.Tempfail())).spec}\n")
@@ -269,11 +283,11 @@ def test_a_milter_asking_for_no_events_gets_none(serve: Callable[..., Server],
 # -- milter_default_action -----------------------------------------------------------------------
 
 
-def _closed_port() -> str:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"inet:127.0.0.1:{sock.getsockname()[1]}"
+@pytest.fixture
+def closed_milter() -> Iterator[str]:
+    """A milter address that refuses connections for the whole test."""
+    with closed_tcp_port() as port:
+        yield f"inet:127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize(("action", "expected"), [
@@ -282,8 +296,9 @@ def _closed_port() -> str:
 ])
 def test_milter_down_refuses_by_default_action(serve: Callable[..., Server], action: str,
                                                expected: tuple[int, bytes],
-                                               caplog: pytest.LogCaptureFixture) -> None:
-    server = serve(f"smtpd_milters = {_closed_port()}\nmilter_default_action = {action}\n")
+                                               caplog: pytest.LogCaptureFixture,
+                                               closed_milter: str) -> None:
+    server = serve(f"smtpd_milters = {closed_milter}\nmilter_default_action = {action}\n")
     caplog.set_level(logging.INFO, "sealmail")
     with smtplib.SMTP(timeout=10) as client:
         # Postfix's smtpd greets with 554 after a 5xx at CONNECT (here the default action's).
@@ -293,11 +308,12 @@ def test_milter_down_refuses_by_default_action(serve: Callable[..., Server], act
     assert any("connect to Milter service inet:127.0.0.1:" in line for line in caplog.messages)
 
 
-def test_milter_down_with_accept_or_quarantine(serve: Callable[..., Server]) -> None:
-    server = serve(f"smtpd_milters = {_closed_port()}\nmilter_default_action = accept\n")
+def test_milter_down_with_accept_or_quarantine(serve: Callable[..., Server],
+                                               closed_milter: str) -> None:
+    server = serve(f"smtpd_milters = {closed_milter}\nmilter_default_action = accept\n")
     assert send(server) == {}
     assert len(server.queue.ids(QueueName.INCOMING)) == 1
-    held = serve(f"smtpd_milters = {_closed_port()}\nmilter_default_action = quarantine\n")
+    held = serve(f"smtpd_milters = {closed_milter}\nmilter_default_action = quarantine\n")
     assert send(held) == {}
     assert len(held.queue.ids(QueueName.HOLD)) == 1
 

@@ -21,7 +21,12 @@ from pathlib import Path
 
 import pytest
 from tests.support.mta import mail_owner_opt_in
-from tests.support.peers import free_tcp_port, traversable_tmpdir, wait_until_accepting
+from tests.support.peers import (
+    closed_tcp_port,
+    free_tcp_port,
+    traversable_tmpdir,
+    wait_until_accepting,
+)
 
 pytestmark = pytest.mark.peer
 
@@ -51,11 +56,19 @@ def root() -> Iterator[Path]:
         yield path
 
 
-def test_delay_warning_then_requeue_after_a_virtual_alias_change(root: Path) -> None:
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """The dead destination: a port that refuses connections for the whole test."""
+    with closed_tcp_port() as port:
+        yield port
+
+
+def test_delay_warning_then_requeue_after_a_virtual_alias_change(root: Path,
+                                                                 dead_port: int) -> None:
     sink_dir = root / "sink"
     sink_dir.mkdir()
     shutil.chown(sink_dir, "postfix")
-    sink_port, dead_port, smtpd_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
+    sink_port, smtpd_port = free_tcp_port(), free_tcp_port()
     config = root / "etc"
     config.mkdir()
     (config / "transport").write_text(f"example.org smtp:[127.0.0.1]:{sink_port}\n"

@@ -217,6 +217,14 @@ def test_new_tls_session_rate_limit_in_wrapper_mode(site: Site) -> None:
     with smtplib.SMTP_SSL("127.0.0.1", site.limited, timeout=10,
                           context=site.client_context()) as client:
         assert client.noop()[0] == 250
+    # The session that goes over the rate is made, then refused under TLS (smtpd.c: rate >
+    # limit after the handshake, 421 instead of the greeting).
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP_SSL("127.0.0.1", site.limited, timeout=10, context=site.client_context())
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (
+        421, b"4.7.0 mx.example.com Error: too many new TLS sessions from unknown[127.0.0.1]")
+    wait_for(lambda: "warning: New TLS session rate limit exceeded: 2 from unknown[127.0.0.1] "
+             f"for service 127.0.0.1:{site.limited}" in site.maillog())
     # Over the limit, Postfix's smtpd refuses before the handshake, without a word (smtpd.c:
     # no handshake only to say no; a reply in clear would mean nothing to a TLS client).
     with socket.create_connection(("127.0.0.1", site.limited), timeout=10) as raw, \

@@ -166,6 +166,17 @@ def free_tcp_port() -> int:
         return chosen
 
 
+@contextlib.contextmanager
+def closed_tcp_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for as long as the block runs: a socket is
+    bound to it but does not listen, so a connect gets RST, and no one (another test, another
+    xdist worker: it is not SO_REUSEADDR, which asyncio's servers set) can listen on it. A port
+    only bound and closed again may be taken by the next bind(0) anywhere."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def _connect(address: LmtpAddress, timeout: float) -> socket.socket:
     if isinstance(address, str):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -232,12 +243,19 @@ def _stop_process(process: subprocess.Popen[bytes], grace: float = 15.0) -> None
             process.wait(5)
 
 
-def _pid_alive(pid: int) -> bool:
+def process_identity(pid: int) -> tuple[str, int] | None:
+    """A running process's name and start time (/proc/PID/stat: comm, field 22), None once it
+    is gone (or a zombie). With its pid it names one process: a later one that reuses the pid
+    has another start time, so a signal sent by pid goes to the process we meant or to none."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    head, _, tail = stat.rpartition(")")
+    fields = tail.split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return head.partition("(")[2], int(fields[19])
 
 
 def _chown_tree(root: Path, user: str, group: str) -> None:
@@ -437,7 +455,7 @@ class PostfixInstance:
         self.smtp_port = free_tcp_port()
         self.main_cf_overrides = dict(main_cf_overrides or {})
         self.master_cf_extra = master_cf_extra
-        self._master_pid: int | None = None
+        self._master: tuple[int, tuple[str, int]] | None = None  # pid, process_identity
 
     def __enter__(self) -> Self:
         self.start()
@@ -526,23 +544,30 @@ class PostfixInstance:
         pidfile = self.queue_dir / "pid" / "master.pid"
         wait_until_accepting(("127.0.0.1", self.smtp_port), 30.0, log=self.maillog)
         with contextlib.suppress(OSError, ValueError):
-            self._master_pid = int(pidfile.read_text().split()[0])
+            pid = int(pidfile.read_text().split()[0])
+            identity = process_identity(pid)
+            if identity is not None and identity[0] == "master":
+                self._master = pid, identity
 
-    def stop(self) -> None:
-        """`postfix stop` only signals master; wait until it is gone so the directory can go."""
+    def stop(self, grace: float = 15.0) -> None:
+        """`postfix stop` (master is not our child: it only signals it), then wait until that
+        master is gone so the directory can go. SIGKILL only as a last resort, and only while
+        the pid still is that master (same name and start time), never a process that took
+        its pid since."""
         if not (self.config_dir / "main.cf").exists():
             return
         with contextlib.suppress(PeerFailed):
             _run([POSTFIX, "-c", self.config_dir, "stop"])
-        pid = self._master_pid
-        if pid is None:
+        if self._master is None:
             return
-        deadline = time.monotonic() + 15
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        pid, identity = self._master
+        self._master = None
+        deadline = time.monotonic() + grace
+        while process_identity(pid) == identity and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        self._master_pid = None
+        if process_identity(pid) == identity:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def send(self, sender: str, recipients: Sequence[str], message: bytes | str) -> str:
         """Submit over SMTP to this instance's smtpd; returns the queue ID Postfix assigned.

@@ -23,7 +23,6 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sealmail.cli.admin_query import (
     HeaderSearch,
@@ -33,7 +32,7 @@ from sealmail.cli.admin_query import (
     matches,
     parse_query,
 )
-from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, load_imapd_conf
+from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
 from sealmail.imap.namespace import UserNamespace
 from sealmail.store import auditlog
@@ -218,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_imapd_conf(args.config)
     words = list(args.words)
     if args.action in ("who", "kick"):
-        return _sessions(args, config.configdirectory)
+        return _sessions(args, config)
     if args.user is None and not args.all_users:
         print(f"sealmail admin: {args.action} needs -u USER or -A", file=sys.stderr)
         return 2
@@ -262,11 +261,11 @@ def run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _sessions(args: argparse.Namespace, configdirectory: Path) -> int:
+def _sessions(args: argparse.Namespace, config: ImapdConfig) -> int:
     from sealmail.cli.admin_sessions import kick_user, who
     from sealmail.sessions import registry_directory
 
-    directory = registry_directory(configdirectory)
+    directory = registry_directory(config.configdirectory)
     words = list(args.words)
     if args.user is None and words:  # `who -u USER`, `kick USER` (doveadm's order) too
         words = words[1:] if words[0] == "-u" else words
@@ -275,7 +274,8 @@ def _sessions(args: argparse.Namespace, configdirectory: Path) -> int:
         print(f"sealmail admin: {args.action}: unexpected {' '.join(words)}", file=sys.stderr)
         return 2
     if args.action == "who":
-        return who(directory, args.user, print)
+        return who(directory, args.user, print, config.hierarchy_separator,
+                   config.get(IMAPD.altnamespace))
     if args.user is None:
         print("sealmail admin: kick needs -u USER", file=sys.stderr)
         return 2

@@ -2,9 +2,11 @@
 the store's live IMAP and POP3 sessions, from the registry the workers keep (sealmail.sessions).
 
 `who` prints one line per session: user, service, protocol, remote address, pid, session id,
-login time and the selected mailbox. `kick` asks each worker holding one of the user's sessions
-to end it (IMAP `* BYE`, POP3 `-ERR`, as Dovecot's kick), waits until they are gone, and prints
-doveadm's `kicked connections from the following users:` list.
+login time and the selected mailbox, named as IMAP shows it to that user (the registry holds the
+store's internal name: `user.alice.Sent` is alice's `INBOX.Sent`, or `Sent` with altnamespace).
+`kick` asks each worker holding one of the user's sessions to end it (IMAP `* BYE`, POP3 `-ERR`,
+as Dovecot's kick), waits until they are gone, and prints doveadm's `kicked connections from the
+following users:` list.
 """
 
 from __future__ import annotations
@@ -14,20 +16,32 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from sealmail.imap.namespace import UserNamespace
 from sealmail.sessions import LiveSession, kick, list_sessions
+from sealmail.store.names import user_inbox
 
 HEADINGS = ("username", "service", "proto", "remote", "pid", "session", "login", "mailbox")
 KICK_WAIT = 10.0
 
 
-def _row(session: LiveSession) -> tuple[str, ...]:
+def _external(session: LiveSession, separator: str, alternate: bool) -> str:
+    """The session's mailbox as its user sees it over IMAP (UTF-8, as RFC 6855 shows it)."""
+    local, _, domain = session.user.partition("@")
+    view = UserNamespace(user_inbox(local, domain or None), separator, alternate)
+    return view.to_external(session.mailbox, utf8=True)
+
+
+def _row(session: LiveSession, separator: str, alternate: bool) -> tuple[str, ...]:
     login = datetime.fromtimestamp(session.login_time).strftime("%Y-%m-%d %H:%M:%S")
+    mailbox = _external(session, separator, alternate) if session.mailbox else "-"
     return (session.user, session.service, session.protocol, session.remote or "-",
-            str(session.pid), session.session_id, login, session.mailbox or "-")
+            str(session.pid), session.session_id, login, mailbox)
 
 
-def who(directory: Path, user: str | None, out: Callable[[str], None]) -> int:
-    rows = [HEADINGS, *(_row(s) for s in list_sessions(directory, user))]
+def who(directory: Path, user: str | None, out: Callable[[str], None], separator: str = ".",
+        alternate: bool = False) -> int:
+    """`separator` and `alternate`: imapd.conf's hierarchy separator and altnamespace."""
+    rows = [HEADINGS, *(_row(s, separator, alternate) for s in list_sessions(directory, user))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADINGS))]
     for row in rows:
         out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -8,8 +8,10 @@ counted, as Postfix's "hogger list". A limit of 0 is no limit; a count over the 
     connect  421 4.7.0 HOST Error: too many connections from ADDR      (count and rate)
     MAIL     450 4.7.1 Error: too much mail from ADDR
     RCPT     450 4.7.1 Error: too many recipients from ADDR
-    STARTTLS 454 4.7.0 Error: too many new TLS sessions from ADDR
-             (in wrapper mode, before the handshake: 421 4.7.0 HOST Error: ...)
+    STARTTLS 454 4.7.0 Error: too many new TLS sessions from HOST[ADDR]
+             (in wrapper mode, before the handshake: no reply, the connection is closed)
+    new TLS  421 4.7.0 HOST Error: too many new TLS sessions from HOST[ADDR]
+             (after the handshake of the session that went over the rate; the end)
     AUTH     450 4.7.1 Error: too many AUTH commands from ADDR
 """
 
@@ -154,13 +156,14 @@ class ClientLimiter:
         return Reply(450, "4.7.1", f"Error: too many AUTH commands from {self.address}")
 
     async def _new_tls_rate(self) -> int | None:
-        """The new-TLS-session rate so far when it is at the limit, else None (a new session
-        is counted once it is made: `tls_started`)."""
+        """The new-TLS-session rate so far when it is over the limit, else None. As Postfix's
+        smtpd (smtpd.c: `rate > var_smtpd_cntls_limit`): the session that makes the rate go
+        over the limit is still made, and refused after its handshake (`tls_started`)."""
         limit = self.limits.new_tls_rate
         if not self.counted or not limit:
             return None
         answer = await self.anvil.request("newtls_stat", self.ident)
-        if not answer or answer[0] < limit:
+        if not answer or answer[0] <= limit:
             return None
         return answer[0]
 
@@ -182,6 +185,13 @@ class ClientLimiter:
                     self.service)
         return True
 
-    async def tls_started(self) -> None:
-        if self.counted and self.limits.new_tls_rate:
-            await self.anvil.request("newtls", self.ident)
+    async def tls_started(self) -> Reply | None:
+        """A new (not resumed) TLS session is made: count it; over the rate, Postfix's warning
+        and 421 (smtpd.c: too late to save the handshake's CPU, but it says why the next
+        STARTTLS or wrappermode connection will be refused), and the session ends."""
+        rate = await self._event("newtls", self.limits.new_tls_rate)
+        if rate is None:
+            return None
+        self._warn("New TLS session rate", rate)
+        return Reply(421, "4.7.0",
+                     f"{self.hostname} Error: too many new TLS sessions from {self.client}")

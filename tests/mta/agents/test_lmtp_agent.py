@@ -246,12 +246,13 @@ def test_down_server_defers(tmp_path: Path) -> None:
     assert unix.text == (
         f"connect to mx.test.example[{tmp_path}/no-socket]: No such file or directory"
     )
-    from tests.support.peers import free_tcp_port
+    from tests.support.peers import closed_tcp_port
 
-    port = free_tcp_port()
-    [[tcp]] = deliver(
-        LmtpAgent(), request(tmp_path, f"inet:127.0.0.1:{port}", ["alice@example.com"], config)
-    )
+    with closed_tcp_port() as port:
+        [[tcp]] = deliver(
+            LmtpAgent(),
+            request(tmp_path, f"inet:127.0.0.1:{port}", ["alice@example.com"], config),
+        )
     assert (tcp.status, tcp.dsn) == (Status.DEFERRED, "4.4.1")
     assert tcp.text == f"connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused"
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.peers import closed_tcp_port
 
 from sealmail.mta.config.tables import TableError, netstring, open_table, read_netstring
 
@@ -86,11 +87,8 @@ def test_failures_are_not_not_found(server: SocketmapServer, key: str) -> None:
 def test_unknown_map_and_no_server(server: SocketmapServer) -> None:
     with pytest.raises(TableError, match="PERM unknown map"):
         open_table(f"socketmap:inet:127.0.0.1:{server.port}:other").lookup("x")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    with pytest.raises(TableError, match="failed"):
-        open_table(f"socketmap:inet:127.0.0.1:{free}:postfix").lookup("x")
+    with closed_tcp_port() as closed, pytest.raises(TableError, match="failed"):
+        open_table(f"socketmap:inet:127.0.0.1:{closed}:postfix").lookup("x")
 
 
 def test_unix_socket(tmp_path: Path) -> None:

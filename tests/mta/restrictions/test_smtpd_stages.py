@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.mta.test_mta_smtpd import MESSAGE, Server
+from tests.support.peers import closed_tcp_port
 
 from sealmail.mta.queue import QueueName
 
@@ -84,6 +85,15 @@ def test_without_delay_reject_the_client_is_refused_at_once(
         "503 5.7.0 Error: access denied for unknown[127.0.0.1]",
         "503 5.7.0 Error: access denied for unknown[127.0.0.1]",
         "221 2.0.0 Bye",
+    ]
+
+
+def test_without_delay_reject_the_refusal_is_the_first_error(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_delay_reject = no\nsmtpd_hard_error_limit = 2\n"
+                   "smtpd_client_restrictions = check_client_access inline:{127.0.0.1=REJECT}\n")
+    assert transcript(server.port, [b"EHLO c.test\r\n", b"MAIL FROM:<a@b.test>\r\n"])[1:] == [
+        "503 5.7.0 Error: access denied for unknown[127.0.0.1]",
+        "421 4.7.0 mx.example.com Error: too many errors",  # as Postfix's smtpd counts it
     ]
 
 
@@ -169,17 +179,16 @@ def test_access_actions_reach_the_queue(serve: Callable[..., Server], tmp_path: 
 
 def test_a_dead_policy_server_defers(serve: Callable[..., Server],
                                      caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    server = serve(f"smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{port}\n"
-                   "smtpd_policy_service_retry_delay = 0s\nsmtpd_peername_lookup = no\n")
-    with server.client() as client:
-        client.ehlo("c.test")
-        client.mail("a@example.org")
-        assert client.rcpt("bob@example.com") == (
-            451, b"4.3.5 <bob@example.com>: Recipient address rejected: Server configuration "
-                 b"problem")
+    with closed_tcp_port() as port:
+        server = serve("smtpd_recipient_restrictions = check_policy_service "
+                       f"inet:127.0.0.1:{port}\n"
+                       "smtpd_policy_service_retry_delay = 0s\nsmtpd_peername_lookup = no\n")
+        with server.client() as client:
+            client.ehlo("c.test")
+            client.mail("a@example.org")
+            assert client.rcpt("bob@example.com") == (
+                451, b"4.3.5 <bob@example.com>: Recipient address rejected: Server "
+                     b"configuration problem")
     assert (f"problem talking to server inet:127.0.0.1:{port}: Connection refused"
             in caplog.messages)
 

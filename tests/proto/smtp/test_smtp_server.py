@@ -154,6 +154,21 @@ def test_pipelined_data_after_refused_recipients_is_not_a_bad_command() -> None:
     assert not conn.closed and conn.bad_commands == 0
 
 
+def test_a_554_greeting_is_the_first_error() -> None:
+    """Postfix's smtpd counts its 554 greeting (a milter's CONNECT reject) toward
+    smtpd_hard_error_limit and as a policy error (smtpd.c: error_count++, MAIL_ERROR_POLICY)."""
+    conn = ServerConnection(mode=Mode.SMTP, hostname="mx.example", greeting_code=554,
+                            greeting_text="ESMTP not accepting connections",
+                            limits=Limits(max_bad_commands=2))
+    assert conn.data_to_send() == b"554 mx.example ESMTP not accepting connections\r\n"
+    assert conn.bad_commands == 1 and conn.error_classes == {"policy"}
+    conn.receive_data(b"FROB 1\r\nFROB 2\r\n")
+    assert isinstance(conn.next_event(), ProtocolError)
+    event = conn.next_event()
+    assert isinstance(event, ProtocolError) and event.reply.code == 421
+    assert conn.closed
+
+
 def test_rset_hello_and_quit_events() -> None:
     conn = lmtp()
     start_transaction(conn, "a@x")

@@ -19,7 +19,7 @@ from sealmail.mta import sender_login
 from sealmail.mta.restrictions import dnsxl
 from sealmail.mta.restrictions.access import address_keys, check_access, domain_keys, mail_keys
 from sealmail.mta.restrictions.evaluator import Scope, Session
-from sealmail.mta.restrictions.model import RECIPIENT, SENDER, NameStatus, Status
+from sealmail.mta.restrictions.model import RECIPIENT, SENDER, NameStatus, Stage, Status
 
 __all__ = ["CHECKS", "Check", "valid_hostname"]
 
@@ -375,43 +375,66 @@ def _non_fqdn(session: Session, address: str, scope: Scope) -> Status:
     return Status.DUNNO
 
 
-def _sender_scope(session: Session) -> Scope | None:
-    sender = session.facts.sender
-    return Scope(sender, SENDER) if sender else None
+def _envelope_address(session: Session, stage: Stage) -> str | None:
+    """The address a sender or recipient check reads: MAIL FROM's, or this RCPT TO's."""
+    facts = session.facts
+    return facts.sender if stage is SENDER else facts.recipient
 
 
-async def check_sender_access(session: Session, scope: Scope, arg: str | None) -> Status:
-    assert arg is not None
-    sender = session.facts.sender
-    if sender is None:
-        return Status.DUNNO
-    engine = session.engine
-    keys = (mail_keys(sender, engine.delimiter, engine.parent_domain_matches) if sender
-            else [engine.null_access_key])
-    return await check_access(session, arg, keys, Scope(sender, SENDER))
+def _address_scope(session: Session, stage: Stage) -> Scope | None:
+    address = _envelope_address(session, stage)
+    return Scope(address, stage) if address else None
 
 
-async def reject_unknown_sender_domain(session: Session, scope: Scope,
-                                       arg: str | None) -> Status:
-    own = _sender_scope(session)
-    return Status.DUNNO if own is None else await _unknown_domain(
-        session, own.reply_name, own, True)
+def _address_access(stage: Stage) -> CheckFunction:
+    """check_sender_access / check_recipient_access: the address's keys (the null sender's:
+    smtpd_null_access_lookup_key) in the table."""
+
+    async def run(session: Session, scope: Scope, arg: str | None) -> Status:
+        assert arg is not None
+        address, engine = _envelope_address(session, stage), session.engine
+        if address:
+            keys = mail_keys(address, engine.delimiter, engine.parent_domain_matches)
+        elif address == "" and stage is SENDER:
+            keys = [engine.null_access_key]
+        else:
+            return Status.DUNNO
+        return await check_access(session, arg, keys, Scope(address, stage))
+
+    return run
 
 
-async def reject_non_fqdn_sender(session: Session, scope: Scope, arg: str | None) -> Status:
-    own = _sender_scope(session)
-    return Status.DUNNO if own is None else _non_fqdn(session, own.reply_name, own)
+def _unknown_address_domain(stage: Stage) -> CheckFunction:
+    """reject_unknown_sender_domain / reject_unknown_recipient_domain."""
+
+    async def run(session: Session, scope: Scope, arg: str | None) -> Status:
+        own = _address_scope(session, stage)
+        return Status.DUNNO if own is None else await _unknown_domain(
+            session, own.reply_name, own, stage is SENDER)
+
+    return run
 
 
-async def reject_unlisted_sender(session: Session, scope: Scope, arg: str | None) -> Status:
-    sender = session.facts.sender
-    if not sender:
-        return Status.DUNNO
-    return await session.engine.unlisted(session, sender, SENDER)
+def _non_fqdn_address(stage: Stage) -> CheckFunction:
+    """reject_non_fqdn_sender / reject_non_fqdn_recipient."""
+
+    async def run(session: Session, scope: Scope, arg: str | None) -> Status:
+        own = _address_scope(session, stage)
+        return Status.DUNNO if own is None else _non_fqdn(session, own.reply_name, own)
+
+    return run
 
 
-async def reject_rhsbl_sender(session: Session, scope: Scope, arg: str | None) -> Status:
-    return await _rhsbl(lambda s: s.facts.sender, "Sender address")(session, scope, arg)
+def _unlisted_address(stage: Stage) -> CheckFunction:
+    """reject_unlisted_sender / reject_unlisted_recipient (and check_recipient_maps)."""
+
+    async def run(session: Session, scope: Scope, arg: str | None) -> Status:
+        address = _envelope_address(session, stage)
+        if not address:
+            return Status.DUNNO
+        return await session.engine.unlisted(session, address, stage)
+
+    return run
 
 
 def _sender_login(restriction: str) -> CheckFunction:
@@ -438,23 +461,8 @@ def _sender_login(restriction: str) -> CheckFunction:
     return check
 
 
-def _recipient_scope(session: Session) -> Scope | None:
-    recipient = session.facts.recipient
-    return Scope(recipient, RECIPIENT) if recipient else None
-
-
-async def check_recipient_access(session: Session, scope: Scope, arg: str | None) -> Status:
-    assert arg is not None
-    own = _recipient_scope(session)
-    if own is None:
-        return Status.DUNNO
-    engine = session.engine
-    return await check_access(session, arg, mail_keys(own.reply_name, engine.delimiter,
-                                                      engine.parent_domain_matches), own)
-
-
 async def permit_auth_destination(session: Session, scope: Scope, arg: str | None) -> Status:
-    own = _recipient_scope(session)
+    own = _address_scope(session, RECIPIENT)
     if own is None:
         return Status.DUNNO
     domain = own.reply_name.rpartition("@")[2]
@@ -463,32 +471,13 @@ async def permit_auth_destination(session: Session, scope: Scope, arg: str | Non
 
 def _unauth_destination(code_offset: int, dsn: str) -> CheckFunction:
     async def run(session: Session, scope: Scope, arg: str | None) -> Status:
-        own = _recipient_scope(session)
+        own = _address_scope(session, RECIPIENT)
         if own is None or await permit_auth_destination(session, scope, arg) is Status.OK:
             return Status.DUNNO
         return session.reject("policy", session.engine.codes.relay - code_offset, dsn,
                               f"<{own.reply_name}>: Relay access denied")
 
     return run
-
-
-async def reject_unknown_recipient_domain(session: Session, scope: Scope,
-                                          arg: str | None) -> Status:
-    own = _recipient_scope(session)
-    return Status.DUNNO if own is None else await _unknown_domain(
-        session, own.reply_name, own, False)
-
-
-async def reject_non_fqdn_recipient(session: Session, scope: Scope, arg: str | None) -> Status:
-    own = _recipient_scope(session)
-    return Status.DUNNO if own is None else _non_fqdn(session, own.reply_name, own)
-
-
-async def reject_unlisted_recipient(session: Session, scope: Scope, arg: str | None) -> Status:
-    recipient = session.facts.recipient
-    if not recipient:
-        return Status.DUNNO
-    return await session.engine.unlisted(session, recipient, RECIPIENT)
 
 
 async def reject_multi_recipient_bounce(session: Session, scope: Scope,
@@ -546,22 +535,24 @@ CHECKS: dict[str, Check] = {
     "reject_rhsbl_helo": Check(_rhsbl(lambda s: s.facts.helo, "Helo command"), _DOMAIN,
                                uses_dns=True),
     # the sender
-    "check_sender_access": Check(check_sender_access, _TABLE),
-    "reject_unknown_sender_domain": Check(reject_unknown_sender_domain, uses_dns=True),
-    "reject_unknown_address": Check(reject_unknown_sender_domain, uses_dns=True),
-    "reject_non_fqdn_sender": Check(reject_non_fqdn_sender),
-    "reject_unlisted_sender": Check(reject_unlisted_sender),
-    "reject_rhsbl_sender": Check(reject_rhsbl_sender, _DOMAIN, uses_dns=True),
+    "check_sender_access": Check(_address_access(SENDER), _TABLE),
+    "reject_unknown_sender_domain": Check(_unknown_address_domain(SENDER), uses_dns=True),
+    "reject_unknown_address": Check(_unknown_address_domain(SENDER), uses_dns=True),
+    "reject_non_fqdn_sender": Check(_non_fqdn_address(SENDER)),
+    "reject_unlisted_sender": Check(_unlisted_address(SENDER)),
+    "reject_rhsbl_sender": Check(_rhsbl(lambda s: s.facts.sender, "Sender address"), _DOMAIN,
+                                 uses_dns=True),
     **{name: Check(_sender_login(name)) for name in sorted(sender_login.RESTRICTIONS)},
     # the recipient
-    "check_recipient_access": Check(check_recipient_access, _TABLE),
+    "check_recipient_access": Check(_address_access(RECIPIENT), _TABLE),
     "permit_auth_destination": Check(permit_auth_destination),
     "reject_unauth_destination": Check(_unauth_destination(0, "5.7.1")),
     "defer_unauth_destination": Check(_unauth_destination(100, "4.7.1")),
-    "reject_unknown_recipient_domain": Check(reject_unknown_recipient_domain, uses_dns=True),
-    "reject_non_fqdn_recipient": Check(reject_non_fqdn_recipient),
-    "reject_unlisted_recipient": Check(reject_unlisted_recipient),
-    "check_recipient_maps": Check(reject_unlisted_recipient),
+    "reject_unknown_recipient_domain": Check(_unknown_address_domain(RECIPIENT),
+                                             uses_dns=True),
+    "reject_non_fqdn_recipient": Check(_non_fqdn_address(RECIPIENT)),
+    "reject_unlisted_recipient": Check(_unlisted_address(RECIPIENT)),
+    "check_recipient_maps": Check(_unlisted_address(RECIPIENT)),
     "reject_rhsbl_recipient": Check(_rhsbl(lambda s: s.facts.recipient, "Recipient address"),
                                     _DOMAIN, uses_dns=True),
     "reject_multi_recipient_bounce": Check(reject_multi_recipient_bounce),

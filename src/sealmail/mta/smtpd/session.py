@@ -66,7 +66,9 @@ class SmtpdSession(TlsSession, TransactionSession):
             if not await self.handshake(service.tls_context, timeout=settings.starttls_timeout):
                 log.info("disconnect from %s", self.client)
                 return
-            await self._count_tls_session()
+            if not await self._count_tls_session():
+                log.info("disconnect from %s", self.client)
+                return
         refusal = await self.checks.connect()
         if refusal is not None:
             await self._access_denied(refusal)
@@ -133,7 +135,7 @@ class SmtpdSession(TlsSession, TransactionSession):
         instead of the greeting and answers every command but QUIT with 503."""
         settings = self.service.settings
         self.writer.write(refusal.render())
-        errors = 0
+        errors = 1  # the refusal itself, toward smtpd_hard_error_limit (smtpd.c: error_count++)
         with contextlib.suppress(OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
             while True:
                 line = await asyncio.wait_for(self.reader.readline(), settings.timeout)

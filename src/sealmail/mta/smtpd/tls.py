@@ -94,11 +94,17 @@ async def _announce(service: SmtpdService, connection: socket.socket) -> Facts |
 class TlsSession(SaslSession):
     """STARTTLS and the handshake's log lines (after TLS, AUTH offers change)."""
 
-    async def _count_tls_session(self) -> None:
-        """A new (not resumed) TLS session counts against the new-session rate limit."""
+    async def _count_tls_session(self) -> bool:
+        """A new (not resumed) TLS session counts against the new-session rate limit; False
+        when it went over it: Postfix's 421, sent under TLS, and the session ends."""
         ssl_object = self.writer.get_extra_info("ssl_object")
-        if ssl_object is None or not ssl_object.session_reused:
-            await self.limiter.tls_started()
+        if ssl_object is not None and ssl_object.session_reused:
+            return True
+        refusal = await self.limiter.tls_started()
+        if refusal is None:
+            return True
+        self.writer.write(refusal.render())
+        return False
 
     async def _start_tls(self) -> bool:
         """RFC 3207: 220, then the handshake within smtpd_starttls_timeout, or the end."""
@@ -117,7 +123,8 @@ class TlsSession(SaslSession):
         if not started:
             log.info("lost connection after STARTTLS from %s", self.client)
             return False
-        await self._count_tls_session()
+        if not await self._count_tls_session():
+            return False
         # Neither the cipher's strength nor a client certificate counts for SASL here.
         self.tls_bits = self.tls_peer = None
         # RFC 3207 4.2: forget what the client said in clear (its EHLO, a transaction).

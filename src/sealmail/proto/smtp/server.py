@@ -180,8 +180,12 @@ class ServerConnection(ServerCore[SessionState]):
         self._auth_mechanism: str | None = None
         text = greeting_text if greeting_text is not None else f"{mode.value} sealmail ready"
         # RFC 5321 3.1: 554 instead of 220 when the host will not take mail on this connection
-        # (Postfix's smtpd after a milter's rejection at CONNECT); the session goes on.
+        # (Postfix's smtpd after a milter's rejection at CONNECT); the session goes on, with
+        # that refusal as its first error (smtpd.c: error_count++, toward the hard limit).
         self._send(Reply(greeting_code, None, f"{hostname} {text}"))
+        if greeting_code >= 500:
+            self.bad_commands = 1
+            self.error_classes.add("policy")
 
     # -- public API -------------------------------------------------------------------------
 
