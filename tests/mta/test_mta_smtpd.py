@@ -235,12 +235,68 @@ def test_bad_commands_drop_the_client(serve: Callable[..., Server]) -> None:
         stream = sock.makefile("rwb")
         assert stream.readline().startswith(b"220 ")
         replies = []
-        for _ in range(3):
+        for _ in range(2):
             stream.write(b"BOGUS\r\n")
             stream.flush()
             replies.append(stream.readline()[:3])
-        assert replies == [b"500", b"500", b"421"]
+        # As Postfix's smtpd: the error that reaches the limit is followed by 421 at once.
+        assert replies == [b"500", b"500"]
+        assert stream.readline().startswith(b"421 4.7.0 ")
         assert stream.readline() == b""  # closed
+
+
+def test_refused_recipients_count_toward_the_hard_error_limit(
+        serve: Callable[..., Server]) -> None:
+    """A dictionary attack: each refused RCPT is an error, as in Postfix's smtpd, so the
+    client is dropped at smtpd_hard_error_limit however well-formed its commands are."""
+    server = serve("smtpd_hard_error_limit = 3\nmynetworks = 10.0.0.0/8\n"
+                   "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"220 ")
+        stream.write(b"HELO c.test\r\nMAIL FROM:<a@example.org>\r\n")
+        stream.flush()
+        assert stream.readline().startswith(b"250 ")
+        assert stream.readline().startswith(b"250 ")
+        for n in range(3):
+            stream.write(f"RCPT TO:<u{n}@elsewhere.example>\r\n".encode())
+            stream.flush()
+            assert stream.readline().startswith(b"554 5.7.1 ")  # relay access denied
+        assert stream.readline().startswith(b"421 4.7.0 ")
+        assert stream.readline() == b""
+
+
+def test_a_client_past_the_soft_error_limit_waits_before_each_reply() -> None:
+    """smtpd_soft_error_limit / smtpd_error_sleep_time: the tarpit's delay, per reply of a
+    pipelined batch (the wait itself is asyncio.sleep, not timed here)."""
+    from types import SimpleNamespace
+
+    from sealmail.mta.smtpd.session import SmtpdSession
+
+    settings = SimpleNamespace(soft_error_limit=2, error_sleep=1.0)
+    session: Any = SimpleNamespace(service=SimpleNamespace(settings=settings),
+                                   conn=SimpleNamespace(bad_commands=1))
+    batch = b"250-mx\r\n250 PIPELINING\r\n554 5.7.1 no\r\n"
+    assert SmtpdSession._tarpit(session, batch) == 0.0
+    session.conn.bad_commands = 2
+    assert SmtpdSession._tarpit(session, batch) == 2.0  # two replies, one of them multi-line
+    settings.error_sleep = 0.0
+    assert SmtpdSession._tarpit(session, batch) == 0.0
+
+
+def test_an_http_request_ends_the_session(
+        serve: Callable[..., Server], caplog: pytest.LogCaptureFixture) -> None:
+    """smtpd_forbidden_commands: an open proxy relaying a browser's request to port 25."""
+    server = serve("")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"220 ")
+        stream.write(b"POST /form HTTP/1.1\r\nHost: x\r\n\r\n")
+        stream.flush()
+        assert stream.readline() == b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+        assert stream.readline() == b""
+    wait_for(lambda: any("non-SMTP command from" in m and "POST /form HTTP/1.1" in m
+                         for m in caplog.messages))
 
 
 def test_timeout_closes_idle_sessions(serve: Callable[..., Server]) -> None:

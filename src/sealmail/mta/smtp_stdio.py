@@ -24,10 +24,10 @@ from typing import BinaryIO
 from sealmail.mta.config import MainConfig
 from sealmail.mta.config.parameters import MAIN
 from sealmail.mta.pickup import MaildropError, post
+from sealmail.mta.smtpd.settings import core_limits
 from sealmail.proto.smtp import (
     NEED_DATA,
     ConnectionClosed,
-    Limits,
     MailFrom,
     MessageData,
     Mode,
@@ -60,11 +60,7 @@ class StdioSession:
         return ServerConnection(
             mode=Mode.SMTP,
             hostname=hostname,
-            limits=Limits(
-                max_message_size=main.get(MAIN.message_size_limit),
-                max_recipients=main.get(MAIN.smtpd_recipient_limit),
-                max_bad_commands=main.get(MAIN.smtpd_hard_error_limit),
-            ),
+            limits=core_limits(main),
             greeting_text=main.get(MAIN.smtpd_banner).removeprefix(hostname).strip(),
             smtputf8=main.get(MAIN.smtputf8_enable),
             strict_smtputf8=main.get(MAIN.smtputf8_enable),

@@ -514,13 +514,15 @@ async def drive(
     on_event: Callable[[Any], Awaitable[bool]],
     need_data: object = NEED_DATA,
     closed: type = ConnectionClosed,
+    pace: Callable[[bytes], float] | None = None,
 ) -> None:
     """The one read -> feed -> events -> write loop of every daemon.
 
     `read` gives the client's next bytes, or None when the session must end (it has written its
     own goodbye: timeout, shutdown); `on_event` acts on one event and returns False to end the
     session. Replies a batch of pipelined commands produced go out in one write. `need_data` and
-    `closed` are sealmail.proto.core's unless the core has its own.
+    `closed` are sealmail.proto.core's unless the core has its own. `pace` says how long to
+    wait before writing given replies (smtpd's tarpit for clients that make errors).
     """
     writer.write(core.data_to_send())
     going_on = True
@@ -538,12 +540,16 @@ async def drive(
                 break
         out = core.data_to_send()
         if out:
+            if pace is not None and (delay := pace(out)) > 0:
+                await asyncio.sleep(delay)
             writer.write(out)
             await writer.drain()
         if not data:
             break
     out = core.data_to_send()
     if out:
+        if pace is not None and (delay := pace(out)) > 0:
+            await asyncio.sleep(delay)
         writer.write(out)
 
 

@@ -14,6 +14,7 @@ from sealmail.proto.smtp import (
     MailFrom,
     MessageData,
     Mode,
+    NonSmtpCommand,
     ProtocolError,
     Quit,
     RcptTo,
@@ -164,9 +165,94 @@ def test_a_554_greeting_is_the_first_error() -> None:
     assert conn.bad_commands == 1 and conn.error_classes == {"policy"}
     conn.receive_data(b"FROB 1\r\nFROB 2\r\n")
     assert isinstance(conn.next_event(), ProtocolError)
-    event = conn.next_event()
-    assert isinstance(event, ProtocolError) and event.reply.code == 421
+    # The second error reaches the limit: 421 at once, FROB 2 is never read (smtpd.c).
+    assert conn.data_to_send() == (b"500 5.5.2 Error: command not recognized\r\n"
+                                   b"421 4.7.0 mx.example Error: too many errors\r\n")
+    assert isinstance(conn.next_event(), ConnectionClosed) and conn.closed
+
+
+def smtp(**kwargs: object) -> ServerConnection:
+    conn = ServerConnection(mode=Mode.SMTP, hostname="mx.example", session_id="s", **kwargs)  # type: ignore[arg-type]
+    conn.data_to_send()
+    return conn
+
+
+def test_smtp_counts_every_refused_command_toward_the_hard_error_limit() -> None:
+    """Postfix's smtpd.c: a command whose handler failed (a recipient the host refused, too)
+    is an error; once they reach smtpd_hard_error_limit, 421 follows the last refusal at once.
+    A dictionary attack of unknown recipients ends there."""
+    conn = smtp(limits=Limits(max_bad_commands=3))
+    conn.receive_data(b"EHLO c\r\nMAIL FROM:<s@x>\r\n")
+    assert isinstance(conn.next_event(), Hello)
+    assert isinstance(conn.next_event(), MailFrom)
+    conn.answer(OK_MAIL)
+    conn.data_to_send()
+    for n in range(1, 4):
+        conn.receive_data(f"RCPT TO:<u{n}@x>\r\n".encode())
+        assert isinstance(conn.next_event(), RcptTo)
+        conn.answer(Reply(550, "5.1.1", f"<u{n}@x>: Recipient address rejected"))
+        assert conn.bad_commands == n
+    assert conn.data_to_send().endswith(b"550 5.1.1 <u3@x>: Recipient address rejected\r\n"
+                                        b"421 4.7.0 mx.example Error: too many errors\r\n")
     assert conn.closed
+
+
+def test_lmtp_never_counts_the_hosts_refusals() -> None:
+    """An MTA delivering to many unknown users over LMTP keeps its session: only LMTP's own
+    protocol errors count toward lmtp_max_bad_commands."""
+    conn = lmtp(limits=Limits(max_bad_commands=2))
+    start_transaction(conn)
+    for n in range(5):
+        conn.receive_data(f"RCPT TO:<u{n}@x>\r\n".encode())
+        assert isinstance(conn.next_event(), RcptTo)
+        conn.answer(Reply(550, "5.1.1", "User unknown"))
+    assert conn.bad_commands == 0 and not conn.closed
+
+
+def test_junk_commands_past_the_limit_are_errors_until_a_message_is_delivered() -> None:
+    """smtpd_junk_command_limit: NOOP, RSET, VRFY, HELO and EHLO are free up to the limit
+    (smtpd.c: `junk_cmds++ > limit`); each after that is an error. A delivered message starts
+    the count again."""
+    conn = smtp(limits=Limits(max_bad_commands=20, max_junk_commands=2))
+    conn.receive_data(b"EHLO c\r\nNOOP\r\nRSET\r\n")
+    for _ in range(3):
+        conn.next_event()
+    assert conn.bad_commands == 0
+    conn.receive_data(b"VRFY someone\r\n")
+    assert conn.next_event() is NEED_DATA and conn.bad_commands == 1
+    conn.receive_data(b"MAIL FROM:<s@x>\r\n")
+    assert isinstance(conn.next_event(), MailFrom)
+    conn.answer(OK_MAIL)
+    conn.receive_data(b"RCPT TO:<r@x>\r\n")
+    assert isinstance(conn.next_event(), RcptTo)
+    conn.answer(OK_RCPT)
+    conn.receive_data(b"DATA\r\nhi\r\n.\r\n")
+    assert isinstance(conn.next_event(), MessageData)
+    conn.answer(Reply(250, "2.0.0", "Ok: queued"))
+    conn.receive_data(b"NOOP\r\nNOOP\r\nNOOP\r\n")
+    while conn.next_event() is not NEED_DATA:
+        pass
+    assert conn.bad_commands == 1  # three free again after the message
+
+
+@pytest.mark.parametrize("line", [b"GET / HTTP/1.1", b"CONNECT 10.0.0.1:25 HTTP/1.0",
+                                  b"post /x HTTP/1.1", b"Subject: hello", b"Received: from x"])
+def test_forbidden_commands_end_the_session(line: bytes) -> None:
+    """smtpd_forbidden_commands (CONNECT GET POST) and mail headers as commands: an abused
+    proxy or a client lost in its DATA gets Postfix's 221 and the session ends."""
+    conn = smtp()
+    conn.receive_data(line + b"\r\nEHLO c\r\n")
+    event = conn.next_event()
+    assert isinstance(event, NonSmtpCommand) and event.line == line
+    assert conn.data_to_send() == b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+    assert conn.closed
+
+
+def test_lmtp_has_no_forbidden_commands() -> None:
+    conn = lmtp()
+    conn.receive_data(b"GET / HTTP/1.1\r\n")
+    assert isinstance(conn.next_event(), ProtocolError)
+    assert not conn.closed
 
 
 def test_rset_hello_and_quit_events() -> None:

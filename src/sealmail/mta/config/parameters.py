@@ -102,6 +102,14 @@ def refuse_unimplemented_restrictions(text: str) -> str | None:
             f"{', '.join(sorted(implemented))})")
 
 
+def refuse_command_tables(text: str) -> str | None:
+    """smtpd_forbidden_commands: names only (Postfix also takes patterns and tables there)."""
+    tables = [w for w in text.replace(",", " ").split() if ":" in w or "{" in w]
+    if tables:
+        return f"sealmail takes command names here, not tables or patterns: {' '.join(tables)}"
+    return None
+
+
 def refuse_tempfail_action(text: str) -> str | None:
     action = text.strip().lower()
     if action in ("defer_if_permit", "defer", "$reject_tempfail_action"):
@@ -243,10 +251,11 @@ class MAIN(Registry):
     smtpd_timeout = time("${stress?{10}:{300}}s", "Time the server waits for a client command or data.")
     smtpd_starttls_timeout = time("${stress?{10}:{300}}s", "Time allowed for the TLS handshake after 220 Ready to start TLS; a client that has not finished it is disconnected.")
     smtpd_recipient_limit = integer("1000", "Most recipients accepted in one transaction.")
-    smtpd_hard_error_limit = integer("${stress?{1}:{20}}", "Errors after which the client is dropped.")
-    smtpd_soft_error_limit = integer("10", "Errors after which each reply is delayed.", status=ACCEPTED)
-    smtpd_error_sleep_time = time("1s", "Delay per reply once the soft error limit is reached.", status=ACCEPTED)
-    smtpd_junk_command_limit = integer("${stress?{1}:{100}}", "NOOP/RSET/VRFY/ETRN commands allowed per session before they count as errors.", status=ACCEPTED)
+    smtpd_hard_error_limit = integer("${stress?{1}:{20}}", "Errors after which the client is dropped with 421 4.7.0 Error: too many errors, at once after the error that reaches it. Every refused command counts (a rejected recipient too), as Postfix's smtpd.")
+    smtpd_soft_error_limit = integer("10", "Errors after which each reply is delayed by smtpd_error_sleep_time.")
+    smtpd_error_sleep_time = time("1s", "Delay before each reply once the client has made smtpd_soft_error_limit errors.")
+    smtpd_junk_command_limit = integer("${stress?{1}:{100}}", "HELO, EHLO, NOOP, RSET and VRFY commands allowed before each one more counts as an error; a delivered message starts the count again.")
+    smtpd_forbidden_commands = words("CONNECT GET POST", "Commands that end the session at once with 221 2.7.0 Error: I can break rules, too. Goodbye. (and a warning: non-SMTP command), as does a mail header sent as a command: an open proxy relaying to us, or a client lost in its DATA.", refuses=refuse_command_tables)
     smtpd_helo_required = boolean("no", "Require HELO or EHLO before MAIL.")
     smtpd_delay_reject = boolean("yes", "Apply client, helo and sender restrictions at RCPT time (no: at connect, HELO and MAIL).")
     smtpd_client_restrictions = words("", "Restrictions on the client address and name.", refuses=refuse_unimplemented_restrictions)

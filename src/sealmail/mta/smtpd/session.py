@@ -18,6 +18,7 @@ from sealmail.proto.smtp import (
     MailFrom,
     MessageData,
     Mode,
+    NonSmtpCommand,
     ProtocolError,
     Quit,
     RcptTo,
@@ -103,9 +104,18 @@ class SmtpdSession(TlsSession, TransactionSession):
         )
         if milter_refusal is not None:
             conn.note_error("policy")
-        await sessions.drive(conn, self.writer, self._read, self._on_event)
+        await sessions.drive(conn, self.writer, self._read, self._on_event, pace=self._tarpit)
         log.info("disconnect from %s", self.client)
         await service.notify_postmaster(conn, self.client)
+
+    def _tarpit(self, replies: bytes) -> float:
+        """Postfix's smtpd_chat_reply: once the client has made smtpd_soft_error_limit errors,
+        each reply waits smtpd_error_sleep_time (a batch of pipelined replies, each of them)."""
+        settings = self.service.settings
+        if settings.error_sleep <= 0 or self.conn.bad_commands < settings.soft_error_limit:
+            return 0.0
+        return settings.error_sleep * sum(
+            1 for line in replies.split(b"\r\n") if line[3:4] == b" ")
 
     async def _milters_connect(self) -> Reply | None:
         """smtpd_milters at connect: their refusal, if any (the greeting is chosen from it)."""
@@ -136,22 +146,23 @@ class SmtpdSession(TlsSession, TransactionSession):
         settings = self.service.settings
         self.writer.write(refusal.render())
         errors = 1  # the refusal itself, toward smtpd_hard_error_limit (smtpd.c: error_count++)
+        limit = settings.limits.max_bad_commands
         with contextlib.suppress(OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
-            while True:
+            while not (limit and errors >= limit):
                 line = await asyncio.wait_for(self.reader.readline(), settings.timeout)
                 if not line:
                     return
+                if errors >= settings.soft_error_limit and settings.error_sleep > 0:
+                    await asyncio.sleep(settings.error_sleep)
                 if line.strip().upper() == b"QUIT":
                     self.writer.write(Reply(221, "2.0.0", "Bye").render())
-                    return
-                errors += 1
-                if settings.limits.max_bad_commands and errors > settings.limits.max_bad_commands:
-                    self.writer.write(Reply(421, "4.7.0",
-                                            f"{settings.hostname} Error: too many errors").render())
                     return
                 self.writer.write(Reply(503, "5.7.0",
                                         f"Error: access denied for {self.client}").render())
                 await self.writer.drain()
+                errors += 1
+            self.writer.write(Reply(421, "4.7.0",
+                                    f"{settings.hostname} Error: too many errors").render())
 
     def _note_pipelining(self, event: object) -> None:
         """RFC 2920 3.1: EHLO, DATA (and every command of a HELO client) end a group; a client
@@ -227,6 +238,9 @@ class SmtpdSession(TlsSession, TransactionSession):
             return await self._auth_start(event)
         elif isinstance(event, AuthResponse):
             return await self._auth_response(event)
+        elif isinstance(event, NonSmtpCommand):
+            log.warning("non-SMTP command from %s: %.100s", self.client,
+                        event.line.decode("utf-8", "replace"))
         elif isinstance(event, ProtocolError):
             log.info("%s: %s", self.client, event.reply.render().decode("utf-8", "replace").strip())
         return True

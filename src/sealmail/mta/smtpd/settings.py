@@ -27,6 +27,10 @@ class SmtpdSettings:
     smtputf8: bool = True
     wrappermode: bool = False  # smtpd_tls_wrappermode: TLS before the greeting (port 465)
     syslog_name: str = ""  # the service's own (-o syslog_name=postfix/submission)
+    # Postfix's tarpit: once a client has made soft_error_limit errors, every reply waits
+    # error_sleep seconds first (smtpd_chat.c).
+    soft_error_limit: int = 10
+    error_sleep: float = 1.0
 
     @classmethod
     def from_config(cls, config: MainConfig) -> SmtpdSettings:
@@ -34,11 +38,9 @@ class SmtpdSettings:
             hostname=config.get(MAIN.myhostname),
             banner=config.get(MAIN.smtpd_banner),
             myorigin=config.get(MAIN.myorigin),
-            limits=Limits(
-                max_message_size=config.get(MAIN.message_size_limit),
-                max_recipients=config.get(MAIN.smtpd_recipient_limit),
-                max_bad_commands=config.get(MAIN.smtpd_hard_error_limit),
-            ),
+            limits=core_limits(config),
+            soft_error_limit=config.get(MAIN.smtpd_soft_error_limit),
+            error_sleep=float(config.get(MAIN.smtpd_error_sleep_time)),
             timeout=float(config.get(MAIN.smtpd_timeout)),
             starttls_timeout=float(config.get(MAIN.smtpd_starttls_timeout)),
             tls_level=config.get(MAIN.smtpd_tls_security_level).strip().lower(),
@@ -53,6 +55,18 @@ class SmtpdSettings:
             wrappermode=config.get(MAIN.smtpd_tls_wrappermode),
             syslog_name=config.get(MAIN.syslog_name),
         )
+
+
+def core_limits(config: MainConfig) -> Limits:
+    """The SMTP core's limits from main.cf, for smtpd and for `sendmail -bs`."""
+    return Limits(
+        max_message_size=config.get(MAIN.message_size_limit),
+        max_recipients=config.get(MAIN.smtpd_recipient_limit),
+        max_bad_commands=config.get(MAIN.smtpd_hard_error_limit),
+        max_junk_commands=config.get(MAIN.smtpd_junk_command_limit),
+        forbidden_commands=frozenset(
+            word.upper() for word in config.get(MAIN.smtpd_forbidden_commands)),
+    )
 
 
 def authenticator_from_config(config: MainConfig) -> Authenticator | None:

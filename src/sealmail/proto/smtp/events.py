@@ -41,6 +41,7 @@ __all__ = [
     "MailFrom",
     "MessageData",
     "NeedData",
+    "NonSmtpCommand",
     "ProtocolError",
     "Quit",
     "RcptTo",
@@ -116,6 +117,14 @@ class Reset(Event):
 @dataclass(frozen=True, slots=True)
 class Quit(Event):
     """QUIT, already answered 221; the core is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class NonSmtpCommand(Event):
+    """A forbidden command (an HTTP request, a mail header as a command: Postfix's
+    smtpd_forbidden_commands), answered 221 2.7.0; the core is closed."""
+
+    line: bytes
 
 
 @dataclass(frozen=True, slots=True)

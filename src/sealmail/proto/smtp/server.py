@@ -47,6 +47,7 @@ from sealmail.proto.smtp.events import (
     MailFrom,
     MessageData,
     NeedData,
+    NonSmtpCommand,
     ProtocolError,
     Quit,
     RcptTo,
@@ -102,12 +103,19 @@ class Limits:
     max_message_size: int = 0
     max_recipients: int = 1000
     max_bad_commands: int = 20
+    # SMTP only, as Postfix's smtpd: HELO, EHLO, RSET, NOOP and VRFY past this many in a row
+    # (a delivered message starts again) each count as an error (smtpd_junk_command_limit).
+    max_junk_commands: int = 100
+    # SMTP only: verbs that end the session at once (smtpd_forbidden_commands; a verb ending
+    # in ":" is a mail header sent as a command, which Postfix's smtpd refuses the same way).
+    forbidden_commands: frozenset[str] = frozenset({"CONNECT", "GET", "POST"})
 
     def __post_init__(self) -> None:
         if self.max_line_length < 512:
             # RFC 5321 4.5.3.1.4: a command line is up to 512 octets with its CRLF.
             raise ValueError("max_line_length must be at least 512")
-        for name in ("max_message_size", "max_recipients", "max_bad_commands"):
+        for name in ("max_message_size", "max_recipients", "max_bad_commands",
+                     "max_junk_commands"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 
@@ -170,6 +178,7 @@ class ServerConnection(ServerCore[SessionState]):
         self.authenticated_as: str | None = None
         self.hello_name: str | None = None
         self.bad_commands = 0
+        self.junk_commands = 0
         self._transaction: _Transaction | None = None
         self._replies_owed = 0  # LMTP: replies still owed for the pending MessageData
         self._data_reader: DotDataReader | None = None
@@ -184,8 +193,8 @@ class ServerConnection(ServerCore[SessionState]):
         # that refusal as its first error (smtpd.c: error_count++, toward the hard limit).
         self._send(Reply(greeting_code, None, f"{hostname} {text}"))
         if greeting_code >= 500:
-            self.bad_commands = 1
             self.error_classes.add("policy")
+            self._count_error()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -231,6 +240,7 @@ class ServerConnection(ServerCore[SessionState]):
             self._send(START_DATA)
         elif not (isinstance(event, HelloCommand) and reply.is_success):
             self._send(reply)
+        self._answered(event, reply)
         if isinstance(event, MailFrom):
             self._pending = None
             if reply.is_success:
@@ -263,6 +273,36 @@ class ServerConnection(ServerCore[SessionState]):
             if reply.code == 354:
                 self._data_reader = DotDataReader(self.limits.max_message_size)
                 self.state = SessionState.DATA
+
+    def _answered(self, event: Event, reply: Reply) -> None:
+        """SMTP, as Postfix's smtpd.c: a command the host refused is an error toward
+        smtpd_hard_error_limit (its command handler returned non-zero); a delivered message
+        starts the junk command count again. LMTP's refused recipients are the MTA's business,
+        never a reason to cut its session."""
+        if self.mode is not Mode.SMTP:
+            return
+        if reply.code >= 400 and not (isinstance(event, MessageData) and reply.code == 421):
+            self._count_error()
+        elif isinstance(event, MessageData) and reply.is_success:
+            self.junk_commands = 0
+
+    def _count_error(self) -> None:
+        """One more error; SMTP ends the session with 421 once they reach the limit, before
+        another command is read (smtpd.c checks at the top of its command loop). LMTP counts
+        its protocol errors in `_error`."""
+        self.bad_commands += 1
+        limit = self.limits.max_bad_commands
+        if self.mode is Mode.SMTP and limit and self.bad_commands >= limit and not self.closed:
+            self._send(Reply(421, "4.7.0", f"{self.hostname} Error: too many errors"))
+            self._close()
+
+    def _junk(self) -> None:
+        """SMTP: HELO, EHLO, RSET, NOOP and VRFY are free only up to smtpd_junk_command_limit
+        (smtpd.c: `junk_cmds++ > limit` counts an error)."""
+        if self.mode is Mode.SMTP:
+            self.junk_commands += 1
+            if self.junk_commands > self.limits.max_junk_commands + 1:
+                self._count_error()
 
     def note_error(self, kind: str) -> None:
         """The host refused something for a reason of this kind (Postfix's notify_classes:
@@ -331,6 +371,11 @@ class ServerConnection(ServerCore[SessionState]):
         accepted ones and retry the rest, which it cannot do if the session is cut."""
         line = _without_credentials(line)
         self.error_classes.add(_error_class(reply))
+        if self.mode is Mode.SMTP:  # every refused command, as Postfix's smtpd
+            self._send(reply)
+            if reply is not TOO_MANY_RECIPIENTS:
+                self._count_error()
+            return ProtocolError(reply, line)
         counted = reply not in NO_RECIPIENTS_REPLIES and reply is not TOO_MANY_RECIPIENTS
         if counted and reply.enhanced is not None and reply.enhanced[2] == "5":
             self.bad_commands += 1
@@ -369,6 +414,10 @@ class ServerConnection(ServerCore[SessionState]):
 
     def _command(self, line: bytes) -> Event | None:
         verb_bytes, _, arg_bytes = line.partition(b" ")
+        if self.mode is Mode.SMTP and self._forbidden(verb_bytes):
+            self._send(Reply(221, "2.7.0", "Error: I can break rules, too. Goodbye."))
+            self._close()
+            return NonSmtpCommand(line)
         try:
             command = Command(verb_bytes.decode("ascii").upper())
         except (UnicodeDecodeError, ValueError):
@@ -400,6 +449,13 @@ class ServerConnection(ServerCore[SessionState]):
         handler = _HANDLERS[command]
         return handler(self, arg.strip(" \t"), line)
 
+    def _forbidden(self, verb: bytes) -> bool:
+        """An HTTP request or a mail header where a command belongs: a proxy abused to reach
+        us, or a client that lost track of its DATA (smtpd_forbidden_commands)."""
+        name = verb.decode("latin-1").upper()
+        return name in self.limits.forbidden_commands or (
+            len(name) > 1 and name.endswith(":") and name[:-1].replace("-", "").isalnum())
+
     def _offers(self, command: Command) -> bool:
         if command is Command.AUTH:
             return bool(self.auth_mechanisms)
@@ -425,6 +481,7 @@ class ServerConnection(ServerCore[SessionState]):
         else:
             lines = (self.hostname, *self.capabilities)
             self._emit(Reply(250, None, lines).render(enhanced=False))
+        self._junk()
         return Hello(verb, arg)
 
     def _mail(self, arg: str, line: bytes) -> Event | None:
@@ -628,11 +685,13 @@ class ServerConnection(ServerCore[SessionState]):
         if self.state is not SessionState.GREETED:
             self.state = SessionState.READY
         self._send(OK)
+        self._junk()
         return Reset()
 
     def _noop(self, arg: str, line: bytes) -> Event | None:
         # RFC 5321 4.1.1.9: "NOOP [ SP String ]": an argument is allowed and ignored.
         self._send(OK)
+        self._junk()
         return None
 
     def _quit(self, arg: str, line: bytes) -> Event | None:
@@ -646,6 +705,7 @@ class ServerConnection(ServerCore[SessionState]):
         if not arg:
             return self._error(Reply(501, "5.5.4", "Syntax: VRFY address"), line)
         self._send(VRFY_REPLY)
+        self._junk()
         return None
 
     def _expn(self, arg: str, line: bytes) -> Event | None:
