@@ -82,6 +82,7 @@ class MemoryStore:
         self.flag_snapshot = reading.flag_snapshot
         self.messages_since = reading.messages_since
         self.expunged_since = reading.expunged_since
+        self.mailbox_changes = reading.mailbox_changes
         self.message_structures = reading.message_structures
         self.save_message_structures = reading.save_message_structures
         self.search_header = reading.search_header

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 
-from sealmail.store.api import FlagSnapshot, HeaderMatches, MessageRecord
+from sealmail.store.api import FlagSnapshot, HeaderMatches, MailboxChanges, MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import INDEXED_FIELDS, VALUE_SEPARATOR, encode, indexed_value
 from sealmail.store.memory.state import Memory, StoredMessage
+from sealmail.store.seen import index_keeps_seen
 from sealmail.store.sorting import ThreadFields, sort_value, thread_fields_of
 
 
@@ -77,6 +78,23 @@ class Reading:
         with self._memory.lock:
             expunged = self._memory.require(name).expunged
             return sorted(uid for uid, when in expunged.items() if when > modseq)
+
+    def mailbox_changes(
+        self, name: str, modseq: int, reader: str | None = None
+    ) -> MailboxChanges | None:
+        with self._memory.lock:
+            mailbox = self._memory.mailboxes.get(name)
+            if mailbox is None:
+                return None
+            counters = (mailbox.uidvalidity, mailbox.uidnext, mailbox.highestmodseq,
+                        len(mailbox.messages))
+            if mailbox.highestmodseq == modseq:
+                return MailboxChanges(*counters)
+            changed = [m for m in mailbox.messages.values() if m.modseq > modseq]
+            expunged = sorted(uid for uid, when in mailbox.expunged.items() if when > modseq)
+            keeps = index_keeps_seen(name, reader)
+            mark = mailbox.recentuid if keeps else mailbox.recent.get(reader or "", 0)
+            return MailboxChanges(*counters, mailbox.records(changed, reader), expunged, mark)
 
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         with self._memory.lock:
