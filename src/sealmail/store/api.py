@@ -290,6 +290,12 @@ class MailboxView(Appending, Protocol):
     def copy_messages(
         self, source: str, uids: Sequence[int], target: str, reader: str | None = None
     ) -> CopiedMessages: ...
+    # MOVE (RFC 6851): copy_messages and the expunge of the originals as ONE change (one
+    # transaction, one commit): a crash leaves the messages in one mailbox, never both or
+    # neither. The originals are expunged as `expunge` does (a modseq each, in UID order).
+    def move_messages(
+        self, source: str, uids: Sequence[int], target: str, reader: str | None = None
+    ) -> CopiedMessages: ...
     # \Recent (RFC 3501 2.3.2): raise `reader`'s recent mark of `name` to `upto` and return it
     # as it was; the caller's \Recent messages are the UIDs above it, up to `upto`.
     def claim_recent(self, name: str, upto: int, reader: str | None = None) -> int: ...

@@ -35,9 +35,9 @@ data is durable.
 The parts, one module each, share a `Spool` (settings, partitions, the index connection, locks):
 `layout` (directories, header files, index rows), `commit` (delivery by group commit),
 `mailboxes` (create/rename/delete, ACLs, quotas), `reading` (records, snapshots, files),
-`syncing` (what a session's view needs to catch up, in one read or none),
-`header_index` (SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE), `copying` (COPY) and `userdata`
-(subscriptions, seen states, \\Recent). STORE, EXPUNGE and COPY are group-committed as
+`syncing` (what a session's view needs to catch up, in one read or none), `header_index`
+(SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE), `copying` (COPY, MOVE) and `userdata`
+(subscriptions, seen states, \\Recent). STORE, EXPUNGE, COPY and MOVE are group-committed as
 deliveries are (`changes`): concurrent sessions share one transaction and one fsync. DiskStore
 exposes their bound methods as its own, so a call costs what a method call on one class costs.
 """
@@ -168,7 +168,9 @@ class DiskStore:
         self.set_flags = flags.set_flags
         self.update_flags = flags.update_flags
         self.expunge = flags.expunge
-        self.copy_messages = Copying(spool, changes).copy_messages
+        copying = Copying(spool, changes)
+        self.copy_messages = copying.copy_messages
+        self.move_messages = copying.move_messages
         # User data.
         user_data = UserData(spool)
         self.claim_recent = user_data.claim_recent

@@ -14,7 +14,7 @@ tests on both backends, which is what makes this a fake worth testing sessions a
 The parts are split by role as the disk store's are (sealmail.store.disk), one module each, and
 share a `Memory` (state: the mailboxes, quotas, subscriptions and the lock): `mailboxes`
 (create/rename/delete, ACLs, quotas), `delivery` (appends, slots, POP locks, duplicates),
-`reading` (records, snapshots, contents, SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE, COPY)
+`reading` (records, snapshots, contents, SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE, COPY, MOVE)
 and `userdata` (\\Recent, URLAUTH keys, subscriptions). MemoryStore exposes their bound methods
 as its own.
 """
@@ -94,6 +94,7 @@ class MemoryStore:
         self.update_flags = flags.update_flags
         self.expunge = flags.expunge
         self.copy_messages = flags.copy_messages
+        self.move_messages = flags.move_messages
         user_data = UserData(memory)
         self.claim_recent = user_data.claim_recent
         self.access_key = user_data.access_key

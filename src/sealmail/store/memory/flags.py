@@ -1,4 +1,4 @@
-"""Flags, modseqs, expunge and COPY in the memory store (as sealmail.store.disk.flags and
+"""Flags, modseqs, expunge, COPY and MOVE in the memory store (as sealmail.store.disk.flags and
 sealmail.store.disk.copying: only real changes get a modseq; a reader's \\Seen goes to their own
 seen state; a COPY is all or nothing)."""
 
@@ -13,7 +13,7 @@ from sealmail.store.seen import SEEN, with_seen
 
 
 class Flags:
-    """STORE, EXPUNGE and COPY, each under one hold of the lock."""
+    """STORE, EXPUNGE, COPY and MOVE, each under one hold of the lock."""
 
     def __init__(self, memory: Memory) -> None:
         self._memory = memory
@@ -130,3 +130,13 @@ class Flags:
                 assert reader is not None
                 dst.seen[reader] = dst_seen.union(seen_copies)
             return result
+
+    def move_messages(
+        self, source: str, uids: Sequence[int], target: str, reader: str | None = None
+    ) -> CopiedMessages:
+        """MOVE: the copy and the expunge of the originals under one hold of the lock, so no
+        reader sees the messages in both mailboxes or in neither."""
+        with self._memory.lock:
+            moved = self.copy_messages(source, uids, target, reader)
+            self.expunge(source, [s for s, _ in moved.pairs])
+            return moved

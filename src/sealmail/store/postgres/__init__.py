@@ -84,6 +84,7 @@ class PostgresStore:
         delivery = Delivery(db)
         self.deliver = delivery.deliver
         self.copy_messages = delivery.copy_messages
+        self.move_messages = delivery.move_messages
         self.importer = Importer(db, delivery)  # sealmail migrate
         reading = Reading(db)
         self.messages = reading.messages
