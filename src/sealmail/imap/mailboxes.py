@@ -202,9 +202,7 @@ def rename(session: ImapSession, command: Rename) -> list[Response]:
         auditlog.create_mailbox(store, new, session.audit)
         uids = [r.uid for r in store.messages(old)]
         if uids:
-            copied = store.copy_messages(old, uids, new)
-            auditlog.log_copies(store, old, new, copied, session.audit)
-            auditlog.expunge(store, old, uids, session.audit)
+            auditlog.move_messages(store, old, uids, new, None, session.audit)
         return told
     session.require_rights(old, "" if session.is_admin else "x")
     _require_create_right(session, new)

@@ -159,9 +159,16 @@ def copy_or_move(session: ImapSession, command: Copy) -> list[Response]:
         return []
     # Each copy gets \Seen as this user sees the original (their own seen state where they
     # have one, in the source and in the target: sealmail.store.seen).
-    copied = session.store.copy_messages(view.name, [uid for _, uid in pairs], target,
-                                         reader=session.userid)
-    auditlog.log_copies(session.store, view.name, target, copied, session.audit)
+    uids = [uid for _, uid in pairs]
+    if moving:
+        # RFC 6851 3.3: one store operation (copy and expunge in one commit), so the messages
+        # are never in both mailboxes, nor in neither; the expunges reach this session (and
+        # every other) through the sync after the command, as EXPUNGE's do.
+        copied = auditlog.move_messages(session.store, view.name, uids, target,
+                                        session.userid, session.audit)
+    else:
+        copied = session.store.copy_messages(view.name, uids, target, reader=session.userid)
+        auditlog.log_copies(session.store, view.name, target, copied, session.audit)
     code = None
     if copied.pairs:
         sources = SequenceSet.of([s for s, _ in copied.pairs])
@@ -174,7 +181,6 @@ def copy_or_move(session: ImapSession, command: Copy) -> list[Response]:
     out: list[Response] = []
     if code is not None:
         out.append(StatusResponse("OK", "Moved", code=code))
-    auditlog.expunge(session.store, view.name, [s for s, _ in copied.pairs], session.audit)
     return out
 
 

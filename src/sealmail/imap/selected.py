@@ -3,9 +3,10 @@
 RFC 9051 7.5.1: message sequence numbers change only through EXPUNGE responses the client has
 seen, and the server MUST NOT send EXPUNGE while a FETCH, STORE or SEARCH (not their UID forms)
 is in progress. So the view keeps its own list of UIDs in sequence order; a sync with the store
-(cheap: one mailbox row unless its highestmodseq moved) appends new messages (EXISTS), notes
-flag changes made by others (FETCH FLAGS), and keeps expunged messages in place until a command
-may announce them (EXPUNGE, or VANISHED once QRESYNC is enabled, RFC 7162 3.2.10).
+(the store's `mailbox_changes`: one cheap read, or none, unless its highestmodseq moved)
+appends new messages (EXISTS), notes flag changes made by others (FETCH FLAGS), and keeps
+expunged messages in place until a command may announce them (EXPUNGE, or VANISHED once QRESYNC
+is enabled, RFC 7162 3.2.10).
 
 Layout, chosen for mailboxes of tens of thousands of messages: three parallel lists in sequence
 order (`uids`, `flag_ids`, `modseqs`), no object per message. `flag_ids` index `flag_sets`, the
@@ -272,21 +273,24 @@ class SelectedMailbox:
     ) -> list[Response]:
         """Catch up with the store; the untagged responses to send now, in the order RFC 9051
         7.4.1 needs (expunges first: later responses use the new numbers)."""
-        info = store.mailbox(self.name)
-        if info is None or info.uidvalidity != self.uidvalidity:
+        news = store.mailbox_changes(self.name, self.highestmodseq, self.reader)
+        if news is None or news.uidvalidity != self.uidvalidity:
             raise MailboxGone(f"mailbox {self.name} is gone")
         out: list[Response] = []
-        if info.highestmodseq != self.highestmodseq:
-            changed = store.messages_since(self.name, self.highestmodseq, self.reader)
-            gone = store.expunged_since(self.name, self.highestmodseq)
+        if news.highestmodseq != self.highestmodseq:
+            changed, gone = news.changed, news.expunged
             last = self.uids[-1] if self.uids else 0
             gone_now = set(gone)
             new = [r for r in changed if r.uid > last and r.uid not in gone_now]
             if new and self.shows_recent:
                 # Before the view changes: should the claim fail, the next sync does it all.
-                mark = self._claim(store, new[-1].uid)
+                # Nothing to claim (the mark the sync read is at or past them: another session
+                # of the reader was told first, or this one is read-only): no write at all.
+                mark = news.recent_mark or 0
+                if not self.readonly and new[-1].uid > mark:
+                    mark = self._claim(store, new[-1].uid)
                 self.recent.update(r.uid for r in new if r.uid > mark)
-            self.highestmodseq = info.highestmodseq
+            self.highestmodseq = news.highestmodseq
             for uid in gone:
                 if self.index_of(uid) is not None:
                     self.vanished.add(uid)

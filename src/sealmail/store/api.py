@@ -123,6 +123,25 @@ class FlagSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxChanges:
+    """What a session's view of a mailbox needs to catch up with it since it saw it at modseq
+    `since` (IMAP's sync after every command, IDLE, NOOP), read at one moment: the mailbox's
+    counters now and, only when its highestmodseq is not `since`, the messages added or changed
+    after `since` (flags as the reader sees them, UID order), the UIDs expunged after it
+    (ascending) and the reader's \\Recent mark (what `claim_recent(name, 0, reader)` returns).
+    An unchanged mailbox has empty lists and no mark: the backends answer that case from one
+    cheap read, or from memory when they can tell nothing was committed since."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    exists: int
+    changed: list[MessageRecord] = field(default_factory=list)
+    expunged: list[int] = field(default_factory=list)
+    recent_mark: int | None = None  # None: not read (the mailbox had not changed)
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderMatches:
     """A header search answered from the index: the UIDs whose field matched, and the UIDs the
     index cannot answer for (no searchable form kept), which the caller checks itself."""
@@ -254,6 +273,11 @@ class MailboxView(Appending, Protocol):
         self, name: str, modseq: int, reader: str | None = None
     ) -> list[MessageRecord]: ...
     def expunged_since(self, name: str, modseq: int) -> list[int]: ...
+    # messages_since, expunged_since and the \Recent mark in one read, skipped when nothing
+    # changed since `modseq` (MailboxChanges); None when the mailbox is not there.
+    def mailbox_changes(
+        self, name: str, modseq: int, reader: str | None = None
+    ) -> MailboxChanges | None: ...
     def update_flags(
         self,
         name: str,
@@ -264,6 +288,12 @@ class MailboxView(Appending, Protocol):
         reader: str | None = None,
     ) -> FlagUpdate: ...
     def copy_messages(
+        self, source: str, uids: Sequence[int], target: str, reader: str | None = None
+    ) -> CopiedMessages: ...
+    # MOVE (RFC 6851): copy_messages and the expunge of the originals as ONE change (one
+    # transaction, one commit): a crash leaves the messages in one mailbox, never both or
+    # neither. The originals are expunged as `expunge` does (a modseq each, in UID order).
+    def move_messages(
         self, source: str, uids: Sequence[int], target: str, reader: str | None = None
     ) -> CopiedMessages: ...
     # \Recent (RFC 3501 2.3.2): raise `reader`'s recent mark of `name` to `upto` and return it

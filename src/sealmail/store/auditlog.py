@@ -280,15 +280,55 @@ def expunge(
     first = store.mailbox(name)
     before = {r.uid: r for r in store.message_records(name, uids)}
     removed = store.expunge(name, uids)
+    _log_expunges(store, name, audit, first, before, removed)
+    return removed
+
+
+def _log_expunges(
+    store: MailboxView,
+    name: str,
+    audit: AuditLog,
+    first: MailboxInfo | None,
+    before: Mapping[int, MessageRecord],
+    removed: Sequence[int],
+    others: int = 0,
+) -> None:
+    """The `expunge` lines of `removed` (records as they were `before`), the mailbox read now;
+    `others`: how many modseqs the same call took first, before the expunges (a MOVE's copies
+    into the mailbox it moves from)."""
     after = store.mailbox(name)
     if first is None or after is None or not removed:
-        return removed
-    exact = after.highestmodseq - first.highestmodseq == len(removed)
+        return
+    exact = after.highestmodseq - first.highestmodseq == others + len(removed)
+    base = first.highestmodseq + others + 1
     audit.expunged(after, [
-        _with_modseq(before[uid], first.highestmodseq + 1 + i if exact else after.highestmodseq)
+        _with_modseq(before[uid], base + i if exact else after.highestmodseq)
         for i, uid in enumerate(removed) if uid in before
     ])
-    return removed
+
+
+def move_messages(
+    store: MailboxView,
+    source: str,
+    uids: Sequence[int],
+    target: str,
+    reader: str | None,
+    audit: AuditLog | None,
+) -> CopiedMessages:
+    """store.move_messages (one store operation), logged as COPY and EXPUNGE log it: an
+    `append` line per copy, then an `expunge` line per original. What the lines need of the
+    originals (records, Message-IDs) is read before the move: after it they are gone."""
+    if audit is None or not uids:
+        return store.move_messages(source, uids, target, reader)
+    first = store.mailbox(source)
+    before = {r.uid: r for r in store.message_records(source, uids)}
+    headers = store.listed_headers(source, uids)
+    moved = store.move_messages(source, uids, target, reader)
+    log_copies(store, source, target, moved, audit, headers)
+    removed = [s for s, _ in moved.pairs]
+    _log_expunges(store, source, audit, first, before, removed,
+                  len(removed) if source == target else 0)
+    return moved
 
 
 def _with_modseq(record: MessageRecord, modseq: int) -> MessageRecord:
@@ -297,16 +337,23 @@ def _with_modseq(record: MessageRecord, modseq: int) -> MessageRecord:
 
 
 def log_copies(
-    store: MailboxView, source: str, target: str, copied: CopiedMessages, audit: AuditLog | None
+    store: MailboxView,
+    source: str,
+    target: str,
+    copied: CopiedMessages,
+    audit: AuditLog | None,
+    headers: Mapping[int, tuple[int, bytes]] | None = None,
 ) -> None:
     """An `append` line for each copy COPY / MOVE made (Cyrus appends a record to the target
-    for each): the copies' records and the originals' Message-IDs, read after the copy."""
+    for each): the copies' records, read after the copy, and the originals' Message-IDs (from
+    `headers`, the originals' listed_headers, when given: a MOVE's are gone by then)."""
     if audit is None or not copied.pairs:
         return
     mailbox = store.mailbox(target)
     if mailbox is None:
         return
-    headers = store.listed_headers(source, [s for s, _ in copied.pairs])
+    if headers is None:
+        headers = store.listed_headers(source, [s for s, _ in copied.pairs])
     by_uid = {r.uid: r for r in store.message_records(target, [t for _, t in copied.pairs])}
     for source_uid, target_uid in copied.pairs:
         record = by_uid.get(target_uid)

@@ -35,8 +35,9 @@ data is durable.
 The parts, one module each, share a `Spool` (settings, partitions, the index connection, locks):
 `layout` (directories, header files, index rows), `commit` (delivery by group commit),
 `mailboxes` (create/rename/delete, ACLs, quotas), `reading` (records, snapshots, files),
-`header_index` (SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE), `copying` (COPY) and `userdata`
-(subscriptions, seen states, \\Recent). STORE, EXPUNGE and COPY are group-committed as
+`syncing` (what a session's view needs to catch up, in one read or none), `header_index`
+(SEARCH, SORT, THREAD), `flags` (STORE, EXPUNGE), `copying` (COPY, MOVE) and `userdata`
+(subscriptions, seen states, \\Recent). STORE, EXPUNGE, COPY and MOVE are group-committed as
 deliveries are (`changes`): concurrent sessions share one transaction and one fsync. DiskStore
 exposes their bound methods as its own, so a call costs what a method call on one class costs.
 """
@@ -72,6 +73,7 @@ from sealmail.store.disk.layout import (
 )
 from sealmail.store.disk.mailboxes import Mailboxes
 from sealmail.store.disk.reading import Reading
+from sealmail.store.disk.syncing import Syncing
 from sealmail.store.disk.userdata import UserData
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
 from sealmail.store.errors import MailboxNotFound
@@ -129,8 +131,6 @@ class DiskStore:
         self.clean_stage_files = commit.clean_stage_files
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)
-        self.mailbox = mailboxes.mailbox
-        self.mailbox_changed = mailboxes.mailbox_changed
         self.create_mailbox = mailboxes.create_mailbox
         self.delete_mailbox = mailboxes.delete_mailbox
         self.rename_mailbox = mailboxes.rename_mailbox
@@ -152,6 +152,10 @@ class DiskStore:
         self.flag_snapshot = reading.flag_snapshot
         self.messages_since = reading.messages_since
         self.expunged_since = reading.expunged_since
+        syncing = Syncing(spool)
+        self.mailbox = syncing.mailbox
+        self.mailbox_changes = syncing.mailbox_changes
+        self.mailbox_changed = syncing.mailbox_changed
         self.message_structures = reading.message_structures
         self.save_message_structures = reading.save_message_structures
         header_index = HeaderIndex(spool)
@@ -164,7 +168,9 @@ class DiskStore:
         self.set_flags = flags.set_flags
         self.update_flags = flags.update_flags
         self.expunge = flags.expunge
-        self.copy_messages = Copying(spool, changes).copy_messages
+        copying = Copying(spool, changes)
+        self.copy_messages = copying.copy_messages
+        self.move_messages = copying.move_messages
         # User data.
         user_data = UserData(spool)
         self.claim_recent = user_data.claim_recent

@@ -1,5 +1,5 @@
-"""COPY (and the copy half of MOVE) in the disk store: hard links, made durable before the
-commit that publishes them, as a delivery's.
+"""COPY and MOVE in the disk store: hard links, made durable before the commit that publishes
+them, as a delivery's; a MOVE removes the originals in the same transaction.
 """
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ import errno
 import os
 import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 from sealmail.store import quota
 from sealmail.store.api import CopiedMessages
 from sealmail.store.disk.changes import ChangeGroup, FileEffects
+from sealmail.store.disk.flags import expunge_rows, remove_files
 from sealmail.store.disk.layout import (
     ROW_LIST,
     Spool,
@@ -44,95 +46,129 @@ class Copying:
         """
 
         def change(conn: sqlite3.Connection, effects: FileEffects) -> CopiedMessages:
-            src = require_mailbox(conn, source)
-            dst = require_mailbox(conn, target)
-            src_dir = self._spool.directory(src[3], src[2])
-            dst_dir = self._spool.directory(dst[3], dst[2])
-            dst_id, uidnext, modseq = dst[0], dst[5], dst[6]
-            src_seen = seen_of(conn, src[0], source, reader)
-            dst_seen = seen_of(conn, dst_id, target, reader)
-            seen_copies: list[int] = []
-            rows = [
-                found
-                for uid in sorted(set(uids))
-                if (
-                    found := conn.execute(
-                        "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
-                        " WHERE mailbox_id = ? AND uid = ?",
-                        (src[0], uid),
-                    ).fetchone()
-                )
-                is not None
-            ]
-            result = CopiedMessages(dst[4], [])
-            if not rows:
-                return result
-            root = quota.quota_root_of(conn, target)
-            usage = None if root is None else quota.usage_of(conn, root)
-            if usage is not None:
-                quota.enforce(usage, sum(r[2] for r in rows), len(rows))
-            pairs = result.pairs
-            total = 0
-            for uid, internaldate, size, guid, flags, filename in rows:
-                new_uid = uidnext
-                uidnext += 1
-                modseq += 1
-                if src_seen is not None or dst_seen is not None:
-                    stored = flags.split()
-                    was_seen = SEEN in stored if src_seen is None else uid in src_seen
-                    flags = " ".join(with_seen(stored, was_seen and dst_seen is None))
-                    if was_seen and dst_seen is not None:
-                        seen_copies.append(new_uid)
-                path = dst_dir / f"{new_uid}."
-                try:
-                    path.unlink(missing_ok=True)  # debris of an uncommitted delivery
-                    try:
-                        os.link(src_dir / filename, path)
-                    except OSError as exc:
-                        if exc.errno != errno.EXDEV:
-                            raise
-                        path.write_bytes((src_dir / filename).read_bytes())
-                except FileNotFoundError:
-                    raise missing_file(source, uid) from None
-                except OSError as exc:
-                    raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
-                effects.links.append(os.fspath(path))  # removed if rolled back
-                structure = conn.execute(
-                    "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
-                    (src[0], uid),
-                ).fetchone()[0]
-                conn.execute(
-                    "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
-                    " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        dst_id,
-                        new_uid,
-                        modseq,
-                        internaldate,
-                        size,
-                        guid,
-                        flags,
-                        path.name,
-                        structure,
-                    ),
-                )
-                conn.execute(
-                    "INSERT OR REPLACE INTO header_index"
-                    f" (mailbox_id, uid, {ROW_LIST})"
-                    f" SELECT ?, ?, {ROW_LIST} FROM header_index"
-                    " WHERE mailbox_id = ? AND uid = ?",
-                    (dst_id, new_uid, src[0], uid),
-                )
-                pairs.append((uid, new_uid))
-                total += size
-            conn.execute(
-                "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
-                " exists_count = exists_count + ?, size_bytes = size_bytes + ? WHERE id = ?",
-                (uidnext, modseq, len(pairs), total, dst_id),
-            )
-            if dst_seen is not None and seen_copies:
-                save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
-            effects.directories.add(os.fspath(dst_dir))  # fsynced before the COMMIT
-            return result
+            return self._copy(conn, effects, source, uids, target, reader)
 
         return self._group.apply(change)
+
+    def move_messages(
+        self, source: str, uids: Sequence[int], target: str, reader: str | None = None
+    ) -> CopiedMessages:
+        """MOVE (RFC 6851): the COPY above and the EXPUNGE of the originals in ONE change of
+        the group commit, so one transaction, one directory fsync, one COMMIT. RFC 6851 3.3:
+        the server "SHOULD" not leave the messages in both mailboxes or in neither; with one
+        transaction a crash leaves one of the two states, never both or neither (the new links
+        of an uncommitted MOVE are debris at uid >= uidnext, as a COPY's; the original files
+        of a committed one go after the COMMIT, debris for reconstruct should a crash come
+        first)."""
+        files: list[Path] = []
+
+        def change(conn: sqlite3.Connection, effects: FileEffects) -> CopiedMessages:
+            files.clear()  # this attempt's only
+            copied = self._copy(conn, effects, source, uids, target, reader)
+            expunge_rows(self._spool, conn, source, [s for s, _ in copied.pairs], files)
+            return copied
+
+        moved = self._group.apply(change)
+        remove_files(files)
+        return moved
+
+    def _copy(
+        self,
+        conn: sqlite3.Connection,
+        effects: FileEffects,
+        source: str,
+        uids: Sequence[int],
+        target: str,
+        reader: str | None,
+    ) -> CopiedMessages:
+        """Inside a change: the copies' links, rows and counters."""
+        src = require_mailbox(conn, source)
+        dst = require_mailbox(conn, target)
+        src_dir = self._spool.directory(src[3], src[2])
+        dst_dir = self._spool.directory(dst[3], dst[2])
+        dst_id, uidnext, modseq = dst[0], dst[5], dst[6]
+        src_seen = seen_of(conn, src[0], source, reader)
+        dst_seen = seen_of(conn, dst_id, target, reader)
+        seen_copies: list[int] = []
+        rows = [
+            found
+            for uid in sorted(set(uids))
+            if (
+                found := conn.execute(
+                    "SELECT uid, internaldate, size, guid, flags, filename FROM messages"
+                    " WHERE mailbox_id = ? AND uid = ?",
+                    (src[0], uid),
+                ).fetchone()
+            )
+            is not None
+        ]
+        result = CopiedMessages(dst[4], [])
+        if not rows:
+            return result
+        root = quota.quota_root_of(conn, target)
+        usage = None if root is None else quota.usage_of(conn, root)
+        if usage is not None:
+            quota.enforce(usage, sum(r[2] for r in rows), len(rows))
+        pairs = result.pairs
+        total = 0
+        for uid, internaldate, size, guid, flags, filename in rows:
+            new_uid = uidnext
+            uidnext += 1
+            modseq += 1
+            if src_seen is not None or dst_seen is not None:
+                stored = flags.split()
+                was_seen = SEEN in stored if src_seen is None else uid in src_seen
+                flags = " ".join(with_seen(stored, was_seen and dst_seen is None))
+                if was_seen and dst_seen is not None:
+                    seen_copies.append(new_uid)
+            path = dst_dir / f"{new_uid}."
+            try:
+                path.unlink(missing_ok=True)  # debris of an uncommitted delivery
+                try:
+                    os.link(src_dir / filename, path)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    path.write_bytes((src_dir / filename).read_bytes())
+            except FileNotFoundError:
+                raise missing_file(source, uid) from None
+            except OSError as exc:
+                raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
+            effects.links.append(os.fspath(path))  # removed if rolled back
+            structure = conn.execute(
+                "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
+                (src[0], uid),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
+                " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dst_id,
+                    new_uid,
+                    modseq,
+                    internaldate,
+                    size,
+                    guid,
+                    flags,
+                    path.name,
+                    structure,
+                ),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO header_index"
+                f" (mailbox_id, uid, {ROW_LIST})"
+                f" SELECT ?, ?, {ROW_LIST} FROM header_index"
+                " WHERE mailbox_id = ? AND uid = ?",
+                (dst_id, new_uid, src[0], uid),
+            )
+            pairs.append((uid, new_uid))
+            total += size
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
+            " exists_count = exists_count + ?, size_bytes = size_bytes + ? WHERE id = ?",
+            (uidnext, modseq, len(pairs), total, dst_id),
+        )
+        if dst_seen is not None and seen_copies:
+            save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
+        effects.directories.add(os.fspath(dst_dir))  # fsynced before the COMMIT
+        return result

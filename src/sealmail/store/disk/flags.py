@@ -143,54 +143,68 @@ class Flags:
         files: list[Path] = []
 
         def change(conn: sqlite3.Connection, effects: FileEffects) -> list[int]:
-            removed: list[int] = []
             files.clear()  # this attempt's only
-            row = require_mailbox(conn, name)
-            mailbox_id, modseq = row[0], row[6]
-            directory = self._spool.directory(row[3], row[2])
-            for uid in sorted(set(uids)):
-                message = conn.execute(
-                    "SELECT size, filename FROM messages WHERE mailbox_id = ? AND uid = ?",
-                    (mailbox_id, uid),
-                ).fetchone()
-                if message is None:
-                    continue
-                modseq += 1
-                conn.execute(
-                    "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
-                )
-                conn.execute(
-                    "DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
-                )
-                conn.execute(
-                    "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
-                    (mailbox_id, uid, modseq),
-                )
-                conn.execute(
-                    "UPDATE mailboxes SET exists_count = exists_count - 1,"
-                    " size_bytes = size_bytes - ? WHERE id = ?",
-                    (message[0], mailbox_id),
-                )
-                removed.append(uid)
-                files.append(directory / message[1])
-            conn.execute(
-                "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
-            )
-            if removed:
-                # UIDs are never reused, so a stale seen entry would do no harm; dropped all
-                # the same, so a seen state names only messages that are there.
-                for userid, text in conn.execute(
-                    "SELECT userid, uids FROM seen WHERE mailbox_id = ? AND uids != ''",
-                    (mailbox_id,),
-                ).fetchall():
-                    seen = UidSet.parse(text)
-                    pruned = seen.difference(removed)
-                    if pruned != seen:
-                        save_seen(conn, mailbox_id, userid, pruned)
-            return removed
+            return expunge_rows(self._spool, conn, name, uids, files)
 
         removed = self._group.apply(change)
-        for path in files:
-            with suppress(OSError):  # an expunged uid's file is debris reconstruct removes
-                path.unlink()
+        remove_files(files)
         return removed
+
+
+def expunge_rows(
+    spool: Spool, conn: sqlite3.Connection, name: str, uids: Sequence[int], files: list[Path]
+) -> list[int]:
+    """Inside a change (EXPUNGE, MOVE): remove the rows of those of `uids` that are there, each
+    with its own modseq and a tombstone for VANISHED; their files are added to `files`, for the
+    caller to remove after the COMMIT (remove_files). The UIDs removed, ascending."""
+    removed: list[int] = []
+    row = require_mailbox(conn, name)
+    mailbox_id, modseq = row[0], row[6]
+    directory = spool.directory(row[3], row[2])
+    for uid in sorted(set(uids)):
+        message = conn.execute(
+            "SELECT size, filename FROM messages WHERE mailbox_id = ? AND uid = ?",
+            (mailbox_id, uid),
+        ).fetchone()
+        if message is None:
+            continue
+        modseq += 1
+        conn.execute(
+            "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+        )
+        conn.execute(
+            "DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+            (mailbox_id, uid, modseq),
+        )
+        conn.execute(
+            "UPDATE mailboxes SET exists_count = exists_count - 1,"
+            " size_bytes = size_bytes - ? WHERE id = ?",
+            (message[0], mailbox_id),
+        )
+        removed.append(uid)
+        files.append(directory / message[1])
+    conn.execute(
+        "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
+    )
+    if removed:
+        # UIDs are never reused, so a stale seen entry would do no harm; dropped all
+        # the same, so a seen state names only messages that are there.
+        for userid, text in conn.execute(
+            "SELECT userid, uids FROM seen WHERE mailbox_id = ? AND uids != ''",
+            (mailbox_id,),
+        ).fetchall():
+            seen = UidSet.parse(text)
+            pruned = seen.difference(removed)
+            if pruned != seen:
+                save_seen(conn, mailbox_id, userid, pruned)
+    return removed
+
+
+def remove_files(files: list[Path]) -> None:
+    """The files of expunged messages, once the COMMIT that removed their rows is done."""
+    for path in files:
+        with suppress(OSError):  # an expunged uid's file is debris reconstruct removes
+            path.unlink()

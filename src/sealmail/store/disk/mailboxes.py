@@ -46,11 +46,6 @@ class Mailboxes:
             row = mailbox_row(conn, name)
         return None if row is None else mailbox_info(tuple(row))
 
-    def mailbox_changed(self, name: str, highestmodseq: int) -> bool:
-        """One index row: cheap enough for IDLE's ticks (other processes write the index)."""
-        info = self.mailbox(name)
-        return info is None or info.highestmodseq != highestmodseq
-
     def create_mailbox(
         self, name: str, partition: str | None = None, acl: dict[str, str] | None = None
     ) -> MailboxInfo:

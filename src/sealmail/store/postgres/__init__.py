@@ -84,6 +84,7 @@ class PostgresStore:
         delivery = Delivery(db)
         self.deliver = delivery.deliver
         self.copy_messages = delivery.copy_messages
+        self.move_messages = delivery.move_messages
         self.importer = Importer(db, delivery)  # sealmail migrate
         reading = Reading(db)
         self.messages = reading.messages
@@ -93,6 +94,7 @@ class PostgresStore:
         self.flag_snapshot = reading.flag_snapshot
         self.messages_since = reading.messages_since
         self.expunged_since = reading.expunged_since
+        self.mailbox_changes = reading.mailbox_changes
         self.message_structures = reading.message_structures
         self.save_message_structures = reading.save_message_structures
         self.search_header = reading.search_header

@@ -1,4 +1,4 @@
-"""Delivery and COPY on PostgreSQL: UIDs allocated inside the transaction that publishes them.
+"""Delivery, COPY and MOVE on PostgreSQL: UIDs allocated inside the transaction that publishes them.
 
 A delivery first writes the bytes once (the blob, by SHA-256, and one `messages` row with what
 was parsed from them) and commits; then each target gets its OWN transaction: lock the target
@@ -32,6 +32,7 @@ from sealmail.store.api import (
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.headers import listed_form, searchable_form
 from sealmail.store.postgres.database import Connection, Database, MailboxRow
+from sealmail.store.postgres.flags import expunge_rows
 from sealmail.store.postgres.userdata import save_seen, seen_of
 from sealmail.store.seen import SEEN, with_seen
 from sealmail.store.sorting import sort_fields
@@ -166,50 +167,67 @@ class Delivery:
         """Copy messages with their flags and internal dates, all or nothing (RFC 9051 6.4.7;
         the target's quota counts the copies); \\Seen as the other backends carry it. The copies
         name the same `messages` rows: no byte is written twice."""
+        return self._db.write(partial(self._copy, source=source, uids=uids, target=target,
+                                      reader=reader))
+
+    def move_messages(
+        self, source: str, uids: Sequence[int], target: str, reader: str | None = None
+    ) -> CopiedMessages:
+        """MOVE (RFC 6851): the copies and the expunge of the originals in ONE transaction,
+        so a crash leaves the messages in one of the two mailboxes, never both or neither."""
         def work(conn: Connection) -> CopiedMessages:
-            src = self._db.require(conn, source)
-            dst, locked, root = self._lock_with_root(conn, target, False, src.id)
-            src = locked.get(src.id) or self._db.require(conn, source)
-            result = CopiedMessages(dst.uidvalidity, [])
-            chosen = conn.execute(
-                "SELECT mm.uid, mm.message_id, mm.flags, m.size FROM mailbox_message mm"
-                " JOIN messages m ON m.id = mm.message_id"
-                " WHERE mm.mailbox_id = %s AND mm.uid = ANY(%s) ORDER BY mm.uid",
-                (src.id, sorted(set(uids))),
-            ).fetchall()
-            if not chosen:
-                return result
-            total = sum(int(r[3]) for r in chosen)
-            if root is not None:
-                quota.enforce(self._db.usage_of_root(conn, *root), total, len(chosen))
-            src_seen, dst_seen = seen_of(conn, src, reader), seen_of(conn, dst, reader)
-            seen_copies: list[int] = []
-            rows = []
-            for offset, (uid, message_id, flags, _) in enumerate(chosen):
-                new_uid, modseq = dst.uidnext + offset, dst.highestmodseq + 1 + offset
-                kept = tuple(flags)
-                if src_seen is not None or dst_seen is not None:
-                    was_seen = SEEN in kept if src_seen is None else uid in src_seen
-                    kept = with_seen(kept, was_seen and dst_seen is None)
-                    if was_seen and dst_seen is not None:
-                        seen_copies.append(new_uid)
-                rows.append((dst.id, new_uid, message_id, modseq, list(kept)))
-                result.pairs.append((int(uid), new_uid))
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO mailbox_message (mailbox_id, uid, message_id, modseq, flags)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    rows,
-                )
-            conn.execute(
-                "UPDATE mailboxes SET uidnext = %s, highestmodseq = %s,"
-                " size_bytes = size_bytes + %s, exists_count = exists_count + %s WHERE id = %s",
-                (dst.uidnext + len(rows), dst.highestmodseq + len(rows), total, len(rows), dst.id),
-            )
-            self._db.changed(dst.name, dst.highestmodseq + len(rows))
-            if dst_seen is not None and seen_copies:
-                assert reader is not None
-                save_seen(conn, dst.id, reader, dst_seen.union(seen_copies))
-            return result
+            moved = self._copy(conn, source, uids, target, reader)
+            expunge_rows(self._db, conn, source, [s for s, _ in moved.pairs])
+            return moved
 
         return self._db.write(work)
+
+    def _copy(
+        self, conn: Connection, source: str, uids: Sequence[int], target: str,
+        reader: str | None,
+    ) -> CopiedMessages:
+        """Inside a write: the copies' rows and the target's counters."""
+        src = self._db.require(conn, source)
+        dst, locked, root = self._lock_with_root(conn, target, False, src.id)
+        src = locked.get(src.id) or self._db.require(conn, source)
+        result = CopiedMessages(dst.uidvalidity, [])
+        chosen = conn.execute(
+            "SELECT mm.uid, mm.message_id, mm.flags, m.size FROM mailbox_message mm"
+            " JOIN messages m ON m.id = mm.message_id"
+            " WHERE mm.mailbox_id = %s AND mm.uid = ANY(%s) ORDER BY mm.uid",
+            (src.id, sorted(set(uids))),
+        ).fetchall()
+        if not chosen:
+            return result
+        total = sum(int(r[3]) for r in chosen)
+        if root is not None:
+            quota.enforce(self._db.usage_of_root(conn, *root), total, len(chosen))
+        src_seen, dst_seen = seen_of(conn, src, reader), seen_of(conn, dst, reader)
+        seen_copies: list[int] = []
+        rows = []
+        for offset, (uid, message_id, flags, _) in enumerate(chosen):
+            new_uid, modseq = dst.uidnext + offset, dst.highestmodseq + 1 + offset
+            kept = tuple(flags)
+            if src_seen is not None or dst_seen is not None:
+                was_seen = SEEN in kept if src_seen is None else uid in src_seen
+                kept = with_seen(kept, was_seen and dst_seen is None)
+                if was_seen and dst_seen is not None:
+                    seen_copies.append(new_uid)
+            rows.append((dst.id, new_uid, message_id, modseq, list(kept)))
+            result.pairs.append((int(uid), new_uid))
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO mailbox_message (mailbox_id, uid, message_id, modseq, flags)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                rows,
+            )
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = %s, highestmodseq = %s,"
+            " size_bytes = size_bytes + %s, exists_count = exists_count + %s WHERE id = %s",
+            (dst.uidnext + len(rows), dst.highestmodseq + len(rows), total, len(rows), dst.id),
+        )
+        self._db.changed(dst.name, dst.highestmodseq + len(rows))
+        if dst_seen is not None and seen_copies:
+            assert reader is not None
+            save_seen(conn, dst.id, reader, dst_seen.union(seen_copies))
+        return result

@@ -5,6 +5,7 @@ tombstone (uid, modseq) for QRESYNC's VANISHED."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from sealmail.store.api import FLAG_MODES, FlagUpdate, MessageRecord, flags_after
 from sealmail.store.postgres.database import Connection, Database, MailboxRow
@@ -117,35 +118,38 @@ class Flags:
 
     def expunge(self, name: str, uids: Sequence[int]) -> list[int]:
         """Remove messages; the UIDs that were there, ascending, each with its own modseq."""
-        def work(conn: Connection) -> list[int]:
-            row = self._db.require(conn, name, lock=True)
-            removed = conn.execute(
-                "DELETE FROM mailbox_message mm USING messages m"
-                " WHERE m.id = mm.message_id AND mm.mailbox_id = %s AND mm.uid = ANY(%s)"
-                " RETURNING mm.uid, m.size",
-                (row.id, sorted(set(uids))),
-            ).fetchall()
-            if not removed:
-                return []
-            gone = sorted((int(uid), int(size)) for uid, size in removed)
-            tombstones = [(row.id, uid, row.highestmodseq + 1 + i)
-                          for i, (uid, _) in enumerate(gone)]
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (%s, %s, %s)",
-                    tombstones,
-                )
-            conn.execute(
-                "UPDATE mailboxes SET highestmodseq = %s, size_bytes = size_bytes - %s,"
-                " exists_count = exists_count - %s WHERE id = %s",
-                (tombstones[-1][2], sum(size for _, size in gone), len(gone), row.id),
-            )
-            self._db.changed(row.name, tombstones[-1][2])
-            expunged = [uid for uid, _ in gone]
-            states = conn.execute("SELECT userid, uids FROM seen_states WHERE mailbox_id = %s",
-                                  (row.id,)).fetchall()
-            for userid, text in states:
-                save_seen(conn, row.id, str(userid), UidSet.parse(str(text)).difference(expunged))
-            return expunged
+        return self._db.write(partial(expunge_rows, self._db, name=name, uids=uids))
 
-        return self._db.write(work)
+
+def expunge_rows(db: Database, conn: Connection, name: str, uids: Sequence[int]) -> list[int]:
+    """Inside a write (EXPUNGE, MOVE): remove those of `uids` that are there under the mailbox
+    row's lock, a modseq and a tombstone each, in UID order; the UIDs removed, ascending."""
+    row = db.require(conn, name, lock=True)
+    removed = conn.execute(
+        "DELETE FROM mailbox_message mm USING messages m"
+        " WHERE m.id = mm.message_id AND mm.mailbox_id = %s AND mm.uid = ANY(%s)"
+        " RETURNING mm.uid, m.size",
+        (row.id, sorted(set(uids))),
+    ).fetchall()
+    if not removed:
+        return []
+    gone = sorted((int(uid), int(size)) for uid, size in removed)
+    tombstones = [(row.id, uid, row.highestmodseq + 1 + i)
+                  for i, (uid, _) in enumerate(gone)]
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (%s, %s, %s)",
+            tombstones,
+        )
+    conn.execute(
+        "UPDATE mailboxes SET highestmodseq = %s, size_bytes = size_bytes - %s,"
+        " exists_count = exists_count - %s WHERE id = %s",
+        (tombstones[-1][2], sum(size for _, size in gone), len(gone), row.id),
+    )
+    db.changed(row.name, tombstones[-1][2])
+    expunged = [uid for uid, _ in gone]
+    states = conn.execute("SELECT userid, uids FROM seen_states WHERE mailbox_id = %s",
+                          (row.id,)).fetchall()
+    for userid, text in states:
+        save_seen(conn, row.id, str(userid), UidSet.parse(str(text)).difference(expunged))
+    return expunged

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 
-from sealmail.store.api import FlagSnapshot, HeaderMatches, MessageRecord
+from sealmail.store.api import FlagSnapshot, HeaderMatches, MailboxChanges, MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import INDEXED_FIELDS, VALUE_SEPARATOR, encode, indexed_value
 from sealmail.store.postgres.database import Connection, Database, MailboxRow
-from sealmail.store.postgres.userdata import seen_of
+from sealmail.store.postgres.userdata import recent_mark, seen_of
 from sealmail.store.seen import UidSet, with_seen
 from sealmail.store.sorting import SORT_KEYS, ThreadFields
 
@@ -100,6 +100,30 @@ class Reading:
                 "SELECT uid FROM expunged WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
                 (row.id, modseq),
             ).fetchall()]
+
+        return self._db.read(work)
+
+    def mailbox_changes(
+        self, name: str, modseq: int, reader: str | None = None
+    ) -> MailboxChanges | None:
+        """One read-only transaction: the mailbox row, and only when it moved past `modseq`
+        the changed records, the expunged UIDs and the reader's \\Recent mark."""
+        def work(conn: Connection) -> MailboxChanges | None:
+            row = self._db.row(conn, name)
+            if row is None:
+                return None
+            counters = (row.uidvalidity, row.uidnext, row.highestmodseq, row.exists)
+            if row.highestmodseq == modseq:
+                return MailboxChanges(*counters)
+            seen = seen_of(conn, row, reader)
+            changed = [_record(r, seen) for r in conn.execute(
+                (_RECORD + " AND mm.modseq > %s ORDER BY mm.uid").encode(), (row.id, modseq)
+            ).fetchall()]
+            expunged = [int(r[0]) for r in conn.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
+                (row.id, modseq),
+            ).fetchall()]
+            return MailboxChanges(*counters, changed, expunged, recent_mark(conn, row, reader))
 
         return self._db.read(work)
 

@@ -25,27 +25,38 @@ def save_seen(conn: Connection, mailbox_id: int, reader: str, seen: UidSet) -> N
     )
 
 
+def recent_mark(conn: Connection, row: MailboxRow, reader: str | None) -> int:
+    """`reader`'s \\Recent mark of the mailbox: the row's own for the index's reader, else
+    their row in recent_marks (0 when they have none)."""
+    if index_keeps_seen(row.name, reader):
+        return row.recentuid
+    found = conn.execute("SELECT uid FROM recent_marks WHERE mailbox_id = %s AND userid = %s",
+                         (row.id, reader)).fetchone()
+    return 0 if found is None else int(found[0])
+
+
 class UserData:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def claim_recent(self, name: str, upto: int, reader: str | None = None) -> int:
         """Raise `reader`'s \\Recent mark of `name` to `upto` (never past the last UID given
-        out); the mark as it was. The mailbox row lock makes each UID recent to one session."""
+        out); the mark as it was. Read first, in a read-only transaction: with nothing to claim
+        (another session did, or a read-only one asks) no row lock is taken. Else the mailbox
+        row lock makes each UID recent to one session."""
+        mark = self._db.read(lambda conn: recent_mark(conn, self._db.require(conn, name), reader))
+        if upto <= mark:
+            return mark
+
         def work(conn: Connection) -> int:
             row = self._db.require(conn, name, lock=True)
             new = min(upto, row.uidnext - 1)
+            mark = recent_mark(conn, row, reader)
+            if new <= mark:
+                return mark
             if index_keeps_seen(name, reader):
-                if new > row.recentuid:
-                    conn.execute("UPDATE mailboxes SET recentuid = %s WHERE id = %s",
-                                 (new, row.id))
-                return row.recentuid
-            found = conn.execute(
-                "SELECT uid FROM recent_marks WHERE mailbox_id = %s AND userid = %s",
-                (row.id, reader),
-            ).fetchone()
-            mark = 0 if found is None else int(found[0])
-            if new > mark:
+                conn.execute("UPDATE mailboxes SET recentuid = %s WHERE id = %s", (new, row.id))
+            else:
                 conn.execute(
                     "INSERT INTO recent_marks (mailbox_id, userid, uid) VALUES (%s, %s, %s)"
                     " ON CONFLICT (mailbox_id, userid) DO UPDATE SET uid = excluded.uid",

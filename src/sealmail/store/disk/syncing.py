@@ -1,0 +1,130 @@
+"""The per-command sync of an IMAP view against the disk store (sealmail.store.api
+MailboxChanges): what changed since a modseq, in one read, and nothing read at all when nothing
+was committed since the last look; and the mailbox row (`mailbox`) from the same memo.
+
+Every IMAP command reads its mailbox's row (the rights of the session, the STORE that would
+change nothing) and ends with a sync, and IDLE asks several times a second whether the mailbox
+moved; most of the time nothing did. SQLite's `PRAGMA data_version` changes on a connection
+whenever another connection (of any process) commits, and the connection's own `total_changes`
+when it writes itself, so each thread keeps the rows of the mailboxes it looked at under that
+pair: while both are as they were, the rows are what the index holds, and the answer costs one
+PRAGMA. (A write of the thread's own, committed or rolled back, counts in `total_changes`.)
+The pragma is read before the row, so a commit between the two makes the memo stale in the
+safe direction only (a fresh read next time).
+
+When the mailbox did change, the counters, the changed records, the reader's seen state, the
+expunged UIDs and the \\Recent mark are read in one read transaction (one snapshot: the view
+takes the highestmodseq it is given, and must not skip a change made meanwhile).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+from sealmail.store.api import MailboxChanges, MailboxInfo
+from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
+from sealmail.store.disk.reading import records_of
+from sealmail.store.seen import UidSet, index_keeps_seen
+
+# MAILBOX_COLUMNS (id 0, uidvalidity 4, uidnext 5, highestmodseq 6, exists 8) and recentuid 9
+_ROW = f"SELECT {MAILBOX_COLUMNS}, recentuid FROM mailboxes WHERE name = ?"
+_MEMO_SIZE = 256  # mailboxes a thread remembers (a thread serves many sessions in turn)
+
+
+class _Memo:
+    """One thread's rows of the mailboxes it read (None: not there) and the MailboxInfo made
+    of each, valid while `key` is."""
+
+    __slots__ = ("conn", "infos", "key", "rows")
+
+    def __init__(self, conn: sqlite3.Connection, key: tuple[int, int]) -> None:
+        self.conn = conn
+        self.key = key
+        self.rows: dict[str, tuple[Any, ...] | None] = {}
+        self.infos: dict[str, MailboxInfo | None] = {}
+
+
+class Syncing:
+    """`mailbox`, `mailbox_changes` and `mailbox_changed` (IDLE's check) of the disk store."""
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+        self._local = threading.local()
+
+    def _memo(self, conn: sqlite3.Connection) -> _Memo:
+        """This thread's memo, emptied when anything was committed since it was filled."""
+        key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        memo: _Memo | None = getattr(self._local, "memo", None)
+        if memo is None or memo.conn is not conn or memo.key != key:
+            memo = self._local.memo = _Memo(conn, key)
+        elif len(memo.rows) >= _MEMO_SIZE:
+            memo.rows.clear()
+            memo.infos.clear()
+        return memo
+
+    def _row(self, conn: sqlite3.Connection, name: str, memo: _Memo | None = None
+             ) -> tuple[Any, ...] | None:
+        """The mailbox's row (_ROW), or None when it is not there, from the memo if it can."""
+        rows = (memo or self._memo(conn)).rows
+        if name in rows:
+            return rows[name]
+        row: tuple[Any, ...] | None = conn.execute(_ROW, (name,)).fetchone()
+        rows[name] = row
+        return row
+
+    def mailbox(self, name: str) -> MailboxInfo | None:
+        """The mailbox's row as MailboxInfo; the same object while nothing was committed."""
+        with self._spool.reading() as conn:
+            memo = self._memo(conn)
+            if name in memo.infos:
+                return memo.infos[name]
+            row = self._row(conn, name, memo)
+            info = memo.infos[name] = None if row is None else mailbox_info(row[:9])
+        return info
+
+    def mailbox_changed(self, name: str, highestmodseq: int) -> bool:
+        """Whether `name` moved past `highestmodseq` (or went): one PRAGMA when nothing was
+        committed since this thread last looked."""
+        with self._spool.reading() as conn:
+            row = self._row(conn, name)
+        return row is None or row[6] != highestmodseq
+
+    def mailbox_changes(
+        self, name: str, modseq: int, reader: str | None = None
+    ) -> MailboxChanges | None:
+        with self._spool.reading() as conn:
+            row = self._row(conn, name)
+            if row is None:
+                return None
+            if row[6] == modseq:
+                return MailboxChanges(row[4], row[5], row[6], row[8])
+            conn.execute("BEGIN")  # the counters, records, seen state and expunges of one moment
+            try:
+                row = conn.execute(_ROW, (name,)).fetchone()
+                if row is None:
+                    return None
+                mailbox_id = row[0]
+                rows = conn.execute(
+                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                ).fetchall()
+                expunged = [uid for (uid,) in conn.execute(
+                    "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                ).fetchall()]
+                seen: UidSet | None = None
+                mark = row[9]
+                if not index_keeps_seen(name, reader):
+                    found = conn.execute(
+                        "SELECT uids, recentuid FROM seen WHERE mailbox_id = ? AND userid = ?",
+                        (mailbox_id, reader),
+                    ).fetchone()
+                    seen = UidSet() if found is None else UidSet.parse(found[0])
+                    mark = 0 if found is None else found[1]
+            finally:
+                conn.execute("COMMIT")
+        return MailboxChanges(row[4], row[5], row[6], row[8], records_of(rows, seen), expunged,
+                              int(mark))
