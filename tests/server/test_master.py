@@ -264,8 +264,13 @@ def test_maxchild_bounds_sessions_and_refuses_the_rest_with_421(tmp_path: Path, 
         clients[0].sendall(b"QUIT\r\n")
         clients[0].close()
         wait_for(lambda: run.log_text().count(": disconnect from") == 1, what="a disconnect")
-        later = socket.create_connection(("127.0.0.1", port))
-        assert greeted(later, 60.0)
+        # The slot goes a moment after the session's last log line: a client in between still
+        # hears 421, and the one after it is served.
+        deadline = time.monotonic() + 60.0
+        while not greeted(later := socket.create_connection(("127.0.0.1", port)), 60.0):
+            later.close()
+            assert time.monotonic() < deadline, "no client was served after a session ended"
+            time.sleep(0.1)
         for client in (clients[1], later):
             client.sendall(b"QUIT\r\n")
             client.close()
