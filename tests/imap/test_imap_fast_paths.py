@@ -114,8 +114,8 @@ def _value(store: MessageStore, record: MessageRecord, item: str, length: int | 
 
 @pytest.fixture(params=[(1000,), (2, 3, 5)], ids=["one-chunk", "small-chunks"])
 def chunks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetching, "CHUNKS", request.param)
-    monkeypatch.setattr(fetching, "BODY_CHUNKS", request.param)
+    monkeypatch.setattr(fetching.job, "CHUNKS", request.param)
+    monkeypatch.setattr(fetching.job, "BODY_CHUNKS", request.param)
 
 
 @pytest.mark.usefixtures("chunks")
@@ -217,12 +217,12 @@ ODD_HEADERS = [
 def test_header_sections_render_as_the_generic_way(store: MessageStore, items: str,
                                                     header_read: int,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetching, "HEADER_READ", header_read)
+    monkeypatch.setattr(fetching.bodies, "HEADER_READ", header_read)
     for raw in ODD_HEADERS:
         store.deliver(raw, [DeliveryTarget("user.fred")])
     taken: list[bool] = []
-    whole = fetching._fetch_whole_bodies
-    monkeypatch.setattr(fetching, "_fetch_whole_bodies",
+    whole = fetching.bodies.fetch_whole_bodies
+    monkeypatch.setattr(fetching.bodies, "fetch_whole_bodies",
                         lambda *args: taken.append(True) or whole(*args))
     fast = run(session_on(store, examine=True), "t FETCH 1:* " + items)
     assert taken
@@ -261,8 +261,8 @@ def test_listed_fields_come_from_the_index_alone(store: MessageStore,
 def _generic(store: MessageStore, monkeypatch: pytest.MonkeyPatch, line: str) -> bytes:
     """What the general way (a `DataResponse` per message, from the parse) answers."""
     with monkeypatch.context() as patch:
-        patch.setattr(fetching, "_from_file", lambda attribute: None)
-        patch.setattr(fetching, "listed_plan", lambda attributes: None)
+        patch.setattr(fetching.bodies, "from_file", lambda attribute: None)
+        patch.setattr(fetching.command, "listed_plan", lambda attributes: None)
         return run(session_on(store, examine=True), line)
 
 
@@ -280,8 +280,8 @@ def test_listed_items_render_as_the_generic_way(store: MessageStore, items: str,
     for raw in [*ODD_HEADERS, b"Subject: a NUL \0 here\r\nTo: d@example.org\r\n\r\nbody\r\n"]:
         store.deliver(raw, [DeliveryTarget("user.fred")])
     taken: list[bool] = []
-    whole = fetching._fetch_whole_bodies
-    monkeypatch.setattr(fetching, "_fetch_whole_bodies",
+    whole = fetching.bodies.fetch_whole_bodies
+    monkeypatch.setattr(fetching.bodies, "fetch_whole_bodies",
                         lambda *args: taken.append(True) or whole(*args))
     fast = run(session_on(store, examine=True), "t FETCH 1:* " + items)
     assert not taken  # no chunk went the way of whole headers
@@ -377,8 +377,8 @@ def test_a_header_fetch_without_peek_sets_seen(store: MessageStore) -> None:
 
 def test_streamed_output_is_the_same_in_order(store: MessageStore,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetching, "CHUNKS", (2, 3))
-    monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 3))
+    monkeypatch.setattr(fetching.job, "CHUNKS", (2, 3))
+    monkeypatch.setattr(fetching.job, "BODY_CHUNKS", (2, 3))
     for command in ("FETCH 1:* (FLAGS UID)", "FETCH 1:* (UID BODY.PEEK[])",
                     "FETCH 1:* (ENVELOPE)", "UID FETCH 1:* (UID) (CHANGEDSINCE 1 VANISHED)"):
         # EXAMINE claims no \Recent: both sessions show the same flags.
