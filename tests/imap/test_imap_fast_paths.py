@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
 from sealmail.imap import ImapSession, fetching, listing, searching
-from sealmail.imap.fetching import StructureCache, internaldate_text
+from sealmail.imap.fetching import StructureCache, internaldate_text, kept
 from sealmail.imap.selected import SelectedMailbox, flag_atoms
 from sealmail.proto.imap import (
     Literal,
@@ -338,7 +338,9 @@ def test_a_listed_fetch_leaves_out_what_another_session_expunged(
 
 
 @pytest.mark.usefixtures("chunks")
-def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore) -> None:
+def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
     for raw in ODD_HEADERS:
         store.deliver(raw, [DeliveryTarget("user.fred")])
     records = store.messages("user.fred")
@@ -354,15 +356,18 @@ def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore) 
     assert run(session, "t FETCH 1:* (UID ENVELOPE)") == expected("t")  # parsed, then kept
     assert run(session, "u FETCH 1:* (UID ENVELOPE)") == expected("u")  # from what was kept
     blobs = store.message_structures("user.fred", [r.uid for r in records])
-    assert all(blob.startswith(b"E") for blob in blobs.values()) and len(blobs) == len(records)
-    # Parses kept before the rendered envelope was: upgraded by the next FETCH ENVELOPE.
-    store.save_message_structures("user.fred", {
-        r.uid: parse_message(store.message_bytes("user.fred", r.uid)).to_bytes()
-        for r in records})
-    assert run(session, "v FETCH 1:* (UID ENVELOPE)") == expected("v")
-    blobs = store.message_structures("user.fred", [r.uid for r in records])
-    assert all(blob.startswith(b"E") for blob in blobs.values())
-    # A UTF-8 session quotes 8-bit text: the general way renders for it.
+    assert all(blob.startswith(b"K1;") for blob in blobs.values()) and len(blobs) == len(records)
+    # Parses kept before the rendered forms were (the parse alone, then the envelope alone):
+    # upgraded by the next FETCH ENVELOPE that does not find them in the process's memo.
+    for old in (b"", b"E3:NIL"):
+        monkeypatch.setattr(fetching.columns, "forms_memo", lambda store: kept.FormsMemo())
+        store.save_message_structures("user.fred", {
+            r.uid: old + parse_message(store.message_bytes("user.fred", r.uid)).to_bytes()
+            for r in records})
+        assert run(session, "v FETCH 1:* (UID ENVELOPE)") == expected("v")
+        blobs = store.message_structures("user.fred", [r.uid for r in records])
+        assert all(blob.startswith(b"K1;") for blob in blobs.values())
+    # A UTF-8 session quotes 8-bit text: rendered again from the kept parse.
     run(session, "w ENABLE UTF8=ACCEPT")
     assert b"ENVELOPE (" in run(session, "x FETCH 1 (ENVELOPE)")
 

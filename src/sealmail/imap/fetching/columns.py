@@ -1,16 +1,26 @@
-"""Index items (and ENVELOPE as kept rendered) written a column at a time over the view."""
+"""FETCH answered a column at a time: index items, the items kept rendered (ENVELOPE,
+BODYSTRUCTURE, BODY: sealmail.imap.fetching.kept) and header fields the index keeps as sent.
+
+This is what imaptest and mail clients ask of a range of messages: `(UID FLAGS ENVELOPE
+INTERNALDATE BODYSTRUCTURE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To ...)])` in any mix. Each
+response is one %-format of a line made once per command (`plan`), over a column per item built
+for a chunk of messages: no value tree and no dispatch per item per message.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sealmail.imap.fetching.job import RECORD_ITEMS, Job, chunks, internaldate_text
-from sealmail.imap.fetching.kept import StructureCache
-from sealmail.proto.imap import RenderedResponses, Response
+from sealmail.imap.fetching.job import RECORD_ITEMS, Job, chunks, internaldate_text, textual
+from sealmail.imap.fetching.kept import RENDERED, KeptForms, StructureCache, forms_memo
+from sealmail.imap.listing import memo_for
+from sealmail.proto.imap import FetchAttribute, RenderedResponses, Response
+from sealmail.rfc5322 import header_fields, header_fields_finder, message_header
 from sealmail.store.api import MessageRecord
+from sealmail.store.errors import NoSuchMessage
+from sealmail.store.headers import LISTED_FIELDS
 
-__all__ = ["fetch_index_items"]
-
+__all__ = ["answers", "fetch_index_items", "plan"]
 
 _FORMATS = {
     "UID": b"UID %d",
@@ -19,7 +29,46 @@ _FORMATS = {
     "INTERNALDATE": b"INTERNALDATE %b",
     "RFC822.SIZE": b"RFC822.SIZE %d",
     "ENVELOPE": b"ENVELOPE %b",
+    "BODYSTRUCTURE": b"BODYSTRUCTURE %b",
+    "BODY": b"BODY %b",  # without a section: the non-extensible BODYSTRUCTURE
 }
+_LISTED = frozenset(LISTED_FIELDS)
+_Header = tuple[Callable[[bytes], list[bytes]], tuple[str, ...], tuple[int, int] | None]
+
+
+def _header_item(attribute: FetchAttribute) -> _Header | None:
+    """How to cut a BODY[HEADER.FIELDS (...)] of listed fields: (finder over the listed
+    fields, the names, partial); None for any other item."""
+    section = attribute.section
+    if (attribute.name != "BODY" or section is None or section.part
+            or section.text != "HEADER.FIELDS"
+            or not _LISTED.issuperset(f.lower() for f in section.fields)):
+        return None
+    return header_fields_finder(section.fields), section.fields, attribute.partial
+
+
+def plan(attributes: Sequence[FetchAttribute]) -> tuple[bytes, list[_Header | None]] | None:
+    """The line (a %-format taking the sequence number, then a value per item and two for a
+    header item: length and octets) and the header cuts, or None if an item needs more."""
+    parts = [b"* %d FETCH ("]
+    headers: list[_Header | None] = []
+    for attribute in attributes:
+        if attribute.section is None and attribute.name in _FORMATS:
+            parts.append(_FORMATS[attribute.name])
+            headers.append(None)
+            continue
+        header = _header_item(attribute)
+        if header is None:
+            return None
+        # A quoted field name may hold "%": the head is a %-format for the literal's length.
+        parts.append(attribute.response_name().replace(b"%", b"%%") + b" {%d}\r\n%b")
+        headers.append(header)
+    return parts[0] + b" ".join(parts[1:]) + b")\r\n", headers
+
+
+def answers(attributes: Sequence[FetchAttribute]) -> bool:
+    """Whether this way answers a FETCH of these items (no \\Seen set by it)."""
+    return plan(attributes) is not None
 
 
 def _column(values: list[int], chunk: list[int], contiguous: bool) -> list[int]:
@@ -27,61 +76,136 @@ def _column(values: list[int], chunk: list[int], contiguous: bool) -> list[int]:
 
 
 def fetch_index_items(job: Job, out: list[Response]) -> list[Response]:
-    """UID / FLAGS / MODSEQ / INTERNALDATE / RFC822.SIZE, and ENVELOPE as the kept parse has
-    it rendered (`StructureCache.envelope`): octets built a column at a time."""
+    """The items `plan` accepts, octets built a column at a time, chunk by chunk."""
+    planned = plan(job.attributes)
+    assert planned is not None
+    line, headers = planned
     view = job.view
-    needs_records = any(a.name in RECORD_ITEMS for a in job.attributes)
     structures = None
-    if any(a.name == "ENVELOPE" for a in job.attributes):
+    if any(a.section is None and a.name in RENDERED for a in job.attributes):
         structures = StructureCache(job.store, view.name, [view.uids[i] for i in job.positions])
-    line = b"* %d FETCH (" + b" ".join(_FORMATS[a.name] for a in job.attributes) + b")\r\n"
     try:
         for chunk in chunks(job.positions):
-            out = _index_chunk(job, structures, needs_records, line, chunk, out)
+            out = _Chunk(job, structures, chunk).write(line, headers, out)
     finally:
         if structures is not None:
             structures.flush()
     return out
 
 
-def _index_chunk(job: Job, structures: StructureCache | None, needs_records: bool, line: bytes,
-                 chunk: list[int], out: list[Response]) -> list[Response]:
-    view = job.view
-    contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
-    chunk_uids = _column(view.uids, chunk, contiguous)
-    records: dict[int, MessageRecord] = {}
-    envelopes: dict[int, bytes | None] = {}
-    if needs_records:
-        records = job.records(chunk_uids)
-    if structures is not None:
-        envelopes = {uid: structures.envelope(uid) for uid in chunk_uids}
-    if (needs_records and len(records) < len(chunk)) or None in envelopes.values():
-        # Expunged meanwhile by another session (RFC 2180 4.1.1): no data left to send; the
-        # EXPUNGE follows at the next command that may announce it.
-        chunk = [i for i, uid in zip(chunk, chunk_uids, strict=True)
-                 if (not needs_records or uid in records)
-                 and (structures is None or envelopes[uid] is not None)]
-        if not chunk:
+class _Chunk:
+    """One chunk's columns: what each needs is read once for the chunk, and a message gone
+    meanwhile is left out of all (RFC 2180 4.1.1: its EXPUNGE follows at the next command
+    that may announce it)."""
+
+    def __init__(self, job: Job, structures: StructureCache | None, chunk: list[int]) -> None:
+        self.job = job
+        self.view = job.view
+        self.structures = structures
+        self.chunk = chunk
+        self.contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
+        self.uids = _column(self.view.uids, chunk, self.contiguous)
+        self.records: dict[int, MessageRecord] = {}
+        self.forms: dict[int, KeptForms] = {}
+        self.listed: dict[int, bytes] = {}  # the listed fields, or the header from the file
+        self.from_file: set[int] = set()
+
+    def _load(self, headers: list[_Header | None]) -> None:
+        job, view, uids = self.job, self.view, self.uids
+        names = {a.name for a in job.attributes if a.section is None}
+        gone: set[int] = set()
+        if names & RECORD_ITEMS:
+            self.records = job.records(uids)
+            gone.update(uid for uid in uids if uid not in self.records)
+        if self.structures is not None:
+            memo = forms_memo(job.store)
+            self.forms = memo.lookup(view.name, view.uidvalidity, uids)
+            read: dict[int, KeptForms] = {}
+            for uid in uids:
+                if uid not in self.forms and uid not in gone:
+                    forms = self.structures.forms(uid)
+                    if forms is None:
+                        gone.add(uid)
+                    else:
+                        read[uid] = forms
+            memo.add(view.name, view.uidvalidity, read)
+            self.forms.update(read)
+        if any(headers):
+            kept = memo_for(job.store).listed(job.store, view, uids)
+            for uid in uids:
+                if uid in kept:
+                    self.listed[uid] = kept[uid][1]
+                elif uid not in gone:
+                    try:  # a row the index could not fill: the header from the file
+                        self.listed[uid] = message_header(job.store.message_bytes(view.name, uid))
+                        self.from_file.add(uid)
+                    except NoSuchMessage:
+                        gone.add(uid)
+        if gone:
+            self.chunk = [i for i, uid in zip(self.chunk, uids, strict=True) if uid not in gone]
+            self.uids = [uid for uid in uids if uid not in gone]
+            self.contiguous = False
+
+    def write(self, line: bytes, headers: list[_Header | None], out: list[Response]
+              ) -> list[Response]:
+        self._load(headers)
+        if not self.chunk:
             return out
-        contiguous = False
-        chunk_uids = [view.uids[i] for i in chunk]
-    columns: list[Sequence[object]] = []
-    for attribute in job.attributes:
-        name = attribute.name
+        columns: list[Sequence[object]] = []
+        for attribute, header in zip(self.job.attributes, headers, strict=True):
+            if header is not None:
+                data = self._header_column(header)
+                columns += (list(map(len, data)), data)
+            else:
+                columns.append(self._column(attribute.name))
+        chunk = self.chunk
+        seqs = range(chunk[0] + 1, chunk[-1] + 2) if self.contiguous else [i + 1 for i in chunk]
+        out.append(RenderedResponses(b"".join(map(line.__mod__,
+                                                  zip(seqs, *columns, strict=True)))))
+        return self.job.session.stream_out(out)
+
+    def _column(self, name: str) -> Sequence[object]:
+        view, uids = self.view, self.uids
         if name == "UID":
-            columns.append(chunk_uids)
-        elif name == "FLAGS":
-            columns.append(list(map(job.rendered_flags.__getitem__,
-                                    _column(view.flag_ids, chunk, contiguous))))
-        elif name == "MODSEQ":
-            columns.append(_column(view.modseqs, chunk, contiguous))
-        elif name == "INTERNALDATE":
-            columns.append([b'"%b"' % internaldate_text(records[uid].internaldate).encode()
-                            for uid in chunk_uids])
-        elif name == "ENVELOPE":
-            columns.append([envelopes[uid] for uid in chunk_uids])
-        else:  # RFC822.SIZE
-            columns.append([records[uid].size for uid in chunk_uids])
-    seqs = range(chunk[0] + 1, chunk[-1] + 2) if contiguous else [i + 1 for i in chunk]
-    out.append(RenderedResponses(b"".join(map(line.__mod__, zip(seqs, *columns, strict=True)))))
-    return job.session.stream_out(out)
+            return uids
+        if name == "FLAGS":
+            rendered = self.job.rendered_flags
+            return [rendered[i] for i in _column(view.flag_ids, self.chunk, self.contiguous)]
+        if name == "MODSEQ":
+            return _column(view.modseqs, self.chunk, self.contiguous)
+        if name == "INTERNALDATE":
+            return [b'"%b"' % internaldate_text(self.records[uid].internaldate).encode()
+                    for uid in uids]
+        if name == "RFC822.SIZE":
+            return [self.records[uid].size for uid in uids]
+        return self._rendered_column(name)
+
+    def _rendered_column(self, name: str) -> list[bytes]:
+        forms = self.forms
+        if not self.job.session.utf8:
+            return [forms[uid].form(name) for uid in self.uids]
+        structures = self.structures
+        assert structures is not None
+        column: list[bytes] = []
+        for uid in self.uids:
+            form = structures.rendered(uid, name, forms[uid], True)
+            # Gone since its forms were read (its parse not at hand to render again): the
+            # IMAP4rev1 form, which a UTF-8 client reads as well (RFC 2180 4.1.1 lets a server
+            # answer for a message expunged meanwhile as long as it has its data).
+            column.append(form if form is not None else forms[uid].form(name))
+        return column
+
+    def _header_column(self, header: _Header) -> list[bytes]:
+        find, names, partial = header
+        data = []
+        for uid in self.uids:
+            listed = self.listed[uid]
+            if uid in self.from_file:
+                piece = header_fields(listed, names, False)
+            else:
+                # header_fields without a call per message: every listed field ends in CRLF.
+                piece = b"".join(find(listed)) + b"\r\n"
+            if partial is not None:
+                piece = piece[partial[0] : partial[0] + partial[1]]
+            data.append(textual(piece))
+        return data

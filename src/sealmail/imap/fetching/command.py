@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sealmail.imap.fetching import bodies
-from sealmail.imap.fetching.columns import fetch_index_items
+from sealmail.imap.fetching import bodies, columns
 from sealmail.imap.fetching.generic import fetch_generic
 from sealmail.imap.fetching.job import INDEX_ITEMS, Job
 from sealmail.imap.listing import listed_plan
@@ -54,12 +53,10 @@ def fetch(session: ImapSession, command: Fetch) -> list[Response]:
         # RFC 4314 4: without the "s" right a body fetch reads but does not set \Seen.
         seen_now = _set_seen(session, view, positions, out)
     job = Job(session, view, attributes, positions, seen_now)
-    if not seen_now and all(a.name in INDEX_ITEMS or (
-            a.name == "ENVELOPE" and not session.utf8) for a in attributes):
-        # ENVELOPE kept rendered as IMAP4rev1 writes it; UTF-8 sessions quote differently.
-        return fetch_index_items(job, out)
     if not seen_now and (plan := listed_plan(attributes)) is not None:
         return bodies.fetch_listed(job, plan, out)
+    if not seen_now and columns.answers(attributes):
+        return columns.fetch_index_items(job, out)
     if all(a.name in INDEX_ITEMS or bodies.from_file(a) is not None for a in attributes):
         return bodies.fetch_whole_bodies(job, out)
     return fetch_generic(job, out)
@@ -71,7 +68,7 @@ def fetch_index_responses(session: ImapSession, positions: list[int], names: lis
     INTERNALDATE, RFC822.SIZE) for positions of the selected view: STORE's replies."""
     view = session.require_selected()
     job = Job(session, view, [FetchAttribute(name) for name in names], positions, set())
-    return fetch_index_items(job, [])
+    return columns.fetch_index_items(job, [])
 
 
 def _set_seen(session: ImapSession, view: SelectedMailbox, positions: list[int],
