@@ -18,7 +18,6 @@ import pstats
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.imap import ImapSession
@@ -97,7 +96,7 @@ def main() -> int:
             return 0
         print(f"{'row':16} {'ms CPU/command':>15}")
         for name, (session, line) in rows.items():
-            best = min(_round(lambda s=session, l=line: command(s, l), args.k)
+            best = min(_round(lambda s=session, text=line: command(s, text), args.k)
                        for _ in range(args.r))
             print(f"{name:16} {best * 1000:15.3f}")
         best = min(_round(lambda: plain.execute(parse_command(append + b"\r\n",
