@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
 from sealmail.imap import ImapSession, fetching, listing, searching
-from sealmail.imap.fetching import StructureCache, internaldate_text, kept
+from sealmail.imap.fetching import StructureCache, internaldate_text, memo
 from sealmail.imap.selected import SelectedMailbox, flag_atoms
 from sealmail.proto.imap import (
     Literal,
@@ -360,7 +360,7 @@ def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore,
     # Parses kept before the rendered forms were (the parse alone, then the envelope alone):
     # upgraded by the next FETCH ENVELOPE that does not find them in the process's memo.
     for old in (b"", b"E3:NIL"):
-        monkeypatch.setattr(fetching.columns, "forms_memo", lambda store: kept.FormsMemo())
+        monkeypatch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
         store.save_message_structures("user.fred", {
             r.uid: old + parse_message(store.message_bytes("user.fred", r.uid)).to_bytes()
             for r in records})

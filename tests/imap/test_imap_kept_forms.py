@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
 from sealmail.imap import ImapSession, fetching
-from sealmail.imap.fetching import kept
+from sealmail.imap.fetching import internaldate_text, kept, memo
 from sealmail.proto.imap import ParserLimits, parse_command, render
 from sealmail.store.api import DeliveryTarget, MessageStore
 
@@ -105,7 +106,7 @@ def test_kept_forms_are_the_fresh_rendering(raws: list[bytes], items: list[str],
             assert _run(_session(store, utf8), line) == expected  # made now (parsed, kept)
             assert _run(_session(store, utf8), line) == expected  # from the process's memo
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(fetching.columns, "forms_memo", lambda store: kept.FormsMemo())
+                patch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
                 assert _run(_session(store, utf8), line) == expected  # from the index's blobs
         finally:
             store.close()
@@ -122,18 +123,26 @@ def test_forms_of_another_version_are_rendered_again(monkeypatch: pytest.MonkeyP
     parse = blob[blob.index(b":") + 1 + sum(map(int, blob[3 : blob.index(b":")].split(b","))) :]
     stale = b"K0;" + kept.KeptForms(b"(old)", b"(old)", b"(old)").pack(parse)[3:]
     store.save_message_structures("user.fred", {1: stale})
-    monkeypatch.setattr(fetching.columns, "forms_memo", lambda store: kept.FormsMemo())
+    monkeypatch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
     assert _run(_session(store, False), line) == expected
     assert store.message_structures("user.fred", [1])[1].startswith(b"K1;")
 
 
 def test_the_memo_keeps_at_most_its_capacity() -> None:
-    memo = kept.FormsMemo(capacity=3)
-    forms = kept.KeptForms(b"E", b"S", b"B")
-    memo.add("a", 1, {1: forms, 2: forms})
-    memo.add("b", 1, {1: forms, 2: forms})  # "a" is dropped whole
-    assert memo.lookup("a", 1, [1, 2]) == {}
-    assert memo.lookup("b", 1, [1, 2, 3]) == {1: forms, 2: forms}
-    assert memo.lookup("b", 2, [1]) == {}  # another UIDVALIDITY: other messages
-    memo.add("c", 1, {n: forms for n in range(4)})  # more than it holds: not kept
-    assert memo.lookup("c", 1, [0]) == {}
+    memos: memo.MessageMemo[bytes] = memo.MessageMemo(capacity=3)
+    memos.add("a", 1, {1: b"1", 2: b"2"})
+    memos.add("b", 1, {1: b"1", 2: b"2"})  # "a" is dropped whole
+    assert memos.lookup("a", 1, [1, 2]) == {}
+    assert memos.lookup("b", 1, [1, 2, 3]) == {1: b"1", 2: b"2"}
+    assert memos.lookup("b", 2, [1]) == {}  # another UIDVALIDITY: other messages
+    memos.add("c", 1, {n: b"" for n in range(4)})  # more than it holds: not kept
+    assert memos.lookup("c", 1, [0]) == {}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.one_of(st.floats(0, 2**35), st.integers(0, 2**35).map(
+    lambda n: n + 0.9999995), st.integers(0, 2**35).map(lambda n: n - 1e-7)))
+def test_internaldate_is_what_datetime_writes(timestamp: float) -> None:
+    when = datetime.fromtimestamp(timestamp, UTC)
+    assert internaldate_text(timestamp) == when.strftime("%d-%b-%Y %H:%M:%S +0000").replace(
+        when.strftime("%d-"), f"{when.day:2d}-", 1)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
 from sealmail.imap import ImapSession, SelectedMailbox, SyncOptions, UserNamespace, fetching
-from sealmail.imap.fetching import kept
+from sealmail.imap.fetching import memo
 from sealmail.proto.imap import Fetch, FetchAttribute, Search, SearchKey, SequenceSet, Store
 from sealmail.store.api import DeliveryTarget, MessageStore
 from sealmail.store.errors import InvalidMailboxName, OverQuota
@@ -132,7 +132,7 @@ def test_structure_is_parsed_once_and_kept(store: MessageStore,
     store.save_message_structures("user.alice", {1: blob.replace(b"kept", b"KEPT")})
     out = session.execute(Fetch("b", SequenceSet.all(), (FetchAttribute("ENVELOPE"),)))
     assert "kept" in repr(out[0])  # served from the process's memo, no query
-    monkeypatch.setattr(fetching.columns, "forms_memo", lambda store: kept.FormsMemo())
+    monkeypatch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
     out = session.execute(Fetch("c", SequenceSet.all(), (FetchAttribute("ENVELOPE"),)))
     assert "KEPT" in repr(out[0])  # served from the index, not parsed again
 

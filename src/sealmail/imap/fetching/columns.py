@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from sealmail.imap.fetching.job import RECORD_ITEMS, Job, chunks, internaldate_text, textual
-from sealmail.imap.fetching.kept import RENDERED, KeptForms, StructureCache, forms_memo
+from sealmail.imap.fetching.kept import RENDERED, KeptForms, StructureCache
+from sealmail.imap.fetching.memo import memos_for
 from sealmail.imap.listing import memo_for
 from sealmail.proto.imap import FetchAttribute, RenderedResponses, Response
 from sealmail.rfc5322 import header_fields, header_fields_finder, message_header
-from sealmail.store.api import MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import LISTED_FIELDS
 
@@ -105,7 +105,7 @@ class _Chunk:
         self.chunk = chunk
         self.contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
         self.uids = _column(self.view.uids, chunk, self.contiguous)
-        self.records: dict[int, MessageRecord] = {}
+        self.records: dict[int, tuple[int, bytes]] = {}  # RFC822.SIZE, INTERNALDATE as sent
         self.forms: dict[int, KeptForms] = {}
         self.listed: dict[int, bytes] = {}  # the listed fields, or the header from the file
         self.from_file: set[int] = set()
@@ -113,23 +113,30 @@ class _Chunk:
     def _load(self, headers: list[_Header | None]) -> None:
         job, view, uids = self.job, self.view, self.uids
         names = {a.name for a in job.attributes if a.section is None}
+        memos = memos_for(job.store)
         gone: set[int] = set()
         if names & RECORD_ITEMS:
-            self.records = job.records(uids)
-            gone.update(uid for uid in uids if uid not in self.records)
+            self.records = memos.records.lookup(view.name, view.uidvalidity, uids)
+            missing = [uid for uid in uids if uid not in self.records]
+            if missing:
+                read = {uid: (record.size,
+                              b'"%b"' % internaldate_text(record.internaldate).encode())
+                        for uid, record in job.records(missing).items()}
+                memos.records.add(view.name, view.uidvalidity, read)
+                self.records.update(read)
+                gone.update(uid for uid in missing if uid not in read)
         if self.structures is not None:
-            memo = forms_memo(job.store)
-            self.forms = memo.lookup(view.name, view.uidvalidity, uids)
-            read: dict[int, KeptForms] = {}
+            self.forms = memos.forms.lookup(view.name, view.uidvalidity, uids)
+            read_forms: dict[int, KeptForms] = {}
             for uid in uids:
                 if uid not in self.forms and uid not in gone:
                     forms = self.structures.forms(uid)
                     if forms is None:
                         gone.add(uid)
                     else:
-                        read[uid] = forms
-            memo.add(view.name, view.uidvalidity, read)
-            self.forms.update(read)
+                        read_forms[uid] = forms
+            memos.forms.add(view.name, view.uidvalidity, read_forms)
+            self.forms.update(read_forms)
         if any(headers):
             kept = memo_for(job.store).listed(job.store, view, uids)
             for uid in uids:
@@ -174,10 +181,9 @@ class _Chunk:
         if name == "MODSEQ":
             return _column(view.modseqs, self.chunk, self.contiguous)
         if name == "INTERNALDATE":
-            return [b'"%b"' % internaldate_text(self.records[uid].internaldate).encode()
-                    for uid in uids]
+            return [self.records[uid][1] for uid in uids]
         if name == "RFC822.SIZE":
-            return [self.records[uid].size for uid in uids]
+            return [self.records[uid][0] for uid in uids]
         return self._rendered_column(name)
 
     def _rendered_column(self, name: str) -> list[bytes]:

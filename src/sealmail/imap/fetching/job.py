@@ -3,6 +3,7 @@ are streamed in, and the values written the same way by all (INTERNALDATE, FLAGS
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -30,10 +31,18 @@ BODY_CHUNKS = (8, 28)
 
 
 def internaldate_text(timestamp: float) -> str:
-    """date-time of RFC 9051 9, in UTC: "17-Jul-1996 09:44:25 +0000"."""
-    when = datetime.fromtimestamp(timestamp, UTC)
-    return (f"{when.day:2d}-{MONTHS[when.month - 1]}-{when.year:04d} "
-            f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} +0000")
+    """date-time of RFC 9051 9, in UTC: "17-Jul-1996 09:44:25 +0000". `time.gmtime` of the
+    whole second (a quarter of datetime's cost: FETCH INTERNALDATE of a folder calls it per
+    message), except where datetime, which rounds to the microsecond, would reach the next
+    second or the time is before 1970: there datetime, as always."""
+    whole = int(timestamp)
+    if timestamp < 0 or timestamp - whole >= 0.9999995:
+        when = datetime.fromtimestamp(timestamp, UTC)
+        return (f"{when.day:2d}-{MONTHS[when.month - 1]}-{when.year:04d} "
+                f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} +0000")
+    tm = time.gmtime(whole)
+    return "%2d-%s-%04d %02d:%02d:%02d +0000" % (  # noqa: UP031 (f-strings: slower here)
+        tm.tm_mday, MONTHS[tm.tm_mon - 1], tm.tm_year, tm.tm_hour, tm.tm_min, tm.tm_sec)
 
 
 def render_flags(flags: Sequence[str]) -> bytes:

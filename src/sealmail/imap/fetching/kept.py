@@ -19,9 +19,6 @@ header text are rendered again, from the kept parse, for a UTF-8 session.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from sealmail.proto.imap import (
@@ -34,9 +31,8 @@ from sealmail.proto.imap import (
 from sealmail.store.api import MailboxView
 from sealmail.store.errors import NoSuchMessage
 
-__all__ = ["FORMS_MEMO_MESSAGES", "FormsMemo", "KeptForms", "StructureCache", "forms_memo"]
+__all__ = ["RENDERED", "KeptForms", "StructureCache", "render_form"]
 
-FORMS_MEMO_MESSAGES = 20_000  # messages whose kept forms a process keeps (~1 KiB each)
 FORMS_VERSION = 1
 RENDERED = ("ENVELOPE", "BODYSTRUCTURE", "BODY")  # the items kept rendered
 
@@ -171,51 +167,3 @@ def _unpack(blob: bytes) -> tuple[KeptForms | None, bytes]:
         except ValueError:
             return None, blob
     return None, blob
-
-
-class FormsMemo:
-    """Kept forms of messages read by this process, per mailbox (name, UIDVALIDITY): a message's
-    forms never change while its UID names it, so a FETCH of a folder already seen needs no
-    query and no blob decoded; whole mailboxes are dropped oldest first past the capacity."""
-
-    def __init__(self, capacity: int = FORMS_MEMO_MESSAGES) -> None:
-        self._capacity = capacity
-        self._mailboxes: OrderedDict[tuple[str, int], dict[int, KeptForms]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def lookup(self, name: str, uidvalidity: int, uids: list[int]) -> dict[int, KeptForms]:
-        """Those of `uids` whose forms are kept."""
-        key = (name, uidvalidity)
-        with self._lock:
-            entry = self._mailboxes.get(key)
-            if entry is None:
-                return {}
-            self._mailboxes.move_to_end(key)
-            return {uid: entry[uid] for uid in uids if uid in entry}
-
-    def add(self, name: str, uidvalidity: int, forms: dict[int, KeptForms]) -> None:
-        if not forms:
-            return
-        key = (name, uidvalidity)
-        with self._lock:
-            entry = self._mailboxes.setdefault(key, {})
-            self._mailboxes.move_to_end(key)
-            if len(entry) + len(forms) > self._capacity:
-                return
-            entry.update(forms)
-            total = sum(map(len, self._mailboxes.values()))
-            while total > self._capacity:  # never this mailbox: it fits alone
-                total -= len(self._mailboxes.popitem(last=False)[1])
-
-
-_by_store: weakref.WeakKeyDictionary[object, FormsMemo] = weakref.WeakKeyDictionary()
-_by_store_lock = threading.Lock()
-
-
-def forms_memo(store: object) -> FormsMemo:
-    """The kept forms of `store`'s messages this process holds: one memo per store object."""
-    with _by_store_lock:
-        memo = _by_store.get(store)
-        if memo is None:
-            memo = _by_store[store] = FormsMemo()
-        return memo
