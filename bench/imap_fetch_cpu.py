@@ -13,6 +13,7 @@ row instead.
 from __future__ import annotations
 
 import argparse
+import os
 import cProfile
 import pstats
 import sys
@@ -84,7 +85,7 @@ def main() -> int:
         appended = message(3)
         append = f"t APPEND INBOX (\\Seen) {{{len(appended)}+}}\r\n".encode() + appended
         if args.profile:
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
             profiler.enable()
             for _ in range(args.k):
                 if args.profile == "append":
@@ -92,7 +93,7 @@ def main() -> int:
                 else:
                     command(*rows[args.profile])
             profiler.disable()
-            pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+            pstats.Stats(profiler, stream=sys.stdout).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "25")))
             return 0
         print(f"{'row':16} {'ms CPU/command':>15}")
         for name, (session, line) in rows.items():
