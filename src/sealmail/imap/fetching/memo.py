@@ -21,8 +21,8 @@ from sealmail.imap.fetching.kept import KeptForms
 
 __all__ = ["FORMS_MESSAGES", "RECORD_MESSAGES", "FetchMemos", "MessageMemo", "memos_for"]
 
-FORMS_MESSAGES = 20_000  # messages whose forms a process keeps (about 1 KiB each)
-RECORD_MESSAGES = 200_000  # messages whose size and INTERNALDATE it keeps (about 150 B each)
+FORMS_MESSAGES = 10_000  # messages whose forms a process keeps (~1 KiB each: ~10 MB)
+RECORD_MESSAGES = 100_000  # messages whose size and INTERNALDATE it keeps (~150 B each)
 
 T = TypeVar("T")
 
