@@ -13,8 +13,8 @@ row instead.
 from __future__ import annotations
 
 import argparse
-import os
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -34,6 +34,7 @@ ROWS = {
     "imaptest-mix": "FETCH 1:100 (UID FLAGS ENVELOPE INTERNALDATE BODYSTRUCTURE RFC822.SIZE)",
     "env+headers": f"FETCH 1:100 (UID ENVELOPE {HEADERS})",
     "bs+headers": f"FETCH 1:100 (BODY {HEADERS} BODYSTRUCTURE)",
+    "env+unlisted": "FETCH 1:100 (UID ENVELOPE BODY.PEEK[HEADER.FIELDS (X-Mailer)])",
     "fast": "FETCH 1:100 (UID FLAGS RFC822.SIZE INTERNALDATE)",
     "one-body": "FETCH 7 (UID BODY.PEEK[])",
     "utf8-envelope": "FETCH 1:100 (ENVELOPE BODYSTRUCTURE)",
@@ -93,7 +94,9 @@ def main() -> int:
                 else:
                     command(*rows[args.profile])
             profiler.disable()
-            pstats.Stats(profiler, stream=sys.stdout).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "25")))
+            stats = pstats.Stats(profiler, stream=sys.stdout)
+            stats.sort_stats(os.environ.get("SORT", "tottime"))
+            stats.print_stats(int(os.environ.get("TOP", "25")))
             return 0
         print(f"{'row':16} {'ms CPU/command':>15}")
         for name, (session, line) in rows.items():

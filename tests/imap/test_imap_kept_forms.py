@@ -26,12 +26,15 @@ PIECES = [b"plain", b" ", b"caf\xc3\xa9", b"caf\xe9", b"=?utf-8?q?caf=C3=A9?=", 
           b"group: x@y.example;", b"\x00", b"%d", b"x" * 1030, b"\xff\xfe", b"NIL", b"{3}"]
 FIELDS = ["From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "In-Reply-To", "Reply-To",
           "Sender", "Content-Description", "Content-ID", "Content-Language", "Content-Location",
-          "Content-Disposition", "References"]
+          "Content-Disposition", "References", "X-Custom"]
 CONTENT_TYPES = [b"text/plain; charset=utf-8", b"text/html; name=\"caf\xc3\xa9.html\"",
                  b"application/octet-stream; name*=utf-8''caf%C3%A9", b"image/png"]
 ITEMS = ["UID", "FLAGS", "ENVELOPE", "INTERNALDATE", "BODY", "BODYSTRUCTURE", "RFC822.SIZE",
          "MODSEQ", "BODY.PEEK[HEADER.FIELDS (From To Cc Subject References In-Reply-To "
-         "Message-ID)]", "BODY.PEEK[HEADER.FIELDS (Subject)]<2.9>"]
+         "Message-ID)]", "BODY.PEEK[HEADER.FIELDS (Subject)]<2.9>",
+         # not listed in the index: from the files' headers
+         "BODY.PEEK[HEADER.FIELDS (X-Custom Subject)]", "BODY.PEEK[HEADER]", "RFC822.HEADER",
+         "BODY.PEEK[HEADER.FIELDS.NOT (Subject)]<0.40>"]
 
 values = st.lists(st.sampled_from(PIECES), min_size=0, max_size=4).map(b"".join)
 headers = st.lists(st.tuples(st.sampled_from(FIELDS), values), max_size=6)
@@ -110,6 +113,22 @@ def test_kept_forms_are_the_fresh_rendering(raws: list[bytes], items: list[str],
                 assert _run(_session(store, utf8), line) == expected  # from the index's blobs
         finally:
             store.close()
+
+
+def test_kept_forms_beside_header_fields_not_listed_read_no_parse(tmp_path: Path) -> None:
+    store = open_store("disk", store_config(tmp_path))
+    store.create_mailbox("user.fred")
+    raw = b"X-Custom: \x00 odd\r\nSubject: s\r\n\r\nbody\r\n"
+    store.deliver(raw, [DeliveryTarget("user.fred")])
+    line = "t FETCH 1 (ENVELOPE BODY.PEEK[HEADER.FIELDS (X-Custom)] BODYSTRUCTURE)"
+    expected = _generic(store, False, line)
+    assert b"X-Custom: \x80 odd" in expected
+    _run(_session(store, False), line)  # kept
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetching.command, "fetch_generic", None)  # not the generic way
+        patch.setattr(kept, "parse_message", None)  # no parse: the forms are kept
+        assert _run(_session(store, False), line) == expected
+    store.close()
 
 
 def test_forms_of_another_version_are_rendered_again(monkeypatch: pytest.MonkeyPatch,

@@ -1,16 +1,20 @@
 """FETCH answered a column at a time: index items, the items kept rendered (ENVELOPE,
-BODYSTRUCTURE, BODY: sealmail.imap.fetching.kept) and header fields the index keeps as sent.
+BODYSTRUCTURE, BODY: sealmail.imap.fetching.kept) and top-level header sections.
 
 This is what imaptest and mail clients ask of a range of messages: `(UID FLAGS ENVELOPE
 INTERNALDATE BODYSTRUCTURE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To ...)])` in any mix. Each
 response is one %-format of a line made once per command (`plan`), over a column per item built
-for a chunk of messages: no value tree and no dispatch per item per message.
+for a chunk of messages: no value tree and no dispatch per item per message. Header fields come
+from those the index keeps as sent when every field asked is one of them, else from the start
+of each file, read for the chunk in one batch (as sealmail.imap.fetching.bodies reads them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from sealmail.imap.fetching import bodies
 from sealmail.imap.fetching.job import RECORD_ITEMS, Job, chunks, internaldate_text, textual
 from sealmail.imap.fetching.kept import RENDERED, KeptForms, StructureCache
 from sealmail.imap.fetching.memo import memos_for
@@ -33,18 +37,39 @@ _FORMATS = {
     "BODY": b"BODY %b",  # without a section: the non-extensible BODYSTRUCTURE
 }
 _LISTED = frozenset(LISTED_FIELDS)
-_Header = tuple[Callable[[bytes], list[bytes]], tuple[str, ...], tuple[int, int] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    """A top-level header item: `cut` from a message's header; `find`, the fields over the
+    index's listed ones, when every field asked is one it keeps (None: from the file)."""
+
+    cut: Callable[[bytes], bytes]
+    find: Callable[[bytes], list[bytes]] | None
+    partial: tuple[int, int] | None
+
+
+def _same(header: bytes) -> bytes:
+    return header
 
 
 def _header_item(attribute: FetchAttribute) -> _Header | None:
-    """How to cut a BODY[HEADER.FIELDS (...)] of listed fields: (finder over the listed
-    fields, the names, partial); None for any other item."""
-    section = attribute.section
-    if (attribute.name != "BODY" or section is None or section.part
-            or section.text != "HEADER.FIELDS"
-            or not _LISTED.issuperset(f.lower() for f in section.fields)):
+    """How to cut BODY[HEADER], BODY[HEADER.FIELDS (...)], BODY[HEADER.FIELDS.NOT (...)] or
+    RFC822.HEADER (as the generic way cuts them); None for any other item."""
+    section, partial = attribute.section, attribute.partial
+    if attribute.name == "RFC822.HEADER":
+        return _Header(_same, None, partial)
+    if attribute.name != "BODY" or section is None or section.part:
         return None
-    return header_fields_finder(section.fields), section.fields, attribute.partial
+    if section.text == "HEADER":
+        return _Header(_same, None, partial)
+    if section.text not in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return None
+    names, exclude = section.fields, section.text == "HEADER.FIELDS.NOT"
+    find = None
+    if not exclude and _LISTED.issuperset(f.lower() for f in names):
+        find = header_fields_finder(names)
+    return _Header(lambda header: header_fields(header, names, exclude), find, partial)
 
 
 def plan(attributes: Sequence[FetchAttribute]) -> tuple[bytes, list[_Header | None]] | None:
@@ -67,8 +92,13 @@ def plan(attributes: Sequence[FetchAttribute]) -> tuple[bytes, list[_Header | No
 
 
 def answers(attributes: Sequence[FetchAttribute]) -> bool:
-    """Whether this way answers a FETCH of these items (no \\Seen set by it)."""
-    return plan(attributes) is not None
+    """Whether this way answers a FETCH of these items (no \\Seen set by it): header items
+    from the files only beside a kept form (else sealmail.imap.fetching.bodies answers)."""
+    planned = plan(attributes)
+    if planned is None:
+        return False
+    return all(h is None or h.find is not None for h in planned[1]) or any(
+        a.section is None and a.name in RENDERED for a in attributes)
 
 
 def _column(values: list[int], chunk: list[int], contiguous: bool) -> list[int]:
@@ -107,8 +137,8 @@ class _Chunk:
         self.uids = _column(self.view.uids, chunk, self.contiguous)
         self.records: dict[int, tuple[int, bytes]] = {}  # RFC822.SIZE, INTERNALDATE as sent
         self.forms: dict[int, KeptForms] = {}
-        self.listed: dict[int, bytes] = {}  # the listed fields, or the header from the file
-        self.from_file: set[int] = set()
+        self.listed: dict[int, bytes] = {}  # the listed fields kept in the index
+        self.headers: dict[int, bytes] = {}  # the header from the file
 
     def _load(self, headers: list[_Header | None]) -> None:
         job, view, uids = self.job, self.view, self.uids
@@ -137,21 +167,37 @@ class _Chunk:
                         read_forms[uid] = forms
             memos.forms.add(view.name, view.uidvalidity, read_forms)
             self.forms.update(read_forms)
-        if any(headers):
-            kept = memo_for(job.store).listed(job.store, view, uids)
-            for uid in uids:
-                if uid in kept:
-                    self.listed[uid] = kept[uid][1]
-                elif uid not in gone:
-                    try:  # a row the index could not fill: the header from the file
-                        self.listed[uid] = message_header(job.store.message_bytes(view.name, uid))
-                        self.from_file.add(uid)
-                    except NoSuchMessage:
-                        gone.add(uid)
+        cuts = [h for h in headers if h is not None]
+        if cuts:
+            missing = [uid for uid in uids if uid not in gone]
+            if all(h.find is not None for h in cuts):
+                listed = memo_for(job.store).listed(job.store, view, missing)
+                self.listed = {uid: listed[uid][1] for uid in missing if uid in listed}
+                missing = [uid for uid in missing if uid not in listed]
+            if missing:  # fields the index does not keep, or a row it could not fill
+                gone.update(self._read_headers(missing))
         if gone:
             self.chunk = [i for i, uid in zip(self.chunk, uids, strict=True) if uid not in gone]
             self.uids = [uid for uid in uids if uid not in gone]
             self.contiguous = False
+
+    def _read_headers(self, uids: list[int]) -> list[int]:
+        """The headers of `uids` from their files into `headers`; the UIDs gone meanwhile."""
+        store, name = self.job.store, self.view.name
+        limit = bodies.HEADER_READ
+        gone = []
+        for uid, raw in zip(uids, store.message_contents(name, uids, limit), strict=True):
+            header = None if raw is None else message_header(raw)
+            if raw is not None and len(raw) == limit and len(header or b"") == limit:
+                try:
+                    header = message_header(store.message_bytes(name, uid))  # goes on past it
+                except NoSuchMessage:
+                    header = None
+            if header is None:
+                gone.append(uid)
+            else:
+                self.headers[uid] = header
+        return gone
 
     def write(self, line: bytes, headers: list[_Header | None], out: list[Response]
               ) -> list[Response]:
@@ -202,15 +248,14 @@ class _Chunk:
         return column
 
     def _header_column(self, header: _Header) -> list[bytes]:
-        find, names, partial = header
+        find, partial, listed = header.find, header.partial, self.listed
         data = []
         for uid in self.uids:
-            listed = self.listed[uid]
-            if uid in self.from_file:
-                piece = header_fields(listed, names, False)
-            else:
+            if find is not None and uid in listed:
                 # header_fields without a call per message: every listed field ends in CRLF.
-                piece = b"".join(find(listed)) + b"\r\n"
+                piece = b"".join(find(listed[uid])) + b"\r\n"
+            else:
+                piece = header.cut(self.headers[uid])
             if partial is not None:
                 piece = piece[partial[0] : partial[0] + partial[1]]
             data.append(textual(piece))
