@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
 from sealmail.imap import ImapSession, fetching, listing, searching
-from sealmail.imap.fetching import StructureCache, internaldate_text
+from sealmail.imap.fetching import StructureCache, internaldate_text, memo
 from sealmail.imap.selected import SelectedMailbox, flag_atoms
 from sealmail.proto.imap import (
     Literal,
@@ -114,8 +114,8 @@ def _value(store: MessageStore, record: MessageRecord, item: str, length: int | 
 
 @pytest.fixture(params=[(1000,), (2, 3, 5)], ids=["one-chunk", "small-chunks"])
 def chunks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetching, "CHUNKS", request.param)
-    monkeypatch.setattr(fetching, "BODY_CHUNKS", request.param)
+    monkeypatch.setattr(fetching.job, "CHUNKS", request.param)
+    monkeypatch.setattr(fetching.job, "BODY_CHUNKS", request.param)
 
 
 @pytest.mark.usefixtures("chunks")
@@ -217,12 +217,12 @@ ODD_HEADERS = [
 def test_header_sections_render_as_the_generic_way(store: MessageStore, items: str,
                                                     header_read: int,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetching, "HEADER_READ", header_read)
+    monkeypatch.setattr(fetching.bodies, "HEADER_READ", header_read)
     for raw in ODD_HEADERS:
         store.deliver(raw, [DeliveryTarget("user.fred")])
     taken: list[bool] = []
-    whole = fetching._fetch_whole_bodies
-    monkeypatch.setattr(fetching, "_fetch_whole_bodies",
+    whole = fetching.bodies.fetch_whole_bodies
+    monkeypatch.setattr(fetching.bodies, "fetch_whole_bodies",
                         lambda *args: taken.append(True) or whole(*args))
     fast = run(session_on(store, examine=True), "t FETCH 1:* " + items)
     assert taken
@@ -261,8 +261,8 @@ def test_listed_fields_come_from_the_index_alone(store: MessageStore,
 def _generic(store: MessageStore, monkeypatch: pytest.MonkeyPatch, line: str) -> bytes:
     """What the general way (a `DataResponse` per message, from the parse) answers."""
     with monkeypatch.context() as patch:
-        patch.setattr(fetching, "_from_file", lambda attribute: None)
-        patch.setattr(fetching, "listed_plan", lambda attributes: None)
+        patch.setattr(fetching.bodies, "from_file", lambda attribute: None)
+        patch.setattr(fetching.command, "listed_plan", lambda attributes: None)
         return run(session_on(store, examine=True), line)
 
 
@@ -280,8 +280,8 @@ def test_listed_items_render_as_the_generic_way(store: MessageStore, items: str,
     for raw in [*ODD_HEADERS, b"Subject: a NUL \0 here\r\nTo: d@example.org\r\n\r\nbody\r\n"]:
         store.deliver(raw, [DeliveryTarget("user.fred")])
     taken: list[bool] = []
-    whole = fetching._fetch_whole_bodies
-    monkeypatch.setattr(fetching, "_fetch_whole_bodies",
+    whole = fetching.bodies.fetch_whole_bodies
+    monkeypatch.setattr(fetching.bodies, "fetch_whole_bodies",
                         lambda *args: taken.append(True) or whole(*args))
     fast = run(session_on(store, examine=True), "t FETCH 1:* " + items)
     assert not taken  # no chunk went the way of whole headers
@@ -338,7 +338,9 @@ def test_a_listed_fetch_leaves_out_what_another_session_expunged(
 
 
 @pytest.mark.usefixtures("chunks")
-def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore) -> None:
+def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
     for raw in ODD_HEADERS:
         store.deliver(raw, [DeliveryTarget("user.fred")])
     records = store.messages("user.fred")
@@ -354,15 +356,18 @@ def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore) 
     assert run(session, "t FETCH 1:* (UID ENVELOPE)") == expected("t")  # parsed, then kept
     assert run(session, "u FETCH 1:* (UID ENVELOPE)") == expected("u")  # from what was kept
     blobs = store.message_structures("user.fred", [r.uid for r in records])
-    assert all(blob.startswith(b"E") for blob in blobs.values()) and len(blobs) == len(records)
-    # Parses kept before the rendered envelope was: upgraded by the next FETCH ENVELOPE.
-    store.save_message_structures("user.fred", {
-        r.uid: parse_message(store.message_bytes("user.fred", r.uid)).to_bytes()
-        for r in records})
-    assert run(session, "v FETCH 1:* (UID ENVELOPE)") == expected("v")
-    blobs = store.message_structures("user.fred", [r.uid for r in records])
-    assert all(blob.startswith(b"E") for blob in blobs.values())
-    # A UTF-8 session quotes 8-bit text: the general way renders for it.
+    assert all(blob.startswith(b"K1;") for blob in blobs.values()) and len(blobs) == len(records)
+    # Parses kept before the rendered forms were (the parse alone, then the envelope alone):
+    # upgraded by the next FETCH ENVELOPE that does not find them in the process's memo.
+    for old in (b"", b"E3:NIL"):
+        monkeypatch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
+        store.save_message_structures("user.fred", {
+            r.uid: old + parse_message(store.message_bytes("user.fred", r.uid)).to_bytes()
+            for r in records})
+        assert run(session, "v FETCH 1:* (UID ENVELOPE)") == expected("v")
+        blobs = store.message_structures("user.fred", [r.uid for r in records])
+        assert all(blob.startswith(b"K1;") for blob in blobs.values())
+    # A UTF-8 session quotes 8-bit text: rendered again from the kept parse.
     run(session, "w ENABLE UTF8=ACCEPT")
     assert b"ENVELOPE (" in run(session, "x FETCH 1 (ENVELOPE)")
 
@@ -377,8 +382,8 @@ def test_a_header_fetch_without_peek_sets_seen(store: MessageStore) -> None:
 
 def test_streamed_output_is_the_same_in_order(store: MessageStore,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetching, "CHUNKS", (2, 3))
-    monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 3))
+    monkeypatch.setattr(fetching.job, "CHUNKS", (2, 3))
+    monkeypatch.setattr(fetching.job, "BODY_CHUNKS", (2, 3))
     for command in ("FETCH 1:* (FLAGS UID)", "FETCH 1:* (UID BODY.PEEK[])",
                     "FETCH 1:* (ENVELOPE)", "UID FETCH 1:* (UID) (CHANGEDSINCE 1 VANISHED)"):
         # EXAMINE claims no \Recent: both sessions show the same flags.

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
-from sealmail.imap import ImapSession, SelectedMailbox, SyncOptions, UserNamespace
+from sealmail.imap import ImapSession, SelectedMailbox, SyncOptions, UserNamespace, fetching
+from sealmail.imap.fetching import memo
 from sealmail.proto.imap import Fetch, FetchAttribute, Search, SearchKey, SequenceSet, Store
 from sealmail.store.api import DeliveryTarget, MessageStore
 from sealmail.store.errors import InvalidMailboxName, OverQuota
@@ -120,7 +121,8 @@ def test_store_additions_flags_copy_structure_subscriptions(store: MessageStore)
     assert store.special_uses() == {"user.alice.Archive": "\\Archive"}
 
 
-def test_structure_is_parsed_once_and_kept(store: MessageStore) -> None:
+def test_structure_is_parsed_once_and_kept(store: MessageStore,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     store.deliver(b"Subject: kept\r\n\r\nbody\r\n", [DeliveryTarget("user.alice")])
     session = _session(store)
     session.selected = SelectedMailbox.open(store, "user.alice", False)
@@ -129,6 +131,9 @@ def test_structure_is_parsed_once_and_kept(store: MessageStore) -> None:
     assert b"kept" in blob
     store.save_message_structures("user.alice", {1: blob.replace(b"kept", b"KEPT")})
     out = session.execute(Fetch("b", SequenceSet.all(), (FetchAttribute("ENVELOPE"),)))
+    assert "kept" in repr(out[0])  # served from the process's memo, no query
+    monkeypatch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
+    out = session.execute(Fetch("c", SequenceSet.all(), (FetchAttribute("ENVELOPE"),)))
     assert "KEPT" in repr(out[0])  # served from the index, not parsed again
 
 

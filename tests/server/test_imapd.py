@@ -732,8 +732,8 @@ def test_large_fetch_is_streamed_in_order_also_compressed(start, monkeypatch) ->
 
     from sealmail.imap import fetching
 
-    monkeypatch.setattr(fetching, "CHUNKS", (3, 5))  # many chunks from few messages
-    monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 4))
+    monkeypatch.setattr(fetching.job, "CHUNKS", (3, 5))  # many chunks from few messages
+    monkeypatch.setattr(fetching.job, "BODY_CHUNKS", (2, 4))
     server = start(allowplaintext="yes")
     for _ in range(40):
         server.deliver(PLAIN)
@@ -816,7 +816,7 @@ def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) ->
     from sealmail.imap import fetching
     from sealmail.server import imapd
 
-    monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 4))  # batches of at most 1 MiB here
+    monkeypatch.setattr(fetching.job, "BODY_CHUNKS", (2, 4))  # batches of at most 1 MiB here
     partial: list[int] = []
 
     def recording(fd: int, data: bytes) -> int:

@@ -36,9 +36,10 @@ __all__ = ["append"]
 
 def append(session: ImapSession, command: Append) -> list[Response]:
     target = session.internal(command.mailbox)
-    if session.store.mailbox(target) is None:
+    info = session.store.mailbox(target)  # looked up once for existence and rights
+    if info is None:
         raise CommandFailed("Mailbox does not exist", "TRYCREATE")  # RFC 9051 6.3.12
-    session.require_rights(target, "i")
+    held = session.require_rights_in(info, target, "i")
     built = [_build(session, message) for message in command.messages]
     store = session.store
     if len(built) > 1 and isinstance(store, AtomicAppending):
@@ -56,6 +57,10 @@ def append(session: ImapSession, command: Append) -> list[Response]:
     if session.audit is not None:
         for message, (content, _, _) in zip(stored, built, strict=True):
             session.audit.appended([message], auditlog.message_id_of(content))
+    if "r" not in held:
+        # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,
+        # "as it would disclose information about the mailbox".
+        return [StatusResponse("OK", "APPEND completed", tag=command.tag)]
     uids = SequenceSet.of([m.uid for m in stored])
     code = ResponseCode("APPENDUID", (stored[0].uidvalidity,
                                       stored[0].uid if len(stored) == 1 else Atom(str(uids))))

@@ -138,6 +138,7 @@ class ImapSession:
         self.max_message_size = max_message_size
         self.namespace = UserNamespace(inbox, config.hierarchy_separator,
                                        config.get(IMAPD.altnamespace))
+        self._internal_names: dict[tuple[str, bool], str] = {}
         self.selected: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
@@ -157,7 +158,16 @@ class ImapSession:
     # -- what handlers use ------------------------------------------------------------------
 
     def internal(self, wire_name: str) -> str:
-        return self.namespace.to_internal(wire_name, self.utf8)
+        """The internal name of a name the client sent; the few a session names again and
+        again (INBOX, its APPEND and COPY targets) are mapped once (`UserNamespace` is fixed
+        for the session, and the result depends only on the name and UTF-8 mode)."""
+        key = (wire_name, self.utf8)
+        name = self._internal_names.get(key)
+        if name is None:
+            name = self.namespace.to_internal(wire_name, self.utf8)
+            if len(self._internal_names) < 64:
+                self._internal_names[key] = name
+        return name
 
     def external(self, internal: str) -> str:
         return self.namespace.to_external(internal, self.utf8)
@@ -196,7 +206,10 @@ class ImapSession:
 
     def require_rights(self, name: str, wanted: str) -> None:
         """RFC 4314 6: without "l" (or "r") a mailbox must look as if it did not exist."""
-        info = self.store.mailbox(name)
+        self.require_rights_in(self.store.mailbox(name), name, wanted)
+
+    def require_rights_in(self, info: MailboxInfo | None, name: str, wanted: str) -> str:
+        """`require_rights` of a mailbox already looked up (`info`); the rights held."""
         if info is None:
             raise MailboxNotFound(f"mailbox {self.external(name)} does not exist")
         held = self.rights_of(info)
@@ -205,6 +218,7 @@ class ImapSession:
         missing = [right for right in wanted if right not in held]
         if missing:
             raise PermissionDenied(f"permission denied: needs right(s) {''.join(missing)}")
+        return held
 
     def require_selected(self) -> SelectedMailbox:
         if self.selected is None:
@@ -408,16 +422,11 @@ def _enable(session: ImapSession, command: Enable) -> list[Response]:
 
 
 def _append(session: ImapSession, command: Append) -> list[Response]:
-    """APPEND; RFC 9051 6.3.12 keeps APPENDUID from a client that may not read the mailbox."""
+    """APPEND (APPENDUID only for a client that may read the mailbox: sealmail.imap.appending)."""
     out = appending.append(session, command)
-    target = session.internal(command.mailbox)
-    if not session.has_rights(target, "r"):
-        # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,
-        # "as it would disclose information about the mailbox".
-        out = [dataclasses.replace(r, code=None) if isinstance(r, StatusResponse)
-               and r.code is not None and r.code.name == "APPENDUID" else r for r in out]
     if session.denormalized(command.mailbox):  # RFC 9051 6.3.12: SHOULD say which name
-        out.insert(0, session.oldname(command.mailbox, session.external(target)))
+        shown = session.external(session.internal(command.mailbox))
+        out.insert(0, session.oldname(command.mailbox, shown))
     return out
 
 

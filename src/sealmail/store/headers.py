@@ -76,13 +76,24 @@ def addresses(value: str) -> tuple[Address, ...]:
 
 
 def decode_words(value: str) -> str:
-    """RFC 2047 encoded-words decoded, best effort (never raises)."""
+    """RFC 2047 encoded-words decoded, best effort (never raises). A short value is
+    remembered: the searchable and the sortable form of one message decode the same Subject
+    and From, and the email package's decoder is most of what a header's forms cost."""
     if "=?" not in value:
         return value  # what the email package gives back for text without an encoded-word
+    if len(value) > 998:
+        return _decode_words(value)
+    return _remembered_words(value)
+
+
+def _decode_words(value: str) -> str:
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
         return value
+
+
+_remembered_words = functools.lru_cache(maxsize=256)(_decode_words)
 
 
 def header_fields(block: bytes, only: frozenset[str] | None = None) -> list[tuple[str, str]]:

@@ -1,0 +1,167 @@
+"""ENVELOPE, BODYSTRUCTURE and BODY kept rendered (sealmail.imap.fetching.kept) answer octet for
+octet what the generic way renders from a fresh parse: for random messages (8-bit and encoded
+header text, quotes, NUL, long values, nested multiparts and message/rfc822), random item lists,
+IMAP4rev1 and UTF-8 sessions, and each place the forms come from (just made, the process's
+memo, the index's blob)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.support.stores import SESSION_CONFIG, open_store, store_config
+
+from sealmail.imap import ImapSession, fetching
+from sealmail.imap.fetching import internaldate_text, kept, memo
+from sealmail.proto.imap import ParserLimits, parse_command, render
+from sealmail.store.api import DeliveryTarget, MessageStore
+
+PIECES = [b"plain", b" ", b"caf\xc3\xa9", b"caf\xe9", b"=?utf-8?q?caf=C3=A9?=", b'"quoted"',
+          b"back\\slash", b"(comment)", b"<a@b.example>", b"Ann <ann@example.org>", b",",
+          b"group: x@y.example;", b"\x00", b"%d", b"x" * 1030, b"\xff\xfe", b"NIL", b"{3}"]
+FIELDS = ["From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "In-Reply-To", "Reply-To",
+          "Sender", "Content-Description", "Content-ID", "Content-Language", "Content-Location",
+          "Content-Disposition", "References", "X-Custom"]
+CONTENT_TYPES = [b"text/plain; charset=utf-8", b"text/html; name=\"caf\xc3\xa9.html\"",
+                 b"application/octet-stream; name*=utf-8''caf%C3%A9", b"image/png"]
+ITEMS = ["UID", "FLAGS", "ENVELOPE", "INTERNALDATE", "BODY", "BODYSTRUCTURE", "RFC822.SIZE",
+         "MODSEQ", "BODY.PEEK[HEADER.FIELDS (From To Cc Subject References In-Reply-To "
+         "Message-ID)]", "BODY.PEEK[HEADER.FIELDS (Subject)]<2.9>",
+         # not listed in the index: from the files' headers
+         "BODY.PEEK[HEADER.FIELDS (X-Custom Subject)]", "BODY.PEEK[HEADER]", "RFC822.HEADER",
+         "BODY.PEEK[HEADER.FIELDS.NOT (Subject)]<0.40>"]
+
+values = st.lists(st.sampled_from(PIECES), min_size=0, max_size=4).map(b"".join)
+headers = st.lists(st.tuples(st.sampled_from(FIELDS), values), max_size=6)
+
+
+@st.composite
+def messages(draw: st.DrawFn, depth: int = 0) -> bytes:
+    head = b"".join(f"{name}: ".encode() + value + b"\r\n" for name, value in draw(headers))
+    kind = draw(st.sampled_from(["leaf", "multipart", "rfc822"] if depth < 2 else ["leaf"]))
+    if kind == "leaf":
+        content = draw(st.sampled_from(CONTENT_TYPES))
+        return head + b"Content-Type: " + content + b"\r\n\r\n" + draw(values) + b"\r\n"
+    if kind == "rfc822":
+        inner = draw(messages(depth + 1))
+        return head + b"Content-Type: message/rfc822\r\n\r\n" + inner
+    parts = draw(st.lists(messages(depth + 1), min_size=1, max_size=3))
+    body = b"".join(b"--sep\r\n" + part + b"\r\n" for part in parts) + b"--sep--\r\n"
+    return head + b"Content-Type: multipart/mixed; boundary=sep\r\n\r\n" + body
+
+
+def _run(session: ImapSession, line: str) -> bytes:
+    responses = session.execute(parse_command(line.encode() + b"\r\n", ParserLimits(),
+                                              utf8=session.utf8))
+    return b"".join(render(r, session.utf8) for r in responses)
+
+
+def _session(store: MessageStore, utf8: bool) -> ImapSession:
+    session = ImapSession(store, SESSION_CONFIG, "fred", "user.fred")
+    if utf8:
+        _run(session, "a ENABLE UTF8=ACCEPT")
+    _run(session, "a EXAMINE INBOX")
+    return session
+
+
+def _generic(store: MessageStore, utf8: bool, line: str) -> bytes:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetching.columns, "answers", lambda attributes: False)
+        patch.setattr(fetching.bodies, "from_file", lambda attribute, listed=False: None)
+        patch.setattr(fetching.command, "listed_plan", lambda attributes: None)
+        patch.setattr(fetching.generic, "StructureCache", _NoKept)  # a fresh parse
+        return _run(_session(store, utf8), line)
+
+
+class _NoKept(kept.StructureCache):
+    def _blob(self, uid: int) -> bytes | None:
+        return None
+
+    def flush(self) -> None:
+        self._new.clear()
+
+
+# SEALMAIL_LONG=1: many more examples (a few minutes), outside the default run.
+EXAMPLES = 1500 if os.environ.get("SEALMAIL_LONG") else 60
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raws=st.lists(messages(), min_size=1, max_size=3),
+       items=st.lists(st.sampled_from(ITEMS), min_size=1, max_size=5),
+       utf8=st.booleans(), backend=st.sampled_from(["memory", "disk"]))
+def test_kept_forms_are_the_fresh_rendering(raws: list[bytes], items: list[str], utf8: bool,
+                                            backend: str) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        store = open_store(backend, store_config(Path(root)))
+        try:
+            store.create_mailbox("user.fred")
+            for raw in raws:
+                store.deliver(raw, [DeliveryTarget("user.fred")])
+            line = f"t FETCH 1:* ({' '.join(items)})"
+            expected = _generic(store, utf8, line)
+            assert expected.count(b" FETCH (") == len(raws)
+            # A session each: the first FETCH MODSEQ also announces HIGHESTMODSEQ.
+            assert _run(_session(store, utf8), line) == expected  # made now (parsed, kept)
+            assert _run(_session(store, utf8), line) == expected  # from the process's memo
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
+                assert _run(_session(store, utf8), line) == expected  # from the index's blobs
+        finally:
+            store.close()
+
+
+def test_kept_forms_beside_header_fields_not_listed_read_no_parse(tmp_path: Path) -> None:
+    store = open_store("disk", store_config(tmp_path))
+    store.create_mailbox("user.fred")
+    raw = b"X-Custom: \x00 odd\r\nSubject: s\r\n\r\nbody\r\n"
+    store.deliver(raw, [DeliveryTarget("user.fred")])
+    line = "t FETCH 1 (ENVELOPE BODY.PEEK[HEADER.FIELDS (X-Custom)] BODYSTRUCTURE)"
+    expected = _generic(store, False, line)
+    assert b"X-Custom: \x80 odd" in expected
+    _run(_session(store, False), line)  # kept
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetching.command, "fetch_generic", None)  # not the generic way
+        patch.setattr(kept, "parse_message", None)  # no parse: the forms are kept
+        assert _run(_session(store, False), line) == expected
+    store.close()
+
+
+def test_forms_of_another_version_are_rendered_again(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    store = open_store("memory", store_config(tmp_path))
+    store.create_mailbox("user.fred")
+    store.deliver(b"Subject: now\r\n\r\nbody\r\n", [DeliveryTarget("user.fred")])
+    line = "t FETCH 1 (ENVELOPE BODY)"
+    expected = _run(_session(store, False), line)
+    blob = store.message_structures("user.fred", [1])[1]
+    parse = blob[blob.index(b":") + 1 + sum(map(int, blob[3 : blob.index(b":")].split(b","))) :]
+    stale = b"K0;" + kept.KeptForms(b"(old)", b"(old)", b"(old)").pack(parse)[3:]
+    store.save_message_structures("user.fred", {1: stale})
+    monkeypatch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
+    assert _run(_session(store, False), line) == expected
+    assert store.message_structures("user.fred", [1])[1].startswith(b"K1;")
+
+
+def test_the_memo_keeps_at_most_its_capacity() -> None:
+    memos: memo.MessageMemo[bytes] = memo.MessageMemo(capacity=3)
+    memos.add("a", 1, {1: b"1", 2: b"2"})
+    memos.add("b", 1, {1: b"1", 2: b"2"})  # "a" is dropped whole
+    assert memos.lookup("a", 1, [1, 2]) == {}
+    assert memos.lookup("b", 1, [1, 2, 3]) == {1: b"1", 2: b"2"}
+    assert memos.lookup("b", 2, [1]) == {}  # another UIDVALIDITY: other messages
+    memos.add("c", 1, {n: b"" for n in range(4)})  # more than it holds: not kept
+    assert memos.lookup("c", 1, [0]) == {}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.one_of(st.floats(0, 2**35), st.integers(0, 2**35).map(
+    lambda n: n + 0.9999995), st.integers(0, 2**35).map(lambda n: n - 1e-7)))
+def test_internaldate_is_what_datetime_writes(timestamp: float) -> None:
+    when = datetime.fromtimestamp(timestamp, UTC)
+    assert internaldate_text(timestamp) == when.strftime("%d-%b-%Y %H:%M:%S +0000").replace(
+        when.strftime("%d-"), f"{when.day:2d}-", 1)
