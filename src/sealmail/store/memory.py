@@ -68,6 +68,7 @@ from sealmail.store.seen import SEEN, UidSet, index_keeps_seen, with_seen
 from sealmail.store.settings import StoreSettings, store_settings
 from sealmail.store.sorting import (
     SortFields,
+    SortValue,
     ThreadFields,
     sort_fields,
     sort_value,
@@ -553,9 +554,16 @@ class MemoryStore:
             messages.sort(key=partial(_sort_value, key), reverse=reverse)
         return [m.uid for m in messages]
 
-    def thread_fields(self, name: str) -> list[ThreadFields]:
+    def sort_values(self, name: str, keys: Sequence[tuple[str, bool]],
+                    uids: Sequence[int]) -> dict[int, tuple[SortValue, ...]]:
         with self._lock:
-            messages = list(self._require(name).messages.values())
+            messages = self._require(name).messages
+            chosen = [messages[uid] for uid in uids if uid in messages]
+        return {m.uid: tuple(_sort_value(key, m) for key, _ in keys) for m in chosen}
+
+    def thread_fields(self, name: str, since: int = 0) -> list[ThreadFields]:
+        with self._lock:
+            messages = [m for m in self._require(name).messages.values() if m.uid > since]
         return [thread_fields_of(m.uid, m.sorting, m.internaldate) for m in messages]
 
     # ------------------------------------------------------------------ flags and expunge
