@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import header_block, header_fields, searchable_fields
-from sealmail.store.sorting import base_subject
+from sealmail.store.sorting import SortValue, base_subject
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -545,7 +546,10 @@ def _sorted_uids(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> li
         known = set(view.uids)
         return [uid for uid in session.store.sorted_uids(view.name, list(keys)) if uid in known]
 
-    return orders_for(session.store).sorted_uids(view, keys, compute)
+    def values(uids: Sequence[int]) -> dict[int, tuple[SortValue, ...]]:
+        return session.store.sort_values(view.name, list(keys), uids)
+
+    return orders_for(session.store).sorted_uids(view, keys, compute, values)
 
 
 def _numbers_of(view: SelectedMailbox, found: list[int]) -> dict[int, int]:
@@ -557,13 +561,18 @@ def thread(session: ImapSession, command: Thread) -> list[Response]:
     """ORDEREDSUBJECT (RFC 5256 3): threads by base subject, each flat in sent-date order;
     REFERENCES: sealmail.imap.conversations. The headers come from the index
     (sealmail.store.sorting), in mailbox order (RFC 5256 3 step 1 depends on it; Dovecot's).
-    The answer is kept while the mailbox holds the same messages (sealmail.imap.orders)."""
+    The answer is kept while the mailbox holds the same messages (sealmail.imap.orders); that
+    of every message is also brought up to date as mail comes (sealmail.imap.threads)."""
     if command.algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
         raise CommandFailed(f"Unknown threading algorithm {command.algorithm}", status="BAD")
     view = session.require_selected()
     found, _ = _search(session, command.keys)
-    # What matched is part of the key: all of the view, or the UIDs (ascending, as found is).
-    matched = "ALL" if len(found) == view.exists else tuple(map(view.uids.__getitem__, found))
+    if len(found) == view.exists:  # every message (what clients send): kept, and added to
+        return [orders_for(session.store).thread(
+            view, command.algorithm, command.uid,
+            lambda since: session.store.thread_fields(view.name, since))]
+    # What matched is part of the key: the UIDs (ascending, as found is).
+    matched = tuple(map(view.uids.__getitem__, found))
     return [orders_for(session.store).answer(
         view, ("THREAD", command.algorithm, command.uid, matched),
         lambda: _thread(session, command.algorithm, command.uid, _numbers_of(view, found)))]
