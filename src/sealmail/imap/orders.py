@@ -121,9 +121,7 @@ class MailboxOrders:
                 state = threads.build(algorithm, [f for f in fields(0) if f.uid in wanted])
             if state.uids == entry.uids:  # every message was there to thread
                 with self._lock:
-                    there = entry.threads.get(algorithm)
-                    if there is None or len(there.uids) < len(state.uids):
-                        entry.threads[algorithm] = state
+                    entry.threads[algorithm] = state
             return threads.response(state, uid)
 
         return self._kept(entry.answers, ("THREAD", algorithm, uid, "ALL"), work)
@@ -162,7 +160,7 @@ class MailboxOrders:
         """What of `old` holds for `fresh`: an order less the messages gone is in order (what
         is left of a sorted list is sorted), and when the messages left are the first of
         `fresh` (the others came since: higher UIDs) it is carried for them to be placed in;
-        thread states carry over when messages only came."""
+        a thread state carries over while one of the two lists of UIDs begins the other."""
         grown = fresh.uids[:len(old.uids)] == old.uids
         left = None if grown else set(fresh.uids)
         for key, order in [*old.carried.items(), *old.orders.items()]:  # newest last
@@ -171,13 +169,19 @@ class MailboxOrders:
             if count == len(fresh.uids):
                 fresh.orders[key] = kept
                 fresh.carried.pop(key, None)
-            elif count and (left is None or fresh.uids[count] > max(kept)):
+            elif count and fresh.uids[count] > max(kept):
+                # It holds just the first `count` of fresh's UIDs (not so when a message of
+                # the view was gone from the store already when the order was made).
                 fresh.carried[key] = kept
                 fresh.carried.move_to_end(key)
         while len(fresh.carried) > self._results:
             fresh.carried.popitem(last=False)
-        if grown:
-            fresh.threads = dict(old.threads)
+        for algorithm, state in old.threads.items():
+            # Of the first of fresh's UIDs, to be added to; or of more than fresh has (a session
+            # not told of new mail yet asked in between): for the sessions that were told.
+            count = min(len(state.uids), len(fresh.uids))
+            if state.uids[:count] == fresh.uids[:count]:
+                fresh.threads[algorithm] = state
 
 
 def merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
@@ -245,8 +249,8 @@ def _brought_up(state: ThreadState | None, uids: list[int],
     count = len(state.uids)
     if count == len(uids):
         return state if state.uids == uids else None
-    if len(uids) - count > ADDED or state.uids != uids[:count]:
-        return None
+    if not 0 < len(uids) - count <= ADDED or state.uids != uids[:count]:
+        return None  # (or a state of more messages than the view has)
     new = uids[count:]
     wanted = set(new)
     added = [f for f in fields(state.uids[-1] if state.uids else 0) if f.uid in wanted]

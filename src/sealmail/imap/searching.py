@@ -41,7 +41,7 @@ from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import header_block, header_fields, searchable_fields
-from sealmail.store.sorting import SortValue, base_subject
+from sealmail.store.sorting import SortValue, ThreadFields, base_subject
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -582,7 +582,14 @@ def _thread(session: ImapSession, algorithm: str, uid: bool,
             wanted: dict[int, int]) -> replies.DataResponse:
     """THREAD's answer, worked out from the store's thread fields."""
     view = session.require_selected()
-    fields = [f for f in session.store.thread_fields(view.name) if f.uid in wanted]
+    return threaded(session.store.thread_fields(view.name), algorithm, uid, wanted)
+
+
+def threaded(every: list[ThreadFields], algorithm: str, uid: bool,
+             wanted: dict[int, int]) -> replies.DataResponse:
+    """THREAD's answer for the messages `wanted` (UID -> sequence number) of `every`, worked
+    out afresh (what sealmail.imap.threads keeps must equal)."""
+    fields = [f for f in every if f.uid in wanted]
     messages = [ThreadedMessage(f.uid if uid else wanted[f.uid], wanted[f.uid],
                                 f.message_id, f.references, f.in_reply_to, f.subject, f.sent)
                 for f in fields]
