@@ -195,6 +195,15 @@ def merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool],
     asks the store for the values of all the messages it compares with at once."""
     if not added or len(added) > ADDED:
         return list(order) if not added else None
+    try:
+        return _merged(order, added, keys, values)
+    except TypeError:  # values that do not compare (not from one column): order afresh
+        return None
+
+
+def _merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
+            values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
+            ) -> list[int] | None:
     known = values(added)
     if len(known) != len(added) or any(None in row for row in known.values()):
         return None

@@ -15,8 +15,9 @@ When adding is exact (everything else is a rebuild from the store's thread field
   thread whose first message sorts before the new one gets the new one among its children, in
   date order; otherwise (it would become the thread's first message) a rebuild.
 
-A state is never changed: adding makes a new one (copies of lists of 10,000 references cost
-tens of microseconds), so sessions of one process in other threads may hold the old one.
+A state's answer never changes: adding makes a new state (copies of lists of 10,000 references
+cost tens of microseconds), so sessions of one process in other threads may hold the old one;
+only REFERENCES' sets of ids and subjects are shared, and grow (see ReferencesThreads.added).
 States number messages by UID (a UID orders as its sequence number does); the answer in
 sequence numbers is rendered from the view, whose sequence numbers of kept messages do not
 change while mail only comes.
@@ -72,7 +73,7 @@ class ThreadState:
     def _with_texts(self, state: S, placed: Sequence[tuple[int, ThreadNode, bool]]) -> S:
         """`state` with our rendered texts kept: each `node` put at its index (inserted, or
         replacing the root there), in the order the roots were changed."""
-        for uid, kept in self._texts.items():
+        for uid, kept in list(self._texts.items()):  # (body() may add one meanwhile)
             number = int if uid else partial(_sequence_number, state.uids)
             texts = list(kept)
             for index, node, replace in placed:
@@ -105,19 +106,27 @@ class ReferencesThreads(ThreadState):
         return cls([f.uid for f in fields], found.roots, found.keys, found.ids, found.subjects)
 
     def added(self, fields: Sequence[ThreadFields]) -> ReferencesThreads | None:
-        ids, subjects = set(self.ids), set(self.subjects)
+        # The sets are shared with the state we come from (copying them was most of the cost
+        # of an add): one that holds more ids or subjects than its own messages have only
+        # makes a later add of its own give up (a rebuild), never a wrong answer.
+        ids, subjects = self.ids, self.subjects
+        new_ids: set[str] = set()
+        new_subjects: set[str] = set()
+        for f in fields:
+            own = _first_id(f.message_id)
+            if (_first_id(f.references) or _first_id(f.in_reply_to) or own in ids
+                    or own in new_ids or f.base_subject in subjects
+                    or f.base_subject in new_subjects):
+                return None  # it names or is named (links may change), or step 5 merges it
+            if own:
+                new_ids.add(own)
+            if f.base_subject:
+                new_subjects.add(f.base_subject)
+        ids |= new_ids
+        subjects |= new_subjects
         roots, keys = list(self.roots), list(self.keys)
         placed: list[tuple[int, ThreadNode, bool]] = []
         for f in fields:
-            own = _first_id(f.message_id)
-            if _first_id(f.references) or _first_id(f.in_reply_to) or own in ids:
-                return None  # it names or is named: links may change
-            if f.base_subject in subjects:
-                return None  # step 5 would merge it with a thread there is
-            if own:
-                ids.add(own)
-            if f.base_subject:
-                subjects.add(f.base_subject)
             key = (f.sent, f.uid)
             index = bisect.bisect_right(keys, key)
             keys.insert(index, key)
