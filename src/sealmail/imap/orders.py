@@ -11,13 +11,14 @@ From/To/Cc, Message-ID, References, In-Reply-To) is fixed when a message is stor
 names one message for as long as the mailbox keeps its UIDVALIDITY (RFC 9051 2.3.1.1: UIDs are
 never reused). So an entry is keyed by mailbox name and UIDVALIDITY and holds the list of UIDs
 of the view it was made for; it answers a session whose view has exactly that list (compared as
-a whole, about 0.1 ms at 10,000), and is started afresh as soon as a message comes or goes
-(after expunges only, with its orders less the messages gone).
-Flag changes (STORE, a \\Seen set by FETCH) keep it. Sequence numbers are positions in that
-same list, so a THREAD answer in sequence numbers is as valid as one in UIDs.
+a whole, about 0.1 ms at 10,000), and is started afresh as soon as a message comes or goes,
+with what carries over: after expunges, its orders less the messages gone (what is left of a
+sorted list is sorted). Flag changes (STORE, a \\Seen set by FETCH) keep it. Sequence numbers
+are positions in that same list, so a THREAD answer in sequence numbers is as valid as one in
+UIDs.
 
-New mail does not start them afresh: its UIDs are above every kept one's, so it comes after them
-in UID and sequence order. A kept order takes the new messages at the places their sort values
+New mail is cheap too: its UIDs are above every kept one's, so it comes after them in UID and
+sequence order. A kept order takes the new messages at the places their sort values
 give them (`merged`: the values of the new messages, and of the few kept ones a binary search
 compares them with, from the store's `sort_values`), exactly where the store's ORDER BY puts
 them (ties in UID order, and a new UID is above every kept one). A THREAD answer of the whole
