@@ -23,11 +23,13 @@ from sealmail.store.api import DeliveryTarget, MessageStore
 from sealmail.store.sorting import ThreadFields
 
 
-def message(n: int, parent: int | None = None, subject: str | None = None,
+def message(n: int, parent: int | tuple[int, ...] | None = None, subject: str | None = None,
             message_id: int | None = None) -> bytes:
-    """Message `n`: a reply to message `parent`, if any; dates out of UID order; Message-ID
-    that of message `message_id` (a duplicate) if given."""
-    references = f"References: <m{parent}@example.org>\r\n" if parent is not None else ""
+    """Message `n`: a reply to message `parent` (or naming several), if any; dates out of UID
+    order; Message-ID that of message `message_id` (a duplicate) if given."""
+    named = (parent,) if isinstance(parent, int) else parent or ()
+    references = ("References: " + " ".join(f"<m{p}@example.org>" for p in named) + "\r\n"
+                  if named else "")
     subject = subject if subject is not None else f"topic {n % 3}"
     own = n if message_id is None else message_id
     return (f"From: sender{n % 4}@example.org\r\nTo: to{n % 5}@example.org\r\n"
@@ -36,7 +38,7 @@ def message(n: int, parent: int | None = None, subject: str | None = None,
             + "line\r\n" * (n % 4 + 1)).encode()
 
 
-def deliver(store: MessageStore, n: int, parent: int | None = None,
+def deliver(store: MessageStore, n: int, parent: int | tuple[int, ...] | None = None,
             subject: str | None = None, message_id: int | None = None) -> None:
     store.deliver(message(n, parent, subject, message_id), [DeliveryTarget("user.fred", ())],
                   internaldate=1.7e9 + (n * 5 % 11) * 3600)
@@ -207,7 +209,12 @@ def test_new_mail_is_added_to_kept_threads(
 
 @pytest.mark.parametrize(("delivery", "rebuilt"), [
     # Message n is sent on day 1 + 7n % 28 of March, its subject "topic n%3" unless given.
-    ({"n": 11, "parent": 3}, ["REFERENCES"]),  # a reply: links change
+    ({"n": 11, "parent": 3}, []),  # a reply to a message: a child of it, nothing else moves
+    ({"n": 11, "parent": (0, 3)}, []),  # naming its parent's parent too, as replies do
+    ({"n": 11, "parent": (1, 3)}, []),  # 3 is 1's reply already: nothing to link
+    ({"n": 11, "parent": (3, 0)}, ["REFERENCES"]),  # step 1 would link 0 under 3
+    ({"n": 11, "parent": 20}, ["REFERENCES"]),  # a reply to a dummy: pruning may change
+    ({"n": 11, "parent": 30}, ["REFERENCES"]),  # naming a message unknown: a new dummy
     ({"n": 11, "subject": "Re: topic 1"}, ["REFERENCES"]),  # step 5 merges it (REFERENCES)
     ({"n": 11, "message_id": 2}, ["REFERENCES"]),  # a duplicate Message-ID
     ({"n": 20}, ["REFERENCES", "ORDEREDSUBJECT"]),  # message 7 names it: it fills a dummy;
@@ -270,12 +277,13 @@ def test_the_kept_results_are_bounded(store: MessageStore) -> None:
 
 # -- any sequence of changes: the kept answer is the fresh one -------------------------------------
 
-# A delivery: (parent: 0 for none, else a message that may not have come yet, which then is a
-# dummy it fills; subject: the default "topic n%3", a reply, one of its own, one of a few new
-# ones; whose Message-ID: its own (0) or a duplicate of message 1 or 3). Several deliveries may
-# come between two commands: new mail added to kept orders and threads in one go.
+# A delivery: (parent: 0 for none, else a message (or several, References) that may not have
+# come yet, which then is a dummy it fills; subject: the default "topic n%3", a reply, one of
+# its own, one of a few new ones; whose Message-ID: its own (0) or a duplicate of message 1 or
+# 3). Several deliveries may come between two commands: new mail added in one go.
 deliveries = st.lists(
-    st.tuples(st.sampled_from([0] * 8 + [1, 2, 5, 9, 12, 14, 16]),
+    st.tuples(st.sampled_from([0] * 8 + [1, 2, 5, 9, 12, 14, 16, (1, 2), (2, 9), (16, 3),
+                               (0, 4, 7), (30, 2)]),
               st.sampled_from(["", "Re: topic 1", "own", "own", "own", "Re: own", "other", "x"]),
               st.sampled_from([0] * 10 + [1, 3])),
     min_size=1, max_size=3)

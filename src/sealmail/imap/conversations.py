@@ -15,6 +15,7 @@ from typing import NamedTuple
 from sealmail.proto.imap.response import ThreadNode
 
 __all__ = ["References", "ThreadedMessage", "message_ids", "references",
+           "references_of",
            "thread_by_references"]
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
@@ -70,10 +71,14 @@ def message_ids(text: str) -> list[str]:
 
 
 def _references_of(message: ThreadedMessage) -> list[str]:
-    """Step 1 (A): References, else the first id of In-Reply-To."""
-    found = message_ids(message.references)
-    if not found:
-        found = message_ids(message.in_reply_to)[:1]
+    return references_of(message.references, message.in_reply_to)
+
+
+def references_of(references: str, in_reply_to: str) -> list[str]:
+    """Step 1 (A): the ids of References, else the first id of In-Reply-To."""
+    found = message_ids(references) if "<" in references else []
+    if not found and "<" in in_reply_to:
+        found = message_ids(in_reply_to)[:1]
     return found
 
 
@@ -83,7 +88,9 @@ class References(NamedTuple):
 
     roots: list[ThreadNode]  # the answer: threads in order
     keys: list[tuple[float, int]]  # (sent date, seq) that each root was sorted by (step 6)
-    ids: set[str]  # every message id seen: of a message or referenced by one (step 1)
+    # Every message id seen (step 1), of a message or referenced by one: the number of its
+    # message (0 for a dummy), and whether step 1 gave its container a parent.
+    links: dict[str, tuple[int, bool]]
     subjects: set[str]  # the base subjects step 5 merged roots by (non-empty ones)
 
 
@@ -133,6 +140,9 @@ def references(
         else:
             own.orphan()
 
+    links = {message_id: (0 if c.message is None else c.message.number, c.parent is not None)
+             for message_id, c in by_id.items()}
+
     # Step 2: the root set. Step 3: prune dummies.
     roots = [c for c in containers if c.parent is None]
     roots = _prune(roots, at_root=True)
@@ -146,7 +156,7 @@ def references(
     # Step 6: sort again, siblings and roots.
     _sort(roots)
     return References([_node(root) for root in roots], [_sort_key(root) for root in roots],
-                      set(by_id), subjects)
+                      links, subjects)
 
 
 def _prune(siblings: list[_Container], *, at_root: bool) -> list[_Container]:

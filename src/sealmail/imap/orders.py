@@ -116,14 +116,17 @@ class MailboxOrders:
         def work() -> Response:
             with self._lock:
                 state = entry.threads.get(algorithm)
-            state = _brought_up(state, entry.uids, fields)
-            if state is None:
-                wanted = set(entry.uids)
-                state = threads.build(algorithm, [f for f in fields(0) if f.uid in wanted])
+            if state is not None:
+                with state.lock:
+                    if _brought_up(state, entry.uids, fields):
+                        return threads.response(state.body(uid))
+            wanted = set(entry.uids)
+            state = threads.build(algorithm, [f for f in fields(0) if f.uid in wanted])
+            body = state.body(uid)
             if state.uids == entry.uids:  # every message was there to thread
                 with self._lock:
                     entry.threads[algorithm] = state
-            return threads.response(state, uid)
+            return threads.response(body)
 
         return self._kept(entry.answers, ("THREAD", algorithm, uid, "ALL"), work)
 
@@ -251,22 +254,24 @@ def _merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool]
     return result
 
 
-def _brought_up(state: ThreadState | None, uids: list[int],
-                fields: Callable[[int], list[ThreadFields]]) -> ThreadState | None:
-    """`state` (of the first of `uids`) with the others added, or None: rebuild."""
-    if state is None:
-        return None
+def _brought_up(state: ThreadState, uids: list[int],
+                fields: Callable[[int], list[ThreadFields]]) -> bool:
+    """Whether `state` (of the first of `uids`; its lock held) is, or was brought, up to date
+    with `uids`: False when it is of more, or other, messages, or could not take the new
+    ones (rebuild then)."""
     count = len(state.uids)
+    if count > len(uids) or state.uids != uids[:count]:
+        return False
     if count == len(uids):
-        return state if state.uids == uids else None
-    if not 0 < len(uids) - count <= ADDED or state.uids != uids[:count]:
-        return None  # (or a state of more messages than the view has)
+        return True
+    if len(uids) - count > ADDED:
+        return False
     new = uids[count:]
     wanted = set(new)
     added = [f for f in fields(state.uids[-1] if state.uids else 0) if f.uid in wanted]
     if [f.uid for f in added] != new:
-        return None  # one is gone from the store already: as a fresh answer would
-    return state.added(added)
+        return False  # one is gone from the store already: as a fresh answer would
+    return state.add(added)
 
 
 _by_store: weakref.WeakKeyDictionary[object, MailboxOrders] = weakref.WeakKeyDictionary()

@@ -3,63 +3,79 @@
 Why: a client THREADs its folder again after each new message, and working the threads out of
 10,000 messages again took 75-85 ms (Dovecot keeps dovecot.index.thread and adds to it). New
 mail has UIDs above every kept message's, so it comes last in the mailbox order that RFC 5256's
-step 1 walks, and its sequence numbers come after theirs: what the kept state must know is
-whether a new message changes the threads there were, or only adds one of its own.
+step 1 walks, and its sequence numbers come after theirs: what a kept state must know is
+whether a new message changes the threads there were beyond taking its own place in them.
 
-When adding is exact (everything else is a rebuild from the store's thread fields):
-- REFERENCES: the message names no other (no References, no In-Reply-To id), no message seen so
-  far has or names its Message-ID (it fills no dummy, is no duplicate), and its base subject is
-  not one step 5 merged by. Then steps 1-5 leave it a root of its own, nothing joins it, and
-  step 6 puts it where its (sent date, sequence number) sorts among the roots.
-- ORDEREDSUBJECT: a new base subject is a new root placed by its date; a subject that has a
-  thread whose first message sorts before the new one gets the new one among its children, in
-  date order; otherwise (it would become the thread's first message) a rebuild.
+When adding is exact (otherwise `add` says so and the caller rebuilds from the store's fields):
+- REFERENCES, a message that names no other (no References, no In-Reply-To id), whose
+  Message-ID no message seen so far has or names (it fills no dummy, is no duplicate), and
+  whose base subject is not one step 5 merged roots by: steps 1-5 leave it a root of its own
+  and step 6 puts it where its (sent date, sequence number) sorts among the roots.
+- REFERENCES, a reply whose references are all known, every one but the first already has a
+  parent (so step 1 links nothing anew), and whose last reference is a message (not a dummy),
+  and again no message has or names its own Message-ID: step 1 makes it a child of that
+  message and nothing else; a message is never pruned (step 3), the new one is never the first
+  child of a dummy (so no root's sort key or subject changes, steps 4-5), so it only takes its
+  place among that message's children (step 6).
+- ORDEREDSUBJECT: a new base subject is a new root placed by its date; a subject whose thread's
+  first message sorts before the new one gets the new one among its children, in date order;
+  otherwise (it would become the thread's first message) a rebuild.
 
-A state's answer never changes: adding makes a new state (copies of lists of 10,000 references
-cost tens of microseconds), so sessions of one process in other threads may hold the old one;
-only REFERENCES' sets of ids and subjects are shared, and grow (see ReferencesThreads.added).
-States number messages by UID (a UID orders as its sequence number does); the answer in
-sequence numbers is rendered from the view, whose sequence numbers of kept messages do not
-change while mail only comes.
+A state is changed in place, a message at a time (each add complete or not begun), under its
+`lock`: the sessions of a process share it; one whose view has fewer messages than the state
+(not told of new mail yet) gets a rebuilt answer of its own. States number messages by UID (a
+UID orders as its sequence number does); the answer in sequence numbers is rendered from the
+state's UIDs, which are the first of the view's.
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import TypeVar
 
-from sealmail.imap.conversations import ThreadedMessage, message_ids, references
+from sealmail.imap.conversations import ThreadedMessage, message_ids, references, references_of
 from sealmail.proto.imap import Atom, DataResponse
 from sealmail.proto.imap.response import ThreadNode
 from sealmail.store.sorting import ThreadFields, base_subject
 
 __all__ = ["ReferencesThreads", "SubjectThreads", "ThreadState", "build", "response"]
 
-S = TypeVar("S", bound="ThreadState")
 Key = tuple[float, int]  # (sent date, UID): how roots and siblings are ordered
 
 
+class _Node:
+    """A message (or, `number` None, a dummy: only ever a root) in a kept thread."""
+
+    __slots__ = ("children", "key", "number", "parent")
+
+    def __init__(self, number: int | None, key: Key | None, parent: _Node | None = None) -> None:
+        self.number = number
+        self.key = key
+        self.parent = parent
+        self.children: list[_Node] = []
+
+
 class ThreadState:
-    """Threads of the messages `uids` (a view's UIDs, ascending), rendered on demand."""
+    """Threads of the messages `uids` (the first of a view's UIDs, ascending)."""
 
-    __slots__ = ("_texts", "keys", "roots", "uids")
+    __slots__ = ("_texts", "keys", "lock", "roots", "uids")
 
-    def __init__(self, uids: list[int], roots: list[ThreadNode], keys: list[Key]) -> None:
+    def __init__(self, uids: list[int], roots: list[_Node], keys: list[Key]) -> None:
+        self.lock = threading.Lock()  # held by whoever adds to, or reads, the state
         self.uids = uids
         self.roots = roots
-        self.keys = keys
-        self._texts: dict[bool, list[str]] = {}
+        self.keys = keys  # each root's sort key
+        self._texts: dict[bool, list[str]] = {}  # each root rendered, in UIDs / seq numbers
 
-    def added(self, fields: Sequence[ThreadFields]) -> ThreadState | None:
-        """The state with `fields` (messages with UIDs above all of ours, in UID order)
-        added, or None when that could change threads we have: rebuild then."""
+    def add(self, fields: Sequence[ThreadFields]) -> bool:
+        """Adds `fields` (messages with UIDs above all of ours, in UID order) while that is
+        exact; False at the first that could change threads there are (those before it are
+        added): rebuild then."""
         raise NotImplementedError
 
     def body(self, uid: bool) -> str:
-        """The THREAD response's text, in UIDs or in sequence numbers (the view's, whose
-        first messages are ours)."""
+        """The THREAD response's text, in UIDs or in sequence numbers."""
         texts = self._texts.get(uid)
         if texts is None:
             if uid:
@@ -70,71 +86,101 @@ class ThreadState:
             self._texts[uid] = texts
         return "".join(texts)
 
-    def _with_texts(self, state: S, placed: Sequence[tuple[int, ThreadNode, bool]]) -> S:
-        """`state` with our rendered texts kept: each `node` put at its index (inserted, or
-        replacing the root there), in the order the roots were changed."""
-        for uid, kept in list(self._texts.items()):  # (body() may add one meanwhile)
-            number = int if uid else partial(_sequence_number, state.uids)
-            texts = list(kept)
-            for index, node, replace in placed:
-                if replace:
-                    texts[index] = _text(node, number)
-                else:
-                    texts.insert(index, _text(node, number))
-            state._texts[uid] = texts
-        return state
+    def _rendered(self, index: int, inserted: bool) -> None:
+        """Root `index` is new (`inserted`) or changed: its texts follow."""
+        for uid, texts in self._texts.items():
+            number = int if uid else self._sequence_number
+            text = _text(self.roots[index], number)
+            if inserted:
+                texts.insert(index, text)
+            else:
+                texts[index] = text
 
+    def _sequence_number(self, uid: int) -> int:
+        return bisect.bisect_left(self.uids, uid) + 1
 
-def _sequence_number(uids: list[int], uid: int) -> int:
-    return bisect.bisect_left(uids, uid) + 1
+    def _new_root(self, node: _Node) -> None:
+        assert node.key is not None
+        index = bisect.bisect_right(self.keys, node.key)
+        self.keys.insert(index, node.key)
+        self.roots.insert(index, node)
+        self._rendered(index, inserted=True)
 
 
 class ReferencesThreads(ThreadState):
     """RFC 5256 REFERENCES (sealmail.imap.conversations), with what decides an exact add."""
 
-    __slots__ = ("ids", "subjects")
+    __slots__ = ("links", "nodes", "subjects")
 
-    def __init__(self, uids: list[int], roots: list[ThreadNode], keys: list[Key],
-                 ids: set[str] | None = None, subjects: set[str] | None = None) -> None:
+    def __init__(self, uids: list[int], roots: list[_Node], keys: list[Key],
+                 links: dict[str, tuple[int, bool]], subjects: set[str],
+                 nodes: dict[int, _Node]) -> None:
         super().__init__(uids, roots, keys)
-        self.ids = ids if ids is not None else set()
-        self.subjects = subjects if subjects is not None else set()
+        self.links = links  # message id -> (UID of its message or 0, has a parent): step 1
+        self.subjects = subjects  # the base subjects step 5 merged by
+        self.nodes = nodes  # UID -> its message's node
 
     @classmethod
     def build(cls, fields: Sequence[ThreadFields]) -> ReferencesThreads:
         found = references(_messages(fields), _base_of(fields))
-        return cls([f.uid for f in fields], found.roots, found.keys, found.ids, found.subjects)
+        sent = {f.uid: f.sent for f in fields}
+        nodes: dict[int, _Node] = {}
+        roots = [_from_tree(root, sent, None, nodes) for root in found.roots]
+        return cls([f.uid for f in fields], roots, found.keys, found.links, found.subjects,
+                   nodes)
 
-    def added(self, fields: Sequence[ThreadFields]) -> ReferencesThreads | None:
-        # The sets are shared with the state we come from (copying them was most of the cost
-        # of an add): one that holds more ids or subjects than its own messages have only
-        # makes a later add of its own give up (a rebuild), never a wrong answer.
-        ids, subjects = self.ids, self.subjects
-        new_ids: set[str] = set()
-        new_subjects: set[str] = set()
+    def add(self, fields: Sequence[ThreadFields]) -> bool:
         for f in fields:
             own = _first_id(f.message_id)
-            if (_first_id(f.references) or _first_id(f.in_reply_to) or own in ids
-                    or own in new_ids or f.base_subject in subjects
-                    or f.base_subject in new_subjects):
-                return None  # it names or is named (links may change), or step 5 merges it
-            if own:
-                new_ids.add(own)
-            if f.base_subject:
-                new_subjects.add(f.base_subject)
-        ids |= new_ids
-        subjects |= new_subjects
-        roots, keys = list(self.roots), list(self.keys)
-        placed: list[tuple[int, ThreadNode, bool]] = []
-        for f in fields:
-            key = (f.sent, f.uid)
-            index = bisect.bisect_right(keys, key)
-            keys.insert(index, key)
-            node = ThreadNode(f.uid)
-            roots.insert(index, node)
-            placed.append((index, node, False))
-        return self._with_texts(ReferencesThreads(
-            self.uids + [f.uid for f in fields], roots, keys, ids, subjects), placed)
+            if own and own in self.links:
+                return False  # it fills a dummy, or is a duplicate: links change
+            named = references_of(f.references, f.in_reply_to)
+            if named:
+                if not self._reply(f, own, named):
+                    return False
+            elif f.base_subject and f.base_subject in self.subjects:
+                return False  # step 5 merges it with a thread there is
+            else:
+                self.uids.append(f.uid)
+                if own:
+                    self.links[own] = (f.uid, False)
+                if f.base_subject:
+                    self.subjects.add(f.base_subject)
+                self._new_root(self._node(f))
+        return True
+
+    def _reply(self, f: ThreadFields, own: str, named: list[str]) -> bool:
+        """Adds a message that names others, if step 1 only makes it a child of the last."""
+        links = self.links
+        if any(name not in links for name in named):
+            return False  # a new dummy
+        if not all(links[name][1] for name in named[1:]):
+            return False  # step 1 would link a parentless one under the one before it
+        parent = self.nodes.get(links[named[-1]][0])
+        if parent is None:
+            return False  # a dummy
+        top = parent
+        while top.parent is not None:
+            top = top.parent
+        root_key = top.key if top.number is not None or not top.children else top.children[0].key
+        siblings = [child.key for child in parent.children if child.key is not None]
+        if root_key is None or len(siblings) != len(parent.children):
+            return False  # (not as this state was made: start again)
+        index = bisect.bisect_left(self.keys, root_key)
+        if index == len(self.roots) or self.roots[index] is not top:
+            return False
+        self.uids.append(f.uid)
+        if own:
+            self.links[own] = (f.uid, True)
+        key = (f.sent, f.uid)
+        place = bisect.bisect_right(siblings, key)
+        parent.children.insert(place, self._node(f, parent))
+        self._rendered(index, inserted=False)
+        return True
+
+    def _node(self, f: ThreadFields, parent: _Node | None = None) -> _Node:
+        node = self.nodes[f.uid] = _Node(f.uid, (f.sent, f.uid), parent)
+        return node
 
 
 class SubjectThreads(ThreadState):
@@ -143,10 +189,10 @@ class SubjectThreads(ThreadState):
 
     __slots__ = ("groups",)
 
-    def __init__(self, uids: list[int], roots: list[ThreadNode], keys: list[Key],
-                 groups: dict[str, list[Key]] | None = None) -> None:
+    def __init__(self, uids: list[int], roots: list[_Node], keys: list[Key],
+                 groups: dict[str, list[Key]]) -> None:
         super().__init__(uids, roots, keys)
-        self.groups = groups if groups is not None else {}
+        self.groups = groups  # base subject -> its messages' keys, in order
 
     @classmethod
     def build(cls, fields: Sequence[ThreadFields]) -> SubjectThreads:
@@ -158,34 +204,40 @@ class SubjectThreads(ThreadState):
         return cls([f.uid for f in fields], [_subject_root(m) for m in firsts],
                    [m[0] for m in firsts], groups)
 
-    def added(self, fields: Sequence[ThreadFields]) -> SubjectThreads | None:
-        groups = dict(self.groups)
-        roots, keys = list(self.roots), list(self.keys)
-        placed: list[tuple[int, ThreadNode, bool]] = []
+    def add(self, fields: Sequence[ThreadFields]) -> bool:
         for f in fields:
             key = (f.sent, f.uid)
-            members = groups.get(f.base_subject)
+            members = self.groups.get(f.base_subject)
+            if members is not None and key < members[0]:
+                return False  # it would start its subject's thread: the thread moves
+            self.uids.append(f.uid)
             if members is None:
-                groups[f.base_subject] = [key]
-                index = bisect.bisect_right(keys, key)
-                keys.insert(index, key)
-                node = ThreadNode(f.uid)
-                roots.insert(index, node)
-                placed.append((index, node, False))
-            elif key > members[0]:
-                members = groups[f.base_subject] = list(members)
-                bisect.insort(members, key)
-                index = bisect.bisect_left(keys, members[0])
-                roots[index] = node = _subject_root(members)
-                placed.append((index, node, True))
-            else:
-                return None  # it would start its subject's thread: the thread moves
-        return self._with_texts(SubjectThreads(
-            self.uids + [f.uid for f in fields], roots, keys, groups), placed)
+                self.groups[f.base_subject] = [key]
+                self._new_root(_Node(f.uid, key))
+                continue
+            index = bisect.bisect_left(self.keys, members[0])
+            root = self.roots[index]
+            place = bisect.bisect_right(members, key)
+            members.insert(place, key)
+            root.children.insert(place - 1, _Node(f.uid, key, root))
+            self._rendered(index, inserted=False)
+        return True
 
 
-def _subject_root(members: list[Key]) -> ThreadNode:
-    return ThreadNode(members[0][1], tuple(ThreadNode(uid) for _, uid in members[1:]))
+def _subject_root(members: list[Key]) -> _Node:
+    root = _Node(members[0][1], members[0])
+    root.children = [_Node(uid, (sent, uid), root) for sent, uid in members[1:]]
+    return root
+
+
+def _from_tree(tree: ThreadNode, sent: dict[int, float], parent: _Node | None,
+               nodes: dict[int, _Node]) -> _Node:
+    number = tree.number
+    node = _Node(number, None if number is None else (sent[number], number), parent)
+    if number is not None:
+        nodes[number] = node
+    node.children = [_from_tree(child, sent, node, nodes) for child in tree.children]
+    return node
 
 
 def build(algorithm: str, fields: Sequence[ThreadFields]) -> ThreadState:
@@ -195,9 +247,9 @@ def build(algorithm: str, fields: Sequence[ThreadFields]) -> ThreadState:
     return SubjectThreads.build(fields)
 
 
-def response(state: ThreadState, uid: bool) -> DataResponse:
-    """`* THREAD ...` of `state`, as sealmail.proto.imap.response.thread writes it."""
-    body = state.body(uid)
+def response(body: str) -> DataResponse:
+    """`* THREAD ...` of a body (`ThreadState.body`), as sealmail.proto.imap.response.thread
+    writes it."""
     return DataResponse((Atom("THREAD"),) + ((Atom(body),) if body else ()))
 
 
@@ -220,19 +272,17 @@ def _base_of(fields: Sequence[ThreadFields]) -> Callable[[str], str]:
 def _first_id(text: str) -> str:
     """The first <message-id> in `text`, as sealmail.imap.conversations reads them ("" for
     none)."""
-    if "<" not in text:
-        return ""
-    found = message_ids(text)
+    found = message_ids(text) if "<" in text else []
     return found[0] if found else ""
 
 
-def _text(node: ThreadNode, number: Callable[[int], int]) -> str:
+def _text(node: _Node, number: Callable[[int], int]) -> str:
     """One root as RFC 5256 4 writes it: `(3 6 (4 23)(44 7 96))` (as
     sealmail.proto.imap.response.thread renders its roots)."""
     return "(" + _members(node, number) + ")"
 
 
-def _members(node: ThreadNode, number: Callable[[int], int]) -> str:
+def _members(node: _Node, number: Callable[[int], int]) -> str:
     parts: list[str] = []
     while True:
         if node.number is not None:
