@@ -19,7 +19,7 @@ UIDs.
 
 New mail is cheap too: its UIDs are above every kept one's, so it comes after them in UID and
 sequence order. A kept order takes the new messages at the places their sort values
-give them (`merged`: the values of the new messages, and of the few kept ones a binary search
+give them (`merged`: the values of the new messages, and of the few kept ones a 16-way search
 compares them with, from the store's `sort_values`), exactly where the store's ORDER BY puts
 them (ties in UID order, and a new UID is above every kept one). A THREAD answer of the whole
 mailbox is kept as a state that new messages are added to when that is exact, and rebuilt
@@ -195,8 +195,9 @@ def merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool],
     of its) placed where the same order puts them; None if they are too many or a value is
     missing (a message gone, or without its sortable form): then order afresh.
 
-    One binary search per new message, run side by side so that each of its ~log2(n) steps
-    asks the store for the values of all the messages it compares with at once."""
+    One search per new message, run side by side: each step compares it with FAN - 1 kept
+    messages spread over what is left of the range (the store asked for all their values at
+    once), so that ~log16(n) queries place every new message."""
     if not added or len(added) > ADDED:
         return list(order) if not added else None
     try:
@@ -227,23 +228,23 @@ def _merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool]
     ranked = sorted(added, key=cmp_to_key(by_values))
     low, high = [0] * len(ranked), [len(order)] * len(ranked)
     while True:
-        looking = [i for i in range(len(ranked)) if low[i] < high[i]]
+        looking = {i: _spots(low[i], high[i]) for i in range(len(ranked)) if low[i] < high[i]}
         if not looking:
             break
-        probes = [order[(low[i] + high[i]) // 2] for i in looking]
-        wanted = [uid for uid in probes if uid not in known]
+        wanted = {order[p] for spots in looking.values() for p in spots} - known.keys()
         if wanted:
-            found = values(wanted)
-            if len(found) != len(set(wanted)) or any(None in row for row in found.values()):
+            found = values(sorted(wanted))
+            if len(found) != len(wanted) or any(None in row for row in found.values()):
                 return None
             known.update(found)
-        for i, probe in zip(looking, probes, strict=True):
-            middle = (low[i] + high[i]) // 2
-            # After every kept message it equals: its UID is above theirs (bisect right).
-            if compare(known[ranked[i]], known[probe]) < 0:
-                high[i] = middle
-            else:
-                low[i] = middle + 1
+        for i, spots in looking.items():
+            new = known[ranked[i]]
+            for spot in spots:  # ascending: the place is after each it is not below
+                # After every kept message it equals: its UID is above theirs (bisect right).
+                if compare(new, known[order[spot]]) < 0:
+                    high[i] = spot
+                    break
+                low[i] = spot + 1
     result: list[int] = []
     start = 0
     for uid, place in zip(ranked, low, strict=True):
@@ -252,6 +253,19 @@ def _merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool]
         start = place
     result.extend(order[start:])
     return result
+
+
+# A search step compares a new message with this many kept ones less one (one query for them):
+# four steps place it among 10,000.
+FAN = 16
+
+
+def _spots(low: int, high: int) -> range | list[int]:
+    """The places in [low, high) one search step compares with: all of them when they are few,
+    else FAN - 1 evenly spread (which leaves a FANth of the range)."""
+    if high - low <= FAN:
+        return range(low, high)
+    return sorted({low + (high - low) * j // FAN for j in range(1, FAN)})
 
 
 def _brought_up(state: ThreadState, uids: list[int],
