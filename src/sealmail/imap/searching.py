@@ -530,10 +530,16 @@ def _sort_numbers(session: ImapSession, keys: tuple[tuple[str, bool], ...], uid:
                   found: list[int]) -> tuple[list[int], list[int]]:
     """The UIDs at positions `found` in the order of `keys`, and the numbers to answer with."""
     view = session.require_selected()
-    wanted = _numbers_of(view, found)
     kept = _sorted_uids(session, keys)
-    # Both hold UIDs of the view only: when every one of them matched, nothing is left out.
-    ordered = list(kept) if len(wanted) == view.exists else [u for u in kept if u in wanted]
+    if len(found) == view.exists:  # (found: distinct positions) every message matched
+        # Both hold UIDs of the view only: nothing is left out.
+        ordered = list(kept)
+        if uid:
+            return ordered, ordered
+        numbers = dict(zip(view.uids, range(1, len(view.uids) + 1), strict=True))
+        return ordered, list(map(numbers.__getitem__, ordered))
+    wanted = _numbers_of(view, found)
+    ordered = [u for u in kept if u in wanted]
     return ordered, ordered if uid else list(map(wanted.__getitem__, ordered))
 
 
