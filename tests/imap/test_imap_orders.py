@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.stores import SESSION_CONFIG, open_store, store_config
 
-from sealmail.imap import ImapSession, searching
+from sealmail.imap import ImapSession, searching, threads
 from sealmail.imap.orders import MailboxOrders, orders_for
 from sealmail.imap.selected import SelectedMailbox
 from sealmail.proto.imap import ParserLimits, Response, Sort, parse_command, render
@@ -74,12 +74,12 @@ def answer(session: ImapSession, line: str) -> bytes:
 
 class Afresh(MailboxOrders):
     """Nothing kept is used, and THREAD of every message is worked out by the plain
-    algorithms (searching.threaded), not from a kept state (sealmail.imap.threads)."""
+    algorithms (threads.threaded), not from a kept state (sealmail.imap.threads)."""
 
     def thread(self, view: SelectedMailbox, algorithm: str, uid: bool,
                fields: Callable[[int], list[ThreadFields]]) -> Response:
         wanted = {u: n for n, u in enumerate(view.uids, 1)}
-        return searching.threaded(fields(0), algorithm, uid, wanted)
+        return threads.threaded(fields(0), algorithm, uid, wanted)
 
 
 def fresh(session: ImapSession, line: str, monkeypatch: pytest.MonkeyPatch) -> bytes:

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
-from sealmail.imap import contexts
-from sealmail.imap.conversations import ThreadedMessage, thread_by_references
+from sealmail.imap import contexts, threads
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
 from sealmail.imap.orders import orders_for
@@ -34,14 +33,13 @@ from sealmail.proto.imap import (
     SequenceSet,
     Sort,
     Thread,
-    ThreadNode,
     decode_part,
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import header_block, header_fields, searchable_fields
-from sealmail.store.sorting import SortValue, ThreadFields, base_subject
+from sealmail.store.sorting import SortValue
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -588,29 +586,4 @@ def _thread(session: ImapSession, algorithm: str, uid: bool,
             wanted: dict[int, int]) -> replies.DataResponse:
     """THREAD's answer, worked out from the store's thread fields."""
     view = session.require_selected()
-    return threaded(session.store.thread_fields(view.name), algorithm, uid, wanted)
-
-
-def threaded(every: list[ThreadFields], algorithm: str, uid: bool,
-             wanted: dict[int, int]) -> replies.DataResponse:
-    """THREAD's answer for the messages `wanted` (UID -> sequence number) of `every`, worked
-    out afresh (what sealmail.imap.threads keeps must equal)."""
-    fields = [f for f in every if f.uid in wanted]
-    messages = [ThreadedMessage(f.uid if uid else wanted[f.uid], wanted[f.uid],
-                                f.message_id, f.references, f.in_reply_to, f.subject, f.sent)
-                for f in fields]
-    kept = {f.subject: f.base_subject for f in fields}  # worked out at delivery
-
-    def base_of(subject: str) -> str:
-        return kept[subject] if subject in kept else base_subject(subject)
-
-    if algorithm == "REFERENCES":
-        return replies.thread(thread_by_references(messages, base_of))
-    groups: dict[str, list[ThreadedMessage]] = {}
-    for m in sorted(messages, key=lambda m: (m.sent, m.seq)):
-        groups.setdefault(base_of(m.subject), []).append(m)
-    roots = [(members[0], ThreadNode(members[0].number,
-                                     tuple(ThreadNode(r.number) for r in members[1:])))
-             for members in groups.values()]
-    roots.sort(key=lambda pair: (pair[0].sent, pair[0].seq))
-    return replies.thread([node for _, node in roots])
+    return threads.threaded(session.store.thread_fields(view.name), algorithm, uid, wanted)

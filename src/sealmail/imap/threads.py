@@ -34,12 +34,19 @@ import bisect
 import threading
 from collections.abc import Callable, Sequence
 
-from sealmail.imap.conversations import ThreadedMessage, message_ids, references, references_of
+from sealmail.imap.conversations import (
+    ThreadedMessage,
+    message_ids,
+    references,
+    references_of,
+    thread_by_references,
+)
 from sealmail.proto.imap import Atom, DataResponse
 from sealmail.proto.imap.response import ThreadNode
+from sealmail.proto.imap.response import thread as thread_response
 from sealmail.store.sorting import ThreadFields, base_subject
 
-__all__ = ["ReferencesThreads", "SubjectThreads", "ThreadState", "build", "response"]
+__all__ = ["ReferencesThreads", "SubjectThreads", "ThreadState", "build", "response", "threaded"]
 
 Key = tuple[float, int]  # (sent date, UID): how roots and siblings are ordered
 
@@ -251,6 +258,31 @@ def response(body: str) -> DataResponse:
     """`* THREAD ...` of a body (`ThreadState.body`), as sealmail.proto.imap.response.thread
     writes it."""
     return DataResponse((Atom("THREAD"),) + ((Atom(body),) if body else ()))
+
+
+def threaded(every: list[ThreadFields], algorithm: str, uid: bool,
+             wanted: dict[int, int]) -> DataResponse:
+    """THREAD's answer for the messages `wanted` (UID -> sequence number) of `every`, worked
+    out afresh by the plain algorithms: what the states here must equal."""
+    fields = [f for f in every if f.uid in wanted]
+    messages = [ThreadedMessage(f.uid if uid else wanted[f.uid], wanted[f.uid],
+                                f.message_id, f.references, f.in_reply_to, f.subject, f.sent)
+                for f in fields]
+    kept = {f.subject: f.base_subject for f in fields}  # worked out at delivery
+
+    def base_of(subject: str) -> str:
+        return kept[subject] if subject in kept else base_subject(subject)
+
+    if algorithm == "REFERENCES":
+        return thread_response(thread_by_references(messages, base_of))
+    groups: dict[str, list[ThreadedMessage]] = {}
+    for m in sorted(messages, key=lambda m: (m.sent, m.seq)):
+        groups.setdefault(base_of(m.subject), []).append(m)
+    roots = [(members[0], ThreadNode(members[0].number,
+                                     tuple(ThreadNode(r.number) for r in members[1:])))
+             for members in groups.values()]
+    roots.sort(key=lambda pair: (pair[0].sent, pair[0].seq))
+    return thread_response([node for _, node in roots])
 
 
 def _messages(fields: Sequence[ThreadFields]) -> list[ThreadedMessage]:
