@@ -9,7 +9,7 @@ operations/s per server (repeats / time spent in them), the ratios sealmail/Dove
 time the serving process spent per operation (from /proc; the connection's process found with
 `ss`): where the client's own parsing bounds a row, that is where the servers differ.
 
-    python bench/imap_throughput.py [-n MESSAGES] [-r REPEATS]
+    python bench/imap_throughput.py [-n MESSAGES] [-r REPEATS] [--more [--new-mail]]
 
 Run as root (Dovecot drops to its own users). See bench/README.md.
 """
@@ -61,7 +61,7 @@ def fill(lmtp_address: str, messages: int) -> None:
 
 
 @contextmanager
-def sealmail_server(root: Path, messages: int) -> Iterator[int]:
+def sealmail_server(root: Path, messages: int) -> Iterator[tuple[int, str]]:
     with SealmailInstance(
         root / "sealmail",
         [USER],
@@ -81,14 +81,14 @@ def sealmail_server(root: Path, messages: int) -> Iterator[int]:
         )
         try:
             wait_until_accepting(("127.0.0.1", port), 30.0, process)
-            yield port
+            yield port, instance.socket_path
         finally:
             process.terminate()
             process.wait(30)
 
 
 @contextmanager
-def dovecot_server(root: Path, messages: int) -> Iterator[int]:
+def dovecot_server(root: Path, messages: int) -> Iterator[tuple[int, str]]:
     port = free_tcp_port()
     extra = (
         "protocols = lmtp imap\ndisable_plaintext_auth = no\n"
@@ -97,7 +97,7 @@ def dovecot_server(root: Path, messages: int) -> Iterator[int]:
     )
     with DovecotInstance(root, (USER,), conf_extra=extra) as dovecot:
         fill(dovecot.socket_path, messages)
-        yield port
+        yield port, dovecot.socket_path
 
 
 OPERATIONS: dict[str, Callable[[imaplib.IMAP4], object]] = {
@@ -152,6 +152,24 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return nanoseconds / 1e9
 
 
+class NewMail:
+    """`--new-mail`: one more message delivered over LMTP (and seen by the session with a NOOP,
+    untimed) before each timed SORT or THREAD, so that each is the first after new mail."""
+
+    def __init__(self, lmtp_addresses: dict[str, str], first: int) -> None:
+        self._addresses = lmtp_addresses
+        self._next = dict.fromkeys(lmtp_addresses, first)
+
+    def before(self, server: str, client: imaplib.IMAP4, name: str) -> None:
+        if "SORT" not in name and "THREAD" not in name:
+            return
+        with LmtpClient(self._addresses[server]) as lmtp:
+            lmtp.deliver("sender@example.org", [f"{USER}@example.com"],
+                         message(self._next[server]))
+        self._next[server] += 1
+        client.noop()
+
+
 def timed(client: imaplib.IMAP4, name: str) -> float:
     began = time.perf_counter()
     typ, _ = cast(tuple[str, object], OPERATIONS[name](client))
@@ -161,7 +179,7 @@ def timed(client: imaplib.IMAP4, name: str) -> float:
 
 
 def measure(
-    ports: dict[str, int], repeats: int
+    ports: dict[str, int], repeats: int, new_mail: NewMail | None = None
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """(ops/s, server CPU ms per operation) per server and operation; the servers take turns
     call by call."""
@@ -174,6 +192,8 @@ def measure(
         cpu = dict.fromkeys(clients, 0.0)
         for round_number in range(repeats):
             for server in order if round_number % 2 == 0 else reversed(order):
+                if new_mail is not None:
+                    new_mail.before(server, clients[server], name)
                 before = cpu_seconds(serving[server])
                 spent[server] += timed(clients[server], name)
                 cpu[server] += cpu_seconds(serving[server]) - before
@@ -190,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-r", type=int, default=10, metavar="REPEATS", help="default 10")
     parser.add_argument("--more", action="store_true",
                         help="also SORT, THREAD, FETCH ENVELOPE and HEADER.FIELDS of every message")
+    parser.add_argument("--new-mail", action="store_true",
+                        help="with --more: deliver a message before each SORT and THREAD")
     args = parser.parse_args(argv)
     print(
         f"IMAP throughput: {args.n} messages in one INBOX, {args.r} repeats of each "
@@ -202,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         if args.more:
             OPERATIONS.update(MORE_OPERATIONS)
-        results = measure({"sealmail": ours, "dovecot": theirs}, args.r)
+        new_mail = (NewMail({"sealmail": ours[1], "dovecot": theirs[1]}, args.n)
+                    if args.new_mail else None)
+        results = measure({"sealmail": ours[0], "dovecot": theirs[0]}, args.r, new_mail)
     print(f"{'operation':24} {'sealmail/s':>11} {'dovecot/s':>11} {'ratio':>7}"
           f"   server CPU ms/op: {'sealmail':>8} {'dovecot':>8}")
     for name in OPERATIONS:

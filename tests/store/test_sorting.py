@@ -124,6 +124,27 @@ def test_rows_without_the_form_are_filled_on_first_use(store: DiskStore) -> None
     assert store.thread_fields("user.a")[1].in_reply_to == "<1@x>"
 
 
+def test_sort_values_order_as_sorted_uids(store: DiskStore) -> None:
+    """What a kept order places new mail by (sealmail.imap.orders): the values of each key,
+    which order the messages as the store's ORDER BY does."""
+    for key in sorted(SORT_KEYS):
+        values = store.sort_values("user.a", [(key, False), ("SIZE", True)], [4, 2, 3, 1, 9])
+        assert sorted(values) == [1, 2, 3, 4]  # UID 9 does not exist
+        assert all(len(row) == 2 and None not in row for row in values.values())
+        for reverse in (False, True):
+            ordered = sorted(sorted(values), key=lambda uid: values[uid][0], reverse=reverse)
+            assert ordered == store.sorted_uids("user.a", [(key, reverse)]), key
+    assert store.sort_values("user.a", [("SUBJECT", False)], [2])[2] == ("ALPHA",)
+    assert store.sort_values("user.a", [("ARRIVAL", False)], []) == {}
+
+
+def test_thread_fields_since(store: DiskStore) -> None:
+    every = store.thread_fields("user.a")
+    assert store.thread_fields("user.a", since=2) == every[2:]
+    assert store.thread_fields("user.a", since=4) == []
+    assert store.thread_fields("user.a", 0) == every
+
+
 @pytest.mark.disk_only("reconstruct")
 def test_reconstruct_then_sort(store: DiskStore) -> None:
     _sql(store, "UPDATE header_index SET fields = x'1e' WHERE uid = 2")

@@ -14,7 +14,9 @@ from typing import NamedTuple
 
 from sealmail.proto.imap.response import ThreadNode
 
-__all__ = ["ThreadedMessage", "thread_by_references"]
+__all__ = ["References", "ThreadedMessage", "message_ids", "references",
+           "references_of",
+           "thread_by_references"]
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 # RFC 5256 5: a reply or forward has subj-refwd in its leader (perhaps after [blobs]), a
@@ -63,21 +65,45 @@ class _Container:
             self.parent = None
 
 
-def _ids(text: str) -> list[str]:
+def message_ids(text: str) -> list[str]:
+    """The <message-id>s in a header's text, in order."""
     return _MESSAGE_ID.findall(text) if text else []
 
 
 def _references_of(message: ThreadedMessage) -> list[str]:
-    """Step 1 (A): References, else the first id of In-Reply-To."""
-    found = _ids(message.references)
-    if not found:
-        found = _ids(message.in_reply_to)[:1]
+    return references_of(message.references, message.in_reply_to)
+
+
+def references_of(references: str, in_reply_to: str) -> list[str]:
+    """Step 1 (A): the ids of References, else the first id of In-Reply-To."""
+    found = message_ids(references) if "<" in references else []
+    if not found and "<" in in_reply_to:
+        found = message_ids(in_reply_to)[:1]
     return found
+
+
+class References(NamedTuple):
+    """REFERENCES threads with what decides whether a message that comes after all of them
+    changes any of them (sealmail.imap.threads)."""
+
+    roots: list[ThreadNode]  # the answer: threads in order
+    keys: list[tuple[float, int]]  # (sent date, seq) that each root was sorted by (step 6)
+    # Every message id seen (step 1), of a message or referenced by one: the number of its
+    # message (0 for a dummy), and whether step 1 gave its container a parent.
+    links: dict[str, tuple[int, bool]]
+    subjects: set[str]  # the base subjects step 5 merged roots by (non-empty ones)
 
 
 def thread_by_references(
     messages: Sequence[ThreadedMessage], base_subject: Callable[[str], str]
 ) -> list[ThreadNode]:
+    return references(messages, base_subject).roots
+
+
+def references(
+    messages: Sequence[ThreadedMessage], base_subject: Callable[[str], str]
+) -> References:
+    """RFC 5256 3, REFERENCES, with the facts of `References`."""
     by_id: dict[str, _Container] = {}
     containers: list[_Container] = []
 
@@ -90,7 +116,7 @@ def thread_by_references(
 
     # Step 1: link messages and their references.
     for message in messages:
-        ids = _ids(message.message_id)
+        ids = message_ids(message.message_id)
         own = by_id.get(ids[0]) if ids else None
         if own is None or own.message is not None:
             # No id, or a duplicate: the message gets a container of its own (1 B).
@@ -114,6 +140,9 @@ def thread_by_references(
         else:
             own.orphan()
 
+    links = {message_id: (0 if c.message is None else c.message.number, c.parent is not None)
+             for message_id, c in by_id.items()}
+
     # Step 2: the root set. Step 3: prune dummies.
     roots = [c for c in containers if c.parent is None]
     roots = _prune(roots, at_root=True)
@@ -122,11 +151,12 @@ def thread_by_references(
     _sort(roots)
 
     # Step 5: merge roots by base subject.
-    roots = _group_by_subject(roots, base_subject)
+    roots, subjects = _group_by_subject(roots, base_subject)
 
     # Step 6: sort again, siblings and roots.
     _sort(roots)
-    return [_node(root) for root in roots]
+    return References([_node(root) for root in roots], [_sort_key(root) for root in roots],
+                      links, subjects)
 
 
 def _prune(siblings: list[_Container], *, at_root: bool) -> list[_Container]:
@@ -170,8 +200,9 @@ def _subject_container(container: _Container) -> ThreadedMessage:
 
 def _group_by_subject(
     roots: list[_Container], base_subject: Callable[[str], str]
-) -> list[_Container]:
-    """Step 5: roots with the same base subject become one thread."""
+) -> tuple[list[_Container], set[str]]:
+    """Step 5: roots with the same base subject become one thread; and the (non-empty) base
+    subjects there were."""
 
     def is_reply(container: _Container) -> bool:
         return container.message is not None and bool(
@@ -210,7 +241,7 @@ def _group_by_subject(
         top[subject] if subject and table[subject] is root else root
         for root, subject in zip(roots, subjects, strict=True)
         if id(root) not in merged
-    ]
+    ], set(table)
 
 
 def _node(container: _Container) -> ThreadNode:

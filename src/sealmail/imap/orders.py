@@ -11,10 +11,19 @@ From/To/Cc, Message-ID, References, In-Reply-To) is fixed when a message is stor
 names one message for as long as the mailbox keeps its UIDVALIDITY (RFC 9051 2.3.1.1: UIDs are
 never reused). So an entry is keyed by mailbox name and UIDVALIDITY and holds the list of UIDs
 of the view it was made for; it answers a session whose view has exactly that list (compared as
-a whole, about 0.1 ms at 10,000), and is started afresh as soon as a message comes or goes
-(after expunges only, with its orders less the messages gone).
-Flag changes (STORE, a \\Seen set by FETCH) keep it. Sequence numbers are positions in that
-same list, so a THREAD answer in sequence numbers is as valid as one in UIDs.
+a whole, about 0.1 ms at 10,000), and is started afresh as soon as a message comes or goes,
+with what carries over: after expunges, its orders less the messages gone (what is left of a
+sorted list is sorted). Flag changes (STORE, a \\Seen set by FETCH) keep it. Sequence numbers
+are positions in that same list, so a THREAD answer in sequence numbers is as valid as one in
+UIDs.
+
+New mail is cheap too: its UIDs are above every kept one's, so it comes after them in UID and
+sequence order. A kept order takes the new messages at the places their sort values
+give them (`merged`: the values of the new messages, and of the few kept ones a 16-way search
+compares them with, from the store's `sort_values`), exactly where the store's ORDER BY puts
+them (ties in UID order, and a new UID is above every kept one). A THREAD answer of the whole
+mailbox is kept as a state that new messages are added to when that is exact, and rebuilt
+otherwise (sealmail.imap.threads).
 
 The cache is per store object (one per imapd process), so the sessions of one process share it;
 a small LRU bounds it (`MAILBOXES` mailboxes, `RESULTS` orders and `RESULTS` answers each).
@@ -25,13 +34,17 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from functools import cmp_to_key
 from typing import TypeVar
 
+from sealmail.imap import threads
 from sealmail.imap.selected import SelectedMailbox
+from sealmail.imap.threads import ThreadState
 from sealmail.proto.imap import Response
+from sealmail.store.sorting import SortValue, ThreadFields
 
-__all__ = ["MAILBOXES", "RESULTS", "MailboxOrders", "orders_for"]
+__all__ = ["ADDED", "MAILBOXES", "RESULTS", "MailboxOrders", "merged", "orders_for"]
 
 MAILBOXES = 32  # mailboxes with kept results, per process
 RESULTS = 8  # orders, and answers, kept per mailbox
@@ -40,14 +53,22 @@ T = TypeVar("T")
 
 
 class _Entry:
-    """What is kept for one mailbox as a view of `uids` sees it."""
+    """What is kept for one mailbox as a view of `uids` sees it: `orders` and `answers` for
+    these UIDs; `carried`, orders of the first of them (the others are new mail to place);
+    `threads`, THREAD states (sealmail.imap.threads) of the first of them."""
 
-    __slots__ = ("answers", "orders", "uids")
+    __slots__ = ("answers", "carried", "orders", "threads", "uids")
 
     def __init__(self, uids: list[int]) -> None:
         self.uids = uids
         self.orders: OrderedDict[Hashable, list[int]] = OrderedDict()
         self.answers: OrderedDict[Hashable, Response] = OrderedDict()
+        self.carried: OrderedDict[Hashable, list[int]] = OrderedDict()
+        self.threads: dict[str, ThreadState] = {}
+
+
+# A kept order or thread takes at most this many new messages at once; more are ordered afresh.
+ADDED = 256
 
 
 class MailboxOrders:
@@ -60,21 +81,57 @@ class MailboxOrders:
         self._lock = threading.Lock()  # sessions of one process run commands in threads
 
     def sorted_uids(self, view: SelectedMailbox, keys: tuple[tuple[str, bool], ...],
-                    compute: Callable[[], list[int]]) -> list[int]:
-        """The view's UIDs in the order of `keys`: kept, or `compute`d (the store's order of
-        the mailbox, which may also hold messages the view was not told of yet) and kept."""
-        return self._kept(view, "orders", keys, compute)
+                    compute: Callable[[], list[int]],
+                    values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
+                    | None = None) -> list[int]:
+        """The view's UIDs in the order of `keys`: kept, the kept order with new mail placed
+        by `values` (the store's `sort_values` for these keys), or `compute`d (the store's
+        order of the mailbox, which may also hold messages the view was not told of yet)."""
+        entry = self._entry(view)
+
+        def work() -> list[int]:
+            with self._lock:
+                carried = entry.carried.get(keys)
+            if carried is not None and values is not None:
+                order = merged(carried, entry.uids[len(carried):], keys, values)
+                if order is not None:
+                    return order
+            return compute()
+
+        return self._kept(entry.orders, keys, work)
 
     def answer(self, view: SelectedMailbox, key: Hashable,
                compute: Callable[[], Response]) -> Response:
         """A SORT or THREAD answer for this view: `key` names everything else it depends on
         (the command, its keys or algorithm, UID or sequence numbers, what matched)."""
-        return self._kept(view, "answers", key, compute)
+        return self._kept(self._entry(view).answers, key, compute)
 
-    def _kept(self, view: SelectedMailbox, kind: str, key: Hashable,
-              compute: Callable[[], T]) -> T:
+    def thread(self, view: SelectedMailbox, algorithm: str, uid: bool,
+               fields: Callable[[int], list[ThreadFields]]) -> Response:
+        """THREAD `algorithm` of every message of the view: the kept answer, else from the
+        kept state brought up to date, else from a state built from `fields(0)` (the store's
+        thread fields of UIDs above the argument)."""
         entry = self._entry(view)
-        results: OrderedDict[Hashable, T] = getattr(entry, kind)
+
+        def work() -> Response:
+            with self._lock:
+                state = entry.threads.get(algorithm)
+            if state is not None:
+                with state.lock:
+                    if _brought_up(state, entry.uids, fields):
+                        return threads.response(state.body(uid))
+            wanted = set(entry.uids)
+            state = threads.build(algorithm, [f for f in fields(0) if f.uid in wanted])
+            body = state.body(uid)
+            if state.uids == entry.uids:  # every message was there to thread
+                with self._lock:
+                    entry.threads[algorithm] = state
+            return threads.response(body)
+
+        return self._kept(entry.answers, ("THREAD", algorithm, uid, "ALL"), work)
+
+    def _kept(self, results: OrderedDict[Hashable, T], key: Hashable,
+              compute: Callable[[], T]) -> T:
         with self._lock:
             found = results.get(key)
             if found is not None:
@@ -88,24 +145,147 @@ class MailboxOrders:
         return value
 
     def _entry(self, view: SelectedMailbox) -> _Entry:
-        """The mailbox's entry, started afresh when it was made for another list of UIDs; when
-        messages only went (expunged), its orders are those kept less the messages gone: what
-        is left of a sorted list is sorted."""
+        """The mailbox's entry, started afresh when it was made for another list of UIDs,
+        with what carries over (`_carry`)."""
         name = (view.name, view.uidvalidity)
         with self._lock:
             entry = self._entries.get(name)
             if entry is None or entry.uids != view.uids:
                 fresh = _Entry(list(view.uids))
-                if entry is not None and len(fresh.uids) < len(entry.uids):
-                    left = set(fresh.uids)
-                    if left.issubset(entry.uids):
-                        for key, order in entry.orders.items():
-                            fresh.orders[key] = [uid for uid in order if uid in left]
+                if entry is not None:
+                    self._carry(entry, fresh)
                 entry = self._entries[name] = fresh
                 while len(self._entries) > self._mailboxes:
                     self._entries.popitem(last=False)
             self._entries.move_to_end(name)
             return entry
+
+    def _carry(self, old: _Entry, fresh: _Entry) -> None:
+        """What of `old` holds for `fresh`: an order less the messages gone is in order (what
+        is left of a sorted list is sorted), and when the messages left are the first of
+        `fresh` (the others came since: higher UIDs) it is carried for them to be placed in;
+        a thread state carries over while one of the two lists of UIDs begins the other."""
+        grown = fresh.uids[:len(old.uids)] == old.uids
+        left = None if grown else set(fresh.uids)
+        for key, order in [*old.carried.items(), *old.orders.items()]:  # newest last
+            kept = order if left is None else [uid for uid in order if uid in left]
+            count = len(kept)
+            if count == len(fresh.uids):
+                fresh.orders[key] = kept
+                fresh.carried.pop(key, None)
+            elif count and fresh.uids[count] > max(kept):
+                # It holds just the first `count` of fresh's UIDs (not so when a message of
+                # the view was gone from the store already when the order was made).
+                fresh.carried[key] = kept
+                fresh.carried.move_to_end(key)
+        while len(fresh.carried) > self._results:
+            fresh.carried.popitem(last=False)
+        for algorithm, state in old.threads.items():
+            # Of the first of fresh's UIDs, to be added to; or of more than fresh has (a session
+            # not told of new mail yet asked in between): for the sessions that were told.
+            count = min(len(state.uids), len(fresh.uids))
+            if state.uids[:count] == fresh.uids[:count]:
+                fresh.threads[algorithm] = state
+
+
+def merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
+           values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
+           ) -> list[int] | None:
+    """`order` (UIDs in the order of `keys`, ties in UID order) with `added` (UIDs above all
+    of its) placed where the same order puts them; None if they are too many or a value is
+    missing (a message gone, or without its sortable form): then order afresh.
+
+    One search per new message, run side by side: each step compares it with FAN - 1 kept
+    messages spread over what is left of the range (the store asked for all their values at
+    once), so that ~log16(n) queries place every new message."""
+    if not added or len(added) > ADDED:
+        return list(order) if not added else None
+    try:
+        return _merged(order, added, keys, values)
+    except TypeError:  # values that do not compare (not from one column): order afresh
+        return None
+
+
+def _merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
+            values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
+            ) -> list[int] | None:
+    known = values(added)
+    if len(known) != len(added) or any(None in row for row in known.values()):
+        return None
+    reverse = [descending for _, descending in keys]
+
+    def compare(a: tuple[SortValue, ...], b: tuple[SortValue, ...]) -> int:
+        for x, y, descending in zip(a, b, reverse, strict=True):
+            if x != y:
+                less = x < y  # type: ignore[operator]
+                return (1 if less else -1) if descending else (-1 if less else 1)
+        return 0
+
+    # The new ones among themselves: by the keys, ties in UID order (added is ascending).
+    def by_values(a: int, b: int) -> int:
+        return compare(known[a], known[b])
+
+    ranked = sorted(added, key=cmp_to_key(by_values))
+    low, high = [0] * len(ranked), [len(order)] * len(ranked)
+    while True:
+        looking = {i: _spots(low[i], high[i]) for i in range(len(ranked)) if low[i] < high[i]}
+        if not looking:
+            break
+        wanted = {order[p] for spots in looking.values() for p in spots} - known.keys()
+        if wanted:
+            found = values(sorted(wanted))
+            if len(found) != len(wanted) or any(None in row for row in found.values()):
+                return None
+            known.update(found)
+        for i, spots in looking.items():
+            new = known[ranked[i]]
+            for spot in spots:  # ascending: the place is after each it is not below
+                # After every kept message it equals: its UID is above theirs (bisect right).
+                if compare(new, known[order[spot]]) < 0:
+                    high[i] = spot
+                    break
+                low[i] = spot + 1
+    result: list[int] = []
+    start = 0
+    for uid, place in zip(ranked, low, strict=True):
+        result.extend(order[start:place])
+        result.append(uid)
+        start = place
+    result.extend(order[start:])
+    return result
+
+
+# A search step compares a new message with this many kept ones less one (one query for them):
+# four steps place it among 10,000.
+FAN = 16
+
+
+def _spots(low: int, high: int) -> range | list[int]:
+    """The places in [low, high) one search step compares with: all of them when they are few,
+    else FAN - 1 evenly spread (which leaves a FANth of the range)."""
+    if high - low <= FAN:
+        return range(low, high)
+    return sorted({low + (high - low) * j // FAN for j in range(1, FAN)})
+
+
+def _brought_up(state: ThreadState, uids: list[int],
+                fields: Callable[[int], list[ThreadFields]]) -> bool:
+    """Whether `state` (of the first of `uids`; its lock held) is, or was brought, up to date
+    with `uids`: False when it is of more, or other, messages, or could not take the new
+    ones (rebuild then)."""
+    count = len(state.uids)
+    if count > len(uids) or state.uids != uids[:count]:
+        return False
+    if count == len(uids):
+        return True
+    if len(uids) - count > ADDED:
+        return False
+    new = uids[count:]
+    wanted = set(new)
+    added = [f for f in fields(state.uids[-1] if state.uids else 0) if f.uid in wanted]
+    if [f.uid for f in added] != new:
+        return False  # one is gone from the store already: as a fresh answer would
+    return state.add(added)
 
 
 _by_store: weakref.WeakKeyDictionary[object, MailboxOrders] = weakref.WeakKeyDictionary()

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
-from sealmail.imap import contexts
-from sealmail.imap.conversations import ThreadedMessage, thread_by_references
+from sealmail.imap import contexts, threads
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
 from sealmail.imap.orders import orders_for
@@ -33,14 +33,13 @@ from sealmail.proto.imap import (
     SequenceSet,
     Sort,
     Thread,
-    ThreadNode,
     decode_part,
 )
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import header_block, header_fields, searchable_fields
-from sealmail.store.sorting import base_subject
+from sealmail.store.sorting import SortValue
 
 if TYPE_CHECKING:
     from sealmail.imap.session import ImapSession
@@ -529,10 +528,16 @@ def _sort_numbers(session: ImapSession, keys: tuple[tuple[str, bool], ...], uid:
                   found: list[int]) -> tuple[list[int], list[int]]:
     """The UIDs at positions `found` in the order of `keys`, and the numbers to answer with."""
     view = session.require_selected()
-    wanted = _numbers_of(view, found)
     kept = _sorted_uids(session, keys)
-    # Both hold UIDs of the view only: when every one of them matched, nothing is left out.
-    ordered = list(kept) if len(wanted) == view.exists else [u for u in kept if u in wanted]
+    if len(found) == view.exists:  # (found: distinct positions) every message matched
+        # Both hold UIDs of the view only: nothing is left out.
+        ordered = list(kept)
+        if uid:
+            return ordered, ordered
+        numbers = dict(zip(view.uids, range(1, len(view.uids) + 1), strict=True))
+        return ordered, list(map(numbers.__getitem__, ordered))
+    wanted = _numbers_of(view, found)
+    ordered = [u for u in kept if u in wanted]
     return ordered, ordered if uid else list(map(wanted.__getitem__, ordered))
 
 
@@ -545,7 +550,10 @@ def _sorted_uids(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> li
         known = set(view.uids)
         return [uid for uid in session.store.sorted_uids(view.name, list(keys)) if uid in known]
 
-    return orders_for(session.store).sorted_uids(view, keys, compute)
+    def values(uids: Sequence[int]) -> dict[int, tuple[SortValue, ...]]:
+        return session.store.sort_values(view.name, list(keys), uids)
+
+    return orders_for(session.store).sorted_uids(view, keys, compute, values)
 
 
 def _numbers_of(view: SelectedMailbox, found: list[int]) -> dict[int, int]:
@@ -557,13 +565,18 @@ def thread(session: ImapSession, command: Thread) -> list[Response]:
     """ORDEREDSUBJECT (RFC 5256 3): threads by base subject, each flat in sent-date order;
     REFERENCES: sealmail.imap.conversations. The headers come from the index
     (sealmail.store.sorting), in mailbox order (RFC 5256 3 step 1 depends on it; Dovecot's).
-    The answer is kept while the mailbox holds the same messages (sealmail.imap.orders)."""
+    The answer is kept while the mailbox holds the same messages (sealmail.imap.orders); that
+    of every message is also brought up to date as mail comes (sealmail.imap.threads)."""
     if command.algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
         raise CommandFailed(f"Unknown threading algorithm {command.algorithm}", status="BAD")
     view = session.require_selected()
     found, _ = _search(session, command.keys)
-    # What matched is part of the key: all of the view, or the UIDs (ascending, as found is).
-    matched = "ALL" if len(found) == view.exists else tuple(map(view.uids.__getitem__, found))
+    if len(found) == view.exists:  # every message (what clients send): kept, and added to
+        return [orders_for(session.store).thread(
+            view, command.algorithm, command.uid,
+            lambda since: session.store.thread_fields(view.name, since))]
+    # What matched is part of the key: the UIDs (ascending, as found is).
+    matched = tuple(map(view.uids.__getitem__, found))
     return [orders_for(session.store).answer(
         view, ("THREAD", command.algorithm, command.uid, matched),
         lambda: _thread(session, command.algorithm, command.uid, _numbers_of(view, found)))]
@@ -573,22 +586,4 @@ def _thread(session: ImapSession, algorithm: str, uid: bool,
             wanted: dict[int, int]) -> replies.DataResponse:
     """THREAD's answer, worked out from the store's thread fields."""
     view = session.require_selected()
-    fields = [f for f in session.store.thread_fields(view.name) if f.uid in wanted]
-    messages = [ThreadedMessage(f.uid if uid else wanted[f.uid], wanted[f.uid],
-                                f.message_id, f.references, f.in_reply_to, f.subject, f.sent)
-                for f in fields]
-    kept = {f.subject: f.base_subject for f in fields}  # worked out at delivery
-
-    def base_of(subject: str) -> str:
-        return kept[subject] if subject in kept else base_subject(subject)
-
-    if algorithm == "REFERENCES":
-        return replies.thread(thread_by_references(messages, base_of))
-    groups: dict[str, list[ThreadedMessage]] = {}
-    for m in sorted(messages, key=lambda m: (m.sent, m.seq)):
-        groups.setdefault(base_of(m.subject), []).append(m)
-    roots = [(members[0], ThreadNode(members[0].number,
-                                     tuple(ThreadNode(r.number) for r in members[1:])))
-             for members in groups.values()]
-    roots.sort(key=lambda pair: (pair[0].sent, pair[0].seq))
-    return replies.thread([node for _, node in roots])
+    return threads.threaded(session.store.thread_fields(view.name), algorithm, uid, wanted)

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from sealmail.config.options import RFC4314_RIGHTS
 from sealmail.store.errors import StoreError
-from sealmail.store.sorting import ThreadFields
+from sealmail.store.sorting import SortValue, ThreadFields
 
 ALL_RIGHTS = RFC4314_RIGHTS  # in canonical order
 
@@ -266,7 +266,13 @@ class MailboxView(Appending, Protocol):
         self, name: str, uids: Sequence[int]
     ) -> dict[int, tuple[int, bytes]]: ...
     def sorted_uids(self, name: str, keys: Sequence[tuple[str, bool]]) -> list[int]: ...
-    def thread_fields(self, name: str) -> list[ThreadFields]: ...
+    # The values `sorted_uids` orders those of `uids` that exist by, per key; None where a
+    # message has no sortable form (see sealmail.imap.orders: placing new mail in a kept order).
+    def sort_values(
+        self, name: str, keys: Sequence[tuple[str, bool]], uids: Sequence[int]
+    ) -> dict[int, tuple[SortValue, ...]]: ...
+    # Of the messages with a UID above `since` (all by default), in UID order.
+    def thread_fields(self, name: str, since: int = 0) -> list[ThreadFields]: ...
     def set_flags(self, name: str, uids: Sequence[int], flags: Sequence[str]) -> int: ...
     def expunge(self, name: str, uids: Sequence[int]) -> list[int]: ...
     def messages_since(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import email.utils
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from sealmail.store.headers import addresses, decode_words, header_block, raw_header_fields
 
@@ -30,6 +30,7 @@ __all__ = [
     "SORT_COLUMNS",
     "SORT_KEYS",
     "SortFields",
+    "SortValue",
     "ThreadFields",
     "ascii_casemap",
     "base_subject",
@@ -126,6 +127,11 @@ class SortFields(NamedTuple):
 
 
 SORT_COLUMNS = SortFields._fields
+
+
+# A message's value for one sort key: a date or size, or a string in i;ascii-casemap form; None
+# where a store could not make the message's sortable form (an unreadable file).
+SortValue: TypeAlias = float | int | str | None
 
 
 class ThreadFields(NamedTuple):

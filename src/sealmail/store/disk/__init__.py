@@ -162,6 +162,7 @@ class DiskStore:
         self.search_header = header_index.search_header
         self.listed_headers = header_index.listed_headers
         self.sorted_uids = header_index.sorted_uids
+        self.sort_values = header_index.sort_values
         self.thread_fields = header_index.thread_fields
         self._changes = changes = ChangeGroup(spool)  # STORE, EXPUNGE, COPY share commits
         flags = Flags(spool, changes)

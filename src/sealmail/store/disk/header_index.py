@@ -20,7 +20,7 @@ from sealmail.store.headers import (
     listed_form,
     searchable_form,
 )
-from sealmail.store.sorting import ThreadFields, sort_fields
+from sealmail.store.sorting import SortValue, ThreadFields, sort_fields
 
 # RFC 5256 3 and RFC 5957 sort keys over `messages AS m` joined with `header_index AS h`.
 _SORT_EXPRESSIONS = {
@@ -134,16 +134,33 @@ class HeaderIndex:
         )
         return [row[0] for row in rows]
 
-    def thread_fields(self, name: str) -> list[ThreadFields]:
-        """What THREAD needs of every message of `name`, in UID order (sortable form, as for
-        `sorted_uids`)."""
+    def sort_values(self, name: str, keys: Sequence[tuple[str, bool]],
+                    uids: Sequence[int]) -> dict[int, tuple[SortValue, ...]]:
+        """The values of `keys` (as `sorted_uids` orders by them; None for a message whose
+        sortable form could not be made) of the messages `uids` that exist: what a kept order
+        needs to place new messages (sealmail.imap.orders) without ordering the mailbox."""
+        if not uids:
+            return {}
+        columns = "".join(f", {_SORT_EXPRESSIONS[key]}" for key, _ in keys)
+        listed = ",".join(str(int(uid)) for uid in sorted(set(uids)))
+        rows = self._sortable(
+            name,
+            f"SELECT m.uid, h.base_subject IS NULL{columns} FROM messages AS m"
+            " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+            f" WHERE m.mailbox_id = ? AND m.uid IN ({listed})",
+        )
+        return {row[0]: tuple(row[2:]) for row in rows}
+
+    def thread_fields(self, name: str, since: int = 0) -> list[ThreadFields]:
+        """What THREAD needs of every message of `name` with a UID above `since`, in UID order
+        (sortable form, as for `sorted_uids`)."""
         rows = self._sortable(
             name,
             "SELECT m.uid, h.base_subject IS NULL, ifnull(h.message_id, ''), ifnull(h.refs, ''),"
             " ifnull(h.in_reply_to, ''), ifnull(h.subject, ''), ifnull(h.base_subject, ''),"
             " coalesce(h.sentdate, m.internaldate) FROM messages AS m"
             " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-            " WHERE m.mailbox_id = ? ORDER BY m.uid",
+            f" WHERE m.mailbox_id = ? AND m.uid > {int(since)} ORDER BY m.uid",
         )
         return [ThreadFields(row[0], *row[2:]) for row in rows]
 

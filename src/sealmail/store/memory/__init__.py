@@ -88,6 +88,7 @@ class MemoryStore:
         self.search_header = reading.search_header
         self.listed_headers = reading.listed_headers
         self.sorted_uids = reading.sorted_uids
+        self.sort_values = reading.sort_values
         self.thread_fields = reading.thread_fields
         flags = Flags(memory)
         self.set_flags = flags.set_flags

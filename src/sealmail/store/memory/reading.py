@@ -12,7 +12,7 @@ from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import INDEXED_FIELDS, VALUE_SEPARATOR, encode, indexed_value
 from sealmail.store.memory.state import Memory, StoredMessage
 from sealmail.store.seen import index_keeps_seen
-from sealmail.store.sorting import ThreadFields, sort_value, thread_fields_of
+from sealmail.store.sorting import SortValue, ThreadFields, sort_value, thread_fields_of
 
 
 def _sort_value(key: str, message: StoredMessage) -> float | str:
@@ -143,7 +143,14 @@ class Reading:
             messages.sort(key=partial(_sort_value, key), reverse=reverse)
         return [m.uid for m in messages]
 
-    def thread_fields(self, name: str) -> list[ThreadFields]:
+    def sort_values(self, name: str, keys: Sequence[tuple[str, bool]],
+                    uids: Sequence[int]) -> dict[int, tuple[SortValue, ...]]:
         with self._memory.lock:
-            messages = list(self._memory.require(name).messages.values())
+            messages = self._memory.require(name).messages
+            chosen = [messages[uid] for uid in uids if uid in messages]
+        return {m.uid: tuple(_sort_value(key, m) for key, _ in keys) for m in chosen}
+
+    def thread_fields(self, name: str, since: int = 0) -> list[ThreadFields]:
+        with self._memory.lock:
+            messages = [m for m in self._memory.require(name).messages.values() if m.uid > since]
         return [thread_fields_of(m.uid, m.sorting, m.internaldate) for m in messages]

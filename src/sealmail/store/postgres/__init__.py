@@ -100,6 +100,7 @@ class PostgresStore:
         self.search_header = reading.search_header
         self.listed_headers = reading.listed_headers
         self.sorted_uids = reading.sorted_uids
+        self.sort_values = reading.sort_values
         self.thread_fields = reading.thread_fields
         flags = Flags(db)
         self.set_flags = flags.set_flags

@@ -13,7 +13,7 @@ from sealmail.store.headers import INDEXED_FIELDS, VALUE_SEPARATOR, encode, inde
 from sealmail.store.postgres.database import Connection, Database, MailboxRow
 from sealmail.store.postgres.userdata import recent_mark, seen_of
 from sealmail.store.seen import UidSet, with_seen
-from sealmail.store.sorting import SORT_KEYS, ThreadFields
+from sealmail.store.sorting import SORT_KEYS, SortValue, ThreadFields
 
 _RECORD = ("SELECT mm.uid, mm.modseq, m.internaldate, m.size, m.guid, mm.flags"
            " FROM mailbox_message mm JOIN messages m ON m.id = mm.message_id"
@@ -245,7 +245,22 @@ class Reading:
 
         return self._db.read(work)
 
-    def thread_fields(self, name: str) -> list[ThreadFields]:
+    def sort_values(self, name: str, keys: Sequence[tuple[str, bool]],
+                    uids: Sequence[int]) -> dict[int, tuple[SortValue, ...]]:
+        """The values of `keys`, as `sorted_uids` orders by them, of the messages `uids`."""
+        columns = "".join(f", {_SORT_SQL[key]}" for key, _ in keys)
+        query = (f"SELECT mm.uid{columns} FROM mailbox_message mm"
+                 " JOIN messages m ON m.id = mm.message_id"
+                 " WHERE mm.mailbox_id = %s AND mm.uid = ANY(%s)")
+
+        def work(conn: Connection) -> dict[int, tuple[SortValue, ...]]:
+            row: MailboxRow = self._db.require(conn, name)
+            return {int(r[0]): tuple(r[1:]) for r in conn.execute(
+                query.encode(), (row.id, sorted(set(uids)))).fetchall()}
+
+        return self._db.read(work) if uids else {}
+
+    def thread_fields(self, name: str, since: int = 0) -> list[ThreadFields]:
         def work(conn: Connection) -> list[ThreadFields]:
             row = self._db.require(conn, name)
             return [ThreadFields(int(uid), str(mid), str(refs), str(irt), str(subject),
@@ -254,7 +269,7 @@ class Reading:
                         "SELECT mm.uid, m.message_id, m.refs, m.in_reply_to, m.subject,"
                         " m.base_subject, m.sentdate, m.internaldate FROM mailbox_message mm"
                         " JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = %s"
-                        " ORDER BY mm.uid", (row.id,)
+                        " AND mm.uid > %s ORDER BY mm.uid", (row.id, since)
                     ).fetchall()]
 
         return self._db.read(work)
