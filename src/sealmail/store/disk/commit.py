@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sealmail.durable import fsync_directories
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.checkpoints import Checkpointer
 from sealmail.store.disk.batches import Batches, Waiter
 from sealmail.store.disk.layout import (
     ROW_LIST,
@@ -63,8 +64,10 @@ class GroupCommit:
         self._stage_counter = itertools.count()
         self._batches: Batches[_Delivery] = Batches()
         self._turn = CommitTurn(spool.lock_directory / "commit")
+        self.checkpoints = Checkpointer(spool.index)
 
     def close(self) -> None:
+        self.checkpoints.close()
         self._turn.close()
 
     def deliver(
@@ -167,7 +170,7 @@ class GroupCommit:
                     os.unlink(path)
 
     def _commit_together(self, deliveries: list[_Delivery]) -> list[AppendedMessage]:
-        conn = self._spool.index.connection()
+        conn = self._spool.index.writer()  # its page cache stays warm
         linked: list[str] = []
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
@@ -182,6 +185,7 @@ class GroupCommit:
                 fsync_directories({os.path.dirname(path) for path in linked})
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
+                self.checkpoints.committed(conn)
                 return out
             except BaseException:
                 if conn.in_transaction:
@@ -226,7 +230,7 @@ class GroupCommit:
             _fail_pending(self._batches.batch(), exc)
 
     def _commit_batch(self, batch: list[_Delivery]) -> None:
-        conn = self._spool.index.connection()
+        conn = self._spool.index.writer()  # its page cache stays warm
         linked: list[str] = []
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
@@ -249,6 +253,7 @@ class GroupCommit:
                 fsync_directories(directories)
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
+                self.checkpoints.committed(conn)
             except BaseException:
                 # The links go first, while SQLite's write lock still keeps other writers from
                 # drawing these uids: after the ROLLBACK an imapd's COPY or another process may

@@ -1,0 +1,106 @@
+"""WAL checkpoints of the index, off the path to a delivery's 250.
+
+SQLite checkpoints automatically inside the COMMIT that takes the WAL past 1,000 pages: that
+commit copies the pages into the database file and fsyncs it before returning, so every few
+hundred deliveries one batch waited for it (the p99 of end-of-data, docs/benchmarks.md). The
+group commit's connection turns that off (`Index.writer`) and counts its commits here instead;
+every `every` commits a thread of its own runs a PASSIVE checkpoint (the kind SQLite's automatic
+one is: it never blocks a writer or a reader, and copies what no reader still needs).
+
+Durability does not change: a COMMIT is durable once its WAL frames are fsynced
+(synchronous=FULL), whether or not they were checkpointed. Nor does the bound on the WAL: it is
+checkpointed at least as often as SQLite would (every 64 commits of a few pages each, against
+1,000 pages), and if the thread falls behind by many intervals the committer runs one itself.
+Every other connection (imapd's, the tools') keeps SQLite's automatic checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+
+from sealmail.store.index import Index
+
+log = logging.getLogger("sealmail.store")
+
+EVERY = 64  # commits between checkpoints
+_BEHIND = 16  # intervals without a checkpoint before the committer runs one itself
+
+
+class Checkpointer:
+    """Runs PASSIVE checkpoints of `index` in a thread, every `every` commits."""
+
+    def __init__(self, index: Index, every: int = EVERY) -> None:
+        self._index = index
+        self._every = every
+        self._commits = 0  # since the last checkpoint asked for
+        self._since_done = 0  # since the last checkpoint that ran
+        self._wake = threading.Condition()
+        self._asked = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self.done = 0  # checkpoints run (tests and the bench read it)
+
+    def committed(self, conn: sqlite3.Connection) -> None:
+        """After a commit on `conn` (the writer, turn held): ask for a checkpoint when due.
+        Never raises: the commit stands whatever happens here."""
+        try:
+            self._count(conn)
+        except Exception as exc:
+            log.warning("%s: WAL checkpoint not run: %s", self._index.path, exc)
+
+    def _count(self, conn: sqlite3.Connection) -> None:
+        self._commits += 1
+        self._since_done += 1
+        if self._since_done >= self._every * _BEHIND:
+            # The thread is stuck (or cannot start): keep the WAL bounded ourselves.
+            self._checkpoint(conn)
+            return
+        if self._commits < self._every:
+            return
+        self._commits = 0
+        with self._wake:
+            if self._stopping:
+                return
+            if self._thread is None or self._pid != os.getpid():
+                # Started on first need, and again in a forked child (threads do not fork).
+                self._thread = threading.Thread(
+                    target=self._run, name="wal-checkpoint", daemon=True
+                )
+                self._pid = os.getpid()
+                self._thread.start()
+            self._asked = True
+            self._wake.notify()
+
+    def close(self) -> None:
+        """Stop the thread (before the index closes its connections)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            with self._wake:
+                while not self._asked and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                self._asked = False
+            try:
+                if conn is None:
+                    conn = self._index.open_connection()
+                self._checkpoint(conn)
+            except Exception as exc:  # the next interval tries again; the committer is the backstop
+                log.warning("%s: WAL checkpoint failed: %s", self._index.path, exc)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._since_done = 0
+        self.done += 1
