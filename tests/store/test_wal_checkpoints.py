@@ -1,0 +1,68 @@
+"""The group commit's WAL checkpoints (sealmail.store.checkpoints): off the COMMIT, in a thread
+of their own, the WAL still bounded, and the committer's backstop when that thread cannot run."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from tests.store.conftest import make_config
+
+from sealmail.store import checkpoints
+from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.checkpoints import Checkpointer
+from sealmail.store.disk import DiskStore
+
+pytestmark = pytest.mark.disk_only("the SQLite index's write-ahead log")
+
+MESSAGE = b"From: a@example.com\r\nSubject: wal\r\n\r\n" + b"body\r\n" * 20
+
+
+def _deliver(disk: DiskStore, count: int) -> None:
+    for _ in range(count):
+        [result] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        assert isinstance(result, AppendedMessage)
+
+
+def _wal_size(tmp_path: Path) -> int:
+    return (tmp_path / "config" / "mailboxes.db-wal").stat().st_size
+
+
+def test_the_writer_does_not_checkpoint_in_its_commit_and_the_thread_does(
+    tmp_path: Path,
+) -> None:
+    disk = DiskStore.from_config(make_config(tmp_path))
+    try:
+        disk.create_mailbox("user.a")
+        commit = disk._commit
+        commit.checkpoints = Checkpointer(disk._index, every=8)
+        _deliver(disk, 1)
+        writer = disk._index.writer()
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        assert disk._index.connection().execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        _deliver(disk, 120)
+        # Restarted after the checkpoints: a few intervals' frames, not 120 commits' (~3 MB).
+        assert _wal_size(tmp_path) < 1_000_000
+    finally:
+        disk.close()  # joins the checkpoint thread
+    assert commit.checkpoints.done >= 1
+    with DiskStore.from_config(make_config(tmp_path)) as again:
+        assert again.mailbox("user.a") is not None
+        assert again.mailbox("user.a").exists == 121  # type: ignore[union-attr]
+
+
+def test_without_the_thread_the_committer_checkpoints_and_no_delivery_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    monkeypatch.setattr(checkpoints, "_BEHIND", 4)
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        disk._commit.checkpoints = Checkpointer(disk._index, every=4)
+        _deliver(disk, 40)  # every result AppendedMessage: a failed start fails no commit
+        assert disk._commit.checkpoints.done >= 2  # inline, every 16 commits
+        assert _wal_size(tmp_path) < 1_000_000
