@@ -3,15 +3,17 @@
 SQLite checkpoints automatically inside the COMMIT that takes the WAL past 1,000 pages: that
 commit copies the pages into the database file and fsyncs it before returning, so every few
 hundred deliveries one batch waited for it (the p99 of end-of-data, docs/benchmarks.md). The
-group commit's connection turns that off (`Index.writer`) and counts its commits here instead;
-every `every` commits a thread of its own runs a PASSIVE checkpoint (the kind SQLite's automatic
-one is: it never blocks a writer or a reader, and copies what no reader still needs).
+group commit counts its commits here instead (on its one connection, `Index.writer`): every
+`every` commits a thread of its own runs a PASSIVE checkpoint (the kind SQLite's automatic one
+is: it never blocks a writer or a reader), and once that thread runs, the writer's automatic
+checkpoint is turned off.
 
 Durability does not change: a COMMIT is durable once its WAL frames are fsynced
 (synchronous=FULL), whether or not they were checkpointed. Nor does the bound on the WAL: it is
 checkpointed at least as often as SQLite would (every 128 commits of about 4 pages each, against
 1,000 pages), and if the thread falls behind by many intervals the committer runs one itself.
-Every other connection (imapd's, the tools') keeps SQLite's automatic checkpoint.
+Every other connection (imapd's, the tools') keeps SQLite's automatic checkpoint. The duplicate
+delivery database's marks (sealmail.store.duplicates) are written and checkpointed the same way.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import logging
 import os
 import sqlite3
 import threading
-
-from sealmail.store.index import Index
+from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("sealmail.store")
 
@@ -30,10 +32,14 @@ _BEHIND = 16  # intervals without a checkpoint before the committer runs one its
 
 
 class Checkpointer:
-    """Runs PASSIVE checkpoints of `index` in a thread, every `every` commits."""
+    """Runs PASSIVE checkpoints of the database at `path` in a thread, every `every` commits
+    of its writer; `connect` opens the thread's own connection."""
 
-    def __init__(self, index: Index, every: int = EVERY) -> None:
-        self._index = index
+    def __init__(
+        self, path: Path, connect: Callable[[], sqlite3.Connection], every: int = EVERY
+    ) -> None:
+        self._path = path
+        self._connect = connect
         self._every = every
         self._commits = 0  # since the last checkpoint asked for
         self._since_done = 0  # since the last checkpoint that ran
@@ -42,6 +48,7 @@ class Checkpointer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._quiet: sqlite3.Connection | None = None  # the writer whose automatic one is off
         self.done = 0  # checkpoints run (tests and the bench read it)
 
     def committed(self, conn: sqlite3.Connection) -> None:
@@ -50,7 +57,7 @@ class Checkpointer:
         try:
             self._count(conn)
         except Exception as exc:
-            log.warning("%s: WAL checkpoint not run: %s", self._index.path, exc)
+            log.warning("%s: WAL checkpoint not run: %s", self._path, exc)
 
     def _count(self, conn: sqlite3.Connection) -> None:
         self._commits += 1
@@ -72,6 +79,11 @@ class Checkpointer:
                 self._thread, self._pid = thread, os.getpid()
             self._asked = True
             self._wake.notify()
+        if conn is not self._quiet:
+            # From now on the thread's job. Until a process has made `every` commits (the
+            # short-lived `sealmail deliver`, a forked child's first), SQLite's own goes on.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._quiet = conn
 
     def close(self) -> None:
         """Stop the thread (before the index closes its connections)."""
@@ -93,10 +105,10 @@ class Checkpointer:
                 self._asked = False
             try:
                 if conn is None:
-                    conn = self._index.open_connection()
+                    conn = self._connect()
                 self._checkpoint(conn)
             except Exception as exc:  # the next interval tries again; the committer is the backstop
-                log.warning("%s: WAL checkpoint failed: %s", self._index.path, exc)
+                log.warning("%s: WAL checkpoint failed: %s", self._path, exc)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

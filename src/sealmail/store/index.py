@@ -202,17 +202,12 @@ class Index:
         One connection rather than the committing thread's own: in WAL mode a connection drops
         its page cache whenever another connection committed since its last transaction, so
         with the leader role passing between threads every commit read the index pages again
-        (17 preads per delivery, docs/benchmarks.md). Its automatic checkpoint is off: the
-        group commit has them run after its commits, off the path to the 250
-        (sealmail.store.checkpoints); every other connection keeps SQLite's.
+        (17 preads per delivery, docs/benchmarks.md). Its checkpoints move to a thread of their
+        own once the process is busy (sealmail.store.checkpoints).
         """
         if self._writer_conn is None or self._writer_pid != os.getpid():
-            conn = self.open_connection()  # a forked child's own: the parent's stays the parent's
-            try:
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-            except sqlite3.Error as exc:
-                raise sqlite_error(exc, str(self.path)) from exc
-            self._writer_conn, self._writer_pid = conn, os.getpid()
+            # A forked child's own: the parent's stays the parent's.
+            self._writer_conn, self._writer_pid = self.open_connection(), os.getpid()
         return self._writer_conn
 
     def open_connection(self) -> sqlite3.Connection:

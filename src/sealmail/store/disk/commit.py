@@ -62,7 +62,7 @@ class GroupCommit:
         self._stage_counter = itertools.count()
         self._batches: Batches[_Delivery] = Batches()
         self._turn = CommitTurn(spool.lock_directory / "commit")
-        self.checkpoints = Checkpointer(spool.index)
+        self.checkpoints = Checkpointer(spool.index.path, spool.index.open_connection)
 
     def close(self) -> None:
         self.checkpoints.close()
