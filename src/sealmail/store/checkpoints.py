@@ -3,15 +3,18 @@
 SQLite checkpoints automatically inside the COMMIT that takes the WAL past 1,000 pages: that
 commit copies the pages into the database file and fsyncs it before returning, so every few
 hundred deliveries one batch waited for it (the p99 of end-of-data, docs/benchmarks.md). The
-group commit counts its commits here instead (on its one connection, `Index.writer`): every
-`every` commits a thread of its own runs a PASSIVE checkpoint (the kind SQLite's automatic one
+group commit counts what it commits here instead (on its one connection, `Index.writer`): once
+that is `every` (a commit counts 1 and each message row 1 more, about its WAL pages), a thread
+of its own runs a PASSIVE checkpoint (the kind SQLite's automatic one
 is: it never blocks a writer or a reader), and once that thread runs, the writer's automatic
 checkpoint is turned off.
 
 Durability does not change: a COMMIT is durable once its WAL frames are fsynced
 (synchronous=FULL), whether or not they were checkpointed. Nor does the bound on the WAL: it is
-checkpointed at least as often as SQLite would (every 128 commits of about 4 pages each, against
-1,000 pages), and if the thread falls behind by many intervals the committer runs one itself.
+checkpointed at least as often as SQLite would (a delivery commit of one copy writes about 4 WAL
+pages and counts 2; one of 50 copies, about 60 pages and counts 51: every 256 is at most a few
+hundred pages, against SQLite's 1,000), and if the thread falls behind by many intervals the
+committer runs one itself.
 Every other connection (imapd's, the tools') keeps SQLite's automatic checkpoint. The duplicate
 delivery database's marks (sealmail.store.duplicates) are written and checkpointed the same way.
 """
@@ -27,13 +30,13 @@ from pathlib import Path
 
 log = logging.getLogger("sealmail.store")
 
-EVERY = 128  # commits between checkpoints (a delivery commit writes ~4 pages)
+EVERY = 256  # counted between checkpoints: 1 per commit + 1 per row it adds
 _BEHIND = 16  # intervals without a checkpoint before the committer runs one itself
 
 
 class Checkpointer:
-    """Runs PASSIVE checkpoints of the database at `path` in a thread, every `every` commits
-    of its writer; `connect` opens the thread's own connection."""
+    """Runs PASSIVE checkpoints of the database at `path` in a thread, each time its writer's
+    commits count `every`; `connect` opens the thread's own connection."""
 
     def __init__(
         self, path: Path, connect: Callable[[], sqlite3.Connection], every: int = EVERY
@@ -41,7 +44,7 @@ class Checkpointer:
         self._path = path
         self._connect = connect
         self._every = every
-        self._commits = 0  # since the last checkpoint asked for
+        self._commits = 0  # counted since the last checkpoint asked for
         self._since_done = 0  # since the last checkpoint that ran
         self._wake = threading.Condition()
         self._asked = False
@@ -51,17 +54,17 @@ class Checkpointer:
         self._quiet: sqlite3.Connection | None = None  # the writer whose automatic one is off
         self.done = 0  # checkpoints run (tests and the bench read it)
 
-    def committed(self, conn: sqlite3.Connection) -> None:
-        """After a commit on `conn` (the writer, turn held): ask for a checkpoint when due.
-        Never raises: the commit stands whatever happens here."""
+    def committed(self, conn: sqlite3.Connection, rows: int = 1) -> None:
+        """After a commit of `rows` messages (or marks) on `conn` (the writer, turn held): ask
+        for a checkpoint when due. Never raises: the commit stands whatever happens here."""
         try:
-            self._count(conn)
+            self._count(conn, 1 + rows)
         except Exception as exc:
             log.warning("%s: WAL checkpoint not run: %s", self._path, exc)
 
-    def _count(self, conn: sqlite3.Connection) -> None:
-        self._commits += 1
-        self._since_done += 1
+    def _count(self, conn: sqlite3.Connection, weight: int) -> None:
+        self._commits += weight
+        self._since_done += weight
         if self._since_done >= self._every * _BEHIND:
             # The thread is stuck (or cannot start): keep the WAL bounded ourselves.
             self._checkpoint(conn)
@@ -80,7 +83,7 @@ class Checkpointer:
             self._asked = True
             self._wake.notify()
         if conn is not self._quiet:
-            # From now on the thread's job. Until a process has made `every` commits (the
+            # From now on the thread's job. Until a process has committed `every` (the
             # short-lived `sealmail deliver`, a forked child's first), SQLite's own goes on.
             conn.execute("PRAGMA wal_autocheckpoint=0")
             self._quiet = conn

@@ -208,7 +208,7 @@ class DuplicateDatabase:
                         [(message_id, mailbox, marked) for mailbox in mailboxes],
                     )
                     conn.execute("COMMIT")
-                    self.checkpoints.committed(conn)
+                    self.checkpoints.committed(conn, len(mailboxes))
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")

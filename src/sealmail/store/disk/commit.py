@@ -185,7 +185,7 @@ class GroupCommit:
                 fsync_directories({os.path.dirname(path) for path in linked})
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
-                self.checkpoints.committed(conn)
+                self.checkpoints.committed(conn, len(linked))
                 return out
             except BaseException:
                 if conn.in_transaction:
@@ -257,7 +257,7 @@ class GroupCommit:
                 fsync_directories(directories)
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
-                self.checkpoints.committed(conn)
+                self.checkpoints.committed(conn, len(linked))
             except BaseException:
                 # The links go first, while SQLite's write lock still keeps other writers from
                 # drawing these uids: after the ROLLBACK an imapd's COPY or another process may
