@@ -94,3 +94,31 @@ def test_duplicate_marks_share_one_writer_and_are_checkpointed_off_the_mark(
         _wait_for(lambda: db.checkpoints.done >= 1)
     finally:
         db.close()
+
+
+def test_a_forked_child_writes_through_its_own_writer_connection(tmp_path: Path) -> None:
+    """The parent's writer connection (and its checkpoint thread) stay the parent's: a child
+    forked after deliveries opens its own, and both go on drawing unique uids."""
+    import os
+
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        disk._commit.checkpoints = Checkpointer(
+            disk._index.path, disk._index.open_connection, every=4
+        )
+        _deliver(disk, 6)  # the parent's writer open, its checkpoint thread started
+        parent_writer = disk._index.writer()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                _deliver(disk, 6)
+                code = 0 if disk._index.writer() is not parent_writer else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        _deliver(disk, 6)
+        assert disk._index.writer() is parent_writer
+        uids = [m.uid for m in disk.messages("user.a")]
+        assert uids == list(range(1, 19))
