@@ -76,7 +76,7 @@ def test_without_the_thread_the_committer_checkpoints_and_no_delivery_fails(
         index = disk._index
         disk._commit.checkpoints = Checkpointer(index.path, index.open_connection, every=4)
         _deliver(disk, 40)  # every result AppendedMessage: a failed start fails no commit
-        assert disk._commit.checkpoints.done >= 2  # inline, every 16 commits
+        assert disk._commit.checkpoints.done >= 2  # inline, once 4 asks went unanswered
         assert _wal_size(tmp_path) < 1_000_000
 
 
@@ -122,3 +122,20 @@ def test_a_forked_child_writes_through_its_own_writer_connection(tmp_path: Path)
         assert disk._index.writer() is parent_writer
         uids = [m.uid for m in disk.messages("user.a")]
         assert uids == list(range(1, 19))
+
+
+def test_one_large_commit_asks_the_thread_and_never_checkpoints_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10,000 recipients in one transaction: the checkpoint waits for the thread, not the
+    250s of that transaction."""
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        index = disk._index
+        checkpointer = Checkpointer(index.path, index.open_connection)
+        with index.turn():
+            checkpointer.committed(index.writer(), rows=10_000)
+        assert checkpointer.done == 0

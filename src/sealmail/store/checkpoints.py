@@ -31,7 +31,7 @@ from pathlib import Path
 log = logging.getLogger("sealmail.store")
 
 EVERY = 256  # counted between checkpoints: 1 per commit + 1 per row it adds
-_BEHIND = 16  # intervals without a checkpoint before the committer runs one itself
+_BEHIND = 16  # checkpoints asked for and not run before the committer runs one itself
 
 
 class Checkpointer:
@@ -45,7 +45,7 @@ class Checkpointer:
         self._connect = connect
         self._every = every
         self._commits = 0  # counted since the last checkpoint asked for
-        self._since_done = 0  # since the last checkpoint that ran
+        self._unanswered = 0  # checkpoints asked for since the last one that ran
         self._wake = threading.Condition()
         self._asked = False
         self._stopping = False
@@ -64,14 +64,14 @@ class Checkpointer:
 
     def _count(self, conn: sqlite3.Connection, weight: int) -> None:
         self._commits += weight
-        self._since_done += weight
-        if self._since_done >= self._every * _BEHIND:
+        if self._unanswered >= _BEHIND:
             # The thread is stuck (or cannot start): keep the WAL bounded ourselves.
             self._checkpoint(conn)
             return
         if self._commits < self._every:
             return
         self._commits = 0
+        self._unanswered += 1
         with self._wake:
             if self._stopping:
                 return
@@ -115,5 +115,5 @@ class Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        self._since_done = 0
+        self._unanswered = 0
         self.done += 1
