@@ -4,17 +4,16 @@ SQLite checkpoints automatically inside the COMMIT that takes the WAL past 1,000
 commit copies the pages into the database file and fsyncs it before returning, so every few
 hundred deliveries one batch waited for it (the p99 of end-of-data, docs/benchmarks.md). The
 group commit counts what it commits here instead (on its one connection, `Index.writer`): once
-that is `every` (a commit counts 1 and each message row 1 more, about its WAL pages), a thread
-of its own runs a PASSIVE checkpoint (the kind SQLite's automatic one
-is: it never blocks a writer or a reader), and once that thread runs, the writer's automatic
-checkpoint is turned off.
+that reaches `every` (a commit counts 1 and each message row 1 more), a thread of its own runs a
+PASSIVE checkpoint (the kind SQLite's automatic one is: it never blocks a writer or a reader),
+and once that thread runs, the writer's automatic checkpoint is turned off.
 
 Durability does not change: a COMMIT is durable once its WAL frames are fsynced
 (synchronous=FULL), whether or not they were checkpointed. Nor does the bound on the WAL: it is
-checkpointed at least as often as SQLite would (a delivery commit of one copy writes about 4 WAL
-pages and counts 2; one of 50 copies, about 60 pages and counts 51: every 256 is at most a few
-hundred pages, against SQLite's 1,000), and if the thread falls behind by many intervals the
-committer runs one itself.
+checkpointed about as often as SQLite would (a commit of one copy writes about 4 WAL pages and
+counts 2, one of 50 copies about 150 pages and counts 51: every 256 is some 500 or 750 pages,
+against SQLite's 1,000), and when 16 checkpoints asked for have not run (the thread cannot start,
+or fails) the committer runs one itself.
 Every other connection (imapd's, the tools') keeps SQLite's automatic checkpoint. The duplicate
 delivery database's marks (sealmail.store.duplicates) are written and checkpointed the same way.
 """
