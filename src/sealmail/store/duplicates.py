@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from sealmail.store.checkpoints import Checkpointer
 from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
 from sealmail.store.locks import CommitTurn, _open_lock_file
 
@@ -82,12 +83,26 @@ class DuplicateDatabase:
         self._all_lock = threading.Lock()
         # Marks wait their turn in the kernel, not in SQLite's sleeping busy handler.
         self._turn = CommitTurn(self.path.parent / "lock" / self.path.name)
+        # Marks go through one connection per process, its page cache warm and its checkpoints
+        # off the path to the 250, as the index's group commit (sealmail.store.checkpoints).
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_pid = 0
+        self.checkpoints = Checkpointer(self.path, self._open)
         self._connection()  # create the schema now, so errors show at open
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        if conn is None:
+            conn = self._local.conn = self._open()
+        return conn
+
+    def _writer(self) -> sqlite3.Connection:
+        """The marks' connection, used with the turn held (a forked child opens its own)."""
+        if self._writer_conn is None or self._writer_pid != os.getpid():
+            self._writer_conn, self._writer_pid = self._open(), os.getpid()
+        return self._writer_conn
+
+    def _open(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -121,7 +136,6 @@ class DuplicateDatabase:
             raise _store_error(exc, self.path) from exc
         except OSError as exc:
             raise StoreError(f"{self.path}: {exc.strerror}") from exc
-        self._local.conn = conn
         with self._all_lock:
             self._all.append(conn)
         return conn
@@ -165,13 +179,14 @@ class DuplicateDatabase:
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
         marked = self._clock() if when is None else when
         try:
-            conn = self._connection()
             with self._turn.taken():
+                conn = self._writer()
                 conn.execute(
                     "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
                     " VALUES (?, ?, ?)",
                     (message_id, mailbox, marked),
                 )
+                self.checkpoints.committed(conn)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 
@@ -183,8 +198,8 @@ class DuplicateDatabase:
             return
         marked = self._clock()
         try:
-            conn = self._connection()
             with self._turn.taken():
+                conn = self._writer()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     conn.executemany(
@@ -193,6 +208,7 @@ class DuplicateDatabase:
                         [(message_id, mailbox, marked) for mailbox in mailboxes],
                     )
                     conn.execute("COMMIT")
+                    self.checkpoints.committed(conn, len(mailboxes))
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -230,9 +246,11 @@ class DuplicateDatabase:
         return removed
 
     def close(self) -> None:
+        self.checkpoints.close()
         self._turn.close()
         with self._all_lock:
             connections, self._all = self._all, []
         for conn in connections:
             conn.close()
         self._local = threading.local()
+        self._writer_conn = None

@@ -4,7 +4,9 @@ WAL mode so readers never block the writer and a commit is visible to every proc
 it returns; synchronous=FULL so a COMMIT is on disk before it returns (a 250 depends on it); a
 busy_timeout so concurrent readers wait out a checkpoint or a recovery instead of failing. Each
 thread gets its own connection: the store runs in asyncio executor threads and sqlite3
-connections must not be shared between threads mid-statement.
+connections must not be shared between threads mid-statement. Group commits write through one
+connection per process instead (`Index.writer`, one committer at a time), which keeps its page
+cache warm.
 
 Writers (`Index.writing`) queue in two places: within a process on a thread lock, which hands
 the turn on the moment it is released; across processes on SQLite's write lock, taken by
@@ -18,6 +20,7 @@ transaction that adds or removes messages; quota usage of a root is the sum over
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -181,12 +184,34 @@ class Index:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_pid = 0
         self._migrate()
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
+        conn = self.open_connection()
+        self._local.conn = conn
+        return conn
+
+    def writer(self) -> sqlite3.Connection:
+        """This process's one connection for group commits, used only with `turn()` held.
+
+        One connection rather than the committing thread's own: in WAL mode a connection drops
+        its page cache whenever another connection committed since its last transaction, so
+        with the leader role passing between threads every commit read the index pages again
+        (17 preads per delivery, docs/benchmarks.md). Its checkpoints move to a thread of their
+        own once the process is busy (sealmail.store.checkpoints).
+        """
+        if self._writer_conn is None or self._writer_pid != os.getpid():
+            # A forked child's own: the parent's stays the parent's.
+            self._writer_conn, self._writer_pid = self.open_connection(), os.getpid()
+        return self._writer_conn
+
+    def open_connection(self) -> sqlite3.Connection:
+        """A new connection (WAL, synchronous=FULL), closed by close()."""
         if self._closed:
             raise StoreError("the store is closed")
         try:
@@ -194,14 +219,14 @@ class Index:
                 self.path,
                 timeout=self._busy_timeout,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-                check_same_thread=False,  # only so close() can close it; never shared otherwise
+                # So close() can close it, and the writer() pass between threads (under turn()).
+                check_same_thread=False,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise sqlite_error(exc, str(self.path)) from exc
-        self._local.conn = conn
         with self._all_lock:
             self._all.append(conn)
         return conn
@@ -331,3 +356,4 @@ class Index:
         for conn in connections:
             conn.close()
         self._local = threading.local()
+        self._writer_conn = None

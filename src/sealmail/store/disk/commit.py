@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from sealmail.durable import fsync_directories
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.checkpoints import Checkpointer
 from sealmail.store.disk.batches import Batches, Waiter
+from sealmail.store.disk.index_writes import NAMES_PER_QUERY, IndexWrites
 from sealmail.store.disk.layout import (
-    ROW_LIST,
-    ROW_PLACES,
     STAGE_DIRECTORY,
     Spool,
-    mailbox_row,
     os_error,
     write_synced,
 )
@@ -63,8 +62,10 @@ class GroupCommit:
         self._stage_counter = itertools.count()
         self._batches: Batches[_Delivery] = Batches()
         self._turn = CommitTurn(spool.lock_directory / "commit")
+        self.checkpoints = Checkpointer(spool.index.path, spool.index.open_connection)
 
     def close(self) -> None:
+        self.checkpoints.close()
         self._turn.close()
 
     def deliver(
@@ -167,21 +168,24 @@ class GroupCommit:
                     os.unlink(path)
 
     def _commit_together(self, deliveries: list[_Delivery]) -> list[AppendedMessage]:
-        conn = self._spool.index.connection()
+        conn = self._spool.index.writer()  # its page cache stays warm
         linked: list[str] = []
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 out = []
+                writes = IndexWrites(conn, [deliveries[0].targets[0].mailbox])
                 for delivery in deliveries:
                     stage = delivery.stages[0]
                     assert stage is not None
-                    out.append(self._append(conn, delivery, delivery.targets[0], stage,
+                    out.append(self._append(conn, writes, delivery, delivery.targets[0], stage,
                                             bool(has_quotas), linked))
+                writes.flush()
                 fsync_directories({os.path.dirname(path) for path in linked})
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
+                self.checkpoints.committed(conn, len(linked))
                 return out
             except BaseException:
                 if conn.in_transaction:
@@ -226,13 +230,16 @@ class GroupCommit:
             _fail_pending(self._batches.batch(), exc)
 
     def _commit_batch(self, batch: list[_Delivery]) -> None:
-        conn = self._spool.index.connection()
+        conn = self._spool.index.writer()  # its page cache stays warm
         linked: list[str] = []
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 directories: set[str] = set()
+                writes = IndexWrites(conn, [
+                    target.mailbox for delivery in batch for target in delivery.targets
+                ])
                 for delivery in batch:
                     for i, target in enumerate(delivery.targets):
                         stage = delivery.stages[i]
@@ -240,15 +247,17 @@ class GroupCommit:
                             continue
                         try:
                             delivery.results[i] = self._append(
-                                conn, delivery, target, stage, bool(has_quotas), linked
+                                conn, writes, delivery, target, stage, bool(has_quotas), linked
                             )
                         except StoreError as exc:
                             delivery.results[i] = exc
                             continue
                         directories.add(os.path.dirname(linked[-1]))
+                writes.flush()
                 fsync_directories(directories)
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
+                self.checkpoints.committed(conn, len(linked))
             except BaseException:
                 # The links go first, while SQLite's write lock still keeps other writers from
                 # drawing these uids: after the ROLLBACK an imapd's COPY or another process may
@@ -278,13 +287,14 @@ class GroupCommit:
     def _append(
         self,
         conn: sqlite3.Connection,
+        writes: IndexWrites,
         delivery: _Delivery,
         target: DeliveryTarget,
         stage: str,
         has_quotas: bool,
         linked: list[str],
     ) -> AppendedMessage:
-        row = mailbox_row(conn, target.mailbox)
+        row = writes.mailbox(target.mailbox)
         if row is None:
             raise MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
         mailbox_id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq = row[:7]
@@ -320,31 +330,13 @@ class GroupCommit:
             # The appending user does not own this mailbox: \Seen is theirs alone.
             wanted.remove(SEEN)
             save_seen(conn, mailbox_id, target.reader, seen.union([uid]))
-        flags = " ".join(wanted)
-        conn.execute(
-            "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
-            " filename) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                mailbox_id,
-                uid,
-                modseq,
-                delivery.internaldate,
-                delivery.size,
-                delivery.guid,
-                flags,
-                filename,
-            ),
+        writes.add(
+            row,
+            (delivery.internaldate, delivery.size, delivery.guid, " ".join(wanted), filename),
+            (delivery.headers, delivery.listed, *delivery.sorting),
         )
-        conn.execute(
-            f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, {ROW_LIST})"
-            f" VALUES (?, ?, {ROW_PLACES})",
-            (mailbox_id, uid, delivery.headers, delivery.listed, *delivery.sorting),
-        )
-        conn.execute(
-            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, exists_count = exists_count + 1,"
-            " size_bytes = size_bytes + ? WHERE id = ?",
-            (uid + 1, modseq, delivery.size, mailbox_id),
-        )
+        if has_quotas:
+            writes.flush()  # the next quota check sums the mailbox rows in the table
         warning = None
         if usage is not None and target.quota_warn is not None:
             # Once the message is in: its warned mark commits with it (sealmail.store.quota).
@@ -383,16 +375,13 @@ def _fail_pending(batch: list[_Delivery], error: StoreError) -> None:
                 delivery.results[i] = error
 
 
-_NAMES_PER_QUERY = 500  # under SQLite's bound on host parameters (999 before 3.32)
-
-
 def partitions_of(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, str]:
     """Mailbox name -> its partition, for those of `names` that exist: one query per 500
     names, not one per recipient."""
     distinct = list(dict.fromkeys(names))
     found: dict[str, str] = {}
-    for start in range(0, len(distinct), _NAMES_PER_QUERY):
-        chunk = distinct[start : start + _NAMES_PER_QUERY]
+    for start in range(0, len(distinct), NAMES_PER_QUERY):
+        chunk = distinct[start : start + NAMES_PER_QUERY]
         placeholders = ",".join("?" * len(chunk))
         found.update(conn.execute(
             f"SELECT name, partition FROM mailboxes WHERE name IN ({placeholders})", chunk

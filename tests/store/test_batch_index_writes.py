@@ -1,0 +1,76 @@
+"""One batch's index writes gathered per batch (sealmail.store.disk.index_writes): uids and
+counts as if written one by one, a copy refused in the middle of a batch costs no one else a uid,
+and quota checks inside a batch see the copies before them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from tests.store.conftest import make_config
+
+from sealmail.store.api import AppendedMessage, DeliveryTarget
+from sealmail.store.disk import DiskStore
+from sealmail.store.errors import OverQuota, StoreError
+
+pytestmark = pytest.mark.disk_only("the SQLite index's rows")
+
+MESSAGE = b"From: a@example.com\r\nSubject: batch\r\n\r\n" + b"body\r\n" * 20
+
+
+def _index_rows(tmp_path: Path, name: str) -> tuple[tuple[int, ...], list[int], list[int]]:
+    with sqlite3.connect(tmp_path / "config" / "mailboxes.db") as conn:
+        row = conn.execute("SELECT id, uidnext, highestmodseq, exists_count, size_bytes"
+                           " FROM mailboxes WHERE name = ?", (name,)).fetchone()
+        uids = [u for (u,) in conn.execute(
+            "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (row[0],))]
+        headers = [u for (u,) in conn.execute(
+            "SELECT uid FROM header_index WHERE mailbox_id = ? ORDER BY uid", (row[0],))]
+    return tuple(row[1:]), uids, headers
+
+
+def test_a_copy_refused_mid_batch_leaves_the_others_uids_and_counts_exact(
+    tmp_path: Path,
+) -> None:
+    disk = DiskStore.from_config(make_config(tmp_path))
+    with disk:
+        for name in ("user.a", "user.b", "user.c"):
+            disk.create_mailbox(name)
+
+        def move_c(point: str) -> None:
+            if point == "staged":  # staged on "default"; now user.c lives on "second"
+                disk.spool._fault_hook = None
+                disk.delete_mailbox("user.c")
+                disk.create_mailbox("user.c", partition="second")
+
+        disk.spool._fault_hook = move_c
+        names = ["user.a", "user.c", "user.a", "user.b", "user.a"]
+        results = disk.deliver(MESSAGE, [DeliveryTarget(n) for n in names])
+        assert [r.uid if isinstance(r, AppendedMessage) else None for r in results] == [
+            1, None, 2, 1, 3
+        ]
+        assert isinstance(results[1], StoreError) and "moved" in str(results[1])
+        assert [r.modseq for r in results if isinstance(r, AppendedMessage)] == [2, 3, 2, 4]
+        [again] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
+        assert isinstance(again, AppendedMessage) and (again.uid, again.modseq) == (4, 5)
+        assert disk.message_bytes("user.a", 3).endswith(MESSAGE)
+    size = len(MESSAGE)
+    assert _index_rows(tmp_path, "user.a") == ((5, 5, 4, 4 * size), [1, 2, 3, 4], [1, 2, 3, 4])
+    assert _index_rows(tmp_path, "user.b") == ((2, 2, 1, size), [1], [1])
+    assert _index_rows(tmp_path, "user.c") == ((1, 1, 0, 0), [], [])
+
+
+def test_a_quota_check_inside_a_batch_counts_the_copies_before_it(tmp_path: Path) -> None:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        disk.create_mailbox("user.a.sub")
+        disk.set_quota("user.a", None, 2)
+        results = disk.deliver(
+            MESSAGE, [DeliveryTarget(n) for n in ("user.a", "user.a.sub", "user.a", "user.a")]
+        )
+        assert [type(r) for r in results] == [
+            AppendedMessage, AppendedMessage, OverQuota, OverQuota
+        ]
+    assert _index_rows(tmp_path, "user.a")[1:] == ([1], [1])
+    assert _index_rows(tmp_path, "user.a.sub")[1:] == ([1], [1])
