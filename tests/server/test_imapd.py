@@ -810,11 +810,12 @@ def _big_messages(server: Server, count: int) -> bytes:
 
 def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A FETCH larger than the socket takes at once: the command's thread writes what the
-    socket takes (server.imapd._stream), the loop's transport buffers the rest, but never much
-    more than STREAM_BUFFER: the command waits for the client (in its thread; another
+    socket takes (server.imapd.output._stream), the loop's transport buffers the rest, but never
+    much more than STREAM_BUFFER: the command waits for the client (in its thread; another
     session's commands still run meanwhile)."""
     from sealmail.imap import fetching
     from sealmail.server import imapd
+    from sealmail.server.imapd import output
 
     monkeypatch.setattr(fetching, "BODY_CHUNKS", (2, 4))  # batches of at most 1 MiB here
     partial: list[int] = []
@@ -825,8 +826,8 @@ def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) ->
             partial.append(sent)
         return sent
 
-    write = imapd._write_nonblocking
-    monkeypatch.setattr(imapd, "_write_nonblocking", recording)
+    write = output._write_nonblocking
+    monkeypatch.setattr(output, "_write_nonblocking", recording)
     connections: list[imapd.ImapConnection] = []
     init = imapd.ImapConnection.__init__
 
@@ -927,11 +928,11 @@ def test_a_large_fetch_over_tls_goes_through_the_loop(start) -> None:  # type: i
 
 def test_a_socket_taking_little_at_a_time_gets_everything_in_order(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The command's thread writes what the socket takes (streamed batches and the responses
-    at the end, server.imapd._execute); the loop's transport sends the rest, in order."""
-    from sealmail.server import imapd
+    at the end, server.imapd.output._execute); the loop's transport sends the rest, in order."""
+    from sealmail.server.imapd import output
 
-    write = imapd._write_nonblocking
-    monkeypatch.setattr(imapd, "_write_nonblocking", lambda fd, data: write(fd, data[:7]))
+    write = output._write_nonblocking
+    monkeypatch.setattr(output, "_write_nonblocking", lambda fd, data: write(fd, data[:7]))
     server = start(allowplaintext="yes")
     for n in range(6):
         server.deliver(b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n))
