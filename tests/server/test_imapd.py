@@ -876,6 +876,7 @@ def test_a_client_gone_mid_fetch_leaves_no_descriptor(start) -> None:  # type: i
     _one_worker_thread(server)
     warm = server.login()  # the worker thread opens its index connection
     warm.select("INBOX")
+    warm.noop()  # and the loop's thread its own (a quick command runs there)
     warm.logout()
     descriptors = len(os.listdir("/proc/self/fd"))
     for _ in range(3):
@@ -1128,4 +1129,37 @@ def test_a_password_backend_that_is_down_is_unavailable_and_not_counted(start, t
         assert say(tag + b' LOGIN alice "' + PASSWORD.encode() + b'"\r\n') == (
             tag + b" NO [UNAVAILABLE] Authentication is temporarily unavailable\r\n")
     assert say(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
+    sock.close()
+
+
+def test_quick_commands_run_on_the_loop_and_the_rest_in_threads(start) -> None:  # type: ignore[no-untyped-def]
+    """sealmail.imap.quick: a NOOP or a FETCH of flags with nothing to sync costs no thread
+    hand-off; a body FETCH, a STORE and a NOOP with news to sync are handed to the executor;
+    the answers are the same either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Counting(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Counting.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    server = start(allowplaintext="yes")
+    server.deliver(b"Subject: one\r\n\r\nbody\r\n")
+    server.service.executor = Counting(4)
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    before = Counting.submitted
+    assert say(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
+    assert say(b"d FETCH 1 (FLAGS UID)\r\n").startswith(b"* 1 FETCH (FLAGS (\\Recent) UID 1)")
+    assert b"* LIST" in say(b'e LIST "" *\r\n')
+    assert Counting.submitted == before
+    assert b"body" in say(b"f FETCH 1 (BODY.PEEK[TEXT])\r\n")
+    assert b"\\Seen" in say(b"g STORE 1 +FLAGS (\\Seen)\r\n")
+    assert Counting.submitted == before + 2
+    server.deliver(b"Subject: two\r\n\r\nbody\r\n")
+    assert b"* 2 EXISTS" in say(b"h NOOP\r\n")  # news: synced in a thread
+    assert Counting.submitted == before + 3
     sock.close()

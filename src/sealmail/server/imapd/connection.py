@@ -16,6 +16,7 @@ from sealmail import metrics
 from sealmail import sessions as live_sessions
 from sealmail.config.options import IMAPD
 from sealmail.imap import ImapSession, notify
+from sealmail.imap.quick import is_quick
 from sealmail.imap.session import server_id
 from sealmail.proto.imap import (
     NEED_DATA,
@@ -346,16 +347,10 @@ class ImapConnection(ResponseWriter):
             await self._compress(command)
         else:
             assert self.session is not None
-            self._direct = self._may_write_directly()
-            try:
-                responses, rest = await self._in_thread(self._execute, self.session, command)
-            finally:
-                self._direct = False
-            if rest is None:
-                self._send(responses)
-            elif rest:
-                self.writer.write(rest)
-                await self._drain()
+            if is_quick(self.session, command):
+                responses = self._execute_here(self.session, command)
+            else:
+                responses = await self._execute_in_thread(self.session, command)
             log.debug(
                 "%s: %s %s",
                 self.session_id,

@@ -70,6 +70,7 @@ class ResponseWriter(ClientSession):
         self.compression: _Deflate | None = None
         self._direct = False  # the running command's thread writes to `_direct_fd` (_stream)
         self._direct_fd: int | None = None
+        self._inline = False  # the running command runs on the loop (`_execute_here`)
 
     async def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -112,6 +113,9 @@ class ResponseWriter(ClientSession):
         client has read it (within the autologout time): a FETCH of a large mailbox never holds
         more than that in memory, whatever the client's pace; the waiting thread uses no CPU.
         """
+        if self._inline:
+            self._send(responses)  # on the loop (`_execute_here`): flushed after the command
+            return
         if self._direct:
             self._send(responses)
             data = self.conn.data_to_send()
@@ -158,6 +162,34 @@ class ResponseWriter(ClientSession):
                 raise ConnectionError("the event loop stopped")
         if failures:
             raise failures[0]
+
+    def _execute_here(self, session: ImapSession, command: Command) -> list[Response]:
+        """A quick command (sealmail.imap.quick), run on the loop: no thread hand-off, and its
+        responses join the core's output, flushed with the rest of the batch."""
+        self._inline = True
+        try:
+            responses = session.execute(command)
+        finally:
+            self._inline = False
+        self._send(responses)
+        return responses
+
+    async def _execute_in_thread(self, session: ImapSession, command: Command
+                                 ) -> list[Response]:
+        """Any other command, in a worker thread (the store blocks); that thread writes to the
+        socket itself while it may (`_stream`)."""
+        self._direct = self._may_write_directly()
+        try:
+            responses, rest = await asyncio.get_running_loop().run_in_executor(
+                self.service.executor, self._execute, session, command)
+        finally:
+            self._direct = False
+        if rest is None:
+            self._send(responses)
+        elif rest:
+            self.writer.write(rest)
+            await self._drain()
+        return responses
 
     def _execute(self, session: ImapSession, command: Command
                  ) -> tuple[list[Response], bytes | None]:

@@ -1,0 +1,44 @@
+"""Which commands are quick: answered from the session's memory and an index read or two, never
+writing to the store nor reading a message file, so the daemon may run them on its event loop.
+
+Every other command goes to a worker thread, since the store blocks (fsync, another process's
+write transaction, a file read). That hand-off, two thread wake-ups and two futures, cost about
+as much CPU as a NOOP's whole work (docs/benchmarks.md, "Per-command overhead"); a quick command
+runs in less time than the hop would take, and while it runs no other session of the process
+would have had the GIL for long anyway.
+
+A command is quick when it is read-only by nature (NOOP, CHECK, STATUS, LIST, LSUB, a FETCH of
+index items that sets no \\Seen) AND the sync that follows it (RFC 9051 7: untagged news after
+each command) has nothing to do: with news pending, the sync reads the changes and may claim
+\\Recent (a write), so the command goes to a thread.
+"""
+
+from __future__ import annotations
+
+from sealmail.imap.session import ImapSession
+from sealmail.proto.imap import Check, Command, Fetch, List, Lsub, Noop, Status
+
+# FETCH items read from the index rows alone (never the message file, never a write).
+INDEX_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE"})
+# A FETCH on a larger mailbox may name that many messages: its CPU would hold the loop, and with
+# it every other session of the process, for longer than a GIL switch interval; it runs in a
+# thread, where the others get their turns meanwhile.
+QUICK_FETCH_MESSAGES = 1000
+
+
+def is_quick(session: ImapSession, command: Command) -> bool:
+    """Whether `command` may run on the event loop (see the top)."""
+    if session.notify_spec is not None:
+        return False  # RFC 5465: each command also reports other mailboxes' news
+    if isinstance(command, Fetch):
+        selected = session.selected
+        if selected is None or selected.exists > QUICK_FETCH_MESSAGES:
+            return False
+        if not all(a.name in INDEX_ITEMS for a in command.attributes):
+            return False
+    elif isinstance(command, List):
+        if command.status_items is not None:
+            return False  # LIST-STATUS: a STATUS per mailbox listed
+    elif not isinstance(command, (Noop, Check, Status, Lsub)):
+        return False
+    return not session.has_news()
