@@ -73,3 +73,23 @@ def test_before_select_list_and_status_are_quick(store: MessageStore) -> None:
     assert _quick(session, b'a LIST "" *')
     assert _quick(session, b"a STATUS INBOX (MESSAGES)")
     assert not _quick(session, b"a FETCH 1 (FLAGS)")
+
+
+def test_after_news_the_check_is_skipped_for_a_while(store: MessageStore) -> None:
+    """On a mailbox that keeps changing, the index read that finds news is mostly wasted: after
+    news, QuickCommands sends read-only commands to a thread without asking, 1, 2, 4 ... up to
+    SKIP_MOST of them, and asks afresh after each skip."""
+    session = _session(store)
+    noop = parse_command(b"a NOOP\r\n")
+    gate = quick.QuickCommands()
+    asked: list[bool] = []
+    session.has_news = lambda: asked.append(True) or True  # type: ignore[method-assign]
+    decisions = [gate.allows(session, noop) for _ in range(1 + 1 + 1 + 2 + 1 + 4)]
+    assert decisions == [False] * len(decisions)
+    assert len(asked) == 3  # asked, skipped 1, asked, skipped 2, asked, skipped 4
+    session.has_news = lambda: False  # type: ignore[method-assign]
+    while not gate.allows(session, noop):
+        pass
+    assert gate.allows(session, noop) and gate.allows(session, noop)  # no news: asks each time
+    store_line = parse_command(b"a STORE 1 +FLAGS (\\Seen)\r\n")
+    assert not gate.allows(session, store_line)

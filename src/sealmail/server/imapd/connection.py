@@ -16,7 +16,7 @@ from sealmail import metrics
 from sealmail import sessions as live_sessions
 from sealmail.config.options import IMAPD
 from sealmail.imap import ImapSession, notify
-from sealmail.imap.quick import is_quick
+from sealmail.imap.quick import QuickCommands
 from sealmail.imap.session import server_id
 from sealmail.proto.imap import (
     NEED_DATA,
@@ -154,6 +154,7 @@ class ImapConnection(ResponseWriter):
         )
         self.idling = False
         self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
+        self.quick = QuickCommands()  # which commands run on the loop (sealmail.imap.quick)
         self.live: live_sessions.Registration | None = None  # admin who / kick
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
@@ -347,7 +348,7 @@ class ImapConnection(ResponseWriter):
             await self._compress(command)
         else:
             assert self.session is not None
-            if is_quick(self.session, command):
+            if self.quick.allows(self.session, command):
                 responses = self._execute_here(self.session, command)
             else:
                 responses = await self._execute_in_thread(self.session, command)
