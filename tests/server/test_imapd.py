@@ -894,7 +894,8 @@ def test_a_client_gone_mid_fetch_leaves_no_descriptor(start) -> None:  # type: i
     deadline = time.monotonic() + 10
     while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert len(os.listdir("/proc/self/fd")) <= descriptors, sorted(
+        str(Path(f"/proc/self/fd/{fd}").resolve()) for fd in os.listdir("/proc/self/fd"))
 
 
 def test_a_client_that_stops_reading_is_logged_out(start) -> None:  # type: ignore[no-untyped-def]
