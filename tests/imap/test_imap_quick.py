@@ -93,3 +93,10 @@ def test_after_news_the_check_is_skipped_for_a_while(store: MessageStore) -> Non
     assert gate.allows(session, noop) and gate.allows(session, noop)  # no news: asks each time
     store_line = parse_command(b"a STORE 1 +FLAGS (\\Seen)\r\n")
     assert not gate.allows(session, store_line)
+
+
+def test_nothing_is_quick_when_switched_off(store: MessageStore) -> None:
+    """On PostgreSQL (ImapService.quick_commands) a read may wait for a pooled connection."""
+    session = _session(store)
+    assert not quick.QuickCommands(enabled=False).allows(session, parse_command(b"a NOOP\r\n"))
+    assert quick.QuickCommands().allows(session, parse_command(b"a NOOP\r\n"))

@@ -1164,3 +1164,17 @@ def test_quick_commands_run_on_the_loop_and_the_rest_in_threads(start) -> None: 
     assert b"* 2 EXISTS" in say(b"h NOOP\r\n")  # news: synced in a thread
     assert Counting.submitted == before + 3
     sock.close()
+
+
+def test_no_quick_commands_on_postgresql(tmp_path: Path, ca: trustme.CA) -> None:
+    """A read there may wait for a pooled connection a worker thread holds (sealmail.imap.quick):
+    every command goes to a thread."""
+    from sealmail.store.memory import MemoryStore
+
+    disk = ImapService(make_config(tmp_path, ca), MemoryStore())
+    shared = ImapService(make_config(tmp_path, ca, store_backend="postgresql"), MemoryStore())
+    try:
+        assert disk.quick_commands and not shared.quick_commands
+    finally:
+        disk.close()
+        shared.close()

@@ -13,6 +13,11 @@ each command) has nothing to do: with news pending, the sync reads the changes a
 \\Recent (a write), so the command goes to a thread. Finding that out is an index read of its
 own, wasted when there is news; on a mailbox that changes all the time (imaptest's ten clients
 on one INBOX) `QuickCommands` stops asking for a while, longer each time it found news.
+
+Only where a read cannot wait on anything but the local disk: the disk store (SQLite, one
+connection per thread, WAL readers never wait for writers) and the memory store. PostgreSQL
+reads take a connection from a pool that worker threads may hold, and cross the network: there
+every command goes to a thread (`ImapService.quick_commands`).
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ SKIP_MOST = 8  # read-only commands sent to a thread unasked after news, at most
 class QuickCommands:
     """One connection's choice of where each command runs (see the top)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self._skip = 0  # read-only commands still to send to a thread without asking
         self._backoff = 0  # what `_skip` becomes at the next news
 
     def allows(self, session: ImapSession, command: Command) -> bool:
         """Whether `command` may run on the event loop now."""
-        if not read_only(session, command):
+        if not self.enabled or not read_only(session, command):
             return False
         if self._skip:
             self._skip -= 1

@@ -154,7 +154,7 @@ class ImapConnection(ResponseWriter):
         )
         self.idling = False
         self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
-        self.quick = QuickCommands()  # which commands run on the loop (sealmail.imap.quick)
+        self.quick = QuickCommands(service.quick_commands)  # which run on the loop
         self.live: live_sessions.Registration | None = None  # admin who / kick
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:

@@ -62,6 +62,9 @@ class ImapService:
         # than CPUs: a FETCH whose client reads slowly waits in its thread
         # (`ImapConnection._stream`), using no CPU.
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap")
+        # Quick commands run on the loop (sealmail.imap.quick) unless a read may wait for a
+        # pooled PostgreSQL connection a worker thread holds.
+        self.quick_commands = config.get(IMAPD.store_backend) != "postgresql"
 
     def drain(self) -> None:
         """The daemon is stopping: sessions waiting for a command get BYE and end now, one
