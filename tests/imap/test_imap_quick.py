@@ -100,3 +100,10 @@ def test_nothing_is_quick_when_switched_off(store: MessageStore) -> None:
     session = _session(store)
     assert not quick.QuickCommands(enabled=False).allows(session, parse_command(b"a NOOP\r\n"))
     assert quick.QuickCommands().allows(session, parse_command(b"a NOOP\r\n"))
+
+
+def test_an_admins_listing_goes_to_a_thread(store: MessageStore) -> None:
+    """It may name every user's mailboxes: too long to hold the loop."""
+    admin = ImapSession(store, SESSION_CONFIG, "fred", "user.fred", is_admin=True)
+    assert not _quick(admin, b'a LIST "" *') and not _quick(admin, b'a LSUB "" *')
+    assert _quick(admin, b"a STATUS INBOX (MESSAGES)")

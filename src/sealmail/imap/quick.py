@@ -7,9 +7,10 @@ as much CPU as a NOOP's whole work (docs/benchmarks.md, "Per-command overhead");
 runs in less time than the hop would take, and while it runs no other session of the process
 would have had the GIL for long anyway.
 
-A command is quick when it is read-only by nature (NOOP, CHECK, STATUS, LIST, LSUB, a FETCH of
-index items that sets no \\Seen) AND the sync that follows it (RFC 9051 7: untagged news after
-each command) has nothing to do: with news pending, the sync reads the changes and may claim
+A command is quick when it is read-only by nature (NOOP, CHECK, STATUS, LIST and LSUB but an
+admin's, a FETCH of index items that sets no \\Seen) AND the sync that follows it (RFC 9051 7:
+untagged news after each command) has nothing to do: with news pending, the sync reads the
+changes and may claim
 \\Recent (a write), so the command goes to a thread. Finding that out is an index read of its
 own, wasted when there is news; on a mailbox that changes all the time (imaptest's ten clients
 on one INBOX) `QuickCommands` stops asking for a while, longer each time it found news.
@@ -74,9 +75,11 @@ def read_only(session: ImapSession, command: Command) -> bool:
             return False
         if not all(a.name in INDEX_ITEMS for a in command.attributes):
             return False
-    elif isinstance(command, List):
-        if command.status_items is not None:
+    elif isinstance(command, (List, Lsub)):
+        if session.is_admin:
+            return False  # an admin's listing may name every user's mailboxes
+        if isinstance(command, List) and command.status_items is not None:
             return False  # LIST-STATUS: a STATUS per mailbox listed
-    elif not isinstance(command, (Noop, Check, Status, Lsub)):
+    elif not isinstance(command, (Noop, Check, Status)):
         return False
     return True
