@@ -10,10 +10,10 @@ would have had the GIL for long anyway.
 A command is quick when it is read-only by nature (NOOP, CHECK, STATUS, LIST and LSUB but an
 admin's, a FETCH of index items that sets no \\Seen) AND the sync that follows it (RFC 9051 7:
 untagged news after each command) has nothing to do: with news pending, the sync reads the
-changes and may claim
-\\Recent (a write), so the command goes to a thread. Finding that out is an index read of its
-own, wasted when there is news; on a mailbox that changes all the time (imaptest's ten clients
-on one INBOX) `QuickCommands` stops asking for a while, longer each time it found news.
+changes and may claim \\Recent (a write), so the command goes to a thread. Finding that out is
+an index read of its own, wasted when there is news; on a mailbox that changes all the time
+(imaptest's ten clients on one INBOX) `QuickCommands` stops asking for a while, longer each time
+it found news.
 
 Only where a read cannot wait on anything but the local disk: the disk store (SQLite, one
 connection per thread, WAL readers never wait for writers) and the memory store. PostgreSQL
