@@ -846,8 +846,8 @@ def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) ->
     reader.readline()
     for line in (b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n', b"b SELECT INBOX\r\n"):
         sock.sendall(line)
-        while not reader.readline().startswith(line[:2]):
-            pass
+        while not (answer := reader.readline()).startswith(line[:2]):
+            assert answer, "the server closed the connection"  # not a loop forever on EOF
     sock.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
     other = server.login()  # while the first client reads nothing
     other.select("INBOX")
