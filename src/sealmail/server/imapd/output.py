@@ -4,14 +4,12 @@ deflate (RFC 4978), and a command's worker thread writing to the socket itself (
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from sealmail.imap import ImapSession
 from sealmail.proto.imap import Command, Response, ServerConnection, StatusResponse
@@ -21,7 +19,6 @@ if TYPE_CHECKING:
     from sealmail.server.imapd.service import ImapService
 
 log = logging.getLogger("sealmail.imapd")
-_T = TypeVar("_T")
 
 STREAM_BUFFER = 1024 * 1024  # output a FETCH may have waiting for its client, beyond the kernel's
 INFLATED_PIECE = 65536  # what the core is fed at once after COMPRESS, like one plain read
@@ -58,41 +55,6 @@ def _write_nonblocking(fd: int, data: bytes) -> int:
             break
     return sent
 
-
-
-def in_thread(executor: Executor, function: Callable[..., _T], *args: object
-              ) -> asyncio.Future[_T]:
-    """`function(*args)` in one of `executor`'s threads, its outcome in an asyncio future.
-
-    What `loop.run_in_executor` does, without its chaining of a concurrent future into an
-    asyncio one (a lock, callbacks and state copies on both sides; with the checks on the
-    callable, about a tenth of the Python CPU of an IMAP command in the imaptest profile): the
-    thread hands the outcome to the loop itself. A waiter that went away (its session ended)
-    leaves a cancelled future, which the outcome then skips.
-    """
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[_T] = loop.create_future()
-
-    def settle(value: _T | None, failure: BaseException | None) -> None:
-        if outcome.cancelled():
-            return
-        if failure is not None:
-            outcome.set_exception(failure)
-        else:
-            outcome.set_result(value)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            value = function(*args)
-        except BaseException as exc:  # handed to the waiter, which raises it
-            result: tuple[_T | None, BaseException | None] = (None, exc)
-        else:
-            result = (value, None)
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(settle, *result)
-
-    executor.submit(run)
-    return outcome
 
 
 class ResponseWriter(ClientSession):
@@ -218,7 +180,7 @@ class ResponseWriter(ClientSession):
         socket itself while it may (`_stream`)."""
         self._direct = self._may_write_directly()
         try:
-            responses, rest = await in_thread(
+            responses, rest = await asyncio.get_running_loop().run_in_executor(
                 self.service.executor, self._execute, session, command)
         finally:
             self._direct = False
