@@ -24,6 +24,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -85,11 +86,35 @@ def sealmail_master(root: Path) -> Iterator[tuple[int, int, list[int]]]:
         ):
             assert time.monotonic() < deadline and process.poll() is None, log.read_text()
             time.sleep(0.1)
-        time.sleep(1)
-        yield port, process.pid, [int(pid) for pid in workers]
+        pids = [int(pid) for pid in workers]
+        every_worker_serves(port, pids, deadline)
+        yield port, process.pid, pids
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def every_worker_serves(port: int, pids: list[int], deadline: float) -> None:
+    """Waits until each worker has taken a connection: "started worker" is master's line, and a
+    worker still starting on a loaded machine (seconds) would leave all of imaptest's clients,
+    which connect at once, to the other one for the whole run."""
+    held: list[socket.socket] = []
+    try:
+        while True:
+            sock = socket.create_connection(("127.0.0.1", port))
+            held.append(sock)
+            sock.recv(1024)  # the greeting: its worker has it
+            listing = subprocess.run(
+                ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            if all(f"pid={pid}," in listing for pid in pids):
+                return
+            assert time.monotonic() < deadline, "a worker never took a connection"
+            time.sleep(0.05)
+    finally:
+        for sock in held:
+            sock.close()
 
 
 @contextmanager

@@ -810,11 +810,12 @@ def _big_messages(server: Server, count: int) -> bytes:
 
 def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A FETCH larger than the socket takes at once: the command's thread writes what the
-    socket takes (server.imapd._stream), the loop's transport buffers the rest, but never much
-    more than STREAM_BUFFER: the command waits for the client (in its thread; another
+    socket takes (server.imapd.output._stream), the loop's transport buffers the rest, but never
+    much more than STREAM_BUFFER: the command waits for the client (in its thread; another
     session's commands still run meanwhile)."""
     from sealmail.imap import fetching
     from sealmail.server import imapd
+    from sealmail.server.imapd import output
 
     monkeypatch.setattr(fetching.job, "BODY_CHUNKS", (2, 4))  # batches of at most 1 MiB here
     partial: list[int] = []
@@ -825,8 +826,8 @@ def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) ->
             partial.append(sent)
         return sent
 
-    write = imapd._write_nonblocking
-    monkeypatch.setattr(imapd, "_write_nonblocking", recording)
+    write = output._write_nonblocking
+    monkeypatch.setattr(output, "_write_nonblocking", recording)
     connections: list[imapd.ImapConnection] = []
     init = imapd.ImapConnection.__init__
 
@@ -845,8 +846,8 @@ def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) ->
     reader.readline()
     for line in (b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n', b"b SELECT INBOX\r\n"):
         sock.sendall(line)
-        while not reader.readline().startswith(line[:2]):
-            pass
+        while not (answer := reader.readline()).startswith(line[:2]):
+            assert answer, "the server closed the connection"  # not a loop forever on EOF
     sock.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
     other = server.login()  # while the first client reads nothing
     other.select("INBOX")
@@ -869,12 +870,22 @@ def test_a_slow_reader_gets_every_byte_and_bounded_memory(start, monkeypatch) ->
     sock.close()
 
 
+def _open_files() -> str:
+    """What this process has open, for a failure's message."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # listdir's own descriptor is gone by now
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return " ".join(sorted(names))
+
+
 def test_a_client_gone_mid_fetch_leaves_no_descriptor(start) -> None:  # type: ignore[no-untyped-def]
     server = start(allowplaintext="yes")
     _big_messages(server, 32)
     _one_worker_thread(server)
     warm = server.login()  # the worker thread opens its index connection
     warm.select("INBOX")
+    warm.noop()  # and the loop's thread its own (a quick command runs there)
     warm.logout()
     descriptors = len(os.listdir("/proc/self/fd"))
     for _ in range(3):
@@ -887,12 +898,14 @@ def test_a_client_gone_mid_fetch_leaves_no_descriptor(start) -> None:  # type: i
         # would keep the socket open)
     other = server.login()
     other.select("INBOX")
-    assert other.noop()[0] == "OK"
+    # A command for the one worker thread, so it runs after the FETCHes (a NOOP would run on
+    # the loop at once: sealmail.imap.quick).
+    assert other.search(None, "ALL")[0] == "OK"
     other.logout()
     deadline = time.monotonic() + 10
     while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert len(os.listdir("/proc/self/fd")) <= descriptors, _open_files()
 
 
 def test_a_client_that_stops_reading_is_logged_out(start) -> None:  # type: ignore[no-untyped-def]
@@ -927,11 +940,11 @@ def test_a_large_fetch_over_tls_goes_through_the_loop(start) -> None:  # type: i
 
 def test_a_socket_taking_little_at_a_time_gets_everything_in_order(start, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The command's thread writes what the socket takes (streamed batches and the responses
-    at the end, server.imapd._execute); the loop's transport sends the rest, in order."""
-    from sealmail.server import imapd
+    at the end, server.imapd.output._execute); the loop's transport sends the rest, in order."""
+    from sealmail.server.imapd import output
 
-    write = imapd._write_nonblocking
-    monkeypatch.setattr(imapd, "_write_nonblocking", lambda fd, data: write(fd, data[:7]))
+    write = output._write_nonblocking
+    monkeypatch.setattr(output, "_write_nonblocking", lambda fd, data: write(fd, data[:7]))
     server = start(allowplaintext="yes")
     for n in range(6):
         server.deliver(b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n))
@@ -1128,3 +1141,50 @@ def test_a_password_backend_that_is_down_is_unavailable_and_not_counted(start, t
             tag + b" NO [UNAVAILABLE] Authentication is temporarily unavailable\r\n")
     assert say(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
     sock.close()
+
+
+def test_quick_commands_run_on_the_loop_and_the_rest_in_threads(start) -> None:  # type: ignore[no-untyped-def]
+    """sealmail.imap.quick: a NOOP or a FETCH of flags with nothing to sync costs no thread
+    hand-off; a body FETCH, a STORE and a NOOP with news to sync are handed to the executor;
+    the answers are the same either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Counting(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Counting.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    server = start(allowplaintext="yes")
+    server.deliver(b"Subject: one\r\n\r\nbody\r\n")
+    server.service.executor = Counting(4)
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    before = Counting.submitted
+    assert say(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
+    assert say(b"d FETCH 1 (FLAGS UID)\r\n").startswith(b"* 1 FETCH (FLAGS (\\Recent) UID 1)")
+    assert b"* LIST" in say(b'e LIST "" *\r\n')
+    assert Counting.submitted == before
+    assert b"body" in say(b"f FETCH 1 (BODY.PEEK[TEXT])\r\n")
+    assert b"\\Seen" in say(b"g STORE 1 +FLAGS (\\Seen)\r\n")
+    assert Counting.submitted == before + 2
+    server.deliver(b"Subject: two\r\n\r\nbody\r\n")
+    assert b"* 2 EXISTS" in say(b"h NOOP\r\n")  # news: synced in a thread
+    assert Counting.submitted == before + 3
+    sock.close()
+
+
+def test_no_quick_commands_on_postgresql(tmp_path: Path, ca: trustme.CA) -> None:
+    """A read there may wait for a pooled connection a worker thread holds (sealmail.imap.quick):
+    every command goes to a thread."""
+    from sealmail.store.memory import MemoryStore
+
+    disk = ImapService(make_config(tmp_path, ca), MemoryStore())
+    shared = ImapService(make_config(tmp_path, ca, store_backend="postgresql"), MemoryStore())
+    try:
+        assert disk.quick_commands and not shared.quick_commands
+    finally:
+        disk.close()
+        shared.close()

@@ -56,6 +56,10 @@ log = logging.getLogger("sealmail.master")
 
 NO_DESCRIPTOR_PAUSE = 0.1
 BUSY_LOG_SECONDS = 60.0
+# Accept balancing (docs/master.md): a worker holding sessions waits this long per session, up to
+# ACCEPT_DELAY_MOST, before it accepts a waiting client, so that a worker with fewer takes it.
+ACCEPT_DELAY_PER_SESSION = 0.001
+ACCEPT_DELAY_MOST = 0.02
 
 # What a client hears when every maxchild slot stays taken, in its own protocol: RFC 5321 3.8 and
 # RFC 2033's 421 with RFC 3463 X.3.2 "system not accepting network messages"; an IMAP BYE
@@ -162,6 +166,19 @@ async def _readable(
             loop.remove_reader(sock.fileno())
 
 
+def accept_delay(sessions: int) -> float:
+    """How long a worker serving `sessions` waits before it accepts a client.
+
+    Every worker of a service waits on the same listening socket, and the kernel wakes them all
+    for a client; the first to call accept(2) has it. The worker already running (the one that
+    just accepted) usually wins: 10 clients connecting at once all went to one worker, which
+    then did every command on one core while the other idled. A worker that waits in proportion
+    to its sessions lets one with fewer (an idle one waits not at all) take the client; should
+    none, the client is served after at most ACCEPT_DELAY_MOST, by whichever is still awake.
+    """
+    return min(sessions * ACCEPT_DELAY_PER_SESSION, ACCEPT_DELAY_MOST)
+
+
 async def serve(
     service: Service,
     sockets: Sequence[socket.socket],
@@ -208,6 +225,8 @@ async def serve(
         sock = await _readable(sockets, leaving)
         if sock is None:
             break
+        if sessions:
+            await asyncio.sleep(accept_delay(len(sessions)))  # a less busy worker may take it
         slot = slots.try_take() if slots is not None else None
         if leaving.is_set():
             if slot is not None:

@@ -1,17 +1,6 @@
-"""imapd: the asyncio driver around the sans-I/O IMAP core and the session logic.
-
-Bytes in -> `sealmail.proto.imap.ServerConnection` events -> `sealmail.imap.ImapSession` (in a
-worker thread, since the store blocks) -> responses out. This module only does what needs the
-connection: the greeting and hosts.allow, STARTTLS and imaps, LOGIN and AUTHENTICATE, IDLE's
-waiting (the mailbox is polled cheaply, one index row, so an LMTP delivery is announced within
-`IDLE_POLL_INTERVAL`), COMPRESS=DEFLATE, the inactivity timeout, and logging (one line per
-event, `SESSIONID: event`; never a password or message body).
-
-What every daemon session shares comes from sealmail.server.session: who the client is and
-hosts.allow, the TLS handshake (`ClientSession`), and the SASL exchange (`SaslExchange`: the
-same mechanisms, failure delay, limits and log lines as pop3d, sieved, lmtpd and smtpd); this
-module only says how IMAP answers each step (RFC 5530 codes, `SASL_REFUSALS`).
-"""
+"""ImapConnection: one client connection: reads, feeds the core, runs commands (the store's in a
+worker thread), and answers what needs the connection itself (STARTTLS, LOGIN and AUTHENTICATE,
+IDLE, COMPRESS)."""
 
 from __future__ import annotations
 
@@ -19,21 +8,15 @@ import asyncio
 import base64
 import logging
 import os
-import ssl
-import threading
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from sealmail import metrics
 from sealmail import sessions as live_sessions
-from sealmail.auth.authenticator import Authenticator
-from sealmail.config.hosts_access import HostsAccess
-from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.imap import ImapSession, notify
+from sealmail.imap.quick import QuickCommands
 from sealmail.imap.session import server_id
 from sealmail.proto.imap import (
     NEED_DATA,
@@ -49,14 +32,12 @@ from sealmail.proto.imap import (
     Id,
     Idle,
     IdleDone,
-    Limits,
     Login,
     Logout,
     Noop,
     ProtocolError,
     Response,
     ResponseCode,
-    ServerConnection,
     StartTLS,
     StatusResponse,
 )
@@ -65,27 +46,24 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.proto.sasl import FailureReason, Success
+from sealmail.server.imapd.output import ResponseWriter, _Deflate
 from sealmail.server.session import (
-    ClientSession,
-    Drain,
     Interruption,
     SaslExchange,
     maildrop_name,
     read_client,
-    serve_session,
 )
-from sealmail.server.tls import server_context
-from sealmail.store.api import AccessKeys, MessageStore
+from sealmail.store.api import AccessKeys
 from sealmail.store.auditlog import audit_for
 from sealmail.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from sealmail.server.imapd.service import ImapService
 
 log = logging.getLogger("sealmail.imapd")
 _T = TypeVar("_T")
 
 SASL_SERVICE = "imap"
-STREAM_BUFFER = 1024 * 1024  # output a FETCH may have waiting for its client, beyond the kernel's
-TIMEOUT_MINUTES = 30  # Cyrus's `timeout` (RFC 9051 5.4: at least 30 minutes)
-IDLE_POLL_INTERVAL = 0.25  # seconds between cheap checks of the selected mailbox while idling
 NOTIFY_POLL_INTERVAL = notify.POLL_INTERVAL  # between commands, a mailbox list each
 
 # Extensions this server implements (RFC 9051 7.2.2 CAPABILITY); AUTH=, STARTTLS and
@@ -156,117 +134,15 @@ def sasl_refusal(reason: FailureReason, tag: str) -> StatusResponse:
     return StatusResponse(status, text, tag=tag, code=ResponseCode(code) if code else None)
 
 
-class ImapService:
-    """Serves IMAP sessions; one per listener kind (plain with STARTTLS, or imaps)."""
-
-    def __init__(
-        self,
-        config: ImapdConfig,
-        store: MessageStore,
-        *,
-        authenticator: Authenticator | None = None,
-        tls_context: ssl.SSLContext | None = None,
-        implicit_tls: bool = False,
-        daemon_name: str = "imap",
-        owns_store: bool = False,
-        timeout: float = TIMEOUT_MINUTES * 60.0,
-        idle_poll_interval: float = IDLE_POLL_INTERVAL,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.authenticator = authenticator or Authenticator(config)
-        self.tls_context = tls_context if tls_context is not None else server_context(config)
-        self.implicit_tls = implicit_tls
-        if implicit_tls and self.tls_context is None:
-            raise config.error(IMAPD.tls_server_cert, "imaps needs a certificate")
-        self.daemon_name = daemon_name
-        self.owns_store = owns_store
-        self.timeout = timeout
-        self.idle_poll_interval = idle_poll_interval
-        self.clock = clock
-        self.failure_delay = float(config.get(IMAPD.auth_failure_delay))
-        self.max_auth_failures = config.get(IMAPD.auth_max_failures)
-        self.max_message_size = config.get(IMAPD.maxmessagesize)
-        self.hosts = HostsAccess.from_config(config)
-        self.sessions: set[asyncio.Task[None]] = set()
-        self.draining = Drain()
-        # Commands (the store blocks; SASL steps run in SaslExchange's threads). More threads
-        # than CPUs: a FETCH whose client reads slowly waits in its thread
-        # (`ImapConnection._stream`), using no CPU.
-        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap")
-
-    def drain(self) -> None:
-        """The daemon is stopping: sessions waiting for a command get BYE and end now, one
-        running a command ends once it is answered (RFC 9051 7.1.5)."""
-        self.draining.set()
-
-    implicit_tls_name = "imaps"  # in Cyrus's "imaps TLS negotiation failed" line
-
-    @property
-    def implicit_tls_context(self) -> ssl.SSLContext | None:
-        """For master's workers: imaps connections are wrapped at accept."""
-        return self.tls_context if self.implicit_tls else None
-
-    def limits(self) -> Limits:
-        size = self.max_message_size or 64 * 1024 * 1024
-        return Limits(max_append_size=size)
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        if self.owns_store:
-            self.owns_store = False
-            self.store.close()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_session(self.sessions, writer, ImapConnection(self, reader, writer).run())
 
 
-INFLATED_PIECE = 65536  # what the core is fed at once after COMPRESS, like one plain read
-
-
-class _Deflate:
-    """COMPRESS=DEFLATE (RFC 4978): raw deflate both ways, flushed after each write."""
-
-    def __init__(self) -> None:
-        self.inflater = zlib.decompressobj(-15)
-        self.deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-
-    def inflate(self, data: bytes) -> Iterator[bytes]:
-        """`data` inflated, in pieces of at most INFLATED_PIECE bytes: a few compressed bytes can
-        stand for megabytes (a deflate stream of zeros: ~1000:1), and the core must see them a
-        piece at a time to hold its limits (line length, literal size) before they pile up."""
-        piece = self.inflater.decompress(data, INFLATED_PIECE)
-        while piece:
-            yield piece
-            piece = self.inflater.decompress(self.inflater.unconsumed_tail, INFLATED_PIECE)
-
-    def deflate(self, data: bytes) -> bytes:
-        return self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
-
-
-def _write_nonblocking(fd: int, data: bytes) -> int:
-    """Writes to a non-blocking socket what it takes now; how many bytes that was."""
-    view = memoryview(data)
-    sent = 0
-    while sent < len(view):
-        try:
-            sent += os.write(fd, view[sent:])
-        except BlockingIOError:
-            break
-    return sent
-
-
-class ImapConnection(ClientSession):
+class ImapConnection(ResponseWriter):
     """One client connection: reads, feeds the core, runs commands, writes responses."""
 
     def __init__(
         self, service: ImapService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        super().__init__(reader, writer)
-        self.service = service
-        self.conn = ServerConnection(service.limits())
-        self.session: ImapSession | None = None
+        super().__init__(service, reader, writer)
         self.auth = SaslExchange(
             self,
             service.authenticator,
@@ -277,10 +153,8 @@ class ImapConnection(ClientSession):
             max_failures=service.max_auth_failures,
         )
         self.idling = False
-        self.compression: _Deflate | None = None
         self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
-        self._direct = False  # the running command's thread writes to `_direct_fd` (_stream)
-        self._direct_fd: int | None = None
+        self.quick = QuickCommands(service.quick_commands)  # which run on the loop
         self.live: live_sessions.Registration | None = None  # admin who / kick
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
@@ -303,125 +177,6 @@ class ImapConnection(ClientSession):
         if self.compression is not None:
             caps.remove("COMPRESS=DEFLATE")
         return caps
-
-    # -- output -------------------------------------------------------------------------------
-
-    async def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            if self.compression is not None:
-                data = self.compression.deflate(data)
-            self.writer.write(data)
-            await self._drain()
-
-    async def _drain(self) -> None:
-        if not self.writer.transport.get_write_buffer_size():
-            await self.writer.drain()  # only raises, should the connection be lost
-            return
-        try:
-            async with asyncio.timeout(self.service.timeout):
-                await self.writer.drain()
-        except TimeoutError:
-            # The autologout timer covers a client that stops reading our output too (as
-            # Dovecot's "inactivity in reading our output"): it would hold the session.
-            log.info("%s: autologout: not reading our output, %s", self.session_id, self.client)
-            raise ConnectionError("client not reading") from None
-
-    def _send(self, responses: Iterable[Response]) -> None:
-        for response in responses:
-            self.conn.utf8 = self.session.utf8 if self.session is not None else False
-            self.conn.send(response)
-
-    def _stream(self, loop: asyncio.AbstractEventLoop, responses: list[Response]) -> None:
-        """`ImapSession.stream`, called in the command's worker thread: these untagged
-        responses go out now, before anything the command sends later, so the client reads
-        while the rest is built.
-
-        On a plain connection whose earlier output has all reached the kernel (`_direct`), this
-        thread writes them to the socket itself, as a process-per-connection server does: a
-        hand-off to the event loop costs two thread wake-ups per batch, on a small machine as
-        much CPU as the reads of the files. What the socket does not take at once goes to the
-        loop's transport, and so does the rest of the command; TLS and COMPRESS keep their
-        state in the loop, so their output always goes through it. This thread then waits until
-        the loop has written, and, once more than STREAM_BUFFER waits for the client, until the
-        client has read it (within the autologout time): a FETCH of a large mailbox never holds
-        more than that in memory, whatever the client's pace; the waiting thread uses no CPU.
-        """
-        if self._direct:
-            self._send(responses)
-            data = self.conn.data_to_send()
-            assert self._direct_fd is not None
-            sent = _write_nonblocking(self._direct_fd, data)
-            if sent == len(data):
-                return
-            self._direct = False
-            rest = data[sent:]
-            responses = []
-        else:
-            rest = b""
-        written = threading.Event()
-        failures: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                self._send(responses)
-                data = rest + self.conn.data_to_send()
-                if data:
-                    if self.compression is not None:
-                        data = self.compression.deflate(data)
-                    self.writer.write(data)
-                if self.writer.transport.get_write_buffer_size() > STREAM_BUFFER:
-                    # Memory stays bounded: the command goes on once the client has read.
-                    drained = asyncio.ensure_future(self._drain())
-                    drained.add_done_callback(lambda task: finish(
-                        ConnectionError("session ended") if task.cancelled()
-                        else task.exception()))
-                    return
-            except BaseException as exc:  # handed to the command's thread, which raises it
-                finish(exc)
-                return
-            finish(None)
-
-        def finish(failure: BaseException | None) -> None:
-            if failure is not None:
-                failures.append(failure)
-            written.set()
-
-        loop.call_soon_threadsafe(write)
-        while not written.wait(1.0):
-            if not loop.is_running():
-                raise ConnectionError("the event loop stopped")
-        if failures:
-            raise failures[0]
-
-    def _execute(self, session: ImapSession, command: Command
-                 ) -> tuple[list[Response], bytes | None]:
-        """The command, in its worker thread; while the socket is this thread's (`_stream`), it
-        also writes the responses, so the client has the tagged one without waiting for the
-        event loop to wake. Returns them, and None if the loop is to send them, else what the
-        socket did not take (for the loop's transport)."""
-        responses = session.execute(command)
-        if not self._direct:
-            return responses, None
-        self._send(responses)
-        data = self.conn.data_to_send()
-        assert self._direct_fd is not None
-        return responses, data[_write_nonblocking(self._direct_fd, data):]
-
-    def _may_write_directly(self) -> bool:
-        """Whether the next command's thread may write to the socket itself (`_stream`)."""
-        if self.secure or self.compression is not None:
-            return False
-        if self.writer.transport.get_write_buffer_size():
-            return False  # the loop still has output to send first
-        if self._direct_fd is None:
-            sock = self.writer.get_extra_info("socket")
-            if sock is None:
-                return False
-            # A duplicate the loop never closes: should the client go away mid-command and the
-            # loop close its descriptor, the number could name another file by the next write.
-            self._direct_fd = os.dup(sock.fileno())
-        return True
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -593,32 +348,16 @@ class ImapConnection(ClientSession):
             await self._compress(command)
         else:
             assert self.session is not None
-            self._direct = self._may_write_directly()
-            try:
-                responses, rest = await self._in_thread(self._execute, self.session, command)
-            finally:
-                self._direct = False
-            if rest is None:
-                self._send(responses)
-            elif rest:
-                self.writer.write(rest)
-                await self._drain()
+            if self.quick.allows(self.session, command):
+                responses = self._execute_here(self.session, command)
+            else:
+                responses = await self._execute_in_thread(self.session, command)
             log.debug(
                 "%s: %s %s",
                 self.session_id,
                 command.wire_name,
                 responses[-1].status if isinstance(responses[-1], StatusResponse) else "",
             )
-
-    def _kicked(self) -> None:
-        """`sealmail admin kick`: a BYE, as Dovecot's kick, and the connection closes."""
-        log.info("%s: kicked by admin from %s", self.session_id, self.client)
-        self.conn.send(StatusResponse("BYE", "Kicked by admin"))
-        data = self.conn.data_to_send()
-        if self.compression is not None:
-            data = self.compression.deflate(data)
-        self.writer.write(data)
-        self.writer.close()
 
     # -- TLS and compression -----------------------------------------------------------------
 
@@ -763,36 +502,3 @@ class ImapConnection(ClientSession):
         )
 
 
-# -- the service contract of `sealmail master`, and the standalone daemon ----------------------
-
-
-def build_service(
-    config: ImapdConfig,
-    argv: Sequence[str],
-    *,
-    service_name: str = "imap",
-    store: MessageStore | None = None,
-) -> ImapService:
-    """imapd as cyrus.conf runs it: `imapd [-s]`; -s serves imaps (TLS from the first byte).
-
-    Without a `store` the service opens its own store (store_backend) and closes it in `close()`.
-    """
-    for arg in argv:
-        if arg != "-s":
-            raise ConfigError(config.path, 0, None, f"{service_name}: unknown argument {arg!r}")
-    implicit_tls = "-s" in argv
-    if implicit_tls and server_context(config) is None:
-        raise config.error(IMAPD.tls_server_cert, f"{service_name}: imapd -s needs a certificate")
-    owned = store is None
-    if store is None:
-        from sealmail.store.backends import open_store
-
-        store = open_store(config)
-    return ImapService(
-        config,
-        store,
-        implicit_tls=implicit_tls,
-        daemon_name=service_name,
-        owns_store=owned,
-        timeout=max(config.get(IMAPD.timeout), 30) * 60.0,  # RFC 9051 5.4: at least 30 minutes
-    )
