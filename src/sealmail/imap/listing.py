@@ -20,11 +20,11 @@ session expunged and this one was not told of yet may then still be answered, wh
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sealmail.imap.per_store import PerStore
 from sealmail.imap.selected import SelectedMailbox
 from sealmail.proto.imap import FetchAttribute
 from sealmail.rfc5322 import header_fields_finder
@@ -152,14 +152,5 @@ class ListedMemo:
         return {**{uid: known[uid] for uid in uids if uid in known}, **read}
 
 
-_by_store: weakref.WeakKeyDictionary[object, ListedMemo] = weakref.WeakKeyDictionary()
-_by_store_lock = threading.Lock()
-
-
-def memo_for(store: object) -> ListedMemo:
-    """The listed fields kept of `store`'s messages: one memo per store object."""
-    with _by_store_lock:
-        memo = _by_store.get(store)
-        if memo is None:
-            memo = _by_store[store] = ListedMemo()
-        return memo
+# The listed fields kept of a store's messages.
+memo_for = PerStore(ListedMemo)

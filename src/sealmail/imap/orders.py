@@ -32,13 +32,13 @@ a small LRU bounds it (`MAILBOXES` mailboxes, `RESULTS` orders and `RESULTS` ans
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from functools import cmp_to_key
 from typing import TypeVar
 
 from sealmail.imap import threads
+from sealmail.imap.per_store import PerStore
 from sealmail.imap.selected import SelectedMailbox
 from sealmail.imap.threads import ThreadState
 from sealmail.proto.imap import Response
@@ -288,15 +288,5 @@ def _brought_up(state: ThreadState, uids: list[int],
     return state.add(added)
 
 
-_by_store: weakref.WeakKeyDictionary[object, MailboxOrders] = weakref.WeakKeyDictionary()
-_by_store_lock = threading.Lock()
-
-
-def orders_for(store: object) -> MailboxOrders:
-    """The kept orders of `store`'s mailboxes: one set per store object (a test's stores never
-    share one), gone with the store."""
-    with _by_store_lock:
-        orders = _by_store.get(store)
-        if orders is None:
-            orders = _by_store[store] = MailboxOrders()
-        return orders
+# The kept orders of a store's mailboxes.
+orders_for = PerStore(MailboxOrders)

@@ -12,12 +12,12 @@ sealmail.imap.listing's memo of listed fields does).
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from sealmail.imap.fetching.kept import KeptForms
+from sealmail.imap.per_store import PerStore
 
 __all__ = ["FORMS_MESSAGES", "RECORD_MESSAGES", "FetchMemos", "MessageMemo", "memos_for"]
 
@@ -69,14 +69,5 @@ class FetchMemos:
         default_factory=lambda: MessageMemo(RECORD_MESSAGES))
 
 
-_by_store: weakref.WeakKeyDictionary[object, FetchMemos] = weakref.WeakKeyDictionary()
-_by_store_lock = threading.Lock()
-
-
-def memos_for(store: object) -> FetchMemos:
-    """This process's memos of `store`'s messages: one set per store object."""
-    with _by_store_lock:
-        memos = _by_store.get(store)
-        if memos is None:
-            memos = _by_store[store] = FetchMemos()
-        return memos
+# This process's memos of a store's messages.
+memos_for = PerStore(FetchMemos)
