@@ -74,3 +74,32 @@ def test_a_quota_check_inside_a_batch_counts_the_copies_before_it(tmp_path: Path
         ]
     assert _index_rows(tmp_path, "user.a")[1:] == ([1], [1])
     assert _index_rows(tmp_path, "user.a.sub")[1:] == ([1], [1])
+
+
+def test_a_copy_that_fails_after_its_link_fails_the_batch_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step after a copy's link (its quota warning mark) refusing it must not leave the copy
+    committed while its recipient hears an error (a duplicate on the sender's retry): the
+    batch fails, every file it linked goes, and a retry delivers once."""
+    from sealmail.store import quota
+    from sealmail.store.api import QuotaWarn
+
+    def refuse(*args: object) -> None:
+        raise StoreError("the warning mark could not be written")
+
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        disk.create_mailbox("user.b")
+        disk.set_quota("user.a", 1000, None)
+        targets = [DeliveryTarget("user.b"), DeliveryTarget("user.a", quota_warn=QuotaWarn(90))]
+        monkeypatch.setattr(quota, "note_append", refuse)
+        results = disk.deliver(MESSAGE, targets)
+        assert all(isinstance(r, StoreError) for r in results), results
+        monkeypatch.undo()
+        assert all(isinstance(r, AppendedMessage) and r.uid == 1
+                   for r in disk.deliver(MESSAGE, targets))
+    assert _index_rows(tmp_path, "user.a")[1:] == ([1], [1])
+    assert _index_rows(tmp_path, "user.b")[1:] == ([1], [1])
+    files = sorted(p.name for p in tmp_path.rglob("1.") if p.is_file())
+    assert files == ["1.", "1."]  # one per mailbox: nothing left of the failed batch

@@ -245,11 +245,16 @@ class GroupCommit:
                         stage = delivery.stages[i]
                         if stage is None or delivery.results[i] is not None:
                             continue
+                        before = len(linked)
                         try:
                             delivery.results[i] = self._append(
                                 conn, writes, delivery, target, stage, bool(has_quotas), linked
                             )
                         except StoreError as exc:
+                            if len(linked) > before:
+                                # Refused after its link and rows went in: they would commit
+                                # while its recipient hears an error. The batch fails instead.
+                                raise
                             delivery.results[i] = exc
                             continue
                         directories.add(os.path.dirname(linked[-1]))
