@@ -103,6 +103,8 @@ class Checkpointer:
                 while not self._asked and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
+                    if conn is not None:
+                        conn.close()
                     return
                 self._asked = False
             try:
