@@ -451,7 +451,7 @@ def _reference(session: ImapSession, key: SearchKey) -> list[int]:
         assert seq is not None
         if record.uid in RECENT_UIDS:  # every session of these tests shows them (EXAMINE)
             record = dataclasses.replace(record, flags=(*record.flags, "\\Recent"))
-        candidate = searching._Candidate(store, view.name, seq, record, structures)
+        candidate = searching._Candidate(seq, record, structures)
         if evaluator.match(key, candidate):
             found.append(seq)
     return found

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 from sealmail.imap import contexts, threads
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching import StructureCache
+from sealmail.imap.fetching.kept import LoadedMessage
 from sealmail.imap.orders import orders_for
 from sealmail.imap.selected import RECENT, SelectedMailbox
 from sealmail.proto.imap import (
     BodyStructure,
-    ParsedMessage,
     Response,
     Search,
     SearchKey,
@@ -36,7 +36,7 @@ from sealmail.proto.imap import (
     decode_part,
 )
 from sealmail.proto.imap import response as replies
-from sealmail.store.api import MailboxView, MessageRecord
+from sealmail.store.api import MessageRecord
 from sealmail.store.errors import NoSuchMessage
 from sealmail.store.headers import header_block, header_fields, searchable_fields
 from sealmail.store.sorting import SortValue
@@ -57,33 +57,14 @@ _FLAG_KEYS = {
 
 
 
-class _Candidate:
+class _Candidate(LoadedMessage):
     """One message under evaluation; bytes, parse and headers loaded on first use."""
 
-    def __init__(self, store: MailboxView, mailbox: str, seq: int, record: MessageRecord,
-                 structures: StructureCache) -> None:
-        self.structures = structures
-        self.store = store
-        self.mailbox = mailbox
+    def __init__(self, seq: int, record: MessageRecord, structures: StructureCache) -> None:
+        super().__init__(record, structures)
         self.seq = seq
-        self.record = record
-        self._raw: bytes | None = None
-        self._parsed: ParsedMessage | None = None
         self._headers: list[tuple[str, str]] | None = None
         self._searchable: list[tuple[str, str]] | None = None
-
-    @property
-    def raw(self) -> bytes:
-        if self._raw is None:
-            self._raw = self.store.message_bytes(self.mailbox, self.record.uid)
-        return self._raw
-
-    @property
-    def parsed(self) -> ParsedMessage:
-        if self._parsed is None:
-            self._parsed, raw = self.structures.get(self.record.uid, self._raw)
-            self._raw = raw or self._raw
-        return self._parsed
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -305,7 +286,7 @@ class _Search:
                 return None
             record = MessageRecord(stored.uid, view.modseqs[position], stored.internaldate,
                                    stored.size, stored.guid, view.flags_at(position))
-            found = _Candidate(self.store, view.name, position + 1, record, self.structures)
+            found = _Candidate(position + 1, record, self.structures)
             self._candidates[position] = found
         return found
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching.job import RECORD_ITEMS, Job, chunks, internaldate_text, textual
-from sealmail.imap.fetching.kept import StructureCache
+from sealmail.imap.fetching.kept import LoadedMessage, StructureCache
 from sealmail.imap.selected import flag_atoms
 from sealmail.proto.imap import (
     FetchAttribute,
     Literal,
-    ParsedMessage,
     Response,
     Value,
     body_structure_value,
@@ -18,7 +17,7 @@ from sealmail.proto.imap import (
     section_bytes,
 )
 from sealmail.proto.imap import response as replies
-from sealmail.store.api import MailboxView, MessageRecord
+from sealmail.store.api import MessageRecord
 from sealmail.store.errors import NoSuchMessage
 
 __all__ = ["fetch_generic"]
@@ -31,33 +30,7 @@ def _partial(data: bytes, attribute: FetchAttribute) -> bytes:
     return data[origin : origin + length]
 
 
-class _Message:
-    """One message being fetched: its bytes and parse, loaded only when an item needs them."""
-
-    def __init__(self, store: MailboxView, name: str, record: MessageRecord,
-                 structures: StructureCache) -> None:
-        self.store = store
-        self.name = name
-        self.record = record
-        self.structures = structures
-        self._raw: bytes | None = None
-        self._parsed: ParsedMessage | None = None
-
-    @property
-    def raw(self) -> bytes:
-        if self._raw is None:
-            self._raw = self.store.message_bytes(self.name, self.record.uid)
-        return self._raw
-
-    @property
-    def parsed(self) -> ParsedMessage:
-        if self._parsed is None:
-            self._parsed, raw = self.structures.get(self.record.uid, self._raw)
-            self._raw = raw or self._raw
-        return self._parsed
-
-
-def _item(message: _Message, attribute: FetchAttribute) -> Value:
+def _item(message: LoadedMessage, attribute: FetchAttribute) -> Value:
     record = message.record
     name = attribute.name
     if name == "UID":
@@ -136,7 +109,7 @@ def fetch_generic(job: Job, out: list[Response]) -> list[Response]:
                     view.flags_at(i))
                 items = job.attributes if uid not in job.seen_now else [*job.attributes,
                                                                           *job.extra]
-                message = _Message(store, view.name, record, structures)
+                message = LoadedMessage(record, structures)
                 values: list[tuple[str, Value]] = []
                 try:
                     for attribute in items:

@@ -28,7 +28,7 @@ from sealmail.proto.imap import (
     render_envelope,
     render_value,
 )
-from sealmail.store.api import MailboxView
+from sealmail.store.api import MailboxView, MessageRecord
 from sealmail.store.errors import NoSuchMessage
 
 __all__ = ["RENDERED", "KeptForms", "StructureCache", "render_form"]
@@ -67,6 +67,30 @@ def render_form(parsed: ParsedMessage, name: str, utf8: bool) -> bytes:
 
 def _forms_of(parsed: ParsedMessage) -> KeptForms:
     return KeptForms(*(render_form(parsed, name, False) for name in RENDERED))
+
+
+class LoadedMessage:
+    """One message a command works on (FETCH's generic way, SEARCH's candidates): its bytes
+    and parse read only when something needs them, the parse from `structures`."""
+
+    def __init__(self, record: MessageRecord, structures: StructureCache) -> None:
+        self.record = record
+        self.structures = structures
+        self._raw: bytes | None = None
+        self._parsed: ParsedMessage | None = None
+
+    @property
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.structures.store.message_bytes(self.structures.name, self.record.uid)
+        return self._raw
+
+    @property
+    def parsed(self) -> ParsedMessage:
+        if self._parsed is None:
+            self._parsed, raw = self.structures.get(self.record.uid, self._raw)
+            self._raw = raw or self._raw
+        return self._parsed
 
 
 class StructureCache:
