@@ -560,3 +560,15 @@ def test_the_package_keeps_its_public_names() -> None:
         value = getattr(smtpd, name)
         assert getattr(value, "__module__", smtpd.__name__).startswith("sealmail.mta.smtpd"), name
     assert {"SmtpdService", "SmtpdSettings", "serve_sockets", "worker_main"} <= set(smtpd.__all__)
+
+
+def test_smtpd_forbidden_commands_is_the_list_in_main_cf(serve: Callable[..., Server]) -> None:
+    server = serve("smtpd_forbidden_commands = PUT\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"220 ")
+        stream.write(b"GET / HTTP/1.0\r\nput /x HTTP/1.0\r\n")
+        stream.flush()
+        assert stream.readline().startswith(b"500 ")  # not listed here: an unknown command
+        assert stream.readline().startswith(b"221 2.7.0 ")
+        assert stream.readline() == b""

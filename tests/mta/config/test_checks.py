@@ -61,6 +61,8 @@ def test_debian_main_cf_starts_with_warnings_only(tmp_path: Path) -> None:
     ("smtp_tls_security_level = dane-only", "dane-only is not implemented"),
     ("smtp_host_lookup = dns, nis", "the lookups are dns and native"),
     ("smtpd_tls_security_level = verify", "smtpd offers none, may or encrypt"),
+    ("smtpd_forbidden_commands = CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}",
+     "not tables or patterns"),
 ])
 def test_refused_values_name_file_line_and_parameter(tmp_path: Path, line: str,
                                                      named: str) -> None:
@@ -84,7 +86,8 @@ def test_supported_values_are_not_refused(tmp_path: Path) -> None:
                "smtp_tls_security_level = verify\nsmtpd_milters = inet:127.0.0.1:8891\n"
                "smtp_tls_policy_maps = hash:/etc/postfix/tls_policy\n"
                "smtp_host_lookup = dns, native\nsmtp_address_preference = ipv6\n"
-               "authorized_submit_users = static:anyone\n")
+               "authorized_submit_users = static:anyone\n"
+               "smtpd_forbidden_commands = CONNECT, GET, POST, PUT\n")
     assert audit(load_mta_config(_instance(tmp_path, main_cf))).refusals == []
 
 
