@@ -9,11 +9,15 @@ total count of each command, per server, and the ratio sealmail/Dovecot.
     python bench/imap_stress.py --imaptest /work/imaptest-build/src/imaptest [-c 10] [-s 30]
         [--profile DIR]   # py-spy raw stacks of each imapd worker during sealmail's runs
         [--only logout=0]  # one profile
+        [--idle 200]   # hold 200 IDLE sessions on INBOX on each server while imaptest runs
 
 Also printed for each server: the CPU time (user + system, from /proc) of all its processes per
 command, which other load on the machine does not change the way it changes commands per
 second; and the RSS of its process tree while the sessions are open (each process's resident
-pages, shared ones counted in each).
+pages, shared ones counted in each). With `--idle N`, N more sessions (LOGIN, SELECT INBOX,
+IDLE: a mail client's INBOX connection) are held on the server during each imaptest run; the
+line says the server tree's RSS before and after they opened (per idle session), and how many of
+them heard imaptest's changes to INBOX (untagged EXISTS/EXPUNGE/FETCH) during the run.
 
 Run as root from the checkout (it imports tests.support; Dovecot drops to its own users).
 """
@@ -21,6 +25,7 @@ Run as root from the checkout (it imports tests.support; Dovecot drops to its ow
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import signal
@@ -213,10 +218,90 @@ def tree_rss_kib(root: int) -> int:
     return rss_kib(list(_tree(root)))
 
 
+class Idlers:
+    """`count` sessions idling on INBOX, held open by a thread with its own event loop, each
+    counting the untagged responses it hears while it idles."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.count = port, count
+        self.heard = [0] * count
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Idlers:
+        self._thread.start()
+        self._ready.wait(300)
+        if self._error is not None or not self._ready.is_set():
+            raise RuntimeError(f"idle sessions did not open: {self._error!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(120)
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as error:  # reported by __enter__
+            self._error = error
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        sessions = []
+        for _ in range(self.count):  # one after another, as clients start over a morning
+            sessions.append(await self._open())
+        self._ready.set()
+        readers = [asyncio.ensure_future(self._listen(i, r)) for i, (r, _) in enumerate(sessions)]
+        await self._stop.wait()
+        for reader in readers:
+            reader.cancel()
+        for _, writer in sessions:
+            writer.write(b"DONE\r\nz LOGOUT\r\n")
+            writer.close()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        await reader.readline()
+        for tag, line in ((b"a", f"a LOGIN {USER} {PASSWORD}".encode()),
+                          (b"b", b"b SELECT INBOX")):
+            writer.write(line + b"\r\n")
+            while not (reply := await reader.readline()).startswith(tag + b" "):
+                if not reply:
+                    raise ConnectionError("closed before its tagged reply")
+            if not reply.startswith(tag + b" OK"):
+                raise ConnectionError(reply.decode(errors="replace"))
+        writer.write(b"c IDLE\r\n")
+        while not (await reader.readline()).startswith(b"+"):
+            pass
+        return reader, writer
+
+    async def _listen(self, index: int, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            if line.startswith(b"* ") and not line.startswith(b"* OK"):
+                self.heard[index] += 1
+
+
 def measured(
-    binary: str, port: int, root: int, clients: int, secs: int, extra: list[str]
+    binary: str, port: int, root: int, clients: int, secs: int, extra: list[str], idle: int = 0
 ) -> tuple[str, str]:
     """One imaptest run and a line on the server's CPU time per command."""
+    if idle:
+        unloaded = tree_rss_kib(root)
+        with Idlers(port, idle) as idlers:
+            held = tree_rss_kib(root)
+            totals, line = measured(binary, port, root, clients, secs, extra)
+        heard = sum(1 for count in idlers.heard if count)
+        return totals, (
+            f"{line}\n{idle} IDLE sessions held on INBOX during the run: server RSS"
+            f" {unloaded // 1024} -> {held // 1024} MiB with them open,"
+            f" {(held - unloaded) / idle:.0f} KiB per idle session;"
+            f" {heard} of {idle} heard the run's changes"
+        )
     before = tree_cpu(root)
     peak: list[int] = []
     stop = threading.Event()
@@ -267,6 +352,8 @@ def main() -> None:
     parser.add_argument("-s", "--secs", type=int, default=30)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--only", choices=("default", "logout=0"), help="run one profile")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="IDLE sessions on INBOX held on each server during each run")
     args = parser.parse_args()
     print("load average before:", os.getloadavg())
     with (
@@ -279,7 +366,8 @@ def main() -> None:
                 continue
             print(f"== {name}, clients={args.clients}, secs={args.secs}")
             print("-- dovecot")
-            print(*measured(args.imaptest, theirs, dovecot_pid, args.clients, args.secs, extra),
+            print(*measured(args.imaptest, theirs, dovecot_pid, args.clients, args.secs, extra,
+                           args.idle),
                   sep="\n")
             spies = (
                 profile(pids, args.profile / name.replace(" ", "-"), args.secs)
@@ -287,7 +375,8 @@ def main() -> None:
                 else []
             )
             print("-- sealmail (master, imapd prefork=2, auth_cache_size 1000)")
-            print(*measured(args.imaptest, ours, master_pid, args.clients, args.secs, extra),
+            print(*measured(args.imaptest, ours, master_pid, args.clients, args.secs, extra,
+                           args.idle),
                   sep="\n")
             for spy in spies:
                 spy.wait(60)
