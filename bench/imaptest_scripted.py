@@ -91,12 +91,11 @@ def run_groups(binary: str, port: int) -> str:
 
 
 def summary(output: str) -> str:
-    """imaptest's own totals, and each failing group's name (`*** Test <name> failed`-like
-    lines, whatever imaptest's wording: any line naming a group with "fail")."""
+    """imaptest's own totals, and the name of each group it reported a failure in (its
+    `*** Test NAME command i/n (line l)` headers)."""
     lines = output.splitlines()
     totals = [line for line in lines if re.search(r"test groups|individual commands", line)]
-    failing = sorted({m.group(1) for line in lines
-                      if (m := re.match(r"\S*test (\S+?):? .*fail", line, re.IGNORECASE))})
+    failing = sorted({m.group(1) for line in lines if (m := re.match(r"\*\*\* Test (\S+)", line))})
     return "\n".join([*totals, f"failing groups: {', '.join(failing) or 'none'}"])
 
 
