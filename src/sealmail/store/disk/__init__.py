@@ -189,6 +189,7 @@ class DiskStore:
     def close(self) -> None:
         self._commit.close()
         self._index.close()
+        self.spool.recent.close()
         with self._duplicates_lock:
             if self._duplicates is not None:
                 self._duplicates.close()

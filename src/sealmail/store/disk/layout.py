@@ -18,6 +18,7 @@ from sealmail.durable import fsync_directory, replace_file
 from sealmail.store import acl as acls
 from sealmail.store import locks
 from sealmail.store.api import MailboxInfo
+from sealmail.store.disk.recent import RECENT_NAME, RecentMarks
 from sealmail.store.errors import (
     DiskFull,
     MailboxCorrupt,
@@ -196,7 +197,8 @@ _DIRECTORY_MEMO = 8192  # mailbox directory names Spool.directory_name remembers
 
 class Spool:
     """What every part of the disk store shares: the settings, the partitions, the index
-    connection (one per thread, sealmail.store.index), the lock directory and the clock."""
+    connection (one per thread, sealmail.store.index), the \\Recent marks
+    (sealmail.store.disk.recent), the lock directory and the clock."""
 
     def __init__(
         self,
@@ -211,6 +213,7 @@ class Spool:
         self.single_instance = settings.single_instance
         self.lock_directory = settings.configdirectory / "lock"
         self.index = index
+        self.recent = RecentMarks(settings.configdirectory / RECENT_NAME)
         self.clock = clock
         self._fault_hook = fault_hook
         # Delivery's hot path joins strings, not Paths (a Path costs ~10 us to build).
