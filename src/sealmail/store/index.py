@@ -298,6 +298,42 @@ class Index:
             finally:
                 self._rollback(conn)
 
+    @contextmanager
+    def writing_now(self, durable: bool = True) -> Iterator[sqlite3.Connection | None]:
+        """As `writing`, if this process's writer turn and SQLite's write lock are both free
+        this moment; None (and nothing held) if not: for writes that can wait for a later
+        transaction rather than make their caller wait (sealmail.store.disk.structures)."""
+        if not self._writer.acquire(blocking=False):
+            yield None
+            return
+        try:
+            conn = self._begun_now(durable)
+            try:
+                yield conn
+            finally:
+                if conn is not None:
+                    self._rollback(conn)
+        finally:
+            self._writer.release()
+
+    def _begun_now(self, durable: bool) -> _Connection | None:
+        """This thread's connection in BEGIN IMMEDIATE, or None when another process writes."""
+        conn = self._own_connection()
+        try:
+            if conn.durable != durable:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                conn.durable = durable
+            if conn.waits:
+                self._wait(conn, False)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                return None
+            raise sqlite_error(exc, str(self.path)) from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self.path)) from exc
+        return conn
+
     def turn(self) -> AbstractContextManager[object]:
         """This process's writers, one at a time (see the top): held from before BEGIN
         IMMEDIATE until after COMMIT or ROLLBACK."""
