@@ -175,8 +175,8 @@ def sqlite_error(exc: sqlite3.Error, what: str) -> StoreError:
 
 class _Connection(sqlite3.Connection):
     """A connection to the index that remembers the two settings its writers switch, so a
-    transaction switches them only when they differ (four PRAGMAs were most of a \\Recent
-    claim's CPU, docs/benchmarks.md): `waits` is the long busy_timeout (readers wait out a
+    transaction switches them only when they differ (a relaxed transaction cost four PRAGMAs,
+    a durable one two, docs/benchmarks.md): `waits` is the long busy_timeout (readers wait out a
     checkpoint or a recovery), off while BEGIN IMMEDIATE naps instead (Index.begin) and put
     back before the connection next reads; `durable` is synchronous=FULL, off (NORMAL) for a
     relaxed transaction and put back by the next durable one (Index.transaction)."""

@@ -187,8 +187,8 @@ class DiskStore:
         return cls(store_settings(config), **options)
 
     def close(self) -> None:
-        with suppress(StoreError):  # a cache: what cannot be written is parsed again
-            self._reading.write_structures(wait=True)
+        with suppress(StoreError):  # a cache: what is not written now is parsed again
+            self._reading.write_structures()
         self._commit.close()
         self._index.close()
         self.spool.recent.close()

@@ -228,24 +228,18 @@ class Reading:
         with self._spool.reading() as conn:
             mailbox_id = require_mailbox(conn, name)[0]
         self._spool.structures.add(mailbox_id, structures)
-        self.write_structures(wait=False)
+        self.write_structures()
 
-    def write_structures(self, wait: bool) -> None:
-        """Write the waiting parses in a relaxed transaction of their own: now or not at all
-        unless `wait` (the store closing)."""
-        waiting = self._spool.structures
-        if not waiting:
+    def write_structures(self) -> None:
+        """Write the waiting parses in a relaxed transaction of their own if the write lock is
+        free this moment; if not, a later group commit or save takes them."""
+        if not self._spool.structures:
             return
-        index = self._spool.index
-        if wait:
-            with index.transaction(durable=False) as conn:
-                waiting.write_into(conn)
-            return
-        with index.writing_now(durable=False) as now:
+        with self._spool.index.writing_now(durable=False) as now:
             if now is None:
-                return  # a group commit, here or in another process: a later one takes them
+                return
             try:
-                waiting.write_into(now)
+                self._spool.structures.write_into(now)
                 now.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise sqlite_error(exc, "kept parses") from exc

@@ -62,11 +62,12 @@ class UserData:
         userid = OWNER if keeps else str(reader)
         recent = self._spool.recent
         mark = max(floor, recent.mark(uniqueid, userid))
+        upto = min(upto, uidnext - 1)
         if upto <= mark:
             return mark
         # Not fsynced: a mark a power failure takes back only shows those messages \Recent
         # once more (RFC 3501 calls the flag advisory); every session claimed them anyway.
-        return recent.claim(uniqueid, userid, floor, min(upto, uidnext - 1))
+        return recent.claim(uniqueid, userid, floor, upto)
 
     @staticmethod
     def _mark_row(
