@@ -269,9 +269,10 @@ def test_partitions_are_looked_up_in_chunks_of_names() -> None:
 def test_advisory_commits_skip_the_wal_fsync_and_everything_else_keeps_it(
     store: DiskStore,
 ) -> None:
-    """A \\Recent claim and a cached parse commit with synchronous=NORMAL (no WAL fsync before
-    the reply); flags, deliveries and the rest stay FULL, also after an advisory transaction
-    that failed; the values written are the same as before."""
+    """A cached parse commits with synchronous=NORMAL (no WAL fsync before the reply); flags,
+    deliveries and the rest commit FULL, also after an advisory transaction that failed; a
+    \\Recent claim does not write the index at all (sealmail.store.disk.recent). The
+    connection switches only when the durability differs from its last transaction's."""
     store.create_mailbox("user.a")
     store.deliver(MESSAGE, [DeliveryTarget("user.a")])
     store.deliver(MESSAGE, [DeliveryTarget("user.a")])
@@ -279,15 +280,16 @@ def test_advisory_commits_skip_the_wal_fsync_and_everything_else_keeps_it(
     statements: list[str] = []
     index.connection().set_trace_callback(statements.append)
 
-    def relaxed() -> bool:
-        return "PRAGMA synchronous=NORMAL" in statements
+    def said(statement: str) -> int:
+        return sum(1 for s in statements if s == statement)
 
     assert store.claim_recent("user.a", 2) == 0
-    assert relaxed() and statements[-1] == "PRAGMA synchronous=FULL"
-    assert store.claim_recent("user.a", 2) == 2  # the mark was written
-    statements.clear()
+    assert store.claim_recent("user.a", 2) == 2  # the mark was written, elsewhere
+    assert not [s for s in statements if s.startswith(("PRAGMA", "BEGIN"))]
     store.save_message_structures("user.a", {1: b"parsed"})
-    assert relaxed() and statements[-1] == "PRAGMA synchronous=FULL"
+    store.save_message_structures("user.a", {2: b"parsed"})
+    assert said("PRAGMA synchronous=NORMAL") == 1 and said("COMMIT") == 2
+    assert statements.index("PRAGMA synchronous=NORMAL") < statements.index("BEGIN IMMEDIATE")
     assert index.connection().execute(
         "SELECT structure FROM messages WHERE uid = 1"
     ).fetchone() == (b"parsed",)
@@ -295,11 +297,28 @@ def test_advisory_commits_skip_the_wal_fsync_and_everything_else_keeps_it(
     store.update_flags("user.a", [1], ["\\Flagged"], "add")
     store.deliver(MESSAGE, [DeliveryTarget("user.a")])
     store.expunge("user.a", [2])
-    assert not relaxed() and "COMMIT" in statements
+    assert said("PRAGMA synchronous=FULL") == 1 and said("PRAGMA synchronous=NORMAL") == 0
+    assert statements.index("PRAGMA synchronous=FULL") < statements.index("BEGIN IMMEDIATE")
     with pytest.raises(RuntimeError), index.transaction(durable=False):
         raise RuntimeError("rolled back")
-    assert index.connection().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    with index.transaction() as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
     assert [r.uid for r in store.messages("user.a")] == [1, 3]
+
+
+def test_writers_switch_the_busy_timeout_only_when_a_reader_needs_it(store: DiskStore) -> None:
+    """BEGIN IMMEDIATE naps with busy_timeout 0; back-to-back transactions leave it so, and the
+    connection gets its long timeout back when it is next handed out for reading."""
+    index = store.spool.index
+    statements: list[str] = []
+    index.connection().set_trace_callback(statements.append)
+    for _ in range(3):
+        with index.transaction() as conn:
+            conn.execute("SELECT 1")
+    assert [s for s in statements if "busy_timeout" in s] == ["PRAGMA busy_timeout = 0"]
+    assert index.connection().execute("PRAGMA busy_timeout").fetchone() == (60_000,)
+    with index.transaction() as conn:
+        assert conn.execute("PRAGMA busy_timeout").fetchone() == (0,)
 
 
 # -- the commit turn: group commits of several processes (sealmail.store.locks.CommitTurn) ------

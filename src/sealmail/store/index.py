@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
@@ -173,6 +173,18 @@ def sqlite_error(exc: sqlite3.Error, what: str) -> StoreError:
     return StoreError(f"{what}: {text}")
 
 
+class _Connection(sqlite3.Connection):
+    """A connection to the index that remembers the two settings its writers switch, so a
+    transaction switches them only when they differ (a relaxed transaction cost four PRAGMAs,
+    a durable one two, docs/benchmarks.md): `waits` is the long busy_timeout (readers wait out a
+    checkpoint or a recovery), off while BEGIN IMMEDIATE naps instead (Index.begin) and put
+    back before the connection next reads; `durable` is synchronous=FULL, off (NORMAL) for a
+    relaxed transaction and put back by the next durable one (Index.transaction)."""
+
+    waits = True
+    durable = True
+
+
 class Index:
     """Thread-local connections to the index, and short write transactions."""
 
@@ -189,11 +201,17 @@ class Index:
         self._migrate()
 
     def connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        conn = self.open_connection()
-        self._local.conn = conn
+        """This thread's connection, with its long busy_timeout (a reader's)."""
+        conn = self._own_connection()
+        if not conn.waits:
+            self._wait(conn, True)
+        return conn
+
+    def _own_connection(self) -> _Connection:
+        """This thread's connection as a writer left it (see _Connection)."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.open_connection()
         return conn
 
     def writer(self) -> sqlite3.Connection:
@@ -210,7 +228,7 @@ class Index:
             self._writer_conn, self._writer_pid = self.open_connection(), os.getpid()
         return self._writer_conn
 
-    def open_connection(self) -> sqlite3.Connection:
+    def open_connection(self) -> _Connection:
         """A new connection (WAL, synchronous=FULL), closed by close()."""
         if self._closed:
             raise StoreError("the store is closed")
@@ -221,6 +239,7 @@ class Index:
                 isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
                 # So close() can close it, and the writer() pass between threads (under turn()).
                 check_same_thread=False,
+                factory=_Connection,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -235,16 +254,14 @@ class Index:
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once, so no upgrade deadlock.
 
-        `durable=False` is for state nothing is promised about (a \\Recent mark, a cached
-        parse): its COMMIT does not wait for an fsync of the WAL (synchronous=NORMAL for this
-        one transaction). SQLite keeps the index consistent either way (WAL mode with NORMAL
-        is safe from corruption); a power failure may only drop such commits made since the
-        last durable one, whose fsync also covers every frame written before it.
+        `durable=False` is for state nothing is promised about (a cached parse): its COMMIT
+        does not wait for an fsync of the WAL (synchronous=NORMAL for this transaction, left
+        so until the connection's next durable one). SQLite keeps the index consistent either
+        way (WAL mode with NORMAL is safe from corruption); a power failure may only drop such
+        commits made since the last durable one, whose fsync also covers every frame written
+        before it.
         """
-        relaxed: AbstractContextManager[object] = (
-            nullcontext() if durable else self._relaxed(self.connection())
-        )
-        with relaxed, self.writing() as conn:
+        with self.writing(durable) as conn:
             yield from self._committed(conn)
 
     def _committed(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -262,17 +279,60 @@ class Index:
             raise sqlite_error(exc, str(self.path)) from exc
 
     @contextmanager
-    def writing(self) -> Iterator[sqlite3.Connection]:
+    def writing(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """This thread's connection inside a write transaction (BEGIN IMMEDIATE done), with
-        this process's writer turn held; the caller COMMITs. Whatever is left open on the way
-        out is rolled back, and the turn handed on."""
-        conn = self.connection()
+        this process's writer turn held; the caller COMMITs (fsynced unless not `durable`:
+        see `transaction`). Whatever is left open on the way out is rolled back, and the turn
+        handed on."""
+        conn = self._own_connection()
+        if conn.durable != durable:
+            try:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            except sqlite3.Error as exc:
+                raise sqlite_error(exc, str(self.path)) from exc
+            conn.durable = durable
         with self.turn():
             self.begin(conn)
             try:
                 yield conn
             finally:
                 self._rollback(conn)
+
+    @contextmanager
+    def writing_now(self, durable: bool = True) -> Iterator[sqlite3.Connection | None]:
+        """As `writing`, if this process's writer turn and SQLite's write lock are both free
+        this moment; None (and nothing held) if not: for writes that can wait for a later
+        transaction rather than make their caller wait (sealmail.store.disk.structures)."""
+        if not self._writer.acquire(blocking=False):
+            yield None
+            return
+        try:
+            conn = self._begun_now(durable)
+            try:
+                yield conn
+            finally:
+                if conn is not None:
+                    self._rollback(conn)
+        finally:
+            self._writer.release()
+
+    def _begun_now(self, durable: bool) -> _Connection | None:
+        """This thread's connection in BEGIN IMMEDIATE, or None when another process writes."""
+        conn = self._own_connection()
+        try:
+            if conn.durable != durable:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                conn.durable = durable
+            if conn.waits:
+                self._wait(conn, False)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                return None
+            raise sqlite_error(exc, str(self.path)) from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, str(self.path)) from exc
+        return conn
 
     def turn(self) -> AbstractContextManager[object]:
         """This process's writers, one at a time (see the top): held from before BEGIN
@@ -281,42 +341,39 @@ class Index:
 
     def begin(self, conn: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE, retried in short naps while another process writes (see top);
-        MailboxBusy after the busy timeout. The caller holds `turn()`."""
+        MailboxBusy after the busy timeout. The caller holds `turn()`. The connection's
+        busy_timeout is 0 from here on (a writer's: `writer()`'s for good, the thread's until
+        `connection()` hands it to a reader again)."""
         nap = _NAP_FIRST
         deadline: float | None = None
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                while True:
-                    try:
-                        conn.execute("BEGIN IMMEDIATE")
-                        return
-                    except sqlite3.OperationalError as exc:
-                        if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                            raise
-                        now = time.monotonic()
-                        if deadline is None:
-                            deadline = now + self._busy_timeout
-                        elif now >= deadline:
-                            raise
-                    time.sleep(nap)
-                    nap = min(nap * 2, _NAP_MOST)
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            if not isinstance(conn, _Connection) or conn.waits:
+                self._wait(conn, False)
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self._busy_timeout
+                    elif now >= deadline:
+                        raise
+                time.sleep(nap)
+                nap = min(nap * 2, _NAP_MOST)
         except sqlite3.Error as exc:
             raise sqlite_error(exc, str(self.path)) from exc
 
-    @contextmanager
-    def _relaxed(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """synchronous=NORMAL around one transaction, FULL again after it however it ended."""
+    def _wait(self, conn: sqlite3.Connection, waits: bool) -> None:
+        """The long busy_timeout (a reader's) or none (a writer's, which naps: `begin`)."""
         try:
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000) if waits else 0}")
         except sqlite3.Error as exc:
             raise sqlite_error(exc, str(self.path)) from exc
-        try:
-            yield conn
-        finally:
-            conn.execute("PRAGMA synchronous=FULL")
+        if isinstance(conn, _Connection):
+            conn.waits = waits
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

@@ -41,6 +41,7 @@ from sealmail.store.disk.layout import (
     make_directories,
     os_error,
 )
+from sealmail.store.disk.recent import RECENT_NAME
 from sealmail.store.errors import MailboxCorrupt, MailboxNotFound, StoreError
 from sealmail.store.headers import searchable_form
 from sealmail.store.names import validate_internal
@@ -259,6 +260,8 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
         )
         if cursor.rowcount:
             fixes.append(f"{name}: \\Recent mark above the last UID lowered in {table}")
+    if store.spool.recent.lower(uniqueid, new_uidnext - 1):
+        fixes.append(f"{name}: \\Recent mark above the last UID lowered in {RECENT_NAME}")
     return fixes
 
 

@@ -11,10 +11,12 @@ read does not mark it read for the others, and a reader opening the owner's INBO
 `\\Recent` away from the owner. Cyrus's per-mailbox `sharedseen` option (one seen state for all)
 is not supported.
 
-`\\Recent` (RFC 3501 2.3.2): the owner's mark is `mailboxes.recentuid` (Cyrus's `recentuid` in
-the index header), every other reader's is `seen.recentuid`. A message above the mark has not
-yet been announced to a read-write session of that reader; the first such session raises the
-mark (`DiskStore.claim_recent`) and is the only one to show the message as `\\Recent`.
+`\\Recent` (RFC 3501 2.3.2): one mark per mailbox for the owner (Cyrus's `recentuid` in the
+index header) and one per other reader (Cyrus's `lastuid`), kept by the disk store in a file of
+their own (sealmail.store.disk.recent; `mailboxes.recentuid` and `seen.recentuid` are their
+floor). A message above the mark has not yet been announced to a read-write session of that
+reader; the first such session raises the mark (`DiskStore.claim_recent`) and is the only one
+to show the message as `\\Recent`.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any
 
 from sealmail.store import locks, quota
@@ -76,7 +76,7 @@ from sealmail.store.disk.reading import Reading
 from sealmail.store.disk.syncing import Syncing
 from sealmail.store.disk.userdata import UserData
 from sealmail.store.duplicates import DUPLICATES_NAME, DuplicateDatabase
-from sealmail.store.errors import MailboxNotFound
+from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.index import Index
 from sealmail.store.settings import StoreSettings, store_settings
 
@@ -144,7 +144,7 @@ class DiskStore:
         self.special_uses = mailboxes.special_uses
         self.set_special_use = mailboxes.set_special_use
         # Mailbox view: reading, searching, flags, copies.
-        reading = Reading(spool)
+        self._reading = reading = Reading(spool)
         self.messages = reading.messages
         self.message_bytes = reading.message_bytes
         self.message_contents = reading.message_contents
@@ -187,8 +187,11 @@ class DiskStore:
         return cls(store_settings(config), **options)
 
     def close(self) -> None:
+        with suppress(StoreError):  # a cache: what is not written now is parsed again
+            self._reading.write_structures()
         self._commit.close()
         self._index.close()
+        self.spool.recent.close()
         with self._duplicates_lock:
             if self._duplicates is not None:
                 self._duplicates.close()

@@ -14,6 +14,9 @@ batch; one committer at a time runs the whole batch in ONE transaction:
    one WAL fsync for everybody);
 4. every caller is woken with its own result, so each tagged OK still follows its own commit.
 
+FETCH's kept parses waiting to be written come along in step 2, in a savepoint of their own
+(sealmail.store.disk.structures): a FETCH never waits for the write lock to save them.
+
 If the COMMIT (or anything outside a savepoint) fails, every change of the batch is lost and
 every caller gets an error; nothing was promised to any of them yet.
 
@@ -93,6 +96,7 @@ class ChangeGroup:
             with self._spool.index.writing() as conn:
                 try:
                     self._run(conn, batch)
+                    self._spool.structures.write_into(conn)  # FETCH's parses, if any wait
                     fsync_directories(set().union(*(p.effects.directories for p in batch)))
                     self._spool.fault("changes")
                     conn.execute("COMMIT")

@@ -18,6 +18,8 @@ from sealmail.durable import fsync_directory, replace_file
 from sealmail.store import acl as acls
 from sealmail.store import locks
 from sealmail.store.api import MailboxInfo
+from sealmail.store.disk.recent import RECENT_NAME, RecentMarks
+from sealmail.store.disk.structures import WaitingStructures
 from sealmail.store.errors import (
     DiskFull,
     MailboxCorrupt,
@@ -196,7 +198,9 @@ _DIRECTORY_MEMO = 8192  # mailbox directory names Spool.directory_name remembers
 
 class Spool:
     """What every part of the disk store shares: the settings, the partitions, the index
-    connection (one per thread, sealmail.store.index), the lock directory and the clock."""
+    connection (one per thread, sealmail.store.index), the \\Recent marks
+    (sealmail.store.disk.recent), the kept parses waiting to be written
+    (sealmail.store.disk.structures), the lock directory and the clock."""
 
     def __init__(
         self,
@@ -211,6 +215,8 @@ class Spool:
         self.single_instance = settings.single_instance
         self.lock_directory = settings.configdirectory / "lock"
         self.index = index
+        self.recent = RecentMarks(settings.configdirectory / RECENT_NAME)
+        self.structures = WaitingStructures()  # FETCH's parses on their way to the index
         self.clock = clock
         self._fault_hook = fault_hook
         # Delivery's hot path joins strings, not Paths (a Path costs ~10 us to build).

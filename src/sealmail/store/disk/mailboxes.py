@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
@@ -119,6 +120,11 @@ class Mailboxes:
                     # later under the same name starts with nothing seen anywhere.
                     assert owner is not None
                     conn.execute("DELETE FROM seen WHERE userid = ?", (owner.userid,))
+            # After the commit, as the files: a mark left behind names a uniqueid never used
+            # again (and a user's are dropped with the user, as their seen states above).
+            with suppress(StoreError):
+                self._spool.recent.drop([uniqueid for _, uniqueid, _, _ in doomed],
+                                        owner.userid if whole_user and owner else None)
             for _, uniqueid, partition, _ in doomed:
                 self.remove_mailbox_directory(partition, uniqueid)
 

@@ -16,6 +16,7 @@ from sealmail.store.api import FlagSnapshot, MessageRecord
 from sealmail.store.disk.layout import Spool, mailbox_info, missing_file, os_error, require_mailbox
 from sealmail.store.disk.userdata import seen_of
 from sealmail.store.errors import MailboxCorrupt, NoSuchMessage
+from sealmail.store.index import sqlite_error
 from sealmail.store.seen import UidSet, with_seen
 
 
@@ -207,24 +208,41 @@ class Reading:
         return [uid for (uid,) in rows]
 
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
-        """The stored parses (the IMAP layer's blobs) of those messages that have one."""
+        """The stored parses (the IMAP layer's blobs) of those messages that have one, those
+        still waiting to be written included (sealmail.store.disk.structures)."""
         with self._spool.reading() as conn:
             mailbox_id = require_mailbox(conn, name)[0]
             # A range scan for a folder's worth (FETCH 1:* ENVELOPE): faster than IN lists.
             rows = rows_for(conn, "uid, structure", mailbox_id, uids)
-        return {uid: blob for uid, blob in rows if blob is not None}
+        found = {uid: blob for uid, blob in rows if blob is not None}
+        if self._spool.structures:
+            found.update(self._spool.structures.get(mailbox_id, uids))
+        return found
 
     def save_message_structures(self, name: str, structures: Mapping[int, bytes]) -> None:
-        """Keep parses, all in one transaction; not a change a client sees, so no modseq, and
-        a cache (lost, it is parsed again), so no fsync before the FETCH answers."""
+        """Keep parses: not a change a client sees, so no modseq, and a cache (lost, it is
+        parsed again), so written by the next group commit of IMAP changes, or now if the
+        write lock is free this moment, never waited for (sealmail.store.disk.structures)."""
         if not structures:
             return
-        with self._spool.index.transaction(durable=False) as conn:
+        with self._spool.reading() as conn:
             mailbox_id = require_mailbox(conn, name)[0]
-            conn.executemany(
-                "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
-                [(blob, mailbox_id, uid) for uid, blob in structures.items()],
-            )
+        self._spool.structures.add(mailbox_id, structures)
+        self.write_structures()
+
+    def write_structures(self) -> None:
+        """Write the waiting parses in a relaxed transaction of their own if the write lock is
+        free this moment; if not, a later group commit or save takes them."""
+        if not self._spool.structures:
+            return
+        with self._spool.index.writing_now(durable=False) as now:
+            if now is None:
+                return
+            try:
+                self._spool.structures.write_into(now)
+                now.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise sqlite_error(exc, "kept parses") from exc
 
 
 class _FlagSetIds(dict[str, int]):

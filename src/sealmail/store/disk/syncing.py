@@ -13,8 +13,9 @@ The pragma is read before the row, so a commit between the two makes the memo st
 safe direction only (a fresh read next time).
 
 When the mailbox did change, the counters, the changed records, the reader's seen state, the
-expunged UIDs and the \\Recent mark are read in one read transaction (one snapshot: the view
-takes the highestmodseq it is given, and must not skip a change made meanwhile).
+expunged UIDs and the index's \\Recent mark are read in one read transaction (one snapshot: the
+view takes the highestmodseq it is given, and must not skip a change made meanwhile); the marks
+file's (sealmail.store.disk.recent) just after.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from sealmail.store.api import MailboxChanges, MailboxInfo
 from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
 from sealmail.store.disk.reading import records_of
+from sealmail.store.disk.recent import OWNER
 from sealmail.store.seen import UidSet, index_keeps_seen
 
 # MAILBOX_COLUMNS (id 0, uidvalidity 4, uidnext 5, highestmodseq 6, exists 8) and recentuid 9
@@ -116,8 +118,9 @@ class Syncing:
                     (mailbox_id, modseq),
                 ).fetchall()]
                 seen: UidSet | None = None
-                mark = row[9]
+                mark, userid = row[9], OWNER
                 if not index_keeps_seen(name, reader):
+                    userid = str(reader)
                     found = conn.execute(
                         "SELECT uids, recentuid FROM seen WHERE mailbox_id = ? AND userid = ?",
                         (mailbox_id, reader),
@@ -126,5 +129,9 @@ class Syncing:
                     mark = 0 if found is None else found[1]
             finally:
                 conn.execute("COMMIT")
+        # The marks file's (the index's is its floor): read after the snapshot, so at worst
+        # higher than at that moment, which only spares the view a claim that would find
+        # nothing (sealmail.imap.selected).
+        mark = max(int(mark), self._spool.recent.mark(row[2], userid))
         return MailboxChanges(row[4], row[5], row[6], row[8], records_of(rows, seen), expunged,
-                              int(mark))
+                              mark)

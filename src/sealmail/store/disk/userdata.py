@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 from sealmail.store.disk.layout import Spool
+from sealmail.store.disk.recent import OWNER
 from sealmail.store.errors import MailboxNotFound
 from sealmail.store.names import validate_internal
 from sealmail.store.seen import UidSet, index_keeps_seen
@@ -48,56 +49,45 @@ class UserData:
         RFC 3501 2.3.2: a message is \\Recent in "the first session to have been notified
         about" it; "if the session is read-write, subsequent sessions will not see \\Recent
         set". The mark is the highest UID some read-write session of `reader` has been told
-        about (the owner's in the mailbox row, anyone else's in their seen row:
-        sealmail.store.seen), so the caller's \\Recent messages are the UIDs above the
-        returned mark up to `upto`. Read and raised in one write transaction: of two sessions
-        claiming at once, each gets only what the other did not. The mark never goes down nor
-        past the last UID given out; with `upto` at or below it nothing is written (how a
-        read-only session or STATUS reads the mark).
+        about (sealmail.store.seen), so the caller's \\Recent messages are the UIDs above the
+        returned mark up to `upto`. Read and raised in one write transaction of the marks'
+        own file (sealmail.store.disk.recent), never the index's: of two sessions claiming at
+        once, each gets only what the other did not, and neither waits behind a group
+        commit's fsync. The mark never goes down nor past the last UID given out; with `upto`
+        at or below it nothing is written (how a read-only session or STATUS reads the mark).
         """
         keeps = index_keeps_seen(name, reader)
         with self._spool.reading() as conn:
-            _, _, mark = self._mark_row(conn, name, reader, keeps)
+            uniqueid, uidnext, floor = self._mark_row(conn, name, reader, keeps)
+        userid = OWNER if keeps else str(reader)
+        recent = self._spool.recent
+        mark = max(floor, recent.mark(uniqueid, userid))
+        upto = min(upto, uidnext - 1)
         if upto <= mark:
             return mark
         # Not fsynced: a mark a power failure takes back only shows those messages \Recent
         # once more (RFC 3501 calls the flag advisory); every session claimed them anyway.
-        with self._spool.index.transaction(durable=False) as conn:
-            mailbox_id, uidnext, mark = self._mark_row(conn, name, reader, keeps)
-            new = min(upto, uidnext - 1)
-            if new > mark:
-                if keeps:
-                    conn.execute(
-                        "UPDATE mailboxes SET recentuid = ? WHERE id = ?", (new, mailbox_id)
-                    )
-                else:
-                    conn.execute(
-                        "INSERT INTO seen (mailbox_id, userid, recentuid) VALUES (?, ?, ?)"
-                        " ON CONFLICT (mailbox_id, userid) DO UPDATE SET"
-                        " recentuid = excluded.recentuid",
-                        (mailbox_id, reader, new),
-                    )
-        return mark
+        return recent.claim(uniqueid, userid, floor, upto)
 
     @staticmethod
     def _mark_row(
         conn: sqlite3.Connection, name: str, reader: str | None, index_keeps: bool
-    ) -> tuple[int, int, int]:
-        """(mailbox id, uidnext, `reader`'s \\Recent mark) in one statement (a claim is made
-        at every sync that finds new mail: it is kept to two short reads and a write)."""
+    ) -> tuple[str, int, int]:
+        """(mailbox uniqueid, uidnext, the index's \\Recent mark of `reader`: the floor of
+        the marks file's, sealmail.store.disk.recent) in one statement."""
         if index_keeps:
             row = conn.execute(
-                "SELECT id, uidnext, recentuid FROM mailboxes WHERE name = ?", (name,)
+                "SELECT uniqueid, uidnext, recentuid FROM mailboxes WHERE name = ?", (name,)
             ).fetchone()
         else:
             row = conn.execute(
-                "SELECT m.id, m.uidnext, coalesce(s.recentuid, 0) FROM mailboxes m"
+                "SELECT m.uniqueid, m.uidnext, coalesce(s.recentuid, 0) FROM mailboxes m"
                 " LEFT JOIN seen s ON s.mailbox_id = m.id AND s.userid = ? WHERE m.name = ?",
                 (reader, name),
             ).fetchone()
         if row is None:
             raise MailboxNotFound(f"mailbox {name!r} does not exist")
-        return int(row[0]), int(row[1]), int(row[2])
+        return str(row[0]), int(row[1]), int(row[2])
 
     def subscriptions(self, userid: str) -> list[str]:
         with self._spool.reading() as conn:

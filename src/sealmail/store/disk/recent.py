@@ -1,0 +1,184 @@
+"""The \\Recent marks of the disk store (RFC 3501 2.3.2), apart from the index: `recent.db`.
+
+A session that is told of new mail claims it (`claim_recent`): the mark is read and raised in
+one write transaction so that, of two sessions claiming at once, each gets only what the other
+did not. In the index that write queued in the process's one SQLite write queue, behind group
+commits each holding the lock through a WAL fsync (docs/benchmarks.md: 85% of a claiming
+session's samples waited there). Cyrus keeps the marks apart from the index too (the seen
+database's `lastuid`, the index header's `recentuid` written without an fsync of its own).
+
+So the marks live in a small SQLite file of their own beside the index, one row per
+(mailbox uniqueid, userid): the uniqueid, because a rename keeps it and a mailbox made again
+under the same name (or a rebuilt index) never inherits old marks; userid '' for the mark the
+index keeps (the owner's, or the mailbox's own: sealmail.store.seen.index_keeps_seen), so a
+rename to another owner hands the mark on as the index's `recentuid` column did. Writers take
+their turn on `lock/recent.db` (a flock, sealmail.store.locks.CommitTurn) and then SQLite's
+write lock, which nobody else holds for more than a few microseconds: no fsync ever happens
+inside (WAL with synchronous=NORMAL; only a checkpoint, every thousand pages, syncs).
+
+Crash cases: a process killed mid-claim leaves its transaction uncommitted (SQLite rolls it
+back, the kernel drops the flock); a power failure may take back claims made since the last
+checkpoint, which only shows those messages \\Recent once more (RFC 3501 calls the flag
+advisory; docs/imapd.md). The index's old `recentuid` columns stay as a floor: the mark is the
+higher of the two, so marks set before this file existed (schema upgrades, reconstruct's
+adopted mailboxes) still count, and a lost or removed `recent.db` shows no more than the mail
+since then as \\Recent again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
+from sealmail.store.locks import CommitTurn
+
+RECENT_NAME = "recent.db"
+_SCHEMA_VERSION = 1
+OWNER = ""  # the userid of the mark the index keeps (sealmail.store.seen.index_keeps_seen)
+
+
+def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return MailboxBusy(f"{path}: {text}")
+    if "full" in text:
+        return DiskFull(f"{path}: {text}")
+    return StoreError(f"{path}: {text}")
+
+
+class RecentMarks:
+    """Read, raise, lower and drop \\Recent marks; safe across threads and processes."""
+
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._turn = CommitTurn(path.parent / "lock" / path.name)
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", 0) != os.getpid():
+            conn = self._local.conn = self._open()
+            self._local.pid = os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # see the top: never an fsync per claim
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version != _SCHEMA_VERSION:
+                with self._turn.taken():
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._create(conn)
+                        conn.execute("COMMIT")
+                    finally:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        except OSError as exc:
+            raise StoreError(f"{self.path}: {exc.strerror}") from exc
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 0:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS marks (mailbox TEXT NOT NULL, userid TEXT NOT NULL,"
+                " uid INTEGER NOT NULL, PRIMARY KEY (mailbox, userid)) WITHOUT ROWID"
+            )
+            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        elif version != _SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: unknown schema version {version}")
+
+    def mark(self, uniqueid: str, userid: str) -> int:
+        """The stored mark (0: none); one read, no transaction of its own."""
+        try:
+            row = self._connection().execute(
+                "SELECT uid FROM marks WHERE mailbox = ? AND userid = ?", (uniqueid, userid)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return 0 if row is None else int(row[0])
+
+    def claim(self, uniqueid: str, userid: str, floor: int, upto: int) -> int:
+        """Raise the mark to `upto` and return it as it was (at least `floor`, the index's),
+        read and written in one write transaction: two claims never get the same UID."""
+        conn = self._connection()
+        try:
+            with self._turn.taken():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = conn.execute(
+                        "SELECT uid FROM marks WHERE mailbox = ? AND userid = ?",
+                        (uniqueid, userid),
+                    ).fetchone()
+                    mark = max(floor, 0 if row is None else int(row[0]))
+                    if upto > mark:
+                        conn.execute(
+                            "INSERT INTO marks (mailbox, userid, uid) VALUES (?, ?, ?)"
+                            " ON CONFLICT (mailbox, userid) DO UPDATE SET uid = excluded.uid",
+                            (uniqueid, userid, upto),
+                        )
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return mark
+
+    def lower(self, uniqueid: str, most: int) -> int:
+        """No mark of the mailbox above `most` (reconstruct, after the last UID went down);
+        how many marks were lowered."""
+        return self._write("UPDATE marks SET uid = ? WHERE mailbox = ? AND uid > ?",
+                           [(most, uniqueid, most)])
+
+    def drop(self, uniqueids: Iterable[str] = (), userid: str | None = None) -> None:
+        """Forget the marks of deleted mailboxes, and every mark of a deleted user."""
+        self._write("DELETE FROM marks WHERE mailbox = ?", [(u,) for u in uniqueids])
+        if userid is not None:
+            self._write("DELETE FROM marks WHERE userid = ?", [(userid,)])
+
+    def _write(self, statement: str, rows: list[tuple[object, ...]]) -> int:
+        if not rows:
+            return 0
+        conn = self._connection()
+        try:
+            with self._turn.taken():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    changed = conn.executemany(statement, rows).rowcount
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+        return int(changed)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+        self._turn.close()
