@@ -425,6 +425,43 @@ def test_store_that_changes_nothing_writes_nothing(store: MessageStore) -> None:
                                  "UID STORE completed", recent=RECENT_UIDS)
 
 
+@pytest.mark.parametrize(("condstore", "command", "seqs", "items"), [
+    (False, "STORE 2:5,21 +FLAGS (\\Answered Work)", [2, 3, 4, 5, 21], ["FLAGS"]),
+    (False, "UID STORE 1:* -FLAGS (\\Seen)", range(1, 29), ["UID", "FLAGS"]),
+    (False, "STORE 7:9 FLAGS ($Label1)", [7, 8, 9], ["FLAGS"]),
+    (True, "UID STORE 3:8 +FLAGS (\\Flagged)", [3, 4, 5, 6, 7], ["UID", "FLAGS", "MODSEQ"]),
+    (True, "STORE 1:4 -FLAGS (\\Flagged)", [1, 2, 3, 4], ["FLAGS", "MODSEQ"]),
+])
+def test_store_replies_render_as_the_generic_way(store: MessageStore, condstore: bool,
+                                                 command: str, seqs: range | list[int],
+                                                 items: list[str]) -> None:
+    """STORE's own FETCH replies (written as octets from the view's flag sets) are what the
+    generic serializer makes of the records after the change, \\Recent included."""
+    session = session_on(store)
+    if condstore:
+        run(session, "e ENABLE CONDSTORE")
+    tagged = ("UID STORE" if command.startswith("UID") else "STORE") + " completed"
+    out = run(session, "t " + command)
+    assert out == expected_fetch(store, list(seqs), items, "t", tagged, recent=RECENT_UIDS)
+
+
+def test_silent_conditional_store_replies_with_the_changed_modseqs(store: MessageStore) -> None:
+    """RFC 7162 3.1.3: FLAGS.SILENT with UNCHANGEDSINCE still sends MODSEQ of what changed,
+    and MODIFIED names what was refused; nothing for a message left as it was."""
+    session = session_on(store)
+    run(session, "a ENABLE CONDSTORE")
+    run(session, "b STORE 2 +FLAGS.SILENT (\\Draft)")  # message 2's modseq is now the highest
+    info = store.mailbox("user.fred")
+    assert info is not None
+    since = info.highestmodseq - 1
+    out = run(session, f"c STORE 1:3 (UNCHANGEDSINCE {since}) +FLAGS.SILENT (\\Flagged)")
+    records = store.messages("user.fred")
+    changed = [seq for seq in (1, 3) if "\\Flagged" not in FLAG_SETS[(seq - 1) % 6]]
+    lines = b"".join(b"* %d FETCH (MODSEQ (%d))\r\n" % (seq, records[seq - 1].modseq)
+                     for seq in changed)
+    assert out == lines + b"c OK [MODIFIED 2] Conditional STORE failed for some messages\r\n"
+
+
 def test_store_on_a_stale_view_goes_to_the_store(store: MessageStore) -> None:
     session = session_on(store)
     other = session_on(store)
