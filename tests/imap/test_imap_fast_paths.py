@@ -474,6 +474,52 @@ def test_store_on_a_stale_view_goes_to_the_store(store: MessageStore) -> None:
     assert b"* 3 FETCH (UID 3 FLAGS ($Label1 \\Flagged))" in out
 
 
+# -- STATUS of the selected mailbox ---------------------------------------------------------------
+
+
+def _status_expected(store: MessageStore, claimed_below: int) -> bytes:
+    records = store.messages("user.fred", "fred")
+    unseen = sum("\\Seen" not in r.flags for r in records)
+    deleted = sum("\\Deleted" in r.flags for r in records)
+    recent = sum(r.uid > claimed_below for r in records)
+    return (b"* STATUS INBOX (MESSAGES %d UNSEEN %d RECENT %d DELETED %d)\r\n"
+            % (len(records), unseen, recent, deleted))
+
+
+def test_status_of_the_selected_mailbox_counts_from_a_current_view(
+        store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """STATUS of the selected mailbox reads no flag snapshot while the view is the store's
+    state, and does once another session changed it (the view is behind until it syncs) or
+    an expunge is still to be announced; the answer is the store's each time."""
+    session = session_on(store)  # claims \Recent of UIDs 21..30
+    other = session_on(store)
+    snapshots: list[str] = []
+    real = store.flag_snapshot
+
+    def counted(name: str, reader: str | None = None) -> object:
+        snapshots.append(name)
+        return real(name, reader)
+
+    monkeypatch.setattr(store, "flag_snapshot", counted)
+    status = "s STATUS INBOX (MESSAGES UNSEEN RECENT DELETED)"
+    done = b"s OK STATUS completed\r\n"
+    last = store.messages("user.fred")[-1].uid
+    assert run(session, status) == _status_expected(store, last) + done
+    assert snapshots == []  # from the view
+    run(other, "a STORE 1:3 FLAGS (\\Seen \\Deleted)")
+    run(other, "b STORE 4 -FLAGS (\\Seen)")
+    out = run(session, status)  # the view is behind: the store is read (then it syncs)
+    assert out.startswith(_status_expected(store, last)) and snapshots == ["user.fred"]
+    run(session, "c NOOP")
+    run(other, "d EXPUNGE")  # its own view announces; ours holds the expunges back...
+    run(session, "e FETCH 1 (FLAGS)")  # ...through a FETCH (RFC 9051 7.5.1)
+    assert run(session, status).startswith(_status_expected(store, last))
+    assert snapshots == ["user.fred", "user.fred"]
+    run(session, "f NOOP")  # the expunges announced: the view is current again
+    assert run(session, status) == _status_expected(store, last) + done
+    assert snapshots == ["user.fred", "user.fred"]
+
+
 # -- SEARCH --------------------------------------------------------------------------------------
 
 
