@@ -474,6 +474,27 @@ def test_store_on_a_stale_view_goes_to_the_store(store: MessageStore) -> None:
     assert b"* 3 FETCH (UID 3 FLAGS ($Label1 \\Flagged))" in out
 
 
+def test_announced_expunges_keep_the_view_aligned(store: MessageStore) -> None:
+    """Expunges by another session (first, last and scattered messages), announced highest
+    number first; the view's UIDs, flags and modseqs stay aligned after they leave it."""
+    session = session_on(store)
+    other = session_on(store)
+    uids = [r.uid for r in store.messages("user.fred")]
+    doomed = [uids[0], uids[5], uids[6], uids[17], uids[-1]]
+    listed = ",".join(map(str, doomed))
+    run(other, f"a UID STORE {listed} +FLAGS.SILENT (\\Deleted)")
+    run(other, f"b UID EXPUNGE {listed}")
+    out = run(session, "c NOOP")
+    seqs = sorted((uids.index(uid) + 1 for uid in doomed), reverse=True)
+    expunges = b"".join(b"* %d EXPUNGE\r\n" % seq for seq in seqs)
+    assert out.startswith(expunges) and out.endswith(b"c OK NOOP completed\r\n")
+    out = run(session, "d ENABLE CONDSTORE")
+    left = len(uids) - len(doomed)
+    expected = expected_fetch(store, list(range(1, left + 1)), ["UID", "FLAGS", "MODSEQ"], "t",
+                              "FETCH completed", recent=RECENT_UIDS)
+    assert run(session, "t FETCH 1:* (UID FLAGS MODSEQ)") == expected
+
+
 # -- STATUS of the selected mailbox ---------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap.syntax import canonical_flag
 from sealmail.store import auditlog
-from sealmail.store.api import MessageRecord, flags_after
+from sealmail.store.api import MailboxInfo, MessageRecord, flags_after
 from sealmail.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -68,7 +68,9 @@ def store(session: ImapSession, command: Store) -> list[Response]:
     if view.readonly:
         raise CommandFailed("Mailbox is read-only", "READ-ONLY")
     flags = canonical_flags(command.flags)
-    session.require_rights(view.name, _rights_for(flags) or "w")
+    info = session.store.mailbox(view.name)  # once, for the rights and _changes_nothing
+    session.require_rights_in(info, view.name, _rights_for(flags) or "w")
+    assert info is not None  # require_rights_in refuses a mailbox that is not there
     if command.unchanged_since is not None:
         session.enable_condstore()
     spans = session.resolve_spans(command.sequence_set, command.uid)
@@ -76,8 +78,8 @@ def store(session: ImapSession, command: Store) -> list[Response]:
     if not positions:
         return []
     mode = _MODES[command.mode]
-    if command.unchanged_since is None and _changes_nothing(session, spans, positions, flags,
-                                                            mode):
+    if command.unchanged_since is None and _changes_nothing(session, info, spans, positions,
+                                                            flags, mode):
         # Nothing to write (Dovecot does nothing either): no transaction, no modseq; the
         # replies are what they would be after an update that matched and changed nothing.
         if command.silent:
@@ -135,8 +137,8 @@ def _store_replies(session: ImapSession, command: Store, records: list[MessageRe
     return RenderedResponses(b"".join(lines)) if lines else None
 
 
-def _changes_nothing(session: ImapSession, spans: list[tuple[int, int]], positions: list[int],
-                     flags: list[str], mode: str) -> bool:
+def _changes_nothing(session: ImapSession, info: MailboxInfo, spans: list[tuple[int, int]],
+                     positions: list[int], flags: list[str], mode: str) -> bool:
     """Whether a STORE would leave every message as it is, told from the view alone.
 
     Only when the view is current (the store's highestmodseq is the one the view last saw), so
@@ -144,8 +146,7 @@ def _changes_nothing(session: ImapSession, spans: list[tuple[int, int]], positio
     this STORE, which then did nothing. The question is asked once per distinct flag set.
     """
     view = session.require_selected()
-    info = session.store.mailbox(view.name)
-    if info is None or info.highestmodseq != view.highestmodseq:
+    if info.highestmodseq != view.highestmodseq:
         return False
     flag_ids = view.flag_ids
     if view.vanished:

@@ -348,12 +348,14 @@ class SelectedMailbox:
                 seq = self.seq_of(uid)
                 if seq is not None:
                     out.append(replies.expunge(seq))
-        gone_set = set(gone)
-        self.recent -= gone_set
-        keep = [i for i, uid in enumerate(self.uids) if uid not in gone_set]
-        self.uids = [self.uids[i] for i in keep]
-        self.flag_ids = [self.flag_ids[i] for i in keep]
-        self.modseqs = [self.modseqs[i] for i in keep]
+        self.recent.difference_update(gone)
+        # Removed in place, highest position first: a few expunges (the usual case) cost a
+        # memmove each instead of three lists rebuilt message by message.
+        uids, flag_ids, modseqs = self.uids, self.flag_ids, self.modseqs
+        for uid in reversed(gone):
+            index = self.index_of(uid)
+            if index is not None:
+                del uids[index], flag_ids[index], modseqs[index]
         return out
 
     def _flag_news(self, changes: list[tuple[int, MessageRecord]], options: SyncOptions
