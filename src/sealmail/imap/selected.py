@@ -44,10 +44,17 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 
-__all__ = ["RECENT", "MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
+__all__ = ["RECENT", "ExpungeLines", "MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
+
+
+class ExpungeLines(RenderedResponses):
+    """`* n EXPUNGE` lines already written: RenderedResponses that RFC 5267's contexts
+    (sealmail.imap.contexts) can tell from other untagged data, to put REMOVEFROM before."""
+
+    __slots__ = ()
 
 
 class MailboxGone(Exception):
@@ -334,29 +341,27 @@ class SelectedMailbox:
         self.told_recent = len(self.recent)
         return [replies.recent(self.told_recent)]
 
-    def _announce_expunges(self, options: SyncOptions) -> list[DataResponse]:
+    def _announce_expunges(self, options: SyncOptions) -> list[Response]:
+        """`* n EXPUNGE` (or VANISHED) for what left the store, and those messages out of the
+        view. The lines are written as octets at once (`ExpungeLines`: several per command
+        with many sessions on a mailbox); each message leaves the view in place, highest
+        position first, a memmove each instead of three lists rebuilt message by message."""
         if not self.vanished:
             return []
         gone = sorted(self.vanished)
         self.vanished.clear()
-        out: list[DataResponse] = []
-        if options.qresync:
-            out.append(replies.vanished(SequenceSet.of(gone)))
-        else:
-            # Highest number first: each EXPUNGE then names a number the client still has.
-            for uid in reversed(gone):
-                seq = self.seq_of(uid)
-                if seq is not None:
-                    out.append(replies.expunge(seq))
         self.recent.difference_update(gone)
-        # Removed in place, highest position first: a few expunges (the usual case) cost a
-        # memmove each instead of three lists rebuilt message by message.
         uids, flag_ids, modseqs = self.uids, self.flag_ids, self.modseqs
+        lines: list[bytes] = []
+        # Highest number first: each EXPUNGE then names a number the client still has.
         for uid in reversed(gone):
             index = self.index_of(uid)
             if index is not None:
+                lines.append(b"* %d EXPUNGE\r\n" % (index + 1))
                 del uids[index], flag_ids[index], modseqs[index]
-        return out
+        if options.qresync:
+            return [replies.vanished(SequenceSet.of(gone))]
+        return [ExpungeLines(b"".join(lines))] if lines else []
 
     def _flag_news(self, changes: list[tuple[int, MessageRecord]], options: SyncOptions
                    ) -> list[Response]:
