@@ -302,18 +302,22 @@ class SelectedMailbox:
                 if self.index_of(uid) is not None:
                     self.vanished.add(uid)
             flag_changes: list[tuple[int, MessageRecord]] = []
+            flag_ids, modseqs, sets = self.flag_ids, self.modseqs, self.flag_sets
             for record in changed:
-                if record.uid > last or record.uid in self.vanished:
+                uid = record.uid
+                if uid > last or uid in self.vanished:
                     continue
-                index = self.index_of(record.uid)
+                index = self.index_of(uid)
                 if index is None:
                     continue
-                old = self.flags_at(index)
-                if set(old) != set(self.session_flags(record)) or (
-                    options.condstore and self.modseqs[index] != record.modseq
+                flags = self.session_flags(record)
+                new_id, old_id = self.flag_id(flags), flag_ids[index]
+                # The same set (by id, or in another order) is no news, unless its modseq is.
+                if (new_id != old_id and set(sets[old_id]) != set(flags)) or (
+                    options.condstore and modseqs[index] != record.modseq
                 ):
-                    flag_changes.append((record.uid, record))
-                self._set(index, record)
+                    flag_changes.append((uid, record))
+                flag_ids[index], modseqs[index] = new_id, record.modseq
             if self._note_keywords(r.flags for r in changed):
                 out.extend(self.keyword_news())
             if allow_expunge:
