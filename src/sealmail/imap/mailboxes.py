@@ -475,7 +475,19 @@ def status(session: ImapSession, command: StatusCommand) -> list[Response]:
     found = session.store.mailbox(name)  # looked up once, for the rights and the values
     session.require_rights_in(found, name, "r")
     assert found is not None  # require_rights_in refuses a mailbox that is not there
-    return [replies.status(session.external(name), status_values(session, found, command.items))]
+    out: list[Response] = []
+    view = session.selected
+    if (view is not None and view.name == name and not session.update_contexts
+            and "SIZE" not in command.items and _current_view(session, found) is None
+            and any(item in command.items for item in ("UNSEEN", "RECENT", "DELETED"))):
+        # STATUS of the selected mailbox with news to sync: the sync execute() would make after
+        # the command made before it (its news go out first, as they may: RFC 9051 7), and the
+        # counts taken from the view it leaves, rather than every message's flags read again.
+        # Not with RFC 5267 contexts, whose updates are placed around execute()'s own sync.
+        out = view.sync(session.store, session.sync_options(), True)
+        found = session.store.mailbox(name) or found  # as the view now is, if nothing moved
+    return [*out, replies.status(session.external(name),
+                                 status_values(session, found, command.items))]
 
 
 def namespace(session: ImapSession, command: Namespace) -> list[Response]:
