@@ -425,6 +425,43 @@ def test_store_that_changes_nothing_writes_nothing(store: MessageStore) -> None:
                                  "UID STORE completed", recent=RECENT_UIDS)
 
 
+@pytest.mark.parametrize(("condstore", "command", "seqs", "items"), [
+    (False, "STORE 2:5,21 +FLAGS (\\Answered Work)", [2, 3, 4, 5, 21], ["FLAGS"]),
+    (False, "UID STORE 1:* -FLAGS (\\Seen)", range(1, 29), ["UID", "FLAGS"]),
+    (False, "STORE 7:9 FLAGS ($Label1)", [7, 8, 9], ["FLAGS"]),
+    (True, "UID STORE 3:8 +FLAGS (\\Flagged)", [3, 4, 5, 6, 7], ["UID", "FLAGS", "MODSEQ"]),
+    (True, "STORE 1:4 -FLAGS (\\Flagged)", [1, 2, 3, 4], ["FLAGS", "MODSEQ"]),
+])
+def test_store_replies_render_as_the_generic_way(store: MessageStore, condstore: bool,
+                                                 command: str, seqs: range | list[int],
+                                                 items: list[str]) -> None:
+    """STORE's own FETCH replies (written as octets from the view's flag sets) are what the
+    generic serializer makes of the records after the change, \\Recent included."""
+    session = session_on(store)
+    if condstore:
+        run(session, "e ENABLE CONDSTORE")
+    tagged = ("UID STORE" if command.startswith("UID") else "STORE") + " completed"
+    out = run(session, "t " + command)
+    assert out == expected_fetch(store, list(seqs), items, "t", tagged, recent=RECENT_UIDS)
+
+
+def test_silent_conditional_store_replies_with_the_changed_modseqs(store: MessageStore) -> None:
+    """RFC 7162 3.1.3: FLAGS.SILENT with UNCHANGEDSINCE still sends MODSEQ of what changed,
+    and MODIFIED names what was refused; nothing for a message left as it was."""
+    session = session_on(store)
+    run(session, "a ENABLE CONDSTORE")
+    run(session, "b STORE 2 +FLAGS.SILENT (\\Draft)")  # message 2's modseq is now the highest
+    info = store.mailbox("user.fred")
+    assert info is not None
+    since = info.highestmodseq - 1
+    out = run(session, f"c STORE 1:3 (UNCHANGEDSINCE {since}) +FLAGS.SILENT (\\Flagged)")
+    records = store.messages("user.fred")
+    changed = [seq for seq in (1, 3) if "\\Flagged" not in FLAG_SETS[(seq - 1) % 6]]
+    lines = b"".join(b"* %d FETCH (MODSEQ (%d))\r\n" % (seq, records[seq - 1].modseq)
+                     for seq in changed)
+    assert out == lines + b"c OK [MODIFIED 2] Conditional STORE failed for some messages\r\n"
+
+
 def test_store_on_a_stale_view_goes_to_the_store(store: MessageStore) -> None:
     session = session_on(store)
     other = session_on(store)
@@ -435,6 +472,77 @@ def test_store_on_a_stale_view_goes_to_the_store(store: MessageStore) -> None:
     out = run(session, f"b UID STORE {uid} +FLAGS (\\Flagged)")
     assert "\\Flagged" in store.messages("user.fred")[2].flags
     assert b"* 3 FETCH (UID 3 FLAGS ($Label1 \\Flagged))" in out
+
+
+def test_announced_expunges_keep_the_view_aligned(store: MessageStore) -> None:
+    """Expunges by another session (first, last and scattered messages), announced highest
+    number first; the view's UIDs, flags and modseqs stay aligned after they leave it."""
+    session = session_on(store)
+    other = session_on(store)
+    uids = [r.uid for r in store.messages("user.fred")]
+    doomed = [uids[0], uids[5], uids[6], uids[17], uids[-1]]
+    listed = ",".join(map(str, doomed))
+    run(other, f"a UID STORE {listed} +FLAGS.SILENT (\\Deleted)")
+    run(other, f"b UID EXPUNGE {listed}")
+    out = run(session, "c NOOP")
+    seqs = sorted((uids.index(uid) + 1 for uid in doomed), reverse=True)
+    expunges = b"".join(b"* %d EXPUNGE\r\n" % seq for seq in seqs)
+    assert out.startswith(expunges) and out.endswith(b"c OK NOOP completed\r\n")
+    out = run(session, "d ENABLE CONDSTORE")
+    left = len(uids) - len(doomed)
+    expected = expected_fetch(store, list(range(1, left + 1)), ["UID", "FLAGS", "MODSEQ"], "t",
+                              "FETCH completed", recent=RECENT_UIDS)
+    assert run(session, "t FETCH 1:* (UID FLAGS MODSEQ)") == expected
+
+
+# -- STATUS of the selected mailbox ---------------------------------------------------------------
+
+
+def _status_expected(store: MessageStore, claimed_below: int) -> bytes:
+    records = store.messages("user.fred", "fred")
+    unseen = sum("\\Seen" not in r.flags for r in records)
+    deleted = sum("\\Deleted" in r.flags for r in records)
+    recent = sum(r.uid > claimed_below for r in records)
+    return (b"* STATUS INBOX (MESSAGES %d UNSEEN %d RECENT %d DELETED %d)\r\n"
+            % (len(records), unseen, recent, deleted))
+
+
+def test_status_of_the_selected_mailbox_counts_from_its_view(
+        store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """STATUS of the selected mailbox reads no flag snapshot: from the view when it is the
+    store's state, else after syncing it first (its news, expunges included, go out before
+    the STATUS line). With an RFC 5267 update context open the sync stays execute()'s, after
+    the command, and the counts come from the store. The answer is the store's each time."""
+    session = session_on(store)  # claims \\Recent of UIDs 21..30
+    other = session_on(store)
+    snapshots: list[str] = []
+    real = store.flag_snapshot
+
+    def counted(name: str, reader: str | None = None) -> object:
+        snapshots.append(name)
+        return real(name, reader)
+
+    monkeypatch.setattr(store, "flag_snapshot", counted)
+    status = "s STATUS INBOX (MESSAGES UNSEEN RECENT DELETED)"
+    done = b"s OK STATUS completed\r\n"
+    last = store.messages("user.fred")[-1].uid
+    assert run(session, status) == _status_expected(store, last) + done
+    run(other, "a STORE 1:3 FLAGS (\\Seen \\Deleted)")
+    run(other, "b STORE 5 -FLAGS (\\Seen)")
+    out = run(session, status)  # the view is behind: synced first
+    news = b"".join(b"* %d FETCH (UID %d FLAGS (\\Seen \\Deleted))\r\n" % (n, n)
+                    for n in (1, 2, 3))
+    assert out.startswith(news) and out.endswith(_status_expected(store, last) + done)
+    run(other, "d EXPUNGE")  # its own view announces; ours holds the expunges back...
+    run(session, "e FETCH 1 (FLAGS)")  # ...through a FETCH (RFC 9051 7.5.1)
+    out = run(session, status)
+    assert out.startswith(b"* 26 EXPUNGE\r\n* 20 EXPUNGE\r\n")
+    assert out.endswith(_status_expected(store, last) + done)
+    assert snapshots == []
+    run(session, "u SEARCH RETURN (UPDATE) DELETED")
+    run(other, "f STORE 1 +FLAGS (\\Deleted)")
+    out = run(session, status)  # with a context: the store's counts, the sync after
+    assert out.startswith(_status_expected(store, last)) and snapshots == ["user.fred"]
 
 
 # -- SEARCH --------------------------------------------------------------------------------------

@@ -254,6 +254,33 @@ def test_expunge_removes_rows_and_files(store: DiskStore) -> None:
     assert isinstance(usage_after, AppendedMessage) and usage_after.uid == 4  # never reused
 
 
+def test_expunge_gives_each_message_its_own_modseq(store: DiskStore) -> None:
+    """RFC 7162 3.2.10 (VANISHED (EARLIER) by modseq): an expunge of several scattered UIDs,
+    some not there, gives each removed message its own modseq, ascending with its UID; the
+    mailbox's counters and quota usage lose exactly what went."""
+    store.create_mailbox("user.alice")
+    bodies = [MESSAGE + b"x" * n for n in range(6)]
+    for body in bodies:
+        store.deliver(body, [DeliveryTarget("user.alice")])
+    store.set_quota("user.alice", 10**6, None)
+    before, usage = store.mailbox("user.alice"), store.quota_for("user.alice")
+    assert before is not None and usage is not None
+    assert store.expunge("user.alice", [5, 2, 9, 4, 2]) == [2, 4, 5]
+    after = store.mailbox("user.alice")
+    assert after is not None and after.exists == 3
+    assert after.highestmodseq == before.highestmodseq + 3
+    base = before.highestmodseq
+    assert store.expunged_since("user.alice", base) == [2, 4, 5]
+    assert store.expunged_since("user.alice", base + 1) == [4, 5]
+    assert store.expunged_since("user.alice", base + 2) == [5]
+    assert store.expunged_since("user.alice", base + 3) == []
+    gone = sum(len(bodies[uid - 1]) for uid in (2, 4, 5))
+    usage_after = store.quota_for("user.alice")
+    assert usage_after is not None and usage_after.storage_used == usage.storage_used - gone
+    assert store.expunge("user.alice", [2, 9]) == []
+    assert store.mailbox("user.alice") == after  # nothing there: nothing changed
+
+
 def test_quota_storage_and_messages(store: DiskStore) -> None:
     store.create_mailbox("user.alice")
     store.create_mailbox("user.alice.Lists")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed
+from sealmail.imap.selected import ExpungeLines
 from sealmail.proto.imap import (
     Atom,
     CancelUpdate,
@@ -127,6 +128,8 @@ def notice(session: ImapSession, before: list[int], synced: list[Response]) -> l
 
 
 def _is_expunge(response: Response) -> bool:
+    if isinstance(response, ExpungeLines):  # the sync's EXPUNGE lines, written at once
+        return True
     if not isinstance(response, DataResponse) or not response.values:
         return False
     values = response.values

@@ -44,10 +44,17 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import response as replies
 from sealmail.store.api import MailboxView, MessageRecord
 
-__all__ = ["RECENT", "MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
+__all__ = ["RECENT", "ExpungeLines", "MailboxGone", "SelectedMailbox", "SyncOptions", "flag_atoms"]
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
+
+
+class ExpungeLines(RenderedResponses):
+    """`* n EXPUNGE` lines already written: RenderedResponses that RFC 5267's contexts
+    (sealmail.imap.contexts) can tell from other untagged data, to put REMOVEFROM before."""
+
+    __slots__ = ()
 
 
 class MailboxGone(Exception):
@@ -295,18 +302,22 @@ class SelectedMailbox:
                 if self.index_of(uid) is not None:
                     self.vanished.add(uid)
             flag_changes: list[tuple[int, MessageRecord]] = []
+            flag_ids, modseqs, sets = self.flag_ids, self.modseqs, self.flag_sets
             for record in changed:
-                if record.uid > last or record.uid in self.vanished:
+                uid = record.uid
+                if uid > last or uid in self.vanished:
                     continue
-                index = self.index_of(record.uid)
+                index = self.index_of(uid)
                 if index is None:
                     continue
-                old = self.flags_at(index)
-                if set(old) != set(self.session_flags(record)) or (
-                    options.condstore and self.modseqs[index] != record.modseq
+                flags = self.session_flags(record)
+                new_id, old_id = self.flag_id(flags), flag_ids[index]
+                # The same set (by id, or in another order) is no news, unless its modseq is.
+                if (new_id != old_id and set(sets[old_id]) != set(flags)) or (
+                    options.condstore and modseqs[index] != record.modseq
                 ):
-                    flag_changes.append((record.uid, record))
-                self._set(index, record)
+                    flag_changes.append((uid, record))
+                flag_ids[index], modseqs[index] = new_id, record.modseq
             if self._note_keywords(r.flags for r in changed):
                 out.extend(self.keyword_news())
             if allow_expunge:
@@ -334,27 +345,27 @@ class SelectedMailbox:
         self.told_recent = len(self.recent)
         return [replies.recent(self.told_recent)]
 
-    def _announce_expunges(self, options: SyncOptions) -> list[DataResponse]:
+    def _announce_expunges(self, options: SyncOptions) -> list[Response]:
+        """`* n EXPUNGE` (or VANISHED) for what left the store, and those messages out of the
+        view. The lines are written as octets at once (`ExpungeLines`: several per command
+        with many sessions on a mailbox); each message leaves the view in place, highest
+        position first, a memmove each instead of three lists rebuilt message by message."""
         if not self.vanished:
             return []
         gone = sorted(self.vanished)
         self.vanished.clear()
-        out: list[DataResponse] = []
+        self.recent.difference_update(gone)
+        uids, flag_ids, modseqs = self.uids, self.flag_ids, self.modseqs
+        lines: list[bytes] = []
+        # Highest number first: each EXPUNGE then names a number the client still has.
+        for uid in reversed(gone):
+            index = self.index_of(uid)
+            if index is not None:
+                lines.append(b"* %d EXPUNGE\r\n" % (index + 1))
+                del uids[index], flag_ids[index], modseqs[index]
         if options.qresync:
-            out.append(replies.vanished(SequenceSet.of(gone)))
-        else:
-            # Highest number first: each EXPUNGE then names a number the client still has.
-            for uid in reversed(gone):
-                seq = self.seq_of(uid)
-                if seq is not None:
-                    out.append(replies.expunge(seq))
-        gone_set = set(gone)
-        self.recent -= gone_set
-        keep = [i for i, uid in enumerate(self.uids) if uid not in gone_set]
-        self.uids = [self.uids[i] for i in keep]
-        self.flag_ids = [self.flag_ids[i] for i in keep]
-        self.modseqs = [self.modseqs[i] for i in keep]
-        return out
+            return [replies.vanished(SequenceSet.of(gone))]
+        return [ExpungeLines(b"".join(lines))] if lines else []
 
     def _flag_news(self, changes: list[tuple[int, MessageRecord]], options: SyncOptions
                    ) -> list[Response]:

@@ -10,6 +10,7 @@ name, whose separator `unixhierarchysep` chooses.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass
 
@@ -132,8 +133,11 @@ def user_inbox(user: str, domain: str | None = None) -> str:
     return f"{domain}!{name}" if domain else name
 
 
+@functools.lru_cache(maxsize=1024)
 def owner_of(internal: str) -> Owner | None:
-    """The owner of a personal mailbox, or None for a shared one."""
+    """The owner of a personal mailbox, or None for a shared one. Remembered (the answer is
+    the name's alone, and frozen): each IMAP command asks it 3-5 times, for rights and for
+    whose \\Seen the index keeps."""
     domain, _, local = internal.rpartition("!")
     levels = local.split(".")
     if len(levels) < 2 or levels[0] != USER_PREFIX:

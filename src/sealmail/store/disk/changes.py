@@ -9,7 +9,8 @@ batch; one committer at a time runs the whole batch in ONE transaction:
 1. BEGIN IMMEDIATE (sealmail.store.index.Index.writing);
 2. each change in its own SAVEPOINT, in the order they joined: a change that fails is rolled
    back to its savepoint and only its caller gets the error; later changes see the earlier
-   ones, as if they had been committed one after the other;
+   ones, as if they had been committed one after the other (a change alone in its batch runs
+   without a savepoint, and if it fails the transaction is rolled back instead of committed);
 3. the directories the changes named (COPY's new links) fsynced once each, then COMMIT (the
    one WAL fsync for everybody);
 4. every caller is woken with its own result, so each tagged OK still follows its own commit.
@@ -95,11 +96,11 @@ class ChangeGroup:
         try:
             with self._spool.index.writing() as conn:
                 try:
-                    self._run(conn, batch)
-                    self._spool.structures.write_into(conn)  # FETCH's parses, if any wait
-                    fsync_directories(set().union(*(p.effects.directories for p in batch)))
-                    self._spool.fault("changes")
-                    conn.execute("COMMIT")
+                    if self._run(conn, batch):
+                        self._spool.structures.write_into(conn)  # FETCH's parses, if any wait
+                        fsync_directories(set().union(*(p.effects.directories for p in batch)))
+                        self._spool.fault("changes")
+                        conn.execute("COMMIT")
                 except BaseException:
                     for pending in batch:
                         pending.effects.undo()  # before the ROLLBACK gives the lock away
@@ -112,7 +113,22 @@ class ChangeGroup:
                 raise
 
     @staticmethod
-    def _run(conn: sqlite3.Connection, batch: list[_Pending[object]]) -> None:
+    def _run(conn: sqlite3.Connection, batch: list[_Pending[object]]) -> bool:
+        """Runs the batch's changes; whether there is anything to COMMIT. A change alone in
+        its batch needs no savepoint: should it fail, the whole transaction is its own, and
+        is rolled back (by `Index.writing`) instead of committed empty."""
+        if len(batch) == 1:
+            [pending] = batch
+            assert pending.change is not None
+            try:
+                pending.result = pending.change(conn, pending.effects)
+            except Exception as exc:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back: the batch fails
+                pending.effects.undo()  # before the ROLLBACK gives the lock away
+                pending.error = _own_error(exc)
+                return False
+            return True
         for pending in batch:
             conn.execute("SAVEPOINT change")
             try:
@@ -125,6 +141,7 @@ class ChangeGroup:
                 pending.effects.undo()  # before a later change draws the same UIDs
                 pending.error = _own_error(exc)
             conn.execute("RELEASE change")
+        return True
 
 
 def _own_error(exc: BaseException, shared: bool = False) -> BaseException:
