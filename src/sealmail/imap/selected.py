@@ -31,6 +31,7 @@ import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sealmail.imap.snapshots import snapshots_for
 from sealmail.proto.imap import (
     Atom,
     DataResponse,
@@ -95,7 +96,7 @@ class SelectedMailbox:
         """The view of `name` now, as `reader` sees it: one consistent read of the mailbox and
         its flags; with `shows_recent`, the \\Recent messages claimed (read-write) or seen
         unclaimed (read-only)."""
-        snapshot = store.flag_snapshot(name, reader)
+        snapshot = snapshots_for(store).snapshot(store, name, reader)
         info = snapshot.mailbox
         view = cls(name, readonly, info.uidvalidity, info.highestmodseq, reader, shows_recent)
         view.uids = snapshot.uids
