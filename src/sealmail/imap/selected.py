@@ -218,7 +218,13 @@ class SelectedMailbox:
         unseen = self.ids_where("\\Seen", present=False)
         if not unseen:
             return None
-        return next((i + 1 for i, f in enumerate(self.flag_ids) if f in unseen), None)
+        first = len(self.flag_ids)
+        for flag_id in unseen:  # a few distinct sets, each looked for by list.index (in C)
+            try:
+                first = self.flag_ids.index(flag_id, 0, first)
+            except ValueError:
+                continue
+        return first + 1 if first < len(self.flag_ids) else None
 
     def _note_keywords(self, flag_sets: Iterable[tuple[str, ...]]) -> bool:
         known = self._known_keywords
