@@ -19,7 +19,7 @@ UIDs.
 
 New mail is cheap too: its UIDs are above every kept one's, so it comes after them in UID and
 sequence order. A kept order takes the new messages at the places their sort values
-give them (`merged`: the values of the new messages, and of the few kept ones a 16-way search
+give them (`merged`: the values of the new messages, and of the few kept ones a 32-way search
 compares them with, from the store's `sort_values`), exactly where the store's ORDER BY puts
 them (ties in UID order, and a new UID is above every kept one). A THREAD answer of the whole
 mailbox is kept as a state that new messages are added to when that is exact, and rebuilt
@@ -276,7 +276,7 @@ def placements(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bo
 
     One search per new message, run side by side: each step compares it with FAN - 1 kept
     messages spread over what is left of the range (the store asked for all their values at
-    once), so that ~log16(n) queries place every new message."""
+    once), so that ~log32(n) queries place every new message."""
     if not added or len(added) > ADDED:
         return [] if not added else None
     try:
@@ -288,8 +288,10 @@ def placements(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bo
 def _placements(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
                 values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
                 ) -> list[tuple[int, int]] | None:
-    known = values(added)
-    if len(known) != len(added) or any(None in row for row in known.values()):
+    # The new ones, and the kept ones every search's first step compares with: one query.
+    first = [order[p] for p in _spots(0, len(order))]
+    known = values([*added, *first])
+    if len(known) != len(added) + len(first) or any(None in row for row in known.values()):
         return None
     reverse = [descending for _, descending in keys]
 
@@ -328,8 +330,8 @@ def _placements(order: list[int], added: Sequence[int], keys: tuple[tuple[str, b
 
 
 # A search step compares a new message with this many kept ones less one (one query for them):
-# four steps place it among 10,000.
-FAN = 16
+# three steps place it among 10,000.
+FAN = 32
 
 
 def _spots(low: int, high: int) -> range | list[int]:
