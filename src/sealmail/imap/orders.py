@@ -130,7 +130,7 @@ class MailboxOrders:
                     self._keep(entry.sorts, (keys, uid), answer)
                     return answer.response()
             order = self.sorted_uids(view, keys, compute, values)
-            answer = SortAnswer.of(order if uid else _sequence_numbers(entry.uids, order))
+            answer = SortAnswer.of(order if uid else _sequence_numbers(view, order))
             self._keep(entry.sorts, (keys, uid), answer)
             return answer.response()
 
@@ -232,15 +232,13 @@ class MailboxOrders:
                 fresh.threads[algorithm] = state
 
 
-def _sequence_numbers(uids: list[int], order: list[int]) -> list[int]:
-    """The sequence numbers of `order`'s UIDs in a view of `uids` (ascending): by arithmetic
-    when they are a run without gaps, else through a map."""
-    if not uids:
-        return []
-    if uids[-1] - uids[0] + 1 == len(uids):
+def _sequence_numbers(view: SelectedMailbox, order: list[int]) -> list[int]:
+    """The sequence numbers of `order`'s UIDs in `view`: by arithmetic when its UIDs are a
+    run without gaps, else through the view's map."""
+    uids = view.uids
+    if uids and uids[-1] - uids[0] + 1 == len(uids):
         return list(map((1 - uids[0]).__add__, order))
-    number = dict(zip(uids, range(1, len(uids) + 1), strict=True))
-    return list(map(number.__getitem__, order))
+    return list(map(view.numbers().__getitem__, order))
 
 
 def merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],

@@ -514,8 +514,7 @@ def _sort_numbers(session: ImapSession, keys: tuple[tuple[str, bool], ...], uid:
         ordered = list(kept)
         if uid:
             return ordered, ordered
-        numbers = dict(zip(view.uids, range(1, len(view.uids) + 1), strict=True))
-        return ordered, list(map(numbers.__getitem__, ordered))
+        return ordered, list(map(view.numbers().__getitem__, ordered))
     wanted = _numbers_of(view, found)
     ordered = [u for u in kept if u in wanted]
     return ordered, ordered if uid else list(map(wanted.__getitem__, ordered))

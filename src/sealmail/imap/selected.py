@@ -89,6 +89,8 @@ class SelectedMailbox:
         self.vanished: set[int] = set()  # gone from the store, not yet announced
         self.keywords: list[str] = []
         self._known_keywords: set[str] = set()  # = set(keywords), kept, not rebuilt per sync
+        self._numbers: dict[int, int] = {}  # UID -> sequence number (`numbers`), of _numbered
+        self._numbered: list[int] | None = None
 
     @classmethod
     def open(cls, store: MailboxView, name: str, readonly: bool, reader: str | None = None,
@@ -143,6 +145,19 @@ class SelectedMailbox:
     def seq_of(self, uid: int) -> int | None:
         index = self.index_of(uid)
         return None if index is None else index + 1
+
+    def numbers(self) -> dict[int, int]:
+        """UID -> sequence number of every message of the view: made once and extended as mail
+        comes (`uids` is only appended to, or replaced by a new list after expunges), so a
+        SORT or THREAD answered in sequence numbers does not map the whole mailbox again."""
+        uids, known = self.uids, self._numbers
+        if self._numbered is not uids or len(known) > len(uids):
+            known = self._numbers = {}
+            self._numbered = uids
+        if len(known) < len(uids):
+            known.update(zip(uids[len(known):], range(len(known) + 1, len(uids) + 1),
+                             strict=True))
+        return known
 
     def spans(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
         """The messages a set names as ascending, disjoint [start, stop) position ranges.
