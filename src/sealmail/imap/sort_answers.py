@@ -17,6 +17,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 
+from sealmail.imap.decimals import written
 from sealmail.proto.imap import RenderedResponses
 
 __all__ = ["PIECE", "SortAnswer"]
@@ -25,7 +26,7 @@ PIECE = 128  # numbers per rendered piece (a piece grown to twice that is split)
 
 
 def _written(numbers: Sequence[int]) -> bytes:
-    return b"".join(map(b" %d".__mod__, numbers))
+    return written(numbers)
 
 
 class SortAnswer:
