@@ -16,6 +16,12 @@ texts = st.binary(max_size=6).map(lambda b: b.replace(b"%", b"%%"))
 @given(st.lists(numbers, max_size=50))
 def test_decimals_are_percent_d(values: list[int]) -> None:
     assert decimals.decimals(values) == [b"%d" % v for v in values]
+    ascending = sorted(set(values))
+    assert decimals.decimals(ascending, ascending=True) == [b"%d" % v for v in ascending]
+    if values:
+        run = range(min(values), min(values) + len(values))
+        assert decimals.decimals(run) == decimals.decimals(list(run), ascending=True) == [
+            b"%d" % v for v in run]
     assert decimals.written(values) == b"".join(b" %d" % v for v in values)
 
 

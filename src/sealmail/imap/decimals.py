@@ -21,18 +21,24 @@ _table: list[bytes] = []
 _lock = threading.Lock()
 
 
-def decimals(numbers: Sequence[int]) -> list[bytes]:
+def decimals(numbers: Sequence[int], ascending: bool = False) -> list[bytes]:
     """`[b"%d" % n for n in numbers]` (non-negative numbers), from the table when they are all
-    in it."""
+    in it: a slice of it for a run without gaps (a range, or with `ascending`, the caller's
+    word that each number is above the one before, a list from its first to its last)."""
     if not numbers:
         return []
-    highest = max(numbers)
+    first, last = numbers[0], numbers[-1]
+    run = (isinstance(numbers, range) and numbers.step == 1) or (
+        ascending and last - first + 1 == len(numbers))
+    highest = last if run else max(numbers)
     if highest >= TABLE:
         return list(map(b"%d".__mod__, numbers))
     table = _table
     if highest >= len(table):
         with _lock:  # grown by one thread at a time: a number's place is its value
             table.extend(b"%d" % n for n in range(len(table), highest + 1))
+    if run:
+        return table[first:last + 1]
     return list(map(table.__getitem__, numbers))
 
 
@@ -54,14 +60,21 @@ def pieces_of(line: bytes) -> list[bytes]:
 def interleaved(pieces: Sequence[bytes], columns: Sequence[Sequence[bytes]]) -> bytes:
     """Lines of `pieces[0] col0[i] pieces[1] col1[i] ... pieces[k]`, for each i, as one string:
     what `b"".join(line % row for row in zip(*columns))` gives, with bytes columns."""
-    width = 2 * len(columns) + 1
+    # Per line: the last piece and the next line's first as one, then a value and a piece
+    # for each column but the last, then its value; the first line's start and the last
+    # line's end added around.
+    width = 2 * len(columns)
     count = len(columns[0]) if columns else 0
-    parts: list[bytes] = [b""] * (count * width)
-    for j, piece in enumerate(pieces):
-        if piece:
-            parts[2 * j::width] = [piece] * count
+    if not count:
+        return b""
+    glue = pieces[-1] + pieces[0]
+    parts: list[bytes] = [glue] * (count * width)
     for j, column in enumerate(columns):
         parts[2 * j + 1::width] = column
+        if j + 1 < len(columns):
+            parts[2 * j + 2::width] = [pieces[j + 1]] * count
+    parts[0] = pieces[0]
+    parts.append(pieces[-1])
     return b"".join(parts)
 
 

@@ -220,7 +220,7 @@ class _Chunk:
     def _column(self, name: str) -> Sequence[bytes]:
         view, uids = self.view, self.uids
         if name == "UID":
-            return decimals(uids)
+            return decimals(uids, ascending=True)  # the view's, in sequence order
         if name == "FLAGS":
             rendered = self.job.rendered_flags
             return list(map(rendered.__getitem__,
