@@ -1,6 +1,7 @@
 """The flag snapshot SELECT starts from, kept by the process (sealmail.imap.snapshots), is the
 one the store reads afresh: after any mix of new mail, expunges, flag and keyword changes, the
-owner's and another reader's \\Seen, and the mailbox made again (hypothesis, both backends);
+owner's and another reader's \\Seen, the mailbox made again, and a session's own changes
+handed over when it selects the mailbox again (hypothesis, both backends);
 and EXAMINE / FETCH FLAGS answer the same bytes with it as without it."""
 
 from __future__ import annotations
@@ -88,6 +89,36 @@ def test_a_mailbox_made_again_is_read_afresh(store: MessageStore) -> None:
         store.flag_snapshot("user.fred", "fred"))
 
 
+@pytest.mark.usefixtures("every_mailbox")
+def test_a_session_selecting_again_hands_over_its_view(store: MessageStore) -> None:
+    """Its own many changes, new mail it was told of (\\Recent in its view, not in a
+    snapshot) and an expunge it has noted but not announced: the next SELECT starts from its
+    view, and only what came after is read."""
+    kept = snapshots.snapshots_for(store)
+    own = ImapSession(store, SESSION_CONFIG, "fred", "user.fred")
+    run(own, "a SELECT INBOX")
+    deliver(store, 5)
+    run(own, "b STORE 1:* +FLAGS ($c)")  # told of the new message too
+    store.expunge("user.fred", [2])
+    assert b"EXPUNGE" not in run(own, "c SEARCH ALL")  # noted, not announced
+    view = own.selected
+    assert view is not None and view.vanished == {2} and 6 in view.recent
+    asked: list[int] = []
+    changes = store.mailbox_changes
+
+    def mailbox_changes(name: str, modseq: int, reader: str | None = None) -> object:
+        asked.append(modseq)
+        return changes(name, modseq, reader)
+
+    store.mailbox_changes = mailbox_changes  # type: ignore[method-assign]
+    snapshot = store.flag_snapshot
+    store.flag_snapshot = None  # type: ignore[assignment, method-assign]  # not read afresh
+    run(own, "d SELECT INBOX")
+    assert asked[0] == view.highestmodseq  # caught up from the view handed over
+    assert fields(kept.snapshot(store, "user.fred", "fred")) == fields(
+        snapshot("user.fred", "fred"))
+
+
 def test_small_mailboxes_are_not_kept(store: MessageStore) -> None:
     kept = KeptSnapshots()
     kept.snapshot(store, "user.fred", "fred")
@@ -115,6 +146,10 @@ steps = st.lists(
                             st.sampled_from(["\\Seen", "\\Flagged", "$a", "$b", "\\Deleted"]),
                             st.sampled_from(READERS))),
         st.tuples(st.just("recreate"), st.none(), st.none()),
+        st.tuples(st.just("store"), st.integers(0, 30),
+                  st.tuples(st.sampled_from(["+", "-"]), st.sampled_from(["\\Seen", "$c"]))),
+        st.tuples(st.just("reselect"), st.sampled_from(["SELECT", "EXAMINE", "NOOP"]),
+                  st.none()),
         st.tuples(st.just("check"), st.sampled_from(READERS), st.none()),
         st.tuples(st.just("check"), st.sampled_from(READERS), st.none()),
     ),
@@ -126,7 +161,9 @@ def play(root: Path, backend: str, plan: list[tuple[str, object, object]]) -> No
     """`plan` on fred's INBOX (bob may read it, with his own \\Seen); at each check, the kept
     snapshot is the store's, and EXAMINE and FETCH 1:* (FLAGS UID) answer alike with it."""
     store = shared_store(root, backend)
-    kept = KeptSnapshots()
+    kept = snapshots.snapshots_for(store)  # the one sessions use
+    own = ImapSession(store, SESSION_CONFIG, "fred", "user.fred")  # selects again (`offer`)
+    run(own, "a SELECT INBOX")
     delivered = 5
     for kind, value, extra in plan:
         uids = store.flag_snapshot("user.fred").uids
@@ -147,6 +184,11 @@ def play(root: Path, backend: str, plan: list[tuple[str, object, object]]) -> No
             store.delete_mailbox("user.fred")
             store.create_mailbox("user.fred")
             store.set_acl("user.fred", "bob", "lrsw")
+        elif kind == "store" and uids:
+            assert isinstance(value, int) and isinstance(extra, tuple)
+            run(own, f"s UID STORE {uids[value % len(uids)]} {extra[0]}FLAGS ({extra[1]})")
+        elif kind == "reselect":
+            run(own, f"s {value} INBOX" if value != "NOOP" else "s NOOP")
         elif kind == "check":
             reader = str(value)
             assert fields(kept.snapshot(store, "user.fred", reader)) == fields(

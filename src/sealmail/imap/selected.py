@@ -31,6 +31,7 @@ import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sealmail.imap import snapshots
 from sealmail.imap.snapshots import snapshots_for
 from sealmail.proto.imap import (
     Atom,
@@ -121,6 +122,25 @@ class SelectedMailbox:
                         marked = recent_id[plain] = view.flag_id((*sets[plain], RECENT))
                     flag_ids[i] = marked
         return view
+
+    def offer_snapshot(self, store: MailboxView) -> None:
+        """Hand this view, as the store had it at the view's highestmodseq, to the kept
+        snapshots (sealmail.imap.snapshots) when they hold an older one: \\Recent left out,
+        the messages known to be gone removed. Called when the session selects the same
+        mailbox again; the view is as its last sync left it."""
+        if len(self.uids) < snapshots.SMALLEST or not snapshots_for(store).wants(
+                self.name, self.reader, self.uidvalidity, self.highestmodseq):
+            return
+        plain: dict[tuple[str, ...], int] = {}
+        renumber = [plain.setdefault(tuple(f for f in flags if f != RECENT), len(plain))
+                    for flags in self.flag_sets]
+        uids, modseqs, flag_ids = self.uids, self.modseqs, self.flag_ids
+        if self.vanished:
+            keep = [i for i, uid in enumerate(uids) if uid not in self.vanished]
+            uids, modseqs, flag_ids = ([column[i] for i in keep]
+                                       for column in (uids, modseqs, flag_ids))
+        snapshots_for(store).offer(self.name, self.reader, self.highestmodseq, uids, modseqs,
+                                   list(map(renumber.__getitem__, flag_ids)), list(plain))
 
     def _claim(self, store: MailboxView, upto: int) -> int:
         """The recent mark below which nothing is \\Recent here: a read-write session raises it

@@ -15,6 +15,11 @@ store would read now. Kept per (mailbox, reader), since \\Seen is per reader on 
 mailboxes, and per UIDVALIDITY: another one (the mailbox deleted and made again), a message not
 where the snapshot has it or a count that disagrees, and the snapshot is read afresh.
 
+A session that selects its mailbox again hands its view over first (`offer`: the view after
+its sync is the store at the view's highestmodseq, less \\Recent and the messages it noted as
+gone), so after a STORE of thousands of messages that session catches up from its own view
+rather than reading every change since the snapshot.
+
 It is handed out as the store's would be: the same lists (copies: the view changes its own),
 and flag sets numbered in the order of their first message, only the sets some message has
 (the FLAGS response lists keywords in that order). \\Recent is not part of it: the view claims
@@ -95,6 +100,32 @@ class KeptSnapshots:
                 self._kept.pop(key, None)
         return snapshot
 
+    def wants(self, name: str, reader: str | None, uidvalidity: int, highestmodseq: int
+              ) -> bool:
+        """Whether `offer` of a view of `name` at `highestmodseq` would be taken: a snapshot
+        of it is kept, and is older."""
+        with self._lock:
+            kept = self._kept.get((name, reader))
+        return kept is not None and kept.info.uidvalidity == uidvalidity and \
+            kept.info.highestmodseq < highestmodseq
+
+    def offer(self, name: str, reader: str | None, highestmodseq: int, uids: Sequence[int],
+              modseqs: Sequence[int], flag_ids: Sequence[int],
+              flag_sets: Sequence[tuple[str, ...]]) -> None:
+        """A session's view of `name` as the store had it at `highestmodseq` (what a view is
+        after its sync: sealmail.imap.selected), kept instead of an older snapshot when
+        `wants` says so. A session that changed many messages (STORE 1:*) and selects the
+        mailbox again then catches up from its own view, not from the thousands of changes
+        since the snapshot."""
+        key = (name, reader)
+        with self._lock:
+            kept = self._kept.get(key)
+        if kept is None or kept.info.highestmodseq >= highestmodseq:
+            return
+        ids, sets = _numbered(array("q", flag_ids), flag_sets)
+        info = dataclasses.replace(kept.info, highestmodseq=highestmodseq, exists=len(uids))
+        self._keep(key, _Kept(info, array("q", uids), array("q", modseqs), ids, sets))
+
     def _keep(self, key: tuple[str, str | None], kept: _Kept) -> None:
         with self._lock:
             self._kept[key] = kept
@@ -113,7 +144,12 @@ def _caught_up(kept: _Kept, changes: MailboxChanges) -> _Kept | None:
     if changes.uidvalidity != info.uidvalidity:
         return None
     if changes.highestmodseq == info.highestmodseq:
-        return kept
+        if (info.uidnext, info.exists) == (changes.uidnext, changes.exists):
+            return kept
+        if changes.exists != len(kept.uids):
+            return None
+        info = dataclasses.replace(info, uidnext=changes.uidnext)  # an offered one's guess
+        return _Kept(info, kept.uids, kept.modseqs, kept.flag_ids, kept.flag_sets)
     uids = kept.uids
     if len(changes.changed) + len(changes.expunged) > max(64, len(uids) // 4):
         return None
