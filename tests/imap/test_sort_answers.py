@@ -31,7 +31,7 @@ def test_numbers_put_in_answer_as_written_afresh(first: list[int],
         placed = sorted(((p % (len(numbers) + 1), n) for p, n in wanted), key=lambda x: x[0])
         answer = answer.inserted(placed)
         numbers = expected(numbers, placed)
-        assert answer.numbers == numbers
+        assert list(answer.numbers) == numbers
         assert render(answer.response()) == render(sort(numbers))
         assert sum(answer.sizes) == len(numbers) and max(answer.sizes, default=0) < 2 * PIECE
 

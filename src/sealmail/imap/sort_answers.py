@@ -14,6 +14,7 @@ The pieces are runs of about `PIECE` numbers, each written as `b" n1 n2 ..."`; t
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 
@@ -35,14 +36,14 @@ class SortAnswer:
 
     __slots__ = ("numbers", "pieces", "sizes")
 
-    def __init__(self, numbers: list[int], pieces: list[bytes], sizes: list[int]) -> None:
-        self.numbers = numbers
+    def __init__(self, numbers: array[int], pieces: list[bytes], sizes: list[int]) -> None:
+        self.numbers = numbers  # 8 octets a number: kept answers of several mailboxes add up
         self.pieces = pieces
         self.sizes = sizes  # how many numbers each piece holds
 
     @classmethod
     def of(cls, numbers: Iterable[int]) -> SortAnswer:
-        listed = list(numbers)
+        listed = array("q", numbers)
         starts = range(0, len(listed), PIECE)
         return cls(listed, [_written(listed[s:s + PIECE]) for s in starts],
                    [len(listed[s:s + PIECE]) for s in starts])
@@ -53,7 +54,7 @@ class SortAnswer:
     def inserted(self, placed: Sequence[tuple[int, int]]) -> SortAnswer:
         """This answer with each (place, number) of `placed` put in before what is at `place`
         now (at the end for len(numbers)); numbers of one place go in the order given."""
-        numbers, pieces, sizes = list(self.numbers), list(self.pieces), list(self.sizes)
+        numbers, pieces, sizes = array("q", self.numbers), list(self.pieces), list(self.sizes)
         starts = [0, *accumulate(sizes)][:-1] or [0]
         if not pieces:
             pieces, sizes = [b""], [0]
