@@ -3,7 +3,7 @@ answers must stay what a full scan gives, and a caller's `&=` must not change th
 
 from __future__ import annotations
 
-from sealmail.imap.selected import SelectedMailbox
+from sealmail.imap.selected import SelectedMailbox, SyncOptions
 
 
 def _scan(view: SelectedMailbox, flag: str, present: bool) -> frozenset[int]:
@@ -41,3 +41,23 @@ def test_rendered_flag_sets_renders_each_set_once() -> None:
     assert view.rendered_flag_sets(render) == [b"(\\Seen)", b"()"]
     assert view.rendered_flag_sets(render) == [b"(\\Seen)", b"()"]
     assert calls == [("\\Seen",), ()]
+
+
+def test_sequence_numbers_follow_new_mail_and_expunges() -> None:
+    """`numbers` is extended as UIDs are appended and made again when the list is replaced
+    (after expunges): always each UID's position + 1."""
+    view = SelectedMailbox("user.a", False, 1, 1)
+    view.uids = [2, 3, 7]
+    view.flag_ids = [0, 0, 0]
+    view.modseqs = [1, 1, 1]
+    view.flag_id(())
+    assert view.numbers() == {2: 1, 3: 2, 7: 3}
+    for uid in (9, 12):  # as a sync appends new mail
+        view.uids.append(uid)
+        view.flag_ids.append(0)
+        view.modseqs.append(1)
+    assert view.numbers() == {2: 1, 3: 2, 7: 3, 9: 4, 12: 5}
+    view.vanished = {3, 9}
+    view._announce_expunges(SyncOptions())
+    assert view.uids == [2, 7, 12]
+    assert view.numbers() == {2: 1, 7: 2, 12: 3}

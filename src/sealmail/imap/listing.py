@@ -3,9 +3,9 @@
 `FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Date ...)])` is what
 mail clients send to list a folder. When every header field asked for is one the index keeps as
 sent (sealmail.store.headers.LISTED_FIELDS) no message file is needed: one store query gives the
-size and the listed fields of a chunk of messages, and each response is one %-format of a line
-made once per command, over columns (as FETCH FLAGS is built), instead of a loop of appends per
-item per message. The fields are cut from the listed ones as from the message
+size and the listed fields of a chunk of messages, and the responses are a line made once per
+command put together over columns (sealmail.imap.decimals, as FETCH FLAGS is built), instead of
+a loop of appends per item per message. The fields are cut from the listed ones as from the message
 (sealmail.rfc5322.header_fields), so both ways give the same octets.
 
 The size and listed fields of a message never change (a UID names one message for as long as
@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sealmail.imap.decimals import decimals, interleaved, pieces_of
 from sealmail.imap.per_store import PerStore
 from sealmail.imap.selected import SelectedMailbox
 from sealmail.proto.imap import FetchAttribute
@@ -55,6 +56,11 @@ class ListedPlan:
     # (name, the header item's field finder and partial)
     items: tuple[tuple[str, _Cut | None], ...]
 
+    @property
+    def pieces(self) -> list[bytes]:
+        """The text around the line's values (sealmail.imap.decimals.interleaved)."""
+        return pieces_of(self.line)
+
     def responses(self, store: MailboxView, view: SelectedMailbox,
                   rendered_flags: Sequence[bytes], chunk: list[int]) -> bytes | None:
         """The responses of the messages at positions `chunk`, or None when the index lacks
@@ -66,7 +72,9 @@ class ListedPlan:
             return None
         rows = [kept[uid] for uid in uids]
         listed = [fields for _, fields in rows]
-        columns: list[Sequence[object]] = [[i + 1 for i in chunk]]
+        contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
+        columns: list[Sequence[bytes]] = [decimals(
+            range(chunk[0] + 1, chunk[-1] + 2) if contiguous else [i + 1 for i in chunk])]
         for name, cut in self.items:
             if cut is not None:
                 # header_fields without a call per message: every listed field ends in CRLF.
@@ -75,18 +83,18 @@ class ListedPlan:
                 if partial is not None:
                     start, stop = partial[0], partial[0] + partial[1]
                     data = [piece[start:stop] for piece in data]
-                columns += (list(map(len, data)), data)
+                columns += (decimals(list(map(len, data))), data)
             elif name == "UID":
-                columns.append(uids)
+                columns.append(decimals(uids, ascending=True))  # the view's, in order
             elif name == "FLAGS":
                 flag_ids = view.flag_ids
                 columns.append([rendered_flags[flag_ids[i]] for i in chunk])
             elif name == "MODSEQ":
                 modseqs = view.modseqs
-                columns.append([modseqs[i] for i in chunk])
+                columns.append(decimals([modseqs[i] for i in chunk]))
             else:  # RFC822.SIZE
-                columns.append([size for size, _ in rows])
-        out = b"".join(map(self.line.__mod__, zip(*columns, strict=True)))
+                columns.append(decimals([size for size, _ in rows]))
+        out = interleaved(self.pieces, columns)
         # A body string cannot hold NUL (RFC 9051 4.3): as fetching._textual does, one for one,
         # so the literal lengths stay right; nothing else in these lines can be a NUL.
         return out.replace(b"\0", b"\x80") if b"\0" in out else out

@@ -70,7 +70,7 @@ STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE
 
 def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
     """RFC 9051 6.3.2: a failed SELECT leaves no mailbox selected (the core moves the state)."""
-    session.selected = None
+    previous, session.selected = session.selected, None
     name = session.internal(command.mailbox)
     session.require_rights(name, "r")
     if command.condstore or command.qresync is not None:
@@ -81,6 +81,8 @@ def examine_or_select(session: ImapSession, command: Select) -> list[Response]:
         name, "w") and not session.has_rights(name, "t"))
     # RFC 3501 2.3.2: a read-write SELECT claims the \Recent messages (the store's mark moves);
     # EXAMINE, and a SELECT the user's rights make read-only, only show the unclaimed ones.
+    if previous is not None and previous.name == name and previous.reader == session.userid:
+        previous.offer_snapshot(session.store)  # selected again: the snapshot starts from it
     view = SelectedMailbox.open(session.store, name, readonly, session.userid,
                                 shows_recent=not session.rev2)
     info = session.store.mailbox(name)

@@ -19,11 +19,12 @@ UIDs.
 
 New mail is cheap too: its UIDs are above every kept one's, so it comes after them in UID and
 sequence order. A kept order takes the new messages at the places their sort values
-give them (`merged`: the values of the new messages, and of the few kept ones a 16-way search
+give them (`merged`: the values of the new messages, and of the few kept ones a 32-way search
 compares them with, from the store's `sort_values`), exactly where the store's ORDER BY puts
 them (ties in UID order, and a new UID is above every kept one). A THREAD answer of the whole
 mailbox is kept as a state that new messages are added to when that is exact, and rebuilt
-otherwise (sealmail.imap.threads).
+otherwise (sealmail.imap.threads). A SORT answer of every message is kept as rendered pieces
+the new numbers are put into (sealmail.imap.sort_answers): the numbers the client knows stay.
 
 The cache is per store object (one per imapd process), so the sessions of one process share it;
 a small LRU bounds it (`MAILBOXES` mailboxes, `RESULTS` orders and `RESULTS` answers each).
@@ -40,6 +41,7 @@ from typing import TypeVar
 from sealmail.imap import threads
 from sealmail.imap.per_store import PerStore
 from sealmail.imap.selected import SelectedMailbox
+from sealmail.imap.sort_answers import SortAnswer
 from sealmail.imap.threads import ThreadState
 from sealmail.proto.imap import Response
 from sealmail.store.sorting import SortValue, ThreadFields
@@ -50,6 +52,7 @@ MAILBOXES = 32  # mailboxes with kept results, per process
 RESULTS = 8  # orders, and answers, kept per mailbox
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 class _Entry:
@@ -57,7 +60,7 @@ class _Entry:
     these UIDs; `carried`, orders of the first of them (the others are new mail to place);
     `threads`, THREAD states (sealmail.imap.threads) of the first of them."""
 
-    __slots__ = ("answers", "carried", "orders", "threads", "uids")
+    __slots__ = ("answers", "carried", "orders", "sorts", "threads", "uids")
 
     def __init__(self, uids: list[int]) -> None:
         self.uids = uids
@@ -65,6 +68,9 @@ class _Entry:
         self.answers: OrderedDict[Hashable, Response] = OrderedDict()
         self.carried: OrderedDict[Hashable, list[int]] = OrderedDict()
         self.threads: dict[str, ThreadState] = {}
+        # SORT answers of every message by (keys, UID or not), as pieces (sealmail.imap.
+        # sort_answers): of these UIDs, or of the first of them (the carried orders' UIDs)
+        self.sorts: OrderedDict[tuple[Hashable, bool], SortAnswer] = OrderedDict()
 
 
 # A kept order or thread takes at most this many new messages at once; more are ordered afresh.
@@ -99,6 +105,36 @@ class MailboxOrders:
             return compute()
 
         return self._kept(entry.orders, keys, work)
+
+    def sort(self, view: SelectedMailbox, keys: tuple[tuple[str, bool], ...], uid: bool,
+             compute: Callable[[], list[int]],
+             values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]) -> Response:
+        """The SORT answer of every message of the view: kept; or the kept answer of the
+        view's first messages (before new mail) with the new numbers put in where `placements`
+        puts the new messages; or written from `sorted_uids`."""
+        entry = self._entry(view)
+
+        def work() -> Response:
+            with self._lock:
+                answer = entry.sorts.get((keys, uid))
+                carried = entry.carried.get(keys)
+            if answer is not None and len(answer.numbers) < len(entry.uids) and \
+                    carried is not None and len(answer.numbers) == len(carried):
+                added = entry.uids[len(carried):]
+                placed = placements(carried, added, keys, values)
+                if placed is not None:
+                    self._keep(entry.orders, keys, with_placed(carried, placed))
+                    number = dict(zip(added, added if uid else range(
+                        len(carried) + 1, len(entry.uids) + 1), strict=True))
+                    answer = answer.inserted([(p, number[u]) for p, u in placed])
+                    self._keep(entry.sorts, (keys, uid), answer)
+                    return answer.response()
+            order = self.sorted_uids(view, keys, compute, values)
+            answer = SortAnswer.of(order if uid else _sequence_numbers(view, order))
+            self._keep(entry.sorts, (keys, uid), answer)
+            return answer.response()
+
+        return self._kept(entry.answers, ("SORT", keys, uid), work)
 
     def answer(self, view: SelectedMailbox, key: Hashable,
                compute: Callable[[], Response]) -> Response:
@@ -138,11 +174,15 @@ class MailboxOrders:
                 results.move_to_end(key)
                 return found
         value = compute()  # outside the lock: other sessions go on meanwhile
+        self._keep(results, key, value)
+        return value
+
+    def _keep(self, results: OrderedDict[K, T], key: K, value: T) -> None:
         with self._lock:
             results[key] = value
+            results.move_to_end(key)
             while len(results) > self._results:
                 results.popitem(last=False)
-        return value
 
     def _entry(self, view: SelectedMailbox) -> _Entry:
         """The mailbox's entry, started afresh when it was made for another list of UIDs,
@@ -180,6 +220,10 @@ class MailboxOrders:
                 fresh.carried.move_to_end(key)
         while len(fresh.carried) > self._results:
             fresh.carried.popitem(last=False)
+        if grown:  # no number the client knows has changed: the answers take the new ones
+            for (keys, uid), answer in old.sorts.items():
+                if len(fresh.carried.get(keys, ())) == len(answer.numbers):
+                    fresh.sorts[(keys, uid)] = answer
         for algorithm, state in old.threads.items():
             # Of the first of fresh's UIDs, to be added to; or of more than fresh has (a session
             # not told of new mail yet asked in between): for the sessions that were told.
@@ -188,29 +232,64 @@ class MailboxOrders:
                 fresh.threads[algorithm] = state
 
 
+def _sequence_numbers(view: SelectedMailbox, order: list[int]) -> list[int]:
+    """The sequence numbers of `order`'s UIDs in `view`: by arithmetic when its UIDs are a
+    run without gaps, else through the view's map."""
+    uids = view.uids
+    if uids and uids[-1] - uids[0] + 1 == len(uids):
+        return list(map((1 - uids[0]).__add__, order))
+    return list(map(view.numbers().__getitem__, order))
+
+
 def merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
            values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
            ) -> list[int] | None:
     """`order` (UIDs in the order of `keys`, ties in UID order) with `added` (UIDs above all
     of its) placed where the same order puts them; None if they are too many or a value is
-    missing (a message gone, or without its sortable form): then order afresh.
+    missing (a message gone, or without its sortable form): then order afresh."""
+    if not added:
+        return list(order)
+    placed = placements(order, added, keys, values)
+    return None if placed is None else with_placed(order, placed)
+
+
+def with_placed(order: list[int], placed: list[tuple[int, int]]) -> list[int]:
+    """`order` with each (place, uid) of `placed` (places ascending) put in before what is
+    at `place`."""
+    result: list[int] = []
+    start = 0
+    for place, uid in placed:
+        result.extend(order[start:place])
+        result.append(uid)
+        start = place
+    result.extend(order[start:])
+    return result
+
+
+def placements(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
+               values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
+               ) -> list[tuple[int, int]] | None:
+    """Where `merged` puts each of `added`: (place in `order`, UID), places ascending and the
+    UIDs of one place in their order; None as for `merged`.
 
     One search per new message, run side by side: each step compares it with FAN - 1 kept
     messages spread over what is left of the range (the store asked for all their values at
-    once), so that ~log16(n) queries place every new message."""
+    once), so that ~log32(n) queries place every new message."""
     if not added or len(added) > ADDED:
-        return list(order) if not added else None
+        return [] if not added else None
     try:
-        return _merged(order, added, keys, values)
+        return _placements(order, added, keys, values)
     except TypeError:  # values that do not compare (not from one column): order afresh
         return None
 
 
-def _merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
-            values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
-            ) -> list[int] | None:
-    known = values(added)
-    if len(known) != len(added) or any(None in row for row in known.values()):
+def _placements(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool], ...],
+                values: Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]
+                ) -> list[tuple[int, int]] | None:
+    # The new ones, and the kept ones every search's first step compares with: one query.
+    first = [order[p] for p in _spots(0, len(order))]
+    known = values([*added, *first])
+    if len(known) != len(added) + len(first) or any(None in row for row in known.values()):
         return None
     reverse = [descending for _, descending in keys]
 
@@ -245,19 +324,12 @@ def _merged(order: list[int], added: Sequence[int], keys: tuple[tuple[str, bool]
                     high[i] = spot
                     break
                 low[i] = spot + 1
-    result: list[int] = []
-    start = 0
-    for uid, place in zip(ranked, low, strict=True):
-        result.extend(order[start:place])
-        result.append(uid)
-        start = place
-    result.extend(order[start:])
-    return result
+    return list(zip(low, ranked, strict=True))
 
 
 # A search step compares a new message with this many kept ones less one (one query for them):
-# four steps place it among 10,000.
-FAN = 16
+# three steps place it among 10,000.
+FAN = 32
 
 
 def _spots(low: int, high: int) -> range | list[int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -493,9 +493,8 @@ def sort(session: ImapSession, command: Sort) -> list[Response]:
     found, _ = _search(session, command.keys)
     options = command.return_options
     if options is None and len(found) == view.exists:  # (found: distinct positions)
-        return [orders_for(session.store).answer(
-            view, ("SORT", keys, command.uid),
-            lambda: replies.sort(_sort_numbers(session, keys, command.uid, found)[1]))]
+        return [orders_for(session.store).sort(view, keys, command.uid,
+                                               *_order_sources(session, keys))]
     ordered, numbers = _sort_numbers(session, keys, command.uid, found)
     if options is None:
         return [replies.sort(numbers)]
@@ -515,8 +514,7 @@ def _sort_numbers(session: ImapSession, keys: tuple[tuple[str, bool], ...], uid:
         ordered = list(kept)
         if uid:
             return ordered, ordered
-        numbers = dict(zip(view.uids, range(1, len(view.uids) + 1), strict=True))
-        return ordered, list(map(numbers.__getitem__, ordered))
+        return ordered, list(map(view.numbers().__getitem__, ordered))
     wanted = _numbers_of(view, found)
     ordered = [u for u in kept if u in wanted]
     return ordered, ordered if uid else list(map(wanted.__getitem__, ordered))
@@ -526,6 +524,13 @@ def _sorted_uids(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> li
     """The view's UIDs in the order of `keys`: kept between commands while the mailbox holds
     the same messages (sealmail.imap.orders), else the store's order."""
     view = session.require_selected()
+    return orders_for(session.store).sorted_uids(view, keys, *_order_sources(session, keys))
+
+
+def _order_sources(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> tuple[
+        Callable[[], list[int]], Callable[[Sequence[int]], dict[int, tuple[SortValue, ...]]]]:
+    """The view's UIDs in the store's order of `keys`, and the sort values of some UIDs."""
+    view = session.require_selected()
 
     def compute() -> list[int]:
         known = set(view.uids)
@@ -534,7 +539,7 @@ def _sorted_uids(session: ImapSession, keys: tuple[tuple[str, bool], ...]) -> li
     def values(uids: Sequence[int]) -> dict[int, tuple[SortValue, ...]]:
         return session.store.sort_values(view.name, list(keys), uids)
 
-    return orders_for(session.store).sorted_uids(view, keys, compute, values)
+    return compute, values
 
 
 def _numbers_of(view: SelectedMailbox, found: list[int]) -> dict[int, int]:

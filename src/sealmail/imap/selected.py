@@ -31,6 +31,8 @@ import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sealmail.imap import snapshots
+from sealmail.imap.snapshots import snapshots_for
 from sealmail.proto.imap import (
     Atom,
     DataResponse,
@@ -95,6 +97,8 @@ class SelectedMailbox:
         self.vanished: set[int] = set()  # gone from the store, not yet announced
         self.keywords: list[str] = []
         self._known_keywords: set[str] = set()  # = set(keywords), kept, not rebuilt per sync
+        self._numbers: dict[int, int] = {}  # UID -> sequence number (`numbers`), of _numbered
+        self._numbered: list[int] | None = None
 
     @classmethod
     def open(cls, store: MailboxView, name: str, readonly: bool, reader: str | None = None,
@@ -102,7 +106,7 @@ class SelectedMailbox:
         """The view of `name` now, as `reader` sees it: one consistent read of the mailbox and
         its flags; with `shows_recent`, the \\Recent messages claimed (read-write) or seen
         unclaimed (read-only)."""
-        snapshot = store.flag_snapshot(name, reader)
+        snapshot = snapshots_for(store).snapshot(store, name, reader)
         info = snapshot.mailbox
         view = cls(name, readonly, info.uidvalidity, info.highestmodseq, reader, shows_recent)
         view.uids = snapshot.uids
@@ -125,6 +129,25 @@ class SelectedMailbox:
                         marked = recent_id[plain] = view.flag_id((*sets[plain], RECENT))
                     flag_ids[i] = marked
         return view
+
+    def offer_snapshot(self, store: MailboxView) -> None:
+        """Hand this view, as the store had it at the view's highestmodseq, to the kept
+        snapshots (sealmail.imap.snapshots) when they hold an older one: \\Recent left out,
+        the messages known to be gone removed. Called when the session selects the same
+        mailbox again; the view is as its last sync left it."""
+        if len(self.uids) < snapshots.SMALLEST or not snapshots_for(store).wants(
+                self.name, self.reader, self.uidvalidity, self.highestmodseq):
+            return
+        plain: dict[tuple[str, ...], int] = {}
+        renumber = [plain.setdefault(tuple(f for f in flags if f != RECENT), len(plain))
+                    for flags in self.flag_sets]
+        uids, modseqs, flag_ids = self.uids, self.modseqs, self.flag_ids
+        if self.vanished:
+            keep = [i for i, uid in enumerate(uids) if uid not in self.vanished]
+            uids, modseqs, flag_ids = ([column[i] for i in keep]
+                                       for column in (uids, modseqs, flag_ids))
+        snapshots_for(store).offer(self.name, self.reader, self.highestmodseq, uids, modseqs,
+                                   list(map(renumber.__getitem__, flag_ids)), list(plain))
 
     def _claim(self, store: MailboxView, upto: int) -> int:
         """The recent mark below which nothing is \\Recent here: a read-write session raises it
@@ -149,6 +172,19 @@ class SelectedMailbox:
     def seq_of(self, uid: int) -> int | None:
         index = self.index_of(uid)
         return None if index is None else index + 1
+
+    def numbers(self) -> dict[int, int]:
+        """UID -> sequence number of every message of the view: made once and extended as mail
+        comes (`uids` is only appended to, or replaced by a new list after expunges), so a
+        SORT or THREAD answered in sequence numbers does not map the whole mailbox again."""
+        uids, known = self.uids, self._numbers
+        if self._numbered is not uids or len(known) > len(uids):
+            known = self._numbers = {}
+            self._numbered = uids
+        if len(known) < len(uids):
+            known.update(zip(uids[len(known):], range(len(known) + 1, len(uids) + 1),
+                             strict=True))
+        return known
 
     def spans(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
         """The messages a set names as ascending, disjoint [start, stop) position ranges.
@@ -224,7 +260,13 @@ class SelectedMailbox:
         unseen = self.ids_where("\\Seen", present=False)
         if not unseen:
             return None
-        return next((i + 1 for i, f in enumerate(self.flag_ids) if f in unseen), None)
+        first = len(self.flag_ids)
+        for flag_id in unseen:  # a few distinct sets, each looked for by list.index (in C)
+            try:
+                first = self.flag_ids.index(flag_id, 0, first)
+            except ValueError:
+                continue
+        return first + 1 if first < len(self.flag_ids) else None
 
     def _note_keywords(self, flag_sets: Iterable[tuple[str, ...]]) -> bool:
         known = self._known_keywords

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sealmail.imap.decimals import decimals, interleaved, pieces_of
 from sealmail.imap.fetching import bodies
 from sealmail.imap.fetching.job import RECORD_ITEMS, Job, chunks, internaldate_text, textual
 from sealmail.imap.fetching.kept import RENDERED, KeptForms, StructureCache
@@ -204,32 +205,32 @@ class _Chunk:
         self._load(headers)
         if not self.chunk:
             return out
-        columns: list[Sequence[object]] = []
+        chunk = self.chunk
+        seqs = range(chunk[0] + 1, chunk[-1] + 2) if self.contiguous else [i + 1 for i in chunk]
+        columns: list[Sequence[bytes]] = [decimals(seqs)]
         for attribute, header in zip(self.job.attributes, headers, strict=True):
             if header is not None:
                 data = self._header_column(header)
-                columns += (list(map(len, data)), data)
+                columns += (decimals(list(map(len, data))), data)
             else:
                 columns.append(self._column(attribute.name))
-        chunk = self.chunk
-        seqs = range(chunk[0] + 1, chunk[-1] + 2) if self.contiguous else [i + 1 for i in chunk]
-        out.append(RenderedResponses(b"".join(map(line.__mod__,
-                                                  zip(seqs, *columns, strict=True)))))
+        out.append(RenderedResponses(interleaved(pieces_of(line), columns)))
         return self.job.session.stream_out(out)
 
-    def _column(self, name: str) -> Sequence[object]:
+    def _column(self, name: str) -> Sequence[bytes]:
         view, uids = self.view, self.uids
         if name == "UID":
-            return uids
+            return decimals(uids, ascending=True)  # the view's, in sequence order
         if name == "FLAGS":
             rendered = self.job.rendered_flags
-            return [rendered[i] for i in _column(view.flag_ids, self.chunk, self.contiguous)]
+            return list(map(rendered.__getitem__,
+                            _column(view.flag_ids, self.chunk, self.contiguous)))
         if name == "MODSEQ":
-            return _column(view.modseqs, self.chunk, self.contiguous)
+            return decimals(_column(view.modseqs, self.chunk, self.contiguous))
         if name == "INTERNALDATE":
             return [self.records[uid][1] for uid in uids]
         if name == "RFC822.SIZE":
-            return [self.records[uid][0] for uid in uids]
+            return decimals([self.records[uid][0] for uid in uids])
         return self._rendered_column(name)
 
     def _rendered_column(self, name: str) -> list[bytes]:
