@@ -46,7 +46,7 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.proto.sasl import FailureReason, Success
-from sealmail.server.imapd.output import ResponseWriter, _Deflate
+from sealmail.server.imapd.output import ResponseWriter, _Deflate, in_thread
 from sealmail.server.session import (
     Interruption,
     SaslExchange,
@@ -158,9 +158,7 @@ class ImapConnection(ResponseWriter):
         self.live: live_sessions.Registration | None = None  # admin who / kick
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.service.executor, function, *args
-        )
+        return await in_thread(self.service.executor, function, *args)
 
     # -- capabilities -------------------------------------------------------------------------
 
