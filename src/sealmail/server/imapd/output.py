@@ -68,32 +68,30 @@ def in_thread(executor: Executor, function: Callable[..., _T], *args: object
     the thread hands the outcome to the loop itself. A waiter that went away (its session
     ended) left a cancelled future, which the outcome then skips.
 
-    A failure leaves no reference cycle (a first try kept one, and with it a failed command's
-    frames and the message file they had open, until the garbage collector ran: under the
-    stdlib loop, test_a_client_gone_mid_fetch_leaves_no_descriptor saw the descriptor): the
-    exception goes without this wrapper's frame in its traceback, as that frame holds the
-    future, which holds the exception.
+    A failure leaves no reference cycle. A first try kept one (the exception's traceback holds
+    the command's frames, each frame its caller, up to the thread's frames that held the
+    future, which holds the exception), and with it a failed command's frames and the message
+    file they had open, until the garbage collector ran: under the stdlib loop
+    test_a_client_gone_mid_fetch_leaves_no_descriptor saw the descriptor. So the future goes
+    to the thread in a box that the thread empties, and no frame of the thread keeps it.
     """
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[_T] = loop.create_future()
-    executor.submit(_run, loop, outcome, function, args)
+    executor.submit(_run, loop, [outcome], function, args)
     return outcome
 
 
-def _run(loop: asyncio.AbstractEventLoop, outcome: asyncio.Future[_T],
+def _run(loop: asyncio.AbstractEventLoop, box: list[asyncio.Future[_T]],
          function: Callable[..., _T], args: tuple[object, ...]) -> None:
     """`in_thread`'s half in the worker thread."""
     try:
         value = function(*args)
     except BaseException as exc:  # handed to the waiter, which raises it
-        tb = exc.__traceback__
-        exc.__traceback__ = tb.tb_next if tb is not None else None
-        del tb
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(_settle, outcome, None, exc)
+            loop.call_soon_threadsafe(_settle, box.pop(), None, exc)
         return
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, outcome, value, None)
+        loop.call_soon_threadsafe(_settle, box.pop(), value, None)
 
 
 def _settle(outcome: asyncio.Future[_T], value: _T | None, failure: BaseException | None
