@@ -2,8 +2,9 @@
 (type, text, tag, status, code), on usual, random and adversarial input.
 
 The fast paths: the command head in one regex (`parser._head`), the remembered FETCH / STORE
-tails (`parser._remembered`), and `SequenceSet.parse` splitting ranges without a second regex
-(checked against the regex reading it replaced).
+tails (`parser._remembered`), `SequenceSet.parse` splitting ranges without a second regex
+(checked against the regex reading it replaced), and the connection's look for a literal at the
+end of a line (`connection._literal_at_end`, against the search it replaced).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 
 from sealmail.proto.imap import BadCommand, Fetch, SequenceSet
 from sealmail.proto.imap import parser as parser_module
+from sealmail.proto.imap.connection import _LITERAL_AT_END as LITERAL_AT_END
+from sealmail.proto.imap.connection import _literal_at_end as literal_at_end
 from sealmail.proto.imap.errors import ImapError
 from sealmail.proto.imap.parser import ParserLimits, parse_command
 from sealmail.proto.imap.sequence import STAR
@@ -197,3 +200,17 @@ def test_the_cache_holds_at_most_its_bound() -> None:
     parser_module._REMEMBERED.clear()
     parse_command(b"a FETCH 1 " + long_tail + b"\r\n")
     assert parser_module._REMEMBERED == {}  # over REMEMBERED_TAIL: parsed each time
+
+
+@settings(max_examples=_EXAMPLES)
+@given(st.text(alphabet="~{}+09 a", max_size=30).map(str.encode))
+@example(b"a APPEND INBOX ~~{5}")
+@example(b"{5}{6}")
+@example(b"x{5}}")
+@example(b"{123456789012345678901}")
+def test_the_literal_at_the_end_is_found_as_by_a_search(line: bytes) -> None:
+    """The connection finds a line's closing literal from its last "{" instead of searching
+    the whole line; same match (span and groups) or none."""
+    fast = literal_at_end(line)
+    slow = LITERAL_AT_END.search(line)
+    assert (fast and (fast.span(), fast.groups())) == (slow and (slow.span(), slow.groups()))

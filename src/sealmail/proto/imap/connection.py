@@ -69,6 +69,21 @@ _STATE_NAMES = {
 }
 
 
+def _literal_at_end(line: bytes) -> re.Match[bytes] | None:
+    """The `{n}`, `{n+}` or `~{n}` that ends `line`, if one does.
+
+    What `_LITERAL_AT_END.search(line)` finds, without its try at every octet of the line
+    (~20 us for imaptest's 300-octet FETCH lines): such a match starts at the last "{" (or the
+    "~" just before it), as nothing after it may be a "{".
+    """
+    if not line.endswith(b"}"):
+        return None
+    start = line.rfind(b"{")
+    if start > 0 and line[start - 1] == 0x7E:  # "~"
+        start -= 1
+    return _LITERAL_AT_END.match(line, start) if start >= 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The limits a connection enforces; each has a test.
@@ -294,7 +309,7 @@ class ServerConnection:
             line = self._buffer.next_line(self.limits.max_line_length)
             if line is None:
                 return self._eof()
-            marker = _LITERAL_AT_END.search(line)
+            marker = _literal_at_end(line)
             if self._discarding:
                 if marker and marker.group(3):  # another non-synchronizing literal to skip
                     self._literal_left = int(marker.group(2))
