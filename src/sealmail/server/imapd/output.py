@@ -126,7 +126,12 @@ class ResponseWriter(ClientSession):
             if self.compression is not None:
                 data = self.compression.deflate(data)
             self.writer.write(data)
-            await self._drain()
+            transport = self.writer.transport
+            # Most often the kernel took it all and the connection is up: then a drain would
+            # only return (a coroutine and five calls per command, for nothing). A lost
+            # connection closes the transport, and the drain raises as before.
+            if transport.get_write_buffer_size() or transport.is_closing():
+                await self._drain()
 
     async def _drain(self) -> None:
         if not self.writer.transport.get_write_buffer_size():
