@@ -1,7 +1,8 @@
-"""imapd's hop to a worker thread (`output.in_thread`): the value or the exception comes back,
+"""imapd's hop to a worker thread (`threads.in_thread`): the value or the exception comes back,
 a waiter that went away is skipped, and a failure leaves no reference cycle, so a failed
 command's frames (and the files they hold) go as soon as the exception is handled, without
-waiting for the garbage collector. Under both loops."""
+waiting for the garbage collector. Under both loops, on `CommandThreads` and on a
+ThreadPoolExecutor (which tests put in its place). And `CommandThreads` itself."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import gc
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from sealmail.server.imapd.output import in_thread
+from sealmail.server.imapd.threads import CommandThreads, in_thread
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -29,9 +30,11 @@ def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]],
     return asyncio.run if request.param == "asyncio" else uvloop.run  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as pool:
+@pytest.fixture(params=["CommandThreads", "ThreadPoolExecutor"])
+def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    pool: Executor = (CommandThreads(1, "test") if request.param == "CommandThreads"
+                      else ThreadPoolExecutor(max_workers=1))
+    with pool:
         yield pool
 
 
@@ -87,3 +90,28 @@ def test_a_waiter_gone_is_skipped(run, executor) -> None:  # type: ignore[no-unt
         assert outcome.cancelled()
 
     run(main())
+
+
+def test_command_threads_reuse_an_idle_thread_and_start_more_when_busy() -> None:
+    pool = CommandThreads(3, "test")
+    names: list[str] = []
+    for _ in range(5):  # one after the other: one thread
+        pool.submit(lambda: names.append(threading.current_thread().name)).result(10)
+    assert set(names) == {"test_0"}
+    both = threading.Barrier(2, timeout=10)
+    first, second = pool.submit(both.wait), pool.submit(both.wait)  # both at once: two threads
+    first.result(10)
+    second.result(10)
+    pool.shutdown(wait=True)
+    assert all(not thread.is_alive() for thread in pool._threads)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+
+
+def test_command_threads_hand_back_failures_and_outlive_them() -> None:
+    with CommandThreads(1, "test") as pool:
+        failed = pool.submit(lambda: 1 // 0)
+        with pytest.raises(ZeroDivisionError):
+            failed.result(10)
+        pool.call_soon(lambda: 1 // 0, ())  # logged; the thread goes on
+        assert pool.submit(lambda: 42).result(10) == 42

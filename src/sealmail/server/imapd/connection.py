@@ -46,7 +46,8 @@ from sealmail.proto.imap import (
 )
 from sealmail.proto.imap import response as replies
 from sealmail.proto.sasl import FailureReason, Success
-from sealmail.server.imapd.output import ResponseWriter, _Deflate, in_thread
+from sealmail.server.imapd.output import ResponseWriter, _Deflate
+from sealmail.server.imapd.threads import in_thread
 from sealmail.server.read_deadline import ReadDeadline
 from sealmail.server.session import (
     Interruption,

@@ -4,24 +4,22 @@ deflate (RFC 4978), and a command's worker thread writing to the socket itself (
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from sealmail.imap import ImapSession
 from sealmail.proto.imap import Command, Response, ServerConnection, StatusResponse
+from sealmail.server.imapd.threads import in_thread
 from sealmail.server.session import ClientSession
 
 if TYPE_CHECKING:
     from sealmail.server.imapd.service import ImapService
 
 log = logging.getLogger("sealmail.imapd")
-_T = TypeVar("_T")
 
 STREAM_BUFFER = 1024 * 1024  # output a FETCH may have waiting for its client, beyond the kernel's
 INFLATED_PIECE = 65536  # what the core is fed at once after COMPRESS, like one plain read
@@ -57,52 +55,6 @@ def _write_nonblocking(fd: int, data: bytes) -> int:
         except BlockingIOError:
             break
     return sent
-
-
-def in_thread(executor: Executor, function: Callable[..., _T], *args: object
-              ) -> asyncio.Future[_T]:
-    """`function(*args)` in one of `executor`'s threads, its outcome in an asyncio future.
-
-    What `loop.run_in_executor` does without chaining a concurrent future into an asyncio one
-    (a lock, done-callbacks and a state copy on each side: ~7 us of the loop's CPU per command):
-    the thread hands the outcome to the loop itself. A waiter that went away (its session
-    ended) left a cancelled future, which the outcome then skips.
-
-    A failure leaves no reference cycle. A first try kept one (the exception's traceback holds
-    the command's frames, each frame its caller, up to the thread's frames that held the
-    future, which holds the exception), and with it a failed command's frames and the message
-    file they had open, until the garbage collector ran: under the stdlib loop
-    test_a_client_gone_mid_fetch_leaves_no_descriptor saw the descriptor. So the future goes
-    to the thread in a box that the thread empties, and no frame of the thread keeps it.
-    """
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[_T] = loop.create_future()
-    executor.submit(_run, loop, [outcome], function, args)
-    return outcome
-
-
-def _run(loop: asyncio.AbstractEventLoop, box: list[asyncio.Future[_T]],
-         function: Callable[..., _T], args: tuple[object, ...]) -> None:
-    """`in_thread`'s half in the worker thread."""
-    try:
-        value = function(*args)
-    except BaseException as exc:  # handed to the waiter, which raises it
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(_settle, box.pop(), None, exc)
-        return
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, box.pop(), value, None)
-
-
-def _settle(outcome: asyncio.Future[_T], value: _T | None, failure: BaseException | None
-            ) -> None:
-    """`in_thread`'s outcome, on the loop."""
-    if outcome.cancelled():
-        return
-    if failure is not None:
-        outcome.set_exception(failure)
-    else:
-        outcome.set_result(value)  # type: ignore[arg-type]
 
 
 class ResponseWriter(ClientSession):
