@@ -132,7 +132,7 @@ class ServerConnection:
         self.tls_active = False
         self._parser_limits = ParserLimits(self.limits.max_depth, self.limits.max_items)
         self._buffer = ReceiveBuffer()
-        self._out = bytearray()
+        self._out: list[bytes] = []  # joined once in data_to_send: a big FETCH is not copied twice
         self._command = bytearray()  # the command being assembled
         self._literal_left = 0  # octets of the current literal still to come
         self._discarding = False  # dropping the rest of a refused command
@@ -163,7 +163,7 @@ class ServerConnection:
         self._buffer.feed(data)
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
+        out = b"".join(self._out)  # one piece (most often): that piece itself, no copy
         self._out.clear()
         return out
 
@@ -182,7 +182,7 @@ class ServerConnection:
                 if self.state is not ConnectionState.NOT_AUTHENTICATED:
                     raise UsageError("PREAUTH is a greeting")
                 self.state = ConnectionState.AUTHENTICATED
-        self._out += render(response, self.utf8)
+        self._out.append(render(response, self.utf8))
 
     def _finish(self, response: StatusResponse) -> None:
         command = self._pending
@@ -217,7 +217,7 @@ class ServerConnection:
     def close(self, reason: str) -> None:
         """End the session from the host side (idle timeout, shutdown): sends BYE."""
         if self._closed is None:
-            self._out += render(StatusResponse("BYE", reason), self.utf8)
+            self._out.append(render(StatusResponse("BYE", reason), self.utf8))
             self._closed = reason
             self.state = ConnectionState.LOGOUT
 
@@ -240,7 +240,7 @@ class ServerConnection:
         except LineTooLong as error:
             self._closed = "line too long"
             bye = StatusResponse("BYE", f"Command line too long ({error.length} octets)")
-            self._out += render(bye, self.utf8)
+            self._out.append(render(bye, self.utf8))
             return ProtocolError(BadCommand(str(error), code="TOOBIG"))
 
     def _eof(self) -> Event | NeedData:
@@ -280,7 +280,7 @@ class ServerConnection:
         if self._pending is not None and error.tag == self._pending.tag:
             self._pending = None
             self._continued = False
-        self._out += error.reply_bytes()
+        self._out.append(error.reply_bytes())
         if error.status == "BAD":
             self._count_bad()
         return ProtocolError(error)
@@ -289,7 +289,7 @@ class ServerConnection:
         self.bad_commands += 1
         budget = self.limits.max_bad_commands
         if budget and self.bad_commands >= budget and self._closed is None:
-            self._out += render(StatusResponse("BYE", "Too many bad commands"), self.utf8)
+            self._out.append(render(StatusResponse("BYE", "Too many bad commands"), self.utf8))
             self._closed = "too many bad commands"
             self.state = ConnectionState.LOGOUT
 
@@ -324,7 +324,7 @@ class ServerConnection:
                 return error
             self._literal_left = int(marker.group(2))
             if not marker.group(3):
-                self._out += render(ContinuationRequest("Ready for literal data"), self.utf8)
+                self._out.append(render(ContinuationRequest("Ready for literal data"), self.utf8))
             if self._literal_left == 0:
                 continue
 
