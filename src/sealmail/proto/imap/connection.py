@@ -133,7 +133,10 @@ class ServerConnection:
         self._parser_limits = ParserLimits(self.limits.max_depth, self.limits.max_items)
         self._buffer = ReceiveBuffer()
         self._out: list[bytes] = []  # joined once in data_to_send: a big FETCH is not copied twice
-        self._command = bytearray()  # the command being assembled
+        # The command being assembled, in pieces (its lines with their CRLF, its literals'
+        # chunks) joined once it is whole: an APPEND's message is not copied twice.
+        self._command: list[bytes] = []
+        self._command_size = 0
         self._literal_left = 0  # octets of the current literal still to come
         self._discarding = False  # dropping the rest of a refused command
         self._pending: Command | None = None
@@ -303,7 +306,8 @@ class ServerConnection:
                     return self._eof()
                 self._literal_left -= len(chunk)
                 if not self._discarding:
-                    self._command += chunk
+                    self._command.append(chunk)
+                    self._command_size += len(chunk)
                 if self._literal_left:
                     return self._eof()
             line = self._buffer.next_line(self.limits.max_line_length)
@@ -316,7 +320,8 @@ class ServerConnection:
                     continue
                 self._discarding = False  # a sync literal: the client waits for a "+" never sent
                 continue
-            self._command += line + b"\r\n"
+            self._command.append(line + b"\r\n")
+            self._command_size += len(line) + 2
             if marker is None:
                 return self._complete()
             error = self._check_literal(marker)
@@ -330,7 +335,7 @@ class ServerConnection:
 
     def _check_literal(self, marker: re.Match[bytes]) -> Event | None:
         size = int(marker.group(2))
-        first_line = bytes(self._command[: self._command.find(b"\r\n")])
+        first_line = self._command[0][:-2]
         tag, name = peek_command(first_line)
         is_append = name == "APPEND"
         limit = self.limits.max_append_size if is_append else self.limits.max_literal_size
@@ -341,10 +346,11 @@ class ServerConnection:
         # size, so the messages of a MULTIAPPEND (RFC 3502) and the TEXT parts of a CATENATE
         # (RFC 4469) together hold no more memory than one message may.
         whole = self.limits.max_command_size + (self.limits.max_append_size if is_append else 0)
-        too_big = size > limit or len(self._command) + size > whole
+        too_big = size > limit or self._command_size + size > whole
         if not too_big:
             return None
         self._command.clear()
+        self._command_size = 0
         error = LiteralTooLarge(size, limit, tag)
         if nonsync:
             self._discarding = True
@@ -355,8 +361,9 @@ class ServerConnection:
         return self._refuse(error)
 
     def _complete(self) -> Event:
-        data = bytes(self._command)
+        data = b"".join(self._command)
         self._command.clear()
+        self._command_size = 0
         try:
             command = parse_command(data, self._parser_limits, utf8=self.utf8)
         except ImapError as error:
