@@ -28,6 +28,7 @@ from sealmail.config.options import IMAPD
 from sealmail.proto.core import NEED_DATA, ConnectionClosed
 from sealmail.proto.sasl import Challenge, Failure, FailureReason, ServerMechanism, Success
 from sealmail.server.listeners import accept_tls, no_delay
+from sealmail.server.read_deadline import ReadDeadline
 from sealmail.server.tls import cipher_bits, peer_identity
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.names import user_inbox, validate_internal
@@ -563,14 +564,14 @@ class Interruption(enum.Enum):
 class Drain:
     """A daemon's stop, which also ends its sessions' waits for client bytes.
 
-    Each read waits under one asyncio.timeout, and `set` moves the deadline of every read under
-    way to now: waiting on the read and on the stop at once took two tasks and an asyncio.wait
-    per read, a good part of a short session's CPU.
+    Each read waits under one asyncio.timeout (or its session's `ReadDeadline`), and `set`
+    moves the deadline of every read under way to now: waiting on the read and on the stop at
+    once took two tasks and an asyncio.wait per read, a good part of a short session's CPU.
     """
 
     def __init__(self) -> None:
         self._stopped = asyncio.Event()
-        self._reads: set[asyncio.Timeout] = set()
+        self._reads: set[asyncio.Timeout | ReadDeadline] = set()
 
     def is_set(self) -> bool:
         return self._stopped.is_set()
@@ -592,31 +593,43 @@ async def read_client(
     timeout: float,
     draining: Drain,
     idle: Callable[[], bool] | None = None,
+    watch: ReadDeadline | None = None,
 ) -> bytes | Interruption:
     """The client's next bytes (b"" at its end), or why the session must stop waiting for them.
 
     A stop (`draining` set) ends the wait at once; with `idle`, it waits until the session is
     idle, so a transaction under way always completes, and applies at once if it already is.
     A cancelled StreamReader.read keeps what it had buffered, so nothing the client sent is lost.
+    `watch`, the session's own timer for its reads, saves an asyncio.timeout per read.
     """
     if draining.is_set() and (idle is None or idle()):
         return Interruption.SHUTDOWN
     deadline = asyncio.get_running_loop().time() + timeout
     reads = draining._reads
     while True:
-        try:
-            async with asyncio.timeout_at(deadline) as read:
-                reads.add(read)
-                try:
-                    return await reader.read(65536)
-                finally:
-                    reads.discard(read)
-        except TimeoutError:
-            if not draining.is_set() or asyncio.get_running_loop().time() >= deadline:
-                return Interruption.IDLE_TIMEOUT
-            if idle is None or idle():
-                return Interruption.SHUTDOWN
-            # Stopping, but a transaction is under way: wait for the client to finish it.
+        if watch is not None:
+            reads.add(watch)
+            try:
+                data = await watch.read(reader, deadline)
+            finally:
+                reads.discard(watch)
+            if data is not None:
+                return data
+        else:
+            try:
+                async with asyncio.timeout_at(deadline) as read:
+                    reads.add(read)
+                    try:
+                        return await reader.read(65536)
+                    finally:
+                        reads.discard(read)
+            except TimeoutError:
+                pass
+        if not draining.is_set() or asyncio.get_running_loop().time() >= deadline:
+            return Interruption.IDLE_TIMEOUT
+        if idle is None or idle():
+            return Interruption.SHUTDOWN
+        # Stopping, but a transaction is under way: wait for the client to finish it.
 
 
 async def close(writer: asyncio.StreamWriter) -> None:

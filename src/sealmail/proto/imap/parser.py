@@ -15,6 +15,7 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from sealmail.proto.imap.append import parse_append_messages
 from sealmail.proto.imap.commands import (
@@ -65,7 +66,7 @@ from sealmail.proto.imap.commands import (
     Unsubscribe,
 )
 from sealmail.proto.imap.errors import BadCommand, ImapError, LiteralTooLarge, UnknownCommand
-from sealmail.proto.imap.fetch import MACROS, parse_fetch_attribute
+from sealmail.proto.imap.fetch import MACROS, FetchAttribute, parse_fetch_attribute
 from sealmail.proto.imap.notify import PARSERS as NOTIFY_PARSERS
 from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
@@ -159,23 +160,17 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
         raise BadCommand("Command does not end with CRLF")
     reader_class = _Utf8Reader if utf8 else Reader
     reader = reader_class(data[:-2], limits.max_depth, limits.max_items)
+    head = _head(reader)
+    if head is not None:
+        tag, name, by_uid, parse = head
+    else:
+        try:
+            tag = reader.tag()
+        except ImapError:
+            raise BadCommand("Missing or invalid tag") from None
     try:
-        tag = reader.tag()
-    except ImapError:
-        raise BadCommand("Missing or invalid tag") from None
-    try:
-        reader.sp()
-        name = reader.atom().upper()
-        by_uid = False
-        if name == "UID":
-            reader.sp()
-            name = reader.atom().upper()
-            if name not in _UID_COMMANDS:
-                raise UnknownCommand(f"Unknown UID command {name[:32]}")
-            by_uid = True
-        parse = _PARSERS.get(name)
-        if parse is None:
-            raise UnknownCommand(f"Unknown command {name[:32]}")
+        if head is None:
+            name, by_uid, parse = _command_name(reader)
         try:
             command = parse(reader, tag, by_uid)
             reader.end()
@@ -188,6 +183,45 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
         return command
     except ImapError as error:
         raise error.with_tag(tag) from None
+
+
+def _command_name(reader: Reader) -> tuple[str, bool, _Parse]:
+    """After the tag: the command's name, UID or not, and its grammar (the general way)."""
+    reader.sp()
+    name = reader.atom().upper()
+    by_uid = False
+    if name == "UID":
+        reader.sp()
+        name = reader.atom().upper()
+        if name not in _UID_COMMANDS:
+            raise UnknownCommand(f"Unknown UID command {name[:32]}")
+        by_uid = True
+    parse = _PARSERS.get(name)
+    if parse is None:
+        raise UnknownCommand(f"Unknown command {name[:32]}")
+    return name, by_uid, parse
+
+
+# tag SP ["UID" SP] name, the name a run of letters ending the line or before SP: one regex step
+# for what `Reader.tag` and `_command_name` read in five. Anything else (a name with digits, UID
+# before a command it does not go with, an unknown name) takes the general way, which gives the
+# errors.
+_HEAD = re.compile(rb"(" + TAG.pattern + rb") (?:([Uu][Ii][Dd]) )?([A-Za-z]+)(?= |\Z)")
+
+
+def _head(reader: Reader) -> tuple[str, str, bool, _Parse] | None:
+    """(tag, name, by UID, grammar) when the command starts the usual way, else None."""
+    match = _HEAD.match(reader.data)
+    if match is None:
+        return None
+    tag, uid, raw_name = match.groups()
+    name = raw_name.decode("ascii").upper()
+    by_uid = uid is not None
+    parse = _PARSERS.get(name)
+    if parse is None or (by_uid and name not in _UID_COMMANDS) or name == "UID":
+        return None
+    reader.pos = match.end()
+    return tag.decode("ascii"), name, by_uid, parse
 
 
 _CREDENTIAL_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
@@ -242,6 +276,38 @@ def _sequence_set(reader: Reader) -> SequenceSet:
     if start == reader.pos:
         raise reader.fail("a sequence set")
     return SequenceSet.parse(reader.data[start : reader.pos].decode("ascii", "replace"))
+
+
+# What follows the sequence set of a FETCH or STORE, parsed once: clients send the same few
+# item lists again and again (imaptest's FETCH picks from 7 items and 7 header fields; a mail
+# client's flag poll is always the same) with a different sequence set, and parsing them is about
+# half of such a command's parse. The result is a function of the tail's octets alone (plus the
+# reader's kind and limits and UID or not, in the key): the reader has counted no item and
+# entered no list when the tail starts, and only a tail parsed to the end is kept, so a hit gives
+# the same command and a tail that fails is parsed, and fails, the same way every time.
+# Frozen values only, shared between sessions. Bounded: small tails, cleared when full.
+_REMEMBERED: dict[tuple[object, ...], object] = {}
+REMEMBERED_MAX = 512  # distinct tails
+REMEMBERED_TAIL = 512  # octets; a longer tail (a literal, a long header list) is parsed each time
+_T = TypeVar("_T")
+
+
+def _remembered(reader: Reader, by_uid: bool, parse: Callable[[Reader, bool], _T]) -> _T:
+    """`parse(reader, by_uid)` of the rest of the command, from the cache when it was seen."""
+    start = reader.pos
+    if len(reader.data) - start > REMEMBERED_TAIL or not reader.untouched():
+        return parse(reader, by_uid)
+    key = (parse, reader.data[start:], type(reader), reader.max_depth, reader.max_items, by_uid)
+    seen = _REMEMBERED.get(key)
+    if seen is not None:
+        reader.pos = len(reader.data)
+        return cast(_T, seen)
+    value = parse(reader, by_uid)
+    if reader.at_end():
+        if len(_REMEMBERED) >= REMEMBERED_MAX:
+            _REMEMBERED.clear()
+        _REMEMBERED[key] = value
+    return value
 
 
 def _id(reader: Reader, tag: str, by_uid: bool) -> Command:
@@ -525,10 +591,19 @@ def _search(reader: Reader, tag: str, by_uid: bool) -> Command:
     return Search(tag, criteria, charset, return_options, by_uid)
 
 
+_FetchItems = tuple[tuple[FetchAttribute, ...], str | None, int | None, bool]
+
+
 def _fetch(reader: Reader, tag: str, by_uid: bool) -> Command:
     reader.sp()
     sequence_set = _sequence_set(reader)
     reader.sp()
+    attributes, macro, changed_since, vanished = _remembered(reader, by_uid, _fetch_items)
+    return Fetch(tag, sequence_set, attributes, macro, changed_since, vanished, by_uid)
+
+
+def _fetch_items(reader: Reader, by_uid: bool) -> _FetchItems:
+    """What follows FETCH's sequence set: the items and the modifiers."""
     macro: str | None = None
     if reader.peek() == 0x28:
         attributes = tuple(reader.paren_list(parse_fetch_attribute, allow_empty=False))
@@ -561,13 +636,22 @@ def _fetch(reader: Reader, tag: str, by_uid: bool) -> Command:
         if vanished and (not by_uid or changed_since is None):
             # RFC 7162 3.2.6: VANISHED only with UID FETCH and CHANGEDSINCE.
             raise BadCommand("VANISHED needs UID FETCH with CHANGEDSINCE")
-    return Fetch(tag, sequence_set, attributes, macro, changed_since, vanished, by_uid)
+    return attributes, macro, changed_since, vanished
+
+
+_StoreItems = tuple[str, bool, tuple[str, ...], int | None]
 
 
 def _store(reader: Reader, tag: str, by_uid: bool) -> Command:
     reader.sp()
     sequence_set = _sequence_set(reader)
     reader.sp()
+    mode, silent, flags, unchanged_since = _remembered(reader, by_uid, _store_items)
+    return Store(tag, sequence_set, mode, silent, flags, unchanged_since, by_uid)
+
+
+def _store_items(reader: Reader, by_uid: bool) -> _StoreItems:
+    """What follows STORE's sequence set: the modifier, the kind of change and the flags."""
     unchanged_since: int | None = None
     if reader.peek() == 0x28:
         # RFC 7162 3.1.3: store-modifier = "UNCHANGEDSINCE" SP mod-sequence-valzer
@@ -593,7 +677,7 @@ def _store(reader: Reader, tag: str, by_uid: bool) -> Command:
             reader.count_item()
             items.append(reader.flag())
         flags = tuple(items)
-    return Store(tag, sequence_set, mode, silent, flags, unchanged_since, by_uid)
+    return mode, silent, flags, unchanged_since
 
 
 def _copy(cls: type[Copy]) -> _Parse:

@@ -132,6 +132,11 @@ class Reader:
         if not self.at_end():
             raise self.fail("end of command")
 
+    def untouched(self) -> bool:
+        """No item counted and no list entered yet: what follows parses the same whatever came
+        before (the parser's cache of FETCH and STORE tails relies on it)."""
+        return self._items == 0 and self._depth == 0
+
     def count_item(self) -> None:
         self._items += 1
         if self._items > self.max_items:

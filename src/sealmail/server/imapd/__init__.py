@@ -13,7 +13,9 @@ event, `SESSIONID: event`; never a password or message body).
   answered here (CAPABILITY, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE, IDLE, COMPRESS) and the
   hand-off of every other command to `ImapSession`;
 - `output`: how responses reach the socket (`ResponseWriter`): flushing the core's bytes,
-  COMPRESS's deflate, and a command's worker thread writing to the socket itself.
+  COMPRESS's deflate, and a command's worker thread writing to the socket itself;
+- `threads`: the worker threads (`CommandThreads`) and the hop of a command there and back
+  (`in_thread`).
 
 What every daemon session shares comes from sealmail.server.session: who the client is and
 hosts.allow, the TLS handshake (`ClientSession`), and the SASL exchange (`SaslExchange`: the

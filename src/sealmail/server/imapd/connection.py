@@ -47,6 +47,8 @@ from sealmail.proto.imap import (
 from sealmail.proto.imap import response as replies
 from sealmail.proto.sasl import FailureReason, Success
 from sealmail.server.imapd.output import ResponseWriter, _Deflate
+from sealmail.server.imapd.threads import in_thread
+from sealmail.server.read_deadline import ReadDeadline
 from sealmail.server.session import (
     Interruption,
     SaslExchange,
@@ -156,11 +158,10 @@ class ImapConnection(ResponseWriter):
         self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
         self.quick = QuickCommands(service.quick_commands)  # which run on the loop
         self.live: live_sessions.Registration | None = None  # admin who / kick
+        self.reads = ReadDeadline()  # one timer for the session's reads
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.service.executor, function, *args
-        )
+        return await in_thread(self.service.executor, function, *args)
 
     # -- capabilities -------------------------------------------------------------------------
 
@@ -202,6 +203,7 @@ class ImapConnection(ResponseWriter):
         try:
             await self._loop()
         finally:
+            self.reads.close()
             if self.live is not None:
                 self.live.remove()
             if self._direct_fd is not None:
@@ -253,13 +255,14 @@ class ImapConnection(ResponseWriter):
             if self.session is not None and self.session.notify_spec is not None:
                 return await self._receive_notifying()
             return await read_client(
-                self.reader, timeout=service.timeout, draining=service.draining
+                self.reader, timeout=service.timeout, draining=service.draining, watch=self.reads
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + service.timeout
         while True:
             wait = max(0.0, min(deadline - loop.time(), service.idle_poll_interval))
-            data = await read_client(self.reader, timeout=wait, draining=service.draining)
+            data = await read_client(self.reader, timeout=wait, draining=service.draining,
+                                     watch=self.reads)
             if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
                 return data
             session = self.session
@@ -277,7 +280,8 @@ class ImapConnection(ResponseWriter):
         interval = max(service.idle_poll_interval, NOTIFY_POLL_INTERVAL)
         while True:
             wait = max(0.0, min(deadline - loop.time(), interval))
-            data = await read_client(self.reader, timeout=wait, draining=service.draining)
+            data = await read_client(self.reader, timeout=wait, draining=service.draining,
+                                     watch=self.reads)
             if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
                 return data
             session = self.session

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sealmail.imap import ImapSession
 from sealmail.proto.imap import Command, Response, ServerConnection, StatusResponse
+from sealmail.server.imapd.threads import in_thread
 from sealmail.server.session import ClientSession
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ def _write_nonblocking(fd: int, data: bytes) -> int:
     return sent
 
 
-
 class ResponseWriter(ClientSession):
     """The output side of one IMAP connection (`ImapConnection` is the rest)."""
 
@@ -78,7 +78,12 @@ class ResponseWriter(ClientSession):
             if self.compression is not None:
                 data = self.compression.deflate(data)
             self.writer.write(data)
-            await self._drain()
+            transport = self.writer.transport
+            # Most often the kernel took it all and the connection is up: then a drain would
+            # only return (a coroutine and five calls per command, for nothing). A lost
+            # connection closes the transport, and the drain raises as before.
+            if transport.get_write_buffer_size() or transport.is_closing():
+                await self._drain()
 
     async def _drain(self) -> None:
         if not self.writer.transport.get_write_buffer_size():
@@ -180,7 +185,7 @@ class ResponseWriter(ClientSession):
         socket itself while it may (`_stream`)."""
         self._direct = self._may_write_directly()
         try:
-            responses, rest = await asyncio.get_running_loop().run_in_executor(
+            responses, rest = await in_thread(
                 self.service.executor, self._execute, session, command)
         finally:
             self._direct = False

@@ -7,7 +7,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from sealmail.auth.authenticator import Authenticator
 from sealmail.config.hosts_access import HostsAccess
@@ -15,6 +15,7 @@ from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.proto.imap import Limits
 from sealmail.server.imapd.connection import ImapConnection
+from sealmail.server.imapd.threads import CommandThreads
 from sealmail.server.session import Drain, serve_session
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
@@ -61,7 +62,7 @@ class ImapService:
         # Commands (the store blocks; SASL steps run in SaslExchange's threads). More threads
         # than CPUs: a FETCH whose client reads slowly waits in its thread
         # (`ImapConnection._stream`), using no CPU.
-        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap")
+        self.executor: Executor = CommandThreads(max_workers=32, name="imap")
         # Quick commands run on the loop (sealmail.imap.quick) unless a read may wait for a
         # pooled PostgreSQL connection a worker thread holds.
         self.quick_commands = config.get(IMAPD.store_backend) != "postgresql"

@@ -1,0 +1,216 @@
+"""The parser's fast paths give what the general way gives: the same command, or the same error
+(type, text, tag, status, code), on usual, random and adversarial input.
+
+The fast paths: the command head in one regex (`parser._head`), the remembered FETCH / STORE
+tails (`parser._remembered`), `SequenceSet.parse` splitting ranges without a second regex
+(checked against the regex reading it replaced), and the connection's look for a literal at the
+end of a line (`connection._literal_at_end`, against the search it replaced).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from sealmail.proto.imap import BadCommand, Fetch, SequenceSet
+from sealmail.proto.imap import parser as parser_module
+from sealmail.proto.imap.connection import _LITERAL_AT_END as LITERAL_AT_END
+from sealmail.proto.imap.connection import _literal_at_end as literal_at_end
+from sealmail.proto.imap.errors import ImapError
+from sealmail.proto.imap.parser import ParserLimits, parse_command
+from sealmail.proto.imap.sequence import STAR
+
+# SEALMAIL_LONG=1: a longer search (the default run stays within a few seconds).
+_EXAMPLES = 5000 if os.environ.get("SEALMAIL_LONG") else 200
+
+# -- the general way ----------------------------------------------------------------------------
+
+_OLD_SET = re.compile(r"(?:\*|[1-9][0-9]*)(?::(?:\*|[1-9][0-9]*))?"
+                      r"(?:,(?:\*|[1-9][0-9]*)(?::(?:\*|[1-9][0-9]*))?)*")
+_OLD_RANGE = re.compile(r"(\*|[0-9]+)(?::(\*|[0-9]+))?")
+
+
+def _reference_set(text: str) -> tuple[tuple[int, int], ...] | str:
+    """The ranges as the earlier parser read them, or "bad"."""
+    if text == "$":
+        return "saved"
+    if not _OLD_SET.fullmatch(text):
+        return "bad"
+    ranges = []
+    for first, last in _OLD_RANGE.findall(text):
+        start = STAR if first == "*" else int(first)
+        ranges.append((start, start if not last else STAR if last == "*" else int(last)))
+    if max(n for pair in ranges for n in pair) > 0xFFFFFFFF:
+        return "bad"
+    return tuple(ranges)
+
+
+def _outcome(data: bytes, limits: ParserLimits, utf8: bool) -> object:
+    try:
+        return ("ok", parse_command(data, limits, utf8))
+    except ImapError as error:
+        return (type(error), error.text, error.tag, error.status, error.code)
+
+
+def _both_ways(data: bytes, limits: ParserLimits, utf8: bool) -> tuple[object, object, object]:
+    parser_module._REMEMBERED.clear()
+    first = _outcome(data, limits, utf8)  # fills the cache
+    second = _outcome(data, limits, utf8)  # from it
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parser_module, "_head", lambda reader: None)
+        patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
+        general = _outcome(data, limits, utf8)
+    return first, second, general
+
+
+# -- strategies: imaptest's shapes, their neighbours, and noise ------------------------------------
+
+_NUMBERS = st.one_of(
+    st.integers(1, 400).map(str),
+    st.sampled_from(["*", "0", "01", "4294967295", "4294967296", "99999999999", "-1", "", "+5"]),
+)
+_RANGES = st.one_of(_NUMBERS, st.builds(lambda a, b: f"{a}:{b}", _NUMBERS, _NUMBERS))
+_SETS = st.one_of(
+    st.lists(_RANGES, min_size=1, max_size=12).map(",".join),
+    st.sampled_from(["$", "1:*", "*", "1,", ",1", "1::2", "1:2:3", "$,1", "1 2", "\u0663"]),
+    st.text(alphabet="0123456789:,*$", max_size=20),
+)
+_FETCH_TAILS = st.sampled_from([
+    b"FLAGS", b"(FLAGS)", b"(UID FLAGS)", b"(UID ENVELOPE BODYSTRUCTURE)", b"ALL", b"FAST",
+    b"FULL", b"(UID BODY.PEEK[HEADER.FIELDS (From To Subject)])", b"(BODY[]<0.100>)",
+    b"(BODY.PEEK[1.2.MIME])", b"(BINARY.PEEK[1])", b"(UID) (CHANGEDSINCE 5)",
+    b"(UID) (CHANGEDSINCE 5 VANISHED)", b"(UID) (VANISHED)", b"(FLAGS", b"FLAGS)", b"()",
+    b"(FOO)", b"(BODY[MIME])", b"(BODY.PEEK[HEADER.FIELDS ({4}\r\nFrom)])", b"(((((FLAGS)))))",
+    b"(UID FLAGS ENVELOPE INTERNALDATE BODY RFC822.SIZE BODYSTRUCTURE MODSEQ UID FLAGS)",
+    b"(BODY.PEEK[HEADER.FIELDS (From To Cc Subject References In-Reply-To Message-ID)])",
+    b"(BODY.PEEK[HEADER.FIELDS (\xc3\xa9)])", b"(FLAGS) ", b"FLAGS junk", b"",
+])
+_STORE_TAILS = st.sampled_from([
+    b"+FLAGS (\\Seen)", b"-FLAGS.SILENT (\\Deleted $Label1)", b"FLAGS ()", b"flags \\Seen",
+    b"+FLAGS \\Seen \\Flagged", b"(UNCHANGEDSINCE 7) +FLAGS (\\Seen)", b"+FLAGS (\\Seen",
+    b"(UNCHANGEDSINCE 0) FLAGS ()", b"*FLAGS (\\Seen)", b"+FLAGS (a b c d e f g h i j)",
+    b"+FLAGS.SILENT", b"+FLAGS ( )", b"+FLAGS (\\Seen) ", b"",
+])
+_NAMES = st.sampled_from([
+    b"FETCH", b"fetch", b"Store", b"STORE", b"UID FETCH", b"uid store", b"UID COPY", b"COPY",
+    b"UID", b"UID NOOP", b"UID  FETCH", b"NOOP", b"EXPUNGE", b"UID EXPUNGE", b"FETCH2", b"F00",
+    b"LOGIN", b"X", b"SEARCH", b"",
+])
+_TAGS = st.sampled_from([b"a1", b"A.7", b"*", b"+x", b"", b"t]", b"\xc3\xa9", b"a{1}", b"tag"])
+
+
+@st.composite
+def _commands(draw: st.DrawFn) -> bytes:
+    name = draw(_NAMES)
+    tail = draw(_STORE_TAILS if b"STORE" in name.upper() else _FETCH_TAILS)
+    sequence_set = draw(_SETS).encode("utf-8")
+    separator = draw(st.sampled_from([b" ", b" ", b" ", b"  ", b""]))
+    line = draw(_TAGS) + b" " + name + b" " + sequence_set + separator + tail
+    if draw(st.booleans()):
+        return line + b"\r\n"
+    return line + draw(st.sampled_from([b"", b"\n", b" \r\n", b"\r\n\r\n"]))
+
+
+_LIMITS = st.sampled_from([ParserLimits(), ParserLimits(max_depth=2, max_items=8),
+                           ParserLimits(max_depth=3, max_items=10)])
+
+
+# -- the properties ----------------------------------------------------------------------------
+
+
+@settings(max_examples=_EXAMPLES)
+@given(_commands(), _LIMITS, st.booleans())
+@example(b"a FETCH 1:* FLAGS\r\n", ParserLimits(), False)
+@example(b"a UID FETCH 1 (UID) (CHANGEDSINCE 5 VANISHED)\r\n", ParserLimits(), False)
+@example(b"a FETCH 1 (UID) (CHANGEDSINCE 5 VANISHED)\r\n", ParserLimits(), False)
+@example(b"a STORE 1 +FLAGS (a b c d e f g h i j)\r\n", ParserLimits(max_items=8), False)
+@example(b"a UID 5\r\n", ParserLimits(), False)
+@example(b"a UID\r\n", ParserLimits(), False)
+def test_fast_and_general_ways_agree(data: bytes, limits: ParserLimits, utf8: bool) -> None:
+    first, second, general = _both_ways(data, limits, utf8)
+    assert first == second == general
+
+
+@settings(max_examples=_EXAMPLES // 4)
+@given(st.lists(st.tuples(_commands(), _LIMITS, st.booleans()), min_size=2, max_size=12))
+@example([(b"a UID FETCH 1 (UID) (CHANGEDSINCE 5 VANISHED)\r\n", ParserLimits(), False),
+          (b"b FETCH 1 (UID) (CHANGEDSINCE 5 VANISHED)\r\n", ParserLimits(), False),
+          (b"c FETCH 1 (BODY.PEEK[HEADER.FIELDS (\xc3\xa9)])\r\n", ParserLimits(), True),
+          (b"d FETCH 1 (BODY.PEEK[HEADER.FIELDS (\xc3\xa9)])\r\n", ParserLimits(), False),
+          (b"e STORE 1 +FLAGS (a b c d e f g h i j)\r\n", ParserLimits(), False),
+          (b"f STORE 1 +FLAGS (a b c d e f g h i j)\r\n", ParserLimits(max_items=8), False)])
+def test_they_agree_over_a_session(commands: list[tuple[bytes, ParserLimits, bool]]) -> None:
+    """One cache for many commands, as in a server: what one command left must not change
+    how another, with the same tail, parses."""
+    parser_module._REMEMBERED.clear()
+    fast = [_outcome(*command) for command in commands]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parser_module, "_head", lambda reader: None)
+        patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
+        general = [_outcome(*command) for command in commands]
+    assert fast == general
+
+
+@settings(max_examples=_EXAMPLES)
+@given(st.binary(max_size=60), _LIMITS)
+def test_they_agree_on_noise(noise: bytes, limits: ParserLimits) -> None:
+    first, second, general = _both_ways(b"a1 UID FETCH 1:3 " + noise + b"\r\n", limits, False)
+    assert first == second == general
+    first, second, general = _both_ways(noise + b"\r\n", limits, True)
+    assert first == second == general
+
+
+@settings(max_examples=_EXAMPLES)
+@given(_SETS)
+@example("4294967295:1,*")
+@example("1:4294967296")
+@example("1,99999999999")
+def test_sequence_sets_read_as_before(text: str) -> None:
+    expected = _reference_set(text)
+    try:
+        parsed = SequenceSet.parse(text)
+    except BadCommand:
+        assert expected == "bad"
+        return
+    assert parsed == (SequenceSet(saved=True) if expected == "saved" else SequenceSet(expected))
+    assert str(SequenceSet.parse(str(parsed))) == str(parsed)
+
+
+def test_a_remembered_tail_is_read_once() -> None:
+    parser_module._REMEMBERED.clear()
+    first = parse_command(b"a FETCH 1 (UID FLAGS)\r\n")
+    again = parse_command(b"b UID FETCH 2:4 (UID FLAGS)\r\n")  # UID: another key
+    second = parse_command(b"c FETCH 7,9:* (UID FLAGS)\r\n")
+    assert isinstance(first, Fetch) and isinstance(second, Fetch) and isinstance(again, Fetch)
+    assert second.attributes is first.attributes and again.attributes is not first.attributes
+    assert (second.tag, second.sequence_set) == ("c", SequenceSet(((7, 7), (9, STAR))))
+    assert len(parser_module._REMEMBERED) == 2
+
+
+def test_the_cache_holds_at_most_its_bound() -> None:
+    parser_module._REMEMBERED.clear()
+    for n in range(parser_module.REMEMBERED_MAX + 10):
+        parse_command(f"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-{n})])\r\n".encode())
+    assert 0 < len(parser_module._REMEMBERED) <= parser_module.REMEMBERED_MAX
+    long_tail = b"(BODY.PEEK[HEADER.FIELDS (" + b" ".join([b"X-Long"] * 100) + b")])"
+    parser_module._REMEMBERED.clear()
+    parse_command(b"a FETCH 1 " + long_tail + b"\r\n")
+    assert parser_module._REMEMBERED == {}  # over REMEMBERED_TAIL: parsed each time
+
+
+@settings(max_examples=_EXAMPLES)
+@given(st.text(alphabet="~{}+09 a", max_size=30).map(str.encode))
+@example(b"a APPEND INBOX ~~{5}")
+@example(b"{5}{6}")
+@example(b"x{5}}")
+@example(b"{123456789012345678901}")
+def test_the_literal_at_the_end_is_found_as_by_a_search(line: bytes) -> None:
+    """The connection finds a line's closing literal from its last "{" instead of searching
+    the whole line; same match (span and groups) or none."""
+    fast = literal_at_end(line)
+    slow = LITERAL_AT_END.search(line)
+    assert (fast and (fast.span(), fast.groups())) == (slow and (slow.span(), slow.groups()))
