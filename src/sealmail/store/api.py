@@ -334,6 +334,18 @@ class AtomicAppending(Protocol):
 
 
 @runtime_checkable
+class BatchDelivery(Protocol):
+    """`deliver` of several messages by one caller at once: one result list per message, in
+    order, each as `deliver` would give it (a failure is its message's alone). The disk store
+    writes all the files first, fsyncs them together and commits them in one transaction (lmtpd's
+    delivery thread); a store without it gets one `deliver` per message."""
+
+    def deliver_batch(
+        self, messages: Sequence[tuple[bytes, Sequence[DeliveryTarget]]]
+    ) -> list[list[AppendedMessage | StoreError]]: ...
+
+
+@runtime_checkable
 class AccessKeys(Protocol):
     """URLAUTH's per-mailbox secrets (RFC 4467 3): `access_key` makes one on first use,
     `reset_access_key` (RESETKEY) forgets it, so every URL made with it fails from then on.

@@ -51,14 +51,22 @@ EXPIRE_BATCH = 10_000
 ExpireProgress = Callable[[int, int], None]
 
 
+def lock_stripe(message_id: str) -> int:
+    """Which of the LOCK_STRIPES locks `delivery_lock` takes for `message_id`: one thread that
+    holds several (lmtpd's delivery batches) must not ask for one twice, and takes them in this
+    order, so two processes' batches never wait on each other in a cycle."""
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+
+
 @contextmanager
 def delivery_lock(configdirectory: Path, message_id: str) -> Iterator[None]:
     """One delivery of `message_id` at a time on this machine (a flock on one of LOCK_STRIPES
     files under configdirectory/lock/duplicates): two sessions carrying the same message would
     otherwise both pass the duplicate check."""
-    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()
-    stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
-    fd = _open_lock_file(configdirectory / "lock" / "duplicates" / f"{stripe:03d}")
+    fd = _open_lock_file(
+        configdirectory / "lock" / "duplicates" / f"{lock_stripe(message_id):03d}"
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

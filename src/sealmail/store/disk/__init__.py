@@ -128,6 +128,7 @@ class DiskStore:
         self._commit = commit = GroupCommit(spool)
         self.deliver = commit.deliver
         self.deliver_all = commit.deliver_all
+        self.deliver_batch = commit.deliver_batch
         self.clean_stage_files = commit.clean_stage_files
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
-from sealmail.durable import fsync_directories
+from sealmail.durable import fsync_descriptors, fsync_directories
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.checkpoints import Checkpointer
@@ -23,6 +23,7 @@ from sealmail.store.disk.layout import (
     Spool,
     os_error,
     write_synced,
+    write_unsynced,
 )
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.errors import MailboxNotFound, StoreError
@@ -128,6 +129,112 @@ class GroupCommit:
             final.append(result)
         return final
 
+    def deliver_batch(
+        self, messages: Sequence[tuple[bytes, Sequence[DeliveryTarget]]]
+    ) -> list[list[AppendedMessage | StoreError]]:
+        """`deliver` of several messages by one thread (lmtpd's delivery thread runs whole
+        batches): every stage file written first, their fsyncs issued together (one thread
+        fsyncing them in turn waits out each one's cache flush: a previous one-thread try fell
+        from ~150 to 47 msg/s), then ONE group commit for all. One result list per message, in
+        order; a message that fails (its stage, its mailbox, its quota) fails alone."""
+        if len(messages) == 1:
+            content, targets = messages[0]
+            return [self.deliver(content, targets)]
+        with self._spool.reading() as conn:
+            partition_of = partitions_of(
+                conn, [target.mailbox for _, targets in messages for target in targets]
+            )
+        written: list[str] = []
+        unsynced: dict[str, int] = {}  # stage path -> its open descriptor, not yet fsynced
+        deliveries: list[_Delivery] = []
+        try:
+            for content, targets in messages:
+                deliveries.append(
+                    self._prepare(content, targets, partition_of, written, unsynced)
+                )
+            self._sync_stages(deliveries, unsynced)
+            self._spool.fault("staged")
+            committing = [d for d in deliveries if any(s is not None for s in d.stages)]
+            if committing:
+                first, *others = committing
+                self._batches.join(first, self._lead, others)
+        finally:
+            for fd in unsynced.values():
+                with suppress(OSError):
+                    os.close(fd)
+            for path in written:
+                with suppress(OSError):  # removed at the next open or reconstruct
+                    os.unlink(path)
+        out: list[list[AppendedMessage | StoreError]] = []
+        for delivery in deliveries:
+            final: list[AppendedMessage | StoreError] = []
+            for result in delivery.results:
+                assert result is not None
+                final.append(result)
+            out.append(final)
+        return out
+
+    def _prepare(
+        self,
+        content: bytes,
+        targets: Sequence[DeliveryTarget],
+        partition_of: dict[str, str],
+        written: list[str],
+        unsynced: dict[str, int],
+    ) -> _Delivery:
+        """A message of `deliver_batch` staged (written, its fsync left to `_sync_stages`)."""
+        results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
+        stages: list[str | None] = [None] * len(targets)
+        shared: dict[str, str | StoreError] = {}
+        for i, target in enumerate(targets):
+            partition = partition_of.get(target.mailbox)
+            if partition is None:
+                results[i] = MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
+                continue
+            staged = shared.get(partition) if self._spool.single_instance else None
+            if staged is None:
+                staged = self._stage(partition, content, unsynced)
+                if isinstance(staged, str):
+                    written.append(staged)
+                if self._spool.single_instance:
+                    shared[partition] = staged
+            if isinstance(staged, StoreError):
+                results[i] = staged
+            else:
+                stages[i] = staged
+        header = raw_header_fields(header_block(content))
+        return _Delivery(
+            targets=targets,
+            stages=stages,
+            size=len(content),
+            guid=hashlib.sha1(content).hexdigest(),
+            internaldate=self._spool.clock(),
+            headers=searchable_form(content, header),
+            listed=listed_form(content),
+            sorting=sort_fields(content, header),
+            results=results,
+        )
+
+    def _sync_stages(self, deliveries: Sequence[_Delivery], unsynced: dict[str, int]) -> None:
+        """fsync every stage file at once; a target whose file failed gets the error (the
+        others of its message and of the batch go on)."""
+        paths = list(unsynced)
+        errors = fsync_descriptors([unsynced[path] for path in paths])
+        failed = {
+            path: os_error(error, "cannot stage message")
+            for path, error in zip(paths, errors, strict=True)
+            if error is not None
+        }
+        for path in paths:
+            os.close(unsynced.pop(path))
+        if not failed:
+            return
+        for delivery in deliveries:
+            for i, stage in enumerate(delivery.stages):
+                if stage is not None and stage in failed:
+                    delivery.stages[i] = None
+                    delivery.results[i] = failed[stage]
+
     def deliver_all(
         self, messages: Sequence[tuple[bytes, DeliveryTarget, float | None]]
     ) -> list[AppendedMessage]:
@@ -202,12 +309,18 @@ class GroupCommit:
                 raise os_error(exc, "delivery") from exc
             raise
 
-    def _stage(self, partition: str, content: bytes) -> str | StoreError:
-        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)."""
+    def _stage(
+        self, partition: str, content: bytes, unsynced: dict[str, int] | None = None
+    ) -> str | StoreError:
+        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files).
+        With `unsynced`, the fsync is the caller's: the file stays open there, by path."""
         directory = self._spool.stage_directory(partition)
         path = f"{directory}/{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
         try:
-            write_synced(path, content, os.O_EXCL)
+            if unsynced is None:
+                write_synced(path, content, os.O_EXCL)
+            else:
+                unsynced[path] = write_unsynced(path, content)
         except OSError as exc:
             with suppress(OSError):
                 os.unlink(path)
