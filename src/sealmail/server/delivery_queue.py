@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
@@ -32,6 +33,7 @@ from sealmail.proto.smtp import Reply
 log = logging.getLogger("sealmail.lmtpd")
 
 MAX_BATCH = 64  # envelopes per batch: a bound on one commit's size and on its first reply's wait
+MAX_LINGER = 0.002  # seconds a batch may wait for the sessions the last one answered
 
 
 @dataclass(slots=True, eq=False)
@@ -82,15 +84,34 @@ class DeliveryQueue:
             thread.join()
 
     def _run(self) -> None:
-        while True:
+        expected, linger = 1, 0.0
+        while (batch := self._take(expected, linger)) is not None:
+            started = time.monotonic()
+            replies = self._deliver(batch)
             with self._wake:
-                while not self._queued and not self._closing:
-                    self._wake.wait()
-                if not self._queued:
-                    return
-                count = min(len(self._queued), self.max_batch)
-                batch = [self._queued.popleft() for _ in range(count)]
-            self._resolve(batch, self._deliver(batch))
+                # The sessions just answered come back with their next message within a round
+                # trip, those queued meanwhile are here: together the next batch, if it waits
+                # a little for the first (a fraction of a batch, under MAX_LINGER).
+                expected = min(self.max_batch, len(batch) + len(self._queued))
+            linger = min(MAX_LINGER, (time.monotonic() - started) / 2)
+            self._resolve(batch, replies)
+
+    def _take(self, expected: int, linger: float) -> list[_Queued] | None:
+        """The next batch: what is queued, once `expected` are or `linger` seconds have passed
+        since the first came; None once closed and empty."""
+        with self._wake:
+            while not self._queued and not self._closing:
+                self._wake.wait()
+            if not self._queued:
+                return None
+            deadline = time.monotonic() + linger
+            while len(self._queued) < expected and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(left)
+            count = min(len(self._queued), self.max_batch)
+            return [self._queued.popleft() for _ in range(count)]
 
     def _deliver(self, batch: Sequence[_Queued]) -> list[list[Reply]]:
         self.batches += 1
