@@ -149,3 +149,27 @@ def test_a_stage_file_that_cannot_be_fsynced_fails_the_batch_and_leaves_no_link(
     files = [p.name for p in engine.store.mailbox_path("user.alice").iterdir()]
     assert not [name for name in files if name.endswith(".") and name[:-1].isdigit()]
     assert engine.deliver_batch(items[:1])[0][0].code == 250  # the store goes on
+
+
+@pytest.mark.parametrize("backend", ["disk"])
+def test_a_batch_marks_its_deliveries_in_one_write_and_a_retry_is_suppressed(
+    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    duplicates = engine.duplicates
+    assert duplicates is not None
+    writes: list[int] = []
+    real = duplicates.mark_pairs
+
+    def counted(pairs: list[tuple[str, str]]) -> None:
+        writes.append(len(pairs))
+        real(pairs)
+
+    monkeypatch.setattr(duplicates, "mark_pairs", counted)
+    items = [
+        (envelope(engine, "alice"), message(1)), (envelope(engine, "alice", "bob"), message(2))
+    ]
+    engine.deliver_batch(items)
+    assert writes == [3]
+    again = engine.deliver_batch(items)
+    assert all("duplicate" in str(r.text) for replies in again for r in replies)
+    assert subjects(engine, "alice") == [b"m1", b"m2"]

@@ -201,9 +201,33 @@ class DeliveryEngine:
                     if job.error is None:
                         self._attempt(job, self._plan, job, slots)
                 self._store([job for job in jobs if job.error is None], batched)
+            if batched:
+                self._mark([job for job in jobs if job.error is None])
             for job in jobs:
                 if job.error is None:
-                    self._attempt(job, self._finish, job)
+                    self._attempt(job, self._finish, job, not batched)
+
+    def _mark(self, jobs: Sequence[_Job]) -> None:
+        """Every stored copy's duplicate mark, of every job, in one write (before any Sieve
+        bookkeeping, as one job's own); a failure fails the jobs that had marks to make."""
+        if self.duplicates is None:
+            return
+        pairs = [
+            (job.message_id, appended.mailbox)
+            for job in jobs
+            if job.message_id is not None
+            for index, kept in job.stored.items()
+            if index not in job.failed
+            for appended in kept
+        ]
+        if not pairs:
+            return
+        try:
+            self.duplicates.mark_pairs(pairs)
+        except Exception as exc:
+            for job in jobs:
+                if job.message_id is not None and any(job.stored.values()):
+                    self._fail(job, exc)
 
     def _attempt(self, job: _Job, step: Callable[..., None], *args: object) -> None:
         try:
@@ -332,9 +356,9 @@ class DeliveryEngine:
             else:
                 job.failed.setdefault(index, result)
 
-    def _finish(self, job: _Job) -> None:
-        """After the store: quota warnings, duplicate marks, Sieve's bookkeeping and one reply
-        and log line per recipient."""
+    def _finish(self, job: _Job, marks: bool) -> None:
+        """After the store: quota warnings, duplicate marks (unless `_mark` made them), Sieve's
+        bookkeeping and one reply and log line per recipient."""
         envelope, content, message_id, audit = (
             job.envelope, job.content, job.message_id, job.audit
         )
@@ -342,7 +366,7 @@ class DeliveryEngine:
             envelope.recipients, job.replies, job.stored, job.failed
         )
         self._warn_about_quotas([a for kept in stored.values() for a in kept], audit)
-        if message_id is not None and self.duplicates is not None:
+        if marks and message_id is not None and self.duplicates is not None:
             # Every stored copy's mark in one write (before any Sieve bookkeeping, as before).
             self.duplicates.mark_all(message_id, [
                 a.mailbox for index, kept in stored.items() if index not in failed for a in kept

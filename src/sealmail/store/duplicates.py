@@ -200,8 +200,13 @@ class DuplicateDatabase:
 
     def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
         """`mark` of each mailbox in one transaction (one WAL append, not one per recipient)."""
-        if len(mailboxes) <= 1:
-            for mailbox in mailboxes:
+        self.mark_pairs([(message_id, mailbox) for mailbox in mailboxes])
+
+    def mark_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """`mark` of each (Message-ID, mailbox) in one transaction: a batch of lmtpd's
+        delivery thread, many messages, one write."""
+        if len(pairs) <= 1:
+            for message_id, mailbox in pairs:
                 self.mark(message_id, mailbox)
             return
         marked = self._clock()
@@ -213,10 +218,10 @@ class DuplicateDatabase:
                     conn.executemany(
                         "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
                         " VALUES (?, ?, ?)",
-                        [(message_id, mailbox, marked) for mailbox in mailboxes],
+                        [(message_id, mailbox, marked) for message_id, mailbox in pairs],
                     )
                     conn.execute("COMMIT")
-                    self.checkpoints.committed(conn, len(mailboxes))
+                    self.checkpoints.committed(conn, len(pairs))
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
