@@ -125,3 +125,35 @@ def test_fsync_directories_syncs_each_and_reports_a_failure_after_all(
     synced.clear()
     durable.fsync_directories(directories[:1])
     assert synced == [str(directories[0])]
+
+
+def test_fsync_together_syncs_directories_and_files_and_reports_a_failure_after_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directories = [str(tmp_path / f"d{i}") for i in range(3)]
+    for directory in directories:
+        os.mkdir(directory)
+    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600) for i in range(4)]
+    synced: list[object] = []
+    real_directory, real_fsync = durable.fsync_directory, os.fsync
+
+    def directory(path: str | os.PathLike[str]) -> None:
+        synced.append(str(path))
+        real_directory(path)
+
+    def file(fd: int) -> None:
+        if fd in fds:  # not the directories' own descriptors
+            synced.append(fd)
+        if fd == fds[2]:
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(durable, "fsync_directory", directory)
+    monkeypatch.setattr(os, "fsync", file)
+    try:
+        with pytest.raises(OSError, match="I/O error"):
+            durable.fsync_together(directories, fds)
+        assert sorted(map(str, synced)) == sorted(map(str, [*directories, *fds]))
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -23,9 +23,10 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 PARALLEL_FSYNCS = 32  # threads that fsync directories at once (they wait on the disk, not the CPU)
 _pool: ThreadPoolExecutor | None = None
@@ -55,6 +56,31 @@ def fsync_directories(paths: Collection[str | os.PathLike[str]]) -> None:
     for error in results:
         if error is not None:
             raise error
+
+
+def fsync_together(directories: Collection[str], fds: Sequence[int]) -> None:
+    """`fsync_directories(directories)` with the open files `fds` fsynced in the same round
+    (their cache flushes merge too); the first error is raised once all are done."""
+    if not fds:
+        fsync_directories(directories)
+        return
+    jobs: list[tuple[Callable[[Any], OSError | None], Any]] = [
+        (_fsync_or_error, path) for path in directories
+    ] + [(_fsync_fd_or_error, fd) for fd in fds]
+    (first, argument), *others = jobs
+    pending = [_fsync_pool().submit(function, value) for function, value in others]
+    results = [first(argument)] + [future.result() for future in pending]
+    for error in results:
+        if error is not None:
+            raise error
+
+
+def _fsync_fd_or_error(fd: int) -> OSError | None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _fsync_or_error(path: str | os.PathLike[str]) -> OSError | None:

@@ -1,8 +1,9 @@
 """lmtpd: the asyncio driver around the sans-I/O LMTP core and the delivery engine.
 
 Bytes in -> `ServerConnection` events -> decisions (recipient checks in the loop, deliveries in
-worker threads so their fsyncs overlap and the store can group-commit them) -> replies out. All
-protocol rules live in sealmail.proto.smtp; all store-to-reply mapping in sealmail.delivery.
+one delivery thread that runs them in batches: sealmail.server.delivery_queue) -> replies out.
+All protocol rules live in sealmail.proto.smtp; all store-to-reply mapping in
+sealmail.delivery.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -51,6 +51,7 @@ from sealmail.proto.smtp.auth_replies import (
     TOO_MANY_AUTH_FAILURES,
 )
 from sealmail.server import session
+from sealmail.server.delivery_queue import DeliveryQueue
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import StoreError
@@ -84,7 +85,6 @@ class LmtpService:
         *,
         trust_tcp: bool = False,
         daemon_name: str = "lmtp",
-        executor: ThreadPoolExecutor | None = None,
         store: MessageStore | None = None,
     ) -> None:
         self.config = config
@@ -92,7 +92,7 @@ class LmtpService:
         self.store = store  # the store this service opened, closed by close()
         self.trust_tcp = trust_tcp
         self.daemon_name = daemon_name
-        self.executor = executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="deliver")
+        self.deliveries = DeliveryQueue(engine)
         self.limits = Limits(
             max_line_length=config.get(IMAPD.lmtp_max_line_length),
             max_message_size=config.get(IMAPD.maxmessagesize),
@@ -114,7 +114,7 @@ class LmtpService:
         self.draining.set()
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        self.deliveries.close()
         if self.store is not None:
             self.store.close()
 
@@ -243,11 +243,8 @@ class LmtpSession(session.ClientSession):
             client=self.client,
             protocol=protocol,
         )
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        replies = await loop.run_in_executor(
-            self.service.executor, self.service.engine.deliver, envelope, event.content
-        )
+        replies = await self.service.deliveries.deliver(envelope, event.content)
         metrics.observe_end_of_data("lmtpd", time.monotonic() - started)
         for reply in replies:
             self.conn.answer(reply)

@@ -334,6 +334,18 @@ class AtomicAppending(Protocol):
 
 
 @runtime_checkable
+class BatchDelivery(Protocol):
+    """`deliver` of several messages by one caller at once: one result list per message, in
+    order, each as `deliver` would give it (a failure is its message's alone). The disk store
+    writes all the files first, fsyncs them together and commits them in one transaction (lmtpd's
+    delivery thread); a store without it gets one `deliver` per message."""
+
+    def deliver_batch(
+        self, messages: Sequence[tuple[bytes, Sequence[DeliveryTarget]]]
+    ) -> list[list[AppendedMessage | StoreError]]: ...
+
+
+@runtime_checkable
 class AccessKeys(Protocol):
     """URLAUTH's per-mailbox secrets (RFC 4467 3): `access_key` makes one on first use,
     `reset_access_key` (RESETKEY) forgets it, so every URL made with it fails from then on.
@@ -364,6 +376,8 @@ class DuplicateSuppression(Protocol):
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None: ...
     # mark() of several mailboxes at once: one write for a message delivered to many
     def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None: ...
+    # mark() of several (Message-ID, mailbox) pairs at once: a batch of deliveries, one write
+    def mark_pairs(self, pairs: Sequence[tuple[str, str]]) -> None: ...
     # entries older than `days` removed, in batches, `progress(removed, total)` after each;
     # how many went
     def expire(self, days: float, progress: Callable[[int, int], None] | None = None) -> int: ...

@@ -51,14 +51,22 @@ EXPIRE_BATCH = 10_000
 ExpireProgress = Callable[[int, int], None]
 
 
+def lock_stripe(message_id: str) -> int:
+    """Which of the LOCK_STRIPES locks `delivery_lock` takes for `message_id`: one thread that
+    holds several (lmtpd's delivery batches) must not ask for one twice, and takes them in this
+    order, so two processes' batches never wait on each other in a cycle."""
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+
+
 @contextmanager
 def delivery_lock(configdirectory: Path, message_id: str) -> Iterator[None]:
     """One delivery of `message_id` at a time on this machine (a flock on one of LOCK_STRIPES
     files under configdirectory/lock/duplicates): two sessions carrying the same message would
     otherwise both pass the duplicate check."""
-    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()
-    stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
-    fd = _open_lock_file(configdirectory / "lock" / "duplicates" / f"{stripe:03d}")
+    fd = _open_lock_file(
+        configdirectory / "lock" / "duplicates" / f"{lock_stripe(message_id):03d}"
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -192,8 +200,13 @@ class DuplicateDatabase:
 
     def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
         """`mark` of each mailbox in one transaction (one WAL append, not one per recipient)."""
-        if len(mailboxes) <= 1:
-            for mailbox in mailboxes:
+        self.mark_pairs([(message_id, mailbox) for mailbox in mailboxes])
+
+    def mark_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """`mark` of each (Message-ID, mailbox) in one transaction: a batch of lmtpd's
+        delivery thread, many messages, one write."""
+        if len(pairs) <= 1:
+            for message_id, mailbox in pairs:
                 self.mark(message_id, mailbox)
             return
         marked = self._clock()
@@ -205,10 +218,10 @@ class DuplicateDatabase:
                     conn.executemany(
                         "INSERT OR REPLACE INTO deliveries (message_id, mailbox, marked)"
                         " VALUES (?, ?, ?)",
-                        [(message_id, mailbox, marked) for mailbox in mailboxes],
+                        [(message_id, mailbox, marked) for message_id, mailbox in pairs],
                     )
                     conn.execute("COMMIT")
-                    self.checkpoints.committed(conn, len(mailboxes))
+                    self.checkpoints.committed(conn, len(pairs))
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")

@@ -12,12 +12,15 @@ index. Every mailbox directory holds `sealmail.header` (name, uniqueid, uidvalid
 A delivery that answers 250 must survive a crash. Order of operations:
 
 1. the caller's thread writes the bytes once per partition to `PARTITION/stage./NAME` and fsyncs
-   them (in parallel with other callers);
+   them (in parallel with other callers); `deliver_batch` (lmtpd's one delivery thread, many
+   messages) writes them all and leaves their fsyncs to step 3;
 2. the caller joins the pending batch. One committer at a time (one process at a time too: it
    first takes the commit turn, sealmail.store.locks.CommitTurn) takes every pending delivery
    and, in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next
    modseq, hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
-3. fsyncs each touched mailbox directory once (the new names are durable), then COMMITs
+3. fsyncs each touched mailbox directory once (the new names are durable), and the batch's
+   unsynced stage files in the same round (a link is debris until COMMIT, whatever its file
+   holds), then COMMITs
    (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every caller;
 4. each caller unlinks its stage files.
 
@@ -128,6 +131,7 @@ class DiskStore:
         self._commit = commit = GroupCommit(spool)
         self.deliver = commit.deliver
         self.deliver_all = commit.deliver_all
+        self.deliver_batch = commit.deliver_batch
         self.clean_stage_files = commit.clean_stage_files
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)

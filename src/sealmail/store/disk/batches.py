@@ -10,7 +10,7 @@ to it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -33,12 +33,14 @@ class Batches(Generic[W]):
         self._leading = False
         self._batch: list[W] | None = None  # what the leader took (one leader at a time)
 
-    def join(self, waiter: W, lead: Callable[[], None]) -> None:
-        """Queue `waiter`; return once the batch it was in has run. Leading, `lead` runs the
-        batch it takes with `batch()` (it may wait for a turn first, so that what arrives
-        meanwhile comes along)."""
+    def join(self, waiter: W, lead: Callable[[], None], more: Sequence[W] = ()) -> None:
+        """Queue `waiter` (and `more`, a caller's other entries, which go in the same batch);
+        return once the batch it was in has run. Leading, `lead` runs the batch it takes with
+        `batch()` (it may wait for a turn first, so that what arrives meanwhile comes
+        along)."""
         with self._lock:
             self._queue.append(waiter)
+            self._queue.extend(more)
             leads = not self._leading
             self._leading = True
         if not leads:

@@ -10,9 +10,9 @@ import secrets
 import sqlite3
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sealmail.durable import fsync_directories
+from sealmail.durable import fsync_directories, fsync_together
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.checkpoints import Checkpointer
@@ -23,6 +23,7 @@ from sealmail.store.disk.layout import (
     Spool,
     os_error,
     write_synced,
+    write_unsynced,
 )
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.errors import MailboxNotFound, StoreError
@@ -51,6 +52,7 @@ class _Delivery(Waiter):
     listed: bytes  # the fields clients list folders with (sealmail.store.headers)
     sorting: SortFields  # sortable form (sealmail.store.sorting)
     results: list[AppendedMessage | StoreError | None]
+    unsynced: list[int] = field(default_factory=list)  # stage files the commit fsyncs
 
 
 class GroupCommit:
@@ -128,6 +130,93 @@ class GroupCommit:
             final.append(result)
         return final
 
+    def deliver_batch(
+        self, messages: Sequence[tuple[bytes, Sequence[DeliveryTarget]]]
+    ) -> list[list[AppendedMessage | StoreError]]:
+        """`deliver` of several messages by one thread (lmtpd's delivery thread runs whole
+        batches), in ONE group commit. One result list per message, in order; a message that
+        fails (its stage, its mailbox, its quota) fails alone.
+
+        The stage files are written but not fsynced here: the commit fsyncs them together with
+        the mailbox directories, after the links and before COMMIT (`_commit_batch`). A thread
+        fsyncing them one by one waits out each one's cache flush (a previous one-thread try
+        fell from ~150 to 47 msg/s), and one round of fsyncs instead of two shortens the chain
+        to a 250. Crash safety is unchanged: until COMMIT, a link is debris above uidnext
+        whatever its file holds; COMMIT waits for the fsyncs."""
+        with self._spool.reading() as conn:
+            partition_of = partitions_of(
+                conn, [target.mailbox for _, targets in messages for target in targets]
+            )
+        written: list[str] = []
+        deliveries: list[_Delivery] = []
+        try:
+            for content, targets in messages:
+                deliveries.append(self._prepare(content, targets, partition_of, written))
+            self._spool.fault("staged")
+            committing = [d for d in deliveries if any(s is not None for s in d.stages)]
+            if committing:
+                first, *others = committing
+                self._batches.join(first, self._lead, others)
+        finally:
+            for delivery in deliveries:
+                for fd in delivery.unsynced:
+                    with suppress(OSError):
+                        os.close(fd)
+            for path in written:
+                with suppress(OSError):  # removed at the next open or reconstruct
+                    os.unlink(path)
+        out: list[list[AppendedMessage | StoreError]] = []
+        for delivery in deliveries:
+            final: list[AppendedMessage | StoreError] = []
+            for result in delivery.results:
+                assert result is not None
+                final.append(result)
+            out.append(final)
+        return out
+
+    def _prepare(
+        self,
+        content: bytes,
+        targets: Sequence[DeliveryTarget],
+        partition_of: dict[str, str],
+        written: list[str],
+    ) -> _Delivery:
+        """A message of `deliver_batch` staged: written, its files left open for the commit's
+        fsyncs (`_Delivery.unsynced`)."""
+        results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
+        stages: list[str | None] = [None] * len(targets)
+        unsynced: list[int] = []
+        shared: dict[str, str | StoreError] = {}
+        for i, target in enumerate(targets):
+            partition = partition_of.get(target.mailbox)
+            if partition is None:
+                results[i] = MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
+                continue
+            staged = shared.get(partition) if self._spool.single_instance else None
+            if staged is None:
+                staged = self._stage(partition, content, unsynced)
+                if isinstance(staged, str):
+                    written.append(staged)
+                if self._spool.single_instance:
+                    shared[partition] = staged
+            if isinstance(staged, StoreError):
+                results[i] = staged
+            else:
+                stages[i] = staged
+        header = raw_header_fields(header_block(content))
+        return _Delivery(
+            targets=targets,
+            stages=stages,
+            size=len(content),
+            guid=hashlib.sha1(content).hexdigest(),
+            internaldate=self._spool.clock(),
+            headers=searchable_form(content, header),
+            listed=listed_form(content),
+            sorting=sort_fields(content, header),
+            results=results,
+            unsynced=unsynced,
+        )
+
     def deliver_all(
         self, messages: Sequence[tuple[bytes, DeliveryTarget, float | None]]
     ) -> list[AppendedMessage]:
@@ -202,12 +291,18 @@ class GroupCommit:
                 raise os_error(exc, "delivery") from exc
             raise
 
-    def _stage(self, partition: str, content: bytes) -> str | StoreError:
-        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)."""
+    def _stage(
+        self, partition: str, content: bytes, unsynced: list[int] | None = None
+    ) -> str | StoreError:
+        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files).
+        With `unsynced`, the fsync is the commit's: the file stays open there."""
         directory = self._spool.stage_directory(partition)
         path = f"{directory}/{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
         try:
-            write_synced(path, content, os.O_EXCL)
+            if unsynced is None:
+                write_synced(path, content, os.O_EXCL)
+            else:
+                unsynced.append(write_unsynced(path, content))
         except OSError as exc:
             with suppress(OSError):
                 os.unlink(path)
@@ -259,7 +354,8 @@ class GroupCommit:
                             continue
                         directories.add(os.path.dirname(linked[-1]))
                 writes.flush()
-                fsync_directories(directories)
+                # With the stage files deliver_batch left unsynced: one round of fsyncs.
+                fsync_together(directories, [fd for d in batch for fd in d.unsynced])
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
                 self.checkpoints.committed(conn, len(linked))

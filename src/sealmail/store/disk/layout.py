@@ -95,6 +95,18 @@ def write_synced(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
         os.close(fd)
 
 
+def write_unsynced(path: str | os.PathLike[str], data: bytes) -> int:
+    """Create a file with `data` and return it open: its fsync is the caller's, issued with
+    others' (sealmail.durable.fsync_descriptors)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -66,12 +66,16 @@ class SharedDuplicates:
 
     def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
         """`mark` of each mailbox in one transaction."""
-        if not mailboxes:
+        self.mark_pairs([(message_id, mailbox) for mailbox in mailboxes])
+
+    def mark_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """`mark` of each (Message-ID, mailbox) in one transaction."""
+        if not pairs:
             return
         marked = self._clock()
 
         def work(conn: Connection) -> None:
-            for mailbox in mailboxes:
+            for message_id, mailbox in pairs:
                 conn.execute(
                     "INSERT INTO duplicate_deliveries (message_id, mailbox, marked)"
                     " VALUES (%s, %s, %s) ON CONFLICT (message_id, mailbox)"
