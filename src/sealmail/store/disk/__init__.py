@@ -17,19 +17,24 @@ A delivery that answers 250 must survive a crash. Order of operations:
    first takes the commit turn, sealmail.store.locks.CommitTurn) takes every pending delivery
    and, in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next
    modseq, hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
-3. fsyncs each touched mailbox directory once (the new names are durable), then COMMITs
-   (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every caller;
-4. each caller unlinks its stage files.
+3. fsyncs the stage directory of each partition once (the stage files' names are durable),
+   then COMMITs (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every
+   caller;
+4. the stage files stay until a thread has fsynced every touched mailbox directory, once per
+   interval for all the commits of that interval, then removes them (`deferred`): a commit of
+   N mailboxes waits for one directory fsync, not N.
 
 A crash before COMMIT leaves links that no row names, at uids >= uidnext: reconstruct removes
 them, and a later delivery that draws the same uid replaces the debris. A crash after COMMIT
-leaves only stage files, removed at the next open. So a message is either fully there (file,
-directory entry and row durable) or absent. UIDs are allocated inside the commit that publishes
+leaves stage files whose names carry the content's guid: the next open (or reconstruct)
+re-links from them every copy the index names whose directory entry was lost, fsyncs, and
+removes them. So a message is either fully there (file, a durable name for it, and row) or
+absent. UIDs are allocated inside the commit that publishes
 them, so they become visible in ascending order (a client syncing with `UID FETCH last+1:*` never
 misses one).
 
 Group commit is why this beats one-fsync-per-message stores: N concurrent deliveries share one
-directory fsync per mailbox and one WAL fsync, while each caller still returns only after its own
+stage directory fsync and one WAL fsync, while each caller still returns only after its own
 data is durable.
 
 The parts, one module each, share a `Spool` (settings, partitions, the index connection, locks):
@@ -129,6 +134,7 @@ class DiskStore:
         self.deliver = commit.deliver
         self.deliver_all = commit.deliver_all
         self.clean_stage_files = commit.clean_stage_files
+        self.sync_directories = commit.sync_directories
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)
         self.create_mailbox = mailboxes.create_mailbox
