@@ -151,3 +151,17 @@ def test_stage_names_carry_the_guid_only_when_kept() -> None:
     assert stage_guid("12-3-a1b2c3d4e5f6") is None  # MULTIAPPEND's, removed after its commit
     assert stage_guid(f"12-3-a1b2c3d4e5f6-{guid[:-1]}") is None
     assert stage_guid("junk") is None
+
+
+def test_a_process_that_exits_without_closing_its_store_leaves_no_stage_file(
+    tmp_path: Path,
+) -> None:
+    _prepare(tmp_path)
+    child = _child(tmp_path, """
+        disk = DiskStore.from_config(config)
+        [result] = disk.deliver(b"x\\r\\n", [DeliveryTarget("user.b")])
+        print(result.uid)
+    """)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == ["1"]
+    assert _stage_files(tmp_path) == []

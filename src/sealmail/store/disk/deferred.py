@@ -21,10 +21,12 @@ files are there) and are removed as before.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
@@ -36,6 +38,16 @@ from sealmail.store.errors import StoreError
 
 SYNC_INTERVAL = 0.1  # seconds between rounds of deferred directory fsyncs (one per directory)
 GUID_LENGTH = 40  # hex SHA-1: the last part of a stage file's name
+_LIVE: weakref.WeakSet[DeferredSyncs] = weakref.WeakSet()  # closed at exit if not before
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A process that exits without closing its store (a command-line tool) still leaves no
+    stage file behind; the daemon thread would simply stop."""
+    for syncs in list(_LIVE):
+        with suppress(Exception):
+            syncs.close()
 
 
 def stage_guid(name: str) -> str | None:
@@ -61,6 +73,7 @@ class DeferredSyncs:
         self._pid = os.getpid()
         self._closed = False
         self._syncing = threading.Lock()  # one round at a time (the thread, or close())
+        _LIVE.add(self)
 
     def hold(self, stages: Iterable[str], directories: Iterable[str]) -> None:
         """After a COMMIT: `stages` stay until every one of `directories` is fsynced."""
@@ -126,6 +139,7 @@ class DeferredSyncs:
             thread.join()
         if self._pid == os.getpid():
             self.sync()
+        _LIVE.discard(self)
 
 
 def _fsync_existing(directories: set[str]) -> bool:
