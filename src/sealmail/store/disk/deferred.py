@@ -41,6 +41,16 @@ GUID_LENGTH = 40  # hex SHA-1: the last part of a stage file's name
 _LIVE: weakref.WeakSet[DeferredSyncs] = weakref.WeakSet()  # closed at exit if not before
 
 
+def _forked() -> None:
+    """In a forked child: fresh locks (one may have been held by a thread that is not
+    here), no thread, nothing pending (the parent's stage files are the parent's)."""
+    for syncs in list(_LIVE):
+        syncs.forget()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 @atexit.register
 def _close_at_exit() -> None:
     """A process that exits without closing its store (a command-line tool) still leaves no
@@ -70,18 +80,20 @@ class DeferredSyncs:
         self._directories: set[str] = set()
         self._stages: list[str] = []
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._closed = False
         self._syncing = threading.Lock()  # one round at a time (the thread, or close())
         _LIVE.add(self)
 
+    def forget(self) -> None:
+        """After a fork, in the child (see _forked)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._syncing = threading.Lock()
+        self._directories, self._stages, self._thread = set(), [], None
+
     def hold(self, stages: Iterable[str], directories: Iterable[str]) -> None:
         """After a COMMIT: `stages` stay until every one of `directories` is fsynced."""
         with self._lock:
-            if self._pid != os.getpid():
-                # A forked child: the parent's thread and its pending names stay the parent's.
-                self._directories, self._stages, self._thread = set(), [], None
-                self._pid = os.getpid()
             self._directories.update(directories)
             self._stages.extend(stages)
             started = self._thread is not None or self._start()
@@ -134,11 +146,10 @@ class DeferredSyncs:
         with self._lock:
             self._closed = True
             self._wake.notify_all()
-            thread = self._thread if self._pid == os.getpid() else None
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        if self._pid == os.getpid():
-            self.sync()
+        self.sync()
         _LIVE.discard(self)
 
 
