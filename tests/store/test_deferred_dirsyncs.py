@@ -16,7 +16,7 @@ import pytest
 from tests.store.conftest import make_config
 
 from sealmail.store.api import AppendedMessage, DeliveryTarget
-from sealmail.store.disk import DiskStore
+from sealmail.store.disk import DiskStore, deferred
 from sealmail.store.disk.deferred import stage_guid
 
 pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
@@ -165,3 +165,21 @@ def test_a_process_that_exits_without_closing_its_store_leaves_no_stage_file(
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["1"]
     assert _stage_files(tmp_path) == []
+
+
+def test_deferred_only_when_it_saves_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One mailbox per partition: its directory is fsynced before COMMIT as before and the
+    stage file goes at once; two on one partition: the stage file stays until the round."""
+    directories = _prepare(tmp_path)
+    monkeypatch.setattr(deferred, "SYNC_INTERVAL", 600.0)  # no round but the ones asked for
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.deliver(b"one\r\n", [DeliveryTarget("user.b"), DeliveryTarget("user.c")])
+        assert _stage_files(tmp_path) == []
+        disk.deliver(b"two\r\n", [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+        [kept] = _stage_files(tmp_path)
+        assert os.stat(kept).st_nlink == 3
+        disk.sync_directories()
+        assert _stage_files(tmp_path) == []
+        assert os.stat(directories["user.b"] / "2.").st_nlink == 2

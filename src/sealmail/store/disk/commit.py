@@ -279,14 +279,18 @@ class GroupCommit:
                         directories.add(os.path.dirname(linked[-1]))
                         used.append((delivery, stage))
                 writes.flush()
-                # The stage files' names, durable before the COMMIT names their copies; the
-                # mailbox directories are fsynced after the reply (store.disk.deferred).
-                fsync_directories({os.path.dirname(stage) for _, stage in used})
+                # Either the stage files' names, durable before the COMMIT names their copies,
+                # with the mailbox directories fsynced after the reply (store.disk.deferred),
+                # or, when that saves no fsync (one mailbox per partition), the mailboxes'.
+                stage_directories = {os.path.dirname(stage) for _, stage in used}
+                deferring = len(directories) > len(stage_directories)
+                fsync_directories(stage_directories if deferring else directories)
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
-                for delivery, stage in used:
-                    delivery.kept.add(stage)
-                self._syncs.hold({stage for _, stage in used}, directories)
+                if deferring:
+                    for delivery, stage in used:
+                        delivery.kept.add(stage)
+                    self._syncs.hold({stage for _, stage in used}, directories)
                 self._spool.fault("committed")
                 self.checkpoints.committed(conn, len(linked))
             except BaseException:

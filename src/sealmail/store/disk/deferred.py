@@ -72,15 +72,16 @@ def stage_guid(name: str) -> str | None:
 class DeferredSyncs:
     """This process's pending mailbox directory fsyncs and the stage files they release."""
 
-    def __init__(self, fault: Callable[[str], None], interval: float = SYNC_INTERVAL) -> None:
+    def __init__(self, fault: Callable[[str], None], interval: float | None = None) -> None:
         self._fault = fault
-        self._interval = interval
+        self._interval = SYNC_INTERVAL if interval is None else interval
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._directories: set[str] = set()
         self._stages: list[str] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._idle = False  # the thread waits for work (not gathering, not syncing)
         self._syncing = threading.Lock()  # one round at a time (the thread, or close())
         _LIVE.add(self)
 
@@ -90,6 +91,7 @@ class DeferredSyncs:
         self._wake = threading.Condition(self._lock)
         self._syncing = threading.Lock()
         self._directories, self._stages, self._thread = set(), [], None
+        self._idle = False
 
     def hold(self, stages: Iterable[str], directories: Iterable[str]) -> None:
         """After a COMMIT: `stages` stay until every one of `directories` is fsynced."""
@@ -97,7 +99,8 @@ class DeferredSyncs:
             self._directories.update(directories)
             self._stages.extend(stages)
             started = self._thread is not None or self._start()
-            self._wake.notify()
+            if self._idle:
+                self._wake.notify()  # not while it gathers: a wake-up per commit costs CPU
         if not started:
             self.sync()  # no thread to defer to: this commit's caller waits for them
 
@@ -114,7 +117,9 @@ class DeferredSyncs:
         while True:
             with self._lock:
                 while not self._stages and not self._closed:
+                    self._idle = True
                     self._wake.wait()
+                    self._idle = False
                 if self._closed:
                     return
                 # Gather: the commits of the next interval share this round's fsyncs.
