@@ -18,21 +18,27 @@ A delivery that answers 250 must survive a crash. Order of operations:
    first takes the commit turn, sealmail.store.locks.CommitTurn) takes every pending delivery
    and, in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next
    modseq, hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
-3. fsyncs each touched mailbox directory once (the new names are durable), and the batch's
-   unsynced stage files in the same round (a link is debris until COMMIT, whatever its file
-   holds), then COMMITs
-   (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every caller;
-4. each caller unlinks its stage files.
+3. in one round of fsyncs, the batch's unsynced stage files (a link is debris until COMMIT,
+   whatever its file holds) and either the stage directory of each partition (the stage files'
+   names are durable) or, when that saves no fsync (one mailbox per partition), each touched
+   mailbox directory; then COMMITs (synchronous=FULL: the WAL is on disk when COMMIT
+   returns), then wakes every caller;
+4. when the stage directories were fsynced, the stage files stay until a thread has fsynced
+   every touched mailbox directory, once per interval for all the commits of that interval,
+   then removes them (`deferred`): a commit of N mailboxes waits for one directory fsync, not
+   N. Otherwise each caller unlinks its stage files.
 
 A crash before COMMIT leaves links that no row names, at uids >= uidnext: reconstruct removes
 them, and a later delivery that draws the same uid replaces the debris. A crash after COMMIT
-leaves only stage files, removed at the next open. So a message is either fully there (file,
-directory entry and row durable) or absent. UIDs are allocated inside the commit that publishes
+leaves stage files whose names carry the content's guid: the next open (or reconstruct)
+re-links from them every copy the index names whose directory entry was lost, fsyncs, and
+removes them. So a message is either fully there (file, a durable name for it, and row) or
+absent. UIDs are allocated inside the commit that publishes
 them, so they become visible in ascending order (a client syncing with `UID FETCH last+1:*` never
 misses one).
 
 Group commit is why this beats one-fsync-per-message stores: N concurrent deliveries share one
-directory fsync per mailbox and one WAL fsync, while each caller still returns only after its own
+stage directory fsync and one WAL fsync, while each caller still returns only after its own
 data is durable.
 
 The parts, one module each, share a `Spool` (settings, partitions, the index connection, locks):
@@ -133,6 +139,7 @@ class DiskStore:
         self.deliver_all = commit.deliver_all
         self.deliver_batch = commit.deliver_batch
         self.clean_stage_files = commit.clean_stage_files
+        self.sync_directories = commit.sync_directories
         # Mailbox administration.
         self._mailboxes = mailboxes = Mailboxes(spool)
         self.create_mailbox = mailboxes.create_mailbox

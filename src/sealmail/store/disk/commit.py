@@ -11,12 +11,14 @@ import sqlite3
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sealmail.durable import fsync_directories, fsync_together
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.checkpoints import Checkpointer
 from sealmail.store.disk.batches import Batches, Waiter
+from sealmail.store.disk.deferred import DeferredSyncs, recover_stage_files
 from sealmail.store.disk.index_writes import NAMES_PER_QUERY, IndexWrites
 from sealmail.store.disk.layout import (
     STAGE_DIRECTORY,
@@ -53,6 +55,8 @@ class _Delivery(Waiter):
     sorting: SortFields  # sortable form (sealmail.store.sorting)
     results: list[AppendedMessage | StoreError | None]
     unsynced: list[int] = field(default_factory=list)  # stage files the commit fsyncs
+    kept: set[str] = field(default_factory=set)  # stage files a COMMIT named: the deferred
+    # directory fsyncs remove them (store.disk.deferred)
 
 
 class GroupCommit:
@@ -65,10 +69,17 @@ class GroupCommit:
         self._batches: Batches[_Delivery] = Batches()
         self._turn = CommitTurn(spool.lock_directory / "commit")
         self.checkpoints = Checkpointer(spool.index.path, spool.index.open_connection)
+        self._syncs = DeferredSyncs(spool.fault)
 
     def close(self) -> None:
+        self._syncs.close()
         self.checkpoints.close()
         self._turn.close()
+
+    def sync_directories(self) -> None:
+        """The deferred directory fsyncs of this process's commits, now (store.disk.deferred):
+        after it, no stage file of a returned delivery is left."""
+        self._syncs.sync()
 
     def deliver(
         self,
@@ -87,7 +98,9 @@ class GroupCommit:
             partition_of = partitions_of(conn, [target.mailbox for target in targets])
         stages: list[str | None] = [None] * len(targets)
         written: list[str] = []
+        kept: set[str] = set()
         shared: dict[str, str | StoreError] = {}
+        guid = hashlib.sha1(content).hexdigest()
         try:
             for i, target in enumerate(targets):
                 partition = partition_of.get(target.mailbox)
@@ -96,7 +109,7 @@ class GroupCommit:
                     continue
                 staged = shared.get(partition) if self._spool.single_instance else None
                 if staged is None:
-                    staged = self._stage(partition, content)
+                    staged = self._stage(partition, content, guid)
                     if isinstance(staged, str):
                         written.append(staged)
                     if self._spool.single_instance:
@@ -111,17 +124,20 @@ class GroupCommit:
                 targets=targets,
                 stages=stages,
                 size=len(content),
-                guid=hashlib.sha1(content).hexdigest(),
+                guid=guid,
                 internaldate=self._spool.clock() if internaldate is None else internaldate,
                 headers=searchable_form(content, header),
                 listed=listed_form(content),
                 sorting=sort_fields(content, header),
                 results=results,
+                kept=kept,
             )
             if any(stage is not None for stage in stages):
                 self._commit_in_group(delivery)
         finally:
             for path in written:
+                if path in kept:
+                    continue  # the deferred directory fsyncs remove it (store.disk.deferred)
                 with suppress(OSError):  # removed at the next open or reconstruct
                     os.unlink(path)
         final: list[AppendedMessage | StoreError] = []
@@ -158,11 +174,15 @@ class GroupCommit:
                 first, *others = committing
                 self._batches.join(first, self._lead, others)
         finally:
+            kept: set[str] = set()
             for delivery in deliveries:
+                kept |= delivery.kept  # the deferred directory fsyncs remove them
                 for fd in delivery.unsynced:
                     with suppress(OSError):
                         os.close(fd)
             for path in written:
+                if path in kept:
+                    continue
                 with suppress(OSError):  # removed at the next open or reconstruct
                     os.unlink(path)
         out: list[list[AppendedMessage | StoreError]] = []
@@ -187,6 +207,7 @@ class GroupCommit:
         stages: list[str | None] = [None] * len(targets)
         unsynced: list[int] = []
         shared: dict[str, str | StoreError] = {}
+        guid = hashlib.sha1(content).hexdigest()
         for i, target in enumerate(targets):
             partition = partition_of.get(target.mailbox)
             if partition is None:
@@ -194,7 +215,7 @@ class GroupCommit:
                 continue
             staged = shared.get(partition) if self._spool.single_instance else None
             if staged is None:
-                staged = self._stage(partition, content, unsynced)
+                staged = self._stage(partition, content, guid, unsynced)
                 if isinstance(staged, str):
                     written.append(staged)
                 if self._spool.single_instance:
@@ -208,7 +229,7 @@ class GroupCommit:
             targets=targets,
             stages=stages,
             size=len(content),
-            guid=hashlib.sha1(content).hexdigest(),
+            guid=guid,
             internaldate=self._spool.clock(),
             headers=searchable_form(content, header),
             listed=listed_form(content),
@@ -247,7 +268,7 @@ class GroupCommit:
                     guid=hashlib.sha1(content).hexdigest(),
                     internaldate=self._spool.clock() if internaldate is None else internaldate,
                     headers=searchable_form(content, header), listed=listed_form(content),
-                    sorting=sort_fields(content, header), results=[None]))
+                    sorting=sort_fields(content, header), results=[None], kept=set()))
             self._spool.fault("staged")
             with self._spool.index.turn():  # this process's writers queue (store.index)
                 return self._commit_together(deliveries)
@@ -292,12 +313,19 @@ class GroupCommit:
             raise
 
     def _stage(
-        self, partition: str, content: bytes, unsynced: list[int] | None = None
+        self,
+        partition: str,
+        content: bytes,
+        guid: str | None = None,
+        unsynced: list[int] | None = None,
     ) -> str | StoreError:
-        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files).
+        """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)
+        and ends with the content's guid when a COMMIT may keep it (store.disk.deferred).
         With `unsynced`, the fsync is the commit's: the file stays open there."""
         directory = self._spool.stage_directory(partition)
         path = f"{directory}/{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
+        if guid is not None:
+            path = f"{path}-{guid}"
         try:
             if unsynced is None:
                 write_synced(path, content, os.O_EXCL)
@@ -332,6 +360,7 @@ class GroupCommit:
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 directories: set[str] = set()
+                used: list[tuple[_Delivery, str]] = []  # the stage file of each copy linked
                 writes = IndexWrites(conn, [
                     target.mailbox for delivery in batch for target in delivery.targets
                 ])
@@ -353,11 +382,25 @@ class GroupCommit:
                             delivery.results[i] = exc
                             continue
                         directories.add(os.path.dirname(linked[-1]))
+                        used.append((delivery, stage))
                 writes.flush()
-                # With the stage files deliver_batch left unsynced: one round of fsyncs.
-                fsync_together(directories, [fd for d in batch for fd in d.unsynced])
+                # One round of fsyncs: the stage files deliver_batch left unsynced, and either
+                # the stage files' names, durable before the COMMIT names their copies, with the
+                # mailbox directories fsynced after the reply (store.disk.deferred), or, when
+                # that saves no fsync (one mailbox per partition), the mailboxes'.
+                stage_directories = {os.path.dirname(stage) for _, stage in used}
+                deferring = len(directories) > len(stage_directories)
+                fsync_together(
+                    stage_directories if deferring else directories,
+                    [fd for d in batch for fd in d.unsynced],
+                )
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
+                if deferring:
+                    for delivery, stage in used:
+                        delivery.kept.add(stage)
+                    self._syncs.hold({stage for _, stage in used}, directories)
+                self._spool.fault("committed")
                 self.checkpoints.committed(conn, len(linked))
             except BaseException:
                 # The links go first, while SQLite's write lock still keeps other writers from
@@ -448,8 +491,10 @@ class GroupCommit:
         )
 
     def clean_stage_files(self) -> list[str]:
-        """Remove stage files of processes that are gone (a crash after or before COMMIT)."""
-        removed: list[str] = []
+        """Stage files of processes that are gone (a crash before or after COMMIT): the copies
+        a COMMIT named are re-linked from them where missing, then they are removed
+        (store.disk.deferred)."""
+        stale: list[tuple[str, Path]] = []
         for partition, path in sorted(self._spool.partitions.items()):
             directory = path / STAGE_DIRECTORY
             try:
@@ -460,12 +505,8 @@ class GroupCommit:
                 pid_text = entry.name.split("-", 1)[0]
                 if pid_text.isdigit() and process_alive(int(pid_text)):
                     continue
-                try:
-                    entry.unlink()
-                except OSError:
-                    continue
-                removed.append(f"partition {partition}: removed stale stage file {entry.name}")
-        return removed
+                stale.append((partition, entry))
+        return recover_stage_files(self._spool, stale) if stale else []
 
 
 def _fail_pending(batch: list[_Delivery], error: StoreError) -> None:
