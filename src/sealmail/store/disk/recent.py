@@ -30,7 +30,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
@@ -48,6 +49,18 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
     if "full" in text:
         return DiskFull(f"{path}: {text}")
     return StoreError(f"{path}: {text}")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction: committed at the end, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 class RecentMarks:
@@ -81,14 +94,8 @@ class RecentMarks:
             conn.execute("PRAGMA synchronous=NORMAL")  # see the top: never an fsync per claim
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             if version != _SCHEMA_VERSION:
-                with self._turn.taken():
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        self._create(conn)
-                        conn.execute("COMMIT")
-                    finally:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
+                with self._turn.taken(), _transaction(conn):
+                    self._create(conn)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
         except OSError as exc:
@@ -123,24 +130,18 @@ class RecentMarks:
         read and written in one write transaction: two claims never get the same UID."""
         conn = self._connection()
         try:
-            with self._turn.taken():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    row = conn.execute(
-                        "SELECT uid FROM marks WHERE mailbox = ? AND userid = ?",
-                        (uniqueid, userid),
-                    ).fetchone()
-                    mark = max(floor, 0 if row is None else int(row[0]))
-                    if upto > mark:
-                        conn.execute(
-                            "INSERT INTO marks (mailbox, userid, uid) VALUES (?, ?, ?)"
-                            " ON CONFLICT (mailbox, userid) DO UPDATE SET uid = excluded.uid",
-                            (uniqueid, userid, upto),
-                        )
-                    conn.execute("COMMIT")
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+            with self._turn.taken(), _transaction(conn):
+                row = conn.execute(
+                    "SELECT uid FROM marks WHERE mailbox = ? AND userid = ?",
+                    (uniqueid, userid),
+                ).fetchone()
+                mark = max(floor, 0 if row is None else int(row[0]))
+                if upto > mark:
+                    conn.execute(
+                        "INSERT INTO marks (mailbox, userid, uid) VALUES (?, ?, ?)"
+                        " ON CONFLICT (mailbox, userid) DO UPDATE SET uid = excluded.uid",
+                        (uniqueid, userid, upto),
+                    )
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
         return mark
@@ -162,14 +163,8 @@ class RecentMarks:
             return 0
         conn = self._connection()
         try:
-            with self._turn.taken():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    changed = conn.executemany(statement, rows).rowcount
-                    conn.execute("COMMIT")
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+            with self._turn.taken(), _transaction(conn):
+                changed = conn.executemany(statement, rows).rowcount
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
         return int(changed)
