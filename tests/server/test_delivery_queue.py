@@ -91,36 +91,3 @@ def test_close_lets_the_queued_deliveries_finish() -> None:
 
     asyncio.run(main())
     assert sum(len(batch) for batch in engine.batches) == 3
-
-
-class CountingCondition(threading.Condition):
-    """A Condition that counts its notify calls (the thread's wake-ups)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.notified = 0
-
-    def notify(self, n: int = 1) -> None:
-        self.notified += 1
-        super().notify(n)
-
-
-def test_sessions_queueing_behind_a_running_batch_do_not_wake_the_thread() -> None:
-    engine = FakeEngine()
-    queue = queue_for(engine)
-    wake = queue._wake = CountingCondition()
-
-    async def main() -> list[Any]:
-        first = asyncio.ensure_future(queue.deliver(envelope("s0"), b""))
-        await asyncio.to_thread(engine.started.wait, 30)
-        woken = wake.notified
-        others = [asyncio.ensure_future(queue.deliver(envelope(f"s{n}"), b"")) for n in range(1, 6)]
-        await asyncio.sleep(0)
-        assert wake.notified == woken  # the thread is busy: it looks at the queue when done
-        engine.release.set()
-        return await asyncio.gather(first, *others)
-
-    results = asyncio.run(main())
-    queue.close()
-    assert engine.batches == [["s0"], ["s1", "s2", "s3", "s4", "s5"]]
-    assert [replies[0].text for replies in results] == ["s0", "s1", "s2", "s3", "s4", "s5"]

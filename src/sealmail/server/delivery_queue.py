@@ -11,10 +11,7 @@ futures with one call into the loop. Every reply still follows the file, directo
 being durable: `deliver_batch` returns only then.
 
 A batch is whatever queued while the previous one ran, so at one session it is one delivery
-(no waiting to fill it) and under load as many as the sessions have in flight. A session wakes
-the thread only when the thread would act on it: the first envelope of an empty queue, or the
-one that fills the batch it lingers for; one wake-up per batch instead of one per envelope
-(each a context switch and a GIL hand-off on the loop's side, issue 18).
+(no waiting to fill it) and under load as many as the sessions have in flight.
 """
 
 from __future__ import annotations
@@ -58,7 +55,6 @@ class DeliveryQueue:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closing = False
-        self._wanted = 1  # queued envelopes at which the waiting thread acts (see _take)
         self.batches = 0  # batches run (tests read it)
 
     async def deliver(self, envelope: Envelope, content: bytes) -> list[Reply]:
@@ -71,13 +67,11 @@ class DeliveryQueue:
             if self._thread is None or self._pid != os.getpid():
                 # Started on first use, and again in a forked child (threads do not fork).
                 self._queued.clear()
-                self._wanted = 1
                 self._thread = threading.Thread(target=self._run, name="deliver", daemon=True)
                 self._thread.start()
                 self._pid = os.getpid()
             self._queued.append(_Queued(envelope, content, loop, future))
-            if len(self._queued) == self._wanted:  # before it, the thread would wait on
-                self._wake.notify()
+            self._wake.notify()
         return await future
 
     def close(self) -> None:
@@ -106,19 +100,16 @@ class DeliveryQueue:
         """The next batch: what is queued, once `expected` are or `linger` seconds have passed
         since the first came; None once closed and empty."""
         with self._wake:
-            self._wanted = 1
             while not self._queued and not self._closing:
                 self._wake.wait()
             if not self._queued:
                 return None
             deadline = time.monotonic() + linger
-            self._wanted = expected
             while len(self._queued) < expected and not self._closing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._wake.wait(left)
-            self._wanted = 0  # running a batch: no one need wake it (it looks when done)
             count = min(len(self._queued), self.max_batch)
             return [self._queued.popleft() for _ in range(count)]
 
