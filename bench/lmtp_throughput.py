@@ -23,12 +23,19 @@ The load client is Python threads by default, which give per-message latencies; 
 smtp-source` runs Postfix's `smtp-source -L` instead (C, no latencies, no Python on the client
 side), to show the Python client is not what limits the faster servers.
 
-Run as root (the peers drop to their own users). See bench/README.md.
+Every server's files stay on disk until the bench ends (`kept_tmpdir`): on an ext4 without a
+journal, as this machine's root is, creating a file skips every inode freed in the last seconds
+to minutes in its directory's block group (`recently_deleted` in the kernel's inode allocator),
+so a server run right after another's files were removed spent half its CPU in that scan
+(docs/benchmarks.md, issue 18). Run as root (the peers drop to their own users). See
+bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import itertools
 import math
 import os
@@ -39,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +109,7 @@ def fsync_floor(directory: Path, samples: int = 200) -> float:
             finally:
                 os.close(fd)
             os.fsync(dir_fd)
-            timings.append(time.perf_counter() - started)
-            path.unlink()
+            timings.append(time.perf_counter() - started)  # kept: see kept_tmpdir
     finally:
         os.close(dir_fd)
     return statistics.median(timings)
@@ -177,6 +183,34 @@ def deliver_all(
         thread.join()
     result.seconds = time.perf_counter() - began
     return result
+
+
+RECENTLY_DELETED_SECONDS = 6.0  # ext4's RECENTCY_MIN (5 s), and a second's rounding
+_LEFT: list[Path] = []  # every server's directory, removed when the bench exits
+
+
+@contextlib.contextmanager
+def kept_tmpdir(prefix: str) -> Iterator[Path]:
+    """A mode 0755 directory under /tmp, removed at exit, not after its server: files freed
+    between two servers' runs would slow the next one's file creations (the module docstring)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    if not _LEFT:
+        atexit.register(_remove_left)
+    _LEFT.append(path)
+    yield path
+
+
+def settle() -> None:
+    """Let inodes freed before the bench (an earlier run's files) age out of ext4's recently-
+    deleted window: 5 s once their inode table blocks are written (300 s while dirty)."""
+    os.sync()
+    time.sleep(RECENTLY_DELETED_SECONDS)
+
+
+def _remove_left() -> None:
+    for path in _LEFT:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def recipient_names(count: int) -> list[str]:
@@ -255,7 +289,7 @@ def run_row(
 ) -> dict[str, RunResult]:
     results: dict[str, RunResult] = {}
     for server in chosen:
-        with traversable_tmpdir(f"smbench-{server}-") as tmp:
+        with kept_tmpdir(f"smbench-{server}-") as tmp:
             try:
                 results[server] = run_server(server, tmp, messages, users, sessions, size, client)
             except PeerUnavailable as exc:
@@ -372,10 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.n, args.s, args.r, args.z) < 1:
         parser.error("-n, -s, -r and -z must be positive")
     if args.huge:
+        settle()
         return 0 if huge(args.huge, args.z) else 1
 
-    with tempfile.TemporaryDirectory(dir="/tmp") as probe_dir:
-        floor = fsync_floor(Path(probe_dir))
+    settle()
+    with kept_tmpdir("smbench-floor-") as probe_dir:
+        floor = fsync_floor(probe_dir)
     print(
         f"fsync floor (4 KiB new file + fsync + directory fsync, median): {floor * 1000:.2f} ms"
         f" = {1 / floor:,.0f} serial durable writes/s; {os.cpu_count()} CPUs"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,33 @@ def test_fsync_together_syncs_directories_and_files_and_reports_a_failure_after_
         with pytest.raises(OSError, match="I/O error"):
             durable.fsync_together(directories, fds)
         assert sorted(map(str, synced)) == sorted(map(str, [*directories, *fds]))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_rounds_from_many_threads_all_finish_on_a_capped_pool(tmp_path: Path) -> None:
+    """Concurrent committers share the fsync pool: every round ends, and the pool never grows
+    past PARALLEL_FSYNCS threads however many jobs are queued."""
+    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600) for i in range(40)]
+    errors: list[BaseException] = []
+
+    def committer(start: int) -> None:
+        try:
+            for _ in range(5):
+                durable.fsync_together([str(tmp_path)], fds[start:start + 20])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=committer, args=(i * 5,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert errors == []
+        assert durable._FsyncPool.get()._threads <= durable.PARALLEL_FSYNCS
     finally:
         for fd in fds:
             os.close(fd)

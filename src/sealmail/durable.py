@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import secrets
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 PARALLEL_FSYNCS = 32  # threads that fsync directories at once (they wait on the disk, not the CPU)
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-_pool_pid = 0
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
@@ -49,13 +46,7 @@ def fsync_directories(paths: Collection[str | os.PathLike[str]]) -> None:
         for path in paths:
             fsync_directory(path)
         return
-    # The calling thread issues one of them itself: one thread hand-off fewer per commit.
-    first, *others = paths
-    pending = [_fsync_pool().submit(_fsync_or_error, path) for path in others]
-    results = [_fsync_or_error(first)] + [future.result() for future in pending]
-    for error in results:
-        if error is not None:
-            raise error
+    _run_round([(_fsync_or_error, path) for path in paths])
 
 
 def fsync_together(directories: Collection[str], fds: Sequence[int]) -> None:
@@ -64,15 +55,56 @@ def fsync_together(directories: Collection[str], fds: Sequence[int]) -> None:
     if not fds:
         fsync_directories(directories)
         return
-    jobs: list[tuple[Callable[[Any], OSError | None], Any]] = [
-        (_fsync_or_error, path) for path in directories
-    ] + [(_fsync_fd_or_error, fd) for fd in fds]
+    _run_round([(_fsync_or_error, path) for path in directories]
+               + [(_fsync_fd_or_error, fd) for fd in fds])
+
+
+_Job = tuple[Callable[[Any], "OSError | None"], Any]
+
+
+class _Round:
+    """The fsyncs of one round handed to the pool: the caller waits once, for the last of them,
+    not on a Future per fsync (each a Condition, a lock and a wake-up of its own: the pool's
+    hand-off per stage file, issue 18)."""
+
+    __slots__ = ("_count", "_done", "_lock", "errors")
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._lock = threading.Lock()
+        self._done = threading.Lock()
+        self._done.acquire()  # released by the last job to finish
+        self.errors: list[OSError] = []
+
+    def finished(self, error: OSError | None) -> None:
+        with self._lock:
+            if error is not None:
+                self.errors.append(error)
+            self._count -= 1
+            last = self._count == 0
+        if last:
+            self._done.release()
+
+    def wait(self) -> None:
+        self._done.acquire()
+
+
+def _run_round(jobs: Sequence[_Job]) -> None:
+    """Run `jobs` at once: the calling thread runs the first itself (one hand-off fewer per
+    commit), the pool the others; the first error is raised once all are done."""
     (first, argument), *others = jobs
-    pending = [_fsync_pool().submit(function, value) for function, value in others]
-    results = [first(argument)] + [future.result() for future in pending]
-    for error in results:
-        if error is not None:
-            raise error
+    round_ = _Round(len(others)) if others else None
+    if round_ is not None:
+        _FsyncPool.get().submit(others, round_)
+    try:
+        error = first(argument)
+    finally:
+        if round_ is not None:
+            round_.wait()  # the callers close the files once this returns
+    if error is None and round_ is not None and round_.errors:
+        error = round_.errors[0]
+    if error is not None:
+        raise error
 
 
 def _fsync_fd_or_error(fd: int) -> OSError | None:
@@ -91,14 +123,49 @@ def _fsync_or_error(path: str | os.PathLike[str]) -> OSError | None:
     return None
 
 
-def _fsync_pool() -> ThreadPoolExecutor:
-    """One pool per process (a forked worker makes its own: threads do not survive fork)."""
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(PARALLEL_FSYNCS, thread_name_prefix="fsync")
-            _pool_pid = os.getpid()
-        return _pool
+class _FsyncPool:
+    """Up to PARALLEL_FSYNCS threads that run fsyncs from one queue (they wait on the disk, not
+    the CPU); one pool per process (a forked worker makes its own: threads do not fork)."""
+
+    _current: _FsyncPool | None = None
+    _current_pid = 0
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[_Job, _Round]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._outstanding = 0  # jobs queued or running: threads enough for all, up to the cap
+
+    @classmethod
+    def get(cls) -> _FsyncPool:
+        with cls._guard:
+            if cls._current is None or cls._current_pid != os.getpid():
+                cls._current = cls()
+                cls._current_pid = os.getpid()
+            return cls._current
+
+    def submit(self, jobs: Sequence[_Job], round_: _Round) -> None:
+        with self._lock:
+            self._outstanding += len(jobs)
+            while self._threads < min(PARALLEL_FSYNCS, self._outstanding):
+                threading.Thread(
+                    target=self._work, name=f"fsync_{self._threads}", daemon=True
+                ).start()
+                self._threads += 1
+        for job in jobs:
+            self._jobs.put((job, round_))
+
+    def _work(self) -> None:
+        while True:
+            (function, argument), round_ = self._jobs.get()
+            try:
+                error = function(argument)
+            except Exception as exc:  # a bug, not an fsync's OSError: the round still ends
+                error = OSError(f"fsync job failed: {exc!r}")
+            with self._lock:
+                self._outstanding -= 1
+            round_.finished(error)
 
 
 def replace_file(

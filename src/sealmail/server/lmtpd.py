@@ -52,6 +52,7 @@ from sealmail.proto.smtp.auth_replies import (
 )
 from sealmail.server import session
 from sealmail.server.delivery_queue import DeliveryQueue
+from sealmail.server.read_deadline import ReadDeadline
 from sealmail.server.tls import server_context
 from sealmail.store.api import MessageStore
 from sealmail.store.errors import StoreError
@@ -146,6 +147,7 @@ class LmtpSession(session.ClientSession):
         )
         self.helo: str | None = None
         self.txn = Transaction()
+        self.reads = ReadDeadline()  # one timer for the session's reads, not one per read
 
     def _mechanisms(self) -> tuple[str, ...]:
         return self.auth.offered() if self.needs_auth else ()
@@ -173,7 +175,10 @@ class LmtpSession(session.ClientSession):
             accept_mail_auth=not self.needs_auth,
             smtputf8=True,  # RFC 6531 on offer, so an MTA passes UTF-8 mail on (not strict)
         )
-        await session.drive(conn, self.writer, self._read, self._on_event)
+        try:
+            await session.drive(conn, self.writer, self._read, self._on_event)
+        finally:
+            self.reads.close()
         log.info("%s: disconnect from %s", self.session_id, self.client)
 
     def _idle(self) -> bool:
@@ -184,7 +189,11 @@ class LmtpSession(session.ClientSession):
         stopping and no transaction is under way: a delivery in progress always completes)."""
         service = self.service
         data = await session.read_client(
-            self.reader, timeout=service.timeout, draining=service.draining, idle=self._idle
+            self.reader,
+            timeout=service.timeout,
+            draining=service.draining,
+            idle=self._idle,
+            watch=self.reads,
         )
         if data is session.Interruption.SHUTDOWN:
             self.writer.write(Reply(421, "4.3.2", "Server shutting down").render())
