@@ -152,6 +152,7 @@ class DiskStore:
         self.set_quota = mailboxes.set_quota
         self.quota_for = mailboxes.quota_for
         self.check_quota = mailboxes.check_quota
+        self.namespace_stamp = mailboxes.namespace_stamp
         self.special_uses = mailboxes.special_uses
         self.set_special_use = mailboxes.set_special_use
         # Mailbox view: reading, searching, flags, copies.
