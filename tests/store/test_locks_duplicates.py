@@ -108,6 +108,31 @@ def test_slots_held_by_one_thread_exclude_another_of_the_same_process(tmp_path: 
             pass
 
 
+def test_a_forked_child_neither_shares_nor_releases_its_parents_slots(tmp_path: Path) -> None:
+    config = make_config(tmp_path, lmtp_user_concurrency_limit="1")
+    slot = tmp_path / "config" / "lock" / "deliver" / "alice.0"
+    with DiskStore.from_config(config) as disk:
+        with disk.delivery_slot("bob"):
+            pass  # bob's file kept open, unlocked: the child inherits it
+        with disk.delivery_slot("alice"):
+            pid = os.fork()
+            if pid == 0:  # the child: alice's slot is its parent's, bob's is free
+                status = 0
+                try:
+                    with disk.delivery_slot("alice"):
+                        status = 1
+                except MailboxBusy:
+                    with disk.delivery_slot("bob"):
+                        pass
+                except BaseException:
+                    status = 2
+                os._exit(status)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert _other_process_can_lock(slot) is False  # still the parent's
+        assert _other_process_can_lock(slot) is True
+
+
 def _other_process_can_lock(path: Path) -> bool:
     code = (
         "import fcntl, os, sys\n"

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -76,21 +77,27 @@ class SlotFiles:
     for nothing. A slot held here is skipped without a system call; one let go is unlocked
     (LOCK_UN) and kept open, so the next delivery to that user costs one flock. Only one
     thread of the process uses a file at a time (a held one is skipped), so its lock is never
-    shared by two threads through one open file description. A forked child starts afresh
-    (its parent's locks are not its own)."""
+    shared by two threads through one open file description. A forked child starts afresh:
+    the descriptors it inherited share its parent's locks, so it closes them unused."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid = os.getpid()
         self._held: set[str] = set()
         self._idle: dict[str, int] = {}  # path -> open descriptor, not locked
+        _LIVE_SLOT_FILES.add(self)
+
+    def forked(self) -> None:
+        """In a forked child (os.register_at_fork): a fresh lock, nothing held or kept."""
+        self._lock = threading.Lock()
+        for inherited in self._idle.values():
+            with suppress(OSError):
+                os.close(inherited)
+        self._held, self._idle = set(), {}
 
     def close(self) -> None:
         """Close the files kept open (those held are closed as they are given back)."""
         with self._lock:
             idle, self._idle = self._idle, {}
-            if self._pid != os.getpid():
-                self._held = set()
         for fd in idle.values():
             with suppress(OSError):
                 os.close(fd)
@@ -98,11 +105,6 @@ class SlotFiles:
     def take(self, path: str) -> int | None:
         """An open descriptor for `path`, now counted as held; None when held already."""
         with self._lock:
-            if self._pid != os.getpid():
-                for inherited in self._idle.values():
-                    with suppress(OSError):
-                        os.close(inherited)
-                self._pid, self._held, self._idle = os.getpid(), set(), {}
             if path in self._held:
                 return None
             fd = self._idle.pop(path) if path in self._idle else None
@@ -111,29 +113,39 @@ class SlotFiles:
             try:
                 fd = _open_lock_file(path)
             except BaseException:
-                self.give_back(path, None)
+                with self._lock:
+                    self._held.discard(path)
                 raise
         return fd
 
-    def give_back(self, path: str, fd: int | None, locked: bool = False) -> None:
-        """`path` no longer held: its descriptor unlocked and kept, or closed."""
-        keep = False
-        if fd is not None:
-            try:
-                if locked:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                keep = True
-            except OSError:
-                pass
+    def give_back(self, path: str, fd: int, locked: bool = False) -> None:
+        """`path` no longer held: its descriptor unlocked (while still counted as held, so no
+        other thread of ours opens it meanwhile) and kept, or closed."""
         with self._lock:
-            if self._pid == os.getpid():
-                self._held.discard(path)
-                if keep and fd is not None and len(self._idle) < _MAX_IDLE_SLOT_FILES:
-                    self._idle[path] = fd
-                    return
-        if fd is not None:
-            os.close(fd)  # closing the last descriptor releases the flock
+            ours = path in self._held  # not after a fork: the parent's lock, never unlocked
+        keep = ours
+        if ours and locked:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                keep = False
+        with self._lock:
+            self._held.discard(path)
+            if keep and path not in self._idle and len(self._idle) < _MAX_IDLE_SLOT_FILES:
+                self._idle[path] = fd
+                return
+        os.close(fd)  # closing the last descriptor releases the flock
 
+
+_LIVE_SLOT_FILES: weakref.WeakSet[SlotFiles] = weakref.WeakSet()
+
+
+def _slot_files_forked() -> None:
+    for files in list(_LIVE_SLOT_FILES):
+        files.forked()
+
+
+os.register_at_fork(after_in_child=_slot_files_forked)
 
 
 @contextmanager
@@ -146,9 +158,16 @@ def delivery_slot(
     Limit 0 means unlimited, as Cyrus's lmtp_user_concurrency_limit. `files`: the store's
     SlotFiles (kept open between deliveries); without, a slot file is opened and closed.
     """
-    slot_files = files or SlotFiles()
     if limit <= 0:
         yield
+        return
+    if files is None:
+        files = SlotFiles()
+        try:
+            with delivery_slot(lock_directory, user, limit, files):
+                yield
+        finally:
+            files.close()
         return
     base = f"{os.fspath(lock_directory)}/deliver/{lock_filename(user)}"  # once per delivery:
     # a string, not Paths. Each try starts at the next slot, so concurrent deliveries to one
@@ -156,20 +175,20 @@ def delivery_slot(
     first = next(_slot_starts)
     for step in range(limit):
         path = f"{base}.{(first + step) % limit}"
-        fd = slot_files.take(path)
+        fd = files.take(path)
         if fd is None:
             continue  # this process holds it (SlotFiles)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            slot_files.give_back(path, fd)
+            files.give_back(path, fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 continue
             raise StoreError(f"cannot lock delivery slot of {user!r}: {exc.strerror}") from exc
         try:
             yield
         finally:
-            slot_files.give_back(path, fd, locked=True)
+            files.give_back(path, fd, locked=True)
         return
     raise MailboxBusy(f"{limit} deliveries to {user!r} already in progress")
 
