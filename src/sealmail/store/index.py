@@ -164,7 +164,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # there are, by any process and any code path; never by a delivery. lmtpd keeps what a
         # RCPT looks up while the stamp holds (sealmail.delivery.recipient.StableLookups).
         "CREATE TABLE IF NOT EXISTS namespace (stamp INTEGER NOT NULL)",
-        "INSERT INTO namespace SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM namespace)",
+        # From a random start: an index made again (reconstruct) never meets a stamp a
+        # process still remembers from the old one.
+        "INSERT INTO namespace SELECT abs(random() / 2) WHERE NOT EXISTS (SELECT 1 FROM namespace)",
         *(
             f"CREATE TRIGGER IF NOT EXISTS namespace_{name} AFTER {event} BEGIN"
             " UPDATE namespace SET stamp = stamp + 1; END"
