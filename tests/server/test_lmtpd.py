@@ -118,6 +118,28 @@ def test_duplicate_suppression_across_sessions(instance: SealmailInstance) -> No
     assert "eliminated duplicate" in instance.log.read_text()
 
 
+def test_mailboxes_made_or_removed_meanwhile_count_from_the_next_transaction(
+    instance: SealmailInstance,
+) -> None:
+    """RCPT lookups are kept while the namespace stamp holds, read once per transaction
+    (sealmail.delivery.recipient.StableLookups): another process's CREATE or DELETE is seen by
+    the session's next transaction."""
+    with lmtp(instance) as client:
+        client.mail("sender@example.org")
+        assert client.rcpt("dave@example.com")[0] == 550
+        assert client.rcpt("alice@example.com")[0] == 250
+        assert send_data(client, 1, MESSAGE)[0][0] == 250
+        instance.create_user("dave")
+        with store_of(instance) as store:
+            store.delete_mailbox("user.carol")
+        client.mail("sender@example.org")
+        assert client.rcpt("dave@example.com")[0] == 250
+        assert client.rcpt("carol@example.com")[0] == 550
+        assert send_data(client, 1, MESSAGE.replace(b"<m1@", b"<m2@"))[0][0] == 250
+    with store_of(instance) as store:
+        assert len(store.messages("user.dave")) == 1
+
+
 def test_tcp_with_dash_a(instance: SealmailInstance) -> None:
     with smtplib.LMTP(*instance.tcp_address) as client:
         client.sendmail("sender@example.org", ["bob@example.com"], MESSAGE)

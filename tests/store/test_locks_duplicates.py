@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -66,6 +68,92 @@ def test_slots_are_shared_across_processes(tmp_path: Path) -> None:
         assert child.wait(timeout=60) == 0
         with disk.delivery_slot("alice"):
             pass
+
+
+def test_a_slot_let_go_stays_open_unlocked_and_other_processes_take_it(tmp_path: Path) -> None:
+    """Slot files are kept open between deliveries (locks.SlotFiles), but never locked: a
+    slot given back is free for another process at once; closing the store closes them."""
+    config = make_config(tmp_path, lmtp_user_concurrency_limit="1")
+    slot = tmp_path / "config" / "lock" / "deliver" / "alice.0"
+    with DiskStore.from_config(config) as disk:
+        with disk.delivery_slot("alice"):
+            with pytest.raises(MailboxBusy), disk.delivery_slot("alice"):  # this process's
+                pass
+            assert _other_process_can_lock(slot) is False
+        assert _other_process_can_lock(slot) is True
+        kept = _open_descriptors_of(slot)
+        assert kept == 1
+        with disk.delivery_slot("alice"):  # the same file again: no new descriptor
+            assert _open_descriptors_of(slot) == 1
+    assert _open_descriptors_of(slot) == 0
+
+
+def test_slots_held_by_one_thread_exclude_another_of_the_same_process(tmp_path: Path) -> None:
+    with DiskStore.from_config(make_config(tmp_path, lmtp_user_concurrency_limit="1")) as disk:
+        outcome: list[str] = []
+        with disk.delivery_slot("alice"):
+
+            def other() -> None:
+                try:
+                    with disk.delivery_slot("alice"):
+                        outcome.append("took")
+                except MailboxBusy:
+                    outcome.append("busy")
+
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join(30)
+        assert outcome == ["busy"]
+        with disk.delivery_slot("alice"):
+            pass
+
+
+def test_a_forked_child_neither_shares_nor_releases_its_parents_slots(tmp_path: Path) -> None:
+    config = make_config(tmp_path, lmtp_user_concurrency_limit="1")
+    slot = tmp_path / "config" / "lock" / "deliver" / "alice.0"
+    with DiskStore.from_config(config) as disk:
+        with disk.delivery_slot("bob"):
+            pass  # bob's file kept open, unlocked: the child inherits it
+        with disk.delivery_slot("alice"):
+            pid = os.fork()
+            if pid == 0:  # the child: alice's slot is its parent's, bob's is free
+                status = 0
+                try:
+                    with disk.delivery_slot("alice"):
+                        status = 1
+                except MailboxBusy:
+                    with disk.delivery_slot("bob"):
+                        pass
+                except BaseException:
+                    status = 2
+                os._exit(status)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert _other_process_can_lock(slot) is False  # still the parent's
+        assert _other_process_can_lock(slot) is True
+
+
+def _other_process_can_lock(path: Path) -> bool:
+    code = (
+        "import fcntl, os, sys\n"
+        f"fd = os.open({str(path)!r}, os.O_RDWR)\n"
+        "try:\n"
+        "    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n"
+        "    sys.exit(3)\n"
+    )
+    returncode = subprocess.run([sys.executable, "-c", code], timeout=60).returncode
+    assert returncode in (0, 3)
+    return returncode == 0
+
+
+def _open_descriptors_of(path: Path) -> int:
+    found = 0
+    for entry in os.scandir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(entry.path) == str(path):
+                found += 1
+    return found
 
 
 def test_mailbox_lock_excludes_other_threads(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.delivery import message as msg
 from sealmail.delivery.quota_warning import send_warning
-from sealmail.delivery.recipient import Recipient, RecipientResolver
+from sealmail.delivery.recipient import Recipient, RecipientResolver, StableLookups
 from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
 from sealmail.proto.smtp import Reply
@@ -27,6 +27,7 @@ from sealmail.store.api import (
     DeliveryStore,
     DeliveryTarget,
     DuplicateSuppression,
+    NamespaceStamp,
     QuotaUsage,
     QuotaWarn,
 )
@@ -82,7 +83,11 @@ class DeliveryEngine:
         self.store = store
         self.duplicates = duplicates if config.get(IMAPD.duplicatesuppression) else None
         self.sieve = sieve
-        self.resolver = RecipientResolver(config, store)
+        # What RCPT looks up, kept while the namespace holds (sealmail.delivery.recipient).
+        self.lookups = (
+            StableLookups(store, store) if isinstance(store, NamespaceStamp) else None
+        )
+        self.resolver = RecipientResolver(config, self.lookups or store)
         self.strict_quota = config.get(IMAPD.lmtp_strict_quota)
         self.quota_permanent = config.get(IMAPD.lmtp_over_quota_perm_failure)
         self.servername = config.servername
@@ -106,11 +111,20 @@ class DeliveryEngine:
         ignore_quota: bool,
         size_hint: int = 0,
         poster: str | None = None,
+        fresh: bool = True,
     ) -> Recipient:
-        """RCPT-time check: the mailbox exists, may be posted to, and is not over quota."""
+        """RCPT-time check: the mailbox exists, may be posted to, and is not over quota.
+
+        `fresh` False (lmtpd, after the first RCPT of a transaction): what the transaction's
+        first RCPT looked up still holds unless the namespace stamp moved, which is not asked
+        again (StableLookups: one query per transaction instead of three per recipient)."""
+        lookups = self.lookups
+        if lookups is not None and fresh:
+            lookups.refresh()
         recipient = self.resolver.resolve(local_part, domain, ignore_quota, poster)
         if not ignore_quota:
-            self.store.check_quota(recipient.mailbox, size_hint if self.strict_quota else 0)
+            quota = lookups or self.store
+            quota.check_quota(recipient.mailbox, size_hint if self.strict_quota else 0)
         return recipient
 
     def deliver(self, envelope: Envelope, content: bytes) -> list[Reply]:

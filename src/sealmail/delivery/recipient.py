@@ -10,6 +10,11 @@
   delivery logs it (Cyrus: "could not deliver to user.x.folder, delivering to INBOX").
 - `postuser+folder` and `+folder` post to the shared folder `folder` (section 8.2); there the
   folder must exist and grant the post right.
+
+What a RCPT looks up (does the mailbox exist, its ACL, is it under a quota root) changes only
+with the namespace, never with a delivery: `StableLookups` keeps it while the store's namespace
+stamp holds, and lmtpd reads the stamp once per transaction, so 50 RCPTs cost one query, not
+150 (issue 18).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.store import names
 from sealmail.store.acl import rights_of
-from sealmail.store.api import MailboxInfo, MailboxLookup
+from sealmail.store.api import DeliveryStore, MailboxInfo, MailboxLookup, NamespaceStamp
 from sealmail.store.errors import InvalidMailboxName, MailboxNotFound, PermissionDenied
 
 # Who posts when mail arrives by LMTP without an AUTH= identity: Cyrus checks the 'p' right of
@@ -153,3 +158,47 @@ class RecipientResolver:
             if info is not None:
                 return info
         return None
+
+
+class StableLookups:
+    """A MailboxLookup that keeps its answers while the store's namespace stamp holds
+    (sealmail.store.api.NamespaceStamp), and whether each mailbox is under a quota root.
+
+    Its MailboxInfo's name, partition and ACL are current as of the last `refresh`; its
+    counters (uidnext, exists) are not, and nothing here reads them. The stamp is read before
+    any lookup it covers, so a change committed in between makes a kept answer newer than the
+    stamp, never older: the next refresh drops it. A recipient accepted on an answer a
+    concurrent DELETE made stale fails at delivery (MailboxNotFound), as it did when the
+    mailbox went between RCPT and DATA."""
+
+    MAX_KEPT = 50_000  # mailboxes kept before starting over
+
+    def __init__(self, store: NamespaceStamp, lookup: DeliveryStore) -> None:
+        self._stamp_of = store.namespace_stamp
+        self._store = lookup
+        self._stamp: int | None = None
+        self._mailboxes: dict[str, MailboxInfo | None] = {}
+        self._governed: dict[str, bool] = {}
+
+    def refresh(self) -> None:
+        """Read the stamp; forget everything when it moved (or too much is kept)."""
+        stamp = self._stamp_of()
+        if stamp != self._stamp or len(self._mailboxes) > self.MAX_KEPT:
+            self._mailboxes, self._governed = {}, {}
+            self._stamp = stamp
+
+    def mailbox(self, name: str) -> MailboxInfo | None:
+        kept = self._mailboxes
+        if name in kept:
+            return kept[name]
+        info = kept[name] = self._store.mailbox(name)
+        return info
+
+    def check_quota(self, name: str, incoming_size: int) -> None:
+        """The store's check_quota, skipped for a mailbox no quota root governs."""
+        governed = self._governed.get(name)
+        if governed is None:
+            quota_for = getattr(self._store, "quota_for", None)
+            governed = self._governed[name] = quota_for is None or quota_for(name) is not None
+        if governed:
+            self._store.check_quota(name, incoming_size)

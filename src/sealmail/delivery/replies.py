@@ -6,6 +6,8 @@ reply for a store error.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from sealmail.proto.smtp import Reply
 from sealmail.store import errors
 
@@ -26,9 +28,12 @@ _TABLE: dict[type[errors.StoreError], Reply] = {
     errors.MailboxCorrupt: Reply(451, "4.3.0", "Mailbox needs repair, try again later"),
 }
 
+@lru_cache(maxsize=1024)
 def delivered(session_id: str, *, duplicate: bool = False) -> Reply:
     """The 250 for a delivered recipient names lmtpd's session, as Cyrus's does: the MTA logs
-    the reply (`status=sent (250 2.1.5 Ok SESSIONID=<...>)`), which joins its log to the store's."""
+    the reply (`status=sent (250 2.1.5 Ok SESSIONID=<...>)`), which joins its log to the store's.
+    One object per session (replies are immutable): 50 recipients' 250s are built and checked
+    once, and the LMTP core renders a reply answered again only once (proto.smtp.server)."""
     text = "Ok (duplicate suppressed)" if duplicate else "Ok"
     return Reply(250, "2.1.5", f"{text} SESSIONID=<{session_id}>")
 

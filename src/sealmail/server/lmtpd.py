@@ -69,6 +69,7 @@ class Transaction:
     size_hint: int = 0
     poster: str | None = None  # MAIL's AUTH= identity, from a trusted client
     recipients: list[Recipient] = field(default_factory=list)
+    looked_up: bool = False  # a RCPT read the namespace stamp (DeliveryEngine.check_recipient)
 
 
 class LmtpService:
@@ -271,6 +272,8 @@ class LmtpSession(session.ClientSession):
     def _check_recipient(self, event: RcptTo) -> Reply:
         address = event.address or parse_address(event.forward_path)
         engine = self.service.engine
+        fresh = not self.txn.looked_up
+        self.txn.looked_up = True
         try:
             recipient = engine.check_recipient(
                 address.local_part,
@@ -278,6 +281,7 @@ class LmtpSession(session.ClientSession):
                 ignore_quota="IGNOREQUOTA" in event.params,
                 size_hint=self.txn.size_hint,
                 poster=self.txn.poster,
+                fresh=fresh,  # the namespace stamp: read once per transaction
             )
         except StoreError as exc:
             reply = engine.reply_for(exc)

@@ -220,6 +220,16 @@ class DeliveryStore(Appending, Protocol):
     ) -> MailboxInfo: ...
 
 
+@runtime_checkable
+class NamespaceStamp(Protocol):
+    """A store that says when what a RCPT looks up may have changed: `namespace_stamp()` is a
+    number that moves with every committed change, by any process, to which mailboxes exist,
+    their partitions, their ACLs or which quota roots there are, and never with a delivery
+    (sealmail.delivery.recipient.StableLookups keeps those lookups while it holds)."""
+
+    def namespace_stamp(self) -> int: ...
+
+
 class MailboxAdmin(MailboxLookup, Protocol):
     """The mailbox list: create, rename, delete, list; ACLs, quotas and special uses (the
     `sealmail mailbox` command, IMAP's mailbox commands)."""

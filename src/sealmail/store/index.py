@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _NAP_FIRST = 0.0002  # seconds: a commit holds the write lock for about one fsync (~1 ms)
 _NAP_MOST = 0.002
@@ -158,7 +158,31 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # user was warned; cleared when a delivery finds it below (sealmail.store.quota).
         "ALTER TABLE quotaroots ADD COLUMN warned INTEGER NOT NULL DEFAULT 0",
     ),
+    8: (
+        # The namespace stamp (NAMESPACE_STAMP): bumped in the same transaction as any change
+        # to which mailboxes exist, where they live, who may post to them or which quota roots
+        # there are, by any process and any code path; never by a delivery. lmtpd keeps what a
+        # RCPT looks up while the stamp holds (sealmail.delivery.recipient.StableLookups).
+        "CREATE TABLE IF NOT EXISTS namespace (stamp INTEGER NOT NULL)",
+        # From a random start: an index made again (reconstruct) never meets a stamp a
+        # process still remembers from the old one.
+        "INSERT INTO namespace SELECT abs(random() / 2) WHERE NOT EXISTS (SELECT 1 FROM namespace)",
+        *(
+            f"CREATE TRIGGER IF NOT EXISTS namespace_{name} AFTER {event} BEGIN"
+            " UPDATE namespace SET stamp = stamp + 1; END"
+            for name, event in (
+                ("mailbox_added", "INSERT ON mailboxes"),
+                ("mailbox_removed", "DELETE ON mailboxes"),
+                ("mailbox_changed", "UPDATE OF name, uniqueid, partition, acl ON mailboxes"),
+                ("root_added", "INSERT ON quotaroots"),
+                ("root_removed", "DELETE ON quotaroots"),
+                ("root_renamed", "UPDATE OF root ON quotaroots"),
+            )
+        ),
+    ),
 }
+
+NAMESPACE_STAMP = "SELECT stamp FROM namespace"
 
 
 def sqlite_error(exc: sqlite3.Error, what: str) -> StoreError:

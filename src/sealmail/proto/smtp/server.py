@@ -187,6 +187,8 @@ class ServerConnection(ServerCore[SessionState]):
         self._bdat_error: Reply | None = None
         self._bdat_return = SessionState.READY
         self._auth_mechanism: str | None = None
+        self._last_sent: Rendered | None = None
+        self._last_rendered = b""
         text = greeting_text if greeting_text is not None else f"{mode.value} sealmail ready"
         # RFC 5321 3.1: 554 instead of 220 when the host will not take mail on this connection
         # (Postfix's smtpd after a milter's rejection at CONNECT); the session goes on, with
@@ -310,7 +312,11 @@ class ServerConnection(ServerCore[SessionState]):
         self.error_classes.add(kind)
 
     def _send(self, reply: Rendered) -> None:
-        self._emit(reply.render())
+        # LMTP answers one data command with a reply per recipient, mostly the same object
+        # (sealmail.delivery.replies.delivered): rendered once. Replies are immutable.
+        if reply is not self._last_sent:
+            self._last_sent, self._last_rendered = reply, reply.render()
+        self._emit(self._last_rendered)
 
     def _emit(self, data: bytes) -> None:
         self._out += data

@@ -124,6 +124,7 @@ class DiskStore:
         self.configdirectory = settings.configdirectory
         self._duplicates: DuplicateDatabase | None = None
         self._duplicates_lock = threading.Lock()
+        self._slot_files = locks.SlotFiles()  # delivery slots' files, kept open
         try:
             for path in self.partitions.values():
                 make_directories(path / STAGE_DIRECTORY)
@@ -152,6 +153,7 @@ class DiskStore:
         self.set_quota = mailboxes.set_quota
         self.quota_for = mailboxes.quota_for
         self.check_quota = mailboxes.check_quota
+        self.namespace_stamp = mailboxes.namespace_stamp
         self.special_uses = mailboxes.special_uses
         self.set_special_use = mailboxes.set_special_use
         # Mailbox view: reading, searching, flags, copies.
@@ -201,6 +203,7 @@ class DiskStore:
         with suppress(StoreError):  # a cache: what is not written now is parsed again
             self._reading.write_structures()
         self._commit.close()
+        self._slot_files.close()
         self._index.close()
         self.spool.recent.close()
         with self._duplicates_lock:
@@ -218,7 +221,8 @@ class DiskStore:
 
     def delivery_slot(self, user: str) -> AbstractContextManager[None]:
         return locks.delivery_slot(
-            self.spool.lock_directory, user, self.settings.user_concurrency_limit
+            self.spool.lock_directory, user, self.settings.user_concurrency_limit,
+            self._slot_files,
         )
 
     def access_key(self, name: str) -> bytes:

@@ -381,14 +381,14 @@ class GroupCommit:
                                 raise
                             delivery.results[i] = exc
                             continue
-                        directories.add(os.path.dirname(linked[-1]))
+                        directories.add(linked[-1][: linked[-1].rindex("/")])
                         used.append((delivery, stage))
                 writes.flush()
                 # One round of fsyncs: the stage files deliver_batch left unsynced, and either
                 # the stage files' names, durable before the COMMIT names their copies, with the
                 # mailbox directories fsynced after the reply (store.disk.deferred), or, when
                 # that saves no fsync (one mailbox per partition), the mailboxes'.
-                stage_directories = {os.path.dirname(stage) for _, stage in used}
+                stage_directories = {os.path.dirname(stage) for stage in {s for _, s in used}}
                 deferring = len(directories) > len(stage_directories)
                 fsync_together(
                     stage_directories if deferring else directories,
@@ -443,7 +443,7 @@ class GroupCommit:
             raise MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
         mailbox_id, name, uniqueid, partition, uidvalidity, uidnext, highestmodseq = row[:7]
         directory = self._spool.directory_name(partition, uniqueid)
-        if os.path.dirname(stage) != self._spool.stage_directory(partition):
+        if not stage.startswith(self._spool.stage_directory(partition) + "/"):
             # Deleted and re-created on another partition since we staged: let the client retry.
             raise StoreError(f"mailbox {name!r} moved to partition {partition!r}; try again")
         usage = None
@@ -468,7 +468,7 @@ class GroupCommit:
         except OSError as exc:
             raise os_error(exc, f"cannot store message in {name}") from exc
         linked.append(path)
-        wanted = list(dict.fromkeys(target.flags))
+        wanted = list(dict.fromkeys(target.flags)) if target.flags else []
         seen = None if SEEN not in wanted else seen_of(conn, mailbox_id, name, target.reader)
         if seen is not None:
             # The appending user does not own this mailbox: \Seen is theirs alone.

@@ -33,6 +33,7 @@ from sealmail.store.errors import (
     MailboxNotFound,
     StoreError,
 )
+from sealmail.store.index import NAMESPACE_STAMP
 from sealmail.store.names import owner_of, user_inbox, validate_internal
 
 
@@ -233,6 +234,11 @@ class Mailboxes:
         with self._spool.reading() as conn:
             root = quota.quota_root_of(conn, name)
             return None if root is None else quota.usage_of(conn, root)
+
+    def namespace_stamp(self) -> int:
+        """sealmail.store.api.NamespaceStamp: kept by triggers in the index (store.index)."""
+        with self._spool.reading() as conn:
+            return int(conn.execute(NAMESPACE_STAMP).fetchone()[0])
 
     def check_quota(self, name: str, incoming_size: int) -> None:
         usage = self.quota_for(name)
