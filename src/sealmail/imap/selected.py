@@ -175,8 +175,9 @@ class SelectedMailbox:
 
     def numbers(self) -> dict[int, int]:
         """UID -> sequence number of every message of the view: made once and extended as mail
-        comes (`uids` is only appended to, or replaced by a new list after expunges), so a
-        SORT or THREAD answered in sequence numbers does not map the whole mailbox again."""
+        comes (`uids` is appended to; an announced expunge, which deletes from it in place,
+        starts the map afresh), so a SORT or THREAD answered in sequence numbers does not map
+        the whole mailbox again."""
         uids, known = self.uids, self._numbers
         if self._numbered is not uids or len(known) > len(uids):
             known = self._numbers = {}
@@ -405,6 +406,8 @@ class SelectedMailbox:
             if index is not None:
                 lines.append(b"* %d EXPUNGE\r\n" % (index + 1))
                 del uids[index], flag_ids[index], modseqs[index]
+        if lines:
+            self._numbered = None  # the numbers after the first gone have all moved
         if options.qresync:
             return [replies.vanished(SequenceSet.of(gone))]
         return [ExpungeLines(b"".join(lines))] if lines else []
