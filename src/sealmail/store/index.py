@@ -161,17 +161,6 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
-
-# Indexes that change no table, only how fast a query finds its rows: made if missing at every
-# open, apart from the numbered migrations (an older sealmail reading the index keeps them up to
-# date as SQLite does any index). `expunged` keeps a row per message ever expunged (RFC 7162
-# VANISHED needs the modseq of each), so without its own index the sync's "expunged since
-# modseq m" read every row of the mailbox's past: ~70 us per 1,000, after every command with
-# news (imaptest expunges thousands a minute; docs/benchmarks.md, "The expunged table").
-_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq)",
-)
-
 def sqlite_error(exc: sqlite3.Error, what: str) -> StoreError:
     """The StoreError for an SQLite failure."""
     text = str(exc)
@@ -194,6 +183,17 @@ class _Connection(sqlite3.Connection):
 
     waits = True
     durable = True
+
+
+# Indexes that change no table, only how fast a query finds its rows: made if missing at every
+# open, apart from the numbered migrations (an older sealmail reading the index keeps them up to
+# date as SQLite does any index). `expunged` keeps a row per message ever expunged (RFC 7162
+# VANISHED needs the modseq of each), so without its own index the sync's "expunged since
+# modseq m" read every row of the mailbox's past: ~70 us per 1,000, after every command with
+# news (imaptest expunges thousands a minute; docs/benchmarks.md, "... and the expunged table").
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq)",
+)
 
 
 class Index:
