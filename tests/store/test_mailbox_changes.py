@@ -123,3 +123,39 @@ def test_unchanged_sync_reads_no_row(shared: DiskStore) -> None:
     finally:
         store._index.connection().set_trace_callback(None)
     assert statements and all(s == "PRAGMA data_version" for s in statements)
+
+
+def test_expunges_since_a_modseq_in_uid_order(shared: Any) -> None:
+    """Expunged out of UID order, in several changes: both reads give them ascending (the
+    disk store reads them without ORDER BY, through its (mailbox_id, modseq) index)."""
+    uids = deliver(shared, "user.alice", 6)
+    modseq = shared.mailbox("user.alice").highestmodseq
+    for batch in ([uids[4]], [uids[0], uids[5]], [uids[2]]):
+        shared.expunge("user.alice", batch)
+    expected = sorted([uids[0], uids[2], uids[4], uids[5]])
+    assert shared.expunged_since("user.alice", modseq) == expected
+    news = shared.mailbox_changes("user.alice", modseq)
+    assert news is not None and news.expunged == expected
+
+
+@pytest.mark.disk_only("the SQLite index's query plan")
+def test_expunged_since_reads_only_the_newer_rows(shared: DiskStore) -> None:
+    """The index keeps a row per message ever expunged; "expunged since modseq m" finds the
+    newer ones by the (mailbox_id, modseq) index instead of reading them all, and an index
+    made before that index gets it when opened."""
+    from sealmail.store.disk.reading import EXPUNGED_SINCE
+    from sealmail.store.index import Index
+
+    conn = shared._index.connection()
+    plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {EXPUNGED_SINCE}",
+                                                     (1, 0)))
+    assert "expunged_modseq" in plan and "modseq>?" in plan
+    with shared._index.transaction() as writing:
+        writing.execute("DROP INDEX expunged_modseq")
+    reopened = Index(shared._index.path)
+    try:
+        assert reopened.connection().execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'expunged_modseq'"
+        ).fetchone() == (1,)
+    finally:
+        reopened.close()

@@ -209,6 +209,17 @@ class _Connection(sqlite3.Connection):
     durable = True
 
 
+# Indexes that change no table, only how fast a query finds its rows: made if missing at every
+# open, apart from the numbered migrations (an older sealmail reading the index keeps them up to
+# date as SQLite does any index). `expunged` keeps a row per message ever expunged (RFC 7162
+# VANISHED needs the modseq of each), so without its own index the sync's "expunged since
+# modseq m" read every row of the mailbox's past: ~70 us per 1,000, after every command with
+# news (imaptest expunges thousands a minute; docs/benchmarks.md, "... and the expunged table").
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq)",
+)
+
+
 class Index:
     """Thread-local connections to the index, and short write transactions."""
 
@@ -427,6 +438,8 @@ class Index:
                         f"{self.path}: index schema version {version}, this sealmail knows "
                         f"{SCHEMA_VERSION}"
                     )
+                for statement in _INDEXES:
+                    conn.execute(statement)
         except sqlite3.Error as exc:
             raise sqlite_error(exc, str(self.path)) from exc
 

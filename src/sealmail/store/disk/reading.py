@@ -19,6 +19,11 @@ from sealmail.store.errors import MailboxCorrupt, NoSuchMessage
 from sealmail.store.index import sqlite_error
 from sealmail.store.seen import UidSet, with_seen
 
+# UIDs expunged after a modseq, in no order (the caller sorts the few there are): with ORDER BY
+# uid SQLite walks the primary key, every row of the mailbox's past expunges, rather than the
+# (mailbox_id, modseq) index that finds just these (sealmail.store.index, _INDEXES).
+EXPUNGED_SINCE = "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ?"
+
 
 class Reading:
     """FETCH's side of the store: records, flags and message files, read through the index."""
@@ -202,10 +207,10 @@ class Reading:
         with self._spool.reading() as conn:
             mailbox_id = require_mailbox(conn, name)[0]
             rows = conn.execute(
-                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                EXPUNGED_SINCE,
                 (mailbox_id, modseq),
             ).fetchall()
-        return [uid for (uid,) in rows]
+        return sorted(uid for (uid,) in rows)
 
     def message_structures(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         """The stored parses (the IMAP layer's blobs) of those messages that have one, those

@@ -26,7 +26,7 @@ from typing import Any
 
 from sealmail.store.api import MailboxChanges, MailboxInfo
 from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
-from sealmail.store.disk.reading import records_of
+from sealmail.store.disk.reading import EXPUNGED_SINCE, records_of
 from sealmail.store.disk.recent import OWNER
 from sealmail.store.seen import UidSet, index_keeps_seen
 
@@ -113,10 +113,9 @@ class Syncing:
                     " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
                     (mailbox_id, modseq),
                 ).fetchall()
-                expunged = [uid for (uid,) in conn.execute(
-                    "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                    (mailbox_id, modseq),
-                ).fetchall()]
+                expunged = sorted(uid for (uid,) in conn.execute(
+                    EXPUNGED_SINCE, (mailbox_id, modseq)
+                ).fetchall())
                 seen: UidSet | None = None
                 mark, userid = row[9], OWNER
                 if not index_keeps_seen(name, reader):
