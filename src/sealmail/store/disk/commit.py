@@ -93,58 +93,24 @@ class GroupCommit:
         """
         if not targets:
             return []
-        results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
         with self._spool.reading() as conn:
             partition_of = partitions_of(conn, [target.mailbox for target in targets])
-        stages: list[str | None] = [None] * len(targets)
         written: list[str] = []
-        kept: set[str] = set()
-        shared: dict[str, str | StoreError] = {}
-        guid = hashlib.sha1(content).hexdigest()
+        delivery: _Delivery | None = None
         try:
-            for i, target in enumerate(targets):
-                partition = partition_of.get(target.mailbox)
-                if partition is None:
-                    results[i] = MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
-                    continue
-                staged = shared.get(partition) if self._spool.single_instance else None
-                if staged is None:
-                    staged = self._stage(partition, content, guid)
-                    if isinstance(staged, str):
-                        written.append(staged)
-                    if self._spool.single_instance:
-                        shared[partition] = staged
-                if isinstance(staged, StoreError):
-                    results[i] = staged
-                else:
-                    stages[i] = staged
+            delivery = self._prepare(content, targets, partition_of, written, internaldate,
+                                     synced=True)
             self._spool.fault("staged")
-            header = raw_header_fields(header_block(content))  # split once for both forms
-            delivery = _Delivery(
-                targets=targets,
-                stages=stages,
-                size=len(content),
-                guid=guid,
-                internaldate=self._spool.clock() if internaldate is None else internaldate,
-                headers=searchable_form(content, header),
-                listed=listed_form(content),
-                sorting=sort_fields(content, header),
-                results=results,
-                kept=kept,
-            )
-            if any(stage is not None for stage in stages):
+            if any(stage is not None for stage in delivery.stages):
                 self._commit_in_group(delivery)
         finally:
+            kept = set() if delivery is None else delivery.kept
             for path in written:
                 if path in kept:
                     continue  # the deferred directory fsyncs remove it (store.disk.deferred)
                 with suppress(OSError):  # removed at the next open or reconstruct
                     os.unlink(path)
-        final: list[AppendedMessage | StoreError] = []
-        for result in results:
-            assert result is not None
-            final.append(result)
-        return final
+        return _final(delivery.results)
 
     def deliver_batch(
         self, messages: Sequence[tuple[bytes, Sequence[DeliveryTarget]]]
@@ -185,14 +151,7 @@ class GroupCommit:
                     continue
                 with suppress(OSError):  # removed at the next open or reconstruct
                     os.unlink(path)
-        out: list[list[AppendedMessage | StoreError]] = []
-        for delivery in deliveries:
-            final: list[AppendedMessage | StoreError] = []
-            for result in delivery.results:
-                assert result is not None
-                final.append(result)
-            out.append(final)
-        return out
+        return [_final(delivery.results) for delivery in deliveries]
 
     def _prepare(
         self,
@@ -200,9 +159,12 @@ class GroupCommit:
         targets: Sequence[DeliveryTarget],
         partition_of: dict[str, str],
         written: list[str],
+        internaldate: float | None = None,
+        synced: bool = False,
     ) -> _Delivery:
-        """A message of `deliver_batch` staged: written, its files left open for the commit's
-        fsyncs (`_Delivery.unsynced`)."""
+        """A message staged once per partition: written and fsynced when `synced` (`deliver`,
+        whose callers' fsyncs overlap), else its files left open for the commit's fsyncs
+        (`deliver_batch`, `_Delivery.unsynced`)."""
         results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
         stages: list[str | None] = [None] * len(targets)
         unsynced: list[int] = []
@@ -215,7 +177,7 @@ class GroupCommit:
                 continue
             staged = shared.get(partition) if self._spool.single_instance else None
             if staged is None:
-                staged = self._stage(partition, content, guid, unsynced)
+                staged = self._stage(partition, content, guid, None if synced else unsynced)
                 if isinstance(staged, str):
                     written.append(staged)
                 if self._spool.single_instance:
@@ -230,7 +192,7 @@ class GroupCommit:
             stages=stages,
             size=len(content),
             guid=guid,
-            internaldate=self._spool.clock(),
+            internaldate=self._spool.clock() if internaldate is None else internaldate,
             headers=searchable_form(content, header),
             listed=listed_form(content),
             sorting=sort_fields(content, header),
@@ -541,3 +503,14 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _final(
+    results: list[AppendedMessage | StoreError | None],
+) -> list[AppendedMessage | StoreError]:
+    """A delivery's results once its commit is done: one for every target."""
+    final: list[AppendedMessage | StoreError] = []
+    for result in results:
+        assert result is not None
+        final.append(result)
+    return final
