@@ -476,7 +476,10 @@ def test_ipv6_network_matches_exactly_its_addresses(base: int, length: int, othe
     outside = ipaddress.IPv6Address(other)
     rules = access(deny=f"lmtp: [{network.network_address}]/{length}\n")
     assert rules.errors == ()
-    assert rules.check("lmtp", str(inside)).allowed is False
+    # An IPv4-mapped client is seen as its IPv4 address (hosts_access.patterns.endpoint), which
+    # IPv6 patterns do not name: hypothesis found ::ffff:0:0 inside [::]/0.
+    if inside.ipv4_mapped is None:
+        assert rules.check("lmtp", str(inside)).allowed is False
     if outside.ipv4_mapped is None:
         assert rules.check("lmtp", str(outside)).allowed is (outside not in network)
 
