@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from tests.store.conftest import make_config
 
+from sealmail.store import locks
 from sealmail.store.disk import DiskStore
 from sealmail.store.duplicates import DuplicateDatabase
 from sealmail.store.errors import MailboxBusy
@@ -86,6 +87,21 @@ def test_a_slot_let_go_stays_open_unlocked_and_other_processes_take_it(tmp_path:
         with disk.delivery_slot("alice"):  # the same file again: no new descriptor
             assert _open_descriptors_of(slot) == 1
     assert _open_descriptors_of(slot) == 0
+
+
+def test_slot_files_kept_open_stay_within_a_quarter_of_the_open_files_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's default soft limit is 1,024: a standalone lmtpd must not spend it on slots."""
+    monkeypatch.setattr(locks.resource, "getrlimit", lambda _: (40, 4096))
+    config = make_config(tmp_path, lmtp_user_concurrency_limit="1")
+    with DiskStore.from_config(config) as disk:
+        for n in range(30):
+            with disk.delivery_slot(f"user{n}"):
+                pass
+        slots = sorted((tmp_path / "config" / "lock" / "deliver").iterdir())
+        assert len(slots) == 30
+        assert sum(_open_descriptors_of(slot) for slot in slots) == 10
 
 
 def test_slots_held_by_one_thread_exclude_another_of_the_same_process(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import itertools
 import os
+import resource
 import threading
 import weakref
 from collections.abc import Iterator
@@ -68,6 +69,15 @@ _slot_starts = itertools.count()  # next() is atomic under the GIL
 _MAX_IDLE_SLOT_FILES = 1024  # slot files a process keeps open between deliveries
 
 
+def _idle_slot_files_limit() -> int:
+    """At most a quarter of the open-files limit: a standalone lmtpd under Debian's default
+    soft limit (1,024) must keep descriptors for its sessions, index and stage files."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_IDLE_SLOT_FILES
+    return min(_MAX_IDLE_SLOT_FILES, soft // 4)
+
+
 class SlotFiles:
     """This process's delivery-slot files: which it holds, and those it keeps open, unlocked,
     for the next delivery to the same user.
@@ -84,6 +94,7 @@ class SlotFiles:
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._idle: dict[str, int] = {}  # path -> open descriptor, not locked
+        self._most_idle = _idle_slot_files_limit()
         _LIVE_SLOT_FILES.add(self)
 
     def forked(self) -> None:
@@ -131,7 +142,7 @@ class SlotFiles:
                 keep = False
         with self._lock:
             self._held.discard(path)
-            if keep and path not in self._idle and len(self._idle) < _MAX_IDLE_SLOT_FILES:
+            if keep and path not in self._idle and len(self._idle) < self._most_idle:
                 self._idle[path] = fd
                 return
         os.close(fd)  # closing the last descriptor releases the flock
