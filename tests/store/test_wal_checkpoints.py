@@ -111,6 +111,10 @@ def test_a_forked_child_writes_through_its_own_writer_connection(tmp_path: Path)
         )
         _deliver(disk, 6)  # the parent's writer open, its checkpoint thread started
         parent_writer = disk._index.writer()
+        # Fork only once the thread is out of SQLite: a mutex SQLite held in it at fork time
+        # stays held in the child for ever (the child's first query hung once in a suite).
+        checkpoints = disk._commit.checkpoints
+        _wait_for(lambda: not checkpoints._asked and checkpoints._unanswered == 0)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             code = 1

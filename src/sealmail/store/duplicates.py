@@ -36,7 +36,8 @@ _SCHEMA_VERSION = 1
 _DAY = 86400.0
 
 
-def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
+def database_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    """The StoreError for an SQLite failure on one of the small databases beside the index."""
     text = str(exc)
     if "locked" in text or "busy" in text:
         return MailboxBusy(f"{path}: {text}")
@@ -141,7 +142,7 @@ class DuplicateDatabase:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         except OSError as exc:
             raise StoreError(f"{self.path}: {exc.strerror}") from exc
         with self._all_lock:
@@ -163,7 +164,7 @@ class DuplicateDatabase:
                 .fetchone()
             )
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         return row is not None
 
     def seen_among(self, message_id: str, mailboxes: Sequence[str]) -> set[str]:
@@ -181,7 +182,7 @@ class DuplicateDatabase:
                 ).fetchall()
                 found.update(mailbox for (mailbox,) in rows)
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         return found
 
     def mark(self, message_id: str, mailbox: str, when: float | None = None) -> None:
@@ -196,7 +197,7 @@ class DuplicateDatabase:
                 )
                 self.checkpoints.committed(conn)
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
 
     def mark_all(self, message_id: str, mailboxes: Sequence[str]) -> None:
         """`mark` of each mailbox in one transaction (one WAL append, not one per recipient)."""
@@ -227,7 +228,7 @@ class DuplicateDatabase:
                         conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
 
     def expire(self, days: float, progress: ExpireProgress | None = None) -> int:
         """Remove entries marked more than `days` days ago; returns how many went.
@@ -255,7 +256,7 @@ class DuplicateDatabase:
                 if progress is not None:
                     progress(removed, total)
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         return removed
 
     def close(self) -> None:

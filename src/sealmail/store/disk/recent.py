@@ -34,21 +34,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
+from sealmail.store.duplicates import database_error
+from sealmail.store.errors import StoreError
 from sealmail.store.locks import CommitTurn
 
 RECENT_NAME = "recent.db"
 _SCHEMA_VERSION = 1
 OWNER = ""  # the userid of the mark the index keeps (sealmail.store.seen.index_keeps_seen)
-
-
-def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return MailboxBusy(f"{path}: {text}")
-    if "full" in text:
-        return DiskFull(f"{path}: {text}")
-    return StoreError(f"{path}: {text}")
 
 
 @contextmanager
@@ -97,7 +89,7 @@ class RecentMarks:
                 with self._turn.taken(), _transaction(conn):
                     self._create(conn)
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         except OSError as exc:
             raise StoreError(f"{self.path}: {exc.strerror}") from exc
         with self._all_lock:
@@ -122,7 +114,7 @@ class RecentMarks:
                 "SELECT uid FROM marks WHERE mailbox = ? AND userid = ?", (uniqueid, userid)
             ).fetchone()
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         return 0 if row is None else int(row[0])
 
     def claim(self, uniqueid: str, userid: str, floor: int, upto: int) -> int:
@@ -143,7 +135,7 @@ class RecentMarks:
                         (uniqueid, userid, upto),
                     )
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         return mark
 
     def lower(self, uniqueid: str, most: int) -> int:
@@ -166,7 +158,7 @@ class RecentMarks:
             with self._turn.taken(), _transaction(conn):
                 changed = conn.executemany(statement, rows).rowcount
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise database_error(exc, self.path) from exc
         return int(changed)
 
     def close(self) -> None:
