@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sealmail import __version__
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ConfigError
-from sealmail.maillog import lean_log_records
+from sealmail.maillog import BatchingStreamHandler, lean_log_records
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -146,7 +146,7 @@ def configure_logging(verbose: bool = False) -> None:
         handler = HeldLogs()
         logging.raiseExceptions = False  # logging's own errors go to stderr: the client's
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = BatchingStreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from sealmail.delivery.engine import DeliveryEngine, Envelope
 from sealmail.delivery.replies import INTERNAL_ERROR
+from sealmail.maillog import batched_lines
 from sealmail.proto.smtp import Reply
 
 log = logging.getLogger("sealmail.lmtpd")
@@ -114,12 +115,15 @@ class DeliveryQueue:
             return [self._queued.popleft() for _ in range(count)]
 
     def _deliver(self, batch: Sequence[_Queued]) -> list[list[Reply]]:
+        """The batch's replies; its log lines (one or two per copy) written in one go before
+        any reply goes out (sealmail.maillog.batched_lines)."""
         self.batches += 1
-        try:
-            return self.engine.deliver_batch([(item.envelope, item.content) for item in batch])
-        except Exception:  # the engine fails envelopes alone; this is a bug's last line
-            log.exception("delivery batch failed")
-            return [[INTERNAL_ERROR] * len(item.envelope.recipients) for item in batch]
+        with batched_lines():
+            try:
+                return self.engine.deliver_batch([(item.envelope, item.content) for item in batch])
+            except Exception:  # the engine fails envelopes alone; this is a bug's last line
+                log.exception("delivery batch failed")
+                return [[INTERNAL_ERROR] * len(item.envelope.recipients) for item in batch]
 
     @staticmethod
     def _resolve(batch: Sequence[_Queued], replies: Sequence[Sequence[Reply]]) -> None:

@@ -50,6 +50,7 @@ from sealmail import metrics
 from sealmail import sessions as live_sessions
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
+from sealmail.maillog import BatchingStreamHandler
 from sealmail.server import session
 
 log = logging.getLogger("sealmail.master")
@@ -300,12 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--master-pid", type=int)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(name)s/{args.service}[%(process)d]: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler = BatchingStreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s %(name)s/{args.service}[%(process)d]: %(message)s", "%Y-%m-%dT%H:%M:%S"
+    ))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.master_pid is not None and not _die_with_master(args.master_pid):
         return 0  # master went before we could watch it: nobody to serve for
     command = [word for word in args.command if word != "--"]
