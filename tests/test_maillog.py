@@ -1,4 +1,4 @@
-"""sealmail.maillog's held lines: one write per block, every line its own, other threads not held."""
+"""sealmail.maillog's held lines: one write per block, each line its own, other threads not held."""
 
 from __future__ import annotations
 

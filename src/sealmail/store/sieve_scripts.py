@@ -54,6 +54,8 @@ SCRIPT_SUFFIX = ".script"
 ACTIVE_LINK = "defaultbc"
 _LOCK_FILE = ".lock"
 _MAX_NAME_OCTETS = 255 - len(SCRIPT_SUFFIX)  # NAME.script must fit a file name (NAME_MAX)
+_MAX_DIRECTORY_NAMES = 50_000  # users' directory names kept before starting over
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids  # as the reads after it: by the euid
 
 
 class SieveScriptError(StoreError):
@@ -142,6 +144,7 @@ class SieveScriptStore:
         self.max_script_size = max_script_size  # octets
         self.max_scripts = max_scripts
         self._sievedir_name = os.fspath(sievedir)
+        self._directory_names: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, config: ImapdConfig) -> SieveScriptStore:
@@ -160,8 +163,16 @@ class SieveScriptStore:
         return user_sieve_directory(self.sievedir, user)
 
     def _directory_name(self, user: str) -> str:
-        """`directory` as a string: every delivery asks, and Path objects cost."""
-        return "/".join((self._sievedir_name, *_user_components(user)))
+        """`directory` as a string: every delivery asks, and Path objects cost; kept per user
+        (it depends on the name alone)."""
+        known = self._directory_names.get(user)
+        if known is None:
+            if len(self._directory_names) >= _MAX_DIRECTORY_NAMES:
+                self._directory_names = {}
+            known = self._directory_names[user] = "/".join(
+                (self._sievedir_name, *_user_components(user))
+            )
+        return known
 
     def _path(self, user: str, name: str) -> Path:
         check_script_name(name)
@@ -185,8 +196,13 @@ class SieveScriptStore:
 
     @staticmethod
     def _active_name(directory: str) -> str | None:
+        link = f"{directory}/{ACTIVE_LINK}"
+        if not os.access(link, os.F_OK, effective_ids=_EFFECTIVE_IDS):
+            # No link, or one to a missing script (most recipients at delivery): answered
+            # without the FileNotFoundError a readlink raises, a third of the cost (issue 18).
+            return None
         try:
-            target = os.readlink(f"{directory}/{ACTIVE_LINK}")
+            target = os.readlink(link)
         except OSError:
             return None
         if "/" in target or not target.endswith(SCRIPT_SUFFIX):

@@ -1,0 +1,141 @@
+"""CPU of lmtpd's delivery thread per message and per copy, in process (issue 18).
+
+`bench/lmtp_throughput.py` times whole runs, which on a shared machine move with everyone's load
+and disk. This runs what lmtpd's delivery thread runs for a batch (`DeliveryEngine.
+deliver_batch` of B envelopes of R recipients, its log lines held and written at the end as
+`DeliveryQueue` does) against a disk store as lmtpd opens it (Sieve, duplicate suppression),
+and times each batch with the thread's CPU clock: Sieve lookups, duplicate checks and marks,
+the stage files, the index rows, the links, the COMMIT and the log lines, without the event
+loop, the LMTP parser or the sockets. On /dev/shm (the default) the fsyncs cost only their
+system calls. Run it with each tree first on PYTHONPATH to compare two trees:
+
+    PYTHONPATH=src python bench/lmtp_engine_cpu.py [-r 50] [-b 4] [-n 60] [--repeat 5]
+        [-z 4096] [--dir /dev/shm] [--profile]
+
+Printed: CPU ms per message and microseconds per copy, the lowest and the median of `repeat`
+runs (each on a fresh store); `--profile` adds cProfile's top functions of one more run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.instance import create_inboxes, store_root_opt_in
+
+from sealmail.config.imapd_conf import load_imapd_conf
+from sealmail.delivery.engine import DeliveryEngine, Envelope
+from sealmail.maillog import lean_log_records
+from sealmail.server.lmtpd import build_service
+
+try:
+    from sealmail.maillog import BatchingStreamHandler as Handler
+    from sealmail.maillog import batched_lines
+except ImportError:  # a tree from before issue 18's held lines, for A/B runs
+    from contextlib import nullcontext as batched_lines  # type: ignore[assignment]
+    from logging import StreamHandler as Handler  # type: ignore[assignment]
+
+
+def make_message(number: int, size: int) -> bytes:
+    head = (
+        "From: Bench <bench@client.test.example>\r\nTo: undisclosed-recipients:;\r\n"
+        f"Subject: bench message {number}\r\n"
+        f"Message-ID: <{time.time_ns()}.{number}@client.test.example>\r\n"
+        "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog; 0123456789 abcdefghijklmnopq.\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+def engine_in(root: Path, users: list[str]) -> DeliveryEngine:
+    conf = root / "imapd.conf"
+    for sub in ("config", "partition"):
+        (root / sub).mkdir()
+    conf.write_text(
+        f"configdirectory: {root / 'config'}\npartition-default: {root / 'partition'}\n"
+        "servername: sealmail.test.example\nlmtp_user_concurrency_limit: 0\n"
+        + store_root_opt_in()
+    )
+    create_inboxes(conf, users)
+    return build_service(load_imapd_conf(conf), []).engine
+
+
+def envelopes(engine: DeliveryEngine, users: list[str], count: int, size: int,
+              first: int) -> list[tuple[Envelope, bytes]]:
+    out = []
+    for n in range(first, first + count):
+        recipients = tuple(
+            engine.check_recipient(user, "test.example", ignore_quota=False, fresh=i == 0)
+            for i, user in enumerate(users)
+        )
+        out.append((Envelope("bench@client.test.example", recipients, f"S{n}"),
+                    make_message(n, size)))
+    return out
+
+
+def run(args: argparse.Namespace, profile: cProfile.Profile | None = None) -> list[float]:
+    """CPU seconds of each batch."""
+    users = ["bench", *(f"{i}bench" for i in range(2, args.r + 1))]
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="lmtpcpu-") as tmp:
+        engine = engine_in(Path(tmp), users)
+        timings = []
+        for round_ in range(args.n + 2):
+            batch = envelopes(engine, users, args.b, args.z, round_ * args.b)
+            if profile is not None and round_ >= 2:
+                profile.enable()
+            started = time.thread_time()
+            with batched_lines():
+                replies = engine.deliver_batch(batch)
+            spent = time.thread_time() - started
+            if profile is not None:
+                profile.disable()
+            if any(r.code != 250 for answer in replies for r in answer):
+                raise SystemExit(f"a delivery failed: {replies[0][:3]}")
+            if round_ >= 2:  # the first rounds open files and warm caches
+                timings.append(spent)
+        engine.store.close()
+    return timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-r", type=int, default=50, help="recipients per message (50)")
+    parser.add_argument("-b", type=int, default=4, help="messages per batch (4: 4 sessions)")
+    parser.add_argument("-n", type=int, default=60, help="batches timed per run (60)")
+    parser.add_argument("-z", type=int, default=4096, help="message size (4096)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--dir", default="/dev/shm")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--log", default="/dev/null", help="where the log lines go")
+    args = parser.parse_args()
+    lean_log_records()
+    handler = Handler(open(args.log, "a"))  # noqa: SIM115 (until exit)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s[%(process)d]: %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    per_message = []
+    for _ in range(args.repeat):
+        timings = run(args)
+        per_message.append(statistics.median(timings) / args.b)
+    low, median = min(per_message), statistics.median(per_message)
+    print(f"{args.b} x {args.r} recipients, {args.z} bytes, batches of {args.b}: CPU per message"
+          f" lowest {low * 1e3:.3f} ms, median {median * 1e3:.3f} ms; per copy lowest"
+          f" {low * 1e6 / args.r:.1f} us ({args.repeat} runs of {args.n} batches)")
+    if args.profile:
+        profile = cProfile.Profile()
+        run(args, profile)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
