@@ -91,3 +91,23 @@ def test_close_lets_the_queued_deliveries_finish() -> None:
 
     asyncio.run(main())
     assert sum(len(batch) for batch in engine.batches) == 3
+
+
+def test_a_batch_holds_at_most_max_copies_recipients_but_always_one_envelope() -> None:
+    engine = FakeEngine()
+    queue = DeliveryQueue(cast(DeliveryEngine, engine), max_copies=5)
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(queue.deliver(envelope("s0"), b""))
+        await asyncio.to_thread(engine.started.wait, 30)
+        sizes = {"s1": 2, "s2": 3, "s3": 1, "s4": 9, "s5": 1}
+        others = [asyncio.ensure_future(queue.deliver(envelope(name, count), b""))
+                  for name, count in sizes.items()]
+        await asyncio.sleep(0)  # all queued behind the running batch
+        engine.release.set()
+        return await asyncio.gather(first, *others)
+
+    results = asyncio.run(main())
+    queue.close()
+    assert engine.batches == [["s0"], ["s1", "s2"], ["s3"], ["s4"], ["s5"]]
+    assert [len(replies) for replies in results] == [1, 2, 3, 1, 9, 1]

@@ -11,7 +11,14 @@ futures with one call into the loop. Every reply still follows the file, directo
 being durable: `deliver_batch` returns only then.
 
 A batch is whatever queued while the previous one ran, so at one session it is one delivery
-(no waiting to fill it) and under load as many as the sessions have in flight.
+(no waiting to fill it) and under load as many as the sessions have in flight, up to MAX_COPIES
+recipients' copies (always at least one envelope, whatever its size). A batch's cost grows with
+its copies (~60-100 us of CPU each: the index rows, the link, the log lines) and every reply of
+the batch waits for the last of them: the bound keeps one batch's wait, and the first replies of
+a burst, to tens of milliseconds. It is not lower because sessions that each wait for their
+reply (lmtpd's clients, the bench) gain nothing from it: each smaller batch is one more fsync
+round and COMMIT for the same copies, and a message's wait is the work of every message ahead
+of it either way (docs/benchmarks.md, issue 18).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from sealmail.proto.smtp import Reply
 log = logging.getLogger("sealmail.lmtpd")
 
 MAX_BATCH = 64  # envelopes per batch: a bound on one commit's size and on its first reply's wait
+MAX_COPIES = 250  # recipients per batch (above): five 50-recipient messages
 MAX_LINGER = 0.002  # seconds a batch may wait for the sessions the last one answered
 
 
@@ -48,9 +56,12 @@ class _Queued:
 class DeliveryQueue:
     """Deliveries of one process's sessions, run by one thread, in batches."""
 
-    def __init__(self, engine: DeliveryEngine, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, engine: DeliveryEngine, max_batch: int = MAX_BATCH, max_copies: int = MAX_COPIES
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.max_copies = max_copies
         self._queued: deque[_Queued] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -106,13 +117,29 @@ class DeliveryQueue:
             if not self._queued:
                 return None
             deadline = time.monotonic() + linger
-            while len(self._queued) < expected and not self._closing:
+            while len(self._queued) < expected and not self._closing and not self._full():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._wake.wait(left)
-            count = min(len(self._queued), self.max_batch)
-            return [self._queued.popleft() for _ in range(count)]
+            return self._first_of_queue()
+
+    def _full(self) -> bool:
+        """Whether what is queued makes a batch of `max_copies` already: no more lingering."""
+        return sum(len(item.envelope.recipients) for item in self._queued) >= self.max_copies
+
+    def _first_of_queue(self) -> list[_Queued]:
+        """The queue's first envelopes, up to `max_batch` of them and `max_copies` recipients
+        (at least one envelope)."""
+        queued = self._queued
+        batch = [queued.popleft()]
+        copies = len(batch[0].envelope.recipients)
+        while queued and len(batch) < self.max_batch:
+            copies += len(queued[0].envelope.recipients)
+            if copies > self.max_copies:
+                break
+            batch.append(queued.popleft())
+        return batch
 
     def _deliver(self, batch: Sequence[_Queued]) -> list[list[Reply]]:
         """The batch's replies; its log lines (one or two per copy) written in one go before
