@@ -21,13 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib
 import logging
 import pstats
 import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -83,8 +87,9 @@ def envelopes(engine: DeliveryEngine, users: list[str], count: int, size: int,
     return out
 
 
-def run(args: argparse.Namespace, profile: cProfile.Profile | None = None) -> list[float]:
-    """CPU seconds of each batch."""
+def run(args: argparse.Namespace, profile: cProfile.Profile | None = None,
+        steps: dict[str, float] | None = None) -> list[float]:
+    """CPU seconds of each timed batch; `steps` (--breakdown) is cleared after the warm-up."""
     users = ["bench", *(f"{i}bench" for i in range(2, args.r + 1))]
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="lmtpcpu-") as tmp:
         engine = engine_in(Path(tmp), users)
@@ -93,6 +98,8 @@ def run(args: argparse.Namespace, profile: cProfile.Profile | None = None) -> li
             batch = envelopes(engine, users, args.b, args.z, round_ * args.b)
             if profile is not None and round_ >= 2:
                 profile.enable()
+            if steps is not None and round_ == 2:
+                steps.clear()
             started = time.thread_time()
             with batched_lines():
                 replies = engine.deliver_batch(batch)
@@ -105,6 +112,54 @@ def run(args: argparse.Namespace, profile: cProfile.Profile | None = None) -> li
                 timings.append(spent)
         engine.store.close()
     return timings
+
+
+# What --breakdown times (module, attribute): nested ones count inside their callers too.
+BREAKDOWN = (
+    ("sealmail.delivery.engine:DeliveryEngine", "_begin"),  # trace fields, Message-ID
+    ("sealmail.delivery.engine:DeliveryEngine", "_plan"),  # Sieve, duplicates, slots
+    ("sealmail.delivery.sieve:SieveFilter", "plan"),
+    ("sealmail.store.duplicates:DuplicateDatabase", "seen_among"),
+    ("sealmail.delivery.engine:DeliveryEngine", "_take_slots"),
+    ("sealmail.delivery.engine:DeliveryEngine", "_store"),  # all of the store's work
+    ("sealmail.store.disk.commit:GroupCommit", "_prepare"),  # stage file, header forms
+    ("sealmail.store.disk.commit:GroupCommit", "_commit_batch"),
+    ("sealmail.store.disk.commit:GroupCommit", "_append"),  # quota, link, rows noted
+    ("sealmail.store.disk.index_writes:IndexWrites", "flush"),  # the rows' executemany
+    ("sealmail.store.disk.commit", "fsync_together"),
+    ("sealmail.delivery.engine:DeliveryEngine", "_mark"),  # duplicate marks
+    ("sealmail.delivery.engine:DeliveryEngine", "_finish"),  # replies, log lines
+    ("sealmail.delivery.engine:DeliveryEngine", "_log"),
+    ("sealmail.maillog", "_write_held"),
+)
+
+
+def timed(spent: dict[str, float], name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[name] += time.thread_time() - started
+    return wrapper
+
+
+def breakdown(args: argparse.Namespace) -> None:
+    """CPU per message of each step in BREAKDOWN, over one run (the wrappers add ~1 us/call)."""
+    spent: dict[str, float] = defaultdict(float)
+    for where, attribute in BREAKDOWN:
+        module_name, _, class_name = where.partition(":")
+        module = importlib.import_module(module_name)
+        owner = getattr(module, class_name) if class_name else module
+        if hasattr(owner, attribute):
+            setattr(owner, attribute, timed(spent, f"{class_name or module_name}.{attribute}",
+                                            getattr(owner, attribute)))
+    timings = run(args, steps=spent)
+    messages = len(timings) * args.b
+    print(f"whole batch: {sum(timings) * 1e3 / messages:.3f} ms per message")
+    for name, seconds in spent.items():
+        print(f"  {name:<40} {seconds * 1e3 / messages:7.3f} ms/msg"
+              f" {seconds * 1e6 / messages / args.r:7.1f} us/copy")
 
 
 def run_queue(args: argparse.Namespace, max_copies: int) -> tuple[float, float, float]:
@@ -156,6 +211,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", default="/dev/shm")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="CPU per step (BREAKDOWN)")
     parser.add_argument("--log", default="/dev/null", help="where the log lines go")
     parser.add_argument("--sessions", type=int, default=0,
                         help="closed loop through DeliveryQueue with this many sessions")
@@ -169,6 +225,9 @@ def main() -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s[%(process)d]: %(message)s",
                                            "%Y-%m-%dT%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    if args.breakdown:
+        breakdown(args)
+        return 0
     if args.sessions:
         bounds = [int(b) for b in args.copies.split(",")]
         found: dict[int, list[tuple[float, float, float]]] = {b: [] for b in bounds}
