@@ -9,6 +9,8 @@ sealmail.delivery.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -383,9 +385,22 @@ def _build(config: ImapdConfig, trust_tcp: bool, service_name: str) -> LmtpServi
         outbound_from_config(config),
     )
     engine = DeliveryEngine(config, store, store.duplicates(), sieve)
-    return LmtpService(
+    service = LmtpService(
         config, engine, trust_tcp=trust_tcp, daemon_name=service_name, store=store
     )
+    _freeze_start_up_objects()
+    return service
+
+
+@functools.cache  # once per process: a test building many services freezes one snapshot
+def _freeze_start_up_objects() -> None:
+    """What start-up made (modules, configuration, the store's objects) out of the garbage
+    collector's walks: a 50-recipient batch allocates enough to trigger several collections,
+    and a full one walked every object of the process: ~20 ms without a reply, once every
+    ~250 messages, in process at 50 recipients under load (issue 18's p99). Frozen objects sit
+    in a permanent generation that collections skip (gc.freeze)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _size_param(value: str | None) -> int:
