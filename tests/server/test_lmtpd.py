@@ -94,6 +94,24 @@ def test_multi_recipient_replies_in_order_and_one_file(instance: SealmailInstanc
     assert len(inodes) == 1  # single-instance store: one file, three links
 
 
+def test_each_copy_has_its_log_lines_before_its_reply(instance: SealmailInstance) -> None:
+    """The delivery thread holds a batch's lines and writes them in one go (sealmail.maillog),
+    before the replies: by the last 250, every copy's two lines are in the log, whole."""
+    with lmtp(instance) as client:
+        client.mail("sender@example.org")
+        for rcpt in ("alice@example.com", "bob@example.com", "carol@example.com"):
+            assert client.rcpt(rcpt)[0] == 250
+        replies = send_data(client, 3, MESSAGE.replace(b"<m1@", b"<logged@"))
+        assert [code for code, _ in replies] == [250, 250, 250]
+        lines = instance.log_text().splitlines()
+    session = replies[0][1].decode().rsplit("SESSIONID=", 1)[1]
+    for user in ("alice", "bob", "carol"):
+        assert [line for line in lines if f"to=<{user}@example.com>" in line
+                and line.endswith(f"status=sent (250 Ok SESSIONID={session})")], user
+        assert [line for line in lines
+                if line.endswith(f"Delivered: <logged@example.org> to mailbox: user.{user}")], user
+
+
 def test_the_same_address_twice_gets_two_replies(instance: SealmailInstance) -> None:
     without_id = MESSAGE.replace(b"Message-ID: <m1@example.org>\r\n", b"")
     with lmtp(instance) as client:
