@@ -6,7 +6,7 @@ import io
 import logging
 import threading
 
-from sealmail.maillog import BatchingStreamHandler, batched_lines
+from sealmail.maillog import BatchingStreamHandler, SecondsFormatter, batched_lines
 
 
 class CountingStream(io.StringIO):
@@ -69,3 +69,14 @@ def test_lines_are_written_when_the_block_raises() -> None:
     except RuntimeError:
         pass
     assert stream.getvalue() == "test.maillog.raises: before the failure\n"
+
+
+def test_seconds_formatter_writes_what_logging_formatter_writes() -> None:
+    fmt, datefmt = "%(asctime)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+    ours, theirs = SecondsFormatter(fmt, datefmt), logging.Formatter(fmt, datefmt)
+    for created in (1_000_000_000.1, 1_000_000_000.9, 1_000_000_001.0, 1_000_000_000.5):
+        record = logging.LogRecord("test", logging.INFO, "", 0, "line", (), None)
+        record.created = created
+        assert ours.format(record) == theirs.format(record)
+    record = logging.LogRecord("test", logging.INFO, "", 0, "line", (), None)
+    assert SecondsFormatter(fmt).format(record) == logging.Formatter(fmt).format(record)

@@ -87,3 +87,22 @@ def _write_held(held: _Held) -> None:
             handler.handleError(held.first[handler])
         finally:
             handler.release()
+
+
+class SecondsFormatter(logging.Formatter):
+    """A Formatter whose date, to the second as every sealmail format writes it, is made once a
+    second rather than once a line: time.localtime and strftime were a third of formatting a
+    line, and lmtpd's delivery thread formats two per stored copy (issue 18). Without a date
+    format (the default one has milliseconds) it formats as logging does."""
+
+    _made: tuple[int, str] = (-1, "")  # (second, its text): one attribute, so threads agree
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        made_second, text = self._made
+        if made_second != second:
+            text = super().formatTime(record, datefmt)
+            self._made = (second, text)
+        return text

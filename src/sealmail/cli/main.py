@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sealmail import __version__
 from sealmail.config.imapd_conf import DEFAULT_CONFIG_PATH, ConfigError
-from sealmail.maillog import BatchingStreamHandler, lean_log_records
+from sealmail.maillog import BatchingStreamHandler, SecondsFormatter, lean_log_records
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -147,7 +147,7 @@ def configure_logging(verbose: bool = False) -> None:
         logging.raiseExceptions = False  # logging's own errors go to stderr: the client's
     else:
         handler = BatchingStreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        handler.setFormatter(SecondsFormatter(LOG_FORMAT, LOG_DATE_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
@@ -184,7 +184,7 @@ def log_off_the_wire(configdirectory: Path, program: str) -> str:
         path = configdirectory / f"{program}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        handler.setFormatter(SecondsFormatter(LOG_FORMAT, LOG_DATE_FORMAT))
         where = f"{path} (no syslog socket at {SYSLOG_SOCKET}; standard error is the client's)"
     for old in held:
         root.removeHandler(old)

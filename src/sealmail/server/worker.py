@@ -50,7 +50,7 @@ from sealmail import metrics
 from sealmail import sessions as live_sessions
 from sealmail.config.imapd_conf import ImapdConfig, load_imapd_conf
 from sealmail.config.options import IMAPD
-from sealmail.maillog import BatchingStreamHandler
+from sealmail.maillog import BatchingStreamHandler, SecondsFormatter
 from sealmail.server import session
 
 log = logging.getLogger("sealmail.master")
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     handler = BatchingStreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
+    handler.setFormatter(SecondsFormatter(
         f"%(asctime)s %(name)s/{args.service}[%(process)d]: %(message)s", "%Y-%m-%dT%H:%M:%S"
     ))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
