@@ -26,14 +26,13 @@ def lean_log_records() -> None:
     logging.logMultiprocessing = False
 
 
-
 class BatchingStreamHandler(logging.StreamHandler[TextIO]):
     """A StreamHandler whose lines, inside `batched_lines()` on the calling thread, go out in one
     write when the block ends: lmtpd's delivery thread logs two lines per stored copy (ours and
-    Cyrus's `Delivered:`), and a write and a flush each were a tenth of its CPU at 50 recipients
-    (issue 18). Every line stays a line of its own; other threads' lines go out as they log.
-    Only the formatted text is held, not the records: hundreds of records kept alive through a
-    batch made every garbage collection in it walk them (more CPU than the writes saved)."""
+    Cyrus's `Delivered:`), each a write and a flush of its own before (issue 18). Every line
+    stays a line of its own; other threads' lines go out as they log. Only the formatted text
+    is held, not the records: hundreds of records kept alive through a batch made every garbage
+    collection in it walk them (more CPU than the writes saved)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         held: _Held | None = getattr(_holding, "held", None)
@@ -95,14 +94,15 @@ class SecondsFormatter(logging.Formatter):
     line, and lmtpd's delivery thread formats two per stored copy (issue 18). Without a date
     format (the default one has milliseconds) it formats as logging does."""
 
-    _made: tuple[int, str] = (-1, "")  # (second, its text): one attribute, so threads agree
+    # (second, date format, its text): one attribute, so that threads agree
+    _made: tuple[int, str, str] = (-1, "", "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is None:
             return super().formatTime(record, datefmt)
         second = int(record.created)
-        made_second, text = self._made
-        if made_second != second:
+        made_second, made_format, text = self._made
+        if made_second != second or made_format != datefmt:
             text = super().formatTime(record, datefmt)
-            self._made = (second, text)
+            self._made = (second, datefmt, text)
         return text
