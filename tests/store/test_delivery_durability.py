@@ -176,8 +176,13 @@ def test_another_process_sees_the_message_once_deliver_returns(tmp_path: Path) -
         assert child.stdout.split() == ["1", "1", "True"]
 
 
+@pytest.mark.parametrize("way", ["deliver", "batch"])
 @pytest.mark.parametrize("point", ["staged", "linked"])
-def test_sigkill_inside_delivery_leaves_nothing_visible(tmp_path: Path, point: str) -> None:
+def test_sigkill_inside_delivery_leaves_nothing_visible(
+    tmp_path: Path, point: str, way: str
+) -> None:
+    """"staged": the stage file written (in a batch, fsynced with its name before the commit
+    turn); "linked": the links made and fsynced, before COMMIT."""
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         disk.create_mailbox("user.a")
         disk.create_mailbox("user.b")
@@ -189,10 +194,14 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(tmp_path: Path, point: s
             if at == sys.argv[1]:
                 os.kill(os.getpid(), signal.SIGKILL)
         disk = DiskStore.from_config(config, fault_hook=crash)
-        disk.deliver(b"lost\\r\\n", [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+        targets = [DeliveryTarget("user.a"), DeliveryTarget("user.b")]
+        if sys.argv[2] == "batch":
+            disk.deliver_batch([(b"lost\\r\\n", targets)])
+        else:
+            disk.deliver(b"lost\\r\\n", targets)
         print("survived")
         """,
-        point,
+        point, way,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     stage = tmp_path / "spool" / "stage."

@@ -13,16 +13,16 @@ A delivery that answers 250 must survive a crash. Order of operations:
 
 1. the caller's thread writes the bytes once per partition to `PARTITION/stage./NAME` and fsyncs
    them (in parallel with other callers); `deliver_batch` (lmtpd's one delivery thread, many
-   messages) writes them all and leaves their fsyncs to step 3;
+   messages) writes them all, then fsyncs them and their stage directories in one round, before
+   it waits for the commit turn (so the turn is not held through these fsyncs);
 2. the caller joins the pending batch. One committer at a time (one process at a time too: it
    first takes the commit turn, sealmail.store.locks.CommitTurn) takes every pending delivery
    and, in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next
    modseq, hard-links the stage file to `MAILBOXDIR/UID.`, inserts the row, bumps the counters;
-3. in one round of fsyncs, the batch's unsynced stage files (a link is debris until COMMIT,
-   whatever its file holds) and either the stage directory of each partition (the stage files'
-   names are durable) or, when that saves no fsync (one mailbox per partition), each touched
-   mailbox directory; then COMMITs (synchronous=FULL: the WAL is on disk when COMMIT
-   returns), then wakes every caller;
+3. in one round of fsyncs, either the stage directory of each partition whose stage files'
+   names are not durable yet (`deliver`'s; none for `deliver_batch`) or, when that saves no
+   fsync (one mailbox per partition), each touched mailbox directory; then COMMITs
+   (synchronous=FULL: the WAL is on disk when COMMIT returns), then wakes every caller;
 4. when the stage directories were fsynced, the stage files stay until a thread has fsynced
    every touched mailbox directory, once per interval for all the commits of that interval,
    then removes them (`deferred`): a commit of N mailboxes waits for one directory fsync, not

@@ -54,7 +54,7 @@ class _Delivery(Waiter):
     listed: bytes  # the fields clients list folders with (sealmail.store.headers)
     sorting: SortFields  # sortable form (sealmail.store.sorting)
     results: list[AppendedMessage | StoreError | None]
-    unsynced: list[int] = field(default_factory=list)  # stage files the commit fsyncs
+    named: bool = False  # its stage files and their names are durable (deliver_batch's round)
     kept: set[str] = field(default_factory=set)  # stage files a COMMIT named: the deferred
     # directory fsyncs remove them (store.disk.deferred)
 
@@ -98,8 +98,8 @@ class GroupCommit:
         written: list[str] = []
         delivery: _Delivery | None = None
         try:
-            delivery = self._prepare(content, targets, partition_of, written, internaldate,
-                                     synced=True)
+            delivery = self._prepare(content, targets, partition_of, written, None,
+                                     internaldate)
             self._spool.fault("staged")
             if any(stage is not None for stage in delivery.stages):
                 self._commit_in_group(delivery)
@@ -119,12 +119,13 @@ class GroupCommit:
         batches), in ONE group commit. One result list per message, in order; a message that
         fails (its stage, its mailbox, its quota) fails alone.
 
-        The stage files are written but not fsynced here: the commit fsyncs them together with
-        the mailbox directories, after the links and before COMMIT (`_commit_batch`). A thread
-        fsyncing them one by one waits out each one's cache flush (a previous one-thread try
-        fell from ~150 to 47 msg/s), and one round of fsyncs instead of two shortens the chain
-        to a 250. Crash safety is unchanged: until COMMIT, a link is debris above uidnext
-        whatever its file holds; COMMIT waits for the fsyncs."""
+        The stage files are written unsynced, then fsynced in ONE round with their directories
+        (a thread fsyncing them one by one waits out each one's cache flush: a previous
+        one-thread try fell from ~150 to 47 msg/s), before the batch waits for the commit turn:
+        the turn (and SQLite's write lock) is then held only for the links, the rows and
+        COMMIT, not through this round, so under `sealmail master` another lmtpd commits while
+        this one's fsyncs run (issue 18). The mailbox directories are fsynced after the reply
+        (store.disk.deferred)."""
         with self._spool.reading() as conn:
             partition_of = partitions_of(
                 conn, [target.mailbox for _, targets in messages for target in targets]
@@ -132,10 +133,19 @@ class GroupCommit:
         written: list[str] = []
         deliveries: list[_Delivery] = []
         try:
-            for content, targets in messages:
-                deliveries.append(self._prepare(content, targets, partition_of, written))
+            unsynced: list[int] = []
+            try:
+                for content, targets in messages:
+                    deliveries.append(
+                        self._prepare(content, targets, partition_of, written, unsynced)
+                    )
+                _name_stages(deliveries, written, unsynced)
+            finally:
+                for fd in unsynced:
+                    with suppress(OSError):
+                        os.close(fd)
             self._spool.fault("staged")
-            committing = [d for d in deliveries if any(s is not None for s in d.stages)]
+            committing = [d for d in deliveries if _to_commit(d)]
             if committing:
                 first, *others = committing
                 self._batches.join(first, self._lead, others)
@@ -143,9 +153,6 @@ class GroupCommit:
             kept: set[str] = set()
             for delivery in deliveries:
                 kept |= delivery.kept  # the deferred directory fsyncs remove them
-                for fd in delivery.unsynced:
-                    with suppress(OSError):
-                        os.close(fd)
             for path in written:
                 if path in kept:
                     continue
@@ -159,15 +166,14 @@ class GroupCommit:
         targets: Sequence[DeliveryTarget],
         partition_of: dict[str, str],
         written: list[str],
+        unsynced: list[int] | None,
         internaldate: float | None = None,
-        synced: bool = False,
     ) -> _Delivery:
-        """A message staged once per partition: written and fsynced when `synced` (`deliver`,
-        whose callers' fsyncs overlap), else its files left open for the commit's fsyncs
-        (`deliver_batch`, `_Delivery.unsynced`)."""
+        """A message staged once per partition: written and fsynced without `unsynced`
+        (`deliver`, whose callers' fsyncs overlap), else written and left open there for one
+        round of fsyncs (`deliver_batch`)."""
         results: list[AppendedMessage | StoreError | None] = [None] * len(targets)
         stages: list[str | None] = [None] * len(targets)
-        unsynced: list[int] = []
         shared: dict[str, str | StoreError] = {}
         guid = hashlib.sha1(content).hexdigest()
         for i, target in enumerate(targets):
@@ -177,7 +183,7 @@ class GroupCommit:
                 continue
             staged = shared.get(partition) if self._spool.single_instance else None
             if staged is None:
-                staged = self._stage(partition, content, guid, None if synced else unsynced)
+                staged = self._stage(partition, content, guid, unsynced)
                 if isinstance(staged, str):
                     written.append(staged)
                 if self._spool.single_instance:
@@ -197,7 +203,6 @@ class GroupCommit:
             listed=listed_form(content),
             sorting=sort_fields(content, header),
             results=results,
-            unsynced=unsynced,
         )
 
     def deliver_all(
@@ -283,7 +288,7 @@ class GroupCommit:
     ) -> str | StoreError:
         """Write and fsync a stage file; its name starts with our pid (see clean_stage_files)
         and ends with the content's guid when a COMMIT may keep it (store.disk.deferred).
-        With `unsynced`, the fsync is the commit's: the file stays open there."""
+        With `unsynced`, the fsync is the caller's: the file stays open there."""
         directory = self._spool.stage_directory(partition)
         path = f"{directory}/{os.getpid()}-{next(self._stage_counter)}-{secrets.token_hex(6)}"
         if guid is not None:
@@ -346,16 +351,15 @@ class GroupCommit:
                         directories.add(linked[-1][: linked[-1].rindex("/")])
                         used.append((delivery, stage))
                 writes.flush()
-                # One round of fsyncs: the stage files deliver_batch left unsynced, and either
-                # the stage files' names, durable before the COMMIT names their copies, with the
-                # mailbox directories fsynced after the reply (store.disk.deferred), or, when
-                # that saves no fsync (one mailbox per partition), the mailboxes'.
-                stage_directories = {os.path.dirname(stage) for stage in {s for _, s in used}}
-                deferring = len(directories) > len(stage_directories)
-                fsync_together(
-                    stage_directories if deferring else directories,
-                    [fd for d in batch for fd in d.unsynced],
-                )
+                # Before the COMMIT names their copies, the stage files' names must be durable:
+                # deliver_batch's are (`named`); a `deliver` caller's stage directory is fsynced
+                # here, with the mailbox directories fsynced after the reply
+                # (store.disk.deferred), or, when that saves no fsync (one mailbox per
+                # partition), the mailboxes' directories instead.
+                unnamed = {os.path.dirname(stage) for delivery, stage in used
+                           if not delivery.named}
+                deferring = len(directories) > len(unnamed)
+                fsync_directories(unnamed if deferring else directories)
                 self._spool.fault("linked")
                 conn.execute("COMMIT")
                 if deferring:
@@ -469,6 +473,26 @@ class GroupCommit:
                     continue
                 stale.append((partition, entry))
         return recover_stage_files(self._spool, stale) if stale else []
+
+
+def _name_stages(deliveries: list[_Delivery], written: list[str], fds: list[int]) -> None:
+    """One round of fsyncs: the stage files `fds` and the directories of `written`; then every
+    delivery is `named`. If one fails, every copy not refused already fails."""
+    if not written:
+        return
+    try:
+        fsync_together({os.path.dirname(path) for path in written}, fds)
+    except OSError as exc:
+        _fail_pending(deliveries, os_error(exc, "cannot stage message"))
+        return
+    for delivery in deliveries:
+        delivery.named = True
+
+
+def _to_commit(delivery: _Delivery) -> bool:
+    """Whether a copy of `delivery` is staged and not failed already."""
+    return any(stage is not None and result is None
+               for stage, result in zip(delivery.stages, delivery.results, strict=True))
 
 
 def _fail_pending(batch: list[_Delivery], error: StoreError) -> None:
