@@ -23,6 +23,18 @@ from sealmail.store.seen import UidSet, with_seen
 # uid SQLite walks the primary key, every row of the mailbox's past expunges, rather than the
 # (mailbox_id, modseq) index that finds just these (sealmail.store.index, _INDEXES).
 EXPUNGED_SINCE = "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ?"
+CHANGED_SINCE = ("SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                 " WHERE mailbox_id = ? AND modseq > ?")
+
+
+def changed_since(conn: sqlite3.Connection, mailbox_id: int, modseq: int) -> list[Any]:
+    """The (uid, modseq, internaldate, size, guid, flags) rows of the messages changed or
+    added after `modseq`, in UID order. Sorted here: with ORDER BY uid SQLite walks every
+    row of the mailbox in UID order instead of the few past `modseq` in the index
+    messages_modseq (the sync after every command with news, sealmail.store.disk.syncing)."""
+    rows = conn.execute(CHANGED_SINCE, (mailbox_id, modseq)).fetchall()
+    rows.sort()  # by UID, which is unique
+    return rows
 
 
 class Reading:
@@ -192,11 +204,7 @@ class Reading:
             conn.execute("BEGIN")
             try:
                 mailbox_id = require_mailbox(conn, name)[0]
-                rows = conn.execute(
-                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                    (mailbox_id, modseq),
-                ).fetchall()
+                rows = changed_since(conn, mailbox_id, modseq)
                 seen = seen_of(conn, mailbox_id, name, reader)
             finally:
                 conn.execute("COMMIT")

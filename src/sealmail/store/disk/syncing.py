@@ -26,7 +26,7 @@ from typing import Any
 
 from sealmail.store.api import MailboxChanges, MailboxInfo
 from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
-from sealmail.store.disk.reading import EXPUNGED_SINCE, records_of
+from sealmail.store.disk.reading import EXPUNGED_SINCE, changed_since, records_of
 from sealmail.store.disk.recent import OWNER
 from sealmail.store.seen import UidSet, index_keeps_seen
 
@@ -108,11 +108,7 @@ class Syncing:
                 if row is None:
                     return None
                 mailbox_id = row[0]
-                rows = conn.execute(
-                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                    (mailbox_id, modseq),
-                ).fetchall()
+                rows = changed_since(conn, mailbox_id, modseq)
                 expunged = sorted(uid for (uid,) in conn.execute(
                     EXPUNGED_SINCE, (mailbox_id, modseq)
                 ).fetchall())
