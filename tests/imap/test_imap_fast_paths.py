@@ -372,6 +372,21 @@ def test_envelopes_kept_rendered_are_the_generic_rendering(store: MessageStore,
     assert b"ENVELOPE (" in run(session, "x FETCH 1 (ENVELOPE)")
 
 
+def test_kept_forms_read_once_are_not_read_again(store: MessageStore,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forms the process keeps (fetching.memo) are not read from the index again: a FETCH
+    after a new message asks the store for that one's blob only, and answers the same."""
+    first = run(session_on(store, examine=True), "t FETCH 1:* (UID ENVELOPE BODYSTRUCTURE)")
+    store.deliver(message(99), [DeliveryTarget("user.fred")])
+    asked: list[list[int]] = []
+    read = store.message_structures
+    monkeypatch.setattr(store, "message_structures",
+                        lambda name, uids: asked.append(list(uids)) or read(name, uids))
+    again = run(session_on(store, examine=True), "t FETCH 1:* (UID ENVELOPE BODYSTRUCTURE)")
+    assert again.startswith(first.removesuffix(b"t OK FETCH completed\r\n"))
+    assert b"* 29 FETCH (UID 31 ENVELOPE" in again and asked == [[31]]
+
+
 def test_a_header_fetch_without_peek_sets_seen(store: MessageStore) -> None:
     session = session_on(store)
     unseen = [r.uid for r in store.messages("user.fred") if "\\Seen" not in r.flags]

@@ -165,3 +165,32 @@ def test_internaldate_is_what_datetime_writes(timestamp: float) -> None:
     when = datetime.fromtimestamp(timestamp, UTC)
     assert internaldate_text(timestamp) == when.strftime("%d-%b-%Y %H:%M:%S +0000").replace(
         when.strftime("%d-"), f"{when.day:2d}-", 1)
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_append_keeps_the_forms_a_fetch_would_make(backend: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An APPEND keeps the parse and forms of what it stored (MULTIAPPEND too): the first FETCH
+    of them reads no file and parses nothing, and answers what a fresh parse renders. A message
+    above KEEP_APPENDED_UP_TO is left to FETCH."""
+    store = open_store(backend, store_config(tmp_path))
+    store.create_mailbox("user.fred")
+    raws = [b"From: Ann <ann@example.org>\r\nSubject: one\r\n\r\nbody\r\n",
+            b"Subject: two\r\nContent-Type: multipart/mixed; boundary=sep\r\n\r\n"
+            b"--sep\r\nContent-Type: text/plain\r\n\r\nx\r\n--sep--\r\n",
+            b"Subject: three\r\n\r\n" + b"a longer body\r\n" * 10]
+    monkeypatch.setattr(kept, "KEEP_APPENDED_UP_TO", len(raws[2]) - 1)
+    assert max(map(len, raws[:2])) <= kept.KEEP_APPENDED_UP_TO
+    session = ImapSession(store, SESSION_CONFIG, "fred", "user.fred")
+    literals = "".join(f" {{{len(raw)}+}}\r\n{raw.decode()}" for raw in raws[:2])
+    assert b"t OK [APPENDUID" in _run(session, f"t APPEND INBOX{literals}")
+    assert b"t OK [APPENDUID" in _run(session, f"t APPEND INBOX {{{len(raws[2])}+}}\r\n"
+                                               f"{raws[2].decode()}")
+    assert sorted(store.message_structures("user.fred", [1, 2, 3])) == [1, 2]
+    line = "t FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)"
+    expected = _generic(store, False, line)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kept, "parse_message", None)  # no parse: the forms are kept
+        patch.setattr(store, "message_bytes", None)  # and no file read
+        assert _run(_session(store, False), line) == expected
+    store.close()

@@ -12,7 +12,7 @@ from tests.store.conftest import make_config, on_disk
 
 from sealmail.config.imapd_conf import ConfigError, parse_imapd_conf
 from sealmail.store.api import ALL_RIGHTS, AppendedMessage, DeliveryTarget, MessageStore
-from sealmail.store.disk import HEADER_NAME, DiskStore
+from sealmail.store.disk import HEADER_NAME, DiskStore, reading
 from sealmail.store.errors import (
     InvalidMailboxName,
     InvalidQuota,
@@ -431,14 +431,14 @@ def test_expunged_between_row_and_file_is_no_corruption(
     store.create_mailbox("user.alice")
     store.deliver(MESSAGE, [DeliveryTarget("user.alice")] * 2)
     path = store.mailbox_path("user.alice")
-    read_bytes = Path.read_bytes
+    read_file = reading._read_file
 
-    def expunged_first(self: Path) -> bytes:
-        if self.name == "1.":  # another session's EXPUNGE commits right before the read
+    def expunged_first(filename: str, directory_fd: int | None, size: int) -> bytes:
+        if Path(filename).name == "1.":  # another session's EXPUNGE commits right before
             store.expunge("user.alice", [1])
-        return read_bytes(self)
+        return read_file(filename, directory_fd, size)
 
-    monkeypatch.setattr(Path, "read_bytes", expunged_first)
+    monkeypatch.setattr(reading, "_read_file", expunged_first)
     with pytest.raises(NoSuchMessage):
         store.message_bytes("user.alice", 1)
     monkeypatch.undo()

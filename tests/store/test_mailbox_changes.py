@@ -138,6 +138,42 @@ def test_expunges_since_a_modseq_in_uid_order(shared: Any) -> None:
     assert news is not None and news.expunged == expected
 
 
+def test_changes_since_a_modseq_in_uid_order(shared: Any) -> None:
+    """Flags changed out of UID order: both reads give the changed records ascending (the disk
+    store reads them without ORDER BY, through its messages (mailbox_id, modseq) index)."""
+    uids = deliver(shared, "user.alice", 6)
+    modseq = shared.mailbox("user.alice").highestmodseq
+    for uid in (uids[4], uids[1], uids[5], uids[0]):
+        shared.set_flags("user.alice", [uid], ["\\Flagged"])
+    expected = sorted([uids[0], uids[1], uids[4], uids[5]])
+    assert [r.uid for r in shared.messages_since("user.alice", modseq)] == expected
+    news = shared.mailbox_changes("user.alice", modseq)
+    assert news is not None and [r.uid for r in news.changed] == expected
+
+
+@pytest.mark.disk_only("the SQLite index's query plan")
+def test_changed_since_reads_only_the_newer_rows(shared: DiskStore) -> None:
+    """"Changed since modseq m" finds the changed messages by the messages (mailbox_id, modseq)
+    index instead of reading every message of the mailbox, and an index made before that
+    index gets it when opened."""
+    from sealmail.store.disk.reading import CHANGED_SINCE
+    from sealmail.store.index import Index
+
+    conn = shared._index.connection()
+    plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {CHANGED_SINCE}",
+                                                     (1, 0)))
+    assert "messages_modseq" in plan and "modseq>?" in plan
+    with shared._index.transaction() as writing:
+        writing.execute("DROP INDEX messages_modseq")
+    reopened = Index(shared._index.path)
+    try:
+        assert reopened.connection().execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'messages_modseq'"
+        ).fetchone() == (1,)
+    finally:
+        reopened.close()
+
+
 @pytest.mark.disk_only("the SQLite index's query plan")
 def test_expunged_since_reads_only_the_newer_rows(shared: DiskStore) -> None:
     """The index keeps a row per message ever expunged; "expunged since modseq m" finds the

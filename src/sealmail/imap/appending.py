@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed, store_failure
+from sealmail.imap.fetching.kept import keep_appended
 from sealmail.imap.messages import canonical_flags
 from sealmail.imap.urls import catenate_url
 from sealmail.proto.imap import (
@@ -57,6 +58,8 @@ def append(session: ImapSession, command: Append) -> list[Response]:
     if session.audit is not None:
         for message, (content, _, _) in zip(stored, built, strict=True):
             session.audit.appended([message], auditlog.message_id_of(content))
+    keep_appended(store, target, [(message.uid, content)
+                                  for message, (content, _, _) in zip(stored, built, strict=True)])
     if "r" not in held:
         # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,
         # "as it would disclose information about the mailbox".

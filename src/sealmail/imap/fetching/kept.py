@@ -19,6 +19,8 @@ header text are rendered again, from the kept parse, for a UTF-8 session.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from sealmail.proto.imap import (
@@ -29,9 +31,9 @@ from sealmail.proto.imap import (
     render_value,
 )
 from sealmail.store.api import MailboxView, MessageRecord
-from sealmail.store.errors import NoSuchMessage
+from sealmail.store.errors import NoSuchMessage, StoreError
 
-__all__ = ["RENDERED", "KeptForms", "StructureCache", "render_form"]
+__all__ = ["RENDERED", "KeptForms", "StructureCache", "keep_appended", "render_form"]
 
 FORMS_VERSION = 1
 RENDERED = ("ENVELOPE", "BODYSTRUCTURE", "BODY")  # the items kept rendered
@@ -67,6 +69,29 @@ def render_form(parsed: ParsedMessage, name: str, utf8: bool) -> bytes:
 
 def _forms_of(parsed: ParsedMessage) -> KeptForms:
     return KeptForms(*(render_form(parsed, name, False) for name in RENDERED))
+
+
+def _blob_of(parsed: ParsedMessage) -> bytes:
+    """The kept structure of a parse: its forms and the parse itself."""
+    return _forms_of(parsed).pack(parsed.to_bytes())
+
+
+# Appended messages larger than this are left to the first FETCH that needs their parse.
+KEEP_APPENDED_UP_TO = 1 << 20
+
+
+def keep_appended(store: MailboxView, name: str, messages: Iterable[tuple[int, bytes]]) -> None:
+    """Keep the parse and forms of messages this session just appended, from the octets it
+    holds. Otherwise the first FETCH of their ENVELOPE, BODYSTRUCTURE or BODY (imaptest's
+    stress profile, a client showing a new message) reads each file again, parses it and
+    saves the blob in a write of its own, and under `sealmail master` each imapd worker whose
+    FETCH came before that write reached the index did it too. Messages above
+    KEEP_APPENDED_UP_TO wait for a FETCH: their parse costs more than the one file read it
+    saves. A cache: a failure to save it (the index busy or failing) costs only that parse."""
+    blobs = {uid: _blob_of(parse_message(content)) for uid, content in messages
+             if len(content) <= KEEP_APPENDED_UP_TO}
+    with suppress(StoreError):  # the message is stored: the APPEND's answer stands
+        store.save_message_structures(name, blobs)
 
 
 class LoadedMessage:
@@ -162,7 +187,7 @@ class StructureCache:
     def _keep(self, uid: int, parsed: ParsedMessage) -> bytes:
         if self._loaded is None:
             self._loaded = {}
-        blob = _forms_of(parsed).pack(parsed.to_bytes())
+        blob = _blob_of(parsed)
         self._loaded[uid] = self._new[uid] = blob
         return blob
 

@@ -23,6 +23,18 @@ from sealmail.store.seen import UidSet, with_seen
 # uid SQLite walks the primary key, every row of the mailbox's past expunges, rather than the
 # (mailbox_id, modseq) index that finds just these (sealmail.store.index, _INDEXES).
 EXPUNGED_SINCE = "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ?"
+CHANGED_SINCE = ("SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
+                 " WHERE mailbox_id = ? AND modseq > ?")
+
+
+def changed_since(conn: sqlite3.Connection, mailbox_id: int, modseq: int) -> list[Any]:
+    """The (uid, modseq, internaldate, size, guid, flags) rows of the messages changed or
+    added after `modseq`, in UID order. Sorted here: with ORDER BY uid SQLite walks every
+    row of the mailbox in UID order instead of the few past `modseq` in the index
+    messages_modseq (the sync after every command with news, sealmail.store.disk.syncing)."""
+    rows = conn.execute(CHANGED_SINCE, (mailbox_id, modseq)).fetchall()
+    rows.sort()  # by UID, which is unique
+    return rows
 
 
 class Reading:
@@ -48,17 +60,22 @@ class Reading:
         return records_of(rows, seen)
 
     def message_bytes(self, name: str, uid: int) -> bytes:
+        """One message's octets: one index query (the mailbox's row joined), one open and read
+        (FETCH of a body part, once per command of imaptest's second FETCH)."""
         with self._spool.reading() as conn:
-            row = require_mailbox(conn, name)
             message = conn.execute(
-                "SELECT filename FROM messages WHERE mailbox_id = ? AND uid = ?", (row[0], uid)
+                "SELECT b.partition, b.uniqueid, m.filename, m.size FROM mailboxes AS b"
+                " JOIN messages AS m ON m.mailbox_id = b.id WHERE b.name = ? AND m.uid = ?",
+                (name, uid),
             ).fetchone()
+            if message is None:
+                require_mailbox(conn, name)  # MailboxNotFound if that is why
         if message is None:
             raise NoSuchMessage(f"no message with UID {uid} in {name!r}")
-        path = self._spool.directory(row[3], row[2]) / message[0]
+        partition, uniqueid, filename, size = message
+        path = os.path.join(self._spool.directory_name(partition, uniqueid), filename)
         try:
-            data: bytes = path.read_bytes()
-            return data
+            return _read_file(path, None, size)
         except FileNotFoundError:
             raise self._file_gone(name, uid) from None
         except OSError as exc:
@@ -192,11 +209,7 @@ class Reading:
             conn.execute("BEGIN")
             try:
                 mailbox_id = require_mailbox(conn, name)[0]
-                rows = conn.execute(
-                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                    (mailbox_id, modseq),
-                ).fetchall()
+                rows = changed_since(conn, mailbox_id, modseq)
                 seen = seen_of(conn, mailbox_id, name, reader)
             finally:
                 conn.execute("COMMIT")
@@ -338,9 +351,11 @@ def rows_for(
     return [r for r in rows if r[0] in keep]
 
 
-def _read_file(filename: str, directory_fd: int, size: int, limit: int | None = None) -> bytes:
+def _read_file(filename: str, directory_fd: int | None, size: int, limit: int | None = None
+               ) -> bytes:
     """A whole file of the size the index says: one open, one read (more only if the size was
-    wrong: reconstruct fixes that), one close. With `limit`, at most that many octets."""
+    wrong: reconstruct fixes that), one close. With `limit`, at most that many octets. The
+    name is relative to `directory_fd` (None: to the working directory, or absolute)."""
     fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory_fd)
     try:
         if limit is not None and size > limit:

@@ -26,13 +26,14 @@ from typing import Any
 
 from sealmail.store.api import MailboxChanges, MailboxInfo
 from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
-from sealmail.store.disk.reading import EXPUNGED_SINCE, records_of
+from sealmail.store.disk.reading import EXPUNGED_SINCE, changed_since, records_of
 from sealmail.store.disk.recent import OWNER
 from sealmail.store.seen import UidSet, index_keeps_seen
 
 # MAILBOX_COLUMNS (id 0, uidvalidity 4, uidnext 5, highestmodseq 6, exists 8) and recentuid 9
 _ROW = f"SELECT {MAILBOX_COLUMNS}, recentuid FROM mailboxes WHERE name = ?"
 _MEMO_SIZE = 256  # mailboxes a thread remembers (a thread serves many sessions in turn)
+_UNREAD = ()  # a memo's answer for a mailbox it has no row of (None: the mailbox is not there)
 
 
 class _Memo:
@@ -97,22 +98,22 @@ class Syncing:
         self, name: str, modseq: int, reader: str | None = None
     ) -> MailboxChanges | None:
         with self._spool.reading() as conn:
-            row = self._row(conn, name)
-            if row is None:
-                return None
-            if row[6] == modseq:
-                return MailboxChanges(row[4], row[5], row[6], row[8])
+            memo = self._memo(conn)
+            row = memo.rows.get(name, _UNREAD)
+            if row is not _UNREAD and (row is None or row[6] == modseq):
+                return None if row is None else MailboxChanges(row[4], row[5], row[6], row[8])
             conn.execute("BEGIN")  # the counters, records, seen state and expunges of one moment
             try:
-                row = conn.execute(_ROW, (name,)).fetchone()
+                # Read once, in the transaction: a memo without the row (anything committed
+                # since this thread last looked) is most often a mailbox that moved (imaptest:
+                # ten sessions on one INBOX), and the row read before BEGIN was read again.
+                row = memo.rows[name] = conn.execute(_ROW, (name,)).fetchone()
                 if row is None:
                     return None
+                if row[6] == modseq:
+                    return MailboxChanges(row[4], row[5], row[6], row[8])
                 mailbox_id = row[0]
-                rows = conn.execute(
-                    "SELECT uid, modseq, internaldate, size, guid, flags FROM messages"
-                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                    (mailbox_id, modseq),
-                ).fetchall()
+                rows = changed_since(conn, mailbox_id, modseq)
                 expunged = sorted(uid for (uid,) in conn.execute(
                     EXPUNGED_SINCE, (mailbox_id, modseq)
                 ).fetchall())
