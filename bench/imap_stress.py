@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -51,9 +52,10 @@ SERVERNAME = "stress.example"
 
 
 @contextmanager
-def sealmail_master(root: Path) -> Iterator[tuple[int, int, list[int]]]:
-    """master with imapd prefork=2 (both cores) and lmtpd; yields the IMAP port, master's pid
-    and the imapd workers' pids."""
+def sealmail_master(root: Path, prefork: int = 2, conf_extra: str = ""
+                    ) -> Iterator[tuple[int, int, list[int]]]:
+    """master with imapd preforked (`prefork` workers) and lmtpd, `conf_extra` appended to
+    imapd.conf; yields the IMAP port, master's pid and the imapd workers' pids."""
     root.mkdir()
     port = free_tcp_port()
     conf = root / "imapd.conf"
@@ -61,12 +63,12 @@ def sealmail_master(root: Path) -> Iterator[tuple[int, int, list[int]]]:
     conf.write_text(
         f"configdirectory: {root / 'config'}\npartition-default: {root / 'partition'}\n"
         f"lmtpsocket: {lmtp}\nservername: {SERVERNAME}\nallowplaintext: yes\n"
-        "auth_cache_size: 1000\n" + store_root_opt_in()
+        "auth_cache_size: 1000\n" + store_root_opt_in() + conf_extra
     )
     (root / "cyrus.conf").write_text(
         "SERVICES {\n"
         f'  lmtpunix cmd="lmtpd" listen="{lmtp}" prefork=1\n'
-        f'  imap     cmd="imapd" listen="127.0.0.1:{port}" prefork=2\n'
+        f'  imap     cmd="imapd" listen="127.0.0.1:{port}" prefork={prefork}\n'
         "}\n"
     )
     create_inboxes(conf, [USER])
@@ -87,7 +89,7 @@ def sealmail_master(root: Path) -> Iterator[tuple[int, int, list[int]]]:
                     r"service imap: started worker (\d+)", log.read_text(errors="replace")
                 )
             )
-            < 2
+            < prefork
         ):
             assert time.monotonic() < deadline and process.poll() is None, log.read_text()
             time.sleep(0.1)
@@ -354,27 +356,36 @@ def main() -> None:
     parser.add_argument("--only", choices=("default", "logout=0"), help="run one profile")
     parser.add_argument("--idle", type=int, default=0,
                         help="IDLE sessions on INBOX held on each server during each run")
+    parser.add_argument("--prefork", type=int, default=2, help="imapd workers under master")
+    parser.add_argument("--conf", action="append", default=[],
+                        help="an imapd.conf line for sealmail (A/B of an option)")
+    parser.add_argument("--sealmail-only", action="store_true",
+                        help="no Dovecot run (A/B of two sealmail trees: CPU per command)")
     args = parser.parse_args()
     print("load average before:", os.getloadavg())
     with (
         traversable_tmpdir() as root,
-        sealmail_master(root / "sealmail") as (ours, master_pid, pids),
-        dovecot(root) as (theirs, dovecot_pid),
+        sealmail_master(root / "sealmail", args.prefork,
+                        "".join(f"{line}\n" for line in args.conf)) as (ours, master_pid, pids),
+        contextlib.nullcontext((0, 0)) if args.sealmail_only else dovecot(root)
+        as (theirs, dovecot_pid),
     ):
         for name, extra in (("default profile", []), ("logout=0", ["logout=0"])):
             if args.only and not name.startswith(args.only):
                 continue
             print(f"== {name}, clients={args.clients}, secs={args.secs}")
-            print("-- dovecot")
-            print(*measured(args.imaptest, theirs, dovecot_pid, args.clients, args.secs, extra,
-                           args.idle),
-                  sep="\n")
+            if not args.sealmail_only:
+                print("-- dovecot")
+                print(*measured(args.imaptest, theirs, dovecot_pid, args.clients, args.secs,
+                                extra, args.idle),
+                      sep="\n")
             spies = (
                 profile(pids, args.profile / name.replace(" ", "-"), args.secs)
                 if args.profile
                 else []
             )
-            print("-- sealmail (master, imapd prefork=2, auth_cache_size 1000)")
+            print(f"-- sealmail (master, imapd prefork={args.prefork}, auth_cache_size 1000"
+                  f"{''.join(', ' + line for line in args.conf)})")
             print(*measured(args.imaptest, ours, master_pid, args.clients, args.secs, extra,
                            args.idle),
                   sep="\n")
