@@ -9,6 +9,7 @@ import imaplib
 import logging
 import os
 import re
+import select
 import socket
 import ssl
 import struct
@@ -410,6 +411,53 @@ def test_idle_announces_a_delivery(start) -> None:  # type: ignore[no-untyped-de
     assert reader.readline() == b"* 1 RECENT\r\n"  # RFC 3501 7.3.2
     sock.sendall(b"DONE\r\n")
     assert reader.readline().startswith(b"c OK")
+    sock.close()
+
+
+def test_one_watch_wakes_only_the_idling_session_with_news(start) -> None:  # type: ignore[no-untyped-def]
+    """IdleWatch: one timer looks at every idling session's mailbox; a delivery reaches the
+    session idling on that mailbox and no other, and DONE takes a session off the watch."""
+    server = start(allowplaintext="yes")
+    readers = {}
+    for user in ("alice", "bob"):
+        sock, say = raw_session(server)
+        say(f'a LOGIN {user} "{PASSWORD}"\r\n'.encode())
+        assert b"* 0 EXISTS" in say(b"b SELECT INBOX\r\n")
+        sock.sendall(b"c IDLE\r\n")
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"+ ")
+        sock.settimeout(5)
+        readers[user] = (sock, reader)
+    server.deliver(PLAIN, "user.bob")
+    _, bob = readers["bob"]
+    assert bob.readline() == b"* 1 EXISTS\r\n"
+    assert bob.readline() == b"* 1 RECENT\r\n"
+    alice_sock, alice = readers["alice"]
+    # Six intervals: alice's mailbox had nothing to tell, so nothing reached her socket.
+    assert select.select([alice_sock], [], [], 0.3)[0] == []
+    server.deliver(PLAIN)
+    assert alice.readline() == b"* 1 EXISTS\r\n"
+    assert alice.readline() == b"* 1 RECENT\r\n"
+    for sock, reader in readers.values():
+        sock.sendall(b"DONE\r\n")
+        assert reader.readline().startswith(b"c OK")
+    assert not server.service.idle_watch._idlers
+    for sock, _ in readers.values():
+        sock.close()
+
+
+def test_an_idling_session_is_logged_out_after_the_timeout(start) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9051 5.4: IDLE does not hold a session past the autologout time; the watch's ticks
+    meanwhile (nothing to tell) do not restart it."""
+    server = start(allowplaintext="yes")
+    sock, say = raw_session(server)
+    say(b'a LOGIN alice "' + PASSWORD.encode() + b'"\r\n')
+    say(b"b SELECT INBOX\r\n")
+    server.service.timeout = 0.4
+    sock.sendall(b"c IDLE\r\n")
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"+ ")
+    assert reader.readline().startswith(b"* BYE Autologout")
     sock.close()
 
 

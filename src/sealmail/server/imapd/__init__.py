@@ -3,9 +3,9 @@
 Bytes in -> `sealmail.proto.imap.ServerConnection` events -> `sealmail.imap.ImapSession` (in a
 worker thread, since the store blocks) -> responses out. This package only does what needs the
 connection: the greeting and hosts.allow, STARTTLS and imaps, LOGIN and AUTHENTICATE, IDLE's
-waiting (the mailbox is polled cheaply, one index row, so an LMTP delivery is announced within
-`IDLE_POLL_INTERVAL`), COMPRESS=DEFLATE, the inactivity timeout, and logging (one line per
-event, `SESSIONID: event`; never a password or message body).
+waiting (the mailbox is polled cheaply, one index row, by one timer for all idling sessions, so
+an LMTP delivery is announced within `IDLE_POLL_INTERVAL`), COMPRESS=DEFLATE, the inactivity
+timeout, and logging (one line per event, `SESSIONID: event`; never a password or message body).
 
 - `service`: `ImapService` (one per listener kind: its config, store, executor, limits) and
   `build_service`, the contract `sealmail master` and the standalone daemon start it by;
@@ -14,6 +14,8 @@ event, `SESSIONID: event`; never a password or message body).
   hand-off of every other command to `ImapSession`;
 - `output`: how responses reach the socket (`ResponseWriter`): flushing the core's bytes,
   COMPRESS's deflate, and a command's worker thread writing to the socket itself;
+- `idle`: `IdleWatch`, the one timer per service that looks at the mailboxes of the sessions in
+  IDLE and wakes those with news;
 - `threads`: the worker threads (`CommandThreads`) and the hop of a command there and back
   (`in_thread`).
 

@@ -248,8 +248,8 @@ class ImapConnection(ResponseWriter):
 
     async def _receive(self) -> bytes | Interruption:
         """The client's next bytes, or why the session must end (the daemon stops: at once, as
-        no command is running; the autologout time passed). While idling, the mailbox is polled
-        every `idle_poll_interval` meanwhile; a read cut short for that loses nothing."""
+        no command is running; the autologout time passed). While idling, news of the mailbox
+        is sent meanwhile (`IdleWatch`); a read cut short for that loses nothing."""
         service = self.service
         if not self.idling:
             if self.session is not None and self.session.notify_spec is not None:
@@ -257,29 +257,22 @@ class ImapConnection(ResponseWriter):
             return await read_client(
                 self.reader, timeout=service.timeout, draining=service.draining, watch=self.reads
             )
+        # Idling: the service's IdleWatch cuts the read short when the mailbox has news.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + service.timeout
-        while True:
-            wait = max(0.0, min(deadline - loop.time(), service.idle_poll_interval))
-            data = await read_client(self.reader, timeout=wait, draining=service.draining,
-                                     watch=self.reads)
-            if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
-                return data
-            session = self.session
-            if session is not None and await self._has_news(session):
-                self._send(await self._in_thread(session.poll))
-                await self._flush()
-
-    async def _has_news(self, session: ImapSession) -> bool:
-        """IDLE's look at its mailbox (one index row), every `idle_poll_interval`: on the loop
-        where commands may read there (`ImapService.quick_commands`), since a hop to a thread
-        and back cost more CPU than the look. 200 sessions idling beside imaptest's 10 made
-        800 such hops a second and doubled the CPU per command of the two workers (2.12 ms
-        against 1.0; docs/imapd.md). Only the `poll` that reads the news (and may claim
-        \\Recent, a write) goes to a thread."""
-        if self.service.quick_commands:
-            return session.has_news()
-        return await self._in_thread(session.has_news)
+        service.idle_watch.add(self)
+        try:
+            while True:
+                data = await read_client(self.reader, timeout=max(0.0, deadline - loop.time()),
+                                         draining=service.draining, watch=self.reads)
+                if data is not Interruption.IDLE_TIMEOUT or loop.time() >= deadline:
+                    return data
+                session = self.session
+                if session is not None:
+                    self._send(await self._in_thread(session.poll))
+                    await self._flush()
+        finally:
+            service.idle_watch.discard(self)
 
     async def _receive_notifying(self) -> bytes | Interruption:
         """`_receive` once NOTIFY is set (RFC 5465): news of the watched mailboxes is sent

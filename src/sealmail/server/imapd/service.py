@@ -15,6 +15,7 @@ from sealmail.config.imapd_conf import ConfigError, ImapdConfig
 from sealmail.config.options import IMAPD
 from sealmail.proto.imap import Limits
 from sealmail.server.imapd.connection import ImapConnection
+from sealmail.server.imapd.idle import IdleWatch
 from sealmail.server.imapd.threads import CommandThreads
 from sealmail.server.session import Drain, serve_session
 from sealmail.server.tls import server_context
@@ -66,6 +67,7 @@ class ImapService:
         # Quick commands run on the loop (sealmail.imap.quick) unless a read may wait for a
         # pooled PostgreSQL connection a worker thread holds.
         self.quick_commands = config.get(IMAPD.store_backend) != "postgresql"
+        self.idle_watch = IdleWatch(idle_poll_interval, self.executor, self.quick_commands)
 
     def drain(self) -> None:
         """The daemon is stopping: sessions waiting for a command get BYE and end now, one
@@ -84,6 +86,7 @@ class ImapService:
         return Limits(max_append_size=size)
 
     def close(self) -> None:
+        self.idle_watch.close()
         self.executor.shutdown(wait=True)
         if self.owns_store:
             self.owns_store = False
