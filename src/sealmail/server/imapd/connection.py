@@ -275,8 +275,8 @@ class ImapConnection(ResponseWriter):
             service.idle_watch.discard(self)
 
     async def _idle_news(self, session: ImapSession) -> list[Response]:
-        """What an idling client is told once the watch saw news: read on the loop where quick
-        commands may read (`ImapService.quick_commands`), else in a thread.
+        """What an idling client is told (at IDLE, then whenever the watch saw news): read on
+        the loop where quick commands may read (`ImapService.quick_commands`), else in a thread.
 
         The news is one read of the index (a WAL reader never waits for a writer) and at most a
         \\Recent claim, a short write to recent.db that never fsyncs per claim
@@ -369,7 +369,7 @@ class ImapConnection(ResponseWriter):
             self.idling = True
             self._send([ContinuationRequest("idling")])
             assert self.session is not None
-            self._send(await self._in_thread(self.session.poll))
+            self._send(await self._idle_news(self.session))
         elif isinstance(command, Compress):
             await self._compress(command)
         else:
