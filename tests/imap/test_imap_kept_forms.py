@@ -75,6 +75,7 @@ def _generic(store: MessageStore, utf8: bool, line: str) -> bytes:
         patch.setattr(fetching.bodies, "from_file", lambda attribute, listed=False: None)
         patch.setattr(fetching.command, "listed_plan", lambda attributes: None)
         patch.setattr(fetching.generic, "StructureCache", _NoKept)  # a fresh parse
+        patch.setattr(fetching.generic, "memos_for", lambda store: memo.FetchMemos())
         return _run(_session(store, utf8), line)
 
 
@@ -145,6 +146,27 @@ def test_forms_of_another_version_are_rendered_again(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
     assert _run(_session(store, False), line) == expected
     assert store.message_structures("user.fred", [1])[1].startswith(b"K1;")
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_a_body_section_again_takes_the_kept_parse(backend: str, tmp_path: Path) -> None:
+    """A FETCH of a body section needs the parse's part offsets: after the first, this process
+    keeps the parse, and reads neither the index's blob nor decodes it again."""
+    store = open_store(backend, store_config(tmp_path))
+    store.create_mailbox("user.fred")
+    store.deliver(b"Subject: two\r\nContent-Type: multipart/mixed; boundary=sep\r\n\r\n"
+                  b"--sep\r\nContent-Type: text/plain\r\n\r\nx\r\n--sep--\r\n",
+                  [DeliveryTarget("user.fred")])
+    line = "t FETCH 1 (BODY.PEEK[1] BODY.PEEK[TEXT] RFC822.HEADER)"
+    expected = _generic(store, False, line)
+    assert b"BODY[1] {1}\r\nx" in expected
+    assert _run(_session(store, False), line) == expected  # parsed (or decoded), kept
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "message_structures", None)  # no blob read
+        patch.setattr(kept, "parse_message", None)  # nor parsed
+        patch.setattr(kept.ParsedMessage, "from_bytes", None)  # nor decoded
+        assert _run(_session(store, False), line) == expected
+    store.close()
 
 
 def test_the_memo_keeps_at_most_its_capacity() -> None:

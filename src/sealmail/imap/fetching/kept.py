@@ -96,13 +96,15 @@ def keep_appended(store: MailboxView, name: str, messages: Iterable[tuple[int, b
 
 class LoadedMessage:
     """One message a command works on (FETCH's generic way, SEARCH's candidates): its bytes
-    and parse read only when something needs them, the parse from `structures`."""
+    and parse read only when something needs them, the parse from `structures` unless the
+    caller has it (`parsed`)."""
 
-    def __init__(self, record: MessageRecord, structures: StructureCache) -> None:
+    def __init__(self, record: MessageRecord, structures: StructureCache,
+                 parsed: ParsedMessage | None = None) -> None:
         self.record = record
         self.structures = structures
         self._raw: bytes | None = None
-        self._parsed: ParsedMessage | None = None
+        self._parsed = parsed
 
     @property
     def raw(self) -> bytes:
@@ -115,6 +117,11 @@ class LoadedMessage:
         if self._parsed is None:
             self._parsed, raw = self.structures.get(self.record.uid, self._raw)
             self._raw = raw or self._raw
+        return self._parsed
+
+    @property
+    def parsed_if_read(self) -> ParsedMessage | None:
+        """The parse if something needed it (or the caller gave it), else None."""
         return self._parsed
 
 
