@@ -193,8 +193,9 @@ def test_internaldate_is_what_datetime_writes(timestamp: float) -> None:
 def test_append_keeps_the_forms_a_fetch_would_make(backend: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An APPEND keeps the parse and forms of what it stored (MULTIAPPEND too): the first FETCH
-    of them reads no file and parses nothing, and answers what a fresh parse renders. A message
-    above KEEP_APPENDED_UP_TO is left to FETCH."""
+    of them reads no file and parses nothing, and answers what a fresh parse renders; in the
+    appending process it reads not even the index's blob (the memos). A message above
+    KEEP_APPENDED_UP_TO is left to FETCH."""
     store = open_store(backend, store_config(tmp_path))
     store.create_mailbox("user.fred")
     raws = [b"From: Ann <ann@example.org>\r\nSubject: one\r\n\r\nbody\r\n",
@@ -209,10 +210,17 @@ def test_append_keeps_the_forms_a_fetch_would_make(backend: str, tmp_path: Path,
     assert b"t OK [APPENDUID" in _run(session, f"t APPEND INBOX {{{len(raws[2])}+}}\r\n"
                                                f"{raws[2].decode()}")
     assert sorted(store.message_structures("user.fred", [1, 2, 3])) == [1, 2]
-    line = "t FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)"
+    line = "t FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[1])"
     expected = _generic(store, False, line)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kept, "parse_message", None)  # no parse: the forms are kept
+        patch.setattr(store, "message_structures", None)  # in this process's memos
+        assert _run(_session(store, False), line) == expected
+    line = "t FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)"
+    expected = _generic(store, False, line)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
+        patch.setattr(kept, "parse_message", None)  # another process: the index's blobs
         patch.setattr(store, "message_bytes", None)  # and no file read
         assert _run(_session(store, False), line) == expected
     store.close()
