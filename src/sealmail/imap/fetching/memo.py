@@ -24,7 +24,7 @@ __all__ = ["FORMS_MESSAGES", "PARSE_MESSAGES", "RECORD_MESSAGES", "FetchMemos", 
            "memos_for"]
 
 FORMS_MESSAGES = 10_000  # messages whose forms a process keeps (~1 KiB each: ~10 MB)
-# messages whose parse it keeps (the objects of a small message's parse: ~3 KiB, ~6 MB)
+# messages whose parse it keeps (1.4 KiB of objects for a small one, 2.9 for five parts: 3-6 MB)
 PARSE_MESSAGES = 2_000
 RECORD_MESSAGES = 100_000  # messages whose size and INTERNALDATE it keeps (~150 B each)
 
