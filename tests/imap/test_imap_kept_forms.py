@@ -75,6 +75,7 @@ def _generic(store: MessageStore, utf8: bool, line: str) -> bytes:
         patch.setattr(fetching.bodies, "from_file", lambda attribute, listed=False: None)
         patch.setattr(fetching.command, "listed_plan", lambda attributes: None)
         patch.setattr(fetching.generic, "StructureCache", _NoKept)  # a fresh parse
+        patch.setattr(fetching.generic, "memos_for", lambda store: memo.FetchMemos())
         return _run(_session(store, utf8), line)
 
 
@@ -147,6 +148,27 @@ def test_forms_of_another_version_are_rendered_again(monkeypatch: pytest.MonkeyP
     assert store.message_structures("user.fred", [1])[1].startswith(b"K1;")
 
 
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_a_body_section_again_takes_the_kept_parse(backend: str, tmp_path: Path) -> None:
+    """A FETCH of a body section needs the parse's part offsets: after the first, this process
+    keeps the parse, and reads neither the index's blob nor decodes it again."""
+    store = open_store(backend, store_config(tmp_path))
+    store.create_mailbox("user.fred")
+    store.deliver(b"Subject: two\r\nContent-Type: multipart/mixed; boundary=sep\r\n\r\n"
+                  b"--sep\r\nContent-Type: text/plain\r\n\r\nx\r\n--sep--\r\n",
+                  [DeliveryTarget("user.fred")])
+    line = "t FETCH 1 (BODY.PEEK[1] BODY.PEEK[TEXT] RFC822.HEADER)"
+    expected = _generic(store, False, line)
+    assert b"BODY[1] {1}\r\nx" in expected
+    assert _run(_session(store, False), line) == expected  # parsed (or decoded), kept
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "message_structures", None)  # no blob read
+        patch.setattr(kept, "parse_message", None)  # nor parsed
+        patch.setattr(kept.ParsedMessage, "from_bytes", None)  # nor decoded
+        assert _run(_session(store, False), line) == expected
+    store.close()
+
+
 def test_the_memo_keeps_at_most_its_capacity() -> None:
     memos: memo.MessageMemo[bytes] = memo.MessageMemo(capacity=3)
     memos.add("a", 1, {1: b"1", 2: b"2"})
@@ -171,8 +193,9 @@ def test_internaldate_is_what_datetime_writes(timestamp: float) -> None:
 def test_append_keeps_the_forms_a_fetch_would_make(backend: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An APPEND keeps the parse and forms of what it stored (MULTIAPPEND too): the first FETCH
-    of them reads no file and parses nothing, and answers what a fresh parse renders. A message
-    above KEEP_APPENDED_UP_TO is left to FETCH."""
+    of them reads no file and parses nothing, and answers what a fresh parse renders; in the
+    appending process it reads not even the index's blob (the memos). A message above
+    KEEP_APPENDED_UP_TO is left to FETCH."""
     store = open_store(backend, store_config(tmp_path))
     store.create_mailbox("user.fred")
     raws = [b"From: Ann <ann@example.org>\r\nSubject: one\r\n\r\nbody\r\n",
@@ -187,10 +210,17 @@ def test_append_keeps_the_forms_a_fetch_would_make(backend: str, tmp_path: Path,
     assert b"t OK [APPENDUID" in _run(session, f"t APPEND INBOX {{{len(raws[2])}+}}\r\n"
                                                f"{raws[2].decode()}")
     assert sorted(store.message_structures("user.fred", [1, 2, 3])) == [1, 2]
-    line = "t FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)"
+    line = "t FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[1])"
     expected = _generic(store, False, line)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kept, "parse_message", None)  # no parse: the forms are kept
+        patch.setattr(store, "message_structures", None)  # in this process's memos
+        assert _run(_session(store, False), line) == expected
+    line = "t FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)"
+    expected = _generic(store, False, line)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetching.columns, "memos_for", lambda store: memo.FetchMemos())
+        patch.setattr(kept, "parse_message", None)  # another process: the index's blobs
         patch.setattr(store, "message_bytes", None)  # and no file read
         assert _run(_session(store, False), line) == expected
     store.close()

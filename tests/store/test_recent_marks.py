@@ -144,6 +144,36 @@ def test_a_process_killed_mid_claim_leaves_the_marks_usable(tmp_path: Path) -> N
         store.close()
 
 
+@pytest.mark.disk_only("the marks file's connections")
+def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
+    """A forked child (a preforked imapd) never uses the parent's connection to the marks,
+    and claims through its own."""
+    store = DiskStore.from_config(make_config(tmp_path))
+    try:
+        store.create_mailbox("user.alice")
+        deliver(store, "user.alice", 3)
+        assert store.claim_recent("user.alice", 1) == 0
+        parents = store.spool.recent._connection()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: exits at once, whatever happens
+            code = 1
+            try:
+                own = store.spool.recent._connection()
+                mark = store.claim_recent("user.alice", 2)
+                code = 0 if own is not parents and mark == 1 else 2
+            finally:
+                os.write(write, bytes([code]))
+                os._exit(0)
+        os.close(write)
+        assert os.read(read, 1) == b"\0"
+        os.waitpid(pid, 0)
+        assert store.spool.recent._connection() is parents
+        assert store.claim_recent("user.alice", 0) == 2  # the child's claim counts here
+    finally:
+        store.close()
+
+
 @pytest.mark.disk_only("the marks file and the index's floor")
 def test_a_lost_marks_file_falls_back_to_the_index(tmp_path: Path) -> None:
     """recent.db removed (or lost): the index's old marks still count, so only mail claimed

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed, store_failure
 from sealmail.imap.fetching.kept import keep_appended
+from sealmail.imap.fetching.memo import memos_for
 from sealmail.imap.messages import canonical_flags
 from sealmail.imap.urls import catenate_url
 from sealmail.proto.imap import (
@@ -58,8 +59,12 @@ def append(session: ImapSession, command: Append) -> list[Response]:
     if session.audit is not None:
         for message, (content, _, _) in zip(stored, built, strict=True):
             session.audit.appended([message], auditlog.message_id_of(content))
-    keep_appended(store, target, [(message.uid, content)
-                                  for message, (content, _, _) in zip(stored, built, strict=True)])
+    made = keep_appended(store, target, [
+        (message.uid, content) for message, (content, _, _) in zip(stored, built, strict=True)])
+    if made:  # in this process's memos too: the first FETCH of them here reads no blob
+        memos, uidvalidity = memos_for(store), stored[0].uidvalidity
+        memos.forms.add(target, uidvalidity, {uid: forms for uid, (_, forms) in made.items()})
+        memos.parses.add(target, uidvalidity, {uid: parse for uid, (parse, _) in made.items()})
     if "r" not in held:
         # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,
         # "as it would disclose information about the mailbox".

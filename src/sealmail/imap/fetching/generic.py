@@ -5,10 +5,12 @@ from __future__ import annotations
 from sealmail.imap.errors import CommandFailed
 from sealmail.imap.fetching.job import RECORD_ITEMS, Job, chunks, internaldate_text, textual
 from sealmail.imap.fetching.kept import LoadedMessage, StructureCache
+from sealmail.imap.fetching.memo import memos_for
 from sealmail.imap.selected import flag_atoms
 from sealmail.proto.imap import (
     FetchAttribute,
     Literal,
+    ParsedMessage,
     Response,
     Value,
     body_structure_value,
@@ -92,7 +94,12 @@ def fetch_generic(job: Job, out: list[Response]) -> list[Response]:
     store = job.store
     uids = [view.uids[i] for i in job.positions]
     needs_records = any(a.name in RECORD_ITEMS for a in (*job.attributes, *job.extra))
-    structures = StructureCache(store, view.name, uids)
+    # The parses this process keeps: a body section (imaptest's FETCH of one BODY.PEEK[1] or
+    # [TEXT]) needs only the part offsets, which cost a blob read and a decode otherwise.
+    memo = memos_for(store).parses
+    parses = memo.lookup(view.name, view.uidvalidity, uids)
+    structures = StructureCache(store, view.name, [uid for uid in uids if uid not in parses])
+    made: dict[int, ParsedMessage] = {}
     try:
         for chunk in chunks(job.positions):
             chunk_uids = [view.uids[i] for i in chunk]
@@ -109,7 +116,7 @@ def fetch_generic(job: Job, out: list[Response]) -> list[Response]:
                     view.flags_at(i))
                 items = job.attributes if uid not in job.seen_now else [*job.attributes,
                                                                           *job.extra]
-                message = LoadedMessage(record, structures)
+                message = LoadedMessage(record, structures, parses.get(uid))
                 values: list[tuple[str, Value]] = []
                 try:
                     for attribute in items:
@@ -119,8 +126,11 @@ def fetch_generic(job: Job, out: list[Response]) -> list[Response]:
                     # Another session expunged it and this one has not been told yet: it is
                     # left out and the others answered (RFC 9051 6.4.9, RFC 2180 4.1.2).
                     continue
+                if uid not in parses and (parsed := message.parsed_if_read) is not None:
+                    made[uid] = parsed
                 out.append(replies.fetch(i + 1, values))
             out = session.stream_out(out)
     finally:
         structures.flush()
+        memo.add(view.name, view.uidvalidity, made)
     return out

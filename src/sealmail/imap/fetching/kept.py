@@ -80,29 +80,36 @@ def _blob_of(parsed: ParsedMessage) -> bytes:
 KEEP_APPENDED_UP_TO = 1 << 20
 
 
-def keep_appended(store: MailboxView, name: str, messages: Iterable[tuple[int, bytes]]) -> None:
+def keep_appended(store: MailboxView, name: str, messages: Iterable[tuple[int, bytes]]
+                  ) -> dict[int, tuple[ParsedMessage, KeptForms]]:
     """Keep the parse and forms of messages this session just appended, from the octets it
-    holds. Otherwise the first FETCH of their ENVELOPE, BODYSTRUCTURE or BODY (imaptest's
-    stress profile, a client showing a new message) reads each file again, parses it and
-    saves the blob in a write of its own, and under `sealmail master` each imapd worker whose
-    FETCH came before that write reached the index did it too. Messages above
-    KEEP_APPENDED_UP_TO wait for a FETCH: their parse costs more than the one file read it
-    saves. A cache: a failure to save it (the index busy or failing) costs only that parse."""
-    blobs = {uid: _blob_of(parse_message(content)) for uid, content in messages
-             if len(content) <= KEEP_APPENDED_UP_TO}
+    holds; they are returned for the process's memos. Otherwise the first FETCH of their
+    ENVELOPE, BODYSTRUCTURE or BODY (imaptest's stress profile, a client showing a new
+    message) reads each file again, parses it and saves the blob in a write of its own, and
+    under `sealmail master` each imapd worker whose FETCH came before that write reached the
+    index did it too. Messages above KEEP_APPENDED_UP_TO wait for a FETCH: their parse costs
+    more than the one file read it saves. A cache: a failure to save it (the index busy or
+    failing) costs only that parse."""
+    made = {uid: (parsed, _forms_of(parsed)) for uid, parsed in (
+        (uid, parse_message(content)) for uid, content in messages
+        if len(content) <= KEEP_APPENDED_UP_TO)}
     with suppress(StoreError):  # the message is stored: the APPEND's answer stands
-        store.save_message_structures(name, blobs)
+        store.save_message_structures(name, {uid: forms.pack(parsed.to_bytes())
+                                             for uid, (parsed, forms) in made.items()})
+    return made
 
 
 class LoadedMessage:
     """One message a command works on (FETCH's generic way, SEARCH's candidates): its bytes
-    and parse read only when something needs them, the parse from `structures`."""
+    and parse read only when something needs them, the parse from `structures` unless the
+    caller has it (`parsed`)."""
 
-    def __init__(self, record: MessageRecord, structures: StructureCache) -> None:
+    def __init__(self, record: MessageRecord, structures: StructureCache,
+                 parsed: ParsedMessage | None = None) -> None:
         self.record = record
         self.structures = structures
         self._raw: bytes | None = None
-        self._parsed: ParsedMessage | None = None
+        self._parsed = parsed
 
     @property
     def raw(self) -> bytes:
@@ -115,6 +122,11 @@ class LoadedMessage:
         if self._parsed is None:
             self._parsed, raw = self.structures.get(self.record.uid, self._raw)
             self._raw = raw or self._raw
+        return self._parsed
+
+    @property
+    def parsed_if_read(self) -> ParsedMessage | None:
+        """The parse if something needed it (or the caller gave it), else None."""
         return self._parsed
 
 

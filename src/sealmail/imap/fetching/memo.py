@@ -1,12 +1,12 @@
 """What an imapd process keeps of the messages it has answered FETCH for, per mailbox.
 
-A message's kept forms (ENVELOPE, BODYSTRUCTURE, BODY), size and INTERNALDATE never change while
-its UID names it (a UID names one message for as long as the mailbox keeps its UIDVALIDITY), so
-a FETCH of a folder this process has answered before needs no index query, no blob decoded and
-no date formatted: as Dovecot reads its cache file. Mailboxes are dropped whole, oldest first,
-past a capacity in messages. A message another session expunged and this one was not told of
-yet may then still be answered, which RFC 2180 4.1.1 allows until its EXPUNGE is sent (as
-sealmail.imap.listing's memo of listed fields does).
+A message's kept forms (ENVELOPE, BODYSTRUCTURE, BODY), parse, size and INTERNALDATE never
+change while its UID names it (a UID names one message for as long as the mailbox keeps its
+UIDVALIDITY), so a FETCH of a folder this process has answered before needs no index query, no
+blob decoded and no date formatted: as Dovecot reads its cache file. Mailboxes are dropped
+whole, oldest first, past a capacity in messages. A message another session expunged and this
+one was not told of yet may then still be answered, which RFC 2180 4.1.1 allows until its
+EXPUNGE is sent (as sealmail.imap.listing's memo of listed fields does).
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ from typing import Generic, TypeVar
 
 from sealmail.imap.fetching.kept import KeptForms
 from sealmail.imap.per_store import PerStore
+from sealmail.proto.imap import ParsedMessage
 
-__all__ = ["FORMS_MESSAGES", "RECORD_MESSAGES", "FetchMemos", "MessageMemo", "memos_for"]
+__all__ = ["FORMS_MESSAGES", "PARSE_MESSAGES", "RECORD_MESSAGES", "FetchMemos", "MessageMemo",
+           "memos_for"]
 
 FORMS_MESSAGES = 10_000  # messages whose forms a process keeps (~1 KiB each: ~10 MB)
+# messages whose parse it keeps (1.4 KiB of objects for a small one, 2.9 for five parts: 3-6 MB)
+PARSE_MESSAGES = 2_000
 RECORD_MESSAGES = 100_000  # messages whose size and INTERNALDATE it keeps (~150 B each)
 
 T = TypeVar("T")
@@ -62,9 +66,12 @@ class MessageMemo(Generic[T]):
 
 @dataclass
 class FetchMemos:
-    """The memos of one store: kept forms, and (RFC822.SIZE, INTERNALDATE as sent)."""
+    """The memos of one store: kept forms, parses (FETCH of a body section: the part offsets
+    without the blob read and decoded again), and (RFC822.SIZE, INTERNALDATE as sent)."""
 
     forms: MessageMemo[KeptForms] = field(default_factory=lambda: MessageMemo(FORMS_MESSAGES))
+    parses: MessageMemo[ParsedMessage] = field(
+        default_factory=lambda: MessageMemo(PARSE_MESSAGES))
     records: MessageMemo[tuple[int, bytes]] = field(
         default_factory=lambda: MessageMemo(RECORD_MESSAGES))
 
