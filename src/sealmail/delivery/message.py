@@ -32,9 +32,9 @@ def validate(content: bytes) -> None:
     """Raise InvalidMessage (554 5.6.0) for what the store must not keep."""
     if b"\0" in content:
         raise InvalidMessage("Message contains NUL characters")
-    if content.count(b"\n") != content.count(b"\r\n") or content.count(b"\r") != content.count(
-        b"\r\n"
-    ):
+    # Three counts, CRLF's once: a two-octet count costs three of one (90 us a 100 KiB message)
+    crlf = content.count(b"\r\n")
+    if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
         raise InvalidMessage("Message contains bare newlines")
     first = True
     for line in header_block(content).split(b"\r\n")[:-1]:
