@@ -222,9 +222,11 @@ _LEFT: list[Path] = []  # every server's directory, removed when the bench exits
 
 @contextlib.contextmanager
 def kept_tmpdir(prefix: str) -> Iterator[Path]:
-    """A mode 0755 directory under /tmp, removed at exit, not after its server: files freed
-    between two servers' runs would slow the next one's file creations (the module docstring)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    """A mode 0755 directory under $TMPDIR (/tmp unless set), removed at exit, not after its
+    server: files freed between two servers' runs would slow the next one's file creations (the
+    module docstring). `TMPDIR=/dev/shm` takes the disk out: what is left is CPU, the measure a
+    shared machine's noise hurts least when comparing two trees (docs/benchmarks.md, issue 18)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     if not _LEFT:
         atexit.register(_remove_left)

@@ -14,6 +14,7 @@ from email.utils import formatdate
 from sealmail.store.errors import InvalidMessage
 
 _FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+# Each starts with its field's name in lower case: `_search` finds it in a lower-cased header.
 _RETURN_PATH = re.compile(rb"return-path[ \t]*:", re.IGNORECASE)
 _MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
@@ -32,9 +33,9 @@ def validate(content: bytes) -> None:
     """Raise InvalidMessage (554 5.6.0) for what the store must not keep."""
     if b"\0" in content:
         raise InvalidMessage("Message contains NUL characters")
-    if content.count(b"\n") != content.count(b"\r\n") or content.count(b"\r") != content.count(
-        b"\r\n"
-    ):
+    # Three counts, CRLF's once: a two-octet count costs three of one (90 us a 100 KiB message)
+    crlf = content.count(b"\r\n")
+    if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
         raise InvalidMessage("Message contains bare newlines")
     first = True
     for line in header_block(content).split(b"\r\n")[:-1]:
@@ -49,7 +50,7 @@ def validate(content: bytes) -> None:
 def without_return_path(content: bytes) -> bytes:
     """The message without Return-Path fields: the delivering server sets it (RFC 5321 4.4)."""
     headers = header_block(content)
-    if not _RETURN_PATH.search(headers):
+    if _search(headers, _RETURN_PATH) is None:
         return content
     kept: list[bytes] = []
     skipping = False
@@ -84,16 +85,44 @@ def mta_queue_id(content: bytes) -> str | None:
 def _first_field(content: bytes, name: re.Pattern[bytes]) -> str | None:
     """The first field called `name`, unfolded and stripped, or None."""
     headers = header_block(content)
-    match = name.search(headers)
+    match = _search(headers, name)
     if match is None:
         return None
     value = bytearray()
-    for index, line in enumerate(headers[match.end() :].split(b"\r\n")):
-        if index and line[:1] not in (b" ", b"\t"):
+    at = match.end()
+    while True:  # its first line and those folded under it, not the rest of the header
+        end = headers.find(b"\r\n", at)
+        if end < 0:
+            value += headers[at:]
             break
-        value += line
+        value += headers[at:end]
+        at = end + 2
+        if headers[at : at + 1] not in (b" ", b"\t"):
+            break
     text = value.decode("utf-8", "replace").strip()
     return text or None
+
+
+def _search(headers: bytes, field: re.Pattern[bytes]) -> re.Match[bytes] | None:
+    """`field.search(headers)` for a pattern that starts with a field name in lower case, tried
+    only where that name is (bytes.find on the lower-cased header): an IGNORECASE pattern
+    has no literal prefix for `re` to scan for, and tried at every octet it cost ~10 us per
+    KiB of header (real mail's header: several Received and DKIM fields)."""
+    name = _NAME_OF[field]
+    lowered = headers.lower()  # ASCII only, as IGNORECASE on bytes: the offsets stay the same
+    at = lowered.find(name)
+    while at >= 0:
+        if (match := field.match(headers, at)) is not None:
+            return match
+        at = lowered.find(name, at + 1)
+    return None
+
+
+_NAME_OF = {
+    _RETURN_PATH: b"return-path",
+    _MESSAGE_ID: b"message-id",
+    _RECEIVED: b"received",
+}
 
 
 def trace_headers(

@@ -65,9 +65,8 @@ def delivery_lock(configdirectory: Path, message_id: str) -> Iterator[None]:
     """One delivery of `message_id` at a time on this machine (a flock on one of LOCK_STRIPES
     files under configdirectory/lock/duplicates): two sessions carrying the same message would
     otherwise both pass the duplicate check."""
-    fd = _open_lock_file(
-        configdirectory / "lock" / "duplicates" / f"{lock_stripe(message_id):03d}"
-    )
+    # A string, not three pathlib joins (~4 us a message, in lmtpd's delivery thread)
+    fd = _open_lock_file(f"{configdirectory}/lock/duplicates/{lock_stripe(message_id):03d}")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

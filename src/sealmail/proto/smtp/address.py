@@ -207,8 +207,17 @@ def split_path_argument(text: str) -> tuple[str, str]:
     """Split "<path> params" (or "path params") into the path and the parameter text.
 
     Quoted strings may hold spaces and '>' (RFC 5321 4.1.2 QcontentSMTP), so the scan knows them.
+    Without a quote the first '>' (or space) ends the path: one find, not a loop per character
+    (every RCPT of a 50-recipient LMTP transaction comes here, on the event loop).
     """
     bracketed = text.startswith("<")
+    if '"' not in text:
+        end = text.find(">" if bracketed else " ")
+        if end < 0:
+            return text, ""
+        if bracketed:
+            end += 1
+        return text[:end], text[end:].lstrip(" ")
     quoted = False
     i = 0
     while i < len(text):
