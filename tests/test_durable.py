@@ -185,3 +185,28 @@ def test_rounds_from_many_threads_all_finish_on_a_capped_pool(tmp_path: Path) ->
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_a_thread_that_cannot_start_fails_the_round_and_leaves_the_count_true(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's thread limit reached: the commit fails with the error, nothing waits for
+    jobs that were never queued, and the next round (threads available again) runs."""
+    pool = durable._FsyncPool()
+    monkeypatch.setattr(durable._FsyncPool, "_current", pool)
+    monkeypatch.setattr(durable._FsyncPool, "_current_pid", os.getpid())
+    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600) for i in range(3)]
+    try:
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(threading.Thread, "start", refuse)
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                durable.fsync_together([str(tmp_path)], fds)
+        assert pool._outstanding == 0
+        durable.fsync_together([str(tmp_path)], fds)
+        assert pool._outstanding == 0
+    finally:
+        for fd in fds:
+            os.close(fd)

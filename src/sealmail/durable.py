@@ -146,13 +146,19 @@ class _FsyncPool:
             return cls._current
 
     def submit(self, jobs: Sequence[_Job], round_: _Round) -> None:
+        """Queue `jobs`; a thread that cannot start (RuntimeError, the process's thread limit)
+        fails the round before any job is queued, and the count stays true for the next."""
         with self._lock:
             self._outstanding += len(jobs)
-            while self._threads < min(PARALLEL_FSYNCS, self._outstanding):
-                threading.Thread(
-                    target=self._work, name=f"fsync_{self._threads}", daemon=True
-                ).start()
-                self._threads += 1
+            try:
+                while self._threads < min(PARALLEL_FSYNCS, self._outstanding):
+                    threading.Thread(
+                        target=self._work, name=f"fsync_{self._threads}", daemon=True
+                    ).start()
+                    self._threads += 1
+            except BaseException:
+                self._outstanding -= len(jobs)
+                raise
         for job in jobs:
             self._jobs.put((job, round_))
 
