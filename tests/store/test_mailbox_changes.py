@@ -152,46 +152,28 @@ def test_changes_since_a_modseq_in_uid_order(shared: Any) -> None:
 
 
 @pytest.mark.disk_only("the SQLite index's query plan")
-def test_changed_since_reads_only_the_newer_rows(shared: DiskStore) -> None:
-    """"Changed since modseq m" finds the changed messages by the messages (mailbox_id, modseq)
-    index instead of reading every message of the mailbox, and an index made before that
-    index gets it when opened."""
-    from sealmail.store.disk.reading import CHANGED_SINCE
+@pytest.mark.parametrize(("query", "index"), [
+    ("CHANGED_SINCE", "messages_modseq"), ("EXPUNGED_SINCE", "expunged_modseq"),
+])
+def test_since_modseq_reads_only_the_newer_rows(shared: DiskStore, query: str, index: str
+                                                 ) -> None:
+    """"Changed since modseq m" and "expunged since modseq m" (the index keeps a row per
+    message ever expunged) find the newer rows by a (mailbox_id, modseq) index instead of
+    reading every row of the mailbox, and an index made before that index gets it when
+    opened."""
+    from sealmail.store.disk import reading
     from sealmail.store.index import Index
 
     conn = shared._index.connection()
-    plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {CHANGED_SINCE}",
-                                                     (1, 0)))
-    assert "messages_modseq" in plan and "modseq>?" in plan
+    plan = " ".join(str(row) for row in conn.execute(
+        f"EXPLAIN QUERY PLAN {getattr(reading, query)}", (1, 0)))
+    assert index in plan and "modseq>?" in plan
     with shared._index.transaction() as writing:
-        writing.execute("DROP INDEX messages_modseq")
+        writing.execute(f"DROP INDEX {index}")
     reopened = Index(shared._index.path)
     try:
         assert reopened.connection().execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'messages_modseq'"
-        ).fetchone() == (1,)
-    finally:
-        reopened.close()
-
-
-@pytest.mark.disk_only("the SQLite index's query plan")
-def test_expunged_since_reads_only_the_newer_rows(shared: DiskStore) -> None:
-    """The index keeps a row per message ever expunged; "expunged since modseq m" finds the
-    newer ones by the (mailbox_id, modseq) index instead of reading them all, and an index
-    made before that index gets it when opened."""
-    from sealmail.store.disk.reading import EXPUNGED_SINCE
-    from sealmail.store.index import Index
-
-    conn = shared._index.connection()
-    plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {EXPUNGED_SINCE}",
-                                                     (1, 0)))
-    assert "expunged_modseq" in plan and "modseq>?" in plan
-    with shared._index.transaction() as writing:
-        writing.execute("DROP INDEX expunged_modseq")
-    reopened = Index(shared._index.path)
-    try:
-        assert reopened.connection().execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'expunged_modseq'"
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (index,)
         ).fetchone() == (1,)
     finally:
         reopened.close()
