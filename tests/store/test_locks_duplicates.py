@@ -333,3 +333,26 @@ def test_every_backend_has_an_exclusive_pop_lock_with_its_last_login(store: Any)
     second.acquire()
     assert second.last_login() == 1234.0
     second.release()
+
+
+def test_a_forked_child_reads_duplicates_through_its_own_connection(tmp_path: Path) -> None:
+    """The duplicate marks' per-thread connection of a parent is never used by a forked child
+    (a SQLite connection must not cross a fork); the child's reads and marks go through its own."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        duplicates = disk.duplicates()
+        duplicates.mark("<a@example>", "user.alice")
+        parents = duplicates._connection()
+        pid = os.fork()
+        if pid == 0:  # the child: exits at once, whatever happens
+            status = 1
+            try:
+                own = duplicates._connection()
+                seen = duplicates.seen("<a@example>", "user.alice")
+                duplicates.mark("<b@example>", "user.alice")
+                status = 0 if own is not parents and seen else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert duplicates._connection() is parents
+        assert duplicates.seen("<b@example>", "user.alice")  # the child's mark counts here

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sealmail.store.checkpoints import Checkpointer
 from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
+from sealmail.store.forks import FORKS
 from sealmail.store.locks import CommitTurn, _open_lock_file
 
 LOCK_STRIPES = 256
@@ -94,20 +95,22 @@ class DuplicateDatabase:
         # Marks go through one connection per process, its page cache warm and its checkpoints
         # off the path to the 250, as the index's group commit (sealmail.store.checkpoints).
         self._writer_conn: sqlite3.Connection | None = None
-        self._writer_pid = 0
+        self._writer_forks = 0
         self.checkpoints = Checkpointer(self.path, self._open)
         self._connection()  # create the schema now, so errors show at open
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a forked child opens its own: store.forks)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.forks != FORKS.count:
             conn = self._local.conn = self._open()
+            self._local.forks = FORKS.count
         return conn
 
     def _writer(self) -> sqlite3.Connection:
         """The marks' connection, used with the turn held (a forked child opens its own)."""
-        if self._writer_conn is None or self._writer_pid != os.getpid():
-            self._writer_conn, self._writer_pid = self._open(), os.getpid()
+        if self._writer_conn is None or self._writer_forks != FORKS.count:
+            self._writer_conn, self._writer_forks = self._open(), FORKS.count
         return self._writer_conn
 
     def _open(self) -> sqlite3.Connection:

@@ -36,23 +36,13 @@ from pathlib import Path
 
 from sealmail.store.duplicates import database_error
 from sealmail.store.errors import StoreError
+from sealmail.store.forks import FORKS
 from sealmail.store.locks import CommitTurn
 
 RECENT_NAME = "recent.db"
 _SCHEMA_VERSION = 1
 OWNER = ""  # the userid of the mark the index keeps (sealmail.store.seen.index_keeps_seen)
 
-# Forks this process came through: a connection opened before the last one is the parent's.
-# Compared on every read instead of os.getpid(), a system call (~2 reads per IMAP command).
-_forks = 0
-
-
-def _forked() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_forked)
 
 
 @contextmanager
@@ -81,9 +71,9 @@ class RecentMarks:
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._local.forks != _forks:
+        if conn is None or self._local.forks != FORKS.count:
             conn = self._local.conn = self._open()
-            self._local.forks = _forks
+            self._local.forks = FORKS.count
         return conn
 
     def _open(self) -> sqlite3.Connection:
