@@ -33,9 +33,7 @@ def validate(content: bytes) -> None:
     """Raise InvalidMessage (554 5.6.0) for what the store must not keep."""
     if b"\0" in content:
         raise InvalidMessage("Message contains NUL characters")
-    # Three counts, CRLF's once: a two-octet count costs three of one (90 us a 100 KiB message)
-    crlf = content.count(b"\r\n")
-    if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
+    if not _only_crlf(content):
         raise InvalidMessage("Message contains bare newlines")
     first = True
     for line in header_block(content).split(b"\r\n")[:-1]:
@@ -45,6 +43,28 @@ def validate(content: bytes) -> None:
         elif not _FIELD.match(line):
             raise InvalidMessage("Message contains invalid header")
         first = False
+
+
+# Every octet but CR and LF: `translate` deletes them in one C pass.
+_NOT_CR_LF = bytes(octet for octet in range(256) if octet not in (0x0D, 0x0A))
+
+
+def _only_crlf(content: bytes) -> bool:
+    """True when every CR and LF in `content` is part of a CRLF.
+
+    Two C passes instead of CRLF's count (a two-octet search: ~90 us a 100 KiB message, half of
+    validate's time, issue 18): the CRs and LFs alone must read CRLF CRLF ... (k pairs, so k of
+    each, none out of order), and `splitlines` (which breaks at CRLF, bare CR and bare LF alike)
+    must find exactly k line ends, which it does only when no pair has octets between its CR
+    and LF (each such pair would count twice)."""
+    ends = content.translate(None, _NOT_CR_LF)
+    pairs = len(ends) // 2
+    if ends != b"\r\n" * pairs:  # an odd count differs in length
+        return False
+    breaks = len(content.splitlines())
+    if content and content[-1] not in (0x0D, 0x0A):
+        breaks -= 1  # the last piece is an unended line, not a line end
+    return breaks == pairs
 
 
 def without_return_path(content: bytes) -> bytes:
