@@ -19,6 +19,21 @@ def test_a_good_message_passes() -> None:
     msg.validate(b"\r\nbody without headers\r\n")
 
 
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\n\r"]), max_size=12))
+def test_line_ends_are_refused_exactly_when_one_is_bare(parts: list[bytes]) -> None:
+    """validate's two-pass line-end check (issue 18) against the definition: every CR and LF
+    is part of a CRLF."""
+    body = b"".join(parts)
+    crlf = body.count(b"\r\n")
+    bare = body.count(b"\r") != crlf or body.count(b"\n") != crlf
+    raised = None
+    try:
+        msg.validate(b"\r\n" + body)  # no header: only the line ends are judged
+    except InvalidMessage as exc:
+        raised = str(exc)
+    assert raised == ("Message contains bare newlines" if bare else None)
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

@@ -33,9 +33,7 @@ def validate(content: bytes) -> None:
     """Raise InvalidMessage (554 5.6.0) for what the store must not keep."""
     if b"\0" in content:
         raise InvalidMessage("Message contains NUL characters")
-    # Three counts, CRLF's once: a two-octet count costs three of one (90 us a 100 KiB message)
-    crlf = content.count(b"\r\n")
-    if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
+    if not _only_crlf(content):
         raise InvalidMessage("Message contains bare newlines")
     first = True
     for line in header_block(content).split(b"\r\n")[:-1]:
@@ -45,6 +43,25 @@ def validate(content: bytes) -> None:
         elif not _FIELD.match(line):
             raise InvalidMessage("Message contains invalid header")
         first = False
+
+
+# Every octet but CR and LF: `translate` deletes them in one C pass.
+_NOT_CR_LF = bytes(octet for octet in range(256) if octet not in (0x0D, 0x0A))
+# A CR that some other octet follows (`re` scans for the literal CR in C).
+_CR_ALONE = re.compile(rb"\r[^\n]")
+
+
+def _only_crlf(content: bytes) -> bool:
+    """True when every CR and LF in `content` is part of a CRLF.
+
+    Two C passes instead of CRLF's count (a two-octet search: ~90 us a 100 KiB message, more
+    than half of validate's time, issue 18). The CRs and LFs alone must read CRLF CRLF ...: k of
+    each, and the last one an LF, so no CR ends the content. Then if no CR has another octet
+    after it, every CR has its own LF, which are all k LFs: none is bare."""
+    ends = content.translate(None, _NOT_CR_LF)
+    if ends != b"\r\n" * (len(ends) // 2):  # an odd count differs in length
+        return False
+    return _CR_ALONE.search(content) is None
 
 
 def without_return_path(content: bytes) -> bytes:

@@ -18,6 +18,8 @@ is waiting for the application, which bounds that too).
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "DotDataReader",
     "LineTooLong",
@@ -140,7 +142,9 @@ class ReceiveBuffer:
         return self.take(len(self._data))
 
 
-_LINE_THEN_DOT = b"\r\n."
+# A line that starts with a dot. `re` scans for its literal CR in C at about twice the speed of
+# bytearray.find's three-octet search (~30 against ~65 us a 100 KiB message, issue 18).
+_LINE_THEN_DOT = re.compile(rb"\r\n\.")
 
 
 class DotDataReader:
@@ -201,8 +205,9 @@ class DotDataReader:
                     pos += 1  # drop the stuffed dot
                 self._at_line_start = False
             # Only a line starting with a dot needs a look: copy up to the next one at once.
-            dotted = data.find(_LINE_THEN_DOT, pos)
-            if dotted >= 0:
+            found = _LINE_THEN_DOT.search(data, pos)
+            if found is not None:
+                dotted = found.start()
                 self._keep(bytes(data[pos : dotted + 2]))
                 pos = dotted + 2
                 self._at_line_start = True
