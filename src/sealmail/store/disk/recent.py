@@ -44,7 +44,6 @@ _SCHEMA_VERSION = 1
 OWNER = ""  # the userid of the mark the index keeps (sealmail.store.seen.index_keeps_seen)
 
 
-
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """A write transaction: committed at the end, rolled back on any error."""
