@@ -145,3 +145,17 @@ def test_address_classes_are_the_rfc_classes(cheap: str) -> None:
     differ = [c for c in CODE_POINTS if bool(mine.fullmatch(chr(c))) != bool(
         theirs.fullmatch(chr(c)))]
     assert not differ
+
+
+@given(st.text(alphabet="<> ab@.\\=\t", max_size=30))
+def test_split_path_argument_without_quotes_as_the_character_scan(text: str) -> None:
+    """Without a quote the path ends at the first '>' (bracketed) or space, as the scan that
+    knows quoted strings would read it one character at a time (the fast path's definition)."""
+    bracketed = text.startswith("<")
+    expected = (text, "")
+    for i, ch in enumerate(text):
+        if ch == (">" if bracketed else " "):
+            cut = i + 1 if bracketed else i
+            expected = (text[:cut], text[cut:].lstrip(" "))
+            break
+    assert split_path_argument(text) == expected
