@@ -132,13 +132,13 @@ def test_changes_waiting_behind_a_commit_share_the_next_one(
     disk: DiskStore, held: Callable[[int], None]
 ) -> None:
     commits = []
-    writing = disk.spool.index.group_writing
+    writing = disk.spool.index.writing
 
     def counted() -> Any:
         commits.append(1)
         return writing()
 
-    disk.spool.index.group_writing = counted  # type: ignore[method-assign]
+    disk.spool.index.writing = counted  # type: ignore[method-assign]
     first = _lead(disk)
     calls: list[Callable[[], Any]] = [
         partial(disk.update_flags, "user.a", [i], ["\\Flagged"], "add") for i in range(2, 10)
@@ -241,7 +241,7 @@ def test_a_change_alone_in_its_batch_runs_without_a_savepoint(disk: DiskStore) -
     writing, the transaction is rolled back, not committed, and its caller gets its own
     error; the next change commits as usual."""
     statements: list[str] = []
-    conn = disk.spool.index.writer()  # the process's writer: every batch commits through it
+    conn = disk.spool.index.connection()  # this thread's: it leads its own batch
     conn.set_trace_callback(statements.append)
     before = _highest(disk, "user.a")
 

@@ -238,8 +238,6 @@ class Index:
         self._closed = False
         self._writer_conn: sqlite3.Connection | None = None
         self._writer_pid = 0
-        self._relaxed_conn: _Connection | None = None
-        self._relaxed_pid = 0
         self._migrate()
 
     def connection(self) -> sqlite3.Connection:
@@ -269,21 +267,6 @@ class Index:
             # A forked child's own: the parent's stays the parent's.
             self._writer_conn, self._writer_pid = self.open_connection(), os.getpid()
         return self._writer_conn
-
-    def _relaxed(self) -> _Connection:
-        """This process's one connection for relaxed writes (`writing_now`), used only with
-        `turn()` held: synchronous=NORMAL and no busy_timeout for good, as `writer()` is FULL
-        for good, so neither it nor a thread's reading connection switches a PRAGMA around a
-        write (each switch is a statement, and one back)."""
-        if self._relaxed_conn is None or self._relaxed_pid != os.getpid():
-            conn = self.open_connection()
-            try:
-                conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise sqlite_error(exc, str(self.path)) from exc
-            conn.durable = False
-            self._relaxed_conn, self._relaxed_pid = conn, os.getpid()
-        return self._relaxed_conn
 
     def open_connection(self) -> _Connection:
         """A new connection (WAL, synchronous=FULL), closed by close()."""
@@ -356,32 +339,15 @@ class Index:
                 self._rollback(conn)
 
     @contextmanager
-    def group_writing(self) -> Iterator[sqlite3.Connection]:
-        """As `writing` (durable), on this process's writer connection (`writer()`), as the
-        group commit of deliveries writes: its busy_timeout is a writer's for good, so the
-        committing thread's own connection stays a reader's instead of switching its
-        busy_timeout off and on again around every STORE or EXPUNGE (two statements each),
-        and the writer's page cache stays warm across deliveries and changes alike."""
-        with self.turn():
-            conn = self.writer()
-            self.begin(conn)
-            try:
-                yield conn
-            finally:
-                self._rollback(conn)
-
-    @contextmanager
-    def writing_now(self) -> Iterator[sqlite3.Connection | None]:
-        """A relaxed write transaction (BEGIN IMMEDIATE done; see `transaction` for what
-        relaxed means) on this process's relaxed connection, if this process's writer turn and
-        SQLite's write lock are both free this moment; None (and nothing held) if not: for
-        writes that can wait for a later transaction rather than make their caller wait
-        (sealmail.store.disk.structures). The caller COMMITs."""
+    def writing_now(self, durable: bool = True) -> Iterator[sqlite3.Connection | None]:
+        """As `writing`, if this process's writer turn and SQLite's write lock are both free
+        this moment; None (and nothing held) if not: for writes that can wait for a later
+        transaction rather than make their caller wait (sealmail.store.disk.structures)."""
         if not self._writer.acquire(blocking=False):
             yield None
             return
         try:
-            conn = self._begun_now()
+            conn = self._begun_now(durable)
             try:
                 yield conn
             finally:
@@ -390,10 +356,13 @@ class Index:
         finally:
             self._writer.release()
 
-    def _begun_now(self) -> _Connection | None:
-        """The relaxed connection in BEGIN IMMEDIATE, or None when another process writes."""
+    def _begun_now(self, durable: bool) -> _Connection | None:
+        """This thread's connection in BEGIN IMMEDIATE, or None when another process writes."""
+        conn = self._own_connection()
         try:
-            conn = self._relaxed()
+            if conn.durable != durable:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                conn.durable = durable
             if conn.waits:
                 self._wait(conn, False)
             conn.execute("BEGIN IMMEDIATE")
@@ -487,4 +456,3 @@ class Index:
             conn.close()
         self._local = threading.local()
         self._writer_conn = None
-        self._relaxed_conn = None

@@ -6,7 +6,7 @@ by one, every command waited for the write lock and held it through its own WAL 
 deliveries do (sealmail.store.disk.commit), concurrent callers of one process join a pending
 batch; one committer at a time runs the whole batch in ONE transaction:
 
-1. BEGIN IMMEDIATE on the process's writer connection (sealmail.store.index.Index.group_writing);
+1. BEGIN IMMEDIATE (sealmail.store.index.Index.writing);
 2. each change in its own SAVEPOINT, in the order they joined: a change that fails is rolled
    back to its savepoint and only its caller gets the error; later changes see the earlier
    ones, as if they had been committed one after the other (a change alone in its batch runs
@@ -94,7 +94,7 @@ class ChangeGroup:
 
     def _commit(self, batch: list[_Pending[object]]) -> None:
         try:
-            with self._spool.index.group_writing() as conn:
+            with self._spool.index.writing() as conn:
                 try:
                     if self._run(conn, batch):
                         self._spool.structures.write_into(conn)  # FETCH's parses, if any wait

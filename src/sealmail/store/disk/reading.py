@@ -253,11 +253,11 @@ class Reading:
         free this moment; if not, a later group commit or save takes them."""
         if not self._spool.structures:
             return
-        with self._spool.index.writing_now() as now:
+        with self._spool.index.writing_now(durable=False) as now:
             if now is None:
                 return
             try:
-                self._spool.structures.write_into(now, alone=True)
+                self._spool.structures.write_into(now)
                 now.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise sqlite_error(exc, "kept parses") from exc
