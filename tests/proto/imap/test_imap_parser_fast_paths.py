@@ -1,8 +1,9 @@
 """The parser's fast paths give what the general way gives: the same command, or the same error
 (type, text, tag, status, code), on usual, random and adversarial input.
 
-The fast paths: the command head in one regex (`parser._head`), the remembered FETCH / STORE
-tails (`parser._remembered`), `SequenceSet.parse` splitting ranges without a second regex
+The fast paths: whole commands recalled by what follows their tag (`parser._RECALLED`), the
+command head in one regex (`parser._head`), the remembered FETCH / STORE tails
+(`parser._remembered`), `SequenceSet.parse` splitting ranges without a second regex
 (checked against the regex reading it replaced), and the connection's look for a literal at the
 end of a line (`connection._literal_at_end`, against the search it replaced).
 """
@@ -56,13 +57,24 @@ def _outcome(data: bytes, limits: ParserLimits, utf8: bool) -> object:
         return (type(error), error.text, error.tag, error.status, error.code)
 
 
-def _both_ways(data: bytes, limits: ParserLimits, utf8: bool) -> tuple[object, object, object]:
+def _general_way(patch: pytest.MonkeyPatch) -> None:
+    """No fast path: no recalled command, the head read token by token, no remembered tail."""
+    patch.setattr(parser_module, "RECALL_REST", -1)
+    patch.setattr(parser_module, "_head", lambda reader: None)
+    patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
+
+
+def _clear() -> None:
+    parser_module._RECALLED.clear()
     parser_module._REMEMBERED.clear()
-    first = _outcome(data, limits, utf8)  # fills the cache
-    second = _outcome(data, limits, utf8)  # from it
+
+
+def _both_ways(data: bytes, limits: ParserLimits, utf8: bool) -> tuple[object, object, object]:
+    _clear()
+    first = _outcome(data, limits, utf8)  # fills the memos
+    second = _outcome(data, limits, utf8)  # from them
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(parser_module, "_head", lambda reader: None)
-        patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
+        _general_way(patch)
         general = _outcome(data, limits, utf8)
     return first, second, general
 
@@ -146,11 +158,14 @@ def test_fast_and_general_ways_agree(data: bytes, limits: ParserLimits, utf8: bo
 def test_they_agree_over_a_session(commands: list[tuple[bytes, ParserLimits, bool]]) -> None:
     """One cache for many commands, as in a server: what one command left must not change
     how another, with the same tail, parses."""
-    parser_module._REMEMBERED.clear()
+    _agree_over_a_session(commands)
+
+
+def _agree_over_a_session(commands: list[tuple[bytes, ParserLimits, bool]]) -> None:
+    _clear()
     fast = [_outcome(*command) for command in commands]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(parser_module, "_head", lambda reader: None)
-        patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
+        _general_way(patch)
         general = [_outcome(*command) for command in commands]
     assert fast == general
 
@@ -181,7 +196,7 @@ def test_sequence_sets_read_as_before(text: str) -> None:
 
 
 def test_a_remembered_tail_is_read_once() -> None:
-    parser_module._REMEMBERED.clear()
+    _clear()
     first = parse_command(b"a FETCH 1 (UID FLAGS)\r\n")
     again = parse_command(b"b UID FETCH 2:4 (UID FLAGS)\r\n")  # UID: another key
     second = parse_command(b"c FETCH 7,9:* (UID FLAGS)\r\n")
@@ -195,7 +210,7 @@ def test_the_cache_holds_at_most_its_bound() -> None:
     parser_module._REMEMBERED.clear()
     for n in range(parser_module.REMEMBERED_MAX + 10):
         parse_command(f"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-{n})])\r\n".encode())
-    assert 0 < len(parser_module._REMEMBERED) <= parser_module.REMEMBERED_MAX
+    assert len(parser_module._REMEMBERED) == parser_module.REMEMBERED_MAX
     long_tail = b"(BODY.PEEK[HEADER.FIELDS (" + b" ".join([b"X-Long"] * 100) + b")])"
     parser_module._REMEMBERED.clear()
     parse_command(b"a FETCH 1 " + long_tail + b"\r\n")
@@ -214,3 +229,89 @@ def test_the_literal_at_the_end_is_found_as_by_a_search(line: bytes) -> None:
     fast = literal_at_end(line)
     slow = LITERAL_AT_END.search(line)
     assert (fast and (fast.span(), fast.groups())) == (slow and (slow.span(), slow.groups()))
+
+
+# -- whole commands recalled -------------------------------------------------------------------
+
+_RESTS = st.sampled_from([
+    b"NOOP", b"noop", b"EXPUNGE", b"UID EXPUNGE 1:5", b"CHECK", b"LOGOUT", b"CAPABILITY",
+    b"IDLE", b"NAMESPACE", b"UNSELECT", b"CLOSE", b'STATUS "INBOX" (MESSAGES UNSEEN RECENT)',
+    b"STATUS inbox (UIDNEXT)", b'STATUS "INBOX" ()', b'STATUS "INBOX" (MESSAGES', b'LIST "" *',
+    b'LIST "" %', b"LIST () \"\" (* %)", b'LIST "" * RETURN (STATUS (MESSAGES))',
+    b'LSUB "" *', b'SELECT "INBOX" (CONDSTORE)', b"SELECT INBOX", b"EXAMINE Caf\xc3\xa9",
+    b'SELECT "INBOX" (QRESYNC (1 5 1:9))', b"SELECT \"a", b"FETCH 7 (UID BODY.PEEK[1])",
+    b"UID FETCH 1:* (FLAGS)", b"STORE 3 +FLAGS.SILENT \\Deleted", b"COPY 1:2 Trash",
+    b"UID MOVE 5 Archive", b"SEARCH UNSEEN", b"UID SORT (DATE) UTF-8 ALL",
+    b"THREAD REFERENCES UTF-8 ALL", b"ENABLE CONDSTORE", b'LOGIN "bench" "secret"',
+    b"LOGIN bench secret", b"AUTHENTICATE PLAIN AGJlbmNoAHNlY3JldA==",
+    b'APPEND "INBOX" {5+}\r\nhello',
+    b'APPEND "INBOX" (\\Seen) "22-Feb-2008 17:06:23 +0000" {2}\r\nhi',
+    b'ID ("name" "x")', b"NOOP ", b"", b" ", b"FETCH", b"X" * 300,
+    b'GENURLAUTH "imap://a@h/INBOX;UIDVALIDITY=1/;UID=1;urlauth=anonymous" INTERNAL',
+])
+
+
+@st.composite
+def _recallable(draw: st.DrawFn) -> bytes:
+    """A usual command, or one changed in one octet, after a tag (valid or not)."""
+    rest = bytearray(draw(_RESTS))
+    if rest and draw(st.booleans()):
+        rest[draw(st.integers(0, len(rest) - 1))] = draw(st.sampled_from(b' ()"{}\\*%]\x00\xc3az'))
+    return draw(_TAGS) + draw(st.sampled_from([b" ", b" ", b"", b"  "])) + bytes(rest) + b"\r\n"
+
+
+@settings(max_examples=_EXAMPLES)
+@given(_recallable(), _LIMITS, st.booleans())
+@example(b"a NOOP\r\n", ParserLimits(), False)
+@example(b'a STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(max_items=8), False)
+@example(b"t] NOOP\r\n", ParserLimits(), False)
+@example(b"a EXAMINE Caf\xc3\xa9\r\n", ParserLimits(), False)
+def test_a_recalled_command_is_the_general_ways(data: bytes, limits: ParserLimits,
+                                               utf8: bool) -> None:
+    first, second, general = _both_ways(data, limits, utf8)
+    assert first == second == general
+
+
+@settings(max_examples=_EXAMPLES // 4)
+@given(st.lists(st.tuples(_recallable(), _LIMITS, st.booleans()), min_size=2, max_size=16))
+@example([(b"a NOOP\r\n", ParserLimits(), False), (b"*x NOOP\r\n", ParserLimits(), False),
+          (b"b EXAMINE Caf\xc3\xa9\r\n", ParserLimits(), True),
+          (b"c EXAMINE Caf\xc3\xa9\r\n", ParserLimits(), False),
+          (b'd STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(), False),
+          (b'e STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(max_depth=2,
+                                                                          max_items=8), False)])
+def test_recalled_commands_agree_over_a_session(
+        commands: list[tuple[bytes, ParserLimits, bool]]) -> None:
+    _agree_over_a_session(commands)
+
+
+def test_a_recalled_command_has_its_own_tag() -> None:
+    _clear()
+    first = parse_command(b'a1 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
+    second = parse_command(b'b2 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
+    assert (first.tag, second.tag) == ("a1", "b2") and first.name == second.name == "STATUS"
+    assert second == type(first)("b2", first.mailbox, first.items)  # type: ignore[attr-defined]
+    assert len(parser_module._RECALLED) == 1
+
+
+def test_credentials_and_messages_are_never_recalled() -> None:
+    _clear()
+    for line in (b'a LOGIN "bench" "secret"\r\n', b"a AUTHENTICATE PLAIN AGJlbmNoAHNlY3JldA==\r\n",
+                 b'a APPEND "INBOX" {5+}\r\nhello\r\n', b'a ID ("name" "x")\r\n'):
+        parse_command(line)
+    assert parser_module._RECALLED == {}
+
+
+def test_the_recall_holds_at_most_its_bound_and_keeps_what_is_used() -> None:
+    _clear()
+    parse_command(b"a NOOP\r\n")
+    for n in range(1, parser_module.RECALL_MAX + 10):
+        parse_command(f"a FETCH {n} (FLAGS)\r\n".encode())
+        parse_command(b"b NOOP\r\n")  # used again and again: never the oldest
+    assert len(parser_module._RECALLED) == parser_module.RECALL_MAX
+    assert (b"NOOP\r\n", False, 20, 10000) in parser_module._RECALLED
+    assert (b"FETCH 1 (FLAGS)\r\n", False, 20, 10000) not in parser_module._RECALLED
+    _clear()
+    fields = b" ".join([b"X-Long"] * 40)
+    parse_command(b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (" + fields + b")])\r\n")
+    assert parser_module._RECALLED == {}  # over RECALL_REST: parsed each time

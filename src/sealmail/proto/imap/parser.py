@@ -329,8 +329,10 @@ def _sequence_set(reader: Reader) -> SequenceSet:
 # reader's kind and limits and UID or not, in the key): the reader has counted no item and
 # entered no list when the tail starts, and only a tail parsed to the end is kept, so a hit gives
 # the same command and a tail that fails is parsed, and fails, the same way every time.
-# Frozen values only, shared between sessions. Bounded: small tails, cleared when full.
-_REMEMBERED: dict[tuple[object, ...], object] = {}
+# Frozen values only, shared between sessions. Bounded: small tails, the least recently used
+# out first (imaptest's random item lists are more than the bound; cleared when full, the cache
+# lost the few tails every client repeats with them).
+_REMEMBERED: OrderedDict[tuple[object, ...], object] = OrderedDict()
 REMEMBERED_MAX = 512  # distinct tails
 REMEMBERED_TAIL = 512  # octets; a longer tail (a literal, a long header list) is parsed each time
 _T = TypeVar("_T")
@@ -344,12 +346,13 @@ def _remembered(reader: Reader, by_uid: bool, parse: Callable[[Reader, bool], _T
     key = (parse, reader.data[start:], type(reader), reader.max_depth, reader.max_items, by_uid)
     seen = _REMEMBERED.get(key)
     if seen is not None:
+        _REMEMBERED.move_to_end(key)
         reader.pos = len(reader.data)
         return cast(_T, seen)
     value = parse(reader, by_uid)
     if reader.at_end():
         if len(_REMEMBERED) >= REMEMBERED_MAX:
-            _REMEMBERED.clear()
+            _REMEMBERED.popitem(last=False)
         _REMEMBERED[key] = value
     return value
 
