@@ -10,9 +10,11 @@ message with one of five body sections, STORE of \\Deleted or of random flags, A
 without flags and a date. `--rawlog DIR` parses the client's side of imaptest rawlog files
 instead (`imaptest ... rawlog` writes them in its working directory).
 
-Each kind's CPU (the thread's clock) is summed over a pass through all commands, the parser's
-memos emptied before each pass as in a fresh imapd worker; printed: the lowest and the median of
-the passes. A/B of two trees: run it with each tree's `src` first on PYTHONPATH, alternately.
+The CPU (the thread's clock) of a pass through all commands in order, and of a pass through
+each kind's commands alone (FETCH and STORE of one message apart from those of a set), the
+parser's memos emptied before each pass as in a fresh imapd worker; printed: the lowest and the
+median of the passes. A/B of two trees: run it with each tree's `src` first on PYTHONPATH,
+alternately.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from sealmail.proto.imap import parser
+from sealmail.proto.imap import fetch, parser
 from sealmail.proto.imap.parser import ParserLimits, parse_command
 
 _HEADERS = ["From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To", "References"]
@@ -124,14 +126,20 @@ def from_rawlogs(directory: Path) -> list[bytes]:
 
 
 def _kind(command: bytes) -> str:
+    """The command's name; FETCH and STORE of one message apart from those of a set."""
     words = command.split(b" ", 3)
     name = words[1].strip().upper().decode()
-    return f"{name} {words[2].strip().upper().decode()}" if name == "UID" else name
+    if name == "UID":
+        name, words = f"UID {words[2].strip().upper().decode()}", words[1:]
+    if name.endswith(("FETCH", "STORE")) and len(words) > 2:
+        name += " 1" if words[2].isdigit() else " set"
+    return name
 
 
 def _clear_memos() -> None:
-    for name in ("_REMEMBERED", "_RECALLED"):
-        memo = getattr(parser, name, None)
+    """Empty the parser's memos (those the tree has: main's may have fewer)."""
+    for module, name in ((parser, "_REMEMBERED"), (parser, "_RECALLED"), (fetch, "_ITEMS")):
+        memo = getattr(module, name, None)
         if memo is not None:
             memo.clear()
 
@@ -144,19 +152,20 @@ def main() -> None:
     args = arguments.parse_args()
     commands = from_rawlogs(args.rawlog) if args.rawlog else generated(args.commands)
     kinds = [_kind(command) for command in commands]
+    by_kind: dict[str, list[bytes]] = defaultdict(list)
+    for command, kind in zip(commands, kinds, strict=True):
+        by_kind[kind].append(command)
+    by_kind["all"] = commands
     limits = ParserLimits()
     clock = time.thread_time_ns
     passes: dict[str, list[int]] = defaultdict(list)
     for _ in range(args.repeat):
-        _clear_memos()
-        spent: Counter[str] = Counter()
-        for command, kind in zip(commands, kinds, strict=True):
+        for kind, group in by_kind.items():
+            _clear_memos()
             start = clock()
-            parse_command(command, limits)
-            spent[kind] += clock() - start
-        for kind, ns in spent.items():
-            passes[kind].append(ns)
-        passes["all"].append(sum(spent.values()))
+            for command in group:
+                parse_command(command, limits)
+            passes[kind].append(clock() - start)
     counts = Counter(kinds)
     counts["all"] = len(commands)
     print(f"{parser.__file__}: {len(commands)} commands, {args.repeat} passes, us per command")

@@ -18,7 +18,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sealmail.proto.imap import BadCommand, Fetch, SequenceSet
+from sealmail.proto.imap import fetch as fetch_module
 from sealmail.proto.imap import parser as parser_module
+from sealmail.proto.imap import sequence as sequence_module
 from sealmail.proto.imap.connection import _LITERAL_AT_END as LITERAL_AT_END
 from sealmail.proto.imap.connection import _literal_at_end as literal_at_end
 from sealmail.proto.imap.errors import ImapError
@@ -46,7 +48,7 @@ def _reference_set(text: str) -> tuple[tuple[int, int], ...] | str:
         start = STAR if first == "*" else int(first)
         ranges.append((start, start if not last else STAR if last == "*" else int(last)))
     if max(n for pair in ranges for n in pair) > 0xFFFFFFFF:
-        return "bad"
+        return "large"
     return tuple(ranges)
 
 
@@ -58,21 +60,28 @@ def _outcome(data: bytes, limits: ParserLimits, utf8: bool) -> object:
 
 
 def _general_way(patch: pytest.MonkeyPatch) -> None:
-    """No fast path: no recalled command, the head read token by token, no remembered tail."""
+    """No fast path: no recalled command, the head read token by token, no remembered tail,
+    no remembered FETCH items."""
     patch.setattr(parser_module, "RECALL_REST", -1)
     patch.setattr(parser_module, "_head", lambda reader: None)
     patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
+    patch.setattr(parser_module, "parse_fetch_attribute_list", lambda reader: None)
 
 
 def _clear() -> None:
     parser_module._RECALLED.clear()
+    parser_module._SIGHTED.clear()
     parser_module._REMEMBERED.clear()
+    fetch_module._ITEMS.clear()
+    sequence_module._RANGES.clear()
 
 
 def _both_ways(data: bytes, limits: ParserLimits, utf8: bool) -> tuple[object, object, object]:
     _clear()
-    first = _outcome(data, limits, utf8)  # fills the memos
+    first = _outcome(data, limits, utf8)  # fills the memos (a whole command: seen once)
+    again = _outcome(data, limits, utf8)  # a whole command kept now
     second = _outcome(data, limits, utf8)  # from them
+    assert again == first
     with pytest.MonkeyPatch.context() as patch:
         _general_way(patch)
         general = _outcome(data, limits, utf8)
@@ -101,6 +110,22 @@ _FETCH_TAILS = st.sampled_from([
     b"(BODY.PEEK[HEADER.FIELDS (From To Cc Subject References In-Reply-To Message-ID)])",
     b"(BODY.PEEK[HEADER.FIELDS (\xc3\xa9)])", b"(FLAGS) ", b"FLAGS junk", b"",
 ])
+_ITEM_WORDS = st.sampled_from([
+    b"UID", b"FLAGS", b"uid", b"ENVELOPE", b"RFC822.SIZE", b"BODY", b"BODYSTRUCTURE", b"MODSEQ",
+    b"INTERNALDATE", b"BODY[]", b"BODY[]<0.100>", b"BODY.PEEK[HEADER]", b"BODY.PEEK[1.2.MIME]",
+    b"BODY.PEEK[HEADER.FIELDS (From To)]", b"BODY.PEEK[HEADER.FIELDS.NOT (Subject)]",
+    b"BODY.PEEK[HEADER.FIELDS (\xc3\xa9)]", b'BODY.PEEK[HEADER.FIELDS ("a]b")]',
+    b"BODY.PEEK[HEADER.FIELDS ({4}\r\nFrom)]", b"BODY.PEEK[HEADER.FIELDS ((From))]",
+    b"BODY.PEEK[HEADER.FIELDS (a b c d e f g)]", b"BINARY.PEEK[1]", b"BINARY.SIZE[1]",
+    b"BODY[MIME]", b"BODY[]<0.0>", b"BODY[]<5>", b"UIDX", b"FLAGS[1]", b"RFC822", b"(UID)",
+    b"BODY[TEXT]<1.2><3.4>", b"BODY[HEADER", b"", b"ALL",
+])
+# An item list, changed in one octet now and then: the items' own fast path and its neighbours.
+_ITEM_LISTS = st.builds(
+    lambda words, gap, end: b"(" + gap.join(words) + b")" + end,
+    st.lists(_ITEM_WORDS, min_size=1, max_size=6), st.sampled_from([b" ", b" ", b"  ", b""]),
+    st.sampled_from([b"", b"", b"", b" (CHANGEDSINCE 5)", b" ", b")"]),
+)
 _STORE_TAILS = st.sampled_from([
     b"+FLAGS (\\Seen)", b"-FLAGS.SILENT (\\Deleted $Label1)", b"FLAGS ()", b"flags \\Seen",
     b"+FLAGS \\Seen \\Flagged", b"(UNCHANGEDSINCE 7) +FLAGS (\\Seen)", b"+FLAGS (\\Seen",
@@ -118,7 +143,8 @@ _TAGS = st.sampled_from([b"a1", b"A.7", b"*", b"+x", b"", b"t]", b"\xc3\xa9", b"
 @st.composite
 def _commands(draw: st.DrawFn) -> bytes:
     name = draw(_NAMES)
-    tail = draw(_STORE_TAILS if b"STORE" in name.upper() else _FETCH_TAILS)
+    fetch_tails = st.one_of(_FETCH_TAILS, _ITEM_LISTS)
+    tail = draw(_STORE_TAILS if b"STORE" in name.upper() else fetch_tails)
     sequence_set = draw(_SETS).encode("utf-8")
     separator = draw(st.sampled_from([b" ", b" ", b" ", b"  ", b""]))
     line = draw(_TAGS) + b" " + name + b" " + sequence_set + separator + tail
@@ -142,9 +168,35 @@ _LIMITS = st.sampled_from([ParserLimits(), ParserLimits(max_depth=2, max_items=8
 @example(b"a STORE 1 +FLAGS (a b c d e f g h i j)\r\n", ParserLimits(max_items=8), False)
 @example(b"a UID 5\r\n", ParserLimits(), False)
 @example(b"a UID\r\n", ParserLimits(), False)
+@example(b"a FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (a b)])\r\n", ParserLimits(max_items=8),
+         False)
 def test_fast_and_general_ways_agree(data: bytes, limits: ParserLimits, utf8: bool) -> None:
     first, second, general = _both_ways(data, limits, utf8)
     assert first == second == general
+
+
+@settings(max_examples=_EXAMPLES)
+@given(_ITEM_LISTS, _LIMITS, st.booleans())
+@example(b"(UID FLAGS BODY RFC822.SIZE)", ParserLimits(max_items=8), False)
+@example(b"(UID FLAGS BODY RFC822.SIZE ENVELOPE)", ParserLimits(max_items=8), False)
+@example(b"(UID BODY.PEEK[HEADER.FIELDS (a b c d)])", ParserLimits(max_items=8), False)
+@example(b"(UID BODY.PEEK[HEADER.FIELDS (a b c d e)])", ParserLimits(max_items=8), False)
+@example(b"(UID  FLAGS)", ParserLimits(), False)
+@example(b"(BODY.PEEK[HEADER.FIELDS (\xc3\xa9)] UID)", ParserLimits(), True)
+def test_item_lists_agree(items: bytes, limits: ParserLimits, utf8: bool) -> None:
+    """FETCH's item list from remembered items (`fetch.parse_fetch_attribute_list`): the same
+    items, limits and errors as read item by item, in a UTF-8 session or not, either first."""
+    for uid in (b"", b"UID "):
+        data = b"a " + uid + b"FETCH 1:3 " + items + b"\r\n"
+        first, second, general = _both_ways(data, limits, utf8)
+        assert first == second == general
+        assert _outcome(data, limits, not utf8) == _general_outcome(data, limits, not utf8)
+
+
+def _general_outcome(data: bytes, limits: ParserLimits, utf8: bool) -> object:
+    with pytest.MonkeyPatch.context() as patch:
+        _general_way(patch)
+        return _outcome(data, limits, utf8)
 
 
 @settings(max_examples=_EXAMPLES // 4)
@@ -184,12 +236,19 @@ def test_they_agree_on_noise(noise: bytes, limits: ParserLimits) -> None:
 @example("4294967295:1,*")
 @example("1:4294967296")
 @example("1,99999999999")
+@example("4294967296,x")
+@example("1,,2")
+@example("")
+@example("5,\u0663")
 def test_sequence_sets_read_as_before(text: str) -> None:
+    """As the regex over the whole set read them (valid, invalid, too large), with a memo of
+    ranges filled by the sets tried before."""
     expected = _reference_set(text)
     try:
         parsed = SequenceSet.parse(text)
-    except BadCommand:
-        assert expected == "bad"
+    except BadCommand as error:
+        wanted = "Invalid sequence set" if expected == "bad" else "Sequence number too large"
+        assert expected in ("bad", "large") and error.text.startswith(wanted)
         return
     assert parsed == (SequenceSet(saved=True) if expected == "saved" else SequenceSet(expected))
     assert str(SequenceSet.parse(str(parsed))) == str(parsed)
@@ -288,16 +347,19 @@ def test_recalled_commands_agree_over_a_session(
 def test_a_recalled_command_has_its_own_tag() -> None:
     _clear()
     first = parse_command(b'a1 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
-    second = parse_command(b'b2 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
-    assert (first.tag, second.tag) == ("a1", "b2") and first.name == second.name == "STATUS"
-    assert second == type(first)("b2", first.mailbox, first.items)  # type: ignore[attr-defined]
+    assert parser_module._RECALLED == {}  # seen once: not kept
+    parse_command(b'b2 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
     assert len(parser_module._RECALLED) == 1
+    third = parse_command(b'c3 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
+    assert (first.tag, third.tag) == ("a1", "c3") and first.name == third.name == "STATUS"
+    assert third == type(first)("c3", first.mailbox, first.items)  # type: ignore[attr-defined]
 
 
 def test_credentials_and_messages_are_never_recalled() -> None:
     _clear()
     for line in (b'a LOGIN "bench" "secret"\r\n', b"a AUTHENTICATE PLAIN AGJlbmNoAHNlY3JldA==\r\n",
                  b'a APPEND "INBOX" {5+}\r\nhello\r\n', b'a ID ("name" "x")\r\n'):
+        parse_command(line)
         parse_command(line)
     assert parser_module._RECALLED == {}
 
@@ -307,7 +369,8 @@ def test_the_recall_holds_at_most_its_bound_and_keeps_what_is_used() -> None:
     parse_command(b"a NOOP\r\n")
     for n in range(1, parser_module.RECALL_MAX + 10):
         parse_command(f"a FETCH {n} (FLAGS)\r\n".encode())
-        parse_command(b"b NOOP\r\n")  # used again and again: never the oldest
+        parse_command(f"b FETCH {n} (FLAGS)\r\n".encode())  # kept the second time
+        parse_command(b"c NOOP\r\n")  # used again and again: never the oldest
     assert len(parser_module._RECALLED) == parser_module.RECALL_MAX
     assert (b"NOOP\r\n", False, 20, 10000) in parser_module._RECALLED
     assert (b"FETCH 1 (FLAGS)\r\n", False, 20, 10000) not in parser_module._RECALLED
@@ -315,3 +378,14 @@ def test_the_recall_holds_at_most_its_bound_and_keeps_what_is_used() -> None:
     fields = b" ".join([b"X-Long"] * 40)
     parse_command(b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (" + fields + b")])\r\n")
     assert parser_module._RECALLED == {}  # over RECALL_REST: parsed each time
+
+
+def test_the_memos_of_items_and_ranges_hold_at_most_their_bounds() -> None:
+    _clear()
+    for n in range(1, 3 * sequence_module._Ranges.MAX):
+        SequenceSet.parse(f"{n},{n}:{n + 1}")
+    assert 0 < len(sequence_module._RANGES) <= sequence_module._Ranges.MAX
+    for n in range(fetch_module.ITEMS_MAX + 10):
+        parse_command(f"a FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (X-{n})] FLAGS)\r\n".encode())
+    assert len(fetch_module._ITEMS) == fetch_module.ITEMS_MAX
+    assert (b"UID", parser_module.Reader) in fetch_module._ITEMS  # used by every command

@@ -67,7 +67,12 @@ from sealmail.proto.imap.commands import (
     Unsubscribe,
 )
 from sealmail.proto.imap.errors import BadCommand, ImapError, LiteralTooLarge, UnknownCommand
-from sealmail.proto.imap.fetch import MACROS, FetchAttribute, parse_fetch_attribute
+from sealmail.proto.imap.fetch import (
+    MACROS,
+    FetchAttribute,
+    parse_fetch_attribute,
+    parse_fetch_attribute_list,
+)
 from sealmail.proto.imap.notify import PARSERS as NOTIFY_PARSERS
 from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
@@ -170,9 +175,7 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
             return cls(data[:space].decode("ascii"), *arguments)
     command = _parse(data, limits, utf8)
     if key is not None and type(command) in _RECALLABLE:
-        if len(_RECALLED) >= RECALL_MAX:
-            _RECALLED.popitem(last=False)
-        _RECALLED[key] = (type(command), _arguments(command))
+        _recall_later(key, command)
     return command
 
 
@@ -181,10 +184,13 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
 # client's flag poll, its STATUS of each folder, NOOP). What a command parses to is a function of
 # the octets after "tag SP" (no grammar rule looks back at the tag), the reader's kind and its
 # limits: the key. Only commands parsed whole are kept, so an error is always the general way's.
-# Least recently used out first; bounded in count and in octets. Kinds with credentials (LOGIN,
-# AUTHENTICATE, URLAUTH's) or message text (APPEND) are never kept: only those below.
+# Kept the second time it is seen (a command sent once, e.g. imaptest's FETCH of a random set,
+# costs a number in a set, not an entry: keeping every one cost it a third more than its parse);
+# the least recently used out first; bounded in count and in octets. Kinds with credentials
+# (LOGIN, AUTHENTICATE, URLAUTH's) or message text (APPEND) are never kept: only those below.
 _RecallKey = tuple[bytes, bool, int, int]
 _RECALLED: OrderedDict[_RecallKey, tuple[type[Command], tuple[object, ...]]] = OrderedDict()
+_SIGHTED: set[int] = set()  # hashes of keys seen once (a collision only keeps one sooner)
 RECALL_MAX = 1024  # commands
 RECALL_REST = 256  # octets after the tag; a longer command is parsed each time
 # Each kind kept, with its fields after the tag in the order its class takes them.
@@ -196,8 +202,18 @@ _RECALLABLE: dict[type[Command], tuple[str, ...]] = {
 }
 
 
-def _arguments(command: Command) -> tuple[object, ...]:
-    return tuple(getattr(command, name) for name in _RECALLABLE[type(command)])
+def _recall_later(key: _RecallKey, command: Command) -> None:
+    """Keep `command` under `key` if the key was seen before, else note that it was seen."""
+    sighting = hash(key)
+    if sighting not in _SIGHTED:
+        if len(_SIGHTED) >= 4 * RECALL_MAX:
+            _SIGHTED.clear()
+        _SIGHTED.add(sighting)
+        return
+    if len(_RECALLED) >= RECALL_MAX:
+        _RECALLED.popitem(last=False)
+    arguments = tuple(getattr(command, name) for name in _RECALLABLE[type(command)])
+    _RECALLED[key] = (type(command), arguments)
 
 
 def _parse(data: bytes, limits: ParserLimits, utf8: bool) -> Command:
@@ -653,7 +669,8 @@ def _fetch_items(reader: Reader, by_uid: bool) -> _FetchItems:
     """What follows FETCH's sequence set: the items and the modifiers."""
     macro: str | None = None
     if reader.peek() == 0x28:
-        attributes = tuple(reader.paren_list(parse_fetch_attribute, allow_empty=False))
+        attributes = parse_fetch_attribute_list(reader) or tuple(
+            reader.paren_list(parse_fetch_attribute, allow_empty=False))
     else:
         for name in MACROS:
             if reader.startswith_word(name.encode()):

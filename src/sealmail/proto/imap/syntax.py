@@ -142,6 +142,18 @@ class Reader:
         if self._items > self.max_items:
             raise TooManyItems(f"Too many items in command (limit {self.max_items})")
 
+    @property
+    def items(self) -> int:
+        """Items counted so far."""
+        return self._items
+
+    def read_to_end(self, items: int) -> None:
+        """The rest was read elsewhere (a memo of its parts): count its `items`, go to the end."""
+        self._items += items
+        if self._items > self.max_items:
+            raise TooManyItems(f"Too many items in command (limit {self.max_items})")
+        self.pos = len(self.data)
+
     # -- tokens -------------------------------------------------------------------------------
 
     def _match(self, pattern: re.Pattern[bytes], what: str) -> bytes:
