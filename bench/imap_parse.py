@@ -27,7 +27,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from sealmail.proto.imap import fetch, parser
+from sealmail.proto.imap import fetch, parser, sequence
 from sealmail.proto.imap.parser import ParserLimits, parse_command
 
 _HEADERS = ["From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To", "References"]
@@ -138,7 +138,8 @@ def _kind(command: bytes) -> str:
 
 def _clear_memos() -> None:
     """Empty the parser's memos (those the tree has: main's may have fewer)."""
-    for module, name in ((parser, "_REMEMBERED"), (parser, "_RECALLED"), (fetch, "_ITEMS")):
+    for module, name in ((parser, "_REMEMBERED"), (parser, "_RECALLED"), (fetch, "_ITEMS"),
+                         (sequence, "_RANGES")):
         memo = getattr(module, name, None)
         if memo is not None:
             memo.clear()

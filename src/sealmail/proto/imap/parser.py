@@ -14,9 +14,9 @@ import base64
 import binascii
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, fields
-from typing import TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 from sealmail.proto.imap.append import parse_append_messages
 from sealmail.proto.imap.commands import (
@@ -170,13 +170,64 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
         key = (data[space + 1 :], utf8, limits.max_depth, limits.max_items)
         seen = _RECALLED.get(key)
         if seen is not None and TAG.fullmatch(data, 0, space):
-            _RECALLED.move_to_end(key)
             cls, arguments = seen
             return cls(data[:space].decode("ascii"), *arguments)
     command = _parse(data, limits, utf8)
-    if key is not None and type(command) in _RECALLABLE:
-        _recall_later(key, command)
+    if key is not None and type(command) in _RECALLABLE and _RECALLED.wanted(key):
+        names = _RECALLABLE[type(command)]
+        _RECALLED.keep(key, (type(command), tuple(getattr(command, name) for name in names)))
     return command
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Memo(Generic[_K, _V]):
+    """Parse results by what they were parsed from, for the commands clients repeat. A value
+    is kept the second time its key is seen (a command sent once, e.g. imaptest's FETCH of a
+    random set, costs a number in a set, not an entry: keeping every one cost such a FETCH a
+    fifth of its parse); the least recently used goes first. Frozen values only: they are
+    shared between sessions."""
+
+    __slots__ = ("_kept", "_seen", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[_K, _V] = OrderedDict()
+        self._seen: set[int] = set()  # hashes of keys seen once (a collision keeps one sooner)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, key: _K) -> bool:
+        return key in self._kept
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._seen.clear()
+
+    def get(self, key: _K) -> _V | None:
+        value = self._kept.get(key)
+        if value is not None:
+            self._kept.move_to_end(key)
+        return value
+
+    def wanted(self, key: _K) -> bool:
+        """Whether to keep a value for `key` now: it was seen before (else note that it was)."""
+        sighting = hash(key)
+        if sighting in self._seen:
+            self._seen.discard(sighting)
+            return True
+        if len(self._seen) >= 4 * self.limit:
+            self._seen.clear()
+        self._seen.add(sighting)
+        return False
+
+    def keep(self, key: _K, value: _V) -> None:
+        if len(self._kept) >= self.limit:
+            self._kept.popitem(last=False)
+        self._kept[key] = value
 
 
 # Whole commands remembered by what follows their tag: a client repeats the same commands with
@@ -184,15 +235,12 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
 # client's flag poll, its STATUS of each folder, NOOP). What a command parses to is a function of
 # the octets after "tag SP" (no grammar rule looks back at the tag), the reader's kind and its
 # limits: the key. Only commands parsed whole are kept, so an error is always the general way's.
-# Kept the second time it is seen (a command sent once, e.g. imaptest's FETCH of a random set,
-# costs a number in a set, not an entry: keeping every one cost it a third more than its parse);
-# the least recently used out first; bounded in count and in octets. Kinds with credentials
-# (LOGIN, AUTHENTICATE, URLAUTH's) or message text (APPEND) are never kept: only those below.
+# Bounded in count and in octets. Kinds with credentials (LOGIN, AUTHENTICATE, URLAUTH's) or
+# message text (APPEND) are never kept: only those below.
 _RecallKey = tuple[bytes, bool, int, int]
-_RECALLED: OrderedDict[_RecallKey, tuple[type[Command], tuple[object, ...]]] = OrderedDict()
-_SIGHTED: set[int] = set()  # hashes of keys seen once (a collision only keeps one sooner)
 RECALL_MAX = 1024  # commands
 RECALL_REST = 256  # octets after the tag; a longer command is parsed each time
+_RECALLED: _Memo[_RecallKey, tuple[type[Command], tuple[object, ...]]] = _Memo(RECALL_MAX)
 # Each kind kept, with its fields after the tag in the order its class takes them.
 _RECALLABLE: dict[type[Command], tuple[str, ...]] = {
     cls: tuple(field.name for field in fields(cls))[1:]
@@ -200,20 +248,6 @@ _RECALLABLE: dict[type[Command], tuple[str, ...]] = {
                 Select, Examine, List, Lsub, Status, Fetch, Store, Copy, Move, Search, Sort,
                 Thread, Enable)
 }
-
-
-def _recall_later(key: _RecallKey, command: Command) -> None:
-    """Keep `command` under `key` if the key was seen before, else note that it was seen."""
-    sighting = hash(key)
-    if sighting not in _SIGHTED:
-        if len(_SIGHTED) >= 4 * RECALL_MAX:
-            _SIGHTED.clear()
-        _SIGHTED.add(sighting)
-        return
-    if len(_RECALLED) >= RECALL_MAX:
-        _RECALLED.popitem(last=False)
-    arguments = tuple(getattr(command, name) for name in _RECALLABLE[type(command)])
-    _RECALLED[key] = (type(command), arguments)
 
 
 def _parse(data: bytes, limits: ParserLimits, utf8: bool) -> Command:
@@ -345,31 +379,26 @@ def _sequence_set(reader: Reader) -> SequenceSet:
 # reader's kind and limits and UID or not, in the key): the reader has counted no item and
 # entered no list when the tail starts, and only a tail parsed to the end is kept, so a hit gives
 # the same command and a tail that fails is parsed, and fails, the same way every time.
-# Frozen values only, shared between sessions. Bounded: small tails, the least recently used
-# out first (imaptest's random item lists are more than the bound; cleared when full, the cache
-# lost the few tails every client repeats with them).
-_REMEMBERED: OrderedDict[tuple[object, ...], object] = OrderedDict()
+# Bounded: small tails, and `_Memo`'s count.
 REMEMBERED_MAX = 512  # distinct tails
 REMEMBERED_TAIL = 512  # octets; a longer tail (a literal, a long header list) is parsed each time
+_REMEMBERED: _Memo[tuple[object, ...], object] = _Memo(REMEMBERED_MAX)
 _T = TypeVar("_T")
 
 
 def _remembered(reader: Reader, by_uid: bool, parse: Callable[[Reader, bool], _T]) -> _T:
-    """`parse(reader, by_uid)` of the rest of the command, from the cache when it was seen."""
+    """`parse(reader, by_uid)` of the rest of the command, from the memo when it is there."""
     start = reader.pos
     if len(reader.data) - start > REMEMBERED_TAIL or not reader.untouched():
         return parse(reader, by_uid)
     key = (parse, reader.data[start:], type(reader), reader.max_depth, reader.max_items, by_uid)
     seen = _REMEMBERED.get(key)
     if seen is not None:
-        _REMEMBERED.move_to_end(key)
         reader.pos = len(reader.data)
         return cast(_T, seen)
     value = parse(reader, by_uid)
-    if reader.at_end():
-        if len(_REMEMBERED) >= REMEMBERED_MAX:
-            _REMEMBERED.popitem(last=False)
-        _REMEMBERED[key] = value
+    if reader.at_end() and _REMEMBERED.wanted(key):
+        _REMEMBERED.keep(key, value)
     return value
 
 
