@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import example, given, settings
@@ -26,6 +28,10 @@ from sealmail.proto.imap.connection import _literal_at_end as literal_at_end
 from sealmail.proto.imap.errors import ImapError
 from sealmail.proto.imap.parser import ParserLimits, parse_command
 from sealmail.proto.imap.sequence import STAR
+from sealmail.proto.imap.syntax import _DATE_TIME as DATE_TIME
+from sealmail.proto.imap.syntax import _MONTH_NUMBER as MONTH_NUMBER
+from sealmail.proto.imap.syntax import _UNESCAPE as UNESCAPE
+from sealmail.proto.imap.syntax import QUOTED, Reader
 
 # SEALMAIL_LONG=1: a longer search (the default run stays within a few seconds).
 _EXAMPLES = 5000 if os.environ.get("SEALMAIL_LONG") else 200
@@ -397,3 +403,105 @@ def test_the_memos_of_items_and_ranges_hold_at_most_their_bounds() -> None:
         parse_command(f"a FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (X-{n})] FLAGS)\r\n".encode())
     assert len(fetch_module._ITEMS) == fetch_module.ITEMS_MAX
     assert (b"UID", parser_module.Reader) in fetch_module._ITEMS  # used by every command
+
+
+# -- flag lists, quoted strings, date-times ----------------------------------------------------
+
+_FLAG_WORDS = st.sampled_from([
+    b"\\Seen", b"\\seen", b"\\Deleted", b"\\Answered", b"$Label1", b"Junk", b"\\*", b"\\", b"",
+    b"a]b", b"\\\\Seen", b"(x)", b"\xc3\xa9", b"NIL", b'"q"', b"{1}", b"%", b"\\Recent", b"x" * 40,
+])
+_FLAG_LISTS = st.builds(
+    lambda words, gap, start, end: start + gap.join(words) + end,
+    st.lists(_FLAG_WORDS, max_size=10), st.sampled_from([b" ", b" ", b" ", b"  ", b""]),
+    st.sampled_from([b"(", b"(", b"(", b"", b"( "]),
+    st.sampled_from([b")", b")", b")", b"", b" )"]),
+)
+
+
+def _read(reader: Reader, read: Callable[[Reader], object]) -> object:
+    try:
+        value = read(reader)
+    except ImapError as error:
+        return (type(error), error.text)
+    return (value, reader.pos, reader.items, reader.untouched())
+
+
+@settings(max_examples=_EXAMPLES)
+@given(_FLAG_LISTS, st.sampled_from([b"", b" rest", b")"]), st.integers(0, 2), _LIMITS)
+@example(b"(a b c d e f g h i)", b"", 0, ParserLimits(max_items=8))
+@example(b"(a b c d e f g h)", b"", 0, ParserLimits(max_items=8))
+@example(b"(\\Seen)", b"", 2, ParserLimits(max_depth=2, max_items=8))
+def test_a_flag_list_reads_as_flag_by_flag(flags: bytes, after: bytes, depth: int,
+                                           limits: ParserLimits) -> None:
+    """`Reader.flag_list` (one regex step) against `paren_list` of `Reader.flag`: the same
+    flags, position, count and nesting, or the same error; from any depth and count."""
+    def reader() -> Reader:
+        new = Reader(b"x " + flags + after, limits.max_depth, limits.max_items)
+        new.pos = 2
+        for _ in range(depth):
+            new.enter()
+        new.count_item(depth)
+        return new
+
+    fast = _read(reader(), Reader.flag_list)
+    general = _read(reader(), lambda r: tuple(r.paren_list(Reader.flag)))
+    assert fast == general
+
+
+_QUOTED_TEXT = st.text(alphabet='ab\\"\r\n\x00 é', max_size=12).map(
+    lambda text: b'"' + text.encode() + b'"')
+
+
+@settings(max_examples=_EXAMPLES)
+@given(st.one_of(_QUOTED_TEXT, st.binary(max_size=12).map(lambda raw: b'"' + raw + b'"')))
+@example(b'"a\\"b"')
+@example(b'"a\\\\"')
+def test_a_quoted_string_reads_as_before(wire: bytes) -> None:
+    def before(reader: Reader) -> bytes:
+        match = QUOTED.match(reader.data, reader.pos)
+        if not match:
+            raise reader.fail("a quoted string")
+        reader.pos = match.end()
+        return UNESCAPE.sub(rb"\1", match.group(1))
+
+    assert _read(Reader(wire), Reader.quoted) == _read(Reader(wire), before)
+
+
+_DATE_TIMES = st.builds(
+    lambda day, month, year, time, sign, zone: (
+        f'"{day}-{month}-{year} {time} {sign}{zone}"'.encode()),
+    st.sampled_from(["1", " 7", "07", "31", "30", "29", "00", "32", "99", "  7", "7 "]),
+    st.sampled_from(["Jan", "feb", "FEB", "Mar", "Xyz", "Ma", "Dec"]),
+    st.sampled_from(["2008", "1999", "2024", "0000", "9999", "200"]),
+    st.sampled_from(["17:06:23", "00:00:00", "23:59:59", "24:00:00", "12:60:00", "1:2:3"]),
+    st.sampled_from(["+", "-", "", "*"]),
+    st.sampled_from(["0000", "0200", "2359", "2400", "9999", "0060", "0530", "200"]),
+)
+
+
+@settings(max_examples=_EXAMPLES)
+@given(_DATE_TIMES)
+@example(b'"22-Feb-2008 17:06:23 +0000"')
+@example(b'"29-Feb-2023 17:06:23 +0000"')
+def test_a_date_time_reads_as_before(wire: bytes) -> None:
+    def before(reader: Reader) -> datetime:
+        match = DATE_TIME.match(reader.data, reader.pos)
+        if not match:
+            raise reader.fail("a date-time")
+        reader.pos = match.end()
+        day, month, year, hour, minute, second, sign, zh, zm = (
+            g.decode() for g in match.groups())
+        try:
+            offset = timedelta(hours=int(zh), minutes=int(zm))
+            zone = timezone(-offset if sign == "-" else offset)
+            return datetime(int(year), MONTH_NUMBER[month.upper()], int(day.strip()),
+                            int(hour), int(minute), int(second), tzinfo=zone)
+        except (KeyError, ValueError):
+            raise BadCommand(f"Invalid date-time {match.group(0).decode()!r}") from None
+
+    for _ in range(2):  # the second time with the zone made the first
+        fast, general = _read(Reader(wire), Reader.date_time), _read(Reader(wire), before)
+        assert fast == general
+        if isinstance(fast, tuple) and isinstance(fast[0], datetime):
+            assert fast[0].utcoffset() == general[0].utcoffset()  # type: ignore[index]

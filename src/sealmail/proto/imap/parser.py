@@ -352,9 +352,6 @@ def _atom_list(reader: Reader, allowed: frozenset[str] | None, what: str) -> tup
     return tuple(reader.paren_list(item))
 
 
-def _flag_list(reader: Reader) -> tuple[str, ...]:
-    """flag-list = "(" [flag *(SP flag)] ")"."""
-    return tuple(reader.paren_list(lambda r: r.flag()))
 
 
 _SET_RUN = re.compile(rb"[^ )]*")  # a sequence set ends at SP, ")" or the end of the line
@@ -535,7 +532,7 @@ def _create(reader: Reader, tag: str, by_uid: bool) -> Command:
         reader.expect(b"(", "'('")
         reader.expect_word(b"USE")
         reader.sp()
-        special_use = _flag_list(reader)
+        special_use = reader.flag_list()
         reader.expect(b")", "')'")
     return Create(tag, mailbox, special_use)
 
@@ -762,7 +759,7 @@ def _store_items(reader: Reader, by_uid: bool) -> _StoreItems:
     silent = match.group(2) is not None
     reader.sp()
     if reader.peek() == 0x28:
-        flags = _flag_list(reader)
+        flags = reader.flag_list()
     else:
         items = [reader.flag()]
         while reader.peek() == 0x20:
