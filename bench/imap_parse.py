@@ -8,7 +8,9 @@ APPEND 12%, STATUS 8%, LIST 8%), regenerated from a fixed seed: FETCH of a rando
 message mailbox with 1-4 random items (BODY.PEEK[HEADER.FIELDS (...)] among them), FETCH of one
 message with one of five body sections, STORE of \\Deleted or of random flags, APPEND with or
 without flags and a date. `--rawlog DIR` parses the client's side of imaptest rawlog files
-instead (`imaptest ... rawlog` writes them in its working directory).
+instead (`imaptest ... rawlog` writes them in its working directory). `--core` feeds each
+command to a `ServerConnection` in the selected state and takes it back with `next_event`:
+framing and parsing, what the worker's event loop does for a command before running it.
 
 The CPU (the thread's clock) of a pass through all commands in order, and of a pass through
 each kind's commands alone (FETCH and STORE of one message apart from those of a set), the
@@ -28,7 +30,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from sealmail.proto.imap import fetch, parser, sequence
+from sealmail.proto.imap.connection import ServerConnection
+from sealmail.proto.imap.events import CommandReceived
 from sealmail.proto.imap.parser import ParserLimits, parse_command
+from sealmail.proto.imap.response import StatusResponse
+from sealmail.proto.imap.state import ConnectionState
 
 _HEADERS = ["From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To", "References"]
 _ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE"]
@@ -145,11 +151,43 @@ def _clear_memos() -> None:
             memo.clear()
 
 
+def _parse_each(commands: list[bytes]) -> int:
+    """ns of CPU to parse `commands`."""
+    limits = ParserLimits()
+    start = time.thread_time_ns()
+    for command in commands:
+        parse_command(command, limits)
+    return time.thread_time_ns() - start
+
+
+def _through_the_core(commands: list[bytes]) -> int:
+    """ns of CPU to feed `commands` to a session and take each as an event (the tagged
+    replies that let the next one in are made before the clock starts and sent outside it)."""
+    connection = ServerConnection(state=ConnectionState.SELECTED)
+    replies = [StatusResponse("OK", "done", command.split(b" ", 1)[0].decode())
+               for command in commands]
+    spent = 0
+    clock = time.thread_time_ns
+    for command, reply in zip(commands, replies, strict=True):
+        start = clock()
+        connection.receive_data(command)
+        event = connection.next_event()
+        spent += clock() - start
+        if not isinstance(event, CommandReceived):
+            raise SystemExit(f"not a command: {command[:60]!r} -> {event}")
+        connection.send(reply)
+        connection.data_to_send()
+    return spent
+
+
 def main() -> None:
     arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     arguments.add_argument("-n", "--commands", type=int, default=20000)
     arguments.add_argument("-r", "--repeat", type=int, default=7)
     arguments.add_argument("--rawlog", type=Path, help="a directory of imaptest rawlog files")
+    arguments.add_argument("--core", action="store_true",
+                           help="through the whole core: each command fed to a selected "
+                                "ServerConnection and taken with next_event (framing + parse)")
     args = arguments.parse_args()
     commands = from_rawlogs(args.rawlog) if args.rawlog else generated(args.commands)
     kinds = [_kind(command) for command in commands]
@@ -157,19 +195,17 @@ def main() -> None:
     for command, kind in zip(commands, kinds, strict=True):
         by_kind[kind].append(command)
     by_kind["all"] = commands
-    limits = ParserLimits()
-    clock = time.thread_time_ns
+    run = _through_the_core if args.core else _parse_each
     passes: dict[str, list[int]] = defaultdict(list)
     for _ in range(args.repeat):
         for kind, group in by_kind.items():
             _clear_memos()
-            start = clock()
-            for command in group:
-                parse_command(command, limits)
-            passes[kind].append(clock() - start)
+            passes[kind].append(run(group))
     counts = Counter(kinds)
     counts["all"] = len(commands)
-    print(f"{parser.__file__}: {len(commands)} commands, {args.repeat} passes, us per command")
+    what = "receive + next_event" if args.core else "parse_command"
+    print(f"{parser.__file__}: {what}, {len(commands)} commands, {args.repeat} passes, "
+          "us of CPU per command")
     print(f"{'command':12s} {'count':>6s} {'lowest':>8s} {'median':>8s}")
     for kind, count in counts.most_common():
         lowest = min(passes[kind]) / count / 1000
