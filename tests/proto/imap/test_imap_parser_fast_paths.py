@@ -369,10 +369,11 @@ def test_a_recalled_command_has_its_own_tag() -> None:
     assert third == type(first)("c3", first.mailbox, first.items)  # type: ignore[attr-defined]
 
 
-def test_credentials_and_messages_are_never_recalled() -> None:
+def test_credentials_messages_and_searches_are_never_recalled() -> None:
     _clear()
     for line in (b'a LOGIN "bench" "secret"\r\n', b"a AUTHENTICATE PLAIN AGJlbmNoAHNlY3JldA==\r\n",
-                 b'a APPEND "INBOX" {5+}\r\nhello\r\n', b'a ID ("name" "x")\r\n'):
+                 b'a APPEND "INBOX" {5+}\r\nhello\r\n', b'a ID ("name" "x")\r\n',
+                 b'a SEARCH SUBJECT "plans"\r\n', b"a UID SORT (DATE) UTF-8 BODY x\r\n"):
         parse_command(line)
         parse_command(line)
     assert len(parser_module._RECALLED) == 0

@@ -235,8 +235,9 @@ class _Memo(Generic[_K, _V]):
 # client's flag poll, its STATUS of each folder, NOOP). What a command parses to is a function of
 # the octets after "tag SP" (no grammar rule looks back at the tag), the reader's kind and its
 # limits: the key. Only commands parsed whole are kept, so an error is always the general way's.
-# Bounded in count and in octets. Kinds with credentials (LOGIN, AUTHENTICATE, URLAUTH's) or
-# message text (APPEND) are never kept: only those below.
+# Bounded in count and in octets. Kinds with credentials (LOGIN, AUTHENTICATE, URLAUTH's),
+# message text (APPEND) or searched text (SEARCH, SORT, THREAD) are never kept: only those below
+# (a memo shared by a worker's sessions should hold as little of what users send as it can).
 _RecallKey = tuple[bytes, bool, int, int]
 RECALL_MAX = 1024  # commands
 RECALL_REST = 256  # octets after the tag; a longer command is parsed each time
@@ -245,8 +246,7 @@ _RECALLED: _Memo[_RecallKey, tuple[type[Command], tuple[object, ...]]] = _Memo(R
 _RECALLABLE: dict[type[Command], tuple[str, ...]] = {
     cls: tuple(field.name for field in fields(cls))[1:]
     for cls in (Capability, Noop, Logout, Idle, Namespace, Check, Close, Unselect, Expunge,
-                Select, Examine, List, Lsub, Status, Fetch, Store, Copy, Move, Search, Sort,
-                Thread, Enable)
+                Select, Examine, List, Lsub, Status, Fetch, Store, Copy, Move, Enable)
 }
 
 
