@@ -18,11 +18,10 @@ the macro, so it renders back as sent.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from sealmail.proto.imap.errors import BadCommand, ImapError
-from sealmail.proto.imap.syntax import NUMBER64_MAX, Reader, render_astring
+from sealmail.proto.imap.syntax import NUMBER64_MAX, Memo, Reader, render_astring
 
 __all__ = [
     "MACROS",
@@ -185,8 +184,8 @@ def parse_fetch_attribute(reader: Reader) -> FetchAttribute:
 # the general way counts (each item twice, its header names once) under the same limit. One
 # level of parentheses inside an item at most, so the list's nesting is within any limit.
 _ITEM_TOKEN = re.compile(rb"[A-Za-z0-9.]+(?:\[[^\]]*\])?(?:<[^>]*>)?")
-_ITEMS: OrderedDict[tuple[bytes, type[Reader]], tuple[FetchAttribute, int]] = OrderedDict()
-ITEMS_MAX = 256  # distinct items, the least recently used out first
+ITEMS_MAX = 256  # distinct items
+_ITEMS: Memo[tuple[bytes, type[Reader]], tuple[FetchAttribute, int]] = Memo(ITEMS_MAX)
 
 
 def parse_fetch_attribute_list(reader: Reader) -> tuple[FetchAttribute, ...] | None:
@@ -208,11 +207,7 @@ def parse_fetch_attribute_list(reader: Reader) -> tuple[FetchAttribute, ...] | N
             seen = _parse_alone(token, type(reader))
             if seen is None:
                 return None
-            if len(_ITEMS) >= ITEMS_MAX:
-                _ITEMS.popitem(last=False)
-            _ITEMS[key] = seen
-        else:
-            _ITEMS.move_to_end(key)
+            _ITEMS.keep(key, seen)
         attributes.append(seen[0])
         items += seen[1]
     reader.read_to_end(items)

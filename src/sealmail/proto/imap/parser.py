@@ -13,11 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Generic, TypeVar, cast
+from typing import TypeVar, cast
 
 from sealmail.proto.imap.append import parse_append_messages
 from sealmail.proto.imap.commands import (
@@ -78,7 +77,7 @@ from sealmail.proto.imap.notify import PARSERS as NOTIFY_PARSERS
 from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
 from sealmail.proto.imap.sequence import SequenceSet
-from sealmail.proto.imap.syntax import TAG, Reader
+from sealmail.proto.imap.syntax import TAG, Memo, Reader
 from sealmail.proto.imap.urlauth import PARSERS as URLAUTH_PARSERS
 
 __all__ = ["ParserLimits", "parse_command", "peek_command"]
@@ -180,57 +179,6 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
     return command
 
 
-_K = TypeVar("_K", bound=Hashable)
-_V = TypeVar("_V")
-
-
-class _Memo(Generic[_K, _V]):
-    """Parse results by what they were parsed from, for the commands clients repeat. A value
-    is kept the second time its key is seen (a command sent once, e.g. imaptest's FETCH of a
-    random set, costs a number in a set, not an entry: keeping every one cost such a FETCH a
-    fifth of its parse); the least recently used goes first. Frozen values only: they are
-    shared between sessions."""
-
-    __slots__ = ("_kept", "_seen", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._kept: OrderedDict[_K, _V] = OrderedDict()
-        self._seen: set[int] = set()  # hashes of keys seen once (a collision keeps one sooner)
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    def __contains__(self, key: _K) -> bool:
-        return key in self._kept
-
-    def clear(self) -> None:
-        self._kept.clear()
-        self._seen.clear()
-
-    def get(self, key: _K) -> _V | None:
-        value = self._kept.get(key)
-        if value is not None:
-            self._kept.move_to_end(key)
-        return value
-
-    def wanted(self, key: _K) -> bool:
-        """Whether to keep a value for `key` now: it was seen before (else note that it was)."""
-        sighting = hash(key)
-        if sighting in self._seen:
-            self._seen.discard(sighting)
-            return True
-        if len(self._seen) >= 4 * self.limit:
-            self._seen.clear()
-        self._seen.add(sighting)
-        return False
-
-    def keep(self, key: _K, value: _V) -> None:
-        if len(self._kept) >= self.limit:
-            self._kept.popitem(last=False)
-        self._kept[key] = value
-
-
 # Whole commands remembered by what follows their tag: a client repeats the same commands with
 # new tags (imaptest's `FETCH 7 (UID BODY.PEEK[1])`, `STATUS "INBOX" (...)`, `EXPUNGE`; a mail
 # client's flag poll, its STATUS of each folder, NOOP). What a command parses to is a function of
@@ -242,7 +190,7 @@ class _Memo(Generic[_K, _V]):
 _RecallKey = tuple[bytes, bool, int, int]
 RECALL_MAX = 1024  # commands
 RECALL_REST = 256  # octets after the tag; a longer command is parsed each time
-_RECALLED: _Memo[_RecallKey, tuple[type[Command], tuple[object, ...]]] = _Memo(RECALL_MAX)
+_RECALLED: Memo[_RecallKey, tuple[type[Command], tuple[object, ...]]] = Memo(RECALL_MAX)
 # Each kind kept, with its fields after the tag in the order its class takes them.
 _RECALLABLE: dict[type[Command], tuple[str, ...]] = {
     cls: tuple(field.name for field in fields(cls))[1:]
@@ -377,10 +325,10 @@ def _sequence_set(reader: Reader) -> SequenceSet:
 # reader's kind and limits and UID or not, in the key): the reader has counted no item and
 # entered no list when the tail starts, and only a tail parsed to the end is kept, so a hit gives
 # the same command and a tail that fails is parsed, and fails, the same way every time.
-# Bounded: small tails, and `_Memo`'s count.
+# Bounded: small tails, and `Memo`'s count.
 REMEMBERED_MAX = 512  # distinct tails
 REMEMBERED_TAIL = 512  # octets; a longer tail (a literal, a long header list) is parsed each time
-_REMEMBERED: _Memo[tuple[object, ...], object] = _Memo(REMEMBERED_MAX)
+_REMEMBERED: Memo[tuple[object, ...], object] = Memo(REMEMBERED_MAX)
 _T = TypeVar("_T")
 
 
@@ -631,7 +579,7 @@ def _append(reader: Reader, tag: str, by_uid: bool) -> Command:
 # whole is used, else the command is parsed the general way, for its error.
 _APPEND_REST = re.compile(rb" ([^{]*?)(~?)\{([0-9]{1,20})\+?\}\r\n")
 _AppendHead = tuple[str, tuple[str, ...], bool, datetime | None]
-_APPEND_HEADS: _Memo[tuple[bytes, type[Reader], int, int], _AppendHead] = _Memo(64)
+_APPEND_HEADS: Memo[tuple[bytes, type[Reader], int, int], _AppendHead] = Memo(64)
 APPEND_HEAD = 256  # octets; a longer head is parsed each time
 
 

@@ -19,9 +19,10 @@ and rendering a parsed command gives back bytes that parse to the same command.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import date, datetime, timedelta, timezone
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from sealmail.proto.imap.errors import BadCommand, NestingTooDeep, TooManyItems
 
@@ -342,6 +343,57 @@ class Reader:
         self.expect(b")", "')'")
         self.leave()
         return values
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class Memo(Generic[_K, _V]):
+    """Parse results by what they were parsed from, for what clients repeat: bounded, the least
+    recently used out first. `wanted` lets a caller keep a value only the second time its key
+    is seen (a command sent once, e.g. imaptest's FETCH of a random set, then costs a number in
+    a set, not an entry: keeping every one cost such a FETCH a fifth of its parse). Frozen
+    values only: they are shared between a worker's sessions."""
+
+    __slots__ = ("_kept", "_seen", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[_K, _V] = OrderedDict()
+        self._seen: set[int] = set()  # hashes of keys seen once (a collision keeps one sooner)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, key: _K) -> bool:
+        return key in self._kept
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._seen.clear()
+
+    def get(self, key: _K) -> _V | None:
+        value = self._kept.get(key)
+        if value is not None:
+            self._kept.move_to_end(key)
+        return value
+
+    def wanted(self, key: _K) -> bool:
+        """Whether to keep a value for `key` now: it was seen before (else note that it was)."""
+        sighting = hash(key)
+        if sighting in self._seen:
+            self._seen.discard(sighting)
+            return True
+        if len(self._seen) >= 4 * self.limit:
+            self._seen.clear()
+        self._seen.add(sighting)
+        return False
+
+    def keep(self, key: _K, value: _V) -> None:
+        if len(self._kept) >= self.limit:
+            self._kept.popitem(last=False)
+        self._kept[key] = value
 
 
 # -- rendering ------------------------------------------------------------------------------------
