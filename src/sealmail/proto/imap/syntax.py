@@ -18,6 +18,7 @@ and rendering a parsed command gives back bytes that parse to the same command.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -354,7 +355,8 @@ class Memo(Generic[_K, _V]):
     recently used out first. `wanted` lets a caller keep a value only the second time its key
     is seen (a command sent once, e.g. imaptest's FETCH of a random set, then costs a number in
     a set, not an entry: keeping every one cost such a FETCH a fifth of its parse). Frozen
-    values only: they are shared between a worker's sessions."""
+    values only: they are shared between a worker's sessions. No step fails when another
+    thread uses the memo at the same time (a test's servers in one process)."""
 
     __slots__ = ("_kept", "_seen", "limit")
 
@@ -374,9 +376,9 @@ class Memo(Generic[_K, _V]):
         self._seen.clear()
 
     def get(self, key: _K) -> _V | None:
-        value = self._kept.get(key)
+        value = self._kept.pop(key, None)
         if value is not None:
-            self._kept.move_to_end(key)
+            self._kept[key] = value  # the most recently used now
         return value
 
     def wanted(self, key: _K) -> bool:
@@ -392,7 +394,8 @@ class Memo(Generic[_K, _V]):
 
     def keep(self, key: _K, value: _V) -> None:
         if len(self._kept) >= self.limit:
-            self._kept.popitem(last=False)
+            with contextlib.suppress(KeyError):  # emptied by another thread meanwhile
+                self._kept.popitem(last=False)
         self._kept[key] = value
 
 
