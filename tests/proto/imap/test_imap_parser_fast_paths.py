@@ -67,18 +67,16 @@ def _outcome(data: bytes, limits: ParserLimits, utf8: bool) -> object:
 
 def _general_way(patch: pytest.MonkeyPatch) -> None:
     """No fast path: no recalled command, the head read token by token, no remembered tail,
-    no remembered FETCH items or APPEND heads."""
+    no remembered FETCH items."""
     patch.setattr(parser_module, "RECALL_REST", -1)
     patch.setattr(parser_module, "_head", lambda reader: None)
     patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
     patch.setattr(parser_module, "parse_fetch_attribute_list", lambda reader: None)
-    patch.setattr(parser_module, "_single_append", lambda reader: None)
 
 
 def _clear() -> None:
     parser_module._RECALLED.clear()
     parser_module._REMEMBERED.clear()
-    parser_module._APPEND_HEADS.clear()
     fetch_module._ITEMS.clear()
     sequence_module._RANGES.clear()
 
@@ -355,12 +353,6 @@ def test_a_recalled_command_is_the_general_ways(data: bytes, limits: ParserLimit
           (b'd STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(), False),
           (b'e STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(max_depth=2,
                                                                           max_items=8), False)])
-@example([(b"a APPEND INBOX (a b c d e f g h i) {1}\r\nx\r\n", ParserLimits(), False),
-          (b"b APPEND INBOX (a b c d e f g h i) {1}\r\nx\r\n", ParserLimits(), False),
-          (b"c APPEND INBOX (a b c d e f g h i) {1}\r\nx\r\n", ParserLimits(max_items=8), False),
-          (b"d APPEND Caf\xc3\xa9 {1}\r\nx\r\n", ParserLimits(), True),
-          (b"e APPEND Caf\xc3\xa9 {1}\r\nx\r\n", ParserLimits(), True),
-          (b"f APPEND Caf\xc3\xa9 {1}\r\nx\r\n", ParserLimits(), False)])
 def test_recalled_commands_agree_over_a_session(
         commands: list[tuple[bytes, ParserLimits, bool]]) -> None:
     _agree_over_a_session(commands)
@@ -514,51 +506,3 @@ def test_a_date_time_reads_as_before(wire: bytes) -> None:
         assert fast == general
         if isinstance(fast, tuple) and isinstance(fast[0], datetime):
             assert fast[0].utcoffset() == general[0].utcoffset()  # type: ignore[index]
-
-
-# -- APPEND heads ------------------------------------------------------------------------------
-
-_APPEND_MAILBOXES = st.sampled_from([
-    b'"INBOX"', b"inbox", b"Sent", b'"a b"', b"Caf\xc3\xa9", b'"Caf\xc3\xa9"', b"{5}\r\nINBOX",
-    b'"a\\"b"', b"", b"NIL", b'"x', b"a]b", b"%",
-])
-_APPEND_FLAGS = st.sampled_from([
-    b"", b"() ", b"(\\Seen) ", b"(\\Seen $Label1 \\Draft) ", b"(\\Seen)", b"(a b c d e f g h i) ",
-    b"((x)) ", b"(\\Seen ", b"(\xc3\xa9) ",
-])
-_APPEND_DATES = st.sampled_from([
-    b"", b'"22-Feb-2008 17:06:23 +0000" ', b'" 7-Feb-2008 17:06:23 -0130" ',
-    b'"22-Feb-2008 17:06:23 +0000"', b'"32-Feb-2008 17:06:23 +0000" ', b'"22-Feb-2008" ',
-    b"CATENATE (URL \"/INBOX/;UID=1\") ", b"UTF8 (",
-])
-_APPEND_LITERALS = st.sampled_from([
-    (b"{%d}", 0), (b"{%d+}", 0), (b"~{%d}", 0), (b"{%d}", 1), (b"{%d}", -1), (b"~{%d+}", 0),
-    (b"{ %d}", 0), (b"{%d}}", 0),
-])
-
-
-@st.composite
-def _appends(draw: st.DrawFn) -> bytes:
-    marker, off = draw(_APPEND_LITERALS)
-    message = draw(st.sampled_from([b"hello", b"", b"a\x00b", b"x\r\n\r\ny", b"{3}\r\nabc"]))
-    after = draw(st.sampled_from([b"", b"", b"", b" {1}\r\nx", b")", b" "]))
-    head = draw(_APPEND_MAILBOXES) + b" " + draw(_APPEND_FLAGS) + draw(_APPEND_DATES)
-    literal = marker % max(0, len(message) + off) + b"\r\n" + message
-    return draw(_TAGS) + b" APPEND " + head + literal + after + b"\r\n"
-
-
-@settings(max_examples=_EXAMPLES)
-@given(_appends(), _LIMITS, st.booleans())
-@example(b'a APPEND "INBOX" (\\Seen) "22-Feb-2008 17:06:23 +0000" {5+}\r\nhello\r\n',
-         ParserLimits(), False)
-@example(b"a APPEND INBOX (a b c d e f g h i) {5}\r\nhello\r\n", ParserLimits(max_items=8), False)
-@example(b"a APPEND Caf\xc3\xa9 {5}\r\nhello\r\n", ParserLimits(), True)
-@example(b"a APPEND INBOX {3}\r\na\x00b\r\n", ParserLimits(), False)
-@example(b"a APPEND INBOX ~{3}\r\na\x00b\r\n", ParserLimits(), False)
-def test_an_append_reads_as_the_general_way(data: bytes, limits: ParserLimits,
-                                            utf8: bool) -> None:
-    """APPEND with its head remembered (`parser._single_append`): the same command or error,
-    in a UTF-8 session or not, either first."""
-    first, second, general = _both_ways(data, limits, utf8)
-    assert first == second == general
-    assert _outcome(data, limits, not utf8) == _general_outcome(data, limits, not utf8)

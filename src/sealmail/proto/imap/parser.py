@@ -15,7 +15,6 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import datetime
 from typing import TypeVar, cast
 
 from sealmail.proto.imap.append import parse_append_messages
@@ -562,56 +561,11 @@ def _status_item(reader: Reader) -> str:
 
 def _append(reader: Reader, tag: str, by_uid: bool) -> Command:
     # append = "APPEND" SP mailbox 1*append-message   (RFC 3502 6; RFC 4469 5; RFC 6855 4)
-    single = _single_append(reader)
-    if single is not None:
-        (mailbox, flags, flag_list, internaldate), message, binary = single
-        return Append(tag, mailbox, flags, flag_list, internaldate, message, binary)
     reader.sp()
     mailbox = reader.mailbox()
     first, *more = parse_append_messages(reader)
     return Append(tag, mailbox, first.flags, first.flag_list, first.internaldate, first.message,
                   first.binary, first.utf8, first.catenate, tuple(more))
-
-
-# APPEND of one message by a literal that ends the command, its head (mailbox, flags, date)
-# remembered: a client appends to the same few mailboxes with the same flags (imaptest: eight
-# heads in all), and the head was most of the parse. The head is what comes before the literal,
-# without "{" (a literal mailbox name goes the general way); its parse is that of the same head
-# before an empty literal (nothing in a head's grammar looks past the "{"), by a reader of the
-# same kind and limits, so it counts and fails as the general way would: only a head parsed
-# whole is used, else the command is parsed the general way, for its error.
-_APPEND_REST = re.compile(rb" ([^{]*?)(~?)\{([0-9]{1,20})\+?\}\r\n")
-_AppendHead = tuple[str, tuple[str, ...], bool, datetime | None]
-_APPEND_HEADS: Memo[tuple[bytes, type[Reader], int, int], _AppendHead] = Memo(64)
-APPEND_HEAD = 256  # octets; a longer head is parsed each time
-
-
-def _single_append(reader: Reader) -> tuple[_AppendHead, bytes, bool] | None:
-    """(head, message, binary) when the rest is one message after a usual head, else None."""
-    match = _APPEND_REST.match(reader.data, reader.pos)
-    if match is None or not reader.untouched():
-        return None
-    head, binary = match.group(1), bool(match.group(2))
-    message = reader.data[match.end() :]
-    if len(message) != int(match.group(3)) or (not binary and b"\x00" in message):
-        return None
-    key = (head, type(reader), reader.max_depth, reader.max_items)
-    parsed = _APPEND_HEADS.get(key) if len(head) <= APPEND_HEAD else None
-    if parsed is None:
-        probe = type(reader)(b" " + head + b"{0}\r\n", reader.max_depth, reader.max_items)
-        try:
-            probe.sp()
-            mailbox = probe.mailbox()
-            first, *more = parse_append_messages(probe)
-        except ImapError:
-            return None
-        if more or first.catenate is not None or first.utf8:
-            return None
-        parsed = (mailbox, first.flags, first.flag_list, first.internaldate)
-        if len(head) <= APPEND_HEAD and _APPEND_HEADS.wanted(key):
-            _APPEND_HEADS.keep(key, parsed)
-    reader.pos = len(reader.data)
-    return parsed, message, binary
 
 
 def _mailbox_identifier(cls: type[DeleteAcl | ListRights]) -> _Parse:
