@@ -144,7 +144,7 @@ def _kind(command: bytes) -> str:
 
 def _clear_memos() -> None:
     """Empty the parser's memos (those the tree has: main's may have fewer)."""
-    for module, name in ((parser, "_REMEMBERED"), (parser, "_RECALLED"), (fetch, "_ITEMS"),
+    for module, name in ((parser, "_REMEMBERED"), (fetch, "_ITEMS"),
                          (sequence, "_RANGES")):
         memo = getattr(module, name, None)
         if memo is not None:

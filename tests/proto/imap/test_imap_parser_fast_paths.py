@@ -1,7 +1,7 @@
 """The parser's fast paths give what the general way gives: the same command, or the same error
 (type, text, tag, status, code), on usual, random and adversarial input.
 
-The fast paths: whole commands recalled by what follows their tag (`parser._RECALLED`), the
+The fast paths: the
 command head in one regex (`parser._head`), the remembered FETCH / STORE tails
 (`parser._remembered`), `SequenceSet.parse` splitting ranges without a second regex
 (checked against the regex reading it replaced), and the connection's look for a literal at the
@@ -66,16 +66,14 @@ def _outcome(data: bytes, limits: ParserLimits, utf8: bool) -> object:
 
 
 def _general_way(patch: pytest.MonkeyPatch) -> None:
-    """No fast path: no recalled command, the head read token by token, no remembered tail,
-    no remembered FETCH items."""
-    patch.setattr(parser_module, "RECALL_REST", -1)
+    """No fast path: the head read token by token, no remembered tail, no remembered FETCH
+    items."""
     patch.setattr(parser_module, "_head", lambda reader: None)
     patch.setattr(parser_module, "REMEMBERED_TAIL", -1)
     patch.setattr(parser_module, "parse_fetch_attribute_list", lambda reader: None)
 
 
 def _clear() -> None:
-    parser_module._RECALLED.clear()
     parser_module._REMEMBERED.clear()
     fetch_module._ITEMS.clear()
     sequence_module._RANGES.clear()
@@ -83,14 +81,10 @@ def _clear() -> None:
 
 def _both_ways(data: bytes, limits: ParserLimits, utf8: bool) -> tuple[object, object, object]:
     """(first fast outcome, last fast outcome, general outcome); the fast ones all equal: the
-    command parsed three times (seen, kept, recalled whole), then three times more without the
-    recall of whole commands (the memos of parts: seen, kept, used)."""
+    command parsed three times (the memos of parts: seen, kept, used)."""
     _clear()
     fast = [_outcome(data, limits, utf8) for _ in range(3)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(parser_module, "RECALL_REST", -1)
-        _clear()
-        fast += [_outcome(data, limits, utf8) for _ in range(3)]
         _general_way(patch)
         general = _outcome(data, limits, utf8)
     assert all(outcome == fast[0] for outcome in fast)
@@ -304,7 +298,7 @@ def test_the_literal_at_the_end_is_found_as_by_a_search(line: bytes) -> None:
     assert (fast and (fast.span(), fast.groups())) == (slow and (slow.span(), slow.groups()))
 
 
-# -- whole commands recalled -------------------------------------------------------------------
+# -- usual commands, whole ----------------------------------------------------------------------
 
 _RESTS = st.sampled_from([
     b"NOOP", b"noop", b"EXPUNGE", b"UID EXPUNGE 1:5", b"CHECK", b"LOGOUT", b"CAPABILITY",
@@ -325,7 +319,7 @@ _RESTS = st.sampled_from([
 
 
 @st.composite
-def _recallable(draw: st.DrawFn) -> bytes:
+def _usual(draw: st.DrawFn) -> bytes:
     """A usual command, or one changed in one octet, after a tag (valid or not)."""
     rest = bytearray(draw(_RESTS))
     if rest and draw(st.booleans()):
@@ -334,65 +328,28 @@ def _recallable(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=_EXAMPLES)
-@given(_recallable(), _LIMITS, st.booleans())
+@given(_usual(), _LIMITS, st.booleans())
 @example(b"a NOOP\r\n", ParserLimits(), False)
 @example(b'a STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(max_items=8), False)
 @example(b"t] NOOP\r\n", ParserLimits(), False)
 @example(b"a EXAMINE Caf\xc3\xa9\r\n", ParserLimits(), False)
-def test_a_recalled_command_is_the_general_ways(data: bytes, limits: ParserLimits,
+def test_a_usual_command_is_the_general_ways(data: bytes, limits: ParserLimits,
                                                utf8: bool) -> None:
     first, second, general = _both_ways(data, limits, utf8)
     assert first == second == general
 
 
 @settings(max_examples=_EXAMPLES // 4)
-@given(st.lists(st.tuples(_recallable(), _LIMITS, st.booleans()), min_size=2, max_size=16))
+@given(st.lists(st.tuples(_usual(), _LIMITS, st.booleans()), min_size=2, max_size=16))
 @example([(b"a NOOP\r\n", ParserLimits(), False), (b"*x NOOP\r\n", ParserLimits(), False),
           (b"b EXAMINE Caf\xc3\xa9\r\n", ParserLimits(), True),
           (b"c EXAMINE Caf\xc3\xa9\r\n", ParserLimits(), False),
           (b'd STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(), False),
           (b'e STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n', ParserLimits(max_depth=2,
                                                                           max_items=8), False)])
-def test_recalled_commands_agree_over_a_session(
+def test_usual_commands_agree_over_a_session(
         commands: list[tuple[bytes, ParserLimits, bool]]) -> None:
     _agree_over_a_session(commands)
-
-
-def test_a_recalled_command_has_its_own_tag() -> None:
-    _clear()
-    first = parse_command(b'a1 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
-    assert len(parser_module._RECALLED) == 0  # seen once: not kept
-    parse_command(b'b2 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
-    assert len(parser_module._RECALLED) == 1
-    third = parse_command(b'c3 STATUS "INBOX" (MESSAGES UNSEEN RECENT)\r\n')
-    assert (first.tag, third.tag) == ("a1", "c3") and first.name == third.name == "STATUS"
-    assert third == type(first)("c3", first.mailbox, first.items)  # type: ignore[attr-defined]
-
-
-def test_credentials_messages_and_searches_are_never_recalled() -> None:
-    _clear()
-    for line in (b'a LOGIN "bench" "secret"\r\n', b"a AUTHENTICATE PLAIN AGJlbmNoAHNlY3JldA==\r\n",
-                 b'a APPEND "INBOX" {5+}\r\nhello\r\n', b'a ID ("name" "x")\r\n',
-                 b'a SEARCH SUBJECT "plans"\r\n', b"a UID SORT (DATE) UTF-8 BODY x\r\n"):
-        parse_command(line)
-        parse_command(line)
-    assert len(parser_module._RECALLED) == 0
-
-
-def test_the_recall_holds_at_most_its_bound_and_keeps_what_is_used() -> None:
-    _clear()
-    parse_command(b"a NOOP\r\n")
-    for n in range(1, parser_module.RECALL_MAX + 10):
-        parse_command(f"a FETCH {n} (FLAGS)\r\n".encode())
-        parse_command(f"b FETCH {n} (FLAGS)\r\n".encode())  # kept the second time
-        parse_command(b"c NOOP\r\n")  # used again and again: never the oldest
-    assert len(parser_module._RECALLED) == parser_module.RECALL_MAX
-    assert (b"NOOP\r\n", False, 20, 10000) in parser_module._RECALLED
-    assert (b"FETCH 1 (FLAGS)\r\n", False, 20, 10000) not in parser_module._RECALLED
-    _clear()
-    fields = b" ".join([b"X-Long"] * 40)
-    parse_command(b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (" + fields + b")])\r\n")
-    assert len(parser_module._RECALLED) == 0  # over RECALL_REST: parsed each time
 
 
 def test_the_memos_of_items_and_ranges_hold_at_most_their_bounds() -> None:

@@ -14,7 +14,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from sealmail.proto.imap.append import parse_append_messages
@@ -163,46 +163,10 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
     limits = limits or ParserLimits()
     if not data.endswith(b"\r\n"):
         raise BadCommand("Command does not end with CRLF")
-    space = data.find(b" ")
-    key: _RecallKey | None = None
-    if space > 0 and len(data) - space <= RECALL_REST and b"," not in data:
-        key = (data[space + 1 :], utf8, limits.max_depth, limits.max_items)
-        seen = _RECALLED.get(key)
-        if seen is not None and TAG.fullmatch(data, 0, space):
-            cls, arguments = seen
-            return cls(data[:space].decode("ascii"), *arguments)
-    command = _parse(data, limits, utf8)
-    if key is not None and type(command) in _RECALLABLE and _RECALLED.wanted(key):
-        names = _RECALLABLE[type(command)]
-        _RECALLED.keep(key, (type(command), tuple(getattr(command, name) for name in names)))
-    return command
-
-
-# Whole commands remembered by what follows their tag: a client repeats the same commands with
-# new tags (imaptest's `FETCH 7 (UID BODY.PEEK[1])`, `STATUS "INBOX" (...)`, `EXPUNGE`; a mail
-# client's flag poll, its STATUS of each folder, NOOP). What a command parses to is a function of
-# the octets after "tag SP" (no grammar rule looks back at the tag), the reader's kind and its
-# limits: the key. Only commands parsed whole are kept, so an error is always the general way's.
-# A sequence set of several ranges (a comma) rarely comes twice: such a command is not looked
-# up (a lookup and a note that it was seen cost imaptest's FETCH of a random set ~1 us, a tenth
-# of its parse). Bounded in count and in octets. Kinds with credentials (LOGIN, AUTHENTICATE,
-# URLAUTH's), message text (APPEND) or searched text (SEARCH, SORT, THREAD) are never kept:
-# only those below (a memo a worker's sessions share should hold as little of what users send
-# as it can).
-_RecallKey = tuple[bytes, bool, int, int]
-RECALL_MAX = 1024  # commands
-RECALL_REST = 256  # octets after the tag; a longer command is parsed each time
-_RECALLED: Memo[_RecallKey, tuple[type[Command], tuple[object, ...]]] = Memo(RECALL_MAX)
-# Each kind kept, with its fields after the tag in the order its class takes them.
-_RECALLABLE: dict[type[Command], tuple[str, ...]] = {
-    cls: tuple(field.name for field in fields(cls))[1:]
-    for cls in (Capability, Noop, Logout, Idle, Namespace, Check, Close, Unselect, Expunge,
-                Select, Examine, List, Lsub, Status, Fetch, Store, Copy, Move, Enable)
-}
+    return _parse(data, limits, utf8)
 
 
 def _parse(data: bytes, limits: ParserLimits, utf8: bool) -> Command:
-    """The grammar, without the memo of whole commands."""
     reader_class = _Utf8Reader if utf8 else Reader
     reader = reader_class(data[:-2], limits.max_depth, limits.max_items)
     head = _head(reader)
