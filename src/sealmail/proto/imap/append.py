@@ -95,7 +95,7 @@ def _append_message(reader: Reader) -> AppendMessage:
     flags: tuple[str, ...] = ()
     flag_list = False
     if reader.peek() == 0x28:
-        flags = tuple(reader.paren_list(lambda r: r.flag()))
+        flags = reader.flag_list()
         flag_list = True
         reader.sp()
     internaldate = None

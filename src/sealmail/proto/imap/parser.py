@@ -66,12 +66,17 @@ from sealmail.proto.imap.commands import (
     Unsubscribe,
 )
 from sealmail.proto.imap.errors import BadCommand, ImapError, LiteralTooLarge, UnknownCommand
-from sealmail.proto.imap.fetch import MACROS, FetchAttribute, parse_fetch_attribute
+from sealmail.proto.imap.fetch import (
+    MACROS,
+    FetchAttribute,
+    parse_fetch_attribute,
+    parse_fetch_attribute_list,
+)
 from sealmail.proto.imap.notify import PARSERS as NOTIFY_PARSERS
 from sealmail.proto.imap.returns import parse_return_options
 from sealmail.proto.imap.search import parse_charset, parse_search_program
 from sealmail.proto.imap.sequence import SequenceSet
-from sealmail.proto.imap.syntax import TAG, Reader
+from sealmail.proto.imap.syntax import TAG, Memo, Reader
 from sealmail.proto.imap.urlauth import PARSERS as URLAUTH_PARSERS
 
 __all__ = ["ParserLimits", "parse_command", "peek_command"]
@@ -158,6 +163,10 @@ def parse_command(data: bytes, limits: ParserLimits | None = None, utf8: bool = 
     limits = limits or ParserLimits()
     if not data.endswith(b"\r\n"):
         raise BadCommand("Command does not end with CRLF")
+    return _parse(data, limits, utf8)
+
+
+def _parse(data: bytes, limits: ParserLimits, utf8: bool) -> Command:
     reader_class = _Utf8Reader if utf8 else Reader
     reader = reader_class(data[:-2], limits.max_depth, limits.max_items)
     head = _head(reader)
@@ -258,9 +267,6 @@ def _atom_list(reader: Reader, allowed: frozenset[str] | None, what: str) -> tup
     return tuple(reader.paren_list(item))
 
 
-def _flag_list(reader: Reader) -> tuple[str, ...]:
-    """flag-list = "(" [flag *(SP flag)] ")"."""
-    return tuple(reader.paren_list(lambda r: r.flag()))
 
 
 _SET_RUN = re.compile(rb"[^ )]*")  # a sequence set ends at SP, ")" or the end of the line
@@ -285,15 +291,15 @@ def _sequence_set(reader: Reader) -> SequenceSet:
 # reader's kind and limits and UID or not, in the key): the reader has counted no item and
 # entered no list when the tail starts, and only a tail parsed to the end is kept, so a hit gives
 # the same command and a tail that fails is parsed, and fails, the same way every time.
-# Frozen values only, shared between sessions. Bounded: small tails, cleared when full.
-_REMEMBERED: dict[tuple[object, ...], object] = {}
+# Bounded: small tails, and `Memo`'s count.
 REMEMBERED_MAX = 512  # distinct tails
 REMEMBERED_TAIL = 512  # octets; a longer tail (a literal, a long header list) is parsed each time
+_REMEMBERED: Memo[tuple[object, ...], object] = Memo(REMEMBERED_MAX)
 _T = TypeVar("_T")
 
 
 def _remembered(reader: Reader, by_uid: bool, parse: Callable[[Reader, bool], _T]) -> _T:
-    """`parse(reader, by_uid)` of the rest of the command, from the cache when it was seen."""
+    """`parse(reader, by_uid)` of the rest of the command, from the memo when it is there."""
     start = reader.pos
     if len(reader.data) - start > REMEMBERED_TAIL or not reader.untouched():
         return parse(reader, by_uid)
@@ -303,10 +309,8 @@ def _remembered(reader: Reader, by_uid: bool, parse: Callable[[Reader, bool], _T
         reader.pos = len(reader.data)
         return cast(_T, seen)
     value = parse(reader, by_uid)
-    if reader.at_end():
-        if len(_REMEMBERED) >= REMEMBERED_MAX:
-            _REMEMBERED.clear()
-        _REMEMBERED[key] = value
+    if reader.at_end() and _REMEMBERED.wanted(key):
+        _REMEMBERED.keep(key, value)
     return value
 
 
@@ -443,7 +447,7 @@ def _create(reader: Reader, tag: str, by_uid: bool) -> Command:
         reader.expect(b"(", "'('")
         reader.expect_word(b"USE")
         reader.sp()
-        special_use = _flag_list(reader)
+        special_use = reader.flag_list()
         reader.expect(b")", "')'")
     return Create(tag, mailbox, special_use)
 
@@ -606,7 +610,8 @@ def _fetch_items(reader: Reader, by_uid: bool) -> _FetchItems:
     """What follows FETCH's sequence set: the items and the modifiers."""
     macro: str | None = None
     if reader.peek() == 0x28:
-        attributes = tuple(reader.paren_list(parse_fetch_attribute, allow_empty=False))
+        attributes = parse_fetch_attribute_list(reader) or tuple(
+            reader.paren_list(parse_fetch_attribute, allow_empty=False))
     else:
         for name in MACROS:
             if reader.startswith_word(name.encode()):
@@ -669,7 +674,7 @@ def _store_items(reader: Reader, by_uid: bool) -> _StoreItems:
     silent = match.group(2) is not None
     reader.sp()
     if reader.peek() == 0x28:
-        flags = _flag_list(reader)
+        flags = reader.flag_list()
     else:
         items = [reader.flag()]
         while reader.peek() == 0x20:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Final
+from typing import Final, cast
 
 from sealmail.proto.imap.errors import BadCommand
 
@@ -30,9 +30,35 @@ __all__ = ["STAR", "SequenceSet"]
 STAR: Final = 0  # "*" inside a range: 0 is never a valid seq-number (nz-number starts at 1)
 _NUMBER_MAX = 0xFFFFFFFF  # RFC 9051 4.2: nz-number is a 32-bit unsigned value
 _NUMBER = r"(?:\*|[1-9][0-9]*)"
-_SET_RE = re.compile(rf"{_NUMBER}(?::{_NUMBER})?(?:,{_NUMBER}(?::{_NUMBER})?)*")
-_TEN_DIGITS = re.compile(r"[0-9]{10}")
-_DIGITS = re.compile(r"[0-9]+")
+
+
+class _Ranges(dict[str, tuple[int, int] | None]):
+    """One piece of a set between commas -> its range (start, end), `_INVALID` or `_TOO_LARGE`,
+    each worked out once: a set is then split and looked up in C (`map`), not read piece by
+    piece in Python (imaptest's FETCH sets of ~12 ranges: ~4.8 us to parse, ~2.4 us so). A set
+    is valid when each of its pieces is (the grammar above). Valid ranges are kept, bounded
+    (cleared when full); anything else is worked out each time."""
+
+    __slots__ = ()
+    MAX = 2048
+
+    def __missing__(self, piece: str) -> tuple[int, int] | None:
+        if not _RANGE_RE.fullmatch(piece):
+            return _INVALID
+        first, _, last = piece.replace("*", "0").partition(":")
+        pair = (int(first), int(last or first))
+        if max(pair) > _NUMBER_MAX:
+            return _TOO_LARGE
+        if len(self) >= self.MAX:
+            self.clear()
+        self[piece] = pair
+        return pair
+
+
+_INVALID = None
+_TOO_LARGE = (-1, -1)
+_RANGE_RE = re.compile(rf"{_NUMBER}(?::{_NUMBER})?")
+_RANGES = _Ranges()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,24 +84,17 @@ class SequenceSet:
     def parse(cls, text: str) -> SequenceSet:
         """Parse the wire form; raises BadCommand on anything that is not a sequence set.
 
-        One regex checks the whole grammar in C; then each range is split by `str.partition`
-        (faster than a second regex over imaptest's ~70-range sets, ~20 us instead of ~40),
-        "*" read as STAR ("0", which the grammar never lets through as a number).
+        Each piece between commas is a range by `_RANGES` (the grammar, once per piece), "*"
+        read as STAR ("0", which the grammar never lets through as a number).
         """
         if text == "$":
             return cls(saved=True)
-        if not _SET_RE.fullmatch(text):
+        ranges = tuple(map(_RANGES.__getitem__, text.split(",")))
+        if _INVALID in ranges:
             raise BadCommand(f"Invalid sequence set: {text[:40]!r}")
-        if _TEN_DIGITS.search(text):  # only a number of 10 or more digits can pass 2^32 - 1
-            numbers = [int(n) for n in _DIGITS.findall(text)]
-            if max(numbers) > _NUMBER_MAX:
-                raise BadCommand(f"Sequence number too large in {text[:40]!r}")
-        ranges: list[tuple[int, int]] = []
-        for piece in text.replace("*", "0").split(","):
-            first, _, last = piece.partition(":")
-            start = int(first)
-            ranges.append((start, int(last) if last else start))
-        return cls._checked(tuple(ranges))
+        if _TOO_LARGE in ranges:
+            raise BadCommand(f"Sequence number too large in {text[:40]!r}")
+        return cls._checked(cast(tuple[tuple[int, int], ...], ranges))
 
     @classmethod
     def _checked(cls, ranges: tuple[tuple[int, int], ...]) -> SequenceSet:

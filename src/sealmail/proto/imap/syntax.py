@@ -18,10 +18,12 @@ and rendering a parsed command gives back bytes that parse to the same command.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import date, datetime, timedelta, timezone
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from sealmail.proto.imap.errors import BadCommand, NestingTooDeep, TooManyItems
 
@@ -64,6 +66,22 @@ _DATE_TIME = re.compile(
     rb'"([ 0-9]?[0-9])-([A-Za-z]{3})-([0-9]{4}) '  # RFC 3501 8 sends "7-Feb"
     rb'([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"'
 )
+
+_FLAG_LIST = re.compile(rb"\((" + _FLAG.pattern + rb"(?: " + _FLAG.pattern + rb")*)?\)")
+_ZONES: dict[bytes, timezone] = {}  # "+0200" -> its timezone, made once (a client has few)
+
+
+def _zone(text: bytes) -> timezone:
+    """zone = ("+" / "-") 4DIGIT; ValueError past 23:59."""
+    zone = _ZONES.get(text)
+    if zone is None:
+        offset = timedelta(hours=int(text[1:3]), minutes=int(text[3:5]))
+        zone = timezone(-offset if text[:1] == b"-" else offset)
+        if len(_ZONES) >= 1024:
+            _ZONES.clear()
+        _ZONES[text] = zone
+    return zone
+
 
 SYSTEM_FLAGS = {
     f.upper(): f
@@ -137,10 +155,20 @@ class Reader:
         before (the parser's cache of FETCH and STORE tails relies on it)."""
         return self._items == 0 and self._depth == 0
 
-    def count_item(self) -> None:
-        self._items += 1
+    def count_item(self, count: int = 1) -> None:
+        self._items += count
         if self._items > self.max_items:
             raise TooManyItems(f"Too many items in command (limit {self.max_items})")
+
+    @property
+    def items(self) -> int:
+        """Items counted so far."""
+        return self._items
+
+    def read_to_end(self, items: int) -> None:
+        """The rest was read elsewhere (a memo of its parts): count its `items`, go to the end."""
+        self.count_item(items)
+        self.pos = len(self.data)
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -160,6 +188,21 @@ class Reader:
     def flag(self) -> str:
         """flag = "\\" atom / atom (system flags, flag-extension, flag-keyword)."""
         return canonical_flag(self._match(_FLAG, "a flag").decode("ascii"))
+
+    def flag_list(self) -> tuple[str, ...]:
+        """flag-list = "(" [flag *(SP flag)] ")". A list of valid flags is matched in one step
+        and split (STORE's and APPEND's lists: ~1 us a flag read one by one), counted and
+        nested as `paren_list` does; anything else is read flag by flag, for its error."""
+        match = _FLAG_LIST.match(self.data, self.pos)
+        if match is None:
+            return tuple(self.paren_list(Reader.flag))
+        inside = match.group(1)
+        flags = inside.decode("ascii").split(" ") if inside else []
+        self.enter()
+        self.count_item(len(flags))
+        self.leave()
+        self.pos = match.end()
+        return tuple(map(canonical_flag, flags))
 
     def number(self, limit: int = NUMBER_MAX) -> int:
         digits = self._match(NUMBER, "a number")
@@ -181,7 +224,8 @@ class Reader:
         if not match:
             raise self.fail("a quoted string")
         self.pos = match.end()
-        return _UNESCAPE.sub(rb"\1", match.group(1))
+        text = match.group(1)
+        return _UNESCAPE.sub(rb"\1", text) if b"\\" in text else text
 
     def literal(self, allow_binary: bool = False) -> bytes:
         match = LITERAL.match(self.data, self.pos)
@@ -263,13 +307,11 @@ class Reader:
         if not match:
             raise self.fail("a date-time")
         self.pos = match.end()
-        day, month, year, hour, minute, second, sign, zh, zm = (g.decode() for g in match.groups())
+        day, month, year, hour, minute, second, sign, zh, zm = match.groups()  # int() takes bytes
         try:
-            offset = timedelta(hours=int(zh), minutes=int(zm))
-            zone = timezone(-offset if sign == "-" else offset)
             return datetime(
-                int(year), _MONTH_NUMBER[month.upper()], int(day.strip()),
-                int(hour), int(minute), int(second), tzinfo=zone,
+                int(year), _MONTH_NUMBER[month.decode().upper()], int(day),
+                int(hour), int(minute), int(second), tzinfo=_zone(sign + zh + zm),
             )
         except (KeyError, ValueError):
             raise BadCommand(f"Invalid date-time {match.group(0).decode()!r}") from None
@@ -302,6 +344,59 @@ class Reader:
         self.expect(b")", "')'")
         self.leave()
         return values
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class Memo(Generic[_K, _V]):
+    """Parse results by what they were parsed from, for what clients repeat: bounded, the least
+    recently used out first. `wanted` lets a caller keep a value only the second time its key
+    is seen (a command sent once, e.g. imaptest's FETCH of a random set, then costs a number in
+    a set, not an entry: keeping every one cost such a FETCH a fifth of its parse). Frozen
+    values only: they are shared between a worker's sessions. No step fails when another
+    thread uses the memo at the same time (a test's servers in one process)."""
+
+    __slots__ = ("_kept", "_seen", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[_K, _V] = OrderedDict()
+        self._seen: set[int] = set()  # hashes of keys seen once (a collision keeps one sooner)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, key: _K) -> bool:
+        return key in self._kept
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._seen.clear()
+
+    def get(self, key: _K) -> _V | None:
+        value = self._kept.pop(key, None)
+        if value is not None:
+            self._kept[key] = value  # the most recently used now
+        return value
+
+    def wanted(self, key: _K) -> bool:
+        """Whether to keep a value for `key` now: it was seen before (else note that it was)."""
+        sighting = hash(key)
+        if sighting in self._seen:
+            self._seen.discard(sighting)
+            return True
+        if len(self._seen) >= 4 * self.limit:
+            self._seen.clear()
+        self._seen.add(sighting)
+        return False
+
+    def keep(self, key: _K, value: _V) -> None:
+        if len(self._kept) >= self.limit:
+            with contextlib.suppress(KeyError):  # emptied by another thread meanwhile
+                self._kept.popitem(last=False)
+        self._kept[key] = value
 
 
 # -- rendering ------------------------------------------------------------------------------------
