@@ -6,7 +6,7 @@ import contextlib
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sealmail.proto.smtp import (
@@ -159,3 +159,35 @@ def test_split_path_argument_without_quotes_as_the_character_scan(text: str) -> 
             expected = (text[:cut], text[cut:].lstrip(" "))
             break
     assert split_path_argument(text) == expected
+
+
+_NEVER = re.compile(r"(?!)")
+
+
+def _outcome(text: str) -> object:
+    try:
+        return parse_path(text)
+    except AddressError as exc:
+        return ("error", str(exc))
+
+
+@given(st.one_of(
+    st.text(alphabet="<>@.-_+aZ09\"[]:, é\x00", max_size=40),
+    st.builds(lambda local, labels, brackets: f"<{local}@{'.'.join(labels)}>"[
+        0 if brackets else 1 : None if brackets else -1],
+        st.text(alphabet="ab.+-_'~!Z9é\"", min_size=0, max_size=12),
+        st.lists(st.text(alphabet="ab-9Zé_", min_size=0, max_size=66), min_size=1, max_size=5),
+        st.booleans()),
+))
+@example("<" + "a" * 10 + "@" + ".".join(["b" * 63] * 4) + ">")  # a 255-octet domain
+@example("<a@" + ".".join(["b" * 63] * 4) + "x>")  # and one past it
+@example("<a..b@example.com>")
+@example("<-a@-b.com>")
+def test_parse_path_simple_way_is_the_general_way(text: str) -> None:
+    """`_SIMPLE_PATH`, the one-step way for <dot-string@host.name>: what the general way gives,
+    error or path, on near misses too."""
+    fast = _outcome(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(address, "_SIMPLE_PATH", _NEVER)
+        general = _outcome(text)
+    assert fast == general

@@ -77,6 +77,8 @@ _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME", "BINARYMIME"})
 _FROM = re.compile(r"FROM: *", re.IGNORECASE)
 _TO = re.compile(r"TO: *", re.IGNORECASE)
+# A command verb as sent, upper-cased, -> its Command: one lookup, not a decode and Enum's call.
+_COMMANDS = {command.value.encode("ascii"): command for command in Command}
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than TAB
 
 OK = Reply(250, "2.0.0", "Ok")
@@ -424,9 +426,8 @@ class ServerConnection(ServerCore[SessionState]):
             self._send(Reply(221, "2.7.0", "Error: I can break rules, too. Goodbye."))
             self._close()
             return NonSmtpCommand(line)
-        try:
-            command = Command(verb_bytes.decode("ascii").upper())
-        except (UnicodeDecodeError, ValueError):
+        command = _COMMANDS.get(verb_bytes.upper())
+        if command is None:
             return self._error(BAD_SYNTAX if not line.strip() else UNKNOWN, line)
         try:
             arg = arg_bytes.decode("utf-8")
