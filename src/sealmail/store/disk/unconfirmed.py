@@ -30,6 +30,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -37,12 +38,23 @@ from pathlib import Path
 from sealmail.durable import fsync_together
 from sealmail.store.disk.deferred import holds_content, stage_guid
 from sealmail.store.disk.flags import expunge_rows, remove_files
-from sealmail.store.disk.layout import STAGE_DIRECTORY, Spool
+from sealmail.store.disk.layout import STAGE_DIRECTORY, Spool, mailbox_row
 
 log = logging.getLogger("sealmail.store")
 
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _owner: tuple[int, str] | None = None  # (pid, owner) of this process, made once per pid
+_LIVE: weakref.WeakSet[Confirmations] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    """In a forked child: a fresh lock (a parent's thread may have held it), no rounds (the
+    parent's rows are the parent's)."""
+    for confirmations in list(_LIVE):
+        confirmations.forget()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def process_alive(pid: int) -> bool:
@@ -104,6 +116,10 @@ class Confirmations:
 
     def __init__(self) -> None:
         self._numbers = itertools.count(1)
+        self.forget()
+        _LIVE.add(self)
+
+    def forget(self) -> None:
         self._lock = threading.Lock()
         self._done: list[int] = []
 
@@ -184,7 +200,8 @@ def withdraw(spool: Spool, round_: int, copies: Iterable[tuple[str, int]]) -> No
     files: list[Path] = []
     with spool.index.transaction() as conn:
         for name, uids in by_name.items():
-            expunge_rows(spool, conn, name, uids, files)
+            if mailbox_row(conn, name) is not None:  # else deleted meanwhile, with its rows
+                expunge_rows(spool, conn, name, uids, files)
         conn.execute("DELETE FROM unconfirmed WHERE owner = ? AND round = ?", (owner(), round_))
     remove_files(files)
 
