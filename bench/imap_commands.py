@@ -17,16 +17,24 @@ message. Run it with each tree first on PYTHONPATH to compare two trees:
 
 Printed: microseconds of CPU per command of each kind, the lowest of `repeat` runs (each from
 a fresh store and the same seed), and over all commands.
+
+With `--statements`, one run, untimed: the SQL statements per command of each kind (the index's
+and the \\Recent marks' files), from a trace callback on every SQLite connection the store opens,
+and the most frequent of them with their literals written `?` (an executemany counts once per
+row, as the callback hears it). The sync after each command counts with its command.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
+import sqlite3
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.imap import ImapSession
@@ -84,8 +92,42 @@ def command_line(rng: random.Random, kind: str, exists: int, n: int) -> str | No
     return f"FETCH {sequence} ({' '.join(items)})"
 
 
-def run(rounds: int, sessions: int, seed: int, messages: int, directory: str | None
-        ) -> dict[str, list[float]]:
+class StatementCounts:
+    """SQL statements per command kind, from a trace callback on every SQLite connection opened
+    from now on in this process."""
+
+    def __init__(self) -> None:
+        self.kind = "setup"
+        self.counts: dict[str, Counter[str]] = defaultdict(Counter)
+        connect = sqlite3.connect
+
+        def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = connect(*args, **kwargs)
+            name = Path(str(args[0] if args else kwargs["database"])).name
+            conn.set_trace_callback(lambda sql: self.heard(name, sql))
+            return conn
+
+        sqlite3.connect = traced  # type: ignore[assignment]
+
+    def heard(self, database: str, sql: str) -> None:
+        shape = re.sub(r"x'[0-9a-fA-F]*'|'(?:[^']|'')*'|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b", "?",
+                       " ".join(sql.split()))
+        self.counts[self.kind][f"{database}: {shape[:100]}"] += 1
+
+    def show(self, commands: dict[str, int], top: int = 12) -> None:
+        total = sum(commands.values())
+        for kind, _ in (*MIX, ("all", 0)):
+            heard = (sum(self.counts.values(), Counter()) - self.counts["setup"]
+                     - self.counts["between"]) if kind == "all" else self.counts[kind]
+            n = total if kind == "all" else commands[kind]
+            each = sum(heard.values()) / max(n, 1)
+            print(f"{kind:8} {n:6} commands  {each:6.2f} statements each")
+            for shape, count in heard.most_common(top if kind != "all" else 0):
+                print(f"    {count / n:6.2f}  {shape}")
+
+
+def run(rounds: int, sessions: int, seed: int, messages: int, directory: str | None,
+        statements: StatementCounts | None = None) -> dict[str, list[float]]:
     spent: dict[str, list[float]] = defaultdict(list)
     rng = random.Random(seed)
     kinds, weights = zip(*MIX, strict=True)
@@ -109,9 +151,13 @@ def run(rounds: int, sessions: int, seed: int, messages: int, directory: str | N
                 if line is None:
                     continue
                 command = parse_command(f"t{n} {line}\r\n".encode(), limits)
+                if statements is not None:
+                    statements.kind = kind
                 start = time.thread_time()
                 client.execute(command)
                 spent[kind].append(time.thread_time() - start)
+                if statements is not None:
+                    statements.kind = "between"
     return spent
 
 
@@ -124,7 +170,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--dir", help="where the store goes (/dev/shm: no fsync, whose CPU in"
                         " the kernel is most of the spread between runs on a loaded machine)")
+    parser.add_argument("--statements", action="store_true",
+                        help="count SQL statements per command kind instead (one run)")
     args = parser.parse_args()
+    if args.statements:
+        counts = StatementCounts()
+        spent = run(args.rounds, args.sessions, args.seed, args.messages, args.dir, counts)
+        counts.show({kind: len(times) for kind, times in spent.items()})
+        return
     runs = [run(args.rounds, args.sessions, args.seed, args.messages, args.dir)
             for _ in range(args.repeat)]
     for kind, _ in (*MIX, ("all", 0)):

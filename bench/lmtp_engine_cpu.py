@@ -39,7 +39,7 @@ from tests.support.instance import create_inboxes, store_root_opt_in
 
 from sealmail.config.imapd_conf import load_imapd_conf
 from sealmail.delivery.engine import DeliveryEngine, Envelope
-from sealmail.maillog import lean_log_records
+from sealmail.maillog import SecondsFormatter, lean_log_records
 from sealmail.server.lmtpd import build_service
 
 try:
@@ -222,8 +222,8 @@ def main() -> int:
     args = parser.parse_args()
     lean_log_records()
     handler = Handler(open(args.log, "a"))  # noqa: SIM115 (until exit)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s[%(process)d]: %(message)s",
-                                           "%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(SecondsFormatter("%(asctime)s %(name)s[%(process)d]: %(message)s",
+                                          "%Y-%m-%dT%H:%M:%S"))  # as the daemons log
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.breakdown:
         breakdown(args)

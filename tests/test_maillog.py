@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
+import os
 import threading
 
-from sealmail.maillog import BatchingStreamHandler, SecondsFormatter, batched_lines
+import pytest
+
+from sealmail.maillog import BatchingStreamHandler, SecondsFormatter, batched_lines, log_line
 
 
 class CountingStream(io.StringIO):
@@ -80,3 +84,119 @@ def test_seconds_formatter_writes_what_logging_formatter_writes() -> None:
         assert ours.format(record) == theirs.format(record)
     record = logging.LogRecord("test", logging.INFO, "", 0, "line", (), None)
     assert SecondsFormatter(fmt).format(record) == logging.Formatter(fmt).format(record)
+
+
+# -- log_line: held lines without a LogRecord each ----------------------------------------------
+
+_LOGGERS = itertools.count()  # a logger of its own per test: filters stay on a logger
+WORKER_FORMAT = "%(asctime)s %(name)s/lmtp[%(process)d]: %(levelname)s %(message)s"
+
+
+def _pair(fmt: str, formatter: type[logging.Formatter] = SecondsFormatter
+          ) -> tuple[CountingStream, logging.Logger]:
+    stream = CountingStream()
+    log = logger_to(stream, f"test.maillog.line.{next(_LOGGERS)}")
+    log.handlers[0].setFormatter(formatter(fmt, "%Y-%m-%dT%H:%M:%S"))
+    return stream, log
+
+
+@pytest.mark.parametrize("fmt", [
+    WORKER_FORMAT, "%(name)s: %(message)s", "%(message)s", "[%(levelno)d] %(message)s!",
+    "%(asctime)s %(msecs)03d %(message)s",  # not steady: the usual way
+    "%(asctime)s %(funcName)s %(message)s",  # not steady either
+])
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_log_line_writes_what_logger_log_writes(fmt: str, level: int) -> None:
+    """Held or not, steady format or not: the same line as `logger.log`, date aside."""
+    stream, log = _pair(fmt)
+    args = ("<id@example>", "user.fred", 4064, "100%", "")
+    template = "%s: to=%s size=%d %s%s"
+    with batched_lines():
+        log.log(level, template, *args)
+        log_line(log, level, template, *args)
+        log.log(level, "no args: 100%")
+        log_line(log, level, "no args: 100%")
+    log_line(log, level, template, *args)  # not held
+    first, second, third, fourth, fifth = stream.getvalue().splitlines()
+    assert stream.writes == 2
+
+    def dateless(line: str) -> str:
+        return line.split(" ", 1)[1] if "asctime" in fmt else line
+
+    assert dateless(first) == dateless(second) == dateless(fifth)
+    assert dateless(third) == dateless(fourth)
+
+
+def test_held_log_lines_of_a_steady_format_make_no_record_each(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the fast way is for: the worker's format, held (lmtpd's delivery thread)."""
+    stream, log = _pair(WORKER_FORMAT)
+
+    def no_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        raise AssertionError("a LogRecord made per line")
+
+    monkeypatch.setattr(log, "makeRecord", no_record)
+    with batched_lines():
+        for copy in range(3):
+            log_line(log, logging.INFO, "copy %d", copy)
+    assert [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()] == [
+        "INFO copy 0", "INFO copy 1", "INFO copy 2"]
+    assert f"/lmtp[{os.getpid()}]" in stream.getvalue()
+
+
+def test_log_line_goes_the_usual_way_past_a_filter_or_another_handler() -> None:
+    stream, log = _pair(WORKER_FORMAT)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log.addHandler(Keep())
+    with batched_lines():
+        log_line(log, logging.INFO, "to %s", "fred")
+    assert [r.getMessage() for r in records] == ["to fred"]
+    assert stream.getvalue().endswith(": INFO to fred\n")
+    log.handlers.pop()
+    log.addFilter(lambda record: "secret" not in record.getMessage())
+    with batched_lines():
+        log_line(log, logging.INFO, "a %s line", "secret")
+        log_line(log, logging.INFO, "a %s line", "plain")
+    assert "secret" not in stream.getvalue() and stream.getvalue().endswith("a plain line\n")
+
+
+def test_log_line_below_the_level_writes_nothing_and_a_bad_format_is_reported(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    stream, log = _pair(WORKER_FORMAT)
+    with batched_lines():
+        log_line(log, logging.DEBUG, "debug %s", "x")
+        log_line(log, logging.INFO, "%d copies", "not a number")
+        log_line(log, logging.INFO, "after")
+    assert stream.getvalue().splitlines()[-1].endswith(": INFO after")
+    assert "debug" not in stream.getvalue()
+    assert "not a number" in capsys.readouterr().err  # logging's own report of the bad line
+
+
+def test_log_line_after_a_fork_shows_the_childs_pid() -> None:
+    """The text around the message is made once a second: a child forked within that second
+    must not write its parent's pid."""
+    stream, log = _pair(WORKER_FORMAT)
+    with batched_lines():
+        log_line(log, logging.INFO, "parent")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its line, through the pipe
+        try:
+            child = CountingStream()
+            log.handlers[0].setStream(child)  # type: ignore[attr-defined]
+            with batched_lines():
+                log_line(log, logging.INFO, "child")
+            os.write(write, child.getvalue().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child_line = pipe.read()
+    assert f"[{os.getpid()}]" in stream.getvalue()
+    assert f"[{pid}]" in child_line and "child" in child_line

@@ -560,6 +560,36 @@ def test_status_of_the_selected_mailbox_counts_from_its_view(
     assert out.startswith(_status_expected(store, last)) and snapshots == ["user.fred"]
 
 
+def test_status_recent_of_a_read_write_view_reads_no_mark(
+        store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-write view claims every message it shows, so STATUS RECENT of the selected
+    mailbox, its view current, is 0 without reading the \\Recent mark; an EXAMINE still reads
+    it (and counts what nobody claimed), as does any other mailbox's STATUS."""
+    examined = session_on(store, examine=True)
+    session = session_on(store)  # claims \\Recent of UIDs 21..30
+    reads: list[int] = []
+    real = store.claim_recent
+
+    def counted(name: str, upto: int, reader: str | None = None) -> int:
+        if upto == 0:
+            reads.append(upto)
+        return real(name, upto, reader)
+
+    monkeypatch.setattr(store, "claim_recent", counted)
+    status = "s STATUS INBOX (MESSAGES UNSEEN RECENT DELETED)"
+    done = b"s OK STATUS completed\r\n"
+    assert run(session, status) == _status_expected(store, 30) + done
+    assert reads == []
+    store.deliver(b"Subject: new\r\n\r\nbody\r\n", [DeliveryTarget("user.fred")])
+    out = run(session, status)  # synced first: the new message claimed, then counted
+    assert b" EXISTS\r\n" in out and out.endswith(_status_expected(store, 31) + done)
+    assert reads == []
+    store.deliver(b"Subject: newer\r\n\r\nbody\r\n", [DeliveryTarget("user.fred")])
+    assert run(examined, "x NOOP").count(b"EXISTS") == 1
+    assert run(examined, status) == _status_expected(store, 31) + done  # RECENT 1
+    assert reads == [0]
+
+
 # -- SEARCH --------------------------------------------------------------------------------------
 
 

@@ -224,3 +224,22 @@ def test_append_keeps_the_forms_a_fetch_would_make(backend: str, tmp_path: Path,
         patch.setattr(store, "message_bytes", None)  # and no file read
         assert _run(_session(store, False), line) == expected
     store.close()
+
+
+def test_an_append_writes_its_kept_parse_in_its_own_commit(tmp_path: Path) -> None:
+    """The kept parse of an appended message goes into the index with its row: one write
+    transaction per APPEND, not a second one for the blob (docs/imapd.md)."""
+    store = open_store("disk", store_config(tmp_path))
+    store.create_mailbox("user.fred")
+    session = ImapSession(store, SESSION_CONFIG, "fred", "user.fred")
+    index = store.spool.index
+    statements: list[str] = []
+    for conn in (index.connection(), index.writer()):
+        conn.set_trace_callback(statements.append)
+    raw = b"From: Ann <ann@example.org>\r\nSubject: one\r\n\r\nbody\r\n"
+    assert b"t OK [APPENDUID" in _run(session, f"t APPEND INBOX {{{len(raw)}+}}\r\n"
+                                               f"{raw.decode()}")
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert not [s for s in statements if s.startswith("UPDATE messages SET structure")]
+    assert list(store.message_structures("user.fred", [1])) == [1]
+    store.close()

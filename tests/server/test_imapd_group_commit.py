@@ -101,6 +101,9 @@ def test_every_change_answered_ok_survives_kill_9(tmp_path: Path) -> None:
             assert len(copies) == 1 and "\\Deleted" not in copies[0].flags
         appended = [r for r in records.values() if r.uid > SESSIONS * PER_SESSION]
         assert sorted(f for r in appended for f in r.flags) == [f"$a{n}" for n in range(SESSIONS)]
+        # The parse each APPEND kept came in its message's own commit (docs/imapd.md).
+        kept = store.message_structures("user.alice", [r.uid for r in appended])
+        assert sorted(kept) == sorted(r.uid for r in appended)
         # Modseqs: one per message state, never two the same, none above HIGHESTMODSEQ.
         modseqs = [r.modseq for r in records.values()]
         assert len(set(modseqs)) == len(modseqs)

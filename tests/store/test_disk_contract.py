@@ -447,3 +447,20 @@ def test_expunged_between_row_and_file_is_no_corruption(
         store.message_bytes("user.alice", 2)
     with pytest.raises(MailboxCorrupt):
         list(store.message_contents("user.alice", [2]))
+
+
+def test_a_delivery_stores_the_kept_parse_it_is_given(store: DiskStore) -> None:
+    """IMAP APPEND hands its parse of the message to the delivery (DeliveryTarget.kept): it is
+    the message's kept structure from the same commit, as `save_message_structures` would
+    have stored it, for a lone delivery and a MULTIAPPEND alike; without one, none is kept."""
+    store.create_mailbox("user.a")
+    [one] = store.deliver(MESSAGE, [DeliveryTarget("user.a", kept=b"parse one")])
+    [two] = store.deliver(MESSAGE, [DeliveryTarget("user.a")])
+    assert isinstance(one, AppendedMessage) and isinstance(two, AppendedMessage)
+    assert store.message_structures("user.a", [one.uid, two.uid]) == {one.uid: b"parse one"}
+    if hasattr(store, "deliver_all"):
+        three, four = store.deliver_all([
+            (MESSAGE, DeliveryTarget("user.a", kept=b"parse three"), None),
+            (MESSAGE, DeliveryTarget("user.a", kept=b"parse four"), None)])
+        assert store.message_structures("user.a", [three.uid, four.uid]) == {
+            three.uid: b"parse three", four.uid: b"parse four"}

@@ -61,6 +61,17 @@ def test_a_save_with_the_lock_free_is_written_at_once(disk: DiskStore) -> None:
     assert not disk.spool.structures
 
 
+def test_a_save_written_alone_takes_no_savepoint(disk: DiskStore) -> None:
+    """In a transaction of their own the blobs need no SAVEPOINT and RELEASE (two statements
+    fewer per kept parse of an APPEND); in a group commit they keep theirs."""
+    statements: list[str] = []
+    disk.spool.index.connection().set_trace_callback(statements.append)
+    disk.save_message_structures("user.a", {1: b"one"})
+    assert _kept(disk, "user.a") == {1: b"one"}
+    assert "COMMIT" in statements
+    assert not any(s.startswith(("SAVEPOINT", "RELEASE")) for s in statements)
+
+
 def test_a_save_never_waits_and_the_next_group_commit_writes_it(disk: DiskStore) -> None:
     with _LockHeld(disk):
         saver = threading.Thread(target=disk.save_message_structures,

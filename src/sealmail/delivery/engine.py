@@ -19,6 +19,7 @@ from sealmail.delivery.quota_warning import send_warning
 from sealmail.delivery.recipient import Recipient, RecipientResolver, StableLookups
 from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
+from sealmail.maillog import log_line
 from sealmail.proto.smtp import Reply
 from sealmail.store import auditlog
 from sealmail.store.api import (
@@ -424,8 +425,8 @@ class DeliveryEngine:
             )
             for appended in stored[index]:
                 # Cyrus lmtpd's own line, which operators' tools look for.
-                log.info("Delivered: %s to mailbox: %s", message_id or "<nomsgid>",
-                         appended.mailbox)
+                log_line(log, logging.INFO, "Delivered: %s to mailbox: %s",
+                         message_id or "<nomsgid>", appended.mailbox)
             if audit is not None:
                 audit.appended(stored[index], auditlog.message_id_of(content))
                 if plan is not None and plan.discarded:
@@ -523,7 +524,8 @@ class DeliveryEngine:
         what raised it, with the path), which the client's reply does not show."""
         assert reply is not None
         where = where or recipient.mailbox
-        log.log(
+        log_line(
+            log,
             logging.INFO if cause is None else logging.WARNING,
             "%s: from=<%s>, to=<%s>, mailbox=%s, size=%d, dsn=%s, status=%s (%d %s)%s",
             envelope.session_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sealmail.imap.errors import CommandFailed, store_failure
-from sealmail.imap.fetching.kept import keep_appended
+from sealmail.imap.fetching.kept import KeptForms, kept_for_append
 from sealmail.imap.fetching.memo import memos_for
 from sealmail.imap.messages import canonical_flags
 from sealmail.imap.urls import catenate_url
@@ -21,6 +21,7 @@ from sealmail.proto.imap import (
     Append,
     AppendMessage,
     Atom,
+    ParsedMessage,
     Response,
     ResponseCode,
     SequenceSet,
@@ -43,28 +44,28 @@ def append(session: ImapSession, command: Append) -> list[Response]:
         raise CommandFailed("Mailbox does not exist", "TRYCREATE")  # RFC 9051 6.3.12
     held = session.require_rights_in(info, target, "i")
     built = [_build(session, message) for message in command.messages]
+    kept = [kept_for_append(content) for content, _, _ in built]
     store = session.store
     if len(built) > 1 and isinstance(store, AtomicAppending):
         # One commit for all (RFC 3502 6.3.11): no session ever sees part of them.
         try:
             stored = store.deliver_all([
-                (content, _target(session, target, flags), _date(message))
-                for content, flags, message in built])
+                (content, _target(session, target, flags, made), _date(message))
+                for (content, flags, message), made in zip(built, kept, strict=True)])
         except MailboxNotFound:
             raise CommandFailed("Mailbox does not exist", "TRYCREATE") from None
         except StoreError as error:
             raise store_failure(error) from None
     else:
-        stored = _one_by_one(session, target, built)
+        stored = _one_by_one(session, target, built, kept)
     if session.audit is not None:
         for message, (content, _, _) in zip(stored, built, strict=True):
             session.audit.appended([message], auditlog.message_id_of(content))
-    made = keep_appended(store, target, [
-        (message.uid, content) for message, (content, _, _) in zip(stored, built, strict=True)])
+    made = {message.uid: found for message, found in zip(stored, kept, strict=True) if found}
     if made:  # in this process's memos too: the first FETCH of them here reads no blob
         memos, uidvalidity = memos_for(store), stored[0].uidvalidity
-        memos.forms.add(target, uidvalidity, {uid: forms for uid, (_, forms) in made.items()})
-        memos.parses.add(target, uidvalidity, {uid: parse for uid, (parse, _) in made.items()})
+        memos.forms.add(target, uidvalidity, {uid: forms for uid, (_, forms, _) in made.items()})
+        memos.parses.add(target, uidvalidity, {uid: parse for uid, (parse, _, _) in made.items()})
     if "r" not in held:
         # RFC 9051 6.3.12: a client that may APPEND but not SELECT "MUST NOT" get APPENDUID,
         # "as it would disclose information about the mailbox".
@@ -75,8 +76,10 @@ def append(session: ImapSession, command: Append) -> list[Response]:
     return [StatusResponse("OK", "APPEND completed", tag=command.tag, code=code)]
 
 
-def _target(session: ImapSession, mailbox: str, flags: tuple[str, ...]) -> DeliveryTarget:
-    return DeliveryTarget(mailbox, flags, strict_quota=True, reader=session.userid)
+def _target(session: ImapSession, mailbox: str, flags: tuple[str, ...],
+            kept: tuple[ParsedMessage, KeptForms, bytes] | None) -> DeliveryTarget:
+    return DeliveryTarget(mailbox, flags, strict_quota=True, reader=session.userid,
+                          kept=None if kept is None else kept[2])
 
 
 def _date(message: AppendMessage) -> float | None:
@@ -84,15 +87,16 @@ def _date(message: AppendMessage) -> float | None:
 
 
 def _one_by_one(session: ImapSession, target: str,
-                built: list[tuple[bytes, tuple[str, ...], AppendMessage]]
+                built: list[tuple[bytes, tuple[str, ...], AppendMessage]],
+                kept: list[tuple[ParsedMessage, KeptForms, bytes] | None]
                 ) -> list[AppendedMessage]:
     """Each message in its own delivery; on a failure the ones stored are expunged before the
     NO (a store without AtomicAppending: another session may see them come and go)."""
     stored: list[AppendedMessage] = []
     try:
-        for content, flags, message in built:
+        for (content, flags, message), made in zip(built, kept, strict=True):
             [result] = session.store.deliver(
-                content, [_target(session, target, flags)], _date(message))
+                content, [_target(session, target, flags, made)], _date(message))
             if isinstance(result, MailboxNotFound):
                 raise CommandFailed("Mailbox does not exist", "TRYCREATE")
             if isinstance(result, StoreError):

@@ -416,6 +416,7 @@ def status_values(session: ImapSession, info: MailboxInfo, items: tuple[str, ...
     read-write session of the user has claimed yet (0 in IMAP4rev2, which has no \\Recent)."""
     recent = "RECENT" in items and not session.rev2
     uids: list[int] = []  # ascending
+    view: SelectedMailbox | None = None
     per_flags: Counter[tuple[str, ...]] = Counter()  # messages per flag set
     size = 0
     if "SIZE" in items:
@@ -441,7 +442,7 @@ def status_values(session: ImapSession, info: MailboxInfo, items: tuple[str, ...
             values[item] = info.uidvalidity
         elif item == "RECENT":
             values[item] = 0
-            if recent:
+            if recent and not _all_claimed(view):
                 mark = session.store.claim_recent(info.name, 0, session.userid)  # reads only
                 values[item] = len(uids) - bisect.bisect_right(uids, mark)
         elif item == "HIGHESTMODSEQ":
@@ -470,6 +471,15 @@ def _current_view(session: ImapSession, info: MailboxInfo) -> SelectedMailbox | 
             or view.highestmodseq != info.highestmodseq or view.exists != info.exists):
         return None
     return view
+
+
+def _all_claimed(view: SelectedMailbox | None) -> bool:
+    """Whether every message of `view` (a `_current_view`) is claimed: a read-write IMAP4rev1
+    view claims its messages when it is selected and the new ones at each sync, before it
+    shows them (sealmail.imap.selected), so the user's \\Recent mark is at least its last UID
+    and STATUS RECENT is 0 without reading the mark (two statements: imaptest asks STATUS
+    RECENT of the mailbox it has selected)."""
+    return view is not None and view.shows_recent and not view.readonly
 
 
 def status(session: ImapSession, command: StatusCommand) -> list[Response]:

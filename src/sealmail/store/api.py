@@ -80,6 +80,9 @@ class DeliveryTarget:
     reader: str | None = None
     # Report a crossing of the quota root's warning level (lmtpd, deliver); None: never.
     quota_warn: QuotaWarn | None = None
+    # The IMAP layer's parse of the message (IMAP APPEND: sealmail.imap.fetching.kept), stored
+    # with the copy as `save_message_structures` would store it, by the same commit: a cache.
+    kept: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ transaction that adds or removes messages; quota usage of a root is the sum over
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -29,6 +28,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
+from sealmail.store.forks import FORKS
 
 SCHEMA_VERSION = 10
 
@@ -250,7 +250,7 @@ class Index:
         self._all_lock = threading.Lock()
         self._closed = False
         self._writer_conn: sqlite3.Connection | None = None
-        self._writer_pid = 0
+        self._writer_forks = -1
         self._migrate()
 
     def connection(self) -> sqlite3.Connection:
@@ -276,9 +276,9 @@ class Index:
         (17 preads per delivery, docs/benchmarks.md). Its checkpoints move to a thread of their
         own once the process is busy (sealmail.store.checkpoints).
         """
-        if self._writer_conn is None or self._writer_pid != os.getpid():
+        if self._writer_conn is None or self._writer_forks != FORKS.count:
             # A forked child's own: the parent's stays the parent's.
-            self._writer_conn, self._writer_pid = self.open_connection(), os.getpid()
+            self._writer_conn, self._writer_forks = self.open_connection(), FORKS.count
         return self._writer_conn
 
     def open_connection(self) -> _Connection:

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sealmail.store.errors import MailboxBusy, StoreError
+from sealmail.store.forks import FORKS
 
 _MAX_FILENAME = 200
 
@@ -222,22 +223,22 @@ class CommitTurn:
     def __init__(self, path: Path) -> None:
         self.path = os.fspath(path)
         self._fd = -1
-        self._pid = 0  # a forked child opens its own: flock belongs to the file description
+        self._forks = -1  # a forked child opens its own: flock belongs to the file description
         self._threads = threading.Lock()
-        self._threads_pid = os.getpid()
+        self._threads_forks = FORKS.count  # (FORKS rather than os.getpid(), a system call)
 
     @contextmanager
     def taken(self) -> Iterator[None]:
         """Hold the turn; StoreError when the lock file cannot be opened or locked."""
-        if self._threads_pid != os.getpid():
+        if self._threads_forks != FORKS.count:
             # A forked child (one thread) may have copied the lock held by another thread.
-            self._threads, self._threads_pid = threading.Lock(), os.getpid()
+            self._threads, self._threads_forks = threading.Lock(), FORKS.count
         with self._threads:
-            if self._pid != os.getpid():
+            if self._forks != FORKS.count:
                 fd = _open_lock_file(self.path)
                 if self._fd >= 0:  # the parent's: closing our copy leaves the parent's lock be
                     os.close(self._fd)
-                self._fd, self._pid = fd, os.getpid()
+                self._fd, self._forks = fd, FORKS.count
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
             except OSError as exc:
@@ -249,9 +250,9 @@ class CommitTurn:
 
     def close(self) -> None:
         with self._threads:
-            if self._pid == os.getpid():
+            if self._forks == FORKS.count and self._fd >= 0:
                 os.close(self._fd)
-            self._fd, self._pid = -1, 0
+            self._fd, self._forks = -1, -1
 
 
 class PopLock:

@@ -19,8 +19,6 @@ header text are rendered again, from the kept parse, for a UTF-8 session.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import dataclass
 
 from sealmail.proto.imap import (
@@ -31,9 +29,9 @@ from sealmail.proto.imap import (
     render_value,
 )
 from sealmail.store.api import MailboxView, MessageRecord
-from sealmail.store.errors import NoSuchMessage, StoreError
+from sealmail.store.errors import NoSuchMessage
 
-__all__ = ["RENDERED", "KeptForms", "StructureCache", "keep_appended", "render_form"]
+__all__ = ["RENDERED", "KeptForms", "StructureCache", "kept_for_append", "render_form"]
 
 FORMS_VERSION = 1
 RENDERED = ("ENVELOPE", "BODYSTRUCTURE", "BODY")  # the items kept rendered
@@ -80,23 +78,20 @@ def _blob_of(parsed: ParsedMessage) -> bytes:
 KEEP_APPENDED_UP_TO = 1 << 20
 
 
-def keep_appended(store: MailboxView, name: str, messages: Iterable[tuple[int, bytes]]
-                  ) -> dict[int, tuple[ParsedMessage, KeptForms]]:
-    """Keep the parse and forms of messages this session just appended, from the octets it
-    holds; they are returned for the process's memos. Otherwise the first FETCH of their
-    ENVELOPE, BODYSTRUCTURE or BODY (imaptest's stress profile, a client showing a new
-    message) reads each file again, parses it and saves the blob in a write of its own, and
-    under `sealmail master` each imapd worker whose FETCH came before that write reached the
-    index did it too. Messages above KEEP_APPENDED_UP_TO wait for a FETCH: their parse costs
-    more than the one file read it saves. A cache: a failure to save it (the index busy or
-    failing) costs only that parse."""
-    made = {uid: (parsed, _forms_of(parsed)) for uid, parsed in (
-        (uid, parse_message(content)) for uid, content in messages
-        if len(content) <= KEEP_APPENDED_UP_TO)}
-    with suppress(StoreError):  # the message is stored: the APPEND's answer stands
-        store.save_message_structures(name, {uid: forms.pack(parsed.to_bytes())
-                                             for uid, (parsed, forms) in made.items()})
-    return made
+def kept_for_append(content: bytes) -> tuple[ParsedMessage, KeptForms, bytes] | None:
+    """The parse, forms and blob of a message this session is about to append, made from the
+    octets it holds: the blob is stored with the message, by the delivery's own commit
+    (DeliveryTarget.kept), and the parse and forms go to the process's memos. Otherwise the
+    first FETCH of their ENVELOPE, BODYSTRUCTURE or BODY (imaptest's stress profile, a client
+    showing a new message) reads each file again, parses it and saves the blob, and under
+    `sealmail master` each imapd worker whose FETCH came before that save reached the index
+    did it too. None above KEEP_APPENDED_UP_TO: such a message waits for a FETCH, its parse
+    costing more than the one file read it saves."""
+    if len(content) > KEEP_APPENDED_UP_TO:
+        return None
+    parsed = parse_message(content)
+    forms = _forms_of(parsed)
+    return parsed, forms, forms.pack(parsed.to_bytes())
 
 
 class LoadedMessage:

@@ -489,7 +489,8 @@ class GroupCommit:
             save_seen(conn, mailbox_id, target.reader, seen.union([uid]))
         writes.add(
             row,
-            (delivery.internaldate, delivery.size, delivery.guid, " ".join(wanted), filename),
+            (delivery.internaldate, delivery.size, delivery.guid, " ".join(wanted), filename,
+             target.kept),
             (delivery.headers, delivery.listed, *delivery.sorting),
         )
         if has_quotas:

@@ -68,7 +68,7 @@ class IndexWrites:
         if self._messages:
             conn.executemany(
                 "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
-                " filename) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self._messages,
             )
             conn.executemany(

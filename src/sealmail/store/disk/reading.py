@@ -257,7 +257,7 @@ class Reading:
             if now is None:
                 return
             try:
-                self._spool.structures.write_into(now)
+                self._spool.structures.write_into(now, alone=True)
                 now.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise sqlite_error(exc, "kept parses") from exc

@@ -67,7 +67,7 @@ class Delivery:
                     mailbox.seen[target.reader] = seen.union([uid])
                 mailbox.messages[uid] = StoredMessage(
                     uid, mailbox.highestmodseq, when, len(content), guid, tuple(wanted), content,
-                    headers, listed, sorting,
+                    headers, listed, sorting, target.kept,
                 )
                 mailbox.size_bytes += len(content)
                 results.append(AppendedMessage(mailbox.name, mailbox.uidvalidity, uid,

@@ -133,6 +133,9 @@ class Delivery:
             " VALUES (%s, %s, %s, %s, %s)",
             (mailbox.id, uid, message_id, modseq, wanted),
         )
+        if target.kept is not None:
+            conn.execute("UPDATE messages SET structure = %s WHERE id = %s",
+                         (target.kept, message_id))
         conn.execute(
             "UPDATE mailboxes SET uidnext = %s, highestmodseq = %s,"
             " size_bytes = size_bytes + %s, exists_count = exists_count + 1 WHERE id = %s",
