@@ -193,6 +193,17 @@ def test_owners_are_dead_by_boot_pid_or_start_time() -> None:
                           capture_output=True, text=True, check=True)
     assert unconfirmed.owner_gone(f"{boot}:{dead.stdout.strip()}:1")
     assert unconfirmed.owner_gone("junk")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write_end, unconfirmed.owner().encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read()
+    assert child.split(":")[:2] == [boot, str(pid)]  # a forked child is an owner of its own
+    assert unconfirmed.owner() == mine
 
 
 def test_a_copy_of_an_unconfirmed_message_is_checked_with_it(tmp_path: Path) -> None:

@@ -43,13 +43,15 @@ from sealmail.store.disk.layout import STAGE_DIRECTORY, Spool, mailbox_row
 log = logging.getLogger("sealmail.store")
 
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
-_owner: tuple[int, str] | None = None  # (pid, owner) of this process, made once per pid
+_owner: str | None = None  # this process (`owner`), made once; a forked child makes its own
 _LIVE: weakref.WeakSet[Confirmations] = weakref.WeakSet()
 
 
 def _forked() -> None:
-    """In a forked child: a fresh lock (a parent's thread may have held it), no rounds (the
-    parent's rows are the parent's)."""
+    """In a forked child: an owner of its own, a fresh lock (a parent's thread may have held
+    it), no rounds (the parent's rows are the parent's)."""
+    global _owner
+    _owner = None
     for confirmations in list(_LIVE):
         confirmations.forget()
 
@@ -90,10 +92,10 @@ def _start_time(pid: int) -> str:
 def owner() -> str:
     """This process, as `unconfirmed` names it: boot id, pid, start time."""
     global _owner
-    pid = os.getpid()
-    if _owner is None or _owner[0] != pid:  # a forked child is an owner of its own
-        _owner = (pid, f"{_boot_id()}:{pid}:{_start_time(pid)}")
-    return _owner[1]
+    if _owner is None:
+        pid = os.getpid()
+        _owner = f"{_boot_id()}:{pid}:{_start_time(pid)}"
+    return _owner
 
 
 def owner_gone(name: str) -> bool:
