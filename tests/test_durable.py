@@ -210,3 +210,48 @@ def test_a_thread_that_cannot_start_fails_the_round_and_leaves_the_count_true(
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_a_started_round_runs_in_the_pool_and_reports_at_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsyncs_started returns at once (a batch commits meanwhile, store.disk.commit); finish()
+    waits for every fsync and raises the first error; a pool that cannot start a thread leaves
+    the round to the caller, done before fsyncs_started returns; an empty round is done."""
+    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600) for i in range(3)]
+    ran: list[tuple[int, str]] = []
+    real_fsync = os.fsync
+
+    def file(fd: int) -> None:
+        if fd in fds:
+            ran.append((fd, threading.current_thread().name))
+        if fd == fds[1]:
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", file)
+    try:
+        started = durable.fsyncs_started([str(tmp_path)], fds)
+        with pytest.raises(OSError, match="I/O error"):
+            started.finish()
+        assert sorted(fd for fd, _ in ran) == fds
+        assert all(name.startswith("fsync_") for _, name in ran)
+        durable.fsyncs_started([], []).finish()
+
+        ran.clear()
+        pool = durable._FsyncPool()
+        monkeypatch.setattr(durable._FsyncPool, "_current", pool)
+        monkeypatch.setattr(durable._FsyncPool, "_current_pid", os.getpid())
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        started = durable.fsyncs_started([str(tmp_path)], fds)
+        assert [name for _, name in ran] == [threading.current_thread().name] * 3
+        with pytest.raises(OSError, match="I/O error"):
+            started.finish()
+        assert pool._outstanding == 0
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -59,6 +59,23 @@ def fsync_together(directories: Collection[str], fds: Sequence[int]) -> None:
                + [(_fsync_fd_or_error, fd) for fd in fds])
 
 
+def fsyncs_started(directories: Collection[str], fds: Sequence[int]) -> Fsyncs:
+    """`fsync_together`, started in the pool and not waited for: the caller does other work
+    (a delivery's COMMIT, store.disk.commit) and calls `finish()` once, before it closes `fds`.
+    A pool that cannot start a thread leaves the round to the caller's thread, done here."""
+    jobs: list[_Job] = [(_fsync_or_error, path) for path in directories]
+    jobs += [(_fsync_fd_or_error, fd) for fd in fds]
+    round_ = _Round(len(jobs))
+    if not jobs:
+        return round_
+    try:
+        _FsyncPool.get().submit(jobs, round_)
+    except RuntimeError:
+        for function, argument in jobs:
+            round_.finished(function(argument))
+    return round_
+
+
 _Job = tuple[Callable[[Any], "OSError | None"], Any]
 
 
@@ -73,7 +90,8 @@ class _Round:
         self._count = count
         self._lock = threading.Lock()
         self._done = threading.Lock()
-        self._done.acquire()  # released by the last job to finish
+        if count:
+            self._done.acquire()  # released by the last job to finish
         self.errors: list[OSError] = []
 
     def finished(self, error: OSError | None) -> None:
@@ -87,6 +105,15 @@ class _Round:
 
     def wait(self) -> None:
         self._done.acquire()
+
+    def finish(self) -> None:
+        """Wait for every fsync of the round; the first error is raised."""
+        self.wait()
+        if self.errors:
+            raise self.errors[0]
+
+
+Fsyncs = _Round  # what fsyncs_started hands back
 
 
 def _run_round(jobs: Sequence[_Job]) -> None:

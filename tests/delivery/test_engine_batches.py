@@ -14,6 +14,7 @@ from tests.support.stores import open_store
 
 from sealmail.config.imapd_conf import parse_imapd_conf
 from sealmail.delivery.engine import DeliveryEngine, Envelope
+from sealmail.durable import Fsyncs
 from sealmail.store.disk import commit
 from sealmail.store.errors import MailboxBusy
 
@@ -66,13 +67,13 @@ def test_the_disk_store_commits_a_batch_once_with_every_stage_file_in_one_fsync_
     engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rounds: list[tuple[int, int]] = []
-    real = commit.fsync_together
+    real = commit.fsyncs_started
 
-    def counted(directories: set[str], fds: list[int]) -> None:
+    def counted(directories: set[str], fds: list[int]) -> Fsyncs:
         rounds.append((len(directories), len(fds)))
-        real(directories, fds)
+        return real(directories, fds)
 
-    monkeypatch.setattr(commit, "fsync_together", counted)
+    monkeypatch.setattr(commit, "fsyncs_started", counted)
     items = [(envelope(engine, "alice"), message(n)) for n in range(4)]
     assert all(r.code == 250 for [r] in engine.deliver_batch(items))
     assert rounds == [(1, 4)]  # one commit: one directory, four stage files

@@ -4,23 +4,20 @@ every directory entry not yet fsynced (a power failure)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.store.conftest import make_config
 
 from sealmail.store.api import AppendedMessage, DeliveryTarget
-from sealmail.store.disk import DiskStore, commit, deferred
+from sealmail.store.disk import DiskStore, deferred
 from sealmail.store.disk.deferred import stage_guid
-from sealmail.store.locks import CommitTurn
 
 pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
 
@@ -190,40 +187,6 @@ def test_deferred_only_when_it_saves_fsyncs(
         disk.sync_directories()
         assert _stage_files(tmp_path) == []
         assert os.stat(directories["user.b"] / "2.").st_nlink == 2
-
-
-def test_a_batch_fsyncs_its_stage_files_and_names_before_taking_the_commit_turn(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """deliver_batch's one round of fsyncs runs before the turn (not while another process
-    waits for it); the commit then only links and COMMITs, and defers even one mailbox's
-    directory fsync, since its stage file's name is durable already."""
-    directories = _prepare(tmp_path)
-    monkeypatch.setattr(deferred, "SYNC_INTERVAL", 600.0)
-    events: list[str] = []
-    real_round, real_taken = commit.fsync_together, CommitTurn.taken
-
-    def counted_round(directories: set[str], fds: list[int]) -> None:
-        events.append(f"round of {len(directories)} + {len(fds)}")
-        real_round(directories, fds)
-
-    @contextlib.contextmanager
-    def counted_turn(self: CommitTurn) -> Iterator[None]:
-        events.append("turn")
-        with real_taken(self):
-            yield
-
-    monkeypatch.setattr(commit, "fsync_together", counted_round)
-    monkeypatch.setattr(CommitTurn, "taken", counted_turn)
-    with DiskStore.from_config(make_config(tmp_path)) as disk:
-        [[result]] = disk.deliver_batch([(b"one\r\n", [DeliveryTarget("user.b")])])
-        assert isinstance(result, AppendedMessage) and result.uid == 1
-        assert events == ["round of 1 + 1", "turn"]
-        [kept] = _stage_files(tmp_path)
-        assert os.stat(kept).st_nlink == 2
-        disk.sync_directories()
-        assert _stage_files(tmp_path) == []
-        assert os.stat(directories["user.b"] / "1.").st_nlink == 1
 
 
 def test_sigkill_after_a_one_mailbox_batch_commits_loses_no_message(tmp_path: Path) -> None:

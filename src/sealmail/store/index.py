@@ -30,7 +30,7 @@ from pathlib import Path
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 from sealmail.store.forks import FORKS
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 _NAP_FIRST = 0.0002  # seconds: a commit holds the write lock for about one fsync (~1 ms)
 _NAP_MOST = 0.002
@@ -179,6 +179,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
                 ("root_renamed", "UPDATE OF root ON quotaroots"),
             )
         ),
+    ),
+    9: (
+        # Copies a batch delivery COMMITted while its stage files' fsync round still ran
+        # (sealmail.store.disk.unconfirmed): `owner` the delivering process (boot id, pid,
+        # start time), `round` its round. The owner deletes them once the round is done; the
+        # next open after the owner died checks those left against their files.
+        """CREATE TABLE IF NOT EXISTS unconfirmed (
+            mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL,
+            owner TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            PRIMARY KEY (mailbox_id, uid)
+        ) WITHOUT ROWID""",
     ),
 }
 

@@ -13,8 +13,9 @@ A delivery that answers 250 must survive a crash. Order of operations:
 
 1. the caller's thread writes the bytes once per partition to `PARTITION/stage./NAME` and fsyncs
    them (in parallel with other callers); `deliver_batch` (lmtpd's one delivery thread, many
-   messages) writes them all, then fsyncs them and their stage directories in one round, before
-   it waits for the commit turn (so the turn is not held through these fsyncs);
+   messages) writes them all and hands their fsyncs and their stage directories' to the fsync
+   pool as one round that runs alongside steps 2-3 (the commit records those copies in
+   `unconfirmed` until the round is done, and the call returns only then: `unconfirmed`);
 2. the caller joins the pending batch. One committer at a time (one process at a time too: it
    first takes the commit turn, sealmail.store.locks.CommitTurn) takes every pending delivery
    and, in ONE `BEGIN IMMEDIATE` transaction, per target: allocates UID = uidnext and the next
@@ -32,7 +33,9 @@ A crash before COMMIT leaves links that no row names, at uids >= uidnext: recons
 them, and a later delivery that draws the same uid replaces the debris. A crash after COMMIT
 leaves stage files whose names carry the content's guid: the next open (or reconstruct)
 re-links from them every copy the index names whose directory entry was lost, fsyncs, and
-removes them. So a message is either fully there (file, a durable name for it, and row) or
+removes them; before that, copies committed while their round ran are kept if their file is
+whole, re-linked, or expunged (`unconfirmed`: none of them was acknowledged yet). So a message
+is either fully there (file, a durable name for it, and row) or
 absent. UIDs are allocated inside the commit that publishes
 them, so they become visible in ascending order (a client syncing with `UID FETCH last+1:*` never
 misses one).

@@ -13,10 +13,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sealmail.durable import fsync_directories, fsync_together
+from sealmail.durable import Fsyncs, fsync_directories, fsyncs_started
 from sealmail.store import quota
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.checkpoints import Checkpointer
+from sealmail.store.disk import unconfirmed
 from sealmail.store.disk.batches import Batches, Waiter
 from sealmail.store.disk.deferred import DeferredSyncs, recover_stage_files
 from sealmail.store.disk.index_writes import NAMES_PER_QUERY, IndexWrites
@@ -54,7 +55,8 @@ class _Delivery(Waiter):
     listed: bytes  # the fields clients list folders with (sealmail.store.headers)
     sorting: SortFields  # sortable form (sealmail.store.sorting)
     results: list[AppendedMessage | StoreError | None]
-    named: bool = False  # its stage files and their names are durable (deliver_batch's round)
+    round: int | None = None  # deliver_batch's: its stage files' fsync round runs alongside
+    # the commit, which records its copies in `unconfirmed` (store.disk.unconfirmed)
     kept: set[str] = field(default_factory=set)  # stage files a COMMIT named: the deferred
     # directory fsyncs remove them (store.disk.deferred)
 
@@ -69,7 +71,10 @@ class GroupCommit:
         self._batches: Batches[_Delivery] = Batches()
         self._turn = CommitTurn(spool.lock_directory / "commit")
         self.checkpoints = Checkpointer(spool.index.path, spool.index.open_connection)
-        self._syncs = DeferredSyncs(spool.fault)
+        self._confirmations = unconfirmed.Confirmations()
+        self._syncs = DeferredSyncs(
+            spool.fault, after=lambda: self._confirmations.clear_now(spool)
+        )
 
     def close(self) -> None:
         self._syncs.close()
@@ -121,11 +126,11 @@ class GroupCommit:
 
         The stage files are written unsynced, then fsynced in ONE round with their directories
         (a thread fsyncing them one by one waits out each one's cache flush: a previous
-        one-thread try fell from ~150 to 47 msg/s), before the batch waits for the commit turn:
-        the turn (and SQLite's write lock) is then held only for the links, the rows and
-        COMMIT, not through this round, so under `sealmail master` another lmtpd commits while
-        this one's fsyncs run (issue 18). The mailbox directories are fsynced after the reply
-        (store.disk.deferred)."""
+        one-thread try fell from ~150 to 47 msg/s) that runs in the fsync pool *alongside* the
+        commit (links, rows, COMMIT): the batch waits for one of the two disk waits, not their
+        sum, and the turn is never held through the round. Until the round is done the commit's
+        copies are `unconfirmed` (store.disk.unconfirmed); this returns once both are done. The
+        mailbox directories are fsynced after the reply (store.disk.deferred)."""
         with self._spool.reading() as conn:
             partition_of = partitions_of(
                 conn, [target.mailbox for _, targets in messages for target in targets]
@@ -139,16 +144,13 @@ class GroupCommit:
                     deliveries.append(
                         self._prepare(content, targets, partition_of, written, unsynced)
                     )
-                _name_stages(deliveries, written, unsynced)
+                if written:
+                    self._commit_alongside(deliveries, fsyncs_started(
+                        {os.path.dirname(path) for path in written}, unsynced))
             finally:
                 for fd in unsynced:
                     with suppress(OSError):
                         os.close(fd)
-            self._spool.fault("staged")
-            committing = [d for d in deliveries if _to_commit(d)]
-            if committing:
-                first, *others = committing
-                self._batches.join(first, self._lead, others)
         finally:
             kept: set[str] = set()
             for delivery in deliveries:
@@ -159,6 +161,39 @@ class GroupCommit:
                 with suppress(OSError):  # removed at the next open or reconstruct
                     os.unlink(path)
         return [_final(delivery.results) for delivery in deliveries]
+
+    def _commit_alongside(self, deliveries: list[_Delivery], fsyncs: Fsyncs) -> None:
+        """The group commit of `deliveries` while `fsyncs`, their stage files' round, runs; then
+        the round's end: its copies confirmed, or, if it failed, expunged and failed."""
+        round_ = self._confirmations.draw()
+        for delivery in deliveries:
+            delivery.round = round_
+        try:
+            self._spool.fault("staged")
+            committing = [d for d in deliveries if _to_commit(d)]
+            if committing:
+                first, *others = committing
+                self._batches.join(first, self._lead, others)
+        finally:
+            try:
+                fsyncs.finish()  # before the caller closes the files, whatever happened
+            except OSError as exc:
+                self._withdraw(deliveries, round_, os_error(exc, "cannot stage message"))
+            else:
+                self._confirmations.done(round_)
+        self._spool.fault("confirmed")
+
+    def _withdraw(self, deliveries: list[_Delivery], round_: int, error: StoreError) -> None:
+        """The round failed: what the commit stored is expunged (unconfirmed.withdraw) and
+        every copy fails with `error`."""
+        stored = [(result.mailbox, result.uid) for delivery in deliveries
+                  for result in delivery.results if isinstance(result, AppendedMessage)]
+        if stored:
+            try:
+                unconfirmed.withdraw(self._spool, round_, stored)
+            except StoreError as exc:  # the next open after this process checks them
+                error = StoreError(f"{error}; expunging the copies failed too: {exc}")
+        _fail_pending(deliveries, error)
 
     def _prepare(
         self,
@@ -326,8 +361,10 @@ class GroupCommit:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
+                confirmed = self._confirmations.clear(conn)
                 directories: set[str] = set()
                 used: list[tuple[_Delivery, str]] = []  # the stage file of each copy linked
+                unconfirmed_copies: dict[int, list[tuple[int, int]]] = {}  # round -> copies
                 writes = IndexWrites(conn, [
                     target.mailbox for delivery in batch for target in delivery.targets
                 ])
@@ -338,7 +375,7 @@ class GroupCommit:
                             continue
                         before = len(linked)
                         try:
-                            delivery.results[i] = self._append(
+                            appended = self._append(
                                 conn, writes, delivery, target, stage, bool(has_quotas), linked
                             )
                         except StoreError as exc:
@@ -348,16 +385,25 @@ class GroupCommit:
                                 raise
                             delivery.results[i] = exc
                             continue
+                        delivery.results[i] = appended
                         directories.add(linked[-1][: linked[-1].rindex("/")])
                         used.append((delivery, stage))
+                        if delivery.round is not None:
+                            row = writes.mailbox(target.mailbox)
+                            assert row is not None  # _append found it
+                            unconfirmed_copies.setdefault(delivery.round, []).append(
+                                (row[0], appended.uid))
                 writes.flush()
+                for round_, copies in unconfirmed_copies.items():
+                    unconfirmed.record(conn, round_, copies)
                 # Before the COMMIT names their copies, the stage files' names must be durable:
-                # deliver_batch's are (`named`); a `deliver` caller's stage directory is fsynced
-                # here, with the mailbox directories fsynced after the reply
-                # (store.disk.deferred), or, when that saves no fsync (one mailbox per
-                # partition), the mailboxes' directories instead.
+                # deliver_batch's round makes them so alongside (`round`: the copies go in
+                # `unconfirmed`); a `deliver` caller's stage directory is fsynced here, with
+                # the mailbox directories fsynced after the reply (store.disk.deferred), or,
+                # when that saves no fsync (one mailbox per partition), the mailboxes'
+                # directories instead.
                 unnamed = {os.path.dirname(stage) for delivery, stage in used
-                           if not delivery.named}
+                           if delivery.round is None}
                 deferring = len(directories) > len(unnamed)
                 fsync_directories(unnamed if deferring else directories)
                 self._spool.fault("linked")
@@ -369,6 +415,7 @@ class GroupCommit:
                 self._spool.fault("committed")
                 self.checkpoints.committed(conn, len(linked))
             except BaseException:
+                self._confirmations.put_back(confirmed)
                 # The links go first, while SQLite's write lock still keeps other writers from
                 # drawing these uids: after the ROLLBACK an imapd's COPY or another process may
                 # link its own message at the same name. A link left over (a crash here) is
@@ -458,9 +505,14 @@ class GroupCommit:
         )
 
     def clean_stage_files(self) -> list[str]:
-        """Stage files of processes that are gone (a crash before or after COMMIT): the copies
-        a COMMIT named are re-linked from them where missing, then they are removed
+        """After a crash: the unconfirmed copies of processes that are gone checked (kept,
+        re-linked or expunged: store.disk.unconfirmed); then those processes' stage files: the
+        copies a COMMIT named are re-linked from them where missing, then they are removed
         (store.disk.deferred)."""
+        try:
+            fixes = unconfirmed.recover(self._spool)
+        except (OSError, sqlite3.Error, StoreError) as exc:  # kept for the next open
+            return [f"cannot recover unconfirmed copies yet: {exc}"]
         stale: list[tuple[str, Path]] = []
         for partition, path in sorted(self._spool.partitions.items()):
             directory = path / STAGE_DIRECTORY
@@ -470,24 +522,10 @@ class GroupCommit:
                 continue
             for entry in entries:
                 pid_text = entry.name.split("-", 1)[0]
-                if pid_text.isdigit() and process_alive(int(pid_text)):
+                if pid_text.isdigit() and unconfirmed.process_alive(int(pid_text)):
                     continue
                 stale.append((partition, entry))
-        return recover_stage_files(self._spool, stale) if stale else []
-
-
-def _name_stages(deliveries: list[_Delivery], written: list[str], fds: list[int]) -> None:
-    """One round of fsyncs: the stage files `fds` and the directories of `written`; then every
-    delivery is `named`. If one fails, every copy not refused already fails."""
-    if not written:
-        return
-    try:
-        fsync_together({os.path.dirname(path) for path in written}, fds)
-    except OSError as exc:
-        _fail_pending(deliveries, os_error(exc, "cannot stage message"))
-        return
-    for delivery in deliveries:
-        delivery.named = True
+        return fixes + (recover_stage_files(self._spool, stale) if stale else [])
 
 
 def _to_commit(delivery: _Delivery) -> bool:
@@ -516,18 +554,6 @@ def partitions_of(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, s
             f"SELECT name, partition FROM mailboxes WHERE name IN ({placeholders})", chunk
         ).fetchall())
     return found
-
-
-def process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _final(

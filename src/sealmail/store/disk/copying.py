@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sealmail.store import quota
 from sealmail.store.api import CopiedMessages
+from sealmail.store.disk import unconfirmed
 from sealmail.store.disk.changes import ChangeGroup, FileEffects
 from sealmail.store.disk.flags import expunge_rows, remove_files
 from sealmail.store.disk.layout import (
@@ -170,5 +171,6 @@ class Copying:
         )
         if dst_seen is not None and seen_copies:
             save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
+        unconfirmed.inherit(conn, src[0], dst_id, pairs)  # a copy of a delivery not yet durable
         effects.directories.add(os.fspath(dst_dir))  # fsynced before the COMMIT
         return result

@@ -22,6 +22,7 @@ files are there) and are removed as before.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import sqlite3
 import threading
@@ -69,11 +70,26 @@ def stage_guid(name: str) -> str | None:
     return None
 
 
+def holds_content(path: Path, guid: str) -> bool:
+    """Whether `path` is there and holds the content whose SHA-1 is `guid`: a stage file may
+    not be durable (store.disk.unconfirmed), so recovery reads it before linking from it."""
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest() == guid
+    except OSError:
+        return False
+
+
 class DeferredSyncs:
     """This process's pending mailbox directory fsyncs and the stage files they release."""
 
-    def __init__(self, fault: Callable[[str], None], interval: float | None = None) -> None:
+    def __init__(
+        self,
+        fault: Callable[[str], None],
+        interval: float | None = None,
+        after: Callable[[], None] | None = None,
+    ) -> None:
         self._fault = fault
+        self._after = after  # run after each round (store.disk.unconfirmed clears its rows)
         self._interval = SYNC_INTERVAL if interval is None else interval
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -145,6 +161,8 @@ class DeferredSyncs:
                 for stage in stages:
                     with suppress(OSError):
                         os.unlink(stage)
+            if self._after is not None:
+                self._after()
 
     def close(self) -> None:
         """The last round now: a clean exit leaves no stage file behind."""
@@ -185,8 +203,8 @@ def recover_stage_files(spool: Spool, stages: list[tuple[str, Path]]) -> list[st
     wanted: dict[tuple[str, str], Path] = {}
     for partition, path in stages:
         guid = stage_guid(path.name)
-        if guid is not None:
-            wanted.setdefault((partition, guid), path)
+        if guid is not None and (partition, guid) not in wanted and holds_content(path, guid):
+            wanted[(partition, guid)] = path
     fixes: list[str] = []
     directories: set[str] = set()
     if wanted:
