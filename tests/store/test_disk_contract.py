@@ -3,6 +3,7 @@ its results and its errors; the disk store's files besides where `on_disk`."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -464,3 +465,33 @@ def test_a_delivery_stores_the_kept_parse_it_is_given(store: DiskStore) -> None:
             (MESSAGE, DeliveryTarget("user.a", kept=b"parse four"), None)])
         assert store.message_structures("user.a", [three.uid, four.uid]) == {
             three.uid: b"parse three", four.uid: b"parse four"}
+
+
+def test_a_copy_across_filesystems_is_fsynced_before_the_commit(
+        store: DiskStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """COPY hard-links within a filesystem; to a partition on another one (EXDEV) it writes a
+    copy of the file, which must be as durable as a link before the COMMIT names it."""
+    from sealmail.store.disk import copying, layout
+
+    if not on_disk(store):
+        pytest.skip("disk store only")
+    store.create_mailbox("user.alice")
+    store.create_mailbox("user.alice.Other", partition="second")
+    store.deliver(MESSAGE, [DeliveryTarget("user.alice")])
+
+    def no_link(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(copying.os, "link", no_link)
+    monkeypatch.setattr(layout.os, "fsync", fsync)
+    copied = store.copy_messages("user.alice", [1], "user.alice.Other")
+    target = store.mailbox_path("user.alice.Other") / f"{copied.pairs[0][1]}."
+    assert str(target) in synced
+    assert store.message_bytes("user.alice.Other", copied.pairs[0][1]) == MESSAGE

@@ -21,6 +21,7 @@ from sealmail.store.disk.layout import (
     missing_file,
     os_error,
     require_mailbox,
+    write_synced,
 )
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.seen import SEEN, with_seen
@@ -130,7 +131,9 @@ class Copying:
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
-                    path.write_bytes((src_dir / filename).read_bytes())
+                    # Another partition's filesystem: a copy of the file, durable before the
+                    # COMMIT names it, as a link is (its directory is fsynced with the others).
+                    write_synced(path, (src_dir / filename).read_bytes(), os.O_TRUNC)
             except FileNotFoundError:
                 raise missing_file(source, uid) from None
             except OSError as exc:
