@@ -1,6 +1,6 @@
-"""Which commands the daemon runs on its event loop (sealmail.imap.quick): read-only ones whose
-sync after them has nothing to do; anything that may write, read a message file or catch up
-with news goes to a worker thread."""
+"""Which commands the daemon runs on its event loop (sealmail.imap.quick): read-only ones, with
+the sync after them, news or not; anything that may write to the index or read a message file
+goes to a worker thread."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tests.support.stores import SESSION_CONFIG
 
 from sealmail.imap import ImapSession, quick
 from sealmail.proto.imap import parse_command
+from sealmail.proto.imap.response import render
 from sealmail.store.api import DeliveryTarget, MessageStore
 
 MESSAGE = b"Subject: quick\r\n\r\nHello\r\n"
@@ -23,7 +24,7 @@ def _session(store: MessageStore, messages: int = 3) -> ImapSession:
 
 
 def _quick(session: ImapSession, line: bytes) -> bool:
-    return quick.is_quick(session, parse_command(line + b"\r\n"))
+    return quick.read_only(session, parse_command(line + b"\r\n"))
 
 
 @pytest.mark.parametrize("line", [
@@ -44,13 +45,15 @@ def test_what_may_write_or_read_files_goes_to_a_thread(store: MessageStore, line
     assert not _quick(_session(store), line)
 
 
-def test_news_to_sync_sends_a_noop_to_a_thread(store: MessageStore) -> None:
-    """The sync after the command would read the changes and may claim \\Recent (a write)."""
+def test_news_to_sync_stays_on_the_loop(store: MessageStore) -> None:
+    """The sync after a read-only command reads the changes and may claim \\Recent in
+    recent.db: no index write, no message file, so news does not send it to a thread."""
     session = _session(store)
     store.deliver(MESSAGE, [DeliveryTarget("user.fred", ())], internaldate=1e9)
-    assert not _quick(session, b"a NOOP")
-    session.execute(parse_command(b"a NOOP\r\n"))  # the news told
-    assert _quick(session, b"a NOOP")
+    assert session.has_news()
+    assert _quick(session, b"a NOOP") and _quick(session, b"a FETCH 1:* (FLAGS)")
+    responses = session.execute(parse_command(b"a NOOP\r\n"))
+    assert b"* 4 EXISTS\r\n" in b"".join(render(r) for r in responses)
 
 
 def test_a_fetch_over_a_large_mailbox_goes_to_a_thread(
@@ -73,33 +76,6 @@ def test_before_select_list_and_status_are_quick(store: MessageStore) -> None:
     assert _quick(session, b'a LIST "" *')
     assert _quick(session, b"a STATUS INBOX (MESSAGES)")
     assert not _quick(session, b"a FETCH 1 (FLAGS)")
-
-
-def test_after_news_the_check_is_skipped_for_a_while(store: MessageStore) -> None:
-    """On a mailbox that keeps changing, the index read that finds news is mostly wasted: after
-    news, QuickCommands sends read-only commands to a thread without asking, 1, 2, 4 ... up to
-    SKIP_MOST of them, and asks afresh after each skip."""
-    session = _session(store)
-    noop = parse_command(b"a NOOP\r\n")
-    gate = quick.QuickCommands()
-    asked: list[bool] = []
-    session.has_news = lambda: asked.append(True) or True  # type: ignore[method-assign]
-    decisions = [gate.allows(session, noop) for _ in range(1 + 1 + 1 + 2 + 1 + 4)]
-    assert decisions == [False] * len(decisions)
-    assert len(asked) == 3  # asked, skipped 1, asked, skipped 2, asked, skipped 4
-    session.has_news = lambda: False  # type: ignore[method-assign]
-    while not gate.allows(session, noop):
-        pass
-    assert gate.allows(session, noop) and gate.allows(session, noop)  # no news: asks each time
-    store_line = parse_command(b"a STORE 1 +FLAGS (\\Seen)\r\n")
-    assert not gate.allows(session, store_line)
-
-
-def test_nothing_is_quick_when_switched_off(store: MessageStore) -> None:
-    """On PostgreSQL (ImapService.quick_commands) a read may wait for a pooled connection."""
-    session = _session(store)
-    assert not quick.QuickCommands(enabled=False).allows(session, parse_command(b"a NOOP\r\n"))
-    assert quick.QuickCommands().allows(session, parse_command(b"a NOOP\r\n"))
 
 
 def test_an_admins_listing_goes_to_a_thread(store: MessageStore) -> None:

@@ -1192,8 +1192,8 @@ def test_a_password_backend_that_is_down_is_unavailable_and_not_counted(start, t
 
 
 def test_quick_commands_run_on_the_loop_and_the_rest_in_threads(start) -> None:  # type: ignore[no-untyped-def]
-    """sealmail.imap.quick: a NOOP or a FETCH of flags with nothing to sync costs no thread
-    hand-off; a body FETCH, a STORE and a NOOP with news to sync are handed to the executor;
+    """sealmail.imap.quick: a NOOP or a FETCH of flags costs no thread hand-off, news to sync
+    (new mail, \\Recent claimed) or not; a body FETCH and a STORE are handed to the executor;
     the answers are the same either way."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -1219,8 +1219,9 @@ def test_quick_commands_run_on_the_loop_and_the_rest_in_threads(start) -> None: 
     assert b"\\Seen" in say(b"g STORE 1 +FLAGS (\\Seen)\r\n")
     assert Counting.submitted == before + 2
     server.deliver(b"Subject: two\r\n\r\nbody\r\n")
-    assert b"* 2 EXISTS" in say(b"h NOOP\r\n")  # news: synced in a thread
-    assert Counting.submitted == before + 3
+    assert b"* 2 EXISTS\r\n* 2 RECENT\r\n" in say(b"h NOOP\r\n")  # news: synced on the loop
+    assert b"* 2 FETCH (FLAGS (\\Recent))" in say(b"i FETCH 2 (FLAGS)\r\n")
+    assert Counting.submitted == before + 2
     sock.close()
 
 

@@ -1,5 +1,5 @@
 """Which commands are quick: answered from the session's memory and an index read or two, never
-writing to the store nor reading a message file, so the daemon may run them on its event loop.
+writing to the index nor reading a message file, so the daemon may run them on its event loop.
 
 Every other command goes to a worker thread, since the store blocks (fsync, another process's
 write transaction, a file read). That hand-off, two thread wake-ups and two futures, cost about
@@ -7,13 +7,15 @@ as much CPU as a NOOP's whole work (docs/benchmarks.md, "Per-command overhead");
 runs in less time than the hop would take, and while it runs no other session of the process
 would have had the GIL for long anyway.
 
-A command is quick when it is read-only by nature (NOOP, CHECK, STATUS, LIST and LSUB but an
-admin's, a FETCH of index items that sets no \\Seen) AND the sync that follows it (RFC 9051 7:
-untagged news after each command) has nothing to do: with news pending, the sync reads the
-changes and may claim \\Recent (a write), so the command goes to a thread. Finding that out is
-an index read of its own, wasted when there is news; on a mailbox that changes all the time
-(imaptest's ten clients on one INBOX) `QuickCommands` stops asking for a while, longer each time
-it found news.
+A command is quick when it is read-only by nature: NOOP, CHECK, STATUS, LIST and LSUB but an
+admin's, a FETCH of index items that sets no \\Seen. The sync that follows it (RFC 9051 7:
+untagged news after each command) runs on the loop too, news or not: it is one index read and at
+most a \\Recent claim, a short write to recent.db that never fsyncs (sealmail.store.disk.recent),
+the same work an idling session's news does on the loop (sealmail.server.imapd.idle). An
+earlier version sent a read-only command with news to a thread; on a mailbox that changes all the
+time (imaptest's ten clients on one INBOX) that was most of them, and each paid the hop and
+the GIL hand-offs of a second thread running SQLite (docs/benchmarks.md, "Read-only commands on
+the loop, news or not").
 
 Only where a read cannot wait on anything but the local disk: the disk store (SQLite, one
 connection per thread, WAL readers never wait for writers) and the memory store. PostgreSQL
@@ -34,39 +36,9 @@ INDEX_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE"
 QUICK_FETCH_MESSAGES = 1000
 
 
-SKIP_MOST = 8  # read-only commands sent to a thread unasked after news, at most
-
-
-class QuickCommands:
-    """One connection's choice of where each command runs (see the top)."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._skip = 0  # read-only commands still to send to a thread without asking
-        self._backoff = 0  # what `_skip` becomes at the next news
-
-    def allows(self, session: ImapSession, command: Command) -> bool:
-        """Whether `command` may run on the event loop now."""
-        if not self.enabled or not read_only(session, command):
-            return False
-        if self._skip:
-            self._skip -= 1
-            return False
-        if session.has_news():
-            self._backoff = min(max(1, 2 * self._backoff), SKIP_MOST)
-            self._skip = self._backoff
-            return False
-        self._backoff = 0
-        return True
-
-
-def is_quick(session: ImapSession, command: Command) -> bool:
-    """Whether `command` may run on the event loop, asked afresh (see the top)."""
-    return read_only(session, command) and not session.has_news()
-
-
 def read_only(session: ImapSession, command: Command) -> bool:
-    """Whether `command`, whatever the sync after it finds, writes nothing and reads no file."""
+    """Whether `command`, whatever the sync after it finds, writes nothing to the index (at most
+    the sync's \\Recent claim to recent.db) and reads no message file."""
     if session.notify_spec is not None:
         return False  # RFC 5465: each command also reports other mailboxes' news
     if isinstance(command, Fetch):

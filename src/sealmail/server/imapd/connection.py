@@ -16,7 +16,7 @@ from sealmail import metrics
 from sealmail import sessions as live_sessions
 from sealmail.config.options import IMAPD
 from sealmail.imap import ImapSession, notify
-from sealmail.imap.quick import QuickCommands
+from sealmail.imap.quick import read_only
 from sealmail.imap.session import server_id
 from sealmail.proto.imap import (
     NEED_DATA,
@@ -156,7 +156,6 @@ class ImapConnection(ResponseWriter):
         )
         self.idling = False
         self._carried = b""  # bytes read with the COMPRESS command, to inflate before reading
-        self.quick = QuickCommands(service.quick_commands)  # which run on the loop
         self.live: live_sessions.Registration | None = None  # admin who / kick
         self.reads = ReadDeadline()  # one timer for the session's reads
 
@@ -374,7 +373,7 @@ class ImapConnection(ResponseWriter):
             await self._compress(command)
         else:
             assert self.session is not None
-            if self.quick.allows(self.session, command):
+            if self.service.quick_commands and read_only(self.session, command):
                 responses = self._execute_here(self.session, command)
             else:
                 responses = await self._execute_in_thread(self.session, command)
