@@ -7,6 +7,7 @@ import errno
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -187,38 +188,53 @@ def test_rounds_from_many_threads_all_finish_on_a_capped_pool(tmp_path: Path) ->
             os.close(fd)
 
 
+@pytest.fixture
+def three_files(tmp_path: Path) -> Iterator[list[int]]:
+    """Three open files in tmp_path, closed after the test."""
+    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600) for i in range(3)]
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+def _fresh_pool(patch: pytest.MonkeyPatch) -> durable._FsyncPool:
+    """A pool of this test's own, as the process's, whatever earlier tests started."""
+    pool = durable._FsyncPool()
+    patch.setattr(durable._FsyncPool, "_current", pool)
+    patch.setattr(durable._FsyncPool, "_current_pid", os.getpid())
+    return pool
+
+
+def _refuse_thread_starts(patch: pytest.MonkeyPatch) -> None:
+    """The process's thread limit reached."""
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    patch.setattr(threading.Thread, "start", refuse)
+
+
 def test_a_thread_that_cannot_start_fails_the_round_and_leaves_the_count_true(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, three_files: list[int]
 ) -> None:
     """The process's thread limit reached: the commit fails with the error, nothing waits for
     jobs that were never queued, and the next round (threads available again) runs."""
-    pool = durable._FsyncPool()
-    monkeypatch.setattr(durable._FsyncPool, "_current", pool)
-    monkeypatch.setattr(durable._FsyncPool, "_current_pid", os.getpid())
-    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600) for i in range(3)]
-    try:
-        def refuse(self: threading.Thread) -> None:
-            raise RuntimeError("can't start new thread")
-
-        with monkeypatch.context() as patched:
-            patched.setattr(threading.Thread, "start", refuse)
-            with pytest.raises(RuntimeError, match="can't start new thread"):
-                durable.fsync_together([str(tmp_path)], fds)
-        assert pool._outstanding == 0
-        durable.fsync_together([str(tmp_path)], fds)
-        assert pool._outstanding == 0
-    finally:
-        for fd in fds:
-            os.close(fd)
+    pool = _fresh_pool(monkeypatch)
+    with monkeypatch.context() as patched:
+        _refuse_thread_starts(patched)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            durable.fsync_together([str(tmp_path)], three_files)
+    assert pool._outstanding == 0
+    durable.fsync_together([str(tmp_path)], three_files)
+    assert pool._outstanding == 0
 
 
 def test_a_started_round_runs_in_the_pool_and_reports_at_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, three_files: list[int]
 ) -> None:
     """fsyncs_started returns at once (a batch commits meanwhile, store.disk.commit); finish()
     waits for every fsync and raises the first error; a pool that cannot start a thread leaves
     the round to the caller, done before fsyncs_started returns; an empty round is done."""
-    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600) for i in range(3)]
+    fds = three_files
     ran: list[tuple[int, str]] = []
     real_fsync = os.fsync
 
@@ -230,28 +246,18 @@ def test_a_started_round_runs_in_the_pool_and_reports_at_finish(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", file)
-    try:
-        started = durable.fsyncs_started([str(tmp_path)], fds)
-        with pytest.raises(OSError, match="I/O error"):
-            started.finish()
-        assert sorted(fd for fd, _ in ran) == fds
-        assert all(name.startswith("fsync_") for _, name in ran)
-        durable.fsyncs_started([], []).finish()
+    started = durable.fsyncs_started([str(tmp_path)], fds)
+    with pytest.raises(OSError, match="I/O error"):
+        started.finish()
+    assert sorted(fd for fd, _ in ran) == fds
+    assert all(name.startswith("fsync_") for _, name in ran)
+    durable.fsyncs_started([], []).finish()
 
-        ran.clear()
-        pool = durable._FsyncPool()
-        monkeypatch.setattr(durable._FsyncPool, "_current", pool)
-        monkeypatch.setattr(durable._FsyncPool, "_current_pid", os.getpid())
-
-        def refuse(self: threading.Thread) -> None:
-            raise RuntimeError("can't start new thread")
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
-        started = durable.fsyncs_started([str(tmp_path)], fds)
-        assert [name for _, name in ran] == [threading.current_thread().name] * 3
-        with pytest.raises(OSError, match="I/O error"):
-            started.finish()
-        assert pool._outstanding == 0
-    finally:
-        for fd in fds:
-            os.close(fd)
+    ran.clear()
+    pool = _fresh_pool(monkeypatch)
+    _refuse_thread_starts(monkeypatch)
+    started = durable.fsyncs_started([str(tmp_path)], fds)
+    assert [name for _, name in ran] == [threading.current_thread().name] * 3
+    with pytest.raises(OSError, match="I/O error"):
+        started.finish()
+    assert pool._outstanding == 0
