@@ -217,7 +217,8 @@ class CommitTurn:
     takes its batch only once the turn is its own, so what arrived during another process's
     commit comes along and the processes alternate, each commit a full batch. Only an order,
     never a guarantee: every write still takes SQLite's lock (writers that skip the turn, such
-    as IMAP's, just wait on it as before).
+    as FETCH's kept parses or a CREATE, just wait on it as before). IMAP's STORE, EXPUNGE and
+    COPY take the deliveries' turn too (sealmail.store.disk.changes).
     """
 
     def __init__(self, path: Path) -> None:

@@ -206,6 +206,7 @@ class DiskStore:
         with suppress(StoreError):  # a cache: what is not written now is parsed again
             self._reading.write_structures()
         self._commit.close()
+        self._changes.close()
         self._slot_files.close()
         self._index.close()
         self.spool.recent.close()

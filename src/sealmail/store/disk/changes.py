@@ -6,7 +6,12 @@ by one, every command waited for the write lock and held it through its own WAL 
 deliveries do (sealmail.store.disk.commit), concurrent callers of one process join a pending
 batch; one committer at a time runs the whole batch in ONE transaction:
 
-1. BEGIN IMMEDIATE (sealmail.store.index.Index.writing);
+1. the commit turn, `lock/commit` (sealmail.store.locks.CommitTurn), the one deliveries take,
+   then the batch as it is once the turn is ours, then BEGIN IMMEDIATE
+   (sealmail.store.index.Index.writing). Without the turn, a committer that met the write
+   lock of another process (the other imapd workers, lmtpd) napped and retried BEGIN until it
+   was free, while the holder could take it again; waiting on the turn, it sleeps in the
+   kernel until the holder is done, and what its sessions sent meanwhile comes along;
 2. each change in its own SAVEPOINT, in the order they joined: a change that fails is rolled
    back to its savepoint and only its caller gets the error; later changes see the earlier
    ones, as if they had been committed one after the other (a change alone in its batch runs
@@ -41,6 +46,7 @@ from sealmail.store.disk.batches import Batches, Waiter
 from sealmail.store.disk.layout import Spool, os_error
 from sealmail.store.errors import StoreError
 from sealmail.store.index import sqlite_error
+from sealmail.store.locks import CommitTurn
 
 T = TypeVar("T")
 
@@ -79,6 +85,10 @@ class ChangeGroup:
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
         self._batches: Batches[_Pending[object]] = Batches()
+        self._turn = CommitTurn(spool.lock_directory / "commit")  # the deliveries' (step 1)
+
+    def close(self) -> None:
+        self._turn.close()
 
     def apply(self, change: Change[T]) -> T:
         """Run `change` in the next group transaction; returns its result once it is durable,
@@ -90,7 +100,14 @@ class ChangeGroup:
         return pending.result  # type: ignore[return-value]  # set when error is None
 
     def _lead(self) -> None:
-        self._commit(self._batches.batch())
+        """The batch is taken once the turn is ours (step 1)."""
+        try:
+            with self._turn.taken():
+                self._commit(self._batches.batch())
+        except StoreError as exc:  # the turn's lock file; _commit raises no StoreError
+            for pending in self._batches.batch():
+                pending.result = None
+                pending.error = _own_error(exc, shared=True)
 
     def _commit(self, batch: list[_Pending[object]]) -> None:
         try:
