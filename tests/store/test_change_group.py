@@ -262,3 +262,73 @@ def test_a_change_alone_in_its_batch_runs_without_a_savepoint(disk: DiskStore) -
         assert not any(s.startswith(("SAVEPOINT", "RELEASE")) for s in statements)
     finally:
         conn.set_trace_callback(None)
+
+
+def _waiters_on(path: Path) -> int:
+    """Blocked flock requests on `path` (`->` lines of /proc/locks)."""
+    st = os.stat(path)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines()
+               if "->" in line and device in line)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs /proc/locks")
+def test_a_change_waits_for_the_commit_turn_instead_of_napping(
+    disk: DiskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (here a second open file description of lock/commit) holds the commit
+    turn and SQLite's write lock, as a delivery does: a STORE sleeps on the turn in the kernel,
+    never retrying BEGIN IMMEDIATE in naps, and commits once the turn is free."""
+    import sqlite3
+
+    from sealmail.store import index
+    from sealmail.store.locks import CommitTurn
+
+    naps: list[float] = []
+    sleep = time.sleep
+
+    def counted(seconds: float) -> None:
+        if threading.current_thread().name == "store":
+            naps.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(index.time, "sleep", counted)
+    path = disk.spool.lock_directory / "commit"
+    other = CommitTurn(path)  # its own descriptor: excluded from ours as another process is
+    writer = sqlite3.connect(disk.spool.index.path, isolation_level=None)
+    result: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: result.append(disk.update_flags("user.a", [1], ["\\Flagged"], "add")),
+        name="store")
+    try:
+        with other.taken():
+            writer.execute("BEGIN IMMEDIATE")
+            thread.start()
+            deadline = time.monotonic() + 60
+            while _waiters_on(path) == 0:  # the STORE's committer asleep on the turn
+                assert thread.is_alive() and time.monotonic() < deadline
+                sleep(0.01)
+            writer.execute("COMMIT")
+        thread.join(60)
+    finally:
+        writer.close()
+        other.close()
+    assert [update.records[0].flags for update in result] == [("\\Flagged",)]
+    assert naps == []
+
+
+def test_a_turn_that_cannot_be_taken_fails_the_change_and_changes_nothing(
+    disk: DiskStore,
+) -> None:
+    """lock/commit unusable (a directory): the STORE gets a StoreError naming it, the message
+    keeps its flags, and STOREs work again once it is fixed."""
+    before = _highest(disk, "user.a")
+    path = disk.spool.lock_directory / "commit"
+    if path.exists():
+        path.unlink()
+    path.mkdir(parents=True)
+    with pytest.raises(StoreError, match="lock/commit"):  # its first change opens the file
+        disk.update_flags("user.a", [1], ["\\Flagged"], "add")
+    assert _highest(disk, "user.a") == before
+    path.rmdir()
+    assert disk.update_flags("user.a", [1], ["\\Flagged"], "add").records[0].modseq == before + 1
