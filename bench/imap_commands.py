@@ -22,17 +22,27 @@ With `--statements`, one run, untimed: the SQL statements per command of each ki
 and the \\Recent marks' files), from a trace callback on every SQLite connection the store opens,
 and the most frequent of them with their literals written `?` (an executemany counts once per
 row, as the callback hears it). The sync after each command counts with its command.
+
+With `--syscalls`, one run under `strace -f -y` (which must be installed), untimed: the system
+calls per command of each kind, and for the ones that touch files (fsync, fdatasync, flock,
+fcntl, pread64, pwrite64, openat, unlink, link) which file: the process marks each command's
+start and end with a `stat` of a path under /SEALMAIL-BENCH-MARK, and strace's log is cut there.
+Use a directory on a real disk (not --dir /dev/shm) to see the fsyncs as a server makes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +136,71 @@ class StatementCounts:
                 print(f"    {count / n:6.2f}  {shape}")
 
 
+MARK = "/SEALMAIL-BENCH-MARK/"
+_TOUCHING = ("fsync", "fdatasync", "flock", "fcntl", "pread64", "pwrite64", "openat", "unlink",
+             "link")
+
+
+def _mark(what: str) -> None:
+    """A system call strace logs with `what` in it (the path does not exist)."""
+    with suppress(OSError):
+        os.stat(MARK + what)
+
+
+def _file_kind(path: str) -> str:
+    """A file's name as the tables show it: message files and directories by their shape."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if re.fullmatch(r"\d+\.", name):
+        return "message file (UID.)"
+    if re.fullmatch(r"[0-9a-f]{16,}", name):
+        return "mailbox directory"
+    if "/stage." in path:
+        return "stage file"
+    return name
+
+
+def syscalls(args: argparse.Namespace) -> None:
+    """Run the mix once under strace with marks, and print what each kind of command called."""
+    with tempfile.NamedTemporaryFile(suffix=".strace") as log:
+        subprocess.run(
+            ["strace", "-f", "-qq", "-y", "-o", log.name, sys.executable, __file__, "--marks",
+             "-n", str(args.rounds), "--sessions", str(args.sessions), "--seed", str(args.seed),
+             "--messages", str(args.messages), *(["--dir", args.dir] if args.dir else [])],
+            check=True)
+        calls: dict[str, Counter[str]] = defaultdict(Counter)
+        files: dict[str, Counter[str]] = defaultdict(Counter)
+        commands: Counter[str] = Counter()
+        kind: str | None = None
+        for line in Path(log.name).read_text(errors="replace").splitlines():
+            found = re.match(r"\d+\s+(\w+)\((.*)", line)
+            if found is None:
+                continue
+            name, rest = found.groups()
+            if MARK in rest:
+                kind = rest.split(MARK, 1)[1].split('"', 1)[0]
+                commands[kind] += kind != "end"
+                kind = None if kind == "end" else kind
+                continue
+            if kind is None:
+                continue
+            calls[kind][name] += 1
+            if name in _TOUCHING:
+                path = (re.search(r'"([^"]*)"', rest) if name in ("openat", "unlink", "link")
+                        else None) or re.match(r"-?\d+<([^>]*)>", rest)
+                files[kind][f"{name} {_file_kind(path.group(1)) if path else '?'}"] += 1
+    for kind, _ in MIX:
+        n = commands[kind]
+        if not n:
+            continue
+        print(f"{kind:8} {n:6} commands  {sum(calls[kind].values()) / n:6.1f} system calls each:"
+              f" {', '.join(f'{c} {v / n:.2f}' for c, v in calls[kind].most_common(8))}")
+        for what, count in files[kind].most_common(14):
+            print(f"    {count / n:6.2f}  {what}")
+
+
 def run(rounds: int, sessions: int, seed: int, messages: int, directory: str | None,
-        statements: StatementCounts | None = None) -> dict[str, list[float]]:
+        statements: StatementCounts | None = None, marks: bool = False
+        ) -> dict[str, list[float]]:
     spent: dict[str, list[float]] = defaultdict(list)
     rng = random.Random(seed)
     kinds, weights = zip(*MIX, strict=True)
@@ -154,7 +227,11 @@ def run(rounds: int, sessions: int, seed: int, messages: int, directory: str | N
                 if statements is not None:
                     statements.kind = kind
                 start = time.thread_time()
+                if marks:
+                    _mark(kind)
                 client.execute(command)
+                if marks:
+                    _mark("end")
                 spent[kind].append(time.thread_time() - start)
                 if statements is not None:
                     statements.kind = "between"
@@ -172,7 +249,16 @@ def main() -> None:
                         " the kernel is most of the spread between runs on a loaded machine)")
     parser.add_argument("--statements", action="store_true",
                         help="count SQL statements per command kind instead (one run)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count system calls per command kind under strace instead (one run)")
+    parser.add_argument("--marks", action="store_true", help=argparse.SUPPRESS)  # --syscalls'
     args = parser.parse_args()
+    if args.syscalls:
+        syscalls(args)
+        return
+    if args.marks:
+        run(args.rounds, args.sessions, args.seed, args.messages, args.dir, marks=True)
+        return
     if args.statements:
         counts = StatementCounts()
         spent = run(args.rounds, args.sessions, args.seed, args.messages, args.dir, counts)
