@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
@@ -16,8 +15,7 @@ import pytest
 from tests.store.conftest import make_config
 
 from sealmail.store.api import AppendedMessage, DeliveryTarget
-from sealmail.store.disk import DiskStore, linking
-from sealmail.store.disk.linking import PARALLEL_LINKS
+from sealmail.store.disk import DiskStore
 from sealmail.store.errors import StoreError
 
 pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
@@ -178,19 +176,16 @@ def test_another_process_sees_the_message_once_deliver_returns(tmp_path: Path) -
         assert child.stdout.split() == ["1", "1", "True"]
 
 
-@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("way", ["deliver", "batch"])
 @pytest.mark.parametrize("point", ["staged", "linked"])
 def test_sigkill_inside_delivery_leaves_nothing_visible(
-    tmp_path: Path, point: str, way: str, wide: bool
+    tmp_path: Path, point: str, way: str
 ) -> None:
     """"staged": the stage file written (in a batch, fsynced with its name before the commit
-    turn); "linked": the links made and fsynced, before COMMIT. `wide`: enough copies that
-    the Linker's thread makes the links while the rows are written (store.disk.linking)."""
-    others = [f"user.w{i}" for i in range(PARALLEL_LINKS if wide else 0)]
+    turn); "linked": the links made and fsynced, before COMMIT."""
     with DiskStore.from_config(make_config(tmp_path)) as disk:
-        for name in ["user.a", "user.b", *others]:
-            disk.create_mailbox(name)
+        disk.create_mailbox("user.a")
+        disk.create_mailbox("user.b")
         disk.deliver(b"first\r\n", [DeliveryTarget("user.a")])
     child = _run_child(
         tmp_path,
@@ -199,14 +194,14 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(
             if at == sys.argv[1]:
                 os.kill(os.getpid(), signal.SIGKILL)
         disk = DiskStore.from_config(config, fault_hook=crash)
-        targets = [DeliveryTarget(name) for name in ["user.a", "user.b", *sys.argv[3:]]]
+        targets = [DeliveryTarget("user.a"), DeliveryTarget("user.b")]
         if sys.argv[2] == "batch":
             disk.deliver_batch([(b"lost\\r\\n", targets)])
         else:
             disk.deliver(b"lost\\r\\n", targets)
         print("survived")
         """,
-        point, way, *others,
+        point, way,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     stage = tmp_path / "spool" / "stage."
@@ -214,51 +209,16 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         assert list(stage.iterdir()) == []  # cleaned at open: its pid is gone
         assert [r.uid for r in disk.messages("user.a")] == [1]
-        assert all(disk.messages(name) == [] for name in ["user.b", *others])
+        assert disk.messages("user.b") == []
         assert disk.mailbox("user.a").uidnext == 2  # type: ignore[union-attr]
-        debris = [disk.mailbox_path("user.a") / "2.",
-                  *(disk.mailbox_path(name) / "1." for name in ["user.b", *others])]
+        debris = [disk.mailbox_path("user.a") / "2.", disk.mailbox_path("user.b") / "1."]
         assert all(p.exists() for p in debris) == (point == "linked")
         fixes = disk.reconstruct_all()
-        assert len(fixes) == (len(debris) if point == "linked" else 0), fixes
+        assert len(fixes) == (2 if point == "linked" else 0), fixes
         assert not any(p.exists() for p in debris)
         assert disk.reconstruct_all() == []
         [again] = disk.deliver(b"next\r\n", [DeliveryTarget("user.a")])
         assert isinstance(again, AppendedMessage) and again.uid == 2
-
-
-def test_a_failed_link_of_a_wide_batch_fails_it_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A link the Linker's thread cannot make (store.disk.linking) fails the whole batch, as a
-    failed directory fsync does: no row, no link left, every copy a StoreError; the Linker
-    was done before the cleanup, so nothing is linked after it. Then the batch goes in."""
-    names = [f"user.w{i}" for i in range(PARALLEL_LINKS)]
-    real_link = linking.os.link
-    threads: list[str] = []
-
-    def link(source: str, target: str) -> None:
-        threads.append(threading.current_thread().name)
-        if len(threads) == 8:
-            raise OSError(errno.EMLINK, "Too many links")
-        real_link(source, target)
-
-    with DiskStore.from_config(make_config(tmp_path)) as disk:
-        for name in names:
-            disk.create_mailbox(name)
-        monkeypatch.setattr(linking.os, "link", link)
-        [results] = disk.deliver_batch([(MESSAGE, [DeliveryTarget(n) for n in names])])
-        assert set(threads) == {"link"} and len(threads) == 8
-        assert all(isinstance(r, StoreError) for r in results), results
-        assert "Too many links" in str(results[0])
-        for name in names:
-            assert disk.messages(name) == []
-            assert disk.mailbox(name).uidnext == 1  # type: ignore[union-attr]
-            assert not (disk.mailbox_path(name) / "1.").exists()
-        monkeypatch.setattr(linking.os, "link", real_link)
-        [results] = disk.deliver_batch([(MESSAGE, [DeliveryTarget(n) for n in names])])
-        assert all(isinstance(r, AppendedMessage) and r.uid == 1 for r in results), results
-        assert disk.reconstruct_all() == []
 
 
 def test_next_delivery_replaces_uncommitted_debris(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ from sealmail.store.disk.layout import (
     write_synced,
     write_unsynced,
 )
-from sealmail.store.disk.linking import PARALLEL_LINKS, Linker, link
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.headers import (
@@ -73,13 +72,11 @@ class GroupCommit:
         self._turn = CommitTurn(spool.lock_directory / "commit")
         self.checkpoints = Checkpointer(spool.index.path, spool.index.open_connection)
         self._confirmations = unconfirmed.Confirmations()
-        self._linker = Linker()
         self._syncs = DeferredSyncs(
             spool.fault, after=lambda: self._confirmations.clear_now(spool)
         )
 
     def close(self) -> None:
-        self._linker.close()
         self._syncs.close()
         self.checkpoints.close()
         self._turn.close()
@@ -371,8 +368,6 @@ class GroupCommit:
                 writes = IndexWrites(conn, [
                     target.mailbox for delivery in batch for target in delivery.targets
                 ])
-                pending: list[tuple[str, str]] | None = (
-                    [] if _copies_to_link(batch) >= PARALLEL_LINKS else None)
                 for delivery in batch:
                     for i, target in enumerate(delivery.targets):
                         stage = delivery.stages[i]
@@ -381,8 +376,7 @@ class GroupCommit:
                         before = len(linked)
                         try:
                             appended = self._append(
-                                conn, writes, delivery, target, stage, bool(has_quotas), linked,
-                                pending,
+                                conn, writes, delivery, target, stage, bool(has_quotas), linked
                             )
                         except StoreError as exc:
                             if len(linked) > before:
@@ -399,14 +393,9 @@ class GroupCommit:
                             assert row is not None  # _append found it
                             unconfirmed_copies.setdefault(delivery.round, []).append(
                                 (row[0], appended.uid))
-                links = self._linker.start(pending) if pending else None
-                try:  # the links are made meanwhile (store.disk.linking)
-                    writes.flush()
-                    for round_, copies in unconfirmed_copies.items():
-                        unconfirmed.record(conn, round_, copies)
-                finally:
-                    if links is not None:
-                        links.finish()
+                writes.flush()
+                for round_, copies in unconfirmed_copies.items():
+                    unconfirmed.record(conn, round_, copies)
                 # Before the COMMIT names their copies, the stage files' names must be durable:
                 # deliver_batch's round makes them so alongside (`round`: the copies go in
                 # `unconfirmed`); a `deliver` caller's stage directory is fsynced here, with
@@ -461,10 +450,7 @@ class GroupCommit:
         stage: str,
         has_quotas: bool,
         linked: list[str],
-        pending: list[tuple[str, str]] | None = None,
     ) -> AppendedMessage:
-        """The copy of `delivery` for `target`: its link (or, with `pending`, the link noted
-        there, for the batch's Linker: store.disk.linking), its rows noted in `writes`."""
         row = writes.mailbox(target.mailbox)
         if row is None:
             raise MailboxNotFound(f"mailbox {target.mailbox!r} does not exist")
@@ -485,14 +471,16 @@ class GroupCommit:
         uid, modseq = uidnext, highestmodseq + 1
         filename = f"{uid}."
         path = f"{directory}/{filename}"
-        if pending is not None:
-            pending.append((stage, path))
-        else:
+        try:
             try:
-                link(stage, path)
-            except OSError as exc:
-                raise os_error(exc, f"cannot store message in {name}") from exc
-        linked.append(path)  # made or to be made: removed if the batch fails
+                os.link(stage, path)
+            except FileExistsError:
+                # Debris of a delivery that never committed (uid >= uidnext): replace it.
+                os.unlink(path)
+                os.link(stage, path)
+        except OSError as exc:
+            raise os_error(exc, f"cannot store message in {name}") from exc
+        linked.append(path)
         wanted = list(dict.fromkeys(target.flags)) if target.flags else []
         seen = None if SEEN not in wanted else seen_of(conn, mailbox_id, name, target.reader)
         if seen is not None:
@@ -538,12 +526,6 @@ class GroupCommit:
                     continue
                 stale.append((partition, entry))
         return fixes + (recover_stage_files(self._spool, stale) if stale else [])
-
-
-def _copies_to_link(batch: list[_Delivery]) -> int:
-    """How many copies of `batch` are staged and not failed already."""
-    return sum(stage is not None and result is None for delivery in batch
-               for stage, result in zip(delivery.stages, delivery.results, strict=True))
 
 
 def _to_commit(delivery: _Delivery) -> bool:
