@@ -70,3 +70,50 @@ def test_clients_spread_over_the_workers() -> None:
         await asyncio.gather(*workers, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_lmtpd_workers_gather_sessions_up_to_a_bound() -> None:
+    """lmtpd's order (gather): a worker serving fewer than LMTP_GATHER sessions accepts at once,
+    an idle one waits longest below that, a worker at the bound waits longer than an idle one."""
+    gather = worker.LMTP_GATHER
+    idle = worker.accept_delay(0, gather)
+    assert all(worker.accept_delay(n, gather) == 0 for n in range(1, gather))
+    assert idle == worker.ACCEPT_DELAY_MOST
+    beyond = [worker.accept_delay(n, gather) for n in range(gather, gather + 100)]
+    assert beyond == sorted(beyond) and beyond[0] > idle
+    assert max(beyond) == 2 * worker.ACCEPT_DELAY_MOST
+
+
+def test_lmtp_clients_gather_in_one_worker_then_spread() -> None:
+    """LMTP_GATHER + 2 clients one after the other: the first LMTP_GATHER in one worker (its
+    delivery batches hold them all), the next two in the other."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    first, second = Holding(), Holding()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        shared = socket.socket(fileno=os.dup(listener.fileno()))
+        shared.setblocking(False)
+        workers = [
+            asyncio.ensure_future(worker.serve(first, [listener], None, "lmtp", b"", "lmtp")),
+            asyncio.ensure_future(worker.serve(second, [shared], None, "lmtp", b"", "lmtp")),
+        ]
+        clients = []
+        for _ in range(worker.LMTP_GATHER + 2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await reader.readline() == b"hello\r\n"
+            clients.append(writer)
+        counts = sorted([first.sessions, second.sessions])
+        assert counts == [2, worker.LMTP_GATHER], counts
+        first.release.set()
+        second.release.set()
+        for writer in clients:
+            writer.close()
+        loop.call_soon(lambda: [task.cancel() for task in workers])
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    asyncio.run(main())
