@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from pathlib import Path
+
+import pytest
 
 from sealmail.server import worker
 
@@ -72,21 +75,42 @@ def test_clients_spread_over_the_workers() -> None:
     asyncio.run(main())
 
 
-def test_lmtpd_workers_gather_sessions_up_to_a_bound() -> None:
-    """lmtpd's order (gather): a worker serving fewer than LMTP_GATHER sessions accepts at once,
-    an idle one waits longest below that, a worker at the bound waits longer than an idle one."""
+def test_the_gathering_worker_accepts_at_once_the_others_only_as_a_fallback(
+    tmp_path: Path,
+) -> None:
+    """lmtpd (GatherToken): the worker holding the token, while under LMTP_GATHER sessions,
+    accepts at once; the others wait past ACCEPT_DELAY_MOST, fewest sessions first."""
     gather = worker.LMTP_GATHER
-    idle = worker.accept_delay(0, gather)
-    assert all(worker.accept_delay(n, gather) == 0 for n in range(1, gather))
-    assert idle == worker.ACCEPT_DELAY_MOST
-    beyond = [worker.accept_delay(n, gather) for n in range(gather, gather + 100)]
-    assert beyond == sorted(beyond) and beyond[0] > idle
-    assert max(beyond) == 2 * worker.ACCEPT_DELAY_MOST
+    first = worker.GatherToken(tmp_path / "lmtp.gather")
+    second = worker.GatherToken(tmp_path / "lmtp.gather")
+    assert first.gathering(0) is True and worker.accept_delay(0, True) == 0
+    assert second.gathering(0) is False
+    assert worker.accept_delay(0, False) == worker.ACCEPT_DELAY_MOST
+    assert worker.accept_delay(3, False) > worker.accept_delay(0, False)
+    assert first.gathering(gather - 1) is True
+    assert first.gathering(gather) is False  # let go at the bound
+    assert second.gathering(1) is True
+    assert first.gathering(gather - 1) is False  # the second gathers now
+    assert worker.accept_delay(5, None) == worker.accept_delay(5)
 
 
-def test_lmtp_clients_gather_in_one_worker_then_spread() -> None:
-    """LMTP_GATHER + 2 clients one after the other: the first LMTP_GATHER in one worker (its
-    delivery batches hold them all), the next two in the other."""
+def _lmtp_workers(
+    listener: socket.socket, tmp_path: Path, counts: list[Holding]
+) -> list[asyncio.Future[None]]:
+    shared = socket.socket(fileno=os.dup(listener.fileno()))
+    shared.setblocking(False)
+    return [
+        asyncio.ensure_future(worker.serve(
+            holding, [sock], None, "lmtp", b"", "lmtp",
+            worker.GatherToken(tmp_path / "lmtp.gather")))
+        for holding, sock in zip(counts, [listener, shared], strict=True)
+    ]
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+def test_lmtp_clients_gather_in_one_worker_then_spread(tmp_path: Path, at_once: bool) -> None:
+    """LMTP_GATHER + 2 clients, one after the other or all connecting at once: LMTP_GATHER in
+    one worker (its delivery batches hold them all), the next two in the other."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -96,14 +120,16 @@ def test_lmtp_clients_gather_in_one_worker_then_spread() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        shared = socket.socket(fileno=os.dup(listener.fileno()))
-        shared.setblocking(False)
-        workers = [
-            asyncio.ensure_future(worker.serve(first, [listener], None, "lmtp", b"", "lmtp")),
-            asyncio.ensure_future(worker.serve(second, [shared], None, "lmtp", b"", "lmtp")),
-        ]
+        workers = _lmtp_workers(listener, tmp_path, [first, second])
         clients = []
-        for _ in range(worker.LMTP_GATHER + 2):
+        if at_once:
+            opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port)
+                                            for _ in range(worker.LMTP_GATHER)))
+            for reader, writer in opened:
+                assert await reader.readline() == b"hello\r\n"
+                clients.append(writer)
+            assert sorted([first.sessions, second.sessions]) == [0, worker.LMTP_GATHER]
+        for _ in range(worker.LMTP_GATHER + 2 - len(clients)):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             assert await reader.readline() == b"hello\r\n"
             clients.append(writer)

@@ -61,8 +61,8 @@ BUSY_LOG_SECONDS = 60.0
 # ACCEPT_DELAY_MOST, before it accepts a waiting client, so that a worker with fewer takes it.
 ACCEPT_DELAY_PER_SESSION = 0.001
 ACCEPT_DELAY_MOST = 0.02
-# lmtpd's workers gather sessions instead, up to this many each, before an idle worker is
-# preferred: a worker's delivery batches hold only its own sessions' messages (accept_delay).
+# lmtpd's workers gather sessions instead, up to this many in the worker holding the gather
+# token, since a worker's delivery batches hold only its own sessions' messages (GatherToken).
 LMTP_GATHER = 4
 
 # What a client hears when every maxchild slot stays taken, in its own protocol: RFC 5321 3.8 and
@@ -135,6 +135,46 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
+class GatherToken:
+    """Which of lmtpd's workers gathers sessions: the one holding a flock on a file under
+    `lock/master/`, while it serves fewer than LMTP_GATHER sessions (it keeps the token when
+    idle). Each lmtpd runs its own sessions' deliveries in batches, one COMMIT and fsync round
+    each, and the workers take turns to commit (store.locks.CommitTurn): four sessions spread
+    2/2 made batches of two that queued on the turn, with 1.28-1.48 ms of lmtpd CPU a message
+    against 0.92-1.01 gathered 4/0 (docs/benchmarks.md, lock18). A token rather than delays
+    alone: clients connecting at once found every idle worker waiting alike and split. The
+    kernel drops the flock of a worker that dies."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd: int | None = None
+
+    def gathering(self, sessions: int) -> bool:
+        """For accept_delay: whether this worker gathers (taking the token if it is free)."""
+        if sessions < LMTP_GATHER:
+            return self._hold()
+        self._release()
+        return False
+
+    def _hold(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
 def refuse(connection: socket.socket, busy: bytes) -> None:
     """Tell a client there is no room (one short write to an empty buffer) and hang up."""
     with contextlib.suppress(OSError):
@@ -170,7 +210,7 @@ async def _readable(
             loop.remove_reader(sock.fileno())
 
 
-def accept_delay(sessions: int, gather: int = 0) -> float:
+def accept_delay(sessions: int, gathering: bool | None = None) -> float:
     """How long a worker serving `sessions` waits before it accepts a client.
 
     Every worker of a service waits on the same listening socket, and the kernel wakes them all
@@ -180,23 +220,17 @@ def accept_delay(sessions: int, gather: int = 0) -> float:
     to its sessions lets one with fewer (an idle one waits not at all) take the client; should
     none, the client is served after at most ACCEPT_DELAY_MOST, by whichever is still awake.
 
-    With `gather` (lmtpd: LMTP_GATHER) it is the other way round below `gather` sessions: a
-    worker serving some accepts at once and an idle one waits ACCEPT_DELAY_MOST, so that one
-    worker gathers the sessions; from `gather` on a worker waits longer than an idle one. (A
-    gathering worker that waited too, however little, lost clients to an idle one whose wait
-    began at an earlier client and ended while the new one was queued.) Each lmtpd runs its
-    sessions' deliveries in batches, one COMMIT and fsync round each, and the workers take
-    turns to commit (store.locks.CommitTurn): four sessions spread 2/2 made batches of two that
-    queued on the turn (docs/benchmarks.md, lock18). A client an idle lmtpd takes waits up to
-    ACCEPT_DELAY_MOST longer for its greeting, once per connection (LMTP clients keep theirs).
+    lmtpd's workers gather instead (`gathering`, from GatherToken): True, this worker gathers
+    and accepts at once; False, it does not (another one may), and it takes the client only
+    should no gathering worker have, ACCEPT_DELAY_MOST later, fewest sessions first. (Sooner,
+    a worker at LMTP_GATHER took the clients that an idle one, still waiting out its delay from
+    an earlier client, should have started gathering.) Once every lmtpd serves LMTP_GATHER
+    sessions, a new connection waits 20-40 ms for its greeting; LMTP clients keep theirs.
     """
-    if gather and not sessions:
-        return ACCEPT_DELAY_MOST
-    if gather and sessions < gather:
+    if gathering:
         return 0.0
-    if gather:
-        return min(ACCEPT_DELAY_MOST + (sessions - gather + 1) * ACCEPT_DELAY_PER_SESSION,
-                   2 * ACCEPT_DELAY_MOST)
+    if gathering is False:
+        return ACCEPT_DELAY_MOST + min(sessions * ACCEPT_DELAY_PER_SESSION, ACCEPT_DELAY_MOST)
     return min(sessions * ACCEPT_DELAY_PER_SESSION, ACCEPT_DELAY_MOST)
 
 
@@ -207,9 +241,10 @@ async def serve(
     name: str,
     busy: bytes = b"",
     protocol: str = "",
+    gather: GatherToken | None = None,
 ) -> None:
     """Accept and serve until told to stop; `protocol` (imap, pop3, lmtp, sieve) names the
-    connection metrics."""
+    connection metrics; `gather`: lmtpd's workers gather sessions (GatherToken)."""
     loop = asyncio.get_running_loop()
     leaving = asyncio.Event()  # accept no more (SIGTERM, SIGINT, SIGUSR1)
     stopping = asyncio.Event()  # and end the sessions soon (SIGTERM, SIGINT)
@@ -224,7 +259,6 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # master re-reads; workers go on
     live_sessions.install_kick_handler(loop.add_signal_handler)  # SIGUSR2: admin kick
     sessions: set[asyncio.Task[None]] = set()
-    gather = LMTP_GATHER if protocol == "lmtp" else 0  # see accept_delay
 
     implicit_tls = getattr(service, "implicit_tls_context", None)
 
@@ -247,7 +281,8 @@ async def serve(
         sock = await _readable(sockets, leaving)
         if sock is None:
             break
-        delay = accept_delay(len(sessions), gather)
+        gathering = None if gather is None else gather.gathering(len(sessions))
+        delay = accept_delay(len(sessions), gathering)
         if delay:
             await asyncio.sleep(delay)  # a less busy (lmtpd: a busier) worker may take it
         slot = slots.try_take() if slots is not None else None
@@ -352,8 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sealmail.server import runtime
 
     raise_descriptor_limit()
+    protocol = metrics.store_protocol(command[0])
+    gather = (GatherToken(config.configdirectory / "lock" / "master" / f"{args.service}.gather")
+              if protocol == "lmtp" else None)
     runtime.run(serve(service, sockets, slots, args.service, BUSY.get(command[0], b""),
-                      metrics.store_protocol(command[0])))
+                      protocol, gather))
     return 0
 
 
