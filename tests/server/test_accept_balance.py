@@ -92,6 +92,20 @@ def test_the_gathering_worker_accepts_at_once_the_others_only_as_a_fallback(
     assert second.gathering(1) is True
     assert first.gathering(gather - 1) is False  # the second gathers now
     assert worker.accept_delay(5, None) == worker.accept_delay(5)
+    first.release()
+    second.release()
+
+
+def test_a_token_that_cannot_be_opened_makes_the_workers_spread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No silent failure and no crash: the worker logs it and spreads, as imapd's do."""
+    (tmp_path / "file").write_bytes(b"")
+    token = worker.GatherToken(tmp_path / "file" / "lmtp.gather")
+    assert token.gathering(0) is None
+    assert token.gathering(0) is None  # once broken, it stays so (one warning)
+    warnings = [r for r in caplog.records if "spread sessions instead" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def _lmtp_workers(

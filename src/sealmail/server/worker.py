@@ -143,33 +143,43 @@ class GatherToken:
     2/2 made batches of two that queued on the turn, with 1.28-1.48 ms of lmtpd CPU a message
     against 0.92-1.01 gathered 4/0 (docs/benchmarks.md, lock18). A token rather than delays
     alone: clients connecting at once found every idle worker waiting alike and split. The
-    kernel drops the flock of a worker that dies."""
+    kernel drops the flock of a worker that dies; one that stops accepting lets it go."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fd: int | None = None
+        self._broken = False
 
-    def gathering(self, sessions: int) -> bool:
-        """For accept_delay: whether this worker gathers (taking the token if it is free)."""
+    def gathering(self, sessions: int) -> bool | None:
+        """For accept_delay: whether this worker gathers (taking the token if it is free);
+        None once the token's file cannot be used (the workers spread instead, as imapd's)."""
+        if self._broken:
+            return None
         if sessions < LMTP_GATHER:
             return self._hold()
-        self._release()
+        self.release()
         return False
 
-    def _hold(self) -> bool:
+    def _hold(self) -> bool | None:
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("cannot open %s (%s): lmtpd's workers spread sessions instead of"
+                        " gathering them", self.path, exc.strerror)
+            self._broken = True
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:  # taken (EWOULDBLOCK): another worker gathers
             os.close(fd)
             return False
         self._fd = fd
         return True
 
-    def _release(self) -> None:
+    def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
@@ -316,6 +326,8 @@ async def serve(
         task.add_done_callback(sessions.discard)
     for sock in sockets:
         sock.close()
+    if gather is not None:
+        gather.release()  # another worker gathers from now on
     if sessions and not stopping.is_set():
         log.info("%s: retiring: %d session(s) to finish", name, len(sessions))
         ended = asyncio.ensure_future(asyncio.wait(set(sessions)))
