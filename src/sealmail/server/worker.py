@@ -61,6 +61,9 @@ BUSY_LOG_SECONDS = 60.0
 # ACCEPT_DELAY_MOST, before it accepts a waiting client, so that a worker with fewer takes it.
 ACCEPT_DELAY_PER_SESSION = 0.001
 ACCEPT_DELAY_MOST = 0.02
+# lmtpd's workers gather sessions instead, up to this many in the worker holding the gather
+# token, since a worker's delivery batches hold only its own sessions' messages (GatherToken).
+LMTP_GATHER = 4
 
 # What a client hears when every maxchild slot stays taken, in its own protocol: RFC 5321 3.8 and
 # RFC 2033's 421 with RFC 3463 X.3.2 "system not accepting network messages"; an IMAP BYE
@@ -132,6 +135,56 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
+class GatherToken:
+    """Which of lmtpd's workers gathers sessions: the one holding a flock on a file under
+    `lock/master/`, while it serves fewer than LMTP_GATHER sessions (it keeps the token when
+    idle). Each lmtpd runs its own sessions' deliveries in batches, one COMMIT and fsync round
+    each, and the workers take turns to commit (store.locks.CommitTurn): four sessions spread
+    2/2 made batches of two that queued on the turn, with 1.28-1.48 ms of lmtpd CPU a message
+    against 0.92-1.01 gathered 4/0 (docs/benchmarks.md, lock18). A token rather than delays
+    alone: clients connecting at once found every idle worker waiting alike and split. The
+    kernel drops the flock of a worker that dies; one that stops accepting lets it go."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._broken = False
+
+    def gathering(self, sessions: int) -> bool | None:
+        """For accept_delay: whether this worker gathers (taking the token if it is free);
+        None once the token's file cannot be used (the workers spread instead, as imapd's)."""
+        if self._broken:
+            return None
+        if sessions < LMTP_GATHER:
+            return self._hold()
+        self.release()
+        return False
+
+    def _hold(self) -> bool | None:
+        if self._fd is not None:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("cannot open %s (%s): lmtpd's workers spread sessions instead of"
+                        " gathering them", self.path, exc.strerror)
+            self._broken = True
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # taken (EWOULDBLOCK): another worker gathers
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
 def refuse(connection: socket.socket, busy: bytes) -> None:
     """Tell a client there is no room (one short write to an empty buffer) and hang up."""
     with contextlib.suppress(OSError):
@@ -167,7 +220,7 @@ async def _readable(
             loop.remove_reader(sock.fileno())
 
 
-def accept_delay(sessions: int) -> float:
+def accept_delay(sessions: int, gathering: bool | None = None) -> float:
     """How long a worker serving `sessions` waits before it accepts a client.
 
     Every worker of a service waits on the same listening socket, and the kernel wakes them all
@@ -176,7 +229,18 @@ def accept_delay(sessions: int) -> float:
     then did every command on one core while the other idled. A worker that waits in proportion
     to its sessions lets one with fewer (an idle one waits not at all) take the client; should
     none, the client is served after at most ACCEPT_DELAY_MOST, by whichever is still awake.
+
+    lmtpd's workers gather instead (`gathering`, from GatherToken): True, this worker gathers
+    and accepts at once; False, it does not (another one may), and it takes the client only
+    should no gathering worker have, ACCEPT_DELAY_MOST later, fewest sessions first. (Sooner,
+    a worker at LMTP_GATHER took the clients that an idle one, still waiting out its delay from
+    an earlier client, should have started gathering.) Once every lmtpd serves LMTP_GATHER
+    sessions, a new connection waits 20-40 ms for its greeting; LMTP clients keep theirs.
     """
+    if gathering:
+        return 0.0
+    if gathering is False:
+        return ACCEPT_DELAY_MOST + min(sessions * ACCEPT_DELAY_PER_SESSION, ACCEPT_DELAY_MOST)
     return min(sessions * ACCEPT_DELAY_PER_SESSION, ACCEPT_DELAY_MOST)
 
 
@@ -187,9 +251,10 @@ async def serve(
     name: str,
     busy: bytes = b"",
     protocol: str = "",
+    gather: GatherToken | None = None,
 ) -> None:
     """Accept and serve until told to stop; `protocol` (imap, pop3, lmtp, sieve) names the
-    connection metrics."""
+    connection metrics; `gather`: lmtpd's workers gather sessions (GatherToken)."""
     loop = asyncio.get_running_loop()
     leaving = asyncio.Event()  # accept no more (SIGTERM, SIGINT, SIGUSR1)
     stopping = asyncio.Event()  # and end the sessions soon (SIGTERM, SIGINT)
@@ -226,8 +291,10 @@ async def serve(
         sock = await _readable(sockets, leaving)
         if sock is None:
             break
-        if sessions:
-            await asyncio.sleep(accept_delay(len(sessions)))  # a less busy worker may take it
+        gathering = None if gather is None else gather.gathering(len(sessions))
+        delay = accept_delay(len(sessions), gathering)
+        if delay:
+            await asyncio.sleep(delay)  # a less busy (lmtpd: a busier) worker may take it
         slot = slots.try_take() if slots is not None else None
         if leaving.is_set():
             if slot is not None:
@@ -259,6 +326,8 @@ async def serve(
         task.add_done_callback(sessions.discard)
     for sock in sockets:
         sock.close()
+    if gather is not None:
+        gather.release()  # another worker gathers from now on
     if sessions and not stopping.is_set():
         log.info("%s: retiring: %d session(s) to finish", name, len(sessions))
         ended = asyncio.ensure_future(asyncio.wait(set(sessions)))
@@ -330,8 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sealmail.server import runtime
 
     raise_descriptor_limit()
+    protocol = metrics.store_protocol(command[0])
+    gather = (GatherToken(config.configdirectory / "lock" / "master" / f"{args.service}.gather")
+              if protocol == "lmtp" else None)
     runtime.run(serve(service, sockets, slots, args.service, BUSY.get(command[0], b""),
-                      metrics.store_protocol(command[0])))
+                      protocol, gather))
     return 0
 
 
