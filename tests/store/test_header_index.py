@@ -219,3 +219,79 @@ def test_decode_words_shortcut_is_what_the_email_package_gives(value: str) -> No
     except (ValueError, LookupError, UnicodeError):
         slow = value
     assert decode_words(value) == slow
+
+
+# -- the listed fields, once per content (index version 11) ---------------------------------------
+
+
+def _contents(store: DiskStore) -> list[tuple[object, ...]]:
+    return _sql(store, "SELECT c.copies, count(m.uid) FROM header_content AS c LEFT JOIN"
+                       " messages AS m ON m.guid = c.guid GROUP BY c.guid ORDER BY c.guid")
+
+
+@pytest.mark.disk_only("the rows of the SQLite index")
+def test_one_listed_row_per_content_follows_its_copies(store: DiskStore) -> None:
+    for name in ("user.a", "user.b", "user.c"):
+        store.create_mailbox(name)
+    raw = MESSAGES[0]
+    store.deliver_batch([(raw, [DeliveryTarget(n) for n in ("user.a", "user.b", "user.c")]),
+                         (MESSAGES[1], [DeliveryTarget("user.a")])])
+    assert sorted(_contents(store)) == [(1, 1), (3, 3)]
+    assert _sql(store, "SELECT count(*) FROM header_index WHERE listed IS NOT NULL") == [(0,)]
+    listed = store.listed_headers("user.b", [1])[1][1]
+    assert listed.startswith(b"Subject: Hello World\r\n")
+    copied = store.copy_messages("user.a", [1, 1, 2], "user.c")  # COPY: one copy more of each
+    assert len(copied.pairs) == 2
+    assert sorted(_contents(store)) == [(2, 2), (4, 4)]
+    store.move_messages("user.c", [2], "user.b")  # MOVE: as many as before
+    assert sorted(_contents(store)) == [(2, 2), (4, 4)]
+    store.expunge("user.b", [1])
+    store.delete_mailbox("user.c")  # its rows go by cascade, and the trigger counts them
+    assert sorted(_contents(store)) == [(1, 1), (2, 2)]
+    store.expunge("user.a", [1, 2])
+    store.expunge("user.b", [2, 3])
+    assert _contents(store) == []  # gone with the last copy
+    assert store.listed_headers("user.a", [1]) == {}
+
+
+@pytest.mark.disk_only("the rows of the SQLite index")
+def test_listed_rows_dropped_or_miscounted_are_made_again(store: DiskStore) -> None:
+    for name in ("user.a", "user.b"):
+        store.create_mailbox(name)
+    store.deliver(MESSAGES[0], [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+    first = store.listed_headers("user.a", [1])
+    _sql(store, "DELETE FROM header_content")
+    assert store.listed_headers("user.a", [1]) == first  # from the file, kept again
+    assert _contents(store) == [(1, 2)]  # this mailbox's copies only: too low, never wrong
+    store.expunge("user.b", [1])  # the row goes early ...
+    assert store.listed_headers("user.a", [1]) == first  # ... and comes back
+    _sql(store, "UPDATE header_content SET copies = 7")
+    assert any("copy counts corrected" in fix for fix in store.reconstruct_all())
+    assert _contents(store) == [(1, 1)]
+    assert store.reconstruct_all() == []
+
+
+def test_migration_from_schema_10_keeps_the_listed_fields_once(config) -> None:  # type: ignore[no-untyped-def]
+    store = DiskStore.from_config(config)
+    store.create_mailbox("user.a")
+    store.create_mailbox("user.b")
+    store.deliver(MESSAGES[0], [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+    store.deliver(MESSAGES[1], [DeliveryTarget("user.a")])
+    expected = store.listed_headers("user.a", [1, 2])
+    store.close()
+    conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
+    # What version 10 wrote: the listed fields in every copy's row, no header_content.
+    conn.execute("UPDATE header_index SET listed = (SELECT c.listed FROM header_content AS c"
+                 " JOIN messages AS m ON m.guid = c.guid WHERE m.mailbox_id ="
+                 " header_index.mailbox_id AND m.uid = header_index.uid)")
+    conn.execute("DROP TRIGGER header_content_copies")
+    conn.execute("DROP TABLE header_content")
+    conn.execute("PRAGMA user_version=10")
+    conn.close()
+    store = DiskStore.from_config(config)
+    try:
+        assert sorted(_contents(store)) == [(1, 1), (2, 2)]
+        assert _sql(store, "SELECT count(*) FROM header_index WHERE listed IS NOT NULL") == [(0,)]
+        assert store.listed_headers("user.a", [1, 2]) == expected
+    finally:
+        store.close()

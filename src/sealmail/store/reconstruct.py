@@ -7,7 +7,9 @@ Policy (docs/store.md says the same for operators):
   (damaged index) and is re-indexed with no flags and its mtime as internal date;
 - size and GUID are recomputed from the file and fixed when they differ;
 - the header index row (SEARCH, sealmail.store.headers) is recomputed from the file, added when
-  missing, fixed when it differs, removed when its message is gone;
+  missing, fixed when it differs, removed when its message is gone; the listed fields kept per
+  content (`header_content`) are recounted and those of contents no message has removed, a
+  content whose GUID was corrected made again by the next listing;
 - uidnext, highestmodseq, the message count and byte count (hence quota usage) are recomputed;
 - per-user seen states (sealmail.store.seen) keep only UIDs still in the mailbox, and no
   `\\Recent` mark stays above the last UID given out; an adopted directory's messages count as
@@ -110,6 +112,7 @@ def reconstruct_store(
         if checked is not None:
             checked(info.name, len(mailboxes))
     with index.transaction() as conn:
+        fixes.extend(_check_header_content(conn))
         orphans = _orphans(store, conn)
         conn.execute("DELETE FROM tombstones")  # re-added below for directories still there
         for orphan in orphans:
@@ -128,6 +131,27 @@ def reconstruct_store(
             except StoreError as exc:
                 fixes.append(f"left orphan directory {orphan.directory} alone: {exc}")
     return fixes
+
+
+def _one_copy_more(conn: sqlite3.Connection, guid: str) -> None:
+    """A `messages` row added for `guid`: its kept listed fields have one copy more."""
+    conn.execute("UPDATE header_content SET copies = copies + 1 WHERE guid = ?", (guid,))
+
+
+def _check_header_content(conn: sqlite3.Connection) -> list[str]:
+    """The listed fields kept per content (store.index, version 11): each row's `copies`
+    recounted from `messages`, rows of contents no message has removed."""
+    counts = dict(conn.execute("SELECT guid, count(*) FROM messages GROUP BY guid").fetchall())
+    kept = conn.execute("SELECT guid, copies FROM header_content").fetchall()
+    gone = [(guid,) for guid, _ in kept if guid not in counts]
+    wrong = [(counts[guid], guid) for guid, copies in kept
+             if guid in counts and counts[guid] != copies]
+    conn.executemany("DELETE FROM header_content WHERE guid = ?", gone)
+    conn.executemany("UPDATE header_content SET copies = ? WHERE guid = ?", wrong)
+    if not gone and not wrong:
+        return []
+    return [f"listed fields kept per content: {len(wrong)} copy counts corrected,"
+            f" {len(gone)} rows of contents no message has removed"]
 
 
 def _orphans(store: DiskStore, conn: sqlite3.Connection) -> list[_Orphan]:
@@ -210,6 +234,9 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
                 " WHERE mailbox_id = ? AND uid = ?",
                 (real_size, real_guid, modseq, mailbox_id, uid),
             )
+            # Listed fields kept under either content may be this file's or another's: made
+            # again from the files by the next listing.
+            conn.execute("DELETE FROM header_content WHERE guid IN (?, ?)", (guid, real_guid))
             fixes.append(f"{name}: UID {uid} size/GUID corrected from its file")
     for uid, path in sorted(files.items()):
         if uid in rows:
@@ -225,6 +252,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
             (mailbox_id, uid, modseq, path.stat().st_mtime, size, guid, path.name),
         )
+        _one_copy_more(conn, guid)
         fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
     fixes.extend(_check_header_index(conn, name, mailbox_id, forms))
     fixes.extend(_check_seen(conn, name, mailbox_id))
@@ -341,6 +369,7 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
             " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
             (mailbox_id, uid, modseq, os.stat(path).st_mtime, size, guid, path.name),
         )
+        _one_copy_more(conn, guid)
         conn.execute(
             "INSERT INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)",
             (mailbox_id, uid, form),

@@ -491,7 +491,8 @@ class GroupCommit:
             row,
             (delivery.internaldate, delivery.size, delivery.guid, " ".join(wanted), filename,
              target.kept),
-            (delivery.headers, delivery.listed, *delivery.sorting),
+            (delivery.headers, *delivery.sorting),
+            delivery.listed,
         )
         if has_quotas:
             writes.flush()  # the next quota check sums the mailbox rows in the table

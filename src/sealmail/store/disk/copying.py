@@ -174,6 +174,10 @@ class Copying:
         )
         if dst_seen is not None and seen_copies:
             save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
+        conn.executemany(  # the listed fields are per content: one copy more of each
+            "UPDATE header_content SET copies = copies + 1 WHERE guid = ?",
+            [(row[3],) for row in rows],
+        )
         unconfirmed.inherit(conn, src[0], dst_id, pairs)  # a copy of a delivery not yet durable
         effects.directories.add(os.fspath(dst_dir))  # fsynced before the COMMIT
         return result

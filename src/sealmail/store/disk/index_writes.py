@@ -4,9 +4,11 @@ A delivery used to run four statements per copy inside the batch's transaction (
 INSERT into messages, INSERT into header_index, UPDATE of the mailbox row): for 50 recipients
 200 statements, each a round through the sqlite3 module. Here the batch's mailbox rows are read
 in one query, each copy's uid and modseq drawn from the row kept in memory (the transaction holds
-SQLite's write lock, so no one else draws them meanwhile), and the rows written with three
-`executemany` at the end, before the directory fsync and the COMMIT. Quota checks sum the
-mailbox rows in the table, so a batch with quota roots writes after each copy instead (`flush`).
+SQLite's write lock, so no one else draws them meanwhile), and the rows written with four
+`executemany` at the end, before the directory fsync and the COMMIT; the listed fields once per
+message (`header_content`, however many copies it has: store.index, version 11). Quota checks
+sum the mailbox rows in the table, so a batch with quota roots writes after each copy instead
+(`flush`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from sealmail.store.disk.layout import MAILBOX_COLUMNS, ROW_LIST, ROW_PLACES
+from sealmail.store.disk.layout import ADD_CONTENT, MAILBOX_COLUMNS, ROW_LIST, ROW_PLACES
 
 NAMES_PER_QUERY = 500  # under SQLite's bound on host parameters (999 before 3.32)
 
@@ -28,6 +30,7 @@ class IndexWrites:
         self._rows: dict[str, list[Any] | None] = {}  # None: no such mailbox
         self._messages: list[tuple[Any, ...]] = []
         self._headers: list[tuple[Any, ...]] = []
+        self._contents: dict[str, list[Any]] = {}  # guid -> [copies added, listed fields]
         self._added: dict[int, list[Any]] = {}  # mailbox id -> its row, with its added count/bytes
         distinct = list(dict.fromkeys(names))
         for start in range(0, len(distinct), NAMES_PER_QUERY):
@@ -50,13 +53,20 @@ class IndexWrites:
             row = self._rows[name] = None if found is None else [*found, 0, 0]
         return row
 
-    def add(self, row: list[Any], message: tuple[Any, ...], header: tuple[Any, ...]) -> None:
+    def add(self, row: list[Any], message: tuple[Any, ...], header: tuple[Any, ...],
+            listed: bytes) -> None:
         """Note a message appended to the mailbox of `row` at its uidnext and highestmodseq + 1
         (read them from `row` first): `message` is its messages row after (mailbox_id, uid,
-        modseq), `header` its header_index row after (mailbox_id, uid)."""
+        modseq), `header` its header_index row after (mailbox_id, uid), `listed` its listed
+        fields (written once per guid)."""
         mailbox_id, uid, modseq = row[0], row[5], row[6] + 1
         self._messages.append((mailbox_id, uid, modseq, *message))
         self._headers.append((mailbox_id, uid, *header))
+        content = self._contents.get(message[2])  # guid
+        if content is None:
+            self._contents[message[2]] = [1, listed]
+        else:
+            content[0] += 1
         row[5], row[6] = uid + 1, modseq
         row[9] += 1
         row[10] += message[1]  # size
@@ -76,6 +86,10 @@ class IndexWrites:
                 f" VALUES (?, ?, {ROW_PLACES})",
                 self._headers,
             )
+            conn.executemany(
+                ADD_CONTENT,
+                [(guid, copies, listed) for guid, (copies, listed) in self._contents.items()],
+            )
         if self._added:
             conn.executemany(
                 "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
@@ -85,4 +99,4 @@ class IndexWrites:
             )
             for row in self._added.values():
                 row[9] = row[10] = 0
-        self._messages, self._headers, self._added = [], [], {}
+        self._messages, self._headers, self._contents, self._added = [], [], {}, {}

@@ -165,10 +165,17 @@ def allocate_uidvalidity(conn: sqlite3.Connection, clock: Callable[[], float]) -
     return value
 
 
-# A header_index row past its key: searchable form, listed fields, sortable form.
-ROW_LIST = ", ".join(("fields", "listed", *SORT_COLUMNS))
+# A header_index row past its key: searchable form, sortable form (the listed fields are kept
+# once per content, in `header_content`: store.index, version 11).
+ROW_LIST = ", ".join(("fields", *SORT_COLUMNS))
 
-ROW_PLACES = ", ".join("?" * (2 + len(SORT_COLUMNS)))
+ROW_PLACES = ", ".join("?" * (1 + len(SORT_COLUMNS)))
+
+# Add `copies` copies of a content with its listed fields (guid, copies, listed).
+ADD_CONTENT = (
+    "INSERT INTO header_content (guid, copies, listed) VALUES (?, ?, ?)"
+    " ON CONFLICT (guid) DO UPDATE SET copies = copies + excluded.copies"
+)
 
 
 MAILBOX_COLUMNS = (
