@@ -217,6 +217,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TRIGGER IF NOT EXISTS header_content_copies AFTER DELETE ON messages BEGIN"
         " DELETE FROM header_content WHERE guid = old.guid AND copies <= 1;"
         " UPDATE header_content SET copies = copies - 1 WHERE guid = old.guid; END",
+        # Version 10's `unconfirmed` packed: one row per batch's round (COPY of such copies adds
+        # one more) rather than one per copy, its copies in one value ("mailbox_id:uid ...").
+        # The table is nearly always empty (a round's row goes with the process's next
+        # transaction), so the few readers (COPY's `inherit`, recovery at open) read it whole
+        # and unpack it (sealmail.store.disk.unconfirmed); a deleted mailbox's copies stay in
+        # it until then, naming an id no mailbox has any more (ids are never reused).
+        """CREATE TABLE IF NOT EXISTS unconfirmed_rounds (
+            owner TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            copies TEXT NOT NULL
+        )""",
+        "INSERT INTO unconfirmed_rounds (owner, round, copies)"
+        " SELECT owner, round, group_concat(mailbox_id || ':' || uid, ' ') FROM unconfirmed"
+        " GROUP BY owner, round",
+        "DROP TABLE unconfirmed",
     ),
 }
 
