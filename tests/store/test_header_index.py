@@ -286,7 +286,9 @@ def test_migration_from_schema_10_keeps_the_listed_fields_once(config) -> None: 
                  " header_index.mailbox_id AND m.uid = header_index.uid)")
     conn.execute("DROP TRIGGER header_content_copies")
     conn.execute("DROP TABLE header_content")
-    conn.execute("ALTER TABLE unconfirmed_rounds RENAME TO unconfirmed")  # empty either way
+    conn.execute("DROP TABLE unconfirmed_rounds")  # and version 10's shape of it
+    conn.execute("CREATE TABLE unconfirmed (mailbox_id INTEGER, uid INTEGER, owner TEXT,"
+                 " round INTEGER)")
     conn.execute("PRAGMA user_version=10")
     conn.close()
     store = DiskStore.from_config(config)
