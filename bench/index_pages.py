@@ -11,13 +11,16 @@ frames in the WAL is what that delivery (and the clearing of its `unconfirmed` r
 one) wrote. `--rich`: a header as a mailing-list reply carries (Received, Cc, References, a long
 Subject, List-Id) instead of the bench's five short fields; what decides whether a copy's
 `header_index` row fits its page or spills to an overflow page (rows over ~1,000 octets do).
+`--tables`: the frames by the table or index their page belongs to (SQLite's dbstat).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import sqlite3
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="deliveries counted")
     parser.add_argument("--rich", action="store_true", help="a mailing-list reply's header")
     parser.add_argument("--dir", default=None, help="where the store goes (default TMPDIR)")
+    parser.add_argument("--tables", action="store_true", help="frames by table (dbstat)")
     args = parser.parse_args()
     head = RICH if args.rich else PLAIN
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="indexpages-") as tmp:
@@ -76,12 +80,15 @@ def main() -> None:
             store.deliver_batch([(message(n), targets)])
         probe = sqlite3.connect(root / "c" / "mailboxes.db", isolation_level=None, timeout=60)
         frames, cpu = [], []
+        tables: collections.Counter[str] = collections.Counter()
         for n in range(args.k, args.k + args.n):
             probe.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             started = time.thread_time()
             store.deliver_batch([(message(n), targets)])
             cpu.append(time.thread_time() - started)
             time.sleep(0.05)  # the deferred round's clearing, if it comes
+            if args.tables:
+                tables.update(frames_by_table(probe, root / "c" / "mailboxes.db-wal"))
             frames.append(probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
         probe.close()
         store.close()
@@ -91,6 +98,23 @@ def main() -> None:
     print(f"WAL frames per message: median {median:.0f} (min {min(frames)}, max {max(frames)}),"
           f" {median / args.r:.2f} per copy")
     print(f"delivery thread CPU: median {statistics.median(cpu) * 1000:.2f} ms per message")
+    for table, count in tables.most_common():
+        print(f"  {table:24} {count / args.n / args.r:.2f} frames per copy")
+
+
+def frames_by_table(conn: sqlite3.Connection, wal: Path) -> collections.Counter[str]:
+    """The page numbers of the WAL's frames (each after a 24-octet frame header; the file's
+    own header is 32 octets), counted by the table or index that owns the page now."""
+    owner = dict((page, name) for name, page in conn.execute("SELECT name, pageno FROM dbstat"))
+    data = wal.read_bytes()
+    counts: collections.Counter[str] = collections.Counter()
+    if len(data) < 32:
+        return counts
+    size = struct.unpack(">I", data[8:12])[0]
+    for at in range(32, len(data) - 24, 24 + size):
+        page = struct.unpack(">I", data[at : at + 4])[0]
+        counts[owner.get(page, "(freed)")] += 1
+    return counts
 
 
 if __name__ == "__main__":
