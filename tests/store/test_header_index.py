@@ -298,3 +298,19 @@ def test_migration_from_schema_10_keeps_the_listed_fields_once(config) -> None: 
         assert store.listed_headers("user.a", [1, 2]) == expected
     finally:
         store.close()
+
+
+@pytest.mark.disk_only("reconstruct")
+def test_reconstruct_makes_the_listed_fields_again(store: DiskStore) -> None:
+    for name in ("user.a", "user.b"):
+        store.create_mailbox(name)
+    store.deliver(MESSAGES[0], [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+    store.deliver(MESSAGES[1], [DeliveryTarget("user.a")])
+    expected = store.listed_headers("user.a", [1, 2])
+    _sql(store, "UPDATE header_content SET listed = x'00' WHERE copies = 2")
+    _sql(store, "DELETE FROM header_content WHERE copies = 1")
+    fixes = store.reconstruct_all()
+    assert any("listed fields made again for 2 contents" in fix for fix in fixes), fixes
+    assert store.reconstruct_all() == []
+    assert sorted(_contents(store)) == [(1, 1), (2, 2)]
+    assert store.listed_headers("user.a", [1, 2]) == expected

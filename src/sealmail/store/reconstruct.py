@@ -7,9 +7,9 @@ Policy (docs/store.md says the same for operators):
   (damaged index) and is re-indexed with no flags and its mtime as internal date;
 - size and GUID are recomputed from the file and fixed when they differ;
 - the header index row (SEARCH, sealmail.store.headers) is recomputed from the file, added when
-  missing, fixed when it differs, removed when its message is gone; the listed fields kept per
-  content (`header_content`) are recounted and those of contents no message has removed, a
-  content whose GUID was corrected made again by the next listing;
+  missing, fixed when it differs, removed when its message is gone; so are the listed fields
+  kept per content (`header_content`), whose copies the whole-store run recounts (and removes
+  those of contents no message has);
 - uidnext, highestmodseq, the message count and byte count (hence quota usage) are recomputed;
 - per-user seen states (sealmail.store.seen) keep only UIDs still in the mailbox, and no
   `\\Recent` mark stays above the last UID given out; an adopted directory's messages count as
@@ -32,7 +32,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sealmail.store import acl as acls
 from sealmail.store.disk.layout import (
@@ -45,7 +45,7 @@ from sealmail.store.disk.layout import (
 )
 from sealmail.store.disk.recent import RECENT_NAME
 from sealmail.store.errors import MailboxCorrupt, MailboxNotFound, StoreError
-from sealmail.store.headers import searchable_form
+from sealmail.store.headers import listed_form, searchable_form
 from sealmail.store.names import validate_internal
 from sealmail.store.seen import UidSet
 
@@ -72,10 +72,10 @@ def _message_files(directory: Path) -> dict[int, Path]:
     return files
 
 
-def _digest(path: Path) -> tuple[int, str, bytes | None]:
-    """Size, GUID and searchable header form of a message file."""
+def _digest(path: Path) -> tuple[int, str, bytes | None, bytes]:
+    """Size, GUID, searchable header form and listed fields of a message file."""
     data = path.read_bytes()
-    return len(data), hashlib.sha1(data).hexdigest(), searchable_form(data)
+    return len(data), hashlib.sha1(data).hexdigest(), searchable_form(data), listed_form(data)
 
 
 def reconstruct_mailbox(store: DiskStore, index: Index, name: str) -> list[str]:
@@ -131,6 +131,24 @@ def reconstruct_store(
             except StoreError as exc:
                 fixes.append(f"left orphan directory {orphan.directory} alone: {exc}")
     return fixes
+
+
+def _check_listed(conn: sqlite3.Connection, name: str,
+                  contents: dict[str, list[Any]]) -> list[str]:
+    """The listed fields kept for the contents of a mailbox (`header_content`) those its files
+    call for: added when missing (counting this mailbox's copies: `reconstruct_all` recounts
+    them all), fixed when they differ. Not a change a client sees: no modseq."""
+    wrong = []
+    for guid, (listed, copies) in contents.items():
+        row = conn.execute("SELECT listed FROM header_content WHERE guid = ?", (guid,)).fetchone()
+        if row is None or row[0] != listed:
+            wrong.append((guid, copies, listed))
+    conn.executemany(
+        "INSERT INTO header_content (guid, copies, listed) VALUES (?, ?, ?)"
+        " ON CONFLICT (guid) DO UPDATE SET listed = excluded.listed",
+        wrong,
+    )
+    return [f"{name}: listed fields made again for {len(wrong)} contents"] if wrong else []
 
 
 def _one_copy_more(conn: sqlite3.Connection, guid: str) -> None:
@@ -212,6 +230,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
     }
     modseq = highestmodseq
     forms: dict[int, bytes | None] = {}  # the header index rows the files call for
+    contents: dict[str, list[Any]] = {}  # guid -> [its listed fields, its copies here]
     for uid, (size, guid, filename) in sorted(rows.items()):
         path = files.get(uid)
         if path is None or path.name != filename:
@@ -226,7 +245,8 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             )
             fixes.append(f"{name}: UID {uid} has no file; removed from the index")
             continue
-        real_size, real_guid, forms[uid] = _digest(path)
+        real_size, real_guid, forms[uid], listed = _digest(path)
+        contents.setdefault(real_guid, [listed, 0])[1] += 1
         if (real_size, real_guid) != (size, guid):
             modseq += 1
             conn.execute(
@@ -245,7 +265,8 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             path.unlink()
             fixes.append(f"{name}: removed uncommitted or expunged file {path.name}")
             continue
-        size, guid, forms[uid] = _digest(path)
+        size, guid, forms[uid], listed = _digest(path)
+        contents.setdefault(guid, [listed, 0])[1] += 1
         modseq += 1
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
@@ -255,6 +276,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
         _one_copy_more(conn, guid)
         fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
     fixes.extend(_check_header_index(conn, name, mailbox_id, forms))
+    fixes.extend(_check_listed(conn, name, contents))
     fixes.extend(_check_seen(conn, name, mailbox_id))
 
     count, total, max_uid, max_modseq = conn.execute(
@@ -361,8 +383,10 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
         "SELECT id FROM mailboxes WHERE uniqueid = ?", (header.uniqueid,)
     ).fetchone()
     total = 0
+    contents: dict[str, list[Any]] = {}
     for modseq, (uid, path) in enumerate(sorted(files.items()), start=2):
-        size, guid, form = _digest(path)
+        size, guid, form, listed = _digest(path)
+        contents.setdefault(guid, [listed, 0])[1] += 1
         total += size
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
@@ -378,6 +402,7 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
         "UPDATE mailboxes SET exists_count = ?, size_bytes = ? WHERE id = ?",
         (len(files), total, mailbox_id),
     )
+    _check_listed(conn, header.name, contents)
     store.spool.write_header(
         orphan.directory, MailboxHeader(header.name, header.uniqueid, uidvalidity, header.acl)
     )
