@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sealmail.proto.imap import parse_message, section_bytes
 from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import DiskStore
+from sealmail.store.disk.index_writes import SHARED_FROM
 from sealmail.store.headers import (
     INDEXED_FIELDS,
     decode_words,
@@ -221,7 +222,10 @@ def test_decode_words_shortcut_is_what_the_email_package_gives(value: str) -> No
     assert decode_words(value) == slow
 
 
-# -- the listed fields, once per content (index version 11) ---------------------------------------
+# -- the listed fields, once per content of many copies (index version 11) ------------------------
+
+
+MANY = [f"user.m{i}" for i in range(SHARED_FROM)]  # enough copies to keep them once
 
 
 def _contents(store: DiskStore) -> list[tuple[object, ...]]:
@@ -229,49 +233,59 @@ def _contents(store: DiskStore) -> list[tuple[object, ...]]:
                        " messages AS m ON m.guid = c.guid GROUP BY c.guid ORDER BY c.guid")
 
 
+def _own_listed(store: DiskStore) -> int:
+    return int(_sql(store, "SELECT count(*) FROM header_index WHERE listed IS NOT NULL")[0][0])
+
+
 @pytest.mark.disk_only("the rows of the SQLite index")
 def test_one_listed_row_per_content_follows_its_copies(store: DiskStore) -> None:
-    for name in ("user.a", "user.b", "user.c"):
+    for name in MANY:
         store.create_mailbox(name)
-    raw = MESSAGES[0]
-    store.deliver_batch([(raw, [DeliveryTarget(n) for n in ("user.a", "user.b", "user.c")]),
-                         (MESSAGES[1], [DeliveryTarget("user.a")])])
-    assert sorted(_contents(store)) == [(1, 1), (3, 3)]
-    assert _sql(store, "SELECT count(*) FROM header_index WHERE listed IS NOT NULL") == [(0,)]
-    listed = store.listed_headers("user.b", [1])[1][1]
+    store.deliver_batch([(MESSAGES[0], [DeliveryTarget(n) for n in MANY]),
+                         (MESSAGES[1], [DeliveryTarget(MANY[0])])])
+    assert _contents(store) == [(len(MANY), len(MANY))]
+    assert _own_listed(store) == 1  # the message with one copy keeps them in its row
+    listed = store.listed_headers(MANY[1], [1])[1][1]
     assert listed.startswith(b"Subject: Hello World\r\n")
-    copied = store.copy_messages("user.a", [1, 1, 2], "user.c")  # COPY: one copy more of each
+    assert store.listed_headers(MANY[0], [2])[2][1].startswith(b"Subject: =?utf-8?q?Caf")
+    copied = store.copy_messages(MANY[0], [1, 1, 2], MANY[1])  # COPY: one copy more of each
     assert len(copied.pairs) == 2
-    assert sorted(_contents(store)) == [(2, 2), (4, 4)]
-    store.move_messages("user.c", [2], "user.b")  # MOVE: as many as before
-    assert sorted(_contents(store)) == [(2, 2), (4, 4)]
-    store.expunge("user.b", [1])
-    store.delete_mailbox("user.c")  # its rows go by cascade, and the trigger counts them
-    assert sorted(_contents(store)) == [(1, 1), (2, 2)]
-    store.expunge("user.a", [1, 2])
-    store.expunge("user.b", [2, 3])
+    assert _contents(store) == [(len(MANY) + 1, len(MANY) + 1)]
+    assert store.listed_headers(MANY[1], [2, 3]) == {
+        2: store.listed_headers(MANY[0], [1])[1], 3: store.listed_headers(MANY[0], [2])[2]}
+    store.move_messages(MANY[1], [2], MANY[2])  # MOVE: as many as before
+    assert _contents(store) == [(len(MANY) + 1, len(MANY) + 1)]
+    store.expunge(MANY[3], [1])
+    store.delete_mailbox(MANY[2])  # its rows go by cascade, and the trigger counts them
+    assert _contents(store) == [(len(MANY) - 2, len(MANY) - 2)]
+    for name in MANY:
+        if store.mailbox(name) is not None:
+            store.expunge(name, [1])
     assert _contents(store) == []  # gone with the last copy
-    assert store.listed_headers("user.a", [1]) == {}
+    assert store.listed_headers(MANY[0], [1, 2]) == {2: store.listed_headers(MANY[0], [2])[2]}
 
 
 @pytest.mark.disk_only("the rows of the SQLite index")
 def test_listed_rows_dropped_or_miscounted_are_made_again(store: DiskStore) -> None:
-    for name in ("user.a", "user.b"):
+    for name in MANY:
         store.create_mailbox(name)
-    store.deliver(MESSAGES[0], [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
-    first = store.listed_headers("user.a", [1])
+    store.deliver(MESSAGES[0], [DeliveryTarget(n) for n in MANY])
+    first = store.listed_headers(MANY[0], [1])
     _sql(store, "DELETE FROM header_content")
-    assert store.listed_headers("user.a", [1]) == first  # from the file, kept again
-    assert _contents(store) == [(1, 2)]  # this mailbox's copies only: too low, never wrong
-    store.expunge("user.b", [1])  # the row goes early ...
-    assert store.listed_headers("user.a", [1]) == first  # ... and comes back
-    _sql(store, "UPDATE header_content SET copies = 7")
-    assert any("copy counts corrected" in fix for fix in store.reconstruct_all())
-    assert _contents(store) == [(1, 1)]
+    assert store.listed_headers(MANY[0], [1]) == first  # from the file, into the copy's row
+    assert _own_listed(store) == 1
+    assert store.listed_headers(MANY[1], [1]) == first
+    _sql(store, "INSERT INTO header_content SELECT guid, 7, x'00' FROM messages LIMIT 1")
+    fixes = store.reconstruct_all()
+    assert any("copy counts corrected" in fix for fix in fixes), fixes
+    assert any("listed fields made again" in fix for fix in fixes), fixes
     assert store.reconstruct_all() == []
+    assert _contents(store) == [(len(MANY), len(MANY))]
+    for name in MANY:
+        assert store.listed_headers(name, [1]) == first
 
 
-def test_migration_from_schema_10_keeps_the_listed_fields_once(config) -> None:  # type: ignore[no-untyped-def]
+def test_migration_from_schema_10_keeps_the_listed_fields(config) -> None:  # type: ignore[no-untyped-def]
     store = DiskStore.from_config(config)
     store.create_mailbox("user.a")
     store.create_mailbox("user.b")
@@ -280,10 +294,7 @@ def test_migration_from_schema_10_keeps_the_listed_fields_once(config) -> None: 
     expected = store.listed_headers("user.a", [1, 2])
     store.close()
     conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
-    # What version 10 wrote: the listed fields in every copy's row, no header_content.
-    conn.execute("UPDATE header_index SET listed = (SELECT c.listed FROM header_content AS c"
-                 " JOIN messages AS m ON m.guid = c.guid WHERE m.mailbox_id ="
-                 " header_index.mailbox_id AND m.uid = header_index.uid)")
+    # What version 10 had: the listed fields in every copy's row, no header_content.
     conn.execute("DROP TRIGGER header_content_copies")
     conn.execute("DROP TABLE header_content")
     conn.execute("DROP TABLE unconfirmed_rounds")  # and version 10's shape of it
@@ -293,24 +304,26 @@ def test_migration_from_schema_10_keeps_the_listed_fields_once(config) -> None: 
     conn.close()
     store = DiskStore.from_config(config)
     try:
-        assert sorted(_contents(store)) == [(1, 1), (2, 2)]
-        assert _sql(store, "SELECT count(*) FROM header_index WHERE listed IS NOT NULL") == [(0,)]
+        assert _contents(store) == []
+        assert _own_listed(store) == 3
         assert store.listed_headers("user.a", [1, 2]) == expected
+        assert store.reconstruct_all() == []
     finally:
         store.close()
 
 
 @pytest.mark.disk_only("reconstruct")
 def test_reconstruct_makes_the_listed_fields_again(store: DiskStore) -> None:
-    for name in ("user.a", "user.b"):
+    for name in MANY:
         store.create_mailbox(name)
-    store.deliver(MESSAGES[0], [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
-    store.deliver(MESSAGES[1], [DeliveryTarget("user.a")])
-    expected = store.listed_headers("user.a", [1, 2])
-    _sql(store, "UPDATE header_content SET listed = x'00' WHERE copies = 2")
-    _sql(store, "DELETE FROM header_content WHERE copies = 1")
+    store.deliver(MESSAGES[0], [DeliveryTarget(n) for n in MANY])
+    store.deliver(MESSAGES[1], [DeliveryTarget(MANY[0])])
+    expected = store.listed_headers(MANY[0], [1, 2])
+    _sql(store, "UPDATE header_content SET listed = x'00'")
+    _sql(store, "UPDATE header_index SET listed = x'01' WHERE listed IS NOT NULL")
     fixes = store.reconstruct_all()
-    assert any("listed fields made again for 2 contents" in fix for fix in fixes), fixes
+    assert any("listed fields made again for 1 messages, 1 shared" in fix for fix in fixes), fixes
     assert store.reconstruct_all() == []
-    assert sorted(_contents(store)) == [(1, 1), (2, 2)]
-    assert store.listed_headers("user.a", [1, 2]) == expected
+    assert _contents(store) == [(len(MANY), len(MANY))]
+    assert store.listed_headers(MANY[0], [1, 2]) == expected
+    assert store.listed_headers(MANY[-1], [1]) == {1: expected[1]}

@@ -194,26 +194,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID""",
     ),
     10: (
-        # The listed fields (version 5's `header_index.listed`) once per content instead of once
-        # per copy: only point readers want them (FETCH of a listing: sealmail.store.disk.
-        # header_index.listed_headers), for which a lookup by guid costs little, while a
-        # delivery to 50 mailboxes wrote them 50 times (docs/benchmarks.md, issue 18). What
-        # SEARCH, SORT and THREAD scan stays per copy in `header_index` (see version 2).
-        # `copies`: how many `messages` rows name the guid, kept by the writers that add rows
-        # (delivery, COPY) and by the trigger below for every row removed (expunge, a mailbox
-        # deleted with its rows): the row goes with the last copy. A cache: a row missing (or
-        # gone early, a count too low) is made again from a file by the first listing that
-        # wants it; one left (a count too high) only takes room until reconstruct recounts.
+        # The listed fields (version 5's `header_index.listed`) of a message delivered to many
+        # mailboxes, once for its content instead of in every copy's row (NULL there): only
+        # point readers want them (FETCH of a listing: sealmail.store.disk.header_index.
+        # listed_headers), for which a lookup by guid costs little, while a delivery to 50
+        # mailboxes wrote them 50 times (docs/benchmarks.md, issue 18). What SEARCH, SORT and
+        # THREAD scan stays per copy (see version 2), and so do the listed fields of a message
+        # with few copies (sealmail.store.disk.index_writes.SHARED_FROM). `copies`: how many
+        # `messages` rows name the guid, kept by the writers that add rows (delivery, COPY) and
+        # by the trigger below for every row removed (expunge, a mailbox deleted with its rows):
+        # the row goes with the last copy. A cache: a row missing (or gone early, a count too
+        # low) is made again, in the copies' rows, by the first listing that wants it; one left
+        # (a count too high) only takes room until reconstruct recounts.
         """CREATE TABLE IF NOT EXISTS header_content (
             guid TEXT PRIMARY KEY,
             copies INTEGER NOT NULL,
             listed BLOB NOT NULL
         ) WITHOUT ROWID""",
-        "INSERT OR IGNORE INTO header_content (guid, copies, listed)"
-        " SELECT m.guid, count(*), max(h.listed) FROM messages AS m LEFT JOIN header_index AS h"
-        " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-        " GROUP BY m.guid HAVING max(h.listed) IS NOT NULL",
-        "UPDATE header_index SET listed = NULL WHERE listed IS NOT NULL",  # no longer read
         "CREATE TRIGGER IF NOT EXISTS header_content_copies AFTER DELETE ON messages BEGIN"
         " DELETE FROM header_content WHERE guid = old.guid AND copies <= 1;"
         " UPDATE header_content SET copies = copies - 1 WHERE guid = old.guid; END",

@@ -32,7 +32,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sealmail.store import acl as acls
 from sealmail.store.disk.layout import (
@@ -133,22 +133,34 @@ def reconstruct_store(
     return fixes
 
 
-def _check_listed(conn: sqlite3.Connection, name: str,
-                  contents: dict[str, list[Any]]) -> list[str]:
-    """The listed fields kept for the contents of a mailbox (`header_content`) those its files
-    call for: added when missing (counting this mailbox's copies: `reconstruct_all` recounts
-    them all), fixed when they differ. Not a change a client sees: no modseq."""
-    wrong = []
-    for guid, (listed, copies) in contents.items():
-        row = conn.execute("SELECT listed FROM header_content WHERE guid = ?", (guid,)).fetchone()
-        if row is None or row[0] != listed:
-            wrong.append((guid, copies, listed))
-    conn.executemany(
-        "INSERT INTO header_content (guid, copies, listed) VALUES (?, ?, ?)"
-        " ON CONFLICT (guid) DO UPDATE SET listed = excluded.listed",
-        wrong,
-    )
-    return [f"{name}: listed fields made again for {len(wrong)} contents"] if wrong else []
+def _check_listed(conn: sqlite3.Connection, name: str, mailbox_id: int,
+                  listed: dict[int, bytes]) -> list[str]:
+    """The listed fields of a mailbox's messages (each copy's row, else its content's in
+    `header_content`) those its files call for: a wrong content row is fixed, a copy that has
+    none right gets them in its own row. Not a change a client sees: no modseq."""
+    rows = conn.execute(
+        "SELECT m.uid, m.guid, h.listed, c.listed FROM messages AS m"
+        " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+        " LEFT JOIN header_content AS c ON c.guid = m.guid WHERE m.mailbox_id = ?",
+        (mailbox_id,),
+    ).fetchall()
+    copies, contents = [], {}
+    for uid, guid, own, shared in rows:
+        wanted = listed.get(uid)
+        if wanted is None or (own if own is not None else shared) == wanted:
+            continue
+        if shared is not None and shared != wanted:
+            contents[guid] = wanted
+        if own is not None or shared is None:
+            copies.append((wanted, mailbox_id, uid))
+    conn.executemany("UPDATE header_content SET listed = ? WHERE guid = ?",
+                     [(value, guid) for guid, value in contents.items()])
+    conn.executemany("UPDATE header_index SET listed = ? WHERE mailbox_id = ? AND uid = ?",
+                     copies)
+    if not copies and not contents:
+        return []
+    return [f"{name}: listed fields made again for {len(copies)} messages, {len(contents)}"
+            " shared contents"]
 
 
 def _one_copy_more(conn: sqlite3.Connection, guid: str) -> None:
@@ -230,7 +242,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
     }
     modseq = highestmodseq
     forms: dict[int, bytes | None] = {}  # the header index rows the files call for
-    contents: dict[str, list[Any]] = {}  # guid -> [its listed fields, its copies here]
+    listed: dict[int, bytes] = {}  # uid -> the listed fields its file calls for
     for uid, (size, guid, filename) in sorted(rows.items()):
         path = files.get(uid)
         if path is None or path.name != filename:
@@ -245,8 +257,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             )
             fixes.append(f"{name}: UID {uid} has no file; removed from the index")
             continue
-        real_size, real_guid, forms[uid], listed = _digest(path)
-        contents.setdefault(real_guid, [listed, 0])[1] += 1
+        real_size, real_guid, forms[uid], listed[uid] = _digest(path)
         if (real_size, real_guid) != (size, guid):
             modseq += 1
             conn.execute(
@@ -265,8 +276,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             path.unlink()
             fixes.append(f"{name}: removed uncommitted or expunged file {path.name}")
             continue
-        size, guid, forms[uid], listed = _digest(path)
-        contents.setdefault(guid, [listed, 0])[1] += 1
+        size, guid, forms[uid], listed[uid] = _digest(path)
         modseq += 1
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
@@ -276,7 +286,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
         _one_copy_more(conn, guid)
         fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
     fixes.extend(_check_header_index(conn, name, mailbox_id, forms))
-    fixes.extend(_check_listed(conn, name, contents))
+    fixes.extend(_check_listed(conn, name, mailbox_id, listed))
     fixes.extend(_check_seen(conn, name, mailbox_id))
 
     count, total, max_uid, max_modseq = conn.execute(
@@ -383,10 +393,8 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
         "SELECT id FROM mailboxes WHERE uniqueid = ?", (header.uniqueid,)
     ).fetchone()
     total = 0
-    contents: dict[str, list[Any]] = {}
     for modseq, (uid, path) in enumerate(sorted(files.items()), start=2):
         size, guid, form, listed = _digest(path)
-        contents.setdefault(guid, [listed, 0])[1] += 1
         total += size
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
@@ -395,14 +403,13 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
         )
         _one_copy_more(conn, guid)
         conn.execute(
-            "INSERT INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)",
-            (mailbox_id, uid, form),
+            "INSERT INTO header_index (mailbox_id, uid, fields, listed) VALUES (?, ?, ?, ?)",
+            (mailbox_id, uid, form, listed),
         )
     conn.execute(
         "UPDATE mailboxes SET exists_count = ?, size_bytes = ? WHERE id = ?",
         (len(files), total, mailbox_id),
     )
-    _check_listed(conn, header.name, contents)
     store.spool.write_header(
         orphan.directory, MailboxHeader(header.name, header.uniqueid, uidvalidity, header.acl)
     )

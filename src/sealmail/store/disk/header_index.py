@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sealmail.store.api import HeaderMatches
-from sealmail.store.disk.layout import ROW_LIST, ROW_PLACES, Spool, require_mailbox
+from sealmail.store.disk.layout import LISTED, ROW_LIST, ROW_PLACES, Spool, require_mailbox
 from sealmail.store.headers import (
     FIELD_SEPARATOR,
     INDEXED_FIELDS,
@@ -87,9 +87,9 @@ class HeaderIndex:
 
     def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
         """The size and the fields clients list folders with (sealmail.store.headers.
-        listed_form) of those of `uids` that exist, from the index alone, in one query (kept
-        once per content, `header_content`); contents without them yet (stored before index
-        version 6, or their row dropped early) are filled first, for the whole mailbox,
+        listed_form) of those of `uids` that exist, from the index alone, in one query (the
+        copy's row, else its content's: `header_content`); rows without them (older than index
+        version 6, or a content's row dropped early) are filled first, for the whole mailbox,
         reading each file once."""
         wanted = set(uids)
         if not wanted:
@@ -99,8 +99,9 @@ class HeaderIndex:
             with self._spool.reading() as conn:
                 row = require_mailbox(conn, name)
                 rows = conn.execute(
-                    "SELECT m.uid, m.size, c.listed FROM messages AS m"
-                    " LEFT JOIN header_content AS c ON c.guid = m.guid"
+                    f"SELECT m.uid, m.size, {LISTED} FROM messages AS m"
+                    " LEFT JOIN header_index AS h"
+                    " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
                     " WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ?",
                     (row[0], min(wanted), max(wanted)),
                 ).fetchall()
@@ -113,7 +114,7 @@ class HeaderIndex:
                 return cast(dict[int, tuple[int, bytes]], found)  # no None left in it
             if attempt:
                 break
-            self._index_listed(row[0], self._spool.directory(row[3], row[2]))
+            self._index_headers(name, row[0], self._spool.directory(row[3], row[2]))
         return {uid: (size, listed) for uid, (size, listed) in found.items()
                 if listed is not None}
 
@@ -186,7 +187,7 @@ class HeaderIndex:
                 for uid, filename in conn.execute(
                     "SELECT m.uid, m.filename FROM messages AS m LEFT JOIN header_index AS h"
                     " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-                    " WHERE m.mailbox_id = ? AND h.base_subject IS NULL",
+                    f" WHERE m.mailbox_id = ? AND (h.base_subject IS NULL OR {LISTED} IS NULL)",
                     (mailbox_id,),
                 )
             ]
@@ -196,8 +197,8 @@ class HeaderIndex:
                 data = (directory / filename).read_bytes()
             except OSError:
                 continue  # searched from the file (and reported) by the caller
-            rows.append((mailbox_id, uid, searchable_form(data), *sort_fields(data),
-                         mailbox_id, uid))
+            rows.append((mailbox_id, uid, searchable_form(data), listed_form(data),
+                         *sort_fields(data), mailbox_id, uid))
         with self._spool.index.transaction() as conn:
             # Only for messages still there: an expunge may have come in between.
             conn.executemany(
@@ -210,31 +211,4 @@ class HeaderIndex:
                 "DELETE FROM header_index WHERE mailbox_id = ?1 AND uid NOT IN"
                 " (SELECT uid FROM messages WHERE mailbox_id = ?1)",
                 (mailbox_id,),
-            )
-
-    def _index_listed(self, mailbox_id: int, directory: Path) -> None:
-        """Give every content in a mailbox its `header_content` row (a backfill after a
-        migration, or a row dropped early), reading one file of each. `copies` counts the
-        copies in this mailbox only (counting the others would read all of `messages`): too low
-        a count drops the row early, and the next listing makes it again."""
-        with self._spool.reading() as conn:
-            missing: dict[str, list[Any]] = {}
-            for guid, filename in conn.execute(
-                "SELECT m.guid, m.filename FROM messages AS m LEFT JOIN header_content AS c"
-                " ON c.guid = m.guid WHERE m.mailbox_id = ? AND c.guid IS NULL",
-                (mailbox_id,),
-            ):
-                missing.setdefault(guid, [0, filename])[0] += 1
-        rows: list[tuple[object, ...]] = []
-        for guid, (copies, filename) in missing.items():
-            try:
-                data = (directory / filename).read_bytes()
-            except OSError:
-                continue  # read from the file (and reported) by the caller
-            rows.append((guid, copies, listed_form(data)))
-        with self._spool.index.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO header_content (guid, copies, listed) VALUES (?, ?, ?)"
-                " ON CONFLICT (guid) DO NOTHING",
-                rows,
             )

@@ -5,10 +5,12 @@ INSERT into messages, INSERT into header_index, UPDATE of the mailbox row): for 
 200 statements, each a round through the sqlite3 module. Here the batch's mailbox rows are read
 in one query, each copy's uid and modseq drawn from the row kept in memory (the transaction holds
 SQLite's write lock, so no one else draws them meanwhile), and the rows written with four
-`executemany` at the end, before the directory fsync and the COMMIT; the listed fields once per
-message (`header_content`, however many copies it has: store.index, version 11). Quota checks
-sum the mailbox rows in the table, so a batch with quota roots writes after each copy instead
-(`flush`).
+`executemany` at the end, before the directory fsync and the COMMIT. A message delivered to
+`SHARED_FROM` mailboxes or more has its listed fields written once (`header_content`: store.index,
+version 11) instead of in each copy's row; below that, a new row in that table (a random place in
+its B-tree: ~2 index pages) costs more than the copies' octets it saves (docs/benchmarks.md,
+copy18). Quota checks sum the mailbox rows in the table, so a batch with quota roots writes after
+each copy instead (`flush`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from sealmail.store.disk.layout import ADD_CONTENT, MAILBOX_COLUMNS, ROW_LIST, ROW_PLACES
 
 NAMES_PER_QUERY = 500  # under SQLite's bound on host parameters (999 before 3.32)
+SHARED_FROM = 6  # copies of a message from which its listed fields are kept once (see above)
 
 
 class IndexWrites:
@@ -54,19 +57,23 @@ class IndexWrites:
         return row
 
     def add(self, row: list[Any], message: tuple[Any, ...], header: tuple[Any, ...],
-            listed: bytes) -> None:
+            shared: bool) -> None:
         """Note a message appended to the mailbox of `row` at its uidnext and highestmodseq + 1
         (read them from `row` first): `message` is its messages row after (mailbox_id, uid,
-        modseq), `header` its header_index row after (mailbox_id, uid), `listed` its listed
-        fields (written once per guid)."""
+        modseq), `header` its header_index row after (mailbox_id, uid); `shared`: its listed
+        fields (header[1]) kept once for the content rather than in this row."""
         mailbox_id, uid, modseq = row[0], row[5], row[6] + 1
         self._messages.append((mailbox_id, uid, modseq, *message))
-        self._headers.append((mailbox_id, uid, *header))
-        content = self._contents.get(message[2])  # guid
-        if content is None:
-            self._contents[message[2]] = [1, listed]
+        if shared:
+            guid = message[2]
+            content = self._contents.get(guid)
+            if content is None:
+                self._contents[guid] = [1, header[1]]
+            else:
+                content[0] += 1
+            self._headers.append((mailbox_id, uid, header[0], None, *header[2:]))
         else:
-            content[0] += 1
+            self._headers.append((mailbox_id, uid, *header))
         row[5], row[6] = uid + 1, modseq
         row[9] += 1
         row[10] += message[1]  # size
@@ -86,10 +93,11 @@ class IndexWrites:
                 f" VALUES (?, ?, {ROW_PLACES})",
                 self._headers,
             )
-            conn.executemany(
-                ADD_CONTENT,
-                [(guid, copies, listed) for guid, (copies, listed) in self._contents.items()],
-            )
+            if self._contents:
+                conn.executemany(
+                    ADD_CONTENT,
+                    [(guid, copies, listed) for guid, (copies, listed) in self._contents.items()],
+                )
         if self._added:
             conn.executemany(
                 "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"

@@ -165,11 +165,14 @@ def allocate_uidvalidity(conn: sqlite3.Connection, clock: Callable[[], float]) -
     return value
 
 
-# A header_index row past its key: searchable form, sortable form (the listed fields are kept
-# once per content, in `header_content`: store.index, version 11).
-ROW_LIST = ", ".join(("fields", *SORT_COLUMNS))
+# A header_index row past its key: searchable form, listed fields (NULL when kept once for the
+# content, in `header_content`: store.index, version 11), sortable form.
+ROW_LIST = ", ".join(("fields", "listed", *SORT_COLUMNS))
 
-ROW_PLACES = ", ".join("?" * (1 + len(SORT_COLUMNS)))
+ROW_PLACES = ", ".join("?" * (2 + len(SORT_COLUMNS)))
+
+# The listed fields of a message, from its copy's row or else its content's.
+LISTED = "coalesce(h.listed, (SELECT c.listed FROM header_content AS c WHERE c.guid = m.guid))"
 
 # Add `copies` copies of a content with its listed fields (guid, copies, listed).
 ADD_CONTENT = (
