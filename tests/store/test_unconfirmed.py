@@ -138,6 +138,18 @@ def test_a_deleted_mailbox_copies_in_a_packed_row_are_passed_over(tmp_path: Path
         assert disk.reconstruct_all() == []
 
 
+def test_inherit_finds_the_source_mailbox_copies_only(tmp_path: Path) -> None:
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        with disk.spool.index.transaction() as conn:
+            unconfirmed.record(conn, 1, [(13, 1), (3, 2), (31, 1)])
+            unconfirmed.record(conn, 2, [(4, 1)])
+            unconfirmed.inherit(conn, 3, 5, [(1, 8), (2, 7)])
+            unconfirmed.inherit(conn, 1, 6, [(1, 9)])  # none of mailbox 1's: nothing added
+        mine = unconfirmed.owner()
+        assert _rows(disk) == [(3, 2, mine, 1), (4, 1, mine, 2), (5, 7, mine, 1),
+                               (13, 1, mine, 1), (31, 1, mine, 1)]
+
+
 def test_packed_copies_read_back() -> None:
     copies = [(3, 1), (12, 40_000), (3, 2)]
     assert unconfirmed.unpack(unconfirmed.pack(copies)) == copies

@@ -193,11 +193,15 @@ def inherit(
     conn: sqlite3.Connection, source_id: int, target_id: int, pairs: Sequence[tuple[int, int]]
 ) -> None:
     """COPY or MOVE: a copy of an unconfirmed message is unconfirmed alike (same owner and
-    round, a row of its own), so recovery checks it too. One query when none is (the usual
-    case: the table is read whole, it is nearly always empty)."""
+    round, a row of its own), so recovery checks it too. One query, which SQLite answers
+    without handing over the rows of the live rounds (one a delivering process, usually) that
+    name no copy in the source mailbox."""
     new_uids = dict(pairs)
     added = []
-    for who, round_, copies in conn.execute("SELECT owner, round, copies FROM unconfirmed_rounds"):
+    for who, round_, copies in conn.execute(
+        "SELECT owner, round, copies FROM unconfirmed_rounds WHERE instr(' ' || copies, ?) > 0",
+        (f" {source_id}:",),
+    ):
         inherited = [(target_id, new_uids[uid]) for mailbox_id, uid in unpack(copies)
                      if mailbox_id == source_id and uid in new_uids]
         if inherited:
