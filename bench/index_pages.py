@@ -2,16 +2,18 @@
 (issue 18). Counted, not timed, so a shared machine's load does not move it; the delivery
 thread's CPU is printed beside it. Run it with each tree first on the path to compare two trees:
 
-    PYTHONPATH=src python bench/index_pages.py [-r 50] [-k 100] [-n 20] [--rich] [--dir DIR]
+    PYTHONPATH=src python bench/index_pages.py [-r 50] [-k 100] [-n 20] [--rich] [--tables]
+                                               [--dir DIR]
 
 Makes R mailboxes holding K messages each (so that each copy's rows land on a page of their
 own, as in a store in use), then N times: a TRUNCATE checkpoint (from a connection of its own),
 one `deliver_batch` of one message to the R mailboxes, and a PASSIVE checkpoint whose count of
 frames in the WAL is what that delivery (and the clearing of its `unconfirmed` rows by the next
 one) wrote; now and then the store's own checkpoint thread restarts the WAL first and a delivery
-counts a handful (the min column): the median is the figure. `--rich`: a header as a mailing-list reply carries (Received, Cc, References, a long
-Subject, List-Id) instead of the bench's five short fields; what decides whether a copy's
-`header_index` row fits its page or spills to an overflow page (rows over ~1,000 octets do).
+counts a handful (the min column): the median is the figure. `--rich`: a header as a
+mailing-list reply carries (Received, Cc, References, a long Subject, List-Id) instead of the
+bench's five short fields; what decides whether a copy's `header_index` row fits its page or
+spills to an overflow page (rows over ~1,000 octets do).
 `--tables`: the frames by the table or index their page belongs to (SQLite's dbstat).
 """
 
