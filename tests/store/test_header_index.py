@@ -22,6 +22,7 @@ from sealmail.store.headers import (
     header_fields,
     searchable_form,
 )
+from sealmail.store.sorting import SORT_COLUMNS
 
 
 def _sql(store: DiskStore, statement: str, *args: object) -> list[tuple[object, ...]]:
@@ -327,3 +328,44 @@ def test_reconstruct_makes_the_listed_fields_again(store: DiskStore) -> None:
     assert _contents(store) == [(len(MANY), len(MANY))]
     assert store.listed_headers(MANY[0], [1, 2]) == expected
     assert store.listed_headers(MANY[-1], [1]) == {1: expected[1]}
+
+
+def test_migration_from_schema_10_keys_header_rows_by_one_integer(config) -> None:  # type: ignore[no-untyped-def]
+    store = DiskStore.from_config(config)
+    for name in ("user.a", "user.b"):
+        store.create_mailbox(name)
+    for raw in MESSAGES:
+        store.deliver(raw, [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+    answers = (store.search_header("user.b", "subject", "topic3"),
+               store.sorted_uids("user.b", [("SUBJECT", False)]),
+               store.listed_headers("user.b", range(1, len(MESSAGES) + 1)))
+    store.close()
+    conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
+    columns = ", ".join(("fields", "listed", *SORT_COLUMNS))
+    conn.executescript(f"""
+        CREATE TABLE old (mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL, fields BLOB, sentdate REAL, subject TEXT, base_subject TEXT,
+            from_mailbox TEXT, from_display TEXT, to_mailbox TEXT, to_display TEXT,
+            cc_mailbox TEXT, message_id TEXT, refs TEXT, in_reply_to TEXT, listed BLOB,
+            PRIMARY KEY (mailbox_id, uid)) WITHOUT ROWID;
+        INSERT INTO old (mailbox_id, uid, {columns})
+            SELECT mailbox_id, uid, {columns} FROM header_index;
+        DROP TABLE header_index;
+        ALTER TABLE old RENAME TO header_index;
+        DROP TABLE unconfirmed_rounds;
+        CREATE TABLE unconfirmed (mailbox_id INTEGER, uid INTEGER, owner TEXT, round INTEGER);
+        PRAGMA user_version=10;
+    """)
+    conn.close()
+    store = DiskStore.from_config(config)
+    try:
+        assert _sql(store, "SELECT count(*), sum(id = ((mailbox_id << 32) | uid))"
+                           " FROM header_index") == [(2 * len(MESSAGES), 2 * len(MESSAGES))]
+        assert (store.search_header("user.b", "subject", "topic3"),
+                store.sorted_uids("user.b", [("SUBJECT", False)]),
+                store.listed_headers("user.b", range(1, len(MESSAGES) + 1))) == answers
+        store.delete_mailbox("user.a")  # its range goes with it
+        assert _sql(store, "SELECT count(*) FROM header_index") == [(len(MESSAGES),)]
+        assert store.reconstruct_all() == []
+    finally:
+        store.close()

@@ -214,6 +214,34 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TRIGGER IF NOT EXISTS header_content_copies AFTER DELETE ON messages BEGIN"
         " DELETE FROM header_content WHERE guid = old.guid AND copies <= 1;"
         " UPDATE header_content SET copies = copies - 1 WHERE guid = old.guid; END",
+        # header_index keyed by one integer, `mailbox_id << 32 | uid` (sealmail.store.disk.
+        # layout.header_key), instead of WITHOUT ROWID on (mailbox_id, uid): the same order, so
+        # a mailbox's rows stay one contiguous range (see version 2), but the B-tree's interior
+        # cells hold an integer rather than a whole row, and a copy appended in the middle of
+        # the tree rewrites fewer pages (2.46 -> 2.04 a copy at 50 recipients; docs/
+        # benchmarks.md, copy18). A row inserted without its id (by hand) gets it from the
+        # trigger. No foreign key (its cascade would want an index on mailbox_id): deleting a
+        # mailbox deletes its range (sealmail.store.disk.mailboxes), and `reconstruct_all` the
+        # rows of mailboxes gone otherwise (ids are never reused).
+        """CREATE TABLE header_index_keyed (
+            id INTEGER PRIMARY KEY,
+            mailbox_id INTEGER NOT NULL,
+            uid INTEGER NOT NULL,
+            fields BLOB,
+            sentdate REAL, subject TEXT, base_subject TEXT, from_mailbox TEXT, from_display TEXT,
+            to_mailbox TEXT, to_display TEXT, cc_mailbox TEXT, message_id TEXT, refs TEXT,
+            in_reply_to TEXT,
+            listed BLOB
+        )""",
+        "INSERT INTO header_index_keyed SELECT (mailbox_id << 32) | uid, mailbox_id, uid, fields,"
+        " sentdate, subject, base_subject, from_mailbox, from_display, to_mailbox, to_display,"
+        " cc_mailbox, message_id, refs, in_reply_to, listed FROM header_index",
+        "DROP TABLE header_index",
+        "ALTER TABLE header_index_keyed RENAME TO header_index",
+        "CREATE TRIGGER IF NOT EXISTS header_index_key AFTER INSERT ON header_index"
+        " WHEN NEW.id != ((NEW.mailbox_id << 32) | NEW.uid) BEGIN"
+        " UPDATE OR REPLACE header_index SET id = (NEW.mailbox_id << 32) | NEW.uid"
+        " WHERE id = NEW.id; END",
         # Version 10's `unconfirmed` packed: one row per batch's round (COPY of such copies adds
         # one more) rather than one per copy, its copies in one value ("mailbox_id:uid ...").
         # The table is nearly always empty (a round's row goes with the process's next

@@ -37,8 +37,11 @@ from typing import TYPE_CHECKING
 from sealmail.store import acl as acls
 from sealmail.store.disk.layout import (
     HEADER_NAME,
+    HEADER_OF_MAILBOX,
+    JOIN_HEADER,
     MailboxHeader,
     allocate_uidvalidity,
+    header_key,
     mailbox_row,
     make_directories,
     os_error,
@@ -140,8 +143,8 @@ def _check_listed(conn: sqlite3.Connection, name: str, mailbox_id: int,
     none right gets them in its own row. Not a change a client sees: no modseq."""
     rows = conn.execute(
         "SELECT m.uid, m.guid, h.listed, c.listed FROM messages AS m"
-        " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-        " LEFT JOIN header_content AS c ON c.guid = m.guid WHERE m.mailbox_id = ?",
+        f" {JOIN_HEADER} LEFT JOIN header_content AS c ON c.guid = m.guid"
+        " WHERE m.mailbox_id = ?",
         (mailbox_id,),
     ).fetchall()
     copies, contents = [], {}
@@ -152,11 +155,10 @@ def _check_listed(conn: sqlite3.Connection, name: str, mailbox_id: int,
         if shared is not None and shared != wanted:
             contents[guid] = wanted
         if own is not None or shared is None:
-            copies.append((wanted, mailbox_id, uid))
+            copies.append((wanted, header_key(mailbox_id, uid)))
     conn.executemany("UPDATE header_content SET listed = ? WHERE guid = ?",
                      [(value, guid) for guid, value in contents.items()])
-    conn.executemany("UPDATE header_index SET listed = ? WHERE mailbox_id = ? AND uid = ?",
-                     copies)
+    conn.executemany("UPDATE header_index SET listed = ? WHERE id = ?", copies)
     if not copies and not contents:
         return []
     return [f"{name}: listed fields made again for {len(copies)} messages, {len(contents)}"
@@ -170,7 +172,10 @@ def _one_copy_more(conn: sqlite3.Connection, guid: str) -> None:
 
 def _check_header_content(conn: sqlite3.Connection) -> list[str]:
     """The listed fields kept per content (store.index, version 11): each row's `copies`
-    recounted from `messages`, rows of contents no message has removed."""
+    recounted from `messages`, rows of contents no message has removed. First the header_index
+    rows of mailboxes no longer there, which a foreign key's cascade removed before version 11
+    (a mailbox row deleted by hand, or lost): as silently, the mailbox's loss is what is told."""
+    conn.execute("DELETE FROM header_index WHERE (id >> 32) NOT IN (SELECT id FROM mailboxes)")
     counts = dict(conn.execute("SELECT guid, count(*) FROM messages GROUP BY guid").fetchall())
     kept = conn.execute("SELECT guid, copies FROM header_content").fetchall()
     gone = [(guid,) for guid, _ in kept if guid not in counts]
@@ -248,9 +253,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
         if path is None or path.name != filename:
             modseq += 1
             conn.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid))
-            conn.execute(
-                "DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
-            )
+            conn.execute("DELETE FROM header_index WHERE id = ?", (header_key(mailbox_id, uid),))
             conn.execute(
                 "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 (mailbox_id, uid, modseq),
@@ -354,15 +357,16 @@ def _check_header_index(conn: sqlite3.Connection, name: str, mailbox_id: int,
     """Make the header index rows of a mailbox those its files call for (not a change a
     client sees: no modseq)."""
     stored = dict(conn.execute(
-        "SELECT uid, fields FROM header_index WHERE mailbox_id = ?", (mailbox_id,)
+        f"SELECT uid, fields FROM header_index WHERE {HEADER_OF_MAILBOX}", (mailbox_id,)
     ).fetchall())
-    wrong = [(mailbox_id, uid, form) for uid, form in forms.items()
+    wrong = [(header_key(mailbox_id, uid), mailbox_id, uid, form) for uid, form in forms.items()
              if uid not in stored or stored[uid] != form]
-    extra = [(mailbox_id, uid) for uid in stored if uid not in forms]
+    extra = [(header_key(mailbox_id, uid),) for uid in stored if uid not in forms]
     conn.executemany(
-        "INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)", wrong
+        "INSERT OR REPLACE INTO header_index (id, mailbox_id, uid, fields) VALUES (?, ?, ?, ?)",
+        wrong,
     )
-    conn.executemany("DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", extra)
+    conn.executemany("DELETE FROM header_index WHERE id = ?", extra)
     if not wrong and not extra:
         return []
     return [f"{name}: header index rebuilt for {len(wrong)} messages, {len(extra)} stale rows"
@@ -403,8 +407,9 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
         )
         _one_copy_more(conn, guid)
         conn.execute(
-            "INSERT INTO header_index (mailbox_id, uid, fields, listed) VALUES (?, ?, ?, ?)",
-            (mailbox_id, uid, form, listed),
+            "INSERT INTO header_index (id, mailbox_id, uid, fields, listed)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (header_key(mailbox_id, uid), mailbox_id, uid, form, listed),
         )
     conn.execute(
         "UPDATE mailboxes SET exists_count = ?, size_bytes = ? WHERE id = ?",

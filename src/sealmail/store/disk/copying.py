@@ -18,6 +18,7 @@ from sealmail.store.disk.flags import expunge_rows, remove_files
 from sealmail.store.disk.layout import (
     ROW_LIST,
     Spool,
+    header_key,
     missing_file,
     os_error,
     require_mailbox,
@@ -160,10 +161,9 @@ class Copying:
             )
             conn.execute(
                 "INSERT OR REPLACE INTO header_index"
-                f" (mailbox_id, uid, {ROW_LIST})"
-                f" SELECT ?, ?, {ROW_LIST} FROM header_index"
-                " WHERE mailbox_id = ? AND uid = ?",
-                (dst_id, new_uid, src[0], uid),
+                f" (id, mailbox_id, uid, {ROW_LIST})"
+                f" SELECT ?, ?, ?, {ROW_LIST} FROM header_index WHERE id = ?",
+                (header_key(dst_id, new_uid), dst_id, new_uid, header_key(src[0], uid)),
             )
             pairs.append((uid, new_uid))
             total += size

@@ -19,7 +19,13 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from sealmail.store.disk.layout import ADD_CONTENT, MAILBOX_COLUMNS, ROW_LIST, ROW_PLACES
+from sealmail.store.disk.layout import (
+    ADD_CONTENT,
+    MAILBOX_COLUMNS,
+    ROW_LIST,
+    ROW_PLACES,
+    header_key,
+)
 
 NAMES_PER_QUERY = 500  # under SQLite's bound on host parameters (999 before 3.32)
 SHARED_FROM = 6  # copies of a message from which its listed fields are kept once (see above)
@@ -63,6 +69,7 @@ class IndexWrites:
         modseq), `header` its header_index row after (mailbox_id, uid); `shared`: its listed
         fields (header[1]) kept once for the content rather than in this row."""
         mailbox_id, uid, modseq = row[0], row[5], row[6] + 1
+        key = header_key(mailbox_id, uid)
         self._messages.append((mailbox_id, uid, modseq, *message))
         if shared:
             guid = message[2]
@@ -71,9 +78,9 @@ class IndexWrites:
                 self._contents[guid] = [1, header[1]]
             else:
                 content[0] += 1
-            self._headers.append((mailbox_id, uid, header[0], None, *header[2:]))
+            self._headers.append((key, mailbox_id, uid, header[0], None, *header[2:]))
         else:
-            self._headers.append((mailbox_id, uid, *header))
+            self._headers.append((key, mailbox_id, uid, *header))
         row[5], row[6] = uid + 1, modseq
         row[9] += 1
         row[10] += message[1]  # size
@@ -89,8 +96,8 @@ class IndexWrites:
                 self._messages,
             )
             conn.executemany(
-                f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, {ROW_LIST})"
-                f" VALUES (?, ?, {ROW_PLACES})",
+                f"INSERT OR REPLACE INTO header_index (id, mailbox_id, uid, {ROW_LIST})"
+                f" VALUES (?, ?, ?, {ROW_PLACES})",
                 self._headers,
             )
             if self._contents:

@@ -171,6 +171,18 @@ ROW_LIST = ", ".join(("fields", "listed", *SORT_COLUMNS))
 
 ROW_PLACES = ", ".join("?" * (2 + len(SORT_COLUMNS)))
 
+# header_index's key (store.index, version 11): one integer, the mailbox's id then the uid, so a
+# mailbox's rows stay one contiguous range and the B-tree's interior cells hold only integers.
+HEADER_KEY = "((m.mailbox_id << 32) | m.uid)"  # of a `messages AS m` row
+HEADER_OF_MAILBOX = "id BETWEEN (?1 << 32) AND ((?1 << 32) | 4294967295)"  # mailbox ?1's rows
+JOIN_HEADER = f"LEFT JOIN header_index AS h ON h.id = {HEADER_KEY}"
+
+
+def header_key(mailbox_id: int, uid: int) -> int:
+    """header_index.id of a message."""
+    return (mailbox_id << 32) | uid
+
+
 # The listed fields of a message, from its copy's row or else its content's.
 LISTED = "coalesce(h.listed, (SELECT c.listed FROM header_content AS c WHERE c.guid = m.guid))"
 
