@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sealmail.proto.imap import parse_message, section_bytes
 from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import DiskStore
+from sealmail.store.disk.index_writes import SHARED_FROM
 from sealmail.store.headers import (
     INDEXED_FIELDS,
     decode_words,
@@ -21,6 +22,7 @@ from sealmail.store.headers import (
     header_fields,
     searchable_form,
 )
+from sealmail.store.sorting import SORT_COLUMNS
 
 
 def _sql(store: DiskStore, statement: str, *args: object) -> list[tuple[object, ...]]:
@@ -219,3 +221,151 @@ def test_decode_words_shortcut_is_what_the_email_package_gives(value: str) -> No
     except (ValueError, LookupError, UnicodeError):
         slow = value
     assert decode_words(value) == slow
+
+
+# -- the listed fields, once per content of many copies (index version 11) ------------------------
+
+
+MANY = [f"user.m{i}" for i in range(SHARED_FROM)]  # enough copies to keep them once
+
+
+def _contents(store: DiskStore) -> list[tuple[object, ...]]:
+    return _sql(store, "SELECT c.copies, count(m.uid) FROM header_content AS c LEFT JOIN"
+                       " messages AS m ON m.guid = c.guid GROUP BY c.guid ORDER BY c.guid")
+
+
+def _own_listed(store: DiskStore) -> int:
+    return int(_sql(store, "SELECT count(*) FROM header_index WHERE listed IS NOT NULL")[0][0])
+
+
+@pytest.mark.disk_only("the rows of the SQLite index")
+def test_one_listed_row_per_content_follows_its_copies(store: DiskStore) -> None:
+    for name in MANY:
+        store.create_mailbox(name)
+    store.deliver_batch([(MESSAGES[0], [DeliveryTarget(n) for n in MANY]),
+                         (MESSAGES[1], [DeliveryTarget(MANY[0])])])
+    assert _contents(store) == [(len(MANY), len(MANY))]
+    assert _own_listed(store) == 1  # the message with one copy keeps them in its row
+    listed = store.listed_headers(MANY[1], [1])[1][1]
+    assert listed.startswith(b"Subject: Hello World\r\n")
+    assert store.listed_headers(MANY[0], [2])[2][1].startswith(b"Subject: =?utf-8?q?Caf")
+    copied = store.copy_messages(MANY[0], [1, 1, 2], MANY[1])  # COPY: one copy more of each
+    assert len(copied.pairs) == 2
+    assert _contents(store) == [(len(MANY) + 1, len(MANY) + 1)]
+    assert store.listed_headers(MANY[1], [2, 3]) == {
+        2: store.listed_headers(MANY[0], [1])[1], 3: store.listed_headers(MANY[0], [2])[2]}
+    store.move_messages(MANY[1], [2], MANY[2])  # MOVE: as many as before
+    assert _contents(store) == [(len(MANY) + 1, len(MANY) + 1)]
+    store.expunge(MANY[3], [1])
+    store.delete_mailbox(MANY[2])  # its rows go by cascade, and the trigger counts them
+    assert _contents(store) == [(len(MANY) - 2, len(MANY) - 2)]
+    for name in MANY:
+        if store.mailbox(name) is not None:
+            store.expunge(name, [1])
+    assert _contents(store) == []  # gone with the last copy
+    assert store.listed_headers(MANY[0], [1, 2]) == {2: store.listed_headers(MANY[0], [2])[2]}
+
+
+@pytest.mark.disk_only("the rows of the SQLite index")
+def test_listed_rows_dropped_or_miscounted_are_made_again(store: DiskStore) -> None:
+    for name in MANY:
+        store.create_mailbox(name)
+    store.deliver(MESSAGES[0], [DeliveryTarget(n) for n in MANY])
+    first = store.listed_headers(MANY[0], [1])
+    _sql(store, "DELETE FROM header_content")
+    assert store.listed_headers(MANY[0], [1]) == first  # from the file, into the copy's row
+    assert _own_listed(store) == 1
+    assert store.listed_headers(MANY[1], [1]) == first
+    _sql(store, "INSERT INTO header_content SELECT guid, 7, x'00' FROM messages LIMIT 1")
+    fixes = store.reconstruct_all()
+    assert any("copy counts corrected" in fix for fix in fixes), fixes
+    assert any("listed fields made again" in fix for fix in fixes), fixes
+    assert store.reconstruct_all() == []
+    assert _contents(store) == [(len(MANY), len(MANY))]
+    for name in MANY:
+        assert store.listed_headers(name, [1]) == first
+
+
+def test_migration_from_schema_10_keeps_the_listed_fields(config) -> None:  # type: ignore[no-untyped-def]
+    store = DiskStore.from_config(config)
+    store.create_mailbox("user.a")
+    store.create_mailbox("user.b")
+    store.deliver(MESSAGES[0], [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+    store.deliver(MESSAGES[1], [DeliveryTarget("user.a")])
+    expected = store.listed_headers("user.a", [1, 2])
+    store.close()
+    conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
+    # What version 10 had: the listed fields in every copy's row, no header_content.
+    conn.execute("DROP TRIGGER header_content_copies")
+    conn.execute("DROP TABLE header_content")
+    conn.execute("DROP TABLE unconfirmed_rounds")  # and version 10's shape of it
+    conn.execute("CREATE TABLE unconfirmed (mailbox_id INTEGER, uid INTEGER, owner TEXT,"
+                 " round INTEGER)")
+    conn.execute("PRAGMA user_version=10")
+    conn.close()
+    store = DiskStore.from_config(config)
+    try:
+        assert _contents(store) == []
+        assert _own_listed(store) == 3
+        assert store.listed_headers("user.a", [1, 2]) == expected
+        assert store.reconstruct_all() == []
+    finally:
+        store.close()
+
+
+@pytest.mark.disk_only("reconstruct")
+def test_reconstruct_makes_the_listed_fields_again(store: DiskStore) -> None:
+    for name in MANY:
+        store.create_mailbox(name)
+    store.deliver(MESSAGES[0], [DeliveryTarget(n) for n in MANY])
+    store.deliver(MESSAGES[1], [DeliveryTarget(MANY[0])])
+    expected = store.listed_headers(MANY[0], [1, 2])
+    _sql(store, "UPDATE header_content SET listed = x'00'")
+    _sql(store, "UPDATE header_index SET listed = x'01' WHERE listed IS NOT NULL")
+    fixes = store.reconstruct_all()
+    assert any("listed fields made again for 1 messages, 1 shared" in fix for fix in fixes), fixes
+    assert store.reconstruct_all() == []
+    assert _contents(store) == [(len(MANY), len(MANY))]
+    assert store.listed_headers(MANY[0], [1, 2]) == expected
+    assert store.listed_headers(MANY[-1], [1]) == {1: expected[1]}
+
+
+def test_migration_from_schema_10_keys_header_rows_by_one_integer(config) -> None:  # type: ignore[no-untyped-def]
+    store = DiskStore.from_config(config)
+    for name in ("user.a", "user.b"):
+        store.create_mailbox(name)
+    for raw in MESSAGES:
+        store.deliver(raw, [DeliveryTarget("user.a"), DeliveryTarget("user.b")])
+    answers = (store.search_header("user.b", "subject", "topic3"),
+               store.sorted_uids("user.b", [("SUBJECT", False)]),
+               store.listed_headers("user.b", range(1, len(MESSAGES) + 1)))
+    store.close()
+    conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
+    columns = ", ".join(("fields", "listed", *SORT_COLUMNS))
+    conn.executescript(f"""
+        CREATE TABLE old (mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL, fields BLOB, sentdate REAL, subject TEXT, base_subject TEXT,
+            from_mailbox TEXT, from_display TEXT, to_mailbox TEXT, to_display TEXT,
+            cc_mailbox TEXT, message_id TEXT, refs TEXT, in_reply_to TEXT, listed BLOB,
+            PRIMARY KEY (mailbox_id, uid)) WITHOUT ROWID;
+        INSERT INTO old (mailbox_id, uid, {columns})
+            SELECT mailbox_id, uid, {columns} FROM header_index;
+        DROP TABLE header_index;
+        ALTER TABLE old RENAME TO header_index;
+        DROP TABLE unconfirmed_rounds;
+        CREATE TABLE unconfirmed (mailbox_id INTEGER, uid INTEGER, owner TEXT, round INTEGER);
+        PRAGMA user_version=10;
+    """)
+    conn.close()
+    store = DiskStore.from_config(config)
+    try:
+        assert _sql(store, "SELECT count(*), sum(id = ((mailbox_id << 32) | uid))"
+                           " FROM header_index") == [(2 * len(MESSAGES), 2 * len(MESSAGES))]
+        assert (store.search_header("user.b", "subject", "topic3"),
+                store.sorted_uids("user.b", [("SUBJECT", False)]),
+                store.listed_headers("user.b", range(1, len(MESSAGES) + 1))) == answers
+        store.delete_mailbox("user.a")  # its range goes with it
+        assert _sql(store, "SELECT count(*) FROM header_index") == [(len(MESSAGES),)]
+        assert store.reconstruct_all() == []
+    finally:
+        store.close()

@@ -30,7 +30,7 @@ from pathlib import Path
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 from sealmail.store.forks import FORKS
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 _NAP_FIRST = 0.0002  # seconds: a commit holds the write lock for about one fsync (~1 ms)
 _NAP_MOST = 0.002
@@ -192,6 +192,71 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             round INTEGER NOT NULL,
             PRIMARY KEY (mailbox_id, uid)
         ) WITHOUT ROWID""",
+    ),
+    10: (
+        # The listed fields (version 5's `header_index.listed`) of a message delivered to many
+        # mailboxes, once for its content instead of in every copy's row (NULL there): only
+        # point readers want them (FETCH of a listing: sealmail.store.disk.header_index.
+        # listed_headers), for which a lookup by guid costs little, while a delivery to 50
+        # mailboxes wrote them 50 times (docs/benchmarks.md, issue 18). What SEARCH, SORT and
+        # THREAD scan stays per copy (see version 2), and so do the listed fields of a message
+        # with few copies (sealmail.store.disk.index_writes.SHARED_FROM). `copies`: how many
+        # `messages` rows name the guid, kept by the writers that add rows (delivery, COPY) and
+        # by the trigger below for every row removed (expunge, a mailbox deleted with its rows):
+        # the row goes with the last copy. A cache: a row missing (or gone early, a count too
+        # low) is made again, in the copies' rows, by the first listing that wants it; one left
+        # (a count too high) only takes room until reconstruct recounts.
+        """CREATE TABLE IF NOT EXISTS header_content (
+            guid TEXT PRIMARY KEY,
+            copies INTEGER NOT NULL,
+            listed BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE TRIGGER IF NOT EXISTS header_content_copies AFTER DELETE ON messages BEGIN"
+        " DELETE FROM header_content WHERE guid = old.guid AND copies <= 1;"
+        " UPDATE header_content SET copies = copies - 1 WHERE guid = old.guid; END",
+        # header_index keyed by one integer, `mailbox_id << 32 | uid` (sealmail.store.disk.
+        # layout.header_key), instead of WITHOUT ROWID on (mailbox_id, uid): the same order, so
+        # a mailbox's rows stay one contiguous range (see version 2), but the B-tree's interior
+        # cells hold an integer rather than a whole row, and a copy appended in the middle of
+        # the tree rewrites fewer pages (2.46 -> 2.04 a copy at 50 recipients; docs/
+        # benchmarks.md, copy18). A row inserted without its id (by hand) gets it from the
+        # trigger. No foreign key (its cascade would want an index on mailbox_id): deleting a
+        # mailbox deletes its range (sealmail.store.disk.mailboxes), and `reconstruct_all` the
+        # rows of mailboxes gone otherwise (ids are never reused).
+        """CREATE TABLE header_index_keyed (
+            id INTEGER PRIMARY KEY,
+            mailbox_id INTEGER NOT NULL,
+            uid INTEGER NOT NULL,
+            fields BLOB,
+            sentdate REAL, subject TEXT, base_subject TEXT, from_mailbox TEXT, from_display TEXT,
+            to_mailbox TEXT, to_display TEXT, cc_mailbox TEXT, message_id TEXT, refs TEXT,
+            in_reply_to TEXT,
+            listed BLOB
+        )""",
+        "INSERT INTO header_index_keyed SELECT (mailbox_id << 32) | uid, mailbox_id, uid, fields,"
+        " sentdate, subject, base_subject, from_mailbox, from_display, to_mailbox, to_display,"
+        " cc_mailbox, message_id, refs, in_reply_to, listed FROM header_index",
+        "DROP TABLE header_index",
+        "ALTER TABLE header_index_keyed RENAME TO header_index",
+        "CREATE TRIGGER IF NOT EXISTS header_index_key AFTER INSERT ON header_index"
+        " WHEN NEW.id != ((NEW.mailbox_id << 32) | NEW.uid) BEGIN"
+        " UPDATE OR REPLACE header_index SET id = (NEW.mailbox_id << 32) | NEW.uid"
+        " WHERE id = NEW.id; END",
+        # Version 10's `unconfirmed` packed: one row per batch's round (COPY of such copies adds
+        # one more) rather than one per copy, its copies in one value ("mailbox_id:uid ...").
+        # The table is nearly always empty (a round's row goes with the process's next
+        # transaction), so the few readers (COPY's `inherit`, recovery at open) read it whole
+        # and unpack it (sealmail.store.disk.unconfirmed); a deleted mailbox's copies stay in
+        # it until then, naming an id no mailbox has any more (ids are never reused).
+        """CREATE TABLE IF NOT EXISTS unconfirmed_rounds (
+            owner TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            copies TEXT NOT NULL
+        )""",
+        "INSERT INTO unconfirmed_rounds (owner, round, copies)"
+        " SELECT owner, round, group_concat(mailbox_id || ':' || uid, ' ') FROM unconfirmed"
+        " GROUP BY owner, round",
+        "DROP TABLE unconfirmed",
     ),
 }
 

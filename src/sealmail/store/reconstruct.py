@@ -7,7 +7,9 @@ Policy (docs/store.md says the same for operators):
   (damaged index) and is re-indexed with no flags and its mtime as internal date;
 - size and GUID are recomputed from the file and fixed when they differ;
 - the header index row (SEARCH, sealmail.store.headers) is recomputed from the file, added when
-  missing, fixed when it differs, removed when its message is gone;
+  missing, fixed when it differs, removed when its message is gone; so are the listed fields
+  kept per content (`header_content`), whose copies the whole-store run recounts (and removes
+  those of contents no message has);
 - uidnext, highestmodseq, the message count and byte count (hence quota usage) are recomputed;
 - per-user seen states (sealmail.store.seen) keep only UIDs still in the mailbox, and no
   `\\Recent` mark stays above the last UID given out; an adopted directory's messages count as
@@ -35,15 +37,18 @@ from typing import TYPE_CHECKING
 from sealmail.store import acl as acls
 from sealmail.store.disk.layout import (
     HEADER_NAME,
+    HEADER_OF_MAILBOX,
+    JOIN_HEADER,
     MailboxHeader,
     allocate_uidvalidity,
+    header_key,
     mailbox_row,
     make_directories,
     os_error,
 )
 from sealmail.store.disk.recent import RECENT_NAME
 from sealmail.store.errors import MailboxCorrupt, MailboxNotFound, StoreError
-from sealmail.store.headers import searchable_form
+from sealmail.store.headers import listed_form, searchable_form
 from sealmail.store.names import validate_internal
 from sealmail.store.seen import UidSet
 
@@ -70,10 +75,10 @@ def _message_files(directory: Path) -> dict[int, Path]:
     return files
 
 
-def _digest(path: Path) -> tuple[int, str, bytes | None]:
-    """Size, GUID and searchable header form of a message file."""
+def _digest(path: Path) -> tuple[int, str, bytes | None, bytes]:
+    """Size, GUID, searchable header form and listed fields of a message file."""
     data = path.read_bytes()
-    return len(data), hashlib.sha1(data).hexdigest(), searchable_form(data)
+    return len(data), hashlib.sha1(data).hexdigest(), searchable_form(data), listed_form(data)
 
 
 def reconstruct_mailbox(store: DiskStore, index: Index, name: str) -> list[str]:
@@ -110,6 +115,7 @@ def reconstruct_store(
         if checked is not None:
             checked(info.name, len(mailboxes))
     with index.transaction() as conn:
+        fixes.extend(_check_header_content(conn))
         orphans = _orphans(store, conn)
         conn.execute("DELETE FROM tombstones")  # re-added below for directories still there
         for orphan in orphans:
@@ -128,6 +134,59 @@ def reconstruct_store(
             except StoreError as exc:
                 fixes.append(f"left orphan directory {orphan.directory} alone: {exc}")
     return fixes
+
+
+def _check_listed(conn: sqlite3.Connection, name: str, mailbox_id: int,
+                  listed: dict[int, bytes]) -> list[str]:
+    """The listed fields of a mailbox's messages (each copy's row, else its content's in
+    `header_content`) those its files call for: a wrong content row is fixed, a copy that has
+    none right gets them in its own row. Not a change a client sees: no modseq."""
+    rows = conn.execute(
+        "SELECT m.uid, m.guid, h.listed, c.listed FROM messages AS m"
+        f" {JOIN_HEADER} LEFT JOIN header_content AS c ON c.guid = m.guid"
+        " WHERE m.mailbox_id = ?",
+        (mailbox_id,),
+    ).fetchall()
+    copies, contents = [], {}
+    for uid, guid, own, shared in rows:
+        wanted = listed.get(uid)
+        if wanted is None or (own if own is not None else shared) == wanted:
+            continue
+        if shared is not None and shared != wanted:
+            contents[guid] = wanted
+        if own is not None or shared is None:
+            copies.append((wanted, header_key(mailbox_id, uid)))
+    conn.executemany("UPDATE header_content SET listed = ? WHERE guid = ?",
+                     [(value, guid) for guid, value in contents.items()])
+    conn.executemany("UPDATE header_index SET listed = ? WHERE id = ?", copies)
+    if not copies and not contents:
+        return []
+    return [f"{name}: listed fields made again for {len(copies)} messages, {len(contents)}"
+            " shared contents"]
+
+
+def _one_copy_more(conn: sqlite3.Connection, guid: str) -> None:
+    """A `messages` row added for `guid`: its kept listed fields have one copy more."""
+    conn.execute("UPDATE header_content SET copies = copies + 1 WHERE guid = ?", (guid,))
+
+
+def _check_header_content(conn: sqlite3.Connection) -> list[str]:
+    """The listed fields kept per content (store.index, version 11): each row's `copies`
+    recounted from `messages`, rows of contents no message has removed. First the header_index
+    rows of mailboxes no longer there, which a foreign key's cascade removed before version 11
+    (a mailbox row deleted by hand, or lost): as silently, the mailbox's loss is what is told."""
+    conn.execute("DELETE FROM header_index WHERE (id >> 32) NOT IN (SELECT id FROM mailboxes)")
+    counts = dict(conn.execute("SELECT guid, count(*) FROM messages GROUP BY guid").fetchall())
+    kept = conn.execute("SELECT guid, copies FROM header_content").fetchall()
+    gone = [(guid,) for guid, _ in kept if guid not in counts]
+    wrong = [(counts[guid], guid) for guid, copies in kept
+             if guid in counts and counts[guid] != copies]
+    conn.executemany("DELETE FROM header_content WHERE guid = ?", gone)
+    conn.executemany("UPDATE header_content SET copies = ? WHERE guid = ?", wrong)
+    if not gone and not wrong:
+        return []
+    return [f"listed fields kept per content: {len(wrong)} copy counts corrected,"
+            f" {len(gone)} rows of contents no message has removed"]
 
 
 def _orphans(store: DiskStore, conn: sqlite3.Connection) -> list[_Orphan]:
@@ -188,21 +247,20 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
     }
     modseq = highestmodseq
     forms: dict[int, bytes | None] = {}  # the header index rows the files call for
+    listed: dict[int, bytes] = {}  # uid -> the listed fields its file calls for
     for uid, (size, guid, filename) in sorted(rows.items()):
         path = files.get(uid)
         if path is None or path.name != filename:
             modseq += 1
             conn.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid))
-            conn.execute(
-                "DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
-            )
+            conn.execute("DELETE FROM header_index WHERE id = ?", (header_key(mailbox_id, uid),))
             conn.execute(
                 "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 (mailbox_id, uid, modseq),
             )
             fixes.append(f"{name}: UID {uid} has no file; removed from the index")
             continue
-        real_size, real_guid, forms[uid] = _digest(path)
+        real_size, real_guid, forms[uid], listed[uid] = _digest(path)
         if (real_size, real_guid) != (size, guid):
             modseq += 1
             conn.execute(
@@ -210,6 +268,9 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
                 " WHERE mailbox_id = ? AND uid = ?",
                 (real_size, real_guid, modseq, mailbox_id, uid),
             )
+            # Listed fields kept under either content may be this file's or another's: made
+            # again from the files by the next listing.
+            conn.execute("DELETE FROM header_content WHERE guid IN (?, ?)", (guid, real_guid))
             fixes.append(f"{name}: UID {uid} size/GUID corrected from its file")
     for uid, path in sorted(files.items()):
         if uid in rows:
@@ -218,15 +279,17 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             path.unlink()
             fixes.append(f"{name}: removed uncommitted or expunged file {path.name}")
             continue
-        size, guid, forms[uid] = _digest(path)
+        size, guid, forms[uid], listed[uid] = _digest(path)
         modseq += 1
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
             " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
             (mailbox_id, uid, modseq, path.stat().st_mtime, size, guid, path.name),
         )
+        _one_copy_more(conn, guid)
         fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
     fixes.extend(_check_header_index(conn, name, mailbox_id, forms))
+    fixes.extend(_check_listed(conn, name, mailbox_id, listed))
     fixes.extend(_check_seen(conn, name, mailbox_id))
 
     count, total, max_uid, max_modseq = conn.execute(
@@ -294,15 +357,16 @@ def _check_header_index(conn: sqlite3.Connection, name: str, mailbox_id: int,
     """Make the header index rows of a mailbox those its files call for (not a change a
     client sees: no modseq)."""
     stored = dict(conn.execute(
-        "SELECT uid, fields FROM header_index WHERE mailbox_id = ?", (mailbox_id,)
+        f"SELECT uid, fields FROM header_index WHERE {HEADER_OF_MAILBOX}", (mailbox_id,)
     ).fetchall())
-    wrong = [(mailbox_id, uid, form) for uid, form in forms.items()
+    wrong = [(header_key(mailbox_id, uid), mailbox_id, uid, form) for uid, form in forms.items()
              if uid not in stored or stored[uid] != form]
-    extra = [(mailbox_id, uid) for uid in stored if uid not in forms]
+    extra = [(header_key(mailbox_id, uid),) for uid in stored if uid not in forms]
     conn.executemany(
-        "INSERT OR REPLACE INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)", wrong
+        "INSERT OR REPLACE INTO header_index (id, mailbox_id, uid, fields) VALUES (?, ?, ?, ?)",
+        wrong,
     )
-    conn.executemany("DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", extra)
+    conn.executemany("DELETE FROM header_index WHERE id = ?", extra)
     if not wrong and not extra:
         return []
     return [f"{name}: header index rebuilt for {len(wrong)} messages, {len(extra)} stale rows"
@@ -334,16 +398,18 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
     ).fetchone()
     total = 0
     for modseq, (uid, path) in enumerate(sorted(files.items()), start=2):
-        size, guid, form = _digest(path)
+        size, guid, form, listed = _digest(path)
         total += size
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
             " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
             (mailbox_id, uid, modseq, os.stat(path).st_mtime, size, guid, path.name),
         )
+        _one_copy_more(conn, guid)
         conn.execute(
-            "INSERT INTO header_index (mailbox_id, uid, fields) VALUES (?, ?, ?)",
-            (mailbox_id, uid, form),
+            "INSERT INTO header_index (id, mailbox_id, uid, fields, listed)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (header_key(mailbox_id, uid), mailbox_id, uid, form, listed),
         )
     conn.execute(
         "UPDATE mailboxes SET exists_count = ?, size_bytes = ? WHERE id = ?",

@@ -20,7 +20,7 @@ from sealmail.store.checkpoints import Checkpointer
 from sealmail.store.disk import unconfirmed
 from sealmail.store.disk.batches import Batches, Waiter
 from sealmail.store.disk.deferred import DeferredSyncs, recover_stage_files
-from sealmail.store.disk.index_writes import NAMES_PER_QUERY, IndexWrites
+from sealmail.store.disk.index_writes import NAMES_PER_QUERY, SHARED_FROM, IndexWrites
 from sealmail.store.disk.layout import (
     STAGE_DIRECTORY,
     Spool,
@@ -492,6 +492,7 @@ class GroupCommit:
             (delivery.internaldate, delivery.size, delivery.guid, " ".join(wanted), filename,
              target.kept),
             (delivery.headers, delivery.listed, *delivery.sorting),
+            len(delivery.targets) >= SHARED_FROM,
         )
         if has_quotas:
             writes.flush()  # the next quota check sums the mailbox rows in the table

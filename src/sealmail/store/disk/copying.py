@@ -18,6 +18,7 @@ from sealmail.store.disk.flags import expunge_rows, remove_files
 from sealmail.store.disk.layout import (
     ROW_LIST,
     Spool,
+    header_key,
     missing_file,
     os_error,
     require_mailbox,
@@ -160,10 +161,9 @@ class Copying:
             )
             conn.execute(
                 "INSERT OR REPLACE INTO header_index"
-                f" (mailbox_id, uid, {ROW_LIST})"
-                f" SELECT ?, ?, {ROW_LIST} FROM header_index"
-                " WHERE mailbox_id = ? AND uid = ?",
-                (dst_id, new_uid, src[0], uid),
+                f" (id, mailbox_id, uid, {ROW_LIST})"
+                f" SELECT ?, ?, ?, {ROW_LIST} FROM header_index WHERE id = ?",
+                (header_key(dst_id, new_uid), dst_id, new_uid, header_key(src[0], uid)),
             )
             pairs.append((uid, new_uid))
             total += size
@@ -174,6 +174,10 @@ class Copying:
         )
         if dst_seen is not None and seen_copies:
             save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
+        conn.executemany(  # the listed fields are per content: one copy more of each
+            "UPDATE header_content SET copies = copies + 1 WHERE guid = ?",
+            [(row[3],) for row in rows],
+        )
         unconfirmed.inherit(conn, src[0], dst_id, pairs)  # a copy of a delivery not yet durable
         effects.directories.add(os.fspath(dst_dir))  # fsynced before the COMMIT
         return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sealmail.store.api import FLAG_MODES, FlagUpdate, MessageRecord, flags_after
 from sealmail.store.disk.changes import ChangeGroup, FileEffects
-from sealmail.store.disk.layout import Spool, require_mailbox
+from sealmail.store.disk.layout import Spool, header_key, require_mailbox
 from sealmail.store.disk.reading import FlagTexts, rows_for
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.seen import SEEN, UidSet, with_seen
@@ -168,7 +168,8 @@ def expunge_rows(
     if found:
         keys = [(mailbox_id, uid) for uid in removed]
         conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", keys)
-        conn.executemany("DELETE FROM header_index WHERE mailbox_id = ? AND uid = ?", keys)
+        conn.executemany("DELETE FROM header_index WHERE id = ?",
+                         [(header_key(mailbox_id, uid),) for uid in removed])
         conn.executemany(
             "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
             [(mailbox_id, uid, modseq + n) for n, uid in enumerate(removed, 1)],

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from sealmail.store.api import HeaderMatches
-from sealmail.store.disk.layout import ROW_LIST, ROW_PLACES, Spool, require_mailbox
+from sealmail.store.disk.layout import (
+    HEADER_OF_MAILBOX,
+    JOIN_HEADER,
+    LISTED,
+    ROW_LIST,
+    ROW_PLACES,
+    Spool,
+    header_key,
+    require_mailbox,
+)
 from sealmail.store.headers import (
     FIELD_SEPARATOR,
     INDEXED_FIELDS,
@@ -63,7 +72,8 @@ class HeaderIndex:
                 ).fetchall()
                 return HeaderMatches([], [uid for (uid,) in uids])
             indexed, exists = conn.execute(
-                "SELECT (SELECT count(*) FROM header_index WHERE mailbox_id = ?1), exists_count"
+                f"SELECT (SELECT count(*) FROM header_index WHERE {HEADER_OF_MAILBOX}),"
+                " exists_count"
                 " FROM mailboxes WHERE id = ?1",
                 (mailbox_id,),
             ).fetchone()
@@ -76,10 +86,10 @@ class HeaderIndex:
         value = f"substr(fields, {at} + {LENGTH_DIGITS}, CAST(substr(fields, {at}, {LENGTH_DIGITS})"
         with self._spool.reading() as conn:
             rows = conn.execute(
-                "SELECT uid, fields IS NULL FROM header_index WHERE mailbox_id = ?1"
+                f"SELECT uid, fields IS NULL FROM header_index WHERE {HEADER_OF_MAILBOX}"
                 " AND (fields IS NULL OR (instr(fields, ?2) > 0"
                 f" AND instr({value} AS INTEGER)), ?4) > 0))"
-                " ORDER BY uid",
+                " ORDER BY id",
                 (mailbox_id, key, len(key), wanted),
             ).fetchall()
         matched = [uid for uid, unknown in rows if not unknown]
@@ -87,8 +97,9 @@ class HeaderIndex:
 
     def listed_headers(self, name: str, uids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
         """The size and the fields clients list folders with (sealmail.store.headers.
-        listed_form) of those of `uids` that exist, from the index alone, in one query; rows
-        without them yet (older than index version 6) are filled first, for the whole mailbox,
+        listed_form) of those of `uids` that exist, from the index alone, in one query (the
+        copy's row, else its content's: `header_content`); rows without them (older than index
+        version 6, or a content's row dropped early) are filled first, for the whole mailbox,
         reading each file once."""
         wanted = set(uids)
         if not wanted:
@@ -98,9 +109,7 @@ class HeaderIndex:
             with self._spool.reading() as conn:
                 row = require_mailbox(conn, name)
                 rows = conn.execute(
-                    "SELECT m.uid, m.size, h.listed FROM messages AS m"
-                    " LEFT JOIN header_index AS h"
-                    " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+                    f"SELECT m.uid, m.size, {LISTED} FROM messages AS m {JOIN_HEADER}"
                     " WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ?",
                     (row[0], min(wanted), max(wanted)),
                 ).fetchall()
@@ -128,8 +137,8 @@ class HeaderIndex:
                         for key, reverse in keys)
         rows = self._sortable(
             name,
-            "SELECT m.uid, h.base_subject IS NULL FROM messages AS m LEFT JOIN header_index AS h"
-            " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid WHERE m.mailbox_id = ?"
+            f"SELECT m.uid, h.base_subject IS NULL FROM messages AS m {JOIN_HEADER}"
+            " WHERE m.mailbox_id = ?"
             f" ORDER BY {order}m.uid",
         )
         return [row[0] for row in rows]
@@ -145,8 +154,7 @@ class HeaderIndex:
         listed = ",".join(str(int(uid)) for uid in sorted(set(uids)))
         rows = self._sortable(
             name,
-            f"SELECT m.uid, h.base_subject IS NULL{columns} FROM messages AS m"
-            " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
+            f"SELECT m.uid, h.base_subject IS NULL{columns} FROM messages AS m {JOIN_HEADER}"
             f" WHERE m.mailbox_id = ? AND m.uid IN ({listed})",
         )
         return {row[0]: tuple(row[2:]) for row in rows}
@@ -159,8 +167,7 @@ class HeaderIndex:
             "SELECT m.uid, h.base_subject IS NULL, ifnull(h.message_id, ''), ifnull(h.refs, ''),"
             " ifnull(h.in_reply_to, ''), ifnull(h.subject, ''), ifnull(h.base_subject, ''),"
             " coalesce(h.sentdate, m.internaldate) FROM messages AS m"
-            " LEFT JOIN header_index AS h ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-            f" WHERE m.mailbox_id = ? AND m.uid > {int(since)} ORDER BY m.uid",
+            f" {JOIN_HEADER} WHERE m.mailbox_id = ? AND m.uid > {int(since)} ORDER BY m.uid",
         )
         return [ThreadFields(row[0], *row[2:]) for row in rows]
 
@@ -184,9 +191,8 @@ class HeaderIndex:
             missing = [
                 (uid, filename)
                 for uid, filename in conn.execute(
-                    "SELECT m.uid, m.filename FROM messages AS m LEFT JOIN header_index AS h"
-                    " ON h.mailbox_id = m.mailbox_id AND h.uid = m.uid"
-                    " WHERE m.mailbox_id = ? AND (h.base_subject IS NULL OR h.listed IS NULL)",
+                    f"SELECT m.uid, m.filename FROM messages AS m {JOIN_HEADER}"
+                    f" WHERE m.mailbox_id = ? AND (h.base_subject IS NULL OR {LISTED} IS NULL)",
                     (mailbox_id,),
                 )
             ]
@@ -196,18 +202,18 @@ class HeaderIndex:
                 data = (directory / filename).read_bytes()
             except OSError:
                 continue  # searched from the file (and reported) by the caller
-            rows.append((mailbox_id, uid, searchable_form(data), listed_form(data),
-                         *sort_fields(data), mailbox_id, uid))
+            rows.append((header_key(mailbox_id, uid), mailbox_id, uid, searchable_form(data),
+                         listed_form(data), *sort_fields(data), mailbox_id, uid))
         with self._spool.index.transaction() as conn:
             # Only for messages still there: an expunge may have come in between.
             conn.executemany(
-                f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, {ROW_LIST})"
-                f" SELECT ?, ?, {ROW_PLACES}"
+                f"INSERT OR REPLACE INTO header_index (id, mailbox_id, uid, {ROW_LIST})"
+                f" SELECT ?, ?, ?, {ROW_PLACES}"
                 " WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?)",
                 rows,
             )
             conn.execute(
-                "DELETE FROM header_index WHERE mailbox_id = ?1 AND uid NOT IN"
+                f"DELETE FROM header_index WHERE {HEADER_OF_MAILBOX} AND uid NOT IN"
                 " (SELECT uid FROM messages WHERE mailbox_id = ?1)",
                 (mailbox_id,),
             )

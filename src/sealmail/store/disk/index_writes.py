@@ -4,9 +4,13 @@ A delivery used to run four statements per copy inside the batch's transaction (
 INSERT into messages, INSERT into header_index, UPDATE of the mailbox row): for 50 recipients
 200 statements, each a round through the sqlite3 module. Here the batch's mailbox rows are read
 in one query, each copy's uid and modseq drawn from the row kept in memory (the transaction holds
-SQLite's write lock, so no one else draws them meanwhile), and the rows written with three
-`executemany` at the end, before the directory fsync and the COMMIT. Quota checks sum the
-mailbox rows in the table, so a batch with quota roots writes after each copy instead (`flush`).
+SQLite's write lock, so no one else draws them meanwhile), and the rows written with four
+`executemany` at the end, before the directory fsync and the COMMIT. A message delivered to
+`SHARED_FROM` mailboxes or more has its listed fields written once (`header_content`: store.index,
+version 11) instead of in each copy's row; below that, a new row in that table (a random place in
+its B-tree: ~2 index pages) costs more than the copies' octets it saves (docs/benchmarks.md,
+copy18). Quota checks sum the mailbox rows in the table, so a batch with quota roots writes after
+each copy instead (`flush`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,16 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from sealmail.store.disk.layout import MAILBOX_COLUMNS, ROW_LIST, ROW_PLACES
+from sealmail.store.disk.layout import (
+    ADD_CONTENT,
+    MAILBOX_COLUMNS,
+    ROW_LIST,
+    ROW_PLACES,
+    header_key,
+)
 
 NAMES_PER_QUERY = 500  # under SQLite's bound on host parameters (999 before 3.32)
+SHARED_FROM = 6  # copies of a message from which its listed fields are kept once (see above)
 
 
 class IndexWrites:
@@ -28,6 +39,7 @@ class IndexWrites:
         self._rows: dict[str, list[Any] | None] = {}  # None: no such mailbox
         self._messages: list[tuple[Any, ...]] = []
         self._headers: list[tuple[Any, ...]] = []
+        self._contents: dict[str, list[Any]] = {}  # guid -> [copies added, listed fields]
         self._added: dict[int, list[Any]] = {}  # mailbox id -> its row, with its added count/bytes
         distinct = list(dict.fromkeys(names))
         for start in range(0, len(distinct), NAMES_PER_QUERY):
@@ -50,13 +62,25 @@ class IndexWrites:
             row = self._rows[name] = None if found is None else [*found, 0, 0]
         return row
 
-    def add(self, row: list[Any], message: tuple[Any, ...], header: tuple[Any, ...]) -> None:
+    def add(self, row: list[Any], message: tuple[Any, ...], header: tuple[Any, ...],
+            shared: bool) -> None:
         """Note a message appended to the mailbox of `row` at its uidnext and highestmodseq + 1
         (read them from `row` first): `message` is its messages row after (mailbox_id, uid,
-        modseq), `header` its header_index row after (mailbox_id, uid)."""
+        modseq), `header` its header_index row after (mailbox_id, uid); `shared`: its listed
+        fields (header[1]) kept once for the content rather than in this row."""
         mailbox_id, uid, modseq = row[0], row[5], row[6] + 1
+        key = header_key(mailbox_id, uid)
         self._messages.append((mailbox_id, uid, modseq, *message))
-        self._headers.append((mailbox_id, uid, *header))
+        if shared:
+            guid = message[2]
+            content = self._contents.get(guid)
+            if content is None:
+                self._contents[guid] = [1, header[1]]
+            else:
+                content[0] += 1
+            self._headers.append((key, mailbox_id, uid, header[0], None, *header[2:]))
+        else:
+            self._headers.append((key, mailbox_id, uid, *header))
         row[5], row[6] = uid + 1, modseq
         row[9] += 1
         row[10] += message[1]  # size
@@ -72,10 +96,15 @@ class IndexWrites:
                 self._messages,
             )
             conn.executemany(
-                f"INSERT OR REPLACE INTO header_index (mailbox_id, uid, {ROW_LIST})"
-                f" VALUES (?, ?, {ROW_PLACES})",
+                f"INSERT OR REPLACE INTO header_index (id, mailbox_id, uid, {ROW_LIST})"
+                f" VALUES (?, ?, ?, {ROW_PLACES})",
                 self._headers,
             )
+            if self._contents:
+                conn.executemany(
+                    ADD_CONTENT,
+                    [(guid, copies, listed) for guid, (copies, listed) in self._contents.items()],
+                )
         if self._added:
             conn.executemany(
                 "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
@@ -85,4 +114,4 @@ class IndexWrites:
             )
             for row in self._added.values():
                 row[9] = row[10] = 0
-        self._messages, self._headers, self._added = [], [], {}
+        self._messages, self._headers, self._contents, self._added = [], [], {}, {}

@@ -165,10 +165,32 @@ def allocate_uidvalidity(conn: sqlite3.Connection, clock: Callable[[], float]) -
     return value
 
 
-# A header_index row past its key: searchable form, listed fields, sortable form.
+# A header_index row past its key: searchable form, listed fields (NULL when kept once for the
+# content, in `header_content`: store.index, version 11), sortable form.
 ROW_LIST = ", ".join(("fields", "listed", *SORT_COLUMNS))
 
 ROW_PLACES = ", ".join("?" * (2 + len(SORT_COLUMNS)))
+
+# header_index's key (store.index, version 11): one integer, the mailbox's id then the uid, so a
+# mailbox's rows stay one contiguous range and the B-tree's interior cells hold only integers.
+HEADER_KEY = "((m.mailbox_id << 32) | m.uid)"  # of a `messages AS m` row
+HEADER_OF_MAILBOX = "id BETWEEN (?1 << 32) AND ((?1 << 32) | 4294967295)"  # mailbox ?1's rows
+JOIN_HEADER = f"LEFT JOIN header_index AS h ON h.id = {HEADER_KEY}"
+
+
+def header_key(mailbox_id: int, uid: int) -> int:
+    """header_index.id of a message."""
+    return (mailbox_id << 32) | uid
+
+
+# The listed fields of a message, from its copy's row or else its content's.
+LISTED = "coalesce(h.listed, (SELECT c.listed FROM header_content AS c WHERE c.guid = m.guid))"
+
+# Add `copies` copies of a content with its listed fields (guid, copies, listed).
+ADD_CONTENT = (
+    "INSERT INTO header_content (guid, copies, listed) VALUES (?, ?, ?)"
+    " ON CONFLICT (guid) DO UPDATE SET copies = copies + excluded.copies"
+)
 
 
 MAILBOX_COLUMNS = (

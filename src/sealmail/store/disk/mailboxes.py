@@ -15,6 +15,7 @@ from sealmail.store import quota
 from sealmail.store.api import MailboxInfo, QuotaUsage
 from sealmail.store.disk.layout import (
     HEADER_NAME,
+    HEADER_OF_MAILBOX,
     MAILBOX_COLUMNS,
     MailboxHeader,
     Spool,
@@ -114,6 +115,8 @@ class Mailboxes:
                         "INSERT OR REPLACE INTO tombstones (uniqueid, partition) VALUES (?, ?)",
                         (uniqueid, partition),
                     )
+                    conn.execute(f"DELETE FROM header_index WHERE {HEADER_OF_MAILBOX}",
+                                 (mailbox_id,))  # no foreign key (store.index, version 11)
                     conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
                     conn.execute("DELETE FROM quotaroots WHERE root = ?", (doomed_name,))
                 if whole_user:

@@ -6,12 +6,14 @@ only ever see an index a power failure cannot take back) go on while the pool fs
 files and their directory, and the replies wait for both. One serial disk wait a batch instead of
 two. The price: for a moment a committed row may name a copy whose file is not durable yet.
 
-So that commit also writes each such copy into the `unconfirmed` table with its `owner` (this
-process: boot id, pid and start time, so a live process is never mistaken for a dead one that had
-its pid) and `round` (drawn per batch). Once the round is done, a later transaction of the same
-process deletes the round's rows (its next batch's commit, or the deferred directory round:
-`Confirmations`), no commit of its own. If the round fails, the copies are expunged at once and
-their recipients hear a temporary failure.
+So that commit also writes its copies into the `unconfirmed_rounds` table, one row for the batch
+(its copies packed in one value: `pack`; one row per copy cost 4-7% of the delivery thread at 50
+recipients, docs/benchmarks.md), with its `owner` (this process: boot id, pid and start time, so
+a live process is never mistaken for a dead one that had its pid) and `round` (drawn per batch).
+Once the round is done, a later transaction of the same process deletes the round's rows (its
+next batch's commit, or the deferred directory round: `Confirmations`), no commit of its own.
+If the round fails, the copies are expunged at once and their recipients hear a temporary
+failure.
 
 When the store is opened (or reconstructed), rows of dead owners are checked (`recover`): a copy
 whose file holds the content of its guid stays (the file and its directory are fsynced first: a
@@ -20,7 +22,7 @@ missing or wrong is linked again from a stage file of that content if one is lef
 expunged as IMAP expunges (a new modseq, an `expunged` row for VANISHED, the counts and so the
 quota usage), never its UID reused (uidnext was durable with the row). A power failure thus turns
 a message no one was told was delivered, but that a client may have seen, into an expunge. COPY
-and MOVE of an unconfirmed copy pass its row on to the new copy (`inherit`).
+and MOVE of an unconfirmed copy pass its mark on to the new copy (`inherit`).
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class Confirmations:
             rounds, self._done = self._done, []
         if rounds:
             mine = owner()
-            conn.executemany("DELETE FROM unconfirmed WHERE owner = ? AND round = ?",
+            conn.executemany("DELETE FROM unconfirmed_rounds WHERE owner = ? AND round = ?",
                              [(mine, r) for r in rounds])
         return rounds
 
@@ -165,12 +167,25 @@ class Confirmations:
                 self.put_back(rounds)
 
 
+def pack(copies: Iterable[tuple[int, int]]) -> str:
+    """(mailbox id, uid) pairs as one `unconfirmed_rounds.copies` value."""
+    return " ".join([f"{mailbox_id}:{uid}" for mailbox_id, uid in copies])
+
+
+def unpack(copies: str) -> list[tuple[int, int]]:
+    """The (mailbox id, uid) pairs of a `copies` value."""
+    pairs = []
+    for copy in copies.split():
+        mailbox_id, _, uid = copy.partition(":")
+        pairs.append((int(mailbox_id), int(uid)))
+    return pairs
+
+
 def record(conn: sqlite3.Connection, round_: int, copies: Iterable[tuple[int, int]]) -> None:
     """Inside the commit: `copies` (mailbox id, uid) unconfirmed until `round_` is done."""
-    mine = owner()
-    conn.executemany(
-        "INSERT OR REPLACE INTO unconfirmed (mailbox_id, uid, owner, round) VALUES (?, ?, ?, ?)",
-        [(mailbox_id, uid, mine, round_) for mailbox_id, uid in copies],
+    conn.execute(
+        "INSERT INTO unconfirmed_rounds (owner, round, copies) VALUES (?, ?, ?)",
+        (owner(), round_, pack(copies)),
     )
 
 
@@ -178,17 +193,22 @@ def inherit(
     conn: sqlite3.Connection, source_id: int, target_id: int, pairs: Sequence[tuple[int, int]]
 ) -> None:
     """COPY or MOVE: a copy of an unconfirmed message is unconfirmed alike (same owner and
-    round), so recovery checks it too. One query when none is (the usual case)."""
-    found = dict(
-        (uid, (who, round_)) for uid, who, round_ in conn.execute(
-            "SELECT uid, owner, round FROM unconfirmed WHERE mailbox_id = ?", (source_id,)
-        )
-    )
-    if found:
+    round, a row of its own), so recovery checks it too. One query, which SQLite answers
+    without handing over the rows of the live rounds (one a delivering process, usually) that
+    name no copy in the source mailbox."""
+    new_uids = dict(pairs)
+    added = []
+    for who, round_, copies in conn.execute(
+        "SELECT owner, round, copies FROM unconfirmed_rounds WHERE instr(' ' || copies, ?) > 0",
+        (f" {source_id}:",),
+    ):
+        inherited = [(target_id, new_uids[uid]) for mailbox_id, uid in unpack(copies)
+                     if mailbox_id == source_id and uid in new_uids]
+        if inherited:
+            added.append((who, round_, pack(inherited)))
+    if added:
         conn.executemany(
-            "INSERT OR REPLACE INTO unconfirmed (mailbox_id, uid, owner, round)"
-            " VALUES (?, ?, ?, ?)",
-            [(target_id, new, *found[old]) for old, new in pairs if old in found],
+            "INSERT INTO unconfirmed_rounds (owner, round, copies) VALUES (?, ?, ?)", added
         )
 
 
@@ -204,7 +224,8 @@ def withdraw(spool: Spool, round_: int, copies: Iterable[tuple[str, int]]) -> No
         for name, uids in by_name.items():
             if mailbox_row(conn, name) is not None:  # else deleted meanwhile, with its rows
                 expunge_rows(spool, conn, name, uids, files)
-        conn.execute("DELETE FROM unconfirmed WHERE owner = ? AND round = ?", (owner(), round_))
+        conn.execute("DELETE FROM unconfirmed_rounds WHERE owner = ? AND round = ?",
+                     (owner(), round_))
     remove_files(files)
 
 
@@ -212,7 +233,7 @@ def recover(spool: Spool) -> list[str]:
     """At open: the unconfirmed copies of dead owners kept (fsynced), linked again from a stage
     file, or expunged (see the top). Returns what was done, one line each."""
     with spool.reading() as conn:
-        owners = [o for (o,) in conn.execute("SELECT DISTINCT owner FROM unconfirmed")]
+        owners = [o for (o,) in conn.execute("SELECT DISTINCT owner FROM unconfirmed_rounds")]
     gone = [o for o in owners if owner_gone(o)]
     if not gone:
         return []
@@ -220,18 +241,16 @@ def recover(spool: Spool) -> list[str]:
     files: list[Path] = []
     with spool.index.transaction() as conn:  # one recovery at a time, and no writer meanwhile
         marks = ",".join("?" * len(gone))
-        rows = conn.execute(
-            "SELECT b.name, b.partition, b.uniqueid, u.uid, m.guid, m.filename"
-            " FROM unconfirmed u JOIN mailboxes b ON b.id = u.mailbox_id"
-            " LEFT JOIN messages m ON m.mailbox_id = u.mailbox_id AND m.uid = u.uid"
-            f" WHERE u.owner IN ({marks}) ORDER BY b.name, u.uid",
-            gone,
-        ).fetchall()
+        rows = _copies_of(conn, [
+            copy for (copies,) in conn.execute(
+                f"SELECT copies FROM unconfirmed_rounds WHERE owner IN ({marks})", gone)
+            for copy in unpack(copies)
+        ])
         stages = _stage_files(spool, {row[1] for row in rows})
         kept: list[Path] = []
         lost: dict[str, list[int]] = {}
         for name, partition, uniqueid, uid, guid, filename in rows:
-            if guid is None:
+            if guid is None or filename is None:
                 continue  # expunged since: nothing to check
             path = spool.directory(partition, uniqueid) / filename
             if holds_content(path, guid):
@@ -248,11 +267,29 @@ def recover(spool: Spool) -> list[str]:
             expunge_rows(spool, conn, name, uids, files)
             fixes.append(f"{name}: expunged uid {' '.join(map(str, uids))}: its file was not"
                          " durable when its delivery's process died (never acknowledged)")
-        conn.execute(f"DELETE FROM unconfirmed WHERE owner IN ({marks})", gone)
+        conn.execute(f"DELETE FROM unconfirmed_rounds WHERE owner IN ({marks})", gone)
     remove_files(files)
     for fix in fixes:
         log.warning("recovery: %s", fix)
     return fixes
+
+
+def _copies_of(
+    conn: sqlite3.Connection, copies: Iterable[tuple[int, int]]
+) -> list[tuple[str, str, str, int, str | None, str | None]]:
+    """Each copy (mailbox id, uid) whose mailbox is still there, as (name, partition, uniqueid,
+    uid, guid, filename), the last two None when the message was expunged since; by name and
+    uid."""
+    rows = []
+    for mailbox_id, uid in set(copies):
+        row = conn.execute(
+            "SELECT b.name, b.partition, b.uniqueid, ?2, m.guid, m.filename FROM mailboxes b"
+            " LEFT JOIN messages m ON m.mailbox_id = b.id AND m.uid = ?2 WHERE b.id = ?1",
+            (mailbox_id, uid),
+        ).fetchone()
+        if row is not None:
+            rows.append(row)
+    return sorted(rows, key=lambda row: (row[0], row[3]))
 
 
 def _stage_files(spool: Spool, partitions: set[str]) -> dict[tuple[str, str], list[Path]]:
