@@ -27,6 +27,26 @@ class Holding:
         writer.write(b"hello\r\n")
         await self.release.wait()
 
+
+def _listener() -> tuple[socket.socket, int]:
+    """The listening socket the two workers share, and its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    return listener, listener.getsockname()[1]
+
+
+async def _end(holdings: list[Holding], clients: list[asyncio.StreamWriter],
+               workers: list[asyncio.Future[None]]) -> None:
+    """The sessions released, the clients gone, the workers stopped."""
+    for holding in holdings:
+        holding.release.set()
+    for writer in clients:
+        writer.close()
+    asyncio.get_running_loop().call_soon(lambda: [task.cancel() for task in workers])
+    await asyncio.gather(*workers, return_exceptions=True)
+
     def close(self) -> None:
         pass
 
@@ -43,15 +63,10 @@ def test_clients_spread_over_the_workers() -> None:
     two workers, and a worker that waited finds the client taken and goes on. (In one event loop
     the two take turns anyway; across processes the one already running won every race:
     docs/benchmarks.md, "Per-command overhead", has both counts.)"""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.setblocking(False)
-    port = listener.getsockname()[1]
+    listener, port = _listener()
     first, second = Holding(), Holding()
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
         shared = socket.socket(fileno=os.dup(listener.fileno()))
         shared.setblocking(False)
         workers = [
@@ -65,12 +80,7 @@ def test_clients_spread_over_the_workers() -> None:
             clients.append(writer)
         assert first.sessions + second.sessions == 10
         assert abs(first.sessions - second.sessions) <= 2, (first.sessions, second.sessions)
-        first.release.set()
-        second.release.set()
-        for writer in clients:
-            writer.close()
-        loop.call_soon(lambda: [task.cancel() for task in workers])
-        await asyncio.gather(*workers, return_exceptions=True)
+        await _end([first, second], clients, workers)
 
     asyncio.run(main())
 
@@ -125,15 +135,10 @@ def _lmtp_workers(
 def test_lmtp_clients_gather_in_one_worker_then_spread(tmp_path: Path, at_once: bool) -> None:
     """LMTP_GATHER + 2 clients, one after the other or all connecting at once: LMTP_GATHER in
     one worker (its delivery batches hold them all), the next two in the other."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.setblocking(False)
-    port = listener.getsockname()[1]
+    listener, port = _listener()
     first, second = Holding(), Holding()
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
         workers = _lmtp_workers(listener, tmp_path, [first, second])
         clients = []
         if at_once:
@@ -149,11 +154,6 @@ def test_lmtp_clients_gather_in_one_worker_then_spread(tmp_path: Path, at_once: 
             clients.append(writer)
         counts = sorted([first.sessions, second.sessions])
         assert counts == [2, worker.LMTP_GATHER], counts
-        first.release.set()
-        second.release.set()
-        for writer in clients:
-            writer.close()
-        loop.call_soon(lambda: [task.cancel() for task in workers])
-        await asyncio.gather(*workers, return_exceptions=True)
+        await _end([first, second], clients, workers)
 
     asyncio.run(main())
