@@ -118,11 +118,13 @@ def held(disk: DiskStore) -> Iterator[Callable[[int], None]]:
 
 
 def _lead(disk: DiskStore) -> threading.Thread:
-    """A STORE that becomes the committer (held at its COMMIT by `held`)."""
+    """A STORE that becomes the committer (held at its COMMIT by `held`), once it has taken
+    its batch: it takes the commit turn first, and a change joining before would come along
+    in its batch instead of waiting behind it."""
     first = threading.Thread(target=disk.update_flags, args=("user.a", [1], ["\\Seen"], "add"))
     first.start()
     deadline = time.monotonic() + 30
-    while not disk._changes._batches._leading:
+    while disk._changes._batches._batch is None:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     return first
