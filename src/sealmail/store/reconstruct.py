@@ -39,6 +39,7 @@ from sealmail.store.disk.layout import (
     HEADER_NAME,
     HEADER_OF_MAILBOX,
     JOIN_HEADER,
+    ONE_COPY_MORE,
     MailboxHeader,
     allocate_uidvalidity,
     header_key,
@@ -165,11 +166,6 @@ def _check_listed(conn: sqlite3.Connection, name: str, mailbox_id: int,
             " shared contents"]
 
 
-def _one_copy_more(conn: sqlite3.Connection, guid: str) -> None:
-    """A `messages` row added for `guid`: its kept listed fields have one copy more."""
-    conn.execute("UPDATE header_content SET copies = copies + 1 WHERE guid = ?", (guid,))
-
-
 def _check_header_content(conn: sqlite3.Connection) -> list[str]:
     """The listed fields kept per content (store.index, version 11): each row's `copies`
     recounted from `messages`, rows of contents no message has removed. First the header_index
@@ -286,7 +282,7 @@ def _check(store: DiskStore, conn: sqlite3.Connection, row: tuple[object, ...]) 
             " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
             (mailbox_id, uid, modseq, path.stat().st_mtime, size, guid, path.name),
         )
-        _one_copy_more(conn, guid)
+        conn.execute(ONE_COPY_MORE, (guid,))
         fixes.append(f"{name}: re-indexed file {path.name} that had lost its index row")
     fixes.extend(_check_header_index(conn, name, mailbox_id, forms))
     fixes.extend(_check_listed(conn, name, mailbox_id, listed))
@@ -405,7 +401,7 @@ def _adopt(store: DiskStore, conn: sqlite3.Connection, orphan: _Orphan) -> list[
             " filename) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
             (mailbox_id, uid, modseq, os.stat(path).st_mtime, size, guid, path.name),
         )
-        _one_copy_more(conn, guid)
+        conn.execute(ONE_COPY_MORE, (guid,))
         conn.execute(
             "INSERT INTO header_index (id, mailbox_id, uid, fields, listed)"
             " VALUES (?, ?, ?, ?, ?)",

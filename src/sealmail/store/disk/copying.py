@@ -16,6 +16,7 @@ from sealmail.store.disk import unconfirmed
 from sealmail.store.disk.changes import ChangeGroup, FileEffects
 from sealmail.store.disk.flags import expunge_rows, remove_files
 from sealmail.store.disk.layout import (
+    ONE_COPY_MORE,
     ROW_LIST,
     Spool,
     header_key,
@@ -174,10 +175,7 @@ class Copying:
         )
         if dst_seen is not None and seen_copies:
             save_seen(conn, dst_id, reader, dst_seen.union(seen_copies))
-        conn.executemany(  # the listed fields are per content: one copy more of each
-            "UPDATE header_content SET copies = copies + 1 WHERE guid = ?",
-            [(row[3],) for row in rows],
-        )
+        conn.executemany(ONE_COPY_MORE, [(row[3],) for row in rows])
         unconfirmed.inherit(conn, src[0], dst_id, pairs)  # a copy of a delivery not yet durable
         effects.directories.add(os.fspath(dst_dir))  # fsynced before the COMMIT
         return result

@@ -191,6 +191,8 @@ ADD_CONTENT = (
     "INSERT INTO header_content (guid, copies, listed) VALUES (?, ?, ?)"
     " ON CONFLICT (guid) DO UPDATE SET copies = copies + excluded.copies"
 )
+# One copy more of a content (guid) whose listed fields are kept once, if they are.
+ONE_COPY_MORE = "UPDATE header_content SET copies = copies + 1 WHERE guid = ?"
 
 
 MAILBOX_COLUMNS = (
