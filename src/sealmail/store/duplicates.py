@@ -30,6 +30,7 @@ from sealmail.store.checkpoints import Checkpointer
 from sealmail.store.errors import DiskFull, MailboxBusy, StoreError
 from sealmail.store.forks import FORKS
 from sealmail.store.locks import CommitTurn, _open_lock_file
+from sealmail.store.wal import switch_to_wal
 
 LOCK_STRIPES = 256
 
@@ -122,7 +123,7 @@ class DuplicateDatabase:
                 isolation_level=None,
                 check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            switch_to_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:

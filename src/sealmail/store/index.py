@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreError
 from sealmail.store.forks import FORKS
+from sealmail.store.wal import switch_to_wal
 
 SCHEMA_VERSION = 11
 
@@ -359,7 +360,7 @@ class Index:
                 check_same_thread=False,
                 factory=_Connection,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            switch_to_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sealmail.store.errors import StoreError
+from sealmail.store.wal import switch_to_wal
+
+_BUSY_TIMEOUT = 30.0
 
 
 class SieveTracking:
@@ -28,9 +31,9 @@ class SieveTracking:
         if conn is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None,
                                        check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                switch_to_wal(conn, _BUSY_TIMEOUT)
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS marks (scope TEXT NOT NULL, key TEXT NOT NULL,"

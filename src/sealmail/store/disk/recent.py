@@ -38,6 +38,7 @@ from sealmail.store.duplicates import database_error
 from sealmail.store.errors import StoreError
 from sealmail.store.forks import FORKS
 from sealmail.store.locks import CommitTurn
+from sealmail.store.wal import switch_to_wal
 
 RECENT_NAME = "recent.db"
 _SCHEMA_VERSION = 1
@@ -83,7 +84,7 @@ class RecentMarks:
             os.close(fd)
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout,
                                    isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            switch_to_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")  # see the top: never an fsync per claim
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             if version != _SCHEMA_VERSION:
