@@ -24,7 +24,9 @@ pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the 
 NAMES = ("user.a", "user.b", "user.c")  # user.c on the second partition: two stage files
 
 
-def _child(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _child(
+    tmp_path: Path, code: str, *args: str, **options: str
+) -> subprocess.CompletedProcess[str]:
     prelude = f"""
         import os, signal, sys, threading
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
@@ -32,7 +34,7 @@ def _child(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess
         from sealmail.store.api import DeliveryTarget
         from sealmail.store.disk import DiskStore
         from tests.store.conftest import make_config
-        config = make_config(Path({str(tmp_path)!r}))
+        config = make_config(Path({str(tmp_path)!r}), **{options!r})
         """
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(code), *args],
@@ -107,6 +109,27 @@ def test_sigkill_after_commit_before_the_directory_fsyncs(
         assert disk.reconstruct_all() == []
         [again] = disk.deliver(b"next\r\n", [DeliveryTarget("user.b")])
         assert isinstance(again, AppendedMessage) and again.uid == 2
+
+
+@pytest.mark.parametrize("way", ["deliver", "batch"])
+@pytest.mark.parametrize("point", ["committed", "deferred"])
+def test_without_single_instance_a_lost_copy_comes_back_as_its_own_file(
+    tmp_path: Path, point: str, way: str
+) -> None:
+    """singleinstancestore=no: each copy had a file of its own, and recovery makes each lost
+    one again as a file of its own, not as links to one stage file."""
+    directories = _prepare(tmp_path)
+    child = _child(tmp_path, _KILLED_AFTER_COMMIT, point, way, singleinstancestore="no")
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    copies = [directories[n] / ("2." if n == "user.a" else "1.") for n in NAMES]
+    for copy in copies:
+        copy.unlink()
+    with DiskStore.from_config(make_config(tmp_path, singleinstancestore="no")) as disk:
+        assert _stage_files(tmp_path) == []
+        assert [disk.message_bytes(n, 2 if n == "user.a" else 1) for n in NAMES] == [
+            b"kept\r\n"] * 3
+        assert [os.stat(copy).st_nlink for copy in copies] == [1, 1, 1]
+        assert disk.reconstruct_all() == []
 
 
 def test_links_lost_before_the_open_are_reported_by_reconstruct(tmp_path: Path) -> None:

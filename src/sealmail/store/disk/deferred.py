@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from sealmail.durable import fsync_directories, fsync_directory
 from sealmail.store.disk.index_writes import NAMES_PER_QUERY
-from sealmail.store.disk.layout import Spool
+from sealmail.store.disk.layout import Spool, write_synced
 from sealmail.store.errors import StoreError
 
 SYNC_INTERVAL = 0.1  # seconds between rounds of deferred directory fsyncs (one per directory)
@@ -77,6 +78,23 @@ def holds_content(path: Path, guid: str) -> bool:
         return hashlib.sha1(path.read_bytes()).hexdigest() == guid
     except OSError:
         return False
+
+
+def restore_copy(spool: Spool, stage: Path, target: str) -> None:
+    """A missing copy made again from its stage file as the delivery made it: a hard link, or
+    with singleinstancestore=no a file of its own, written and fsynced under a name of this
+    process in the stage directory and then linked in, so a crash never leaves half a copy
+    under the copy's name. FileExistsError when the copy is there."""
+    if spool.single_instance:
+        os.link(stage, target)
+        return
+    own = stage.with_name(f"{os.getpid()}-restore-{secrets.token_hex(6)}")
+    try:
+        write_synced(own, stage.read_bytes(), os.O_EXCL)
+        os.link(own, target)
+    finally:
+        with suppress(FileNotFoundError):
+            own.unlink()
 
 
 class DeferredSyncs:
@@ -243,7 +261,7 @@ def _relinked(
             target = f"{directory}/{filename}"
             if not os.path.exists(target):
                 try:
-                    os.link(stage, target)
+                    restore_copy(spool, stage, target)
                 except FileExistsError:
                     pass
                 except OSError as exc:

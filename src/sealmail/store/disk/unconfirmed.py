@@ -38,7 +38,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from sealmail.durable import fsync_together
-from sealmail.store.disk.deferred import holds_content, stage_guid
+from sealmail.store.disk.deferred import holds_content, restore_copy, stage_guid
 from sealmail.store.disk.flags import expunge_rows, remove_files
 from sealmail.store.disk.layout import STAGE_DIRECTORY, Spool, mailbox_row
 
@@ -257,7 +257,7 @@ def recover(spool: Spool) -> list[str]:
                 kept.append(path)
             elif (stage := _verified(stages.get((partition, guid)), guid)) is not None:
                 path.unlink(missing_ok=True)
-                os.link(stage, path)
+                restore_copy(spool, stage, str(path))
                 kept.append(path)
                 fixes.append(f"{name}: re-linked uid {uid} from stage file {stage.name}")
             else:
