@@ -63,6 +63,25 @@ def test_a_batch_answers_each_envelope_in_order_and_stores_all(engine: DeliveryE
 
 
 @pytest.mark.parametrize("backend", ["disk"])
+def test_a_message_to_two_recipients_is_staged_once(
+    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies of one content go to the store together (grouped without hashing the content)."""
+    rounds: list[tuple[int, int]] = []
+    real = commit.fsyncs_started
+
+    def counted(directories: set[str], fds: list[int]) -> Fsyncs:
+        rounds.append((len(directories), len(fds)))
+        return real(directories, fds)
+
+    monkeypatch.setattr(commit, "fsyncs_started", counted)
+    [[first, second]] = engine.deliver_batch([(envelope(engine, "alice", "bob"), message(1))])
+    assert first.code == second.code == 250
+    assert rounds == [(1, 1)]  # one stage file for both copies
+    assert subjects(engine, "alice") == subjects(engine, "bob") == [b"m1"]
+
+
+@pytest.mark.parametrize("backend", ["disk"])
 def test_the_disk_store_commits_a_batch_once_with_every_stage_file_in_one_fsync_round(
     engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -171,11 +171,13 @@ class DotDataReader:
         self.size = 0
         self.oversized = False
         self.done = False
-        self._chunks: list[bytes] = []
+        # Slices of the buffer's bytearray (one copy each; `bytes()` of them made a second),
+        # or the bytearray itself when all of it is content: `content()` joins them once.
+        self._chunks: list[bytearray] = []
         # The DATA command's line end counts as the start of the first data line.
         self._at_line_start = True
 
-    def _keep(self, content: bytes) -> None:
+    def _keep(self, content: bytearray) -> None:
         if not content:
             return
         self.size += len(content)
@@ -208,18 +210,23 @@ class DotDataReader:
             found = _LINE_THEN_DOT.search(data, pos)
             if found is not None:
                 dotted = found.start()
-                self._keep(bytes(data[pos : dotted + 2]))
+                self._keep(data[pos : dotted + 2])
                 pos = dotted + 2
                 self._at_line_start = True
                 continue
             # No such line here: keep it all but a trailing CR that may start a line end.
             if n - pos >= 2 and data[n - 2 : n] == CRLF:
-                self._keep(bytes(data[pos:n]))
+                if pos:
+                    self._keep(data[pos:n])
+                else:  # the whole buffer: its bytearray is kept, not copied
+                    self._keep(data)
+                    buffer._data = data = bytearray()
+                    n = 0
                 pos = n
                 self._at_line_start = True
                 break
             end = n - 1 if n > pos and data[n - 1] == 0x0D else n
-            self._keep(bytes(data[pos:end]))
+            self._keep(data[pos:end])
             pos = end
             break
         del data[:pos]

@@ -19,7 +19,10 @@ import asyncio
 
 __all__ = ["ReadDeadline"]
 
-READ_SIZE = 65536
+# What one read may return: all that uvloop took in one recv (up to 256,000 octets), so a
+# 100 KiB message reaches the core in one piece, not 64 KiB and then the rest (one loop
+# iteration, one copy of the piece and one pass of the DATA reader fewer; issue 18).
+READ_SIZE = 262144
 
 
 class ReadDeadline:
