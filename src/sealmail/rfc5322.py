@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Address", "header_fields", "header_fields_finder", "message_header",
+__all__ = ["Address", "address_list", "header_fields", "header_fields_finder", "message_header",
            "parse_address_list"]
 
 _NAME = rb"[!-9;-~]+[ \t]*:"
@@ -238,3 +238,16 @@ def parse_address_list(text: str) -> tuple[Address, ...]:
     if in_group:
         result.append(Address(None, None, None, None))
     return tuple(result)
+
+
+_remembered_address_lists = functools.lru_cache(maxsize=256)(parse_address_list)
+
+
+def address_list(text: str) -> tuple[Address, ...]:
+    """parse_address_list, remembered for short values: an APPEND reads the same From, To and
+    Cc three times over (the ENVELOPE of the parse it keeps, then the store's searchable and
+    sortable forms of the message), and one parse serves all three. A long value is parsed
+    anew, not kept. The result is immutable (a tuple of frozen Address)."""
+    if len(text) > 998:  # RFC 5322's line limit: a longer value is rare, and not kept
+        return parse_address_list(text)
+    return _remembered_address_lists(text)

@@ -30,7 +30,7 @@ import functools
 import re
 
 from sealmail import rfc5322
-from sealmail.rfc5322 import Address, parse_address_list
+from sealmail.rfc5322 import address_list
 from sealmail.rfc5322 import message_header as header_block
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "LISTED_FIELDS",
     "NAME_SEPARATOR",
     "VALUE_SEPARATOR",
-    "addresses",
     "decode_words",
     "encode",
     "header_block",
@@ -62,17 +61,6 @@ VALUE_SEPARATOR = b"\x1d"
 LENGTH_DIGITS = 6
 _INDEXED = frozenset(INDEXED_FIELDS)
 _FOLD = re.compile(r"\n[ \t]+")
-
-
-_remembered_addresses = functools.lru_cache(maxsize=256)(parse_address_list)
-
-
-def addresses(value: str) -> tuple[Address, ...]:
-    """parse_address_list, remembered for short values: the searchable and the sortable form
-    of one message parse the same From/To/Cc (a long value is parsed anew, not kept)."""
-    if len(value) > 998:  # RFC 5322's line limit: a longer value is rare, and not kept
-        return parse_address_list(value)
-    return _remembered_addresses(value)
 
 
 def decode_words(value: str) -> str:
@@ -117,7 +105,7 @@ def searchable_fields(block: bytes, only: frozenset[str] | None = None,
         if name in ADDRESS_FIELDS:
             specs = ", ".join(
                 f"{a.mailbox}@{a.host}" if a.host else a.mailbox
-                for a in addresses(value) if a.mailbox and a.host is not None)
+                for a in address_list(value) if a.mailbox and a.host is not None)
             if specs:
                 out.append((name, specs))
     return out

@@ -24,7 +24,8 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple, TypeAlias
 
-from sealmail.store.headers import addresses, decode_words, header_block, raw_header_fields
+from sealmail.rfc5322 import address_list
+from sealmail.store.headers import decode_words, header_block, raw_header_fields
 
 __all__ = [
     "SORT_COLUMNS",
@@ -98,7 +99,7 @@ def _first_address(values: Sequence[str]) -> tuple[str, str]:
     (FROM, TO, CC) its addr-mailbox, RFC 5957 (DISPLAYFROM, DISPLAYTO) its display name, or
     addr-mailbox@addr-host without one. A group comes first as ENVELOPE has it (RFC 9051
     7.5.2: NIL NIL name NIL): its name is both (imaptest's sort-addresses, sort-display-to)."""
-    for address in addresses(values[0]) if values else ():
+    for address in address_list(values[0]) if values else ():
         if address.mailbox is None:
             continue  # the end of a group
         if address.host is None:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sealmail.rfc5322 import Address, header_fields, parse_address_list
+from sealmail.rfc5322 import Address, address_list, header_fields, parse_address_list
 
 __all__ = [
     "Address",
@@ -165,11 +165,18 @@ def _split_header(raw: bytes, start: int, end: int) -> tuple[list[_Field], int]:
     return fields, end
 
 
-def _first(fields: list[tuple[str, bytes, int, int]], name: str) -> str | None:
-    for key, value, _, _ in fields:
-        if key == name:
-            return _text(value)
-    return None
+def _firsts(fields: list[_Field]) -> dict[str, bytes]:
+    """Each field name's first value: a part's dozen and a half lookups read this once
+    instead of walking its fields each time."""
+    first: dict[str, bytes] = {}
+    for name, value, _, _ in fields:
+        first.setdefault(name, value)
+    return first
+
+
+def _first(first: dict[str, bytes], name: str) -> str | None:
+    value = first.get(name)
+    return None if value is None else _text(value)
 
 
 # -- parameters (RFC 2045 5.1) --------------------------------------------------------------------
@@ -246,12 +253,12 @@ def _content_type(value: str | None) -> tuple[str, str, tuple[tuple[str, str], .
     return kind.group(0).upper(), sub.group(0).upper(), _parameters(value, sub.end())
 
 
-def _address_field(fields: list[tuple[str, bytes, int, int]], name: str) -> tuple[Address, ...]:
+def _address_field(fields: dict[str, bytes], name: str) -> tuple[Address, ...]:
     value = _first(fields, name)
-    return parse_address_list(value) if value else ()
+    return address_list(value) if value else ()
 
 
-def _envelope(fields: list[tuple[str, bytes, int, int]]) -> Envelope:
+def _envelope(fields: dict[str, bytes]) -> Envelope:
     return Envelope(
         date=_first(fields, "date"),
         subject=_first(fields, "subject"),
@@ -325,7 +332,8 @@ def _boundaries(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple
 def _part(raw: bytes, start: int, end: int, depth: int, budget: _Budget,
           default_type: tuple[str, str] = ("TEXT", "PLAIN")) -> tuple[Envelope, BodyStructure]:
     budget.parts += 1
-    fields, body_start = _split_header(raw, start, end)
+    split, body_start = _split_header(raw, start, end)
+    fields = _firsts(split)
     parsed = _content_type(_first(fields, "content-type"))
     if parsed is None:
         kind, subtype = default_type
