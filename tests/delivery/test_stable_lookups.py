@@ -175,3 +175,37 @@ def test_an_index_of_version_8_gains_the_stamp(config: ImapdConfig, store: DiskS
         before = again.namespace_stamp()
         again.create_mailbox("user.bob")
         assert again.namespace_stamp() == before + 1
+
+
+def test_an_address_resolved_once_is_kept_while_the_stamp_holds(
+    config: ImapdConfig, store: DiskStore, other: DiskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = DeliveryEngine(config, store, None)
+    first = engine.check_recipient("alice", None, ignore_quota=False)
+    resolve = engine.resolver.resolve
+    monkeypatch.setattr(engine.resolver, "resolve", lambda *args: pytest.fail("resolved again"))
+    assert engine.check_recipient("alice", None, ignore_quota=False) is first
+    assert engine.check_recipient("alice", None, ignore_quota=False, fresh=False) is first
+    monkeypatch.setattr(engine.resolver, "resolve", resolve)
+    other.create_mailbox("user.bob")  # the stamp moves: resolved again
+    monkeypatch.setattr(engine.resolver, "resolve", lambda *args: pytest.fail("kept"))
+    with pytest.raises(pytest.fail.Exception, match="kept"):
+        engine.check_recipient("alice", None, ignore_quota=False)
+
+
+def test_what_a_recipient_is_kept_by_includes_ignorequota_and_the_poster(
+    config: ImapdConfig, store: DiskStore
+) -> None:
+    store.create_mailbox("user.alice.lists", acl={"alice": "lrswipkxtecda", "bob": "p"})
+    engine = DeliveryEngine(config, store, None)
+
+    def resolve(ignore_quota: bool = False, poster: str | None = None) -> tuple[str, bool]:
+        found = engine.check_recipient(
+            "alice+lists", None, ignore_quota=ignore_quota, poster=poster, fresh=False
+        )
+        return found.mailbox, found.ignore_quota
+
+    assert resolve() == ("user.alice", False)
+    assert resolve(poster="bob") == ("user.alice.lists", False)
+    assert resolve(ignore_quota=True) == ("user.alice", True)
+    assert resolve() == ("user.alice", False)

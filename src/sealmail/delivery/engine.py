@@ -120,9 +120,12 @@ class DeliveryEngine:
         first RCPT looked up still holds unless the namespace stamp moved, which is not asked
         again (StableLookups: one query per transaction instead of three per recipient)."""
         lookups = self.lookups
-        if lookups is not None and fresh:
-            lookups.refresh()
-        recipient = self.resolver.resolve(local_part, domain, ignore_quota, poster)
+        if lookups is None:
+            recipient = self.resolver.resolve(local_part, domain, ignore_quota, poster)
+        else:
+            if fresh:
+                lookups.refresh()
+            recipient = lookups.resolved(self.resolver, local_part, domain, ignore_quota, poster)
         if not ignore_quota:
             quota = lookups or self.store
             quota.check_quota(recipient.mailbox, size_hint if self.strict_quota else 0)
