@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
@@ -19,7 +20,7 @@ from sealmail.delivery.quota_warning import send_warning
 from sealmail.delivery.recipient import Recipient, RecipientResolver, StableLookups
 from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
 from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
-from sealmail.maillog import log_line
+from sealmail.maillog import line_writer, log_line
 from sealmail.proto.smtp import Reply
 from sealmail.store import auditlog
 from sealmail.store.api import (
@@ -383,6 +384,7 @@ class DeliveryEngine:
         recipients, replies, stored, failed = (
             envelope.recipients, job.replies, job.stored, job.failed
         )
+        info = line_writer(log, logging.INFO)  # two lines a stored copy: handlers found once
         self._warn_about_quotas([a for kept in stored.values() for a in kept], audit)
         if marks and message_id is not None and self.duplicates is not None:
             # Every stored copy's mark in one write (before any Sieve bookkeeping, as before).
@@ -425,11 +427,11 @@ class DeliveryEngine:
                 replies[index],
                 "sent" if stored[index] else "sent (sieve kept no copy)",
                 where=where,
+                write=info,
             )
             for appended in stored[index]:
                 # Cyrus lmtpd's own line, which operators' tools look for.
-                log_line(log, logging.INFO, "Delivered: %s to mailbox: %s",
-                         message_id or "<nomsgid>", appended.mailbox)
+                info("Delivered: %s to mailbox: %s", message_id or "<nomsgid>", appended.mailbox)
             if audit is not None:
                 audit.appended(stored[index], auditlog.message_id_of(content))
                 if plan is not None and plan.discarded:
@@ -522,14 +524,16 @@ class DeliveryEngine:
         status: str,
         where: str | None = None,
         cause: BaseException | None = None,
+        write: Callable[..., None] | None = None,
     ) -> None:
         """One line per recipient; a failure from the store carries its cause (the error and
-        what raised it, with the path), which the client's reply does not show."""
+        what raised it, with the path), which the client's reply does not show. `write`: a
+        `line_writer` of `log` at INFO, for a line without a cause."""
         assert reply is not None
         where = where or recipient.mailbox
-        log_line(
-            log,
-            logging.INFO if cause is None else logging.WARNING,
+        if write is None or cause is not None:
+            write = partial(log_line, log, logging.INFO if cause is None else logging.WARNING)
+        write(
             "%s: from=<%s>, to=<%s>, mailbox=%s, size=%d, dsn=%s, status=%s (%d %s)%s",
             envelope.session_id,
             envelope.sender,
