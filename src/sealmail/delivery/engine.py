@@ -19,7 +19,7 @@ from sealmail.delivery import message as msg
 from sealmail.delivery.quota_warning import send_warning
 from sealmail.delivery.recipient import Recipient, RecipientResolver, StableLookups
 from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
-from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
+from sealmail.delivery.sieve import ActiveScripts, Copy, SieveFilter, SievePlan
 from sealmail.maillog import line_writer, log_line
 from sealmail.proto.smtp import Reply
 from sealmail.store import auditlog
@@ -152,6 +152,7 @@ class DeliveryEngine:
     ) -> list[list[Reply]]:
         out: list[list[Reply] | None] = [None] * len(items)
         pending: list[tuple[int, _Job]] = []
+        active_scripts: ActiveScripts = {}  # Sieve's lookups, once per user for the batch
         for position, (envelope, content) in enumerate(items):
             begun = self._begin(envelope, content)
             if isinstance(begun, _Job):
@@ -170,7 +171,7 @@ class DeliveryEngine:
                 if stripe is not None:
                     stripes.add(stripe)
                 this_round.append((position, job))
-            self._run_round([job for _, job in this_round], batched)
+            self._run_round([job for _, job in this_round], batched, active_scripts)
             for position, job in this_round:
                 out[position] = job.outcome()
             pending = later
@@ -202,7 +203,9 @@ class DeliveryEngine:
             return None
         return lock_stripe(job.message_id)
 
-    def _run_round(self, jobs: Sequence[_Job], batched: bool) -> None:
+    def _run_round(
+        self, jobs: Sequence[_Job], batched: bool, active_scripts: ActiveScripts
+    ) -> None:
         """Plan, store and finish `jobs` (no two on one Message-ID lock stripe).
 
         One delivery of a Message-ID at a time (DuplicateSuppression.exclusive): two sessions
@@ -218,7 +221,7 @@ class DeliveryEngine:
             with ExitStack() as slots:
                 for job in jobs:
                     if job.error is None:
-                        self._attempt(job, self._plan, job, slots)
+                        self._attempt(job, self._plan, job, slots, active_scripts)
                 self._store([job for job in jobs if job.error is None], batched)
             if batched:
                 self._mark([job for job in jobs if job.error is None])
@@ -270,7 +273,7 @@ class DeliveryEngine:
         job.error = exc
         job.replies = [reply] * len(envelope.recipients)
 
-    def _plan(self, job: _Job, slots: ExitStack) -> None:
+    def _plan(self, job: _Job, slots: ExitStack, active_scripts: ActiveScripts) -> None:
         """Sieve and duplicate suppression per recipient; what is left to store is
         `job.copies`, with a delivery slot of each user held in `slots`."""
         envelope, content, message_id = job.envelope, job.content, job.message_id
@@ -285,7 +288,7 @@ class DeliveryEngine:
             seen_here.update(self.duplicates.seen_among(message_id, list(asked)))
         for index, recipient in enumerate(recipients):
             plan = (
-                self.sieve.plan(recipient, envelope.sender, content, message_id)
+                self.sieve.plan(recipient, envelope.sender, content, message_id, active_scripts)
                 if self.sieve is not None
                 else None
             )
