@@ -10,7 +10,7 @@ loop, the LMTP parser or the sockets. On /dev/shm (the default) the fsyncs cost 
 system calls. Run it with each tree first on PYTHONPATH to compare two trees:
 
     PYTHONPATH=src python bench/lmtp_engine_cpu.py [-r 50] [-b 4] [-n 60] [--repeat 5]
-        [-z 4096] [--dir /dev/shm] [--profile] [--loop]
+        [-z 4096] [--dir /dev/shm] [--profile] [--loop] [--quota KIB]
 
 Printed: CPU ms per message and microseconds per copy, the lowest and the median of `repeat`
 runs (each on a fresh store); `--profile` adds cProfile's top functions of one more run.
@@ -66,6 +66,9 @@ def make_message(number: int, size: int) -> bytes:
     return head + line * max(1, (size - len(head)) // len(line))
 
 
+QUOTA_KIB = 0  # --quota: each user's INBOX a quota root of this many KiB (0: none)
+
+
 def engine_in(root: Path, users: list[str]) -> DeliveryEngine:
     conf = root / "imapd.conf"
     for sub in ("config", "partition"):
@@ -76,7 +79,11 @@ def engine_in(root: Path, users: list[str]) -> DeliveryEngine:
         + store_root_opt_in()
     )
     create_inboxes(conf, users)
-    return build_service(load_imapd_conf(conf), []).engine
+    engine = build_service(load_imapd_conf(conf), []).engine
+    if QUOTA_KIB:
+        for user in users:
+            engine.store.set_quota(f"user.{user}", QUOTA_KIB, None)  # type: ignore[attr-defined]
+    return engine
 
 
 def envelopes(engine: DeliveryEngine, users: list[str], count: int, size: int,
@@ -262,6 +269,8 @@ def main() -> int:
     parser.add_argument("--dir", default="/dev/shm")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="CPU per step (BREAKDOWN)")
+    parser.add_argument("--quota", type=int, default=0, metavar="KIB",
+                        help="each user's INBOX a quota root of KIB (as a Cyrus operator sets)")
     parser.add_argument("--loop", action="store_true",
                         help="the event loop's side: the LMTP core and the RCPT checks")
     parser.add_argument("--log", default="/dev/null", help="where the log lines go")
@@ -272,6 +281,8 @@ def main() -> int:
     parser.add_argument("--copies", default="100,200",
                         help="DeliveryQueue max_copies to compare, interleaved (--sessions)")
     args = parser.parse_args()
+    global QUOTA_KIB
+    QUOTA_KIB = args.quota
     lean_log_records()
     handler = Handler(open(args.log, "a"))  # noqa: SIM115 (until exit)
     handler.setFormatter(SecondsFormatter("%(asctime)s %(name)s[%(process)d]: %(message)s",
