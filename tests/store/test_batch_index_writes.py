@@ -137,3 +137,26 @@ def test_a_batch_warns_once_at_the_copy_that_crosses_the_level(tmp_path: Path) -
                 ] == [False, True, False]
         [again] = disk.deliver(MESSAGE, [DeliveryTarget("user.a", quota_warn=warn)])
         assert isinstance(again, AppendedMessage) and again.quota_warning is None  # warned
+
+
+def test_the_governing_usage_in_one_statement_is_the_roots_usage(tmp_path: Path) -> None:
+    """store.quota.governing_usage (quota_for, every RCPT under a root) against quota_root_of
+    and usage_of, on nested roots, a name sharing a root's prefix and a domain's mailboxes."""
+    from sealmail.store import quota
+
+    names = ("user.a", "user.a.sub", "user.a.sub.x", "user.ab", "user.b", "shared",
+             "shared.x", "example.com!user.c", "example.com!user.c.y")
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        for name in names:
+            disk.create_mailbox(name)
+        for root, kb, count in (("user.a", 10, None), ("user.a.sub", None, 5), ("shared", 1, 1),
+                                ("example.com!user.c", None, 3)):
+            disk.set_quota(root, kb, count)
+        for n, name in enumerate(names):
+            disk.deliver(MESSAGE * (n + 1), [DeliveryTarget(name, ignore_quota=True)])
+        conn = disk.spool.index.connection()
+        for name in names:
+            root = quota.quota_root_of(conn, name)
+            expected = None if root is None else quota.usage_of(conn, root)
+            assert quota.governing_usage(conn, name) == expected, name
+            assert disk.quota_for(name) == expected

@@ -235,8 +235,7 @@ class Mailboxes:
 
     def quota_for(self, name: str) -> QuotaUsage | None:
         with self._spool.reading() as conn:
-            root = quota.quota_root_of(conn, name)
-            return None if root is None else quota.usage_of(conn, root)
+            return quota.governing_usage(conn, name)
 
     def namespace_stamp(self) -> int:
         """sealmail.store.api.NamespaceStamp: kept by triggers in the index (store.index)."""
