@@ -209,3 +209,22 @@ def test_what_a_recipient_is_kept_by_includes_ignorequota_and_the_poster(
     assert resolve(poster="bob") == ("user.alice.lists", False)
     assert resolve(ignore_quota=True) == ("user.alice", True)
     assert resolve() == ("user.alice", False)
+
+
+def test_a_limit_changed_elsewhere_is_enforced_from_the_next_transaction(
+    config: ImapdConfig, store: DiskStore, other: DiskStore
+) -> None:
+    """The root and its limits are kept with the stamp, its usage read at every RCPT."""
+    store.create_mailbox("user.alice.sub")
+    other.set_quota("user.alice", 1000, None)
+    engine = DeliveryEngine(config, store, None)
+    assert check(engine, "alice+sub") == "user.alice"  # no p right on sub: the INBOX
+    check(engine, "alice", fresh=False)
+    other.set_quota("user.alice", 0, None)  # the limit changes: the stamp moves
+    with pytest.raises(OverQuota):
+        check(engine, "alice")
+    other.set_quota("user.alice", 1, None)
+    assert check(engine, "alice") == "user.alice"
+    other.deliver(b"x" * 2048, [DeliveryTarget("user.alice.sub", ignore_quota=True)])
+    with pytest.raises(OverQuota):  # usage below the root, in a folder: read at this RCPT
+        check(engine, "alice", fresh=False)

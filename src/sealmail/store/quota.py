@@ -77,11 +77,11 @@ def usage_of(conn: sqlite3.Connection, root: str) -> QuotaUsage | None:
     ).fetchone()
     if limits is None:
         return None
-    used_bytes, used_messages = _subtree_usage(conn, root)
+    used_bytes, used_messages = subtree_usage(conn, root)
     return QuotaUsage(root, used_bytes, limits[0], used_messages, limits[1])
 
 
-def _subtree_usage(conn: sqlite3.Connection, root: str) -> tuple[int, int]:
+def subtree_usage(conn: sqlite3.Connection, root: str) -> tuple[int, int]:
     """Bytes and messages in `root` and every mailbox below it, from their rows."""
     low, high = subtree_bounds(root)
     used_bytes, used_messages = conn.execute(
@@ -126,7 +126,7 @@ class BatchUsages:
         self._warned: dict[str, bool] = {}
         for root in dict.fromkeys(r for r in self._roots.values() if r is not None):
             storage, messages, warned = found[root]
-            used_bytes, used_messages = _subtree_usage(conn, root)
+            used_bytes, used_messages = subtree_usage(conn, root)
             self._usages[root] = QuotaUsage(root, used_bytes, storage, used_messages, messages)
             self._warned[root] = bool(warned)
 
@@ -187,6 +187,12 @@ def enforce(usage: QuotaUsage, incoming_size: int, incoming_messages: int) -> No
         raise OverQuota(
             f"quota root {usage.root}: {usage.messages_used} messages, limit {usage.messages_limit}"
         )
+
+
+def enforce_at_rcpt(usage: QuotaUsage, incoming_size: int) -> None:
+    """The RCPT-time check (every store's check_quota): `incoming_size` 0 refuses only a root
+    already full; a size (lmtp_strict_quota) counts the message too."""
+    enforce(usage, incoming_size, 1 if incoming_size > 0 else 0)
 
 
 def at_warning_level(usage: QuotaUsage, warn: QuotaWarn) -> bool:

@@ -159,6 +159,7 @@ class DiskStore:
         self.quota_for = mailboxes.quota_for
         self.check_quota = mailboxes.check_quota
         self.namespace_stamp = mailboxes.namespace_stamp
+        self.used_under = mailboxes.used_under
         self.special_uses = mailboxes.special_uses
         self.set_special_use = mailboxes.set_special_use
         # Mailbox view: reading, searching, flags, copies.

@@ -237,6 +237,11 @@ class Mailboxes:
         with self._spool.reading() as conn:
             return quota.governing_usage(conn, name)
 
+    def used_under(self, root: str) -> tuple[int, int]:
+        """sealmail.store.api.NamespaceStamp: bytes and messages in `root` and below, now."""
+        with self._spool.reading() as conn:
+            return quota.subtree_usage(conn, root)
+
     def namespace_stamp(self) -> int:
         """sealmail.store.api.NamespaceStamp: kept by triggers in the index (store.index)."""
         with self._spool.reading() as conn:
@@ -245,7 +250,7 @@ class Mailboxes:
     def check_quota(self, name: str, incoming_size: int) -> None:
         usage = self.quota_for(name)
         if usage is not None:
-            quota.enforce(usage, incoming_size, 1 if incoming_size > 0 else 0)
+            quota.enforce_at_rcpt(usage, incoming_size)
 
     def special_uses(self) -> dict[str, str]:
         """Mailbox name -> its special use ("\\Sent", ...), for mailboxes that have one."""
