@@ -169,7 +169,8 @@ class RecipientResolver:
 
 class StableLookups:
     """A MailboxLookup that keeps its answers while the store's namespace stamp holds
-    (sealmail.store.api.NamespaceStamp), and whether each mailbox is under a quota root.
+    (sealmail.store.api.NamespaceStamp), and each mailbox's quota root and its limits (whose
+    usage, which moves with deliveries, is read at every check).
 
     Its MailboxInfo's name, partition and ACL are current as of the last `refresh`; its
     counters (uidnext, exists) are not, and nothing here reads them. The stamp is read before
