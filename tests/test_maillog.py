@@ -10,7 +10,13 @@ import threading
 
 import pytest
 
-from sealmail.maillog import BatchingStreamHandler, SecondsFormatter, batched_lines, log_line
+from sealmail.maillog import (
+    BatchingStreamHandler,
+    SecondsFormatter,
+    batched_lines,
+    line_writer,
+    log_line,
+)
 
 
 class CountingStream(io.StringIO):
@@ -202,3 +208,23 @@ def test_log_line_after_a_fork_shows_the_childs_pid() -> None:
         child_line = pipe.read()
     assert f"[{os.getpid()}]" in stream.getvalue()
     assert f"[{pid}]" in child_line and "child" in child_line
+
+
+@pytest.mark.parametrize("fmt", [WORKER_FORMAT, "%(asctime)s %(msecs)03d %(message)s"])
+def test_a_line_writer_writes_what_log_line_writes(fmt: str) -> None:
+    """Held (a steady format or not), not held, and used past its block: log_line's lines."""
+    stream, log = _pair(fmt)
+    template, args = "%s: to=%s size=%d %s", ("<id@example>", "user.fred", 4064, "100%")
+    with batched_lines():
+        write = line_writer(log, logging.INFO)
+        for _ in range(2):
+            log_line(log, logging.INFO, template, *args)
+            write(template, *args)
+        write("%d copies", "not a number")  # reported by logging, as log_line's
+        assert stream.getvalue() == ""
+    write(template, *args)  # past its block: written at once
+    line_writer(log, logging.INFO)(template, *args)  # not held
+    lines = stream.getvalue().splitlines()
+    assert stream.writes == 3 and len(lines) == 6
+    fields = fmt.count("%(asctime)s") + fmt.count("%(msecs)")
+    assert len({line.split(" ", fields)[fields] for line in lines}) == 1

@@ -4,12 +4,13 @@ MTA's smtpd worker is started by the master, not through the CLI)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -174,6 +175,58 @@ def log_line(logger: logging.Logger, level: int, msg: str, *args: object) -> Non
                 lines.append(prefix + message + suffix)
             return
     logger.log(level, msg, *args, stacklevel=2)
+
+
+def line_writer(logger: logging.Logger, level: int) -> Callable[..., None]:
+    """`log_line` of `logger` at `level` for a run of lines on this thread, as `write(msg,
+    *args)`: when it holds lines (`batched_lines`), the handlers and the text around the
+    message are found once for the run, not once a line (a third of log_line's ~1.4-1.9 us;
+    lmtpd's delivery thread writes two lines a stored copy). Every line is what `log_line`
+    writes, its date to the second of its own call."""
+    held: _Held | None = getattr(_holding, "held", None)
+    if held is not None and logger.isEnabledFor(level):
+        handlers = _steady_handlers(logger, level)
+        if handlers:
+            return _HeldLines(logger, level, held, handlers)
+    return functools.partial(log_line, logger, level)
+
+
+class _HeldLines:
+    """`line_writer`'s writer for held lines of steady handlers."""
+
+    __slots__ = ("handlers", "held", "level", "logger", "parts", "second")
+
+    def __init__(self, logger: logging.Logger, level: int, held: _Held,
+                 handlers: list[BatchingStreamHandler]) -> None:
+        self.logger, self.level, self.held, self.handlers = logger, level, held, handlers
+        self.second = -1  # of `parts`: each handler's lines, text before and after the message
+        self.parts: list[tuple[list[str], str, str]] = []
+
+    def __call__(self, msg: str, *args: object) -> None:
+        if getattr(_holding, "held", None) is not self.held:  # used past its block: as usual
+            log_line(self.logger, self.level, msg, *args)
+            return
+        try:
+            message = msg % args if args else msg
+        except Exception:  # logging reports it, with the record
+            self.logger.log(self.level, msg, *args)
+            return
+        now = int(time.time())
+        if now != self.second:
+            self._frame(now, message)
+        for lines, prefix, suffix in self.parts:
+            lines.append(prefix + message + suffix)
+
+    def _frame(self, now: int, message: str) -> None:
+        held, name, level = self.held, self.logger.name, self.level
+        self.parts = []
+        for handler in self.handlers:
+            lines = held.lines.get(handler)
+            if lines is None:
+                lines = held.lines[handler] = []
+                held.first[handler] = logging.LogRecord(name, level, "", 0, message, None, None)
+            self.parts.append((lines, *handler.frame(name, level)))
+        self.second = now
 
 
 def _steady_handlers(logger: logging.Logger, level: int) -> list[BatchingStreamHandler]:

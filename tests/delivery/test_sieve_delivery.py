@@ -259,3 +259,36 @@ def test_auditlog_of_sieve_actions(
     setup.script(script)
     setup.deliver()
     assert [r.getMessage() for r in caplog.records if r.name == "sealmail.auditlog"] == [line]
+
+
+def test_a_batch_looks_up_each_users_script_once_and_the_next_batch_again(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's messages are stored at once: one lookup of a user's active script serves
+    all of them; a script activated after the batch decides the next one."""
+    looked_up: list[str] = []
+    active_script = setup.scripts.active_script
+
+    def counted(user: str) -> tuple[str, bytes] | None:
+        looked_up.append(user)
+        return active_script(user)
+
+    monkeypatch.setattr(setup.scripts, "active_script", counted)
+
+    def batch() -> None:
+        recipients = tuple(
+            setup.engine.check_recipient(u, "example.com", ignore_quota=False)
+            for u in ("alice", "bob")
+        )
+        items = [(Envelope("bob@example.org", recipients, f"S{n}"), MESSAGE.replace(
+            b"<s1@", f"<b{n}@".encode())) for n in range(3)]
+        assert all(r.code == 250 for each in setup.engine.deliver_batch(items) for r in each)
+
+    batch()
+    assert sorted(looked_up) == ["alice", "bob"]
+    assert (setup.count("user.alice"), setup.count("user.alice.Lists")) == (3, 0)
+    setup.script('require ["fileinto"];\nfileinto "INBOX.Lists";\n')
+    looked_up.clear()
+    batch()
+    assert sorted(looked_up) == ["alice", "bob"]
+    assert (setup.count("user.alice"), setup.count("user.alice.Lists")) == (3, 3)

@@ -175,3 +175,56 @@ def test_an_index_of_version_8_gains_the_stamp(config: ImapdConfig, store: DiskS
         before = again.namespace_stamp()
         again.create_mailbox("user.bob")
         assert again.namespace_stamp() == before + 1
+
+
+def test_an_address_resolved_once_is_kept_while_the_stamp_holds(
+    config: ImapdConfig, store: DiskStore, other: DiskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = DeliveryEngine(config, store, None)
+    first = engine.check_recipient("alice", None, ignore_quota=False)
+    resolve = engine.resolver.resolve
+    monkeypatch.setattr(engine.resolver, "resolve", lambda *args: pytest.fail("resolved again"))
+    assert engine.check_recipient("alice", None, ignore_quota=False) is first
+    assert engine.check_recipient("alice", None, ignore_quota=False, fresh=False) is first
+    monkeypatch.setattr(engine.resolver, "resolve", resolve)
+    other.create_mailbox("user.bob")  # the stamp moves: resolved again
+    monkeypatch.setattr(engine.resolver, "resolve", lambda *args: pytest.fail("kept"))
+    with pytest.raises(pytest.fail.Exception, match="kept"):
+        engine.check_recipient("alice", None, ignore_quota=False)
+
+
+def test_what_a_recipient_is_kept_by_includes_ignorequota_and_the_poster(
+    config: ImapdConfig, store: DiskStore
+) -> None:
+    store.create_mailbox("user.alice.lists", acl={"alice": "lrswipkxtecda", "bob": "p"})
+    engine = DeliveryEngine(config, store, None)
+
+    def resolve(ignore_quota: bool = False, poster: str | None = None) -> tuple[str, bool]:
+        found = engine.check_recipient(
+            "alice+lists", None, ignore_quota=ignore_quota, poster=poster, fresh=False
+        )
+        return found.mailbox, found.ignore_quota
+
+    assert resolve() == ("user.alice", False)
+    assert resolve(poster="bob") == ("user.alice.lists", False)
+    assert resolve(ignore_quota=True) == ("user.alice", True)
+    assert resolve() == ("user.alice", False)
+
+
+def test_a_limit_changed_elsewhere_is_enforced_from_the_next_transaction(
+    config: ImapdConfig, store: DiskStore, other: DiskStore
+) -> None:
+    """The root and its limits are kept with the stamp, its usage read at every RCPT."""
+    store.create_mailbox("user.alice.sub")
+    other.set_quota("user.alice", 1000, None)
+    engine = DeliveryEngine(config, store, None)
+    assert check(engine, "alice+sub") == "user.alice"  # no p right on sub: the INBOX
+    check(engine, "alice", fresh=False)
+    other.set_quota("user.alice", 0, None)  # the limit changes: the stamp moves
+    with pytest.raises(OverQuota):
+        check(engine, "alice")
+    other.set_quota("user.alice", 1, None)
+    assert check(engine, "alice") == "user.alice"
+    other.deliver(b"x" * 2048, [DeliveryTarget("user.alice.sub", ignore_quota=True)])
+    with pytest.raises(OverQuota):  # usage below the root, in a folder: read at this RCPT
+        check(engine, "alice", fresh=False)

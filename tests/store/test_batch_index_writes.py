@@ -93,7 +93,7 @@ def test_a_copy_that_fails_after_its_link_fails_the_batch_and_leaves_nothing(
         disk.create_mailbox("user.b")
         disk.set_quota("user.a", 1000, None)
         targets = [DeliveryTarget("user.b"), DeliveryTarget("user.a", quota_warn=QuotaWarn(90))]
-        monkeypatch.setattr(quota, "note_append", refuse)
+        monkeypatch.setattr(quota.BatchUsages, "note_append", refuse)
         results = disk.deliver(MESSAGE, targets)
         assert all(isinstance(r, StoreError) for r in results), results
         monkeypatch.undo()
@@ -103,3 +103,60 @@ def test_a_copy_that_fails_after_its_link_fails_the_batch_and_leaves_nothing(
     assert _index_rows(tmp_path, "user.b")[1:] == ([1], [1])
     files = sorted(p.name for p in tmp_path.rglob("1.") if p.is_file())
     assert files == ["1.", "1."]  # one per mailbox: nothing left of the failed batch
+
+
+def test_a_quota_check_inside_a_batch_counts_earlier_copies_under_nested_roots(
+    tmp_path: Path,
+) -> None:
+    """A copy below a nested root counts toward the outer root too (its subtree holds it)."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        for name in ("user.a", "user.a.sub", "user.a.sub.x", "user.ab"):
+            disk.create_mailbox(name)
+        disk.set_quota("user.a", None, 2)
+        disk.set_quota("user.a.sub", None, 10)
+        disk.set_quota("user.ab", None, 1)  # a name sharing the prefix, not the subtree
+        names = ("user.a.sub.x", "user.ab", "user.a.sub", "user.a", "user.ab")
+        results = disk.deliver(MESSAGE, [DeliveryTarget(n) for n in names])
+        assert [type(r) for r in results] == [
+            AppendedMessage, AppendedMessage, AppendedMessage, OverQuota, OverQuota
+        ]
+
+
+def test_a_batch_warns_once_at_the_copy_that_crosses_the_level(tmp_path: Path) -> None:
+    from sealmail.store.api import QuotaWarn
+
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        disk.create_mailbox("user.a.sub")
+        disk.set_quota("user.a", None, 4)
+        warn = QuotaWarn(50)
+        results = disk.deliver(MESSAGE, [
+            DeliveryTarget(n, quota_warn=warn) for n in ("user.a", "user.a.sub", "user.a")
+        ])
+        assert [r.quota_warning is not None for r in results  # type: ignore[union-attr]
+                ] == [False, True, False]
+        [again] = disk.deliver(MESSAGE, [DeliveryTarget("user.a", quota_warn=warn)])
+        assert isinstance(again, AppendedMessage) and again.quota_warning is None  # warned
+
+
+def test_the_governing_usage_in_one_statement_is_the_roots_usage(tmp_path: Path) -> None:
+    """store.quota.governing_usage (quota_for, every RCPT under a root) against quota_root_of
+    and usage_of, on nested roots, a name sharing a root's prefix and a domain's mailboxes."""
+    from sealmail.store import quota
+
+    names = ("user.a", "user.a.sub", "user.a.sub.x", "user.ab", "user.b", "shared",
+             "shared.x", "example.com!user.c", "example.com!user.c.y")
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        for name in names:
+            disk.create_mailbox(name)
+        for root, kb, count in (("user.a", 10, None), ("user.a.sub", None, 5), ("shared", 1, 1),
+                                ("example.com!user.c", None, 3)):
+            disk.set_quota(root, kb, count)
+        for n, name in enumerate(names):
+            disk.deliver(MESSAGE * (n + 1), [DeliveryTarget(name, ignore_quota=True)])
+        conn = disk.spool.index.connection()
+        for name in names:
+            root = quota.quota_root_of(conn, name)
+            expected = None if root is None else quota.usage_of(conn, root)
+            assert quota.governing_usage(conn, name) == expected, name
+            assert disk.quota_for(name) == expected

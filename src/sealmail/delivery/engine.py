@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.config.options import IMAPD
@@ -18,8 +19,8 @@ from sealmail.delivery import message as msg
 from sealmail.delivery.quota_warning import send_warning
 from sealmail.delivery.recipient import Recipient, RecipientResolver, StableLookups
 from sealmail.delivery.replies import INTERNAL_ERROR, delivered, reply_for
-from sealmail.delivery.sieve import Copy, SieveFilter, SievePlan
-from sealmail.maillog import log_line
+from sealmail.delivery.sieve import ActiveScripts, Copy, SieveFilter, SievePlan
+from sealmail.maillog import line_writer, log_line
 from sealmail.proto.smtp import Reply
 from sealmail.store import auditlog
 from sealmail.store.api import (
@@ -132,9 +133,12 @@ class DeliveryEngine:
         first RCPT looked up still holds unless the namespace stamp moved, which is not asked
         again (StableLookups: one query per transaction instead of three per recipient)."""
         lookups = self.lookups
-        if lookups is not None and fresh:
-            lookups.refresh()
-        recipient = self.resolver.resolve(local_part, domain, ignore_quota, poster)
+        if lookups is None:
+            recipient = self.resolver.resolve(local_part, domain, ignore_quota, poster)
+        else:
+            if fresh:
+                lookups.refresh()
+            recipient = lookups.resolved(self.resolver, local_part, domain, ignore_quota, poster)
         if not ignore_quota:
             quota = lookups or self.store
             quota.check_quota(recipient.mailbox, size_hint if self.strict_quota else 0)
@@ -160,6 +164,7 @@ class DeliveryEngine:
     ) -> list[list[Reply]]:
         out: list[list[Reply] | None] = [None] * len(items)
         pending: list[tuple[int, _Job]] = []
+        active_scripts: ActiveScripts = {}  # Sieve's lookups, once per user for the batch
         for position, (envelope, content) in enumerate(items):
             begun = self._begin(envelope, content)
             if isinstance(begun, _Job):
@@ -178,7 +183,7 @@ class DeliveryEngine:
                 if stripe is not None:
                     stripes.add(stripe)
                 this_round.append((position, job))
-            self._run_round([job for _, job in this_round], batched)
+            self._run_round([job for _, job in this_round], batched, active_scripts)
             for position, job in this_round:
                 out[position] = job.outcome()
             pending = later
@@ -210,7 +215,9 @@ class DeliveryEngine:
             return None
         return lock_stripe(job.message_id)
 
-    def _run_round(self, jobs: Sequence[_Job], batched: bool) -> None:
+    def _run_round(
+        self, jobs: Sequence[_Job], batched: bool, active_scripts: ActiveScripts
+    ) -> None:
         """Plan, store and finish `jobs` (no two on one Message-ID lock stripe).
 
         One delivery of a Message-ID at a time (DuplicateSuppression.exclusive): two sessions
@@ -226,7 +233,7 @@ class DeliveryEngine:
             with ExitStack() as slots:
                 for job in jobs:
                     if job.error is None:
-                        self._attempt(job, self._plan, job, slots)
+                        self._attempt(job, self._plan, job, slots, active_scripts)
                 self._store([job for job in jobs if job.error is None], batched)
             if batched:
                 self._mark([job for job in jobs if job.error is None])
@@ -278,7 +285,7 @@ class DeliveryEngine:
         job.error = exc
         job.replies = [reply] * len(envelope.recipients)
 
-    def _plan(self, job: _Job, slots: ExitStack) -> None:
+    def _plan(self, job: _Job, slots: ExitStack, active_scripts: ActiveScripts) -> None:
         """Sieve and duplicate suppression per recipient; what is left to store is
         `job.copies`, with a delivery slot of each user held in `slots`."""
         envelope, content, message_id = job.envelope, job.content, job.message_id
@@ -293,7 +300,7 @@ class DeliveryEngine:
             seen_here.update(self.duplicates.seen_among(message_id, list(asked)))
         for index, recipient in enumerate(recipients):
             plan = (
-                self.sieve.plan(recipient, envelope.sender, content, message_id)
+                self.sieve.plan(recipient, envelope.sender, content, message_id, active_scripts)
                 if self.sieve is not None
                 else None
             )
@@ -395,6 +402,7 @@ class DeliveryEngine:
         recipients, replies, stored, failed = (
             envelope.recipients, job.replies, job.stored, job.failed
         )
+        info = line_writer(log, logging.INFO)  # two lines a stored copy: handlers found once
         self._warn_about_quotas([a for kept in stored.values() for a in kept], audit)
         if marks and message_id is not None and self.duplicates is not None:
             # Every stored copy's mark in one write (before any Sieve bookkeeping, as before).
@@ -437,11 +445,11 @@ class DeliveryEngine:
                 replies[index],
                 "sent" if stored[index] else "sent (sieve kept no copy)",
                 where=where,
+                write=info,
             )
             for appended in stored[index]:
                 # Cyrus lmtpd's own line, which operators' tools look for.
-                log_line(log, logging.INFO, "Delivered: %s to mailbox: %s",
-                         message_id or "<nomsgid>", appended.mailbox)
+                info("Delivered: %s to mailbox: %s", message_id or "<nomsgid>", appended.mailbox)
             if audit is not None:
                 audit.appended(stored[index], auditlog.message_id_of(content))
                 if plan is not None and plan.discarded:
@@ -534,14 +542,16 @@ class DeliveryEngine:
         status: str,
         where: str | None = None,
         cause: BaseException | None = None,
+        write: Callable[..., None] | None = None,
     ) -> None:
         """One line per recipient; a failure from the store carries its cause (the error and
-        what raised it, with the path), which the client's reply does not show."""
+        what raised it, with the path), which the client's reply does not show. `write`: a
+        `line_writer` of `log` at INFO, for a line without a cause."""
         assert reply is not None
         where = where or recipient.mailbox
-        log_line(
-            log,
-            logging.INFO if cause is None else logging.WARNING,
+        if write is None or cause is not None:
+            write = partial(log_line, log, logging.INFO if cause is None else logging.WARNING)
+        write(
             "%s: from=<%s>, to=<%s>, mailbox=%s, size=%d, dsn=%s, status=%s (%d %s)%s",
             envelope.session_id,
             envelope.sender,

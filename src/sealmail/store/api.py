@@ -227,10 +227,13 @@ class DeliveryStore(Appending, Protocol):
 class NamespaceStamp(Protocol):
     """A store that says when what a RCPT looks up may have changed: `namespace_stamp()` is a
     number that moves with every committed change, by any process, to which mailboxes exist,
-    their partitions, their ACLs or which quota roots there are, and never with a delivery
-    (sealmail.delivery.recipient.StableLookups keeps those lookups while it holds)."""
+    their partitions, their ACLs or which quota roots there are (and their limits), and never
+    with a delivery (sealmail.delivery.recipient.StableLookups keeps those lookups while it
+    holds). What does move with deliveries, a root's usage, `used_under` reads alone: bytes and
+    messages in the root and every mailbox below it."""
 
     def namespace_stamp(self) -> int: ...
+    def used_under(self, root: str) -> tuple[int, int]: ...
 
 
 class MailboxAdmin(MailboxLookup, Protocol):

@@ -178,14 +178,20 @@ def _outcome(text: str) -> object:
         st.text(alphabet="ab.+-_'~!Z9é\"", min_size=0, max_size=12),
         st.lists(st.text(alphabet="ab-9Zé_", min_size=0, max_size=66), min_size=1, max_size=5),
         st.booleans()),
+    st.builds(lambda local: f"<{local}>",
+              st.text(alphabet="ab.+-_'~!Z9é\"@ ", min_size=0, max_size=12)),
 ))
+@example("<postmaster>")
+@example("<.a>")
+@example("<a.>")
+@example("<a@>")
 @example("<" + "a" * 10 + "@" + ".".join(["b" * 63] * 4) + ">")  # a 255-octet domain
 @example("<a@" + ".".join(["b" * 63] * 4) + "x>")  # and one past it
 @example("<a..b@example.com>")
 @example("<-a@-b.com>")
 def test_parse_path_simple_way_is_the_general_way(text: str) -> None:
-    """`_SIMPLE_PATH`, the one-step way for <dot-string@host.name>: what the general way gives,
-    error or path, on near misses too."""
+    """`_SIMPLE_PATH`, the one-step way for <dot-string@host.name> and <dot-string>: what the
+    general way gives, error or path, on near misses too."""
     fast = _outcome(text)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(address, "_SIMPLE_PATH", _NEVER)

@@ -59,7 +59,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any
 
 from sealmail.store import locks, quota
@@ -111,6 +111,8 @@ __all__ = [
     "write_file_durably",
 ]
 
+_NO_SLOT: AbstractContextManager[None] = nullcontext()  # delivery_slot when unlimited
+
 
 class DiskStore:
     """The on-disk store; safe from many threads and many processes at once."""
@@ -157,6 +159,7 @@ class DiskStore:
         self.quota_for = mailboxes.quota_for
         self.check_quota = mailboxes.check_quota
         self.namespace_stamp = mailboxes.namespace_stamp
+        self.used_under = mailboxes.used_under
         self.special_uses = mailboxes.special_uses
         self.set_special_use = mailboxes.set_special_use
         # Mailbox view: reading, searching, flags, copies.
@@ -224,9 +227,13 @@ class DiskStore:
     # ------------------------------------------------------------------ concurrency and repair
 
     def delivery_slot(self, user: str) -> AbstractContextManager[None]:
+        limit = self.settings.user_concurrency_limit
+        if limit <= 0:
+            # Unlimited: nothing to take, one shared do-nothing context (the slot's generator
+            # was ~1 us of every copy; issue 18).
+            return _NO_SLOT
         return locks.delivery_slot(
-            self.spool.lock_directory, user, self.settings.user_concurrency_limit,
-            self._slot_files,
+            self.spool.lock_directory, user, limit, self._slot_files,
         )
 
     def access_key(self, name: str) -> bytes:

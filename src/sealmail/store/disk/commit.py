@@ -286,13 +286,15 @@ class GroupCommit:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
+                names = [delivery.targets[0].mailbox for delivery in deliveries]
                 out = []
-                writes = IndexWrites(conn, [deliveries[0].targets[0].mailbox])
+                writes = IndexWrites(conn, names)
+                quotas = quota.BatchUsages(conn, names) if has_quotas else None
                 for delivery in deliveries:
                     stage = delivery.stages[0]
                     assert stage is not None
                     out.append(self._append(conn, writes, delivery, delivery.targets[0], stage,
-                                            bool(has_quotas), linked))
+                                            quotas, linked))
                 writes.flush()
                 fsync_directories({os.path.dirname(path) for path in linked})
                 self._spool.fault("linked")
@@ -361,13 +363,13 @@ class GroupCommit:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
                 has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
+                names = [target.mailbox for delivery in batch for target in delivery.targets]
                 confirmed = self._confirmations.clear(conn)
                 directories: set[str] = set()
                 used: list[tuple[_Delivery, str]] = []  # the stage file of each copy linked
                 unconfirmed_copies: dict[int, list[tuple[int, int]]] = {}  # round -> copies
-                writes = IndexWrites(conn, [
-                    target.mailbox for delivery in batch for target in delivery.targets
-                ])
+                writes = IndexWrites(conn, names)
+                quotas = quota.BatchUsages(conn, names) if has_quotas else None
                 for delivery in batch:
                     for i, target in enumerate(delivery.targets):
                         stage = delivery.stages[i]
@@ -376,7 +378,7 @@ class GroupCommit:
                         before = len(linked)
                         try:
                             appended = self._append(
-                                conn, writes, delivery, target, stage, bool(has_quotas), linked
+                                conn, writes, delivery, target, stage, quotas, linked
                             )
                         except StoreError as exc:
                             if len(linked) > before:
@@ -448,7 +450,7 @@ class GroupCommit:
         delivery: _Delivery,
         target: DeliveryTarget,
         stage: str,
-        has_quotas: bool,
+        quotas: quota.BatchUsages | None,
         linked: list[str],
     ) -> AppendedMessage:
         row = writes.mailbox(target.mailbox)
@@ -460,9 +462,8 @@ class GroupCommit:
             # Deleted and re-created on another partition since we staged: let the client retry.
             raise StoreError(f"mailbox {name!r} moved to partition {partition!r}; try again")
         usage = None
-        if has_quotas and not target.ignore_quota:
-            root = quota.quota_root_of(conn, name)
-            usage = None if root is None else quota.usage_of(conn, root)
+        if quotas is not None and not target.ignore_quota:
+            usage = quotas.usage(name)
             if usage is not None:
                 if target.strict_quota:
                     quota.enforce(usage, delivery.size, 1)
@@ -494,12 +495,12 @@ class GroupCommit:
             (delivery.headers, delivery.listed, *delivery.sorting),
             len(delivery.targets) >= SHARED_FROM,
         )
-        if has_quotas:
-            writes.flush()  # the next quota check sums the mailbox rows in the table
         warning = None
-        if usage is not None and target.quota_warn is not None:
-            # Once the message is in: its warned mark commits with it (sealmail.store.quota).
-            warning = quota.note_append(conn, usage, delivery.size, target.quota_warn)
+        if quotas is not None:
+            quotas.appended(name, delivery.size)  # the next copy's check counts this one
+            if usage is not None and target.quota_warn is not None:
+                # Once the message is in: its warned mark commits with it (store.quota).
+                warning = quotas.note_append(usage, delivery.size, target.quota_warn)
         return AppendedMessage(
             name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning, uniqueid,
             tuple(wanted),

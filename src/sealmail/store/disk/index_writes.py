@@ -9,8 +9,8 @@ SQLite's write lock, so no one else draws them meanwhile), and the rows written 
 `SHARED_FROM` mailboxes or more has its listed fields written once (`header_content`: store.index,
 version 11) instead of in each copy's row; below that, a new row in that table (a random place in
 its B-tree: ~2 index pages) costs more than the copies' octets it saves (docs/benchmarks.md,
-copy18). Quota checks sum the mailbox rows in the table, so a batch with quota roots writes after
-each copy instead (`flush`).
+copy18). Quota checks do not read these rows before the end: the batch's usage is kept in memory
+from its start (store.quota.BatchUsages).
 """
 
 from __future__ import annotations

@@ -235,8 +235,12 @@ class Mailboxes:
 
     def quota_for(self, name: str) -> QuotaUsage | None:
         with self._spool.reading() as conn:
-            root = quota.quota_root_of(conn, name)
-            return None if root is None else quota.usage_of(conn, root)
+            return quota.governing_usage(conn, name)
+
+    def used_under(self, root: str) -> tuple[int, int]:
+        """sealmail.store.api.NamespaceStamp: bytes and messages in `root` and below, now."""
+        with self._spool.reading() as conn:
+            return quota.subtree_usage(conn, root)
 
     def namespace_stamp(self) -> int:
         """sealmail.store.api.NamespaceStamp: kept by triggers in the index (store.index)."""
@@ -246,7 +250,7 @@ class Mailboxes:
     def check_quota(self, name: str, incoming_size: int) -> None:
         usage = self.quota_for(name)
         if usage is not None:
-            quota.enforce(usage, incoming_size, 1 if incoming_size > 0 else 0)
+            quota.enforce_at_rcpt(usage, incoming_size)
 
     def special_uses(self) -> dict[str, str]:
         """Mailbox name -> its special use ("\\Sent", ...), for mailboxes that have one."""

@@ -101,7 +101,7 @@ class Delivery:
             return out
 
     def _note_append(self, before: QuotaUsage, size: int, warn: QuotaWarn) -> QuotaUsage | None:
-        """The disk store's quota.note_append, on the in-memory mark."""
+        """The disk store's quota.BatchUsages.note_append, on the in-memory mark."""
         warned_roots = self._memory.quota_warned
         warned = before.root in warned_roots
         after = quota.after_append(before, size)

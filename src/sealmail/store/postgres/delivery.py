@@ -149,7 +149,7 @@ class Delivery:
     def _note_append(
         conn: Connection, root_id: int, before: QuotaUsage, size: int, warn: QuotaWarn
     ) -> QuotaUsage | None:
-        """The disk store's quota.note_append on the locked root's `warned` column."""
+        """The disk store's quota.BatchUsages.note_append on the locked root's `warned` column."""
         row = conn.execute(
             "SELECT warned FROM quota_roots WHERE mailbox_id = %s", (root_id,)
         ).fetchone()

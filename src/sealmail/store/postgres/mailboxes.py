@@ -199,7 +199,7 @@ class Mailboxes:
     def check_quota(self, name: str, incoming_size: int) -> None:
         usage = self.quota_for(name)
         if usage is not None:
-            quota.enforce(usage, incoming_size, 1 if incoming_size > 0 else 0)
+            quota.enforce_at_rcpt(usage, incoming_size)
 
     def special_uses(self) -> dict[str, str]:
         rows = self._db.read(lambda conn: conn.execute(
