@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from tests.store.conftest import make_config
 
+from sealmail.config.imapd_conf import ImapdConfig, parse_imapd_conf
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk import DiskStore
-from sealmail.store.errors import StoreError
+from sealmail.store.disk.layout import STAGE_DIRECTORY
+from sealmail.store.errors import MailboxNotFound, StoreError
 
 pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the disk store")
 
@@ -473,3 +475,41 @@ def test_a_turn_that_cannot_be_taken_fails_the_batch_and_nothing_is_stored(
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         [stored] = disk.deliver(MESSAGE, [DeliveryTarget("user.a")])
         assert isinstance(stored, AppendedMessage) and stored.uid == 1
+
+
+def _one_partition(root: Path) -> ImapdConfig:
+    return parse_imapd_conf(f"configdirectory: {root / 'config'}\n"
+                            f"partition-default: {root / 'spool'}\n", str(root / "imapd.conf"))
+
+
+def test_with_one_partition_a_missing_mailbox_fails_alone_and_leaves_no_stage_file(
+    tmp_path: Path,
+) -> None:
+    """With one partition the index is not read before staging (GroupCommit._partitions_of):
+    a target that is no mailbox is refused by the commit, alone, and its stage file goes."""
+    with DiskStore.from_config(_one_partition(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        results = disk.deliver(MESSAGE, [DeliveryTarget("user.gone"), DeliveryTarget("user.a")])
+        assert isinstance(results[0], MailboxNotFound)
+        assert isinstance(results[1], AppendedMessage) and results[1].uid == 1
+        [alone] = disk.deliver(MESSAGE, [DeliveryTarget("user.gone")])
+        assert isinstance(alone, MailboxNotFound)
+        [batch] = disk.deliver_batch([(MESSAGE, [DeliveryTarget("user.gone")])])
+        assert isinstance(batch[0], MailboxNotFound)
+        disk.sync_directories()
+        assert list((tmp_path / "spool" / STAGE_DIRECTORY).iterdir()) == []
+        assert [r.uid for r in disk.messages("user.a")] == [1]
+
+
+def test_with_one_partition_a_mailbox_on_a_partition_taken_out_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A mailbox left on a partition no longer in imapd.conf: refused (PartitionNotFound), nothing
+    stored, no stage file left (the commit sees the row's partition)."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.b", partition="second")
+    with DiskStore.from_config(_one_partition(tmp_path)) as disk:
+        [result] = disk.deliver(MESSAGE, [DeliveryTarget("user.b")])
+        assert isinstance(result, StoreError) and "second" in str(result)
+        disk.sync_directories()
+        assert list((tmp_path / "spool" / STAGE_DIRECTORY).iterdir()) == []

@@ -98,8 +98,7 @@ class GroupCommit:
         """
         if not targets:
             return []
-        with self._spool.reading() as conn:
-            partition_of = partitions_of(conn, [target.mailbox for target in targets])
+        partition_of = self._partitions_of([target.mailbox for target in targets])
         written: list[str] = []
         delivery: _Delivery | None = None
         try:
@@ -131,10 +130,9 @@ class GroupCommit:
         sum, and the turn is never held through the round. Until the round is done the commit's
         copies are `unconfirmed` (store.disk.unconfirmed); this returns once both are done. The
         mailbox directories are fsynced after the reply (store.disk.deferred)."""
-        with self._spool.reading() as conn:
-            partition_of = partitions_of(
-                conn, [target.mailbox for _, targets in messages for target in targets]
-            )
+        partition_of = self._partitions_of(
+            [target.mailbox for _, targets in messages for target in targets]
+        )
         written: list[str] = []
         deliveries: list[_Delivery] = []
         try:
@@ -161,6 +159,17 @@ class GroupCommit:
                 with suppress(OSError):  # removed at the next open or reconstruct
                     os.unlink(path)
         return [_final(delivery.results) for delivery in deliveries]
+
+    def _partitions_of(self, names: list[str]) -> dict[str, str]:
+        """Mailbox name -> the partition its copy is staged on. With one partition in
+        imapd.conf every mailbox is on it, and the index is not read before staging (one
+        statement a delivery, ~15 us of an IMAP APPEND's CPU: docs/benchmarks.md, append17): a
+        name that is no mailbox, or a mailbox left on a partition since taken out of imapd.conf,
+        is refused by the commit instead (`_append`), its stage file removed."""
+        if len(self._spool.partitions) == 1:
+            return dict.fromkeys(names, next(iter(self._spool.partitions)))
+        with self._spool.reading() as conn:
+            return partitions_of(conn, names)
 
     def _commit_alongside(self, deliveries: list[_Delivery], fsyncs: Fsyncs) -> None:
         """The group commit of `deliveries` while `fsyncs`, their stage files' round, runs; then
