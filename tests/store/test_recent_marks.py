@@ -18,7 +18,7 @@ from tests.store.conftest import make_config
 
 from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import DiskStore
-from sealmail.store.disk.recent import RECENT_NAME
+from sealmail.store.disk.recent import RECENT_NAME, RecentMarks
 
 MESSAGE = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -200,3 +200,25 @@ def test_a_lost_marks_file_falls_back_to_the_index(tmp_path: Path) -> None:
         assert store.claim_recent("user.alice", 0) == 4
     finally:
         store.close()
+
+
+def test_a_claim_from_a_read_overtaken_by_another_claim_takes_the_full_transaction(
+    tmp_path: Path,
+) -> None:
+    """`claim_seen` raises the mark in one statement only if it is still what the caller read;
+    when another claim came in between, it answers as `claim` would (never a UID twice)."""
+    (tmp_path / "lock").mkdir()
+    marks = RecentMarks(tmp_path / RECENT_NAME)
+    try:
+        assert marks.claim_seen("box", "", 0, 5, None) == 0  # no mark yet: made at 5
+        assert marks.stored("box", "") == 5
+        assert marks.claim_seen("box", "", 0, 7, 5) == 5  # still 5: raised in one statement
+        assert marks.claim("box", "", 0, 9) == 7  # another session's claim, after our read
+        assert marks.claim_seen("box", "", 0, 12, 7) == 9  # overtaken: the transaction
+        assert marks.stored("box", "") == 12
+        assert marks.claim_seen("box", "", 20, 30, 12) == 20  # the index's floor counts
+        assert marks.claim("new", "bob", 0, 2) == 0  # made after our read of no mark
+        assert marks.claim_seen("new", "bob", 0, 6, None) == 2
+        assert marks.stored("new", "bob") == 6
+    finally:
+        marks.close()

@@ -111,13 +111,44 @@ class RecentMarks:
 
     def mark(self, uniqueid: str, userid: str) -> int:
         """The stored mark (0: none); one read, no transaction of its own."""
+        return self.stored(uniqueid, userid) or 0
+
+    def stored(self, uniqueid: str, userid: str) -> int | None:
+        """The stored mark, None without one (for `claim_seen`); one read."""
         try:
             row = self._connection().execute(
                 "SELECT uid FROM marks WHERE mailbox = ? AND userid = ?", (uniqueid, userid)
             ).fetchone()
         except sqlite3.Error as exc:
             raise database_error(exc, self.path) from exc
-        return 0 if row is None else int(row[0])
+        return None if row is None else int(row[0])
+
+    def claim_seen(self, uniqueid: str, userid: str, floor: int, upto: int,
+                   seen: int | None) -> int:
+        """`claim`, for a caller that has just read the stored mark (`seen`, from `stored`): ONE
+        statement that raises it only if it is still `seen` (a compare-and-set, atomic as
+        every SQLite statement is), instead of a transaction of four (BEGIN IMMEDIATE, the
+        read, the write, COMMIT: ~25 us of each new message's claim, docs/benchmarks.md,
+        append17). If another session's claim came in between, the full `claim`."""
+        conn = self._connection()
+        try:
+            with self._turn.taken():
+                if seen is None:
+                    raised = conn.execute(
+                        "INSERT INTO marks (mailbox, userid, uid) VALUES (?, ?, ?)"
+                        " ON CONFLICT (mailbox, userid) DO NOTHING",
+                        (uniqueid, userid, upto),
+                    ).rowcount
+                else:
+                    raised = conn.execute(
+                        "UPDATE marks SET uid = ? WHERE mailbox = ? AND userid = ? AND uid = ?",
+                        (upto, uniqueid, userid, seen),
+                    ).rowcount
+        except sqlite3.Error as exc:
+            raise database_error(exc, self.path) from exc
+        if raised == 1:
+            return max(floor, seen or 0)
+        return self.claim(uniqueid, userid, floor, upto)
 
     def claim(self, uniqueid: str, userid: str, floor: int, upto: int) -> int:
         """Raise the mark to `upto` and return it as it was (at least `floor`, the index's),

@@ -61,13 +61,14 @@ class UserData:
             uniqueid, uidnext, floor = self._mark_row(conn, name, reader, keeps)
         userid = OWNER if keeps else str(reader)
         recent = self._spool.recent
-        mark = max(floor, recent.mark(uniqueid, userid))
+        seen = recent.stored(uniqueid, userid)
+        mark = max(floor, seen or 0)
         upto = min(upto, uidnext - 1)
         if upto <= mark:
             return mark
         # Not fsynced: a mark a power failure takes back only shows those messages \Recent
         # once more (RFC 3501 calls the flag advisory); every session claimed them anyway.
-        return recent.claim(uniqueid, userid, floor, upto)
+        return recent.claim_seen(uniqueid, userid, floor, upto, seen)
 
     @staticmethod
     def _mark_row(
