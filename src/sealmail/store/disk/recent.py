@@ -1,10 +1,11 @@
 """The \\Recent marks of the disk store (RFC 3501 2.3.2), apart from the index: `recent.db`.
 
-A session that is told of new mail claims it (`claim_recent`): the mark is read and raised in
-one write transaction so that, of two sessions claiming at once, each gets only what the other
-did not. In the index that write queued in the process's one SQLite write queue, behind group
-commits each holding the lock through a WAL fsync (docs/benchmarks.md: 85% of a claiming
-session's samples waited there). Cyrus keeps the marks apart from the index too (the seen
+A session that is told of new mail claims it (`claim_recent`): the mark is read and raised
+atomically (one compare-and-set statement, or a write transaction when another claim came in
+between) so that, of two sessions claiming at once, each gets only what the other did not.
+In the index that write queued in the process's one SQLite write queue, behind group commits
+each holding the lock through a WAL fsync (docs/benchmarks.md: 85% of a claiming session's
+samples waited there). Cyrus keeps the marks apart from the index too (the seen
 database's `lastuid`, the index header's `recentuid` written without an fsync of its own).
 
 So the marks live in a small SQLite file of their own beside the index, one row per
