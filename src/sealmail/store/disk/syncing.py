@@ -24,14 +24,16 @@ import sqlite3
 import threading
 from typing import Any
 
-from sealmail.store.api import MailboxChanges, MailboxInfo
+from sealmail.store.api import MailboxChanges, MailboxInfo, MessageRecord
 from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
 from sealmail.store.disk.reading import EXPUNGED_SINCE, changed_since, records_of
 from sealmail.store.disk.recent import OWNER
+from sealmail.store.disk.windows import ChangeWindows
 from sealmail.store.seen import UidSet, index_keeps_seen
 
 # MAILBOX_COLUMNS (id 0, uidvalidity 4, uidnext 5, highestmodseq 6, exists 8) and recentuid 9
 _ROW = f"SELECT {MAILBOX_COLUMNS}, recentuid FROM mailboxes WHERE name = ?"
+EXPUNGED_MODSEQS_SINCE = "SELECT uid, modseq FROM expunged WHERE mailbox_id = ? AND modseq > ?"
 _MEMO_SIZE = 256  # mailboxes a thread remembers (a thread serves many sessions in turn)
 _UNREAD = ()  # a memo's answer for a mailbox it has no row of (None: the mailbox is not there)
 
@@ -55,6 +57,7 @@ class Syncing:
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
         self._local = threading.local()
+        self._windows = ChangeWindows()
 
     def _memo(self, conn: sqlite3.Connection) -> _Memo:
         """This thread's memo, emptied when anything was committed since it was filled."""
@@ -97,6 +100,69 @@ class Syncing:
     def mailbox_changes(
         self, name: str, modseq: int, reader: str | None = None
     ) -> MailboxChanges | None:
+        if not index_keeps_seen(name, reader):
+            return self._reader_changes(name, modseq, str(reader))
+        with self._spool.reading() as conn:
+            memo = self._memo(conn)
+            row = memo.rows.get(name, _UNREAD)
+            if row is not _UNREAD and (row is None or row[6] == modseq):
+                return None if row is None else MailboxChanges(row[4], row[5], row[6], row[8])
+            found = self._from_window(conn, name, row, modseq)
+            # Read after this thread's data_version, or newer than the row that was: the memo
+            # stays stale in the safe direction only.
+            memo.rows[name] = None if found is None else found[0]
+        if found is None:
+            return None
+        top, changed, expunged = found
+        if top[6] == modseq:
+            return MailboxChanges(top[4], top[5], top[6], top[8])
+        # The marks file's (the index's is its floor): read after the snapshot, so at worst
+        # higher than at that moment, which only spares the view a claim that would find
+        # nothing (sealmail.imap.selected).
+        mark = max(int(top[9]), self._spool.recent.mark(top[2], OWNER))
+        return MailboxChanges(top[4], top[5], top[6], top[8], changed, expunged, mark)
+
+    def _from_window(
+        self, conn: sqlite3.Connection, name: str, row: Any, modseq: int
+    ) -> tuple[tuple[Any, ...], list[MessageRecord], list[int]] | None:
+        """The mailbox row and the changes after `modseq` from the mailbox's window
+        (sealmail.store.disk.windows), or None when the mailbox is gone. `row` is this thread's
+        memo of it (_UNREAD: none, something was committed since). The window is brought up
+        to date when it is behind the row or there is no row (one read transaction, from its
+        top), or started again from `modseq` when it cannot answer; under the window's lock,
+        so that the sessions syncing meanwhile wait for that read instead of making it too."""
+        window = self._windows.get(name)
+        with window.lock:
+            top = window.top
+            if top is not None and window.floor <= modseq and (
+                row is _UNREAD or (_same_mailbox(top, row) and top[6] < row[6])
+            ):
+                found = _read_since(conn, name, top[6])
+                if found is None:
+                    window.top = None
+                    return None
+                row = found[0]
+                if _same_mailbox(row, top):
+                    window.extend(*found)
+                else:
+                    window.top = None  # deleted and made again: read it whole
+            if row is _UNREAD or not window.covers(row, modseq):
+                found = _read_since(conn, name, modseq)
+                if found is None:
+                    window.top = None
+                    return None
+                window.reset(found[0], modseq, found[1], found[2])
+                row = found[0]
+            top = window.top
+            assert top is not None
+            changed, expunged = window.since(modseq)
+            window.bound()
+        # The thread's own row when the window is at its modseq: it may be the later read (the
+        # \Recent mark and the rights change without a modseq).
+        return (row if row[6] == top[6] else top), changed, expunged
+
+    def _reader_changes(self, name: str, modseq: int, reader: str) -> MailboxChanges | None:
+        """mailbox_changes for a reader with a \\Seen of their own: read for them alone."""
         with self._spool.reading() as conn:
             memo = self._memo(conn)
             row = memo.rows.get(name, _UNREAD)
@@ -105,8 +171,7 @@ class Syncing:
             conn.execute("BEGIN")  # the counters, records, seen state and expunges of one moment
             try:
                 # Read once, in the transaction: a memo without the row (anything committed
-                # since this thread last looked) is most often a mailbox that moved (imaptest:
-                # ten sessions on one INBOX), and the row read before BEGIN was read again.
+                # since this thread last looked) is most often a mailbox that moved.
                 row = memo.rows[name] = conn.execute(_ROW, (name,)).fetchone()
                 if row is None:
                     return None
@@ -117,21 +182,38 @@ class Syncing:
                 expunged = sorted(uid for (uid,) in conn.execute(
                     EXPUNGED_SINCE, (mailbox_id, modseq)
                 ).fetchall())
-                seen: UidSet | None = None
-                mark, userid = row[9], OWNER
-                if not index_keeps_seen(name, reader):
-                    userid = str(reader)
-                    found = conn.execute(
-                        "SELECT uids, recentuid FROM seen WHERE mailbox_id = ? AND userid = ?",
-                        (mailbox_id, reader),
-                    ).fetchone()
-                    seen = UidSet() if found is None else UidSet.parse(found[0])
-                    mark = 0 if found is None else found[1]
+                found = conn.execute(
+                    "SELECT uids, recentuid FROM seen WHERE mailbox_id = ? AND userid = ?",
+                    (mailbox_id, reader),
+                ).fetchone()
             finally:
                 conn.execute("COMMIT")
-        # The marks file's (the index's is its floor): read after the snapshot, so at worst
-        # higher than at that moment, which only spares the view a claim that would find
-        # nothing (sealmail.imap.selected).
-        mark = max(int(mark), self._spool.recent.mark(row[2], userid))
+        seen = UidSet() if found is None else UidSet.parse(found[0])
+        mark = max(0 if found is None else int(found[1]), self._spool.recent.mark(row[2], reader))
         return MailboxChanges(row[4], row[5], row[6], row[8], records_of(rows, seen), expunged,
                               mark)
+
+
+def _same_mailbox(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
+    """Whether two rows are of one mailbox (one deleted and made again has another id)."""
+    return bool(row[0] == other[0] and row[4] == other[4])
+
+
+def _read_since(
+    conn: sqlite3.Connection, name: str, modseq: int
+) -> tuple[tuple[Any, ...], list[MessageRecord], list[tuple[int, int]]] | None:
+    """The mailbox row, the records changed after `modseq` and the (uid, modseq) of the
+    messages expunged after it, in one read transaction (one snapshot: the view takes the
+    highestmodseq it is given, and must not skip a change made meanwhile); None: no mailbox."""
+    conn.execute("BEGIN")
+    try:
+        row: tuple[Any, ...] | None = conn.execute(_ROW, (name,)).fetchone()
+        if row is None:
+            return None
+        if row[6] == modseq:
+            return row, [], []
+        rows = changed_since(conn, row[0], modseq)
+        expunged = conn.execute(EXPUNGED_MODSEQS_SINCE, (row[0], modseq)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return row, records_of(rows, None), expunged
