@@ -37,9 +37,10 @@ class ChangeWindow:
     """A mailbox's changes above `floor` up to `top` (None: empty, nothing read yet), each UID
     once, in the order of its modseq; `lock` held by whoever reads or changes it."""
 
-    __slots__ = ("entries", "floor", "lock", "modseqs", "top", "where")
+    __slots__ = ("entries", "floor", "limit", "lock", "modseqs", "top", "where")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = WINDOW_ENTRIES) -> None:
+        self.limit = limit
         self.lock = threading.Lock()
         self.top: tuple[Any, ...] | None = None  # the mailbox row (syncing._ROW) read last
         self.floor = 0
@@ -94,9 +95,10 @@ class ChangeWindow:
         expunged.sort()
         return changed, expunged
 
-    def bound(self, limit: int = WINDOW_ENTRIES) -> None:
+    def bound(self) -> None:
         """Keep at most `limit` entries: the replaced ones go first, then the oldest, the floor
         rising to the modseq of the last one dropped."""
+        limit = self.limit
         if len(self.entries) <= limit:
             return
         keep = [(m, e) for i, (m, e) in enumerate(zip(self.modseqs, self.entries, strict=True))
@@ -124,8 +126,8 @@ class ChangeWindows:
     """This process's windows by mailbox name, least recently used dropped past `size`; a
     forked child starts with none (a lock held at the fork would never be let go there)."""
 
-    def __init__(self, size: int = WINDOWS) -> None:
-        self._size = size
+    def __init__(self, size: int = WINDOWS, entries: int = WINDOW_ENTRIES) -> None:
+        self._size, self._entries = size, entries
         self._forks = FORKS.count
         self._lock = threading.Lock()
         self._windows: OrderedDict[str, ChangeWindow] = OrderedDict()
@@ -137,7 +139,7 @@ class ChangeWindows:
         with self._lock:
             window = self._windows.get(name)
             if window is None:
-                window = self._windows[name] = ChangeWindow()
+                window = self._windows[name] = ChangeWindow(self._entries)
                 if len(self._windows) > self._size:
                     self._windows.popitem(last=False)
             else:
