@@ -34,7 +34,7 @@ def record(uid: int, modseq: int, *flags: str) -> MessageRecord:
 
 def test_a_window_answers_from_any_modseq_above_its_floor() -> None:
     window = ChangeWindow()
-    window.reset(row(12), 10, [record(1, 11), record(2, 12)], [])
+    window.reset(row(12), [record(1, 11), record(2, 12)], [], floor=10)
     window.extend(row(15), [record(1, 14, "\\Seen"), record(3, 15)], [(4, 13)])
     assert window.covers(row(15), 10) and not window.covers(row(15), 9)
     assert window.since(10) == ([record(1, 14, "\\Seen"), record(2, 12), record(3, 15)], [4])
@@ -45,7 +45,7 @@ def test_a_window_answers_from_any_modseq_above_its_floor() -> None:
 
 def test_an_expunge_after_a_change_replaces_it() -> None:
     window = ChangeWindow()
-    window.reset(row(12), 10, [record(1, 11), record(2, 12, "\\Deleted")], [])
+    window.reset(row(12), [record(1, 11), record(2, 12, "\\Deleted")], [], floor=10)
     window.extend(row(13), [], [(2, 13)])
     assert window.since(10) == ([record(1, 11)], [2])
     assert window.since(11) == ([], [2])
@@ -55,7 +55,7 @@ def test_an_expunge_after_a_change_replaces_it() -> None:
 def test_another_mailbox_or_uidvalidity_is_not_covered() -> None:
     window = ChangeWindow()
     assert not window.covers(row(5), 5)  # nothing read yet
-    window.reset(row(5), 3, [record(1, 5)], [])
+    window.reset(row(5), [record(1, 5)], [], floor=3)
     assert window.covers(row(5), 3)
     assert not window.covers(row(5, uidvalidity=8), 3)
     assert not window.covers(row(5, mailbox_id=2), 3)
@@ -63,7 +63,7 @@ def test_another_mailbox_or_uidvalidity_is_not_covered() -> None:
 
 def test_the_floor_rises_past_the_bound_and_keeps_the_latest() -> None:
     window = ChangeWindow(limit=4)
-    window.reset(row(3), 0, [record(1, 1), record(2, 2), record(3, 3)], [])
+    window.reset(row(3), [record(1, 1), record(2, 2), record(3, 3)], [], floor=0)
     window.extend(row(6), [record(1, 4), record(4, 6)], [(2, 5)])  # six entries, one replaced
     window.bound()
     assert len(window.entries) <= 4
@@ -73,7 +73,7 @@ def test_the_floor_rises_past_the_bound_and_keeps_the_latest() -> None:
 
 def test_entries_of_one_modseq_leave_together() -> None:
     window = ChangeWindow(limit=2)
-    window.reset(row(2), 0, [record(1, 1), record(2, 2), record(3, 2), record(4, 2)], [])
+    window.reset(row(2), [record(1, 1), record(2, 2), record(3, 2), record(4, 2)], [], floor=0)
     window.bound()
     assert window.floor == 2 and window.entries == []
     assert window.since(2) == ([], [])

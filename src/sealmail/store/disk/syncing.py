@@ -28,7 +28,7 @@ from sealmail.store.api import MailboxChanges, MailboxInfo, MessageRecord
 from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
 from sealmail.store.disk.reading import EXPUNGED_SINCE, changed_since, records_of
 from sealmail.store.disk.recent import OWNER
-from sealmail.store.disk.windows import ChangeWindows
+from sealmail.store.disk.windows import ChangeWindow, ChangeWindows
 from sealmail.store.seen import UidSet, index_keeps_seen
 
 # MAILBOX_COLUMNS (id 0, uidvalidity 4, uidnext 5, highestmodseq 6, exists 8) and recentuid 9
@@ -104,53 +104,33 @@ class Syncing:
             return self._reader_changes(name, modseq, str(reader))
         with self._spool.reading() as conn:
             memo = self._memo(conn)
-            row = self._row(conn, name, memo)  # before the window's lock: most find it current
-            if row is None or row[6] == modseq:
+            row = memo.rows.get(name, _UNREAD)
+            if row is not _UNREAD and (row is None or row[6] == modseq):
                 return None if row is None else MailboxChanges(row[4], row[5], row[6], row[8])
-            found = self._from_window(conn, name, row, modseq)
+            window = self._windows.get(name)
+            if row is not _UNREAD or not window.lock.acquire(blocking=False):
+                if row is _UNREAD:
+                    # Another session of this process is bringing the window up: read the
+                    # row meanwhile, and most often find the window at it once it is free.
+                    row = self._row(conn, name, memo)
+                window.lock.acquire()
+            try:
+                found = _from_window(conn, window, name, row, modseq)
+            finally:
+                window.lock.release()
             # Read after this thread's data_version, or newer than the row that was: the memo
             # stays stale in the safe direction only.
             memo.rows[name] = None if found is None else found[0]
         if found is None:
             return None
         top, changed, expunged = found
+        if top[6] == modseq:
+            return MailboxChanges(top[4], top[5], top[6], top[8])
         # The marks file's (the index's is its floor): read after the snapshot, so at worst
         # higher than at that moment, which only spares the view a claim that would find
         # nothing (sealmail.imap.selected).
         mark = max(int(top[9]), self._spool.recent.mark(top[2], OWNER))
         return MailboxChanges(top[4], top[5], top[6], top[8], changed, expunged, mark)
-
-    def _from_window(
-        self, conn: sqlite3.Connection, name: str, row: tuple[Any, ...], modseq: int
-    ) -> tuple[tuple[Any, ...], list[MessageRecord], list[int]] | None:
-        """The mailbox row and the changes after `modseq` from the mailbox's window
-        (sealmail.store.disk.windows), or None when the mailbox is gone. The window is brought
-        up to `row` (this thread's read of it) when it is behind (one read transaction, from
-        its top), or started again from `modseq` when it cannot answer; under the window's
-        lock, so that the sessions syncing meanwhile wait for that read instead of making it
-        too."""
-        window = self._windows.get(name)
-        with window.lock:
-            top = window.top
-            if top is not None and window.covers(row, modseq) and top[6] < row[6]:
-                found = _read_since(conn, name, top[6])
-                if found is not None and _same_mailbox(found[0], top):
-                    window.extend(*found)
-                else:
-                    window.top = None  # gone, or deleted and made again: read it whole
-            if not window.covers(row, modseq):
-                found = _read_since(conn, name, modseq)
-                if found is None:
-                    window.top = None
-                    return None
-                window.reset(found[0], modseq, found[1], found[2])
-            top = window.top
-            assert top is not None
-            changed, expunged = window.since(modseq)
-            window.bound()
-        # The thread's own row when the window is at its modseq: it may be the later read (the
-        # \Recent mark and the rights change without a modseq).
-        return (row if _same_mailbox(row, top) and row[6] == top[6] else top), changed, expunged
 
     def _reader_changes(self, name: str, modseq: int, reader: str) -> MailboxChanges | None:
         """mailbox_changes for a reader with a \\Seen of their own: read for them alone."""
@@ -183,6 +163,47 @@ class Syncing:
         mark = max(0 if found is None else int(found[1]), self._spool.recent.mark(row[2], reader))
         return MailboxChanges(row[4], row[5], row[6], row[8], records_of(rows, seen), expunged,
                               mark)
+
+
+def _from_window(
+    conn: sqlite3.Connection, window: ChangeWindow, name: str, row: Any, modseq: int
+) -> tuple[tuple[Any, ...], list[MessageRecord], list[int]] | None:
+    """The mailbox row and the changes after `modseq` from the mailbox's window (its lock held),
+    or None when the mailbox is gone. `row`: this thread's read of it (None: not there), or
+    _UNREAD when it has none since the last commit. A row that did not move needs nothing
+    from the window; one the window is behind (or no row) brings it up in one read
+    transaction from its top; a window that cannot answer (empty, above `modseq`, another
+    mailbox or UIDVALIDITY) starts again from a read from `modseq`. The sessions syncing
+    meanwhile wait for that read instead of making it too."""
+    if row is None or (row is not _UNREAD and row[6] == modseq):
+        return None if row is None else (row, [], [])
+    top = window.top
+    if top is not None and window.floor <= modseq and (
+        row is _UNREAD or (_same_mailbox(top, row) and top[6] < row[6])
+    ):
+        found = _read_since(conn, name, top[6])
+        if found is None:
+            window.top = None
+            return None
+        row = found[0]
+        if _same_mailbox(row, top):
+            window.extend(*found)
+        else:
+            window.top = None  # deleted and made again: read it whole
+    if row is _UNREAD or not window.covers(row, modseq):
+        found = _read_since(conn, name, modseq)
+        if found is None:
+            window.top = None
+            return None
+        window.reset(*found, floor=modseq)
+        row = found[0]
+    top = window.top
+    assert top is not None
+    changed, expunged = window.since(modseq)
+    window.bound()
+    # The thread's own row when the window is at its modseq: it may be the later read (the
+    # \Recent mark and the rights change without a modseq).
+    return (row if _same_mailbox(row, top) and row[6] == top[6] else top), changed, expunged
 
 
 def _same_mailbox(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:

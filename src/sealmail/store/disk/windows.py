@@ -55,8 +55,8 @@ class ChangeWindow:
         return (top is not None and top[0] == row[0] and top[4] == row[4]
                 and self.floor <= modseq)
 
-    def reset(self, top: tuple[Any, ...], floor: int, changed: list[MessageRecord],
-              expunged: list[tuple[int, int]]) -> None:
+    def reset(self, top: tuple[Any, ...], changed: list[MessageRecord],
+              expunged: list[tuple[int, int]], floor: int) -> None:
         """Start again from a read of everything above `floor` at `top`."""
         self.top, self.floor = None, floor
         self.modseqs, self.entries, self.where = [], [], {}
