@@ -155,6 +155,39 @@ def test_threads_share_one_window(alice: DiskStore) -> None:
     assert len(syncing_of(store)._windows._windows) == 1
 
 
+class BusyOnce:
+    """A window's lock that another session holds at the first try without waiting."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tries = 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        self.tries += 1
+        return False if not blocking and self.tries == 1 else self.lock.acquire(blocking)
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def test_a_session_finding_the_window_busy_reads_the_row_meanwhile(alice: DiskStore) -> None:
+    store = alice
+    before = store.mailbox(BOX).highestmodseq
+    store.mailbox_changes(BOX, before)
+    window = syncing_of(store)._windows.get(BOX)
+    store.update_flags(BOX, [3], ["\\Answered"], "add")
+    window.lock = BusyOnce()
+    statements: list[str] = []
+    store._index.connection().set_trace_callback(statements.append)
+    try:
+        news = store.mailbox_changes(BOX, before)
+    finally:
+        store._index.connection().set_trace_callback(None)
+    assert window.lock.tries == 2
+    assert news is not None and news.changed == store.messages_since(BOX, before)
+    assert statements[1].startswith("SELECT") and statements[2] == "BEGIN"  # after the PRAGMA
+
+
 # A step: ("deliver", n), ("flag", uid index, flag), ("expunge", uid index), ("sync", modseq
 # index): a sync from one of the modseqs the mailbox has had, compared with a direct read.
 STEPS = st.lists(

@@ -12,10 +12,14 @@ PRAGMA. (A write of the thread's own, committed or rolled back, counts in `total
 The pragma is read before the row, so a commit between the two makes the memo stale in the
 safe direction only (a fresh read next time).
 
-When the mailbox did change, the counters, the changed records, the reader's seen state, the
-expunged UIDs and the index's \\Recent mark are read in one read transaction (one snapshot: the
-view takes the highestmodseq it is given, and must not skip a change made meanwhile); the marks
-file's (sealmail.store.disk.recent) just after.
+When the mailbox did change, the counters, the changed records, the expunged UIDs and the
+index's \\Recent mark come from one read transaction (one snapshot: the view takes the
+highestmodseq it is given, and must not skip a change made meanwhile), made once per process
+for all its sessions: the process's window of the mailbox's latest changes
+(sealmail.store.disk.windows) is brought up to the row by the first session that sees it move,
+and answers every session syncing from a modseq it covers. A reader with a \\Seen of their own
+reads alone, in one transaction with their seen state. The marks file's mark
+(sealmail.store.disk.recent) is read just after.
 """
 
 from __future__ import annotations
