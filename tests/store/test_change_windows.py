@@ -155,6 +155,23 @@ def test_threads_share_one_window(alice: DiskStore) -> None:
     assert len(syncing_of(store)._windows._windows) == 1
 
 
+def test_a_sync_far_behind_leaves_the_window_alone(alice: DiskStore) -> None:
+    store = alice
+    syncing_of(store)._windows = ChangeWindows(entries=2)
+    for _ in range(3):
+        store.deliver(MESSAGE, [DeliveryTarget(BOX)])
+    top = store.mailbox(BOX).highestmodseq
+    store.mailbox_changes(BOX, top)
+    store.update_flags(BOX, [1], ["\\Seen"], "add")
+    store.mailbox_changes(BOX, top)  # the window: from `top`, one change
+    window = syncing_of(store)._windows.get(BOX)
+    kept = (window.floor, window.top, list(window.entries))
+    news = store.mailbox_changes(BOX, 0)  # six messages: more than the window holds
+    assert news is not None and len(news.changed) == 6
+    assert news.changed == store.messages_since(BOX, 0)
+    assert (window.floor, window.top, window.entries) == kept
+
+
 class BusyOnce:
     """A window's lock that another session holds at the first try without waiting."""
 

@@ -199,8 +199,12 @@ def _from_window(
         if found is None:
             window.top = None
             return None
-        window.reset(*found, floor=modseq)
-        row = found[0]
+        row, records, gone = found
+        if len(records) + len(gone) > window.limit:
+            # Far behind (a kept SELECT snapshot, sealmail.imap.snapshots): answered from this
+            # read alone, the window left to the sessions it serves.
+            return row, records, sorted(uid for uid, _ in gone)
+        window.reset(row, records, gone, floor=modseq)
     top = window.top
     assert top is not None
     changed, expunged = window.since(modseq)
