@@ -268,8 +268,10 @@ def test_inbound_spf_and_dkim_into_the_store(site: Site) -> None:
     assert b"mx.example.com;" in results
     assert b"dkim=pass" in results and b"header.d=example.test" in results, results
     assert dkim.verify(content, dnsfunc=site.dns)  # the signature survived the trip
-    assert re.search(r"to=<bob@example\.com>, relay=\S+\[\S+/socket/lmtp\], .*dsn=2\.1\.5, "
-                     r"status=sent", site.maillog())
+    # The store shows the message at its COMMIT, a moment before the 250 the lmtp agent logs.
+    sent = re.compile(r"to=<bob@example\.com>, relay=\S+\[\S+/socket/lmtp\], .*dsn=2\.1\.5, "
+                      r"status=sent")
+    wait_for(lambda: bool(sent.search(site.maillog())), what="the LMTP delivery's log line")
 
 
 def test_inbound_spf_fail_is_refused_and_relaying_denied(site: Site) -> None:
