@@ -9,15 +9,11 @@ PASSIVE checkpoint (the kind SQLite's automatic one is: it never blocks a writer
 and once that thread runs, the writer's automatic checkpoint is turned off.
 
 Durability does not change: a COMMIT is durable once its WAL frames are fsynced
-(synchronous=FULL), whether or not they were checkpointed. The WAL stays bounded: a commit of one
-copy writes about 4 WAL pages and counts 2, one of 50 copies about 150 pages and counts 51, so
-every 1,024 is some 2,000-3,000 pages (8-12 MiB), two to three times SQLite's 1,000; and when 16
-checkpoints asked for have not run (the thread cannot start, or fails) the committer runs one
-itself. Not every 256 (about SQLite's own bound): at 50 recipients that was a checkpoint of each
-database every batch or so, each fsyncing its WAL and then its database file, busy for more than
-half of lmtpd's time and writing pages a later checkpoint would write again (a mailbox's index
-pages change in every batch): a sixth of lmtpd's disk writes, competing with the COMMITs' WAL
-fsyncs (docs/benchmarks.md, issue 18, tail50).
+(synchronous=FULL), whether or not they were checkpointed. Nor does the bound on the WAL: it is
+checkpointed about as often as SQLite would (a commit of one copy writes about 4 WAL pages and
+counts 2, one of 50 copies about 150 pages and counts 51: every 256 is some 500 or 750 pages,
+against SQLite's 1,000), and when 16 checkpoints asked for have not run (the thread cannot start,
+or fails) the committer runs one itself.
 Every other connection (imapd's, the tools') keeps SQLite's automatic checkpoint. The duplicate
 delivery database's marks (sealmail.store.duplicates) are written and checkpointed the same way.
 """
@@ -33,7 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger("sealmail.store")
 
-EVERY = 1024  # counted between checkpoints: 1 per commit + 1 per row it adds
+EVERY = 256  # counted between checkpoints: 1 per commit + 1 per row it adds
 _BEHIND = 16  # checkpoints asked for and not run before the committer runs one itself
 
 
