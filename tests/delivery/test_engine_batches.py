@@ -62,11 +62,8 @@ def test_a_batch_answers_each_envelope_in_order_and_stores_all(engine: DeliveryE
     assert subjects(engine, "bob") == [b"m2", b"m3"]
 
 
-@pytest.mark.parametrize("backend", ["disk"])
-def test_a_message_to_two_recipients_is_staged_once(
-    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Copies of one content go to the store together (grouped without hashing the content)."""
+def _fsync_rounds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The disk store's fsync rounds from now on, as (directories, stage files) each."""
     rounds: list[tuple[int, int]] = []
     real = commit.fsyncs_started
 
@@ -75,6 +72,15 @@ def test_a_message_to_two_recipients_is_staged_once(
         return real(directories, fds)
 
     monkeypatch.setattr(commit, "fsyncs_started", counted)
+    return rounds
+
+
+@pytest.mark.parametrize("backend", ["disk"])
+def test_a_message_to_two_recipients_is_staged_once(
+    engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies of one content go to the store together (grouped without hashing the content)."""
+    rounds = _fsync_rounds(monkeypatch)
     [[first, second]] = engine.deliver_batch([(envelope(engine, "alice", "bob"), message(1))])
     assert first.code == second.code == 250
     assert rounds == [(1, 1)]  # one stage file for both copies
@@ -85,14 +91,7 @@ def test_a_message_to_two_recipients_is_staged_once(
 def test_the_disk_store_commits_a_batch_once_with_every_stage_file_in_one_fsync_round(
     engine: DeliveryEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rounds: list[tuple[int, int]] = []
-    real = commit.fsyncs_started
-
-    def counted(directories: set[str], fds: list[int]) -> Fsyncs:
-        rounds.append((len(directories), len(fds)))
-        return real(directories, fds)
-
-    monkeypatch.setattr(commit, "fsyncs_started", counted)
+    rounds = _fsync_rounds(monkeypatch)
     items = [(envelope(engine, "alice"), message(n)) for n in range(4)]
     assert all(r.code == 250 for [r] in engine.deliver_batch(items))
     assert rounds == [(1, 4)]  # one commit: one directory, four stage files
