@@ -263,6 +263,9 @@ def test_standalone_lmtpd_started_by_root_binds_then_serves_as_cyrus(store: Stor
     )  # fmt: skip
     try:
         wait_until_accepting(str(store.socket), 60.0, lmtpd, store.log)
+        # The socket accepts once bound, before lmtpd switches to cyrus and sets its SIGTERM
+        # handler; "ready" comes after both (it reads nothing from a connection before).
+        wait_for(lambda: "lmtpd ready" in store.log_text() or lmtpd.poll() is not None, "ready")
         assert ids_of(lmtpd.pid) == cyrus_ids()
         created = store.sealmail("mailbox", "-C", str(store.conf), "create", "user.alice")
         assert created.returncode == 0, created.stderr
