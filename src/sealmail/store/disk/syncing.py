@@ -32,7 +32,7 @@ from sealmail.store.api import MailboxChanges, MailboxInfo, MessageRecord
 from sealmail.store.disk.layout import MAILBOX_COLUMNS, Spool, mailbox_info
 from sealmail.store.disk.reading import EXPUNGED_SINCE, changed_since, records_of
 from sealmail.store.disk.recent import OWNER
-from sealmail.store.disk.windows import ChangeWindow, ChangeWindows
+from sealmail.store.disk.windows import ChangeWindow, ChangeWindows, same_mailbox
 from sealmail.store.seen import UidSet, index_keeps_seen
 
 # MAILBOX_COLUMNS (id 0, uidvalidity 4, uidnext 5, highestmodseq 6, exists 8) and recentuid 9
@@ -183,14 +183,14 @@ def _from_window(
         return None if row is None else (row, [], [])
     top = window.top
     if top is not None and window.floor <= modseq and (
-        row is _UNREAD or (_same_mailbox(top, row) and top[6] < row[6])
+        row is _UNREAD or (same_mailbox(top, row) and top[6] < row[6])
     ):
         found = _read_since(conn, name, top[6])
         if found is None:
             window.top = None
             return None
         row = found[0]
-        if _same_mailbox(row, top):
+        if same_mailbox(row, top):
             window.extend(*found)
         else:
             window.top = None  # deleted and made again: read it whole
@@ -211,12 +211,7 @@ def _from_window(
     window.bound()
     # The thread's own row when the window is at its modseq: it may be the later read (the
     # \Recent mark and the rights change without a modseq).
-    return (row if _same_mailbox(row, top) and row[6] == top[6] else top), changed, expunged
-
-
-def _same_mailbox(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
-    """Whether two rows are of one mailbox (one deleted and made again has another id)."""
-    return bool(row[0] == other[0] and row[4] == other[4])
+    return (row if same_mailbox(row, top) and row[6] == top[6] else top), changed, expunged
 
 
 def _read_since(

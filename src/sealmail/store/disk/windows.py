@@ -33,6 +33,12 @@ WINDOW_ENTRIES = 1024  # changed or expunged UIDs a window holds (records of ~20
 WINDOWS = 64  # mailboxes a process keeps a window of
 
 
+def same_mailbox(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
+    """Whether two mailbox rows (syncing._ROW) are of one mailbox: the same id and UIDVALIDITY
+    (one deleted and made again has another id)."""
+    return bool(row[0] == other[0] and row[4] == other[4])
+
+
 class ChangeWindow:
     """A mailbox's changes above `floor` up to `top` (None: empty, nothing read yet), each UID
     once, in the order of its modseq; `lock` held by whoever reads or changes it."""
@@ -52,8 +58,7 @@ class ChangeWindow:
         """Whether the window can answer a sync from `modseq` of the mailbox `row` is of (the
         same mailbox and UIDVALIDITY: one deleted and made again is another)."""
         top = self.top
-        return (top is not None and top[0] == row[0] and top[4] == row[4]
-                and self.floor <= modseq)
+        return top is not None and same_mailbox(top, row) and self.floor <= modseq
 
     def reset(self, top: tuple[Any, ...], changed: list[MessageRecord],
               expunged: list[tuple[int, int]], floor: int) -> None:
