@@ -10,6 +10,7 @@ total count of each command, per server, and the ratio sealmail/Dovecot.
         [--profile DIR]   # py-spy raw stacks of each imapd worker during sealmail's runs
         [--only logout=0]  # one profile
         [--idle 200]   # hold 200 IDLE sessions on INBOX on each server while imaptest runs
+        [--memory-store]  # imapd on the in-memory store, one worker: the floor without the store
 
 Also printed for each server: the CPU time (user + system, from /proc) of all its processes per
 command, which other load on the machine does not change the way it changes commands per
@@ -18,6 +19,11 @@ pages, shared ones counted in each). With `--idle N`, N more sessions (LOGIN, SE
 IDLE: a mail client's INBOX connection) are held on the server during each imaptest run; the
 line says the server tree's RSS before and after they opened (per idle session), and how many of
 them heard imaptest's changes to INBOX (untagged EXISTS/EXPUNGE/FETCH) during the run.
+
+With `--memory-store`, sealmail's one imapd worker keeps the mailbox in memory
+(bench/memory_store/sitecustomize.py): no SQLite, no message files, no fsync, so its CPU per
+command is what everything above the store costs, the floor that no work on the disk store can
+go below (docs/benchmarks.md, "What the store costs under imaptest").
 
 Run as root from the checkout (it imports tests.support; Dovecot drops to its own users).
 """
@@ -52,10 +58,11 @@ SERVERNAME = "stress.example"
 
 
 @contextmanager
-def sealmail_master(root: Path, prefork: int = 2, conf_extra: str = ""
-                    ) -> Iterator[tuple[int, int, list[int]]]:
+def sealmail_master(root: Path, prefork: int = 2, conf_extra: str = "",
+                    memory_store: bool = False) -> Iterator[tuple[int, int, list[int]]]:
     """master with imapd preforked (`prefork` workers) and lmtpd, `conf_extra` appended to
-    imapd.conf; yields the IMAP port, master's pid and the imapd workers' pids."""
+    imapd.conf; yields the IMAP port, master's pid and the imapd workers' pids. With
+    `memory_store`, imapd keeps the mailbox in memory (bench/memory_store)."""
     root.mkdir()
     port = free_tcp_port()
     conf = root / "imapd.conf"
@@ -80,6 +87,7 @@ def sealmail_master(root: Path, prefork: int = 2, conf_extra: str = ""
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=memory_store_env() if memory_store else None,
         )
     try:
         deadline = time.monotonic() + 60
@@ -99,6 +107,14 @@ def sealmail_master(root: Path, prefork: int = 2, conf_extra: str = ""
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def memory_store_env() -> dict[str, str]:
+    """The environment that puts bench/memory_store's sitecustomize before everything else on
+    the daemons' path, for the bench user."""
+    here = str(Path(__file__).resolve().parent / "memory_store")
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "SEALMAIL_BENCH_MEMORY_STORE": USER}
 
 
 def every_worker_serves(port: int, pids: list[int], deadline: float) -> None:
@@ -361,12 +377,17 @@ def main() -> None:
                         help="an imapd.conf line for sealmail (A/B of an option)")
     parser.add_argument("--sealmail-only", action="store_true",
                         help="no Dovecot run (A/B of two sealmail trees: CPU per command)")
+    parser.add_argument("--memory-store", action="store_true",
+                        help="imapd on the in-memory store, one worker: the floor without it")
     args = parser.parse_args()
+    if args.memory_store:
+        args.prefork = 1
     print("load average before:", os.getloadavg())
     with (
         traversable_tmpdir() as root,
         sealmail_master(root / "sealmail", args.prefork,
-                        "".join(f"{line}\n" for line in args.conf)) as (ours, master_pid, pids),
+                        "".join(f"{line}\n" for line in args.conf),
+                        args.memory_store) as (ours, master_pid, pids),
         contextlib.nullcontext((0, 0)) if args.sealmail_only else dovecot(root)
         as (theirs, dovecot_pid),
     ):
@@ -384,7 +405,8 @@ def main() -> None:
                 if args.profile
                 else []
             )
-            print(f"-- sealmail (master, imapd prefork={args.prefork}, auth_cache_size 1000"
+            store = ", in-memory store" if args.memory_store else ""
+            print(f"-- sealmail (master, imapd prefork={args.prefork}{store}, auth_cache_size 1000"
                   f"{''.join(', ' + line for line in args.conf)})")
             print(*measured(args.imaptest, ours, master_pid, args.clients, args.secs, extra,
                            args.idle),
