@@ -316,7 +316,7 @@ def test_written_out_and_started_writeback_on_a_real_file(tmp_path: Path) -> Non
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         os.write(fd, b"x" * 10000)
-        durable.start_writeback(fd)
+        durable._start_writeback(fd)
         assert durable.written_out(fd) is None
     finally:
         os.close(fd)

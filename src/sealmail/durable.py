@@ -107,13 +107,11 @@ _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # sync_file_range's flags (linux/fs
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ESPIPE)  # refused before any writeback
 
 
-def start_writeback(fd: int) -> None:
-    """Have the kernel start writing `fd`'s new data now, without waiting (Linux): the data's
-    blocks are allocated in the journal transaction that holds the file's creation, and the
-    write is under way while the caller stages other files. Promises nothing and reports
-    nothing: an error stays with the file for `written_out` and its fsync."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, _WRITE)
+def _start_writeback(fd: int) -> None:
+    """Have the kernel start writing `fd`'s new data, without waiting. Reports nothing: an
+    error stays with the file for `written_out` and the fsync."""
+    assert _sync_file_range is not None
+    _sync_file_range(fd, 0, 0, _WRITE)
 
 
 def written_out(fd: int) -> OSError | None:
@@ -131,10 +129,13 @@ def written_out(fd: int) -> OSError | None:
 
 
 def _after_data(state: tuple[Sequence[int], list[_Job], _Round]) -> OSError | None:
-    """A round's first job: every file's data written out, then the round's fsyncs issued
-    together (this thread runs the first); its result counts as the first fsync's."""
+    """A round's first job: every file's data written out (all started, then each waited
+    for), then the round's fsyncs issued together (this thread runs the first); its result
+    counts as the first fsync's."""
     fds, jobs, round_ = state
     (first, argument), *others = jobs
+    for fd in fds:
+        _start_writeback(fd)
     for fd in fds:
         error = written_out(fd)
         if error is not None:

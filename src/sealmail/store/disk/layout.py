@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sealmail.durable import fsync_directory, replace_file, start_writeback
+from sealmail.durable import fsync_directory, replace_file
 from sealmail.store import acl as acls
 from sealmail.store import locks
 from sealmail.store.api import MailboxInfo
@@ -96,12 +96,11 @@ def write_synced(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
 
 
 def write_unsynced(path: str | os.PathLike[str], data: bytes) -> int:
-    """Create a file with `data`, its writeback started, and return it open: its fsync is the
-    caller's, issued with others' (sealmail.durable.fsyncs_started)."""
+    """Create a file with `data` and return it open: its fsync is the caller's, issued with
+    others' (sealmail.durable.fsync_descriptors)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         write_all(fd, data)
-        start_writeback(fd)
     except BaseException:
         os.close(fd)
         raise
