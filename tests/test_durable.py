@@ -261,3 +261,62 @@ def test_a_started_round_runs_in_the_pool_and_reports_at_finish(
     with pytest.raises(OSError, match="I/O error"):
         started.finish()
     assert pool._outstanding == 0
+
+
+def test_a_started_round_fsyncs_once_every_file_is_written_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, three_files: list[int]
+) -> None:
+    """No fsync of the round (the directory's, on ext4, commits the journal at once) is issued
+    before every file's data is written out, so one journal commit covers the whole round."""
+    fds = three_files
+    events: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(durable, "_sync_file_range", lambda *args: 0)
+
+    def written(fd: int) -> None:
+        events.append(f"written {fd}")
+
+    monkeypatch.setattr(durable, "written_out", written)
+
+    def file(fd: int) -> None:
+        events.append(f"fsync {fd}")
+        real_fsync(fd)
+
+    def directory(path: str) -> None:
+        events.append("fsync directory")
+
+    monkeypatch.setattr(os, "fsync", file)
+    monkeypatch.setattr(durable, "fsync_directory", directory)
+    durable.fsyncs_started([str(tmp_path)], fds).finish()
+    assert events[:3] == [f"written {fd}" for fd in fds]
+    assert sorted(events[3:]) == sorted([f"fsync {fd}" for fd in fds] + ["fsync directory"])
+
+
+def test_a_failed_write_out_fails_the_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, three_files: list[int]
+) -> None:
+    """Waiting for a file's data consumes its writeback error (its fsync would not see it
+    again): that error is the round's, and the round still ends, with or without threads."""
+    fds = three_files
+    monkeypatch.setattr(durable, "_sync_file_range", lambda *args: 0)
+    monkeypatch.setattr(durable, "written_out", lambda fd: OSError(errno.EIO, "I/O error")
+                        if fd == fds[1] else None)
+    with pytest.raises(OSError, match="I/O error"):
+        durable.fsyncs_started([str(tmp_path)], fds).finish()
+    pool = _fresh_pool(monkeypatch)
+    _refuse_thread_starts(monkeypatch)
+    with pytest.raises(OSError, match="I/O error"):
+        durable.fsyncs_started([str(tmp_path)], fds).finish()
+    assert pool._outstanding == 0
+
+
+@pytest.mark.skipif(durable._sync_file_range is None, reason="no sync_file_range here")
+def test_written_out_and_started_writeback_on_a_real_file(tmp_path: Path) -> None:
+    """The kernel's call as used: a new file's writeback started, then waited for."""
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x" * 10000)
+        durable._start_writeback(fd)
+        assert durable.written_out(fd) is None
+    finally:
+        os.close(fd)

@@ -20,6 +20,8 @@ block layer merges those flushes, so 2,000 mailboxes cost a few flushes instead 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import queue
 import secrets
@@ -62,12 +64,22 @@ def fsync_together(directories: Collection[str], fds: Sequence[int]) -> None:
 def fsyncs_started(directories: Collection[str], fds: Sequence[int]) -> Fsyncs:
     """`fsync_together`, started in the pool and not waited for: the caller does other work
     (a delivery's COMMIT, store.disk.commit) and calls `finish()` once, before it closes `fds`.
-    A pool that cannot start a thread leaves the round to the caller's thread, done here."""
+    A pool that cannot start a thread leaves the round to the caller's thread, done here.
+
+    Where the kernel can say when a file's data is written (`written_out`), the fsyncs wait
+    for all of the files' data first and are then issued together: a directory's fsync on
+    ext4 commits the journal's running transaction at once, so issued beside the files'
+    fsyncs it committed the new names alone, and the files' block allocations (and, once
+    their data was written, the conversion of their unwritten extents) went into a second
+    journal commit that every file's fsync then waited for. Issued after the data, one
+    commit covers all (docs/benchmarks.md, one18d)."""
     jobs: list[_Job] = [(_fsync_or_error, path) for path in directories]
     jobs += [(_fsync_fd_or_error, fd) for fd in fds]
     round_ = _Round(len(jobs))
     if not jobs:
         return round_
+    if fds and _sync_file_range is not None:
+        jobs = [(_after_data, (fds, jobs, round_))]  # it stands for jobs[0] in the count
     try:
         _FsyncPool.get().submit(jobs, round_)
     except RuntimeError:
@@ -77,6 +89,66 @@ def fsyncs_started(directories: Collection[str], fds: Sequence[int]) -> Fsyncs:
 
 
 _Job = tuple[Callable[[Any], "OSError | None"], Any]
+
+
+def _load_sync_file_range() -> Any:
+    """libc's sync_file_range(2) (Linux), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # sync_file_range's flags (linux/fs.h)
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ESPIPE)  # refused before any writeback
+
+
+def _start_writeback(fd: int) -> None:
+    """Have the kernel start writing `fd`'s new data, without waiting. Reports nothing: an
+    error stays with the file for `written_out` and the fsync."""
+    assert _sync_file_range is not None
+    _sync_file_range(fd, 0, 0, _WRITE)
+
+
+def written_out(fd: int) -> OSError | None:
+    """Wait until `fd`'s data is written (on ext4 also its unwritten extents converted): not
+    durable, no journal commit. Its error is returned, not left to the fsync that follows:
+    the wait consumes the file's writeback error, which that fsync would not see again."""
+    if _sync_file_range is None or _sync_file_range(
+        fd, 0, 0, _WAIT_BEFORE | _WRITE | _WAIT_AFTER
+    ) == 0:
+        return None
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return None  # the fsync does it all
+    return OSError(code, f"writing out a file: {os.strerror(code)}")
+
+
+def _after_data(state: tuple[Sequence[int], list[_Job], _Round]) -> OSError | None:
+    """A round's first job: every file's data written out (all started, then each waited
+    for), then the round's fsyncs issued together (this thread runs the first); its result
+    counts as the first fsync's."""
+    fds, jobs, round_ = state
+    (first, argument), *others = jobs
+    for fd in fds:
+        _start_writeback(fd)
+    for fd in fds:
+        error = written_out(fd)
+        if error is not None:
+            for _ in others:  # the round fails: its fsyncs are not needed
+                round_.finished(None)
+            return error
+    if others:
+        try:
+            _FsyncPool.get().submit(others, round_)
+        except RuntimeError:
+            for function, other in others:
+                round_.finished(function(other))
+    return first(argument)
 
 
 class _Round:
