@@ -108,7 +108,8 @@ def _no_wake_preemption() -> None:
     a thread that, on the loop's core, preempted the loop, found the GIL held, and slept again
     (two switches for nothing); threads of one process dropping the GIL to SQLite did the same
     to each other. Its share of the CPU is unchanged (the same weight as SCHED_OTHER at nice
-    0); the loop's thread keeps the default policy, so a client's bytes still wake it at once."""
+    0); the loop's thread keeps the default policy, so a client's bytes still wake it at once.
+    Threads a command thread starts (the store's fsync and checkpoint threads) inherit it."""
     policy = getattr(os, "SCHED_BATCH", None)
     if policy is None:
         return
