@@ -10,7 +10,7 @@ call on a queue, and the thread settles the loop's future itself.
 The threads run under Linux's SCHED_BATCH (`_no_wake_preemption`): a thread woken by a job, or
 by another thread dropping the GIL, waits for a free core or the end of the running thread's
 slice instead of preempting the thread that woke it, which holds the GIL the woken one needs at
-once (docs/benchmarks.md, gil17: 20-35% fewer context switches per command).
+once (docs/benchmarks.md, gil17: about a fifth fewer context switches per command).
 """
 
 from __future__ import annotations
