@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
@@ -115,3 +116,13 @@ def test_command_threads_hand_back_failures_and_outlive_them() -> None:
             failed.result(10)
         pool.call_soon(lambda: 1 // 0, ())  # logged; the thread goes on
         assert pool.submit(lambda: 42).result(10) == 42
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+def test_command_threads_run_under_sched_batch_and_leave_the_caller_alone() -> None:
+    """Woken, a command thread does not preempt the GIL's holder (threads._no_wake_preemption);
+    the thread that submits (the event loop's) keeps its own policy."""
+    before = os.sched_getscheduler(0)
+    with CommandThreads(1, "test") as pool:
+        assert pool.submit(os.sched_getscheduler, 0).result(10) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == before

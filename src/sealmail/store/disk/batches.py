@@ -5,6 +5,11 @@ A caller joins the queue; if no one leads, it leads: it takes the whole queue as
 own entry is in it), runs it, wakes every caller of the batch, and hands the role to the first
 caller that queued meanwhile. A follower sleeps until its batch is done or the role is handed
 to it.
+
+A follower sleeps on a gate of its own, a lock created held that the leader releases: one
+futex wake-up per follower. A threading.Event there (a Condition, its lock and a waiter lock
+per wait) made the leader and each woken follower meet on the Condition's lock as well, and
+every such meeting is a GIL hand-off and two context switches more (docs/benchmarks.md, gil17).
 """
 
 from __future__ import annotations
@@ -15,11 +20,18 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 
+def _closed_gate() -> threading.Lock:
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
+
+
 @dataclass(eq=False)
 class Waiter:
-    """A caller's place in the queue."""
+    """A caller's place in the queue. `gate` is held until the leader opens it, once: for the
+    batch's end or for the role (a caller is woken at most once per `join`)."""
 
-    wake: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Lock = field(default_factory=_closed_gate)
     finished: bool = False
 
 
@@ -44,8 +56,7 @@ class Batches(Generic[W]):
             leads = not self._leading
             self._leading = True
         if not leads:
-            waiter.wake.wait()
-            waiter.wake.clear()
+            waiter.gate.acquire()
             if waiter.finished:
                 return
         try:
@@ -55,10 +66,10 @@ class Batches(Generic[W]):
             for other in batch:
                 other.finished = True
                 if other is not waiter:
-                    other.wake.set()
+                    other.gate.release()
             with self._lock:
                 if self._queue:
-                    self._queue[0].wake.set()  # hand the role on
+                    self._queue[0].gate.release()  # hand the role on
                 else:
                     self._leading = False
 
