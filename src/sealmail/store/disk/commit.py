@@ -295,11 +295,10 @@ class GroupCommit:
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
-                has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 names = [delivery.targets[0].mailbox for delivery in deliveries]
                 out = []
                 writes = IndexWrites(conn, names)
-                quotas = quota.BatchUsages(conn, names) if has_quotas else None
+                quotas = quota.BatchUsages(conn, names) if writes.quota_roots else None
                 for delivery in deliveries:
                     stage = delivery.stages[0]
                     assert stage is not None
@@ -372,14 +371,13 @@ class GroupCommit:
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
-                has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 names = [target.mailbox for delivery in batch for target in delivery.targets]
                 confirmed = self._confirmations.clear(conn)
                 directories: set[str] = set()
                 used: list[tuple[_Delivery, str]] = []  # the stage file of each copy linked
                 unconfirmed_copies: dict[int, list[tuple[int, int]]] = {}  # round -> copies
                 writes = IndexWrites(conn, names)
-                quotas = quota.BatchUsages(conn, names) if has_quotas else None
+                quotas = quota.BatchUsages(conn, names) if writes.quota_roots else None
                 for delivery in batch:
                     for i, target in enumerate(delivery.targets):
                         stage = delivery.stages[i]
