@@ -21,6 +21,7 @@ from typing import Any
 
 from sealmail.store.disk.layout import (
     ADD_CONTENT,
+    INSERT_STRUCTURE,
     MAILBOX_COLUMNS,
     ROW_LIST,
     ROW_PLACES,
@@ -45,6 +46,7 @@ class IndexWrites:
         self._conn = conn
         self._rows: dict[str, list[Any] | None] = {}  # None: no such mailbox
         self._messages: list[tuple[Any, ...]] = []
+        self._structures: list[tuple[int, bytes]] = []  # (header_key, the kept parse)
         self._headers: list[tuple[Any, ...]] = []
         self._contents: dict[str, list[Any]] = {}  # guid -> [copies added, listed fields]
         self._added: dict[int, list[Any]] = {}  # mailbox id -> its row, with its added count/bytes
@@ -77,11 +79,14 @@ class IndexWrites:
             shared: bool) -> None:
         """Note a message appended to the mailbox of `row` at its uidnext and highestmodseq + 1
         (read them from `row` first): `message` is its messages row after (mailbox_id, uid,
-        modseq), `header` its header_index row after (mailbox_id, uid); `shared`: its listed
-        fields (header[1]) kept once for the content rather than in this row."""
+        modseq) and then its kept parse or None (a `structures` row), `header` its header_index
+        row after (mailbox_id, uid); `shared`: its listed fields (header[1]) kept once for the
+        content rather than in this row."""
         mailbox_id, uid, modseq = row[0], row[5], row[6] + 1
         key = header_key(mailbox_id, uid)
-        self._messages.append((mailbox_id, uid, modseq, *message))
+        self._messages.append((mailbox_id, uid, modseq, *message[:5]))
+        if message[5] is not None:
+            self._structures.append((key, message[5]))
         if shared:
             guid = message[2]
             content = self._contents.get(guid)
@@ -115,9 +120,11 @@ class IndexWrites:
         if self._messages:
             conn.executemany(
                 "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid, flags,"
-                " filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " filename) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 self._messages,
             )
+            if self._structures:
+                conn.executemany(INSERT_STRUCTURE, self._structures)
             conn.executemany(
                 f"INSERT OR REPLACE INTO header_index (id, mailbox_id, uid, {ROW_LIST})"
                 f" VALUES (?, ?, ?, {ROW_PLACES})",
@@ -138,3 +145,4 @@ class IndexWrites:
             for row in self._added.values():
                 row[9] = row[10] = 0
         self._messages, self._headers, self._contents, self._added = [], [], {}, {}
+        self._structures = []
