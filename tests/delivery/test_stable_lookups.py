@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.stores import index_of_version_11
 
 from sealmail.config.imapd_conf import ImapdConfig, parse_imapd_conf
 from sealmail.delivery.engine import DeliveryEngine, Envelope
@@ -169,6 +170,7 @@ def test_an_index_of_version_8_gains_the_stamp(config: ImapdConfig, store: DiskS
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("DROP TABLE namespace")
+    index_of_version_11(conn)
     conn.execute("PRAGMA user_version=8")
     conn.close()
     with DiskStore.from_config(config) as again:

@@ -201,6 +201,78 @@ def test_new_mail_is_recent_in_the_session_that_announces_it(store: MessageStore
     """)
 
 
+@pytest.mark.parametrize("backend", ["memory", "disk"])  # the disk store claims in the commit
+def test_an_append_is_recent_in_the_appending_session_alone(store: MessageStore) -> None:
+    """APPEND to the mailbox the session has selected read-write: the session announces it at
+    the command's sync, so it is \\Recent there and nowhere else, whether the store claimed it
+    in the APPEND's commit (the disk store, when every older UID was claimed) or the sync
+    claimed it after; with mail nobody claimed yet, that mail comes along."""
+    deliver(store, 1)
+    appending, other = Client(store, "fred"), Client(store, "fred")
+    for client in (appending, other):
+        client.says(r"""
+            C: a SELECT INBOX
+            S: ...
+            S: * 1 EXISTS
+            S: ...
+            S: ...
+        """ + SELECT_TAIL + r"""
+            S: a OK [READ-WRITE] SELECT completed
+        """)
+    appending.says(r"""
+        C: b APPEND INBOX {5+}
+        C: hello
+        S: * 2 EXISTS
+        S: * 2 RECENT
+        S: b OK [APPENDUID <n> 2] APPEND completed
+    """)
+    deliver(store, 1)  # unclaimed when the next APPEND commits: both go to its session
+    appending.says(r"""
+        C: c APPEND INBOX {5+}
+        C: howdy
+        S: * 4 EXISTS
+        S: * 4 RECENT
+        S: c OK [APPENDUID <n> 4] APPEND completed
+        C: d APPEND INBOX {5+}
+        C: hiya!
+        S: * 5 EXISTS
+        S: * 5 RECENT
+        S: d OK [APPENDUID <n> 5] APPEND completed
+        C: f FETCH 2:5 FLAGS
+        S: * 2 FETCH (FLAGS (\Recent))
+        S: * 3 FETCH (FLAGS (\Recent))
+        S: * 4 FETCH (FLAGS (\Recent))
+        S: * 5 FETCH (FLAGS (\Recent))
+        S: f OK FETCH completed
+    """)
+    other.says(r"""
+        C: n NOOP
+        S: * 5 EXISTS
+        S: n OK NOOP completed
+        C: s SEARCH RECENT
+        S: * SEARCH
+        S: s OK SEARCH completed
+        C: t STATUS INBOX (RECENT)
+        S: * STATUS INBOX (RECENT 0)
+        S: t OK STATUS completed
+    """)
+    # Appended to a mailbox it has not selected: the first session to look claims it.
+    appending.says(r"""
+        C: g APPEND INBOX.Archive {5+}
+        C: later
+        S: g OK [APPENDUID <n> 1] APPEND completed
+    """)
+    other.says(r"""
+        C: h SELECT INBOX.Archive
+        S: ...
+        S: * 1 EXISTS
+        S: * 1 RECENT
+        S: ...
+    """ + SELECT_TAIL + r"""
+        S: h OK [READ-WRITE] SELECT completed
+    """)
+
+
 def test_examine_shows_unclaimed_recent_but_claims_nothing(store: MessageStore) -> None:
     deliver(store, 2)
     examining = Client(store, "fred")

@@ -223,6 +223,36 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(
         assert isinstance(again, AppendedMessage) and again.uid == 2
 
 
+@pytest.mark.parametrize("point", ["linked", "committed"])
+def test_sigkill_around_the_commit_of_an_appends_recent_claim(tmp_path: Path, point: str) -> None:
+    """An APPEND's \\Recent claim (DeliveryTarget.claims_recent) is the delivery's own
+    transaction: killed before its COMMIT, neither the message nor the mark is there; killed
+    after it (before the caller heard), both are."""
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        disk.create_mailbox("user.a")
+        disk.deliver(b"first\r\n", [DeliveryTarget("user.a")])
+        assert disk.claim_recent("user.a", 1) == 0
+    child = _run_child(
+        tmp_path,
+        """
+        def crash(at):
+            if at == sys.argv[1]:
+                os.kill(os.getpid(), signal.SIGKILL)
+        disk = DiskStore.from_config(config, fault_hook=crash)
+        disk.deliver(b"second\\r\\n", [DeliveryTarget("user.a", reader="a", claims_recent=True)])
+        print("survived")
+        """,
+        point,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    with DiskStore.from_config(make_config(tmp_path)) as disk:
+        uids = [r.uid for r in disk.messages("user.a")]
+        assert uids == ([1, 2] if point == "committed" else [1])
+        assert disk.claim_recent("user.a", 0) == uids[-1]
+        disk.reconstruct_all()  # the debris of "linked" removed; the mark stays where it was
+        assert disk.claim_recent("user.a", 0) == uids[-1]
+
+
 def test_next_delivery_replaces_uncommitted_debris(tmp_path: Path) -> None:
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         disk.create_mailbox("user.a")
@@ -305,7 +335,7 @@ def test_advisory_commits_skip_the_wal_fsync_and_everything_else_keeps_it(
     assert said("PRAGMA synchronous=NORMAL") == 1 and said("COMMIT") == 2
     assert statements.index("PRAGMA synchronous=NORMAL") < statements.index("BEGIN IMMEDIATE")
     assert index.connection().execute(
-        "SELECT structure FROM messages WHERE uid = 1"
+        "SELECT structure FROM structures WHERE id & 0xffffffff = 1"
     ).fetchone() == (b"parsed",)
     statements.clear()
     store.update_flags("user.a", [1], ["\\Flagged"], "add")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.stores import index_of_version_11
 
 from sealmail.proto.imap import parse_message, section_bytes
 from sealmail.store.api import DeliveryTarget
@@ -155,6 +156,7 @@ def test_migration_from_schema_2_then_backfill(config, tmp_path: Path) -> None: 
     _sql_store.execute("DROP TABLE seen")
     _sql_store.execute("ALTER TABLE mailboxes DROP COLUMN recentuid")
     _sql_store.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # version 8's
+    index_of_version_11(_sql_store)
     _sql_store.execute("PRAGMA user_version=2")
     _sql_store.close()
     store = DiskStore.from_config(config)
@@ -175,6 +177,7 @@ def test_migration_from_schema_6_makes_every_row_again(config, tmp_path: Path) -
     conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
     conn.execute("UPDATE header_index SET fields = x'1e', base_subject = 'old'")
     conn.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # what version 8 added
+    index_of_version_11(conn)
     conn.execute("PRAGMA user_version=6")
     conn.close()
     store = DiskStore.from_config(config)
@@ -301,6 +304,7 @@ def test_migration_from_schema_10_keeps_the_listed_fields(config) -> None:  # ty
     conn.execute("DROP TABLE unconfirmed_rounds")  # and version 10's shape of it
     conn.execute("CREATE TABLE unconfirmed (mailbox_id INTEGER, uid INTEGER, owner TEXT,"
                  " round INTEGER)")
+    index_of_version_11(conn)
     conn.execute("PRAGMA user_version=10")
     conn.close()
     store = DiskStore.from_config(config)
@@ -354,8 +358,9 @@ def test_migration_from_schema_10_keys_header_rows_by_one_integer(config) -> Non
         ALTER TABLE old RENAME TO header_index;
         DROP TABLE unconfirmed_rounds;
         CREATE TABLE unconfirmed (mailbox_id INTEGER, uid INTEGER, owner TEXT, round INTEGER);
-        PRAGMA user_version=10;
     """)
+    index_of_version_11(conn)
+    conn.execute("PRAGMA user_version=10")
     conn.close()
     store = DiskStore.from_config(config)
     try:

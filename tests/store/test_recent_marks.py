@@ -110,6 +110,35 @@ def test_threads_claiming_at_once_never_overlap(alice: DiskStore) -> None:
     assert sorted(uid for mine in claimed for uid in mine) == list(range(1, 41))
 
 
+@pytest.mark.disk_only("the index's mark, raised by a delivery's commit")
+def test_an_append_claims_its_recent_in_its_commit_when_nothing_older_is_unclaimed(
+    alice: DiskStore,
+) -> None:
+    """DeliveryTarget.claims_recent: the commit raises the index's mark to the copy when every
+    older UID is claimed (by the index's mark or the marks file's), and no later claim gets
+    it; with an older UID unclaimed, or for a reader with a mark of their own, it claims
+    nothing (the appender's sync claims as before)."""
+    store = alice  # UIDs 1-3, none claimed
+
+    def append(reader: str = "alice") -> Any:
+        [appended] = store.deliver(
+            MESSAGE, [DeliveryTarget("user.alice", reader=reader, claims_recent=True)])
+        return appended
+
+    assert not append().recent  # UID 4: 1-3 unclaimed
+    assert store.claim_recent("user.alice", 4) == 0
+    fifth = append()
+    assert fifth.recent and fifth.uid == 5
+    assert store.claim_recent("user.alice", 5) == 5  # nobody claims it again
+    uniqueid = store.mailbox("user.alice").uniqueid  # type: ignore[union-attr]
+    assert store.spool.recent.stored(uniqueid, "") == 4  # the index's mark, not the file's
+    assert not append("bob").recent  # UID 6: bob's \Recent is his own (and 6 is alice's)
+    assert store.claim_recent("user.alice", 6) == 5  # claimed in the marks file
+    assert append().recent  # UID 7: 6 claimed in the file, not in the index
+    assert store.claim_recent("user.alice", 0) == 7
+    assert store.claim_recent("user.alice", 7, "bob") == 0
+
+
 def _claim_then_die(root: Path, ready: Any) -> None:
     """In a process of its own: claim UIDs 1..2, then die inside a claim of 3 that holds the
     marks' turn and SQLite's write lock with the new mark written but not committed."""

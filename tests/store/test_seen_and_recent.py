@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.store.conftest import make_config, on_disk
+from tests.support.stores import index_of_version_11
 
 from sealmail.config.imapd_conf import ImapdConfig
 from sealmail.store.api import DeliveryTarget, flags_after
@@ -312,6 +313,7 @@ def test_migration_from_schema_3_counts_old_mail_as_announced(config: ImapdConfi
     for column in (*SORT_COLUMNS, "listed"):  # what versions 5 and 6 added
         index.execute(f"ALTER TABLE header_index DROP COLUMN {column}")
     index.execute("ALTER TABLE quotaroots DROP COLUMN warned")  # what version 8 added
+    index_of_version_11(index)
     index.execute("PRAGMA user_version=3")
     index.close()
     store = DiskStore.from_config(config)

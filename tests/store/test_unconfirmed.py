@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.store.conftest import make_config
+from tests.support.stores import index_of_version_11
 
 from sealmail.store.api import AppendedMessage, DeliveryTarget
 from sealmail.store.disk import DiskStore, commit, deferred, unconfirmed
@@ -361,6 +362,7 @@ def test_an_index_of_version_9_gets_the_table(tmp_path: Path) -> None:
         pass
     with sqlite3.connect(tmp_path / "config" / "mailboxes.db") as conn:
         conn.execute("DROP TABLE unconfirmed_rounds")
+        index_of_version_11(conn)
         conn.execute("PRAGMA user_version=9")
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         assert _rows(disk) == []
@@ -382,6 +384,7 @@ def test_an_index_of_version_10_gets_its_rows_packed(tmp_path: Path) -> None:
                      " PRIMARY KEY (mailbox_id, uid)) WITHOUT ROWID")
         conn.executemany("INSERT INTO unconfirmed VALUES (?, ?, ?, ?)", [
             (ids[0], 1, mine, 7), (ids[1], 1, mine, 7), (ids[1], 2, mine, 8)])
+        index_of_version_11(conn)
         conn.execute("PRAGMA user_version=10")
     with DiskStore.from_config(make_config(tmp_path)) as disk:
         assert _rows(disk) == [(ids[0], 1, mine, 7), (ids[1], 1, mine, 7), (ids[1], 2, mine, 8)]

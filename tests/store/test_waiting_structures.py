@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from tests.store.conftest import make_config
+from tests.support.stores import index_of_version_11
 
 from sealmail.store.api import DeliveryTarget
 from sealmail.store.disk import DiskStore
@@ -35,8 +36,8 @@ def _kept(store: DiskStore, name: str) -> dict[int, bytes]:
     conn = sqlite3.connect(store.configdirectory / "mailboxes.db")
     try:
         return {uid: blob for uid, blob in conn.execute(
-            "SELECT uid, structure FROM messages JOIN mailboxes ON id = mailbox_id"
-            " WHERE name = ? AND structure IS NOT NULL", (name,))}
+            "SELECT s.id & 0xffffffff, structure FROM structures s JOIN mailboxes m"
+            " ON s.id >> 32 = m.id WHERE name = ?", (name,))}
     finally:
         conn.close()
 
@@ -130,3 +131,38 @@ def test_at_most_so_many_wait() -> None:
     waiting.add(2, {5: b"e"})
     assert sorted(waiting.take()) == [(b"B", 1, 2), (b"a", 1, 1), (b"e", 2, 5)]
     assert not waiting and waiting.take() == []
+
+
+def test_kept_parses_go_with_their_messages_and_follow_copies(disk: DiskStore) -> None:
+    """The parses live in `structures` (store.index, version 12), keyed by mailbox and UID: a
+    copy takes its original's along, an expunge (and a mailbox's delete) removes them, and a
+    save for a message expunged meanwhile writes nothing."""
+    disk.save_message_structures("user.a", {1: b"one", 2: b"two", 3: b"three"})
+    disk.create_mailbox("user.b")
+    disk.copy_messages("user.a", [1, 2], "user.b")
+    assert disk.message_structures("user.b", [1, 2]) == {1: b"one", 2: b"two"}
+    disk.expunge("user.a", [1])
+    assert _kept(disk, "user.a") == {2: b"two", 3: b"three"}
+    disk.delete_mailbox("user.b")
+    disk.expunge("user.a", [3])
+    disk.save_message_structures("user.a", {3: b"late"})
+    conn = disk.spool.index.connection()
+    assert conn.execute("SELECT structure FROM structures").fetchall() == [(b"two",)]
+
+
+def test_an_index_of_version_11_moves_its_parses(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with DiskStore.from_config(config) as store:
+        store.create_mailbox("user.a")
+        for _ in range(3):
+            store.deliver(MESSAGE, [DeliveryTarget("user.a")])
+    conn = sqlite3.connect(config.configdirectory / "mailboxes.db", isolation_level=None)
+    index_of_version_11(conn)
+    conn.execute("UPDATE messages SET structure = CAST(uid AS BLOB) WHERE uid != 2")
+    conn.execute("PRAGMA user_version=11")
+    conn.close()
+    with DiskStore.from_config(config) as store:
+        assert store.message_structures("user.a", [1, 2, 3]) == {1: b"1", 3: b"3"}
+        columns = [row[1] for row in store.spool.index.connection().execute(
+            "PRAGMA table_info(messages)")]
+        assert "structure" not in columns

@@ -9,6 +9,7 @@ private cluster this test process starts (tests/support/postgres.py), one schema
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,11 @@ def store_config(root: Path) -> ImapdConfig:
 def open_store(backend: str, config: ImapdConfig, **options: Any) -> Any:
     """A store of `backend` ("disk", "memory" or "postgresql") on `config`."""
     return BACKENDS[backend](config, **options)
+
+
+def index_of_version_11(conn: sqlite3.Connection) -> None:
+    """Make a current index what version 11 had (the kept parses in `messages.structure`), for
+    tests that make an older index out of a new one before setting its user_version."""
+    conn.execute("DROP TRIGGER IF EXISTS structures_gone")
+    conn.execute("DROP TABLE IF EXISTS structures")
+    conn.execute("ALTER TABLE messages ADD COLUMN structure BLOB")

@@ -32,6 +32,7 @@ from sealmail.store.api import AppendedMessage, AtomicAppending, DeliveryTarget
 from sealmail.store.errors import MailboxNotFound, StoreError
 
 if TYPE_CHECKING:
+    from sealmail.imap.selected import SelectedMailbox
     from sealmail.imap.session import ImapSession
 
 __all__ = ["append"]
@@ -46,18 +47,21 @@ def append(session: ImapSession, command: Append) -> list[Response]:
     built = [_build(session, message) for message in command.messages]
     kept = [kept_for_append(content) for content, _, _ in built]
     store = session.store
+    view = _announcing(session, target)
     if len(built) > 1 and isinstance(store, AtomicAppending):
         # One commit for all (RFC 3502 6.3.11): no session ever sees part of them.
         try:
             stored = store.deliver_all([
-                (content, _target(session, target, flags, made), _date(message))
+                (content, _target(session, target, flags, made, view), _date(message))
                 for (content, flags, message), made in zip(built, kept, strict=True)])
         except MailboxNotFound:
             raise CommandFailed("Mailbox does not exist", "TRYCREATE") from None
         except StoreError as error:
             raise store_failure(error) from None
     else:
-        stored = _one_by_one(session, target, built, kept)
+        stored = _one_by_one(session, target, built, kept, view)
+    if view is not None:
+        view.claimed.update(message.uid for message in stored if message.recent)
     if session.audit is not None:
         for message, (content, _, _) in zip(stored, built, strict=True):
             session.audit.appended([message], auditlog.message_id_of(content))
@@ -76,10 +80,23 @@ def append(session: ImapSession, command: Append) -> list[Response]:
     return [StatusResponse("OK", "APPEND completed", tag=command.tag, code=code)]
 
 
+def _announcing(session: ImapSession, mailbox: str) -> SelectedMailbox | None:
+    """The session's view of `mailbox` when it is the first to be told of what is appended
+    there (selected read-write, \\Recent shown: its sync after the command announces and
+    claims it), so that the store may claim the copies' \\Recent in their commit
+    (DeliveryTarget.claims_recent: no claim of its own after); None otherwise."""
+    view = session.selected
+    if (view is None or view.name != mailbox or view.readonly or not view.shows_recent
+            or view.reader != session.userid):
+        return None
+    return view
+
+
 def _target(session: ImapSession, mailbox: str, flags: tuple[str, ...],
-            kept: tuple[ParsedMessage, KeptForms, bytes] | None) -> DeliveryTarget:
+            kept: tuple[ParsedMessage, KeptForms, bytes] | None,
+            view: SelectedMailbox | None) -> DeliveryTarget:
     return DeliveryTarget(mailbox, flags, strict_quota=True, reader=session.userid,
-                          kept=None if kept is None else kept[2])
+                          kept=None if kept is None else kept[2], claims_recent=view is not None)
 
 
 def _date(message: AppendMessage) -> float | None:
@@ -88,15 +105,15 @@ def _date(message: AppendMessage) -> float | None:
 
 def _one_by_one(session: ImapSession, target: str,
                 built: list[tuple[bytes, tuple[str, ...], AppendMessage]],
-                kept: list[tuple[ParsedMessage, KeptForms, bytes] | None]
-                ) -> list[AppendedMessage]:
+                kept: list[tuple[ParsedMessage, KeptForms, bytes] | None],
+                view: SelectedMailbox | None) -> list[AppendedMessage]:
     """Each message in its own delivery; on a failure the ones stored are expunged before the
     NO (a store without AtomicAppending: another session may see them come and go)."""
     stored: list[AppendedMessage] = []
     try:
         for (content, flags, message), made in zip(built, kept, strict=True):
             [result] = session.store.deliver(
-                content, [_target(session, target, flags, made)], _date(message))
+                content, [_target(session, target, flags, made, view)], _date(message))
             if isinstance(result, MailboxNotFound):
                 raise CommandFailed("Mailbox does not exist", "TRYCREATE")
             if isinstance(result, StoreError):

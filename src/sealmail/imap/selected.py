@@ -85,6 +85,9 @@ class SelectedMailbox:
         self.reader = reader  # whose \Seen the flags show (sealmail.store.seen)
         self.shows_recent = shows_recent  # IMAP4rev1: \Recent and RECENT responses
         self.recent: set[int] = set()  # UIDs that are \Recent in this session
+        # UIDs this session's APPEND claimed in their commit (sealmail.imap.appending): \Recent
+        # here once the sync shows them, though the mark it reads is past them already.
+        self.claimed: set[int] = set()
         self.told_recent = 0  # the RECENT count the client last heard
         self.uids: list[int] = []  # ascending: position i is sequence number i + 1
         self.flag_ids: list[int] = []  # per position: an index into flag_sets
@@ -339,7 +342,9 @@ class SelectedMailbox:
                 mark = news.recent_mark or 0
                 if not self.readonly and new[-1].uid > mark:
                     mark = self._claim(store, new[-1].uid)
-                self.recent.update(r.uid for r in new if r.uid > mark)
+                claimed = self.claimed
+                self.recent.update(r.uid for r in new if r.uid > mark or r.uid in claimed)
+            self.claimed.clear()
             self.highestmodseq = news.highestmodseq
             for uid in gone:
                 if self.index_of(uid) is not None:

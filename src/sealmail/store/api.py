@@ -83,6 +83,11 @@ class DeliveryTarget:
     # The IMAP layer's parse of the message (IMAP APPEND: sealmail.imap.fetching.kept), stored
     # with the copy as `save_message_structures` would store it, by the same commit: a cache.
     kept: bytes | None = None
+    # The appending session announces the copy at its next sync, selected read-write with
+    # \Recent shown (IMAP APPEND to its selected mailbox): the store may claim the copy's
+    # \Recent for it in the same commit (`AppendedMessage.recent`), where it would have claimed
+    # it just after (`claim_recent`). A store that does not leaves `recent` False.
+    claims_recent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,9 @@ class AppendedMessage:
     # to the appending user's own seen state is not among them): the auditlog's append line.
     uniqueid: str = ""
     flags: tuple[str, ...] = ()
+    # Claimed for the appender by the commit (DeliveryTarget.claims_recent): \Recent in the
+    # appending session, and in no other (the mark is past it).
+    recent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

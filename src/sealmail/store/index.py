@@ -31,7 +31,7 @@ from sealmail.store.errors import DiskFull, MailboxBusy, MailboxCorrupt, StoreEr
 from sealmail.store.forks import FORKS
 from sealmail.store.wal import switch_to_wal
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 _NAP_FIRST = 0.0002  # seconds: a commit holds the write lock for about one fsync (~1 ms)
 _NAP_MOST = 0.002
@@ -258,6 +258,27 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         " SELECT owner, round, group_concat(mailbox_id || ':' || uid, ' ') FROM unconfirmed"
         " GROUP BY owner, round",
         "DROP TABLE unconfirmed",
+    ),
+    11: (
+        # The kept parses (version 1's `messages.structure`, ~0.5-1 KiB each) in a table of
+        # their own, keyed as header_index is (sealmail.store.disk.layout.header_key). In the
+        # WITHOUT ROWID `messages` every interior cell holds a whole row, so with the parse in
+        # it a page held ~4 rows at every level: 65 leaves under 17 interior pages at 331
+        # messages, a lookup 4 levels deep, an APPEND writing 2.4 pages of it and a STORE 1.5,
+        # a SELECT's scan of the flags reading the parses' pages too. Without it a row is ~100
+        # octets (the 1/20 of a page SQLite advises for WITHOUT ROWID), and the parses sit in
+        # an integer-keyed B-tree whose interior cells are integers (docs/benchmarks.md,
+        # append17b). A row goes with its message (the trigger: EXPUNGE, MOVE, a mailbox's
+        # delete, reconstruct); written only for a message that is there (a cache, as before).
+        """CREATE TABLE IF NOT EXISTS structures (
+            id INTEGER PRIMARY KEY,
+            structure BLOB NOT NULL
+        )""",
+        "INSERT OR REPLACE INTO structures (id, structure) SELECT (mailbox_id << 32) | uid,"
+        " structure FROM messages WHERE structure IS NOT NULL",
+        "ALTER TABLE messages DROP COLUMN structure",
+        "CREATE TRIGGER IF NOT EXISTS structures_gone AFTER DELETE ON messages BEGIN"
+        " DELETE FROM structures WHERE id = (old.mailbox_id << 32) | old.uid; END",
     ),
 }
 

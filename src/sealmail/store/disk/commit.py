@@ -28,6 +28,7 @@ from sealmail.store.disk.layout import (
     write_synced,
     write_unsynced,
 )
+from sealmail.store.disk.recent import OWNER
 from sealmail.store.disk.userdata import save_seen, seen_of
 from sealmail.store.errors import MailboxNotFound, StoreError
 from sealmail.store.headers import (
@@ -38,7 +39,7 @@ from sealmail.store.headers import (
 )
 from sealmail.store.index import sqlite_error
 from sealmail.store.locks import CommitTurn
-from sealmail.store.seen import SEEN
+from sealmail.store.seen import SEEN, index_keeps_seen
 from sealmail.store.sorting import SortFields, sort_fields
 
 
@@ -294,11 +295,10 @@ class GroupCommit:
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
-                has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 names = [delivery.targets[0].mailbox for delivery in deliveries]
                 out = []
                 writes = IndexWrites(conn, names)
-                quotas = quota.BatchUsages(conn, names) if has_quotas else None
+                quotas = quota.BatchUsages(conn, names) if writes.quota_roots else None
                 for delivery in deliveries:
                     stage = delivery.stages[0]
                     assert stage is not None
@@ -371,14 +371,13 @@ class GroupCommit:
         try:
             self._spool.index.begin(conn)  # naps, not SQLite's sleeps (store.index)
             try:
-                has_quotas = conn.execute("SELECT EXISTS (SELECT 1 FROM quotaroots)").fetchone()[0]
                 names = [target.mailbox for delivery in batch for target in delivery.targets]
                 confirmed = self._confirmations.clear(conn)
                 directories: set[str] = set()
                 used: list[tuple[_Delivery, str]] = []  # the stage file of each copy linked
                 unconfirmed_copies: dict[int, list[tuple[int, int]]] = {}  # round -> copies
                 writes = IndexWrites(conn, names)
-                quotas = quota.BatchUsages(conn, names) if has_quotas else None
+                quotas = quota.BatchUsages(conn, names) if writes.quota_roots else None
                 for delivery in batch:
                     for i, target in enumerate(delivery.targets):
                         stage = delivery.stages[i]
@@ -504,6 +503,10 @@ class GroupCommit:
             (delivery.headers, delivery.listed, *delivery.sorting),
             len(delivery.targets) >= SHARED_FROM,
         )
+        # The appender's \Recent claim in this commit (DeliveryTarget.claims_recent), on the
+        # mark the index keeps; a reader with a mark of their own claims it after, as before.
+        recent = (target.claims_recent and index_keeps_seen(name, target.reader)
+                  and writes.claim_recent(row, uid, lambda: self._owner_mark(uniqueid)))
         warning = None
         if quotas is not None:
             quotas.appended(name, delivery.size)  # the next copy's check counts this one
@@ -512,8 +515,17 @@ class GroupCommit:
                 warning = quotas.note_append(usage, delivery.size, target.quota_warn)
         return AppendedMessage(
             name, uidvalidity, uid, modseq, delivery.guid, delivery.size, warning, uniqueid,
-            tuple(wanted),
+            tuple(wanted), recent,
         )
+
+    def _owner_mark(self, uniqueid: str) -> int:
+        """The marks file's \\Recent mark of the index's reader (`claim_recent`'s question);
+        one it cannot read counts as none: the appender then claims after the commit, as a
+        session without `claims_recent` does, and meets the failure there."""
+        try:
+            return self._spool.recent.mark(uniqueid, OWNER)
+        except StoreError:
+            return 0
 
     def clean_stage_files(self) -> list[str]:
         """After a crash: the unconfirmed copies of processes that are gone checked (kept,

@@ -141,24 +141,15 @@ class Copying:
             except OSError as exc:
                 raise os_error(exc, f"cannot copy UID {uid} to {target}") from exc
             effects.links.append(os.fspath(path))  # removed if rolled back
-            structure = conn.execute(
-                "SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
-                (src[0], uid),
-            ).fetchone()[0]
             conn.execute(
                 "INSERT INTO messages (mailbox_id, uid, modseq, internaldate, size, guid,"
-                " flags, filename, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    dst_id,
-                    new_uid,
-                    modseq,
-                    internaldate,
-                    size,
-                    guid,
-                    flags,
-                    path.name,
-                    structure,
-                ),
+                " flags, filename) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (dst_id, new_uid, modseq, internaldate, size, guid, flags, path.name),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO structures (id, structure)"
+                " SELECT ?, structure FROM structures WHERE id = ?",
+                (header_key(dst_id, new_uid), header_key(src[0], uid)),
             )
             conn.execute(
                 "INSERT OR REPLACE INTO header_index"

@@ -179,8 +179,12 @@ JOIN_HEADER = f"LEFT JOIN header_index AS h ON h.id = {HEADER_KEY}"
 
 
 def header_key(mailbox_id: int, uid: int) -> int:
-    """header_index.id of a message."""
+    """header_index.id (and structures.id) of a message."""
     return (mailbox_id << 32) | uid
+
+
+# A message's kept parse (store.index, version 12), for a message added in the same transaction.
+INSERT_STRUCTURE = "INSERT OR REPLACE INTO structures (id, structure) VALUES (?, ?)"
 
 
 # The listed fields of a message, from its copy's row or else its content's.

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from sealmail.store.api import FlagSnapshot, MessageRecord
-from sealmail.store.disk.layout import Spool, mailbox_info, missing_file, os_error, require_mailbox
+from sealmail.store.disk.layout import (
+    Spool,
+    header_key,
+    mailbox_info,
+    missing_file,
+    os_error,
+    require_mailbox,
+)
 from sealmail.store.disk.userdata import seen_of
 from sealmail.store.errors import MailboxCorrupt, NoSuchMessage
 from sealmail.store.index import sqlite_error
@@ -230,9 +237,7 @@ class Reading:
         still waiting to be written included (sealmail.store.disk.structures)."""
         with self._spool.reading() as conn:
             mailbox_id = require_mailbox(conn, name)[0]
-            # A range scan for a folder's worth (FETCH 1:* ENVELOPE): faster than IN lists.
-            rows = rows_for(conn, "uid, structure", mailbox_id, uids)
-        found = {uid: blob for uid, blob in rows if blob is not None}
+            found = _structures(conn, mailbox_id, uids)
         if self._spool.structures:
             found.update(self._spool.structures.get(mailbox_id, uids))
         return found
@@ -349,6 +354,29 @@ def rows_for(
         return rows  # the whole range was asked for
     keep = set(wanted)
     return [r for r in rows if r[0] in keep]
+
+
+def _structures(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]
+                ) -> dict[int, bytes]:
+    """The kept parses of those of `uids` that have one (store.index, version 12): one IN
+    query for a few scattered UIDs, else one range scan of the mailbox's keys (a folder's
+    worth, FETCH 1:* ENVELOPE), filtered here."""
+    wanted = sorted(set(uids))
+    if not wanted:
+        return {}
+    base = header_key(mailbox_id, 0)
+    if len(wanted) <= 256 and wanted[-1] - wanted[0] >= 2 * len(wanted):
+        rows = conn.execute(
+            f"SELECT id, structure FROM structures WHERE id IN ({','.join('?' * len(wanted))})",
+            [base | uid for uid in wanted],
+        ).fetchall()
+        return {key - base: blob for key, blob in rows}
+    rows = conn.execute("SELECT id, structure FROM structures WHERE id BETWEEN ? AND ?",
+                        (base | wanted[0], base | wanted[-1])).fetchall()
+    if len(rows) == len(wanted) == wanted[-1] - wanted[0] + 1:
+        return {key - base: blob for key, blob in rows}
+    keep = set(wanted)
+    return {key - base: blob for key, blob in rows if key - base in keep}
 
 
 def _read_file(filename: str, directory_fd: int | None, size: int, limit: int | None = None

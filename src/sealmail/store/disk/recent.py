@@ -20,10 +20,12 @@ inside (WAL with synchronous=NORMAL; only a checkpoint, every thousand pages, sy
 Crash cases: a process killed mid-claim leaves its transaction uncommitted (SQLite rolls it
 back, the kernel drops the flock); a power failure may take back claims made since the last
 checkpoint, which only shows those messages \\Recent once more (RFC 3501 calls the flag
-advisory; docs/imapd.md). The index's old `recentuid` columns stay as a floor: the mark is the
+advisory; docs/imapd.md). The index's `recentuid` columns stay as a floor: the mark is the
 higher of the two, so marks set before this file existed (schema upgrades, reconstruct's
 adopted mailboxes) still count, and a lost or removed `recent.db` shows no more than the mail
-since then as \\Recent again.
+since then as \\Recent again. An IMAP APPEND to its session's selected mailbox raises the
+index's floor in its own commit when nothing older is unclaimed, instead of a claim here
+(sealmail.store.disk.index_writes.IndexWrites.claim_recent).
 """
 
 from __future__ import annotations

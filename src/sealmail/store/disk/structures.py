@@ -28,7 +28,10 @@ from collections.abc import Mapping, Sequence
 
 MOST_WAITING = 4096
 
-_UPDATE = "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?"
+# Only for a message still there: a row of one expunged meanwhile would stay (the trigger
+# that removes a message's parse has run already).
+_UPDATE = ("INSERT OR REPLACE INTO structures (id, structure) SELECT (?2 << 32) | ?3, ?1"
+           " WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox_id = ?2 AND uid = ?3)")
 
 
 class WaitingStructures:

@@ -132,8 +132,12 @@ class Syncing:
             return MailboxChanges(top[4], top[5], top[6], top[8])
         # The marks file's (the index's is its floor): read after the snapshot, so at worst
         # higher than at that moment, which only spares the view a claim that would find
-        # nothing (sealmail.imap.selected).
-        mark = max(int(top[9]), self._spool.recent.mark(top[2], OWNER))
+        # nothing (sealmail.imap.selected). Not read when the index's mark is at the last UID
+        # (an APPEND claimed in its commit, sealmail.store.disk.index_writes): the file's is
+        # never past it.
+        mark = int(top[9])
+        if mark < top[5] - 1:
+            mark = max(mark, self._spool.recent.mark(top[2], OWNER))
         return MailboxChanges(top[4], top[5], top[6], top[8], changed, expunged, mark)
 
     def _reader_changes(self, name: str, modseq: int, reader: str) -> MailboxChanges | None:

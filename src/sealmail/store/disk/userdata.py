@@ -59,6 +59,8 @@ class UserData:
         keeps = index_keeps_seen(name, reader)
         with self._spool.reading() as conn:
             uniqueid, uidnext, floor = self._mark_row(conn, name, reader, keeps)
+        if floor >= uidnext - 1:
+            return floor  # the index's mark is at the last UID: the file's is no higher
         userid = OWNER if keeps else str(reader)
         recent = self._spool.recent
         seen = recent.stored(uniqueid, userid)
