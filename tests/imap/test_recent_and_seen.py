@@ -82,6 +82,20 @@ SELECT_TAIL = """
 """
 
 
+def select_inbox_of_one(*clients: Client) -> None:
+    """Each client SELECTs the INBOX, which holds one message."""
+    for client in clients:
+        client.says(r"""
+            C: a SELECT INBOX
+            S: ...
+            S: * 1 EXISTS
+            S: ...
+            S: ...
+        """ + SELECT_TAIL + r"""
+            S: a OK [READ-WRITE] SELECT completed
+        """)
+
+
 def selected(mailbox: str, exists: int, recent: int) -> str:
     """A read-write SELECT's transcript, down to its EXISTS and RECENT counts."""
     return (f"""
@@ -155,16 +169,7 @@ def test_first_read_write_session_claims_recent(store: MessageStore) -> None:
 def test_new_mail_is_recent_in_the_session_that_announces_it(store: MessageStore) -> None:
     deliver(store, 1)
     selecting, other = Client(store, "fred"), Client(store, "fred")
-    for client in (selecting, other):
-        client.says(r"""
-            C: a SELECT INBOX
-            S: ...
-            S: * 1 EXISTS
-            S: ...
-            S: ...
-        """ + SELECT_TAIL + r"""
-            S: a OK [READ-WRITE] SELECT completed
-        """)
+    select_inbox_of_one(selecting, other)
     deliver(store, 2)
     # RFC 3501 7.3.2: RECENT goes with the EXISTS that changed the count.
     selecting.says(r"""
@@ -209,16 +214,7 @@ def test_an_append_is_recent_in_the_appending_session_alone(store: MessageStore)
     claimed it after; with mail nobody claimed yet, that mail comes along."""
     deliver(store, 1)
     appending, other = Client(store, "fred"), Client(store, "fred")
-    for client in (appending, other):
-        client.says(r"""
-            C: a SELECT INBOX
-            S: ...
-            S: * 1 EXISTS
-            S: ...
-            S: ...
-        """ + SELECT_TAIL + r"""
-            S: a OK [READ-WRITE] SELECT completed
-        """)
+    select_inbox_of_one(appending, other)
     appending.says(r"""
         C: b APPEND INBOX {5+}
         C: hello

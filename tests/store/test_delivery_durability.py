@@ -25,12 +25,22 @@ pytestmark = pytest.mark.disk_only("files, hard links, fsync and crashes of the 
 MESSAGE = b"From: a@example.com\r\nSubject: sis\r\n\r\n" + b"line of body\r\n" * 400
 
 
-def _run_child(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+# A child's store, killed when it reaches the fault point named by its first argument.
+KILLED_AT_ARGV1 = """
+def crash(at):
+    if at == sys.argv[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+disk = DiskStore.from_config(config, fault_hook=crash)
+"""
+
+
+def _run_child(tmp_path: Path, code: str, *args: str, prelude: str = ""
+               ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
             "-c",
-            _child_code(tmp_path, "import os, signal\n" + textwrap.dedent(code)),
+            _child_code(tmp_path, "import os, signal\n" + prelude + textwrap.dedent(code)),
             *args,
         ],
         capture_output=True,
@@ -192,10 +202,6 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(
     child = _run_child(
         tmp_path,
         """
-        def crash(at):
-            if at == sys.argv[1]:
-                os.kill(os.getpid(), signal.SIGKILL)
-        disk = DiskStore.from_config(config, fault_hook=crash)
         targets = [DeliveryTarget("user.a"), DeliveryTarget("user.b")]
         if sys.argv[2] == "batch":
             disk.deliver_batch([(b"lost\\r\\n", targets)])
@@ -203,7 +209,7 @@ def test_sigkill_inside_delivery_leaves_nothing_visible(
             disk.deliver(b"lost\\r\\n", targets)
         print("survived")
         """,
-        point, way,
+        point, way, prelude=KILLED_AT_ARGV1,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     stage = tmp_path / "spool" / "stage."
@@ -235,14 +241,10 @@ def test_sigkill_around_the_commit_of_an_appends_recent_claim(tmp_path: Path, po
     child = _run_child(
         tmp_path,
         """
-        def crash(at):
-            if at == sys.argv[1]:
-                os.kill(os.getpid(), signal.SIGKILL)
-        disk = DiskStore.from_config(config, fault_hook=crash)
         disk.deliver(b"second\\r\\n", [DeliveryTarget("user.a", reader="a", claims_recent=True)])
         print("survived")
         """,
-        point,
+        point, prelude=KILLED_AT_ARGV1,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     with DiskStore.from_config(make_config(tmp_path)) as disk:
