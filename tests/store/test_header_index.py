@@ -109,6 +109,16 @@ def test_only_messages_without_a_searchable_form_are_unanswered(filled: DiskStor
     assert filled.search_header("user.a", "cc", "one\x1dtwo").unanswered == list(range(1, 12))
 
 
+def test_a_from_that_is_no_address_is_searched_decoded(store: DiskStore) -> None:
+    """A display name alone parses as a host-less mailbox: searched as such, its undecoded
+    encoded-word matched "3" (the "C3" of `=C3=A9`); hypothesis found it (the property below)."""
+    store.create_mailbox("user.p")
+    uid = _deliver(store, b"From:=?utf-8?q?Caf=C3=A9?=\r\n\r\nbody", "user.p")
+    for needle, found in (("3", False), ("utf-8", False), ("café", True), ("CAF", True)):
+        answer = store.search_header("user.p", "from", needle)
+        assert (uid in answer.matched) is found, needle
+
+
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(head=header_bytes, needle=st.text(alphabet="aBé ß:tOpIc3\x1d", max_size=4))

@@ -96,6 +96,9 @@ def searchable_fields(block: bytes, only: frozenset[str] | None = None,
     """(lower-case name, text) that SEARCH matches a header's fields with, not yet casefolded:
     each field's value as `header_fields` gives it, and after an address field's value the
     field again with its addresses (mailbox@host, comma-separated; none for a group's name).
+    An address without a host is left out: its text is in the value already, and a value
+    that is no address at all (`From: =?utf-8?q?Caf=C3=A9?=`, a display name alone) would
+    otherwise be searched undecoded, "3" matching the "C3" of its encoding.
     `raw`: the block's `raw_header_fields`, when the caller split it already."""
     out: list[tuple[str, str]] = []
     for name, value in raw_header_fields(block) if raw is None else raw:
@@ -104,8 +107,7 @@ def searchable_fields(block: bytes, only: frozenset[str] | None = None,
         out.append((name, decode_words(value)))
         if name in ADDRESS_FIELDS:
             specs = ", ".join(
-                f"{a.mailbox}@{a.host}" if a.host else a.mailbox
-                for a in address_list(value) if a.mailbox and a.host is not None)
+                f"{a.mailbox}@{a.host}" for a in address_list(value) if a.mailbox and a.host)
             if specs:
                 out.append((name, specs))
     return out
