@@ -337,7 +337,7 @@ def rows_for(
     wanted = sorted(set(uids))
     if not wanted:
         return []
-    if len(wanted) <= 256 and wanted[-1] - wanted[0] >= 2 * len(wanted):
+    if _few_and_scattered(wanted):
         marks = ",".join("?" * len(wanted))
         rows: list[tuple[Any, ...]] = conn.execute(
             f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})"
@@ -345,38 +345,43 @@ def rows_for(
             (mailbox_id, *wanted),
         ).fetchall()
         return rows
-    rows = conn.execute(
+    return _within(conn.execute(
         f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ?"
         " ORDER BY uid",
         (mailbox_id, wanted[0], wanted[-1]),
-    ).fetchall()
-    if len(rows) == len(wanted) == wanted[-1] - wanted[0] + 1:
-        return rows  # the whole range was asked for
-    keep = set(wanted)
-    return [r for r in rows if r[0] in keep]
+    ).fetchall(), wanted)
 
 
 def _structures(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]
                 ) -> dict[int, bytes]:
-    """The kept parses of those of `uids` that have one (store.index, version 12): one IN
-    query for a few scattered UIDs, else one range scan of the mailbox's keys (a folder's
-    worth, FETCH 1:* ENVELOPE), filtered here."""
+    """The kept parses of those of `uids` that have one (store.index, version 12), chosen as
+    `rows_for` chooses: by IN or by a range scan of the mailbox's keys, filtered here."""
     wanted = sorted(set(uids))
     if not wanted:
         return {}
     base = header_key(mailbox_id, 0)
-    if len(wanted) <= 256 and wanted[-1] - wanted[0] >= 2 * len(wanted):
+    if _few_and_scattered(wanted):
         rows = conn.execute(
             f"SELECT id, structure FROM structures WHERE id IN ({','.join('?' * len(wanted))})",
             [base | uid for uid in wanted],
         ).fetchall()
         return {key - base: blob for key, blob in rows}
-    rows = conn.execute("SELECT id, structure FROM structures WHERE id BETWEEN ? AND ?",
-                        (base | wanted[0], base | wanted[-1])).fetchall()
+    rows = conn.execute("SELECT id - ?1, structure FROM structures WHERE id BETWEEN ?1 | ?2"
+                        " AND ?1 | ?3", (base, wanted[0], wanted[-1])).fetchall()
+    return dict(_within(rows, wanted))
+
+
+def _few_and_scattered(wanted: list[int]) -> bool:
+    """Whether the ascending UIDs `wanted` are better asked by IN than by a range scan."""
+    return len(wanted) <= 256 and wanted[-1] - wanted[0] >= 2 * len(wanted)
+
+
+def _within(rows: list[tuple[Any, ...]], wanted: list[int]) -> list[tuple[Any, ...]]:
+    """The rows (UID first) of a range scan from wanted[0] to wanted[-1] that are wanted."""
     if len(rows) == len(wanted) == wanted[-1] - wanted[0] + 1:
-        return {key - base: blob for key, blob in rows}
+        return rows  # the whole range was asked for
     keep = set(wanted)
-    return {key - base: blob for key, blob in rows if key - base in keep}
+    return [r for r in rows if r[0] in keep]
 
 
 def _read_file(filename: str, directory_fd: int | None, size: int, limit: int | None = None
